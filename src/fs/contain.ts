@@ -1,0 +1,104 @@
+/**
+ * Containment: the map from a VirtualPath to a RealPath under a jail root. Every result has been
+ * through `realpath`, so a symlink anywhere on the way that leads out of the root is refused.
+ */
+import type { Stats } from "node:fs";
+import { lstat, realpath } from "node:fs/promises";
+import path from "node:path";
+import { FtpError, isFtpError } from "../protocol/errors.ts";
+import { errnoOf, mapFsError } from "./errors.ts";
+import type { RealPath, VirtualPath } from "./types.ts";
+import { basename, dirname, hasControlChar, ROOT, splitVirtual } from "./vpath.ts";
+
+/** Names of the temp files that a replacing upload writes; hidden from clients and not addressable. */
+export const UPLOAD_TEMP_PREFIX = ".berth-upload-";
+
+/** Where a virtual path lands: its real path and whether something is there. */
+export interface Located {
+  readonly real: RealPath;
+  readonly exists: boolean;
+}
+
+/** Like Located, for an entry looked at without following its final component. */
+export interface LocatedEntry extends Located {
+  /** The entry's own lstat, or null when nothing is there. */
+  readonly lstat: Stats | null;
+}
+
+/** True when `real` is the root or lies below it. */
+export function isInside(root: RealPath, real: string): boolean {
+  if (real === root) return true;
+  const prefix = root.endsWith(path.sep) ? root : root + path.sep;
+  return real.startsWith(prefix);
+}
+
+/** The real path `vpath` names below `root`, links not yet resolved (never use it unchecked). */
+export function toReal(root: RealPath, vpath: VirtualPath): string {
+  const segments = splitVirtual(vpath);
+  for (const seg of segments) checkSegment(seg);
+  return path.join(root, ...segments);
+}
+
+/** Resolves `vpath` through every symlink; refuses it when the result would be outside `root`.
+ * A missing final part is fine (exists: false) as long as no dangling link stands in its place. */
+export async function locate(root: RealPath, vpath: VirtualPath): Promise<Located> {
+  return locateReal(root, toReal(root, vpath));
+}
+
+/** Resolves the parent of `vpath` (which must exist, inside `root`) but not its final component,
+ * so that unlink and rename act on a symlink itself. The root is returned as is. */
+export async function locateEntry(root: RealPath, vpath: VirtualPath): Promise<LocatedEntry> {
+  toReal(root, vpath); // validates every segment
+  if (vpath === ROOT) return { real: root, exists: true, lstat: await lstat(root) };
+  const parent = await locate(root, dirname(vpath));
+  if (!parent.exists) throw new FtpError(550, "No such file or directory", "parent missing");
+  const real = path.join(parent.real, basename(vpath)) as RealPath;
+  const stats = await lstatOrNull(real);
+  return { real, exists: stats !== null, lstat: stats };
+}
+
+/** The refusal for a path that leads outside the jail or through a link that does not resolve.
+ * It is the same reply as for a missing file, so nothing about the outside target leaks. */
+export function escaped(real: string): FtpError {
+  return new FtpError(550, "No such file or directory", `refused: leaves the jail or dangles: ${real}`);
+}
+
+async function locateReal(root: RealPath, real: string): Promise<Located> {
+  try {
+    const resolved = await realpath(real);
+    if (!isInside(root, resolved)) throw escaped(real);
+    return { real: resolved as RealPath, exists: true };
+  } catch (err) {
+    if (isFtpError(err) || real === root) throw mapFsError(err);
+  }
+  return locateMissing(root, real);
+}
+
+/** realpath failed: resolve the parent, then look at the final component itself. */
+async function locateMissing(root: RealPath, real: string): Promise<Located> {
+  const parent = await locateReal(root, path.dirname(real));
+  const child = path.join(parent.real, path.basename(real)) as RealPath;
+  if (!parent.exists) return { real: child, exists: false };
+  if ((await lstatOrNull(child)) === null) return { real: child, exists: false };
+  // Something is there yet does not resolve: a dangling or looping link (maybe aimed outside).
+  throw escaped(real);
+}
+
+async function lstatOrNull(real: string): Promise<Stats | null> {
+  try {
+    return await lstat(real);
+  } catch (err) {
+    if (errnoOf(err) === "ENOENT") return null;
+    throw mapFsError(err);
+  }
+}
+
+function checkSegment(seg: string): void {
+  // VirtualPath is a brand, not a proof: refuse what resolveVirtual could never have produced.
+  if (seg === "." || seg === ".." || hasControlChar(seg)) {
+    throw new FtpError(553, "File name not allowed", `bad segment in virtual path: ${JSON.stringify(seg)}`);
+  }
+  if (seg.startsWith(UPLOAD_TEMP_PREFIX)) {
+    throw new FtpError(553, "File name not allowed", "upload temp file name");
+  }
+}

@@ -1,0 +1,170 @@
+/**
+ * Pure formatters for directory listings and times: `ls -l` lines for LIST (as vsftpd and
+ * pure-ftpd print them), RFC 3659 facts for MLSD/MLST, and the YYYYMMDDHHMMSS times of MDTM/MFMT.
+ * All times are UTC.
+ */
+import type { DirEntry, EntryStat } from "./types.ts";
+
+/** The MLSx facts berth supports, in the order it prints them (RFC 3659 §7.5). */
+export const MLSX_FACTS = ["type", "size", "modify", "perm", "unix.mode"] as const;
+
+/** One MLSx fact name. */
+export type MlsxFact = (typeof MLSX_FACTS)[number];
+
+/** How one MLSx line is printed. */
+export interface MlsxOptions {
+  /** The perm fact value (see permFacts). */
+  readonly perm: string;
+  /** "cdir" for the listed directory itself, "pdir" for its parent (RFC 3659 §7.5.1). */
+  readonly typeOverride?: "cdir" | "pdir";
+}
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+/** Half a Gregorian year, as `ls` counts "recent". */
+const SIX_MONTHS_MS = 15_778_476_000;
+const ONE_HOUR_MS = 3_600_000;
+const ALL_FACTS: ReadonlySet<string> = new Set(MLSX_FACTS);
+// eslint-disable-next-line no-control-regex -- a name must never break a reply or a listing line
+const CONTROL_ALL = /[\u0000-\u001f]/g;
+
+/** One LIST line, e.g. `-rw-r--r--    1 ftp      ftp          1234 Nov 25 08:27 name`. */
+export function formatListLine(entry: DirEntry, now: Date): string {
+  const s = entry.stat;
+  return [
+    modeString(s),
+    String(s.nlink).padStart(4),
+    "ftp".padEnd(8),
+    "ftp".padEnd(8),
+    String(s.size).padStart(8),
+    listDate(s.mtime, now),
+    safeName(entry.name),
+  ].join(" ");
+}
+
+/** `drwxr-xr-x`-style type and permission string (setuid/setgid/sticky as s/S, t/T). */
+export function modeString(s: EntryStat): string {
+  const type = s.type === "dir" ? "d" : s.type === "link" ? "l" : "-";
+  const m = s.mode;
+  return type + triplet(m >> 6, m & 0o4000, "s") + triplet(m >> 3, m & 0o2000, "s") + triplet(m, m & 0o1000, "t");
+}
+
+function triplet(bits: number, special: number, mark: "s" | "t"): string {
+  const x = (bits & 1) !== 0;
+  const exec = special !== 0 ? (x ? mark : mark.toUpperCase()) : x ? "x" : "-";
+  return ((bits & 4) !== 0 ? "r" : "-") + ((bits & 2) !== 0 ? "w" : "-") + exec;
+}
+
+/** `Nov 25 08:27` when within the last six months (and not more than an hour ahead), else `Nov 25  2023`. */
+function listDate(mtime: Date, now: Date): string {
+  const day = `${MONTHS[mtime.getUTCMonth()] ?? "???"} ${String(mtime.getUTCDate()).padStart(2)}`;
+  const age = now.getTime() - mtime.getTime();
+  const recent = age < SIX_MONTHS_MS && age > -ONE_HOUR_MS;
+  if (recent) return `${day} ${pad2(mtime.getUTCHours())}:${pad2(mtime.getUTCMinutes())}`;
+  return `${day} ${String(mtime.getUTCFullYear()).padStart(5)}`;
+}
+
+/** An MLSD line / MLST fact line with every supported fact: `type=file;size=1;…; name`.
+ * The caller adds the leading space that MLST's control-connection lines need (RFC 3659 §7.2). */
+export function formatMlsxFacts(entry: DirEntry, opts: MlsxOptions): string {
+  return formatMlsxSelected(entry, ALL_FACTS, opts);
+}
+
+/** Like formatMlsxFacts with only the facts in `facts` (OPTS MLST selection, RFC 3659 §7.9). */
+export function formatMlsxSelected(entry: DirEntry, facts: ReadonlySet<string>, opts: MlsxOptions): string {
+  let out = "";
+  for (const fact of MLSX_FACTS) {
+    if (!facts.has(fact)) continue;
+    const value = factValue(fact, entry.stat, opts);
+    if (value !== null) out += `${fact}=${value};`;
+  }
+  return `${out} ${safeName(entry.name)}`;
+}
+
+/** Parses the argument of `OPTS MLST type;size;…`: case-insensitive, unknown facts dropped
+ * (RFC 3659 §7.9); "" selects nothing. */
+export function selectMlsxFacts(text: string): Set<MlsxFact> {
+  const wanted = new Set(text.toLowerCase().split(";"));
+  return new Set(MLSX_FACTS.filter((f) => wanted.has(f)));
+}
+
+/** The FEAT line body for MLST: every fact, the selected ones starred (RFC 3659 §7.8). */
+export function mlstFeature(selected: ReadonlySet<string>): string {
+  return MLSX_FACTS.map((f) => `${f}${selected.has(f) ? "*" : ""};`).join("");
+}
+
+function factValue(fact: MlsxFact, s: EntryStat, opts: MlsxOptions): string | null {
+  switch (fact) {
+    case "type":
+      return opts.typeOverride ?? mlsxType(s);
+    case "size":
+      return s.type === "file" ? String(s.size) : null;
+    case "modify":
+      return formatMdtm(s.mtime);
+    case "perm":
+      return opts.perm;
+    case "unix.mode":
+      return "0" + (s.mode & 0o7777).toString(8).padStart(3, "0");
+  }
+}
+
+function mlsxType(s: EntryStat): string {
+  if (s.type === "file") return "file";
+  if (s.type === "dir") return "dir";
+  // RFC 3659 §7.5.1: anything else is an "OS.name=type" value.
+  return s.type === "link" ? "OS.unix=symlink" : "OS.unix=special";
+}
+
+/** RFC 3659 §7.5.5 perm letters: file r(+awdf), dir el(+cmpdf), symlink (+df) when writable. */
+export function permFacts(stat: EntryStat, readOnly: boolean): string {
+  const w = !readOnly;
+  switch (stat.type) {
+    case "file":
+      return "r" + (w ? "awdf" : "");
+    case "dir":
+      return "el" + (w ? "cmpdf" : "");
+    case "link":
+      return w ? "df" : "";
+    case "other":
+      return "";
+  }
+}
+
+/** A time as YYYYMMDDHHMMSS in UTC (MDTM reply, RFC 3659 §2.3 and §3). */
+export function formatMdtm(date: Date): string {
+  return (
+    String(date.getUTCFullYear()).padStart(4, "0") +
+    pad2(date.getUTCMonth() + 1) +
+    pad2(date.getUTCDate()) +
+    pad2(date.getUTCHours()) +
+    pad2(date.getUTCMinutes()) +
+    pad2(date.getUTCSeconds())
+  );
+}
+
+const TIME_VAL = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?:\.(\d+))?$/;
+
+/** Parses an MFMT/MDTM time-val `YYYYMMDDHHMMSS[.sss]` (UTC); null when malformed or out of range. */
+export function parseMfmtTime(text: string): Date | null {
+  const m = TIME_VAL.exec(text);
+  if (m === null) return null;
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+  const ms = Number((m[7] ?? "0").slice(0, 3).padEnd(3, "0"));
+  // RFC 3659 §2.3: year 1000-9999, seconds up to 60 (a leap second).
+  if (year < 1000 || month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return null;
+  if (hour > 23 || minute > 59 || second > 60) return null;
+  return new Date(Date.UTC(year, month - 1, day, hour, minute, second, ms));
+}
+
+function daysInMonth(year: number, month: number): number {
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+  return [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1] ?? 0;
+}
+
+function pad2(n: number): string {
+  return String(n).padStart(2, "0");
+}
+
+/** A name safe to put on one line: control characters (CR, LF, …) become "?". */
+export function safeName(name: string): string {
+  return name.replace(CONTROL_ALL, "?");
+}

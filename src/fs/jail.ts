@@ -1,0 +1,184 @@
+/**
+ * JailedFs: a user's filesystem, rooted at their home. It takes VirtualPaths only and is the one
+ * place in berth that touches real paths; every error leaves it as an FtpError whose message never
+ * shows a real path.
+ */
+import { randomBytes } from "node:crypto";
+import { constants } from "node:fs";
+import type { Stats } from "node:fs";
+import { chmod, mkdir, open, realpath, rename, rmdir, stat, unlink, utimes } from "node:fs/promises";
+import path from "node:path";
+import { FtpError, isFtpError } from "../protocol/errors.ts";
+import { locate, locateEntry } from "./contain.ts";
+import { mapFsError } from "./errors.ts";
+import { readDirectory, toEntryStat } from "./listing.ts";
+import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
+import { openUpload } from "./upload.ts";
+import { basename, isPlainName, joinVirtual, ROOT } from "./vpath.ts";
+
+const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = constants;
+/** How many numbered names (`base.1` …) STOU tries before it picks a random one. */
+const UNIQUE_TRIES = 99;
+
+/** A user's filesystem, jailed to their home directory. */
+export class JailedFs {
+  /** The real, canonical path of the home (for log lines only; never send it to a client). */
+  readonly root: RealPath;
+
+  private constructor(root: RealPath) {
+    this.root = root;
+  }
+
+  /** Opens the jail at `home` (made absolute), creating it like `mkdir -p` when missing. */
+  static async open(home: string): Promise<JailedFs> {
+    return guard(async () => {
+      const abs = path.resolve(home);
+      await mkdir(abs, { recursive: true });
+      return new JailedFs((await realpath(abs)) as RealPath);
+    });
+  }
+
+  /** Stat of `v`, following symlinks that stay inside the jail. */
+  stat(v: VirtualPath): Promise<EntryStat> {
+    return guard(async () => toEntryStat(await stat(await this.existing(v))));
+  }
+
+  /** True when `v` is a directory inside the jail; false when it is missing, a file or refused. */
+  async isDirectory(v: VirtualPath): Promise<boolean> {
+    try {
+      return (await this.stat(v)).type === "dir";
+    } catch (err) {
+      if (isFtpError(err) && (err.code === 550 || err.code === 553)) return false;
+      throw err;
+    }
+  }
+
+  /** The entries of directory `v` (sorted by name), or the single entry when `v` is a file. */
+  list(v: VirtualPath): Promise<DirEntry[]> {
+    return guard(async () => {
+      const real = await this.existing(v);
+      const s = await stat(real);
+      if (s.isDirectory()) return readDirectory(this.root, real);
+      return [{ name: basename(v), stat: toEntryStat(s) }];
+    });
+  }
+
+  /** Opens regular file `v` for reading. */
+  openDownload(v: VirtualPath): Promise<Download> {
+    return guard(async () => {
+      const real = await this.existing(v);
+      if (!(await stat(real)).isFile()) throw new FtpError(550, "Not a regular file");
+      const handle = await open(real, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+      const s = await handle.stat();
+      if (s.isFile()) return { handle, size: s.size };
+      await handle.close();
+      throw new FtpError(550, "Not a regular file");
+    });
+  }
+
+  /** Opens `v` for an upload (STOR, STOU, APPE, REST+STOR; see UploadOptions and Upload). */
+  openUpload(v: VirtualPath, opts: UploadOptions): Promise<Upload> {
+    return guard(() => openUpload(this.root, v, opts));
+  }
+
+  /** Creates directory `v`; its parent must exist. */
+  mkdir(v: VirtualPath): Promise<void> {
+    return guard(async () => {
+      const entry = await locateEntry(this.root, v);
+      if (entry.exists) throw new FtpError(550, "File exists");
+      await mkdir(entry.real);
+    });
+  }
+
+  /** Removes empty directory `v`; never the root, never through a symlink. */
+  rmdir(v: VirtualPath): Promise<void> {
+    return guard(async () => {
+      if (v === ROOT) throw new FtpError(550, "Permission denied", "rmdir of the jail root");
+      const entry = await this.existingEntry(v);
+      if (!entry.lstat.isDirectory()) throw new FtpError(550, "Not a directory");
+      await rmdir(entry.real);
+    });
+  }
+
+  /** Removes file or symlink `v` (a symlink itself, never its target). */
+  unlink(v: VirtualPath): Promise<void> {
+    return guard(async () => {
+      const entry = await this.existingEntry(v);
+      if (entry.lstat.isDirectory()) throw new FtpError(550, "Is a directory");
+      await unlink(entry.real);
+    });
+  }
+
+  /** Renames `from` to `to`, replacing a file at `to`; a symlink is renamed as itself. */
+  rename(from: VirtualPath, to: VirtualPath): Promise<void> {
+    return guard(async () => {
+      if (from === ROOT || to === ROOT) throw new FtpError(550, "Permission denied", "rename of the jail root");
+      const source = await this.existingEntry(from);
+      const target = await locateEntry(this.root, to);
+      await rename(source.real, target.real);
+    });
+  }
+
+  /** Sets the modification time of `v` (MFMT, RFC draft-somers-ftp-mfxx), keeping its atime. */
+  setMtime(v: VirtualPath, date: Date): Promise<void> {
+    return guard(async () => {
+      if (Number.isNaN(date.getTime())) throw new FtpError(501, "Invalid time");
+      const real = await this.existing(v);
+      await utimes(real, (await stat(real)).atime, date);
+    });
+  }
+
+  /** Sets the permission bits of `v` (SITE CHMOD); only the 0777 bits, never setuid/setgid/sticky. */
+  chmod(v: VirtualPath, mode: number): Promise<void> {
+    return guard(async () => {
+      if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw new FtpError(501, "Invalid mode");
+      await chmod(await this.existing(v), mode & 0o777);
+    });
+  }
+
+  /** True when something (even a dangling symlink) is at `v`; false when missing or refused. */
+  async exists(v: VirtualPath): Promise<boolean> {
+    try {
+      return (await guard(() => locateEntry(this.root, v))).exists;
+    } catch (err) {
+      if (isFtpError(err) && err.code === 550) return false;
+      throw err;
+    }
+  }
+
+  /** A name not yet present in `dir` for STOU: `base`, `base.1` … `base.99`, else a random one.
+   * The caller still opens it with `exclusive: true`, which settles any race. */
+  async uniqueName(dir: VirtualPath, base: string): Promise<string> {
+    if (base !== "" && !isPlainName(base)) throw new FtpError(553, "File name not allowed");
+    if (base !== "") {
+      for (let i = 0; i <= UNIQUE_TRIES; i++) {
+        const name = i === 0 ? base : `${base}.${i}`;
+        if (!(await this.exists(joinVirtual(dir, name)))) return name;
+      }
+    }
+    return `${base === "" ? "file" : base}.${randomBytes(6).toString("hex")}`;
+  }
+
+  /** The fully resolved real path of `v`, which must exist inside the jail. */
+  private async existing(v: VirtualPath): Promise<RealPath> {
+    const located = await locate(this.root, v);
+    if (!located.exists) throw new FtpError(550, "No such file or directory");
+    return located.real;
+  }
+
+  /** `v` itself (final symlink not followed), which must exist. */
+  private async existingEntry(v: VirtualPath): Promise<{ real: RealPath; lstat: Stats }> {
+    const entry = await locateEntry(this.root, v);
+    if (entry.lstat === null) throw new FtpError(550, "No such file or directory");
+    return { real: entry.real, lstat: entry.lstat };
+  }
+}
+
+/** Runs a filesystem step; whatever it throws comes out as an FtpError. */
+async function guard<T>(step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (err) {
+    throw mapFsError(err);
+  }
+}

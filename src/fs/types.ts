@@ -1,0 +1,55 @@
+import type { FileHandle } from "node:fs/promises";
+
+/** A normalized absolute path as the client sees it: starts with "/", no "." or ".." segments,
+ * no trailing slash except the root itself. Only `fs/vpath.ts` makes these. */
+export type VirtualPath = string & { readonly __brand: "VirtualPath" };
+
+/** An absolute path on the server's disk, already checked to lie inside a jail root.
+ * Only `fs/contain.ts` makes these; it never leaves `fs/` except in log details. */
+export type RealPath = string & { readonly __brand: "RealPath" };
+
+/** What a listing needs to know of one entry. */
+export interface EntryStat {
+  readonly type: "file" | "dir" | "link" | "other";
+  readonly size: number;
+  readonly mtime: Date;
+  /** Permission bits (mode & 0o7777). */
+  readonly mode: number;
+  readonly nlink: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+/** One directory entry with its stat. */
+export interface DirEntry {
+  readonly name: string;
+  readonly stat: EntryStat;
+}
+
+/** An open download: a regular file inside the jail. */
+export interface Download {
+  readonly handle: FileHandle;
+  readonly size: number;
+}
+
+/** How an upload writes its target. */
+export interface UploadOptions {
+  /** "store": STOR (replace via temp file + rename, or resume at `offset`); "append": APPE. */
+  readonly kind: "store" | "append";
+  /** REST offset for "store"; 0 = whole file. */
+  readonly offset: number;
+  /** Fail with 550 if the target exists (STOU). */
+  readonly exclusive: boolean;
+}
+
+/** An upload in progress. Exactly one of commit() or abort() is called. */
+export interface Upload {
+  readonly handle: FileHandle;
+  /** File position where the data starts. */
+  readonly position: number;
+  /** Closes the file and, when it was written to a temp file, renames it over the target. */
+  commit(): Promise<void>;
+  /** Closes the file; a temp file is removed (the old target stays intact); a file written in place
+   * keeps its partial data so that REST+STOR or APPE can resume it. */
+  abort(): Promise<void>;
+}

@@ -1,0 +1,139 @@
+/**
+ * STOR, STOU, APPE and REST+STOR on disk. A new file is written in place; replacing an existing
+ * file goes through a temp file renamed over it at commit, so an aborted upload never destroys the
+ * old content; a resumed upload writes in place from its offset.
+ */
+import { randomBytes } from "node:crypto";
+import { constants } from "node:fs";
+import type { Stats } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
+import { open, rename, stat, unlink } from "node:fs/promises";
+import path from "node:path";
+import { FtpError } from "../protocol/errors.ts";
+import { locate, UPLOAD_TEMP_PREFIX } from "./contain.ts";
+import { errnoOf, mapFsError } from "./errors.ts";
+import type { RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
+
+const { O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = constants;
+/** New files get 0666 minus the process umask, as any Unix tool would create them. */
+const FILE_MODE = 0o666;
+/** O_NOFOLLOW: a symlink swapped in after the check is refused (ELOOP), never followed.
+ * O_NONBLOCK: opening a FIFO can never block a libuv worker forever. */
+const SAFE = O_NOFOLLOW | O_NONBLOCK;
+
+/** Opens the upload target `vpath` inside `root` as `opts` says (see UploadOptions). */
+export async function openUpload(root: RealPath, vpath: VirtualPath, opts: UploadOptions): Promise<Upload> {
+  checkOffset(opts.offset);
+  const target = await locate(root, vpath);
+  if (target.exists) checkTarget(await stat(target.real), opts);
+  if (opts.kind === "append") return openAppend(target.real);
+  if (opts.offset > 0) return openAtOffset(target.real, target.exists, opts.offset);
+  if (target.exists) return openTemp(target.real);
+  return createNew(target.real, opts.exclusive);
+}
+
+function checkOffset(offset: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0) {
+    throw new FtpError(501, "Invalid restart offset", `offset ${offset}`);
+  }
+}
+
+function checkTarget(s: Stats, opts: UploadOptions): void {
+  if (s.isDirectory()) throw new FtpError(550, "Is a directory");
+  if (!s.isFile()) throw new FtpError(550, "Not a regular file");
+  if (opts.exclusive) throw new FtpError(550, "File exists");
+}
+
+/** A target that did not exist: created exclusively. If it appeared in the meantime, a
+ * non-exclusive upload falls back to replacing it through a temp file. */
+async function createNew(real: RealPath, exclusive: boolean): Promise<Upload> {
+  try {
+    const handle = await open(real, O_WRONLY | O_CREAT | O_EXCL | SAFE, FILE_MODE);
+    return makeUpload(handle, 0, noop, noop);
+  } catch (err) {
+    if (!exclusive && errnoOf(err) === "EEXIST") return openTemp(real);
+    throw mapFsError(err);
+  }
+}
+
+/** Replace: write `.berth-upload-<random>` beside the target; commit renames it over the target. */
+async function openTemp(real: RealPath): Promise<Upload> {
+  const temp = path.join(path.dirname(real), UPLOAD_TEMP_PREFIX + randomBytes(8).toString("hex"));
+  const handle = await open(temp, O_WRONLY | O_CREAT | O_EXCL | SAFE, FILE_MODE);
+  const finish = (): Promise<void> => rename(temp, real);
+  const cleanup = (): Promise<void> => unlinkQuietly(temp);
+  return makeUpload(handle, 0, finish, cleanup);
+}
+
+/** REST n + STOR (RFC 3659 §5.5): keep bytes [0, n), drop the rest, write from n. */
+async function openAtOffset(real: RealPath, exists: boolean, offset: number): Promise<Upload> {
+  if (!exists) throw new FtpError(550, "No such file or directory", "restart on a missing file");
+  const handle = await open(real, O_WRONLY | SAFE);
+  try {
+    const size = await regularSize(handle);
+    if (offset > size) throw new FtpError(554, "Restart offset beyond end of file", `offset ${offset} > ${size}`);
+    // Truncating at the offset makes the file after an abort exactly "resumable from its size".
+    await handle.truncate(offset);
+    return makeUpload(handle, offset, noop, noop);
+  } catch (err) {
+    await handle.close().catch(noop);
+    throw err;
+  }
+}
+
+/** APPE (RFC 959 §4.1.3): create when missing; data goes to the end. */
+async function openAppend(real: RealPath): Promise<Upload> {
+  const handle = await open(real, O_WRONLY | O_APPEND | O_CREAT | SAFE, FILE_MODE);
+  try {
+    return makeUpload(handle, await regularSize(handle), noop, noop);
+  } catch (err) {
+    await handle.close().catch(noop);
+    throw err;
+  }
+}
+
+/** The size of an open regular file; anything else (FIFO, device) is refused. */
+async function regularSize(handle: FileHandle): Promise<number> {
+  const s = await handle.stat();
+  if (!s.isFile()) throw new FtpError(550, "Not a regular file");
+  return s.size;
+}
+
+/** Wraps a handle so that commit/abort run once: a second call gets the first call's outcome. */
+function makeUpload(
+  handle: FileHandle,
+  position: number,
+  finish: () => Promise<void>,
+  cleanup: () => Promise<void>,
+): Upload {
+  let settled: Promise<void> | null = null;
+  const commit = async (): Promise<void> => {
+    try {
+      await handle.close();
+      await finish();
+    } catch (err) {
+      await cleanup().catch(noop);
+      throw mapFsError(err);
+    }
+  };
+  const abort = async (): Promise<void> => {
+    await handle.close().catch(noop);
+    await cleanup().catch(noop);
+  };
+  return {
+    handle,
+    position,
+    commit: () => (settled ??= commit()),
+    abort: () => (settled ??= abort()).catch(noop),
+  };
+}
+
+async function unlinkQuietly(real: string): Promise<void> {
+  try {
+    await unlink(real);
+  } catch (err) {
+    if (errnoOf(err) !== "ENOENT") throw err;
+  }
+}
+
+async function noop(): Promise<void> {}

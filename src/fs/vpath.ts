@@ -1,0 +1,91 @@
+/**
+ * Pure functions on the client's view of the filesystem. A VirtualPath is absolute, normalized and
+ * can never climb above "/"; JailedFs is the only place that maps one to a real path.
+ */
+import { FtpError } from "../protocol/errors.ts";
+import type { VirtualPath } from "./types.ts";
+
+/** The root of every user's virtual tree. */
+export const ROOT = "/" as VirtualPath;
+
+/** Longest accepted path, in UTF-8 bytes (Linux PATH_MAX). */
+export const MAX_PATH_BYTES = 4096;
+/** Longest accepted path segment, in UTF-8 bytes (Linux NAME_MAX). */
+export const MAX_NAME_BYTES = 255;
+
+// eslint-disable-next-line no-control-regex -- control characters are exactly what is refused
+const CONTROL = /[\u0000-\u001f]/;
+
+/** True when `text` holds a NUL or another control character (< 0x20). */
+export function hasControlChar(text: string): boolean {
+  return CONTROL.test(text);
+}
+
+/** Resolves an FTP path argument against the virtual cwd: "\" counts as "/", "//", "." and ".."
+ * collapse, ".." at the root stays at the root. No URL decoding: "%2e%2e" is a literal name. */
+export function resolveVirtual(cwd: VirtualPath, arg: string): VirtualPath {
+  // RFC 959 §3.1.1.5: pathnames are plain strings; a control char (NUL, CR, LF) is never a name.
+  if (hasControlChar(arg)) throw new FtpError(501, "Invalid character in path");
+  if (utf8Length(arg) > MAX_PATH_BYTES) throw tooLong();
+  const path = arg.replaceAll("\\", "/");
+  const segments = path.startsWith("/") ? [] : splitVirtual(cwd);
+  for (const seg of path.split("/")) {
+    if (seg === "" || seg === ".") continue;
+    if (seg === "..") segments.pop();
+    else if (utf8Length(seg) > MAX_NAME_BYTES) throw tooLong();
+    else segments.push(seg);
+  }
+  const result = "/" + segments.join("/");
+  if (utf8Length(result) > MAX_PATH_BYTES) throw tooLong();
+  return result as VirtualPath;
+}
+
+/** The segments of a VirtualPath ("/" → []). */
+export function splitVirtual(vpath: VirtualPath): string[] {
+  return vpath.split("/").filter((s) => s !== "");
+}
+
+/** The last segment of a VirtualPath; "" for the root. */
+export function basename(vpath: VirtualPath): string {
+  return vpath.slice(vpath.lastIndexOf("/") + 1);
+}
+
+/** The parent of a VirtualPath; the root is its own parent. */
+export function dirname(vpath: VirtualPath): VirtualPath {
+  const cut = vpath.lastIndexOf("/");
+  return (cut <= 0 ? "/" : vpath.slice(0, cut)) as VirtualPath;
+}
+
+/** `dir` + one plain name (as read from a directory); refuses "", ".", "..", "/" and control chars. */
+export function joinVirtual(dir: VirtualPath, name: string): VirtualPath {
+  if (!isPlainName(name)) throw new FtpError(553, "File name not allowed");
+  const joined = dir === ROOT ? `/${name}` : `${dir}/${name}`;
+  if (utf8Length(joined) > MAX_PATH_BYTES) throw tooLong();
+  return joined as VirtualPath;
+}
+
+/** True when `name` can be one path segment. */
+export function isPlainName(name: string): boolean {
+  return (
+    name !== "" &&
+    name !== "." &&
+    name !== ".." &&
+    !name.includes("/") &&
+    !hasControlChar(name) &&
+    utf8Length(name) <= MAX_NAME_BYTES
+  );
+}
+
+/** The path quoted for a 257 reply, surrounding quotes included: `/a"b` → `"/a""b"`
+ * (RFC 959 appendix II: an embedded double quote is doubled). */
+export function quote257(vpath: VirtualPath): string {
+  return `"${vpath.replaceAll('"', '""')}"`;
+}
+
+function utf8Length(text: string): number {
+  return Buffer.byteLength(text, "utf8");
+}
+
+function tooLong(): FtpError {
+  return new FtpError(553, "File name not allowed", "path or name too long");
+}

@@ -1,0 +1,148 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import {
+  formatListLine,
+  formatMdtm,
+  formatMlsxFacts,
+  formatMlsxSelected,
+  mlstFeature,
+  modeString,
+  parseMfmtTime,
+  permFacts,
+  selectMlsxFacts,
+} from "../src/fs/format.ts";
+import type { DirEntry, EntryStat } from "../src/fs/types.ts";
+
+const NOW = new Date("2024-11-30T12:00:00Z");
+
+function stat(over: Partial<EntryStat> = {}): EntryStat {
+  return {
+    type: "file",
+    size: 1234,
+    mtime: new Date("2024-11-25T08:27:59Z"),
+    mode: 0o644,
+    nlink: 1,
+    uid: 1000,
+    gid: 1000,
+    ...over,
+  };
+}
+
+const entry = (name: string, over: Partial<EntryStat> = {}): DirEntry => ({ name, stat: stat(over) });
+
+void describe("formatListLine", () => {
+  void it("prints a recent file like vsftpd", () => {
+    assert.equal(
+      formatListLine(entry("name"), NOW),
+      "-rw-r--r--    1 ftp      ftp          1234 Nov 25 08:27 name",
+    );
+  });
+
+  void it("prints the year for files older than six months or in the future", () => {
+    const old = entry("old.txt", { mtime: new Date("2023-03-05T10:00:00Z") });
+    assert.equal(formatListLine(old, NOW), "-rw-r--r--    1 ftp      ftp          1234 Mar  5  2023 old.txt");
+    const future = entry("f", { mtime: new Date("2025-01-02T00:00:00Z") });
+    assert.ok(formatListLine(future, NOW).endsWith(" Jan  2  2025 f"));
+  });
+
+  void it("prints directories and links (no target)", () => {
+    const dir = entry("sub dir", { type: "dir", mode: 0o755, nlink: 3, size: 4096 });
+    assert.equal(formatListLine(dir, NOW), "drwxr-xr-x    3 ftp      ftp          4096 Nov 25 08:27 sub dir");
+    const link = entry("ln", { type: "link", mode: 0o777, size: 11 });
+    assert.equal(formatListLine(link, NOW), "lrwxrwxrwx    1 ftp      ftp            11 Nov 25 08:27 ln");
+  });
+
+  void it("never lets a name break the line", () => {
+    assert.match(formatListLine(entry("a\r\nb"), NOW), / a\?\?b$/);
+  });
+
+  void it("shows setuid, setgid and sticky bits", () => {
+    assert.equal(modeString(stat({ mode: 0o4755 })), "-rwsr-xr-x");
+    assert.equal(modeString(stat({ mode: 0o2644 })), "-rw-r-Sr--");
+    assert.equal(modeString(stat({ type: "dir", mode: 0o1777 })), "drwxrwxrwt");
+    assert.equal(modeString(stat({ type: "dir", mode: 0o1776 })), "drwxrwxrwT");
+  });
+});
+
+void describe("MLSx facts (RFC 3659)", () => {
+  void it("prints file facts in order, modify in UTC", () => {
+    const line = formatMlsxFacts(entry("name"), { perm: "rawdf" });
+    assert.equal(line, "type=file;size=1234;modify=20241125082759;perm=rawdf;unix.mode=0644; name");
+  });
+
+  void it("omits size for directories and supports cdir/pdir", () => {
+    const dir = entry("d", { type: "dir", mode: 0o755 });
+    assert.equal(formatMlsxFacts(dir, { perm: "el" }), "type=dir;modify=20241125082759;perm=el;unix.mode=0755; d");
+    assert.match(formatMlsxFacts(dir, { perm: "el", typeOverride: "cdir" }), /^type=cdir;/);
+    assert.match(formatMlsxFacts(dir, { perm: "el", typeOverride: "pdir" }), /^type=pdir;/);
+  });
+
+  void it("prints links and specials as OS.unix types", () => {
+    assert.match(formatMlsxFacts(entry("l", { type: "link" }), { perm: "" }), /^type=OS\.unix=symlink;modify=/);
+    assert.match(formatMlsxFacts(entry("p", { type: "other" }), { perm: "" }), /^type=OS\.unix=special;/);
+  });
+
+  void it("honours an OPTS MLST selection", () => {
+    const facts = selectMlsxFacts("Size;MODIFY;bogus;");
+    assert.deepEqual([...facts], ["size", "modify"]);
+    assert.equal(formatMlsxSelected(entry("n"), facts, { perm: "r" }), "size=1234;modify=20241125082759; n");
+    assert.equal(formatMlsxSelected(entry("n"), selectMlsxFacts(""), { perm: "r" }), " n");
+    assert.equal(mlstFeature(facts), "type;size*;modify*;perm;unix.mode;");
+  });
+
+  void it("prints unix.mode with special bits", () => {
+    assert.match(formatMlsxFacts(entry("x", { mode: 0o4755 }), { perm: "r" }), /unix\.mode=04755;/);
+    assert.match(formatMlsxFacts(entry("x", { mode: 0o7 }), { perm: "r" }), /unix\.mode=0007;/);
+  });
+
+  void it("permFacts gives RFC 3659 §7.5.5 letters", () => {
+    assert.equal(permFacts(stat(), false), "rawdf");
+    assert.equal(permFacts(stat(), true), "r");
+    assert.equal(permFacts(stat({ type: "dir" }), false), "elcmpdf");
+    assert.equal(permFacts(stat({ type: "dir" }), true), "el");
+    assert.equal(permFacts(stat({ type: "link" }), false), "df");
+    assert.equal(permFacts(stat({ type: "link" }), true), "");
+  });
+});
+
+void describe("MDTM / MFMT times", () => {
+  void it("formats in UTC", () => {
+    assert.equal(formatMdtm(new Date("2001-02-03T04:05:06.789Z")), "20010203040506");
+  });
+
+  void it("parses valid times, with or without a fraction", () => {
+    assert.equal(parseMfmtTime("20010203040506")?.toISOString(), "2001-02-03T04:05:06.000Z");
+    assert.equal(parseMfmtTime("20010203040506.5")?.toISOString(), "2001-02-03T04:05:06.500Z");
+    assert.equal(parseMfmtTime("20010203040506.123456")?.toISOString(), "2001-02-03T04:05:06.123Z");
+    assert.equal(parseMfmtTime("20240229235959")?.toISOString(), "2024-02-29T23:59:59.000Z");
+    assert.ok(parseMfmtTime("20161231235960"), "leap second");
+  });
+
+  void it("round-trips", () => {
+    const d = new Date("2019-07-14T21:09:33Z");
+    assert.equal(parseMfmtTime(formatMdtm(d))?.getTime(), d.getTime());
+  });
+
+  void it("rejects malformed or out-of-range values", () => {
+    for (const bad of [
+      "",
+      "2001020304050",
+      "200102030405066",
+      "20011303040506",
+      "20010003040506",
+      "20010230040506",
+      "20230229000000",
+      "21000229000000",
+      "20010203240506",
+      "20010203046006",
+      "20010203040561",
+      "09990101000000",
+      "20010203040506.",
+      "2001-02-03 04:05",
+      " 20010203040506",
+      "20010203040506Z",
+    ]) {
+      assert.equal(parseMfmtTime(bad), null, bad);
+    }
+  });
+});

@@ -1,0 +1,93 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { FtpError } from "../src/protocol/errors.ts";
+import type { VirtualPath } from "../src/fs/types.ts";
+import { basename, dirname, isPlainName, joinVirtual, quote257, resolveVirtual, ROOT } from "../src/fs/vpath.ts";
+
+const v = (s: string): VirtualPath => s as VirtualPath;
+
+function rejectsWith(fn: () => unknown, code: number, message: string): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof FtpError);
+    assert.equal(err.code, code);
+    assert.equal(err.message, message);
+    return true;
+  });
+}
+
+void describe("resolveVirtual", () => {
+  const cases: Array<[cwd: string, arg: string, expected: string]> = [
+    ["/", "", "/"],
+    ["/a/b", "", "/a/b"],
+    ["/", "a", "/a"],
+    ["/a", "b/c", "/a/b/c"],
+    ["/a/b", "..", "/a"],
+    ["/a/b", "../..", "/"],
+    ["/", "..", "/"],
+    ["/", "../../etc/passwd", "/etc/passwd"],
+    ["/a", "/../..", "/"],
+    ["/a", "\\..\\..", "/"],
+    ["/a", "a\\b", "/a/a/b"],
+    ["/", "a/../../..", "/"],
+    ["/x", "/abs/path", "/abs/path"],
+    ["/", "//a///b//", "/a/b"],
+    ["/", "./a/./b/.", "/a/b"],
+    ["/", "%2e%2e/", "/%2e%2e"],
+    ["/", "%2e%2e%2f..", "/%2e%2e%2f.."],
+    ["/", "...", "/..."],
+    ["/", "a b/ c ", "/a b/ c "],
+    ["/", 'quo"te', '/quo"te'],
+    ["/", "ünïcødé/日本", "/ünïcødé/日本"],
+    ["/a/b/c", "../../../../../../x", "/x"],
+  ];
+  for (const [cwd, arg, expected] of cases) {
+    void it(`${JSON.stringify(arg)} from ${cwd} → ${expected}`, () => {
+      assert.equal(resolveVirtual(v(cwd), arg), expected);
+    });
+  }
+
+  void it("refuses NUL and every other control character with 501", () => {
+    for (const arg of ["a\0b", "\0", "a\r\nDELE x", "tab\there", "\x1f"]) {
+      rejectsWith(() => resolveVirtual(ROOT, arg), 501, "Invalid character in path");
+    }
+  });
+
+  void it("refuses a segment over 255 UTF-8 bytes with 553", () => {
+    assert.equal(resolveVirtual(ROOT, "a".repeat(255)), "/" + "a".repeat(255));
+    rejectsWith(() => resolveVirtual(ROOT, "a".repeat(256)), 553, "File name not allowed");
+    // 128 two-byte characters = 256 bytes
+    rejectsWith(() => resolveVirtual(ROOT, "é".repeat(128)), 553, "File name not allowed");
+  });
+
+  void it("refuses a path over 4096 bytes with 553", () => {
+    const long = Array.from({ length: 20 }, () => "b".repeat(250)).join("/");
+    rejectsWith(() => resolveVirtual(ROOT, long), 553, "File name not allowed");
+    const cwd = resolveVirtual(ROOT, Array.from({ length: 16 }, () => "c".repeat(250)).join("/"));
+    rejectsWith(() => resolveVirtual(cwd, "d".repeat(200)), 553, "File name not allowed");
+  });
+});
+
+void describe("path helpers", () => {
+  void it("basename and dirname", () => {
+    assert.equal(basename(ROOT), "");
+    assert.equal(basename(v("/a")), "a");
+    assert.equal(basename(v("/a/b c")), "b c");
+    assert.equal(dirname(ROOT), "/");
+    assert.equal(dirname(v("/a")), "/");
+    assert.equal(dirname(v("/a/b/c")), "/a/b");
+  });
+
+  void it("joinVirtual joins one plain name and refuses the rest", () => {
+    assert.equal(joinVirtual(ROOT, "a"), "/a");
+    assert.equal(joinVirtual(v("/a"), "b"), "/a/b");
+    for (const bad of ["", ".", "..", "a/b", "a\nb", "\0"]) {
+      rejectsWith(() => joinVirtual(ROOT, bad), 553, "File name not allowed");
+    }
+    assert.equal(isPlainName("a\\b"), true);
+  });
+
+  void it("quote257 doubles quotes (RFC 959 appendix II)", () => {
+    assert.equal(quote257(ROOT), '"/"');
+    assert.equal(quote257(v('/a"b/"c"')), '"/a""b/""c"""');
+  });
+});
