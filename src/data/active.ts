@@ -1,0 +1,56 @@
+/**
+ * Active data connections (PORT, EPRT): berth dials the client. The target was checked when the
+ * command arrived (the client's own IP, port ≥ 1024: SPEC, no bounce); here we only connect, from
+ * the control connection's local address, with a timeout.
+ */
+import { connect, type Socket } from "node:net";
+import { FtpError } from "../protocol/errors.ts";
+import { unmapIPv4, type HostPort } from "./address.ts";
+import type { DataChannel } from "./channel.ts";
+
+/** A PORT/EPRT target to be dialled when the transfer command comes. */
+export class ActiveChannel implements DataChannel {
+  readonly kind = "active" as const;
+  private socket: Socket | null = null;
+  private closed = false;
+
+  /** @param localHost the control connection's local address, used as the source address. */
+  constructor(
+    readonly target: HostPort,
+    private readonly localHost: string,
+    private readonly timeoutMs: number,
+  ) {}
+
+  /** Dials the client; FtpError 425 on refusal or timeout. */
+  connect(): Promise<Socket> {
+    if (this.closed || this.socket) return Promise.reject(new FtpError(425, "Data connection already used"));
+    return new Promise<Socket>((resolve, reject) => {
+      const socket = connect({
+        host: unmapIPv4(this.target.host),
+        port: this.target.port,
+        localAddress: unmapIPv4(this.localHost),
+        noDelay: true,
+      });
+      this.socket = socket;
+      const fail = (why: string): void => {
+        socket.destroy();
+        reject(new FtpError(425, `Can't open data connection: ${why}`));
+      };
+      socket.setTimeout(this.timeoutMs, () => fail("timed out"));
+      socket.once("error", (err: NodeJS.ErrnoException) => fail(err.code === "ECONNREFUSED" ? "refused" : "failed"));
+      socket.once("connect", () => {
+        socket.setTimeout(0);
+        socket.removeAllListeners("error");
+        socket.on("error", () => undefined);
+        resolve(socket);
+      });
+    });
+  }
+
+  /** Forgets the target; a socket still connecting is destroyed. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.socket && this.socket.connecting) this.socket.destroy();
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * Which IPv4 address PASV announces (the most reported FTP problem in containers: announcing
+ * 0.0.0.0, loopback or a container address). Rule:
+ * - `passive.address` empty → the control connection's local address;
+ * - the client is loopback, or on the same subnet as our local address and not our default
+ *   gateway → the local address (LAN clients reach us directly);
+ * - otherwise (internet clients, and clients NATed through the gateway, as Docker's published
+ *   ports are) → `passive.address`, resolved if it is a hostname.
+ */
+import { lookup } from "node:dns/promises";
+import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
+import { networkInterfaces } from "node:os";
+import { unmapIPv4 } from "./address.ts";
+
+/** Network facts the rule needs, passed in so the rule stays pure and testable. */
+export interface NetFacts {
+  /** IPv4 interface addresses with their netmasks. */
+  readonly interfaces: readonly { readonly address: string; readonly netmask: string }[];
+  /** The IPv4 default gateway, if known. */
+  readonly gateway: string | null;
+}
+
+/** Reads the facts from the OS (interfaces, /proc/net/route). */
+export function readNetFacts(): NetFacts {
+  const interfaces: { address: string; netmask: string }[] = [];
+  for (const list of Object.values(networkInterfaces())) {
+    for (const i of list ?? []) if (i.family === "IPv4") interfaces.push({ address: i.address, netmask: i.netmask });
+  }
+  return { interfaces, gateway: readGateway() };
+}
+
+function readGateway(): string | null {
+  try {
+    const lines = readFileSync("/proc/net/route", "utf8").split("\n").slice(1);
+    for (const line of lines) {
+      const f = line.trim().split(/\s+/);
+      if (f[1] === "00000000" && f[2] && f[2] !== "00000000") {
+        const n = parseInt(f[2], 16);
+        return [n & 255, (n >> 8) & 255, (n >> 16) & 255, (n >>> 24) & 255].join(".");
+      }
+    }
+  } catch {
+    // not Linux, or no /proc: no gateway known
+  }
+  return null;
+}
+
+function toInt(ip: string): number {
+  return ip.split(".").reduce((acc, p) => ((acc << 8) | Number(p)) >>> 0, 0);
+}
+
+/** True when the client should get the local address rather than the configured public one. */
+export function isDirectClient(local: string, remote: string, facts: NetFacts): boolean {
+  const l = unmapIPv4(local);
+  const r = unmapIPv4(remote);
+  if (isIP(r) !== 4 || isIP(l) !== 4) return false;
+  if (r.startsWith("127.")) return true;
+  if (facts.gateway !== null && r === facts.gateway) return false;
+  const iface = facts.interfaces.find((i) => i.address === l);
+  if (!iface) return false;
+  const mask = toInt(iface.netmask);
+  return (toInt(l) & mask) === (toInt(r) & mask);
+}
+
+/** Resolves `passive.address` (IP or hostname) to IPv4, caching hostnames for a short while. */
+export class AnnounceResolver {
+  private cached: { ip: string; at: number } | null = null;
+
+  constructor(
+    private readonly configured: string,
+    private readonly facts: NetFacts,
+    private readonly ttlMs = 30_000,
+  ) {}
+
+  /** The IPv4 address to put in a 227 reply for this control connection, or null if none fits. */
+  async forConnection(local: string, remote: string): Promise<string | null> {
+    const l = unmapIPv4(local);
+    if (this.configured === "" || isDirectClient(l, remote, this.facts)) return isIP(l) === 4 ? l : null;
+    return this.resolveConfigured();
+  }
+
+  private async resolveConfigured(): Promise<string | null> {
+    if (isIP(this.configured) === 4) return this.configured;
+    const now = Date.now();
+    if (this.cached && now - this.cached.at < this.ttlMs) return this.cached.ip;
+    try {
+      const { address } = await lookup(this.configured, { family: 4 });
+      this.cached = { ip: address, at: now };
+      return address;
+    } catch {
+      return this.cached?.ip ?? null;
+    }
+  }
+}

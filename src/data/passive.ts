@@ -1,0 +1,133 @@
+/**
+ * Passive data connections (PASV, EPSV). A listener on one pool port accepts exactly one connection
+ * from the control connection's IP (SPEC: no FXP, no port stealing); connections from any other IP
+ * are dropped and the listener keeps waiting, so a third party cannot kill the real client's
+ * transfer. Waiting is on events, never timers polling.
+ */
+import { createServer, type Server, type Socket } from "node:net";
+import { FtpError } from "../protocol/errors.ts";
+import { sameHost, unmapIPv4 } from "./address.ts";
+import type { DataChannel } from "./channel.ts";
+import type { PortPool } from "./ports.ts";
+
+/** What a passive listener needs to know. */
+export interface PassiveOptions {
+  readonly pool: PortPool;
+  /** Local address to bind: the control connection's local address. */
+  readonly bindHost: string;
+  /** The only remote IP allowed to connect. */
+  readonly allowedRemote: string;
+  /** How long connect() waits for the client, in ms. */
+  readonly timeoutMs: number;
+  /** Called for each refused connection (for the log). */
+  readonly onForeign?: (remote: string) => void;
+}
+
+/** A listening passive port holding at most one accepted connection. */
+export class PassiveChannel implements DataChannel {
+  readonly kind = "passive" as const;
+  private accepted: Socket | null = null;
+  private waiter: { resolve: (s: Socket) => void; reject: (e: Error) => void } | null = null;
+  private closed = false;
+  private handedOut = false;
+
+  private constructor(
+    private readonly server: Server,
+    /** The port clients connect to. */
+    readonly port: number,
+    private readonly opts: PassiveOptions,
+  ) {
+    server.on("connection", (s) => this.onConnection(s));
+    server.on("error", () => this.close());
+  }
+
+  /** Binds a free pool port; FtpError 425 when the range is exhausted. */
+  static async open(opts: PassiveOptions): Promise<PassiveChannel> {
+    const host = unmapIPv4(opts.bindHost);
+    for (const port of opts.pool.candidates()) {
+      if (!opts.pool.hold(port)) continue;
+      const server = createServer({ noDelay: true, pauseOnConnect: true });
+      const ok = await listenOnce(server, port, host);
+      if (ok) return new PassiveChannel(server, port, opts);
+      opts.pool.release(port);
+    }
+    throw new FtpError(425, "Can't open passive connection: no free data port");
+  }
+
+  /** Resolves with the client's data connection. */
+  connect(): Promise<Socket> {
+    if (this.handedOut) return Promise.reject(new FtpError(425, "Data connection already used"));
+    if (this.closed) return Promise.reject(new FtpError(425, "Data connection closed"));
+    if (this.accepted) return Promise.resolve(this.handOut(this.accepted));
+    return new Promise<Socket>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiter = null;
+        reject(new FtpError(425, "Can't open data connection: timed out waiting for the client"));
+        this.close();
+      }, this.opts.timeoutMs);
+      timer.unref();
+      this.waiter = {
+        resolve: (s) => {
+          clearTimeout(timer);
+          resolve(this.handOut(s));
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+    });
+  }
+
+  /** Stops listening, frees the port, destroys a connection nobody took. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.server.close();
+    this.opts.pool.release(this.port);
+    if (this.accepted && !this.handedOut) this.accepted.destroy();
+    const w = this.waiter;
+    this.waiter = null;
+    w?.reject(new FtpError(425, "Data connection closed"));
+  }
+
+  private handOut(s: Socket): Socket {
+    this.handedOut = true;
+    // One connection per PASV: the listener and the port are no longer needed.
+    this.server.close();
+    this.opts.pool.release(this.port);
+    this.closed = true;
+    return s;
+  }
+
+  private onConnection(socket: Socket): void {
+    const remote = socket.remoteAddress ?? "";
+    if (this.accepted || this.closed || !sameHost(remote, this.opts.allowedRemote)) {
+      if (!this.accepted && !this.closed) this.opts.onForeign?.(remote);
+      socket.destroy();
+      return;
+    }
+    socket.setNoDelay(true);
+    socket.on("error", () => undefined);
+    this.accepted = socket;
+    const w = this.waiter;
+    this.waiter = null;
+    w?.resolve(socket);
+  }
+}
+
+function listenOnce(server: Server, port: number, host: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const onError = (): void => {
+      server.removeListener("listening", onListening);
+      resolve(false);
+    };
+    const onListening = (): void => {
+      server.removeListener("error", onError);
+      resolve(true);
+    };
+    server.once("error", onError);
+    server.once("listening", onListening);
+    server.listen({ port, host, exclusive: true, backlog: 8 });
+  });
+}

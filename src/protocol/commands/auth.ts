@@ -1,0 +1,115 @@
+/**
+ * Access control commands (RFC 959 §4.1.1): USER, PASS, ACCT, QUIT, and HOST (RFC 7151).
+ * Unknown users and wrong passwords get the same 530 after the same delay (SPEC security defaults).
+ */
+import { setTimeout as sleep } from "node:timers/promises";
+import type { CommandSpec } from "../registry.ts";
+import type { Session } from "../session.ts";
+
+async function user(s: Session, arg: string): Promise<void> {
+  if (s.user) {
+    s.reply(530, "Can't change user once logged in");
+    return;
+  }
+  s.pendingUser = arg;
+  s.reply(331, "Password required");
+}
+
+async function pass(s: Session, arg: string): Promise<void> {
+  if (s.user) {
+    s.reply(230, "Already logged in");
+    return;
+  }
+  const name = s.pendingUser;
+  if (name === null) {
+    s.reply(503, "Login with USER first");
+    return;
+  }
+  s.pendingUser = null;
+  const started = Date.now();
+  const found = await s.ctx.users.authenticate(name, arg);
+  if (found) {
+    const fs = await s.ctx.openFs(found.home);
+    s.ctx.guard.recordSuccess(s.remoteAddress);
+    s.loggedIn(found, fs);
+    s.log.info({ event: "login", result: "ok" }, "login %s", found.name);
+    s.reply(230, "Login successful");
+    return;
+  }
+  await failLogin(s, name, started);
+}
+
+/** 530 after a fixed delay counted from the start of the check, so timing says nothing. */
+async function failLogin(s: Session, name: string, started: number): Promise<void> {
+  s.loginFailures++;
+  s.ctx.guard.recordFailure(s.remoteAddress);
+  const wait = s.ctx.config.limits.failedLoginDelay * 1000 - (Date.now() - started);
+  if (wait > 0) await sleep(wait);
+  s.log.info({ event: "login", result: "fail", name }, "failed login");
+  s.reply(530, "Login incorrect");
+  if (s.loginFailures >= s.ctx.config.limits.maxLoginFailures || s.ctx.guard.isBanned(s.remoteAddress)) {
+    s.log.info({ event: "disconnect", reason: "too many failed logins" }, "too many failed logins");
+    s.end();
+  }
+}
+
+function quit(s: Session): void {
+  if (s.transfer) {
+    // RFC 959 §4.1.1: the connection stays open for the transfer's reply, then closes.
+    s.quitting = true;
+    return;
+  }
+  s.reply(221, "Goodbye");
+  s.end();
+}
+
+function host(s: Session): void {
+  // RFC 7151 §3: HOST comes before USER; berth serves one virtual host, so any name is accepted.
+  if (s.user || s.pendingUser !== null) {
+    s.reply(503, "HOST must come before USER");
+    return;
+  }
+  s.reply(220, "Host accepted");
+}
+
+/** The access control family. */
+export const authCommands: CommandSpec[] = [
+  { verb: "USER", handler: user, needsLogin: false, arg: "required", help: "USER <name>", rfc: "RFC 959 §4.1.1" },
+  {
+    verb: "PASS",
+    handler: pass,
+    needsLogin: false,
+    arg: "optional",
+    secretArg: true,
+    help: "PASS <password>",
+    rfc: "RFC 959 §4.1.1",
+  },
+  {
+    verb: "ACCT",
+    handler: (s) => s.reply(202, "ACCT not needed"),
+    needsLogin: false,
+    arg: "required",
+    help: "ACCT <account> (not needed)",
+    rfc: "RFC 959 §4.1.1",
+  },
+  {
+    verb: "QUIT",
+    handler: quit,
+    needsLogin: false,
+    arg: "none",
+    bypassesQueue: true,
+    beforeTls: true,
+    help: "QUIT",
+    rfc: "RFC 959 §4.1.1",
+  },
+  {
+    verb: "HOST",
+    handler: host,
+    needsLogin: false,
+    arg: "required",
+    beforeTls: true,
+    feat: () => ["HOST"],
+    help: "HOST <hostname>",
+    rfc: "RFC 7151",
+  },
+];

@@ -1,0 +1,88 @@
+/**
+ * Data-connection set-up: PASV and PORT (RFC 959 §4.1.2), EPSV and EPRT (RFC 2428). Passive ports
+ * come from the configured range; active targets must be the client's own IP and a port ≥ 1024
+ * (SPEC: no bounce attacks, no FXP).
+ */
+import { isIP } from "node:net";
+import { ActiveChannel } from "../../data/active.ts";
+import { format227, format229, parseEprt, parsePort, sameHost, type HostPort } from "../../data/address.ts";
+import { PassiveChannel } from "../../data/passive.ts";
+import { FtpError } from "../errors.ts";
+import type { CommandSpec } from "../registry.ts";
+import type { Session } from "../session.ts";
+
+function family(s: Session): 1 | 2 {
+  return isIP(s.localAddress) === 6 ? 2 : 1;
+}
+
+async function openPassive(s: Session): Promise<PassiveChannel> {
+  s.setChannel(null);
+  const ch = await PassiveChannel.open({
+    pool: s.ctx.pool,
+    bindHost: s.localAddress,
+    allowedRemote: s.remoteAddress,
+    timeoutMs: s.ctx.config.limits.dataTimeout * 1000,
+    onForeign: (remote) =>
+      s.log.warn({ event: "foreign-data-connection", from: remote }, "data connection from a foreign address refused"),
+  });
+  s.setChannel(ch);
+  return ch;
+}
+
+async function pasv(s: Session): Promise<void> {
+  if (s.epsvAll) throw new FtpError(503, "PASV not allowed after EPSV ALL");
+  if (family(s) !== 1) throw new FtpError(522, "PASV is for IPv4; use EPSV");
+  const announced = await s.ctx.announce.forConnection(s.localAddress, s.remoteAddress);
+  if (announced === null) throw new FtpError(425, "Can't open passive connection: no address to announce");
+  const ch = await openPassive(s);
+  s.reply(227, format227(announced, ch.port));
+}
+
+async function epsv(s: Session, arg: string): Promise<void> {
+  const a = arg.trim().toUpperCase();
+  if (a === "ALL") {
+    s.epsvAll = true;
+    s.reply(200, "EPSV ALL ok");
+    return;
+  }
+  if (a !== "" && a !== "1" && a !== "2") throw new FtpError(501, "EPSV takes 1, 2 or ALL");
+  const fam = family(s);
+  if (a !== "" && Number(a) !== fam) throw new FtpError(522, `Network protocol not supported, use (${fam})`);
+  const ch = await openPassive(s);
+  s.reply(229, format229(ch.port));
+}
+
+function activeTarget(s: Session, target: HostPort): void {
+  if (!s.ctx.config.active.enabled) throw new FtpError(502, "Active mode is disabled; use PASV or EPSV");
+  if (s.epsvAll) throw new FtpError(503, "PORT and EPRT not allowed after EPSV ALL");
+  if (!sameHost(target.host, s.remoteAddress)) throw new FtpError(500, "Illegal PORT command: address must be yours");
+  if (target.port < 1024) throw new FtpError(504, "Illegal PORT command: port must be 1024 or above");
+  s.setChannel(new ActiveChannel(target, s.localAddress, s.ctx.config.limits.dataTimeout * 1000));
+}
+
+function port(s: Session, arg: string): void {
+  const target = parsePort(arg);
+  if (!target) throw new FtpError(501, "Syntax: PORT h1,h2,h3,h4,p1,p2");
+  activeTarget(s, target);
+  s.reply(200, "PORT command successful");
+}
+
+function eprt(s: Session, arg: string): void {
+  const parsed = parseEprt(arg);
+  if (parsed === null) throw new FtpError(501, "Syntax: EPRT |af|address|port|");
+  if ("badFamily" in parsed || parsed.family !== family(s)) {
+    throw new FtpError(522, `Network protocol not supported, use (${family(s)})`);
+  }
+  activeTarget(s, parsed);
+  s.reply(200, "EPRT command successful");
+}
+
+const base = { needsLogin: true, rfc: "RFC 959 §4.1.2" } as const;
+
+/** The data-connection family. */
+export const dataCommands: CommandSpec[] = [
+  { ...base, verb: "PASV", arg: "none", handler: pasv, feat: () => ["PASV"], help: "PASV" },
+  { ...base, verb: "PORT", arg: "required", handler: port, help: "PORT h1,h2,h3,h4,p1,p2" },
+  { ...base, verb: "EPSV", arg: "optional", handler: epsv, feat: () => ["EPSV"], help: "EPSV [1|2|ALL]", rfc: "RFC 2428 §3" },
+  { ...base, verb: "EPRT", arg: "required", handler: eprt, feat: () => ["EPRT"], help: "EPRT |af|addr|port|", rfc: "RFC 2428 §2" },
+];

@@ -1,0 +1,163 @@
+/**
+ * Informational and parameter commands: NOOP, SYST, FEAT (RFC 2389), OPTS (RFC 2389, 2640, 3659),
+ * HELP, STAT, SITE, CLNT, ALLO, MODE, STRU, TYPE (RFC 959 §4.1.2–4.1.3).
+ */
+import { mlstFeature, selectMlsxFacts } from "../../fs/format.ts";
+import { formatBlockReply } from "../reply.ts";
+import type { CommandSpec, Registry } from "../registry.ts";
+import type { Session } from "../session.ts";
+import { statPath } from "./listing.ts";
+
+function feat(s: Session, registry: Registry): void {
+  const lines = registry.features(s).map((f) => ` ${f}`);
+  s.write(formatBlockReply(211, "Features:", lines, "End"));
+}
+
+function opts(s: Session, arg: string): void {
+  const sp = arg.indexOf(" ");
+  const name = (sp === -1 ? arg : arg.slice(0, sp)).toUpperCase();
+  const value = sp === -1 ? "" : arg.slice(sp + 1).trim();
+  if (name === "UTF8" || name === "UTF-8") {
+    // RFC 2640: names are UTF-8 always; OFF cannot be honoured.
+    if (value.toUpperCase() === "OFF") s.reply(504, "UTF8 cannot be turned off");
+    else s.reply(200, "UTF8 mode is always on");
+    return;
+  }
+  if (name === "MLST") {
+    const chosen = selectMlsxFacts(value);
+    s.mlstFacts = chosen;
+    s.reply(200, `MLST OPTS ${[...chosen].map((f) => `${f};`).join("")}`);
+    return;
+  }
+  s.reply(501, "Option not understood");
+}
+
+function help(s: Session, arg: string, registry: Registry): void {
+  const verb = arg.trim().toUpperCase();
+  if (verb !== "") {
+    const spec = registry.get(verb);
+    if (spec) s.reply(214, `Syntax: ${spec.help}`);
+    else s.reply(502, "Unknown command");
+    return;
+  }
+  const verbs = registry.all().map((c) => c.verb);
+  const rows: string[] = [];
+  for (let i = 0; i < verbs.length; i += 8) rows.push(" " + verbs.slice(i, i + 8).map((v) => v.padEnd(5)).join(" "));
+  s.write(formatBlockReply(214, "The following commands are recognized:", rows, "Help OK"));
+}
+
+async function stat(s: Session, arg: string): Promise<void> {
+  if (arg.trim() !== "" && !s.transfer) {
+    await statPath(s, arg);
+    return;
+  }
+  const lines = [
+    ` Connected from ${s.remoteAddress}`,
+    s.user ? ` Logged in as ${s.user.name}` : " Not logged in",
+    ` TYPE: ${s.type === "A" ? "ASCII" : "BINARY"}, STRU: File, MODE: Stream`,
+    ` Control connection: ${s.secure ? "TLS" : "plain"}; data: ${s.protectData ? "TLS" : "plain"}`,
+  ];
+  const t = s.transfer;
+  if (t) {
+    const of = t.expected !== null ? ` of ${t.expected}` : "";
+    lines.push(` Transfer in progress: ${t.direction} ${t.path}, ${t.bytes}${of} bytes done`);
+  } else {
+    lines.push(s.channel ? ` Data connection ready (${s.channel.kind})` : " No data connection");
+  }
+  s.write(formatBlockReply(211, "berth FTP server status:", lines, "End of status"));
+}
+
+function type(s: Session, arg: string): void {
+  const parts = arg.trim().toUpperCase().split(/\s+/);
+  const [t, p] = parts;
+  if (t === "I" && parts.length === 1) s.type = "I";
+  else if (t === "A" && (p === undefined || p === "N")) s.type = "A";
+  else if (t === "L" && p === "8") s.type = "I";
+  else if (t === "E" || t === "A" || t === "L") {
+    s.reply(504, "Type not implemented for that parameter");
+    return;
+  } else {
+    s.reply(501, "Unknown TYPE");
+    return;
+  }
+  s.reply(200, `Type set to ${s.type}`);
+}
+
+function mode(s: Session, arg: string): void {
+  const m = arg.trim().toUpperCase();
+  if (m === "S") s.reply(200, "Mode set to S");
+  else if (m === "B" || m === "C" || m === "Z") s.reply(504, "Only stream mode is supported");
+  else s.reply(501, "Unknown MODE");
+}
+
+function stru(s: Session, arg: string): void {
+  const m = arg.trim().toUpperCase();
+  if (m === "F") s.reply(200, "Structure set to F");
+  else if (m === "R" || m === "P") s.reply(504, "Only file structure is supported");
+  else s.reply(501, "Unknown STRU");
+}
+
+function allo(s: Session, arg: string): void {
+  const m = /^\s*(\d+)/.exec(arg);
+  if (!m) {
+    s.reply(501, "ALLO needs a byte count");
+    return;
+  }
+  s.allocated = Number(m[1]);
+  s.reply(202, "No storage allocation necessary");
+}
+
+function clnt(s: Session, arg: string): void {
+  s.clientName = arg.slice(0, 128);
+  s.log = s.log.child({ client: s.clientName });
+  s.reply(200, "Noted");
+}
+
+/** The misc family; FEAT and HELP read the registry they are part of. */
+export function miscCommands(registry: Registry): CommandSpec[] {
+  const base = { needsLogin: false, rfc: "RFC 959 §4.1.3" } as const;
+  return [
+    { ...base, verb: "NOOP", arg: "none", beforeTls: true, handler: (s) => s.reply(200, "NOOP ok"), help: "NOOP" },
+    { ...base, verb: "SYST", arg: "none", beforeTls: true, handler: (s) => s.reply(215, "UNIX Type: L8"), help: "SYST" },
+    {
+      ...base,
+      verb: "FEAT",
+      arg: "none",
+      beforeTls: true,
+      handler: (s) => feat(s, registry),
+      help: "FEAT",
+      rfc: "RFC 2389 §3",
+    },
+    {
+      ...base,
+      verb: "OPTS",
+      arg: "required",
+      beforeTls: true,
+      handler: opts,
+      feat: (s) => ["UTF8", `MLST ${mlstFeature(s.mlstFacts)}`],
+      help: "OPTS UTF8 ON | OPTS MLST <facts>",
+      rfc: "RFC 2389 §4, RFC 2640 §3.1, RFC 3659 §7.9",
+    },
+    {
+      ...base,
+      verb: "HELP",
+      arg: "optional",
+      beforeTls: true,
+      handler: (s, a) => help(s, a, registry),
+      help: "HELP [<command>]",
+    },
+    {
+      ...base,
+      verb: "STAT",
+      arg: "optional",
+      bypassesQueue: true,
+      handler: stat,
+      help: "STAT [<path>]",
+    },
+    { ...base, verb: "CLNT", arg: "required", beforeTls: true, handler: clnt, help: "CLNT <client name>", rfc: "draft-ietf-ftpext-clnt" },
+    { ...base, verb: "ALLO", arg: "required", needsLogin: true, handler: allo, help: "ALLO <bytes>" },
+    { ...base, verb: "MODE", arg: "required", needsLogin: true, handler: mode, help: "MODE S" },
+    { ...base, verb: "STRU", arg: "required", needsLogin: true, handler: stru, help: "STRU F" },
+    { ...base, verb: "TYPE", arg: "required", needsLogin: true, handler: type, help: "TYPE A | I | L 8" },
+  ];
+}

@@ -1,0 +1,70 @@
+/**
+ * FTP security extensions (RFC 4217, RFC 2228): AUTH TLS (and AUTH SSL), PBSZ, PROT.
+ * Sequencing per RFC 4217: AUTH before PBSZ, PBSZ before PROT (503 otherwise).
+ */
+import { FtpError } from "../errors.ts";
+import type { CommandSpec } from "../registry.ts";
+import type { Session } from "../session.ts";
+
+function tlsOffered(s: Session): boolean {
+  const mode = s.ctx.config.tls.mode;
+  return s.ctx.tls !== null && (mode === "explicit" || mode === "both");
+}
+
+function auth(s: Session, arg: string): void {
+  try {
+    const mech = arg.trim().toUpperCase();
+    if (!tlsOffered(s)) throw new FtpError(502, "TLS is not enabled on this server");
+    if (s.secure) throw new FtpError(503, "Already using TLS");
+    if (s.user) throw new FtpError(503, "AUTH must come before login");
+    if (!["TLS", "TLS-C", "SSL", "TLS-P"].includes(mech)) throw new FtpError(504, "Unknown security mechanism");
+  } catch (err) {
+    s.releaseInput();
+    throw err;
+  }
+  const provider = s.ctx.tls;
+  if (!provider) return;
+  const context = provider.sessionContext();
+  s.reply(234, "AUTH TLS successful");
+  // Synchronously after the 234: nothing can read the handshake as plaintext.
+  const raw = s.socket;
+  raw.pause();
+  while (raw.read() !== null) {
+    // discard plaintext pipelined after AUTH (RFC 4217 §11)
+  }
+  s.tlsContext = context;
+  s.pendingUser = null;
+  s.upgrade(provider.wrap(raw, context));
+  s.log.debug({ event: "tls", phase: "control" }, "control connection upgraded to TLS");
+}
+
+function pbsz(s: Session, arg: string): void {
+  if (!s.secure) throw new FtpError(503, "PBSZ needs AUTH TLS first");
+  if (!/^\d+$/.test(arg.trim())) throw new FtpError(501, "PBSZ needs a number");
+  s.pbszDone = true;
+  // RFC 4217 §8: for TLS the buffer size is 0.
+  s.reply(200, "PBSZ=0");
+}
+
+function prot(s: Session, arg: string): void {
+  if (!s.secure) throw new FtpError(503, "PROT needs AUTH TLS first");
+  if (!s.pbszDone) throw new FtpError(503, "PROT needs PBSZ first");
+  const level = arg.trim().toUpperCase();
+  if (level === "P") s.protectData = true;
+  else if (level === "C") {
+    if (s.ctx.config.tls.require) throw new FtpError(534, "PROT C refused: this server requires protected data");
+    s.protectData = false;
+  } else if (level === "S" || level === "E") throw new FtpError(536, "Only PROT C and PROT P are supported");
+  else throw new FtpError(504, "Unknown protection level");
+  s.reply(200, `Protection level set to ${level}`);
+}
+
+const tlsFeat = (s: Session): string[] => (tlsOffered(s) ? ["AUTH TLS", "AUTH SSL", "PBSZ", "PROT"] : []);
+const base = { needsLogin: false, arg: "required", beforeTls: true, rfc: "RFC 4217" } as const;
+
+/** The security family. */
+export const tlsCommands: CommandSpec[] = [
+  { ...base, verb: "AUTH", handler: auth, feat: tlsFeat, help: "AUTH TLS", rfc: "RFC 4217 §4" },
+  { ...base, verb: "PBSZ", handler: pbsz, help: "PBSZ 0", rfc: "RFC 4217 §8" },
+  { ...base, verb: "PROT", handler: prot, help: "PROT P | C", rfc: "RFC 4217 §9" },
+];

@@ -1,0 +1,116 @@
+/**
+ * File transfers: RETR, STOR, STOU, APPE (RFC 959 §4.1.3), REST STREAM (RFC 3659 §5) and ABOR.
+ * Downloads open the file before 150 (a missing file is a plain 550); uploads open it once the data
+ * connection is up. A replaced file is written to a temp name and renamed on success (fs/), so a
+ * failed upload never destroys the file it was replacing.
+ */
+import { Transfer, receiveFile, sendFile } from "../../data/transfer.ts";
+import type { Upload, UploadOptions, VirtualPath } from "../../fs/types.ts";
+import { basename, joinVirtual } from "../../fs/vpath.ts";
+import { FtpError } from "../errors.ts";
+import type { CommandSpec } from "../registry.ts";
+import type { Session } from "../session.ts";
+import { badOffset, modeName, runTransfer } from "./xfer.ts";
+
+function stalledMs(s: Session): number {
+  return s.ctx.config.limits.stalledTimeout * 1000;
+}
+
+async function retr(s: Session, arg: string): Promise<void> {
+  const path = s.resolve(arg);
+  const offset = s.restOffset;
+  const dl = await s.requireFs().openDownload(path);
+  try {
+    if (offset > dl.size) throw badOffset();
+    await runTransfer(s, {
+      transfer: new Transfer("download", path, dl.size - offset),
+      opening: `Opening ${modeName(s)} mode data connection for ${basename(path)} (${dl.size} bytes)`,
+      open: async () => undefined,
+      move: (t, socket) => sendFile(t, socket, dl.handle, offset, s.type === "A", stalledMs(s)),
+    });
+  } finally {
+    await dl.handle.close().catch(() => undefined);
+  }
+}
+
+async function upload(s: Session, path: VirtualPath, opts: UploadOptions, opening: string, done?: string): Promise<void> {
+  await runTransfer<Upload>(s, {
+    transfer: new Transfer("upload", path, s.allocated),
+    opening,
+    open: () => s.requireFs().openUpload(path, opts),
+    move: (t, socket, up) => receiveFile(t, socket, up.handle, up.position, s.type === "A", stalledMs(s)),
+    commit: (up) => up.commit(),
+    abort: (up) => up.abort(),
+    ...(done !== undefined ? { done } : {}),
+  });
+}
+
+async function stor(s: Session, arg: string): Promise<void> {
+  const path = s.resolve(arg);
+  const opts = { kind: "store", offset: s.restOffset, exclusive: false } as const;
+  await upload(s, path, opts, `Ok to send data for ${basename(path)}`);
+}
+
+async function appe(s: Session, arg: string): Promise<void> {
+  const path = s.resolve(arg);
+  await upload(s, path, { kind: "append", offset: 0, exclusive: false }, `Ok to append data to ${basename(path)}`);
+}
+
+async function stou(s: Session, arg: string): Promise<void> {
+  const fs = s.requireFs();
+  const wanted = arg.trim() === "" ? "file" : basename(s.resolve(arg));
+  const name = await fs.uniqueName(s.cwd, wanted);
+  const path = joinVirtual(s.cwd, name);
+  // RFC 1123 §4.1.2.9: the 150 reply names the file as "FILE: name".
+  await upload(s, path, { kind: "store", offset: 0, exclusive: true }, `FILE: ${name}`, `Transfer complete (unique file name: ${name})`);
+}
+
+function rest(s: Session, arg: string): void {
+  if (!/^\d{1,15}$/.test(arg.trim())) throw new FtpError(501, "REST needs a byte offset");
+  s.restOffset = Number(arg.trim());
+  s.reply(350, `Restarting at ${s.restOffset}. Send STOR or RETR to initiate transfer`);
+}
+
+async function abor(s: Session): Promise<void> {
+  const t = s.transfer;
+  if (t) {
+    t.abort("abort");
+    await t.done; // the transfer writes its 426 first
+    s.reply(226, "ABOR successful");
+    return;
+  }
+  if (s.channel) {
+    s.setChannel(null);
+    s.reply(226, "Data connection closed");
+    return;
+  }
+  s.reply(225, "No transfer to abort");
+}
+
+const base = { needsLogin: true, arg: "required", opensData: true, rfc: "RFC 959 §4.1.3" } as const;
+
+/** The transfer family. */
+export const transferCommands: CommandSpec[] = [
+  { ...base, verb: "RETR", handler: retr, help: "RETR <path>" },
+  { ...base, verb: "STOR", write: true, handler: stor, help: "STOR <path>" },
+  { ...base, verb: "APPE", write: true, handler: appe, help: "APPE <path>" },
+  { ...base, verb: "STOU", arg: "optional", write: true, handler: stou, help: "STOU [<name>]", rfc: "RFC 959 §4.1.3, RFC 1123 §4.1.2.9" },
+  {
+    verb: "REST",
+    needsLogin: true,
+    arg: "required",
+    handler: rest,
+    feat: () => ["REST STREAM"],
+    help: "REST <offset>",
+    rfc: "RFC 3659 §5",
+  },
+  {
+    verb: "ABOR",
+    needsLogin: true,
+    arg: "none",
+    bypassesQueue: true,
+    handler: abor,
+    help: "ABOR",
+    rfc: "RFC 959 §4.1.3",
+  },
+];

@@ -1,0 +1,122 @@
+/**
+ * The one way a command uses the data connection: connect (or accept), TLS when PROT P, 150, move
+ * the bytes, then 226 only when they are safe — or the error reply, after which the partial result
+ * is cleaned up. Every path releases the port, closes the socket and settles the transfer, so ABOR
+ * can answer 226 after the 426 (RFC 959 §4.1.3).
+ */
+import type { Socket } from "node:net";
+import { Transfer } from "../../data/transfer.ts";
+import { mapFsError } from "../../fs/errors.ts";
+import { FtpError, isFtpError } from "../errors.ts";
+import type { Session } from "../session.ts";
+
+/** The steps of one transfer; `R` is what `open` prepares (an upload handle, say). */
+export interface TransferPlan<R> {
+  /** The transfer as STAT and the log see it. */
+  readonly transfer: Transfer;
+  /** Text of the 150 reply. */
+  readonly opening: string;
+  /** Runs after the data connection is up, before 150 (opening the upload target). */
+  open(): Promise<R>;
+  /** Moves the bytes; resolves with the count once they are safe. */
+  move(t: Transfer, socket: Socket, r: R): Promise<number>;
+  /** Makes the result final (rename a temp upload into place). */
+  commit?(r: R): Promise<void>;
+  /** Cleans up after a failure (remove a temp upload). */
+  abort?(r: R): Promise<void>;
+  /** Text of the 226 reply. */
+  readonly done?: string;
+}
+
+/** Runs a transfer plan; writes every reply itself and never throws. */
+export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise<void> {
+  const t = plan.transfer;
+  let channel;
+  try {
+    channel = s.takeChannel();
+  } catch (err) {
+    s.reply(...replyFor(err));
+    t.settle();
+    return;
+  }
+  const ch = channel;
+  t.whenAborted(() => ch.close());
+  s.transfer = t;
+  let bytes = 0;
+  let outcome = "ok";
+  let prepared: { r: R } | null = null;
+  let socket: Socket | null = null;
+  try {
+    socket = await ch.connect();
+    socket = await s.ctx.tls?.secureData(s, socket, () => s.reply(150, plan.opening)) ?? announce(s, plan.opening, socket);
+    prepared = { r: await plan.open() };
+    bytes = await plan.move(t, socket, prepared.r);
+    await plan.commit?.(prepared.r);
+    s.reply(226, plan.done ?? "Transfer complete");
+  } catch (err) {
+    outcome = t.aborted ?? "error";
+    socket?.destroy();
+    ch.close();
+    if (prepared) await plan.abort?.(prepared.r).catch((e: unknown) => s.log.warn({ err: e }, "cleanup failed"));
+    const [code, text] = replyFor(err);
+    s.reply(code, text);
+  } finally {
+    s.transfer = null;
+    logTransfer(s, t, bytes, outcome);
+    t.settle();
+    afterTransfer(s);
+  }
+}
+
+function announce(s: Session, text: string, socket: Socket): Socket {
+  s.reply(150, text);
+  return socket;
+}
+
+function replyFor(err: unknown): [number, string] {
+  const e = isFtpError(err) ? err : mapFsError(err);
+  return [e.code, e.message];
+}
+
+function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string): void {
+  if (t.direction === "list") {
+    s.log.debug({ event: "listing", path: t.path, bytes, result: outcome }, "listing");
+    return;
+  }
+  s.log.info(
+    {
+      event: "transfer",
+      user: s.user?.name,
+      path: t.path,
+      direction: t.direction,
+      bytes,
+      ms: Date.now() - t.startedAt,
+      result: outcome,
+    },
+    "%s %s %s (%d bytes)",
+    t.direction,
+    t.path,
+    outcome,
+    bytes,
+  );
+}
+
+/** A QUIT or a drain that came during the transfer takes effect now that it is over. */
+function afterTransfer(s: Session): void {
+  if (s.quitting) {
+    s.reply(221, "Goodbye");
+    s.end();
+  } else if (s.draining) {
+    s.timeout("Server shutting down");
+  }
+}
+
+/** "BINARY" or "ASCII", for the 150 text. */
+export function modeName(s: Session): string {
+  return s.type === "A" ? "ASCII" : "BINARY";
+}
+
+/** FtpError for a REST offset the file cannot honour (RFC 3659 §5.5). */
+export function badOffset(): FtpError {
+  return new FtpError(554, "Restart offset beyond end of file");
+}

@@ -1,0 +1,27 @@
+/**
+ * What every session of one server shares. Seams are small interfaces passed in (DESIGN convention
+ * 7): tests can swap the user store, the guard or the port pool without touching sockets.
+ */
+import type { Logger } from "pino";
+import type { Authenticator, LoginGuard } from "../auth/types.ts";
+import type { Config } from "../config/schema.ts";
+import type { AnnounceResolver } from "../data/announce.ts";
+import type { PortPool } from "../data/ports.ts";
+import type { TlsProvider } from "../data/tls.ts";
+import type { JailedFs } from "../fs/jail.ts";
+
+/** Opens a user's jailed filesystem (a seam: tests wrap it to fail on chosen names). */
+export type FsFactory = (home: string) => Promise<JailedFs>;
+
+/** Shared services of one running server. */
+export interface ServerContext {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly users: Authenticator;
+  readonly guard: LoginGuard;
+  readonly pool: PortPool;
+  readonly announce: AnnounceResolver;
+  readonly openFs: FsFactory;
+  /** TLS contexts; null when tls.mode is off. */
+  readonly tls: TlsProvider | null;
+}

@@ -1,0 +1,103 @@
+/**
+ * The crash barrier (DESIGN convention 2) and the place where every generic check happens once,
+ * before any handler: unknown verb, argument shape, login, TLS policy, read-only users, and the
+ * one-shot sequencing of RNFR/RNTO and REST. No exception leaves run(): an FtpError becomes its
+ * reply, anything else becomes 451 and an error log line; the session and the process live on.
+ */
+import { isFtpError } from "./errors.ts";
+import type { CommandSpec, Registry } from "./registry.ts";
+import type { Session } from "./session.ts";
+import { verbOf } from "./session.ts";
+import { mapFsError } from "../fs/errors.ts";
+
+/** Verbs of RFC 959 and its extensions that berth knowingly does not implement (502). */
+const VERB_SHAPE = /^[A-Z]{3,4}$/;
+
+/** Runs command lines against the registry. */
+export class Dispatcher {
+  constructor(private readonly registry: Registry) {}
+
+  /** The registry this dispatcher serves. */
+  get commands(): Registry {
+    return this.registry;
+  }
+
+  /** True when `verb` may run during a transfer (ABOR, STAT, QUIT). */
+  bypasses(verb: string): boolean {
+    return this.registry.get(verb)?.bypassesQueue === true;
+  }
+
+  /** Parses and runs one line; never throws. */
+  async run(session: Session, line: string): Promise<void> {
+    const verb = verbOf(line);
+    const sp = line.indexOf(" ");
+    const arg = sp === -1 ? "" : line.slice(sp + 1);
+    const spec = this.registry.get(verb);
+    this.logCommand(session, verb, arg, spec);
+    try {
+      const refusal = this.check(session, verb, arg, spec);
+      if (refusal) {
+        session.reply(refusal[0], refusal[1]);
+        return;
+      }
+      await this.invoke(session, spec as CommandSpec, verb, arg);
+    } catch (err) {
+      this.fail(session, verb, err);
+    }
+  }
+
+  private async invoke(session: Session, spec: CommandSpec, verb: string, arg: string): Promise<void> {
+    // RNFR's source only survives until the next command (RFC 959 §4.1.3).
+    const renameFrom = session.renameFrom;
+    if (spec.verb !== "RNTO") session.renameFrom = null;
+    else if (renameFrom === null) {
+      session.reply(503, "Bad sequence of commands: send RNFR first");
+      return;
+    }
+    try {
+      await spec.handler(session, arg, verb);
+    } finally {
+      // REST is consumed by the next transfer, whatever its outcome (RFC 3659 §5.3).
+      if (spec.opensData) {
+        session.restOffset = 0;
+        session.allocated = null;
+      }
+    }
+  }
+
+  /** The generic checks; returns [code, text] to refuse, or null to go on. */
+  private check(session: Session, verb: string, arg: string, spec: CommandSpec | undefined): [number, string] | null {
+    if (!spec) {
+      if (verb === "") return [500, "Syntax error: empty command"];
+      return VERB_SHAPE.test(verb) ? [502, "Command not implemented"] : [500, "Syntax error, command unrecognized"];
+    }
+    const tls = session.ctx.config.tls;
+    if (tls.require && !session.secure && !spec.beforeTls) {
+      return [530, "TLS required: send AUTH TLS first"];
+    }
+    if (spec.needsLogin && !session.user) return [530, "Please login with USER and PASS"];
+    if (spec.arg === "required" && arg.trim() === "") return [501, "Syntax error: argument required"];
+    if (spec.arg === "none" && arg.trim() !== "") return [501, "Syntax error: no argument allowed"];
+    if (spec.write && session.user?.readOnly) return [550, "Permission denied: read-only account"];
+    if (spec.opensData && tls.require && !session.protectData) {
+      return [521, "Data connections must be protected: send PBSZ 0 and PROT P"];
+    }
+    return null;
+  }
+
+  private fail(session: Session, verb: string, err: unknown): void {
+    const ftp = isFtpError(err) ? err : mapFsError(err);
+    if (!isFtpError(err) && ftp.code === 451) {
+      session.log.error({ err, verb }, "command failed");
+    } else if (ftp.detail) {
+      session.log.debug({ verb, code: ftp.code, detail: ftp.detail }, "command refused");
+    }
+    session.reply(ftp.code, ftp.message);
+  }
+
+  private logCommand(session: Session, verb: string, arg: string, spec: CommandSpec | undefined): void {
+    if (!session.log.isLevelEnabled("debug")) return;
+    const shown = spec?.secretArg ? "[redacted]" : arg;
+    session.log.debug({ event: "command", verb, arg: shown }, "%s %s", verb, shown);
+  }
+}

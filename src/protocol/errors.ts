@@ -1,0 +1,24 @@
+/**
+ * Typed errors that carry their FTP reply code (RFC 959 §4.2). A handler throws one; the dispatcher
+ * turns it into exactly one reply. The message is what the client sees: short, and never a real
+ * server path or a secret. `detail` is for the log only.
+ */
+export class FtpError extends Error {
+  /** The three-digit reply code sent to the client. */
+  readonly code: number;
+  /** Extra context for the log line (errno, real path); never sent to the client. */
+  readonly detail: string | undefined;
+
+  /** Builds an error that the dispatcher answers with `code message`. */
+  constructor(code: number, message: string, detail?: string) {
+    super(message);
+    this.name = "FtpError";
+    this.code = code;
+    this.detail = detail;
+  }
+}
+
+/** True when `err` is an FtpError (also across module copies). */
+export function isFtpError(err: unknown): err is FtpError {
+  return err instanceof FtpError;
+}

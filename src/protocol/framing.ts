@@ -1,0 +1,94 @@
+/**
+ * Splits the control connection's byte stream into command lines (RFC 959 §4.1.3: lines end in
+ * CRLF; a bare LF is accepted too). Telnet IAC sequences (RFC 854), which clients send around ABOR,
+ * are removed. Memory is bounded: a line longer than `maxLength` bytes is discarded as it arrives,
+ * and reported once as overlong instead of growing a buffer.
+ */
+
+const LF = 0x0a;
+const CR = 0x0d;
+const IAC = 0xff;
+
+/** One event out of the framer: a decoded line, or the notice that a line was too long. */
+export type FramedLine = { readonly kind: "line"; readonly text: string } | { readonly kind: "overlong" };
+
+/** Incremental line splitter with a hard bound on buffered bytes. */
+export class LineFramer {
+  private parts: Buffer[] = [];
+  private size = 0;
+  private discarding = false;
+  private readonly decoder = new TextDecoder("utf-8", { fatal: false });
+
+  /** @param maxLength bytes allowed in one line, CRLF included. */
+  constructor(private readonly maxLength: number) {}
+
+  /** Feeds bytes; returns the complete lines (and overlong notices) they finish, in order. */
+  push(chunk: Buffer): FramedLine[] {
+    const out: FramedLine[] = [];
+    let start = 0;
+    while (start < chunk.length) {
+      const nl = chunk.indexOf(LF, start);
+      const end = nl === -1 ? chunk.length : nl;
+      this.take(chunk.subarray(start, end));
+      if (nl === -1) break;
+      out.push(this.finishLine());
+      start = nl + 1;
+    }
+    return out;
+  }
+
+  /** Drops whatever partial line is buffered (after AUTH TLS: pipelined plaintext is never run). */
+  reset(): void {
+    this.parts = [];
+    this.size = 0;
+    this.discarding = false;
+  }
+
+  private take(piece: Buffer): void {
+    if (piece.length === 0 || this.discarding) return;
+    if (this.size + piece.length > this.maxLength) {
+      this.discarding = true;
+      this.parts = [];
+      this.size = 0;
+      return;
+    }
+    this.parts.push(piece);
+    this.size += piece.length;
+  }
+
+  private finishLine(): FramedLine {
+    if (this.discarding) {
+      this.reset();
+      return { kind: "overlong" };
+    }
+    let bytes = this.parts.length === 1 ? (this.parts[0] as Buffer) : Buffer.concat(this.parts, this.size);
+    this.parts = [];
+    this.size = 0;
+    if (bytes.length > 0 && bytes[bytes.length - 1] === CR) bytes = bytes.subarray(0, bytes.length - 1);
+    if (bytes.includes(IAC)) bytes = stripTelnet(bytes);
+    return { kind: "line", text: this.decoder.decode(bytes) };
+  }
+}
+
+/** Removes Telnet commands: IAC IAC is a literal 0xFF, IAC WILL/WONT/DO/DONT take an option byte. */
+export function stripTelnet(bytes: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(bytes.length);
+  let n = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i] as number;
+    if (b !== IAC) {
+      out[n++] = b;
+      continue;
+    }
+    const next = bytes[i + 1];
+    if (next === IAC) {
+      out[n++] = IAC;
+      i++;
+    } else if (next !== undefined && next >= 0xfb && next <= 0xfe) {
+      i += 2;
+    } else {
+      i++;
+    }
+  }
+  return out.subarray(0, n);
+}

@@ -1,0 +1,75 @@
+/**
+ * The one command table (DESIGN convention 1): verb → handler and metadata. The dispatcher's
+ * guards, FEAT, HELP and docs/rfc-compliance.md are all derived from it.
+ */
+import type { Session } from "./session.ts";
+
+/** What a command handler receives: the session, the argument text and the verb as sent. */
+export type Handler = (session: Session, arg: string, verb: string) => Promise<void> | void;
+
+/** One command's entry in the registry. */
+export interface CommandSpec {
+  /** The verb, upper case. */
+  readonly verb: string;
+  /** Does the work and writes the reply (or throws an FtpError that becomes the reply). */
+  readonly handler: Handler;
+  /** 530 unless a user is logged in. */
+  readonly needsLogin: boolean;
+  /** Argument shape; a mismatch is 501 before the handler runs. */
+  readonly arg: "required" | "optional" | "none";
+  /** Changes the filesystem: refused with 550 for read-only users. */
+  readonly write?: boolean;
+  /** Uses the data connection (consumes REST and the PASV/PORT set-up). */
+  readonly opensData?: boolean;
+  /** May run while a transfer is in progress instead of waiting its turn (ABOR, STAT, QUIT). */
+  readonly bypassesQueue?: boolean;
+  /** Allowed before AUTH TLS when tls.require is on. */
+  readonly beforeTls?: boolean;
+  /** The argument is a secret: never logged. */
+  readonly secretArg?: boolean;
+  /** FEAT lines this command contributes (without the leading space), given the session. */
+  readonly feat?: (session: Session) => readonly string[];
+  /** Usage, for HELP. */
+  readonly help: string;
+  /** Where the command is defined, for docs/rfc-compliance.md. */
+  readonly rfc: string;
+  /** Another verb this one is an alias of (XPWD → PWD), for the docs. */
+  readonly aliasOf?: string;
+}
+
+/** A verb → spec map built from command families. */
+export class Registry {
+  private readonly map = new Map<string, CommandSpec>();
+
+  /** Adds specs; a duplicate verb is a programming error. */
+  add(specs: readonly CommandSpec[]): this {
+    for (const s of specs) {
+      if (this.map.has(s.verb)) throw new Error(`duplicate verb ${s.verb}`);
+      this.map.set(s.verb, s);
+    }
+    return this;
+  }
+
+  /** The spec of a verb (upper case), if any. */
+  get(verb: string): CommandSpec | undefined {
+    return this.map.get(verb);
+  }
+
+  /** All specs in verb order. */
+  all(): CommandSpec[] {
+    return [...this.map.values()].sort((a, b) => a.verb.localeCompare(b.verb));
+  }
+
+  /** FEAT lines for a session, sorted, each once. */
+  features(session: Session): string[] {
+    const set = new Set<string>();
+    for (const s of this.map.values()) for (const f of s.feat?.(session) ?? []) set.add(f);
+    return [...set].sort();
+  }
+}
+
+/** Builds an alias spec (XPWD for PWD and the like: RFC 775 names some clients still send). */
+export function alias(verb: string, of: CommandSpec): CommandSpec {
+  const { feat: _feat, ...rest } = of;
+  return { ...rest, verb, aliasOf: of.verb, help: `${verb}: same as ${of.verb}`, rfc: "RFC 775" };
+}

@@ -1,0 +1,28 @@
+/**
+ * The only place that formats wire text for the control connection (RFC 959 §4.2).
+ * A single-line reply is "ddd text\r\n"; a multi-line reply is "ddd-first\r\n", the middle lines
+ * each indented by one space (so none can be mistaken for the last line), and "ddd last\r\n".
+ */
+
+/** Formats one reply; `lines` with more than one entry gives the RFC 959 multi-line form. */
+export function formatReply(code: number, lines: string | readonly string[]): string {
+  const list = typeof lines === "string" ? lines.split(/\r?\n/) : lines;
+  const clean = list.map(stripControl);
+  if (clean.length <= 1) return `${code} ${clean[0] ?? ""}\r\n`;
+  const first = clean[0] ?? "";
+  const last = clean[clean.length - 1] ?? "";
+  const middle = clean.slice(1, -1).map((l) => ` ${l}\r\n`).join("");
+  return `${code}-${first}\r\n${middle}${code} ${last}\r\n`;
+}
+
+/** Formats a multi-line reply whose middle lines are sent exactly as given (FEAT, STAT listings):
+ * each must already start with a space (RFC 2389 §3.2: feature lines begin with one space). */
+export function formatBlockReply(code: number, first: string, body: readonly string[], last: string): string {
+  const middle = body.map((l) => `${stripControl(l)}\r\n`).join("");
+  return `${code}-${stripControl(first)}\r\n${middle}${code} ${stripControl(last)}\r\n`;
+}
+
+/** Removes CR, LF and NUL so that a name echoed in a reply cannot forge another reply line. */
+export function stripControl(text: string): string {
+  return text.replace(/[\r\n\0]/g, "");
+}

@@ -1,0 +1,281 @@
+/**
+ * Per-connection state and the control connection's input loop. Commands run one at a time in
+ * arrival order (pipelining is answered in order); ABOR, STAT and QUIT may run while a transfer is in
+ * progress (DESIGN convention 3). State is explicit; one-shot values (REST offset, RNFR source) are
+ * consumed on use (convention 6).
+ */
+import { once } from "node:events";
+import type { Socket } from "node:net";
+import type { SecureContext, TLSSocket } from "node:tls";
+import type { Logger } from "pino";
+import type { User } from "../auth/types.ts";
+import { unmapIPv4 } from "../data/address.ts";
+import type { DataChannel } from "../data/channel.ts";
+import type { Transfer } from "../data/transfer.ts";
+import type { JailedFs } from "../fs/jail.ts";
+import type { VirtualPath } from "../fs/types.ts";
+import { MLSX_FACTS } from "../fs/format.ts";
+import { resolveVirtual, ROOT } from "../fs/vpath.ts";
+import type { Dispatcher } from "./dispatcher.ts";
+import { FtpError } from "./errors.ts";
+import { LineFramer } from "./framing.ts";
+import { formatReply } from "./reply.ts";
+import type { ServerContext } from "./context.ts";
+
+/** Commands buffered beyond this pause reading from the client (bounded memory under floods). */
+const MAX_QUEUED = 32;
+
+
+/** An item in the command queue: a line, or the notice that a line was too long. */
+type Queued = { readonly line: string } | { readonly overlong: true };
+
+/** One control connection. */
+export class Session {
+  /** Short random id, in every log line of the session. */
+  readonly id: string;
+  /** The client's IP (IPv4-mapped addresses unmapped). */
+  readonly remoteAddress: string;
+  /** Our address on this connection (what the client connected to). */
+  readonly localAddress: string;
+  /** The control socket; a TLSSocket after AUTH TLS or on the implicit port. */
+  socket: Socket;
+  /** Child logger with session id, address and (after login) user. */
+  log: Logger;
+
+  /** The logged-in user, or null. */
+  user: User | null = null;
+  /** The name from USER, waiting for PASS. */
+  pendingUser: string | null = null;
+  /** The user's jailed filesystem (set at login). */
+  fs: JailedFs | null = null;
+  /** Current directory, as the client sees it. */
+  cwd: VirtualPath = ROOT;
+  /** TYPE: "A" (ASCII, the RFC 959 default) or "I" (image/binary). */
+  type: "A" | "I" = "A";
+  /** Byte offset set by REST, consumed by the next transfer. */
+  restOffset = 0;
+  /** Source path set by RNFR, consumed by the next command. */
+  renameFrom: VirtualPath | null = null;
+  /** The data connection set up by PASV/EPSV/PORT/EPRT, consumed by the next transfer. */
+  channel: DataChannel | null = null;
+  /** After EPSV ALL only EPSV may set up data connections (RFC 2428 §4). */
+  epsvAll = false;
+  /** The transfer in progress, if any. */
+  transfer: Transfer | null = null;
+  /** Facts MLSD/MLST print (OPTS MLST). */
+  mlstFacts: ReadonlySet<string> = new Set(MLSX_FACTS);
+  /** Failed logins on this connection. */
+  loginFailures = 0;
+  /** Size announced by ALLO, for the next upload. */
+  allocated: number | null = null;
+  /** Client software name from CLNT, for the log. */
+  clientName: string | null = null;
+  /** The control connection is TLS (implicit port, or after AUTH TLS). */
+  secure: boolean;
+  /** This connection's TLS context (own ticket keys), shared with its data connections. */
+  tlsContext: SecureContext | null = null;
+  /** PBSZ was received after TLS (RFC 4217 §8). */
+  pbszDone = false;
+  /** PROT P: data connections are TLS. */
+  protectData = false;
+  /** QUIT came during a transfer: close once it ends. */
+  quitting = false;
+  /** Set when the server drains: close once the current transfer ends. */
+  draining = false;
+  /** The connection is gone. */
+  closed = false;
+
+  /** Called once when the session ends (the server's registry forgets it). */
+  onClosed: (() => void) | null = null;
+
+  private readonly framer: LineFramer;
+  private readonly queue: Queued[] = [];
+  private pumping = false;
+  /** After an AUTH line: input is dropped until the upgrade is done (no plaintext injection). */
+  private holdInput = false;
+  private loginTimer: NodeJS.Timeout | null = null;
+  private readonly onData = (chunk: Buffer): void => this.receive(chunk);
+
+  constructor(
+    socket: Socket,
+    /** Everything shared by all sessions of the server. */
+    readonly ctx: ServerContext,
+    private readonly dispatcher: Dispatcher,
+    /** Session id. */
+    id: string,
+  ) {
+    this.id = id;
+    this.socket = socket;
+    this.secure = "encrypted" in socket;
+    this.remoteAddress = unmapIPv4(socket.remoteAddress ?? "");
+    this.localAddress = unmapIPv4(socket.localAddress ?? "");
+    this.log = ctx.logger.child({ session: id, remote: this.remoteAddress });
+    this.framer = new LineFramer(ctx.config.limits.maxLineLength);
+  }
+
+  /** Sends the greeting and starts reading commands. */
+  start(): void {
+    const limits = this.ctx.config.limits;
+    this.attach(this.socket);
+    this.socket.setTimeout(limits.idleTimeout * 1000, () => this.onIdle());
+    this.loginTimer = setTimeout(() => this.timeout("Login timeout"), limits.loginTimeout * 1000);
+    this.loginTimer.unref();
+    this.reply(220, this.ctx.config.server.banner);
+  }
+
+  /** Writes one reply (formatted by the reply writer). Nothing is written once closed. */
+  reply(code: number, text: string | readonly string[]): void {
+    this.write(formatReply(code, text));
+  }
+
+  /** Writes preformatted reply text. */
+  write(text: string): void {
+    if (this.closed || this.socket.destroyed) return;
+    this.socket.write(text);
+  }
+
+  /** Resolves a client path against the cwd (pure: see fs/vpath.ts). */
+  resolve(arg: string): VirtualPath {
+    return resolveVirtual(this.cwd, arg);
+  }
+
+  /** The jailed filesystem; FtpError 530 if nobody is logged in (the dispatcher checks first). */
+  requireFs(): JailedFs {
+    if (!this.fs) throw new FtpError(530, "Please login with USER and PASS");
+    return this.fs;
+  }
+
+  /** Marks the login done: stops the login timer. */
+  loggedIn(user: User, fs: JailedFs): void {
+    this.user = user;
+    this.fs = fs;
+    this.pendingUser = null;
+    this.cwd = ROOT;
+    this.log = this.log.child({ user: user.name });
+    if (this.loginTimer) clearTimeout(this.loginTimer);
+    this.loginTimer = null;
+  }
+
+  /** Takes the data channel set up by PASV/PORT (one use each). */
+  takeChannel(): DataChannel {
+    const ch = this.channel;
+    this.channel = null;
+    if (!ch) throw new FtpError(425, "Use PORT, PASV, EPRT or EPSV first");
+    return ch;
+  }
+
+  /** Replaces the data channel, closing any previous one. */
+  setChannel(ch: DataChannel | null): void {
+    this.channel?.close();
+    this.channel = ch;
+  }
+
+  /** Replaces the control socket (AUTH TLS). Called synchronously right after the 234 reply, so
+   * no byte of the handshake can be read by the plaintext reader. */
+  upgrade(tlsSocket: TLSSocket): void {
+    this.socket.removeListener("data", this.onData);
+    this.socket = tlsSocket;
+    this.secure = true;
+    this.framer.reset();
+    this.queue.length = 0;
+    this.attach(tlsSocket);
+    this.holdInput = false;
+  }
+
+  /** Resumes reading after an AUTH that did not upgrade. */
+  releaseInput(): void {
+    this.holdInput = false;
+  }
+
+  /** 421 and close (idle, login timeout, shutdown). */
+  timeout(text: string): void {
+    if (this.closed) return;
+    this.log.info({ event: "timeout", reason: text }, "session closed: %s", text);
+    this.reply(421, text);
+    this.end();
+  }
+
+  /** Ends the connection gracefully (after pending replies are written). */
+  end(): void {
+    if (this.closed) return;
+    this.socket.end();
+    this.socket.setTimeout(5000, () => this.socket.destroy());
+  }
+
+  /** Tears everything down; idempotent. Called on the socket's close. */
+  cleanup(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.onClosed?.();
+    if (this.loginTimer) clearTimeout(this.loginTimer);
+    this.transfer?.abort("client");
+    this.setChannel(null);
+    this.queue.length = 0;
+  }
+
+  private attach(socket: Socket): void {
+    socket.setNoDelay(true);
+    socket.on("data", this.onData);
+    socket.on("error", (err: NodeJS.ErrnoException) => {
+      this.log.debug({ event: "socket-error", code: err.code }, "control connection error");
+    });
+    socket.once("close", () => {
+      if (socket === this.socket) this.cleanup();
+    });
+  }
+
+  private onIdle(): void {
+    if (this.transfer) return; // the data connection has its own stall timeout
+    this.timeout(this.user ? "Idle timeout: closing control connection" : "Login timeout");
+  }
+
+  private receive(chunk: Buffer): void {
+    if (this.holdInput || this.closed) return;
+    for (const ev of this.framer.push(chunk)) {
+      if (ev.kind === "overlong") {
+        this.enqueue({ overlong: true });
+        continue;
+      }
+      const verb = verbOf(ev.text);
+      if (this.transfer && this.dispatcher.bypasses(verb)) {
+        void this.dispatcher.run(this, ev.text);
+        continue;
+      }
+      this.enqueue({ line: ev.text });
+      if (verb === "AUTH") {
+        // RFC 4217 §11: nothing sent after AUTH in the same packet may be acted on.
+        this.holdInput = true;
+        this.framer.reset();
+        break;
+      }
+    }
+    void this.pump();
+  }
+
+  private enqueue(item: Queued): void {
+    this.queue.push(item);
+    if (this.queue.length >= MAX_QUEUED) this.socket.pause();
+  }
+
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.queue.length > 0 && !this.closed) {
+        if (this.socket.writableNeedDrain) await once(this.socket, "drain").catch(() => undefined);
+        const item = this.queue.shift() as Queued;
+        if (this.queue.length < MAX_QUEUED / 2 && this.socket.isPaused()) this.socket.resume();
+        if ("overlong" in item) this.reply(500, "Command line too long");
+        else await this.dispatcher.run(this, item.line);
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+}
+
+/** The verb of a command line, upper case ("" for an empty line). */
+export function verbOf(line: string): string {
+  const sp = line.indexOf(" ");
+  return (sp === -1 ? line : line.slice(0, sp)).toUpperCase();
+}

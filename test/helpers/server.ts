@@ -1,0 +1,127 @@
+/**
+ * startTestServer(): a real berth on 127.0.0.1:0 with a temp root, a tiny passive range, a real
+ * user store (bcrypt cost 4 for speed) and a teardown that checks nothing leaked.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import pino from "pino";
+import { FailureGuard } from "../../src/auth/guard.ts";
+import { UserStore } from "../../src/auth/store.ts";
+import type { LoginGuard } from "../../src/auth/types.ts";
+import { DEFAULTS, type Config } from "../../src/config/schema.ts";
+import type { TlsProvider } from "../../src/data/tls.ts";
+import type { FsFactory } from "../../src/protocol/context.ts";
+import { startServer, type BerthServer } from "../../src/server.ts";
+
+/** Deep partial of Config for overrides. */
+export type ConfigPatch = { [K in keyof Config]?: Partial<Config[K]> };
+
+/** Options of startTestServer. */
+export interface TestServerOptions {
+  readonly config?: ConfigPatch;
+  readonly openFs?: FsFactory;
+  readonly guard?: LoginGuard;
+  readonly tls?: TlsProvider | null;
+  /** Extra users besides alice (rw) and bob (read-only). */
+  readonly users?: readonly { name: string; password: string; readOnly?: boolean }[];
+}
+
+/** A running test server and what a test needs to reach it. */
+export interface TestServer {
+  readonly server: BerthServer;
+  readonly port: number;
+  readonly implicitPort: number | null;
+  readonly root: string;
+  readonly dataRoot: string;
+  readonly config: Config;
+  readonly store: UserStore;
+  /** JSON log lines the server wrote. */
+  readonly logs: Record<string, unknown>[];
+  /** The home directory of a user. */
+  home(name: string): string;
+  /** Shuts down and checks: no session and no passive port left. */
+  close(): Promise<void>;
+}
+
+let nextRange = 0;
+
+/** A passive range no other test server of this process uses (tests may run in parallel files). */
+function freshRange(): string {
+  const base = 40000 + ((process.pid * 37) % 200) * 50 + (nextRange++ % 10) * 5;
+  return `${base}-${base + 4}`;
+}
+
+/** Merges a patch over defaults. */
+export function makeConfig(root: string, patch: ConfigPatch = {}): Config {
+  const c = structuredClone(DEFAULTS) as unknown as Record<string, Record<string, unknown>>;
+  for (const [k, v] of Object.entries(patch)) c[k] = { ...(c[k] ?? {}), ...(v as object) };
+  const cfg = c as unknown as Config;
+  return {
+    ...cfg,
+    listen: { host: "127.0.0.1", port: 0, ...patch.listen },
+    passive: { ...cfg.passive, ports: patch.passive?.ports ?? freshRange() },
+    users: { ...cfg.users, file: join(root, "users", "users.json"), bcryptCost: 4 },
+    storage: { root: join(root, "data") },
+    log: { level: "debug", pretty: "never" },
+    limits: { ...cfg.limits, failedLoginDelay: 0.05, ...patch.limits },
+  };
+}
+
+/** Starts berth for one test. Users: alice/alice-pw (read-write), bob/bob-pw (read-only). */
+export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
+  const root = await mkdtemp(join(tmpdir(), "berth-test-"));
+  const config = makeConfig(root, opts.config);
+  const logs: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString().split("\n")) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
+      cb();
+    },
+  });
+  const logger = pino({ level: "debug" }, sink);
+  const store = new UserStore({ file: config.users.file, storageRoot: config.storage.root, bcryptCost: 4 });
+  await store.add("alice", "alice-pw", {});
+  await store.add("bob", "bob-pw", { readOnly: true });
+  for (const u of opts.users ?? []) await store.add(u.name, u.password, { readOnly: u.readOnly ?? false });
+  const guard = opts.guard ?? new FailureGuard({ maxFailures: 1000, banSeconds: 60 });
+  const server = await startServer({
+    config,
+    logger,
+    users: store,
+    guard,
+    ...(opts.openFs ? { openFs: opts.openFs } : {}),
+    ...(opts.tls !== undefined ? { tls: opts.tls } : {}),
+  });
+  return {
+    server,
+    port: server.port ?? 0,
+    implicitPort: server.implicitPort,
+    root,
+    dataRoot: config.storage.root,
+    config,
+    store,
+    logs,
+    home: (name) => join(config.storage.root, name),
+    async close() {
+      await server.shutdown(2000);
+      await waitFor(() => server.sessions.size === 0 && server.context.pool.used === 0, 3000);
+      const leftover = { sessions: server.sessions.size, ports: server.context.pool.used };
+      await rm(root, { recursive: true, force: true });
+      if (leftover.sessions !== 0 || leftover.ports !== 0) {
+        throw new Error(`leak after test: ${JSON.stringify(leftover)}`);
+      }
+    },
+  };
+}
+
+/** Polls a condition (test helper only) until true or the time is up. */
+export async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return true;
+}
