@@ -5,7 +5,7 @@
  * can answer 226 after the 426 (RFC 959 §4.1.3).
  */
 import type { Socket } from "node:net";
-import { Transfer } from "../../data/transfer.ts";
+import type { Transfer } from "../../data/transfer.ts";
 import { mapFsError } from "../../fs/errors.ts";
 import { FtpError, isFtpError } from "../errors.ts";
 import type { Session } from "../session.ts";
