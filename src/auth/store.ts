@@ -1,0 +1,392 @@
+/**
+ * The users file and everything done with it: bcrypt authentication, and the admin operations of
+ * `berth user …`. The file is only ever replaced atomically; a running server sees changes made by
+ * another process through a cheap stat (at most once per `reloadIntervalMs`) before authenticating.
+ *
+ * File format: `{ "version": 1, "users": [ { "name", "hash", "home", "readOnly" } ] }`. `home` is
+ * kept as given: a relative home is resolved against `storageRoot` when used.
+ */
+import bcrypt from "bcrypt";
+import { randomBytes } from "node:crypto";
+import { mkdir, readFile, stat } from "node:fs/promises";
+import path from "node:path";
+import { errnoCode, systemErrorText } from "../config/syserr.ts";
+import type { Logger } from "../log/logger.ts";
+import { writeFileAtomic } from "./atomic.ts";
+import type { Authenticator, User } from "./types.ts";
+
+/** Why a user operation was refused: "invalid" input is a usage error, the rest are failures. */
+export type UserErrorKind = "invalid" | "conflict" | "not-found" | "corrupt" | "io";
+
+/** An operator mistake or a failed user operation; the message is one clean line, never a secret. */
+export class UserError extends Error {
+  /** What went wrong, for the exit status. */
+  readonly kind: UserErrorKind;
+
+  /** Builds an error with a one-line message. */
+  constructor(kind: UserErrorKind, message: string) {
+    super(message);
+    this.name = "UserError";
+    this.kind = kind;
+  }
+}
+
+/** One record of the users file. */
+export interface UserRecord {
+  readonly name: string;
+  /** bcrypt hash of the password. */
+  readonly hash: string;
+  /** Home as given: absolute, or relative to the storage root. */
+  readonly home: string;
+  readonly readOnly: boolean;
+}
+
+/** What `list()` shows of a user: never the hash. */
+export interface UserInfo {
+  readonly name: string;
+  /** Absolute home directory. */
+  readonly home: string;
+  readonly readOnly: boolean;
+}
+
+/** Options of UserStore. */
+export interface UserStoreOptions {
+  /** Path of the users file (resolved against the working directory when relative). */
+  readonly file: string;
+  /** Parent of relative homes (resolved against the working directory when relative). */
+  readonly storageRoot: string;
+  /** bcrypt cost of new hashes (4..15). */
+  readonly bcryptCost: number;
+  readonly logger?: Logger | undefined;
+  /** Least time between two stats of the file on authenticate; default 1000 ms. */
+  readonly reloadIntervalMs?: number | undefined;
+  /** Clock in milliseconds; default Date.now. */
+  readonly now?: (() => number) | undefined;
+}
+
+/** Options of `add`. */
+export interface AddOptions {
+  /** Home: absolute, or relative to the storage root; default the user's name. */
+  readonly root?: string | undefined;
+  readonly readOnly?: boolean | undefined;
+}
+
+/** What ensureFirstUser did; only "demo" carries a password, to be shown once. */
+export type FirstUserResult =
+  | { readonly kind: "existing" }
+  | { readonly kind: "env"; readonly name: string; readonly action: "created" | "updated" | "unchanged" }
+  | { readonly kind: "demo"; readonly name: string; readonly password: string };
+
+/** Longest password bcrypt takes into account, in UTF-8 bytes. */
+export const MAX_PASSWORD_BYTES = 72;
+
+const NAME_RE = /^[A-Za-z0-9_@-][A-Za-z0-9._@-]{0,63}$/;
+const HASH_RE = /^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$/;
+
+/** Throws UserError("invalid") unless `name` is 1-64 of [A-Za-z0-9._@-], not starting with ".". */
+export function checkUserName(name: string): void {
+  if (!NAME_RE.test(name)) {
+    throw new UserError(
+      "invalid",
+      `invalid user name ${quote(name)}: use 1-64 letters, digits, ".", "_", "@" or "-", not starting with "."`,
+    );
+  }
+}
+
+/** Throws UserError("invalid") unless `password` is usable (never echoes the password). */
+export function checkPassword(password: string): void {
+  if (password === "") throw new UserError("invalid", "the password must not be empty");
+  if (Buffer.byteLength(password, "utf8") > MAX_PASSWORD_BYTES) {
+    throw new UserError("invalid", `the password is longer than ${MAX_PASSWORD_BYTES} bytes (the bcrypt limit)`);
+  }
+  if (/[\r\n\0]/.test(password)) throw new UserError("invalid", "the password must not contain a line break or NUL");
+}
+
+/** A name for messages: JSON-quoted and shortened. */
+function quote(name: string): string {
+  const s = JSON.stringify(name);
+  return s.length > 70 ? `${s.slice(0, 67)}..."` : s;
+}
+
+/** Parses and checks the users file; throws UserError("corrupt") without quoting the content. */
+export function parseUsersFile(text: string, file: string): UserRecord[] {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    // The parser's message may quote the file, hashes included: never pass it on.
+    throw new UserError("corrupt", `users file ${file} is not valid JSON`);
+  }
+  const top = data as { version?: unknown; users?: unknown } | null;
+  if (typeof top !== "object" || top === null || top.version !== 1 || !Array.isArray(top.users)) {
+    throw new UserError("corrupt", `users file ${file} is not a version 1 users file`);
+  }
+  const seen = new Set<string>();
+  return top.users.map((raw: unknown, i) => {
+    const rec = toRecord(raw);
+    if (rec === undefined) throw new UserError("corrupt", `users file ${file}: entry ${i + 1} is malformed`);
+    if (seen.has(rec.name)) throw new UserError("corrupt", `users file ${file}: user ${quote(rec.name)} appears twice`);
+    seen.add(rec.name);
+    return rec;
+  });
+}
+
+/** A checked copy of one raw record, or undefined when malformed. */
+function toRecord(raw: unknown): UserRecord | undefined {
+  if (typeof raw !== "object" || raw === null) return undefined;
+  const r = raw as Record<string, unknown>;
+  const { name, hash, home, readOnly } = r;
+  if (typeof name !== "string" || !NAME_RE.test(name)) return undefined;
+  if (typeof hash !== "string" || !HASH_RE.test(hash)) return undefined;
+  if (typeof home !== "string" || home === "" || home.includes("\0")) return undefined;
+  if (typeof readOnly !== "boolean") return undefined;
+  return { name, hash, home, readOnly };
+}
+
+/** The text of a users file holding `users` (sorted by name for stable diffs). */
+export function formatUsersFile(users: readonly UserRecord[]): string {
+  const sorted = [...users].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const plain = sorted.map(({ name, hash, home, readOnly }) => ({ name, hash, home, readOnly }));
+  return `${JSON.stringify({ version: 1, users: plain }, null, 2)}\n`;
+}
+
+/** Identity of one version of a file; null when it does not exist. */
+async function signature(file: string): Promise<string | null> {
+  try {
+    const s = await stat(file);
+    return `${s.ino}:${s.size}:${s.mtimeMs}`;
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return null;
+    throw err;
+  }
+}
+
+/** The users file, bcrypt authentication, and the admin operations on users. */
+export class UserStore implements Authenticator {
+  readonly #file: string;
+  readonly #root: string;
+  readonly #cost: number;
+  readonly #logger: Logger | undefined;
+  readonly #interval: number;
+  readonly #now: () => number;
+  /** Last good content of the file, by name. */
+  #users = new Map<string, UserRecord>();
+  /** Signature of the file version last looked at; undefined before the first look. */
+  #seen: string | null | undefined = undefined;
+  #checkedAt = 0;
+  #dummy: Promise<string> | undefined;
+  /** Serializes this process's writes. */
+  #queue: Promise<unknown> = Promise.resolve();
+
+  /** Creates a store on `opts.file`; nothing is read until first use. */
+  constructor(opts: UserStoreOptions) {
+    this.#file = path.resolve(opts.file);
+    this.#root = path.resolve(opts.storageRoot);
+    this.#cost = opts.bcryptCost;
+    this.#logger = opts.logger;
+    this.#interval = opts.reloadIntervalMs ?? 1000;
+    this.#now = opts.now ?? Date.now;
+  }
+
+  /** Absolute path of the users file. */
+  get file(): string {
+    return this.#file;
+  }
+
+  /** The user on a good password, else null; unknown names cost the same bcrypt work. Never throws. */
+  async authenticate(name: string, password: string): Promise<User | null> {
+    try {
+      const dummy = await this.#dummyHash();
+      await this.#refresh();
+      const record = this.#users.get(name);
+      const match = await bcrypt.compare(password, record?.hash ?? dummy);
+      const tooLong = Buffer.byteLength(password, "utf8") > MAX_PASSWORD_BYTES;
+      return record !== undefined && match && !tooLong ? this.#toUser(record) : null;
+    } catch (err) {
+      this.#logger?.error({ file: this.#file, reason: systemErrorText(err) }, "authentication failed on an internal error");
+      return null;
+    }
+  }
+
+  /** Every user, sorted by name, read fresh from the file. */
+  async list(): Promise<UserInfo[]> {
+    const users = await this.#readFresh();
+    return users.map((u) => this.#toUser(u)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /** Adds a user and creates their home directory; refuses duplicates and bad names or passwords. */
+  async add(name: string, password: string, opts: AddOptions = {}): Promise<User> {
+    checkUserName(name);
+    checkPassword(password);
+    const home = opts.root ?? name;
+    if (home === "" || home.includes("\0")) throw new UserError("invalid", "--root must be a non-empty path");
+    const hash = await bcrypt.hash(password, this.#cost);
+    const record: UserRecord = { name, hash, home, readOnly: opts.readOnly ?? false };
+    const user = this.#toUser(record);
+    await this.#update(
+      (users) => {
+        if (users.some((u) => u.name === name)) throw new UserError("conflict", `user ${quote(name)} already exists`);
+        return [...users, record];
+      },
+      () => this.#makeHome(user.home),
+    );
+    return user;
+  }
+
+  /** Changes the password of an existing user. */
+  async passwd(name: string, password: string): Promise<void> {
+    checkPassword(password);
+    const hash = await bcrypt.hash(password, this.#cost);
+    await this.#update((users) => {
+      if (!users.some((u) => u.name === name)) throw new UserError("not-found", `no user ${quote(name)}`);
+      return users.map((u) => (u.name === name ? { ...u, hash } : u));
+    });
+  }
+
+  /** Removes a user; their home directory is left as it is. */
+  async del(name: string): Promise<UserInfo> {
+    let removed: UserInfo | undefined;
+    await this.#update((users) => {
+      const found = users.find((u) => u.name === name);
+      if (found === undefined) throw new UserError("not-found", `no user ${quote(name)}`);
+      removed = this.#toUser(found);
+      return users.filter((u) => u !== found);
+    });
+    return removed as UserInfo;
+  }
+
+  /**
+   * Makes sure someone can log in: BERTH_USER with BERTH_PASSWORD or BERTH_PASSWORD_FILE creates or
+   * updates that user; otherwise, with no users at all, creates "demo" with a random password.
+   */
+  async ensureFirstUser(env: NodeJS.ProcessEnv): Promise<FirstUserResult> {
+    const fromEnv = await passwordFromEnv(env);
+    if (fromEnv !== undefined) return this.#ensureEnvUser(fromEnv.name, fromEnv.password);
+    if ((await this.#readFresh()).length > 0) return { kind: "existing" };
+    const password = randomBytes(12).toString("base64url");
+    await this.add("demo", password);
+    return { kind: "demo", name: "demo", password };
+  }
+
+  /** Creates the env-named user, or sets their password when it differs. */
+  async #ensureEnvUser(name: string, password: string): Promise<FirstUserResult> {
+    checkUserName(name);
+    checkPassword(password);
+    const existing = (await this.#readFresh()).find((u) => u.name === name);
+    if (existing === undefined) {
+      await this.add(name, password);
+      return { kind: "env", name, action: "created" };
+    }
+    if (await bcrypt.compare(password, existing.hash)) return { kind: "env", name, action: "unchanged" };
+    await this.passwd(name, password);
+    return { kind: "env", name, action: "updated" };
+  }
+
+  /** Read-modify-write of the file, one at a time in this process; `beforeWrite` runs between. */
+  async #update(
+    change: (users: readonly UserRecord[]) => UserRecord[],
+    beforeWrite?: () => Promise<void>,
+  ): Promise<void> {
+    const run = async (): Promise<void> => {
+      const next = change(await this.#readFresh());
+      await beforeWrite?.();
+      await this.#write(next);
+    };
+    const done = this.#queue.then(run, run);
+    this.#queue = done.catch(() => undefined);
+    return done;
+  }
+
+  /** Writes the file atomically and adopts its content as the last good copy. */
+  async #write(users: readonly UserRecord[]): Promise<void> {
+    try {
+      await writeFileAtomic(this.#file, formatUsersFile(users));
+    } catch (err) {
+      throw new UserError("io", `cannot write users file ${this.#file}: ${systemErrorText(err)}`);
+    }
+    this.#users = new Map(users.map((u) => [u.name, u]));
+    this.#seen = await signature(this.#file).catch(() => undefined);
+  }
+
+  /** Reads the file now; missing means no users; unreadable or corrupt throws UserError. */
+  async #readFresh(): Promise<UserRecord[]> {
+    let text: string;
+    try {
+      text = await readFile(this.#file, "utf8");
+    } catch (err) {
+      if (errnoCode(err) === "ENOENT") return [];
+      throw new UserError("io", `cannot read users file ${this.#file}: ${systemErrorText(err)}`);
+    }
+    return parseUsersFile(text, this.#file);
+  }
+
+  /** Re-reads the file if it changed since last look (stat at most once per interval). */
+  async #refresh(): Promise<void> {
+    const now = this.#now();
+    if (this.#seen !== undefined && now - this.#checkedAt < this.#interval) return;
+    this.#checkedAt = now;
+    const sig = await signature(this.#file);
+    if (sig === this.#seen) return;
+    this.#seen = sig;
+    if (sig === null) {
+      this.#users = new Map();
+      return;
+    }
+    try {
+      const users = parseUsersFile(await readFile(this.#file, "utf8"), this.#file);
+      this.#users = new Map(users.map((u) => [u.name, u]));
+      this.#logger?.info({ file: this.#file, users: users.length }, "users file loaded");
+    } catch (err) {
+      const reason = err instanceof UserError ? err.message : systemErrorText(err);
+      this.#logger?.error({ file: this.#file, reason, kept: this.#users.size }, "users file unusable; keeping the last good copy");
+    }
+  }
+
+  /** A hash of a random secret at the configured cost, compared against for unknown names. */
+  #dummyHash(): Promise<string> {
+    this.#dummy ??= bcrypt.hash(randomBytes(16).toString("hex"), this.#cost);
+    return this.#dummy;
+  }
+
+  /** The protocol's view of a record, with an absolute home. */
+  #toUser(record: UserRecord): User {
+    return { name: record.name, home: path.resolve(this.#root, record.home), readOnly: record.readOnly };
+  }
+
+  /** Creates a home directory (mkdir -p). */
+  async #makeHome(home: string): Promise<void> {
+    try {
+      await mkdir(home, { recursive: true });
+    } catch (err) {
+      throw new UserError("io", `cannot create home directory ${home}: ${systemErrorText(err)}`);
+    }
+  }
+}
+
+/** The first user named by the environment, or undefined when BERTH_USER is not set. */
+async function passwordFromEnv(env: NodeJS.ProcessEnv): Promise<{ name: string; password: string } | undefined> {
+  const name = env.BERTH_USER ?? "";
+  const direct = env.BERTH_PASSWORD;
+  const file = env.BERTH_PASSWORD_FILE;
+  if (name === "") {
+    if (direct !== undefined || file !== undefined) {
+      throw new UserError("invalid", "BERTH_PASSWORD or BERTH_PASSWORD_FILE is set but BERTH_USER is not");
+    }
+    return undefined;
+  }
+  if (direct !== undefined && file !== undefined) {
+    throw new UserError("invalid", "set only one of BERTH_PASSWORD and BERTH_PASSWORD_FILE");
+  }
+  if (direct !== undefined) return { name, password: direct };
+  if (file === undefined) throw new UserError("invalid", "BERTH_USER is set but neither BERTH_PASSWORD nor BERTH_PASSWORD_FILE");
+  try {
+    return { name, password: stripNewline(await readFile(file, "utf8")) };
+  } catch (err) {
+    throw new UserError("invalid", `cannot read BERTH_PASSWORD_FILE ${file}: ${systemErrorText(err)}`);
+  }
+}
+
+/** Drops one trailing line break (as left by `echo` or a secrets file). */
+export function stripNewline(text: string): string {
+  return text.replace(/\r?\n$/, "");
+}

@@ -1,0 +1,184 @@
+/**
+ * The command line grammar: which commands exist, their arguments and options, the usage text,
+ * and a parser that turns argv into a ParsedCommand or a CliError with one clear line.
+ */
+
+/** An error the CLI reports as one line `berth: <message>` and exits with `exitCode`. */
+export class CliError extends Error {
+  /** 2 for a usage or config mistake, 1 for any other failure. */
+  readonly exitCode: 1 | 2;
+
+  /** Builds an error with a one-line message. */
+  constructor(message: string, exitCode: 1 | 2) {
+    super(message);
+    this.name = "CliError";
+    this.exitCode = exitCode;
+  }
+}
+
+/** A usage mistake (exit 2). */
+export function usageError(message: string): CliError {
+  return new CliError(`${message} (see: berth --help)`, 2);
+}
+
+/** Names of the commands. */
+export type CommandName =
+  | "serve"
+  | "user add"
+  | "user passwd"
+  | "user del"
+  | "user list"
+  | "config check"
+  | "help"
+  | "version";
+
+/** One command's grammar. */
+interface CommandSpec {
+  readonly name: CommandName;
+  readonly positionals: readonly string[];
+  /** Option name (without "--") → whether it takes a value. */
+  readonly options: Readonly<Record<string, "value" | "flag">>;
+}
+
+const CONFIG = { config: "value" } as const;
+const PASSWORD_STDIN = { "password-stdin": "flag" } as const;
+
+const SPECS: readonly CommandSpec[] = [
+  { name: "serve", positionals: [], options: CONFIG },
+  {
+    name: "user add",
+    positionals: ["NAME"],
+    options: { ...CONFIG, ...PASSWORD_STDIN, root: "value", "read-only": "flag" },
+  },
+  { name: "user passwd", positionals: ["NAME"], options: { ...CONFIG, ...PASSWORD_STDIN } },
+  { name: "user del", positionals: ["NAME"], options: CONFIG },
+  { name: "user list", positionals: [], options: CONFIG },
+  { name: "config check", positionals: [], options: CONFIG },
+];
+
+/** The usage text printed by `berth --help`. */
+export const USAGE = `usage: berth [command] [options]
+
+commands:
+  serve [--config FILE]              run the server in the foreground (the default)
+  user add NAME [--root DIR] [--read-only] [--password-stdin]
+                                     add a user; --root is absolute or relative to storage.root
+                                     (default <storage.root>/NAME); asks for the password on the
+                                     terminal unless --password-stdin
+  user passwd NAME [--password-stdin]
+                                     change a user's password
+  user del NAME                      delete a user (their files are kept)
+  user list                          list the users
+  config check [--config FILE]       validate and print the effective config (secrets hidden)
+  help, --help                       show this text
+  --version                          show the version
+
+options:
+  --config FILE   config file (default $BERTH_CONFIG, else config/berth.yaml); every command takes it
+
+Every config key can be overridden by an environment variable named after its path, e.g.
+BERTH_LISTEN_PORT=21 or BERTH_PASSIVE_PORTS=30000-30009.
+Exit status: 0 success, 2 usage or config error, 1 other failure.
+`;
+
+/** A command with its arguments. */
+export interface ParsedCommand {
+  readonly name: CommandName;
+  /** Positional arguments by their names ("NAME"). */
+  readonly args: Readonly<Record<string, string>>;
+  /** Options given: a string for value options, true for flags. */
+  readonly options: Readonly<Record<string, string | true>>;
+}
+
+const HELP_WORDS = new Set(["help", "--help", "-h"]);
+const VERSION_WORDS = new Set(["version", "--version", "-V"]);
+const GROUPS: Readonly<Record<string, readonly string[]>> = {
+  user: ["add", "passwd", "del", "list"],
+  config: ["check"],
+};
+
+/** Finds the command named at the start of argv; returns it and the remaining tokens. */
+function pickCommand(argv: readonly string[]): { spec: CommandSpec | "help" | "version"; rest: readonly string[] } {
+  const [first, second] = argv;
+  if (first === undefined || (first.startsWith("-") && !HELP_WORDS.has(first) && !VERSION_WORDS.has(first))) {
+    return { spec: specOf("serve"), rest: argv };
+  }
+  if (HELP_WORDS.has(first)) return { spec: "help", rest: [] };
+  if (VERSION_WORDS.has(first)) return { spec: "version", rest: [] };
+  if (first === "serve") return { spec: specOf("serve"), rest: argv.slice(1) };
+  const subs = GROUPS[first];
+  if (subs === undefined) throw usageError(`unknown command "${first}"`);
+  if (second === undefined || second.startsWith("-")) {
+    if (second !== undefined && HELP_WORDS.has(second)) return { spec: "help", rest: [] };
+    throw usageError(`"${first}" needs a subcommand: ${subs.join(", ")}`);
+  }
+  if (!subs.includes(second)) throw usageError(`unknown command "${first} ${second}" (try: ${subs.join(", ")})`);
+  return { spec: specOf(`${first} ${second}` as CommandName), rest: argv.slice(2) };
+}
+
+/** The spec of a known command. */
+function specOf(name: CommandName): CommandSpec {
+  const spec = SPECS.find((s) => s.name === name);
+  if (spec === undefined) throw new Error(`no spec for ${name}`);
+  return spec;
+}
+
+/** Parses argv (without node and the script) into a command; throws CliError on a usage mistake. */
+export function parseArgv(argv: readonly string[]): ParsedCommand {
+  const { spec, rest } = pickCommand(argv);
+  if (spec === "help" || spec === "version") return { name: spec, args: {}, options: {} };
+  if (rest.some((t) => HELP_WORDS.has(t) && t !== "help")) return { name: "help", args: {}, options: {} };
+  const options: Record<string, string | true> = {};
+  const positionals: string[] = [];
+  for (let i = 0; i < rest.length; i++) {
+    const token = rest[i] ?? "";
+    if (token === "--") {
+      positionals.push(...rest.slice(i + 1));
+      break;
+    }
+    if (!token.startsWith("-") || token === "-") {
+      positionals.push(token);
+      continue;
+    }
+    i += readOption(spec, token, rest[i + 1], options);
+  }
+  return { name: spec.name, args: bindPositionals(spec, positionals), options };
+}
+
+/** Reads one option into `options`; returns how many extra tokens it consumed (0 or 1). */
+function readOption(
+  spec: CommandSpec,
+  token: string,
+  next: string | undefined,
+  options: Record<string, string | true>,
+): number {
+  const eq = token.indexOf("=");
+  const name = token.slice(2, eq === -1 ? undefined : eq);
+  const kind = token.startsWith("--") ? spec.options[name] : undefined;
+  if (kind === undefined) throw usageError(`unknown option ${token.split("=")[0] ?? token} for "berth ${spec.name}"`);
+  if (name in options) throw usageError(`option --${name} given twice`);
+  if (kind === "flag") {
+    if (eq !== -1) throw usageError(`option --${name} takes no value`);
+    options[name] = true;
+    return 0;
+  }
+  const value = eq === -1 ? next : token.slice(eq + 1);
+  if (value === undefined || value === "" || (eq === -1 && value.startsWith("--"))) {
+    throw usageError(`option --${name} needs a value`);
+  }
+  options[name] = value;
+  return eq === -1 ? 1 : 0;
+}
+
+/** Maps positional tokens to the spec's names; too few or too many is a usage error. */
+function bindPositionals(spec: CommandSpec, tokens: readonly string[]): Record<string, string> {
+  const args: Record<string, string> = {};
+  spec.positionals.forEach((name, i) => {
+    const value = tokens[i];
+    if (value === undefined) throw usageError(`"berth ${spec.name}" needs ${name}`);
+    args[name] = value;
+  });
+  const extra = tokens[spec.positionals.length];
+  if (extra !== undefined) throw usageError(`unexpected argument "${extra}" for "berth ${spec.name}"`);
+  return args;
+}

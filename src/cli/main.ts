@@ -1,0 +1,124 @@
+/**
+ * berth's command line entry (`tsx src/cli/main.ts <args>`). The only place that calls
+ * process.exit: every command returns a status, every mistake becomes one line on stderr.
+ */
+import { readFileSync } from "node:fs";
+import { UserError } from "../auth/store.ts";
+import { ConfigError } from "../config/load.ts";
+import { firstLine } from "../config/syserr.ts";
+import { CliError, parseArgv, USAGE, type ParsedCommand } from "./args.ts";
+import { runConfigCheck, runUser, type CliContext } from "./commands.ts";
+import { startServing, type Serving } from "./serve.ts";
+
+const ctx: CliContext = {
+  stdin: process.stdin,
+  stdout: process.stdout,
+  stderr: process.stderr,
+  env: process.env,
+  cwd: process.cwd(),
+};
+
+/** Runs the command in argv and resolves to its exit status. */
+async function run(argv: readonly string[]): Promise<number> {
+  const cmd = parseArgv(argv);
+  switch (cmd.name) {
+    case "help":
+      ctx.stdout.write(USAGE);
+      return 0;
+    case "version":
+      ctx.stdout.write(`berth ${version()}\n`);
+      return 0;
+    case "serve":
+      return serve(cmd);
+    case "config check":
+      return runConfigCheck(cmd, ctx);
+    default:
+      return runUser(cmd, ctx);
+  }
+}
+
+/** The package version. */
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version?: string };
+  return pkg.version ?? "unknown";
+}
+
+/** Starts the server and runs until SIGINT/SIGTERM (a signal during start-up is kept for after). */
+async function serve(cmd: ParsedCommand): Promise<number> {
+  let early: NodeJS.Signals | undefined;
+  const onEarlySignal = (signal: NodeJS.Signals): void => {
+    if (early !== undefined) process.exit(0);
+    early = signal;
+  };
+  process.on("SIGINT", onEarlySignal);
+  process.on("SIGTERM", onEarlySignal);
+  const serving = await startServing(cmd, ctx);
+  process.off("SIGINT", onEarlySignal);
+  process.off("SIGTERM", onEarlySignal);
+  catchFatal(serving.logger);
+  return untilStopped(serving, early);
+}
+
+/** Logs an error that escaped every handler and exits 1. */
+function catchFatal(logger: Serving["logger"]): void {
+  const fatal = (err: unknown): void => {
+    logger.fatal({ err }, "uncaught error; exiting");
+    process.stderr.write(`berth: internal error: ${describe(err)}\n`);
+    process.exit(1);
+  };
+  process.on("uncaughtException", fatal);
+  process.on("unhandledRejection", fatal);
+}
+
+/** Resolves with the exit status once a signal has drained the server; a second signal exits at once. */
+function untilStopped({ server, config, logger }: Serving, early: NodeJS.Signals | undefined): Promise<number> {
+  const graceMs = config.limits.shutdownGrace * 1000;
+  return new Promise((resolve) => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        logger.warn({ signal }, "second signal; exiting now");
+        process.exit(0);
+      }
+      stopping = true;
+      logger.info({ signal, graceMs }, "shutting down");
+      // Backstop: a shutdown that overruns its grace by far must not keep the process alive.
+      setTimeout(() => {
+        logger.warn("shutdown overran its grace period; exiting");
+        resolve(0);
+      }, graceMs + 5000).unref();
+      server.shutdown(graceMs).then(
+        () => resolve(0),
+        (err: unknown) => {
+          logger.error({ err }, "shutdown failed");
+          resolve(1);
+        },
+      );
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    if (early !== undefined) onSignal(early);
+  });
+}
+
+/** One line describing an unexpected error. */
+function describe(err: unknown): string {
+  return err instanceof Error ? firstLine(err.message) || err.name : String(err);
+}
+
+/** The exit status and the line to print for a failure. */
+function failure(err: unknown): { code: number; line: string } {
+  if (err instanceof CliError) return { code: err.exitCode, line: err.message };
+  if (err instanceof ConfigError) return { code: 2, line: firstLine(err.message) };
+  if (err instanceof UserError) return { code: err.kind === "invalid" ? 2 : 1, line: firstLine(err.message) };
+  return { code: 1, line: `unexpected error: ${describe(err)}` };
+}
+
+run(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    const { code, line } = failure(err);
+    process.stderr.write(`berth: ${line}\n`);
+    process.exit(code);
+  },
+);

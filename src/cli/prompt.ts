@@ -1,0 +1,63 @@
+/**
+ * Getting a new password from the operator: from standard input (--password-stdin) or by asking
+ * twice on the terminal with echo off. The password is never printed.
+ */
+import type { ReadStream } from "node:tty";
+import { stripNewline } from "../auth/store.ts";
+import { CliError, usageError } from "./args.ts";
+
+/** Standard streams the CLI uses (swappable in tests). */
+export interface Streams {
+  readonly stdin: NodeJS.ReadableStream & { isTTY?: boolean };
+  readonly stdout: NodeJS.WritableStream;
+  readonly stderr: NodeJS.WritableStream;
+}
+
+/** Reads all of standard input and drops one trailing line break. */
+export async function readPasswordStdin(stdin: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stdin) chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+  return stripNewline(Buffer.concat(chunks).toString("utf8"));
+}
+
+/** The new password: from stdin when `fromStdin`, else asked twice on the terminal. */
+export async function newPassword(io: Streams, fromStdin: boolean, who: string): Promise<string> {
+  if (fromStdin) return readPasswordStdin(io.stdin);
+  if (io.stdin.isTTY !== true) {
+    throw usageError("standard input is not a terminal: pipe the password and add --password-stdin");
+  }
+  const tty = io.stdin as ReadStream;
+  const first = await readHidden(tty, io.stderr, `new password for ${who}: `);
+  const second = await readHidden(tty, io.stderr, "again: ");
+  if (first !== second) throw new CliError("the two passwords differ; nothing changed", 1);
+  return first;
+}
+
+/** Reads one line from a terminal with echo off; Ctrl-C or Ctrl-D on an empty line cancels. */
+function readHidden(input: ReadStream, output: NodeJS.WritableStream, prompt: string): Promise<string> {
+  output.write(prompt);
+  input.setRawMode(true);
+  input.setEncoding("utf8");
+  input.resume();
+  return new Promise((resolve, reject) => {
+    let typed = "";
+    const finish = (error?: Error): void => {
+      input.off("data", onData);
+      input.setRawMode(false);
+      input.pause();
+      output.write("\n");
+      if (error === undefined) resolve(typed);
+      else reject(error);
+    };
+    const onData = (chunk: string): void => {
+      for (const ch of chunk) {
+        if (ch === "\r" || ch === "\n") return finish();
+        if (ch === "\u0003" || (ch === "\u0004" && typed === "")) return finish(new CliError("cancelled", 1));
+        if (ch === "\u007f" || ch === "\b") typed = [...typed].slice(0, -1).join("");
+        else if (ch === "\u0015") typed = "";
+        else if (ch >= " ") typed += ch;
+      }
+    };
+    input.on("data", onData);
+  });
+}

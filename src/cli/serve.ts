@@ -1,0 +1,68 @@
+/**
+ * `berth serve`: load the config, build the logger, the user store and the login guard, make
+ * sure someone can log in, and start the server. Signal handling and exiting stay in main.ts.
+ */
+import { FailureGuard } from "../auth/guard.ts";
+import type { FirstUserResult } from "../auth/store.ts";
+import type { Config } from "../config/schema.ts";
+import { errnoCode, systemErrorText } from "../config/syserr.ts";
+import { createLogger, type Logger } from "../log/logger.ts";
+import { CliError, type ParsedCommand } from "./args.ts";
+import { configFor, storeFor, type CliContext } from "./commands.ts";
+
+/** What the server hands back once it listens. */
+export interface RunningServer {
+  /** Stops accepting, lets transfers run for up to `graceMs`, then closes everything. */
+  shutdown(graceMs: number): Promise<void>;
+}
+
+/** A started server with the config and logger it runs with. */
+export interface Serving {
+  readonly server: RunningServer;
+  readonly config: Config;
+  readonly logger: Logger;
+}
+
+/** Errors of listen() that are the operator's environment, not a bug. */
+const LISTEN_ERRORS = new Set(["EADDRINUSE", "EACCES", "EADDRNOTAVAIL", "EPERM"]);
+
+/** Starts the server; throws ConfigError, UserError or CliError for operator problems. */
+export async function startServing(cmd: ParsedCommand, ctx: CliContext): Promise<Serving> {
+  const config = configFor(cmd, ctx);
+  const logger = createLogger({ level: config.log.level, pretty: config.log.pretty, destination: ctx.stdout });
+  const users = storeFor(config, ctx.cwd);
+  announceFirstUser(await users.ensureFirstUser(ctx.env), ctx, logger);
+  const guard = new FailureGuard({
+    maxFailures: config.limits.maxFailuresPerAddress,
+    banSeconds: config.limits.banTime,
+  });
+  // Loaded here, not at the top, so that `user` and `config` commands do not load the server.
+  const { startServer } = await import("../server.ts");
+  try {
+    const server = await startServer({ config, logger, users, guard });
+    return { server, config, logger };
+  } catch (err) {
+    throw listenFailure(err, config) ?? err;
+  }
+}
+
+/** Prints demo credentials once, or logs what the environment's first user led to. */
+function announceFirstUser(result: FirstUserResult, ctx: CliContext, logger: Logger): void {
+  if (result.kind === "demo") {
+    ctx.stdout.write(`berth: no users yet — created user "${result.name}" with password "${result.password}"\n`);
+    ctx.stdout.write("add real users with: npm run --silent berth -- user add NAME\n");
+  } else if (result.kind === "env") {
+    logger.info({ user: result.name, action: result.action }, "first user from BERTH_USER");
+  }
+}
+
+/** A one-line CliError for a listen failure (address in use, permission), else undefined. */
+export function listenFailure(err: unknown, config: Config): CliError | undefined {
+  const code = errnoCode(err);
+  if (code === undefined || !LISTEN_ERRORS.has(code)) return undefined;
+  const e = err as { address?: unknown; port?: unknown };
+  const host = typeof e.address === "string" ? e.address : config.listen.host;
+  const port = typeof e.port === "number" ? e.port : config.listen.port;
+  const shownHost = host.includes(":") ? `[${host}]` : host;
+  return new CliError(`cannot listen on ${shownHost}:${port}: ${systemErrorText(err)}`, 1);
+}

@@ -1,0 +1,350 @@
+/**
+ * Loads berth's configuration: DEFAULTS ← YAML file ← BERTH_* environment variables, each value
+ * coerced and checked against its rule, then deep-frozen. Every failure is a ConfigError whose
+ * message is one line naming the key (and where the value came from).
+ *
+ * Paths in the result (users.file, storage.root, tls.cert, tls.key) stay exactly as written;
+ * callers resolve them with `resolvePath(value, cwd)` (SPEC: relative to the working directory).
+ */
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { parseDocument } from "yaml";
+import { DEFAULTS, parsePortRange, type Config } from "./schema.ts";
+import { firstLine, systemErrorText, errnoCode } from "./syserr.ts";
+
+/** A configuration mistake; `key` names the config key, environment variable or file at fault. */
+export class ConfigError extends Error {
+  /** The dotted config key ("listen.port"), the variable ("BERTH_FOO") or the file path. */
+  readonly key: string;
+
+  /** Builds an error whose message is `config: <message>`. */
+  constructor(key: string, message: string) {
+    super(`config: ${message}`);
+    this.name = "ConfigError";
+    this.key = key;
+  }
+}
+
+/** Where loadConfig reads from; every field is optional. */
+export interface LoadOptions {
+  /** Config file; default `$BERTH_CONFIG`, else `config/berth.yaml`. */
+  readonly file?: string | undefined;
+  /** Environment to read BERTH_* from; default process.env. */
+  readonly env?: NodeJS.ProcessEnv | undefined;
+  /** Directory relative paths are read against; default process.cwd(). */
+  readonly cwd?: string | undefined;
+}
+
+/** The default config file, relative to the working directory. */
+export const DEFAULT_CONFIG_FILE = "config/berth.yaml";
+
+/** Environment variables that start with BERTH_ but are not config keys. */
+export const RESERVED_ENV: ReadonlySet<string> = new Set([
+  "BERTH_CONFIG",
+  "BERTH_USER",
+  "BERTH_PASSWORD",
+  "BERTH_PASSWORD_FILE",
+]);
+
+type Scalar = string | number | boolean;
+type Section = Record<string, Scalar>;
+type Tree = Record<string, Section>;
+
+/** The values being merged and, per dotted key, where each came from (file path or variable). */
+interface Draft {
+  readonly tree: Tree;
+  readonly sources: Map<string, string>;
+}
+
+/** How one key is typed and what values it accepts. */
+interface Rule {
+  readonly type: "string" | "number" | "boolean";
+  /** Completes "must be …". */
+  readonly describe: string;
+  readonly ok: (value: Scalar) => boolean;
+}
+
+const isInt = (v: Scalar, min: number, max: number): boolean =>
+  typeof v === "number" && Number.isInteger(v) && v >= min && v <= max;
+
+const intRule = (min: number, max: number, describe?: string): Rule => ({
+  type: "number",
+  describe: describe ?? (max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer ${min}..${max}`),
+  ok: (v) => isInt(v, min, max),
+});
+
+const seconds = (allowZero: boolean): Rule => ({
+  type: "number",
+  describe: allowZero ? "a number of seconds >= 0" : "a number of seconds > 0",
+  ok: (v) => typeof v === "number" && Number.isFinite(v) && (allowZero ? v >= 0 : v > 0),
+});
+
+const oneOf = (...values: readonly string[]): Rule => ({
+  type: "string",
+  describe: `one of ${values.join(", ")}`,
+  ok: (v) => typeof v === "string" && values.includes(v),
+});
+
+const text = (describe: string, ok: (v: string) => boolean): Rule => ({
+  type: "string",
+  describe,
+  ok: (v) => typeof v === "string" && ok(v),
+});
+
+const bool: Rule = { type: "boolean", describe: "true or false", ok: (v) => typeof v === "boolean" };
+const port = intRule(0, 65535);
+const count = intRule(1, Number.MAX_SAFE_INTEGER);
+const hasControl = (v: string): boolean => [...v].some((c) => c.charCodeAt(0) < 0x20 || c === "\x7f");
+const noSpace = (v: string): boolean => !/[\s\0]/.test(v);
+const pathText = (v: string): boolean => !v.includes("\0");
+const filePath = text("a non-empty path", (v) => v !== "" && pathText(v));
+const optionalPath = text("a path or empty", pathText);
+
+/** Every key of Config with its rule; the mapped type makes a missing key a compile error. */
+const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: Rule } } = {
+  listen: { host: text("a host name or IP address", (v) => v !== "" && noSpace(v)), port },
+  passive: {
+    ports: text('a port range "MIN-MAX" within 1..65535', (v) => parsePortRange(v) !== null),
+    address: text("an IP address, a host name or empty", noSpace),
+  },
+  active: { enabled: bool },
+  tls: {
+    mode: oneOf("off", "explicit", "implicit", "both"),
+    cert: optionalPath,
+    key: optionalPath,
+    implicitPort: port,
+    require: bool,
+    requireSessionReuse: bool,
+  },
+  users: { file: filePath, bcryptCost: intRule(4, 15) },
+  storage: { root: filePath },
+  log: {
+    level: oneOf("fatal", "error", "warn", "info", "debug", "trace", "silent"),
+    pretty: oneOf("auto", "always", "never"),
+  },
+  limits: {
+    maxLineLength: intRule(512, 1048576),
+    loginTimeout: seconds(false),
+    idleTimeout: seconds(false),
+    dataTimeout: seconds(false),
+    stalledTimeout: seconds(false),
+    maxLoginFailures: count,
+    failedLoginDelay: seconds(true),
+    maxFailuresPerAddress: count,
+    banTime: seconds(true),
+    maxSessions: count,
+    maxSessionsPerAddress: count,
+    shutdownGrace: seconds(true),
+  },
+  server: {
+    banner: text("one line of printable text, at most 200 characters", (v) =>
+      v.length <= 200 && !hasControl(v),
+    ),
+  },
+};
+
+/** Looks up the rule of `section.key`; undefined for an unknown key. */
+function ruleOf(section: string, key: string): Rule | undefined {
+  if (!Object.hasOwn(RULES, section)) return undefined;
+  const keys = RULES[section as keyof Config] as Readonly<Record<string, Rule>>;
+  return Object.hasOwn(keys, key) ? keys[key] : undefined;
+}
+
+/** The key names of a section, for hints in messages. */
+function keysOf(section: string): string[] {
+  return Object.keys(RULES[section as keyof Config]);
+}
+
+/** A short rendering of a raw value for messages. */
+function shown(raw: unknown): string {
+  if (Array.isArray(raw)) return "a list";
+  if (raw === null) return "null";
+  if (typeof raw === "object") return "a mapping";
+  const s = JSON.stringify(raw) ?? String(raw);
+  return s.length > 60 ? `${s.slice(0, 57)}..."` : s;
+}
+
+/** Reads "true/false/1/0/yes/no/on/off" (any case); undefined for anything else. */
+function parseBool(s: string): boolean | undefined {
+  const v = s.trim().toLowerCase();
+  if (["true", "1", "yes", "on"].includes(v)) return true;
+  if (["false", "0", "no", "off"].includes(v)) return false;
+  return undefined;
+}
+
+/** Converts a raw value (YAML scalar or environment string) to the rule's type; undefined on failure. */
+function coerce(rule: Rule, raw: unknown): Scalar | undefined {
+  if (rule.type === "boolean") {
+    if (typeof raw === "boolean") return raw;
+    if (raw === 0 || raw === 1) return raw === 1;
+    return typeof raw === "string" ? parseBool(raw) : undefined;
+  }
+  if (rule.type === "number") {
+    if (typeof raw === "number") return raw;
+    if (typeof raw !== "string" || !/^\s*-?\d+(\.\d+)?\s*$/.test(raw)) return undefined;
+    return Number(raw);
+  }
+  if (typeof raw === "string") return raw;
+  return typeof raw === "number" && Number.isFinite(raw) ? String(raw) : undefined;
+}
+
+/** Coerces and checks one value, then stores it in the draft; throws a ConfigError naming the key. */
+function assign(draft: Draft, section: string, key: string, raw: unknown, source: string): void {
+  const rule = ruleOf(section, key);
+  const name = `${section}.${key}`;
+  if (rule === undefined) throw new ConfigError(name, `unknown key ${name} [from ${source}]`);
+  const value = coerce(rule, raw);
+  if (value === undefined || !rule.ok(value)) {
+    throw new ConfigError(name, `${name} must be ${rule.describe} (got ${shown(raw)}) [from ${source}]`);
+  }
+  const target = draft.tree[section];
+  if (target !== undefined) target[key] = value;
+  draft.sources.set(name, source);
+}
+
+/** The config file to read and whether the operator named it (a named file must exist). */
+export function configFilePath(opts: LoadOptions = {}): { readonly file: string; readonly explicit: boolean } {
+  const env = opts.env ?? process.env;
+  const named = opts.file ?? (env.BERTH_CONFIG !== "" ? env.BERTH_CONFIG : undefined);
+  return named === undefined ? { file: DEFAULT_CONFIG_FILE, explicit: false } : { file: named, explicit: true };
+}
+
+/** Reads the YAML file into a plain object; a missing default file is an empty object. */
+function readFileTree(file: string, explicit: boolean, cwd: string): unknown {
+  let source: string;
+  try {
+    source = readFileSync(path.resolve(cwd, file), "utf8");
+  } catch (err) {
+    if (!explicit && errnoCode(err) === "ENOENT") return {};
+    throw new ConfigError(file, `cannot read ${file}: ${systemErrorText(err)}`);
+  }
+  const doc = parseDocument(source, { prettyErrors: true, uniqueKeys: true });
+  const bad = doc.errors[0];
+  if (bad !== undefined) {
+    // With prettyErrors the first line ends "at line L, column C:"; the code excerpt after it is dropped.
+    const message = firstLine(bad.message).replace(/:$/, "");
+    throw new ConfigError(file, `${file} is not valid YAML: ${message}`);
+  }
+  try {
+    return doc.toJS({ maxAliasCount: 100 }) as unknown;
+  } catch (err) {
+    throw new ConfigError(file, `${file} is not valid YAML: ${systemErrorText(err)}`);
+  }
+}
+
+/** True for a plain mapping (not null, not a list). */
+function isMapping(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Applies every key of the parsed file over the draft. */
+function applyFile(draft: Draft, parsed: unknown, file: string): void {
+  if (parsed === null || parsed === undefined) return;
+  if (!isMapping(parsed)) throw new ConfigError(file, `${file} must be a mapping of sections (got ${shown(parsed)})`);
+  for (const [section, body] of Object.entries(parsed)) {
+    if (!Object.hasOwn(RULES, section)) {
+      const known = Object.keys(RULES).join(", ");
+      throw new ConfigError(section, `unknown key ${section} in ${file} (sections: ${known})`);
+    }
+    if (body === null) continue;
+    if (!isMapping(body)) {
+      throw new ConfigError(section, `${section} must be a mapping of keys (got ${shown(body)}) [from ${file}]`);
+    }
+    for (const [key, raw] of Object.entries(body)) {
+      if (ruleOf(section, key) === undefined) {
+        const hint = keysOf(section).join(", ");
+        throw new ConfigError(`${section}.${key}`, `unknown key ${section}.${key} in ${file} (keys of ${section}: ${hint})`);
+      }
+      assign(draft, section, key, raw, file);
+    }
+  }
+}
+
+/** Maps BERTH_<SECTION>_<KEY> to [section, key]; undefined when it names no key. */
+export function envKey(variable: string): readonly [string, string] | undefined {
+  const rest = variable.slice("BERTH_".length).toLowerCase();
+  for (const section of Object.keys(RULES)) {
+    if (!rest.startsWith(`${section}_`)) continue;
+    const wanted = rest.slice(section.length + 1).replaceAll("_", "");
+    const key = keysOf(section).find((k) => k.toLowerCase() === wanted);
+    if (key !== undefined) return [section, key];
+  }
+  return undefined;
+}
+
+/** Applies every BERTH_* variable of `env` over the draft; unknown ones are errors. */
+function applyEnv(draft: Draft, env: NodeJS.ProcessEnv): void {
+  const names = Object.keys(env).filter((n) => n.startsWith("BERTH_") && !RESERVED_ENV.has(n)).sort();
+  for (const name of names) {
+    const target = envKey(name);
+    if (target === undefined) {
+      throw new ConfigError(name, `unknown environment variable ${name} (no such config key; see config/berth.yaml)`);
+    }
+    assign(draft, target[0], target[1], env[name] ?? "", name);
+  }
+}
+
+/** Checks rules that involve more than one key. */
+function checkCombinations({ tree, sources }: Draft): void {
+  const from = (key: string): string => {
+    const source = sources.get(key);
+    return source === undefined ? "" : ` [from ${source}]`;
+  };
+  const tls = tree.tls ?? {};
+  if (tls.require === true && tls.mode === "off") {
+    throw new ConfigError("tls.require", `tls.require is true but tls.mode is "off" (nobody could log in)${from("tls.require")}`);
+  }
+  const listenPort = tree.listen?.port;
+  if (tls.mode === "both" && listenPort !== 0 && listenPort === tls.implicitPort) {
+    throw new ConfigError(
+      "tls.implicitPort",
+      `tls.implicitPort must differ from listen.port when tls.mode is "both" (both are ${String(listenPort)})${from("tls.implicitPort")}`,
+    );
+  }
+}
+
+/** Freezes `value` and everything reachable from it. */
+function deepFreeze<T>(value: T): T {
+  if (typeof value === "object" && value !== null) {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** Loads, validates and freezes the configuration; throws ConfigError naming the bad key. */
+export function loadConfig(opts: LoadOptions = {}): Config {
+  const env = opts.env ?? process.env;
+  const cwd = opts.cwd ?? process.cwd();
+  const { file, explicit } = configFilePath({ file: opts.file, env });
+  const draft: Draft = { tree: structuredClone(DEFAULTS) as unknown as Tree, sources: new Map() };
+  applyFile(draft, readFileTree(file, explicit, cwd), file);
+  applyEnv(draft, env);
+  checkCombinations(draft);
+  return deepFreeze(draft.tree as unknown as Config);
+}
+
+/** Resolves a config path against `cwd` (absolute stays as is); "" (unset) stays "". */
+export function resolvePath(value: string, cwd: string = process.cwd()): string {
+  return value === "" ? "" : path.resolve(cwd, value);
+}
+
+/** Leaf key names whose values are secrets and must never be printed. */
+const SECRET_NAME = /(password|passphrase|secret|token|credentials?)$/i;
+
+/** Dotted keys that are secrets although their names do not say so (none yet). */
+const SECRET_KEYS: ReadonlySet<string> = new Set<string>();
+
+/** A printable, unfrozen copy of `config` with every secret value replaced by "[hidden]". */
+export function redactConfig(config: Config): Record<string, Record<string, Scalar>> {
+  const out: Record<string, Record<string, Scalar>> = {};
+  for (const [section, body] of Object.entries(config as unknown as Tree)) {
+    const copy: Record<string, Scalar> = {};
+    for (const [key, value] of Object.entries(body)) {
+      const secret = SECRET_KEYS.has(`${section}.${key}`) || SECRET_NAME.test(key);
+      copy[key] = secret && value !== "" ? "[hidden]" : value;
+    }
+    out[section] = copy;
+  }
+  return out;
+}

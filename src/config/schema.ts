@@ -1,0 +1,118 @@
+/**
+ * The one source of truth for berth's configuration: its shape, its defaults and the rules each key
+ * must satisfy. `load.ts` merges file and environment over these defaults, validates, and freezes.
+ * SPEC.md names the keys the outside world relies on; the rest are berth's own extensions.
+ */
+
+/** TLS modes of SPEC.md: which listeners speak TLS and whether AUTH TLS is offered. */
+export type TlsMode = "off" | "explicit" | "implicit" | "both";
+
+/** pino's levels, plus "silent". */
+export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+
+/** The validated, frozen configuration. Durations are seconds unless the key says otherwise. */
+export interface Config {
+  readonly listen: { readonly host: string; readonly port: number };
+  readonly passive: {
+    /** Inclusive range "MIN-MAX" (or one port "N"). */
+    readonly ports: string;
+    /** What PASV announces to clients from public addresses: IP or hostname; "" = local address. */
+    readonly address: string;
+  };
+  readonly active: { readonly enabled: boolean };
+  readonly tls: {
+    readonly mode: TlsMode;
+    readonly cert: string;
+    readonly key: string;
+    readonly implicitPort: number;
+    readonly require: boolean;
+    /** A protected data connection must resume its control connection's TLS session. */
+    readonly requireSessionReuse: boolean;
+  };
+  readonly users: {
+    readonly file: string;
+    /** bcrypt cost for new hashes. */
+    readonly bcryptCost: number;
+  };
+  readonly storage: { readonly root: string };
+  readonly log: { readonly level: LogLevel; readonly pretty: "auto" | "always" | "never" };
+  readonly limits: {
+    /** Bytes in one command line (with its CRLF); a longer line gets 500 and is discarded. */
+    readonly maxLineLength: number;
+    /** Seconds a connection may take to log in. */
+    readonly loginTimeout: number;
+    /** Seconds without a command (and no transfer) before 421. */
+    readonly idleTimeout: number;
+    /** Seconds to wait for a data connection (passive accept or active connect). */
+    readonly dataTimeout: number;
+    /** Seconds a transfer may go without moving a byte before it is aborted. */
+    readonly stalledTimeout: number;
+    /** Failed logins on one connection before it is closed. */
+    readonly maxLoginFailures: number;
+    /** Seconds before each 530 for a failed login (the same for unknown users and bad passwords). */
+    readonly failedLoginDelay: number;
+    /** Failed logins from one address, within `banTime`, before it is refused at connect. */
+    readonly maxFailuresPerAddress: number;
+    /** Seconds an address stays refused once over `maxFailuresPerAddress`. */
+    readonly banTime: number;
+    /** Sessions at once, in total. */
+    readonly maxSessions: number;
+    /** Sessions at once from one address. */
+    readonly maxSessionsPerAddress: number;
+    /** Seconds running transfers may go on after SIGTERM/SIGINT before the process exits. */
+    readonly shutdownGrace: number;
+  };
+  readonly server: {
+    /** Text of the 220 greeting. */
+    readonly banner: string;
+  };
+}
+
+/** Defaults: what `config/berth.yaml` documents, and what an empty file means. */
+export const DEFAULTS: Config = {
+  listen: { host: "::", port: 2121 },
+  passive: { ports: "50000-50100", address: "" },
+  active: { enabled: true },
+  tls: {
+    mode: "off",
+    cert: "",
+    key: "",
+    implicitPort: 990,
+    require: false,
+    requireSessionReuse: true,
+  },
+  users: { file: "users/users.json", bcryptCost: 10 },
+  storage: { root: "data" },
+  log: { level: "info", pretty: "auto" },
+  limits: {
+    maxLineLength: 4096,
+    loginTimeout: 60,
+    idleTimeout: 300,
+    dataTimeout: 30,
+    stalledTimeout: 300,
+    maxLoginFailures: 3,
+    failedLoginDelay: 1,
+    maxFailuresPerAddress: 20,
+    banTime: 300,
+    maxSessions: 10000,
+    maxSessionsPerAddress: 10000,
+    shutdownGrace: 8,
+  },
+  server: { banner: "berth FTP server ready" },
+};
+
+/** An inclusive port range parsed from `passive.ports`. */
+export interface PortRange {
+  readonly min: number;
+  readonly max: number;
+}
+
+/** Parses "MIN-MAX" or "N" into a range of valid TCP ports; null when malformed or out of 1..65535. */
+export function parsePortRange(text: string): PortRange | null {
+  const m = /^\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?$/.exec(text);
+  if (!m) return null;
+  const min = Number(m[1]);
+  const max = m[2] === undefined ? min : Number(m[2]);
+  if (min < 1 || max > 65535 || min > max) return null;
+  return { min, max };
+}

@@ -1,0 +1,62 @@
+/**
+ * The root pino logger: JSON lines by default, readable lines on a terminal. Pretty output is
+ * formatted in-process and synchronously (pino-pretty's prettyFactory), not by a worker transport,
+ * so it works under tsx, in tests, and loses nothing on process.exit.
+ */
+import { pino, type DestinationStream, type Logger as PinoLogger } from "pino";
+import { prettyFactory } from "pino-pretty";
+import type { LogLevel } from "../config/schema.ts";
+
+/** berth's logger type (pino's). */
+export type Logger = PinoLogger;
+
+/** Options of createLogger. */
+export interface LoggerOptions {
+  /** Lowest level written. */
+  readonly level: LogLevel;
+  /** "auto": readable when the destination is a terminal, JSON otherwise. */
+  readonly pretty: "auto" | "always" | "never";
+  /** Where lines go; default standard output. */
+  readonly destination?: NodeJS.WritableStream | undefined;
+}
+
+/** Paths pino replaces with "[redacted]" wherever they appear in a log object. */
+export const REDACT_PATHS: readonly string[] = [
+  "password",
+  "*.password",
+  "pass",
+  "*.pass",
+  "hash",
+  "*.hash",
+  "secret",
+  "*.secret",
+];
+
+/** True when `stream` is a terminal. */
+function isTty(stream: NodeJS.WritableStream): boolean {
+  return (stream as { isTTY?: boolean }).isTTY === true;
+}
+
+/** A destination that turns each JSON line into a readable one before writing it. */
+function prettyDestination(out: NodeJS.WritableStream, colorize: boolean): DestinationStream {
+  const format = prettyFactory({ colorize, translateTime: "SYS:yyyy-mm-dd HH:MM:ss.l", ignore: "pid,hostname" });
+  return { write: (line: string) => void out.write(format(line)) };
+}
+
+/** Creates the root logger. */
+export function createLogger(opts: LoggerOptions): Logger {
+  const out = opts.destination ?? process.stdout;
+  const pretty = opts.pretty === "always" || (opts.pretty === "auto" && isTty(out));
+  const destination: DestinationStream = pretty
+    ? prettyDestination(out, isTty(out))
+    : { write: (line: string) => void out.write(line) };
+  return pino(
+    {
+      level: opts.level,
+      base: { pid: process.pid },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      redact: { paths: [...REDACT_PATHS], censor: "[redacted]" },
+    },
+    destination,
+  );
+}

@@ -1,0 +1,201 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { parse } from "yaml";
+import { UserStore } from "../src/auth/store.ts";
+import { DEFAULTS } from "../src/config/schema.ts";
+
+const MAIN = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
+const TSX = import.meta.resolve("tsx");
+const HAS_SERVER = existsSync(fileURLToPath(new URL("../src/server.ts", import.meta.url)));
+
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** A fresh working directory. */
+function workdir(): string {
+  const dir = mkdtempSync(path.join(tmpdir(), "berth-cli-"));
+  dirs.push(dir);
+  return dir;
+}
+
+interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** A minimal environment: no stray BERTH_* variables, fast bcrypt. */
+function baseEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", BERTH_USERS_BCRYPT_COST: "4", ...extra };
+}
+
+/** Runs the CLI in `cwd` with `args`, feeding `input` on stdin. */
+function berth(cwd: string, args: string[], opts: { input?: string; env?: Record<string, string> } = {}): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", TSX, MAIN, ...args], { cwd, env: baseEnv(opts.env) });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(opts.input ?? "");
+  });
+}
+
+/** Asserts a failure: the exit status and exactly one `berth: ...` line on stderr, no stack trace. */
+function assertOneLineError(r: Result, code: number, ...fragments: string[]): void {
+  assert.equal(r.code, code, `exit status (stderr: ${r.stderr})`);
+  const lines = r.stderr.split("\n").filter(Boolean);
+  assert.equal(lines.length, 1, `one line on stderr, got: ${r.stderr}`);
+  assert.match(lines[0] ?? "", /^berth: /);
+  assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+  for (const f of fragments) assert.ok(r.stderr.includes(f), `"${r.stderr.trim()}" should mention ${f}`);
+}
+
+void describe("berth user", () => {
+  void test("add, list, passwd, del through the command line", async () => {
+    const cwd = workdir();
+    const add = await berth(cwd, ["user", "add", "alice", "--password-stdin"], { input: "first-pw\n" });
+    assert.equal(add.code, 0, add.stderr);
+    assert.match(add.stdout, /added user "alice"/);
+    assert.ok(existsSync(path.join(cwd, "data", "alice")), "home created under storage.root");
+
+    const ro = await berth(cwd, ["user", "add", "bob", "--root", "shared", "--read-only", "--password-stdin"], {
+      input: "bob-pw",
+    });
+    assert.equal(ro.code, 0, ro.stderr);
+
+    const list = await berth(cwd, ["user", "list"]);
+    assert.equal(list.code, 0, list.stderr);
+    const rows = list.stdout.trim().split("\n");
+    assert.match(rows[0] ?? "", /^NAME\s+HOME\s+READ-ONLY$/);
+    assert.match(rows[1] ?? "", new RegExp(`^alice\\s+${path.join(cwd, "data", "alice")}\\s+no$`));
+    assert.match(rows[2] ?? "", new RegExp(`^bob\\s+${path.join(cwd, "data", "shared")}\\s+yes$`));
+
+    const passwd = await berth(cwd, ["user", "passwd", "alice", "--password-stdin"], { input: "second-pw\n" });
+    assert.equal(passwd.code, 0, passwd.stderr);
+    const store = new UserStore({ file: path.join(cwd, "users/users.json"), storageRoot: path.join(cwd, "data"), bcryptCost: 4 });
+    assert.ok(await store.authenticate("alice", "second-pw"));
+    assert.equal(await store.authenticate("alice", "first-pw"), null);
+    assert.ok(!readFileSync(path.join(cwd, "users/users.json"), "utf8").includes("second-pw"));
+
+    const del = await berth(cwd, ["user", "del", "alice"]);
+    assert.equal(del.code, 0, del.stderr);
+    const after = await berth(cwd, ["user", "list"]);
+    assert.doesNotMatch(after.stdout, /alice/);
+    assert.match(after.stdout, /bob/);
+  });
+
+  void test("operator mistakes: one line, the right exit status", async () => {
+    const cwd = workdir();
+    assert.equal((await berth(cwd, ["user", "add", "carol", "--password-stdin"], { input: "pw" })).code, 0);
+    assertOneLineError(await berth(cwd, ["user", "add", "carol", "--password-stdin"], { input: "pw" }), 1, "already exists");
+    assertOneLineError(await berth(cwd, ["user", "add", ".bad", "--password-stdin"], { input: "pw" }), 2, "invalid user name");
+    assertOneLineError(await berth(cwd, ["user", "add", "dave"]), 2, "--password-stdin");
+    assertOneLineError(await berth(cwd, ["user", "add", "dave", "--password-stdin"], { input: "\n" }), 2, "empty");
+    assertOneLineError(await berth(cwd, ["user", "passwd", "nobody", "--password-stdin"], { input: "x" }), 1, "no user");
+    assertOneLineError(await berth(cwd, ["user", "del", "nobody"]), 1, "no user");
+    assertOneLineError(await berth(cwd, ["user", "add"]), 2, "NAME");
+    assertOneLineError(await berth(cwd, ["user", "list", "extra"]), 2, '"extra"');
+    assertOneLineError(await berth(cwd, ["user", "add", "x", "--bogus"]), 2, "--bogus");
+    assertOneLineError(await berth(cwd, ["user"]), 2, "subcommand");
+    assertOneLineError(await berth(cwd, ["user", "remove", "x"]), 2, "user remove");
+  });
+});
+
+void describe("berth config check and errors", () => {
+  void test("config check prints the effective config as YAML and exits 0", async () => {
+    const cwd = workdir();
+    const r = await berth(cwd, ["config", "check"], { env: { BERTH_LISTEN_PORT: "2222" } });
+    assert.equal(r.code, 0, r.stderr);
+    const printed = parse(r.stdout) as typeof DEFAULTS;
+    assert.deepEqual(printed, { ...DEFAULTS, listen: { ...DEFAULTS.listen, port: 2222 }, users: { ...DEFAULTS.users, bcryptCost: 4 } });
+  });
+
+  void test("--config names the file; a bad key in it exits 2 with one line", async () => {
+    const cwd = workdir();
+    mkdirSync(path.join(cwd, "etc"));
+    writeFileSync(path.join(cwd, "etc", "b.yaml"), "listen:\n  port: 70000\n");
+    assertOneLineError(await berth(cwd, ["config", "check", "--config", "etc/b.yaml"]), 2, "listen.port", "etc/b.yaml");
+    writeFileSync(path.join(cwd, "etc", "c.yaml"), "listen:\n  prot: 21\n");
+    assertOneLineError(await berth(cwd, ["user", "list", "--config=etc/c.yaml"]), 2, "listen.prot");
+    assertOneLineError(await berth(cwd, ["serve", "--config", "etc/c.yaml"]), 2, "listen.prot");
+    assertOneLineError(await berth(cwd, ["config", "check", "--config", "nope.yaml"]), 2, "nope.yaml");
+  });
+
+  void test("a bad environment variable exits 2 naming it", async () => {
+    const cwd = workdir();
+    assertOneLineError(await berth(cwd, ["config", "check"], { env: { BERTH_LISTEN_PROT: "21" } }), 2, "BERTH_LISTEN_PROT");
+    assertOneLineError(await berth(cwd, [], { env: { BERTH_TLS_MODE: "sometimes" } }), 2, "tls.mode", "BERTH_TLS_MODE");
+  });
+
+  void test("an unknown command exits 2; help exits 0", async () => {
+    const cwd = workdir();
+    assertOneLineError(await berth(cwd, ["frobnicate"]), 2, '"frobnicate"');
+    for (const args of [["--help"], ["help"], ["user", "--help"]]) {
+      const help = await berth(cwd, args);
+      assert.equal(help.code, 0);
+      assert.match(help.stdout, /^usage: berth/);
+    }
+  });
+});
+
+void describe("berth serve", { skip: HAS_SERVER ? false : "src/server.ts is not there yet" }, () => {
+  /** Starts `berth serve` and resolves once `pattern` appears on stdout. */
+  function startServe(cwd: string, env: Record<string, string>, pattern: RegExp) {
+    const child = spawn(process.execPath, ["--import", TSX, MAIN, "serve"], { cwd, env: baseEnv(env) });
+    let stdout = "";
+    let stderr = "";
+    const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
+    const ready = new Promise<void>((resolve, reject) => {
+      child.stdout.on("data", (c: Buffer) => {
+        stdout += c.toString("utf8");
+        if (pattern.test(stdout)) resolve();
+      });
+      child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+      void exited.then(() => reject(new Error(`serve exited early: ${stderr}`)));
+    });
+    return { child, ready, exited, output: () => ({ stdout, stderr }) };
+  }
+
+  const env = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "41000-41009", BERTH_LOG_LEVEL: "info" };
+
+  void test("prints demo credentials once and stops on SIGTERM with status 0", async () => {
+    const cwd = workdir();
+    const run = startServe(cwd, env, /add real users with: npm run --silent berth -- user add NAME\n/);
+    await run.ready;
+    const { stdout } = run.output();
+    const m = /berth: no users yet — created user "demo" with password "([A-Za-z0-9_-]{16})"/.exec(stdout);
+    assert.ok(m, stdout);
+    run.child.kill("SIGTERM");
+    assert.equal(await run.exited, 0);
+    const again = startServe(cwd, env, /"level":30/);
+    await again.ready;
+    again.child.kill("SIGINT");
+    assert.equal(await again.exited, 0);
+    assert.doesNotMatch(again.output().stdout, /no users yet/);
+  });
+
+  void test("a port in use exits 1 with one line", async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+    const port = (blocker.address() as AddressInfo).port;
+    try {
+      const r = await berth(workdir(), ["serve"], { env: { ...env, BERTH_LISTEN_PORT: String(port) } });
+      assert.equal(r.code, 1, r.stderr);
+      assert.ok(r.stderr.includes(`berth: cannot listen on 127.0.0.1:${port}: address in use`), r.stderr);
+      assert.doesNotMatch(r.stderr, /\n\s+at /);
+    } finally {
+      blocker.close();
+    }
+  });
+});

@@ -1,0 +1,238 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, describe, test } from "node:test";
+import { parse } from "yaml";
+import { ConfigError, envKey, loadConfig, redactConfig, resolvePath } from "../src/config/load.ts";
+import { DEFAULTS } from "../src/config/schema.ts";
+
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** A temp working directory with `config/berth.yaml` holding `yaml` (when given). */
+function workdir(yaml?: string): string {
+  const dir = mkdtempSync(path.join(tmpdir(), "berth-config-"));
+  dirs.push(dir);
+  if (yaml !== undefined) {
+    mkdirSync(path.join(dir, "config"));
+    writeFileSync(path.join(dir, "config", "berth.yaml"), yaml);
+  }
+  return dir;
+}
+
+/** Asserts that loading throws a one-line ConfigError naming `key`; returns the message. */
+function expectError(load: () => unknown, key: string, ...fragments: string[]): string {
+  let caught: unknown;
+  try {
+    load();
+  } catch (err) {
+    caught = err;
+  }
+  assert.ok(caught instanceof ConfigError, `expected a ConfigError, got ${String(caught)}`);
+  assert.equal(caught.key, key);
+  assert.ok(!caught.message.includes("\n"), "message is one line");
+  assert.ok(caught.message.startsWith("config: "));
+  for (const f of fragments) assert.ok(caught.message.includes(f), `"${caught.message}" should mention ${f}`);
+  return caught.message;
+}
+
+void describe("loadConfig", () => {
+  void test("no file at the default path gives the defaults", () => {
+    const config = loadConfig({ cwd: workdir(), env: {} });
+    assert.deepEqual(config, DEFAULTS);
+  });
+
+  void test("the shipped config/berth.yaml holds every key with its default", () => {
+    const shipped = readFileSync(new URL("../config/berth.yaml", import.meta.url), "utf8");
+    assert.deepEqual(parse(shipped), DEFAULTS);
+    assert.deepEqual(loadConfig({ cwd: workdir(shipped), env: {} }), DEFAULTS);
+  });
+
+  void test("file values override defaults; empty sections are allowed", () => {
+    const cwd = workdir("listen:\n  port: 21\n  host: 127.0.0.1\ntls:\nactive:\n  enabled: false\n");
+    const config = loadConfig({ cwd, env: {} });
+    assert.equal(config.listen.port, 21);
+    assert.equal(config.listen.host, "127.0.0.1");
+    assert.equal(config.active.enabled, false);
+    assert.equal(config.passive.ports, DEFAULTS.passive.ports);
+  });
+
+  void test("an empty file is the defaults", () => {
+    assert.deepEqual(loadConfig({ cwd: workdir("# nothing\n"), env: {} }), DEFAULTS);
+  });
+
+  void test("the environment wins over the file, with every key spelling", () => {
+    const cwd = workdir("listen:\n  port: 21\ntls:\n  implicitPort: 1990\n");
+    const config = loadConfig({
+      cwd,
+      env: {
+        BERTH_LISTEN_PORT: "2200",
+        BERTH_PASSIVE_PORTS: "30000-30009",
+        BERTH_PASSIVE_ADDRESS: "ftp.example.com",
+        BERTH_TLS_MODE: "explicit",
+        BERTH_TLS_IMPLICIT_PORT: "9990",
+        BERTH_ACTIVE_ENABLED: "no",
+        BERTH_TLS_REQUIRE: "YES",
+        BERTH_LIMITS_FAILEDLOGINDELAY: "0.25",
+        BERTH_USERS_BCRYPT_COST: "4",
+        BERTH_USER: "ignored",
+        BERTH_PASSWORD: "ignored",
+        BERTH_PASSWORD_FILE: "ignored",
+        BERTH_CONFIG: "config/berth.yaml",
+        PATH: "/usr/bin",
+      },
+    });
+    assert.equal(config.listen.port, 2200);
+    assert.equal(config.passive.ports, "30000-30009");
+    assert.equal(config.passive.address, "ftp.example.com");
+    assert.equal(config.tls.mode, "explicit");
+    assert.equal(config.tls.implicitPort, 9990);
+    assert.equal(config.active.enabled, false);
+    assert.equal(config.tls.require, true);
+    assert.equal(config.limits.failedLoginDelay, 0.25);
+    assert.equal(config.users.bcryptCost, 4);
+  });
+
+  void test("env names map to keys case-insensitively, with or without underscores", () => {
+    assert.deepEqual(envKey("BERTH_TLS_IMPLICIT_PORT"), ["tls", "implicitPort"]);
+    assert.deepEqual(envKey("BERTH_TLS_IMPLICITPORT"), ["tls", "implicitPort"]);
+    assert.deepEqual(envKey("BERTH_LIMITS_MAX_SESSIONS_PER_ADDRESS"), ["limits", "maxSessionsPerAddress"]);
+    assert.deepEqual(envKey("BERTH_LOG_LEVEL"), ["log", "level"]);
+    assert.equal(envKey("BERTH_LISTEN_PROT"), undefined);
+    assert.equal(envKey("BERTH_LISTEN"), undefined);
+  });
+
+  void test("--file and BERTH_CONFIG name the file; a named missing file is an error", () => {
+    const cwd = workdir();
+    writeFileSync(path.join(cwd, "other.yaml"), "listen:\n  port: 0\n");
+    assert.equal(loadConfig({ cwd, env: { BERTH_CONFIG: "other.yaml" } }).listen.port, 0);
+    assert.equal(loadConfig({ cwd, file: "other.yaml", env: { BERTH_CONFIG: "nope.yaml" } }).listen.port, 0);
+    expectError(() => loadConfig({ cwd, file: "missing.yaml", env: {} }), "missing.yaml", "cannot read missing.yaml", "no such file");
+    expectError(() => loadConfig({ cwd, env: { BERTH_CONFIG: "gone.yaml" } }), "gone.yaml", "gone.yaml");
+  });
+
+  void test("the result is deep-frozen", () => {
+    const config = loadConfig({ cwd: workdir(), env: {} });
+    assert.ok(Object.isFrozen(config));
+    assert.ok(Object.isFrozen(config.listen));
+    assert.ok(Object.isFrozen(config.limits));
+    assert.throws(() => {
+      (config.listen as { port: number }).port = 1;
+    }, TypeError);
+  });
+
+  void test("paths stay as written; resolvePath resolves them against cwd", () => {
+    const config = loadConfig({ cwd: workdir("storage:\n  root: ./files\n"), env: {} });
+    assert.equal(config.storage.root, "./files");
+    assert.equal(resolvePath(config.storage.root, "/srv"), "/srv/files");
+    assert.equal(resolvePath("/abs/x", "/srv"), "/abs/x");
+    assert.equal(resolvePath("", "/srv"), "");
+  });
+
+  void test("tls mode without cert and key is not an error", () => {
+    const config = loadConfig({ cwd: workdir(), env: { BERTH_TLS_MODE: "both", BERTH_TLS_IMPLICIT_PORT: "990" } });
+    assert.equal(config.tls.mode, "both");
+    assert.equal(config.tls.cert, "");
+  });
+});
+
+void describe("loadConfig errors name the key", () => {
+  const env = (vars: Record<string, string>) => () => loadConfig({ cwd: workdir(), env: vars });
+  const file = (yaml: string) => () => loadConfig({ cwd: workdir(yaml), env: {} });
+
+  void test("a bad number from the environment", () => {
+    const msg = expectError(env({ BERTH_LISTEN_PORT: "abc" }), "listen.port");
+    assert.equal(msg, 'config: listen.port must be an integer 0..65535 (got "abc") [from BERTH_LISTEN_PORT]');
+  });
+
+  void test("ports out of range", () => {
+    expectError(env({ BERTH_LISTEN_PORT: "65536" }), "listen.port", "0..65535");
+    expectError(env({ BERTH_TLS_IMPLICIT_PORT: "-1" }), "tls.implicitPort", "0..65535");
+    expectError(file("listen:\n  port: 1.5\n"), "listen.port", "integer", "config/berth.yaml");
+  });
+
+  void test("a bad passive range", () => {
+    expectError(env({ BERTH_PASSIVE_PORTS: "5000-4000" }), "passive.ports", "MIN-MAX", '"5000-4000"');
+    expectError(file('passive:\n  ports: "0-10"\n'), "passive.ports", "1..65535");
+  });
+
+  void test("bad enums", () => {
+    expectError(env({ BERTH_TLS_MODE: "on" }), "tls.mode", "off, explicit, implicit, both");
+    expectError(env({ BERTH_LOG_LEVEL: "verbose" }), "log.level", "info");
+    expectError(env({ BERTH_LOG_PRETTY: "maybe" }), "log.pretty");
+  });
+
+  void test("bad booleans", () => {
+    expectError(env({ BERTH_ACTIVE_ENABLED: "sure" }), "active.enabled", "true or false");
+    expectError(file("tls:\n  require: 2\n"), "tls.require", "true or false");
+  });
+
+  void test("negative or zero durations and counts", () => {
+    expectError(env({ BERTH_LIMITS_IDLE_TIMEOUT: "-5" }), "limits.idleTimeout", "seconds");
+    expectError(env({ BERTH_LIMITS_LOGIN_TIMEOUT: "0" }), "limits.loginTimeout", "> 0");
+    expectError(file("limits:\n  banTime: -1\n"), "limits.banTime", ">= 0");
+    expectError(file("limits:\n  maxSessions: 0\n"), "limits.maxSessions", ">= 1");
+  });
+
+  void test("bcrypt cost outside 4..15", () => {
+    expectError(env({ BERTH_USERS_BCRYPT_COST: "3" }), "users.bcryptCost", "4..15");
+    expectError(env({ BERTH_USERS_BCRYPT_COST: "16" }), "users.bcryptCost", "4..15");
+  });
+
+  void test("empty paths and a multi-line banner", () => {
+    expectError(env({ BERTH_STORAGE_ROOT: "" }), "storage.root", "non-empty");
+    expectError(file('server:\n  banner: "a\\r\\nb"\n'), "server.banner", "one line");
+  });
+
+  void test("wrong YAML types", () => {
+    expectError(file("listen:\n  port: [1, 2]\n"), "listen.port", "got a list");
+    expectError(file("listen:\n  host: {a: 1}\n"), "listen.host", "got a mapping");
+    expectError(file("listen: 5\n"), "listen", "mapping");
+    expectError(file("- 1\n- 2\n"), "config/berth.yaml", "mapping");
+  });
+
+  void test("unknown keys in the file", () => {
+    expectError(file("listen:\n  prot: 21\n"), "listen.prot", "unknown key listen.prot", "host, port");
+    expectError(file("lisen:\n  port: 21\n"), "lisen", "unknown key lisen");
+  });
+
+  void test("unknown BERTH_* variables", () => {
+    expectError(env({ BERTH_LISTEN_PROT: "21" }), "BERTH_LISTEN_PROT", "unknown environment variable BERTH_LISTEN_PROT");
+    expectError(env({ BERTH_DEBUG: "1" }), "BERTH_DEBUG");
+  });
+
+  void test("invalid YAML and duplicate keys", () => {
+    expectError(file("listen:\n  port: [\n"), "config/berth.yaml", "not valid YAML");
+    expectError(file("listen:\n  port: 1\n  port: 2\n"), "config/berth.yaml", "not valid YAML");
+  });
+
+  void test("an unreadable file", () => {
+    const cwd = workdir();
+    mkdirSync(path.join(cwd, "config", "berth.yaml"), { recursive: true });
+    expectError(() => loadConfig({ cwd, env: {} }), "config/berth.yaml", "cannot read", "is a directory");
+  });
+
+  void test("contradictions between keys", () => {
+    expectError(env({ BERTH_TLS_REQUIRE: "true" }), "tls.require", "tls.mode", "[from BERTH_TLS_REQUIRE]");
+    expectError(
+      env({ BERTH_TLS_MODE: "both", BERTH_LISTEN_PORT: "990" }),
+      "tls.implicitPort",
+      "listen.port",
+    );
+  });
+});
+
+void describe("redactConfig", () => {
+  void test("keeps ordinary values and hides secret-named ones", () => {
+    const config = loadConfig({ cwd: workdir(), env: { BERTH_TLS_KEY: "/etc/berth/key.pem" } });
+    const shown = redactConfig(config);
+    assert.equal(shown.tls?.key, "/etc/berth/key.pem");
+    assert.equal(shown.listen?.port, 2121);
+    const withSecret = { ...config, tls: { ...config.tls, passphrase: "hunter2" } };
+    assert.equal(redactConfig(withSecret).tls?.passphrase, "[hidden]");
+    assert.ok(!Object.isFrozen(shown));
+  });
+});

@@ -1,0 +1,232 @@
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { Writable } from "node:stream";
+import { after, describe, test } from "node:test";
+import { FailureGuard } from "../src/auth/guard.ts";
+import { UserError, UserStore, type UserStoreOptions } from "../src/auth/store.ts";
+import { createLogger } from "../src/log/logger.ts";
+
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** A temp directory with a users file path and a storage root inside it. */
+function sandbox(): { dir: string; file: string; root: string } {
+  const dir = mkdtempSync(path.join(tmpdir(), "berth-users-"));
+  dirs.push(dir);
+  return { dir, file: path.join(dir, "users", "users.json"), root: path.join(dir, "data") };
+}
+
+/** A fast store (bcrypt cost 4, no reload throttle unless given). */
+function storeOn(box: { file: string; root: string }, extra: Partial<UserStoreOptions> = {}): UserStore {
+  return new UserStore({ file: box.file, storageRoot: box.root, bcryptCost: 4, reloadIntervalMs: 0, ...extra });
+}
+
+/** A logger writing into an array of lines. */
+function captureLogger(): { logger: ReturnType<typeof createLogger>; lines: string[] } {
+  const lines: string[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      lines.push(...chunk.toString("utf8").split("\n").filter(Boolean));
+      done();
+    },
+  });
+  return { logger: createLogger({ level: "debug", pretty: "never", destination }), lines };
+}
+
+/** Asserts that `promise` rejects with a UserError of `kind`; returns its message. */
+async function rejectsWith(promise: Promise<unknown>, kind: UserError["kind"]): Promise<string> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof UserError, `expected UserError, got ${String(err)}`);
+    assert.equal(err.kind, kind);
+    assert.ok(!err.message.includes("\n"));
+    return err.message;
+  }
+  assert.fail("expected a rejection");
+}
+
+void describe("UserStore", () => {
+  void test("add, authenticate, list, passwd, del", async () => {
+    const box = sandbox();
+    const store = storeOn(box);
+    const bob = await store.add("bob", "s3cret-pw");
+    assert.deepEqual(bob, { name: "bob", home: path.join(box.root, "bob"), readOnly: false });
+    assert.ok(statSync(bob.home).isDirectory(), "home created");
+    await store.add("ro", "pw2", { root: "shared/ro", readOnly: true });
+    await store.add("abs", "pw3", { root: path.join(box.dir, "elsewhere") });
+
+    assert.deepEqual(await store.authenticate("bob", "s3cret-pw"), bob);
+    assert.deepEqual(
+      (await store.list()).map((u) => [u.name, u.home, u.readOnly]),
+      [
+        ["abs", path.join(box.dir, "elsewhere"), false],
+        ["bob", path.join(box.root, "bob"), false],
+        ["ro", path.join(box.root, "shared/ro"), true],
+      ],
+    );
+    const raw = JSON.parse(readFileSync(box.file, "utf8")) as { version: number; users: { home: string }[] };
+    assert.equal(raw.version, 1);
+    assert.deepEqual(raw.users.map((u) => u.home), [path.join(box.dir, "elsewhere"), "bob", "shared/ro"]);
+    assert.ok(!readFileSync(box.file, "utf8").includes("s3cret-pw"), "no clear password in the file");
+
+    await store.passwd("bob", "new-pw");
+    assert.equal(await store.authenticate("bob", "s3cret-pw"), null);
+    assert.deepEqual(await store.authenticate("bob", "new-pw"), bob);
+
+    const gone = await store.del("bob");
+    assert.equal(gone.name, "bob");
+    assert.equal(await store.authenticate("bob", "new-pw"), null);
+    assert.ok(existsSync(bob.home), "home kept after del");
+    assert.deepEqual((await store.list()).map((u) => u.name), ["abs", "ro"]);
+  });
+
+  void test("the file is written atomically with mode 0600 and leaves no temp file", async () => {
+    const box = sandbox();
+    const store = storeOn(box);
+    await Promise.all([store.add("a", "pw"), store.add("b", "pw"), store.add("c", "pw")]);
+    assert.deepEqual(readdirSync(path.dirname(box.file)), ["users.json"]);
+    assert.equal(statSync(box.file).mode & 0o777, 0o600);
+    assert.deepEqual((await store.list()).map((u) => u.name), ["a", "b", "c"], "concurrent adds all kept");
+  });
+
+  void test("refuses bad names, duplicates, bad passwords and unknown users", async () => {
+    const store = storeOn(sandbox());
+    await store.add("ok.name@x-y_z", "pw");
+    for (const bad of ["", ".hidden", "..", "a/b", "a b", "x".repeat(65), "é"]) {
+      await rejectsWith(store.add(bad, "pw"), "invalid");
+    }
+    assert.match(await rejectsWith(store.add("ok.name@x-y_z", "pw"), "conflict"), /already exists/);
+    assert.match(await rejectsWith(store.add("p1", ""), "invalid"), /empty/);
+    const long = await rejectsWith(store.add("p2", "x".repeat(73)), "invalid");
+    assert.match(long, /72 bytes/);
+    assert.ok(!long.includes("xxxx"), "the password is never echoed");
+    await rejectsWith(store.add("p3", "é".repeat(37)), "invalid");
+    await rejectsWith(store.add("p4", "a\nb"), "invalid");
+    await rejectsWith(store.passwd("nobody", "pw"), "not-found");
+    await rejectsWith(store.del("nobody"), "not-found");
+  });
+
+  void test("unknown user and wrong password both give null, never throw", async () => {
+    const store = storeOn(sandbox());
+    await store.add("bob", "right");
+    assert.equal(await store.authenticate("bob", "wrong"), null);
+    assert.equal(await store.authenticate("nobody", "right"), null);
+    assert.equal(await store.authenticate("__proto__", ""), null);
+    assert.equal(await store.authenticate("bob", `right${"x".repeat(80)}`), null);
+    assert.equal(await storeOn(sandbox()).authenticate("bob", "right"), null, "no file at all");
+  });
+
+  void test("a change made by another instance is seen without restart", async () => {
+    const box = sandbox();
+    let clock = 0;
+    const server = storeOn(box, { reloadIntervalMs: 1000, now: () => clock });
+    const admin = storeOn(box);
+    await admin.add("first", "pw");
+    assert.ok(await server.authenticate("first", "pw"));
+    await admin.add("second", "pw2");
+    assert.equal(await server.authenticate("second", "pw2"), null, "not looked at again within the interval");
+    clock += 1000;
+    assert.ok(await server.authenticate("second", "pw2"), "seen after the interval");
+    await admin.del("first");
+    clock += 1000;
+    assert.equal(await server.authenticate("first", "pw"), null);
+  });
+
+  void test("a corrupt users file is logged and the last good copy kept", async () => {
+    const box = sandbox();
+    const { logger, lines } = captureLogger();
+    const server = storeOn(box, { logger });
+    const admin = storeOn(box);
+    await admin.add("bob", "pw");
+    assert.ok(await server.authenticate("bob", "pw"));
+    writeFileSync(box.file, '{"version": 1, "users": [{"name": "bob", "hash": "$2b$04$abc"');
+    assert.ok(await server.authenticate("bob", "pw"), "last good copy still used");
+    const errors = lines.filter((l) => (JSON.parse(l) as { level: number }).level === 50);
+    assert.equal(errors.length, 1);
+    assert.match(errors[0] ?? "", /not valid JSON/);
+    assert.ok(!lines.some((l) => l.includes("$2b$")), "no hash in the log");
+    assert.match(await rejectsWith(admin.add("carol", "pw"), "corrupt"), /not valid JSON/);
+    await rejectsWith(admin.list(), "corrupt");
+    writeFileSync(box.file, JSON.stringify({ version: 1, users: [{ name: "bob", hash: "x", home: "bob", readOnly: false }] }));
+    assert.ok(await server.authenticate("bob", "pw"), "a malformed record is also refused as a whole");
+  });
+
+  void test("ensureFirstUser: demo user once, then nothing", async () => {
+    const box = sandbox();
+    const store = storeOn(box);
+    const first = await store.ensureFirstUser({});
+    assert.equal(first.kind, "demo");
+    if (first.kind !== "demo") return;
+    assert.equal(first.name, "demo");
+    assert.match(first.password, /^[A-Za-z0-9_-]{16}$/);
+    assert.ok(await store.authenticate("demo", first.password));
+    assert.deepEqual(await store.ensureFirstUser({}), { kind: "existing" });
+  });
+
+  void test("ensureFirstUser: BERTH_USER with BERTH_PASSWORD or BERTH_PASSWORD_FILE", async () => {
+    const box = sandbox();
+    const store = storeOn(box);
+    assert.deepEqual(await store.ensureFirstUser({ BERTH_USER: "ops", BERTH_PASSWORD: "one" }), {
+      kind: "env",
+      name: "ops",
+      action: "created",
+    });
+    const pwFile = path.join(box.dir, "secret");
+    writeFileSync(pwFile, "two\n");
+    const again = await store.ensureFirstUser({ BERTH_USER: "ops", BERTH_PASSWORD_FILE: pwFile });
+    assert.equal(again.kind === "env" && again.action, "updated");
+    assert.ok(await store.authenticate("ops", "two"));
+    const same = await store.ensureFirstUser({ BERTH_USER: "ops", BERTH_PASSWORD: "two" });
+    assert.equal(same.kind === "env" && same.action, "unchanged");
+    assert.deepEqual((await store.list()).map((u) => u.name), ["ops"], "no demo user when BERTH_USER is set");
+    await rejectsWith(store.ensureFirstUser({ BERTH_USER: "ops" }), "invalid");
+    await rejectsWith(store.ensureFirstUser({ BERTH_PASSWORD: "x" }), "invalid");
+    await rejectsWith(store.ensureFirstUser({ BERTH_USER: "ops", BERTH_PASSWORD_FILE: "/nonexistent/pw" }), "invalid");
+  });
+});
+
+void describe("FailureGuard", () => {
+  void test("bans after maxFailures within the window, and the ban expires", () => {
+    let clock = 0;
+    const guard = new FailureGuard({ maxFailures: 3, banSeconds: 60, now: () => clock });
+    guard.recordFailure("10.0.0.1");
+    guard.recordFailure("10.0.0.1");
+    assert.equal(guard.isBanned("10.0.0.1"), false);
+    guard.recordFailure("::ffff:10.0.0.1");
+    assert.equal(guard.isBanned("10.0.0.1"), true, "IPv4-mapped address counts as the same client");
+    assert.equal(guard.isBanned("10.0.0.2"), false);
+    guard.recordSuccess("10.0.0.1");
+    assert.equal(guard.isBanned("10.0.0.1"), true, "a success does not lift a ban");
+    clock += 59_999;
+    assert.equal(guard.isBanned("10.0.0.1"), true);
+    clock += 1;
+    assert.equal(guard.isBanned("10.0.0.1"), false);
+    assert.equal(guard.size, 0, "expired entries are dropped");
+  });
+
+  void test("failures outside the window do not add up; success resets", () => {
+    let clock = 0;
+    const guard = new FailureGuard({ maxFailures: 2, banSeconds: 10, now: () => clock });
+    guard.recordFailure("a");
+    clock += 10_000;
+    guard.recordFailure("a");
+    assert.equal(guard.isBanned("a"), false);
+    assert.equal(guard.failureCount("a"), 1);
+    guard.recordSuccess("a");
+    guard.recordFailure("a");
+    assert.equal(guard.isBanned("a"), false);
+  });
+
+  void test("memory is bounded: the oldest addresses are forgotten", () => {
+    const guard = new FailureGuard({ maxFailures: 5, banSeconds: 60, now: () => 0, maxEntries: 100 });
+    for (let i = 0; i < 1000; i++) guard.recordFailure(`10.0.${i >> 8}.${i & 255}`);
+    assert.equal(guard.size, 100);
+    assert.equal(guard.failureCount("10.0.0.0"), 0);
+    assert.equal(guard.failureCount("10.0.3.231"), 1);
+  });
+});
