@@ -79,11 +79,13 @@ export class PassiveChannel implements DataChannel {
     });
   }
 
-  /** Stops listening, frees the port, destroys a connection nobody took. */
+  /** Stops listening, frees the port, destroys a connection nobody took. The transfer that took
+   * the connection calls this when it ends: the port is held until then (issue: PASV ports are held
+   * until the transfer ends, so the range bounds concurrent transfers). */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.server.close();
+    this.stopListening();
     this.opts.pool.release(this.port);
     if (this.accepted && !this.handedOut) this.accepted.destroy();
     const w = this.waiter;
@@ -93,11 +95,13 @@ export class PassiveChannel implements DataChannel {
 
   private handOut(s: Socket): Socket {
     this.handedOut = true;
-    // One connection per PASV: the listener and the port are no longer needed.
-    this.server.close();
-    this.opts.pool.release(this.port);
-    this.closed = true;
+    // One connection per PASV: no more listening; the port stays held until close().
+    this.stopListening();
     return s;
+  }
+
+  private stopListening(): void {
+    if (this.server.listening) this.server.close();
   }
 
   private onConnection(socket: Socket): void {

@@ -5,7 +5,7 @@
 import type { Stats } from "node:fs";
 import { lstat, realpath } from "node:fs/promises";
 import path from "node:path";
-import { FtpError, isFtpError } from "../protocol/errors.ts";
+import { FtpError } from "../protocol/errors.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import type { RealPath, VirtualPath } from "./types.ts";
 import { basename, dirname, hasControlChar, ROOT, splitVirtual } from "./vpath.ts";
@@ -64,24 +64,46 @@ export function escaped(real: string): FtpError {
 }
 
 async function locateReal(root: RealPath, real: string): Promise<Located> {
-  try {
-    const resolved = await realpath(real);
-    if (!isInside(root, resolved)) throw escaped(real);
-    return { real: resolved as RealPath, exists: true };
-  } catch (err) {
-    if (isFtpError(err) || real === root) throw mapFsError(err);
-  }
+  const resolved = await resolveInside(root, real);
+  if (resolved !== null) return { real: resolved, exists: true };
+  if (real === root) throw new FtpError(550, "No such file or directory", "jail root missing");
   return locateMissing(root, real);
 }
 
-/** realpath failed: resolve the parent, then look at the final component itself. */
+/** realpath of `real` when it resolves inside `root`; null when it does not resolve; FtpError when it
+ * resolves outside. */
+async function resolveInside(root: RealPath, real: string): Promise<RealPath | null> {
+  let resolved: string;
+  try {
+    resolved = await realpath(real);
+  } catch {
+    return null;
+  }
+  if (!isInside(root, resolved)) throw escaped(real);
+  return resolved as RealPath;
+}
+
+/** realpath failed: find the deepest ancestor that resolves, then look at the first missing
+ * component itself. Prefixes resolve up to some depth and fail below it, so the search tries the
+ * parent first (the usual case) and then bisects: a long missing tail ("a/a/a/…") costs O(log n)
+ * realpath calls, not O(n) calls of O(n) each. */
 async function locateMissing(root: RealPath, real: string): Promise<Located> {
-  const parent = await locateReal(root, path.dirname(real));
-  const child = path.join(parent.real, path.basename(real)) as RealPath;
-  if (!parent.exists) return { real: child, exists: false };
-  if ((await lstatOrNull(child)) === null) return { real: child, exists: false };
-  // Something is there yet does not resolve: a dangling or looping link (maybe aimed outside).
-  throw escaped(real);
+  const tail = path.relative(root, real).split(path.sep);
+  const prefix = (n: number): string => path.join(root, ...tail.slice(0, n));
+  let lo = 0;
+  let base: RealPath = root;
+  let hi = tail.length - 1;
+  for (let probe = hi; lo < hi; probe = (lo + hi + 1) >> 1) {
+    const found = await resolveInside(root, prefix(probe));
+    if (found === null) hi = probe - 1;
+    else [lo, base] = [probe, found];
+  }
+  const child = path.join(base, tail[lo] as string) as RealPath;
+  if ((await lstatOrNull(child)) !== null) {
+    // Something is there yet does not resolve: a dangling or looping link (maybe aimed outside).
+    throw escaped(real);
+  }
+  return { real: path.join(child, ...tail.slice(lo + 1)) as RealPath, exists: false };
 }
 
 async function lstatOrNull(real: string): Promise<Stats | null> {

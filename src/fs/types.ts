@@ -50,6 +50,6 @@ export interface Upload {
   /** Closes the file and, when it was written to a temp file, renames it over the target. */
   commit(): Promise<void>;
   /** Closes the file; a temp file is removed (the old target stays intact); a file written in place
-   * keeps its partial data so that REST+STOR or APPE can resume it. */
+   * keeps its partial data so that REST+STOR or APPE can resume it (a new, still empty one goes). */
   abort(): Promise<void>;
 }

@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import type { Stats } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
-import { open, rename, stat, unlink } from "node:fs/promises";
+import { lstat, open, rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
 import { locate, UPLOAD_TEMP_PREFIX } from "./contain.ts";
@@ -26,7 +26,7 @@ export async function openUpload(root: RealPath, vpath: VirtualPath, opts: Uploa
   checkOffset(opts.offset);
   const target = await locate(root, vpath);
   if (target.exists) checkTarget(await stat(target.real), opts);
-  if (opts.kind === "append") return openAppend(target.real);
+  if (opts.kind === "append") return openAppend(target.real, target.exists);
   if (opts.offset > 0) return openAtOffset(target.real, target.exists, opts.offset);
   if (target.exists) return openTemp(target.real);
   return createNew(target.real, opts.exclusive);
@@ -49,7 +49,7 @@ function checkTarget(s: Stats, opts: UploadOptions): void {
 async function createNew(real: RealPath, exclusive: boolean): Promise<Upload> {
   try {
     const handle = await open(real, O_WRONLY | O_CREAT | O_EXCL | SAFE, FILE_MODE);
-    return makeUpload(handle, 0, noop, noop);
+    return makeUpload(handle, 0, noop, () => removeIfEmpty(real));
   } catch (err) {
     if (!exclusive && errnoOf(err) === "EEXIST") return openTemp(real);
     throw mapFsError(err);
@@ -82,10 +82,10 @@ async function openAtOffset(real: RealPath, exists: boolean, offset: number): Pr
 }
 
 /** APPE (RFC 959 §4.1.3): create when missing; data goes to the end. */
-async function openAppend(real: RealPath): Promise<Upload> {
+async function openAppend(real: RealPath, existed: boolean): Promise<Upload> {
   const handle = await open(real, O_WRONLY | O_APPEND | O_CREAT | SAFE, FILE_MODE);
   try {
-    return makeUpload(handle, await regularSize(handle), noop, noop);
+    return makeUpload(handle, await regularSize(handle), noop, existed ? noop : () => removeIfEmpty(real));
   } catch (err) {
     await handle.close().catch(noop);
     throw err;
@@ -126,6 +126,13 @@ function makeUpload(
     commit: () => (settled ??= commit()),
     abort: () => (settled ??= abort()).catch(noop),
   };
+}
+
+/** An aborted new file that got no byte at all (no data connection came) is removed: there is
+ * nothing to resume. One with partial data stays for REST+STOR or APPE. */
+async function removeIfEmpty(real: RealPath): Promise<void> {
+  const s = await lstat(real);
+  if (s.isFile() && s.size === 0) await unlinkQuietly(real);
 }
 
 async function unlinkQuietly(real: string): Promise<void> {

@@ -37,6 +37,9 @@ export class Dispatcher {
     try {
       const refusal = this.check(session, verb, arg, spec);
       if (refusal) {
+        // A refused command is still "the next command": the one-shot state is gone.
+        session.renameFrom = null;
+        if (spec?.opensData) consumeTransferState(session);
         session.reply(refusal[0], refusal[1]);
         return;
       }
@@ -57,11 +60,7 @@ export class Dispatcher {
     try {
       await spec.handler(session, arg, verb);
     } finally {
-      // REST is consumed by the next transfer, whatever its outcome (RFC 3659 §5.3).
-      if (spec.opensData) {
-        session.restOffset = 0;
-        session.allocated = null;
-      }
+      if (spec.opensData) consumeTransferState(session);
     }
   }
 
@@ -100,4 +99,12 @@ export class Dispatcher {
     const shown = spec?.secretArg ? "[redacted]" : arg;
     session.log.debug({ event: "command", verb, arg: shown }, "%s %s", verb, shown);
   }
+}
+
+/** REST is consumed by the next transfer command, whatever its outcome (RFC 3659 §5.3); so are ALLO
+ * and the PASV/PORT set-up, so a transfer refused before it started frees its passive port. */
+function consumeTransferState(session: Session): void {
+  session.restOffset = 0;
+  session.allocated = null;
+  session.setChannel(null);
 }

@@ -2,7 +2,8 @@
  * Splits the control connection's byte stream into command lines (RFC 959 §4.1.3: lines end in
  * CRLF; a bare LF is accepted too). Telnet IAC sequences (RFC 854), which clients send around ABOR,
  * are removed. Memory is bounded: a line longer than `maxLength` bytes is discarded as it arrives,
- * and reported once as overlong instead of growing a buffer.
+ * and reported once as overlong as soon as it crosses the limit (a client that never sends a line
+ * end still gets its 500) instead of growing a buffer.
  */
 
 const LF = 0x0a;
@@ -29,9 +30,10 @@ export class LineFramer {
     while (start < chunk.length) {
       const nl = chunk.indexOf(LF, start);
       const end = nl === -1 ? chunk.length : nl;
-      this.take(chunk.subarray(start, end));
+      if (this.take(chunk.subarray(start, end))) out.push({ kind: "overlong" });
       if (nl === -1) break;
-      out.push(this.finishLine());
+      const line = this.finishLine();
+      if (line) out.push(line);
       start = nl + 1;
     }
     return out;
@@ -44,22 +46,25 @@ export class LineFramer {
     this.discarding = false;
   }
 
-  private take(piece: Buffer): void {
-    if (piece.length === 0 || this.discarding) return;
+  /** Buffers part of a line; true when this piece made the line overlong. */
+  private take(piece: Buffer): boolean {
+    if (piece.length === 0 || this.discarding) return false;
     if (this.size + piece.length > this.maxLength) {
       this.discarding = true;
       this.parts = [];
       this.size = 0;
-      return;
+      return true;
     }
     this.parts.push(piece);
     this.size += piece.length;
+    return false;
   }
 
-  private finishLine(): FramedLine {
+  /** The line just ended; null when it was overlong (already reported). */
+  private finishLine(): FramedLine | null {
     if (this.discarding) {
       this.reset();
-      return { kind: "overlong" };
+      return null;
     }
     let bytes = this.parts.length === 1 ? (this.parts[0] as Buffer) : Buffer.concat(this.parts, this.size);
     this.parts = [];

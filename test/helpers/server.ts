@@ -2,6 +2,7 @@
  * startTestServer(): a real berth on 127.0.0.1:0 with a temp root, a tiny passive range, a real
  * user store (bcrypt cost 4 for speed) and a teardown that checks nothing leaked.
  */
+import { readdirSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -41,16 +42,17 @@ export interface TestServer {
   readonly logs: Record<string, unknown>[];
   /** The home directory of a user. */
   home(name: string): string;
-  /** Shuts down and checks: no session and no passive port left. */
+  /** Shuts down and checks: no session, no passive port and no file descriptor left. */
   close(): Promise<void>;
 }
 
 let nextRange = 0;
 
-/** A passive range no other test server of this process uses (tests may run in parallel files). */
-function freshRange(): string {
+/** A passive range of `size` ports (at most 5) no other test server of this process uses (tests
+ * may run in parallel files). */
+export function freshRange(size = 5): string {
   const base = 40000 + ((process.pid * 37) % 200) * 50 + (nextRange++ % 10) * 5;
-  return `${base}-${base + 4}`;
+  return `${base}-${base + Math.min(Math.max(size, 1), 5) - 1}`;
 }
 
 /** Merges a patch over defaults. */
@@ -71,6 +73,7 @@ export function makeConfig(root: string, patch: ConfigPatch = {}): Config {
 
 /** Starts berth for one test. Users: alice/alice-pw (read-write), bob/bob-pw (read-only). */
 export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
+  const fdsBefore = openFds();
   const root = await mkdtemp(join(tmpdir(), "berth-test-"));
   const config = makeConfig(root, opts.config);
   const logs: Record<string, unknown>[] = [];
@@ -107,13 +110,24 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     async close() {
       await server.shutdown(2000);
       await waitFor(() => server.sessions.size === 0 && server.context.pool.used === 0, 3000);
-      const leftover = { sessions: server.sessions.size, ports: server.context.pool.used };
+      await waitFor(() => openFds() <= fdsBefore, 3000);
+      const fds = openFds() - fdsBefore;
+      const leftover = { sessions: server.sessions.size, ports: server.context.pool.used, fds: Math.max(fds, 0) };
       await rm(root, { recursive: true, force: true });
-      if (leftover.sessions !== 0 || leftover.ports !== 0) {
+      if (leftover.sessions !== 0 || leftover.ports !== 0 || leftover.fds !== 0) {
         throw new Error(`leak after test: ${JSON.stringify(leftover)}`);
       }
     },
   };
+}
+
+/** Open file descriptors of this process (sockets and files alike); -1 where /proc is missing. */
+export function openFds(): number {
+  try {
+    return readdirSync("/proc/self/fd").length;
+  } catch {
+    return -1;
+  }
 }
 
 /** Polls a condition (test helper only) until true or the time is up. */

@@ -1,0 +1,614 @@
+/**
+ * Data connections against a real server: the passive range (random, bounded, exhausted → 425,
+ * released on every path), foreign connections to a passive port, active mode, ABOR and STAT
+ * during a transfer, timeouts, and IPv6.
+ */
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { readdir, readFile, writeFile } from "node:fs/promises";
+import { networkInterfaces } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { dataConnect, RawClient, readAll, writeAll } from "./helpers/raw.ts";
+import { payload, rawLogin, withServer } from "./helpers/run.ts";
+import { freshRange, waitFor, type TestServer } from "./helpers/server.ts";
+
+/** A file big enough that a client that stops reading stalls the transfer half-way. */
+const BIG = 16 << 20;
+
+function rangeOf(t: TestServer): { min: number; max: number } {
+  const [min, max] = t.config.passive.ports.split("-").map(Number) as [number, number];
+  return { min, max };
+}
+
+async function portsReleased(t: TestServer): Promise<void> {
+  assert.ok(await waitFor(() => t.server.context.pool.used === 0, 2000), `ports held: ${t.server.context.pool.used}`);
+}
+
+function pasvPort(message: string): number {
+  const m = /\(\d+,\d+,\d+,\d+,(\d+),(\d+)\)/.exec(message);
+  assert.ok(m, message);
+  return Number(m[1]) * 256 + Number(m[2]);
+}
+
+describe("passive port range", () => {
+  it("takes ports from the range only, answers 425 when exhausted, and reuses freed ports", async () => {
+    await withServer(
+      async (t) => {
+        const { min, max } = rangeOf(t);
+        const a = await rawLogin(t);
+        const b = await rawLogin(t);
+        const c = await rawLogin(t);
+        try {
+          const pa = pasvPort((await a.expect("PASV", 227)).message);
+          const pb = (await b.epsvPort());
+          for (const p of [pa, pb]) assert.ok(p >= min && p <= max, `${p} outside ${min}-${max}`);
+          assert.notEqual(pa, pb);
+          await c.expect("PASV", 425);
+          await c.expect("EPSV", 425);
+          assert.equal(t.server.context.pool.used, 2);
+          await a.expect("ABOR", 226);
+          await portsReleasedTo(t, 1);
+          const pc = await c.epsvPort();
+          assert.equal(pc, pa);
+        } finally {
+          await Promise.all([a.close(), b.close(), c.close()]);
+        }
+        await portsReleased(t);
+      },
+      { config: { passive: { ports: freshRange(2) } } },
+    );
+  });
+
+  it("holds the port until the transfer ends", async () => {
+    await withServer(
+      async (t) => {
+        await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(BIG));
+        const a = await rawLogin(t);
+        const b = await rawLogin(t);
+        try {
+          const data = await a.pasv();
+          data.pause();
+          a.send("RETR big.bin");
+          await a.expectReply(150);
+          await b.expect("EPSV", 425);
+          assert.equal(t.server.context.pool.used, 1);
+          await a.expect("ABOR", 426);
+          await a.expectReply(226);
+          data.destroy();
+          await b.expect("EPSV", 229);
+        } finally {
+          await Promise.all([a.close(), b.close()]);
+        }
+      },
+      { config: { passive: { ports: freshRange(1) } } },
+    );
+  });
+
+  it("a second PASV on one session gives back the first port", async () => {
+    await withServer(
+      async (t) => {
+        const raw = await rawLogin(t);
+        try {
+          for (let i = 0; i < 6; i++) await raw.expect(i % 2 ? "PASV" : "EPSV", i % 2 ? 227 : 229);
+          assert.equal(t.server.context.pool.used, 1);
+        } finally {
+          await raw.close();
+        }
+        await portsReleased(t);
+      },
+      { config: { passive: { ports: freshRange(1) } } },
+    );
+  });
+
+  it("picks ports in a random order", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        const seen = new Set<number>();
+        for (let i = 0; i < 20; i++) {
+          seen.add(await raw.epsvPort());
+          await raw.expect("ABOR", 226);
+        }
+        assert.ok(seen.size >= 2, `always ${[...seen].join(",")}`);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("releases the port after success, a failed command, ABOR, and a client that vanishes", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "f.txt"), "data");
+      const raw = await rawLogin(t);
+      try {
+        let data = await raw.pasv();
+        raw.send("RETR f.txt");
+        await raw.expectReply(150);
+        assert.equal((await readAll(data)).toString(), "data");
+        await raw.expectReply(226);
+        await portsReleased(t);
+
+        data = await raw.pasv();
+        await raw.expect("RETR missing.txt", 550);
+        await portsReleased(t);
+        await readAll(data);
+
+        await raw.expect("PASV", 227);
+        await raw.expect("STOR /no/such/dir/x", 550);
+        await portsReleased(t);
+
+        await raw.expect("EPSV", 229);
+        await raw.expect("ABOR", 226);
+        await portsReleased(t);
+
+        await raw.expect("EPSV", 229);
+        await raw.expect("STOR", 501);
+        await portsReleased(t);
+
+        await raw.expect("EPSV", 229);
+      } finally {
+        await raw.close();
+      }
+      await portsReleased(t);
+    });
+  });
+});
+
+describe("foreign data connections", () => {
+  it("drops a connection from another IP and still serves the real client", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "secret.txt"), "for alice only");
+      const raw = await rawLogin(t);
+      try {
+        const port = await raw.epsvPort();
+        const thief = await dataConnect(port, "127.0.0.1", "127.0.0.2");
+        const stolen = await readAll(thief);
+        assert.equal(stolen.length, 0);
+        const data = await dataConnect(port);
+        raw.send("RETR secret.txt");
+        await raw.expectReply(150);
+        assert.equal((await readAll(data)).toString(), "for alice only");
+        await raw.expectReply(226);
+        assert.ok(t.logs.some((l) => l.event === "foreign-data-connection"));
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("drops a foreign connection that arrives while the transfer command waits", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "secret.txt"), "mine");
+      const raw = await rawLogin(t);
+      try {
+        const port = await raw.epsvPort();
+        raw.send("RETR secret.txt");
+        await new Promise((r) => setTimeout(r, 50));
+        const thief = await dataConnect(port, "127.0.0.1", "127.0.0.2");
+        assert.equal((await readAll(thief)).length, 0);
+        const data = await dataConnect(port);
+        await raw.expectReply(150);
+        assert.equal((await readAll(data)).toString(), "mine");
+        await raw.expectReply(226);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});
+
+describe("active mode", () => {
+  it("PORT: the server dials our listener for RETR and STOR", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "a.bin"), payload(50_000));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        let wait = await raw.port();
+        raw.send("RETR a.bin");
+        await raw.expectReply(150);
+        const got = await readAll(await wait.accepted);
+        wait.close();
+        assert.deepEqual(got, payload(50_000));
+        await raw.expectReply(226);
+
+        wait = await raw.port();
+        raw.send("STOR b.bin");
+        await raw.expectReply(150);
+        await writeAll(await wait.accepted, payload(10_000, 7));
+        wait.close();
+        await raw.expectReply(226);
+        assert.deepEqual(await readFile(join(t.home("alice"), "b.bin")), payload(10_000, 7));
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("EPRT works the same and a refused connection is 425", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        const wait = await raw.eprt();
+        raw.send("NLST");
+        await raw.expectReply(150);
+        assert.equal((await readAll(await wait.accepted)).length, 0);
+        await raw.expectReply(226);
+        // A port nobody listens on any more: the server's connect is refused.
+        const p = (wait.server.address() as { port: number }).port;
+        wait.close();
+        await once(wait.server, "close");
+        await raw.expect(`EPRT |1|127.0.0.1|${p}|`, 200);
+        await raw.expect("LIST", 425);
+        await raw.expect("NOOP", 200);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("PORT, RETR and NOOP pipelined in one packet are answered in order", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "p.txt"), "pipelined");
+      const raw = await rawLogin(t);
+      try {
+        const wait = await raw.port();
+        const p = (wait.server.address() as { port: number }).port;
+        raw.sendRaw(`PORT 127,0,0,1,${p >> 8},${p & 0xff}\r\nRETR p.txt\r\nNOOP\r\nPWD\r\n`);
+        await raw.expectReply(200);
+        await raw.expectReply(150);
+        assert.equal((await readAll(await wait.accepted)).toString(), "pipelined");
+        wait.close();
+        await raw.expectReply(226);
+        await raw.expectReply(200);
+        await raw.expectReply(257);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("is refused when active.enabled is false", async () => {
+    await withServer(
+      async (t) => {
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("PORT 127,0,0,1,39,16", 502);
+          await raw.expect("EPRT |1|127.0.0.1|10000|", 502);
+        } finally {
+          await raw.close();
+        }
+      },
+      { config: { active: { enabled: false } } },
+    );
+  });
+});
+
+describe("ABOR and STAT during a transfer", () => {
+  it("ABOR mid-download answers 426 then 226 and the session goes on", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(BIG, 1));
+      await writeFile(join(t.home("alice"), "small.txt"), "after");
+      const raw = await rawLogin(t);
+      try {
+        const data = await raw.pasv();
+        data.pause();
+        raw.send("RETR big.bin");
+        await raw.expectReply(150);
+        await waitFor(() => (t.server.sessions.values().next().value?.transfer?.bytes ?? 0) > 0, 2000);
+        const st = await raw.expect("STAT", 211);
+        const line = st.lines.find((l) => l.includes("Transfer in progress")) ?? "";
+        const m = /download \/big\.bin, (\d+) of (\d+) bytes done/.exec(line);
+        assert.ok(m, st.lines.join("\n"));
+        assert.ok(Number(m[1]) > 0 && Number(m[1]) < BIG, line);
+        assert.equal(Number(m[2]), BIG);
+        raw.sendRaw(Buffer.concat([Buffer.from([0xff, 0xf4, 0xff, 0xf2]), Buffer.from("ABOR\r\n")]));
+        await raw.expectReply(426);
+        await raw.expectReply(226);
+        data.destroy();
+        await raw.expect("NOOP", 200);
+        const again = await raw.pasv();
+        raw.send("RETR small.txt");
+        await raw.expectReply(150);
+        assert.equal((await readAll(again)).toString(), "after");
+        await raw.expectReply(226);
+      } finally {
+        await raw.close();
+      }
+      await portsReleased(t);
+    });
+  });
+
+  it("a command other than ABOR, STAT or QUIT waits for the transfer's reply", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "w.bin"), payload(BIG));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        const data = await raw.pasv();
+        data.pause();
+        raw.send("RETR w.bin");
+        await raw.expectReply(150);
+        raw.send("PWD");
+        await assert.rejects(raw.reply(200), /no reply/);
+        data.resume();
+        assert.equal((await readAll(data)).length, BIG);
+        await raw.expectReply(226);
+        await raw.expectReply(257);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("ABOR mid-upload answers 426 then 226 and keeps the partial new file for resuming", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        const data = await raw.pasv();
+        raw.send("STOR part.bin");
+        await raw.expectReply(150);
+        data.write(payload(100_000));
+        await waitFor(() => (t.server.sessions.values().next().value?.transfer?.bytes ?? 0) >= 100_000, 2000);
+        const st = await raw.expect("STAT", 211);
+        assert.ok(st.lines.some((l) => /upload \/part\.bin, 100000 bytes done/.test(l)), st.lines.join("\n"));
+        await raw.expect("ABOR", 426);
+        await raw.expectReply(226);
+        data.destroy();
+        const size = Number((await raw.expect("SIZE part.bin", 213)).message);
+        assert.equal(size, 100_000);
+        await raw.expect(`REST ${size}`, 350);
+        const rest = await raw.pasv();
+        raw.send("STOR part.bin");
+        await raw.expectReply(150);
+        await writeAll(rest, payload(150_000).subarray(100_000));
+        await raw.expectReply(226);
+        assert.deepEqual(await readFile(join(t.home("alice"), "part.bin")), payload(150_000));
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("ABOR of an upload that replaces a file keeps the old file and no temp file", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "keep.bin"), "old");
+      const raw = await rawLogin(t);
+      try {
+        const data = await raw.pasv();
+        raw.send("STOR keep.bin");
+        await raw.expectReply(150);
+        data.write(payload(50_000));
+        await waitFor(() => (t.server.sessions.values().next().value?.transfer?.bytes ?? 0) > 0, 2000);
+        await raw.expect("ABOR", 426);
+        await raw.expectReply(226);
+        data.destroy();
+        assert.equal(await readFile(join(t.home("alice"), "keep.bin"), "utf8"), "old");
+        assert.deepEqual(await readdir(t.home("alice")), ["keep.bin"]);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("ABOR while the transfer waits for its data connection is 426 then 226", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("PASV", 227);
+        raw.send("LIST");
+        await new Promise((r) => setTimeout(r, 50));
+        raw.send("ABOR");
+        await raw.expectReply(426);
+        await raw.expectReply(226);
+        await raw.expect("NOOP", 200);
+      } finally {
+        await raw.close();
+      }
+      await portsReleased(t);
+    });
+  });
+
+  it("a client that vanishes mid-transfer leaves nothing behind", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(BIG, 2));
+      const raw = await rawLogin(t);
+      const data = await raw.pasv();
+      data.pause();
+      raw.send("RETR big.bin");
+      await raw.expectReply(150);
+      await raw.close();
+      data.destroy();
+      assert.ok(await waitFor(() => t.server.sessions.size === 0, 2000));
+      const up = await rawLogin(t);
+      const d2 = await up.pasv();
+      up.send("STOR vanish.bin");
+      await up.expectReply(150);
+      d2.write(payload(1000));
+      await new Promise((r) => setTimeout(r, 50));
+      await up.close();
+      d2.destroy();
+      assert.ok(await waitFor(() => t.server.sessions.size === 0, 2000));
+    });
+  });
+
+  it("QUIT during a transfer waits for its reply, then says 221", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "q.bin"), payload(200_000));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        const data = await raw.pasv();
+        data.pause();
+        raw.send("RETR q.bin");
+        await raw.expectReply(150);
+        raw.send("QUIT");
+        data.resume();
+        assert.equal((await readAll(data)).length, 200_000);
+        await raw.expectReply(226);
+        await raw.expectReply(221);
+        await raw.closed();
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});
+
+describe("timeouts", () => {
+  it("an upload whose data connection never comes is 425 and leaves no empty file", async () => {
+    await withServer(
+      async (t) => {
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("PASV", 227);
+          await raw.expect("STOR never.bin", 425);
+          await raw.expect("SIZE never.bin", 550);
+          await raw.expect("EPSV", 229);
+          await raw.expect("APPE never.bin", 425);
+          await raw.expect("SIZE never.bin", 550);
+          await raw.expect("PASV", 227);
+          await raw.expect("STOU", 425);
+          assert.deepEqual(await readdir(t.home("alice")), []);
+          await portsReleased(t);
+        } finally {
+          await raw.close();
+        }
+      },
+      { config: { limits: { dataTimeout: 0.2 } } },
+    );
+  });
+
+  it("an upload to a bad path is 550 at once, without waiting for the data connection", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("PASV", 227);
+        const started = Date.now();
+        await raw.expect("STOR /no/such/dir/x", 550);
+        await raw.expect("PASV", 227);
+        await raw.expect("APPE /", 550);
+        assert.ok(Date.now() - started < 2000);
+        await portsReleased(t);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("a passive data connection that never comes is 425 after limits.dataTimeout", async () => {
+    await withServer(
+      async (t) => {
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("PASV", 227);
+          const started = Date.now();
+          await raw.expect("LIST", 425);
+          assert.ok(Date.now() - started >= 250);
+          await portsReleased(t);
+          await raw.expect("NOOP", 200);
+        } finally {
+          await raw.close();
+        }
+      },
+      { config: { limits: { dataTimeout: 0.3 } } },
+    );
+  });
+
+  it("a stalled transfer is aborted with 426 after limits.stalledTimeout", async () => {
+    await withServer(
+      async (t) => {
+        const raw = await rawLogin(t);
+        try {
+          const data = await raw.pasv();
+          raw.send("STOR slow.bin");
+          await raw.expectReply(150);
+          data.write("some");
+          await raw.expectReply(426, 3000);
+          data.destroy();
+          await raw.expect("NOOP", 200);
+        } finally {
+          await raw.close();
+        }
+      },
+      { config: { limits: { stalledTimeout: 0.4 } } },
+    );
+  });
+});
+
+/** True when this machine has an IPv6 loopback (containers may have IPv6 turned off). */
+const HAS_IPV6 = Object.values(networkInterfaces()).some((l) => l?.some((i) => i.address === "::1"));
+
+describe("IPv6", { skip: HAS_IPV6 ? false : "no ::1 on this machine" }, () => {
+  it("EPSV and EPRT |2| work on ::1; PASV is 522 there", async () => {
+    await withServer(
+      async (t) => {
+        await writeFile(join(t.home("alice"), "six.txt"), "v6");
+        const raw = await RawClient.connect(t.port, "::1");
+        try {
+          await raw.login();
+          const data = await raw.epsv();
+          raw.send("RETR six.txt");
+          await raw.expectReply(150);
+          assert.equal((await readAll(data)).toString(), "v6");
+          await raw.expectReply(226);
+          await raw.expect("EPSV 2", 229);
+          await raw.expect("EPSV 1", 522);
+          await raw.expect("PASV", 522);
+          await raw.expect("EPRT |1|127.0.0.1|5000|", 522);
+          const wait = await raw.eprt();
+          raw.send("RETR six.txt");
+          await raw.expectReply(150);
+          assert.equal((await readAll(await wait.accepted)).toString(), "v6");
+          wait.close();
+          await raw.expectReply(226);
+        } finally {
+          await raw.close();
+        }
+      },
+      { config: { listen: { host: "::1" } } },
+    );
+  });
+
+  it("on '::' an IPv4 client gets PASV with its IPv4 address and an IPv6 client EPSV", async () => {
+    await withServer(
+      async (t) => {
+        const six = await RawClient.connect(t.port, "::1");
+        try {
+          await six.login();
+          const data = await six.epsv();
+          six.send("NLST");
+          await six.expectReply(150);
+          await readAll(data);
+          await six.expectReply(226);
+        } finally {
+          await six.close();
+        }
+        const raw = await rawLogin(t);
+        try {
+          assert.match((await raw.expect("PASV", 227)).message, /\(127,0,0,1,/);
+          const data = await raw.pasv();
+          raw.send("NLST");
+          await raw.expectReply(150);
+          await readAll(data);
+          await raw.expectReply(226);
+          const wait = await raw.port();
+          raw.send("NLST");
+          await raw.expectReply(150);
+          await readAll(await wait.accepted);
+          wait.close();
+          await raw.expectReply(226);
+        } finally {
+          await raw.close();
+        }
+      },
+      { config: { listen: { host: "::" } } },
+    );
+  });
+});
+
+async function portsReleasedTo(t: TestServer, n: number): Promise<void> {
+  assert.ok(await waitFor(() => t.server.context.pool.used === n, 2000), `ports held: ${t.server.context.pool.used}`);
+}

@@ -1,0 +1,285 @@
+/**
+ * A table of jail attacks over FTP (SPEC: no path, "..", absolute path, backslash, NUL or symlink
+ * lets a user read, write, list or rename anything outside their home). Every command that takes a
+ * path is tried with every attack; afterwards nothing outside the home has changed, no data or
+ * reply carried anything from outside, and no reply named a real server path.
+ */
+import assert from "node:assert/strict";
+import { lstat, mkdir, readdir, readFile, symlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import type { RawClient, Reply } from "./helpers/raw.ts";
+import { readAll } from "./helpers/raw.ts";
+import { rawLogin, withServer } from "./helpers/run.ts";
+import type { TestServer } from "./helpers/server.ts";
+
+const SECRET = "TOPSECRET-outside-the-jail";
+/** A name no fixture uses: if it shows up anywhere outside the home, a write escaped. */
+const MARK = "pwned-by-jail-test";
+
+/** Paths that try to leave the home. `link`: names a symlink planted in the home ("self") or goes
+ * through one ("through"). */
+const ATTACKS: readonly { path: string; link?: "self" | "through" }[] = [
+  { path: ".." },
+  { path: "../.." },
+  { path: "../../outside/secret.txt" },
+  { path: "../../../../../../../../etc/passwd" },
+  { path: "/../../outside/secret.txt" },
+  { path: "/etc/passwd" },
+  { path: "..\\..\\outside\\secret.txt" },
+  { path: "\\..\\..\\outside" },
+  { path: "%2e%2e/%2e%2e/outside/secret.txt" },
+  { path: "..%2f..%2foutside" },
+  { path: "dir/../../../outside/secret.txt" },
+  { path: "....//....//outside" },
+  { path: "./../.././outside/" },
+  { path: "~" },
+  { path: "~root/.ssh" },
+  { path: "../bob/bob.txt" },
+  { path: `../../${MARK}` },
+  { path: `..\\..\\..\\${MARK}` },
+  { path: "x".repeat(300) },
+  { path: "a/".repeat(1900) + MARK },
+  { path: "evil-file", link: "self" },
+  { path: "evil-dir", link: "self" },
+  { path: "evil-dir/secret.txt", link: "through" },
+  { path: `evil-dir/${MARK}`, link: "through" },
+  { path: "evil-abs/secret.txt", link: "through" },
+  { path: "evil-parent/outside/secret.txt", link: "through" },
+  { path: "evil-bob/bob.txt", link: "through" },
+  { path: "evil-dangling", link: "self" },
+  { path: "evil-loop", link: "self" },
+  { path: "dir/evil-up/outside", link: "through" },
+];
+
+/** Lays out: <root>/outside (secret), bob's home, and alice's home with links pointing out. */
+async function plant(t: TestServer): Promise<void> {
+  const outside = join(t.root, "outside");
+  await mkdir(outside, { recursive: true });
+  await writeFile(join(outside, "secret.txt"), SECRET);
+  await writeFile(join(t.home("bob"), "bob.txt"), "bob's");
+  const home = t.home("alice");
+  await writeFile(join(home, "inside.txt"), "inside");
+  await mkdir(join(home, "dir"));
+  await symlink("../../outside/secret.txt", join(home, "evil-file"));
+  await symlink("../../outside", join(home, "evil-dir"));
+  await symlink(outside, join(home, "evil-abs"));
+  await symlink("../..", join(home, "evil-parent"));
+  await symlink("../bob", join(home, "evil-bob"));
+  await symlink(join(outside, MARK), join(home, "evil-dangling"));
+  await symlink("evil-loop", join(home, "evil-loop"));
+  await symlink("../../..", join(home, "dir", "evil-up"));
+}
+
+/** Everything outside alice's home (names, sizes, contents of small files). */
+async function snapshot(t: TestServer): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (dir: string): Promise<void> => {
+    for (const name of (await readdir(dir)).sort()) {
+      const p = join(dir, name);
+      if (p === t.home("alice")) continue;
+      const st = await lstat(p);
+      out.push(`${p} ${st.mode} ${st.size} ${st.mtimeMs}`);
+      if (st.isDirectory()) await walk(p);
+      else if (st.isFile()) out.push(await readFile(p, "utf8"));
+    }
+  };
+  await walk(t.root);
+  return out;
+}
+
+/** Every reply and data byte one command produced. */
+interface Outcome {
+  readonly replies: Reply[];
+  readonly data: string;
+}
+
+async function attempt(raw: RawClient, line: string, data: "read" | "write" | "none"): Promise<Outcome> {
+  const sock = data === "none" ? null : await raw.pasv();
+  const first = await raw.cmd(line);
+  const replies = [first];
+  let got = "";
+  if (first.code === 150 && sock) {
+    if (data === "write") sock.end(`${MARK} ${SECRET}`);
+    got = (await readAll(sock)).toString("utf8");
+    replies.push(await raw.reply());
+  }
+  sock?.destroy();
+  return { replies, data: got };
+}
+
+/** Checks what a client saw: nothing from outside, no real path. */
+function assertClean(t: TestServer, line: string, o: Outcome): void {
+  const all = o.replies.flatMap((r) => r.lines).join("\n") + o.data;
+  for (const bad of [t.root, SECRET, "root:x:0:0", "bob's", "bob.txt"]) {
+    assert.ok(!all.includes(bad), `${JSON.stringify(line)} revealed ${JSON.stringify(bad)}:\n${all}`);
+  }
+}
+
+/** Checks the code: symlinks out of the jail are refused (except verbs that act on the link itself). */
+function assertRefused(line: string, o: Outcome): void {
+  const last = o.replies[o.replies.length - 1] as Reply;
+  assert.ok(last.code >= 400, `${JSON.stringify(line)} was allowed: ${o.replies.map((r) => r.lines.join("|")).join(" / ")}`);
+}
+
+type Runner = (raw: RawClient, path: string, home: string) => Promise<Outcome>;
+
+/** Commands that take a path, each with how it is run and whether it may act on a link itself
+ * (delete or rename the link, never its target). */
+const COMMANDS: Record<string, { run: Runner; onLink?: true }> = {
+  LIST: { run: (r, p) => attempt(r, `LIST ${p}`, "read") },
+  NLST: { run: (r, p) => attempt(r, `NLST ${p}`, "read") },
+  MLSD: { run: (r, p) => attempt(r, `MLSD ${p}`, "read") },
+  MLST: { run: (r, p) => attempt(r, `MLST ${p}`, "none") },
+  STAT: { run: (r, p) => attempt(r, `STAT ${p}`, "none") },
+  RETR: { run: (r, p) => attempt(r, `RETR ${p}`, "read") },
+  SIZE: { run: (r, p) => attempt(r, `SIZE ${p}`, "none") },
+  MDTM: { run: (r, p) => attempt(r, `MDTM ${p}`, "none") },
+  STOR: { run: (r, p) => attempt(r, `STOR ${p}`, "write") },
+  APPE: { run: (r, p) => attempt(r, `APPE ${p}`, "write") },
+  MKD: { run: (r, p) => attempt(r, `MKD ${p}`, "none") },
+  RMD: { run: (r, p) => attempt(r, `RMD ${p}`, "none") },
+  MFMT: { run: (r, p) => attempt(r, `MFMT 20000101000000 ${p}`, "none") },
+  CHMOD: { run: (r, p) => attempt(r, `SITE CHMOD 777 ${p}`, "none") },
+  DELE: { run: (r, p) => attempt(r, `DELE ${p}`, "none"), onLink: true },
+  CWD: { run: cwdThenLook },
+  RNFR: { run: renameFrom, onLink: true },
+  RNTO: { run: renameTo, onLink: true },
+};
+
+/** CWD, then PWD and LIST where it landed: still inside, nothing from outside listed. */
+async function cwdThenLook(raw: RawClient, path: string): Promise<Outcome> {
+  const cwd = await attempt(raw, `CWD ${path}`, "none");
+  const pwd = await raw.cmd("PWD");
+  const look = await attempt(raw, "LIST -a", "read");
+  await raw.expect("CWD /", 250);
+  assert.match(pwd.message, /^"\//);
+  return { replies: [...look.replies, pwd, ...cwd.replies], data: look.data };
+}
+
+/** RNFR <attack> RNTO <inside>: may rename a link itself, never what it points to. */
+async function renameFrom(raw: RawClient, path: string): Promise<Outcome> {
+  const from = await attempt(raw, `RNFR ${path}`, "none");
+  if (from.replies[0]?.code !== 350) return from;
+  const to = await attempt(raw, `RNTO moved-${Math.random().toString(36).slice(2)}`, "none");
+  return { replies: [...from.replies, ...to.replies], data: "" };
+}
+
+/** RNFR <a fresh inside file> RNTO <attack>: the file never lands outside. */
+async function renameTo(raw: RawClient, path: string, home: string): Promise<Outcome> {
+  await writeFile(join(home, "source.txt"), "source");
+  await raw.expect("RNFR source.txt", 350);
+  return attempt(raw, `RNTO ${path}`, "none");
+}
+
+async function outsideUnchanged(t: TestServer, before: string[]): Promise<void> {
+  assert.deepEqual(await snapshot(t), before);
+  await assert.rejects(lstat(join("/tmp", MARK)));
+  await assert.rejects(lstat(join("/", MARK)));
+}
+
+describe("jail: every path command against every attack", () => {
+  for (const [verb, cmd] of Object.entries(COMMANDS)) {
+    it(verb, async () => {
+      await withServer(async (t) => {
+        await plant(t);
+        const before = await snapshot(t);
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          for (const attack of ATTACKS) {
+            const o = await cmd.run(raw, attack.path, t.home("alice"));
+            assertClean(t, `${verb} ${attack.path}`, o);
+            const mustRefuse = attack.link === "through" || (attack.link === "self" && !cmd.onLink);
+            if (mustRefuse) assertRefused(`${verb} ${attack.path}`, verb === "CWD" ? { replies: o.replies.slice(-1), data: "" } : o);
+          }
+          await raw.expect("NOOP", 200);
+        } finally {
+          await raw.close();
+        }
+        await outsideUnchanged(t, before);
+      });
+    });
+  }
+});
+
+describe("jail: details", () => {
+  it("a NUL byte in a path is refused and the session goes on", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        for (const verb of ["RETR", "STOR", "CWD", "MKD", "DELE", "SIZE", "RNFR"]) {
+          raw.sendRaw(Buffer.from(`${verb} inside.txt\0../../outside\r\n`));
+          assert.ok((await raw.reply()).code >= 500);
+        }
+        await raw.expect("NOOP", 200);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("a path of thousands of missing segments is answered quickly", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        const started = Date.now();
+        raw.sendRaw(`CWD ${"a/".repeat(1900)}x\r\n`.repeat(20));
+        for (let i = 0; i < 20; i++) await raw.expectReply(550);
+        assert.ok(Date.now() - started < 3000, `${Date.now() - started} ms`);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("a symlink inside the home that stays inside works", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await writeFile(join(home, "real.txt"), "real");
+      await mkdir(join(home, "d"));
+      await symlink("real.txt", join(home, "alias.txt"));
+      await symlink("d", join(home, "dlink"));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("SIZE alias.txt", 213);
+        await raw.expect("CWD dlink", 250);
+        assert.equal((await raw.expect("PWD", 257)).message, '"/dlink" is the current directory');
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("the listing of the home shows outward links as links, without their targets", async () => {
+    await withServer(async (t) => {
+      await plant(t);
+      const raw = await rawLogin(t);
+      try {
+        const o = await attempt(raw, "LIST", "read");
+        assertClean(t, "LIST", o);
+        assert.match(o.data, /^l.* evil-file\r$/m);
+        assert.ok(!o.data.includes("->"), o.data);
+        const m = await attempt(raw, "MLSD", "read");
+        assert.match(m.data, /type=OS\.unix=symlink;.* evil-dir\r$/m);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("upload temp files are neither listed nor addressable", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), ".berth-upload-0123456789abcdef"), "temp");
+      const raw = await rawLogin(t);
+      try {
+        const o = await attempt(raw, "NLST", "read");
+        assert.equal(o.data, "");
+        await raw.expect("SIZE .berth-upload-0123456789abcdef", 553);
+        await raw.expect("DELE .berth-upload-0123456789abcdef", 553);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});

@@ -1,0 +1,315 @@
+/**
+ * Client flows with a real FTP client (basic-ftp) against a real server: login, listings, binary
+ * and UTF-8 uploads and downloads, directory and file commands, resume both ways, APPE, STOU,
+ * TYPE A, and the read-only user.
+ */
+import assert from "node:assert/strict";
+import { readFile, stat, utimes, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { describe, it } from "node:test";
+import type { FTPError } from "basic-ftp";
+import { readAll, writeAll } from "./helpers/raw.ts";
+import { download, ftpLogin, payload, rawLogin, upload, withServer } from "./helpers/run.ts";
+
+const UTF8_NAME = "Grüße 日本.txt";
+
+describe("login and listings", () => {
+  it("logs in, lists with MLSD and shows the facts", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "a.bin"), payload(1234));
+      const client = await ftpLogin(t);
+      try {
+        assert.equal(await client.pwd(), "/");
+        await client.ensureDir("/sub");
+        await client.cd("/");
+        const list = await client.list();
+        const names = list.map((f) => f.name).sort();
+        assert.deepEqual(names, ["a.bin", "sub"]);
+        const file = list.find((f) => f.name === "a.bin");
+        assert.equal(file?.size, 1234);
+        assert.ok(file?.isFile);
+        assert.ok(list.find((f) => f.name === "sub")?.isDirectory);
+      } finally {
+        client.close();
+      }
+    });
+  });
+
+  it("MLSD sends type, size, modify, perm and unix.mode for each entry", async () => {
+    await withServer(async (t) => {
+      const f = join(t.home("alice"), "x.txt");
+      await writeFile(f, "hello");
+      await utimes(f, new Date("2020-01-02T03:04:05Z"), new Date("2020-01-02T03:04:05Z"));
+      const raw = await rawLogin(t);
+      try {
+        const data = await raw.pasv();
+        raw.send("MLSD");
+        await raw.expectReply(150);
+        const text = (await readAll(data)).toString("utf8");
+        await raw.expectReply(226);
+        const mode = ((await stat(f)).mode & 0o777).toString(8).padStart(4, "0");
+        assert.equal(text, `type=file;size=5;modify=20200102030405;perm=rawdf;unix.mode=${mode}; x.txt\r\n`);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("LIST shows ls-style lines and NLST plain names", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "one.txt"), "1");
+      const raw = await rawLogin(t);
+      try {
+        let data = await raw.pasv();
+        raw.send("LIST");
+        await raw.expectReply(150);
+        const list = (await readAll(data)).toString();
+        await raw.expectReply(226);
+        assert.match(list, /^-rw.{7}\s+1 ftp\s+ftp\s+1 \w{3} [ \d]\d .{5} one\.txt\r\n$/);
+        data = await raw.pasv();
+        raw.send("NLST");
+        await raw.expectReply(150);
+        assert.equal((await readAll(data)).toString(), "one.txt\r\n");
+        await raw.expectReply(226);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});
+
+describe("uploads and downloads", () => {
+  it("round-trips a binary file and a UTF-8 name", async () => {
+    await withServer(async (t) => {
+      const client = await ftpLogin(t);
+      try {
+        const bin = payload(300_000);
+        await upload(client, bin, "data.bin");
+        assert.deepEqual(await readFile(join(t.home("alice"), "data.bin")), bin);
+        assert.deepEqual(await download(client, "data.bin"), bin);
+        await upload(client, "ü日本", UTF8_NAME);
+        assert.equal(await readFile(join(t.home("alice"), UTF8_NAME), "utf8"), "ü日本");
+        assert.equal((await download(client, UTF8_NAME)).toString(), "ü日本");
+        const names = (await client.list()).map((f) => f.name);
+        assert.ok(names.includes(UTF8_NAME), names.join(","));
+        assert.equal(await client.size(UTF8_NAME), Buffer.byteLength("ü日本"));
+      } finally {
+        client.close();
+      }
+    });
+  });
+
+  it("replaces an existing file", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "r.txt"), "old content");
+      const client = await ftpLogin(t);
+      try {
+        await upload(client, "new", "r.txt");
+        assert.equal(await readFile(join(t.home("alice"), "r.txt"), "utf8"), "new");
+        assert.deepEqual((await client.list()).map((f) => f.name), ["r.txt"]);
+      } finally {
+        client.close();
+      }
+    });
+  });
+
+  it("resumes a download with REST + RETR", async () => {
+    await withServer(async (t) => {
+      const bin = payload(10_000);
+      await writeFile(join(t.home("alice"), "d.bin"), bin);
+      const client = await ftpLogin(t);
+      try {
+        assert.deepEqual(await download(client, "d.bin", 4321), bin.subarray(4321));
+        assert.deepEqual(await download(client, "d.bin", 10_000), Buffer.alloc(0));
+      } finally {
+        client.close();
+      }
+    });
+  });
+
+  it("resumes an upload with REST + STOR and with APPE", async () => {
+    await withServer(async (t) => {
+      const bin = payload(20_000);
+      const target = join(t.home("alice"), "u.bin");
+      await writeFile(target, bin.subarray(0, 5000));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        await raw.expect("REST 3000", 350);
+        let data = await raw.pasv();
+        raw.send("STOR u.bin");
+        await raw.expectReply(150);
+        await writeAll(data, bin.subarray(3000, 12_000));
+        await raw.expectReply(226);
+        assert.deepEqual(await readFile(target), bin.subarray(0, 12_000));
+        data = await raw.pasv();
+        raw.send("APPE u.bin");
+        await raw.expectReply(150);
+        await writeAll(data, bin.subarray(12_000));
+        await raw.expectReply(226);
+        assert.deepEqual(await readFile(target), bin);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("APPE creates a missing file and appends to an existing one (basic-ftp)", async () => {
+    await withServer(async (t) => {
+      const client = await ftpLogin(t);
+      try {
+        await client.appendFrom(Readable.from([Buffer.from("ab")]), "ap.txt");
+        await client.appendFrom(Readable.from([Buffer.from("cd")]), "ap.txt");
+        assert.equal(await readFile(join(t.home("alice"), "ap.txt"), "utf8"), "abcd");
+      } finally {
+        client.close();
+      }
+    });
+  });
+
+  it("STOU stores under a unique name and says which", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "up.txt"), "taken");
+      const raw = await rawLogin(t);
+      try {
+        const data = await raw.pasv();
+        raw.send("STOU up.txt");
+        const opening = await raw.expectReply(150);
+        const m = /FILE: (\S+)/.exec(opening.message);
+        assert.ok(m, opening.message);
+        assert.notEqual(m[1], "up.txt");
+        await writeAll(data, "unique");
+        const done = await raw.expectReply(226);
+        assert.ok(done.message.includes(m[1] as string), done.message);
+        assert.equal(await readFile(join(t.home("alice"), m[1] as string), "utf8"), "unique");
+        assert.equal(await readFile(join(t.home("alice"), "up.txt"), "utf8"), "taken");
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("TYPE A converts LF to CRLF on RETR and CRLF to LF on STOR", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "unix.txt"), "a\nb\r\nc\n");
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE A", 200);
+        let data = await raw.pasv();
+        raw.send("RETR unix.txt");
+        await raw.expectReply(150);
+        assert.equal((await readAll(data)).toString(), "a\r\nb\r\nc\r\n");
+        await raw.expectReply(226);
+        data = await raw.pasv();
+        raw.send("STOR dos.txt");
+        await raw.expectReply(150);
+        await writeAll(data, "x\r\ny\r\n\r\nz");
+        await raw.expectReply(226);
+        assert.equal(await readFile(join(t.home("alice"), "dos.txt"), "utf8"), "x\ny\n\nz");
+        await raw.expect("TYPE I", 200);
+        data = await raw.pasv();
+        raw.send("RETR unix.txt");
+        await raw.expectReply(150);
+        assert.equal((await readAll(data)).toString(), "a\nb\r\nc\n");
+        await raw.expectReply(226);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});
+
+describe("directory and file commands", () => {
+  it("mkdir, cwd, pwd, rename, delete, rmdir", async () => {
+    await withServer(async (t) => {
+      const client = await ftpLogin(t);
+      try {
+        await client.send("MKD Ordner ü");
+        await client.cd("Ordner ü");
+        assert.equal(await client.pwd(), "/Ordner ü");
+        await upload(client, "x", "f.txt");
+        await client.rename("f.txt", "g.txt");
+        assert.deepEqual((await client.list()).map((f) => f.name), ["g.txt"]);
+        await client.rename("g.txt", "/top.txt");
+        await client.cdup();
+        assert.equal(await client.pwd(), "/");
+        await client.remove("top.txt");
+        await client.removeEmptyDir("Ordner ü");
+        assert.deepEqual(await client.list(), []);
+        await assert.rejects(client.cd("nope"), (e: FTPError) => e.code === 550);
+        await assert.rejects(client.remove("nope"), (e: FTPError) => e.code === 550);
+      } finally {
+        client.close();
+      }
+    });
+  });
+
+  it("SIZE, MDTM and MFMT", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "s.bin"), payload(777));
+      const client = await ftpLogin(t);
+      try {
+        assert.equal(await client.size("s.bin"), 777);
+        const r = await client.send("MFMT 20210304050607 s.bin");
+        assert.equal(r.code, 213);
+        assert.match(r.message, /^213 Modify=20210304050607; s\.bin/);
+        assert.equal((await client.lastMod("s.bin")).toISOString(), "2021-03-04T05:06:07.000Z");
+        const st = await stat(join(t.home("alice"), "s.bin"));
+        assert.equal(st.mtime.toISOString(), "2021-03-04T05:06:07.000Z");
+        await assert.rejects(client.size("missing"), (e: FTPError) => e.code === 550);
+        await assert.rejects(client.send("MFMT 2021 s.bin"), (e: FTPError) => e.code === 501);
+      } finally {
+        client.close();
+      }
+    });
+  });
+});
+
+describe("read-only user", () => {
+  it("refuses every write verb with 550 and leaves the files alone", async () => {
+    await withServer(async (t) => {
+      const home = t.home("bob");
+      await writeFile(join(home, "keep.txt"), "keep");
+      const raw = await rawLogin(t, "bob");
+      try {
+        for (const line of [
+          "STOR new.txt",
+          "APPE keep.txt",
+          "STOU",
+          "DELE keep.txt",
+          "MKD d",
+          "XMKD d",
+          "RMD /",
+          "XRMD x",
+          "RNFR keep.txt",
+          "RNTO other.txt",
+          "MFMT 20200101000000 keep.txt",
+          "SITE CHMOD 777 keep.txt",
+        ]) {
+          await raw.expect(line, 550);
+        }
+        const data = await raw.pasv();
+        raw.send("RETR keep.txt");
+        await raw.expectReply(150);
+        assert.equal((await readAll(data)).toString(), "keep");
+        await raw.expectReply(226);
+        assert.equal(await readFile(join(home, "keep.txt"), "utf8"), "keep");
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("basic-ftp sees 550 on upload", async () => {
+    await withServer(async (t) => {
+      const client = await ftpLogin(t, "bob");
+      try {
+        await assert.rejects(upload(client, "x", "x.txt"), (e: FTPError) => e.code === 550);
+        assert.equal(await client.pwd(), "/");
+      } finally {
+        client.close();
+      }
+    });
+  });
+});

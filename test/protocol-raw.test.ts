@@ -1,0 +1,417 @@
+/**
+ * The control connection byte by byte, with a raw socket: reply formats (RFC 959 §4.2, RFC 2389),
+ * command sequencing (RNFR/RNTO, REST), login guards, malformed and odd input, pipelining.
+ */
+import assert from "node:assert/strict";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { RawClient, readAll } from "./helpers/raw.ts";
+import { rawLogin, withServer } from "./helpers/run.ts";
+
+describe("sequencing", () => {
+  it("RNTO without RNFR is 503; RNFR then another command then RNTO is 503", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "a.txt"), "a");
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("RNTO b.txt", 503);
+        await raw.expect("RNFR a.txt", 350);
+        await raw.expect("NOOP", 200);
+        await raw.expect("RNTO b.txt", 503);
+        await raw.expect("RNFR a.txt", 350);
+        await raw.expect("XYZZ", 502);
+        await raw.expect("RNTO b.txt", 503);
+        await raw.expect("RNFR a.txt", 350);
+        await raw.expect("SIZE", 501);
+        await raw.expect("RNTO b.txt", 503);
+        await raw.expect("RNFR missing.txt", 550);
+        await raw.expect("RNTO b.txt", 503);
+        await raw.expect("RNFR a.txt", 350);
+        await raw.expect("RNTO b.txt", 250);
+        await raw.expect("RNTO c.txt", 503);
+        assert.equal(await readFile(join(t.home("alice"), "b.txt"), "utf8"), "a");
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("REST is consumed by the next transfer, even a failed one", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "f.txt"), "0123456789");
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        await raw.expect("REST 4", 350);
+        let data = await raw.pasv();
+        raw.send("RETR f.txt");
+        await raw.expectReply(150);
+        assert.equal((await readAll(data)).toString(), "456789");
+        await raw.expectReply(226);
+        data = await raw.pasv();
+        raw.send("RETR f.txt");
+        await raw.expectReply(150);
+        assert.equal((await readAll(data)).toString(), "0123456789");
+        await raw.expectReply(226);
+        await raw.expect("REST 3", 350);
+        await raw.expect("RETR missing.txt", 550);
+        data = await raw.pasv();
+        raw.send("RETR f.txt");
+        await raw.expectReply(150);
+        assert.equal((await readAll(data)).toString(), "0123456789");
+        await raw.expectReply(226);
+        data.destroy();
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("REST beyond the end of the file is 554; REST without a number is 501", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "f.txt"), "0123");
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("REST abc", 501);
+        await raw.expect("REST -1", 501);
+        await raw.expect("REST 99", 350);
+        const data = await raw.pasv();
+        await raw.expect("RETR f.txt", 554);
+        data.destroy();
+        await raw.expect("NOOP", 200);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("commands that need a login are 530 before it; PASS without USER is 503", async () => {
+    await withServer(async (t) => {
+      const raw = await RawClient.connect(t.port);
+      try {
+        for (const line of ["PWD", "CWD /", "LIST", "RETR x", "STOR x", "PASV", "EPSV", "MKD d", "DELE x", "SIZE x", "TYPE I", "REST 1"]) {
+          await raw.expect(line, 530);
+        }
+        await raw.expect("PASS x", 503);
+        await raw.expect("NOOP", 200);
+        await raw.expect("SYST", 215);
+        await raw.login();
+        await raw.expect("PWD", 257);
+        await raw.expect("USER bob", 530);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("unknown verbs are 502, garbage is 500, an empty line is 500", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("XYZZ", 502);
+        await raw.expect("FOO bar", 502);
+        await raw.expect("THISISNOTAVERB", 500);
+        await raw.expect("", 500);
+        await raw.expect("   ", 500);
+        await raw.expect("noop", 200);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("QUIT says 221 and closes; nothing pipelined after it runs", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      raw.sendRaw("QUIT\r\nMKD after-quit\r\n");
+      await raw.expectReply(221);
+      await raw.closed();
+      await assert.rejects(readFile(join(t.home("alice"), "after-quit")), { code: "ENOENT" });
+    });
+  });
+});
+
+describe("PORT, EPRT and EPSV arguments", () => {
+  it("malformed PORT and EPRT are 501, an unknown EPRT family is 522", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        for (const arg of ["1,2,3", "127,0,0,1,300,1", "a,b,c,d,e,f", "127,0,0,1,4,", "127.0.0.1,4,1", "256,0,0,1,4,1"]) {
+          await raw.expect(`PORT ${arg}`, 501);
+        }
+        for (const arg of ["|1|127.0.0.1|", "|1|not-an-ip|5000|", "|1|127.0.0.1|0|", "|1|127.0.0.1|70000|", "1|127.0.0.1|5000|", "|2|127.0.0.1|5000|"]) {
+          await raw.expect(`EPRT ${arg}`, 501);
+        }
+        await raw.expect("EPRT |3|127.0.0.1|5000|", 522);
+        await raw.expect("EPSV 3", 501);
+        await raw.expect("EPSV 2", 522);
+        await raw.expect("NOOP", 200);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("PORT/EPRT to a foreign IP is 500 and to a port below 1024 is 504", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("PORT 10,0,0,1,39,16", 500);
+        await raw.expect("EPRT |1|192.0.2.7|5000|", 500);
+        await raw.expect("PORT 127,0,0,1,0,21", 504);
+        await raw.expect("EPRT |1|127.0.0.1|1023|", 504);
+        await raw.expect("PORT 127,0,0,1,4,0", 200);
+        await raw.expect("LIST", 425);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("after EPSV ALL, PASV, PORT and EPRT are refused and EPSV works", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("EPSV ALL", 200);
+        for (const line of ["PASV", "PORT 127,0,0,1,39,16", "EPRT |1|127.0.0.1|10000|"]) {
+          const r = await raw.cmd(line);
+          assert.ok(r.code >= 500, `${line} → ${r.lines.join("|")}`);
+        }
+        const data = await raw.epsv();
+        raw.send("NLST");
+        await raw.expectReply(150);
+        await readAll(data);
+        await raw.expectReply(226);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});
+
+describe("odd input", () => {
+  it("answers pipelined commands in order", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "p.txt"), "12345");
+      const raw = await RawClient.connect(t.port);
+      try {
+        raw.sendRaw("USER alice\r\nPASS alice-pw\r\nPWD\r\nMKD d\r\nSIZE p.txt\r\nCWD d\r\nPWD\r\nBOGUS\r\nSYST\r\nNOOP\r\n");
+        const codes: number[] = [];
+        for (let i = 0; i < 10; i++) codes.push((await raw.reply()).code);
+        assert.deepEqual(codes, [331, 230, 257, 257, 213, 250, 257, 500, 215, 200]);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("answers a pipelined burst in order without losing any (more than the queue holds)", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        const n = 200;
+        raw.sendRaw(Array.from({ length: n }, (_, i) => (i % 2 === 0 ? "NOOP\r\n" : "PWD\r\n")).join(""));
+        for (let i = 0; i < n; i++) assert.equal((await raw.reply()).code, i % 2 === 0 ? 200 : 257);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("an overlong line gets 500 and the session still works", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        raw.sendRaw(`CWD ${"a".repeat(20_000)}\r\nPWD\r\n`);
+        await raw.expectReply(500);
+        await raw.expectReply(257);
+        raw.sendRaw(`STOR ${"b".repeat(t.config.limits.maxLineLength)}\r\n`);
+        await raw.expectReply(500);
+        await raw.expect("NOOP", 200);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("NUL, CR and other control characters in a path are refused and never forge a reply", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("MKD a\0b", 501);
+        await raw.expect("MKD a\rb", 501);
+        raw.sendRaw("CWD x\r200 forged\r\n");
+        await raw.expectReply(501);
+        await raw.expect("MKD tab\there", 501);
+        await raw.expect("NOOP", 200);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("bare LF line ends are accepted", async () => {
+    await withServer(async (t) => {
+      const raw = await RawClient.connect(t.port);
+      try {
+        raw.sendRaw("USER alice\nPASS alice-pw\nPWD\n");
+        assert.equal((await raw.reply()).code, 331);
+        assert.equal((await raw.reply()).code, 230);
+        assert.equal((await raw.reply()).code, 257);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("telnet IAC IP / IAC DM before ABOR is stripped", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        raw.sendRaw(Buffer.concat([Buffer.from([0xff, 0xf4, 0xff, 0xf2]), Buffer.from("ABOR\r\n")]));
+        const r = await raw.reply();
+        assert.ok(r.code === 225 || r.code === 226, r.lines.join("|"));
+        raw.sendRaw(Buffer.concat([Buffer.from([0xff, 0xfb, 0x01]), Buffer.from("NOOP\r\n")]));
+        await raw.expectReply(200);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("UTF-8 names come back intact in replies", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("OPTS UTF8 ON", 200);
+        const r = await raw.expect("MKD Grüße 日本", 257);
+        assert.equal(r.message, '"/Grüße 日本" created');
+        await raw.expect("CWD Grüße 日本", 250);
+        assert.equal((await raw.expect("PWD", 257)).message, '"/Grüße 日本" is the current directory');
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});
+
+describe("reply formats", () => {
+  it("FEAT lists exactly the working features, one space before each, in the multi-line form", async () => {
+    await withServer(async (t) => {
+      const raw = await RawClient.connect(t.port);
+      try {
+        const r = await raw.expect("FEAT", 211);
+        assert.deepEqual(r.lines, [
+          "211-Features:",
+          " EPRT",
+          " EPSV",
+          " HOST",
+          " MDTM",
+          " MFMT",
+          " MLST type*;size*;modify*;perm*;unix.mode*;",
+          " PASV",
+          " REST STREAM",
+          " SIZE",
+          " TVFS",
+          " UTF8",
+          "211 End",
+        ]);
+        await raw.login();
+        await raw.expect("OPTS MLST type;size;", 200);
+        const after = await raw.expect("FEAT", 211);
+        assert.ok(after.lines.includes(" MLST type*;size*;modify;perm;unix.mode;"), after.lines.join("\n"));
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("HELP lists the commands; HELP <verb> gives its syntax", async () => {
+    await withServer(async (t) => {
+      const raw = await RawClient.connect(t.port);
+      try {
+        const all = await raw.expect("HELP", 214);
+        assert.ok(all.multiline);
+        const verbs = all.lines.slice(1, -1).join(" ");
+        for (const v of ["RETR", "STOR", "EPSV", "MLSD", "FEAT", "ABOR"]) assert.match(verbs, new RegExp(`\\b${v}\\b`));
+        for (const l of all.lines.slice(1, -1)) assert.ok(l.startsWith(" "), l);
+        const one = await raw.expect("HELP retr", 214);
+        assert.match(one.message, /RETR/);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("STAT without a path is 211, with a path is 213 with the listing", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "s.txt"), "abc");
+      const raw = await rawLogin(t);
+      try {
+        const st = await raw.expect("STAT", 211);
+        assert.ok(st.multiline);
+        assert.ok(st.lines.some((l) => l.includes("alice")), st.lines.join("\n"));
+        const p = await raw.expect("STAT /", 213);
+        assert.ok(p.multiline);
+        assert.equal(p.lines.length, 3, p.lines.join("\n"));
+        assert.match(p.lines[1] ?? "", /^ -rw.* 3 .* s\.txt$/);
+        await raw.expect("STAT /missing", 550);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("MLST answers on the control connection with one fact line", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "m.txt"), "abcd");
+      const raw = await rawLogin(t);
+      try {
+        const r = await raw.expect("MLST m.txt", 250);
+        assert.equal(r.lines.length, 3);
+        assert.match(r.lines[1] ?? "", /^ type=file;size=4;modify=\d{14};perm=rawdf;unix\.mode=0\d{3}; \/m\.txt$/);
+        const d = await raw.expect("MLST", 250);
+        assert.match(d.lines[1] ?? "", /^ type=dir;modify=\d{14};perm=elcmpdf;unix\.mode=0\d{3}; \/$/);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("257 doubles a quote in the directory name (RFC 959 appendix II)", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        assert.equal((await raw.expect('MKD say "hi"', 257)).message, '"/say ""hi""" created');
+        await raw.expect('CWD say "hi"', 250);
+        assert.equal((await raw.expect("PWD", 257)).message, '"/say ""hi""" is the current directory');
+        assert.equal((await raw.expect("XPWD", 257)).message, '"/say ""hi""" is the current directory');
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("TYPE, MODE, STRU, ALLO, SYST, NOOP", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        await raw.expect("TYPE A N", 200);
+        await raw.expect("TYPE L 8", 200);
+        await raw.expect("TYPE E", 504);
+        await raw.expect("TYPE Q", 501);
+        await raw.expect("MODE S", 200);
+        await raw.expect("MODE B", 504);
+        await raw.expect("STRU F", 200);
+        await raw.expect("STRU R", 504);
+        await raw.expect("ALLO 100", 202);
+        await raw.expect("SYST", 215);
+        await raw.expect("ABOR", 225);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});

@@ -1,0 +1,417 @@
+/**
+ * Robustness: a filesystem that fails on chosen names (clear replies, the session lives on, a
+ * failed replace keeps the old file, a failed new upload stays resumable), failed logins, idle and
+ * login timeouts, shutdown, junk input with bounded memory, and clients that vanish.
+ */
+import assert from "node:assert/strict";
+import type { FileHandle } from "node:fs/promises";
+import { readdir, readFile, writeFile } from "node:fs/promises";
+import { describe, it } from "node:test";
+import { join } from "node:path";
+import { Readable, Writable } from "node:stream";
+import { JailedFs } from "../src/fs/jail.ts";
+import type { Download, Upload, UploadOptions, VirtualPath } from "../src/fs/types.ts";
+import { basename } from "../src/fs/vpath.ts";
+import type { FsFactory } from "../src/protocol/context.ts";
+import { RawClient, dataConnect, readAll, writeAll } from "./helpers/raw.ts";
+import { payload, rawLogin, withServer } from "./helpers/run.ts";
+import { waitFor } from "./helpers/server.ts";
+
+/** Bytes a failing upload or download moves before its disk error. */
+const FAIL_AFTER = 64 * 1024;
+
+function ioError(code: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(`${code}: simulated`), { code });
+}
+
+/** A write stream onto the real handle that fails with ENOSPC once `limit` bytes are written. */
+function failingWriter(real: FileHandle, start: number, limit: number): Writable & { bytesWritten: number } {
+  let pos = start;
+  const w = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      const room = Math.max(limit - w.bytesWritten, 0);
+      const part = chunk.subarray(0, room);
+      real.write(part, 0, part.length, pos).then(
+        () => {
+          pos += part.length;
+          w.bytesWritten += part.length;
+          cb(part.length < chunk.length ? ioError("ENOSPC") : null);
+        },
+        (err: Error) => cb(err),
+      );
+    },
+  }) as Writable & { bytesWritten: number };
+  w.bytesWritten = 0;
+  return w;
+}
+
+/** An upload whose data stream fails part-way; commit and abort are the real ones. */
+function failingUpload(up: Upload): Upload {
+  const handle = {
+    createWriteStream: (opts: { start?: number }) => failingWriter(up.handle, opts.start ?? up.position, FAIL_AFTER),
+    close: () => up.handle.close(),
+  } as unknown as FileHandle;
+  return { ...up, handle, commit: () => up.commit(), abort: () => up.abort() };
+}
+
+/** A download whose read stream sends FAIL_AFTER bytes and then fails with EIO. */
+function failingDownload(dl: Download): Download {
+  const handle = {
+    createReadStream: () => {
+      let sent = false;
+      const r = new Readable({
+        read() {
+          if (!sent) {
+            sent = true;
+            this.push(Buffer.alloc(FAIL_AFTER, 0x61));
+          } else this.destroy(ioError("EIO"));
+        },
+      }) as Readable & { bytesRead: number };
+      r.bytesRead = FAIL_AFTER;
+      return r;
+    },
+    close: () => dl.handle.close(),
+  } as unknown as FileHandle;
+  return { ...dl, handle };
+}
+
+/** JailedFs that fails: uploads of "fail-*" (once per name) mid-way, downloads of "broken-*"
+ * mid-way, opening "eio-*" at once, and listing "eio-*". */
+const failingFs: FsFactory = async (home) => {
+  const fs = await JailedFs.open(home);
+  const failed = new Set<string>();
+  const openUpload = fs.openUpload.bind(fs);
+  const openDownload = fs.openDownload.bind(fs);
+  const list = fs.list.bind(fs);
+  fs.openUpload = async (v: VirtualPath, opts: UploadOptions) => {
+    const up = await openUpload(v, opts);
+    if (!basename(v).startsWith("fail-") || failed.has(v)) return up;
+    failed.add(v);
+    return failingUpload(up);
+  };
+  fs.openDownload = async (v: VirtualPath) => {
+    if (basename(v).startsWith("eio-")) throw ioError("EIO");
+    const dl = await openDownload(v);
+    return basename(v).startsWith("broken-") ? failingDownload(dl) : dl;
+  };
+  fs.list = async (v: VirtualPath) => {
+    if (basename(v).startsWith("eio-")) throw ioError("EIO");
+    return list(v);
+  };
+  return fs;
+};
+
+async function upload(raw: RawClient, name: string, data: Buffer, rest?: number): Promise<number> {
+  if (rest !== undefined) await raw.expect(`REST ${rest}`, 350);
+  const sock = await raw.pasv();
+  raw.send(`STOR ${name}`);
+  await raw.expectReply(150);
+  await writeAll(sock, data).catch(() => undefined);
+  return (await raw.reply()).code;
+}
+
+describe("a filesystem that fails", () => {
+  it("a failed replace answers 452 and leaves the old file intact, with no temp file", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("alice");
+        await writeFile(join(home, "fail-old.bin"), "precious old content");
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          assert.equal(await upload(raw, "fail-old.bin", payload(300_000)), 452);
+          assert.equal(await readFile(join(home, "fail-old.bin"), "utf8"), "precious old content");
+          assert.deepEqual(await readdir(home), ["fail-old.bin"]);
+          await raw.expect("NOOP", 200);
+          assert.equal(await upload(raw, "fail-old.bin", payload(300_000)), 226);
+          assert.deepEqual(await readFile(join(home, "fail-old.bin")), payload(300_000));
+        } finally {
+          await raw.close();
+        }
+      },
+      { openFs: failingFs },
+    );
+  });
+
+  it("a failed new upload keeps its partial data, and REST + STOR completes it", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("alice");
+        const data = payload(300_000);
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          assert.equal(await upload(raw, "fail-new.bin", data), 452);
+          const size = Number((await raw.expect("SIZE fail-new.bin", 213)).message);
+          assert.equal(size, FAIL_AFTER);
+          assert.equal(await upload(raw, "fail-new.bin", data.subarray(size), size), 226);
+          assert.deepEqual(await readFile(join(home, "fail-new.bin")), data);
+        } finally {
+          await raw.close();
+        }
+      },
+      { openFs: failingFs },
+    );
+  });
+
+  it("a download that fails part-way is a 4xx after the partial data; the session goes on", async () => {
+    await withServer(
+      async (t) => {
+        await writeFile(join(t.home("alice"), "broken-a.bin"), payload(500_000));
+        await writeFile(join(t.home("alice"), "eio-b.bin"), "x");
+        const raw = await rawLogin(t);
+        try {
+          const sock = await raw.pasv();
+          raw.send("RETR broken-a.bin");
+          await raw.expectReply(150);
+          const got = await readAll(sock);
+          assert.ok(got.length <= FAIL_AFTER, String(got.length));
+          const r = await raw.reply();
+          assert.ok(r.code >= 400 && r.code < 500, r.lines.join("|"));
+          assert.ok(!r.message.includes(t.root), r.message);
+          await raw.expect("RETR eio-b.bin", 451);
+          const again = await raw.pasv();
+          await raw.expect("LIST eio-dir", 451);
+          again.destroy();
+          await raw.expect("PWD", 257);
+        } finally {
+          await raw.close();
+        }
+      },
+      { openFs: failingFs },
+    );
+  });
+});
+
+describe("logins", () => {
+  it("unknown user and wrong password get the same 530; the third failure closes the connection", async () => {
+    await withServer(async (t) => {
+      const raw = await RawClient.connect(t.port);
+      try {
+        const delay = t.config.limits.failedLoginDelay * 1000;
+        await raw.expect("USER nobody", 331);
+        let started = Date.now();
+        const unknown = await raw.expect("PASS whatever", 530);
+        assert.ok(Date.now() - started >= delay - 5, "unknown user answered early");
+        await raw.expect("USER alice", 331);
+        started = Date.now();
+        const wrong = await raw.expect("PASS wrong", 530);
+        assert.ok(Date.now() - started >= delay - 5, "wrong password answered early");
+        assert.deepEqual(unknown.lines, wrong.lines);
+        await raw.expect("USER alice", 331);
+        await raw.expect("PASS alsowrong", 530);
+        await raw.closed();
+      } finally {
+        await raw.close();
+      }
+      assert.ok(!JSON.stringify(t.logs).includes("alsowrong"), "a password was logged");
+    });
+  });
+
+  it("nothing pipelined after the closing failure runs, not even a good login", async () => {
+    await withServer(async (t) => {
+      const raw = await RawClient.connect(t.port);
+      try {
+        raw.sendRaw("USER alice\r\nPASS x\r\n".repeat(3) + "USER alice\r\nPASS alice-pw\r\nMKD pwned\r\n");
+        for (let i = 0; i < 3; i++) {
+          await raw.expectReply(331);
+          await raw.expectReply(530);
+        }
+        await raw.closed();
+        await assert.rejects(readdir(join(t.home("alice"), "pwned")), { code: "ENOENT" });
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("a good login after two failures works", async () => {
+    await withServer(async (t) => {
+      const raw = await RawClient.connect(t.port);
+      try {
+        for (let i = 0; i < 2; i++) {
+          await raw.expect("USER alice", 331);
+          await raw.expect("PASS nope", 530);
+        }
+        await raw.login();
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});
+
+describe("timeouts and shutdown", () => {
+  it("an idle session gets 421 after limits.idleTimeout", async () => {
+    await withServer(
+      async (t) => {
+        const raw = await rawLogin(t);
+        try {
+          const r = await raw.expectReply(421, 3000);
+          assert.match(r.message, /idle/i);
+          await raw.closed();
+        } finally {
+          await raw.close();
+        }
+      },
+      { config: { limits: { idleTimeout: 0.5 } } },
+    );
+  });
+
+  it("a transfer longer than the idle timeout is not cut; the idle timer starts again after it", async () => {
+    await withServer(
+      async (t) => {
+        await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(16 << 20));
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          const sock = await raw.pasv();
+          sock.pause();
+          raw.send("RETR big.bin");
+          await raw.expectReply(150);
+          await new Promise((r) => setTimeout(r, 900));
+          sock.resume();
+          assert.equal((await readAll(sock)).length, 16 << 20);
+          await raw.expectReply(226);
+          await raw.expectReply(421, 3000);
+          await raw.closed();
+        } finally {
+          await raw.close();
+        }
+      },
+      { config: { limits: { idleTimeout: 0.4 } } },
+    );
+  });
+
+  it("a connection that never logs in gets 421 after limits.loginTimeout", async () => {
+    await withServer(
+      async (t) => {
+        const raw = await RawClient.connect(t.port);
+        try {
+          raw.send("NOOP");
+          await raw.expectReply(200);
+          await raw.expectReply(421, 3000);
+          await raw.closed();
+        } finally {
+          await raw.close();
+        }
+      },
+      { config: { limits: { loginTimeout: 0.5 } } },
+    );
+  });
+
+  it("shutdown tells idle sessions 421, lets a running transfer finish, then refuses connections", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "big.bin"), payload(2 << 20));
+      const idle = await rawLogin(t);
+      const busy = await rawLogin(t);
+      try {
+        await busy.expect("TYPE I", 200);
+        const sock = await busy.pasv();
+        sock.pause();
+        busy.send("RETR big.bin");
+        await busy.expectReply(150);
+        const stopping = t.server.shutdown(3000);
+        await idle.expectReply(421);
+        await idle.closed();
+        await assert.rejects(RawClient.open(t.port));
+        sock.resume();
+        assert.equal((await readAll(sock)).length, 2 << 20);
+        await busy.expectReply(226);
+        await busy.expectReply(421);
+        await stopping;
+        await busy.closed();
+      } finally {
+        await idle.close();
+        await busy.close();
+      }
+    });
+  });
+
+  it("shutdown aborts a transfer that outlives the grace time", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(16 << 20));
+      const raw = await rawLogin(t);
+      try {
+        const sock = await raw.pasv();
+        sock.pause();
+        raw.send("RETR big.bin");
+        await raw.expectReply(150);
+        const started = Date.now();
+        await t.server.shutdown(300);
+        assert.ok(Date.now() - started < 2000);
+        await raw.closed();
+        sock.destroy();
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});
+
+describe("junk input", () => {
+  it("5 MB without a line end before login: 500, bounded memory, and the server lives on", async () => {
+    await withServer(async (t) => {
+      const raw = await RawClient.connect(t.port);
+      try {
+        global.gc?.();
+        const before = process.memoryUsage();
+        const chunk = Buffer.alloc(64 * 1024, 0x41);
+        for (let i = 0; i < 80; i++) {
+          if (!raw.socket.write(chunk)) await new Promise((r) => raw.socket.once("drain", r));
+        }
+        await raw.expectReply(500);
+        const after = process.memoryUsage();
+        const grown = after.rss - before.rss;
+        assert.ok(grown < 64 << 20, `rss grew by ${grown >> 20} MB`);
+        assert.ok(after.arrayBuffers - before.arrayBuffers < 16 << 20, "buffers grew");
+        raw.sendRaw("\r\nNOOP\r\n");
+        await raw.expectReply(200);
+        const other = await rawLogin(t);
+        await other.close();
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("binary junk with line ends, sent without reading replies, is answered and bounded", async () => {
+    await withServer(async (t) => {
+      const raw = await RawClient.connect(t.port);
+      try {
+        const junk = Buffer.concat([Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x7f]), Buffer.from(" junk \x01\x02\r\n")]);
+        const block = Buffer.concat(Array.from({ length: 4096 }, () => junk));
+        for (let i = 0; i < 16; i++) {
+          if (!raw.socket.write(block)) await new Promise((r) => raw.socket.once("drain", r));
+        }
+        raw.send("NOOP");
+        let last = await raw.reply();
+        while (last.code === 500) last = await raw.reply();
+        assert.equal(last.code, 200);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("survives clients that reset the connection mid-transfer", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(8 << 20));
+      for (let i = 0; i < 3; i++) {
+        const raw = await rawLogin(t);
+        const port = await raw.epsvPort();
+        const sock = await dataConnect(port);
+        sock.pause();
+        raw.send(i === 1 ? "STOR up.bin" : "RETR big.bin");
+        await raw.expectReply(150);
+        if (i === 1) sock.write(payload(10_000));
+        sock.resetAndDestroy();
+        raw.socket.resetAndDestroy();
+      }
+      assert.ok(await waitFor(() => t.server.sessions.size === 0, 2000));
+      const raw = await rawLogin(t);
+      await raw.expect("NOOP", 200);
+      await raw.close();
+    });
+  });
+});
