@@ -81,13 +81,10 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
       return;
     }
     let control: Socket = socket;
-    let tlsContext = null;
-    if (implicit && tls) {
-      tlsContext = tls.sessionContext();
-      control = tls.wrap(socket, tlsContext);
-    }
+    const binding = implicit && tls ? tls.binding() : null;
+    if (binding && tls) control = tls.wrapControl(socket, binding);
     const session = new Session(control, context, dispatcher, randomBytes(4).toString("hex"));
-    session.tlsContext = tlsContext;
+    session.tlsBinding = binding;
     sessions.add(session);
     perAddress.set(remote, (perAddress.get(remote) ?? 0) + 1);
     session.onClosed = () => {

@@ -7,6 +7,7 @@ import path from "node:path";
 import { stringify } from "yaml";
 import { configFilePath, loadConfig, redactConfig, resolvePath } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
+import type { Logger } from "../log/logger.ts";
 import { UserStore, type UserInfo } from "../auth/store.ts";
 import type { ParsedCommand } from "./args.ts";
 import { newPassword, type Streams } from "./prompt.ts";
@@ -24,11 +25,12 @@ export function configFor(cmd: ParsedCommand, ctx: CliContext): Config {
 }
 
 /** The user store of `config`, with paths resolved against the working directory. */
-export function storeFor(config: Config, cwd: string): UserStore {
+export function storeFor(config: Config, cwd: string, logger?: Logger): UserStore {
   return new UserStore({
     file: resolvePath(config.users.file, cwd),
     storageRoot: resolvePath(config.storage.root, cwd),
     bcryptCost: config.users.bcryptCost,
+    logger,
   });
 }
 

@@ -43,20 +43,24 @@ function version(): string {
   return pkg.version ?? "unknown";
 }
 
-/** Starts the server and runs until SIGINT/SIGTERM (a signal during start-up is kept for after). */
+/** Starts the server and runs until SIGINT/SIGTERM; a signal during start-up is kept for after. */
 async function serve(cmd: ParsedCommand): Promise<number> {
-  let early: NodeJS.Signals | undefined;
-  const onEarlySignal = (signal: NodeJS.Signals): void => {
-    if (early !== undefined) process.exit(0);
-    early = signal;
+  // One listener for the whole run: removing the last one, even briefly, restores the default action.
+  let first: NodeJS.Signals | undefined;
+  let onFirst: ((signal: NodeJS.Signals) => void) | undefined;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (first !== undefined) process.exit(0);
+    first = signal;
+    onFirst?.(signal);
   };
-  process.on("SIGINT", onEarlySignal);
-  process.on("SIGTERM", onEarlySignal);
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   const serving = await startServing(cmd, ctx);
-  process.off("SIGINT", onEarlySignal);
-  process.off("SIGTERM", onEarlySignal);
   catchFatal(serving.logger);
-  return untilStopped(serving, early);
+  return new Promise((resolve) => {
+    onFirst = (signal) => resolve(stop(serving, signal));
+    if (first !== undefined) onFirst(first);
+  });
 }
 
 /** Logs an error that escaped every handler and exits 1. */
@@ -70,34 +74,23 @@ function catchFatal(logger: Serving["logger"]): void {
   process.on("unhandledRejection", fatal);
 }
 
-/** Resolves with the exit status once a signal has drained the server; a second signal exits at once. */
-function untilStopped({ server, config, logger }: Serving, early: NodeJS.Signals | undefined): Promise<number> {
+/** Drains the server within its grace period; resolves with the exit status. */
+function stop({ server, config, logger }: Serving, signal: NodeJS.Signals): Promise<number> {
   const graceMs = config.limits.shutdownGrace * 1000;
+  logger.info({ signal, graceMs }, "shutting down (a second signal exits at once)");
   return new Promise((resolve) => {
-    let stopping = false;
-    const onSignal = (signal: NodeJS.Signals): void => {
-      if (stopping) {
-        logger.warn({ signal }, "second signal; exiting now");
-        process.exit(0);
-      }
-      stopping = true;
-      logger.info({ signal, graceMs }, "shutting down");
-      // Backstop: a shutdown that overruns its grace by far must not keep the process alive.
-      setTimeout(() => {
-        logger.warn("shutdown overran its grace period; exiting");
-        resolve(0);
-      }, graceMs + 5000).unref();
-      server.shutdown(graceMs).then(
-        () => resolve(0),
-        (err: unknown) => {
-          logger.error({ err }, "shutdown failed");
-          resolve(1);
-        },
-      );
-    };
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
-    if (early !== undefined) onSignal(early);
+    // Backstop: a shutdown that overruns its grace by far must not keep the process alive.
+    setTimeout(() => {
+      logger.warn("shutdown overran its grace period; exiting");
+      resolve(0);
+    }, graceMs + 5000).unref();
+    server.shutdown(graceMs).then(
+      () => resolve(0),
+      (err: unknown) => {
+        logger.error({ err }, "shutdown failed");
+        resolve(1);
+      },
+    );
   });
 }
 

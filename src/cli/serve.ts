@@ -30,7 +30,7 @@ const LISTEN_ERRORS = new Set(["EADDRINUSE", "EACCES", "EADDRNOTAVAIL", "EPERM"]
 export async function startServing(cmd: ParsedCommand, ctx: CliContext): Promise<Serving> {
   const config = configFor(cmd, ctx);
   const logger = createLogger({ level: config.log.level, pretty: config.log.pretty, destination: ctx.stdout });
-  const users = storeFor(config, ctx.cwd);
+  const users = storeFor(config, ctx.cwd, logger);
   announceFirstUser(await users.ensureFirstUser(ctx.env), ctx, logger);
   const guard = new FailureGuard({
     maxFailures: config.limits.maxFailuresPerAddress,

@@ -58,7 +58,8 @@ export function makeSelfSigned(hosts: readonly string[], days = 825): { cert: st
   const { publicKey, privateKey } = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
   const sigAlg = seq(oid("1.2.840.10045.4.3.2"));
   const serial = randomBytes(16);
-  serial[0] = (serial[0] as number) & 0x7f;
+  // DER INTEGER: positive (top bit clear) and minimal (no leading 0x00 byte), or OpenSSL rejects it.
+  serial[0] = ((serial[0] as number) & 0x7f) | 0x40;
   const now = new Date(Date.now() - 60_000);
   const until = new Date(now.getTime() + days * 86_400_000);
   const sans = hosts.map((h) => (isIP(h) ? tlv(0x87, ipBytes(h)) : tlv(0x82, Buffer.from(h, "ascii"))));

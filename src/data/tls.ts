@@ -1,16 +1,19 @@
 /**
- * TLS for the control and data connections (RFC 4217). Each control connection gets its own
- * SecureContext with its own session-ticket keys, and its data connections use that same context:
- * a data connection can resume only its own control connection's session, which is what
- * `tls.requireSessionReuse` checks (a foreign or fresh session is refused). Certificates are re-read
- * when their files change, without touching running sessions.
+ * TLS for the control and data connections (RFC 4217). Each control connection gets a TlsBinding:
+ * its own SecureContext (own session-ticket keys) and its own session-ID cache, and its data
+ * connections use that same binding. A data connection can therefore resume only its own control
+ * connection's session, which is what `tls.requireSessionReuse` checks (a foreign or fresh session
+ * is refused). Certificates are re-read when their files change, without touching running sessions.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import { EventEmitter } from "node:events";
 import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import type { Socket } from "node:net";
+import type { Server, Socket } from "node:net";
+import { Duplex } from "node:stream";
 import { createSecureContext, TLSSocket, type SecureContext } from "node:tls";
 import type { Logger } from "pino";
+import { ConfigError } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { FtpError } from "../protocol/errors.ts";
 import { makeSelfSigned } from "./selfsigned.ts";
@@ -30,11 +33,15 @@ const CIPHERS = [
 
 /** How long a control session's TLS session stays resumable by its data connections (seconds). */
 const SESSION_LIFETIME = 86_400;
+/** Session IDs kept per control connection (one per control handshake, plus TLS 1.3 tickets). */
+const MAX_CACHED_SESSIONS = 8;
+/** Session secrets kept per control connection (its own, and tickets of its data connections). */
+const MAX_SECRETS = 64;
 
 /** What a session needs of the TLS provider (kept small for tests). */
 export interface TlsSessionState {
   readonly protectData: boolean;
-  tlsContext: SecureContext | null;
+  tlsBinding: TlsBinding | null;
   readonly log: Logger;
   readonly ctx: { readonly config: Config };
 }
@@ -48,15 +55,120 @@ interface Material {
   readonly stamp: string;
 }
 
-/** Config error naming a key, raised when the certificate cannot be loaded. */
-export class TlsConfigError extends Error {
-  constructor(
-    readonly key: string,
-    message: string,
-  ) {
-    super(message);
+/** Config error naming a key (`tls.cert`, `tls.key`), raised when the certificate cannot be loaded. */
+export class TlsConfigError extends ConfigError {
+  constructor(key: string, message: string) {
+    super(key, message);
     this.name = "TlsConfigError";
   }
+}
+
+/**
+ * The TLS identity of one control connection, shared with its data connections: the context whose
+ * ticket keys only this connection knows, the secrets of the sessions it issued, and a session-ID
+ * cache for clients that resume by ID rather than ticket (curl over TLS 1.2 offers no ticket).
+ *
+ * A data connection is accepted only if it resumed a session whose secret this control connection
+ * issued, directly or through one of its accepted data connections (clients such as basic-ftp use
+ * the ticket a data connection gave them for the next one). A data connection that did a full
+ * handshake also receives tickets; their secrets are never recorded, so a same-address intruder
+ * that got refused once cannot come back with them.
+ */
+export class TlsBinding {
+  private readonly sessions = new Map<string, Buffer>();
+  private readonly secrets = new Set<string>();
+
+  constructor(
+    /** The context of the control socket and of its data sockets. */
+    readonly context: SecureContext,
+  ) {}
+
+  /** Node's `server` hooks for the control socket: its sessions are this binding's. */
+  controlEvents(t: () => TLSSocket | null): EventEmitter {
+    const events = new EventEmitter();
+    events.on("newSession", (id: Buffer, der: Buffer, done: () => void) => {
+      this.remember(der, id);
+      done();
+    });
+    events.on("resumeSession", (_id: Buffer, cb: (err: null, der: Buffer | null) => void) => cb(null, null));
+    // TLS 1.2 issues no 'newSession' for ticket clients: take the secret from the finished handshake.
+    events.on("secure", () => {
+      const der = t()?.getSession();
+      if (der) this.remember(der, null);
+    });
+    return events;
+  }
+
+  /** Node's `server` hooks for a data socket: it may resume the control's sessions. */
+  dataEvents(t: () => TLSSocket | null): EventEmitter {
+    const events = new EventEmitter();
+    let accepted = false;
+    events.on("secure", () => {
+      const socket = t();
+      accepted = socket !== null && this.resumedOwnSession(socket);
+    });
+    // TLS 1.3 tickets are issued after the handshake: the next data connection may present them.
+    events.on("newSession", (_id: Buffer, der: Buffer, done: () => void) => {
+      if (accepted) this.remember(der, null);
+      done();
+    });
+    events.on("resumeSession", (id: Buffer, cb: (err: null, der: Buffer | null) => void) => {
+      cb(null, this.sessions.get(id.toString("hex")) ?? null);
+    });
+    return events;
+  }
+
+  /** True when the socket's handshake resumed a session this binding issued. */
+  resumedOwnSession(t: TLSSocket): boolean {
+    if (!t.isSessionReused()) return false;
+    const secret = secretOf(t.getSession());
+    return secret !== null && this.secrets.has(secret);
+  }
+
+  private remember(der: Buffer, id: Buffer | null): void {
+    const secret = secretOf(der);
+    if (secret === null) return;
+    bounded(this.secrets, secret);
+    if (id !== null && id.length > 0) {
+      this.sessions.set(id.toString("hex"), der);
+      if (this.sessions.size > MAX_CACHED_SESSIONS) this.sessions.delete(this.sessions.keys().next().value as string);
+    }
+  }
+}
+
+function bounded(set: Set<string>, value: string): void {
+  set.delete(value);
+  set.add(value);
+  if (set.size > MAX_SECRETS) set.delete(set.values().next().value as string);
+}
+
+/**
+ * A digest of the session secret in a DER SSL_SESSION (OpenSSL's SSL_SESSION_ASN1: a SEQUENCE of
+ * version, ssl_version, cipher, session_id, master_key, ...), or null when there is none yet.
+ */
+export function secretOf(der: Buffer | undefined): string | null {
+  if (!der) return null;
+  let p = 0;
+  const header = (tag: number): number | null => {
+    if (der[p] !== tag) return null;
+    let len = der[p + 1] ?? 0;
+    p += 2;
+    if (len & 0x80) {
+      const n = len & 0x7f;
+      len = 0;
+      for (let i = 0; i < n; i++) len = len * 256 + (der[p++] ?? 0);
+    }
+    return p + len <= der.length ? len : null;
+  };
+  if (header(0x30) === null) return null;
+  for (const tag of [0x02, 0x02, 0x04, 0x04]) {
+    const len = header(tag);
+    if (len === null) return null;
+    p += len;
+  }
+  const len = header(0x04);
+  if (len === null || len === 0) return null;
+  return createHash("sha256").update(der.subarray(p, p + len)).digest("hex");
 }
 
 /** Loads certificates and makes TLS sockets for control and data connections. */
@@ -83,35 +195,22 @@ export class TlsProvider {
       ensureSelfSigned(certPath, keyPath, logger);
     } else if (!certPath || !keyPath) {
       const missing = certPath ? "tls.key" : "tls.cert";
-      throw new TlsConfigError(missing, `config: ${missing} must be set when the other one is`);
+      throw new TlsConfigError(missing, `${missing} must be set when the other one is`);
     }
     return new TlsProvider(loadMaterial(certPath, keyPath), logger);
   }
 
-  /** A fresh context for one control connection: its own ticket keys, shared with its data sockets. */
-  sessionContext(): SecureContext {
+  /** A fresh binding for one control connection (own ticket keys, own session cache). */
+  binding(): TlsBinding {
     this.maybeReload();
-    const ctx = createSecureContext({
-      cert: this.material.cert,
-      key: this.material.key,
-      minVersion: "TLSv1.2",
-      ciphers: CIPHERS,
-      honorCipherOrder: true,
-      sessionTimeout: SESSION_LIFETIME,
-      ticketKeys: randomBytes(48),
-    });
-    return ctx;
+    return new TlsBinding(this.newContext());
   }
 
-  /** Server-side TLS over an accepted TCP socket (control or data). */
-  wrap(socket: Socket, context: SecureContext): TLSSocket {
-    const t = new TLSSocket(socket, {
-      isServer: true,
-      secureContext: context,
-      ALPNProtocols: ["ftp"],
-      requestCert: false,
-    });
-    t.on("error", () => undefined);
+  /** Server-side TLS over an accepted control connection (implicit port, or after AUTH TLS). */
+  wrapControl(socket: Socket, binding: TlsBinding): TLSSocket {
+    let t: TLSSocket | null = null;
+    const events = binding.controlEvents(() => t);
+    t = this.wrap(socket, binding.context, events);
     return t;
   }
 
@@ -119,19 +218,31 @@ export class TlsProvider {
    * For PROT P: wraps the data socket at once (curl starts its handshake as soon as it connects),
    * sends 150 without waiting for the handshake (lftp and ftplib start it only after 150), then
    * waits for the handshake and checks the session was resumed from this control connection.
+   * An upload's socket also checks that the client ends it with close_notify (see EofGuard).
    */
-  async secureData(s: TlsSessionState, socket: Socket, send150: () => void): Promise<Socket> {
-    if (!s.protectData || !s.tlsContext) {
+  async secureData(
+    s: TlsSessionState,
+    socket: Socket,
+    send150: () => void,
+    opts: { readonly upload: boolean } = { upload: false },
+  ): Promise<Socket> {
+    const binding = s.tlsBinding;
+    if (!s.protectData || !binding) {
       send150();
       return socket;
     }
-    const t = this.wrap(socket, s.tlsContext);
+    const guard = opts.upload ? new EofGuard(socket) : null;
+    let t: TLSSocket | null = null;
+    const events = binding.dataEvents(() => t);
+    t = this.wrap(guard ?? socket, binding.context, events);
+    guard?.watch(t);
     send150();
     await handshake(t, s.ctx.config.limits.dataTimeout * 1000);
-    if (s.ctx.config.tls.requireSessionReuse && !t.isSessionReused()) {
+    if (s.ctx.config.tls.requireSessionReuse && !binding.resumedOwnSession(t)) {
+      const resumed = t.isSessionReused();
       t.destroy();
-      s.log.warn({ event: "tls-data-refused" }, "data connection did not resume the control TLS session");
-      throw new FtpError(522, "Data connection refused: it must resume the control connection's TLS session");
+      s.log.warn({ event: "tls-data-refused", resumed }, "data connection did not resume the control connection's TLS session");
+      throw new FtpError(522, "Data connection refused: it must resume this control connection's TLS session");
     }
     return t;
   }
@@ -151,6 +262,103 @@ export class TlsProvider {
       this.logger.warn({ event: "tls-reload", error: (err as Error).message }, "TLS certificate reload failed; keeping the old one");
     }
   }
+
+  private newContext(): SecureContext {
+    return createSecureContext({
+      cert: this.material.cert,
+      key: this.material.key,
+      minVersion: "TLSv1.2",
+      ciphers: CIPHERS,
+      honorCipherOrder: true,
+      sessionTimeout: SESSION_LIFETIME,
+      ticketKeys: randomBytes(48),
+    });
+  }
+
+  private wrap(socket: Socket | Duplex, context: SecureContext, events: EventEmitter): TLSSocket {
+    const t = new TLSSocket(socket as Socket, {
+      isServer: true,
+      secureContext: context,
+      ALPNProtocols: ["ftp"],
+      requestCert: false,
+      // Node asks its `server` for session-ID storage ('newSession'/'resumeSession'); the binding
+      // answers instead, so each control connection has its own cache.
+      server: events as unknown as Server,
+    });
+    t.on("error", () => undefined);
+    // Relayed so the binding sees each finished handshake before anything else runs.
+    t.once("secure", () => events.emit("secure"));
+    return t;
+  }
+}
+
+/**
+ * Sits between an upload's TCP socket and its TLS socket. Node reports a TCP FIN without TLS
+ * close_notify as a normal end of stream, so a truncated upload would look complete. The guard
+ * feeds the ciphertext through and, when TCP ends, checks whether TLS has already seen the
+ * client's close_notify (Node ends the TLS stream as soon as it reads one): if not, the stream is
+ * failed with 426 instead of ended, and the upload is aborted rather than published.
+ */
+class EofGuard extends Duplex {
+  private tls: TLSSocket | null = null;
+  private tcpEnded = false;
+  private settled = false;
+
+  constructor(private readonly raw: Socket) {
+    super({ allowHalfOpen: true });
+    raw.on("data", (chunk: Buffer) => {
+      if (!this.push(chunk)) raw.pause();
+    });
+    raw.on("end", () => this.tcpEnd());
+    // A reset is an end without close_notify unless TLS already had it.
+    raw.on("error", () => this.tcpEnd());
+    raw.on("close", () => this.tcpEnd());
+  }
+
+  /** The TLS socket reading from this guard. */
+  watch(tls: TLSSocket): void {
+    this.tls = tls;
+  }
+
+  override _read(): void {
+    if (this.tcpEnded) this.settle();
+    else this.raw.resume();
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.raw.destroyed) cb();
+    else this.raw.write(chunk, () => cb());
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    this.raw.end();
+    cb();
+  }
+
+  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+    this.raw.destroy();
+    cb(err);
+  }
+
+  private tcpEnd(): void {
+    this.tcpEnded = true;
+    this.settle();
+  }
+
+  /** Decides once every received byte has gone to TLS (nothing left in this guard's buffer). */
+  private settle(): void {
+    if (this.settled || this.readableLength > 0 || this.destroyed) return;
+    this.settled = true;
+    if (this.tls !== null && tlsEnded(this.tls)) this.push(null);
+    else this.destroy(new FtpError(426, "Transfer aborted: data connection closed without TLS close_notify"));
+  }
+}
+
+/** True once the TLS stream has reached its end (for a TLS socket: close_notify was received). */
+function tlsEnded(t: TLSSocket): boolean {
+  // `readableEnded` waits until the consumer has read everything; the end itself is recorded at once.
+  const state = (t as unknown as { _readableState?: { ended?: boolean } })._readableState;
+  return t.readableEnded || state?.ended === true;
 }
 
 function handshake(t: TLSSocket, timeoutMs: number): Promise<void> {
@@ -159,14 +367,20 @@ function handshake(t: TLSSocket, timeoutMs: number): Promise<void> {
     const fail = (why: string): void => {
       clearTimeout(timer);
       t.destroy();
-      reject(new FtpError(425, `Can't open data connection: TLS handshake ${why}`));
+      // A client that sends plaintext after PROT P ends up here too (curl 7.87-7.88 in active mode).
+      reject(new FtpError(425, `Can't open data connection: TLS handshake ${why} (PROT P: the data connection must use TLS)`));
     };
     t.once("secure", () => {
       clearTimeout(timer);
-      resolvePromise();
+      t.removeListener("close", onClose);
+      // After a full TLS 1.3 handshake OpenSSL writes its session tickets once 'secure' returns.
+      // Data (and close_notify) sent in the same turn would go out before them, and Python's
+      // ssl unwrap() then fails with SHUTDOWN_WHILE_IN_INIT: start on the next turn.
+      setImmediate(resolvePromise);
     });
     t.once("error", () => fail("failed"));
-    t.once("close", () => fail("interrupted"));
+    const onClose = (): void => fail("interrupted");
+    t.once("close", onClose);
   });
 }
 
@@ -179,30 +393,42 @@ function stampOf(certPath: string, keyPath: string): string {
 function loadMaterial(certPath: string, keyPath: string): Material {
   let cert: Buffer;
   let key: Buffer;
-  let stamp: string;
   try {
-    stamp = stampOf(certPath, keyPath);
     cert = readFileSync(certPath);
-  } catch {
-    throw new TlsConfigError("tls.cert", `config: tls.cert cannot be read (${certPath})`);
+  } catch (err) {
+    throw new TlsConfigError("tls.cert", `tls.cert cannot be read: ${certPath} (${errnoText(err)})`);
   }
   try {
     key = readFileSync(keyPath);
+  } catch (err) {
+    throw new TlsConfigError("tls.key", `tls.key cannot be read: ${keyPath} (${errnoText(err)})`);
+  }
+  try {
+    createSecureContext({ cert });
   } catch {
-    throw new TlsConfigError("tls.key", `config: tls.key cannot be read (${keyPath})`);
+    throw new TlsConfigError("tls.cert", `tls.cert is not a PEM certificate: ${certPath}`);
   }
   try {
     createSecureContext({ cert, key });
   } catch {
-    throw new TlsConfigError("tls.cert", "config: tls.cert and tls.key are not a valid PEM certificate and matching key");
+    throw new TlsConfigError("tls.key", `tls.key is not a PEM private key matching tls.cert: ${keyPath}`);
   }
-  return { cert, key, certPath, keyPath, stamp };
+  return { cert, key, certPath, keyPath, stamp: stampOf(certPath, keyPath) };
+}
+
+function errnoText(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === "ENOENT") return "no such file";
+  if (code === "EACCES" || code === "EPERM") return "permission denied";
+  if (code === "EISDIR") return "is a directory";
+  return code ?? "unreadable";
 }
 
 function ensureSelfSigned(certPath: string, keyPath: string, logger: Logger): void {
   try {
     statSync(certPath);
     statSync(keyPath);
+    logger.warn({ event: "tls-selfsigned", cert: certPath }, "TLS uses a self-signed certificate; set tls.cert and tls.key to a real one");
     return;
   } catch {
     // not there yet: make one

@@ -151,10 +151,16 @@ async function run(
   finishSocket(socket);
 }
 
-/** After a successful transfer: let the peer close; make sure the socket goes away regardless. */
+/**
+ * After a successful transfer: end our side too (after an upload: TLS close_notify, then FIN;
+ * Python's ssl `unwrap()` waits for that close_notify), let the peer close, and make sure the
+ * socket goes away regardless.
+ */
 function finishSocket(socket: Socket): void {
   socket.setTimeout(10_000, () => socket.destroy());
   socket.resume();
+  if (!socket.writableEnded) socket.end();
+  if (socket.readableEnded) return;
   socket.once("end", () => socket.destroy());
 }
 

@@ -6,11 +6,12 @@
  */
 import { once } from "node:events";
 import type { Socket } from "node:net";
-import type { SecureContext, TLSSocket } from "node:tls";
+import type { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import type { User } from "../auth/types.ts";
 import { unmapIPv4 } from "../data/address.ts";
 import type { DataChannel } from "../data/channel.ts";
+import type { TlsBinding } from "../data/tls.ts";
 import type { Transfer } from "../data/transfer.ts";
 import type { JailedFs } from "../fs/jail.ts";
 import type { VirtualPath } from "../fs/types.ts";
@@ -72,8 +73,8 @@ export class Session {
   clientName: string | null = null;
   /** The control connection is TLS (implicit port, or after AUTH TLS). */
   secure: boolean;
-  /** This connection's TLS context (own ticket keys), shared with its data connections. */
-  tlsContext: SecureContext | null = null;
+  /** This connection's TLS identity (own ticket keys and session cache), shared with its data connections. */
+  tlsBinding: TlsBinding | null = null;
   /** PBSZ was received after TLS (RFC 4217 §8). */
   pbszDone = false;
   /** PROT P: data connections are TLS. */
@@ -84,6 +85,9 @@ export class Session {
   draining = false;
   /** The connection is gone. */
   closed = false;
+  /** end() was called: no further command runs, no further input is read (RFC 959 §4.1.1: nothing
+   * pipelined after QUIT, or after the failed login that closes the session, is acted on). */
+  private ending = false;
 
   /** Called once when the session ends (the server's registry forgets it). */
   onClosed: (() => void) | null = null;
@@ -117,7 +121,9 @@ export class Session {
   start(): void {
     const limits = this.ctx.config.limits;
     this.attach(this.socket);
-    this.socket.setTimeout(limits.idleTimeout * 1000, () => this.onIdle());
+    const control = this.socket;
+    control.setTimeout(limits.idleTimeout * 1000);
+    control.on("timeout", () => this.onIdle(control));
     this.loginTimer = setTimeout(() => this.timeout("Login timeout"), limits.loginTimeout * 1000);
     this.loginTimer.unref();
     this.reply(220, this.ctx.config.server.banner);
@@ -130,7 +136,7 @@ export class Session {
 
   /** Writes preformatted reply text. */
   write(text: string): void {
-    if (this.closed || this.socket.destroyed) return;
+    if (this.closed || this.socket.destroyed || this.socket.writableEnded) return;
     this.socket.write(text);
   }
 
@@ -197,7 +203,9 @@ export class Session {
 
   /** Ends the connection gracefully (after pending replies are written). */
   end(): void {
-    if (this.closed) return;
+    if (this.closed || this.ending) return;
+    this.ending = true;
+    this.queue.length = 0;
     this.socket.end();
     this.socket.setTimeout(5000, () => this.socket.destroy());
   }
@@ -224,13 +232,19 @@ export class Session {
     });
   }
 
-  private onIdle(): void {
-    if (this.transfer) return; // the data connection has its own stall timeout
+  private onIdle(control: Socket): void {
+    if (this.closed || this.ending) return;
+    if (this.transfer) {
+      // The data connection has its own stall timeout. A socket timeout that fired stays off until
+      // set again, so re-arm it: the session must still idle out once the transfer is over.
+      control.setTimeout(this.ctx.config.limits.idleTimeout * 1000);
+      return;
+    }
     this.timeout(this.user ? "Idle timeout: closing control connection" : "Login timeout");
   }
 
   private receive(chunk: Buffer): void {
-    if (this.holdInput || this.closed) return;
+    if (this.holdInput || this.closed || this.ending) return;
     for (const ev of this.framer.push(chunk)) {
       if (ev.kind === "overlong") {
         this.enqueue({ overlong: true });
@@ -261,7 +275,7 @@ export class Session {
     if (this.pumping) return;
     this.pumping = true;
     try {
-      while (this.queue.length > 0 && !this.closed) {
+      while (this.queue.length > 0 && !this.closed && !this.ending) {
         if (this.socket.writableNeedDrain) await once(this.socket, "drain").catch(() => undefined);
         const item = this.queue.shift() as Queued;
         if (this.queue.length < MAX_QUEUED / 2 && this.socket.isPaused()) this.socket.resume();

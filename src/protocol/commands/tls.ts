@@ -24,7 +24,7 @@ function auth(s: Session, arg: string): void {
   }
   const provider = s.ctx.tls;
   if (!provider) return;
-  const context = provider.sessionContext();
+  const binding = provider.binding();
   s.reply(234, "AUTH TLS successful");
   // Synchronously after the 234: nothing can read the handshake as plaintext.
   const raw = s.socket;
@@ -32,9 +32,9 @@ function auth(s: Session, arg: string): void {
   while (raw.read() !== null) {
     // discard plaintext pipelined after AUTH (RFC 4217 §11)
   }
-  s.tlsContext = context;
+  s.tlsBinding = binding;
   s.pendingUser = null;
-  s.upgrade(provider.wrap(raw, context));
+  s.upgrade(provider.wrapControl(raw, binding));
   s.log.debug({ event: "tls", phase: "control" }, "control connection upgraded to TLS");
 }
 

@@ -16,7 +16,8 @@ export interface TransferPlan<R> {
   readonly transfer: Transfer;
   /** Text of the 150 reply. */
   readonly opening: string;
-  /** Runs after the data connection is up, before 150 (opening the upload target). */
+  /** Runs before the data connection is used (opening the upload target), so a refusal is a plain
+   * 5xx and no client waits on a data connection for nothing. */
   open(): Promise<R>;
   /** Moves the bytes; resolves with the count once they are safe. */
   move(t: Transfer, socket: Socket, r: R): Promise<number>;
@@ -47,9 +48,10 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
   let prepared: { r: R } | null = null;
   let socket: Socket | null = null;
   try {
-    socket = await ch.connect();
-    socket = await s.ctx.tls?.secureData(s, socket, () => s.reply(150, plan.opening)) ?? announce(s, plan.opening, socket);
     prepared = { r: await plan.open() };
+    socket = await ch.connect();
+    const upload = t.direction === "upload";
+    socket = (await s.ctx.tls?.secureData(s, socket, () => s.reply(150, plan.opening), { upload })) ?? announce(s, plan.opening, socket);
     bytes = await plan.move(t, socket, prepared.r);
     await plan.commit?.(prepared.r);
     s.reply(226, plan.done ?? "Transfer complete");
@@ -58,9 +60,11 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
     socket?.destroy();
     ch.close();
     if (prepared) await plan.abort?.(prepared.r).catch((e: unknown) => s.log.warn({ err: e }, "cleanup failed"));
-    const [code, text] = replyFor(err);
+    // RFC 959 §4.1.3: an aborted transfer is answered 426, even one still waiting to connect.
+    const [code, text] = t.aborted === "abort" ? [426, "Transfer aborted"] : replyFor(err);
     s.reply(code, text);
   } finally {
+    ch.close();
     s.transfer = null;
     logTransfer(s, t, bytes, outcome);
     t.settle();

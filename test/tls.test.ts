@@ -1,0 +1,660 @@
+/**
+ * FTPS (RFC 4217): explicit and implicit TLS with basic-ftp, the AUTH/PBSZ/PROT sequencing and the
+ * tls.require policy on a raw control connection, data connections bound to their control
+ * connection's TLS session, uploads cut without close_notify, ABOR under TLS, and certificates
+ * (self-signed on first start, clear errors, reload without dropping sessions).
+ */
+import assert from "node:assert/strict";
+import { constants as cryptoConstants, createPrivateKey, X509Certificate } from "node:crypto";
+import { once } from "node:events";
+import { mkdir, mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable, Writable } from "node:stream";
+import { connect as netConnect, createServer, type AddressInfo, type Server, type Socket } from "node:net";
+import { connect as tlsConnect, TLSSocket } from "node:tls";
+import { after, before, describe, it } from "node:test";
+import { Client } from "basic-ftp";
+import pino from "pino";
+import { ConfigError } from "../src/config/load.ts";
+import { makeSelfSigned } from "../src/data/selfsigned.ts";
+import { secretOf, TlsConfigError, TlsProvider, type TlsBinding } from "../src/data/tls.ts";
+import { FtpsControl, readToEnd, TEST_TLS, type DataConn } from "./helpers/ftps.ts";
+import { makeConfig, startTestServer, waitFor, type ConfigPatch, type TestServer } from "./helpers/server.ts";
+
+const BOTH: ConfigPatch = { tls: { mode: "both", implicitPort: 0 } };
+const silent = pino({ level: "silent" });
+
+function refusals(t: TestServer): number {
+  return t.logs.filter((l) => l.event === "tls-data-refused").length;
+}
+
+async function basicClient(t: TestServer, secure: true | "implicit", maxVersion: "TLSv1.2" | "TLSv1.3"): Promise<Client> {
+  const client = new Client(10_000);
+  await client.access({
+    host: "127.0.0.1",
+    port: secure === "implicit" ? (t.implicitPort ?? 0) : t.port,
+    user: "alice",
+    password: "alice-pw",
+    secure,
+    secureOptions: { rejectUnauthorized: false, maxVersion },
+  });
+  return client;
+}
+
+async function download(client: Client, path: string): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      parts.push(chunk);
+      cb();
+    },
+  });
+  await client.downloadTo(sink, path);
+  return Buffer.concat(parts);
+}
+
+/** Uploads, lists and downloads a few files; every data connection must pass the session check. */
+async function roundTrips(client: Client, prefix: string): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    const data = Buffer.alloc(150_000 + i, i + 1);
+    const name = `${prefix}-${i}.bin`;
+    await client.uploadFrom(Readable.from([data]), name);
+    const names = (await client.list()).map((f) => f.name);
+    assert.ok(names.includes(name), `${name} listed`);
+    assert.deepEqual(await download(client, name), data);
+  }
+}
+
+describe("FTPS with basic-ftp", () => {
+  let t: TestServer;
+  before(async () => {
+    t = await startTestServer({ config: BOTH });
+  });
+  after(() => t.close());
+
+  for (const version of ["TLSv1.3", "TLSv1.2"] as const) {
+    it(`explicit (AUTH TLS) over ${version}: uploads, listings and downloads, all data sessions resumed`, async () => {
+      const client = await basicClient(t, true, version);
+      try {
+        const control = client.ftp.socket as TLSSocket;
+        assert.equal(control.getProtocol(), version);
+        assert.equal(control.alpnProtocol, false, "basic-ftp offers no ALPN");
+        await roundTrips(client, `explicit-${version}`);
+      } finally {
+        client.close();
+      }
+      assert.equal(refusals(t), 0);
+    });
+
+    it(`implicit (tls.implicitPort) over ${version}`, async () => {
+      const client = await basicClient(t, "implicit", version);
+      try {
+        assert.equal((client.ftp.socket as TLSSocket).getProtocol(), version);
+        await roundTrips(client, `implicit-${version}`);
+      } finally {
+        client.close();
+      }
+      assert.equal(refusals(t), 0);
+    });
+  }
+
+  it("keeps plain FTP on the main port in mode both", async () => {
+    const client = new Client(10_000);
+    try {
+      await client.access({ host: "127.0.0.1", port: t.port, user: "alice", password: "alice-pw" });
+      await client.uploadFrom(Readable.from([Buffer.from("plain")]), "plain.txt");
+      assert.equal((await download(client, "plain.txt")).toString(), "plain");
+    } finally {
+      client.close();
+    }
+  });
+});
+
+describe("AUTH, PBSZ and PROT sequencing (raw control connection)", () => {
+  let t: TestServer;
+  before(async () => {
+    t = await startTestServer({ config: BOTH });
+  });
+  after(() => t.close());
+
+  it("advertises AUTH TLS, PBSZ and PROT in FEAT", async () => {
+    const c = await FtpsControl.plain(t.port);
+    const feat = await c.expect("FEAT", 211);
+    for (const f of ["AUTH TLS", "AUTH SSL", "PBSZ", "PROT"]) assert.ok(feat.lines.includes(` ${f}`), `FEAT lists ${f}`);
+    await c.quit();
+  });
+
+  it("refuses PBSZ and PROT before AUTH, PROT before PBSZ, unknown mechanisms and levels", async () => {
+    const c = await FtpsControl.plain(t.port);
+    await c.expect("PBSZ 0", 503);
+    await c.expect("PROT P", 503);
+    await c.expect("AUTH KERBEROS", 504);
+    await c.upgrade();
+    await c.expect("AUTH TLS", 503);
+    await c.expect("PROT P", 503);
+    await c.expect("PBSZ x", 501);
+    await c.expect("PBSZ 0", 200);
+    await c.expect("PROT S", 536);
+    await c.expect("PROT Q", 504);
+    await c.expect("PROT C", 200);
+    await c.expect("PROT P", 200);
+    await c.login();
+    await c.quit();
+  });
+
+  it("accepts AUTH SSL as an alias, with TLS 1.2 or newer and ALPN ftp", async () => {
+    const c = await FtpsControl.plain(t.port);
+    await c.upgrade({}, "AUTH SSL");
+    const s = c.socket as TLSSocket;
+    assert.ok(["TLSv1.2", "TLSv1.3"].includes(s.getProtocol() ?? ""), String(s.getProtocol()));
+    assert.equal(s.alpnProtocol, "ftp");
+    await c.login();
+    await c.quit();
+  });
+
+  it("refuses TLS 1.1 and older", async () => {
+    const c = await FtpsControl.plain(t.port);
+    await c.expect("AUTH TLS", 234);
+    c.socket.removeAllListeners("data");
+    const s = tlsConnect({
+      socket: c.socket,
+      ...TEST_TLS,
+      minVersion: "TLSv1",
+      maxVersion: "TLSv1.1",
+      ciphers: "DEFAULT:@SECLEVEL=0",
+    });
+    const [err] = (await once(s, "error")) as [Error];
+    assert.match(err.message, /version|protocol/i);
+    s.destroy();
+  });
+
+  it("discards commands sent in the same packet as AUTH TLS (RFC 4217 §11)", async () => {
+    const c = await FtpsControl.plain(t.port);
+    c.socket.write("AUTH TLS\r\nUSER alice\r\n");
+    assert.equal((await c.reply()).code, 234);
+    c.socket.removeAllListeners("data");
+    const s = tlsConnect({ socket: c.socket, ...TEST_TLS });
+    await once(s, "secureConnect");
+    const secured = FtpsControl.over(s);
+    // USER never ran: PASS has no user to go with.
+    await secured.expect("PASS alice-pw", 503);
+    await secured.quit();
+  });
+
+  it("serves implicit FTPS: TLS from the first byte, no AUTH needed, PROT P listings", async () => {
+    const c = await FtpsControl.implicit(t.implicitPort ?? 0);
+    await c.expect("AUTH TLS", 503);
+    await c.login();
+    await c.protect();
+    await writeFile(join(t.home("alice"), "seen.txt"), "x");
+    const dc = await c.tlsData(await c.epsv());
+    c.send("NLST");
+    assert.equal((await c.reply()).code, 150);
+    assert.equal(await dc.handshake, true, "data connection resumed the control session");
+    assert.match((await readToEnd(dc.socket)).toString(), /seen\.txt/);
+    assert.equal((await c.reply()).code, 226);
+    await c.quit();
+  });
+});
+
+describe("TLS modes", () => {
+  it("implicit only: no plain listener, TLS from the first byte", async () => {
+    const t = await startTestServer({ config: { tls: { mode: "implicit", implicitPort: 0 } } });
+    try {
+      assert.equal(t.server.port, null);
+      const c = await FtpsControl.implicit(t.implicitPort ?? 0);
+      await c.login();
+      await c.protect();
+      await c.quit();
+    } finally {
+      await t.close();
+    }
+  });
+
+  it("off: AUTH TLS is not offered (FEAT) and refused with 502", async () => {
+    const t = await startTestServer();
+    try {
+      const c = await FtpsControl.plain(t.port);
+      const feat = await c.expect("FEAT", 211);
+      assert.ok(!feat.lines.some((l) => /AUTH|PBSZ|PROT/.test(l)), feat.lines.join("|"));
+      await c.expect("AUTH TLS", 502);
+      await c.expect("PBSZ 0", 503);
+      await c.login();
+      await c.quit();
+    } finally {
+      await t.close();
+    }
+  });
+
+  it("refuses plaintext on a data connection under PROT P with a clear 425", async () => {
+    const t = await startTestServer({ config: { tls: { mode: "explicit" } } });
+    try {
+      const c = await FtpsControl.explicit(t.port);
+      await c.login();
+      await c.protect();
+      const port = await c.epsv();
+      const plain = netConnect({ port, host: "127.0.0.1" });
+      plain.on("error", () => undefined);
+      await once(plain, "connect");
+      c.send("STOR plain.txt");
+      assert.equal((await c.reply()).code, 150);
+      plain.end("this is not TLS\r\n");
+      const r = await c.reply();
+      assert.equal(r.code, 425, r.text);
+      assert.match(r.text, /must use TLS/);
+      plain.destroy();
+      await c.quit();
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+describe("tls.require", () => {
+  let t: TestServer;
+  before(async () => {
+    t = await startTestServer({ config: { tls: { mode: "both", implicitPort: 0, require: true } } });
+  });
+  after(() => t.close());
+
+  it("refuses USER and PASS before AUTH TLS with a reason, allows FEAT", async () => {
+    const c = await FtpsControl.plain(t.port);
+    const user = await c.expect("USER alice", 530);
+    assert.match(user.text, /TLS/);
+    await c.expect("PASS alice-pw", 530);
+    await c.expect("FEAT", 211);
+    await c.upgrade();
+    await c.login();
+    await c.quit();
+  });
+
+  it("refuses transfers without PROT P (521) and refuses PROT C", async () => {
+    const c = await FtpsControl.explicit(t.port);
+    await c.login();
+    for (const cmd of ["LIST", "NLST", "RETR x", "STOR x", "MLSD"]) {
+      const r = await c.expect(cmd, 521);
+      assert.match(r.text, /PROT P/);
+    }
+    await c.expect("PBSZ 0", 200);
+    await c.expect("PROT C", 534);
+    await c.expect("PROT P", 200);
+    const dc = await c.tlsData(await c.epsv());
+    c.send("LIST");
+    assert.equal((await c.reply()).code, 150);
+    await readToEnd(dc.socket);
+    assert.equal((await c.reply()).code, 226);
+    await c.quit();
+  });
+
+  it("lets implicit FTPS log in at once", async () => {
+    const c = await FtpsControl.implicit(t.implicitPort ?? 0);
+    await c.login();
+    await c.quit();
+  });
+});
+
+describe("data connections bound to their control connection's TLS session", () => {
+  let t: TestServer;
+  before(async () => {
+    t = await startTestServer({ config: BOTH });
+  });
+  after(() => t.close());
+
+  /** Runs LIST over `dc` and returns the final reply code (after the 150). */
+  async function listOver(c: FtpsControl, open: (port: number) => Promise<DataConn>): Promise<{ code: number; text: string; dc: DataConn }> {
+    const dc = await open(await c.epsv());
+    c.send("LIST");
+    assert.equal((await c.reply()).code, 150);
+    await dc.handshake.catch(() => false);
+    void readToEnd(dc.socket);
+    const r = await c.reply();
+    return { ...r, dc };
+  }
+
+  async function ready(version: "TLSv1.2" | "TLSv1.3" = "TLSv1.3", extra = {}): Promise<FtpsControl> {
+    const c = await FtpsControl.explicit(t.port, { maxVersion: version, ...extra });
+    await c.login();
+    await c.protect();
+    assert.ok(await waitFor(() => c.session !== null, 2000), "the server issued a session");
+    return c;
+  }
+
+  it("refuses a data connection presenting another control connection's session, then goes on", async () => {
+    const a = await ready();
+    const b = await ready();
+    const before = refusals(t);
+    const foreign = await listOver(a, (port) => a.tlsData(port, b.session));
+    assert.equal(foreign.code, 522, foreign.text);
+    assert.match(foreign.text, /resume/);
+    assert.equal(await foreign.dc.handshake.catch(() => false), false, "the foreign session was not resumed");
+    assert.equal(refusals(t), before + 1);
+    // The real client is not locked out: its own session still works.
+    const own = await listOver(a, (port) => a.tlsData(port));
+    assert.equal(own.code, 226, own.text);
+    await a.quit();
+    await b.quit();
+  });
+
+  it("refuses a fresh data handshake, and the real client goes on", async () => {
+    for (const version of ["TLSv1.2", "TLSv1.3"] as const) {
+      const c = await ready(version);
+      const fresh = await listOver(c, (port) => c.tlsData(port, null, { maxVersion: version }));
+      assert.equal(fresh.code, 522, fresh.text);
+      const own = await listOver(c, (port) => c.tlsData(port, undefined, { maxVersion: version }));
+      assert.equal(own.code, 226, own.text);
+      await c.quit();
+    }
+  });
+
+  it("resumes by session ID for clients without tickets (curl over TLS 1.2)", async () => {
+    const noTicket = { maxVersion: "TLSv1.2", secureOptions: cryptoConstants.SSL_OP_NO_TICKET } as const;
+    const c = await ready("TLSv1.2", noTicket);
+    for (let i = 0; i < 2; i++) {
+      const r = await listOver(c, (port) => c.tlsData(port, undefined, noTicket));
+      assert.equal(r.code, 226, r.text);
+      assert.equal(await r.dc.handshake, true);
+    }
+    await c.quit();
+  });
+
+  it("accepts a fresh data handshake when tls.requireSessionReuse is off", async () => {
+    const loose = await startTestServer({ config: { tls: { mode: "explicit", requireSessionReuse: false } } });
+    try {
+      const c = await FtpsControl.explicit(loose.port);
+      await c.login();
+      await c.protect();
+      const dc = await c.tlsData(await c.epsv(), null);
+      c.send("LIST");
+      assert.equal((await c.reply()).code, 150);
+      assert.equal(await dc.handshake, false);
+      await readToEnd(dc.socket);
+      assert.equal((await c.reply()).code, 226);
+      await c.quit();
+    } finally {
+      await loose.close();
+    }
+  });
+});
+
+describe("TlsBinding", () => {
+  const provider = TlsProvider.create(makeConfig(tmpdir(), { tls: { mode: "explicit" } }), silent, tmpdir());
+
+  /** A server socket of `binding` (control or data) on a loopback pair, and the client's end. */
+  async function pair(
+    binding: TlsBinding,
+    role: "control" | "data",
+    version: "TLSv1.2" | "TLSv1.3",
+    session?: Buffer,
+  ): Promise<{ server: TLSSocket; tickets: Buffer[]; close(): void }> {
+    const listener = createServer();
+    listener.listen(0, "127.0.0.1");
+    await once(listener, "listening");
+    const address = listener.address() as AddressInfo;
+    const accepted = once(listener, "connection") as Promise<[Socket]>;
+    const client = tlsConnect({ port: address.port, host: "127.0.0.1", ...TEST_TLS, maxVersion: version, ...(session ? { session } : {}) });
+    const tickets: Buffer[] = [];
+    client.on("session", (s: Buffer) => tickets.push(s));
+    client.on("error", () => undefined);
+    const [raw] = await accepted;
+    let server: TLSSocket | null = null;
+    const events = role === "control" ? binding.controlEvents(() => server) : binding.dataEvents(() => server);
+    server = new TLSSocket(raw, { isServer: true, secureContext: binding.context, server: events as unknown as Server });
+    server.once("secure", () => events.emit("secure"));
+    server.on("error", () => undefined);
+    await Promise.all([once(server, "secure"), once(client, "secureConnect")]);
+    // Tickets (TLS 1.3) follow the handshake; let them arrive.
+    await waitFor(() => tickets.length > 0, 1000);
+    const s = server;
+    return {
+      server: s,
+      tickets,
+      close() {
+        client.destroy();
+        s.destroy();
+        listener.close();
+      },
+    };
+  }
+
+  for (const version of ["TLSv1.2", "TLSv1.3"] as const) {
+    it(`accepts only sessions descended from the control connection (${version})`, async () => {
+      const binding = provider.binding();
+      const control = await pair(binding, "control", version);
+      const own = control.tickets.at(-1);
+      assert.ok(own, "the control connection got a session");
+
+      // A data connection with a fresh handshake: refused, and the ticket it got is worthless.
+      const fresh = await pair(binding, "data", version);
+      assert.equal(binding.resumedOwnSession(fresh.server), false);
+      const born = fresh.tickets.at(-1);
+      assert.ok(born, "the fresh data connection got a ticket");
+      const replay = await pair(binding, "data", version, born);
+      assert.equal(replay.server.isSessionReused(), true, "the replayed ticket does resume (same keys)");
+      assert.equal(binding.resumedOwnSession(replay.server), false, "but it is not the control's session");
+
+      // The control's session passes, and so does a ticket its accepted data connection issued.
+      const first = await pair(binding, "data", version, own);
+      assert.equal(binding.resumedOwnSession(first.server), true);
+      const chained = first.tickets.at(-1) ?? own;
+      const second = await pair(binding, "data", version, chained);
+      assert.equal(binding.resumedOwnSession(second.server), true);
+
+      // Another control connection's session never resumes here (its own ticket keys).
+      const other = await pair(provider.binding(), "control", version);
+      const foreign = await pair(binding, "data", version, other.tickets.at(-1));
+      assert.equal(foreign.server.isSessionReused(), false);
+      assert.equal(binding.resumedOwnSession(foreign.server), false);
+      for (const p of [control, fresh, replay, first, second, other, foreign]) p.close();
+    });
+  }
+
+  it("reads the session secret out of an SSL_SESSION", () => {
+    assert.equal(secretOf(undefined), null);
+    assert.equal(secretOf(Buffer.from([0x30, 0x00])), null);
+    assert.equal(secretOf(Buffer.from("not der")), null);
+  });
+});
+
+describe("uploads under PROT P", () => {
+  let t: TestServer;
+  before(async () => {
+    t = await startTestServer({ config: BOTH });
+  });
+  after(() => t.close());
+
+  async function storeOver(c: FtpsControl, name: string, data: Buffer, closeNotify: boolean, rest = 0): Promise<number> {
+    if (rest > 0) await c.expect(`REST ${rest}`, 350);
+    const dc = await c.tlsData(await c.epsv());
+    c.send(`STOR ${name}`);
+    assert.equal((await c.reply()).code, 150);
+    assert.equal(await dc.handshake, true);
+    await new Promise<void>((resolve) => dc.socket.write(data, () => resolve()));
+    if (closeNotify) dc.socket.end();
+    else dc.raw.end(); // TCP FIN, no TLS close_notify: a cut connection, not the end of the file
+    dc.socket.resume();
+    const r = await c.reply();
+    dc.socket.destroy();
+    return r.code;
+  }
+
+  async function tempFiles(dir: string): Promise<string[]> {
+    return (await readdir(dir)).filter((n) => n.startsWith(".berth-upload"));
+  }
+
+  it("never publishes an upload cut without close_notify over an existing file", async () => {
+    const home = t.home("alice");
+    await writeFile(join(home, "keep.txt"), "original content");
+    const c = await FtpsControl.explicit(t.port);
+    await c.login();
+    await c.protect();
+    await c.expect("TYPE I", 200);
+    assert.equal(await storeOver(c, "keep.txt", Buffer.alloc(200_000, 7), false), 426);
+    assert.equal(await readFile(join(home, "keep.txt"), "utf8"), "original content");
+    assert.deepEqual(await tempFiles(home), []);
+    // The same upload ended properly replaces the file.
+    const good = Buffer.alloc(200_000, 8);
+    assert.equal(await storeOver(c, "keep.txt", good, true), 226);
+    assert.deepEqual(await readFile(join(home, "keep.txt")), good);
+    await c.quit();
+  });
+
+  it("keeps a cut new upload's partial data, which REST + STOR completes", async () => {
+    const home = t.home("alice");
+    const c = await FtpsControl.explicit(t.port);
+    await c.login();
+    await c.protect();
+    await c.expect("TYPE I", 200);
+    const whole = Buffer.alloc(300_000);
+    for (let i = 0; i < whole.length; i++) whole[i] = i % 251;
+    assert.equal(await storeOver(c, "resume.bin", whole.subarray(0, 120_000), false), 426);
+    const partial = await readFile(join(home, "resume.bin"));
+    assert.ok(partial.length > 0 && partial.length <= 120_000, `partial size ${partial.length}`);
+    assert.deepEqual(partial, whole.subarray(0, partial.length));
+    assert.equal(await storeOver(c, "resume.bin", whole.subarray(partial.length), true, partial.length), 226);
+    assert.deepEqual(await readFile(join(home, "resume.bin")), whole);
+    await c.quit();
+  });
+});
+
+describe("ABOR during a TLS transfer", () => {
+  let t: TestServer;
+  before(async () => {
+    t = await startTestServer({ config: BOTH });
+  });
+  after(() => t.close());
+
+  it("answers 426 then 226 and the session goes on", async () => {
+    await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(64 << 20, 1));
+    const c = await FtpsControl.explicit(t.port);
+    await c.login();
+    await c.protect();
+    await c.expect("TYPE I", 200);
+    const dc = await c.tlsData(await c.epsv());
+    c.send("RETR big.bin");
+    assert.equal((await c.reply()).code, 150);
+    await dc.handshake;
+    await once(dc.socket, "data");
+    dc.socket.pause(); // the server fills its buffers and waits
+    c.send("ABOR");
+    assert.equal((await c.reply()).code, 426);
+    assert.equal((await c.reply()).code, 226);
+    dc.socket.destroy();
+    await c.expect("NOOP", 200);
+    const again = await c.tlsData(await c.epsv());
+    c.send("NLST");
+    assert.equal((await c.reply()).code, 150);
+    assert.match((await readToEnd(again.socket)).toString(), /big\.bin/);
+    assert.equal((await c.reply()).code, 226);
+    await c.quit();
+  });
+});
+
+describe("certificates", () => {
+  it("makes a self-signed certificate beside the users file on first start, with a warning", async () => {
+    const t = await startTestServer({ config: { tls: { mode: "explicit" } } });
+    try {
+      const dir = join(t.root, "users");
+      const pem = await readFile(join(dir, "selfsigned-cert.pem"), "utf8");
+      await readFile(join(dir, "selfsigned-key.pem"));
+      const warning = t.logs.find((l) => l.event === "tls-selfsigned");
+      assert.ok(warning && warning.level === 40, "a warning names the self-signed certificate");
+      const c = await FtpsControl.explicit(t.port);
+      const served = (c.socket as TLSSocket).getPeerX509Certificate();
+      assert.equal(served?.fingerprint256, new X509Certificate(pem).fingerprint256);
+      assert.match(served?.subjectAltName ?? "", /IP Address:127\.0\.0\.1/);
+      await c.quit();
+    } finally {
+      await t.close();
+    }
+  });
+
+  it("always makes a certificate OpenSSL accepts (serial numbers are minimal DER)", () => {
+    for (let i = 0; i < 300; i++) {
+      const { cert, key } = makeSelfSigned(["localhost", "127.0.0.1", "::1"]);
+      assert.ok(new X509Certificate(cert).checkPrivateKey(createPrivateKey(key)));
+    }
+  });
+
+  it("names the key at fault when a certificate or key is missing, unreadable or wrong", async () => {
+    const dir = join(await mkTemp(), "tls");
+    await mkdir(dir, { recursive: true });
+    const a = makeSelfSigned(["localhost"]);
+    const b = makeSelfSigned(["localhost"]);
+    await writeFile(join(dir, "cert.pem"), a.cert);
+    await writeFile(join(dir, "key.pem"), a.key);
+    await writeFile(join(dir, "other-key.pem"), b.key);
+    await writeFile(join(dir, "junk.pem"), "not a certificate");
+    const cases: [Partial<{ cert: string; key: string }>, string, RegExp][] = [
+      [{ cert: join(dir, "missing.pem"), key: join(dir, "key.pem") }, "tls.cert", /tls\.cert cannot be read: .*missing\.pem \(no such file\)/],
+      [{ cert: join(dir, "cert.pem"), key: join(dir, "missing.pem") }, "tls.key", /tls\.key cannot be read: .*missing\.pem/],
+      [{ cert: join(dir, "cert.pem"), key: "" }, "tls.key", /tls\.key must be set/],
+      [{ cert: join(dir, "junk.pem"), key: join(dir, "key.pem") }, "tls.cert", /tls\.cert is not a PEM certificate/],
+      [{ cert: join(dir, "cert.pem"), key: join(dir, "other-key.pem") }, "tls.key", /tls\.key is not a PEM private key matching/],
+      [{ cert: dir, key: join(dir, "key.pem") }, "tls.cert", /tls\.cert cannot be read/],
+    ];
+    for (const [tls, key, message] of cases) {
+      const config = makeConfig(dir, { tls: { mode: "explicit", ...tls } });
+      assert.throws(
+        () => TlsProvider.create(config, silent),
+        (err: unknown) => {
+          assert.ok(err instanceof TlsConfigError && err instanceof ConfigError, String(err));
+          assert.equal(err.key, key);
+          assert.match(err.message, /^config: /);
+          assert.match(err.message, message);
+          return true;
+        },
+      );
+    }
+    assert.ok(TlsProvider.create(makeConfig(dir, { tls: { mode: "explicit", cert: join(dir, "cert.pem"), key: join(dir, "key.pem") } }), silent));
+  });
+
+  it("serves a renewed certificate to new connections without dropping running sessions", async () => {
+    const dir = await mkTemp();
+    const certPath = join(dir, "cert.pem");
+    const keyPath = join(dir, "key.pem");
+    const first = makeSelfSigned(["localhost", "127.0.0.1"]);
+    await writeFile(certPath, first.cert);
+    await writeFile(keyPath, first.key);
+    const t = await startTestServer({ config: { tls: { mode: "explicit", cert: certPath, key: keyPath } } });
+    try {
+      const fingerprint = (c: FtpsControl): string | undefined => (c.socket as TLSSocket).getPeerX509Certificate()?.fingerprint256;
+      const old = await FtpsControl.explicit(t.port);
+      await old.login();
+      await old.protect();
+      assert.equal(fingerprint(old), new X509Certificate(first.cert).fingerprint256);
+
+      const second = makeSelfSigned(["localhost", "127.0.0.1"]);
+      await writeFile(keyPath, second.key);
+      await writeFile(certPath, second.cert);
+      t.server.context.tls?.maybeReload(true); // what the periodic check does once the files change
+      assert.ok(t.logs.some((l) => l.event === "tls-reload" && l.level === 30));
+
+      const fresh = await FtpsControl.explicit(t.port);
+      assert.equal(fingerprint(fresh), new X509Certificate(second.cert).fingerprint256);
+      await fresh.quit();
+
+      // The running session still transfers over its own TLS session.
+      const dc = await old.tlsData(await old.epsv());
+      old.send("LIST");
+      assert.equal((await old.reply()).code, 150);
+      await readToEnd(dc.socket);
+      assert.equal((await old.reply()).code, 226);
+      await old.quit();
+
+      // A broken renewal keeps the current certificate.
+      await writeFile(certPath, "garbage");
+      t.server.context.tls?.maybeReload(true);
+      assert.ok(t.logs.some((l) => l.event === "tls-reload" && l.level === 40));
+      const third = await FtpsControl.explicit(t.port);
+      assert.equal(fingerprint(third), new X509Certificate(second.cert).fingerprint256);
+      await third.quit();
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+function mkTemp(): Promise<string> {
+  return mkdtemp(join(tmpdir(), "berth-tls-"));
+}
