@@ -8,6 +8,7 @@ import type { Logger } from "pino";
 import type { Authenticator, LoginGuard } from "./auth/types.ts";
 import { parsePortRange, type Config } from "./config/schema.ts";
 import { AnnounceResolver, readNetFacts } from "./data/announce.ts";
+import { inContainer, passiveWarnings } from "./data/diagnose.ts";
 import { unmapIPv4 } from "./data/address.ts";
 import { PortPool } from "./data/ports.ts";
 import { TlsProvider } from "./data/tls.ts";
@@ -40,6 +41,67 @@ export interface BerthServer {
   readonly context: ServerContext;
   /** Stops accepting, 421 to idle sessions, lets transfers finish within `graceMs`, then closes all. */
   shutdown(graceMs: number): Promise<void>;
+  /**
+   * Applies a new, already validated config to sessions opened from now on (running sessions keep
+   * theirs). Certificates are loaded first; on any error nothing changes and the error is thrown.
+   * Keys in RESTART_KEYS are not applied; the result lists them with the keys that did change.
+   */
+  reload(next: Config): ReloadResult;
+  /** The config new sessions get. */
+  readonly config: Config;
+}
+
+/** What a reload changed. */
+export interface ReloadResult {
+  /** Dotted keys whose new value is in effect for new sessions. */
+  readonly applied: readonly string[];
+  /** Dotted keys that changed but need a restart; their old value stays in effect. */
+  readonly needRestart: readonly string[];
+}
+
+/** Keys a running server cannot change: its listeners, the passive port pool, the TLS listener set. */
+export const RESTART_KEYS: ReadonlySet<string> = new Set([
+  "listen.host",
+  "listen.port",
+  "passive.ports",
+  "tls.mode",
+  "tls.implicitPort",
+  "users.file",
+  "limits.shutdownGrace",
+  "admin.socket",
+]);
+
+/** Dotted keys whose values differ between two configs. */
+export function changedKeys(a: Config, b: Config): string[] {
+  const out: string[] = [];
+  const ta = a as unknown as Record<string, Record<string, unknown>>;
+  const tb = b as unknown as Record<string, Record<string, unknown>>;
+  for (const section of Object.keys(ta)) {
+    for (const key of Object.keys(ta[section] ?? {})) {
+      if (ta[section]?.[key] !== tb[section]?.[key]) out.push(`${section}.${key}`);
+    }
+  }
+  return out;
+}
+
+/** `next` with every restart-only key taken from `current`. */
+function keepRestartKeys(current: Config, next: Config): Config {
+  const merged = structuredClone(next) as unknown as Record<string, Record<string, unknown>>;
+  const cur = current as unknown as Record<string, Record<string, unknown>>;
+  for (const dotted of RESTART_KEYS) {
+    const [section = "", key = ""] = dotted.split(".");
+    const target = merged[section];
+    if (target !== undefined) target[key] = cur[section]?.[key];
+  }
+  return deepFreeze(merged as unknown as Config);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === "object" && value !== null) {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
 }
 
 /** Starts listening per the config; rejects with the listen error (EADDRINUSE, EACCES). */
@@ -48,7 +110,8 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
   const range = parsePortRange(config.passive.ports);
   if (!range) throw new Error(`config: passive.ports is not a valid range`);
   const tls = deps.tls !== undefined ? deps.tls : config.tls.mode === "off" ? null : TlsProvider.create(config, logger);
-  const context: ServerContext = {
+  // The context of new sessions; reload() replaces it, each session keeps the one it started with.
+  let context: ServerContext = {
     config,
     logger,
     users: deps.users,
@@ -70,9 +133,9 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
       ? "Server shutting down"
       : deps.guard.isBanned(remote)
         ? "Too many failed logins from your address; try again later"
-        : sessions.size >= config.limits.maxSessions
+        : sessions.size >= context.config.limits.maxSessions
           ? "Too many connections; try again later"
-          : (perAddress.get(remote) ?? 0) >= config.limits.maxSessionsPerAddress
+          : (perAddress.get(remote) ?? 0) >= context.config.limits.maxSessionsPerAddress
             ? "Too many connections from your address"
             : null;
     if (refusal) {
@@ -81,9 +144,10 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
       return;
     }
     let control: Socket = socket;
-    const binding = implicit && tls ? tls.binding() : null;
-    if (binding && tls) control = tls.wrapControl(socket, binding);
-    const session = new Session(control, context, dispatcher, randomBytes(4).toString("hex"));
+    const ctx = context;
+    const binding = implicit && ctx.tls ? ctx.tls.binding() : null;
+    if (binding && ctx.tls) control = ctx.tls.wrapControl(socket, binding);
+    const session = new Session(control, ctx, dispatcher, randomBytes(4).toString("hex"));
     session.tlsBinding = binding;
     sessions.add(session);
     perAddress.set(remote, (perAddress.get(remote) ?? 0) + 1);
@@ -120,6 +184,15 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     implicitPort !== null ? ` (implicit FTPS on ${implicitPort})` : "",
   );
 
+  for (const warning of passiveWarnings({
+    listenHost: config.listen.host,
+    passiveAddress: config.passive.address,
+    passivePorts: config.passive.ports,
+    inContainer: inContainer(),
+  })) {
+    logger.warn({ event: "passive-check" }, warning);
+  }
+
   const shutdown = async (graceMs: number): Promise<void> => {
     accepting = false;
     for (const srv of servers) srv.close();
@@ -139,7 +212,38 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     logger.info({ event: "stopped" }, "berth stopped");
   };
 
-  return { port, implicitPort, sessions, context, shutdown };
+  const reload = (next: Config): ReloadResult => {
+    const current = context.config;
+    const changed = changedKeys(current, next);
+    const needRestart = changed.filter((k) => RESTART_KEYS.has(k));
+    const applied = changed.filter((k) => !RESTART_KEYS.has(k));
+    const effective = keepRestartKeys(current, next);
+    // Certificates are re-read on every reload (renewed files keep their paths); a bad one throws here.
+    const nextTls = deps.tls !== undefined ? deps.tls : effective.tls.mode === "off" ? null : TlsProvider.create(effective, logger);
+    if (implicitPort !== null && !nextTls) throw new Error("reload: implicit FTPS needs TLS");
+    context = {
+      ...context,
+      config: effective,
+      announce: new AnnounceResolver(effective.passive.address, readNetFacts()),
+      tls: nextTls,
+    };
+    logger.info({ event: "reloaded", applied, needRestart }, "configuration reloaded");
+    return { applied, needRestart };
+  };
+
+  return {
+    port,
+    implicitPort,
+    sessions,
+    get context() {
+      return context;
+    },
+    get config() {
+      return context.config;
+    },
+    shutdown,
+    reload,
+  };
 }
 
 function addressPort(srv: Server): number {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -40,7 +40,7 @@ function baseEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 /** Runs the CLI in `cwd` with `args`, feeding `input` on stdin. */
 function berth(cwd: string, args: string[], opts: { input?: string; env?: Record<string, string> } = {}): Promise<Result> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", TSX, MAIN, ...args], { cwd, env: baseEnv(opts.env) });
+    const child = spawn(process.execPath, ["--import", TSX, MAIN, ...args], { cwd, env: baseEnv(opts.env), timeout: 60_000, killSignal: "SIGKILL" });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
@@ -150,9 +150,15 @@ void describe("berth config check and errors", () => {
 });
 
 void describe("berth serve", { skip: HAS_SERVER ? false : "src/server.ts is not there yet" }, () => {
+  const children: ChildProcess[] = [];
+  after(() => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  });
+
   /** Starts `berth serve` and resolves once `pattern` appears on stdout. */
   function startServe(cwd: string, env: Record<string, string>, pattern: RegExp) {
     const child = spawn(process.execPath, ["--import", TSX, MAIN, "serve"], { cwd, env: baseEnv(env) });
+    children.push(child);
     let stdout = "";
     let stderr = "";
     const exited = new Promise<number | null>((resolve) => child.on("close", resolve));

@@ -29,6 +29,13 @@ export type CommandName =
   | "user del"
   | "user list"
   | "config check"
+  | "ctl status"
+  | "ctl sessions"
+  | "ctl kick"
+  | "ctl reload"
+  | "ctl drain"
+  | "ctl watch"
+  | "selftest"
   | "help"
   | "version";
 
@@ -42,6 +49,7 @@ interface CommandSpec {
 
 const CONFIG = { config: "value" } as const;
 const PASSWORD_STDIN = { "password-stdin": "flag" } as const;
+const CTL = { ...CONFIG, socket: "value" } as const;
 
 const SPECS: readonly CommandSpec[] = [
   { name: "serve", positionals: [], options: CONFIG },
@@ -54,6 +62,13 @@ const SPECS: readonly CommandSpec[] = [
   { name: "user del", positionals: ["NAME"], options: CONFIG },
   { name: "user list", positionals: [], options: CONFIG },
   { name: "config check", positionals: [], options: CONFIG },
+  { name: "ctl status", positionals: [], options: CTL },
+  { name: "ctl sessions", positionals: [], options: { ...CTL, json: "flag" } },
+  { name: "ctl kick", positionals: ["ID"], options: CTL },
+  { name: "ctl reload", positionals: [], options: CTL },
+  { name: "ctl drain", positionals: [], options: CTL },
+  { name: "ctl watch", positionals: [], options: CTL },
+  { name: "selftest", positionals: [], options: { ...CONFIG, host: "value", port: "value" } },
 ];
 
 /** The usage text printed by `berth --help`. */
@@ -70,6 +85,13 @@ commands:
   user del NAME                      delete a user (their files are kept)
   user list                          list the users
   config check [--config FILE]       validate and print the effective config (secrets hidden)
+  ctl status|sessions|kick ID|reload|drain|watch [--socket PATH]
+                                     talk to a running server through its admin socket
+                                     (admin.socket): overview, session list (--json), disconnect
+                                     a session, reload the config, graceful stop, live view
+  selftest [--host H] [--port P]     check a running server as a client would (temporary user,
+                                     EPSV/PASV, upload, download, resume, TLS when on) and print
+                                     the docker port mapping the config needs
   help, --help                       show this text
   --version                          show the version
 
@@ -95,6 +117,7 @@ const VERSION_WORDS = new Set(["version", "--version", "-V"]);
 const GROUPS: Readonly<Record<string, readonly string[]>> = {
   user: ["add", "passwd", "del", "list"],
   config: ["check"],
+  ctl: ["status", "sessions", "kick", "reload", "drain", "watch"],
 };
 
 /** Finds the command named at the start of argv; returns it and the remaining tokens. */
@@ -106,6 +129,7 @@ function pickCommand(argv: readonly string[]): { spec: CommandSpec | "help" | "v
   if (HELP_WORDS.has(first)) return { spec: "help", rest: [] };
   if (VERSION_WORDS.has(first)) return { spec: "version", rest: [] };
   if (first === "serve") return { spec: specOf("serve"), rest: argv.slice(1) };
+  if (first === "selftest") return { spec: specOf("selftest"), rest: argv.slice(1) };
   const subs = GROUPS[first];
   if (subs === undefined) throw usageError(`unknown command "${first}"`);
   if (second === undefined || second.startsWith("-")) {

@@ -4,10 +4,11 @@
  */
 import { readFileSync } from "node:fs";
 import { UserError } from "../auth/store.ts";
-import { ConfigError } from "../config/load.ts";
+import type { AdminSocket } from "../admin/socket.ts";
+import { ConfigError, resolvePath } from "../config/load.ts";
 import { firstLine } from "../config/syserr.ts";
 import { CliError, parseArgv, USAGE, type ParsedCommand } from "./args.ts";
-import { runConfigCheck, runUser, type CliContext } from "./commands.ts";
+import { configFor, runConfigCheck, runUser, type CliContext } from "./commands.ts";
 import { startServing, type Serving } from "./serve.ts";
 
 const ctx: CliContext = {
@@ -32,6 +33,15 @@ async function run(argv: readonly string[]): Promise<number> {
       return serve(cmd);
     case "config check":
       return runConfigCheck(cmd, ctx);
+    case "ctl status":
+    case "ctl sessions":
+    case "ctl kick":
+    case "ctl reload":
+    case "ctl drain":
+    case "ctl watch":
+      return (await import("./ctl.ts")).runCtl(cmd, ctx);
+    case "selftest":
+      return (await import("./selftest.ts")).runSelftest(cmd, ctx);
     default:
       return runUser(cmd, ctx);
   }
@@ -55,12 +65,48 @@ async function serve(cmd: ParsedCommand): Promise<number> {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  // Installed before start-up so that an early SIGHUP is ignored instead of killing the process.
+  const live: { serving?: Serving } = {};
+  process.on("SIGHUP", () => live.serving !== undefined && reload(cmd, live.serving));
   const serving = await startServing(cmd, ctx);
+  live.serving = serving;
   catchFatal(serving.logger);
+  const admin = await startAdmin(cmd, serving, () => onSignal("SIGTERM"));
   return new Promise((resolve) => {
-    onFirst = (signal) => resolve(stop(serving, signal));
+    onFirst = (signal) => resolve(stop(serving, signal).finally(() => admin?.close()));
     if (first !== undefined) onFirst(first);
   });
+}
+
+/** Opens the admin socket when `admin.socket` is set; `drain` starts a shutdown like SIGTERM. */
+async function startAdmin(cmd: ParsedCommand, serving: Serving, drain: () => void): Promise<AdminSocket | undefined> {
+  const { config, server, logger } = serving;
+  if (config.admin.socket === "") return undefined;
+  const { startAdminSocket } = await import("../admin/socket.ts");
+  return startAdminSocket(
+    resolvePath(config.admin.socket, ctx.cwd),
+    {
+      sessions: server.sessions,
+      startedAt: Date.now(),
+      version: version(),
+      reload: () => server.reload(configFor(cmd, ctx)),
+      drain,
+    },
+    logger,
+  );
+}
+
+/**
+ * SIGHUP: reads the config (file + environment) and the certificates again and applies them to new
+ * sessions. A bad config or certificate is logged and the server keeps its current settings.
+ */
+function reload(cmd: ParsedCommand, { server, logger }: Serving): void {
+  try {
+    const { needRestart } = server.reload(configFor(cmd, ctx));
+    if (needRestart.length > 0) logger.warn({ needRestart }, "these changed keys need a restart; old values kept");
+  } catch (err) {
+    logger.error({ event: "reload-failed", reason: describe(err) }, "reload failed; keeping the current configuration");
+  }
 }
 
 /** Logs an error that escaped every handler and exits 1. */

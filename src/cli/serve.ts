@@ -5,6 +5,7 @@
 import { FailureGuard } from "../auth/guard.ts";
 import type { FirstUserResult } from "../auth/store.ts";
 import type { Config } from "../config/schema.ts";
+import type { Session } from "../protocol/session.ts";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { createLogger, type Logger } from "../log/logger.ts";
 import { CliError, type ParsedCommand } from "./args.ts";
@@ -14,6 +15,10 @@ import { configFor, storeFor, type CliContext } from "./commands.ts";
 export interface RunningServer {
   /** Stops accepting, lets transfers run for up to `graceMs`, then closes everything. */
   shutdown(graceMs: number): Promise<void>;
+  /** Applies a validated config to new sessions; throws (changing nothing) when it cannot. */
+  reload(next: Config): { readonly applied: readonly string[]; readonly needRestart: readonly string[] };
+  /** Live sessions, for the admin socket. */
+  readonly sessions: ReadonlySet<Session>;
 }
 
 /** A started server with the config and logger it runs with. */

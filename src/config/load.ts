@@ -141,6 +141,8 @@ const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: 
       v.length <= 200 && !hasControl(v),
     ),
   },
+  // A Unix socket path is limited to about 100 bytes (sun_path).
+  admin: { socket: text("a socket path of at most 100 bytes, or empty", (v) => pathText(v) && Buffer.byteLength(v) <= 100) },
 };
 
 /** Looks up the rule of `section.key`; undefined for an unknown key. */

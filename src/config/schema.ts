@@ -66,6 +66,10 @@ export interface Config {
     /** Text of the 220 greeting. */
     readonly banner: string;
   };
+  readonly admin: {
+    /** Unix socket for `berth ctl` (newline-delimited JSON, mode 0660); "" = off. */
+    readonly socket: string;
+  };
 }
 
 /** Defaults: what `config/berth.yaml` documents, and what an empty file means. */
@@ -99,6 +103,7 @@ export const DEFAULTS: Config = {
     shutdownGrace: 8,
   },
   server: { banner: "berth FTP server ready" },
+  admin: { socket: "" },
 };
 
 /** An inclusive port range parsed from `passive.ports`. */

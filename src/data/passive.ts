@@ -21,6 +21,8 @@ export interface PassiveOptions {
   readonly timeoutMs: number;
   /** Called for each refused connection (for the log). */
   readonly onForeign?: (remote: string) => void;
+  /** Called when the channel closes without the client ever connecting (for the log). */
+  readonly onUnused?: (port: number) => void;
 }
 
 /** A listening passive port holding at most one accepted connection. */
@@ -88,6 +90,7 @@ export class PassiveChannel implements DataChannel {
     this.stopListening();
     this.opts.pool.release(this.port);
     if (this.accepted && !this.handedOut) this.accepted.destroy();
+    if (!this.accepted) this.opts.onUnused?.(this.port);
     const w = this.waiter;
     this.waiter = null;
     w?.reject(new FtpError(425, "Data connection closed"));

@@ -15,7 +15,7 @@ function family(s: Session): 1 | 2 {
   return isIP(s.localAddress) === 6 ? 2 : 1;
 }
 
-async function openPassive(s: Session): Promise<PassiveChannel> {
+async function openPassive(s: Session, announced: string): Promise<PassiveChannel> {
   s.setChannel(null);
   const ch = await PassiveChannel.open({
     pool: s.ctx.pool,
@@ -24,6 +24,14 @@ async function openPassive(s: Session): Promise<PassiveChannel> {
     timeoutMs: s.ctx.config.limits.dataTimeout * 1000,
     onForeign: (remote) =>
       s.log.warn({ event: "foreign-data-connection", from: remote }, "data connection from a foreign address refused"),
+    // The usual sign of a wrong passive.address or an unpublished/unforwarded passive range.
+    onUnused: (port) =>
+      s.log.warn(
+        { event: "passive-unused", announced, port },
+        "client never connected to passive port %d (announced %s): check passive.address and that passive.ports is forwarded",
+        port,
+        announced || "port only",
+      ),
   });
   s.setChannel(ch);
   return ch;
@@ -34,7 +42,7 @@ async function pasv(s: Session): Promise<void> {
   if (family(s) !== 1) throw new FtpError(522, "PASV is for IPv4; use EPSV");
   const announced = await s.ctx.announce.forConnection(s.localAddress, s.remoteAddress);
   if (announced === null) throw new FtpError(425, "Can't open passive connection: no address to announce");
-  const ch = await openPassive(s);
+  const ch = await openPassive(s, announced);
   s.reply(227, format227(announced, ch.port));
 }
 
@@ -48,7 +56,7 @@ async function epsv(s: Session, arg: string): Promise<void> {
   if (a !== "" && a !== "1" && a !== "2") throw new FtpError(501, "EPSV takes 1, 2 or ALL");
   const fam = family(s);
   if (a !== "" && Number(a) !== fam) throw new FtpError(522, `Network protocol not supported, use (${fam})`);
-  const ch = await openPassive(s);
+  const ch = await openPassive(s, "");
   s.reply(229, format229(ch.port));
 }
 

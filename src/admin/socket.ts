@@ -1,0 +1,149 @@
+/**
+ * The admin socket: a Unix socket (mode 0660) speaking newline-delimited JSON, one request and one
+ * response per line. Requests: {"cmd":"status"|"sessions"|"reload"|"drain"} and {"cmd":"kick","id":"…"}.
+ * Responses: {"ok":true,…} or {"ok":false,"error":"…"}. `berth ctl` is its client.
+ */
+import { chmodSync, mkdirSync, rmSync } from "node:fs";
+import { createServer, type Server, type Socket } from "node:net";
+import path from "node:path";
+import type { Logger } from "pino";
+import type { Session } from "../protocol/session.ts";
+
+/** One session as the admin socket shows it. */
+export interface SessionInfo {
+  readonly id: string;
+  readonly user: string | null;
+  readonly remote: string;
+  readonly secure: boolean;
+  readonly transfer: {
+    readonly direction: "download" | "upload" | "list";
+    readonly path: string;
+    readonly bytes: number;
+    readonly expected: number | null;
+    readonly startedAt: number;
+  } | null;
+}
+
+/** What the socket needs from the running server. */
+export interface AdminTarget {
+  readonly sessions: ReadonlySet<Session>;
+  readonly startedAt: number;
+  readonly version: string;
+  /** Re-reads the config; resolves with what changed or rejects with the reason. */
+  reload(): { readonly applied: readonly string[]; readonly needRestart: readonly string[] };
+  /** Starts a graceful shutdown (like SIGTERM). */
+  drain(): void;
+}
+
+/** A running admin socket. */
+export interface AdminSocket {
+  readonly path: string;
+  close(): Promise<void>;
+}
+
+/** A snapshot of one session. */
+export function describeSession(s: Session): SessionInfo {
+  const t = s.transfer;
+  return {
+    id: s.id,
+    user: s.user?.name ?? null,
+    remote: s.remoteAddress,
+    secure: s.secure,
+    transfer: t
+      ? { direction: t.direction, path: t.path, bytes: t.bytes, expected: t.expected, startedAt: t.startedAt }
+      : null,
+  };
+}
+
+/** Answers one request object. */
+export function handleRequest(target: AdminTarget, req: unknown): Record<string, unknown> {
+  const cmd = typeof req === "object" && req !== null ? (req as { cmd?: unknown }).cmd : undefined;
+  const sessions = [...target.sessions];
+  switch (cmd) {
+    case "status":
+      return {
+        ok: true,
+        version: target.version,
+        pid: process.pid,
+        uptime: Math.round((Date.now() - target.startedAt) / 1000),
+        sessions: sessions.length,
+        transfers: sessions.filter((s) => s.transfer).length,
+      };
+    case "sessions":
+      return { ok: true, now: Date.now(), sessions: sessions.map(describeSession) };
+    case "kick": {
+      const id = (req as { id?: unknown }).id;
+      const victim = sessions.find((s) => s.id === id);
+      if (!victim) return { ok: false, error: `no session ${String(id)}` };
+      victim.transfer?.abort("shutdown");
+      victim.timeout("Disconnected by the administrator");
+      return { ok: true, kicked: victim.id };
+    }
+    case "reload":
+      try {
+        return { ok: true, ...target.reload() };
+      } catch (err) {
+        return { ok: false, error: err instanceof Error ? err.message : String(err) };
+      }
+    case "drain":
+      target.drain();
+      return { ok: true };
+    default:
+      return { ok: false, error: `unknown command ${JSON.stringify(cmd) ?? "undefined"}` };
+  }
+}
+
+/** Listens on `socketPath` (a stale socket file is replaced); the socket gets mode 0660. */
+export async function startAdminSocket(socketPath: string, target: AdminTarget, logger: Logger): Promise<AdminSocket> {
+  mkdirSync(path.dirname(socketPath), { recursive: true });
+  rmSync(socketPath, { force: true });
+  const clients = new Set<Socket>();
+  const server: Server = createServer((conn) => {
+    clients.add(conn);
+    conn.on("close", () => clients.delete(conn));
+    conn.on("error", () => undefined);
+    let buf = "";
+    conn.on("data", (chunk: Buffer) => {
+      buf += chunk.toString("utf8");
+      if (buf.length > 65536) return void conn.destroy();
+      let nl;
+      while ((nl = buf.indexOf("\n")) !== -1) {
+        const line = buf.slice(0, nl).trim();
+        buf = buf.slice(nl + 1);
+        if (line === "") continue;
+        let res: Record<string, unknown>;
+        try {
+          res = handleRequest(target, JSON.parse(line) as unknown);
+        } catch {
+          res = { ok: false, error: "not JSON" };
+        }
+        conn.write(`${JSON.stringify(res)}\n`);
+      }
+    });
+  });
+  // The umask applies at bind; tighten it before anyone can connect, then set 0660 exactly.
+  const oldMask = process.umask(0o117);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(socketPath, () => {
+        server.removeListener("error", reject);
+        resolve();
+      });
+    });
+  } finally {
+    process.umask(oldMask);
+  }
+  chmodSync(socketPath, 0o660);
+  server.on("error", (err) => logger.error({ err }, "admin socket error"));
+  logger.info({ event: "admin-socket", path: socketPath }, "admin socket on %s", socketPath);
+  return {
+    path: socketPath,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const c of clients) c.destroy();
+        server.close(() => resolve());
+        rmSync(socketPath, { force: true });
+      }),
+  };
+}

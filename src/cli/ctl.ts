@@ -1,0 +1,164 @@
+/**
+ * `berth ctl …`: a client of the admin socket (src/admin/socket.ts). One JSON request per line,
+ * one JSON response per line. `watch` polls the session list 4 times a second until Ctrl-C.
+ */
+import { connect, type Socket } from "node:net";
+import { resolvePath } from "../config/load.ts";
+import { CliError, type ParsedCommand } from "./args.ts";
+import { configFor, type CliContext } from "./commands.ts";
+import type { SessionInfo } from "../admin/socket.ts";
+
+/** An open connection to the admin socket. */
+class AdminClient {
+  #buf = "";
+  #waiting: ((line: string) => void)[] = [];
+
+  private constructor(private readonly socket: Socket) {
+    socket.on("data", (c: Buffer) => {
+      this.#buf += c.toString("utf8");
+      let nl;
+      while ((nl = this.#buf.indexOf("\n")) !== -1) {
+        const line = this.#buf.slice(0, nl);
+        this.#buf = this.#buf.slice(nl + 1);
+        this.#waiting.shift()?.(line);
+      }
+    });
+  }
+
+  /** Connects; a missing socket or a refused connection is a one-line CliError. */
+  static open(socketPath: string): Promise<AdminClient> {
+    return new Promise((resolve, reject) => {
+      const s = connect(socketPath);
+      s.once("connect", () => resolve(new AdminClient(s)));
+      s.once("error", (err: NodeJS.ErrnoException) =>
+        reject(new CliError(`cannot reach the admin socket ${socketPath}: ${err.code ?? err.message} (is berth running with admin.socket set?)`, 1)),
+      );
+    });
+  }
+
+  /** Sends one request; resolves with the parsed response. */
+  request(req: Record<string, unknown>): Promise<Record<string, unknown>> {
+    return new Promise((resolve, reject) => {
+      const onClose = (): void => reject(new CliError("the admin socket closed the connection", 1));
+      this.socket.once("close", onClose);
+      this.#waiting.push((line) => {
+        this.socket.removeListener("close", onClose);
+        resolve(JSON.parse(line) as Record<string, unknown>);
+      });
+      this.socket.write(`${JSON.stringify(req)}\n`);
+    });
+  }
+
+  close(): void {
+    this.socket.end();
+  }
+}
+
+/** The socket path: --socket, else admin.socket of the config. */
+function socketPath(cmd: ParsedCommand, ctx: CliContext): string {
+  const given = cmd.options.socket;
+  if (typeof given === "string") return resolvePath(given, ctx.cwd);
+  const configured = configFor(cmd, ctx).admin.socket;
+  if (configured === "") throw new CliError("admin.socket is not set in the config (or pass --socket PATH)", 2);
+  return resolvePath(configured, ctx.cwd);
+}
+
+/** Runs `berth ctl <sub>`; resolves with the exit status. */
+export async function runCtl(cmd: ParsedCommand, ctx: CliContext): Promise<number> {
+  const client = await AdminClient.open(socketPath(cmd, ctx));
+  try {
+    const sub = cmd.name.slice("ctl ".length);
+    if (sub === "watch") return await watch(client, ctx);
+    const req: Record<string, unknown> = { cmd: sub };
+    if (sub === "kick") req.id = cmd.args.ID;
+    const res = await client.request(req);
+    if (res.ok !== true) throw new CliError(`ctl ${sub}: ${String(res.error)}`, 1);
+    ctx.stdout.write(render(sub, res, cmd.options.json === true));
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+/** Human-readable output of one response. */
+function render(sub: string, res: Record<string, unknown>, json: boolean): string {
+  switch (sub) {
+    case "status":
+      return `berth ${String(res.version)} pid ${String(res.pid)}, up ${String(res.uptime)} s, ${String(res.sessions)} sessions, ${String(res.transfers)} transfers\n`;
+    case "sessions": {
+      const list = res.sessions as SessionInfo[];
+      if (json) return `${JSON.stringify(list)}\n`;
+      return `${sessionTable(list, Number(res.now))}\n`;
+    }
+    case "kick":
+      return `disconnected session ${String(res.kicked)}\n`;
+    case "reload": {
+      const applied = (res.applied as string[]).join(", ") || "nothing";
+      const restart = res.needRestart as string[];
+      return `reloaded; applied: ${applied}${restart.length > 0 ? `; need a restart: ${restart.join(", ")}` : ""}\n`;
+    }
+    default:
+      return "draining: no new sessions; running transfers finish, then berth exits\n";
+  }
+}
+
+/** A byte count in B, kB, MB, GB. */
+export function human(n: number): string {
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let v = n;
+  let i = 0;
+  while (v >= 1000 && i < units.length - 1) {
+    v /= 1000;
+    i++;
+  }
+  return `${i === 0 ? String(v) : v.toFixed(1)} ${units[i] ?? "B"}`;
+}
+
+/** A text progress bar `[#####-----]` of `width` cells; unknown totals show a moving marker. */
+export function progressBar(done: number, total: number | null, width = 20, tick = 0): string {
+  if (total === null || total <= 0) {
+    const pos = tick % width;
+    return `[${"-".repeat(pos)}>${"-".repeat(width - pos - 1)}]`;
+  }
+  const filled = Math.min(width, Math.round((done / total) * width));
+  return `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${String(Math.min(100, Math.floor((done / total) * 100))).padStart(3)}%`;
+}
+
+/** The session table, with a progress line under each running transfer. */
+export function sessionTable(list: readonly SessionInfo[], now: number, tick = 0): string {
+  if (list.length === 0) return "no sessions";
+  const lines = [`${"ID".padEnd(8)}  ${"USER".padEnd(12)}  ${"REMOTE".padEnd(22)}  TLS  TRANSFER`];
+  for (const s of list) {
+    const t = s.transfer;
+    lines.push(
+      `${s.id.padEnd(8)}  ${(s.user ?? "-").padEnd(12)}  ${s.remote.padEnd(22)}  ${s.secure ? "yes" : "no "}  ${t ? `${t.direction} ${t.path}` : "-"}`,
+    );
+    if (t) {
+      const secs = Math.max(0.001, (now - t.startedAt) / 1000);
+      const rate = `${human(Math.round(t.bytes / secs))}/s`;
+      const size = t.expected !== null ? `${human(t.bytes)} / ${human(t.expected)}` : human(t.bytes);
+      lines.push(`          ${progressBar(t.bytes, t.expected, 30, tick)}  ${size}  ${rate}`);
+    }
+  }
+  return lines.join("\n");
+}
+
+/** Redraws the session table ~4 times a second until SIGINT (status 0) or the server goes away. */
+async function watch(client: AdminClient, ctx: CliContext): Promise<number> {
+  let stopped = false;
+  const onInt = (): void => void (stopped = true);
+  process.on("SIGINT", onInt);
+  const tty = "isTTY" in ctx.stdout && ctx.stdout.isTTY === true;
+  try {
+    for (let tick = 0; !stopped; tick++) {
+      const res = await client.request({ cmd: "sessions" });
+      const table = sessionTable(res.sessions as SessionInfo[], Number(res.now), tick);
+      const stamp = new Date().toISOString().slice(11, 19);
+      ctx.stdout.write(`${tty ? "\x1b[H\x1b[2J" : ""}berth sessions at ${stamp} (Ctrl-C to quit)\n${table}\n`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    return 0;
+  } finally {
+    process.removeListener("SIGINT", onInt);
+  }
+}

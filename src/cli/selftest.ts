@@ -1,0 +1,120 @@
+/**
+ * `berth selftest [--host H] [--port P]`: checks a running server the way a client sees it. Adds a
+ * throw-away user (the server picks up the users file change), then through basic-ftp: login
+ * (TLS when tls.mode is on), EPSV and PASV listings, upload, download, resumed download; removes
+ * the user and its home, prints a pass/fail table and the `docker run -p` mapping the config needs.
+ */
+import { randomBytes } from "node:crypto";
+import { rm } from "node:fs/promises";
+import { Readable, Writable } from "node:stream";
+import { Client, enterPassiveModeIPv4, enterPassiveModeIPv6 } from "basic-ftp";
+import { parsePortRange, type Config } from "../config/schema.ts";
+import { CliError, type ParsedCommand } from "./args.ts";
+import { configFor, storeFor, type CliContext } from "./commands.ts";
+
+/** One line of the result table. */
+interface Step {
+  readonly name: string;
+  ok: boolean;
+  detail: string;
+}
+
+/** Collects a download into memory. */
+function sink(): { stream: Writable; data: () => Buffer } {
+  const parts: Buffer[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      parts.push(chunk);
+      done();
+    },
+  });
+  return { stream, data: () => Buffer.concat(parts) };
+}
+
+/** The `docker run` port mapping and passive address the config needs. */
+export function dockerMapping(config: Config): string {
+  const range = parsePortRange(config.passive.ports);
+  const r = range ? (range.min === range.max ? `${range.min}` : `${range.min}-${range.max}`) : config.passive.ports;
+  const parts = [];
+  if (config.tls.mode !== "implicit") parts.push(`-p ${config.listen.port}:${config.listen.port}`);
+  if (config.tls.mode === "implicit" || config.tls.mode === "both") parts.push(`-p ${config.tls.implicitPort}:${config.tls.implicitPort}`);
+  parts.push(`-p ${r}:${r}`);
+  parts.push(`-e BERTH_PASSIVE_ADDRESS=${config.passive.address || "<address clients use to reach the host>"}`);
+  return `docker run ${parts.join(" ")} ...`;
+}
+
+/** Runs the self-test; 0 when every step passed, 1 otherwise. */
+export async function runSelftest(cmd: ParsedCommand, ctx: CliContext): Promise<number> {
+  const config = configFor(cmd, ctx);
+  const host = typeof cmd.options.host === "string" ? cmd.options.host : config.passive.address || "127.0.0.1";
+  const implicit = config.tls.mode === "implicit";
+  const port = typeof cmd.options.port === "string" ? Number(cmd.options.port) : implicit ? config.tls.implicitPort : config.listen.port;
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new CliError(`selftest needs the server's port (listen.port is ${config.listen.port}; pass --port N)`, 2);
+  }
+  const store = storeFor(config, ctx.cwd);
+  const user = `selftest-${randomBytes(4).toString("hex")}`;
+  const password = randomBytes(18).toString("base64url");
+  const added = await store.add(user, password);
+  const steps: Step[] = [];
+  const step = async (name: string, body: () => Promise<string | undefined>): Promise<boolean> => {
+    const s: Step = { name, ok: false, detail: "" };
+    steps.push(s);
+    try {
+      s.detail = (await body()) ?? "";
+      s.ok = true;
+    } catch (err) {
+      s.detail = err instanceof Error ? err.message.split("\n")[0] ?? err.name : String(err);
+    }
+    return s.ok;
+  };
+  const client = new Client(15_000);
+  const payload = randomBytes(256 * 1024);
+  try {
+    // The server re-reads a changed users file at most once a second.
+    await new Promise((r) => setTimeout(r, 1100));
+    const secure = implicit ? "implicit" : config.tls.mode === "off" ? false : true;
+    const loggedIn = await step(`login on ${host}:${port}${secure ? " (TLS)" : ""}`, async () => {
+      await client.access({ host, port, user, password, secure, secureOptions: { rejectUnauthorized: false } });
+      return secure ? "TLS" : undefined;
+    });
+    if (loggedIn) {
+      await step("EPSV listing", async () => {
+        client.prepareTransfer = enterPassiveModeIPv6;
+        return `${(await client.list()).length} entries`;
+      });
+      await step("PASV listing", async () => {
+        client.prepareTransfer = enterPassiveModeIPv4;
+        await client.list();
+        return "data connection to the announced address";
+      });
+      client.prepareTransfer = enterPassiveModeIPv6;
+      await step("upload 256 kB", async () => {
+        await client.uploadFrom(Readable.from([payload]), "selftest.bin");
+        return undefined;
+      });
+      await step("download, identical", async () => {
+        const s = sink();
+        await client.downloadTo(s.stream, "selftest.bin");
+        if (!s.data().equals(payload)) throw new Error("downloaded bytes differ");
+        return undefined;
+      });
+      await step("resumed download (REST)", async () => {
+        const s = sink();
+        await client.downloadTo(s.stream, "selftest.bin", 100_000);
+        if (!s.data().equals(payload.subarray(100_000))) throw new Error("resumed bytes differ");
+        return "from byte 100000";
+      });
+    }
+  } finally {
+    client.close();
+    await store.del(user).catch(() => undefined);
+    await rm(added.home, { recursive: true, force: true });
+  }
+  const width = Math.max(...steps.map((s) => s.name.length));
+  for (const s of steps) ctx.stdout.write(`${s.ok ? "PASS" : "FAIL"}  ${s.name.padEnd(width)}  ${s.detail}\n`);
+  ctx.stdout.write(`\nin a container, this config needs: ${dockerMapping(config)}\n`);
+  const failed = steps.filter((s) => !s.ok).length;
+  ctx.stdout.write(failed === 0 ? "selftest: all passed\n" : `selftest: ${failed} failed\n`);
+  return failed === 0 ? 0 : 1;
+}

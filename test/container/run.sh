@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Container check for berth (not part of `npm test`; run with `npm run test:container`):
+#   1. builds docker/Dockerfile with podman (or a working docker engine);
+#   2. bridge network, control port and passive range published 1:1, BERTH_PASSIVE_ADDRESS=127.0.0.1:
+#      FileZilla (fz-check.sh) in passive mode, and the image's HEALTHCHECK;
+#   3. --network host: FileZilla in active and passive mode;
+#   4. `stop` during a running upload: the container exits 0 within 10 s, the running upload
+#      completes, and a file stored before is still there.
+# Skips (exit 0) where no container engine exists. Knobs: BERTH_CT_ENGINE=podman|docker,
+# BERTH_CT_IMAGE (default berth:test), BERTH_CT_NOBUILD=1, BERTH_CT_NOFZ=1 (skip FileZilla).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+TOOLS=${BERTH_CT_TOOLS:-$ROOT/../shared/tools}
+IMAGE=${BERTH_CT_IMAGE:-berth:test}
+USER_NAME=ctuser
+USER_PASS=ct-$RANDOM-$RANDOM
+FAILS=0
+RESULTS=()
+
+say() { printf '%s\n' "container: $*"; }
+result() { RESULTS+=("$1  $2"); [ "$1" = PASS ] || FAILS=$((FAILS + 1)); say "$1 $2"; }
+
+ENGINE=${BERTH_CT_ENGINE:-}
+if [ -z "$ENGINE" ]; then
+  if command -v podman >/dev/null 2>&1; then ENGINE=podman
+  elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then ENGINE=docker
+  fi
+fi
+if [ -z "$ENGINE" ]; then
+  say "SKIP: no container engine (podman, or docker with a running daemon) on this machine"
+  exit 0
+fi
+say "engine: $ENGINE"
+
+if [ "$ENGINE" = podman ] && ! podman image exists docker.io/library/node:20-bookworm-slim 2>/dev/null \
+  && [ -x "$TOOLS/containers/make-base-images.sh" ]; then
+  say "building local base images (make-base-images.sh)"
+  "$TOOLS/containers/make-base-images.sh" || { say "FAIL: base images"; exit 1; }
+fi
+
+if [ "${BERTH_CT_NOBUILD:-0}" != 1 ]; then
+  say "building $IMAGE"
+  fmt=(); [ "$ENGINE" = podman ] && fmt=(--format docker)   # keeps the HEALTHCHECK
+  $ENGINE build "${fmt[@]}" -f docker/Dockerfile -t "$IMAGE" . >/tmp/berth-ct-build.log 2>&1 \
+    || { tail -30 /tmp/berth-ct-build.log; say "FAIL: image build (log: /tmp/berth-ct-build.log)"; exit 1; }
+fi
+
+WORK=$(mktemp -d /tmp/berth-ct.XXXXXX)
+mkdir -p "$WORK/data" "$WORK/users"
+chown -R 1000:1000 "$WORK/data" "$WORK/users" 2>/dev/null || chmod 0777 "$WORK/data" "$WORK/users"
+NAMES=()
+cleanup() { for n in "${NAMES[@]}"; do $ENGINE rm -f "$n" >/dev/null 2>&1; done; }
+trap cleanup EXIT
+
+# waits until HOST:PORT greets with 220 (or 30 s pass)
+wait_220() {
+  local host=$1 port=$2 i
+  for i in $(seq 1 60); do
+    if timeout 2 bash -c "exec 3<>/dev/tcp/$host/$port; head -c 3 <&3" 2>/dev/null | grep -q 220; then return 0; fi
+    sleep 0.5
+  done
+  return 1
+}
+
+fz() { # fz LABEL PORT MODE
+  if [ "${BERTH_CT_NOFZ:-0}" = 1 ] || ! command -v filezilla >/dev/null 2>&1 || [ ! -x "$TOOLS/filezilla/fz-check.sh" ]; then
+    say "FileZilla not available: $1 skipped"; return 0
+  fi
+  local out
+  out=$("$TOOLS/filezilla/fz-check.sh" 127.0.0.1 "$2" "$USER_NAME" "$USER_PASS" plain "$3" 2>&1)
+  local rc=$?
+  printf '%s\n' "$out" | tail -1
+  if [ $rc -eq 0 ]; then result PASS "$1"; else printf '%s\n' "$out" | tail -40; result FAIL "$1"; fi
+}
+
+common_env=(-e "BERTH_USER=$USER_NAME" -e "BERTH_PASSWORD=$USER_PASS" -e BERTH_LOG_LEVEL=info
+  -v "$WORK/data:/data" -v "$WORK/users:/users")
+
+# --- 2. bridge network, passive ---
+BR=berth-ct-bridge-$$; NAMES+=("$BR")
+$ENGINE run -d --name "$BR" -p 127.0.0.1:22021:21 -p 127.0.0.1:21100-21110:21100-21110 \
+  -e BERTH_PASSIVE_ADDRESS=127.0.0.1 "${common_env[@]}" "$IMAGE" 2>/dev/null >/dev/null \
+  || { say "FAIL: cannot start the bridge container"; exit 1; }
+if wait_220 127.0.0.1 22021; then result PASS "bridge: 220 greeting on published port 21"
+else $ENGINE logs "$BR" | tail -20; result FAIL "bridge: no 220 greeting"; fi
+if [ "$ENGINE" = podman ]; then
+  if podman healthcheck run "$BR" >/dev/null 2>&1; then result PASS "bridge: HEALTHCHECK healthy"
+  else result FAIL "bridge: HEALTHCHECK"; fi
+else
+  if $ENGINE exec "$BR" node /app/docker/healthcheck.mjs; then result PASS "bridge: health script"
+  else result FAIL "bridge: health script"; fi
+fi
+if $ENGINE exec "$BR" sh -c 'id -un; command -v berth' | tr '\n' ' ' | grep -q '^node /usr/local/bin/berth'; then
+  result PASS "image: runs as node, berth on PATH"
+else result FAIL "image: user/PATH"; fi
+if $ENGINE exec "$BR" berth selftest >"$WORK/selftest.out" 2>&1; then result PASS "bridge: berth selftest inside the container"
+else cat "$WORK/selftest.out"; result FAIL "bridge: berth selftest inside the container"; fi
+fz "bridge: FileZilla plain passive" 22021 passive
+$ENGINE stop -t 10 "$BR" >/dev/null 2>&1
+
+# --- 3. host network, active and passive ---
+HO=berth-ct-host-$$; NAMES+=("$HO")
+$ENGINE run -d --name "$HO" --network host -e BERTH_LISTEN_HOST=127.0.0.1 -e BERTH_LISTEN_PORT=22031 \
+  -e BERTH_PASSIVE_PORTS=22110-22120 "${common_env[@]}" "$IMAGE" 2>/dev/null >/dev/null \
+  || { say "FAIL: cannot start the host-network container"; exit 1; }
+if wait_220 127.0.0.1 22031; then result PASS "host network: 220 greeting"
+else $ENGINE logs "$HO" | tail -20; result FAIL "host network: no 220 greeting"; fi
+fz "host network: FileZilla plain active" 22031 active
+fz "host network: FileZilla plain passive" 22031 passive
+
+# --- 4. stop during a running upload ---
+head -c 300000 /dev/urandom >"$WORK/early.bin"
+head -c 6000000 /dev/urandom >"$WORK/big.bin"
+URL="ftp://$USER_NAME:$USER_PASS@127.0.0.1:22031"
+curl -sS --ftp-pasv -T "$WORK/early.bin" "$URL/early.bin" || result FAIL "stop: first upload"
+curl -sS --ftp-pasv --limit-rate 1000k -T "$WORK/big.bin" "$URL/during.bin" >"$WORK/curl.out" 2>&1 &
+CURL=$!
+sleep 1.5
+t0=$(date +%s.%N)
+$ENGINE stop -t 10 "$HO" >/dev/null 2>&1
+t1=$(date +%s.%N)
+wait $CURL; curl_rc=$?
+code=$($ENGINE inspect -f '{{.State.ExitCode}}' "$HO" 2>/dev/null)
+secs=$(echo "$t1 - $t0" | bc)
+say "stop took ${secs}s, exit code $code, running upload: curl exit $curl_rc"
+if [ "$code" = 0 ] && [ "$(echo "$secs < 10" | bc)" = 1 ]; then result PASS "stop: exit 0 in ${secs}s (< 10 s)"
+else $ENGINE logs "$HO" 2>&1 | tail -20; result FAIL "stop: exit code $code after ${secs}s"; fi
+home=$(find "$WORK/data" -maxdepth 1 -mindepth 1 -type d | head -1)
+if cmp -s "$WORK/early.bin" "$home/early.bin"; then result PASS "stop: file stored before is intact"
+else result FAIL "stop: file stored before is missing or changed"; fi
+if [ $curl_rc -eq 0 ] && cmp -s "$WORK/big.bin" "$home/during.bin"; then result PASS "stop: running upload finished within the grace time"
+else cat "$WORK/curl.out"; result FAIL "stop: running upload (curl exit $curl_rc)"; fi
+
+echo
+say "summary"
+printf '  %s\n' "${RESULTS[@]}"
+if [ $FAILS -eq 0 ]; then say "PASS (all ${#RESULTS[@]})"; rm -rf "$WORK"; exit 0; fi
+say "FAIL ($FAILS of ${#RESULTS[@]}; files in $WORK)"
+exit 1

@@ -1,0 +1,327 @@
+/**
+ * Running berth as a service: SIGHUP reloads the config for new sessions (a broken one is refused
+ * and the server keeps serving), SIGTERM lets a running upload finish and exits 0.
+ */
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { connect, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+const MAIN = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
+const TSX = import.meta.resolve("tsx");
+const dirs: string[] = [];
+const children: ChildProcess[] = [];
+after(() => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** A `berth serve` child with its log lines. */
+interface Served {
+  readonly child: ChildProcess;
+  readonly port: number;
+  readonly cwd: string;
+  readonly exited: Promise<number | null>;
+  /** Resolves with the first log line (from now on or already seen) matching `re`. */
+  waitLog(re: RegExp, since?: number): Promise<string>;
+  /** How many log lines were seen so far. */
+  mark(): number;
+}
+
+function writeConfig(cwd: string, body: string): void {
+  writeFileSync(path.join(cwd, "config", "berth.yaml"), body);
+}
+
+async function serve(configBody: string, graceSeconds = 8, extraEnv: Record<string, string> = {}): Promise<Served> {
+  const cwd = mkdtempSync(path.join(tmpdir(), "berth-svc-"));
+  dirs.push(cwd);
+  mkdirSync(path.join(cwd, "config"));
+  writeConfig(cwd, configBody);
+  const env = {
+    PATH: process.env.PATH ?? "",
+    HOME: process.env.HOME ?? "",
+    BERTH_USERS_BCRYPT_COST: "4",
+    BERTH_LISTEN_HOST: "127.0.0.1",
+    BERTH_LISTEN_PORT: "0",
+    BERTH_PASSIVE_PORTS: "41200-41209",
+    BERTH_LIMITS_SHUTDOWN_GRACE: String(graceSeconds),
+    BERTH_LOG_PRETTY: "never",
+    BERTH_USER: "svc",
+    BERTH_PASSWORD: "svc-password",
+    ...extraEnv,
+  };
+  const child = spawn(process.execPath, ["--import", TSX, MAIN, "serve"], { cwd, env });
+  children.push(child);
+  const lines: string[] = [];
+  const waiters: { re: RegExp; since: number; resolve: (l: string) => void }[] = [];
+  let buf = "";
+  let stderr = "";
+  child.stderr?.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+  child.stdout?.on("data", (c: Buffer) => {
+    buf += c.toString("utf8");
+    let nl;
+    while ((nl = buf.indexOf("\n")) !== -1) {
+      lines.push(buf.slice(0, nl));
+      buf = buf.slice(nl + 1);
+    }
+    for (const w of [...waiters]) {
+      const hit = lines.slice(w.since).find((l) => w.re.test(l));
+      if (hit !== undefined) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(hit);
+      }
+    }
+  });
+  const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
+  const waitLog = (re: RegExp, since = 0): Promise<string> => {
+    const hit = lines.slice(since).find((l) => re.test(l));
+    if (hit !== undefined) return Promise.resolve(hit);
+    return new Promise((resolve, reject) => {
+      waiters.push({ re, since, resolve });
+      void exited.then(() => reject(new Error(`berth exited while waiting for ${String(re)}: ${stderr}`)));
+    });
+  };
+  const listening = JSON.parse(await waitLog(/"event":"listening"/)) as { port: number };
+  return { child, port: listening.port, cwd, exited, waitLog, mark: () => lines.length };
+}
+
+/** A control connection reading replies line by line. */
+class Control {
+  readonly socket: Socket;
+  #buf = "";
+  #waiting: ((line: string) => void)[] = [];
+  #lines: string[] = [];
+  readonly closed: Promise<void>;
+
+  constructor(port: number) {
+    this.socket = connect({ host: "127.0.0.1", port });
+    this.socket.on("error", () => undefined);
+    this.closed = new Promise((r) => this.socket.on("close", () => r()));
+    this.socket.on("data", (c: Buffer) => {
+      this.#buf += c.toString("latin1");
+      let nl;
+      while ((nl = this.#buf.indexOf("\r\n")) !== -1) {
+        const line = this.#buf.slice(0, nl);
+        this.#buf = this.#buf.slice(nl + 2);
+        if (!/^\d{3} /.test(line)) continue;
+        const w = this.#waiting.shift();
+        if (w) w(line);
+        else this.#lines.push(line);
+      }
+    });
+  }
+
+  /** The next final reply line. */
+  reply(): Promise<string> {
+    const l = this.#lines.shift();
+    if (l !== undefined) return Promise.resolve(l);
+    return new Promise((r) => this.#waiting.push(r));
+  }
+
+  async cmd(line: string): Promise<string> {
+    this.socket.write(`${line}\r\n`);
+    return this.reply();
+  }
+
+  async login(): Promise<void> {
+    assert.match(await this.reply(), /^220 /);
+    assert.match(await this.cmd("USER svc"), /^331 /);
+    assert.match(await this.cmd("PASS svc-password"), /^230 /);
+  }
+
+  /** PASV, then a connected data socket. */
+  async pasv(): Promise<Socket> {
+    const r = await this.cmd("PASV");
+    const m = /\((\d+),(\d+),(\d+),(\d+),(\d+),(\d+)\)/.exec(r);
+    assert.ok(m, r);
+    const port = Number(m[5]) * 256 + Number(m[6]);
+    const s = connect({ host: "127.0.0.1", port });
+    await new Promise<void>((resolve, reject) => s.once("connect", resolve).once("error", reject));
+    return s;
+  }
+}
+
+async function greeting(port: number): Promise<string> {
+  const c = new Control(port);
+  const line = await c.reply();
+  c.socket.destroy();
+  return line;
+}
+
+/** One request on the admin socket. */
+async function admin(socketPath: string, req: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const s = connect(socketPath);
+  let buf = "";
+  const line = new Promise<string>((resolve, reject) => {
+    s.on("data", (c: Buffer) => {
+      buf += c.toString("utf8");
+      if (buf.includes("\n")) resolve(buf.slice(0, buf.indexOf("\n")));
+    });
+    s.on("error", reject);
+  });
+  s.write(`${JSON.stringify(req)}\n`);
+  const res = JSON.parse(await line) as Record<string, unknown>;
+  s.end();
+  return res;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+void describe("berth as a service", () => {
+  void test("SIGHUP: a broken config is refused and the server keeps serving; a good one applies to new sessions", async () => {
+    const srv = await serve('server:\n  banner: "first banner"\n');
+    assert.equal(await greeting(srv.port), "220 first banner");
+    const old = new Control(srv.port);
+    await old.login();
+
+    writeConfig(srv.cwd, "limits:\n  idleTimeout: -5\n");
+    let mark = srv.mark();
+    srv.child.kill("SIGHUP");
+    const failed = await srv.waitLog(/reload failed/, mark);
+    assert.match(failed, /limits\.idleTimeout/);
+    assert.equal(await greeting(srv.port), "220 first banner");
+
+    // tls.implicitPort needs a restart: it is reported and kept (the BERTH_* environment wins over the file).
+    writeConfig(srv.cwd, 'server:\n  banner: "second banner"\ntls:\n  implicitPort: 9990\npassive:\n  ports: "41300-41309"\n');
+    mark = srv.mark();
+    srv.child.kill("SIGHUP");
+    const reloaded = JSON.parse(await srv.waitLog(/"event":"reloaded"/, mark)) as { applied: string[]; needRestart: string[] };
+    assert.deepEqual(reloaded.applied, ["server.banner"]);
+    assert.deepEqual(reloaded.needRestart, ["tls.implicitPort"]);
+    assert.equal(await greeting(srv.port), "220 second banner");
+    // The session opened before the reload goes on working.
+    assert.match(await old.cmd("PWD"), /^257 /);
+    assert.match(await old.cmd("QUIT"), /^221 /);
+
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+  });
+
+  void test("SIGTERM: idle sessions get 421, a running upload completes, exit 0", async () => {
+    const srv = await serve("", 8);
+    const idle = new Control(srv.port);
+    await idle.login();
+    const up = new Control(srv.port);
+    await up.login();
+    const data = await up.pasv();
+    assert.match(await up.cmd("STOR during.bin"), /^150 /);
+    const chunk = Buffer.alloc(64 * 1024, 7);
+    data.write(chunk);
+    await sleep(200);
+
+    const t0 = Date.now();
+    srv.child.kill("SIGTERM");
+    assert.match(await idle.reply(), /^421 /);
+    for (let i = 0; i < 9; i++) {
+      data.write(chunk);
+      await sleep(100);
+    }
+    data.end();
+    assert.match(await up.reply(), /^226 /);
+    assert.equal(await srv.exited, 0);
+    assert.ok(Date.now() - t0 < 8000, "exited within the grace time");
+    const home = path.join(srv.cwd, "data", "svc");
+    assert.equal(readFileSync(path.join(home, "during.bin")).length, 10 * chunk.length);
+  });
+
+  void test("admin socket: mode 0660, status, sessions, kick, reload, drain", async () => {
+    const srv = await serve("", 8, { BERTH_ADMIN_SOCKET: "run/admin.sock" });
+    const sock = path.join(srv.cwd, "run", "admin.sock");
+    await srv.waitLog(/"event":"admin-socket"/);
+    const st = statSync(sock);
+    assert.ok(st.isSocket());
+    assert.equal(st.mode & 0o777, 0o660);
+
+    const c = new Control(srv.port);
+    await c.login();
+    const status = await admin(sock, { cmd: "status" });
+    assert.equal(status.ok, true);
+    assert.equal(status.sessions, 1);
+    const list = (await admin(sock, { cmd: "sessions" })).sessions as { id: string; user: string | null }[];
+    assert.equal(list.length, 1);
+    assert.equal(list[0]?.user, "svc");
+    assert.deepEqual(await admin(sock, { cmd: "kick", id: "nope" }), { ok: false, error: "no session nope" });
+    assert.deepEqual(await admin(sock, { cmd: "kick", id: list[0]?.id }), { ok: true, kicked: list[0]?.id });
+    assert.match(await c.reply(), /^421 /);
+    await c.closed;
+    assert.deepEqual(await admin(sock, { cmd: "bogus" }), { ok: false, error: 'unknown command "bogus"' });
+    assert.deepEqual(await admin(sock, { cmd: "reload" }), { ok: true, applied: [], needRestart: [] });
+    assert.deepEqual(await admin(sock, { cmd: "drain" }), { ok: true });
+    assert.equal(await srv.exited, 0);
+    assert.throws(() => statSync(sock), /ENOENT/);
+  });
+});
+
+void describe("passive diagnosis", () => {
+  void test("a PASV the client never connected to is logged with the announced address", async () => {
+    const srv = await serve("");
+    const c = new Control(srv.port);
+    await c.login();
+    const r = await c.cmd("PASV");
+    const port = /\(\d+,\d+,\d+,\d+,(\d+),(\d+)\)/.exec(r);
+    assert.ok(port, r);
+    assert.match(await c.cmd("QUIT"), /^221 /);
+    const line = JSON.parse(await srv.waitLog(/"event":"passive-unused"/)) as { port: number; announced: string };
+    assert.equal(line.port, Number(port[1]) * 256 + Number(port[2]));
+    assert.equal(line.announced, "127.0.0.1");
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+  });
+});
+
+void describe("berth selftest", () => {
+  void test("passes against a running server and removes its temporary user", async () => {
+    const srv = await serve("");
+    const env = {
+      PATH: process.env.PATH ?? "",
+      BERTH_LISTEN_HOST: "127.0.0.1",
+      BERTH_PASSIVE_PORTS: "41200-41209",
+      BERTH_USERS_BCRYPT_COST: "4",
+    };
+    const child = spawn(process.execPath, ["--import", TSX, MAIN, "selftest", "--port", String(srv.port)], { cwd: srv.cwd, env });
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => (out += c.toString("utf8")));
+    child.stderr.on("data", (c: Buffer) => (out += c.toString("utf8")));
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    assert.equal(code, 0, out);
+    assert.match(out, /PASS +PASV listing/);
+    assert.match(out, /PASS +resumed download/);
+    assert.match(out, /docker run -p \d+:\d+ -p 41200-41209:41200-41209/);
+    assert.doesNotMatch(readFileSync(path.join(srv.cwd, "users", "users.json"), "utf8"), /selftest-/);
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+  });
+});
+
+void describe("service helpers", () => {
+  void test("passive warnings: loopback, private, container", async () => {
+    const { passiveWarnings, isPrivate } = await import("../src/data/diagnose.ts");
+    const base = { listenHost: "::", passiveAddress: "", passivePorts: "21100-21110", inContainer: false };
+    assert.deepEqual(passiveWarnings(base), []);
+    assert.match(passiveWarnings({ ...base, inContainer: true })[0] ?? "", /container/);
+    assert.match(passiveWarnings({ ...base, passiveAddress: "0.0.0.0" })[0] ?? "", /only clients on this machine/);
+    assert.match(passiveWarnings({ ...base, passiveAddress: "192.168.1.5" })[0] ?? "", /private/);
+    assert.deepEqual(passiveWarnings({ ...base, passiveAddress: "203.0.113.7" }), []);
+    assert.deepEqual(passiveWarnings({ ...base, listenHost: "127.0.0.1", passiveAddress: "127.0.0.1" }), []);
+    assert.equal(isPrivate("172.20.0.1"), true);
+    assert.equal(isPrivate("172.32.0.1"), false);
+    assert.equal(isPrivate("fd00::1"), true);
+  });
+
+  void test("ctl progress bar and table", async () => {
+    const { progressBar, sessionTable, human } = await import("../src/cli/ctl.ts");
+    assert.equal(progressBar(50, 100, 10), "[#####-----]  50%");
+    assert.equal(progressBar(5, null, 5, 2), "[-->--]");
+    assert.equal(human(1_500_000), "1.5 MB");
+    const table = sessionTable(
+      [{ id: "ab12cd34", user: "svc", remote: "127.0.0.1", secure: false, transfer: { direction: "upload", path: "/x", bytes: 500, expected: 1000, startedAt: 0 } }],
+      1000,
+    );
+    assert.match(table, /ab12cd34 +svc +127\.0\.0\.1 +no +upload \/x/);
+    assert.match(table, /\[#{15}-{15}\] {2}50%/);
+  });
+});
