@@ -2,6 +2,8 @@
  * The composition root: listeners (plain and implicit FTPS), the session registry, and drain on
  * shutdown. Builds the shared context once and hands each connection to a Session.
  */
+import { Metrics, serveMetrics, type Gauges } from "./log/metrics.ts";
+import { XferLog } from "./log/xferlog.ts";
 import { randomBytes } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "pino";
@@ -61,6 +63,8 @@ export interface ReloadResult {
 
 /** Keys a running server cannot change: its listeners, the passive port pool, the TLS listener set. */
 export const RESTART_KEYS: ReadonlySet<string> = new Set([
+  "metrics.listen",
+  "log.xferlog",
   "listen.host",
   "listen.port",
   "passive.ports",
@@ -119,6 +123,8 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     pool: new PortPool(range),
     announce: new AnnounceResolver(config.passive.address, readNetFacts()),
     openFs: deps.openFs ?? ((home) => JailedFs.open(home)),
+    metrics: new Metrics(),
+    xferlog: config.log.xferlog ? new XferLog(config.log.xferlog) : null,
     tls,
   };
   const dispatcher = new Dispatcher(buildRegistry());
@@ -138,6 +144,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
           : (perAddress.get(remote) ?? 0) >= context.config.limits.maxSessionsPerAddress
             ? "Too many connections from your address"
             : null;
+    if (refusal && deps.guard.isBanned(remote)) context.metrics.banned();
     if (refusal) {
       if (!implicit) socket.end(formatReply(421, refusal));
       else socket.destroy();
@@ -184,6 +191,20 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     implicitPort !== null ? ` (implicit FTPS on ${implicitPort})` : "",
   );
 
+  if (config.metrics.listen) {
+    const gauges = (): Gauges => ({
+      sessions: sessions.size,
+      passivePortsInUse: context.pool.used,
+      passivePortsTotal: context.pool.capacity,
+    });
+    try {
+      servers.push(await serveMetrics(config.metrics.listen, context.metrics, gauges, logger));
+    } catch (err) {
+      for (const srv of servers) srv.close();
+      throw err;
+    }
+  }
+
   for (const warning of passiveWarnings({
     listenHost: config.listen.host,
     passiveAddress: config.passive.address,
@@ -209,6 +230,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
       s.transfer?.abort("shutdown");
       s.socket.destroy();
     }
+    await context.xferlog?.close();
     logger.info({ event: "stopped" }, "berth stopped");
   };
 

@@ -173,7 +173,7 @@ void describe("berth serve", { skip: HAS_SERVER ? false : "src/server.ts is not 
     return { child, ready, exited, output: () => ({ stdout, stderr }) };
   }
 
-  const env = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "41000-41009", BERTH_LOG_LEVEL: "info" };
+  const env = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22000-22009", BERTH_LOG_LEVEL: "info" };
 
   void test("prints demo credentials once and stops on SIGTERM with status 0", async () => {
     const cwd = workdir();

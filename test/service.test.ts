@@ -47,7 +47,7 @@ async function serve(configBody: string, graceSeconds = 8, extraEnv: Record<stri
     BERTH_USERS_BCRYPT_COST: "4",
     BERTH_LISTEN_HOST: "127.0.0.1",
     BERTH_LISTEN_PORT: "0",
-    BERTH_PASSIVE_PORTS: "41200-41209",
+    BERTH_PASSIVE_PORTS: "22010-22019",
     BERTH_LIMITS_SHUTDOWN_GRACE: String(graceSeconds),
     BERTH_LOG_PRETTY: "never",
     BERTH_USER: "svc",
@@ -186,7 +186,7 @@ void describe("berth as a service", () => {
     assert.equal(await greeting(srv.port), "220 first banner");
 
     // tls.implicitPort needs a restart: it is reported and kept (the BERTH_* environment wins over the file).
-    writeConfig(srv.cwd, 'server:\n  banner: "second banner"\ntls:\n  implicitPort: 9990\npassive:\n  ports: "41300-41309"\n');
+    writeConfig(srv.cwd, 'server:\n  banner: "second banner"\ntls:\n  implicitPort: 9990\npassive:\n  ports: "22020-22029"\n');
     mark = srv.mark();
     srv.child.kill("SIGHUP");
     const reloaded = JSON.parse(await srv.waitLog(/"event":"reloaded"/, mark)) as { applied: string[]; needRestart: string[] };
@@ -279,7 +279,7 @@ void describe("berth selftest", () => {
     const env = {
       PATH: process.env.PATH ?? "",
       BERTH_LISTEN_HOST: "127.0.0.1",
-      BERTH_PASSIVE_PORTS: "41200-41209",
+      BERTH_PASSIVE_PORTS: "22010-22019",
       BERTH_USERS_BCRYPT_COST: "4",
     };
     const child = spawn(process.execPath, ["--import", TSX, MAIN, "selftest", "--port", String(srv.port)], { cwd: srv.cwd, env });

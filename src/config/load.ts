@@ -9,7 +9,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseDocument } from "yaml";
-import { DEFAULTS, parsePortRange, type Config } from "./schema.ts";
+import { DEFAULTS, parseListen, parsePortRange, type Config } from "./schema.ts";
 import { firstLine, systemErrorText, errnoCode } from "./syserr.ts";
 
 /** A configuration mistake; `key` names the config key, environment variable or file at fault. */
@@ -121,6 +121,7 @@ const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: 
   log: {
     level: oneOf("fatal", "error", "warn", "info", "debug", "trace", "silent"),
     pretty: oneOf("auto", "always", "never"),
+    xferlog: optionalPath,
   },
   limits: {
     maxLineLength: intRule(512, 1048576),
@@ -141,6 +142,7 @@ const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: 
       v.length <= 200 && !hasControl(v),
     ),
   },
+  metrics: { listen: text('"host:port" or empty', (v) => v === "" || parseListen(v) !== null) },
   // A Unix socket path is limited to about 100 bytes (sun_path).
   admin: { socket: text("a socket path of at most 100 bytes, or empty", (v) => pathText(v) && Buffer.byteLength(v) <= 100) },
 };

@@ -35,7 +35,12 @@ export interface Config {
     readonly bcryptCost: number;
   };
   readonly storage: { readonly root: string };
-  readonly log: { readonly level: LogLevel; readonly pretty: "auto" | "always" | "never" };
+  readonly log: {
+    readonly level: LogLevel;
+    readonly pretty: "auto" | "always" | "never";
+    /** Path of a transfer log in xferlog format; "" = off. */
+    readonly xferlog: string;
+  };
   readonly limits: {
     /** Bytes in one command line (with its CRLF); a longer line gets 500 and is discarded. */
     readonly maxLineLength: number;
@@ -66,6 +71,10 @@ export interface Config {
     /** Text of the 220 greeting. */
     readonly banner: string;
   };
+  readonly metrics: {
+    /** "host:port" of a Prometheus endpoint (GET /metrics); "" = off. */
+    readonly listen: string;
+  };
   readonly admin: {
     /** Unix socket for `berth ctl` (newline-delimited JSON, mode 0660); "" = off. */
     readonly socket: string;
@@ -87,7 +96,7 @@ export const DEFAULTS: Config = {
   },
   users: { file: "users/users.json", bcryptCost: 10 },
   storage: { root: "data" },
-  log: { level: "info", pretty: "auto" },
+  log: { level: "info", pretty: "auto", xferlog: "" },
   limits: {
     maxLineLength: 4096,
     loginTimeout: 60,
@@ -103,6 +112,7 @@ export const DEFAULTS: Config = {
     shutdownGrace: 8,
   },
   server: { banner: "berth FTP server ready" },
+  metrics: { listen: "" },
   admin: { socket: "" },
 };
 
@@ -120,4 +130,13 @@ export function parsePortRange(text: string): PortRange | null {
   const max = m[2] === undefined ? min : Number(m[2]);
   if (min < 1 || max > 65535 || min > max) return null;
   return { min, max };
+}
+
+/** Splits "host:port" / "[v6]:port" / "port"; null when malformed. */
+export function parseListen(text: string): { host: string; port: number } | null {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(text) ?? /^()()(\d{1,5})$/.exec(text);
+  if (!m) return null;
+  const port = Number(m[3]);
+  if (port > 65535) return null;
+  return { host: m[1] ?? (m[2] || "127.0.0.1"), port };
 }

@@ -9,6 +9,8 @@ import type { AnnounceResolver } from "../data/announce.ts";
 import type { PortPool } from "../data/ports.ts";
 import type { TlsProvider } from "../data/tls.ts";
 import type { JailedFs } from "../fs/jail.ts";
+import type { Metrics } from "../log/metrics.ts";
+import type { XferLog } from "../log/xferlog.ts";
 
 /** Opens a user's jailed filesystem (a seam: tests wrap it to fail on chosen names). */
 export type FsFactory = (home: string) => Promise<JailedFs>;
@@ -22,6 +24,10 @@ export interface ServerContext {
   readonly pool: PortPool;
   readonly announce: AnnounceResolver;
   readonly openFs: FsFactory;
+  /** Counters for the Prometheus endpoint (always counted; served only when metrics.listen is set). */
+  readonly metrics: Metrics;
+  /** The xferlog file, when log.xferlog is set. */
+  readonly xferlog: XferLog | null;
   /** TLS contexts; null when tls.mode is off. */
   readonly tls: TlsProvider | null;
 }

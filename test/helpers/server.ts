@@ -51,7 +51,9 @@ let nextRange = 0;
 /** A passive range of `size` ports (at most 5) no other test server of this process uses (tests
  * may run in parallel files). */
 export function freshRange(size = 5): string {
-  const base = 40000 + ((process.pid * 37) % 200) * 50 + (nextRange++ % 10) * 5;
+  // Below the kernel's ephemeral range (32768+), where outgoing client sockets would take ports
+  // from under a listener, and clear of FileZilla's active-mode ports (22200-22299).
+  const base = 23000 + ((process.pid * 37) % 120) * 50 + (nextRange++ % 10) * 5;
   return `${base}-${base + Math.min(Math.max(size, 1), 5) - 1}`;
 }
 
@@ -66,7 +68,7 @@ export function makeConfig(root: string, patch: ConfigPatch = {}): Config {
     passive: { ...cfg.passive, ports: patch.passive?.ports ?? freshRange() },
     users: { ...cfg.users, file: join(root, "users", "users.json"), bcryptCost: 4 },
     storage: { root: join(root, "data") },
-    log: { level: "debug", pretty: "never" },
+    log: { level: "debug", pretty: "never", xferlog: "", ...patch.log },
     limits: { ...cfg.limits, failedLoginDelay: 0.05, ...patch.limits },
   };
 }

@@ -32,6 +32,7 @@ async function pass(s: Session, arg: string): Promise<void> {
     const fs = await s.ctx.openFs(found.home);
     s.ctx.guard.recordSuccess(s.remoteAddress);
     s.loggedIn(found, fs);
+    s.ctx.metrics.login(true);
     s.log.info({ event: "login", result: "ok" }, "login %s", found.name);
     s.reply(230, "Login successful");
     return;
@@ -42,6 +43,7 @@ async function pass(s: Session, arg: string): Promise<void> {
 /** 530 after a fixed delay counted from the start of the check, so timing says nothing. */
 async function failLogin(s: Session, name: string, started: number): Promise<void> {
   s.loginFailures++;
+  s.ctx.metrics.login(false);
   s.ctx.guard.recordFailure(s.remoteAddress);
   const wait = s.ctx.config.limits.failedLoginDelay * 1000 - (Date.now() - started);
   if (wait > 0) await sleep(wait);

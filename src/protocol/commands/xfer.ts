@@ -83,6 +83,20 @@ function replyFor(err: unknown): [number, string] {
 }
 
 function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string): void {
+  s.ctx.metrics.transfer(t.direction, outcome, bytes);
+  if (t.direction !== "list") {
+    s.ctx.xferlog?.write({
+      when: new Date(),
+      ms: Date.now() - t.startedAt,
+      remote: s.remoteAddress,
+      bytes,
+      path: t.path,
+      ascii: s.type === "A",
+      direction: t.direction,
+      user: s.user?.name ?? "-",
+      complete: outcome === "ok",
+    });
+  }
   if (t.direction === "list") {
     s.log.debug({ event: "listing", path: t.path, bytes, result: outcome }, "listing");
     return;

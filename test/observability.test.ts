@@ -1,0 +1,75 @@
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { Readable, Writable } from "node:stream";
+import { describe, it } from "node:test";
+import { Client } from "basic-ftp";
+import { formatXferLine } from "../src/log/xferlog.ts";
+import { startTestServer } from "./helpers/server.ts";
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+describe("Prometheus endpoint and xferlog", () => {
+  it("counts logins, transfers and bytes, and writes one xferlog line per file transfer", async () => {
+    const port = await freePort();
+    const dir = await mkdtemp(join(tmpdir(), "berth-xferlog-"));
+    const xferlog = join(dir, "xferlog");
+    const s = await startTestServer({
+      config: { metrics: { listen: `127.0.0.1:${port}` }, log: { xferlog } },
+    });
+    try {
+      const bad = new Client();
+      await assert.rejects(bad.access({ host: "127.0.0.1", port: s.port, user: "alice", password: "nope" }));
+      bad.close();
+      const c = new Client();
+      await c.access({ host: "127.0.0.1", port: s.port, user: "alice", password: "alice-pw" });
+      await c.uploadFrom(Readable.from([Buffer.alloc(1000, 1)]), "up load.bin");
+      await c.downloadTo(new Writable({ write: (_c, _e, cb) => cb() }), "up load.bin");
+      await c.list();
+      c.close();
+
+      const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+      assert.equal(res.status, 200);
+      const text = await res.text();
+      assert.match(text, /^berth_logins_total\{result="ok"\} 1$/m);
+      assert.match(text, /^berth_logins_total\{result="fail"\} 1$/m);
+      assert.match(text, /^berth_transfer_bytes_total\{direction="upload"\} 1000$/m);
+      assert.match(text, /^berth_transfer_bytes_total\{direction="download"\} 1000$/m);
+      assert.match(text, /^berth_transfers_total\{direction="upload",result="ok"\} 1$/m);
+      assert.match(text, /^berth_transfers_total\{direction="list",result="ok"\} 1$/m);
+      assert.match(text, /^# TYPE berth_sessions gauge$/m);
+      assert.match(text, /^berth_passive_ports_in_use 0$/m);
+      assert.equal((await fetch(`http://127.0.0.1:${port}/other`)).status, 404);
+    } finally {
+      await s.close().catch(() => undefined);
+    }
+    const lines = (await readFile(xferlog, "utf8")).trim().split("\n");
+    assert.equal(lines.length, 2);
+    assert.match(lines[0] ?? "", / 127\.0\.0\.1 1000 \/up_load\.bin b _ i r alice ftp 0 \* c$/);
+    assert.match(lines[1] ?? "", / 127\.0\.0\.1 1000 \/up_load\.bin b _ o r alice ftp 0 \* c$/);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("formats xferlog lines like wu-ftpd", () => {
+    const line = formatXferLine({
+      when: new Date(2026, 10, 5, 8, 7, 6),
+      ms: 2400,
+      remote: "203.0.113.7",
+      bytes: 42,
+      path: "/a b.txt",
+      ascii: true,
+      direction: "download",
+      user: "bob",
+      complete: false,
+    });
+    assert.equal(line, "Thu Nov  5 08:07:06 2026 2 203.0.113.7 42 /a_b.txt a _ o r bob ftp 0 * i\n");
+  });
+});
