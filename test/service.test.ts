@@ -290,7 +290,7 @@ void describe("berth selftest", () => {
     assert.equal(code, 0, out);
     assert.match(out, /PASS +PASV listing/);
     assert.match(out, /PASS +resumed download/);
-    assert.match(out, /docker run -p \d+:\d+ -p 41200-41209:41200-41209/);
+    assert.match(out, /docker run -p \d+:\d+ -p 22010-22019:22010-22019/);
     assert.doesNotMatch(readFileSync(path.join(srv.cwd, "users", "users.json"), "utf8"), /selftest-/);
     srv.child.kill("SIGTERM");
     assert.equal(await srv.exited, 0);
