@@ -13,7 +13,8 @@ import path from "node:path";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import type { Logger } from "../log/logger.ts";
 import { writeFileAtomic } from "./atomic.ts";
-import type { Authenticator, User } from "./types.ts";
+import type { CredentialSource } from "./cache.ts";
+import type { User } from "./types.ts";
 
 /** Why a user operation was refused: "invalid" input is a usage error, the rest are failures. */
 export type UserErrorKind = "invalid" | "conflict" | "not-found" | "corrupt" | "io";
@@ -162,7 +163,7 @@ async function signature(file: string): Promise<string | null> {
 }
 
 /** The users file, bcrypt authentication, and the admin operations on users. */
-export class UserStore implements Authenticator {
+export class UserStore implements CredentialSource {
   readonly #file: string;
   readonly #root: string;
   readonly #cost: number;
@@ -206,6 +207,17 @@ export class UserStore implements Authenticator {
       this.#logger?.error({ file: this.#file, reason: systemErrorText(err) }, "authentication failed on an internal error");
       return null;
     }
+  }
+
+  /**
+   * What is stored for `name` now (hash, home, read-only) after the usual cheap reload check, or
+   * null for an unknown name: it changes whenever the user's password or record does, so the login
+   * cache (auth/cache.ts) can key on it. Never the password.
+   */
+  async credentialStamp(name: string): Promise<string | null> {
+    await this.#refresh();
+    const r = this.#users.get(name);
+    return r === undefined ? null : `${r.hash}\0${r.home}\0${r.readOnly ? "ro" : "rw"}`;
   }
 
   /** Every user, sorted by name, read fresh from the file. */

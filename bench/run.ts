@@ -1,0 +1,245 @@
+/**
+ * `npm run bench [-- --quick] [--only NAMES] [--scenarios IDS] [--out FILE] [--report-only]`: installs the peers
+ * where missing, starts berth and each peer in turn on loopback, runs every scenario against each,
+ * and writes the report (docs/benchmarks.md and its SVGs; with --quick, bench/.state/ unless --out).
+ * The raw figures go to $FTPB_STATE/results.json; --report-only writes the page again from them.
+ * Benchmarks assert nothing: they measure and write.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { ensureFixtures } from "./lib/fixtures.ts";
+import { WorkerPool } from "./lib/pool.ts";
+import { buildReport } from "./lib/report.ts";
+import {
+  allServers,
+  checkPeersDir,
+  cliHasLoginCache,
+  installPeer,
+  REPO,
+  resetBerthState,
+  startServer,
+  versions,
+  type RunningServer,
+  type ServerSpec,
+  type TlsMode,
+} from "./lib/servers.ts";
+import type { BenchOptions, Measurement, Scenario } from "./lib/types.ts";
+import { bulk, bulkTls } from "./scenarios/bulk.ts";
+import { idleMemory } from "./scenarios/idle-memory.ts";
+import { listing } from "./scenarios/listing.ts";
+import { sessions } from "./scenarios/sessions.ts";
+import { smallFiles } from "./scenarios/small-files.ts";
+
+/** Report order; within one server start, idle memory runs first (on a fresh process). */
+const SCENARIOS: readonly Scenario[] = [bulk, bulkTls, smallFiles, sessions, listing, idleMemory];
+const RUN_ORDER: readonly Scenario[] = [idleMemory, bulk, smallFiles, listing, sessions, bulkTls];
+
+const FULL: BenchOptions = {
+  quick: false,
+  bigBytes: 1 << 30,
+  smallFiles: 2000,
+  smallFilesMaxMs: 15_000,
+  clientCounts: [50, 200, 500, 1000],
+  sessionsWindowMs: 5000,
+  sessionTimeoutMs: 15_000,
+  listingRuns: 5,
+  idleCounts: [1000, 10_000],
+};
+
+const QUICK: BenchOptions = {
+  quick: true,
+  bigBytes: 256 << 20,
+  smallFiles: 300,
+  smallFilesMaxMs: 5000,
+  clientCounts: [50, 500],
+  sessionsWindowMs: 2000,
+  sessionTimeoutMs: 8000,
+  listingRuns: 2,
+  idleCounts: [500],
+};
+
+/** Peers left out of --quick (the slowest to measure); berth without the cache too. */
+const QUICK_SERVERS = ["berth", "vsftpd", "pure-ftpd"];
+
+interface Args {
+  readonly quick: boolean;
+  /** Only write the report again from the last run's results. */
+  readonly reportOnly: boolean;
+  readonly only: readonly string[] | null;
+  readonly scenarios: readonly string[] | null;
+  readonly out: string | null;
+}
+
+function parseArgs(argv: readonly string[]): Args {
+  let quick = false;
+  let only: string[] | null = null;
+  let scenarios: string[] | null = null;
+  let out: string | null = null;
+  let reportOnly = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    if (a === "--quick") quick = true;
+    else if (a === "--only") only = value().split(",");
+    else if (a === "--scenarios") scenarios = value().split(",");
+    else if (a === "--out") out = value();
+    else if (a === "--report-only") reportOnly = true;
+    else if (a === "--help" || a === "-h") {
+      process.stdout.write(
+        "usage: npm run bench [-- --quick] [--only berth,vsftpd,...] [--scenarios bulk,bulk-tls,small-files,sessions,listing,idle-memory] [--out FILE] [--report-only]\n",
+      );
+      process.exit(0);
+    } else throw new Error(`unknown argument ${a}`);
+  }
+  return { quick, reportOnly, only, scenarios, out };
+}
+
+function log(line: string): void {
+  process.stdout.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+}
+
+/** What a run leaves in $FTPB_STATE/results.json: enough to write the report again. */
+interface RunRecord {
+  readonly meta: {
+    readonly quick: boolean;
+    readonly started: string;
+    readonly minutes: number;
+    readonly servers: readonly string[];
+    readonly scenarios: readonly string[];
+    readonly launcher: string;
+    readonly loadWorkers: number;
+  };
+  readonly results: readonly Measurement[];
+}
+
+/** Scenarios of `spec` in `mode`, in run order. */
+function planFor(spec: ServerSpec, mode: TlsMode, chosen: readonly Scenario[]): Scenario[] {
+  return RUN_ORDER.filter((s) => s.mode === mode && chosen.includes(s) && (spec.scenarios?.includes(s.id) ?? true));
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const state = process.env.FTPB_STATE ?? "/tmp/ftpbench";
+  const recordFile = path.join(state, "results.json");
+  if (args.reportOnly) {
+    writeReport(JSON.parse(readFileSync(recordFile, "utf8")) as RunRecord, args.out);
+    return;
+  }
+  const opts = args.quick ? QUICK : FULL;
+  const started = new Date();
+  const t0 = performance.now();
+  const servers = allServers().filter((s) =>
+    args.only ? args.only.includes(s.name) : !args.quick || QUICK_SERVERS.includes(s.name),
+  );
+  if (servers.length === 0) throw new Error("no server selected (names: " + allServers().map((s) => s.name).join(", ") + ")");
+  const chosen = SCENARIOS.filter((s) => args.scenarios === null || args.scenarios.includes(s.id));
+  if (chosen.length === 0) throw new Error("no scenario selected (ids: " + SCENARIOS.map((s) => s.id).join(", ") + ")");
+  if (servers.some((s) => s.script !== null)) checkPeersDir();
+  mkdirSync(state, { recursive: true });
+  for (const s of servers) {
+    if (s.script === null) continue;
+    log(`checking ${s.name} (installs it if missing)`);
+    installPeer(s, state);
+  }
+  const fixtures = ensureFixtures(path.join(state, "root"), opts.bigBytes, log);
+  resetBerthState(state);
+  const launcher = cliHasLoginCache() ? "`src/cli/main.ts serve`" : "`bench/berth-server.ts` (the CLI's start-up plus the login cache)";
+  const pool = new WorkerPool(2);
+  const results: Measurement[] = [];
+  const record = (): RunRecord => ({
+    meta: {
+      quick: args.quick,
+      started: started.toISOString(),
+      minutes: (performance.now() - t0) / 60_000,
+      servers: servers.map((s) => s.name),
+      scenarios: chosen.map((s) => s.id),
+      launcher,
+      loadWorkers: pool.size,
+    },
+    results,
+  });
+  let current: RunningServer | null = null;
+  const onSignal = (): void => {
+    log("interrupted: stopping");
+    void (current?.stop() ?? Promise.resolve()).finally(() => {
+      pool.close();
+      process.exit(130);
+    });
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    for (const spec of servers) {
+      for (const mode of ["off", "explicit"] as const) {
+        const plan = planFor(spec, mode, chosen);
+        if (plan.length === 0) continue;
+        log(`${spec.name}: starting (TLS ${mode})`);
+        try {
+          current = await startServer(spec, state, fixtures.root, mode);
+        } catch (err) {
+          log(`${spec.name}: cannot start: ${(err as Error).message}`);
+          for (const s of plan) results.push({ scenario: s.id, case: "(all)", server: spec.name, value: null, note: "did not start" });
+          continue;
+        }
+        try {
+          for (const s of plan) {
+            log(`${spec.name}: ${s.title}`);
+            const ms = await s.run({ server: current, fixtures, opts, pool, log });
+            for (const m of ms) {
+              results.push(m);
+              if (s.id !== "sessions" && s.id !== "idle-memory") {
+                log(`  ${m.case}: ${m.value === null ? `n/a (${m.note ?? ""})` : `${m.value.toFixed(1)} ${s.unit}`}` +
+                  (m.serverCpu !== undefined ? `, server CPU ${m.serverCpu.toFixed(2)} s, load CPU ${(m.clientCpu ?? 0).toFixed(2)} s` : ""));
+              }
+            }
+          }
+        } finally {
+          await current.stop();
+          current = null;
+        }
+      }
+      writeFileSync(recordFile, JSON.stringify(record(), null, 1));
+    }
+  } finally {
+    pool.close();
+  }
+  writeFileSync(recordFile, JSON.stringify(record(), null, 1));
+  writeReport(record(), args.out);
+}
+
+/** Writes the page and its charts for a run. */
+function writeReport(run: RunRecord, out: string | null): void {
+  const { meta } = run;
+  const outFile = out ?? (meta.quick ? path.join(REPO, "bench/.state/quick/benchmarks.md") : path.join(REPO, "docs/benchmarks.md"));
+  const svgDirName = meta.quick || out ? "svg" : "benchmarks";
+  const svgDir = path.join(path.dirname(outFile), svgDirName);
+  const report = buildReport({
+    scenarios: SCENARIOS.filter((s) => meta.scenarios.includes(s.id)),
+    servers: meta.servers,
+    results: run.results,
+    versions: versions(process.env.FTPB_STATE ?? "/tmp/ftpbench"),
+    opts: meta.quick ? QUICK : FULL,
+    started: new Date(meta.started),
+    minutes: meta.minutes,
+    berthLauncher: meta.launcher,
+    svgDir: svgDirName,
+    loadWorkers: meta.loadWorkers,
+    notesFile: path.join(REPO, "bench/analysis.md"),
+  });
+  mkdirSync(svgDir, { recursive: true });
+  for (const [name, svg] of Object.entries(report.svgs)) writeFileSync(path.join(svgDir, name), svg);
+  writeFileSync(outFile, report.markdown);
+  log(`wrote ${path.relative(REPO, outFile)} and ${Object.keys(report.svgs).length} charts in ${path.relative(REPO, svgDir)}/ (run of ${meta.minutes.toFixed(1)} min)`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,87 @@
+/**
+ * Concurrent sessions: N clients (50, 200, 500, 1,000; fewer with --quick), spread over the load
+ * worker processes, each repeating a whole session — connect, USER/PASS, PWD, TYPE I, LIST of a
+ * 100-entry directory, RETR of 64 KiB, QUIT — until the window closes. Figures: sessions completed
+ * per second inside the window, session latency p50/p99, failed sessions. Every session logs in
+ * anew with the same credentials (berth checks a bcrypt hash of cost 10; the peers SHA-512 crypt).
+ */
+import { treeCpuSeconds } from "../lib/proc.ts";
+import type { SessionsResult, SessionsTask } from "../lib/pool.ts";
+import { quantile } from "../lib/stats.ts";
+import type { Measurement, Scenario, ScenarioContext } from "../lib/types.ts";
+
+async function round(ctx: ScenarioContext, clients: number, windowMs: number): Promise<Measurement> {
+  const { server, fixtures, pool } = ctx;
+  const startAt = Date.now() + 300;
+  const tasks: SessionsTask[] = pool.split(clients).map((n) => ({
+    type: "sessions",
+    target: { host: "127.0.0.1", port: server.spec.port, tlsDataAfter150: server.spec.tlsDataAfter150 },
+    clients: n,
+    startAt,
+    windowMs,
+    timeoutMs: ctx.opts.sessionTimeoutMs,
+    listArg: fixtures.dir100,
+    listLines: 100,
+    retrPath: fixtures.file64k,
+    retrBytes: 64 * 1024,
+  }));
+  const cpu0 = treeCpuSeconds(server.pid);
+  const results = await pool.run<SessionsResult & { error?: string }>(tasks, windowMs + ctx.opts.sessionTimeoutMs * 2 + 20_000);
+  const serverCpu = treeCpuSeconds(server.pid) - cpu0;
+  const failed = results.find((r) => r.error !== undefined);
+  if (failed) throw new Error(`load worker: ${failed.error}`);
+  const latencies = results.flatMap((r) => r.latenciesMs);
+  const completed = results.reduce((a, r) => a + r.completed, 0);
+  const errors = results.reduce((a, r) => a + r.errors, 0);
+  const samples = [...new Set(results.flatMap((r) => r.errorSamples))].slice(0, 2);
+  return {
+    scenario: "sessions",
+    case: `${clients.toLocaleString("en")} clients`,
+    server: server.spec.name,
+    value: completed / (windowMs / 1000),
+    note: errors > 0 ? `errors: ${samples.join("; ")}` : undefined,
+    serverCpu,
+    clientCpu: results.reduce((a, r) => a + r.cpu, 0),
+    seconds: windowMs / 1000,
+    extra: {
+      p50: latencies.length ? quantile(latencies, 0.5) : null,
+      p99: latencies.length ? quantile(latencies, 0.99) : null,
+      errors,
+    },
+  };
+}
+
+/** Concurrent whole sessions. */
+export const sessions: Scenario = {
+  id: "sessions",
+  title: "Concurrent sessions",
+  unit: "sessions/s",
+  higherIsBetter: true,
+  mode: "off",
+  description:
+    "Each client loops: connect, USER/PASS, PWD, TYPE I, PASV + LIST of 100 entries, PASV + RETR of 64 KiB, QUIT. " +
+    "Clients are spread over the load workers and all start together; a short warm-up (20 clients, 1 s) runs first. " +
+    "CPU columns cover the whole window.",
+  columns: [
+    { key: "p50", header: "p50 ms" },
+    { key: "p99", header: "p99 ms" },
+    { key: "errors", header: "failed sessions" },
+  ],
+  run: async (ctx) => {
+    await round(ctx, 20, 1000).catch(() => undefined);
+    const out: Measurement[] = [];
+    for (const clients of ctx.opts.clientCounts) {
+      try {
+        const m = await round(ctx, clients, ctx.opts.sessionsWindowMs);
+        out.push(m);
+        ctx.log(`  ${m.case}: ${m.value?.toFixed(0)} sessions/s, p99 ${Number(m.extra?.p99).toFixed(0)} ms, errors ${m.extra?.errors}`);
+      } catch (err) {
+        const note = err instanceof Error ? err.message : String(err);
+        ctx.log(`  ${clients} clients failed: ${note}`);
+        out.push({ scenario: "sessions", case: `${clients.toLocaleString("en")} clients`, server: ctx.server.spec.name, value: null, note });
+      }
+      await new Promise((r) => setTimeout(r, 1500));
+    }
+    return out;
+  },
+};

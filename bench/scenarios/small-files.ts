@@ -1,0 +1,75 @@
+/**
+ * Many small files over one session: STOR of N files of 4 KiB into a fresh directory, then RETR of
+ * N files of 4 KiB (N = 2,000; 300 with --quick). Each file takes a PASV, a data connection and two
+ * replies, so this measures per-transfer latency (Nagle, event-driven accept, reply writing) more
+ * than bandwidth. A direction that runs past its time limit is cut short and rated on what it did.
+ */
+import path from "node:path";
+import { removeUpload } from "../lib/fixtures.ts";
+import { FtpClient } from "../lib/ftp.ts";
+import { withCpu } from "../lib/proc.ts";
+import type { Measurement, Scenario, ScenarioContext } from "../lib/types.ts";
+
+const BODY = Buffer.alloc(4096, 0x62);
+
+async function direction(ctx: ScenarioContext, dir: "STOR" | "RETR"): Promise<Measurement> {
+  const { server, fixtures, opts } = ctx;
+  const total = Math.min(opts.smallFiles, fixtures.smallCount);
+  const upDir = `${fixtures.upDir}/small-${server.spec.port}`;
+  removeUpload(path.join(fixtures.root, upDir));
+  const c = await FtpClient.connect({ host: "127.0.0.1", port: server.spec.port, timeoutMs: 15_000 });
+  try {
+    await c.login("bench", "bench");
+    await c.cmd("TYPE I", [200]);
+    if (dir === "STOR") await c.cmd(`MKD ${upDir}`, [257]);
+    const deadline = Date.now() + opts.smallFilesMaxMs;
+    const m = await withCpu(server.pid, async () => {
+      let done = 0;
+      for (let i = 0; i < total && Date.now() < deadline; i++) {
+        const name = `f${String(i).padStart(5, "0")}.dat`;
+        const n = dir === "STOR" ? await c.stor(`${upDir}/${name}`, BODY.length, BODY) : await c.retr(`${fixtures.smallDir}/${name}`);
+        if (n !== BODY.length) throw new Error(`${dir} ${name}: ${n} bytes`);
+        done++;
+      }
+      return done;
+    });
+    return {
+      scenario: "small-files",
+      case: `${dir} ${total} × 4 KiB`,
+      server: server.spec.name,
+      value: m.result / m.seconds,
+      note: m.result < total ? `cut at ${m.result} files after ${Math.round(m.seconds)} s` : undefined,
+      serverCpu: m.serverCpu,
+      clientCpu: m.clientCpu,
+      seconds: m.seconds,
+      extra: { files: m.result },
+    };
+  } finally {
+    c.close();
+    if (dir === "STOR") removeUpload(path.join(fixtures.root, upDir));
+  }
+}
+
+/** 2,000 files of 4 KiB over one session, each way. */
+export const smallFiles: Scenario = {
+  id: "small-files",
+  title: "Small files over one session",
+  unit: "files/s",
+  higherIsBetter: true,
+  mode: "off",
+  description: "One session, TYPE I; for each file PASV, STOR or RETR, 4 KiB of data, 226. Uploads go to a new directory.",
+  columns: [{ key: "files", header: "files done" }],
+  run: async (ctx) => {
+    const out: Measurement[] = [];
+    for (const dir of ["STOR", "RETR"] as const) {
+      try {
+        out.push(await direction(ctx, dir));
+      } catch (err) {
+        const note = err instanceof Error ? err.message : String(err);
+        ctx.log(`  ${dir} failed: ${note}`);
+        out.push({ scenario: "small-files", case: `${dir} ${ctx.opts.smallFiles} × 4 KiB`, server: ctx.server.spec.name, value: null, note });
+      }
+    }
+    return out;
+  },
+};
