@@ -8,6 +8,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { ensureFixtures } from "./lib/fixtures.ts";
+import { quiesce } from "./lib/quiesce.ts";
 import { WorkerPool } from "./lib/pool.ts";
 import { buildReport } from "./lib/report.ts";
 import {
@@ -187,6 +188,7 @@ async function main(): Promise<void> {
         }
         try {
           for (const s of plan) {
+            await quiesce();
             log(`${spec.name}: ${s.title}`);
             const ms = await s.run({ server: current, fixtures, opts, pool, log });
             for (const m of ms) {

@@ -206,7 +206,9 @@ export class FtpClient {
   private wrapData(raw: Socket): [TLSSocket, Promise<unknown>] {
     const t = tlsConnect({ socket: raw, session: this.tlsSession, rejectUnauthorized: false });
     t.on("error", () => undefined);
-    return [t, once(t, "secureConnect")];
+    const ready = once(t, "secureConnect");
+    ready.catch(() => undefined); // awaited later; a failed handshake must not go unhandled meanwhile
+    return [t, ready];
   }
 
   /** Bytes counted by the plain-socket onread callback of the current transfer. */

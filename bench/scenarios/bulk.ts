@@ -7,6 +7,7 @@ import path from "node:path";
 import { removeUpload, warmFile } from "../lib/fixtures.ts";
 import { FtpClient } from "../lib/ftp.ts";
 import { withCpu } from "../lib/proc.ts";
+import { quiesce } from "../lib/quiesce.ts";
 import type { Measurement, Scenario, ScenarioContext } from "../lib/types.ts";
 
 const GIB = 1 << 30;
@@ -29,6 +30,7 @@ async function once(ctx: ScenarioContext, secure: boolean, dir: "RETR" | "STOR")
     await c.login("bench", "bench");
     await c.cmd("TYPE I", [200]);
     if (dir === "RETR") warmFile(path.join(fixtures.root, fixtures.big.name));
+    await quiesce(500);
     const m = await withCpu(server.pid, () =>
       dir === "RETR" ? c.retr(fixtures.big.name) : c.stor(upload, size, UPLOAD_CHUNK),
     );

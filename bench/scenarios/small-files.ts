@@ -8,6 +8,7 @@ import path from "node:path";
 import { removeUpload } from "../lib/fixtures.ts";
 import { FtpClient } from "../lib/ftp.ts";
 import { withCpu } from "../lib/proc.ts";
+import { quiesce } from "../lib/quiesce.ts";
 import type { Measurement, Scenario, ScenarioContext } from "../lib/types.ts";
 
 const BODY = Buffer.alloc(4096, 0x62);
@@ -22,6 +23,7 @@ async function direction(ctx: ScenarioContext, dir: "STOR" | "RETR"): Promise<Me
     await c.login("bench", "bench");
     await c.cmd("TYPE I", [200]);
     if (dir === "STOR") await c.cmd(`MKD ${upDir}`, [257]);
+    await quiesce(500);
     const deadline = Date.now() + opts.smallFilesMaxMs;
     const m = await withCpu(server.pid, async () => {
       let done = 0;
