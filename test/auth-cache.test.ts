@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import { LoginCache, type CredentialSource } from "../src/auth/cache.ts";
-import { UserStore } from "../src/auth/store.ts";
+import { toUser, UserStore } from "../src/auth/store.ts";
 import type { User } from "../src/auth/types.ts";
 
 const dirs: string[] = [];
@@ -31,7 +31,7 @@ class FakeSource implements CredentialSource {
   async authenticate(name: string, password: string): Promise<User | null> {
     this.checks++;
     await this.gate;
-    return this.passwords.get(name) === password ? { name, home: `/home/${name}`, readOnly: false } : null;
+    return this.passwords.get(name) === password ? toUser({ name, hash: "", home: name, readOnly: false }, `/home/${name}`) : null;
   }
 
   async credentialStamp(name: string): Promise<string | null> {
@@ -44,7 +44,7 @@ void describe("LoginCache", () => {
     const src = new FakeSource();
     src.passwords.set("bob", "pw");
     const cache = new LoginCache(src, { ttlMs: 60_000, maxEntries: 10 });
-    assert.deepEqual(await cache.authenticate("bob", "pw"), { name: "bob", home: "/home/bob", readOnly: false });
+    assert.deepEqual(await cache.authenticate("bob", "pw"), toUser({ name: "bob", hash: "", home: "bob", readOnly: false }, "/home/bob"));
     assert.equal((await cache.authenticate("bob", "pw"))?.name, "bob");
     assert.equal(src.checks, 1);
     assert.equal(cache.size, 1);

@@ -7,6 +7,7 @@ import path from "node:path";
 import { after, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { parse } from "yaml";
+import { PERMS } from "../src/auth/types.ts";
 import { UserStore } from "../src/auth/store.ts";
 import { DEFAULTS } from "../src/config/schema.ts";
 
@@ -77,9 +78,27 @@ void describe("berth user", () => {
     const list = await berth(cwd, ["user", "list"]);
     assert.equal(list.code, 0, list.stderr);
     const rows = list.stdout.trim().split("\n");
-    assert.match(rows[0] ?? "", /^NAME\s+HOME\s+READ-ONLY$/);
-    assert.match(rows[1] ?? "", new RegExp(`^alice\\s+${path.join(cwd, "data", "alice")}\\s+no$`));
-    assert.match(rows[2] ?? "", new RegExp(`^bob\\s+${path.join(cwd, "data", "shared")}\\s+yes$`));
+    assert.match(rows[0] ?? "", /^NAME\s+HOME\s+READ-ONLY\s+PERMS\s+LIMITS$/);
+    assert.match(rows[1] ?? "", new RegExp(`^alice\\s+${path.join(cwd, "data", "alice")}\\s+no\\s+all\\s+-$`));
+    assert.match(rows[2] ?? "", new RegExp(`^bob\\s+${path.join(cwd, "data", "shared")}\\s+yes\\s+list,download\\s+-$`));
+
+    const set = await berth(cwd, [
+      "user", "set", "alice", "--perms", "list,download,upload", "--dir-perms", "/pub=list;in/=all",
+      "--quota-bytes", "10M", "--quota-files", "50", "--bandwidth-down", "1.5M", "--max-sessions", "2",
+    ]);
+    assert.equal(set.code, 0, set.stderr);
+    assert.match(set.stdout, /updated user "alice" .*perms list,download,upload, \/pub: list, \/in: all, quota 10 MiB, quota 50 files, down 1\.5 MiB\/s, max 2 sessions/);
+    const record = JSON.parse(readFileSync(path.join(cwd, "users/users.json"), "utf8")).users[0];
+    assert.deepEqual(
+      [record.perms, record.dirs, record.quotaBytes, record.quotaFiles, record.bandwidthDown, record.maxSessions],
+      [["list", "download", "upload"], { "/pub": ["list"], "/in": [...PERMS] }, 10485760, 50, 1572864, 2],
+    );
+    assert.match((await berth(cwd, ["user", "list"])).stdout, /alice .* list,download,upload \/pub:list \/in:all\s+quota 10 MiB\/50 files down 1\.5 MiB\/s sessions 2/);
+    assertOneLineError(await berth(cwd, ["user", "set", "alice", "--perms", "fly"]), 2, "--perms");
+    assertOneLineError(await berth(cwd, ["user", "set", "alice", "--dir-perms", "/../x=list"]), 2, "--dir-perms");
+    assertOneLineError(await berth(cwd, ["user", "set", "alice", "--quota-bytes", "lots"]), 2, "--quota-bytes");
+    assertOneLineError(await berth(cwd, ["user", "set", "alice"]), 2, "nothing to change");
+    assertOneLineError(await berth(cwd, ["user", "set", "nobody", "--read-only"]), 1, "no user");
 
     const passwd = await berth(cwd, ["user", "passwd", "alice", "--password-stdin"], { input: "second-pw\n" });
     assert.equal(passwd.code, 0, passwd.stderr);

@@ -6,6 +6,7 @@ import { Writable } from "node:stream";
 import { after, describe, test } from "node:test";
 import { FailureGuard } from "../src/auth/guard.ts";
 import { UserError, UserStore, type UserStoreOptions } from "../src/auth/store.ts";
+import { PERMS } from "../src/auth/types.ts";
 import { createLogger } from "../src/log/logger.ts";
 
 const dirs: string[] = [];
@@ -55,7 +56,10 @@ void describe("UserStore", () => {
     const box = sandbox();
     const store = storeOn(box);
     const bob = await store.add("bob", "s3cret-pw");
-    assert.deepEqual(bob, { name: "bob", home: path.join(box.root, "bob"), readOnly: false });
+    assert.deepEqual(
+      { name: bob.name, home: bob.home, readOnly: bob.readOnly, perms: [...bob.perms], anonymous: bob.anonymous },
+      { name: "bob", home: path.join(box.root, "bob"), readOnly: false, perms: [...PERMS], anonymous: false },
+    );
     assert.ok(statSync(bob.home).isDirectory(), "home created");
     await store.add("ro", "pw2", { root: "shared/ro", readOnly: true });
     await store.add("abs", "pw3", { root: path.join(box.dir, "elsewhere") });

@@ -3,8 +3,11 @@
  * `berth user …`. The file is only ever replaced atomically; a running server sees changes made by
  * another process through a cheap stat (at most once per `reloadIntervalMs`) before authenticating.
  *
- * File format: `{ "version": 1, "users": [ { "name", "hash", "home", "readOnly" } ] }`. `home` is
- * kept as given: a relative home is resolved against `storageRoot` when used.
+ * File format: `{ "version": 1, "users": [ { "name", "hash", "home", "readOnly", ... } ] }`. `home` is
+ * kept as given: a relative home is resolved against `storageRoot` when used. Optional per-user keys:
+ * `perms` (array of PERMS; absent = all), `dirs` ({ "/virtual/dir": [perms] }: overrides inside the
+ * home), `quotaBytes`, `quotaFiles`, `bandwidthUp`, `bandwidthDown` (bytes per second) and
+ * `maxSessions` (0 or absent = the config's default).
  */
 import bcrypt from "bcrypt";
 import { randomBytes } from "node:crypto";
@@ -14,7 +17,7 @@ import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import type { Logger } from "../log/logger.ts";
 import { writeFileAtomic } from "./atomic.ts";
 import type { CredentialSource } from "./cache.ts";
-import type { User } from "./types.ts";
+import { NO_LIMITS, PERMS, READ_PERMS, type DirPerms, type Perm, type User, type UserLimits } from "./types.ts";
 
 /** Why a user operation was refused: "invalid" input is a usage error, the rest are failures. */
 export type UserErrorKind = "invalid" | "conflict" | "not-found" | "corrupt" | "io";
@@ -32,22 +35,32 @@ export class UserError extends Error {
   }
 }
 
+/** Names of the per-user limits, as stored in the users file. */
+export const LIMIT_KEYS = ["quotaBytes", "quotaFiles", "bandwidthUp", "bandwidthDown", "maxSessions"] as const;
+
 /** One record of the users file. */
-export interface UserRecord {
+export interface UserRecord extends Partial<UserLimits> {
   readonly name: string;
   /** bcrypt hash of the password. */
   readonly hash: string;
   /** Home as given: absolute, or relative to the storage root. */
   readonly home: string;
   readonly readOnly: boolean;
+  /** What the user may do; absent = every permission. */
+  readonly perms?: readonly Perm[] | undefined;
+  /** Per-directory overrides: virtual path inside the home → permissions there and below. */
+  readonly dirs?: Readonly<Record<string, readonly Perm[]>> | undefined;
 }
 
 /** What `list()` shows of a user: never the hash. */
-export interface UserInfo {
-  readonly name: string;
-  /** Absolute home directory. */
-  readonly home: string;
-  readonly readOnly: boolean;
+export type UserInfo = User;
+
+/** What `set()` may change; an absent field stays as it is, `null` resets perms or dirs to the default. */
+export interface UserChanges extends Partial<UserLimits> {
+  readonly root?: string | undefined;
+  readonly readOnly?: boolean | undefined;
+  readonly perms?: readonly Perm[] | null | undefined;
+  readonly dirs?: Readonly<Record<string, readonly Perm[]>> | null | undefined;
 }
 
 /** Options of UserStore. */
@@ -65,12 +78,8 @@ export interface UserStoreOptions {
   readonly now?: (() => number) | undefined;
 }
 
-/** Options of `add`. */
-export interface AddOptions {
-  /** Home: absolute, or relative to the storage root; default the user's name. */
-  readonly root?: string | undefined;
-  readonly readOnly?: boolean | undefined;
-}
+/** Options of `add`: the home (absolute, or relative to the storage root; default the name) and the rest of UserChanges. */
+export type AddOptions = UserChanges;
 
 /** What ensureFirstUser did; only "demo" carries a password, to be shown once. */
 export type FirstUserResult =
@@ -141,13 +150,56 @@ function toRecord(raw: unknown): UserRecord | undefined {
   if (typeof hash !== "string" || !HASH_RE.test(hash)) return undefined;
   if (typeof home !== "string" || home === "" || home.includes("\0")) return undefined;
   if (typeof readOnly !== "boolean") return undefined;
-  return { name, hash, home, readOnly };
+  const perms = r.perms === undefined ? undefined : toPerms(r.perms);
+  if (perms === null) return undefined;
+  const dirs = r.dirs === undefined ? undefined : toDirs(r.dirs);
+  if (dirs === null) return undefined;
+  const limits: Partial<Record<(typeof LIMIT_KEYS)[number], number>> = {};
+  for (const key of LIMIT_KEYS) {
+    const v = r[key];
+    if (v === undefined) continue;
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) return undefined;
+    limits[key] = v;
+  }
+  return { name, hash, home, readOnly, ...(perms && { perms }), ...(dirs && { dirs }), ...limits };
+}
+
+/** A checked, de-duplicated permission list in PERMS order; null when malformed. */
+export function toPerms(raw: unknown): Perm[] | null {
+  if (!Array.isArray(raw)) return null;
+  if (!raw.every((p) => typeof p === "string" && (PERMS as readonly string[]).includes(p))) return null;
+  return PERMS.filter((p) => raw.includes(p));
+}
+
+/** Checked per-directory overrides with normalized paths; null when malformed. */
+function toDirs(raw: unknown): Record<string, Perm[]> | null {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return null;
+  const out: Record<string, Perm[]> = {};
+  for (const [dir, list] of Object.entries(raw)) {
+    const key = normalizeDir(dir);
+    const perms = toPerms(list);
+    if (key === null || perms === null) return null;
+    out[key] = perms;
+  }
+  return out;
+}
+
+/** "/pub/in/" → "/pub/in"; relative paths are taken from the home; null for "..", NUL or backslash. */
+export function normalizeDir(dir: string): string | null {
+  if (dir.includes("\0") || dir.includes("\\")) return null;
+  const parts = dir.split("/").filter((p) => p !== "" && p !== ".");
+  if (parts.includes("..")) return null;
+  return `/${parts.join("/")}`;
 }
 
 /** The text of a users file holding `users` (sorted by name for stable diffs). */
 export function formatUsersFile(users: readonly UserRecord[]): string {
   const sorted = [...users].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const plain = sorted.map(({ name, hash, home, readOnly }) => ({ name, hash, home, readOnly }));
+  const plain = sorted.map((u) => {
+    const { name, hash, home, readOnly, perms, dirs } = u;
+    const limits = Object.fromEntries(LIMIT_KEYS.filter((k) => (u[k] ?? 0) > 0).map((k) => [k, u[k]]));
+    return { name, hash, home, readOnly, ...(perms && { perms }), ...(dirs && { dirs }), ...limits };
+  });
   return `${JSON.stringify({ version: 1, users: plain }, null, 2)}\n`;
 }
 
@@ -217,7 +269,7 @@ export class UserStore implements CredentialSource {
   async credentialStamp(name: string): Promise<string | null> {
     await this.#refresh();
     const r = this.#users.get(name);
-    return r === undefined ? null : `${r.hash}\0${r.home}\0${r.readOnly ? "ro" : "rw"}`;
+    return r === undefined ? null : JSON.stringify(r);
   }
 
   /** Every user, sorted by name, read fresh from the file. */
@@ -231,9 +283,8 @@ export class UserStore implements CredentialSource {
     checkUserName(name);
     checkPassword(password);
     const home = opts.root ?? name;
-    if (home === "" || home.includes("\0")) throw new UserError("invalid", "--root must be a non-empty path");
     const hash = await bcrypt.hash(password, this.#cost);
-    const record: UserRecord = { name, hash, home, readOnly: opts.readOnly ?? false };
+    const record = applyChanges({ name, hash, home, readOnly: false }, opts);
     const user = this.#toUser(record);
     await this.#update(
       (users) => {
@@ -253,6 +304,26 @@ export class UserStore implements CredentialSource {
       if (!users.some((u) => u.name === name)) throw new UserError("not-found", `no user ${quote(name)}`);
       return users.map((u) => (u.name === name ? { ...u, hash } : u));
     });
+  }
+
+  /** Changes a user's home, read-only flag, permissions or limits; the password stays. */
+  async set(name: string, changes: UserChanges): Promise<User> {
+    let updated: User | undefined;
+    let makeHome: string | undefined;
+    await this.#update(
+      (users) => {
+        const found = users.find((u) => u.name === name);
+        if (found === undefined) throw new UserError("not-found", `no user ${quote(name)}`);
+        const next = applyChanges(found, changes);
+        updated = this.#toUser(next);
+        if (next.home !== found.home) makeHome = updated.home;
+        return users.map((u) => (u === found ? next : u));
+      },
+      async () => {
+        if (makeHome !== undefined) await this.#makeHome(makeHome);
+      },
+    );
+    return updated as User;
   }
 
   /** Removes a user; their home directory is left as it is. */
@@ -362,7 +433,7 @@ export class UserStore implements CredentialSource {
 
   /** The protocol's view of a record, with an absolute home. */
   #toUser(record: UserRecord): User {
-    return { name: record.name, home: path.resolve(this.#root, record.home), readOnly: record.readOnly };
+    return toUser(record, path.resolve(this.#root, record.home));
   }
 
   /** Creates a home directory (mkdir -p). */
@@ -373,6 +444,43 @@ export class UserStore implements CredentialSource {
       throw new UserError("io", `cannot create home directory ${home}: ${systemErrorText(err)}`);
     }
   }
+}
+
+/** A record with `changes` applied and checked; throws UserError("invalid") on a bad value. */
+export function applyChanges(record: UserRecord, changes: UserChanges): UserRecord {
+  const home = changes.root ?? record.home;
+  if (home === "" || home.includes("\0")) throw new UserError("invalid", "--root must be a non-empty path");
+  const { perms: _p, dirs: _d, ...rest } = record;
+  const perms = changes.perms === undefined ? record.perms : (changes.perms ?? undefined);
+  const dirs = changes.dirs === undefined ? record.dirs : (changes.dirs ?? undefined);
+  const next: Record<string, unknown> = { ...rest, home, readOnly: changes.readOnly ?? record.readOnly };
+  if (perms !== undefined) next.perms = toPerms(perms);
+  if (dirs !== undefined) {
+    const checked = toDirs(dirs);
+    if (checked === null) throw new UserError("invalid", "directory permissions need paths inside the home (no \"..\")");
+    next.dirs = checked;
+  }
+  for (const key of LIMIT_KEYS) {
+    const v = changes[key];
+    if (v === undefined) continue;
+    if (!Number.isSafeInteger(v) || v < 0) throw new UserError("invalid", `${key} must be a whole number >= 0`);
+    next[key] = v;
+  }
+  return next as unknown as UserRecord;
+}
+
+/** The protocol's view of a record: effective permissions (read-only applied) and limits. */
+export function toUser(record: UserRecord, home: string, anonymous = false): User {
+  const effective = (list: readonly Perm[] | undefined): ReadonlySet<Perm> => {
+    const all = list ?? PERMS;
+    return new Set(all.filter((p) => !record.readOnly || READ_PERMS.has(p)));
+  };
+  const dirPerms: DirPerms[] = Object.entries(record.dirs ?? {})
+    .map(([p, list]) => ({ path: p, perms: effective(list) }))
+    .sort((a, b) => b.path.length - a.path.length);
+  const limits: Record<keyof UserLimits, number> = { ...NO_LIMITS };
+  for (const key of LIMIT_KEYS) limits[key] = record[key] ?? 0;
+  return { name: record.name, home, readOnly: record.readOnly, perms: effective(record.perms), dirPerms, limits, anonymous };
 }
 
 /** The first user named by the environment, or undefined when BERTH_USER is not set. */

@@ -26,6 +26,7 @@ export type CommandName =
   | "serve"
   | "user add"
   | "user passwd"
+  | "user set"
   | "user del"
   | "user list"
   | "config check"
@@ -50,14 +51,27 @@ interface CommandSpec {
 const CONFIG = { config: "value" } as const;
 const PASSWORD_STDIN = { "password-stdin": "flag" } as const;
 const CTL = { ...CONFIG, socket: "value" } as const;
+/** What `user add` and `user set` can give a user besides the password. */
+const USER_POLICY = {
+  root: "value",
+  "read-only": "flag",
+  perms: "value",
+  "dir-perms": "value",
+  "quota-bytes": "value",
+  "quota-files": "value",
+  "bandwidth-up": "value",
+  "bandwidth-down": "value",
+  "max-sessions": "value",
+} as const;
 
 const SPECS: readonly CommandSpec[] = [
   { name: "serve", positionals: [], options: CONFIG },
   {
     name: "user add",
     positionals: ["NAME"],
-    options: { ...CONFIG, ...PASSWORD_STDIN, root: "value", "read-only": "flag" },
+    options: { ...CONFIG, ...PASSWORD_STDIN, ...USER_POLICY },
   },
+  { name: "user set", positionals: ["NAME"], options: { ...CONFIG, ...USER_POLICY, "read-write": "flag" } },
   { name: "user passwd", positionals: ["NAME"], options: { ...CONFIG, ...PASSWORD_STDIN } },
   { name: "user del", positionals: ["NAME"], options: CONFIG },
   { name: "user list", positionals: [], options: CONFIG },
@@ -76,14 +90,26 @@ export const USAGE = `usage: berth [command] [options]
 
 commands:
   serve [--config FILE]              run the server in the foreground (the default)
-  user add NAME [--root DIR] [--read-only] [--password-stdin]
+  user add NAME [--root DIR] [--read-only] [--password-stdin] [limits and permissions]
                                      add a user; --root is absolute or relative to storage.root
                                      (default <storage.root>/NAME); asks for the password on the
                                      terminal unless --password-stdin
+  user set NAME [--root DIR] [--read-only|--read-write] [limits and permissions]
+                                     change a user (the password stays)
   user passwd NAME [--password-stdin]
                                      change a user's password
   user del NAME                      delete a user (their files are kept)
-  user list                          list the users
+  user list                          list the users, their permissions, limits and quota use
+
+limits and permissions (user add, user set):
+  --perms LIST                       what the user may do: "all" or a comma list of
+                                     list,download,upload,overwrite,delete,rename,mkdir,rmdir,chmod
+  --dir-perms "DIR=LIST;DIR=LIST"    overrides inside the home, e.g. "/pub=list,download;/in=list,upload"
+                                     ("none" removes them)
+  --quota-bytes SIZE --quota-files N most bytes and files in the home (e.g. 10G; 0 = config default)
+  --bandwidth-up RATE --bandwidth-down RATE
+                                     bytes per second across the user's sessions (e.g. 5M; 0 = default)
+  --max-sessions N                   sessions at once (0 = limits.maxSessionsPerUser)
   config check [--config FILE]       validate and print the effective config (secrets hidden)
   ctl status|sessions|kick ID|reload|drain|watch [--socket PATH]
                                      talk to a running server through its admin socket
@@ -115,7 +141,7 @@ export interface ParsedCommand {
 const HELP_WORDS = new Set(["help", "--help", "-h"]);
 const VERSION_WORDS = new Set(["version", "--version", "-V"]);
 const GROUPS: Readonly<Record<string, readonly string[]>> = {
-  user: ["add", "passwd", "del", "list"],
+  user: ["add", "set", "passwd", "del", "list"],
   config: ["check"],
   ctl: ["status", "sessions", "kick", "reload", "drain", "watch"],
 };

@@ -8,7 +8,9 @@ import { stringify } from "yaml";
 import { configFilePath, loadConfig, redactConfig, resolvePath } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
-import { UserStore, type UserInfo } from "../auth/store.ts";
+import { normalizeDir, toPerms, UserError, UserStore, type UserChanges, type UserInfo } from "../auth/store.ts";
+import { PERMS, type Perm } from "../auth/types.ts";
+import { formatSize, parseSize } from "../config/units.ts";
 import type { ParsedCommand } from "./args.ts";
 import { newPassword, type Streams } from "./prompt.ts";
 
@@ -42,13 +44,17 @@ export async function runUser(cmd: ParsedCommand, ctx: CliContext): Promise<numb
   const say = (line: string): void => void ctx.stdout.write(`${line}\n`);
   switch (cmd.name) {
     case "user add": {
-      const root = cmd.options.root;
+      const changes = userChanges(cmd);
       const password = await newPassword(ctx, fromStdin, `"${name}"`);
-      const user = await store.add(name, password, {
-        root: typeof root === "string" ? root : undefined,
-        readOnly: cmd.options["read-only"] === true,
-      });
+      const user = await store.add(name, password, changes);
       say(`berth: added user "${user.name}" (home ${user.home}${user.readOnly ? ", read-only" : ""})`);
+      return 0;
+    }
+    case "user set": {
+      const changes = userChanges(cmd);
+      if (Object.keys(changes).length === 0) throw new UserError("invalid", `nothing to change for "${name}" (see: berth --help)`);
+      const user = await store.set(name, changes);
+      say(`berth: updated user "${user.name}" (${describeUser(user)})`);
       return 0;
     }
     case "user passwd":
@@ -66,14 +72,112 @@ export async function runUser(cmd: ParsedCommand, ctx: CliContext): Promise<numb
   }
 }
 
-/** A plain-text table of users: name, home, read-only. */
+/** The UserChanges named by the options of `user add` / `user set`; a bad value is a usage error. */
+export function userChanges(cmd: ParsedCommand): UserChanges {
+  const o = cmd.options;
+  const changes: Record<string, unknown> = {};
+  if (typeof o.root === "string") changes.root = o.root;
+  if (o["read-only"] === true && o["read-write"] === true) throw invalid("give only one of --read-only and --read-write");
+  if (o["read-only"] === true) changes.readOnly = true;
+  if (o["read-write"] === true) changes.readOnly = false;
+  if (typeof o.perms === "string") changes.perms = o.perms === "all" ? null : permList(o.perms, "--perms");
+  if (typeof o["dir-perms"] === "string") changes.dirs = dirPerms(o["dir-perms"]);
+  const sizes = [
+    ["quota-bytes", "quotaBytes"],
+    ["bandwidth-up", "bandwidthUp"],
+    ["bandwidth-down", "bandwidthDown"],
+  ] as const;
+  for (const [opt, key] of sizes) {
+    const v = o[opt];
+    if (typeof v !== "string") continue;
+    const bytes = parseSize(v);
+    if (bytes === null) throw invalid(`--${opt} must be a size like 0, 512K, 10M or 1.5G`);
+    changes[key] = bytes;
+  }
+  for (const [opt, key] of [["quota-files", "quotaFiles"], ["max-sessions", "maxSessions"]] as const) {
+    const v = o[opt];
+    if (typeof v !== "string") continue;
+    if (!/^\d{1,15}$/.test(v)) throw invalid(`--${opt} must be a whole number >= 0`);
+    changes[key] = Number(v);
+  }
+  return changes as UserChanges;
+}
+
+function invalid(message: string): UserError {
+  return new UserError("invalid", message);
+}
+
+/** "list,download" → permissions; "none" → none. */
+function permList(text: string, option: string): Perm[] {
+  if (text.trim() === "none") return [];
+  const perms = toPerms(text.split(",").map((p) => p.trim()).filter((p) => p !== ""));
+  if (perms === null) throw invalid(`${option} takes "all", "none" or a comma list of ${PERMS.join(",")}`);
+  return perms;
+}
+
+/** "/pub=list,download;/in=upload" → overrides; "none" → null (removes them). */
+function dirPerms(text: string): Record<string, Perm[]> | null {
+  if (text.trim() === "none") return null;
+  const out: Record<string, Perm[]> = {};
+  for (const part of text.split(";").map((p) => p.trim()).filter((p) => p !== "")) {
+    const eq = part.indexOf("=");
+    const dir = eq === -1 ? null : normalizeDir(part.slice(0, eq).trim());
+    if (dir === null) throw invalid(`--dir-perms takes "DIR=LIST;DIR=LIST" with DIR inside the home, not "${part}"`);
+    out[dir] = part.slice(eq + 1).trim() === "all" ? [...PERMS] : permList(part.slice(eq + 1), "--dir-perms");
+  }
+  return out;
+}
+
+/** Permissions in short form: "all", "list,download", or "none". */
+function permText(perms: ReadonlySet<Perm>): string {
+  if (perms.size === PERMS.length) return "all";
+  return perms.size === 0 ? "none" : PERMS.filter((p) => perms.has(p)).join(",");
+}
+
+/** One line of what a user may do and their own limits. */
+export function describeUser(u: UserInfo): string {
+  const parts = [`home ${u.home}`, u.readOnly ? "read-only" : "read-write", `perms ${permText(u.perms)}`];
+  for (const d of u.dirPerms) parts.push(`${d.path}: ${permText(d.perms)}`);
+  const l = u.limits;
+  if (l.quotaBytes > 0) parts.push(`quota ${formatSize(l.quotaBytes)}`);
+  if (l.quotaFiles > 0) parts.push(`quota ${l.quotaFiles} files`);
+  if (l.bandwidthUp > 0) parts.push(`up ${formatSize(l.bandwidthUp)}/s`);
+  if (l.bandwidthDown > 0) parts.push(`down ${formatSize(l.bandwidthDown)}/s`);
+  if (l.maxSessions > 0) parts.push(`max ${l.maxSessions} sessions`);
+  return parts.join(", ");
+}
+
+/** A plain-text table of users: name, home, read-only, permissions, limits. */
 export function formatUserTable(users: readonly UserInfo[]): string {
   if (users.length === 0) return "no users";
-  const rows = [["NAME", "HOME", "READ-ONLY"], ...users.map((u) => [u.name, u.home, u.readOnly ? "yes" : "no"])];
-  const width = (col: number): number => Math.max(...rows.map((r) => (r[col] ?? "").length));
-  const w0 = width(0);
-  const w1 = width(1);
-  return rows.map(([a = "", b = "", c = ""]) => `${a.padEnd(w0)}  ${b.padEnd(w1)}  ${c}`.trimEnd()).join("\n");
+  const limits = (u: UserInfo): string => {
+    const l = u.limits;
+    const bits = [
+      l.quotaBytes > 0 || l.quotaFiles > 0
+        ? `quota ${l.quotaBytes > 0 ? formatSize(l.quotaBytes) : "-"}/${l.quotaFiles > 0 ? `${l.quotaFiles} files` : "-"}`
+        : "",
+      l.bandwidthUp > 0 ? `up ${formatSize(l.bandwidthUp)}/s` : "",
+      l.bandwidthDown > 0 ? `down ${formatSize(l.bandwidthDown)}/s` : "",
+      l.maxSessions > 0 ? `sessions ${l.maxSessions}` : "",
+    ];
+    return bits.filter((b) => b !== "").join(" ") || "-";
+  };
+  const perms = (u: UserInfo): string =>
+    [permText(u.perms), ...u.dirPerms.map((d) => `${d.path}:${permText(d.perms)}`)].join(" ");
+  const rows = [
+    ["NAME", "HOME", "READ-ONLY", "PERMS", "LIMITS"],
+    ...users.map((u) => [u.name, u.home, u.readOnly ? "yes" : "no", perms(u), limits(u)]),
+  ];
+  return formatTable(rows);
+}
+
+/** Aligns rows into columns two spaces apart. */
+export function formatTable(rows: readonly (readonly string[])[]): string {
+  const cols = Math.max(...rows.map((r) => r.length));
+  const widths = Array.from({ length: cols }, (_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length)));
+  return rows
+    .map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c] ?? 0))).join("  ").trimEnd())
+    .join("\n");
 }
 
 /** Runs `config check`: validates, then prints the effective config as YAML with secrets hidden. */
