@@ -122,7 +122,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     guard: deps.guard,
     pool: new PortPool(range),
     announce: new AnnounceResolver(config.passive.address, readNetFacts()),
-    openFs: deps.openFs ?? ((home) => JailedFs.open(home)),
+    openFs: deps.openFs ?? ((home, opts) => JailedFs.open(home, opts)),
     metrics: new Metrics(),
     xferlog: config.log.xferlog ? new XferLog(config.log.xferlog) : null,
     tls,

@@ -8,7 +8,6 @@ import {
   mlstFeature,
   modeString,
   parseMfmtTime,
-  permFacts,
   selectMlsxFacts,
 } from "../src/fs/format.ts";
 import type { DirEntry, EntryStat } from "../src/fs/types.ts";
@@ -95,14 +94,6 @@ void describe("MLSx facts (RFC 3659)", () => {
     assert.match(formatMlsxFacts(entry("x", { mode: 0o7 }), { perm: "r" }), /unix\.mode=0007;/);
   });
 
-  void it("permFacts gives RFC 3659 §7.5.5 letters", () => {
-    assert.equal(permFacts(stat(), false), "rawdf");
-    assert.equal(permFacts(stat(), true), "r");
-    assert.equal(permFacts(stat({ type: "dir" }), false), "elcmpdf");
-    assert.equal(permFacts(stat({ type: "dir" }), true), "el");
-    assert.equal(permFacts(stat({ type: "link" }), false), "df");
-    assert.equal(permFacts(stat({ type: "link" }), true), "");
-  });
 });
 
 void describe("MDTM / MFMT times", () => {

@@ -498,11 +498,14 @@ void describe("directory and metadata operations", () => {
     await jail.setMtime(vp("/in-file"), new Date("2002-02-03T04:05:06Z"));
     assert.equal((await stat(home("pub", "hello.txt"))).mtime.getUTCFullYear(), 2002);
     await refused(jail.setMtime(vp("/pub/hello.txt"), new Date(NaN)), 501);
-    await jail.chmod(vp("/pub/hello.txt"), 0o4600);
+    await refused(jail.chmod(vp("/pub/hello.txt"), 0o4600), 501);
+    await jail.chmod(vp("/pub/hello.txt"), 0o600);
     assert.equal((await jail.stat(vp("/pub/hello.txt"))).mode, 0o600);
     await jail.chmod(vp("/pub/hello.txt"), 0o644);
     await refused(jail.chmod(vp("/pub/hello.txt"), 0o17777), 501);
     await refused(jail.chmod(vp("/nope"), 0o644), 550, "No such file or directory");
+    // SITE CHMOD never follows a final symlink, even one that stays inside.
+    await refused(jail.chmod(vp("/in-file"), 0o600), 550, "Not allowed on a symbolic link");
   });
 
   void it("exists and uniqueName", async () => {

@@ -372,7 +372,8 @@ describe("reply formats", () => {
         assert.equal(r.lines.length, 3);
         assert.match(r.lines[1] ?? "", /^ type=file;size=4;modify=\d{14};perm=rawdf;unix\.mode=0\d{3}; \/m\.txt$/);
         const d = await raw.expect("MLST", 250);
-        assert.match(d.lines[1] ?? "", /^ type=dir;modify=\d{14};perm=elcmpdf;unix\.mode=0\d{3}; \/$/);
+        // The root itself can be neither removed nor renamed: no d, no f.
+        assert.match(d.lines[1] ?? "", /^ type=dir;modify=\d{14};perm=elcmp;unix\.mode=0\d{3}; \/$/);
       } finally {
         await raw.close();
       }

@@ -14,9 +14,11 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
+import { DEFAULT_UMASK, fixDirMode, modesFor } from "../fs/modes.ts";
 import type { Logger } from "../log/logger.ts";
 import { writeFileAtomic } from "./atomic.ts";
 import type { CredentialSource } from "./cache.ts";
+import { normalizeDirPath } from "./perms.ts";
 import { NO_LIMITS, PERMS, READ_PERMS, type DirPerms, type Perm, type User, type UserLimits } from "./types.ts";
 
 /** Why a user operation was refused: "invalid" input is a usage error, the rest are failures. */
@@ -76,6 +78,8 @@ export interface UserStoreOptions {
   readonly reloadIntervalMs?: number | undefined;
   /** Clock in milliseconds; default Date.now. */
   readonly now?: (() => number) | undefined;
+  /** Umask of the home directories it creates (config `storage.umask`); default 022. */
+  readonly umask?: number | undefined;
 }
 
 /** Options of `add`: the home (absolute, or relative to the storage root; default the name) and the rest of UserChanges. */
@@ -185,12 +189,7 @@ function toDirs(raw: unknown): Record<string, Perm[]> | null {
 }
 
 /** "/pub/in/" → "/pub/in"; relative paths are taken from the home; null for "..", NUL or backslash. */
-export function normalizeDir(dir: string): string | null {
-  if (dir.includes("\0") || dir.includes("\\")) return null;
-  const parts = dir.split("/").filter((p) => p !== "" && p !== ".");
-  if (parts.includes("..")) return null;
-  return `/${parts.join("/")}`;
-}
+export const normalizeDir = normalizeDirPath;
 
 /** The text of a users file holding `users` (sorted by name for stable diffs). */
 export function formatUsersFile(users: readonly UserRecord[]): string {
@@ -222,6 +221,7 @@ export class UserStore implements CredentialSource {
   readonly #logger: Logger | undefined;
   readonly #interval: number;
   readonly #now: () => number;
+  readonly #dirMode: number;
   /** Last good content of the file, by name. */
   #users = new Map<string, UserRecord>();
   /** Signature of the file version last looked at; undefined before the first look. */
@@ -239,6 +239,7 @@ export class UserStore implements CredentialSource {
     this.#logger = opts.logger;
     this.#interval = opts.reloadIntervalMs ?? 1000;
     this.#now = opts.now ?? Date.now;
+    this.#dirMode = modesFor(opts.umask ?? DEFAULT_UMASK).dir;
   }
 
   /** Absolute path of the users file. */
@@ -439,7 +440,8 @@ export class UserStore implements CredentialSource {
   /** Creates a home directory (mkdir -p). */
   async #makeHome(home: string): Promise<void> {
     try {
-      await mkdir(home, { recursive: true });
+      const created = await mkdir(home, { recursive: true, mode: this.#dirMode });
+      if (created !== undefined) await fixDirMode(home, this.#dirMode);
     } catch (err) {
       throw new UserError("io", `cannot create home directory ${home}: ${systemErrorText(err)}`);
     }

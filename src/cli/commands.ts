@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { stringify } from "yaml";
 import { configFilePath, loadConfig, redactConfig, resolvePath } from "../config/load.ts";
-import type { Config } from "../config/schema.ts";
+import { parseUmask, type Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { normalizeDir, toPerms, UserError, UserStore, type UserChanges, type UserInfo } from "../auth/store.ts";
 import { PERMS, type Perm } from "../auth/types.ts";
@@ -33,6 +33,7 @@ export function storeFor(config: Config, cwd: string, logger?: Logger): UserStor
     storageRoot: resolvePath(config.storage.root, cwd),
     bcryptCost: config.users.bcryptCost,
     logger,
+    umask: parseUmask(config.storage.umask) ?? undefined,
   });
 }
 

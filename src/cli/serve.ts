@@ -2,6 +2,7 @@
  * `berth serve`: load the config, build the logger, the user store and the login guard, make
  * sure someone can log in, and start the server. Signal handling and exiting stay in main.ts.
  */
+import { shadowedNames } from "../auth/anonymous.ts";
 import { FailureGuard } from "../auth/guard.ts";
 import type { FirstUserResult } from "../auth/store.ts";
 import type { Config } from "../config/schema.ts";
@@ -37,6 +38,7 @@ export async function startServing(cmd: ParsedCommand, ctx: CliContext): Promise
   const logger = createLogger({ level: config.log.level, pretty: config.log.pretty, destination: ctx.stdout });
   const users = storeFor(config, ctx.cwd, logger);
   announceFirstUser(await users.ensureFirstUser(ctx.env), ctx, logger);
+  if (config.anonymous.enabled) warnShadowed(shadowedNames((await users.list()).map((u) => u.name)), logger);
   const guard = new FailureGuard({
     maxFailures: config.limits.maxFailuresPerAddress,
     banSeconds: config.limits.banTime,
@@ -58,6 +60,13 @@ function announceFirstUser(result: FirstUserResult, ctx: CliContext, logger: Log
     ctx.stdout.write("add real users with: npm run --silent berth -- user add NAME\n");
   } else if (result.kind === "env") {
     logger.info({ user: result.name, action: result.action }, "first user from BERTH_USER");
+  }
+}
+
+/** With anonymous FTP on, users-file accounts named anonymous or ftp cannot log in: say so once. */
+function warnShadowed(names: readonly string[], logger: Logger): void {
+  for (const name of names) {
+    logger.warn({ user: name }, 'user "%s" cannot log in while anonymous.enabled is true (the name means anonymous FTP)', name);
   }
 }
 

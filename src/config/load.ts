@@ -9,7 +9,8 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseDocument } from "yaml";
-import { DEFAULTS, parseListen, parsePortRange, type Config } from "./schema.ts";
+import { parseDirPerms, parsePermList, validPatterns } from "../auth/perms.ts";
+import { DEFAULTS, parseListen, parsePortRange, parseUmask, type Config } from "./schema.ts";
 import { firstLine, systemErrorText, errnoCode } from "./syserr.ts";
 
 /** A configuration mistake; `key` names the config key, environment variable or file at fault. */
@@ -117,7 +118,20 @@ const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: 
     requireSessionReuse: bool,
   },
   users: { file: filePath, bcryptCost: intRule(4, 15) },
-  storage: { root: filePath },
+  storage: {
+    root: filePath,
+    hide: text('comma-separated name patterns such as ".*, *.part" (no "/"), or empty', validPatterns),
+    deny: text('comma-separated name patterns such as "*.exe" (no "/"), or empty', validPatterns),
+    umask: text('an octal umask 000..777 such as "022"', (v) => parseUmask(v) !== null),
+  },
+  anonymous: {
+    enabled: bool,
+    root: filePath,
+    perms: text('a comma list of list, download, upload, overwrite, delete, rename, mkdir, rmdir, chmod (or "none")', (v) =>
+      parsePermList(v) !== null,
+    ),
+    dirPerms: text('"DIR=PERMS;DIR=PERMS" with DIR inside the anonymous root, or empty', (v) => parseDirPerms(v) !== null),
+  },
   log: {
     level: oneOf("fatal", "error", "warn", "info", "debug", "trace", "silent"),
     pretty: oneOf("auto", "always", "never"),

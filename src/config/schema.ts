@@ -34,7 +34,25 @@ export interface Config {
     /** bcrypt cost for new hashes. */
     readonly bcryptCost: number;
   };
-  readonly storage: { readonly root: string };
+  readonly storage: {
+    readonly root: string;
+    /** Comma-separated glob patterns of names left out of listings and "not found" when addressed. */
+    readonly hide: string;
+    /** Comma-separated glob patterns of names that cannot be uploaded, created, renamed to or downloaded. */
+    readonly deny: string;
+    /** Octal umask for files and directories berth creates, whatever the process umask is. */
+    readonly umask: string;
+  };
+  readonly anonymous: {
+    /** USER anonymous or ftp, any password, logs in to `root` (RFC 1635). */
+    readonly enabled: boolean;
+    /** The anonymous home: absolute, or relative to storage.root. */
+    readonly root: string;
+    /** Comma-separated permissions of anonymous sessions (see PERMS). */
+    readonly perms: string;
+    /** Per-directory overrides, "/incoming=upload;/pub=list,download"; "" = none. */
+    readonly dirPerms: string;
+  };
   readonly log: {
     readonly level: LogLevel;
     readonly pretty: "auto" | "always" | "never";
@@ -95,7 +113,8 @@ export const DEFAULTS: Config = {
     requireSessionReuse: true,
   },
   users: { file: "users/users.json", bcryptCost: 10 },
-  storage: { root: "data" },
+  storage: { root: "data", hide: "", deny: "", umask: "022" },
+  anonymous: { enabled: false, root: "anonymous", perms: "list,download", dirPerms: "" },
   log: { level: "info", pretty: "auto", xferlog: "" },
   limits: {
     maxLineLength: 4096,
@@ -115,6 +134,12 @@ export const DEFAULTS: Config = {
   metrics: { listen: "" },
   admin: { socket: "" },
 };
+
+/** Parses an octal umask "022" / "0077" (0..0777); null when malformed. */
+export function parseUmask(text: string): number | null {
+  if (!/^0?[0-7]{1,3}$/.test(text.trim())) return null;
+  return parseInt(text.trim(), 8);
+}
 
 /** An inclusive port range parsed from `passive.ports`. */
 export interface PortRange {

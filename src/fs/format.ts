@@ -13,7 +13,7 @@ export type MlsxFact = (typeof MLSX_FACTS)[number];
 
 /** How one MLSx line is printed. */
 export interface MlsxOptions {
-  /** The perm fact value (see permFacts). */
+  /** The perm fact value (see auth/perms.ts permFact). */
   readonly perm: string;
   /** "cdir" for the listed directory itself, "pdir" for its parent (RFC 3659 §7.5.1). */
   readonly typeOverride?: "cdir" | "pdir";
@@ -112,21 +112,6 @@ function mlsxType(s: EntryStat): string {
   if (s.type === "dir") return "dir";
   // RFC 3659 §7.5.1: anything else is an "OS.name=type" value.
   return s.type === "link" ? "OS.unix=symlink" : "OS.unix=special";
-}
-
-/** RFC 3659 §7.5.5 perm letters: file r(+awdf), dir el(+cmpdf), symlink (+df) when writable. */
-export function permFacts(stat: EntryStat, readOnly: boolean): string {
-  const w = !readOnly;
-  switch (stat.type) {
-    case "file":
-      return "r" + (w ? "awdf" : "");
-    case "dir":
-      return "el" + (w ? "cmpdf" : "");
-    case "link":
-      return w ? "df" : "";
-    case "other":
-      return "";
-  }
 }
 
 /** A time as YYYYMMDDHHMMSS in UTC (MDTM reply, RFC 3659 §2.3 and §3). */

@@ -11,6 +11,7 @@ import path from "node:path";
 import { FtpError, isFtpError } from "../protocol/errors.ts";
 import { locate, locateEntry } from "./contain.ts";
 import { mapFsError } from "./errors.ts";
+import { DEFAULT_UMASK, fixDirMode, modesFor, type CreateModes } from "./modes.ts";
 import { readDirectory, toEntryStat } from "./listing.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
 import { openUpload } from "./upload.ts";
@@ -20,21 +21,32 @@ const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = constants;
 /** How many numbered names (`base.1` …) STOU tries before it picks a random one. */
 const UNIQUE_TRIES = 99;
 
+/** How a jail creates entries. */
+export interface JailOptions {
+  /** Umask of new files and directories (config `storage.umask`); default 022. */
+  readonly umask?: number;
+}
+
 /** A user's filesystem, jailed to their home directory. */
 export class JailedFs {
   /** The real, canonical path of the home (for log lines only; never send it to a client). */
   readonly root: RealPath;
+  /** Modes of new files and directories. */
+  readonly modes: CreateModes;
 
-  private constructor(root: RealPath) {
+  private constructor(root: RealPath, modes: CreateModes) {
     this.root = root;
+    this.modes = modes;
   }
 
   /** Opens the jail at `home` (made absolute), creating it like `mkdir -p` when missing. */
-  static async open(home: string): Promise<JailedFs> {
+  static async open(home: string, opts: JailOptions = {}): Promise<JailedFs> {
+    const modes = modesFor(opts.umask ?? DEFAULT_UMASK);
     return guard(async () => {
       const abs = path.resolve(home);
-      await mkdir(abs, { recursive: true });
-      return new JailedFs((await realpath(abs)) as RealPath);
+      const created = await mkdir(abs, { recursive: true, mode: modes.dir });
+      if (created !== undefined) await fixDirMode(abs, modes.dir);
+      return new JailedFs((await realpath(abs)) as RealPath, modes);
     });
   }
 
@@ -78,7 +90,7 @@ export class JailedFs {
 
   /** Opens `v` for an upload (STOR, STOU, APPE, REST+STOR; see UploadOptions and Upload). */
   openUpload(v: VirtualPath, opts: UploadOptions): Promise<Upload> {
-    return guard(() => openUpload(this.root, v, opts));
+    return guard(() => openUpload(this.root, v, opts, this.modes.file));
   }
 
   /** Creates directory `v`; its parent must exist. */
@@ -86,7 +98,8 @@ export class JailedFs {
     return guard(async () => {
       const entry = await locateEntry(this.root, v);
       if (entry.exists) throw new FtpError(550, "File exists");
-      await mkdir(entry.real);
+      await mkdir(entry.real, this.modes.dir);
+      await fixDirMode(entry.real, this.modes.dir);
     });
   }
 
@@ -128,11 +141,16 @@ export class JailedFs {
     });
   }
 
-  /** Sets the permission bits of `v` (SITE CHMOD); only the 0777 bits, never setuid/setgid/sticky. */
+  /** Sets the permission bits of `v` (SITE CHMOD): 0..0777 only, never setuid/setgid/sticky, and
+   * never through a final symlink (Linux has no lchmod; clients cannot create symlinks, so the
+   * check-then-chmod window is not theirs to use). */
   chmod(v: VirtualPath, mode: number): Promise<void> {
     return guard(async () => {
-      if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw new FtpError(501, "Invalid mode");
-      await chmod(await this.existing(v), mode & 0o777);
+      if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) throw new FtpError(501, "Invalid mode");
+      await this.existing(v); // a link that leaves the jail is "not found", as everywhere
+      const entry = await this.existingEntry(v);
+      if (entry.lstat.isSymbolicLink()) throw new FtpError(550, "Not allowed on a symbolic link");
+      await chmod(entry.real, mode);
     });
   }
 

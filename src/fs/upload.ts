@@ -12,24 +12,25 @@ import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
 import { locate, UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
+import { DEFAULT_UMASK, fixFileMode, modesFor } from "./modes.ts";
 import type { RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = constants;
-/** New files get 0666 minus the process umask, as any Unix tool would create them. */
-const FILE_MODE = 0o666;
+/** New files get 0666 minus `storage.umask` (fs/modes.ts), unless the caller says otherwise. */
+const FILE_MODE = modesFor(DEFAULT_UMASK).file;
 /** O_NOFOLLOW: a symlink swapped in after the check is refused (ELOOP), never followed.
  * O_NONBLOCK: opening a FIFO can never block a libuv worker forever. */
 const SAFE = O_NOFOLLOW | O_NONBLOCK;
 
 /** Opens the upload target `vpath` inside `root` as `opts` says (see UploadOptions). */
-export async function openUpload(root: RealPath, vpath: VirtualPath, opts: UploadOptions): Promise<Upload> {
+export async function openUpload(root: RealPath, vpath: VirtualPath, opts: UploadOptions, mode = FILE_MODE): Promise<Upload> {
   checkOffset(opts.offset);
   const target = await locate(root, vpath);
   if (target.exists) checkTarget(await stat(target.real), opts);
-  if (opts.kind === "append") return openAppend(target.real, target.exists);
+  if (opts.kind === "append") return openAppend(target.real, target.exists, mode);
   if (opts.offset > 0) return openAtOffset(target.real, target.exists, opts.offset);
-  if (target.exists) return openTemp(target.real);
-  return createNew(target.real, opts.exclusive);
+  if (target.exists) return openTemp(target.real, mode);
+  return createNew(target.real, opts.exclusive, mode);
 }
 
 function checkOffset(offset: number): void {
@@ -46,20 +47,20 @@ function checkTarget(s: Stats, opts: UploadOptions): void {
 
 /** A target that did not exist: created exclusively. If it appeared in the meantime, a
  * non-exclusive upload falls back to replacing it through a temp file. */
-async function createNew(real: RealPath, exclusive: boolean): Promise<Upload> {
+async function createNew(real: RealPath, exclusive: boolean, mode: number): Promise<Upload> {
   try {
-    const handle = await open(real, O_WRONLY | O_CREAT | O_EXCL | SAFE, FILE_MODE);
+    const handle = await openCreated(real, O_WRONLY | O_CREAT | O_EXCL | SAFE, mode);
     return makeUpload(handle, 0, noop, () => removeIfEmpty(real));
   } catch (err) {
-    if (!exclusive && errnoOf(err) === "EEXIST") return openTemp(real);
+    if (!exclusive && errnoOf(err) === "EEXIST") return openTemp(real, mode);
     throw mapFsError(err);
   }
 }
 
 /** Replace: write `.berth-upload-<random>` beside the target; commit renames it over the target. */
-async function openTemp(real: RealPath): Promise<Upload> {
+async function openTemp(real: RealPath, mode: number): Promise<Upload> {
   const temp = path.join(path.dirname(real), UPLOAD_TEMP_PREFIX + randomBytes(8).toString("hex"));
-  const handle = await open(temp, O_WRONLY | O_CREAT | O_EXCL | SAFE, FILE_MODE);
+  const handle = await openCreated(temp, O_WRONLY | O_CREAT | O_EXCL | SAFE, mode);
   const finish = (): Promise<void> => rename(temp, real);
   const cleanup = (): Promise<void> => unlinkQuietly(temp);
   return makeUpload(handle, 0, finish, cleanup);
@@ -82,10 +83,23 @@ async function openAtOffset(real: RealPath, exists: boolean, offset: number): Pr
 }
 
 /** APPE (RFC 959 §4.1.3): create when missing; data goes to the end. */
-async function openAppend(real: RealPath, existed: boolean): Promise<Upload> {
-  const handle = await open(real, O_WRONLY | O_APPEND | O_CREAT | SAFE, FILE_MODE);
+async function openAppend(real: RealPath, existed: boolean, mode: number): Promise<Upload> {
+  const handle = await open(real, O_WRONLY | O_APPEND | O_CREAT | SAFE, mode);
   try {
+    if (!existed) await fixFileMode(handle, mode);
     return makeUpload(handle, await regularSize(handle), noop, existed ? noop : () => removeIfEmpty(real));
+  } catch (err) {
+    await handle.close().catch(noop);
+    throw err;
+  }
+}
+
+/** Opens a file that `flags` (O_EXCL) make new, with exactly `mode` whatever the process umask. */
+async function openCreated(file: string, flags: number, mode: number): Promise<FileHandle> {
+  const handle = await open(file, flags, mode);
+  try {
+    await fixFileMode(handle, mode);
+    return handle;
   } catch (err) {
     await handle.close().catch(noop);
     throw err;

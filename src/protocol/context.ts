@@ -8,12 +8,12 @@ import type { Config } from "../config/schema.ts";
 import type { AnnounceResolver } from "../data/announce.ts";
 import type { PortPool } from "../data/ports.ts";
 import type { TlsProvider } from "../data/tls.ts";
-import type { JailedFs } from "../fs/jail.ts";
+import type { JailedFs, JailOptions } from "../fs/jail.ts";
 import type { Metrics } from "../log/metrics.ts";
 import type { XferLog } from "../log/xferlog.ts";
 
 /** Opens a user's jailed filesystem (a seam: tests wrap it to fail on chosen names). */
-export type FsFactory = (home: string) => Promise<JailedFs>;
+export type FsFactory = (home: string, opts?: JailOptions) => Promise<JailedFs>;
 
 /** Shared services of one running server. */
 export interface ServerContext {

@@ -1,11 +1,13 @@
 /**
  * The crash barrier (DESIGN convention 2) and the place where every generic check happens once,
- * before any handler: unknown verb, argument shape, login, TLS policy, read-only users, and the
- * one-shot sequencing of RNFR/RNTO and REST. No exception leaves run(): an FtpError becomes its
- * reply, anything else becomes 451 and an error log line; the session and the process live on.
+ * before any handler: unknown verb, argument shape, login, TLS policy, permissions and hidden or
+ * denied names on the resolved path (see auth/perms.ts), and the one-shot sequencing of RNFR/RNTO
+ * and REST. No exception leaves run(): an FtpError becomes its reply, anything else becomes 451 and
+ * an error log line; the session and the process live on.
  */
+import { checkAccess, namePolicy, parentOf, permsAt, refusalText } from "../auth/perms.ts";
 import { isFtpError } from "./errors.ts";
-import type { CommandSpec, Registry } from "./registry.ts";
+import type { CommandSpec, PermRule, Registry } from "./registry.ts";
 import type { Session } from "./session.ts";
 import { verbOf } from "./session.ts";
 import { mapFsError } from "../fs/errors.ts";
@@ -35,7 +37,7 @@ export class Dispatcher {
     const spec = this.registry.get(verb);
     this.logCommand(session, verb, arg, spec);
     try {
-      const refusal = this.check(session, verb, arg, spec);
+      const refusal = this.check(session, verb, arg, spec) ?? (spec?.perm ? await this.permission(session, spec, arg) : null);
       if (refusal) {
         // A refused command is still "the next command": the one-shot state is gone.
         session.renameFrom = null;
@@ -77,11 +79,41 @@ export class Dispatcher {
     if (spec.needsLogin && !session.user) return [530, "Please login with USER and PASS"];
     if (spec.arg === "required" && arg.trim() === "") return [501, "Syntax error: argument required"];
     if (spec.arg === "none" && arg.trim() !== "") return [501, "Syntax error: no argument allowed"];
-    if (spec.write && session.user?.readOnly) return [550, "Permission denied: read-only account"];
     if (spec.opensData && tls.require && !session.protectData) {
       return [521, "Data connections must be protected: send PBSZ 0 and PROT P"];
     }
     return null;
+  }
+
+  /** The permission check of `spec.perm` on the resolved path; a bad path is refused here too, so
+   * a refused transfer command still frees its data connection. */
+  private async permission(session: Session, spec: CommandSpec | undefined, arg: string): Promise<[number, string] | null> {
+    const rule = spec?.perm;
+    const user = session.user;
+    if (!rule || !user) return null;
+    try {
+      const path = rule.path ? rule.path(session, arg) : session.resolve(arg);
+      if (path === null) return null;
+      const access = {
+        path,
+        need: rule.need,
+        scope: rule.scope ?? "entry",
+        creates: rule.creates === true,
+        named: rule.named === true,
+        replaces: false,
+      } as const;
+      const policy = namePolicy(session.ctx.config.storage);
+      const refusal = checkAccess(user, policy, access);
+      if (refusal) return [550, refusalText(refusal)];
+      // Only users without overwrite pay for the existence check (SFTPGo and ProFTPD do the same).
+      if (needsOverwriteCheck(rule, user, path) && (await session.requireFs().exists(path))) {
+        return [550, refusalText({ kind: "perm", perm: "overwrite" })];
+      }
+      return null;
+    } catch (err) {
+      const ftp = isFtpError(err) ? err : mapFsError(err);
+      return [ftp.code, ftp.message];
+    }
   }
 
   private fail(session: Session, verb: string, err: unknown): void {
@@ -99,6 +131,10 @@ export class Dispatcher {
     const shown = spec?.secretArg ? "[redacted]" : arg;
     session.log.debug({ event: "command", verb, arg: shown }, "%s %s", verb, shown);
   }
+}
+
+function needsOverwriteCheck(rule: PermRule, user: Parameters<typeof permsAt>[0], path: string): boolean {
+  return rule.overwrite === true && !permsAt(user, parentOf(path)).has("overwrite");
 }
 
 /** REST is consumed by the next transfer command, whatever its outcome (RFC 3659 §5.3); so are ALLO

@@ -2,6 +2,8 @@
  * The one command table (DESIGN convention 1): verb → handler and metadata. The dispatcher's
  * guards, FEAT, HELP and docs/rfc-compliance.md are all derived from it.
  */
+import type { Perm } from "../auth/types.ts";
+import type { VirtualPath } from "../fs/types.ts";
 import type { Session } from "./session.ts";
 
 /** What a command handler receives: the session, the argument text and the verb as sent. */
@@ -17,8 +19,8 @@ export interface CommandSpec {
   readonly needsLogin: boolean;
   /** Argument shape; a mismatch is 501 before the handler runs. */
   readonly arg: "required" | "optional" | "none";
-  /** Changes the filesystem: refused with 550 for read-only users. */
-  readonly write?: boolean;
+  /** The permission the command needs where it acts; the dispatcher checks it (550 when lacking). */
+  readonly perm?: PermRule;
   /** Uses the data connection (consumes REST and the PASV/PORT set-up). */
   readonly opensData?: boolean;
   /** May run while a transfer is in progress instead of waiting its turn (ABOR, STAT, QUIT). */
@@ -35,6 +37,31 @@ export interface CommandSpec {
   readonly rfc: string;
   /** Another verb this one is an alias of (XPWD → PWD), for the docs. */
   readonly aliasOf?: string;
+}
+
+/**
+ * What a command needs to be allowed (issue "Abuse resistance", permissions), checked by the
+ * dispatcher on the resolved path, so per-directory overrides apply (see auth/perms.ts).
+ */
+export interface PermRule {
+  /** Any one of these suffices; [] = the path only has to be visible (not hidden). */
+  readonly need: readonly Perm[];
+  /** "entry" (default): the permissions of the directory holding the path; "dir": of the path. */
+  readonly scope?: "entry" | "dir";
+  /** Creates an entry there: a hidden or denied name is refused as "name not allowed". */
+  readonly creates?: boolean;
+  /** Reads or creates the entry itself: a denied name is refused. */
+  readonly named?: boolean;
+  /** Also needs overwrite when something already exists at the path. */
+  readonly overwrite?: boolean;
+  /** The path acted on; null = nothing to check (the handler answers). Default: the argument. */
+  readonly path?: (session: Session, arg: string) => VirtualPath | null;
+}
+
+/** The rfc-table words for a rule: "upload (+overwrite if it exists)", "list or download", "visible". */
+export function describePerm(rule: PermRule): string {
+  const need = rule.need.length === 0 ? "visible" : rule.need.join(" or ");
+  return rule.overwrite ? `${need} (+overwrite if it exists)` : need;
 }
 
 /** A verb → spec map built from command families. */

@@ -5,6 +5,7 @@
 import { writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { buildRegistry } from "./commands/index.ts";
+import { describePerm } from "./registry.ts";
 
 /** The markdown table of every command berth implements. */
 export function renderRfcTable(): string {
@@ -13,7 +14,7 @@ export function renderRfcTable(): string {
     .map((c) => {
       const flags = [
         c.needsLogin ? "login" : "",
-        c.write ? "write" : "",
+        c.perm ? `perm: ${describePerm(c.perm)}` : "",
         c.opensData ? "data" : "",
         c.bypassesQueue ? "during transfer" : "",
         c.aliasOf ? `alias of ${c.aliasOf}` : "",
@@ -26,7 +27,8 @@ export function renderRfcTable(): string {
     "Generated from the command registry (`npm run rfc-table`); do not edit by hand.",
     "Any verb not listed is answered `502 Command not implemented`.",
     "",
-    "Flags: *login* = 530 before login; *write* = refused (550) for read-only users;",
+    "Flags: *login* = 530 before login; *perm* = the permission needed where the command acts",
+    "(550 without it; hidden names are not found, see README \"Permissions\");",
     "*data* = uses the data connection and consumes REST; *during transfer* = answered while a transfer runs.",
     "",
     "| verb | syntax | defined in | flags |",

@@ -1,8 +1,14 @@
 /**
  * Access control commands (RFC 959 §4.1.1): USER, PASS, ACCT, QUIT, and HOST (RFC 7151).
  * Unknown users and wrong passwords get the same 530 after the same delay (SPEC security defaults).
+ * With `anonymous.enabled`, USER anonymous or ftp logs in with any password (RFC 1635).
  */
 import { setTimeout as sleep } from "node:timers/promises";
+import { anonymousUser, isAnonymousName } from "../../auth/anonymous.ts";
+import type { User } from "../../auth/types.ts";
+import { resolvePath } from "../../config/load.ts";
+import { parseUmask } from "../../config/schema.ts";
+import { DEFAULT_UMASK } from "../../fs/modes.ts";
 import type { CommandSpec } from "../registry.ts";
 import type { Session } from "../session.ts";
 
@@ -12,7 +18,29 @@ async function user(s: Session, arg: string): Promise<void> {
     return;
   }
   s.pendingUser = arg;
-  s.reply(331, "Password required");
+  if (anonymousAllowed(s, arg)) s.reply(331, "Anonymous login ok, send your e-mail address as password");
+  else s.reply(331, "Password required");
+}
+
+function anonymousAllowed(s: Session, name: string): boolean {
+  return s.ctx.config.anonymous.enabled && isAnonymousName(name);
+}
+
+/** Opens the user's jail with the configured umask and marks the session logged in. */
+async function enter(s: Session, user: User): Promise<void> {
+  const umask = parseUmask(s.ctx.config.storage.umask) ?? DEFAULT_UMASK;
+  const fs = await s.ctx.openFs(user.home, { umask });
+  s.loggedIn(user, fs);
+}
+
+/** RFC 1635: any password (by custom an e-mail address; never logged, like any password). The
+ * address's failure count is left alone: an anonymous login must not reset a brute-force ban. */
+async function anonymousLogin(s: Session): Promise<void> {
+  const cfg = s.ctx.config;
+  await enter(s, anonymousUser(cfg.anonymous, resolvePath(cfg.storage.root)));
+  s.ctx.metrics.login(true);
+  s.log.info({ event: "login", result: "ok", anonymous: true }, "anonymous login");
+  s.reply(230, "Anonymous access granted, restrictions apply");
 }
 
 async function pass(s: Session, arg: string): Promise<void> {
@@ -26,12 +54,15 @@ async function pass(s: Session, arg: string): Promise<void> {
     return;
   }
   s.pendingUser = null;
+  if (anonymousAllowed(s, name)) {
+    await anonymousLogin(s);
+    return;
+  }
   const started = Date.now();
   const found = await s.ctx.users.authenticate(name, arg);
   if (found) {
-    const fs = await s.ctx.openFs(found.home);
+    await enter(s, found);
     s.ctx.guard.recordSuccess(s.remoteAddress);
-    s.loggedIn(found, fs);
     s.ctx.metrics.login(true);
     s.log.info({ event: "login", result: "ok" }, "login %s", found.name);
     s.reply(230, "Login successful");

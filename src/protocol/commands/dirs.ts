@@ -46,10 +46,27 @@ const PWD: CommandSpec = {
   handler: (s) => s.reply(257, `${quote257(s.cwd)} is the current directory`),
   help: "PWD",
 };
-const CWD: CommandSpec = { ...base, verb: "CWD", arg: "required", handler: cwd, help: "CWD <path>", rfc: "RFC 959 §4.1.1" };
+// CWD needs no permission, only a visible directory (as in ProFTPD and SFTPGo): a drop box
+// ("/in=upload", nothing else) must be enterable without being listable.
+const CWD: CommandSpec = {
+  ...base,
+  verb: "CWD",
+  arg: "required",
+  perm: { need: [], scope: "dir" },
+  handler: cwd,
+  help: "CWD <path>",
+  rfc: "RFC 959 §4.1.1",
+};
 const CDUP: CommandSpec = { ...base, verb: "CDUP", arg: "none", handler: cdup, help: "CDUP", rfc: "RFC 959 §4.1.1" };
-const MKD: CommandSpec = { ...base, verb: "MKD", arg: "required", write: true, handler: mkd, help: "MKD <path>" };
-const RMD: CommandSpec = { ...base, verb: "RMD", arg: "required", write: true, handler: rmd, help: "RMD <path>" };
+const MKD: CommandSpec = {
+  ...base,
+  verb: "MKD",
+  arg: "required",
+  perm: { need: ["mkdir"], creates: true, named: true },
+  handler: mkd,
+  help: "MKD <path>",
+};
+const RMD: CommandSpec = { ...base, verb: "RMD", arg: "required", perm: { need: ["rmdir"] }, handler: rmd, help: "RMD <path>" };
 
 /** The directory family. */
 export const dirCommands: CommandSpec[] = [

@@ -5,6 +5,7 @@
 import { formatMdtm, parseMfmtTime } from "../../fs/format.ts";
 import { FtpError } from "../errors.ts";
 import { formatBlockReply } from "../reply.ts";
+import type { VirtualPath } from "../../fs/types.ts";
 import type { CommandSpec } from "../registry.ts";
 import type { Session } from "../session.ts";
 
@@ -49,9 +50,7 @@ async function mfmt(s: Session, arg: string): Promise<void> {
 }
 
 async function site(s: Session, arg: string): Promise<void> {
-  const sp = arg.indexOf(" ");
-  const sub = (sp === -1 ? arg : arg.slice(0, sp)).toUpperCase();
-  const rest = sp === -1 ? "" : arg.slice(sp + 1);
+  const { sub, rest } = siteArgs(arg);
   if (sub === "HELP") {
     s.write(formatBlockReply(214, "SITE commands:", [" CHMOD <mode> <path>", " HELP"], "End"));
     return;
@@ -63,32 +62,74 @@ async function site(s: Session, arg: string): Promise<void> {
   s.reply(500, "Unknown SITE command");
 }
 
-async function chmod(s: Session, rest: string): Promise<void> {
-  if (!s.user) throw new FtpError(530, "Please login with USER and PASS");
-  if (s.user.readOnly) throw new FtpError(550, "Permission denied: read-only account");
+/** "CHMOD 644 path" → mode and path; null when malformed. Only the 0777 bits: setuid, setgid and
+ * sticky are never granted (a leading 0 is fine: "0644"). */
+function parseChmod(rest: string): { mode: number; path: string } | null {
   const m = /^([0-7]{1,4})\s+(.+)$/.exec(rest);
-  if (!m) throw new FtpError(501, "Syntax: SITE CHMOD <octal mode> <path>");
-  await s.requireFs().chmod(s.resolve(m[2] as string), parseInt(m[1] as string, 8));
+  if (!m) return null;
+  const mode = parseInt(m[1] as string, 8);
+  return mode > 0o777 ? null : { mode, path: m[2] as string };
+}
+
+async function chmod(s: Session, rest: string): Promise<void> {
+  const parsed = parseChmod(rest);
+  if (!parsed) throw new FtpError(501, "Syntax: SITE CHMOD <octal mode 0..777> <path>");
+  await s.requireFs().chmod(s.resolve(parsed.path), parsed.mode);
   s.reply(200, "SITE CHMOD command ok");
 }
 
+/** SITE splits into a sub-command and its argument. */
+function siteArgs(arg: string): { sub: string; rest: string } {
+  const sp = arg.indexOf(" ");
+  return { sub: (sp === -1 ? arg : arg.slice(0, sp)).toUpperCase(), rest: sp === -1 ? "" : arg.slice(sp + 1) };
+}
+
+/** The path SITE CHMOD acts on (for the permission check); null for other sub-commands. */
+function chmodPath(s: Session, arg: string): VirtualPath | null {
+  const { sub, rest } = siteArgs(arg);
+  const parsed = sub === "CHMOD" ? parseChmod(rest) : null;
+  return parsed ? s.resolve(parsed.path) : null;
+}
+
+/** The path MFMT acts on; null when malformed (the handler answers 501). */
+function mfmtPath(s: Session, arg: string): VirtualPath | null {
+  const sp = arg.indexOf(" ");
+  return sp === -1 ? null : s.resolve(arg.slice(sp + 1));
+}
+
 const base = { needsLogin: true, arg: "required", rfc: "RFC 959 §4.1.3" } as const;
+/** SIZE and MDTM describe one file: who may list its directory or download it may ask. */
+const LOOK = { need: ["list", "download"] } as const;
 
 /** The file family. */
 export const fileCommands: CommandSpec[] = [
-  { ...base, verb: "DELE", write: true, handler: dele, help: "DELE <path>" },
-  { ...base, verb: "RNFR", write: true, handler: rnfr, help: "RNFR <path>" },
-  { ...base, verb: "RNTO", write: true, handler: rnto, help: "RNTO <path>" },
-  { ...base, verb: "SIZE", handler: size, feat: () => ["SIZE"], help: "SIZE <path>", rfc: "RFC 3659 §4" },
-  { ...base, verb: "MDTM", handler: mdtm, feat: () => ["MDTM"], help: "MDTM <path>", rfc: "RFC 3659 §3" },
+  { ...base, verb: "DELE", perm: { need: ["delete"] }, handler: dele, help: "DELE <path>" },
+  // The source directory is checked at RNFR, the target directory at RNTO (a move needs both).
+  { ...base, verb: "RNFR", perm: { need: ["rename"] }, handler: rnfr, help: "RNFR <path>" },
+  {
+    ...base,
+    verb: "RNTO",
+    perm: { need: ["rename"], creates: true, named: true, overwrite: true },
+    handler: rnto,
+    help: "RNTO <path>",
+  },
+  { ...base, verb: "SIZE", perm: LOOK, handler: size, feat: () => ["SIZE"], help: "SIZE <path>", rfc: "RFC 3659 §4" },
+  { ...base, verb: "MDTM", perm: LOOK, handler: mdtm, feat: () => ["MDTM"], help: "MDTM <path>", rfc: "RFC 3659 §3" },
   {
     ...base,
     verb: "MFMT",
-    write: true,
+    // Changing an existing file's time changes that file: overwrite, as for its content.
+    perm: { need: ["overwrite"], path: mfmtPath },
     handler: mfmt,
     feat: () => ["MFMT"],
     help: "MFMT YYYYMMDDHHMMSS <path>",
     rfc: "draft-somers-ftp-mfxx §3",
   },
-  { ...base, verb: "SITE", handler: site, help: "SITE HELP | SITE CHMOD <mode> <path>" },
+  {
+    ...base,
+    verb: "SITE",
+    perm: { need: ["chmod"], path: chmodPath },
+    handler: site,
+    help: "SITE HELP | SITE CHMOD <mode> <path>",
+  },
 ];

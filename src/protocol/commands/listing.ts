@@ -3,8 +3,10 @@
  * listing is built before 150, so a bad path is a plain 550 and no data connection is wasted.
  */
 import { Transfer, sendBuffer } from "../../data/transfer.ts";
-import { formatListLine, formatMlsxSelected, permFacts } from "../../fs/format.ts";
+import { namePolicy, permFact } from "../../auth/perms.ts";
+import { formatListLine, formatMlsxSelected } from "../../fs/format.ts";
 import type { DirEntry, VirtualPath } from "../../fs/types.ts";
+import { basename, dirname } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
 import { formatBlockReply } from "../reply.ts";
 import type { CommandSpec } from "../registry.ts";
@@ -22,9 +24,20 @@ export function splitListArg(arg: string): string {
   return rest;
 }
 
+/** The path LIST, NLST and STAT <path> show. */
+function listPath(s: Session, arg: string): VirtualPath {
+  return s.resolve(splitListArg(arg));
+}
+
+/** Leaves out entries whose names match `storage.hide`. */
+function visible(s: Session, entries: DirEntry[]): DirEntry[] {
+  const { hidden } = namePolicy(s.ctx.config.storage);
+  return entries.filter((e) => !hidden(e.name));
+}
+
 async function entriesOf(s: Session, arg: string): Promise<{ path: VirtualPath; entries: DirEntry[] }> {
-  const path = s.resolve(splitListArg(arg));
-  return { path, entries: await s.requireFs().list(path) };
+  const path = listPath(s, arg);
+  return { path, entries: visible(s, await s.requireFs().list(path)) };
 }
 
 async function sendListing(s: Session, path: VirtualPath, text: string): Promise<void> {
@@ -54,8 +67,10 @@ async function nlst(s: Session, arg: string): Promise<void> {
   await sendListing(s, path, text);
 }
 
-function mlsxLine(s: Session, e: DirEntry): string {
-  const perm = permFacts(e.stat, s.user?.readOnly ?? true);
+/** One MLSx line; `dir` holds the entry, whose perm fact comes from the user's permissions there
+ * (RFC 3659 §7.5.5), so a client shows what the user may really do. */
+function mlsxLine(s: Session, dir: VirtualPath, e: DirEntry, name = e.name): string {
+  const perm = s.user ? permFact(s.user, e.stat.type, dir, name) : "";
   return formatMlsxSelected(e, s.mlstFacts, { perm });
 }
 
@@ -64,16 +79,16 @@ async function mlsd(s: Session, arg: string): Promise<void> {
   const fs = s.requireFs();
   // RFC 3659 §7.2.1: MLSD of something that is not a directory is an error.
   if (!(await fs.isDirectory(path))) throw new FtpError(501, "Not a directory");
-  const entries = await fs.list(path);
+  const entries = visible(s, await fs.list(path));
   let text = "";
-  for (const e of entries) text += mlsxLine(s, e) + "\r\n";
+  for (const e of entries) text += mlsxLine(s, path, e) + "\r\n";
   await sendListing(s, path, text);
 }
 
 async function mlst(s: Session, arg: string): Promise<void> {
   const path = s.resolve(arg);
   const st = await s.requireFs().stat(path);
-  const line = mlsxLine(s, { name: path, stat: st });
+  const line = mlsxLine(s, dirname(path), { name: path, stat: st }, basename(path));
   // RFC 3659 §7.2: the fact line starts with one space.
   s.write(formatBlockReply(250, `Listing ${path}`, [` ${line}`], "End"));
 }
@@ -86,17 +101,38 @@ export async function statPath(s: Session, arg: string): Promise<void> {
   s.write(formatBlockReply(213, `Status of ${path}:`, lines, "End of status"));
 }
 
+/** Listing a directory needs list there; an entry of it (LIST of a file) is covered the same way,
+ * since the permissions at a file's path are those of its directory. */
+const LIST_DIR = { need: ["list"], scope: "dir", path: listPath } as const;
+
+/** STAT <path> is LIST over the control connection; plain STAT checks nothing. */
+export const STAT_PERM = {
+  need: ["list"],
+  scope: "dir",
+  path: (s: Session, arg: string) => (arg.trim() === "" || s.transfer ? null : listPath(s, arg)),
+} as const;
+
 const base = { needsLogin: true, opensData: true, rfc: "RFC 959 §4.1.3" } as const;
 
 /** The listing family. */
 export const listingCommands: CommandSpec[] = [
-  { ...base, verb: "LIST", arg: "optional", handler: list, help: "LIST [<path>]" },
-  { ...base, verb: "NLST", arg: "optional", handler: nlst, help: "NLST [<path>]" },
-  { ...base, verb: "MLSD", arg: "optional", handler: mlsd, help: "MLSD [<path>]", rfc: "RFC 3659 §7" },
+  { ...base, verb: "LIST", arg: "optional", perm: LIST_DIR, handler: list, help: "LIST [<path>]" },
+  { ...base, verb: "NLST", arg: "optional", perm: LIST_DIR, handler: nlst, help: "NLST [<path>]" },
+  {
+    ...base,
+    verb: "MLSD",
+    arg: "optional",
+    perm: { need: ["list"], scope: "dir" },
+    handler: mlsd,
+    help: "MLSD [<path>]",
+    rfc: "RFC 3659 §7",
+  },
   {
     verb: "MLST",
     needsLogin: true,
     arg: "optional",
+    // Facts of one entry are what a listing of its directory shows.
+    perm: { need: ["list"] },
     handler: mlst,
     feat: () => ["TVFS"],
     help: "MLST [<path>]",

@@ -6,7 +6,7 @@ import { mlstFeature, selectMlsxFacts } from "../../fs/format.ts";
 import { formatBlockReply } from "../reply.ts";
 import type { CommandSpec, Registry } from "../registry.ts";
 import type { Session } from "../session.ts";
-import { statPath } from "./listing.ts";
+import { STAT_PERM, statPath } from "./listing.ts";
 
 function feat(s: Session, registry: Registry): void {
   const lines = registry.features(s).map((f) => ` ${f}`);
@@ -151,6 +151,7 @@ export function miscCommands(registry: Registry): CommandSpec[] {
       verb: "STAT",
       arg: "optional",
       bypassesQueue: true,
+      perm: STAT_PERM,
       handler: stat,
       help: "STAT [<path>]",
     },

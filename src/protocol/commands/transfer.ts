@@ -6,7 +6,8 @@
  */
 import { Transfer, receiveFile, sendFile } from "../../data/transfer.ts";
 import type { Upload, UploadOptions, VirtualPath } from "../../fs/types.ts";
-import { basename, joinVirtual } from "../../fs/vpath.ts";
+import { permsAt } from "../../auth/perms.ts";
+import { basename, dirname, joinVirtual } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
 import type { CommandSpec } from "../registry.ts";
 import type { Session } from "../session.ts";
@@ -47,7 +48,9 @@ async function upload(s: Session, path: VirtualPath, opts: UploadOptions, openin
 
 async function stor(s: Session, arg: string): Promise<void> {
   const path = s.resolve(arg);
-  const opts = { kind: "store", offset: s.restOffset, exclusive: false } as const;
+  // Without overwrite the dispatcher saw no file there; exclusive keeps one that appears meanwhile.
+  const exclusive = s.user !== null && !permsAt(s.user, dirname(path)).has("overwrite");
+  const opts = { kind: "store", offset: s.restOffset, exclusive } as const;
   await upload(s, path, opts, `Ok to send data for ${basename(path)}`);
 }
 
@@ -87,14 +90,30 @@ async function abor(s: Session): Promise<void> {
   s.reply(225, "No transfer to abort");
 }
 
+/** The name STOU starts from (it adds ".1" … when taken): the argument's last segment, in the cwd. */
+function stouPath(s: Session, arg: string): VirtualPath {
+  return joinVirtual(s.cwd, arg.trim() === "" ? "file" : basename(s.resolve(arg)));
+}
+
 const base = { needsLogin: true, arg: "required", opensData: true, rfc: "RFC 959 §4.1.3" } as const;
+// Writing into an existing file (STOR over it, REST+STOR, APPE) needs overwrite as well, as in
+// SFTPGo: an upload-only drop box can add files but not change anyone's.
+const UPLOAD = { need: ["upload"], creates: true, named: true, overwrite: true } as const;
 
 /** The transfer family. */
 export const transferCommands: CommandSpec[] = [
-  { ...base, verb: "RETR", handler: retr, help: "RETR <path>" },
-  { ...base, verb: "STOR", write: true, handler: stor, help: "STOR <path>" },
-  { ...base, verb: "APPE", write: true, handler: appe, help: "APPE <path>" },
-  { ...base, verb: "STOU", arg: "optional", write: true, handler: stou, help: "STOU [<name>]", rfc: "RFC 959 §4.1.3, RFC 1123 §4.1.2.9" },
+  { ...base, verb: "RETR", perm: { need: ["download"], named: true }, handler: retr, help: "RETR <path>" },
+  { ...base, verb: "STOR", perm: UPLOAD, handler: stor, help: "STOR <path>" },
+  { ...base, verb: "APPE", perm: UPLOAD, handler: appe, help: "APPE <path>" },
+  {
+    ...base,
+    verb: "STOU",
+    arg: "optional",
+    perm: { need: ["upload"], creates: true, named: true, path: stouPath },
+    handler: stou,
+    help: "STOU [<name>]",
+    rfc: "RFC 959 §4.1.3, RFC 1123 §4.1.2.9",
+  },
   {
     verb: "REST",
     needsLogin: true,

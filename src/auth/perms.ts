@@ -1,0 +1,209 @@
+/**
+ * The permission policy as pure functions: which permissions apply at a virtual path (the longest
+ * matching per-directory override, else the user's own), hidden and denied name patterns, and the
+ * RFC 3659 §7.5.5 `perm` fact an MLSx entry shows. The dispatcher applies it before any handler
+ * (DESIGN: every generic check happens once); listings use it to hide entries and print facts.
+ */
+import { PERMS, type Perm, type User } from "./types.ts";
+
+/** Tests one base name against a set of glob patterns. */
+export type NameMatcher = (name: string) => boolean;
+
+/** Hidden and denied name patterns, compiled (config `storage.hide` and `storage.deny`). */
+export interface NamePolicy {
+  /** Hidden: left out of listings, "not found" when addressed (any segment of a path counts). */
+  readonly hidden: NameMatcher;
+  /** Denied: cannot be uploaded, created, renamed to or downloaded (the entry's own name). */
+  readonly denied: NameMatcher;
+}
+
+/** What one command does to one path, as the dispatcher checks it. */
+export interface Access {
+  /** The path acted on, resolved against the cwd. */
+  readonly path: string;
+  /** Any one of these permissions suffices; [] = no permission needed (only visibility). */
+  readonly need: readonly Perm[];
+  /** "entry": the permissions of the directory holding `path` apply (an entry is read, created,
+   * deleted or renamed there); "dir": those of `path` itself (its contents are listed). */
+  readonly scope: "entry" | "dir";
+  /** The command creates an entry named like `path` (upload, mkdir, rename target). */
+  readonly creates: boolean;
+  /** The command reads or creates the entry itself: denied names are refused. */
+  readonly named: boolean;
+  /** Something already exists at `path` and the command would replace or change it: overwrite is
+   * needed too. */
+  readonly replaces: boolean;
+}
+
+/** Why an access is refused; null when it is allowed. */
+export type Refusal =
+  | { readonly kind: "hidden" }
+  | { readonly kind: "name" }
+  | { readonly kind: "perm"; readonly perm: Perm };
+
+/** "list,download" → those permissions in PERMS order; "all" → every one; "none" → none; null
+ * when a word is not a permission. */
+export function parsePermList(text: string): Perm[] | null {
+  const t = text.trim();
+  if (t === "none") return [];
+  if (t === "all") return [...PERMS];
+  const words = t.split(",").map((p) => p.trim()).filter((p) => p !== "");
+  if (!words.every((w) => (PERMS as readonly string[]).includes(w))) return null;
+  return PERMS.filter((p) => words.includes(p));
+}
+
+/** "/pub=list,download;/in=upload" → virtual directory → permissions (paths normalized, "/x/" →
+ * "/x"); "" → none; null when malformed or a path leaves the home (".."). */
+export function parseDirPerms(text: string): Record<string, Perm[]> | null {
+  const out: Record<string, Perm[]> = {};
+  for (const part of text.split(";").map((p) => p.trim()).filter((p) => p !== "")) {
+    const eq = part.indexOf("=");
+    const dir = eq === -1 ? null : normalizeDirPath(part.slice(0, eq).trim());
+    const perms = eq === -1 ? null : parsePermList(part.slice(eq + 1));
+    if (dir === null || perms === null) return null;
+    out[dir] = perms;
+  }
+  return out;
+}
+
+/** "/pub/in/" → "/pub/in"; relative paths are taken from the home; null for "..", NUL or backslash. */
+export function normalizeDirPath(dir: string): string | null {
+  if (dir.includes("\0") || dir.includes("\\")) return null;
+  const parts = dir.split("/").filter((p) => p !== "" && p !== ".");
+  if (parts.includes("..")) return null;
+  return `/${parts.join("/")}`;
+}
+
+/** The permissions in force at `path` (and, for entries, inside it): the longest `dirPerms` entry
+ * that is `path` or one of its ancestors, else the user's own. */
+export function permsAt(user: Pick<User, "perms" | "dirPerms">, path: string): ReadonlySet<Perm> {
+  let best: { len: number; perms: ReadonlySet<Perm> } | null = null;
+  for (const d of user.dirPerms) {
+    const covers = d.path === "/" || path === d.path || path.startsWith(`${d.path}/`);
+    if (covers && (best === null || d.path.length > best.len)) best = { len: d.path.length, perms: d.perms };
+  }
+  return best?.perms ?? user.perms;
+}
+
+/** The parent of a normalized virtual path; "/" is its own parent. */
+export function parentOf(path: string): string {
+  const cut = path.lastIndexOf("/");
+  return cut <= 0 ? "/" : path.slice(0, cut);
+}
+
+/** Splits "a, *.part ,, .*" into trimmed, non-empty patterns. */
+export function splitPatterns(text: string): string[] {
+  return text
+    .split(",")
+    .map((p) => p.trim())
+    .filter((p) => p !== "");
+}
+
+/** Compiles glob patterns for base names: `*` any run of characters, `?` one character, the rest
+ * literal and case-sensitive (names on the disk are). An empty list matches nothing. */
+export function compilePatterns(text: string): NameMatcher {
+  const patterns = splitPatterns(text);
+  if (patterns.length === 0) return () => false;
+  const body = patterns.map(globToRegex).join("|");
+  const re = new RegExp(`^(?:${body})$`, "su");
+  return (name) => re.test(name);
+}
+
+function globToRegex(glob: string): string {
+  let out = "";
+  for (const ch of glob) {
+    if (ch === "*") out += ".*";
+    else if (ch === "?") out += ".";
+    else out += ch.replace(/[\\^$.|+()[\]{}]/g, "\\$&");
+  }
+  return out;
+}
+
+/** True when a pattern list is valid config: no "/" (patterns match names, not paths), no control
+ * characters. */
+export function validPatterns(text: string): boolean {
+  // eslint-disable-next-line no-control-regex -- NUL and line breaks never belong in a name
+  return !/[/\u0000-\u001f]/.test(text);
+}
+
+const compiled = new Map<string, NameMatcher>();
+
+/** The compiled matcher of a pattern list, cached (config values are few and fixed). */
+export function matcherFor(text: string): NameMatcher {
+  let m = compiled.get(text);
+  if (m === undefined) {
+    m = compilePatterns(text);
+    if (compiled.size > 64) compiled.clear();
+    compiled.set(text, m);
+  }
+  return m;
+}
+
+/** The name policy of `storage.hide` and `storage.deny`. */
+export function namePolicy(storage: { readonly hide: string; readonly deny: string }): NamePolicy {
+  return { hidden: matcherFor(storage.hide), denied: matcherFor(storage.deny) };
+}
+
+/** True when any segment of `path` is a hidden name (so a hidden directory hides all it holds). */
+export function isHiddenPath(policy: NamePolicy, path: string): boolean {
+  return path.split("/").some((seg) => seg !== "" && policy.hidden(seg));
+}
+
+/** Checks one access; the first reason to refuse it, or null. Hidden comes first so that a hidden
+ * entry looks missing whatever the user's permissions are. */
+export function checkAccess(user: Pick<User, "perms" | "dirPerms">, policy: NamePolicy, a: Access): Refusal | null {
+  if (isHiddenPath(policy, a.path)) return { kind: a.creates ? "name" : "hidden" };
+  const name = a.path.slice(a.path.lastIndexOf("/") + 1);
+  if (a.named && name !== "" && policy.denied(name)) return { kind: "name" };
+  const perms = permsAt(user, a.scope === "entry" ? parentOf(a.path) : a.path);
+  const [first] = a.need;
+  if (first !== undefined && !a.need.some((p) => perms.has(p))) return { kind: "perm", perm: first };
+  if (a.replaces && !perms.has("overwrite")) return { kind: "perm", perm: "overwrite" };
+  return null;
+}
+
+/** The 550 text of a refusal. */
+export function refusalText(r: Refusal): string {
+  switch (r.kind) {
+    case "hidden":
+      return "No such file or directory";
+    case "name":
+      return "Permission denied: name not allowed";
+    case "perm":
+      return `Permission denied: no ${r.perm} permission here`;
+  }
+}
+
+/** RFC 3659 §7.5.5 perm letters of an entry of type `type` in directory `dir`, named `name`.
+ * Files: r download, w and a upload+overwrite (both write into an existing file), d delete,
+ * f rename. Directories: e always (CWD needs no permission), l list, c upload, m mkdir, p delete
+ * (of the contents), all inside it; d rmdir and f rename in `dir`. Symlinks: d and f. The root
+ * itself can be neither removed nor renamed. */
+export function permFact(user: Pick<User, "perms" | "dirPerms">, type: string, dir: string, name: string): string {
+  const here = permsAt(user, dir);
+  const self = dir === "/" ? `/${name}` : `${dir}/${name}`;
+  const isRoot = name === "" || name === "/";
+  const out: string[] = [];
+  const add = (letter: string, ok: boolean): void => void (ok && out.push(letter));
+  if (type === "file") {
+    const write = here.has("upload") && here.has("overwrite");
+    add("r", here.has("download"));
+    add("a", write);
+    add("w", write);
+    add("d", here.has("delete"));
+    add("f", here.has("rename"));
+  } else if (type === "dir") {
+    const inside = permsAt(user, isRoot ? "/" : self);
+    add("e", true);
+    add("l", inside.has("list"));
+    add("c", inside.has("upload"));
+    add("m", inside.has("mkdir"));
+    add("p", inside.has("delete"));
+    add("d", !isRoot && here.has("rmdir"));
+    add("f", !isRoot && here.has("rename"));
+  } else if (type === "link") {
+    add("d", here.has("delete"));
+    add("f", here.has("rename"));
+  }
+  return out.join("");
+}

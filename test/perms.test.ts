@@ -1,0 +1,478 @@
+/**
+ * Permissions (issue "Abuse resistance", part 3): the pure policy, then real sessions — every
+ * permission refused and allowed, per-directory overrides with a rename across them, hidden and
+ * denied names, MLSD perm facts of a restricted user, anonymous login on and off, and the modes
+ * of what berth creates under storage.umask.
+ */
+import assert from "node:assert/strict";
+import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import type { FTPError } from "basic-ftp";
+import { anonymousUser, isAnonymousName, shadowedNames } from "../src/auth/anonymous.ts";
+import {
+  checkAccess,
+  compilePatterns,
+  namePolicy,
+  parseDirPerms,
+  parsePermList,
+  permFact,
+  permsAt,
+  type Access,
+} from "../src/auth/perms.ts";
+import { PERMS, type Perm } from "../src/auth/types.ts";
+import { DEFAULTS } from "../src/config/schema.ts";
+import { readAll, RawClient, writeAll } from "./helpers/raw.ts";
+import { download, ftpLogin, rawLogin, upload, withServer } from "./helpers/run.ts";
+import type { TestServer } from "./helpers/server.ts";
+
+const set = (...p: Perm[]): ReadonlySet<Perm> => new Set(p);
+const carolPerms = {
+  perms: set("list"),
+  dirPerms: [
+    { path: "/pub/deep", perms: set() },
+    { path: "/pub", perms: set("list", "download", "rename") },
+    { path: "/in", perms: set("list", "upload", "rename") },
+  ],
+};
+const access = (path: string, need: Perm[], more: Partial<Access> = {}): Access => ({
+  path,
+  need,
+  scope: "entry",
+  creates: false,
+  named: false,
+  replaces: false,
+  ...more,
+});
+
+void describe("permission policy (pure)", () => {
+  void it("takes the longest matching directory override, else the user's own", () => {
+    assert.deepEqual([...permsAt(carolPerms, "/")], ["list"]);
+    assert.deepEqual([...permsAt(carolPerms, "/pub")], ["list", "download", "rename"]);
+    assert.deepEqual([...permsAt(carolPerms, "/pub/a/b")], ["list", "download", "rename"]);
+    assert.deepEqual([...permsAt(carolPerms, "/pub/deep/x")], []);
+    assert.deepEqual([...permsAt(carolPerms, "/public")], ["list"], "a prefix of a name is not a parent");
+    assert.deepEqual([...permsAt({ perms: set(), dirPerms: [{ path: "/", perms: set("list") }] }, "/x")], ["list"]);
+  });
+
+  void it("compiles comma-separated globs on names", () => {
+    const m = compilePatterns(" .*, *.part ,, a?c ");
+    for (const yes of [".hidden", ".", "x.part", "abc", "a.c"]) assert.equal(m(yes), true, yes);
+    for (const no of ["visible", "x.part.1", "abbc", "X.PART"]) assert.equal(m(no), false, no);
+    assert.equal(compilePatterns("")("anything"), false);
+    assert.equal(compilePatterns("a+b(c)")("a+b(c)"), true, "regex characters are literal");
+  });
+
+  void it("checks hidden (any segment), denied (the entry's name), then permissions", () => {
+    const policy = namePolicy({ hide: ".*", deny: "*.exe" });
+    assert.deepEqual(checkAccess(carolPerms, policy, access("/.git/config", ["list"])), { kind: "hidden" });
+    assert.deepEqual(checkAccess(carolPerms, policy, access("/in/.x", ["upload"], { creates: true })), { kind: "name" });
+    assert.deepEqual(checkAccess(carolPerms, policy, access("/in/a.exe", ["upload"], { named: true })), { kind: "name" });
+    assert.equal(checkAccess(carolPerms, policy, access("/in/a.exe", ["rename"])), null, "only named accesses check deny");
+    assert.deepEqual(checkAccess(carolPerms, policy, access("/a", ["upload"])), { kind: "perm", perm: "upload" });
+    assert.equal(checkAccess(carolPerms, policy, access("/in/a", ["upload"])), null);
+    assert.deepEqual(checkAccess(carolPerms, policy, access("/in/a", ["upload"], { replaces: true })), {
+      kind: "perm",
+      perm: "overwrite",
+    });
+    assert.equal(checkAccess(carolPerms, policy, access("/pub/f", ["list", "download"])), null, "any one suffices");
+    assert.equal(checkAccess(carolPerms, policy, access("/pub", ["download"], { scope: "dir" })), null);
+  });
+
+  void it("computes RFC 3659 perm facts from the permissions where the entry is", () => {
+    const all = { perms: new Set(PERMS), dirPerms: [] };
+    assert.equal(permFact(all, "file", "/", "f"), "rawdf");
+    assert.equal(permFact(all, "dir", "/", "d"), "elcmpdf");
+    assert.equal(permFact(all, "dir", "/", ""), "elcmp", "the root can be neither removed nor renamed");
+    assert.equal(permFact(all, "link", "/", "l"), "df");
+    assert.equal(permFact(all, "other", "/", "p"), "");
+    assert.equal(permFact(carolPerms, "dir", "/", "in"), "elc");
+    assert.equal(permFact(carolPerms, "dir", "/", "pub"), "el");
+    assert.equal(permFact(carolPerms, "file", "/", "top.txt"), "");
+    assert.equal(permFact(carolPerms, "file", "/in", "a"), "f", "upload without overwrite: no a, no w");
+    assert.equal(permFact(carolPerms, "file", "/pub", "p"), "rf");
+    assert.equal(permFact(carolPerms, "dir", "/pub", "deep"), "ef");
+  });
+
+  void it("parses permission lists and directory overrides", () => {
+    assert.deepEqual(parsePermList("download, list"), ["list", "download"]);
+    assert.deepEqual(parsePermList("none"), []);
+    assert.deepEqual(parsePermList("all"), [...PERMS]);
+    assert.equal(parsePermList("list,fly"), null);
+    assert.deepEqual(parseDirPerms("/pub/=list,download; in=upload"), { "/pub": ["list", "download"], "/in": ["upload"] });
+    assert.deepEqual(parseDirPerms(""), {});
+    assert.equal(parseDirPerms("/../x=list"), null);
+    assert.equal(parseDirPerms("/x"), null);
+  });
+
+  void it("builds the anonymous user from the config", () => {
+    const u = anonymousUser(DEFAULTS.anonymous, "/srv/data");
+    assert.equal(u.home, "/srv/data/anonymous");
+    assert.equal(u.anonymous, true);
+    assert.equal(u.readOnly, true);
+    assert.deepEqual([...u.perms], ["list", "download"]);
+    const up = anonymousUser({ ...DEFAULTS.anonymous, root: "/srv/ftp", dirPerms: "/incoming=upload" }, "/srv/data");
+    assert.equal(up.home, "/srv/ftp");
+    assert.equal(up.readOnly, false);
+    assert.deepEqual(up.dirPerms.map((d) => [d.path, [...d.perms]]), [["/incoming", ["upload"]]]);
+    assert.equal(isAnonymousName("FTP"), true);
+    assert.deepEqual(shadowedNames(["alice", "anonymous", "Ftp"]), ["anonymous", "Ftp"]);
+  });
+});
+
+/** Sends a data command that must be refused before 150; the prepared data connection is dropped. */
+async function refusedData(raw: RawClient, line: string, text: RegExp): Promise<void> {
+  const data = await raw.pasv();
+  const r = await raw.expect(line, 550);
+  assert.match(r.message, text, line);
+  data.destroy();
+}
+
+/** Sends a data command that must succeed; returns what came over the data connection. */
+async function okData(raw: RawClient, line: string, send?: string): Promise<string> {
+  const data = await raw.pasv();
+  raw.send(line);
+  await raw.expectReply(150);
+  let got = "";
+  if (send === undefined) got = (await readAll(data)).toString("utf8");
+  else await writeAll(data, send);
+  await raw.expectReply(226);
+  return got;
+}
+
+async function seed(home: string): Promise<void> {
+  await writeFile(join(home, "f.txt"), "content");
+  await mkdir(join(home, "empty"), { recursive: true });
+}
+
+/** The command that needs each permission, run by a user who lacks exactly that one. */
+const REFUSALS: Record<Perm, (raw: RawClient) => Promise<void>> = {
+  list: async (raw) => {
+    await refusedData(raw, "LIST", /no list permission/);
+    await refusedData(raw, "MLSD", /no list permission/);
+    await refusedData(raw, "NLST", /no list permission/);
+    await raw.expect("STAT /", 550);
+    await raw.expect("MLST f.txt", 550);
+    await raw.expect("SIZE f.txt", 213, undefined); // download still allows SIZE
+  },
+  download: async (raw) => {
+    await refusedData(raw, "RETR f.txt", /no download permission/);
+  },
+  upload: async (raw) => {
+    await refusedData(raw, "STOR new.txt", /no upload permission/);
+    await refusedData(raw, "APPE new.txt", /no upload permission/);
+    await refusedData(raw, "STOU", /no upload permission/);
+  },
+  overwrite: async (raw) => {
+    await refusedData(raw, "STOR f.txt", /no overwrite permission/);
+    await refusedData(raw, "APPE f.txt", /no overwrite permission/);
+    await raw.expect("MFMT 20200101000000 f.txt", 550);
+    await raw.expect("RNFR empty", 350);
+    await raw.expect("RNTO f.txt", 550); // replacing an existing name
+    assert.equal(await okData(raw, "STOR fresh.txt", "new"), "", "a new file is fine without overwrite");
+  },
+  delete: async (raw) => {
+    await raw.expect("DELE f.txt", 550);
+  },
+  rename: async (raw) => {
+    await raw.expect("RNFR f.txt", 550);
+    await raw.expect("RNTO g.txt", 550);
+  },
+  mkdir: async (raw) => {
+    await raw.expect("MKD d", 550);
+    await raw.expect("XMKD d", 550);
+  },
+  rmdir: async (raw) => {
+    await raw.expect("RMD empty", 550);
+  },
+  chmod: async (raw) => {
+    const r = await raw.expect("SITE CHMOD 600 f.txt", 550);
+    assert.match(r.message, /no chmod permission/);
+  },
+};
+
+void describe("each permission, refused and allowed", () => {
+  const users = PERMS.map((p) => ({ name: `no-${p}`, password: `no-${p}-pw`, perms: PERMS.filter((q) => q !== p) }));
+
+  void it("a user without one permission gets 550 for exactly the commands that need it", async () => {
+    await withServer(
+      async (t) => {
+        for (const perm of PERMS) {
+          const name = `no-${perm}`;
+          await seed(t.home(name));
+          const raw = await rawLogin(t, name);
+          try {
+            await REFUSALS[perm](raw);
+            // Everything else still works for this user.
+            if (perm !== "download") assert.equal(await okData(raw, "RETR f.txt"), "content");
+            if (perm !== "list") assert.match(await okData(raw, "NLST"), /f\.txt/);
+          } finally {
+            await raw.close();
+          }
+          assert.equal(await readFile(join(t.home(name), "f.txt"), "utf8"), "content", `${perm}: file untouched`);
+        }
+      },
+      { users },
+    );
+  });
+
+  void it("a user with every permission may do all of it", async () => {
+    await withServer(async (t) => {
+      await seed(t.home("alice"));
+      const raw = await rawLogin(t);
+      try {
+        assert.match(await okData(raw, "LIST"), /f\.txt/);
+        assert.equal(await okData(raw, "RETR f.txt"), "content");
+        await okData(raw, "STOR f.txt", "replaced");
+        await okData(raw, "APPE f.txt", "+more");
+        await raw.expect("MFMT 20200101000000 f.txt", 213);
+        await raw.expect("SITE CHMOD 600 f.txt", 200);
+        assert.equal((await stat(join(t.home("alice"), "f.txt"))).mode & 0o777, 0o600);
+        await raw.expect("RNFR f.txt", 350);
+        await raw.expect("RNTO g.txt", 250);
+        await raw.expect("MKD d", 257);
+        await raw.expect("RMD empty", 250);
+        await raw.expect("DELE g.txt", 250);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  void it("read-only is list and download only, with the reason in the reply", async () => {
+    await withServer(async (t) => {
+      await seed(t.home("bob"));
+      const raw = await rawLogin(t, "bob");
+      try {
+        await refusedData(raw, "STOR x.txt", /^Permission denied: no upload permission here$/);
+        await raw.expect("SITE CHMOD 644 f.txt", 550);
+        await raw.expect("SITE CHMOD 4755 f.txt", 501, undefined); // bad mode is a syntax error first
+        assert.equal(await okData(raw, "RETR f.txt"), "content");
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});
+
+void describe("per-directory permissions", () => {
+  const carol = {
+    name: "carol",
+    password: "carol-pw",
+    perms: ["list"] as Perm[],
+    dirs: { "/in": ["list", "upload", "rename"], "/pub": ["list", "download", "rename"] } as Record<string, Perm[]>,
+  };
+  const drop = { name: "drop", password: "drop-pw", perms: [] as Perm[], dirs: { "/in": ["upload"] } as Record<string, Perm[]> };
+
+  async function prepare(t: TestServer): Promise<void> {
+    for (const d of ["in", "pub"]) await mkdir(join(t.home("carol"), d), { recursive: true });
+    await writeFile(join(t.home("carol"), "pub", "p.txt"), "public");
+    await writeFile(join(t.home("carol"), "top.txt"), "top");
+    await mkdir(join(t.home("drop"), "in"), { recursive: true });
+  }
+
+  void it("upload only in /in, download only in /pub, and a rename across them", async () => {
+    await withServer(
+      async (t) => {
+        await prepare(t);
+        const client = await ftpLogin(t, "carol");
+        try {
+          await upload(client, "incoming", "/in/a.txt");
+          await assert.rejects(upload(client, "x", "/pub/x.txt"), (e: FTPError) => e.code === 550);
+          await assert.rejects(upload(client, "x", "/x.txt"), (e: FTPError) => e.code === 550);
+          assert.equal((await download(client, "/pub/p.txt")).toString(), "public");
+          await assert.rejects(download(client, "/in/a.txt"), (e: FTPError) => e.code === 550);
+          await assert.rejects(download(client, "/top.txt"), (e: FTPError) => e.code === 550);
+          // Rename needs rename in the source directory and in the target directory.
+          await client.rename("/in/a.txt", "/pub/a.txt");
+          assert.equal(await readFile(join(t.home("carol"), "pub", "a.txt"), "utf8"), "incoming");
+          assert.equal((await download(client, "/pub/a.txt")).toString(), "incoming");
+          await assert.rejects(client.rename("/pub/a.txt", "/a.txt"), (e: FTPError) => e.code === 550);
+          await assert.rejects(client.rename("/top.txt", "/in/top.txt"), (e: FTPError) => e.code === 550);
+          assert.equal(await readFile(join(t.home("carol"), "pub", "a.txt"), "utf8"), "incoming");
+          assert.deepEqual((await client.list("/")).map((f) => f.name).sort(), ["in", "pub", "top.txt"]);
+        } finally {
+          client.close();
+        }
+      },
+      { users: [carol, drop] },
+    );
+  });
+
+  void it("a drop box: CWD works, listing and replacing do not", async () => {
+    await withServer(
+      async (t) => {
+        await prepare(t);
+        const raw = await rawLogin(t, "drop");
+        try {
+          await raw.expect("CWD /in", 250);
+          await refusedData(raw, "LIST", /no list permission/);
+          await okData(raw, "STOR letter.txt", "dear");
+          await refusedData(raw, "STOR letter.txt", /no overwrite permission/);
+          await refusedData(raw, "APPE letter.txt", /no overwrite permission/);
+          await raw.expect("REST 2", 350);
+          await refusedData(raw, "STOR letter.txt", /no overwrite permission/);
+          await refusedData(raw, "RETR letter.txt", /no download permission/);
+          await raw.expect("DELE letter.txt", 550);
+          await raw.expect("CWD /", 250);
+          await refusedData(raw, "STOR root.txt", /no upload permission/);
+        } finally {
+          await raw.close();
+        }
+        assert.equal(await readFile(join(t.home("drop"), "in", "letter.txt"), "utf8"), "dear");
+      },
+      { users: [carol, drop] },
+    );
+  });
+
+  void it("MLSD shows perm facts of what the user may do", async () => {
+    await withServer(
+      async (t) => {
+        await prepare(t);
+        await writeFile(join(t.home("carol"), "in", "a.txt"), "a");
+        const raw = await rawLogin(t, "carol");
+        try {
+          const facts = (text: string): Record<string, string> =>
+            Object.fromEntries(
+              text
+                .trim()
+                .split("\r\n")
+                .map((l) => [l.slice(l.indexOf(" ") + 1), /perm=([a-z]*);/.exec(l)?.[1] ?? "?"]),
+            );
+          assert.deepEqual(facts(await okData(raw, "MLSD /")), { in: "elc", pub: "el", "top.txt": "" });
+          assert.deepEqual(facts(await okData(raw, "MLSD /in")), { "a.txt": "f" });
+          assert.deepEqual(facts(await okData(raw, "MLSD /pub")), { "p.txt": "rf" });
+          const r = await raw.expect("MLST /pub/p.txt", 250);
+          assert.match(r.lines[1] ?? "", /perm=rf;/);
+        } finally {
+          await raw.close();
+        }
+      },
+      { users: [carol, drop] },
+    );
+  });
+});
+
+void describe("hidden and denied names", () => {
+  const config = { storage: { hide: ".*, *.part", deny: "*.exe" } };
+
+  void it("hidden entries are not listed and not found; denied names are refused", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("alice");
+        await writeFile(join(home, ".secret"), "s");
+        await writeFile(join(home, "a.part"), "p");
+        await writeFile(join(home, "ok.txt"), "ok");
+        await writeFile(join(home, "bad.exe"), "mz");
+        await mkdir(join(home, ".hdir"));
+        await writeFile(join(home, ".hdir", "inner.txt"), "i");
+        const raw = await rawLogin(t);
+        try {
+          assert.deepEqual((await okData(raw, "NLST")).trim().split("\r\n").sort(), ["bad.exe", "ok.txt"]);
+          const list = await okData(raw, "LIST -a");
+          assert.doesNotMatch(list, /secret|a\.part|hdir/);
+          const mlsd = await okData(raw, "MLSD");
+          assert.doesNotMatch(mlsd, /secret|a\.part|hdir/);
+          for (const line of ["RETR .secret", "RETR .hdir/inner.txt", "LIST .hdir", "MLSD .hdir"]) {
+            await refusedData(raw, line, /^No such file or directory$/);
+          }
+          for (const line of ["SIZE a.part", "MDTM .secret", "CWD .hdir", "MLST .secret", "DELE .secret", "RNFR a.part", "STAT .hdir"]) {
+            const r = await raw.expect(line, 550);
+            assert.match(r.message, /No such file or directory/, line);
+          }
+          for (const line of ["STOR x.part", "STOR y.exe", "STOR .dot", "APPE z.exe", "RETR bad.exe"]) {
+            await refusedData(raw, line, /^Permission denied: name not allowed$/);
+          }
+          await raw.expect("MKD new.exe", 550);
+          await raw.expect("MKD .newdir", 550);
+          await raw.expect("RNFR ok.txt", 350);
+          await raw.expect("RNTO ok.exe", 550);
+          await raw.expect("RNFR ok.txt", 350);
+          await raw.expect("RNTO .ok", 550);
+          await raw.expect("DELE bad.exe", 250); // a denied name can still be removed
+          assert.equal(await okData(raw, "RETR ok.txt"), "ok");
+        } finally {
+          await raw.close();
+        }
+        assert.equal(await readFile(join(home, ".secret"), "utf8"), "s");
+        assert.equal(await readFile(join(home, "ok.txt"), "utf8"), "ok");
+      },
+      { config },
+    );
+  });
+});
+
+void describe("anonymous login", () => {
+  const anonymous = { name: "anonymous", password: "real-anon-pw" };
+
+  void it("is off by default: anonymous is just a user name", async () => {
+    await withServer(
+      async (t) => {
+        const raw = await RawClient.connect(t.port);
+        try {
+          await raw.expect("USER ftp", 331);
+          await raw.expect("PASS guest@example.com", 530);
+          await raw.login("anonymous", "real-anon-pw");
+          await raw.expect("PWD", 257);
+        } finally {
+          await raw.close();
+        }
+      },
+      { users: [anonymous] },
+    );
+  });
+
+  void it("when enabled: any password, jailed to its root, read-only by default; the password is never logged", async () => {
+    await withServer(
+      async (t) => {
+        const root = join(t.dataRoot, "anonymous");
+        await mkdir(join(root, "incoming"), { recursive: true });
+        await writeFile(join(root, "readme.txt"), "welcome");
+        for (const name of ["anonymous", "FTP"]) {
+          const raw = await RawClient.connect(t.port);
+          try {
+            await raw.expect(`USER ${name}`, 331);
+            await raw.expect("PASS secret-mail@example.com", 230);
+            assert.match(await okData(raw, "NLST"), /readme\.txt/);
+            assert.equal(await okData(raw, "RETR readme.txt"), "welcome");
+            await refusedData(raw, "STOR x.txt", /no upload permission/);
+            await okData(raw, `STOR incoming/${name}.txt`, "dropped");
+            await raw.expect("DELE readme.txt", 550);
+          } finally {
+            await raw.close();
+          }
+        }
+        assert.equal(await readFile(join(root, "incoming", "FTP.txt"), "utf8"), "dropped");
+        assert.ok(t.logs.some((l) => l.event === "login" && l.anonymous === true));
+        assert.ok(!JSON.stringify(t.logs).includes("secret-mail"), "the password is not logged");
+      },
+      { users: [anonymous], config: { anonymous: { enabled: true, dirPerms: "/incoming=upload" } } },
+    );
+  });
+});
+
+void describe("storage.umask", () => {
+  void it("sets the mode of uploaded files, replaced files and created directories", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("alice");
+        const raw = await rawLogin(t);
+        try {
+          await okData(raw, "STOR a.txt", "a");
+          await okData(raw, "STOR a.txt", "replaced via a temp file");
+          await okData(raw, "APPE b.txt", "b");
+          await okData(raw, "STOU", "u");
+          await raw.expect("MKD d", 257);
+        } finally {
+          await raw.close();
+        }
+        const mode = async (p: string): Promise<number> => (await stat(join(home, p))).mode & 0o777;
+        assert.equal(await mode("a.txt"), 0o640);
+        assert.equal(await mode("b.txt"), 0o640);
+        assert.equal(await mode("file"), 0o640);
+        assert.equal(await mode("d"), 0o750);
+      },
+      { config: { storage: { umask: "027" } } },
+    );
+  });
+});

@@ -1,0 +1,98 @@
+/**
+ * storage.umask is independent of the process umask: this file runs with a process umask of 077
+ * (set before anything is created), so every mode below that keeps group or other bits can only
+ * come from berth setting it explicitly.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { UserStore } from "../src/auth/store.ts";
+import { JailedFs } from "../src/fs/jail.ts";
+import { modesFor } from "../src/fs/modes.ts";
+import type { VirtualPath } from "../src/fs/types.ts";
+import { RawClient, readAll, writeAll } from "./helpers/raw.ts";
+import { rawLogin, withServer } from "./helpers/run.ts";
+
+process.umask(0o077);
+
+const modeOf = async (p: string): Promise<number> => (await stat(p)).mode & 0o777;
+
+async function store(raw: RawClient, line: string, body: string): Promise<void> {
+  const data = await raw.pasv();
+  raw.send(line);
+  await raw.expectReply(150);
+  await writeAll(data, body);
+  await raw.expectReply(226);
+}
+
+void describe("umask under a stricter process umask (077)", () => {
+  let base = "";
+  before(async () => {
+    base = await mkdtemp(join(tmpdir(), "berth-umask-"));
+  });
+  after(async () => {
+    await rm(base, { recursive: true, force: true });
+  });
+
+  void it("modesFor gives 0666/0777 minus the umask", () => {
+    assert.deepEqual(modesFor(0o022), { file: 0o644, dir: 0o755 });
+    assert.deepEqual(modesFor(0o077), { file: 0o600, dir: 0o700 });
+    assert.deepEqual(modesFor(0o002), { file: 0o664, dir: 0o775 });
+  });
+
+  void it("the default 022 still gives 0644 files and 0755 directories over FTP", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        await store(raw, "STOR new.txt", "n");
+        await store(raw, "STOR new.txt", "replaced through a temp file");
+        await store(raw, "APPE app.txt", "a");
+        await raw.expect("MKD dir", 257);
+      } finally {
+        await raw.close();
+      }
+      const home = t.home("alice");
+      assert.equal(await modeOf(join(home, "new.txt")), 0o644);
+      assert.equal(await modeOf(join(home, "app.txt")), 0o644);
+      assert.equal(await modeOf(join(home, "dir")), 0o755);
+    });
+  });
+
+  void it("002 gives group-writable files and directories, including a new anonymous root", async () => {
+    await withServer(
+      async (t) => {
+        const raw = await RawClient.connect(t.port);
+        try {
+          await raw.expect("USER anonymous", 331);
+          await raw.expect("PASS x@example.com", 230);
+          const data = await raw.pasv();
+          raw.send("NLST");
+          await raw.expectReply(150);
+          await readAll(data);
+          await raw.expectReply(226);
+          await store(raw, "STOR f.txt", "f");
+          await raw.expect("MKD d", 257);
+        } finally {
+          await raw.close();
+        }
+        const root = join(t.dataRoot, "pub");
+        assert.equal(await modeOf(root), 0o775);
+        assert.equal(await modeOf(join(root, "f.txt")), 0o664);
+        assert.equal(await modeOf(join(root, "d")), 0o775);
+      },
+      { config: { storage: { umask: "002" }, anonymous: { enabled: true, root: "pub", perms: "all" } } },
+    );
+  });
+
+  void it("homes made by JailedFs.open and by the user store follow the umask", async () => {
+    const jail = await JailedFs.open(join(base, "jail-home"), { umask: 0o022 });
+    assert.equal(await modeOf(join(base, "jail-home")), 0o755);
+    await jail.mkdir("/sub" as VirtualPath);
+    assert.equal(await modeOf(join(base, "jail-home", "sub")), 0o755);
+    const users = new UserStore({ file: join(base, "users.json"), storageRoot: join(base, "data"), bcryptCost: 4, umask: 0o027 });
+    const u = await users.add("carol", "carol-pw");
+    assert.equal(await modeOf(u.home), 0o750);
+  });
+});
