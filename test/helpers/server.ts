@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import pino from "pino";
 import { FailureGuard } from "../../src/auth/guard.ts";
-import { UserStore } from "../../src/auth/store.ts";
+import { UserStore, type UserChanges } from "../../src/auth/store.ts";
 import type { LoginGuard } from "../../src/auth/types.ts";
 import { DEFAULTS, type Config } from "../../src/config/schema.ts";
 import type { TlsProvider } from "../../src/data/tls.ts";
@@ -25,8 +25,9 @@ export interface TestServerOptions {
   readonly openFs?: FsFactory;
   readonly guard?: LoginGuard;
   readonly tls?: TlsProvider | null;
-  /** Extra users besides alice (rw) and bob (read-only). */
-  readonly users?: readonly { name: string; password: string; readOnly?: boolean }[];
+  /** Extra users besides alice (rw) and bob (read-only); the rest of each entry (limits, perms…)
+   * goes to the user store as is. */
+  readonly users?: readonly ({ name: string; password: string } & UserChanges)[];
 }
 
 /** A running test server and what a test needs to reach it. */
@@ -89,7 +90,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   const store = new UserStore({ file: config.users.file, storageRoot: config.storage.root, bcryptCost: 4 });
   await store.add("alice", "alice-pw", {});
   await store.add("bob", "bob-pw", { readOnly: true });
-  for (const u of opts.users ?? []) await store.add(u.name, u.password, { readOnly: u.readOnly ?? false });
+  for (const { name, password, ...changes } of opts.users ?? []) await store.add(name, password, changes);
   const guard = opts.guard ?? new FailureGuard({ maxFailures: 1000, banSeconds: 60 });
   const server = await startServer({
     config,

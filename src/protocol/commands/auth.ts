@@ -3,6 +3,7 @@
  * Unknown users and wrong passwords get the same 530 after the same delay (SPEC security defaults).
  */
 import { setTimeout as sleep } from "node:timers/promises";
+import { primeQuota } from "../limits.ts";
 import type { CommandSpec } from "../registry.ts";
 import type { Session } from "../session.ts";
 
@@ -32,6 +33,7 @@ async function pass(s: Session, arg: string): Promise<void> {
     const fs = await s.ctx.openFs(found.home);
     s.ctx.guard.recordSuccess(s.remoteAddress);
     s.loggedIn(found, fs);
+    primeQuota(s); // counts the home in the background when the user has a quota
     s.ctx.metrics.login(true);
     s.log.info({ event: "login", result: "ok" }, "login %s", found.name);
     s.reply(230, "Login successful");
