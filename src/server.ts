@@ -10,11 +10,13 @@ import type { Logger } from "pino";
 import type { Authenticator, LoginGuard } from "./auth/types.ts";
 import { parsePortRange, type Config } from "./config/schema.ts";
 import { AnnounceResolver, readNetFacts } from "./data/announce.ts";
+import { Bandwidth } from "./data/bandwidth.ts";
 import { inContainer, passiveWarnings } from "./data/diagnose.ts";
 import { unmapIPv4 } from "./data/address.ts";
 import { PortPool } from "./data/ports.ts";
 import { TlsProvider } from "./data/tls.ts";
 import { JailedFs } from "./fs/jail.ts";
+import { Quotas } from "./fs/quota.ts";
 import { buildRegistry } from "./protocol/commands/index.ts";
 import type { FsFactory, ServerContext } from "./protocol/context.ts";
 import { Dispatcher } from "./protocol/dispatcher.ts";
@@ -45,7 +47,8 @@ export interface BerthServer {
   shutdown(graceMs: number): Promise<void>;
   /**
    * Applies a new, already validated config to sessions opened from now on (running sessions keep
-   * theirs). Certificates are loaded first; on any error nothing changes and the error is thrown.
+   * theirs, except for `bandwidth` and `quota`, which running transfers and uploads follow).
+   * Certificates are loaded first; on any error nothing changes and the error is thrown.
    * Keys in RESTART_KEYS are not applied; the result lists them with the keys that did change.
    */
   reload(next: Config): ReloadResult;
@@ -126,6 +129,9 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     metrics: new Metrics(),
     xferlog: config.log.xferlog ? new XferLog(config.log.xferlog) : null,
     tls,
+    // Both read the config of the latest reload, not the one this context was built with.
+    quotas: new Quotas(() => context.config.quota),
+    bandwidth: new Bandwidth(() => context.config.bandwidth),
   };
   const dispatcher = new Dispatcher(buildRegistry());
   const sessions = new Set<Session>();

@@ -78,9 +78,9 @@ void describe("berth user", () => {
     const list = await berth(cwd, ["user", "list"]);
     assert.equal(list.code, 0, list.stderr);
     const rows = list.stdout.trim().split("\n");
-    assert.match(rows[0] ?? "", /^NAME\s+HOME\s+READ-ONLY\s+PERMS\s+LIMITS$/);
-    assert.match(rows[1] ?? "", new RegExp(`^alice\\s+${path.join(cwd, "data", "alice")}\\s+no\\s+all\\s+-$`));
-    assert.match(rows[2] ?? "", new RegExp(`^bob\\s+${path.join(cwd, "data", "shared")}\\s+yes\\s+list,download\\s+-$`));
+    assert.match(rows[0] ?? "", /^NAME\s+HOME\s+READ-ONLY\s+PERMS\s+USED\s+LIMITS$/);
+    assert.match(rows[1] ?? "", new RegExp(`^alice\\s+${path.join(cwd, "data", "alice")}\\s+no\\s+all\\s+0 B, 0 files\\s+-$`));
+    assert.match(rows[2] ?? "", new RegExp(`^bob\\s+${path.join(cwd, "data", "shared")}\\s+yes\\s+list,download\\s+0 B, 0 files\\s+-$`));
 
     const set = await berth(cwd, [
       "user", "set", "alice", "--perms", "list,download,upload", "--dir-perms", "/pub=list;in/=all",
@@ -93,7 +93,7 @@ void describe("berth user", () => {
       [record.perms, record.dirs, record.quotaBytes, record.quotaFiles, record.bandwidthDown, record.maxSessions],
       [["list", "download", "upload"], { "/pub": ["list"], "/in": [...PERMS] }, 10485760, 50, 1572864, 2],
     );
-    assert.match((await berth(cwd, ["user", "list"])).stdout, /alice .* list,download,upload \/pub:list \/in:all\s+quota 10 MiB\/50 files down 1\.5 MiB\/s sessions 2/);
+    assert.match((await berth(cwd, ["user", "list"])).stdout, /alice .* list,download,upload \/pub:list \/in:all\s+0 B, 0 files\s+quota 10 MiB\/50 files down 1\.5 MiB\/s sessions 2/);
     assertOneLineError(await berth(cwd, ["user", "set", "alice", "--perms", "fly"]), 2, "--perms");
     assertOneLineError(await berth(cwd, ["user", "set", "alice", "--dir-perms", "/../x=list"]), 2, "--dir-perms");
     assertOneLineError(await berth(cwd, ["user", "set", "alice", "--quota-bytes", "lots"]), 2, "--quota-bytes");

@@ -3,6 +3,7 @@
  * (CliError, ConfigError, UserError) and turned into one line by main.ts.
  */
 import { existsSync } from "node:fs";
+import { stat } from "node:fs/promises";
 import path from "node:path";
 import { stringify } from "yaml";
 import { configFilePath, loadConfig, redactConfig, resolvePath } from "../config/load.ts";
@@ -11,6 +12,7 @@ import type { Logger } from "../log/logger.ts";
 import { normalizeDir, toPerms, UserError, UserStore, type UserChanges, type UserInfo } from "../auth/store.ts";
 import { PERMS, type Perm } from "../auth/types.ts";
 import { formatSize, parseSize } from "../config/units.ts";
+import { Limiter, scanUsage, type Usage } from "../fs/usage.ts";
 import type { ParsedCommand } from "./args.ts";
 import { newPassword, type Streams } from "./prompt.ts";
 
@@ -67,9 +69,11 @@ export async function runUser(cmd: ParsedCommand, ctx: CliContext): Promise<numb
       say(`berth: deleted user "${gone.name}" (files in ${gone.home} kept)`);
       return 0;
     }
-    default:
-      say(formatUserTable(await store.list()));
+    default: {
+      const users = await store.list();
+      say(formatUserTable(users, await homeUsage(users)));
       return 0;
+    }
   }
 }
 
@@ -148,8 +152,29 @@ export function describeUser(u: UserInfo): string {
   return parts.join(", ");
 }
 
-/** A plain-text table of users: name, home, read-only, permissions, limits. */
-export function formatUserTable(users: readonly UserInfo[]): string {
+/** Filesystem calls in flight while `user list` counts homes. */
+const LIST_SCAN_CONCURRENCY = 16;
+
+/** What each user's home holds (by name); null for a home that does not exist. One walk per home,
+ * homes one after another, with a bounded number of filesystem calls in flight. */
+export async function homeUsage(users: readonly UserInfo[]): Promise<Map<string, Usage | null>> {
+  const limiter = new Limiter(LIST_SCAN_CONCURRENCY);
+  const out = new Map<string, Usage | null>();
+  for (const u of users) {
+    const isDir = await stat(u.home).then((st) => st.isDirectory(), () => false);
+    out.set(u.name, isDir ? await scanUsage(u.home, limiter) : null);
+  }
+  return out;
+}
+
+/** "12 MiB, 3 files" */
+function usageText(usage: Usage | null | undefined): string {
+  if (!usage) return "-";
+  return `${formatSize(usage.bytes)}, ${usage.files} file${usage.files === 1 ? "" : "s"}`;
+}
+
+/** A plain-text table of users: name, home, read-only, permissions, usage of the home, limits. */
+export function formatUserTable(users: readonly UserInfo[], usage?: ReadonlyMap<string, Usage | null>): string {
   if (users.length === 0) return "no users";
   const limits = (u: UserInfo): string => {
     const l = u.limits;
@@ -166,8 +191,8 @@ export function formatUserTable(users: readonly UserInfo[]): string {
   const perms = (u: UserInfo): string =>
     [permText(u.perms), ...u.dirPerms.map((d) => `${d.path}:${permText(d.perms)}`)].join(" ");
   const rows = [
-    ["NAME", "HOME", "READ-ONLY", "PERMS", "LIMITS"],
-    ...users.map((u) => [u.name, u.home, u.readOnly ? "yes" : "no", perms(u), limits(u)]),
+    ["NAME", "HOME", "READ-ONLY", "PERMS", "USED", "LIMITS"],
+    ...users.map((u) => [u.name, u.home, u.readOnly ? "yes" : "no", perms(u), usageText(usage?.get(u.name)), limits(u)]),
   ];
   return formatTable(rows);
 }

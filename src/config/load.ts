@@ -12,6 +12,7 @@ import { parseDocument } from "yaml";
 import { parseDirPerms, parsePermList, validPatterns } from "../auth/perms.ts";
 import { DEFAULTS, parseListen, parsePortRange, parseUmask, type Config } from "./schema.ts";
 import { firstLine, systemErrorText, errnoCode } from "./syserr.ts";
+import { parseSize } from "./units.ts";
 
 /** A configuration mistake; `key` names the config key, environment variable or file at fault. */
 export class ConfigError extends Error {
@@ -63,6 +64,8 @@ interface Rule {
   /** Completes "must be …". */
   readonly describe: string;
   readonly ok: (value: Scalar) => boolean;
+  /** Reads a string form of a number ("10M"); without it only plain digits are numbers. */
+  readonly parse?: (raw: string) => number | null;
 }
 
 const isInt = (v: Scalar, min: number, max: number): boolean =>
@@ -100,6 +103,8 @@ const noSpace = (v: string): boolean => !/[\s\0]/.test(v);
 const pathText = (v: string): boolean => !v.includes("\0");
 const filePath = text("a non-empty path", (v) => v !== "" && pathText(v));
 const optionalPath = text("a path or empty", pathText);
+/** Bytes, or bytes per second: 0 (= unlimited), 4096, "512K", "10M", "1.5G" (K = 1024). */
+const size: Rule = { ...intRule(0, Number.MAX_SAFE_INTEGER, 'a size >= 0 like 0, 4096, "512K" or "10M"'), parse: parseSize };
 
 /** Every key of Config with its rule; the mapped type makes a missing key a compile error. */
 const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: Rule } } = {
@@ -159,6 +164,17 @@ const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: 
   metrics: { listen: text('"host:port" or empty', (v) => v === "" || parseListen(v) !== null) },
   // A Unix socket path is limited to about 100 bytes (sun_path).
   admin: { socket: text("a socket path of at most 100 bytes, or empty", (v) => pathText(v) && Buffer.byteLength(v) <= 100) },
+  quota: { bytes: size, files: intRule(0, Number.MAX_SAFE_INTEGER), rescanAfter: seconds(true) },
+  bandwidth: {
+    transferUp: size,
+    transferDown: size,
+    userUp: size,
+    userDown: size,
+    addressUp: size,
+    addressDown: size,
+    globalUp: size,
+    globalDown: size,
+  },
 };
 
 /** Looks up the rule of `section.key`; undefined for an unknown key. */
@@ -199,6 +215,7 @@ function coerce(rule: Rule, raw: unknown): Scalar | undefined {
   }
   if (rule.type === "number") {
     if (typeof raw === "number") return raw;
+    if (typeof raw === "string" && rule.parse) return rule.parse(raw) ?? undefined;
     if (typeof raw !== "string" || !/^\s*-?\d+(\.\d+)?\s*$/.test(raw)) return undefined;
     return Number(raw);
   }

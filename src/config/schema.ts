@@ -97,6 +97,31 @@ export interface Config {
     /** Unix socket for `berth ctl` (newline-delimited JSON, mode 0660); "" = off. */
     readonly socket: string;
   };
+  /** Storage quotas per user (issue "Abuse resistance" part 4); a user's own limit > 0 wins. */
+  readonly quota: {
+    /** Bytes a user may store in their home; 0 = unlimited. */
+    readonly bytes: number;
+    /** Regular files a user may store in their home; 0 = unlimited. */
+    readonly files: number;
+    /** Seconds after which a user's counted usage is recounted at their next login; 0 = at every login. */
+    readonly rescanAfter: number;
+  };
+  /** Transfer rates in bytes per second, 0 = unlimited (issue "Abuse resistance" part 5). Up = uploads
+   * (client to server), down = downloads. A transfer obeys every level at once: the slowest wins. */
+  readonly bandwidth: {
+    /** Each single transfer. */
+    readonly transferUp: number;
+    readonly transferDown: number;
+    /** All transfers of one user together (a user's own bandwidthUp/Down > 0 wins). */
+    readonly userUp: number;
+    readonly userDown: number;
+    /** All transfers from one client IP address together. */
+    readonly addressUp: number;
+    readonly addressDown: number;
+    /** All transfers of the server together. */
+    readonly globalUp: number;
+    readonly globalDown: number;
+  };
 }
 
 /** Defaults: what `config/berth.yaml` documents, and what an empty file means. */
@@ -133,6 +158,17 @@ export const DEFAULTS: Config = {
   server: { banner: "berth FTP server ready" },
   metrics: { listen: "" },
   admin: { socket: "" },
+  quota: { bytes: 0, files: 0, rescanAfter: 600 },
+  bandwidth: {
+    transferUp: 0,
+    transferDown: 0,
+    userUp: 0,
+    userDown: 0,
+    addressUp: 0,
+    addressDown: 0,
+    globalUp: 0,
+    globalDown: 0,
+  },
 };
 
 /** Parses an octal umask "022" / "0077" (0..0777); null when malformed. */

@@ -11,6 +11,7 @@ import { pipeline } from "node:stream/promises";
 import type { Readable, Transform, Writable } from "node:stream";
 import { FtpError } from "../protocol/errors.ts";
 import { fromNetworkAscii, toNetworkAscii } from "./ascii.ts";
+import { hookStage, type TransferHook } from "./hook.ts";
 
 /** Read size for downloads: large chunks keep syscalls and TLS records few. */
 export const READ_CHUNK = 1 << 20;
@@ -85,11 +86,15 @@ export async function sendFile(
   start: number,
   ascii: boolean,
   stalledMs: number,
+  hook: TransferHook | null = null,
 ): Promise<number> {
-  const rs = handle.createReadStream({ start, highWaterMark: READ_CHUNK, autoClose: false, emitClose: false });
+  // Limits (data/hook.ts): smaller reads and one pacing stage, only when a limit applies.
+  const highWaterMark = hook ? Math.min(READ_CHUNK, hook.chunkSize()) : READ_CHUNK;
+  const rs = handle.createReadStream({ start, highWaterMark, autoClose: false, emitClose: false });
   t.attach(socket, () => rs.bytesRead);
   const stages: (Readable | Transform | Writable)[] = [rs];
   if (ascii) stages.push(toNetworkAscii());
+  if (hook) stages.push(hookStage(hook));
   stages.push(socket);
   await run(t, socket, stages, stalledMs);
   return rs.bytesRead;
@@ -103,6 +108,7 @@ export async function receiveFile(
   position: number,
   ascii: boolean,
   stalledMs: number,
+  hook: TransferHook | null = null,
 ): Promise<number> {
   const ws = handle.createWriteStream({
     start: position,
@@ -112,6 +118,8 @@ export async function receiveFile(
   });
   t.attach(socket, () => ws.bytesWritten);
   const stages: (Readable | Transform | Writable)[] = [socket];
+  // Limits (data/hook.ts): pacing here pauses the data socket, and TCP slows the client down.
+  if (hook) stages.push(hookStage(hook));
   if (ascii) stages.push(fromNetworkAscii());
   stages.push(ws);
   await run(t, socket, stages, stalledMs);

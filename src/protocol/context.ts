@@ -6,9 +6,11 @@ import type { Logger } from "pino";
 import type { Authenticator, LoginGuard } from "../auth/types.ts";
 import type { Config } from "../config/schema.ts";
 import type { AnnounceResolver } from "../data/announce.ts";
+import type { Bandwidth } from "../data/bandwidth.ts";
 import type { PortPool } from "../data/ports.ts";
 import type { TlsProvider } from "../data/tls.ts";
 import type { JailedFs, JailOptions } from "../fs/jail.ts";
+import type { Quotas } from "../fs/quota.ts";
 import type { Metrics } from "../log/metrics.ts";
 import type { XferLog } from "../log/xferlog.ts";
 
@@ -30,4 +32,8 @@ export interface ServerContext {
   readonly xferlog: XferLog | null;
   /** TLS contexts; null when tls.mode is off. */
   readonly tls: TlsProvider | null;
+  /** Counted home usage for quotas; one per server, reading the live config (kept across reloads). */
+  readonly quotas: Quotas;
+  /** Bandwidth buckets; one per server, reading the live config, so a reload re-paces running transfers. */
+  readonly bandwidth: Bandwidth;
 }

@@ -9,6 +9,7 @@ import type { User } from "../../auth/types.ts";
 import { resolvePath } from "../../config/load.ts";
 import { parseUmask } from "../../config/schema.ts";
 import { DEFAULT_UMASK } from "../../fs/modes.ts";
+import { primeQuota } from "../limits.ts";
 import type { CommandSpec } from "../registry.ts";
 import type { Session } from "../session.ts";
 
@@ -31,6 +32,7 @@ async function enter(s: Session, user: User): Promise<void> {
   const umask = parseUmask(s.ctx.config.storage.umask) ?? DEFAULT_UMASK;
   const fs = await s.ctx.openFs(user.home, { umask });
   s.loggedIn(user, fs);
+  primeQuota(s); // counts the home in the background when the user has a quota
 }
 
 /** RFC 1635: any password (by custom an e-mail address; never logged, like any password). The

@@ -4,13 +4,17 @@
  */
 import { formatMdtm, parseMfmtTime } from "../../fs/format.ts";
 import { FtpError } from "../errors.ts";
+import { beforeRemoving } from "../limits.ts";
 import { formatBlockReply } from "../reply.ts";
 import type { VirtualPath } from "../../fs/types.ts";
 import type { CommandSpec } from "../registry.ts";
 import type { Session } from "../session.ts";
 
 async function dele(s: Session, arg: string): Promise<void> {
-  await s.requireFs().unlink(s.resolve(arg));
+  const path = s.resolve(arg);
+  const counted = await beforeRemoving(s, path); // quota usage (protocol/limits.ts)
+  await s.requireFs().unlink(path);
+  counted();
   s.reply(250, "File deleted");
 }
 
@@ -25,7 +29,11 @@ async function rnto(s: Session, arg: string): Promise<void> {
   const from = s.renameFrom;
   s.renameFrom = null;
   if (from === null) throw new FtpError(503, "Bad sequence of commands: send RNFR first");
-  await s.requireFs().rename(from, s.resolve(arg));
+  const to = s.resolve(arg);
+  // One home: a rename moves no bytes, but a file it replaces leaves the quota count.
+  const counted = from === to ? () => undefined : await beforeRemoving(s, to);
+  await s.requireFs().rename(from, to);
+  counted();
   s.reply(250, "Rename successful");
 }
 

@@ -10,6 +10,7 @@ import { permsAt } from "../../auth/perms.ts";
 import { basename, dirname, joinVirtual } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
 import type { CommandSpec } from "../registry.ts";
+import { admitUpload, downloadHook, type UploadLimits } from "../limits.ts";
 import type { Session } from "../session.ts";
 import { badOffset, modeName, runTransfer } from "./xfer.ts";
 
@@ -21,29 +22,42 @@ async function retr(s: Session, arg: string): Promise<void> {
   const path = s.resolve(arg);
   const offset = s.restOffset;
   const dl = await s.requireFs().openDownload(path);
+  const hook = downloadHook(s);
   try {
     if (offset > dl.size) throw badOffset();
     await runTransfer(s, {
       transfer: new Transfer("download", path, dl.size - offset),
       opening: `Opening ${modeName(s)} mode data connection for ${basename(path)} (${dl.size} bytes)`,
       open: async () => undefined,
-      move: (t, socket) => sendFile(t, socket, dl.handle, offset, s.type === "A", stalledMs(s)),
+      move: (t, socket) => sendFile(t, socket, dl.handle, offset, s.type === "A", stalledMs(s), hook),
     });
   } finally {
+    hook?.release();
     await dl.handle.close().catch(() => undefined);
   }
 }
 
 async function upload(s: Session, path: VirtualPath, opts: UploadOptions, opening: string, done?: string): Promise<void> {
-  await runTransfer<Upload>(s, {
-    transfer: new Transfer("upload", path, s.allocated),
-    opening,
-    open: () => s.requireFs().openUpload(path, opts),
-    move: (t, socket, up) => receiveFile(t, socket, up.handle, up.position, s.type === "A", stalledMs(s)),
-    commit: (up) => up.commit(),
-    abort: (up) => up.abort(),
-    ...(done !== undefined ? { done } : {}),
-  });
+  const announced = s.allocated;
+  // Quota and bandwidth (protocol/limits.ts): admitted before 150, settled after the last reply.
+  let limits = null as UploadLimits | null;
+  try {
+    await runTransfer<Upload>(s, {
+      transfer: new Transfer("upload", path, announced),
+      opening,
+      open: async () => {
+        limits = await admitUpload(s, path, opts, announced);
+        return s.requireFs().openUpload(path, opts);
+      },
+      move: (t, socket, up) =>
+        receiveFile(t, socket, up.handle, up.position, s.type === "A", stalledMs(s), limits?.hook ?? null),
+      commit: (up) => up.commit(),
+      abort: (up) => (limits ? limits.abort(up) : up.abort()),
+      ...(done !== undefined ? { done } : {}),
+    });
+  } finally {
+    await limits?.finish();
+  }
 }
 
 async function stor(s: Session, arg: string): Promise<void> {

@@ -1,0 +1,151 @@
+/**
+ * Bandwidth limits (issue "Abuse resistance" part 5): token buckets per transfer, per user, per
+ * client address and for the whole server, up and down separately. A transfer takes its bytes
+ * from every bucket that applies, so the slowest level wins; buckets shared by several transfers
+ * are shared fairly, because each transfer waits out the debt it added, in turn.
+ *
+ * Rates are read from the live config on every refill, so a reload (SIGHUP) changes the pace of
+ * running transfers. A transfer that starts with no limit at any level gets no pacing at all
+ * (zero cost on the data path) and stays unlimited until it ends.
+ */
+import type { Config } from "../config/schema.ts";
+import type { TransferHook } from "./hook.ts";
+
+/** Read size of an unlimited transfer (the transfer loop's own chunk). */
+const MAX_CHUNK = 1 << 20;
+/** Smallest paced chunk: below this, syscalls cost more than smoothness gains. */
+const MIN_CHUNK = 1024;
+/** A bucket holds at most this many seconds' worth of tokens: the burst after an idle spell. */
+const BURST_SECONDS = 0.1;
+
+/** Direction of a transfer: "up" = upload (client to server), "down" = download. */
+export type Direction = "up" | "down";
+
+/** A token bucket whose rate (bytes/s, 0 = unlimited) is read anew on every use. Tokens may go
+ * negative: a chunk larger than the burst is let through after a wait that repays the debt. */
+export class TokenBucket {
+  /** null until first used: a new bucket starts full. */
+  private tokens: number | null = null;
+  private last = 0;
+
+  constructor(
+    /** The current rate in bytes per second; 0 = unlimited. */
+    readonly rate: () => number,
+    private readonly now: () => number = performance.now.bind(performance),
+  ) {}
+
+  /** Takes `n` bytes' worth of tokens; returns the ms to wait before they may move (0 = now). */
+  take(n: number): number {
+    const rate = this.rate();
+    const now = this.now();
+    if (rate <= 0) {
+      this.tokens = 0;
+      this.last = now;
+      return 0;
+    }
+    const burst = rate * BURST_SECONDS;
+    const tokens = this.tokens === null ? burst : Math.min(burst, this.tokens + ((now - this.last) / 1000) * rate);
+    this.last = now;
+    this.tokens = tokens - n;
+    return this.tokens >= 0 ? 0 : (-this.tokens / rate) * 1000;
+  }
+}
+
+/** Who is transferring, for the shared buckets. */
+export interface TransferOwner {
+  /** The user's name. */
+  readonly user: string;
+  /** The user's own rate for this direction (0 = the config's default). */
+  readonly userRate: number;
+  /** The client's IP address. */
+  readonly address: string;
+}
+
+/** A bucket shared by the transfers of one user or one address; dropped when none uses it. */
+interface Shared {
+  readonly bucket: TokenBucket;
+  users: number;
+  /** The latest user-specific rate seen (per-user buckets only). */
+  override: number;
+}
+
+/** The server's buckets; one per server, kept across reloads. */
+export class Bandwidth {
+  private readonly users = new Map<string, Shared>();
+  private readonly addresses = new Map<string, Shared>();
+  private readonly global: Record<Direction, TokenBucket>;
+
+  constructor(
+    /** The live config's bandwidth section (the reloaded one once a reload happened). */
+    private readonly settings: () => Config["bandwidth"],
+  ) {
+    this.global = {
+      up: new TokenBucket(() => this.settings().globalUp),
+      down: new TokenBucket(() => this.settings().globalDown),
+    };
+  }
+
+  /** A hook pacing one transfer, or null when no level limits it now. */
+  open(dir: Direction, owner: TransferOwner): TransferHook | null {
+    const key = dir === "up" ? "Up" : "Down";
+    const rateOf = (level: "transfer" | "user" | "address"): (() => number) => () => this.settings()[`${level}${key}`];
+    const limited =
+      rateOf("transfer")() > 0 || owner.userRate > 0 || rateOf("user")() > 0 || rateOf("address")() > 0 || this.global[dir].rate() > 0;
+    if (!limited) return null;
+    const userKey = `${dir}:${owner.user}`;
+    const addressKey = `${dir}:${owner.address}`;
+    const buckets = [
+      new TokenBucket(rateOf("transfer")),
+      this.join(this.users, userKey, rateOf("user"), owner.userRate),
+      this.join(this.addresses, addressKey, rateOf("address"), 0),
+      this.global[dir],
+    ];
+    let released = false;
+    return {
+      chunkSize: () => chunkFor(buckets),
+      take: (n) => buckets.reduce((wait, b) => Math.max(wait, b.take(n)), 0),
+      release: () => {
+        if (released) return;
+        released = true;
+        this.leave(this.users, userKey);
+        this.leave(this.addresses, addressKey);
+      },
+    };
+  }
+
+  /** Shared buckets in use (for tests and diagnostics). */
+  get sharedBuckets(): number {
+    return this.users.size + this.addresses.size;
+  }
+
+  /** Joins the shared bucket `key` (made on first use); `override` > 0 replaces the config's rate. */
+  private join(map: Map<string, Shared>, key: string, rate: () => number, override: number): TokenBucket {
+    let shared = map.get(key);
+    if (!shared) {
+      const entry: Shared = { bucket: new TokenBucket(() => (entry.override > 0 ? entry.override : rate())), users: 0, override };
+      shared = entry;
+      map.set(key, shared);
+    }
+    shared.users++;
+    // The latest login's own limit is the one in effect for the user (the users file may have changed).
+    shared.override = override;
+    return shared.bucket;
+  }
+
+  private leave(map: Map<string, Shared>, key: string): void {
+    const shared = map.get(key);
+    if (!shared) return;
+    if (--shared.users <= 0) map.delete(key);
+  }
+}
+
+/** About a tenth of a second at the slowest limited rate, within [MIN_CHUNK, MAX_CHUNK]. */
+function chunkFor(buckets: readonly TokenBucket[]): number {
+  let slowest = Infinity;
+  for (const b of buckets) {
+    const r = b.rate();
+    if (r > 0 && r < slowest) slowest = r;
+  }
+  if (slowest === Infinity) return MAX_CHUNK;
+  return Math.min(MAX_CHUNK, Math.max(MIN_CHUNK, Math.floor(slowest * BURST_SECONDS)));
+}

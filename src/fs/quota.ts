@@ -1,0 +1,209 @@
+/**
+ * Storage quotas (issue "Abuse resistance" part 4): bytes and regular files per home. A home is
+ * counted once, when first needed (one scan shared by every session of the server), then kept up
+ * to date by the commands that change it: uploads (size after − size before), DELE, and RNTO over
+ * an existing file. It is recounted in the background at a login once the count is older than
+ * `quota.rescanAfter`, which also picks up changes made outside FTP. Nothing is persisted: a count
+ * kept on disk would go stale exactly when the home is changed behind the server's back, and the
+ * first scan after a start costs one walk of the home, with bounded concurrency.
+ */
+import type { Config } from "../config/schema.ts";
+import { formatSize } from "../config/units.ts";
+import { stat } from "node:fs/promises";
+import { FtpError } from "../protocol/errors.ts";
+import { locate, locateEntry } from "./contain.ts";
+import type { RealPath, VirtualPath } from "./types.ts";
+import { Limiter, scanUsage, type Usage } from "./usage.ts";
+
+/** Filesystem calls in flight across every scan of the server. */
+const SCANS_CONCURRENCY = 16;
+/** A first count that raced with changes is taken again, at most this many times. */
+const SCAN_RETRIES = 3;
+
+/** The quota of one user; 0 = unlimited. */
+export interface QuotaLimits {
+  readonly bytes: number;
+  readonly files: number;
+}
+
+/** What an upload is about to do to its home, known before its first byte. */
+export interface UploadIntent {
+  /** Bytes of the target that the upload drops (a replaced file's size; beyond a REST offset). */
+  readonly freed: number;
+  /** The upload adds a file to the home (its target does not exist yet). */
+  readonly newFile: boolean;
+  /** The size announced by ALLO, if any. */
+  readonly announced: number | null;
+}
+
+/** One admitted upload's share of its home's quota. */
+export interface Reservation {
+  /** Counts `n` more bytes received; throws FtpError 552 once the home would exceed its quota. */
+  take(n: number): void;
+  /** The upload is over; `change` is what it really did to the home (sizes after − before). Idempotent. */
+  finish(change: Usage): void;
+}
+
+/** The counted usage of one home. */
+export class HomeUsage {
+  private counted: Usage | null = null;
+  private scannedAt = 0;
+  private scanning: Promise<void> | null = null;
+  /** Bumped by every change, so a count that raced with one is known to be stale. */
+  private changes = 0;
+  /** Bytes received by running uploads minus what they free; files they add. */
+  private inflight = { bytes: 0, files: 0 };
+  private uploads = 0;
+  /** A recount was asked for while uploads ran: it starts when the last one ends. */
+  private recountWanted = false;
+
+  constructor(
+    private readonly root: string,
+    private readonly limiter: Limiter,
+  ) {}
+
+  /** Resolves once the home has been counted, and any count under way is done. */
+  async ready(): Promise<Usage> {
+    if (this.scanning) await this.scanning;
+    while (this.counted === null) await (this.scanning ?? this.scan(true));
+    return this.current;
+  }
+
+  /** Counted bytes and files, running uploads included. */
+  get current(): Usage {
+    const c = this.counted ?? { bytes: 0, files: 0 };
+    return { bytes: c.bytes + this.inflight.bytes, files: c.files + this.inflight.files };
+  }
+
+  /** Applies a change made by a command (DELE, RNTO over a file, a finished upload). */
+  apply(change: Usage): void {
+    this.changes++;
+    if (this.counted === null) return;
+    this.counted = {
+      bytes: Math.max(0, this.counted.bytes + change.bytes),
+      files: Math.max(0, this.counted.files + change.files),
+    };
+  }
+
+  /** Recounts in the background when the count is older than `maxAgeMs` (once no upload runs:
+   * a running upload's bytes are not on disk under their final name yet). */
+  refreshIfOlder(maxAgeMs: number): void {
+    if (this.scanning || this.counted === null) return;
+    if (Date.now() - this.scannedAt < maxAgeMs) return;
+    if (this.uploads > 0) this.recountWanted = true;
+    else void this.scan(false);
+  }
+
+  /** Admits an upload or throws FtpError 552 (before any byte moves: RFC 959 §4.2.2). */
+  admit(limits: QuotaLimits, intent: UploadIntent): Reservation {
+    const now = this.current;
+    const base = now.bytes - intent.freed;
+    if (limits.bytes > 0 && (intent.announced !== null ? base + intent.announced > limits.bytes : base >= limits.bytes)) {
+      throw new FtpError(552, `Quota exceeded: ${formatSize(now.bytes)} of ${formatSize(limits.bytes)} used`);
+    }
+    if (limits.files > 0 && intent.newFile && now.files >= limits.files) {
+      throw new FtpError(552, `Quota exceeded: ${now.files} of ${limits.files} files stored`);
+    }
+    return this.reserve(limits, intent);
+  }
+
+  private reserve(limits: QuotaLimits, intent: UploadIntent): Reservation {
+    const files = intent.newFile ? 1 : 0;
+    let held = -intent.freed;
+    let done = false;
+    this.uploads++;
+    this.inflight.bytes += held;
+    this.inflight.files += files;
+    return {
+      take: (n) => {
+        held += n;
+        this.inflight.bytes += n;
+        if (limits.bytes > 0 && this.current.bytes > limits.bytes) {
+          throw new FtpError(552, `Quota exceeded: storage limit of ${formatSize(limits.bytes)} reached; upload removed`);
+        }
+      },
+      finish: (change) => {
+        if (done) return;
+        done = true;
+        this.uploads--;
+        this.inflight.bytes -= held;
+        this.inflight.files -= files;
+        this.apply(change);
+        if (this.uploads === 0 && this.recountWanted && !this.scanning) {
+          this.recountWanted = false;
+          void this.scan(false);
+        }
+      },
+    };
+  }
+
+  /** Counts the home. A first count is retried when changes raced with it; a recount that raced
+   * with changes is dropped (the incremental count stays, and is checked again at a later login). */
+  private scan(first: boolean): Promise<void> {
+    const run = async (): Promise<void> => {
+      for (let tries = 0; ; tries++) {
+        const before = this.changes;
+        const usage = await scanUsage(this.root, this.limiter);
+        if (before === this.changes || (first && tries >= SCAN_RETRIES)) {
+          this.counted = usage;
+          this.scannedAt = Date.now();
+          return;
+        }
+        if (!first) return;
+      }
+    };
+    this.scanning = run().finally(() => (this.scanning = null));
+    return this.scanning;
+  }
+}
+
+/** The per-server registry of counted homes, shared by all sessions (kept across reloads). */
+export class Quotas {
+  private readonly homes = new Map<string, HomeUsage>();
+  private readonly limiter = new Limiter(SCANS_CONCURRENCY);
+
+  constructor(
+    /** The live config's quota section. */
+    private readonly settings: () => Config["quota"],
+  ) {}
+
+  /** The quota of a user: their own limits where > 0, else the config's defaults. */
+  limitsFor(own: { readonly quotaBytes: number; readonly quotaFiles: number }): QuotaLimits {
+    const s = this.settings();
+    return { bytes: own.quotaBytes > 0 ? own.quotaBytes : s.bytes, files: own.quotaFiles > 0 ? own.quotaFiles : s.files };
+  }
+
+  /** The usage of the home at real path `root`, counted on first need. */
+  home(root: string): HomeUsage {
+    let h = this.homes.get(root);
+    if (!h) {
+      h = new HomeUsage(root, this.limiter);
+      this.homes.set(root, h);
+    }
+    return h;
+  }
+
+  /** The usage of `root` if it is being tracked; null otherwise, so homes without a quota cost nothing. */
+  tracked(root: string): HomeUsage | null {
+    return this.homes.get(root) ?? null;
+  }
+
+  /** At a login with a quota: starts the first count, or a recount when the count is too old. */
+  prime(root: string): void {
+    const h = this.home(root);
+    h.refreshIfOlder(this.settings().rescanAfter * 1000);
+    void h.ready().catch(() => undefined);
+  }
+}
+
+/** The size of the regular file at `v` in the jail `root`, or null when there is none (missing,
+ * a directory, refused). `follow`: through a final symlink, as an upload writes; without it, the
+ * entry itself, as DELE and RNTO act on it (a symlink is not a counted file). */
+export async function fileSizeAt(root: RealPath, v: VirtualPath, follow: boolean): Promise<number | null> {
+  try {
+    const s = follow ? await locate(root, v).then((l) => (l.exists ? stat(l.real) : null)) : (await locateEntry(root, v)).lstat;
+    return s?.isFile() ? s.size : null;
+  } catch {
+    return null;
+  }
+}

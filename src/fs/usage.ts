@@ -1,0 +1,80 @@
+/**
+ * Counting what a home holds: bytes and regular files, walked with lstat (symlinks are not
+ * followed, so nothing outside the home is counted) and a bounded number of filesystem calls in
+ * flight, so a large home cannot flood the libuv thread pool that transfers use too.
+ */
+import { lstat, readdir } from "node:fs/promises";
+import path from "node:path";
+import { UPLOAD_TEMP_PREFIX } from "./contain.ts";
+
+/** What a home holds. */
+export interface Usage {
+  /** Sum of the sizes of its regular files. */
+  readonly bytes: number;
+  /** Number of its regular files (directories and symlinks are not counted). */
+  readonly files: number;
+}
+
+/** Runs at most `max` async steps at once, in arrival order. */
+export class Limiter {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly max: number) {}
+
+  /** Runs `step` once a slot is free. */
+  async run<T>(step: () => Promise<T>): Promise<T> {
+    if (this.running >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.running++;
+    try {
+      return await step();
+    } finally {
+      this.running--;
+      this.waiting.shift()?.();
+    }
+  }
+}
+
+/** Filesystem calls in flight per scan. */
+const SCAN_CONCURRENCY = 8;
+
+/** Counts the regular files below `root`, at most SCAN_CONCURRENCY calls at once (and, across
+ * scans, as many as `limiter` allows). Entries that vanish or cannot be read are skipped; so are
+ * in-progress upload temp files (their bytes are counted when they land). */
+export async function scanUsage(root: string, limiter?: Limiter): Promise<Usage> {
+  let bytes = 0;
+  let files = 0;
+  const queue: { readonly path: string; readonly dir: boolean }[] = [{ path: root, dir: true }];
+  const step = async (item: { readonly path: string; readonly dir: boolean }): Promise<void> => {
+    const io = <T>(op: () => Promise<T>): Promise<T> => (limiter ? limiter.run(op) : op());
+    if (!item.dir) {
+      const s = await io(() => lstat(item.path));
+      if (s.isFile()) {
+        bytes += s.size;
+        files++;
+      }
+      return;
+    }
+    for (const e of await io(() => readdir(item.path, { withFileTypes: true }))) {
+      if (e.isDirectory()) queue.push({ path: path.join(item.path, e.name), dir: true });
+      else if (e.isFile() && !e.name.startsWith(UPLOAD_TEMP_PREFIX)) queue.push({ path: path.join(item.path, e.name), dir: false });
+    }
+  };
+  await new Promise<void>((resolve) => {
+    let active = 0;
+    const pump = (): void => {
+      while (active < SCAN_CONCURRENCY && queue.length > 0) {
+        active++;
+        void step(queue.pop() as { path: string; dir: boolean })
+          .catch(() => undefined)
+          .finally(() => {
+            active--;
+            pump();
+          });
+      }
+      if (active === 0 && queue.length === 0) resolve();
+    };
+    pump();
+  });
+  return { bytes, files };
+}

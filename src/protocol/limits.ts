@@ -1,0 +1,123 @@
+/**
+ * Where sessions meet the server's quotas and bandwidth buckets (issue "Abuse resistance", parts
+ * 4 and 5): what an upload or a download may do, and how the home's counted usage follows DELE,
+ * RNTO and uploads. Everything here is skipped, at the cost of a map lookup, for a user with no
+ * quota and a transfer with no rate limit.
+ */
+import type { Direction } from "../data/bandwidth.ts";
+import type { TransferHook } from "../data/hook.ts";
+import { READ_CHUNK } from "../data/transfer.ts";
+import { fileSizeAt, type HomeUsage, type QuotaLimits, type Reservation, type UploadIntent } from "../fs/quota.ts";
+import type { Upload, UploadOptions, VirtualPath } from "../fs/types.ts";
+import type { Session } from "./session.ts";
+
+/** The limits of one upload, from its admission (before 150) to its end. */
+export interface UploadLimits {
+  /** The transfer loop's hook, or null when nothing limits this upload. */
+  readonly hook: TransferHook | null;
+  /** Cleans up after a failed upload. One stopped by the quota loses what it wrote (RFC 959
+   * §4.2.2: 552 exceeded storage allocation): a new file goes, an appended or resumed one is cut
+   * back to where it started, a replacing temp file goes and the replaced file stays. */
+  abort(up: Upload): Promise<void>;
+  /** The upload is over: the home's count takes what it really changed; buckets are released. */
+  finish(): Promise<void>;
+}
+
+/** Starts a session's quota count at login, when the user has a quota (or recounts an old one). */
+export function primeQuota(s: Session): void {
+  if (!s.user || !s.fs) return;
+  const limits = s.ctx.quotas.limitsFor(s.user.limits);
+  if (limits.bytes > 0 || limits.files > 0) s.ctx.quotas.prime(s.fs.root);
+}
+
+/** The pacing of a download, or null when no rate applies. The caller releases it. */
+export function downloadHook(s: Session): TransferHook | null {
+  return pace(s, "down");
+}
+
+/** Admits an upload of `path`: throws FtpError 552 when it cannot fit (before 150, so no data
+ * connection is used for nothing). `announced` is the ALLO size, if any. */
+export async function admitUpload(
+  s: Session,
+  path: VirtualPath,
+  opts: UploadOptions,
+  announced: number | null,
+): Promise<UploadLimits> {
+  const limits = s.ctx.quotas.limitsFor(userLimits(s));
+  const root = s.requireFs().root;
+  const home = await quotaHome(s, root, limits);
+  const before = home ? await fileSizeAt(root, path, true) : null;
+  const reservation = home?.admit(limits, intentOf(opts, before, announced)) ?? null;
+  const pacing = pace(s, "up");
+  let exceeded = false;
+  // A home only tracked (its quota was lifted) is counted at the end, with no per-chunk check.
+  const checked = limits.bytes > 0 ? reservation : null;
+  const hook = combine(pacing, checked, () => (exceeded = true));
+  return {
+    hook,
+    abort: async (up) => {
+      // The transfer loop has settled, so no write is in flight: cutting the file back is final.
+      if (exceeded) await up.handle.truncate(up.position).catch(() => undefined);
+      await up.abort();
+    },
+    finish: async () => {
+      pacing?.release();
+      if (!home || !reservation) return;
+      const after = await fileSizeAt(root, path, true);
+      reservation.finish({ bytes: (after ?? 0) - (before ?? 0), files: (after !== null ? 1 : 0) - (before !== null ? 1 : 0) });
+    },
+  };
+}
+
+/** Before DELE or RNTO onto `path`: returns what to run once the entry is gone, so the count
+ * loses the file that was there (nothing to do for an untracked home). */
+export async function beforeRemoving(s: Session, path: VirtualPath): Promise<() => void> {
+  const fs = s.requireFs();
+  const home = s.ctx.quotas.tracked(fs.root);
+  if (!home) return () => undefined;
+  const size = await fileSizeAt(fs.root, path, false);
+  if (size === null) return () => undefined;
+  return () => home.apply({ bytes: -size, files: -1 });
+}
+
+/** The home's usage when a quota applies (counted first if need be) or it is tracked already. */
+async function quotaHome(s: Session, root: string, limits: QuotaLimits): Promise<HomeUsage | null> {
+  const home = limits.bytes > 0 || limits.files > 0 ? s.ctx.quotas.home(root) : s.ctx.quotas.tracked(root);
+  if (home) await home.ready();
+  return home;
+}
+
+function userLimits(s: Session): { quotaBytes: number; quotaFiles: number } {
+  return s.user?.limits ?? { quotaBytes: 0, quotaFiles: 0 };
+}
+
+function intentOf(opts: UploadOptions, before: number | null, announced: number | null): UploadIntent {
+  if (opts.kind === "append") return { freed: 0, newFile: before === null, announced };
+  if (opts.offset > 0) return { freed: Math.max(0, (before ?? 0) - opts.offset), newFile: false, announced };
+  return { freed: before ?? 0, newFile: before === null, announced };
+}
+
+function pace(s: Session, dir: Direction): TransferHook | null {
+  const user = s.user;
+  if (!user) return null;
+  const userRate = dir === "up" ? user.limits.bandwidthUp : user.limits.bandwidthDown;
+  return s.ctx.bandwidth.open(dir, { user: user.name, userRate, address: s.remoteAddress });
+}
+
+/** One hook for pacing and quota; null when there is neither. */
+function combine(pacing: TransferHook | null, quota: Reservation | null, onExceeded: () => void): TransferHook | null {
+  if (!quota) return pacing;
+  return {
+    chunkSize: () => pacing?.chunkSize() ?? READ_CHUNK,
+    take: (n) => {
+      try {
+        quota.take(n);
+      } catch (err) {
+        onExceeded();
+        throw err;
+      }
+      return pacing?.take(n) ?? 0;
+    },
+    release: () => pacing?.release(),
+  };
+}

@@ -1,0 +1,218 @@
+/**
+ * Bandwidth limits against a real server (issue "Abuse resistance" part 5): a download and an
+ * upload capped at 1 MiB/s, a per-user cap shared by two sessions, the per-address and global
+ * levels, and a reload changing the rate of a running transfer. The issue asks for these rates to
+ * be measured, so these tests assert timings: over about 3 s, from the first byte, within ±10%.
+ */
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { writeFile } from "node:fs/promises";
+import path from "node:path";
+import { describe, it } from "node:test";
+import { Bandwidth, TokenBucket } from "../src/data/bandwidth.ts";
+import { DEFAULTS } from "../src/config/schema.ts";
+import { dataConnect, RawClient } from "./helpers/raw.ts";
+import { payload, withServer } from "./helpers/run.ts";
+import { waitFor, type TestServer } from "./helpers/server.ts";
+
+const MIB = 1 << 20;
+const ZERO = DEFAULTS.bandwidth;
+
+/** One timed transfer: bytes moved, and when the first and the last byte moved (ms). */
+interface Timed {
+  readonly bytes: number;
+  readonly first: number;
+  readonly last: number;
+}
+
+function pasvPort(message: string): number {
+  const m = /\(\d+,\d+,\d+,\d+,(\d+),(\d+)\)/.exec(message);
+  assert.ok(m, message);
+  return Number(m[1]) * 256 + Number(m[2]);
+}
+
+async function login(t: TestServer, user: string, local?: string): Promise<RawClient> {
+  const c = await RawClient.connect(t.port, "127.0.0.1", local);
+  await c.login(user);
+  await c.expect("TYPE I", 200);
+  return c;
+}
+
+/** RETR through the raw client, timed from the first byte received to the last. */
+async function timedDownload(c: RawClient, name: string, local?: string): Promise<Timed> {
+  const sock = await dataConnect(pasvPort((await c.expect("PASV", 227)).message), "127.0.0.1", local);
+  let bytes = 0;
+  let first = 0;
+  let last = 0;
+  sock.on("data", (b: Buffer) => {
+    last = performance.now();
+    if (bytes === 0) first = last;
+    bytes += b.length;
+  });
+  const closed = once(sock, "close");
+  await c.expect(`RETR ${name}`, 150);
+  await closed;
+  await c.expectReply(226, 30_000);
+  return { bytes, first, last };
+}
+
+/** STOR through the raw client, timed from the first byte sent to the 226 (all of it on disk). */
+async function timedUpload(c: RawClient, name: string, data: Buffer, local?: string): Promise<Timed> {
+  const sock = await dataConnect(pasvPort((await c.expect("PASV", 227)).message), "127.0.0.1", local);
+  await c.expect(`STOR ${name}`, 150);
+  const first = performance.now();
+  sock.end(data);
+  sock.resume();
+  await c.expectReply(226, 30_000);
+  return { bytes: data.length, first, last: performance.now() };
+}
+
+/** Bytes per second of transfers taken together, from the first first byte to the last last one. */
+function rateOf(...runs: Timed[]): number {
+  const bytes = runs.reduce((n, r) => n + r.bytes, 0);
+  const first = Math.min(...runs.map((r) => r.first));
+  const last = Math.max(...runs.map((r) => r.last));
+  return bytes / ((last - first) / 1000);
+}
+
+function assertRate(measured: number, cap: number, what: string): void {
+  const ratio = measured / cap;
+  assert.ok(ratio > 0.9 && ratio < 1.1, `${what}: ${(measured / MIB).toFixed(3)} MiB/s for a cap of ${(cap / MIB).toFixed(3)} MiB/s`);
+}
+
+async function putFile(t: TestServer, user: string, name: string, size: number): Promise<void> {
+  await writeFile(path.join(t.home(user), name), payload(size));
+}
+
+async function bucketsReleased(t: TestServer): Promise<void> {
+  assert.ok(await waitFor(() => t.server.context.bandwidth.sharedBuckets === 0, 2000), "shared buckets left over");
+}
+
+describe("per-transfer bandwidth", () => {
+  it("a download and an upload capped at 1 MiB/s run at 1 MiB/s (±10%)", async () => {
+    await withServer(
+      async (t) => {
+        const c = await login(t, "alice");
+        try {
+          await putFile(t, "alice", "three.bin", 3 * MIB);
+          const down = await timedDownload(c, "three.bin");
+          assert.equal(down.bytes, 3 * MIB);
+          assertRate(rateOf(down), MIB, "download");
+          const up = await timedUpload(c, "up.bin", payload(3 * MIB, 5));
+          assertRate(rateOf(up), MIB, "upload");
+        } finally {
+          await c.close();
+        }
+        await bucketsReleased(t);
+      },
+      { config: { bandwidth: { ...ZERO, transferDown: MIB, transferUp: MIB } } },
+    );
+  });
+});
+
+describe("shared bandwidth levels", () => {
+  it("a user's own cap is shared by two sessions of that user (sum within ±10%)", async () => {
+    await withServer(
+      async (t) => {
+        await putFile(t, "carol", "a.bin", 1.5 * MIB);
+        await putFile(t, "carol", "b.bin", 1.5 * MIB);
+        const [c1, c2] = await Promise.all([login(t, "carol"), login(t, "carol")]);
+        try {
+          const runs = await Promise.all([timedDownload(c1, "a.bin"), timedDownload(c2, "b.bin")]);
+          assertRate(rateOf(...runs), MIB, "two sessions of one user");
+          // Fair sharing: neither transfer finished in much less than the whole time.
+          const [a, b] = runs as [Timed, Timed];
+          assert.ok(Math.abs(a.last - b.last) < 800, `ends ${Math.round(a.last - b.last)} ms apart`);
+        } finally {
+          await Promise.all([c1.close(), c2.close()]);
+        }
+        await bucketsReleased(t);
+      },
+      // The config's userDown (4 MiB/s) is overridden by carol's own 1 MiB/s.
+      { config: { bandwidth: { ...ZERO, userDown: 4 * MIB } }, users: [{ name: "carol", password: "carol-pw", bandwidthDown: MIB }] },
+    );
+  });
+
+  it("the per-address cap is shared by different users from one address", async () => {
+    await withServer(
+      async (t) => {
+        await putFile(t, "alice", "a.bin", 1.5 * MIB);
+        await putFile(t, "dave", "d.bin", 1.5 * MIB);
+        const [a, d] = await Promise.all([login(t, "alice"), login(t, "dave")]);
+        try {
+          const runs = await Promise.all([timedDownload(a, "a.bin"), timedDownload(d, "d.bin")]);
+          assertRate(rateOf(...runs), MIB, "two users from one address");
+        } finally {
+          await Promise.all([a.close(), d.close()]);
+        }
+      },
+      { config: { bandwidth: { ...ZERO, addressDown: MIB } }, users: [{ name: "dave", password: "dave-pw" }] },
+    );
+  });
+
+  it("the global cap is shared by uploads from different addresses", async () => {
+    await withServer(
+      async (t) => {
+        const [a, d] = await Promise.all([login(t, "alice", "127.0.0.1"), login(t, "dave", "127.0.0.2")]);
+        try {
+          const runs = await Promise.all([
+            timedUpload(a, "a.bin", payload(1.5 * MIB, 1), "127.0.0.1"),
+            timedUpload(d, "d.bin", payload(1.5 * MIB, 2), "127.0.0.2"),
+          ]);
+          assertRate(rateOf(...runs), MIB, "uploads from two addresses");
+        } finally {
+          await Promise.all([a.close(), d.close()]);
+        }
+      },
+      { config: { bandwidth: { ...ZERO, globalUp: MIB } }, users: [{ name: "dave", password: "dave-pw" }] },
+    );
+  });
+});
+
+describe("bandwidth and reload", () => {
+  it("a reload changes the rate of a running download", async () => {
+    await withServer(
+      async (t) => {
+        await putFile(t, "alice", "slow.bin", 2 * MIB); // 8 s at the first rate
+        const c = await login(t, "alice");
+        try {
+          const started = performance.now();
+          const running = timedDownload(c, "slow.bin");
+          await new Promise((r) => setTimeout(r, 500));
+          const result = t.server.reload({ ...t.server.config, bandwidth: { ...ZERO, transferDown: 4 * MIB } });
+          assert.ok(result.applied.includes("bandwidth.transferDown"));
+          const down = await running;
+          assert.equal(down.bytes, 2 * MIB);
+          const took = performance.now() - started;
+          assert.ok(took < 4000, `took ${Math.round(took)} ms: the new rate did not apply`);
+        } finally {
+          await c.close();
+        }
+      },
+      { config: { bandwidth: { ...ZERO, transferDown: 256 * 1024 } } },
+    );
+  });
+});
+
+describe("token buckets", () => {
+  it("no limit at any level means no hook at all", () => {
+    const bw = new Bandwidth(() => ZERO);
+    assert.equal(bw.open("down", { user: "u", userRate: 0, address: "a" }), null);
+    assert.equal(bw.sharedBuckets, 0);
+    const own = bw.open("up", { user: "u", userRate: 1000, address: "a" });
+    assert.ok(own);
+    assert.equal(own.chunkSize(), 1024);
+    own.release();
+    own.release();
+    assert.equal(bw.sharedBuckets, 0);
+  });
+
+  it("a bucket lets a burst through, then charges the debt as a wait", () => {
+    let now = 0;
+    const b = new TokenBucket(() => 1000, () => now);
+    assert.equal(b.take(100), 0); // 100 ms worth: the burst
+    assert.equal(b.take(100), 100);
+    now = 1000;
+    assert.equal(b.take(50), 0);
+  });
+});

@@ -1,0 +1,278 @@
+/**
+ * Storage quotas against a real server (issue "Abuse resistance" part 4): refused with 552 before
+ * 150 (ALLO size, or already full), stopped with 552 mid-way with the partial data removed and a
+ * replaced file intact, the file-count quota, DELE giving space back, and `berth user list`.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { readdir, readFile, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { FTPError } from "basic-ftp";
+import { ConfigError, loadConfig } from "../src/config/load.ts";
+import { dataConnect, readAll, type RawClient } from "./helpers/raw.ts";
+import { download, ftpLogin, payload, rawLogin, upload, withServer } from "./helpers/run.ts";
+import { waitFor, type TestServer } from "./helpers/server.ts";
+
+const KIB = 1024;
+
+/** carol has her own quota of 100 KiB and 3 files. */
+const CAROL = { name: "carol", password: "carol-pw", quotaBytes: 100 * KIB, quotaFiles: 3 };
+
+function pasvPort(message: string): number {
+  const m = /\(\d+,\d+,\d+,\d+,(\d+),(\d+)\)/.exec(message);
+  assert.ok(m, message);
+  return Number(m[1]) * 256 + Number(m[2]);
+}
+
+/** STOR (or APPE) through the raw client: expects 150, sends `data`, returns the final reply. */
+async function rawStore(c: RawClient, verb: string, name: string, data: Buffer): Promise<number> {
+  const port = pasvPort((await c.expect("PASV", 227)).message);
+  const sock = await dataConnect(port);
+  await c.expect(`${verb} ${name}`, 150);
+  const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
+  sock.end(data);
+  sock.resume();
+  const reply = await c.reply(10_000);
+  await closed;
+  return reply.code;
+}
+
+async function portsFree(t: TestServer): Promise<void> {
+  assert.ok(await waitFor(() => t.server.context.pool.used === 0, 2000), `ports held: ${t.server.context.pool.used}`);
+}
+
+async function tempFiles(dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter((n) => n.startsWith(".berth-upload-"));
+}
+
+async function expect552(p: Promise<unknown>): Promise<void> {
+  await assert.rejects(p, (err: unknown) => {
+    assert.ok(err instanceof FTPError, String(err));
+    assert.equal(err.code, 552);
+    assert.match(err.message, /Quota exceeded/);
+    return true;
+  });
+}
+
+describe("quota refused before 150", () => {
+  it("ALLO larger than the room left: 552, no 150, the passive port is released", async () => {
+    await withServer(
+      async (t) => {
+        const c = await rawLogin(t, "carol");
+        try {
+          await c.expect("TYPE I", 200);
+          const port = pasvPort((await c.expect("PASV", 227)).message);
+          const sock = await dataConnect(port);
+          const gone = readAll(sock);
+          await c.expect(`ALLO ${200 * KIB}`, 202);
+          const r = await c.expect("STOR big.bin", 552);
+          assert.match(r.message, /^Quota exceeded: 0 B of 100 KiB used/);
+          await gone; // the server closed the data connection it never used
+          await portsFree(t);
+          await c.expect("NOOP", 200); // no stray 150 or 226 in between
+          await assert.rejects(stat(path.join(t.home("carol"), "big.bin")), { code: "ENOENT" });
+          // An ALLO that fits lets the upload through (and ALLO is one-shot).
+          assert.equal(await rawStore(c, "STOR", "fits.bin", payload(50 * KIB)), 226);
+          await c.expect("EPSV", 229);
+          await c.expect(`ALLO ${60 * KIB}`, 202);
+          assert.equal((await c.expect("STOR more.bin", 552)).code, 552);
+          await portsFree(t);
+        } finally {
+          await c.close();
+        }
+      },
+      { users: [CAROL] },
+    );
+  });
+
+  it("a user already at the quota is refused before 150; the config default applies to users without their own", async () => {
+    await withServer(
+      async (t) => {
+        const client = await ftpLogin(t, "alice");
+        try {
+          await upload(client, payload(10 * KIB), "full.bin"); // exactly the quota
+          await expect552(upload(client, "x", "one-more.bin"));
+          await assert.rejects(stat(path.join(t.home("alice"), "one-more.bin")), { code: "ENOENT" });
+          // Replacing a file with one of the same size still fits: the old bytes are freed.
+          await upload(client, payload(10 * KIB, 2), "full.bin");
+          assert.deepEqual(await readFile(path.join(t.home("alice"), "full.bin")), payload(10 * KIB, 2));
+        } finally {
+          client.close();
+        }
+        // dave's own, larger quota wins over the config's default.
+        const dave = await ftpLogin(t, "dave");
+        try {
+          await upload(dave, payload(30 * KIB), "d.bin");
+        } finally {
+          dave.close();
+        }
+        await portsFree(t);
+      },
+      { config: { quota: { bytes: 10 * KIB, files: 0, rescanAfter: 600 } }, users: [{ name: "dave", password: "dave-pw", quotaBytes: 50 * KIB }] },
+    );
+  });
+});
+
+describe("quota crossed mid-way", () => {
+  it("552, partial data removed, the replaced file intact, an appended file cut back", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("carol");
+        mkdirSync(home, { recursive: true });
+        const original = payload(10 * KIB, 7);
+        await writeFile(path.join(home, "keep.bin"), original); // counted by the first scan
+        const c = await rawLogin(t, "carol");
+        try {
+          await c.expect("TYPE I", 200);
+          const big = payload(300 * KIB, 3);
+          assert.equal(await rawStore(c, "STOR", "new.bin", big), 552);
+          await assert.rejects(stat(path.join(home, "new.bin")), { code: "ENOENT" });
+
+          assert.equal(await rawStore(c, "STOR", "keep.bin", big), 552);
+          assert.deepEqual(await readFile(path.join(home, "keep.bin")), original);
+          assert.deepEqual(await tempFiles(home), []);
+
+          assert.equal(await rawStore(c, "APPE", "keep.bin", big), 552);
+          assert.deepEqual(await readFile(path.join(home, "keep.bin")), original);
+
+          await c.expect("REST 5000", 350);
+          assert.equal(await rawStore(c, "STOR", "keep.bin", big), 552);
+          assert.deepEqual(await readFile(path.join(home, "keep.bin")), original.subarray(0, 5000));
+          await portsFree(t);
+
+          // The failed attempts left nothing behind in the count: 95 KiB still fit.
+          assert.equal(await rawStore(c, "STOR", "ok.bin", payload(95 * KIB)), 226);
+          await c.expect("NOOP", 200);
+        } finally {
+          await c.close();
+        }
+      },
+      { users: [CAROL] },
+    );
+  });
+});
+
+describe("file-count quota and DELE", () => {
+  it("a new file past the count is refused; replacing one is not; DELE gives room back", async () => {
+    await withServer(
+      async (t) => {
+        const client = await ftpLogin(t, "carol");
+        try {
+          await upload(client, "a", "a.txt");
+          await upload(client, "b", "b.txt");
+          await client.ensureDir("/sub");
+          await upload(client, "c", "c.txt");
+          await expect552(upload(client, "d", "/d.txt"));
+          await upload(client, "c, again", "c.txt"); // replaces: no new file
+          await client.remove("c.txt");
+          await upload(client, "d", "d.txt");
+          assert.equal((await download(client, "/sub/d.txt")).toString(), "d");
+
+          // Bytes: fill to the quota, be refused, delete, and fit again.
+          await client.cd("/");
+          await client.remove("/a.txt");
+          await upload(client, payload(100 * KIB - 2), "big.bin"); // b and d hold 1 byte each
+          await expect552(upload(client, "x", "x.txt"));
+          await client.remove("big.bin");
+          await upload(client, "x", "x.txt");
+          // RNTO over an existing file removes that file from the count.
+          await client.rename("x.txt", "b.txt");
+          await upload(client, payload(100 * KIB - 2), "big.bin");
+        } finally {
+          client.close();
+        }
+        await portsFree(t);
+      },
+      { users: [CAROL] },
+    );
+  });
+
+  it("changes made outside FTP are picked up by the recount at login", async () => {
+    await withServer(
+      async (t) => {
+        const first = await ftpLogin(t, "carol");
+        try {
+          await upload(first, "x", "x.txt");
+        } finally {
+          first.close();
+        }
+        await writeFile(path.join(t.home("carol"), "outside.bin"), payload(100 * KIB));
+        const second = await ftpLogin(t, "carol"); // rescanAfter 0: every login recounts
+        try {
+          await expect552(upload(second, "y", "y.txt"));
+        } finally {
+          second.close();
+        }
+      },
+      { config: { quota: { bytes: 0, files: 0, rescanAfter: 0 } }, users: [CAROL] },
+    );
+  });
+});
+
+describe("berth user list", () => {
+  const dirs: string[] = [];
+  after(() => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  it("shows what each home holds next to the quota, and - for a missing home", async () => {
+    const cwd = mkdtempSync(path.join(tmpdir(), "berth-quota-cli-"));
+    dirs.push(cwd);
+    const run = (args: string[], input = ""): Promise<{ code: number | null; stdout: string; stderr: string }> =>
+      new Promise((resolve, reject) => {
+        const main = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
+        const env = { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", BERTH_USERS_BCRYPT_COST: "4" };
+        const child = spawn(process.execPath, ["--import", import.meta.resolve("tsx"), main, ...args], { cwd, env, timeout: 60_000 });
+        let stdout = "";
+        let stderr = "";
+        child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
+        child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
+        child.on("error", reject);
+        child.on("close", (code) => resolve({ code, stdout, stderr }));
+        child.stdin.end(input);
+      });
+    assert.equal((await run(["user", "add", "erin", "--password-stdin"], "erin-pw\n")).code, 0);
+    assert.equal((await run(["user", "add", "gone", "--password-stdin"], "gone-pw\n")).code, 0);
+    assert.equal((await run(["user", "set", "erin", "--quota-bytes", "1M", "--quota-files", "10"])).code, 0);
+    const home = path.join(cwd, "data", "erin");
+    mkdirSync(path.join(home, "deep", "er"), { recursive: true });
+    writeFileSync(path.join(home, "a.bin"), Buffer.alloc(1024));
+    writeFileSync(path.join(home, "deep", "er", "b.bin"), Buffer.alloc(512));
+    rmSync(path.join(cwd, "data", "gone"), { recursive: true });
+    const list = await run(["user", "list"]);
+    assert.equal(list.code, 0, list.stderr);
+    const rows = list.stdout.trim().split("\n");
+    assert.match(rows[0] ?? "", /^NAME\s+HOME\s+READ-ONLY\s+PERMS\s+USED\s+LIMITS$/);
+    assert.match(rows[1] ?? "", /^erin\s+\S+\s+no\s+all\s+1\.5 KiB, 2 files\s+quota 1 MiB\/10 files$/);
+    assert.match(rows[2] ?? "", /^gone\s+\S+\s+no\s+all\s+-\s+-$/);
+  });
+});
+
+describe("quota and bandwidth config", () => {
+  it("takes sizes like 10M from the file and BERTH_QUOTA_* / BERTH_BANDWIDTH_* variables", () => {
+    const cwd = mkdtempSync(path.join(tmpdir(), "berth-quota-config-"));
+    try {
+      mkdirSync(path.join(cwd, "config"));
+      writeFileSync(path.join(cwd, "config", "berth.yaml"), "quota:\n  bytes: 1.5G\nbandwidth:\n  globalDown: 512K\n");
+      const env = { BERTH_QUOTA_FILES: "100", BERTH_QUOTA_RESCAN_AFTER: "0", BERTH_BANDWIDTH_USER_UP: "10M", BERTH_BANDWIDTH_TRANSFER_DOWN: "65536" };
+      const c = loadConfig({ cwd, env });
+      assert.deepEqual(c.quota, { bytes: 1.5 * 1024 ** 3, files: 100, rescanAfter: 0 });
+      assert.equal(c.bandwidth.globalDown, 512 * KIB);
+      assert.equal(c.bandwidth.userUp, 10 * KIB * KIB);
+      assert.equal(c.bandwidth.transferDown, 65536);
+      assert.throws(() => loadConfig({ cwd, env: { BERTH_BANDWIDTH_ADDRESS_UP: "fast" } }), (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.equal(err.key, "bandwidth.addressUp");
+        assert.match(err.message, /bandwidth\.addressUp must be a size >= 0 like 0, 4096, "512K" or "10M" \(got "fast"\) \[from BERTH_BANDWIDTH_ADDRESS_UP\]/);
+        return true;
+      });
+      assert.throws(() => loadConfig({ cwd, env: { BERTH_QUOTA_FILES: "-1" } }), /quota\.files must be an integer >= 0/);
+    } finally {
+      rmSync(cwd, { recursive: true, force: true });
+    }
+  });
+});
