@@ -1,13 +1,11 @@
 /**
  * berth for the benchmarks when the command line cannot yet switch the login cache on: the same
- * start-up as `berth serve --config FILE` (config file + environment, user store, failed-login
- * guard, server), with the store wrapped in the login cache (src/auth/cache.ts) for
+ * start-up as `berth serve --config FILE` (config file + environment, user store, server), with the store wrapped in the login cache (src/auth/cache.ts) for
  * BENCH_LOGIN_CACHE_TTL seconds (default 60; 0 = off). Exits on SIGTERM/SIGINT.
  *
  *   node --import tsx bench/berth-server.ts serve --config berth.yaml
  */
 import { LoginCache } from "../src/auth/cache.ts";
-import { FailureGuard } from "../src/auth/guard.ts";
 import { UserStore } from "../src/auth/store.ts";
 import { loadConfig, resolvePath } from "../src/config/load.ts";
 import { createLogger } from "../src/log/logger.ts";
@@ -26,8 +24,7 @@ const store = new UserStore({
 });
 const ttl = Number(process.env.BENCH_LOGIN_CACHE_TTL ?? "60");
 const users = ttl > 0 ? new LoginCache(store, { ttlMs: ttl * 1000, maxEntries: 10_000 }) : store;
-const guard = new FailureGuard({ maxFailures: config.limits.maxFailuresPerAddress, banSeconds: config.limits.banTime });
-const server = await startServer({ config, logger, users, guard });
+const server = await startServer({ config, logger, users });
 
 let stopping = false;
 const stop = (): void => {

@@ -7,7 +7,8 @@ import { XferLog } from "./log/xferlog.ts";
 import { randomBytes } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "pino";
-import type { Authenticator, LoginGuard } from "./auth/types.ts";
+import { Defender, normalizeAddress, type BanInfo } from "./auth/defender.ts";
+import type { Authenticator } from "./auth/types.ts";
 import { parsePortRange, type Config } from "./config/schema.ts";
 import { AnnounceResolver, readNetFacts } from "./data/announce.ts";
 import { Bandwidth } from "./data/bandwidth.ts";
@@ -19,6 +20,7 @@ import { JailedFs } from "./fs/jail.ts";
 import { Quotas } from "./fs/quota.ts";
 import { buildRegistry } from "./protocol/commands/index.ts";
 import type { FsFactory, ServerContext } from "./protocol/context.ts";
+import { Admission } from "./protocol/admission.ts";
 import { Dispatcher } from "./protocol/dispatcher.ts";
 import { formatReply } from "./protocol/reply.ts";
 import { Session } from "./protocol/session.ts";
@@ -28,7 +30,8 @@ export interface ServerDeps {
   readonly config: Config;
   readonly logger: Logger;
   readonly users: Authenticator;
-  readonly guard: LoginGuard;
+  /** Default: a Defender built from `config.defender`. */
+  readonly defender?: Defender;
   readonly openFs?: FsFactory;
   readonly tls?: TlsProvider | null;
 }
@@ -54,6 +57,8 @@ export interface BerthServer {
   reload(next: Config): ReloadResult;
   /** The config new sessions get. */
   readonly config: Config;
+  /** Scores and bans client addresses; kept across reloads. */
+  readonly defender: Defender;
 }
 
 /** What a reload changed. */
@@ -117,12 +122,15 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
   const range = parsePortRange(config.passive.ports);
   if (!range) throw new Error(`config: passive.ports is not a valid range`);
   const tls = deps.tls !== undefined ? deps.tls : config.tls.mode === "off" ? null : TlsProvider.create(config, logger);
+  const defender = deps.defender ?? new Defender(config.defender);
+  const admission = new Admission();
   // The context of new sessions; reload() replaces it, each session keeps the one it started with.
   let context: ServerContext = {
     config,
     logger,
     users: deps.users,
-    guard: deps.guard,
+    defender,
+    admission,
     pool: new PortPool(range),
     announce: new AnnounceResolver(config.passive.address, readNetFacts()),
     openFs: deps.openFs ?? ((home, opts) => JailedFs.open(home, opts)),
@@ -135,22 +143,36 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
   };
   const dispatcher = new Dispatcher(buildRegistry());
   const sessions = new Set<Session>();
-  const perAddress = new Map<string, number>();
   let accepting = true;
+
+  // A ban also ends the sessions the address has open (they would otherwise go on misbehaving).
+  defender.onBan = (ban: BanInfo): void => {
+    const fields = { event: "ban", address: ban.address, seconds: ban.remaining, reason: ban.reason, bans: ban.bans };
+    logger.warn(fields, "banned %s for %d s: %s", ban.address, ban.remaining, ban.reason);
+    for (const s of sessions) {
+      if (normalizeAddress(s.remoteAddress) !== ban.address) continue;
+      s.transfer?.abort("shutdown");
+      s.timeout(banText(ban));
+    }
+  };
+
+  /** Why a new connection from `remote` is refused, or null when it may go on (then it is counted). */
+  const refusalOf = (remote: string): string | null => {
+    if (!accepting) return "Server shutting down";
+    const ban = defender.banOf(remote);
+    if (ban) {
+      context.metrics.banned();
+      return banText(ban);
+    }
+    const refusal = admission.connect(remote, context.config.limits);
+    if (refusal) defender.record(remote, "limit", "too many connections");
+    return refusal;
+  };
 
   const admit = (socket: Socket, implicit: boolean): void => {
     socket.on("error", () => undefined);
     const remote = unmapIPv4(socket.remoteAddress ?? "");
-    const refusal = !accepting
-      ? "Server shutting down"
-      : deps.guard.isBanned(remote)
-        ? "Too many failed logins from your address; try again later"
-        : sessions.size >= context.config.limits.maxSessions
-          ? "Too many connections; try again later"
-          : (perAddress.get(remote) ?? 0) >= context.config.limits.maxSessionsPerAddress
-            ? "Too many connections from your address"
-            : null;
-    if (refusal && deps.guard.isBanned(remote)) context.metrics.banned();
+    const refusal = refusalOf(remote);
     if (refusal) {
       if (!implicit) socket.end(formatReply(421, refusal));
       else socket.destroy();
@@ -163,12 +185,10 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     const session = new Session(control, ctx, dispatcher, randomBytes(4).toString("hex"));
     session.tlsBinding = binding;
     sessions.add(session);
-    perAddress.set(remote, (perAddress.get(remote) ?? 0) + 1);
     session.onClosed = () => {
       sessions.delete(session);
-      const n = (perAddress.get(remote) ?? 1) - 1;
-      if (n <= 0) perAddress.delete(remote);
-      else perAddress.set(remote, n);
+      admission.disconnect(remote);
+      if (session.countedUser !== null) admission.logout(session.countedUser);
       session.log.debug({ event: "disconnect" }, "session closed");
     };
     session.log.debug({ event: "connect", implicit }, "session opened");
@@ -202,6 +222,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
       sessions: sessions.size,
       passivePortsInUse: context.pool.used,
       passivePortsTotal: context.pool.capacity,
+      defender: defender.status(0),
     });
     try {
       servers.push(await serveMetrics(config.metrics.listen, context.metrics, gauges, logger));
@@ -249,6 +270,8 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     // Certificates are re-read on every reload (renewed files keep their paths); a bad one throws here.
     const nextTls = deps.tls !== undefined ? deps.tls : effective.tls.mode === "off" ? null : TlsProvider.create(effective, logger);
     if (implicitPort !== null && !nextTls) throw new Error("reload: implicit FTPS needs TLS");
+    // Same defender, new settings: current scores and bans are kept.
+    defender.configure(effective.defender);
     context = {
       ...context,
       config: effective,
@@ -269,9 +292,15 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     get config() {
       return context.config;
     },
+    defender,
     shutdown,
     reload,
   };
+}
+
+/** The 421 text of a ban. */
+function banText(ban: BanInfo): string {
+  return `Your address is banned for ${ban.remaining} s: ${ban.reason}`;
 }
 
 function addressPort(srv: Server): number {

@@ -173,8 +173,30 @@ void describe("loadConfig errors name the key", () => {
   void test("negative or zero durations and counts", () => {
     expectError(env({ BERTH_LIMITS_IDLE_TIMEOUT: "-5" }), "limits.idleTimeout", "seconds");
     expectError(env({ BERTH_LIMITS_LOGIN_TIMEOUT: "0" }), "limits.loginTimeout", "> 0");
-    expectError(file("limits:\n  banTime: -1\n"), "limits.banTime", ">= 0");
+    expectError(file("defender:\n  banTime: 0\n"), "defender.banTime", "> 0");
+    expectError(env({ BERTH_LIMITS_COMMAND_RATE: "-1" }), "limits.commandRate", ">= 0");
     expectError(file("limits:\n  maxSessions: 0\n"), "limits.maxSessions", ">= 1");
+  });
+
+  void test("the removed failed-login keys name the defender keys that replace them", () => {
+    const one = (msg: string): void => assert.equal(msg.split("\n").length, 1, msg);
+    one(expectError(file("limits:\n  maxFailuresPerAddress: 20\n"), "limits.maxFailuresPerAddress", "defender.threshold"));
+    one(expectError(file("limits:\n  banTime: 300\n"), "limits.banTime", "defender.banTime", "config/berth.yaml"));
+    one(expectError(env({ BERTH_LIMITS_BAN_TIME: "60" }), "limits.banTime", "defender.banTime", "BERTH_LIMITS_BAN_TIME"));
+    one(expectError(env({ BERTH_LIMITS_MAX_FAILURES_PER_ADDRESS: "5" }), "limits.maxFailuresPerAddress", "defender.scoreLoginFailure"));
+  });
+
+  void test("defender settings", () => {
+    expectError(env({ BERTH_DEFENDER_ALLOW: "10.0.0.0/33" }), "defender.allow", "CIDR");
+    expectError(env({ BERTH_DEFENDER_ALLOW: "10.0.0.0/8, not-an-ip" }), "defender.allow", "CIDR");
+    expectError(env({ BERTH_DEFENDER_BAN_GROWTH: "0.5" }), "defender.banGrowth", ">= 1");
+    expectError(env({ BERTH_DEFENDER_BAN_TIME_MAX: "10" }), "defender.banTimeMax", "defender.banTime");
+    const ok = loadConfig({
+      cwd: workdir(),
+      env: { BERTH_DEFENDER_ALLOW: "127.0.0.0/8, ::1, fd00::/8, ::ffff:10.0.0.0/104", BERTH_DEFENDER_SCORE_LOGIN_FAILURE: "25" },
+    });
+    assert.equal(ok.defender.scoreLoginFailure, 25);
+    assert.equal(ok.defender.allow, "127.0.0.0/8, ::1, fd00::/8, ::ffff:10.0.0.0/104");
   });
 
   void test("bcrypt cost outside 4..15", () => {

@@ -399,7 +399,9 @@ describe("ABOR and STAT during a transfer", () => {
       try {
         await raw.expect("PASV", 227);
         raw.send("LIST");
-        await new Promise((r) => setTimeout(r, 50));
+        // ABOR must come once LIST is really waiting (before that it is a plain "no transfer" 226).
+        const waiting = (): boolean => [...t.server.sessions].some((s) => s.transfer !== null);
+        assert.ok(await waitFor(waiting, 5000), "LIST waits for its data connection");
         raw.send("ABOR");
         await raw.expectReply(426);
         await raw.expectReply(226);

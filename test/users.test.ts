@@ -4,7 +4,6 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { Writable } from "node:stream";
 import { after, describe, test } from "node:test";
-import { FailureGuard } from "../src/auth/guard.ts";
 import { UserError, UserStore, type UserStoreOptions } from "../src/auth/store.ts";
 import { PERMS } from "../src/auth/types.ts";
 import { createLogger } from "../src/log/logger.ts";
@@ -191,46 +190,5 @@ void describe("UserStore", () => {
     await rejectsWith(store.ensureFirstUser({ BERTH_USER: "ops" }), "invalid");
     await rejectsWith(store.ensureFirstUser({ BERTH_PASSWORD: "x" }), "invalid");
     await rejectsWith(store.ensureFirstUser({ BERTH_USER: "ops", BERTH_PASSWORD_FILE: "/nonexistent/pw" }), "invalid");
-  });
-});
-
-void describe("FailureGuard", () => {
-  void test("bans after maxFailures within the window, and the ban expires", () => {
-    let clock = 0;
-    const guard = new FailureGuard({ maxFailures: 3, banSeconds: 60, now: () => clock });
-    guard.recordFailure("10.0.0.1");
-    guard.recordFailure("10.0.0.1");
-    assert.equal(guard.isBanned("10.0.0.1"), false);
-    guard.recordFailure("::ffff:10.0.0.1");
-    assert.equal(guard.isBanned("10.0.0.1"), true, "IPv4-mapped address counts as the same client");
-    assert.equal(guard.isBanned("10.0.0.2"), false);
-    guard.recordSuccess("10.0.0.1");
-    assert.equal(guard.isBanned("10.0.0.1"), true, "a success does not lift a ban");
-    clock += 59_999;
-    assert.equal(guard.isBanned("10.0.0.1"), true);
-    clock += 1;
-    assert.equal(guard.isBanned("10.0.0.1"), false);
-    assert.equal(guard.size, 0, "expired entries are dropped");
-  });
-
-  void test("failures outside the window do not add up; success resets", () => {
-    let clock = 0;
-    const guard = new FailureGuard({ maxFailures: 2, banSeconds: 10, now: () => clock });
-    guard.recordFailure("a");
-    clock += 10_000;
-    guard.recordFailure("a");
-    assert.equal(guard.isBanned("a"), false);
-    assert.equal(guard.failureCount("a"), 1);
-    guard.recordSuccess("a");
-    guard.recordFailure("a");
-    assert.equal(guard.isBanned("a"), false);
-  });
-
-  void test("memory is bounded: the oldest addresses are forgotten", () => {
-    const guard = new FailureGuard({ maxFailures: 5, banSeconds: 60, now: () => 0, maxEntries: 100 });
-    for (let i = 0; i < 1000; i++) guard.recordFailure(`10.0.${i >> 8}.${i & 255}`);
-    assert.equal(guard.size, 100);
-    assert.equal(guard.failureCount("10.0.0.0"), 0);
-    assert.equal(guard.failureCount("10.0.3.231"), 1);
   });
 });

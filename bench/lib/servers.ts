@@ -181,7 +181,8 @@ async function startBerth(spec: ServerSpec, state: string, root: string, mode: T
       `users:\n  file: "users.json"\n  bcryptCost: 10\n${cacheKeys}`,
       `storage: { root: ${JSON.stringify(root)} }`,
       `log: { level: "warn", pretty: "never" }`,
-      `limits: { maxSessions: 19000, maxSessionsPerAddress: 19000 }`,
+      // Peers are measured without a command-rate limit; berth is too.
+      `limits: { maxSessions: 19000, maxSessionsPerAddress: 19000, commandRate: 0 }`,
       "",
     ].join("\n"),
   );

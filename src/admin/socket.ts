@@ -7,6 +7,7 @@ import { chmodSync, mkdirSync, rmSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import path from "node:path";
 import type { Logger } from "pino";
+import type { DefenderStatus } from "../auth/defender.ts";
 import type { Session } from "../protocol/session.ts";
 
 /** One session as the admin socket shows it. */
@@ -33,6 +34,8 @@ export interface AdminTarget {
   reload(): { readonly applied: readonly string[]; readonly needRestart: readonly string[] };
   /** Starts a graceful shutdown (like SIGTERM). */
   drain(): void;
+  /** The defender's counts and current bans, when there is one. */
+  defender?: (() => DefenderStatus) | undefined;
 }
 
 /** A running admin socket. */
@@ -68,6 +71,7 @@ export function handleRequest(target: AdminTarget, req: unknown): Record<string,
         uptime: Math.round((Date.now() - target.startedAt) / 1000),
         sessions: sessions.length,
         transfers: sessions.filter((s) => s.transfer).length,
+        ...(target.defender ? { defender: target.defender() } : {}),
       };
     case "sessions":
       return { ok: true, now: Date.now(), sessions: sessions.map(describeSession) };

@@ -7,6 +7,7 @@ import { resolvePath } from "../config/load.ts";
 import { CliError, type ParsedCommand } from "./args.ts";
 import { configFor, type CliContext } from "./commands.ts";
 import type { SessionInfo } from "../admin/socket.ts";
+import type { DefenderStatus } from "../auth/defender.ts";
 
 /** An open connection to the admin socket. */
 class AdminClient {
@@ -84,7 +85,7 @@ export async function runCtl(cmd: ParsedCommand, ctx: CliContext): Promise<numbe
 function render(sub: string, res: Record<string, unknown>, json: boolean): string {
   switch (sub) {
     case "status":
-      return `berth ${String(res.version)} pid ${String(res.pid)}, up ${String(res.uptime)} s, ${String(res.sessions)} sessions, ${String(res.transfers)} transfers\n`;
+      return `berth ${String(res.version)} pid ${String(res.pid)}, up ${String(res.uptime)} s, ${String(res.sessions)} sessions, ${String(res.transfers)} transfers\n${defenderLines(res.defender as DefenderStatus | undefined)}`;
     case "sessions": {
       const list = res.sessions as SessionInfo[];
       if (json) return `${JSON.stringify(list)}\n`;
@@ -100,6 +101,14 @@ function render(sub: string, res: Record<string, unknown>, json: boolean): strin
     default:
       return "draining: no new sessions; running transfers finish, then berth exits\n";
   }
+}
+
+/** The defender part of `ctl status`: counts, then one line per current ban. */
+function defenderLines(d: DefenderStatus | undefined): string {
+  if (d === undefined) return "";
+  if (!d.enabled) return "defender: off\n";
+  const head = `defender: ${d.banned} banned, ${d.tracked} tracked, ${d.bansTotal} bans since start\n`;
+  return head + d.bans.map((b) => `  banned ${b.address} for ${b.remaining} s (ban ${b.bans}): ${b.reason}\n`).join("");
 }
 
 /** A byte count in B, kB, MB, GB. */

@@ -91,6 +91,7 @@ async function startAdmin(cmd: ParsedCommand, serving: Serving, drain: () => voi
       version: version(),
       reload: () => server.reload(configFor(cmd, ctx)),
       drain,
+      defender: () => server.defender.status(),
     },
     logger,
   );

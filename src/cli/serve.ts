@@ -1,9 +1,9 @@
 /**
- * `berth serve`: load the config, build the logger, the user store and the login guard, make
+ * `berth serve`: load the config, build the logger and the user store, make
  * sure someone can log in, and start the server. Signal handling and exiting stay in main.ts.
  */
 import { shadowedNames } from "../auth/anonymous.ts";
-import { FailureGuard } from "../auth/guard.ts";
+import type { DefenderStatus } from "../auth/defender.ts";
 import type { FirstUserResult } from "../auth/store.ts";
 import type { Config } from "../config/schema.ts";
 import type { Session } from "../protocol/session.ts";
@@ -20,6 +20,8 @@ export interface RunningServer {
   reload(next: Config): { readonly applied: readonly string[]; readonly needRestart: readonly string[] };
   /** Live sessions, for the admin socket. */
   readonly sessions: ReadonlySet<Session>;
+  /** The defender, for `berth ctl status`. */
+  readonly defender: { status(limit?: number): DefenderStatus };
 }
 
 /** A started server with the config and logger it runs with. */
@@ -39,14 +41,10 @@ export async function startServing(cmd: ParsedCommand, ctx: CliContext): Promise
   const users = storeFor(config, ctx.cwd, logger);
   announceFirstUser(await users.ensureFirstUser(ctx.env), ctx, logger);
   if (config.anonymous.enabled) warnShadowed(shadowedNames((await users.list()).map((u) => u.name)), logger);
-  const guard = new FailureGuard({
-    maxFailures: config.limits.maxFailuresPerAddress,
-    banSeconds: config.limits.banTime,
-  });
   // Loaded here, not at the top, so that `user` and `config` commands do not load the server.
   const { startServer } = await import("../server.ts");
   try {
-    const server = await startServer({ config, logger, users, guard });
+    const server = await startServer({ config, logger, users });
     return { server, config, logger };
   } catch (err) {
     throw listenFailure(err, config) ?? err;

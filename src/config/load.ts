@@ -10,7 +10,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseDocument } from "yaml";
 import { parseDirPerms, parsePermList, validPatterns } from "../auth/perms.ts";
-import { DEFAULTS, parseListen, parsePortRange, parseUmask, type Config } from "./schema.ts";
+import { DEFAULTS, parseCidrList, parseListen, parsePortRange, parseUmask, type Config } from "./schema.ts";
 import { firstLine, systemErrorText, errnoCode } from "./syserr.ts";
 import { parseSize } from "./units.ts";
 
@@ -95,6 +95,15 @@ const text = (describe: string, ok: (v: string) => boolean): Rule => ({
   ok: (v) => typeof v === "string" && ok(v),
 });
 
+/** A finite number >= min (an integer when `integer`). */
+const number = (min: number, describe: string, integer = false): Rule => ({
+  type: "number",
+  describe,
+  ok: (v) => typeof v === "number" && Number.isFinite(v) && v >= min && (!integer || Number.isInteger(v)),
+});
+
+const score = number(0, "a score >= 0 (0 = not scored)");
+
 const bool: Rule = { type: "boolean", describe: "true or false", ok: (v) => typeof v === "boolean" };
 const port = intRule(0, 65535);
 const count = intRule(1, Number.MAX_SAFE_INTEGER);
@@ -150,11 +159,25 @@ const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: 
     stalledTimeout: seconds(false),
     maxLoginFailures: count,
     failedLoginDelay: seconds(true),
-    maxFailuresPerAddress: count,
-    banTime: seconds(true),
     maxSessions: count,
     maxSessionsPerAddress: count,
+    maxSessionsPerUser: intRule(0, Number.MAX_SAFE_INTEGER),
+    commandRate: number(0, "a number of commands per second >= 0 (0 = unlimited)"),
+    commandBurst: count,
     shutdownGrace: seconds(true),
+  },
+  defender: {
+    enabled: bool,
+    threshold: number(1, "a score >= 1", true),
+    observationTime: seconds(false),
+    banTime: seconds(false),
+    banTimeMax: seconds(false),
+    banGrowth: number(1, "a factor >= 1"),
+    scoreLoginFailure: score,
+    scoreLimit: score,
+    scoreAbuse: score,
+    allow: text('a comma-separated list of CIDRs or IP addresses ("10.0.0.0/8, ::1"), or empty', (v) => parseCidrList(v) !== null),
+    maxEntries: count,
   },
   server: {
     banner: text("one line of printable text, at most 200 characters", (v) =>
@@ -176,6 +199,25 @@ const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: 
     globalDown: size,
   },
 };
+
+/** Keys that were removed, with what replaced them (issue "Abuse resistance": the defender). */
+const MOVED: ReadonlyMap<string, string> = new Map([
+  ["limits.maxFailuresPerAddress", "defender.threshold and defender.scoreLoginFailure"],
+  ["limits.banTime", "defender.banTime"],
+]);
+
+/** A ConfigError for a removed key that names its replacement; undefined for any other key. */
+function movedKeyError(name: string, source: string): ConfigError | undefined {
+  const moved = MOVED.get(name);
+  if (moved === undefined) return undefined;
+  return new ConfigError(name, `${name} was replaced by ${moved} (see config/berth.yaml) [from ${source}]`);
+}
+
+/** The removed key a BERTH_* variable names (BERTH_LIMITS_BAN_TIME → limits.banTime), if any. */
+function movedEnvKey(variable: string): string | undefined {
+  const wanted = variable.slice("BERTH_".length).toLowerCase().replaceAll("_", "");
+  return [...MOVED.keys()].find((k) => k.replace(".", "").toLowerCase() === wanted);
+}
 
 /** Looks up the rule of `section.key`; undefined for an unknown key. */
 function ruleOf(section: string, key: string): Rule | undefined {
@@ -287,6 +329,8 @@ function applyFile(draft: Draft, parsed: unknown, file: string): void {
     }
     for (const [key, raw] of Object.entries(body)) {
       if (ruleOf(section, key) === undefined) {
+        const moved = movedKeyError(`${section}.${key}`, file);
+        if (moved) throw moved;
         const hint = keysOf(section).join(", ");
         throw new ConfigError(`${section}.${key}`, `unknown key ${section}.${key} in ${file} (keys of ${section}: ${hint})`);
       }
@@ -313,6 +357,8 @@ function applyEnv(draft: Draft, env: NodeJS.ProcessEnv): void {
   for (const name of names) {
     const target = envKey(name);
     if (target === undefined) {
+      const moved = movedEnvKey(name);
+      if (moved !== undefined) throw movedKeyError(moved, name) ?? new ConfigError(name, name);
       throw new ConfigError(name, `unknown environment variable ${name} (no such config key; see config/berth.yaml)`);
     }
     assign(draft, target[0], target[1], env[name] ?? "", name);
@@ -328,6 +374,13 @@ function checkCombinations({ tree, sources }: Draft): void {
   const tls = tree.tls ?? {};
   if (tls.require === true && tls.mode === "off") {
     throw new ConfigError("tls.require", `tls.require is true but tls.mode is "off" (nobody could log in)${from("tls.require")}`);
+  }
+  const defender = tree.defender ?? {};
+  if (Number(defender.banTimeMax) < Number(defender.banTime)) {
+    throw new ConfigError(
+      "defender.banTimeMax",
+      `defender.banTimeMax must be at least defender.banTime (${String(defender.banTimeMax)} < ${String(defender.banTime)})${from("defender.banTimeMax")}`,
+    );
   }
   const listenPort = tree.listen?.port;
   if (tls.mode === "both" && listenPort !== 0 && listenPort === tls.implicitPort) {

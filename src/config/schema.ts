@@ -3,6 +3,7 @@
  * must satisfy. `load.ts` merges file and environment over these defaults, validates, and freezes.
  * SPEC.md names the keys the outside world relies on; the rest are berth's own extensions.
  */
+import { isIP } from "node:net";
 
 /** TLS modes of SPEC.md: which listeners speak TLS and whether AUTH TLS is offered. */
 export type TlsMode = "off" | "explicit" | "implicit" | "both";
@@ -74,16 +75,42 @@ export interface Config {
     readonly maxLoginFailures: number;
     /** Seconds before each 530 for a failed login (the same for unknown users and bad passwords). */
     readonly failedLoginDelay: number;
-    /** Failed logins from one address, within `banTime`, before it is refused at connect. */
-    readonly maxFailuresPerAddress: number;
-    /** Seconds an address stays refused once over `maxFailuresPerAddress`. */
-    readonly banTime: number;
     /** Sessions at once, in total. */
     readonly maxSessions: number;
     /** Sessions at once from one address. */
     readonly maxSessionsPerAddress: number;
+    /** Logged-in sessions at once per user; 0 = unlimited (a user's own limits.maxSessions wins). */
+    readonly maxSessionsPerUser: number;
+    /** Commands per second one session may sustain (token bucket refill); 0 = unlimited. */
+    readonly commandRate: number;
+    /** Commands one session may send at once before it is slowed down (token bucket size). */
+    readonly commandBurst: number;
     /** Seconds running transfers may go on after SIGTERM/SIGINT before the process exits. */
     readonly shutdownGrace: number;
+  };
+  readonly defender: {
+    /** Score offences per address and ban addresses over the threshold. */
+    readonly enabled: boolean;
+    /** Score within `observationTime` at which an address is banned. */
+    readonly threshold: number;
+    /** Seconds an offence counts towards the threshold. */
+    readonly observationTime: number;
+    /** Seconds of a first ban. */
+    readonly banTime: number;
+    /** Longest ban, in seconds, however often an address offends again. */
+    readonly banTimeMax: number;
+    /** Each repeated ban lasts this many times the previous one (1 = always banTime). */
+    readonly banGrowth: number;
+    /** Score of one failed login. */
+    readonly scoreLoginFailure: number;
+    /** Score of one connection or login refused by a limit (sessions, command rate). */
+    readonly scoreLimit: number;
+    /** Score of one piece of protocol abuse (overlong line, bad-command flood, unused PASV, TLS failure). */
+    readonly scoreAbuse: number;
+    /** Trusted networks never scored or banned: comma-separated CIDRs or addresses (IPv4, IPv6). */
+    readonly allow: string;
+    /** Most addresses remembered at once (least recently seen forgotten first). */
+    readonly maxEntries: number;
   };
   readonly server: {
     /** Text of the 220 greeting. */
@@ -149,11 +176,25 @@ export const DEFAULTS: Config = {
     stalledTimeout: 300,
     maxLoginFailures: 3,
     failedLoginDelay: 1,
-    maxFailuresPerAddress: 20,
-    banTime: 300,
     maxSessions: 10000,
     maxSessionsPerAddress: 10000,
+    maxSessionsPerUser: 0,
+    commandRate: 1000,
+    commandBurst: 1000,
     shutdownGrace: 8,
+  },
+  defender: {
+    enabled: true,
+    threshold: 100,
+    observationTime: 300,
+    banTime: 300,
+    banTimeMax: 86400,
+    banGrowth: 2,
+    scoreLoginFailure: 10,
+    scoreLimit: 5,
+    scoreAbuse: 20,
+    allow: "",
+    maxEntries: 100000,
   },
   server: { banner: "berth FTP server ready" },
   metrics: { listen: "" },
@@ -200,4 +241,35 @@ export function parseListen(text: string): { host: string; port: number } | null
   const port = Number(m[3]);
   if (port > 65535) return null;
   return { host: m[1] ?? (m[2] || "127.0.0.1"), port };
+}
+
+/** One network of an allow-list: an address family, the network address and its prefix length. */
+export interface Cidr {
+  readonly family: "ipv4" | "ipv6";
+  readonly network: string;
+  readonly prefix: number;
+}
+
+/** Parses "10.0.0.0/8, ::1, 2001:db8::/32" (a bare address is a /32 or /128); null when malformed. */
+export function parseCidrList(text: string): Cidr[] | null {
+  const out: Cidr[] = [];
+  for (const item of text.split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+    const m = /^([^/\s]+)(?:\/(\d{1,3}))?$/.exec(item);
+    if (!m) return null;
+    let network = m[1] ?? "";
+    // An IPv4-mapped IPv6 network ("::ffff:10.0.0.0/104") means the IPv4 one (clients are unmapped).
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(network);
+    let shift = 0;
+    if (mapped) {
+      network = mapped[1] ?? "";
+      shift = 96;
+    }
+    const kind = isIP(network);
+    if (kind === 0) return null;
+    const max = kind === 4 ? 32 : 128;
+    const prefix = m[2] === undefined ? max : Number(m[2]) - shift;
+    if (prefix < 0 || prefix > max) return null;
+    out.push({ family: kind === 4 ? "ipv4" : "ipv6", network, prefix });
+  }
+  return out;
 }

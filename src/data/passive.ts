@@ -32,6 +32,9 @@ export class PassiveChannel implements DataChannel {
   private waiter: { resolve: (s: Socket) => void; reject: (e: Error) => void } | null = null;
   private closed = false;
   private handedOut = false;
+  /** A port nobody connects to within the data timeout is given back, so PASV without a
+   * connection cannot hold the range (issue "Abuse resistance"). */
+  private readonly deadline: NodeJS.Timeout;
 
   private constructor(
     private readonly server: Server,
@@ -41,6 +44,8 @@ export class PassiveChannel implements DataChannel {
   ) {
     server.on("connection", (s) => this.onConnection(s));
     server.on("error", () => this.close());
+    this.deadline = setTimeout(() => this.expire(), opts.timeoutMs);
+    this.deadline.unref();
   }
 
   /** Binds a free pool port; FtpError 425 when the range is exhausted. */
@@ -87,6 +92,7 @@ export class PassiveChannel implements DataChannel {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.deadline);
     this.stopListening();
     this.opts.pool.release(this.port);
     if (this.accepted && !this.handedOut) this.accepted.destroy();
@@ -94,6 +100,15 @@ export class PassiveChannel implements DataChannel {
     const w = this.waiter;
     this.waiter = null;
     w?.reject(new FtpError(425, "Data connection closed"));
+  }
+
+  /** Nobody connected within the data timeout: a waiting transfer gets 425, the port goes back. */
+  private expire(): void {
+    if (this.accepted || this.closed) return;
+    const w = this.waiter;
+    this.waiter = null;
+    w?.reject(new FtpError(425, "Can't open data connection: timed out waiting for the client"));
+    this.close();
   }
 
   private handOut(s: Socket): Socket {
@@ -117,6 +132,7 @@ export class PassiveChannel implements DataChannel {
     socket.setNoDelay(true);
     socket.on("error", () => undefined);
     this.accepted = socket;
+    clearTimeout(this.deadline);
     const w = this.waiter;
     this.waiter = null;
     w?.resolve(socket);

@@ -1,10 +1,12 @@
 /**
  * Counters for the optional Prometheus endpoint (`metrics.listen`): sessions, logins by result,
- * bytes by direction, transfers by result, passive ports in use, refusals of banned addresses.
+ * bytes by direction, transfers by result, passive ports in use, refusals of banned addresses, and
+ * the defender's bans and scored offences.
  * Incrementing is a field update; the text format is built only when scraped.
  */
 import { createServer, type Server } from "node:http";
 import type { Logger } from "pino";
+import type { DefenderStatus } from "../auth/defender.ts";
 import { parseListen } from "../config/schema.ts";
 
 /** Values read at scrape time rather than counted. */
@@ -12,6 +14,8 @@ export interface Gauges {
   readonly sessions: number;
   readonly passivePortsInUse: number;
   readonly passivePortsTotal: number;
+  /** The defender's counts (its ban list is not needed here). */
+  readonly defender: DefenderStatus;
 }
 
 /** berth's counters. */
@@ -69,6 +73,16 @@ export class Metrics {
     metric("berth_banned_refusals_total", "counter", "Connections refused because the address is banned.", [
       ["", this.bannedRefusals],
     ]);
+    const d = g.defender;
+    metric("berth_banned_addresses", "gauge", "Addresses banned by the defender now.", [["", d.banned]]);
+    metric("berth_defender_tracked_addresses", "gauge", "Addresses the defender remembers now.", [["", d.tracked]]);
+    metric("berth_bans_total", "counter", "Bans by the defender.", [["", d.bansTotal]]);
+    metric(
+      "berth_defender_offences_total",
+      "counter",
+      "Offences scored by the defender, by kind.",
+      Object.entries(d.offences).map(([kind, n]) => [`{kind="${kind}"}`, n]),
+    );
     return out.join("\n") + "\n";
   }
 }

@@ -1,9 +1,10 @@
 /**
  * What every session of one server shares. Seams are small interfaces passed in (DESIGN convention
- * 7): tests can swap the user store, the guard or the port pool without touching sockets.
+ * 7): tests can swap the user store, the defender or the port pool without touching sockets.
  */
 import type { Logger } from "pino";
-import type { Authenticator, LoginGuard } from "../auth/types.ts";
+import type { Defender } from "../auth/defender.ts";
+import type { Authenticator } from "../auth/types.ts";
 import type { Config } from "../config/schema.ts";
 import type { AnnounceResolver } from "../data/announce.ts";
 import type { Bandwidth } from "../data/bandwidth.ts";
@@ -11,6 +12,7 @@ import type { PortPool } from "../data/ports.ts";
 import type { TlsProvider } from "../data/tls.ts";
 import type { JailedFs, JailOptions } from "../fs/jail.ts";
 import type { Quotas } from "../fs/quota.ts";
+import type { Admission } from "./admission.ts";
 import type { Metrics } from "../log/metrics.ts";
 import type { XferLog } from "../log/xferlog.ts";
 
@@ -22,7 +24,10 @@ export interface ServerContext {
   readonly config: Config;
   readonly logger: Logger;
   readonly users: Authenticator;
-  readonly guard: LoginGuard;
+  /** Scores client addresses and bans abusive ones (issue "Abuse resistance"). */
+  readonly defender: Defender;
+  /** Session counts: in total, per address, per user. */
+  readonly admission: Admission;
   readonly pool: PortPool;
   readonly announce: AnnounceResolver;
   readonly openFs: FsFactory;

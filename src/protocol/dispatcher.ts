@@ -42,6 +42,7 @@ export class Dispatcher {
         // A refused command is still "the next command": the one-shot state is gone.
         session.renameFrom = null;
         if (spec?.opensData) consumeTransferState(session);
+        if (!spec) session.noteBadCommand();
         session.reply(refusal[0], refusal[1]);
         return;
       }

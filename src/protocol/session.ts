@@ -5,6 +5,7 @@
  * consumed on use (convention 6).
  */
 import { once } from "node:events";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
@@ -22,9 +23,20 @@ import { FtpError } from "./errors.ts";
 import { LineFramer } from "./framing.ts";
 import { formatReply } from "./reply.ts";
 import type { ServerContext } from "./context.ts";
+import { TokenBucket } from "./ratelimit.ts";
 
 /** Commands buffered beyond this pause reading from the client (bounded memory under floods). */
 const MAX_QUEUED = 32;
+
+/** A client that sends this many times limits.commandBurst at once, or this many times
+ * limits.commandRate per second, is flooding: 421 (below that it is only slowed down). */
+export const FLOOD_FACTOR = 10;
+
+/** Unknown or malformed commands per defender score ("abuse"): a few are a client probing features. */
+const BAD_COMMANDS_PER_SCORE = 10;
+
+/** Passive ports opened and never connected to per defender score ("abuse"): one now and then is a race. */
+const UNUSED_PASSIVE_PER_SCORE = 3;
 
 
 /** An item in the command queue: a line, or the notice that a line was too long. */
@@ -89,8 +101,20 @@ export class Session {
    * pipelined after QUIT, or after the failed login that closes the session, is acted on). */
   private ending = false;
 
+  /** The user this session is counted for in the per-user session limit (set at login). */
+  countedUser: string | null = null;
+  /** Unknown or malformed commands received. */
+  private badCommands = 0;
+  /** Passive ports opened that the client never connected to. */
+  private unusedPassive = 0;
+
   /** Called once when the session ends (the server's registry forgets it). */
   onClosed: (() => void) | null = null;
+
+  /** Commands run at limits.commandRate (with a burst); null when unlimited. */
+  private readonly pace: TokenBucket | null;
+  /** Commands received at FLOOD_FACTOR times the pace; empty = a flood. */
+  private readonly floodGate: TokenBucket | null;
 
   private readonly framer: LineFramer;
   private readonly queue: Queued[] = [];
@@ -98,6 +122,7 @@ export class Session {
   /** After an AUTH line: input is dropped until the upgrade is done (no plaintext injection). */
   private holdInput = false;
   private loginTimer: NodeJS.Timeout | null = null;
+  private idleTimer: NodeJS.Timeout | null = null;
   private readonly onData = (chunk: Buffer): void => this.receive(chunk);
 
   constructor(
@@ -115,15 +140,19 @@ export class Session {
     this.localAddress = unmapIPv4(socket.localAddress ?? "");
     this.log = ctx.logger.child({ session: id, remote: this.remoteAddress });
     this.framer = new LineFramer(ctx.config.limits.maxLineLength);
+    const { commandRate, commandBurst } = ctx.config.limits;
+    this.pace = commandRate > 0 ? new TokenBucket(commandRate, commandBurst) : null;
+    this.floodGate = commandRate > 0 ? new TokenBucket(commandRate * FLOOD_FACTOR, commandBurst * FLOOD_FACTOR) : null;
   }
 
   /** Sends the greeting and starts reading commands. */
   start(): void {
     const limits = this.ctx.config.limits;
     this.attach(this.socket);
-    const control = this.socket;
-    control.setTimeout(limits.idleTimeout * 1000);
-    control.on("timeout", () => this.onIdle(control));
+    // Idle means no complete command: a client trickling bytes of a line that never ends
+    // (slowloris) is idle too (issue "Abuse resistance").
+    this.idleTimer = setTimeout(() => this.onIdle(), limits.idleTimeout * 1000);
+    this.idleTimer.unref();
     this.loginTimer = setTimeout(() => this.timeout("Login timeout"), limits.loginTimeout * 1000);
     this.loginTimer.unref();
     this.reply(220, this.ctx.config.server.banner);
@@ -160,6 +189,20 @@ export class Session {
     this.log = this.log.child({ user: user.name });
     if (this.loginTimer) clearTimeout(this.loginTimer);
     this.loginTimer = null;
+  }
+
+  /** Counts an unknown or malformed command; a flood of them is scored by the defender. */
+  noteBadCommand(): void {
+    if (++this.badCommands % BAD_COMMANDS_PER_SCORE === 0) {
+      this.ctx.defender.record(this.remoteAddress, "abuse", "floods of unknown or malformed commands");
+    }
+  }
+
+  /** Counts a passive port the client never connected to; repeated ones are scored by the defender. */
+  noteUnusedPassive(): void {
+    if (++this.unusedPassive % UNUSED_PASSIVE_PER_SCORE === 0) {
+      this.ctx.defender.record(this.remoteAddress, "abuse", "passive ports opened and never connected to");
+    }
   }
 
   /** Takes the data channel set up by PASV/PORT (one use each). */
@@ -216,6 +259,7 @@ export class Session {
     this.closed = true;
     this.onClosed?.();
     if (this.loginTimer) clearTimeout(this.loginTimer);
+    if (this.idleTimer) clearTimeout(this.idleTimer);
     this.transfer?.abort("client");
     this.setChannel(null);
     this.queue.length = 0;
@@ -223,6 +267,7 @@ export class Session {
 
   private attach(socket: Socket): void {
     socket.setNoDelay(true);
+    this.watchHandshake(socket);
     socket.on("data", this.onData);
     socket.on("error", (err: NodeJS.ErrnoException) => {
       this.log.debug({ event: "socket-error", code: err.code }, "control connection error");
@@ -232,12 +277,34 @@ export class Session {
     });
   }
 
-  private onIdle(control: Socket): void {
+  /** A TLS control connection whose handshake fails (plaintext on the implicit port, garbage after
+   * AUTH TLS) is scored as abuse. */
+  private watchHandshake(socket: Socket): void {
+    if (!("encrypted" in socket)) return;
+    let done = false;
+    socket.once("secure", () => {
+      done = true;
+    });
+    socket.once("error", (err: NodeJS.ErrnoException) => {
+      // Only TLS protocol errors: a probe that connects and closes (ECONNRESET, EPIPE) is no abuse.
+      if (!done && (err.code === "EPROTO" || err.code?.startsWith("ERR_SSL_") === true)) {
+        this.ctx.defender.record(this.remoteAddress, "abuse", "failed TLS handshakes");
+      }
+    });
+  }
+
+  /** 421 for a client that sends commands far faster than it is answered; scored as a limit refusal. */
+  private flood(): void {
+    this.log.warn({ event: "command-flood" }, "command flood: closing control connection");
+    this.ctx.defender.record(this.remoteAddress, "limit", "command floods");
+    this.timeout("Too many commands; closing control connection");
+  }
+
+  private onIdle(): void {
     if (this.closed || this.ending) return;
     if (this.transfer) {
-      // The data connection has its own stall timeout. A socket timeout that fired stays off until
-      // set again, so re-arm it: the session must still idle out once the transfer is over.
-      control.setTimeout(this.ctx.config.limits.idleTimeout * 1000);
+      // The data connection has its own stall timeout; the session idles out once the transfer is over.
+      this.idleTimer?.refresh();
       return;
     }
     this.timeout(this.user ? "Idle timeout: closing control connection" : "Login timeout");
@@ -246,6 +313,11 @@ export class Session {
   private receive(chunk: Buffer): void {
     if (this.holdInput || this.closed || this.ending) return;
     for (const ev of this.framer.push(chunk)) {
+      this.idleTimer?.refresh();
+      if (this.floodGate && !this.floodGate.take()) {
+        this.flood();
+        return;
+      }
       if (ev.kind === "overlong") {
         this.enqueue({ overlong: true });
         continue;
@@ -277,14 +349,32 @@ export class Session {
     try {
       while (this.queue.length > 0 && !this.closed && !this.ending) {
         if (this.socket.writableNeedDrain) await once(this.socket, "drain").catch(() => undefined);
+        if (!(await this.paced())) continue;
         const item = this.queue.shift() as Queued;
         if (this.queue.length < MAX_QUEUED / 2 && this.socket.isPaused()) this.socket.resume();
-        if ("overlong" in item) this.reply(500, "Command line too long");
+        if ("overlong" in item) this.overlong();
         else await this.dispatcher.run(this, item.line);
       }
     } finally {
       this.pumping = false;
     }
+  }
+
+  /** True when the next command may run now. Otherwise stops reading from the client (pipelined
+   * commands just wait their turn), sleeps until a token is due, and returns false to re-check.
+   * QUIT, ABOR and STAT are never held back. */
+  private async paced(): Promise<boolean> {
+    const head = this.queue[0];
+    if (!this.pace || (head !== undefined && "line" in head && this.dispatcher.bypasses(verbOf(head.line)))) return true;
+    if (this.pace.take()) return true;
+    this.socket.pause();
+    await sleep(this.pace.msUntilToken());
+    return false;
+  }
+
+  private overlong(): void {
+    this.reply(500, "Command line too long");
+    this.ctx.defender.record(this.remoteAddress, "abuse", "overlong command lines");
   }
 }
 

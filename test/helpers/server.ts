@@ -8,9 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import pino from "pino";
-import { FailureGuard } from "../../src/auth/guard.ts";
+import type { Defender } from "../../src/auth/defender.ts";
 import { UserStore, type UserChanges } from "../../src/auth/store.ts";
-import type { LoginGuard } from "../../src/auth/types.ts";
 import { DEFAULTS, type Config } from "../../src/config/schema.ts";
 import type { TlsProvider } from "../../src/data/tls.ts";
 import type { FsFactory } from "../../src/protocol/context.ts";
@@ -23,8 +22,11 @@ export type ConfigPatch = { [K in keyof Config]?: Partial<Config[K]> };
 export interface TestServerOptions {
   readonly config?: ConfigPatch;
   readonly openFs?: FsFactory;
-  readonly guard?: LoginGuard;
+  /** Default: the server's own, from the config (which this helper sets to a high threshold). */
+  readonly defender?: Defender;
   readonly tls?: TlsProvider | null;
+  /** Level of the server's logger (default debug: every command is logged). */
+  readonly logLevel?: "debug" | "info" | "warn";
   /** Extra users besides alice (rw) and bob (read-only), with any UserChanges (perms, dirs, limits). */
   readonly users?: readonly ({ name: string; password: string } & UserChanges)[];
 }
@@ -70,6 +72,8 @@ export function makeConfig(root: string, patch: ConfigPatch = {}): Config {
     storage: { ...cfg.storage, root: join(root, "data") },
     log: { level: "debug", pretty: "never", xferlog: "", ...patch.log },
     limits: { ...cfg.limits, failedLoginDelay: 0.05, ...patch.limits },
+    // Tests log in wrongly on purpose from 127.0.0.1 all the time: no ban unless a test asks for one.
+    defender: { ...cfg.defender, threshold: 1_000_000_000, ...patch.defender },
   };
 }
 
@@ -85,17 +89,16 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       cb();
     },
   });
-  const logger = pino({ level: "debug" }, sink);
+  const logger = pino({ level: opts.logLevel ?? "debug" }, sink);
   const store = new UserStore({ file: config.users.file, storageRoot: config.storage.root, bcryptCost: 4 });
   await store.add("alice", "alice-pw", {});
   await store.add("bob", "bob-pw", { readOnly: true });
   for (const { name, password, ...changes } of opts.users ?? []) await store.add(name, password, changes);
-  const guard = opts.guard ?? new FailureGuard({ maxFailures: 1000, banSeconds: 60 });
   const server = await startServer({
     config,
     logger,
     users: store,
-    guard,
+    ...(opts.defender ? { defender: opts.defender } : {}),
     ...(opts.openFs ? { openFs: opts.openFs } : {}),
     ...(opts.tls !== undefined ? { tls: opts.tls } : {}),
   });

@@ -39,7 +39,9 @@ async function enter(s: Session, user: User): Promise<void> {
  * address's failure count is left alone: an anonymous login must not reset a brute-force ban. */
 async function anonymousLogin(s: Session): Promise<void> {
   const cfg = s.ctx.config;
-  await enter(s, anonymousUser(cfg.anonymous, resolvePath(cfg.storage.root)));
+  const user = anonymousUser(cfg.anonymous, resolvePath(cfg.storage.root));
+  if (!claimSession(s, user)) return;
+  await enter(s, user);
   s.ctx.metrics.login(true);
   s.log.info({ event: "login", result: "ok", anonymous: true }, "anonymous login");
   s.reply(230, "Anonymous access granted, restrictions apply");
@@ -63,8 +65,8 @@ async function pass(s: Session, arg: string): Promise<void> {
   const started = Date.now();
   const found = await s.ctx.users.authenticate(name, arg);
   if (found) {
+    if (!claimSession(s, found)) return;
     await enter(s, found);
-    s.ctx.guard.recordSuccess(s.remoteAddress);
     s.ctx.metrics.login(true);
     s.log.info({ event: "login", result: "ok" }, "login %s", found.name);
     s.reply(230, "Login successful");
@@ -73,16 +75,30 @@ async function pass(s: Session, arg: string): Promise<void> {
   await failLogin(s, name, started);
 }
 
+/** Counts the login against the per-user session limit (a user's own maxSessions, else
+ * limits.maxSessionsPerUser; 0 = unlimited). Over it: 421 and close, scored as a limit refusal. */
+function claimSession(s: Session, found: User): boolean {
+  const max = found.limits.maxSessions > 0 ? found.limits.maxSessions : s.ctx.config.limits.maxSessionsPerUser;
+  if (s.ctx.admission.login(found.name, max)) {
+    s.countedUser = found.name;
+    return true;
+  }
+  s.log.info({ event: "login", result: "refused", reason: "max-sessions", name: found.name }, "login refused: too many sessions");
+  s.ctx.defender.record(s.remoteAddress, "limit", "too many sessions for one user");
+  s.timeout("Too many sessions for this user");
+  return false;
+}
+
 /** 530 after a fixed delay counted from the start of the check, so timing says nothing. */
 async function failLogin(s: Session, name: string, started: number): Promise<void> {
   s.loginFailures++;
   s.ctx.metrics.login(false);
-  s.ctx.guard.recordFailure(s.remoteAddress);
+  s.ctx.defender.record(s.remoteAddress, "login");
   const wait = s.ctx.config.limits.failedLoginDelay * 1000 - (Date.now() - started);
   if (wait > 0) await sleep(wait);
   s.log.info({ event: "login", result: "fail", name }, "failed login");
   s.reply(530, "Login incorrect");
-  if (s.loginFailures >= s.ctx.config.limits.maxLoginFailures || s.ctx.guard.isBanned(s.remoteAddress)) {
+  if (s.loginFailures >= s.ctx.config.limits.maxLoginFailures || s.ctx.defender.isBanned(s.remoteAddress)) {
     s.log.info({ event: "disconnect", reason: "too many failed logins" }, "too many failed logins");
     s.end();
   }

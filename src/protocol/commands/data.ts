@@ -25,13 +25,15 @@ async function openPassive(s: Session, announced: string): Promise<PassiveChanne
     onForeign: (remote) =>
       s.log.warn({ event: "foreign-data-connection", from: remote }, "data connection from a foreign address refused"),
     // The usual sign of a wrong passive.address or an unpublished/unforwarded passive range.
-    onUnused: (port) =>
+    onUnused: (port) => {
+      s.noteUnusedPassive();
       s.log.warn(
         { event: "passive-unused", announced, port },
         "client never connected to passive port %d (announced %s): check passive.address and that passive.ports is forwarded",
         port,
         announced || "port only",
-      ),
+      );
+    },
   });
   s.setChannel(ch);
   return ch;

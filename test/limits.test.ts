@@ -1,0 +1,174 @@
+/**
+ * Limits (issue "Abuse resistance"): sessions per user (config default and a user's own), the
+ * command-rate limit (pipelined commands are slowed, never refused; a flood gets 421, is scored,
+ * and the server lives on; QUIT, ABOR and STAT are never held back), and the passive port given back
+ * when nobody connects. The login, idle, data and stalled timeouts are covered in robustness.test.ts
+ * and data.test.ts.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { TokenBucket } from "../src/protocol/ratelimit.ts";
+import { RawClient, type Reply } from "./helpers/raw.ts";
+import { ftpLogin, rawLogin, withServer } from "./helpers/run.ts";
+import { waitFor } from "./helpers/server.ts";
+
+/** Sends `lines` in one write and reads one reply per line. */
+async function pipelined(c: RawClient, lines: readonly string[], ms = 10_000): Promise<Reply[]> {
+  c.sendRaw(lines.map((l) => `${l}\r\n`).join(""));
+  const out: Reply[] = [];
+  for (let i = 0; i < lines.length; i++) out.push(await c.reply(ms));
+  return out;
+}
+
+void describe("sessions per user", () => {
+  it("a third session of a user is refused with 421 at PASS; after one quits a new one gets in", async () => {
+    await withServer(async (t) => {
+      const one = await rawLogin(t);
+      const two = await ftpLogin(t);
+      const third = await RawClient.connect(t.port);
+      await third.expect("USER alice", 331);
+      const r = await third.expect("PASS alice-pw", 421);
+      assert.equal(r.message, "Too many sessions for this user");
+      await third.closed();
+      assert.equal(t.server.defender.score("127.0.0.1"), 5, "scored as a limit refusal");
+      // Other users are not affected; a wrong password is still a plain 530.
+      const bob = await rawLogin(t, "bob");
+      const wrong = await RawClient.connect(t.port);
+      await wrong.expect("USER alice", 331);
+      await wrong.expect("PASS nope", 530);
+      await wrong.close();
+      await one.expect("QUIT", 221);
+      await one.closed();
+      assert.ok(await waitFor(() => t.server.context.admission.sessionsOf("alice") === 1, 2000));
+      const again = await rawLogin(t);
+      await again.close();
+      await bob.close();
+      two.close();
+    }, { config: { limits: { maxSessionsPerUser: 2 }, defender: { scoreLimit: 5 } } });
+  });
+
+  it("a user's own max-sessions wins over the config default", async () => {
+    await withServer(async (t) => {
+      const first = await rawLogin(t, "carol");
+      const second = await RawClient.connect(t.port);
+      await second.expect("USER carol", 331);
+      await second.expect("PASS carol-pw", 421);
+      await second.closed();
+      const alices = await Promise.all([rawLogin(t), rawLogin(t), rawLogin(t)]);
+      for (const c of [first, ...alices]) await c.close();
+    }, { users: [{ name: "carol", password: "carol-pw", maxSessions: 1 }] });
+  });
+});
+
+void describe("command rate", () => {
+  it("the token bucket refills at its rate up to its burst", () => {
+    let now = 0;
+    const b = new TokenBucket(10, 3, () => now);
+    assert.deepEqual([b.take(), b.take(), b.take(), b.take()], [true, true, true, false]);
+    assert.equal(b.msUntilToken(), 100);
+    now += 250;
+    assert.deepEqual([b.take(), b.take(), b.take()], [true, true, false]);
+    now += 10_000;
+    assert.deepEqual([b.take(), b.take(), b.take(), b.take()], [true, true, true, false]);
+  });
+
+  it("100 pipelined commands in one packet are all answered, in order, with the defaults", async () => {
+    await withServer(async (t) => {
+      const c = await rawLogin(t);
+      const lines = Array.from({ length: 100 }, (_, i) => (i % 2 ? "NOOP" : "PWD"));
+      const replies = await pipelined(c, lines);
+      assert.deepEqual(replies.map((r) => r.code), lines.map((l) => (l === "NOOP" ? 200 : 257)));
+      await c.close();
+    });
+  });
+
+  it("beyond the burst, pipelined commands are slowed down, not refused", async () => {
+    await withServer(async (t) => {
+      const c = await rawLogin(t);
+      const replies = await pipelined(c, Array.from({ length: 60 }, () => "NOOP"));
+      assert.ok(replies.every((r) => r.code === 200));
+      assert.equal(t.server.defender.score("127.0.0.1"), 0);
+      await c.expect("QUIT", 221);
+    }, { config: { limits: { commandRate: 100, commandBurst: 10 } } });
+  });
+
+  it("a command flood gets 421 and a score; the server and other sessions live on", async () => {
+    await withServer(async (t) => {
+      const other = await rawLogin(t, "bob");
+      const c = await rawLogin(t);
+      c.sendRaw("NOOP\r\n".repeat(20_000));
+      let last: Reply | null = null;
+      for (;;) {
+        const r = await c.reply().catch(() => null);
+        if (r === null) break;
+        last = r;
+      }
+      assert.equal(last?.code, 421);
+      assert.equal(last.message, "Too many commands; closing control connection");
+      await c.closed();
+      assert.equal(t.server.defender.score("127.0.0.1"), 3);
+      await other.expect("NOOP", 200);
+      const fresh = await rawLogin(t);
+      await fresh.expect("PWD", 257);
+      await fresh.close();
+      await other.close();
+    }, { config: { limits: { commandRate: 20, commandBurst: 10 }, defender: { scoreLimit: 3 } } });
+  });
+
+  it("QUIT and STAT are answered at once while the bucket is empty", async () => {
+    await withServer(async (t) => {
+      const c = await rawLogin(t);
+      // Drain the bucket (burst 2, one token per 5 s), then STAT and QUIT must not wait behind it.
+      await pipelined(c, ["NOOP", "NOOP"]);
+      const started = performance.now();
+      await c.expect("STAT", 211);
+      await c.expect("QUIT", 221);
+      assert.ok(performance.now() - started < 2500, "not paced");
+    }, { config: { limits: { commandRate: 0.2, commandBurst: 2 } } });
+  });
+});
+
+void describe("timeouts", () => {
+  it("a logged-in client trickling a line that never ends is idle: 421 after limits.idleTimeout", async () => {
+    await withServer(async (t) => {
+      const c = await rawLogin(t);
+      const trickle = setInterval(() => c.sendRaw("N"), 100);
+      try {
+        const r = await c.expectReply(421, 5000);
+        assert.match(r.message, /idle/i);
+        await c.closed();
+      } finally {
+        clearInterval(trickle);
+        await c.close();
+      }
+    }, { config: { limits: { idleTimeout: 0.6 } } });
+  });
+
+  it("slowloris before login: 421 after limits.loginTimeout", async () => {
+    await withServer(async (t) => {
+      const c = await RawClient.connect(t.port);
+      const trickle = setInterval(() => c.sendRaw("U"), 100);
+      try {
+        const r = await c.expectReply(421, 5000);
+        assert.match(r.message, /login timeout/i);
+        await c.closed();
+      } finally {
+        clearInterval(trickle);
+        await c.close();
+      }
+    }, { config: { limits: { loginTimeout: 0.6 } } });
+  });
+});
+
+void describe("passive ports", () => {
+  it("a passive port nobody connects to is given back after limits.dataTimeout, even without a transfer command", async () => {
+    await withServer(async (t) => {
+      const c = await rawLogin(t);
+      await c.expect("PASV", 227);
+      assert.equal(t.server.context.pool.used, 1);
+      assert.ok(await waitFor(() => t.server.context.pool.used === 0, 3000), "port released");
+      await c.expect("LIST", 425);
+      await c.close();
+    }, { config: { limits: { dataTimeout: 0.3 } } });
+  });
+});
