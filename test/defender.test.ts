@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { connect } from "node:net";
 import { describe, it } from "node:test";
+import { connect as tlsConnect } from "node:tls";
 import { setTimeout as sleep } from "node:timers/promises";
 import { handleRequest } from "../src/admin/socket.ts";
 import { Defender, type DefenderSettings } from "../src/auth/defender.ts";
@@ -233,6 +234,21 @@ void describe("defender against a real server", () => {
         await once(s, "close");
       }
       assert.ok(await waitFor(() => t.server.defender.score("127.0.0.1") === 2, 2000));
+    }, { config: { tls: { mode: "both", implicitPort: 0 }, defender: { scoreAbuse: 1 } } });
+  });
+
+  it("does not score a client that refuses the certificate", async () => {
+    await withServer(async (t) => {
+      const port = t.implicitPort ?? 0;
+      // With TLS 1.2 the client's alert reaches the server before the handshake is over.
+      for (const version of ["TLSv1.2", "TLSv1.2", "TLSv1.3"] as const) {
+        const s = tlsConnect({ port, host: "127.0.0.1", rejectUnauthorized: true, maxVersion: version });
+        const err = await once(s, "error").then(([e]) => e as Error);
+        assert.match(err.message, /self[- ]signed|certificate/i);
+        s.destroy();
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(t.server.defender.score("127.0.0.1"), 0);
     }, { config: { tls: { mode: "both", implicitPort: 0 }, defender: { scoreAbuse: 1 } } });
   });
 

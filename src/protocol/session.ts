@@ -286,8 +286,11 @@ export class Session {
       done = true;
     });
     socket.once("error", (err: NodeJS.ErrnoException) => {
-      // Only TLS protocol errors: a probe that connects and closes (ECONNRESET, EPIPE) is no abuse.
-      if (!done && (err.code === "EPROTO" || err.code?.startsWith("ERR_SSL_") === true)) {
+      // Only TLS protocol errors: a probe that connects and closes (ECONNRESET, EPIPE) is no abuse,
+      // and neither is a client that refuses our certificate (it sends an alert: FileZilla asking
+      // its user about a self-signed certificate, say).
+      const alert = /alert/i.test(err.message) || err.code?.includes("_ALERT_") === true;
+      if (!done && !alert && (err.code === "EPROTO" || err.code?.startsWith("ERR_SSL_") === true)) {
         this.ctx.defender.record(this.remoteAddress, "abuse", "failed TLS handshakes");
       }
     });
