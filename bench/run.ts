@@ -14,7 +14,6 @@ import { buildReport } from "./lib/report.ts";
 import {
   allServers,
   checkPeersDir,
-  cliHasLoginCache,
   installPeer,
   REPO,
   resetBerthState,
@@ -148,7 +147,7 @@ async function main(): Promise<void> {
   }
   const fixtures = ensureFixtures(path.join(state, "root"), opts.bigBytes, log);
   resetBerthState(state);
-  const launcher = cliHasLoginCache() ? "`src/cli/main.ts serve`" : "`bench/berth-server.ts` (the CLI's start-up plus the login cache)";
+  const launcher = "`src/cli/main.ts serve`";
   const pool = new WorkerPool(2);
   const results: Measurement[] = [];
   const record = (): RunRecord => ({

@@ -7,6 +7,7 @@ import { XferLog } from "./log/xferlog.ts";
 import { randomBytes } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "pino";
+import { LoginCache, type CredentialSource } from "./auth/cache.ts";
 import { Defender, normalizeAddress, type BanInfo } from "./auth/defender.ts";
 import type { Authenticator } from "./auth/types.ts";
 import { parsePortRange, type Config } from "./config/schema.ts";
@@ -116,6 +117,13 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/** Verified logins remembered at most; the least recently used go first. */
+const LOGIN_CACHE_ENTRIES = 10_000;
+
+function isCredentialSource(users: Authenticator): users is CredentialSource {
+  return typeof (users as Partial<CredentialSource>).credentialStamp === "function";
+}
+
 /** Starts listening per the config; rejects with the listen error (EADDRINUSE, EACCES). */
 export async function startServer(deps: ServerDeps): Promise<BerthServer> {
   const { config, logger } = deps;
@@ -124,11 +132,15 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
   const tls = deps.tls !== undefined ? deps.tls : config.tls.mode === "off" ? null : TlsProvider.create(config, logger);
   const defender = deps.defender ?? new Defender(config.defender);
   const admission = new Admission();
+  // Verified logins are remembered for users.loginCacheSeconds, so short sessions skip bcrypt.
+  const cache = isCredentialSource(deps.users)
+    ? new LoginCache(deps.users, { ttlMs: config.users.loginCacheSeconds * 1000, maxEntries: LOGIN_CACHE_ENTRIES })
+    : null;
   // The context of new sessions; reload() replaces it, each session keeps the one it started with.
   let context: ServerContext = {
     config,
     logger,
-    users: deps.users,
+    users: cache ?? deps.users,
     defender,
     admission,
     pool: new PortPool(range),
@@ -272,6 +284,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     if (implicitPort !== null && !nextTls) throw new Error("reload: implicit FTPS needs TLS");
     // Same defender, new settings: current scores and bans are kept.
     defender.configure(effective.defender);
+    cache?.setTtl(effective.users.loginCacheSeconds * 1000);
     context = {
       ...context,
       config: effective,

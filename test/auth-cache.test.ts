@@ -6,6 +6,10 @@ import { after, describe, test } from "node:test";
 import { LoginCache, type CredentialSource } from "../src/auth/cache.ts";
 import { toUser, UserStore } from "../src/auth/store.ts";
 import type { User } from "../src/auth/types.ts";
+import type { Config } from "../src/config/schema.ts";
+import { RawClient } from "./helpers/raw.ts";
+import { withServer } from "./helpers/run.ts";
+import type { TestServer } from "./helpers/server.ts";
 
 const dirs: string[] = [];
 after(() => {
@@ -163,5 +167,63 @@ void describe("LoginCache", () => {
     await store.passwd("dave", "secret-pw");
     assert.notEqual(await store.credentialStamp("dave"), before, "a new salt makes a new stamp");
     assert.equal(await store.credentialStamp("nobody"), null);
+  });
+});
+
+void describe("the login cache in a running server (users.loginCacheSeconds)", () => {
+  /** Counts the full (bcrypt) checks the server's store does. */
+  function countChecks(t: TestServer): { readonly n: number } {
+    const counter = { n: 0 };
+    const real = t.store.authenticate.bind(t.store);
+    t.store.authenticate = async (name: string, password: string) => {
+      counter.n++;
+      return real(name, password);
+    };
+    return counter;
+  }
+
+  async function login(t: TestServer, user: string, password: string): Promise<string> {
+    const raw = await RawClient.connect(t.port);
+    try {
+      await raw.expect(`USER ${user}`, 331);
+      const r = await raw.cmd(`PASS ${password}`);
+      return `${r.code} ${r.message}`;
+    } finally {
+      raw.socket.destroy();
+    }
+  }
+
+  void test("repeated good logins pay bcrypt once; failures always; a password change and 0 end it", async () => {
+    await withServer(async (t) => {
+      const checks = countChecks(t);
+      for (let i = 0; i < 3; i++) assert.match(await login(t, "alice", "alice-pw"), /^230 /);
+      assert.equal(checks.n, 1, "one full check for three logins");
+      for (let i = 0; i < 2; i++) assert.match(await login(t, "alice", "wrong-pw"), /^530 /);
+      assert.equal(checks.n, 3, "every failure pays the full check");
+      assert.match(await login(t, "nobody", "alice-pw"), /^530 /);
+      assert.equal(checks.n, 4, "unknown names too");
+      // A new password ends the cached login at once.
+      await t.store.passwd("alice", "new-pw");
+      assert.match(await login(t, "alice", "alice-pw"), /^530 /);
+      assert.match(await login(t, "alice", "new-pw"), /^230 /);
+      assert.match(await login(t, "alice", "new-pw"), /^230 /);
+      assert.equal(checks.n, 6);
+      // A reload to 0 turns it off.
+      t.server.reload({ ...t.config, users: { ...t.config.users, loginCacheSeconds: 0 } });
+      assert.match(await login(t, "alice", "new-pw"), /^230 /);
+      assert.match(await login(t, "alice", "new-pw"), /^230 /);
+      assert.equal(checks.n, 8, "no cache after the reload");
+    });
+  });
+
+  void test("loginCacheSeconds 0 in the config: every login pays the full check", async () => {
+    await withServer(
+      async (t) => {
+        const checks = countChecks(t);
+        for (let i = 0; i < 2; i++) assert.match(await login(t, "bob", "bob-pw"), /^230 /);
+        assert.equal(checks.n, 2);
+      },
+      { config: { users: { loginCacheSeconds: 0 } as Config["users"] } },
+    );
   });
 });

@@ -9,7 +9,6 @@ import { connect } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { UserStore } from "../../src/auth/store.ts";
-import { DEFAULTS } from "../../src/config/schema.ts";
 
 /** The repository root. */
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -156,11 +155,6 @@ export async function startServer(spec: ServerSpec, state: string, root: string,
   };
 }
 
-/** True when the config schema has the login cache keys (then the CLI runs berth). */
-export function cliHasLoginCache(): boolean {
-  return "loginCacheTtl" in (DEFAULTS.users as object);
-}
-
 /** berth: a users file with bench/bench (bcrypt cost 10) and a generated config. */
 async function startBerth(spec: ServerSpec, state: string, root: string, mode: TlsMode): Promise<RunningServer> {
   const dir = path.join(state, spec.noLoginCache ? "berth-nocache" : "berth");
@@ -170,15 +164,13 @@ async function startBerth(spec: ServerSpec, state: string, root: string, mode: T
     await new UserStore({ file: usersFile, storageRoot: root, bcryptCost: 10 }).add("bench", "bench", { root });
   }
   const { cert, key } = ensureCert(state);
-  const withCache = cliHasLoginCache();
-  const cacheKeys = withCache ? `  loginCacheTtl: ${spec.noLoginCache ? 0 : 60}\n` : "";
   writeFileSync(
     path.join(dir, "berth.yaml"),
     [
       `listen: { host: "127.0.0.1", port: ${spec.port} }`,
       `passive: { ports: "${spec.pasvMin}-${spec.pasvMax}", address: "" }`,
       `tls: { mode: "${mode}", cert: ${JSON.stringify(cert)}, key: ${JSON.stringify(key)} }`,
-      `users:\n  file: "users.json"\n  bcryptCost: 10\n${cacheKeys}`,
+      `users:\n  file: "users.json"\n  bcryptCost: 10\n  loginCacheSeconds: ${spec.noLoginCache ? 0 : 60}\n`,
       `storage: { root: ${JSON.stringify(root)} }`,
       `log: { level: "warn", pretty: "never" }`,
       // Peers are measured without a command-rate limit; berth is too.
@@ -186,9 +178,9 @@ async function startBerth(spec: ServerSpec, state: string, root: string, mode: T
       "",
     ].join("\n"),
   );
-  const entry = withCache ? path.join(REPO, "src/cli/main.ts") : path.join(REPO, "bench/berth-server.ts");
+  const entry = path.join(REPO, "src/cli/main.ts");
   const args = ["--import", import.meta.resolve("tsx"), ...berthNodeFlags(dir), entry, "serve", "--config", "berth.yaml"];
-  const env = { ...process.env, BENCH_LOGIN_CACHE_TTL: spec.noLoginCache ? "0" : "60" };
+  const env = { ...process.env };
   const log = openSync(path.join(dir, "berth.log"), "a");
   let child: ChildProcess;
   try {

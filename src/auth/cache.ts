@@ -33,7 +33,7 @@ interface Entry {
 /** Wraps a CredentialSource; answers repeated good logins from memory within `ttlMs`. */
 export class LoginCache implements Authenticator {
   readonly #inner: CredentialSource;
-  readonly #ttl: number;
+  #ttl: number;
   readonly #max: number;
   readonly #now: () => number;
   /** Per-process secret: keys mean nothing outside this process and say nothing of the password. */
@@ -53,6 +53,13 @@ export class LoginCache implements Authenticator {
   /** Entries held (for tests and metrics). */
   get size(): number {
     return this.#entries.size;
+  }
+
+  /** Changes how long verified logins are trusted (a reload); shortening or turning it off forgets them all. */
+  setTtl(ttlMs: number): void {
+    const next = Math.max(0, ttlMs);
+    if (next < this.#ttl) this.clear();
+    this.#ttl = next;
   }
 
   /** Forgets every verified login. */

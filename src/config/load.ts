@@ -131,7 +131,7 @@ const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: 
     require: bool,
     requireSessionReuse: bool,
   },
-  users: { file: filePath, bcryptCost: intRule(4, 15) },
+  users: { file: filePath, bcryptCost: intRule(4, 15), loginCacheSeconds: intRule(0, 86400) },
   storage: {
     root: filePath,
     hide: text('comma-separated name patterns such as ".*, *.part" (no "/"), or empty', validPatterns),

@@ -34,6 +34,8 @@ export interface Config {
     readonly file: string;
     /** bcrypt cost for new hashes. */
     readonly bcryptCost: number;
+    /** Seconds a verified login is remembered (keyed by an HMAC, never the password); 0 = off. */
+    readonly loginCacheSeconds: number;
   };
   readonly storage: {
     readonly root: string;
@@ -164,7 +166,7 @@ export const DEFAULTS: Config = {
     require: false,
     requireSessionReuse: true,
   },
-  users: { file: "users/users.json", bcryptCost: 10 },
+  users: { file: "users/users.json", bcryptCost: 10, loginCacheSeconds: 60 },
   storage: { root: "data", hide: "", deny: "", umask: "022" },
   anonymous: { enabled: false, root: "anonymous", perms: "list,download", dirPerms: "" },
   log: { level: "info", pretty: "auto", xferlog: "" },
