@@ -30,16 +30,11 @@ const CONTROL_ALL = /[\u0000-\u001f]/g;
 /** One LIST line, e.g. `-rw-r--r--    1 ftp      ftp          1234 Nov 25 08:27 name`. */
 export function formatListLine(entry: DirEntry, now: Date): string {
   const s = entry.stat;
-  return [
-    modeString(s),
-    String(s.nlink).padStart(4),
-    "ftp".padEnd(8),
-    "ftp".padEnd(8),
-    String(s.size).padStart(8),
-    listDate(s.mtime, now),
-    safeName(entry.name),
-  ].join(" ");
+  return `${modeString(s)} ${String(s.nlink).padStart(4)} ${OWNER_GROUP} ${String(s.size).padStart(8)} ${listDate(s.mtime, now)} ${safeName(entry.name)}`;
 }
+
+/** Owner and group as every LIST line shows them (real ids would tell a client about the host). */
+const OWNER_GROUP = `${"ftp".padEnd(8)} ${"ftp".padEnd(8)}`;
 
 /** `drwxr-xr-x`-style type and permission string (setuid/setgid/sticky as s/S, t/T). */
 export function modeString(s: EntryStat): string {
@@ -56,12 +51,22 @@ function triplet(bits: number, special: number, mark: "s" | "t"): string {
 
 /** `Nov 25 08:27` when within the last six months (and not more than an hour ahead), else `Nov 25  2023`. */
 function listDate(mtime: Date, now: Date): string {
-  const day = `${MONTHS[mtime.getUTCMonth()] ?? "???"} ${String(mtime.getUTCDate()).padStart(2)}`;
-  const age = now.getTime() - mtime.getTime();
+  const ms = mtime.getTime();
+  const age = now.getTime() - ms;
   const recent = age < SIX_MONTHS_MS && age > -ONE_HOUR_MS;
-  if (recent) return `${day} ${pad2(mtime.getUTCHours())}:${pad2(mtime.getUTCMinutes())}`;
-  return `${day} ${String(mtime.getUTCFullYear()).padStart(5)}`;
+  // Files of one directory often share a minute: the last text is kept per kind.
+  const key = recent ? Math.floor(ms / 60_000) : -1 - Math.floor(ms / 86_400_000);
+  if (key === lastDateKey) return lastDateText;
+  const day = `${MONTHS[mtime.getUTCMonth()] ?? "???"} ${String(mtime.getUTCDate()).padStart(2)}`;
+  lastDateText = recent
+    ? `${day} ${pad2(mtime.getUTCHours())}:${pad2(mtime.getUTCMinutes())}`
+    : `${day} ${String(mtime.getUTCFullYear()).padStart(5)}`;
+  lastDateKey = key;
+  return lastDateText;
 }
+
+let lastDateKey = Number.NaN;
+let lastDateText = "";
 
 /** An MLSD line / MLST fact line with every supported fact: `type=file;size=1;…; name`.
  * The caller adds the leading space that MLST's control-connection lines need (RFC 3659 §7.2). */

@@ -3,14 +3,17 @@
  * and symlinks shown by their target only when that target stays inside the jail.
  */
 import type { Dirent, Stats } from "node:fs";
-import { lstat, readdir, realpath, stat } from "node:fs/promises";
-import path from "node:path";
+import { lstat, lstatSync } from "node:fs";
+import { readdir, realpath, stat } from "node:fs/promises";
 import { isInside, UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import type { DirEntry, EntryStat, RealPath } from "./types.ts";
 import { hasControlChar } from "./vpath.ts";
 
-/** How many stat calls one listing keeps in flight (libuv's pool runs 4 at a time by default;
- * a few more keep it busy without flooding it for other sessions). */
+/** Entries stat'ed synchronously between two turns of the event loop (about 1 ms on a local disk). */
+const SYNC_BATCH = 256;
+/** A batch slower than this (ms) means a slow disk: the rest of the listing goes through the pool. */
+const SLOW_BATCH_MS = 20;
+/** How many lstat calls one listing keeps in flight in the pool (libuv runs 4 at a time by default). */
 const STAT_CONCURRENCY = 32;
 
 /** Node Stats → EntryStat; `type` overrides what the stats say (used for links). */
@@ -30,8 +33,68 @@ export function toEntryStat(s: Stats, type?: EntryStat["type"]): EntryStat {
 export async function readDirectory(root: RealPath, dir: RealPath): Promise<DirEntry[]> {
   const dirents = await readdir(dir, { withFileTypes: true });
   const visible = dirents.filter((d) => isListable(d.name));
-  const entries = await mapLimit(visible, STAT_CONCURRENCY, (d) => statEntry(root, dir, d));
-  return entries.filter((e): e is DirEntry => e !== null).sort(byName);
+  const own = await lstatAll(dir, visible);
+  const entries: DirEntry[] = [];
+  for (let i = 0; i < visible.length; i++) {
+    const st = own[i];
+    if (st === undefined || st === null) continue; // vanished or unreadable: the rest goes on
+    const name = (visible[i] as Dirent).name;
+    const info = st.isSymbolicLink() ? await linkStat(root, dir + "/" + name, st) : toEntryStat(st);
+    entries.push({ name, stat: info });
+  }
+  return entries.sort(byName);
+}
+
+/**
+ * lstat of every entry, in order; null where it failed. Synchronous calls in batches, yielding to
+ * the event loop between batches: on a local disk an lstatSync costs a fraction of a promise or
+ * callback round trip through libuv's pool. When a batch is slow (a network or failing disk), the
+ * rest goes through the pool instead, so other sessions never wait on this directory.
+ */
+export async function lstatAll(dir: string, dirents: readonly Dirent[], slowBatchMs = SLOW_BATCH_MS): Promise<(Stats | null)[]> {
+  const out = new Array<Stats | null>(dirents.length).fill(null);
+  let i = 0;
+  while (i < dirents.length) {
+    const end = Math.min(i + SYNC_BATCH, dirents.length);
+    const started = performance.now();
+    for (; i < end; i++) out[i] = lstatOrNull(dir + "/" + (dirents[i] as Dirent).name);
+    if (i >= dirents.length) break;
+    if (performance.now() - started > slowBatchMs) {
+      await lstatPooled(dir, dirents, i, out);
+      break;
+    }
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  return out;
+}
+
+function lstatOrNull(file: string): Stats | null {
+  try {
+    return lstatSync(file, { throwIfNoEntry: false }) ?? null;
+  } catch {
+    return null; // unreadable: left out, the rest of the listing goes on
+  }
+}
+
+/** lstat of entries `from`… through libuv's pool (callbacks, a bounded number in flight) into `out`. */
+function lstatPooled(dir: string, dirents: readonly Dirent[], from: number, out: (Stats | null)[]): Promise<void> {
+  return new Promise((resolve) => {
+    let next = from;
+    let pending = 0;
+    const launch = (): void => {
+      while (pending < STAT_CONCURRENCY && next < dirents.length) {
+        const i = next++;
+        pending++;
+        lstat(dir + "/" + (dirents[i] as Dirent).name, (err, st) => {
+          pending--;
+          out[i] = err ? null : st;
+          if (pending === 0 && next >= dirents.length) resolve();
+          else launch();
+        });
+      }
+    };
+    launch();
+  });
 }
 
 /** True for a name a client may see: no upload temp file, nothing no command could address. */
@@ -44,18 +107,6 @@ function typeOf(s: Stats): EntryStat["type"] {
   if (s.isDirectory()) return "dir";
   if (s.isSymbolicLink()) return "link";
   return "other";
-}
-
-/** One entry; null when it vanished or cannot be looked at (the rest of the listing goes on). */
-async function statEntry(root: RealPath, dir: RealPath, d: Dirent): Promise<DirEntry | null> {
-  const real = path.join(dir, d.name);
-  try {
-    const own = await lstat(real);
-    const info = own.isSymbolicLink() ? await linkStat(root, real, own) : toEntryStat(own);
-    return { name: d.name, stat: info };
-  } catch {
-    return null;
-  }
 }
 
 /** A link inside the jail shows its target; one that leaves it or dangles shows only itself. */
@@ -72,22 +123,4 @@ async function linkStat(root: RealPath, real: string, own: Stats): Promise<Entry
 function byName(a: DirEntry, b: DirEntry): number {
   if (a.name === b.name) return 0;
   return a.name < b.name ? -1 : 1;
-}
-
-/** Maps `items` through `fn` with at most `limit` calls in flight; keeps the order. */
-export async function mapLimit<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T) => Promise<R>,
-): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await fn(items[i] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }
