@@ -17,9 +17,11 @@ import { after, before, describe, it } from "node:test";
 import { Client } from "basic-ftp";
 import pino from "pino";
 import { ConfigError } from "../src/config/load.ts";
+import { DEFAULTS } from "../src/config/schema.ts";
 import { makeSelfSigned } from "../src/data/selfsigned.ts";
 import { secretOf, TlsConfigError, TlsProvider, type TlsBinding } from "../src/data/tls.ts";
 import { FtpsControl, readToEnd, TEST_TLS, type DataConn } from "./helpers/ftps.ts";
+import { describeRun, exec, which } from "./helpers/exec.ts";
 import { makeConfig, startTestServer, waitFor, type ConfigPatch, type TestServer } from "./helpers/server.ts";
 
 const BOTH: ConfigPatch = { tls: { mode: "both", implicitPort: 0 } };
@@ -456,6 +458,47 @@ describe("TlsBinding", () => {
   });
 });
 
+/** How the test client ends an upload's data connection. */
+type Ending =
+  | "close_notify" // TLS close_notify then TCP FIN, once the data is written
+  | "cut" // TCP FIN without close_notify, once the data is written: not the end of the file
+  | "close_notify at once" // data, close_notify and FIN handed to the kernel in one go
+  | "cut at once" // data and FIN handed to the kernel in one go, no close_notify
+  | "reset"; // TCP RST without close_notify
+
+/** STOR over a TLS data connection ended as `ending`; the final reply's code. */
+async function storeOver(c: FtpsControl, name: string, data: Buffer, ending: Ending, rest = 0): Promise<number> {
+  if (rest > 0) await c.expect(`REST ${rest}`, 350);
+  const dc = await c.tlsData(await c.epsv());
+  c.send(`STOR ${name}`);
+  assert.equal((await c.reply()).code, 150);
+  assert.equal(await dc.handshake, true);
+  if (ending === "close_notify at once") dc.socket.end(data);
+  else if (ending === "cut at once") {
+    dc.socket.write(data);
+    dc.raw.end();
+  } else {
+    await new Promise<void>((resolve) => dc.socket.write(data, () => resolve()));
+    if (ending === "close_notify") dc.socket.end();
+    else if (ending === "cut") dc.raw.end();
+    else dc.raw.resetAndDestroy();
+  }
+  dc.socket.resume();
+  const r = await c.reply(20_000);
+  dc.socket.destroy();
+  return r.code;
+}
+
+async function tempFiles(dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter((n) => n.startsWith(".berth-upload"));
+}
+
+function pattern(size: number, seed = 0): Buffer {
+  const b = Buffer.alloc(size);
+  for (let i = 0; i < size; i++) b[i] = (i + seed) % 251;
+  return b;
+}
+
 describe("uploads under PROT P", () => {
   let t: TestServer;
   before(async () => {
@@ -463,58 +506,209 @@ describe("uploads under PROT P", () => {
   });
   after(() => t.close());
 
-  async function storeOver(c: FtpsControl, name: string, data: Buffer, closeNotify: boolean, rest = 0): Promise<number> {
-    if (rest > 0) await c.expect(`REST ${rest}`, 350);
-    const dc = await c.tlsData(await c.epsv());
-    c.send(`STOR ${name}`);
-    assert.equal((await c.reply()).code, 150);
-    assert.equal(await dc.handshake, true);
-    await new Promise<void>((resolve) => dc.socket.write(data, () => resolve()));
-    if (closeNotify) dc.socket.end();
-    else dc.raw.end(); // TCP FIN, no TLS close_notify: a cut connection, not the end of the file
-    dc.socket.resume();
-    const r = await c.reply();
-    dc.socket.destroy();
-    return r.code;
-  }
-
-  async function tempFiles(dir: string): Promise<string[]> {
-    return (await readdir(dir)).filter((n) => n.startsWith(".berth-upload"));
+  async function session(): Promise<FtpsControl> {
+    const c = await FtpsControl.explicit(t.port);
+    await c.login();
+    await c.protect();
+    await c.expect("TYPE I", 200);
+    return c;
   }
 
   it("never publishes an upload cut without close_notify over an existing file", async () => {
     const home = t.home("alice");
     await writeFile(join(home, "keep.txt"), "original content");
-    const c = await FtpsControl.explicit(t.port);
-    await c.login();
-    await c.protect();
-    await c.expect("TYPE I", 200);
-    assert.equal(await storeOver(c, "keep.txt", Buffer.alloc(200_000, 7), false), 426);
+    const c = await session();
+    assert.equal(await storeOver(c, "keep.txt", Buffer.alloc(200_000, 7), "cut"), 426);
     assert.equal(await readFile(join(home, "keep.txt"), "utf8"), "original content");
     assert.deepEqual(await tempFiles(home), []);
     // The same upload ended properly replaces the file.
     const good = Buffer.alloc(200_000, 8);
-    assert.equal(await storeOver(c, "keep.txt", good, true), 226);
+    assert.equal(await storeOver(c, "keep.txt", good, "close_notify"), 226);
     assert.deepEqual(await readFile(join(home, "keep.txt")), good);
     await c.quit();
   });
 
   it("keeps a cut new upload's partial data, which REST + STOR completes", async () => {
     const home = t.home("alice");
+    const c = await session();
+    const whole = pattern(300_000);
+    assert.equal(await storeOver(c, "resume.bin", whole.subarray(0, 120_000), "cut"), 426);
+    const partial = await readFile(join(home, "resume.bin"));
+    assert.ok(partial.length > 0 && partial.length <= 120_000, `partial size ${partial.length}`);
+    assert.deepEqual(partial, whole.subarray(0, partial.length));
+    assert.equal(await storeOver(c, "resume.bin", whole.subarray(partial.length), "close_notify", partial.length), 226);
+    assert.deepEqual(await readFile(join(home, "resume.bin")), whole);
+    await c.quit();
+  });
+
+  it("tells close_notify from a cut whether FIN comes later, right behind the data, or as a reset", async () => {
+    const home = t.home("alice");
+    const c = await session();
+    for (const size of [0, 1, 5000, 200_000]) {
+      for (const [ending, code] of [
+        ["cut at once", 426],
+        ["reset", 426],
+        ["close_notify at once", 226],
+        ["cut", 426],
+        ["close_notify", 226],
+      ] as const) {
+        const name = `endings-${size}.bin`;
+        await writeFile(join(home, name), "original");
+        const data = pattern(size, code);
+        const got = await storeOver(c, name, data, ending);
+        // A cut that reaches the server before it has finished its side of the handshake is a 425.
+        assert.ok(got === code || (code === 426 && got === 425), `${ending}, ${size} bytes: ${got}, not ${code}`);
+        const now = await readFile(join(home, name));
+        if (code === 226) assert.deepEqual(now, data, `${ending}, ${size} bytes: published`);
+        else assert.equal(now.toString(), "original", `${ending}, ${size} bytes: not published`);
+      }
+    }
+    assert.deepEqual(await tempFiles(home), []);
+    await c.quit();
+  });
+
+  it("a 24 MiB upload: 426 when cut, 226 with close_notify (the server reads behind the client)", async () => {
+    const home = t.home("alice");
+    await writeFile(join(home, "big.bin"), "original");
+    const c = await session();
+    const big = pattern(24 << 20);
+    assert.equal(await storeOver(c, "big.bin", big, "cut"), 426);
+    assert.equal(await readFile(join(home, "big.bin"), "utf8"), "original");
+    assert.equal(await storeOver(c, "big.bin", big, "close_notify at once"), 226);
+    assert.ok((await readFile(join(home, "big.bin"))).equals(big), "the whole upload was stored");
+    await c.quit();
+  });
+});
+
+describe("uploads under PROT P, paced by a bandwidth limit", () => {
+  // The server reads slowly, so TCP reading is paused for backpressure when close_notify arrives.
+  let t: TestServer;
+  before(async () => {
+    t = await startTestServer({ config: { ...BOTH, bandwidth: { ...DEFAULTS.bandwidth, transferUp: 4 << 20 } } });
+  });
+  after(() => t.close());
+
+  it("426 when cut, 226 with close_notify", async () => {
+    const home = t.home("alice");
+    await writeFile(join(home, "paced.bin"), "original");
     const c = await FtpsControl.explicit(t.port);
     await c.login();
     await c.protect();
     await c.expect("TYPE I", 200);
-    const whole = Buffer.alloc(300_000);
-    for (let i = 0; i < whole.length; i++) whole[i] = i % 251;
-    assert.equal(await storeOver(c, "resume.bin", whole.subarray(0, 120_000), false), 426);
-    const partial = await readFile(join(home, "resume.bin"));
-    assert.ok(partial.length > 0 && partial.length <= 120_000, `partial size ${partial.length}`);
-    assert.deepEqual(partial, whole.subarray(0, partial.length));
-    assert.equal(await storeOver(c, "resume.bin", whole.subarray(partial.length), true, partial.length), 226);
-    assert.deepEqual(await readFile(join(home, "resume.bin")), whole);
+    const data = pattern(2 << 20);
+    assert.equal(await storeOver(c, "paced.bin", data, "cut"), 426);
+    assert.equal(await readFile(join(home, "paced.bin"), "utf8"), "original");
+    assert.equal(await storeOver(c, "paced.bin", data, "close_notify at once"), 226);
+    assert.ok((await readFile(join(home, "paced.bin"))).equals(data));
     await c.quit();
   });
+});
+
+/**
+ * A TLS data connection from Python (MemoryBIO), to put the last data, close_notify and FIN in one
+ * TCP segment (TCP_CORK), or to leave TCP open after close_notify until the server's own arrives.
+ */
+const PY_DATA = String.raw`
+import socket, ssl, sys
+port, ending, size = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+sock = socket.create_connection(("127.0.0.1", port))
+incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ctx.wrap_bio(incoming, outgoing)
+while True:
+    try:
+        tls.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        sock.sendall(outgoing.read())
+        got = sock.recv(65536)
+        if not got:
+            sys.exit("closed during the handshake")
+        incoming.write(got)
+sock.sendall(outgoing.read())
+tls.write((bytes(range(251)) * (size // 251 + 1))[:size])
+if ending != "cut":
+    try:
+        tls.unwrap()
+    except ssl.SSLWantReadError:
+        pass  # close_notify is queued; the server's comes later
+cork = getattr(socket, "TCP_CORK", None)
+if cork is not None:
+    sock.setsockopt(socket.IPPROTO_TCP, cork, 1)
+sock.sendall(outgoing.read())
+if ending == "half-close":
+    if cork is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
+    while True:
+        got = sock.recv(65536)
+        if not got:
+            print("FIN before the server's close_notify")
+            break
+        incoming.write(got)
+        try:
+            tls.unwrap()
+            print("close_notify from the server")
+            break
+        except ssl.SSLWantReadError:
+            pass
+else:
+    sock.shutdown(socket.SHUT_WR)
+    if cork is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
+    while sock.recv(65536):
+        pass
+sock.close()
+`;
+
+describe("uploads under PROT P from a client that packs its ending (Python)", () => {
+  let t: TestServer;
+  before(async () => {
+    // Python cannot present the control connection's session here: fresh data sessions are allowed.
+    t = await startTestServer({ config: { tls: { mode: "explicit", requireSessionReuse: false } } });
+  });
+  after(() => t.close());
+
+  for (const size of [1000, 300_000]) {
+    for (const [ending, code] of [
+      ["close_notify", 226],
+      ["cut", 426],
+      ["half-close", 226],
+    ] as const) {
+      const what =
+        ending === "close_notify"
+          ? "data, close_notify and FIN in one segment"
+          : ending === "cut"
+            ? "data and FIN in one segment, no close_notify"
+            : "close_notify with TCP left open until the server's close_notify";
+      it(`${what}: ${code} (${size} bytes)`, async (ctx) => {
+        if (!which("python3")) {
+          ctx.skip("python3 is not installed");
+          return;
+        }
+        const home = t.home("alice");
+        const name = `py-${ending}-${size}.bin`;
+        await writeFile(join(home, name), "original");
+        const c = await FtpsControl.explicit(t.port);
+        await c.login();
+        await c.protect();
+        await c.expect("TYPE I", 200);
+        const port = await c.epsv();
+        c.send(`STOR ${name}`);
+        const py = exec("python3", ["-c", PY_DATA, String(port), ending, String(size)], { timeoutMs: 20_000 });
+        assert.equal((await c.reply()).code, 150);
+        assert.equal((await c.reply(20_000)).code, code);
+        const r = await py;
+        assert.equal(r.code, 0, describeRun(r));
+        if (ending === "half-close") assert.match(r.stdout, /close_notify from the server/);
+        const now = await readFile(join(home, name));
+        if (code === 226) assert.ok(now.equals(pattern(size)), "published as sent");
+        else assert.equal(now.toString(), "original");
+        await c.quit();
+      });
+    }
+  }
 });
 
 describe("ABOR during a TLS transfer", () => {

@@ -9,8 +9,8 @@ import { createHash, randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
+import { getSystemErrorName } from "node:util";
 import type { Server, Socket } from "node:net";
-import { Duplex } from "node:stream";
 import { createSecureContext, TLSSocket, type SecureContext } from "node:tls";
 import type { Logger } from "pino";
 import { ConfigError } from "../config/load.ts";
@@ -218,7 +218,7 @@ export class TlsProvider {
    * For PROT P: wraps the data socket at once (curl starts its handshake as soon as it connects),
    * sends 150 without waiting for the handshake (lftp and ftplib start it only after 150), then
    * waits for the handshake and checks the session was resumed from this control connection.
-   * An upload's socket also checks that the client ends it with close_notify (see EofGuard).
+   * An upload's socket also checks that the client ends it with close_notify (requireCloseNotify).
    */
   async secureData(
     s: TlsSessionState,
@@ -231,15 +231,21 @@ export class TlsProvider {
       send150();
       return socket;
     }
-    const guard = opts.upload ? new EofGuard(socket) : null;
     let t: TLSSocket | null = null;
     const events = binding.dataEvents(() => t);
-    t = this.wrap(guard ?? socket, binding.context, events);
-    guard?.watch(t);
+    t = this.wrap(socket, binding.context, events);
+    if (opts.upload) requireCloseNotify(t);
+    // Checked as the handshake finishes: a client that sends close_notify right behind its Finished
+    // (an empty upload) has its socket ended, and closed, before handshake() resolves.
+    let own = false;
+    let resumed = false;
+    t.once("secure", () => {
+      own = binding.resumedOwnSession(t);
+      resumed = t.isSessionReused();
+    });
     send150();
     await handshake(t, s.ctx.config.limits.dataTimeout * 1000);
-    if (s.ctx.config.tls.requireSessionReuse && !binding.resumedOwnSession(t)) {
-      const resumed = t.isSessionReused();
+    if (s.ctx.config.tls.requireSessionReuse && !own) {
       t.destroy();
       s.log.warn({ event: "tls-data-refused", resumed }, "data connection did not resume the control connection's TLS session");
       throw new FtpError(522, "Data connection refused: it must resume this control connection's TLS session");
@@ -275,8 +281,8 @@ export class TlsProvider {
     });
   }
 
-  private wrap(socket: Socket | Duplex, context: SecureContext, events: EventEmitter): TLSSocket {
-    const t = new TLSSocket(socket as Socket, {
+  private wrap(socket: Socket, context: SecureContext, events: EventEmitter): TLSSocket {
+    const t = new TLSSocket(socket, {
       isServer: true,
       secureContext: context,
       ALPNProtocols: ["ftp"],
@@ -293,72 +299,46 @@ export class TlsProvider {
 }
 
 /**
- * Sits between an upload's TCP socket and its TLS socket. Node reports a TCP FIN without TLS
- * close_notify as a normal end of stream, so a truncated upload would look complete. The guard
- * feeds the ciphertext through and, when TCP ends, checks whether TLS has already seen the
- * client's close_notify (Node ends the TLS stream as soon as it reads one): if not, the stream is
- * failed with 426 instead of ended, and the upload is aborted rather than published.
+ * Makes an upload's TLS socket fail with 426 when its TCP connection ends without the client's TLS
+ * close_notify (RFC 5246 §7.2.1): Node ends the TLS stream the same way for both, so a truncated
+ * upload would look complete. TLS reads the TCP handle natively (a JS stream between them costs
+ * about a third of an upload's CPU), so the two are told apart when the end is pushed,
+ * synchronously from the TLS layer's read callback, by whether TCP is still being read:
+ * - close_notify is data read from TCP: TCP is still being read (libuv answers another start with
+ *   EALREADY), or Node paused it for backpressure, and then no TCP end can have been read since;
+ * - a TCP end without close_notify comes from libuv's end-of-file callback, which has stopped
+ *   reading first: the start succeeds (and is undone) or fails otherwise.
+ * TLS ignores what follows close_notify, so FIN in the same segment or later, or TCP left open
+ * until the server's close_notify (half-close), all count as a clean end.
+ * This reads Node's handles (`_handle`, `_parent`, `reading`): on a Node where they are laid out
+ * otherwise every end counts as a cut (uploads fail, nothing truncated is published), and the
+ * tests in test/tls.test.ts fail.
  */
-class EofGuard extends Duplex {
-  private tls: TLSSocket | null = null;
-  private tcpEnded = false;
-  private settled = false;
-
-  constructor(private readonly raw: Socket) {
-    super({ allowHalfOpen: true });
-    raw.on("data", (chunk: Buffer) => {
-      if (!this.push(chunk)) raw.pause();
-    });
-    raw.on("end", () => this.tcpEnd());
-    // A reset is an end without close_notify unless TLS already had it.
-    raw.on("error", () => this.tcpEnd());
-    raw.on("close", () => this.tcpEnd());
-  }
-
-  /** The TLS socket reading from this guard. */
-  watch(tls: TLSSocket): void {
-    this.tls = tls;
-  }
-
-  override _read(): void {
-    if (this.tcpEnded) this.settle();
-    else this.raw.resume();
-  }
-
-  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    if (this.raw.destroyed) cb();
-    else this.raw.write(chunk, () => cb());
-  }
-
-  override _final(cb: (err?: Error | null) => void): void {
-    this.raw.end();
-    cb();
-  }
-
-  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
-    this.raw.destroy();
-    cb(err);
-  }
-
-  private tcpEnd(): void {
-    this.tcpEnded = true;
-    this.settle();
-  }
-
-  /** Decides once every received byte has gone to TLS (nothing left in this guard's buffer). */
-  private settle(): void {
-    if (this.settled || this.readableLength > 0 || this.destroyed) return;
-    this.settled = true;
-    if (this.tls !== null && tlsEnded(this.tls)) this.push(null);
-    else this.destroy(new FtpError(426, "Transfer aborted: data connection closed without TLS close_notify"));
-  }
+function requireCloseNotify(t: TLSSocket): void {
+  const push = t.push.bind(t);
+  t.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
+    if (chunk !== null || closeNotifyReceived(t)) return push(chunk, encoding);
+    t.destroy(new FtpError(426, "Transfer aborted: data connection closed without TLS close_notify"));
+    return false;
+  };
 }
 
-/** True once the TLS stream has reached its end (for a TLS socket: close_notify was received). */
-function tlsEnded(t: TLSSocket): boolean {
-  // `readableEnded` waits until the consumer has read everything; the end itself is recorded at once.
-  const state = (t as unknown as { _readableState?: { ended?: boolean } })._readableState;
-  return t.readableEnded || state?.ended === true;
+/** The handles under a TLSSocket: its TLS wrap, whose `_parent` is the TCP handle it reads. */
+interface TlsHandle {
+  readonly reading?: boolean;
+  readonly _parent?: { readStart?: () => number; readStop?: () => number };
+}
+
+/** See requireCloseNotify. */
+function closeNotifyReceived(t: TLSSocket): boolean {
+  const tls = (t as unknown as { _handle?: TlsHandle | null })._handle;
+  const tcp = tls?._parent;
+  if (!tls || typeof tcp?.readStart !== "function" || typeof tcp.readStop !== "function") return false;
+  // `reading` is Node's own record of whether it asked TCP to read (false: paused for backpressure).
+  if (tls.reading !== true) return true;
+  const err = tcp.readStart();
+  if (err === 0) tcp.readStop();
+  return err < 0 && getSystemErrorName(err) === "EALREADY";
 }
 
 function handshake(t: TLSSocket, timeoutMs: number): Promise<void> {
