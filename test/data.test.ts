@@ -85,6 +85,32 @@ describe("passive port range", () => {
     );
   });
 
+  it("a transfer refused before 150: a client connecting late gets a clean end, not a refusal; the port goes back", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t, "bob"); // read-only: STOR is refused before 150
+      try {
+        for (const refused of ["STOR new.bin", "RETR missing.bin"]) {
+          const port = await raw.epsvPort();
+          await raw.expect(refused, 550);
+          // As FileZilla does when the refusal crosses its connect: the connection still succeeds
+          // and ends with a FIN (no ECONNREFUSED, no reset).
+          const data = await dataConnect(port);
+          const got = await readAll(data);
+          assert.equal(got.length, 0);
+          assert.equal(data.errored, null);
+        }
+        // A late client that never comes: the port is back within the grace time.
+        await raw.epsvPort();
+        await raw.expect("RETR missing.bin", 550);
+        assert.ok(await waitFor(() => t.server.context.pool.used === 0, 4000), `ports held: ${t.server.context.pool.used}`);
+        await raw.expect("NOOP", 200);
+      } finally {
+        await raw.close();
+      }
+      await portsReleased(t);
+    });
+  });
+
   it("a second PASV on one session gives back the first port", async () => {
     await withServer(
       async (t) => {

@@ -47,6 +47,11 @@ export class ActiveChannel implements DataChannel {
     });
   }
 
+  /** Nothing was dialled yet: the same as close(). */
+  retire(): void {
+    this.close();
+  }
+
   /** Forgets the target; a socket still connecting is destroyed. */
   close(): void {
     if (this.closed) return;

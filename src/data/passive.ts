@@ -25,6 +25,9 @@ export interface PassiveOptions {
   readonly onUnused?: (port: number) => void;
 }
 
+/** How long a channel refused before use keeps listening for a client already connecting (ms). */
+const RETIRE_GRACE_MS = 2000;
+
 /** A listening passive port holding at most one accepted connection. */
 export class PassiveChannel implements DataChannel {
   readonly kind = "passive" as const;
@@ -32,9 +35,12 @@ export class PassiveChannel implements DataChannel {
   private waiter: { resolve: (s: Socket) => void; reject: (e: Error) => void } | null = null;
   private closed = false;
   private handedOut = false;
+  /** Refused before use: a connection still accepted is ended cleanly, then the port goes back. */
+  private retired = false;
   /** A port nobody connects to within the data timeout is given back, so PASV without a
    * connection cannot hold the range (issue "Abuse resistance"). */
   private readonly deadline: NodeJS.Timeout;
+  private retireTimer: NodeJS.Timeout | null = null;
 
   private constructor(
     private readonly server: Server,
@@ -93,6 +99,7 @@ export class PassiveChannel implements DataChannel {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.deadline);
+    if (this.retireTimer) clearTimeout(this.retireTimer);
     this.stopListening();
     this.opts.pool.release(this.port);
     if (this.accepted && !this.handedOut) this.accepted.destroy();
@@ -100,6 +107,44 @@ export class PassiveChannel implements DataChannel {
     const w = this.waiter;
     this.waiter = null;
     w?.reject(new FtpError(425, "Data connection closed"));
+  }
+
+  /**
+   * The command this channel was opened for was refused before 150. A client connects right after
+   * PASV, often before that reply reaches it: closing the listener at once would refuse or reset its
+   * connection, and FileZilla would retry the refused command as if the network had failed (vsftpd
+   * and pure-ftpd keep the listener too). So the listener stays for up to RETIRE_GRACE_MS (never past
+   * the data timeout); a connection that comes is ended with a FIN, then the port goes back.
+   */
+  retire(): void {
+    if (this.closed || this.retired) return;
+    if (this.handedOut) {
+      this.close();
+      return;
+    }
+    this.retired = true;
+    const w = this.waiter;
+    this.waiter = null;
+    w?.reject(new FtpError(425, "Data connection closed"));
+    if (this.accepted) {
+      this.endGently(this.accepted);
+      return;
+    }
+    clearTimeout(this.deadline);
+    const grace = setTimeout(() => this.close(), Math.min(RETIRE_GRACE_MS, this.opts.timeoutMs));
+    grace.unref();
+    this.retireTimer = grace;
+  }
+
+  /** Ends an accepted connection nobody will use: FIN, then it is destroyed when the client closes
+   * (or after a moment); the listener and port go now. */
+  private endGently(socket: Socket): void {
+    this.handedOut = true; // close() must not reset it
+    this.close();
+    socket.setTimeout(RETIRE_GRACE_MS, () => socket.destroy());
+    socket.once("end", () => socket.destroy());
+    socket.resume();
+    socket.end();
   }
 
   /** Nobody connected within the data timeout: a waiting transfer gets 425, the port goes back. */
@@ -133,6 +178,10 @@ export class PassiveChannel implements DataChannel {
     socket.on("error", () => undefined);
     this.accepted = socket;
     clearTimeout(this.deadline);
+    if (this.retired) {
+      this.endGently(socket);
+      return;
+    }
     const w = this.waiter;
     this.waiter = null;
     w?.resolve(socket);

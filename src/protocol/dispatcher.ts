@@ -143,5 +143,5 @@ function needsOverwriteCheck(rule: PermRule, user: Parameters<typeof permsAt>[0]
 function consumeTransferState(session: Session): void {
   session.restOffset = 0;
   session.allocated = null;
-  session.setChannel(null);
+  session.retireChannel();
 }

@@ -71,6 +71,8 @@ export class Session {
   renameFrom: VirtualPath | null = null;
   /** The data connection set up by PASV/EPSV/PORT/EPRT, consumed by the next transfer. */
   channel: DataChannel | null = null;
+  /** The last channel refused before use, still ending gently. */
+  private retiring: DataChannel | null = null;
   /** After EPSV ALL only EPSV may set up data connections (RFC 2428 §4). */
   epsvAll = false;
   /** The transfer in progress, if any. */
@@ -213,6 +215,17 @@ export class Session {
     return ch;
   }
 
+  /** The command the data channel was set up for was refused before 150: it goes away gently
+   * (see PassiveChannel.retire); the session closes it outright if it ends first. */
+  retireChannel(): void {
+    const ch = this.channel;
+    if (ch === null) return;
+    this.channel = null;
+    this.retiring?.close();
+    this.retiring = ch;
+    ch.retire();
+  }
+
   /** Replaces the data channel, closing any previous one. */
   setChannel(ch: DataChannel | null): void {
     this.channel?.close();
@@ -262,6 +275,8 @@ export class Session {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.transfer?.abort("client");
     this.setChannel(null);
+    this.retiring?.close();
+    this.retiring = null;
     this.queue.length = 0;
   }
 
