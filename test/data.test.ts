@@ -1,11 +1,12 @@
 /**
  * Data connections against a real server: the passive range (random, bounded, exhausted → 425,
  * released on every path), foreign connections to a passive port, active mode, ABOR and STAT
- * during a transfer, timeouts, and IPv6.
+ * during a transfer, downloads around the buffer sizes (REST, TYPE A, files changing while sent),
+ * timeouts, and IPv6.
  */
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { readdir, readFile, writeFile } from "node:fs/promises";
+import { appendFile, readdir, readFile, truncate, writeFile } from "node:fs/promises";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -478,6 +479,148 @@ describe("ABOR and STAT during a transfer", () => {
         await raw.expectReply(226);
         await raw.expectReply(221);
         await raw.closed();
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});
+
+describe("downloads", () => {
+  const MIB = 1 << 20;
+
+  /** RETR `name` (after REST `rest` when given) on a new passive connection: the bytes and the final reply. */
+  async function retr(raw: RawClient, name: string, rest?: number): Promise<{ data: Buffer; code: number }> {
+    if (rest !== undefined) await raw.expect(`REST ${rest}`, 350);
+    const sock = await raw.pasv();
+    raw.send(`RETR ${name}`);
+    await raw.expectReply(150);
+    const data = await readAll(sock);
+    return { data, code: (await raw.reply()).code };
+  }
+
+  /** The running transfer's byte count once it stops moving (the client stopped reading). */
+  async function stalledAt(t: TestServer): Promise<number> {
+    const bytes = (): number => t.server.sessions.values().next().value?.transfer?.bytes ?? 0;
+    assert.ok(await waitFor(() => bytes() > 0, 5000), "the download started");
+    let last = -1;
+    while (bytes() !== last) {
+      last = bytes();
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    return last;
+  }
+
+  it("sends empty, tiny and buffer-sized files byte for byte", async () => {
+    await withServer(async (t) => {
+      const sizes = [0, 1, 4096, 16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, MIB - 1, MIB, MIB + 1, 3 * MIB + 5];
+      for (const size of sizes) await writeFile(join(t.home("alice"), `s${size}.bin`), payload(size, size + 1));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        for (const size of sizes) {
+          const { data, code } = await retr(raw, `s${size}.bin`);
+          assert.equal(code, 226, `s${size}.bin`);
+          assert.equal(data.length, size, `s${size}.bin`);
+          assert.ok(data.equals(payload(size, size + 1)), `s${size}.bin content`);
+        }
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("REST + RETR at offsets around the buffer sizes", async () => {
+    await withServer(async (t) => {
+      const whole = payload(2 * MIB + 7);
+      await writeFile(join(t.home("alice"), "r.bin"), whole);
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        for (const rest of [1, 16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, MIB - 1, MIB, MIB + 1, whole.length - 1, whole.length]) {
+          const { data, code } = await retr(raw, "r.bin", rest);
+          assert.equal(code, 226, `REST ${rest}`);
+          assert.ok(data.equals(whole.subarray(rest)), `REST ${rest}: ${data.length} bytes`);
+        }
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("TYPE A: a CRLF split between two reads stays one CRLF", async () => {
+    await withServer(async (t) => {
+      const text = Buffer.alloc(MIB + 100, 0x61);
+      for (const [at, byte] of [[0, 0x0a], [10, 0x0a], [MIB - 1, 0x0d], [MIB, 0x0a], [MIB + 1, 0x0a], [MIB + 99, 0x0a]] as const) {
+        text[at] = byte;
+      }
+      await writeFile(join(t.home("alice"), "a.txt"), text);
+      const expected: number[] = [];
+      text.forEach((b, i) => {
+        if (b === 0x0a && (i === 0 || text[i - 1] !== 0x0d)) expected.push(0x0d);
+        expected.push(b);
+      });
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE A", 200);
+        const { data, code } = await retr(raw, "a.txt");
+        assert.equal(code, 226);
+        assert.equal(data.length, text.length + 4);
+        assert.ok(data.equals(Buffer.from(expected)));
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("a file that grows while it is sent is sent to its new end", async () => {
+    await withServer(async (t) => {
+      const file = join(t.home("alice"), "grow.bin");
+      const first = payload(32 * MIB);
+      const more = payload(MIB, 7);
+      await writeFile(file, first);
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        const sock = await raw.pasv();
+        sock.pause();
+        raw.send("RETR grow.bin");
+        await raw.expectReply(150);
+        const sent = await stalledAt(t);
+        assert.ok(sent < 30 * MIB, `the server got ahead: ${sent}`);
+        await appendFile(file, more);
+        sock.resume();
+        const data = await readAll(sock);
+        await raw.expectReply(226);
+        assert.equal(data.length, first.length + more.length);
+        assert.ok(data.equals(Buffer.concat([first, more])));
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("a file that shrinks while it is sent ends where the file now ends", async () => {
+    await withServer(async (t) => {
+      const file = join(t.home("alice"), "shrink.bin");
+      const whole = payload(32 * MIB);
+      await writeFile(file, whole);
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        const sock = await raw.pasv();
+        sock.pause();
+        raw.send("RETR shrink.bin");
+        await raw.expectReply(150);
+        const sent = await stalledAt(t);
+        // At most one chunk is read ahead of what went to the socket.
+        assert.ok(sent < 22 * MIB, `the server got ahead: ${sent}`);
+        await truncate(file, 24 * MIB);
+        sock.resume();
+        const data = await readAll(sock);
+        await raw.expectReply(226);
+        assert.equal(data.length, 24 * MIB);
+        assert.ok(data.equals(whole.subarray(0, 24 * MIB)));
       } finally {
         await raw.close();
       }

@@ -8,7 +8,7 @@ import type { FileHandle } from "node:fs/promises";
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { describe, it } from "node:test";
 import { join } from "node:path";
-import { Readable, Writable } from "node:stream";
+import { Writable } from "node:stream";
 import { JailedFs } from "../src/fs/jail.ts";
 import type { Download, Upload, UploadOptions, VirtualPath } from "../src/fs/types.ts";
 import { basename } from "../src/fs/vpath.ts";
@@ -54,21 +54,14 @@ function failingUpload(up: Upload): Upload {
   return { ...up, handle, commit: () => up.commit(), abort: () => up.abort() };
 }
 
-/** A download whose read stream sends FAIL_AFTER bytes and then fails with EIO. */
+/** A download whose reads give FAIL_AFTER bytes and then fail with EIO. */
 function failingDownload(dl: Download): Download {
   const handle = {
-    createReadStream: () => {
-      let sent = false;
-      const r = new Readable({
-        read() {
-          if (!sent) {
-            sent = true;
-            this.push(Buffer.alloc(FAIL_AFTER, 0x61));
-          } else this.destroy(ioError("EIO"));
-        },
-      }) as Readable & { bytesRead: number };
-      r.bytesRead = FAIL_AFTER;
-      return r;
+    read: async (buffer: Buffer, offset: number, length: number, position: number) => {
+      if (position >= FAIL_AFTER) throw ioError("EIO");
+      const n = Math.min(length, FAIL_AFTER - position);
+      buffer.fill(0x61, offset, offset + n);
+      return { bytesRead: n, buffer };
     },
     close: () => dl.handle.close(),
   } as unknown as FileHandle;

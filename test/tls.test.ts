@@ -499,6 +499,44 @@ function pattern(size: number, seed = 0): Buffer {
   return b;
 }
 
+describe("downloads under PROT P", () => {
+  let t: TestServer;
+  before(async () => {
+    t = await startTestServer({ config: BOTH });
+  });
+  after(() => t.close());
+
+  it("sends empty and multi-chunk files whole and from REST offsets", async () => {
+    const home = t.home("alice");
+    const big = Buffer.alloc(3 * (1 << 20) + 3);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 7) % 253;
+    await writeFile(join(home, "big.bin"), big);
+    await writeFile(join(home, "empty.bin"), "");
+    const c = await FtpsControl.explicit(t.port);
+    await c.login();
+    await c.protect();
+    await c.expect("TYPE I", 200);
+    const retr = async (name: string, rest = 0): Promise<Buffer> => {
+      if (rest > 0) await c.expect(`REST ${rest}`, 350);
+      const dc = await c.tlsData(await c.epsv());
+      c.send(`RETR ${name}`);
+      assert.equal((await c.reply()).code, 150);
+      assert.equal(await dc.handshake, true);
+      const data = await readToEnd(dc.socket);
+      assert.equal((await c.reply()).code, 226);
+      dc.socket.destroy();
+      return data;
+    };
+    assert.equal((await retr("empty.bin")).length, 0);
+    assert.ok((await retr("big.bin")).equals(big));
+    for (const rest of [1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, big.length - 1]) {
+      assert.ok((await retr("big.bin", rest)).equals(big.subarray(rest)), `REST ${rest}`);
+    }
+    await c.quit();
+    assert.equal(refusals(t), 0);
+  });
+});
+
 describe("uploads under PROT P", () => {
   let t: TestServer;
   before(async () => {

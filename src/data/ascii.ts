@@ -1,37 +1,35 @@
 /**
  * TYPE A conversion (RFC 959 §3.1.1.1): the wire uses CRLF line ends, the disk uses LF.
- * Both transforms keep one byte of state across chunks, so a CRLF split between chunks is handled.
+ * Both directions keep one byte of state across chunks, so a CRLF split between chunks is handled.
  */
 import { Transform, type TransformCallback } from "node:stream";
 
 const CR = 0x0d;
 const LF = 0x0a;
 
-/** Disk → wire: every LF not already preceded by CR becomes CRLF. */
-export function toNetworkAscii(): Transform {
+/** Disk → wire: every LF not already preceded by CR becomes CRLF. Returns a converter for
+ * consecutive chunks; it gives back the chunk itself when nothing changes, else a new buffer. */
+export function networkAsciiEncoder(): (chunk: Buffer) => Buffer {
   let lastWasCR = false;
-  return new Transform({
-    transform(chunk: Buffer, _enc, cb: TransformCallback) {
-      let extra = 0;
-      for (let i = 0; i < chunk.length; i++) {
-        if (chunk[i] === LF && !(i === 0 ? lastWasCR : chunk[i - 1] === CR)) extra++;
-      }
-      if (extra === 0) {
-        lastWasCR = chunk.length > 0 ? chunk[chunk.length - 1] === CR : lastWasCR;
-        cb(null, chunk);
-        return;
-      }
-      const out = Buffer.allocUnsafe(chunk.length + extra);
-      let n = 0;
-      for (let i = 0; i < chunk.length; i++) {
-        const b = chunk[i] as number;
-        if (b === LF && !(i === 0 ? lastWasCR : chunk[i - 1] === CR)) out[n++] = CR;
-        out[n++] = b;
-      }
-      lastWasCR = chunk[chunk.length - 1] === CR;
-      cb(null, out);
-    },
-  });
+  return (chunk) => {
+    let extra = 0;
+    for (let i = 0; i < chunk.length; i++) {
+      if (chunk[i] === LF && !(i === 0 ? lastWasCR : chunk[i - 1] === CR)) extra++;
+    }
+    if (extra === 0) {
+      lastWasCR = chunk.length > 0 ? chunk[chunk.length - 1] === CR : lastWasCR;
+      return chunk;
+    }
+    const out = Buffer.allocUnsafe(chunk.length + extra);
+    let n = 0;
+    for (let i = 0; i < chunk.length; i++) {
+      const b = chunk[i] as number;
+      if (b === LF && !(i === 0 ? lastWasCR : chunk[i - 1] === CR)) out[n++] = CR;
+      out[n++] = b;
+    }
+    lastWasCR = chunk[chunk.length - 1] === CR;
+    return out;
+  };
 }
 
 /** Wire → disk: CRLF becomes LF; a lone CR stays. */

@@ -1,20 +1,22 @@
 /**
  * The data path: file → socket (RETR), socket → file (STOR/APPE/STOU) and buffer → socket
- * (listings). Streams with backpressure and large chunks, never the whole file in memory.
- * A transfer settles only when its bytes are handed to the kernel (download: the socket finished
- * writing, TLS close_notify included) or on disk (upload: the write stream finished), so the caller
- * can say 226 truthfully (DESIGN convention 4).
+ * (listings), with backpressure and large chunks, never the whole file in memory. A transfer
+ * settles only when its bytes are handed to the kernel (download: the socket finished writing, TLS
+ * close_notify included) or on disk (upload: the write stream finished), so the caller can say 226
+ * truthfully (DESIGN convention 4).
  */
 import type { FileHandle } from "node:fs/promises";
 import type { Socket } from "node:net";
 import { pipeline } from "node:stream/promises";
 import type { Readable, Transform, Writable } from "node:stream";
 import { FtpError } from "../protocol/errors.ts";
-import { fromNetworkAscii, toNetworkAscii } from "./ascii.ts";
+import { fromNetworkAscii, networkAsciiEncoder } from "./ascii.ts";
 import { hookStage, type TransferHook } from "./hook.ts";
 
 /** Read size for downloads: large chunks keep syscalls and TLS records few. */
 export const READ_CHUNK = 1 << 20;
+/** Smallest download buffer. */
+const MIN_CHUNK = 16 << 10;
 /** Write buffer for uploads: chunks that arrive while a write is in flight go out in one writev. */
 export const WRITE_BUFFER = 4 << 20;
 
@@ -78,7 +80,15 @@ export class Transfer {
   }
 }
 
-/** Sends `length` bytes of `handle` from `start` to the socket, then ends it (close_notify for TLS). */
+/**
+ * Sends `handle` from `start` to its end to the socket, then ends it (close_notify for TLS).
+ *
+ * A loop over two reused buffers rather than a stream pipeline: the next chunk is read while the
+ * socket writes the current one, and a buffer is read into again only once the socket is done with
+ * it (its write callback). Buffers are sized to what is left of the file, so a small file costs one
+ * small buffer and one read. With a hook (data/hook.ts), reads are at most `chunkSize()` bytes and
+ * each chunk waits for `take()` before it goes to the socket.
+ */
 export async function sendFile(
   t: Transfer,
   socket: Socket,
@@ -88,16 +98,89 @@ export async function sendFile(
   stalledMs: number,
   hook: TransferHook | null = null,
 ): Promise<number> {
-  // Limits (data/hook.ts): smaller reads and one pacing stage, only when a limit applies.
-  const highWaterMark = hook ? Math.min(READ_CHUNK, hook.chunkSize()) : READ_CHUNK;
-  const rs = handle.createReadStream({ start, highWaterMark, autoClose: false, emitClose: false });
-  t.attach(socket, () => rs.bytesRead);
-  const stages: (Readable | Transform | Writable)[] = [rs];
-  if (ascii) stages.push(toNetworkAscii());
-  if (hook) stages.push(hookStage(hook));
-  stages.push(socket);
-  await run(t, socket, stages, stalledMs);
-  return rs.bytesRead;
+  let sent = 0;
+  t.attach(socket, () => sent);
+  socket.setTimeout(stalledMs, () => t.abort("stalled"));
+  const watch = new SocketWatch(socket);
+  // The size known at open: a short read at or past it is the end; before it, reading goes on.
+  const end = t.expected === null ? Infinity : start + t.expected;
+  const cap = hook ? Math.min(READ_CHUNK, Math.max(MIN_CHUNK, hook.chunkSize())) : READ_CHUNK;
+  const size = readBufferSize(end - start, cap);
+  const buffers: (Buffer | null)[] = [null, null];
+  // Settles when the socket no longer needs the buffer (its last write's callback ran).
+  const inUse: (Promise<void> | null)[] = [null, null];
+  const encode = ascii ? networkAsciiEncoder() : null;
+  let stopped = false;
+  let reading: Promise<unknown> | null = null;
+
+  const readInto = async (slot: number, position: number): Promise<Chunk> => {
+    await inUse[slot];
+    if (stopped) return { n: 0, last: true };
+    const buf = (buffers[slot] ??= Buffer.allocUnsafe(size));
+    const want = hook ? Math.min(buf.length, Math.max(1, hook.chunkSize())) : buf.length;
+    const read = handle.read(buf, 0, want, position);
+    reading = read;
+    const n = (await read).bytesRead;
+    // A short read that reaches the size known at open is the end: no extra read to see EOF.
+    return { n, last: n === 0 || (n < want && position + n >= end) };
+  };
+
+  try {
+    let position = start;
+    let slot = 0;
+    let next = readInto(slot, position);
+    for (;;) {
+      const { n, last } = await watch.wait(next);
+      if (n === 0) break;
+      const buf = buffers[slot] as Buffer;
+      position += n;
+      if (!last) {
+        next = readInto(1 - slot, position);
+        next.catch(() => undefined); // awaited on the next turn; a failure there is handled then
+      }
+      if (hook) {
+        const ms = hook.take(n);
+        if (ms >= 1) await watch.wait(delay(ms));
+      }
+      const chunk = encode ? encode(buf.subarray(0, n)) : buf.subarray(0, n);
+      let release!: () => void;
+      inUse[slot] = new Promise<void>((resolve) => (release = resolve));
+      const ok = socket.write(chunk, () => release());
+      sent += n;
+      if (!ok) await watch.wait(watch.drained());
+      if (last) break;
+      slot = 1 - slot;
+    }
+    socket.end();
+    await watch.wait(watch.finished());
+  } catch (err) {
+    socket.destroy();
+    throw abortError(t, err);
+  } finally {
+    stopped = true;
+    watch.detach();
+    // No read may still be filling a buffer when the caller closes the handle.
+    await (reading as Promise<unknown> | null)?.catch(() => undefined);
+  }
+  finishSocket(socket);
+  return sent;
+}
+
+/** One read of a download. */
+interface Chunk {
+  /** Bytes read. */
+  readonly n: number;
+  /** Nothing is left after it. */
+  readonly last: boolean;
+}
+
+/** Download buffer for `remaining` bytes: the smallest power of two above it (so that the first
+ * read of a file that did not change comes back short and is known to be the last), between
+ * MIN_CHUNK and `cap`. */
+export function readBufferSize(remaining: number, cap = READ_CHUNK): number {
+  let size = MIN_CHUNK;
+  while (size <= remaining && size < cap) size *= 2;
+  return Math.min(size, cap);
 }
 
 /** Receives the socket's bytes into `handle` at `position` until the client closes the connection. */
@@ -170,6 +253,63 @@ function finishSocket(socket: Socket): void {
   if (!socket.writableEnded) socket.end();
   if (socket.readableEnded) return;
   socket.once("end", () => socket.destroy());
+}
+
+/**
+ * Waits of a transfer loop that end early when the socket fails: an error, or a close before the
+ * loop is done (Transfer.abort destroys the socket). One listener pair for the whole transfer.
+ */
+class SocketWatch {
+  private failure: unknown = null;
+  private reject: ((err: unknown) => void) | null = null;
+  private readonly onError = (err: Error): void => this.fail(err);
+  private readonly onClose = (): void => this.fail(prematureClose());
+
+  constructor(private readonly socket: Socket) {
+    socket.on("error", this.onError);
+    socket.on("close", this.onClose);
+    if (socket.destroyed) this.fail(socket.errored ?? prematureClose());
+  }
+
+  /** `p`, or the socket's failure if that comes first. */
+  wait<T>(p: Promise<T>): Promise<T> {
+    if (this.failure !== null) return Promise.reject(this.failure);
+    return new Promise<T>((resolve, reject) => {
+      this.reject = reject;
+      p.then(resolve, reject);
+    });
+  }
+
+  /** Settles on the socket's next 'drain'. */
+  drained(): Promise<void> {
+    return new Promise((resolve) => this.socket.once("drain", resolve));
+  }
+
+  /** Settles once the socket has finished writing (after end(): FIN, close_notify first for TLS). */
+  finished(): Promise<void> {
+    if (this.socket.writableFinished) return Promise.resolve();
+    return new Promise((resolve) => this.socket.once("finish", resolve));
+  }
+
+  /** Stops watching. */
+  detach(): void {
+    this.socket.removeListener("error", this.onError);
+    this.socket.removeListener("close", this.onClose);
+    this.reject = null;
+  }
+
+  private fail(err: unknown): void {
+    this.failure ??= err;
+    this.reject?.(this.failure);
+  }
+}
+
+function prematureClose(): Error {
+  return Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" });
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Errors of the network side; any other errno (ENOSPC, EIO, …) is the disk's and is rethrown as is. */

@@ -75,13 +75,17 @@ export class JailedFs {
     });
   }
 
-  /** Opens regular file `v` for reading. */
+  /** Opens regular file `v` for reading. The path is resolved (and kept inside the jail) first;
+   * O_NOFOLLOW refuses a symlink swapped in after that check, O_NONBLOCK keeps a FIFO from blocking
+   * the open, and the fstat of what was opened decides whether it is a regular file. */
   openDownload(v: VirtualPath): Promise<Download> {
     return guard(async () => {
       const real = await this.existing(v);
-      if (!(await stat(real)).isFile()) throw new FtpError(550, "Not a regular file");
       const handle = await open(real, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
-      const s = await handle.stat();
+      const s = await handle.stat().catch(async (err: unknown) => {
+        await handle.close();
+        throw err;
+      });
       if (s.isFile()) return { handle, size: s.size };
       await handle.close();
       throw new FtpError(550, "Not a regular file");
