@@ -5,6 +5,7 @@
  * close_notify included) or on disk (upload: the write stream finished), so the caller can say 226
  * truthfully (DESIGN convention 4).
  */
+import { once } from "node:events";
 import type { FileHandle } from "node:fs/promises";
 import type { Socket } from "node:net";
 import { pipeline } from "node:stream/promises";
@@ -197,7 +198,8 @@ export async function receiveFile(
     start: position,
     highWaterMark: WRITE_BUFFER,
     autoClose: false,
-    emitClose: false,
+    // 'close' comes only once a write in flight has returned: run() waits for it.
+    emitClose: true,
   });
   t.attach(socket, () => ws.bytesWritten);
   const stages: (Readable | Transform | Writable)[] = [socket];
@@ -237,7 +239,16 @@ async function run(
   } finally {
     // A file stream holds a reference on its FileHandle until destroyed; FileHandle.close() would
     // wait for it forever. autoClose is off, so this releases the reference, not the descriptor.
-    for (const st of stages) if (st !== socket) st.destroy();
+    // pipeline() rejects as soon as a stage fails, while the file stream may still have a write
+    // in flight: settle only after every stage has closed, so that a rollback (quota: truncate
+    // and remove) runs after the last write, never before it (data/hook.ts).
+    const closing: Promise<unknown>[] = [];
+    for (const st of stages) {
+      if (st === socket) continue;
+      if (!st.closed) closing.push(once(st, "close").catch(() => undefined));
+      st.destroy();
+    }
+    await Promise.all(closing);
   }
   finishSocket(socket);
 }

@@ -52,4 +52,7 @@ export interface Upload {
   /** Closes the file; a temp file is removed (the old target stays intact); a file written in place
    * keeps its partial data so that REST+STOR or APPE can resume it (a new, still empty one goes). */
   abort(): Promise<void>;
+  /** Like abort(), and every byte this upload wrote goes too: a new file is removed, a resumed or
+   * appended one is cut back to where the upload started (by path: the handle may be closed). */
+  rollback(): Promise<void>;
 }

@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import type { Stats } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
-import { lstat, open, rename, stat, unlink } from "node:fs/promises";
+import { lstat, open, rename, stat, truncate, unlink } from "node:fs/promises";
 import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
 import { locate, UPLOAD_TEMP_PREFIX } from "./contain.ts";
@@ -50,7 +50,7 @@ function checkTarget(s: Stats, opts: UploadOptions): void {
 async function createNew(real: RealPath, exclusive: boolean, mode: number): Promise<Upload> {
   try {
     const handle = await openCreated(real, O_WRONLY | O_CREAT | O_EXCL | SAFE, mode);
-    return makeUpload(handle, 0, noop, () => removeIfEmpty(real));
+    return makeUpload(handle, 0, noop, () => removeIfEmpty(real), () => unlinkQuietly(real));
   } catch (err) {
     if (!exclusive && errnoOf(err) === "EEXIST") return openTemp(real, mode);
     throw mapFsError(err);
@@ -63,7 +63,7 @@ async function openTemp(real: RealPath, mode: number): Promise<Upload> {
   const handle = await openCreated(temp, O_WRONLY | O_CREAT | O_EXCL | SAFE, mode);
   const finish = (): Promise<void> => rename(temp, real);
   const cleanup = (): Promise<void> => unlinkQuietly(temp);
-  return makeUpload(handle, 0, finish, cleanup);
+  return makeUpload(handle, 0, finish, cleanup, cleanup);
 }
 
 /** REST n + STOR (RFC 3659 §5.5): keep bytes [0, n), drop the rest, write from n. */
@@ -75,7 +75,7 @@ async function openAtOffset(real: RealPath, exists: boolean, offset: number): Pr
     if (offset > size) throw new FtpError(554, "Restart offset beyond end of file", `offset ${offset} > ${size}`);
     // Truncating at the offset makes the file after an abort exactly "resumable from its size".
     await handle.truncate(offset);
-    return makeUpload(handle, offset, noop, noop);
+    return makeUpload(handle, offset, noop, noop, () => truncate(real, offset));
   } catch (err) {
     await handle.close().catch(noop);
     throw err;
@@ -87,7 +87,8 @@ async function openAppend(real: RealPath, existed: boolean, mode: number): Promi
   const handle = await open(real, O_WRONLY | O_APPEND | O_CREAT | SAFE, mode);
   try {
     if (!existed) await fixFileMode(handle, mode);
-    return makeUpload(handle, await regularSize(handle), noop, existed ? noop : () => removeIfEmpty(real));
+    const start = await regularSize(handle);
+    return makeUpload(handle, start, noop, existed ? noop : () => removeIfEmpty(real), existed ? () => truncate(real, start) : () => unlinkQuietly(real));
   } catch (err) {
     await handle.close().catch(noop);
     throw err;
@@ -113,12 +114,13 @@ async function regularSize(handle: FileHandle): Promise<number> {
   return s.size;
 }
 
-/** Wraps a handle so that commit/abort run once: a second call gets the first call's outcome. */
+/** Wraps a handle so that commit/abort/rollback run once: a second call gets the first's outcome. */
 function makeUpload(
   handle: FileHandle,
   position: number,
   finish: () => Promise<void>,
   cleanup: () => Promise<void>,
+  undo: () => Promise<void>,
 ): Upload {
   let settled: Promise<void> | null = null;
   const commit = async (): Promise<void> => {
@@ -134,11 +136,16 @@ function makeUpload(
     await handle.close().catch(noop);
     await cleanup().catch(noop);
   };
+  const rollback = async (): Promise<void> => {
+    await handle.close().catch(noop);
+    await undo().catch(noop);
+  };
   return {
     handle,
     position,
     commit: () => (settled ??= commit()),
     abort: () => (settled ??= abort()).catch(noop),
+    rollback: () => (settled ??= rollback()).catch(noop),
   };
 }
 

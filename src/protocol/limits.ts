@@ -57,8 +57,8 @@ export async function admitUpload(
     hook,
     abort: async (up) => {
       // The transfer loop has settled, so no write is in flight: cutting the file back is final.
-      if (exceeded) await up.handle.truncate(up.position).catch(() => undefined);
-      await up.abort();
+      if (exceeded) await up.rollback();
+      else await up.abort();
     },
     finish: async () => {
       pacing?.release();
