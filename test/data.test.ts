@@ -108,8 +108,20 @@ describe("passive port range", () => {
       } finally {
         await raw.close();
       }
+      // Refused by the transfer itself (the quota, before 150), not by the dispatcher's checks.
+      const alice = await rawLogin(t, "alice");
+      try {
+        const port = await alice.epsvPort();
+        await alice.expect("ALLO 5000", 202);
+        await alice.expect("STOR big.bin", 552);
+        const data = await dataConnect(port);
+        assert.equal((await readAll(data)).length, 0);
+        assert.equal(data.errored, null);
+      } finally {
+        await alice.close();
+      }
       await portsReleased(t);
-    });
+    }, { config: { quota: { bytes: 1000 } } });
   });
 
   it("a second PASV on one session gives back the first port", async () => {

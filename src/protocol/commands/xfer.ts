@@ -58,13 +58,16 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
   } catch (err) {
     outcome = t.aborted ?? "error";
     socket?.destroy();
-    ch.close();
+    // Refused before any connection was taken (a quota, a missing file): a client connecting at
+    // this moment gets a clean end rather than a refusal it could take for a network error.
+    if (socket === null && t.aborted === null) ch.retire();
+    else ch.close();
     if (prepared) await plan.abort?.(prepared.r).catch((e: unknown) => s.log.warn({ err: e }, "cleanup failed"));
     // RFC 959 §4.1.3: an aborted transfer is answered 426, even one still waiting to connect.
     const [code, text] = t.aborted === "abort" ? [426, "Transfer aborted"] : replyFor(err);
     s.reply(code, text);
   } finally {
-    ch.close();
+    if (socket !== null) ch.close();
     s.transfer = null;
     logTransfer(s, t, bytes, outcome);
     t.settle();
