@@ -227,3 +227,14 @@ void describe("the login cache in a running server (users.loginCacheSeconds)", (
     );
   });
 });
+
+void describe("the user store under a burst of logins", () => {
+  void test("logins that arrive while the users file is first read wait for it (none is taken for an unknown user)", async () => {
+    const { store, file, root } = tempStore();
+    await store.add("erin", "erin-pw");
+    // A fresh store on the same file, as after a start: nothing read yet.
+    const fresh = new UserStore({ file, storageRoot: root, bcryptCost: 4, reloadIntervalMs: 60_000 });
+    const results = await Promise.all(Array.from({ length: 20 }, () => fresh.authenticate("erin", "erin-pw")));
+    assert.deepEqual(results.map((u) => u?.name), Array.from({ length: 20 }, () => "erin"));
+  });
+});

@@ -227,6 +227,7 @@ export class UserStore implements CredentialSource {
   /** Signature of the file version last looked at; undefined before the first look. */
   #seen: string | null | undefined = undefined;
   #checkedAt = 0;
+  #refreshing: Promise<void> | null = null;
   #dummy: Promise<string> | undefined;
   /** Serializes this process's writes. */
   #queue: Promise<unknown> = Promise.resolve();
@@ -405,9 +406,20 @@ export class UserStore implements CredentialSource {
   }
 
   /** Re-reads the file if it changed since last look (stat at most once per interval). */
-  async #refresh(): Promise<void> {
+  /** Checks the file (at most once per interval) and reloads it when it changed. Calls made while
+   * a check is running wait for it: otherwise a burst of logins right after start would be
+   * answered from the still empty table, as unknown users. */
+  #refresh(): Promise<void> {
+    if (this.#refreshing !== null) return this.#refreshing;
     const now = this.#now();
-    if (this.#seen !== undefined && now - this.#checkedAt < this.#interval) return;
+    if (this.#seen !== undefined && now - this.#checkedAt < this.#interval) return Promise.resolve();
+    this.#refreshing = this.#reload(now).finally(() => {
+      this.#refreshing = null;
+    });
+    return this.#refreshing;
+  }
+
+  async #reload(now: number): Promise<void> {
     this.#checkedAt = now;
     const sig = await signature(this.#file);
     if (sig === this.#seen) return;
