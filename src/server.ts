@@ -321,11 +321,16 @@ function addressPort(srv: Server): number {
   return typeof a === "object" && a !== null ? a.port : 0;
 }
 
+/** Connections the kernel queues before berth accepts them (capped by net.core.somaxconn): a burst
+ * of clients connecting at once (1,000 in the benchmark) must not overflow it, or the overflow
+ * waits for SYN retries of 1, 3, 7… seconds. */
+const LISTEN_BACKLOG = 4096;
+
 function listen(host: string, port: number, onConn: (s: Socket) => void): Promise<Server> {
   return new Promise((resolve, reject) => {
     const srv = createServer({ noDelay: true, keepAlive: true }, onConn);
     srv.once("error", reject);
-    srv.listen({ host, port, ipv6Only: false, backlog: 511 }, () => {
+    srv.listen({ host, port, ipv6Only: false, backlog: LISTEN_BACKLOG }, () => {
       srv.removeListener("error", reject);
       srv.on("error", () => undefined);
       resolve(srv);
