@@ -405,7 +405,6 @@ export class UserStore implements CredentialSource {
     return parseUsersFile(text, this.#file);
   }
 
-  /** Re-reads the file if it changed since last look (stat at most once per interval). */
   /** Checks the file (at most once per interval) and reloads it when it changed. Calls made while
    * a check is running wait for it: otherwise a burst of logins right after start would be
    * answered from the still empty table, as unknown users. */

@@ -8,6 +8,7 @@
 import { once } from "node:events";
 import type { FileHandle } from "node:fs/promises";
 import type { Socket } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 import { pipeline } from "node:stream/promises";
 import type { Readable, Transform, Writable } from "node:stream";
 import { FtpError } from "../protocol/errors.ts";
@@ -141,7 +142,7 @@ export async function sendFile(
       }
       if (hook) {
         const ms = hook.take(n);
-        if (ms >= 1) await watch.wait(delay(ms));
+        if (ms >= 1) await watch.wait(sleep(ms));
       }
       const chunk = encode ? encode(buf.subarray(0, n)) : buf.subarray(0, n);
       let release!: () => void;
@@ -317,10 +318,6 @@ class SocketWatch {
 
 function prematureClose(): Error {
   return Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" });
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Errors of the network side; any other errno (ENOSPC, EIO, …) is the disk's and is rethrown as is. */
