@@ -9,6 +9,7 @@ import { once } from "node:events";
 import { appendFile, readdir, readFile, truncate, writeFile } from "node:fs/promises";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
+import type { Socket } from "node:net";
 import { describe, it } from "node:test";
 import { dataConnect, RawClient, readAll, writeAll } from "./helpers/raw.ts";
 import { payload, rawLogin, withServer } from "./helpers/run.ts";
@@ -122,6 +123,31 @@ describe("passive port range", () => {
       }
       await portsReleased(t);
     }, { config: { quota: { bytes: 1000 } } });
+  });
+
+  it("refused transfers repeated at once hold at most one extra port per session", async () => {
+    await withServer(
+      async (t) => {
+        const raw = await rawLogin(t, "alice");
+        try {
+          // Refused by the dispatcher (a bad path) and by the transfer itself (the quota, before 150),
+          // over and over, never connecting: the range of two ports never runs out.
+          for (let i = 0; i < 6; i++) {
+            await raw.epsvPort();
+            if (i % 2 === 0) await raw.expect("RETR ../../etc/passwd", 550);
+            else {
+              await raw.expect("ALLO 5000", 202);
+              await raw.expect("STOR big.bin", 552);
+            }
+            assert.ok(t.server.context.pool.used <= 1, `ports held: ${t.server.context.pool.used}`);
+          }
+        } finally {
+          await raw.close();
+        }
+        await portsReleased(t);
+      },
+      { config: { passive: { ports: freshRange(2) }, quota: { bytes: 1000 } } },
+    );
   });
 
   it("a second PASV on one session gives back the first port", async () => {
@@ -523,6 +549,17 @@ describe("downloads", () => {
     return last;
   }
 
+  /** RETR of `name` into a data socket that is not read, until the server stalls: the socket and
+   * the bytes the server had sent by then. */
+  async function stalledRetr(t: TestServer, raw: RawClient, name: string): Promise<{ sock: Socket; sent: number }> {
+    await raw.expect("TYPE I", 200);
+    const sock = await raw.pasv();
+    sock.pause();
+    raw.send(`RETR ${name}`);
+    await raw.expectReply(150);
+    return { sock, sent: await stalledAt(t) };
+  }
+
   it("sends empty, tiny and buffer-sized files byte for byte", async () => {
     await withServer(async (t) => {
       const sizes = [0, 1, 4096, 16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, MIB - 1, MIB, MIB + 1, 3 * MIB + 5];
@@ -593,12 +630,7 @@ describe("downloads", () => {
       await writeFile(file, first);
       const raw = await rawLogin(t);
       try {
-        await raw.expect("TYPE I", 200);
-        const sock = await raw.pasv();
-        sock.pause();
-        raw.send("RETR grow.bin");
-        await raw.expectReply(150);
-        const sent = await stalledAt(t);
+        const { sock, sent } = await stalledRetr(t, raw, "grow.bin");
         assert.ok(sent < 30 * MIB, `the server got ahead: ${sent}`);
         await appendFile(file, more);
         sock.resume();
@@ -619,12 +651,7 @@ describe("downloads", () => {
       await writeFile(file, whole);
       const raw = await rawLogin(t);
       try {
-        await raw.expect("TYPE I", 200);
-        const sock = await raw.pasv();
-        sock.pause();
-        raw.send("RETR shrink.bin");
-        await raw.expectReply(150);
-        const sent = await stalledAt(t);
+        const { sock, sent } = await stalledRetr(t, raw, "shrink.bin");
         // At most one chunk is read ahead of what went to the socket.
         assert.ok(sent < 22 * MIB, `the server got ahead: ${sent}`);
         await truncate(file, 24 * MIB);

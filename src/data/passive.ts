@@ -25,8 +25,10 @@ export interface PassiveOptions {
   readonly onUnused?: (port: number) => void;
 }
 
-/** How long a channel refused before use keeps listening for a client already connecting (ms). */
-const RETIRE_GRACE_MS = 2000;
+/** How long a channel refused before use keeps listening for a client already connecting (ms):
+ * such a client sent its connect together with the refused command, so it arrives within about
+ * one round trip of the refusal. */
+const RETIRE_GRACE_MS = 1000;
 
 /** A listening passive port holding at most one accepted connection. */
 export class PassiveChannel implements DataChannel {

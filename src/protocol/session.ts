@@ -215,12 +215,13 @@ export class Session {
     return ch;
   }
 
-  /** The command the data channel was set up for was refused before 150: it goes away gently
-   * (see PassiveChannel.retire); the session closes it outright if it ends first. */
-  retireChannel(): void {
-    const ch = this.channel;
+  /** The command a data channel was set up for was refused before 150 (by the dispatcher, or by
+   * the transfer after taking `ch`): it goes away gently (see PassiveChannel.retire). One at a time
+   * per session, so a client repeating refused transfers cannot hold more than one extra port; the
+   * session closes it outright if it ends first. */
+  retireChannel(ch: DataChannel | null = this.channel): void {
     if (ch === null) return;
-    this.channel = null;
+    if (ch === this.channel) this.channel = null;
     this.retiring?.close();
     this.retiring = ch;
     ch.retire();

@@ -60,7 +60,7 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
     socket?.destroy();
     // Refused before any connection was taken (a quota, a missing file): a client connecting at
     // this moment gets a clean end rather than a refusal it could take for a network error.
-    if (socket === null && t.aborted === null) ch.retire();
+    if (socket === null && t.aborted === null) s.retireChannel(ch);
     else ch.close();
     if (prepared) await plan.abort?.(prepared.r).catch((e: unknown) => s.log.warn({ err: e }, "cleanup failed"));
     // RFC 959 §4.1.3: an aborted transfer is answered 426, even one still waiting to connect.
