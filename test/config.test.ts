@@ -176,6 +176,8 @@ void describe("loadConfig errors name the key", () => {
     expectError(file("defender:\n  banTime: 0\n"), "defender.banTime", "> 0");
     expectError(env({ BERTH_LIMITS_COMMAND_RATE: "-1" }), "limits.commandRate", ">= 0");
     expectError(file("limits:\n  maxSessions: 0\n"), "limits.maxSessions", ">= 1");
+    expectError(env({ BERTH_USERS_LOGIN_CACHE_SECONDS: "-1" }), "users.loginCacheSeconds", "0..86400", "BERTH_USERS_LOGIN_CACHE_SECONDS");
+    expectError(file("users:\n  loginCacheSeconds: soon\n"), "users.loginCacheSeconds", "integer");
   });
 
   void test("the removed failed-login keys name the defender keys that replace them", () => {
