@@ -45,10 +45,19 @@ function failingWriter(real: FileHandle, start: number, limit: number): Writable
   return w;
 }
 
-/** An upload whose data stream fails part-way; commit and abort are the real ones. */
+/** An upload whose writes fail part-way (through a stream or directly, as a full disk does: a short
+ * write, then ENOSPC); commit and abort are the real ones. */
 function failingUpload(up: Upload): Upload {
+  let written = 0;
   const handle = {
     createWriteStream: (opts: { start?: number }) => failingWriter(up.handle, opts.start ?? up.position, FAIL_AFTER),
+    write: async (buf: Buffer, offset: number, length: number, position: number) => {
+      const room = FAIL_AFTER - written;
+      if (room <= 0) throw ioError("ENOSPC");
+      const { bytesWritten } = await up.handle.write(buf, offset, Math.min(length, room), position);
+      written += bytesWritten;
+      return { bytesWritten, buffer: buf };
+    },
     close: () => up.handle.close(),
   } as unknown as FileHandle;
   return { ...up, handle, commit: () => up.commit(), abort: () => up.abort() };

@@ -14,6 +14,7 @@ import type { Readable, Transform, Writable } from "node:stream";
 import { FtpError } from "../protocol/errors.ts";
 import { fromNetworkAscii, networkAsciiEncoder } from "./ascii.ts";
 import { hookStage, type TransferHook } from "./hook.ts";
+import { receiveDirect, userBufferReads, type DirectProgress } from "./receive.ts";
 
 /** Read size for downloads: large chunks keep syscalls and TLS records few. */
 export const READ_CHUNK = 1 << 20;
@@ -185,7 +186,8 @@ export function readBufferSize(remaining: number, cap = READ_CHUNK): number {
   return Math.min(size, cap);
 }
 
-/** Receives the socket's bytes into `handle` at `position` until the client closes the connection. */
+/** Receives the socket's bytes into `handle` at `position` until the client closes the connection:
+ * through a reused buffer when it can (data/receive.ts), else through a stream pipeline. */
 export async function receiveFile(
   t: Transfer,
   socket: Socket,
@@ -195,6 +197,19 @@ export async function receiveFile(
   stalledMs: number,
   hook: TransferHook | null = null,
 ): Promise<number> {
+  if (!hook && !ascii && userBufferReads(socket)) {
+    const progress: DirectProgress = { written: 0 };
+    t.attach(socket, () => progress.written);
+    socket.setTimeout(stalledMs, () => t.abort("stalled"));
+    try {
+      await receiveDirect(socket, handle, position, progress);
+    } catch (err) {
+      socket.destroy();
+      throw abortError(t, err);
+    }
+    finishSocket(socket);
+    return progress.written;
+  }
   const ws = handle.createWriteStream({
     start: position,
     highWaterMark: WRITE_BUFFER,

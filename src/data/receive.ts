@@ -1,0 +1,250 @@
+/**
+ * Plain (not TLS) uploads without limits or conversion: the data socket is read into one reused
+ * buffer and written to the file in large chunks, with no stream in between.
+ *
+ * Node reads a socket into a fresh 64 KiB buffer per read unless the socket was created with
+ * `onread` (a reused buffer), which `net.connect` offers and `net.Server` does not offer for the
+ * sockets it accepts. The same mechanism is switched on here for a socket that already exists:
+ * the symbols `onread` stores its buffer and callback under are taken from a probe socket, and the
+ * handle is told to read into the buffer (`useUserBuffer`). Where that is not possible (another
+ * runtime, a changed Node), `userBufferReads()` is false and uploads go through the stream
+ * pipeline as before: slower, never wrong.
+ *
+ * Each read is copied into a staging buffer, written as soon as no other write is in flight; what
+ * arrives meanwhile fills the other staging buffer, and reading pauses (TCP then slows the client)
+ * when that one is full. The promise settles
+ * only once the last write has returned, so 226 follows bytes that are in the file.
+ */
+import { Socket } from "node:net";
+import type { FileHandle } from "node:fs/promises";
+import { TLSSocket } from "node:tls";
+
+/** Bytes a socket read may return at once (a loopback read can bring a few hundred KiB). */
+const READ_SIZE = 256 << 10;
+/** Bytes written to the file at once. */
+const STAGE_SIZE = 1 << 20;
+/** Buffer sets kept for later uploads (reused memory takes no page faults). */
+const POOL_MAX = 4;
+
+interface OnreadSymbols {
+  readonly buffer: symbol;
+  readonly callback: symbol;
+  readonly generator: symbol;
+}
+
+let symbols: OnreadSymbols | null | undefined;
+
+/** The symbols a Socket keeps its `onread` option under, or null if they cannot be found. */
+function onreadSymbols(): OnreadSymbols | null {
+  if (symbols !== undefined) return symbols;
+  symbols = null;
+  try {
+    // `onread` is documented for net.connect() and handled by the Socket constructor.
+    const opts = { onread: { buffer: Buffer.alloc(1), callback: () => true } };
+    const probe = new Socket(opts as ConstructorParameters<typeof Socket>[0]);
+    const own = Object.getOwnPropertySymbols(probe);
+    const find = (name: string): symbol | undefined => own.find((s) => s.description === name);
+    const buffer = find("kBuffer");
+    const callback = find("kBufferCb");
+    const generator = find("kBufferGen");
+    probe.destroy();
+    if (buffer && callback && generator) symbols = { buffer, callback, generator };
+  } catch {
+    symbols = null;
+  }
+  return symbols;
+}
+
+interface UserBufferHandle {
+  useUserBuffer(buf: Uint8Array): void;
+  reading: boolean;
+}
+
+function handleOf(socket: Socket): UserBufferHandle | null {
+  const handle = (socket as unknown as { _handle?: Partial<UserBufferHandle> | null })._handle;
+  return handle && typeof handle.useUserBuffer === "function" ? (handle as UserBufferHandle) : null;
+}
+
+/** Whether `socket` can be read through a reused buffer (a plain TCP socket, on a Node that keeps
+ * `onread` where this module expects it). */
+export function userBufferReads(socket: Socket): boolean {
+  return !(socket instanceof TLSSocket) && !socket.destroyed && handleOf(socket) !== null && onreadSymbols() !== null;
+}
+
+interface Buffers {
+  readonly read: Buffer;
+  readonly stages: [Buffer, Buffer];
+}
+
+const pool: Buffers[] = [];
+
+function takeBuffers(): Buffers {
+  return pool.pop() ?? { read: Buffer.allocUnsafe(READ_SIZE), stages: [Buffer.allocUnsafe(STAGE_SIZE), Buffer.allocUnsafe(STAGE_SIZE)] };
+}
+
+function giveBack(b: Buffers): void {
+  if (pool.length < POOL_MAX) pool.push(b);
+}
+
+/** What receiveDirect reports while it runs. */
+export interface DirectProgress {
+  /** Bytes written to the file so far. */
+  written: number;
+}
+
+/**
+ * Reads `socket` to its end into `handle` from `position`. Rejects with the socket's error, a
+ * premature close (the socket closed without a FIN: reset or destroyed by an abort) or the file's
+ * write error; in every case only after no write is in flight. Call only when
+ * `userBufferReads(socket)` is true.
+ */
+export function receiveDirect(socket: Socket, handle: FileHandle, position: number, progress: DirectProgress): Promise<void> {
+  const sym = onreadSymbols() as OnreadSymbols;
+  const h = handleOf(socket) as UserBufferHandle;
+  const bufs = takeBuffers();
+  const readBuf = bufs.read;
+  let cur = 0;
+  let fill = 0;
+  let pos = position;
+  let writing = false;
+  let paused = false;
+  let ended = false;
+  let failure: unknown = null;
+  let settled = false;
+
+  return new Promise<void>((resolve, reject) => {
+    const settle = (): void => {
+      if (settled || writing) return;
+      if (failure === null && !(ended && fill === 0)) return;
+      settled = true;
+      socket.removeListener("end", onEnd);
+      socket.removeListener("error", onError);
+      socket.removeListener("close", onClose);
+      // Nothing reads into our buffers any more: the socket ended, or it is destroyed below.
+      if (failure !== null) socket.destroy();
+      giveBack(bufs);
+      if (failure !== null) reject(failure);
+      else resolve();
+    };
+
+    /** A network failure (reset, abort) still lands what was received; a disk failure stops. */
+    let diskFailed = false;
+    const fail = (err: unknown): void => {
+      failure ??= err;
+      if (!writing && fill > 0 && !diskFailed) flush();
+      settle();
+    };
+
+    let started = false;
+    const start = (): void => {
+      started = true;
+      socket.resume();
+    };
+    const resumeReading = (): void => {
+      if (!paused || socket.destroyed) return;
+      paused = false;
+      if (!started) return start();
+      // The Readable side believes a read is pending (nothing is pushed in this mode): start the
+      // handle again the way Socket#_read does.
+      if (!h.reading) (socket as unknown as { _read(n: number): void })._read(0);
+    };
+
+    const flush = (): void => {
+      const buf = bufs.stages[cur] as Buffer;
+      const n = fill;
+      cur = 1 - cur;
+      fill = 0;
+      writing = true;
+      void writeAll(handle, buf, n, pos).then(
+        () => {
+          writing = false;
+          pos += n;
+          progress.written += n;
+          // What arrived during the write goes out at once, as one write.
+          if (fill > 0) flush();
+          if (failure === null) resumeReading();
+          settle();
+        },
+        (err: unknown) => {
+          writing = false;
+          diskFailed = true;
+          fail(err);
+        },
+      );
+    };
+
+    /** Takes `n` bytes of `src` (a read, or data buffered before the switch). */
+    const take = (src: Uint8Array, n: number): boolean => {
+      let off = 0;
+      while (off < n) {
+        const stage = bufs.stages[cur] as Buffer;
+        const k = Math.min(n - off, STAGE_SIZE - fill);
+        stage.set(src.subarray(off, off + k), fill);
+        fill += k;
+        off += k;
+        // Only data buffered before the switch can be larger than a read: stage what is left
+        // into the other buffer, which is free whenever no write is in flight.
+        if (off < n) {
+          if (writing) throw new Error("upload staging overflow");
+          flush();
+        }
+      }
+      // Written as soon as the disk is free: a slow client's data is on disk as it arrives, and a
+      // fast one's piles up during a write and goes out in one large write.
+      if (!writing) flush();
+      if (fill + READ_SIZE <= STAGE_SIZE) return true;
+      paused = true;
+      return false;
+    };
+
+    const onEnd = (): void => {
+      ended = true;
+      if (!writing && fill > 0) flush();
+      settle();
+    };
+    const onError = (err: Error): void => fail(err);
+    const onClose = (): void => {
+      if (!ended) fail(Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" }));
+    };
+
+    const s = socket as unknown as Record<symbol, unknown>;
+    s[sym.buffer] = readBuf;
+    s[sym.generator] = null;
+    s[sym.callback] = (n: number, buf: Uint8Array): boolean => {
+      if (failure !== null) return false;
+      try {
+        return take(buf, n);
+      } catch (err) {
+        fail(err);
+        return false;
+      }
+    };
+    h.useUserBuffer(readBuf);
+    socket.on("end", onEnd);
+    socket.on("error", onError);
+    socket.on("close", onClose);
+
+    // Whatever the stream read before the switch comes first (read() returns all of it at once).
+    try {
+      for (let chunk = socket.read() as Buffer | null; chunk !== null; chunk = socket.read() as Buffer | null) {
+        take(chunk, chunk.length);
+      }
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    if (socket.readableEnded) return onEnd();
+    // Paused while draining: reading starts once a write has made room.
+    if (!paused) start();
+  });
+}
+
+/** Writes all `n` bytes of `buf` at `pos` (a regular file may take fewer at once). */
+async function writeAll(handle: FileHandle, buf: Buffer, n: number, pos: number): Promise<void> {
+  let done = 0;
+  while (done < n) {
+    const { bytesWritten } = await handle.write(buf, done, n - done, pos + done);
+    if (bytesWritten <= 0) throw Object.assign(new Error("short write"), { code: "EIO" });
+    done += bytesWritten;
+  }
+}
