@@ -5,6 +5,7 @@ import {
   formatMdtm,
   formatMlsxFacts,
   formatMlsxSelected,
+  mlsxFormatter,
   mlstFeature,
   modeString,
   parseMfmtTime,
@@ -134,6 +135,27 @@ void describe("MDTM / MFMT times", () => {
       "20010203040506Z",
     ]) {
       assert.equal(parseMfmtTime(bad), null, bad);
+    }
+  });
+});
+
+void describe("mlsxFormatter", () => {
+  void it("gives the same lines as formatMlsxSelected, for every selection, across shared and changing times and modes", () => {
+    const t1 = new Date("2024-11-25T08:27:59Z");
+    const t2 = new Date("2024-11-25T08:28:00.500Z");
+    const entries: [DirEntry, { perm: string; typeOverride?: "cdir" | "pdir" }][] = [
+      [entry("a", { mtime: t1 }), { perm: "radfw" }],
+      [entry("b", { mtime: t1 }), { perm: "radfw" }],
+      [entry("c", { mtime: t2, mode: 0o600 }), { perm: "r" }],
+      [entry("d", { type: "dir", mtime: t2, mode: 0o755 }), { perm: "elcmp" }],
+      [entry("e\r\nx", { type: "link", mtime: t1, mode: 0o777 }), { perm: "" }],
+      [entry("f", { type: "other", mtime: t1, mode: 0o644 }), { perm: "" }],
+      [entry(".", { type: "dir", mtime: t1 }), { perm: "el", typeOverride: "cdir" }],
+    ];
+    for (const selection of ["type;size;modify;perm;unix.mode", "", "size;perm", "modify;unix.mode", "type"]) {
+      const facts = selectMlsxFacts(selection);
+      const format = mlsxFormatter(facts);
+      for (const [e, opts] of entries) assert.equal(format(e, opts), formatMlsxSelected(e, facts, opts), `${selection}: ${e.name}`);
     }
   });
 });

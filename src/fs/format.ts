@@ -85,6 +85,52 @@ export function formatMlsxSelected(entry: DirEntry, facts: ReadonlySet<string>, 
   return `${out} ${safeName(entry.name)}`;
 }
 
+/** formatMlsxSelected for the many entries of one listing: the fact selection is looked at once,
+ * and a time or mode shared with the previous entry (files written together) is formatted once. */
+export function mlsxFormatter(facts: ReadonlySet<string>): (entry: DirEntry, opts: MlsxOptions) => string {
+  const selected = MLSX_FACTS.filter((f) => facts.has(f));
+  let lastMs = Number.NaN;
+  let lastTime = "";
+  let lastMode = -1;
+  let lastModeText = "";
+  return (entry, opts) => {
+    const st = entry.stat;
+    let out = "";
+    for (const fact of selected) {
+      switch (fact) {
+        case "type":
+          out += `type=${opts.typeOverride ?? mlsxType(st)};`;
+          break;
+        case "size":
+          if (st.type === "file") out += `size=${st.size};`;
+          break;
+        case "modify": {
+          const ms = st.mtime.getTime();
+          if (ms !== lastMs) {
+            lastMs = ms;
+            lastTime = formatMdtm(st.mtime);
+          }
+          out += `modify=${lastTime};`;
+          break;
+        }
+        case "perm":
+          out += `perm=${opts.perm};`;
+          break;
+        case "unix.mode": {
+          const mode = st.mode & 0o7777;
+          if (mode !== lastMode) {
+            lastMode = mode;
+            lastModeText = "0" + mode.toString(8).padStart(3, "0");
+          }
+          out += `unix.mode=${lastModeText};`;
+          break;
+        }
+      }
+    }
+    return `${out} ${safeName(entry.name)}`;
+  };
+}
+
 /** Parses the argument of `OPTS MLST type;size;…`: case-insensitive, unknown facts dropped
  * (RFC 3659 §7.9); "" selects nothing. */
 export function selectMlsxFacts(text: string): Set<MlsxFact> {

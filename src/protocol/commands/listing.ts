@@ -4,7 +4,7 @@
  */
 import { Transfer, sendBuffer } from "../../data/transfer.ts";
 import { namePolicy, permFact } from "../../auth/perms.ts";
-import { formatListLine, formatMlsxSelected } from "../../fs/format.ts";
+import { formatListLine, formatMlsxSelected, mlsxFormatter } from "../../fs/format.ts";
 import type { DirEntry, VirtualPath } from "../../fs/types.ts";
 import { basename, dirname } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
@@ -80,8 +80,23 @@ async function mlsd(s: Session, arg: string): Promise<void> {
   // RFC 3659 §7.2.1: MLSD of something that is not a directory is an error.
   if (!(await fs.isDirectory(path))) throw new FtpError(501, "Not a directory");
   const entries = visible(s, await fs.list(path));
+  const format = mlsxFormatter(s.mlstFacts);
+  const user = s.user;
+  // The perm fact of a file or link depends only on the directory; a subdirectory's also on its
+  // own path, unless the user has no per-directory permissions.
+  const perms = new Map<string, string>();
+  const sameForAll = user === null || user.dirPerms.length === 0;
   let text = "";
-  for (const e of entries) text += mlsxLine(s, path, e) + "\r\n";
+  for (const e of entries) {
+    const type = e.stat.type;
+    let perm = "";
+    if (user) {
+      const cached = type !== "dir" || sameForAll ? perms.get(type) : undefined;
+      perm = cached ?? permFact(user, type, path, e.name);
+      if (cached === undefined && (type !== "dir" || sameForAll)) perms.set(type, perm);
+    }
+    text += format(e, { perm }) + "\r\n";
+  }
   await sendListing(s, path, text);
 }
 
