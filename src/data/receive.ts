@@ -18,6 +18,7 @@
 import { Socket } from "node:net";
 import type { FileHandle } from "node:fs/promises";
 import { TLSSocket } from "node:tls";
+import { write as quickWrite } from "../fs/quick.ts";
 
 /** Bytes a socket read may return at once (a loopback read can bring a few hundred KiB). */
 const READ_SIZE = 256 << 10;
@@ -243,7 +244,7 @@ export function receiveDirect(socket: Socket, handle: FileHandle, position: numb
 async function writeAll(handle: FileHandle, buf: Buffer, n: number, pos: number): Promise<void> {
   let done = 0;
   while (done < n) {
-    const { bytesWritten } = await handle.write(buf, done, n - done, pos + done);
+    const { bytesWritten } = await quickWrite(handle, buf, done, n - done, pos + done);
     if (bytesWritten <= 0) throw Object.assign(new Error("short write"), { code: "EIO" });
     done += bytesWritten;
   }

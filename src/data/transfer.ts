@@ -15,6 +15,7 @@ import { FtpError } from "../protocol/errors.ts";
 import { fromNetworkAscii, networkAsciiEncoder } from "./ascii.ts";
 import { hookStage, type TransferHook } from "./hook.ts";
 import { receiveDirect, userBufferReads, type DirectProgress } from "./receive.ts";
+import { read as quickRead } from "../fs/quick.ts";
 
 /** Read size for downloads: large chunks keep syscalls and TLS records few. */
 export const READ_CHUNK = 1 << 20;
@@ -121,7 +122,7 @@ export async function sendFile(
     if (stopped) return { n: 0, last: true };
     const buf = (buffers[slot] ??= Buffer.allocUnsafe(size));
     const want = hook ? Math.min(buf.length, Math.max(1, hook.chunkSize())) : buf.length;
-    const read = handle.read(buf, 0, want, position);
+    const read = quickRead(handle, buf, 0, want, position);
     reading = read;
     const n = (await read).bytesRead;
     // A short read that reaches the size known at open is the end: no extra read to see EOF.

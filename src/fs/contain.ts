@@ -3,10 +3,10 @@
  * through `realpath`, so a symlink anywhere on the way that leads out of the root is refused.
  */
 import type { Stats } from "node:fs";
-import { lstat, realpath } from "node:fs/promises";
 import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
+import { lstat, realpath } from "./quick.ts";
 import type { RealPath, VirtualPath } from "./types.ts";
 import { basename, dirname, hasControlChar, ROOT, splitVirtual } from "./vpath.ts";
 

@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import type { Stats } from "node:fs";
-import { chmod, mkdir, open, realpath, rename, rmdir, stat, unlink, utimes } from "node:fs/promises";
+import { chmod, mkdir, open, rmdir, utimes } from "node:fs/promises";
 import path from "node:path";
 import { FtpError, isFtpError } from "../protocol/errors.ts";
 import { locate, locateEntry } from "./contain.ts";
@@ -14,6 +14,7 @@ import { mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixDirMode, modesFor, type CreateModes } from "./modes.ts";
 import { readDirectory, toEntryStat } from "./listing.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
+import { fstat, realpath, rename, stat, unlink } from "./quick.ts";
 import { openUpload } from "./upload.ts";
 import { basename, isPlainName, joinVirtual, ROOT } from "./vpath.ts";
 
@@ -82,7 +83,7 @@ export class JailedFs {
     return guard(async () => {
       const real = await this.existing(v);
       const handle = await open(real, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
-      const s = await handle.stat().catch(async (err: unknown) => {
+      const s = await fstat(handle).catch(async (err: unknown) => {
         await handle.close();
         throw err;
       });

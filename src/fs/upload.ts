@@ -7,12 +7,13 @@ import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import type { Stats } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
-import { lstat, open, rename, stat, truncate, unlink } from "node:fs/promises";
+import { open, truncate } from "node:fs/promises";
 import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
 import { locate, UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixFileMode, modesFor } from "./modes.ts";
+import { fstat, lstat, rename, stat, unlink } from "./quick.ts";
 import type { RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = constants;
@@ -109,7 +110,7 @@ async function openCreated(file: string, flags: number, mode: number): Promise<F
 
 /** The size of an open regular file; anything else (FIFO, device) is refused. */
 async function regularSize(handle: FileHandle): Promise<number> {
-  const s = await handle.stat();
+  const s = await fstat(handle);
   if (!s.isFile()) throw new FtpError(550, "Not a regular file");
   return s.size;
 }

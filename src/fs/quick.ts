@@ -1,0 +1,97 @@
+/**
+ * Small file-system calls made synchronously while the disk answers fast.
+ *
+ * A promise call goes through libuv's thread pool: on a virtual machine each one costs 30–50 µs
+ * of hand-over between threads, where the system call itself takes 3–5 µs. A transfer of a small
+ * file makes several (realpath, stat, rename, a read or a write), and they add up to most of its
+ * latency. So these calls run on the main thread, timed; one that takes longer than SLOW_MS (a
+ * network file system, a failing or busy disk) sends every later call to the thread pool for
+ * BACKOFF_MS, so one slow disk never stalls the other sessions for long. Errors are the same
+ * errno errors either way. Opening and closing stay asynchronous: a FileHandle only comes from
+ * `fs.promises.open`.
+ */
+import * as fs from "node:fs";
+import type { FileHandle } from "node:fs/promises";
+import * as fsp from "node:fs/promises";
+
+/** A synchronous call slower than this (ms) turns synchronous calls off for a while. */
+export const SLOW_MS = 4;
+/** How long (ms) calls go through the thread pool after a slow one. */
+export const BACKOFF_MS = 30_000;
+/** Reads and writes up to this size are made synchronously; larger ones overlap with the network. */
+export const QUICK_IO_MAX = 64 << 10;
+
+let asyncUntil = 0;
+
+/** Whether synchronous calls are on (no slow call within the last BACKOFF_MS). */
+export function quickEnabled(): boolean {
+  if (asyncUntil === 0) return true;
+  if (performance.now() < asyncUntil) return false;
+  asyncUntil = 0;
+  return true;
+}
+
+/** Tests: turns synchronous calls off for `ms` (as a slow call would), or back on with 0. */
+export function backOff(ms = BACKOFF_MS): void {
+  asyncUntil = ms > 0 ? performance.now() + ms : 0;
+}
+
+function timed<T>(fn: () => T): T {
+  const t0 = performance.now();
+  try {
+    return fn();
+  } finally {
+    if (performance.now() - t0 > SLOW_MS) backOff();
+  }
+}
+
+export async function realpath(p: string): Promise<string> {
+  return quickEnabled() ? timed(() => fs.realpathSync.native(p)) : fsp.realpath(p);
+}
+
+export async function lstat(p: string): Promise<fs.Stats> {
+  return quickEnabled() ? timed(() => fs.lstatSync(p)) : fsp.lstat(p);
+}
+
+export async function stat(p: string): Promise<fs.Stats> {
+  return quickEnabled() ? timed(() => fs.statSync(p)) : fsp.stat(p);
+}
+
+export async function rename(from: string, to: string): Promise<void> {
+  if (quickEnabled()) timed(() => fs.renameSync(from, to));
+  else await fsp.rename(from, to);
+}
+
+export async function unlink(p: string): Promise<void> {
+  if (quickEnabled()) timed(() => fs.unlinkSync(p));
+  else await fsp.unlink(p);
+}
+
+/** The descriptor of a real FileHandle; stand-ins (tests) have none and take the promise path. */
+function fdOf(handle: FileHandle): number | null {
+  const fd = (handle as { fd?: unknown }).fd;
+  return typeof fd === "number" && fd >= 0 ? fd : null;
+}
+
+export async function fstat(handle: FileHandle): Promise<fs.Stats> {
+  const fd = fdOf(handle);
+  return fd !== null && quickEnabled() ? timed(() => fs.fstatSync(fd)) : handle.stat();
+}
+
+/** handle.read, synchronous for a small read. */
+export async function read(handle: FileHandle, buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }> {
+  const fd = fdOf(handle);
+  if (fd !== null && length <= QUICK_IO_MAX && quickEnabled()) {
+    return { bytesRead: timed(() => fs.readSync(fd, buf, offset, length, position)) };
+  }
+  return handle.read(buf, offset, length, position);
+}
+
+/** handle.write, synchronous for a small write. */
+export async function write(handle: FileHandle, buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesWritten: number }> {
+  const fd = fdOf(handle);
+  if (fd !== null && length <= QUICK_IO_MAX && quickEnabled()) {
+    return { bytesWritten: timed(() => fs.writeSync(fd, buf, offset, length, position)) };
+  }
+  return handle.write(buf, offset, length, position);
+}

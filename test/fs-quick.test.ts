@@ -1,0 +1,92 @@
+/**
+ * Small file-system calls on the main thread while the disk is fast (fs/quick.ts): the same
+ * results and the same errno errors as the promise calls, and the thread pool after a back-off.
+ */
+import assert from "node:assert/strict";
+import * as fsp from "node:fs/promises";
+import { mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import * as quick from "../src/fs/quick.ts";
+
+describe("quick file-system calls", () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "berth-quick-"));
+    await writeFile(join(dir, "a"), "hello");
+    await symlink("a", join(dir, "l"));
+  });
+  after(async () => {
+    quick.backOff(0);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  for (const mode of ["synchronous", "after a back-off (thread pool)"] as const) {
+    it(`${mode}: same answers and errors as fs.promises`, async () => {
+      quick.backOff(mode === "synchronous" ? 0 : 60_000);
+      assert.equal(quick.quickEnabled(), mode === "synchronous");
+      assert.equal(await quick.realpath(join(dir, "l")), await fsp.realpath(join(dir, "l")));
+      assert.equal((await quick.lstat(join(dir, "l"))).isSymbolicLink(), true);
+      assert.equal((await quick.stat(join(dir, "l"))).size, 5);
+      await assert.rejects(quick.realpath(join(dir, "missing")), { code: "ENOENT" });
+      await assert.rejects(quick.lstat(join(dir, "missing")), { code: "ENOENT" });
+      await assert.rejects(quick.unlink(join(dir, "missing")), { code: "ENOENT" });
+
+      const h = await fsp.open(join(dir, `w-${mode.length}`), "w+");
+      try {
+        assert.equal((await quick.write(h, Buffer.from("0123456789"), 2, 5, 0)).bytesWritten, 5);
+        const buf = Buffer.alloc(8);
+        assert.equal((await quick.read(h, buf, 0, 8, 1)).bytesRead, 4);
+        assert.equal(buf.subarray(0, 4).toString(), "3456");
+        assert.equal((await quick.fstat(h)).size, 5);
+      } finally {
+        await h.close();
+      }
+      await quick.rename(join(dir, `w-${mode.length}`), join(dir, `r-${mode.length}`));
+      assert.equal(await readFile(join(dir, `r-${mode.length}`), "utf8"), "23456");
+      await quick.unlink(join(dir, `r-${mode.length}`));
+      await assert.rejects(fsp.stat(join(dir, `r-${mode.length}`)), { code: "ENOENT" });
+    });
+  }
+
+  it("a back-off ends by itself", async () => {
+    quick.backOff(30);
+    assert.equal(quick.quickEnabled(), false);
+    await new Promise((r) => setTimeout(r, 40));
+    assert.equal(quick.quickEnabled(), true);
+  });
+
+  it("a stand-in handle without a descriptor is used through its own methods", async () => {
+    quick.backOff(0);
+    const calls: string[] = [];
+    const fake = {
+      read: async () => (calls.push("read"), { bytesRead: 3 }),
+      write: async () => (calls.push("write"), { bytesWritten: 2 }),
+      stat: async () => (calls.push("stat"), { size: 9 }),
+    } as unknown as fsp.FileHandle;
+    assert.equal((await quick.read(fake, Buffer.alloc(4), 0, 4, 0)).bytesRead, 3);
+    assert.equal((await quick.write(fake, Buffer.alloc(4), 0, 2, 0)).bytesWritten, 2);
+    assert.equal((await quick.fstat(fake)).size, 9);
+    assert.deepEqual(calls, ["read", "write", "stat"]);
+  });
+
+  it("reads and writes larger than QUICK_IO_MAX go through the handle (they overlap with the network)", async () => {
+    quick.backOff(0);
+    const h = await fsp.open(join(dir, "big"), "w+");
+    let viaHandle = 0;
+    const origWrite = h.write.bind(h);
+    (h as unknown as { write: typeof origWrite }).write = ((...args: Parameters<typeof origWrite>) => {
+      viaHandle++;
+      return origWrite(...args);
+    }) as typeof origWrite;
+    try {
+      const big = Buffer.alloc(quick.QUICK_IO_MAX + 1, 7);
+      assert.equal((await quick.write(h, big, 0, big.length, 0)).bytesWritten, big.length);
+      assert.equal((await quick.write(h, big, 0, 10, 0)).bytesWritten, 10);
+      assert.equal(viaHandle, 1);
+    } finally {
+      await h.close();
+    }
+  });
+});
