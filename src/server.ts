@@ -19,6 +19,7 @@ import { PortPool } from "./data/ports.ts";
 import { TlsProvider } from "./data/tls.ts";
 import { JailedFs } from "./fs/jail.ts";
 import { Quotas } from "./fs/quota.ts";
+import { stopStatWorker } from "./fs/statworker.ts";
 import { buildRegistry } from "./protocol/commands/index.ts";
 import type { FsFactory, ServerContext } from "./protocol/context.ts";
 import { Admission } from "./protocol/admission.ts";
@@ -270,6 +271,8 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
       s.socket.destroy();
     }
     await context.xferlog?.close();
+    // The listing worker (fs/statworker.ts) goes too; a listing still running stats without it.
+    await stopStatWorker();
     logger.info({ event: "stopped" }, "berth stopped");
   };
 

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { lstatAll, readDirectory } from "../src/fs/listing.ts";
+import { stopStatWorker } from "../src/fs/statworker.ts";
 import type { RealPath } from "../src/fs/types.ts";
 
 void describe("reading a large directory", () => {
@@ -27,18 +28,61 @@ void describe("reading a large directory", () => {
     assert.equal(entries.find((e) => e.name === "link-out")?.stat.type, "link");
   });
 
-  void test("the pool path (taken when a batch is slow) gives the same stats; a vanished entry is null", async () => {
+  /** The facts a listing reads, comparable across the three ways of getting them. */
+  const facts = (s: Awaited<ReturnType<typeof lstatAll>>[number]) =>
+    s === null
+      ? null
+      : [s.size, s.mode, s.nlink, s.uid, s.gid, s.mtime.getTime(), s.isFile(), s.isDirectory(), s.isSymbolicLink()];
+
+  void test("the worker, the main thread and the pool (taken when a batch is slow) give the same stats; a vanished entry is null", async () => {
     const dirents = await readdir(dir, { withFileTypes: true });
     await rm(join(dir, "f0500"));
-    const sync = await lstatAll(dir, dirents);
-    const pooled = await lstatAll(dir, dirents, -1);
+    const worker = await lstatAll(dir, dirents);
+    const sync = await lstatAll(dir, dirents, undefined, false);
+    const pooled = await lstatAll(dir, dirents, -1, false);
     assert.equal(pooled.length, dirents.length);
+    assert.equal(worker.length, dirents.length);
     const gone = dirents.findIndex((d) => d.name === "f0500");
     assert.equal(sync[gone], null);
     assert.equal(pooled[gone], null);
+    assert.equal(worker[gone], null);
     for (let i = 0; i < dirents.length; i++) {
-      assert.equal(pooled[i]?.size, sync[i]?.size, dirents[i]?.name);
-      assert.equal(pooled[i]?.ino, sync[i]?.ino, dirents[i]?.name);
+      if (i === gone) continue;
+      assert.notEqual(sync[i], null, dirents[i]?.name);
+      assert.deepEqual(facts(worker[i] ?? null), facts(sync[i] ?? null), dirents[i]?.name);
+      assert.deepEqual(facts(pooled[i] ?? null), facts(sync[i] ?? null), dirents[i]?.name);
     }
+    assert.ok(worker.some((s) => s?.isSymbolicLink()));
+  });
+
+  void test("a worker that stops mid-request: the listing is stat'ed on the main thread instead", async () => {
+    const dirents = await readdir(dir, { withFileTypes: true });
+    const expected = (await lstatAll(dir, dirents, undefined, false)).map(facts);
+    const pending = lstatAll(dir, dirents);
+    await stopStatWorker();
+    assert.deepEqual((await pending).map(facts), expected);
+    // And the next listing starts a new worker.
+    assert.deepEqual((await lstatAll(dir, dirents)).map(facts), expected);
+  });
+});
+
+void describe("reading a directory too large for one thread", () => {
+  let dir: string;
+  const COUNT = 2500; // split: the main thread takes the first half, the worker the rest
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "berth-listing-split-"));
+    await Promise.all(Array.from({ length: COUNT }, (_, i) => writeFile(join(dir, `g${String(i).padStart(5, "0")}`), "y".repeat(i % 97))));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  void test("every entry, in order, each with its own size", async () => {
+    const entries = await readDirectory(dir as RealPath, dir as RealPath);
+    assert.equal(entries.length, COUNT);
+    entries.forEach((e, i) => {
+      assert.equal(e.name, `g${String(i).padStart(5, "0")}`);
+      assert.equal(e.stat.size, i % 97, e.name);
+      assert.equal(e.stat.type, "file");
+    });
   });
 });

@@ -1,13 +1,16 @@
 /**
- * Reading a directory for LIST/NLST/MLSD: one lstat per entry, run concurrently in a bounded pool,
- * and symlinks shown by their target only when that target stays inside the jail.
+ * Reading a directory for LIST/NLST/MLSD: one lstat per entry (on the main thread, in the stat
+ * worker, or both), and symlinks shown by their target only when that target stays inside the jail.
  */
 import type { Dirent, Stats } from "node:fs";
-import { lstat, lstatSync } from "node:fs";
+import { constants, lstat, lstatSync } from "node:fs";
 import { readdir, realpath, stat } from "node:fs/promises";
 import { isInside, UPLOAD_TEMP_PREFIX } from "./contain.ts";
+import { FIELDS, lstatInWorker, statWorkerAvailable } from "./statworker.ts";
 import type { DirEntry, EntryStat, RealPath } from "./types.ts";
 import { hasControlChar } from "./vpath.ts";
+
+const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK } = constants;
 
 /** Entries stat'ed synchronously between two turns of the event loop (about 1 ms on a local disk). */
 const SYNC_BATCH = 256;
@@ -17,7 +20,7 @@ const SLOW_BATCH_MS = 20;
 const STAT_CONCURRENCY = 32;
 
 /** Node Stats → EntryStat; `type` overrides what the stats say (used for links). */
-export function toEntryStat(s: Stats, type?: EntryStat["type"]): EntryStat {
+export function toEntryStat(s: StatLike, type?: EntryStat["type"]): EntryStat {
   return {
     type: type ?? typeOf(s),
     size: s.size,
@@ -45,27 +48,111 @@ export async function readDirectory(root: RealPath, dir: RealPath): Promise<DirE
   return entries.sort(byName);
 }
 
+/** What a listing reads of an lstat: fs.Stats, or the same numbers from the stat worker. */
+export type StatLike = Pick<Stats, "size" | "mtime" | "mode" | "nlink" | "uid" | "gid" | "isFile" | "isDirectory" | "isSymbolicLink">;
+
+/** A directory with at least this many entries is stat'ed in the worker (fs/statworker.ts). */
+const WORKER_MIN = 32;
+/** From this many entries, the main thread stats the first half while the worker does the rest. */
+const SPLIT_MIN = 2048;
+/** Requests the worker may have queued before listings stat on the main thread instead. */
+const WORKER_QUEUE = 8;
+
 /**
- * lstat of every entry, in order; null where it failed. Synchronous calls in batches, yielding to
- * the event loop between batches: on a local disk an lstatSync costs a fraction of a promise or
- * callback round trip through libuv's pool. When a batch is slow (a network or failing disk), the
- * rest goes through the pool instead, so other sessions never wait on this directory.
+ * lstat of every entry, in order; null where it failed. A directory of WORKER_MIN entries or more
+ * goes to the stat worker (all of it, or the second half of a large one while the main thread
+ * does the first half). On the main thread: synchronous calls in batches, yielding to the event
+ * loop between batches (on a local disk an lstatSync costs a fraction of a promise or callback
+ * round trip through libuv's pool); when a batch is slow (a network or failing disk), the rest
+ * goes through the pool instead, so other sessions never wait on this directory.
  */
-export async function lstatAll(dir: string, dirents: readonly Dirent[], slowBatchMs = SLOW_BATCH_MS): Promise<(Stats | null)[]> {
-  const out = new Array<Stats | null>(dirents.length).fill(null);
-  let i = 0;
-  while (i < dirents.length) {
-    const end = Math.min(i + SYNC_BATCH, dirents.length);
+export async function lstatAll(
+  dir: string,
+  dirents: readonly Dirent[],
+  slowBatchMs = SLOW_BATCH_MS,
+  useWorker = true,
+): Promise<(StatLike | null)[]> {
+  const n = dirents.length;
+  const out = new Array<StatLike | null>(n).fill(null);
+  let mainEnd = n;
+  let fromWorker: Promise<boolean> | null = null;
+  if (useWorker && n >= WORKER_MIN && statWorkerAvailable(WORKER_QUEUE)) {
+    const from = n >= SPLIT_MIN ? n >> 1 : 0;
+    const names: string[] = [];
+    for (let i = from; i < n; i++) names.push((dirents[i] as Dirent).name);
+    fromWorker = lstatInWorker(dir, names).then(
+      (packed) => {
+        for (let j = 0; j < names.length; j++) {
+          if (packed[j * FIELDS] === 1) out[from + j] = new PackedStat(packed, j * FIELDS);
+        }
+        return true;
+      },
+      () => false,
+    );
+    mainEnd = from;
+  }
+  await statRange(dir, dirents, 0, mainEnd, out, slowBatchMs);
+  if (fromWorker && !(await fromWorker)) await statRange(dir, dirents, mainEnd, n, out, slowBatchMs);
+  return out;
+}
+
+/** lstat of entries [from, to) on the main thread, into `out`. */
+async function statRange(
+  dir: string,
+  dirents: readonly Dirent[],
+  from: number,
+  to: number,
+  out: (StatLike | null)[],
+  slowBatchMs: number,
+): Promise<void> {
+  let i = from;
+  while (i < to) {
+    const end = Math.min(i + SYNC_BATCH, to);
     const started = performance.now();
     for (; i < end; i++) out[i] = lstatOrNull(dir + "/" + (dirents[i] as Dirent).name);
-    if (i >= dirents.length) break;
+    if (i >= to) break;
     if (performance.now() - started > slowBatchMs) {
-      await lstatPooled(dir, dirents, i, out);
+      await lstatPooled(dir, dirents, i, to, out);
       break;
     }
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
-  return out;
+}
+
+/** An lstat that came back from the worker: FIELDS numbers at `o` in `a`. */
+class PackedStat implements StatLike {
+  constructor(
+    private readonly a: Float64Array,
+    private readonly o: number,
+  ) {}
+  get mode(): number {
+    return this.a[this.o + 1] as number;
+  }
+  get nlink(): number {
+    return this.a[this.o + 2] as number;
+  }
+  get uid(): number {
+    return this.a[this.o + 3] as number;
+  }
+  get gid(): number {
+    return this.a[this.o + 4] as number;
+  }
+  get size(): number {
+    return this.a[this.o + 5] as number;
+  }
+  get mtime(): Date {
+    // As fs.Stats does: mtimeMs has a fraction, the Date gets it rounded.
+    return new Date(Math.round(this.a[this.o + 6] as number));
+  }
+  isFile(): boolean {
+    return (this.mode & S_IFMT) === S_IFREG;
+  }
+  isDirectory(): boolean {
+    return (this.mode & S_IFMT) === S_IFDIR;
+  }
+  isSymbolicLink(): boolean {
+    return (this.mode & S_IFMT) === S_IFLNK;
+  }
 }
 
 function lstatOrNull(file: string): Stats | null {
@@ -76,19 +163,19 @@ function lstatOrNull(file: string): Stats | null {
   }
 }
 
-/** lstat of entries `from`… through libuv's pool (callbacks, a bounded number in flight) into `out`. */
-function lstatPooled(dir: string, dirents: readonly Dirent[], from: number, out: (Stats | null)[]): Promise<void> {
+/** lstat of entries [from, to) through libuv's pool (callbacks, a bounded number in flight) into `out`. */
+function lstatPooled(dir: string, dirents: readonly Dirent[], from: number, to: number, out: (StatLike | null)[]): Promise<void> {
   return new Promise((resolve) => {
     let next = from;
     let pending = 0;
     const launch = (): void => {
-      while (pending < STAT_CONCURRENCY && next < dirents.length) {
+      while (pending < STAT_CONCURRENCY && next < to) {
         const i = next++;
         pending++;
         lstat(dir + "/" + (dirents[i] as Dirent).name, (err, st) => {
           pending--;
           out[i] = err ? null : st;
-          if (pending === 0 && next >= dirents.length) resolve();
+          if (pending === 0 && next >= to) resolve();
           else launch();
         });
       }
@@ -102,7 +189,7 @@ export function isListable(name: string): boolean {
   return !name.startsWith(UPLOAD_TEMP_PREFIX) && !hasControlChar(name);
 }
 
-function typeOf(s: Stats): EntryStat["type"] {
+function typeOf(s: StatLike): EntryStat["type"] {
   if (s.isFile()) return "file";
   if (s.isDirectory()) return "dir";
   if (s.isSymbolicLink()) return "link";
@@ -110,7 +197,7 @@ function typeOf(s: Stats): EntryStat["type"] {
 }
 
 /** A link inside the jail shows its target; one that leaves it or dangles shows only itself. */
-async function linkStat(root: RealPath, real: string, own: Stats): Promise<EntryStat> {
+async function linkStat(root: RealPath, real: string, own: StatLike): Promise<EntryStat> {
   try {
     const target = await realpath(real);
     if (isInside(root, target)) return toEntryStat(await stat(target));
