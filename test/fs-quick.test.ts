@@ -32,6 +32,10 @@ describe("quick file-system calls", () => {
       await assert.rejects(quick.realpath(join(dir, "missing")), { code: "ENOENT" });
       await assert.rejects(quick.lstat(join(dir, "missing")), { code: "ENOENT" });
       await assert.rejects(quick.unlink(join(dir, "missing")), { code: "ENOENT" });
+      await assert.rejects(quick.readdirTyped(join(dir, "missing")), { code: "ENOENT" });
+      const names = (await quick.readdirTyped(dir)).map((d) => [d.name, d.isFile(), d.isSymbolicLink()]);
+      const expected = (await fsp.readdir(dir, { withFileTypes: true })).map((d) => [d.name, d.isFile(), d.isSymbolicLink()]);
+      assert.deepEqual(names.sort(), expected.sort());
 
       const h = await fsp.open(join(dir, `w-${mode.length}`), "w+");
       try {

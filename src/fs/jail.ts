@@ -45,8 +45,12 @@ export class JailedFs {
     const modes = modesFor(opts.umask ?? DEFAULT_UMASK);
     return guard(async () => {
       const abs = path.resolve(home);
-      const created = await mkdir(abs, { recursive: true, mode: modes.dir });
-      if (created !== undefined) await fixDirMode(abs, modes.dir);
+      // A home that is there (every login but the first) costs one stat, not a mkdir.
+      const there = await stat(abs).catch(() => null);
+      if (!there?.isDirectory()) {
+        const created = await mkdir(abs, { recursive: true, mode: modes.dir });
+        if (created !== undefined) await fixDirMode(abs, modes.dir);
+      }
       return new JailedFs((await realpath(abs)) as RealPath, modes);
     });
   }

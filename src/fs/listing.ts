@@ -4,8 +4,9 @@
  */
 import type { Dirent, Stats } from "node:fs";
 import { constants, lstat, lstatSync } from "node:fs";
-import { readdir, realpath, stat } from "node:fs/promises";
+import { realpath, stat } from "node:fs/promises";
 import { isInside, UPLOAD_TEMP_PREFIX } from "./contain.ts";
+import { readdirTyped } from "./quick.ts";
 import { FIELDS, lstatInWorker, statWorkerAvailable } from "./statworker.ts";
 import type { DirEntry, EntryStat, RealPath } from "./types.ts";
 import { hasControlChar } from "./vpath.ts";
@@ -34,7 +35,7 @@ export function toEntryStat(s: StatLike, type?: EntryStat["type"]): EntryStat {
 
 /** The entries of the real directory `dir`, sorted by name, upload temp files hidden. */
 export async function readDirectory(root: RealPath, dir: RealPath): Promise<DirEntry[]> {
-  const dirents = await readdir(dir, { withFileTypes: true });
+  const dirents = await readdirTyped(dir);
   const visible = dirents.filter((d) => isListable(d.name));
   const own = await lstatAll(dir, visible);
   const entries: DirEntry[] = [];
