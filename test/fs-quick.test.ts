@@ -5,6 +5,8 @@
 import assert from "node:assert/strict";
 import * as fsp from "node:fs/promises";
 import { mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { once } from "node:events";
+import { constants as fsc } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -93,4 +95,33 @@ describe("quick file-system calls", () => {
       await h.close();
     }
   });
+
+  it("a file opened synchronously: its write stream never closes the descriptor, closing twice is harmless, use after close is EBADF", async () => {
+    quick.backOff(0);
+    const file = join(dir, "qf");
+    const h = await quick.open(file, fsc.O_RDWR | fsc.O_CREAT, 0o644);
+    assert.equal(typeof h.fd, "number");
+    assert.equal("readFile" in h, false, "a QuickFile, not a FileHandle");
+    const ws = h.createWriteStream({ start: 3, highWaterMark: 1024, autoClose: false, emitClose: true });
+    await new Promise<void>((resolve, reject) => ws.end(Buffer.from("xyz"), () => resolve()).on("error", reject));
+    ws.destroy();
+    await once(ws, "close");
+    // Still open: it can be written and stat'ed through the handle.
+    assert.equal((await h.write(Buffer.from("abc"), 0, 3, 0)).bytesWritten, 3);
+    assert.equal((await h.stat()).size, 6);
+    await h.truncate(4);
+    await h.chmod(0o600);
+    await h.close();
+    await h.close();
+    await assert.rejects(h.stat(), { code: "EBADF" });
+    assert.equal(await readFile(file, "utf8"), "abcx");
+    assert.equal((await fsp.stat(file)).mode & 0o777, 0o600);
+
+    quick.backOff(60_000);
+    const slow = await quick.open(file, fsc.O_RDONLY);
+    assert.equal("readFile" in slow, true, "after a back-off, a FileHandle");
+    await slow.close();
+    quick.backOff(0);
+  });
 });
+

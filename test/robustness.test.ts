@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import type { FileHandle } from "node:fs/promises";
+import type { FileLike } from "../src/fs/quick.ts";
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { describe, it } from "node:test";
 import { join } from "node:path";
@@ -25,7 +26,7 @@ function ioError(code: string): NodeJS.ErrnoException {
 }
 
 /** A write stream onto the real handle that fails with ENOSPC once `limit` bytes are written. */
-function failingWriter(real: FileHandle, start: number, limit: number): Writable & { bytesWritten: number } {
+function failingWriter(real: FileLike, start: number, limit: number): Writable & { bytesWritten: number } {
   let pos = start;
   const w = new Writable({
     write(chunk: Buffer, _enc, cb) {

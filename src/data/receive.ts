@@ -16,7 +16,7 @@
  * only once the last write has returned, so 226 follows bytes that are in the file.
  */
 import { Socket } from "node:net";
-import type { FileHandle } from "node:fs/promises";
+import type { FileLike } from "../fs/quick.ts";
 import { TLSSocket } from "node:tls";
 import { write as quickWrite } from "../fs/quick.ts";
 
@@ -99,7 +99,7 @@ export interface DirectProgress {
  * write error; in every case only after no write is in flight. Call only when
  * `userBufferReads(socket)` is true.
  */
-export function receiveDirect(socket: Socket, handle: FileHandle, position: number, progress: DirectProgress): Promise<void> {
+export function receiveDirect(socket: Socket, handle: FileLike, position: number, progress: DirectProgress): Promise<void> {
   const sym = onreadSymbols() as OnreadSymbols;
   const h = handleOf(socket) as UserBufferHandle;
   const bufs = takeBuffers();
@@ -241,7 +241,7 @@ export function receiveDirect(socket: Socket, handle: FileHandle, position: numb
 }
 
 /** Writes all `n` bytes of `buf` at `pos` (a regular file may take fewer at once). */
-async function writeAll(handle: FileHandle, buf: Buffer, n: number, pos: number): Promise<void> {
+async function writeAll(handle: FileLike, buf: Buffer, n: number, pos: number): Promise<void> {
   let done = 0;
   while (done < n) {
     const { bytesWritten } = await quickWrite(handle, buf, done, n - done, pos + done);

@@ -6,7 +6,7 @@
  * truthfully (DESIGN convention 4).
  */
 import { once } from "node:events";
-import type { FileHandle } from "node:fs/promises";
+import type { FileLike } from "../fs/quick.ts";
 import type { Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pipeline } from "node:stream/promises";
@@ -96,7 +96,7 @@ export class Transfer {
 export async function sendFile(
   t: Transfer,
   socket: Socket,
-  handle: FileHandle,
+  handle: FileLike,
   start: number,
   ascii: boolean,
   stalledMs: number,
@@ -192,7 +192,7 @@ export function readBufferSize(remaining: number, cap = READ_CHUNK): number {
 export async function receiveFile(
   t: Transfer,
   socket: Socket,
-  handle: FileHandle,
+  handle: FileLike,
   position: number,
   ascii: boolean,
   stalledMs: number,

@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import type { Stats } from "node:fs";
-import { chmod, mkdir, open, rmdir, utimes } from "node:fs/promises";
+import { chmod, mkdir, rmdir, utimes } from "node:fs/promises";
 import path from "node:path";
 import { FtpError, isFtpError } from "../protocol/errors.ts";
 import { locate, locateEntry } from "./contain.ts";
@@ -14,7 +14,7 @@ import { mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixDirMode, modesFor, type CreateModes } from "./modes.ts";
 import { readDirectory, toEntryStat } from "./listing.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
-import { fstat, realpath, rename, stat, unlink } from "./quick.ts";
+import { fstat, open, realpath, rename, stat, unlink } from "./quick.ts";
 import { openUpload } from "./upload.ts";
 import { basename, isPlainName, joinVirtual, ROOT } from "./vpath.ts";
 

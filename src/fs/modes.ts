@@ -5,7 +5,7 @@
  * process-wide, and other files (users file, logs) rely on it.
  */
 import { readFileSync } from "node:fs";
-import type { FileHandle } from "node:fs/promises";
+import type { FileLike } from "./quick.ts";
 import { chmod } from "node:fs/promises";
 
 /** The modes of new files and directories under one umask. */
@@ -47,7 +47,7 @@ export function umaskStrips(mode: number): boolean {
 }
 
 /** Gives a file just created through `handle` exactly `mode` (no-op in the usual case). */
-export async function fixFileMode(handle: FileHandle, mode: number): Promise<void> {
+export async function fixFileMode(handle: FileLike, mode: number): Promise<void> {
   if (umaskStrips(mode)) await handle.chmod(mode);
 }
 

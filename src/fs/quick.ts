@@ -7,11 +7,10 @@
  * latency. So these calls run on the main thread, timed; one that takes longer than SLOW_MS (a
  * network file system, a failing or busy disk) sends every later call to the thread pool for
  * BACKOFF_MS, so one slow disk never stalls the other sessions for long. Errors are the same
- * errno errors either way. Opening and closing stay asynchronous: a FileHandle only comes from
- * `fs.promises.open`.
+ * errno errors either way. A file opened while calls are synchronous is a QuickFile (a descriptor
+ * with the few FileHandle methods the data path uses, `FileLike`); otherwise a FileHandle.
  */
 import * as fs from "node:fs";
-import type { FileHandle } from "node:fs/promises";
 import * as fsp from "node:fs/promises";
 
 /** A synchronous call slower than this (ms) turns synchronous calls off for a while. */
@@ -77,19 +76,112 @@ export async function unlink(p: string): Promise<void> {
   else await fsp.unlink(p);
 }
 
+/** What the data path uses of an open file: a FileHandle, or a QuickFile. */
+export interface FileLike {
+  readonly fd: number;
+  read(buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+  write(buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesWritten: number }>;
+  stat(): Promise<fs.Stats>;
+  chmod(mode: number): Promise<void>;
+  truncate(len: number): Promise<void>;
+  close(): Promise<void>;
+  createWriteStream(opts: { start: number; highWaterMark: number; autoClose: false; emitClose: true }): fs.WriteStream;
+}
+
+/** Opens `p`: synchronously into a QuickFile while the disk is fast, else a FileHandle. */
+export async function open(p: string, flags: number, mode?: number): Promise<FileLike> {
+  if (!quickEnabled()) return fsp.open(p, flags, mode);
+  return new QuickFile(timed(() => fs.openSync(p, flags, mode)));
+}
+
+/** File calls of a QuickFile's write stream: its own writes, and no close. */
+const STREAM_FS = {
+  write: fs.write,
+  writev: fs.writev,
+  close: (_fd: number, cb: (err: NodeJS.ErrnoException | null) => void): void => cb(null),
+};
+
+/** A descriptor opened synchronously. Small reads and writes, fstat, fchmod and close are
+ * synchronous while the disk is fast, the rest goes through the thread pool by callback. Closing
+ * twice is harmless: the descriptor is forgotten at the first close. */
+class QuickFile implements FileLike {
+  #fd: number;
+
+  constructor(fd: number) {
+    this.#fd = fd;
+  }
+
+  get fd(): number {
+    return this.#fd;
+  }
+
+  async read(buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }> {
+    const fd = this.#open();
+    if (length <= QUICK_IO_MAX && quickEnabled()) return { bytesRead: timed(() => fs.readSync(fd, buf, offset, length, position)) };
+    return new Promise((resolve, reject) => {
+      fs.read(fd, buf, offset, length, position, (err, bytesRead) => (err ? reject(err) : resolve({ bytesRead })));
+    });
+  }
+
+  async write(buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesWritten: number }> {
+    const fd = this.#open();
+    if (length <= QUICK_IO_MAX && quickEnabled()) return { bytesWritten: timed(() => fs.writeSync(fd, buf, offset, length, position)) };
+    return new Promise((resolve, reject) => {
+      fs.write(fd, buf, offset, length, position, (err, bytesWritten) => (err ? reject(err) : resolve({ bytesWritten })));
+    });
+  }
+
+  async stat(): Promise<fs.Stats> {
+    const fd = this.#open();
+    if (quickEnabled()) return timed(() => fs.fstatSync(fd));
+    return new Promise((resolve, reject) => fs.fstat(fd, (err, st) => (err ? reject(err) : resolve(st))));
+  }
+
+  async chmod(mode: number): Promise<void> {
+    const fd = this.#open();
+    if (quickEnabled()) return timed(() => fs.fchmodSync(fd, mode));
+    return new Promise((resolve, reject) => fs.fchmod(fd, mode, (err) => (err ? reject(err) : resolve())));
+  }
+
+  async truncate(len: number): Promise<void> {
+    const fd = this.#open();
+    if (quickEnabled()) return timed(() => fs.ftruncateSync(fd, len));
+    return new Promise((resolve, reject) => fs.ftruncate(fd, len, (err) => (err ? reject(err) : resolve())));
+  }
+
+  async close(): Promise<void> {
+    const fd = this.#fd;
+    if (fd < 0) return;
+    this.#fd = -1;
+    if (quickEnabled()) return timed(() => fs.closeSync(fd));
+    return new Promise((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
+  }
+
+  createWriteStream(opts: { start: number; highWaterMark: number; autoClose: false; emitClose: true }): fs.WriteStream {
+    // With `fd` the path is not used. destroy() closes a stream's descriptor even with autoClose
+    // off: the stream gets a close that does nothing, and the descriptor stays ours to close.
+    return fs.createWriteStream("", { ...opts, fd: this.#open(), fs: STREAM_FS });
+  }
+
+  #open(): number {
+    if (this.#fd < 0) throw Object.assign(new Error("file already closed"), { code: "EBADF" });
+    return this.#fd;
+  }
+}
+
 /** The descriptor of a real FileHandle; stand-ins (tests) have none and take the promise path. */
-function fdOf(handle: FileHandle): number | null {
+function fdOf(handle: FileLike): number | null {
   const fd = (handle as { fd?: unknown }).fd;
   return typeof fd === "number" && fd >= 0 ? fd : null;
 }
 
-export async function fstat(handle: FileHandle): Promise<fs.Stats> {
+export async function fstat(handle: FileLike): Promise<fs.Stats> {
   const fd = fdOf(handle);
   return fd !== null && quickEnabled() ? timed(() => fs.fstatSync(fd)) : handle.stat();
 }
 
 /** handle.read, synchronous for a small read. */
-export async function read(handle: FileHandle, buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }> {
+export async function read(handle: FileLike, buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }> {
   const fd = fdOf(handle);
   if (fd !== null && length <= QUICK_IO_MAX && quickEnabled()) {
     return { bytesRead: timed(() => fs.readSync(fd, buf, offset, length, position)) };
@@ -98,7 +190,7 @@ export async function read(handle: FileHandle, buf: Buffer, offset: number, leng
 }
 
 /** handle.write, synchronous for a small write. */
-export async function write(handle: FileHandle, buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesWritten: number }> {
+export async function write(handle: FileLike, buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesWritten: number }> {
   const fd = fdOf(handle);
   if (fd !== null && length <= QUICK_IO_MAX && quickEnabled()) {
     return { bytesWritten: timed(() => fs.writeSync(fd, buf, offset, length, position)) };

@@ -1,4 +1,4 @@
-import type { FileHandle } from "node:fs/promises";
+import type { FileLike } from "./quick.ts";
 
 /** A normalized absolute path as the client sees it: starts with "/", no "." or ".." segments,
  * no trailing slash except the root itself. Only `fs/vpath.ts` makes these. */
@@ -28,7 +28,7 @@ export interface DirEntry {
 
 /** An open download: a regular file inside the jail. */
 export interface Download {
-  readonly handle: FileHandle;
+  readonly handle: FileLike;
   readonly size: number;
 }
 
@@ -44,7 +44,7 @@ export interface UploadOptions {
 
 /** An upload in progress. Exactly one of commit() or abort() is called. */
 export interface Upload {
-  readonly handle: FileHandle;
+  readonly handle: FileLike;
   /** File position where the data starts. */
   readonly position: number;
   /** Closes the file and, when it was written to a temp file, renames it over the target. */

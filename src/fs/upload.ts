@@ -6,14 +6,13 @@
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import type { Stats } from "node:fs";
-import type { FileHandle } from "node:fs/promises";
-import { open, truncate } from "node:fs/promises";
+import { truncate } from "node:fs/promises";
 import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
 import { locate, UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixFileMode, modesFor } from "./modes.ts";
-import { fstat, lstat, rename, stat, unlink } from "./quick.ts";
+import { fstat, lstat, open, rename, stat, unlink, type FileLike } from "./quick.ts";
 import type { RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = constants;
@@ -97,7 +96,7 @@ async function openAppend(real: RealPath, existed: boolean, mode: number): Promi
 }
 
 /** Opens a file that `flags` (O_EXCL) make new, with exactly `mode` whatever the process umask. */
-async function openCreated(file: string, flags: number, mode: number): Promise<FileHandle> {
+async function openCreated(file: string, flags: number, mode: number): Promise<FileLike> {
   const handle = await open(file, flags, mode);
   try {
     await fixFileMode(handle, mode);
@@ -109,7 +108,7 @@ async function openCreated(file: string, flags: number, mode: number): Promise<F
 }
 
 /** The size of an open regular file; anything else (FIFO, device) is refused. */
-async function regularSize(handle: FileHandle): Promise<number> {
+async function regularSize(handle: FileLike): Promise<number> {
   const s = await fstat(handle);
   if (!s.isFile()) throw new FtpError(550, "Not a regular file");
   return s.size;
@@ -117,7 +116,7 @@ async function regularSize(handle: FileHandle): Promise<number> {
 
 /** Wraps a handle so that commit/abort/rollback run once: a second call gets the first's outcome. */
 function makeUpload(
-  handle: FileHandle,
+  handle: FileLike,
   position: number,
   finish: () => Promise<void>,
   cleanup: () => Promise<void>,
