@@ -2,7 +2,7 @@
  * The data path: file → socket (RETR), socket → file (STOR/APPE/STOU) and buffer → socket
  * (listings), with backpressure and large chunks, never the whole file in memory. A transfer
  * settles only when its bytes are handed to the kernel (download: the socket finished writing, TLS
- * close_notify included) or on disk (upload: the write stream finished), so the caller can say 226
+ * close_notify included) or on disk (upload: the last write returned), so the caller can say 226
  * truthfully (DESIGN convention 4).
  */
 import { once } from "node:events";
