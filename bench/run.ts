@@ -42,7 +42,7 @@ const FULL: BenchOptions = {
   clientCounts: [50, 200, 500, 1000],
   sessionsWindowMs: 5000,
   sessionTimeoutMs: 15_000,
-  listingRuns: 5,
+  listingRuns: 9,
   idleCounts: [1000, 10_000],
 };
 
