@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { randomBytes, createHash } from "node:crypto";
 import { once } from "node:events";
 import { mkdtemp, open, readFile, rm, type FileHandle } from "node:fs/promises";
-import { createServer, connect, type Server, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -15,8 +15,30 @@ import { after, before, describe, it } from "node:test";
 import { TLSSocket } from "node:tls";
 import { receiveDirect, userBufferReads } from "../src/data/receive.ts";
 import { receiveFile, Transfer } from "../src/data/transfer.ts";
+import { socketPair } from "./helpers/sockets.ts";
 
 const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
+
+/** A disk whose every write takes `ms` (and, with `failAt`, whose write number `failAt` fails with
+ * ENOSPC), counting the writes made and those in flight. */
+function slowDisk(real: FileHandle, ms: number, failAt = 0): { handle: FileHandle; writes: () => number; inFlight: () => number } {
+  let writes = 0;
+  let inFlight = 0;
+  const handle = {
+    write: async (buf: Buffer, off: number, len: number, pos: number) => {
+      writes++;
+      inFlight++;
+      try {
+        await sleep(ms);
+        if (writes === failAt) throw Object.assign(new Error("no space left on device"), { code: "ENOSPC" });
+        return await real.write(buf, off, len, pos);
+      } finally {
+        inFlight--;
+      }
+    },
+  } as unknown as FileHandle;
+  return { handle, writes: () => writes, inFlight: () => inFlight };
+}
 
 describe("uploads through a reused read buffer", () => {
   let dir: string;
@@ -25,18 +47,6 @@ describe("uploads through a reused read buffer", () => {
     dir = await mkdtemp(join(tmpdir(), "berth-receive-"));
   });
   after(() => rm(dir, { recursive: true, force: true }));
-
-  /** A connected pair as the passive listener makes it: [server side (paused), client side]. */
-  async function pair(pauseOnConnect = true): Promise<[Socket, Socket]> {
-    const srv: Server = createServer({ pauseOnConnect });
-    srv.listen(0, "127.0.0.1");
-    await once(srv, "listening");
-    const port = (srv.address() as { port: number }).port;
-    const client = connect(port, "127.0.0.1");
-    const [server] = (await once(srv, "connection")) as [Socket];
-    srv.close();
-    return [server, client];
-  }
 
   /** Writes `data` from the client in pieces of `piece` bytes, `gapMs` apart, then ends. */
   async function send(client: Socket, data: Buffer, piece: number, gapMs = 0): Promise<void> {
@@ -53,7 +63,7 @@ describe("uploads through a reused read buffer", () => {
   }
 
   it("is available for a plain accepted socket on this Node, and not for TLS", async () => {
-    const [server, client] = await pair();
+    const [server, client] = await socketPair(true);
     assert.equal(userBufferReads(server), true, "the fast path must stay available on supported Node versions");
     assert.equal(userBufferReads(new TLSSocket(server)), false);
     client.destroy();
@@ -70,7 +80,7 @@ describe("uploads through a reused read buffer", () => {
   ] as const) {
     it(`lands every byte in order: ${name}`, async () => {
       const data = randomBytes(size);
-      const [server, client] = await pair();
+      const [server, client] = await socketPair(true);
       const [file, handle] = await tempFile();
       const progress = { written: 0 };
       const sending = send(client, data, piece, gap);
@@ -87,7 +97,7 @@ describe("uploads through a reused read buffer", () => {
   it("takes what the socket read before the switch, even when the client had already ended", async () => {
     const data = randomBytes(40_000);
     // Not paused: the socket reads into its own buffers until the upload starts.
-    const [server, client] = await pair(false);
+    const [server, client] = await socketPair(false);
     client.end(data);
     await once(server, "readable");
     await sleep(50);
@@ -103,7 +113,7 @@ describe("uploads through a reused read buffer", () => {
     const [file, handle] = await tempFile();
     await handle.write(Buffer.from("head-"), 0, 5, 0);
     const data = randomBytes(2 * 1024 * 1024);
-    const [server, client] = await pair();
+    const [server, client] = await socketPair(true);
     const sending = send(client, data, 65536);
     await receiveDirect(server, handle, 5, { written: 0 });
     await sending;
@@ -116,23 +126,16 @@ describe("uploads through a reused read buffer", () => {
 
   it("pauses the socket while the disk is behind, and still lands every byte", async () => {
     const [file, real] = await tempFile();
-    let writes = 0;
-    const slow = {
-      write: async (buf: Buffer, off: number, len: number, pos: number) => {
-        writes++;
-        await sleep(40);
-        return real.write(buf, off, len, pos);
-      },
-    } as unknown as FileHandle;
+    const slow = slowDisk(real, 40);
     const data = randomBytes(12 * 1024 * 1024);
-    const [server, client] = await pair();
+    const [server, client] = await socketPair(true);
     const sending = send(client, data, 1 << 20);
     const t0 = Date.now();
-    await receiveDirect(server, slow, 0, { written: 0 });
+    await receiveDirect(server, slow.handle, 0, { written: 0 });
     await sending;
     await real.close();
     server.destroy();
-    assert.ok(writes >= 12, `${writes} writes`);
+    assert.ok(slow.writes() >= 12, `${slow.writes()} writes`);
     // Twelve writes of 40 ms, one at a time: the socket waited for them.
     assert.ok(Date.now() - t0 >= 12 * 40 - 20);
     assert.equal(sha(await readFile(file)), sha(data));
@@ -140,25 +143,12 @@ describe("uploads through a reused read buffer", () => {
 
   it("a write error ends the upload with that error, the socket destroyed, no write left in flight", async () => {
     const [, real] = await tempFile();
-    let inFlight = 0;
-    let calls = 0;
-    const failing = {
-      write: async (buf: Buffer, off: number, len: number, pos: number) => {
-        inFlight++;
-        try {
-          await sleep(20);
-          if (++calls === 2) throw Object.assign(new Error("no space left on device"), { code: "ENOSPC" });
-          return await real.write(buf, off, len, pos);
-        } finally {
-          inFlight--;
-        }
-      },
-    } as unknown as FileHandle;
-    const [server, client] = await pair();
+    const failing = slowDisk(real, 20, 2);
+    const [server, client] = await socketPair(true);
     client.on("error", () => undefined);
     void send(client, randomBytes(8 * 1024 * 1024), 1 << 20).catch(() => undefined);
-    await assert.rejects(receiveDirect(server, failing, 0, { written: 0 }), { code: "ENOSPC" });
-    assert.equal(inFlight, 0);
+    await assert.rejects(receiveDirect(server, failing.handle, 0, { written: 0 }), { code: "ENOSPC" });
+    assert.equal(failing.inFlight(), 0);
     assert.equal(server.destroyed, true);
     await real.close();
     client.destroy();
@@ -166,31 +156,20 @@ describe("uploads through a reused read buffer", () => {
 
   it("a client that resets mid-way fails the upload once the write in flight has returned", async () => {
     const [, real] = await tempFile();
-    let inFlight = 0;
-    const slow = {
-      write: async (buf: Buffer, off: number, len: number, pos: number) => {
-        inFlight++;
-        try {
-          await sleep(200);
-          return await real.write(buf, off, len, pos);
-        } finally {
-          inFlight--;
-        }
-      },
-    } as unknown as FileHandle;
-    const [server, client] = await pair();
+    const slow = slowDisk(real, 200);
+    const [server, client] = await socketPair(true);
     // Enough to start a write (which takes 200 ms), not enough to pause the socket: the server is
     // reading, with a write in flight, when the reset comes.
     client.write(randomBytes(900 * 1024));
     setTimeout(() => client.resetAndDestroy(), 80);
-    await assert.rejects(receiveDirect(server, slow, 0, { written: 0 }), { code: "ECONNRESET" });
-    assert.equal(inFlight, 0);
+    await assert.rejects(receiveDirect(server, slow.handle, 0, { written: 0 }), { code: "ECONNRESET" });
+    assert.equal(slow.inFlight(), 0);
     await real.close();
   });
 
   it("receiveFile uses it for a plain binary upload and settles with the bytes written", async () => {
     const data = randomBytes(3 * 1024 * 1024 + 11);
-    const [server, client] = await pair();
+    const [server, client] = await socketPair(true);
     const [file, handle] = await tempFile();
     const t = new Transfer("upload", "/up.bin", null);
     const sending = send(client, data, 100_000);
@@ -205,25 +184,14 @@ describe("uploads through a reused read buffer", () => {
 
   it("an aborted transfer (ABOR) gives 426 and no write in flight", async () => {
     const [, real] = await tempFile();
-    let inFlight = 0;
-    const slow = {
-      write: async (buf: Buffer, off: number, len: number, pos: number) => {
-        inFlight++;
-        try {
-          await sleep(30);
-          return await real.write(buf, off, len, pos);
-        } finally {
-          inFlight--;
-        }
-      },
-    } as unknown as FileHandle;
-    const [server, client] = await pair();
+    const slow = slowDisk(real, 30);
+    const [server, client] = await socketPair(true);
     client.on("error", () => undefined);
     const t = new Transfer("upload", "/up.bin", null);
     client.write(randomBytes(4 * 1024 * 1024));
     setTimeout(() => t.abort("abort"), 20);
-    await assert.rejects(receiveFile(t, server, slow, 0, false, 10_000), { code: 426 });
-    assert.equal(inFlight, 0);
+    await assert.rejects(receiveFile(t, server, slow.handle, 0, false, 10_000), { code: 426 });
+    assert.equal(slow.inFlight(), 0);
     await real.close();
     client.destroy();
   });

@@ -3,15 +3,14 @@
  * data/hook.ts): a quota rollback that truncates or removes the file right after must be final.
  */
 import assert from "node:assert/strict";
-import { once } from "node:events";
 import { mkdtemp, open, readFile, rm, truncate } from "node:fs/promises";
-import { createServer, connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { TransferHook } from "../src/data/hook.ts";
 import { receiveFile, Transfer } from "../src/data/transfer.ts";
 import { FtpError } from "../src/protocol/errors.ts";
+import { socketPair } from "./helpers/sockets.ts";
 
 describe("receiveFile settles after its last write", () => {
   let dir: string;
@@ -19,18 +18,6 @@ describe("receiveFile settles after its last write", () => {
     dir = await mkdtemp(join(tmpdir(), "berth-settle-"));
   });
   after(() => rm(dir, { recursive: true, force: true }));
-
-  /** A connected pair: [server side, client side]. */
-  async function pair(): Promise<[Socket, Socket]> {
-    const srv = createServer();
-    srv.listen(0, "127.0.0.1");
-    await once(srv, "listening");
-    const port = (srv.address() as { port: number }).port;
-    const client = connect(port, "127.0.0.1");
-    const [server] = (await once(srv, "connection")) as [Socket];
-    srv.close();
-    return [server, client];
-  }
 
   it("a hook that stops the upload while a slow write is in flight: nothing lands after the promise settles", async () => {
     const file = join(dir, "up.bin");
@@ -59,7 +46,7 @@ describe("receiveFile settles after its last write", () => {
       },
       release: () => undefined,
     };
-    const [server, client] = await pair();
+    const [server, client] = await socketPair();
     client.on("error", () => undefined);
     const t = new Transfer("upload", "/up.bin", null);
     const done = receiveFile(t, server, handle, 0, false, 10_000, hook);
