@@ -6,7 +6,7 @@ import type { Dirent, Stats } from "node:fs";
 import { constants, lstat, lstatSync } from "node:fs";
 import { realpath, stat } from "node:fs/promises";
 import { isInside, UPLOAD_TEMP_PREFIX } from "./contain.ts";
-import { readdirTyped } from "./quick.ts";
+import { backOff, quickEnabled, readdirTyped } from "./quick.ts";
 import { FIELDS, lstatInWorker, statWorkerAvailable } from "./statworker.ts";
 import type { DirEntry, EntryStat, RealPath } from "./types.ts";
 import { hasControlChar } from "./vpath.ts";
@@ -15,7 +15,8 @@ const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK } = constants;
 
 /** Entries stat'ed synchronously between two turns of the event loop (about 1 ms on a local disk). */
 const SYNC_BATCH = 256;
-/** A batch slower than this (ms) means a slow disk: the rest of the listing goes through the pool. */
+/** A batch slower than this (ms) means a slow disk: the rest of the listing, and every small file
+ * call for a while, go through the pool (fs/quick.ts backOff). */
 const SLOW_BATCH_MS = 20;
 /** How many lstat calls one listing keeps in flight in the pool (libuv runs 4 at a time by default). */
 const STAT_CONCURRENCY = 32;
@@ -64,8 +65,9 @@ const WORKER_QUEUE = 8;
  * goes to the stat worker (all of it, or the second half of a large one while the main thread
  * does the first half). On the main thread: synchronous calls in batches, yielding to the event
  * loop between batches (on a local disk an lstatSync costs a fraction of a promise or callback
- * round trip through libuv's pool); when a batch is slow (a network or failing disk), the rest
- * goes through the pool instead, so other sessions never wait on this directory.
+ * round trip through libuv's pool); when a batch is slow (a network or failing disk), the rest,
+ * and the file calls of fs/quick.ts for a while, go through the pool instead, so other sessions
+ * never wait on this directory.
  */
 export async function lstatAll(
   dir: string,
@@ -108,15 +110,14 @@ async function statRange(
 ): Promise<void> {
   let i = from;
   while (i < to) {
+    // The disk was slow lately (fs/quick.ts): the pool, for this listing and every other call.
+    if (!quickEnabled()) return lstatPooled(dir, dirents, i, to, out);
     const end = Math.min(i + SYNC_BATCH, to);
     const started = performance.now();
     for (; i < end; i++) out[i] = lstatOrNull(dir + "/" + (dirents[i] as Dirent).name);
     if (i >= to) break;
-    if (performance.now() - started > slowBatchMs) {
-      await lstatPooled(dir, dirents, i, to, out);
-      break;
-    }
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    if (performance.now() - started > slowBatchMs) backOff();
+    else await new Promise<void>((resolve) => setImmediate(resolve));
   }
 }
 
