@@ -579,6 +579,37 @@ describe("downloads", () => {
     });
   });
 
+  it("plain STOR, REST + STOR and APPE at sizes around the upload buffers land every byte", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      const store = async (verb: string, name: string, data: Buffer, rest?: number): Promise<number> => {
+        if (rest !== undefined) await raw.expect(`REST ${rest}`, 350);
+        const sock = await raw.pasv();
+        raw.send(`${verb} ${name}`);
+        await raw.expectReply(150);
+        await writeAll(sock, data);
+        return (await raw.reply()).code;
+      };
+      try {
+        await raw.expect("TYPE I", 200);
+        // The read buffer is 256 KiB and a staging buffer 1 MiB (data/receive.ts).
+        for (const size of [0, 1, 256 * 1024 - 1, 256 * 1024 + 1, MIB - 1, MIB, MIB + 1, 5 * MIB + 3]) {
+          const data = payload(size, size % 251);
+          assert.equal(await store("STOR", `s${size}.bin`, data), 226, `STOR ${size}`);
+          assert.ok((await readFile(join(t.home("alice"), `s${size}.bin`))).equals(data), `STOR ${size}`);
+        }
+        const whole = payload(3 * MIB + 5, 3);
+        const cut = MIB + 17;
+        assert.equal(await store("STOR", "r.bin", whole.subarray(0, cut)), 226);
+        assert.equal(await store("STOR", "r.bin", whole.subarray(cut, 2 * MIB), cut), 226);
+        assert.equal(await store("APPE", "r.bin", whole.subarray(2 * MIB)), 226);
+        assert.ok((await readFile(join(t.home("alice"), "r.bin"))).equals(whole));
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("REST + RETR at offsets around the buffer sizes", async () => {
     await withServer(async (t) => {
       const whole = payload(2 * MIB + 7);
