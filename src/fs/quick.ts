@@ -101,9 +101,10 @@ const STREAM_FS = {
   close: (_fd: number, cb: (err: NodeJS.ErrnoException | null) => void): void => cb(null),
 };
 
-/** A descriptor opened synchronously. Small reads and writes, fstat, fchmod and close are
- * synchronous while the disk is fast, the rest goes through the thread pool by callback. Closing
- * twice is harmless: the descriptor is forgotten at the first close. */
+/** A descriptor opened synchronously. fstat, fchmod, ftruncate and close are synchronous while the
+ * disk is fast (small reads and writes too, through read() and write() below); the rest goes
+ * through the thread pool by callback. Closing twice is harmless: the descriptor is forgotten at
+ * the first close. */
 class QuickFile implements FileLike {
   #fd: number;
 
@@ -115,17 +116,17 @@ class QuickFile implements FileLike {
     return this.#fd;
   }
 
+  /** Through the pool; read() below makes small reads synchronously before it gets here. */
   async read(buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }> {
     const fd = this.#open();
-    if (length <= QUICK_IO_MAX && quickEnabled()) return { bytesRead: timed(() => fs.readSync(fd, buf, offset, length, position)) };
     return new Promise((resolve, reject) => {
       fs.read(fd, buf, offset, length, position, (err, bytesRead) => (err ? reject(err) : resolve({ bytesRead })));
     });
   }
 
+  /** Through the pool; write() below makes small writes synchronously before it gets here. */
   async write(buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesWritten: number }> {
     const fd = this.#open();
-    if (length <= QUICK_IO_MAX && quickEnabled()) return { bytesWritten: timed(() => fs.writeSync(fd, buf, offset, length, position)) };
     return new Promise((resolve, reject) => {
       fs.write(fd, buf, offset, length, position, (err, bytesWritten) => (err ? reject(err) : resolve({ bytesWritten })));
     });
