@@ -33,6 +33,9 @@ describe("quick file-system calls", () => {
       assert.equal((await quick.stat(join(dir, "l"))).size, 5);
       await assert.rejects(quick.realpath(join(dir, "missing")), { code: "ENOENT" });
       await assert.rejects(quick.lstat(join(dir, "missing")), { code: "ENOENT" });
+      assert.equal(await quick.lstatOrNull(join(dir, "missing")), null);
+      assert.equal((await quick.lstatOrNull(join(dir, "l")))?.isSymbolicLink(), true);
+      await assert.rejects(quick.lstatOrNull(join(dir, "a", "below-a-file")), { code: "ENOTDIR" });
       await assert.rejects(quick.unlink(join(dir, "missing")), { code: "ENOENT" });
       await assert.rejects(quick.readdirTyped(join(dir, "missing")), { code: "ENOENT" });
       const names = (await quick.readdirTyped(dir)).map((d) => [d.name, d.isFile(), d.isSymbolicLink()]);

@@ -5,8 +5,8 @@
 import type { Stats } from "node:fs";
 import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
-import { errnoOf, mapFsError } from "./errors.ts";
-import { lstat, realpath } from "./quick.ts";
+import { mapFsError } from "./errors.ts";
+import { lstat, lstatOrNull as lstatMaybe, realpath } from "./quick.ts";
 import type { RealPath, VirtualPath } from "./types.ts";
 import { basename, dirname, hasControlChar, ROOT, splitVirtual } from "./vpath.ts";
 
@@ -63,11 +63,24 @@ export function escaped(real: string): FtpError {
   return new FtpError(550, "No such file or directory", `refused: leaves the jail or dangles: ${real}`);
 }
 
+/** The parent is resolved first, then the final name is looked at with one lstat: a name that is
+ * missing (an upload) or not a link (most files) needs no second realpath and raises no error. */
 async function locateReal(root: RealPath, real: string): Promise<Located> {
-  const resolved = await resolveInside(root, real);
-  if (resolved !== null) return { real: resolved, exists: true };
-  if (real === root) throw new FtpError(550, "No such file or directory", "jail root missing");
-  return locateMissing(root, real);
+  if (real === root) {
+    const resolved = await resolveInside(root, real);
+    if (resolved === null) throw new FtpError(550, "No such file or directory", "jail root missing");
+    return { real: resolved, exists: true };
+  }
+  const parent = await resolveInside(root, path.dirname(real));
+  if (parent === null) return locateMissing(root, real);
+  const child = path.join(parent, path.basename(real)) as RealPath;
+  const stats = await lstatOrNull(child);
+  if (stats === null) return { real: child, exists: false };
+  if (!stats.isSymbolicLink()) return { real: child, exists: true };
+  const resolved = await resolveInside(root, child);
+  // A link that does not resolve: dangling or looping (maybe aimed outside).
+  if (resolved === null) throw escaped(real);
+  return { real: resolved, exists: true };
 }
 
 /** realpath of `real` when it resolves inside `root`; null when it does not resolve; FtpError when it
@@ -83,16 +96,16 @@ async function resolveInside(root: RealPath, real: string): Promise<RealPath | n
   return resolved as RealPath;
 }
 
-/** realpath failed: find the deepest ancestor that resolves, then look at the first missing
+/** The parent did not resolve: find the deepest ancestor that does, then look at the first missing
  * component itself. Prefixes resolve up to some depth and fail below it, so the search tries the
- * parent first (the usual case) and then bisects: a long missing tail ("a/a/a/…") costs O(log n)
- * realpath calls, not O(n) calls of O(n) each. */
+ * grandparent first and then bisects: a long missing tail ("a/a/a/…") costs O(log n) realpath
+ * calls, not O(n) calls of O(n) each. */
 async function locateMissing(root: RealPath, real: string): Promise<Located> {
   const tail = path.relative(root, real).split(path.sep);
   const prefix = (n: number): string => path.join(root, ...tail.slice(0, n));
   let lo = 0;
   let base: RealPath = root;
-  let hi = tail.length - 1;
+  let hi = Math.max(0, tail.length - 2); // the parent itself is known not to resolve
   for (let probe = hi; lo < hi; probe = (lo + hi + 1) >> 1) {
     const found = await resolveInside(root, prefix(probe));
     if (found === null) hi = probe - 1;
@@ -108,9 +121,8 @@ async function locateMissing(root: RealPath, real: string): Promise<Located> {
 
 async function lstatOrNull(real: string): Promise<Stats | null> {
   try {
-    return await lstat(real);
+    return await lstatMaybe(real);
   } catch (err) {
-    if (errnoOf(err) === "ENOENT") return null;
     throw mapFsError(err);
   }
 }
