@@ -220,7 +220,7 @@ export function buildReport(input: ReportInput): Report {
       "`$FTPB_STATE/results.json` (default `/tmp/ftpbench`), and `-- --report-only` writes this page again from them.",
     "",
     `This run: single-stream file ${opts.bigBytes >> 20} MiB; ${opts.smallFiles.toLocaleString("en")} small files each way ` +
-      `(at most ${opts.smallFilesMaxMs / 1000} s each way); ${opts.clientCounts.map((n) => n.toLocaleString("en")).join(", ")} concurrent clients, ` +
+      `after ${opts.smallFilesWarmup.toLocaleString("en")} untimed (at most ${opts.smallFilesMaxMs / 1000} s each way); ${opts.clientCounts.map((n) => n.toLocaleString("en")).join(", ")} concurrent clients, ` +
       `${opts.sessionsWindowMs / 1000} s each; listings ${opts.listingRuns} times each after one untimed; ` +
       `${opts.idleCounts.map((n) => n.toLocaleString("en")).join(" and ")} idle sessions.`,
     "",

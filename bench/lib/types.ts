@@ -10,6 +10,8 @@ export interface BenchOptions {
   readonly bigBytes: number;
   /** Files of the small-files scenario. */
   readonly smallFiles: number;
+  /** Untimed files moved first in each small-files direction, for every server alike. */
+  readonly smallFilesWarmup: number;
   /** Longest time one small-files direction may take, in ms (a slow peer is cut short). */
   readonly smallFilesMaxMs: number;
   /** Client counts of the concurrent-sessions scenario. */
