@@ -11,6 +11,7 @@ import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import type { Socket } from "node:net";
 import { describe, it } from "node:test";
+import { hold150 } from "../src/protocol/commands/xfer.ts";
 import { dataConnect, RawClient, readAll, writeAll } from "./helpers/raw.ts";
 import { payload, rawLogin, withServer } from "./helpers/run.ts";
 import { freshRange, waitFor, type TestServer } from "./helpers/server.ts";
@@ -695,6 +696,94 @@ describe("downloads", () => {
         await raw.close();
       }
     });
+  });
+});
+
+describe("the 150 of a download", () => {
+  /** Runs `body` with the 150 of downloads held for `ms` at most. */
+  async function holding(ms: number, body: () => Promise<void>): Promise<void> {
+    const before = hold150.ms;
+    hold150.ms = ms;
+    try {
+      await body();
+    } finally {
+      hold150.ms = before;
+    }
+  }
+
+  it("goes out in one write with the 226 when the download is over at once (RETR, LIST, MLSD)", async () => {
+    await holding(60_000, () =>
+      withServer(async (t) => {
+        await writeFile(join(t.home("alice"), "small.bin"), payload(4096));
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          for (const cmd of ["RETR small.bin", "LIST", "MLSD"]) {
+            const data = await raw.pasv();
+            const chunks: string[] = [];
+            const record = (c: Buffer): void => void chunks.push(c.toString("latin1"));
+            raw.socket.on("data", record);
+            raw.send(cmd);
+            const body = await readAll(data);
+            if (cmd.startsWith("RETR")) assert.deepEqual(body, payload(4096));
+            else assert.match(body.toString(), /small\.bin\r\n/);
+            await raw.expectReply(150);
+            await raw.expectReply(226);
+            raw.socket.off("data", record);
+            assert.equal(chunks.length, 1, `${cmd}: ${JSON.stringify(chunks)}`);
+            assert.match(chunks[0] as string, /^150 [^\r]*\r\n226 [^\r]*\r\n$/, cmd);
+          }
+        } finally {
+          await raw.close();
+        }
+      }),
+    );
+  });
+
+  it("goes out after the hold time when the client reads nothing before it", async () => {
+    await holding(200, () =>
+      withServer(async (t) => {
+        await writeFile(join(t.home("alice"), "big.bin"), payload(BIG));
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          const data = await raw.pasv();
+          data.pause();
+          raw.send("RETR big.bin");
+          await raw.expectReply(150);
+          data.resume();
+          assert.deepEqual(await readAll(data), payload(BIG));
+          await raw.expectReply(226);
+        } finally {
+          await raw.close();
+        }
+      }),
+    );
+  });
+
+  it("comes before the 426 and 226 of an ABOR that ends the download while it is held", async () => {
+    await holding(60_000, () =>
+      withServer(async (t) => {
+        await writeFile(join(t.home("alice"), "big.bin"), payload(BIG));
+        const raw = await rawLogin(t);
+        try {
+          const data = await raw.pasv();
+          data.pause();
+          raw.send("RETR big.bin");
+          assert.ok(await waitFor(() => (t.server.sessions.values().next().value?.transfer?.bytes ?? 0) > 0, 2000));
+          await assert.rejects(raw.reply(100), /no reply/);
+          raw.send("ABOR");
+          await raw.expectReply(150);
+          await raw.expectReply(426);
+          await raw.expectReply(226);
+          data.destroy();
+          await raw.expect("NOOP", 200);
+        } finally {
+          await raw.close();
+        }
+        await portsReleased(t);
+      }),
+    );
   });
 });
 

@@ -125,6 +125,9 @@ export class Session {
   private holdInput = false;
   private loginTimer: NodeJS.Timeout | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
+  /** A preliminary reply waiting for the next write (holdReply), and its deadline. */
+  private held: string | null = null;
+  private heldTimer: NodeJS.Timeout | null = null;
   private readonly onData = (chunk: Buffer): void => this.receive(chunk);
 
   constructor(
@@ -165,10 +168,33 @@ export class Session {
     this.write(formatReply(code, text));
   }
 
-  /** Writes preformatted reply text. */
+  /** Writes preformatted reply text, after a held preliminary reply if there is one. */
   write(text: string): void {
+    if (this.held !== null) {
+      text = this.held + text;
+      this.releaseHeld();
+    }
     if (this.closed || this.socket.destroyed || this.socket.writableEnded) return;
     this.socket.write(text);
+  }
+
+  /**
+   * Sends a preliminary reply with the next reply, or after `ms` at the latest. A download that is
+   * over in a moment then reaches the client as one write holding 150 and 226 rather than two,
+   * which saves a wake-up and a read on both ends; a longer one gets its 150 after `ms`. Replies
+   * keep their order; only their grouping into writes changes (the data connection is separate,
+   * so a client can never rely on 150 arriving before the data anyway).
+   */
+  holdReply(code: number, text: string, ms: number): void {
+    if (this.held !== null) this.write("");
+    this.held = formatReply(code, text);
+    this.heldTimer = setTimeout(() => this.write(""), ms);
+  }
+
+  private releaseHeld(): void {
+    this.held = null;
+    if (this.heldTimer !== null) clearTimeout(this.heldTimer);
+    this.heldTimer = null;
   }
 
   /** Resolves a client path against the cwd (pure: see fs/vpath.ts). */
@@ -274,6 +300,7 @@ export class Session {
     this.onClosed?.();
     if (this.loginTimer) clearTimeout(this.loginTimer);
     if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.releaseHeld();
     this.transfer?.abort("client");
     this.setChannel(null);
     this.retiring?.close();

@@ -51,7 +51,7 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
     prepared = { r: await plan.open() };
     socket = await ch.connect();
     const upload = t.direction === "upload";
-    socket = (await s.ctx.tls?.secureData(s, socket, () => s.reply(150, plan.opening), { upload })) ?? announce(s, plan.opening, socket);
+    socket = (await s.ctx.tls?.secureData(s, socket, () => s.reply(150, plan.opening), { upload })) ?? announce(s, plan.opening, socket, upload);
     bytes = await plan.move(t, socket, prepared.r);
     await plan.commit?.(prepared.r);
     s.reply(226, plan.done ?? "Transfer complete");
@@ -75,8 +75,13 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
   }
 }
 
-function announce(s: Session, text: string, socket: Socket): Socket {
-  s.reply(150, text);
+/** How long a download's 150 may wait to go out with its 226 (ms); see Session.holdReply. An
+ * upload's 150 goes out at once: the client waits for it before sending. Tests change it. */
+export const hold150 = { ms: 5 };
+
+function announce(s: Session, text: string, socket: Socket, upload: boolean): Socket {
+  if (upload) s.reply(150, text);
+  else s.holdReply(150, text, hold150.ms);
   return socket;
 }
 
