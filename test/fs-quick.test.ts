@@ -59,6 +59,23 @@ describe("quick file-system calls", () => {
     });
   }
 
+  it("a slow call backs off for a second after a quiet spell, twice as long each time it comes soon after, 30 s at most", () => {
+    quick.backOff(0);
+    const lefts: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      quick.slowCall();
+      assert.equal(quick.quickEnabled(), false);
+      lefts.push(quick.backOffLeft());
+    }
+    const expected = [1, 2, 4, 8, 16, 30, 30, 30].map((s) => s * 1000);
+    lefts.forEach((left, i) => assert.ok(left > (expected[i] as number) - 500 && left <= (expected[i] as number), `${i}: ${left}`));
+    quick.backOff(0);
+    assert.equal(quick.backOffLeft(), 0);
+    quick.slowCall();
+    assert.ok(quick.backOffLeft() <= quick.BACKOFF_MIN_MS && quick.backOffLeft() > quick.BACKOFF_MIN_MS - 500);
+    quick.backOff(0);
+  });
+
   it("a back-off ends by itself", async () => {
     quick.backOff(30);
     assert.equal(quick.quickEnabled(), false);

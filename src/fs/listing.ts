@@ -6,7 +6,7 @@ import type { Dirent, Stats } from "node:fs";
 import { constants, lstat, lstatSync } from "node:fs";
 import { realpath, stat } from "node:fs/promises";
 import { isInside, UPLOAD_TEMP_PREFIX } from "./contain.ts";
-import { backOff, quickEnabled, readdirTyped } from "./quick.ts";
+import { quickEnabled, readdirTyped, slowCall } from "./quick.ts";
 import { FIELDS, lstatInWorker, statWorkerAvailable } from "./statworker.ts";
 import type { DirEntry, EntryStat, RealPath } from "./types.ts";
 import { hasControlChar } from "./vpath.ts";
@@ -16,7 +16,7 @@ const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK } = constants;
 /** Entries stat'ed synchronously between two turns of the event loop (about 1 ms on a local disk). */
 const SYNC_BATCH = 256;
 /** A batch slower than this (ms) means a slow disk: the rest of the listing, and every small file
- * call for a while, go through the pool (fs/quick.ts backOff). */
+ * call for a while, go through the pool (fs/quick.ts slowCall). */
 const SLOW_BATCH_MS = 20;
 /** How many lstat calls one listing keeps in flight in the pool (libuv runs 4 at a time by default). */
 const STAT_CONCURRENCY = 32;
@@ -116,7 +116,7 @@ async function statRange(
     const started = performance.now();
     for (; i < end; i++) out[i] = lstatOrNull(dir + "/" + (dirents[i] as Dirent).name);
     if (i >= to) break;
-    if (performance.now() - started > slowBatchMs) backOff();
+    if (performance.now() - started > slowBatchMs) slowCall();
     else await new Promise<void>((resolve) => setImmediate(resolve));
   }
 }

@@ -5,8 +5,8 @@
  * of hand-over between threads, where the system call itself takes 3–5 µs. A transfer of a small
  * file makes several (realpath, stat, rename, a read or a write), and they add up to most of its
  * latency. So these calls run on the main thread, timed; one that takes longer than SLOW_MS (a
- * network file system, a failing or busy disk) sends every later call to the thread pool for
- * BACKOFF_MS, so one slow disk never stalls the other sessions for long. Errors are the same
+ * network file system, a failing or busy disk) sends every later call to the thread pool for a
+ * while (slowCall), so one slow disk never stalls the other sessions for long. Errors are the same
  * errno errors either way. A file opened while calls are synchronous is a QuickFile (a descriptor
  * with the few FileHandle methods the data path uses, `FileLike`); otherwise a FileHandle.
  */
@@ -15,14 +15,21 @@ import * as fsp from "node:fs/promises";
 
 /** A synchronous call slower than this (ms) turns synchronous calls off for a while. */
 export const SLOW_MS = 4;
-/** How long (ms) calls go through the thread pool after a slow one. */
-export const BACKOFF_MS = 30_000;
+/** The first back-off after a quiet spell (ms). A lone slow call is often not the disk: the process
+ * was preempted on a busy machine, or a cache was cold; it costs a second of pooled calls. */
+export const BACKOFF_MIN_MS = 1000;
+/** Each slow call within BACKOFF_MAX_MS of the last back-off doubles the next one, up to this (ms):
+ * a disk that stays slow is left to the pool, with one timed call every 30 s to notice it recover. */
+export const BACKOFF_MAX_MS = 30_000;
 /** Reads and writes up to this size are made synchronously; larger ones overlap with the network. */
 export const QUICK_IO_MAX = 64 << 10;
 
 let asyncUntil = 0;
+/** Back-offs in a row (each within BACKOFF_MAX_MS of the one before), and when the last one ends. */
+let strikes = 0;
+let lastUntil = -Infinity;
 
-/** Whether synchronous calls are on (no slow call within the last BACKOFF_MS). */
+/** Whether synchronous calls are on (no back-off in effect). */
 export function quickEnabled(): boolean {
   if (asyncUntil === 0) return true;
   if (performance.now() < asyncUntil) return false;
@@ -30,9 +37,28 @@ export function quickEnabled(): boolean {
   return true;
 }
 
-/** Tests: turns synchronous calls off for `ms` (as a slow call would), or back on with 0. */
-export function backOff(ms = BACKOFF_MS): void {
+/** A synchronous call (or a listing batch) was slow: synchronous calls go off, for BACKOFF_MIN_MS
+ * after a quiet spell and twice as long as the last time when it comes soon after one. */
+export function slowCall(): void {
+  const now = performance.now();
+  strikes = now - lastUntil < BACKOFF_MAX_MS ? strikes + 1 : 0;
+  const ms = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(strikes, 8));
+  asyncUntil = lastUntil = now + ms;
+}
+
+/** How long (ms) the back-off in effect still lasts; 0 when synchronous calls are on. */
+export function backOffLeft(): number {
+  return quickEnabled() ? 0 : asyncUntil - performance.now();
+}
+
+/** Tests: turns synchronous calls off for `ms`, or back on with 0 (which also forgets past
+ * back-offs). */
+export function backOff(ms: number): void {
   asyncUntil = ms > 0 ? performance.now() + ms : 0;
+  if (ms <= 0) {
+    strikes = 0;
+    lastUntil = -Infinity;
+  }
 }
 
 function timed<T>(fn: () => T): T {
@@ -40,7 +66,7 @@ function timed<T>(fn: () => T): T {
   try {
     return fn();
   } finally {
-    if (performance.now() - t0 > SLOW_MS) backOff();
+    if (performance.now() - t0 > SLOW_MS) slowCall();
   }
 }
 
@@ -50,7 +76,7 @@ export async function readdirTyped(p: string): Promise<fs.Dirent[]> {
   if (!quickEnabled()) return fsp.readdir(p, { withFileTypes: true });
   const t0 = performance.now();
   const out = fs.readdirSync(p, { withFileTypes: true });
-  if (performance.now() - t0 > SLOW_MS + out.length * 0.002) backOff();
+  if (performance.now() - t0 > SLOW_MS + out.length * 0.002) slowCall();
   return out;
 }
 
