@@ -232,10 +232,17 @@ export async function receiveFile(
 export async function sendBuffer(t: Transfer, socket: Socket, data: Buffer, stalledMs: number): Promise<number> {
   t.attach(socket, () => Math.min(data.length, socket.bytesWritten));
   await new Promise<void>((resolve, reject) => {
+    let sent = false;
     socket.setTimeout(stalledMs, () => socket.destroy(new FtpError(426, "Transfer stalled")));
     socket.once("error", reject);
-    socket.once("close", () => reject(new FtpError(426, "Connection closed; transfer aborted")));
-    socket.end(data, () => resolve());
+    // The socket closes after a good send too: no error (and its stack trace) is made for that.
+    socket.once("close", () => {
+      if (!sent) reject(new FtpError(426, "Connection closed; transfer aborted"));
+    });
+    socket.end(data, () => {
+      sent = true;
+      resolve();
+    });
   });
   finishSocket(socket);
   return data.length;
