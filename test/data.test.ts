@@ -711,34 +711,39 @@ describe("the 150 of a download", () => {
     }
   }
 
-  it("goes out in one write with the 226 when the download is over at once (RETR, LIST, MLSD)", async () => {
-    await holding(60_000, () =>
-      withServer(async (t) => {
-        await writeFile(join(t.home("alice"), "small.bin"), payload(4096));
-        const raw = await rawLogin(t);
-        try {
-          await raw.expect("TYPE I", 200);
-          for (const cmd of ["RETR small.bin", "LIST", "MLSD"]) {
-            const data = await raw.pasv();
-            const chunks: string[] = [];
-            const record = (c: Buffer): void => void chunks.push(c.toString("latin1"));
-            raw.socket.on("data", record);
-            raw.send(cmd);
-            const body = await readAll(data);
-            if (cmd.startsWith("RETR")) assert.deepEqual(body, payload(4096));
-            else assert.match(body.toString(), /small\.bin\r\n/);
-            await raw.expectReply(150);
-            await raw.expectReply(226);
-            raw.socket.off("data", record);
-            assert.equal(chunks.length, 1, `${cmd}: ${JSON.stringify(chunks)}`);
-            assert.match(chunks[0] as string, /^150 [^\r]*\r\n226 [^\r]*\r\n$/, cmd);
-          }
-        } finally {
-          await raw.close();
-        }
-      }),
-    );
-  });
+  for (const tls of ["off", "explicit"] as const) {
+    it(`goes out in one write with the 226 when the download is over at once (RETR, LIST, MLSD; TLS ${tls}, data in the clear)`, async () => {
+      await holding(60_000, () =>
+        withServer(
+          async (t) => {
+            await writeFile(join(t.home("alice"), "small.bin"), payload(4096));
+            const raw = await rawLogin(t);
+            try {
+              await raw.expect("TYPE I", 200);
+              for (const cmd of ["RETR small.bin", "LIST", "MLSD"]) {
+                const data = await raw.pasv();
+                const chunks: string[] = [];
+                const record = (c: Buffer): void => void chunks.push(c.toString("latin1"));
+                raw.socket.on("data", record);
+                raw.send(cmd);
+                const body = await readAll(data);
+                if (cmd.startsWith("RETR")) assert.deepEqual(body, payload(4096));
+                else assert.match(body.toString(), /small\.bin\r\n/);
+                await raw.expectReply(150);
+                await raw.expectReply(226);
+                raw.socket.off("data", record);
+                assert.equal(chunks.length, 1, `${cmd}: ${JSON.stringify(chunks)}`);
+                assert.match(chunks[0] as string, /^150 [^\r]*\r\n226 [^\r]*\r\n$/, cmd);
+              }
+            } finally {
+              await raw.close();
+            }
+          },
+          { config: { tls: { mode: tls } } },
+        ),
+      );
+    });
+  }
 
   it("goes out after the hold time when the client reads nothing before it", async () => {
     await holding(200, () =>

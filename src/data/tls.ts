@@ -219,16 +219,17 @@ export class TlsProvider {
    * sends 150 without waiting for the handshake (lftp and ftplib start it only after 150), then
    * waits for the handshake and checks the session was resumed from this control connection.
    * An upload's socket also checks that the client ends it with close_notify (requireCloseNotify).
+   * Without PROT P the socket is returned as is; `send150` is told whether the data is secured.
    */
   async secureData(
     s: TlsSessionState,
     socket: Socket,
-    send150: () => void,
+    send150: (secured: boolean) => void,
     opts: { readonly upload: boolean } = { upload: false },
   ): Promise<Socket> {
     const binding = s.tlsBinding;
     if (!s.protectData || !binding) {
-      send150();
+      send150(false);
       return socket;
     }
     let t: TLSSocket | null = null;
@@ -243,7 +244,7 @@ export class TlsProvider {
       own = binding.resumedOwnSession(t);
       resumed = t.isSessionReused();
     });
-    send150();
+    send150(true);
     await handshake(t, s.ctx.config.limits.dataTimeout * 1000);
     if (s.ctx.config.tls.requireSessionReuse && !own) {
       t.destroy();

@@ -51,7 +51,9 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
     prepared = { r: await plan.open() };
     socket = await ch.connect();
     const upload = t.direction === "upload";
-    socket = (await s.ctx.tls?.secureData(s, socket, () => s.reply(150, plan.opening), { upload })) ?? announce(s, plan.opening, socket, upload);
+    const send150 = (secured: boolean): void => announce(s, plan.opening, upload || secured);
+    if (s.ctx.tls) socket = await s.ctx.tls.secureData(s, socket, send150, { upload });
+    else send150(false);
     bytes = await plan.move(t, socket, prepared.r);
     await plan.commit?.(prepared.r);
     s.reply(226, plan.done ?? "Transfer complete");
@@ -75,14 +77,15 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
   }
 }
 
-/** How long a download's 150 may wait to go out with its 226 (ms); see Session.holdReply. An
- * upload's 150 goes out at once: the client waits for it before sending. Tests change it. */
+/** How long a download's 150 may wait to go out with its 226 (ms); see Session.holdReply. Tests
+ * change it. */
 export const hold150 = { ms: 5 };
 
-function announce(s: Session, text: string, socket: Socket, upload: boolean): Socket {
-  if (upload) s.reply(150, text);
+/** The 150. It goes out at once before an upload (the client waits for it before sending) and
+ * before a TLS handshake on the data connection (a client may wait for it before starting one). */
+function announce(s: Session, text: string, now: boolean): void {
+  if (now) s.reply(150, text);
   else s.holdReply(150, text, hold150.ms);
-  return socket;
 }
 
 function replyFor(err: unknown): [number, string] {
