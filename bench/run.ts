@@ -209,6 +209,7 @@ async function main(): Promise<void> {
     }
   } finally {
     pool.close();
+    for (const s of chosen) s.cleanup?.(fixtures);
   }
   writeFileSync(recordFile, JSON.stringify(record(), null, 1));
   writeReport(record(), args.out);

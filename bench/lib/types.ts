@@ -71,4 +71,6 @@ export interface Scenario {
   /** Extra columns, in order, with their headers. */
   readonly columns: readonly { readonly key: string; readonly header: string }[];
   run(ctx: ScenarioContext): Promise<Measurement[]>;
+  /** Runs once after every server has run (removing what the scenario left on disk). */
+  cleanup?(fixtures: Fixtures): void;
 }

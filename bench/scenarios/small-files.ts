@@ -7,8 +7,9 @@
  * as slow for a JIT-compiled server and for the load generator itself. A direction that runs past
  * its time limit is cut short and rated on what it did.
  */
+import { readdirSync } from "node:fs";
 import path from "node:path";
-import { removeUpload } from "../lib/fixtures.ts";
+import { removeUpload, type Fixtures } from "../lib/fixtures.ts";
 import { FtpClient } from "../lib/ftp.ts";
 import { withCpu } from "../lib/proc.ts";
 import { quiesce } from "../lib/quiesce.ts";
@@ -19,8 +20,10 @@ const BODY = Buffer.alloc(4096, 0x62);
 async function direction(ctx: ScenarioContext, dir: "STOR" | "RETR"): Promise<Measurement> {
   const { server, fixtures, opts } = ctx;
   const total = Math.min(opts.smallFiles, fixtures.smallCount);
-  const upDir = `${fixtures.upDir}/small-${server.spec.port}`;
-  removeUpload(path.join(fixtures.root, upDir));
+  // A new directory per server and run, and nothing removed until every server has run: on ext4,
+  // creating files within minutes of removing thousands costs much more CPU (the inode allocator
+  // skips recently freed inodes one by one), which would slow whichever server came next.
+  const upDir = `${fixtures.upDir}/small-${server.spec.port}-${Date.now().toString(36)}`;
   const c = await FtpClient.connect({ host: "127.0.0.1", port: server.spec.port, timeoutMs: 15_000 });
   try {
     await c.login("bench", "bench");
@@ -61,8 +64,13 @@ async function direction(ctx: ScenarioContext, dir: "STOR" | "RETR"): Promise<Me
     };
   } finally {
     c.close();
-    if (dir === "STOR") removeUpload(path.join(fixtures.root, upDir));
   }
+}
+
+/** Removes every small-files upload directory (this run's and any an interrupted run left). */
+function removeSmallUploads(fixtures: Fixtures): void {
+  const up = path.join(fixtures.root, fixtures.upDir);
+  for (const name of readdirSync(up)) if (name.startsWith("small-")) removeUpload(path.join(up, name));
 }
 
 /** 2,000 files of 4 KiB over one session, each way. */
@@ -87,4 +95,5 @@ export const smallFiles: Scenario = {
     }
     return out;
   },
+  cleanup: removeSmallUploads,
 };
