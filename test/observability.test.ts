@@ -48,6 +48,14 @@ describe("Prometheus endpoint and xferlog", () => {
       assert.match(text, /^# TYPE berth_sessions gauge$/m);
       assert.match(text, /^berth_passive_ports_in_use 0$/m);
       assert.equal((await fetch(`http://127.0.0.1:${port}/other`)).status, 404);
+      // A logged-in session's lines carry its id, the client address and the user.
+      const transfers = s.logs.filter((l) => l.event === "transfer");
+      assert.equal(transfers.length, 2);
+      for (const l of transfers) {
+        assert.match(String(l.session), /^[0-9a-f]{8}$/);
+        assert.equal(l.remote, "127.0.0.1");
+        assert.equal(l.user, "alice");
+      }
     } finally {
       await s.close().catch(() => undefined);
     }

@@ -214,7 +214,9 @@ export class Session {
     this.fs = fs;
     this.pendingUser = null;
     this.cwd = ROOT;
-    this.log = this.log.child({ user: user.name });
+    // One logger with all three bindings, not a child of the connection's: an idle logged-in
+    // session then holds one child logger, not two.
+    this.log = this.ctx.logger.child({ session: this.id, remote: this.remoteAddress, user: user.name });
     if (this.loginTimer) clearTimeout(this.loginTimer);
     this.loginTimer = null;
   }
