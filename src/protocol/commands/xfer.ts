@@ -114,8 +114,8 @@ function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string): v
   }
   s.log.info(
     {
+      // The user is among the session logger's bindings.
       event: "transfer",
-      user: s.user?.name,
       path: t.path,
       direction: t.direction,
       bytes,
