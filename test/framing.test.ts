@@ -1,0 +1,32 @@
+/**
+ * The control connection's line framer (protocol/framing.ts): UTF-8 decoded per whole line, so a
+ * character split across reads, two sessions' framers used in turn, and invalid bytes all give the
+ * same lines as one read of each line would.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { LineFramer } from "../src/protocol/framing.ts";
+
+function texts(lines: ReturnType<LineFramer["push"]>): string[] {
+  return lines.map((l) => (l.kind === "line" ? l.text : "<overlong>"));
+}
+
+describe("line framer", () => {
+  it("decodes a UTF-8 character split across reads, with two framers fed in turn", () => {
+    const a = new LineFramer(512);
+    const b = new LineFramer(512);
+    const lineA = Buffer.from("STOR Grüße 日本.txt\r\n");
+    const lineB = Buffer.from("MKD Ordner ü\r\n");
+    const cutA = lineA.indexOf(0xc3) + 1; // inside the two bytes of "ü"
+    const cutB = lineB.length - 3; // inside "ü" too
+    assert.deepEqual(texts(a.push(lineA.subarray(0, cutA))), []);
+    assert.deepEqual(texts(b.push(lineB.subarray(0, cutB))), []);
+    assert.deepEqual(texts(a.push(lineA.subarray(cutA))), ["STOR Grüße 日本.txt"]);
+    assert.deepEqual(texts(b.push(lineB.subarray(cutB))), ["MKD Ordner ü"]);
+  });
+
+  it("turns invalid UTF-8 into U+FFFD without carrying it into the next line", () => {
+    const f = new LineFramer(512);
+    assert.deepEqual(texts(f.push(Buffer.from([0x43, 0x57, 0x44, 0x20, 0xc3, 0x0d, 0x0a, 0x50, 0x57, 0x44, 0x0d, 0x0a]))), ["CWD \ufffd", "PWD"]);
+  });
+});
