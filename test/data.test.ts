@@ -70,10 +70,7 @@ describe("passive port range", () => {
         const a = await rawLogin(t);
         const b = await rawLogin(t);
         try {
-          const data = await a.pasv();
-          data.pause();
-          a.send("RETR big.bin");
-          await a.expectReply(150);
+          const data = await a.pausedRetr("big.bin");
           await b.expect("EPSV", 425);
           assert.equal(t.server.context.pool.used, 1);
           await a.expect("ABOR", 426);
@@ -358,10 +355,7 @@ describe("ABOR and STAT during a transfer", () => {
       await writeFile(join(t.home("alice"), "small.txt"), "after");
       const raw = await rawLogin(t);
       try {
-        const data = await raw.pasv();
-        data.pause();
-        raw.send("RETR big.bin");
-        await raw.expectReply(150);
+        const data = await raw.pausedRetr("big.bin");
         await waitFor(() => (t.server.sessions.values().next().value?.transfer?.bytes ?? 0) > 0, 2000);
         const st = await raw.expect("STAT", 211);
         const line = st.lines.find((l) => l.includes("Transfer in progress")) ?? "";
@@ -392,10 +386,7 @@ describe("ABOR and STAT during a transfer", () => {
       const raw = await rawLogin(t);
       try {
         await raw.expect("TYPE I", 200);
-        const data = await raw.pasv();
-        data.pause();
-        raw.send("RETR w.bin");
-        await raw.expectReply(150);
+        const data = await raw.pausedRetr("w.bin");
         raw.send("PWD");
         await assert.rejects(raw.reply(200), /no reply/);
         data.resume();
@@ -483,10 +474,7 @@ describe("ABOR and STAT during a transfer", () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(BIG, 2));
       const raw = await rawLogin(t);
-      const data = await raw.pasv();
-      data.pause();
-      raw.send("RETR big.bin");
-      await raw.expectReply(150);
+      const data = await raw.pausedRetr("big.bin");
       await raw.close();
       data.destroy();
       assert.ok(await waitFor(() => t.server.sessions.size === 0, 2000));
@@ -508,10 +496,7 @@ describe("ABOR and STAT during a transfer", () => {
       const raw = await rawLogin(t);
       try {
         await raw.expect("TYPE I", 200);
-        const data = await raw.pasv();
-        data.pause();
-        raw.send("RETR q.bin");
-        await raw.expectReply(150);
+        const data = await raw.pausedRetr("q.bin");
         raw.send("QUIT");
         data.resume();
         assert.equal((await readAll(data)).length, 200_000);
@@ -554,10 +539,7 @@ describe("downloads", () => {
    * the bytes the server had sent by then. */
   async function stalledRetr(t: TestServer, raw: RawClient, name: string): Promise<{ sock: Socket; sent: number }> {
     await raw.expect("TYPE I", 200);
-    const sock = await raw.pasv();
-    sock.pause();
-    raw.send(`RETR ${name}`);
-    await raw.expectReply(150);
+    const sock = await raw.pausedRetr(name);
     return { sock, sent: await stalledAt(t) };
   }
 
@@ -752,10 +734,7 @@ describe("the 150 of a download", () => {
         const raw = await rawLogin(t);
         try {
           await raw.expect("TYPE I", 200);
-          const data = await raw.pasv();
-          data.pause();
-          raw.send("RETR big.bin");
-          await raw.expectReply(150);
+          const data = await raw.pausedRetr("big.bin");
           data.resume();
           assert.deepEqual(await readAll(data), payload(BIG));
           await raw.expectReply(226);

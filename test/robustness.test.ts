@@ -268,10 +268,7 @@ describe("timeouts and shutdown", () => {
         const raw = await rawLogin(t);
         try {
           await raw.expect("TYPE I", 200);
-          const sock = await raw.pasv();
-          sock.pause();
-          raw.send("RETR big.bin");
-          await raw.expectReply(150);
+          const sock = await raw.pausedRetr("big.bin");
           await new Promise((r) => setTimeout(r, 900));
           sock.resume();
           assert.equal((await readAll(sock)).length, 16 << 20);
@@ -310,10 +307,7 @@ describe("timeouts and shutdown", () => {
       const busy = await rawLogin(t);
       try {
         await busy.expect("TYPE I", 200);
-        const sock = await busy.pasv();
-        sock.pause();
-        busy.send("RETR big.bin");
-        await busy.expectReply(150);
+        const sock = await busy.pausedRetr("big.bin");
         const stopping = t.server.shutdown(3000);
         await idle.expectReply(421);
         await idle.closed();
@@ -336,10 +330,7 @@ describe("timeouts and shutdown", () => {
       await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(16 << 20));
       const raw = await rawLogin(t);
       try {
-        const sock = await raw.pasv();
-        sock.pause();
-        raw.send("RETR big.bin");
-        await raw.expectReply(150);
+        const sock = await raw.pausedRetr("big.bin");
         const started = Date.now();
         await t.server.shutdown(300);
         assert.ok(Date.now() - started < 2000);

@@ -118,6 +118,16 @@ export class RawClient {
     await this.expect(`PASS ${pass}`, 230);
   }
 
+  /** PASV, then RETR of `path` with the data socket paused (nothing read yet), once the 150 has
+   * come: for tests of what happens during a download the client does not read. */
+  async pausedRetr(path: string): Promise<Socket> {
+    const data = await this.pasv();
+    data.pause();
+    this.send(`RETR ${path}`);
+    await this.expectReply(150);
+    return data;
+  }
+
   /** PASV, then connects to the announced address; returns the connected data socket. */
   async pasv(): Promise<Socket> {
     const r = await this.expect("PASV", 227);
