@@ -233,7 +233,7 @@ describe("jail: details", () => {
     });
   });
 
-  it("a symlink inside the home that stays inside works", async () => {
+  it("a symlink inside the home that stays inside works (SIZE, RETR, a replacing STOR, CWD); paths under a file or a missing directory are refused", async () => {
     await withServer(async (t) => {
       const home = t.home("alice");
       await writeFile(join(home, "real.txt"), "real");
@@ -243,6 +243,31 @@ describe("jail: details", () => {
       const raw = await rawLogin(t);
       try {
         await raw.expect("SIZE alias.txt", 213);
+        await raw.expect("TYPE I", 200);
+        let data = await raw.pasv();
+        raw.send("RETR alias.txt");
+        await raw.expectReply(150);
+        assert.equal((await readAll(data)).toString(), "real");
+        await raw.expectReply(226);
+        // A replacing upload through the link replaces the file it points to; the link stays.
+        data = await raw.pasv();
+        raw.send("STOR alias.txt");
+        await raw.expectReply(150);
+        data.end("new");
+        await raw.expectReply(226);
+        assert.equal(await readFile(join(home, "real.txt"), "utf8"), "new");
+        assert.ok((await lstat(join(home, "alias.txt"))).isSymbolicLink());
+        // Under a file, or below a missing directory: a plain refusal, nothing created.
+        for (const [cmd, message] of [
+          ["STOR real.txt/x", "Not a directory"],
+          ["STOR no/such/dir/x", "No such file or directory"],
+          ["RETR no/such/dir/x", "No such file or directory"],
+        ] as const) {
+          data = await raw.pasv();
+          assert.equal((await raw.expect(cmd, 550)).message, message, cmd);
+          data.destroy();
+        }
+        assert.deepEqual((await readdir(home)).sort(), ["alias.txt", "d", "dlink", "real.txt"]);
         await raw.expect("CWD dlink", 250);
         assert.equal((await raw.expect("PWD", 257)).message, '"/dlink" is the current directory');
       } finally {
