@@ -6,7 +6,7 @@ import type { Stats } from "node:fs";
 import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
 import { mapFsError } from "./errors.ts";
-import { lstat, lstatOrNull as lstatMaybe, realpath } from "./quick.ts";
+import { lstat, lstatOrNull, realpath } from "./quick.ts";
 import type { RealPath, VirtualPath } from "./types.ts";
 import { basename, dirname, hasControlChar, ROOT, splitVirtual } from "./vpath.ts";
 
@@ -53,7 +53,7 @@ export async function locateEntry(root: RealPath, vpath: VirtualPath): Promise<L
   const parent = await locate(root, dirname(vpath));
   if (!parent.exists) throw new FtpError(550, "No such file or directory", "parent missing");
   const real = path.join(parent.real, basename(vpath)) as RealPath;
-  const stats = await lstatOrNull(real);
+  const stats = await lstatEntry(real);
   return { real, exists: stats !== null, lstat: stats };
 }
 
@@ -74,7 +74,7 @@ async function locateReal(root: RealPath, real: string): Promise<Located> {
   const parent = await resolveInside(root, path.dirname(real));
   if (parent === null) return locateMissing(root, real);
   const child = path.join(parent, path.basename(real)) as RealPath;
-  const stats = await lstatOrNull(child);
+  const stats = await lstatEntry(child);
   if (stats === null) return { real: child, exists: false };
   if (!stats.isSymbolicLink()) return { real: child, exists: true };
   const resolved = await resolveInside(root, child);
@@ -112,16 +112,17 @@ async function locateMissing(root: RealPath, real: string): Promise<Located> {
     else [lo, base] = [probe, found];
   }
   const child = path.join(base, tail[lo] as string) as RealPath;
-  if ((await lstatOrNull(child)) !== null) {
+  if ((await lstatEntry(child)) !== null) {
     // Something is there yet does not resolve: a dangling or looping link (maybe aimed outside).
     throw escaped(real);
   }
   return { real: path.join(child, ...tail.slice(lo + 1)) as RealPath, exists: false };
 }
 
-async function lstatOrNull(real: string): Promise<Stats | null> {
+/** lstat of an entry: null when nothing is there, any other failure as its FTP reply. */
+async function lstatEntry(real: string): Promise<Stats | null> {
   try {
-    return await lstatMaybe(real);
+    return await lstatOrNull(real);
   } catch (err) {
     throw mapFsError(err);
   }
