@@ -1,6 +1,6 @@
 /**
- * Plain uploads read through one reused buffer (data/receive.ts): every byte lands in order, in
- * every shape the data can arrive in, the socket pauses while the disk is behind, and a failure on
+ * Uploads read through one reused buffer (data/receive.ts), plain and over TLS: every byte lands in
+ * order, in every shape the data can arrive in, the socket pauses while the disk is behind, and a failure on
  * either side settles only once no write is in flight.
  */
 import assert from "node:assert/strict";
@@ -8,14 +8,15 @@ import { randomBytes, createHash } from "node:crypto";
 import { once } from "node:events";
 import { mkdtemp, open, readFile, rm, type FileHandle } from "node:fs/promises";
 import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
-import { TLSSocket } from "node:tls";
 import { receiveDirect, userBufferReads } from "../src/data/receive.ts";
+import { requireCloseNotify } from "../src/data/tls.ts";
 import { receiveFile, Transfer } from "../src/data/transfer.ts";
-import { socketPair } from "./helpers/sockets.ts";
+import { socketPair, tlsSocketPair } from "./helpers/sockets.ts";
 
 const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
 
@@ -62,13 +63,23 @@ describe("uploads through a reused read buffer", () => {
     return [file, await open(file, "w")];
   }
 
-  it("is available for a plain accepted socket on this Node, and not for TLS", async () => {
+  it("is available for a plain accepted socket and for a TLS one on this Node", async () => {
     const [server, client] = await socketPair(true);
     assert.equal(userBufferReads(server), true, "the fast path must stay available on supported Node versions");
-    assert.equal(userBufferReads(new TLSSocket(server)), false);
     client.destroy();
     server.destroy();
+    const [tlsServer, tlsClient] = await tlsSocketPair();
+    assert.equal(userBufferReads(tlsServer), true, "the fast path must stay available for TLS on supported Node versions");
+    tlsClient.destroy();
+    tlsServer.destroy();
   });
+
+  /** [server side, client side, the client's TCP socket], plain or TLS, the server side not reading yet. */
+  const pair = async (tls: boolean): Promise<[Socket, Socket, Socket]> => {
+    if (tls) return tlsSocketPair();
+    const [server, client] = await socketPair(true);
+    return [server, client, client];
+  };
 
   for (const [name, size, piece, gap] of [
     ["nothing", 0, 1, 0],
@@ -78,9 +89,10 @@ describe("uploads through a reused read buffer", () => {
     ["5 MiB in large writes", 5 * 1024 * 1024 + 3, 1 << 20, 0],
     ["a trickle of small pieces", 64 * 1024, 1000, 1],
   ] as const) {
-    it(`lands every byte in order: ${name}`, async () => {
+    for (const tls of [false, true]) {
+    it(`lands every byte in order${tls ? " over TLS" : ""}: ${name}`, async () => {
       const data = randomBytes(size);
-      const [server, client] = await socketPair(true);
+      const [server, client] = await pair(tls);
       const [file, handle] = await tempFile();
       const progress = { written: 0 };
       const sending = send(client, data, piece, gap);
@@ -92,6 +104,7 @@ describe("uploads through a reused read buffer", () => {
       assert.equal(progress.written, size);
       assert.equal(sha(await readFile(file)), sha(data));
     });
+    }
   }
 
   it("takes what the socket read before the switch, even when the client had already ended", async () => {
@@ -124,11 +137,12 @@ describe("uploads through a reused read buffer", () => {
     assert.equal(sha(got.subarray(5)), sha(data));
   });
 
-  it("pauses the socket while the disk is behind, and still lands every byte", async () => {
+  for (const tls of [false, true]) {
+  it(`pauses the socket while the disk is behind, and still lands every byte${tls ? " (TLS)" : ""}`, async () => {
     const [file, real] = await tempFile();
     const slow = slowDisk(real, 40);
     const data = randomBytes(12 * 1024 * 1024);
-    const [server, client] = await socketPair(true);
+    const [server, client] = await pair(tls);
     const sending = send(client, data, 1 << 20);
     const t0 = Date.now();
     await receiveDirect(server, slow.handle, 0, { written: 0 });
@@ -140,6 +154,7 @@ describe("uploads through a reused read buffer", () => {
     assert.ok(Date.now() - t0 >= 12 * 40 - 20);
     assert.equal(sha(await readFile(file)), sha(data));
   });
+  }
 
   it("a write error ends the upload with that error, the socket destroyed, no write left in flight", async () => {
     const [, real] = await tempFile();
@@ -154,6 +169,8 @@ describe("uploads through a reused read buffer", () => {
     client.destroy();
   });
 
+  // Over TLS a reset or a cut is told apart from a clean end by close_notify, which the data
+  // connection checks (data/tls.ts, test/tls.test.ts), not this module.
   it("a client that resets mid-way fails the upload once the write in flight has returned", async () => {
     const [, real] = await tempFile();
     const slow = slowDisk(real, 200);
@@ -166,6 +183,31 @@ describe("uploads through a reused read buffer", () => {
     assert.equal(slow.inFlight(), 0);
     await real.close();
   });
+
+  // The disk is slow, so reading is paused for backpressure when the end arrives: a TCP end without
+  // close_notify must still fail the upload, and close_notify must still end it cleanly.
+  for (const ending of ["close_notify", "cut"] as const) {
+    it(`over TLS with reading paused: ${ending === "cut" ? "a TCP end without close_notify fails with 426" : "close_notify lands every byte"}`, async () => {
+      const [file, real] = await tempFile();
+      const slow = slowDisk(real, 40);
+      const data = randomBytes(6 * 1024 * 1024);
+      const [server, client, raw] = await tlsSocketPair();
+      requireCloseNotify(server as TLSSocket);
+      client.on("error", () => undefined);
+      const receiving = receiveDirect(server, slow.handle, 0, { written: 0 });
+      receiving.catch(() => undefined);
+      await new Promise<void>((resolve) => client.write(data, () => resolve()));
+      if (ending === "close_notify") client.end();
+      else raw.end();
+      if (ending === "cut") await assert.rejects(receiving, { code: 426 });
+      else await receiving;
+      assert.equal(slow.inFlight(), 0);
+      assert.ok(slow.writes() >= 6, `${slow.writes()} writes: reading was paused`);
+      await real.close();
+      client.destroy();
+      if (ending === "close_notify") assert.equal(sha(await readFile(file)), sha(data));
+    });
+  }
 
   it("receiveFile uses it for a plain binary upload and settles with the bytes written", async () => {
     const data = randomBytes(3 * 1024 * 1024 + 11);

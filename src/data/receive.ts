@@ -1,6 +1,6 @@
 /**
- * Plain (not TLS) uploads without limits or conversion: the data socket is read into one reused
- * buffer and written to the file in large chunks, with no stream in between.
+ * Binary uploads without limits, plain or over TLS: the data socket is read into one reused buffer
+ * and written to the file in large chunks, with no stream in between.
  *
  * Node reads a socket into a fresh 64 KiB buffer per read unless the socket was created with
  * `onread` (a reused buffer), which `net.connect` offers and `net.Server` does not offer for the
@@ -17,7 +17,6 @@
  */
 import { Socket } from "node:net";
 import type { FileLike } from "../fs/quick.ts";
-import { TLSSocket } from "node:tls";
 import { write as quickWrite } from "../fs/quick.ts";
 
 /** Bytes a socket read may return at once (a loopback read can bring a few hundred KiB). */
@@ -66,10 +65,11 @@ function handleOf(socket: Socket): UserBufferHandle | null {
   return handle && typeof handle.useUserBuffer === "function" ? (handle as UserBufferHandle) : null;
 }
 
-/** Whether `socket` can be read through a reused buffer (a plain TCP socket, on a Node that keeps
- * `onread` where this module expects it). */
+/** Whether `socket` can be read through a reused buffer: a TCP socket, or a TLS socket whose TLS
+ * layer reads TCP natively (it then hands over each decrypted record of up to 16 KiB the same
+ * way), on a Node that keeps `onread` where this module expects it. */
 export function userBufferReads(socket: Socket): boolean {
-  return !(socket instanceof TLSSocket) && !socket.destroyed && handleOf(socket) !== null && onreadSymbols() !== null;
+  return !socket.destroyed && handleOf(socket) !== null && onreadSymbols() !== null;
 }
 
 interface Buffers {

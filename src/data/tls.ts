@@ -315,7 +315,7 @@ export class TlsProvider {
  * otherwise every end counts as a cut (uploads fail, nothing truncated is published), and the
  * tests in test/tls.test.ts fail.
  */
-function requireCloseNotify(t: TLSSocket): void {
+export function requireCloseNotify(t: TLSSocket): void {
   const push = t.push.bind(t);
   t.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
     if (chunk !== null || closeNotifyReceived(t)) return push(chunk, encoding);
