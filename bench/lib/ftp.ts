@@ -5,6 +5,7 @@
 import { once } from "node:events";
 import { connect as netConnect, type Socket } from "node:net";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { readIntoBuffer, userBufferReads } from "../../src/data/receive.ts";
 
 /** One (possibly multi-line) reply. */
 export interface Reply {
@@ -35,7 +36,8 @@ export interface ClientOptions {
   readonly transferTimeoutMs?: number | undefined;
 }
 
-/** Shared sink for downloads: plain data is read straight into it, never allocated per read. */
+/** Shared sink for downloads: data, plain or decrypted, is read straight into it, never allocated
+ * per read. */
 const SINK = Buffer.allocUnsafe(1 << 20);
 
 /** Rejects after `ms` unless `p` settles first; `onTimeout` cleans up. */
@@ -202,17 +204,22 @@ export class FtpClient {
     }
   }
 
-  /** Starts TLS on a data connection, resuming the control connection's session. */
+  /** Starts TLS on a data connection, resuming the control connection's session. Decrypted data
+   * is read into the sink, as plain data is (`onread` is not offered over an existing socket). */
   private wrapData(raw: Socket): [TLSSocket, Promise<unknown>] {
     const t = tlsConnect({ socket: raw, session: this.tlsSession, rejectUnauthorized: false });
     t.on("error", () => undefined);
+    this.tlsIntoSink = userBufferReads(t);
+    if (this.tlsIntoSink) readIntoBuffer(t, SINK, (n) => this.countPlain(n));
     const ready = once(t, "secureConnect");
     ready.catch(() => undefined); // awaited later; a failed handshake must not go unhandled meanwhile
     return [t, ready];
   }
 
-  /** Bytes counted by the plain-socket onread callback of the current transfer. */
+  /** Bytes counted by the sink's read callback during the current transfer. */
   private plainBytes = 0;
+  /** Whether the current TLS data connection reads into the sink. */
+  private tlsIntoSink = false;
   private plainLines: { lines: number } | null = null;
 
   private countPlain(n: number): boolean {
@@ -224,16 +231,17 @@ export class FtpClient {
   /** Reads until the server ends the data connection; counts bytes (and lines for listings). */
   private drain(data: Socket, counter: { lines: number } | null): Promise<number> {
     return new Promise((resolve, reject) => {
+      // Where the sink cannot be used (another Node), a TLS socket's data comes as events.
       let bytes = 0;
-      const tls = "encrypted" in data;
-      if (tls) {
+      const events = "encrypted" in data && !this.tlsIntoSink;
+      if (events) {
         data.on("data", (chunk: Buffer) => {
           bytes += chunk.length;
           if (counter) counter.lines += countNewlines(chunk, chunk.length);
         });
-      }
-      const done = (): void => resolve(tls ? bytes : this.plainBytes);
-      if (!tls && (data.readableEnded || data.destroyed)) {
+      } else data.resume();
+      const done = (): void => resolve(events ? bytes : this.plainBytes);
+      if (!events && (data.readableEnded || data.destroyed)) {
         done();
         return;
       }

@@ -72,6 +72,22 @@ export function userBufferReads(socket: Socket): boolean {
   return !socket.destroyed && handleOf(socket) !== null && onreadSymbols() !== null;
 }
 
+/**
+ * From now on `socket` reads into `buffer`, and `callback(n)` is called with the byte count of each
+ * read (the bytes are `buffer[0, n)` until the callback returns); returning false pauses reading.
+ * Nothing is pushed to the stream any more, but its end and errors are still emitted. What the
+ * stream had buffered before stays there (read() returns it). Call only when
+ * `userBufferReads(socket)` is true.
+ */
+export function readIntoBuffer(socket: Socket, buffer: Buffer, callback: (n: number) => boolean): void {
+  const sym = onreadSymbols() as OnreadSymbols;
+  const s = socket as unknown as Record<symbol, unknown>;
+  s[sym.buffer] = buffer;
+  s[sym.generator] = null;
+  s[sym.callback] = callback;
+  (handleOf(socket) as UserBufferHandle).useUserBuffer(buffer);
+}
+
 interface Buffers {
   readonly read: Buffer;
   readonly stages: [Buffer, Buffer];
@@ -100,7 +116,6 @@ export interface DirectProgress {
  * `userBufferReads(socket)` is true.
  */
 export function receiveDirect(socket: Socket, handle: FileLike, position: number, progress: DirectProgress): Promise<void> {
-  const sym = onreadSymbols() as OnreadSymbols;
   const h = handleOf(socket) as UserBufferHandle;
   const bufs = takeBuffers();
   const readBuf = bufs.read;
@@ -208,19 +223,15 @@ export function receiveDirect(socket: Socket, handle: FileLike, position: number
       if (!ended) fail(Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" }));
     };
 
-    const s = socket as unknown as Record<symbol, unknown>;
-    s[sym.buffer] = readBuf;
-    s[sym.generator] = null;
-    s[sym.callback] = (n: number, buf: Uint8Array): boolean => {
+    readIntoBuffer(socket, readBuf, (n: number): boolean => {
       if (failure !== null) return false;
       try {
-        return take(buf, n);
+        return take(readBuf, n);
       } catch (err) {
         fail(err);
         return false;
       }
-    };
-    h.useUserBuffer(readBuf);
+    });
     socket.on("end", onEnd);
     socket.on("error", onError);
     socket.on("close", onClose);
