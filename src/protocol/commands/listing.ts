@@ -2,6 +2,7 @@
  * Listings: LIST and NLST (RFC 959 §4.1.3), MLSD and MLST (RFC 3659 §7), and STAT <path>. The
  * listing is built before 150, so a bad path is a plain 550 and no data connection is wasted.
  */
+import { ListingBuffer } from "../../data/listbuf.ts";
 import { Transfer, sendBuffer } from "../../data/transfer.ts";
 import { namePolicy, permFact } from "../../auth/perms.ts";
 import { formatListLine, formatMlsxSelected, mlsxFormatter } from "../../fs/format.ts";
@@ -40,31 +41,41 @@ async function entriesOf(s: Session, arg: string): Promise<{ path: VirtualPath; 
   return { path, entries: visible(s, await s.requireFs().list(path)) };
 }
 
-async function sendListing(s: Session, path: VirtualPath, text: string): Promise<void> {
-  const data = Buffer.from(text, "utf8");
+async function sendListing(s: Session, path: VirtualPath, listing: ListingBuffer): Promise<void> {
+  const data = listing.bytes();
   const t = new Transfer("list", path, data.length);
-  await runTransfer(s, {
-    transfer: t,
-    opening: "Here comes the directory listing",
-    open: async () => undefined,
-    move: (tr, socket) => sendBuffer(tr, socket, data, s.ctx.config.limits.stalledTimeout * 1000),
-    done: "Directory send OK",
-  });
+  let sending = false;
+  try {
+    await runTransfer(s, {
+      transfer: t,
+      opening: "Here comes the directory listing",
+      open: async () => undefined,
+      move: (tr, socket) => {
+        // The bytes may be pooled memory: it is reused only once the socket can no longer read it.
+        sending = true;
+        listing.releaseAfter(socket);
+        return sendBuffer(tr, socket, data, s.ctx.config.limits.stalledTimeout * 1000);
+      },
+      done: "Directory send OK",
+    });
+  } finally {
+    if (!sending) listing.release();
+  }
 }
 
 async function list(s: Session, arg: string): Promise<void> {
   const { path, entries } = await entriesOf(s, arg);
   const now = new Date();
-  let text = "";
-  for (const e of entries) text += formatListLine(e, now) + "\r\n";
-  await sendListing(s, path, text);
+  const listing = new ListingBuffer();
+  for (const e of entries) listing.add(formatListLine(e, now));
+  await sendListing(s, path, listing);
 }
 
 async function nlst(s: Session, arg: string): Promise<void> {
   const { path, entries } = await entriesOf(s, arg);
-  let text = "";
-  for (const e of entries) text += e.name + "\r\n";
-  await sendListing(s, path, text);
+  const listing = new ListingBuffer();
+  for (const e of entries) listing.add(e.name);
+  await sendListing(s, path, listing);
 }
 
 /** One MLSx line; `dir` holds the entry, whose perm fact comes from the user's permissions there
@@ -86,7 +97,7 @@ async function mlsd(s: Session, arg: string): Promise<void> {
   // own path, unless the user has no per-directory permissions.
   const perms = new Map<string, string>();
   const sameForAll = user === null || user.dirPerms.length === 0;
-  let text = "";
+  const listing = new ListingBuffer();
   for (const e of entries) {
     const type = e.stat.type;
     let perm = "";
@@ -95,9 +106,9 @@ async function mlsd(s: Session, arg: string): Promise<void> {
       perm = cached ?? permFact(user, type, path, e.name);
       if (cached === undefined && (type !== "dir" || sameForAll)) perms.set(type, perm);
     }
-    text += format(e, { perm }) + "\r\n";
+    listing.add(format(e, { perm }));
   }
-  await sendListing(s, path, text);
+  await sendListing(s, path, listing);
 }
 
 async function mlst(s: Session, arg: string): Promise<void> {
