@@ -214,8 +214,10 @@ async function startBerth(spec: ServerSpec, state: string, root: string, mode: T
   };
 }
 
-/** Extra node flags for berth: a CPU profile when BENCH_PROFILE is set. */
+/** Extra node flags for berth: a CPU profile when BENCH_PROFILE is set; JIT symbols for `perf`
+ * when BENCH_PERF is. */
 function berthNodeFlags(dir: string): string[] {
+  if (process.env.BENCH_PERF) return ["--perf-basic-prof"];
   if (!process.env.BENCH_PROFILE) return [];
   const out = path.join(dir, "profiles");
   mkdirSync(out, { recursive: true });
