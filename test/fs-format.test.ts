@@ -19,7 +19,7 @@ function stat(over: Partial<EntryStat> = {}): EntryStat {
   return {
     type: "file",
     size: 1234,
-    mtime: new Date("2024-11-25T08:27:59Z"),
+    mtimeMs: Date.parse("2024-11-25T08:27:59Z"),
     mode: 0o644,
     nlink: 1,
     uid: 1000,
@@ -39,9 +39,9 @@ void describe("formatListLine", () => {
   });
 
   void it("prints the year for files older than six months or in the future", () => {
-    const old = entry("old.txt", { mtime: new Date("2023-03-05T10:00:00Z") });
+    const old = entry("old.txt", { mtimeMs: Date.parse("2023-03-05T10:00:00Z") });
     assert.equal(formatListLine(old, NOW), "-rw-r--r--    1 ftp      ftp          1234 Mar  5  2023 old.txt");
-    const future = entry("f", { mtime: new Date("2025-01-02T00:00:00Z") });
+    const future = entry("f", { mtimeMs: Date.parse("2025-01-02T00:00:00Z") });
     assert.ok(formatListLine(future, NOW).endsWith(" Jan  2  2025 f"));
   });
 
@@ -141,16 +141,16 @@ void describe("MDTM / MFMT times", () => {
 
 void describe("mlsxFormatter", () => {
   void it("gives the same lines as formatMlsxSelected, for every selection, across shared and changing times and modes", () => {
-    const t1 = new Date("2024-11-25T08:27:59Z");
-    const t2 = new Date("2024-11-25T08:28:00.500Z");
+    const t1 = Date.parse("2024-11-25T08:27:59Z");
+    const t2 = Date.parse("2024-11-25T08:28:00.500Z");
     const entries: [DirEntry, { perm: string; typeOverride?: "cdir" | "pdir" }][] = [
-      [entry("a", { mtime: t1 }), { perm: "radfw" }],
-      [entry("b", { mtime: t1 }), { perm: "radfw" }],
-      [entry("c", { mtime: t2, mode: 0o600 }), { perm: "r" }],
-      [entry("d", { type: "dir", mtime: t2, mode: 0o755 }), { perm: "elcmp" }],
-      [entry("e\r\nx", { type: "link", mtime: t1, mode: 0o777 }), { perm: "" }],
-      [entry("f", { type: "other", mtime: t1, mode: 0o644 }), { perm: "" }],
-      [entry(".", { type: "dir", mtime: t1 }), { perm: "el", typeOverride: "cdir" }],
+      [entry("a", { mtimeMs: t1 }), { perm: "radfw" }],
+      [entry("b", { mtimeMs: t1 }), { perm: "radfw" }],
+      [entry("c", { mtimeMs: t2, mode: 0o600 }), { perm: "r" }],
+      [entry("d", { type: "dir", mtimeMs: t2, mode: 0o755 }), { perm: "elcmp" }],
+      [entry("e\r\nx", { type: "link", mtimeMs: t1, mode: 0o777 }), { perm: "" }],
+      [entry("f", { type: "other", mtimeMs: t1, mode: 0o644 }), { perm: "" }],
+      [entry(".", { type: "dir", mtimeMs: t1 }), { perm: "el", typeOverride: "cdir" }],
     ];
     for (const selection of ["type;size;modify;perm;unix.mode", "", "size;perm", "modify;unix.mode", "type"]) {
       const facts = selectMlsxFacts(selection);

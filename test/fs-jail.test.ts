@@ -258,7 +258,7 @@ void describe("symlinks leading out of the jail", () => {
       assert.equal(s.type, "link", name);
       const own = await lstat(home(name));
       assert.equal(s.size, own.size, name);
-      assert.equal(s.mtime.getTime(), own.mtime.getTime(), name);
+      assert.equal(s.mtimeMs, Math.round(own.mtimeMs), name);
     }
     assert.notEqual(byName.get("out-file")?.size, SECRET.length);
     const pub = await jail.list(vp("/pub"));
@@ -496,7 +496,7 @@ void describe("directory and metadata operations", () => {
   void it("setMtime and chmod", async () => {
     const when = new Date("2001-02-03T04:05:06Z");
     await jail.setMtime(vp("/pub/hello.txt"), when);
-    assert.equal((await jail.stat(vp("/pub/hello.txt"))).mtime.getTime(), when.getTime());
+    assert.equal((await jail.stat(vp("/pub/hello.txt"))).mtimeMs, when.getTime());
     await jail.setMtime(vp("/in-file"), new Date("2002-02-03T04:05:06Z"));
     assert.equal((await stat(home("pub", "hello.txt"))).mtime.getUTCFullYear(), 2002);
     await refused(jail.setMtime(vp("/pub/hello.txt"), new Date(NaN)), 501);

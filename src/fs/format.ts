@@ -30,7 +30,7 @@ const CONTROL_ALL = /[\u0000-\u001f]/g;
 /** One LIST line, e.g. `-rw-r--r--    1 ftp      ftp          1234 Nov 25 08:27 name`. */
 export function formatListLine(entry: DirEntry, now: Date): string {
   const s = entry.stat;
-  return `${modeString(s)} ${String(s.nlink).padStart(4)} ${OWNER_GROUP} ${String(s.size).padStart(8)} ${listDate(s.mtime, now)} ${safeName(entry.name)}`;
+  return `${modeString(s)} ${String(s.nlink).padStart(4)} ${OWNER_GROUP} ${String(s.size).padStart(8)} ${listDate(s.mtimeMs, now)} ${safeName(entry.name)}`;
 }
 
 /** Owner and group as every LIST line shows them (real ids would tell a client about the host). */
@@ -50,13 +50,13 @@ function triplet(bits: number, special: number, mark: "s" | "t"): string {
 }
 
 /** `Nov 25 08:27` when within the last six months (and not more than an hour ahead), else `Nov 25  2023`. */
-function listDate(mtime: Date, now: Date): string {
-  const ms = mtime.getTime();
+function listDate(ms: number, now: Date): string {
   const age = now.getTime() - ms;
   const recent = age < SIX_MONTHS_MS && age > -ONE_HOUR_MS;
   // Files of one directory often share a minute: the last text is kept per kind.
   const key = recent ? Math.floor(ms / 60_000) : -1 - Math.floor(ms / 86_400_000);
   if (key === lastDateKey) return lastDateText;
+  const mtime = new Date(ms);
   const day = `${MONTHS[mtime.getUTCMonth()] ?? "???"} ${String(mtime.getUTCDate()).padStart(2)}`;
   lastDateText = recent
     ? `${day} ${pad2(mtime.getUTCHours())}:${pad2(mtime.getUTCMinutes())}`
@@ -105,10 +105,10 @@ export function mlsxFormatter(facts: ReadonlySet<string>): (entry: DirEntry, opt
           if (st.type === "file") out += `size=${st.size};`;
           break;
         case "modify": {
-          const ms = st.mtime.getTime();
+          const ms = st.mtimeMs;
           if (ms !== lastMs) {
             lastMs = ms;
-            lastTime = formatMdtm(st.mtime);
+            lastTime = formatMdtm(new Date(ms));
           }
           out += `modify=${lastTime};`;
           break;
@@ -150,7 +150,7 @@ function factValue(fact: MlsxFact, s: EntryStat, opts: MlsxOptions): string | nu
     case "size":
       return s.type === "file" ? String(s.size) : null;
     case "modify":
-      return formatMdtm(s.mtime);
+      return formatMdtm(new Date(s.mtimeMs));
     case "perm":
       return opts.perm;
     case "unix.mode":

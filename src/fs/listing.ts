@@ -2,11 +2,11 @@
  * Reading a directory for LIST/NLST/MLSD: one lstat per entry (on the main thread, in the stat
  * worker, or both), and symlinks shown by their target only when that target stays inside the jail.
  */
-import type { Dirent, Stats } from "node:fs";
+import type { Stats } from "node:fs";
 import { constants, lstat, lstatSync } from "node:fs";
 import { realpath, stat } from "node:fs/promises";
 import { isInside, UPLOAD_TEMP_PREFIX } from "./contain.ts";
-import { quickEnabled, readdirTyped, slowCall } from "./quick.ts";
+import { quickEnabled, readdirNames, slowCall } from "./quick.ts";
 import { FIELDS, lstatInWorker, statWorkerAvailable } from "./statworker.ts";
 import type { DirEntry, EntryStat, RealPath } from "./types.ts";
 import { hasControlChar } from "./vpath.ts";
@@ -26,7 +26,7 @@ export function toEntryStat(s: StatLike, type?: EntryStat["type"]): EntryStat {
   return {
     type: type ?? typeOf(s),
     size: s.size,
-    mtime: s.mtime,
+    mtimeMs: Math.round(s.mtimeMs),
     mode: s.mode & 0o7777,
     nlink: s.nlink,
     uid: s.uid,
@@ -36,14 +36,14 @@ export function toEntryStat(s: StatLike, type?: EntryStat["type"]): EntryStat {
 
 /** The entries of the real directory `dir`, sorted by name, upload temp files hidden. */
 export async function readDirectory(root: RealPath, dir: RealPath): Promise<DirEntry[]> {
-  const dirents = await readdirTyped(dir);
-  const visible = dirents.filter((d) => isListable(d.name));
+  // Names only: every entry is lstat'ed anyway, and a Dirent per entry costs more than the call.
+  const visible = (await readdirNames(dir)).filter(isListable);
   const own = await lstatAll(dir, visible);
   const entries: DirEntry[] = [];
   for (let i = 0; i < visible.length; i++) {
     const st = own[i];
     if (st === undefined || st === null) continue; // vanished or unreadable: the rest goes on
-    const name = (visible[i] as Dirent).name;
+    const name = visible[i] as string;
     const info = st.isSymbolicLink() ? await linkStat(root, dir + "/" + name, st) : toEntryStat(st);
     entries.push({ name, stat: info });
   }
@@ -51,7 +51,7 @@ export async function readDirectory(root: RealPath, dir: RealPath): Promise<DirE
 }
 
 /** What a listing reads of an lstat: fs.Stats, or the same numbers from the stat worker. */
-export type StatLike = Pick<Stats, "size" | "mtime" | "mode" | "nlink" | "uid" | "gid" | "isFile" | "isDirectory" | "isSymbolicLink">;
+export type StatLike = Pick<Stats, "size" | "mtimeMs" | "mode" | "nlink" | "uid" | "gid" | "isFile" | "isDirectory" | "isSymbolicLink">;
 
 /** A directory with at least this many entries is stat'ed in the worker (fs/statworker.ts). */
 const WORKER_MIN = 32;
@@ -71,21 +71,20 @@ const WORKER_QUEUE = 8;
  */
 export async function lstatAll(
   dir: string,
-  dirents: readonly Dirent[],
+  names: readonly string[],
   slowBatchMs = SLOW_BATCH_MS,
   useWorker = true,
 ): Promise<(StatLike | null)[]> {
-  const n = dirents.length;
+  const n = names.length;
   const out = new Array<StatLike | null>(n).fill(null);
   let mainEnd = n;
   let fromWorker: Promise<boolean> | null = null;
   if (useWorker && n >= WORKER_MIN && statWorkerAvailable(WORKER_QUEUE)) {
     const from = n >= SPLIT_MIN ? n >> 1 : 0;
-    const names: string[] = [];
-    for (let i = from; i < n; i++) names.push((dirents[i] as Dirent).name);
-    fromWorker = lstatInWorker(dir, names).then(
+    const theirs = names.slice(from);
+    fromWorker = lstatInWorker(dir, theirs).then(
       (packed) => {
-        for (let j = 0; j < names.length; j++) {
+        for (let j = 0; j < theirs.length; j++) {
           if (packed[j * FIELDS] === 1) out[from + j] = new PackedStat(packed, j * FIELDS);
         }
         return true;
@@ -94,15 +93,15 @@ export async function lstatAll(
     );
     mainEnd = from;
   }
-  await statRange(dir, dirents, 0, mainEnd, out, slowBatchMs);
-  if (fromWorker && !(await fromWorker)) await statRange(dir, dirents, mainEnd, n, out, slowBatchMs);
+  await statRange(dir, names, 0, mainEnd, out, slowBatchMs);
+  if (fromWorker && !(await fromWorker)) await statRange(dir, names, mainEnd, n, out, slowBatchMs);
   return out;
 }
 
 /** lstat of entries [from, to) on the main thread, into `out`. */
 async function statRange(
   dir: string,
-  dirents: readonly Dirent[],
+  names: readonly string[],
   from: number,
   to: number,
   out: (StatLike | null)[],
@@ -111,10 +110,10 @@ async function statRange(
   let i = from;
   while (i < to) {
     // The disk was slow lately (fs/quick.ts): the pool, for this listing and every other call.
-    if (!quickEnabled()) return lstatPooled(dir, dirents, i, to, out);
+    if (!quickEnabled()) return lstatPooled(dir, names, i, to, out);
     const end = Math.min(i + SYNC_BATCH, to);
     const started = performance.now();
-    for (; i < end; i++) out[i] = lstatOrNull(dir + "/" + (dirents[i] as Dirent).name);
+    for (; i < end; i++) out[i] = lstatOrNull(dir + "/" + (names[i] as string));
     if (i >= to) break;
     if (performance.now() - started > slowBatchMs) slowCall();
     else await new Promise<void>((resolve) => setImmediate(resolve));
@@ -142,9 +141,8 @@ class PackedStat implements StatLike {
   get size(): number {
     return this.a[this.o + 5] as number;
   }
-  get mtime(): Date {
-    // As fs.Stats does: mtimeMs has a fraction, the Date gets it rounded.
-    return new Date(Math.round(this.a[this.o + 6] as number));
+  get mtimeMs(): number {
+    return this.a[this.o + 6] as number;
   }
   isFile(): boolean {
     return (this.mode & S_IFMT) === S_IFREG;
@@ -166,7 +164,7 @@ function lstatOrNull(file: string): Stats | null {
 }
 
 /** lstat of entries [from, to) through libuv's pool (callbacks, a bounded number in flight) into `out`. */
-function lstatPooled(dir: string, dirents: readonly Dirent[], from: number, to: number, out: (StatLike | null)[]): Promise<void> {
+function lstatPooled(dir: string, names: readonly string[], from: number, to: number, out: (StatLike | null)[]): Promise<void> {
   return new Promise((resolve) => {
     let next = from;
     let pending = 0;
@@ -174,7 +172,7 @@ function lstatPooled(dir: string, dirents: readonly Dirent[], from: number, to: 
       while (pending < STAT_CONCURRENCY && next < to) {
         const i = next++;
         pending++;
-        lstat(dir + "/" + (dirents[i] as Dirent).name, (err, st) => {
+        lstat(dir + "/" + (names[i] as string), (err, st) => {
           pending--;
           out[i] = err ? null : st;
           if (pending === 0 && next >= to) resolve();

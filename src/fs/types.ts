@@ -12,7 +12,9 @@ export type RealPath = string & { readonly __brand: "RealPath" };
 export interface EntryStat {
   readonly type: "file" | "dir" | "link" | "other";
   readonly size: number;
-  readonly mtime: Date;
+  /** Modification time in whole milliseconds since the epoch (as Node's `Stats.mtime` rounds it);
+   * a number, not a Date: a listing makes one per entry. */
+  readonly mtimeMs: number;
   /** Permission bits (mode & 0o7777). */
   readonly mode: number;
   readonly nlink: number;

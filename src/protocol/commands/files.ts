@@ -45,7 +45,7 @@ async function size(s: Session, arg: string): Promise<void> {
 
 async function mdtm(s: Session, arg: string): Promise<void> {
   const st = await s.requireFs().stat(s.resolve(arg));
-  s.reply(213, formatMdtm(st.mtime));
+  s.reply(213, formatMdtm(new Date(st.mtimeMs)));
 }
 
 async function mfmt(s: Session, arg: string): Promise<void> {
