@@ -38,12 +38,14 @@ const FULL: BenchOptions = {
   quick: false,
   bigBytes: 1 << 30,
   smallFiles: 2000,
-  smallFilesWarmup: 500,
+  smallFilesWarmup: 2000,
+  smallFilesWarmupMs: 5000,
   smallFilesMaxMs: 15_000,
   clientCounts: [50, 200, 500, 1000],
   sessionsWindowMs: 5000,
   sessionTimeoutMs: 15_000,
   listingRuns: 9,
+  listingWarmup: 5,
   idleCounts: [1000, 10_000],
 };
 
@@ -52,11 +54,13 @@ const QUICK: BenchOptions = {
   bigBytes: 256 << 20,
   smallFiles: 300,
   smallFilesWarmup: 100,
+  smallFilesWarmupMs: 2000,
   smallFilesMaxMs: 5000,
   clientCounts: [50, 500],
   sessionsWindowMs: 2000,
   sessionTimeoutMs: 8000,
   listingRuns: 2,
+  listingWarmup: 1,
   idleCounts: [500],
 };
 

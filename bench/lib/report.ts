@@ -220,8 +220,8 @@ export function buildReport(input: ReportInput): Report {
       "`$FTPB_STATE/results.json` (default `/tmp/ftpbench`), and `-- --report-only` writes this page again from them.",
     "",
     `This run: single-stream file ${opts.bigBytes >> 20} MiB; ${opts.smallFiles.toLocaleString("en")} small files each way ` +
-      `after ${opts.smallFilesWarmup.toLocaleString("en")} untimed (at most ${opts.smallFilesMaxMs / 1000} s each way); ${opts.clientCounts.map((n) => n.toLocaleString("en")).join(", ")} concurrent clients, ` +
-      `${opts.sessionsWindowMs / 1000} s each; listings ${opts.listingRuns} times each after one untimed; ` +
+      `after up to ${opts.smallFilesWarmup.toLocaleString("en")} untimed (at most ${opts.smallFilesWarmupMs / 1000} s; then at most ${opts.smallFilesMaxMs / 1000} s each way); ${opts.clientCounts.map((n) => n.toLocaleString("en")).join(", ")} concurrent clients, ` +
+      `${opts.sessionsWindowMs / 1000} s each; listings ${opts.listingRuns} times each after ${opts.listingWarmup} untimed; ` +
       `${opts.idleCounts.map((n) => n.toLocaleString("en")).join(" and ")} idle sessions.`,
     "",
     "## Machine",

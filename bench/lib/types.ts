@@ -10,8 +10,11 @@ export interface BenchOptions {
   readonly bigBytes: number;
   /** Files of the small-files scenario. */
   readonly smallFiles: number;
-  /** Untimed files moved first in each small-files direction, for every server alike. */
+  /** Untimed files moved first in each small-files direction, for every server alike (fewer if
+   * `smallFilesWarmupMs` runs out first). */
   readonly smallFilesWarmup: number;
+  /** Longest time the untimed files of one direction may take, in ms. */
+  readonly smallFilesWarmupMs: number;
   /** Longest time one small-files direction may take, in ms (a slow peer is cut short). */
   readonly smallFilesMaxMs: number;
   /** Client counts of the concurrent-sessions scenario. */
@@ -22,6 +25,8 @@ export interface BenchOptions {
   readonly sessionTimeoutMs: number;
   /** Repetitions of each listing. */
   readonly listingRuns: number;
+  /** Untimed listings before them, for every server alike. */
+  readonly listingWarmup: number;
   /** Idle session counts whose memory is measured. */
   readonly idleCounts: readonly number[];
 }

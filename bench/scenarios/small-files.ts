@@ -2,9 +2,10 @@
  * Many small files over one session: STOR of N files of 4 KiB into a fresh directory, then RETR of
  * N files of 4 KiB (N = 2,000; 300 with --quick). Each file takes a PASV, a data connection and two
  * replies, so this measures per-transfer latency (Nagle, event-driven accept, reply writing) more
- * than bandwidth. Each direction starts with untimed files (500; 100 with --quick) on the same
- * session, for every server alike: the first few hundred transfers after a start are up to twice
- * as slow for a JIT-compiled server and for the load generator itself. A direction that runs past
+ * than bandwidth. Each direction starts with untimed files (up to 2,000 or 5 s; 100 with --quick)
+ * on the same session, for every server alike: the first thousand or two transfers after a start
+ * are up to three times as slow for a JIT-compiled server and for the load generator itself (which
+ * meets the first server measured coldest). A direction that runs past
  * its time limit is cut short and rated on what it did.
  */
 import { readdirSync } from "node:fs";
@@ -32,7 +33,8 @@ async function direction(ctx: ScenarioContext, dir: "STOR" | "RETR"): Promise<Me
     // Warm-up: the timed uploads still go to a directory of their own, created empty.
     const warmDir = `${upDir}/warm`;
     if (dir === "STOR") await c.cmd(`MKD ${warmDir}`, [257]);
-    for (let i = 0; i < Math.min(opts.smallFilesWarmup, fixtures.smallCount); i++) {
+    const warmUntil = Date.now() + opts.smallFilesWarmupMs;
+    for (let i = 0; i < Math.min(opts.smallFilesWarmup, fixtures.smallCount) && Date.now() < warmUntil; i++) {
       const name = `f${String(i).padStart(5, "0")}.dat`;
       const n = dir === "STOR" ? await c.stor(`${warmDir}/${name}`, BODY.length, BODY) : await c.retr(`${fixtures.smallDir}/${name}`);
       if (n !== BODY.length) throw new Error(`${dir} warm-up ${name}: ${n} bytes`);
