@@ -3,11 +3,12 @@
  * worker, or both), and symlinks shown by their target only when that target stays inside the jail.
  */
 import type { Stats } from "node:fs";
-import { constants, lstat, lstatSync } from "node:fs";
+import { constants, lstat } from "node:fs";
 import { realpath, stat } from "node:fs/promises";
 import { isInside, UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { quickEnabled, readdirNames, slowCall } from "./quick.ts";
-import { FIELDS, lstatInWorker, statWorkerAvailable } from "./statworker.ts";
+import { FIELDS, packLstat } from "./rawstat.ts";
+import { lstatInWorker, statWorkerAvailable } from "./statworker.ts";
 import type { DirEntry, EntryStat, RealPath } from "./types.ts";
 import { hasControlChar } from "./vpath.ts";
 
@@ -108,19 +109,24 @@ async function statRange(
   slowBatchMs: number,
 ): Promise<void> {
   let i = from;
+  // Packed numbers, as the worker returns them: no Stats object (and four Dates) per entry.
+  const packed = to > from ? new Float64Array((to - from) * FIELDS) : null;
   while (i < to) {
     // The disk was slow lately (fs/quick.ts): the pool, for this listing and every other call.
     if (!quickEnabled()) return lstatPooled(dir, names, i, to, out);
     const end = Math.min(i + SYNC_BATCH, to);
     const started = performance.now();
-    for (; i < end; i++) out[i] = lstatOrNull(dir + "/" + (names[i] as string));
+    for (; i < end; i++) {
+      const o = (i - from) * FIELDS;
+      if (packLstat(dir + "/" + (names[i] as string), packed as Float64Array, o)) out[i] = new PackedStat(packed as Float64Array, o);
+    }
     if (i >= to) break;
     if (performance.now() - started > slowBatchMs) slowCall();
     else await new Promise<void>((resolve) => setImmediate(resolve));
   }
 }
 
-/** An lstat that came back from the worker: FIELDS numbers at `o` in `a`. */
+/** A packed lstat (fs/rawstat.ts), from the worker or this thread: FIELDS numbers at `o` in `a`. */
 class PackedStat implements StatLike {
   constructor(
     private readonly a: Float64Array,
@@ -152,14 +158,6 @@ class PackedStat implements StatLike {
   }
   isSymbolicLink(): boolean {
     return (this.mode & S_IFMT) === S_IFLNK;
-  }
-}
-
-function lstatOrNull(file: string): Stats | null {
-  try {
-    return lstatSync(file, { throwIfNoEntry: false }) ?? null;
-  } catch {
-    return null; // unreadable: left out, the rest of the listing goes on
   }
 }
 

@@ -9,33 +9,19 @@
  * the next request starts a new one; after MAX_FAILURES it is not started again.
  */
 import { Worker } from "node:worker_threads";
+import { FIELDS, STATPACK_PATH } from "./rawstat.ts";
 
-/** Numbers per entry: ok (1) or not (0), mode, nlink, uid, gid, size, mtimeMs. */
-export const FIELDS = 7;
 const MAX_FAILURES = 3;
 
+// The worker runs plain CommonJS (no loader): it packs with the same statpack.cjs as the main thread.
 const WORKER_SOURCE = `
 const { parentPort } = require("node:worker_threads");
 const { lstatSync } = require("node:fs");
+const { makeStatPacker } = require(${JSON.stringify(STATPACK_PATH)});
+const pack = makeStatPacker(lstatSync, process.execPath);
 parentPort.on("message", ({ id, dir, names }) => {
   const out = new Float64Array(names.length * ${FIELDS});
-  for (let i = 0; i < names.length; i++) {
-    let s;
-    try {
-      s = lstatSync(dir + "/" + names[i], { throwIfNoEntry: false });
-    } catch {
-      s = undefined;
-    }
-    if (s === undefined) continue;
-    const o = i * ${FIELDS};
-    out[o] = 1;
-    out[o + 1] = s.mode;
-    out[o + 2] = s.nlink;
-    out[o + 3] = s.uid;
-    out[o + 4] = s.gid;
-    out[o + 5] = s.size;
-    out[o + 6] = s.mtimeMs;
-  }
+  for (let i = 0; i < names.length; i++) pack(dir + "/" + names[i], out, i * ${FIELDS});
   parentPort.postMessage({ id, out }, [out.buffer]);
 });
 `;
