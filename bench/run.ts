@@ -192,7 +192,18 @@ async function main(): Promise<void> {
           continue;
         }
         try {
-          for (const s of plan) {
+          for (const [i, s] of plan.entries()) {
+            if (i > 0 && plan[i - 1]?.restartAfter) {
+              log(`${spec.name}: restarting (a fresh process after ${plan[i - 1]?.id})`);
+              await current.stop();
+              try {
+                current = await startServer(spec, state, fixtures.root, mode);
+              } catch (err) {
+                log(`${spec.name}: cannot restart: ${(err as Error).message}`);
+                for (const rest of plan.slice(i)) results.push({ scenario: rest.id, case: "(all)", server: spec.name, value: null, note: "did not restart" });
+                break;
+              }
+            }
             await quiesce();
             log(`${spec.name}: ${s.title}`);
             const ms = await s.run({ server: current, fixtures, opts, pool, log });

@@ -78,4 +78,6 @@ export interface Scenario {
   run(ctx: ScenarioContext): Promise<Measurement[]>;
   /** Runs once after every server has run (removing what the scenario left on disk). */
   cleanup?(fixtures: Fixtures): void;
+  /** The server is restarted after this scenario, so the next one meets a fresh process too. */
+  readonly restartAfter?: boolean;
 }

@@ -83,6 +83,9 @@ export const idleMemory: Scenario = {
   unit: "bytes/session",
   higherIsBetter: false,
   mode: "off",
+  // Ten thousand sessions leave a single-process server with a grown heap and sockets in
+  // TIME_WAIT: what runs next gets a new process, as this scenario did.
+  restartAfter: true,
   description:
     "Fresh server; sessions connect and log in (50 at a time), then stay idle; memory is read 2 s later from /proc " +
     "(PSS from smaps_rollup, RSS from status, summed over the server's process tree).",

@@ -51,7 +51,8 @@ export async function readDirectory(root: RealPath, dir: RealPath): Promise<DirE
   return entries.sort(byName);
 }
 
-/** What a listing reads of an lstat: fs.Stats, or the same numbers from the stat worker. */
+/** What a listing reads of an lstat: fs.Stats (through the pool), or the same numbers packed
+ * (fs/rawstat.ts), on this thread or in the stat worker. */
 export type StatLike = Pick<Stats, "size" | "mtimeMs" | "mode" | "nlink" | "uid" | "gid" | "isFile" | "isDirectory" | "isSymbolicLink">;
 
 /** A directory with at least this many entries is stat'ed in the worker (fs/statworker.ts). */
