@@ -56,6 +56,29 @@ describe("login and listings", () => {
     });
   });
 
+  it("MLSD of a file is 501, of a missing path or one outside the jail 550; the session goes on", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "x.txt"), "hello");
+      const raw = await rawLogin(t);
+      try {
+        for (const [arg, code] of [
+          ["x.txt", 501],
+          ["missing", 550],
+          ["/../../etc", 550],
+          ["../../../../../tmp", 550],
+        ] as const) {
+          const data = await raw.pasv();
+          const r = await raw.cmd(`MLSD ${arg}`);
+          assert.equal(r.code, code, `MLSD ${arg}: ${r.message}`);
+          data.destroy();
+        }
+        await raw.expect("NOOP", 200);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("LIST shows ls-style lines and NLST plain names", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "one.txt"), "1");

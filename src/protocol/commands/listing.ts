@@ -88,8 +88,9 @@ function mlsxLine(s: Session, dir: VirtualPath, e: DirEntry, name = e.name): str
 async function mlsd(s: Session, arg: string): Promise<void> {
   const path = s.resolve(arg);
   const fs = s.requireFs();
-  // RFC 3659 §7.2.1: MLSD of something that is not a directory is an error.
-  if (!(await fs.isDirectory(path))) throw new FtpError(501, "Not a directory");
+  // RFC 3659 §7.2.1: MLSD of something that is not a directory is an error (501); a path that
+  // does not exist, or leaves the jail, is 550 as for every other command.
+  if ((await fs.stat(path)).type !== "dir") throw new FtpError(501, "Not a directory");
   const entries = visible(s, await fs.list(path));
   const format = mlsxFormatter(s.mlstFacts);
   const user = s.user;
