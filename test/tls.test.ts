@@ -782,6 +782,39 @@ describe("ABOR during a TLS transfer", () => {
   });
 });
 
+describe("ABOR during a TLS upload", () => {
+  let t: TestServer;
+  before(async () => {
+    t = await startTestServer({ config: BOTH });
+  });
+  after(() => t.close());
+
+  it("answers 426 then 226, leaves the file it was replacing as it was and no temp file, and the session goes on", async () => {
+    const home = t.home("alice");
+    await writeFile(join(home, "keep.bin"), "original");
+    const c = await FtpsControl.explicit(t.port);
+    await c.login();
+    await c.protect();
+    await c.expect("TYPE I", 200);
+    const dc = await c.tlsData(await c.epsv());
+    c.send("STOR keep.bin");
+    assert.equal((await c.reply()).code, 150);
+    await dc.handshake;
+    // Part of an upload, through the reused read buffer, and no end.
+    await new Promise<void>((resolve) => dc.socket.write(pattern(3 << 20), () => resolve()));
+    c.send("ABOR");
+    assert.equal((await c.reply()).code, 426);
+    assert.equal((await c.reply()).code, 226);
+    dc.socket.destroy();
+    assert.equal(await readFile(join(home, "keep.bin"), "utf8"), "original");
+    assert.deepEqual(await tempFiles(home), []);
+    await c.expect("NOOP", 200);
+    assert.equal(await storeOver(c, "keep.bin", pattern(100_000), "close_notify"), 226);
+    assert.ok((await readFile(join(home, "keep.bin"))).equals(pattern(100_000)));
+    await c.quit();
+  });
+});
+
 describe("certificates", () => {
   it("makes a self-signed certificate beside the users file on first start, with a warning", async () => {
     const t = await startTestServer({ config: { tls: { mode: "explicit" } } });
