@@ -114,6 +114,40 @@ describe("quick file-system calls", () => {
     }
   });
 
+  it("writeNow: writes all of a read up to QUICK_WRITE_MAX at once; otherwise (too large, backed off, no descriptor) writes nothing and says so", async () => {
+    quick.backOff(0);
+    const file = join(dir, "now");
+    const h = await fsp.open(file, "w+");
+    try {
+      const data = Buffer.alloc(quick.QUICK_WRITE_MAX, 9);
+      assert.equal(quick.writeNow(h, data, 0, data.length, 0), true);
+      assert.equal(quick.writeNow(h, Buffer.from("tail"), 1, 3, data.length), true);
+      const big = Buffer.alloc(quick.QUICK_WRITE_MAX + 1, 1);
+      assert.equal(quick.writeNow(h, big, 0, big.length, 0), false);
+      quick.backOff(60_000);
+      assert.equal(quick.writeNow(h, big, 0, 10, 0), false);
+      quick.backOff(0);
+      assert.equal(quick.writeNow({} as fsp.FileHandle, data, 0, 10, 0), false);
+      const back = await readFile(file);
+      assert.equal(back.length, data.length + 3);
+      assert.ok(back.subarray(0, data.length).equals(data));
+      assert.equal(back.subarray(data.length).toString(), "ail");
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("writeNow: the write's error is thrown as it is (a read-only descriptor: EBADF)", async () => {
+    quick.backOff(0);
+    const h = await fsp.open(join(dir, "a"), "r");
+    try {
+      assert.throws(() => quick.writeNow(h, Buffer.from("x"), 0, 1, 0), { code: "EBADF" });
+      assert.equal(quick.quickEnabled(), true);
+    } finally {
+      await h.close();
+    }
+  });
+
   it("a file opened synchronously: its write stream never closes the descriptor, closing twice is harmless, use after close is EBADF", async () => {
     quick.backOff(0);
     const file = join(dir, "qf");

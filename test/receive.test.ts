@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { receiveDirect, userBufferReads } from "../src/data/receive.ts";
+import * as quick from "../src/fs/quick.ts";
 import { requireCloseNotify } from "../src/data/tls.ts";
 import { receiveFile, Transfer } from "../src/data/transfer.ts";
 import { socketPair, tlsSocketPair } from "./helpers/sockets.ts";
@@ -39,6 +40,17 @@ function slowDisk(real: FileHandle, ms: number, failAt = 0): { handle: FileHandl
     },
   } as unknown as FileHandle;
   return { handle, writes: () => writes, inFlight: () => inFlight };
+}
+
+/** The real file `real`, its `write` method counting the calls made through it. */
+function countWrites(real: FileHandle): { handle: FileHandle; writes: () => number } {
+  let writes = 0;
+  const orig = real.write.bind(real);
+  (real as unknown as { write: typeof orig }).write = ((...args: Parameters<typeof orig>) => {
+    writes++;
+    return orig(...args);
+  }) as typeof orig;
+  return { handle: real, writes: () => writes };
 }
 
 describe("uploads through a reused read buffer", () => {
@@ -90,20 +102,32 @@ describe("uploads through a reused read buffer", () => {
     ["a trickle of small pieces", 64 * 1024, 1000, 1],
   ] as const) {
     for (const tls of [false, true]) {
-    it(`lands every byte in order${tls ? " over TLS" : ""}: ${name}`, async () => {
+    // A fast disk: each read is written at once from the read buffer (fs/quick.ts writeNow). Backed
+    // off (a slow disk): reads are staged and written through the handle, one write in flight.
+    for (const disk of ["fast", "backed off"] as const) {
+    it(`lands every byte in order${tls ? " over TLS" : ""}, ${disk} disk: ${name}`, async () => {
       const data = randomBytes(size);
       const [server, client] = await pair(tls);
-      const [file, handle] = await tempFile();
+      const [file, real] = await tempFile();
+      const { handle, writes } = countWrites(real);
       const progress = { written: 0 };
-      const sending = send(client, data, piece, gap);
-      client.resume();
-      await receiveDirect(server, handle, 0, progress);
-      await sending;
-      await handle.close();
+      quick.backOff(disk === "fast" ? 0 : 60_000);
+      try {
+        const sending = send(client, data, piece, gap);
+        client.resume();
+        await receiveDirect(server, handle, 0, progress);
+        await sending;
+      } finally {
+        quick.backOff(0);
+      }
+      await real.close();
       server.destroy();
       assert.equal(progress.written, size);
       assert.equal(sha(await readFile(file)), sha(data));
+      if (disk === "fast") assert.equal(writes(), 0, "written from the read buffer, not through the handle");
+      else if (size > 0) assert.ok(writes() > 0);
     });
+    }
     }
   }
 
@@ -166,6 +190,19 @@ describe("uploads through a reused read buffer", () => {
     assert.equal(failing.inFlight(), 0);
     assert.equal(server.destroyed, true);
     await real.close();
+    client.destroy();
+  });
+
+  it("a failing write straight from the read buffer ends the upload with its error, the socket destroyed", async () => {
+    const [file] = await tempFile();
+    const readOnly = await open(file, "r");
+    const [server, client] = await socketPair(true);
+    client.on("error", () => undefined);
+    void send(client, randomBytes(2 * 1024 * 1024), 1 << 16).catch(() => undefined);
+    quick.backOff(0);
+    await assert.rejects(receiveDirect(server, readOnly, 0, { written: 0 }), { code: "EBADF" });
+    assert.equal(server.destroyed, true);
+    await readOnly.close();
     client.destroy();
   });
 

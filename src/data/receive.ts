@@ -10,18 +10,21 @@
  * runtime, a changed Node), `userBufferReads()` is false and uploads go through the stream
  * pipeline as before: slower, never wrong.
  *
- * Each read is copied into a staging buffer, written as soon as no other write is in flight; what
- * arrives meanwhile fills the other staging buffer, and reading pauses (TCP then slows the client)
- * when that one is full. The promise settles
- * only once the last write has returned, so 226 follows bytes that are in the file.
+ * While the disk answers fast, each read is written to the file at once, synchronously, from the
+ * read buffer (fs/quick.ts writeNow): one system call per read, no copy, no hand-over to the thread
+ * pool. Otherwise (a write was slow lately, or the handle is no descriptor) each read is copied into
+ * a staging buffer, written through the pool as soon as no other write is in flight; what arrives
+ * meanwhile fills the other staging buffer, and reading pauses (TCP then slows the client) when that
+ * one is full. The promise settles only once the last write has returned, so 226 follows bytes that
+ * are in the file.
  */
 import { Socket } from "node:net";
 import type { FileLike } from "../fs/quick.ts";
-import { write as quickWrite } from "../fs/quick.ts";
+import { write as quickWrite, writeNow } from "../fs/quick.ts";
 
 /** Bytes a socket read may return at once (a loopback read can bring a few hundred KiB). */
 const READ_SIZE = 256 << 10;
-/** Bytes written to the file at once. */
+/** Bytes written to the file at once through the pool (when reads cannot be written at once). */
 const STAGE_SIZE = 1 << 20;
 /** Buffer sets kept for later uploads (reused memory takes no page faults). */
 const POOL_MAX = 4;
@@ -191,6 +194,23 @@ export function receiveDirect(socket: Socket, handle: FileLike, position: number
 
     /** Takes `n` bytes of `src` (a read, or data buffered before the switch). */
     const take = (src: Uint8Array, n: number): boolean => {
+      // Nothing staged or in flight and the disk answers fast: the read goes to the file now, from
+      // where it was read (fs/quick.ts writeNow), and the read buffer is free again at once.
+      if (fill === 0 && !writing && !diskFailed) {
+        let wrote: boolean;
+        try {
+          wrote = writeNow(handle, src, 0, n, pos);
+        } catch (err) {
+          diskFailed = true;
+          fail(err);
+          return false;
+        }
+        if (wrote) {
+          pos += n;
+          progress.written += n;
+          return true;
+        }
+      }
       let off = 0;
       while (off < n) {
         const stage = bufs.stages[cur] as Buffer;
