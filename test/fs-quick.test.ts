@@ -114,15 +114,15 @@ describe("quick file-system calls", () => {
     }
   });
 
-  it("writeNow: writes all of a read up to QUICK_WRITE_MAX at once; otherwise (too large, backed off, no descriptor) writes nothing and says so", async () => {
+  it("writeNow: writes all of a read up to QUICK_BULK_MAX at once; otherwise (too large, backed off, no descriptor) writes nothing and says so", async () => {
     quick.backOff(0);
     const file = join(dir, "now");
     const h = await fsp.open(file, "w+");
     try {
-      const data = Buffer.alloc(quick.QUICK_WRITE_MAX, 9);
+      const data = Buffer.alloc(quick.QUICK_BULK_MAX, 9);
       assert.equal(quick.writeNow(h, data, 0, data.length, 0), true);
       assert.equal(quick.writeNow(h, Buffer.from("tail"), 1, 3, data.length), true);
-      const big = Buffer.alloc(quick.QUICK_WRITE_MAX + 1, 1);
+      const big = Buffer.alloc(quick.QUICK_BULK_MAX + 1, 1);
       assert.equal(quick.writeNow(h, big, 0, big.length, 0), false);
       quick.backOff(60_000);
       assert.equal(quick.writeNow(h, big, 0, 10, 0), false);
@@ -134,6 +134,29 @@ describe("quick file-system calls", () => {
       assert.equal(back.subarray(data.length).toString(), "ail");
     } finally {
       await h.close();
+    }
+  });
+
+  it("readNow: reads up to QUICK_BULK_MAX at once; otherwise (too large, backed off, no descriptor) reads nothing and says so; errors are thrown as they are", async () => {
+    quick.backOff(0);
+    const h = await fsp.open(join(dir, "a"), "r");
+    const w = await fsp.open(join(dir, "wo"), "w");
+    try {
+      const buf = Buffer.alloc(quick.QUICK_BULK_MAX + 1);
+      assert.equal(quick.readNow(h, buf, 0, quick.QUICK_BULK_MAX, 0), 5);
+      assert.equal(buf.subarray(0, 5).toString(), "hello");
+      assert.equal(quick.readNow(h, buf, 2, 2, 1), 2);
+      assert.equal(buf.subarray(0, 5).toString(), "heelo");
+      assert.equal(quick.readNow(h, buf, 0, 10, 5), 0, "at the end: 0");
+      assert.equal(quick.readNow(h, buf, 0, buf.length, 0), null);
+      quick.backOff(60_000);
+      assert.equal(quick.readNow(h, buf, 0, 10, 0), null);
+      quick.backOff(0);
+      assert.equal(quick.readNow({} as fsp.FileHandle, buf, 0, 10, 0), null);
+      assert.throws(() => quick.readNow(w, buf, 0, 10, 0), { code: "EBADF" });
+    } finally {
+      await h.close();
+      await w.close();
     }
   });
 
