@@ -193,10 +193,11 @@ describe("uploads through a reused read buffer", () => {
     client.destroy();
   });
 
-  it("a failing write straight from the read buffer ends the upload with its error, the socket destroyed", async () => {
+  for (const tls of [false, true]) {
+  it(`a failing synchronous write ends the upload with its error, the socket destroyed${tls ? " (TLS: records gathered, then written)" : ""}`, async () => {
     const [file] = await tempFile();
     const readOnly = await open(file, "r");
-    const [server, client] = await socketPair(true);
+    const [server, client] = await pair(tls);
     client.on("error", () => undefined);
     void send(client, randomBytes(2 * 1024 * 1024), 1 << 16).catch(() => undefined);
     quick.backOff(0);
@@ -205,6 +206,7 @@ describe("uploads through a reused read buffer", () => {
     await readOnly.close();
     client.destroy();
   });
+  }
 
   // Over TLS a reset or a cut is told apart from a clean end by close_notify, which the data
   // connection checks (data/tls.ts, test/tls.test.ts), not this module.

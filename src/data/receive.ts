@@ -20,12 +20,17 @@
  */
 import { Socket } from "node:net";
 import type { FileLike } from "../fs/quick.ts";
-import { write as quickWrite, writeNow } from "../fs/quick.ts";
+import { canNow, write as quickWrite, writeNow } from "../fs/quick.ts";
 
 /** Bytes a socket read may return at once (a loopback read can bring a few hundred KiB). */
 const READ_SIZE = 256 << 10;
 /** Bytes written to the file at once through the pool (when reads cannot be written at once). */
 const STAGE_SIZE = 1 << 20;
+/** A read at least this large is written from the read buffer itself (when nothing is staged). */
+const DIRECT_MIN = 64 << 10;
+/** Smaller reads (TLS records of 16 KiB, a slow client's pieces) are staged and written together:
+ * at once when this much is staged, otherwise after the reads of this turn of the event loop. */
+const FLUSH_AT = 256 << 10;
 /** Buffer sets kept for later uploads (reused memory takes no page faults). */
 const POOL_MAX = 4;
 
@@ -150,7 +155,7 @@ export function receiveDirect(socket: Socket, handle: FileLike, position: number
     let diskFailed = false;
     const fail = (err: unknown): void => {
       failure ??= err;
-      if (!writing && fill > 0 && !diskFailed) flush();
+      if (!writing && fill > 0 && !diskFailed) flushStaged();
       settle();
     };
 
@@ -168,6 +173,34 @@ export function receiveDirect(socket: Socket, handle: FileLike, position: number
       if (!h.reading) (socket as unknown as { _read(n: number): void })._read(0);
     };
 
+    /** Writes what is staged synchronously if the disk answers fast (fs/quick.ts writeNow), or
+     * through the pool. Only while no write is in flight. */
+    const flushStaged = (): void => {
+      const n = fill;
+      let wrote: boolean;
+      try {
+        wrote = writeNow(handle, bufs.stages[cur] as Buffer, 0, n, pos);
+      } catch (err) {
+        diskFailed = true;
+        fail(err);
+        return;
+      }
+      if (!wrote) return flush();
+      fill = 0;
+      pos += n;
+      progress.written += n;
+    };
+    /** A flush after the reads of this turn of the event loop (each brings a TLS record or two). */
+    let deferred: NodeJS.Immediate | null = null;
+    const flushLater = (): void => {
+      deferred ??= setImmediate(() => {
+        deferred = null;
+        if (!settled && !writing && fill > 0 && !diskFailed) flushStaged();
+        settle();
+      });
+    };
+
+    /** Writes what is staged through the thread pool, and stages into the other buffer meanwhile. */
     const flush = (): void => {
       const buf = bufs.stages[cur] as Buffer;
       const n = fill;
@@ -196,7 +229,7 @@ export function receiveDirect(socket: Socket, handle: FileLike, position: number
     const take = (src: Uint8Array, n: number): boolean => {
       // Nothing staged or in flight and the disk answers fast: the read goes to the file now, from
       // where it was read (fs/quick.ts writeNow), and the read buffer is free again at once.
-      if (fill === 0 && !writing && !diskFailed) {
+      if (fill === 0 && !writing && !diskFailed && n >= DIRECT_MIN) {
         let wrote: boolean;
         try {
           wrote = writeNow(handle, src, 0, n, pos);
@@ -226,8 +259,12 @@ export function receiveDirect(socket: Socket, handle: FileLike, position: number
         }
       }
       // Written as soon as the disk is free: a slow client's data is on disk as it arrives, and a
-      // fast one's piles up during a write and goes out in one large write.
-      if (!writing) flush();
+      // fast one's piles up during a write and goes out in one large write. While writes are
+      // synchronous, small reads are gathered for the rest of this turn of the event loop.
+      if (!writing) {
+        if (fill < FLUSH_AT && canNow(handle)) flushLater();
+        else flushStaged();
+      }
       if (fill + READ_SIZE <= STAGE_SIZE) return true;
       paused = true;
       return false;
@@ -235,7 +272,7 @@ export function receiveDirect(socket: Socket, handle: FileLike, position: number
 
     const onEnd = (): void => {
       ended = true;
-      if (!writing && fill > 0) flush();
+      if (!writing && fill > 0 && !diskFailed) flushStaged();
       settle();
     };
     const onError = (err: Error): void => fail(err);

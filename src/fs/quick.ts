@@ -241,6 +241,11 @@ export async function write(handle: FileLike, buf: Buffer, offset: number, lengt
  * writeNow): the data path of a large transfer on a fast disk. */
 export const QUICK_BULK_MAX = 512 << 10;
 
+/** Whether readNow and writeNow would act on `handle` now (of a size they take). */
+export function canNow(handle: FileLike): boolean {
+  return fdOf(handle) !== null && quickEnabled();
+}
+
 /**
  * Reads up to `length` bytes at `position` into `buf[offset...]` now, synchronously, when
  * synchronous calls are on, `handle` is a descriptor and `length` is at most QUICK_BULK_MAX; returns
