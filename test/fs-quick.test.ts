@@ -74,6 +74,28 @@ describe("quick file-system calls", () => {
     quick.backOff(0);
   });
 
+  it("a late call alone (a preemption) does not back off; a second within LATE_WINDOW_MS, or one of VERY_SLOW_MS, does", async () => {
+    quick.backOff(0);
+    quick.lateCall(quick.SLOW_MS + 3);
+    assert.equal(quick.quickEnabled(), true, "one late call is not a slow disk");
+    quick.lateCall(quick.SLOW_MS + 1);
+    assert.equal(quick.quickEnabled(), false, "two within the window are");
+    assert.ok(quick.backOffLeft() <= quick.BACKOFF_MIN_MS && quick.backOffLeft() > quick.BACKOFF_MIN_MS - 500);
+    quick.backOff(0);
+    quick.lateCall(quick.VERY_SLOW_MS);
+    assert.equal(quick.quickEnabled(), false, "a very slow call backs off at once");
+    quick.backOff(0);
+    quick.lateCall(quick.SLOW_MS + 1);
+    quick.backOff(0); // forgets the pending late call too
+    quick.lateCall(quick.SLOW_MS + 1);
+    assert.equal(quick.quickEnabled(), true);
+    // The window: a late call long after the last one starts over.
+    await new Promise((r) => setTimeout(r, quick.LATE_WINDOW_MS + 50));
+    quick.lateCall(quick.SLOW_MS + 1);
+    assert.equal(quick.quickEnabled(), true, "the last late call was more than a window ago");
+    quick.backOff(0);
+  });
+
   it("a back-off ends by itself", async () => {
     quick.backOff(30);
     assert.equal(quick.quickEnabled(), false);

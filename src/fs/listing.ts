@@ -6,7 +6,7 @@ import type { Stats } from "node:fs";
 import { constants, lstat } from "node:fs";
 import { realpath, stat } from "node:fs/promises";
 import { isInside, UPLOAD_TEMP_PREFIX } from "./contain.ts";
-import { quickEnabled, readdirNames, slowCall } from "./quick.ts";
+import { lateCall, quickEnabled, readdirNames } from "./quick.ts";
 import { FIELDS, packLstat } from "./rawstat.ts";
 import { lstatInWorker, statWorkerAvailable } from "./statworker.ts";
 import type { DirEntry, EntryStat, RealPath } from "./types.ts";
@@ -16,8 +16,8 @@ const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK } = constants;
 
 /** Entries stat'ed synchronously between two turns of the event loop (about 1 ms on a local disk). */
 const SYNC_BATCH = 256;
-/** A batch slower than this (ms) means a slow disk: the rest of the listing, and every small file
- * call for a while, go through the pool (fs/quick.ts slowCall). */
+/** A batch slower than this (ms) is late (fs/quick.ts lateCall): when that means a slow disk, the
+ * rest of the listing, and every small file call for a while, go through the pool. */
 const SLOW_BATCH_MS = 20;
 /** How many lstat calls one listing keeps in flight in the pool (libuv runs 4 at a time by default). */
 const STAT_CONCURRENCY = 32;
@@ -122,8 +122,10 @@ async function statRange(
       if (packLstat(dir + "/" + (names[i] as string), packed as Float64Array, o)) out[i] = new PackedStat(packed as Float64Array, o);
     }
     if (i >= to) break;
-    if (performance.now() - started > slowBatchMs) slowCall();
-    else await new Promise<void>((resolve) => setImmediate(resolve));
+    const ms = performance.now() - started;
+    if (ms > slowBatchMs) lateCall(ms);
+    // Backed off: the loop takes the pool at once; otherwise other sessions get their turn.
+    if (quickEnabled()) await new Promise<void>((resolve) => setImmediate(resolve));
   }
 }
 

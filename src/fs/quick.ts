@@ -4,17 +4,25 @@
  * A promise call goes through libuv's thread pool: on a virtual machine each one costs 30–50 µs
  * of hand-over between threads, where the system call itself takes 3–5 µs. A transfer of a small
  * file makes several (realpath, stat, rename, a read or a write), and they add up to most of its
- * latency. So these calls run on the main thread, timed; one that takes longer than SLOW_MS (a
- * network file system, a failing or busy disk) sends every later call to the thread pool for a
- * while (slowCall), so one slow disk never stalls the other sessions for long. Errors are the same
- * errno errors either way. A file opened while calls are synchronous is a QuickFile (a descriptor
+ * latency. So these calls run on the main thread, timed; calls that take longer than SLOW_MS (a
+ * network file system, a failing or busy disk: two within a second, or one far slower) send every
+ * later call to the thread pool for a while (lateCall, slowCall), so one slow disk never stalls the
+ * other sessions for long. Errors are the same errno errors either way. A file opened while calls are synchronous is a QuickFile (a descriptor
  * with the few FileHandle methods the data path uses, `FileLike`); otherwise a FileHandle.
  */
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 
-/** A synchronous call slower than this (ms) turns synchronous calls off for a while. */
+/** A synchronous call slower than this (ms) is late: the disk may be slow, or the thread only
+ * waited for a CPU (on a busy machine a thread is preempted for a few ms now and then). */
 export const SLOW_MS = 4;
+/** A late call this slow (ms) turns synchronous calls off at once; a less late one only when
+ * another call was late within LATE_WINDOW_MS. A slow disk is slow call after call, while a
+ * preemption is a lone accident: under 500 clients on two cores it happened a few times a minute,
+ * and each back-off that followed sent the server's file calls through the pool for seconds. */
+export const VERY_SLOW_MS = 50;
+/** See VERY_SLOW_MS (ms). */
+export const LATE_WINDOW_MS = 1000;
 /** The first back-off after a quiet spell (ms). A lone slow call is often not the disk: the process
  * was preempted on a busy machine, or a cache was cold; it costs a second of pooled calls. */
 export const BACKOFF_MIN_MS = 1000;
@@ -25,6 +33,8 @@ export const BACKOFF_MAX_MS = 30_000;
 export const QUICK_IO_MAX = 64 << 10;
 
 let asyncUntil = 0;
+/** When the last late call that did not back off was made. */
+let lastLate = -Infinity;
 /** Back-offs in a row (each within BACKOFF_MAX_MS of the one before), and when the last one ends. */
 let strikes = 0;
 let lastUntil = -Infinity;
@@ -46,6 +56,18 @@ export function slowCall(): void {
   asyncUntil = lastUntil = now + ms;
 }
 
+/** A synchronous call (or a listing batch) took `ms`, more than it should have: a back-off
+ * (slowCall) if it took VERY_SLOW_MS or more, or if another call was late within LATE_WINDOW_MS. */
+export function lateCall(ms: number): void {
+  const now = performance.now();
+  if (ms >= VERY_SLOW_MS || now - lastLate < LATE_WINDOW_MS) {
+    lastLate = -Infinity;
+    slowCall();
+  } else {
+    lastLate = now;
+  }
+}
+
 /** How long (ms) the back-off in effect still lasts; 0 when synchronous calls are on. */
 export function backOffLeft(): number {
   return quickEnabled() ? 0 : asyncUntil - performance.now();
@@ -58,6 +80,7 @@ export function backOff(ms: number): void {
   if (ms <= 0) {
     strikes = 0;
     lastUntil = -Infinity;
+    lastLate = -Infinity;
   }
 }
 
@@ -66,7 +89,8 @@ function timed<T>(fn: () => T): T {
   try {
     return fn();
   } finally {
-    if (performance.now() - t0 > SLOW_MS) slowCall();
+    const ms = performance.now() - t0;
+    if (ms > SLOW_MS) lateCall(ms);
   }
 }
 
@@ -76,7 +100,9 @@ export async function readdirNames(p: string): Promise<string[]> {
   if (!quickEnabled()) return fsp.readdir(p);
   const t0 = performance.now();
   const out = fs.readdirSync(p);
-  if (performance.now() - t0 > SLOW_MS + out.length * 0.002) slowCall();
+  const allowance = out.length * 0.002;
+  const ms = performance.now() - t0 - allowance;
+  if (ms > SLOW_MS) lateCall(ms);
   return out;
 }
 
