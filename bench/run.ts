@@ -153,6 +153,11 @@ async function main(): Promise<void> {
   }
   const fixtures = ensureFixtures(path.join(state, "root"), opts.bigBytes, log);
   resetBerthState(state);
+  const wait = Math.max(0, ...chosen.map((s) => s.waitBefore?.(fixtures) ?? 0));
+  if (wait > 0) {
+    log(`waiting ${Math.ceil(wait / 1000)} s: ext4 still skips the inodes the last run's small files freed`);
+    await new Promise((r) => setTimeout(r, wait));
+  }
   const launcher = "`src/cli/main.ts serve`";
   const pool = new WorkerPool(2);
   const results: Measurement[] = [];

@@ -78,6 +78,9 @@ export interface Scenario {
   run(ctx: ScenarioContext): Promise<Measurement[]>;
   /** Runs once after every server has run (removing what the scenario left on disk). */
   cleanup?(fixtures: Fixtures): void;
+  /** How long (ms) the run should wait before the first server starts (what an earlier run left
+   * behind settling). */
+  waitBefore?(fixtures: Fixtures): number;
   /** The server is restarted after this scenario, so the next one meets a fresh process too. */
   readonly restartAfter?: boolean;
 }

@@ -8,7 +8,7 @@
  * meets the first server measured coldest). A direction that runs past
  * its time limit is cut short and rated on what it did.
  */
-import { readdirSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { removeUpload, type Fixtures } from "../lib/fixtures.ts";
 import { FtpClient } from "../lib/ftp.ts";
@@ -69,10 +69,32 @@ async function direction(ctx: ScenarioContext, dir: "STOR" | "RETR"): Promise<Me
   }
 }
 
+/** ext4 skips inodes freed within this long (the dirty-expire interval, 30 s) when it allocates
+ * new ones, at a cost in CPU per skipped inode; a little more, to be safe (ms). */
+const INODE_RECENCY_MS = 35_000;
+
+/** When this run's uploads were removed (the next run waits for ext4 to forget them). */
+function removedMarker(fixtures: Fixtures): string {
+  return path.join(fixtures.root, fixtures.upDir, ".small-files-removed-at");
+}
+
 /** Removes every small-files upload directory (this run's and any an interrupted run left). */
 function removeSmallUploads(fixtures: Fixtures): void {
   const up = path.join(fixtures.root, fixtures.upDir);
   for (const name of readdirSync(up)) if (name.startsWith("small-")) removeUpload(path.join(up, name));
+  writeFileSync(removedMarker(fixtures), String(Date.now()));
+}
+
+/** A run started right after another would upload while ext4 still skips the thousands of inodes
+ * the last one freed, which would slow whichever server comes first: wait until they are forgotten. */
+function waitAfterRemoval(fixtures: Fixtures): number {
+  let at: number;
+  try {
+    at = Number(readFileSync(removedMarker(fixtures), "utf8"));
+  } catch {
+    return 0;
+  }
+  return Number.isFinite(at) ? Math.max(0, Math.min(INODE_RECENCY_MS, at + INODE_RECENCY_MS - Date.now())) : 0;
 }
 
 /** 2,000 files of 4 KiB over one session, each way. */
@@ -98,4 +120,5 @@ export const smallFiles: Scenario = {
     return out;
   },
   cleanup: removeSmallUploads,
+  waitBefore: waitAfterRemoval,
 };
