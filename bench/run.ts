@@ -155,7 +155,7 @@ async function main(): Promise<void> {
   resetBerthState(state);
   const wait = Math.max(0, ...chosen.map((s) => s.waitBefore?.(fixtures) ?? 0));
   if (wait > 0) {
-    log(`waiting ${Math.ceil(wait / 1000)} s: ext4 still skips the inodes the last run's small files freed`);
+    log(`waiting ${Math.ceil(wait / 1000)} s: ext4 still skips the inodes freed by the last run's removal of its small files`);
     await new Promise((r) => setTimeout(r, wait));
   }
   const launcher = "`src/cli/main.ts serve`";

@@ -8,6 +8,7 @@
  * meets the first server measured coldest). A direction that runs past
  * its time limit is cut short and rated on what it did.
  */
+import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { removeUpload, type Fixtures } from "../lib/fixtures.ts";
@@ -69,9 +70,10 @@ async function direction(ctx: ScenarioContext, dir: "STOR" | "RETR"): Promise<Me
   }
 }
 
-/** ext4 skips inodes freed within this long (the dirty-expire interval, 30 s) when it allocates
- * new ones, at a cost in CPU per skipped inode; a little more, to be safe (ms). */
-const INODE_RECENCY_MS = 35_000;
+/** When it allocates an inode, ext4 skips, at a cost in CPU each, those freed within the last 60 s
+ * (6 minutes while their inode table block is not yet written back; the removal is followed by a
+ * `sync` for that); a little more, to be safe (ms). */
+const INODE_RECENCY_MS = 65_000;
 
 /** When this run's uploads were removed (the next run waits for ext4 to forget them). */
 function removedMarker(fixtures: Fixtures): string {
@@ -82,6 +84,7 @@ function removedMarker(fixtures: Fixtures): string {
 function removeSmallUploads(fixtures: Fixtures): void {
   const up = path.join(fixtures.root, fixtures.upDir);
   for (const name of readdirSync(up)) if (name.startsWith("small-")) removeUpload(path.join(up, name));
+  spawnSync("sync", { stdio: "ignore", timeout: 60_000 });
   writeFileSync(removedMarker(fixtures), String(Date.now()));
 }
 
