@@ -329,9 +329,15 @@ function addressPort(srv: Server): number {
  * waits for SYN retries of 1, 3, 7… seconds. */
 const LISTEN_BACKLOG = 4096;
 
+/** Silence on a control connection before TCP keep-alive probes start (ms). */
+const KEEPALIVE_IDLE_MS = 60_000;
+
 function listen(host: string, port: number, onConn: (s: Socket) => void): Promise<Server> {
   return new Promise((resolve, reject) => {
-    const srv = createServer({ noDelay: true, keepAlive: true }, onConn);
+    // TCP keep-alive probes after a minute of silence: a control connection stays quiet through a
+    // long transfer, and a NAT on the way may forget it sooner than Linux's default of two hours.
+    // (Node's default initial delay, 0, is refused by Linux and left that default in place.)
+    const srv = createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_IDLE_MS }, onConn);
     srv.once("error", reject);
     srv.listen({ host, port, ipv6Only: false, backlog: LISTEN_BACKLOG }, () => {
       srv.removeListener("error", reject);

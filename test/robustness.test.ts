@@ -17,6 +17,7 @@ import type { FsFactory } from "../src/protocol/context.ts";
 import { RawClient, dataConnect, readAll, writeAll } from "./helpers/raw.ts";
 import { payload, rawLogin, withServer } from "./helpers/run.ts";
 import { waitFor } from "./helpers/server.ts";
+import { exec, which } from "./helpers/exec.ts";
 
 /** Bytes a failing upload or download moves before its disk error. */
 const FAIL_AFTER = 64 * 1024;
@@ -336,6 +337,26 @@ describe("timeouts and shutdown", () => {
         assert.ok(Date.now() - started < 2000);
         await raw.closed();
         sock.destroy();
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});
+
+describe("keep-alive", () => {
+  // What the kernel holds for the server's end of a control connection: `ss` shows its keep-alive
+  // timer. Linux refuses an idle time of 0 (Node's default), which would leave two hours.
+  it("the control connection has TCP keep-alive, probing after about a minute of silence", { skip: !which("ss") && "ss not installed" }, async () => {
+    await withServer(async (t) => {
+      const raw = await RawClient.connect(t.port);
+      try {
+        const client = raw.socket.localPort as number;
+        const r = await exec("ss", ["-tnoH", "state", "established", `( sport = :${t.port} and dport = :${client} )`]);
+        const timer = /timer:\(keepalive,(?:(\d+)min)?(\d+)?(?:\.\d+)?(m?sec)?/.exec(r.stdout);
+        assert.ok(timer, `no keep-alive timer in: ${r.stdout.trim()}`);
+        const secs = Number(timer[1] ?? 0) * 60 + Number(timer[2] ?? 0) / (timer[3] === "msec" ? 1000 : 1);
+        assert.ok(secs > 30 && secs <= 60, `keep-alive in ${secs} s`);
       } finally {
         await raw.close();
       }
