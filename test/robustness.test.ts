@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import type { FileHandle } from "node:fs/promises";
 import type { FileLike } from "../src/fs/quick.ts";
 import { readdir, readFile, writeFile } from "node:fs/promises";
+import { closeSync, constants as fsConstants, existsSync, openSync } from "node:fs";
 import { describe, it } from "node:test";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -79,8 +80,41 @@ function failingDownload(dl: Download): Download {
   return { ...dl, handle };
 }
 
-/** JailedFs that fails: uploads of "fail-*" (once per name) mid-way, downloads of "broken-*"
- * mid-way, opening "eio-*" at once, and listing "eio-*". */
+/** An upload whose file is /dev/full: a real descriptor, so the data path writes to it
+ * synchronously (fs/quick.ts writeNow), and every write fails with ENOSPC as on a full disk. */
+function fullDiskUpload(up: Upload): Upload {
+  const fd = openSync("/dev/full", "w");
+  const done = (): void => closeSync(fd);
+  // Through the pool this would be EIO (451), not the ENOSPC (452) of the synchronous write.
+  const handle = { fd, write: async () => Promise.reject(ioError("EIO")), close: async () => undefined } as unknown as FileHandle;
+  return {
+    ...up,
+    handle,
+    commit: async () => (done(), up.commit()),
+    abort: async () => (done(), up.abort()),
+    rollback: async () => (done(), up.rollback()),
+  };
+}
+
+/** A download whose descriptor is open for writing only: the data path reads it synchronously
+ * (fs/quick.ts) and the first read fails with EBADF. */
+function unreadableDownload(dl: Download, real: string): Download {
+  const fd = openSync(real, fsConstants.O_WRONLY);
+  const handle = {
+    fd,
+    // Through the pool this would be ENOSPC (452), not the EBADF (451) of the synchronous read.
+    read: async () => Promise.reject(ioError("ENOSPC")),
+    close: async () => {
+      closeSync(fd);
+      await dl.handle.close();
+    },
+  } as unknown as FileHandle;
+  return { ...dl, handle };
+}
+
+/** JailedFs that fails: uploads of "fail-*" (once per name) mid-way, uploads of "full-*" on a full
+ * disk, downloads of "broken-*" mid-way and of "wronly-*" at once, opening "eio-*" at once, and
+ * listing "eio-*". */
 const failingFs: FsFactory = async (home) => {
   const fs = await JailedFs.open(home);
   const failed = new Set<string>();
@@ -89,6 +123,7 @@ const failingFs: FsFactory = async (home) => {
   const list = fs.list.bind(fs);
   fs.openUpload = async (v: VirtualPath, opts: UploadOptions) => {
     const up = await openUpload(v, opts);
+    if (basename(v).startsWith("full-")) return fullDiskUpload(up);
     if (!basename(v).startsWith("fail-") || failed.has(v)) return up;
     failed.add(v);
     return failingUpload(up);
@@ -96,6 +131,7 @@ const failingFs: FsFactory = async (home) => {
   fs.openDownload = async (v: VirtualPath) => {
     if (basename(v).startsWith("eio-")) throw ioError("EIO");
     const dl = await openDownload(v);
+    if (basename(v).startsWith("wronly-")) return unreadableDownload(dl, join(home, basename(v)));
     return basename(v).startsWith("broken-") ? failingDownload(dl) : dl;
   };
   fs.list = async (v: VirtualPath) => {
@@ -178,6 +214,54 @@ describe("a filesystem that fails", () => {
           await raw.expect("LIST eio-dir", 451);
           again.destroy();
           await raw.expect("PWD", 257);
+        } finally {
+          await raw.close();
+        }
+      },
+      { openFs: failingFs },
+    );
+  });
+});
+
+describe("a disk that fails on the synchronous data path (real descriptors)", () => {
+  it("an upload to a full disk answers 452, keeps the file it was replacing and leaves no temp file; the session goes on", { skip: !existsSync("/dev/full") && "no /dev/full" }, async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("alice");
+        await writeFile(join(home, "full-old.bin"), "precious old content");
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          for (const size of [100, 300_000, 3_000_000]) {
+            assert.equal(await upload(raw, "full-old.bin", payload(size)), 452, `${size} bytes`);
+            assert.equal(await readFile(join(home, "full-old.bin"), "utf8"), "precious old content");
+            assert.deepEqual(await readdir(home), ["full-old.bin"]);
+          }
+          await raw.expect("NOOP", 200);
+        } finally {
+          await raw.close();
+        }
+      },
+      { openFs: failingFs },
+    );
+  });
+
+  it("a download whose read fails answers 451 after 150, with no data; the session goes on", async () => {
+    await withServer(
+      async (t) => {
+        await writeFile(join(t.home("alice"), "wronly-a.bin"), payload(200_000));
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          const sock = await raw.pasv();
+          raw.send("RETR wronly-a.bin");
+          await raw.expectReply(150);
+          assert.equal((await readAll(sock)).length, 0);
+          const r = await raw.reply();
+          assert.equal(r.code, 451, r.lines.join("|"));
+          assert.ok(!r.message.includes(t.root), r.message);
+          await raw.expect("PWD", 257);
+          assert.deepEqual(await readFile(join(t.home("alice"), "wronly-a.bin")), payload(200_000));
         } finally {
           await raw.close();
         }
