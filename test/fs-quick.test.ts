@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as quick from "../src/fs/quick.ts";
+import { countCalls } from "./helpers/handles.ts";
 
 describe("quick file-system calls", () => {
   let dir: string;
@@ -120,31 +121,26 @@ describe("quick file-system calls", () => {
   it("reads and writes larger than QUICK_IO_MAX go through the handle (they overlap with the network)", async () => {
     quick.backOff(0);
     const h = await fsp.open(join(dir, "big"), "w+");
-    let viaHandle = 0;
-    const origWrite = h.write.bind(h);
-    (h as unknown as { write: typeof origWrite }).write = ((...args: Parameters<typeof origWrite>) => {
-      viaHandle++;
-      return origWrite(...args);
-    }) as typeof origWrite;
+    const viaHandle = countCalls(h, "write");
     try {
       const big = Buffer.alloc(quick.QUICK_IO_MAX + 1, 7);
       assert.equal((await quick.write(h, big, 0, big.length, 0)).bytesWritten, big.length);
       assert.equal((await quick.write(h, big, 0, 10, 0)).bytesWritten, 10);
-      assert.equal(viaHandle, 1);
+      assert.equal(viaHandle(), 1);
     } finally {
       await h.close();
     }
   });
 
-  it("writeNow: writes all of a read up to QUICK_BULK_MAX at once; otherwise (too large, backed off, no descriptor) writes nothing and says so", async () => {
+  it("writeNow: writes all of a read up to QUICK_IO_MAX at once; otherwise (too large, backed off, no descriptor) writes nothing and says so", async () => {
     quick.backOff(0);
     const file = join(dir, "now");
     const h = await fsp.open(file, "w+");
     try {
-      const data = Buffer.alloc(quick.QUICK_BULK_MAX, 9);
+      const data = Buffer.alloc(quick.QUICK_IO_MAX, 9);
       assert.equal(quick.writeNow(h, data, 0, data.length, 0), true);
       assert.equal(quick.writeNow(h, Buffer.from("tail"), 1, 3, data.length), true);
-      const big = Buffer.alloc(quick.QUICK_BULK_MAX + 1, 1);
+      const big = Buffer.alloc(quick.QUICK_IO_MAX + 1, 1);
       assert.equal(quick.writeNow(h, big, 0, big.length, 0), false);
       quick.backOff(60_000);
       assert.equal(quick.writeNow(h, big, 0, 10, 0), false);
@@ -159,23 +155,26 @@ describe("quick file-system calls", () => {
     }
   });
 
-  it("readNow: reads up to QUICK_BULK_MAX at once; otherwise (too large, backed off, no descriptor) reads nothing and says so; errors are thrown as they are", async () => {
+  it("read: up to QUICK_IO_MAX on the descriptor at once; larger, or backed off, through the handle; errors as they are", async () => {
     quick.backOff(0);
     const h = await fsp.open(join(dir, "a"), "r");
     const w = await fsp.open(join(dir, "wo"), "w");
+    const viaHandle = countCalls(h, "read");
     try {
-      const buf = Buffer.alloc(quick.QUICK_BULK_MAX + 1);
-      assert.equal(quick.readNow(h, buf, 0, quick.QUICK_BULK_MAX, 0), 5);
+      const buf = Buffer.alloc(quick.QUICK_IO_MAX + 1);
+      assert.equal((await quick.read(h, buf, 0, quick.QUICK_IO_MAX, 0)).bytesRead, 5);
       assert.equal(buf.subarray(0, 5).toString(), "hello");
-      assert.equal(quick.readNow(h, buf, 2, 2, 1), 2);
+      assert.equal((await quick.read(h, buf, 2, 2, 1)).bytesRead, 2);
       assert.equal(buf.subarray(0, 5).toString(), "heelo");
-      assert.equal(quick.readNow(h, buf, 0, 10, 5), 0, "at the end: 0");
-      assert.equal(quick.readNow(h, buf, 0, buf.length, 0), null);
+      assert.equal((await quick.read(h, buf, 0, 10, 5)).bytesRead, 0, "at the end: 0");
+      assert.equal(viaHandle(), 0, "all at once on the descriptor");
+      assert.equal((await quick.read(h, buf, 0, buf.length, 0)).bytesRead, 5);
+      assert.equal(viaHandle(), 1, "too large: through the handle");
       quick.backOff(60_000);
-      assert.equal(quick.readNow(h, buf, 0, 10, 0), null);
+      assert.equal((await quick.read(h, buf, 0, 10, 0)).bytesRead, 5);
+      assert.equal(viaHandle(), 2, "backed off: through the handle");
       quick.backOff(0);
-      assert.equal(quick.readNow({} as fsp.FileHandle, buf, 0, 10, 0), null);
-      assert.throws(() => quick.readNow(w, buf, 0, 10, 0), { code: "EBADF" });
+      await assert.rejects(quick.read(w, buf, 0, 10, 0), { code: "EBADF" });
     } finally {
       await h.close();
       await w.close();

@@ -17,6 +17,7 @@ import { receiveDirect, userBufferReads } from "../src/data/receive.ts";
 import * as quick from "../src/fs/quick.ts";
 import { requireCloseNotify } from "../src/data/tls.ts";
 import { receiveFile, Transfer } from "../src/data/transfer.ts";
+import { countCalls } from "./helpers/handles.ts";
 import { socketPair, tlsSocketPair } from "./helpers/sockets.ts";
 
 const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
@@ -40,17 +41,6 @@ function slowDisk(real: FileHandle, ms: number, failAt = 0): { handle: FileHandl
     },
   } as unknown as FileHandle;
   return { handle, writes: () => writes, inFlight: () => inFlight };
-}
-
-/** The real file `real`, its `write` method counting the calls made through it. */
-function countWrites(real: FileHandle): { handle: FileHandle; writes: () => number } {
-  let writes = 0;
-  const orig = real.write.bind(real);
-  (real as unknown as { write: typeof orig }).write = ((...args: Parameters<typeof orig>) => {
-    writes++;
-    return orig(...args);
-  }) as typeof orig;
-  return { handle: real, writes: () => writes };
 }
 
 describe("uploads through a reused read buffer", () => {
@@ -108,8 +98,8 @@ describe("uploads through a reused read buffer", () => {
     it(`lands every byte in order${tls ? " over TLS" : ""}, ${disk} disk: ${name}`, async () => {
       const data = randomBytes(size);
       const [server, client] = await pair(tls);
-      const [file, real] = await tempFile();
-      const { handle, writes } = countWrites(real);
+      const [file, handle] = await tempFile();
+      const writes = countCalls(handle, "write");
       const progress = { written: 0 };
       quick.backOff(disk === "fast" ? 0 : 60_000);
       try {
@@ -120,7 +110,7 @@ describe("uploads through a reused read buffer", () => {
       } finally {
         quick.backOff(0);
       }
-      await real.close();
+      await handle.close();
       server.destroy();
       assert.equal(progress.written, size);
       assert.equal(sha(await readFile(file)), sha(data));

@@ -5,13 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, open, rm, writeFile, type FileHandle } from "node:fs/promises";
+import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { READ_CHUNK, sendFile, Transfer } from "../src/data/transfer.ts";
 import * as quick from "../src/fs/quick.ts";
+import { countCalls } from "./helpers/handles.ts";
 import { socketPair } from "./helpers/sockets.ts";
 
 const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
@@ -24,17 +25,6 @@ function collect(client: Socket): Promise<Buffer> {
     client.once("end", () => resolve(Buffer.concat(parts)));
     client.once("error", reject);
   });
-}
-
-/** `real`, its `read` method counting the calls made through it (the thread-pool path). */
-function countReads(real: FileHandle): { handle: FileHandle; reads: () => number } {
-  let reads = 0;
-  const orig = real.read.bind(real);
-  (real as unknown as { read: (...a: unknown[]) => unknown }).read = (...args: unknown[]) => {
-    reads++;
-    return (orig as (...a: unknown[]) => unknown)(...args);
-  };
-  return { handle: real, reads: () => reads };
 }
 
 describe("downloads", () => {
@@ -55,8 +45,8 @@ describe("downloads", () => {
     for (const start of [0, 1, READ_CHUNK + 7, data.length]) {
       it(`sends every byte from offset ${start}, ${disk} disk`, async () => {
         const [server, client] = await socketPair();
-        const real = await open(file, "r");
-        const { handle, reads } = countReads(real);
+        const handle = await open(file, "r");
+        const reads = countCalls(handle, "read");
         const received = collect(client);
         quick.backOff(disk === "fast" ? 0 : 60_000);
         try {
@@ -65,7 +55,7 @@ describe("downloads", () => {
           assert.equal(sent, data.length - start);
         } finally {
           quick.backOff(0);
-          await real.close();
+          await handle.close();
         }
         assert.equal(sha(await received), sha(data.subarray(start)));
         if (disk === "fast") assert.equal(reads(), 0, "read at once, not through the pool");

@@ -173,22 +173,26 @@ export function receiveDirect(socket: Socket, handle: FileLike, position: number
       if (!h.reading) (socket as unknown as { _read(n: number): void })._read(0);
     };
 
-    /** Writes what is staged synchronously if the disk answers fast (fs/quick.ts writeNow), or
-     * through the pool. Only while no write is in flight. */
-    const flushStaged = (): void => {
-      const n = fill;
-      let wrote: boolean;
+    /** Writes `buf[0, n)` at `pos` now if the disk answers fast (fs/quick.ts writeNow). False if it
+     * must go through the pool instead; true once written, or once it failed (the upload then
+     * ends with that error). Only while no write is in flight. */
+    const writeAtOnce = (buf: Uint8Array, n: number): boolean => {
       try {
-        wrote = writeNow(handle, bufs.stages[cur] as Buffer, 0, n, pos);
+        if (!writeNow(handle, buf, 0, n, pos)) return false;
       } catch (err) {
         diskFailed = true;
         fail(err);
-        return;
+        return true;
       }
-      if (!wrote) return flush();
-      fill = 0;
       pos += n;
       progress.written += n;
+      return true;
+    };
+
+    /** Writes what is staged, at once if the disk answers fast, or through the pool. */
+    const flushStaged = (): void => {
+      if (writeAtOnce(bufs.stages[cur] as Buffer, fill)) fill = 0;
+      else flush();
     };
     /** A flush after the reads of this turn of the event loop (each brings a TLS record or two). */
     let deferred: NodeJS.Immediate | null = null;
@@ -229,21 +233,7 @@ export function receiveDirect(socket: Socket, handle: FileLike, position: number
     const take = (src: Uint8Array, n: number): boolean => {
       // Nothing staged or in flight and the disk answers fast: the read goes to the file now, from
       // where it was read (fs/quick.ts writeNow), and the read buffer is free again at once.
-      if (fill === 0 && !writing && !diskFailed && n >= DIRECT_MIN) {
-        let wrote: boolean;
-        try {
-          wrote = writeNow(handle, src, 0, n, pos);
-        } catch (err) {
-          diskFailed = true;
-          fail(err);
-          return false;
-        }
-        if (wrote) {
-          pos += n;
-          progress.written += n;
-          return true;
-        }
-      }
+      if (fill === 0 && !writing && !diskFailed && n >= DIRECT_MIN && writeAtOnce(src, n)) return !diskFailed;
       let off = 0;
       while (off < n) {
         const stage = bufs.stages[cur] as Buffer;

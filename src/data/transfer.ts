@@ -15,11 +15,11 @@ import { FtpError } from "../protocol/errors.ts";
 import { fromNetworkAscii, networkAsciiEncoder } from "./ascii.ts";
 import { hookStage, type TransferHook } from "./hook.ts";
 import { receiveDirect, userBufferReads, type DirectProgress } from "./receive.ts";
-import { QUICK_BULK_MAX, read as quickRead, readNow } from "../fs/quick.ts";
+import { QUICK_IO_MAX, read as quickRead } from "../fs/quick.ts";
 
 /** Read size for downloads: large chunks keep system calls few; at most what may be read at once
  * synchronously (fs/quick.ts). */
-export const READ_CHUNK = QUICK_BULK_MAX;
+export const READ_CHUNK = QUICK_IO_MAX;
 /** Smallest download buffer. */
 const MIN_CHUNK = 16 << 10;
 /** Write buffer for uploads: chunks that arrive while a write is in flight go out in one writev. */
@@ -123,16 +123,10 @@ export async function sendFile(
     if (stopped) return { n: 0, last: true };
     const buf = (buffers[slot] ??= Buffer.allocUnsafe(size));
     const want = hook ? Math.min(buf.length, Math.max(1, hook.chunkSize())) : buf.length;
-    // From the page cache at once when the disk answers fast; otherwise through the pool.
-    const now = readNow(handle, buf, 0, want, position);
-    let n: number;
-    if (now !== null) {
-      n = now;
-    } else {
-      const read = quickRead(handle, buf, 0, want, position);
-      reading = read;
-      n = (await read).bytesRead;
-    }
+    // Synchronous while the disk answers fast (fs/quick.ts); otherwise through the pool.
+    const read = quickRead(handle, buf, 0, want, position);
+    reading = read;
+    const n = (await read).bytesRead;
     // A short read that reaches the size known at open is the end: no extra read to see EOF.
     return { n, last: n === 0 || (n < want && position + n >= end) };
   };

@@ -29,8 +29,10 @@ export const BACKOFF_MIN_MS = 1000;
 /** Each slow call within BACKOFF_MAX_MS of the last back-off doubles the next one, up to this (ms):
  * a disk that stays slow is left to the pool, with one timed call every 30 s to notice it recover. */
 export const BACKOFF_MAX_MS = 30_000;
-/** Reads and writes up to this size are made synchronously; larger ones overlap with the network. */
-export const QUICK_IO_MAX = 64 << 10;
+/** Reads and writes up to this size are made synchronously; larger ones overlap with the network.
+ * A transfer reads and writes its data in pieces of up to this size: on this kind of machine a
+ * read from the page cache or a write into it costs less than its hand-over to the thread pool. */
+export const QUICK_IO_MAX = 512 << 10;
 
 let asyncUntil = 0;
 /** When the last late call that did not back off was made. */
@@ -245,7 +247,7 @@ export async function fstat(handle: FileLike): Promise<fs.Stats> {
   return fd !== null && quickEnabled() ? timed(() => fs.fstatSync(fd)) : handle.stat();
 }
 
-/** handle.read, synchronous for a small read. */
+/** handle.read, synchronous for a read of up to QUICK_IO_MAX. */
 export async function read(handle: FileLike, buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }> {
   const fd = fdOf(handle);
   if (fd !== null && length <= QUICK_IO_MAX && quickEnabled()) {
@@ -254,7 +256,7 @@ export async function read(handle: FileLike, buf: Buffer, offset: number, length
   return handle.read(buf, offset, length, position);
 }
 
-/** handle.write, synchronous for a small write. */
+/** handle.write, synchronous for a write of up to QUICK_IO_MAX. */
 export async function write(handle: FileLike, buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesWritten: number }> {
   const fd = fdOf(handle);
   if (fd !== null && length <= QUICK_IO_MAX && quickEnabled()) {
@@ -263,39 +265,21 @@ export async function write(handle: FileLike, buf: Buffer, offset: number, lengt
   return handle.write(buf, offset, length, position);
 }
 
-/** Downloads read, and uploads write, up to this many bytes at once synchronously (readNow,
- * writeNow): the data path of a large transfer on a fast disk. */
-export const QUICK_BULK_MAX = 512 << 10;
-
-/** Whether readNow and writeNow would act on `handle` now (of a size they take). */
+/** Whether writeNow would act on `handle` now (for a size it takes). */
 export function canNow(handle: FileLike): boolean {
   return fdOf(handle) !== null && quickEnabled();
 }
 
 /**
- * Reads up to `length` bytes at `position` into `buf[offset...]` now, synchronously, when
- * synchronous calls are on, `handle` is a descriptor and `length` is at most QUICK_BULK_MAX; returns
- * the byte count, or null, having read nothing, otherwise. Throws the read's error. On this kind of
- * machine a read from the page cache costs less than its hand-over to the thread pool, and a slow
- * read (a cold file on a slow disk) turns it off for a while as for every other call here.
- */
-export function readNow(handle: FileLike, buf: Uint8Array, offset: number, length: number, position: number): number | null {
-  const fd = fdOf(handle);
-  if (fd === null || length > QUICK_BULK_MAX || !quickEnabled()) return null;
-  return timed(() => fs.readSync(fd, buf, offset, length, position));
-}
-
-/**
  * Writes all of `buf[offset, offset + length)` at `position` now, synchronously, when synchronous
- * calls are on, `handle` is a descriptor and `length` is at most QUICK_BULK_MAX; returns false,
+ * calls are on, `handle` is a descriptor and `length` is at most QUICK_IO_MAX; returns false,
  * having written nothing, otherwise. Throws the write's error (a short write that makes no
- * progress is EIO). One system call per socket read, with no copy into a staging buffer and no
- * hand-over to the thread pool: on this kind of machine that is the cheapest way to the page
- * cache, and a slow write turns it off for a while as for every other call here.
+ * progress is EIO). write() with an answer the caller has before it returns: an upload writes
+ * each socket read from the read buffer itself, which is free again once the callback returns.
  */
 export function writeNow(handle: FileLike, buf: Uint8Array, offset: number, length: number, position: number): boolean {
   const fd = fdOf(handle);
-  if (fd === null || length > QUICK_BULK_MAX || !quickEnabled()) return false;
+  if (fd === null || length > QUICK_IO_MAX || !quickEnabled()) return false;
   timed(() => {
     let done = 0;
     while (done < length) {
