@@ -155,6 +155,23 @@ describe("AUTH, PBSZ and PROT sequencing (raw control connection)", () => {
     await c.quit();
   });
 
+  it("prefers AES-128-GCM, and ChaCha20-Poly1305 for a client that lists it first", async () => {
+    const cases = [
+      { maxVersion: "TLSv1.3", aesFirst: "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256", chachaFirst: "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256" },
+      { maxVersion: "TLSv1.2", aesFirst: "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305", chachaFirst: "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256" },
+    ] as const;
+    for (const { maxVersion, aesFirst, chachaFirst } of cases) {
+      // A client that prefers AES-256 still gets AES-128 (the server's order decides)...
+      const a = await FtpsControl.explicit(t.port, { maxVersion, ciphers: aesFirst });
+      assert.match((a.socket as TLSSocket).getCipher().standardName, /AES_128_GCM/, maxVersion);
+      await a.quit();
+      // ...and one that lists ChaCha20 first gets it.
+      const c = await FtpsControl.explicit(t.port, { maxVersion, ciphers: chachaFirst });
+      assert.match((c.socket as TLSSocket).getCipher().standardName, /CHACHA20_POLY1305/, maxVersion);
+      await c.quit();
+    }
+  });
+
   it("refuses TLS 1.1 and older", async () => {
     const c = await FtpsControl.plain(t.port);
     await c.expect("AUTH TLS", 234);

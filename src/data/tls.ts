@@ -5,7 +5,7 @@
  * connection's session, which is what `tls.requireSessionReuse` checks (a foreign or fresh session
  * is refused). Certificates are re-read when their files change, without touching running sessions.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { constants as cryptoConstants, createHash, randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
@@ -18,17 +18,21 @@ import type { Config } from "../config/schema.ts";
 import { FtpError } from "../protocol/errors.ts";
 import { makeSelfSigned } from "./selfsigned.ts";
 
-/** Modern suites only (TLS 1.2 with forward secrecy and AEAD; TLS 1.3 suites are all fine). */
+/** Modern suites only (TLS 1.2 with forward secrecy and AEAD; TLS 1.3 suites are all fine), in the
+ * order of Mozilla's "intermediate" configuration: AES-128-GCM first, the cheapest on processors
+ * with AES instructions (an FTPS transfer spends about a quarter of its CPU in AES-GCM), and
+ * ChaCha20-Poly1305 for a client that lists it first (SSL_OP_PRIORITIZE_CHACHA below: such a client
+ * has no AES instructions). */
 const CIPHERS = [
+  "TLS_AES_128_GCM_SHA256",
   "TLS_AES_256_GCM_SHA384",
   "TLS_CHACHA20_POLY1305_SHA256",
-  "TLS_AES_128_GCM_SHA256",
+  "ECDHE-ECDSA-AES128-GCM-SHA256",
+  "ECDHE-RSA-AES128-GCM-SHA256",
   "ECDHE-ECDSA-AES256-GCM-SHA384",
   "ECDHE-RSA-AES256-GCM-SHA384",
   "ECDHE-ECDSA-CHACHA20-POLY1305",
   "ECDHE-RSA-CHACHA20-POLY1305",
-  "ECDHE-ECDSA-AES128-GCM-SHA256",
-  "ECDHE-RSA-AES128-GCM-SHA256",
 ].join(":");
 
 /** How long a control session's TLS session stays resumable by its data connections (seconds). */
@@ -277,6 +281,7 @@ export class TlsProvider {
       minVersion: "TLSv1.2",
       ciphers: CIPHERS,
       honorCipherOrder: true,
+      secureOptions: cryptoConstants.SSL_OP_PRIORITIZE_CHACHA,
       sessionTimeout: SESSION_LIFETIME,
       ticketKeys: randomBytes(48),
     });
