@@ -215,7 +215,7 @@ export function buildReport(input: ReportInput): Report {
       "\"berth advantage\" is berth's figure over the other server's (the other way round where lower is better): above 1.00× berth is ahead. " +
       "Figures from one run on a shared virtual machine: differences under about 10% are noise.",
     "",
-    "Regenerate with `npm run bench` (about 13 minutes; `-- --quick` for a smaller run in under 3). The bench installs the peers " +
+    "Regenerate with `npm run bench` (about 14 minutes; `-- --quick` for a smaller run in under 3). The bench installs the peers " +
       "it lacks (Debian packages; ftp-srv from npm) through the scripts in `../shared/tools/peers/`; raw figures are kept in " +
       "`$FTPB_STATE/results.json` (default `/tmp/ftpbench`), and `-- --report-only` writes this page again from them.",
     "",
