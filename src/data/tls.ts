@@ -21,8 +21,8 @@ import { makeSelfSigned } from "./selfsigned.ts";
 /** Modern suites only (TLS 1.2 with forward secrecy and AEAD; TLS 1.3 suites are all fine), in the
  * order of Mozilla's "intermediate" configuration: AES-128-GCM first, the cheapest on processors
  * with AES instructions (an FTPS transfer spends about a quarter of its CPU in AES-GCM), and
- * ChaCha20-Poly1305 for a client that lists it first (SSL_OP_PRIORITIZE_CHACHA below: such a client
- * has no AES instructions). */
+ * ChaCha20-Poly1305 for a client that lists it first (SSL_OP_PRIORITIZE_CHACHA below: a client
+ * puts it first when it lacks AES instructions). */
 const CIPHERS = [
   "TLS_AES_128_GCM_SHA256",
   "TLS_AES_256_GCM_SHA384",
