@@ -15,9 +15,9 @@ import { JailedFs } from "../src/fs/jail.ts";
 import type { Download, Upload, UploadOptions, VirtualPath } from "../src/fs/types.ts";
 import { basename } from "../src/fs/vpath.ts";
 import type { FsFactory } from "../src/protocol/context.ts";
-import { RawClient, dataConnect, readAll, writeAll } from "./helpers/raw.ts";
+import { RawClient, dataConnect, readAll, writeAll, type Reply } from "./helpers/raw.ts";
 import { payload, rawLogin, withServer } from "./helpers/run.ts";
-import { waitFor } from "./helpers/server.ts";
+import { waitFor, type TestServer } from "./helpers/server.ts";
 import { exec, which } from "./helpers/exec.ts";
 
 /** Bytes a failing upload or download moves before its disk error. */
@@ -150,124 +150,100 @@ async function upload(raw: RawClient, name: string, data: Buffer, rest?: number)
   return (await raw.reply()).code;
 }
 
+/** PASV, RETR after the 150: what came over the data connection, and the final reply. */
+async function download(raw: RawClient, name: string): Promise<{ data: Buffer; reply: Reply }> {
+  const sock = await raw.pasv();
+  raw.send(`RETR ${name}`);
+  await raw.expectReply(150);
+  const data = await readAll(sock);
+  return { data, reply: await raw.reply() };
+}
+
+/** A server whose files fail by name (failingFs) and a session logged in as alice, closed after. */
+async function withFailingSession(body: (t: TestServer, raw: RawClient) => Promise<void>): Promise<void> {
+  await withServer(
+    async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        await body(t, raw);
+      } finally {
+        await raw.close();
+      }
+    },
+    { openFs: failingFs },
+  );
+}
+
 describe("a filesystem that fails", () => {
   it("a failed replace answers 452 and leaves the old file intact, with no temp file", async () => {
-    await withServer(
-      async (t) => {
-        const home = t.home("alice");
-        await writeFile(join(home, "fail-old.bin"), "precious old content");
-        const raw = await rawLogin(t);
-        try {
-          await raw.expect("TYPE I", 200);
-          assert.equal(await upload(raw, "fail-old.bin", payload(300_000)), 452);
-          assert.equal(await readFile(join(home, "fail-old.bin"), "utf8"), "precious old content");
-          assert.deepEqual(await readdir(home), ["fail-old.bin"]);
-          await raw.expect("NOOP", 200);
-          assert.equal(await upload(raw, "fail-old.bin", payload(300_000)), 226);
-          assert.deepEqual(await readFile(join(home, "fail-old.bin")), payload(300_000));
-        } finally {
-          await raw.close();
-        }
-      },
-      { openFs: failingFs },
-    );
+    await withFailingSession(async (t, raw) => {
+      const home = t.home("alice");
+      await writeFile(join(home, "fail-old.bin"), "precious old content");
+      await raw.expect("TYPE I", 200);
+      assert.equal(await upload(raw, "fail-old.bin", payload(300_000)), 452);
+      assert.equal(await readFile(join(home, "fail-old.bin"), "utf8"), "precious old content");
+      assert.deepEqual(await readdir(home), ["fail-old.bin"]);
+      await raw.expect("NOOP", 200);
+      assert.equal(await upload(raw, "fail-old.bin", payload(300_000)), 226);
+      assert.deepEqual(await readFile(join(home, "fail-old.bin")), payload(300_000));
+    });
   });
 
   it("a failed new upload keeps its partial data, and REST + STOR completes it", async () => {
-    await withServer(
-      async (t) => {
-        const home = t.home("alice");
-        const data = payload(300_000);
-        const raw = await rawLogin(t);
-        try {
-          await raw.expect("TYPE I", 200);
-          assert.equal(await upload(raw, "fail-new.bin", data), 452);
-          const size = Number((await raw.expect("SIZE fail-new.bin", 213)).message);
-          assert.equal(size, FAIL_AFTER);
-          assert.equal(await upload(raw, "fail-new.bin", data.subarray(size), size), 226);
-          assert.deepEqual(await readFile(join(home, "fail-new.bin")), data);
-        } finally {
-          await raw.close();
-        }
-      },
-      { openFs: failingFs },
-    );
+    await withFailingSession(async (t, raw) => {
+      const data = payload(300_000);
+      await raw.expect("TYPE I", 200);
+      assert.equal(await upload(raw, "fail-new.bin", data), 452);
+      const size = Number((await raw.expect("SIZE fail-new.bin", 213)).message);
+      assert.equal(size, FAIL_AFTER);
+      assert.equal(await upload(raw, "fail-new.bin", data.subarray(size), size), 226);
+      assert.deepEqual(await readFile(join(t.home("alice"), "fail-new.bin")), data);
+    });
   });
 
   it("a download that fails part-way is a 4xx after the partial data; the session goes on", async () => {
-    await withServer(
-      async (t) => {
-        await writeFile(join(t.home("alice"), "broken-a.bin"), payload(500_000));
-        await writeFile(join(t.home("alice"), "eio-b.bin"), "x");
-        const raw = await rawLogin(t);
-        try {
-          const sock = await raw.pasv();
-          raw.send("RETR broken-a.bin");
-          await raw.expectReply(150);
-          const got = await readAll(sock);
-          assert.ok(got.length <= FAIL_AFTER, String(got.length));
-          const r = await raw.reply();
-          assert.ok(r.code >= 400 && r.code < 500, r.lines.join("|"));
-          assert.ok(!r.message.includes(t.root), r.message);
-          await raw.expect("RETR eio-b.bin", 451);
-          const again = await raw.pasv();
-          await raw.expect("LIST eio-dir", 451);
-          again.destroy();
-          await raw.expect("PWD", 257);
-        } finally {
-          await raw.close();
-        }
-      },
-      { openFs: failingFs },
-    );
+    await withFailingSession(async (t, raw) => {
+      await writeFile(join(t.home("alice"), "broken-a.bin"), payload(500_000));
+      await writeFile(join(t.home("alice"), "eio-b.bin"), "x");
+      const { data, reply: r } = await download(raw, "broken-a.bin");
+      assert.ok(data.length <= FAIL_AFTER, String(data.length));
+      assert.ok(r.code >= 400 && r.code < 500, r.lines.join("|"));
+      assert.ok(!r.message.includes(t.root), r.message);
+      await raw.expect("RETR eio-b.bin", 451);
+      const again = await raw.pasv();
+      await raw.expect("LIST eio-dir", 451);
+      again.destroy();
+      await raw.expect("PWD", 257);
+    });
   });
 });
 
 describe("a disk that fails on the synchronous data path (real descriptors)", () => {
   it("an upload to a full disk answers 452, keeps the file it was replacing and leaves no temp file; the session goes on", { skip: !existsSync("/dev/full") && "no /dev/full" }, async () => {
-    await withServer(
-      async (t) => {
-        const home = t.home("alice");
-        await writeFile(join(home, "full-old.bin"), "precious old content");
-        const raw = await rawLogin(t);
-        try {
-          await raw.expect("TYPE I", 200);
-          for (const size of [100, 300_000, 3_000_000]) {
-            assert.equal(await upload(raw, "full-old.bin", payload(size)), 452, `${size} bytes`);
-            assert.equal(await readFile(join(home, "full-old.bin"), "utf8"), "precious old content");
-            assert.deepEqual(await readdir(home), ["full-old.bin"]);
-          }
-          await raw.expect("NOOP", 200);
-        } finally {
-          await raw.close();
-        }
-      },
-      { openFs: failingFs },
-    );
+    await withFailingSession(async (t, raw) => {
+      const home = t.home("alice");
+      await writeFile(join(home, "full-old.bin"), "precious old content");
+      await raw.expect("TYPE I", 200);
+      for (const size of [100, 300_000, 3_000_000]) {
+        assert.equal(await upload(raw, "full-old.bin", payload(size)), 452, `${size} bytes`);
+        assert.equal(await readFile(join(home, "full-old.bin"), "utf8"), "precious old content");
+        assert.deepEqual(await readdir(home), ["full-old.bin"]);
+      }
+      await raw.expect("NOOP", 200);
+    });
   });
 
   it("a download whose read fails answers 451 after 150, with no data; the session goes on", async () => {
-    await withServer(
-      async (t) => {
-        await writeFile(join(t.home("alice"), "wronly-a.bin"), payload(200_000));
-        const raw = await rawLogin(t);
-        try {
-          await raw.expect("TYPE I", 200);
-          const sock = await raw.pasv();
-          raw.send("RETR wronly-a.bin");
-          await raw.expectReply(150);
-          assert.equal((await readAll(sock)).length, 0);
-          const r = await raw.reply();
-          assert.equal(r.code, 451, r.lines.join("|"));
-          assert.ok(!r.message.includes(t.root), r.message);
-          await raw.expect("PWD", 257);
-          assert.deepEqual(await readFile(join(t.home("alice"), "wronly-a.bin")), payload(200_000));
-        } finally {
-          await raw.close();
-        }
-      },
-      { openFs: failingFs },
-    );
+    await withFailingSession(async (t, raw) => {
+      await writeFile(join(t.home("alice"), "wronly-a.bin"), payload(200_000));
+      await raw.expect("TYPE I", 200);
+      const { data, reply: r } = await download(raw, "wronly-a.bin");
+      assert.equal(data.length, 0);
+      assert.equal(r.code, 451, r.lines.join("|"));
+      assert.ok(!r.message.includes(t.root), r.message);
+      await raw.expect("PWD", 257);
+      assert.deepEqual(await readFile(join(t.home("alice"), "wronly-a.bin")), payload(200_000));
+    });
   });
 });
 
