@@ -172,6 +172,22 @@ describe("AUTH, PBSZ and PROT sequencing (raw control connection)", () => {
     }
   });
 
+  it("refuses a client that offers only suites outside the list (CBC, no forward secrecy), then serves the next", async () => {
+    const c = await FtpsControl.plain(t.port);
+    await c.expect("AUTH TLS", 234);
+    c.socket.removeAllListeners("data");
+    const s = tlsConnect({ socket: c.socket, ...TEST_TLS, maxVersion: "TLSv1.2", ciphers: "ECDHE-RSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA:AES128-GCM-SHA256:AES256-SHA" });
+    const outcome = await new Promise<string>((resolve) => {
+      s.once("secureConnect", () => resolve(`connected with ${s.getCipher().name}`));
+      s.once("error", (err: Error) => resolve(err.message));
+    });
+    assert.match(outcome, /handshake|cipher|alert/i);
+    s.destroy();
+    const next = await FtpsControl.explicit(t.port);
+    await next.login();
+    await next.quit();
+  });
+
   it("refuses TLS 1.1 and older", async () => {
     const c = await FtpsControl.plain(t.port);
     await c.expect("AUTH TLS", 234);
