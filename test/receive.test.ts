@@ -266,4 +266,41 @@ describe("uploads through a reused read buffer", () => {
     await real.close();
     client.destroy();
   });
+
+  // Node reports a reset that comes while data is still unread as a clean end (libuv ends the short
+  // read on the hang-up without reading the error): receiveFile must ask the kernel before it calls
+  // the upload complete. The client sends, then resets or ends, before the server reads a byte.
+  const paths = {
+    binary: { ascii: false, hook: null },
+    ASCII: { ascii: true, hook: null },
+    "bandwidth-limited": { ascii: false, hook: { chunkSize: () => 64 << 10, take: () => 1, release: () => undefined } },
+  } as const;
+  for (const [name, { ascii, hook }] of Object.entries(paths)) {
+    for (const ending of ["reset", "end"] as const) {
+      it(`${name}: a client that ${ending === "reset" ? "resets with data unread fails with 426" : "ends with data unread lands every byte"}`, async () => {
+        const [file, real] = await tempFile();
+        // Letters only: ASCII mode leaves them as they are.
+        const data = Buffer.from(randomBytes(2 * 1024 * 1024).map((b) => 0x61 + (b % 26)));
+        const [server, client] = await socketPair(true);
+        client.on("error", () => undefined);
+        client.write(data);
+        await sleep(50);
+        if (ending === "reset") client.resetAndDestroy();
+        else client.end();
+        await sleep(20);
+        const t = new Transfer("upload", "/up.bin", null);
+        const receiving = receiveFile(t, server, real, 0, ascii, 10_000, hook);
+        if (ending === "reset") {
+          await assert.rejects(receiving, { code: 426 });
+          assert.ok(server.bytesRead > 0, "the reset came with data unread");
+        } else {
+          assert.equal(await receiving, data.length);
+          assert.equal(sha(await readFile(file)), sha(data));
+        }
+        await real.close();
+        client.destroy();
+        server.destroy();
+      });
+    }
+  }
 });

@@ -491,4 +491,30 @@ describe("junk input", () => {
       await raw.close();
     });
   });
+
+  // Node reads such a reset as a clean end when data is still unread; the server must not.
+  it("an upload the client resets before its bytes are read answers 426 and keeps the file it was replacing", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await writeFile(join(home, "kept.bin"), "precious old content");
+      const raw = await rawLogin(t);
+      await raw.expect("TYPE I", 200);
+      const sock = await raw.pasv();
+      sock.on("error", () => undefined);
+      // The bytes sit in the server's socket, unread (nothing reads a data connection before its
+      // command), when the reset arrives behind them.
+      sock.write(payload(1 << 20));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      sock.resetAndDestroy();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      raw.send("STOR kept.bin");
+      await raw.expectReply(150);
+      assert.equal((await raw.reply()).code, 426);
+      assert.equal(await readFile(join(home, "kept.bin"), "utf8"), "precious old content");
+      assert.deepEqual(await readdir(home), ["kept.bin"]);
+      assert.equal(await upload(raw, "kept.bin", payload(300_000)), 226);
+      assert.deepEqual(await readFile(join(home, "kept.bin")), payload(300_000));
+      await raw.close();
+    });
+  });
 });

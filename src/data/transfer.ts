@@ -200,12 +200,14 @@ export async function receiveFile(
   stalledMs: number,
   hook: TransferHook | null = null,
 ): Promise<number> {
+  const notReset = resetCheck(socket);
   if (!hook && !ascii && userBufferReads(socket)) {
     const progress: DirectProgress = { written: 0 };
     t.attach(socket, () => progress.written);
     socket.setTimeout(stalledMs, () => t.abort("stalled"));
     try {
       await receiveDirect(socket, handle, position, progress);
+      await notReset();
     } catch (err) {
       socket.destroy();
       throw abortError(t, err);
@@ -226,8 +228,40 @@ export async function receiveFile(
   if (hook) stages.push(hookStage(hook));
   if (ascii) stages.push(fromNetworkAscii());
   stages.push(ws);
-  await run(t, socket, stages, stalledMs);
+  await run(t, socket, stages, stalledMs, notReset);
   return ws.bytesWritten;
+}
+
+const NOTHING = Buffer.alloc(0);
+
+/**
+ * Node takes a client's reset for a clean end when the reset comes while data is still unread (a
+ * paused upload: slow disk, bandwidth limit; or the reset right behind the last bytes): libuv ends a
+ * short read on the hang-up without reading the error behind it. An upload the client cut off would
+ * be published as complete. Over TLS, close_notify tells the two apart (data/tls.ts); on a plain
+ * connection the kernel is asked once the end has been read: our side is kept open past the
+ * client's FIN (Node would end it at once), and a write of no bytes fails on a connection the
+ * client reset (ECONNRESET) and goes through, sending nothing, on one it ended.
+ *
+ * Call before the socket's end can have been read; the returned check runs after it.
+ */
+function resetCheck(socket: Socket): () => Promise<void> {
+  if ((socket as Socket & { encrypted?: boolean }).encrypted || socket.readableEnded || socket.writableEnded) {
+    return () => Promise.resolve();
+  }
+  socket.allowHalfOpen = true;
+  return () =>
+    new Promise<void>((resolve, reject) => {
+      if (socket.destroyed || socket.writableEnded) return reject(prematureClose());
+      // A failed write calls back first, then destroys the socket with the error.
+      const ignore = (): void => undefined;
+      socket.on("error", ignore);
+      socket.write(NOTHING, (err) => {
+        if (err) return reject(err);
+        socket.removeListener("error", ignore);
+        resolve();
+      });
+    });
 }
 
 /** Sends a prepared buffer (a listing) and ends the socket. */
@@ -255,10 +289,12 @@ async function run(
   socket: Socket,
   stages: (Readable | Transform | Writable)[],
   stalledMs: number,
+  notReset: () => Promise<void>,
 ): Promise<void> {
   socket.setTimeout(stalledMs, () => t.abort("stalled"));
   try {
     await pipeline(stages);
+    await notReset();
   } catch (err) {
     socket.destroy();
     throw abortError(t, err);
