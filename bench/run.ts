@@ -53,7 +53,7 @@ const QUICK: BenchOptions = {
   quick: true,
   bigBytes: 256 << 20,
   smallFiles: 300,
-  smallFilesWarmup: 100,
+  smallFilesWarmup: 1000,
   smallFilesWarmupMs: 2000,
   smallFilesMaxMs: 5000,
   clientCounts: [50, 500],

@@ -157,6 +157,11 @@ export async function startServer(spec: ServerSpec, state: string, root: string,
 
 /** berth: a users file with bench/bench (bcrypt cost 10) and a generated config. */
 async function startBerth(spec: ServerSpec, state: string, root: string, mode: TlsMode): Promise<RunningServer> {
+  // Otherwise the new process would fail to bind while waitListening saw the other one, and that
+  // one would be measured.
+  if (await listening(spec.port)) {
+    throw new Error(`127.0.0.1:${spec.port} is already taken (a berth left running?); stop it first`);
+  }
   const dir = path.join(state, spec.noLoginCache ? "berth-nocache" : "berth");
   mkdirSync(dir, { recursive: true });
   const usersFile = path.join(dir, "users.json");
@@ -224,19 +229,23 @@ function berthNodeFlags(dir: string): string[] {
   return ["--cpu-prof", `--cpu-prof-dir=${out}`];
 }
 
+/** Whether something accepts connections on 127.0.0.1:`port` now. */
+function listening(port: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const s = connect({ host: "127.0.0.1", port });
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+}
+
 /** Resolves once something accepts connections on 127.0.0.1:`port`. */
 export async function waitListening(port: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (let i = 0; i < 1000 && Date.now() < deadline; i++) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect({ host: "127.0.0.1", port });
-      s.once("connect", () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once("error", () => resolve(false));
-    });
-    if (ok) return;
+    if (await listening(port)) return;
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
