@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- --quick] [--only NAMES] [--scenarios IDS] [--out FILE] [--report-only]`: installs the peers
- * where missing, starts berth and each peer in turn on loopback, runs every scenario against each,
+ * where missing, and runs every scenario against berth and each peer in turn on loopback (blocksFor),
  * and writes the report (docs/benchmarks.md and its SVGs; with --quick, bench/.state/ unless --out).
  * The raw figures go to $FTPB_STATE/results.json; --report-only writes the page again from them.
  * Benchmarks assert nothing: they measure and write.
@@ -30,7 +30,7 @@ import { listing } from "./scenarios/listing.ts";
 import { sessions } from "./scenarios/sessions.ts";
 import { smallFiles } from "./scenarios/small-files.ts";
 
-/** Report order; within one server start, idle memory runs first (on a fresh process). */
+/** Report order. Run order: idle memory first, on a fresh machine state as well as a fresh process. */
 const SCENARIOS: readonly Scenario[] = [bulk, bulkTls, smallFiles, sessions, listing, idleMemory];
 const RUN_ORDER: readonly Scenario[] = [idleMemory, bulk, smallFiles, listing, sessions, bulkTls];
 
@@ -127,6 +127,41 @@ function planFor(spec: ServerSpec, mode: TlsMode, chosen: readonly Scenario[]): 
   return RUN_ORDER.filter((s) => s.mode === mode && chosen.includes(s) && (spec.scenarios?.includes(s.id) ?? true));
 }
 
+/** One start of one server: the scenarios it runs before it is stopped. */
+interface Block {
+  readonly spec: ServerSpec;
+  readonly mode: TlsMode;
+  readonly plan: readonly Scenario[];
+}
+
+/**
+ * The run, start by start. A full run goes scenario by scenario, every server in turn on a fresh
+ * process for each: this machine's speed drifts over minutes (berth's small files alone measured
+ * 2,000 files/s and, in a full run ten minutes apart, 740), and a scenario's figures are compared
+ * with each other, so they are taken as close together in time as they can be. A --quick run
+ * (a check that everything runs) starts each server once per TLS mode, to keep within its time.
+ */
+function blocksFor(servers: readonly ServerSpec[], chosen: readonly Scenario[], quick: boolean): Block[] {
+  const out: Block[] = [];
+  if (quick) {
+    for (const spec of servers) {
+      for (const mode of ["off", "explicit"] as const) {
+        const plan = planFor(spec, mode, chosen);
+        if (plan.length > 0) out.push({ spec, mode, plan });
+      }
+    }
+    return out;
+  }
+  for (const s of RUN_ORDER) {
+    if (!chosen.includes(s)) continue;
+    for (const spec of servers) {
+      const plan = planFor(spec, s.mode, [s]);
+      if (plan.length > 0) out.push({ spec, mode: s.mode, plan });
+    }
+  }
+  return out;
+}
+
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const state = process.env.FTPB_STATE ?? "/tmp/ftpbench";
@@ -185,46 +220,42 @@ async function main(): Promise<void> {
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   try {
-    for (const spec of servers) {
-      for (const mode of ["off", "explicit"] as const) {
-        const plan = planFor(spec, mode, chosen);
-        if (plan.length === 0) continue;
-        log(`${spec.name}: starting (TLS ${mode})`);
-        try {
-          current = await startServer(spec, state, fixtures.root, mode);
-        } catch (err) {
-          log(`${spec.name}: cannot start: ${(err as Error).message}`);
-          for (const s of plan) results.push({ scenario: s.id, case: "(all)", server: spec.name, value: null, note: "did not start" });
-          continue;
-        }
-        try {
-          for (const [i, s] of plan.entries()) {
-            if (i > 0 && plan[i - 1]?.restartAfter) {
-              log(`${spec.name}: restarting (a fresh process after ${plan[i - 1]?.id})`);
-              await current.stop();
-              try {
-                current = await startServer(spec, state, fixtures.root, mode);
-              } catch (err) {
-                log(`${spec.name}: cannot restart: ${(err as Error).message}`);
-                for (const rest of plan.slice(i)) results.push({ scenario: rest.id, case: "(all)", server: spec.name, value: null, note: "did not restart" });
-                break;
-              }
-            }
-            await quiesce();
-            log(`${spec.name}: ${s.title}`);
-            const ms = await s.run({ server: current, fixtures, opts, pool, log });
-            for (const m of ms) {
-              results.push(m);
-              if (s.id !== "sessions" && s.id !== "idle-memory") {
-                log(`  ${m.case}: ${m.value === null ? `n/a (${m.note ?? ""})` : `${m.value.toFixed(1)} ${s.unit}`}` +
-                  (m.serverCpu !== undefined ? `, server CPU ${m.serverCpu.toFixed(2)} s, load CPU ${(m.clientCpu ?? 0).toFixed(2)} s` : ""));
-              }
+    for (const { spec, mode, plan } of blocksFor(servers, chosen, args.quick)) {
+      log(`${spec.name}: starting (TLS ${mode})`);
+      try {
+        current = await startServer(spec, state, fixtures.root, mode);
+      } catch (err) {
+        log(`${spec.name}: cannot start: ${(err as Error).message}`);
+        for (const s of plan) results.push({ scenario: s.id, case: "(all)", server: spec.name, value: null, note: "did not start" });
+        continue;
+      }
+      try {
+        for (const [i, s] of plan.entries()) {
+          if (i > 0 && plan[i - 1]?.restartAfter) {
+            log(`${spec.name}: restarting (a fresh process after ${plan[i - 1]?.id})`);
+            await current.stop();
+            try {
+              current = await startServer(spec, state, fixtures.root, mode);
+            } catch (err) {
+              log(`${spec.name}: cannot restart: ${(err as Error).message}`);
+              for (const rest of plan.slice(i)) results.push({ scenario: rest.id, case: "(all)", server: spec.name, value: null, note: "did not restart" });
+              break;
             }
           }
-        } finally {
-          await current.stop();
-          current = null;
+          await quiesce();
+          log(`${spec.name}: ${s.title}`);
+          const ms = await s.run({ server: current, fixtures, opts, pool, log });
+          for (const m of ms) {
+            results.push(m);
+            if (s.id !== "sessions" && s.id !== "idle-memory") {
+              log(`  ${m.case}: ${m.value === null ? `n/a (${m.note ?? ""})` : `${m.value.toFixed(1)} ${s.unit}`}` +
+                (m.serverCpu !== undefined ? `, server CPU ${m.serverCpu.toFixed(2)} s, load CPU ${(m.clientCpu ?? 0).toFixed(2)} s` : ""));
+            }
+          }
         }
+      } finally {
+        await current.stop();
+        current = null;
       }
       writeFileSync(recordFile, JSON.stringify(record(), null, 1));
     }

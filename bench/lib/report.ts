@@ -213,6 +213,9 @@ export function buildReport(input: ReportInput): Report {
       "(bench/bench), the same jail and a passive range of 1,500 ports; the load generator runs on the same machine, " +
       `so its CPU is shown next to each figure ("load CPU s"; ${input.loadWorkers} worker processes for the many-client scenarios). ` +
       "\"berth advantage\" is berth's figure over the other server's (the other way round where lower is better): above 1.00× berth is ahead. " +
+      (opts.quick
+        ? "Each server is started once per TLS mode and runs its scenarios one after the other. "
+        : "The run goes scenario by scenario: each one runs against every server in turn, each on a freshly started process, so that the figures set side by side are taken minutes apart at most (this machine's speed drifts over minutes). ") +
       "Figures from one run on a shared virtual machine: differences under about 10% are noise.",
     "",
     "Regenerate with `npm run bench` (about 14 minutes; `-- --quick` for a smaller run in under 3). The bench installs the peers " +
