@@ -83,4 +83,7 @@ export interface Scenario {
   waitBefore?(fixtures: Fixtures): number;
   /** The server is restarted after this scenario, so the next one meets a fresh process too. */
   readonly restartAfter?: boolean;
+  /** A full run takes this many passes over the servers (the second in reverse order, after the
+   * first has gone through all of them) and keeps each case's best figure; default 1. */
+  readonly passes?: number;
 }

@@ -54,7 +54,8 @@ export const listing: Scenario = {
   unit: "ms",
   higherIsBetter: false,
   mode: "off",
-  description: "One session; PASV + LIST (or MLSD) of a directory of 10,000 empty files; untimed listings first, then the median of the timed runs. CPU columns are per listing.",
+  passes: 2,
+  description: "One session; PASV + LIST (or MLSD) of a directory of 10,000 empty files; untimed listings first, then the median of the timed runs; the better median of two passes over the servers (the second in reverse order). CPU columns are per listing.",
   columns: [{ key: "bytes", header: "listing bytes" }],
   run: async (ctx) => {
     const out: Measurement[] = [];

@@ -107,7 +107,8 @@ export const smallFiles: Scenario = {
   unit: "files/s",
   higherIsBetter: true,
   mode: "off",
-  description: "One session, TYPE I; for each file PASV, STOR or RETR, 4 KiB of data, 226. Untimed files first (the same operation, for every server), then the timed ones; uploads go to a new, empty directory.",
+  passes: 2,
+  description: "One session, TYPE I; for each file PASV, STOR or RETR, 4 KiB of data, 226. Untimed files first (the same operation, for every server), then the timed ones; uploads go to a new, empty directory. The better of two passes over the servers (the second in reverse order).",
   columns: [{ key: "files", header: "files done" }],
   run: async (ctx) => {
     const out: Measurement[] = [];
