@@ -40,7 +40,7 @@ const FULL: BenchOptions = {
   smallFiles: 2000,
   smallFilesWarmup: 2000,
   smallFilesWarmupMs: 5000,
-  smallFilesMaxMs: 15_000,
+  smallFilesMaxMs: 8000,
   clientCounts: [50, 200, 500, 1000],
   sessionsWindowMs: 5000,
   sessionTimeoutMs: 15_000,
@@ -132,6 +132,25 @@ interface Block {
   readonly spec: ServerSpec;
   readonly mode: TlsMode;
   readonly plan: readonly Scenario[];
+  /** 0, or 1 for the second pass of a scenario with `passes: 2`. */
+  readonly pass: number;
+}
+
+/** How far behind the best figure a server's first pass must be, in every case, for its second
+ * pass to be skipped: no second try makes such a server the best peer. */
+const HOPELESS = 3;
+
+/** Whether `spec`'s first-pass figures of scenario `s` are all more than HOPELESS times worse than
+ * the best server's (a failed case is never hopeless: it is tried again). */
+function hopeless(results: readonly Measurement[], s: Scenario, spec: ServerSpec): boolean {
+  const own = results.filter((m) => m.scenario === s.id && m.server === spec.name);
+  if (own.length === 0) return false;
+  return own.every((m) => {
+    if (m.value === null) return false;
+    const others = results.filter((r) => r.scenario === s.id && r.case === m.case && r.value !== null).map((r) => r.value as number);
+    const best = s.higherIsBetter ? Math.max(...others) : Math.min(...others);
+    return s.higherIsBetter ? m.value * HOPELESS < best : m.value > best * HOPELESS;
+  });
 }
 
 /**
@@ -140,7 +159,8 @@ interface Block {
  * 2,000 files/s and, in a full run ten minutes apart, 740), and a scenario's figures are compared
  * with each other, so they are taken as close together in time as they can be. A scenario with
  * `passes: 2` goes over the servers again in reverse order and keeps each case's best figure: the
- * first and the last server of a pass are measured minutes apart from their second try. A --quick run
+ * first and the last server of a pass are measured minutes apart from their second try (a server
+ * more than HOPELESS times behind the best in every case of its first pass is not tried again). A --quick run
  * (a check that everything runs) starts each server once per TLS mode, to keep within its time.
  */
 function blocksFor(servers: readonly ServerSpec[], chosen: readonly Scenario[], quick: boolean): Block[] {
@@ -149,7 +169,7 @@ function blocksFor(servers: readonly ServerSpec[], chosen: readonly Scenario[], 
     for (const spec of servers) {
       for (const mode of ["off", "explicit"] as const) {
         const plan = planFor(spec, mode, chosen);
-        if (plan.length > 0) out.push({ spec, mode, plan });
+        if (plan.length > 0) out.push({ spec, mode, plan, pass: 0 });
       }
     }
     return out;
@@ -159,7 +179,7 @@ function blocksFor(servers: readonly ServerSpec[], chosen: readonly Scenario[], 
     for (let pass = 0; pass < (s.passes ?? 1); pass++) {
       for (const spec of pass % 2 === 0 ? servers : [...servers].reverse()) {
         const plan = planFor(spec, s.mode, [s]);
-        if (plan.length > 0) out.push({ spec, mode: s.mode, plan });
+        if (plan.length > 0) out.push({ spec, mode: s.mode, plan, pass });
       }
     }
   }
@@ -237,7 +257,11 @@ async function main(): Promise<void> {
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   try {
-    for (const { spec, mode, plan } of blocksFor(servers, chosen, args.quick)) {
+    for (const { spec, mode, plan, pass } of blocksFor(servers, chosen, args.quick)) {
+      if (pass > 0 && plan.length === 1 && hopeless(results, plan[0] as Scenario, spec)) {
+        log(`${spec.name}: no second pass of ${(plan[0] as Scenario).id} (more than ${HOPELESS}× behind the best in every case)`);
+        continue;
+      }
       log(`${spec.name}: starting (TLS ${mode})`);
       try {
         current = await startServer(spec, state, fixtures.root, mode);
