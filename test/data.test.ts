@@ -12,7 +12,7 @@ import { join } from "node:path";
 import type { Socket } from "node:net";
 import { describe, it } from "node:test";
 import { hold150 } from "../src/protocol/commands/xfer.ts";
-import { dataConnect, RawClient, readAll, writeAll } from "./helpers/raw.ts";
+import { dataConnect, RawClient, readAll, retrieve, writeAll } from "./helpers/raw.ts";
 import { payload, rawLogin, withServer } from "./helpers/run.ts";
 import { freshRange, waitFor, type TestServer } from "./helpers/server.ts";
 
@@ -513,14 +513,10 @@ describe("ABOR and STAT during a transfer", () => {
 describe("downloads", () => {
   const MIB = 1 << 20;
 
-  /** RETR `name` (after REST `rest` when given) on a new passive connection: the bytes and the final reply. */
+  /** RETR `name` (after REST `rest` when given): the bytes and the final reply's code. */
   async function retr(raw: RawClient, name: string, rest?: number): Promise<{ data: Buffer; code: number }> {
-    if (rest !== undefined) await raw.expect(`REST ${rest}`, 350);
-    const sock = await raw.pasv();
-    raw.send(`RETR ${name}`);
-    await raw.expectReply(150);
-    const data = await readAll(sock);
-    return { data, code: (await raw.reply()).code };
+    const { data, reply } = await retrieve(raw, name, rest);
+    return { data, code: reply.code };
   }
 
   /** The running transfer's byte count once it stops moving (the client stopped reading). */

@@ -9,13 +9,14 @@ import type { FileLike } from "../src/fs/quick.ts";
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { closeSync, constants as fsConstants, existsSync, openSync } from "node:fs";
 import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { JailedFs } from "../src/fs/jail.ts";
 import type { Download, Upload, UploadOptions, VirtualPath } from "../src/fs/types.ts";
 import { basename } from "../src/fs/vpath.ts";
 import type { FsFactory } from "../src/protocol/context.ts";
-import { RawClient, dataConnect, readAll, writeAll, type Reply } from "./helpers/raw.ts";
+import { RawClient, dataConnect, readAll, retrieve, writeAll } from "./helpers/raw.ts";
 import { payload, rawLogin, withServer } from "./helpers/run.ts";
 import { waitFor, type TestServer } from "./helpers/server.ts";
 import { exec, which } from "./helpers/exec.ts";
@@ -150,15 +151,6 @@ async function upload(raw: RawClient, name: string, data: Buffer, rest?: number)
   return (await raw.reply()).code;
 }
 
-/** PASV, RETR after the 150: what came over the data connection, and the final reply. */
-async function download(raw: RawClient, name: string): Promise<{ data: Buffer; reply: Reply }> {
-  const sock = await raw.pasv();
-  raw.send(`RETR ${name}`);
-  await raw.expectReply(150);
-  const data = await readAll(sock);
-  return { data, reply: await raw.reply() };
-}
-
 /** A server whose files fail by name (failingFs) and a session logged in as alice, closed after. */
 async function withFailingSession(body: (t: TestServer, raw: RawClient) => Promise<void>): Promise<void> {
   await withServer(
@@ -205,7 +197,7 @@ describe("a filesystem that fails", () => {
     await withFailingSession(async (t, raw) => {
       await writeFile(join(t.home("alice"), "broken-a.bin"), payload(500_000));
       await writeFile(join(t.home("alice"), "eio-b.bin"), "x");
-      const { data, reply: r } = await download(raw, "broken-a.bin");
+      const { data, reply: r } = await retrieve(raw, "broken-a.bin");
       assert.ok(data.length <= FAIL_AFTER, String(data.length));
       assert.ok(r.code >= 400 && r.code < 500, r.lines.join("|"));
       assert.ok(!r.message.includes(t.root), r.message);
@@ -237,7 +229,7 @@ describe("a disk that fails on the synchronous data path (real descriptors)", ()
     await withFailingSession(async (t, raw) => {
       await writeFile(join(t.home("alice"), "wronly-a.bin"), payload(200_000));
       await raw.expect("TYPE I", 200);
-      const { data, reply: r } = await download(raw, "wronly-a.bin");
+      const { data, reply: r } = await retrieve(raw, "wronly-a.bin");
       assert.equal(data.length, 0);
       assert.equal(r.code, 451, r.lines.join("|"));
       assert.ok(!r.message.includes(t.root), r.message);
@@ -504,9 +496,9 @@ describe("junk input", () => {
       // The bytes sit in the server's socket, unread (nothing reads a data connection before its
       // command), when the reset arrives behind them.
       sock.write(payload(1 << 20));
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await sleep(50);
       sock.resetAndDestroy();
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await sleep(20);
       raw.send("STOR kept.bin");
       await raw.expectReply(150);
       assert.equal((await raw.reply()).code, 426);

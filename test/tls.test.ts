@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable, Writable } from "node:stream";
 import { connect as netConnect, createServer, type AddressInfo, type Server, type Socket } from "node:net";
-import { connect as tlsConnect, TLSSocket } from "node:tls";
+import { connect as tlsConnect, TLSSocket, type ConnectionOptions } from "node:tls";
 import { after, before, describe, it } from "node:test";
 import { Client } from "basic-ftp";
 import pino from "pino";
@@ -29,6 +29,24 @@ const silent = pino({ level: "silent" });
 
 function refusals(t: TestServer): number {
   return t.logs.filter((l) => l.event === "tls-data-refused").length;
+}
+
+/** AUTH TLS on a new control connection, then a handshake with `opts`: "connected with …" or
+ * the handshake's error. It waits for either, so a server that accepted what it should refuse
+ * fails the caller's assertion at once instead of hanging it. */
+async function handshakeAfterAuth(port: number, opts: ConnectionOptions): Promise<string> {
+  const c = await FtpsControl.plain(port);
+  await c.expect("AUTH TLS", 234);
+  c.socket.removeAllListeners("data");
+  const s = tlsConnect({ socket: c.socket, ...TEST_TLS, ...opts });
+  try {
+    return await new Promise<string>((resolve) => {
+      s.once("secureConnect", () => resolve(`connected with ${s.getProtocol()} ${s.getCipher().name}`));
+      s.once("error", (err: Error) => resolve(err.message));
+    });
+  } finally {
+    s.destroy();
+  }
 }
 
 async function basicClient(t: TestServer, secure: true | "implicit", maxVersion: "TLSv1.2" | "TLSv1.3"): Promise<Client> {
@@ -173,39 +191,19 @@ describe("AUTH, PBSZ and PROT sequencing (raw control connection)", () => {
   });
 
   it("refuses a client that offers only suites outside the list (CBC, no forward secrecy), then serves the next", async () => {
-    const c = await FtpsControl.plain(t.port);
-    await c.expect("AUTH TLS", 234);
-    c.socket.removeAllListeners("data");
-    const s = tlsConnect({ socket: c.socket, ...TEST_TLS, maxVersion: "TLSv1.2", ciphers: "ECDHE-RSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA:AES128-GCM-SHA256:AES256-SHA" });
-    const outcome = await new Promise<string>((resolve) => {
-      s.once("secureConnect", () => resolve(`connected with ${s.getCipher().name}`));
-      s.once("error", (err: Error) => resolve(err.message));
+    const outcome = await handshakeAfterAuth(t.port, {
+      maxVersion: "TLSv1.2",
+      ciphers: "ECDHE-RSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA:AES128-GCM-SHA256:AES256-SHA",
     });
     assert.match(outcome, /handshake|cipher|alert/i);
-    s.destroy();
     const next = await FtpsControl.explicit(t.port);
     await next.login();
     await next.quit();
   });
 
   it("refuses TLS 1.1 and older", async () => {
-    const c = await FtpsControl.plain(t.port);
-    await c.expect("AUTH TLS", 234);
-    c.socket.removeAllListeners("data");
-    const s = tlsConnect({
-      socket: c.socket,
-      ...TEST_TLS,
-      minVersion: "TLSv1",
-      maxVersion: "TLSv1.1",
-      ciphers: "DEFAULT:@SECLEVEL=0",
-    });
-    // Either outcome ends the wait: a server that accepted would fail here at once, not hang.
-    const outcome = await new Promise<string>((resolve) => {
-      s.once("secureConnect", () => resolve(`connected with ${s.getProtocol()}`));
-      s.once("error", (err: Error) => resolve(err.message));
-    });
+    const outcome = await handshakeAfterAuth(t.port, { minVersion: "TLSv1", maxVersion: "TLSv1.1", ciphers: "DEFAULT:@SECLEVEL=0" });
     assert.match(outcome, /version|protocol/i);
-    s.destroy();
   });
 
   it("discards commands sent in the same packet as AUTH TLS (RFC 4217 §11)", async () => {

@@ -257,6 +257,17 @@ export async function writeAll(s: Socket, data: Buffer | string): Promise<void> 
   await closed;
 }
 
+/** RETR `name` (after REST `rest` when given) on a new passive connection, reading after the 150:
+ * the bytes that came and the final reply. */
+export async function retrieve(raw: RawClient, name: string, rest?: number): Promise<{ data: Buffer; reply: Reply }> {
+  if (rest !== undefined) await raw.expect(`REST ${rest}`, 350);
+  const sock = await raw.pasv();
+  raw.send(`RETR ${name}`);
+  await raw.expectReply(150);
+  const data = await readAll(sock);
+  return { data, reply: await raw.reply() };
+}
+
 async function listenLocal(host: string): Promise<ActiveWait> {
   const server = createServer();
   const accepted = new Promise<Socket>((resolve) => {
