@@ -267,7 +267,7 @@ async function main(): Promise<void> {
         current = await startServer(spec, state, fixtures.root, mode);
       } catch (err) {
         log(`${spec.name}: cannot start: ${(err as Error).message}`);
-        for (const s of plan) results.push({ scenario: s.id, case: "(all)", server: spec.name, value: null, note: "did not start" });
+        for (const s of plan) keepBest(results, { scenario: s.id, case: "(all)", server: spec.name, value: null, note: "did not start" }, s);
         continue;
       }
       try {
@@ -279,7 +279,7 @@ async function main(): Promise<void> {
               current = await startServer(spec, state, fixtures.root, mode);
             } catch (err) {
               log(`${spec.name}: cannot restart: ${(err as Error).message}`);
-              for (const rest of plan.slice(i)) results.push({ scenario: rest.id, case: "(all)", server: spec.name, value: null, note: "did not restart" });
+              for (const rest of plan.slice(i)) keepBest(results, { scenario: rest.id, case: "(all)", server: spec.name, value: null, note: "did not restart" }, rest);
               break;
             }
           }
