@@ -11,6 +11,7 @@ import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import type { Socket } from "node:net";
 import { describe, it } from "node:test";
+import { SPARE_MS } from "../src/data/passive.ts";
 import { hold150 } from "../src/protocol/commands/xfer.ts";
 import { dataConnect, RawClient, readAll, retrieve, writeAll } from "./helpers/raw.ts";
 import { payload, rawLogin, withServer } from "./helpers/run.ts";
@@ -24,8 +25,8 @@ function rangeOf(t: TestServer): { min: number; max: number } {
   return { min, max };
 }
 
-async function portsReleased(t: TestServer): Promise<void> {
-  assert.ok(await waitFor(() => t.server.context.pool.used === 0, 2000), `ports held: ${t.server.context.pool.used}`);
+async function portsReleased(t: TestServer, ms = 2000): Promise<void> {
+  assert.ok(await waitFor(() => t.server.context.pool.used === 0, ms), `ports held: ${t.server.context.pool.used}`);
 }
 
 function pasvPort(message: string): number {
@@ -164,6 +165,83 @@ describe("passive port range", () => {
     );
   });
 
+  it("keeps a session's port for its next PASV/EPSV after a transfer, drops connections made to it meanwhile, and gives it back after a moment", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "f.txt"), "data");
+      const raw = await rawLogin(t);
+      try {
+        const first = await raw.epsvPort();
+        let data = await dataConnect(first);
+        raw.send("RETR f.txt");
+        await raw.expectReply(150);
+        assert.equal((await readAll(data)).toString(), "data");
+        await raw.expectReply(226);
+        assert.equal(t.server.context.pool.used, 1);
+        // Nobody's transfer: a connection to the kept port is accepted and dropped at once.
+        const stray = await dataConnect(first);
+        assert.equal((await readAll(stray)).length, 0);
+        // The next PASV gets the same port, and the transfer goes to the new connection; so does
+        // the EPSV after that one.
+        assert.equal(pasvPort((await raw.expect("PASV", 227)).message), first);
+        data = await dataConnect(first);
+        raw.send("RETR f.txt");
+        await raw.expectReply(150);
+        assert.equal((await readAll(data)).toString(), "data");
+        await raw.expectReply(226);
+        assert.equal(await raw.epsvPort(), first);
+        data = await dataConnect(first);
+        raw.send("STOR g.txt");
+        await raw.expectReply(150);
+        await writeAll(data, "up");
+        await raw.expectReply(226);
+        assert.equal(await readFile(join(t.home("alice"), "g.txt"), "utf8"), "up");
+        // No further PASV: the port goes back while the session stays.
+        const t0 = Date.now();
+        await portsReleased(t, SPARE_MS + 1000);
+        assert.ok(Date.now() - t0 >= SPARE_MS - 200, `released after ${Date.now() - t0} ms`);
+        const gone = dataConnect(first);
+        await assert.rejects(gone, /ECONNREFUSED/);
+        await raw.expect("NOOP", 200);
+        const again = await raw.epsv();
+        raw.send("RETR f.txt");
+        await raw.expectReply(150);
+        assert.equal((await readAll(again)).toString(), "data");
+        await raw.expectReply(226);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("a session's kept port goes to another session when the range is full, and back at once when the session ends", async () => {
+    await withServer(
+      async (t) => {
+        await writeFile(join(t.home("alice"), "f.txt"), "data");
+        const a = await rawLogin(t);
+        const b = await rawLogin(t);
+        try {
+          assert.equal((await retrieve(a, "f.txt")).data.toString(), "data");
+          assert.equal(t.server.context.pool.used, 1);
+          // The only port is a's spare: b takes it, a then finds the range full.
+          const port = await b.epsvPort();
+          await a.expect("EPSV", 425);
+          const data = await dataConnect(port);
+          b.send("RETR f.txt");
+          await b.expectReply(150);
+          assert.equal((await readAll(data)).toString(), "data");
+          await b.expectReply(226);
+          // b's spare now; b leaves and it is free long before the spare's time is up.
+          await b.expect("QUIT", 221);
+          assert.ok(await waitFor(() => t.server.context.pool.used === 0, SPARE_MS / 2), `ports held: ${t.server.context.pool.used}`);
+          assert.equal((await retrieve(a, "f.txt")).data.toString(), "data");
+        } finally {
+          await Promise.all([a.close(), b.close()]);
+        }
+      },
+      { config: { passive: { ports: freshRange(1) } } },
+    );
+  });
+
   it("picks ports in a random order", async () => {
     await withServer(async (t) => {
       const raw = await rawLogin(t);
@@ -190,7 +268,8 @@ describe("passive port range", () => {
         await raw.expectReply(150);
         assert.equal((await readAll(data)).toString(), "data");
         await raw.expectReply(226);
-        await portsReleased(t);
+        // Kept for the session's next PASV/EPSV for a moment (see the spare tests below).
+        await portsReleased(t, SPARE_MS + 1000);
 
         data = await raw.pasv();
         await raw.expect("RETR missing.txt", 550);

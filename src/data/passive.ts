@@ -3,6 +3,11 @@
  * from the control connection's IP (SPEC: no FXP, no port stealing); connections from any other IP
  * are dropped and the listener keeps waiting, so a third party cannot kill the real client's
  * transfer. Waiting is on events, never timers polling.
+ *
+ * After a transfer, the session keeps the listener for its next PASV/EPSV for up to SPARE_MS (a
+ * spare, one per session): a client that moves many files asks for a data port before each, and
+ * opening and closing a listening socket is a good part of the cost of a small file. A spare drops
+ * every connection; another session that finds the range full takes it (PortPool.reclaim).
  */
 import { createServer, type Server, type Socket } from "node:net";
 import { FtpError } from "../protocol/errors.ts";
@@ -23,6 +28,101 @@ export interface PassiveOptions {
   readonly onForeign?: (remote: string) => void;
   /** Called when the channel closes without the client ever connecting (for the log). */
   readonly onUnused?: (port: number) => void;
+  /** Where the session keeps its listener between transfers; none: closed after each. */
+  readonly spare?: SpareSlot;
+}
+
+/** How long a session keeps its listener after a transfer for its next PASV/EPSV (ms). */
+export const SPARE_MS = 2000;
+
+/** A listening socket on a held pool port. While no channel owns it, it drops every connection. */
+class Listener {
+  owner: PassiveChannel | null = null;
+  private failed = false;
+  private released = false;
+
+  constructor(
+    readonly server: Server,
+    readonly port: number,
+    private readonly pool: PortPool,
+  ) {
+    server.on("connection", (s: Socket) => {
+      if (this.owner) this.owner.onConnection(s);
+      else s.destroy();
+    });
+    server.on("error", () => {
+      this.failed = true;
+      if (this.owner) this.owner.close();
+      else this.close();
+    });
+  }
+
+  /** Still listening, and never failed: fit to be kept for another transfer. */
+  get reusable(): boolean {
+    return this.server.listening && !this.failed;
+  }
+
+  /** Stops listening; the port stays held. */
+  stop(): void {
+    if (this.server.listening) this.server.close();
+  }
+
+  /** Stops listening and gives the port back (once: the port may be someone else's afterwards). */
+  close(): void {
+    this.stop();
+    if (this.released) return;
+    this.released = true;
+    this.pool.release(this.port);
+  }
+}
+
+/** One session's spare listener (see the top of this file). */
+export class SpareSlot {
+  private held: Listener | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  constructor(
+    private readonly pool: PortPool,
+    private readonly keepMs = SPARE_MS,
+  ) {}
+
+  /** Keeps `l` (listening, port held, no owner) for the next PASV/EPSV. */
+  keep(l: Listener): void {
+    this.drop();
+    if (this.closed) {
+      l.close();
+      return;
+    }
+    this.held = l;
+    this.pool.spare(l.port, () => this.drop());
+    this.timer = setTimeout(() => this.drop(), this.keepMs);
+    this.timer.unref();
+  }
+
+  /** The kept listener, if it still listens; the slot is empty afterwards. */
+  take(): Listener | null {
+    const l = this.held;
+    if (!l) return null;
+    this.held = null;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.pool.unspare(l.port);
+    if (l.reusable) return l;
+    l.close();
+    return null;
+  }
+
+  /** Closes the kept listener and gives its port back. */
+  drop(): void {
+    this.take()?.close();
+  }
+
+  /** The session ended: nothing is kept any more. */
+  close(): void {
+    this.closed = true;
+    this.drop();
+  }
 }
 
 /** How long a channel refused before use keeps listening for a client already connecting (ms):
@@ -44,28 +144,34 @@ export class PassiveChannel implements DataChannel {
   private readonly deadline: NodeJS.Timeout;
   private retireTimer: NodeJS.Timeout | null = null;
 
+  /** The port clients connect to. */
+  readonly port: number;
+
   private constructor(
-    private readonly server: Server,
-    /** The port clients connect to. */
-    readonly port: number,
+    private readonly listener: Listener,
     private readonly opts: PassiveOptions,
   ) {
-    server.on("connection", (s) => this.onConnection(s));
-    server.on("error", () => this.close());
+    this.port = listener.port;
+    listener.owner = this;
     this.deadline = setTimeout(() => this.expire(), opts.timeoutMs);
     this.deadline.unref();
   }
 
-  /** Binds a free pool port; FtpError 425 when the range is exhausted. */
+  /** The session's spare listener, or a free pool port newly bound (when the range is full, after
+   * taking another session's spare); FtpError 425 when the range is exhausted. */
   static async open(opts: PassiveOptions): Promise<PassiveChannel> {
+    const kept = opts.spare?.take();
+    if (kept) return new PassiveChannel(kept, opts);
     const host = unmapIPv4(opts.bindHost);
-    for (const port of opts.pool.candidates()) {
-      if (!opts.pool.hold(port)) continue;
-      const server = createServer({ noDelay: true, pauseOnConnect: true });
-      const ok = await listenOnce(server, port, host);
-      if (ok) return new PassiveChannel(server, port, opts);
-      opts.pool.release(port);
-    }
+    do {
+      for (const port of opts.pool.candidates()) {
+        if (!opts.pool.hold(port)) continue;
+        const server = createServer({ noDelay: true, pauseOnConnect: true });
+        const ok = await listenOnce(server, port, host);
+        if (ok) return new PassiveChannel(new Listener(server, port, opts.pool), opts);
+        opts.pool.release(port);
+      }
+    } while (opts.pool.reclaim());
     throw new FtpError(425, "Can't open passive connection: no free data port");
   }
 
@@ -102,8 +208,11 @@ export class PassiveChannel implements DataChannel {
     this.closed = true;
     clearTimeout(this.deadline);
     if (this.retireTimer) clearTimeout(this.retireTimer);
-    this.stopListening();
-    this.opts.pool.release(this.port);
+    this.listener.owner = null;
+    // A listener whose connection was taken goes to the session's spare slot; one never used may
+    // still see a late connection meant for it, and goes.
+    if (this.handedOut && !this.retired && this.opts.spare && this.listener.reusable) this.opts.spare.keep(this.listener);
+    else this.listener.close();
     if (this.accepted && !this.handedOut) this.accepted.destroy();
     if (!this.accepted) this.opts.onUnused?.(this.port);
     const w = this.waiter;
@@ -160,16 +269,14 @@ export class PassiveChannel implements DataChannel {
 
   private handOut(s: Socket): Socket {
     this.handedOut = true;
-    // One connection per PASV: no more listening; the port stays held until close().
-    this.stopListening();
+    // One connection per PASV: later ones are dropped (onConnection), or refused once the listener
+    // stops; the port stays held until close().
+    if (!this.opts.spare) this.listener.stop();
     return s;
   }
 
-  private stopListening(): void {
-    if (this.server.listening) this.server.close();
-  }
-
-  private onConnection(socket: Socket): void {
+  /** A connection to the listener while this channel owns it. */
+  onConnection(socket: Socket): void {
     const remote = socket.remoteAddress ?? "";
     if (this.accepted || this.closed || !sameHost(remote, this.opts.allowedRemote)) {
       if (!this.accepted && !this.closed) this.opts.onForeign?.(remote);

@@ -1,13 +1,17 @@
 /**
  * The passive port pool: which ports of `passive.ports` berth holds right now. Ports are tried in a
  * random order (guessing the next data port is then no help to an attacker) and a port is held from
- * PASV/EPSV until its listener closes, on every path.
+ * PASV/EPSV until its listener closes, on every path. A session may keep its listener for its next
+ * PASV/EPSV for a moment after a transfer (a spare, data/passive.ts): such a port is held, but
+ * another session that finds no free port takes it (`reclaim`).
  */
 import type { PortRange } from "../config/schema.ts";
 
 /** Tracks the ports of one range that are in use by this process. */
 export class PortPool {
   private readonly inUse = new Set<number>();
+  /** Held ports whose listener is a session's spare, oldest first, with what gives them back. */
+  private readonly spares = new Map<number, () => void>();
 
   /** @param range inclusive range of ports berth may listen on for passive data connections. */
   constructor(readonly range: PortRange) {}
@@ -43,7 +47,28 @@ export class PortPool {
 
   /** Gives a held port back. */
   release(port: number): void {
+    this.spares.delete(port);
     this.inUse.delete(port);
+  }
+
+  /** Marks a held port as a spare: `drop` closes its listener and releases it when needed. */
+  spare(port: number, drop: () => void): void {
+    this.spares.set(port, drop);
+  }
+
+  /** The spare on `port` is in use again. */
+  unspare(port: number): void {
+    this.spares.delete(port);
+  }
+
+  /** Closes the oldest spare listener, which releases its port; false when there is none. */
+  reclaim(): boolean {
+    const first = this.spares.entries().next();
+    if (first.done) return false;
+    const [port, drop] = first.value;
+    this.spares.delete(port);
+    drop();
+    return true;
   }
 }
 

@@ -12,6 +12,7 @@ import type { Logger } from "pino";
 import type { User } from "../auth/types.ts";
 import { unmapIPv4 } from "../data/address.ts";
 import type { DataChannel } from "../data/channel.ts";
+import type { SpareSlot } from "../data/passive.ts";
 import type { TlsBinding } from "../data/tls.ts";
 import type { Transfer } from "../data/transfer.ts";
 import type { JailedFs } from "../fs/jail.ts";
@@ -73,6 +74,8 @@ export class Session {
   channel: DataChannel | null = null;
   /** The last channel refused before use, still ending gently. */
   private retiring: DataChannel | null = null;
+  /** The passive listener kept between transfers (data/passive.ts), made at the first PASV/EPSV. */
+  spare: SpareSlot | null = null;
   /** After EPSV ALL only EPSV may set up data connections (RFC 2428 §4). */
   epsvAll = false;
   /** The transfer in progress, if any. */
@@ -307,6 +310,7 @@ export class Session {
     this.setChannel(null);
     this.retiring?.close();
     this.retiring = null;
+    this.spare?.close();
     this.queue.length = 0;
   }
 

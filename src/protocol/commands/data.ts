@@ -6,7 +6,7 @@
 import { isIP } from "node:net";
 import { ActiveChannel } from "../../data/active.ts";
 import { format227, format229, parseEprt, parsePort, sameHost, type HostPort } from "../../data/address.ts";
-import { PassiveChannel } from "../../data/passive.ts";
+import { PassiveChannel, SPARE_MS, SpareSlot } from "../../data/passive.ts";
 import { FtpError } from "../errors.ts";
 import type { CommandSpec } from "../registry.ts";
 import type { Session } from "../session.ts";
@@ -17,11 +17,13 @@ function family(s: Session): 1 | 2 {
 
 async function openPassive(s: Session, announced: string): Promise<PassiveChannel> {
   s.setChannel(null);
+  const timeoutMs = s.ctx.config.limits.dataTimeout * 1000;
   const ch = await PassiveChannel.open({
     pool: s.ctx.pool,
     bindHost: s.localAddress,
     allowedRemote: s.remoteAddress,
-    timeoutMs: s.ctx.config.limits.dataTimeout * 1000,
+    timeoutMs,
+    spare: (s.spare ??= new SpareSlot(s.ctx.pool, Math.min(SPARE_MS, timeoutMs))),
     onForeign: (remote) =>
       s.log.warn({ event: "foreign-data-connection", from: remote }, "data connection from a foreign address refused"),
     // The usual sign of a wrong passive.address or an unpublished/unforwarded passive range.
