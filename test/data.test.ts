@@ -13,7 +13,7 @@ import type { Socket } from "node:net";
 import { describe, it } from "node:test";
 import { SPARE_MS } from "../src/data/passive.ts";
 import { hold150 } from "../src/protocol/commands/xfer.ts";
-import { dataConnect, RawClient, readAll, retrieve, writeAll } from "./helpers/raw.ts";
+import { dataConnect, RawClient, readAll, retrieve, retrieveText, writeAll } from "./helpers/raw.ts";
 import { payload, rawLogin, withServer } from "./helpers/run.ts";
 import { freshRange, waitFor, type TestServer } from "./helpers/server.ts";
 
@@ -263,15 +263,11 @@ describe("passive port range", () => {
       await writeFile(join(t.home("alice"), "f.txt"), "data");
       const raw = await rawLogin(t);
       try {
-        let data = await raw.pasv();
-        raw.send("RETR f.txt");
-        await raw.expectReply(150);
-        assert.equal((await readAll(data)).toString(), "data");
-        await raw.expectReply(226);
+        assert.equal(await retrieveText(raw, "f.txt"), "data");
         // Kept for the session's next PASV/EPSV for a moment (see the spare tests below).
         await portsReleased(t, SPARE_MS + 1000);
 
-        data = await raw.pasv();
+        const data = await raw.pasv();
         await raw.expect("RETR missing.txt", 550);
         await portsReleased(t);
         await readAll(data);
@@ -447,11 +443,7 @@ describe("ABOR and STAT during a transfer", () => {
         await raw.expectReply(226);
         data.destroy();
         await raw.expect("NOOP", 200);
-        const again = await raw.pasv();
-        raw.send("RETR small.txt");
-        await raw.expectReply(150);
-        assert.equal((await readAll(again)).toString(), "after");
-        await raw.expectReply(226);
+        assert.equal(await retrieveText(raw, "small.txt"), "after");
       } finally {
         await raw.close();
       }

@@ -9,7 +9,7 @@ import { lstat, mkdir, readdir, readFile, symlink, writeFile } from "node:fs/pro
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { RawClient, Reply } from "./helpers/raw.ts";
-import { readAll } from "./helpers/raw.ts";
+import { readAll, retrieveText } from "./helpers/raw.ts";
 import { rawLogin, withServer } from "./helpers/run.ts";
 import type { TestServer } from "./helpers/server.ts";
 
@@ -244,13 +244,9 @@ describe("jail: details", () => {
       try {
         await raw.expect("SIZE alias.txt", 213);
         await raw.expect("TYPE I", 200);
-        let data = await raw.pasv();
-        raw.send("RETR alias.txt");
-        await raw.expectReply(150);
-        assert.equal((await readAll(data)).toString(), "real");
-        await raw.expectReply(226);
+        assert.equal(await retrieveText(raw, "alias.txt"), "real");
         // A replacing upload through the link replaces the file it points to; the link stays.
-        data = await raw.pasv();
+        let data = await raw.pasv();
         raw.send("STOR alias.txt");
         await raw.expectReply(150);
         data.end("new");

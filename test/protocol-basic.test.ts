@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { describe, it } from "node:test";
 import type { FTPError } from "basic-ftp";
-import { readAll, writeAll } from "./helpers/raw.ts";
+import { readAll, retrieveText, writeAll } from "./helpers/raw.ts";
 import { download, ftpLogin, payload, rawLogin, upload, withServer } from "./helpers/run.ts";
 
 const UTF8_NAME = "Grüße 日本.txt";
@@ -219,23 +219,15 @@ describe("uploads and downloads", () => {
       const raw = await rawLogin(t);
       try {
         await raw.expect("TYPE A", 200);
-        let data = await raw.pasv();
-        raw.send("RETR unix.txt");
-        await raw.expectReply(150);
-        assert.equal((await readAll(data)).toString(), "a\r\nb\r\nc\r\n");
-        await raw.expectReply(226);
-        data = await raw.pasv();
+        assert.equal(await retrieveText(raw, "unix.txt"), "a\r\nb\r\nc\r\n");
+        const data = await raw.pasv();
         raw.send("STOR dos.txt");
         await raw.expectReply(150);
         await writeAll(data, "x\r\ny\r\n\r\nz");
         await raw.expectReply(226);
         assert.equal(await readFile(join(t.home("alice"), "dos.txt"), "utf8"), "x\ny\n\nz");
         await raw.expect("TYPE I", 200);
-        data = await raw.pasv();
-        raw.send("RETR unix.txt");
-        await raw.expectReply(150);
-        assert.equal((await readAll(data)).toString(), "a\nb\r\nc\n");
-        await raw.expectReply(226);
+        assert.equal(await retrieveText(raw, "unix.txt"), "a\nb\r\nc\n");
       } finally {
         await raw.close();
       }
@@ -312,11 +304,7 @@ describe("read-only user", () => {
         ]) {
           await raw.expect(line, 550);
         }
-        const data = await raw.pasv();
-        raw.send("RETR keep.txt");
-        await raw.expectReply(150);
-        assert.equal((await readAll(data)).toString(), "keep");
-        await raw.expectReply(226);
+        assert.equal(await retrieveText(raw, "keep.txt"), "keep");
         assert.equal(await readFile(join(home, "keep.txt"), "utf8"), "keep");
       } finally {
         await raw.close();

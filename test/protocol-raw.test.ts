@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { RawClient, readAll } from "./helpers/raw.ts";
+import { RawClient, readAll, retrieveText } from "./helpers/raw.ts";
 import { rawLogin, withServer } from "./helpers/run.ts";
 
 describe("sequencing", () => {
@@ -44,24 +44,11 @@ describe("sequencing", () => {
       try {
         await raw.expect("TYPE I", 200);
         await raw.expect("REST 4", 350);
-        let data = await raw.pasv();
-        raw.send("RETR f.txt");
-        await raw.expectReply(150);
-        assert.equal((await readAll(data)).toString(), "456789");
-        await raw.expectReply(226);
-        data = await raw.pasv();
-        raw.send("RETR f.txt");
-        await raw.expectReply(150);
-        assert.equal((await readAll(data)).toString(), "0123456789");
-        await raw.expectReply(226);
+        assert.equal(await retrieveText(raw, "f.txt"), "456789");
+        assert.equal(await retrieveText(raw, "f.txt"), "0123456789");
         await raw.expect("REST 3", 350);
         await raw.expect("RETR missing.txt", 550);
-        data = await raw.pasv();
-        raw.send("RETR f.txt");
-        await raw.expectReply(150);
-        assert.equal((await readAll(data)).toString(), "0123456789");
-        await raw.expectReply(226);
-        data.destroy();
+        assert.equal(await retrieveText(raw, "f.txt"), "0123456789");
       } finally {
         await raw.close();
       }

@@ -268,6 +268,13 @@ export async function retrieve(raw: RawClient, name: string, rest?: number): Pro
   return { data, reply: await raw.reply() };
 }
 
+/** RETR `name` as retrieve() does, asserting its 226; the bytes as text. */
+export async function retrieveText(raw: RawClient, name: string, rest?: number): Promise<string> {
+  const { data, reply } = await retrieve(raw, name, rest);
+  assert.equal(reply.code, 226, reply.message);
+  return data.toString();
+}
+
 async function listenLocal(host: string): Promise<ActiveWait> {
   const server = createServer();
   const accepted = new Promise<Socket>((resolve) => {
