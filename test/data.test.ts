@@ -165,7 +165,7 @@ describe("passive port range", () => {
     );
   });
 
-  it("keeps a session's port for its next PASV/EPSV after a transfer, drops connections made to it meanwhile, and gives it back after a moment", async () => {
+  it("keeps a session's port for its next PASV/EPSV after a transfer, and gives it back after a moment", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "f.txt"), "data");
       const raw = await rawLogin(t);
@@ -177,11 +177,7 @@ describe("passive port range", () => {
         assert.equal((await readAll(data)).toString(), "data");
         await raw.expectReply(226);
         assert.equal(t.server.context.pool.used, 1);
-        // Nobody's transfer: a connection to the kept port is accepted and dropped at once.
-        const stray = await dataConnect(first);
-        assert.equal((await readAll(stray)).length, 0);
-        // The next PASV gets the same port, and the transfer goes to the new connection; so does
-        // the EPSV after that one.
+        // The next PASV gets the same port; so does the EPSV after that transfer.
         assert.equal(pasvPort((await raw.expect("PASV", 227)).message), first);
         data = await dataConnect(first);
         raw.send("RETR f.txt");
@@ -199,14 +195,59 @@ describe("passive port range", () => {
         const t0 = Date.now();
         await portsReleased(t, SPARE_MS + 1000);
         assert.ok(Date.now() - t0 >= SPARE_MS - 200, `released after ${Date.now() - t0} ms`);
-        const gone = dataConnect(first);
-        await assert.rejects(gone, /ECONNREFUSED/);
+        await assert.rejects(dataConnect(first), /ECONNREFUSED/);
         await raw.expect("NOOP", 200);
-        const again = await raw.epsv();
+        assert.equal(await retrieveText(raw, "f.txt"), "data");
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("keeps no port that anyone else touched: a connection to a kept port closes it, and one that saw a foreign or second connection is not kept", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "f.txt"), "data");
+      await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(BIG));
+      const raw = await rawLogin(t);
+      const closedAtOnce = async (): Promise<void> => {
+        assert.ok(await waitFor(() => t.server.context.pool.used === 0, SPARE_MS / 2), `ports held: ${t.server.context.pool.used}`);
+      };
+      try {
+        // A probe of the kept port gets nothing, and the port goes at once.
+        const kept = await raw.epsvPort();
+        let data = await dataConnect(kept);
         raw.send("RETR f.txt");
         await raw.expectReply(150);
-        assert.equal((await readAll(again)).toString(), "data");
+        assert.equal((await readAll(data)).toString(), "data");
         await raw.expectReply(226);
+        assert.equal(t.server.context.pool.used, 1);
+        const probe = await dataConnect(kept);
+        assert.equal((await readAll(probe)).length, 0);
+        await closedAtOnce();
+        await assert.rejects(dataConnect(kept), /ECONNREFUSED/);
+        // A foreign address tried the port before the client connected: not kept.
+        let port = await raw.epsvPort();
+        const thief = await dataConnect(port, "127.0.0.1", "127.0.0.2");
+        assert.equal((await readAll(thief)).length, 0);
+        data = await dataConnect(port);
+        raw.send("RETR f.txt");
+        await raw.expectReply(150);
+        assert.equal((await readAll(data)).toString(), "data");
+        await raw.expectReply(226);
+        await closedAtOnce();
+        // A second connection during the transfer: dropped, and the port is not kept.
+        port = await raw.epsvPort();
+        data = await dataConnect(port);
+        data.pause();
+        raw.send("RETR big.bin");
+        await raw.expectReply(150);
+        const second = await dataConnect(port);
+        assert.equal((await readAll(second)).length, 0);
+        data.resume();
+        assert.equal((await readAll(data)).length, BIG);
+        await raw.expectReply(226);
+        await closedAtOnce();
+        await raw.expect("NOOP", 200);
       } finally {
         await raw.close();
       }

@@ -6,8 +6,11 @@
  *
  * After a transfer, the session keeps the listener for its next PASV/EPSV for up to SPARE_MS (a
  * spare, one per session): a client that moves many files asks for a data port before each, and
- * opening and closing a listening socket is a good part of the cost of a small file. A spare drops
- * every connection; another session that finds the range full takes it (PortPool.reclaim).
+ * opening and closing a listening socket is a good part of the cost of a small file. Only a port
+ * nobody else has touched is kept: a connection to a spare closes it, and a listener that saw any
+ * connection besides its transfer's own (from a foreign address, a second one) is not kept, so
+ * probing for the port a session will use next finds nothing to use (the next PASV gets a fresh
+ * random port). Another session that finds the range full takes a spare (PortPool.reclaim).
  */
 import { createServer, type Server, type Socket } from "node:net";
 import { FtpError } from "../protocol/errors.ts";
@@ -35,9 +38,13 @@ export interface PassiveOptions {
 /** How long a session keeps its listener after a transfer for its next PASV/EPSV (ms). */
 export const SPARE_MS = 2000;
 
-/** A listening socket on a held pool port. While no channel owns it, it drops every connection. */
+/** A listening socket on a held pool port. While no channel owns it, a connection closes it. */
 class Listener {
   owner: PassiveChannel | null = null;
+  /** Saw a connection that was not its transfer's own: not to be kept. */
+  touched = false;
+  /** Called when a connection comes while no channel owns it (the spare slot closes it). */
+  onProbe: (() => void) | null = null;
   private failed = false;
   private released = false;
 
@@ -47,8 +54,11 @@ class Listener {
     private readonly pool: PortPool,
   ) {
     server.on("connection", (s: Socket) => {
-      if (this.owner) this.owner.onConnection(s);
-      else s.destroy();
+      if (this.owner) return this.owner.onConnection(s);
+      s.destroy();
+      this.touched = true;
+      if (this.onProbe) this.onProbe();
+      else this.close();
     });
     server.on("error", () => {
       this.failed = true;
@@ -57,9 +67,9 @@ class Listener {
     });
   }
 
-  /** Still listening, and never failed: fit to be kept for another transfer. */
+  /** Still listening, never failed, and no connection but its transfer's own: fit to be kept. */
   get reusable(): boolean {
-    return this.server.listening && !this.failed;
+    return this.server.listening && !this.failed && !this.touched;
   }
 
   /** Stops listening; the port stays held. */
@@ -95,6 +105,7 @@ export class SpareSlot {
       return;
     }
     this.held = l;
+    l.onProbe = () => this.drop();
     this.pool.spare(l.port, () => this.drop());
     this.timer = setTimeout(() => this.drop(), this.keepMs);
     this.timer.unref();
@@ -105,6 +116,7 @@ export class SpareSlot {
     const l = this.held;
     if (!l) return null;
     this.held = null;
+    l.onProbe = null;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.pool.unspare(l.port);
@@ -280,6 +292,7 @@ export class PassiveChannel implements DataChannel {
     const remote = socket.remoteAddress ?? "";
     if (this.accepted || this.closed || !sameHost(remote, this.opts.allowedRemote)) {
       if (!this.accepted && !this.closed) this.opts.onForeign?.(remote);
+      this.listener.touched = true;
       socket.destroy();
       return;
     }

@@ -2,8 +2,9 @@
  * The passive port pool: which ports of `passive.ports` berth holds right now. Ports are tried in a
  * random order (guessing the next data port is then no help to an attacker) and a port is held from
  * PASV/EPSV until its listener closes, on every path. A session may keep its listener for its next
- * PASV/EPSV for a moment after a transfer (a spare, data/passive.ts): such a port is held, but
- * another session that finds no free port takes it (`reclaim`).
+ * PASV/EPSV for a moment after a transfer (a spare, data/passive.ts; only while nobody else has
+ * connected to it, so probing cannot tell which port comes next): such a port is held, but another
+ * session that finds no free port takes it (`reclaim`).
  */
 import type { PortRange } from "../config/schema.ts";
 
