@@ -204,7 +204,7 @@ describe("passive port range", () => {
     });
   });
 
-  it("keeps no port that anyone else touched: a connection to a kept port closes it, and one that saw a foreign or second connection is not kept", async () => {
+  it("keeps no port that anyone else touched: a connection to a kept port closes it; one that saw a foreign or second connection, or whose transfer failed, is not kept", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "f.txt"), "data");
       await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(BIG));
@@ -246,6 +246,13 @@ describe("passive port range", () => {
         data.resume();
         assert.equal((await readAll(data)).length, BIG);
         await raw.expectReply(226);
+        await closedAtOnce();
+        // A transfer that failed (here aborted): not kept either.
+        data = await raw.pausedRetr("big.bin");
+        raw.send("ABOR");
+        await raw.expectReply(426);
+        await raw.expectReply(226);
+        data.destroy();
         await closedAtOnce();
         await raw.expect("NOOP", 200);
       } finally {

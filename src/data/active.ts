@@ -52,6 +52,11 @@ export class ActiveChannel implements DataChannel {
     this.close();
   }
 
+  /** The same as close(). */
+  finish(): void {
+    this.close();
+  }
+
   /** Forgets the target; a socket still connecting is destroyed. */
   close(): void {
     if (this.closed) return;

@@ -9,6 +9,9 @@ export interface DataChannel {
   connect(): Promise<Socket>;
   /** Releases everything: listener, port, a socket not yet handed out. Idempotent. */
   close(): void;
+  /** Like close(), after a transfer that succeeded: a passive listener may then be kept for the
+   * session's next PASV/EPSV (data/passive.ts). */
+  finish(): void;
   /** Like close(), for a channel whose command was refused before 150: a client that is connecting
    * at that moment gets a connection that ends cleanly rather than a refused or reset one, which
    * some clients (FileZilla) would take for a network error and retry. */

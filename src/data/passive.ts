@@ -6,11 +6,12 @@
  *
  * After a transfer, the session keeps the listener for its next PASV/EPSV for up to SPARE_MS (a
  * spare, one per session): a client that moves many files asks for a data port before each, and
- * opening and closing a listening socket is a good part of the cost of a small file. Only a port
- * nobody else has touched is kept: a connection to a spare closes it, and a listener that saw any
- * connection besides its transfer's own (from a foreign address, a second one) is not kept, so
- * probing for the port a session will use next finds nothing to use (the next PASV gets a fresh
- * random port). Another session that finds the range full takes a spare (PortPool.reclaim).
+ * opening and closing a listening socket is a good part of the cost of a small file. Only the port
+ * of a transfer that succeeded, and that nobody else has touched, is kept: a connection to a spare
+ * closes it, and a listener that saw any connection besides its transfer's own (from a foreign
+ * address, a second one) is not kept, so probing for the port a session will use next finds
+ * nothing to use (the next PASV gets a fresh random port). Another session that finds the range
+ * full takes a spare (PortPool.reclaim).
  */
 import { createServer, type Server, type Socket } from "node:net";
 import { FtpError } from "../protocol/errors.ts";
@@ -149,6 +150,8 @@ export class PassiveChannel implements DataChannel {
   private waiter: { resolve: (s: Socket) => void; reject: (e: Error) => void } | null = null;
   private closed = false;
   private handedOut = false;
+  /** Its transfer succeeded (finish()): the listener may be kept. */
+  private succeeded = false;
   /** Refused before use: a connection still accepted is ended cleanly, then the port goes back. */
   private retired = false;
   /** A port nobody connects to within the data timeout is given back, so PASV without a
@@ -221,15 +224,22 @@ export class PassiveChannel implements DataChannel {
     clearTimeout(this.deadline);
     if (this.retireTimer) clearTimeout(this.retireTimer);
     this.listener.owner = null;
-    // A listener whose connection was taken goes to the session's spare slot; one never used may
-    // still see a late connection meant for it, and goes.
-    if (this.handedOut && !this.retired && this.opts.spare && this.listener.reusable) this.opts.spare.keep(this.listener);
+    // The listener of a transfer that succeeded goes to the session's spare slot. One never used
+    // may still see a late connection meant for it, and one whose transfer failed (an abort, a
+    // refused TLS session) may have had someone else's connection: they go.
+    if (this.succeeded && this.opts.spare && this.listener.reusable) this.opts.spare.keep(this.listener);
     else this.listener.close();
     if (this.accepted && !this.handedOut) this.accepted.destroy();
     if (!this.accepted) this.opts.onUnused?.(this.port);
     const w = this.waiter;
     this.waiter = null;
     w?.reject(new FtpError(425, "Data connection closed"));
+  }
+
+  /** The transfer on this channel succeeded: close(), keeping the listener if it may be kept. */
+  finish(): void {
+    this.succeeded = this.handedOut && !this.retired;
+    this.close();
   }
 
   /**

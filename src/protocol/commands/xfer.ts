@@ -56,6 +56,7 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
     else send150(false);
     bytes = await plan.move(t, socket, prepared.r);
     await plan.commit?.(prepared.r);
+    ch.finish();
     s.reply(226, plan.done ?? "Transfer complete");
   } catch (err) {
     outcome = t.aborted ?? "error";
