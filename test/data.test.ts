@@ -35,6 +35,17 @@ function pasvPort(message: string): number {
   return Number(m[1]) * 256 + Number(m[2]);
 }
 
+/** RETR `name` over a new connection to `port` (announced by the caller's PASV/EPSV): its bytes as
+ * text, once the 226 has come. */
+async function retrOn(raw: RawClient, port: number, name: string): Promise<string> {
+  const data = await dataConnect(port);
+  raw.send(`RETR ${name}`);
+  await raw.expectReply(150);
+  const text = (await readAll(data)).toString();
+  await raw.expectReply(226);
+  return text;
+}
+
 describe("passive port range", () => {
   it("takes ports from the range only, answers 425 when exhausted, and reuses freed ports", async () => {
     await withServer(
@@ -171,21 +182,13 @@ describe("passive port range", () => {
       const raw = await rawLogin(t);
       try {
         const first = await raw.epsvPort();
-        let data = await dataConnect(first);
-        raw.send("RETR f.txt");
-        await raw.expectReply(150);
-        assert.equal((await readAll(data)).toString(), "data");
-        await raw.expectReply(226);
+        assert.equal(await retrOn(raw, first, "f.txt"), "data");
         assert.equal(t.server.context.pool.used, 1);
         // The next PASV gets the same port; so does the EPSV after that transfer.
         assert.equal(pasvPort((await raw.expect("PASV", 227)).message), first);
-        data = await dataConnect(first);
-        raw.send("RETR f.txt");
-        await raw.expectReply(150);
-        assert.equal((await readAll(data)).toString(), "data");
-        await raw.expectReply(226);
+        assert.equal(await retrOn(raw, first, "f.txt"), "data");
         assert.equal(await raw.epsvPort(), first);
-        data = await dataConnect(first);
+        const data = await dataConnect(first);
         raw.send("STOR g.txt");
         await raw.expectReply(150);
         await writeAll(data, "up");
@@ -215,11 +218,7 @@ describe("passive port range", () => {
       try {
         // A probe of the kept port gets nothing, and the port goes at once.
         const kept = await raw.epsvPort();
-        let data = await dataConnect(kept);
-        raw.send("RETR f.txt");
-        await raw.expectReply(150);
-        assert.equal((await readAll(data)).toString(), "data");
-        await raw.expectReply(226);
+        assert.equal(await retrOn(raw, kept, "f.txt"), "data");
         assert.equal(t.server.context.pool.used, 1);
         const probe = await dataConnect(kept);
         assert.equal((await readAll(probe)).length, 0);
@@ -229,15 +228,11 @@ describe("passive port range", () => {
         let port = await raw.epsvPort();
         const thief = await dataConnect(port, "127.0.0.1", "127.0.0.2");
         assert.equal((await readAll(thief)).length, 0);
-        data = await dataConnect(port);
-        raw.send("RETR f.txt");
-        await raw.expectReply(150);
-        assert.equal((await readAll(data)).toString(), "data");
-        await raw.expectReply(226);
+        assert.equal(await retrOn(raw, port, "f.txt"), "data");
         await closedAtOnce();
         // A second connection during the transfer: dropped, and the port is not kept.
         port = await raw.epsvPort();
-        data = await dataConnect(port);
+        let data = await dataConnect(port);
         data.pause();
         raw.send("RETR big.bin");
         await raw.expectReply(150);
