@@ -32,8 +32,8 @@ export interface PassiveOptions {
   readonly onForeign?: (remote: string) => void;
   /** Called when the channel closes without the client ever connecting (for the log). */
   readonly onUnused?: (port: number) => void;
-  /** Where the session keeps its listener between transfers; none: closed after each. */
-  readonly spare?: SpareSlot;
+  /** Where the session keeps its listener between transfers. */
+  readonly spare: SpareSlot;
 }
 
 /** How long a session keeps its listener after a transfer for its next PASV/EPSV (ms). */
@@ -73,14 +73,9 @@ class Listener {
     return this.server.listening && !this.failed && !this.touched;
   }
 
-  /** Stops listening; the port stays held. */
-  stop(): void {
-    if (this.server.listening) this.server.close();
-  }
-
   /** Stops listening and gives the port back (once: the port may be someone else's afterwards). */
   close(): void {
-    this.stop();
+    if (this.server.listening) this.server.close();
     if (this.released) return;
     this.released = true;
     this.pool.release(this.port);
@@ -175,7 +170,7 @@ export class PassiveChannel implements DataChannel {
   /** The session's spare listener, or a free pool port newly bound (when the range is full, after
    * taking another session's spare); FtpError 425 when the range is exhausted. */
   static async open(opts: PassiveOptions): Promise<PassiveChannel> {
-    const kept = opts.spare?.take();
+    const kept = opts.spare.take();
     if (kept) return new PassiveChannel(kept, opts);
     const host = unmapIPv4(opts.bindHost);
     do {
@@ -227,7 +222,7 @@ export class PassiveChannel implements DataChannel {
     // The listener of a transfer that succeeded goes to the session's spare slot. One never used
     // may still see a late connection meant for it, and one whose transfer failed (an abort, a
     // refused TLS session) may have had someone else's connection: they go.
-    if (this.succeeded && this.opts.spare && this.listener.reusable) this.opts.spare.keep(this.listener);
+    if (this.succeeded && this.listener.reusable) this.opts.spare.keep(this.listener);
     else this.listener.close();
     if (this.accepted && !this.handedOut) this.accepted.destroy();
     if (!this.accepted) this.opts.onUnused?.(this.port);
@@ -290,10 +285,9 @@ export class PassiveChannel implements DataChannel {
   }
 
   private handOut(s: Socket): Socket {
+    // One connection per PASV: later ones are dropped (onConnection) and keep the port from being
+    // kept; the port stays held until close().
     this.handedOut = true;
-    // One connection per PASV: later ones are dropped (onConnection), or refused once the listener
-    // stops; the port stays held until close().
-    if (!this.opts.spare) this.listener.stop();
     return s;
   }
 
