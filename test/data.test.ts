@@ -249,6 +249,18 @@ describe("passive port range", () => {
         await raw.expectReply(226);
         data.destroy();
         await closedAtOnce();
+        // The kept port handed to a PASV whose command is refused before 150 (outside the jail, too
+        // long a name): a client connecting late gets a clean end, then the port goes.
+        for (const [refused, code] of [["RETR ../../etc/passwd", 550], [`RETR ${"x".repeat(300)}`, 553]] as const) {
+          port = await raw.epsvPort();
+          assert.equal(await retrOn(raw, port, "f.txt"), "data");
+          assert.equal(await raw.epsvPort(), port);
+          await raw.expect(refused, code);
+          const late = await dataConnect(port);
+          assert.equal((await readAll(late)).length, 0);
+          assert.equal(late.errored, null);
+          assert.ok(await waitFor(() => t.server.context.pool.used === 0, 3000), `ports held: ${t.server.context.pool.used}`);
+        }
         await raw.expect("NOOP", 200);
       } finally {
         await raw.close();
