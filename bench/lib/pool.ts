@@ -21,6 +21,8 @@ export interface SessionsTask {
   readonly clients: number;
   /** Epoch ms when every client starts. */
   readonly startAt: number;
+  /** The window opens this long after `startAt`; sessions that end before it are not counted. */
+  readonly rampMs: number;
   readonly windowMs: number;
   readonly timeoutMs: number;
   readonly listArg: string;
@@ -35,9 +37,12 @@ export interface SessionsResult {
   readonly completed: number;
   /** Sessions completed after it (their latency counts, their number does not). */
   readonly late: number;
+  /** Failed sessions, from the start (ramp included) to the end. */
   readonly errors: number;
   readonly errorSamples: readonly string[];
+  /** Latencies of the sessions that ended once the window was open. */
   readonly latenciesMs: readonly number[];
+  /** CPU seconds of this worker inside the window. */
   readonly cpu: number;
 }
 

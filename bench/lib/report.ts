@@ -224,7 +224,7 @@ export function buildReport(input: ReportInput): Report {
     "",
     `This run: single-stream file ${opts.bigBytes >> 20} MiB; ${opts.smallFiles.toLocaleString("en")} small files each way ` +
       `after up to ${opts.smallFilesWarmup.toLocaleString("en")} untimed (at most ${opts.smallFilesWarmupMs / 1000} s; then at most ${opts.smallFilesMaxMs / 1000} s each way); ${opts.clientCounts.map((n) => n.toLocaleString("en")).join(", ")} concurrent clients, ` +
-      `${opts.sessionsWindowMs / 1000} s each; listings ${opts.listingRuns} times each after ${opts.listingWarmup} untimed; ` +
+      `${opts.sessionsWindowMs / 1000} s each after a ${opts.sessionsRampMs / 1000} s ramp; listings ${opts.listingRuns} times each after ${opts.listingWarmup} untimed; ` +
       `${opts.idleCounts.map((n) => n.toLocaleString("en")).join(" and ")} idle sessions.`,
     "",
     "## Machine",

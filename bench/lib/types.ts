@@ -21,6 +21,10 @@ export interface BenchOptions {
   readonly clientCounts: readonly number[];
   /** Measuring window per client count, in ms. */
   readonly sessionsWindowMs: number;
+  /** Time the clients run before the window opens (nothing in it counts), in ms: all clients start
+   * at once, so the first sessions finish together about one session's time later, and only then
+   * does the rate settle. */
+  readonly sessionsRampMs: number;
   /** A session that takes longer than this counts as failed, in ms. */
   readonly sessionTimeoutMs: number;
   /** Repetitions of each listing. */

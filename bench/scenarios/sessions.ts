@@ -1,8 +1,10 @@
 /**
  * Concurrent sessions: N clients (50, 200, 500, 1,000; fewer with --quick), spread over the load
  * worker processes, each repeating a whole session — connect, USER/PASS, PWD, TYPE I, LIST of a
- * 100-entry directory, RETR of 64 KiB, QUIT — until the window closes. Figures: sessions completed
- * per second inside the window, session latency p50/p99, failed sessions. Every session logs in
+ * 100-entry directory, RETR of 64 KiB, QUIT — until the window closes. The window opens after a
+ * ramp (all clients start at once, so the rate settles only after the first sessions end). Figures:
+ * sessions completed per second inside the window, latency p50/p99 of the sessions that ended once
+ * it was open, failed sessions from the start (ramp included). Every session logs in
  * anew with the same credentials (berth checks a bcrypt hash of cost 10; the peers SHA-512 crypt).
  */
 import { treeCpuSeconds } from "../lib/proc.ts";
@@ -10,14 +12,16 @@ import type { SessionsResult, SessionsTask } from "../lib/pool.ts";
 import { quantile } from "../lib/stats.ts";
 import type { Measurement, Scenario, ScenarioContext } from "../lib/types.ts";
 
-async function round(ctx: ScenarioContext, clients: number, windowMs: number): Promise<Measurement> {
+async function round(ctx: ScenarioContext, clients: number, rampMs: number, windowMs: number): Promise<Measurement> {
   const { server, fixtures, pool } = ctx;
   const startAt = Date.now() + 300;
+  const opensAt = startAt + rampMs;
   const tasks: SessionsTask[] = pool.split(clients).map((n) => ({
     type: "sessions",
     target: { host: "127.0.0.1", port: server.spec.port, tlsDataAfter150: server.spec.tlsDataAfter150 },
     clients: n,
     startAt,
+    rampMs,
     windowMs,
     timeoutMs: ctx.opts.sessionTimeoutMs,
     listArg: fixtures.dir100,
@@ -25,9 +29,16 @@ async function round(ctx: ScenarioContext, clients: number, windowMs: number): P
     retrPath: fixtures.file64k,
     retrBytes: 64 * 1024,
   }));
-  const cpu0 = treeCpuSeconds(server.pid);
-  const results = await pool.run<SessionsResult & { error?: string }>(tasks, windowMs + ctx.opts.sessionTimeoutMs * 2 + 20_000);
-  const serverCpu = treeCpuSeconds(server.pid) - cpu0;
+  // The server's CPU inside the window: read when it opens and when it closes.
+  const cpu: { open: number; window?: number } = { open: 0 };
+  const opened = setTimeout(() => (cpu.open = treeCpuSeconds(server.pid)), opensAt - Date.now());
+  const closed = setTimeout(() => (cpu.window = treeCpuSeconds(server.pid) - cpu.open), opensAt + windowMs - Date.now());
+  const results = await pool
+    .run<SessionsResult & { error?: string }>(tasks, rampMs + windowMs + ctx.opts.sessionTimeoutMs * 2 + 20_000)
+    .finally(() => {
+      clearTimeout(opened);
+      clearTimeout(closed);
+    });
   const failed = results.find((r) => r.error !== undefined);
   if (failed) throw new Error(`load worker: ${failed.error}`);
   const latencies = results.flatMap((r) => r.latenciesMs);
@@ -40,7 +51,7 @@ async function round(ctx: ScenarioContext, clients: number, windowMs: number): P
     server: server.spec.name,
     value: completed / (windowMs / 1000),
     note: errors > 0 ? `errors: ${samples.join("; ")}` : undefined,
-    serverCpu,
+    serverCpu: cpu.window,
     clientCpu: results.reduce((a, r) => a + r.cpu, 0),
     seconds: windowMs / 1000,
     extra: {
@@ -61,18 +72,19 @@ export const sessions: Scenario = {
   description:
     "Each client loops: connect, USER/PASS, PWD, TYPE I, PASV + LIST of 100 entries, PASV + RETR of 64 KiB, QUIT. " +
     "Clients are spread over the load workers and all start together; a short warm-up (20 clients, 1 s) runs first. " +
-    "CPU columns cover the whole window.",
+    "Each client count runs a ramp first (all clients start at once; sessions that end in it are not counted), then the window; " +
+    "sessions/s, latencies and CPU columns cover the window, failed sessions the whole run, ramp included.",
   columns: [
     { key: "p50", header: "p50 ms" },
     { key: "p99", header: "p99 ms" },
     { key: "errors", header: "failed sessions" },
   ],
   run: async (ctx) => {
-    await round(ctx, 20, 1000).catch(() => undefined);
+    await round(ctx, 20, 0, 1000).catch(() => undefined);
     const out: Measurement[] = [];
     for (const clients of ctx.opts.clientCounts) {
       try {
-        const m = await round(ctx, clients, ctx.opts.sessionsWindowMs);
+        const m = await round(ctx, clients, ctx.opts.sessionsRampMs, ctx.opts.sessionsWindowMs);
         out.push(m);
         ctx.log(`  ${m.case}: ${m.value?.toFixed(0)} sessions/s, p99 ${Number(m.extra?.p99).toFixed(0)} ms, errors ${m.extra?.errors}`);
       } catch (err) {

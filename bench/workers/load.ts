@@ -41,21 +41,28 @@ async function oneSession(task: SessionsTask): Promise<void> {
 }
 
 async function sessions(task: SessionsTask): Promise<SessionsResult> {
-  const cpu0 = cpuSeconds();
-  const deadline = task.startAt + task.windowMs;
+  const opensAt = task.startAt + task.rampMs;
+  const deadline = opensAt + task.windowMs;
   const hardStop = deadline + task.timeoutMs + 5000;
   let completed = 0;
   let late = 0;
   let errors = 0;
   const errorSamples: string[] = [];
   const latenciesMs: number[] = [];
+  // This process's CPU inside the window, read when it opens and closes.
+  let cpuOpen = 0;
+  let cpuClose: number | null = null;
+  const opened = setTimeout(() => (cpuOpen = cpuSeconds()), Math.max(0, opensAt - Date.now()));
+  const closed = setTimeout(() => (cpuClose = cpuSeconds()), Math.max(0, deadline - Date.now()));
   const client = async (): Promise<void> => {
     for (let i = 0; i < 1_000_000 && Date.now() < deadline; i++) {
       const t0 = performance.now();
       try {
         await oneSession(task);
+        const now = Date.now();
+        if (now < opensAt) continue;
         latenciesMs.push(performance.now() - t0);
-        if (Date.now() <= deadline) completed++;
+        if (now <= deadline) completed++;
         else late++;
       } catch (err) {
         errors++;
@@ -68,7 +75,10 @@ async function sessions(task: SessionsTask): Promise<SessionsResult> {
   };
   await new Promise((r) => setTimeout(r, Math.max(0, task.startAt - Date.now())));
   await Promise.all(Array.from({ length: task.clients }, () => client()));
-  return { completed, late, errors, errorSamples, latenciesMs, cpu: cpuSeconds() - cpu0 };
+  clearTimeout(opened);
+  clearTimeout(closed);
+  const cpu = (cpuClose ?? cpuSeconds()) - cpuOpen;
+  return { completed, late, errors, errorSamples, latenciesMs, cpu };
 }
 
 const idle: FtpClient[] = [];
