@@ -56,6 +56,10 @@ describe("Prometheus endpoint and xferlog", () => {
         assert.equal(l.remote, "127.0.0.1");
         assert.equal(l.user, "alice");
       }
+      // Each connection has an id of its own (the refused login's session and the one above).
+      const ids = new Set(s.logs.filter((l) => l.session !== undefined).map((l) => String(l.session)));
+      assert.equal(ids.size, 2);
+      for (const id of ids) assert.match(id, /^[0-9a-f]{8}$/);
     } finally {
       await s.close().catch(() => undefined);
     }
