@@ -2,11 +2,16 @@
  * Limits (issue "Abuse resistance"): sessions per user (config default and a user's own), the
  * command-rate limit (pipelined commands are slowed, never refused; a flood gets 421, is scored,
  * and the server lives on; QUIT, ABOR and STAT are never held back), and the passive port given back
- * when nobody connects. The login, idle, data and stalled timeouts are covered in robustness.test.ts
- * and data.test.ts.
+ * when nobody connects; a connection refused at connect (421) closes once its client does, or after
+ * a moment, even when its client sent commands first. The login, idle, data and stalled timeouts are
+ * covered in robustness.test.ts and data.test.ts.
  */
 import assert from "node:assert/strict";
+import { once } from "node:events";
+import { readdirSync } from "node:fs";
+import { connect } from "node:net";
 import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { TokenBucket } from "../src/protocol/ratelimit.ts";
 import { RawClient, type Reply } from "./helpers/raw.ts";
 import { ftpLogin, rawLogin, withServer } from "./helpers/run.ts";
@@ -170,5 +175,60 @@ void describe("passive ports", () => {
       await c.expect("LIST", 425);
       await c.close();
     }, { config: { limits: { dataTimeout: 0.3 } } });
+  });
+});
+
+/** Descriptors this process has open (the server runs in it). */
+function openDescriptors(): number {
+  return readdirSync("/proc/self/fd").length;
+}
+
+const NO_PROC_FD = process.platform !== "linux" && "counts /proc/self/fd";
+
+void describe("connections refused at connect", () => {
+  const oneSessionPerAddress = { config: { limits: { maxSessionsPerAddress: 1 }, defender: { enabled: false } } };
+
+  it("a refused client that sent commands before its 421 is closed as soon as it closes: no descriptor stays", { skip: NO_PROC_FD }, async () => {
+    await withServer(async (t) => {
+      const held = await rawLogin(t);
+      const before = openDescriptors();
+      for (let i = 0; i < 20; i++) {
+        const s = connect(t.port, "127.0.0.1");
+        s.on("connect", () => s.write("USER alice\r\nPASS alice-pw\r\nPWD\r\n"));
+        let got = "";
+        s.on("data", (d: Buffer) => (got += d.toString()));
+        s.on("end", () => s.end());
+        await once(s, "close");
+        assert.equal(got, "421 Too many connections from your address\r\n");
+      }
+      // Well within the 2 s a refused connection may linger: each went when its client's FIN came.
+      assert.ok(await waitFor(() => openDescriptors() <= before, 1000), `${openDescriptors()} descriptors open, ${before} before`);
+      await held.close();
+    }, oneSessionPerAddress);
+  });
+
+  it("a refused client that keeps sending and never closes is cut off after a moment", { skip: NO_PROC_FD }, async () => {
+    await withServer(async (t) => {
+      const held = await rawLogin(t);
+      const before = openDescriptors();
+      // Half-open allowed: the client keeps sending after the server's FIN instead of answering it.
+      const s = connect({ port: t.port, host: "127.0.0.1", allowHalfOpen: true });
+      s.on("error", () => undefined);
+      let got = "";
+      s.on("data", (d: Buffer) => (got += d.toString()));
+      const drip = setInterval(() => s.write("NOOP\r\n"), 100);
+      try {
+        // (Not once(): the write that meets the closed connection fails, and that is expected.)
+        const closed = new Promise<boolean>((resolve) => s.once("close", () => resolve(true)));
+        const cutOff = await Promise.race([closed, sleep(8000).then(() => false)]);
+        assert.ok(cutOff, "the refused connection was still open after 8 s");
+      } finally {
+        clearInterval(drip);
+        s.destroy();
+      }
+      assert.equal(got, "421 Too many connections from your address\r\n");
+      assert.ok(await waitFor(() => openDescriptors() <= before, 1000), `${openDescriptors()} descriptors open, ${before} before`);
+      await held.close();
+    }, oneSessionPerAddress);
   });
 });
