@@ -233,6 +233,37 @@ describe("AUTH, PBSZ and PROT sequencing (raw control connection)", () => {
     assert.equal((await c.reply()).code, 226);
     await c.quit();
   });
+  it("closes at once a connection whose client ends it before its TLS handshake (implicit, and after AUTH TLS)", async () => {
+    for (const explicit of [false, true]) {
+      const s = netConnect(explicit ? t.port : (t.implicitPort ?? 0), "127.0.0.1");
+      s.on("error", () => undefined);
+      let seen = "";
+      const saw = (code: string): Promise<void> =>
+        new Promise((resolve) => {
+          const check = (): void => {
+            if (!seen.includes(`${code} `)) return;
+            s.removeListener("data", check);
+            resolve();
+          };
+          s.on("data", check);
+          check();
+        });
+      s.on("data", (d: Buffer) => (seen += d.toString("latin1")));
+      await once(s, "connect");
+      if (explicit) {
+        await saw("220");
+        s.write("AUTH TLS\r\n");
+        await saw("234");
+      }
+      // No handshake: the client's FIN. The implicit connection's 220 waits for a handshake that
+      // never comes; the server must not keep the connection (and its descriptor) for it.
+      s.end();
+      const closed = new Promise<boolean>((resolve) => s.once("close", () => resolve(true)));
+      const inTime = await Promise.race([closed, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 5000))]);
+      s.destroy();
+      assert.ok(inTime, `${explicit ? "explicit" : "implicit"}: still open 5 s after the client's FIN`);
+    }
+  });
 });
 
 describe("TLS modes", () => {

@@ -298,8 +298,18 @@ export class TlsProvider {
       server: events as unknown as Server,
     });
     t.on("error", () => undefined);
+    let secured = false;
     // Relayed so the binding sees each finished handshake before anything else runs.
-    t.once("secure", () => events.emit("secure"));
+    t.once("secure", () => {
+      secured = true;
+      events.emit("secure");
+    });
+    // A client that ends its side before its handshake never finishes it: what waits to be written
+    // (an implicit connection's 220) can never go out, and Node would hold the socket open for it
+    // until a timeout. It goes now.
+    t.once("end", () => {
+      if (!secured) t.destroy();
+    });
     return t;
   }
 }
