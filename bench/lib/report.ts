@@ -218,7 +218,7 @@ export function buildReport(input: ReportInput): Report {
         : "The run goes scenario by scenario: each one runs against every server in turn, each on a freshly started process, so that the figures set side by side are taken minutes apart at most (this machine's speed drifts over minutes). ") +
       "Figures from one run on a shared virtual machine: differences under about 10% are noise.",
     "",
-    "Regenerate with `npm run bench` (about 16 minutes; `-- --quick` for a smaller run in under 3). The bench installs the peers " +
+    "Regenerate with `npm run bench` (about 17 minutes; `-- --quick` for a smaller run in under 3). The bench installs the peers " +
       "it lacks (Debian packages; ftp-srv from npm) through the scripts in `../shared/tools/peers/`; raw figures are kept in " +
       "`$FTPB_STATE/results.json` (default `/tmp/ftpbench`), and `-- --report-only` writes this page again from them.",
     "",
