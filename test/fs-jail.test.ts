@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { link, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { link, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -344,6 +344,20 @@ void describe("uploads", () => {
     await up2.commit();
     assert.equal(await readHome("keep.txt"), "new");
     assert.ok(!(await readdir(jail.root)).some((n) => n.startsWith(".berth-upload-")));
+  });
+
+  void it("store over an existing file whose directory is renamed meanwhile: 550 on commit, the old file kept, no temp file left (commit and abort)", async () => {
+    for (const end of ["commit", "abort"] as const) {
+      await mkdir(home(`mv-${end}`));
+      await writeFile(home(`mv-${end}`, "f.txt"), "OLD");
+      const up = await jail.openUpload(vp(`/mv-${end}/f.txt`), store);
+      await write(up, "new data");
+      await rename(home(`mv-${end}`), home(`moved-${end}`));
+      if (end === "commit") await refused(up.commit(), 550);
+      else await up.abort();
+      assert.equal(await readHome(`moved-${end}`, "f.txt"), "OLD");
+      assert.deepEqual(await readdir(home(`moved-${end}`)), ["f.txt"], `${end}: the temp file stayed`);
+    }
   });
 
   void it("store through an inside file link replaces the target, keeps the link", async () => {

@@ -237,7 +237,8 @@ class QuickFile implements FileLike {
 }
 
 /** The descriptor of a real FileHandle; stand-ins (tests) have none and take the promise path. */
-function fdOf(handle: FileLike): number | null {
+/** The descriptor behind `handle`, or null where there is none. */
+export function fdOf(handle: FileLike): number | null {
   const fd = (handle as { fd?: unknown }).fd;
   return typeof fd === "number" && fd >= 0 ? fd : null;
 }

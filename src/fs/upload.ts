@@ -4,7 +4,7 @@
  * old content; a resumed upload writes in place from its offset.
  */
 import { randomBytes } from "node:crypto";
-import { constants } from "node:fs";
+import { constants, readlinkSync } from "node:fs";
 import type { Stats } from "node:fs";
 import { truncate } from "node:fs/promises";
 import path from "node:path";
@@ -12,7 +12,7 @@ import { FtpError } from "../protocol/errors.ts";
 import { locate, UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixFileMode, modesFor } from "./modes.ts";
-import { fstat, lstat, open, rename, stat, unlink, type FileLike } from "./quick.ts";
+import { fdOf, fstat, lstat, open, rename, stat, unlink, type FileLike } from "./quick.ts";
 import type { RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = constants;
@@ -61,9 +61,28 @@ async function createNew(real: RealPath, exclusive: boolean, mode: number): Prom
 async function openTemp(real: RealPath, mode: number): Promise<Upload> {
   const temp = path.join(path.dirname(real), UPLOAD_TEMP_PREFIX + randomBytes(8).toString("hex"));
   const handle = await openCreated(temp, O_WRONLY | O_CREAT | O_EXCL | SAFE, mode);
+  // Where the temp file is when the upload ends: if its directory was renamed meanwhile, the rename
+  // into place fails (the target moved too), and the temp file is removed where it now is.
+  let now = temp;
   const finish = (): Promise<void> => rename(temp, real);
-  const cleanup = (): Promise<void> => unlinkQuietly(temp);
-  return makeUpload(handle, 0, finish, cleanup, cleanup);
+  const cleanup = async (): Promise<void> => {
+    await unlinkQuietly(temp);
+    if (now !== temp) await unlinkQuietly(now);
+  };
+  return makeUpload(handle, 0, finish, cleanup, cleanup, () => (now = pathNow(handle, temp)));
+}
+
+/** Where the file open as `handle` (opened as `opened`) is now, read from /proc/self/fd; `opened`
+ * where that cannot be told, or names another file (one removed meanwhile reads "… (deleted)"). */
+function pathNow(handle: FileLike, opened: string): string {
+  const fd = fdOf(handle);
+  if (fd === null) return opened;
+  try {
+    const p = readlinkSync(`/proc/self/fd/${fd}`);
+    return path.isAbsolute(p) && path.basename(p) === path.basename(opened) ? p : opened;
+  } catch {
+    return opened;
+  }
 }
 
 /** REST n + STOR (RFC 3659 §5.5): keep bytes [0, n), drop the rest, write from n. */
@@ -114,17 +133,20 @@ async function regularSize(handle: FileLike): Promise<number> {
   return s.size;
 }
 
-/** Wraps a handle so that commit/abort/rollback run once: a second call gets the first's outcome. */
+/** Wraps a handle so that commit/abort/rollback run once: a second call gets the first's outcome.
+ * `beforeClose` runs first in each, while the handle is still open. */
 function makeUpload(
   handle: FileLike,
   position: number,
   finish: () => Promise<void>,
   cleanup: () => Promise<void>,
   undo: () => Promise<void>,
+  beforeClose: () => void = () => undefined,
 ): Upload {
   let settled: Promise<void> | null = null;
   const commit = async (): Promise<void> => {
     try {
+      beforeClose();
       await handle.close();
       await finish();
     } catch (err) {
@@ -133,10 +155,12 @@ function makeUpload(
     }
   };
   const abort = async (): Promise<void> => {
+    beforeClose();
     await handle.close().catch(noop);
     await cleanup().catch(noop);
   };
   const rollback = async (): Promise<void> => {
+    beforeClose();
     await handle.close().catch(noop);
     await undo().catch(noop);
   };
