@@ -3,7 +3,7 @@
  * command sequencing (RNFR/RNTO, REST), login guards, malformed and odd input, pipelining.
  */
 import assert from "node:assert/strict";
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { RawClient, readAll, retrieveText } from "./helpers/raw.ts";
@@ -115,6 +115,35 @@ describe("sequencing", () => {
       await raw.expectReply(221);
       await raw.closed();
       await assert.rejects(readFile(join(t.home("alice"), "after-quit")), { code: "ENOENT" });
+    });
+  });
+});
+
+describe("an upload's directory renamed by another session while it runs", () => {
+  it("STOR over an existing file: 550 at the end, the old file intact where the directory went, no temp file left", async () => {
+    await withServer(async (t) => {
+      await mkdir(join(t.home("alice"), "x"));
+      await writeFile(join(t.home("alice"), "x", "f.txt"), "OLD");
+      const up = await rawLogin(t);
+      const other = await rawLogin(t);
+      try {
+        await up.expect("TYPE I", 200);
+        const data = await up.epsv();
+        await up.expect("STOR /x/f.txt", 150);
+        data.write(Buffer.alloc(50_000, 0x61));
+        await other.expect("RNFR /x", 350);
+        await other.expect("RNTO /y", 250);
+        data.end(Buffer.alloc(1000, 0x62));
+        await up.expectReply(550);
+        assert.equal(await readFile(join(t.home("alice"), "y", "f.txt"), "utf8"), "OLD");
+        assert.deepEqual(await readdir(join(t.home("alice"), "y")), ["f.txt"]);
+        await other.expect("RMD /y/f.txt", 550);
+        await other.expect("DELE /y/f.txt", 250);
+        await other.expect("RMD /y", 250);
+      } finally {
+        await up.close();
+        await other.close();
+      }
     });
   });
 });
