@@ -15,6 +15,7 @@ import { AnnounceResolver, readNetFacts } from "./data/announce.ts";
 import { Bandwidth } from "./data/bandwidth.ts";
 import { inContainer, passiveWarnings } from "./data/diagnose.ts";
 import { unmapIPv4 } from "./data/address.ts";
+import { endUnused } from "./data/linger.ts";
 import { PortPool } from "./data/ports.ts";
 import { TlsProvider } from "./data/tls.ts";
 import { JailedFs } from "./fs/jail.ts";
@@ -202,7 +203,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     const remote = unmapIPv4(socket.remoteAddress ?? "");
     const refusal = refusalOf(remote);
     if (refusal) {
-      if (!implicit) refuse(socket, formatReply(421, refusal));
+      if (!implicit) endUnused(socket, REFUSAL_LINGER_MS, formatReply(421, refusal));
       else socket.destroy();
       return;
     }
@@ -331,21 +332,6 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
 
 /** How long a refused connection may stay after its 421 (ms), whatever its client does. */
 const REFUSAL_LINGER_MS = 2000;
-
-/**
- * Sends `reply` on a connection that gets no session and ends it. What the client sends is read and
- * dropped: a socket nobody reads never sees the client's FIN behind its bytes (Node emits the end
- * only once the data before it is consumed), so a refused client that had sent a command would
- * keep its descriptor open for good. A client that does not close goes after REFUSAL_LINGER_MS; the
- * reply is in the kernel by then and still goes out before the FIN.
- */
-function refuse(socket: Socket, reply: string): void {
-  const linger = setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS);
-  linger.unref();
-  socket.once("close", () => clearTimeout(linger));
-  socket.resume();
-  socket.end(reply);
-}
 
 /** The 421 text of a ban. */
 function banText(ban: BanInfo): string {

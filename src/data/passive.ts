@@ -17,6 +17,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { FtpError } from "../protocol/errors.ts";
 import { sameHost, unmapIPv4 } from "./address.ts";
 import type { DataChannel } from "./channel.ts";
+import { endUnused } from "./linger.ts";
 import type { PortPool } from "./ports.ts";
 
 /** What a passive listener needs to know. */
@@ -269,10 +270,7 @@ export class PassiveChannel implements DataChannel {
   private endGently(socket: Socket): void {
     this.handedOut = true; // close() must not reset it
     this.close();
-    socket.setTimeout(RETIRE_GRACE_MS, () => socket.destroy());
-    socket.once("end", () => socket.destroy());
-    socket.resume();
-    socket.end();
+    endUnused(socket, RETIRE_GRACE_MS);
   }
 
   /** Nobody connected within the data timeout: a waiting transfer gets 425, the port goes back. */
