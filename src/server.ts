@@ -3,6 +3,7 @@
  * shutdown. Builds the shared context once and hands each connection to a Session.
  */
 import { Metrics, serveMetrics, type Gauges } from "./log/metrics.ts";
+import { sendfileBinding } from "./data/native.ts";
 import { XferLog } from "./log/xferlog.ts";
 import { randomFillSync } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
@@ -239,7 +240,16 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     implicitPort = addressPort(srv);
   }
   logger.info(
-    { event: "listening", host: config.listen.host, port, implicitPort, passive: config.passive.ports, tls: mode },
+    {
+      event: "listening",
+      host: config.listen.host,
+      port,
+      implicitPort,
+      passive: config.passive.ports,
+      tls: mode,
+      // "unavailable": native/ was not built (npm ci found no C compiler, or not Linux).
+      sendfile: !config.transfer.sendfile ? "off" : sendfileBinding() ? "on" : "unavailable",
+    },
     "berth listening on %s port %s%s",
     config.listen.host,
     String(port ?? "-"),

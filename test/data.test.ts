@@ -665,24 +665,26 @@ describe("downloads", () => {
     return { sock, sent: await stalledAt(t) };
   }
 
-  it("sends empty, tiny and buffer-sized files byte for byte", async () => {
-    await withServer(async (t) => {
-      const sizes = [0, 1, 4096, 16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, MIB - 1, MIB, MIB + 1, 3 * MIB + 5];
-      for (const size of sizes) await writeFile(join(t.home("alice"), `s${size}.bin`), payload(size, size + 1));
-      const raw = await rawLogin(t);
-      try {
-        await raw.expect("TYPE I", 200);
-        for (const size of sizes) {
-          const { data, code } = await retr(raw, `s${size}.bin`);
-          assert.equal(code, 226, `s${size}.bin`);
-          assert.equal(data.length, size, `s${size}.bin`);
-          assert.ok(data.equals(payload(size, size + 1)), `s${size}.bin content`);
+  for (const sendfile of [true, false]) {
+    it(`sends empty, tiny and buffer-sized files byte for byte (transfer.sendfile: ${sendfile})`, async () => {
+      await withServer(async (t) => {
+        const sizes = [0, 1, 4096, 16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, MIB - 1, MIB, MIB + 1, 3 * MIB + 5];
+        for (const size of sizes) await writeFile(join(t.home("alice"), `s${size}.bin`), payload(size, size + 1));
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          for (const size of sizes) {
+            const { data, code } = await retr(raw, `s${size}.bin`);
+            assert.equal(code, 226, `s${size}.bin`);
+            assert.equal(data.length, size, `s${size}.bin`);
+            assert.ok(data.equals(payload(size, size + 1)), `s${size}.bin content`);
+          }
+        } finally {
+          await raw.close();
         }
-      } finally {
-        await raw.close();
-      }
+      }, { config: { transfer: { sendfile } } });
     });
-  });
+  }
 
   it("plain STOR, REST + STOR and APPE at sizes around the upload buffers land every byte", async () => {
     await withServer(async (t) => {
@@ -715,23 +717,25 @@ describe("downloads", () => {
     });
   });
 
-  it("REST + RETR at offsets around the buffer sizes", async () => {
-    await withServer(async (t) => {
-      const whole = payload(2 * MIB + 7);
-      await writeFile(join(t.home("alice"), "r.bin"), whole);
-      const raw = await rawLogin(t);
-      try {
-        await raw.expect("TYPE I", 200);
-        for (const rest of [1, 16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, MIB - 1, MIB, MIB + 1, whole.length - 1, whole.length]) {
-          const { data, code } = await retr(raw, "r.bin", rest);
-          assert.equal(code, 226, `REST ${rest}`);
-          assert.ok(data.equals(whole.subarray(rest)), `REST ${rest}: ${data.length} bytes`);
+  for (const sendfile of [true, false]) {
+    it(`REST + RETR at offsets around the buffer sizes (transfer.sendfile: ${sendfile})`, async () => {
+      await withServer(async (t) => {
+        const whole = payload(2 * MIB + 7);
+        await writeFile(join(t.home("alice"), "r.bin"), whole);
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          for (const rest of [1, 16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, MIB - 1, MIB, MIB + 1, whole.length - 1, whole.length]) {
+            const { data, code } = await retr(raw, "r.bin", rest);
+            assert.equal(code, 226, `REST ${rest}`);
+            assert.ok(data.equals(whole.subarray(rest)), `REST ${rest}: ${data.length} bytes`);
+          }
+        } finally {
+          await raw.close();
         }
-      } finally {
-        await raw.close();
-      }
+      }, { config: { transfer: { sendfile } } });
     });
-  });
+  }
 
   it("TYPE A: a CRLF split between two reads stays one CRLF", async () => {
     await withServer(async (t) => {

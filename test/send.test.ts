@@ -1,19 +1,53 @@
 /**
- * Downloads (data/transfer.ts sendFile) over a real socket pair: every byte in order from any
- * offset, read straight from the page cache while the disk answers fast and through the thread
- * pool after a back-off, and a read that fails ends the transfer with its error.
+ * Downloads (data/transfer.ts sendFile) over a real socket pair, by both paths: sendfile(2)
+ * (data/native.ts: from this thread while the disk answers fast, else from the addon's own thread)
+ * and the user-space loop (read straight from the page cache while the disk answers fast, through
+ * the thread pool after a back-off). Every byte in order from any offset; a read that fails ends
+ * the transfer with its error; a file sendfile refuses goes through user space; a download the
+ * client stops reading is aborted or given up as stalled without leaving a descriptor or a thread.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+import { readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { READ_CHUNK, sendFile, Transfer } from "../src/data/transfer.ts";
+import { sendfileBinding } from "../src/data/native.ts";
 import * as quick from "../src/fs/quick.ts";
 import { countCalls } from "./helpers/handles.ts";
 import { socketPair } from "./helpers/sockets.ts";
+
+const NO_SENDFILE = sendfileBinding() === null && "sendfile support not built (native/)";
+
+function openDescriptors(): number {
+  return readdirSync("/proc/self/fd").length;
+}
+
+function threadCount(): number {
+  return readdirSync("/proc/self/task").length;
+}
+
+function existsEnviron(): boolean {
+  try {
+    readFileSync("/proc/self/environ");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitFor(ok: () => boolean, ms: number): Promise<boolean> {
+  const until = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > until) return false;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return true;
+}
 
 const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
 
@@ -26,6 +60,17 @@ function collect(client: Socket): Promise<Buffer> {
     client.once("error", reject);
   });
 }
+
+/** Whether a C compiler is on PATH (what native/build.mjs needs besides Node's headers). */
+function haveCompiler(): boolean {
+  return spawnSync(process.env.CC || "cc", ["--version"], { stdio: "ignore" }).status === 0;
+}
+
+const BUILD_SKIP = process.platform !== "linux" ? "Linux only" : !haveCompiler() ? "no C compiler on PATH" : false;
+
+it("sendfile support is built and loads on Linux wherever a C compiler is", { skip: BUILD_SKIP }, () => {
+  assert.ok(sendfileBinding(), "native/build/berth_native.node: run `node native/build.mjs` to see why it is missing");
+});
 
 describe("downloads", () => {
   let dir: string;
@@ -41,43 +86,156 @@ describe("downloads", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  for (const disk of ["fast", "backed off"] as const) {
-    for (const start of [0, 1, READ_CHUNK + 7, data.length]) {
-      it(`sends every byte from offset ${start}, ${disk} disk`, async () => {
+  for (const kernel of [false, true]) {
+    const path = kernel ? "sendfile" : "user space";
+    const skip = kernel && NO_SENDFILE;
+    for (const disk of ["fast", "backed off"] as const) {
+      for (const start of [0, 1, READ_CHUNK + 7, data.length]) {
+        it(`${path}: sends every byte from offset ${start}, ${disk} disk`, { skip }, async () => {
+          const [server, client] = await socketPair();
+          const handle = await open(file, "r");
+          const reads = countCalls(handle, "read");
+          const received = collect(client);
+          quick.backOff(disk === "fast" ? 0 : 60_000);
+          try {
+            const t = new Transfer("download", "/f.bin", data.length - start);
+            const sent = await sendFile(t, server, handle, start, false, 10_000, null, kernel);
+            assert.equal(sent, data.length - start);
+            assert.equal(t.bytes, sent);
+          } finally {
+            quick.backOff(0);
+            await handle.close();
+          }
+          assert.equal(sha(await received), sha(data.subarray(start)));
+          if (kernel || disk === "fast") assert.equal(reads(), 0, kernel ? "no read at all: sendfile" : "read at once, not through the pool");
+          else if (start < data.length) assert.ok(reads() > 0);
+        });
+      }
+    }
+
+    it(`${path}: a read that fails ends the transfer with the read's error and destroys the socket`, { skip }, async () => {
+      for (const disk of ["fast", "backed off"] as const) {
         const [server, client] = await socketPair();
-        const handle = await open(file, "r");
-        const reads = countCalls(handle, "read");
-        const received = collect(client);
+        client.on("error", () => undefined);
+        client.resume();
+        // Opened for writing only: every read (and sendfile from it) is EBADF.
+        const writeOnly = await open(join(dir, "w.bin"), "w");
         quick.backOff(disk === "fast" ? 0 : 60_000);
         try {
-          const t = new Transfer("download", "/f.bin", data.length - start);
-          const sent = await sendFile(t, server, handle, start, false, 10_000);
-          assert.equal(sent, data.length - start);
+          const t = new Transfer("download", "/w.bin", 1000);
+          await assert.rejects(sendFile(t, server, writeOnly, 0, false, 10_000, null, kernel), { code: "EBADF" }, disk);
+          assert.equal(server.destroyed, true);
         } finally {
           quick.backOff(0);
-          await handle.close();
+          await writeOnly.close();
+          client.destroy();
         }
-        assert.equal(sha(await received), sha(data.subarray(start)));
-        if (disk === "fast") assert.equal(reads(), 0, "read at once, not through the pool");
-        else if (start < data.length) assert.ok(reads() > 0);
-      });
-    }
+      }
+    });
   }
 
-  it("a read that fails ends the transfer with the read's error and destroys the socket", async () => {
+  it("sendfile: a file sendfile refuses (EINVAL) is sent through user space", { skip: NO_SENDFILE || !existsEnviron() }, async () => {
+    const native = sendfileBinding();
+    assert.ok(native);
+    // /proc/self/environ does not change while the process runs, and sendfile cannot read it.
+    const expected = readFileSync("/proc/self/environ");
     const [server, client] = await socketPair();
-    client.on("error", () => undefined);
-    client.resume();
-    // Opened for writing only: every read is EBADF.
-    const writeOnly = await open(join(dir, "w.bin"), "w");
+    const handle = await open("/proc/self/environ", "r");
+    const received = collect(client);
     try {
-      quick.backOff(0);
-      const t = new Transfer("download", "/w.bin", 1000);
-      await assert.rejects(sendFile(t, server, writeOnly, 0, false, 10_000), { code: "EBADF" });
-      assert.equal(server.destroyed, true);
+      const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
+      assert.equal(native.sendNow(fd, handle.fd, 0, 100), -22, "the precondition: EINVAL");
+      const t = new Transfer("download", "/environ", 0);
+      assert.equal(await sendFile(t, server, handle, 0, false, 10_000, null, true), expected.length);
     } finally {
-      await writeOnly.close();
-      client.destroy();
+      await handle.close();
     }
+    assert.ok((await received).equals(expected));
+  });
+
+  describe("sendfile from the addon's thread, to a client that stops reading", { skip: NO_SENDFILE }, () => {
+    const MIB = 1 << 20;
+    let bigFile: string;
+    before(async () => {
+      bigFile = join(dir, "big.bin");
+      await writeFile(bigFile, Buffer.alloc(64 * MIB, 7));
+    });
+
+    /** A download of 64 MiB into a client that reads nothing: the server fills the socket buffers,
+     * then its sendfile thread waits. Resolves once the transfer has stopped moving. */
+    async function stuck(stalledMs: number): Promise<{ t: Transfer; sending: Promise<number>; client: Socket; server: Socket; close: () => Promise<void> }> {
+      const [server, client] = await socketPair();
+      client.pause();
+      client.on("error", () => undefined);
+      const handle = await open(bigFile, "r");
+      const t = new Transfer("download", "/big.bin", 64 * MIB);
+      const sending = sendFile(t, server, handle, 0, false, stalledMs, null, true);
+      sending.catch(() => undefined);
+      let last = -1;
+      while (t.bytes !== last) {
+        last = t.bytes;
+        await new Promise((r) => setTimeout(r, 150));
+      }
+      return { t, sending, client, server, close: () => handle.close() };
+    }
+
+    it("ABOR: 426 at once; the thread and its descriptors are gone", async () => {
+      const fds = openDescriptors();
+      const threads = threadCount();
+      const s = await stuck(60_000);
+      try {
+        assert.ok(s.t.bytes > 0 && s.t.bytes < 64 * MIB, `${s.t.bytes} bytes sent before the client stopped`);
+        assert.equal(threadCount(), threads + 1, "one thread sends");
+        assert.equal(openDescriptors(), fds + 2 + 3, "the job's two copies, besides the pair and the file");
+        const t0 = Date.now();
+        s.t.abort("abort");
+        await assert.rejects(s.sending, { code: 426, message: "Transfer aborted" });
+        assert.ok(Date.now() - t0 < 1000, `aborted in ${Date.now() - t0} ms`);
+      } finally {
+        s.client.destroy();
+        await s.close();
+      }
+      assert.ok(await waitFor(() => threadCount() === threads && openDescriptors() === fds, 2000), "no thread or descriptor left");
+    });
+
+    it("a client that reads nothing for the stall time: 426, stalled", async () => {
+      const fds = openDescriptors();
+      const s = await stuck(700);
+      try {
+        await assert.rejects(s.sending, { code: 426, message: "Transfer aborted: no data moved for too long" });
+        assert.equal(s.t.aborted, "stalled");
+        assert.equal(s.server.destroyed, true);
+      } finally {
+        s.client.destroy();
+        await s.close();
+      }
+      assert.ok(await waitFor(() => openDescriptors() === fds, 2000), "no descriptor left");
+    });
+
+    it("a client that resets the connection: 426, and the file's descriptor is ours to close", async () => {
+      const fds = openDescriptors();
+      const s = await stuck(60_000);
+      try {
+        s.client.resetAndDestroy();
+        await assert.rejects(s.sending, { code: 426 });
+      } finally {
+        await s.close();
+      }
+      assert.ok(await waitFor(() => openDescriptors() === fds, 2000), "no descriptor left");
+    });
+
+    it("a client that starts reading again gets every byte", async () => {
+      const s = await stuck(60_000);
+      const received = collect(s.client);
+      s.client.resume();
+      try {
+        assert.equal(await s.sending, 64 * MIB);
+      } finally {
+        await s.close();
+      }
+      const got = await received;
+      assert.equal(got.length, 64 * MIB);
+      assert.ok(got.every((b) => b === 7));
+    });
   });
 });

@@ -21,6 +21,10 @@ export interface Config {
     readonly address: string;
   };
   readonly active: { readonly enabled: boolean };
+  readonly transfer: {
+    /** Plain binary downloads by sendfile(2) where the addon is built (data/native.ts). */
+    readonly sendfile: boolean;
+  };
   readonly tls: {
     readonly mode: TlsMode;
     readonly cert: string;
@@ -158,6 +162,7 @@ export const DEFAULTS: Config = {
   listen: { host: "::", port: 2121 },
   passive: { ports: "50000-50100", address: "" },
   active: { enabled: true },
+  transfer: { sendfile: true },
   tls: {
     mode: "off",
     cert: "",

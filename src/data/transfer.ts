@@ -15,7 +15,10 @@ import { FtpError } from "../protocol/errors.ts";
 import { fromNetworkAscii, networkAsciiEncoder } from "./ascii.ts";
 import { hookStage, type TransferHook } from "./hook.ts";
 import { receiveDirect, userBufferReads, type DirectProgress } from "./receive.ts";
-import { QUICK_IO_MAX, read as quickRead } from "../fs/quick.ts";
+import { QUICK_IO_MAX, SLOW_MS, fdOf, lateCall, quickEnabled, read as quickRead } from "../fs/quick.ts";
+import { constants as osConstants } from "node:os";
+import { getSystemErrorName } from "node:util";
+import { sendfileBinding, type SendfileBinding, type SendfileJob } from "./native.ts";
 
 /** Read size for downloads: large chunks keep system calls few; at most what may be read at once
  * synchronously (fs/quick.ts). */
@@ -102,8 +105,18 @@ export async function sendFile(
   ascii: boolean,
   stalledMs: number,
   hook: TransferHook | null = null,
+  sendfile = true,
 ): Promise<number> {
   let sent = 0;
+  const native = sendfile && !ascii && !hook ? sendfileBinding() : null;
+  const fds = native ? kernelCopyFds(socket, handle) : null;
+  if (native && fds) {
+    const r = await sendKernel(t, socket, native, fds.socket, fds.file, start, stalledMs);
+    if (typeof r === "number") return r;
+    // sendfile cannot serve this file (or no thread could be started): on from where it stopped.
+    start = r.position;
+    sent = r.sent;
+  }
   t.attach(socket, () => sent);
   socket.setTimeout(stalledMs, () => t.abort("stalled"));
   const watch = new SocketWatch(socket);
@@ -170,6 +183,113 @@ export async function sendFile(
   }
   finishSocket(socket);
   return sent;
+}
+
+const { EAGAIN, ECANCELED, ETIMEDOUT, EINVAL, ENOSYS, EOPNOTSUPP } = osConstants.errno;
+/** sendfile's answers for a file it cannot send (a file system without splice, say). */
+const UNSUPPORTED = new Set([EINVAL, ENOSYS, EOPNOTSUPP]);
+/** Bytes a download sends from the main thread before it hands the rest to a thread of its own: a
+ * small file goes out in one call (and one more that finds the end), a large one fills the socket
+ * buffer and moves on. */
+const SEND_NOW_MAX = 1 << 20;
+
+/** The descriptors sendfile needs: a plain TCP socket nothing else is writing to, and a file
+ * descriptor; null where the user-space loop must do (TLS, a stand-in handle, pending writes). */
+function kernelCopyFds(socket: Socket, handle: FileLike): { socket: number; file: number } | null {
+  if ((socket as Socket & { encrypted?: boolean }).encrypted || socket.destroyed || socket.connecting) return null;
+  if (socket.writableLength !== 0 || socket.writableEnded) return null;
+  const sfd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  const ffd = fdOf(handle);
+  if (typeof sfd !== "number" || sfd < 0 || ffd === null) return null;
+  return { socket: sfd, file: ffd };
+}
+
+/**
+ * A plain download by sendfile(2) (data/native.ts): the file goes from the page cache to the
+ * socket without passing through user space. While the disk answers fast the first megabyte goes
+ * out at once from this thread (all of a small file); the rest is sent by a thread of the addon,
+ * which waits for the socket with poll() and gives up after `stalledMs` without progress. Abort
+ * (ABOR, a closed control connection, shutdown) destroys the socket, which cancels the job; the
+ * job works on copies of both descriptors, so closing ours never hands it someone else's.
+ *
+ * Returns the bytes sent, or where to go on from in user space when sendfile refuses the file
+ * (EINVAL and the like, before its first byte) or no thread can be started.
+ */
+async function sendKernel(
+  t: Transfer,
+  socket: Socket,
+  native: SendfileBinding,
+  sfd: number,
+  ffd: number,
+  start: number,
+  stalledMs: number,
+): Promise<number | { position: number; sent: number }> {
+  let sent = 0;
+  let position = start;
+  const progress = new BigInt64Array(1);
+  t.attach(socket, () => sent + Number(progress[0]));
+  const watch = new SocketWatch(socket);
+  socket.setTimeout(0); // no stream activity to watch: the job has its own stall clock
+  let job: SendfileJob | null = null;
+  // Harmless once the job has ended; it never throws (a throw in a 'close' listener would be uncaught).
+  const cancel = (): void => {
+    if (job) native.cancel(job);
+  };
+  try {
+    let errno = EAGAIN;
+    if (quickEnabled()) {
+      const t0 = performance.now();
+      while (sent < SEND_NOW_MAX) {
+        const n = native.sendNow(sfd, ffd, position, SEND_NOW_MAX);
+        if (n <= 0) {
+          errno = -n;
+          break;
+        }
+        position += n;
+        sent += n;
+      }
+      const ms = performance.now() - t0;
+      if (ms > SLOW_MS) lateCall(ms);
+    }
+    if (errno === EAGAIN) {
+      const ended = new Promise<{ errno: number; n: number }>((resolve) => {
+        try {
+          job = native.start(sfd, ffd, position, stalledMs, progress, (code, n) => resolve({ errno: code, n }));
+        } catch {
+          resolve({ errno: EAGAIN, n: 0 });
+        }
+      });
+      socket.once("close", cancel);
+      const r = await watch.wait(ended);
+      socket.removeListener("close", cancel);
+      job = null;
+      progress[0] = 0n;
+      position += r.n;
+      sent += r.n;
+      errno = r.errno;
+    }
+    if (UNSUPPORTED.has(errno) && position === start) return { position, sent };
+    if (errno === EAGAIN) return { position, sent }; // no thread: the rest in user space
+    if (errno === ETIMEDOUT) t.abort("stalled");
+    if (errno !== 0) throw errnoError(errno);
+    socket.end();
+    await watch.wait(watch.finished());
+  } catch (err) {
+    cancel();
+    socket.removeListener("close", cancel);
+    socket.destroy();
+    throw abortError(t, err);
+  } finally {
+    watch.detach();
+  }
+  finishSocket(socket);
+  return sent;
+}
+
+function errnoError(errno: number): Error {
+  if (errno === ECANCELED) return prematureClose();
+  const code = getSystemErrorName(-errno);
+  return Object.assign(new Error(`sendfile: ${code}`), { code, errno: -errno, syscall: "sendfile" });
 }
 
 /** One read of a download. */

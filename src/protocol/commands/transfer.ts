@@ -29,7 +29,7 @@ async function retr(s: Session, arg: string): Promise<void> {
       transfer: new Transfer("download", path, dl.size - offset),
       opening: `Opening ${modeName(s)} mode data connection for ${basename(path)} (${dl.size} bytes)`,
       open: async () => undefined,
-      move: (t, socket) => sendFile(t, socket, dl.handle, offset, s.type === "A", stalledMs(s), hook),
+      move: (t, socket) => sendFile(t, socket, dl.handle, offset, s.type === "A", stalledMs(s), hook, s.ctx.config.transfer.sendfile),
     });
   } finally {
     hook?.release();

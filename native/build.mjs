@@ -1,0 +1,45 @@
+// Builds native/sendfile.c into native/build/berth_native.node with the system's C compiler and the
+// Node-API headers (the node-api-headers package; Node's own where that is missing), when npm
+// installs berth. Optional: without a compiler, or on a system other than Linux, it says so in one
+// line and berth sends files through user space instead.
+import { spawnSync } from "node:child_process";
+import { createRequire } from "node:module";
+import { existsSync, mkdirSync, renameSync, rmSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const out = join(here, "build", "berth_native.node");
+const skip = (why) => {
+  console.log(`berth: sendfile support not built (${why}); downloads go through user space`);
+  process.exit(0);
+};
+
+if (process.env.BERTH_NATIVE === "0") skip("BERTH_NATIVE=0");
+if (process.platform !== "linux") skip(`not on ${process.platform}`);
+let packaged = "";
+try {
+  packaged = createRequire(import.meta.url)("node-api-headers").include_dir;
+} catch {
+  // not installed: Node's own headers below
+}
+const headers = [
+  packaged,
+  resolve(process.execPath, "../../include/node"),
+  process.config.variables?.node_prefix ? join(process.config.variables.node_prefix, "include/node") : "",
+  "/usr/local/include/node",
+  "/usr/include/node",
+].find((d) => d && existsSync(join(d, "node_api.h")));
+if (!headers) skip("Node's headers (node_api.h) not found");
+const cc = process.env.CC || "cc";
+mkdirSync(dirname(out), { recursive: true });
+const tmp = `${out}.${process.pid}.tmp`;
+const r = spawnSync(cc, ["-O2", "-Wall", "-Wextra", "-shared", "-fPIC", "-pthread", `-I${headers}`, "-o", tmp, join(here, "sendfile.c")], {
+  stdio: ["ignore", "inherit", "inherit"],
+});
+if (r.error || r.status !== 0) {
+  rmSync(tmp, { force: true });
+  skip(r.error ? `${cc}: ${r.error.code ?? r.error.message}` : `${cc} exited with ${r.status}`);
+}
+renameSync(tmp, out);
+console.log("berth: sendfile support built (native/build/berth_native.node)");
