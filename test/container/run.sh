@@ -84,6 +84,13 @@ $ENGINE run -d --name "$BR" -p 127.0.0.1:22021:21 -p 127.0.0.1:21100-21110:21100
   || { say "FAIL: cannot start the bridge container"; exit 1; }
 if wait_220 127.0.0.1 22021; then result PASS "bridge: 220 greeting on published port 21"
 else $ENGINE logs "$BR" | tail -20; result FAIL "bridge: no 220 greeting"; fi
+listening=""   # the log line may come a moment after the 220 (pino writes asynchronously)
+for _ in $(seq 20); do
+  listening=$($ENGINE logs "$BR" 2>&1 | grep '"event":"listening"') && break
+  sleep 0.25
+done
+if printf '%s' "$listening" | grep -q '"sendfile":"on"'; then result PASS "image: plain downloads by sendfile (native/ built)"
+else printf '%s\n' "${listening:-no listening line}"; result FAIL "image: sendfile not on"; fi
 if [ "$ENGINE" = podman ]; then
   if podman healthcheck run "$BR" >/dev/null 2>&1; then result PASS "bridge: HEALTHCHECK healthy"
   else result FAIL "bridge: HEALTHCHECK"; fi
