@@ -113,6 +113,22 @@ describe("downloads", () => {
       }
     }
 
+    it(`${path}: a transfer aborted before it begins sends nothing and says 426`, { skip }, async () => {
+      const [server, client] = await socketPair();
+      client.on("error", () => undefined);
+      const received = collect(client).catch(() => Buffer.alloc(0));
+      const handle = await open(file, "r");
+      try {
+        const t = new Transfer("download", "/f.bin", data.length);
+        t.abort("abort");
+        await assert.rejects(sendFile(t, server, handle, 0, false, 10_000, null, kernel), { code: 426, message: "Transfer aborted" });
+        assert.equal(server.destroyed, true);
+      } finally {
+        await handle.close();
+      }
+      assert.equal((await received).length, 0);
+    });
+
     it(`${path}: a read that fails ends the transfer with the read's error and destroys the socket`, { skip }, async () => {
       for (const disk of ["fast", "backed off"] as const) {
         const [server, client] = await socketPair();

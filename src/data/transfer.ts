@@ -228,6 +228,8 @@ async function sendKernel(
   let position = start;
   const progress = new BigInt64Array(1);
   t.attach(socket, () => sent + Number(progress[0]));
+  // Aborted before it began: attach() has destroyed the socket, and its descriptor is closed.
+  if (socket.destroyed) throw abortError(t, prematureClose());
   const watch = new SocketWatch(socket);
   socket.setTimeout(0); // no stream activity to watch: the job has its own stall clock
   let job: SendfileJob | null = null;
