@@ -28,7 +28,6 @@ export interface SendfileBinding {
 /** An opaque running job. */
 export type SendfileJob = { readonly __brand: "SendfileJob" };
 
-
 let binding: SendfileBinding | null | undefined;
 
 /** The addon, or null where it is not built or does not load (looked for once). */
