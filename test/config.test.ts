@@ -75,6 +75,7 @@ void describe("loadConfig", () => {
         BERTH_TLS_MODE: "explicit",
         BERTH_TLS_IMPLICIT_PORT: "9990",
         BERTH_ACTIVE_ENABLED: "no",
+        BERTH_TRANSFER_SENDFILE: "false",
         BERTH_TLS_REQUIRE: "YES",
         BERTH_LIMITS_FAILEDLOGINDELAY: "0.25",
         BERTH_USERS_BCRYPT_COST: "4",
@@ -91,6 +92,7 @@ void describe("loadConfig", () => {
     assert.equal(config.tls.mode, "explicit");
     assert.equal(config.tls.implicitPort, 9990);
     assert.equal(config.active.enabled, false);
+    assert.equal(config.transfer.sendfile, false);
     assert.equal(config.tls.require, true);
     assert.equal(config.limits.failedLoginDelay, 0.25);
     assert.equal(config.users.bcryptCost, 4);
@@ -168,6 +170,8 @@ void describe("loadConfig errors name the key", () => {
   void test("bad booleans", () => {
     expectError(env({ BERTH_ACTIVE_ENABLED: "sure" }), "active.enabled", "true or false");
     expectError(file("tls:\n  require: 2\n"), "tls.require", "true or false");
+    expectError(env({ BERTH_TRANSFER_SENDFILE: "maybe" }), "transfer.sendfile", "true or false");
+    expectError(file("transfer:\n  sendfile: \"sometimes\"\n"), "transfer.sendfile", "true or false");
   });
 
   void test("negative or zero durations and counts", () => {
