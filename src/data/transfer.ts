@@ -91,11 +91,13 @@ export class Transfer {
 /**
  * Sends `handle` from `start` to its end to the socket, then ends it (close_notify for TLS).
  *
- * A loop over two reused buffers rather than a stream pipeline: the next chunk is read while the
- * socket writes the current one, and a buffer is read into again only once the socket is done with
- * it (its write callback). Buffers are sized to what is left of the file, so a small file costs one
- * small buffer and one read. With a hook (data/hook.ts), reads are at most `chunkSize()` bytes and
- * each chunk waits for `take()` before it goes to the socket.
+ * A plain binary download without a hook goes by sendfile(2) where the addon is built
+ * (sendKernel). Otherwise, and for what sendfile cannot send, a loop over two reused buffers rather
+ * than a stream pipeline: the next chunk is read while the socket writes the current one, and a
+ * buffer is read into again only once the socket is done with it (its write callback). Buffers are
+ * sized to what is left of the file, so a small file costs one small buffer and one read. With a
+ * hook (data/hook.ts), reads are at most `chunkSize()` bytes and each chunk waits for `take()`
+ * before it goes to the socket.
  */
 export async function sendFile(
   t: Transfer,
@@ -108,22 +110,17 @@ export async function sendFile(
   sendfile = true,
 ): Promise<number> {
   let sent = 0;
+  let position = start;
   const native = sendfile && !ascii && !hook ? sendfileBinding() : null;
   const fds = native ? kernelCopyFds(socket, handle) : null;
-  if (native && fds) {
-    const r = await sendKernel(t, socket, native, fds.socket, fds.file, start, stalledMs);
-    if (typeof r === "number") return r;
-    // sendfile cannot serve this file (or no thread could be started): on from where it stopped.
-    start = r.position;
-    sent = r.sent;
-  }
-  t.attach(socket, () => sent);
-  socket.setTimeout(stalledMs, () => t.abort("stalled"));
+  // Bytes the addon's thread has sent so far (it writes them here); added to `sent` when it ends.
+  const progress = fds ? new BigInt64Array(1) : null;
+  t.attach(socket, progress ? () => sent + Number(progress[0]) : () => sent);
   const watch = new SocketWatch(socket);
   // The size known at open: a short read at or past it is the end; before it, reading goes on.
   const end = t.expected === null ? Infinity : start + t.expected;
   const cap = hook ? Math.min(READ_CHUNK, Math.max(MIN_CHUNK, hook.chunkSize())) : READ_CHUNK;
-  const size = readBufferSize(end - start, cap);
+  let size = 0;
   const buffers: (Buffer | null)[] = [null, null];
   // Settles when the socket no longer needs the buffer (its last write's callback ran).
   const inUse: (Promise<void> | null)[] = [null, null];
@@ -131,44 +128,60 @@ export async function sendFile(
   let stopped = false;
   let reading: Promise<unknown> | null = null;
 
-  const readInto = async (slot: number, position: number): Promise<Chunk> => {
+  const readInto = async (slot: number, from: number): Promise<Chunk> => {
     await inUse[slot];
     if (stopped) return { n: 0, last: true };
     const buf = (buffers[slot] ??= Buffer.allocUnsafe(size));
     const want = hook ? Math.min(buf.length, Math.max(1, hook.chunkSize())) : buf.length;
     // Synchronous while the disk answers fast (fs/quick.ts); otherwise through the pool.
-    const read = quickRead(handle, buf, 0, want, position);
+    const read = quickRead(handle, buf, 0, want, from);
     reading = read;
     const n = (await read).bytesRead;
     // A short read that reaches the size known at open is the end: no extra read to see EOF.
-    return { n, last: n === 0 || (n < want && position + n >= end) };
+    return { n, last: n === 0 || (n < want && from + n >= end) };
   };
 
   try {
-    let position = start;
-    let slot = 0;
-    let next = readInto(slot, position);
-    for (;;) {
-      const { n, last } = await watch.wait(next);
-      if (n === 0) break;
-      const buf = buffers[slot] as Buffer;
-      position += n;
-      if (!last) {
-        next = readInto(1 - slot, position);
-        next.catch(() => undefined); // awaited on the next turn; a failure there is handled then
+    let done = false;
+    if (native && fds && progress) {
+      const moved = (n: number): void => {
+        sent += n;
+        position += n;
+      };
+      const errno = await sendKernel(socket, watch, native, fds, position, stalledMs, progress, moved);
+      if (errno === ETIMEDOUT) t.abort("stalled");
+      if (errno === 0) done = true;
+      // sendfile refused the file before its first byte, or no thread could be started: the rest
+      // goes through user space, from where sendfile stopped.
+      else if (!(errno === EAGAIN || (UNSUPPORTED.has(errno) && position === start))) throw errnoError(errno);
+    }
+    if (!done) {
+      socket.setTimeout(stalledMs, () => t.abort("stalled"));
+      size = readBufferSize(end - position, cap);
+      let slot = 0;
+      let next = readInto(slot, position);
+      for (;;) {
+        const { n, last } = await watch.wait(next);
+        if (n === 0) break;
+        const buf = buffers[slot] as Buffer;
+        position += n;
+        if (!last) {
+          next = readInto(1 - slot, position);
+          next.catch(() => undefined); // awaited on the next turn; a failure there is handled then
+        }
+        if (hook) {
+          const ms = hook.take(n);
+          if (ms >= 1) await watch.wait(sleep(ms));
+        }
+        const chunk = encode ? encode(buf.subarray(0, n)) : buf.subarray(0, n);
+        let release!: () => void;
+        inUse[slot] = new Promise<void>((resolve) => (release = resolve));
+        const ok = socket.write(chunk, () => release());
+        sent += n;
+        if (!ok) await watch.wait(watch.drained());
+        if (last) break;
+        slot = 1 - slot;
       }
-      if (hook) {
-        const ms = hook.take(n);
-        if (ms >= 1) await watch.wait(sleep(ms));
-      }
-      const chunk = encode ? encode(buf.subarray(0, n)) : buf.subarray(0, n);
-      let release!: () => void;
-      inUse[slot] = new Promise<void>((resolve) => (release = resolve));
-      const ok = socket.write(chunk, () => release());
-      sent += n;
-      if (!ok) await watch.wait(watch.drained());
-      if (last) break;
-      slot = 1 - slot;
     }
     socket.end();
     await watch.wait(watch.finished());
@@ -205,87 +218,68 @@ function kernelCopyFds(socket: Socket, handle: FileLike): { socket: number; file
 }
 
 /**
- * A plain download by sendfile(2) (data/native.ts): the file goes from the page cache to the
- * socket without passing through user space. While the disk answers fast the first megabyte goes
- * out at once from this thread (all of a small file); the rest is sent by a thread of the addon,
- * which waits for the socket with poll() and gives up after `stalledMs` without progress. Abort
- * (ABOR, a closed control connection, shutdown) destroys the socket, which cancels the job; the
- * job works on copies of both descriptors, so closing ours never hands it someone else's.
+ * Sends the file from `position` to its end by sendfile(2) (data/native.ts): from the page cache
+ * to the socket without passing through user space. While the disk answers fast the first megabyte
+ * goes out at once from this thread (all of a small file); the rest is sent by a thread of the
+ * addon, which waits for the socket with poll() and gives up after `stalledMs` without progress
+ * (ETIMEDOUT), writing its count into `progress` as it goes. `moved(n)` is told of every byte sent.
+ * Abort (ABOR, a closed control connection, shutdown) destroys the socket, which cancels the job;
+ * the job works on copies of both descriptors, so closing ours never hands it someone else's.
  *
- * Returns the bytes sent, or where to go on from in user space when sendfile refuses the file
- * (EINVAL and the like, before its first byte) or no thread can be started.
+ * Returns 0 at the end of the file, or the errno that stopped it; EAGAIN when no thread could be
+ * started. Throws when the socket fails or closes first.
  */
 async function sendKernel(
-  t: Transfer,
   socket: Socket,
+  watch: SocketWatch,
   native: SendfileBinding,
-  sfd: number,
-  ffd: number,
-  start: number,
+  fds: { socket: number; file: number },
+  position: number,
   stalledMs: number,
-): Promise<number | { position: number; sent: number }> {
-  let sent = 0;
-  let position = start;
-  const progress = new BigInt64Array(1);
-  t.attach(socket, () => sent + Number(progress[0]));
+  progress: BigInt64Array,
+  moved: (n: number) => void,
+): Promise<number> {
   // Aborted before it began: attach() has destroyed the socket, and its descriptor is closed.
-  if (socket.destroyed) throw abortError(t, prematureClose());
-  const watch = new SocketWatch(socket);
-  socket.setTimeout(0); // no stream activity to watch: the job has its own stall clock
-  let job: SendfileJob | null = null;
-  // Harmless once the job has ended; it never throws (a throw in a 'close' listener would be uncaught).
-  const cancel = (): void => {
-    if (job) native.cancel(job);
-  };
-  try {
+  if (socket.destroyed) throw prematureClose();
+  if (quickEnabled()) {
+    const t0 = performance.now();
     let errno = EAGAIN;
-    if (quickEnabled()) {
-      const t0 = performance.now();
-      while (sent < SEND_NOW_MAX) {
-        const n = native.sendNow(sfd, ffd, position, SEND_NOW_MAX);
-        if (n <= 0) {
-          errno = -n;
-          break;
-        }
-        position += n;
-        sent += n;
+    for (let now = 0; now < SEND_NOW_MAX; ) {
+      const n = native.sendNow(fds.socket, fds.file, position, SEND_NOW_MAX);
+      if (n <= 0) {
+        errno = -n;
+        break;
       }
-      const ms = performance.now() - t0;
-      if (ms > SLOW_MS) lateCall(ms);
+      position += n;
+      now += n;
+      moved(n);
     }
-    if (errno === EAGAIN) {
-      const ended = new Promise<{ errno: number; n: number }>((resolve) => {
-        try {
-          job = native.start(sfd, ffd, position, stalledMs, progress, (code, n) => resolve({ errno: code, n }));
-        } catch {
-          resolve({ errno: EAGAIN, n: 0 });
-        }
-      });
-      socket.once("close", cancel);
-      const r = await watch.wait(ended);
-      socket.removeListener("close", cancel);
-      job = null;
-      progress[0] = 0n;
-      position += r.n;
-      sent += r.n;
-      errno = r.errno;
-    }
-    if (UNSUPPORTED.has(errno) && position === start) return { position, sent };
-    if (errno === EAGAIN) return { position, sent }; // no thread: the rest in user space
-    if (errno === ETIMEDOUT) t.abort("stalled");
-    if (errno !== 0) throw errnoError(errno);
-    socket.end();
-    await watch.wait(watch.finished());
+    const ms = performance.now() - t0;
+    if (ms > SLOW_MS) lateCall(ms);
+    if (errno !== EAGAIN) return errno;
+  }
+  let ended!: (r: { errno: number; n: number }) => void;
+  const result = new Promise<{ errno: number; n: number }>((resolve) => (ended = resolve));
+  let job: SendfileJob;
+  try {
+    job = native.start(fds.socket, fds.file, position, stalledMs, progress, (errno, n) => ended({ errno, n }));
+  } catch {
+    return EAGAIN;
+  }
+  // Harmless once the job has ended; it never throws (a throw in a 'close' listener would be uncaught).
+  const cancel = (): void => native.cancel(job);
+  socket.once("close", cancel);
+  try {
+    const r = await watch.wait(result);
+    progress[0] = 0n;
+    moved(r.n);
+    return r.errno;
   } catch (err) {
     cancel();
-    socket.removeListener("close", cancel);
-    socket.destroy();
-    throw abortError(t, err);
+    throw err;
   } finally {
-    watch.detach();
+    socket.removeListener("close", cancel);
   }
-  finishSocket(socket);
-  return sent;
 }
 
 function errnoError(errno: number): Error {
