@@ -8,14 +8,13 @@
  */
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { readdirSync } from "node:fs";
 import { connect } from "node:net";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { TokenBucket } from "../src/protocol/ratelimit.ts";
 import { RawClient, type Reply } from "./helpers/raw.ts";
 import { ftpLogin, rawLogin, withServer } from "./helpers/run.ts";
-import { waitFor } from "./helpers/server.ts";
+import { openFds, waitFor } from "./helpers/server.ts";
 
 /** Sends `lines` in one write and reads one reply per line. */
 async function pipelined(c: RawClient, lines: readonly string[], ms = 10_000): Promise<Reply[]> {
@@ -178,11 +177,6 @@ void describe("passive ports", () => {
   });
 });
 
-/** Descriptors this process has open (the server runs in it). */
-function openDescriptors(): number {
-  return readdirSync("/proc/self/fd").length;
-}
-
 const NO_PROC_FD = process.platform !== "linux" && "counts /proc/self/fd";
 
 void describe("connections refused at connect", () => {
@@ -191,7 +185,7 @@ void describe("connections refused at connect", () => {
   it("a refused client that sent commands before its 421 is closed as soon as it closes: no descriptor stays", { skip: NO_PROC_FD }, async () => {
     await withServer(async (t) => {
       const held = await rawLogin(t);
-      const before = openDescriptors();
+      const before = openFds();
       for (let i = 0; i < 20; i++) {
         const s = connect(t.port, "127.0.0.1");
         s.on("connect", () => s.write("USER alice\r\nPASS alice-pw\r\nPWD\r\n"));
@@ -202,7 +196,7 @@ void describe("connections refused at connect", () => {
         assert.equal(got, "421 Too many connections from your address\r\n");
       }
       // Well within the 2 s a refused connection may linger: each went when its client's FIN came.
-      assert.ok(await waitFor(() => openDescriptors() <= before, 1000), `${openDescriptors()} descriptors open, ${before} before`);
+      assert.ok(await waitFor(() => openFds() <= before, 1000), `${openFds()} descriptors open, ${before} before`);
       await held.close();
     }, oneSessionPerAddress);
   });
@@ -210,7 +204,7 @@ void describe("connections refused at connect", () => {
   it("a refused client that keeps sending and never closes is cut off after a moment", { skip: NO_PROC_FD }, async () => {
     await withServer(async (t) => {
       const held = await rawLogin(t);
-      const before = openDescriptors();
+      const before = openFds();
       // Half-open allowed: the client keeps sending after the server's FIN instead of answering it.
       const s = connect({ port: t.port, host: "127.0.0.1", allowHalfOpen: true });
       s.on("error", () => undefined);
@@ -227,7 +221,7 @@ void describe("connections refused at connect", () => {
         s.destroy();
       }
       assert.equal(got, "421 Too many connections from your address\r\n");
-      assert.ok(await waitFor(() => openDescriptors() <= before, 1000), `${openDescriptors()} descriptors open, ${before} before`);
+      assert.ok(await waitFor(() => openFds() <= before, 1000), `${openFds()} descriptors open, ${before} before`);
       await held.close();
     }, oneSessionPerAddress);
   });

@@ -21,13 +21,10 @@ import { READ_CHUNK, sendFile, Transfer } from "../src/data/transfer.ts";
 import { sendfileBinding } from "../src/data/native.ts";
 import * as quick from "../src/fs/quick.ts";
 import { countCalls } from "./helpers/handles.ts";
+import { openFds, waitFor } from "./helpers/server.ts";
 import { socketPair } from "./helpers/sockets.ts";
 
 const NO_SENDFILE = sendfileBinding() === null && "sendfile support not built (native/)";
-
-function openDescriptors(): number {
-  return readdirSync("/proc/self/fd").length;
-}
 
 function threadCount(): number {
   return readdirSync("/proc/self/task").length;
@@ -59,15 +56,6 @@ function countReadSync(): { count: () => number; stop: () => void } {
       syncBuiltinESMExports();
     },
   };
-}
-
-async function waitFor(ok: () => boolean, ms: number): Promise<boolean> {
-  const until = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > until) return false;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return true;
 }
 
 const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
@@ -226,13 +214,13 @@ describe("downloads", () => {
     }
 
     it("ABOR: 426 at once; the thread and its descriptors are gone", async () => {
-      const fds = openDescriptors();
+      const fds = openFds();
       const threads = threadCount();
       const s = await stuck(60_000);
       try {
         assert.ok(s.t.bytes > 0 && s.t.bytes < 64 * MIB, `${s.t.bytes} bytes sent before the client stopped`);
         assert.equal(threadCount(), threads + 1, "one thread sends");
-        assert.equal(openDescriptors(), fds + 2 + 3, "the job's two copies, besides the pair and the file");
+        assert.equal(openFds(), fds + 2 + 3, "the job's two copies, besides the pair and the file");
         const t0 = Date.now();
         s.t.abort("abort");
         await assert.rejects(s.sending, { code: 426, message: "Transfer aborted" });
@@ -241,11 +229,11 @@ describe("downloads", () => {
         s.client.destroy();
         await s.close();
       }
-      assert.ok(await waitFor(() => threadCount() === threads && openDescriptors() === fds, 2000), "no thread or descriptor left");
+      assert.ok(await waitFor(() => threadCount() === threads && openFds() === fds, 2000), "no thread or descriptor left");
     });
 
     it("a client that reads nothing for the stall time: 426, stalled", async () => {
-      const fds = openDescriptors();
+      const fds = openFds();
       const s = await stuck(700);
       try {
         await assert.rejects(s.sending, { code: 426, message: "Transfer aborted: no data moved for too long" });
@@ -255,11 +243,11 @@ describe("downloads", () => {
         s.client.destroy();
         await s.close();
       }
-      assert.ok(await waitFor(() => openDescriptors() === fds, 2000), "no descriptor left");
+      assert.ok(await waitFor(() => openFds() === fds, 2000), "no descriptor left");
     });
 
     it("a client that resets the connection: 426, and the file's descriptor is ours to close", async () => {
-      const fds = openDescriptors();
+      const fds = openFds();
       const s = await stuck(60_000);
       try {
         s.client.resetAndDestroy();
@@ -267,7 +255,7 @@ describe("downloads", () => {
       } finally {
         await s.close();
       }
-      assert.ok(await waitFor(() => openDescriptors() === fds, 2000), "no descriptor left");
+      assert.ok(await waitFor(() => openFds() === fds, 2000), "no descriptor left");
     });
 
     it("a client that starts reading again gets every byte", async () => {

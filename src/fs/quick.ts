@@ -236,8 +236,8 @@ class QuickFile implements FileLike {
   }
 }
 
-/** The descriptor of a real FileHandle; stand-ins (tests) have none and take the promise path. */
-/** The descriptor behind `handle`, or null where there is none. */
+/** The descriptor behind `handle`, or null where there is none (stand-ins in tests have none and
+ * take the promise path). */
 export function fdOf(handle: FileLike): number | null {
   const fd = (handle as { fd?: unknown }).fd;
   return typeof fd === "number" && fd >= 0 ? fd : null;
