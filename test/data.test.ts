@@ -6,11 +6,13 @@
  */
 import assert from "node:assert/strict";
 import { once } from "node:events";
+import { readdirSync } from "node:fs";
 import { appendFile, readdir, readFile, truncate, writeFile } from "node:fs/promises";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import type { Socket } from "node:net";
 import { describe, it } from "node:test";
+import { sendfileBinding } from "../src/data/native.ts";
 import { SPARE_MS } from "../src/data/passive.ts";
 import { hold150 } from "../src/protocol/commands/xfer.ts";
 import { dataConnect, RawClient, readAll, retrieve, retrieveText, writeAll } from "./helpers/raw.ts";
@@ -955,6 +957,47 @@ describe("timeouts", () => {
       },
       { config: { limits: { dataTimeout: 0.3 } } },
     );
+  });
+
+  for (const sendfile of [true, false]) {
+    it(`a download the client stops reading is aborted with 426 after limits.stalledTimeout; the session goes on (transfer.sendfile: ${sendfile})`, async () => {
+      await withServer(
+        async (t) => {
+          await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(BIG, 3));
+          await writeFile(join(t.home("alice"), "small.txt"), "after");
+          const raw = await rawLogin(t);
+          try {
+            await raw.expect("TYPE I", 200);
+            const data = await raw.pausedRetr("big.bin");
+            const r = await raw.expectReply(426, 5000);
+            assert.match(r.message, /no data moved/);
+            data.destroy();
+            assert.equal(await retrieveText(raw, "small.txt"), "after");
+          } finally {
+            await raw.close();
+          }
+        },
+        { config: { limits: { stalledTimeout: 0.5 }, transfer: { sendfile } } },
+      );
+    });
+  }
+
+  it("a control connection closed during a download the client does not read ends the transfer, its thread and its descriptors", async () => {
+    const threads = (): number => readdirSync("/proc/self/task").length;
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(BIG, 4));
+      const before = threads();
+      const raw = await rawLogin(t);
+      await raw.expect("TYPE I", 200);
+      const data = await raw.pausedRetr("big.bin");
+      await waitFor(() => (t.server.sessions.values().next().value?.transfer?.bytes ?? 0) > 0, 2000);
+      if (sendfileBinding()) assert.ok(await waitFor(() => threads() > before, 2000), "the sendfile thread runs");
+      await raw.close();
+      assert.ok(await waitFor(() => t.server.sessions.size === 0, 3000), "the session ended");
+      assert.ok(await waitFor(() => threads() <= before, 3000), `${threads()} threads, ${before} before`);
+      data.destroy();
+      // (withServer's teardown fails the test on a descriptor left open.)
+    });
   });
 
   it("a stalled transfer is aborted with 426 after limits.stalledTimeout", async () => {
