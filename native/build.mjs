@@ -1,7 +1,7 @@
-// Builds native/sendfile.c into native/build/berth_native.node with the system's C compiler and the
-// Node-API headers (the node-api-headers package; Node's own where that is missing), when npm
-// installs berth. Optional: without a compiler, or on a system other than Linux, it says so in one
-// line and berth sends files through user space instead.
+// Builds native/*.c (addon.c, sendfile.c, lstat.c) into native/build/berth_native.node with the
+// system's C compiler and the Node-API headers (the node-api-headers package; Node's own where that
+// is missing), when npm installs berth. Optional: without a compiler, or on a system other than
+// Linux, it says so in one line and berth sends files and stats listings through Node instead.
 import { spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
 import { existsSync, mkdirSync, renameSync, rmSync } from "node:fs";
@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 const here = dirname(fileURLToPath(import.meta.url));
 const out = join(here, "build", "berth_native.node");
 const skip = (why) => {
-  console.log(`berth: sendfile support not built (${why}); downloads go through user space`);
+  console.log(`berth: native part not built (${why}); downloads and listings go through Node's own calls`);
   process.exit(0);
 };
 
@@ -34,7 +34,8 @@ if (!headers) skip("Node's headers (node_api.h) not found");
 const cc = process.env.CC || "cc";
 mkdirSync(dirname(out), { recursive: true });
 const tmp = `${out}.${process.pid}.tmp`;
-const r = spawnSync(cc, ["-O2", "-Wall", "-Wextra", "-shared", "-fPIC", "-pthread", `-I${headers}`, "-o", tmp, join(here, "sendfile.c")], {
+const sources = ["addon.c", "sendfile.c", "lstat.c"].map((f) => join(here, f));
+const r = spawnSync(cc, ["-O2", "-Wall", "-Wextra", "-shared", "-fPIC", "-pthread", `-I${headers}`, "-o", tmp, ...sources], {
   stdio: ["ignore", "inherit", "inherit"],
 });
 if (r.error || r.status !== 0) {
@@ -42,4 +43,4 @@ if (r.error || r.status !== 0) {
   skip(r.error ? `${cc}: ${r.error.code ?? r.error.message}` : `${cc} exited with ${r.status}`);
 }
 renameSync(tmp, out);
-console.log("berth: sendfile support built (native/build/berth_native.node)");
+console.log("berth: native part built (native/build/berth_native.node: sendfile, directory stats)");

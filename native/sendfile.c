@@ -1,6 +1,6 @@
 /*
- * berth's one native part: sendfile(2) for plain downloads, so that a file's bytes go from the page
- * cache to the socket inside the kernel instead of through a buffer in user space.
+ * sendfile(2) for plain downloads, so that a file's bytes go from the page cache to the socket
+ * inside the kernel instead of through a buffer in user space.
  *
  *   sendNow(socketFd, fileFd, position, count) -> bytes sent (>= 0), or -errno
  *     One non-blocking sendfile on the calling thread; -EAGAIN when the socket buffer is full.
@@ -21,9 +21,6 @@
  */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
-#ifndef NODE_GYP_MODULE_NAME
-#define NODE_GYP_MODULE_NAME berth_native
-#endif
 #include <node_api.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +32,8 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "berth.h"
 
 /* Linux sends at most this much in one sendfile call. */
 #define MAX_CHUNK 0x7ffff000
@@ -142,7 +141,7 @@ static napi_value fail(napi_env env, const char *msg) {
   return NULL;
 }
 
-static napi_value send_now(napi_env env, napi_callback_info info) {
+napi_value berth_send_now(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4], out;
   int64_t sock, file, position, count;
@@ -159,7 +158,7 @@ static napi_value send_now(napi_env env, napi_callback_info info) {
   return out;
 }
 
-static napi_value start(napi_env env, napi_callback_info info) {
+napi_value berth_send_start(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6], out, name;
   int64_t sock, file, position, stall;
@@ -228,7 +227,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
   return out;
 }
 
-static napi_value cancel(napi_env env, napi_callback_info info) {
+napi_value berth_send_cancel(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   void *data = NULL;
@@ -243,15 +242,3 @@ static napi_value cancel(napi_env env, napi_callback_info info) {
   pthread_mutex_unlock(&j->lock);
   return NULL;
 }
-
-static napi_value init(napi_env env, napi_value exports) {
-  napi_property_descriptor props[] = {
-    { "sendNow", NULL, send_now, NULL, NULL, NULL, napi_enumerable, NULL },
-    { "start", NULL, start, NULL, NULL, NULL, napi_enumerable, NULL },
-    { "cancel", NULL, cancel, NULL, NULL, NULL, napi_enumerable, NULL },
-  };
-  napi_define_properties(env, exports, 3, props);
-  return exports;
-}
-
-NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

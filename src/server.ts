@@ -3,7 +3,7 @@
  * shutdown. Builds the shared context once and hands each connection to a Session.
  */
 import { Metrics, serveMetrics, type Gauges } from "./log/metrics.ts";
-import { sendfileBinding } from "./data/native.ts";
+import { sendfileBinding } from "./native.ts";
 import { XferLog } from "./log/xferlog.ts";
 import { randomFillSync } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";

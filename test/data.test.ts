@@ -12,7 +12,7 @@ import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import type { Socket } from "node:net";
 import { describe, it } from "node:test";
-import { sendfileBinding } from "../src/data/native.ts";
+import { sendfileBinding } from "../src/native.ts";
 import { SPARE_MS } from "../src/data/passive.ts";
 import { hold150 } from "../src/protocol/commands/xfer.ts";
 import { dataConnect, RawClient, readAll, retrieve, retrieveText, writeAll } from "./helpers/raw.ts";

@@ -35,11 +35,12 @@ void describe("reading a large directory", () => {
       ? null
       : [s.size, s.mode, s.nlink, s.uid, s.gid, s.mtimeMs, s.isFile(), s.isDirectory(), s.isSymbolicLink()];
 
-  void test("the worker, the main thread and the pool (taken when a batch is slow) give the same stats; a vanished entry is null", async () => {
+  void test("the worker, the main thread (by the addon and by Node) and the pool (taken when a batch is slow) give the same stats; a vanished entry is null", async () => {
     const names = await readdir(dir);
     await rm(join(dir, "f0500"));
     const worker = await lstatAll(dir, names);
     const sync = await lstatAll(dir, names, undefined, false);
+    const syncNode = await lstatAll(dir, names, undefined, false, false);
     const pooled = await lstatAll(dir, names, -1, false);
     // A slow batch turned the synchronous file calls off for everyone (fs/quick.ts).
     assert.equal(quickEnabled(), false);
@@ -49,16 +50,28 @@ void describe("reading a large directory", () => {
     assert.equal(worker.length, names.length);
     const gone = names.indexOf("f0500");
     assert.equal(sync[gone], null);
+    assert.equal(syncNode[gone], null);
     assert.equal(pooled[gone], null);
     assert.equal(worker[gone], null);
     for (let i = 0; i < names.length; i++) {
       if (i === gone) continue;
       assert.notEqual(sync[i], null, names[i]);
       assert.deepEqual(facts(worker[i] ?? null), facts(sync[i] ?? null), names[i]);
+      assert.deepEqual(facts(syncNode[i] ?? null), facts(sync[i] ?? null), names[i]);
       assert.deepEqual(facts(pooled[i] ?? null), facts(sync[i] ?? null), names[i]);
       assert.deepEqual(facts(whilePooled[i] ?? null), facts(sync[i] ?? null), names[i]);
     }
     assert.ok(worker.some((s) => s?.isSymbolicLink()));
+  });
+
+  void test("a directory gone before its entries are stat'ed: every entry null, on the main thread and in the worker", async () => {
+    const names = await readdir(dir);
+    const gone = join(dir, "..", `${join(dir).split("/").pop() as string}-gone`);
+    for (const [useWorker, useNative] of [[false, true], [false, false], [true, true]] as const) {
+      const out = await lstatAll(gone, names, undefined, useWorker, useNative);
+      assert.equal(out.length, names.length);
+      assert.ok(out.every((s) => s === null), `worker ${useWorker}, addon ${useNative}`);
+    }
   });
 
   void test("a worker that stops mid-request: the listing is stat'ed on the main thread instead", async () => {

@@ -1,6 +1,7 @@
 /**
- * Packed lstat for listings (fs/rawstat.ts, fs/statpack.cjs): on this Node it reads the fs binding,
- * and it gives exactly what fs.lstatSync gives, on the main thread and in the stat worker.
+ * Packed lstat for listings (fs/rawstat.ts, fs/statpack.cjs, and the addon's lstatNames,
+ * native/lstat.c): on this Node it reads the fs binding, and every way gives exactly what
+ * fs.lstatSync gives, on the main thread and in the stat worker.
  */
 import assert from "node:assert/strict";
 import { lstatSync } from "node:fs";
@@ -9,7 +10,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { FIELDS, packLstat, rawLstatAvailable } from "../src/fs/rawstat.ts";
-import { lstatInWorker, stopStatWorker } from "../src/fs/statworker.ts";
+import { lstatInWorker, statWorkerUsedNative, stopStatWorker } from "../src/fs/statworker.ts";
+import { lstatBinding } from "../src/native.ts";
+
+const NO_ADDON = lstatBinding() === null && "native part not built (native/)";
 
 void describe("packed lstat", () => {
   let dir: string;
@@ -63,5 +67,56 @@ void describe("packed lstat", () => {
       if (want) assert.deepEqual(got, want, name);
       else assert.equal(got[0], 0, name);
     });
+  });
+
+  void it("the addon's lstatNames: every field as lstatSync has it, 0 where missing or not an entry name, nothing written outside its range", { skip: NO_ADDON }, () => {
+    const native = lstatBinding();
+    assert.ok(native);
+    const odd = ["", "sub/../file", "file\0x", "x".repeat(256), "."];
+    const all = [...names, ...odd];
+    // Offset 3 and one guard slot after: lstatNames must write exactly its own slots.
+    const out = new Float64Array(3 + all.length * FIELDS + 1).fill(-1);
+    const found = native.lstatNames(dir, all, 0, all.length, out, 3);
+    assert.equal(found, names.filter((n) => expected(n) !== null).length + 1); // + "." (the directory itself, as lstat has it)
+    assert.deepEqual(Array.from(out.subarray(0, 3)), [-1, -1, -1]);
+    assert.equal(out[out.length - 1], -1);
+    all.forEach((name, i) => {
+      const got = Array.from(out.subarray(3 + i * FIELDS, 3 + (i + 1) * FIELDS));
+      const want = odd.includes(name) && name !== "." ? null : expected(name);
+      if (want) assert.deepEqual(got, want, JSON.stringify(name));
+      else assert.equal(got[0], 0, JSON.stringify(name));
+    });
+    // A sub-range, written from the offset given.
+    const part = new Float64Array(2 * FIELDS).fill(-1);
+    assert.equal(native.lstatNames(dir, names, 4, 6, part, 0), 1);
+    assert.deepEqual(Array.from(part.subarray(0, FIELDS)), expected("big"));
+    assert.equal(part[FIELDS], 0);
+  });
+
+  void it("the addon's lstatNames: -errno for a directory it cannot open, writing nothing; a TypeError for bad arguments", { skip: NO_ADDON }, () => {
+    const native = lstatBinding();
+    assert.ok(native);
+    const out = new Float64Array(FIELDS).fill(-1);
+    assert.equal(native.lstatNames(join(dir, "missing"), ["file"], 0, 1, out, 0), -2); // ENOENT
+    assert.equal(native.lstatNames(join(dir, "file"), ["file"], 0, 1, out, 0), -20); // ENOTDIR
+    assert.ok(out.every((x) => x === -1));
+    const bad: unknown[][] = [
+      [dir, ["file"], 0, 2, out, 0], // beyond the names
+      [dir, ["file"], 0, 1, out, 1], // beyond the array
+      [dir, ["file"], 1, 0, out, 0], // from after to
+      [dir, ["file"], -1, 1, out, 0],
+      [dir, "file", 0, 1, out, 0],
+      [dir, ["file"], 0, 1, new Uint8Array(64), 0],
+      [42, ["file"], 0, 1, out, 0],
+      [dir, ["file"], 0, 1, out],
+    ];
+    for (const args of bad) {
+      assert.throws(() => (native.lstatNames as (...a: unknown[]) => number)(...args), TypeError, JSON.stringify(args.slice(1, 4)));
+    }
+  });
+
+  void it("the stat worker uses the addon where it is built", { skip: NO_ADDON }, async () => {
+    await lstatInWorker(dir, names);
+    assert.equal(statWorkerUsedNative(), true);
   });
 });

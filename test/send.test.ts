@@ -1,6 +1,6 @@
 /**
  * Downloads (data/transfer.ts sendFile) over a real socket pair, by both paths: sendfile(2)
- * (data/native.ts: from this thread while the disk answers fast, else from the addon's own thread)
+ * (src/native.ts: from this thread while the disk answers fast, else from the addon's own thread)
  * and the user-space loop (read straight from the page cache while the disk answers fast, through
  * the thread pool after a back-off). Every byte in order from any offset; a read that fails ends
  * the transfer with its error; a file sendfile refuses goes through user space; a download the
@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { READ_CHUNK, sendFile, Transfer } from "../src/data/transfer.ts";
-import { sendfileBinding } from "../src/data/native.ts";
+import { lstatBinding, sendfileBinding } from "../src/native.ts";
 import * as quick from "../src/fs/quick.ts";
 import { countCalls } from "./helpers/handles.ts";
 import { openFds, waitFor } from "./helpers/server.ts";
@@ -77,8 +77,10 @@ function haveCompiler(): boolean {
 
 const BUILD_SKIP = process.platform !== "linux" ? "Linux only" : !haveCompiler() ? "no C compiler on PATH" : false;
 
-it("sendfile support is built and loads on Linux wherever a C compiler is", { skip: BUILD_SKIP }, () => {
-  assert.ok(sendfileBinding(), "native/build/berth_native.node: run `node native/build.mjs` to see why it is missing");
+it("the native part (sendfile, lstatNames) is built and loads on Linux wherever a C compiler is", { skip: BUILD_SKIP }, () => {
+  const why = "native/build/berth_native.node: run `node native/build.mjs` to see why it is missing or old";
+  assert.ok(sendfileBinding(), why);
+  assert.ok(lstatBinding(), why);
 });
 
 describe("downloads", () => {

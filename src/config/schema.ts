@@ -22,7 +22,7 @@ export interface Config {
   };
   readonly active: { readonly enabled: boolean };
   readonly transfer: {
-    /** Plain binary downloads by sendfile(2) where the addon is built (data/native.ts). */
+    /** Plain binary downloads by sendfile(2) where the addon is built (src/native.ts). */
     readonly sendfile: boolean;
   };
   readonly tls: {

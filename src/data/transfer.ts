@@ -18,7 +18,7 @@ import { receiveDirect, userBufferReads, type DirectProgress } from "./receive.t
 import { QUICK_IO_MAX, SLOW_MS, fdOf, lateCall, quickEnabled, read as quickRead } from "../fs/quick.ts";
 import { constants as osConstants } from "node:os";
 import { getSystemErrorName } from "node:util";
-import { sendfileBinding, type SendfileBinding, type SendfileJob } from "./native.ts";
+import { sendfileBinding, type SendfileBinding, type SendfileJob } from "../native.ts";
 
 /** Read size for downloads: large chunks keep system calls few; at most what may be read at once
  * synchronously (fs/quick.ts). */
@@ -218,7 +218,7 @@ function kernelCopyFds(socket: Socket, handle: FileLike): { socket: number; file
 }
 
 /**
- * Sends the file from `position` to its end by sendfile(2) (data/native.ts): from the page cache
+ * Sends the file from `position` to its end by sendfile(2) (src/native.ts): from the page cache
  * to the socket without passing through user space. While the disk answers fast the first megabyte
  * goes out at once from this thread (all of a small file); the rest is sent by a thread of the
  * addon, which waits for the socket with poll() and gives up after `stalledMs` without progress

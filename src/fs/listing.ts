@@ -8,6 +8,7 @@ import { realpath, stat } from "node:fs/promises";
 import { isInside, UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { lateCall, quickEnabled, readdirNames } from "./quick.ts";
 import { FIELDS, packLstat } from "./rawstat.ts";
+import { type LstatBinding, lstatBinding } from "../native.ts";
 import { lstatInWorker, statWorkerAvailable } from "./statworker.ts";
 import type { DirEntry, EntryStat, RealPath } from "./types.ts";
 import { hasControlChar } from "./vpath.ts";
@@ -69,13 +70,16 @@ const WORKER_QUEUE = 8;
  * loop between batches (on a local disk an lstatSync costs a fraction of a promise or callback
  * round trip through libuv's pool); when a batch is slow (a network or failing disk), the rest,
  * and the file calls of fs/quick.ts for a while, go through the pool instead, so other sessions
- * never wait on this directory.
+ * never wait on this directory. Where the addon is built, each thread stats a batch in one call
+ * (native/lstat.c: the directory opened once, each name looked up relative to it); `useWorker`
+ * and `useNative` false are for tests.
  */
 export async function lstatAll(
   dir: string,
   names: readonly string[],
   slowBatchMs = SLOW_BATCH_MS,
   useWorker = true,
+  useNative = true,
 ): Promise<(StatLike | null)[]> {
   const n = names.length;
   const out = new Array<StatLike | null>(n).fill(null);
@@ -95,8 +99,9 @@ export async function lstatAll(
     );
     mainEnd = from;
   }
-  await statRange(dir, names, 0, mainEnd, out, slowBatchMs);
-  if (fromWorker && !(await fromWorker)) await statRange(dir, names, mainEnd, n, out, slowBatchMs);
+  const native = useNative ? lstatBinding() : null;
+  await statRange(dir, names, 0, mainEnd, out, slowBatchMs, native);
+  if (fromWorker && !(await fromWorker)) await statRange(dir, names, mainEnd, n, out, slowBatchMs, native);
   return out;
 }
 
@@ -108,6 +113,7 @@ async function statRange(
   to: number,
   out: (StatLike | null)[],
   slowBatchMs: number,
+  native: LstatBinding | null,
 ): Promise<void> {
   let i = from;
   // Packed numbers, as the worker returns them: no Stats object (and four Dates) per entry.
@@ -117,9 +123,18 @@ async function statRange(
     if (!quickEnabled()) return lstatPooled(dir, names, i, to, out);
     const end = Math.min(i + SYNC_BATCH, to);
     const started = performance.now();
-    for (; i < end; i++) {
-      const o = (i - from) * FIELDS;
-      if (packLstat(dir + "/" + (names[i] as string), packed as Float64Array, o)) out[i] = new PackedStat(packed as Float64Array, o);
+    // The addon stats each name relative to the directory, opened once (native/lstat.c).
+    if (native && native.lstatNames(dir, names, i, end, packed as Float64Array, (i - from) * FIELDS) >= 0) {
+      for (; i < end; i++) {
+        const o = (i - from) * FIELDS;
+        if ((packed as Float64Array)[o] === 1) out[i] = new PackedStat(packed as Float64Array, o);
+      }
+    } else {
+      native = null; // the directory could not be opened: path by path, as Node does
+      for (; i < end; i++) {
+        const o = (i - from) * FIELDS;
+        if (packLstat(dir + "/" + (names[i] as string), packed as Float64Array, o)) out[i] = new PackedStat(packed as Float64Array, o);
+      }
     }
     if (i >= to) break;
     const ms = performance.now() - started;

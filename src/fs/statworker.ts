@@ -9,22 +9,37 @@
  * the next request starts a new one; after MAX_FAILURES it is not started again.
  */
 import { Worker } from "node:worker_threads";
+import { lstatBinding, NATIVE_ADDON_PATH } from "../native.ts";
 import { FIELDS, STATPACK_PATH } from "./rawstat.ts";
 
 const MAX_FAILURES = 3;
 
-// The worker runs plain CommonJS (no loader): it packs with the same statpack.cjs as the main thread.
-const WORKER_SOURCE = `
+/** The worker's code, plain CommonJS (no loader): it stats with the addon's lstatNames where this
+ * thread could load it (src/native.ts), else packs with the same statpack.cjs as the main thread. */
+function workerSource(): string {
+  const addon = lstatBinding() ? NATIVE_ADDON_PATH : null;
+  return `
 const { parentPort } = require("node:worker_threads");
 const { lstatSync } = require("node:fs");
 const { makeStatPacker } = require(${JSON.stringify(STATPACK_PATH)});
 const pack = makeStatPacker(lstatSync, process.execPath);
+const ADDON = ${JSON.stringify(addon)};
+let native = null;
+if (ADDON) {
+  try {
+    const a = require(ADDON);
+    if (typeof a.lstatNames === "function") native = a;
+  } catch {}
+}
 parentPort.on("message", ({ id, dir, names }) => {
   const out = new Float64Array(names.length * ${FIELDS});
-  for (let i = 0; i < names.length; i++) pack(dir + "/" + names[i], out, i * ${FIELDS});
-  parentPort.postMessage({ id, out }, [out.buffer]);
+  if (!native || native.lstatNames(dir, names, 0, names.length, out, 0) < 0) {
+    for (let i = 0; i < names.length; i++) pack(dir + "/" + names[i], out, i * ${FIELDS});
+  }
+  parentPort.postMessage({ id, out, native: native !== null }, [out.buffer]);
 });
 `;
+}
 
 interface Pending {
   resolve(out: Float64Array): void;
@@ -32,6 +47,8 @@ interface Pending {
 }
 
 let worker: Worker | null = null;
+/** Whether the worker's last answer came from the addon's lstatNames (tests). */
+let workerNative = false;
 let failures = 0;
 let nextId = 1;
 const pending = new Map<number, Pending>();
@@ -48,9 +65,10 @@ function start(): Worker | null {
   if (worker) return worker;
   if (failures >= MAX_FAILURES) return null;
   try {
-    const w = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], stdout: false, stderr: false });
+    const w = new Worker(workerSource(), { eval: true, execArgv: [], stdout: false, stderr: false });
     w.unref();
-    w.on("message", (msg: { id: number; out: Float64Array }) => {
+    w.on("message", (msg: { id: number; out: Float64Array; native: boolean }) => {
+      workerNative = msg.native;
       const p = pending.get(msg.id);
       if (!p) return;
       pending.delete(msg.id);
@@ -85,6 +103,11 @@ export function lstatInWorker(dir: string, names: readonly string[]): Promise<Fl
     w.ref();
     w.postMessage({ id, dir, names });
   });
+}
+
+/** Whether the worker's last answer came from the addon (native/lstat.c) rather than Node's lstat. */
+export function statWorkerUsedNative(): boolean {
+  return workerNative;
 }
 
 /** Stops the worker (tests, shutdown); the next request starts a new one. */

@@ -1,0 +1,11 @@
+/* The functions each part of the addon exports (native/addon.c registers them). */
+#ifndef BERTH_NATIVE_H
+#define BERTH_NATIVE_H
+#include <node_api.h>
+
+napi_value berth_send_now(napi_env env, napi_callback_info info);
+napi_value berth_send_start(napi_env env, napi_callback_info info);
+napi_value berth_send_cancel(napi_env env, napi_callback_info info);
+napi_value berth_lstat_names(napi_env env, napi_callback_info info);
+
+#endif

@@ -1,0 +1,72 @@
+/**
+ * berth's native part (native/, C and Node-API, built at install by native/build.mjs):
+ * - sendfile(2) for plain downloads (native/sendfile.c): the file's bytes go from the page cache
+ *   to the socket inside the kernel, as in vsftpd, ProFTPD and pyftpdlib, instead of being read
+ *   into a buffer and written out again (data/transfer.ts);
+ * - lstat of a directory's entries relative to the directory (native/lstat.c), for listings
+ *   (fs/listing.ts and the stat worker, fs/statworker.ts).
+ * Optional: where the addon was not built (no C compiler, not Linux) or does not load, both
+ * bindings are null and berth uses Node's own calls.
+ */
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+
+/** Where the built addon is (the stat worker loads it with its own require()). */
+export const NATIVE_ADDON_PATH = fileURLToPath(new URL("../native/build/berth_native.node", import.meta.url));
+
+/** What native/sendfile.c exports. */
+export interface SendfileBinding {
+  /** One non-blocking sendfile on this thread: bytes sent, or -errno (-EAGAIN: socket buffer full). */
+  sendNow(socketFd: number, fileFd: number, position: number, count: number): number;
+  /** Sends from `position` to the end of the file on a thread of its own (descriptors duplicated
+   * first); `done(errno, sent)` once, on the main thread. */
+  start(
+    socketFd: number,
+    fileFd: number,
+    position: number,
+    stallMs: number,
+    progress: BigInt64Array,
+    done: (errno: number, sent: number) => void,
+  ): SendfileJob;
+  /** Ends a job soon (its socket copy is shut down); harmless once it has ended. */
+  cancel(job: SendfileJob): void;
+}
+
+/** An opaque running job. */
+export type SendfileJob = { readonly __brand: "SendfileJob" };
+
+/** What native/lstat.c exports. */
+export interface LstatBinding {
+  /** lstat of `dir/names[i]` for i in [from, to), relative to `dir` opened once: FIELDS numbers
+   * per entry (fs/rawstat.ts) into `out` from `offset`, ok = 0 where an entry is missing or
+   * unreadable. Entries found, or -errno when `dir` cannot be opened (nothing written then). */
+  lstatNames(dir: string, names: readonly string[], from: number, to: number, out: Float64Array, offset: number): number;
+}
+
+let addon: Partial<SendfileBinding & LstatBinding> | null | undefined;
+
+function load(): Partial<SendfileBinding & LstatBinding> | null {
+  if (addon !== undefined) return addon;
+  addon = null;
+  if (process.platform !== "linux") return addon;
+  try {
+    addon = createRequire(import.meta.url)(NATIVE_ADDON_PATH) as Partial<SendfileBinding & LstatBinding>;
+  } catch {
+    addon = null;
+  }
+  return addon;
+}
+
+/** sendfile, or null where the addon is not built or does not load (looked for once). */
+export function sendfileBinding(): SendfileBinding | null {
+  const a = load();
+  return a && typeof a.sendNow === "function" && typeof a.start === "function" && typeof a.cancel === "function"
+    ? (a as SendfileBinding)
+    : null;
+}
+
+/** lstatNames, or null where the addon is not built, does not load or predates it. */
+export function lstatBinding(): LstatBinding | null {
+  const a = load();
+  return a && typeof a.lstatNames === "function" ? (a as LstatBinding) : null;
+}
