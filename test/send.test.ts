@@ -170,6 +170,48 @@ describe("downloads", () => {
     });
   }
 
+  it("sendfile: a small file goes out in one call, none more to find its end (the size known at open)", { skip: NO_SENDFILE }, async () => {
+    // Linux counts a sendfile as a read system call of the calling thread (/proc/thread-self/io,
+    // syscr), and the calls from this thread happen before sendFile's first await.
+    const readCount = (): number => Number(/^syscr: (\d+)$/m.exec(readFileSync("/proc/thread-self/io", "utf8"))?.[1]);
+    // Reading the counter costs reads of its own: measured with nothing in between.
+    const a = readCount();
+    const own = readCount() - a;
+    const since = (before: number): number => readCount() - before - own;
+    const small = join(dir, "small.bin");
+    await writeFile(small, data.subarray(0, 4096));
+    for (const [start, expected] of [[0, 4096], [100, 3996]] as const) {
+      const [server, client] = await socketPair();
+      const handle = await open(small, "r");
+      const received = collect(client);
+      try {
+        const t = new Transfer("download", "/small.bin", expected);
+        const before = readCount();
+        const sending = sendFile(t, server, handle, start, false, 10_000, null, true);
+        const calls = since(before);
+        assert.equal(await sending, expected);
+        assert.equal(calls, 1, "one sendfile");
+      } finally {
+        await handle.close();
+      }
+      assert.equal(sha(await received), sha(data.subarray(start, 4096)));
+    }
+    // Size unknown (expected null): the end is found by a call that sends nothing.
+    const [server, client] = await socketPair();
+    const handle = await open(small, "r");
+    const received = collect(client);
+    try {
+      const before = readCount();
+      const sending = sendFile(new Transfer("download", "/small.bin", null), server, handle, 0, false, 10_000, null, true);
+      const calls = since(before);
+      assert.equal(await sending, 4096);
+      assert.equal(calls, 2, "a second sendfile finds the end");
+    } finally {
+      await handle.close();
+    }
+    assert.equal((await received).length, 4096);
+  });
+
   it("sendfile: a file sendfile refuses (EINVAL) is sent through user space", { skip: NO_SENDFILE || !existsEnviron() }, async () => {
     const native = sendfileBinding();
     assert.ok(native);

@@ -148,7 +148,7 @@ export async function sendFile(
         sent += n;
         position += n;
       };
-      const errno = await sendKernel(socket, watch, native, fds, position, stalledMs, progress, moved);
+      const errno = await sendKernel(socket, watch, native, fds, position, end, stalledMs, progress, moved);
       if (errno === ETIMEDOUT) t.abort("stalled");
       if (errno === 0) done = true;
       // sendfile refused the file before its first byte, or no thread could be started: the rest
@@ -202,8 +202,7 @@ const { EAGAIN, ECANCELED, ETIMEDOUT, EINVAL, ENOSYS, EOPNOTSUPP } = osConstants
 /** sendfile's answers for a file it cannot send (a file system without splice, say). */
 const UNSUPPORTED = new Set([EINVAL, ENOSYS, EOPNOTSUPP]);
 /** Bytes a download sends from the main thread before it hands the rest to a thread of its own: a
- * small file goes out in one call (and one more that finds the end), a large one fills the socket
- * buffer and moves on. */
+ * small file goes out in one call, a large one fills the socket buffer and moves on. */
 const SEND_NOW_MAX = 1 << 20;
 
 /** The descriptors sendfile needs: a plain TCP socket nothing else is writing to, and a file
@@ -220,7 +219,8 @@ function kernelCopyFds(socket: Socket, handle: FileLike): { socket: number; file
 /**
  * Sends the file from `position` to its end by sendfile(2) (src/native.ts): from the page cache
  * to the socket without passing through user space. While the disk answers fast the first megabyte
- * goes out at once from this thread (all of a small file); the rest is sent by a thread of the
+ * goes out at once from this thread (all of a small file, ending at `end`, the size known at open,
+ * without a call that finds nothing more); the rest is sent by a thread of the
  * addon, which waits for the socket with poll() and gives up after `stalledMs` without progress
  * (ETIMEDOUT), writing its count into `progress` as it goes. `moved(n)` is told of every byte sent.
  * Abort (ABOR, a closed control connection, shutdown) destroys the socket, which cancels the job;
@@ -235,6 +235,7 @@ async function sendKernel(
   native: SendfileBinding,
   fds: { socket: number; file: number },
   position: number,
+  end: number,
   stalledMs: number,
   progress: BigInt64Array,
   moved: (n: number) => void,
@@ -253,6 +254,12 @@ async function sendKernel(
       position += n;
       now += n;
       moved(n);
+      // A short send that reaches the size known at open is the end, as a short read is in the
+      // user-space loop: no further call to find it.
+      if (n < SEND_NOW_MAX && position >= end) {
+        errno = 0;
+        break;
+      }
     }
     const ms = performance.now() - t0;
     if (ms > SLOW_MS) lateCall(ms);
