@@ -10,7 +10,7 @@ import path from "node:path";
 import { ensureFixtures } from "./lib/fixtures.ts";
 import { quiesce } from "./lib/quiesce.ts";
 import { WorkerPool } from "./lib/pool.ts";
-import { buildReport } from "./lib/report.ts";
+import { ALL_CASES, buildReport } from "./lib/report.ts";
 import {
   allServers,
   checkPeersDir,
@@ -269,7 +269,7 @@ async function main(): Promise<void> {
         current = await startServer(spec, state, fixtures.root, mode);
       } catch (err) {
         log(`${spec.name}: cannot start: ${(err as Error).message}`);
-        for (const s of plan) keepBest(results, { scenario: s.id, case: "(all)", server: spec.name, value: null, note: "did not start" }, s);
+        for (const s of plan) keepBest(results, { scenario: s.id, case: ALL_CASES, server: spec.name, value: null, note: "did not start" }, s);
         continue;
       }
       try {
@@ -281,7 +281,7 @@ async function main(): Promise<void> {
               current = await startServer(spec, state, fixtures.root, mode);
             } catch (err) {
               log(`${spec.name}: cannot restart: ${(err as Error).message}`);
-              for (const rest of plan.slice(i)) keepBest(results, { scenario: rest.id, case: "(all)", server: spec.name, value: null, note: "did not restart" }, rest);
+              for (const rest of plan.slice(i)) keepBest(results, { scenario: rest.id, case: ALL_CASES, server: spec.name, value: null, note: "did not restart" }, rest);
               break;
             }
           }
