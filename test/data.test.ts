@@ -10,8 +10,9 @@ import { readdirSync } from "node:fs";
 import { appendFile, readdir, readFile, truncate, writeFile } from "node:fs/promises";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
-import type { Socket } from "node:net";
+import { connect, type Socket } from "node:net";
 import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { sendfileBinding } from "../src/native.ts";
 import { SPARE_MS } from "../src/data/passive.ts";
 import { hold150 } from "../src/protocol/commands/xfer.ts";
@@ -998,6 +999,50 @@ describe("timeouts", () => {
       data.destroy();
       // (withServer's teardown fails the test on a descriptor left open.)
     });
+  });
+
+  it("after a finished download, a client that keeps its data connection open, sending now and then, loses it after limits.stalledTimeout", async () => {
+    await withServer(
+      async (t) => {
+        await writeFile(join(t.home("alice"), "small.txt"), "bytes");
+        const raw = await rawLogin(t);
+        try {
+          const port = await raw.epsvPort();
+          // Half-open allowed: our side stays open after the server's FIN.
+          const data = connect({ port, host: "127.0.0.1", allowHalfOpen: true });
+          await once(data, "connect");
+          // (events.once would reject on the EPIPE below.)
+          const closed = new Promise((resolve) => data.once("close", resolve));
+          const serverEnded = new Promise((resolve) => data.once("end", resolve));
+          data.on("error", () => undefined);
+          const got: Buffer[] = [];
+          data.on("data", (b: Buffer) => got.push(b));
+          raw.send("RETR small.txt");
+          await raw.expectReply(150);
+          // A byte every 100 ms: an idle timer would never fire. Once the server has closed, a
+          // write fails (EPIPE): that is the point.
+          const trickle = setInterval(() => {
+            if (!data.destroyed) data.write("x", () => undefined);
+          }, 100);
+          try {
+            await serverEnded;
+            await raw.expectReply(226, 3000);
+            assert.equal(Buffer.concat(got).toString(), "bytes");
+            const t0 = Date.now();
+            const outcome = await Promise.race([closed.then(() => "closed"), sleep(4000).then(() => "still open")]);
+            assert.equal(outcome, "closed", `${Date.now() - t0} ms after the 226`);
+            assert.ok(Date.now() - t0 < 2500, `closed ${Date.now() - t0} ms after the 226`);
+          } finally {
+            clearInterval(trickle);
+            data.destroy();
+          }
+          await raw.expect("NOOP", 200);
+        } finally {
+          await raw.close();
+        }
+      },
+      { config: { limits: { stalledTimeout: 0.6 } } },
+    );
   });
 
   it("a stalled transfer is aborted with 426 after limits.stalledTimeout", async () => {

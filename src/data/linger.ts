@@ -1,19 +1,24 @@
 /**
- * Ending a connection nobody will use: a control connection refused at connect (421), a late data
- * connection to a passive port whose command was refused. What the client sends is read and
- * dropped — a socket nobody reads never sees the client's FIN behind its bytes (Node emits the end
- * only once the data before it is consumed), so it would stay open for good — and the connection
- * goes when the client closes, or after `graceMs` whatever the client does (a fixed deadline, not
- * an idle timeout a client could keep resetting by sending). `last` is written before the FIN.
+ * Ending a connection nobody will use any more: a control connection refused at connect (421), a
+ * late data connection to a passive port whose command was refused, a data connection whose
+ * transfer is done (data/transfer.ts; its end was already written, and for TLS its close_notify).
+ * What the client sends is read and dropped — a socket nobody reads never sees the client's FIN
+ * behind its bytes (Node emits the end only once the data before it is consumed), so it would stay
+ * open for good — and the connection goes when the client closes, or after `graceMs` whatever the
+ * client does (a fixed deadline, not an idle timeout a client could keep resetting by sending).
+ * `last` is written before the FIN. Bytes already written still reach the client after the
+ * deadline: the kernel delivers what a closed socket had queued.
  */
 import type { Socket } from "node:net";
 
 export function endUnused(socket: Socket, graceMs: number, last?: string): void {
+  if (socket.destroyed) return;
   const deadline = setTimeout(() => socket.destroy(), graceMs);
   deadline.unref();
   socket.once("close", () => clearTimeout(deadline));
   socket.once("end", () => socket.destroy());
   socket.resume();
+  if (socket.writableEnded) return;
   if (last === undefined) socket.end();
   else socket.end(last);
 }

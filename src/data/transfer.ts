@@ -18,6 +18,7 @@ import { receiveDirect, userBufferReads, type DirectProgress } from "./receive.t
 import { QUICK_IO_MAX, SLOW_MS, fdOf, lateCall, quickEnabled, read as quickRead } from "../fs/quick.ts";
 import { constants as osConstants } from "node:os";
 import { getSystemErrorName } from "node:util";
+import { endUnused } from "./linger.ts";
 import { sendfileBinding, type SendfileBinding, type SendfileJob } from "../native.ts";
 
 /** Read size for downloads: large chunks keep system calls few; at most what may be read at once
@@ -194,7 +195,7 @@ export async function sendFile(
     // No read may still be filling a buffer when the caller closes the handle.
     await (reading as Promise<unknown> | null)?.catch(() => undefined);
   }
-  finishSocket(socket);
+  endUnused(socket, Math.min(stalledMs, FINISH_GRACE_MS));
   return sent;
 }
 
@@ -335,7 +336,7 @@ export async function receiveFile(
       socket.destroy();
       throw abortError(t, err);
     }
-    finishSocket(socket);
+    endUnused(socket, Math.min(stalledMs, FINISH_GRACE_MS));
     return progress.written;
   }
   const ws = handle.createWriteStream({
@@ -403,7 +404,7 @@ export async function sendBuffer(t: Transfer, socket: Socket, data: Buffer, stal
       resolve();
     });
   });
-  finishSocket(socket);
+  endUnused(socket, Math.min(stalledMs, FINISH_GRACE_MS));
   return data.length;
 }
 
@@ -435,21 +436,16 @@ async function run(
     }
     await Promise.all(closing);
   }
-  finishSocket(socket);
+  endUnused(socket, Math.min(stalledMs, FINISH_GRACE_MS));
 }
 
 /**
- * After a successful transfer: end our side too (after an upload: TLS close_notify, then FIN;
- * Python's ssl `unwrap()` waits for that close_notify), let the peer close, and make sure the
- * socket goes away regardless.
+ * After a successful transfer the data connection ends our side too (after an upload: TLS
+ * close_notify, then FIN; Python's ssl `unwrap()` waits for that close_notify), lets the peer
+ * close, and goes by this deadline (or limits.stalledTimeout, if shorter) whatever the client
+ * does (data/linger.ts endUnused).
  */
-function finishSocket(socket: Socket): void {
-  socket.setTimeout(10_000, () => socket.destroy());
-  socket.resume();
-  if (!socket.writableEnded) socket.end();
-  if (socket.readableEnded) return;
-  socket.once("end", () => socket.destroy());
-}
+const FINISH_GRACE_MS = 10_000;
 
 /**
  * Waits of a transfer loop that end early when the socket fails: an error, or a close before the
