@@ -75,7 +75,8 @@ export interface Config {
     readonly idleTimeout: number;
     /** Seconds to wait for a data connection (passive accept or active connect). */
     readonly dataTimeout: number;
-    /** Seconds a transfer may go without moving a byte before it is aborted. */
+    /** Seconds a transfer may go without moving a byte before it is aborted; also how long (at most
+     * 10) a finished transfer's data connection waits for the client to close it. */
     readonly stalledTimeout: number;
     /** Failed logins on one connection before it is closed. */
     readonly maxLoginFailures: number;
