@@ -1,6 +1,6 @@
 /*
  * berth's native part, built at install by native/build.mjs; berth works without it
- * (src/data/native.ts):
+ * (src/native.ts):
  *   sendfile.c  sendNow, start, cancel: sendfile(2) for plain downloads
  *   lstat.c     lstatNames: the entries of one directory stat'ed relative to it, for listings
  */

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { lstatAll, readDirectory } from "../src/fs/listing.ts";
 import { backOff, quickEnabled } from "../src/fs/quick.ts";
-import { stopStatWorker } from "../src/fs/statworker.ts";
+import { statWorkerUsedNative, stopStatWorker } from "../src/fs/statworker.ts";
 import type { RealPath } from "../src/fs/types.ts";
 
 void describe("reading a large directory", () => {
@@ -72,6 +72,8 @@ void describe("reading a large directory", () => {
       assert.equal(out.length, names.length);
       assert.ok(out.every((s) => s === null), `worker ${useWorker}, addon ${useNative}`);
     }
+    // The worker fell back to Node's call for it (the addon could not open the directory).
+    assert.equal(statWorkerUsedNative(), false);
   });
 
   void test("a worker that stops mid-request: the listing is stat'ed on the main thread instead", async () => {

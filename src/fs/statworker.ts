@@ -33,10 +33,11 @@ if (ADDON) {
 }
 parentPort.on("message", ({ id, dir, names }) => {
   const out = new Float64Array(names.length * ${FIELDS});
-  if (!native || native.lstatNames(dir, names, 0, names.length, out, 0) < 0) {
+  const byAddon = native !== null && native.lstatNames(dir, names, 0, names.length, out, 0) >= 0;
+  if (!byAddon) {
     for (let i = 0; i < names.length; i++) pack(dir + "/" + names[i], out, i * ${FIELDS});
   }
-  parentPort.postMessage({ id, out, native: native !== null }, [out.buffer]);
+  parentPort.postMessage({ id, out, native: byAddon }, [out.buffer]);
 });
 `;
 }
