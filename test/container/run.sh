@@ -91,6 +91,9 @@ for _ in $(seq 20); do
 done
 if printf '%s' "$listening" | grep -q '"sendfile":"on"'; then result PASS "image: plain downloads by sendfile (native/ built)"
 else printf '%s\n' "${listening:-no listening line}"; result FAIL "image: sendfile not on"; fi
+if $ENGINE exec "$BR" node -e 'process.exit(typeof require("/app/native/build/berth_native.node").lstatNames === "function" ? 0 : 1)' 2>/dev/null
+then result PASS "image: listings stat'ed by the addon (lstatNames)"
+else result FAIL "image: the addon has no lstatNames"; fi
 if [ "$ENGINE" = podman ]; then
   if podman healthcheck run "$BR" >/dev/null 2>&1; then result PASS "bridge: HEALTHCHECK healthy"
   else result FAIL "bridge: HEALTHCHECK"; fi
