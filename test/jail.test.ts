@@ -289,6 +289,46 @@ describe("jail: details", () => {
     });
   });
 
+  it("a directory large enough for the stat worker (the addon's lstatNames where built): LIST and MLSD show every file, inward links by their target, outward ones as links, nothing from outside", async () => {
+    await withServer(async (t) => {
+      await plant(t);
+      const many = join(t.home("alice"), "many");
+      await mkdir(many);
+      for (let i = 0; i < 40; i++) await writeFile(join(many, `f${String(i).padStart(2, "0")}`), "x".repeat(i));
+      await symlink("f07", join(many, "in-link"));
+      await symlink("../../../outside/secret.txt", join(many, "evil-file"));
+      await symlink("/nowhere/at/all", join(many, "dangling"));
+      await symlink("loop", join(many, "loop"));
+      await writeFile(join(many, "café"), "utf-8 name");
+      // Not UTF-8 (Latin-1 é): no client can name it, and it is left out rather than shown wrong.
+      await writeFile(Buffer.concat([Buffer.from(join(many, "caf")), Buffer.from([0xe9, 0x31])]), "latin-1 name");
+      const raw = await rawLogin(t);
+      try {
+        const o = await attempt(raw, "LIST many", "read");
+        assertClean(t, "LIST many", o);
+        assert.equal(o.replies[o.replies.length - 1]?.code, 226);
+        for (let i = 0; i < 40; i++) {
+          assert.match(o.data, new RegExp(`^-[rw-]{9} .* ${i} \\w{3} .* f${String(i).padStart(2, "0")}\r$`, "m"), `f${i}`);
+        }
+        assert.match(o.data, /^-.* 7 \w{3} .* in-link\r$/m);
+        assert.match(o.data, /^-.* 10 \w{3} .* café\r$/m);
+        assert.ok(!o.data.includes("caf\ufffd"), o.data);
+        assert.equal(o.data.split("\r\n").filter(Boolean).length, 40 + 5, o.data);
+        assert.match(o.data, /^l.* evil-file\r$/m);
+        assert.ok(!o.data.includes("->"), o.data);
+        const m = await attempt(raw, "MLSD many", "read");
+        assertClean(t, "MLSD many", m);
+        assert.equal(m.replies[m.replies.length - 1]?.code, 226);
+        assert.match(m.data, /type=file;size=7;.* in-link\r$/m);
+        assert.match(m.data, /type=OS\.unix=symlink;.* evil-file\r$/m);
+        assert.match(m.data, /type=file;size=39;.* f39\r$/m);
+        await raw.expect("NOOP", 200);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("upload temp files are neither listed nor addressable", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), ".berth-upload-0123456789abcdef"), "temp");
