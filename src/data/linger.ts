@@ -13,6 +13,9 @@ import type { Socket } from "node:net";
 
 export function endUnused(socket: Socket, graceMs: number, last?: string): void {
   if (socket.destroyed) return;
+  // The deadline below replaces any idle timer set before (a transfer's stall check): what is left
+  // of the connection is this socket's ending, not the transfer.
+  socket.setTimeout(0);
   const deadline = setTimeout(() => socket.destroy(), graceMs);
   deadline.unref();
   socket.once("close", () => clearTimeout(deadline));

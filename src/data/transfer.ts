@@ -195,7 +195,7 @@ export async function sendFile(
     // No read may still be filling a buffer when the caller closes the handle.
     await (reading as Promise<unknown> | null)?.catch(() => undefined);
   }
-  endUnused(socket, Math.min(stalledMs, FINISH_GRACE_MS));
+  endTransferSocket(socket, stalledMs);
   return sent;
 }
 
@@ -336,7 +336,7 @@ export async function receiveFile(
       socket.destroy();
       throw abortError(t, err);
     }
-    endUnused(socket, Math.min(stalledMs, FINISH_GRACE_MS));
+    endTransferSocket(socket, stalledMs);
     return progress.written;
   }
   const ws = handle.createWriteStream({
@@ -404,7 +404,7 @@ export async function sendBuffer(t: Transfer, socket: Socket, data: Buffer, stal
       resolve();
     });
   });
-  endUnused(socket, Math.min(stalledMs, FINISH_GRACE_MS));
+  endTransferSocket(socket, stalledMs);
   return data.length;
 }
 
@@ -436,7 +436,7 @@ async function run(
     }
     await Promise.all(closing);
   }
-  endUnused(socket, Math.min(stalledMs, FINISH_GRACE_MS));
+  endTransferSocket(socket, stalledMs);
 }
 
 /**
@@ -446,6 +446,10 @@ async function run(
  * does (data/linger.ts endUnused).
  */
 const FINISH_GRACE_MS = 10_000;
+
+function endTransferSocket(socket: Socket, stalledMs: number): void {
+  endUnused(socket, Math.min(stalledMs, FINISH_GRACE_MS));
+}
 
 /**
  * Waits of a transfer loop that end early when the socket fails: an error, or a close before the
