@@ -16,16 +16,14 @@ import { existsSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
-import { describeRun, exec, which } from "./helpers/exec.ts";
+import { describeRun, exec, which, FZ_CHECK_SCRIPT } from "./helpers/exec.ts";
 import { startTestServer, type TestServer } from "./helpers/server.ts";
 
-/** The check script, beside the repository: ../shared/tools/filezilla/fz-check.sh from its root. */
-const SCRIPT = fileURLToPath(new URL("../../shared/tools/filezilla/fz-check.sh", import.meta.url));
+const SCRIPT = FZ_CHECK_SCRIPT;
 
 function missing(): string | null {
-  if (!existsSync(SCRIPT)) return `the FileZilla check script is not at ${SCRIPT}`;
+  if (!existsSync(SCRIPT)) return `the FileZilla check script is not at ${SCRIPT} (set FZ_CHECK to its path)`;
   for (const bin of ["filezilla", "xdotool", "import", "openssl", "python3", "Xvfb"]) {
     if (!which(bin)) return `${bin} is not installed`;
   }

@@ -6,6 +6,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
 
 /** What a finished program left behind. */
 export interface ExecResult {
@@ -84,3 +85,8 @@ export function describeRun(r: ExecResult): string {
   const tail = (s: string): string => s.trim().split("\n").slice(-15).join("\n");
   return `exit ${r.code}${r.timedOut ? " (timed out)" : ""}\n--- stdout\n${tail(r.stdout)}\n--- stderr\n${tail(r.stderr)}`;
 }
+
+/** The headless FileZilla check script: $FZ_CHECK, else ../shared/tools/filezilla/fz-check.sh beside
+ * the repository (where the project's tools are). */
+export const FZ_CHECK_SCRIPT =
+  process.env.FZ_CHECK || fileURLToPath(new URL("../../../shared/tools/filezilla/fz-check.sh", import.meta.url));
