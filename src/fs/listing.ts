@@ -116,25 +116,23 @@ async function statRange(
   native: LstatBinding | null,
 ): Promise<void> {
   let i = from;
-  // Packed numbers, as the worker returns them: no Stats object (and four Dates) per entry.
-  const packed = to > from ? new Float64Array((to - from) * FIELDS) : null;
+  // Packed numbers, as the worker returns them: no Stats object (and four Dates) per entry. Each
+  // entry's first number is 1 where it was found (the array starts at 0).
+  const packed = new Float64Array((to - from) * FIELDS);
   while (i < to) {
     // The disk was slow lately (fs/quick.ts): the pool, for this listing and every other call.
     if (!quickEnabled()) return lstatPooled(dir, names, i, to, out);
     const end = Math.min(i + SYNC_BATCH, to);
     const started = performance.now();
-    // The addon stats each name relative to the directory, opened once (native/lstat.c).
-    if (native && native.lstatNames(dir, names, i, end, packed as Float64Array, (i - from) * FIELDS) >= 0) {
-      for (; i < end; i++) {
-        const o = (i - from) * FIELDS;
-        if ((packed as Float64Array)[o] === 1) out[i] = new PackedStat(packed as Float64Array, o);
-      }
-    } else {
-      native = null; // the directory could not be opened: path by path, as Node does
-      for (; i < end; i++) {
-        const o = (i - from) * FIELDS;
-        if (packLstat(dir + "/" + (names[i] as string), packed as Float64Array, o)) out[i] = new PackedStat(packed as Float64Array, o);
-      }
+    // The addon stats each name relative to the directory, opened once (native/lstat.c); where it
+    // cannot open the directory, path by path, as Node does.
+    if (!native || native.lstatNames(dir, names, i, end, packed, (i - from) * FIELDS) < 0) {
+      native = null;
+      for (let j = i; j < end; j++) packLstat(dir + "/" + (names[j] as string), packed, (j - from) * FIELDS);
+    }
+    for (; i < end; i++) {
+      const o = (i - from) * FIELDS;
+      if (packed[o] === 1) out[i] = new PackedStat(packed, o);
     }
     if (i >= to) break;
     const ms = performance.now() - started;
