@@ -247,7 +247,8 @@ async function sendKernel(
     const t0 = performance.now();
     let errno = EAGAIN;
     for (let now = 0; now < SEND_NOW_MAX; ) {
-      const n = native.sendNow(fds.socket, fds.file, position, SEND_NOW_MAX);
+      const want = SEND_NOW_MAX - now;
+      const n = native.sendNow(fds.socket, fds.file, position, want);
       if (n <= 0) {
         errno = -n;
         break;
@@ -257,7 +258,7 @@ async function sendKernel(
       moved(n);
       // A short send that reaches the size known at open is the end, as a short read is in the
       // user-space loop: no further call to find it.
-      if (n < SEND_NOW_MAX && position >= end) {
+      if (n < want && position >= end) {
         errno = 0;
         break;
       }
