@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { JailedFs } from "../src/fs/jail.ts";
+import { setPinningForTest } from "../src/fs/pin.ts";
 import type { Upload, VirtualPath } from "../src/fs/types.ts";
 import { resolveVirtual, ROOT } from "../src/fs/vpath.ts";
 import { FtpError } from "../src/protocol/errors.ts";
@@ -346,17 +347,36 @@ void describe("uploads", () => {
     assert.ok(!(await readdir(jail.root)).some((n) => n.startsWith(".berth-upload-")));
   });
 
-  void it("store over an existing file whose directory is renamed meanwhile: 550 on commit, the old file kept, no temp file left (commit and abort)", async () => {
+  void it("store over an existing file whose directory is renamed meanwhile: the directory is held, so commit replaces the file under its new name; abort keeps the old one; no temp file left", async () => {
     for (const end of ["commit", "abort"] as const) {
       await mkdir(home(`mv-${end}`));
       await writeFile(home(`mv-${end}`, "f.txt"), "OLD");
       const up = await jail.openUpload(vp(`/mv-${end}/f.txt`), store);
       await write(up, "new data");
       await rename(home(`mv-${end}`), home(`moved-${end}`));
-      if (end === "commit") await refused(up.commit(), 550);
+      if (end === "commit") await up.commit();
       else await up.abort();
-      assert.equal(await readHome(`moved-${end}`, "f.txt"), "OLD");
+      assert.equal(await readHome(`moved-${end}`, "f.txt"), end === "commit" ? "new data" : "OLD");
       assert.deepEqual(await readdir(home(`moved-${end}`)), ["f.txt"], `${end}: the temp file stayed`);
+    }
+  });
+
+  void it("without /proc/self/fd the same rename makes the commit 550, the old file kept, no temp file left", async () => {
+    setPinningForTest(false);
+    try {
+      for (const end of ["commit", "abort"] as const) {
+        await mkdir(home(`np-${end}`));
+        await writeFile(home(`np-${end}`, "f.txt"), "OLD");
+        const up = await jail.openUpload(vp(`/np-${end}/f.txt`), store);
+        await write(up, "new data");
+        await rename(home(`np-${end}`), home(`np-moved-${end}`));
+        if (end === "commit") await refused(up.commit(), 550);
+        else await up.abort();
+        assert.equal(await readHome(`np-moved-${end}`, "f.txt"), "OLD");
+        assert.deepEqual(await readdir(home(`np-moved-${end}`)), ["f.txt"], `${end}: the temp file stayed`);
+      }
+    } finally {
+      setPinningForTest(undefined);
     }
   });
 

@@ -120,7 +120,7 @@ describe("sequencing", () => {
 });
 
 describe("an upload's directory renamed by another session while it runs", () => {
-  it("STOR over an existing file: 550 at the end, the old file intact where the directory went, no temp file left", async () => {
+  it("STOR over an existing file: the directory is held, so the upload replaces the file where the directory went (226), no temp file left", async () => {
     await withServer(async (t) => {
       await mkdir(join(t.home("alice"), "x"));
       await writeFile(join(t.home("alice"), "x", "f.txt"), "OLD");
@@ -134,9 +134,12 @@ describe("an upload's directory renamed by another session while it runs", () =>
         await other.expect("RNFR /x", 350);
         await other.expect("RNTO /y", 250);
         data.end(Buffer.alloc(1000, 0x62));
-        await up.expectReply(550);
-        assert.equal(await readFile(join(t.home("alice"), "y", "f.txt"), "utf8"), "OLD");
+        await up.expectReply(226);
+        const got = await readFile(join(t.home("alice"), "y", "f.txt"));
+        assert.equal(got.length, 51_000);
+        assert.ok(got.subarray(0, 50_000).every((b) => b === 0x61) && got.subarray(50_000).every((b) => b === 0x62));
         assert.deepEqual(await readdir(join(t.home("alice"), "y")), ["f.txt"]);
+        await assert.rejects(readdir(join(t.home("alice"), "x")), { code: "ENOENT" });
         await other.expect("RMD /y/f.txt", 550);
         await other.expect("DELE /y/f.txt", 250);
         await other.expect("RMD /y", 250);

@@ -6,15 +6,16 @@
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import type { Stats } from "node:fs";
-import { chmod, mkdir, rmdir, utimes } from "node:fs/promises";
+import { lutimes, mkdir, rmdir } from "node:fs/promises";
 import path from "node:path";
 import { FtpError, isFtpError } from "../protocol/errors.ts";
 import { locate, locateEntry } from "./contain.ts";
 import { mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixDirMode, modesFor, type CreateModes } from "./modes.ts";
+import { checkOpened, chmodNoFollow, inPinned, statInside } from "./pin.ts";
 import { readDirectory, toEntryStat } from "./listing.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
-import { fstat, open, realpath, rename, stat, unlink } from "./quick.ts";
+import { fdOf, fstat, lstat, open, realpath, rename, stat, unlink } from "./quick.ts";
 import { openUpload } from "./upload.ts";
 import { basename, isPlainName, joinVirtual, ROOT } from "./vpath.ts";
 
@@ -57,7 +58,7 @@ export class JailedFs {
 
   /** Stat of `v`, following symlinks that stay inside the jail. */
   stat(v: VirtualPath): Promise<EntryStat> {
-    return guard(async () => toEntryStat(await stat(await this.existing(v))));
+    return guard(async () => toEntryStat(await statInside(this.root, await this.existing(v))));
   }
 
   /** True when `v` is a directory inside the jail; false when it is missing, a file or refused. */
@@ -74,23 +75,31 @@ export class JailedFs {
   list(v: VirtualPath): Promise<DirEntry[]> {
     return guard(async () => {
       const real = await this.existing(v);
-      const s = await stat(real);
-      if (s.isDirectory()) return readDirectory(this.root, real);
+      const s = await statInside(this.root, real);
+      // Read through the directory held open (fs/pin.ts): names and stats come from the one checked.
+      if (s.isDirectory()) return inPinned(this.root, real, (d) => readDirectory(this.root, d.at() as RealPath));
       return [{ name: basename(v), stat: toEntryStat(s) }];
     });
   }
 
   /** Opens regular file `v` for reading. The path is resolved (and kept inside the jail) first;
-   * O_NOFOLLOW refuses a symlink swapped in after that check, O_NONBLOCK keeps a FIFO from blocking
-   * the open, and the fstat of what was opened decides whether it is a regular file. */
+   * O_NOFOLLOW refuses a symlink swapped in after that check, and where the opened file is checked
+   * to be inside the jail before a byte is read (fs/pin.ts: a directory on the way swapped for a
+   * link). O_NONBLOCK keeps a FIFO from blocking the open, and the fstat of what was opened decides
+   * whether it is a regular file. */
   openDownload(v: VirtualPath): Promise<Download> {
     return guard(async () => {
       const real = await this.existing(v);
       const handle = await open(real, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
-      const s = await fstat(handle).catch(async (err: unknown) => {
-        await handle.close();
+      let s: Stats;
+      try {
+        const fd = fdOf(handle);
+        if (fd !== null) checkOpened(this.root, fd);
+        s = await fstat(handle);
+      } catch (err) {
+        await handle.close().catch(() => undefined);
         throw err;
-      });
+      }
       if (s.isFile()) return { handle, size: s.size };
       await handle.close();
       throw new FtpError(550, "Not a regular file");
@@ -107,8 +116,10 @@ export class JailedFs {
     return guard(async () => {
       const entry = await locateEntry(this.root, v);
       if (entry.exists) throw new FtpError(550, "File exists");
-      await mkdir(entry.real, this.modes.dir);
-      await fixDirMode(entry.real, this.modes.dir);
+      await this.inParent(entry.real, async (at) => {
+        await mkdir(at, this.modes.dir);
+        await fixDirMode(at, this.modes.dir);
+      });
     });
   }
 
@@ -118,7 +129,7 @@ export class JailedFs {
       if (v === ROOT) throw new FtpError(550, "Permission denied", "rmdir of the jail root");
       const entry = await this.existingEntry(v);
       if (!entry.lstat.isDirectory()) throw new FtpError(550, "Not a directory");
-      await rmdir(entry.real);
+      await this.inParent(entry.real, (at) => rmdir(at));
     });
   }
 
@@ -127,7 +138,7 @@ export class JailedFs {
     return guard(async () => {
       const entry = await this.existingEntry(v);
       if (entry.lstat.isDirectory()) throw new FtpError(550, "Is a directory");
-      await unlink(entry.real);
+      await this.inParent(entry.real, (at) => unlink(at));
     });
   }
 
@@ -137,7 +148,7 @@ export class JailedFs {
       if (from === ROOT || to === ROOT) throw new FtpError(550, "Permission denied", "rename of the jail root");
       const source = await this.existingEntry(from);
       const target = await locateEntry(this.root, to);
-      await rename(source.real, target.real);
+      await this.inParent(source.real, (a) => this.inParent(target.real, (b) => rename(a, b)));
     });
   }
 
@@ -146,20 +157,20 @@ export class JailedFs {
     return guard(async () => {
       if (Number.isNaN(date.getTime())) throw new FtpError(501, "Invalid time");
       const real = await this.existing(v);
-      await utimes(real, (await stat(real)).atime, date);
+      // The entry itself (lutimes): a symlink swapped in meanwhile is changed, never its target.
+      await this.inParent(real, async (at) => lutimes(at, (await lstat(at)).atime, date));
     });
   }
 
   /** Sets the permission bits of `v` (SITE CHMOD): 0..0777 only, never setuid/setgid/sticky, and
-   * never through a final symlink (Linux has no lchmod; clients cannot create symlinks, so the
-   * check-then-chmod window is not theirs to use). */
+   * never through a final symlink (fs/pin.ts chmodNoFollow). */
   chmod(v: VirtualPath, mode: number): Promise<void> {
     return guard(async () => {
       if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) throw new FtpError(501, "Invalid mode");
       await this.existing(v); // a link that leaves the jail is "not found", as everywhere
       const entry = await this.existingEntry(v);
       if (entry.lstat.isSymbolicLink()) throw new FtpError(550, "Not allowed on a symbolic link");
-      await chmod(entry.real, mode);
+      await this.inParent(entry.real, (at) => chmodNoFollow(at, mode));
     });
   }
 
@@ -184,6 +195,14 @@ export class JailedFs {
       }
     }
     return `${base === "" ? "file" : base}.${randomBytes(6).toString("hex")}`;
+  }
+
+  /** Runs `step` on a path to entry `real` that goes through its parent held open and checked
+   * (fs/pin.ts), so that a directory swapped for a link after containment cannot redirect it. The
+   * root itself is used as it is: it was resolved at login, and no client can replace it. */
+  private async inParent<T>(real: RealPath, step: (at: string) => Promise<T>): Promise<T> {
+    if (real === this.root) return step(real);
+    return inPinned(this.root, path.dirname(real) as RealPath, (d) => step(d.at(path.basename(real))));
   }
 
   /** The fully resolved real path of `v`, which must exist inside the jail. */

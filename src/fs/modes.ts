@@ -6,7 +6,7 @@
  */
 import { readFileSync } from "node:fs";
 import type { FileLike } from "./quick.ts";
-import { chmod } from "node:fs/promises";
+import { chmodNoFollow } from "./pin.ts";
 
 /** The modes of new files and directories under one umask. */
 export interface CreateModes {
@@ -51,7 +51,8 @@ export async function fixFileMode(handle: FileLike, mode: number): Promise<void>
   if (umaskStrips(mode)) await handle.chmod(mode);
 }
 
-/** Gives a directory just created at `real` exactly `mode` (no-op in the usual case). */
-export async function fixDirMode(real: string, mode: number): Promise<void> {
-  if (umaskStrips(mode)) await chmod(real, mode);
+/** Gives a directory just created at `at` exactly `mode` (no-op in the usual case); never through a
+ * symlink put in its place meanwhile. */
+export async function fixDirMode(at: string, mode: number): Promise<void> {
+  if (umaskStrips(mode)) await chmodNoFollow(at, mode);
 }

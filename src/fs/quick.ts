@@ -108,8 +108,49 @@ export async function readdirNames(p: string): Promise<string[]> {
   return out;
 }
 
+/** Linux's O_PATH (Node does not export it; the same value on every architecture Node runs on). */
+export const O_PATH = 0o10000000;
+
+let procFd: boolean | undefined;
+
+/** Whether an open descriptor's path can be read from /proc/self/fd (found out once). */
+export function procFdPaths(): boolean {
+  if (procFd === undefined) {
+    procFd = false;
+    if (process.platform === "linux") {
+      let fd = -1;
+      try {
+        fd = fs.openSync("/", O_PATH | fs.constants.O_DIRECTORY);
+        procFd = fs.readlinkSync(`/proc/self/fd/${fd}`) === "/";
+      } catch {
+        procFd = false;
+      } finally {
+        if (fd >= 0) fs.closeSync(fd);
+      }
+    }
+  }
+  return procFd;
+}
+
+/** For tests: pretend /proc/self/fd is (not) there; undefined finds out again. */
+export function setProcFdPathsForTest(on: boolean | undefined): void {
+  procFd = on;
+}
+
+/** realpath in three system calls whatever the depth: the kernel resolves `p` once in an O_PATH
+ * open and says where it landed (libc's realpath makes a readlink per component). */
+function realpathByFd(p: string): string {
+  const fd = fs.openSync(p, O_PATH);
+  try {
+    return fs.readlinkSync(`/proc/self/fd/${fd}`);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export async function realpath(p: string): Promise<string> {
-  return quickEnabled() ? timed(() => fs.realpathSync.native(p)) : fsp.realpath(p);
+  if (!quickEnabled()) return fsp.realpath(p);
+  return timed(() => (procFdPaths() ? realpathByFd(p) : fs.realpathSync.native(p)));
 }
 
 export async function lstat(p: string): Promise<fs.Stats> {
@@ -158,6 +199,17 @@ export interface FileLike {
 export async function open(p: string, flags: number, mode?: number): Promise<FileLike> {
   if (!quickEnabled()) return fsp.open(p, flags, mode);
   return new QuickFile(timed(() => fs.openSync(p, flags, mode)));
+}
+
+/** Opens `p` as a bare descriptor (fs/pin.ts: O_PATH directories and entries). */
+export async function openFd(p: string, flags: number): Promise<number> {
+  if (quickEnabled()) return timed(() => fs.openSync(p, flags));
+  return new Promise((resolve, reject) => fs.open(p, flags, (err, fd) => (err ? reject(err) : resolve(fd))));
+}
+
+/** Closes a bare descriptor from openFd. Closing an O_PATH descriptor touches no disk. */
+export function closeFd(fd: number): void {
+  fs.closeSync(fd);
 }
 
 /** File calls of a QuickFile's write stream: its own writes, and no close. */

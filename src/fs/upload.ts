@@ -1,17 +1,19 @@
 /**
  * STOR, STOU, APPE and REST+STOR on disk. A new file is written in place; replacing an existing
  * file goes through a temp file renamed over it at commit, so an aborted upload never destroys the
- * old content; a resumed upload writes in place from its offset.
+ * old content; a resumed upload writes in place from its offset. The target's directory is held
+ * open from the start of the upload to its end (fs/pin.ts), and every call names the file through
+ * it: what is opened, renamed, truncated or removed is in the directory containment checked.
  */
 import { randomBytes } from "node:crypto";
 import { constants, readlinkSync } from "node:fs";
 import type { Stats } from "node:fs";
-import { truncate } from "node:fs/promises";
 import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
 import { locate, UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixFileMode, modesFor } from "./modes.ts";
+import { pinDir, pinning, type PinnedDir } from "./pin.ts";
 import { fdOf, fstat, lstat, open, rename, stat, unlink, type FileLike } from "./quick.ts";
 import type { RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
 
@@ -26,11 +28,25 @@ const SAFE = O_NOFOLLOW | O_NONBLOCK;
 export async function openUpload(root: RealPath, vpath: VirtualPath, opts: UploadOptions, mode = FILE_MODE): Promise<Upload> {
   checkOffset(opts.offset);
   const target = await locate(root, vpath);
-  if (target.exists) checkTarget(await stat(target.real), opts);
-  if (opts.kind === "append") return openAppend(target.real, target.exists, mode);
-  if (opts.offset > 0) return openAtOffset(target.real, target.exists, opts.offset);
-  if (target.exists) return openTemp(target.real, mode);
-  return createNew(target.real, opts.exclusive, mode);
+  if (target.real === root) throw new FtpError(550, "Is a directory");
+  const dir = await pinDir(root, path.dirname(target.real) as RealPath);
+  try {
+    const at: Target = { dir, name: path.basename(target.real) };
+    if (target.exists) checkTarget(await stat(dir.at(at.name)), opts);
+    if (opts.kind === "append") return await openAppend(at, target.exists, mode);
+    if (opts.offset > 0) return await openAtOffset(at, target.exists, opts.offset);
+    if (target.exists) return await openTemp(at, mode);
+    return await createNew(at, opts.exclusive, mode);
+  } catch (err) {
+    dir.release();
+    throw err;
+  }
+}
+
+/** An upload's file: its name in its directory, held open until the upload ends. */
+interface Target {
+  readonly dir: PinnedDir;
+  readonly name: string;
 }
 
 function checkOffset(offset: number): void {
@@ -47,29 +63,34 @@ function checkTarget(s: Stats, opts: UploadOptions): void {
 
 /** A target that did not exist: created exclusively. If it appeared in the meantime, a
  * non-exclusive upload falls back to replacing it through a temp file. */
-async function createNew(real: RealPath, exclusive: boolean, mode: number): Promise<Upload> {
+async function createNew(t: Target, exclusive: boolean, mode: number): Promise<Upload> {
+  const file = t.dir.at(t.name);
   try {
-    const handle = await openCreated(real, O_WRONLY | O_CREAT | O_EXCL | SAFE, mode);
-    return makeUpload(handle, 0, noop, () => removeIfEmpty(real), () => unlinkQuietly(real));
+    const handle = await openCreated(file, O_WRONLY | O_CREAT | O_EXCL | SAFE, mode);
+    return makeUpload(t, handle, 0, noop, () => removeIfEmpty(file), () => unlinkQuietly(file));
   } catch (err) {
-    if (!exclusive && errnoOf(err) === "EEXIST") return openTemp(real, mode);
+    if (!exclusive && errnoOf(err) === "EEXIST") return openTemp(t, mode);
     throw mapFsError(err);
   }
 }
 
-/** Replace: write `.berth-upload-<random>` beside the target; commit renames it over the target. */
-async function openTemp(real: RealPath, mode: number): Promise<Upload> {
-  const temp = path.join(path.dirname(real), UPLOAD_TEMP_PREFIX + randomBytes(8).toString("hex"));
+/** Replace: write `.berth-upload-<random>` beside the target; commit renames it over the target.
+ * Both are named through the directory held open, so a directory renamed meanwhile gets the file
+ * under its new name, as a download or a resumed upload in it would. */
+async function openTemp(t: Target, mode: number): Promise<Upload> {
+  const temp = t.dir.at(UPLOAD_TEMP_PREFIX + randomBytes(8).toString("hex"));
   const handle = await openCreated(temp, O_WRONLY | O_CREAT | O_EXCL | SAFE, mode);
-  // Where the temp file is when the upload ends: if its directory was renamed meanwhile, the rename
-  // into place fails (the target moved too), and the temp file is removed where it now is.
+  // Without a directory held open (no /proc/self/fd) the names are paths: if the directory was
+  // renamed meanwhile, the rename into place fails (the target moved too), and the temp file is
+  // removed where it now is.
   let now = temp;
-  const finish = (): Promise<void> => rename(temp, real);
+  const finish = (): Promise<void> => rename(temp, t.dir.at(t.name));
   const cleanup = async (): Promise<void> => {
     await unlinkQuietly(temp);
     if (now !== temp) await unlinkQuietly(now);
   };
-  return makeUpload(handle, 0, finish, cleanup, cleanup, () => (now = pathNow(handle, temp)));
+  const track = pinning() ? undefined : () => void (now = pathNow(handle, temp));
+  return makeUpload(t, handle, 0, finish, cleanup, cleanup, track);
 }
 
 /** Where the file open as `handle` (opened as `opened`) is now, read from /proc/self/fd; `opened`
@@ -86,15 +107,16 @@ function pathNow(handle: FileLike, opened: string): string {
 }
 
 /** REST n + STOR (RFC 3659 §5.5): keep bytes [0, n), drop the rest, write from n. */
-async function openAtOffset(real: RealPath, exists: boolean, offset: number): Promise<Upload> {
+async function openAtOffset(t: Target, exists: boolean, offset: number): Promise<Upload> {
   if (!exists) throw new FtpError(550, "No such file or directory", "restart on a missing file");
-  const handle = await open(real, O_WRONLY | SAFE);
+  const file = t.dir.at(t.name);
+  const handle = await open(file, O_WRONLY | SAFE);
   try {
     const size = await regularSize(handle);
     if (offset > size) throw new FtpError(554, "Restart offset beyond end of file", `offset ${offset} > ${size}`);
     // Truncating at the offset makes the file after an abort exactly "resumable from its size".
     await handle.truncate(offset);
-    return makeUpload(handle, offset, noop, noop, () => truncate(real, offset));
+    return makeUpload(t, handle, offset, noop, noop, () => truncateAt(file, offset));
   } catch (err) {
     await handle.close().catch(noop);
     throw err;
@@ -102,12 +124,13 @@ async function openAtOffset(real: RealPath, exists: boolean, offset: number): Pr
 }
 
 /** APPE (RFC 959 §4.1.3): create when missing; data goes to the end. */
-async function openAppend(real: RealPath, existed: boolean, mode: number): Promise<Upload> {
-  const handle = await open(real, O_WRONLY | O_APPEND | O_CREAT | SAFE, mode);
+async function openAppend(t: Target, existed: boolean, mode: number): Promise<Upload> {
+  const file = t.dir.at(t.name);
+  const handle = await open(file, O_WRONLY | O_APPEND | O_CREAT | SAFE, mode);
   try {
     if (!existed) await fixFileMode(handle, mode);
     const start = await regularSize(handle);
-    return makeUpload(handle, start, noop, existed ? noop : () => removeIfEmpty(real), existed ? () => truncate(real, start) : () => unlinkQuietly(real));
+    return makeUpload(t, handle, start, noop, existed ? noop : () => removeIfEmpty(file), existed ? () => truncateAt(file, start) : () => unlinkQuietly(file));
   } catch (err) {
     await handle.close().catch(noop);
     throw err;
@@ -133,9 +156,21 @@ async function regularSize(handle: FileLike): Promise<number> {
   return s.size;
 }
 
+/** Truncates the file at `file` (never through a symlink in its place) to `len` bytes. */
+async function truncateAt(file: string, len: number): Promise<void> {
+  const handle = await open(file, O_WRONLY | SAFE);
+  try {
+    await handle.truncate(len);
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Wraps a handle so that commit/abort/rollback run once: a second call gets the first's outcome.
- * `beforeClose` runs first in each, while the handle is still open. */
+ * `beforeClose` runs first in each, while the handle is still open; the target's directory is let
+ * go last. */
 function makeUpload(
+  t: Target,
   handle: FileLike,
   position: number,
   finish: () => Promise<void>,
@@ -164,20 +199,21 @@ function makeUpload(
     await handle.close().catch(noop);
     await undo().catch(noop);
   };
+  const once = (step: () => Promise<void>): Promise<void> => (settled ??= step().finally(() => t.dir.release()));
   return {
     handle,
     position,
-    commit: () => (settled ??= commit()),
-    abort: () => (settled ??= abort()).catch(noop),
-    rollback: () => (settled ??= rollback()).catch(noop),
+    commit: () => once(commit),
+    abort: () => once(abort).catch(noop),
+    rollback: () => once(rollback).catch(noop),
   };
 }
 
 /** An aborted new file that got no byte at all (no data connection came) is removed: there is
  * nothing to resume. One with partial data stays for REST+STOR or APPE. */
-async function removeIfEmpty(real: RealPath): Promise<void> {
-  const s = await lstat(real);
-  if (s.isFile() && s.size === 0) await unlinkQuietly(real);
+async function removeIfEmpty(file: string): Promise<void> {
+  const s = await lstat(file);
+  if (s.isFile() && s.size === 0) await unlinkQuietly(file);
 }
 
 async function unlinkQuietly(real: string): Promise<void> {

@@ -1,0 +1,213 @@
+/**
+ * A directory swapped for a link after containment checked it (fs/pin.ts). Containment resolves a
+ * path and checks it; the kernel walks the path again when it is used. Here a directory of the
+ * jail is renamed away and a link to outside the jail renamed into its place — by hand between the
+ * check and the use, and by another process as fast as it can while the jail works.
+ */
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { closeSync, openSync, constants } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { JailedFs } from "../src/fs/jail.ts";
+import { checkOpened, chmodNoFollow, pinDir, pinning, statInside } from "../src/fs/pin.ts";
+import type { RealPath, VirtualPath } from "../src/fs/types.ts";
+import { resolveVirtual, ROOT } from "../src/fs/vpath.ts";
+import { FtpError } from "../src/protocol/errors.ts";
+
+const SECRET = "TOP SECRET outside the jail";
+const INSIDE = "inside, and longer than the secret is";
+let base: string;
+let outside: string;
+let jail: JailedFs;
+
+const vp = (arg: string): VirtualPath => resolveVirtual(ROOT, arg);
+const home = (...parts: string[]): string => path.join(jail.root, ...parts);
+
+/** The outside directory as it was made: its names and the secret's content and mode. */
+async function outsideUntouched(): Promise<void> {
+  assert.deepEqual((await readdir(outside)).sort(), ["outside-only.txt", "secret.txt", "victim.txt"]);
+  assert.equal(await readFile(path.join(outside, "secret.txt"), "utf8"), SECRET);
+  assert.equal((await stat(path.join(outside, "secret.txt"))).mode & 0o777, 0o600);
+  assert.equal(await readFile(path.join(outside, "victim.txt"), "utf8"), "victim");
+}
+
+async function refused(p: Promise<unknown>): Promise<void> {
+  try {
+    await p;
+  } catch (err) {
+    assert.ok(err instanceof FtpError, `not an FtpError: ${String(err)}`);
+    assert.equal(err.code, 550);
+    assert.ok(!err.message.includes(base), "message shows a real path");
+    return;
+  }
+  assert.fail("expected a refusal");
+}
+
+before(async () => {
+  base = await mkdtemp(path.join(tmpdir(), "fspin-"));
+  outside = path.join(base, "outside");
+  await mkdir(outside);
+  await writeFile(path.join(outside, "secret.txt"), SECRET, { mode: 0o600 });
+  await writeFile(path.join(outside, "victim.txt"), "victim");
+  await writeFile(path.join(outside, "outside-only.txt"), "");
+  jail = await JailedFs.open(path.join(base, "home"));
+});
+
+after(async () => {
+  await rm(base, { recursive: true, force: true });
+});
+
+void describe("a directory checked, then swapped for a link out of the jail", { skip: !pinning() && "no /proc/self/fd here" }, () => {
+  /** Makes directory d (with secret.txt holding INSIDE) and link `evil` → outside; returns the swap. */
+  async function setUp(d: string): Promise<{ swap: () => Promise<void>; stale: RealPath }> {
+    await mkdir(home(d));
+    await writeFile(home(d, "secret.txt"), INSIDE);
+    await symlink(outside, home(`${d}-evil`));
+    return {
+      stale: home(d) as RealPath,
+      swap: async () => {
+        await rename(home(d), home(`${d}-away`));
+        await rename(home(`${d}-evil`), home(d));
+      },
+    };
+  }
+
+  void it("holding it: pinDir, statInside and a download's check refuse what the old path now leads to", async () => {
+    const { swap, stale } = await setUp("held");
+    await swap();
+    await refused(pinDir(jail.root, stale));
+    await refused(statInside(jail.root, path.join(stale, "secret.txt") as RealPath));
+    // What openDownload does after its open: the descriptor is checked before a byte is read.
+    const fd = openSync(path.join(stale, "secret.txt"), constants.O_RDONLY);
+    try {
+      assert.throws(() => checkOpened(jail.root, fd), (err) => err instanceof FtpError && err.code === 550);
+    } finally {
+      closeSync(fd);
+    }
+    await outsideUntouched();
+  });
+
+  void it("a directory held open keeps naming itself after its path is swapped", async () => {
+    const { swap, stale } = await setUp("kept");
+    const d = await pinDir(jail.root, stale);
+    try {
+      await swap();
+      await writeFile(d.at("new.txt"), "written");
+      assert.equal(await readFile(home("kept-away", "new.txt"), "utf8"), "written");
+      assert.deepEqual((await readdir(d.at())).sort(), ["new.txt", "secret.txt"]);
+    } finally {
+      d.release();
+    }
+    await outsideUntouched();
+  });
+
+  void it("chmodNoFollow refuses a link and leaves its target alone; changes a file", async () => {
+    await symlink(path.join(outside, "secret.txt"), home("to-secret"));
+    await refused(chmodNoFollow(home("to-secret"), 0o666));
+    await writeFile(home("plain.txt"), "x");
+    await chmodNoFollow(home("plain.txt"), 0o640);
+    assert.equal((await stat(home("plain.txt"))).mode & 0o777, 0o640);
+    assert.ok((await lstat(home("to-secret"))).isSymbolicLink());
+    await outsideUntouched();
+  });
+
+  void it("while another process swaps a directory for a link out of the jail as fast as it can, nothing the jail does reaches outside", async () => {
+    await mkdir(home("race"));
+    await writeFile(home("race", "secret.txt"), INSIDE);
+    await writeFile(home("race", "victim.txt"), "inside victim");
+    await symlink(outside, home("race-evil"));
+    const swapper = startSwapper(home("race"), home("race-evil"), home("race-away"));
+    const seen = { read: 0, listed: 0, stored: 0, made: 0, stat: 0, removed: 0, chmod: 0 };
+    try {
+      const until = Date.now() + 1500;
+      for (let i = 0; until > Date.now(); i++) {
+        await attempt(async () => {
+          const dl = await jail.openDownload(vp("/race/secret.txt"));
+          try {
+            const buf = Buffer.alloc(256);
+            const { bytesRead } = await dl.handle.read(buf, 0, buf.length, 0);
+            assert.equal(buf.toString("utf8", 0, bytesRead), INSIDE, "a download read outside the jail");
+            seen.read++;
+          } finally {
+            await dl.handle.close();
+          }
+        });
+        await attempt(async () => {
+          const names = (await jail.list(vp("/race"))).map((e) => e.name);
+          assert.ok(!names.includes("outside-only.txt"), "a listing showed what is outside the jail");
+          seen.listed++;
+        });
+        await attempt(async () => {
+          const s = await jail.stat(vp("/race/secret.txt"));
+          assert.equal(s.size, Buffer.byteLength(INSIDE), "a stat saw outside the jail");
+          seen.stat++;
+        });
+        await attempt(async () => {
+          const up = await jail.openUpload(vp(`/race/new-${i}`), { kind: "store", offset: 0, exclusive: false });
+          await up.handle.write(Buffer.from("up"), 0, 2, 0);
+          await up.commit();
+          seen.stored++;
+        });
+        await attempt(async () => {
+          await jail.mkdir(vp(`/race/dir-${i}`));
+          seen.made++;
+        });
+        await attempt(async () => {
+          await jail.chmod(vp("/race/secret.txt"), 0o644);
+          seen.chmod++;
+        });
+        await attempt(async () => {
+          await jail.unlink(vp("/race/victim.txt"));
+          seen.removed++;
+          // Put back through the jail (a path of the test's own could land outside mid-swap).
+          const up = await jail.openUpload(vp("/race/victim.txt"), { kind: "store", offset: 0, exclusive: false });
+          await up.commit();
+        });
+      }
+    } finally {
+      await stopSwapper(swapper);
+    }
+    await outsideUntouched();
+    // The race ran: each kind of call got through at least once between the swaps.
+    for (const [what, n] of Object.entries(seen)) assert.ok(n > 0, `${what} never got through: ${JSON.stringify(seen)}`);
+  });
+});
+
+/** Runs `step`; a refusal or a missing entry (the swap in progress) is fine, anything else is not. */
+async function attempt(step: () => Promise<void>): Promise<void> {
+  try {
+    await step();
+  } catch (err) {
+    if (err instanceof FtpError) return;
+    throw err;
+  }
+}
+
+/** A process that swaps `dir` and the link `evil` round and round: dir → away, evil → dir, then back. */
+function startSwapper(dir: string, evil: string, away: string): ChildProcess {
+  const code = `
+    const fs = require("node:fs");
+    const [dir, evil, away] = process.argv.slice(1);
+    let stop = false;
+    process.on("message", () => { stop = true; });
+    process.channel.unref();
+    (function loop() {
+      for (let i = 0; i < 200 && !stop; i++) {
+        try { fs.renameSync(dir, away); fs.renameSync(evil, dir); fs.renameSync(dir, evil); fs.renameSync(away, dir); } catch {}
+      }
+      if (stop) { try { fs.renameSync(away, dir); } catch {} process.exit(0); }
+      setImmediate(loop);
+    })();
+  `;
+  return spawn(process.execPath, ["-e", code, dir, evil, away], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+}
+
+async function stopSwapper(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.send("stop");
+  await exited;
+}
