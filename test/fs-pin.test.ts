@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { JailedFs } from "../src/fs/jail.ts";
-import { checkOpened, chmodNoFollow, pinDir, pinning, statInside } from "../src/fs/pin.ts";
+import { checkOpened, chmodNoFollow, pinDir, pinning, setPinningForTest, statInside } from "../src/fs/pin.ts";
 import type { RealPath, VirtualPath } from "../src/fs/types.ts";
 import { resolveVirtual, ROOT } from "../src/fs/vpath.ts";
 import { FtpError } from "../src/protocol/errors.ts";
@@ -173,6 +173,43 @@ void describe("a directory checked, then swapped for a link out of the jail", { 
     await outsideUntouched();
     // The race ran: each kind of call got through at least once between the swaps.
     for (const [what, n] of Object.entries(seen)) assert.ok(n > 0, `${what} never got through: ${JSON.stringify(seen)}`);
+  });
+});
+
+void describe("without /proc/self/fd (paths used as checked)", () => {
+  before(() => setPinningForTest(false));
+  after(() => setPinningForTest(undefined));
+
+  void it("every operation still works, and links out of the jail are still refused", async () => {
+    assert.equal(pinning(), false);
+    await jail.mkdir(vp("/np"));
+    const put = async (v: string, text: string): Promise<void> => {
+      const up = await jail.openUpload(vp(v), { kind: "store", offset: 0, exclusive: false });
+      await up.handle.write(Buffer.from(text), 0, Buffer.byteLength(text), 0);
+      await up.commit();
+    };
+    await put("/np/a.txt", "first");
+    await put("/np/a.txt", "second");
+    const dl = await jail.openDownload(vp("/np/a.txt"));
+    const buf = Buffer.alloc(16);
+    const { bytesRead } = await dl.handle.read(buf, 0, buf.length, 0);
+    await dl.handle.close();
+    assert.equal(buf.toString("utf8", 0, bytesRead), "second");
+    assert.deepEqual((await jail.list(vp("/np"))).map((e) => e.name), ["a.txt"]);
+    assert.equal((await jail.stat(vp("/np/a.txt"))).size, 6);
+    await jail.chmod(vp("/np/a.txt"), 0o600);
+    await jail.setMtime(vp("/np/a.txt"), new Date(1_000_000_000_000));
+    const st = await stat(home("np", "a.txt"));
+    assert.equal(st.mode & 0o777, 0o600);
+    assert.equal(st.mtimeMs, 1_000_000_000_000);
+    await jail.rename(vp("/np/a.txt"), vp("/np/b.txt"));
+    await jail.unlink(vp("/np/b.txt"));
+    await jail.rmdir(vp("/np"));
+    await symlink(outside, home("np-out"));
+    await refused(jail.openDownload(vp("/np-out/secret.txt")));
+    await refused(jail.list(vp("/np-out")));
+    await refused(jail.openUpload(vp("/np-out/new.txt"), { kind: "store", offset: 0, exclusive: false }));
+    await outsideUntouched();
   });
 });
 

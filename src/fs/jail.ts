@@ -10,12 +10,12 @@ import { lutimes, mkdir, rmdir } from "node:fs/promises";
 import path from "node:path";
 import { FtpError, isFtpError } from "../protocol/errors.ts";
 import { locate, locateEntry } from "./contain.ts";
-import { mapFsError } from "./errors.ts";
+import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixDirMode, modesFor, type CreateModes } from "./modes.ts";
-import { checkOpened, chmodNoFollow, inPinned, statInside } from "./pin.ts";
+import { chmodNoFollow, inPinned, locateHeld, pinParent, statInside } from "./pin.ts";
 import { readDirectory, toEntryStat } from "./listing.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
-import { fdOf, fstat, lstat, open, realpath, rename, stat, unlink } from "./quick.ts";
+import { fstat, lstat, open, realpath, rename, stat, unlink } from "./quick.ts";
 import { openUpload } from "./upload.ts";
 import { basename, isPlainName, joinVirtual, ROOT } from "./vpath.ts";
 
@@ -82,19 +82,16 @@ export class JailedFs {
     });
   }
 
-  /** Opens regular file `v` for reading. The path is resolved (and kept inside the jail) first;
-   * O_NOFOLLOW refuses a symlink swapped in after that check, and where the opened file is checked
-   * to be inside the jail before a byte is read (fs/pin.ts: a directory on the way swapped for a
-   * link). O_NONBLOCK keeps a FIFO from blocking the open, and the fstat of what was opened decides
-   * whether it is a regular file. */
+  /** Opens regular file `v` for reading: through its directory held open and checked (fs/pin.ts),
+   * with O_NOFOLLOW, so that neither a directory swapped for a link nor a symlink swapped in for
+   * the file after the check is followed. O_NONBLOCK keeps a FIFO from blocking the open, and the
+   * fstat of what was opened decides whether it is a regular file. */
   openDownload(v: VirtualPath): Promise<Download> {
     return guard(async () => {
-      const real = await this.existing(v);
-      const handle = await open(real, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+      if (v === ROOT) throw new FtpError(550, "Not a regular file");
+      const handle = await this.openHeld(v, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
       let s: Stats;
       try {
-        const fd = fdOf(handle);
-        if (fd !== null) checkOpened(this.root, fd);
         s = await fstat(handle);
       } catch (err) {
         await handle.close().catch(() => undefined);
@@ -203,6 +200,29 @@ export class JailedFs {
   private async inParent<T>(real: RealPath, step: (at: string) => Promise<T>): Promise<T> {
     if (real === this.root) return step(real);
     return inPinned(this.root, path.dirname(real) as RealPath, (d) => step(d.at(path.basename(real))));
+  }
+
+  /** Opens `v` (not the root) with `flags` (O_NOFOLLOW among them) through its directory held
+   * open. The usual case, a file that is not a link, costs no lstat: the open itself says ELOOP
+   * for a link, which then takes locate's way (fs/pin.ts locateHeld). */
+  private async openHeld(v: VirtualPath, flags: number): Promise<Awaited<ReturnType<typeof open>>> {
+    const quick = await pinParent(this.root, v);
+    if (quick !== null) {
+      try {
+        return await open(quick.dir.at(quick.name), flags);
+      } catch (err) {
+        if (errnoOf(err) !== "ELOOP") throw err;
+      } finally {
+        quick.dir.release();
+      }
+    }
+    const held = await locateHeld(this.root, v);
+    try {
+      if (!held.exists) throw new FtpError(550, "No such file or directory");
+      return await open(held.dir.at(held.name), flags);
+    } finally {
+      held.dir.release();
+    }
   }
 
   /** The fully resolved real path of `v`, which must exist inside the jail. */

@@ -15,9 +15,10 @@
 import * as fs from "node:fs";
 import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
-import { escaped, isInside } from "./contain.ts";
-import { closeFd, O_PATH, openFd, procFdPaths, setProcFdPathsForTest } from "./quick.ts";
-import type { RealPath } from "./types.ts";
+import { escaped, isInside, locate, toReal, type Located } from "./contain.ts";
+import { errnoOf, mapFsError } from "./errors.ts";
+import { closeFd, lstatOrNull, O_PATH, openFd, procFdPaths, setProcFdPathsForTest } from "./quick.ts";
+import type { RealPath, VirtualPath } from "./types.ts";
 
 const { O_DIRECTORY, O_NOFOLLOW } = fs.constants;
 
@@ -46,6 +47,8 @@ export function checkOpened(root: RealPath, fd: number): void {
 
 /** A directory held open and checked to be inside the jail. */
 export interface PinnedDir {
+  /** Its real path when it was opened (as given where pinning is off). */
+  readonly real: string;
   /** A path to entry `name` of the directory (the directory itself without a name). */
   at(name?: string): string;
   /** Closes the descriptor (harmless twice). */
@@ -54,10 +57,12 @@ export interface PinnedDir {
 
 /** Opens directory `dir` (a real path, already through containment) and checks where it is. */
 export async function pinDir(root: RealPath, dir: RealPath): Promise<PinnedDir> {
-  if (!pinning()) return { at: (name) => (name === undefined ? dir : path.join(dir, name)), release: () => undefined };
+  if (!pinning()) return { real: dir, at: (name) => (name === undefined ? dir : path.join(dir, name)), release: () => undefined };
   const fd = await openFd(dir, O_PATH | O_DIRECTORY);
+  let real: string;
   try {
-    checkOpened(root, fd);
+    real = fdPath(fd);
+    if (!path.isAbsolute(real) || !isInside(root, real)) throw escaped(real);
   } catch (err) {
     closeFd(fd);
     throw err;
@@ -65,12 +70,61 @@ export async function pinDir(root: RealPath, dir: RealPath): Promise<PinnedDir> 
   const base = `/proc/self/fd/${fd}`;
   let open = true;
   return {
+    real,
     at: (name) => (name === undefined ? base : `${base}/${name}`),
     release: () => {
       if (open) closeFd(fd);
       open = false;
     },
   };
+}
+
+/** Where `vpath` lands (as `locate` says) and the directory it lies in, held open. */
+export interface Held extends Located {
+  readonly dir: PinnedDir;
+  /** The entry's name in `dir`. */
+  readonly name: string;
+}
+
+/**
+ * locate (fs/contain.ts) with the directory of the result held open: the parent is opened by its
+ * path (the kernel resolves it once, and its /proc path is its real path, checked inside the jail)
+ * and the final name is looked at through it. A final symlink, or a parent that does not open (a
+ * missing part, a dangling link), takes locate's way and then holds the directory it found.
+ * Not for the root itself.
+ */
+export async function locateHeld(root: RealPath, vpath: VirtualPath): Promise<Held> {
+  const parent = await pinParent(root, vpath);
+  if (parent !== null) {
+    const { dir, name } = parent;
+    let st: fs.Stats | null;
+    try {
+      st = await lstatOrNull(dir.at(name));
+    } catch (err) {
+      dir.release();
+      throw mapFsError(err);
+    }
+    if (st === null || !st.isSymbolicLink()) return { real: path.join(dir.real, name) as RealPath, exists: st !== null, dir, name };
+    dir.release();
+  }
+  const found = await locate(root, vpath);
+  return { ...found, dir: await pinDir(root, path.dirname(found.real) as RealPath), name: path.basename(found.real) };
+}
+
+/** The parent of `vpath` held open, by its path as it stands (the kernel resolves it once; its
+ * /proc path is checked inside the jail), and the final name; null where pinning is off, for the
+ * root, or when the parent does not open (a missing part or a dangling link: locate's way says
+ * which). */
+export async function pinParent(root: RealPath, vpath: VirtualPath): Promise<{ dir: PinnedDir; name: string } | null> {
+  const real = toReal(root, vpath);
+  if (!pinning() || real === root) return null;
+  try {
+    return { dir: await pinDir(root, path.dirname(real) as RealPath), name: path.basename(real) };
+  } catch (err) {
+    const e = errnoOf(err);
+    if (e === "ENOENT" || e === "ENOTDIR" || e === "ELOOP") return null;
+    throw err;
+  }
 }
 
 /** Runs `step` in directory `dir` held open (pinDir), and lets it go after. */

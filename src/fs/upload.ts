@@ -10,10 +10,10 @@ import { constants, readlinkSync } from "node:fs";
 import type { Stats } from "node:fs";
 import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
-import { locate, UPLOAD_TEMP_PREFIX } from "./contain.ts";
+import { toReal, UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixFileMode, modesFor } from "./modes.ts";
-import { pinDir, pinning, type PinnedDir } from "./pin.ts";
+import { locateHeld, pinning, pinParent, type PinnedDir } from "./pin.ts";
 import { fdOf, fstat, lstat, open, rename, stat, unlink, type FileLike } from "./quick.ts";
 import type { RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
 
@@ -27,11 +27,27 @@ const SAFE = O_NOFOLLOW | O_NONBLOCK;
 /** Opens the upload target `vpath` inside `root` as `opts` says (see UploadOptions). */
 export async function openUpload(root: RealPath, vpath: VirtualPath, opts: UploadOptions, mode = FILE_MODE): Promise<Upload> {
   checkOffset(opts.offset);
-  const target = await locate(root, vpath);
-  if (target.real === root) throw new FtpError(550, "Is a directory");
-  const dir = await pinDir(root, path.dirname(target.real) as RealPath);
+  if (toReal(root, vpath) === root) throw new FtpError(550, "Is a directory");
+  if (opts.kind === "store" && opts.offset === 0) {
+    // The usual upload, a new file: created at once through its directory held open, with no
+    // lstat first. Anything already there (EEXIST, a symlink too) takes the way below.
+    const parent = await pinParent(root, vpath);
+    if (parent !== null) {
+      let created: Upload | null;
+      try {
+        created = await tryCreate(parent, mode);
+      } catch (err) {
+        parent.dir.release();
+        throw err;
+      }
+      if (created !== null) return created;
+      parent.dir.release();
+    }
+  }
+  const target = await locateHeld(root, vpath);
+  const dir = target.dir;
   try {
-    const at: Target = { dir, name: path.basename(target.real) };
+    const at: Target = { dir, name: target.name };
     if (target.exists) checkTarget(await stat(dir.at(at.name)), opts);
     if (opts.kind === "append") return await openAppend(at, target.exists, mode);
     if (opts.offset > 0) return await openAtOffset(at, target.exists, opts.offset);
@@ -64,12 +80,20 @@ function checkTarget(s: Stats, opts: UploadOptions): void {
 /** A target that did not exist: created exclusively. If it appeared in the meantime, a
  * non-exclusive upload falls back to replacing it through a temp file. */
 async function createNew(t: Target, exclusive: boolean, mode: number): Promise<Upload> {
+  const created = await tryCreate(t, mode);
+  if (created !== null) return created;
+  if (exclusive) throw new FtpError(550, "File exists");
+  return openTemp(t, mode);
+}
+
+/** Creates the target exclusively; null when something is already there. */
+async function tryCreate(t: Target, mode: number): Promise<Upload | null> {
   const file = t.dir.at(t.name);
   try {
     const handle = await openCreated(file, O_WRONLY | O_CREAT | O_EXCL | SAFE, mode);
     return makeUpload(t, handle, 0, noop, () => removeIfEmpty(file), () => unlinkQuietly(file));
   } catch (err) {
-    if (!exclusive && errnoOf(err) === "EEXIST") return openTemp(t, mode);
+    if (errnoOf(err) === "EEXIST") return null;
     throw mapFsError(err);
   }
 }
