@@ -17,7 +17,7 @@ import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
 import { escaped, isInside, locate, toReal, type Located } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
-import { closeFd, lstatOrNull, O_PATH, openFd, procFdPaths, setProcFdPathsForTest } from "./quick.ts";
+import { closeFd, lstatOrNull, O_PATH, openFd, procFdPaths, setProcFdPathsForTest, stat } from "./quick.ts";
 import type { RealPath, VirtualPath } from "./types.ts";
 
 const { O_DIRECTORY, O_NOFOLLOW } = fs.constants;
@@ -32,17 +32,13 @@ export function setPinningForTest(on: boolean | undefined): void {
   setProcFdPathsForTest(on);
 }
 
-/** The path the kernel has for open descriptor `fd`. */
-function fdPath(fd: number): string {
-  return fs.readlinkSync(`/proc/self/fd/${fd}`);
-}
-
-/** Throws (the reply for a missing file) unless open descriptor `fd` is inside `root`. A file or
- * directory removed since it was opened reads "… (deleted)", and is judged by where it was. */
-export function checkOpened(root: RealPath, fd: number): void {
-  if (!pinning()) return;
-  const at = fdPath(fd);
+/** The path the kernel has for open descriptor `fd`, which must be inside `root` (else the reply
+ * for a missing file). A directory removed since it was opened reads "… (deleted)", and is judged
+ * by where it was. */
+function insidePath(root: RealPath, fd: number): string {
+  const at = fs.readlinkSync(`/proc/self/fd/${fd}`);
   if (!path.isAbsolute(at) || !isInside(root, at)) throw escaped(at);
+  return at;
 }
 
 /** A directory held open and checked to be inside the jail. */
@@ -55,14 +51,14 @@ export interface PinnedDir {
   release(): void;
 }
 
-/** Opens directory `dir` (a real path, already through containment) and checks where it is. */
+/** Opens directory `dir` (a path under the root, through containment or as the client named it:
+ * the kernel resolves it once) and checks where it landed. */
 export async function pinDir(root: RealPath, dir: RealPath): Promise<PinnedDir> {
   if (!pinning()) return { real: dir, at: (name) => (name === undefined ? dir : path.join(dir, name)), release: () => undefined };
   const fd = await openFd(dir, O_PATH | O_DIRECTORY);
   let real: string;
   try {
-    real = fdPath(fd);
-    if (!path.isAbsolute(real) || !isInside(root, real)) throw escaped(real);
+    real = insidePath(root, fd);
   } catch (err) {
     closeFd(fd);
     throw err;
@@ -139,10 +135,10 @@ export async function inPinned<T>(root: RealPath, dir: RealPath, step: (d: Pinne
 
 /** stat of `real` (links followed), from a descriptor checked to be inside the jail. */
 export async function statInside(root: RealPath, real: RealPath): Promise<fs.Stats> {
-  if (!pinning()) return fs.promises.stat(real);
+  if (!pinning()) return stat(real);
   const fd = await openFd(real, O_PATH);
   try {
-    checkOpened(root, fd);
+    insidePath(root, fd);
     return fs.fstatSync(fd);
   } finally {
     closeFd(fd);
