@@ -5,7 +5,6 @@
  * check and the use, and by another process as fast as it can while the jail works.
  */
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
 import { lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -15,6 +14,7 @@ import { chmodNoFollow, pinDir, pinning, setPinningForTest, statInside } from ".
 import type { RealPath, VirtualPath } from "../src/fs/types.ts";
 import { resolveVirtual, ROOT } from "../src/fs/vpath.ts";
 import { FtpError } from "../src/protocol/errors.ts";
+import { startSwapper } from "./helpers/swapper.ts";
 
 const SECRET = "TOP SECRET outside the jail";
 const INSIDE = "inside, and longer than the secret is";
@@ -160,7 +160,7 @@ void describe("a directory checked, then swapped for a link out of the jail", { 
         });
       }
     } finally {
-      await stopSwapper(swapper);
+      await swapper.stop();
     }
     await outsideUntouched();
     // The race ran: each kind of call got through at least once between the swaps.
@@ -213,30 +213,4 @@ async function attempt(step: () => Promise<void>): Promise<void> {
     if (err instanceof FtpError) return;
     throw err;
   }
-}
-
-/** A process that swaps `dir` and the link `evil` round and round: dir → away, evil → dir, then back. */
-function startSwapper(dir: string, evil: string, away: string): ChildProcess {
-  const code = `
-    const fs = require("node:fs");
-    const [dir, evil, away] = process.argv.slice(1);
-    let stop = false;
-    process.on("message", () => { stop = true; });
-    process.channel.unref();
-    (function loop() {
-      for (let i = 0; i < 200 && !stop; i++) {
-        try { fs.renameSync(dir, away); fs.renameSync(evil, dir); fs.renameSync(dir, evil); fs.renameSync(away, dir); } catch {}
-      }
-      if (stop) { try { fs.renameSync(away, dir); } catch {} process.exit(0); }
-      setImmediate(loop);
-    })();
-  `;
-  return spawn(process.execPath, ["-e", code, dir, evil, away], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
-}
-
-async function stopSwapper(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  child.send("stop");
-  await exited;
 }

@@ -9,7 +9,8 @@ import { lstat, mkdir, readdir, readFile, symlink, writeFile } from "node:fs/pro
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { RawClient, Reply } from "./helpers/raw.ts";
-import { readAll, retrieveText } from "./helpers/raw.ts";
+import { readAll, retrieveText, writeAll } from "./helpers/raw.ts";
+import { startSwapper } from "./helpers/swapper.ts";
 import { rawLogin, withServer } from "./helpers/run.ts";
 import type { TestServer } from "./helpers/server.ts";
 
@@ -344,3 +345,63 @@ describe("jail: details", () => {
     });
   });
 });
+
+describe("a directory swapped for a link out of the home while the server works in it", () => {
+  it("RETR, LIST, SIZE and STOR never reach outside while another process swaps it as fast as it can", async () => {
+    await withServer(async (t) => {
+      const inside = "inside the home, and longer than the secret";
+      const outside = join(t.root, "outside");
+      await mkdir(outside, { recursive: true });
+      await writeFile(join(outside, "secret.txt"), SECRET);
+      await writeFile(join(outside, "outside-only.txt"), "");
+      const home = t.home("alice");
+      await mkdir(join(home, "race"));
+      await writeFile(join(home, "race", "secret.txt"), inside);
+      await symlink(outside, join(home, "race-evil"));
+      const raw = await rawLogin(t);
+      const swapper = startSwapper(join(home, "race"), join(home, "race-evil"), join(home, "race-away"));
+      const got = { retr: 0, list: 0, size: 0, stor: 0 };
+      try {
+        await raw.expect("TYPE I", 200);
+        for (let i = 0, until = Date.now() + 2000; Date.now() < until; i++) {
+          const r = await transfer(raw, "RETR race/secret.txt");
+          if (r.code === 226) {
+            assert.equal(r.data.toString(), inside, "RETR read outside the home");
+            got.retr++;
+          }
+          const l = await transfer(raw, "LIST race");
+          assert.ok(!l.data.toString().includes("outside-only"), "LIST showed what is outside the home");
+          if (l.code === 226) got.list++;
+          const size = await raw.cmd("SIZE race/secret.txt");
+          if (size.code === 213) {
+            assert.equal(size.message, String(Buffer.byteLength(inside)), "SIZE saw outside the home");
+            got.size++;
+          }
+          const s = await transfer(raw, `STOR race/${MARK}-${i}`, Buffer.from("x"));
+          if (s.code === 226) got.stor++;
+        }
+      } finally {
+        await swapper.stop();
+        await raw.close();
+      }
+      assert.deepEqual((await readdir(outside)).sort(), ["outside-only.txt", "secret.txt"]);
+      assert.equal(await readFile(join(outside, "secret.txt"), "utf8"), SECRET);
+      for (const [what, n] of Object.entries(got)) assert.ok(n > 0, `${what} never got through: ${JSON.stringify(got)}`);
+    });
+  });
+});
+
+/** One transfer on a new passive connection: the final reply's code and the bytes that came (a
+ * refusal before 150 is fine: the swap was in progress). `send` is uploaded. */
+async function transfer(raw: RawClient, command: string, send?: Buffer): Promise<{ code: number; data: Buffer }> {
+  const sock = await raw.pasv();
+  const first = await raw.cmd(command);
+  if (first.code !== 150 && first.code !== 125) {
+    sock.destroy();
+    return { code: first.code, data: Buffer.alloc(0) };
+  }
+  let data: Buffer = Buffer.alloc(0);
+  if (send) await writeAll(sock, send);
+  else data = await readAll(sock);
+  return { code: (await raw.reply()).code, data };
+}
