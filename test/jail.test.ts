@@ -363,7 +363,7 @@ describe("a directory swapped for a link out of the home while the server works 
       const got = { retr: 0, list: 0, size: 0, stor: 0 };
       try {
         await raw.expect("TYPE I", 200);
-        for (let i = 0, until = Date.now() + 2000; Date.now() < until; i++) {
+        for (let i = 0, until = Date.now() + 1500; Date.now() < until; i++) {
           const r = await transfer(raw, "RETR race/secret.txt");
           if (r.code === 226) {
             assert.equal(r.data.toString(), inside, "RETR read outside the home");

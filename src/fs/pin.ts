@@ -52,10 +52,11 @@ export interface PinnedDir {
 }
 
 /** Opens directory `dir` (a path under the root, through containment or as the client named it:
- * the kernel resolves it once) and checks where it landed. */
-export async function pinDir(root: RealPath, dir: RealPath): Promise<PinnedDir> {
+ * the kernel resolves it once) and checks where it landed. `follow` false: a symlink as its last
+ * part is refused (ENOTDIR). */
+export async function pinDir(root: RealPath, dir: RealPath, follow = true): Promise<PinnedDir> {
   if (!pinning()) return { real: dir, at: (name) => (name === undefined ? dir : path.join(dir, name)), release: () => undefined };
-  const fd = await openFd(dir, O_PATH | O_DIRECTORY);
+  const fd = await openFd(dir, O_PATH | O_DIRECTORY | (follow ? 0 : O_NOFOLLOW));
   let real: string;
   try {
     real = insidePath(root, fd);

@@ -3,9 +3,11 @@
  * followed, so nothing outside the home is counted) and a bounded number of filesystem calls in
  * flight, so a large home cannot flood the libuv thread pool that transfers use too.
  */
-import { lstat, readdir } from "node:fs/promises";
+import { lstat, readdir, realpath } from "node:fs/promises";
 import path from "node:path";
 import { UPLOAD_TEMP_PREFIX } from "./contain.ts";
+import { pinDir } from "./pin.ts";
+import type { RealPath } from "./types.ts";
 
 /** What a home holds. */
 export interface Usage {
@@ -40,24 +42,41 @@ const SCAN_CONCURRENCY = 8;
 
 /** Counts the regular files below `root`, at most SCAN_CONCURRENCY calls at once (and, across
  * scans, as many as `limiter` allows). Entries that vanish or cannot be read are skipped; so are
- * in-progress upload temp files (their bytes are counted when they land). */
+ * in-progress upload temp files (their bytes are counted when they land). Each directory is held
+ * open while it is read (fs/pin.ts), opened without following its last part and checked to be
+ * below `root`, and its files are looked at through it: a directory swapped for a link while the
+ * walk runs is not followed out of the home. */
 export async function scanUsage(root: string, limiter?: Limiter): Promise<Usage> {
   let bytes = 0;
   let files = 0;
-  const queue: { readonly path: string; readonly dir: boolean }[] = [{ path: root, dir: true }];
-  const step = async (item: { readonly path: string; readonly dir: boolean }): Promise<void> => {
-    const io = <T>(op: () => Promise<T>): Promise<T> => (limiter ? limiter.run(op) : op());
-    if (!item.dir) {
-      const s = await io(() => lstat(item.path));
-      if (s.isFile()) {
-        bytes += s.size;
-        files++;
+  let top: RealPath;
+  try {
+    top = (await realpath(root)) as RealPath;
+  } catch {
+    return { bytes, files };
+  }
+  const own = new Limiter(SCAN_CONCURRENCY);
+  const io = <T>(op: () => Promise<T>): Promise<T> => own.run(() => (limiter ? limiter.run(op) : op()));
+  const queue: string[] = [top];
+  const step = async (dirPath: string): Promise<void> => {
+    const dir = await io(() => pinDir(top, dirPath as RealPath, false));
+    try {
+      const names: string[] = [];
+      for (const e of await io(() => readdir(dir.at(), { withFileTypes: true }))) {
+        if (e.isDirectory()) queue.push(path.join(dir.real, e.name));
+        else if (e.isFile() && !e.name.startsWith(UPLOAD_TEMP_PREFIX)) names.push(e.name);
       }
-      return;
-    }
-    for (const e of await io(() => readdir(item.path, { withFileTypes: true }))) {
-      if (e.isDirectory()) queue.push({ path: path.join(item.path, e.name), dir: true });
-      else if (e.isFile() && !e.name.startsWith(UPLOAD_TEMP_PREFIX)) queue.push({ path: path.join(item.path, e.name), dir: false });
+      await Promise.all(
+        names.map(async (name) => {
+          const s = await io(() => lstat(dir.at(name))).catch(() => null);
+          if (s?.isFile()) {
+            bytes += s.size;
+            files++;
+          }
+        }),
+      );
+    } finally {
+      dir.release();
     }
   };
   await new Promise<void>((resolve) => {
@@ -65,7 +84,7 @@ export async function scanUsage(root: string, limiter?: Limiter): Promise<Usage>
     const pump = (): void => {
       while (active < SCAN_CONCURRENCY && queue.length > 0) {
         active++;
-        void step(queue.pop() as { path: string; dir: boolean })
+        void step(queue.pop() as string)
           .catch(() => undefined)
           .finally(() => {
             active--;
