@@ -103,31 +103,40 @@ describe("downloads", () => {
     for (const disk of ["fast", "backed off"] as const) {
       for (const start of [0, 1, READ_CHUNK + 7, data.length]) {
         it(`${path}: sends every byte from offset ${start}, ${disk} disk`, { skip }, async () => {
-          const [server, client] = await socketPair();
-          const handle = await open(file, "r");
-          const reads = countCalls(handle, "read");
-          const syncReads = countReadSync();
-          const received = collect(client);
-          quick.backOff(disk === "fast" ? 0 : 60_000);
-          try {
-            const t = new Transfer("download", "/f.bin", data.length - start);
-            const sent = await sendFile(t, server, handle, start, false, 10_000, null, kernel);
-            assert.equal(sent, data.length - start);
-            assert.equal(t.bytes, sent);
-          } finally {
-            quick.backOff(0);
-            syncReads.stop();
-            await handle.close();
-          }
-          assert.equal(sha(await received), sha(data.subarray(start)));
-          const left = start < data.length;
-          if (kernel) {
-            assert.equal(reads() + syncReads.count(), 0, "no read at all: sendfile");
-          } else if (disk === "fast") {
-            assert.equal(reads(), 0, "read at once, not through the pool");
-            if (left) assert.ok(syncReads.count() > 0, "read synchronously");
-          } else if (left) {
-            assert.ok(reads() > 0, "read through the pool");
+          // A synchronous read that the machine made slow (another test's load) sends the rest of
+          // a "fast disk" download to the pool, as it should; such a try says nothing about the
+          // fast path and is made again (at most three times).
+          for (let tries = 1; ; tries++) {
+            const [server, client] = await socketPair();
+            const handle = await open(file, "r");
+            const reads = countCalls(handle, "read");
+            const syncReads = countReadSync();
+            const received = collect(client);
+            quick.backOff(disk === "fast" ? 0 : 60_000);
+            let slowed = false;
+            try {
+              const t = new Transfer("download", "/f.bin", data.length - start);
+              const sent = await sendFile(t, server, handle, start, false, 10_000, null, kernel);
+              assert.equal(sent, data.length - start);
+              assert.equal(t.bytes, sent);
+              slowed = disk === "fast" && quick.backOffLeft() > 0;
+            } finally {
+              quick.backOff(0);
+              syncReads.stop();
+              await handle.close();
+            }
+            assert.equal(sha(await received), sha(data.subarray(start)));
+            if (slowed && tries < 3) continue;
+            const left = start < data.length;
+            if (kernel) {
+              assert.equal(reads() + syncReads.count(), 0, "no read at all: sendfile");
+            } else if (disk === "fast") {
+              assert.equal(reads(), 0, "read at once, not through the pool");
+              if (left) assert.ok(syncReads.count() > 0, "read synchronously");
+            } else if (left) {
+              assert.ok(reads() > 0, "read through the pool");
+            }
+            return;
           }
         });
       }
