@@ -17,6 +17,7 @@ import { Bandwidth } from "./data/bandwidth.ts";
 import { inContainer, passiveWarnings } from "./data/diagnose.ts";
 import { unmapIPv4 } from "./data/address.ts";
 import { endUnused } from "./data/linger.ts";
+import { pinning } from "./fs/pin.ts";
 import { PortPool } from "./data/ports.ts";
 import { TlsProvider } from "./data/tls.ts";
 import { JailedFs } from "./fs/jail.ts";
@@ -249,6 +250,8 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
       tls: mode,
       // "unavailable": native/ was not built (npm ci found no C compiler, or not Linux).
       sendfile: !config.transfer.sendfile ? "off" : sendfileBinding() ? "on" : "unavailable",
+      // "paths": no /proc/self/fd here (not Linux); the jail then uses the checked paths (fs/pin.ts).
+      jail: pinning() ? "held" : "paths",
     },
     "berth listening on %s port %s%s",
     config.listen.host,

@@ -85,7 +85,9 @@ async function serve(configBody: string, graceSeconds = 8, extraEnv: Record<stri
       void exited.then(() => reject(new Error(`berth exited while waiting for ${String(re)}: ${stderr}`)));
     });
   };
-  const listening = JSON.parse(await waitLog(/"event":"listening"/)) as { port: number };
+  const listening = JSON.parse(await waitLog(/"event":"listening"/)) as { port: number; jail: string };
+  // Linux has /proc/self/fd: the jail holds what it checked (fs/pin.ts).
+  if (process.platform === "linux") assert.equal(listening.jail, "held");
   return { child, port: listening.port, cwd, exited, waitLog, mark: () => lines.length };
 }
 
