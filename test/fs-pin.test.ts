@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { JailedFs } from "../src/fs/jail.ts";
-import { chmodNoFollow, pinDir, pinning, setPinningForTest, statInside } from "../src/fs/pin.ts";
+import { chmodNoFollow, holdTarget, pinDir, pinning, setPinningForTest } from "../src/fs/pin.ts";
 import type { RealPath, VirtualPath } from "../src/fs/types.ts";
 import { resolveVirtual, ROOT } from "../src/fs/vpath.ts";
 import { FtpError } from "../src/protocol/errors.ts";
@@ -75,11 +75,12 @@ void describe("a directory checked, then swapped for a link out of the jail", { 
     };
   }
 
-  void it("holding it: pinDir and statInside refuse what the old path now leads to", async () => {
+  void it("holding it: pinDir and holdTarget refuse what the old path now leads to", async () => {
     const { swap, stale } = await setUp("held");
     await swap();
     await refused(pinDir(jail.root, stale));
-    await refused(statInside(jail.root, path.join(stale, "secret.txt") as RealPath));
+    await refused(holdTarget(jail.root, vp("/held/secret.txt")));
+    await refused(holdTarget(jail.root, vp("/held")));
     await outsideUntouched();
   });
 

@@ -12,7 +12,7 @@ import { FtpError, isFtpError } from "../protocol/errors.ts";
 import { locate, locateEntry } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixDirMode, modesFor, type CreateModes } from "./modes.ts";
-import { chmodNoFollow, inPinned, locateHeld, pinParent, statInside } from "./pin.ts";
+import { chmodNoFollow, holdTarget, inPinned, locateHeld, pinParent } from "./pin.ts";
 import { readDirectory, toEntryStat } from "./listing.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
 import { fstat, lstat, open, realpath, rename, stat, unlink } from "./quick.ts";
@@ -58,7 +58,11 @@ export class JailedFs {
 
   /** Stat of `v`, following symlinks that stay inside the jail. */
   stat(v: VirtualPath): Promise<EntryStat> {
-    return guard(async () => toEntryStat(await statInside(this.root, await this.existing(v))));
+    return guard(async () => {
+      const held = await holdTarget(this.root, v);
+      held.release();
+      return toEntryStat(held.stats);
+    });
   }
 
   /** True when `v` is a directory inside the jail; false when it is missing, a file or refused. */
@@ -74,11 +78,14 @@ export class JailedFs {
   /** The entries of directory `v` (sorted by name), or the single entry when `v` is a file. */
   list(v: VirtualPath): Promise<DirEntry[]> {
     return guard(async () => {
-      const real = await this.existing(v);
-      const s = await statInside(this.root, real);
       // Read through the directory held open (fs/pin.ts): names and stats come from the one checked.
-      if (s.isDirectory()) return inPinned(this.root, real, (d) => readDirectory(this.root, d.at() as RealPath));
-      return [{ name: basename(v), stat: toEntryStat(s) }];
+      const held = await holdTarget(this.root, v);
+      try {
+        if (held.stats.isDirectory()) return await readDirectory(this.root, held.at() as RealPath);
+        return [{ name: basename(v), stat: toEntryStat(held.stats) }];
+      } finally {
+        held.release();
+      }
     });
   }
 

@@ -134,16 +134,55 @@ export async function inPinned<T>(root: RealPath, dir: RealPath, step: (d: Pinne
   }
 }
 
-/** stat of `real` (links followed), from a descriptor checked to be inside the jail. */
-export async function statInside(root: RealPath, real: RealPath): Promise<fs.Stats> {
-  if (!pinning()) return stat(real);
-  const fd = await openFd(real, O_PATH);
+/** What a path leads to, held open (O_PATH) and checked inside the jail, with its stat. */
+export interface HeldTarget {
+  readonly stats: fs.Stats;
+  /** A path to it (`name` omitted) or, for a directory, to its entry `name`. */
+  at(name?: string): string;
+  release(): void;
+}
+
+/**
+ * Opens what `vpath` leads to, every link on the way followed by the kernel in one walk, checks
+ * that it landed inside the jail and stats it: containment and the stat in four system calls
+ * (open, readlink of its /proc path, fstat, close), and what was checked is what is used. A path
+ * that does not resolve (missing, a dangling or looping link, a file on the way) is the reply for
+ * a missing file. Where pinning is off: containment, then a stat of the checked path.
+ */
+export async function holdTarget(root: RealPath, vpath: VirtualPath): Promise<HeldTarget> {
+  const real = toReal(root, vpath);
+  if (!pinning()) {
+    const found = await locate(root, vpath);
+    if (!found.exists) throw new FtpError(550, "No such file or directory");
+    const stats = await stat(found.real);
+    return { stats, at: (name) => (name === undefined ? found.real : path.join(found.real, name)), release: () => undefined };
+  }
+  let fd: number;
+  try {
+    fd = await openFd(real, O_PATH);
+  } catch (err) {
+    const e = errnoOf(err);
+    if (e === "ENOENT" || e === "ENOTDIR" || e === "ELOOP") throw new FtpError(550, "No such file or directory", `does not resolve: ${e}`);
+    throw err;
+  }
+  let stats: fs.Stats;
   try {
     insidePath(root, fd);
-    return fs.fstatSync(fd);
-  } finally {
+    stats = fs.fstatSync(fd);
+  } catch (err) {
     closeFd(fd);
+    throw err;
   }
+  const base = `/proc/self/fd/${fd}`;
+  let open = true;
+  return {
+    stats,
+    at: (name) => (name === undefined ? base : `${base}/${name}`),
+    release: () => {
+      if (open) closeFd(fd);
+      open = false;
+    },
+  };
 }
 
 /** chmod of `p` itself, never through a symlink in its place: Linux has no lchmod, so the entry is
