@@ -64,10 +64,15 @@ export async function pinDir(root: RealPath, dir: RealPath, follow = true): Prom
     closeFd(fd);
     throw err;
   }
+  return { real, ...throughFd(fd) };
+}
+
+/** Paths through open descriptor `fd` (`at()` itself, `at(name)` an entry of a directory), and
+ * its closing (harmless twice). */
+function throughFd(fd: number): Pick<PinnedDir, "at" | "release"> {
   const base = `/proc/self/fd/${fd}`;
   let open = true;
   return {
-    real,
     at: (name) => (name === undefined ? base : `${base}/${name}`),
     release: () => {
       if (open) closeFd(fd);
@@ -173,16 +178,7 @@ export async function holdTarget(root: RealPath, vpath: VirtualPath): Promise<He
     closeFd(fd);
     throw err;
   }
-  const base = `/proc/self/fd/${fd}`;
-  let open = true;
-  return {
-    stats,
-    at: (name) => (name === undefined ? base : `${base}/${name}`),
-    release: () => {
-      if (open) closeFd(fd);
-      open = false;
-    },
-  };
+  return { stats, ...throughFd(fd) };
 }
 
 /** chmod of `p` itself, never through a symlink in its place: Linux has no lchmod, so the entry is
