@@ -1,6 +1,8 @@
 /**
  * Containment: the map from a VirtualPath to a RealPath under a jail root. Every result has been
- * through `realpath`, so a symlink anywhere on the way that leads out of the root is refused.
+ * through `realpath`, so a symlink anywhere on the way that leads out of the root is refused. A
+ * result is a path, checked at one moment: what acts on it holds the directory it checked open
+ * (fs/pin.ts), and the jail's common operations do the resolution and the check there in one go.
  */
 import type { Stats } from "node:fs";
 import path from "node:path";
