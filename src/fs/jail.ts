@@ -6,16 +6,16 @@
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import type { Stats } from "node:fs";
-import { lutimes, mkdir, rmdir } from "node:fs/promises";
+import { mkdir, rmdir, utimes } from "node:fs/promises";
 import path from "node:path";
 import { FtpError, isFtpError } from "../protocol/errors.ts";
 import { locate, locateEntry } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixDirMode, modesFor, type CreateModes } from "./modes.ts";
-import { chmodNoFollow, holdTarget, inPinned, locateHeld, pinParent } from "./pin.ts";
+import { chmodNoFollow, holdEntry, holdTarget, locateHeld, pinParent } from "./pin.ts";
 import { readDirectory, toEntryStat } from "./listing.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
-import { fstat, lstat, open, realpath, rename, stat, unlink } from "./quick.ts";
+import { fstat, open, realpath, rename, stat, unlink } from "./quick.ts";
 import { openUpload } from "./upload.ts";
 import { basename, isPlainName, joinVirtual, ROOT } from "./vpath.ts";
 
@@ -118,9 +118,9 @@ export class JailedFs {
   /** Creates directory `v`; its parent must exist. */
   mkdir(v: VirtualPath): Promise<void> {
     return guard(async () => {
-      const entry = await locateEntry(this.root, v);
-      if (entry.exists) throw new FtpError(550, "File exists");
-      await this.inParent(entry.real, async (at) => {
+      if (v === ROOT) throw new FtpError(550, "File exists");
+      await this.atEntry(v, async (at, lst) => {
+        if (lst !== null) throw new FtpError(550, "File exists");
         await mkdir(at, this.modes.dir);
         await fixDirMode(at, this.modes.dir);
       });
@@ -131,18 +131,21 @@ export class JailedFs {
   rmdir(v: VirtualPath): Promise<void> {
     return guard(async () => {
       if (v === ROOT) throw new FtpError(550, "Permission denied", "rmdir of the jail root");
-      const entry = await this.existingEntry(v);
-      if (!entry.lstat.isDirectory()) throw new FtpError(550, "Not a directory");
-      await this.inParent(entry.real, (at) => rmdir(at));
+      await this.atEntry(v, async (at, lst) => {
+        if (!present(lst).isDirectory()) throw new FtpError(550, "Not a directory");
+        await rmdir(at);
+      });
     });
   }
 
   /** Removes file or symlink `v` (a symlink itself, never its target). */
   unlink(v: VirtualPath): Promise<void> {
     return guard(async () => {
-      const entry = await this.existingEntry(v);
-      if (entry.lstat.isDirectory()) throw new FtpError(550, "Is a directory");
-      await this.inParent(entry.real, (at) => unlink(at));
+      if (v === ROOT) throw new FtpError(550, "Is a directory");
+      await this.atEntry(v, async (at, lst) => {
+        if (present(lst).isDirectory()) throw new FtpError(550, "Is a directory");
+        await unlink(at);
+      });
     });
   }
 
@@ -150,9 +153,10 @@ export class JailedFs {
   rename(from: VirtualPath, to: VirtualPath): Promise<void> {
     return guard(async () => {
       if (from === ROOT || to === ROOT) throw new FtpError(550, "Permission denied", "rename of the jail root");
-      const source = await this.existingEntry(from);
-      const target = await locateEntry(this.root, to);
-      await this.inParent(source.real, (a) => this.inParent(target.real, (b) => rename(a, b)));
+      await this.atEntry(from, (a, lst) => {
+        present(lst);
+        return this.atEntry(to, (b) => rename(a, b));
+      });
     });
   }
 
@@ -160,9 +164,13 @@ export class JailedFs {
   setMtime(v: VirtualPath, date: Date): Promise<void> {
     return guard(async () => {
       if (Number.isNaN(date.getTime())) throw new FtpError(501, "Invalid time");
-      const real = await this.existing(v);
-      // The entry itself (lutimes): a symlink swapped in meanwhile is changed, never its target.
-      await this.inParent(real, async (at) => lutimes(at, (await lstat(at)).atime, date));
+      // Through the descriptor of what was checked (fs/pin.ts holdTarget).
+      const held = await holdTarget(this.root, v);
+      try {
+        await utimes(held.at(), held.stats.atime, date);
+      } finally {
+        held.release();
+      }
     });
   }
 
@@ -171,10 +179,14 @@ export class JailedFs {
   chmod(v: VirtualPath, mode: number): Promise<void> {
     return guard(async () => {
       if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) throw new FtpError(501, "Invalid mode");
-      await this.existing(v); // a link that leaves the jail is "not found", as everywhere
-      const entry = await this.existingEntry(v);
-      if (entry.lstat.isSymbolicLink()) throw new FtpError(550, "Not allowed on a symbolic link");
-      await this.inParent(entry.real, (at) => chmodNoFollow(at, mode));
+      if (v === ROOT) return chmodNoFollow(this.root, mode);
+      await this.atEntry(v, async (at, lst) => {
+        if (present(lst).isSymbolicLink()) {
+          await this.existing(v); // a link that leaves the jail is "not found", as everywhere
+          throw new FtpError(550, "Not allowed on a symbolic link");
+        }
+        await chmodNoFollow(at, mode);
+      });
     });
   }
 
@@ -201,12 +213,15 @@ export class JailedFs {
     return `${base === "" ? "file" : base}.${randomBytes(6).toString("hex")}`;
   }
 
-  /** Runs `step` on a path to entry `real` that goes through its parent held open and checked
-   * (fs/pin.ts), so that a directory swapped for a link after containment cannot redirect it. The
-   * root itself is used as it is: it was resolved at login, and no client can replace it. */
-  private async inParent<T>(real: RealPath, step: (at: string) => Promise<T>): Promise<T> {
-    if (real === this.root) return step(real);
-    return inPinned(this.root, path.dirname(real) as RealPath, (d) => step(d.at(path.basename(real))));
+  /** Runs `step` on entry `v` itself (not the root) named through its parent held open and checked
+   * (fs/pin.ts holdEntry), with its lstat (null when nothing is there). */
+  private async atEntry<T>(v: VirtualPath, step: (at: string, lstat: Stats | null) => Promise<T>): Promise<T> {
+    const e = await holdEntry(this.root, v);
+    try {
+      return await step(e.dir.at(e.name), e.lstat);
+    } finally {
+      e.dir.release();
+    }
   }
 
   /** Opens `v` (not the root) with `flags` (O_NOFOLLOW among them) through its directory held
@@ -238,13 +253,12 @@ export class JailedFs {
     if (!located.exists) throw new FtpError(550, "No such file or directory");
     return located.real;
   }
+}
 
-  /** `v` itself (final symlink not followed), which must exist. */
-  private async existingEntry(v: VirtualPath): Promise<{ real: RealPath; lstat: Stats }> {
-    const entry = await locateEntry(this.root, v);
-    if (entry.lstat === null) throw new FtpError(550, "No such file or directory");
-    return { real: entry.real, lstat: entry.lstat };
-  }
+/** The lstat of an entry that must be there. */
+function present(lst: Stats | null): Stats {
+  if (lst === null) throw new FtpError(550, "No such file or directory");
+  return lst;
 }
 
 /** Runs a filesystem step; whatever it throws comes out as an FtpError. */

@@ -15,22 +15,16 @@
 import * as fs from "node:fs";
 import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
-import { escaped, isInside, locate, toReal, type Located } from "./contain.ts";
+import { escaped, isInside, locate, locateEntry, toReal, type Located } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
-import { closeFd, lstatOrNull, O_PATH, openFd, procFdPaths, setProcFdPathsForTest, stat } from "./quick.ts";
+import { closeFd, lstatOrNull, O_PATH, openFd, procFdPaths as pinning, stat } from "./quick.ts";
 import type { RealPath, VirtualPath } from "./types.ts";
 
 const { O_DIRECTORY, O_NOFOLLOW } = fs.constants;
 
-/** Whether descriptors can be checked and named through /proc/self/fd. */
-export function pinning(): boolean {
-  return procFdPaths();
-}
-
-/** For tests: pretend /proc/self/fd is (not) there; undefined finds out again. */
-export function setPinningForTest(on: boolean | undefined): void {
-  setProcFdPathsForTest(on);
-}
+/** Whether descriptors can be checked and named through /proc/self/fd (fs/quick.ts finds out, for
+ * its realpath too); the setter is for tests. */
+export { procFdPaths as pinning, setProcFdPathsForTest as setPinningForTest } from "./quick.ts";
 
 /** The path the kernel has for open descriptor `fd`, which must be inside `root` (else the reply
  * for a missing file). A directory removed since it was opened reads "… (deleted)", and is judged
@@ -129,14 +123,32 @@ export async function pinParent(root: RealPath, vpath: VirtualPath): Promise<{ d
   }
 }
 
-/** Runs `step` in directory `dir` held open (pinDir), and lets it go after. */
-export async function inPinned<T>(root: RealPath, dir: RealPath, step: (d: PinnedDir) => Promise<T>): Promise<T> {
-  const d = await pinDir(root, dir);
-  try {
-    return await step(d);
-  } finally {
-    d.release();
+/** `vpath` itself (a final symlink not followed) in its parent held open. */
+export interface HeldEntry {
+  readonly dir: PinnedDir;
+  readonly name: string;
+  /** Its lstat, through the held parent; null when nothing is there. */
+  readonly lstat: fs.Stats | null;
+}
+
+/**
+ * The parent of `vpath` held open and its final name looked at through it, for what acts on an
+ * entry itself (MKD, RMD, DELE, RNFR/RNTO, SITE CHMOD): one resolution of the parent, whose
+ * result is what is used. A parent that does not open takes locateEntry's way (which says whether
+ * it is missing or leads out of the jail). Not for the root.
+ */
+export async function holdEntry(root: RealPath, vpath: VirtualPath): Promise<HeldEntry> {
+  const parent = await pinParent(root, vpath);
+  if (parent !== null) {
+    try {
+      return { ...parent, lstat: await lstatOrNull(parent.dir.at(parent.name)) };
+    } catch (err) {
+      parent.dir.release();
+      throw mapFsError(err);
+    }
   }
+  const entry = await locateEntry(root, vpath);
+  return { dir: await pinDir(root, path.dirname(entry.real) as RealPath), name: path.basename(entry.real), lstat: entry.lstat };
 }
 
 /** What a path leads to, held open (O_PATH) and checked inside the jail, with its stat. */
