@@ -5,6 +5,7 @@
  * reply carried anything from outside, and no reply named a real server path.
  */
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { lstat, mkdir, readdir, readFile, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -405,3 +406,80 @@ async function transfer(raw: RawClient, command: string, send?: Buffer): Promise
   else data = await readAll(sock);
   return { code: (await raw.reply()).code, data };
 }
+
+describe("odd paths inside the home: each command answers with a clear reply, and the session goes on", () => {
+  it("a path through a file, a looping or dangling link, a FIFO, the root itself, an over-long name", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await mkdir(join(home, "odd", "d"), { recursive: true });
+      await writeFile(join(home, "odd", "f"), "file");
+      await symlink("loop", join(home, "odd", "loop"));
+      await symlink("nowhere", join(home, "odd", "dangle"));
+      execFileSync("mkfifo", [join(home, "odd", "fifo")]);
+      const raw = await rawLogin(t);
+      try {
+        const table: readonly [string, number, string?][] = [
+          ["SIZE odd/f/x", 550, "No such file or directory"],
+          ["SIZE odd/loop", 550, "No such file or directory"],
+          ["SIZE odd/dangle", 550, "No such file or directory"],
+          ["SIZE odd/fifo", 550, "Not a regular file"],
+          ["SIZE odd/d", 550, "Not a regular file"],
+          ["MDTM odd/loop", 550],
+          ["MLST odd/f/x", 550],
+          ["CWD odd/f", 550],
+          ["CWD odd/loop", 550],
+          ["STAT odd/dangle", 550],
+          ["MKD odd/f/x", 550, "Not a directory"],
+          ["MKD odd/loop", 550, "File exists"],
+          ["MKD /", 550, "File exists"],
+          [`MKD odd/${"n".repeat(300)}`, 553],
+          ["RMD odd/f", 550, "Not a directory"],
+          ["RMD odd/nothing", 550, "No such file or directory"],
+          ["RMD /", 550],
+          ["DELE /", 550, "Is a directory"],
+          ["DELE odd/d", 550, "Is a directory"],
+          ["DELE odd/f/x", 550],
+          ["SITE CHMOD 600 odd/loop", 550],
+          ["SITE CHMOD 600 odd/dangle", 550],
+          ["SITE CHMOD 600 odd/nothing", 550, "No such file or directory"],
+          ["MFMT 20200101000000 odd/loop", 550],
+          ["MFMT 20200101000000 odd/f/x", 550],
+          ["RNFR odd/nothing", 550],
+        ];
+        for (const [command, code, message] of table) {
+          const r = await raw.cmd(command);
+          assert.equal(r.code, code, `${command} → ${r.lines.join(" | ")}`);
+          if (message !== undefined) assert.equal(r.message, message, command);
+          assert.ok(!r.lines.join(" ").includes(t.root), `${command}: a real path in the reply`);
+        }
+        await raw.expect("RNFR odd/f", 350);
+        await raw.expect("RNTO odd/f/x", 550);
+        await raw.expect("RNFR odd/f", 350);
+        await raw.expect("RNTO odd/loop/x", 550);
+        await raw.expect("RNFR /", 350); // it is there; renaming it is what is refused
+        await raw.expect("RNTO odd/root", 550);
+        await raw.expect("TYPE I", 200);
+        for (const [command, code] of [
+          ["RETR odd/fifo", 550],
+          ["RETR odd/d", 550],
+          ["RETR odd/loop", 550],
+          ["RETR odd/f/x", 550],
+          ["LIST odd/loop", 550],
+          ["MLSD odd/f/x", 550],
+          ["STOR odd/d", 550],
+          ["STOR odd/loop", 550],
+          ["STOR odd/f/x", 550],
+          ["APPE odd/dangle", 550],
+        ] as const) {
+          const r = await transfer(raw, command, command.startsWith("RETR") || command.startsWith("LIST") || command.startsWith("MLSD") ? undefined : Buffer.from("x"));
+          assert.equal(r.code, code, command);
+        }
+        await raw.expect("NOOP", 200);
+        assert.equal(await readFile(join(home, "odd", "f"), "utf8"), "file");
+        assert.deepEqual((await readdir(join(home, "odd"))).sort(), ["d", "dangle", "f", "fifo", "loop"]);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});
