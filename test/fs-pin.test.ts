@@ -193,6 +193,41 @@ void describe("counting a home (quota) while a directory of it is swapped for a 
   });
 });
 
+void describe("looking at entries while a directory is swapped for a link out of the jail", { skip: !pinning() && "no /proc/self/fd here" }, () => {
+  void it("a listed link shows what it leads to inside, or itself; an existence check never sees outside", async () => {
+    await mkdir(home("look"));
+    await writeFile(home("look", "secret.txt"), INSIDE);
+    await symlink(outside, home("look-evil"));
+    await mkdir(home("links"));
+    await symlink(home("look", "secret.txt"), home("links", "to-secret"));
+    const swapper = startSwapper(home("look"), home("look-evil"), home("look-away"));
+    const seen = { target: 0, link: 0, exists: 0, missing: 0 };
+    try {
+      for (const until = Date.now() + 1000; Date.now() < until; ) {
+        await attempt(async () => {
+          const [entry] = (await jail.list(vp("/links"))).filter((e) => e.name === "to-secret");
+          assert.ok(entry, "the link is not listed");
+          if (entry.stat.type === "link") seen.link++;
+          else {
+            assert.equal(entry.stat.size, Buffer.byteLength(INSIDE), "a listed link showed what is outside the jail");
+            seen.target++;
+          }
+        });
+        await attempt(async () => {
+          // Inside, only secret.txt is there; outside-only.txt exists only outside the jail.
+          assert.equal(await jail.exists(vp("/look/outside-only.txt")), false, "an existence check saw outside the jail");
+          if (await jail.exists(vp("/look/secret.txt"))) seen.exists++;
+          else seen.missing++;
+        });
+      }
+    } finally {
+      await swapper.stop();
+    }
+    await outsideUntouched();
+    assert.ok(seen.target > 0 && seen.exists > 0, `never got through: ${JSON.stringify(seen)}`);
+  });
+});
+
 void describe("without /proc/self/fd (paths used as checked)", () => {
   before(() => setPinningForTest(false));
   after(() => setPinningForTest(undefined));
@@ -223,6 +258,16 @@ void describe("without /proc/self/fd (paths used as checked)", () => {
     await jail.unlink(vp("/np/b.txt"));
     await jail.rmdir(vp("/np"));
     await symlink(outside, home("np-out"));
+    await jail.mkdir(vp("/np"));
+    await put("/np/target.txt", "target");
+    await symlink(home("np", "target.txt"), home("np", "in-link"));
+    await symlink(path.join(outside, "secret.txt"), home("np", "out-link"));
+    const listed = new Map((await jail.list(vp("/np"))).map((e) => [e.name, e.stat]));
+    assert.deepEqual([listed.get("in-link")?.type, listed.get("in-link")?.size], ["file", 6], "a link inside shows its target");
+    assert.equal(listed.get("out-link")?.type, "link", "a link out of the jail shows only itself");
+    assert.equal(await jail.exists(vp("/np/target.txt")), true);
+    assert.equal(await jail.exists(vp("/np/nothing")), false);
+    assert.equal(await jail.exists(vp("/np-out/secret.txt")), false);
     await refused(jail.openDownload(vp("/np-out/secret.txt")));
     await refused(jail.list(vp("/np-out")));
     await refused(jail.openUpload(vp("/np-out/new.txt"), { kind: "store", offset: 0, exclusive: false }));

@@ -9,7 +9,7 @@ import type { Stats } from "node:fs";
 import { mkdir, rmdir, utimes } from "node:fs/promises";
 import path from "node:path";
 import { FtpError, isFtpError } from "../protocol/errors.ts";
-import { locate, locateEntry } from "./contain.ts";
+import { locate } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixDirMode, modesFor, type CreateModes } from "./modes.ts";
 import { chmodNoFollow, holdEntry, holdTarget, locateHeld, pinParent } from "./pin.ts";
@@ -190,10 +190,16 @@ export class JailedFs {
     });
   }
 
-  /** True when something (even a dangling symlink) is at `v`; false when missing or refused. */
+  /** True when something (even a dangling symlink) is at `v`; false when missing or refused. The
+   * name is looked at through its parent held open (fs/pin.ts holdEntry). */
   async exists(v: VirtualPath): Promise<boolean> {
     try {
-      return (await guard(() => locateEntry(this.root, v))).exists;
+      return await guard(async () => {
+        if (v === ROOT) return true;
+        const e = await holdEntry(this.root, v);
+        e.dir.release();
+        return e.lstat !== null;
+      });
     } catch (err) {
       if (isFtpError(err) && err.code === 550) return false;
       throw err;

@@ -4,8 +4,8 @@
  */
 import type { Stats } from "node:fs";
 import { constants, lstat } from "node:fs";
-import { realpath, stat } from "node:fs/promises";
-import { isInside, UPLOAD_TEMP_PREFIX } from "./contain.ts";
+import { UPLOAD_TEMP_PREFIX } from "./contain.ts";
+import { holdPath } from "./pin.ts";
 import { lateCall, quickEnabled, readdirNames } from "./quick.ts";
 import { FIELDS, packLstat } from "./rawstat.ts";
 import { type LstatBinding, lstatBinding } from "../native.ts";
@@ -210,15 +210,18 @@ function typeOf(s: StatLike): EntryStat["type"] {
   return "other";
 }
 
-/** A link inside the jail shows its target; one that leaves it or dangles shows only itself. */
-async function linkStat(root: RealPath, real: string, own: StatLike): Promise<EntryStat> {
+/** A link inside the jail shows its target; one that leaves it or dangles shows only itself. What
+ * it leads to is opened and checked before its stat is read (fs/pin.ts holdPath), so a directory
+ * on the way swapped for a link out of the jail in between is never what is shown. */
+async function linkStat(root: RealPath, link: string, own: StatLike): Promise<EntryStat> {
   try {
-    const target = await realpath(real);
-    if (isInside(root, target)) return toEntryStat(await stat(target));
+    const held = await holdPath(root, link);
+    held.release();
+    return toEntryStat(held.stats);
   } catch {
-    // dangling or looping: fall through and report the link itself
+    // leaves the jail, dangles or loops: the link itself
+    return toEntryStat(own, "link");
   }
-  return toEntryStat(own, "link");
 }
 
 function byName(a: DirEntry, b: DirEntry): number {

@@ -17,7 +17,7 @@ import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
 import { escaped, isInside, locate, locateEntry, toReal, type Located } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
-import { closeFd, lstatOrNull, O_PATH, openFd, procFdPaths as pinning, stat } from "./quick.ts";
+import { closeFd, lstatOrNull, O_PATH, openFd, procFdPaths as pinning, realpath, stat } from "./quick.ts";
 import type { RealPath, VirtualPath } from "./types.ts";
 
 const { O_DIRECTORY, O_NOFOLLOW } = fs.constants;
@@ -103,8 +103,23 @@ export async function locateHeld(root: RealPath, vpath: VirtualPath): Promise<He
     if (st === null || !st.isSymbolicLink()) return { real: path.join(dir.real, name) as RealPath, exists: st !== null, dir, name };
     dir.release();
   }
+  // locate says whether the path is missing or leaves the jail; what is there is then looked at
+  // again through the directory held, not taken from locate's look by path.
   const found = await locate(root, vpath);
-  return { ...found, dir: await pinDir(root, path.dirname(found.real) as RealPath), name: path.basename(found.real) };
+  const held = await lookThrough(root, found.real);
+  return { real: found.real, exists: held.lstat !== null, dir: held.dir, name: held.name };
+}
+
+/** The directory of `real` held open and checked, and `real`'s lstat through it (null when missing). */
+async function lookThrough(root: RealPath, real: RealPath): Promise<HeldEntry> {
+  const dir = await pinDir(root, path.dirname(real) as RealPath);
+  const name = path.basename(real);
+  try {
+    return { dir, name, lstat: await lstatOrNull(dir.at(name)) };
+  } catch (err) {
+    dir.release();
+    throw mapFsError(err);
+  }
 }
 
 /** The parent of `vpath` held open, by its path as it stands (the kernel resolves it once; its
@@ -147,8 +162,9 @@ export async function holdEntry(root: RealPath, vpath: VirtualPath): Promise<Hel
       throw mapFsError(err);
     }
   }
-  const entry = await locateEntry(root, vpath);
-  return { dir: await pinDir(root, path.dirname(entry.real) as RealPath), name: path.basename(entry.real), lstat: entry.lstat };
+  // locateEntry says whether the parent is missing or leaves the jail; the entry is then looked
+  // at through the parent held, not taken from locateEntry's lstat by path.
+  return lookThrough(root, (await locateEntry(root, vpath)).real);
 }
 
 /** What a path leads to, held open (O_PATH) and checked inside the jail, with its stat. */
@@ -167,16 +183,37 @@ export interface HeldTarget {
  * a missing file. Where pinning is off: containment, then a stat of the checked path.
  */
 export async function holdTarget(root: RealPath, vpath: VirtualPath): Promise<HeldTarget> {
-  const real = toReal(root, vpath);
   if (!pinning()) {
     const found = await locate(root, vpath);
     if (!found.exists) throw new FtpError(550, "No such file or directory");
     const stats = await stat(found.real);
     return { stats, at: (name) => (name === undefined ? found.real : path.join(found.real, name)), release: () => undefined };
   }
+  return holdPath(root, toReal(root, vpath));
+}
+
+/**
+ * holdTarget for a path on the disk (the jail's own, or one through a held directory such as a
+ * listed link's): what `p` leads to, opened, checked inside the jail and stat'ed. Where pinning is
+ * off: realpath, the check, then a stat of the checked path.
+ */
+export async function holdPath(root: RealPath, p: string): Promise<HeldTarget> {
+  if (!pinning()) {
+    let real: string;
+    try {
+      real = await realpath(p);
+    } catch (err) {
+      const e = errnoOf(err);
+      if (e === "ENOENT" || e === "ENOTDIR" || e === "ELOOP") throw new FtpError(550, "No such file or directory", `does not resolve: ${e}`);
+      throw err;
+    }
+    if (!isInside(root, real)) throw escaped(real);
+    const stats = await stat(real);
+    return { stats, at: (name) => (name === undefined ? real : path.join(real, name)), release: () => undefined };
+  }
   let fd: number;
   try {
-    fd = await openFd(real, O_PATH);
+    fd = await openFd(p, O_PATH);
   } catch (err) {
     const e = errnoOf(err);
     if (e === "ENOENT" || e === "ENOTDIR" || e === "ELOOP") throw new FtpError(550, "No such file or directory", `does not resolve: ${e}`);

@@ -10,8 +10,7 @@
 import type { Config } from "../config/schema.ts";
 import { formatSize } from "../config/units.ts";
 import { FtpError } from "../protocol/errors.ts";
-import { locateEntry } from "./contain.ts";
-import { holdTarget } from "./pin.ts";
+import { holdEntry, holdTarget } from "./pin.ts";
 import type { RealPath, VirtualPath } from "./types.ts";
 import { Limiter, scanUsage, type Usage } from "./usage.ts";
 
@@ -201,7 +200,7 @@ export class Quotas {
  * entry itself, as DELE and RNTO act on it (a symlink is not a counted file). */
 export async function fileSizeAt(root: RealPath, v: VirtualPath, follow: boolean): Promise<number | null> {
   try {
-    const s = follow ? await holdTarget(root, v).then((h) => (h.release(), h.stats)) : (await locateEntry(root, v)).lstat;
+    const s = follow ? await holdTarget(root, v).then((h) => (h.release(), h.stats)) : await holdEntry(root, v).then((e) => (e.dir.release(), e.lstat));
     return s?.isFile() ? s.size : null;
   } catch {
     return null;
