@@ -57,12 +57,18 @@ function load(): Partial<SendfileBinding & LstatBinding> | null {
   return addon;
 }
 
-/** sendfile, or null where the addon is not built or does not load (looked for once). */
+let sendfile: SendfileBinding | null | undefined;
+
+/** sendfile, or null where the addon is not built or does not load (looked for once). A plain
+ * object holding the addon's functions (which take no `this`), so that a test can watch them. */
 export function sendfileBinding(): SendfileBinding | null {
+  if (sendfile !== undefined) return sendfile;
   const a = load();
-  return a && typeof a.sendNow === "function" && typeof a.start === "function" && typeof a.cancel === "function"
-    ? (a as SendfileBinding)
-    : null;
+  sendfile =
+    a && typeof a.sendNow === "function" && typeof a.start === "function" && typeof a.cancel === "function"
+      ? { sendNow: a.sendNow, start: a.start, cancel: a.cancel }
+      : null;
+  return sendfile;
 }
 
 /** lstatNames, or null where the addon is not built, does not load or predates it. */

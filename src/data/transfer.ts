@@ -246,7 +246,8 @@ async function sendKernel(
   if (quickEnabled()) {
     const t0 = performance.now();
     let errno = EAGAIN;
-    for (let now = 0; now < SEND_NOW_MAX; ) {
+    let now = 0;
+    while (now < SEND_NOW_MAX) {
       const want = SEND_NOW_MAX - now;
       const n = native.sendNow(fds.socket, fds.file, position, want);
       if (n <= 0) {
@@ -261,6 +262,17 @@ async function sendKernel(
       if (n < want && position >= end) {
         errno = 0;
         break;
+      }
+    }
+    // The budget sent in full and the size known at open reached with it (a file of exactly the
+    // budget): one more call says whether that was the end (0) before a thread is started for it.
+    if (errno === EAGAIN && now >= SEND_NOW_MAX && position >= end) {
+      const n = native.sendNow(fds.socket, fds.file, position, SEND_NOW_MAX);
+      if (n <= 0) errno = -n;
+      else {
+        // The file grew since it was opened: the thread sends the rest.
+        position += n;
+        moved(n);
       }
     }
     const ms = performance.now() - t0;
