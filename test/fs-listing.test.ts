@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
-import { mkdtemp, readdir, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { lstatAll, readDirectory } from "../src/fs/listing.ts";
 import { backOff, quickEnabled } from "../src/fs/quick.ts";
-import { statWorkerUsedNative, stopStatWorker } from "../src/fs/statworker.ts";
+import { readInWorker, statWorkerUsedNative, stopStatWorker } from "../src/fs/statworker.ts";
+import { UPLOAD_TEMP_PREFIX } from "../src/fs/contain.ts";
+import { FIELDS } from "../src/fs/rawstat.ts";
 import type { RealPath } from "../src/fs/types.ts";
 
 void describe("reading a large directory", () => {
@@ -105,5 +107,68 @@ void describe("reading a directory too large for one thread", () => {
       assert.equal(e.stat.size, i % 97, e.name);
       assert.equal(e.stat.type, "file");
     });
+  });
+});
+
+void describe("a directory read by the stat worker", () => {
+  let dir: string;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "berth-listing-worker-"));
+    for (let i = 0; i < 40; i++) await writeFile(join(dir, `h${String(i).padStart(3, "0")}`), "z".repeat(i));
+    await mkdir(join(dir, "sub"));
+    await symlink("h001", join(dir, "link-in"));
+    await symlink("/etc/passwd", join(dir, "link-out"));
+    await symlink("nowhere", join(dir, "dangling"));
+    // Never shown: an upload in progress, a name no command could address.
+    await writeFile(join(dir, `${UPLOAD_TEMP_PREFIX}123`), "partial");
+    await writeFile(join(dir, "bad\u0001name"), "");
+    await mkdir(join(dir, "empty"));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  const shown = (entries: Awaited<ReturnType<typeof readDirectory>>) => entries.map((e) => [e.name, e.stat]);
+
+  void test("the same entries as when this thread reads it: links inside by target, outside and dangling as links, temp files and control characters left out", async () => {
+    const here = await readDirectory(dir as RealPath, dir as RealPath, Infinity, false);
+    const there = await readDirectory(dir as RealPath, dir as RealPath, 4096);
+    assert.deepEqual(shown(there), shown(here));
+    assert.equal(there.length, 40 + 5); // sub, empty, and three links
+    assert.equal(there.find((e) => e.name === "h039")?.stat.size, 39);
+    assert.equal(there.find((e) => e.name === "link-in")?.stat.type, "file");
+    assert.equal(there.find((e) => e.name === "link-out")?.stat.type, "link");
+    assert.equal(there.find((e) => e.name === "dangling")?.stat.type, "link");
+    assert.equal(there.find((e) => e.name === "sub")?.stat.type, "dir");
+    assert.ok(!there.some((e) => e.name.startsWith(UPLOAD_TEMP_PREFIX) || e.name.includes("\u0001")));
+    assert.deepEqual(await readDirectory(dir as RealPath, join(dir, "empty") as RealPath, 4096), []);
+  });
+
+  void test("a directory that cannot be read: the same error as on this thread", async () => {
+    const missing = join(dir, "missing") as RealPath;
+    await assert.rejects(readDirectory(dir as RealPath, missing, 4096), { code: "ENOENT" });
+    await assert.rejects(readDirectory(dir as RealPath, missing, Infinity, false), { code: "ENOENT" });
+    await assert.rejects(readDirectory(dir as RealPath, join(dir, "h001") as RealPath, 4096), { code: "ENOTDIR" });
+  });
+
+  void test("split between the threads: the names first, then the worker's half; every entry has its own stats", async () => {
+    const read = await readInWorker(dir, 8);
+    assert.ok(read);
+    const n = read.names.length;
+    assert.equal(read.from, n >> 1);
+    assert.deepEqual([...read.names].sort(), (await readdir(dir)).filter((x) => !x.startsWith(UPLOAD_TEMP_PREFIX) && !x.includes("\u0001")).sort());
+    const packed = await read.stats;
+    const here = await lstatAll(dir, read.names.slice(read.from), undefined, false);
+    here.forEach((s, j) => {
+      assert.equal(packed[j * FIELDS], 1, read.names[read.from + j]);
+      assert.equal(packed[j * FIELDS + 5], s?.size, read.names[read.from + j]);
+    });
+  });
+
+  void test("a worker that stops mid-request: the directory is read and stat'ed on this thread instead", async () => {
+    const expected = shown(await readDirectory(dir as RealPath, dir as RealPath, Infinity, false));
+    const pending = readDirectory(dir as RealPath, dir as RealPath, 4096);
+    await stopStatWorker();
+    assert.deepEqual(shown(await pending), expected);
+    assert.deepEqual(shown(await readDirectory(dir as RealPath, dir as RealPath, 4096)), expected);
   });
 });

@@ -81,7 +81,7 @@ export class JailedFs {
       // Read through the directory held open (fs/pin.ts): names and stats come from the one checked.
       const held = await holdTarget(this.root, v);
       try {
-        if (held.stats.isDirectory()) return await readDirectory(this.root, held.at() as RealPath);
+        if (held.stats.isDirectory()) return await readDirectory(this.root, held.at() as RealPath, held.stats.size);
         return [{ name: basename(v), stat: toEntryStat(held.stats) }];
       } finally {
         held.release();

@@ -6,10 +6,10 @@ import type { Stats } from "node:fs";
 import { constants, lstat } from "node:fs";
 import { UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { holdPath } from "./pin.ts";
-import { lateCall, quickEnabled, readdirNames } from "./quick.ts";
+import { lateCall, quickEnabled, readdirNames, readdirTook } from "./quick.ts";
 import { FIELDS, packLstat } from "./rawstat.ts";
 import { type LstatBinding, lstatBinding } from "../native.ts";
-import { lstatInWorker, statWorkerAvailable } from "./statworker.ts";
+import { lstatInWorker, readInWorker, statWorkerAvailable, type WorkerRead } from "./statworker.ts";
 import type { DirEntry, EntryStat, RealPath } from "./types.ts";
 import { hasControlChar } from "./vpath.ts";
 
@@ -36,11 +36,26 @@ export function toEntryStat(s: StatLike, type?: EntryStat["type"]): EntryStat {
   };
 }
 
-/** The entries of the real directory `dir`, sorted by name, upload temp files hidden. */
-export async function readDirectory(root: RealPath, dir: RealPath): Promise<DirEntry[]> {
-  // Names only: every entry is lstat'ed anyway, and a Dirent per entry costs more than the call.
-  const visible = (await readdirNames(dir)).filter(isListable);
-  const own = await lstatAll(dir, visible);
+/** The entries of the real directory `dir`, sorted by name, upload temp files hidden. A directory
+ * whose size (`dirBytes`, its st_size) says it holds at most a few hundred entries is read and
+ * stat'ed by the stat worker: the main thread only sends the request and takes the answer. A
+ * larger one, or where the worker cannot take it (`useWorker` false, its queue full, or failed),
+ * is read on this thread, and lstatAll decides where the stats are made (a large directory from
+ * both ends at once: reading it here first starts the worker on its half soonest). */
+export async function readDirectory(root: RealPath, dir: RealPath, dirBytes = Infinity, useWorker = true): Promise<DirEntry[]> {
+  const byWorker = useWorker && dirBytes <= WORKER_READ_MAX_BYTES && statWorkerAvailable(WORKER_QUEUE);
+  const read = byWorker ? await readInWorker(dir, SPLIT_MIN) : null;
+  let visible: string[];
+  let own: (StatLike | null)[];
+  if (read) {
+    readdirTook(read.ms, read.read);
+    visible = read.names;
+    own = await statsOf(dir, read);
+  } else {
+    // Names only: every entry is lstat'ed anyway, and a Dirent per entry costs more than the call.
+    visible = (await readdirNames(dir)).filter(isListable);
+    own = await lstatAll(dir, visible, SLOW_BATCH_MS, useWorker);
+  }
   const entries: DirEntry[] = [];
   for (let i = 0; i < visible.length; i++) {
     const st = own[i];
@@ -60,6 +75,9 @@ export type StatLike = Pick<Stats, "size" | "mtimeMs" | "mode" | "nlink" | "uid"
 const WORKER_MIN = 32;
 /** From this many entries, the main thread stats the first half while the worker does the rest. */
 const SPLIT_MIN = 2048;
+/** A directory at most this large (st_size: ext4 4 KiB per 100–200 entries, tmpfs 20 bytes per
+ * entry) is read by the stat worker. */
+const WORKER_READ_MAX_BYTES = 32 * 1024;
 /** Requests the worker may have queued before listings stat on the main thread instead. */
 const WORKER_QUEUE = 8;
 
@@ -102,6 +120,28 @@ export async function lstatAll(
   const native = useNative ? lstatBinding() : null;
   await statRange(dir, names, 0, mainEnd, out, slowBatchMs, native);
   if (fromWorker && !(await fromWorker)) await statRange(dir, names, mainEnd, n, out, slowBatchMs, native);
+  return out;
+}
+
+/** The stats of a directory the worker read: its part from `read.from`, this thread's before it
+ * (a large directory), and this thread's for the worker's part too if the worker failed. */
+async function statsOf(dir: string, read: WorkerRead): Promise<(StatLike | null)[]> {
+  const { names, from } = read;
+  const n = names.length;
+  const out = new Array<StatLike | null>(n).fill(null);
+  const native = lstatBinding();
+  if (from > 0) await statRange(dir, names, 0, from, out, SLOW_BATCH_MS, native);
+  let packed: Float64Array | null = null;
+  try {
+    packed = await read.stats;
+  } catch {
+    await statRange(dir, names, from, n, out, SLOW_BATCH_MS, native);
+  }
+  if (packed) {
+    for (let j = 0; j < n - from; j++) {
+      if (packed[j * FIELDS] === 1) out[from + j] = new PackedStat(packed, j * FIELDS);
+    }
+  }
   return out;
 }
 

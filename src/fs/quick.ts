@@ -102,10 +102,15 @@ export async function readdirNames(p: string): Promise<string[]> {
   if (!quickEnabled()) return fsp.readdir(p);
   const t0 = performance.now();
   const out = fs.readdirSync(p);
-  const allowance = out.length * 0.002;
-  const ms = performance.now() - t0 - allowance;
-  if (ms > SLOW_MS) lateCall(ms);
+  readdirTook(performance.now() - t0, out.length);
   return out;
+}
+
+/** A directory of `count` entries was read in `ms` (here or in the stat worker): late when slower
+ * than SLOW_MS beyond an allowance for its size. */
+export function readdirTook(ms: number, count: number): void {
+  const late = ms - count * 0.002;
+  if (late > SLOW_MS) lateCall(late);
 }
 
 /** Linux's O_PATH (Node does not export it; the same value on every architecture Node runs on). */

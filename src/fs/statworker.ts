@@ -1,29 +1,36 @@
 /**
- * A worker thread that lstat's many entries of one directory, so that a listing's system calls
- * run beside the event loop instead of on it: under many sessions the main thread keeps serving,
- * and a large listing is stat'ed from both ends at once. Results come back packed in one
- * transferred Float64Array (no object per entry crosses threads).
+ * A worker thread that reads directories and lstat's their entries, so that a listing's system
+ * calls run beside the event loop instead of on it: under many sessions the main thread keeps
+ * serving, and a large listing is stat'ed from both ends at once. Results come back packed in one
+ * transferred Float64Array, names as one string (no object per entry crosses threads).
  *
- * The worker is started at the first large listing and does not keep the process alive. If it
- * fails or exits, its pending requests reject (the caller stats on the main thread instead) and
- * the next request starts a new one; after MAX_FAILURES it is not started again.
+ * The worker is started at the first listing and does not keep the process alive. If it fails or
+ * exits, its pending requests reject or answer null (the caller reads and stats on the main thread
+ * instead) and the next request starts a new one; after MAX_FAILURES it is not started again.
  */
 import { Worker } from "node:worker_threads";
 import { lstatBinding, NATIVE_ADDON_PATH } from "../native.ts";
+import { UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { FIELDS, STATPACK_PATH } from "./rawstat.ts";
+import { CONTROL } from "./vpath.ts";
 
 const MAX_FAILURES = 3;
 
 /** The worker's code, plain CommonJS (no loader): it stats with the addon's lstatNames where this
- * thread could load it (src/native.ts), else packs with the same statpack.cjs as the main thread. */
+ * thread could load it (src/native.ts), else packs with the same statpack.cjs as the main thread.
+ * A request with names stats them; one without reads the directory first, leaving out what no
+ * listing shows (upload temp files, names with control characters: fs/listing.ts isListable), and
+ * from `splitMin` entries answers twice: the names and where its half starts, then its half's stats. */
 function workerSource(): string {
   const addon = lstatBinding() ? NATIVE_ADDON_PATH : null;
   return `
 const { parentPort } = require("node:worker_threads");
-const { lstatSync } = require("node:fs");
+const { lstatSync, readdirSync } = require("node:fs");
 const { makeStatPacker } = require(${JSON.stringify(STATPACK_PATH)});
 const pack = makeStatPacker(lstatSync, process.execPath);
 const ADDON = ${JSON.stringify(addon)};
+const TEMP = ${JSON.stringify(UPLOAD_TEMP_PREFIX)};
+const CONTROL = new RegExp(${JSON.stringify(CONTROL.source)});
 let native = null;
 if (ADDON) {
   try {
@@ -31,19 +38,53 @@ if (ADDON) {
     if (typeof a.lstatNames === "function") native = a;
   } catch {}
 }
-parentPort.on("message", ({ id, dir, names }) => {
-  const out = new Float64Array(names.length * ${FIELDS});
-  const byAddon = native !== null && native.lstatNames(dir, names, 0, names.length, out, 0) >= 0;
+function statNames(id, dir, names, from, extra) {
+  const out = new Float64Array((names.length - from) * ${FIELDS});
+  const byAddon = native !== null && native.lstatNames(dir, names, from, names.length, out, 0) >= 0;
   if (!byAddon) {
-    for (let i = 0; i < names.length; i++) pack(dir + "/" + names[i], out, i * ${FIELDS});
+    for (let i = from; i < names.length; i++) pack(dir + "/" + names[i], out, (i - from) * ${FIELDS});
   }
-  parentPort.postMessage({ id, out, native: byAddon }, [out.buffer]);
+  parentPort.postMessage({ id, out, native: byAddon, ...extra }, [out.buffer]);
+}
+parentPort.on("message", ({ id, dir, names, splitMin }) => {
+  if (names) return statNames(id, dir, names, 0, {});
+  let all;
+  const t0 = performance.now();
+  try {
+    all = readdirSync(dir);
+  } catch (err) {
+    parentPort.postMessage({ id, error: { code: err.code, message: err.message } });
+    return;
+  }
+  const ms = performance.now() - t0;
+  const listable = all.filter((n) => !n.startsWith(TEMP) && !CONTROL.test(n));
+  const from = listable.length >= splitMin ? listable.length >> 1 : 0;
+  const read = { names: listable.join("/"), count: listable.length, from, ms, read: all.length };
+  if (from > 0) parentPort.postMessage({ id, ...read, more: true });
+  statNames(id, dir, listable, from, from > 0 ? {} : read);
 });
 `;
 }
 
+/** An answer of the worker. */
+interface Answer {
+  readonly id: number;
+  readonly out?: Float64Array;
+  readonly native?: boolean;
+  readonly error?: { readonly code?: string; readonly message: string };
+  readonly names?: string;
+  readonly count?: number;
+  readonly from?: number;
+  readonly ms?: number;
+  readonly read?: number;
+  /** Another answer (the stats) follows. */
+  readonly more?: boolean;
+}
+
 interface Pending {
-  resolve(out: Float64Array): void;
+  /** An answer for this request; true when it was the last. */
+  answer(msg: Answer): boolean;
+  /** The worker failed or stopped before the last answer. */
   reject(err: Error): void;
 }
 
@@ -68,12 +109,11 @@ function start(): Worker | null {
   try {
     const w = new Worker(workerSource(), { eval: true, execArgv: [], stdout: false, stderr: false });
     w.unref();
-    w.on("message", (msg: { id: number; out: Float64Array; native: boolean }) => {
-      workerNative = msg.native;
+    w.on("message", (msg: Answer) => {
+      if (msg.native !== undefined) workerNative = msg.native;
       const p = pending.get(msg.id);
-      if (!p) return;
+      if (!p || !p.answer(msg)) return;
       pending.delete(msg.id);
-      p.resolve(msg.out);
       if (pending.size === 0) w.unref();
     });
     w.on("error", (err) => fail(w, err));
@@ -95,15 +135,72 @@ export function statWorkerAvailable(maxPending: number): boolean {
 /** lstat of `dir/name` for every name, packed FIELDS numbers per entry (ok = 0 where it failed);
  * rejects when no worker can do it. */
 export function lstatInWorker(dir: string, names: readonly string[]): Promise<Float64Array> {
-  const w = start();
-  if (!w) return Promise.reject(new Error("stat worker unavailable"));
-  const id = nextId++;
   return new Promise<Float64Array>((resolve, reject) => {
-    pending.set(id, { resolve, reject });
-    // Referenced while it has work, so a listing in progress is never cut short by an idle exit.
-    w.ref();
-    w.postMessage({ id, dir, names });
+    const sent = ask({ dir, names }, {
+      answer: (msg) => {
+        resolve(msg.out ?? new Float64Array(0));
+        return true;
+      },
+      reject,
+    });
+    if (!sent) reject(new Error("stat worker unavailable"));
   });
+}
+
+/** A directory read by the worker: its listable names (in the directory's order), and the packed
+ * stats of names[from..] (from 0 unless the directory was split, when names[..from] are the
+ * caller's to stat); `stats` rejects if the worker fails before it has them. */
+export interface WorkerRead {
+  readonly names: string[];
+  readonly from: number;
+  readonly stats: Promise<Float64Array>;
+  /** ms the worker's readdir took, and how many entries it read (hidden ones too). */
+  readonly ms: number;
+  readonly read: number;
+}
+
+/** Reads directory `dir` and stats its listable entries in the worker (the second half only from
+ * `splitMin` entries). Null when the worker cannot take it or fails before the names come back
+ * (the caller does it all itself); rejects with the readdir error (its `code` as Node's) when the
+ * directory cannot be read. */
+export function readInWorker(dir: string, splitMin: number): Promise<WorkerRead | null> {
+  return new Promise<WorkerRead | null>((resolve, reject) => {
+    let rest: { resolve(out: Float64Array): void; reject(err: Error): void } | null = null;
+    const sent = ask({ dir, splitMin }, {
+      answer: (msg) => {
+        if (msg.error) {
+          reject(Object.assign(new Error(msg.error.message), { code: msg.error.code }));
+          return true;
+        }
+        if (msg.names !== undefined) {
+          const names = msg.count === 0 ? [] : msg.names.split("/");
+          const stats = new Promise<Float64Array>((res, rej) => (rest = { resolve: res, reject: rej }));
+          stats.catch(() => undefined); // awaited by the caller; a failure meanwhile is not unhandled
+          resolve({ names, from: msg.from ?? 0, stats, ms: msg.ms ?? 0, read: msg.read ?? names.length });
+        }
+        if (msg.more) return false;
+        rest?.resolve(msg.out ?? new Float64Array(0));
+        return true;
+      },
+      reject: (err) => {
+        if (rest) rest.reject(err);
+        else resolve(null);
+      },
+    });
+    if (!sent) resolve(null);
+  });
+}
+
+/** Sends a request to the worker (started if needed); false when none can take it. */
+function ask(request: { dir: string; names?: readonly string[]; splitMin?: number }, p: Pending): boolean {
+  const w = start();
+  if (!w) return false;
+  const id = nextId++;
+  pending.set(id, p);
+  // Referenced while it has work, so a listing in progress is never cut short by an idle exit.
+  w.ref();
+  w.postMessage({ id, ...request });
+  return true;
 }
 
 /** Whether the worker's last answer came from the addon (native/lstat.c) rather than Node's lstat. */

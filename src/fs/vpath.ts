@@ -13,8 +13,9 @@ export const MAX_PATH_BYTES = 4096;
 /** Longest accepted path segment, in UTF-8 bytes (Linux NAME_MAX). */
 export const MAX_NAME_BYTES = 255;
 
+/** A control character (C0): never part of a name any command can address. */
 // eslint-disable-next-line no-control-regex -- control characters are exactly what is refused
-const CONTROL = /[\u0000-\u001f]/;
+export const CONTROL = /[\u0000-\u001f]/;
 
 /** True when `text` holds a NUL or another control character (< 0x20). */
 export function hasControlChar(text: string): boolean {
