@@ -348,7 +348,7 @@ describe("jail: details", () => {
 });
 
 describe("a directory swapped for a link out of the home while the server works in it", () => {
-  it("RETR, LIST, SIZE and STOR never reach outside while another process swaps it as fast as it can", async () => {
+  it("RETR, LIST, SIZE, STOR, a listed link and RNFR's existence check never reach outside while another process swaps it as fast as it can", async () => {
     await withServer(async (t) => {
       const inside = "inside the home, and longer than the secret";
       const outside = join(t.root, "outside");
@@ -359,9 +359,12 @@ describe("a directory swapped for a link out of the home while the server works 
       await mkdir(join(home, "race"));
       await writeFile(join(home, "race", "secret.txt"), inside);
       await symlink(outside, join(home, "race-evil"));
+      // A link listed elsewhere whose target lies in the swapped directory.
+      await mkdir(join(home, "links"));
+      await symlink(join(home, "race", "secret.txt"), join(home, "links", "to-secret"));
       const raw = await rawLogin(t);
       const swapper = startSwapper(join(home, "race"), join(home, "race-evil"), join(home, "race-away"));
-      const got = { retr: 0, list: 0, size: 0, stor: 0 };
+      const got = { retr: 0, list: 0, size: 0, stor: 0, link: 0, rnfr: 0 };
       try {
         await raw.expect("TYPE I", 200);
         for (let i = 0, until = Date.now() + 1500; Date.now() < until; i++) {
@@ -380,6 +383,18 @@ describe("a directory swapped for a link out of the home while the server works 
           }
           const s = await transfer(raw, `STOR race/${MARK}-${i}`, Buffer.from("x"));
           if (s.code === 226) got.stor++;
+          // The link shows its inside target's size, or itself (a link) while the swap is on.
+          const ll = await transfer(raw, "LIST links");
+          const line = ll.data.toString().split("\r\n").find((x) => x.endsWith("to-secret") || x.includes("to-secret ->"));
+          if (ll.code === 226 && line !== undefined) {
+            if (line.startsWith("-")) assert.equal(line.split(/\s+/)[4], String(Buffer.byteLength(inside)), `a listed link showed outside the home: ${line}`);
+            else assert.ok(line.startsWith("l"), line);
+            got.link++;
+          }
+          // outside-only.txt exists only outside the home: RNFR never finds it.
+          const rn = await raw.cmd("RNFR race/outside-only.txt");
+          assert.equal(rn.code, 550, "RNFR saw a name outside the home");
+          if (rn.message === "No such file or directory") got.rnfr++;
         }
       } finally {
         await swapper.stop();
