@@ -92,28 +92,20 @@ export interface Held extends Located {
 export async function locateHeld(root: RealPath, vpath: VirtualPath): Promise<Held> {
   const parent = await pinParent(root, vpath);
   if (parent !== null) {
-    const { dir, name } = parent;
-    let st: fs.Stats | null;
-    try {
-      st = await lstatOrNull(dir.at(name));
-    } catch (err) {
-      dir.release();
-      throw mapFsError(err);
-    }
-    if (st === null || !st.isSymbolicLink()) return { real: path.join(dir.real, name) as RealPath, exists: st !== null, dir, name };
+    const { dir, name, lstat } = await lookAt(parent.dir, parent.name);
+    if (lstat === null || !lstat.isSymbolicLink()) return { real: path.join(dir.real, name) as RealPath, exists: lstat !== null, dir, name };
     dir.release();
   }
   // locate says whether the path is missing or leaves the jail; what is there is then looked at
   // again through the directory held, not taken from locate's look by path.
   const found = await locate(root, vpath);
-  const held = await lookThrough(root, found.real);
+  const held = await lookAt(await pinDir(root, path.dirname(found.real) as RealPath), path.basename(found.real));
   return { real: found.real, exists: held.lstat !== null, dir: held.dir, name: held.name };
 }
 
-/** The directory of `real` held open and checked, and `real`'s lstat through it (null when missing). */
-async function lookThrough(root: RealPath, real: RealPath): Promise<HeldEntry> {
-  const dir = await pinDir(root, path.dirname(real) as RealPath);
-  const name = path.basename(real);
+/** Entry `name` of held directory `dir`, with its lstat through it (null when missing); on a
+ * failure the directory is let go. */
+async function lookAt(dir: PinnedDir, name: string): Promise<HeldEntry> {
   try {
     return { dir, name, lstat: await lstatOrNull(dir.at(name)) };
   } catch (err) {
@@ -154,17 +146,11 @@ export interface HeldEntry {
  */
 export async function holdEntry(root: RealPath, vpath: VirtualPath): Promise<HeldEntry> {
   const parent = await pinParent(root, vpath);
-  if (parent !== null) {
-    try {
-      return { ...parent, lstat: await lstatOrNull(parent.dir.at(parent.name)) };
-    } catch (err) {
-      parent.dir.release();
-      throw mapFsError(err);
-    }
-  }
+  if (parent !== null) return lookAt(parent.dir, parent.name);
   // locateEntry says whether the parent is missing or leaves the jail; the entry is then looked
   // at through the parent held, not taken from locateEntry's lstat by path.
-  return lookThrough(root, (await locateEntry(root, vpath)).real);
+  const { real } = await locateEntry(root, vpath);
+  return lookAt(await pinDir(root, path.dirname(real) as RealPath), path.basename(real));
 }
 
 /** What a path leads to, held open (O_PATH) and checked inside the jail, with its stat. */
@@ -180,15 +166,10 @@ export interface HeldTarget {
  * that it landed inside the jail and stats it: containment and the stat in four system calls
  * (open, readlink of its /proc path, fstat, close), and what was checked is what is used. A path
  * that does not resolve (missing, a dangling or looping link, a file on the way) is the reply for
- * a missing file. Where pinning is off: containment, then a stat of the checked path.
+ * a missing file. Where pinning is off: realpath, the check, then a stat of the checked path
+ * (holdPath).
  */
-export async function holdTarget(root: RealPath, vpath: VirtualPath): Promise<HeldTarget> {
-  if (!pinning()) {
-    const found = await locate(root, vpath);
-    if (!found.exists) throw new FtpError(550, "No such file or directory");
-    const stats = await stat(found.real);
-    return { stats, at: (name) => (name === undefined ? found.real : path.join(found.real, name)), release: () => undefined };
-  }
+export function holdTarget(root: RealPath, vpath: VirtualPath): Promise<HeldTarget> {
   return holdPath(root, toReal(root, vpath));
 }
 
