@@ -9,7 +9,7 @@ import { holdPath } from "./pin.ts";
 import { lateCall, quickEnabled, readdirNames, readdirTook } from "./quick.ts";
 import { FIELDS, packLstat } from "./rawstat.ts";
 import { type LstatBinding, lstatBinding } from "../native.ts";
-import { lstatInWorker, readInWorker, statWorkerAvailable, type WorkerRead } from "./statworker.ts";
+import { lstatInWorker, readInWorker, statWorkerAvailable } from "./statworker.ts";
 import type { DirEntry, EntryStat, RealPath } from "./types.ts";
 import { hasControlChar } from "./vpath.ts";
 
@@ -50,7 +50,7 @@ export async function readDirectory(root: RealPath, dir: RealPath, dirBytes = In
   if (read) {
     readdirTook(read.ms, read.read);
     visible = read.names;
-    own = await statsOf(dir, read);
+    own = await statsFrom(dir, read.names, read.from, read.stats, SLOW_BATCH_MS, lstatBinding());
   } else {
     // Names only: every entry is lstat'ed anyway, and a Dirent per entry costs more than the call.
     visible = (await readdirNames(dir)).filter(isListable);
@@ -100,48 +100,42 @@ export async function lstatAll(
   useNative = true,
 ): Promise<(StatLike | null)[]> {
   const n = names.length;
-  const out = new Array<StatLike | null>(n).fill(null);
-  let mainEnd = n;
-  let fromWorker: Promise<boolean> | null = null;
+  let from = n;
+  let theirs: Promise<Float64Array> | null = null;
   if (useWorker && n >= WORKER_MIN && statWorkerAvailable(WORKER_QUEUE)) {
-    const from = n >= SPLIT_MIN ? n >> 1 : 0;
-    const theirs = names.slice(from);
-    fromWorker = lstatInWorker(dir, theirs).then(
+    from = n >= SPLIT_MIN ? n >> 1 : 0;
+    theirs = lstatInWorker(dir, names.slice(from));
+  }
+  return statsFrom(dir, names, from, theirs, slowBatchMs, useNative ? lstatBinding() : null);
+}
+
+/**
+ * The stats of `names`: this thread's for [0, from), the worker's packed answer `theirs` for
+ * [from, n) — or this thread's for those too when the worker fails (or there is none). Both parts
+ * run at once.
+ */
+async function statsFrom(
+  dir: string,
+  names: readonly string[],
+  from: number,
+  theirs: Promise<Float64Array> | null,
+  slowBatchMs: number,
+  native: LstatBinding | null,
+): Promise<(StatLike | null)[]> {
+  const n = names.length;
+  const out = new Array<StatLike | null>(n).fill(null);
+  const filled =
+    theirs?.then(
       (packed) => {
-        for (let j = 0; j < theirs.length; j++) {
+        for (let j = 0; j < n - from; j++) {
           if (packed[j * FIELDS] === 1) out[from + j] = new PackedStat(packed, j * FIELDS);
         }
         return true;
       },
       () => false,
-    );
-    mainEnd = from;
-  }
-  const native = useNative ? lstatBinding() : null;
-  await statRange(dir, names, 0, mainEnd, out, slowBatchMs, native);
-  if (fromWorker && !(await fromWorker)) await statRange(dir, names, mainEnd, n, out, slowBatchMs, native);
-  return out;
-}
-
-/** The stats of a directory the worker read: its part from `read.from`, this thread's before it
- * (a large directory), and this thread's for the worker's part too if the worker failed. */
-async function statsOf(dir: string, read: WorkerRead): Promise<(StatLike | null)[]> {
-  const { names, from } = read;
-  const n = names.length;
-  const out = new Array<StatLike | null>(n).fill(null);
-  const native = lstatBinding();
-  if (from > 0) await statRange(dir, names, 0, from, out, SLOW_BATCH_MS, native);
-  let packed: Float64Array | null = null;
-  try {
-    packed = await read.stats;
-  } catch {
-    await statRange(dir, names, from, n, out, SLOW_BATCH_MS, native);
-  }
-  if (packed) {
-    for (let j = 0; j < n - from; j++) {
-      if (packed[j * FIELDS] === 1) out[from + j] = new PackedStat(packed, j * FIELDS);
-    }
-  }
+    ) ?? Promise.resolve(false);
+  await statRange(dir, names, 0, theirs ? from : n, out, slowBatchMs, native);
+  if (theirs && !(await filled)) await statRange(dir, names, from, n, out, slowBatchMs, native);
   return out;
 }
 
