@@ -484,16 +484,18 @@ export function applyChanges(record: UserRecord, changes: UserChanges): UserReco
 
 /** The protocol's view of a record: effective permissions (read-only applied) and limits. */
 export function toUser(record: UserRecord, home: string, anonymous = false): User {
-  const effective = (list: readonly Perm[] | undefined): ReadonlySet<Perm> => {
-    const all = list ?? PERMS;
-    return new Set(all.filter((p) => !record.readOnly || READ_PERMS.has(p)));
-  };
   const dirPerms: DirPerms[] = Object.entries(record.dirs ?? {})
-    .map(([p, list]) => ({ path: p, perms: effective(list) }))
+    .map(([p, list]) => ({ path: p, perms: effectivePerms(record, list) }))
     .sort((a, b) => b.path.length - a.path.length);
   const limits: Record<keyof UserLimits, number> = { ...NO_LIMITS };
   for (const key of LIMIT_KEYS) limits[key] = record[key] ?? 0;
-  return { name: record.name, home, readOnly: record.readOnly, perms: effective(record.perms), dirPerms, limits, anonymous };
+  return { name: record.name, home, readOnly: record.readOnly, perms: effectivePerms(record, record.perms), dirPerms, limits, anonymous };
+}
+
+/** A permission list (all of them when unset) with read-only applied. */
+function effectivePerms(record: UserRecord, list: readonly Perm[] | undefined): ReadonlySet<Perm> {
+  const all = list ?? PERMS;
+  return new Set(all.filter((p) => !record.readOnly || READ_PERMS.has(p)));
 }
 
 /** The first user named by the environment, or undefined when BERTH_USER is not set. */

@@ -87,11 +87,23 @@ export class Bandwidth {
 
   /** A hook pacing one transfer, or null when no level limits it now. */
   open(dir: Direction, owner: TransferOwner): TransferHook | null {
+    const c = this.settings();
+    const up = dir === "up";
+    const limited =
+      (up ? c.transferUp : c.transferDown) > 0 ||
+      owner.userRate > 0 ||
+      (up ? c.userUp : c.userDown) > 0 ||
+      (up ? c.addressUp : c.addressDown) > 0 ||
+      (up ? c.globalUp : c.globalDown) > 0;
+    // Every transfer asks: the unlimited case makes no closure (test/hotpath.test.ts).
+    if (!limited) return null;
+    return this.paced(dir, owner);
+  }
+
+  /** open() for a transfer that some level limits. */
+  private paced(dir: Direction, owner: TransferOwner): TransferHook {
     const key = dir === "up" ? "Up" : "Down";
     const rateOf = (level: "transfer" | "user" | "address"): (() => number) => () => this.settings()[`${level}${key}`];
-    const limited =
-      rateOf("transfer")() > 0 || owner.userRate > 0 || rateOf("user")() > 0 || rateOf("address")() > 0 || this.global[dir].rate() > 0;
-    if (!limited) return null;
     const userKey = `${dir}:${owner.user}`;
     const addressKey = `${dir}:${owner.address}`;
     const buckets = [

@@ -143,7 +143,8 @@ const RETIRE_GRACE_MS = 1000;
 export class PassiveChannel implements DataChannel {
   readonly kind = "passive" as const;
   private accepted: Socket | null = null;
-  private waiter: { resolve: (s: Socket) => void; reject: (e: Error) => void } | null = null;
+  /** A connect() waiting for the client, and its timer. */
+  private waiter: { resolve: (s: Socket) => void; reject: (e: Error) => void; timer: NodeJS.Timeout } | null = null;
   private closed = false;
   private handedOut = false;
   /** Its transfer succeeded (finish()): the listener may be kept. */
@@ -198,17 +199,19 @@ export class PassiveChannel implements DataChannel {
         this.close();
       }, this.opts.timeoutMs);
       timer.unref();
-      this.waiter = {
-        resolve: (s) => {
-          clearTimeout(timer);
-          resolve(this.handOut(s));
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      };
+      this.waiter = { resolve, reject, timer };
     });
+  }
+
+  /** Settles the waiting connect(), if any: with the connection, or with a 425 saying `refusal`
+   * (made only when someone waits: an error captures a stack, which costs). */
+  private answer(socket: Socket | null, refusal: string): void {
+    const w = this.waiter;
+    if (w === null) return;
+    this.waiter = null;
+    clearTimeout(w.timer);
+    if (socket !== null) w.resolve(this.handOut(socket));
+    else w.reject(new FtpError(425, refusal));
   }
 
   /** Stops listening, frees the port, destroys a connection nobody took. The transfer that took
@@ -227,9 +230,7 @@ export class PassiveChannel implements DataChannel {
     else this.listener.close();
     if (this.accepted && !this.handedOut) this.accepted.destroy();
     if (!this.accepted) this.opts.onUnused?.(this.port);
-    const w = this.waiter;
-    this.waiter = null;
-    w?.reject(new FtpError(425, "Data connection closed"));
+    this.answer(null, "Data connection closed");
   }
 
   /** The transfer on this channel succeeded: close(), keeping the listener if it may be kept. */
@@ -252,9 +253,7 @@ export class PassiveChannel implements DataChannel {
       return;
     }
     this.retired = true;
-    const w = this.waiter;
-    this.waiter = null;
-    w?.reject(new FtpError(425, "Data connection closed"));
+    this.answer(null, "Data connection closed");
     if (this.accepted) {
       this.endGently(this.accepted);
       return;
@@ -276,9 +275,7 @@ export class PassiveChannel implements DataChannel {
   /** Nobody connected within the data timeout: a waiting transfer gets 425, the port goes back. */
   private expire(): void {
     if (this.accepted || this.closed) return;
-    const w = this.waiter;
-    this.waiter = null;
-    w?.reject(new FtpError(425, "Can't open data connection: timed out waiting for the client"));
+    this.answer(null, "Can't open data connection: timed out waiting for the client");
     this.close();
   }
 
@@ -306,24 +303,16 @@ export class PassiveChannel implements DataChannel {
       this.endGently(socket);
       return;
     }
-    const w = this.waiter;
-    this.waiter = null;
-    w?.resolve(socket);
+    this.answer(socket, "");
   }
 }
 
 function listenOnce(server: Server, port: number, host: string): Promise<boolean> {
   return new Promise((resolve) => {
-    const onError = (): void => {
-      server.removeListener("listening", onListening);
-      resolve(false);
-    };
-    const onListening = (): void => {
-      server.removeListener("error", onError);
-      resolve(true);
-    };
-    server.once("error", onError);
-    server.once("listening", onListening);
+    // The first of the two settles it; the other listener goes with the server (closed on
+    // failure) or stays harmless (an 'error' after listening is handled by Listener).
+    server.once("error", () => resolve(false));
+    server.once("listening", () => resolve(true));
     server.listen({ port, host, exclusive: true, backlog: 8 });
   });
 }

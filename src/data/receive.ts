@@ -124,178 +124,205 @@ export interface DirectProgress {
  * `userBufferReads(socket)` is true.
  */
 export function receiveDirect(socket: Socket, handle: FileLike, position: number, progress: DirectProgress): Promise<void> {
-  const h = handleOf(socket) as UserBufferHandle;
-  const bufs = takeBuffers();
-  const readBuf = bufs.read;
-  let cur = 0;
-  let fill = 0;
-  let pos = position;
-  let writing = false;
-  let paused = false;
-  let ended = false;
-  let failure: unknown = null;
-  let settled = false;
+  return new Promise<void>((resolve, reject) => new DirectReceive(socket, handle, position, progress, resolve, reject).start());
+}
 
-  return new Promise<void>((resolve, reject) => {
-    const settle = (): void => {
-      if (settled || writing) return;
-      if (failure === null && !(ended && fill === 0)) return;
-      settled = true;
-      socket.removeListener("end", onEnd);
-      socket.removeListener("error", onError);
-      socket.removeListener("close", onClose);
-      // Nothing reads into our buffers any more: the socket ended, or it is destroyed below.
-      if (failure !== null) socket.destroy();
-      giveBack(bufs);
-      if (failure !== null) reject(failure);
-      else resolve();
-    };
+/** One receiveDirect. A class rather than a function of closures: one is made per upload, and
+ * named closures cost a slow runtime call each (test/hotpath.test.ts). */
+class DirectReceive {
+  private readonly h: UserBufferHandle;
+  private readonly bufs = takeBuffers();
+  /** The staging buffer being filled, and how much of it is. */
+  private cur = 0;
+  private fill = 0;
+  private pos: number;
+  private writing = false;
+  private paused = false;
+  private ended = false;
+  private failure: unknown = null;
+  private settled = false;
+  private started = false;
+  /** A network failure (reset, abort) still lands what was received; a disk failure stops. */
+  private diskFailed = false;
+  /** A flush after the reads of this turn of the event loop (each brings a TLS record or two). */
+  private deferred: NodeJS.Immediate | null = null;
+  private readonly onEnd: () => void;
+  private readonly onError: (err: Error) => void;
+  private readonly onClose: () => void;
 
-    /** A network failure (reset, abort) still lands what was received; a disk failure stops. */
-    let diskFailed = false;
-    const fail = (err: unknown): void => {
-      failure ??= err;
-      if (!writing && fill > 0 && !diskFailed) flushStaged();
-      settle();
+  constructor(
+    private readonly socket: Socket,
+    private readonly handle: FileLike,
+    position: number,
+    private readonly progress: DirectProgress,
+    private readonly resolve: () => void,
+    private readonly reject: (err: unknown) => void,
+  ) {
+    this.h = handleOf(socket) as UserBufferHandle;
+    this.pos = position;
+    this.onEnd = () => this.end();
+    this.onError = (err) => this.fail(err);
+    this.onClose = () => {
+      if (!this.ended) this.fail(Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" }));
     };
+  }
 
-    let started = false;
-    const start = (): void => {
-      started = true;
-      socket.resume();
-    };
-    const resumeReading = (): void => {
-      if (!paused || socket.destroyed) return;
-      paused = false;
-      if (!started) return start();
-      // The Readable side believes a read is pending (nothing is pushed in this mode): start the
-      // handle again the way Socket#_read does.
-      if (!h.reading) (socket as unknown as { _read(n: number): void })._read(0);
-    };
-
-    /** Writes `buf[0, n)` at `pos` now if the disk answers fast (fs/quick.ts writeNow). False if it
-     * must go through the pool instead; true once written, or once it failed (the upload then
-     * ends with that error). Only while no write is in flight. */
-    const writeAtOnce = (buf: Uint8Array, n: number): boolean => {
-      try {
-        if (!writeNow(handle, buf, 0, n, pos)) return false;
-      } catch (err) {
-        diskFailed = true;
-        fail(err);
-        return true;
-      }
-      pos += n;
-      progress.written += n;
-      return true;
-    };
-
-    /** Writes what is staged, at once if the disk answers fast, or through the pool. */
-    const flushStaged = (): void => {
-      if (writeAtOnce(bufs.stages[cur] as Buffer, fill)) fill = 0;
-      else flush();
-    };
-    /** A flush after the reads of this turn of the event loop (each brings a TLS record or two). */
-    let deferred: NodeJS.Immediate | null = null;
-    const flushLater = (): void => {
-      deferred ??= setImmediate(() => {
-        deferred = null;
-        if (!settled && !writing && fill > 0 && !diskFailed) flushStaged();
-        settle();
-      });
-    };
-
-    /** Writes what is staged through the thread pool, and stages into the other buffer meanwhile. */
-    const flush = (): void => {
-      const buf = bufs.stages[cur] as Buffer;
-      const n = fill;
-      cur = 1 - cur;
-      fill = 0;
-      writing = true;
-      void writeAll(handle, buf, n, pos).then(
-        () => {
-          writing = false;
-          pos += n;
-          progress.written += n;
-          // What arrived during the write goes out at once, as one write.
-          if (fill > 0) flush();
-          if (failure === null) resumeReading();
-          settle();
-        },
-        (err: unknown) => {
-          writing = false;
-          diskFailed = true;
-          fail(err);
-        },
-      );
-    };
-
-    /** Takes `n` bytes of `src` (a read, or data buffered before the switch). */
-    const take = (src: Uint8Array, n: number): boolean => {
-      // Nothing staged or in flight and the disk answers fast: the read goes to the file now, from
-      // where it was read (fs/quick.ts writeNow), and the read buffer is free again at once.
-      if (fill === 0 && !writing && !diskFailed && n >= DIRECT_MIN && writeAtOnce(src, n)) return !diskFailed;
-      let off = 0;
-      while (off < n) {
-        const stage = bufs.stages[cur] as Buffer;
-        const k = Math.min(n - off, STAGE_SIZE - fill);
-        stage.set(src.subarray(off, off + k), fill);
-        fill += k;
-        off += k;
-        // Only data buffered before the switch can be larger than a read: stage what is left
-        // into the other buffer, which is free whenever no write is in flight.
-        if (off < n) {
-          if (writing) throw new Error("upload staging overflow");
-          flush();
-        }
-      }
-      // Written as soon as the disk is free: a slow client's data is on disk as it arrives, and a
-      // fast one's piles up during a write and goes out in one large write. While writes are
-      // synchronous, small reads are gathered for the rest of this turn of the event loop.
-      if (!writing) {
-        if (fill < FLUSH_AT && canNow(handle)) flushLater();
-        else flushStaged();
-      }
-      if (fill + READ_SIZE <= STAGE_SIZE) return true;
-      paused = true;
-      return false;
-    };
-
-    const onEnd = (): void => {
-      ended = true;
-      if (!writing && fill > 0 && !diskFailed) flushStaged();
-      settle();
-    };
-    const onError = (err: Error): void => fail(err);
-    const onClose = (): void => {
-      if (!ended) fail(Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" }));
-    };
-
+  start(): void {
+    const socket = this.socket;
+    const readBuf = this.bufs.read;
     readIntoBuffer(socket, readBuf, (n: number): boolean => {
-      if (failure !== null) return false;
+      if (this.failure !== null) return false;
       try {
-        return take(readBuf, n);
+        return this.take(readBuf, n);
       } catch (err) {
-        fail(err);
+        this.fail(err);
         return false;
       }
     });
-    socket.on("end", onEnd);
-    socket.on("error", onError);
-    socket.on("close", onClose);
+    socket.on("end", this.onEnd);
+    socket.on("error", this.onError);
+    socket.on("close", this.onClose);
 
     // Whatever the stream read before the switch comes first (read() returns all of it at once).
     try {
       for (let chunk = socket.read() as Buffer | null; chunk !== null; chunk = socket.read() as Buffer | null) {
-        take(chunk, chunk.length);
+        this.take(chunk, chunk.length);
       }
     } catch (err) {
-      fail(err);
+      this.fail(err);
       return;
     }
-    if (socket.readableEnded) return onEnd();
+    if (socket.readableEnded) return this.end();
     // Paused while draining: reading starts once a write has made room.
-    if (!paused) start();
-  });
+    if (!this.paused) this.resumeSocket();
+  }
+
+  private settle(): void {
+    if (this.settled || this.writing) return;
+    if (this.failure === null && !(this.ended && this.fill === 0)) return;
+    this.settled = true;
+    const socket = this.socket;
+    socket.removeListener("end", this.onEnd);
+    socket.removeListener("error", this.onError);
+    socket.removeListener("close", this.onClose);
+    // Nothing reads into our buffers any more: the socket ended, or it is destroyed below.
+    if (this.failure !== null) socket.destroy();
+    giveBack(this.bufs);
+    if (this.failure !== null) this.reject(this.failure);
+    else this.resolve();
+  }
+
+  private fail(err: unknown): void {
+    this.failure ??= err;
+    if (!this.writing && this.fill > 0 && !this.diskFailed) this.flushStaged();
+    this.settle();
+  }
+
+  private resumeSocket(): void {
+    this.started = true;
+    this.socket.resume();
+  }
+
+  private resumeReading(): void {
+    if (!this.paused || this.socket.destroyed) return;
+    this.paused = false;
+    if (!this.started) return this.resumeSocket();
+    // The Readable side believes a read is pending (nothing is pushed in this mode): start the
+    // handle again the way Socket#_read does.
+    if (!this.h.reading) (this.socket as unknown as { _read(n: number): void })._read(0);
+  }
+
+  /** Writes `buf[0, n)` at `pos` now if the disk answers fast (fs/quick.ts writeNow). False if it
+   * must go through the pool instead; true once written, or once it failed (the upload then
+   * ends with that error). Only while no write is in flight. */
+  private writeAtOnce(buf: Uint8Array, n: number): boolean {
+    try {
+      if (!writeNow(this.handle, buf, 0, n, this.pos)) return false;
+    } catch (err) {
+      this.diskFailed = true;
+      this.fail(err);
+      return true;
+    }
+    this.pos += n;
+    this.progress.written += n;
+    return true;
+  }
+
+  /** Writes what is staged, at once if the disk answers fast, or through the pool. */
+  private flushStaged(): void {
+    if (this.writeAtOnce(this.bufs.stages[this.cur] as Buffer, this.fill)) this.fill = 0;
+    else this.flush();
+  }
+
+  private flushLater(): void {
+    this.deferred ??= setImmediate(() => {
+      this.deferred = null;
+      if (!this.settled && !this.writing && this.fill > 0 && !this.diskFailed) this.flushStaged();
+      this.settle();
+    });
+  }
+
+  /** Writes what is staged through the thread pool, and stages into the other buffer meanwhile. */
+  private flush(): void {
+    const buf = this.bufs.stages[this.cur] as Buffer;
+    const n = this.fill;
+    this.cur = 1 - this.cur;
+    this.fill = 0;
+    this.writing = true;
+    void writeAll(this.handle, buf, n, this.pos).then(
+      () => {
+        this.writing = false;
+        this.pos += n;
+        this.progress.written += n;
+        // What arrived during the write goes out at once, as one write.
+        if (this.fill > 0) this.flush();
+        if (this.failure === null) this.resumeReading();
+        this.settle();
+      },
+      (err: unknown) => {
+        this.writing = false;
+        this.diskFailed = true;
+        this.fail(err);
+      },
+    );
+  }
+
+  /** Takes `n` bytes of `src` (a read, or data buffered before the switch); false pauses reading. */
+  private take(src: Uint8Array, n: number): boolean {
+    // Nothing staged or in flight and the disk answers fast: the read goes to the file now, from
+    // where it was read (fs/quick.ts writeNow), and the read buffer is free again at once.
+    if (this.fill === 0 && !this.writing && !this.diskFailed && n >= DIRECT_MIN && this.writeAtOnce(src, n)) return !this.diskFailed;
+    let off = 0;
+    while (off < n) {
+      const stage = this.bufs.stages[this.cur] as Buffer;
+      const k = Math.min(n - off, STAGE_SIZE - this.fill);
+      stage.set(src.subarray(off, off + k), this.fill);
+      this.fill += k;
+      off += k;
+      // Only data buffered before the switch can be larger than a read: stage what is left
+      // into the other buffer, which is free whenever no write is in flight.
+      if (off < n) {
+        if (this.writing) throw new Error("upload staging overflow");
+        this.flush();
+      }
+    }
+    // Written as soon as the disk is free: a slow client's data is on disk as it arrives, and a
+    // fast one's piles up during a write and goes out in one large write. While writes are
+    // synchronous, small reads are gathered for the rest of this turn of the event loop.
+    if (!this.writing) {
+      if (this.fill < FLUSH_AT && canNow(this.handle)) this.flushLater();
+      else this.flushStaged();
+    }
+    if (this.fill + READ_SIZE <= STAGE_SIZE) return true;
+    this.paused = true;
+    return false;
+  }
+
+  private end(): void {
+    this.ended = true;
+    if (!this.writing && this.fill > 0 && !this.diskFailed) this.flushStaged();
+    this.settle();
+  }
 }
 
 /** Writes all `n` bytes of `buf` at `pos` (a regular file may take fewer at once). */

@@ -152,27 +152,31 @@ function bounded(set: Set<string>, value: string): void {
  */
 export function secretOf(der: Buffer | undefined): string | null {
   if (!der) return null;
-  let p = 0;
-  const header = (tag: number): number | null => {
-    if (der[p] !== tag) return null;
-    let len = der[p + 1] ?? 0;
-    p += 2;
-    if (len & 0x80) {
-      const n = len & 0x7f;
-      len = 0;
-      for (let i = 0; i < n; i++) len = len * 256 + (der[p++] ?? 0);
-    }
-    return p + len <= der.length ? len : null;
-  };
-  if (header(0x30) === null) return null;
+  const at = { p: 0 };
+  if (derHeader(der, at, 0x30) === null) return null;
   for (const tag of [0x02, 0x02, 0x04, 0x04]) {
-    const len = header(tag);
+    const len = derHeader(der, at, tag);
     if (len === null) return null;
-    p += len;
+    at.p += len;
   }
-  const len = header(0x04);
+  const len = derHeader(der, at, 0x04);
   if (len === null || len === 0) return null;
-  return createHash("sha256").update(der.subarray(p, p + len)).digest("hex");
+  return createHash("sha256").update(der.subarray(at.p, at.p + len)).digest("hex");
+}
+
+/** The length of the DER element with `tag` at `at.p`, `at.p` moved past its header; null when
+ * another tag is there or the element runs past the end. (Per TLS data connection: a function
+ * of its own, not a closure, see test/hotpath.test.ts.) */
+function derHeader(der: Buffer, at: { p: number }, tag: number): number | null {
+  if (der[at.p] !== tag) return null;
+  let len = der[at.p + 1] ?? 0;
+  at.p += 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + (der[at.p++] ?? 0);
+  }
+  return at.p + len <= der.length ? len : null;
 }
 
 /** Loads certificates and makes TLS sockets for control and data connections. */
@@ -358,26 +362,41 @@ function closeNotifyReceived(t: TLSSocket): boolean {
 }
 
 function handshake(t: TLSSocket, timeoutMs: number): Promise<void> {
-  return new Promise((resolvePromise, reject) => {
-    const timer = setTimeout(() => fail("timed out"), timeoutMs);
-    const fail = (why: string): void => {
-      clearTimeout(timer);
-      t.destroy();
-      // A client that sends plaintext after PROT P ends up here too (curl 7.87-7.88 in active mode).
-      reject(new FtpError(425, `Can't open data connection: TLS handshake ${why} (PROT P: the data connection must use TLS)`));
-    };
+  return new Promise((resolve, reject) => new Handshake(t, timeoutMs, resolve, reject));
+}
+
+/** One handshake() of a data connection. A class, not named closures: one is made per protected
+ * transfer (test/hotpath.test.ts). */
+class Handshake {
+  private readonly timer: NodeJS.Timeout;
+  private readonly onClose: () => void;
+
+  constructor(
+    private readonly t: TLSSocket,
+    timeoutMs: number,
+    resolve: () => void,
+    private readonly reject: (err: Error) => void,
+  ) {
+    this.timer = setTimeout(() => this.fail("timed out"), timeoutMs);
+    this.onClose = () => this.fail("interrupted");
     t.once("secure", () => {
-      clearTimeout(timer);
-      t.removeListener("close", onClose);
+      clearTimeout(this.timer);
+      t.removeListener("close", this.onClose);
       // After a full TLS 1.3 handshake OpenSSL writes its session tickets once 'secure' returns.
       // Data (and close_notify) sent in the same turn would go out before them, and Python's
       // ssl unwrap() then fails with SHUTDOWN_WHILE_IN_INIT: start on the next turn.
-      setImmediate(resolvePromise);
+      setImmediate(resolve);
     });
-    t.once("error", () => fail("failed"));
-    const onClose = (): void => fail("interrupted");
-    t.once("close", onClose);
-  });
+    t.once("error", () => this.fail("failed"));
+    t.once("close", this.onClose);
+  }
+
+  private fail(why: string): void {
+    clearTimeout(this.timer);
+    this.t.destroy();
+    // A client that sends plaintext after PROT P ends up here too (curl 7.87-7.88 in active mode).
+    this.reject(new FtpError(425, `Can't open data connection: TLS handshake ${why} (PROT P: the data connection must use TLS)`));
+  }
 }
 
 function stampOf(certPath: string, keyPath: string): string {

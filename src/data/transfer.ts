@@ -37,10 +37,10 @@ export class Transfer {
   /** When it started (ms since epoch). */
   readonly startedAt = Date.now();
   private abortReason: AbortReason | null = null;
-  private counter: () => number = () => 0;
+  private counter: (() => number) | null = null;
   private socket: Socket | null = null;
   private onAbort: (() => void) | null = null;
-  private resolveDone: () => void = () => undefined;
+  private resolveDone: (() => void) | null = null;
   /** Settles once the transfer's final reply (226, 426, …) has been written. */
   readonly done: Promise<void> = new Promise((resolve) => (this.resolveDone = resolve));
 
@@ -55,7 +55,7 @@ export class Transfer {
 
   /** Bytes moved so far. */
   get bytes(): number {
-    return this.counter();
+    return this.counter === null ? 0 : this.counter();
   }
 
   /** Why it was aborted, or null. */
@@ -78,7 +78,7 @@ export class Transfer {
 
   /** Marks the final reply written; ABOR waits for this before its own 226. */
   settle(): void {
-    this.resolveDone();
+    this.resolveDone?.();
   }
 
   /** Ties the transfer to its data socket and its byte counter. */
@@ -110,64 +110,41 @@ export async function sendFile(
   hook: TransferHook | null = null,
   sendfile = true,
 ): Promise<number> {
-  let sent = 0;
-  let position = start;
+  const at: Cursor = { sent: 0, position: start };
   const native = sendfile && !ascii && !hook ? sendfileBinding() : null;
   const fds = native ? kernelCopyFds(socket, handle) : null;
   // Bytes the addon's thread has sent so far (it writes them here); added to `sent` when it ends.
   const progress = fds ? new BigInt64Array(1) : null;
-  t.attach(socket, progress ? () => sent + Number(progress[0]) : () => sent);
+  t.attach(socket, progress ? () => at.sent + Number(progress[0]) : () => at.sent);
   const watch = new SocketWatch(socket);
   // The size known at open: a short read at or past it is the end; before it, reading goes on.
   const end = t.expected === null ? Infinity : start + t.expected;
   const cap = hook ? Math.min(READ_CHUNK, Math.max(MIN_CHUNK, hook.chunkSize())) : READ_CHUNK;
-  let size = 0;
-  const buffers: (Buffer | null)[] = [null, null];
-  // Settles when the socket no longer needs the buffer (its last write's callback ran).
-  const inUse: (Promise<void> | null)[] = [null, null];
   const encode = ascii ? networkAsciiEncoder() : null;
-  let stopped = false;
-  let reading: Promise<unknown> | null = null;
-
-  const readInto = async (slot: number, from: number): Promise<Chunk> => {
-    await inUse[slot];
-    if (stopped) return { n: 0, last: true };
-    const buf = (buffers[slot] ??= Buffer.allocUnsafe(size));
-    const want = hook ? Math.min(buf.length, Math.max(1, hook.chunkSize())) : buf.length;
-    // Synchronous while the disk answers fast (fs/quick.ts); otherwise through the pool.
-    const read = quickRead(handle, buf, 0, want, from);
-    reading = read;
-    const n = (await read).bytesRead;
-    // A short read that reaches the size known at open is the end: no extra read to see EOF.
-    return { n, last: n === 0 || (n < want && from + n >= end) };
-  };
+  let reader: ReadAhead | null = null;
 
   try {
     let done = false;
     if (native && fds && progress) {
-      const moved = (n: number): void => {
-        sent += n;
-        position += n;
-      };
-      const errno = await sendKernel(socket, watch, native, fds, position, end, stalledMs, progress, moved);
+      const errno = await sendKernel(socket, watch, native, fds, at, end, stalledMs, progress);
       if (errno === ETIMEDOUT) t.abort("stalled");
       if (errno === 0) done = true;
       // sendfile refused the file before its first byte, or no thread could be started: the rest
       // goes through user space, from where sendfile stopped.
-      else if (!(errno === EAGAIN || (UNSUPPORTED.has(errno) && position === start))) throw errnoError(errno);
+      else if (!(errno === EAGAIN || (UNSUPPORTED.has(errno) && at.position === start))) throw errnoError(errno);
     }
     if (!done) {
       socket.setTimeout(stalledMs, () => t.abort("stalled"));
-      size = readBufferSize(end - position, cap);
+      reader = new ReadAhead(handle, hook, end, readBufferSize(end - at.position, cap));
       let slot = 0;
-      let next = readInto(slot, position);
+      let next = reader.read(slot, at.position);
       for (;;) {
         const { n, last } = await watch.wait(next);
         if (n === 0) break;
-        const buf = buffers[slot] as Buffer;
-        position += n;
+        const buf = reader.buffers[slot] as Buffer;
+        at.position += n;
         if (!last) {
-          next = readInto(1 - slot, position);
+          next = reader.read(1 - slot, at.position);
           next.catch(() => undefined); // awaited on the next turn; a failure there is handled then
         }
         if (hook) {
@@ -176,9 +153,9 @@ export async function sendFile(
         }
         const chunk = encode ? encode(buf.subarray(0, n)) : buf.subarray(0, n);
         let release!: () => void;
-        inUse[slot] = new Promise<void>((resolve) => (release = resolve));
+        reader.inUse[slot] = new Promise<void>((resolve) => (release = resolve));
         const ok = socket.write(chunk, () => release());
-        sent += n;
+        at.sent += n;
         if (!ok) await watch.wait(watch.drained());
         if (last) break;
         slot = 1 - slot;
@@ -190,13 +167,60 @@ export async function sendFile(
     socket.destroy();
     throw abortError(t, err);
   } finally {
-    stopped = true;
     watch.detach();
     // No read may still be filling a buffer when the caller closes the handle.
-    await (reading as Promise<unknown> | null)?.catch(() => undefined);
+    await reader?.stop();
   }
   endTransferSocket(socket, stalledMs);
-  return sent;
+  return at.sent;
+}
+
+/** Where a download stands: bytes sent, and the file position of the next byte. */
+interface Cursor {
+  sent: number;
+  position: number;
+}
+
+/**
+ * The reads of a download's user-space loop: two buffers of `size` bytes, each read into again
+ * only once the socket is done with it (`inUse[slot]` settles from its write's callback).
+ * Synchronous while the disk answers fast (fs/quick.ts); otherwise through the pool. A class, not
+ * closures (test/hotpath.test.ts).
+ */
+class ReadAhead {
+  readonly buffers: (Buffer | null)[] = [null, null];
+  /** Settles when the socket no longer needs the buffer (its last write's callback ran). */
+  readonly inUse: (Promise<void> | null)[] = [null, null];
+  private stopped = false;
+  private reading: Promise<unknown> | null = null;
+
+  constructor(
+    private readonly handle: FileLike,
+    private readonly hook: TransferHook | null,
+    /** The size known at open. */
+    private readonly end: number,
+    private readonly size: number,
+  ) {}
+
+  /** Reads the next chunk at `from` into buffer `slot`. */
+  async read(slot: number, from: number): Promise<Chunk> {
+    await this.inUse[slot];
+    if (this.stopped) return { n: 0, last: true };
+    const buf = (this.buffers[slot] ??= Buffer.allocUnsafe(this.size));
+    const hook = this.hook;
+    const want = hook ? Math.min(buf.length, Math.max(1, hook.chunkSize())) : buf.length;
+    const read = quickRead(this.handle, buf, 0, want, from);
+    this.reading = read;
+    const n = (await read).bytesRead;
+    // A short read that reaches the size known at open is the end: no extra read to see EOF.
+    return { n, last: n === 0 || (n < want && from + n >= this.end) };
+  }
+
+  /** No read starts any more; settles once none is in flight. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.reading?.catch(() => undefined);
+  }
 }
 
 const { EAGAIN, ECANCELED, ETIMEDOUT, EINVAL, ENOSYS, EOPNOTSUPP } = osConstants.errno;
@@ -218,12 +242,12 @@ function kernelCopyFds(socket: Socket, handle: FileLike): { socket: number; file
 }
 
 /**
- * Sends the file from `position` to its end by sendfile(2) (src/native.ts): from the page cache
+ * Sends the file from `at.position` to its end by sendfile(2) (src/native.ts): from the page cache
  * to the socket without passing through user space. While the disk answers fast the first megabyte
  * goes out at once from this thread (all of a small file, ending at `end`, the size known at open,
  * without a call that finds nothing more); the rest is sent by a thread of the
  * addon, which waits for the socket with poll() and gives up after `stalledMs` without progress
- * (ETIMEDOUT), writing its count into `progress` as it goes. `moved(n)` is told of every byte sent.
+ * (ETIMEDOUT), writing its count into `progress` as it goes. `at` follows every byte sent.
  * Abort (ABOR, a closed control connection, shutdown) destroys the socket, which cancels the job;
  * the job works on copies of both descriptors, so closing ours never hands it someone else's.
  *
@@ -235,11 +259,10 @@ async function sendKernel(
   watch: SocketWatch,
   native: SendfileBinding,
   fds: { socket: number; file: number },
-  position: number,
+  at: Cursor,
   end: number,
   stalledMs: number,
   progress: BigInt64Array,
-  moved: (n: number) => void,
 ): Promise<number> {
   // Aborted before it began: attach() has destroyed the socket, and its descriptor is closed.
   if (socket.destroyed) throw prematureClose();
@@ -249,30 +272,30 @@ async function sendKernel(
     let now = 0;
     while (now < SEND_NOW_MAX) {
       const want = SEND_NOW_MAX - now;
-      const n = native.sendNow(fds.socket, fds.file, position, want);
+      const n = native.sendNow(fds.socket, fds.file, at.position, want);
       if (n <= 0) {
         errno = -n;
         break;
       }
-      position += n;
+      at.position += n;
+      at.sent += n;
       now += n;
-      moved(n);
       // A short send that reaches the size known at open is the end, as a short read is in the
       // user-space loop: no further call to find it.
-      if (n < want && position >= end) {
+      if (n < want && at.position >= end) {
         errno = 0;
         break;
       }
     }
     // The budget sent in full and the size known at open reached with it (a file of exactly the
     // budget): one more call says whether that was the end (0) before a thread is started for it.
-    if (errno === EAGAIN && now >= SEND_NOW_MAX && position >= end) {
-      const n = native.sendNow(fds.socket, fds.file, position, SEND_NOW_MAX);
+    if (errno === EAGAIN && now >= SEND_NOW_MAX && at.position >= end) {
+      const n = native.sendNow(fds.socket, fds.file, at.position, SEND_NOW_MAX);
       if (n <= 0) errno = -n;
       else {
         // The file grew since it was opened: the thread sends the rest.
-        position += n;
-        moved(n);
+        at.position += n;
+        at.sent += n;
       }
     }
     const ms = performance.now() - t0;
@@ -283,7 +306,7 @@ async function sendKernel(
   const result = new Promise<{ errno: number; n: number }>((resolve) => (ended = resolve));
   let job: SendfileJob;
   try {
-    job = native.start(fds.socket, fds.file, position, stalledMs, progress, (errno, n) => ended({ errno, n }));
+    job = native.start(fds.socket, fds.file, at.position, stalledMs, progress, (errno, n) => ended({ errno, n }));
   } catch {
     return EAGAIN;
   }
@@ -293,7 +316,8 @@ async function sendKernel(
   try {
     const r = await watch.wait(result);
     progress[0] = 0n;
-    moved(r.n);
+    at.position += r.n;
+    at.sent += r.n;
     return r.errno;
   } catch (err) {
     cancel();
@@ -371,6 +395,8 @@ export async function receiveFile(
 
 const NOTHING = Buffer.alloc(0);
 
+function ignoreError(): void {}
+
 /**
  * Node takes a client's reset for a clean end when the reset comes while data is still unread (a
  * paused upload: slow disk, bandwidth limit; or the reset right behind the last bytes): libuv ends a
@@ -391,11 +417,10 @@ function resetCheck(socket: Socket): () => Promise<void> {
     new Promise<void>((resolve, reject) => {
       if (socket.destroyed || socket.writableEnded) return reject(prematureClose());
       // A failed write calls back first, then destroys the socket with the error.
-      const ignore = (): void => undefined;
-      socket.on("error", ignore);
+      socket.on("error", ignoreError);
       socket.write(NOTHING, (err) => {
         if (err) return reject(err);
-        socket.removeListener("error", ignore);
+        socket.removeListener("error", ignoreError);
         resolve();
       });
     });
@@ -471,10 +496,13 @@ function endTransferSocket(socket: Socket, stalledMs: number): void {
 class SocketWatch {
   private failure: unknown = null;
   private reject: ((err: unknown) => void) | null = null;
-  private readonly onError = (err: Error): void => this.fail(err);
-  private readonly onClose = (): void => this.fail(prematureClose());
+  // Assigned here, not as class fields: those would be named closures (test/hotpath.test.ts).
+  private readonly onError: (err: Error) => void;
+  private readonly onClose: () => void;
 
   constructor(private readonly socket: Socket) {
+    this.onError = (err) => this.fail(err);
+    this.onClose = () => this.fail(prematureClose());
     socket.on("error", this.onError);
     socket.on("close", this.onClose);
     if (socket.destroyed) this.fail(socket.errored ?? prematureClose());

@@ -49,7 +49,7 @@ export interface PinnedDir {
  * the kernel resolves it once) and checks where it landed. `follow` false: a symlink as its last
  * part is refused (ENOTDIR). */
 export async function pinDir(root: RealPath, dir: RealPath, follow = true): Promise<PinnedDir> {
-  if (!pinning()) return { real: dir, at: (name) => (name === undefined ? dir : path.join(dir, name)), release: () => undefined };
+  if (!pinning()) return new ByPath(dir, null);
   const fd = await openFd(dir, O_PATH | O_DIRECTORY | (follow ? 0 : O_NOFOLLOW));
   let real: string;
   try {
@@ -58,21 +58,54 @@ export async function pinDir(root: RealPath, dir: RealPath, follow = true): Prom
     closeFd(fd);
     throw err;
   }
-  return { real, ...throughFd(fd) };
+  return new ThroughFd(fd, real, null);
 }
 
 /** Paths through open descriptor `fd` (`at()` itself, `at(name)` an entry of a directory), and
- * its closing (harmless twice). */
-function throughFd(fd: number): Pick<PinnedDir, "at" | "release"> {
-  const base = `/proc/self/fd/${fd}`;
-  let open = true;
-  return {
-    at: (name) => (name === undefined ? base : `${base}/${name}`),
-    release: () => {
-      if (open) closeFd(fd);
-      open = false;
-    },
-  };
+ * its closing (harmless twice). A class, not an object of closures: one is made per file an
+ * upload or a download touches (see test/hotpath.test.ts). */
+class ThroughFd implements PinnedDir, HeldTarget {
+  private readonly base: string;
+  private open = true;
+
+  constructor(
+    private readonly fd: number,
+    readonly real: string,
+    private readonly stat: fs.Stats | null,
+  ) {
+    this.base = `/proc/self/fd/${fd}`;
+  }
+
+  get stats(): fs.Stats {
+    return this.stat as fs.Stats;
+  }
+
+  at(name?: string): string {
+    return name === undefined ? this.base : `${this.base}/${name}`;
+  }
+
+  release(): void {
+    if (this.open) closeFd(this.fd);
+    this.open = false;
+  }
+}
+
+/** Where pinning is off: the checked real path itself, and nothing to release. */
+class ByPath implements PinnedDir, HeldTarget {
+  constructor(
+    readonly real: string,
+    private readonly stat: fs.Stats | null,
+  ) {}
+
+  get stats(): fs.Stats {
+    return this.stat as fs.Stats;
+  }
+
+  at(name?: string): string {
+    return name === undefined ? this.real : path.join(this.real, name);
+  }
+
+  release(): void {}
 }
 
 /** Where `vpath` lands (as `locate` says) and the directory it lies in, held open. */
@@ -189,8 +222,7 @@ export async function holdPath(root: RealPath, p: string): Promise<HeldTarget> {
       throw err;
     }
     if (!isInside(root, real)) throw escaped(real);
-    const stats = await stat(real);
-    return { stats, at: (name) => (name === undefined ? real : path.join(real, name)), release: () => undefined };
+    return new ByPath(real, await stat(real));
   }
   let fd: number;
   try {
@@ -200,15 +232,12 @@ export async function holdPath(root: RealPath, p: string): Promise<HeldTarget> {
     if (e === "ENOENT" || e === "ENOTDIR" || e === "ELOOP") throw new FtpError(550, "No such file or directory", `does not resolve: ${e}`);
     throw err;
   }
-  let stats: fs.Stats;
   try {
-    insidePath(root, fd);
-    stats = fs.fstatSync(fd);
+    return new ThroughFd(fd, insidePath(root, fd), fs.fstatSync(fd));
   } catch (err) {
     closeFd(fd);
     throw err;
   }
-  return { stats, ...throughFd(fd) };
 }
 
 /** chmod of `p` itself, never through a symlink in its place: Linux has no lchmod, so the entry is

@@ -107,14 +107,22 @@ async function openTemp(t: Target, mode: number): Promise<Upload> {
   // Without a directory held open (no /proc/self/fd) the names are paths: if the directory was
   // renamed meanwhile, the rename into place fails (the target moved too), and the temp file is
   // removed where it now is.
-  let now = temp;
-  const finish = (): Promise<void> => rename(temp, t.dir.at(t.name));
-  const cleanup = async (): Promise<void> => {
-    await unlinkQuietly(temp);
-    if (now !== temp) await unlinkQuietly(now);
-  };
-  const track = pinning() ? undefined : () => void (now = pathNow(handle, temp));
-  return makeUpload(t, handle, 0, finish, cleanup, cleanup, track);
+  const where = { now: temp };
+  return makeUpload(
+    t,
+    handle,
+    0,
+    () => rename(temp, t.dir.at(t.name)),
+    () => removeTemp(temp, where.now),
+    () => removeTemp(temp, where.now),
+    pinning() ? nothing : () => void (where.now = pathNow(handle, temp)),
+  );
+}
+
+/** Removes a replacing upload's temp file, and where it is now if it moved. */
+async function removeTemp(temp: string, now: string): Promise<void> {
+  await unlinkQuietly(temp);
+  if (now !== temp) await unlinkQuietly(now);
 }
 
 /** Where the file open as `handle` (opened as `opened`) is now, read from /proc/self/fd; `opened`
@@ -200,37 +208,64 @@ function makeUpload(
   finish: () => Promise<void>,
   cleanup: () => Promise<void>,
   undo: () => Promise<void>,
-  beforeClose: () => void = () => undefined,
+  beforeClose: () => void = nothing,
 ): Upload {
-  let settled: Promise<void> | null = null;
-  const commit = async (): Promise<void> => {
+  return new FileUpload(t, handle, position, finish, cleanup, undo, beforeClose);
+}
+
+/** makeUpload's upload. A class, not an object of closures: one is made per upload (see
+ * test/hotpath.test.ts). */
+class FileUpload implements Upload {
+  private settled: Promise<void> | null = null;
+
+  constructor(
+    private readonly t: Target,
+    readonly handle: FileLike,
+    readonly position: number,
+    private readonly finishStep: () => Promise<void>,
+    private readonly cleanupStep: () => Promise<void>,
+    private readonly undoStep: () => Promise<void>,
+    private readonly beforeClose: () => void,
+  ) {}
+
+  commit(): Promise<void> {
+    return (this.settled ??= this.release(this.committed()));
+  }
+
+  abort(): Promise<void> {
+    return (this.settled ??= this.release(this.aborted())).catch(noop);
+  }
+
+  rollback(): Promise<void> {
+    return (this.settled ??= this.release(this.rolledBack())).catch(noop);
+  }
+
+  private release(step: Promise<void>): Promise<void> {
+    return step.finally(() => this.t.dir.release());
+  }
+
+  private async committed(): Promise<void> {
     try {
-      beforeClose();
-      await handle.close();
-      await finish();
+      this.beforeClose();
+      await this.handle.close();
+      await this.finishStep();
     } catch (err) {
-      await cleanup().catch(noop);
+      await this.cleanupStep().catch(noop);
       throw mapFsError(err);
     }
-  };
-  const abort = async (): Promise<void> => {
-    beforeClose();
-    await handle.close().catch(noop);
-    await cleanup().catch(noop);
-  };
-  const rollback = async (): Promise<void> => {
-    beforeClose();
-    await handle.close().catch(noop);
-    await undo().catch(noop);
-  };
-  const once = (step: () => Promise<void>): Promise<void> => (settled ??= step().finally(() => t.dir.release()));
-  return {
-    handle,
-    position,
-    commit: () => once(commit),
-    abort: () => once(abort).catch(noop),
-    rollback: () => once(rollback).catch(noop),
-  };
+  }
+
+  private async aborted(): Promise<void> {
+    this.beforeClose();
+    await this.handle.close().catch(noop);
+    await this.cleanupStep().catch(noop);
+  }
+
+  private async rolledBack(): Promise<void> {
+    this.beforeClose();
+    await this.handle.close().catch(noop);
+    await this.undoStep().catch(noop);
+  }
 }
 
 /** An aborted new file that got no byte at all (no data connection came) is removed: there is
@@ -249,3 +284,5 @@ async function unlinkQuietly(real: string): Promise<void> {
 }
 
 async function noop(): Promise<void> {}
+
+function nothing(): void {}

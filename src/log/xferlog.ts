@@ -26,7 +26,6 @@ const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "
 /** Formats one xferlog line (local time, like the other servers); spaces in names become "_". */
 export function formatXferLine(e: XferEntry): string {
   const d = e.when;
-  const p2 = (n: number): string => String(n).padStart(2, "0");
   const time = `${DAYS[d.getDay()]} ${MONTHS[d.getMonth()]} ${String(d.getDate()).padStart(2)} ${p2(d.getHours())}:${p2(d.getMinutes())}:${p2(d.getSeconds())} ${d.getFullYear()}`;
   const secs = Math.max(1, Math.round(e.ms / 1000));
   const name = e.path.replace(/[\s\0]/g, "_");
@@ -53,4 +52,8 @@ export class XferLog {
   close(): Promise<void> {
     return new Promise((resolve) => this.out.end(resolve));
   }
+}
+
+function p2(n: number): string {
+  return String(n).padStart(2, "0");
 }

@@ -53,14 +53,15 @@ export async function admitUpload(
   // A home only tracked (its quota was lifted) is counted at the end, with no per-chunk check.
   const checked = limits.bytes > 0 ? reservation : null;
   const hook = combine(pacing, checked, () => (exceeded = true));
+  // Methods, not named arrows: see test/hotpath.test.ts.
   return {
     hook,
-    abort: async (up) => {
+    async abort(up) {
       // The transfer loop has settled, so no write is in flight: cutting the file back is final.
       if (exceeded) await up.rollback();
       else await up.abort();
     },
-    finish: async () => {
+    async finish() {
       pacing?.release();
       if (!home || !reservation) return;
       const after = await fileSizeAt(root, path, true);
@@ -108,8 +109,10 @@ function pace(s: Session, dir: Direction): TransferHook | null {
 function combine(pacing: TransferHook | null, quota: Reservation | null, onExceeded: () => void): TransferHook | null {
   if (!quota) return pacing;
   return {
-    chunkSize: () => pacing?.chunkSize() ?? READ_CHUNK,
-    take: (n) => {
+    chunkSize() {
+      return pacing?.chunkSize() ?? READ_CHUNK;
+    },
+    take(n) {
       try {
         quota.take(n);
       } catch (err) {
@@ -118,6 +121,8 @@ function combine(pacing: TransferHook | null, quota: Reservation | null, onExcee
       }
       return pacing?.take(n) ?? 0;
     },
-    release: () => pacing?.release(),
+    release() {
+      pacing?.release();
+    },
   };
 }

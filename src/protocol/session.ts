@@ -131,7 +131,8 @@ export class Session {
   /** A preliminary reply waiting for the next write (holdReply), and its deadline. */
   private held: string | null = null;
   private heldTimer: NodeJS.Timeout | null = null;
-  private readonly onData = (chunk: Buffer): void => this.receive(chunk);
+  // Assigned in the constructor: a class field would be a named closure (test/hotpath.test.ts).
+  private readonly onData: (chunk: Buffer) => void;
 
   constructor(
     socket: Socket,
@@ -142,6 +143,7 @@ export class Session {
     id: string,
   ) {
     this.id = id;
+    this.onData = (chunk) => this.receive(chunk);
     this.socket = socket;
     this.secure = "encrypted" in socket;
     this.remoteAddress = unmapIPv4(socket.remoteAddress ?? "");

@@ -24,10 +24,12 @@ async function openPassive(s: Session, announced: string): Promise<PassiveChanne
     allowedRemote: s.remoteAddress,
     timeoutMs,
     spare: (s.spare ??= new SpareSlot(s.ctx.pool, Math.min(SPARE_MS, timeoutMs))),
-    onForeign: (remote) =>
-      s.log.warn({ event: "foreign-data-connection", from: remote }, "data connection from a foreign address refused"),
+    // Methods, not named arrows: see test/hotpath.test.ts.
+    onForeign(remote) {
+      s.log.warn({ event: "foreign-data-connection", from: remote }, "data connection from a foreign address refused");
+    },
     // The usual sign of a wrong passive.address or an unpublished/unforwarded passive range.
-    onUnused: (port) => {
+    onUnused(port) {
       s.noteUnusedPassive();
       s.log.warn(
         { event: "passive-unused", announced, port },

@@ -25,11 +25,16 @@ async function retr(s: Session, arg: string): Promise<void> {
   const hook = downloadHook(s);
   try {
     if (offset > dl.size) throw badOffset();
+    // Methods, not named arrows: see test/hotpath.test.ts.
     await runTransfer(s, {
       transfer: new Transfer("download", path, dl.size - offset),
       opening: `Opening ${modeName(s)} mode data connection for ${basename(path)} (${dl.size} bytes)`,
-      open: async () => undefined,
-      move: (t, socket) => sendFile(t, socket, dl.handle, offset, s.type === "A", stalledMs(s), hook, s.ctx.config.transfer.sendfile),
+      async open() {
+        return undefined;
+      },
+      move(t, socket) {
+        return sendFile(t, socket, dl.handle, offset, s.type === "A", stalledMs(s), hook, s.ctx.config.transfer.sendfile);
+      },
     });
   } finally {
     hook?.release();
@@ -45,14 +50,19 @@ async function upload(s: Session, path: VirtualPath, opts: UploadOptions, openin
     await runTransfer<Upload>(s, {
       transfer: new Transfer("upload", path, announced),
       opening,
-      open: async () => {
+      async open() {
         limits = await admitUpload(s, path, opts, announced);
         return s.requireFs().openUpload(path, opts);
       },
-      move: (t, socket, up) =>
-        receiveFile(t, socket, up.handle, up.position, s.type === "A", stalledMs(s), limits?.hook ?? null),
-      commit: (up) => up.commit(),
-      abort: (up) => (limits ? limits.abort(up) : up.abort()),
+      move(t, socket, up) {
+        return receiveFile(t, socket, up.handle, up.position, s.type === "A", stalledMs(s), limits?.hook ?? null);
+      },
+      commit(up) {
+        return up.commit();
+      },
+      abort(up) {
+        return limits ? limits.abort(up) : up.abort();
+      },
       ...(done !== undefined ? { done } : {}),
     });
   } finally {

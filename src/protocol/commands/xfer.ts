@@ -51,9 +51,8 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
     prepared = { r: await plan.open() };
     socket = await ch.connect();
     const upload = t.direction === "upload";
-    const send150 = (secured: boolean): void => announce(s, plan.opening, upload || secured);
-    if (s.ctx.tls) socket = await s.ctx.tls.secureData(s, socket, send150, { upload });
-    else send150(false);
+    if (s.ctx.tls) socket = await s.ctx.tls.secureData(s, socket, (secured) => announce(s, plan.opening, upload || secured), { upload });
+    else announce(s, plan.opening, upload);
     bytes = await plan.move(t, socket, prepared.r);
     await plan.commit?.(prepared.r);
     ch.finish();
