@@ -3,6 +3,9 @@ import { describe, it } from "node:test";
 import { FtpError } from "../src/protocol/errors.ts";
 import type { VirtualPath } from "../src/fs/types.ts";
 import { basename, dirname, isPlainName, joinVirtual, quote257, resolveVirtual, ROOT } from "../src/fs/vpath.ts";
+import { toReal } from "../src/fs/contain.ts";
+import type { RealPath } from "../src/fs/types.ts";
+import path from "node:path";
 
 const v = (s: string): VirtualPath => s as VirtualPath;
 
@@ -89,5 +92,58 @@ void describe("path helpers", () => {
   void it("quote257 doubles quotes (RFC 959 appendix II)", () => {
     assert.equal(quote257(ROOT), '"/"');
     assert.equal(quote257(v('/a"b/"c"')), '"/a""b/""c"""');
+  });
+});
+
+/** resolveVirtual step by step, as the RFC says it (the slow path, without its length limits). */
+function reference(cwd: string, arg: string): string {
+  const segments = arg.replaceAll("\\", "/").startsWith("/") ? [] : cwd.split("/").filter((x) => x !== "");
+  for (const seg of arg.replaceAll("\\", "/").split("/")) {
+    if (seg === "" || seg === ".") continue;
+    if (seg === "..") segments.pop();
+    else segments.push(seg);
+  }
+  return "/" + segments.join("/");
+}
+
+void describe("the one-pass paths agree with the step-by-step ones", () => {
+  // Pieces that each take either way: plain names, dots, empty segments, backslashes, odd
+  // characters, names at and over the lengths the one-pass check takes.
+  const pieces = ["a", "bc", ".", "..", "...", ".a", "a.", "", "é", "日本", "😀", "a b", "\\", "x".repeat(85), "y".repeat(86), "z".repeat(300)];
+  let seed = 7;
+  const rnd = (n: number): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+  const randomPath = (): string => {
+    const parts: string[] = [];
+    for (let i = rnd(5); i >= 0; i--) parts.push(pieces[rnd(pieces.length)] as string);
+    return (rnd(2) === 0 ? "/" : "") + parts.join(rnd(6) === 0 ? "//" : "/") + (rnd(8) === 0 ? "/" : "");
+  };
+
+  void it("resolveVirtual, for 20,000 generated arguments against generated cwds", () => {
+    for (let i = 0; i < 20_000; i++) {
+      const cwd = reference("/", randomPath().replaceAll("z".repeat(300), "z"));
+      const arg = randomPath();
+      const want = reference(cwd, arg);
+      const tooLong = Buffer.byteLength(want) > 4096 || want.split("/").some((x) => Buffer.byteLength(x) > 255);
+      if (tooLong) rejectsWith(() => resolveVirtual(v(cwd), arg), 553, "File name not allowed");
+      else assert.equal(resolveVirtual(v(cwd), arg), want, `cwd ${JSON.stringify(cwd)} arg ${JSON.stringify(arg)}`);
+    }
+  });
+
+  void it("toReal is path.join of the root and the names, temp names and bad segments refused", () => {
+    for (const root of ["/srv/ftp/alice", "/"]) {
+      for (let i = 0; i < 5_000; i++) {
+        let vpath: string;
+        try {
+          vpath = resolveVirtual(ROOT, randomPath());
+        } catch {
+          continue;
+        }
+        assert.equal(toReal(root as RealPath, v(vpath)), path.join(root, ...vpath.split("/").filter((x) => x !== "")));
+      }
+      assert.equal(toReal(root as RealPath, ROOT), root);
+      for (const bad of ["/a/.berth-upload-1234", "/.berth-upload-x/b", "/a/../b", "/a/./b", "/a\nb"]) {
+        rejectsWith(() => toReal(root as RealPath, v(bad)), 553, "File name not allowed");
+      }
+    }
   });
 });

@@ -10,10 +10,12 @@ import { FtpError } from "../protocol/errors.ts";
 import { mapFsError } from "./errors.ts";
 import { lstat, lstatOrNull, realpath } from "./quick.ts";
 import type { RealPath, VirtualPath } from "./types.ts";
-import { basename, dirname, hasControlChar, ROOT, splitVirtual } from "./vpath.ts";
+import { basename, dirname, hasControlChar, isPlainPath, ROOT, splitVirtual } from "./vpath.ts";
 
 /** Names of the temp files that a replacing upload writes; hidden from clients and not addressable. */
 export const UPLOAD_TEMP_PREFIX = ".berth-upload-";
+/** A path segment that starts with UPLOAD_TEMP_PREFIX. */
+const TEMP_SEGMENT = "/" + UPLOAD_TEMP_PREFIX;
 
 /** Where a virtual path lands: its real path and whether something is there. */
 export interface Located {
@@ -36,6 +38,9 @@ export function isInside(root: RealPath, real: string): boolean {
 
 /** The real path `vpath` names below `root`, links not yet resolved (never use it unchecked). */
 export function toReal(root: RealPath, vpath: VirtualPath): string {
+  // The usual path: plain names, no temp name among them, under a root without a final slash
+  // (a real path has none, but "/" itself): the real path as path.join would make it.
+  if (isPlainPath(vpath) && !root.endsWith("/") && !vpath.includes(TEMP_SEGMENT)) return root + vpath;
   const segments = splitVirtual(vpath);
   for (const seg of segments) checkSegment(seg);
   return path.join(root, ...segments);

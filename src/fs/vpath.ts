@@ -25,6 +25,17 @@ export function hasControlChar(text: string): boolean {
 /** Resolves an FTP path argument against the virtual cwd: "\" counts as "/", "//", "." and ".."
  * collapse, ".." at the root stays at the root. No URL decoding: "%2e%2e" is a literal name. */
 export function resolveVirtual(cwd: VirtualPath, arg: string): VirtualPath {
+  // The usual argument — a name, or a path of plain names — is the result as it stands (joined to
+  // the cwd when relative), found in one pass over its characters. Short enough that no name can
+  // be over MAX_NAME_BYTES nor the result over MAX_PATH_BYTES, whatever the characters.
+  if (arg.length <= FAST_PATH_CHARS) {
+    if (arg.charCodeAt(0) === SLASH) {
+      if (plainSegments(arg, 1)) return arg as VirtualPath;
+    } else if (plainSegments(arg, 0)) {
+      const joined = cwd === ROOT ? "/" + arg : cwd + "/" + arg;
+      if (joined.length <= FAST_PATH_CHARS) return joined as VirtualPath;
+    }
+  }
   // RFC 959 §3.1.1.5: pathnames are plain strings; a control char (NUL, CR, LF) is never a name.
   if (hasControlChar(arg)) throw new FtpError(501, "Invalid character in path");
   if (utf8Length(arg) > MAX_PATH_BYTES) throw tooLong();
@@ -39,6 +50,41 @@ export function resolveVirtual(cwd: VirtualPath, arg: string): VirtualPath {
   const result = "/" + segments.join("/");
   if (utf8Length(result) > MAX_PATH_BYTES) throw tooLong();
   return result as VirtualPath;
+}
+
+const SLASH = 0x2f;
+const DOT = 0x2e;
+const BACKSLASH = 0x5c;
+/** UTF-16 units that are at most MAX_NAME_BYTES / MAX_PATH_BYTES of UTF-8 whatever they hold (a
+ * unit is at most three bytes; a surrogate pair, two units, is four). */
+const FAST_NAME_CHARS = Math.floor(MAX_NAME_BYTES / 3);
+const FAST_PATH_CHARS = Math.floor(MAX_PATH_BYTES / 3);
+
+/** True when `p[from..]` is one or more names joined by single slashes: none empty, "." or "..",
+ * none longer than FAST_NAME_CHARS units, no backslash and no control character — a path that
+ * resolveVirtual keeps exactly as it is. */
+function plainSegments(p: string, from: number): boolean {
+  const n = p.length;
+  if (from >= n) return false;
+  let start = from;
+  for (let i = from; i <= n; i++) {
+    const c = i < n ? p.charCodeAt(i) : SLASH;
+    if (c === SLASH) {
+      const len = i - start;
+      if (len === 0 || len > FAST_NAME_CHARS) return false;
+      if (p.charCodeAt(start) === DOT && (len === 1 || (len === 2 && p.charCodeAt(start + 1) === DOT))) return false;
+      start = i + 1;
+    } else if (c < 0x20 || c === BACKSLASH) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/** True when `p` is an absolute path of plain names (see plainSegments) short enough that no
+ * length limit can apply: a normalized VirtualPath other than the root, checked in one pass. */
+export function isPlainPath(p: string): boolean {
+  return p.length <= FAST_PATH_CHARS && p.charCodeAt(0) === SLASH && plainSegments(p, 1);
 }
 
 /** The segments of a VirtualPath ("/" → []). */

@@ -6,6 +6,8 @@
 
 /** Formats one reply; `lines` with more than one entry gives the RFC 959 multi-line form. */
 export function formatReply(code: number, lines: string | readonly string[]): string {
+  // One line with nothing to strip: as it is (most replies).
+  if (typeof lines === "string" && !LINE_BREAK_OR_NUL.test(lines)) return `${code} ${lines}\r\n`;
   const list = typeof lines === "string" ? lines.split(/\r?\n/) : lines;
   const clean = list.map(stripControl);
   if (clean.length <= 1) return `${code} ${clean[0] ?? ""}\r\n`;
@@ -21,6 +23,8 @@ export function formatBlockReply(code: number, first: string, body: readonly str
   const middle = body.map((l) => `${stripControl(l)}\r\n`).join("");
   return `${code}-${stripControl(first)}\r\n${middle}${code} ${stripControl(last)}\r\n`;
 }
+
+const LINE_BREAK_OR_NUL = /[\r\n\0]/;
 
 /** Removes CR, LF and NUL so that a name echoed in a reply cannot forge another reply line. */
 export function stripControl(text: string): string {
