@@ -49,7 +49,7 @@ export interface PinnedDir {
  * the kernel resolves it once) and checks where it landed. `follow` false: a symlink as its last
  * part is refused (ENOTDIR). */
 export async function pinDir(root: RealPath, dir: RealPath, follow = true): Promise<PinnedDir> {
-  if (!pinning()) return new ByPath(dir, null);
+  if (!pinning()) return new ByPath(dir);
   const fd = await openFd(dir, O_PATH | O_DIRECTORY | (follow ? 0 : O_NOFOLLOW));
   let real: string;
   try {
@@ -58,26 +58,21 @@ export async function pinDir(root: RealPath, dir: RealPath, follow = true): Prom
     closeFd(fd);
     throw err;
   }
-  return new ThroughFd(fd, real, null);
+  return new ThroughFd(fd, real);
 }
 
 /** Paths through open descriptor `fd` (`at()` itself, `at(name)` an entry of a directory), and
  * its closing (harmless twice). A class, not an object of closures: one is made per file an
  * upload or a download touches (see test/hotpath.test.ts). */
-class ThroughFd implements PinnedDir, HeldTarget {
+class ThroughFd implements PinnedDir {
   private readonly base: string;
   private open = true;
 
   constructor(
     private readonly fd: number,
     readonly real: string,
-    private readonly stat: fs.Stats | null,
   ) {
     this.base = `/proc/self/fd/${fd}`;
-  }
-
-  get stats(): fs.Stats {
-    return this.stat as fs.Stats;
   }
 
   at(name?: string): string {
@@ -90,22 +85,36 @@ class ThroughFd implements PinnedDir, HeldTarget {
   }
 }
 
-/** Where pinning is off: the checked real path itself, and nothing to release. */
-class ByPath implements PinnedDir, HeldTarget {
+/** A target held open (holdPath), with its stat. */
+class TargetThroughFd extends ThroughFd implements HeldTarget {
   constructor(
-    readonly real: string,
-    private readonly stat: fs.Stats | null,
-  ) {}
-
-  get stats(): fs.Stats {
-    return this.stat as fs.Stats;
+    fd: number,
+    real: string,
+    readonly stats: fs.Stats,
+  ) {
+    super(fd, real);
   }
+}
+
+/** Where pinning is off: the checked real path itself, and nothing to release. */
+class ByPath implements PinnedDir {
+  constructor(readonly real: string) {}
 
   at(name?: string): string {
     return name === undefined ? this.real : path.join(this.real, name);
   }
 
   release(): void {}
+}
+
+/** A target by its checked real path (holdPath where pinning is off), with its stat. */
+class TargetByPath extends ByPath implements HeldTarget {
+  constructor(
+    real: string,
+    readonly stats: fs.Stats,
+  ) {
+    super(real);
+  }
 }
 
 /** Where `vpath` lands (as `locate` says) and the directory it lies in, held open. */
@@ -222,7 +231,7 @@ export async function holdPath(root: RealPath, p: string): Promise<HeldTarget> {
       throw err;
     }
     if (!isInside(root, real)) throw escaped(real);
-    return new ByPath(real, await stat(real));
+    return new TargetByPath(real, await stat(real));
   }
   let fd: number;
   try {
@@ -233,7 +242,7 @@ export async function holdPath(root: RealPath, p: string): Promise<HeldTarget> {
     throw err;
   }
   try {
-    return new ThroughFd(fd, insidePath(root, fd), fs.fstatSync(fd));
+    return new TargetThroughFd(fd, insidePath(root, fd), fs.fstatSync(fd));
   } catch (err) {
     closeFd(fd);
     throw err;
