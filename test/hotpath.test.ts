@@ -53,6 +53,7 @@ function madeAt(): string | null {
 const { Client } = await import("basic-ftp");
 const { startTestServer } = await import("./helpers/server.ts");
 const { RawClient, readAll, writeAll } = await import("./helpers/raw.ts");
+const { backOff } = await import("../src/fs/quick.ts");
 
 async function counted(what: () => Promise<void>): Promise<string[]> {
   made.length = 0;
@@ -90,12 +91,15 @@ test("the command and data paths make no named closures per command, transfer or
     await c.access({ host: "127.0.0.1", port: srv.port, user: "alice", password: "alice-pw" });
     await c.ensureDir("/hot");
     const body = Buffer.alloc(4096, 0x61);
+    // Larger than what a download sends from the main thread: the rest goes by the addon's thread.
+    await c.uploadFrom(Readable.from([Buffer.alloc(3 << 20, 0x62)]), "/hot/large.bin");
     const round = async (i: number): Promise<void> => {
       await c.uploadFrom(Readable.from([body]), `/hot/new-${i}.bin`); // a new file
       await c.uploadFrom(Readable.from([body]), "/hot/same.bin"); // a replaced one
       await c.appendFrom(Readable.from([body]), "/hot/same.bin");
       await c.downloadTo(sink(), `/hot/new-${i}.bin`);
       await c.downloadTo(sink(), "/hot/same.bin", 100); // REST + RETR
+      await c.downloadTo(sink(), "/hot/large.bin");
       await c.list("/hot");
       await c.list("/hot"); // MLSD (basic-ftp prefers it when FEAT says MLST)
       await c.size(`/hot/new-${i}.bin`);
@@ -142,6 +146,15 @@ test("the command and data paths make no named closures per command, transfer or
       for (let i = 3; i < 6; i++) await round(i);
     });
     assert.deepEqual(names, [], `named closures made at run time:\n${names.join("\n")}`);
+    // The same with file calls through the thread pool, as after a slow disk (fs/quick.ts).
+    backOff(60_000);
+    try {
+      await round(6);
+      const pooled = await counted(() => round(7));
+      assert.deepEqual(pooled, [], `named closures made at run time, file calls pooled:\n${pooled.join("\n")}`);
+    } finally {
+      backOff(0);
+    }
   } finally {
     c.close();
     secure.close();
