@@ -52,6 +52,26 @@ void describe("formatListLine", () => {
     assert.equal(formatListLine(link, NOW), "lrwxrwxrwx    1 ftp      ftp            11 Nov 25 08:27 ln");
   });
 
+  void it("keeps type, mode and link count apart for entries that share the rest", () => {
+    // The part before the size is made once per (type, mode, link count) and reused.
+    const lines = [
+      entry("a", { mode: 0o755, nlink: 2 }),
+      entry("b", { type: "dir", mode: 0o755, nlink: 2 }),
+      entry("c", { mode: 0o755, nlink: 3 }),
+      entry("d", { mode: 0o4755, nlink: 2 }),
+      entry("e", { mode: 0o755, nlink: 70_000 }),
+      entry("f", { mode: 0o755, nlink: 2 }),
+    ].map((e) => formatListLine(e, NOW).slice(0, 29));
+    assert.deepEqual(lines, [
+      "-rwxr-xr-x    2 ftp      ftp ",
+      "drwxr-xr-x    2 ftp      ftp ",
+      "-rwxr-xr-x    3 ftp      ftp ",
+      "-rwsr-xr-x    2 ftp      ftp ",
+      "-rwxr-xr-x 70000 ftp      ftp",
+      "-rwxr-xr-x    2 ftp      ftp ",
+    ]);
+  });
+
   void it("never lets a name break the line", () => {
     assert.match(formatListLine(entry("a\r\nb"), NOW), / a\?\?b$/);
   });

@@ -26,12 +26,34 @@ const ONE_HOUR_MS = 3_600_000;
 const ALL_FACTS: ReadonlySet<string> = new Set(MLSX_FACTS);
 // eslint-disable-next-line no-control-regex -- a name must never break a reply or a listing line
 const CONTROL_ALL = /[\u0000-\u001f]/g;
+// eslint-disable-next-line no-control-regex -- the same, to test (no /g: test() keeps no state)
+const CONTROL_ANY = /[\u0000-\u001f]/;
 
 /** One LIST line, e.g. `-rw-r--r--    1 ftp      ftp          1234 Nov 25 08:27 name`. */
 export function formatListLine(entry: DirEntry, now: Date): string {
   const s = entry.stat;
-  return `${modeString(s)} ${String(s.nlink).padStart(4)} ${OWNER_GROUP} ${String(s.size).padStart(8)} ${listDate(s.mtimeMs, now)} ${safeName(entry.name)}`;
+  return linePrefix(s) + String(s.size).padStart(8) + " " + listDate(s.mtimeMs, now) + " " + safeName(entry.name);
 }
+
+/** `-rw-r--r--    1 ftp      ftp      `: the part of a LIST line that depends on type, mode and link
+ * count only, which the entries of one directory mostly share. Made once per combination (a few
+ * hundred at most are kept): a line is then five strings joined, not eleven. */
+function linePrefix(s: EntryStat): string {
+  const key = s.nlink < 0x10000 ? (TYPE_CODE[s.type] * 0x10000 + (s.mode & 0o7777)) * 0x10000 + s.nlink : -1;
+  let prefix = key >= 0 ? prefixes.get(key) : undefined;
+  if (prefix === undefined) {
+    prefix = `${modeString(s)} ${String(s.nlink).padStart(4)} ${OWNER_GROUP} `;
+    if (key >= 0) {
+      if (prefixes.size >= MAX_PREFIXES) prefixes.clear();
+      prefixes.set(key, prefix);
+    }
+  }
+  return prefix;
+}
+
+const TYPE_CODE = { file: 0, dir: 1, link: 2, other: 3 } as const;
+const MAX_PREFIXES = 256;
+const prefixes = new Map<number, string>();
 
 /** Owner and group as every LIST line shows them (real ids would tell a client about the host). */
 const OWNER_GROUP = `${"ftp".padEnd(8)} ${"ftp".padEnd(8)}`;
@@ -202,5 +224,5 @@ function pad2(n: number): string {
 
 /** A name safe to put on one line: control characters (CR, LF, …) become "?". */
 export function safeName(name: string): string {
-  return name.replace(CONTROL_ALL, "?");
+  return CONTROL_ANY.test(name) ? name.replace(CONTROL_ALL, "?") : name;
 }
