@@ -109,9 +109,16 @@ function reference(cwd: string, arg: string): string {
 void describe("the one-pass paths agree with the step-by-step ones", () => {
   // Pieces that each take either way: plain names, dots, empty segments, backslashes, odd
   // characters, names at and over the lengths the one-pass check takes.
-  const pieces = ["a", "bc", ".", "..", "...", ".a", "a.", "", "é", "日本", "😀", "a b", "\\", "x".repeat(85), "y".repeat(86), "z".repeat(300)];
+  const pieces = ["a", "bc", ".", "..", "...", ".a", "a.", "", "é", "日本", "😀", "a b", "\\", "x".repeat(85), "y".repeat(86), "z".repeat(300), "日".repeat(85), "日".repeat(86)];
+  // mulberry32: a seeded generator whose every output bit varies (plain multiplication in
+  // doubles loses the low bits, and a short cycle would leave pieces out).
   let seed = 7;
-  const rnd = (n: number): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+  const rnd = (n: number): number => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) % n;
+  };
   const randomPath = (): string => {
     const parts: string[] = [];
     for (let i = rnd(5); i >= 0; i--) parts.push(pieces[rnd(pieces.length)] as string);
@@ -120,12 +127,30 @@ void describe("the one-pass paths agree with the step-by-step ones", () => {
 
   void it("resolveVirtual, for 20,000 generated arguments against generated cwds", () => {
     for (let i = 0; i < 20_000; i++) {
-      const cwd = reference("/", randomPath().replaceAll("z".repeat(300), "z"));
+      // A cwd is always a path resolveVirtual made (names within the limits).
+      const cwd = reference("/", randomPath().replaceAll("z".repeat(300), "z").replaceAll("日".repeat(86), "日"));
       const arg = randomPath();
       const want = reference(cwd, arg);
-      const tooLong = Buffer.byteLength(want) > 4096 || want.split("/").some((x) => Buffer.byteLength(x) > 255);
+      // Refused: a result over 4,096 bytes, or any name of the argument over 255 (even one a
+      // later ".." takes back).
+      const names = arg.replaceAll("\\", "/").split("/");
+      const tooLong = Buffer.byteLength(want) > 4096 || names.some((x) => Buffer.byteLength(x) > 255);
       if (tooLong) rejectsWith(() => resolveVirtual(v(cwd), arg), 553, "File name not allowed");
       else assert.equal(resolveVirtual(v(cwd), arg), want, `cwd ${JSON.stringify(cwd)} arg ${JSON.stringify(arg)}`);
+    }
+  });
+
+  void it("resolveVirtual, for paths at 4,096 bytes made of names at 255 (fewer units than bytes)", () => {
+    for (const name of ["日".repeat(85), "d".repeat(255), "😀".repeat(63)]) {
+      for (let count = 10; count <= 20; count++) {
+        const arg = "/" + Array.from({ length: count }, () => name).join("/");
+        if (Buffer.byteLength(arg) > 4096) rejectsWith(() => resolveVirtual(ROOT, arg), 553, "File name not allowed");
+        else assert.equal(resolveVirtual(ROOT, arg), arg);
+        const rel = Array.from({ length: count }, () => name).join("/");
+        const cwd = v("/" + name);
+        if (Buffer.byteLength(rel) + 1 + Buffer.byteLength(cwd) > 4096) rejectsWith(() => resolveVirtual(cwd, rel), 553, "File name not allowed");
+        else assert.equal(resolveVirtual(cwd, rel), `${cwd}/${rel}`);
+      }
     }
   });
 
