@@ -497,4 +497,47 @@ describe("odd paths inside the home: each command answers with a clear reply, an
       }
     });
   });
+
+  it("names and paths at the length limits, either side of where paths are taken in one pass", async () => {
+    // Paths of plain names up to 85 UTF-16 units per name and 1,365 in all are taken as they
+    // stand (fs/vpath.ts); longer ones are measured in UTF-8 bytes (255 per name, 4,096 in all).
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      const raw = await rawLogin(t);
+      try {
+        const three = "日"; // three bytes in UTF-8, one unit
+        const four = "😀"; // four bytes, two units
+        const table: readonly [string, number][] = [
+          [`MKD ${three.repeat(85)}`, 257], // 255 bytes, in one pass
+          [`MKD ${three.repeat(86)}`, 553], // 258 bytes
+          [`MKD /lim/../${"a".repeat(255)}`, 257], // 255 bytes, step by step
+          [`MKD ${"b".repeat(256)}`, 553],
+          [`MKD ${four.repeat(63)}`, 257], // 252 bytes, 126 units
+          [`MKD ${four.repeat(64)}`, 553], // 256 bytes
+          [`CWD ${"a".repeat(255)}`, 250],
+          [`MKD ${"c".repeat(85)}`, 257], // relative, joined to a cwd of 256 units
+          [`SIZE ${"c".repeat(85)}/x`, 550],
+          ["CWD /", 250],
+          [`SIZE /${Array.from({ length: 15 }, () => "d".repeat(250)).join("/")}`, 550], // 3,765 bytes
+          [`SIZE /${Array.from({ length: 17 }, () => "d".repeat(250)).join("/")}`, 553], // 4,267 bytes
+          [`SIZE /${Array.from({ length: 5 }, () => three.repeat(80)).join("/")}/../../x`, 550], // 1,209 units
+          ["SIZE ../../../etc/passwd", 550],
+          ["SIZE a\\..\\..\\etc\\passwd", 550],
+          ["MKD .berth-upload-0123456789abcdef", 553],
+          [`SIZE ${three.repeat(85)}/.berth-upload-1`, 553],
+        ];
+        for (const [command, code] of table) {
+          const r = await raw.cmd(command);
+          assert.equal(r.code, code, `${command.slice(0, 60)}… → ${r.lines.join(" | ")}`);
+          assert.ok(!r.lines.join(" ").includes(t.root), `${command.slice(0, 40)}: a real path in the reply`);
+        }
+        const made = (await readdir(home)).sort();
+        assert.deepEqual(made, ["a".repeat(255), four.repeat(63), three.repeat(85)].sort());
+        assert.deepEqual(await readdir(join(home, "a".repeat(255))), ["c".repeat(85)]);
+        await raw.expect("NOOP", 200);
+      } finally {
+        await raw.close();
+      }
+    }, { config: { limits: { maxLineLength: 8192 } } }); // paths longer than the default line
+  });
 });
