@@ -28,7 +28,7 @@ export function formatXferLine(e: XferEntry): string {
   const d = e.when;
   const time = `${DAYS[d.getDay()]} ${MONTHS[d.getMonth()]} ${String(d.getDate()).padStart(2)} ${p2(d.getHours())}:${p2(d.getMinutes())}:${p2(d.getSeconds())} ${d.getFullYear()}`;
   const secs = Math.max(1, Math.round(e.ms / 1000));
-  const name = e.path.replace(/[\s\0]/g, "_");
+  const name = e.path.replace(SPACE_OR_NUL, "_");
   const dir = e.direction === "download" ? "o" : "i";
   return `${time} ${secs} ${e.remote} ${e.bytes} ${name} ${e.ascii ? "a" : "b"} _ ${dir} r ${e.user} ftp 0 * ${e.complete ? "c" : "i"}\n`;
 }
@@ -53,6 +53,8 @@ export class XferLog {
     return new Promise((resolve) => this.out.end(resolve));
   }
 }
+
+const SPACE_OR_NUL = /[\s\0]/g;
 
 function p2(n: number): string {
   return String(n).padStart(2, "0");

@@ -8,7 +8,7 @@
 export function formatReply(code: number, lines: string | readonly string[]): string {
   // One line with nothing to strip: as it is (most replies).
   if (typeof lines === "string" && !LINE_BREAK_OR_NUL.test(lines)) return `${code} ${lines}\r\n`;
-  const list = typeof lines === "string" ? lines.split(/\r?\n/) : lines;
+  const list = typeof lines === "string" ? lines.split(LINE_BREAK) : lines;
   const clean = list.map(stripControl);
   if (clean.length <= 1) return `${code} ${clean[0] ?? ""}\r\n`;
   const first = clean[0] ?? "";
@@ -24,9 +24,11 @@ export function formatBlockReply(code: number, first: string, body: readonly str
   return `${code}-${stripControl(first)}\r\n${middle}${code} ${stripControl(last)}\r\n`;
 }
 
+const LINE_BREAK = /\r?\n/;
 const LINE_BREAK_OR_NUL = /[\r\n\0]/;
+const LINE_BREAKS_AND_NULS = /[\r\n\0]/g;
 
 /** Removes CR, LF and NUL so that a name echoed in a reply cannot forge another reply line. */
 export function stripControl(text: string): string {
-  return text.replace(/[\r\n\0]/g, "");
+  return LINE_BREAK_OR_NUL.test(text) ? text.replace(LINE_BREAKS_AND_NULS, "") : text;
 }
