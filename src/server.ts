@@ -15,6 +15,7 @@ import { parsePortRange, type Config } from "./config/schema.ts";
 import { AnnounceResolver, readNetFacts } from "./data/announce.ts";
 import { Bandwidth } from "./data/bandwidth.ts";
 import { inContainer, passiveWarnings } from "./data/diagnose.ts";
+import { acceptCheaply } from "./data/accept.ts";
 import { unmapIPv4 } from "./data/address.ts";
 import { endUnused } from "./data/linger.ts";
 import { pinning } from "./fs/pin.ts";
@@ -372,6 +373,7 @@ function listen(host: string, port: number, onConn: (s: Socket) => void): Promis
     const srv = createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_IDLE_MS }, onConn);
     srv.once("error", reject);
     srv.listen({ host, port, ipv6Only: false, backlog: LISTEN_BACKLOG }, () => {
+      acceptCheaply(srv);
       srv.removeListener("error", reject);
       srv.on("error", () => undefined);
       resolve(srv);

@@ -5,6 +5,7 @@
  */
 import { connect, type Socket } from "node:net";
 import { FtpError } from "../protocol/errors.ts";
+import { SOCKET_DEFAULTS } from "./accept.ts";
 import { unmapIPv4, type HostPort } from "./address.ts";
 import type { DataChannel } from "./channel.ts";
 
@@ -30,6 +31,7 @@ export class ActiveChannel implements DataChannel {
         port: this.target.port,
         localAddress: unmapIPv4(this.localHost),
         noDelay: true,
+        ...SOCKET_DEFAULTS,
       });
       this.socket = socket;
       socket.setTimeout(this.timeoutMs, () => failConnect(socket, reject, "timed out"));

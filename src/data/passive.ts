@@ -15,6 +15,7 @@
  */
 import { createServer, type Server, type Socket } from "node:net";
 import { FtpError } from "../protocol/errors.ts";
+import { acceptCheaply } from "./accept.ts";
 import { sameHost, unmapIPv4 } from "./address.ts";
 import type { DataChannel } from "./channel.ts";
 import { endUnused } from "./linger.ts";
@@ -312,7 +313,10 @@ function listenOnce(server: Server, port: number, host: string): Promise<boolean
     // The first of the two settles it; the other listener goes with the server (closed on
     // failure) or stays harmless (an 'error' after listening is handled by Listener).
     server.once("error", () => resolve(false));
-    server.once("listening", () => resolve(true));
+    server.once("listening", () => {
+      acceptCheaply(server);
+      resolve(true);
+    });
     server.listen({ port, host, exclusive: true, backlog: 8 });
   });
 }

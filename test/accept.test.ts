@@ -1,0 +1,183 @@
+/**
+ * Accepted sockets made by berth's onconnection (data/accept.ts): the same sockets Node makes (options,
+ * noDelay, keep-alive, pause on connect, connection count, maxConnections, diagnostics channel), made
+ * without a new hidden class for each, on every listener of a real server.
+ */
+import assert from "node:assert/strict";
+import { subscribe, unsubscribe } from "node:diagnostics_channel";
+import { once } from "node:events";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { connect, createServer, Socket, type Server } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { describe, it } from "node:test";
+import { acceptCheaply, acceptsCheaply, SOCKET_DEFAULTS } from "../src/data/accept.ts";
+import { Client } from "basic-ftp";
+import { exec } from "./helpers/exec.ts";
+import { ftpLogin, upload, withServer, download } from "./helpers/run.ts";
+
+/** The value of one of net.Socket's private symbol-keyed fields (found by description). */
+function field(socket: Socket, description: string): unknown {
+  const key = Object.getOwnPropertySymbols(socket).find((s) => s.description === description);
+  assert.ok(key, `net.Socket has no ${description}`);
+  return (socket as unknown as Record<symbol, unknown>)[key];
+}
+
+async function listening(server: Server): Promise<number> {
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const a = server.address();
+  assert.ok(a !== null && typeof a === "object");
+  return a.port;
+}
+
+describe("accepted sockets (berth's onconnection)", () => {
+  it("are the sockets Node makes: options, noDelay, keep-alive, paused until resumed, counted until closed", async () => {
+    const server = createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: 30_000, pauseOnConnect: true });
+    const port = await listening(server);
+    assert.equal(acceptCheaply(server), true);
+    assert.equal(acceptsCheaply(server), true);
+    assert.equal(acceptCheaply(server), true, "a second call changes nothing");
+    const published: unknown[] = [];
+    const onPublish = (m: unknown): void => void published.push(m);
+    subscribe("net.server.socket", onPublish);
+    try {
+      const client = connect({ port, host: "127.0.0.1", ...SOCKET_DEFAULTS });
+      const [accepted] = (await once(server, "connection")) as [Socket];
+      assert.ok(accepted instanceof Socket);
+      assert.equal((accepted as Socket & { server: Server }).server, server);
+      assert.equal(field(accepted, "kSetNoDelay"), true);
+      assert.equal(field(accepted, "kSetKeepAlive"), true);
+      assert.equal(field(accepted, "kSetKeepAliveInitialDelay"), 30);
+      assert.equal(accepted.allowHalfOpen, false);
+      assert.equal(accepted.readableFlowing, false, "paused on connect");
+      assert.deepEqual(published, [{ socket: accepted }]);
+      client.write("hello");
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(accepted.readableLength, 0, "nothing read while paused");
+      accepted.setEncoding("latin1");
+      accepted.resume();
+      const [data] = (await once(accepted, "data")) as [string];
+      assert.equal(data, "hello");
+      accepted.end("bye");
+      const [back] = (await once(client, "data")) as [Buffer];
+      assert.equal(back.toString(), "bye");
+      const count = await new Promise<number>((r, j) => server.getConnections((e, n) => (e ? j(e) : r(n))));
+      assert.equal(count, 1);
+      client.end();
+      await once(accepted, "close");
+      // server.close() waits for the count to reach 0: it settles only if the socket's close
+      // took it back down.
+      await new Promise<void>((r, j) => server.close((e) => (e ? j(e) : r())));
+    } finally {
+      unsubscribe("net.server.socket", onPublish);
+      server.close();
+    }
+  });
+
+  it("leave maxConnections to Node: the connection over it is dropped, the ones under it served", async () => {
+    const server = createServer((s) => s.end("hi"));
+    server.maxConnections = 1;
+    const port = await listening(server);
+    assert.equal(acceptCheaply(server), true);
+    try {
+      const first = connect({ port, host: "127.0.0.1" });
+      await once(server, "connection");
+      const dropped = once(server, "drop");
+      const second = connect({ port, host: "127.0.0.1" });
+      second.on("error", () => undefined);
+      const [info] = (await dropped) as [{ remotePort: number }];
+      assert.equal(info.remotePort, await new Promise<number>((r) => (second.localPort ? r(second.localPort) : second.once("connect", () => r(second.localPort!)))));
+      await once(second, "close");
+      first.destroy();
+    } finally {
+      server.close();
+    }
+  });
+
+  it("serve every listener of a real server: control, implicit FTPS and passive", async () => {
+    /** Per accepted socket: its listener's port, and whether berth's onconnection made it. */
+    const seen: { port: number; ours: boolean }[] = [];
+    const onSocket = (m: unknown): void => {
+      const server = (m as { socket: Socket & { server: Server } }).socket.server;
+      const a = server.address();
+      seen.push({ port: a !== null && typeof a === "object" ? a.port : 0, ours: acceptsCheaply(server) });
+    };
+    subscribe("net.server.socket", onSocket);
+    let ports: { control: number; implicit: number } = { control: 0, implicit: 0 };
+    try {
+      await withServer(
+        async (t) => {
+          ports = { control: t.port, implicit: t.implicitPort ?? 0 };
+          const c = await ftpLogin(t);
+          try {
+            await upload(c, "x".repeat(1000), "a.txt");
+            assert.equal((await download(c, "a.txt")).length, 1000);
+          } finally {
+            c.close();
+          }
+          const secure = new Client(10_000);
+          try {
+            await secure.access({ host: "127.0.0.1", port: ports.implicit, user: "alice", password: "alice-pw", secure: "implicit", secureOptions: { rejectUnauthorized: false } });
+            assert.ok((await secure.list()).some((f) => f.name === "a.txt"));
+          } finally {
+            secure.close();
+          }
+        },
+        { config: { tls: { mode: "both", implicitPort: 0 } } },
+      );
+    } finally {
+      unsubscribe("net.server.socket", onSocket);
+    }
+    assert.ok(seen.length >= 5, `${seen.length} connections seen`);
+    assert.ok(seen.some((s) => s.port === ports.control));
+    assert.ok(seen.some((s) => s.port === ports.implicit));
+    assert.ok(seen.some((s) => s.port !== ports.control && s.port !== ports.implicit), "passive");
+    assert.deepEqual(seen.filter((s) => !s.ours), [], "every one made by berth's onconnection");
+  });
+
+  it("do not make each socket's options miss V8's inline caches (counted with --log-ic)", async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), "berth-accept-"));
+    const accept = pathToFileURL(join(import.meta.dirname, "../src/data/accept.ts")).href;
+    /** Inline-cache misses on property names of socket options, per connection, in a child
+     * accepting 400 connections (the first ones warm up the caches). */
+    async function missesPerConnection(ours: boolean): Promise<number> {
+      const log = join(dir, `${ours ? "berth" : "node"}.log`);
+      const script = `
+        import { createServer, connect } from "node:net";
+        import { once } from "node:events";
+        const { acceptCheaply, SOCKET_DEFAULTS } = await import(${JSON.stringify(accept)});
+        const server = createServer({ noDelay: true, pauseOnConnect: true }, (s) => s.destroy());
+        server.listen(0, "127.0.0.1");
+        await once(server, "listening");
+        if (${ours} && !acceptCheaply(server)) process.exit(3);
+        const port = server.address().port;
+        for (let i = 0; i < 400; i++) {
+          const c = connect({ port, host: "127.0.0.1", ...SOCKET_DEFAULTS });
+          c.on("error", () => {});
+          await once(c, "close");
+        }
+        server.close();`;
+      const r = await exec(process.execPath, ["--log-ic", "--no-logfile-per-isolate", `--logfile=${log}`, "--import", "tsx", "--input-type=module", "-e", script], { timeoutMs: 60_000 });
+      assert.equal(r.code, 0, r.stderr);
+      const keys = new Set(["readable", "writable", "allowHalfOpen", "decodeStrings", "emitClose", "autoDestroy", "highWaterMark", "objectMode", "signal", "onread"]);
+      const lines = (await readFile(log, "latin1")).split("\n");
+      let misses = 0;
+      for (const line of lines) {
+        const f = line.split(",");
+        if ((f[0] === "LoadIC" || f[0] === "StoreIC") && keys.has(f[8] ?? "") && f[6] === "N") misses++;
+      }
+      return misses / 400;
+    }
+    try {
+      const node = await missesPerConnection(false);
+      const ours = await missesPerConnection(true);
+      t.diagnostic(`misses per connection: Node's onconnection ${node.toFixed(1)}, berth's ${ours.toFixed(1)}`);
+      assert.ok(ours < 0.5, `berth's accepted sockets miss ${ours.toFixed(1)} times each`);
+      if (node < 2) t.diagnostic("this Node's own sockets do not miss either (a V8 without the spread-copy maps)");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
