@@ -52,6 +52,13 @@ void describe("formatListLine", () => {
     assert.equal(formatListLine(link, NOW), "lrwxrwxrwx    1 ftp      ftp            11 Nov 25 08:27 ln");
   });
 
+  void it("right-aligns sizes of every length in 8 columns, longer ones in full", () => {
+    for (const size of [0, 7, 42, 999, 4096, 65_536, 1_048_576, 12_345_678, 123_456_789, 2 ** 53 - 1]) {
+      const line = formatListLine(entry("n", { size }), NOW);
+      assert.equal(line, `-rw-r--r--    1 ftp      ftp      ${String(size).padStart(8)} Nov 25 08:27 n`);
+    }
+  });
+
   void it("keeps type, mode and link count apart for entries that share the rest", () => {
     // The part before the size is made once per (type, mode, link count) and reused.
     const lines = [

@@ -32,7 +32,17 @@ const CONTROL_ANY = /[\u0000-\u001f]/;
 /** One LIST line, e.g. `-rw-r--r--    1 ftp      ftp          1234 Nov 25 08:27 name`. */
 export function formatListLine(entry: DirEntry, now: Date): string {
   const s = entry.stat;
-  return linePrefix(s) + String(s.size).padStart(8) + " " + listDate(s.mtimeMs, now) + " " + safeName(entry.name);
+  return linePrefix(s) + sizeField(s.size) + " " + listDate(s.mtimeMs, now) + " " + safeName(entry.name);
+}
+
+/** Leading spaces by count, for sizeField. */
+const SPACES = ["", " ", "  ", "   ", "    ", "     ", "      ", "       "];
+
+/** The size right-aligned in 8 columns, as `padStart(8)` gives it without building the padding
+ * each time (V8's padStart repeats its filler by doubling: five string joins for a 4 KiB file). */
+function sizeField(size: number): string {
+  const text = String(size);
+  return text.length >= 8 ? text : (SPACES[8 - text.length] as string) + text;
 }
 
 /** `-rw-r--r--    1 ftp      ftp      `: the part of a LIST line that depends on type, mode and link
