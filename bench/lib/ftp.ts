@@ -5,6 +5,7 @@
 import { once } from "node:events";
 import { connect as netConnect, type Socket } from "node:net";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { SOCKET_DEFAULTS } from "../../src/data/accept.ts";
 import { readIntoBuffer, userBufferReads } from "../../src/data/receive.ts";
 
 /** One (possibly multi-line) reply. */
@@ -87,7 +88,8 @@ export class FtpClient {
 
   /** Connects and reads the greeting (220). */
   static async connect(opts: ClientOptions): Promise<FtpClient> {
-    const socket = netConnect({ host: opts.host, port: opts.port, noDelay: true });
+    // SOCKET_DEFAULTS: the load generator's sockets are made as cheaply as berth's (src/data/accept.ts).
+    const socket = netConnect({ host: opts.host, port: opts.port, noDelay: true, ...SOCKET_DEFAULTS });
     const client = new FtpClient(socket, opts);
     try {
       await withTimeout(once(socket, "connect"), opts.timeoutMs, "connect", () => socket.destroy());
@@ -177,11 +179,12 @@ export class FtpClient {
     this.plainBytes = 0;
     this.plainLines = counter;
     const raw = this.protect
-      ? netConnect({ host: this.opts.host, port, noDelay: true })
+      ? netConnect({ host: this.opts.host, port, noDelay: true, ...SOCKET_DEFAULTS })
       : netConnect({
           host: this.opts.host,
           port,
           noDelay: true,
+          ...SOCKET_DEFAULTS,
           onread: { buffer: SINK, callback: (n: number) => this.countPlain(n) },
         });
     raw.on("error", () => undefined);
