@@ -284,7 +284,9 @@ class QuickFile implements FileLike {
   createWriteStream(opts: { start: number; highWaterMark: number; autoClose: false; emitClose: true }): fs.WriteStream {
     // With `fd` the path is not used. destroy() closes a stream's descriptor even with autoClose
     // off: the stream gets a close that does nothing, and the descriptor stays ours to close.
-    return fs.createWriteStream("", { ...opts, fd: this.#open(), fs: STREAM_FS });
+    // (Named keys before the spread: in Node 20 an object spread followed by more keys gets a new
+    // hidden class each time; see data/accept.ts.)
+    return fs.createWriteStream("", { fd: this.#open(), fs: STREAM_FS, ...opts });
   }
 
   #open(): number {
