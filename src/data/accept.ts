@@ -14,11 +14,11 @@
  * `acceptCheaply` puts a function in its place that passes them (with the values the constructor
  * sets anyway) and otherwise does what Node's does: the same options, `noDelay` and `keepAlive`
  * set the same way, the connection counted for `server.close()`, `socket.server`, the
- * `connection` event and the `net.server.socket` diagnostics channel. An accept error and the
- * `maxConnections` refusal go to Node's own function. `SOCKET_DEFAULTS` does the same for a
- * socket berth dials (active mode).
+ * `connection` event and the `net.server.socket` diagnostics channel. An accept error, the
+ * `maxConnections` refusal and a server with a `blockList` go to Node's own function.
+ * `SOCKET_DEFAULTS` does the same for a socket berth dials (active mode).
  *
- * Both rest on internals of `net.Server` (`_handle.onconnection`, `_connections`); where they are
+ * This rests on internals of `net.Server` (`_handle.onconnection`, `_connections`); where they are
  * missing, the server keeps Node's own function (and test/accept.test.ts fails so it is noticed).
  */
 import { channel } from "node:diagnostics_channel";
@@ -55,6 +55,7 @@ interface ServerInternals extends Server {
   /** In seconds (the constructor divides the option by 1,000). */
   keepAliveInitialDelay: number;
   highWaterMark: number;
+  blockList?: unknown;
 }
 
 interface AcceptedSocket extends Socket {
@@ -89,7 +90,8 @@ export function acceptsCheaply(server: Server): boolean {
 
 function onConnection(this: ListenHandle, err: number, clientHandle: ClientHandle): void {
   const server = this[SERVER];
-  if (err || (server.maxConnections && server._connections >= server.maxConnections)) {
+  // A `blockList` (a server option of later Node versions) is checked by Node's own function.
+  if (err || server.blockList || (server.maxConnections && server._connections >= server.maxConnections)) {
     this[NODE_ONCONNECTION](err, clientHandle);
     return;
   }
