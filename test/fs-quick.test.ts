@@ -9,9 +9,12 @@ import { once } from "node:events";
 import { constants as fsc } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { spawn } from "node:child_process";
+import { pathToFileURL } from "node:url";
 import { after, before, describe, it } from "node:test";
 import * as quick from "../src/fs/quick.ts";
 import { countCalls } from "./helpers/handles.ts";
+import { exec, which } from "./helpers/exec.ts";
 
 describe("quick file-system calls", () => {
   let dir: string;
@@ -75,7 +78,11 @@ describe("quick file-system calls", () => {
     quick.backOff(0);
   });
 
-  it("a late call alone (a preemption) does not back off; a second within LATE_WINDOW_MS, or one of VERY_SLOW_MS, does", async () => {
+  it("a late call alone (a preemption) does not back off; a second within LATE_WINDOW_MS, or one of VERY_SLOW_MS, does", async (t) => {
+    // The machine is idle as far as the check can tell (the test runner may keep it busy).
+    const measure = quick.cpuWait.share;
+    quick.cpuWait.share = () => 0;
+    t.after(() => (quick.cpuWait.share = measure));
     quick.backOff(0);
     quick.lateCall(quick.SLOW_MS + 3);
     assert.equal(quick.quickEnabled(), true, "one late call is not a slow disk");
@@ -95,6 +102,59 @@ describe("quick file-system calls", () => {
     quick.lateCall(quick.SLOW_MS + 1);
     assert.equal(quick.quickEnabled(), true, "the last late call was more than a window ago");
     quick.backOff(0);
+  });
+
+  it("late calls while the main thread waits for a CPU are preemptions: no back-off for any number of them, but for one of VERY_SLOW_MS", (t) => {
+    const measure = quick.cpuWait.share;
+    t.after(() => {
+      quick.cpuWait.share = measure;
+      quick.backOff(0);
+    });
+    quick.backOff(0);
+    quick.cpuWait.share = () => quick.CPU_WAIT_SHARE;
+    for (let i = 0; i < 20; i++) quick.lateCall(quick.VERY_SLOW_MS - 1);
+    assert.equal(quick.quickEnabled(), true);
+    quick.lateCall(quick.VERY_SLOW_MS);
+    assert.equal(quick.quickEnabled(), false, "a very slow call backs off whatever the machine does");
+    quick.backOff(0);
+    // Unknown (no recent sample, or no schedstat): counted as before.
+    quick.cpuWait.share = () => -1;
+    quick.lateCall(quick.SLOW_MS + 1);
+    quick.lateCall(quick.SLOW_MS + 1);
+    assert.equal(quick.quickEnabled(), false);
+    quick.backOff(0);
+    // Just under the share: counted.
+    quick.cpuWait.share = () => quick.CPU_WAIT_SHARE - 0.001;
+    quick.lateCall(quick.SLOW_MS + 1);
+    quick.lateCall(quick.SLOW_MS + 1);
+    assert.equal(quick.quickEnabled(), false);
+  });
+
+  it("measures the main thread's wait for a CPU: sharing one CPU with a busy process, late calls do not back off", async (t) => {
+    if (process.platform !== "linux" || !which("taskset")) {
+      t.skip("needs Linux and taskset");
+      return;
+    }
+    const busy = spawn("taskset", ["-c", "0", process.execPath, "-e", "for (;;);"], { stdio: "ignore" });
+    t.after(() => busy.kill("SIGKILL"));
+    const quickUrl = pathToFileURL(join(import.meta.dirname, "../src/fs/quick.ts")).href;
+    const script = `
+      const quick = await import(${JSON.stringify(quickUrl)});
+      const spin = (ms) => { const end = performance.now() + ms; while (performance.now() < end); };
+      const first = quick.cpuWait.share(performance.now());
+      spin(400);
+      const busy = quick.cpuWait.share(performance.now());
+      quick.lateCall(quick.SLOW_MS + 1);
+      spin(50);
+      quick.lateCall(quick.SLOW_MS + 1);
+      console.log(JSON.stringify({ first, busy, quick: quick.quickEnabled() }));`;
+    await new Promise((r) => setTimeout(r, 200)); // the busy loop has started
+    const r = await exec("taskset", ["-c", "0", process.execPath, "--import", "tsx", "--input-type=module", "-e", script], { timeoutMs: 30_000 });
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout.trim()) as { first: number; busy: number; quick: boolean };
+    assert.equal(out.first, -1, "no earlier sample: unknown");
+    assert.ok(out.busy >= 0.2 && out.busy <= 1.01, `waited ${out.busy} of the time sharing a CPU`);
+    assert.equal(out.quick, true, "two late calls while waiting for a CPU are not a slow disk");
   });
 
   it("a back-off ends by itself", async () => {
