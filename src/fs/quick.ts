@@ -73,30 +73,25 @@ const WAIT_SAMPLE_SPAN_MS = 2000;
  * was recent) that the main thread spent waiting, 0–1, or -1 when unknown. Tests replace `share`. */
 export const cpuWait = { share: cpuWaitShare };
 
-/** /proc/thread-self/schedstat of the main thread (its second field: nanoseconds spent waiting on a
- * run queue); null where there is none (not Linux, no schedstats), undefined until first needed. */
-let schedstatFd: number | null | undefined;
+/** Where the calling thread's scheduler statistics are (Linux): the second field is the nanoseconds
+ * it has spent runnable but waiting for a CPU. Read only when a call was late, so it costs nothing
+ * while the disk is fast; opened and closed each time (no descriptor held for the process's life). */
+const SCHEDSTAT = "/proc/thread-self/schedstat";
+/** False once the file turned out missing (not Linux, no schedstats). */
+let schedstatHere = process.platform === "linux";
 let lastWaitNs = 0;
 let lastWaitAt = -Infinity;
-const schedstatText = Buffer.alloc(96);
 
-/** See `cpuWait`. Read only when a call was late, so it costs nothing while the disk is fast. */
+/** See `cpuWait`. */
 function cpuWaitShare(now: number): number {
-  if (schedstatFd === undefined) {
-    try {
-      schedstatFd = fs.openSync("/proc/thread-self/schedstat", "r");
-    } catch {
-      schedstatFd = null;
-    }
-  }
-  if (schedstatFd === null) return -1;
+  if (!schedstatHere) return -1;
   let waitNs: number;
   try {
-    const n = fs.readSync(schedstatFd, schedstatText, 0, schedstatText.length, 0);
-    const text = schedstatText.toString("latin1", 0, n);
+    const text = fs.readFileSync(SCHEDSTAT, "latin1");
     const sp = text.indexOf(" ");
     waitNs = Number(text.slice(sp + 1, text.indexOf(" ", sp + 1)));
   } catch {
+    schedstatHere = false;
     return -1;
   }
   if (!Number.isFinite(waitNs)) return -1;
