@@ -8,8 +8,10 @@
  * network file system, a failing or busy disk: two within a second, or one far slower) send every
  * later call to the thread pool for a while (lateCall, slowCall), so one slow disk never stalls the
  * other sessions for long. A call that was late because the machine's CPUs were busy, not the
- * disk, is told apart by how long the main thread has been waiting for a CPU (CPU_WAIT_SHARE). Errors are the same errno errors either way. A file opened while calls are synchronous is a QuickFile (a descriptor
- * with the few FileHandle methods the data path uses, `FileLike`); otherwise a FileHandle.
+ * disk, is told apart by how long the main thread has been waiting for a CPU (CPU_WAIT_SHARE).
+ * Errors are the same errno errors either way. A file opened while calls are synchronous is a
+ * QuickFile (a descriptor with the few FileHandle methods the data path uses, `FileLike`);
+ * otherwise a FileHandle.
  */
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
@@ -64,7 +66,7 @@ export function slowCall(): void {
  * wakes runs at once (under 1 %); with 500 clients and the load generator on two cores the main
  * thread waited 9–35 % of the time, and late calls came a few times a second. Counted as a slow
  * disk, they kept synchronous calls off most of the time, and the pooled calls cost so much more
- * CPU that sessions/s fell by about 40 %. */
+ * CPU that sessions/s fell by a quarter to two fifths. */
 export const CPU_WAIT_SHARE = 0.05;
 /** Two samples of the wait further apart than this (ms) say nothing about the moment. */
 const WAIT_SAMPLE_SPAN_MS = 2000;
@@ -77,7 +79,7 @@ export const cpuWait = { share: cpuWaitShare };
  * it has spent runnable but waiting for a CPU. Read only when a call was late, so it costs nothing
  * while the disk is fast; opened and closed each time (no descriptor held for the process's life). */
 const SCHEDSTAT = "/proc/thread-self/schedstat";
-/** False once the file turned out missing (not Linux, no schedstats). */
+/** False once the file turned out missing or unreadable (not Linux, no schedstats). */
 let schedstatHere = process.platform === "linux";
 let lastWaitNs = 0;
 let lastWaitAt = -Infinity;
@@ -90,8 +92,10 @@ function cpuWaitShare(now: number): number {
     const text = fs.readFileSync(SCHEDSTAT, "latin1");
     const sp = text.indexOf(" ");
     waitNs = Number(text.slice(sp + 1, text.indexOf(" ", sp + 1)));
-  } catch {
-    schedstatHere = false;
+  } catch (err) {
+    // Out of descriptors is a moment; anything else will stay so.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== "EMFILE" && code !== "ENFILE") schedstatHere = false;
     return -1;
   }
   if (!Number.isFinite(waitNs)) return -1;
