@@ -4,6 +4,7 @@
  * All times are UTC.
  */
 import type { DirEntry, EntryStat } from "./types.ts";
+import { hasControlChar } from "./vpath.ts";
 
 /** The MLSx facts berth supports, in the order it prints them (RFC 3659 §7.5). */
 export const MLSX_FACTS = ["type", "size", "modify", "perm", "unix.mode"] as const;
@@ -26,8 +27,6 @@ const ONE_HOUR_MS = 3_600_000;
 const ALL_FACTS: ReadonlySet<string> = new Set(MLSX_FACTS);
 // eslint-disable-next-line no-control-regex -- a name must never break a reply or a listing line
 const CONTROL_ALL = /[\u0000-\u001f]/g;
-// eslint-disable-next-line no-control-regex -- the same, to test (no /g: test() keeps no state)
-const CONTROL_ANY = /[\u0000-\u001f]/;
 
 /** One LIST line, e.g. `-rw-r--r--    1 ftp      ftp          1234 Nov 25 08:27 name`. */
 export function formatListLine(entry: DirEntry, now: Date): string {
@@ -234,5 +233,5 @@ function pad2(n: number): string {
 
 /** A name safe to put on one line: control characters (CR, LF, …) become "?". */
 export function safeName(name: string): string {
-  return CONTROL_ANY.test(name) ? name.replace(CONTROL_ALL, "?") : name;
+  return hasControlChar(name) ? name.replace(CONTROL_ALL, "?") : name;
 }
