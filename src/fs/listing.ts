@@ -236,10 +236,10 @@ function launchStats(p: PooledStats): void {
     lstat(p.dir + "/" + (p.names[i] as string), (err, st) => {
       p.pending--;
       p.out[i] = err ? null : st;
-      if (p.pending === 0 && p.next >= p.to) p.resolve();
-      else launchStats(p);
+      launchStats(p);
     });
   }
+  // All done (or an empty range): settles once, from the last callback.
   if (p.pending === 0 && p.next >= p.to) p.resolve();
 }
 
