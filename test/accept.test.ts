@@ -15,7 +15,7 @@ import { describe, it } from "node:test";
 import { acceptCheaply, acceptsCheaply, SOCKET_DEFAULTS } from "../src/data/accept.ts";
 import { Client } from "basic-ftp";
 import { exec } from "./helpers/exec.ts";
-import { ftpLogin, upload, withServer, download } from "./helpers/run.ts";
+import { download, ftpLogin, rawLogin, upload, withServer } from "./helpers/run.ts";
 
 /** The value of one of net.Socket's private symbol-keyed fields (found by description). */
 function field(socket: Socket, description: string): unknown {
@@ -135,6 +135,51 @@ describe("accepted sockets (berth's onconnection)", () => {
     assert.ok(seen.some((s) => s.port === ports.implicit));
     assert.ok(seen.some((s) => s.port !== ports.control && s.port !== ports.implicit), "passive");
     assert.deepEqual(seen.filter((s) => !s.ours), [], "every one made by berth's onconnection");
+  });
+
+  it("survive clients that reset at once: control connections and a passive data connection reset as they are accepted leave a clear reply and nothing behind", async (tc) => {
+    await withServer(async (t) => {
+      // Control connections reset right after the handshake, some after a partial command.
+      for (let i = 0; i < 40; i++) {
+        const sock = connect({ port: t.port, host: "127.0.0.1" });
+        sock.on("error", () => undefined);
+        await once(sock, "connect");
+        if (i % 2 === 1) sock.write("USER ali");
+        sock.resetAndDestroy();
+      }
+      const first = await ftpLogin(t);
+      try {
+        await upload(first, "keep me", "kept.txt");
+      } finally {
+        first.close();
+      }
+      const raw = await rawLogin(t);
+      try {
+        // A data connection reset as soon as it is made: the transfer that would use it gets a
+        // 4xx reply, the file it was replacing stays, and the session goes on.
+        const data = await raw.pasv();
+        data.resetAndDestroy();
+        await new Promise((r) => setTimeout(r, 50));
+        const r = await raw.cmd("STOR kept.txt");
+        tc.diagnostic(`STOR over the reset connection: ${r.code} ${r.message}`);
+        if (r.code === 150 || r.code === 125) {
+          const end = await raw.reply();
+          tc.diagnostic(`then: ${end.code} ${end.message}`);
+          assert.ok(end.code >= 400 && end.code < 500, `after 150: ${end.code} ${end.message}`);
+        } else {
+          assert.ok(r.code >= 400 && r.code < 500, `${r.code} ${r.message}`);
+        }
+        await raw.expect("NOOP", 200);
+        const c = await ftpLogin(t);
+        try {
+          assert.equal((await download(c, "kept.txt")).toString(), "keep me");
+        } finally {
+          c.close();
+        }
+      } finally {
+        await raw.close();
+      }
+    });
   });
 
   it("do not make each socket's options miss V8's inline caches (counted with --log-ic)", async (t) => {
