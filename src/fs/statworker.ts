@@ -60,7 +60,7 @@ parentPort.on("message", ({ id, dir, names, splitMin }) => {
   const listable = all.filter((n) => !n.startsWith(TEMP) && !CONTROL.test(n));
   const from = listable.length >= splitMin ? listable.length >> 1 : 0;
   const read = { names: listable.join("/"), count: listable.length, from, ms, read: all.length };
-  if (from > 0) parentPort.postMessage({ id, ...read, more: true });
+  if (from > 0) parentPort.postMessage({ id, names: read.names, count: read.count, from, ms, read: read.read, more: true });
   statNames(id, dir, listable, from, from > 0 ? {} : read);
 });
 `;
