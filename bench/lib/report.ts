@@ -238,7 +238,7 @@ export function buildReport(input: ReportInput): Report {
       "Figures from one run on a shared virtual machine: differences under about 10% are noise.",
     "",
     "Regenerate with `npm run bench` (about 17 minutes; `-- --quick` for a smaller run in under 3). The bench installs the peers " +
-      "it lacks (Debian packages; ftp-srv from npm) through the scripts in `../shared/tools/peers/`; raw figures are kept in " +
+      "it lacks (Debian packages; ftp-srv from npm) through the scripts in `../shared/tools/peers/` (or `$FTPB_PEERS`); raw figures are kept in " +
       "`$FTPB_STATE/results.json` (default `/tmp/ftpbench`), and `-- --report-only` writes this page again from them.",
     "",
     `This run: single-stream file ${opts.bigBytes >> 20} MiB; ${opts.smallFiles.toLocaleString("en")} small files each way ` +

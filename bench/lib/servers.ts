@@ -14,8 +14,9 @@ import { UserStore } from "../../src/auth/store.ts";
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 /** Where the peer scripts live, relative to the repository root. */
 export const PEERS_REL = "../shared/tools/peers";
-/** Absolute path of the peer scripts. */
-export const PEERS_DIR = path.resolve(REPO, PEERS_REL);
+/** Absolute path of the peer scripts: `FTPB_PEERS` when set (a clone that is not next to
+ * `shared/`), otherwise PEERS_REL from the repository root. */
+export const PEERS_DIR = process.env.FTPB_PEERS ? path.resolve(process.env.FTPB_PEERS) : path.resolve(REPO, PEERS_REL);
 
 /** TLS mode a server is started in. */
 export type TlsMode = "off" | "explicit";
@@ -91,8 +92,8 @@ export function allServers(): ServerSpec[] {
 export function checkPeersDir(): void {
   if (!existsSync(path.join(PEERS_DIR, "common.sh"))) {
     throw new Error(
-      `peer scripts not found at ${PEERS_REL}/ (resolved: ${PEERS_DIR}); ` +
-        "they start vsftpd, pure-ftpd, proftpd, pyftpdlib and ftp-srv. Run with --only berth to bench berth alone.",
+      `peer scripts not found at ${process.env.FTPB_PEERS ? "FTPB_PEERS" : PEERS_REL}/ (resolved: ${PEERS_DIR}); ` +
+        "they start vsftpd, pure-ftpd, proftpd, pyftpdlib and ftp-srv. Set FTPB_PEERS to their directory, or run with --only berth to bench berth alone.",
     );
   }
 }
