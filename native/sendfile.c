@@ -5,13 +5,22 @@
  *   sendNow(socketFd, fileFd, position, count) -> bytes sent (>= 0), or -errno
  *     One non-blocking sendfile on the calling thread; -EAGAIN when the socket buffer is full.
  *
- *   start(socketFd, fileFd, position, stallMs, progress, callback) -> job
- *     Sends from `position` to the end of the file on a thread of its own, waiting with poll() while
- *     the socket buffer is full. Both descriptors are duplicated before start() returns, so the
- *     caller may close its own at any time: the job works on its copies and closes them when it
- *     ends. Bytes sent so far are stored in `progress` (a BigInt64Array of one element). Calls
- *     callback(errno, bytesSent) once, on the main thread; errno is 0 at the end of the file,
- *     ECANCELED after cancel(), ETIMEDOUT when the socket took nothing for stallMs.
+ *   start(socketFd, fileFd, position, stallMs, progress, callback, mayBlock) -> job
+ *     Sends from `position` to the end of the file on a thread of its own. Both descriptors are
+ *     duplicated before start() returns, so the caller may close its own at any time: the job works
+ *     on its copies and closes them when it ends. Bytes sent so far are stored in `progress` (a
+ *     BigInt64Array of one element). Calls callback(errno, bytesSent) once, on the main thread;
+ *     errno is 0 at the end of the file, ECANCELED after cancel(), ETIMEDOUT when the socket took
+ *     nothing for stallMs.
+ *     While it runs the socket is corked (TCP_CORK): only full segments go out, as from ProFTPD,
+ *     and the tail goes when the job uncorks at its end. With TCP_NODELAY, which berth sets on every
+ *     connection, each sendfile call used to end with a short segment, and the client woke for it.
+ *     With `mayBlock` (the caller's event loop is not reading the socket), the socket is made
+ *     blocking for the job, with a send timeout of POLL_SLICE_MS, so that the kernel waits for room
+ *     inside sendfile instead of returning EAGAIN to a poll() loop; the flags are put back before
+ *     the callback. The copy shares its flags with the caller's descriptor, so this is only safe
+ *     while nothing else reads or writes the socket: a blocking read on the event loop's thread
+ *     would stall it. Otherwise the job waits with poll() while the socket buffer is full.
  *
  *   cancel(job)
  *     Ends the job soon: the socket is shut down, which wakes a waiting poll() and fails the next
@@ -32,11 +41,17 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/time.h>
 
 #include "berth.h"
 
 /* Linux sends at most this much in one sendfile call. */
 #define MAX_CHUNK 0x7ffff000
+/* At most this much per call on a blocking socket, so that `progress` (STAT) and the stall clock
+ * move at least this often; non-blocking calls end when the socket buffer is full anyway. */
+#define BLOCKING_CHUNK (16 << 20)
 /* How long one poll() waits (ms) before the stall clock is looked at again. */
 #define POLL_SLICE_MS 250
 
@@ -50,6 +65,7 @@ typedef struct job {
   int cancelled;
   int error;
   int refs;              /* main thread only: the JS object and the callback each hold one */
+  int may_block;         /* the caller's event loop does not read the socket meanwhile */
   int64_t *progress;     /* inside the BigInt64Array held by progress_ref */
   napi_ref progress_ref;
   napi_threadsafe_function done;
@@ -65,10 +81,24 @@ static void *run(void *arg) {
   job_t *j = arg;
   int64_t last = now_ms();
   int err = 0;
+  int on = 1, off_ = 0;
+  int corked = setsockopt(j->sock, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0;
+  int flags = -1;
+  size_t chunk = MAX_CHUNK;
+  if (j->may_block) {
+    struct timeval slice = { .tv_sec = POLL_SLICE_MS / 1000, .tv_usec = (POLL_SLICE_MS % 1000) * 1000 };
+    flags = fcntl(j->sock, F_GETFL);
+    if (flags >= 0 && setsockopt(j->sock, SOL_SOCKET, SO_SNDTIMEO, &slice, sizeof slice) == 0 &&
+        fcntl(j->sock, F_SETFL, flags & ~O_NONBLOCK) == 0) {
+      chunk = BLOCKING_CHUNK;
+    } else {
+      flags = -1;
+    }
+  }
   for (;;) {
     if (__atomic_load_n(&j->cancelled, __ATOMIC_ACQUIRE)) { err = ECANCELED; break; }
     off_t off = (off_t)j->position;
-    ssize_t n = sendfile(j->sock, j->file, &off, MAX_CHUNK);
+    ssize_t n = sendfile(j->sock, j->file, &off, chunk);
     if (n > 0) {
       j->position += n;
       j->sent += n;
@@ -84,6 +114,13 @@ static void *run(void *arg) {
     if (r < 0 && errno != EINTR) { err = errno; break; }
     if (r == 0 && now_ms() - last >= j->stall_ms) { err = ETIMEDOUT; break; }
   }
+  if (flags >= 0) {
+    struct timeval none = { 0, 0 };
+    fcntl(j->sock, F_SETFL, flags);
+    setsockopt(j->sock, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
+  }
+  /* Uncorking sends the tail now, before the caller ends the socket. */
+  if (corked) setsockopt(j->sock, IPPROTO_TCP, TCP_CORK, &off_, sizeof off_);
   pthread_mutex_lock(&j->lock);
   if (__atomic_load_n(&j->cancelled, __ATOMIC_ACQUIRE)) err = ECANCELED;
   close(j->sock);
@@ -159,9 +196,10 @@ napi_value berth_send_now(napi_env env, napi_callback_info info) {
 }
 
 napi_value berth_send_start(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6], out, name;
+  size_t argc = 7;
+  napi_value argv[7], out, name;
   int64_t sock, file, position, stall;
+  bool may_block = false;
   napi_typedarray_type type;
   size_t length;
   void *data;
@@ -171,8 +209,8 @@ napi_value berth_send_start(napi_env env, napi_callback_info info) {
       !get_int64(env, argv[2], &position) || !get_int64(env, argv[3], &stall) || position < 0 ||
       napi_get_typedarray_info(env, argv[4], &type, &length, &data, NULL, NULL) != napi_ok ||
       type != napi_bigint64_array || length < 1 || napi_typeof(env, argv[5], &cbtype) != napi_ok ||
-      cbtype != napi_function) {
-    return fail(env, "start(socketFd, fileFd, position, stallMs, progress, callback)");
+      cbtype != napi_function || (argc >= 7 && napi_get_value_bool(env, argv[6], &may_block) != napi_ok)) {
+    return fail(env, "start(socketFd, fileFd, position, stallMs, progress, callback, mayBlock)");
   }
   job_t *j = calloc(1, sizeof *j);
   if (j == NULL) return fail(env, "out of memory");
@@ -180,6 +218,7 @@ napi_value berth_send_start(napi_env env, napi_callback_info info) {
   j->refs = 2; /* the JS object, and the thread with its callback */
   j->position = position;
   j->stall_ms = stall > 0 ? stall : INT64_MAX / 2;
+  j->may_block = may_block;
   j->progress = data;
   j->sock = fcntl((int)sock, F_DUPFD_CLOEXEC, 0);
   j->file = j->sock < 0 ? -1 : fcntl((int)file, F_DUPFD_CLOEXEC, 0);

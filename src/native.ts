@@ -19,7 +19,10 @@ export interface SendfileBinding {
   /** One non-blocking sendfile on this thread: bytes sent, or -errno (-EAGAIN: socket buffer full). */
   sendNow(socketFd: number, fileFd: number, position: number, count: number): number;
   /** Sends from `position` to the end of the file on a thread of its own (descriptors duplicated
-   * first); `done(errno, sent)` once, on the main thread. */
+   * first), the socket corked meanwhile; `done(errno, sent)` once, on the main thread. With
+   * `mayBlock` the socket is made blocking while the job runs (its flags are shared with the
+   * caller's descriptor): pass it only when the event loop is not reading the socket and will not
+   * until `done`. */
   start(
     socketFd: number,
     fileFd: number,
@@ -27,6 +30,7 @@ export interface SendfileBinding {
     stallMs: number,
     progress: BigInt64Array,
     done: (errno: number, sent: number) => void,
+    mayBlock: boolean,
   ): SendfileJob;
   /** Ends a job soon (its socket copy is shut down); harmless once it has ended. */
   cancel(job: SendfileJob): void;

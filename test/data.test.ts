@@ -983,6 +983,42 @@ describe("timeouts", () => {
     });
   }
 
+  it("a large download: the sendfile job may block on a passive connection (accepted paused), not on an active one (Node reads it); every byte arrives either way", { skip: !sendfileBinding() }, async () => {
+    const native = sendfileBinding();
+    assert.ok(native);
+    const { start } = native;
+    const mayBlock: boolean[] = [];
+    native.start = (...a) => {
+      mayBlock.push(a[6]);
+      return start.apply(native, a);
+    };
+    try {
+      await withServer(async (t) => {
+        const content = payload(6 << 20, 9);
+        await writeFile(join(t.home("alice"), "six.bin"), content);
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          const passive = await retrieve(raw, "six.bin");
+          assert.equal(passive.reply.code, 226);
+          assert.ok(passive.data.equals(content), "passive: every byte");
+          const wait = await raw.port();
+          raw.send("RETR six.bin");
+          await raw.expectReply(150);
+          const got = await readAll(await wait.accepted);
+          wait.close();
+          await raw.expectReply(226);
+          assert.ok(got.equals(content), "active: every byte");
+        } finally {
+          await raw.close();
+        }
+      });
+    } finally {
+      native.start = start;
+    }
+    assert.deepEqual(mayBlock, [true, false]);
+  });
+
   it("a control connection closed during a download the client does not read ends the transfer, its thread and its descriptors", async () => {
     const threads = (): number => readdirSync("/proc/self/task").length;
     await withServer(async (t) => {

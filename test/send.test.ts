@@ -26,6 +26,13 @@ import { socketPair } from "./helpers/sockets.ts";
 
 const NO_SENDFILE = sendfileBinding() === null && "sendfile support not built (native/)";
 
+/** Whether descriptor `fd` of this process has O_NONBLOCK (its flags, in octal, in /proc). */
+function nonBlocking(fd: number): boolean {
+  const flags = /^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "latin1"));
+  assert.ok(flags, `flags of descriptor ${fd}`);
+  return (Number.parseInt(flags[1] as string, 8) & fsCjs.constants.O_NONBLOCK) !== 0;
+}
+
 function threadCount(): number {
   return readdirSync("/proc/self/task").length;
 }
@@ -291,7 +298,10 @@ describe("downloads", () => {
     assert.ok((await received).equals(expected));
   });
 
-  describe("sendfile from the addon's thread, to a client that stops reading", { skip: NO_SENDFILE }, () => {
+  // A passive data connection is accepted paused and never read during a download: the job makes
+  // the socket blocking (sendfile waits for room in the kernel). A socket the event loop reads
+  // (an active connection, which Node reads from connect) keeps its poll() loop.
+  for (const paused of [true, false]) describe(`sendfile from the addon's thread, to a client that stops reading (${paused ? "a paused socket: blocking sendfile" : "a socket being read: poll()"})`, { skip: NO_SENDFILE }, () => {
     const MIB = 1 << 20;
     let bigFile: string;
     before(async () => {
@@ -302,7 +312,7 @@ describe("downloads", () => {
     /** A download of 64 MiB into a client that reads nothing: the server fills the socket buffers,
      * then its sendfile thread waits. Resolves once the transfer has stopped moving. */
     async function stuck(stalledMs: number): Promise<{ t: Transfer; sending: Promise<number>; client: Socket; server: Socket; close: () => Promise<void> }> {
-      const [server, client] = await socketPair();
+      const [server, client] = await socketPair(paused);
       client.pause();
       client.on("error", () => undefined);
       const handle = await open(bigFile, "r");
@@ -362,12 +372,18 @@ describe("downloads", () => {
       assert.ok(await waitFor(() => openFds() === fds, 2000), "no descriptor left");
     });
 
-    it("a client that starts reading again gets every byte", async () => {
+    it("a client that starts reading again gets every byte; the socket is non-blocking again afterwards", async () => {
       const s = await stuck(60_000);
+      const fd = (s.server as unknown as { _handle: { fd: number } })._handle.fd;
+      // The job's copy shares the socket's flags: blocking while it sends, only if nobody reads.
+      assert.equal(nonBlocking(fd), !paused, paused ? "blocking while the job sends" : "left non-blocking");
       const received = collect(s.client);
       s.client.resume();
       try {
         assert.equal(await s.sending, 64 * MIB);
+        assert.equal(nonBlocking(fd), true, "O_NONBLOCK is back once the job has ended");
+        // Node's own writes on it still work as before (the end of a download).
+        s.server.end();
       } finally {
         await s.close();
       }

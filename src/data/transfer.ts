@@ -246,8 +246,10 @@ function kernelCopyFds(socket: Socket, handle: FileLike): { socket: number; file
  * to the socket without passing through user space. While the disk answers fast the first megabyte
  * goes out at once from this thread (all of a small file, ending at `end`, the size known at open,
  * without a call that finds nothing more); the rest is sent by a thread of the
- * addon, which waits for the socket with poll() and gives up after `stalledMs` without progress
- * (ETIMEDOUT), writing its count into `progress` as it goes. `at` follows every byte sent.
+ * addon, which gives up after `stalledMs` without progress (ETIMEDOUT), writing its count into
+ * `progress` as it goes. `at` follows every byte sent. The job corks the socket (full segments
+ * only) and, when this thread is not reading it (notReading), makes it blocking so that the kernel
+ * waits for room inside sendfile; otherwise it waits with poll().
  * Abort (ABOR, a closed control connection, shutdown) destroys the socket, which cancels the job;
  * the job works on copies of both descriptors, so closing ours never hands it someone else's.
  *
@@ -306,7 +308,7 @@ async function sendKernel(
   const result = new Promise<{ errno: number; n: number }>((resolve) => (ended = resolve));
   let job: SendfileJob;
   try {
-    job = native.start(fds.socket, fds.file, at.position, stalledMs, progress, (errno, n) => ended({ errno, n }));
+    job = native.start(fds.socket, fds.file, at.position, stalledMs, progress, (errno, n) => ended({ errno, n }), notReading(socket));
   } catch {
     return EAGAIN;
   }
@@ -326,6 +328,16 @@ async function sendKernel(
   } finally {
     socket.removeListener("close", cancel);
   }
+}
+
+/** Whether the event loop is not reading `socket` and nothing has asked it to: a passive data
+ * connection is accepted paused, and a download never reads it before its end (data/linger.ts
+ * does, afterwards). The sendfile job may then make the socket blocking while it runs (sendKernel);
+ * a blocking read on this thread would stall every session. An active connection, which Node
+ * starts reading at connect, is not such a socket. */
+function notReading(socket: Socket): boolean {
+  const handle = (socket as unknown as { _handle?: { reading?: unknown } | null })._handle;
+  return handle?.reading === false && socket.readableFlowing === false;
 }
 
 function errnoError(errno: number): Error {
