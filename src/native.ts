@@ -4,8 +4,10 @@
  *   to the socket inside the kernel, as in vsftpd, ProFTPD and pyftpdlib, instead of being read
  *   into a buffer and written out again (data/transfer.ts);
  * - lstat of a directory's entries relative to the directory (native/lstat.c), for listings
- *   (fs/listing.ts and the stat worker, fs/statworker.ts).
- * Optional: where the addon was not built (no C compiler, not Linux) or does not load, both
+ *   (fs/listing.ts and the stat worker, fs/statworker.ts);
+ * - the main thread's CPU time (native/addon.c), so that fs/quick.ts can tell a large file call the
+ *   kernel was busy with from one that waited for the disk.
+ * Optional: where the addon was not built (no C compiler, not Linux) or does not load, the
  * bindings are null and berth uses Node's own calls.
  */
 import { createRequire } from "node:module";
@@ -73,6 +75,13 @@ export function sendfileBinding(): SendfileBinding | null {
       ? { sendNow: a.sendNow, start: a.start, cancel: a.cancel }
       : null;
   return sendfile;
+}
+
+/** The calling thread's CPU time in ns (native/addon.c), or null where the addon is not built,
+ * does not load or predates it. */
+export function threadCpuBinding(): (() => number) | null {
+  const a = load() as { threadCpuNs?: unknown } | null;
+  return a && typeof a.threadCpuNs === "function" ? (a.threadCpuNs as () => number) : null;
 }
 
 /** lstatNames, or null where the addon is not built, does not load or predates it. */

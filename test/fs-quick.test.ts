@@ -13,6 +13,7 @@ import { spawn } from "node:child_process";
 import { pathToFileURL } from "node:url";
 import { after, before, describe, it } from "node:test";
 import * as quick from "../src/fs/quick.ts";
+import { threadCpuBinding } from "../src/native.ts";
 import { countCalls } from "./helpers/handles.ts";
 import { exec, which } from "./helpers/exec.ts";
 
@@ -128,6 +129,62 @@ describe("quick file-system calls", () => {
     quick.lateCall(quick.SLOW_MS + 1);
     quick.lateCall(quick.SLOW_MS + 1);
     assert.equal(quick.quickEnabled(), false);
+  });
+
+  it("a late read or write that ran on a CPU all along (the kernel busy with it) is not a slow disk; one that slept is; VERY_SLOW_MS backs off either way", (t) => {
+    const clock = quick.threadClock.now;
+    const measure = quick.cpuWait.share;
+    t.after(() => {
+      quick.threadClock.now = clock;
+      quick.cpuWait.share = measure;
+      quick.backOff(0);
+    });
+    quick.cpuWait.share = () => 0; // no CPU contention as far as the other check can tell
+    let cpuNs = 1e9;
+    quick.threadClock.now = () => cpuNs;
+    const call = (ms: number, ranMs: number): void => {
+      const cpu0 = quick.threadClock.now();
+      cpuNs += ranMs * 1e6;
+      quick.dataCallTook(ms, cpu0);
+    };
+    quick.backOff(0);
+    for (let i = 0; i < 10; i++) call(20, 19.9);
+    assert.equal(quick.quickEnabled(), true, "ten 20 ms writes that ran 19.9 ms each: no back-off");
+    assert.equal(quick.RAN_SHARE, 0.8);
+    call(10, 8);
+    call(20, 2);
+    assert.equal(quick.quickEnabled(), true, "exactly RAN_SHARE of the time running was not counted, so the one that slept is alone");
+    call(20, 20 * quick.RAN_SHARE - 1);
+    assert.equal(quick.quickEnabled(), false, "a second one that mostly slept, within the window: back-off");
+    quick.backOff(0);
+    call(quick.VERY_SLOW_MS, quick.VERY_SLOW_MS);
+    assert.equal(quick.quickEnabled(), false, "VERY_SLOW_MS backs off even when it ran all along");
+    quick.backOff(0);
+    // A call too small to be checked (no clock reading before it), or no clock: counted as before.
+    quick.dataCallTook(20, -1);
+    quick.dataCallTook(20, -1);
+    assert.equal(quick.quickEnabled(), false);
+    quick.backOff(0);
+    quick.threadClock.now = () => -1;
+    quick.dataCallTook(20, 5);
+    quick.dataCallTook(20, 5);
+    assert.equal(quick.quickEnabled(), false, "the clock failing after the call: counted");
+  });
+
+  it("the thread CPU clock (native addon) counts this thread's running, not its sleeping", { skip: threadCpuBinding() === null && "the native part is not built" }, async () => {
+    const now = quick.threadClock.now;
+    // Spinning makes it advance (on a busy machine more slowly than the wall clock, never faster).
+    const a = now();
+    const w0 = performance.now();
+    while (now() - a < 30e6 && performance.now() - w0 < 10_000);
+    const wall = performance.now() - w0;
+    const b = now();
+    assert.ok(a > 0 && b - a >= 30e6, `spinning ${wall} ms ran ${(b - a) / 1e6} ms`);
+    assert.ok((b - a) / 1e6 <= wall + 1, `ran ${(b - a) / 1e6} ms in ${wall} ms of wall time`);
+    // Sleeping does not.
+    await new Promise((r) => setTimeout(r, 60));
+    const c = now();
+    assert.ok(c - b < 20e6, `sleeping 60 ms ran ${(c - b) / 1e6} ms`);
   });
 
   it("measures the main thread's wait for a CPU: sharing one CPU with a busy process, late calls do not back off", async (t) => {

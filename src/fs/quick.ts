@@ -8,13 +8,16 @@
  * network file system, a failing or busy disk: two within a second, or one far slower) send every
  * later call to the thread pool for a while (lateCall, slowCall), so one slow disk never stalls the
  * other sessions for long. A call that was late because the machine's CPUs were busy, not the
- * disk, is told apart by how long the main thread has been waiting for a CPU (CPU_WAIT_SHARE).
+ * disk, is told apart by how long the main thread has been waiting for a CPU (CPU_WAIT_SHARE), and
+ * a large read or write that took long because the kernel was busy with it (copying into memory
+ * the host had taken back, say) by the CPU time it used (RAN_SHARE).
  * Errors are the same errno errors either way. A file opened while calls are synchronous is a
  * QuickFile (a descriptor with the few FileHandle methods the data path uses, `FileLike`);
  * otherwise a FileHandle.
  */
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
+import { threadCpuBinding } from "../native.ts";
 
 /** A synchronous call slower than this (ms) is late: the disk may be slow, or the thread only
  * waited for a CPU (on a busy machine a thread is preempted for a few ms now and then). */
@@ -106,6 +109,40 @@ function cpuWaitShare(now: number): number {
   return span > 0 && span <= WAIT_SAMPLE_SPAN_MS ? waited / span : -1;
 }
 
+/** A late read or write of at least RAN_CHECK_MIN bytes that ran on a CPU for this share of its
+ * time or more was not waiting for the disk: the kernel was busy with the call itself. On this kind
+ * of virtual machine a 256 KiB write into the page cache took 20 ms at times, 19.9 of them running
+ * (memory the host had taken back being touched again); two such in a second sent uploads through
+ * the pool for seconds, with 1 MiB staged writes that touch fresh memory more slowly still. Such a
+ * call is not counted, unless it took VERY_SLOW_MS. A slow disk puts the thread to sleep instead. */
+export const RAN_SHARE = 0.8;
+/** Reads and writes from this size up are checked for RAN_SHARE (one clock reading before each;
+ * smaller calls are metadata-sized, and late ones among them are rare). */
+export const RAN_CHECK_MIN = 64 << 10;
+
+const threadCpu = threadCpuBinding();
+
+/** The calling thread's CPU time in ns, or -1 where it cannot be read (no addon). Tests replace
+ * `now`. */
+export const threadClock = { now: (): number => (threadCpu === null ? -1 : threadCpu()) };
+
+/** A read or write of `length` bytes starting now: the thread's CPU time to give to dataCallTook,
+ * or -1 when the call is too small to check. */
+function dataCallStart(length: number): number {
+  return length >= RAN_CHECK_MIN ? threadClock.now() : -1;
+}
+
+/** A read or write that started with `cpu0` (dataCallStart) took `ms`: late unless it ran on a CPU
+ * for RAN_SHARE of that time (and was under VERY_SLOW_MS). Exported for tests. */
+export function dataCallTook(ms: number, cpu0: number): void {
+  if (ms <= SLOW_MS) return;
+  if (cpu0 >= 0 && ms < VERY_SLOW_MS) {
+    const cpu1 = threadClock.now();
+    if (cpu1 >= 0 && (cpu1 - cpu0) / 1e6 >= ms * RAN_SHARE) return;
+  }
+  lateCall(ms);
+}
+
 /** A synchronous call (or a listing batch) took `ms`, more than it should have: a back-off
  * (slowCall) if it took VERY_SLOW_MS or more, or if another call was late within LATE_WINDOW_MS.
  * A late call made while the main thread was waiting for a CPU much of the time (the machine is
@@ -144,6 +181,17 @@ function timed<T>(fn: () => T): T {
   } finally {
     const ms = performance.now() - t0;
     if (ms > SLOW_MS) lateCall(ms);
+  }
+}
+
+/** timed, for a read or write of `length` bytes (dataCallTook). */
+function timedData<T>(length: number, fn: () => T): T {
+  const cpu0 = dataCallStart(length);
+  const t0 = performance.now();
+  try {
+    return fn();
+  } finally {
+    dataCallTook(performance.now() - t0, cpu0);
   }
 }
 
@@ -362,7 +410,7 @@ export async function fstat(handle: FileLike): Promise<fs.Stats> {
 export async function read(handle: FileLike, buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }> {
   const fd = fdOf(handle);
   if (fd !== null && length <= QUICK_IO_MAX && quickEnabled()) {
-    return { bytesRead: timed(() => fs.readSync(fd, buf, offset, length, position)) };
+    return { bytesRead: timedData(length, () => fs.readSync(fd, buf, offset, length, position)) };
   }
   return handle.read(buf, offset, length, position);
 }
@@ -371,7 +419,7 @@ export async function read(handle: FileLike, buf: Buffer, offset: number, length
 export async function write(handle: FileLike, buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesWritten: number }> {
   const fd = fdOf(handle);
   if (fd !== null && length <= QUICK_IO_MAX && quickEnabled()) {
-    return { bytesWritten: timed(() => fs.writeSync(fd, buf, offset, length, position)) };
+    return { bytesWritten: timedData(length, () => fs.writeSync(fd, buf, offset, length, position)) };
   }
   return handle.write(buf, offset, length, position);
 }
@@ -391,7 +439,7 @@ export function canNow(handle: FileLike): boolean {
 export function writeNow(handle: FileLike, buf: Uint8Array, offset: number, length: number, position: number): boolean {
   const fd = fdOf(handle);
   if (fd === null || length > QUICK_IO_MAX || !quickEnabled()) return false;
-  timed(() => {
+  timedData(length, () => {
     let done = 0;
     while (done < length) {
       const n = fs.writeSync(fd, buf, offset + done, length - done, position + done);
