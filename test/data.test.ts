@@ -1019,6 +1019,33 @@ describe("timeouts", () => {
     assert.deepEqual(mayBlock, [true, false]);
   });
 
+  it("a large passive download whose client writes into the data connection and stops reading: the session answers STAT meanwhile, and every byte arrives once it reads again", async () => {
+    await withServer(async (t) => {
+      const content = payload(6 << 20, 11);
+      await writeFile(join(t.home("alice"), "six.bin"), content);
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        const data = await raw.pausedRetr("six.bin");
+        // Bytes a download never reads: with the sendfile thread sending blocking, nothing on the
+        // event loop may read this socket before the end (a blocking read would stall it).
+        data.write(Buffer.alloc(200_000, 1));
+        const sending = await waitFor(() => (t.server.sessions.values().next().value?.transfer?.bytes ?? 0) > 1 << 20, 5000);
+        if (sendfileBinding()) assert.ok(sending, "past the first megabyte: the sendfile thread sends");
+        for (let i = 0; i < 3; i++) {
+          const r = await raw.expect("STAT", 211);
+          assert.match(r.lines.join("\n"), /six\.bin/);
+        }
+        const got = await readAll(data.resume());
+        assert.ok(got.equals(content), `${got.length} bytes of ${content.length}`);
+        await raw.expectReply(226);
+        await raw.expect("NOOP", 200);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("a control connection closed during a download the client does not read ends the transfer, its thread and its descriptors", async () => {
     const threads = (): number => readdirSync("/proc/self/task").length;
     await withServer(async (t) => {
