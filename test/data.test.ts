@@ -983,6 +983,13 @@ describe("timeouts", () => {
     });
   }
 
+  /** Alice's six.bin: 6 MiB, past the main thread's first megabyte of a sendfile download. */
+  async function sixMiB(t: TestServer, seed: number): Promise<Buffer> {
+    const content = payload(6 << 20, seed);
+    await writeFile(join(t.home("alice"), "six.bin"), content);
+    return content;
+  }
+
   it("a large download: the sendfile job may block on a passive connection (accepted paused), not on an active one (Node reads it); every byte arrives either way", { skip: !sendfileBinding() }, async () => {
     const native = sendfileBinding();
     assert.ok(native);
@@ -994,8 +1001,7 @@ describe("timeouts", () => {
     };
     try {
       await withServer(async (t) => {
-        const content = payload(6 << 20, 9);
-        await writeFile(join(t.home("alice"), "six.bin"), content);
+        const content = await sixMiB(t, 9);
         const raw = await rawLogin(t);
         try {
           await raw.expect("TYPE I", 200);
@@ -1021,8 +1027,7 @@ describe("timeouts", () => {
 
   it("a large passive download whose client writes into the data connection and stops reading: the session answers STAT meanwhile, and every byte arrives once it reads again", async () => {
     await withServer(async (t) => {
-      const content = payload(6 << 20, 11);
-      await writeFile(join(t.home("alice"), "six.bin"), content);
+      const content = await sixMiB(t, 11);
       const raw = await rawLogin(t);
       try {
         await raw.expect("TYPE I", 200);
