@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import * as fsp from "node:fs/promises";
 import { mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { once } from "node:events";
-import { constants as fsc } from "node:fs";
+import { constants as fsc, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
@@ -16,6 +16,7 @@ import * as quick from "../src/fs/quick.ts";
 import { threadCpuBinding } from "../src/native.ts";
 import { countCalls } from "./helpers/handles.ts";
 import { exec, which } from "./helpers/exec.ts";
+import { waitFor } from "./helpers/server.ts";
 
 describe("quick file-system calls", () => {
   let dir: string;
@@ -205,7 +206,17 @@ describe("quick file-system calls", () => {
       spin(50);
       quick.lateCall(quick.SLOW_MS + 1);
       console.log(JSON.stringify({ first, busy, quick: quick.quickEnabled() }));`;
-    await new Promise((r) => setTimeout(r, 200)); // the busy loop has started
+    // The busy loop has started: it has run for 100 ms (under a loaded test run, starting Node can
+    // take longer than any fixed pause, and a share measured before it spins comes out too low).
+    const ranMs = (): number => {
+      try {
+        const f = readFileSync(`/proc/${busy.pid}/stat`, "latin1").split(") ")[1]?.split(" ") ?? [];
+        return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+      } catch {
+        return 0;
+      }
+    };
+    assert.ok(await waitFor(() => ranMs() >= 100, 20_000), "the busy process runs");
     const r = await exec("taskset", ["-c", "0", process.execPath, "--import", "tsx", "--input-type=module", "-e", script], { timeoutMs: 30_000 });
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout.trim()) as { first: number; busy: number; quick: boolean };
