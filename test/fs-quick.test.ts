@@ -172,6 +172,39 @@ describe("quick file-system calls", () => {
     assert.equal(quick.quickEnabled(), false, "the clock failing after the call: counted");
   });
 
+  it("data calls read the thread clock only within LATE_WINDOW_MS after a late one", async (t) => {
+    const clock = quick.threadClock.now;
+    let reads = 0;
+    quick.threadClock.now = () => {
+      reads++;
+      return 1e9;
+    };
+    const measure = quick.cpuWait.share;
+    quick.cpuWait.share = () => 0;
+    t.after(() => {
+      quick.threadClock.now = clock;
+      quick.cpuWait.share = measure;
+      quick.backOff(0);
+    });
+    quick.backOff(0);
+    const h = await fsp.open(join(dir, "clock"), "w+");
+    try {
+      const data = Buffer.alloc(quick.RAN_CHECK_MIN, 3);
+      for (let i = 0; i < 5; i++) assert.equal(quick.writeNow(h, data, 0, data.length, 0), true);
+      assert.equal(reads, 0, "no late call: no clock reading on the data path");
+      quick.dataCallTook(quick.SLOW_MS + 1, -1); // a late write, not known to have run
+      assert.equal(quick.writeNow(h, data, 0, data.length, 0), true);
+      assert.equal(reads, 1, "within the window the next write reads the clock first");
+      assert.equal(quick.writeNow(h, data, 0, quick.RAN_CHECK_MIN - 1, 0), true);
+      assert.equal(reads, 1, "a smaller call does not");
+      quick.backOff(0); // forgets the window
+      assert.equal(quick.writeNow(h, data, 0, data.length, 0), true);
+      assert.equal(reads, 1);
+    } finally {
+      await h.close();
+    }
+  });
+
   it("the thread CPU clock (native addon) counts this thread's running, not its sleeping", { skip: threadCpuBinding() === null && "the native part is not built" }, async () => {
     const now = quick.threadClock.now;
     // Spinning makes it advance (on a busy machine more slowly than the wall clock, never faster).
