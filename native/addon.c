@@ -1,7 +1,9 @@
 /*
  * berth's native part, built at install by native/build.mjs; berth works without it
  * (src/native.ts):
- *   sendfile.c  sendNow, start, cancel: sendfile(2) for plain downloads
+ *   sendfile.c  sendNow, start: sendfile(2) for plain downloads, on a thread of their own
+ *   receive.c   receive: large plain uploads read and written on a thread of their own
+ *   job.c       cancel: what the two kinds of thread share
  *   lstat.c     lstatNames: the entries of one directory stat'ed relative to it, for listings
  *   addon.c     threadCpuNs: this thread's CPU time, for telling a busy kernel from a slow disk
  */
@@ -31,7 +33,8 @@ NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
     { "sendNow", NULL, berth_send_now, NULL, NULL, NULL, napi_enumerable, NULL },
     { "start", NULL, berth_send_start, NULL, NULL, NULL, napi_enumerable, NULL },
-    { "cancel", NULL, berth_send_cancel, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "receive", NULL, berth_receive_start, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "cancel", NULL, berth_job_cancel, NULL, NULL, NULL, napi_enumerable, NULL },
     { "lstatNames", NULL, berth_lstat_names, NULL, NULL, NULL, napi_enumerable, NULL },
     { "threadCpuNs", NULL, thread_cpu_ns, NULL, NULL, NULL, napi_enumerable, NULL },
   };

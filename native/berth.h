@@ -5,7 +5,8 @@
 
 napi_value berth_send_now(napi_env env, napi_callback_info info);
 napi_value berth_send_start(napi_env env, napi_callback_info info);
-napi_value berth_send_cancel(napi_env env, napi_callback_info info);
+napi_value berth_job_cancel(napi_env env, napi_callback_info info);
+napi_value berth_receive_start(napi_env env, napi_callback_info info);
 napi_value berth_lstat_names(napi_env env, napi_callback_info info);
 
 #endif

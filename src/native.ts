@@ -3,6 +3,8 @@
  * - sendfile(2) for plain downloads (native/sendfile.c): the file's bytes go from the page cache
  *   to the socket inside the kernel, as in vsftpd, ProFTPD and pyftpdlib, instead of being read
  *   into a buffer and written out again (data/transfer.ts);
+ * - large plain uploads read and written by a thread of their own with blocking calls
+ *   (native/receive.c, data/receive.ts), as the C servers do it, instead of by the event loop;
  * - lstat of a directory's entries relative to the directory (native/lstat.c), for listings
  *   (fs/listing.ts and the stat worker, fs/statworker.ts);
  * - the main thread's CPU time (native/addon.c), so that fs/quick.ts can tell a large file call the
@@ -33,13 +35,33 @@ export interface SendfileBinding {
     progress: BigInt64Array,
     done: (errno: number, sent: number) => void,
     mayBlock: boolean,
-  ): SendfileJob;
+  ): TransferJob;
   /** Ends a job soon (its socket copy is shut down); harmless once it has ended. */
-  cancel(job: SendfileJob): void;
+  cancel(job: TransferJob): void;
 }
 
-/** An opaque running job. */
-export type SendfileJob = { readonly __brand: "SendfileJob" };
+/** What native/receive.c exports. */
+export interface ReceiveBinding {
+  /** Reads the socket to its end into the file from `position` on a thread of its own
+   * (descriptors duplicated first); `done(errno, written, disk)` once, on the main thread: errno 0
+   * at the client's FIN, `disk` true when a write failed. With `mayBlock` the socket is made
+   * blocking while the job runs: pass it only once the event loop has stopped reading the socket,
+   * and leave the socket alone until `done`. */
+  receive(
+    socketFd: number,
+    fileFd: number,
+    position: number,
+    stallMs: number,
+    progress: BigInt64Array,
+    done: (errno: number, written: number, disk: boolean) => void,
+    mayBlock: boolean,
+  ): TransferJob;
+  /** Ends a job soon (its socket copy is shut down); harmless once it has ended. */
+  cancel(job: TransferJob): void;
+}
+
+/** An opaque running job (a download's or an upload's). */
+export type TransferJob = { readonly __brand: "TransferJob" };
 
 /** What native/lstat.c exports. */
 export interface LstatBinding {
@@ -49,14 +71,16 @@ export interface LstatBinding {
   lstatNames(dir: string, names: readonly string[], from: number, to: number, out: Float64Array, offset: number): number;
 }
 
-let addon: Partial<SendfileBinding & LstatBinding> | null | undefined;
+type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding>;
 
-function load(): Partial<SendfileBinding & LstatBinding> | null {
+let addon: Addon | null | undefined;
+
+function load(): Addon | null {
   if (addon !== undefined) return addon;
   addon = null;
   if (process.platform !== "linux") return addon;
   try {
-    addon = createRequire(import.meta.url)(NATIVE_ADDON_PATH) as Partial<SendfileBinding & LstatBinding>;
+    addon = createRequire(import.meta.url)(NATIVE_ADDON_PATH) as Addon;
   } catch {
     addon = null;
   }
@@ -75,6 +99,17 @@ export function sendfileBinding(): SendfileBinding | null {
       ? { sendNow: a.sendNow, start: a.start, cancel: a.cancel }
       : null;
   return sendfile;
+}
+
+let receiveFns: ReceiveBinding | null | undefined;
+
+/** The upload thread, or null where the addon is not built, does not load or predates it (looked
+ * for once). A plain object, so that a test can watch it. */
+export function receiveBinding(): ReceiveBinding | null {
+  if (receiveFns !== undefined) return receiveFns;
+  const a = load();
+  receiveFns = a && typeof a.receive === "function" && typeof a.cancel === "function" ? { receive: a.receive, cancel: a.cancel } : null;
+  return receiveFns;
 }
 
 /** The calling thread's CPU time in ns (native/addon.c), or null where the addon is not built,

@@ -19,7 +19,7 @@ import { QUICK_IO_MAX, SLOW_MS, fdOf, lateCall, quickEnabled, read as quickRead 
 import { constants as osConstants } from "node:os";
 import { getSystemErrorName } from "node:util";
 import { endUnused } from "./linger.ts";
-import { sendfileBinding, type SendfileBinding, type SendfileJob } from "../native.ts";
+import { sendfileBinding, type SendfileBinding, type TransferJob } from "../native.ts";
 
 /** Read size for downloads: large chunks keep system calls few; at most what may be read at once
  * synchronously (fs/quick.ts). */
@@ -306,7 +306,7 @@ async function sendKernel(
   }
   let ended!: (r: { errno: number; n: number }) => void;
   const result = new Promise<{ errno: number; n: number }>((resolve) => (ended = resolve));
-  let job: SendfileJob;
+  let job: TransferJob;
   try {
     job = native.start(fds.socket, fds.file, at.position, stalledMs, progress, (errno, n) => ended({ errno, n }), notReading(socket));
   } catch {
