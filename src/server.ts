@@ -3,7 +3,7 @@
  * shutdown. Builds the shared context once and hands each connection to a Session.
  */
 import { Metrics, serveMetrics, type Gauges } from "./log/metrics.ts";
-import { sendfileBinding } from "./native.ts";
+import { receiveBinding, sendfileBinding } from "./native.ts";
 import { XferLog } from "./log/xferlog.ts";
 import { randomFillSync } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
@@ -251,6 +251,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
       tls: mode,
       // "unavailable": native/ was not built (npm ci found no C compiler, or not Linux).
       sendfile: !config.transfer.sendfile ? "off" : sendfileBinding() ? "on" : "unavailable",
+      uploadThreads: !config.transfer.uploadThreads ? "off" : receiveBinding() ? "on" : "unavailable",
       // "paths": no /proc/self/fd here (not Linux); the jail then uses the checked paths (fs/pin.ts).
       jail: pinning() ? "held" : "paths",
     },

@@ -76,6 +76,7 @@ void describe("loadConfig", () => {
         BERTH_TLS_IMPLICIT_PORT: "9990",
         BERTH_ACTIVE_ENABLED: "no",
         BERTH_TRANSFER_SENDFILE: "false",
+        BERTH_TRANSFER_UPLOAD_THREADS: "false",
         BERTH_TLS_REQUIRE: "YES",
         BERTH_LIMITS_FAILEDLOGINDELAY: "0.25",
         BERTH_USERS_BCRYPT_COST: "4",
@@ -93,6 +94,7 @@ void describe("loadConfig", () => {
     assert.equal(config.tls.implicitPort, 9990);
     assert.equal(config.active.enabled, false);
     assert.equal(config.transfer.sendfile, false);
+    assert.equal(config.transfer.uploadThreads, false);
     assert.equal(config.tls.require, true);
     assert.equal(config.limits.failedLoginDelay, 0.25);
     assert.equal(config.users.bcryptCost, 4);

@@ -13,7 +13,8 @@ import { join } from "node:path";
 import { connect, type Socket } from "node:net";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { sendfileBinding } from "../src/native.ts";
+import { receiveBinding, sendfileBinding } from "../src/native.ts";
+import { HANDOFF_AT } from "../src/data/receive.ts";
 import { SPARE_MS } from "../src/data/passive.ts";
 import { hold150 } from "../src/protocol/commands/xfer.ts";
 import { dataConnect, RawClient, readAll, retrieve, retrieveText, writeAll } from "./helpers/raw.ts";
@@ -27,6 +28,8 @@ function rangeOf(t: TestServer): { min: number; max: number } {
   const [min, max] = t.config.passive.ports.split("-").map(Number) as [number, number];
   return { min, max };
 }
+
+const MIB = 1 << 20;
 
 async function portsReleased(t: TestServer, ms = 2000): Promise<void> {
   assert.ok(await waitFor(() => t.server.context.pool.used === 0, ms), `ports held: ${t.server.context.pool.used}`);
@@ -640,7 +643,6 @@ describe("ABOR and STAT during a transfer", () => {
 });
 
 describe("downloads", () => {
-  const MIB = 1 << 20;
 
   /** RETR `name` (after REST `rest` when given): the bytes and the final reply's code. */
   async function retr(raw: RawClient, name: string, rest?: number): Promise<{ data: Buffer; code: number }> {
@@ -702,18 +704,22 @@ describe("downloads", () => {
       };
       try {
         await raw.expect("TYPE I", 200);
-        // The read buffer is 256 KiB and a staging buffer 1 MiB (data/receive.ts).
-        for (const size of [0, 1, 256 * 1024 - 1, 256 * 1024 + 1, MIB - 1, MIB, MIB + 1, 5 * MIB + 3]) {
+        // The read buffer is 256 KiB and a staging buffer 1 MiB; from HANDOFF_AT on, a thread
+        // writes (data/receive.ts).
+        for (const size of [0, 1, 256 * 1024 - 1, 256 * 1024 + 1, MIB - 1, MIB, MIB + 1, HANDOFF_AT - 1, HANDOFF_AT + 1, 9 * MIB + 3]) {
           const data = payload(size, size % 251);
           assert.equal(await store("STOR", `s${size}.bin`, data), 226, `STOR ${size}`);
           assert.ok((await readFile(join(t.home("alice"), `s${size}.bin`))).equals(data), `STOR ${size}`);
         }
-        const whole = payload(3 * MIB + 5, 3);
-        const cut = MIB + 17;
-        assert.equal(await store("STOR", "r.bin", whole.subarray(0, cut)), 226);
-        assert.equal(await store("STOR", "r.bin", whole.subarray(cut, 2 * MIB), cut), 226);
-        assert.equal(await store("APPE", "r.bin", whole.subarray(2 * MIB)), 226);
-        assert.ok((await readFile(join(t.home("alice"), "r.bin"))).equals(whole));
+        // Resumed and appended: the thread goes on from where the file is.
+        for (const [mid, size] of [[2 * MIB, 3 * MIB + 5], [6 * MIB + 3, 12 * MIB + 5]] as const) {
+          const whole = payload(size, 3);
+          const cut = MIB + 17;
+          assert.equal(await store("STOR", "r.bin", whole.subarray(0, cut)), 226);
+          assert.equal(await store("STOR", "r.bin", whole.subarray(cut, mid), cut), 226);
+          assert.equal(await store("APPE", "r.bin", whole.subarray(mid)), 226);
+          assert.ok((await readFile(join(t.home("alice"), "r.bin"))).equals(whole), `${size} bytes`);
+        }
       } finally {
         await raw.close();
       }
@@ -1023,6 +1029,104 @@ describe("timeouts", () => {
       native.start = start;
     }
     assert.deepEqual(mayBlock, [true, false]);
+  });
+
+  it("a large upload, passive or active, goes on a thread of its own after its first megabytes; transfer.uploadThreads: false keeps it on the event loop; every byte lands either way", { skip: !receiveBinding() }, async () => {
+    const native = receiveBinding();
+    assert.ok(native);
+    const { receive } = native;
+    const mayBlock: boolean[] = [];
+    native.receive = (...a) => {
+      mayBlock.push(a[6]);
+      return receive.apply(native, a);
+    };
+    try {
+      for (const uploadThreads of [true, false]) {
+        await withServer(
+          async (t) => {
+            const content = payload(10 * MIB + 1, 21);
+            const raw = await rawLogin(t);
+            try {
+              await raw.expect("TYPE I", 200);
+              const passive = await raw.pasv();
+              raw.send("STOR p.bin");
+              await raw.expectReply(150);
+              await writeAll(passive, content);
+              await raw.expectReply(226);
+              assert.ok((await readFile(join(t.home("alice"), "p.bin"))).equals(content), "passive: every byte");
+              const wait = await raw.port();
+              raw.send("STOR a.bin");
+              await raw.expectReply(150);
+              await writeAll(await wait.accepted, content);
+              wait.close();
+              await raw.expectReply(226);
+              assert.ok((await readFile(join(t.home("alice"), "a.bin"))).equals(content), "active: every byte");
+            } finally {
+              await raw.close();
+            }
+          },
+          { config: { transfer: { uploadThreads } } },
+        );
+      }
+    } finally {
+      native.receive = receive;
+    }
+    assert.deepEqual(mayBlock, [true, true], "two threads, both with the event loop no longer reading, none with uploadThreads off");
+  });
+
+  it("on the upload thread: STAT counts its bytes, ABOR is 426 then 226 with the file it replaced intact, a stall is 426, a reset is 426; the session goes on, no thread left", async () => {
+    const threads = (): number => readdirSync("/proc/self/task").length;
+    const transferBytes = (t: TestServer): number => t.server.sessions.values().next().value?.transfer?.bytes ?? 0;
+    await withServer(
+      async (t) => {
+        await writeFile(join(t.home("alice"), "keep.bin"), "old");
+        const before = threads();
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          // ABOR while the thread reads: the upload replacing keep.bin is dropped.
+          let data = await raw.pasv();
+          raw.send("STOR keep.bin");
+          await raw.expectReply(150);
+          data.write(payload(HANDOFF_AT + 3 * MIB, 5));
+          assert.ok(await waitFor(() => transferBytes(t) >= HANDOFF_AT + 3 * MIB, 5000), `${transferBytes(t)} bytes counted`);
+          if (receiveBinding()) assert.ok(threads() > before, "the upload thread runs");
+          const st = await raw.expect("STAT", 211);
+          assert.ok(st.lines.some((l) => l.includes(`upload /keep.bin, ${HANDOFF_AT + 3 * MIB} bytes done`)), st.lines.join("\n"));
+          await raw.expect("ABOR", 426);
+          await raw.expectReply(226);
+          data.destroy();
+          assert.equal(await readFile(join(t.home("alice"), "keep.bin"), "utf8"), "old");
+          assert.deepEqual(await readdir(t.home("alice")), ["keep.bin"]);
+          assert.ok(await waitFor(() => threads() <= before, 3000), `${threads()} threads, ${before} before`);
+
+          // A client that stops sending: 426 after limits.stalledTimeout; the partial new file stays.
+          data = await raw.pasv();
+          raw.send("STOR stall.bin");
+          await raw.expectReply(150);
+          data.write(payload(HANDOFF_AT + MIB, 6));
+          const r = await raw.expectReply(426, 5000);
+          assert.match(r.message, /no data moved/);
+          data.destroy();
+          assert.equal(Number((await raw.expect("SIZE stall.bin", 213)).message), HANDOFF_AT + MIB);
+
+          // A client that resets: 426, the file it replaced intact.
+          data = await raw.pasv();
+          raw.send("STOR keep.bin");
+          await raw.expectReply(150);
+          data.write(payload(HANDOFF_AT + 2 * MIB, 7));
+          assert.ok(await waitFor(() => transferBytes(t) >= HANDOFF_AT + 2 * MIB, 5000), `${transferBytes(t)} bytes counted`);
+          data.resetAndDestroy();
+          await raw.expectReply(426);
+          assert.equal(await readFile(join(t.home("alice"), "keep.bin"), "utf8"), "old");
+          await raw.expect("NOOP", 200);
+          assert.ok(await waitFor(() => threads() <= before, 3000), `${threads()} threads, ${before} before`);
+        } finally {
+          await raw.close();
+        }
+      },
+      { config: { limits: { stalledTimeout: 0.5 } } },
+    );
   });
 
   it("a large passive download whose client writes into the data connection and stops reading: the session answers STAT meanwhile, and every byte arrives once it reads again", async () => {

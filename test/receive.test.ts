@@ -6,18 +6,21 @@
 import assert from "node:assert/strict";
 import { randomBytes, createHash } from "node:crypto";
 import { once } from "node:events";
-import { mkdtemp, open, readFile, rm, type FileHandle } from "node:fs/promises";
+import { mkdtemp, open, readFile, rm, stat, type FileHandle } from "node:fs/promises";
+import { constants as fsConstants, readdirSync, readFileSync } from "node:fs";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
-import { receiveDirect, userBufferReads } from "../src/data/receive.ts";
+import { HANDOFF_AT, receiveDirect, userBufferReads, type DirectProgress, type UploadThread } from "../src/data/receive.ts";
+import { receiveBinding, type ReceiveBinding } from "../src/native.ts";
 import * as quick from "../src/fs/quick.ts";
 import { requireCloseNotify } from "../src/data/tls.ts";
 import { receiveFile, Transfer } from "../src/data/transfer.ts";
 import { countCalls } from "./helpers/handles.ts";
+import { openFds, waitFor } from "./helpers/server.ts";
 import { socketPair, tlsSocketPair } from "./helpers/sockets.ts";
 
 const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
@@ -303,4 +306,258 @@ describe("uploads through a reused read buffer", () => {
       });
     }
   }
+});
+
+/** Whether descriptor `fd` of this process has O_NONBLOCK (its flags, in octal, in /proc). */
+function nonBlocking(fd: number): boolean {
+  const flags = /^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "latin1"));
+  assert.ok(flags, `flags of descriptor ${fd}`);
+  return (Number.parseInt(flags[1] as string, 8) & fsConstants.O_NONBLOCK) !== 0;
+}
+
+const threadCount = (): number => readdirSync("/proc/self/task").length;
+
+describe("large uploads on a thread of their own (native/receive.c)", { skip: receiveBinding() === null && "the addon is not built (native/)" }, () => {
+  let dir: string;
+  let n = 0;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "berth-receive-thread-"));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  /** The addon's receive, with every call's arguments kept (and, with `refuse`, no thread). */
+  function watched(refuse = false): { binding: ReceiveBinding; calls: unknown[][] } {
+    const real = receiveBinding() as ReceiveBinding;
+    const calls: unknown[][] = [];
+    const binding: ReceiveBinding = {
+      receive: (...a) => {
+        calls.push(a);
+        if (refuse) throw Object.assign(new Error("cannot start a transfer thread"), { code: "EAGAIN" });
+        return real.receive(...a);
+      },
+      cancel: real.cancel,
+    };
+    return { binding, calls };
+  }
+
+  /** A file, the server side of a connection that is not reading yet, its client, and the way to
+   * the thread for them. */
+  async function setUp(stalledMs = 10_000, refuse = false) {
+    const file = join(dir, `up-${n++}.bin`);
+    const handle = await open(file, "w");
+    const [server, client] = await socketPair(true);
+    client.on("error", () => undefined);
+    const { binding, calls } = watched(refuse);
+    const socketFd = (server as unknown as { _handle: { fd: number } })._handle.fd;
+    const thread: UploadThread = { binding, socketFd, fileFd: handle.fd, stalledMs };
+    const progress: DirectProgress = { written: 0, running: null };
+    return { file, handle, server, client, thread, calls, progress, socketFd };
+  }
+
+  /** Writes `data` in pieces of 1 MiB, `gapMs` apart; ends the connection unless told not to.
+   * Settles early if the connection closes. */
+  async function send(client: Socket, data: Buffer, gapMs = 0, end = true): Promise<void> {
+    const closed = once(client, "close").catch(() => undefined);
+    for (let at = 0; at < data.length && !client.destroyed; at += 1 << 20) {
+      if (!client.write(data.subarray(at, at + (1 << 20)))) await Promise.race([once(client, "drain"), closed]);
+      if (gapMs > 0) await sleep(gapMs);
+    }
+    if (end && !client.destroyed) client.end();
+  }
+
+  it(`takes over after ${HANDOFF_AT >> 20} MiB on a blocking socket, lands every byte, and counts them while it runs`, async () => {
+    const data = randomBytes(16 * 1024 * 1024 + 5);
+    const u = await setUp();
+    const fdsBefore = openFds();
+    const seen = { running: 0, blocking: false };
+    const sending = send(u.client, data, 15);
+    const sampler = setInterval(() => {
+      const running = u.progress.running;
+      if (running && (running[0] ?? 0n) > 0n) {
+        seen.running = Math.max(seen.running, Number(running[0]));
+        seen.blocking ||= !nonBlocking(u.socketFd);
+      }
+    }, 5);
+    try {
+      await receiveDirect(u.server, u.handle, 0, u.progress, u.thread);
+      await sending;
+    } finally {
+      clearInterval(sampler);
+    }
+    await u.handle.close();
+    assert.equal(u.calls.length, 1, "one thread");
+    const [, , position, stalled, , , mayBlock] = u.calls[0] as [number, number, number, number, unknown, unknown, boolean];
+    assert.ok(position >= HANDOFF_AT && position < HANDOFF_AT + (1 << 20), `handed over at ${position}`);
+    assert.equal(stalled, 10_000);
+    assert.equal(mayBlock, true);
+    assert.ok(seen.running > 0, "the count moved while the thread ran");
+    assert.ok(seen.blocking, "the socket was blocking while the thread read it");
+    assert.ok(nonBlocking(u.socketFd), "non-blocking again once the thread is done");
+    assert.equal(u.progress.running, null);
+    assert.equal(u.progress.written, data.length);
+    assert.equal(sha(await readFile(u.file)), sha(data));
+    assert.equal(openFds(), fdsBefore - 1, "the thread's copies are closed (and the file's own handle)");
+    u.server.destroy();
+  });
+
+  it("a small upload never starts one", async () => {
+    const data = randomBytes(HANDOFF_AT - 1);
+    const u = await setUp();
+    const threads = threadCount();
+    const sending = send(u.client, data);
+    await receiveDirect(u.server, u.handle, 0, u.progress, u.thread);
+    await sending;
+    await u.handle.close();
+    assert.equal(u.calls.length, 0);
+    assert.equal(threadCount(), threads);
+    assert.equal(sha(await readFile(u.file)), sha(data));
+    u.server.destroy();
+  });
+
+  it("a client that stops sending: the thread gives up after stalledMs with ETIMEDOUT, every byte received is in the file, nothing is left open", async () => {
+    const data = randomBytes(6 * 1024 * 1024);
+    const u = await setUp(300);
+    const fdsBefore = openFds();
+    const threads = threadCount();
+    const receiving = receiveDirect(u.server, u.handle, 0, u.progress, u.thread);
+    receiving.catch(() => undefined);
+    await send(u.client, data, 0, false);
+    const t0 = Date.now();
+    await assert.rejects(receiving, { code: "ETIMEDOUT", syscall: "recv" });
+    assert.ok(Date.now() - t0 >= 250, `gave up ${Date.now() - t0} ms after the last write`);
+    assert.equal(u.calls.length, 1);
+    assert.equal(u.server.destroyed, true);
+    assert.equal(u.progress.written, data.length);
+    await u.handle.close();
+    assert.equal(sha(await readFile(u.file)), sha(data));
+    assert.ok(await waitFor(() => threadCount() === threads, 2000), "the thread is gone");
+    assert.ok(await waitFor(() => openFds() <= fdsBefore - 2, 2000), `${openFds()} descriptors open, ${fdsBefore} before (socket and file closed since)`);
+    u.client.destroy();
+  });
+
+  it("a client that resets while the thread reads fails the upload with ECONNRESET", async () => {
+    const u = await setUp();
+    const receiving = receiveDirect(u.server, u.handle, 0, u.progress, u.thread);
+    receiving.catch(() => undefined);
+    await send(u.client, randomBytes(6 * 1024 * 1024), 0, false);
+    assert.ok(await waitFor(() => u.progress.written + Number(u.progress.running?.[0] ?? 0n) >= 6 * 1024 * 1024, 5000), "the thread wrote what came");
+    u.client.resetAndDestroy();
+    await assert.rejects(receiving, { code: "ECONNRESET" });
+    assert.equal(u.server.destroyed, true);
+    await u.handle.close();
+  });
+
+  it("a socket destroyed meanwhile (ABOR, a closed control connection) cancels the thread; nothing is written after the upload has failed", async () => {
+    const u = await setUp();
+    const threads = threadCount();
+    // Sending on, for the thread to read.
+    const sending = send(u.client, randomBytes(64 * 1024 * 1024), 20, false).catch(() => undefined);
+    const receiving = receiveDirect(u.server, u.handle, 0, u.progress, u.thread);
+    assert.ok(await waitFor(() => (u.progress.running?.[0] ?? 0n) > 0n, 5000), "the thread runs");
+    u.server.destroy();
+    await assert.rejects(receiving, { code: "ERR_STREAM_PREMATURE_CLOSE" });
+    const size = (await stat(u.file)).size;
+    assert.equal(size, u.progress.written);
+    await sleep(100);
+    assert.equal((await stat(u.file)).size, size, "no write after the upload failed");
+    assert.ok(await waitFor(() => threadCount() === threads, 2000), "the thread is gone");
+    u.client.destroy();
+    await sending;
+    await u.handle.close();
+  });
+
+  it("a write that fails on the thread (ENOSPC) fails the upload with the file's error", async () => {
+    const u = await setUp();
+    // The first megabytes go to the real file, the thread's to /dev/full.
+    const full = await open("/dev/full", "w");
+    const thread: UploadThread = { ...u.thread, fileFd: full.fd };
+    void send(u.client, randomBytes(8 * 1024 * 1024), 0, false).catch(() => undefined);
+    await assert.rejects(receiveDirect(u.server, u.handle, 0, u.progress, thread), { code: "ENOSPC", syscall: "write" });
+    assert.equal(u.server.destroyed, true);
+    assert.ok(u.progress.written >= HANDOFF_AT, `${u.progress.written} bytes written before the thread`);
+    await full.close();
+    await u.handle.close();
+    u.client.destroy();
+  });
+
+  it("no thread to be had: the upload goes on from the event loop, its idle timer armed again", async () => {
+    const data = randomBytes(8 * 1024 * 1024 + 1);
+    const u = await setUp(10_000, true);
+    u.server.setTimeout(10_000, () => assert.fail("no idle timeout expected"));
+    const sending = send(u.client, data, 5);
+    await receiveDirect(u.server, u.handle, 0, u.progress, u.thread);
+    await sending;
+    await u.handle.close();
+    assert.equal(u.calls.length, 1, "a thread was asked for");
+    assert.equal(u.server.timeout, 10_000);
+    assert.equal(u.progress.written, data.length);
+    assert.equal(sha(await readFile(u.file)), sha(data));
+    u.server.destroy();
+  });
+
+  it("receiveFile: a large plain upload goes to the thread; STAT's count (Transfer.bytes) follows it; a stall on the thread is the transfer's stall (426)", async () => {
+    const binding = receiveBinding() as ReceiveBinding;
+    const { receive } = binding;
+    let calls = 0;
+    binding.receive = (...a) => {
+      calls++;
+      return receive.apply(binding, a);
+    };
+    try {
+      const data = randomBytes(12 * 1024 * 1024);
+      const u = await setUp();
+      const t = new Transfer("upload", "/up.bin", null);
+      const sending = send(u.client, data, 10);
+      // Counts seen between the hand-over and the end: the thread's bytes are in Transfer.bytes.
+      const between: number[] = [];
+      const sampler = setInterval(() => {
+        if (t.bytes > HANDOFF_AT + (2 << 20) && t.bytes < data.length) between.push(t.bytes);
+      }, 5);
+      try {
+        assert.equal(await receiveFile(t, u.server, u.handle, 0, false, 10_000), data.length);
+      } finally {
+        clearInterval(sampler);
+      }
+      await sending;
+      assert.equal(t.bytes, data.length);
+      assert.ok(between.length > 0, "the count moved while the thread ran");
+      assert.equal(calls, 1);
+      await u.handle.close();
+      assert.equal(sha(await readFile(u.file)), sha(data));
+
+      const s = await setUp();
+      const stalled = new Transfer("upload", "/up.bin", null);
+      const failing = receiveFile(stalled, s.server, s.handle, 0, false, 300);
+      failing.catch(() => undefined);
+      await send(s.client, randomBytes(5 * 1024 * 1024), 0, false);
+      await assert.rejects(failing, { code: 426, message: /no data moved/ });
+      assert.equal(stalled.aborted, "stalled");
+      assert.equal(calls, 2);
+      assert.equal(stalled.bytes, 5 * 1024 * 1024);
+      await s.handle.close();
+      s.client.destroy();
+
+      const off = await setUp();
+      const sendingOff = send(off.client, data);
+      assert.equal(await receiveFile(new Transfer("upload", "/up.bin", null), off.server, off.handle, 0, false, 10_000, null, false), data.length);
+      await sendingOff;
+      assert.equal(calls, 2, "transfer.uploadThreads off: no thread");
+      await off.handle.close();
+    } finally {
+      binding.receive = receive;
+    }
+  });
+
+  it("receiveFile: a client that resets right behind its last bytes fails with 426, whatever the thread read first", async () => {
+    for (let i = 0; i < 3; i++) {
+      const u = await setUp();
+      u.client.write(randomBytes(6 * 1024 * 1024));
+      const t = new Transfer("upload", "/up.bin", null);
+      const receiving = receiveFile(t, u.server, u.handle, 0, false, 10_000);
+      await sleep(30);
+      u.client.resetAndDestroy();
+      await assert.rejects(receiving, { code: 426 });
+      await u.handle.close();
+    }
+  });
 });

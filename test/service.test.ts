@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { receiveBinding, sendfileBinding } from "../src/native.ts";
 
 const MAIN = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
 const TSX = import.meta.resolve("tsx");
@@ -85,9 +86,12 @@ async function serve(configBody: string, graceSeconds = 8, extraEnv: Record<stri
       void exited.then(() => reject(new Error(`berth exited while waiting for ${String(re)}: ${stderr}`)));
     });
   };
-  const listening = JSON.parse(await waitLog(/"event":"listening"/)) as { port: number; jail: string };
+  const listening = JSON.parse(await waitLog(/"event":"listening"/)) as { port: number; jail: string; sendfile: string; uploadThreads: string };
   // Linux has /proc/self/fd: the jail holds what it checked (fs/pin.ts).
   if (process.platform === "linux") assert.equal(listening.jail, "held");
+  // The addon's transfer threads, as this process finds them (the child loads the same build).
+  assert.equal(listening.sendfile, sendfileBinding() ? "on" : "unavailable");
+  assert.equal(listening.uploadThreads, receiveBinding() ? "on" : "unavailable");
   return { child, port: listening.port, cwd, exited, waitLog, mark: () => lines.length };
 }
 

@@ -24,6 +24,8 @@ export interface Config {
   readonly transfer: {
     /** Plain binary downloads by sendfile(2) where the addon is built (src/native.ts). */
     readonly sendfile: boolean;
+    /** Large plain binary uploads read and written by a thread of the addon (native/receive.c). */
+    readonly uploadThreads: boolean;
   };
   readonly tls: {
     readonly mode: TlsMode;
@@ -163,7 +165,7 @@ export const DEFAULTS: Config = {
   listen: { host: "::", port: 2121 },
   passive: { ports: "50000-50100", address: "" },
   active: { enabled: true },
-  transfer: { sendfile: true },
+  transfer: { sendfile: true, uploadThreads: true },
   tls: {
     mode: "off",
     cert: "",

@@ -17,10 +17,19 @@
  * meanwhile fills the other staging buffer, and reading pauses (TCP then slows the client) when that
  * one is full. The promise settles only once the last write has returned, so 226 follows bytes that
  * are in the file.
+ *
+ * Once a plain upload has written HANDOFF_AT bytes this way, the rest goes to a thread of the addon
+ * (native/receive.c) where it is built: the event loop stops reading the socket, and the thread
+ * reads it with blocking calls of a megabyte and writes each read to the file, until the client's
+ * end; the promise settles when the thread is done. A large upload then costs the event loop
+ * nothing per chunk, and a slow disk holds up only the thread.
  */
 import { Socket } from "node:net";
 import type { FileLike } from "../fs/quick.ts";
 import { canNow, write as quickWrite, writeNow } from "../fs/quick.ts";
+import type { ReceiveBinding, TransferJob } from "../native.ts";
+import { constants as osConstants } from "node:os";
+import { getSystemErrorName } from "node:util";
 
 /** Bytes a socket read may return at once (a loopback read can bring a few hundred KiB). */
 const READ_SIZE = 256 << 10;
@@ -33,6 +42,14 @@ const DIRECT_MIN = 64 << 10;
 const FLUSH_AT = 256 << 10;
 /** Buffer sets kept for later uploads (reused memory takes no page faults). */
 const POOL_MAX = 4;
+/** Bytes an upload writes from the event loop before the rest goes to a thread (a small file never
+ * pays for one). */
+export const HANDOFF_AT = 4 << 20;
+/** Upload threads running at most at once; more uploads than this stay on the event loop. */
+const THREADS_MAX = 256;
+let threads = 0;
+
+const { ECANCELED, ETIMEDOUT } = osConstants.errno;
 
 interface OnreadSymbols {
   readonly buffer: symbol;
@@ -113,18 +130,37 @@ function giveBack(b: Buffers): void {
 
 /** What receiveDirect reports while it runs. */
 export interface DirectProgress {
-  /** Bytes written to the file so far. */
+  /** Bytes written to the file so far (the thread's count is added when it ends). */
   written: number;
+  /** While the upload thread runs: the bytes it has written so far (in [0]). */
+  running?: BigInt64Array | null;
+}
+
+/** An upload's way to a thread of the addon (native/receive.c): the socket's and the file's
+ * descriptors, and how long it waits for data before it gives up (ETIMEDOUT). */
+export interface UploadThread {
+  readonly binding: ReceiveBinding;
+  readonly socketFd: number;
+  readonly fileFd: number;
+  readonly stalledMs: number;
 }
 
 /**
  * Reads `socket` to its end into `handle` from `position`. Rejects with the socket's error, a
  * premature close (the socket closed without a FIN: reset or destroyed by an abort) or the file's
- * write error; in every case only after no write is in flight. Call only when
- * `userBufferReads(socket)` is true.
+ * write error; in every case only after no write is in flight. With `thread`, the rest of a large
+ * upload goes to a thread of the addon, which rejects with ETIMEDOUT (code) when no data came for
+ * `thread.stalledMs`: the caller then disarms the socket's idle timer (thread.stalledMs) for the
+ * thread's time. Call only when `userBufferReads(socket)` is true.
  */
-export function receiveDirect(socket: Socket, handle: FileLike, position: number, progress: DirectProgress): Promise<void> {
-  return new Promise<void>((resolve, reject) => new DirectReceive(socket, handle, position, progress, resolve, reject).start());
+export function receiveDirect(
+  socket: Socket,
+  handle: FileLike,
+  position: number,
+  progress: DirectProgress,
+  thread: UploadThread | null = null,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => new DirectReceive(socket, handle, position, progress, thread, resolve, reject).start());
 }
 
 /** One receiveDirect. A class rather than a function of closures: one is made per upload, and
@@ -146,6 +182,12 @@ class DirectReceive {
   private diskFailed = false;
   /** A flush after the reads of this turn of the event loop (each brings a TLS record or two). */
   private deferred: NodeJS.Immediate | null = null;
+  /** The buffers went back to the pool when the thread took over. */
+  private returned = false;
+  /** Cancels the running upload thread (native cancel bound to its job). */
+  private cancelThread: (() => void) | null = null;
+  /** Where the upload started: the thread takes over HANDOFF_AT bytes after it. */
+  private readonly from: number;
   private readonly onEnd: () => void;
   private readonly onError: (err: Error) => void;
   private readonly onClose: () => void;
@@ -155,11 +197,13 @@ class DirectReceive {
     private readonly handle: FileLike,
     position: number,
     private readonly progress: DirectProgress,
+    private thread: UploadThread | null,
     private readonly resolve: () => void,
     private readonly reject: (err: unknown) => void,
   ) {
     this.h = handleOf(socket) as UserBufferHandle;
     this.pos = position;
+    this.from = position;
     this.onEnd = () => this.end();
     this.onError = (err) => this.fail(err);
     this.onClose = () => {
@@ -173,7 +217,9 @@ class DirectReceive {
     readIntoBuffer(socket, readBuf, (n: number): boolean => {
       if (this.failure !== null) return false;
       try {
-        return this.take(readBuf, n);
+        if (!this.take(readBuf, n)) return false;
+        // Returning false stops the handle reading: the thread reads from here on.
+        return this.thread === null || this.pos - this.from < HANDOFF_AT || !this.handOff();
       } catch (err) {
         this.fail(err);
         return false;
@@ -207,7 +253,7 @@ class DirectReceive {
     socket.removeListener("close", this.onClose);
     // Nothing reads into our buffers any more: the socket ended, or it is destroyed below.
     if (this.failure !== null) socket.destroy();
-    giveBack(this.bufs);
+    if (!this.returned) giveBack(this.bufs);
     if (this.failure !== null) this.reject(this.failure);
     else this.resolve();
   }
@@ -318,11 +364,75 @@ class DirectReceive {
     return false;
   }
 
+  /**
+   * Hands the rest of the upload to a thread, if one may start: nothing is staged or in flight,
+   * the read callback returns false (the handle stops reading), and the job starts once that
+   * callback has returned. The socket's idle timer is disarmed: the thread keeps its own stall
+   * clock. Until the job ends, `writing` holds the upload open (settle waits for it).
+   */
+  private handOff(): boolean {
+    if (this.writing || this.fill !== 0 || this.diskFailed || threads >= THREADS_MAX) return false;
+    threads++;
+    this.writing = true;
+    this.paused = true;
+    this.socket.setTimeout(0);
+    setImmediate(() => this.startThread());
+    return true;
+  }
+
+  private startThread(): void {
+    const thread = this.thread as UploadThread;
+    this.thread = null;
+    if (this.failure !== null || this.socket.destroyed) return this.threadDone(ECANCELED, 0, false);
+    const running = new BigInt64Array(1);
+    let job: TransferJob;
+    try {
+      job = thread.binding.receive(thread.socketFd, thread.fileFd, this.pos, thread.stalledMs, running, (errno, n, disk) => this.threadDone(errno, n, disk), true);
+    } catch {
+      // No thread (EAGAIN, EMFILE): the upload goes on here.
+      threads--;
+      this.writing = false;
+      this.socket.setTimeout(thread.stalledMs);
+      return this.resumeReading();
+    }
+    this.progress.running = running;
+    // Nothing reads into our buffers until the job ends (and then only the end or nothing).
+    giveBack(this.bufs);
+    this.returned = true;
+    // An abort (ABOR, a closed control connection, shutdown) destroys the socket: the job's copy
+    // is shut down, which ends its wait. Bound, not an arrow (test/hotpath.test.ts).
+    this.cancelThread = thread.binding.cancel.bind(null, job);
+    this.socket.once("close", this.cancelThread);
+  }
+
+  /** The thread is done: its bytes are in the file (or it failed), and the socket is ours again. */
+  private threadDone(errno: number, n: number, disk: boolean): void {
+    threads--;
+    this.writing = false;
+    this.progress.running = null;
+    this.pos += n;
+    this.progress.written += n;
+    if (this.cancelThread !== null) this.socket.removeListener("close", this.cancelThread);
+    if (errno === 0) return this.end();
+    if (disk) this.diskFailed = true;
+    this.fail(threadError(errno, disk));
+  }
+
   private end(): void {
     this.ended = true;
     if (!this.writing && this.fill > 0 && !this.diskFailed) this.flushStaged();
     this.settle();
   }
+}
+
+/** The error an upload thread ended with: a stall (ETIMEDOUT), an abort (premature close), the
+ * socket's or the file's. */
+function threadError(errno: number, disk: boolean): Error {
+  if (errno === ECANCELED) return Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" });
+  const code = getSystemErrorName(-errno);
+  const syscall = disk ? "write" : "recv";
+  const message = errno === ETIMEDOUT && !disk ? "upload stalled" : `${syscall}: ${code}`;
+  return Object.assign(new Error(message), { code, errno: -errno, syscall });
 }
 
 /** Writes all `n` bytes of `buf` at `pos` (a regular file may take fewer at once). */

@@ -14,12 +14,12 @@ import type { Readable, Transform, Writable } from "node:stream";
 import { FtpError } from "../protocol/errors.ts";
 import { fromNetworkAscii, networkAsciiEncoder } from "./ascii.ts";
 import { hookStage, type TransferHook } from "./hook.ts";
-import { receiveDirect, userBufferReads, type DirectProgress } from "./receive.ts";
+import { receiveDirect, userBufferReads, type DirectProgress, type UploadThread } from "./receive.ts";
 import { QUICK_IO_MAX, SLOW_MS, fdOf, lateCall, quickEnabled, read as quickRead } from "../fs/quick.ts";
 import { constants as osConstants } from "node:os";
 import { getSystemErrorName } from "node:util";
 import { endUnused } from "./linger.ts";
-import { sendfileBinding, type SendfileBinding, type TransferJob } from "../native.ts";
+import { receiveBinding, sendfileBinding, type SendfileBinding, type TransferJob } from "../native.ts";
 
 /** Read size for downloads: large chunks keep system calls few; at most what may be read at once
  * synchronously (fs/quick.ts). */
@@ -364,7 +364,8 @@ export function readBufferSize(remaining: number, cap = READ_CHUNK): number {
 }
 
 /** Receives the socket's bytes into `handle` at `position` until the client closes the connection:
- * through a reused buffer when it can (data/receive.ts), else through a stream pipeline. */
+ * through a reused buffer when it can (data/receive.ts), the rest of a large plain upload on a
+ * thread of its own (`threads`, where the addon is built), else through a stream pipeline. */
 export async function receiveFile(
   t: Transfer,
   socket: Socket,
@@ -373,16 +374,19 @@ export async function receiveFile(
   ascii: boolean,
   stalledMs: number,
   hook: TransferHook | null = null,
+  threads = true,
 ): Promise<number> {
   const notReset = resetCheck(socket);
   if (!hook && !ascii && userBufferReads(socket)) {
-    const progress: DirectProgress = { written: 0 };
-    t.attach(socket, () => progress.written);
+    const progress: DirectProgress = { written: 0, running: null };
+    t.attach(socket, () => progress.written + Number(progress.running?.[0] ?? 0n));
     socket.setTimeout(stalledMs, () => t.abort("stalled"));
     try {
-      await receiveDirect(socket, handle, position, progress);
+      await receiveDirect(socket, handle, position, progress, threads ? uploadThread(socket, handle, stalledMs) : null);
       await notReset();
     } catch (err) {
+      // The thread gave up waiting for data.
+      if ((err as NodeJS.ErrnoException).syscall === "recv" && (err as NodeJS.ErrnoException).code === "ETIMEDOUT") t.abort("stalled");
       socket.destroy();
       throw abortError(t, err);
     }
@@ -404,6 +408,17 @@ export async function receiveFile(
   stages.push(ws);
   await run(t, socket, stages, stalledMs, notReset);
   return ws.bytesWritten;
+}
+
+/** What an upload needs to go on in a thread of the addon: a plain TCP socket and a file
+ * descriptor; null where the event loop must do (TLS, a stand-in handle, no addon). */
+function uploadThread(socket: Socket, handle: FileLike, stalledMs: number): UploadThread | null {
+  const binding = receiveBinding();
+  if (binding === null || (socket as Socket & { encrypted?: boolean }).encrypted) return null;
+  const socketFd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  const fileFd = fdOf(handle);
+  if (typeof socketFd !== "number" || socketFd < 0 || fileFd === null) return null;
+  return { binding, socketFd, fileFd, stalledMs };
 }
 
 const NOTHING = Buffer.alloc(0);

@@ -55,7 +55,7 @@ async function upload(s: Session, path: VirtualPath, opts: UploadOptions, openin
         return s.requireFs().openUpload(path, opts);
       },
       move(t, socket, up) {
-        return receiveFile(t, socket, up.handle, up.position, s.type === "A", stalledMs(s), limits?.hook ?? null);
+        return receiveFile(t, socket, up.handle, up.position, s.type === "A", stalledMs(s), limits?.hook ?? null, s.ctx.config.transfer.uploadThreads);
       },
       commit(up) {
         return up.commit();
