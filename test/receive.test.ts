@@ -400,6 +400,26 @@ describe("large uploads on a thread of their own (native/receive.c)", { skip: re
     u.server.destroy();
   });
 
+  it("after slow writes (reads staged and written through the pool) it takes over too, once a write has returned with nothing staged", async () => {
+    const data = randomBytes(16 * 1024 * 1024 + 3);
+    const u = await setUp();
+    quick.backOff(60_000);
+    try {
+      const sending = send(u.client, data, 10);
+      await receiveDirect(u.server, u.handle, 0, u.progress, u.thread);
+      await sending;
+    } finally {
+      quick.backOff(0);
+    }
+    await u.handle.close();
+    assert.equal(u.calls.length, 1, "one thread");
+    const position = (u.calls[0] as number[])[2] as number;
+    assert.ok(position >= HANDOFF_AT && position < data.length, `handed over at ${position}`);
+    assert.equal(u.progress.written, data.length);
+    assert.equal(sha(await readFile(u.file)), sha(data));
+    u.server.destroy();
+  });
+
   it("a small upload never starts one", async () => {
     const data = randomBytes(HANDOFF_AT - 1);
     const u = await setUp();

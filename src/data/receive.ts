@@ -82,6 +82,7 @@ function onreadSymbols(): OnreadSymbols | null {
 
 interface UserBufferHandle {
   useUserBuffer(buf: Uint8Array): void;
+  readStop(): number;
   reading: boolean;
 }
 
@@ -219,7 +220,7 @@ class DirectReceive {
       try {
         if (!this.take(readBuf, n)) return false;
         // Returning false stops the handle reading: the thread reads from here on.
-        return this.thread === null || this.pos - this.from < HANDOFF_AT || !this.handOff();
+        return this.thread === null || this.pos - this.from < HANDOFF_AT || !this.handOff(false);
       } catch (err) {
         this.fail(err);
         return false;
@@ -322,6 +323,8 @@ class DirectReceive {
         this.progress.written += n;
         // What arrived during the write goes out at once, as one write.
         if (this.fill > 0) this.flush();
+        // Past HANDOFF_AT with nothing staged: a slow disk is the thread's to wait for.
+        else if (this.thread !== null && this.failure === null && this.pos - this.from >= HANDOFF_AT && this.handOff(true)) return;
         if (this.failure === null) this.resumeReading();
         this.settle();
       },
@@ -365,17 +368,23 @@ class DirectReceive {
   }
 
   /**
-   * Hands the rest of the upload to a thread, if one may start: nothing is staged or in flight,
-   * the read callback returns false (the handle stops reading), and the job starts once that
-   * callback has returned. The socket's idle timer is disarmed: the thread keeps its own stall
-   * clock. Until the job ends, `writing` holds the upload open (settle waits for it).
+   * Hands the rest of the upload to a thread, if one may start: nothing is staged or in flight.
+   * From the read callback (`stopReading` false) the callback then returns false, which stops the
+   * handle reading; from elsewhere (a write through the pool has returned) the handle is stopped
+   * here, as that would. The job starts on the next turn of the event loop, once no read callback
+   * is running. The socket's idle timer is disarmed: the thread keeps its own stall clock. Until
+   * the job ends, `writing` holds the upload open (settle waits for it).
    */
-  private handOff(): boolean {
-    if (this.writing || this.fill !== 0 || this.diskFailed || threads >= THREADS_MAX) return false;
+  private handOff(stopReading: boolean): boolean {
+    if (this.writing || this.fill !== 0 || this.diskFailed || this.socket.destroyed || threads >= THREADS_MAX) return false;
     threads++;
     this.writing = true;
     this.paused = true;
     this.socket.setTimeout(0);
+    if (stopReading && this.h.reading) {
+      this.h.reading = false;
+      this.h.readStop();
+    }
     setImmediate(() => this.startThread());
     return true;
   }
