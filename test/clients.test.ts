@@ -67,6 +67,17 @@ describe("curl", () => {
     await roundTrip("curl-pasv4.bin", ["--disable-epsv"]);
   });
 
+  it("plain FTP, 9 MB uploads, passive and active, land byte for byte (past 4 MiB on the upload thread)", async (ctx) => {
+    if (skipUnless(ctx, "curl")) return;
+    const big = Buffer.alloc(9_000_000);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 2654435761) >>> 24;
+    await writeFile(join(work, "big.bin"), big);
+    for (const [name, extra] of [["big-pasv.bin", []], ["big-port.bin", ["-P", "-"]]] as const) {
+      ok(await exec("curl", [...creds, ...extra, "-T", join(work, "big.bin"), `${base()}/${name}`]), `curl upload ${name}`);
+      assert.ok((await readFile(join(t.home("alice"), name))).equals(big), name);
+    }
+  });
+
   it("plain FTP, active (-P, EPRT and PORT)", async (ctx) => {
     if (skipUnless(ctx, "curl")) return;
     await roundTrip("curl-active.bin", ["-P", "127.0.0.1"]);

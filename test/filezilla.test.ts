@@ -70,7 +70,8 @@ describe("FileZilla (headless)", { concurrency: true }, () => {
       const low = 22200 + i * 15; // each run listens on its own ports in active mode
       const r = await exec(SCRIPT, ["127.0.0.1", String(port), "alice", "alice-pw", protocol, mode], {
         timeoutMs: 170_000,
-        env: { FZ_OUT: join(out, `${protocol}-${mode}`), FZ_ACTIVE_PORTS: `${low}-${low + 14}`, FZ_TIMEOUT: "60" },
+        // Plain uploads past 4 MiB go on a thread of their own (data/receive.ts): 9 MB there.
+        env: { FZ_OUT: join(out, `${protocol}-${mode}`), FZ_ACTIVE_PORTS: `${low}-${low + 14}`, FZ_TIMEOUT: "60", FZ_SIZE: protocol === "plain" ? "9000000" : "300000" },
       });
       const verdict = r.stdout.trim().split("\n").at(-1) ?? "";
       assert.equal(r.code, 0, `fz-check ${protocol} ${mode}: ${verdict}\n${describeRun(r)}`);
