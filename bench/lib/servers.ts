@@ -220,14 +220,16 @@ async function startBerth(spec: ServerSpec, state: string, root: string, mode: T
   };
 }
 
-/** Extra node flags for berth: a CPU profile when BENCH_PROFILE is set; JIT symbols for `perf`
- * when BENCH_PERF is. */
+/** Extra node flags for berth: BENCH_NODE_FLAGS (space-separated, for trying V8 or Node flags on
+ * berth alone, not on the load generator), then a CPU profile when BENCH_PROFILE is set, or JIT
+ * symbols for `perf` when BENCH_PERF is. */
 function berthNodeFlags(dir: string): string[] {
-  if (process.env.BENCH_PERF) return ["--perf-basic-prof"];
-  if (!process.env.BENCH_PROFILE) return [];
+  const extra = (process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter((f) => f !== "");
+  if (process.env.BENCH_PERF) return [...extra, "--perf-basic-prof"];
+  if (!process.env.BENCH_PROFILE) return extra;
   const out = path.join(dir, "profiles");
   mkdirSync(out, { recursive: true });
-  return ["--cpu-prof", `--cpu-prof-dir=${out}`];
+  return [...extra, "--cpu-prof", `--cpu-prof-dir=${out}`];
 }
 
 /** Whether something accepts connections on 127.0.0.1:`port` now. */
