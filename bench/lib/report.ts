@@ -32,7 +32,7 @@ export interface Report {
 }
 
 const HOW: Readonly<Record<string, string>> = {
-  berth: "Node.js, one process; sendfile for plain RETR (native/); bcrypt cost 10 with the login cache (60 s)",
+  berth: "Node.js, one process; sendfile for plain RETR and a thread per large plain STOR (native/); bcrypt cost 10 with the login cache (60 s)",
   "berth (no login cache)": "as berth, login cache off: every login pays bcrypt (sessions only)",
   vsftpd: "a process per session; sendfile",
   "pure-ftpd": "a process per session (privilege-separated build)",
