@@ -29,7 +29,7 @@ import type { FileLike } from "../fs/quick.ts";
 import { canNow, write as quickWrite, writeNow } from "../fs/quick.ts";
 import type { ReceiveBinding, TransferJob } from "../native.ts";
 import { constants as osConstants } from "node:os";
-import { getSystemErrorName } from "node:util";
+import { jobError, prematureClose } from "./failure.ts";
 
 /** Bytes a socket read may return at once (a loopback read can bring a few hundred KiB). */
 const READ_SIZE = 256 << 10;
@@ -49,7 +49,7 @@ export const HANDOFF_AT = 4 << 20;
 const THREADS_MAX = 256;
 let threads = 0;
 
-const { ECANCELED, ETIMEDOUT } = osConstants.errno;
+const { ECANCELED } = osConstants.errno;
 
 interface OnreadSymbols {
   readonly buffer: symbol;
@@ -208,7 +208,7 @@ class DirectReceive {
     this.onEnd = () => this.end();
     this.onError = (err) => this.fail(err);
     this.onClose = () => {
-      if (!this.ended) this.fail(Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" }));
+      if (!this.ended) this.fail(prematureClose());
     };
   }
 
@@ -424,7 +424,7 @@ class DirectReceive {
     if (this.cancelThread !== null) this.socket.removeListener("close", this.cancelThread);
     if (errno === 0) return this.end();
     if (disk) this.diskFailed = true;
-    this.fail(threadError(errno, disk));
+    this.fail(jobError(errno, disk ? "write" : "recv"));
   }
 
   private end(): void {
@@ -432,16 +432,6 @@ class DirectReceive {
     if (!this.writing && this.fill > 0 && !this.diskFailed) this.flushStaged();
     this.settle();
   }
-}
-
-/** The error an upload thread ended with: a stall (ETIMEDOUT), an abort (premature close), the
- * socket's or the file's. */
-function threadError(errno: number, disk: boolean): Error {
-  if (errno === ECANCELED) return Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" });
-  const code = getSystemErrorName(-errno);
-  const syscall = disk ? "write" : "recv";
-  const message = errno === ETIMEDOUT && !disk ? "upload stalled" : `${syscall}: ${code}`;
-  return Object.assign(new Error(message), { code, errno: -errno, syscall });
 }
 
 /** Writes all `n` bytes of `buf` at `pos` (a regular file may take fewer at once). */

@@ -17,8 +17,8 @@ import { hookStage, type TransferHook } from "./hook.ts";
 import { receiveDirect, userBufferReads, type DirectProgress, type UploadThread } from "./receive.ts";
 import { QUICK_IO_MAX, SLOW_MS, fdOf, lateCall, quickEnabled, read as quickRead } from "../fs/quick.ts";
 import { constants as osConstants } from "node:os";
-import { getSystemErrorName } from "node:util";
 import { endUnused } from "./linger.ts";
+import { jobError, prematureClose } from "./failure.ts";
 import { receiveBinding, sendfileBinding, type SendfileBinding, type TransferJob } from "../native.ts";
 
 /** Read size for downloads: large chunks keep system calls few; at most what may be read at once
@@ -131,7 +131,7 @@ export async function sendFile(
       if (errno === 0) done = true;
       // sendfile refused the file before its first byte, or no thread could be started: the rest
       // goes through user space, from where sendfile stopped.
-      else if (!(errno === EAGAIN || (UNSUPPORTED.has(errno) && at.position === start))) throw errnoError(errno);
+      else if (!(errno === EAGAIN || (UNSUPPORTED.has(errno) && at.position === start))) throw jobError(errno, "sendfile");
     }
     if (!done) {
       socket.setTimeout(stalledMs, () => t.abort("stalled"));
@@ -223,22 +223,28 @@ class ReadAhead {
   }
 }
 
-const { EAGAIN, ECANCELED, ETIMEDOUT, EINVAL, ENOSYS, EOPNOTSUPP } = osConstants.errno;
+const { EAGAIN, ETIMEDOUT, EINVAL, ENOSYS, EOPNOTSUPP } = osConstants.errno;
 /** sendfile's answers for a file it cannot send (a file system without splice, say). */
 const UNSUPPORTED = new Set([EINVAL, ENOSYS, EOPNOTSUPP]);
 /** Bytes a download sends from the main thread before it hands the rest to a thread of its own: a
  * small file goes out in one call, a large one fills the socket buffer and moves on. */
 const SEND_NOW_MAX = 1 << 20;
 
-/** The descriptors sendfile needs: a plain TCP socket nothing else is writing to, and a file
- * descriptor; null where the user-space loop must do (TLS, a stand-in handle, pending writes). */
-function kernelCopyFds(socket: Socket, handle: FileLike): { socket: number; file: number } | null {
-  if ((socket as Socket & { encrypted?: boolean }).encrypted || socket.destroyed || socket.connecting) return null;
-  if (socket.writableLength !== 0 || socket.writableEnded) return null;
+/** The descriptors of a plain TCP socket and of a file, for a transfer thread of the addon; null
+ * for TLS or a stand-in handle. */
+function plainFds(socket: Socket, handle: FileLike): { socket: number; file: number } | null {
+  if ((socket as Socket & { encrypted?: boolean }).encrypted) return null;
   const sfd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
   const ffd = fdOf(handle);
   if (typeof sfd !== "number" || sfd < 0 || ffd === null) return null;
   return { socket: sfd, file: ffd };
+}
+
+/** The descriptors sendfile needs: a plain TCP socket nothing else is writing to, and a file
+ * descriptor; null where the user-space loop must do (TLS, a stand-in handle, pending writes). */
+function kernelCopyFds(socket: Socket, handle: FileLike): { socket: number; file: number } | null {
+  if (socket.destroyed || socket.connecting || socket.writableLength !== 0 || socket.writableEnded) return null;
+  return plainFds(socket, handle);
 }
 
 /**
@@ -340,11 +346,6 @@ function notReading(socket: Socket): boolean {
   return handle?.reading === false && socket.readableFlowing === false;
 }
 
-function errnoError(errno: number): Error {
-  if (errno === ECANCELED) return prematureClose();
-  const code = getSystemErrorName(-errno);
-  return Object.assign(new Error(`sendfile: ${code}`), { code, errno: -errno, syscall: "sendfile" });
-}
 
 /** One read of a download. */
 interface Chunk {
@@ -414,11 +415,8 @@ export async function receiveFile(
  * descriptor; null where the event loop must do (TLS, a stand-in handle, no addon). */
 function uploadThread(socket: Socket, handle: FileLike, stalledMs: number): UploadThread | null {
   const binding = receiveBinding();
-  if (binding === null || (socket as Socket & { encrypted?: boolean }).encrypted) return null;
-  const socketFd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-  const fileFd = fdOf(handle);
-  if (typeof socketFd !== "number" || socketFd < 0 || fileFd === null) return null;
-  return { binding, socketFd, fileFd, stalledMs };
+  const fds = binding === null ? null : plainFds(socket, handle);
+  return binding === null || fds === null ? null : { binding, socketFd: fds.socket, fileFd: fds.file, stalledMs };
 }
 
 const NOTHING = Buffer.alloc(0);
@@ -569,9 +567,6 @@ class SocketWatch {
   }
 }
 
-function prematureClose(): Error {
-  return Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" });
-}
 
 /** Errors of the network side; any other errno (ENOSPC, EIO, …) is the disk's and is rethrown as is. */
 const NETWORK_CODES = new Set(["ECONNRESET", "EPIPE", "ECONNABORTED", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH"]);
