@@ -174,6 +174,8 @@ void describe("loadConfig errors name the key", () => {
     expectError(file("tls:\n  require: 2\n"), "tls.require", "true or false");
     expectError(env({ BERTH_TRANSFER_SENDFILE: "maybe" }), "transfer.sendfile", "true or false");
     expectError(file("transfer:\n  sendfile: \"sometimes\"\n"), "transfer.sendfile", "true or false");
+    expectError(env({ BERTH_TRANSFER_UPLOAD_THREADS: "yes please" }), "transfer.uploadThreads", "true or false");
+    expectError(file("transfer:\n  uploadThreads: [on]\n"), "transfer.uploadThreads", "true or false");
   });
 
   void test("negative or zero durations and counts", () => {

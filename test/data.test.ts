@@ -989,6 +989,24 @@ describe("timeouts", () => {
     });
   }
 
+  /** Runs `body` with `binding[method]` wrapped, and returns the `mayBlock` argument (the seventh)
+   * of each call made meanwhile, in order. */
+  async function mayBlockArgs<T extends object>(binding: T, method: keyof T & string, body: () => Promise<void>): Promise<boolean[]> {
+    const target = binding as unknown as Record<string, (...a: unknown[]) => unknown>;
+    const real = target[method] as (...a: unknown[]) => unknown;
+    const seen: boolean[] = [];
+    target[method] = (...a: unknown[]) => {
+      seen.push(a[6] as boolean);
+      return real.apply(binding, a);
+    };
+    try {
+      await body();
+    } finally {
+      target[method] = real;
+    }
+    return seen;
+  }
+
   /** Alice's six.bin: 6 MiB, past the main thread's first megabyte of a sendfile download. */
   async function sixMiB(t: TestServer, seed: number): Promise<Buffer> {
     const content = payload(6 << 20, seed);
@@ -999,14 +1017,8 @@ describe("timeouts", () => {
   it("a large download: the sendfile job may block on a passive connection (accepted paused), not on an active one (Node reads it); every byte arrives either way", { skip: !sendfileBinding() }, async () => {
     const native = sendfileBinding();
     assert.ok(native);
-    const { start } = native;
-    const mayBlock: boolean[] = [];
-    native.start = (...a) => {
-      mayBlock.push(a[6]);
-      return start.apply(native, a);
-    };
-    try {
-      await withServer(async (t) => {
+    const mayBlock = await mayBlockArgs(native, "start", () =>
+      withServer(async (t) => {
         const content = await sixMiB(t, 9);
         const raw = await rawLogin(t);
         try {
@@ -1024,23 +1036,15 @@ describe("timeouts", () => {
         } finally {
           await raw.close();
         }
-      });
-    } finally {
-      native.start = start;
-    }
+      }),
+    );
     assert.deepEqual(mayBlock, [true, false]);
   });
 
   it("a large upload, passive or active, goes on a thread of its own after its first megabytes; transfer.uploadThreads: false keeps it on the event loop; every byte lands either way", { skip: !receiveBinding() }, async () => {
     const native = receiveBinding();
     assert.ok(native);
-    const { receive } = native;
-    const mayBlock: boolean[] = [];
-    native.receive = (...a) => {
-      mayBlock.push(a[6]);
-      return receive.apply(native, a);
-    };
-    try {
+    const mayBlock = await mayBlockArgs(native, "receive", async () => {
       for (const uploadThreads of [true, false]) {
         await withServer(
           async (t) => {
@@ -1068,9 +1072,7 @@ describe("timeouts", () => {
           { config: { transfer: { uploadThreads } } },
         );
       }
-    } finally {
-      native.receive = receive;
-    }
+    });
     assert.deepEqual(mayBlock, [true, true], "two threads, both with the event loop no longer reading, none with uploadThreads off");
   });
 
