@@ -190,8 +190,14 @@ describe("quick file-system calls", () => {
     const h = await fsp.open(join(dir, "clock"), "w+");
     try {
       const data = Buffer.alloc(quick.RAN_CHECK_MIN, 3);
-      for (let i = 0; i < 5; i++) assert.equal(quick.writeNow(h, data, 0, data.length, 0), true);
-      assert.equal(reads, 0, "no late call: no clock reading on the data path");
+      // Each write starts with no late call behind it (a loaded machine may make one of these
+      // writes late itself; backOff(0) forgets it before the next).
+      for (let i = 0; i < 5; i++) {
+        quick.backOff(0);
+        assert.equal(quick.writeNow(h, data, 0, data.length, 0), true);
+        assert.equal(reads, 0, "no late call: no clock reading on the data path");
+      }
+      quick.backOff(0);
       quick.dataCallTook(quick.SLOW_MS + 1, -1); // a late write, not known to have run
       assert.equal(quick.writeNow(h, data, 0, data.length, 0), true);
       assert.equal(reads, 1, "within the window the next write reads the clock first");
