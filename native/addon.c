@@ -5,6 +5,7 @@
  *   receive.c   receive: large plain uploads read and written on a thread of their own
  *   job.c       cancel: what the two kinds of thread share
  *   lstat.c     lstatNames: the entries of one directory stat'ed relative to it, for listings
+ *   sockopt.c   listenerOptions, socketOptions: TCP options a listener hands to what it accepts
  *   addon.c     threadCpuNs: this thread's CPU time, for telling a busy kernel from a slow disk
  */
 #define NAPI_VERSION 8
@@ -37,6 +38,8 @@ NAPI_MODULE_INIT() {
     { "cancel", NULL, berth_job_cancel, NULL, NULL, NULL, napi_enumerable, NULL },
     { "lstatNames", NULL, berth_lstat_names, NULL, NULL, NULL, napi_enumerable, NULL },
     { "threadCpuNs", NULL, thread_cpu_ns, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "listenerOptions", NULL, berth_listener_options, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "socketOptions", NULL, berth_socket_options, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

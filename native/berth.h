@@ -8,5 +8,7 @@ napi_value berth_send_start(napi_env env, napi_callback_info info);
 napi_value berth_job_cancel(napi_env env, napi_callback_info info);
 napi_value berth_receive_start(napi_env env, napi_callback_info info);
 napi_value berth_lstat_names(napi_env env, napi_callback_info info);
+napi_value berth_listener_options(napi_env env, napi_callback_info info);
+napi_value berth_socket_options(napi_env env, napi_callback_info info);
 
 #endif

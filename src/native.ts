@@ -71,7 +71,17 @@ export interface LstatBinding {
   lstatNames(dir: string, names: readonly string[], from: number, to: number, out: Float64Array, offset: number): number;
 }
 
-type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding>;
+/** What native/sockopt.c exports. */
+export interface SockoptBinding {
+  /** TCP_NODELAY when `noDelay`, and keep-alive after `keepAliveIdleSeconds` of silence when it is
+   * above 0 (probes 1 s apart, 10 of them), on listening socket `fd`: Linux gives them to every
+   * socket it accepts. 0, or -errno. */
+  listenerOptions(fd: number, noDelay: boolean, keepAliveIdleSeconds: number): number;
+  /** [TCP_NODELAY, SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT] of socket `fd`, or -errno. */
+  socketOptions(fd: number): number[] | number;
+}
+
+type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding>;
 
 let addon: Addon | null | undefined;
 
@@ -123,4 +133,11 @@ export function threadCpuBinding(): (() => number) | null {
 export function lstatBinding(): LstatBinding | null {
   const a = load();
   return a && typeof a.lstatNames === "function" ? (a as LstatBinding) : null;
+}
+
+/** listenerOptions and socketOptions, or null where the addon is not built, does not load or
+ * predates them. */
+export function sockoptBinding(): SockoptBinding | null {
+  const a = load();
+  return a && typeof a.listenerOptions === "function" && typeof a.socketOptions === "function" ? (a as SockoptBinding) : null;
 }

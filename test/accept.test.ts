@@ -12,7 +12,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { describe, it } from "node:test";
-import { acceptCheaply, acceptsCheaply, SOCKET_DEFAULTS } from "../src/data/accept.ts";
+import { acceptCheaply, acceptsCheaply, optionsInherited, SOCKET_DEFAULTS } from "../src/data/accept.ts";
+import { sockoptBinding } from "../src/native.ts";
 import { Client } from "basic-ftp";
 import { exec } from "./helpers/exec.ts";
 import { download, ftpLogin, rawLogin, upload, withServer } from "./helpers/run.ts";
@@ -76,6 +77,50 @@ describe("accepted sockets (berth's onconnection)", () => {
     }
   });
 
+  it("get noDelay and keep-alive from the listening socket where the native part is built: the options each socket has are those Node's setters give", { skip: sockoptBinding() === null && "native part not built" }, async () => {
+    const binding = sockoptBinding()!;
+    /** [TCP_NODELAY, SO_KEEPALIVE, idle, interval, count] of a socket accepted by a server made
+     * with `options`, through berth's onconnection or Node's; and whether the listener gave them. */
+    const accepted = async (options: Parameters<typeof createServer>[0], ours: boolean): Promise<{ got: number[]; inherited: boolean; recorded: unknown[] }> => {
+      const server = createServer(options);
+      const port = await listening(server);
+      if (ours) assert.equal(acceptCheaply(server), true);
+      try {
+        const client = connect({ port, host: "127.0.0.1", ...SOCKET_DEFAULTS });
+        const [socket] = (await once(server, "connection")) as [Socket];
+        const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
+        const got = binding.socketOptions(fd);
+        assert.ok(Array.isArray(got), `socketOptions: ${String(got)}`);
+        const recorded = ["kSetNoDelay", "kSetKeepAlive", "kSetKeepAliveInitialDelay"].map((d) => field(socket, d));
+        client.destroy();
+        socket.destroy();
+        return { got, inherited: optionsInherited(server), recorded };
+      } finally {
+        server.close();
+      }
+    };
+    const control = { noDelay: true, keepAlive: true, keepAliveInitialDelay: 30_000 };
+    const passive = { noDelay: true, pauseOnConnect: true };
+    const ours = await accepted(control, true);
+    assert.equal(ours.inherited, true);
+    assert.deepEqual(ours.got, [1, 1, 30, 1, 10]);
+    assert.deepEqual(ours.recorded, [true, true, 30], "the socket knows it has them: its setters make no call");
+    assert.deepEqual(ours.got, (await accepted(control, false)).got, "the same as Node's setters give");
+    const data = await accepted(passive, true);
+    assert.equal(data.inherited, true);
+    assert.deepEqual(data.got.slice(0, 2), [1, 0]);
+    assert.deepEqual(data.got, (await accepted(passive, false)).got);
+    // Keep-alive without an initial delay (libuv then leaves the system's idle time) and a server
+    // with neither option are left to Node, and still get what Node gives.
+    const noDelayTime = { noDelay: true, keepAlive: true };
+    const left = await accepted(noDelayTime, true);
+    assert.equal(left.inherited, false);
+    assert.deepEqual(left.got, (await accepted(noDelayTime, false)).got);
+    const bare = await accepted({}, true);
+    assert.equal(bare.inherited, false);
+    assert.deepEqual(bare.got.slice(0, 2), [0, 0]);
+  });
+
   it("leave maxConnections to Node: the connection over it is dropped, the ones under it served", async () => {
     const server = createServer((s) => s.end("hi"));
     server.maxConnections = 1;
@@ -97,12 +142,15 @@ describe("accepted sockets (berth's onconnection)", () => {
   });
 
   it("serve every listener of a real server: control, implicit FTPS and passive", async () => {
-    /** Per accepted socket: its listener's port, and whether berth's onconnection made it. */
-    const seen: { port: number; ours: boolean }[] = [];
+    /** Per accepted socket: its listener's port, whether berth's onconnection made it, and its
+     * TCP_NODELAY and SO_KEEPALIVE (where the native part can tell). */
+    const seen: { port: number; ours: boolean; options: number[] | null }[] = [];
+    const binding = sockoptBinding();
     const onSocket = (m: unknown): void => {
-      const server = (m as { socket: Socket & { server: Server } }).socket.server;
-      const a = server.address();
-      seen.push({ port: a !== null && typeof a === "object" ? a.port : 0, ours: acceptsCheaply(server) });
+      const socket = (m as { socket: Socket & { server: Server; _handle: { fd: number } } }).socket;
+      const a = socket.server.address();
+      const got = binding?.socketOptions(socket._handle.fd);
+      seen.push({ port: a !== null && typeof a === "object" ? a.port : 0, ours: acceptsCheaply(socket.server), options: Array.isArray(got) ? got.slice(0, 3) : null });
     };
     subscribe("net.server.socket", onSocket);
     let ports: { control: number; implicit: number } = { control: 0, implicit: 0 };
@@ -135,6 +183,14 @@ describe("accepted sockets (berth's onconnection)", () => {
     assert.ok(seen.some((s) => s.port === ports.implicit));
     assert.ok(seen.some((s) => s.port !== ports.control && s.port !== ports.implicit), "passive");
     assert.deepEqual(seen.filter((s) => !s.ours), [], "every one made by berth's onconnection");
+    if (binding !== null) {
+      // Control connections probe after a minute of silence; data connections do not probe.
+      // (A data connection's idle time is the system's, which the test does not assume.)
+      for (const s of seen) {
+        const control = s.port === ports.control || s.port === ports.implicit;
+        assert.deepEqual(control ? s.options : s.options?.slice(0, 2), control ? [1, 1, 60] : [1, 0], `listener ${s.port}`);
+      }
+    }
   });
 
   it("survive clients that reset at once: control connections and a passive data connection reset as they are accepted leave a clear reply and nothing behind", async (tc) => {

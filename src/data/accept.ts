@@ -18,11 +18,18 @@
  * `maxConnections` refusal and a server with a `blockList` go to Node's own function.
  * `SOCKET_DEFAULTS` does the same for a socket berth dials (active mode).
  *
+ * Where the native part is built, the server's `noDelay` and `keepAlive` are set once on the
+ * listening socket instead of on each accepted one: Linux gives a listener's TCP_NODELAY and
+ * keep-alive settings to every socket it accepts (native/sockopt.c). The socket is then made
+ * knowing it has them, so Node's setters, called with the same values later, make no system call.
+ * A control connection made five `setsockopt` calls before its greeting, a data connection one.
+ *
  * This rests on internals of `net.Server` (`_handle.onconnection`, `_connections`); where they are
  * missing, the server keeps Node's own function (and test/accept.test.ts fails so it is noticed).
  */
 import { channel } from "node:diagnostics_channel";
 import { Socket, type Server } from "node:net";
+import { sockoptBinding } from "../native.ts";
 
 /** What the Socket constructor sets on its copy of the options, given up front with the values it
  * sets (spread them into `net.connect()` options; `allowHalfOpen` as Node's default). */
@@ -37,11 +44,16 @@ type OnConnection = (this: ListenHandle, err: number, clientHandle: ClientHandle
 
 const SERVER = Symbol("berth.acceptServer");
 const NODE_ONCONNECTION = Symbol("berth.nodeOnconnection");
+const INHERITED = Symbol("berth.optionsInherited");
 
 interface ListenHandle {
   onconnection: OnConnection;
+  /** The listening socket's descriptor (-1 or missing where there is none, as on Windows). */
+  fd?: number;
   [SERVER]: ServerInternals;
   [NODE_ONCONNECTION]: OnConnection;
+  /** The listening socket has the server's noDelay and keepAlive, so its connections have them. */
+  [INHERITED]: boolean;
 }
 
 /** The fields of `net.Server` Node's `onconnection` reads (all set by its constructor). */
@@ -78,8 +90,27 @@ export function acceptCheaply(server: Server): boolean {
   if (handle.onconnection === onConnection) return true;
   handle[NODE_ONCONNECTION] = handle.onconnection;
   handle[SERVER] = s;
+  handle[INHERITED] = setOnListener(s, handle);
   handle.onconnection = onConnection;
   return true;
+}
+
+/** Sets the server's noDelay and keepAlive on its listening socket; false (nothing set, or not
+ * all of it: each connection then sets them as Node does) where that cannot be done. A keepAlive
+ * without an initial delay is left to Node (libuv then keeps the system's idle time). */
+function setOnListener(s: ServerInternals, handle: ListenHandle): boolean {
+  if (!s.noDelay && !s.keepAlive) return false;
+  if (s.keepAlive && !(s.keepAliveInitialDelay > 0)) return false;
+  const fd = handle.fd;
+  const binding = sockoptBinding();
+  if (binding === null || typeof fd !== "number" || fd < 0) return false;
+  return binding.listenerOptions(fd, s.noDelay, s.keepAlive ? s.keepAliveInitialDelay : 0) === 0;
+}
+
+/** True when `server`'s connections get noDelay and keepAlive from its listening socket (for tests). */
+export function optionsInherited(server: Server): boolean {
+  const handle = (server as ServerInternals)._handle;
+  return handle !== null && handle.onconnection === onConnection && handle[INHERITED];
 }
 
 /** True when `server`'s connections are made by berth's `onconnection` (for tests). */
@@ -95,6 +126,7 @@ function onConnection(this: ListenHandle, err: number, clientHandle: ClientHandl
     this[NODE_ONCONNECTION](err, clientHandle);
     return;
   }
+  const inherited = this[INHERITED];
   const socket = new Socket({
     handle: clientHandle,
     allowHalfOpen: server.allowHalfOpen,
@@ -106,11 +138,18 @@ function onConnection(this: ListenHandle, err: number, clientHandle: ClientHandl
     emitClose: false,
     autoDestroy: true,
     decodeStrings: false,
+    // With a handle, the constructor only records these (as what the socket has): right when the
+    // listener gave them, and false otherwise, for the setters below.
+    noDelay: inherited && server.noDelay,
+    keepAlive: inherited && server.keepAlive,
+    keepAliveInitialDelay: inherited && server.keepAlive ? server.keepAliveInitialDelay * 1000 : 0,
   } as ConstructorParameters<typeof Socket>[0]) as AcceptedSocket;
-  // The public setters set the socket's own record of the option and the handle's, as Node's
-  // onconnection does by hand.
-  if (server.noDelay) socket.setNoDelay(true);
-  if (server.keepAlive) socket.setKeepAlive(true, server.keepAliveInitialDelay * 1000);
+  if (!inherited) {
+    // The public setters set the socket's own record of the option and the handle's, as Node's
+    // onconnection does by hand.
+    if (server.noDelay) socket.setNoDelay(true);
+    if (server.keepAlive) socket.setKeepAlive(true, server.keepAliveInitialDelay * 1000);
+  }
   server._connections++;
   socket.server = server;
   socket._server = server;

@@ -1,0 +1,77 @@
+/*
+ * TCP options set once on a listening socket, for every connection it accepts: Linux copies a
+ * listener's TCP_NODELAY and keep-alive settings (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL,
+ * TCP_KEEPCNT) into each socket accept(2) returns, with the keep-alive timer armed. Set on the
+ * listener, they cost one system call each per listener instead of one each per connection (a
+ * control connection took five, a data connection one).
+ *
+ *   listenerOptions(fd, noDelay, keepAliveIdleSeconds) -> 0, or -errno
+ *     TCP_NODELAY when `noDelay`; when keepAliveIdleSeconds > 0, SO_KEEPALIVE with that idle
+ *     time, probes 1 s apart and 10 of them (the values libuv sets for a socket's setKeepAlive).
+ *   socketOptions(fd) -> [noDelay, keepAlive, idle, interval, count], or -errno
+ *     What a socket has now (for tests and diagnostics).
+ */
+#define NAPI_VERSION 8
+#include <node_api.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include "berth.h"
+
+/* libuv's keep-alive probes: one a second, ten of them (uv_tcp_keepalive). */
+#define KEEPALIVE_INTERVAL 1
+#define KEEPALIVE_COUNT 10
+
+static napi_value number(napi_env env, double v) {
+  napi_value out;
+  napi_create_double(env, v, &out);
+  return out;
+}
+
+static int set_int(int fd, int level, int name, int value) {
+  return setsockopt(fd, level, name, &value, sizeof value) == 0 ? 0 : -errno;
+}
+
+napi_value berth_listener_options(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int32_t fd = -1, idle = 0;
+  bool no_delay = false;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_bool(env, argv[1], &no_delay) != napi_ok ||
+      napi_get_value_int32(env, argv[2], &idle) != napi_ok || fd < 0 || idle < 0) {
+    napi_throw_type_error(env, NULL, "listenerOptions(fd, noDelay, keepAliveIdleSeconds)");
+    return NULL;
+  }
+  int rc = 0;
+  if (no_delay) rc = set_int(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+  if (rc == 0 && idle > 0) rc = set_int(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+  if (rc == 0 && idle > 0) rc = set_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, idle);
+  if (rc == 0 && idle > 0) rc = set_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, KEEPALIVE_INTERVAL);
+  if (rc == 0 && idle > 0) rc = set_int(fd, IPPROTO_TCP, TCP_KEEPCNT, KEEPALIVE_COUNT);
+  return number(env, rc);
+}
+
+napi_value berth_socket_options(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd = -1;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, NULL, "socketOptions(fd)");
+    return NULL;
+  }
+  static const int levels[5] = { IPPROTO_TCP, SOL_SOCKET, IPPROTO_TCP, IPPROTO_TCP, IPPROTO_TCP };
+  static const int names[5] = { TCP_NODELAY, SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT };
+  napi_value out;
+  napi_create_array_with_length(env, 5, &out);
+  for (uint32_t i = 0; i < 5; i++) {
+    int v = 0;
+    socklen_t len = sizeof v;
+    if (getsockopt(fd, levels[i], names[i], &v, &len) != 0) return number(env, -errno);
+    napi_set_element(env, out, i, number(env, v));
+  }
+  return out;
+}
