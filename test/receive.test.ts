@@ -16,6 +16,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { HANDOFF_AT, receiveDirect, userBufferReads, type DirectProgress, type UploadThread } from "../src/data/receive.ts";
 import { receiveBinding, type ReceiveBinding } from "../src/native.ts";
+import { transferThreads } from "../src/data/threads.ts";
 import * as quick from "../src/fs/quick.ts";
 import { requireCloseNotify } from "../src/data/tls.ts";
 import { receiveFile, Transfer } from "../src/data/transfer.ts";
@@ -394,6 +395,7 @@ describe("large uploads on a thread of their own (native/receive.c)", { skip: re
     assert.ok(seen.blocking, "the socket was blocking while the thread read it");
     assert.ok(nonBlocking(u.socketFd), "non-blocking again once the thread is done");
     assert.equal(u.progress.running, null);
+    assert.equal(transferThreads.running, 0, "its thread slot given back");
     assert.equal(u.progress.written, data.length);
     assert.equal(sha(await readFile(u.file)), sha(data));
     assert.equal(openFds(), fdsBefore - 1, "the thread's copies are closed (and the file's own handle)");
@@ -498,6 +500,26 @@ describe("large uploads on a thread of their own (native/receive.c)", { skip: re
     await full.close();
     await u.handle.close();
     u.client.destroy();
+  });
+
+  it("every thread slot taken (downloads' and uploads' together): the upload goes on from the event loop, no thread asked for", async () => {
+    const data = randomBytes(8 * 1024 * 1024 + 1);
+    const u = await setUp();
+    const max = transferThreads.max;
+    transferThreads.max = 0;
+    try {
+      const sending = send(u.client, data, 5);
+      await receiveDirect(u.server, u.handle, 0, u.progress, u.thread);
+      await sending;
+    } finally {
+      transferThreads.max = max;
+    }
+    await u.handle.close();
+    assert.equal(u.calls.length, 0, "no thread asked for");
+    assert.equal(transferThreads.running, 0);
+    assert.equal(u.progress.written, data.length);
+    assert.equal(sha(await readFile(u.file)), sha(data));
+    u.server.destroy();
   });
 
   it("no thread to be had: the upload goes on from the event loop, its idle timer armed again", async () => {

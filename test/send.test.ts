@@ -16,9 +16,11 @@ import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { once } from "node:events";
 import { after, before, describe, it } from "node:test";
 import { READ_CHUNK, sendFile, Transfer } from "../src/data/transfer.ts";
 import { lstatBinding, sendfileBinding } from "../src/native.ts";
+import { transferThreads } from "../src/data/threads.ts";
 import * as quick from "../src/fs/quick.ts";
 import { countCalls } from "./helpers/handles.ts";
 import { openFds, waitFor } from "./helpers/server.ts";
@@ -334,6 +336,7 @@ describe("downloads", () => {
       try {
         assert.ok(s.t.bytes > 0 && s.t.bytes < 64 * MIB, `${s.t.bytes} bytes sent before the client stopped`);
         assert.equal(threadCount(), threads + 1, "one thread sends");
+        assert.equal(transferThreads.running, 1, "it holds a thread slot");
         assert.equal(openFds(), fds + 2 + 3, "the job's two copies, besides the pair and the file");
         const t0 = Date.now();
         s.t.abort("abort");
@@ -344,6 +347,46 @@ describe("downloads", () => {
         await s.close();
       }
       assert.ok(await waitFor(() => threadCount() === threads && openFds() === fds, 2000), "no thread or descriptor left");
+      assert.ok(await waitFor(() => transferThreads.running === 0, 2000), "its slot given back");
+    });
+
+    it("every thread slot taken: the rest goes out from the event loop, every byte, and no thread starts", async () => {
+      const binding = sendfileBinding()!;
+      const start = binding.start;
+      let started = 0;
+      binding.start = (...args: Parameters<typeof start>) => {
+        started++;
+        return start(...args);
+      };
+      const max = transferThreads.max;
+      transferThreads.max = 0;
+      const threads = threadCount();
+      const [server, client] = await socketPair(paused);
+      const handle = await open(bigFile, "r");
+      try {
+        const received = collect(client);
+        const t = new Transfer("download", "/big.bin", 64 * MIB);
+        const sending = sendFile(t, server, handle, 0, false, 10_000, null, true);
+        // Past the main thread's first megabyte, a thread would send the rest.
+        assert.ok(await waitFor(() => t.bytes > 2 * MIB, 5000), "sending on");
+        assert.equal(threadCount(), threads, "no thread");
+        assert.equal(await sending, 64 * MIB);
+        server.end();
+        const got = await received;
+        assert.equal(got.length, 64 * MIB);
+        assert.ok(got.every((b) => b === 7));
+      } finally {
+        transferThreads.max = max;
+        binding.start = start;
+        client.destroy();
+        server.destroy();
+        await handle.close();
+      }
+      // Both ends closed before the next test counts descriptors.
+      if (!server.closed) await once(server, "close");
+      if (!client.closed) await once(client, "close");
+      assert.equal(started, 0, "the addon's thread never asked for");
+      assert.equal(transferThreads.running, 0);
     });
 
     it("a client that reads nothing for the stall time: 426, stalled", async () => {

@@ -30,6 +30,7 @@ import { canNow, write as quickWrite, writeNow } from "../fs/quick.ts";
 import type { ReceiveBinding, TransferJob } from "../native.ts";
 import { constants as osConstants } from "node:os";
 import { jobError, prematureClose } from "./failure.ts";
+import { claimThread, releaseThread } from "./threads.ts";
 
 /** Bytes a socket read may return at once (a loopback read can bring a few hundred KiB). */
 const READ_SIZE = 256 << 10;
@@ -45,9 +46,6 @@ const POOL_MAX = 4;
 /** Bytes an upload writes from the event loop before the rest goes to a thread (a small file never
  * pays for one). */
 export const HANDOFF_AT = 4 << 20;
-/** Upload threads running at most at once; more uploads than this stay on the event loop. */
-const THREADS_MAX = 256;
-let threads = 0;
 
 const { ECANCELED } = osConstants.errno;
 
@@ -376,8 +374,7 @@ class DirectReceive {
    * the job ends, `writing` holds the upload open (settle waits for it).
    */
   private handOff(stopReading: boolean): boolean {
-    if (this.writing || this.fill !== 0 || this.diskFailed || this.socket.destroyed || threads >= THREADS_MAX) return false;
-    threads++;
+    if (this.writing || this.fill !== 0 || this.diskFailed || this.socket.destroyed || !claimThread()) return false;
     this.writing = true;
     this.paused = true;
     this.socket.setTimeout(0);
@@ -399,7 +396,7 @@ class DirectReceive {
       job = thread.binding.receive(thread.socketFd, thread.fileFd, this.pos, thread.stalledMs, running, (errno, n, disk) => this.threadDone(errno, n, disk), true);
     } catch {
       // No thread (EAGAIN, EMFILE): the upload goes on here.
-      threads--;
+      releaseThread();
       this.writing = false;
       this.socket.setTimeout(thread.stalledMs);
       return this.resumeReading();
@@ -416,7 +413,7 @@ class DirectReceive {
 
   /** The thread is done: its bytes are in the file (or it failed), and the socket is ours again. */
   private threadDone(errno: number, n: number, disk: boolean): void {
-    threads--;
+    releaseThread();
     this.writing = false;
     this.progress.running = null;
     this.pos += n;

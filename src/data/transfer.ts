@@ -19,6 +19,7 @@ import { QUICK_IO_MAX, SLOW_MS, fdOf, lateCall, quickEnabled, read as quickRead 
 import { constants as osConstants } from "node:os";
 import { endUnused } from "./linger.ts";
 import { jobError, prematureClose } from "./failure.ts";
+import { claimThread, releaseThread } from "./threads.ts";
 import { receiveBinding, sendfileBinding, type SendfileBinding, type TransferJob } from "../native.ts";
 
 /** Read size for downloads: large chunks keep system calls few; at most what may be read at once
@@ -260,7 +261,7 @@ function kernelCopyFds(socket: Socket, handle: FileLike): { socket: number; file
  * the job works on copies of both descriptors, so closing ours never hands it someone else's.
  *
  * Returns 0 at the end of the file, or the errno that stopped it; EAGAIN when no thread could be
- * started. Throws when the socket fails or closes first.
+ * started (or every slot of data/threads.ts is taken). Throws when the socket fails or closes first.
  */
 async function sendKernel(
   socket: Socket,
@@ -312,10 +313,24 @@ async function sendKernel(
   }
   let ended!: (r: { errno: number; n: number }) => void;
   const result = new Promise<{ errno: number; n: number }>((resolve) => (ended = resolve));
+  // Every thread slot taken: the rest goes out from the event loop.
+  if (!claimThread()) return EAGAIN;
   let job: TransferJob;
   try {
-    job = native.start(fds.socket, fds.file, at.position, stalledMs, progress, (errno, n) => ended({ errno, n }), notReading(socket));
+    job = native.start(
+      fds.socket,
+      fds.file,
+      at.position,
+      stalledMs,
+      progress,
+      (errno, n) => {
+        releaseThread();
+        ended({ errno, n });
+      },
+      notReading(socket),
+    );
   } catch {
+    releaseThread();
     return EAGAIN;
   }
   // Harmless once the job has ended; it never throws (a throw in a 'close' listener would be uncaught).
