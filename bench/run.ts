@@ -289,7 +289,7 @@ async function main(): Promise<void> {
           }
           await quiesce();
           log(`${spec.name}: ${s.title}`);
-          const ms = await s.run({ server: current, fixtures, opts, pool, log });
+          const ms = await s.run({ server: current, fixtures, opts, pool, log, pass });
           for (const m of ms) {
             keepBest(results, m, s);
             if (s.id !== "sessions" && s.id !== "idle-memory") {

@@ -42,6 +42,8 @@ export interface ScenarioContext {
   readonly opts: BenchOptions;
   readonly pool: WorkerPool;
   readonly log: (line: string) => void;
+  /** 0, or 1 in the second pass of a scenario with `passes: 2`. */
+  readonly pass: number;
 }
 
 /** One figure of one server. */
