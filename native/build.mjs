@@ -43,4 +43,4 @@ if (r.error || r.status !== 0) {
   skip(r.error ? `${cc}: ${r.error.code ?? r.error.message}` : `${cc} exited with ${r.status}`);
 }
 renameSync(tmp, out);
-console.log("berth: native part built (native/build/berth_native.node: sendfile, upload threads, directory stats)");
+console.log("berth: native part built (native/build/berth_native.node: sendfile, upload threads, directory stats, listener options)");
