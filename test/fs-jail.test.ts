@@ -9,6 +9,7 @@ import { setPinningForTest } from "../src/fs/pin.ts";
 import type { Upload, VirtualPath } from "../src/fs/types.ts";
 import { resolveVirtual, ROOT } from "../src/fs/vpath.ts";
 import { FtpError } from "../src/protocol/errors.ts";
+import { openFds } from "./helpers/server.ts";
 
 const SECRET = "TOP SECRET outside the jail";
 let base: string;
@@ -435,6 +436,27 @@ void describe("uploads", () => {
     assert.equal(await readHome("unique.txt"), "u");
   });
 
+  void it("store over what is there (a file, a link to one, a directory, a file in a subdirectory) leaves no descriptor open, refused or done", async () => {
+    await writeFile(home("again.txt"), "one");
+    await symlink("again.txt", home("again-link.txt"));
+    const before = openFds();
+    for (let i = 0; i < 3; i++) {
+      const up = await jail.openUpload(vp("/again.txt"), store);
+      await write(up, `v${i}`);
+      if (i === 1) await up.abort();
+      else await up.commit();
+      await refused(jail.openUpload(vp("/pub"), store), 550, "Is a directory");
+      await refused(jail.openUpload(vp("/pub/hello.txt"), { kind: "store", offset: 0, exclusive: true }), 550, "File exists");
+    }
+    assert.equal(await readHome("again.txt"), "v2");
+    const linked = await jail.openUpload(vp("/again-link.txt"), store);
+    await write(linked, "through the link");
+    await linked.commit();
+    assert.equal(await readHome("again.txt"), "through the link");
+    assert.ok((await lstat(home("again-link.txt"))).isSymbolicLink(), "the link kept");
+    assert.equal(openFds(), before);
+  });
+
   void it("a directory target is refused in every mode", async () => {
     for (const opts of [
       store,
@@ -488,6 +510,7 @@ void describe("downloads", () => {
     }
     await refused(jail.openDownload(vp("/fifo")), 550, "Not a regular file");
     await refused(jail.openUpload(vp("/fifo"), { kind: "append", offset: 0, exclusive: false }), 550);
+    await refused(jail.openUpload(vp("/fifo"), store), 550, "Not a regular file");
     await jail.unlink(vp("/fifo"));
   });
 });

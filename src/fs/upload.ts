@@ -14,7 +14,7 @@ import { toReal, UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixFileMode, modesFor } from "./modes.ts";
 import { locateHeld, pinning, pinParent, type PinnedDir } from "./pin.ts";
-import { fdOf, fstat, lstat, open, rename, stat, unlink, type FileLike } from "./quick.ts";
+import { fdOf, fstat, lstat, lstatOrNull, open, rename, stat, unlink, type FileLike } from "./quick.ts";
 import type { RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = constants;
@@ -29,19 +29,10 @@ export async function openUpload(root: RealPath, vpath: VirtualPath, opts: Uploa
   checkOffset(opts.offset);
   if (toReal(root, vpath) === root) throw new FtpError(550, "Is a directory");
   if (opts.kind === "store" && opts.offset === 0) {
-    // The usual upload, a new file: created at once through its directory held open, with no
-    // lstat first. Anything already there (EEXIST, a symlink too) takes the way below.
     const parent = await pinParent(root, vpath);
     if (parent !== null) {
-      let created: Upload | null;
-      try {
-        created = await tryCreate(parent, mode);
-      } catch (err) {
-        parent.dir.release();
-        throw err;
-      }
-      if (created !== null) return created;
-      parent.dir.release();
+      const stored = await storeIn(parent, opts, mode);
+      if (stored !== null) return stored;
     }
   }
   const target = await locateHeld(root, vpath);
@@ -55,6 +46,34 @@ export async function openUpload(root: RealPath, vpath: VirtualPath, opts: Uploa
     return await createNew(at, opts.exclusive, mode);
   } catch (err) {
     dir.release();
+    throw err;
+  }
+}
+
+/**
+ * The usual upload (STOR from the start) through its directory held open: a new file created at
+ * once, with no lstat first; when something is already there (EEXIST), it is looked at through the
+ * same directory, and a regular file is replaced through a temp file (a directory or anything else
+ * refused), with no second resolution of the path. null, the directory let go, when the name is a
+ * symlink: locateHeld's way follows it inside the jail.
+ */
+async function storeIn(t: Target, opts: UploadOptions, mode: number): Promise<Upload | null> {
+  try {
+    const created = await tryCreate(t, mode);
+    if (created !== null) return created;
+    const there = await lstatOrNull(t.dir.at(t.name)).catch((err: unknown) => {
+      throw mapFsError(err);
+    });
+    if (there?.isSymbolicLink()) {
+      t.dir.release();
+      return null;
+    }
+    // Gone again since the create found it: created now, or replaced if it came back once more.
+    if (there === null) return await createNew(t, opts.exclusive, mode);
+    checkTarget(there, opts);
+    return await openTemp(t, mode);
+  } catch (err) {
+    t.dir.release();
     throw err;
   }
 }
