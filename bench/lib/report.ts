@@ -189,7 +189,8 @@ function scenarioSection(input: ReportInput, s: Scenario, svgs: Record<string, s
     .filter((k) => results.some((m) => m.scenario === s.id && m.case === k && m.value !== null))
     .map((k) => ({
       title: k,
-      bars: order.map((n) => {
+      // A server with no figure for this case (not run there) has no bar, as it has no table row.
+      bars: order.filter((n) => find(results, s.id, k, n) !== undefined).map((n) => {
         const m = find(results, s.id, k, n);
         const v = m?.value ?? null;
         return { label: n, value: v, text: v === null ? `n/a${m?.note ? ` (${m.note.slice(0, 60)})` : ""}` : `${fmtValue(v, s.unit)} ${s.unit === "bytes/session" ? "" : s.unit}`.trim(), highlight: !isPeer(n) };
