@@ -2,7 +2,9 @@
  * `npm run bench [-- --quick] [--only NAMES] [--scenarios IDS] [--out FILE] [--report-only]`: installs the peers
  * where missing, and runs every scenario against berth and each peer in turn on loopback (blocksFor),
  * and writes the report (docs/benchmarks.md and its SVGs; with --quick, bench/.state/ unless --out).
- * The raw figures go to $FTPB_STATE/results.json; --report-only writes the page again from them.
+ * The raw figures of a run that writes docs/benchmarks.md go to $FTPB_STATE/results.json, and
+ * --report-only writes the page again from them; any other run (--quick, --out) keeps its figures
+ * beside its own page (FILE.json), so that it never replaces the published page's record.
  * Benchmarks assert nothing: they measure and write.
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -206,11 +208,12 @@ function keepBest(results: Measurement[], m: Measurement, s: Scenario): void {
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const state = process.env.FTPB_STATE ?? "/tmp/ftpbench";
-  const recordFile = path.join(state, "results.json");
+  const pageRecord = path.join(state, "results.json");
   if (args.reportOnly) {
-    writeReport(JSON.parse(readFileSync(recordFile, "utf8")) as RunRecord, args.out);
+    writeReport(JSON.parse(readFileSync(pageRecord, "utf8")) as RunRecord, args.out);
     return;
   }
+  const recordFile = args.quick || args.out !== null ? pageFile(args.quick, args.out).replace(/\.md$/, "") + ".json" : pageRecord;
   const opts = args.quick ? QUICK : FULL;
   const started = new Date();
   const t0 = performance.now();
@@ -222,6 +225,7 @@ async function main(): Promise<void> {
   if (chosen.length === 0) throw new Error("no scenario selected (ids: " + SCENARIOS.map((s) => s.id).join(", ") + ")");
   if (servers.some((s) => s.script !== null)) checkPeersDir();
   mkdirSync(state, { recursive: true });
+  mkdirSync(path.dirname(recordFile), { recursive: true });
   for (const s of servers) {
     if (s.script === null) continue;
     log(`checking ${s.name} (installs it if missing)`);
@@ -312,10 +316,15 @@ async function main(): Promise<void> {
   writeReport(record(), args.out);
 }
 
+/** The page a run writes: `out`, else bench/.state/quick/ for --quick, else docs/benchmarks.md. */
+function pageFile(quick: boolean, out: string | null): string {
+  return out ?? (quick ? path.join(REPO, "bench/.state/quick/benchmarks.md") : path.join(REPO, "docs/benchmarks.md"));
+}
+
 /** Writes the page and its charts for a run. */
 function writeReport(run: RunRecord, out: string | null): void {
   const { meta } = run;
-  const outFile = out ?? (meta.quick ? path.join(REPO, "bench/.state/quick/benchmarks.md") : path.join(REPO, "docs/benchmarks.md"));
+  const outFile = pageFile(meta.quick, out);
   const svgDirName = meta.quick || out ? "svg" : "benchmarks";
   const svgDir = path.join(path.dirname(outFile), svgDirName);
   const report = buildReport({
