@@ -10,6 +10,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { ensureFixtures } from "./lib/fixtures.ts";
+import { lockState } from "./lib/lock.ts";
 import { quiesce } from "./lib/quiesce.ts";
 import { WorkerPool } from "./lib/pool.ts";
 import { ALL_CASES, buildReport } from "./lib/report.ts";
@@ -225,6 +226,7 @@ async function main(): Promise<void> {
   if (chosen.length === 0) throw new Error("no scenario selected (ids: " + SCENARIOS.map((s) => s.id).join(", ") + ")");
   if (servers.some((s) => s.script !== null)) checkPeersDir();
   mkdirSync(state, { recursive: true });
+  lockState(state);
   mkdirSync(path.dirname(recordFile), { recursive: true });
   for (const s of servers) {
     if (s.script === null) continue;
