@@ -96,6 +96,20 @@ else printf '%s\n' "${listening:-no listening line}"; result FAIL "image: the ja
 if $ENGINE exec "$BR" node -e 'process.exit(typeof require("/app/native/build/berth_native.node").lstatNames === "function" ? 0 : 1)' 2>/dev/null
 then result PASS "image: listings stat'ed by the addon (lstatNames)"
 else result FAIL "image: the addon has no lstatNames"; fi
+# The image's addon sets listener options (native/sockopt.c), and a control connection made inside
+# the container has a keep-alive timer running ("tr" 02) on berth's side of port 21.
+if $ENGINE exec "$BR" node -e '
+  if (typeof require("/app/native/build/berth_native.node").listenerOptions !== "function") process.exit(1);
+  const s = require("net").connect(21, "127.0.0.1");
+  setTimeout(() => {
+    const fs = require("fs");
+    const rows = ["/proc/net/tcp", "/proc/net/tcp6"].flatMap((f) => fs.readFileSync(f, "latin1").split("\n").slice(1));
+    const ours = rows.map((r) => r.trim().split(/\s+/)).filter((c) => c[1] && c[1].endsWith(":0015") && c[3] === "01");
+    s.destroy();
+    process.exit(ours.length > 0 && ours.every((c) => c[5].startsWith("02:")) ? 0 : 1);
+  }, 500);' 2>/dev/null
+then result PASS "image: the addon sets listener options, and a control connection has its keep-alive timer"
+else result FAIL "image: no listenerOptions in the addon, or no keep-alive timer on a control connection"; fi
 if [ "$ENGINE" = podman ]; then
   if podman healthcheck run "$BR" >/dev/null 2>&1; then result PASS "bridge: HEALTHCHECK healthy"
   else result FAIL "bridge: HEALTHCHECK"; fi
