@@ -173,7 +173,7 @@ function hopeless(results: readonly Measurement[], s: Scenario, spec: ServerSpec
  * with each other, so they are taken as close together in time as they can be. A scenario with
  * `passes: 2` goes over the servers again in reverse order and keeps each case's best figure: the
  * first and the last server of a pass are measured minutes apart from their second try (a server
- * more than HOPELESS times behind the best in every case of its first pass is not tried again). A --quick run
+ * more than HOPELESS times behind the best peer in every case of its first pass is not tried again). A --quick run
  * (a check that everything runs) starts each server once per TLS mode, to keep within its time.
  */
 function blocksFor(servers: readonly ServerSpec[], chosen: readonly Scenario[], quick: boolean): Block[] {
