@@ -122,6 +122,8 @@ export interface Held extends Located {
   readonly dir: PinnedDir;
   /** The entry's name in `dir`. */
   readonly name: string;
+  /** Its lstat through `dir` (not a symlink: the way here followed any); null when missing. */
+  readonly lstat: fs.Stats | null;
 }
 
 /**
@@ -133,16 +135,25 @@ export interface Held extends Located {
  */
 export async function locateHeld(root: RealPath, vpath: VirtualPath): Promise<Held> {
   const parent = await pinParent(root, vpath);
-  if (parent !== null) {
-    const { dir, name, lstat } = await lookAt(parent.dir, parent.name);
-    if (lstat === null || !lstat.isSymbolicLink()) return { real: path.join(dir.real, name) as RealPath, exists: lstat !== null, dir, name };
-    dir.release();
-  }
+  const held = parent !== null ? await heldIn(parent) : null;
+  if (held !== null) return held;
   // locate says whether the path is missing or leaves the jail; what is there is then looked at
   // again through the directory held, not taken from locate's look by path.
   const found = await locate(root, vpath);
-  const held = await lookAt(await pinDir(root, path.dirname(found.real) as RealPath), path.basename(found.real));
-  return { real: found.real, exists: held.lstat !== null, dir: held.dir, name: held.name };
+  const entry = await lookAt(await pinDir(root, path.dirname(found.real) as RealPath), path.basename(found.real));
+  return { real: found.real, exists: entry.lstat !== null, dir: entry.dir, name: entry.name, lstat: entry.lstat };
+}
+
+/** Entry `parent.name` looked at through `parent.dir`, already held (pinParent): the Held for it,
+ * or null, the directory let go, when it is a symlink (locateHeld's way then follows it inside
+ * the jail). */
+export async function heldIn(parent: { dir: PinnedDir; name: string }): Promise<Held | null> {
+  const { dir, name, lstat } = await lookAt(parent.dir, parent.name);
+  if (lstat !== null && lstat.isSymbolicLink()) {
+    dir.release();
+    return null;
+  }
+  return { real: path.join(dir.real, name) as RealPath, exists: lstat !== null, dir, name, lstat };
 }
 
 /** Entry `name` of held directory `dir`, with its lstat through it (null when missing); on a

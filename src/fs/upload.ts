@@ -13,8 +13,8 @@ import { FtpError } from "../protocol/errors.ts";
 import { toReal, UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixFileMode, modesFor } from "./modes.ts";
-import { locateHeld, pinning, pinParent, type PinnedDir } from "./pin.ts";
-import { fdOf, fstat, lstat, lstatOrNull, open, rename, stat, unlink, type FileLike } from "./quick.ts";
+import { heldIn, locateHeld, pinning, pinParent, type Held, type PinnedDir } from "./pin.ts";
+import { fdOf, fstat, lstat, open, rename, unlink, type FileLike } from "./quick.ts";
 import type { RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = constants;
@@ -28,52 +28,36 @@ const SAFE = O_NOFOLLOW | O_NONBLOCK;
 export async function openUpload(root: RealPath, vpath: VirtualPath, opts: UploadOptions, mode = FILE_MODE): Promise<Upload> {
   checkOffset(opts.offset);
   if (toReal(root, vpath) === root) throw new FtpError(550, "Is a directory");
+  let target: Held | null = null;
   if (opts.kind === "store" && opts.offset === 0) {
+    // The usual upload, a new file: created at once through its directory held open, with no
+    // lstat first. When something is already there (EEXIST), it is looked at through the same
+    // directory; a symlink takes locateHeld's way, which follows it inside the jail.
     const parent = await pinParent(root, vpath);
     if (parent !== null) {
-      const stored = await storeIn(parent, opts, mode);
-      if (stored !== null) return stored;
+      let created: Upload | null;
+      try {
+        created = await tryCreate(parent, mode);
+      } catch (err) {
+        parent.dir.release();
+        throw err;
+      }
+      if (created !== null) return created;
+      target = await heldIn(parent);
     }
   }
-  const target = await locateHeld(root, vpath);
+  target ??= await locateHeld(root, vpath);
   const dir = target.dir;
   try {
     const at: Target = { dir, name: target.name };
-    if (target.exists) checkTarget(await stat(dir.at(at.name)), opts);
+    // The lstat made through the held directory (never of a symlink) says what is there.
+    if (target.lstat !== null) checkTarget(target.lstat, opts);
     if (opts.kind === "append") return await openAppend(at, target.exists, mode);
     if (opts.offset > 0) return await openAtOffset(at, target.exists, opts.offset);
     if (target.exists) return await openTemp(at, mode);
     return await createNew(at, opts.exclusive, mode);
   } catch (err) {
     dir.release();
-    throw err;
-  }
-}
-
-/**
- * The usual upload (STOR from the start) through its directory held open: a new file created at
- * once, with no lstat first; when something is already there (EEXIST), it is looked at through the
- * same directory, and a regular file is replaced through a temp file (a directory or anything else
- * refused), with no second resolution of the path. null, the directory let go, when the name is a
- * symlink: locateHeld's way follows it inside the jail.
- */
-async function storeIn(t: Target, opts: UploadOptions, mode: number): Promise<Upload | null> {
-  try {
-    const created = await tryCreate(t, mode);
-    if (created !== null) return created;
-    const there = await lstatOrNull(t.dir.at(t.name)).catch((err: unknown) => {
-      throw mapFsError(err);
-    });
-    if (there?.isSymbolicLink()) {
-      t.dir.release();
-      return null;
-    }
-    // Gone again since the create found it: created now, or replaced if it came back once more.
-    if (there === null) return await createNew(t, opts.exclusive, mode);
-    checkTarget(there, opts);
-    return await openTemp(t, mode);
-  } catch (err) {
-    t.dir.release();
     throw err;
   }
 }
