@@ -311,10 +311,10 @@ async function sendKernel(
     if (ms > SLOW_MS) lateCall(ms);
     if (errno !== EAGAIN) return errno;
   }
-  let ended!: (r: { errno: number; n: number }) => void;
-  const result = new Promise<{ errno: number; n: number }>((resolve) => (ended = resolve));
   // Every thread slot taken: the rest goes out from the event loop.
   if (!claimThread()) return EAGAIN;
+  let ended!: (r: { errno: number; n: number }) => void;
+  const result = new Promise<{ errno: number; n: number }>((resolve) => (ended = resolve));
   let job: TransferJob;
   try {
     job = native.start(
@@ -360,7 +360,6 @@ function notReading(socket: Socket): boolean {
   const handle = (socket as unknown as { _handle?: { reading?: unknown } | null })._handle;
   return handle?.reading === false && socket.readableFlowing === false;
 }
-
 
 /** One read of a download. */
 interface Chunk {
@@ -581,7 +580,6 @@ class SocketWatch {
     this.reject?.(this.failure);
   }
 }
-
 
 /** Errors of the network side; any other errno (ENOSPC, EIO, …) is the disk's and is rethrown as is. */
 const NETWORK_CODES = new Set(["ECONNRESET", "EPIPE", "ECONNABORTED", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH"]);
