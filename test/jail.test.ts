@@ -489,9 +489,28 @@ describe("odd paths inside the home: each command answers with a clear reply, an
           const r = await transfer(raw, command, command.startsWith("RETR") || command.startsWith("LIST") || command.startsWith("MLSD") ? undefined : Buffer.from("x"));
           assert.equal(r.code, code, command);
         }
+        // Uploads onto what is already there and cannot take a file: the reply says what it is,
+        // without a data connection used (a FIFO is never opened, so nothing blocks).
+        for (const [commands, message] of [
+          [["STOR odd/fifo"], "Not a regular file"],
+          [["APPE odd/fifo"], "Not a regular file"],
+          [["APPE odd/d"], "Is a directory"],
+          [["REST 1", "STOR odd/d"], "Is a directory"],
+          [["REST 1", "STOR odd/fifo"], "Not a regular file"],
+        ] as const) {
+          const sock = await raw.pasv();
+          for (const c of commands.slice(0, -1)) await raw.expect(c, 350);
+          const r = await raw.cmd(commands[commands.length - 1] as string);
+          sock.destroy();
+          assert.equal(r.code, 550, `${commands.join(", ")} → ${r.lines.join(" | ")}`);
+          assert.equal(r.message, message, commands.join(", "));
+        }
+        const long = await raw.cmd(`STOR odd/${"n".repeat(300)}`);
+        assert.equal(long.code, 553, `over-long name → ${long.lines.join(" | ")}`);
         await raw.expect("NOOP", 200);
         assert.equal(await readFile(join(home, "odd", "f"), "utf8"), "file");
         assert.deepEqual((await readdir(join(home, "odd"))).sort(), ["d", "dangle", "f", "fifo", "loop"]);
+        assert.deepEqual(await readdir(join(home, "odd", "d")), [], "nothing written into the directory");
       } finally {
         await raw.close();
       }
