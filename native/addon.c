@@ -6,6 +6,7 @@
  *   job.c       cancel: what the two kinds of thread share
  *   lstat.c     lstatNames: the entries of one directory stat'ed relative to it, for listings
  *   sockopt.c   listenerOptions, socketOptions: TCP options a listener hands to what it accepts
+ *   beneath.c   openBeneath: a path opened below a held directory in one call (openat2)
  *   addon.c     threadCpuNs: this thread's CPU time, for telling a busy kernel from a slow disk
  */
 #define NAPI_VERSION 8
@@ -40,6 +41,7 @@ NAPI_MODULE_INIT() {
     { "threadCpuNs", NULL, thread_cpu_ns, NULL, NULL, NULL, napi_enumerable, NULL },
     { "listenerOptions", NULL, berth_listener_options, NULL, NULL, NULL, napi_enumerable, NULL },
     { "socketOptions", NULL, berth_socket_options, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "openBeneath", NULL, berth_open_beneath, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

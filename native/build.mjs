@@ -1,4 +1,4 @@
-// Builds native/*.c (addon.c, job.c, sendfile.c, receive.c, lstat.c, sockopt.c) into native/build/berth_native.node with the
+// Builds native/*.c (addon.c, job.c, sendfile.c, receive.c, lstat.c, sockopt.c, beneath.c) into native/build/berth_native.node with the
 // system's C compiler and the Node-API headers (the node-api-headers package; Node's own where that
 // is missing), when npm installs berth. Optional: without a compiler, or on a system other than
 // Linux, it says so in one line and berth sends files and stats listings through Node instead.
@@ -34,7 +34,7 @@ if (!headers) skip("Node's headers (node_api.h) not found");
 const cc = process.env.CC || "cc";
 mkdirSync(dirname(out), { recursive: true });
 const tmp = `${out}.${process.pid}.tmp`;
-const sources = ["addon.c", "job.c", "sendfile.c", "receive.c", "lstat.c", "sockopt.c"].map((f) => join(here, f));
+const sources = ["addon.c", "job.c", "sendfile.c", "receive.c", "lstat.c", "sockopt.c", "beneath.c"].map((f) => join(here, f));
 const r = spawnSync(cc, ["-O2", "-Wall", "-Wextra", "-shared", "-fPIC", "-pthread", `-I${headers}`, "-o", tmp, ...sources], {
   stdio: ["ignore", "inherit", "inherit"],
 });
@@ -43,4 +43,4 @@ if (r.error || r.status !== 0) {
   skip(r.error ? `${cc}: ${r.error.code ?? r.error.message}` : `${cc} exited with ${r.status}`);
 }
 renameSync(tmp, out);
-console.log("berth: native part built (native/build/berth_native.node: sendfile, upload threads, directory stats, listener options)");
+console.log("berth: native part built (native/build/berth_native.node: sendfile, upload threads, directory stats, listener options, opens below the jail)");

@@ -7,6 +7,7 @@
  *   (native/receive.c, data/receive.ts), as the C servers do it, instead of by the event loop;
  * - lstat of a directory's entries relative to the directory (native/lstat.c), for listings
  *   (fs/listing.ts and the stat worker, fs/statworker.ts);
+ * - paths opened below a jail's root in one call (native/beneath.c, fs/beneath.ts);
  * - the main thread's CPU time (native/addon.c), so that fs/quick.ts can tell a large file call the
  *   kernel was busy with from one that waited for the disk.
  * Optional: where the addon was not built (no C compiler, not Linux) or does not load, the
@@ -81,7 +82,14 @@ export interface SockoptBinding {
   socketOptions(fd: number): number[] | number;
 }
 
-type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding>;
+/** What native/beneath.c exports. */
+export interface BeneathBinding {
+  /** openat2 of `path` relative to directory `dirFd` with RESOLVE_BENEATH and RESOLVE_NO_SYMLINKS
+   * (close-on-exec; `flags` without O_CREAT): the descriptor, or -errno. */
+  openBeneath(dirFd: number, path: string, flags: number): number;
+}
+
+type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & BeneathBinding>;
 
 let addon: Addon | null | undefined;
 
@@ -140,4 +148,15 @@ export function lstatBinding(): LstatBinding | null {
 export function sockoptBinding(): SockoptBinding | null {
   const a = load();
   return a && typeof a.listenerOptions === "function" && typeof a.socketOptions === "function" ? (a as SockoptBinding) : null;
+}
+
+let beneathFns: BeneathBinding | null | undefined;
+
+/** openBeneath, or null where the addon is not built, does not load or predates it (looked for
+ * once). A plain object, so that a test can watch it. */
+export function beneathBinding(): BeneathBinding | null {
+  if (beneathFns !== undefined) return beneathFns;
+  const a = load();
+  beneathFns = a && typeof a.openBeneath === "function" ? { openBeneath: a.openBeneath } : null;
+  return beneathFns;
 }

@@ -18,6 +18,7 @@ import { inContainer, passiveWarnings } from "./data/diagnose.ts";
 import { acceptCheaply } from "./data/accept.ts";
 import { unmapIPv4 } from "./data/address.ts";
 import { endUnused } from "./data/linger.ts";
+import { beneathAvailable } from "./fs/beneath.ts";
 import { pinning } from "./fs/pin.ts";
 import { PortPool } from "./data/ports.ts";
 import { TlsProvider } from "./data/tls.ts";
@@ -254,6 +255,9 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
       uploadThreads: !config.transfer.uploadThreads ? "off" : receiveBinding() ? "on" : "unavailable",
       // "paths": no /proc/self/fd here (not Linux); the jail then uses the checked paths (fs/pin.ts).
       jail: pinning() ? "held" : "paths",
+      // "unavailable": no openat2 (Linux before 5.6, a seccomp filter, or native/ not built); paths
+      // without links then take the jail's other way too (fs/beneath.ts).
+      beneath: pinning() && beneathAvailable() ? "on" : "unavailable",
     },
     "berth listening on %s port %s%s",
     config.listen.host,

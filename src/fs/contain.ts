@@ -46,6 +46,14 @@ export function toReal(root: RealPath, vpath: VirtualPath): string {
   return path.join(root, ...segments);
 }
 
+/** `vpath` relative to the root for an open below it (fs/beneath.ts): "." for the root itself, the
+ * names without the leading slash where toReal would take its usual path, else null (the caller
+ * takes the way that checks every segment). */
+export function relBelow(root: RealPath, vpath: VirtualPath): string | null {
+  if (vpath === ROOT) return ".";
+  return isPlainPath(vpath) && !root.endsWith("/") && !vpath.includes(TEMP_SEGMENT) ? vpath.slice(1) : null;
+}
+
 /** Resolves `vpath` through every symlink; refuses it when the result would be outside `root`.
  * A missing final part is fine (exists: false) as long as no dangling link stands in its place. */
 export async function locate(root: RealPath, vpath: VirtualPath): Promise<Located> {

@@ -9,13 +9,14 @@ import type { Stats } from "node:fs";
 import { mkdir, rmdir, utimes } from "node:fs/promises";
 import path from "node:path";
 import { FtpError, isFtpError } from "../protocol/errors.ts";
-import { locate } from "./contain.ts";
+import { beneathNow, holdRoot, openBeneath, releaseRoot, type HeldRoot } from "./beneath.ts";
+import { locate, relBelow } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixDirMode, modesFor, type CreateModes } from "./modes.ts";
 import { chmodNoFollow, holdEntry, holdTarget, locateHeld, pinParent } from "./pin.ts";
 import { readDirectory, toEntryStat } from "./listing.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
-import { fstat, open, realpath, rename, stat, unlink } from "./quick.ts";
+import { fstat, open, quickFile, realpath, rename, stat, unlink } from "./quick.ts";
 import { openUpload } from "./upload.ts";
 import { basename, isPlainName, joinVirtual, ROOT } from "./vpath.ts";
 
@@ -36,9 +37,20 @@ export class JailedFs {
   /** Modes of new files and directories. */
   readonly modes: CreateModes;
 
-  private constructor(root: RealPath, modes: CreateModes) {
+  /** The home's root held open for opens below it (fs/beneath.ts), until close(). */
+  private held: HeldRoot | null;
+
+  private constructor(root: RealPath, modes: CreateModes, held: HeldRoot | null) {
     this.root = root;
     this.modes = modes;
+    this.held = held;
+  }
+
+  /** Lets go of the root held open (the session has ended); the jail still works, by its paths.
+   * Harmless twice. */
+  close(): void {
+    releaseRoot(this.root, this.held);
+    this.held = null;
   }
 
   /** Opens the jail at `home` (made absolute), creating it like `mkdir -p` when missing. */
@@ -47,12 +59,14 @@ export class JailedFs {
     return guard(async () => {
       const abs = path.resolve(home);
       // A home that is there (every login but the first) costs one stat, not a mkdir.
-      const there = await stat(abs).catch(() => null);
+      let there = await stat(abs).catch(() => null);
       if (!there?.isDirectory()) {
         const created = await mkdir(abs, { recursive: true, mode: modes.dir });
         if (created !== undefined) await fixDirMode(abs, modes.dir);
+        there = await stat(abs);
       }
-      return new JailedFs((await realpath(abs)) as RealPath, modes);
+      const real = (await realpath(abs)) as RealPath;
+      return new JailedFs(real, modes, holdRoot(real, there));
     });
   }
 
@@ -91,12 +105,15 @@ export class JailedFs {
 
   /** Opens regular file `v` for reading: through its directory held open and checked (fs/pin.ts),
    * with O_NOFOLLOW, so that neither a directory swapped for a link nor a symlink swapped in for
-   * the file after the check is followed. O_NONBLOCK keeps a FIFO from blocking the open, and the
-   * fstat of what was opened decides whether it is a regular file. */
+   * the file after the check is followed. A path with no link on the way opens below the root held
+   * open instead, in one call (fs/beneath.ts). O_NONBLOCK keeps a FIFO from blocking the open, and
+   * the fstat of what was opened decides whether it is a regular file. */
   openDownload(v: VirtualPath): Promise<Download> {
     return guard(async () => {
       if (v === ROOT) throw new FtpError(550, "Not a regular file");
-      const handle = await this.openHeld(v, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+      const below = beneathNow() ? relBelow(this.root, v) : null;
+      const fd = below !== null ? openBeneath(this.root, below, O_RDONLY | O_NOFOLLOW | O_NONBLOCK) : -1;
+      const handle = fd >= 0 ? quickFile(fd) : await this.openHeld(v, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
       let s: Stats;
       try {
         s = await fstat(handle);

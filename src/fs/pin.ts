@@ -11,11 +11,16 @@
  *
  * Where /proc/self/fd cannot be read (not Linux, or /proc not mounted) the real paths are used as
  * they are, as containment alone would.
+ *
+ * A path with no link on the way is opened below the home's root held open instead, in one call
+ * (fs/beneath.ts: openat2, which refuses links and ways up itself); whatever that refuses comes
+ * here.
  */
 import * as fs from "node:fs";
 import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
-import { escaped, isInside, locate, locateEntry, toReal, type Located } from "./contain.ts";
+import { beneathNow, openBeneath } from "./beneath.ts";
+import { escaped, isInside, locate, locateEntry, relBelow, toReal, type Located } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { closeFd, lstatOrNull, O_PATH, openFd, procFdPaths as pinning, realpath, stat } from "./quick.ts";
 import type { RealPath, VirtualPath } from "./types.ts";
@@ -174,6 +179,14 @@ async function lookAt(dir: PinnedDir, name: string): Promise<HeldEntry> {
 export async function pinParent(root: RealPath, vpath: VirtualPath): Promise<{ dir: PinnedDir; name: string } | null> {
   const real = toReal(root, vpath);
   if (!pinning() || real === root) return null;
+  const below = beneathNow() ? relBelow(root, vpath) : null;
+  if (below !== null) {
+    // One openat2 below the root held open (fs/beneath.ts); a link on the way takes the path below.
+    const cut = below.lastIndexOf("/");
+    const dirRel = cut < 0 ? "." : below.slice(0, cut);
+    const fd = openBeneath(root, dirRel, O_PATH | O_DIRECTORY);
+    if (fd >= 0) return { dir: new ThroughFd(fd, cut < 0 ? root : `${root}/${dirRel}`), name: below.slice(cut + 1) };
+  }
   try {
     return { dir: await pinDir(root, path.dirname(real) as RealPath), name: path.basename(real) };
   } catch (err) {
@@ -220,9 +233,24 @@ export interface HeldTarget {
  * (open, readlink of its /proc path, fstat, close), and what was checked is what is used. A path
  * that does not resolve (missing, a dangling or looping link, a file on the way) is the reply for
  * a missing file. Where pinning is off: realpath, the check, then a stat of the checked path
- * (holdPath).
+ * (holdPath). A path with no link on the way opens below the root held open instead (fs/beneath.ts):
+ * openat2 and fstat, nothing left to check.
  */
 export function holdTarget(root: RealPath, vpath: VirtualPath): Promise<HeldTarget> {
+  const below = beneathNow() ? relBelow(root, vpath) : null;
+  if (below !== null) {
+    // One openat2 below the root held open (fs/beneath.ts) and the fstat; a link on the way (a
+    // link as the target included) takes holdPath's way, which follows it inside the jail.
+    const fd = openBeneath(root, below, O_PATH);
+    if (fd >= 0) {
+      try {
+        return Promise.resolve(new TargetThroughFd(fd, below === "." ? root : `${root}/${below}`, fs.fstatSync(fd)));
+      } catch (err) {
+        closeFd(fd);
+        return Promise.reject(err);
+      }
+    }
+  }
   return holdPath(root, toReal(root, vpath));
 }
 

@@ -303,6 +303,11 @@ export async function open(p: string, flags: number, mode?: number): Promise<Fil
   return new QuickFile(timed(() => fs.openSync(p, flags, mode)));
 }
 
+/** A descriptor opened synchronously elsewhere (fs/beneath.ts) as a FileLike. */
+export function quickFile(fd: number): FileLike {
+  return new QuickFile(fd);
+}
+
 /** Opens `p` as a bare descriptor (fs/pin.ts: O_PATH directories and entries). */
 export async function openFd(p: string, flags: number): Promise<number> {
   if (quickEnabled()) return timed(() => fs.openSync(p, flags));

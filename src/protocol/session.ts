@@ -215,6 +215,8 @@ export class Session {
 
   /** Marks the login done: stops the login timer. */
   loggedIn(user: User, fs: JailedFs): void {
+    // The connection closed while the home was being opened: nothing will use it.
+    if (this.closed) fs.close();
     this.user = user;
     this.fs = fs;
     this.pendingUser = null;
@@ -314,6 +316,7 @@ export class Session {
     this.retiring = null;
     this.spare?.close();
     this.queue.length = 0;
+    this.fs?.close();
   }
 
   private attach(socket: Socket): void {

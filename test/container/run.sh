@@ -93,6 +93,8 @@ if printf '%s' "$listening" | grep -q '"sendfile":"on"'; then result PASS "image
 else printf '%s\n' "${listening:-no listening line}"; result FAIL "image: sendfile not on"; fi
 if printf '%s' "$listening" | grep -q '"jail":"held"'; then result PASS "image: the jail holds what it checked (/proc/self/fd)"
 else printf '%s\n' "${listening:-no listening line}"; result FAIL "image: the jail cannot hold directories"; fi
+if printf '%s' "$listening" | grep -q '"beneath":"on"'; then result PASS "image: paths open below the held home in one call (openat2 allowed)"
+else printf '%s\n' "${listening:-no listening line}"; result FAIL "image: no openat2 below the home (addon, kernel or seccomp)"; fi
 if $ENGINE exec "$BR" node -e 'process.exit(typeof require("/app/native/build/berth_native.node").lstatNames === "function" ? 0 : 1)' 2>/dev/null
 then result PASS "image: listings stat'ed by the addon (lstatNames)"
 else result FAIL "image: the addon has no lstatNames"; fi

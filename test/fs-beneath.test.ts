@@ -1,0 +1,292 @@
+/**
+ * Opens below the jail's root held open (fs/beneath.ts, native/beneath.c): what the kernel call
+ * refuses, that the jail's common operations take the shortcut and give the answers of the way
+ * through fs/pin.ts (links inside followed, links out refused), and that the root's descriptor is
+ * shared by the sessions of one home, follows a home replaced on disk and is closed with the last
+ * session. test/fs-by-path.test.ts runs the jail's suites with the shortcut off.
+ */
+import assert from "node:assert/strict";
+import { closeSync, constants, fstatSync, openSync, readFileSync, statSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { Writable } from "node:stream";
+import { after, afterEach, before, describe, it } from "node:test";
+import { beneathNow, heldRoots, holdRoot, releaseRoot, setBeneathForTest } from "../src/fs/beneath.ts";
+import { JailedFs } from "../src/fs/jail.ts";
+import { holdTarget, pinParent } from "../src/fs/pin.ts";
+import { O_PATH } from "../src/fs/quick.ts";
+import type { VirtualPath } from "../src/fs/types.ts";
+import { resolveVirtual, ROOT } from "../src/fs/vpath.ts";
+import { FtpError } from "../src/protocol/errors.ts";
+import { beneathBinding, type BeneathBinding } from "../src/native.ts";
+import { ftpLogin, withServer } from "./helpers/run.ts";
+import { openFds, waitFor } from "./helpers/server.ts";
+
+const binding = beneathBinding();
+const skip = (binding === null || !beneathNow()) && "openat2 not available here (addon not built, or kernel before 5.6)";
+const vp = (arg: string): VirtualPath => resolveVirtual(ROOT, arg);
+const ENOENT = -2;
+const EINVAL = -22;
+const ELOOP = -40;
+const EXDEV = -18;
+
+let base: string;
+before(async () => {
+  base = await mkdtemp(path.join(tmpdir(), "beneath-"));
+});
+after(async () => {
+  await rm(base, { recursive: true, force: true });
+});
+
+/** Counts the addon's openBeneath calls and what they returned while `body` runs. */
+async function counting<T>(body: () => Promise<T>): Promise<{ result: T; calls: number[] }> {
+  const b = binding as BeneathBinding;
+  const real = b.openBeneath;
+  const calls: number[] = [];
+  b.openBeneath = (dir, p, flags) => {
+    const fd = real(dir, p, flags);
+    calls.push(fd);
+    return fd;
+  };
+  try {
+    return { result: await body(), calls };
+  } finally {
+    b.openBeneath = real;
+  }
+}
+
+async function refused(p: Promise<unknown>): Promise<void> {
+  await assert.rejects(p, (err: unknown) => err instanceof FtpError && err.code === 550 && !err.message.includes(base));
+}
+
+void describe("openBeneath: openat2 below a directory, no link and no way up", { skip }, () => {
+  let dir: string;
+  let fd: number;
+  before(async () => {
+    dir = path.join(base, "raw");
+    await mkdir(path.join(dir, "d"), { recursive: true });
+    await writeFile(path.join(dir, "d", "f"), "inside");
+    await symlink("f", path.join(dir, "d", "link-in"));
+    await symlink("/etc", path.join(dir, "abs"));
+    fd = openSync(dir, O_PATH | constants.O_DIRECTORY);
+  });
+  after(() => closeSync(fd));
+  const b = (): BeneathBinding => binding as BeneathBinding;
+
+  void it("opens a plain path below the directory, close-on-exec", () => {
+    const f = b().openBeneath(fd, "d/f", constants.O_RDONLY);
+    assert.ok(f >= 0, `errno ${-f}`);
+    try {
+      assert.equal(readFileSync(f, "utf8"), "inside");
+      const flags = /flags:\s+(\d+)/.exec(readFileSync(`/proc/self/fdinfo/${f}`, "utf8"))?.[1];
+      assert.ok(flags !== undefined && (parseInt(flags, 8) & constants.O_NONBLOCK) === 0);
+      assert.ok((parseInt(flags, 8) & 0o2000000) !== 0, "O_CLOEXEC missing");
+    } finally {
+      closeSync(f);
+    }
+    const d = b().openBeneath(fd, ".", O_PATH | constants.O_DIRECTORY);
+    assert.ok(d >= 0);
+    assert.equal(fstatSync(d).ino, statSync(dir).ino);
+    closeSync(d);
+  });
+
+  void it("refuses a symlink anywhere on the way, even one that stays inside", () => {
+    assert.equal(b().openBeneath(fd, "d/link-in", constants.O_RDONLY), ELOOP);
+    assert.equal(b().openBeneath(fd, "abs/passwd", constants.O_RDONLY), ELOOP);
+  });
+
+  void it("refuses a way up or an absolute path", () => {
+    assert.equal(b().openBeneath(fd, "../raw/d/f", constants.O_RDONLY), EXDEV);
+    assert.equal(b().openBeneath(fd, "d/../../raw/d/f", constants.O_RDONLY), EXDEV);
+    assert.equal(b().openBeneath(fd, "/etc/passwd", constants.O_RDONLY), EXDEV);
+  });
+
+  void it("answers a missing name, a NUL inside a name and O_CREAT clearly", () => {
+    assert.equal(b().openBeneath(fd, "d/missing", constants.O_RDONLY), ENOENT);
+    assert.equal(b().openBeneath(fd, "d/f\0x", constants.O_RDONLY), EINVAL);
+    assert.throws(() => b().openBeneath(fd, "d/new", constants.O_CREAT | constants.O_WRONLY), TypeError);
+  });
+});
+
+void describe("the jail takes the shortcut, with the answers of its other way", { skip }, () => {
+  let jail: JailedFs;
+  let outside: string;
+  before(async () => {
+    const home = path.join(base, "home1");
+    outside = path.join(base, "outside1");
+    await mkdir(path.join(home, "a"), { recursive: true });
+    await mkdir(outside);
+    await writeFile(path.join(home, "a", "b.txt"), "bee");
+    await writeFile(path.join(outside, "secret.txt"), "secret");
+    await symlink("a/b.txt", path.join(home, "in"));
+    await symlink(path.join(home, "a"), path.join(home, "abs-in"));
+    await symlink(path.join(outside, "secret.txt"), path.join(home, "out"));
+    await symlink(outside, path.join(home, "out-dir"));
+    jail = await JailedFs.open(home);
+  });
+  after(() => jail.close());
+  afterEach(() => {
+    setBeneathForTest(undefined);
+    beneathNow(); // found out again here, not inside a count
+  });
+
+  async function read(v: string): Promise<string> {
+    const dl = await jail.openDownload(vp(v));
+    try {
+      const buf = Buffer.alloc(dl.size);
+      await dl.handle.read(buf, 0, dl.size, 0);
+      return buf.toString();
+    } finally {
+      await dl.handle.close();
+    }
+  }
+
+  void it("a download, a stat, a listing and an upload each open once below the root", async () => {
+    const dl = await counting(() => read("/a/b.txt"));
+    assert.equal(dl.result, "bee");
+    assert.equal(dl.calls.length, 1);
+    assert.ok(dl.calls[0]! >= 0);
+    const st = await counting(() => jail.stat(vp("/a/b.txt")));
+    assert.equal(st.result.size, 3);
+    assert.deepEqual(st.calls.length, 1);
+    const ls = await counting(() => jail.list(vp("/a")));
+    assert.deepEqual(
+      ls.result.map((e) => e.name),
+      ["b.txt"],
+    );
+    assert.equal(ls.calls.length, 1);
+    const up = await counting(async () => {
+      const u = await jail.openUpload(vp("/a/new.txt"), { kind: "store", offset: 0, exclusive: false });
+      await u.handle.write(Buffer.from("new"), 0, 3, 0);
+      await u.commit();
+    });
+    assert.ok(up.calls.length >= 1 && up.calls.every((fd) => fd >= 0), `calls ${JSON.stringify(up.calls)}`);
+    assert.equal(await readFile(path.join(jail.root, "a", "new.txt"), "utf8"), "new");
+  });
+
+  void it("a link inside the jail is refused by the shortcut and followed by the other way", async () => {
+    for (const v of ["/in", "/abs-in/b.txt"]) {
+      const { result, calls } = await counting(() => read(v));
+      assert.equal(result, "bee", v);
+      // The path itself fails with ELOOP; the other way then opens what it can below the root
+      // (the directories before the link), and a link fails the same way there.
+      assert.equal(calls[0], ELOOP, v);
+      assert.ok(calls.every((fd) => fd >= 0 || fd === ELOOP), `${v}: ${JSON.stringify(calls)}`);
+    }
+    const { result } = await counting(() => jail.stat(vp("/abs-in")));
+    assert.equal(result.type, "dir");
+  });
+
+  void it("a link out of the jail is refused by both", async () => {
+    for (const v of ["/out", "/out-dir/secret.txt"]) {
+      const { calls } = await counting(() => refused(jail.openDownload(vp(v))));
+      assert.equal(calls[0], ELOOP, v);
+      assert.ok(calls.every((fd) => fd >= 0 || fd === ELOOP), `${v}: ${JSON.stringify(calls)}`);
+      await refused(jail.stat(vp(v)));
+    }
+  });
+
+  void it("switched off, nothing opens below the root and the answers are the same", async () => {
+    setBeneathForTest(false);
+    const { result, calls } = await counting(async () => [await read("/a/b.txt"), await read("/in"), (await jail.stat(vp("/a"))).type]);
+    assert.deepEqual(result, ["bee", "bee", "dir"]);
+    assert.deepEqual(calls, []);
+    await refused(jail.openDownload(vp("/out")));
+  });
+
+  void it("pinParent and holdTarget of the root itself", async () => {
+    const t = await holdTarget(jail.root, ROOT);
+    assert.ok(t.stats.isDirectory());
+    t.release();
+    const p = await pinParent(jail.root, vp("/a"));
+    assert.ok(p !== null);
+    assert.equal(p.name, "a");
+    assert.equal(p.dir.real, jail.root);
+    p.dir.release();
+  });
+});
+
+void describe("the root held open", { skip }, () => {
+  void it("is one descriptor for the jails of one home, closed with the last", async () => {
+    const home = path.join(base, "home2");
+    const fds = openFds();
+    const roots = heldRoots();
+    const a = await JailedFs.open(home); // created by this first login
+    const b = await JailedFs.open(home);
+    assert.equal(heldRoots(), roots + 1);
+    assert.equal(openFds(), fds + 1);
+    a.close();
+    a.close(); // harmless twice
+    assert.equal(heldRoots(), roots + 1);
+    assert.equal((await b.stat(ROOT)).type, "dir");
+    b.close();
+    assert.equal(heldRoots(), roots);
+    assert.equal(openFds(), fds);
+    // A closed jail still answers, by its paths.
+    await writeFile(path.join(home, "f"), "x");
+    assert.equal((await b.stat(vp("/f"))).size, 1);
+  });
+
+  void it("is not taken for a home whose path now leads elsewhere", async () => {
+    const home = path.join(base, "home3");
+    await mkdir(home);
+    const real = (await JailedFs.open(home)).root;
+    const other = statSync(base);
+    assert.equal(holdRoot(real, other), null);
+    const held = holdRoot(real, statSync(home));
+    assert.ok(held !== null);
+    releaseRoot(real, held);
+  });
+
+  void it("follows a home replaced on disk: the next login opens the new one, the old closes with its sessions", async () => {
+    const home = path.join(base, "home4");
+    await mkdir(home);
+    await writeFile(path.join(home, "f.txt"), "old");
+    const fds = openFds();
+    const first = await JailedFs.open(home);
+    await rename(home, `${home}.moved`);
+    await mkdir(home);
+    await writeFile(path.join(home, "f.txt"), "new!");
+    await writeFile(path.join(home, "only-new.txt"), "");
+    // Until a login sees the change, the shortcut stays below the directory entered.
+    assert.equal((await first.stat(vp("/f.txt"))).size, 3);
+    const second = await JailedFs.open(home);
+    assert.equal(openFds(), fds + 2);
+    for (const jail of [first, second]) {
+      assert.equal((await jail.stat(vp("/f.txt"))).size, 4);
+      assert.equal((await jail.stat(vp("/only-new.txt"))).size, 0);
+    }
+    first.close();
+    assert.equal(openFds(), fds + 1);
+    assert.equal((await second.stat(vp("/f.txt"))).size, 4);
+    second.close();
+    assert.equal(openFds(), fds);
+  });
+});
+
+void describe("sessions of a real server", { skip }, () => {
+  void it("hold their home's root while logged in and let it go when they end", async () => {
+    const roots = heldRoots();
+    await withServer(async (t) => {
+      await mkdir(t.home("alice"), { recursive: true });
+      await writeFile(path.join(t.home("alice"), "hello.txt"), "hello");
+      const clients = [await ftpLogin(t), await ftpLogin(t), await ftpLogin(t, "bob")];
+      assert.equal(heldRoots(), roots + 2);
+      for (const c of clients) {
+        const chunks: Buffer[] = [];
+        await c.downloadTo(
+          new Writable({
+            write(chunk: Buffer, _e, cb) {
+              chunks.push(chunk);
+              cb();
+            },
+          }),
+          "hello.txt",
+        ).catch(() => undefined);
+        c.close();
+      }
+      assert.ok(await waitFor(() => heldRoots() === roots, 3000), `roots still held: ${heldRoots() - roots}`);
+    });
+  });
+});
