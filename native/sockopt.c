@@ -10,10 +10,16 @@
  *     time, probes 1 s apart and 10 of them (the values libuv sets for a socket's setKeepAlive).
  *   socketOptions(fd) -> [noDelay, keepAlive, idle, interval, count], or -errno
  *     What a socket has now (for tests and diagnostics).
+ *   nothingPending(fd) -> 1, 0, or -errno
+ *     1 when the peer has acknowledged every byte sent (SIOCOUTQ: at most our FIN is in flight)
+ *     and has sent nothing that is still unread (SIOCINQ): closing the socket then loses nothing,
+ *     and the kernel still delivers and resends the FIN after the close.
  */
 #define NAPI_VERSION 8
 #include <node_api.h>
 #include <errno.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -74,4 +80,19 @@ napi_value berth_socket_options(napi_env env, napi_callback_info info) {
     napi_set_element(env, out, i, number(env, v));
   }
   return out;
+}
+
+napi_value berth_nothing_pending(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd = -1;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, NULL, "nothingPending(fd)");
+    return NULL;
+  }
+  int unacked = 0, unread = 0;
+  if (ioctl(fd, SIOCOUTQ, &unacked) != 0 || ioctl(fd, SIOCINQ, &unread) != 0) return number(env, -errno);
+  /* The FIN counts one in SIOCOUTQ until it is acknowledged. */
+  return number(env, unacked <= 1 && unread == 0 ? 1 : 0);
 }

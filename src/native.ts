@@ -82,6 +82,13 @@ export interface SockoptBinding {
   socketOptions(fd: number): number[] | number;
 }
 
+/** What else native/sockopt.c exports. */
+export interface PendingBinding {
+  /** 1 when the peer of TCP socket `fd` has acknowledged every byte sent (at most the FIN is in
+   * flight) and nothing it sent waits unread, so that a close loses nothing; 0 otherwise; -errno. */
+  nothingPending(fd: number): number;
+}
+
 /** What native/beneath.c exports. */
 export interface BeneathBinding {
   /** openat2 of `path` relative to directory `dirFd` with RESOLVE_BENEATH and RESOLVE_NO_SYMLINKS
@@ -89,7 +96,7 @@ export interface BeneathBinding {
   openBeneath(dirFd: number, path: string, flags: number): number;
 }
 
-type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & BeneathBinding>;
+type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & PendingBinding & BeneathBinding>;
 
 let addon: Addon | null | undefined;
 
@@ -159,4 +166,15 @@ export function beneathBinding(): BeneathBinding | null {
   const a = load();
   beneathFns = a && typeof a.openBeneath === "function" ? { openBeneath: a.openBeneath } : null;
   return beneathFns;
+}
+
+let pendingFns: PendingBinding | null | undefined;
+
+/** nothingPending, or null where the addon is not built, does not load or predates it (looked for
+ * once). A plain object, so that a test can watch it. */
+export function pendingBinding(): PendingBinding | null {
+  if (pendingFns !== undefined) return pendingFns;
+  const a = load();
+  pendingFns = a && typeof a.nothingPending === "function" ? { nothingPending: a.nothingPending } : null;
+  return pendingFns;
 }

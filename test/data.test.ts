@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { connect, type Socket } from "node:net";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { receiveBinding, sendfileBinding } from "../src/native.ts";
+import { pendingBinding, receiveBinding, sendfileBinding } from "../src/native.ts";
 import { HANDOFF_AT } from "../src/data/receive.ts";
 import { SPARE_MS } from "../src/data/passive.ts";
 import { hold150 } from "../src/protocol/commands/xfer.ts";
@@ -1200,6 +1200,8 @@ describe("timeouts", () => {
   });
 
   it("after a finished download, a client that keeps its data connection open, sending now and then, loses it after limits.stalledTimeout", async () => {
+    // The client sends from the start, so its bytes wait unread when the download ends: the server
+    // then lingers (data/linger.ts endUnused) instead of closing at once (endSent).
     await withServer(
       async (t) => {
         await writeFile(join(t.home("alice"), "small.txt"), "bytes");
@@ -1215,6 +1217,8 @@ describe("timeouts", () => {
           data.on("error", () => undefined);
           const got: Buffer[] = [];
           data.on("data", (b: Buffer) => got.push(b));
+          await new Promise((resolve) => data.write("x", resolve));
+          await sleep(50);
           raw.send("RETR small.txt");
           await raw.expectReply(150);
           // A byte every 100 ms: an idle timer would never fire. Once the server has closed, a
@@ -1230,6 +1234,7 @@ describe("timeouts", () => {
             const outcome = await Promise.race([closed.then(() => "closed"), sleep(4000).then(() => "still open")]);
             assert.equal(outcome, "closed", `${Date.now() - t0} ms after the 226`);
             assert.ok(Date.now() - t0 < 2500, `closed ${Date.now() - t0} ms after the 226`);
+            assert.ok(Date.now() - t0 >= 300, `closed ${Date.now() - t0} ms after the 226: no lingering`);
           } finally {
             clearInterval(trickle);
             data.destroy();
@@ -1241,6 +1246,95 @@ describe("timeouts", () => {
       },
       { config: { limits: { stalledTimeout: 0.6 } } },
     );
+  });
+
+  it("nothingPending: 1 once the peer has acknowledged every byte and sent nothing unread", { skip: !pendingBinding() && "addon not built" }, async () => {
+    const b = pendingBinding()!;
+    const server = (await import("node:net")).createServer();
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const accepted = once(server, "connection") as Promise<[Socket]>;
+    const client = connect({ port: (server.address() as { port: number }).port, host: "127.0.0.1", allowHalfOpen: true });
+    client.on("error", () => undefined);
+    const [sock] = await accepted;
+    const fd = (sock as unknown as { _handle: { fd: number } })._handle.fd;
+    try {
+      const got = readAll(client);
+      sock.end(Buffer.alloc(64 << 10, 1));
+      await once(sock, "finish");
+      assert.equal((await got).length, 64 << 10);
+      assert.ok(await waitFor(() => b.nothingPending(fd) === 1, 2000), "acknowledged, nothing unread");
+      client.write("unread");
+      assert.ok(await waitFor(() => b.nothingPending(fd) === 0, 2000), "bytes from the peer wait unread");
+      assert.throws(() => b.nothingPending(-1), TypeError);
+    } finally {
+      sock.destroy();
+      client.destroy();
+      server.close();
+    }
+  });
+
+  it("a finished download or listing whose client acknowledged everything closes its data connection at once", { skip: !pendingBinding() && "addon not built" }, async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "small.txt"), "bytes");
+      const raw = await rawLogin(t);
+      try {
+        for (const command of ["RETR small.txt", "LIST", "MLSD"]) {
+          const port = await raw.epsvPort();
+          // Half-open allowed: the client keeps its side open after the server's FIN.
+          const data = connect({ port, host: "127.0.0.1", allowHalfOpen: true });
+          await once(data, "connect");
+          const reset = new Promise<string>((resolve) => data.once("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? "error")));
+          const got = readAll(data);
+          raw.send(command);
+          await raw.expectReply(150);
+          const body = (await got).toString();
+          await raw.expectReply(226, 3000);
+          if (command.startsWith("RETR")) assert.equal(body, "bytes");
+          else assert.match(body, /small\.txt/);
+          // The server's socket is gone: what the client sends now is answered with a reset, which
+          // the next write reports. A server still lingering would read and drop it all.
+          const late = setInterval(() => data.write("late", () => undefined), 50);
+          const outcome = await Promise.race([reset, sleep(1500).then(() => "no reset")]);
+          clearInterval(late);
+          assert.match(outcome, /ECONNRESET|EPIPE/, command);
+          data.destroy();
+        }
+        await raw.expect("NOOP", 200);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("a client that sent bytes on a download's data connection still gets every byte, without a reset", async () => {
+    await withServer(async (t) => {
+      const content = payload(3 << 20);
+      await writeFile(join(t.home("alice"), "big.bin"), content);
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        for (let round = 0; round < 3; round++) {
+          const data = await dataConnect(await raw.epsvPort());
+          let failed: string | null = null;
+          data.on("error", (e: NodeJS.ErrnoException) => (failed = e.code ?? "error"));
+          // Bytes the server never reads: closing over them would reset the connection.
+          await new Promise((resolve) => data.write("stray bytes", resolve));
+          await sleep(20);
+          const got = readAll(data);
+          raw.send("RETR big.bin");
+          await raw.expectReply(150);
+          const body = await got;
+          await raw.expectReply(226, 5000);
+          assert.equal(failed, null);
+          assert.equal(body.length, content.length);
+          assert.ok(body.equals(content), "content differs");
+          data.destroy();
+        }
+      } finally {
+        await raw.close();
+      }
+    });
   });
 
   it("a stalled transfer is aborted with 426 after limits.stalledTimeout", async () => {

@@ -10,6 +10,7 @@
  * deadline: the kernel delivers what a closed socket had queued.
  */
 import type { Socket } from "node:net";
+import { pendingBinding } from "../native.ts";
 
 export function endUnused(socket: Socket, graceMs: number, last?: string): void {
   if (socket.destroyed) return;
@@ -24,4 +25,24 @@ export function endUnused(socket: Socket, graceMs: number, last?: string): void 
   if (socket.writableEnded) return;
   if (last === undefined) socket.end();
   else socket.end(last);
+}
+
+/**
+ * The end of a plain data connection whose bytes and FIN went out (a download or a listing): closed
+ * at once when the client has acknowledged every byte and sent nothing (native/sockopt.c
+ * nothingPending), as the C servers close theirs. Nothing can be lost then: the bytes are in the
+ * client's kernel, and ours delivers and resends the FIN after the close. Otherwise (bytes still
+ * in flight, as over any real network, something the client sent, TLS, no addon) it goes as
+ * endUnused says, with the client's FIN awaited.
+ */
+export function endSent(socket: Socket, graceMs: number): void {
+  const b = pendingBinding();
+  if (b !== null && !socket.destroyed && !(socket as Socket & { encrypted?: boolean }).encrypted) {
+    const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+    if (typeof fd === "number" && fd >= 0 && b.nothingPending(fd) === 1) {
+      socket.destroy();
+      return;
+    }
+  }
+  endUnused(socket, graceMs);
 }

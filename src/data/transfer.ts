@@ -17,7 +17,7 @@ import { hookStage, type TransferHook } from "./hook.ts";
 import { receiveDirect, userBufferReads, type DirectProgress, type UploadThread } from "./receive.ts";
 import { QUICK_IO_MAX, SLOW_MS, fdOf, lateCall, quickEnabled, read as quickRead } from "../fs/quick.ts";
 import { constants as osConstants } from "node:os";
-import { endUnused } from "./linger.ts";
+import { endSent, endUnused } from "./linger.ts";
 import { jobError, prematureClose } from "./failure.ts";
 import { claimThread, releaseThread } from "./threads.ts";
 import { receiveBinding, sendfileBinding, type SendfileBinding, type TransferJob } from "../native.ts";
@@ -172,7 +172,7 @@ export async function sendFile(
     // No read may still be filling a buffer when the caller closes the handle.
     await reader?.stop();
   }
-  endTransferSocket(socket, stalledMs);
+  endSent(socket, Math.min(stalledMs, FINISH_GRACE_MS));
   return at.sent;
 }
 
@@ -482,7 +482,7 @@ export async function sendBuffer(t: Transfer, socket: Socket, data: Buffer, stal
       resolve();
     });
   });
-  endTransferSocket(socket, stalledMs);
+  endSent(socket, Math.min(stalledMs, FINISH_GRACE_MS));
   return data.length;
 }
 
@@ -521,7 +521,8 @@ async function run(
  * After a successful transfer the data connection ends our side too (after an upload: TLS
  * close_notify, then FIN; Python's ssl `unwrap()` waits for that close_notify), lets the peer
  * close, and goes by this deadline (or limits.stalledTimeout, if shorter) whatever the client
- * does (data/linger.ts endUnused).
+ * does (data/linger.ts endUnused). A plain download or listing whose every byte the client has
+ * acknowledged closes at once instead (endSent).
  */
 const FINISH_GRACE_MS = 10_000;
 
