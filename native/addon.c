@@ -20,6 +20,12 @@
 
 #include "berth.h"
 
+napi_value berth_number(napi_env env, double v) {
+  napi_value out;
+  napi_create_double(env, v, &out);
+  return out;
+}
+
 /* threadCpuNs(): the calling thread's CPU time in nanoseconds (CLOCK_THREAD_CPUTIME_ID), or -1.
  * Taken around a large synchronous file call, it tells a call that ran on a CPU all along (the
  * kernel busy with the call itself) from one that slept waiting for the disk (src/fs/quick.ts). */

@@ -38,12 +38,6 @@ struct berth_open_how {
 #define SYS_openat2 437
 #endif
 
-static napi_value number(napi_env env, double v) {
-  napi_value out;
-  napi_create_double(env, v, &out);
-  return out;
-}
-
 napi_value berth_open_beneath(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -59,7 +53,7 @@ napi_value berth_open_beneath(napi_env env, napi_callback_info info) {
   }
   if (len + 1 > sizeof stack) {
     path = malloc(len + 1);
-    if (path == NULL) return number(env, -ENOMEM);
+    if (path == NULL) return berth_number(env, -ENOMEM);
   }
   napi_get_value_string_utf8(env, argv[1], path, len + 1, &len);
   int rc;
@@ -77,5 +71,5 @@ napi_value berth_open_beneath(napi_env env, napi_callback_info info) {
     rc = fd < 0 ? -errno : (int)fd;
   }
   if (path != stack) free(path);
-  return number(env, rc);
+  return berth_number(env, rc);
 }

@@ -3,6 +3,9 @@
 #define BERTH_NATIVE_H
 #include <node_api.h>
 
+/* A JS number (addon.c). */
+napi_value berth_number(napi_env env, double v);
+
 napi_value berth_send_now(napi_env env, napi_callback_info info);
 napi_value berth_send_start(napi_env env, napi_callback_info info);
 napi_value berth_job_cancel(napi_env env, napi_callback_info info);

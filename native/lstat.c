@@ -35,12 +35,6 @@ static napi_value throw_usage(napi_env env) {
   return NULL;
 }
 
-static napi_value number(napi_env env, double v) {
-  napi_value out;
-  napi_create_double(env, v, &out);
-  return out;
-}
-
 napi_value berth_lstat_names(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
@@ -50,7 +44,7 @@ napi_value berth_lstat_names(napi_env env, napi_callback_info info) {
   char dir[DIR_MAX];
   size_t dir_len = 0;
   if (napi_get_value_string_utf8(env, argv[0], dir, sizeof dir, &dir_len) != napi_ok) return throw_usage(env);
-  if (dir_len == 0 || dir_len >= sizeof dir - 1 || strlen(dir) != dir_len) return number(env, -ENAMETOOLONG);
+  if (dir_len == 0 || dir_len >= sizeof dir - 1 || strlen(dir) != dir_len) return berth_number(env, -ENAMETOOLONG);
 
   bool is_array = false;
   if (napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array) return throw_usage(env);
@@ -74,7 +68,7 @@ napi_value berth_lstat_names(napi_env env, napi_callback_info info) {
   double *out = (double *)data + offset;
 
   int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return number(env, -errno);
+  if (dfd < 0) return berth_number(env, -errno);
   int64_t found = 0;
   char name[NAME_MAX + 2];
   struct stat st;
@@ -102,5 +96,5 @@ napi_value berth_lstat_names(napi_env env, napi_callback_info info) {
     found++;
   }
   close(dfd);
-  return number(env, (double)found);
+  return berth_number(env, (double)found);
 }

@@ -30,12 +30,6 @@
 #define KEEPALIVE_INTERVAL 1
 #define KEEPALIVE_COUNT 10
 
-static napi_value number(napi_env env, double v) {
-  napi_value out;
-  napi_create_double(env, v, &out);
-  return out;
-}
-
 static int set_int(int fd, int level, int name, int value) {
   return setsockopt(fd, level, name, &value, sizeof value) == 0 ? 0 : -errno;
 }
@@ -57,18 +51,26 @@ napi_value berth_listener_options(napi_env env, napi_callback_info info) {
   if (rc == 0 && idle > 0) rc = set_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, idle);
   if (rc == 0 && idle > 0) rc = set_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, KEEPALIVE_INTERVAL);
   if (rc == 0 && idle > 0) rc = set_int(fd, IPPROTO_TCP, TCP_KEEPCNT, KEEPALIVE_COUNT);
-  return number(env, rc);
+  return berth_number(env, rc);
+}
+
+/* The one argument of a call taking a descriptor; false (a TypeError thrown with `usage`) when it
+ * is missing or not one. */
+static bool fd_argument(napi_env env, napi_callback_info info, const char *usage, int32_t *fd) {
+  size_t argc = 1;
+  napi_value argv[1];
+  *fd = -1;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, argv[0], fd) != napi_ok || *fd < 0) {
+    napi_throw_type_error(env, NULL, usage);
+    return false;
+  }
+  return true;
 }
 
 napi_value berth_socket_options(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int32_t fd = -1;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    napi_throw_type_error(env, NULL, "socketOptions(fd)");
-    return NULL;
-  }
+  int32_t fd;
+  if (!fd_argument(env, info, "socketOptions(fd)", &fd)) return NULL;
   static const int levels[5] = { IPPROTO_TCP, SOL_SOCKET, IPPROTO_TCP, IPPROTO_TCP, IPPROTO_TCP };
   static const int names[5] = { TCP_NODELAY, SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT };
   napi_value out;
@@ -76,23 +78,17 @@ napi_value berth_socket_options(napi_env env, napi_callback_info info) {
   for (uint32_t i = 0; i < 5; i++) {
     int v = 0;
     socklen_t len = sizeof v;
-    if (getsockopt(fd, levels[i], names[i], &v, &len) != 0) return number(env, -errno);
-    napi_set_element(env, out, i, number(env, v));
+    if (getsockopt(fd, levels[i], names[i], &v, &len) != 0) return berth_number(env, -errno);
+    napi_set_element(env, out, i, berth_number(env, v));
   }
   return out;
 }
 
 napi_value berth_nothing_pending(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int32_t fd = -1;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    napi_throw_type_error(env, NULL, "nothingPending(fd)");
-    return NULL;
-  }
+  int32_t fd;
+  if (!fd_argument(env, info, "nothingPending(fd)", &fd)) return NULL;
   int unacked = 0, unread = 0;
-  if (ioctl(fd, SIOCOUTQ, &unacked) != 0 || ioctl(fd, SIOCINQ, &unread) != 0) return number(env, -errno);
+  if (ioctl(fd, SIOCOUTQ, &unacked) != 0 || ioctl(fd, SIOCINQ, &unread) != 0) return berth_number(env, -errno);
   /* The FIN counts one in SIOCOUTQ until it is acknowledged. */
-  return number(env, unacked <= 1 && unread == 0 ? 1 : 0);
+  return berth_number(env, unacked <= 1 && unread == 0 ? 1 : 0);
 }
