@@ -20,6 +20,9 @@ import type { VirtualPath } from "../src/fs/types.ts";
 import { resolveVirtual, ROOT } from "../src/fs/vpath.ts";
 import { FtpError } from "../src/protocol/errors.ts";
 import { beneathBinding, type BeneathBinding } from "../src/native.ts";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { FsFactory } from "../src/protocol/context.ts";
+import { RawClient } from "./helpers/raw.ts";
 import { ftpLogin, withServer } from "./helpers/run.ts";
 import { openFds, waitFor } from "./helpers/server.ts";
 
@@ -288,5 +291,30 @@ void describe("sessions of a real server", { skip }, () => {
       }
       assert.ok(await waitFor(() => heldRoots() === roots, 3000), `roots still held: ${heldRoots() - roots}`);
     });
+  });
+
+  void it("a login whose connection closes while its home is being opened lets the root go", async () => {
+    const roots = heldRoots();
+    let opened = 0;
+    // The home is opened (its root held), then the login is slow to finish: the client is gone by
+    // the time the session would enter it.
+    const slowFs: FsFactory = async (home, opts) => {
+      const jail = await JailedFs.open(home, opts);
+      opened++;
+      await sleep(300);
+      return jail;
+    };
+    await withServer(
+      async (t) => {
+        const raw = await RawClient.connect(t.port);
+        await raw.expect("USER alice", 331);
+        raw.send("PASS alice-pw");
+        assert.ok(await waitFor(() => opened === 1, 3000), "the home was opened");
+        assert.equal(heldRoots(), roots + 1);
+        await raw.close();
+        assert.ok(await waitFor(() => heldRoots() === roots, 3000), `roots still held: ${heldRoots() - roots}`);
+      },
+      { openFs: slowFs },
+    );
   });
 });
