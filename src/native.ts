@@ -14,6 +14,7 @@
  * bindings are null and berth uses Node's own calls.
  */
 import { createRequire } from "node:module";
+import type { Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 
 /** Where the built addon is (the stat worker loads it with its own require()). */
@@ -112,28 +113,33 @@ function load(): Addon | null {
   return addon;
 }
 
+/** The addon's functions `names` in a plain object of their own (they take no `this`), so that a
+ * test can watch or replace them; null where the addon is not built, does not load or predates
+ * one of them. */
+function pick<T>(names: readonly (keyof T & keyof Addon)[]): T | null {
+  const a = load();
+  if (a === null) return null;
+  const out: Partial<Record<keyof Addon, unknown>> = {};
+  for (const name of names) {
+    if (typeof a[name] !== "function") return null;
+    out[name] = a[name];
+  }
+  return out as T;
+}
+
 let sendfile: SendfileBinding | null | undefined;
 
-/** sendfile, or null where the addon is not built or does not load (looked for once). A plain
- * object holding the addon's functions (which take no `this`), so that a test can watch them. */
+/** sendfile (looked for once; see pick). */
 export function sendfileBinding(): SendfileBinding | null {
-  if (sendfile !== undefined) return sendfile;
-  const a = load();
-  sendfile =
-    a && typeof a.sendNow === "function" && typeof a.start === "function" && typeof a.cancel === "function"
-      ? { sendNow: a.sendNow, start: a.start, cancel: a.cancel }
-      : null;
+  if (sendfile === undefined) sendfile = pick<SendfileBinding>(["sendNow", "start", "cancel"]);
   return sendfile;
 }
 
 let receiveFns: ReceiveBinding | null | undefined;
 
-/** The upload thread, or null where the addon is not built, does not load or predates it (looked
- * for once). A plain object, so that a test can watch it. */
+/** The upload thread (looked for once; see pick). */
 export function receiveBinding(): ReceiveBinding | null {
-  if (receiveFns !== undefined) return receiveFns;
-  const a = load();
-  receiveFns = a && typeof a.receive === "function" && typeof a.cancel === "function" ? { receive: a.receive, cancel: a.cancel } : null;
+  if (receiveFns === undefined) receiveFns = pick<ReceiveBinding>(["receive", "cancel"]);
   return receiveFns;
 }
 
@@ -159,22 +165,24 @@ export function sockoptBinding(): SockoptBinding | null {
 
 let beneathFns: BeneathBinding | null | undefined;
 
-/** openBeneath, or null where the addon is not built, does not load or predates it (looked for
- * once). A plain object, so that a test can watch it. */
+/** openBeneath (looked for once; see pick). */
 export function beneathBinding(): BeneathBinding | null {
-  if (beneathFns !== undefined) return beneathFns;
-  const a = load();
-  beneathFns = a && typeof a.openBeneath === "function" ? { openBeneath: a.openBeneath } : null;
+  if (beneathFns === undefined) beneathFns = pick<BeneathBinding>(["openBeneath"]);
   return beneathFns;
 }
 
 let pendingFns: PendingBinding | null | undefined;
 
-/** nothingPending, or null where the addon is not built, does not load or predates it (looked for
- * once). A plain object, so that a test can watch it. */
+/** nothingPending (looked for once; see pick). */
 export function pendingBinding(): PendingBinding | null {
-  if (pendingFns !== undefined) return pendingFns;
-  const a = load();
-  pendingFns = a && typeof a.nothingPending === "function" ? { nothingPending: a.nothingPending } : null;
+  if (pendingFns === undefined) pendingFns = pick<PendingBinding>(["nothingPending"]);
   return pendingFns;
+}
+
+/** The descriptor of a plain (not TLS) TCP socket, for the addon's calls on it; null for TLS, or
+ * for a socket without one (closed, or not a TCP handle). */
+export function plainSocketFd(socket: Socket): number | null {
+  if ((socket as Socket & { encrypted?: boolean }).encrypted) return null;
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+  return typeof fd === "number" && fd >= 0 ? fd : null;
 }

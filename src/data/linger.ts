@@ -10,7 +10,7 @@
  * deadline: the kernel delivers what a closed socket had queued.
  */
 import type { Socket } from "node:net";
-import { pendingBinding } from "../native.ts";
+import { pendingBinding, plainSocketFd } from "../native.ts";
 
 export function endUnused(socket: Socket, graceMs: number, last?: string): void {
   if (socket.destroyed) return;
@@ -37,12 +37,7 @@ export function endUnused(socket: Socket, graceMs: number, last?: string): void 
  */
 export function endSent(socket: Socket, graceMs: number): void {
   const b = pendingBinding();
-  if (b !== null && !socket.destroyed && !(socket as Socket & { encrypted?: boolean }).encrypted) {
-    const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
-    if (typeof fd === "number" && fd >= 0 && b.nothingPending(fd) === 1) {
-      socket.destroy();
-      return;
-    }
-  }
-  endUnused(socket, graceMs);
+  const fd = b === null || socket.destroyed ? null : plainSocketFd(socket);
+  if (fd !== null && b?.nothingPending(fd) === 1) socket.destroy();
+  else endUnused(socket, graceMs);
 }

@@ -20,7 +20,7 @@ import { constants as osConstants } from "node:os";
 import { endSent, endUnused } from "./linger.ts";
 import { jobError, prematureClose } from "./failure.ts";
 import { claimThread, releaseThread } from "./threads.ts";
-import { receiveBinding, sendfileBinding, type SendfileBinding, type TransferJob } from "../native.ts";
+import { plainSocketFd, receiveBinding, sendfileBinding, type SendfileBinding, type TransferJob } from "../native.ts";
 
 /** Read size for downloads: large chunks keep system calls few; at most what may be read at once
  * synchronously (fs/quick.ts). */
@@ -172,7 +172,7 @@ export async function sendFile(
     // No read may still be filling a buffer when the caller closes the handle.
     await reader?.stop();
   }
-  endSent(socket, Math.min(stalledMs, FINISH_GRACE_MS));
+  endTransferSocket(socket, stalledMs, true);
   return at.sent;
 }
 
@@ -234,11 +234,9 @@ const SEND_NOW_MAX = 1 << 20;
 /** The descriptors of a plain TCP socket and of a file, for a transfer thread of the addon; null
  * for TLS or a stand-in handle. */
 function plainFds(socket: Socket, handle: FileLike): { socket: number; file: number } | null {
-  if ((socket as Socket & { encrypted?: boolean }).encrypted) return null;
-  const sfd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  const sfd = plainSocketFd(socket);
   const ffd = fdOf(handle);
-  if (typeof sfd !== "number" || sfd < 0 || ffd === null) return null;
-  return { socket: sfd, file: ffd };
+  return sfd === null || ffd === null ? null : { socket: sfd, file: ffd };
 }
 
 /** The descriptors sendfile needs: a plain TCP socket nothing else is writing to, and a file
@@ -482,7 +480,7 @@ export async function sendBuffer(t: Transfer, socket: Socket, data: Buffer, stal
       resolve();
     });
   });
-  endSent(socket, Math.min(stalledMs, FINISH_GRACE_MS));
+  endTransferSocket(socket, stalledMs, true);
   return data.length;
 }
 
@@ -521,13 +519,15 @@ async function run(
  * After a successful transfer the data connection ends our side too (after an upload: TLS
  * close_notify, then FIN; Python's ssl `unwrap()` waits for that close_notify), lets the peer
  * close, and goes by this deadline (or limits.stalledTimeout, if shorter) whatever the client
- * does (data/linger.ts endUnused). A plain download or listing whose every byte the client has
- * acknowledged closes at once instead (endSent).
+ * does (data/linger.ts endUnused). After a download or a listing (`sent`), a plain connection whose
+ * every byte the client has acknowledged closes at once instead (endSent).
  */
 const FINISH_GRACE_MS = 10_000;
 
-function endTransferSocket(socket: Socket, stalledMs: number): void {
-  endUnused(socket, Math.min(stalledMs, FINISH_GRACE_MS));
+function endTransferSocket(socket: Socket, stalledMs: number, sent = false): void {
+  const graceMs = Math.min(stalledMs, FINISH_GRACE_MS);
+  if (sent) endSent(socket, graceMs);
+  else endUnused(socket, graceMs);
 }
 
 /**

@@ -38,9 +38,8 @@ export function isInside(root: RealPath, real: string): boolean {
 
 /** The real path `vpath` names below `root`, links not yet resolved (never use it unchecked). */
 export function toReal(root: RealPath, vpath: VirtualPath): string {
-  // The usual path: plain names, no temp name among them, under a root without a final slash
-  // (a real path has none, but "/" itself): the real path as path.join would make it.
-  if (isPlainPath(vpath) && !root.endsWith("/") && !vpath.includes(TEMP_SEGMENT)) return root + vpath;
+  // The usual path (plainUnder): the real path as path.join would make it.
+  if (plainUnder(root, vpath)) return root + vpath;
   const segments = splitVirtual(vpath);
   for (const seg of segments) checkSegment(seg);
   return path.join(root, ...segments);
@@ -51,7 +50,13 @@ export function toReal(root: RealPath, vpath: VirtualPath): string {
  * takes the way that checks every segment). */
 export function relBelow(root: RealPath, vpath: VirtualPath): string | null {
   if (vpath === ROOT) return ".";
-  return isPlainPath(vpath) && !root.endsWith("/") && !vpath.includes(TEMP_SEGMENT) ? vpath.slice(1) : null;
+  return plainUnder(root, vpath) ? vpath.slice(1) : null;
+}
+
+/** Plain names, no temp name among them, under a root without a final slash (a real path has
+ * none, but "/" itself): a path taken as it is, by toReal and relBelow. */
+function plainUnder(root: RealPath, vpath: VirtualPath): boolean {
+  return isPlainPath(vpath) && !root.endsWith("/") && !vpath.includes(TEMP_SEGMENT);
 }
 
 /** Resolves `vpath` through every symlink; refuses it when the result would be outside `root`.
