@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { once } from "node:events";
 import { after, before, describe, it } from "node:test";
-import { READ_CHUNK, sendFile, Transfer } from "../src/data/transfer.ts";
+import { READ_CHUNK, sendBuffer, sendFile, Transfer } from "../src/data/transfer.ts";
 import { lstatBinding, pendingBinding, sendfileBinding } from "../src/native.ts";
 import { transferThreads } from "../src/data/threads.ts";
 import * as quick from "../src/fs/quick.ts";
@@ -440,5 +440,19 @@ describe("downloads", () => {
       assert.equal(got.length, 64 * MIB);
       assert.ok(got.every((b) => b === 7));
     });
+  });
+});
+
+describe("listings (sendBuffer)", () => {
+  it("to a client that reset the connection: rejected with the write's error, never taken as sent", async () => {
+    for (const size of [100, 300_000]) {
+      const [server, client] = await socketPair(true);
+      client.resetAndDestroy();
+      await waitFor(() => server.readableEnded || server.destroyed || client.destroyed, 1000);
+      await new Promise((r) => setTimeout(r, 30));
+      const t = new Transfer("list", "/", size);
+      await assert.rejects(sendBuffer(t, server, Buffer.alloc(size, 65), 10_000), { code: "ECONNRESET" }, `${size} bytes`);
+      server.destroy();
+    }
   });
 });

@@ -475,7 +475,10 @@ export async function sendBuffer(t: Transfer, socket: Socket, data: Buffer, stal
     socket.once("close", () => {
       if (!sent) reject(new FtpError(426, "Connection closed; transfer aborted"));
     });
-    socket.end(data, () => {
+    // The callback gets the write's error, if any, before the 'error' event is emitted: a
+    // listing the client reset is not a listing sent.
+    socket.end(data, (err?: Error | null) => {
+      if (err) return reject(err);
       sent = true;
       resolve();
     });
