@@ -12,10 +12,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { describe, it } from "node:test";
-import { acceptCheaply, acceptsCheaply, optionsInherited, SOCKET_DEFAULTS } from "../src/data/accept.ts";
+import { acceptCheaply, acceptsCheaply, optionsInherited, peerAddress, socketFor, SOCKET_DEFAULTS, takeConnections, type ClientHandle } from "../src/data/accept.ts";
 import { sockoptBinding } from "../src/native.ts";
 import { Client } from "basic-ftp";
 import { exec } from "./helpers/exec.ts";
+import { waitFor } from "./helpers/server.ts";
 import { download, ftpLogin, rawLogin, upload, withServer } from "./helpers/run.ts";
 
 /** The value of one of net.Socket's private symbol-keyed fields (found by description). */
@@ -121,6 +122,72 @@ describe("accepted sockets (berth's onconnection)", () => {
     assert.deepEqual(bare.got.slice(0, 2), [0, 0]);
   });
 
+  it("go to a taker first where one is set: taken, no Socket and no connection event; declined, the usual Socket; socketFor makes that same Socket later", async () => {
+    const server = createServer({ noDelay: true, pauseOnConnect: true });
+    const port = await listening(server);
+    const bare = createServer();
+    await listening(bare);
+    assert.equal(takeConnections(bare, () => true), false, "not without acceptCheaply");
+    bare.close();
+    assert.equal(acceptCheaply(server), true);
+    const published: unknown[] = [];
+    const onPublish = (m: unknown): void => void published.push(m);
+    subscribe("net.server.socket", onPublish);
+    const events: Socket[] = [];
+    server.on("connection", (s: Socket) => events.push(s));
+    const taken: ClientHandle[] = [];
+    let take = true;
+    assert.equal(
+      takeConnections(server, (h) => {
+        if (take) taken.push(h);
+        return take;
+      }),
+      true,
+    );
+    try {
+      const first = connect({ port, host: "127.0.0.1", ...SOCKET_DEFAULTS });
+      first.on("error", () => undefined);
+      await waitFor(() => taken.length === 1, 2000);
+      const h = taken[0]!;
+      assert.equal(peerAddress(h), "127.0.0.1");
+      assert.ok(h.fd > 0);
+      assert.equal(events.length, 0);
+      assert.equal(published.length, 0);
+      // Later, as a Socket: paused, noDelay from the listener, counted, published, no event.
+      const made = socketFor(server, h);
+      assert.ok(made instanceof Socket);
+      assert.equal((made as Socket & { server: Server }).server, server);
+      assert.equal(made.readableFlowing, false);
+      assert.equal(made.remoteAddress, "127.0.0.1");
+      assert.equal(field(made, "kSetNoDelay"), true);
+      assert.deepEqual(published, [{ socket: made }]);
+      assert.equal(events.length, 0);
+      assert.equal(await new Promise<number>((r, j) => server.getConnections((e, n) => (e ? j(e) : r(n)))), 1);
+      made.end("taken");
+      const [back] = (await once(first, "data")) as [Buffer];
+      assert.equal(back.toString(), "taken");
+      // A handle closed by its taker: the client sees the end.
+      const second = connect({ port, host: "127.0.0.1", ...SOCKET_DEFAULTS });
+      await waitFor(() => taken.length === 2, 2000);
+      taken[1]!.close();
+      second.resume();
+      await once(second, "end");
+      // Declined: the usual way.
+      take = false;
+      const third = connect({ port, host: "127.0.0.1", ...SOCKET_DEFAULTS });
+      await waitFor(() => events.length === 1, 2000);
+      assert.equal(published.length, 2);
+      first.destroy();
+      second.destroy();
+      third.destroy();
+      made.destroy();
+      events[0]!.destroy();
+    } finally {
+      unsubscribe("net.server.socket", onPublish);
+      server.close();
+    }
+  });
+
   it("leave maxConnections to Node: the connection over it is dropped, the ones under it served", async () => {
     const server = createServer((s) => s.end("hi"));
     server.maxConnections = 1;
@@ -178,7 +245,9 @@ describe("accepted sockets (berth's onconnection)", () => {
     } finally {
       unsubscribe("net.server.socket", onSocket);
     }
-    assert.ok(seen.length >= 5, `${seen.length} connections seen`);
+    // Control, implicit control, the upload's and the TLS listing's data connections; the plain
+    // download was sent from its accepted descriptor without a Socket (test/raw.test.ts).
+    assert.ok(seen.length >= 4, `${seen.length} connections seen`);
     assert.ok(seen.some((s) => s.port === ports.control));
     assert.ok(seen.some((s) => s.port === ports.implicit));
     assert.ok(seen.some((s) => s.port !== ports.control && s.port !== ports.implicit), "passive");

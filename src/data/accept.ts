@@ -24,6 +24,11 @@
  * knowing it has them, so Node's setters, called with the same values later, make no system call.
  * A control connection made five `setsockopt` calls before its greeting, a data connection one.
  *
+ * A server may also take its connections as they come, before any `Socket` is made
+ * (`takeConnections`): a passive data listener does, so that a small download, sent whole and closed
+ * from the accepted descriptor, never builds one (data/passive.ts RawData). The taker turns a
+ * connection into the `Socket` this file would have made (`socketFor`) when it needs one.
+ *
  * This rests on internals of `net.Server` (`_handle.onconnection`, `_connections`); where they are
  * missing, the server keeps Node's own function (and test/accept.test.ts fails so it is noticed).
  */
@@ -35,16 +40,25 @@ import { sockoptBinding } from "../native.ts";
  * sets (spread them into `net.connect()` options; `allowHalfOpen` as Node's default). */
 export const SOCKET_DEFAULTS = { allowHalfOpen: false, emitClose: false, autoDestroy: true, decodeStrings: false } as const;
 
-/** The libuv TCP handle Node passes to `onconnection`. */
-interface ClientHandle {
+/** The libuv TCP handle Node passes to `onconnection` (Node's `TCP` wrap), as far as berth uses it
+ * before a `Socket` owns it. */
+export interface ClientHandle {
+  /** Its descriptor (-1 where there is none, as on Windows). */
+  readonly fd: number;
+  /** Fills `out.address` (and port, family); 0 or a negative libuv error. */
+  getpeername(out: { address?: string }): number;
   close(): void;
 }
+
+/** Takes a connection before any `Socket` is made for it; false leaves it to the usual way. */
+export type ConnectionTaker = (handle: ClientHandle) => boolean;
 
 type OnConnection = (this: ListenHandle, err: number, clientHandle: ClientHandle) => void;
 
 const SERVER = Symbol("berth.acceptServer");
 const NODE_ONCONNECTION = Symbol("berth.nodeOnconnection");
 const INHERITED = Symbol("berth.optionsInherited");
+const TAKER = Symbol("berth.connectionTaker");
 
 interface ListenHandle {
   onconnection: OnConnection;
@@ -54,6 +68,7 @@ interface ListenHandle {
   [NODE_ONCONNECTION]: OnConnection;
   /** The listening socket has the server's noDelay and keepAlive, so its connections have them. */
   [INHERITED]: boolean;
+  [TAKER]?: ConnectionTaker;
 }
 
 /** The fields of `net.Server` Node's `onconnection` reads (all set by its constructor). */
@@ -113,6 +128,25 @@ export function optionsInherited(server: Server): boolean {
   return handle !== null && handle.onconnection === onConnection && handle[INHERITED];
 }
 
+/**
+ * Offers `server`'s connections to `taker` before a `Socket` is made (after acceptCheaply, which
+ * it needs: false, and nothing changed, where that is not in place). A connection the taker turns
+ * down goes on as without it. The taker owns what it takes: it closes the handle, or makes it a
+ * `Socket` with socketFor.
+ */
+export function takeConnections(server: Server, taker: ConnectionTaker): boolean {
+  const handle = (server as ServerInternals)._handle;
+  if (handle === null || handle.onconnection !== onConnection) return false;
+  handle[TAKER] = taker;
+  return true;
+}
+
+/** The remote address of a connection not yet made a `Socket` ("" when the system cannot say). */
+export function peerAddress(handle: ClientHandle): string {
+  const out: { address?: string } = {};
+  return handle.getpeername(out) === 0 && typeof out.address === "string" ? out.address : "";
+}
+
 /** True when `server`'s connections are made by berth's `onconnection` (for tests). */
 export function acceptsCheaply(server: Server): boolean {
   const handle = (server as ServerInternals)._handle;
@@ -126,7 +160,29 @@ function onConnection(this: ListenHandle, err: number, clientHandle: ClientHandl
     this[NODE_ONCONNECTION](err, clientHandle);
     return;
   }
-  const inherited = this[INHERITED];
+  const taker = this[TAKER];
+  if (taker !== undefined && taker(clientHandle)) return;
+  const socket = makeSocket(server, clientHandle, this[INHERITED]);
+  server.emit("connection", socket);
+  if (serverSocketChannel.hasSubscribers) serverSocketChannel.publish({ socket });
+}
+
+/**
+ * The `Socket` Node's `onconnection` would make for `clientHandle`, a connection `server`
+ * accepted: counted, tied to the server and published on the diagnostics channel; no `connection`
+ * event (whoever calls this has the socket). Only for a server acceptCheaply took.
+ */
+export function socketFor(server: Server, clientHandle: ClientHandle): Socket {
+  const s = server as ServerInternals;
+  const handle = s._handle;
+  // Once the server has closed, its handle is gone: what the listener gave cannot be told then,
+  // and the setters below set both options by hand.
+  const socket = makeSocket(s, clientHandle, handle !== null && handle[INHERITED] === true);
+  if (serverSocketChannel.hasSubscribers) serverSocketChannel.publish({ socket });
+  return socket;
+}
+
+function makeSocket(server: ServerInternals, clientHandle: ClientHandle, inherited: boolean): Socket {
   const socket = new Socket({
     handle: clientHandle,
     allowHalfOpen: server.allowHalfOpen,
@@ -153,6 +209,5 @@ function onConnection(this: ListenHandle, err: number, clientHandle: ClientHandl
   server._connections++;
   socket.server = server;
   socket._server = server;
-  server.emit("connection", socket);
-  if (serverSocketChannel.hasSubscribers) serverSocketChannel.publish({ socket });
+  return socket;
 }

@@ -1,4 +1,5 @@
 import type { Socket } from "node:net";
+import type { DataConnection } from "./raw.ts";
 
 /** A data connection in the making, passive or active (DESIGN: one small interface for both). */
 export interface DataChannel {
@@ -7,6 +8,9 @@ export interface DataChannel {
   /** Resolves with the connected TCP socket: accepted from the client (passive) or dialled to it
    * (active). Rejects with FtpError 425 on timeout, refusal or close(). Called at most once. */
   connect(): Promise<Socket>;
+  /** The same, but a passive connection may come as accepted, not yet a `Socket` (data/raw.ts),
+   * for a transfer that can use it so. */
+  connect(raw: true): Promise<DataConnection>;
   /** Releases everything: listener, port, a socket not yet handed out. Idempotent. */
   close(): void;
   /** Like close(), after a transfer that succeeded: a passive listener may then be kept for the

@@ -15,11 +15,12 @@
  */
 import { createServer, type Server, type Socket } from "node:net";
 import { FtpError } from "../protocol/errors.ts";
-import { acceptCheaply } from "./accept.ts";
+import { acceptCheaply, peerAddress, takeConnections, type ClientHandle } from "./accept.ts";
 import { sameHost, unmapIPv4 } from "./address.ts";
 import type { DataChannel } from "./channel.ts";
 import { endUnused } from "./linger.ts";
 import type { PortPool } from "./ports.ts";
+import { asSocket, RawData, type DataConnection } from "./raw.ts";
 
 /** What a passive listener needs to know. */
 export interface PassiveOptions {
@@ -56,18 +57,36 @@ class Listener {
     readonly port: number,
     private readonly pool: PortPool,
   ) {
+    // Connections come as accepted (RawData) where data/accept.ts can give them so, as sockets
+    // otherwise.
+    takeConnections(server, (h: ClientHandle) => {
+      if (this.owner) this.owner.onConnection(new RawData(server, h), peerAddress(h));
+      else {
+        h.close();
+        this.probed();
+      }
+      return true;
+    });
     server.on("connection", (s: Socket) => {
-      if (this.owner) return this.owner.onConnection(s);
-      s.destroy();
-      this.touched = true;
-      if (this.onProbe) this.onProbe();
-      else this.close();
+      if (this.owner) this.owner.onConnection(s, s.remoteAddress ?? "");
+      else {
+        s.destroy();
+        this.probed();
+      }
     });
     server.on("error", () => {
       this.failed = true;
       if (this.owner) this.owner.close();
       else this.close();
     });
+  }
+
+  /** A connection came while no channel owns it (and was closed): so is the listener, or the
+   * spare slot that holds it. */
+  private probed(): void {
+    this.touched = true;
+    if (this.onProbe) this.onProbe();
+    else this.close();
   }
 
   /** Still listening, never failed, and no connection but its transfer's own: fit to be kept. */
@@ -143,9 +162,9 @@ const RETIRE_GRACE_MS = 1000;
 /** A listening passive port holding at most one accepted connection. */
 export class PassiveChannel implements DataChannel {
   readonly kind = "passive" as const;
-  private accepted: Socket | null = null;
-  /** A connect() waiting for the client, and its timer. */
-  private waiter: { resolve: (s: Socket) => void; reject: (e: Error) => void; timer: NodeJS.Timeout } | null = null;
+  private accepted: DataConnection | null = null;
+  /** A connect() waiting for the client, and its timer; `raw` takes the connection as accepted. */
+  private waiter: { resolve: (c: DataConnection) => void; reject: (e: Error) => void; timer: NodeJS.Timeout; raw: boolean } | null = null;
   private closed = false;
   private handedOut = false;
   /** Its transfer succeeded (finish()): the listener may be kept. */
@@ -188,30 +207,33 @@ export class PassiveChannel implements DataChannel {
     throw new FtpError(425, "Can't open passive connection: no free data port");
   }
 
-  /** Resolves with the client's data connection. */
-  connect(): Promise<Socket> {
+  /** Resolves with the client's data connection: a `Socket`, or with `raw`, the connection as
+   * accepted (data/raw.ts). */
+  connect(): Promise<Socket>;
+  connect(raw: true): Promise<DataConnection>;
+  connect(raw = false): Promise<DataConnection> {
     if (this.handedOut) return Promise.reject(new FtpError(425, "Data connection already used"));
     if (this.closed) return Promise.reject(new FtpError(425, "Data connection closed"));
-    if (this.accepted) return Promise.resolve(this.handOut(this.accepted));
-    return new Promise<Socket>((resolve, reject) => {
+    if (this.accepted) return Promise.resolve(this.handOut(this.accepted, raw));
+    return new Promise<DataConnection>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiter = null;
         reject(new FtpError(425, "Can't open data connection: timed out waiting for the client"));
         this.close();
       }, this.opts.timeoutMs);
       timer.unref();
-      this.waiter = { resolve, reject, timer };
+      this.waiter = { resolve, reject, timer, raw };
     });
   }
 
   /** Settles the waiting connect(), if any: with the connection, or with a 425 saying `refusal`
    * (made only when someone waits: an error captures a stack, which costs). */
-  private answer(socket: Socket | null, refusal: string): void {
+  private answer(conn: DataConnection | null, refusal: string): void {
     const w = this.waiter;
     if (w === null) return;
     this.waiter = null;
     clearTimeout(w.timer);
-    if (socket !== null) w.resolve(this.handOut(socket));
+    if (conn !== null) w.resolve(this.handOut(conn, w.raw));
     else w.reject(new FtpError(425, refusal));
   }
 
@@ -267,10 +289,10 @@ export class PassiveChannel implements DataChannel {
 
   /** Ends an accepted connection nobody will use: FIN, then it is destroyed when the client closes
    * (or after a moment); the listener and port go now. */
-  private endGently(socket: Socket): void {
+  private endGently(conn: DataConnection): void {
     this.handedOut = true; // close() must not reset it
     this.close();
-    endUnused(socket, RETIRE_GRACE_MS);
+    endUnused(asSocket(conn), RETIRE_GRACE_MS);
   }
 
   /** Nobody connected within the data timeout: a waiting transfer gets 425, the port goes back. */
@@ -280,31 +302,32 @@ export class PassiveChannel implements DataChannel {
     this.close();
   }
 
-  private handOut(s: Socket): Socket {
+  private handOut(c: DataConnection, raw: boolean): DataConnection {
     // One connection per PASV: later ones are dropped (onConnection) and keep the port from being
     // kept; the port stays held until close().
     this.handedOut = true;
-    return s;
+    return raw ? c : asSocket(c);
   }
 
-  /** A connection to the listener while this channel owns it. */
-  onConnection(socket: Socket): void {
-    const remote = socket.remoteAddress ?? "";
+  /** A connection to the listener while this channel owns it, from `remote`. */
+  onConnection(conn: DataConnection, remote: string): void {
     if (this.accepted || this.closed || !sameHost(remote, this.opts.allowedRemote)) {
       if (!this.accepted && !this.closed) this.opts.onForeign?.(remote);
       this.listener.touched = true;
-      socket.destroy();
+      conn.destroy();
       return;
     }
-    socket.setNoDelay(true);
-    socket.on("error", () => undefined);
-    this.accepted = socket;
+    if (!(conn instanceof RawData)) {
+      conn.setNoDelay(true);
+      conn.on("error", () => undefined);
+    }
+    this.accepted = conn;
     clearTimeout(this.deadline);
     if (this.retired) {
-      this.endGently(socket);
+      this.endGently(conn);
       return;
     }
-    this.answer(socket, "");
+    this.answer(conn, "");
   }
 }
 

@@ -20,7 +20,9 @@ import { constants as osConstants } from "node:os";
 import { endSent, endUnused } from "./linger.ts";
 import { jobError, prematureClose } from "./failure.ts";
 import { claimThread, releaseThread } from "./threads.ts";
-import { plainSocketFd, receiveBinding, sendfileBinding, type SendfileBinding, type TransferJob } from "../native.ts";
+import { pendingBinding, plainSocketFd, receiveBinding, sendfileBinding, type SendfileBinding, type TransferJob } from "../native.ts";
+import { RawData, type DataConnection } from "./raw.ts";
+import { writeSync } from "node:fs";
 
 /** Read size for downloads: large chunks keep system calls few; at most what may be read at once
  * synchronously (fs/quick.ts). */
@@ -93,6 +95,11 @@ export class Transfer {
 /**
  * Sends `handle` from `start` to its end to the socket, then ends it (close_notify for TLS).
  *
+ * A connection as accepted (data/raw.ts) takes the file by sendfile(2) from its descriptor first;
+ * when that sends the whole file and the client has acknowledged it (closeIfSettled), the
+ * connection is closed there and no `Socket` is ever made. Otherwise it becomes a `Socket` and the
+ * rest goes as below.
+ *
  * A plain binary download without a hook goes by sendfile(2) where the addon is built
  * (sendKernel). Otherwise, and for what sendfile cannot send, a loop over two reused buffers rather
  * than a stream pipeline: the next chunk is read while the socket writes the current one, and a
@@ -103,7 +110,7 @@ export class Transfer {
  */
 export async function sendFile(
   t: Transfer,
-  socket: Socket,
+  conn: DataConnection,
   handle: FileLike,
   start: number,
   ascii: boolean,
@@ -113,19 +120,34 @@ export async function sendFile(
 ): Promise<number> {
   const at: Cursor = { sent: 0, position: start };
   const native = sendfile && !ascii && !hook ? sendfileBinding() : null;
-  const fds = native ? kernelCopyFds(socket, handle) : null;
+  // The size known at open: a short read at or past it is the end; before it, reading goes on.
+  const end = t.expected === null ? Infinity : start + t.expected;
+  let done = false;
+  let socket: Socket;
+  if (conn instanceof RawData) {
+    try {
+      // Aborted before it began (a Socket would have been destroyed by attach()).
+      if (t.aborted !== null) throw prematureClose();
+      if (native !== null && sendRawAtOnce(conn, native, handle, at, start, end)) {
+        if (closeIfSettled(conn)) return at.sent;
+        done = true;
+      }
+      socket = conn.socket();
+    } catch (err) {
+      conn.destroy();
+      throw abortError(t, err);
+    }
+  } else socket = conn;
+  const fds = native && !done ? kernelCopyFds(socket, handle) : null;
   // Bytes the addon's thread has sent so far (it writes them here); added to `sent` when it ends.
   const progress = fds ? new BigInt64Array(1) : null;
   t.attach(socket, progress ? () => at.sent + Number(progress[0]) : () => at.sent);
   const watch = new SocketWatch(socket);
-  // The size known at open: a short read at or past it is the end; before it, reading goes on.
-  const end = t.expected === null ? Infinity : start + t.expected;
   const cap = hook ? Math.min(READ_CHUNK, Math.max(MIN_CHUNK, hook.chunkSize())) : READ_CHUNK;
   const encode = ascii ? networkAsciiEncoder() : null;
   let reader: ReadAhead | null = null;
 
   try {
-    let done = false;
     if (native && fds && progress) {
       const errno = await sendKernel(socket, watch, native, fds, at, end, stalledMs, progress);
       if (errno === ETIMEDOUT) t.abort("stalled");
@@ -274,39 +296,7 @@ async function sendKernel(
   // Aborted before it began: attach() has destroyed the socket, and its descriptor is closed.
   if (socket.destroyed) throw prematureClose();
   if (quickEnabled()) {
-    const t0 = performance.now();
-    let errno = EAGAIN;
-    let now = 0;
-    while (now < SEND_NOW_MAX) {
-      const want = SEND_NOW_MAX - now;
-      const n = native.sendNow(fds.socket, fds.file, at.position, want);
-      if (n <= 0) {
-        errno = -n;
-        break;
-      }
-      at.position += n;
-      at.sent += n;
-      now += n;
-      // A short send that reaches the size known at open is the end, as a short read is in the
-      // user-space loop: no further call to find it.
-      if (n < want && at.position >= end) {
-        errno = 0;
-        break;
-      }
-    }
-    // The budget sent in full and the size known at open reached with it (a file of exactly the
-    // budget): one more call says whether that was the end (0) before a thread is started for it.
-    if (errno === EAGAIN && now >= SEND_NOW_MAX && at.position >= end) {
-      const n = native.sendNow(fds.socket, fds.file, at.position, SEND_NOW_MAX);
-      if (n <= 0) errno = -n;
-      else {
-        // The file grew since it was opened: the thread sends the rest.
-        at.position += n;
-        at.sent += n;
-      }
-    }
-    const ms = performance.now() - t0;
-    if (ms > SLOW_MS) lateCall(ms);
+    const errno = sendAtOnce(native, fds.socket, fds.file, at, end);
     if (errno !== EAGAIN) return errno;
   }
   // Every thread slot taken: the rest goes out from the event loop.
@@ -347,6 +337,93 @@ async function sendKernel(
   } finally {
     socket.removeListener("close", cancel);
   }
+}
+
+/**
+ * Sends from `at.position` by sendfile(2) on this thread, up to SEND_NOW_MAX bytes (all of a small
+ * file, ending at `end`, the size known at open, without a call that finds nothing more). 0 at the
+ * end of the file, EAGAIN when the socket's buffer is full (or the budget spent), or the errno that
+ * stopped it. `at` follows every byte sent.
+ */
+function sendAtOnce(native: SendfileBinding, socketFd: number, fileFd: number, at: Cursor, end: number): number {
+  const t0 = performance.now();
+  let errno = EAGAIN;
+  let now = 0;
+  while (now < SEND_NOW_MAX) {
+    const want = SEND_NOW_MAX - now;
+    const n = native.sendNow(socketFd, fileFd, at.position, want);
+    if (n <= 0) {
+      errno = -n;
+      break;
+    }
+    at.position += n;
+    at.sent += n;
+    now += n;
+    // A short send that reaches the size known at open is the end, as a short read is in the
+    // user-space loop: no further call to find it.
+    if (n < want && at.position >= end) {
+      errno = 0;
+      break;
+    }
+  }
+  // The budget sent in full and the size known at open reached with it (a file of exactly the
+  // budget): one more call says whether that was the end (0) before a thread is started for it.
+  if (errno === EAGAIN && now >= SEND_NOW_MAX && at.position >= end) {
+    const n = native.sendNow(socketFd, fileFd, at.position, SEND_NOW_MAX);
+    if (n <= 0) errno = -n;
+    else {
+      // The file grew since it was opened: the thread sends the rest.
+      at.position += n;
+      at.sent += n;
+    }
+  }
+  const ms = performance.now() - t0;
+  if (ms > SLOW_MS) lateCall(ms);
+  return errno;
+}
+
+/**
+ * A download on a connection as accepted: sendAtOnce from its descriptor while the disk answers
+ * fast. True when the whole file went; false when the rest is for the `Socket` (the socket's
+ * buffer filled, or sendfile cannot send this file: the user-space loop does then). Throws what
+ * stopped it otherwise (the client gone: EPIPE, ECONNRESET).
+ */
+function sendRawAtOnce(conn: RawData, native: SendfileBinding, handle: FileLike, at: Cursor, start: number, end: number): boolean {
+  const file = fdOf(handle);
+  if (file === null || conn.fd < 0 || !quickEnabled()) return false;
+  const errno = sendAtOnce(native, conn.fd, file, at, end);
+  if (errno === 0) return true;
+  if (errno === EAGAIN || (UNSUPPORTED.has(errno) && at.position === start)) return false;
+  throw jobError(errno, "sendfile");
+}
+
+/**
+ * Closes a connection as accepted whose bytes all went, when the client has acknowledged every one
+ * and sent nothing (native/sockopt.c nothingPending): the kernel sends the FIN after the close,
+ * and nothing can be lost (data/linger.ts endSent says why). False, and the connection left as it
+ * is, otherwise: it then ends as a `Socket` does.
+ */
+function closeIfSettled(conn: RawData): boolean {
+  const b = pendingBinding();
+  if (b === null || b.nothingPending(conn.fd) !== 1) return false;
+  conn.destroy();
+  return true;
+}
+
+/**
+ * What is written from a connection as accepted: `data` from `from` until the socket's buffer is
+ * full; returns where it stopped (data.length: all of it). Throws what stopped it otherwise.
+ */
+function writeRawAtOnce(conn: RawData, data: Buffer): number {
+  let at = 0;
+  const fd = conn.fd;
+  if (fd < 0) return 0;
+  try {
+    while (at < data.length) at += writeSync(fd, data, at, data.length - at);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
+  }
+  return at;
 }
 
 /** Whether the event loop is not reading `socket` and nothing has asked it to: a passive data
@@ -464,9 +541,39 @@ function resetCheck(socket: Socket): () => Promise<void> {
     });
 }
 
-/** Sends a prepared buffer (a listing) and ends the socket. */
-export async function sendBuffer(t: Transfer, socket: Socket, data: Buffer, stalledMs: number): Promise<number> {
-  t.attach(socket, () => Math.min(data.length, socket.bytesWritten));
+/** Pooled memory a listing is in (data/listbuf.ts): given back once nothing can read it. */
+interface Pooled {
+  release(): void;
+  releaseAfter(socket: Socket): void;
+}
+
+/**
+ * Sends a prepared buffer (a listing) and ends the socket. A connection as accepted (data/raw.ts)
+ * takes what its buffer can from its descriptor; one that took all of it and is settled is closed
+ * there (closeIfSettled), without a `Socket`. `pooled`, where the buffer lives, is given back as
+ * soon as the bytes are in the kernel, or once the socket closes.
+ */
+export async function sendBuffer(t: Transfer, conn: DataConnection, data: Buffer, stalledMs: number, pooled: Pooled | null = null): Promise<number> {
+  let from = 0;
+  let socket: Socket;
+  if (conn instanceof RawData) {
+    try {
+      if (t.aborted !== null) throw prematureClose();
+      from = writeRawAtOnce(conn, data);
+    } catch (err) {
+      conn.destroy();
+      pooled?.release();
+      throw abortError(t, err);
+    }
+    if (from === data.length) {
+      pooled?.release();
+      if (closeIfSettled(conn)) return data.length;
+    }
+    socket = conn.socket();
+  } else socket = conn;
+  pooled?.releaseAfter(socket);
+  const rest = from === 0 ? data : data.subarray(from);
+  t.attach(socket, () => Math.min(data.length, from + socket.bytesWritten));
   await new Promise<void>((resolve, reject) => {
     let sent = false;
     socket.setTimeout(stalledMs, () => socket.destroy(new FtpError(426, "Transfer stalled")));
@@ -477,7 +584,7 @@ export async function sendBuffer(t: Transfer, socket: Socket, data: Buffer, stal
     });
     // The callback gets the write's error, if any, before the 'error' event is emitted: a
     // listing the client reset is not a listing sent.
-    socket.end(data, (err?: Error | null) => {
+    socket.end(rest, (err?: Error | null) => {
       if (err) return reject(err);
       sent = true;
       resolve();

@@ -53,11 +53,11 @@ async function sendListing(s: Session, path: VirtualPath, listing: ListingBuffer
       async open() {
         return undefined;
       },
-      move(tr, socket) {
-        // The bytes may be pooled memory: it is reused only once the socket can no longer read it.
+      raw: true,
+      move(tr, conn) {
+        // The bytes may be pooled memory: sendBuffer gives them back once nothing can read them.
         sending = true;
-        listing.releaseAfter(socket);
-        return sendBuffer(tr, socket, data, s.ctx.config.limits.stalledTimeout * 1000);
+        return sendBuffer(tr, conn, data, s.ctx.config.limits.stalledTimeout * 1000, listing);
       },
       done: "Directory send OK",
     });

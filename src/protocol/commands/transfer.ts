@@ -4,6 +4,7 @@
  * connection is up. A replaced file is written to a temp name and renamed on success (fs/), so a
  * failed upload never destroys the file it was replacing.
  */
+import { asSocket } from "../../data/raw.ts";
 import { Transfer, receiveFile, sendFile } from "../../data/transfer.ts";
 import type { Upload, UploadOptions, VirtualPath } from "../../fs/types.ts";
 import { permsAt } from "../../auth/perms.ts";
@@ -32,8 +33,9 @@ async function retr(s: Session, arg: string): Promise<void> {
       async open() {
         return undefined;
       },
-      move(t, socket) {
-        return sendFile(t, socket, dl.handle, offset, s.type === "A", stalledMs(s), hook, s.ctx.config.transfer.sendfile);
+      raw: true,
+      move(t, conn) {
+        return sendFile(t, conn, dl.handle, offset, s.type === "A", stalledMs(s), hook, s.ctx.config.transfer.sendfile);
       },
     });
   } finally {
@@ -54,8 +56,8 @@ async function upload(s: Session, path: VirtualPath, opts: UploadOptions, openin
         limits = await admitUpload(s, path, opts, announced);
         return s.requireFs().openUpload(path, opts);
       },
-      move(t, socket, up) {
-        return receiveFile(t, socket, up.handle, up.position, s.type === "A", stalledMs(s), limits?.hook ?? null, s.ctx.config.transfer.uploadThreads);
+      move(t, conn, up) {
+        return receiveFile(t, asSocket(conn), up.handle, up.position, s.type === "A", stalledMs(s), limits?.hook ?? null, s.ctx.config.transfer.uploadThreads);
       },
       commit(up) {
         return up.commit();

@@ -1,0 +1,60 @@
+/**
+ * A passive data connection as accepted, before any `net.Socket` is made for it (data/accept.ts
+ * takeConnections). A plain download or listing that the socket's buffer takes whole is written
+ * from the descriptor and closed here (data/transfer.ts), with no stream, no events and no
+ * `Socket` at all. Anything else asks for the `Socket` (`socket()`), which owns the connection
+ * from then on: the same socket the listener would have made, so every other path is unchanged.
+ */
+import type { Server, Socket } from "node:net";
+import { socketFor, type ClientHandle } from "./accept.ts";
+import { prematureClose } from "./failure.ts";
+
+export class RawData {
+  private sock: Socket | null = null;
+  private closed = false;
+
+  constructor(
+    private readonly server: Server,
+    private readonly handle: ClientHandle,
+  ) {}
+
+  /** The descriptor to write to while no `Socket` owns the connection; -1 after that, or once
+   * closed. */
+  get fd(): number {
+    return this.sock === null && !this.closed ? this.handle.fd : -1;
+  }
+
+  /** Closed (or destroyed through its socket). */
+  get destroyed(): boolean {
+    return this.closed || (this.sock !== null && this.sock.destroyed);
+  }
+
+  /** The connection as the `Socket` the listener would have made (the same one on every call).
+   * Throws a premature close once it was closed without one. */
+  socket(): Socket {
+    if (this.sock !== null) return this.sock;
+    if (this.closed) throw prematureClose();
+    const s = socketFor(this.server, this.handle);
+    s.setNoDelay(true);
+    s.on("error", ignore);
+    this.sock = s;
+    return s;
+  }
+
+  /** Closes it at once: the handle, or the socket made for it. Harmless twice. */
+  destroy(): void {
+    if (this.sock !== null) this.sock.destroy();
+    else if (!this.closed) this.handle.close();
+    this.closed = true;
+  }
+}
+
+/** A passive channel's connection: as accepted, or already a `Socket`. */
+export type DataConnection = Socket | RawData;
+
+/** `c` as a `Socket`, made now if it is still raw. */
+export function asSocket(c: DataConnection): Socket {
+  return c instanceof RawData ? c.socket() : c;
+}
+
+function ignore(): void {}

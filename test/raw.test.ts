@@ -1,0 +1,205 @@
+/**
+ * Passive data connections taken as accepted (data/raw.ts): a plain download or listing that the
+ * socket's buffer takes whole is written from the accepted descriptor and closed there, and no
+ * `net.Socket` is made for it; everything else becomes the `Socket` the listener would have made
+ * and goes on as before. Counted through the `net.server.socket` diagnostics channel, on which
+ * every Socket made for an accepted connection is published (data/accept.ts).
+ */
+import assert from "node:assert/strict";
+import { subscribe, unsubscribe } from "node:diagnostics_channel";
+import { createHash } from "node:crypto";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Server, Socket } from "node:net";
+import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { pendingBinding, sendfileBinding } from "../src/native.ts";
+import { dataConnect, readAll, type RawClient } from "./helpers/raw.ts";
+import { payload, rawLogin, withServer } from "./helpers/run.ts";
+import type { TestServer } from "./helpers/server.ts";
+
+const NATIVE = sendfileBinding() !== null && pendingBinding() !== null;
+
+/** Ports of the listeners whose accepted connections became Sockets while `body` ran. */
+async function socketsMade(body: () => Promise<void>): Promise<number[]> {
+  const ports: number[] = [];
+  const onSocket = (m: unknown): void => {
+    const a = (m as { socket: Socket & { server: Server } }).socket.server.address();
+    ports.push(a !== null && typeof a === "object" ? a.port : 0);
+  };
+  subscribe("net.server.socket", onSocket);
+  try {
+    await body();
+  } finally {
+    unsubscribe("net.server.socket", onSocket);
+  }
+  return ports;
+}
+
+/** Runs `command` over a new EPSV connection; returns what came and the final reply's code. */
+async function transfer(raw: RawClient, command: string): Promise<{ body: Buffer; code: number }> {
+  const data = await dataConnect(await raw.epsvPort());
+  let failed: string | null = null;
+  data.on("error", (e: NodeJS.ErrnoException) => (failed = e.code ?? "error"));
+  const got = readAll(data);
+  raw.send(command);
+  await raw.expectReply(150);
+  const body = await got;
+  const final = await raw.reply(5000);
+  data.destroy();
+  assert.equal(failed, null, `${command}: the data connection failed`);
+  return { body, code: final.code };
+}
+
+function sha(b: Buffer): string {
+  return createHash("sha256").update(b).digest("hex");
+}
+
+function dataPorts(t: TestServer, ports: number[]): number[] {
+  return ports.filter((p) => p !== t.port);
+}
+
+describe("passive connections taken as accepted", { skip: !NATIVE && "native part not built" }, () => {
+  it("a small download and the listings go from the accepted descriptor: every byte, 226, a closed connection, and no Socket made", async () => {
+    await withServer(async (t) => {
+      const content = payload(10_000);
+      await writeFile(join(t.home("alice"), "small.bin"), content);
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        const made = await socketsMade(async () => {
+          for (let i = 0; i < 3; i++) {
+            const { body, code } = await transfer(raw, "RETR small.bin");
+            assert.equal(code, 226);
+            assert.ok(body.equals(content), "content differs");
+          }
+          const list = await transfer(raw, "LIST");
+          assert.equal(list.code, 226);
+          assert.match(list.body.toString(), /small\.bin\r\n$/);
+          const mlsd = await transfer(raw, "MLSD");
+          assert.equal(mlsd.code, 226);
+          assert.match(mlsd.body.toString(), /size=10000;.*small\.bin\r\n/);
+          const nlst = await transfer(raw, "NLST");
+          assert.equal(nlst.body.toString(), "small.bin\r\n");
+          await raw.expect("MKD empty", 257);
+          const empty = await transfer(raw, "NLST empty");
+          assert.equal(empty.code, 226);
+          assert.equal(empty.body.length, 0);
+        });
+        assert.deepEqual(dataPorts(t, made), [], "a data connection became a Socket");
+        await raw.expect("NOOP", 200);
+        const logged = t.logs.filter((l) => l.event === "transfer" && l.path === "/small.bin");
+        assert.deepEqual(
+          logged.map((l) => [l.bytes, l.result]),
+          [
+            [10_000, "ok"],
+            [10_000, "ok"],
+            [10_000, "ok"],
+          ],
+        );
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("a download the socket does not take at once goes on as a Socket: every byte, in order, from a REST offset too", async () => {
+    await withServer(async (t) => {
+      const content = payload(24 << 20, 7);
+      await writeFile(join(t.home("alice"), "big.bin"), content);
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        const made = await socketsMade(async () => {
+          const whole = await transfer(raw, "RETR big.bin");
+          assert.equal(whole.code, 226);
+          assert.equal(whole.body.length, content.length);
+          assert.equal(sha(whole.body), sha(content));
+          await raw.expect("REST 5000000", 350);
+          const tail = await transfer(raw, "RETR big.bin");
+          assert.equal(tail.code, 226);
+          assert.equal(sha(tail.body), sha(content.subarray(5_000_000)));
+        });
+        assert.equal(dataPorts(t, made).length, 2, "each became a Socket");
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("a small download or listing whose client sent bytes ends as a Socket does: every byte, no reset", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "small.bin"), payload(3000));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        const made = await socketsMade(async () => {
+          for (const command of ["RETR small.bin", "LIST"]) {
+            const data = await dataConnect(await raw.epsvPort());
+            let failed: string | null = null;
+            data.on("error", (e: NodeJS.ErrnoException) => (failed = e.code ?? "error"));
+            // Bytes the server never reads: closing over them would reset the connection.
+            await new Promise((resolve) => data.write("stray bytes", resolve));
+            await sleep(20);
+            const got = readAll(data);
+            raw.send(command);
+            await raw.expectReply(150);
+            const body = await got;
+            await raw.expectReply(226, 5000);
+            await sleep(50);
+            assert.equal(failed, null, command);
+            if (command.startsWith("RETR")) assert.equal(body.length, 3000);
+            else assert.match(body.toString(), /small\.bin/);
+            data.destroy();
+          }
+        });
+        assert.equal(dataPorts(t, made).length, 2, "each ended as a Socket");
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("an ASCII download takes a Socket and converts line ends", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "text.txt"), "a\nb\n");
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE A", 200);
+        const made = await socketsMade(async () => {
+          const { body, code } = await transfer(raw, "RETR text.txt");
+          assert.equal(code, 226);
+          assert.equal(body.toString(), "a\r\nb\r\n");
+        });
+        assert.equal(dataPorts(t, made).length, 1);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("a client that reset its data connection before RETR gets 426, and the session goes on", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "small.bin"), payload(3000));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        for (const command of ["RETR small.bin", "LIST"]) {
+          const data = await dataConnect(await raw.epsvPort());
+          await sleep(30); // accepted by the server
+          data.resetAndDestroy();
+          await sleep(30);
+          raw.send(command);
+          let reply = await raw.reply(5000);
+          if (reply.code === 150) reply = await raw.reply(5000);
+          assert.equal(reply.code, 426, `${command}: ${reply.lines.join(" ")}`);
+        }
+        await raw.expect("NOOP", 200);
+        const { code } = await transfer(raw, "RETR small.bin");
+        assert.equal(code, 226);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});
