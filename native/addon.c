@@ -8,6 +8,7 @@
  *   sockopt.c   listenerOptions, socketOptions: TCP options a listener hands to what it accepts;
  *               nothingPending: whether a finished data connection can close at once
  *   beneath.c   openBeneath: a path opened below a held directory in one call (openat2)
+ *   watch.c     watchReadable, unwatch: readiness of a socket no Node stream owns (small uploads)
  *   addon.c     threadCpuNs: this thread's CPU time, for telling a busy kernel from a slow disk
  */
 #define NAPI_VERSION 8
@@ -50,6 +51,10 @@ NAPI_MODULE_INIT() {
     { "socketOptions", NULL, berth_socket_options, NULL, NULL, NULL, napi_enumerable, NULL },
     { "nothingPending", NULL, berth_nothing_pending, NULL, NULL, NULL, napi_enumerable, NULL },
     { "openBeneath", NULL, berth_open_beneath, NULL, NULL, NULL, napi_enumerable, NULL },
+#ifndef BERTH_NO_WATCH
+    { "watchReadable", NULL, berth_watch_readable, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "unwatch", NULL, berth_unwatch, NULL, NULL, NULL, napi_enumerable, NULL },
+#endif
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -1,4 +1,5 @@
-// Builds native/*.c (addon.c, job.c, sendfile.c, receive.c, lstat.c, sockopt.c, beneath.c) into native/build/berth_native.node with the
+// Builds native/*.c (addon.c, job.c, sendfile.c, receive.c, lstat.c, sockopt.c, beneath.c, and watch.c
+// where libuv's header is found) into native/build/berth_native.node with the
 // system's C compiler and the Node-API headers (the node-api-headers package; Node's own where that
 // is missing), when npm installs berth. Optional: without a compiler, or on a system other than
 // Linux, it says so in one line and berth sends files and stats listings through Node instead.
@@ -23,19 +24,23 @@ try {
 } catch {
   // not installed: Node's own headers below
 }
-const headers = [
-  packaged,
+const nodeOwn = [
   resolve(process.execPath, "../../include/node"),
   process.config.variables?.node_prefix ? join(process.config.variables.node_prefix, "include/node") : "",
   "/usr/local/include/node",
   "/usr/include/node",
-].find((d) => d && existsSync(join(d, "node_api.h")));
+];
+const headers = [packaged, ...nodeOwn].find((d) => d && existsSync(join(d, "node_api.h")));
 if (!headers) skip("Node's headers (node_api.h) not found");
+// watch.c needs libuv's header, which Node's own headers carry and node-api-headers does not:
+// without it the addon is built without watchReadable (small uploads then make a net.Socket).
+const uv = nodeOwn.find((d) => d && existsSync(join(d, "uv.h")));
 const cc = process.env.CC || "cc";
 mkdirSync(dirname(out), { recursive: true });
 const tmp = `${out}.${process.pid}.tmp`;
-const sources = ["addon.c", "job.c", "sendfile.c", "receive.c", "lstat.c", "sockopt.c", "beneath.c"].map((f) => join(here, f));
-const r = spawnSync(cc, ["-O2", "-Wall", "-Wextra", "-shared", "-fPIC", "-pthread", `-I${headers}`, "-o", tmp, ...sources], {
+const sources = ["addon.c", "job.c", "sendfile.c", "receive.c", "lstat.c", "sockopt.c", "beneath.c", ...(uv ? ["watch.c"] : [])].map((f) => join(here, f));
+const flags = uv ? [`-I${uv}`] : ["-DBERTH_NO_WATCH"];
+const r = spawnSync(cc, ["-O2", "-Wall", "-Wextra", "-shared", "-fPIC", "-pthread", `-I${headers}`, ...flags, "-o", tmp, ...sources], {
   stdio: ["ignore", "inherit", "inherit"],
 });
 if (r.error || r.status !== 0) {
@@ -43,4 +48,4 @@ if (r.error || r.status !== 0) {
   skip(r.error ? `${cc}: ${r.error.code ?? r.error.message}` : `${cc} exited with ${r.status}`);
 }
 renameSync(tmp, out);
-console.log("berth: native part built (native/build/berth_native.node: sendfile, upload threads, directory stats, listener options, opens below the jail)");
+console.log(`berth: native part built (native/build/berth_native.node: sendfile, upload threads, directory stats, listener options, opens below the jail${uv ? ", socket readiness" : ""})`);

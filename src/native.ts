@@ -97,7 +97,20 @@ export interface BeneathBinding {
   openBeneath(dirFd: number, path: string, flags: number): number;
 }
 
-type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & PendingBinding & BeneathBinding>;
+/** A socket watched by native/watch.c. */
+export type Watcher = { readonly __brand: "Watcher" };
+
+/** What native/watch.c exports (where libuv's header was found at build time). */
+export interface WatchBinding {
+  /** Calls `callback(status)` on the event loop each time socket `fd` can be read (bytes, its end
+   * or an error; status 0 or a negative libuv error) until unwatch(): the watcher, or a negative
+   * libuv error. No other handle may poll `fd` meanwhile. */
+  watchReadable(fd: number, callback: (status: number) => void): Watcher | number;
+  /** Stops a watcher at once (harmless twice). */
+  unwatch(w: Watcher): void;
+}
+
+type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & PendingBinding & BeneathBinding & WatchBinding>;
 
 let addon: Addon | null | undefined;
 
@@ -177,6 +190,14 @@ let pendingFns: PendingBinding | null | undefined;
 export function pendingBinding(): PendingBinding | null {
   if (pendingFns === undefined) pendingFns = pick<PendingBinding>(["nothingPending"]);
   return pendingFns;
+}
+
+let watchFns: WatchBinding | null | undefined;
+
+/** watchReadable and unwatch (looked for once; see pick). */
+export function watchBinding(): WatchBinding | null {
+  if (watchFns === undefined) watchFns = pick<WatchBinding>(["watchReadable", "unwatch"]);
+  return watchFns;
 }
 
 /** The descriptor of a plain (not TLS) TCP socket, for the addon's calls on it; null for TLS, or

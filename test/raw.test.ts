@@ -8,17 +8,18 @@
 import assert from "node:assert/strict";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { createHash } from "node:crypto";
-import { writeFile } from "node:fs/promises";
+import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Server, Socket } from "node:net";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { pendingBinding, sendfileBinding } from "../src/native.ts";
-import { dataConnect, readAll, type RawClient } from "./helpers/raw.ts";
+import { pendingBinding, sendfileBinding, watchBinding } from "../src/native.ts";
+import { dataConnect, readAll, writeAll, type RawClient } from "./helpers/raw.ts";
 import { payload, rawLogin, withServer } from "./helpers/run.ts";
 import type { TestServer } from "./helpers/server.ts";
 
 const NATIVE = sendfileBinding() !== null && pendingBinding() !== null;
+const WATCH = watchBinding() !== null;
 
 /** Ports of the listeners whose accepted connections became Sockets while `body` ran. */
 async function socketsMade(body: () => Promise<void>): Promise<number[]> {
@@ -49,6 +50,18 @@ async function transfer(raw: RawClient, command: string): Promise<{ body: Buffer
   data.destroy();
   assert.equal(failed, null, `${command}: the data connection failed`);
   return { body, code: final.code };
+}
+
+/** Uploads `content` to `name` over a new EPSV connection; returns the final reply's code. */
+async function store(raw: RawClient, command: string, content: Buffer): Promise<number> {
+  const data = await dataConnect(await raw.epsvPort());
+  data.on("error", () => undefined);
+  raw.send(command);
+  await raw.expectReply(150);
+  await writeAll(data, content);
+  const final = await raw.reply(5000);
+  data.destroy();
+  return final.code;
 }
 
 function sha(b: Buffer): string {
@@ -199,6 +212,101 @@ describe("passive connections taken as accepted", { skip: !NATIVE && "native par
         assert.equal(code, 226);
       } finally {
         await raw.close();
+      }
+    });
+  });
+
+  describe("uploads", { skip: !WATCH && "the addon was built without libuv's header" }, () => {
+    it("a small upload is read from the accepted descriptor: the file, 226, and no Socket made (new, empty, replacing, appended, resumed)", async () => {
+      await withServer(async (t) => {
+        const home = t.home("alice");
+        await writeFile(join(home, "old.bin"), "old content");
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          const made = await socketsMade(async () => {
+            assert.equal(await store(raw, "STOR new.bin", payload(10_000)), 226);
+            assert.equal(await store(raw, "STOR empty.bin", Buffer.alloc(0)), 226);
+            assert.equal(await store(raw, "STOR old.bin", payload(3000, 3)), 226);
+            assert.equal(await store(raw, "APPE new.bin", payload(500, 5)), 226);
+            await raw.expect("REST 1000", 350);
+            assert.equal(await store(raw, "STOR old.bin", payload(100, 9)), 226);
+          });
+          assert.deepEqual(dataPorts(t, made), [], "a data connection became a Socket");
+          assert.deepEqual(await readFile(join(home, "new.bin")), Buffer.concat([payload(10_000), payload(500, 5)]));
+          assert.equal((await readFile(join(home, "empty.bin"))).length, 0);
+          assert.deepEqual(await readFile(join(home, "old.bin")), Buffer.concat([payload(3000, 3).subarray(0, 1000), payload(100, 9)]));
+          assert.deepEqual((await readdir(home)).sort(), ["empty.bin", "new.bin", "old.bin"], "no temp file left");
+          await raw.expect("NOOP", 200);
+        } finally {
+          await raw.close();
+        }
+      });
+    });
+
+    it("an upload larger than one read goes on as a Socket, every byte in order (past the upload thread's start too)", async () => {
+      await withServer(async (t) => {
+        const content = payload(6 << 20, 11);
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          const made = await socketsMade(async () => {
+            assert.equal(await store(raw, "STOR big.bin", content), 226);
+          });
+          assert.equal(dataPorts(t, made).length, 1);
+          assert.equal(sha(await readFile(join(t.home("alice"), "big.bin"))), sha(content));
+        } finally {
+          await raw.close();
+        }
+      });
+    });
+
+    it("a client that resets after its bytes gets 426, and the file its upload would replace is kept", async () => {
+      await withServer(async (t) => {
+        const home = t.home("alice");
+        await writeFile(join(home, "kept.bin"), "precious old content");
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          for (const size of [3000, 100_000]) {
+            const data = await dataConnect(await raw.epsvPort());
+            data.on("error", () => undefined);
+            raw.send("STOR kept.bin");
+            await raw.expectReply(150);
+            await new Promise((resolve) => data.write(payload(size), resolve));
+            await sleep(30);
+            data.resetAndDestroy();
+            assert.equal((await raw.reply(5000)).code, 426, `${size} bytes`);
+            assert.equal(await readFile(join(home, "kept.bin"), "utf8"), "precious old content");
+            assert.deepEqual(await readdir(home), ["kept.bin"]);
+          }
+          await raw.expect("NOOP", 200);
+        } finally {
+          await raw.close();
+        }
+      });
+    });
+
+    it("where the addon cannot watch the socket, the upload takes a Socket and loses nothing", async () => {
+      const b = watchBinding()!;
+      const original = b.watchReadable;
+      b.watchReadable = () => -22;
+      try {
+        await withServer(async (t) => {
+          const raw = await rawLogin(t);
+          try {
+            await raw.expect("TYPE I", 200);
+            const made = await socketsMade(async () => {
+              assert.equal(await store(raw, "STOR a.bin", payload(5000)), 226);
+            });
+            assert.equal(dataPorts(t, made).length, 1);
+            assert.deepEqual(await readFile(join(t.home("alice"), "a.bin")), payload(5000));
+          } finally {
+            await raw.close();
+          }
+        });
+      } finally {
+        b.watchReadable = original;
       }
     });
   });

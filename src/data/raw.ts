@@ -6,12 +6,16 @@
  * from then on: the same socket the listener would have made, so every other path is unchanged.
  */
 import type { Server, Socket } from "node:net";
+import { watchBinding, type Watcher } from "../native.ts";
 import { socketFor, type ClientHandle } from "./accept.ts";
 import { prematureClose } from "./failure.ts";
 
 export class RawData {
   private sock: Socket | null = null;
   private closed = false;
+  private watcher: Watcher | null = null;
+  /** Called once when it is closed (destroy()) while watched. */
+  private onGone: (() => void) | null = null;
 
   constructor(
     private readonly server: Server,
@@ -29,11 +33,38 @@ export class RawData {
     return this.closed || (this.sock !== null && this.sock.destroyed);
   }
 
+  /**
+   * Calls `onReadable(status)` each time the descriptor can be read (native/watch.c), and `onGone`
+   * if it is closed meanwhile, until unwatch(). False where the addon cannot watch it (the caller
+   * then uses the `Socket`).
+   */
+  watch(onReadable: (status: number) => void, onGone: () => void): boolean {
+    const b = watchBinding();
+    const fd = this.fd;
+    if (b === null || fd < 0 || this.watcher !== null) return false;
+    const w = b.watchReadable(fd, onReadable);
+    if (typeof w === "number") return false;
+    this.watcher = w;
+    this.onGone = onGone;
+    return true;
+  }
+
+  /** Stops watching (harmless when not watched). */
+  unwatch(): void {
+    const w = this.watcher;
+    if (w === null) return;
+    this.watcher = null;
+    this.onGone = null;
+    watchBinding()?.unwatch(w);
+  }
+
   /** The connection as the `Socket` the listener would have made (the same one on every call).
    * Throws a premature close once it was closed without one. */
   socket(): Socket {
     if (this.sock !== null) return this.sock;
     if (this.closed) throw prematureClose();
+    // No other poller of the descriptor while the socket reads it.
+    this.unwatch();
     const s = socketFor(this.server, this.handle);
     s.setNoDelay(true);
     s.on("error", ignore);
@@ -41,11 +72,21 @@ export class RawData {
     return s;
   }
 
-  /** Closes it at once: the handle, or the socket made for it. Harmless twice. */
+  /** Closes it when no `Socket` was made for it (a Socket ends its own way); after a transfer's
+   * reply, for an upload read to its end (data/receive.ts receiveRaw). Harmless twice. */
+  release(): void {
+    if (this.sock === null) this.destroy();
+  }
+
+  /** Closes it at once: the handle, or the socket made for it. Harmless twice. A watch ends
+   * first (the descriptor must outlive it), and its `onGone` is called. */
   destroy(): void {
+    const gone = this.onGone;
+    this.unwatch();
     if (this.sock !== null) this.sock.destroy();
     else if (!this.closed) this.handle.close();
     this.closed = true;
+    gone?.();
   }
 }
 

@@ -24,9 +24,12 @@
  * end; the promise settles when the thread is done. A large upload then costs the event loop
  * nothing per chunk, and a slow disk holds up only the thread.
  */
+import { readSync, writeSync } from "node:fs";
 import { Socket } from "node:net";
+import { getSystemErrorName } from "node:util";
 import type { FileLike } from "../fs/quick.ts";
 import { canNow, write as quickWrite, writeNow } from "../fs/quick.ts";
+import type { RawData } from "./raw.ts";
 import type { ReceiveBinding, TransferJob } from "../native.ts";
 import { constants as osConstants } from "node:os";
 import { jobError, prematureClose } from "./failure.ts";
@@ -439,4 +442,150 @@ async function writeAll(handle: FileLike, buf: Buffer, n: number, pos: number): 
     if (bytesWritten <= 0) throw Object.assign(new Error("short write"), { code: "EIO" });
     done += bytesWritten;
   }
+}
+
+/** What receiveRaw did: bytes written to the file, and whether the client's end came (the
+ * caller closes the connection once its reply is out); otherwise the rest is the `Socket`'s to
+ * read. */
+export interface RawOutcome {
+  readonly written: number;
+  readonly ended: boolean;
+}
+
+/** Read buffers of receiveRaw kept for later uploads. */
+const rawPool: Buffer[] = [];
+const NO_BYTES = Buffer.alloc(0);
+
+/**
+ * A plain upload on a connection as accepted (data/raw.ts), read from its descriptor without a
+ * `net.Socket`: the addon says when it can be read (native/watch.c), and each read, into one reused
+ * buffer, is written to `handle` at once (fs/quick.ts writeNow), as receiveDirect does. At the
+ * client's end the connection is checked not to have been reset (as resetCheck does for a Socket:
+ * a write of no bytes fails on a reset connection) and the outcome says `ended`; the connection
+ * stays open for the caller to close after its reply, so that the client reads the 226 before our
+ * FIN. A small file thus costs no stream, no events and no Socket. After READ_SIZE bytes, or a
+ * write that must go through the pool (a slow disk), the rest is left to the `Socket` (`ended`
+ * false); likewise, with nothing read, where the addon cannot watch the socket.
+ *
+ * `progress.written` counts the bytes written (STAT). `stalled()` is called after `stalledMs`
+ * without data (the caller aborts the transfer, which closes the connection). Rejects with the
+ * socket's error (ECONNRESET), a premature close (the connection closed by an abort) or the file's
+ * write error, only once no write is in flight; what was received is in the file by then (an
+ * aborted new file is kept for resuming). The caller closes the connection then.
+ */
+export function receiveRaw(
+  conn: RawData,
+  handle: FileLike,
+  position: number,
+  progress: DirectProgress,
+  stalledMs: number,
+  stalled: () => void,
+): Promise<RawOutcome> {
+  return new Promise<RawOutcome>((resolve, reject) => new RawReceive(conn, handle, position, progress, stalledMs, stalled, resolve, reject).start());
+}
+
+/** One receiveRaw (a class: see DirectReceive). */
+class RawReceive {
+  private readonly buf = rawPool.pop() ?? Buffer.allocUnsafe(READ_SIZE);
+  private pos: number;
+  /** No more reads: the end, the hand-over or a failure came. */
+  private stopped = false;
+  private timer: NodeJS.Timeout | null = null;
+  private readonly onReadable: (status: number) => void;
+  private readonly onGone: () => void;
+
+  constructor(
+    private readonly conn: RawData,
+    private readonly handle: FileLike,
+    position: number,
+    private readonly progress: DirectProgress,
+    private readonly stalledMs: number,
+    private readonly stalled: () => void,
+    private readonly resolve: (r: RawOutcome) => void,
+    private readonly reject: (err: unknown) => void,
+  ) {
+    this.pos = position;
+    this.onReadable = (status) => this.readable(status);
+    this.onGone = () => this.stop(prematureClose(), false);
+  }
+
+  start(): void {
+    if (!this.conn.watch(this.onReadable, this.onGone)) return this.stop(null, false);
+    if (this.stalledMs > 0) {
+      this.timer = setTimeout(this.stalled, this.stalledMs);
+      this.timer.unref();
+    }
+  }
+
+  /** The socket can be read: bytes, the client's end, or an error. libuv reports an error as
+   * EBADF and stops watching: the reads say what it is (the bytes before a reset come first). */
+  private readable(status: number): void {
+    if (this.stopped) return;
+    const fd = this.conn.fd;
+    const buf = this.buf;
+    for (;;) {
+      let n: number;
+      try {
+        n = readSync(fd, buf, 0, buf.length, null);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EAGAIN") return this.stop(err, false);
+        if (status < 0) return this.stop(errnoError(status, "poll"), false);
+        break;
+      }
+      if (n === 0) return this.stop(null, true);
+      try {
+        if (!writeNow(this.handle, buf, 0, n, this.pos)) return void this.handOver(n);
+      } catch (err) {
+        return this.stop(err, false);
+      }
+      this.pos += n;
+      this.progress.written += n;
+      if (this.progress.written >= READ_SIZE) return this.stop(null, false);
+    }
+    this.timer?.refresh();
+  }
+
+  /** A read the disk did not take at once: written through the pool, then the rest is the
+   * Socket's (or the write's error). */
+  private async handOver(n: number): Promise<void> {
+    this.halt();
+    try {
+      for (let at = 0; at < n; ) at += (await quickWrite(this.handle, this.buf, at, n - at, this.pos + at)).bytesWritten;
+      this.progress.written += n;
+    } catch (err) {
+      return this.settle(err, false);
+    }
+    this.settle(null, false);
+  }
+
+  /** No more reads: the client's end (`ended`), the hand-over, or `failure`. */
+  private stop(failure: unknown, ended: boolean): void {
+    if (this.stopped) return;
+    this.halt();
+    if (ended && failure === null) {
+      try {
+        writeSync(this.conn.fd, NO_BYTES, 0, 0);
+      } catch (err) {
+        failure = err;
+      }
+    }
+    this.settle(failure, ended);
+  }
+
+  private halt(): void {
+    this.stopped = true;
+    this.conn.unwatch();
+    if (this.timer) clearTimeout(this.timer);
+  }
+
+  private settle(failure: unknown, ended: boolean): void {
+    if (rawPool.length < POOL_MAX) rawPool.push(this.buf);
+    if (failure !== null) this.reject(failure);
+    else this.resolve({ written: this.progress.written, ended });
+  }
+}
+
+function errnoError(status: number, syscall: string): Error {
+  const code = getSystemErrorName(status);
+  return Object.assign(new Error(`${syscall}: ${code}`), { code, errno: status, syscall });
 }

@@ -14,7 +14,7 @@ import type { Readable, Transform, Writable } from "node:stream";
 import { FtpError } from "../protocol/errors.ts";
 import { fromNetworkAscii, networkAsciiEncoder } from "./ascii.ts";
 import { hookStage, type TransferHook } from "./hook.ts";
-import { receiveDirect, userBufferReads, type DirectProgress, type UploadThread } from "./receive.ts";
+import { receiveDirect, receiveRaw, userBufferReads, type DirectProgress, type RawOutcome, type UploadThread } from "./receive.ts";
 import { QUICK_IO_MAX, SLOW_MS, fdOf, lateCall, quickEnabled, read as quickRead } from "../fs/quick.ts";
 import { constants as osConstants } from "node:os";
 import { endSent, endUnused } from "./linger.ts";
@@ -41,7 +41,7 @@ export class Transfer {
   readonly startedAt = Date.now();
   private abortReason: AbortReason | null = null;
   private counter: (() => number) | null = null;
-  private socket: Socket | null = null;
+  private socket: DataConnection | null = null;
   private onAbort: (() => void) | null = null;
   private resolveDone: (() => void) | null = null;
   /** Settles once the transfer's final reply (226, 426, …) has been written. */
@@ -84,8 +84,8 @@ export class Transfer {
     this.resolveDone?.();
   }
 
-  /** Ties the transfer to its data socket and its byte counter. */
-  attach(socket: Socket, counter: () => number): void {
+  /** Ties the transfer to its data connection and its byte counter. */
+  attach(socket: DataConnection, counter: () => number): void {
     this.socket = socket;
     this.counter = counter;
     if (this.abortReason) socket.destroy();
@@ -455,21 +455,44 @@ export function readBufferSize(remaining: number, cap = READ_CHUNK): number {
 
 /** Receives the socket's bytes into `handle` at `position` until the client closes the connection:
  * through a reused buffer when it can (data/receive.ts), the rest of a large plain upload on a
- * thread of its own (`threads`, where the addon is built), else through a stream pipeline. */
+ * thread of its own (`threads`, where the addon is built), else through a stream pipeline. A
+ * binary upload without limits on a connection as accepted (data/raw.ts) is read from its
+ * descriptor first (receiveRaw): a small one ends there, with no `Socket` made; a larger one goes
+ * on as a `Socket` after the first READ_SIZE bytes. */
 export async function receiveFile(
   t: Transfer,
-  socket: Socket,
+  conn: DataConnection,
   handle: FileLike,
-  position: number,
+  start: number,
   ascii: boolean,
   stalledMs: number,
   hook: TransferHook | null = null,
   threads = true,
 ): Promise<number> {
+  let before = 0;
+  let socket: Socket;
+  if (conn instanceof RawData) {
+    try {
+      if (!hook && !ascii) {
+        const received: DirectProgress = { written: 0, running: null };
+        t.attach(conn, () => received.written);
+        const r: RawOutcome = await receiveRaw(conn, handle, start, received, stalledMs, t.abort.bind(t, "stalled"));
+        // Aborted while the last bytes went to the file: the connection is gone, and so is the upload.
+        if (t.aborted !== null) throw prematureClose();
+        if (r.ended) return r.written;
+        before = r.written;
+      }
+      socket = conn.socket();
+    } catch (err) {
+      conn.destroy();
+      throw abortError(t, err);
+    }
+  } else socket = conn;
+  const position = start + before;
   const notReset = resetCheck(socket);
   if (!hook && !ascii && userBufferReads(socket)) {
     const progress: DirectProgress = { written: 0, running: null };
-    t.attach(socket, () => progress.written + Number(progress.running?.[0] ?? 0n));
+    t.attach(socket, () => before + progress.written + Number(progress.running?.[0] ?? 0n));
     socket.setTimeout(stalledMs, () => t.abort("stalled"));
     try {
       await receiveDirect(socket, handle, position, progress, threads ? uploadThread(socket, handle, stalledMs) : null);
@@ -481,7 +504,7 @@ export async function receiveFile(
       throw abortError(t, err);
     }
     endTransferSocket(socket, stalledMs);
-    return progress.written;
+    return before + progress.written;
   }
   const ws = handle.createWriteStream({
     start: position,

@@ -4,7 +4,6 @@
  * connection is up. A replaced file is written to a temp name and renamed on success (fs/), so a
  * failed upload never destroys the file it was replacing.
  */
-import { asSocket } from "../../data/raw.ts";
 import { Transfer, receiveFile, sendFile } from "../../data/transfer.ts";
 import type { Upload, UploadOptions, VirtualPath } from "../../fs/types.ts";
 import { permsAt } from "../../auth/perms.ts";
@@ -56,8 +55,9 @@ async function upload(s: Session, path: VirtualPath, opts: UploadOptions, openin
         limits = await admitUpload(s, path, opts, announced);
         return s.requireFs().openUpload(path, opts);
       },
+      raw: true,
       move(t, conn, up) {
-        return receiveFile(t, asSocket(conn), up.handle, up.position, s.type === "A", stalledMs(s), limits?.hook ?? null, s.ctx.config.transfer.uploadThreads);
+        return receiveFile(t, conn, up.handle, up.position, s.type === "A", stalledMs(s), limits?.hook ?? null, s.ctx.config.transfer.uploadThreads);
       },
       commit(up) {
         return up.commit();

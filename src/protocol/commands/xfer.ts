@@ -4,7 +4,7 @@
  * is cleaned up. Every path releases the port, closes the socket and settles the transfer, so ABOR
  * can answer 226 after the 426 (RFC 959 §4.1.3).
  */
-import type { DataConnection } from "../../data/raw.ts";
+import { RawData, type DataConnection } from "../../data/raw.ts";
 import type { Transfer } from "../../data/transfer.ts";
 import { mapFsError } from "../../fs/errors.ts";
 import { FtpError, isFtpError } from "../errors.ts";
@@ -80,6 +80,9 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
     const [code, text] = t.aborted === "abort" ? [426, "Transfer aborted"] : replyFor(err);
     s.reply(code, text);
   } finally {
+    // An upload read to its end on the connection as accepted closes it now that the client has
+    // its reply (data/receive.ts receiveRaw); a download's is closed already.
+    if (socket instanceof RawData) socket.release();
     if (socket !== null) ch.close();
     s.transfer = null;
     logTransfer(s, t, bytes, outcome);
