@@ -32,9 +32,10 @@ const nodeOwn = [
 ];
 const headers = [packaged, ...nodeOwn].find((d) => d && existsSync(join(d, "node_api.h")));
 if (!headers) skip("Node's headers (node_api.h) not found");
-// watch.c needs libuv's header, which Node's own headers carry and node-api-headers does not:
-// without it the addon is built without watchReadable (small uploads then make a net.Socket).
-const uv = nodeOwn.find((d) => d && existsSync(join(d, "uv.h")));
+// watch.c needs libuv's header, which Node's own headers carry and node-api-headers does not
+// (the system's libuv1-dev has it too: libuv 1.x keeps its ABI). Without it the addon is built
+// without watchReadable, and small uploads make a net.Socket.
+const uv = [...nodeOwn, "/usr/local/include", "/usr/include"].find((d) => d && existsSync(join(d, "uv.h")));
 const cc = process.env.CC || "cc";
 mkdirSync(dirname(out), { recursive: true });
 const tmp = `${out}.${process.pid}.tmp`;

@@ -98,6 +98,9 @@ else printf '%s\n' "${listening:-no listening line}"; result FAIL "image: no ope
 if $ENGINE exec "$BR" node -e 'process.exit(typeof require("/app/native/build/berth_native.node").lstatNames === "function" ? 0 : 1)' 2>/dev/null
 then result PASS "image: listings stat'ed by the addon (lstatNames)"
 else result FAIL "image: the addon has no lstatNames"; fi
+if $ENGINE exec "$BR" node -e 'process.exit(typeof require("/app/native/build/berth_native.node").watchReadable === "function" ? 0 : 1)' 2>/dev/null
+then result PASS "image: small plain uploads read without a Socket (watchReadable, libuv's header found)"
+else result FAIL "image: the addon has no watchReadable"; fi
 # The image's addon sets listener options (native/sockopt.c), and a control connection made inside
 # the container has a keep-alive timer running ("tr" 02) on berth's side of port 21.
 if $ENGINE exec "$BR" node -e '
