@@ -260,7 +260,9 @@ describe("quick file-system calls", () => {
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout.trim()) as { first: number; busy: number; quick: boolean };
     assert.equal(out.first, -1, "no earlier sample: unknown");
-    assert.ok(out.busy >= 0.2 && out.busy <= 1.01, `waited ${out.busy} of the time sharing a CPU`);
+    // Half the time on a quiet machine; under a loaded test run it has come out at 0.19. Twice
+    // CPU_WAIT_SHARE still tells a measured wait from none (a CPU of its own gives about 0).
+    assert.ok(out.busy >= 0.1 && out.busy <= 1.01, `waited ${out.busy} of the time sharing a CPU`);
     assert.equal(out.quick, true, "two late calls while waiting for a CPU are not a slow disk");
   });
 
