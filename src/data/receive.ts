@@ -26,7 +26,6 @@
  */
 import { readSync, writeSync } from "node:fs";
 import { Socket } from "node:net";
-import { getSystemErrorName } from "node:util";
 import type { FileLike } from "../fs/quick.ts";
 import { canNow, write as quickWrite, writeNow } from "../fs/quick.ts";
 import type { RawData } from "./raw.ts";
@@ -518,7 +517,8 @@ class RawReceive {
   }
 
   /** The socket can be read: bytes, the client's end, or an error. libuv reports an error as
-   * EBADF and stops watching: the reads say what it is (the bytes before a reset come first). */
+   * EBADF and stops watching: the reads say what it is (the bytes before a reset come first, then
+   * ECONNRESET). */
   private readable(status: number): void {
     if (this.stopped) return;
     const fd = this.conn.fd;
@@ -529,7 +529,8 @@ class RawReceive {
         n = readSync(fd, buf, 0, buf.length, null);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EAGAIN") return this.stop(err, false);
-        if (status < 0) return this.stop(errnoError(status, "poll"), false);
+        // An error reported and none to read (libuv stopped watching): the connection failed.
+        if (status < 0) return this.stop(prematureClose(), false);
         break;
       }
       if (n === 0) return this.stop(null, true);
@@ -583,9 +584,4 @@ class RawReceive {
     if (failure !== null) this.reject(failure);
     else this.resolve({ written: this.progress.written, ended });
   }
-}
-
-function errnoError(status: number, syscall: string): Error {
-  const code = getSystemErrorName(status);
-  return Object.assign(new Error(`${syscall}: ${code}`), { code, errno: status, syscall });
 }
