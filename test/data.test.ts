@@ -17,7 +17,7 @@ import { pendingBinding, receiveBinding, sendfileBinding } from "../src/native.t
 import { HANDOFF_AT } from "../src/data/receive.ts";
 import { SPARE_MS } from "../src/data/passive.ts";
 import { hold150 } from "../src/protocol/commands/xfer.ts";
-import { dataConnect, RawClient, readAll, retrieve, retrieveText, writeAll } from "./helpers/raw.ts";
+import { afterStrayBytes, dataConnect, RawClient, readAll, retrieve, retrieveText, writeAll } from "./helpers/raw.ts";
 import { payload, rawLogin, withServer } from "./helpers/run.ts";
 import { freshRange, waitFor, type TestServer } from "./helpers/server.ts";
 
@@ -1315,21 +1315,10 @@ describe("timeouts", () => {
       try {
         await raw.expect("TYPE I", 200);
         for (let round = 0; round < 3; round++) {
-          const data = await dataConnect(await raw.epsvPort());
-          let failed: string | null = null;
-          data.on("error", (e: NodeJS.ErrnoException) => (failed = e.code ?? "error"));
-          // Bytes the server never reads: closing over them would reset the connection.
-          await new Promise((resolve) => data.write("stray bytes", resolve));
-          await sleep(20);
-          const got = readAll(data);
-          raw.send("RETR big.bin");
-          await raw.expectReply(150);
-          const body = await got;
-          await raw.expectReply(226, 5000);
+          const { body, failed } = await afterStrayBytes(raw, "RETR big.bin");
           assert.equal(failed, null);
           assert.equal(body.length, content.length);
           assert.ok(body.equals(content), "content differs");
-          data.destroy();
         }
       } finally {
         await raw.close();

@@ -14,7 +14,7 @@ import type { Server, Socket } from "node:net";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pendingBinding, sendfileBinding, watchBinding } from "../src/native.ts";
-import { dataConnect, readAll, writeAll, type RawClient } from "./helpers/raw.ts";
+import { afterStrayBytes, dataConnect, readAll, writeAll, type RawClient } from "./helpers/raw.ts";
 import { payload, rawLogin, withServer } from "./helpers/run.ts";
 import type { TestServer } from "./helpers/server.ts";
 
@@ -148,22 +148,10 @@ describe("passive connections taken as accepted", { skip: !NATIVE && "native par
         await raw.expect("TYPE I", 200);
         const made = await socketsMade(async () => {
           for (const command of ["RETR small.bin", "LIST"]) {
-            const data = await dataConnect(await raw.epsvPort());
-            let failed: string | null = null;
-            data.on("error", (e: NodeJS.ErrnoException) => (failed = e.code ?? "error"));
-            // Bytes the server never reads: closing over them would reset the connection.
-            await new Promise((resolve) => data.write("stray bytes", resolve));
-            await sleep(20);
-            const got = readAll(data);
-            raw.send(command);
-            await raw.expectReply(150);
-            const body = await got;
-            await raw.expectReply(226, 5000);
-            await sleep(50);
+            const { body, failed } = await afterStrayBytes(raw, command, 50);
             assert.equal(failed, null, command);
             if (command.startsWith("RETR")) assert.equal(body.length, 3000);
             else assert.match(body.toString(), /small\.bin/);
-            data.destroy();
           }
         });
         assert.equal(dataPorts(t, made).length, 2, "each ended as a Socket");

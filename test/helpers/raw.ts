@@ -249,6 +249,28 @@ export async function readAll(s: Socket): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
+/**
+ * Runs `command` (a download or a listing) on a new EPSV connection over which the client first
+ * sent bytes the server never reads (closing over them would reset the connection): what came,
+ * and the data connection's error code after the 226 (null: none). Settles after `afterMs` more,
+ * in which a late reset would show.
+ */
+export async function afterStrayBytes(raw: RawClient, command: string, afterMs = 0): Promise<{ body: Buffer; failed: string | null }> {
+  const data = await dataConnect(await raw.epsvPort());
+  let failed: string | null = null;
+  data.on("error", (e: NodeJS.ErrnoException) => (failed = e.code ?? "error"));
+  await new Promise((resolve) => data.write("stray bytes", resolve));
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  const got = readAll(data);
+  raw.send(command);
+  await raw.expectReply(150);
+  const body = await got;
+  await raw.expectReply(226, 5000);
+  if (afterMs > 0) await new Promise((resolve) => setTimeout(resolve, afterMs));
+  data.destroy();
+  return { body, failed };
+}
+
 /** Writes `data` and half-closes (the end of an upload), waiting until the socket is closed. */
 export async function writeAll(s: Socket, data: Buffer | string): Promise<void> {
   const closed = once(s, "close");
