@@ -1,9 +1,11 @@
 /**
  * A passive data connection as accepted, before any `net.Socket` is made for it (data/accept.ts
  * takeConnections). A plain download or listing that the socket's buffer takes whole is written
- * from the descriptor and closed here (data/transfer.ts), with no stream, no events and no
- * `Socket` at all. Anything else asks for the `Socket` (`socket()`), which owns the connection
- * from then on: the same socket the listener would have made, so every other path is unchanged.
+ * from the descriptor and closed here (data/transfer.ts), and a small plain upload is read from it
+ * while the addon watches it (`watch()`, native/watch.c; data/receive.ts receiveRaw): no stream,
+ * no events and no `Socket` at all. Anything else asks for the `Socket` (`socket()`), which owns
+ * the connection from then on: the same socket the listener would have made, so every other path
+ * is unchanged.
  */
 import type { Server, Socket } from "node:net";
 import { watchBinding, type Watcher } from "../native.ts";

@@ -411,8 +411,8 @@ function closeIfSettled(conn: RawData): boolean {
 }
 
 /**
- * What is written from a connection as accepted: `data` from `from` until the socket's buffer is
- * full; returns where it stopped (data.length: all of it). Throws what stopped it otherwise.
+ * Writes `data` to a connection as accepted until the socket's buffer is full; returns how much
+ * went (data.length: all of it). Throws what stopped it otherwise (the client gone).
  */
 function writeRawAtOnce(conn: RawData, data: Buffer): number {
   let at = 0;
