@@ -16,7 +16,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { pendingBinding, sendfileBinding, watchBinding } from "../src/native.ts";
 import { afterStrayBytes, dataConnect, readAll, writeAll, type RawClient } from "./helpers/raw.ts";
 import { payload, rawLogin, withServer } from "./helpers/run.ts";
-import type { TestServer } from "./helpers/server.ts";
+import { waitFor, type TestServer } from "./helpers/server.ts";
+import { socketPair } from "./helpers/sockets.ts";
 
 const NATIVE = sendfileBinding() !== null && pendingBinding() !== null;
 const WATCH = watchBinding() !== null;
@@ -295,6 +296,38 @@ describe("passive connections taken as accepted", { skip: !NATIVE && "native par
         });
       } finally {
         b.watchReadable = original;
+      }
+    });
+  });
+
+  describe("the addon's socket watcher (native/watch.c)", { skip: !WATCH && "the addon was built without libuv's header" }, () => {
+    it("calls back with 0 while the socket has bytes or its end, never after unwatch; bad arguments are TypeErrors", async () => {
+      const b = watchBinding()!;
+      assert.throws(() => b.watchReadable(-1, () => undefined), TypeError);
+      assert.throws(() => (b.watchReadable as (fd: unknown, cb: unknown) => unknown)(0, "not a function"), TypeError);
+      assert.throws(() => b.unwatch({} as Parameters<typeof b.unwatch>[0]), TypeError);
+      const [server, client] = await socketPair(true);
+      try {
+        const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
+        const calls: number[] = [];
+        const w = b.watchReadable(fd, (status) => void calls.push(status));
+        assert.notEqual(typeof w, "number");
+        const watcher = w as Exclude<typeof w, number>;
+        await sleep(30);
+        assert.deepEqual(calls, [], "nothing to read yet");
+        client.write("x");
+        await waitFor(() => calls.length > 0, 2000);
+        assert.equal(calls[0], 0);
+        b.unwatch(watcher);
+        b.unwatch(watcher);
+        const seen = calls.length;
+        client.write("more");
+        client.end();
+        await sleep(50);
+        assert.equal(calls.length, seen, "no call after unwatch");
+      } finally {
+        client.destroy();
+        server.destroy();
       }
     });
   });
