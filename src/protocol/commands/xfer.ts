@@ -23,7 +23,7 @@ export interface TransferPlan<R> {
    * `raw` says otherwise. */
   move(t: Transfer, conn: DataConnection, r: R): Promise<number>;
   /** `move` can take a plain passive connection as accepted, before a `Socket` is made for it
-   * (data/raw.ts: a download or a listing the socket's buffer takes whole never makes one). */
+   * (data/raw.ts: a small download, listing or upload never makes one). */
   readonly raw?: boolean;
   /** Makes the result final (rename a temp upload into place). */
   commit?(r: R): Promise<void>;
