@@ -36,8 +36,14 @@ export function endUnused(socket: Socket, graceMs: number, last?: string): void 
  * endUnused says, with the client's FIN awaited.
  */
 export function endSent(socket: Socket, graceMs: number): void {
-  const b = pendingBinding();
-  const fd = b === null || socket.destroyed ? null : plainSocketFd(socket);
-  if (fd !== null && b?.nothingPending(fd) === 1) socket.destroy();
+  if (!socket.destroyed && settled(plainSocketFd(socket))) socket.destroy();
   else endUnused(socket, graceMs);
+}
+
+/** Whether plain TCP socket `fd`, its bytes all written, can close at once: the client has
+ * acknowledged every byte and sent nothing (native/sockopt.c nothingPending). False without the
+ * addon, or without a descriptor. */
+export function settled(fd: number | null): boolean {
+  const b = pendingBinding();
+  return b !== null && fd !== null && fd >= 0 && b.nothingPending(fd) === 1;
 }

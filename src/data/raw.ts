@@ -30,11 +30,6 @@ export class RawData {
     return this.sock === null && !this.closed ? this.handle.fd : -1;
   }
 
-  /** Closed (or destroyed through its socket). */
-  get destroyed(): boolean {
-    return this.closed || (this.sock !== null && this.sock.destroyed);
-  }
-
   /**
    * Calls `onReadable(status)` each time the descriptor can be read (native/watch.c), and `onGone`
    * if it is closed meanwhile, until unwatch(). False where the addon cannot watch it (the caller
@@ -67,8 +62,9 @@ export class RawData {
     if (this.closed) throw prematureClose();
     // No other poller of the descriptor while the socket reads it.
     this.unwatch();
+    // noDelay as the listener gives it (socketFor); errors are the transfer's to see, and none may
+    // go unhandled meanwhile.
     const s = socketFor(this.server, this.handle);
-    s.setNoDelay(true);
     s.on("error", ignore);
     this.sock = s;
     return s;

@@ -17,10 +17,10 @@ import { hookStage, type TransferHook } from "./hook.ts";
 import { receiveDirect, receiveRaw, userBufferReads, type DirectProgress, type RawOutcome, type UploadThread } from "./receive.ts";
 import { QUICK_IO_MAX, SLOW_MS, fdOf, lateCall, quickEnabled, read as quickRead } from "../fs/quick.ts";
 import { constants as osConstants } from "node:os";
-import { endSent, endUnused } from "./linger.ts";
+import { endSent, endUnused, settled } from "./linger.ts";
 import { jobError, prematureClose } from "./failure.ts";
 import { claimThread, releaseThread } from "./threads.ts";
-import { pendingBinding, plainSocketFd, receiveBinding, sendfileBinding, type SendfileBinding, type TransferJob } from "../native.ts";
+import { plainSocketFd, receiveBinding, sendfileBinding, type SendfileBinding, type TransferJob } from "../native.ts";
 import { RawData, type DataConnection } from "./raw.ts";
 import { writeSync } from "node:fs";
 
@@ -404,8 +404,7 @@ function sendRawAtOnce(conn: RawData, native: SendfileBinding, handle: FileLike,
  * is, otherwise: it then ends as a `Socket` does.
  */
 function closeIfSettled(conn: RawData): boolean {
-  const b = pendingBinding();
-  if (b === null || b.nothingPending(conn.fd) !== 1) return false;
+  if (!settled(conn.fd)) return false;
   conn.destroy();
   return true;
 }
@@ -583,16 +582,18 @@ export async function sendBuffer(t: Transfer, conn: DataConnection, data: Buffer
     try {
       if (t.aborted !== null) throw prematureClose();
       from = writeRawAtOnce(conn, data);
+      if (from === data.length) {
+        // All of it is in the kernel: the memory can go back now.
+        pooled?.release();
+        pooled = null;
+        if (closeIfSettled(conn)) return data.length;
+      }
+      socket = conn.socket();
     } catch (err) {
       conn.destroy();
       pooled?.release();
       throw abortError(t, err);
     }
-    if (from === data.length) {
-      pooled?.release();
-      if (closeIfSettled(conn)) return data.length;
-    }
-    socket = conn.socket();
   } else socket = conn;
   pooled?.releaseAfter(socket);
   const rest = from === 0 ? data : data.subarray(from);

@@ -53,7 +53,6 @@ async function sendListing(s: Session, path: VirtualPath, listing: ListingBuffer
       async open() {
         return undefined;
       },
-      raw: true,
       move(tr, conn) {
         // The bytes may be pooled memory: sendBuffer gives them back once nothing can read them.
         sending = true;

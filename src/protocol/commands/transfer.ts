@@ -32,7 +32,6 @@ async function retr(s: Session, arg: string): Promise<void> {
       async open() {
         return undefined;
       },
-      raw: true,
       move(t, conn) {
         return sendFile(t, conn, dl.handle, offset, s.type === "A", stalledMs(s), hook, s.ctx.config.transfer.sendfile);
       },
@@ -55,7 +54,6 @@ async function upload(s: Session, path: VirtualPath, opts: UploadOptions, openin
         limits = await admitUpload(s, path, opts, announced);
         return s.requireFs().openUpload(path, opts);
       },
-      raw: true,
       move(t, conn, up) {
         return receiveFile(t, conn, up.handle, up.position, s.type === "A", stalledMs(s), limits?.hook ?? null, s.ctx.config.transfer.uploadThreads);
       },

@@ -4,7 +4,7 @@
  * is cleaned up. Every path releases the port, closes the socket and settles the transfer, so ABOR
  * can answer 226 after the 426 (RFC 959 §4.1.3).
  */
-import { RawData, type DataConnection } from "../../data/raw.ts";
+import { asSocket, RawData, type DataConnection } from "../../data/raw.ts";
 import type { Transfer } from "../../data/transfer.ts";
 import { mapFsError } from "../../fs/errors.ts";
 import { FtpError, isFtpError } from "../errors.ts";
@@ -19,12 +19,10 @@ export interface TransferPlan<R> {
   /** Runs before the data connection is used (opening the upload target), so a refusal is a plain
    * 5xx and no client waits on a data connection for nothing. */
   open(): Promise<R>;
-  /** Moves the bytes; resolves with the count once they are safe. `conn` is a `Socket` unless
-   * `raw` says otherwise. */
+  /** Moves the bytes; resolves with the count once they are safe. `conn` is a `Socket`, or a
+   * plain passive connection as accepted, before a `Socket` is made for it (data/raw.ts: a small
+   * download, listing or upload never makes one). */
   move(t: Transfer, conn: DataConnection, r: R): Promise<number>;
-  /** `move` can take a plain passive connection as accepted, before a `Socket` is made for it
-   * (data/raw.ts: a small download, listing or upload never makes one). */
-  readonly raw?: boolean;
   /** Makes the result final (rename a temp upload into place). */
   commit?(r: R): Promise<void>;
   /** Cleans up after a failure (remove a temp upload). */
@@ -54,16 +52,11 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
   try {
     prepared = { r: await plan.open() };
     const upload = t.direction === "upload";
+    socket = await ch.connect(true);
     // Unprotected data needs no TLS (secureData would only announce).
-    if (plan.raw === true && !s.protectData) {
-      socket = await ch.connect(true);
-      announce(s, plan.opening, upload);
-    } else {
-      const plain = await ch.connect();
-      socket = plain;
-      if (s.ctx.tls) socket = await s.ctx.tls.secureData(s, plain, (secured) => announce(s, plan.opening, upload || secured), { upload });
-      else announce(s, plan.opening, upload);
-    }
+    if (s.ctx.tls && s.protectData) {
+      socket = await s.ctx.tls.secureData(s, asSocket(socket), (secured) => announce(s, plan.opening, upload || secured), { upload });
+    } else announce(s, plan.opening, upload);
     bytes = await plan.move(t, socket, prepared.r);
     await plan.commit?.(prepared.r);
     ch.finish();
