@@ -6,7 +6,8 @@
  *   job.c       cancel: what the two kinds of thread share
  *   lstat.c     lstatNames: the entries of one directory stat'ed relative to it, for listings
  *   sockopt.c   listenerOptions, socketOptions: TCP options a listener hands to what it accepts;
- *               nothingPending: whether a finished data connection can close at once
+ *               nothingPending: whether a finished data connection can close at once;
+ *               shutdownWrite: its FIN, where it cannot
  *   beneath.c   openBeneath: a path opened below a held directory in one call (openat2)
  *   watch.c     watchReadable, unwatch: readiness of a socket no Node stream owns (small uploads)
  *   addon.c     threadCpuNs: this thread's CPU time, for telling a busy kernel from a slow disk
@@ -50,6 +51,7 @@ NAPI_MODULE_INIT() {
     { "listenerOptions", NULL, berth_listener_options, NULL, NULL, NULL, napi_enumerable, NULL },
     { "socketOptions", NULL, berth_socket_options, NULL, NULL, NULL, napi_enumerable, NULL },
     { "nothingPending", NULL, berth_nothing_pending, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "shutdownWrite", NULL, berth_shutdown_write, NULL, NULL, NULL, napi_enumerable, NULL },
     { "openBeneath", NULL, berth_open_beneath, NULL, NULL, NULL, napi_enumerable, NULL },
 #ifndef BERTH_NO_WATCH
     { "watchReadable", NULL, berth_watch_readable, NULL, NULL, NULL, napi_enumerable, NULL },

@@ -14,6 +14,9 @@
  *     1 when the peer has acknowledged every byte sent (SIOCOUTQ: at most our FIN is in flight)
  *     and has sent nothing that is still unread (SIOCINQ): closing the socket then loses nothing,
  *     and the kernel still delivers and resends the FIN after the close.
+ *   shutdownWrite(fd) -> 0, or -errno
+ *     shutdown(SHUT_WR): the FIN goes after the bytes written, and the socket can still be read
+ *     (a download's connection as accepted, ended without a net.Socket: src/data/raw.ts linger).
  */
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -91,4 +94,10 @@ napi_value berth_nothing_pending(napi_env env, napi_callback_info info) {
   if (ioctl(fd, SIOCOUTQ, &unacked) != 0 || ioctl(fd, SIOCINQ, &unread) != 0) return berth_number(env, -errno);
   /* The FIN counts one in SIOCOUTQ until it is acknowledged. */
   return berth_number(env, unacked <= 1 && unread == 0 ? 1 : 0);
+}
+
+napi_value berth_shutdown_write(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  if (!fd_argument(env, info, "shutdownWrite(fd)", &fd)) return NULL;
+  return berth_number(env, shutdown(fd, SHUT_WR) == 0 ? 0 : -errno);
 }

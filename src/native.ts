@@ -90,6 +90,12 @@ export interface PendingBinding {
   nothingPending(fd: number): number;
 }
 
+/** native/sockopt.c's shutdown. */
+export interface ShutdownBinding {
+  /** shutdown(SHUT_WR) of socket `fd`: its FIN goes after what was written; 0, or -errno. */
+  shutdownWrite(fd: number): number;
+}
+
 /** What native/beneath.c exports. */
 export interface BeneathBinding {
   /** openat2 of `path` relative to directory `dirFd` with RESOLVE_BENEATH and RESOLVE_NO_SYMLINKS
@@ -110,7 +116,7 @@ export interface WatchBinding {
   unwatch(w: Watcher): void;
 }
 
-type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & PendingBinding & BeneathBinding & WatchBinding>;
+type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & PendingBinding & ShutdownBinding & BeneathBinding & WatchBinding>;
 
 let addon: Addon | null | undefined;
 
@@ -190,6 +196,14 @@ let pendingFns: PendingBinding | null | undefined;
 export function pendingBinding(): PendingBinding | null {
   if (pendingFns === undefined) pendingFns = pick<PendingBinding>(["nothingPending"]);
   return pendingFns;
+}
+
+let shutdownFns: ShutdownBinding | null | undefined;
+
+/** shutdownWrite (looked for once; see pick). */
+export function shutdownBinding(): ShutdownBinding | null {
+  if (shutdownFns === undefined) shutdownFns = pick<ShutdownBinding>(["shutdownWrite"]);
+  return shutdownFns;
 }
 
 let watchFns: WatchBinding | null | undefined;

@@ -1,14 +1,16 @@
 /**
  * A passive data connection as accepted, before any `net.Socket` is made for it (data/accept.ts
  * takeConnections). A plain download or listing that the socket's buffer takes whole is written
- * from the descriptor and closed here (data/transfer.ts), and a small plain upload is read from it
+ * from the descriptor and ended here (data/transfer.ts: closed at once when the client has
+ * acknowledged every byte, else after a FIN, `linger()`), and a small plain upload is read from it
  * while the addon watches it (`watch()`, native/watch.c; data/receive.ts receiveRaw): no stream,
  * no events and no `Socket` at all. Anything else asks for the `Socket` (`socket()`), which owns
  * the connection from then on: the same socket the listener would have made, so every other path
  * is unchanged.
  */
+import { readSync } from "node:fs";
 import type { Server, Socket } from "node:net";
-import { watchBinding, type Watcher } from "../native.ts";
+import { shutdownBinding, watchBinding, type Watcher } from "../native.ts";
 import { socketFor, type ClientHandle } from "./accept.ts";
 import { prematureClose } from "./failure.ts";
 
@@ -18,6 +20,8 @@ export class RawData {
   private watcher: Watcher | null = null;
   /** Called once when it is closed (destroy()) while watched. */
   private onGone: (() => void) | null = null;
+  /** Its FIN went (linger()): it closes on its own, when the client closes or at its deadline. */
+  private lingering = false;
 
   constructor(
     private readonly server: Server,
@@ -70,10 +74,58 @@ export class RawData {
     return s;
   }
 
-  /** Closes it when no `Socket` was made for it (a Socket ends its own way); after a transfer's
-   * reply, for an upload read to its end (data/receive.ts receiveRaw). Harmless twice. */
+  /**
+   * Ends a download's connection whose every byte went, as data/linger.ts endUnused ends a
+   * `Socket`, without making one: its FIN goes now (shutdown), what the client still sends is read
+   * and dropped, and it closes when the client closes its side, or after `graceMs` whatever the
+   * client does. False, and nothing done, where the addon cannot (the caller then ends it as a
+   * `Socket`); throws a premature close when the FIN cannot go (the client reset the connection).
+   */
+  linger(graceMs: number): boolean {
+    const sh = shutdownBinding();
+    const fd = this.fd;
+    if (sh === null || watchBinding() === null || fd < 0 || this.watcher !== null) return false;
+    if (sh.shutdownWrite(fd) !== 0) throw prematureClose();
+    const deadline = setTimeout(() => this.destroy(), graceMs);
+    deadline.unref();
+    // A watch that cannot start leaves it to the Socket: ending it again there is harmless
+    // (shutdown of a side already shut).
+    if (!this.watch((status) => this.drop(status), () => clearTimeout(deadline))) {
+      clearTimeout(deadline);
+      return false;
+    }
+    this.lingering = true;
+    return true;
+  }
+
+  /** Reads and drops what a lingering connection's client sends; closes it at the client's end
+   * (or an error). */
+  private drop(status: number): void {
+    const fd = this.fd;
+    if (status < 0 || fd < 0) {
+      this.destroy();
+      return;
+    }
+    for (;;) {
+      let n: number;
+      try {
+        n = readSync(fd, scratch, 0, scratch.length, null);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EAGAIN") this.destroy();
+        return;
+      }
+      if (n === 0) {
+        this.destroy();
+        return;
+      }
+    }
+  }
+
+  /** Closes it when no `Socket` was made for it (a Socket ends its own way) and it does not linger
+   * (it closes on its own then); after a transfer's reply, for an upload read to its end
+   * (data/receive.ts receiveRaw). Harmless twice. */
   release(): void {
-    if (this.sock === null) this.destroy();
+    if (this.sock === null && !this.lingering) this.destroy();
   }
 
   /** Closes it at once: the handle, or the socket made for it. Harmless twice. A watch ends
@@ -87,6 +139,9 @@ export class RawData {
     gone?.();
   }
 }
+
+/** Where lingering connections' stray bytes are read to be dropped (never looked at). */
+const scratch = Buffer.allocUnsafe(16 * 1024);
 
 /** A passive channel's connection: as accepted, or already a `Socket`. */
 export type DataConnection = Socket | RawData;

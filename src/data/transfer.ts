@@ -96,9 +96,9 @@ export class Transfer {
  * Sends `handle` from `start` to its end to the socket, then ends it (close_notify for TLS).
  *
  * A connection as accepted (data/raw.ts) takes the file by sendfile(2) from its descriptor first;
- * when that sends the whole file and the client has acknowledged it (closeIfSettled), the
- * connection is closed there and no `Socket` is ever made. Otherwise it becomes a `Socket` and the
- * rest goes as below.
+ * when that sends the whole file, the connection ends there and no `Socket` is ever made: closed
+ * at once if the client has acknowledged it all, else after its FIN, as a `Socket` would end
+ * (endRawSent). Otherwise it becomes a `Socket` and the rest goes as below.
  *
  * A plain binary download without a hook goes by sendfile(2) where the addon is built
  * (sendKernel). Otherwise, and for what sendfile cannot send, a loop over two reused buffers rather
@@ -129,7 +129,7 @@ export async function sendFile(
       // Aborted before it began (a Socket would have been destroyed by attach()).
       if (t.aborted !== null) throw prematureClose();
       if (native !== null && sendRawAtOnce(conn, native, handle, at, start, end)) {
-        if (closeIfSettled(conn)) return at.sent;
+        if (endRawSent(conn, stalledMs)) return at.sent;
         done = true;
       }
       socket = conn.socket();
@@ -401,12 +401,19 @@ function sendRawAtOnce(conn: RawData, native: SendfileBinding, handle: FileLike,
  * Closes a connection as accepted whose bytes all went, when the client has acknowledged every one
  * and sent nothing (native/sockopt.c nothingPending): the kernel sends the FIN after the close,
  * and nothing can be lost (data/linger.ts endSent says why). False, and the connection left as it
- * is, otherwise: it then ends as a `Socket` does.
+ * is, otherwise.
  */
 function closeIfSettled(conn: RawData): boolean {
   if (!settled(conn.fd)) return false;
   conn.destroy();
   return true;
+}
+
+/** Ends a connection as accepted whose bytes all went, as endTransferSocket ends a `Socket`: closed
+ * at once where settled, else its FIN sent and the client's awaited (RawData.linger). False where
+ * the `Socket` must do it. */
+function endRawSent(conn: RawData, stalledMs: number): boolean {
+  return closeIfSettled(conn) || conn.linger(Math.min(stalledMs, FINISH_GRACE_MS));
 }
 
 /**
@@ -571,8 +578,8 @@ interface Pooled {
 
 /**
  * Sends a prepared buffer (a listing) and ends the socket. A connection as accepted (data/raw.ts)
- * takes what its buffer can from its descriptor; one that took all of it and is settled is closed
- * there (closeIfSettled), without a `Socket`. `pooled`, where the buffer lives, is given back as
+ * takes what its buffer can from its descriptor; one that took all of it ends there (endRawSent),
+ * without a `Socket`. `pooled`, where the buffer lives, is given back as
  * soon as the bytes are in the kernel, or once the socket closes.
  */
 export async function sendBuffer(t: Transfer, conn: DataConnection, data: Buffer, stalledMs: number, pooled: Pooled | null = null): Promise<number> {
@@ -586,7 +593,7 @@ export async function sendBuffer(t: Transfer, conn: DataConnection, data: Buffer
         // All of it is in the kernel: the memory can go back now.
         pooled?.release();
         pooled = null;
-        if (closeIfSettled(conn)) return data.length;
+        if (endRawSent(conn, stalledMs)) return data.length;
       }
       socket = conn.socket();
     } catch (err) {
