@@ -88,10 +88,6 @@ export interface PendingBinding {
   /** 1 when the peer of TCP socket `fd` has acknowledged every byte sent (at most the FIN is in
    * flight) and nothing it sent waits unread, so that a close loses nothing; 0 otherwise; -errno. */
   nothingPending(fd: number): number;
-}
-
-/** native/sockopt.c's shutdown. */
-export interface ShutdownBinding {
   /** shutdown(SHUT_WR) of socket `fd`: its FIN goes after what was written; 0, or -errno. */
   shutdownWrite(fd: number): number;
 }
@@ -116,7 +112,7 @@ export interface WatchBinding {
   unwatch(w: Watcher): void;
 }
 
-type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & PendingBinding & ShutdownBinding & BeneathBinding & WatchBinding>;
+type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & PendingBinding & BeneathBinding & WatchBinding>;
 
 let addon: Addon | null | undefined;
 
@@ -146,21 +142,17 @@ function pick<T>(names: readonly (keyof T & keyof Addon)[]): T | null {
   return out as T;
 }
 
-let sendfile: SendfileBinding | null | undefined;
+/** A getter of the addon's functions `names` (pick), looked for once, at its first call. */
+function binding<T>(names: readonly (keyof T & keyof Addon)[]): () => T | null {
+  let fns: T | null | undefined;
+  return () => (fns === undefined ? (fns = pick<T>(names)) : fns);
+}
 
 /** sendfile (looked for once; see pick). */
-export function sendfileBinding(): SendfileBinding | null {
-  if (sendfile === undefined) sendfile = pick<SendfileBinding>(["sendNow", "start", "cancel"]);
-  return sendfile;
-}
-
-let receiveFns: ReceiveBinding | null | undefined;
+export const sendfileBinding = binding<SendfileBinding>(["sendNow", "start", "cancel"]);
 
 /** The upload thread (looked for once; see pick). */
-export function receiveBinding(): ReceiveBinding | null {
-  if (receiveFns === undefined) receiveFns = pick<ReceiveBinding>(["receive", "cancel"]);
-  return receiveFns;
-}
+export const receiveBinding = binding<ReceiveBinding>(["receive", "cancel"]);
 
 /** The calling thread's CPU time in ns (native/addon.c), or null where the addon is not built,
  * does not load or predates it. */
@@ -182,37 +174,14 @@ export function sockoptBinding(): SockoptBinding | null {
   return a && typeof a.listenerOptions === "function" && typeof a.socketOptions === "function" ? (a as SockoptBinding) : null;
 }
 
-let beneathFns: BeneathBinding | null | undefined;
-
 /** openBeneath (looked for once; see pick). */
-export function beneathBinding(): BeneathBinding | null {
-  if (beneathFns === undefined) beneathFns = pick<BeneathBinding>(["openBeneath"]);
-  return beneathFns;
-}
+export const beneathBinding = binding<BeneathBinding>(["openBeneath"]);
 
-let pendingFns: PendingBinding | null | undefined;
-
-/** nothingPending (looked for once; see pick). */
-export function pendingBinding(): PendingBinding | null {
-  if (pendingFns === undefined) pendingFns = pick<PendingBinding>(["nothingPending"]);
-  return pendingFns;
-}
-
-let shutdownFns: ShutdownBinding | null | undefined;
-
-/** shutdownWrite (looked for once; see pick). */
-export function shutdownBinding(): ShutdownBinding | null {
-  if (shutdownFns === undefined) shutdownFns = pick<ShutdownBinding>(["shutdownWrite"]);
-  return shutdownFns;
-}
-
-let watchFns: WatchBinding | null | undefined;
+/** nothingPending and shutdownWrite (looked for once; see pick). */
+export const pendingBinding = binding<PendingBinding>(["nothingPending", "shutdownWrite"]);
 
 /** watchReadable and unwatch (looked for once; see pick). */
-export function watchBinding(): WatchBinding | null {
-  if (watchFns === undefined) watchFns = pick<WatchBinding>(["watchReadable", "unwatch"]);
-  return watchFns;
-}
+export const watchBinding = binding<WatchBinding>(["watchReadable", "unwatch"]);
 
 /** The descriptor of a plain (not TLS) TCP socket, for the addon's calls on it; null for TLS, or
  * for a socket without one (closed, or not a TCP handle). */

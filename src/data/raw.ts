@@ -10,7 +10,7 @@
  */
 import { readSync } from "node:fs";
 import type { Server, Socket } from "node:net";
-import { shutdownBinding, watchBinding, type Watcher } from "../native.ts";
+import { pendingBinding, watchBinding, type Watcher } from "../native.ts";
 import { socketFor, type ClientHandle } from "./accept.ts";
 import { prematureClose } from "./failure.ts";
 
@@ -20,8 +20,8 @@ export class RawData {
   private watcher: Watcher | null = null;
   /** Called once when it is closed (destroy()) while watched. */
   private onGone: (() => void) | null = null;
-  /** Its FIN went (linger()): it closes on its own, when the client closes or at its deadline. */
-  private lingering = false;
+  /** Its FIN went (linger()): it closes on its own, when the client closes or at this deadline. */
+  private lingering: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly server: Server,
@@ -36,10 +36,10 @@ export class RawData {
 
   /**
    * Calls `onReadable(status)` each time the descriptor can be read (native/watch.c), and `onGone`
-   * if it is closed meanwhile, until unwatch(). False where the addon cannot watch it (the caller
+   * (if any) if it is closed meanwhile, until unwatch(). False where the addon cannot watch it (the caller
    * then uses the `Socket`).
    */
-  watch(onReadable: (status: number) => void, onGone: () => void): boolean {
+  watch(onReadable: (status: number) => void, onGone: (() => void) | null): boolean {
     const b = watchBinding();
     const fd = this.fd;
     if (b === null || fd < 0 || this.watcher !== null) return false;
@@ -82,19 +82,15 @@ export class RawData {
    * `Socket`); throws a premature close when the FIN cannot go (the client reset the connection).
    */
   linger(graceMs: number): boolean {
-    const sh = shutdownBinding();
+    const sh = pendingBinding();
     const fd = this.fd;
     if (sh === null || watchBinding() === null || fd < 0 || this.watcher !== null) return false;
     if (sh.shutdownWrite(fd) !== 0) throw prematureClose();
-    const deadline = setTimeout(() => this.destroy(), graceMs);
-    deadline.unref();
     // A watch that cannot start leaves it to the Socket: ending it again there is harmless
     // (shutdown of a side already shut).
-    if (!this.watch((status) => this.drop(status), () => clearTimeout(deadline))) {
-      clearTimeout(deadline);
-      return false;
-    }
-    this.lingering = true;
+    if (!this.watch((status) => this.drop(status), null)) return false;
+    this.lingering = setTimeout(() => this.destroy(), graceMs);
+    this.lingering.unref();
     return true;
   }
 
@@ -125,13 +121,14 @@ export class RawData {
    * (it closes on its own then); after a transfer's reply, for an upload read to its end
    * (data/receive.ts receiveRaw). Harmless twice. */
   release(): void {
-    if (this.sock === null && !this.lingering) this.destroy();
+    if (this.sock === null && this.lingering === null) this.destroy();
   }
 
   /** Closes it at once: the handle, or the socket made for it. Harmless twice. A watch ends
    * first (the descriptor must outlive it), and its `onGone` is called. */
   destroy(): void {
     const gone = this.onGone;
+    if (this.lingering !== null) clearTimeout(this.lingering);
     this.unwatch();
     if (this.sock !== null) this.sock.destroy();
     else if (!this.closed) this.handle.close();

@@ -398,22 +398,16 @@ function sendRawAtOnce(conn: RawData, native: SendfileBinding, handle: FileLike,
 }
 
 /**
- * Closes a connection as accepted whose bytes all went, when the client has acknowledged every one
- * and sent nothing (native/sockopt.c nothingPending): the kernel sends the FIN after the close,
- * and nothing can be lost (data/linger.ts endSent says why). False, and the connection left as it
- * is, otherwise.
+ * Ends a connection as accepted whose bytes all went, as endTransferSocket ends a `Socket`: closed
+ * at once when the client has acknowledged every byte and sent nothing (native/sockopt.c
+ * nothingPending; the kernel sends the FIN after the close, and nothing can be lost: data/linger.ts
+ * endSent says why), else its FIN sent and the client's end awaited (RawData.linger). False where
+ * the `Socket` must do it.
  */
-function closeIfSettled(conn: RawData): boolean {
-  if (!settled(conn.fd)) return false;
+function endRawSent(conn: RawData, stalledMs: number): boolean {
+  if (!settled(conn.fd)) return conn.linger(finishGrace(stalledMs));
   conn.destroy();
   return true;
-}
-
-/** Ends a connection as accepted whose bytes all went, as endTransferSocket ends a `Socket`: closed
- * at once where settled, else its FIN sent and the client's awaited (RawData.linger). False where
- * the `Socket` must do it. */
-function endRawSent(conn: RawData, stalledMs: number): boolean {
-  return closeIfSettled(conn) || conn.linger(Math.min(stalledMs, FINISH_GRACE_MS));
 }
 
 /**
@@ -665,10 +659,14 @@ async function run(
  */
 const FINISH_GRACE_MS = 10_000;
 
+/** How long a finished transfer's connection may wait for the client's end (ms). */
+function finishGrace(stalledMs: number): number {
+  return Math.min(stalledMs, FINISH_GRACE_MS);
+}
+
 function endTransferSocket(socket: Socket, stalledMs: number, sent = false): void {
-  const graceMs = Math.min(stalledMs, FINISH_GRACE_MS);
-  if (sent) endSent(socket, graceMs);
-  else endUnused(socket, graceMs);
+  if (sent) endSent(socket, finishGrace(stalledMs));
+  else endUnused(socket, finishGrace(stalledMs));
 }
 
 /**

@@ -74,7 +74,8 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
     s.reply(code, text);
   } finally {
     // An upload read to its end on the connection as accepted closes it now that the client has
-    // its reply (data/receive.ts receiveRaw); a download's is closed already.
+    // its reply (data/receive.ts receiveRaw); a download's is closed already, or closes on its own
+    // (RawData.linger).
     if (socket instanceof RawData) socket.release();
     if (socket !== null) ch.close();
     s.transfer = null;
