@@ -70,252 +70,212 @@ function sha(b: Buffer): string {
   return createHash("sha256").update(b).digest("hex");
 }
 
+/** Runs `body` on a server, logged in as alice over a raw client in TYPE `type`; the client is
+ * closed afterwards. */
+async function loggedIn(body: (t: TestServer, raw: RawClient) => Promise<void>, type = "I"): Promise<void> {
+  await withServer(async (t) => {
+    const raw = await rawLogin(t);
+    try {
+      await raw.expect(`TYPE ${type}`, 200);
+      await body(t, raw);
+    } finally {
+      await raw.close();
+    }
+  });
+}
+
 function dataPorts(t: TestServer, ports: number[]): number[] {
   return ports.filter((p) => p !== t.port);
 }
 
 describe("passive connections taken as accepted", { skip: !NATIVE && "native part not built" }, () => {
   it("a small download and the listings go from the accepted descriptor: every byte, 226, a closed connection, and no Socket made", async () => {
-    await withServer(async (t) => {
+    await loggedIn(async (t, raw) => {
       const content = payload(10_000);
       await writeFile(join(t.home("alice"), "small.bin"), content);
-      const raw = await rawLogin(t);
-      try {
-        await raw.expect("TYPE I", 200);
-        const made = await socketsMade(async () => {
-          for (let i = 0; i < 3; i++) {
-            const { body, code } = await transfer(raw, "RETR small.bin");
-            assert.equal(code, 226);
-            assert.ok(body.equals(content), "content differs");
-          }
-          const list = await transfer(raw, "LIST");
-          assert.equal(list.code, 226);
-          assert.match(list.body.toString(), /small\.bin\r\n$/);
-          const mlsd = await transfer(raw, "MLSD");
-          assert.equal(mlsd.code, 226);
-          assert.match(mlsd.body.toString(), /size=10000;.*small\.bin\r\n/);
-          const nlst = await transfer(raw, "NLST");
-          assert.equal(nlst.body.toString(), "small.bin\r\n");
-          await raw.expect("MKD empty", 257);
-          const empty = await transfer(raw, "NLST empty");
-          assert.equal(empty.code, 226);
-          assert.equal(empty.body.length, 0);
-        });
-        assert.deepEqual(dataPorts(t, made), [], "a data connection became a Socket");
-        await raw.expect("NOOP", 200);
-        const logged = t.logs.filter((l) => l.event === "transfer" && l.path === "/small.bin");
-        assert.deepEqual(
-          logged.map((l) => [l.bytes, l.result]),
-          [
-            [10_000, "ok"],
-            [10_000, "ok"],
-            [10_000, "ok"],
-          ],
-        );
-      } finally {
-        await raw.close();
-      }
+      const made = await socketsMade(async () => {
+        for (let i = 0; i < 3; i++) {
+          const { body, code } = await transfer(raw, "RETR small.bin");
+          assert.equal(code, 226);
+          assert.ok(body.equals(content), "content differs");
+        }
+        const list = await transfer(raw, "LIST");
+        assert.equal(list.code, 226);
+        assert.match(list.body.toString(), /small\.bin\r\n$/);
+        const mlsd = await transfer(raw, "MLSD");
+        assert.equal(mlsd.code, 226);
+        assert.match(mlsd.body.toString(), /size=10000;.*small\.bin\r\n/);
+        const nlst = await transfer(raw, "NLST");
+        assert.equal(nlst.body.toString(), "small.bin\r\n");
+        await raw.expect("MKD empty", 257);
+        const empty = await transfer(raw, "NLST empty");
+        assert.equal(empty.code, 226);
+        assert.equal(empty.body.length, 0);
+      });
+      assert.deepEqual(dataPorts(t, made), [], "a data connection became a Socket");
+      await raw.expect("NOOP", 200);
+      const logged = t.logs.filter((l) => l.event === "transfer" && l.path === "/small.bin");
+      assert.deepEqual(
+        logged.map((l) => [l.bytes, l.result]),
+        [
+          [10_000, "ok"],
+          [10_000, "ok"],
+          [10_000, "ok"],
+        ],
+      );
     });
   });
 
   it("a download the socket does not take at once goes on as a Socket: every byte, in order, from a REST offset too", async () => {
-    await withServer(async (t) => {
+    await loggedIn(async (t, raw) => {
       const content = payload(24 << 20, 7);
       await writeFile(join(t.home("alice"), "big.bin"), content);
-      const raw = await rawLogin(t);
-      try {
-        await raw.expect("TYPE I", 200);
-        const made = await socketsMade(async () => {
-          const whole = await transfer(raw, "RETR big.bin");
-          assert.equal(whole.code, 226);
-          assert.equal(whole.body.length, content.length);
-          assert.equal(sha(whole.body), sha(content));
-          await raw.expect("REST 5000000", 350);
-          const tail = await transfer(raw, "RETR big.bin");
-          assert.equal(tail.code, 226);
-          assert.equal(sha(tail.body), sha(content.subarray(5_000_000)));
-        });
-        assert.equal(dataPorts(t, made).length, 2, "each became a Socket");
-      } finally {
-        await raw.close();
-      }
+      const made = await socketsMade(async () => {
+        const whole = await transfer(raw, "RETR big.bin");
+        assert.equal(whole.code, 226);
+        assert.equal(whole.body.length, content.length);
+        assert.equal(sha(whole.body), sha(content));
+        await raw.expect("REST 5000000", 350);
+        const tail = await transfer(raw, "RETR big.bin");
+        assert.equal(tail.code, 226);
+        assert.equal(sha(tail.body), sha(content.subarray(5_000_000)));
+      });
+      assert.equal(dataPorts(t, made).length, 2, "each became a Socket");
     });
   });
 
   it("a small download or listing whose client sent bytes ends without a Socket too: every byte, the FIN, no reset", async () => {
-    await withServer(async (t) => {
+    await loggedIn(async (t, raw) => {
       await writeFile(join(t.home("alice"), "small.bin"), payload(3000));
-      const raw = await rawLogin(t);
-      try {
-        await raw.expect("TYPE I", 200);
-        const made = await socketsMade(async () => {
-          for (const command of ["RETR small.bin", "LIST"]) {
-            const { body, failed } = await afterStrayBytes(raw, command, 50);
-            assert.equal(failed, null, command);
-            if (command.startsWith("RETR")) assert.equal(body.length, 3000);
-            else assert.match(body.toString(), /small\.bin/);
-          }
-        });
-        // Unread bytes keep it from closing at once: its FIN went, the rest is read and dropped,
-        // and it closes when the client does (RawData.linger; a Socket does that where the addon
-        // was built without its watcher).
-        assert.equal(dataPorts(t, made).length, WATCH ? 0 : 2);
-      } finally {
-        await raw.close();
-      }
+      const made = await socketsMade(async () => {
+        for (const command of ["RETR small.bin", "LIST"]) {
+          const { body, failed } = await afterStrayBytes(raw, command, 50);
+          assert.equal(failed, null, command);
+          if (command.startsWith("RETR")) assert.equal(body.length, 3000);
+          else assert.match(body.toString(), /small\.bin/);
+        }
+      });
+      // Unread bytes keep it from closing at once: its FIN went, the rest is read and dropped,
+      // and it closes when the client does (RawData.linger; a Socket does that where the addon
+      // was built without its watcher).
+      assert.equal(dataPorts(t, made).length, WATCH ? 0 : 2);
     });
   });
 
   it("a lingering download's connection closes when the client closes or resets it; what the client sends meanwhile is dropped", { skip: !(NATIVE && WATCH) && "addon not built" }, async () => {
-    await withServer(async (t) => {
+    await loggedIn(async (t, raw) => {
       await writeFile(join(t.home("alice"), "small.bin"), payload(3000));
-      const raw = await rawLogin(t);
-      try {
-        await raw.expect("TYPE I", 200);
-        const made = await socketsMade(async () => {
-          for (const ending of ["close", "reset"] as const) {
-            // Half-open allowed: our side stays open after the server's FIN.
-            const data = connect({ port: await raw.epsvPort(), host: "127.0.0.1", allowHalfOpen: true });
-            await once(data, "connect");
-            let failed: string | null = null;
-            data.on("error", (e: NodeJS.ErrnoException) => (failed = e.code ?? "error"));
-            await new Promise((resolve) => data.write("stray bytes", resolve));
-            await sleep(20);
-            const got = readAll(data);
-            raw.send("RETR small.bin");
-            await raw.expectReply(150);
-            assert.equal((await got).length, 3000);
-            await raw.expectReply(226, 5000);
-            // Still open, still read: more bytes are dropped, not answered with a reset.
-            await new Promise((resolve) => data.write(Buffer.alloc(100_000, 1), resolve));
-            await sleep(50);
-            assert.equal(failed, null, ending);
-            const closed = once(data, "close");
-            if (ending === "close") data.end();
-            else data.resetAndDestroy();
-            await closed;
-            // (withServer's teardown fails the test on a descriptor left open.)
-            await raw.expect("NOOP", 200);
-          }
-        });
-        assert.deepEqual(dataPorts(t, made), []);
-      } finally {
-        await raw.close();
-      }
+      const made = await socketsMade(async () => {
+        for (const ending of ["close", "reset"] as const) {
+          // Half-open allowed: our side stays open after the server's FIN.
+          const data = connect({ port: await raw.epsvPort(), host: "127.0.0.1", allowHalfOpen: true });
+          await once(data, "connect");
+          let failed: string | null = null;
+          data.on("error", (e: NodeJS.ErrnoException) => (failed = e.code ?? "error"));
+          await new Promise((resolve) => data.write("stray bytes", resolve));
+          await sleep(20);
+          const got = readAll(data);
+          raw.send("RETR small.bin");
+          await raw.expectReply(150);
+          assert.equal((await got).length, 3000);
+          await raw.expectReply(226, 5000);
+          // Still open, still read: more bytes are dropped, not answered with a reset.
+          await new Promise((resolve) => data.write(Buffer.alloc(100_000, 1), resolve));
+          await sleep(50);
+          assert.equal(failed, null, ending);
+          const closed = once(data, "close");
+          if (ending === "close") data.end();
+          else data.resetAndDestroy();
+          await closed;
+          // (withServer's teardown fails the test on a descriptor left open.)
+          await raw.expect("NOOP", 200);
+        }
+      });
+      assert.deepEqual(dataPorts(t, made), []);
     });
   });
 
   it("an ASCII download takes a Socket and converts line ends", async () => {
-    await withServer(async (t) => {
+    await loggedIn(async (t, raw) => {
       await writeFile(join(t.home("alice"), "text.txt"), "a\nb\n");
-      const raw = await rawLogin(t);
-      try {
-        await raw.expect("TYPE A", 200);
-        const made = await socketsMade(async () => {
-          const { body, code } = await transfer(raw, "RETR text.txt");
-          assert.equal(code, 226);
-          assert.equal(body.toString(), "a\r\nb\r\n");
-        });
-        assert.equal(dataPorts(t, made).length, 1);
-      } finally {
-        await raw.close();
-      }
-    });
+      const made = await socketsMade(async () => {
+        const { body, code } = await transfer(raw, "RETR text.txt");
+        assert.equal(code, 226);
+        assert.equal(body.toString(), "a\r\nb\r\n");
+      });
+      assert.equal(dataPorts(t, made).length, 1);
+    }, "A");
   });
 
   it("a client that reset its data connection before RETR gets 426, and the session goes on", async () => {
-    await withServer(async (t) => {
+    await loggedIn(async (t, raw) => {
       await writeFile(join(t.home("alice"), "small.bin"), payload(3000));
-      const raw = await rawLogin(t);
-      try {
-        await raw.expect("TYPE I", 200);
-        for (const command of ["RETR small.bin", "LIST"]) {
-          const data = await dataConnect(await raw.epsvPort());
-          await sleep(30); // accepted by the server
-          data.resetAndDestroy();
-          await sleep(30);
-          raw.send(command);
-          let reply = await raw.reply(5000);
-          if (reply.code === 150) reply = await raw.reply(5000);
-          assert.equal(reply.code, 426, `${command}: ${reply.lines.join(" ")}`);
-        }
-        await raw.expect("NOOP", 200);
-        const { code } = await transfer(raw, "RETR small.bin");
-        assert.equal(code, 226);
-      } finally {
-        await raw.close();
+      for (const command of ["RETR small.bin", "LIST"]) {
+        const data = await dataConnect(await raw.epsvPort());
+        await sleep(30); // accepted by the server
+        data.resetAndDestroy();
+        await sleep(30);
+        raw.send(command);
+        let reply = await raw.reply(5000);
+        if (reply.code === 150) reply = await raw.reply(5000);
+        assert.equal(reply.code, 426, `${command}: ${reply.lines.join(" ")}`);
       }
+      await raw.expect("NOOP", 200);
+      const { code } = await transfer(raw, "RETR small.bin");
+      assert.equal(code, 226);
     });
   });
 
   describe("uploads", { skip: !WATCH && "the addon was built without libuv's header" }, () => {
     it("a small upload is read from the accepted descriptor: the file, 226, and no Socket made (new, empty, replacing, appended, resumed)", async () => {
-      await withServer(async (t) => {
+      await loggedIn(async (t, raw) => {
         const home = t.home("alice");
         await writeFile(join(home, "old.bin"), "old content");
-        const raw = await rawLogin(t);
-        try {
-          await raw.expect("TYPE I", 200);
-          const made = await socketsMade(async () => {
-            assert.equal(await store(raw, "STOR new.bin", payload(10_000)), 226);
-            assert.equal(await store(raw, "STOR empty.bin", Buffer.alloc(0)), 226);
-            assert.equal(await store(raw, "STOR old.bin", payload(3000, 3)), 226);
-            assert.equal(await store(raw, "APPE new.bin", payload(500, 5)), 226);
-            await raw.expect("REST 1000", 350);
-            assert.equal(await store(raw, "STOR old.bin", payload(100, 9)), 226);
-          });
-          assert.deepEqual(dataPorts(t, made), [], "a data connection became a Socket");
-          assert.deepEqual(await readFile(join(home, "new.bin")), Buffer.concat([payload(10_000), payload(500, 5)]));
-          assert.equal((await readFile(join(home, "empty.bin"))).length, 0);
-          assert.deepEqual(await readFile(join(home, "old.bin")), Buffer.concat([payload(3000, 3).subarray(0, 1000), payload(100, 9)]));
-          assert.deepEqual((await readdir(home)).sort(), ["empty.bin", "new.bin", "old.bin"], "no temp file left");
-          await raw.expect("NOOP", 200);
-        } finally {
-          await raw.close();
-        }
+        const made = await socketsMade(async () => {
+          assert.equal(await store(raw, "STOR new.bin", payload(10_000)), 226);
+          assert.equal(await store(raw, "STOR empty.bin", Buffer.alloc(0)), 226);
+          assert.equal(await store(raw, "STOR old.bin", payload(3000, 3)), 226);
+          assert.equal(await store(raw, "APPE new.bin", payload(500, 5)), 226);
+          await raw.expect("REST 1000", 350);
+          assert.equal(await store(raw, "STOR old.bin", payload(100, 9)), 226);
+        });
+        assert.deepEqual(dataPorts(t, made), [], "a data connection became a Socket");
+        assert.deepEqual(await readFile(join(home, "new.bin")), Buffer.concat([payload(10_000), payload(500, 5)]));
+        assert.equal((await readFile(join(home, "empty.bin"))).length, 0);
+        assert.deepEqual(await readFile(join(home, "old.bin")), Buffer.concat([payload(3000, 3).subarray(0, 1000), payload(100, 9)]));
+        assert.deepEqual((await readdir(home)).sort(), ["empty.bin", "new.bin", "old.bin"], "no temp file left");
+        await raw.expect("NOOP", 200);
       });
     });
 
     it("an upload larger than one read goes on as a Socket, every byte in order (past the upload thread's start too)", async () => {
-      await withServer(async (t) => {
+      await loggedIn(async (t, raw) => {
         const content = payload(6 << 20, 11);
-        const raw = await rawLogin(t);
-        try {
-          await raw.expect("TYPE I", 200);
-          const made = await socketsMade(async () => {
-            assert.equal(await store(raw, "STOR big.bin", content), 226);
-          });
-          assert.equal(dataPorts(t, made).length, 1);
-          assert.equal(sha(await readFile(join(t.home("alice"), "big.bin"))), sha(content));
-        } finally {
-          await raw.close();
-        }
+        const made = await socketsMade(async () => {
+          assert.equal(await store(raw, "STOR big.bin", content), 226);
+        });
+        assert.equal(dataPorts(t, made).length, 1);
+        assert.equal(sha(await readFile(join(t.home("alice"), "big.bin"))), sha(content));
       });
     });
 
     it("a client that resets after its bytes gets 426, and the file its upload would replace is kept", async () => {
-      await withServer(async (t) => {
+      await loggedIn(async (t, raw) => {
         const home = t.home("alice");
         await writeFile(join(home, "kept.bin"), "precious old content");
-        const raw = await rawLogin(t);
-        try {
-          await raw.expect("TYPE I", 200);
-          for (const size of [3000, 100_000]) {
-            const data = await dataConnect(await raw.epsvPort());
-            data.on("error", () => undefined);
-            raw.send("STOR kept.bin");
-            await raw.expectReply(150);
-            await new Promise((resolve) => data.write(payload(size), resolve));
-            await sleep(30);
-            data.resetAndDestroy();
-            assert.equal((await raw.reply(5000)).code, 426, `${size} bytes`);
-            assert.equal(await readFile(join(home, "kept.bin"), "utf8"), "precious old content");
-            assert.deepEqual(await readdir(home), ["kept.bin"]);
-          }
-          await raw.expect("NOOP", 200);
-        } finally {
-          await raw.close();
+        for (const size of [3000, 100_000]) {
+          const data = await dataConnect(await raw.epsvPort());
+          data.on("error", () => undefined);
+          raw.send("STOR kept.bin");
+          await raw.expectReply(150);
+          await new Promise((resolve) => data.write(payload(size), resolve));
+          await sleep(30);
+          data.resetAndDestroy();
+          assert.equal((await raw.reply(5000)).code, 426, `${size} bytes`);
+          assert.equal(await readFile(join(home, "kept.bin"), "utf8"), "precious old content");
+          assert.deepEqual(await readdir(home), ["kept.bin"]);
         }
+        await raw.expect("NOOP", 200);
       });
     });
 
@@ -324,23 +284,17 @@ describe("passive connections taken as accepted", { skip: !NATIVE && "native par
       const original = b.watchReadable;
       b.watchReadable = () => -22;
       try {
-        await withServer(async (t) => {
-          const raw = await rawLogin(t);
-          try {
-            await raw.expect("TYPE I", 200);
-            const made = await socketsMade(async () => {
-              assert.equal(await store(raw, "STOR a.bin", payload(5000)), 226);
-              // Bytes from the client keep the download from closing at once; its FIN has gone
-              // when the watch fails, and the Socket ends it again, harmlessly.
-              const { body, failed } = await afterStrayBytes(raw, "RETR a.bin", 50);
-              assert.equal(failed, null);
-              assert.deepEqual(body, payload(5000));
-            });
-            assert.equal(dataPorts(t, made).length, 2);
-            assert.deepEqual(await readFile(join(t.home("alice"), "a.bin")), payload(5000));
-          } finally {
-            await raw.close();
-          }
+        await loggedIn(async (t, raw) => {
+          const made = await socketsMade(async () => {
+            assert.equal(await store(raw, "STOR a.bin", payload(5000)), 226);
+            // Bytes from the client keep the download from closing at once; its FIN has gone
+            // when the watch fails, and the Socket ends it again, harmlessly.
+            const { body, failed } = await afterStrayBytes(raw, "RETR a.bin", 50);
+            assert.equal(failed, null);
+            assert.deepEqual(body, payload(5000));
+          });
+          assert.equal(dataPorts(t, made).length, 2);
+          assert.deepEqual(await readFile(join(t.home("alice"), "a.bin")), payload(5000));
         });
       } finally {
         b.watchReadable = original;
