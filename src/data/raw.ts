@@ -94,15 +94,16 @@ export class RawData {
     return true;
   }
 
-  /** Reads and drops what a lingering connection's client sends; closes it at the client's end
-   * (or an error). */
+  /** Reads and drops what a lingering connection's client sends, at most DROP_READS reads a turn
+   * of the event loop (a client that keeps sending gets no more of the main thread than a `Socket`
+   * reading it would give); closes it at the client's end (or an error). */
   private drop(status: number): void {
     const fd = this.fd;
     if (status < 0 || fd < 0) {
       this.destroy();
       return;
     }
-    for (;;) {
+    for (let i = 0; i < DROP_READS; i++) {
       let n: number;
       try {
         n = readSync(fd, scratch, 0, scratch.length, null);
@@ -138,7 +139,9 @@ export class RawData {
 }
 
 /** Where lingering connections' stray bytes are read to be dropped (never looked at). */
-const scratch = Buffer.allocUnsafe(16 * 1024);
+const scratch = Buffer.allocUnsafe(64 * 1024);
+/** Reads of a lingering connection per readiness callback: the rest waits for the next turn. */
+const DROP_READS = 4;
 
 /** A passive channel's connection: as accepted, or already a `Socket`. */
 export type DataConnection = Socket | RawData;
