@@ -17,7 +17,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { pendingBinding, sendfileBinding, watchBinding } from "../src/native.ts";
 import { afterStrayBytes, dataConnect, readAll, writeAll, type RawClient } from "./helpers/raw.ts";
 import { payload, rawLogin, withServer } from "./helpers/run.ts";
-import { waitFor, type TestServer } from "./helpers/server.ts";
+import { waitFor, type TestServer, type TestServerOptions } from "./helpers/server.ts";
 import { socketPair } from "./helpers/sockets.ts";
 
 const NATIVE = sendfileBinding() !== null && pendingBinding() !== null;
@@ -72,7 +72,7 @@ function sha(b: Buffer): string {
 
 /** Runs `body` on a server, logged in as alice over a raw client in TYPE `type`; the client is
  * closed afterwards. */
-async function loggedIn(body: (t: TestServer, raw: RawClient) => Promise<void>, type = "I"): Promise<void> {
+async function loggedIn(body: (t: TestServer, raw: RawClient) => Promise<void>, type = "I", opts: TestServerOptions = {}): Promise<void> {
   await withServer(async (t) => {
     const raw = await rawLogin(t);
     try {
@@ -81,7 +81,7 @@ async function loggedIn(body: (t: TestServer, raw: RawClient) => Promise<void>, 
     } finally {
       await raw.close();
     }
-  });
+  }, opts);
 }
 
 function dataPorts(t: TestServer, ports: number[]): number[] {
@@ -193,6 +193,39 @@ describe("passive connections taken as accepted", { skip: !NATIVE && "native par
       });
       assert.deepEqual(dataPorts(t, made), []);
     });
+  });
+
+  it("a client flooding its lingering download's connection: the session answers meanwhile, and the connection closes at the deadline", { skip: !(NATIVE && WATCH) && "addon not built" }, async () => {
+    await loggedIn(
+      async (t, raw) => {
+        await writeFile(join(t.home("alice"), "small.bin"), payload(3000));
+        const data = connect({ port: await raw.epsvPort(), host: "127.0.0.1", allowHalfOpen: true });
+        await once(data, "connect");
+        data.on("error", () => undefined);
+        // (events.once would reject on the EPIPE the flood ends with.)
+        const closed = new Promise((resolve) => data.once("close", resolve));
+        await new Promise((resolve) => data.write("stray bytes", resolve));
+        await sleep(20);
+        const got = readAll(data);
+        raw.send("RETR small.bin");
+        await raw.expectReply(150);
+        assert.equal((await got).length, 3000);
+        await raw.expectReply(226, 5000);
+        // As fast as the socket takes it, until the server closes the connection.
+        const chunk = Buffer.alloc(64 * 1024, 1);
+        const flood = (async () => {
+          while (!data.destroyed) {
+            if (!data.write(chunk)) await Promise.race([once(data, "drain").catch(() => undefined), closed]);
+          }
+        })();
+        for (let i = 0; i < 5; i++) await raw.expect("NOOP", 200);
+        await closed;
+        await flood;
+        await raw.expect("NOOP", 200);
+      },
+      "I",
+      { config: { limits: { stalledTimeout: 1 } } },
+    );
   });
 
   it("an ASCII download takes a Socket and converts line ends", async () => {
