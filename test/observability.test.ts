@@ -7,6 +7,8 @@ import { Readable, Writable } from "node:stream";
 import { describe, it } from "node:test";
 import { Client } from "basic-ftp";
 import { formatXferLine } from "../src/log/xferlog.ts";
+import { RawClient } from "./helpers/raw.ts";
+import { withServer } from "./helpers/run.ts";
 import { startTestServer } from "./helpers/server.ts";
 
 async function freePort(): Promise<number> {
@@ -83,5 +85,37 @@ describe("Prometheus endpoint and xferlog", () => {
       complete: false,
     });
     assert.equal(line, "Thu Nov  5 08:07:06 2026 2 203.0.113.7 42 /a_b.txt a _ o r bob ftp 0 * i\n");
+  });
+
+  it("a session's log lines name the CLNT client once, the latest name, before and after the login", async () => {
+    await withServer(async (t) => {
+      const raw = await RawClient.connect(t.port);
+      await raw.expect("CLNT first-name", 200);
+      await raw.expect("CLNT second-name", 200);
+      await raw.expect("NOOP", 200);
+      await raw.login("alice");
+      await raw.expect("NOOP", 200);
+      await raw.expect("CLNT third-name", 200);
+      await raw.expect("NOOP", 200);
+      await raw.expect("QUIT", 221);
+      await raw.close();
+      const noops = t.logLines.filter((l) => l.includes('"verb":"NOOP"'));
+      assert.equal(noops.length, 3);
+      // Each line carries the key once (a logger made a child of itself repeats it), with the
+      // latest name; the login keeps it and adds the user.
+      const expected: [string, string | undefined][] = [
+        ["second-name", undefined],
+        ["second-name", "alice"],
+        ["third-name", "alice"],
+      ];
+      noops.forEach((line, i) => {
+        const [client, user] = expected[i] as [string, string | undefined];
+        assert.equal(line.split('"client":').length - 1, 1, line);
+        assert.equal(line.split('"session":').length - 1, 1, line);
+        const parsed = JSON.parse(line) as Record<string, unknown>;
+        assert.equal(parsed.client, client);
+        assert.equal(parsed.user, user);
+      });
+    });
   });
 });

@@ -221,11 +221,26 @@ export class Session {
     this.fs = fs;
     this.pendingUser = null;
     this.cwd = ROOT;
-    // One logger with all three bindings, not a child of the connection's: an idle logged-in
-    // session then holds one child logger, not two.
-    this.log = this.ctx.logger.child({ session: this.id, remote: this.remoteAddress, user: user.name });
+    this.rebindLog();
     if (this.loginTimer) clearTimeout(this.loginTimer);
     this.loginTimer = null;
+  }
+
+  /** Notes the client software a CLNT names: in this session's log lines from now on, the latest
+   * name only (a repeated CLNT replaces it, and a login keeps it). */
+  noteClient(name: string): void {
+    this.clientName = name.slice(0, 128);
+    this.rebindLog();
+  }
+
+  /** The session's logger, made afresh from what is known of it: one child of the server's logger
+   * with every binding once (a child of a child would repeat a key, and an idle logged-in session
+   * then holds one logger, not a chain). */
+  private rebindLog(): void {
+    const bindings: Record<string, string> = { session: this.id, remote: this.remoteAddress };
+    if (this.user !== null) bindings.user = this.user.name;
+    if (this.clientName !== null) bindings.client = this.clientName;
+    this.log = this.ctx.logger.child(bindings);
   }
 
   /** Counts an unknown or malformed command; a flood of them is scored by the defender. */

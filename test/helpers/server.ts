@@ -40,8 +40,10 @@ export interface TestServer {
   readonly dataRoot: string;
   readonly config: Config;
   readonly store: UserStore;
-  /** JSON log lines the server wrote. */
+  /** JSON log lines the server wrote, parsed. */
   readonly logs: Record<string, unknown>[];
+  /** The same lines as written (a key written twice shows here; parsing keeps one). */
+  readonly logLines: string[];
   /** The home directory of a user. */
   home(name: string): string;
   /** Shuts down and checks: no session, no passive port and no file descriptor left. */
@@ -83,9 +85,14 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   const root = await mkdtemp(join(tmpdir(), "berth-test-"));
   const config = makeConfig(root, opts.config);
   const logs: Record<string, unknown>[] = [];
+  const logLines: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      for (const line of chunk.toString().split("\n")) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
+      for (const line of chunk.toString().split("\n")) {
+        if (!line) continue;
+        logLines.push(line);
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      }
       cb();
     },
   });
@@ -111,6 +118,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     config,
     store,
     logs,
+    logLines,
     home: (name) => join(config.storage.root, name),
     async close() {
       await server.shutdown(2000);

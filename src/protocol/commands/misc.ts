@@ -108,8 +108,7 @@ function allo(s: Session, arg: string): void {
 }
 
 function clnt(s: Session, arg: string): void {
-  s.clientName = arg.slice(0, 128);
-  s.log = s.log.child({ client: s.clientName });
+  s.noteClient(arg);
   s.reply(200, "Noted");
 }
 
