@@ -163,6 +163,22 @@ describe("AUTH, PBSZ and PROT sequencing (raw control connection)", () => {
     await c.quit();
   });
 
+  it("reads on after an AUTH refused before its handler runs (no argument) or by it, and upgrades after", async () => {
+    const c = await FtpsControl.plain(t.port);
+    // Input is held from an AUTH line until it is answered (RFC 4217 §11); every refusal lets go.
+    await c.expect("AUTH", 501);
+    await c.expect("NOOP", 200);
+    await c.expect("AUTH  ", 501);
+    await c.expect("AUTH KERBEROS", 504);
+    await c.expect("NOOP", 200);
+    await c.upgrade();
+    await c.expect("AUTH", 501);
+    await c.expect("AUTH TLS", 503);
+    await c.login();
+    await c.expect("PWD", 257);
+    await c.quit();
+  });
+
   it("accepts AUTH SSL as an alias, with TLS 1.2 or newer and ALPN ftp", async () => {
     const c = await FtpsControl.plain(t.port);
     await c.upgrade({}, "AUTH SSL");
@@ -287,6 +303,7 @@ describe("TLS modes", () => {
       const feat = await c.expect("FEAT", 211);
       assert.ok(!feat.lines.some((l) => /AUTH|PBSZ|PROT/.test(l)), feat.lines.join("|"));
       await c.expect("AUTH TLS", 502);
+      await c.expect("AUTH", 501);
       await c.expect("PBSZ 0", 503);
       await c.login();
       await c.quit();

@@ -295,11 +295,6 @@ export class Session {
     this.holdInput = false;
   }
 
-  /** Resumes reading after an AUTH that did not upgrade. */
-  releaseInput(): void {
-    this.holdInput = false;
-  }
-
   /** 421 and close (idle, login timeout, shutdown). */
   timeout(text: string): void {
     if (this.closed) return;
@@ -425,7 +420,12 @@ export class Session {
         const item = this.queue.shift() as Queued;
         if (this.queue.length < MAX_QUEUED / 2 && this.socket.isPaused()) this.socket.resume();
         if ("overlong" in item) this.overlong();
-        else await this.dispatcher.run(this, item.line);
+        else {
+          await this.dispatcher.run(this, item.line);
+          // An AUTH that did not upgrade the connection (refused by the dispatcher, as without an
+          // argument, or by its handler): reading resumes. An upgrade resumed it already.
+          if (this.holdInput && verbOf(item.line) === "AUTH") this.holdInput = false;
+        }
       }
     } finally {
       this.pumping = false;

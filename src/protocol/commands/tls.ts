@@ -12,18 +12,13 @@ function tlsOffered(s: Session): boolean {
 }
 
 function auth(s: Session, arg: string): void {
-  try {
-    const mech = arg.trim().toUpperCase();
-    if (!tlsOffered(s)) throw new FtpError(502, "TLS is not enabled on this server");
-    if (s.secure) throw new FtpError(503, "Already using TLS");
-    if (s.user) throw new FtpError(503, "AUTH must come before login");
-    if (!["TLS", "TLS-C", "SSL", "TLS-P"].includes(mech)) throw new FtpError(504, "Unknown security mechanism");
-  } catch (err) {
-    s.releaseInput();
-    throw err;
-  }
+  // A refusal leaves the connection as it was; the session reads on after it (Session.pump).
+  const mech = arg.trim().toUpperCase();
   const provider = s.ctx.tls;
-  if (!provider) return;
+  if (provider === null || !tlsOffered(s)) throw new FtpError(502, "TLS is not enabled on this server");
+  if (s.secure) throw new FtpError(503, "Already using TLS");
+  if (s.user) throw new FtpError(503, "AUTH must come before login");
+  if (!["TLS", "TLS-C", "SSL", "TLS-P"].includes(mech)) throw new FtpError(504, "Unknown security mechanism");
   const binding = provider.binding();
   s.reply(234, "AUTH TLS successful");
   // Synchronously after the 234: nothing can read the handshake as plaintext.
