@@ -1,0 +1,251 @@
+/**
+ * Random command sequences against one live server: a few raw clients at once send lines drawn
+ * from every verb berth knows and many it does not, with arguments good and bad (paths out of the
+ * jail, overlong, control characters, odd numbers), junk bytes, lines split across writes, and data
+ * connections (passive and active) that read, send, reset or stall. Every complete line gets a
+ * well-formed reply within a bound, and the connection closes only after a reply that says so;
+ * afterwards no session, passive port or descriptor is left and a normal client works as before.
+ *
+ * The sequence comes from a seed (printed with any failure; FUZZ_SEED=n repeats it); FUZZ_MS=n
+ * runs it longer than the default 8 s.
+ */
+import assert from "node:assert/strict";
+import { mkdir, writeFile } from "node:fs/promises";
+import { createServer, type Server, type Socket } from "node:net";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { dataConnect, RawClient, type Reply } from "./helpers/raw.ts";
+import { download, ftpLogin, payload, upload, withServer } from "./helpers/run.ts";
+import { waitFor, type TestServer } from "./helpers/server.ts";
+
+/** How long the clients run, and how many at once (the test server has five passive ports). */
+const RUN_MS = Number(process.env.FUZZ_MS ?? 8000);
+const CLIENTS = 4;
+/** A final reply must come within this (data waits and stalls are 1 s here). */
+const REPLY_MS = 8000;
+
+const VERBS = [
+  "USER", "PASS", "ACCT", "CWD", "CDUP", "XCWD", "XCUP", "SMNT", "REIN", "QUIT", "PORT", "PASV", "EPRT", "EPSV",
+  "TYPE", "STRU", "MODE", "RETR", "STOR", "STOU", "APPE", "ALLO", "REST", "RNFR", "RNTO", "ABOR", "DELE",
+  "RMD", "XRMD", "MKD", "XMKD", "PWD", "XPWD", "LIST", "NLST", "MLSD", "MLST", "SITE", "SYST", "STAT", "HELP",
+  "NOOP", "FEAT", "OPTS", "MDTM", "MFMT", "SIZE", "AUTH", "PBSZ", "PROT", "CCC", "HOST", "LANG", "CLNT",
+  "HASH", "XCRC", "MD5", "EPSV ALL", "SITE CHMOD", "SITE UMASK", "SITE HELP", "SITE IDLE", "SITE WHO",
+  "retr", "Stor", "X", "",
+];
+const ARGS = [
+  "", "/", ".", "..", "../..", "/../../etc/passwd", "d", "d/a.txt", "d/../d/b.txt", "big.bin", "small.txt",
+  "new.bin", "d/new", "nope", "nope/deeper", "~", "*", "-la", "-a d", "A", "A N", "I", "E", "L 8", "N", "F",
+  "S", "B", "UTF8 ON", "UTF8 OFF", "MLST type;size;modify;", "MLST", "0", "1", "-1", "12", "99999999999999999999",
+  "1,2,3,4,5,6", "127,0,0,1,300,1", "127,0,0,1,0,21", "|1|127.0.0.1|1|", "|2|::1|1|", "|3|x|1|", "||||",
+  "ALL", "1", "2", "TLS", "SSL", "P", "C", "S", "777 small.txt", "0777 d", "20201010101010 small.txt",
+  "19700101000000 nope", "éè/中文", "a".repeat(300), "b".repeat(5000), "x\ty", "%s%n%x", "d/" + "e/".repeat(80),
+  "small.txt small.txt", " leading", "trailing ", "\u00a0", "\ud83d\ude00",
+];
+/** Verbs that take a data connection. */
+const TRANSFERS = ["LIST", "NLST", "MLSD", "RETR big.bin", "RETR small.txt", "RETR d/a.txt", "RETR nope", "STOR up.bin", "STOR d/up", "APPE ap.bin", "STOU", "STOU d", "LIST d", "MLSD nope", "RETR d", "STOR d", "NLST -la"];
+
+/** A small deterministic generator (the test must be repeatable from its seed). */
+function generator(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 2 ** 32;
+  };
+}
+
+interface Totals {
+  sessions: number;
+  lines: number;
+  replies: number;
+  dataConnections: number;
+  activeConnections: number;
+  closedByServer: number;
+}
+
+/** Whether the server may close the connection after `code` in reply to `line`: QUIT's 221, a
+ * 421, or a failed login (the third closes). */
+function mayClose(code: number, line: string): boolean {
+  return code === 221 || code === 421 || (code === 530 && /^PASS/.test(line));
+}
+
+async function fuzzClient(t: TestServer, rnd: () => number, until: number, totals: Totals, active: Server, seed: number): Promise<void> {
+  const pick = <T>(a: readonly T[]): T => a[Math.floor(rnd() * a.length)] as T;
+  const activePort = (active.address() as { port: number }).port;
+  while (Date.now() < until) {
+    const raw = await RawClient.connect(t.port);
+    totals.sessions++;
+    const data: Socket[] = [];
+    const history: string[] = [];
+    let offerDataNext = false;
+    try {
+      const count = 5 + Math.floor(rnd() * 60);
+      for (let i = 0; i < count && Date.now() < until; i++) {
+        let line: string | Buffer;
+        if (i === 0 && rnd() < 0.85) line = "USER alice";
+        else if (i === 1 && rnd() < 0.85) line = "PASS alice-pw";
+        else if (offerDataNext && rnd() < 0.75) line = pick(TRANSFERS);
+        else if (rnd() < 0.3) line = pick(["PASV", "EPSV", "EPSV 1", `EPRT |1|127.0.0.1|${activePort}|`, `PORT 127,0,0,1,${activePort >> 8},${activePort & 0xff}`, "REST 5", "TYPE A", "TYPE I"]);
+        else if (rnd() < 0.04) line = junk(rnd);
+        else {
+          const verb = pick(VERBS);
+          const arg = rnd() < 0.75 ? pick(ARGS) : "";
+          line = arg ? `${verb} ${arg}` : verb;
+        }
+        const shown = typeof line === "string" ? line.slice(0, 80) : `<${line.length} junk bytes>`;
+        history.push(shown);
+        const bytes = Buffer.concat([typeof line === "string" ? Buffer.from(line) : line, Buffer.from(rnd() < 0.9 ? "\r\n" : "\n")]);
+        if (rnd() < 0.1 && bytes.length > 2) {
+          // One line in two writes, a moment apart.
+          const cut = 1 + Math.floor(rnd() * (bytes.length - 1));
+          raw.sendRaw(bytes.subarray(0, cut));
+          await sleep(2);
+          raw.sendRaw(bytes.subarray(cut));
+        } else raw.sendRaw(bytes);
+        totals.lines++;
+        let reply: Reply;
+        for (;;) {
+          try {
+            reply = await raw.reply(REPLY_MS);
+          } catch (err) {
+            if (raw.isClosed) throw new Error(`closed without a closing reply after ${JSON.stringify(history.slice(-4))}`);
+            throw new Error(`${(err as Error).message} after ${JSON.stringify(history.slice(-4))}`);
+          }
+          totals.replies++;
+          for (const l of reply.lines) {
+            // eslint-disable-next-line no-control-regex -- a control character would let input forge or break a reply
+            assert.doesNotMatch(l, /[\x00-\x08\x0a-\x1f\x7f]/, `control character in a reply line after ${shown}: ${JSON.stringify(l)}`);
+          }
+          if (reply.code >= 200) break;
+          assert.ok(reply.code >= 100, `${reply.code} after ${shown}`);
+        }
+        assert.ok(reply.code >= 200 && reply.code < 600, `${reply.code} after ${shown}`);
+        offerDataNext = [227, 229, 200, 350].includes(reply.code) && /^(PASV|EPSV|EPRT|PORT|REST)/.test(shown);
+        if (reply.code === 227 || reply.code === 229) {
+          const m = reply.code === 227 ? /\((\d+),(\d+),(\d+),(\d+),(\d+),(\d+)\)/.exec(reply.message) : /\(\|\|\|(\d+)\|\)/.exec(reply.message);
+          assert.ok(m, reply.message);
+          const port = reply.code === 227 ? Number(m[5]) * 256 + Number(m[6]) : Number(m[1]);
+          if (rnd() < 0.85) {
+            const s = await dataConnect(port).catch(() => null);
+            if (s !== null) {
+              totals.dataConnections++;
+              data.push(s);
+              behave(s, rnd);
+            }
+          }
+        }
+        if (mayClose(reply.code, shown) && (await closedSoon(raw))) {
+          totals.closedByServer++;
+          break;
+        }
+        if (raw.isClosed) throw new Error(`closed after ${reply.code} (${shown}), not a closing reply`);
+      }
+      if (!raw.isClosed) {
+        if (rnd() < 0.5) {
+          const bye = await raw.cmd("QUIT", REPLY_MS);
+          assert.equal(bye.code, 221);
+        }
+      }
+    } catch (err) {
+      throw new Error(`seed ${seed}: ${(err as Error).message}`);
+    } finally {
+      for (const s of data) s.destroy();
+      await raw.close();
+    }
+  }
+}
+
+/** Whether the server closes the connection within a moment (after 221, 421 or a last failed login). */
+async function closedSoon(raw: RawClient): Promise<boolean> {
+  try {
+    await raw.closed(300);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Random bytes without a line end. */
+function junk(rnd: () => number): Buffer {
+  const b = Buffer.alloc(1 + Math.floor(rnd() * 120));
+  for (let i = 0; i < b.length; i++) {
+    let v = Math.floor(rnd() * 256);
+    if (v === 0x0a || v === 0x0d) v = 0x20;
+    b[i] = v;
+  }
+  return b;
+}
+
+/** What a data connection (ours to the server, or the server's to our active listener) does. */
+function behave(s: Socket, rnd: () => number): void {
+  s.on("error", () => undefined);
+  const r = rnd();
+  if (r < 0.45) s.resume();
+  else if (r < 0.65) {
+    s.resume();
+    s.write(Buffer.alloc(Math.floor(rnd() * 200_000), 0x41));
+    if (rnd() < 0.7) s.end();
+  } else if (r < 0.8) setTimeout(() => s.destroy(), rnd() * 50);
+  else if (r < 0.9) s.resetAndDestroy();
+  else s.pause(); // never read: a download stalls, an upload waits
+}
+
+describe("random command sequences", () => {
+  it("every line gets a well-formed reply in time, nothing leaks, and a normal client works after", async (ctx) => {
+    const seed = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
+    await withServer(
+      async (t) => {
+        const home = t.home("alice");
+        await mkdir(join(home, "d"), { recursive: true });
+        await writeFile(join(home, "d", "a.txt"), "a\n");
+        await writeFile(join(home, "d", "b.txt"), "b\n");
+        await writeFile(join(home, "small.txt"), "hello\n");
+        await writeFile(join(home, "big.bin"), payload(1 << 20));
+        const totals: Totals = { sessions: 0, lines: 0, replies: 0, dataConnections: 0, activeConnections: 0, closedByServer: 0 };
+        const activeSockets = new Set<Socket>();
+        const seedRnd = generator(seed);
+        const activeRnd = generator(seed ^ 0x5bd1e995);
+        const active = createServer((s) => {
+          totals.activeConnections++;
+          activeSockets.add(s);
+          s.once("close", () => activeSockets.delete(s));
+          behave(s, activeRnd);
+        });
+        await new Promise<void>((resolve) => active.listen(0, "127.0.0.1", resolve));
+        try {
+          const until = Date.now() + RUN_MS;
+          await Promise.all(Array.from({ length: CLIENTS }, () => fuzzClient(t, generator(Math.floor(seedRnd() * 2 ** 32)), until, totals, active, seed)));
+        } finally {
+          for (const s of activeSockets) s.destroy();
+          await new Promise((resolve) => active.close(resolve));
+        }
+        const summary = `seed ${seed}: ${JSON.stringify(totals)}`;
+        ctx.diagnostic(summary);
+        assert.ok(totals.lines >= 200 && totals.dataConnections >= 20, summary);
+        assert.ok(await waitFor(() => t.server.sessions.size === 0, 10_000), `sessions left: ${t.server.sessions.size}; ${summary}`);
+        assert.ok(await waitFor(() => t.server.context.pool.used === 0, 5000), `passive ports held: ${t.server.context.pool.used}; ${summary}`);
+        // The server is as it was for a normal client.
+        const c = await ftpLogin(t);
+        try {
+          const body = payload(300_000, 7);
+          await upload(c, body, "after.bin");
+          assert.deepEqual(await download(c, "after.bin"), body);
+          // A file written beside the server (the fuzz may have removed or renamed big.bin).
+          await writeFile(join(home, "written.bin"), payload(1 << 20, 3));
+          assert.deepEqual(await download(c, "written.bin"), payload(1 << 20, 3));
+          assert.ok((await c.list()).some((e) => e.name === "after.bin"));
+        } finally {
+          c.close();
+        }
+      },
+      {
+        logLevel: "warn",
+        config: { limits: { dataTimeout: 1, stalledTimeout: 1, loginTimeout: 10, idleTimeout: 30, commandRate: 0 } },
+      },
+    );
+  });
+});
