@@ -2,22 +2,27 @@
  * Random command sequences against one live server: a few raw clients at once send lines drawn
  * from every verb berth knows and many it does not, with arguments good and bad (paths out of the
  * jail, overlong, control characters, odd numbers), junk bytes, lines split across writes, and data
- * connections (passive and active) that read, send, reset or stall. Every complete line gets a
- * well-formed reply within a bound, and the connection closes only after a reply that says so;
- * afterwards no session, passive port or descriptor is left and a normal client works as before.
+ * connections (passive and active) that read, send, reset or stall; once with TLS off, once with
+ * sessions that start plain, with AUTH TLS or on the implicit port, upgrade whenever an AUTH is
+ * accepted, and open TLS data connections under PROT P. Every complete line gets a well-formed
+ * reply within a bound, and the connection closes only after a reply that says so; afterwards no
+ * session, passive port or descriptor is left and a normal client works as before.
  *
  * The sequence comes from a seed (printed with any failure; FUZZ_SEED=n repeats it); FUZZ_MS=n
  * runs it longer than the default 8 s.
  */
 import assert from "node:assert/strict";
 import { mkdir, writeFile } from "node:fs/promises";
-import { createServer, type Server, type Socket } from "node:net";
+import { once } from "node:events";
+import { createServer, type Socket } from "node:net";
 import { join } from "node:path";
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { TEST_TLS } from "./helpers/ftps.ts";
 import { dataConnect, RawClient, type Reply } from "./helpers/raw.ts";
 import { download, ftpLogin, payload, upload, withServer } from "./helpers/run.ts";
-import { waitFor, type TestServer } from "./helpers/server.ts";
+import { waitFor, type ConfigPatch, type TestServer } from "./helpers/server.ts";
 
 /** How long the clients run, and how many at once (the test server has five passive ports). */
 const RUN_MS = Number(process.env.FUZZ_MS ?? 8000);
@@ -63,8 +68,22 @@ interface Totals {
   lines: number;
   replies: number;
   dataConnections: number;
+  tlsDataConnections: number;
   activeConnections: number;
+  upgrades: number;
   closedByServer: number;
+}
+
+/** How a session's control connection starts: plain, AUTH TLS first, or the implicit port. */
+type Start = "plain" | "explicit" | "implicit";
+
+/** One fuzzing session's control connection and what it knows of its TLS state. */
+interface Control {
+  raw: RawClient;
+  /** The latest TLS session the server gave the control connection (presented on data ones). */
+  session: Buffer | null;
+  /** PROT P is in force: data connections are TLS. */
+  protect: boolean;
 }
 
 /** Whether the server may close the connection after `code` in reply to `line`: QUIT's 221, a
@@ -73,89 +92,159 @@ function mayClose(code: number, line: string): boolean {
   return code === 221 || code === 421 || (code === 530 && /^PASS/.test(line));
 }
 
-async function fuzzClient(t: TestServer, rnd: () => number, until: number, totals: Totals, active: Server, seed: number): Promise<void> {
+/** The TLS handshake on a control connection whose AUTH got 234; the client reads through it from then on. */
+async function upgrade(c: Control): Promise<void> {
+  const plain = c.raw.socket;
+  plain.removeAllListeners("data");
+  c.raw = RawClient.over(await secure(tlsConnect({ socket: plain, ...TEST_TLS }), c));
+}
+
+/** Waits for `socket`'s handshake, keeping the sessions the server issues in `c`. */
+async function secure(socket: TLSSocket, c: Control): Promise<TLSSocket> {
+  socket.on("session", (s: Buffer) => (c.session = s));
+  socket.on("error", () => undefined);
+  await Promise.race([
+    once(socket, "secureConnect"),
+    once(socket, "close").then(() => {
+      throw new Error("control connection closed during its TLS handshake");
+    }),
+  ]);
+  return socket;
+}
+
+async function openControl(t: TestServer, start: Start): Promise<Control> {
+  const c: Control = { raw: null as unknown as RawClient, session: null, protect: false };
+  if (start === "implicit") {
+    c.raw = RawClient.over(await secure(tlsConnect({ port: t.implicitPort as number, host: "127.0.0.1", ...TEST_TLS }), c));
+    assert.equal((await c.raw.reply()).code, 220);
+    return c;
+  }
+  c.raw = await RawClient.connect(t.port);
+  if (start === "explicit") {
+    assert.equal((await c.raw.cmd("AUTH TLS")).code, 234);
+    await upgrade(c);
+  }
+  return c;
+}
+
+async function fuzzClient(t: TestServer, rnd: () => number, until: number, totals: Totals, starts: readonly Start[], seed: number): Promise<void> {
   const pick = <T>(a: readonly T[]): T => a[Math.floor(rnd() * a.length)] as T;
+  // Our own listener for PORT and EPRT: the server's connections to it act as ours to it do.
+  let current: Control | null = null;
+  const accepted = new Set<Socket>();
+  const active = createServer((s) => {
+    totals.activeConnections++;
+    accepted.add(s);
+    s.once("close", () => accepted.delete(s));
+    s.on("error", () => undefined);
+    if (current?.protect && rnd() < 0.9) {
+      totals.tlsDataConnections++;
+      const d = tlsConnect({ socket: s, ...TEST_TLS, ...(current.session ? { session: current.session } : {}) });
+      behave(d, s, rnd);
+    } else behave(s, s, rnd);
+  });
+  await new Promise<void>((resolve) => active.listen(0, "127.0.0.1", resolve));
   const activePort = (active.address() as { port: number }).port;
-  while (Date.now() < until) {
-    const raw = await RawClient.connect(t.port);
-    totals.sessions++;
-    const data: Socket[] = [];
-    const history: string[] = [];
-    let offerDataNext = false;
-    try {
-      const count = 5 + Math.floor(rnd() * 60);
-      for (let i = 0; i < count && Date.now() < until; i++) {
-        let line: string | Buffer;
-        if (i === 0 && rnd() < 0.85) line = "USER alice";
-        else if (i === 1 && rnd() < 0.85) line = "PASS alice-pw";
-        else if (offerDataNext && rnd() < 0.75) line = pick(TRANSFERS);
-        else if (rnd() < 0.3) line = pick(["PASV", "EPSV", "EPSV 1", `EPRT |1|127.0.0.1|${activePort}|`, `PORT 127,0,0,1,${activePort >> 8},${activePort & 0xff}`, "REST 5", "TYPE A", "TYPE I"]);
-        else if (rnd() < 0.04) line = junk(rnd);
-        else {
-          const verb = pick(VERBS);
-          const arg = rnd() < 0.75 ? pick(ARGS) : "";
-          line = arg ? `${verb} ${arg}` : verb;
-        }
-        const shown = typeof line === "string" ? line.slice(0, 80) : `<${line.length} junk bytes>`;
-        history.push(shown);
-        const bytes = Buffer.concat([typeof line === "string" ? Buffer.from(line) : line, Buffer.from(rnd() < 0.9 ? "\r\n" : "\n")]);
-        if (rnd() < 0.1 && bytes.length > 2) {
-          // One line in two writes, a moment apart.
-          const cut = 1 + Math.floor(rnd() * (bytes.length - 1));
-          raw.sendRaw(bytes.subarray(0, cut));
-          await sleep(2);
-          raw.sendRaw(bytes.subarray(cut));
-        } else raw.sendRaw(bytes);
-        totals.lines++;
-        let reply: Reply;
-        for (;;) {
-          try {
-            reply = await raw.reply(REPLY_MS);
-          } catch (err) {
-            if (raw.isClosed) throw new Error(`closed without a closing reply after ${JSON.stringify(history.slice(-4))}`);
-            throw new Error(`${(err as Error).message} after ${JSON.stringify(history.slice(-4))}`);
+  try {
+    while (Date.now() < until) {
+      const start = pick(starts);
+      const c = await openControl(t, start);
+      current = c;
+      totals.sessions++;
+      const data: Socket[] = [];
+      const history: string[] = [start];
+      let offerDataNext = false;
+      try {
+        const count = 5 + Math.floor(rnd() * 60);
+        for (let i = 0; i < count && Date.now() < until; i++) {
+          let line: string | Buffer;
+          if (i === 0 && rnd() < 0.85) line = "USER alice";
+          else if (i === 1 && rnd() < 0.85) line = "PASS alice-pw";
+          else if (i === 2 && start !== "plain" && rnd() < 0.8) line = "PBSZ 0";
+          else if (i === 3 && start !== "plain" && rnd() < 0.8) line = "PROT P";
+          else if (offerDataNext && rnd() < 0.75) line = pick(TRANSFERS);
+          else if (rnd() < 0.3) line = pick(["PASV", "EPSV", "EPSV 1", `EPRT |1|127.0.0.1|${activePort}|`, `PORT 127,0,0,1,${activePort >> 8},${activePort & 0xff}`, "REST 5", "TYPE A", "TYPE I", "AUTH TLS", "PROT P", "PROT C"]);
+          else if (rnd() < 0.04) line = junk(rnd);
+          else {
+            const verb = pick(VERBS);
+            const arg = rnd() < 0.75 ? pick(ARGS) : "";
+            line = arg ? `${verb} ${arg}` : verb;
           }
-          totals.replies++;
-          for (const l of reply.lines) {
-            // eslint-disable-next-line no-control-regex -- a control character would let input forge or break a reply
-            assert.doesNotMatch(l, /[\x00-\x08\x0a-\x1f\x7f]/, `control character in a reply line after ${shown}: ${JSON.stringify(l)}`);
+          const shown = typeof line === "string" ? line.slice(0, 80) : `<${line.length} junk bytes>`;
+          history.push(shown);
+          const bytes = Buffer.concat([typeof line === "string" ? Buffer.from(line) : line, Buffer.from(rnd() < 0.9 ? "\r\n" : "\n")]);
+          if (rnd() < 0.1 && bytes.length > 2) {
+            // One line in two writes, a moment apart.
+            const cut = 1 + Math.floor(rnd() * (bytes.length - 1));
+            c.raw.sendRaw(bytes.subarray(0, cut));
+            await sleep(2);
+            c.raw.sendRaw(bytes.subarray(cut));
+          } else c.raw.sendRaw(bytes);
+          totals.lines++;
+          let reply: Reply;
+          for (;;) {
+            try {
+              reply = await c.raw.reply(REPLY_MS);
+            } catch (err) {
+              if (c.raw.isClosed) throw new Error(`closed without a closing reply after ${JSON.stringify(history.slice(-5))}`);
+              throw new Error(`${(err as Error).message} after ${JSON.stringify(history.slice(-5))}`);
+            }
+            totals.replies++;
+            for (const l of reply.lines) {
+              // eslint-disable-next-line no-control-regex -- a control character would let input forge or break a reply
+              assert.doesNotMatch(l, /[\x00-\x08\x0a-\x1f\x7f]/, `control character in a reply line after ${shown}: ${JSON.stringify(l)}`);
+            }
+            if (reply.code >= 200) break;
+            assert.ok(reply.code >= 100, `${reply.code} after ${shown}`);
           }
-          if (reply.code >= 200) break;
-          assert.ok(reply.code >= 100, `${reply.code} after ${shown}`);
-        }
-        assert.ok(reply.code >= 200 && reply.code < 600, `${reply.code} after ${shown}`);
-        offerDataNext = [227, 229, 200, 350].includes(reply.code) && /^(PASV|EPSV|EPRT|PORT|REST)/.test(shown);
-        if (reply.code === 227 || reply.code === 229) {
-          const m = reply.code === 227 ? /\((\d+),(\d+),(\d+),(\d+),(\d+),(\d+)\)/.exec(reply.message) : /\(\|\|\|(\d+)\|\)/.exec(reply.message);
-          assert.ok(m, reply.message);
-          const port = reply.code === 227 ? Number(m[5]) * 256 + Number(m[6]) : Number(m[1]);
-          if (rnd() < 0.85) {
-            const s = await dataConnect(port).catch(() => null);
-            if (s !== null) {
-              totals.dataConnections++;
-              data.push(s);
-              behave(s, rnd);
+          assert.ok(reply.code >= 200 && reply.code < 600, `${reply.code} after ${shown}`);
+          if (reply.code === 234) {
+            // AUTH accepted: the handshake follows at once, as a client's would.
+            await upgrade(c);
+            totals.upgrades++;
+            continue;
+          }
+          const prot = /^PROT\s+(\S+)$/i.exec(shown);
+          if (prot && reply.code === 200) c.protect = (prot[1] as string).toUpperCase() === "P";
+          offerDataNext = [227, 229, 200, 350].includes(reply.code) && /^(PASV|EPSV|EPRT|PORT|REST)/.test(shown);
+          if (reply.code === 227 || reply.code === 229) {
+            const m = reply.code === 227 ? /\((\d+),(\d+),(\d+),(\d+),(\d+),(\d+)\)/.exec(reply.message) : /\(\|\|\|(\d+)\|\)/.exec(reply.message);
+            assert.ok(m, reply.message);
+            const port = reply.code === 227 ? Number(m[5]) * 256 + Number(m[6]) : Number(m[1]);
+            if (rnd() < 0.85) {
+              const s = await dataConnect(port).catch(() => null);
+              if (s !== null) {
+                totals.dataConnections++;
+                data.push(s);
+                if (c.protect && rnd() < 0.9) {
+                  totals.tlsDataConnections++;
+                  const d = tlsConnect({ socket: s, ...TEST_TLS, ...(c.session ? { session: c.session } : {}) });
+                  behave(d, s, rnd);
+                } else behave(s, s, rnd);
+              }
             }
           }
+          if (mayClose(reply.code, shown) && (await closedSoon(c.raw))) {
+            totals.closedByServer++;
+            break;
+          }
+          if (c.raw.isClosed) throw new Error(`closed after ${reply.code} (${shown}), not a closing reply`);
         }
-        if (mayClose(reply.code, shown) && (await closedSoon(raw))) {
-          totals.closedByServer++;
-          break;
-        }
-        if (raw.isClosed) throw new Error(`closed after ${reply.code} (${shown}), not a closing reply`);
-      }
-      if (!raw.isClosed) {
-        if (rnd() < 0.5) {
-          const bye = await raw.cmd("QUIT", REPLY_MS);
+        if (!c.raw.isClosed && rnd() < 0.5) {
+          const bye = await c.raw.cmd("QUIT", REPLY_MS);
           assert.equal(bye.code, 221);
         }
+      } catch (err) {
+        throw new Error(`seed ${seed}: ${(err as Error).message}`);
+      } finally {
+        for (const s of data) s.destroy();
+        await c.raw.close();
+        c.raw.socket.destroy();
       }
-    } catch (err) {
-      throw new Error(`seed ${seed}: ${(err as Error).message}`);
-    } finally {
-      for (const s of data) s.destroy();
-      await raw.close();
     }
+  } finally {
+    for (const s of accepted) s.destroy();
+    await new Promise((resolve) => active.close(resolve));
   }
 }
 
@@ -180,72 +269,67 @@ function junk(rnd: () => number): Buffer {
   return b;
 }
 
-/** What a data connection (ours to the server, or the server's to our active listener) does. */
-function behave(s: Socket, rnd: () => number): void {
-  s.on("error", () => undefined);
+/** What a data connection does (ours to the server, or the server's to our active listener):
+ * `stream` is what it reads and writes (TLS or not), `tcp` the connection under it. */
+function behave(stream: Socket, tcp: Socket, rnd: () => number): void {
+  stream.on("error", () => undefined);
+  tcp.on("error", () => undefined);
   const r = rnd();
-  if (r < 0.45) s.resume();
+  if (r < 0.45) stream.resume();
   else if (r < 0.65) {
-    s.resume();
-    s.write(Buffer.alloc(Math.floor(rnd() * 200_000), 0x41));
-    if (rnd() < 0.7) s.end();
-  } else if (r < 0.8) setTimeout(() => s.destroy(), rnd() * 50);
-  else if (r < 0.9) s.resetAndDestroy();
-  else s.pause(); // never read: a download stalls, an upload waits
+    stream.resume();
+    stream.write(Buffer.alloc(Math.floor(rnd() * 200_000), 0x41));
+    if (rnd() < 0.7) stream.end();
+  } else if (r < 0.8) setTimeout(() => stream.destroy(), rnd() * 50);
+  else if (r < 0.9) tcp.resetAndDestroy();
+  else stream.pause(); // never read: a download stalls, an upload waits
 }
 
 describe("random command sequences", () => {
-  it("every line gets a well-formed reply in time, nothing leaks, and a normal client works after", async (ctx) => {
-    const seed = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
-    await withServer(
-      async (t) => {
-        const home = t.home("alice");
-        await mkdir(join(home, "d"), { recursive: true });
-        await writeFile(join(home, "d", "a.txt"), "a\n");
-        await writeFile(join(home, "d", "b.txt"), "b\n");
-        await writeFile(join(home, "small.txt"), "hello\n");
-        await writeFile(join(home, "big.bin"), payload(1 << 20));
-        const totals: Totals = { sessions: 0, lines: 0, replies: 0, dataConnections: 0, activeConnections: 0, closedByServer: 0 };
-        const activeSockets = new Set<Socket>();
-        const seedRnd = generator(seed);
-        const activeRnd = generator(seed ^ 0x5bd1e995);
-        const active = createServer((s) => {
-          totals.activeConnections++;
-          activeSockets.add(s);
-          s.once("close", () => activeSockets.delete(s));
-          behave(s, activeRnd);
-        });
-        await new Promise<void>((resolve) => active.listen(0, "127.0.0.1", resolve));
-        try {
+  const cases: { name: string; starts: readonly Start[]; config: ConfigPatch }[] = [
+    { name: "plain FTP", starts: ["plain"], config: {} },
+    { name: "FTPS (explicit, implicit, and plain beside them)", starts: ["explicit", "implicit", "plain"], config: { tls: { mode: "both", implicitPort: 0 } } },
+  ];
+  for (const { name, starts, config } of cases) {
+    it(`${name}: every line gets a well-formed reply in time, nothing leaks, and a normal client works after`, async (ctx) => {
+      const seed = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
+      await withServer(
+        async (t) => {
+          const home = t.home("alice");
+          await mkdir(join(home, "d"), { recursive: true });
+          await writeFile(join(home, "d", "a.txt"), "a\n");
+          await writeFile(join(home, "d", "b.txt"), "b\n");
+          await writeFile(join(home, "small.txt"), "hello\n");
+          await writeFile(join(home, "big.bin"), payload(1 << 20));
+          const totals: Totals = { sessions: 0, lines: 0, replies: 0, dataConnections: 0, tlsDataConnections: 0, activeConnections: 0, upgrades: 0, closedByServer: 0 };
+          const seeds = generator(seed);
           const until = Date.now() + RUN_MS;
-          await Promise.all(Array.from({ length: CLIENTS }, () => fuzzClient(t, generator(Math.floor(seedRnd() * 2 ** 32)), until, totals, active, seed)));
-        } finally {
-          for (const s of activeSockets) s.destroy();
-          await new Promise((resolve) => active.close(resolve));
-        }
-        const summary = `seed ${seed}: ${JSON.stringify(totals)}`;
-        ctx.diagnostic(summary);
-        assert.ok(totals.lines >= 200 && totals.dataConnections >= 20, summary);
-        assert.ok(await waitFor(() => t.server.sessions.size === 0, 10_000), `sessions left: ${t.server.sessions.size}; ${summary}`);
-        assert.ok(await waitFor(() => t.server.context.pool.used === 0, 5000), `passive ports held: ${t.server.context.pool.used}; ${summary}`);
-        // The server is as it was for a normal client.
-        const c = await ftpLogin(t);
-        try {
-          const body = payload(300_000, 7);
-          await upload(c, body, "after.bin");
-          assert.deepEqual(await download(c, "after.bin"), body);
-          // A file written beside the server (the fuzz may have removed or renamed big.bin).
-          await writeFile(join(home, "written.bin"), payload(1 << 20, 3));
-          assert.deepEqual(await download(c, "written.bin"), payload(1 << 20, 3));
-          assert.ok((await c.list()).some((e) => e.name === "after.bin"));
-        } finally {
-          c.close();
-        }
-      },
-      {
-        logLevel: "warn",
-        config: { limits: { dataTimeout: 1, stalledTimeout: 1, loginTimeout: 10, idleTimeout: 30, commandRate: 0 } },
-      },
-    );
-  });
+          await Promise.all(Array.from({ length: CLIENTS }, () => fuzzClient(t, generator(Math.floor(seeds() * 2 ** 32)), until, totals, starts, seed)));
+          const summary = `seed ${seed}: ${JSON.stringify(totals)}`;
+          ctx.diagnostic(summary);
+          assert.ok(totals.lines >= 200 && totals.dataConnections >= 20, summary);
+          if (starts.includes("explicit")) assert.ok(totals.tlsDataConnections >= 10, summary);
+          assert.ok(await waitFor(() => t.server.sessions.size === 0, 10_000), `sessions left: ${t.server.sessions.size}; ${summary}`);
+          assert.ok(await waitFor(() => t.server.context.pool.used === 0, 5000), `passive ports held: ${t.server.context.pool.used}; ${summary}`);
+          // The server is as it was for a normal client.
+          const c = await ftpLogin(t);
+          try {
+            const body = payload(300_000, 7);
+            await upload(c, body, "after.bin");
+            assert.deepEqual(await download(c, "after.bin"), body);
+            // A file written beside the server (the fuzz may have removed or renamed big.bin).
+            await writeFile(join(home, "written.bin"), payload(1 << 20, 3));
+            assert.deepEqual(await download(c, "written.bin"), payload(1 << 20, 3));
+            assert.ok((await c.list()).some((e) => e.name === "after.bin"));
+          } finally {
+            c.close();
+          }
+        },
+        {
+          logLevel: "warn",
+          config: { ...config, limits: { dataTimeout: 1, stalledTimeout: 1, loginTimeout: 10, idleTimeout: 30, commandRate: 0 } },
+        },
+      );
+    });
+  }
 });

@@ -57,6 +57,11 @@ export class RawClient {
     return client;
   }
 
+  /** A client over a socket already connected (a TLS socket after AUTH TLS, or an implicit one). */
+  static over(socket: Socket): RawClient {
+    return new RawClient(socket);
+  }
+
   /** Connects without reading anything. */
   static async open(port: number, host = "127.0.0.1", localAddress?: string): Promise<RawClient> {
     const socket = connect({ port, host, noDelay: true, ...(localAddress ? { localAddress } : {}) });
