@@ -274,6 +274,33 @@ describe("logins", () => {
     });
   });
 
+  it("a password in a line that does not parse (tab or space before PASS, lower case, NUL) never reaches the log", async () => {
+    await withServer(async (t) => {
+      const raw = await RawClient.connect(t.port);
+      try {
+        await raw.expect("USER alice", 331);
+        await raw.expect("PASS\tpw-after-tab", 500);
+        await raw.expect(" PASS pw-after-space", 500);
+        await raw.expect("PASSpw-glued", 500);
+        await raw.expect("XPAS pw-unknown-verb", 502);
+        await raw.expect("pass pw-lower", 530);
+        await raw.expect("USER alice", 331);
+        await raw.expect("PaSs  pw-two-spaces", 530);
+        await raw.expect("USER alice", 331);
+        await raw.expect("PASS pw-nul\u0000x", 530);
+      } finally {
+        await raw.close();
+      }
+      const written = t.logLines.join("\n");
+      for (const pw of ["after-tab", "after-space", "glued", "unknown-verb", "lower", "two-spaces", "pw-nul"]) {
+        assert.ok(!written.toLowerCase().includes(pw), `${pw} was logged`);
+      }
+      // The server logs every command at this level; the lines above are logged by their shape.
+      assert.ok(t.logs.some((l) => l.event === "command" && l.verb === "[malformed]"), "malformed lines are logged");
+      assert.ok(t.logs.some((l) => l.event === "command" && l.verb === "XPAS" && l.argLength === 15));
+    });
+  });
+
   it("nothing pipelined after the closing failure runs, not even a good login", async () => {
     await withServer(async (t) => {
       const raw = await RawClient.connect(t.port);

@@ -129,7 +129,15 @@ export class Dispatcher {
 
   private logCommand(session: Session, verb: string, arg: string, spec: CommandSpec | undefined): void {
     if (!session.log.isLevelEnabled("debug")) return;
-    const shown = spec?.secretArg ? "[redacted]" : arg;
+    if (spec === undefined) {
+      // A line that names no command may be a password sent in a form that did not parse (a tab
+      // or a space before PASS, say): a verb is written only when it has a verb's shape, and of
+      // the argument only its length.
+      const named = VERB_SHAPE.test(verb) ? verb : "[malformed]";
+      session.log.debug({ event: "command", verb: named, argLength: arg.length }, "unknown command %s", named);
+      return;
+    }
+    const shown = spec.secretArg ? "[redacted]" : arg;
     session.log.debug({ event: "command", verb, arg: shown }, "%s %s", verb, shown);
   }
 }
