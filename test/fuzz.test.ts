@@ -6,16 +6,18 @@
  * sessions that start plain, with AUTH TLS or on the implicit port, upgrade whenever an AUTH is
  * accepted, and open TLS data connections under PROT P. Every complete line gets a well-formed
  * reply within a bound, and the connection closes only after a reply that says so; afterwards no
- * session, passive port or descriptor is left and a normal client works as before.
+ * session, passive port or descriptor is left, the read-only user's home and everything outside
+ * the homes are as they were, and a normal client works as before.
  *
  * The sequence comes from a seed (printed with any failure; FUZZ_SEED=n repeats it); FUZZ_MS=n
  * runs it longer than the default 8 s.
  */
 import assert from "node:assert/strict";
-import { mkdir, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { lstat, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { once } from "node:events";
 import { createServer, type Socket } from "node:net";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -152,14 +154,16 @@ async function fuzzClient(t: TestServer, rnd: () => number, until: number, total
       current = c;
       totals.sessions++;
       const data: Socket[] = [];
-      const history: string[] = [start];
+      // Mostly alice (read-write); bob is read-only, so his sessions take the permission refusals.
+      const user = rnd() < 0.7 ? "alice" : "bob";
+      const history: string[] = [start, user];
       let offerDataNext = false;
       try {
         const count = 5 + Math.floor(rnd() * 60);
         for (let i = 0; i < count && Date.now() < until; i++) {
           let line: string | Buffer;
-          if (i === 0 && rnd() < 0.85) line = "USER alice";
-          else if (i === 1 && rnd() < 0.85) line = "PASS alice-pw";
+          if (i === 0 && rnd() < 0.85) line = `USER ${user}`;
+          else if (i === 1 && rnd() < 0.85) line = `PASS ${user}-pw`;
           else if (i === 2 && start !== "plain" && rnd() < 0.8) line = "PBSZ 0";
           else if (i === 3 && start !== "plain" && rnd() < 0.8) line = "PROT P";
           else if (offerDataNext && rnd() < 0.75) line = pick(TRANSFERS);
@@ -258,6 +262,26 @@ async function closedSoon(raw: RawClient): Promise<boolean> {
   }
 }
 
+/** Every entry under `dir` (but those under `skip`): a file by its content's digest, a directory
+ * or link by its kind and mode. The users file is left out (logins may rewrite it). */
+async function snapshot(dir: string, skip: readonly string[] = []): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const walk = async (d: string): Promise<void> => {
+    for (const e of await readdir(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (skip.includes(p) || e.name === "users.json") continue;
+      const st = await lstat(p);
+      if (e.isDirectory()) {
+        out.set(relative(dir, p), `dir ${st.mode.toString(8)}`);
+        await walk(p);
+      } else if (e.isFile()) out.set(relative(dir, p), `file ${st.mode.toString(8)} ${createHash("sha256").update(await readFile(p)).digest("hex")}`);
+      else out.set(relative(dir, p), `other ${st.mode.toString(8)}`);
+    }
+  };
+  await walk(dir);
+  return out;
+}
+
 /** Random bytes without a line end. */
 function junk(rnd: () => number): Buffer {
   const b = Buffer.alloc(1 + Math.floor(rnd() * 120));
@@ -295,18 +319,26 @@ describe("random command sequences", () => {
       const seed = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
       await withServer(
         async (t) => {
+          for (const name of ["alice", "bob"]) {
+            const dir = t.home(name);
+            await mkdir(join(dir, "d"), { recursive: true });
+            await writeFile(join(dir, "d", "a.txt"), "a\n");
+            await writeFile(join(dir, "d", "b.txt"), "b\n");
+            await writeFile(join(dir, "small.txt"), "hello\n");
+            await writeFile(join(dir, "big.bin"), payload(1 << 20));
+          }
           const home = t.home("alice");
-          await mkdir(join(home, "d"), { recursive: true });
-          await writeFile(join(home, "d", "a.txt"), "a\n");
-          await writeFile(join(home, "d", "b.txt"), "b\n");
-          await writeFile(join(home, "small.txt"), "hello\n");
-          await writeFile(join(home, "big.bin"), payload(1 << 20));
+          // What the fuzz may not change: bob's home (he is read-only), and anything outside the homes.
+          const bobBefore = await snapshot(t.home("bob"));
+          const outsideBefore = await snapshot(t.root, [t.home("alice"), t.home("bob")]);
           const totals: Totals = { sessions: 0, lines: 0, replies: 0, dataConnections: 0, tlsDataConnections: 0, activeConnections: 0, upgrades: 0, closedByServer: 0 };
           const seeds = generator(seed);
           const until = Date.now() + RUN_MS;
           await Promise.all(Array.from({ length: CLIENTS }, () => fuzzClient(t, generator(Math.floor(seeds() * 2 ** 32)), until, totals, starts, seed)));
           const summary = `seed ${seed}: ${JSON.stringify(totals)}`;
           ctx.diagnostic(summary);
+          assert.deepEqual(await snapshot(t.home("bob")), bobBefore, `bob's home changed: ${summary}`);
+          assert.deepEqual(await snapshot(t.root, [t.home("alice"), t.home("bob")]), outsideBefore, `something changed outside the homes: ${summary}`);
           assert.ok(totals.lines >= 200 && totals.dataConnections >= 20, summary);
           if (starts.includes("explicit")) assert.ok(totals.tlsDataConnections >= 10, summary);
           assert.ok(await waitFor(() => t.server.sessions.size === 0, 10_000), `sessions left: ${t.server.sessions.size}; ${summary}`);
