@@ -7,14 +7,15 @@
  * accepted, and open TLS data connections under PROT P. Every complete line gets a well-formed
  * reply within a bound, and the connection closes only after a reply that says so; afterwards no
  * session, passive port or descriptor is left, the read-only user's home and everything outside
- * the homes are as they were, and a normal client works as before.
+ * the homes are as they were, nothing from outside the jail (a marker file, a password hash) reached
+ * a client through a link in the home that leads out, and a normal client works as before.
  *
  * The sequence comes from a seed (printed with any failure; FUZZ_SEED=n repeats it); FUZZ_MS=n
  * runs it longer than the default 8 s.
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { lstat, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { lstat, mkdir, readdir, readFile, symlink, writeFile } from "node:fs/promises";
 import { once } from "node:events";
 import { createServer, type Socket } from "node:net";
 import { join, relative } from "node:path";
@@ -48,9 +49,11 @@ const ARGS = [
   "ALL", "1", "2", "TLS", "SSL", "P", "C", "S", "777 small.txt", "0777 d", "20201010101010 small.txt",
   "19700101000000 nope", "éè/中文", "a".repeat(300), "b".repeat(5000), "x\ty", "%s%n%x", "d/" + "e/".repeat(80),
   "small.txt small.txt", " leading", "trailing ", "\u00a0", "\ud83d\ude00",
+  // Links in alice's home: one out of the jail, one inside it.
+  "out", "out/", "out/users", "out/users/users.json", "out/data/bob/small.txt", "out/new.txt", "out/marker.txt", "inner", "inner/a.txt", "inner/../small.txt",
 ];
 /** Verbs that take a data connection. */
-const TRANSFERS = ["LIST", "NLST", "MLSD", "RETR big.bin", "RETR small.txt", "RETR d/a.txt", "RETR nope", "STOR up.bin", "STOR d/up", "APPE ap.bin", "STOU", "STOU d", "LIST d", "MLSD nope", "RETR d", "STOR d", "NLST -la"];
+const TRANSFERS = ["LIST out", "RETR out/users/users.json", "RETR out/marker.txt", "STOR out/new.txt", "STOR inner/up", "MLSD inner", "LIST", "NLST", "MLSD", "RETR big.bin", "RETR small.txt", "RETR d/a.txt", "RETR nope", "STOR up.bin", "STOR d/up", "APPE ap.bin", "STOU", "STOU d", "LIST d", "MLSD nope", "RETR d", "STOR d", "NLST -la"];
 
 /** A small deterministic generator (the test must be repeatable from its seed). */
 function generator(seed: number): () => number {
@@ -194,6 +197,7 @@ async function fuzzClient(t: TestServer, rnd: () => number, until: number, total
               throw new Error(`${(err as Error).message} after ${JSON.stringify(history.slice(-5))}`);
             }
             totals.replies++;
+            for (const l of reply.lines) noteLeak(l, `a reply to ${shown}`);
             for (const l of reply.lines) {
               // eslint-disable-next-line no-control-regex -- a control character would let input forge or break a reply
               assert.doesNotMatch(l, /[\x00-\x08\x0a-\x1f\x7f]/, `control character in a reply line after ${shown}: ${JSON.stringify(l)}`);
@@ -262,6 +266,15 @@ async function closedSoon(raw: RawClient): Promise<boolean> {
   }
 }
 
+/** What must never reach a client: the marker file outside the homes, and a password hash. */
+const OUTSIDE = /OUTSIDE-MARKER|\$2[aby]\$/;
+/** The first thing a client received that it must not have (checked after the run). */
+let leak: string | null = null;
+
+function noteLeak(text: string, where: string): void {
+  if (leak === null && OUTSIDE.test(text)) leak = `${where}: ${JSON.stringify(text.slice(0, 120))}`;
+}
+
 /** Every entry under `dir` (but those under `skip`): a file by its content's digest, a directory
  * or link by its kind and mode. The users file is left out (logins may rewrite it). */
 async function snapshot(dir: string, skip: readonly string[] = []): Promise<Map<string, string>> {
@@ -297,6 +310,7 @@ function junk(rnd: () => number): Buffer {
  * `stream` is what it reads and writes (TLS or not), `tcp` the connection under it. */
 function behave(stream: Socket, tcp: Socket, rnd: () => number): void {
   stream.on("error", () => undefined);
+  stream.on("data", (chunk: Buffer) => noteLeak(chunk.toString("latin1"), "a data connection"));
   tcp.on("error", () => undefined);
   const r = rnd();
   if (r < 0.45) stream.resume();
@@ -328,6 +342,10 @@ describe("random command sequences", () => {
             await writeFile(join(dir, "big.bin"), payload(1 << 20));
           }
           const home = t.home("alice");
+          await symlink(t.root, join(home, "out"));
+          await writeFile(join(t.root, "marker.txt"), "OUTSIDE-MARKER\n");
+          leak = null;
+          await symlink("d", join(home, "inner"));
           // What the fuzz may not change: bob's home (he is read-only), and anything outside the homes.
           const bobBefore = await snapshot(t.home("bob"));
           const outsideBefore = await snapshot(t.root, [t.home("alice"), t.home("bob")]);
@@ -337,6 +355,7 @@ describe("random command sequences", () => {
           await Promise.all(Array.from({ length: CLIENTS }, () => fuzzClient(t, generator(Math.floor(seeds() * 2 ** 32)), until, totals, starts, seed)));
           const summary = `seed ${seed}: ${JSON.stringify(totals)}`;
           ctx.diagnostic(summary);
+          assert.equal(leak, null, `read from outside the jail: ${summary}`);
           assert.deepEqual(await snapshot(t.home("bob")), bobBefore, `bob's home changed: ${summary}`);
           assert.deepEqual(await snapshot(t.root, [t.home("alice"), t.home("bob")]), outsideBefore, `something changed outside the homes: ${summary}`);
           assert.ok(totals.lines >= 200 && totals.dataConnections >= 20, summary);
