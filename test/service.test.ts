@@ -159,7 +159,7 @@ async function greeting(port: number): Promise<string> {
 }
 
 /** One request on the admin socket. */
-async function admin(socketPath: string, req: Record<string, unknown>): Promise<Record<string, unknown>> {
+async function admin(socketPath: string, req: unknown): Promise<Record<string, unknown>> {
   const s = connect(socketPath);
   let buf = "";
   const line = new Promise<string>((resolve, reject) => {
@@ -254,7 +254,14 @@ void describe("berth as a service", () => {
     assert.deepEqual(await admin(sock, { cmd: "kick", id: list[0]?.id }), { ok: true, kicked: list[0]?.id });
     assert.match(await c.reply(), /^421 /);
     await c.closed;
-    assert.deepEqual(await admin(sock, { cmd: "bogus" }), { ok: false, error: 'unknown command "bogus"' });
+    assert.deepEqual(await admin(sock, { cmd: "bogus" }), { ok: false, error: 'unknown command "bogus" (one of status, sessions, kick, reload, drain)' });
+    // Requests of the wrong shape say what a request is.
+    for (const req of [{}, [], null, 42, { cmd: 5 }]) {
+      assert.deepEqual(await admin(sock, req), { ok: false, error: 'a request is an object with "cmd": one of status, sessions, kick, reload, drain' }, JSON.stringify(req));
+    }
+    for (const req of [{ cmd: "kick" }, { cmd: "kick", id: { a: 1 } }, { cmd: "kick", id: "" }]) {
+      assert.deepEqual(await admin(sock, req), { ok: false, error: 'kick needs "id": a session id (see "sessions")' }, JSON.stringify(req));
+    }
     assert.deepEqual(await admin(sock, { cmd: "reload" }), { ok: true, applied: [], needRestart: [] });
     assert.deepEqual(await admin(sock, { cmd: "drain" }), { ok: true });
     assert.equal(await srv.exited, 0);

@@ -58,6 +58,9 @@ export function describeSession(s: Session): SessionInfo {
   };
 }
 
+/** The commands a request may name, for the refusals. */
+const ADMIN_COMMANDS = "status, sessions, kick, reload, drain";
+
 /** Answers one request object. */
 export function handleRequest(target: AdminTarget, req: unknown): Record<string, unknown> {
   const cmd = typeof req === "object" && req !== null ? (req as { cmd?: unknown }).cmd : undefined;
@@ -77,8 +80,9 @@ export function handleRequest(target: AdminTarget, req: unknown): Record<string,
       return { ok: true, now: Date.now(), sessions: sessions.map(describeSession) };
     case "kick": {
       const id = (req as { id?: unknown }).id;
+      if (typeof id !== "string" || id === "") return { ok: false, error: 'kick needs "id": a session id (see "sessions")' };
       const victim = sessions.find((s) => s.id === id);
-      if (!victim) return { ok: false, error: `no session ${String(id)}` };
+      if (!victim) return { ok: false, error: `no session ${id}` };
       victim.transfer?.abort("shutdown");
       victim.timeout("Disconnected by the administrator");
       return { ok: true, kicked: victim.id };
@@ -93,7 +97,8 @@ export function handleRequest(target: AdminTarget, req: unknown): Record<string,
       target.drain();
       return { ok: true };
     default:
-      return { ok: false, error: `unknown command ${JSON.stringify(cmd) ?? "undefined"}` };
+      if (typeof cmd !== "string") return { ok: false, error: `a request is an object with "cmd": one of ${ADMIN_COMMANDS}` };
+      return { ok: false, error: `unknown command ${JSON.stringify(cmd)} (one of ${ADMIN_COMMANDS})` };
   }
 }
 
