@@ -254,14 +254,25 @@ export async function readAll(s: Socket): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
+/** A download or listing run over a connection on which the client first sent stray bytes. */
+export interface StrayBytesRun {
+  /** The data connection, still open after the 226 (the caller ends it). */
+  readonly data: Socket;
+  /** What came on it. */
+  readonly body: Buffer;
+  /** The connection's latest error code so far (null: none). */
+  failed(): string | null;
+}
+
 /**
  * Runs `command` (a download or a listing) on a new EPSV connection over which the client first
- * sent bytes the server never reads (closing over them would reset the connection): what came,
- * and the data connection's error code after the 226 (null: none). Settles after `afterMs` more,
- * in which a late reset would show.
+ * sent bytes the server never reads (closing over them would reset the connection); returns once
+ * the 226 came, with the connection left open. `allowHalfOpen`: our side stays open after the
+ * server's FIN (the server's linger then waits for our end).
  */
-export async function afterStrayBytes(raw: RawClient, command: string, afterMs = 0): Promise<{ body: Buffer; failed: string | null }> {
-  const data = await dataConnect(await raw.epsvPort());
+export async function strayBytesRun(raw: RawClient, command: string, allowHalfOpen = false): Promise<StrayBytesRun> {
+  const data = connect({ port: await raw.epsvPort(), host: "127.0.0.1", noDelay: true, allowHalfOpen });
+  await once(data, "connect");
   let failed: string | null = null;
   data.on("error", (e: NodeJS.ErrnoException) => (failed = e.code ?? "error"));
   await new Promise((resolve) => data.write("stray bytes", resolve));
@@ -271,9 +282,18 @@ export async function afterStrayBytes(raw: RawClient, command: string, afterMs =
   await raw.expectReply(150);
   const body = await got;
   await raw.expectReply(226, 5000);
+  return { data, body, failed: () => failed };
+}
+
+/**
+ * strayBytesRun, then the data connection's error code after the 226 (null: none), settled
+ * `afterMs` later, in which a late reset would show; the connection is destroyed after.
+ */
+export async function afterStrayBytes(raw: RawClient, command: string, afterMs = 0): Promise<{ body: Buffer; failed: string | null }> {
+  const run = await strayBytesRun(raw, command);
   if (afterMs > 0) await new Promise((resolve) => setTimeout(resolve, afterMs));
-  data.destroy();
-  return { body, failed };
+  run.data.destroy();
+  return { body: run.body, failed: run.failed() };
 }
 
 /** Writes `data` and half-closes (the end of an upload), waiting until the socket is closed. */
