@@ -4,18 +4,20 @@
  */
 import { FtpError } from "../errors.ts";
 import type { CommandSpec } from "../registry.ts";
+import type { ServerContext } from "../context.ts";
 import type { Session } from "../session.ts";
 
-function tlsOffered(s: Session): boolean {
+/** The TLS provider when this server offers AUTH TLS (explicit mode), else null. */
+function offeredTls(s: Session): ServerContext["tls"] {
   const mode = s.ctx.config.tls.mode;
-  return s.ctx.tls !== null && (mode === "explicit" || mode === "both");
+  return mode === "explicit" || mode === "both" ? s.ctx.tls : null;
 }
 
 function auth(s: Session, arg: string): void {
   // A refusal leaves the connection as it was; the session reads on after it (Session.pump).
   const mech = arg.trim().toUpperCase();
-  const provider = s.ctx.tls;
-  if (provider === null || !tlsOffered(s)) throw new FtpError(502, "TLS is not enabled on this server");
+  const provider = offeredTls(s);
+  if (provider === null) throw new FtpError(502, "TLS is not enabled on this server");
   if (s.secure) throw new FtpError(503, "Already using TLS");
   if (s.user) throw new FtpError(503, "AUTH must come before login");
   if (!["TLS", "TLS-C", "SSL", "TLS-P"].includes(mech)) throw new FtpError(504, "Unknown security mechanism");
@@ -54,7 +56,7 @@ function prot(s: Session, arg: string): void {
   s.reply(200, `Protection level set to ${level}`);
 }
 
-const tlsFeat = (s: Session): string[] => (tlsOffered(s) ? ["AUTH TLS", "AUTH SSL", "PBSZ", "PROT"] : []);
+const tlsFeat = (s: Session): string[] => (offeredTls(s) !== null ? ["AUTH TLS", "AUTH SSL", "PBSZ", "PROT"] : []);
 const base = { needsLogin: false, arg: "required", beforeTls: true, rfc: "RFC 4217" } as const;
 
 /** The security family. */
