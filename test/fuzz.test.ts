@@ -105,7 +105,7 @@ async function upgrade(c: Control): Promise<void> {
 }
 
 /** Waits for `socket`'s handshake, keeping the sessions the server issues in `c`. */
-async function secure(socket: TLSSocket, c: Control): Promise<TLSSocket> {
+async function secure(socket: TLSSocket, c: { session: Buffer | null }): Promise<TLSSocket> {
   socket.on("session", (s: Buffer) => (c.session = s));
   socket.on("error", () => undefined);
   await Promise.race([
@@ -118,13 +118,15 @@ async function secure(socket: TLSSocket, c: Control): Promise<TLSSocket> {
 }
 
 async function openControl(t: TestServer, start: Start): Promise<Control> {
-  const c: Control = { raw: null as unknown as RawClient, session: null, protect: false };
   if (start === "implicit") {
-    c.raw = RawClient.over(await secure(tlsConnect({ port: t.implicitPort as number, host: "127.0.0.1", ...TEST_TLS }), c));
+    const sink: { session: Buffer | null } = { session: null };
+    const socket = await secure(tlsConnect({ port: t.implicitPort as number, host: "127.0.0.1", ...TEST_TLS }), sink);
+    // The control is the sink itself: sessions issued later land in it too.
+    const c: Control = Object.assign(sink, { raw: RawClient.over(socket), protect: false });
     assert.equal((await c.raw.reply()).code, 220);
     return c;
   }
-  c.raw = await RawClient.connect(t.port);
+  const c: Control = { raw: await RawClient.connect(t.port), session: null, protect: false };
   if (start === "explicit") {
     assert.equal((await c.raw.cmd("AUTH TLS")).code, 234);
     await upgrade(c);
