@@ -87,6 +87,41 @@ describe("Prometheus endpoint and xferlog", () => {
     assert.equal(line, "Thu Nov  5 08:07:06 2026 2 203.0.113.7 42 /a_b.txt a _ o r bob ftp 0 * i\n");
   });
 
+  it("passive ports a client never connects to warn at the 1st, 2nd, 4th… of a session, the rest at debug", async () => {
+    await withServer(async (t) => {
+      const raw = await RawClient.connect(t.port);
+      await raw.login("alice");
+      const ports: number[] = [];
+      for (let i = 0; i < 6; i++) {
+        const m = /\(\|\|\|(\d+)\|\)/.exec((await raw.expect("EPSV", 229)).lines.join(""));
+        ports.push(Number(m?.[1]));
+      }
+      await raw.expect("QUIT", 221);
+      await raw.close();
+      const deadline = Date.now() + 5000;
+      const unused = (): { level: number; port: number; unused: number }[] =>
+        t.logLines.filter((l) => l.includes('"event":"passive-unused"')).map((l) => JSON.parse(l) as { level: number; port: number; unused: number });
+      while (unused().length < 6 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      const lines = unused();
+      // Each port once, counted in order; warn (40) at 1, 2 and 4, debug (20) otherwise.
+      assert.deepEqual(
+        lines.map((l) => l.port),
+        ports,
+      );
+      assert.deepEqual(
+        lines.map((l) => [l.unused, l.level]),
+        [
+          [1, 40],
+          [2, 40],
+          [3, 20],
+          [4, 40],
+          [5, 20],
+          [6, 20],
+        ],
+      );
+    });
+  });
+
   it("a session's log lines name the CLNT client once, the latest name, before and after the login", async () => {
     await withServer(async (t) => {
       const raw = await RawClient.connect(t.port);

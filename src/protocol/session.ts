@@ -250,11 +250,13 @@ export class Session {
     }
   }
 
-  /** Counts a passive port the client never connected to; repeated ones are scored by the defender. */
-  noteUnusedPassive(): void {
+  /** Counts a passive port the client never connected to; repeated ones are scored by the defender.
+   * Returns how many this session has had. */
+  noteUnusedPassive(): number {
     if (++this.unusedPassive % UNUSED_PASSIVE_PER_SCORE === 0) {
       this.ctx.defender.record(this.remoteAddress, "abuse", "passive ports opened and never connected to");
     }
+    return this.unusedPassive;
   }
 
   /** Takes the data channel set up by PASV/PORT (one use each). */

@@ -28,11 +28,14 @@ async function openPassive(s: Session, announced: string): Promise<PassiveChanne
     onForeign(remote) {
       s.log.warn({ event: "foreign-data-connection", from: remote }, "data connection from a foreign address refused");
     },
-    // The usual sign of a wrong passive.address or an unpublished/unforwarded passive range.
+    // The usual sign of a wrong passive.address or an unpublished/unforwarded passive range. A
+    // session's 1st, 2nd, 4th, 8th… unused port warns (with the count so far), the others are
+    // debug lines: a client opening ports it never uses cannot fill the log (the defender, when
+    // on, scores them).
     onUnused(port) {
-      s.noteUnusedPassive();
-      s.log.warn(
-        { event: "passive-unused", announced, port },
+      const unused = s.noteUnusedPassive();
+      s.log[(unused & (unused - 1)) === 0 ? "warn" : "debug"](
+        { event: "passive-unused", announced, port, unused },
         "client never connected to passive port %d (announced %s): check passive.address and that passive.ports is forwarded",
         port,
         announced || "port only",
