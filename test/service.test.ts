@@ -159,6 +159,23 @@ async function greeting(port: number): Promise<string> {
 }
 
 /** One request on the admin socket. */
+/** Writes `chunks` to the admin socket (a pause between them), ends the client's side if `end`,
+ * and returns the response lines received until the server closes. */
+async function adminRaw(socketPath: string, chunks: (string | Buffer)[], end: boolean): Promise<string[]> {
+  const s = connect(socketPath);
+  let buf = "";
+  s.on("data", (c: Buffer) => (buf += c.toString("utf8")));
+  const closed = new Promise<void>((resolve) => s.on("close", () => resolve()));
+  s.on("error", () => undefined);
+  for (const c of chunks) {
+    s.write(c);
+    await sleep(50);
+  }
+  if (end) s.end();
+  await closed;
+  return buf.split("\n").filter((l) => l !== "");
+}
+
 async function admin(socketPath: string, req: unknown): Promise<Record<string, unknown>> {
   const s = connect(socketPath);
   let buf = "";
@@ -262,6 +279,17 @@ void describe("berth as a service", () => {
     for (const req of [{ cmd: "kick" }, { cmd: "kick", id: { a: 1 } }, { cmd: "kick", id: "" }]) {
       assert.deepEqual(await admin(sock, req), { ok: false, error: 'kick needs "id": a session id (see "sessions")' }, JSON.stringify(req));
     }
+    // A last request without a newline, the client's side then ended, is answered before the close.
+    assert.deepEqual(await adminRaw(sock, ['{"cmd":"kick","id":"nope"}'], true), ['{"ok":false,"error":"no session nope"}']);
+    // Two requests in one write, one of them split inside a character ("é" is two bytes).
+    const e = Buffer.from('{"cmd":"kick","id":"\u00e9"}\n', "utf8");
+    const at = e.indexOf(0xc3) + 1;
+    assert.deepEqual(await adminRaw(sock, [Buffer.concat([Buffer.from('{"cmd":"bogus"}\n'), e.subarray(0, at)]), e.subarray(at)], true), [
+      '{"ok":false,"error":"unknown command \\"bogus\\" (one of status, sessions, kick, reload, drain)"}',
+      '{"ok":false,"error":"no session \u00e9"}',
+    ]);
+    // A line longer than 64 KiB is refused in words, and the connection closed.
+    assert.deepEqual(await adminRaw(sock, ["x".repeat(70_000)], false), ['{"ok":false,"error":"a request is one line of at most 65536 characters"}']);
     assert.deepEqual(await admin(sock, { cmd: "reload" }), { ok: true, applied: [], needRestart: [] });
     assert.deepEqual(await admin(sock, { cmd: "drain" }), { ok: true });
     assert.equal(await srv.exited, 0);

@@ -102,32 +102,51 @@ export function handleRequest(target: AdminTarget, req: unknown): Record<string,
   }
 }
 
+/** The longest request line taken; a longer one is refused and the connection closed. */
+const MAX_REQUEST = 65536;
+
 /** Listens on `socketPath` (a stale socket file is replaced); the socket gets mode 0660. */
 export async function startAdminSocket(socketPath: string, target: AdminTarget, logger: Logger): Promise<AdminSocket> {
   mkdirSync(path.dirname(socketPath), { recursive: true });
   rmSync(socketPath, { force: true });
   const clients = new Set<Socket>();
-  const server: Server = createServer((conn) => {
+  // Half-open allowed: a client may send its last request and end its side without a newline
+  // (`printf '{"cmd":"status"}' | socat - UNIX:…`); that request is still answered, then closed.
+  const server: Server = createServer({ allowHalfOpen: true }, (conn) => {
     clients.add(conn);
     conn.on("close", () => clients.delete(conn));
     conn.on("error", () => undefined);
+    conn.setEncoding("utf8"); // a character split between two reads stays whole
     let buf = "";
-    conn.on("data", (chunk: Buffer) => {
-      buf += chunk.toString("utf8");
-      if (buf.length > 65536) return void conn.destroy();
+    const answer = (line: string): void => {
+      if (line.trim() === "") return;
+      let res: Record<string, unknown>;
+      try {
+        res = handleRequest(target, JSON.parse(line) as unknown);
+      } catch {
+        res = { ok: false, error: "not JSON" };
+      }
+      conn.write(`${JSON.stringify(res)}\n`);
+    };
+    conn.on("data", (chunk: string) => {
+      buf += chunk;
       let nl;
       while ((nl = buf.indexOf("\n")) !== -1) {
-        const line = buf.slice(0, nl).trim();
+        const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
-        if (line === "") continue;
-        let res: Record<string, unknown>;
-        try {
-          res = handleRequest(target, JSON.parse(line) as unknown);
-        } catch {
-          res = { ok: false, error: "not JSON" };
-        }
-        conn.write(`${JSON.stringify(res)}\n`);
+        answer(line);
       }
+      if (buf.length > MAX_REQUEST) {
+        buf = "";
+        conn.removeAllListeners("data");
+        conn.write(`${JSON.stringify({ ok: false, error: `a request is one line of at most ${MAX_REQUEST} characters` })}\n`);
+        conn.destroySoon();
+      }
+    });
+    conn.on("end", () => {
+      answer(buf);
+      buf = "";
+      conn.end();
     });
   });
   // The umask applies at bind; tighten it before anyone can connect, then set 0660 exactly.
