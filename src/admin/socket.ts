@@ -111,7 +111,7 @@ export async function startAdminSocket(socketPath: string, target: AdminTarget, 
   rmSync(socketPath, { force: true });
   const clients = new Set<Socket>();
   // Half-open allowed: a client may send its last request and end its side without a newline
-  // (`printf '{"cmd":"status"}' | socat - UNIX:…`); that request is still answered, then closed.
+  // (a shell pipe into a socket client does that); the request is still answered, then closed.
   const server: Server = createServer({ allowHalfOpen: true }, (conn) => {
     clients.add(conn);
     conn.on("close", () => clients.delete(conn));
