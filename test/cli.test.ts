@@ -114,6 +114,26 @@ void describe("berth user", () => {
     assert.match(after.stdout, /bob/);
   });
 
+  void test("a home at the filesystem's root is made, with one warning on stderr", async () => {
+    const cwd = workdir();
+    const warning = (name: string): string => `berth: warning: the home of "${name}" is /: every file the server process can read is within their reach\n`;
+    for (const [name, root] of [["rooted", "/"], ["dotted", "/tmp/.."]] as const) {
+      const add = await berth(cwd, ["user", "add", name, "--root", root, "--password-stdin"], { input: "pw" });
+      assert.equal(add.code, 0, add.stderr);
+      assert.equal(add.stdout, `berth: added user "${name}" (home /)\n`);
+      assert.equal(add.stderr, warning(name));
+    }
+    const plain = await berth(cwd, ["user", "add", "plain", "--password-stdin"], { input: "pw" });
+    assert.equal(plain.stderr, "");
+    const moved = await berth(cwd, ["user", "set", "plain", "--root", "/"]);
+    assert.equal(moved.code, 0, moved.stderr);
+    assert.equal(moved.stderr, warning("plain"));
+    // Other changes to such a user say nothing more.
+    const ro = await berth(cwd, ["user", "set", "plain", "--read-only"]);
+    assert.equal(ro.code, 0, ro.stderr);
+    assert.equal(ro.stderr, "");
+  });
+
   void test("operator mistakes: one line, the right exit status", async () => {
     const cwd = workdir();
     assert.equal((await berth(cwd, ["user", "add", "carol", "--password-stdin"], { input: "pw" })).code, 0);

@@ -51,6 +51,7 @@ export async function runUser(cmd: ParsedCommand, ctx: CliContext): Promise<numb
       const password = await newPassword(ctx, fromStdin, `"${name}"`);
       const user = await store.add(name, password, changes);
       say(`berth: added user "${user.name}" (home ${user.home}${user.readOnly ? ", read-only" : ""})`);
+      warnWholeFilesystem(ctx, user);
       return 0;
     }
     case "user set": {
@@ -58,6 +59,7 @@ export async function runUser(cmd: ParsedCommand, ctx: CliContext): Promise<numb
       if (Object.keys(changes).length === 0) throw new UserError("invalid", `nothing to change for "${name}" (see: berth --help)`);
       const user = await store.set(name, changes);
       say(`berth: updated user "${user.name}" (${describeUser(user)})`);
+      if (changes.root !== undefined) warnWholeFilesystem(ctx, user);
       return 0;
     }
     case "user passwd":
@@ -75,6 +77,13 @@ export async function runUser(cmd: ParsedCommand, ctx: CliContext): Promise<numb
       return 0;
     }
   }
+}
+
+/** A home at the filesystem's root is allowed (the SPEC takes any absolute root) but jails
+ * nothing: said on stderr, in case it was a typo. */
+function warnWholeFilesystem(ctx: CliContext, user: UserInfo): void {
+  if (user.home !== "/") return;
+  ctx.stderr.write(`berth: warning: the home of "${user.name}" is /: every file the server process can read is within their reach\n`);
 }
 
 /** The UserChanges named by the options of `user add` / `user set`; a bad value is a usage error. */
