@@ -96,6 +96,8 @@ void describe("berth user", () => {
     assert.match((await berth(cwd, ["user", "list"])).stdout, /alice .* list,download,upload \/pub:list \/in:all\s+0 B, 0 files\s+quota 10 MiB\/50 files down 1\.5 MiB\/s sessions 2/);
     assertOneLineError(await berth(cwd, ["user", "set", "alice", "--perms", "fly"]), 2, "--perms");
     assertOneLineError(await berth(cwd, ["user", "set", "alice", "--dir-perms", "/../x=list"]), 2, "--dir-perms");
+    assertOneLineError(await berth(cwd, ["user", "set", "alice", "--dir-perms", "=list"]), 2, '--dir-perms needs a DIR before "=" in "=list"');
+    assertOneLineError(await berth(cwd, ["user", "set", "alice", "--dir-perms", "/pub=list; =all"]), 2, '"=all"');
     assertOneLineError(await berth(cwd, ["user", "set", "alice", "--quota-bytes", "lots"]), 2, "--quota-bytes");
     assertOneLineError(await berth(cwd, ["user", "set", "alice"]), 2, "nothing to change");
     assertOneLineError(await berth(cwd, ["user", "set", "nobody", "--read-only"]), 1, "no user");

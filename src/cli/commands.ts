@@ -135,6 +135,8 @@ function dirPerms(text: string): Record<string, Perm[]> | null {
   const out: Record<string, Perm[]> = {};
   for (const part of text.split(";").map((p) => p.trim()).filter((p) => p !== "")) {
     const eq = part.indexOf("=");
+    // An empty DIR would read as the home itself; that must be written "/".
+    if (eq !== -1 && part.slice(0, eq).trim() === "") throw invalid(`--dir-perms needs a DIR before "=" in "${part}" (/ is the whole home)`);
     const dir = eq === -1 ? null : normalizeDir(part.slice(0, eq).trim());
     if (dir === null) throw invalid(`--dir-perms takes "DIR=LIST;DIR=LIST" with DIR inside the home, not "${part}"`);
     out[dir] = part.slice(eq + 1).trim() === "all" ? [...PERMS] : permList(part.slice(eq + 1), "--dir-perms");
