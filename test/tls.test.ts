@@ -22,6 +22,7 @@ import { makeSelfSigned } from "../src/data/selfsigned.ts";
 import { secretOf, TlsConfigError, TlsProvider, type TlsBinding } from "../src/data/tls.ts";
 import { FtpsControl, readToEnd, TEST_TLS, type DataConn } from "./helpers/ftps.ts";
 import { describeRun, exec, which } from "./helpers/exec.ts";
+import { RawClient } from "./helpers/raw.ts";
 import { makeConfig, startTestServer, waitFor, type ConfigPatch, type TestServer } from "./helpers/server.ts";
 
 const BOTH: ConfigPatch = { tls: { mode: "both", implicitPort: 0 } };
@@ -177,6 +178,30 @@ describe("AUTH, PBSZ and PROT sequencing (raw control connection)", () => {
     await c.login();
     await c.expect("PWD", 257);
     await c.quit();
+  });
+
+  it("closes the connection, with no plaintext reply after the 234, when the TLS upgrade fails", async () => {
+    const provider = TlsProvider.create(makeConfig(tmpdir(), { tls: { mode: "explicit" } }), silent, tmpdir());
+    const wrap = provider.wrapControl.bind(provider);
+    let failures = 1;
+    provider.wrapControl = (socket, binding) => {
+      if (failures-- > 0) throw new Error("wrap failed");
+      return wrap(socket, binding);
+    };
+    const broken = await startTestServer({ config: { tls: { mode: "explicit" } }, tls: provider });
+    try {
+      const raw = await RawClient.connect(broken.port);
+      await raw.expect("AUTH TLS", 234);
+      await raw.closed();
+      await assert.rejects(raw.reply(100), /connection closed/, "nothing was written after the 234");
+      assert.ok(broken.logs.some((l) => l.event === "tls-upgrade-failed"));
+      // The server goes on: the next client upgrades and logs in.
+      const c = await FtpsControl.explicit(broken.port);
+      await c.login();
+      await c.quit();
+    } finally {
+      await broken.close();
+    }
   });
 
   it("accepts AUTH SSL as an alias, with TLS 1.2 or newer and ALPN ftp", async () => {

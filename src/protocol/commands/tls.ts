@@ -2,6 +2,7 @@
  * FTP security extensions (RFC 4217, RFC 2228): AUTH TLS (and AUTH SSL), PBSZ, PROT.
  * Sequencing per RFC 4217: AUTH before PBSZ, PBSZ before PROT (503 otherwise).
  */
+import type { TLSSocket } from "node:tls";
 import { FtpError } from "../errors.ts";
 import type { CommandSpec } from "../registry.ts";
 import type { ServerContext } from "../context.ts";
@@ -31,7 +32,17 @@ function auth(s: Session, arg: string): void {
   }
   s.tlsBinding = binding;
   s.pendingUser = null;
-  s.upgrade(provider.wrapControl(raw, binding));
+  let secured: TLSSocket;
+  try {
+    secured = provider.wrapControl(raw, binding);
+  } catch (err) {
+    // After the 234 the client speaks TLS: a plaintext reply would be read as a handshake record,
+    // so there is none; the connection closes and the client sees its handshake fail.
+    s.log.error({ err, event: "tls-upgrade-failed" }, "TLS upgrade of the control connection failed after 234: closing it");
+    raw.destroy();
+    return;
+  }
+  s.upgrade(secured);
   s.log.debug({ event: "tls", phase: "control" }, "control connection upgraded to TLS");
 }
 
