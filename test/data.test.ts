@@ -512,6 +512,31 @@ describe("ABOR and STAT during a transfer", () => {
     });
   });
 
+  it("an AUTH sent during a transfer does not stop the ABOR behind it (AUTH is refused after)", async () => {
+    await withServer(
+      async (t) => {
+        await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(BIG, 1));
+        const raw = await rawLogin(t);
+        try {
+          const data = await raw.pausedRetr("big.bin");
+          // Logged in, so this AUTH can only be refused: the lines after it are read as usual.
+          raw.send("AUTH TLS");
+          await new Promise((r) => setTimeout(r, 50));
+          raw.send("ABOR");
+          await raw.expectReply(426);
+          await raw.expectReply(226);
+          await raw.expectReply(503);
+          data.destroy();
+          await raw.expect("NOOP", 200);
+        } finally {
+          await raw.close();
+        }
+        await portsReleased(t);
+      },
+      { config: { tls: { mode: "explicit", require: false } } },
+    );
+  });
+
   it("a command other than ABOR, STAT or QUIT waits for the transfer's reply", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "w.bin"), payload(BIG));

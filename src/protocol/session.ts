@@ -397,8 +397,10 @@ export class Session {
         continue;
       }
       this.enqueue({ line: ev.text });
-      if (verb === "AUTH") {
-        // RFC 4217 §11: nothing sent after AUTH in the same packet may be acted on.
+      // RFC 4217 §11: nothing sent after AUTH in the same packet may be acted on. An AUTH that can
+      // only be refused (logged in: there is no REIN, so the login stays; or already secure) holds
+      // nothing back: held, an ABOR behind an AUTH sent during a transfer would go unread.
+      if (verb === "AUTH" && this.user === null && !this.secure) {
         this.holdInput = true;
         this.framer.reset();
         break;
