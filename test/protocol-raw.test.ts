@@ -326,6 +326,7 @@ describe("reply formats", () => {
           " EPRT",
           " EPSV",
           " HOST",
+          " LANG EN*",
           " MDTM",
           " MFMT",
           " MLST type*;size*;modify*;perm*;unix.mode*;",
@@ -340,6 +341,27 @@ describe("reply formats", () => {
         await raw.expect("OPTS MLST type;size;", 200);
         const after = await raw.expect("FEAT", 211);
         assert.ok(after.lines.includes(" MLST type*;size*;modify;perm;unix.mode;"), after.lines.join("\n"));
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("LANG (RFC 2640 §4.1): English and the default are taken, before and after login; others are 504, bad tags 501", async () => {
+    await withServer(async (t) => {
+      const raw = await RawClient.connect(t.port);
+      try {
+        await raw.expect("LANG", 200);
+        await raw.expect("LANG EN", 200);
+        await raw.expect("LANG en-US", 200);
+        await raw.expect("LANG fr", 504);
+        await raw.expect("LANG eng", 504);
+        await raw.expect("LANG en_US", 501);
+        await raw.expect("LANG -en", 501);
+        await raw.expect("LANG toolongtag", 501);
+        await raw.login();
+        await raw.expect("LANG EN-gb", 200);
+        await raw.expect("NOOP", 200);
       } finally {
         await raw.close();
       }

@@ -1,8 +1,9 @@
 /**
  * Informational and parameter commands: NOOP, SYST, FEAT (RFC 2389), OPTS (RFC 2389, 2640, 3659),
- * HELP, STAT, SITE, CLNT, ALLO, MODE, STRU, TYPE (RFC 959 §4.1.2–4.1.3).
+ * HELP, STAT, SITE, LANG (RFC 2640), CLNT, ALLO, MODE, STRU, TYPE (RFC 959 §4.1.2–4.1.3).
  */
 import { mlstFeature, selectMlsxFacts } from "../../fs/format.ts";
+import { FtpError } from "../errors.ts";
 import { formatBlockReply } from "../reply.ts";
 import type { CommandSpec, Registry } from "../registry.ts";
 import type { Session } from "../session.ts";
@@ -112,6 +113,19 @@ function clnt(s: Session, arg: string): void {
   s.reply(200, "Noted");
 }
 
+/** An RFC 1766 language tag: a primary tag of 1–8 letters, then subtags of 1–8 letters or digits. */
+const LANGUAGE_TAG = /^[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*$/;
+
+/** RFC 2640 §4: replies are in English only. LANG without an argument (the default) or with any
+ * English tag is taken; another language is 504, a malformed tag 501. */
+function lang(s: Session, arg: string): void {
+  const tag = arg.trim();
+  if (tag === "") return s.reply(200, "Responses in the default language, English");
+  if (!LANGUAGE_TAG.test(tag)) throw new FtpError(501, "LANG takes a language tag, such as EN");
+  if (!/^en(?:-|$)/i.test(tag)) throw new FtpError(504, "Only English (EN) is available");
+  s.reply(200, "Responses in English");
+}
+
 /** The misc family; FEAT and HELP read the registry they are part of. */
 export function miscCommands(registry: Registry): CommandSpec[] {
   const base = { needsLogin: false, rfc: "RFC 959 §4.1.3" } as const;
@@ -153,6 +167,16 @@ export function miscCommands(registry: Registry): CommandSpec[] {
       perm: STAT_PERM,
       handler: stat,
       help: "STAT [<path>]",
+    },
+    {
+      ...base,
+      verb: "LANG",
+      arg: "optional",
+      beforeTls: true,
+      handler: lang,
+      feat: () => ["LANG EN*"],
+      help: "LANG [<language tag>]",
+      rfc: "RFC 2640 §4.1",
     },
     { ...base, verb: "CLNT", arg: "required", beforeTls: true, handler: clnt, help: "CLNT <client name>", rfc: "draft-ietf-ftpext-clnt" },
     { ...base, verb: "ALLO", arg: "required", needsLogin: true, handler: allo, help: "ALLO <bytes>" },
