@@ -6,6 +6,7 @@ import { Writable } from "node:stream";
 import { after, describe, test } from "node:test";
 import { UserError, UserStore, type UserStoreOptions } from "../src/auth/store.ts";
 import { PERMS } from "../src/auth/types.ts";
+import { homeUsage } from "../src/cli/commands.ts";
 import { createLogger } from "../src/log/logger.ts";
 
 const dirs: string[] = [];
@@ -190,5 +191,23 @@ void describe("UserStore", () => {
     await rejectsWith(store.ensureFirstUser({ BERTH_USER: "ops" }), "invalid");
     await rejectsWith(store.ensureFirstUser({ BERTH_PASSWORD: "x" }), "invalid");
     await rejectsWith(store.ensureFirstUser({ BERTH_USER: "ops", BERTH_PASSWORD_FILE: "/nonexistent/pw" }), "invalid");
+  });
+});
+
+void describe("user list usage", () => {
+  test("users sharing a home show the same usage; a missing home shows none", async () => {
+    const box = sandbox();
+    const store = storeOn(box);
+    await store.add("ann", "pw", { root: "shared" });
+    await store.add("ben", "pw", { root: "shared" });
+    await store.add("cat", "pw", {});
+    const shared = path.join(box.root, "shared");
+    writeFileSync(path.join(shared, "a.bin"), Buffer.alloc(1000));
+    writeFileSync(path.join(shared, "b.bin"), Buffer.alloc(24));
+    rmSync(path.join(box.root, "cat"), { recursive: true });
+    const usage = await homeUsage(await store.list());
+    assert.deepEqual(usage.get("ann"), { bytes: 1024, files: 2 });
+    assert.deepEqual(usage.get("ben"), { bytes: 1024, files: 2 });
+    assert.equal(usage.get("cat"), null);
   });
 });

@@ -166,14 +166,21 @@ export function describeUser(u: UserInfo): string {
 /** Filesystem calls in flight while `user list` counts homes. */
 const LIST_SCAN_CONCURRENCY = 16;
 
-/** What each user's home holds (by name); null for a home that does not exist. One walk per home,
- * homes one after another, with a bounded number of filesystem calls in flight. */
+/** What each user's home holds (by name); null for a home that does not exist. One walk per home
+ * (users sharing a home share its walk), homes one after another, with a bounded number of
+ * filesystem calls in flight. */
 export async function homeUsage(users: readonly UserInfo[]): Promise<Map<string, Usage | null>> {
   const limiter = new Limiter(LIST_SCAN_CONCURRENCY);
+  const byHome = new Map<string, Usage | null>();
   const out = new Map<string, Usage | null>();
   for (const u of users) {
-    const isDir = await stat(u.home).then((st) => st.isDirectory(), () => false);
-    out.set(u.name, isDir ? await scanUsage(u.home, limiter) : null);
+    let usage = byHome.get(u.home);
+    if (usage === undefined) {
+      const isDir = await stat(u.home).then((st) => st.isDirectory(), () => false);
+      usage = isDir ? await scanUsage(u.home, limiter) : null;
+      byHome.set(u.home, usage);
+    }
+    out.set(u.name, usage);
   }
   return out;
 }
