@@ -188,6 +188,24 @@ void describe("loadConfig errors name the key", () => {
     expectError(file("users:\n  loginCacheSeconds: soon\n"), "users.loginCacheSeconds", "integer");
   });
 
+  void test("durations kept in timers stop at the longest timer Node keeps (a longer one would fire at once)", () => {
+    for (const [key, envName] of [
+      ["limits.idleTimeout", "BERTH_LIMITS_IDLE_TIMEOUT"],
+      ["limits.loginTimeout", "BERTH_LIMITS_LOGIN_TIMEOUT"],
+      ["limits.dataTimeout", "BERTH_LIMITS_DATA_TIMEOUT"],
+      ["limits.stalledTimeout", "BERTH_LIMITS_STALLED_TIMEOUT"],
+      ["limits.failedLoginDelay", "BERTH_LIMITS_FAILED_LOGIN_DELAY"],
+      ["limits.shutdownGrace", "BERTH_LIMITS_SHUTDOWN_GRACE"],
+    ] as const) {
+      expectError(env({ [envName]: "2147484" }), key, "at most 2147483 (about 24 days)", "2147484");
+      const name = key.split(".")[1] as "idleTimeout";
+      assert.equal(loadConfig({ cwd: workdir(), env: { [envName]: "2147483" } }).limits[name], 2147483);
+    }
+    expectError(file("limits:\n  idleTimeout: 1e400\n"), "limits.idleTimeout", "(got Infinity)");
+    // Durations compared with the clock only have no such bound.
+    assert.equal(loadConfig({ cwd: workdir("defender:\n  banTimeMax: 31536000\n"), env: {} }).defender.banTimeMax, 31536000);
+  });
+
   void test("the removed failed-login keys name the defender keys that replace them", () => {
     const one = (msg: string): void => assert.equal(msg.split("\n").length, 1, msg);
     one(expectError(file("limits:\n  maxFailuresPerAddress: 20\n"), "limits.maxFailuresPerAddress", "defender.threshold"));

@@ -83,6 +83,16 @@ const seconds = (allowZero: boolean): Rule => ({
   ok: (v) => typeof v === "number" && Number.isFinite(v) && (allowZero ? v >= 0 : v > 0),
 });
 
+/** The longest timer Node keeps: a longer one fires after 1 ms (TimeoutOverflowWarning). */
+export const MAX_TIMER_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
+
+/** Seconds that end up in a timer: at most MAX_TIMER_SECONDS (about 24 days). */
+const timerSeconds = (allowZero: boolean): Rule => ({
+  type: "number",
+  describe: `${seconds(allowZero).describe} and at most ${MAX_TIMER_SECONDS} (about 24 days)`,
+  ok: (v) => seconds(allowZero).ok(v) && (v as number) <= MAX_TIMER_SECONDS,
+});
+
 const oneOf = (...values: readonly string[]): Rule => ({
   type: "string",
   describe: `one of ${values.join(", ")}`,
@@ -154,18 +164,18 @@ const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: 
   },
   limits: {
     maxLineLength: intRule(512, 1048576),
-    loginTimeout: seconds(false),
-    idleTimeout: seconds(false),
-    dataTimeout: seconds(false),
-    stalledTimeout: seconds(false),
+    loginTimeout: timerSeconds(false),
+    idleTimeout: timerSeconds(false),
+    dataTimeout: timerSeconds(false),
+    stalledTimeout: timerSeconds(false),
     maxLoginFailures: count,
-    failedLoginDelay: seconds(true),
+    failedLoginDelay: timerSeconds(true),
     maxSessions: count,
     maxSessionsPerAddress: count,
     maxSessionsPerUser: intRule(0, Number.MAX_SAFE_INTEGER),
     commandRate: number(0, "a number of commands per second >= 0 (0 = unlimited)"),
     commandBurst: count,
-    shutdownGrace: seconds(true),
+    shutdownGrace: timerSeconds(true),
   },
   defender: {
     enabled: bool,
@@ -237,7 +247,7 @@ function shown(raw: unknown): string {
   if (Array.isArray(raw)) return "a list";
   if (raw === null) return "null";
   if (typeof raw === "object") return "a mapping";
-  const s = JSON.stringify(raw) ?? String(raw);
+  const s = typeof raw === "number" && !Number.isFinite(raw) ? String(raw) : (JSON.stringify(raw) ?? String(raw));
   return s.length > 60 ? `${s.slice(0, 57)}..."` : s;
 }
 
