@@ -119,6 +119,29 @@ void describe("command rate", () => {
     }, { config: { limits: { commandRate: 20, commandBurst: 10 }, defender: { scoreLimit: 3 } } });
   });
 
+  it("however slow the rate, a waiting command is held (no timer overflow) and its wait ends with the session", async () => {
+    const overflows: string[] = [];
+    const onWarning = (w: Error): void => void (w.name === "TimeoutOverflowWarning" && overflows.push(w.message));
+    process.on("warning", onWarning);
+    const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+    try {
+      await withServer(async (t) => {
+        const before = timers();
+        const c = await RawClient.connect(t.port);
+        await c.expect("NOOP", 200);
+        // One token a year and a burst of one: the next command waits, longer than any timer.
+        c.send("NOOP");
+        await assert.rejects(c.reply(300), /no reply within 300 ms/);
+        assert.deepEqual(overflows, []);
+        await c.close();
+        await waitFor(() => t.server.sessions.size === 0, 2000);
+        await waitFor(() => timers() <= before, 2000);
+      }, { config: { limits: { commandRate: 1 / (365 * 86400), commandBurst: 1 } } });
+    } finally {
+      process.off("warning", onWarning);
+    }
+  });
+
   it("QUIT and STAT are answered at once while the bucket is empty", async () => {
     await withServer(async (t) => {
       const c = await rawLogin(t);

@@ -6,6 +6,9 @@
 /** The default clock: one function for every bucket (two per session), not a closure each. */
 const clock = (): number => performance.now();
 
+/** The longest timer Node keeps, in ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Tokens refilled over time, taken one per command. */
 export class TokenBucket {
   #tokens: number;
@@ -29,10 +32,12 @@ export class TokenBucket {
     return true;
   }
 
-  /** Milliseconds until one token is there (0 when one is there now). */
+  /** Milliseconds until one token is there (0 when one is there now), at most the longest timer
+   * Node keeps (a longer one fires at once, with a warning each time): a caller that waits this
+   * long checks again. */
   msUntilToken(): number {
     this.#refill();
-    return this.#tokens >= 1 ? 0 : Math.ceil(((1 - this.#tokens) / this.rate) * 1000);
+    return this.#tokens >= 1 ? 0 : Math.min(Math.ceil(((1 - this.#tokens) / this.rate) * 1000), MAX_TIMER_MS);
   }
 
   #refill(): void {

@@ -5,7 +5,6 @@
  * consumed on use (convention 6).
  */
 import { once } from "node:events";
-import { setTimeout as sleep } from "node:timers/promises";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
@@ -131,6 +130,8 @@ export class Session {
   /** A preliminary reply waiting for the next write (holdReply), and its deadline. */
   private held: string | null = null;
   private heldTimer: NodeJS.Timeout | null = null;
+  /** The pump's wait for a command token (limits.commandRate), ended early by cleanup(). */
+  private paceWait: { readonly timer: NodeJS.Timeout; readonly wake: () => void } | null = null;
   // Assigned in the constructor: a class field would be a named closure (test/hotpath.test.ts).
   private readonly onData: (chunk: Buffer) => void;
 
@@ -322,6 +323,7 @@ export class Session {
     if (this.loginTimer) clearTimeout(this.loginTimer);
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.releaseHeld();
+    this.stopPacing();
     this.transfer?.abort("client");
     this.setChannel(null);
     this.retiring?.close();
@@ -444,8 +446,19 @@ export class Session {
     if (!this.pace || (head !== undefined && "line" in head && this.dispatcher.bypasses(verbOf(head.line)))) return true;
     if (this.pace.take()) return true;
     this.socket.pause();
-    await sleep(this.pace.msUntilToken());
+    const ms = this.pace.msUntilToken();
+    await new Promise<void>((resolve) => {
+      this.paceWait = { timer: setTimeout(resolve, ms), wake: resolve };
+    });
+    this.paceWait = null;
     return false;
+  }
+
+  /** Ends a pacing wait at once (the session closed): the pump then sees it closed. */
+  private stopPacing(): void {
+    if (this.paceWait === null) return;
+    clearTimeout(this.paceWait.timer);
+    this.paceWait.wake();
   }
 
   private overlong(): void {
