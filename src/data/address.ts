@@ -34,6 +34,9 @@ export function parseEprt(arg: string): (HostPort & { readonly family: 1 | 2 }) 
   const fields = text.split(delim);
   if (fields.length !== 5 || fields[0] !== "" || fields[4] !== "") return null;
   const [, af, addr, port] = fields as [string, string, string, string, string];
+  // A family that is no number is a syntax error; a number other than 1 or 2 is a family not
+  // supported (RFC 2428 §2: 522).
+  if (!/^\d{1,3}$/.test(af)) return null;
   if (af !== "1" && af !== "2") return { badFamily: true };
   if (!/^\d{1,5}$/.test(port)) return null;
   const portNum = Number(port);
