@@ -347,6 +347,28 @@ describe("reply formats", () => {
     });
   });
 
+  it("HOST (RFC 7151): before USER only, a host name or an IP literal, 501 for anything else", async () => {
+    await withServer(async (t) => {
+      const raw = await RawClient.connect(t.port);
+      try {
+        for (const ok of ["ftp.example.com", "ftp.example.com.", "localhost", "127.0.0.1", "[::1]", "[2001:db8::7]", "xn--bcher-kva.example", "bücher.example", `${"a".repeat(63)}.example`]) {
+          await raw.expect(`HOST ${ok}`, 220);
+        }
+        for (const bad of ["bad host", "-lead.example", "trail-.example", "a..b", "[not-an-ip]", "::1", "under_score.example", `${"a".repeat(64)}.example`, `${"abcdefghi.".repeat(26)}com`, "a/b", "host:21"]) {
+          await raw.expect(`HOST ${bad}`, 501);
+        }
+        await raw.expect("HOST", 501);
+        await raw.expect("USER alice", 331);
+        await raw.expect("HOST ftp.example.com", 503);
+        await raw.expect("PASS alice-pw", 230);
+        await raw.expect("HOST ftp.example.com", 503);
+        await raw.expect("PWD", 257);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("LANG (RFC 2640 §4.1): English and the default are taken, before and after login; others are 504, bad tags 501", async () => {
     await withServer(async (t) => {
       const raw = await RawClient.connect(t.port);

@@ -3,12 +3,14 @@
  * Unknown users and wrong passwords get the same 530 after the same delay (SPEC security defaults).
  * With `anonymous.enabled`, USER anonymous or ftp logs in with any password (RFC 1635).
  */
+import { isIP } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { anonymousUser, isAnonymousName } from "../../auth/anonymous.ts";
 import type { User } from "../../auth/types.ts";
 import { resolvePath } from "../../config/load.ts";
 import { parseUmask } from "../../config/schema.ts";
 import { DEFAULT_UMASK } from "../../fs/modes.ts";
+import { FtpError } from "../errors.ts";
 import { primeQuota } from "../limits.ts";
 import type { CommandSpec } from "../registry.ts";
 import type { Session } from "../session.ts";
@@ -114,12 +116,23 @@ function quit(s: Session): void {
   s.end();
 }
 
-function host(s: Session): void {
+/** A domain name (labels of letters, digits and hyphens, or UTF-8 for internationalized names; at
+ * most 253 characters, a final dot allowed), which covers a dotted IPv4 address too. */
+const DOMAIN = /^(?=.{1,253}\.?$)(?:[A-Za-z0-9\u0080-\uFFFF](?:[A-Za-z0-9\u0080-\uFFFF-]{0,61}[A-Za-z0-9\u0080-\uFFFF])?\.)*[A-Za-z0-9\u0080-\uFFFF](?:[A-Za-z0-9\u0080-\uFFFF-]{0,61}[A-Za-z0-9\u0080-\uFFFF])?\.?$/;
+
+/** RFC 7151 §3.1: the argument is a domain name or an IP literal ("[::1]", or a dotted IPv4). */
+function validHost(arg: string): boolean {
+  if (arg.startsWith("[") && arg.endsWith("]")) return isIP(arg.slice(1, -1)) !== 0;
+  return DOMAIN.test(arg);
+}
+
+function host(s: Session, arg: string): void {
   // RFC 7151 §3: HOST comes before USER; berth serves one virtual host, so any name is accepted.
   if (s.user || s.pendingUser !== null) {
     s.reply(503, "HOST must come before USER");
     return;
   }
+  if (!validHost(arg.trim())) throw new FtpError(501, "HOST takes a host name or an IP literal such as [::1]");
   s.reply(220, "Host accepted");
 }
 
