@@ -471,8 +471,8 @@ describe("odd paths inside the home: each command answers with a clear reply, an
         await raw.expect("RNTO odd/f/x", 550);
         await raw.expect("RNFR odd/f", 350);
         await raw.expect("RNTO odd/loop/x", 550);
-        await raw.expect("RNFR /", 350); // it is there; renaming it is what is refused
-        await raw.expect("RNTO odd/root", 550);
+        await raw.expect("RNFR /", 550); // it is there; renaming it is refused at once
+        await raw.expect("RNTO odd/root", 503);
         await raw.expect("TYPE I", 200);
         for (const [command, code] of [
           ["RETR odd/fifo", 550],

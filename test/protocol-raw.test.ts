@@ -37,6 +37,30 @@ describe("sequencing", () => {
     });
   });
 
+  it("the home cannot be renamed, nor a directory moved below itself; each refusal says why", async () => {
+    await withServer(async (t) => {
+      await mkdir(join(t.home("alice"), "d", "sub"), { recursive: true });
+      const raw = await rawLogin(t);
+      try {
+        for (const home of ["/", ".", "..", "/d/.."]) {
+          assert.equal((await raw.expect(`RNFR ${home}`, 550)).message, "Can't rename the home directory");
+        }
+        await raw.expect("RNFR d", 350);
+        assert.equal((await raw.expect("RNTO d/sub/d", 550)).message, "Can't move a name below itself");
+        await raw.expect("RNFR /d", 350);
+        assert.equal((await raw.expect("RNTO /d/x", 550)).message, "Can't move a name below itself");
+        // A sibling whose name starts with the same letters is not below it.
+        await raw.expect("RNFR d", 350);
+        await raw.expect("RNTO d2", 250);
+        await raw.expect("RNFR d2/sub", 350);
+        await raw.expect("RNTO d2/sub2", 250);
+        await raw.expect("CWD d2/sub2", 250);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("REST is consumed by the next transfer, even a failed one", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "f.txt"), "0123456789");

@@ -3,6 +3,7 @@
  * (RFC 3659 §3–4), MFMT (draft-somers-ftp-mfxx), SITE CHMOD and SITE HELP.
  */
 import { formatMdtm, parseMfmtTime } from "../../fs/format.ts";
+import { ROOT } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
 import { beforeRemoving } from "../limits.ts";
 import { formatBlockReply } from "../reply.ts";
@@ -20,6 +21,7 @@ async function dele(s: Session, arg: string): Promise<void> {
 
 async function rnfr(s: Session, arg: string): Promise<void> {
   const from = s.resolve(arg);
+  if (from === ROOT) throw new FtpError(550, "Can't rename the home directory");
   if (!(await s.requireFs().exists(from))) throw new FtpError(550, "No such file or directory");
   s.renameFrom = from;
   s.reply(350, "Ready for destination name");
@@ -30,6 +32,8 @@ async function rnto(s: Session, arg: string): Promise<void> {
   s.renameFrom = null;
   if (from === null) throw new FtpError(503, "Bad sequence of commands: send RNFR first");
   const to = s.resolve(arg);
+  // rename(2) says EINVAL; this says why.
+  if (to.startsWith(`${from}/`)) throw new FtpError(550, "Can't move a name below itself");
   // One home: a rename moves no bytes, but a file it replaces leaves the quota count.
   const counted = from === to ? () => undefined : await beforeRemoving(s, to);
   await s.requireFs().rename(from, to);
