@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { UserStore } from "../src/auth/store.ts";
 import { receiveBinding, sendfileBinding } from "../src/native.ts";
 
 const MAIN = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
@@ -37,7 +38,7 @@ function writeConfig(cwd: string, body: string): void {
   writeFileSync(path.join(cwd, "config", "berth.yaml"), body);
 }
 
-async function serve(configBody: string, graceSeconds = 8, extraEnv: Record<string, string> = {}): Promise<Served> {
+async function serve(configBody: string, graceSeconds = 8, extraEnv: Record<string, string> = {}, fdLimit?: number): Promise<Served> {
   const cwd = mkdtempSync(path.join(tmpdir(), "berth-svc-"));
   dirs.push(cwd);
   mkdirSync(path.join(cwd, "config"));
@@ -55,7 +56,12 @@ async function serve(configBody: string, graceSeconds = 8, extraEnv: Record<stri
     BERTH_PASSWORD: "svc-password",
     ...extraEnv,
   };
-  const child = spawn(process.execPath, ["--import", TSX, MAIN, "serve"], { cwd, env });
+  const args = ["--import", TSX, MAIN, "serve"];
+  // With fdLimit, the child runs under `ulimit -n` (for what berth does when descriptors run out).
+  const child =
+    fdLimit === undefined
+      ? spawn(process.execPath, args, { cwd, env })
+      : spawn("/bin/sh", ["-c", `ulimit -n ${fdLimit} && exec "$0" "$@"`, process.execPath, ...args], { cwd, env });
   children.push(child);
   const lines: string[] = [];
   const waiters: { re: RegExp; since: number; resolve: (l: string) => void }[] = [];
@@ -294,6 +300,44 @@ void describe("berth as a service", () => {
     assert.deepEqual(await admin(sock, { cmd: "drain" }), { ok: true });
     assert.equal(await srv.exited, 0);
     assert.throws(() => statSync(sock), /ENOENT/);
+  });
+});
+
+void describe("out of descriptors", () => {
+  void test("a login that cannot read the users file gets 421, is not counted as failed, and the file is read again later", async () => {
+    // The users file is made beforehand, so the server has read nothing of it before the first login.
+    const usersDir = mkdtempSync(path.join(tmpdir(), "berth-svc-users-"));
+    dirs.push(usersDir);
+    const usersFile = path.join(usersDir, "users.json");
+    await new UserStore({ file: usersFile, storageRoot: usersDir, bcryptCost: 4 }).add("svc", "svc-password");
+    const srv = await serve("", 8, { BERTH_USERS_FILE: usersFile }, 120);
+    // Fill the descriptor table: sessions until the server can take no more (libuv then accepts
+    // and closes at once, so a connection closes without its 220).
+    const first = new Control(srv.port);
+    assert.match(await first.reply(), /^220 /);
+    const extra: Control[] = [];
+    for (let full = false; !full && extra.length < 200; ) {
+      const c = new Control(srv.port);
+      extra.push(c);
+      full = await Promise.race([c.reply().then(() => false), c.closed.then(() => true)]);
+    }
+    assert.ok(extra.length < 200, "the descriptor table filled up");
+    // Nothing has read the users file yet; now nothing can.
+    assert.match(await first.cmd("USER svc"), /^331 /);
+    assert.match(await first.cmd("PASS svc-password"), /^421 Service not available: logins cannot be checked now/);
+    await first.closed;
+    const unavailable = JSON.parse(await srv.waitLog(/"result":"unavailable"/)) as Record<string, unknown>;
+    assert.equal(unavailable.level, 50);
+    assert.ok(!JSON.stringify(unavailable).includes("svc-password"));
+    for (const c of extra) c.socket.destroy();
+    await Promise.all(extra.map((c) => c.closed));
+    // Descriptors are back: the file is read at the next login, which succeeds.
+    await new Promise((r) => setTimeout(r, 200));
+    const again = new Control(srv.port);
+    await again.login();
+    assert.match(await again.cmd("QUIT"), /^221 /);
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
   });
 });
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Writable } from "node:stream";
@@ -209,5 +209,44 @@ void describe("user list usage", () => {
     assert.deepEqual(usage.get("ann"), { bytes: 1024, files: 2 });
     assert.deepEqual(usage.get("ben"), { bytes: 1024, files: 2 });
     assert.equal(usage.get("cat"), null);
+  });
+});
+
+void describe("users file that cannot be used", () => {
+  test("never read: a login cannot be checked (UserError io, not a failed login) until the file reads", async () => {
+    const box = sandbox();
+    const { logger, lines } = captureLogger();
+    const server = storeOn(box, { logger });
+    // A directory where the file should be: stat works, reading fails (EISDIR).
+    mkdirSync(box.file, { recursive: true });
+    assert.match(await rejectsWith(server.authenticate("bob", "pw"), "io"), /no usable users file yet: .*directory/i);
+    assert.match(await rejectsWith(server.authenticate("bob", "pw"), "io"), /no usable users file yet/);
+    const unreadable = lines.filter((l) => l.includes("users file unreadable"));
+    assert.equal(unreadable.length, 1, "logged once while it lasts");
+    rmSync(box.file, { recursive: true });
+    await storeOn(box).add("bob", "pw");
+    assert.ok(await server.authenticate("bob", "pw"));
+    assert.equal(await server.authenticate("bob", "wrong"), null);
+  });
+
+  test("never parsed: a corrupt file makes logins uncheckable rather than failed", async () => {
+    const box = sandbox();
+    const server = storeOn(box);
+    mkdirSync(path.dirname(box.file), { recursive: true });
+    writeFileSync(box.file, "{ not json");
+    assert.match(await rejectsWith(server.authenticate("bob", "pw"), "io"), /not valid JSON/);
+    // No file at all is a valid state: no users, so a wrong login is just that.
+    rmSync(box.file);
+    assert.equal(await server.authenticate("bob", "pw"), null);
+  });
+
+  test("after a good copy, an unreadable file keeps the good copy in use", async () => {
+    const box = sandbox();
+    const server = storeOn(box);
+    await storeOn(box).add("bob", "pw");
+    assert.ok(await server.authenticate("bob", "pw"));
+    rmSync(box.file);
+    mkdirSync(box.file);
+    assert.ok(await server.authenticate("bob", "pw"), "the last good copy");
   });
 });

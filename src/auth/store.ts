@@ -227,6 +227,12 @@ export class UserStore implements CredentialSource {
   /** Signature of the file version last looked at; undefined before the first look. */
   #seen: string | null | undefined = undefined;
   #checkedAt = 0;
+  /** A version of the file (or its absence) has been taken: `#users` is what it holds. */
+  #loaded = false;
+  /** Why the file could not be read or parsed at the last look, while nothing was ever loaded. */
+  #readFailure: string | null = null;
+  /** Why the file could not be read at the last look (null when it could). */
+  #unreadable: string | null = null;
   #refreshing: Promise<void> | null = null;
   #dummy: Promise<string> | undefined;
   /** Serializes this process's writes. */
@@ -248,18 +254,20 @@ export class UserStore implements CredentialSource {
     return this.#file;
   }
 
-  /** The user on a good password, else null; unknown names cost the same bcrypt work. Never throws. */
+  /** The user on a good password, else null; unknown names cost the same bcrypt work. Never
+   * throws for bad credentials: only when they cannot be checked (the users file never read, as
+   * with the process out of descriptors, or bcrypt failing), with UserError "io". */
   async authenticate(name: string, password: string): Promise<User | null> {
+    await this.#refresh();
+    if (!this.#loaded) throw new UserError("io", `no usable users file yet: ${this.#readFailure ?? "not read"}`);
     try {
       const dummy = await this.#dummyHash();
-      await this.#refresh();
       const record = this.#users.get(name);
       const match = await bcrypt.compare(password, record?.hash ?? dummy);
       const tooLong = Buffer.byteLength(password, "utf8") > MAX_PASSWORD_BYTES;
       return record !== undefined && match && !tooLong ? this.#toUser(record) : null;
     } catch (err) {
-      this.#logger?.error({ file: this.#file, reason: systemErrorText(err) }, "authentication failed on an internal error");
-      return null;
+      throw new UserError("io", `password check failed: ${systemErrorText(err)}`);
     }
   }
 
@@ -390,6 +398,8 @@ export class UserStore implements CredentialSource {
       throw new UserError("io", `cannot write users file ${this.#file}: ${systemErrorText(err)}`);
     }
     this.#users = new Map(users.map((u) => [u.name, u]));
+    this.#loaded = true;
+    this.#readFailure = null;
     this.#seen = await signature(this.#file).catch(() => undefined);
   }
 
@@ -418,21 +428,40 @@ export class UserStore implements CredentialSource {
     return this.#refreshing;
   }
 
+  /** Takes the file's current version. A file that cannot be read (EMFILE, EACCES, EIO…) is looked
+   * at again at the next check; one that reads but does not parse is not, until it changes. Either
+   * way the last good copy stays in use. Never throws. */
   async #reload(now: number): Promise<void> {
     this.#checkedAt = now;
-    const sig = await signature(this.#file);
-    if (sig === this.#seen) return;
+    let sig: string | null;
+    let text = "";
+    try {
+      sig = await signature(this.#file);
+      if (sig === this.#seen) return;
+      if (sig !== null) text = await readFile(this.#file, "utf8");
+    } catch (err) {
+      const reason = systemErrorText(err);
+      if (!this.#loaded) this.#readFailure = reason;
+      // Logged once while it lasts: it is looked at again at every check until it reads.
+      if (reason !== this.#unreadable) this.#logger?.error({ file: this.#file, reason, kept: this.#users.size }, "users file unreadable; keeping the last good copy");
+      this.#unreadable = reason;
+      return;
+    }
+    this.#unreadable = null;
     this.#seen = sig;
     if (sig === null) {
       this.#users = new Map();
+      this.#loaded = true;
       return;
     }
     try {
-      const users = parseUsersFile(await readFile(this.#file, "utf8"), this.#file);
+      const users = parseUsersFile(text, this.#file);
       this.#users = new Map(users.map((u) => [u.name, u]));
+      this.#loaded = true;
       this.#logger?.info({ file: this.#file, users: users.length }, "users file loaded");
     } catch (err) {
       const reason = err instanceof UserError ? err.message : systemErrorText(err);
+      if (!this.#loaded) this.#readFailure = reason;
       this.#logger?.error({ file: this.#file, reason, kept: this.#users.size }, "users file unusable; keeping the last good copy");
     }
   }

@@ -51,7 +51,8 @@ export const NO_LIMITS: UserLimits = { quotaBytes: 0, quotaFiles: 0, bandwidthUp
 
 /** Checks credentials. Implementations take about the same time for unknown names and bad passwords. */
 export interface Authenticator {
-  /** Resolves to the user on success, null on any failure (never throws for bad credentials). */
+  /** Resolves to the user on success, null on bad credentials; rejects only when credentials
+   * cannot be checked at all (the PASS handler answers 421 and counts no failure). */
   authenticate(name: string, password: string): Promise<User | null>;
 }
 

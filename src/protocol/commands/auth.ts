@@ -65,7 +65,16 @@ async function pass(s: Session, arg: string): Promise<void> {
     return;
   }
   const started = Date.now();
-  const found = await s.ctx.users.authenticate(name, arg);
+  let found: User | null;
+  try {
+    found = await s.ctx.users.authenticate(name, arg);
+  } catch (err) {
+    // The credentials could not be checked (no users file could be read, or bcrypt failed): the
+    // server's trouble, not the client's, so no failed login is counted or scored.
+    s.log.error({ event: "login", result: "unavailable", name, reason: err instanceof Error ? err.message : String(err) }, "login could not be checked");
+    s.timeout("Service not available: logins cannot be checked now, try again later");
+    return;
+  }
   if (found) {
     if (!claimSession(s, found)) return;
     await enter(s, found);
