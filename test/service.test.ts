@@ -341,6 +341,32 @@ void describe("out of descriptors", () => {
   });
 });
 
+void describe("out of descriptors, logged in", () => {
+  void test("commands answer 425 and 451 with the reason, and work again once descriptors are back", async () => {
+    const srv = await serve("", 8, {}, 120);
+    const c = new Control(srv.port);
+    await c.login();
+    const extra: Control[] = [];
+    for (let full = false; !full && extra.length < 200; ) {
+      const x = new Control(srv.port);
+      extra.push(x);
+      full = await Promise.race([x.reply().then(() => false), x.closed.then(() => true)]);
+    }
+    assert.ok(extra.length < 200, "the descriptor table filled up");
+    // One passive port after another would fail alike: the first failure is the answer.
+    assert.equal(await c.cmd("EPSV"), "425 Can't open passive connection: too many open files");
+    assert.equal(await c.cmd("MKD fresh"), "451 Local error: too many open files");
+    for (const x of extra) x.socket.destroy();
+    await Promise.all(extra.map((x) => x.closed));
+    await new Promise((r) => setTimeout(r, 200));
+    assert.match(await c.cmd("EPSV"), /^229 /);
+    assert.match(await c.cmd("MKD fresh"), /^257 /);
+    assert.match(await c.cmd("QUIT"), /^221 /);
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+  });
+});
+
 void describe("passive diagnosis", () => {
   void test("a PASV the client never connected to is logged with the announced address", async () => {
     const srv = await serve("");

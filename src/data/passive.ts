@@ -14,6 +14,7 @@
  * full takes a spare (PortPool.reclaim).
  */
 import { createServer, type Server, type Socket } from "node:net";
+import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { FtpError } from "../protocol/errors.ts";
 import { acceptCheaply, peerAddress, takeConnections, type ClientHandle } from "./accept.ts";
 import { sameHost, unmapIPv4 } from "./address.ts";
@@ -199,9 +200,13 @@ export class PassiveChannel implements DataChannel {
       for (const port of opts.pool.candidates()) {
         if (!opts.pool.hold(port)) continue;
         const server = createServer({ noDelay: true, pauseOnConnect: true });
-        const ok = await listenOnce(server, port, host);
-        if (ok) return new PassiveChannel(new Listener(server, port, opts.pool), opts);
+        const err = await listenOnce(server, port, host);
+        if (err === null) return new PassiveChannel(new Listener(server, port, opts.pool), opts);
         opts.pool.release(port);
+        // A port taken by someone else: the next one. Anything else (out of descriptors, the
+        // address gone) would fail on every port alike.
+        const code = errnoCode(err);
+        if (code !== "EADDRINUSE" && code !== "EACCES") throw new FtpError(425, `Can't open passive connection: ${systemErrorText(err)}`);
       }
     } while (opts.pool.reclaim());
     throw new FtpError(425, "Can't open passive connection: no free data port");
@@ -331,14 +336,15 @@ export class PassiveChannel implements DataChannel {
   }
 }
 
-function listenOnce(server: Server, port: number, host: string): Promise<boolean> {
+/** Listens on `port`: null once listening, or the error that stopped it. */
+function listenOnce(server: Server, port: number, host: string): Promise<Error | null> {
   return new Promise((resolve) => {
     // The first of the two settles it; the other listener goes with the server (closed on
     // failure) or stays harmless (an 'error' after listening is handled by Listener).
-    server.once("error", () => resolve(false));
+    server.once("error", (err) => resolve(err));
     server.once("listening", () => {
       acceptCheaply(server);
-      resolve(true);
+      resolve(null);
     });
     server.listen({ port, host, exclusive: true, backlog: 8 });
   });
