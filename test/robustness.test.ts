@@ -189,6 +189,14 @@ describe("a filesystem that fails", () => {
       assert.equal(await upload(raw, "fail-new.bin", data), 452);
       const size = Number((await raw.expect("SIZE fail-new.bin", 213)).message);
       assert.equal(size, FAIL_AFTER);
+      // The server's trouble is a warning that says what went wrong and what had moved.
+      const failed = t.logs.filter((l) => l.event === "transfer" && l.path === "/fail-new.bin");
+      assert.equal(failed.length, 1);
+      assert.equal(failed[0]?.level, 40);
+      assert.equal(failed[0]?.result, "error");
+      assert.equal(failed[0]?.reply, 452);
+      assert.equal(failed[0]?.reason, "Insufficient storage space");
+      assert.ok((failed[0]?.bytes as number) >= FAIL_AFTER, String(failed[0]?.bytes));
       assert.equal(await upload(raw, "fail-new.bin", data.subarray(size), size), 226);
       assert.deepEqual(await readFile(join(t.home("alice"), "fail-new.bin")), data);
     });

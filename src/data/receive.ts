@@ -551,8 +551,12 @@ class RawReceive {
   private async handOver(n: number): Promise<void> {
     this.halt();
     try {
-      for (let at = 0; at < n; ) at += (await quickWrite(this.handle, this.buf, at, n - at, this.pos + at)).bytesWritten;
-      this.progress.written += n;
+      // Counted as each write lands: a failure part-way reports what did.
+      for (let at = 0; at < n; ) {
+        const { bytesWritten } = await quickWrite(this.handle, this.buf, at, n - at, this.pos + at);
+        at += bytesWritten;
+        this.progress.written += bytesWritten;
+      }
     } catch (err) {
       return this.settle(err, false);
     }

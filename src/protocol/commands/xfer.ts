@@ -47,6 +47,7 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
   s.transfer = t;
   let bytes = 0;
   let outcome = "ok";
+  let failure: { readonly code: number; readonly text: string } | null = null;
   let prepared: { r: R } | null = null;
   let socket: DataConnection | null = null;
   try {
@@ -71,6 +72,9 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
     if (prepared) await plan.abort?.(prepared.r).catch((e: unknown) => s.log.warn({ err: e }, "cleanup failed"));
     // RFC 959 §4.1.3: an aborted transfer is answered 426, even one still waiting to connect.
     const [code, text] = t.aborted === "abort" ? [426, "Transfer aborted"] : replyFor(err);
+    failure = { code, text };
+    // What moved before it failed (the counter of a move that threw), for the logs.
+    bytes = t.bytes;
     s.reply(code, text);
   } finally {
     // An upload read to its end on the connection as accepted closes it now that the client has
@@ -79,7 +83,7 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
     if (socket instanceof RawData) socket.release();
     if (socket !== null) ch.close();
     s.transfer = null;
-    logTransfer(s, t, bytes, outcome);
+    logTransfer(s, t, bytes, outcome, failure);
     t.settle();
     afterTransfer(s);
   }
@@ -101,7 +105,11 @@ function replyFor(err: unknown): [number, string] {
   return [e.code, e.message];
 }
 
-function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string): void {
+/** Failures on the server's side (an I/O error, a full disk, no descriptors left: 451, 452) are
+ * warnings, since the operator must act; the client's (a refusal, an abort, a reset) are not. */
+const SERVER_TROUBLE = new Set([451, 452]);
+
+function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string, failure: { readonly code: number; readonly text: string } | null): void {
   s.ctx.metrics.transfer(t.direction, outcome, bytes);
   if (t.direction !== "list") {
     s.ctx.xferlog?.write({
@@ -117,24 +125,35 @@ function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string): v
     });
   }
   if (t.direction === "list") {
-    s.log.debug({ event: "listing", path: t.path, bytes, result: outcome }, "listing");
+    if (failure === null) s.log.debug({ event: "listing", path: t.path, bytes, result: outcome }, "listing");
+    else {
+      const fields = { event: "listing", path: t.path, bytes, result: outcome, reply: failure.code, reason: failure.text };
+      if (SERVER_TROUBLE.has(failure.code)) s.log.warn(fields, "listing failed: %s", failure.text);
+      else s.log.debug(fields, "listing");
+    }
     return;
   }
-  s.log.info(
-    {
-      // The user is among the session logger's bindings.
-      event: "transfer",
-      path: t.path,
-      direction: t.direction,
+  // The user is among the session logger's bindings.
+  const ms = Date.now() - t.startedAt;
+  if (failure === null) {
+    s.log.info(
+      { event: "transfer", path: t.path, direction: t.direction, bytes, ms, result: outcome },
+      "%s %s %s (%d bytes)",
+      t.direction,
+      t.path,
+      outcome,
       bytes,
-      ms: Date.now() - t.startedAt,
-      result: outcome,
-    },
-    "%s %s %s (%d bytes)",
+    );
+    return;
+  }
+  s.log[SERVER_TROUBLE.has(failure.code) ? "warn" : "info"](
+    { event: "transfer", path: t.path, direction: t.direction, bytes, ms, result: outcome, reply: failure.code, reason: failure.text },
+    "%s %s %s (%d bytes): %s",
     t.direction,
     t.path,
     outcome,
     bytes,
+    failure.text,
   );
 }
 
