@@ -355,7 +355,11 @@ void describe("out of descriptors, logged in", () => {
     assert.ok(extra.length < 200, "the descriptor table filled up");
     // One passive port after another would fail alike: the first failure is the answer.
     assert.equal(await c.cmd("EPSV"), "425 Can't open passive connection: too many open files");
+    const before = srv.mark();
     assert.equal(await c.cmd("MKD fresh"), "451 Local error: too many open files");
+    const warned = JSON.parse(await srv.waitLog(/failed on the server's side/, before)) as Record<string, unknown>;
+    assert.deepEqual([warned.level, warned.verb, warned.code], [40, "MKD", 451]);
+    assert.match(String(warned.detail), /EMFILE/);
     for (const x of extra) x.socket.destroy();
     await Promise.all(extra.map((x) => x.closed));
     await new Promise((r) => setTimeout(r, 200));

@@ -121,6 +121,9 @@ export class Dispatcher {
     const ftp = isFtpError(err) ? err : mapFsError(err);
     if (!isFtpError(err) && ftp.code === 451) {
       session.log.error({ err, verb }, "command failed");
+    } else if (ftp.code === 451 || ftp.code === 452) {
+      // The server's own trouble (an I/O error, a full disk, no descriptors left): the operator's to see.
+      session.log.warn({ verb, code: ftp.code, detail: ftp.detail }, "%s failed on the server's side: %s", verb, ftp.message);
     } else if (ftp.detail) {
       session.log.debug({ verb, code: ftp.code, detail: ftp.detail }, "command refused");
     }
