@@ -229,10 +229,8 @@ export class UserStore implements CredentialSource {
   #checkedAt = 0;
   /** A version of the file (or its absence) has been taken: `#users` is what it holds. */
   #loaded = false;
-  /** Why the file could not be read or parsed at the last look, while nothing was ever loaded. */
-  #readFailure: string | null = null;
-  /** Why the file could not be read at the last look (null when it could). */
-  #unreadable: string | null = null;
+  /** Why the file could not be read or parsed at the last look (null when it could). */
+  #failure: string | null = null;
   #refreshing: Promise<void> | null = null;
   #dummy: Promise<string> | undefined;
   /** Serializes this process's writes. */
@@ -259,7 +257,7 @@ export class UserStore implements CredentialSource {
    * with the process out of descriptors, or bcrypt failing), with UserError "io". */
   async authenticate(name: string, password: string): Promise<User | null> {
     await this.#refresh();
-    if (!this.#loaded) throw new UserError("io", `no usable users file yet: ${this.#readFailure ?? "not read"}`);
+    if (!this.#loaded) throw new UserError("io", `no usable users file yet: ${this.#failure ?? "not read"}`);
     try {
       const dummy = await this.#dummyHash();
       const record = this.#users.get(name);
@@ -399,7 +397,7 @@ export class UserStore implements CredentialSource {
     }
     this.#users = new Map(users.map((u) => [u.name, u]));
     this.#loaded = true;
-    this.#readFailure = null;
+    this.#failure = null;
     this.#seen = await signature(this.#file).catch(() => undefined);
   }
 
@@ -441,13 +439,12 @@ export class UserStore implements CredentialSource {
       if (sig !== null) text = await readFile(this.#file, "utf8");
     } catch (err) {
       const reason = systemErrorText(err);
-      if (!this.#loaded) this.#readFailure = reason;
       // Logged once while it lasts: it is looked at again at every check until it reads.
-      if (reason !== this.#unreadable) this.#logger?.error({ file: this.#file, reason, kept: this.#users.size }, "users file unreadable; keeping the last good copy");
-      this.#unreadable = reason;
+      if (reason !== this.#failure) this.#logger?.error({ file: this.#file, reason, kept: this.#users.size }, "users file unreadable; keeping the last good copy");
+      this.#failure = reason;
       return;
     }
-    this.#unreadable = null;
+    this.#failure = null;
     this.#seen = sig;
     if (sig === null) {
       this.#users = new Map();
@@ -461,7 +458,8 @@ export class UserStore implements CredentialSource {
       this.#logger?.info({ file: this.#file, users: users.length }, "users file loaded");
     } catch (err) {
       const reason = err instanceof UserError ? err.message : systemErrorText(err);
-      if (!this.#loaded) this.#readFailure = reason;
+      // Logged once: this version is not read again.
+      this.#failure = reason;
       this.#logger?.error({ file: this.#file, reason, kept: this.#users.size }, "users file unusable; keeping the last good copy");
     }
   }

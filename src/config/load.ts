@@ -12,7 +12,7 @@ import { parseDocument } from "yaml";
 import { parseDirPerms, parsePermList, validPatterns } from "../auth/perms.ts";
 import { DEFAULTS, parseCidrList, parseListen, parsePortRange, parseUmask, type Config } from "./schema.ts";
 import { firstLine, systemErrorText, errnoCode } from "./syserr.ts";
-import { parseSize } from "./units.ts";
+import { MAX_TIMER_MS, parseSize } from "./units.ts";
 
 /** A configuration mistake; `key` names the config key, environment variable or file at fault. */
 export class ConfigError extends Error {
@@ -83,8 +83,8 @@ const seconds = (allowZero: boolean): Rule => ({
   ok: (v) => typeof v === "number" && Number.isFinite(v) && (allowZero ? v >= 0 : v > 0),
 });
 
-/** The longest timer Node keeps: a longer one fires after 1 ms (TimeoutOverflowWarning). */
-export const MAX_TIMER_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
+/** The longest timer Node keeps, in whole seconds. */
+const MAX_TIMER_SECONDS = Math.floor(MAX_TIMER_MS / 1000);
 
 /** Seconds that end up in a timer: at most MAX_TIMER_SECONDS (about 24 days). */
 const timerSeconds = (allowZero: boolean): Rule => ({

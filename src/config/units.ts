@@ -1,7 +1,11 @@
 /**
  * Sizes and rates as operators write them: "0", "4096", "512K", "10M", "1.5G", "2T" (binary
  * multiples: K = 1024). Used by the `berth user` options and shown back by `berth user list`.
+ * Also the longest duration a timer can hold.
  */
+
+/** The longest timer Node keeps (ms): a longer one fires after 1 ms, with a TimeoutOverflowWarning. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const MULTIPLIERS: Readonly<Record<string, number>> = { "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
 

@@ -3,11 +3,10 @@
  * `rate` per second. Pure apart from the clock, which tests may pass in.
  */
 
+import { MAX_TIMER_MS } from "../config/units.ts";
+
 /** The default clock: one function for every bucket (two per session), not a closure each. */
 const clock = (): number => performance.now();
-
-/** The longest timer Node keeps, in ms. */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Tokens refilled over time, taken one per command. */
 export class TokenBucket {
