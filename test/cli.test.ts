@@ -150,6 +150,10 @@ void describe("berth user", () => {
     assertOneLineError(await berth(cwd, ["user", "add", "x", "--bogus"]), 2, "--bogus");
     assertOneLineError(await berth(cwd, ["user"]), 2, "subcommand");
     assertOneLineError(await berth(cwd, ["user", "remove", "x"]), 2, "user remove");
+    // Below /proc, where Node's recursive mkdir would spin forever: one line, at once.
+    if (process.platform === "linux") {
+      assertOneLineError(await berth(cwd, ["user", "add", "procky", "--root", "/proc/berth-no-such-dir/procky", "--password-stdin"], { input: "pw" }), 1, "cannot create home directory", "no such file or directory");
+    }
   });
 });
 

@@ -3,11 +3,12 @@
  * response per line. Requests: {"cmd":"status"|"sessions"|"reload"|"drain"} and {"cmd":"kick","id":"…"}.
  * Responses: {"ok":true,…} or {"ok":false,"error":"…"}. `berth ctl` is its client.
  */
-import { chmodSync, mkdirSync, rmSync } from "node:fs";
+import { chmodSync, rmSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import path from "node:path";
 import type { Logger } from "pino";
 import type { DefenderStatus } from "../auth/defender.ts";
+import { makeDirsSync } from "../fs/mkdirs.ts";
 import type { Session } from "../protocol/session.ts";
 
 /** One session as the admin socket shows it. */
@@ -107,7 +108,7 @@ const MAX_REQUEST = 65536;
 
 /** Listens on `socketPath` (a stale socket file is replaced); the socket gets mode 0660. */
 export async function startAdminSocket(socketPath: string, target: AdminTarget, logger: Logger): Promise<AdminSocket> {
-  mkdirSync(path.dirname(socketPath), { recursive: true });
+  makeDirsSync(path.dirname(socketPath));
   rmSync(socketPath, { force: true });
   const clients = new Set<Socket>();
   // Half-open allowed: a client may send its last request and end its side without a newline

@@ -3,13 +3,14 @@
  * target, then fsync the directory. A reader sees the old file or the new one, never a partial one.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, open, rename, unlink } from "node:fs/promises";
+import { open, rename, unlink } from "node:fs/promises";
 import path from "node:path";
+import { makeDirs } from "../fs/mkdirs.ts";
 
 /** Replaces `file` with `data` atomically (file mode `mode`, parent created if missing). */
 export async function writeFileAtomic(file: string, data: string, mode = 0o600): Promise<void> {
   const dir = path.dirname(file);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await makeDirs(dir, 0o700);
   const temp = path.join(dir, `${path.basename(file)}.tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
   try {
     const handle = await open(temp, "wx", mode);

@@ -11,9 +11,10 @@
  */
 import bcrypt from "bcrypt";
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, stat } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
+import { makeDirs } from "../fs/mkdirs.ts";
 import { DEFAULT_UMASK, fixDirMode, modesFor } from "../fs/modes.ts";
 import type { Logger } from "../log/logger.ts";
 import { writeFileAtomic } from "./atomic.ts";
@@ -478,7 +479,7 @@ export class UserStore implements CredentialSource {
   /** Creates a home directory (mkdir -p). */
   async #makeHome(home: string): Promise<void> {
     try {
-      const created = await mkdir(home, { recursive: true, mode: this.#dirMode });
+      const created = await makeDirs(home, this.#dirMode);
       if (created !== undefined) await fixDirMode(home, this.#dirMode);
     } catch (err) {
       throw new UserError("io", `cannot create home directory ${home}: ${systemErrorText(err)}`);

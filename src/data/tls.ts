@@ -7,12 +7,13 @@
  */
 import { constants as cryptoConstants, createHash, randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { getSystemErrorName } from "node:util";
 import type { Server, Socket } from "node:net";
 import { createSecureContext, TLSSocket, type SecureContext } from "node:tls";
 import type { Logger } from "pino";
+import { makeDirsSync } from "../fs/mkdirs.ts";
 import { ConfigError } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { FtpError } from "../protocol/errors.ts";
@@ -449,7 +450,7 @@ function ensureSelfSigned(certPath: string, keyPath: string, logger: Logger): vo
     // not there yet: make one
   }
   const { cert, key } = makeSelfSigned(["localhost", "127.0.0.1", "::1"]);
-  mkdirSync(dirname(certPath), { recursive: true });
+  makeDirsSync(dirname(certPath));
   writeFileSync(keyPath, key, { mode: 0o600 });
   writeFileSync(certPath, cert, { mode: 0o644 });
   logger.warn(

@@ -12,6 +12,7 @@ import { FtpError, isFtpError } from "../protocol/errors.ts";
 import { beneathNow, holdRoot, openBeneath, releaseRoot, type HeldRoot } from "./beneath.ts";
 import { locate, relBelow } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
+import { makeDirs } from "./mkdirs.ts";
 import { DEFAULT_UMASK, fixDirMode, modesFor, type CreateModes } from "./modes.ts";
 import { chmodNoFollow, holdEntry, holdTarget, locateHeld, pinParent } from "./pin.ts";
 import { readDirectory, toEntryStat } from "./listing.ts";
@@ -61,7 +62,7 @@ export class JailedFs {
       // A home that is there (every login but the first) costs one stat, not a mkdir.
       let there = await stat(abs).catch(() => null);
       if (!there?.isDirectory()) {
-        const created = await mkdir(abs, { recursive: true, mode: modes.dir });
+        const created = await makeDirs(abs, modes.dir);
         if (created !== undefined) await fixDirMode(abs, modes.dir);
         there = await stat(abs);
       }
