@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import type { FileHandle } from "node:fs/promises";
 import type { FileLike } from "../src/fs/quick.ts";
-import { readdir, readFile, writeFile } from "node:fs/promises";
+import { readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { closeSync, constants as fsConstants, existsSync, openSync } from "node:fs";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -553,5 +553,39 @@ describe("junk input", () => {
       assert.deepEqual(await readFile(join(home, "kept.bin")), payload(300_000));
       await raw.close();
     });
+  });
+});
+
+describe("a home that cannot be opened", () => {
+  it("the login gets 530 with the reason, an error line, no failed login or score, and its session slot back", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("alice");
+        await rm(home, { recursive: true, force: true });
+        await writeFile(home, "a file where the home should be");
+        const raw = await RawClient.connect(t.port);
+        try {
+          await raw.expect("USER alice", 331);
+          const r = await raw.expect("PASS alice-pw", 530);
+          assert.equal(r.message, "Login failed: home directory unavailable (not a directory)");
+          const line = t.logs.find((l) => l.result === "no-home");
+          assert.equal(line?.level, 50);
+          assert.ok(!JSON.stringify(t.logs).includes("alice-pw"));
+          assert.equal(t.server.defender.score("127.0.0.1"), 0);
+          // maxSessionsPerUser 1: the slot the refused login took is free again.
+          await rm(home);
+          const other = await RawClient.connect(t.port);
+          await other.login("alice");
+          await other.expect("PWD", 257);
+          await other.close();
+          // And this session may log in now that the home can be made.
+          await raw.login("alice");
+          await raw.expect("PWD", 257);
+        } finally {
+          await raw.close();
+        }
+      },
+      { config: { limits: { maxSessionsPerUser: 1 } } },
+    );
   });
 });

@@ -10,6 +10,7 @@ import type { User } from "../../auth/types.ts";
 import { resolvePath } from "../../config/load.ts";
 import { parseUmask } from "../../config/schema.ts";
 import { DEFAULT_UMASK } from "../../fs/modes.ts";
+import { mapFsError } from "../../fs/errors.ts";
 import { FtpError } from "../errors.ts";
 import { primeQuota } from "../limits.ts";
 import type { CommandSpec } from "../registry.ts";
@@ -30,11 +31,25 @@ function anonymousAllowed(s: Session, name: string): boolean {
 }
 
 /** Opens the user's jail with the configured umask and marks the session logged in. */
-async function enter(s: Session, user: User): Promise<void> {
+/** Opens the user's home and logs the session in; false (with the reply written) when the home
+ * cannot be opened or made. That is the server's trouble, not the client's: an error line for the
+ * operator, 530 with the reason, no failed login counted, and the session's claim given back. */
+async function enter(s: Session, user: User): Promise<boolean> {
   const umask = parseUmask(s.ctx.config.storage.umask) ?? DEFAULT_UMASK;
-  const fs = await s.ctx.openFs(user.home, { umask });
+  let fs;
+  try {
+    fs = await s.ctx.openFs(user.home, { umask });
+  } catch (err) {
+    const ftp = mapFsError(err);
+    s.log.error({ event: "login", result: "no-home", name: user.name, home: user.home, detail: ftp.detail ?? ftp.message }, "login refused: home directory unavailable");
+    if (s.countedUser !== null) s.ctx.admission.logout(s.countedUser);
+    s.countedUser = null;
+    s.reply(530, `Login failed: home directory unavailable (${ftp.message.toLowerCase()})`);
+    return false;
+  }
   s.loggedIn(user, fs);
   primeQuota(s); // counts the home in the background when the user has a quota
+  return true;
 }
 
 /** RFC 1635: any password (by custom an e-mail address; never logged, like any password). The
@@ -43,7 +58,7 @@ async function anonymousLogin(s: Session): Promise<void> {
   const cfg = s.ctx.config;
   const user = anonymousUser(cfg.anonymous, resolvePath(cfg.storage.root));
   if (!claimSession(s, user)) return;
-  await enter(s, user);
+  if (!(await enter(s, user))) return;
   s.ctx.metrics.login(true);
   s.log.info({ event: "login", result: "ok", anonymous: true }, "anonymous login");
   s.reply(230, "Anonymous access granted, restrictions apply");
@@ -77,7 +92,7 @@ async function pass(s: Session, arg: string): Promise<void> {
   }
   if (found) {
     if (!claimSession(s, found)) return;
-    await enter(s, found);
+    if (!(await enter(s, found))) return;
     s.ctx.metrics.login(true);
     s.log.info({ event: "login", result: "ok" }, "login %s", found.name);
     s.reply(230, "Login successful");
