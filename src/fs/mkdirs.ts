@@ -13,38 +13,50 @@ import { errnoCode } from "../config/syserr.ts";
 /** Makes `dir` and any missing parents with `mode` (the umask applies). Resolves to the first
  * directory made, or undefined when `dir` was there already, as Node's recursive mkdir does. */
 export async function makeDirs(dir: string, mode?: number): Promise<string | undefined> {
-  const missing: string[] = [];
-  for (let at = path.resolve(dir); ; at = path.dirname(at)) {
-    const st = await stat(at).catch(absentAsNull);
-    if (st !== null) {
-      mustBeDirectory(st, at);
-      break;
-    }
-    missing.push(at);
-    if (path.dirname(at) === at) break;
-  }
+  const walk = missingDirs(dir);
+  let step = walk.next();
+  while (!step.done) step = walk.next(await stat(step.value).catch(absentAsNull));
   let first: string | undefined;
-  for (const d of missing.reverse()) {
-    try {
-      await mkdir(d, { mode });
-      first ??= d;
-    } catch (err) {
-      if (errnoCode(err) !== "EEXIST") throw err; // made meanwhile by someone else: fine
-    }
+  for (const d of step.value) {
+    const made = await mkdir(d, { mode }).then(() => true, existedAlready);
+    if (made) first ??= d;
   }
   return first;
 }
 
 /** makeDirs, synchronously (start-up only). */
 export function makeDirsSync(dir: string, mode?: number): string | undefined {
-  const missing: string[] = [];
-  for (let at = path.resolve(dir); ; at = path.dirname(at)) {
+  const walk = missingDirs(dir);
+  let step = walk.next();
+  while (!step.done) {
     let st: Stats | null;
     try {
-      st = statSync(at);
+      st = statSync(step.value);
     } catch (err) {
       st = absentAsNull(err);
     }
+    step = walk.next(st);
+  }
+  let first: string | undefined;
+  for (const d of step.value) {
+    let made: boolean;
+    try {
+      mkdirSync(d, { mode });
+      made = true;
+    } catch (err) {
+      made = existedAlready(err);
+    }
+    if (made) first ??= d;
+  }
+  return first;
+}
+
+/** The walk up from `dir`: yields each path to look at and takes its stats (null when absent),
+ * up to the first that exists; returns the missing ones, top first. */
+function* missingDirs(dir: string): Generator<string, string[], Stats | null> {
+  const missing: string[] = [];
+  for (let at = path.resolve(dir); ; at = path.dirname(at)) {
+    const st = yield at;
     if (st !== null) {
       mustBeDirectory(st, at);
       break;
@@ -52,20 +64,17 @@ export function makeDirsSync(dir: string, mode?: number): string | undefined {
     missing.push(at);
     if (path.dirname(at) === at) break;
   }
-  let first: string | undefined;
-  for (const d of missing.reverse()) {
-    try {
-      mkdirSync(d, { mode });
-      first ??= d;
-    } catch (err) {
-      if (errnoCode(err) !== "EEXIST") throw err;
-    }
-  }
-  return first;
+  return missing.reverse();
 }
 
 function absentAsNull(err: unknown): null {
   if (errnoCode(err) === "ENOENT") return null;
+  throw err;
+}
+
+/** A mkdir that failed because someone made the directory meanwhile is no failure: false. */
+function existedAlready(err: unknown): false {
+  if (errnoCode(err) === "EEXIST") return false;
   throw err;
 }
 
