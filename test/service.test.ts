@@ -303,6 +303,19 @@ void describe("berth as a service", () => {
   });
 });
 
+/** Opens control connections to `port` until the server, out of descriptors, closes one
+ * unanswered (libuv then accepts and closes at once); returns them all, still open. */
+async function fillDescriptors(port: number): Promise<Control[]> {
+  const extra: Control[] = [];
+  for (let full = false; !full && extra.length < 200; ) {
+    const c = new Control(port);
+    extra.push(c);
+    full = await Promise.race([c.reply().then(() => false), c.closed.then(() => true)]);
+  }
+  assert.ok(extra.length < 200, "the descriptor table filled up");
+  return extra;
+}
+
 void describe("out of descriptors", () => {
   void test("a login that cannot read the users file gets 421, is not counted as failed, and the file is read again later", async () => {
     // The users file is made beforehand, so the server has read nothing of it before the first login.
@@ -311,17 +324,10 @@ void describe("out of descriptors", () => {
     const usersFile = path.join(usersDir, "users.json");
     await new UserStore({ file: usersFile, storageRoot: usersDir, bcryptCost: 4 }).add("svc", "svc-password");
     const srv = await serve("", 8, { BERTH_USERS_FILE: usersFile }, 120);
-    // Fill the descriptor table: sessions until the server can take no more (libuv then accepts
-    // and closes at once, so a connection closes without its 220).
+    // A session opened before the descriptor table is full, to log in once it is.
     const first = new Control(srv.port);
     assert.match(await first.reply(), /^220 /);
-    const extra: Control[] = [];
-    for (let full = false; !full && extra.length < 200; ) {
-      const c = new Control(srv.port);
-      extra.push(c);
-      full = await Promise.race([c.reply().then(() => false), c.closed.then(() => true)]);
-    }
-    assert.ok(extra.length < 200, "the descriptor table filled up");
+    const extra = await fillDescriptors(srv.port);
     // Nothing has read the users file yet; now nothing can.
     assert.match(await first.cmd("USER svc"), /^331 /);
     assert.match(await first.cmd("PASS svc-password"), /^421 Service not available: logins cannot be checked now/);
@@ -346,13 +352,7 @@ void describe("out of descriptors, logged in", () => {
     const srv = await serve("", 8, {}, 120);
     const c = new Control(srv.port);
     await c.login();
-    const extra: Control[] = [];
-    for (let full = false; !full && extra.length < 200; ) {
-      const x = new Control(srv.port);
-      extra.push(x);
-      full = await Promise.race([x.reply().then(() => false), x.closed.then(() => true)]);
-    }
-    assert.ok(extra.length < 200, "the descriptor table filled up");
+    const extra = await fillDescriptors(srv.port);
     // One passive port after another would fail alike: the first failure is the answer.
     assert.equal(await c.cmd("EPSV"), "425 Can't open passive connection: too many open files");
     const before = srv.mark();
