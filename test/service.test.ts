@@ -32,6 +32,8 @@ interface Served {
   waitLog(re: RegExp, since?: number): Promise<string>;
   /** How many log lines were seen so far. */
   mark(): number;
+  /** What the server wrote to stderr so far. */
+  stderr(): string;
 }
 
 function writeConfig(cwd: string, body: string): void {
@@ -98,7 +100,7 @@ async function serve(configBody: string, graceSeconds = 8, extraEnv: Record<stri
   // The addon's transfer threads, as this process finds them (the child loads the same build).
   assert.equal(listening.sendfile, sendfileBinding() ? "on" : "unavailable");
   assert.equal(listening.uploadThreads, receiveBinding() ? "on" : "unavailable");
-  return { child, port: listening.port, cwd, exited, waitLog, mark: () => lines.length };
+  return { child, port: listening.port, cwd, exited, waitLog, mark: () => lines.length, stderr: () => stderr };
 }
 
 /** A control connection reading replies line by line. */
@@ -366,6 +368,24 @@ void describe("out of descriptors, logged in", () => {
     assert.match(await c.cmd("EPSV"), /^229 /);
     assert.match(await c.cmd("MKD fresh"), /^257 /);
     assert.match(await c.cmd("QUIT"), /^221 /);
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+  });
+});
+
+void describe("log output gone", () => {
+  void test("the server outlives whoever read its log: one line on stderr, and serving goes on", async () => {
+    const srv = await serve("");
+    // The reader of the log goes away: the server's next log line meets EPIPE.
+    srv.child.stdout?.destroy();
+    const c = new Control(srv.port);
+    await c.login();
+    assert.match(await c.cmd("PWD"), /^257 /);
+    const again = new Control(srv.port);
+    await again.login();
+    assert.match(await again.cmd("QUIT"), /^221 /);
+    assert.match(await c.cmd("QUIT"), /^221 /);
+    assert.equal(srv.stderr(), "berth: log output failed (EPIPE); logging stops, serving goes on\n");
     srv.child.kill("SIGTERM");
     assert.equal(await srv.exited, 0);
   });

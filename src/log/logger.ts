@@ -38,18 +38,36 @@ function isTty(stream: NodeJS.WritableStream): boolean {
 }
 
 /** A destination that turns each JSON line into a readable one before writing it. */
-function prettyDestination(out: NodeJS.WritableStream, colorize: boolean): DestinationStream {
+function prettyDestination(out: NodeJS.WritableStream, colorize: boolean, open: () => boolean): DestinationStream {
   const format = prettyFactory({ colorize, translateTime: "SYS:yyyy-mm-dd HH:MM:ss.l", ignore: "pid,hostname" });
-  return { write: (line: string) => void out.write(format(line)) };
+  return { write: (line: string) => void (open() && out.write(format(line))) };
+}
+
+/** Watches `out` for a write error (EPIPE: whoever read the log went away). The server outlives
+ * its log reader: logging stops, one line on stderr says so, serving goes on. Returns whether
+ * the output still takes lines. */
+function watchOutput(out: NodeJS.WritableStream): () => boolean {
+  let open = true;
+  out.on("error", (err: NodeJS.ErrnoException) => {
+    if (!open) return;
+    open = false;
+    try {
+      process.stderr.write(`berth: log output failed (${err.code ?? err.message}); logging stops, serving goes on\n`);
+    } catch {
+      // stderr is gone too: nothing left to tell
+    }
+  });
+  return () => open;
 }
 
 /** Creates the root logger. */
 export function createLogger(opts: LoggerOptions): Logger {
   const out = opts.destination ?? process.stdout;
   const pretty = opts.pretty === "always" || (opts.pretty === "auto" && isTty(out));
+  const open = watchOutput(out);
   const destination: DestinationStream = pretty
-    ? prettyDestination(out, isTty(out))
-    : { write: (line: string) => void out.write(line) };
+    ? prettyDestination(out, isTty(out), open)
+    : { write: (line: string) => void (open() && out.write(line)) };
   return pino(
     {
       level: opts.level,
