@@ -6,7 +6,7 @@
  * an error log line; the session and the process live on.
  */
 import { checkAccess, namePolicy, parentOf, permsAt, refusalText } from "../auth/perms.ts";
-import { isFtpError } from "./errors.ts";
+import { isFtpError, isServerTrouble } from "./errors.ts";
 import type { CommandSpec, PermRule, Registry } from "./registry.ts";
 import type { Session } from "./session.ts";
 import { verbOf } from "./session.ts";
@@ -121,8 +121,7 @@ export class Dispatcher {
     const ftp = isFtpError(err) ? err : mapFsError(err);
     if (!isFtpError(err) && ftp.code === 451) {
       session.log.error({ err, verb }, "command failed");
-    } else if (ftp.code === 451 || ftp.code === 452) {
-      // The server's own trouble (an I/O error, a full disk, no descriptors left): the operator's to see.
+    } else if (isServerTrouble(ftp.code)) {
       session.log.warn({ verb, code: ftp.code, detail: ftp.detail }, "%s failed on the server's side: %s", verb, ftp.message);
     } else if (ftp.detail) {
       session.log.debug({ verb, code: ftp.code, detail: ftp.detail }, "command refused");

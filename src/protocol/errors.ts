@@ -18,6 +18,13 @@ export class FtpError extends Error {
   }
 }
 
+/** True for a reply that reports the server's own trouble (RFC 959: 451 local error, 452 storage:
+ * an I/O error, a full disk, no descriptors left), which the operator must see: logged as a
+ * warning by the dispatcher and the transfers alike. */
+export function isServerTrouble(code: number): boolean {
+  return code === 451 || code === 452;
+}
+
 /** True when `err` is an FtpError (also across module copies). */
 export function isFtpError(err: unknown): err is FtpError {
   return err instanceof FtpError;

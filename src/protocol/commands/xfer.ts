@@ -7,7 +7,7 @@
 import { asSocket, RawData, type DataConnection } from "../../data/raw.ts";
 import type { Transfer } from "../../data/transfer.ts";
 import { mapFsError } from "../../fs/errors.ts";
-import { FtpError, isFtpError } from "../errors.ts";
+import { FtpError, isFtpError, isServerTrouble } from "../errors.ts";
 import type { Session } from "../session.ts";
 
 /** The steps of one transfer; `R` is what `open` prepares (an upload handle, say). */
@@ -105,10 +105,6 @@ function replyFor(err: unknown): [number, string] {
   return [e.code, e.message];
 }
 
-/** Failures on the server's side (an I/O error, a full disk, no descriptors left: 451, 452) are
- * warnings, since the operator must act; the client's (a refusal, an abort, a reset) are not. */
-const SERVER_TROUBLE = new Set([451, 452]);
-
 function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string, failure: { readonly code: number; readonly text: string } | null): void {
   s.ctx.metrics.transfer(t.direction, outcome, bytes);
   if (t.direction !== "list") {
@@ -128,7 +124,7 @@ function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string, fa
     if (failure === null) s.log.debug({ event: "listing", path: t.path, bytes, result: outcome }, "listing");
     else {
       const fields = { event: "listing", path: t.path, bytes, result: outcome, reply: failure.code, reason: failure.text };
-      if (SERVER_TROUBLE.has(failure.code)) s.log.warn(fields, "listing failed: %s", failure.text);
+      if (isServerTrouble(failure.code)) s.log.warn(fields, "listing failed: %s", failure.text);
       else s.log.debug(fields, "listing");
     }
     return;
@@ -146,7 +142,7 @@ function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string, fa
     );
     return;
   }
-  s.log[SERVER_TROUBLE.has(failure.code) ? "warn" : "info"](
+  s.log[isServerTrouble(failure.code) ? "warn" : "info"](
     { event: "transfer", path: t.path, direction: t.direction, bytes, ms, result: outcome, reply: failure.code, reason: failure.text },
     "%s %s %s (%d bytes): %s",
     t.direction,
