@@ -87,11 +87,14 @@ const seconds = (allowZero: boolean): Rule => ({
 const MAX_TIMER_SECONDS = Math.floor(MAX_TIMER_MS / 1000);
 
 /** Seconds that end up in a timer: at most MAX_TIMER_SECONDS (about 24 days). */
-const timerSeconds = (allowZero: boolean): Rule => ({
-  type: "number",
-  describe: `${seconds(allowZero).describe} and at most ${MAX_TIMER_SECONDS} (about 24 days)`,
-  ok: (v) => seconds(allowZero).ok(v) && (v as number) <= MAX_TIMER_SECONDS,
-});
+const timerSeconds = (allowZero: boolean): Rule => {
+  const base = seconds(allowZero);
+  return {
+    type: "number",
+    describe: `${base.describe} and at most ${MAX_TIMER_SECONDS} (about 24 days)`,
+    ok: (v) => base.ok(v) && (v as number) <= MAX_TIMER_SECONDS,
+  };
+};
 
 const oneOf = (...values: readonly string[]): Rule => ({
   type: "string",

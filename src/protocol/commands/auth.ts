@@ -140,14 +140,16 @@ function quit(s: Session): void {
   s.end();
 }
 
-/** A domain name (labels of letters, digits and hyphens, or UTF-8 for internationalized names; at
- * most 253 characters, a final dot allowed), which covers a dotted IPv4 address too. */
-const DOMAIN = /^(?=.{1,253}\.?$)(?:[A-Za-z0-9\u0080-\uFFFF](?:[A-Za-z0-9\u0080-\uFFFF-]{0,61}[A-Za-z0-9\u0080-\uFFFF])?\.)*[A-Za-z0-9\u0080-\uFFFF](?:[A-Za-z0-9\u0080-\uFFFF-]{0,61}[A-Za-z0-9\u0080-\uFFFF])?\.?$/;
+/** One label of a domain name: 1–63 letters, digits or hyphens (UTF-8 for internationalized
+ * names), no hyphen at either end. */
+const LABEL = /^[A-Za-z0-9\u0080-\uFFFF](?:[A-Za-z0-9\u0080-\uFFFF-]{0,61}[A-Za-z0-9\u0080-\uFFFF])?$/;
 
-/** RFC 7151 §3.1: the argument is a domain name or an IP literal ("[::1]", or a dotted IPv4). */
+/** RFC 7151 §3.1: the argument is an IP literal ("[::1]") or a domain name of at most 253
+ * characters, a final dot allowed (which covers a dotted IPv4 address too). */
 function validHost(arg: string): boolean {
   if (arg.startsWith("[") && arg.endsWith("]")) return isIP(arg.slice(1, -1)) !== 0;
-  return DOMAIN.test(arg);
+  const name = arg.endsWith(".") ? arg.slice(0, -1) : arg;
+  return name.length <= 253 && name.split(".").every((label) => LABEL.test(label));
 }
 
 function host(s: Session, arg: string): void {
