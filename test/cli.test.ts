@@ -181,6 +181,8 @@ void describe("berth config check and errors", () => {
     const cwd = workdir();
     assertOneLineError(await berth(cwd, ["config", "check"], { env: { BERTH_LISTEN_PROT: "21" } }), 2, "BERTH_LISTEN_PROT");
     assertOneLineError(await berth(cwd, [], { env: { BERTH_TLS_MODE: "sometimes" } }), 2, "tls.mode", "BERTH_TLS_MODE");
+    // A timeout no timer can hold: refused before anything listens, not turned into 1 ms.
+    assertOneLineError(await berth(cwd, ["serve"], { env: { BERTH_LIMITS_IDLE_TIMEOUT: "3000000" } }), 2, "limits.idleTimeout", "at most 2147483");
   });
 
   void test("an unknown command exits 2; help exits 0", async () => {
