@@ -221,7 +221,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     session.onClosed = () => {
       sessions.delete(session);
       admission.disconnect(remote);
-      if (session.countedUser !== null) admission.logout(session.countedUser);
+      session.releaseUserClaim();
       session.log.debug({ event: "disconnect" }, "session closed");
     };
     session.log.debug({ event: "connect", implicit }, "session opened");

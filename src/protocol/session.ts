@@ -244,6 +244,13 @@ export class Session {
     this.log = this.ctx.logger.child(bindings);
   }
 
+  /** Gives back this session's place in the per-user session limit, if it holds one (a login that
+   * could not finish, or the session's end). */
+  releaseUserClaim(): void {
+    if (this.countedUser !== null) this.ctx.admission.logout(this.countedUser);
+    this.countedUser = null;
+  }
+
   /** Counts an unknown or malformed command; a flood of them is scored by the defender. */
   noteBadCommand(): void {
     if (++this.badCommands % BAD_COMMANDS_PER_SCORE === 0) {

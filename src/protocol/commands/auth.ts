@@ -42,8 +42,7 @@ async function enter(s: Session, user: User): Promise<boolean> {
   } catch (err) {
     const ftp = mapFsError(err);
     s.log.error({ event: "login", result: "no-home", name: user.name, home: user.home, detail: ftp.detail ?? ftp.message }, "login refused: home directory unavailable");
-    if (s.countedUser !== null) s.ctx.admission.logout(s.countedUser);
-    s.countedUser = null;
+    s.releaseUserClaim();
     s.reply(530, `Login failed: home directory unavailable (${ftp.message.toLowerCase()})`);
     return false;
   }
