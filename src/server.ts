@@ -168,7 +168,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     announce: new AnnounceResolver(config.passive.address, readNetFacts()),
     openFs: deps.openFs ?? ((home, opts) => JailedFs.open(home, opts)),
     metrics: new Metrics(),
-    xferlog: config.log.xferlog ? new XferLog(config.log.xferlog) : null,
+    xferlog: config.log.xferlog ? XferLog.open(config.log.xferlog, logger) : null,
     tls,
     // Both read the config of the latest reload, not the one this context was built with.
     quotas: new Quotas(() => context.config.quota),
@@ -232,15 +232,25 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
   let port: number | null = null;
   let implicitPort: number | null = null;
   const mode = config.tls.mode;
-  if (mode !== "implicit") {
-    const srv = await listen(config.listen.host, config.listen.port, (s) => admit(s, false));
-    servers.push(srv);
-    port = addressPort(srv);
-  }
-  if ((mode === "implicit" || mode === "both") && tls) {
-    const srv = await listen(config.listen.host, config.tls.implicitPort, (s) => admit(s, true));
-    servers.push(srv);
-    implicitPort = addressPort(srv);
+  // A listener that cannot start leaves nothing open behind it: the ones before it, the xferlog.
+  const abandon = (err: unknown): never => {
+    for (const srv of servers) srv.close();
+    void context.xferlog?.close();
+    throw err;
+  };
+  try {
+    if (mode !== "implicit") {
+      const srv = await listen(config.listen.host, config.listen.port, (s) => admit(s, false));
+      servers.push(srv);
+      port = addressPort(srv);
+    }
+    if ((mode === "implicit" || mode === "both") && tls) {
+      const srv = await listen(config.listen.host, config.tls.implicitPort, (s) => admit(s, true));
+      servers.push(srv);
+      implicitPort = addressPort(srv);
+    }
+  } catch (err) {
+    abandon(err);
   }
   logger.info(
     {
@@ -275,8 +285,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     try {
       servers.push(await serveMetrics(config.metrics.listen, context.metrics, gauges, logger));
     } catch (err) {
-      for (const srv of servers) srv.close();
-      throw err;
+      abandon(err);
     }
   }
 
@@ -323,6 +332,8 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     // Same defender, new settings: current scores and bans are kept.
     defender.configure(effective.defender);
     cache?.setTtl(effective.users.loginCacheSeconds * 1000);
+    // The same path opened again: a rotated transfer log is let go.
+    context.xferlog?.reopen();
     context = {
       ...context,
       config: effective,

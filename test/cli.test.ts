@@ -183,6 +183,8 @@ void describe("berth config check and errors", () => {
     assertOneLineError(await berth(cwd, [], { env: { BERTH_TLS_MODE: "sometimes" } }), 2, "tls.mode", "BERTH_TLS_MODE");
     // A timeout no timer can hold: refused before anything listens, not turned into 1 ms.
     assertOneLineError(await berth(cwd, ["serve"], { env: { BERTH_LIMITS_IDLE_TIMEOUT: "3000000" } }), 2, "limits.idleTimeout", "at most 2147483");
+    // A transfer log that cannot be opened: refused at the start, not a log that never appears.
+    assertOneLineError(await berth(cwd, ["serve"], { env: { BERTH_LOG_XFERLOG: path.join(cwd, "no-such-dir", "xferlog") } }), 2, "log.xferlog cannot be opened", "no such file or directory");
   });
 
   void test("an unknown command exits 2; help exits 0", async () => {

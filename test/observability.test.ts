@@ -1,15 +1,17 @@
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rename, rm, symlink, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { Readable, Writable } from "node:stream";
 import { describe, it } from "node:test";
 import { Client } from "basic-ftp";
-import { formatXferLine } from "../src/log/xferlog.ts";
+import pino from "pino";
+import { ConfigError } from "../src/config/load.ts";
+import { formatXferLine, XferLog, XFERLOG_MAX_PENDING, type XferEntry } from "../src/log/xferlog.ts";
 import { RawClient } from "./helpers/raw.ts";
 import { withServer } from "./helpers/run.ts";
-import { startTestServer } from "./helpers/server.ts";
+import { openFds, startTestServer, waitFor } from "./helpers/server.ts";
 
 async function freePort(): Promise<number> {
   const srv = createServer();
@@ -152,5 +154,134 @@ describe("Prometheus endpoint and xferlog", () => {
         assert.equal(parsed.user, user);
       });
     });
+  });
+});
+
+describe("xferlog file trouble", () => {
+  const entry = (path: string): XferEntry => ({ when: new Date(), ms: 5, remote: "192.0.2.1", bytes: 10, path, ascii: false, direction: "upload", user: "alice", complete: true });
+  function capture() {
+    const logs: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        for (const line of chunk.toString().split("\n")) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
+        cb();
+      },
+    });
+    return { logger: pino({ level: "info" }, sink), logs };
+  }
+
+  it("a path that cannot be opened is a config error naming log.xferlog, not a log that never appears", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "berth-xferlog-"));
+    try {
+      const missing = join(dir, "no-such-dir", "xferlog");
+      assert.throws(
+        () => XferLog.open(missing, capture().logger),
+        (err: unknown) => err instanceof ConfigError && err.key === "log.xferlog" && err.message === `config: log.xferlog cannot be opened: ${missing} (no such file or directory)`,
+      );
+      assert.throws(() => XferLog.open(dir, capture().logger), /log\.xferlog cannot be opened: .* \(is a directory\)$/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("failed writes drop their lines with one warning; after a reopen the next line lands and says how many were lost", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "berth-xferlog-"));
+    const { logger, logs } = capture();
+    const path = join(dir, "xferlog");
+    // Every write to /dev/full fails with ENOSPC, as on a full disk.
+    await symlink("/dev/full", path);
+    const x = XferLog.open(path, logger);
+    try {
+      for (const name of ["/a", "/b", "/c"]) x.write(entry(name));
+      assert.ok(await waitFor(() => logs.some((l) => l.event === "xferlog-failed"), 3000));
+      // The disk "frees up" and the file is rotated: the link now leads to a regular file.
+      await unlink(path);
+      await writeFile(join(dir, "real"), "");
+      await symlink(join(dir, "real"), path);
+      x.reopen();
+      x.write(entry("/d"));
+      assert.ok(await waitFor(() => logs.some((l) => l.event === "xferlog-resumed"), 3000));
+    } finally {
+      await x.close();
+    }
+    const failed = logs.filter((l) => l.event === "xferlog-failed");
+    assert.equal(failed.length, 1, "one warning for the whole run of failures");
+    assert.equal(failed[0]?.level, 40);
+    assert.equal(failed[0]?.code, "ENOSPC");
+    assert.match(String(failed[0]?.msg), /no space left on device/);
+    const resumed = logs.filter((l) => l.event === "xferlog-resumed");
+    assert.equal(resumed.length, 1);
+    assert.equal(resumed[0]?.dropped, 3);
+    const lines = (await readFile(join(dir, "real"), "utf8")).split("\n").filter(Boolean);
+    assert.equal(lines.length, 1);
+    assert.match(lines[0] ?? "", / \/d b _ i r alice ftp 0 \* c$/);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("lines beyond what the disk has taken so far are dropped, counted, and the memory held stays bounded", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "berth-xferlog-"));
+    const { logger, logs } = capture();
+    const path = join(dir, "xferlog");
+    const x = XferLog.open(path, logger);
+    // More lines in one turn of the event loop than the queue holds: the first write is still on
+    // its way when the rest arrive.
+    const total = Math.ceil(XFERLOG_MAX_PENDING / 60) + 1000;
+    for (let i = 0; i < total; i++) x.write(entry(`/f${i}`));
+    x.write(entry("/after")); // still dropped: the queue is full
+    await x.close();
+    const failed = logs.filter((l) => l.event === "xferlog-failed");
+    assert.equal(failed.length, 1);
+    assert.equal(failed[0]?.code, "EAGAIN");
+    const resumed = logs.filter((l) => l.event === "xferlog-resumed");
+    assert.equal(resumed.length, 1);
+    const dropped = Number(resumed[0]?.dropped);
+    assert.ok(dropped > 0);
+    const lines = (await readFile(path, "utf8")).split("\n");
+    assert.equal(lines.pop(), "", "the file ends with a whole line");
+    assert.equal(lines.length, total + 1 - dropped);
+    assert.ok(Buffer.byteLength(lines.join("\n")) <= XFERLOG_MAX_PENDING + 200);
+    for (const [i, line] of lines.entries()) assert.match(line, new RegExp(` /f${i} b _ i r alice ftp 0 \\* c$`));
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("a reload opens the path again, so a rotated file is let go; nothing is left open", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "berth-xferlog-"));
+    const xferlog = join(dir, "xferlog");
+    const s = await startTestServer({ config: { log: { xferlog } } });
+    try {
+      const c = new Client();
+      await c.access({ host: "127.0.0.1", port: s.port, user: "alice", password: "alice-pw" });
+      await c.uploadFrom(Readable.from([Buffer.alloc(10, 1)]), "one.bin");
+      await rename(xferlog, `${xferlog}.1`);
+      s.server.reload(s.config);
+      await c.uploadFrom(Readable.from([Buffer.alloc(20, 1)]), "two.bin");
+      c.close();
+    } finally {
+      await s.close();
+    }
+    const old = (await readFile(`${xferlog}.1`, "utf8")).trim().split("\n");
+    const now = (await readFile(xferlog, "utf8")).trim().split("\n");
+    assert.equal(old.length, 1);
+    assert.match(old[0] ?? "", / 10 \/one\.bin b /);
+    assert.equal(now.length, 1);
+    assert.match(now[0] ?? "", / 20 \/two\.bin b /);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("a server that cannot listen closes the xferlog it opened", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "berth-xferlog-"));
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
+    const before = openFds();
+    try {
+      await assert.rejects(
+        startTestServer({ config: { listen: { host: "127.0.0.1", port: (taken.address() as { port: number }).port }, log: { xferlog: join(dir, "xferlog") } } }),
+        /EADDRINUSE/,
+      );
+      assert.ok(await waitFor(() => openFds() <= before, 3000), `descriptors: ${openFds()} after, ${before} before`);
+    } finally {
+      await new Promise((r) => taken.close(r));
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

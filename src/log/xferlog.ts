@@ -5,7 +5,10 @@
  * direction access-mode username service-name authentication-method authenticated-user-id
  * completion-status`.
  */
-import { createWriteStream, type WriteStream } from "node:fs";
+import { closeSync, constants, openSync, write } from "node:fs";
+import { ConfigError } from "../config/load.ts";
+import { errnoCode, systemErrorText } from "../config/syserr.ts";
+import type { Logger } from "./logger.ts";
 
 /** One finished transfer. */
 export interface XferEntry {
@@ -33,25 +36,175 @@ export function formatXferLine(e: XferEntry): string {
   return `${time} ${secs} ${e.remote} ${e.bytes} ${name} ${e.ascii ? "a" : "b"} _ ${dir} r ${e.user} ftp 0 * ${e.complete ? "c" : "i"}\n`;
 }
 
-/** Appends xferlog lines to a file. */
+/** Lines waiting for the disk beyond this are dropped (and counted), so a stalled disk cannot
+ * grow the process without bound (bytes; about 8,000 lines). */
+export const XFERLOG_MAX_PENDING = 1 << 20;
+
+/**
+ * Appends xferlog lines to a file, one write at a time, never blocking a session.
+ *
+ * The file is opened when the server starts: a path that cannot be opened stops the start with
+ * one line, instead of a transfer log that silently never appears. A write that fails (a full
+ * disk, a quota, an I/O error) drops its lines and logs one warning for the whole run of
+ * failures; each new line tries again, and the first that lands logs how many were lost. A reload
+ * (SIGHUP) opens the path again, so that a rotated file is let go.
+ */
 export class XferLog {
-  private readonly out: WriteStream;
+  #fd: number;
+  /** A descriptor reopen() opened, taken over between writes. */
+  #next: number | null = null;
+  #pending: string[] = [];
+  #pendingBytes = 0;
+  #writing = false;
+  #closed = false;
+  #onIdle: (() => void)[] = [];
+  /** The errno of the failing run of writes, null while writes land. */
+  #failing: string | null = null;
+  /** Lines lost since the last write that landed. */
+  #dropped = 0;
+  /** The last write that failed stopped inside a line: the next one starts a new line. */
+  #midLine = false;
 
-  /** Opens `file` for appending (created if missing). */
-  constructor(file: string) {
-    this.out = createWriteStream(file, { flags: "a", mode: 0o640 });
-    this.out.on("error", () => undefined);
+  private constructor(
+    readonly file: string,
+    fd: number,
+    private readonly logger: Logger,
+  ) {
+    this.#fd = fd;
   }
 
-  /** Writes one entry. */
+  /** Opens `file` for appending (created 0640 if missing); a ConfigError naming log.xferlog when
+   * it cannot be opened. */
+  static open(file: string, logger: Logger): XferLog {
+    return new XferLog(file, openForAppend(file), logger);
+  }
+
+  /** Queues one entry; it is written after the ones before it. */
   write(e: XferEntry): void {
-    this.out.write(formatXferLine(e));
+    if (this.#closed) return;
+    const line = formatXferLine(e);
+    if (this.#pendingBytes + line.length > XFERLOG_MAX_PENDING) {
+      this.#lost(1, "EAGAIN");
+      return;
+    }
+    this.#pending.push(line);
+    this.#pendingBytes += line.length;
+    if (!this.#writing) this.#flush();
   }
 
-  /** Flushes and closes the file. */
-  close(): Promise<void> {
-    return new Promise((resolve) => this.out.end(resolve));
+  /** Opens the path again (after a rotation); lines from the next write on go to the new file.
+   * When it cannot be opened, the current file is kept and a warning says why. */
+  reopen(): void {
+    if (this.#closed) return;
+    let fd: number;
+    try {
+      fd = openForAppend(this.file);
+    } catch (err) {
+      this.logger.warn({ event: "xferlog-reopen-failed", file: this.file, code: errnoCode(err) }, "xferlog: cannot open %s again (%s); still writing to the file already open", this.file, systemErrorText(err));
+      return;
+    }
+    if (this.#next !== null) closeQuietly(this.#next);
+    this.#next = fd;
+    if (!this.#writing) this.#takeNext();
   }
+
+  /** Writes what is queued, then closes the file. */
+  close(): Promise<void> {
+    if (this.#closed) return new Promise((resolve) => (this.#writing ? this.#onIdle.push(resolve) : resolve()));
+    this.#closed = true;
+    return new Promise((resolve) => {
+      this.#onIdle.push(resolve);
+      if (!this.#writing) this.#idle();
+    });
+  }
+
+  #takeNext(): void {
+    if (this.#next === null) return;
+    closeQuietly(this.#fd);
+    this.#fd = this.#next;
+    this.#next = null;
+    this.#midLine = false;
+  }
+
+  #flush(): void {
+    this.#takeNext();
+    // A line cut short by a failed write is ended first, so the file stays one entry per line.
+    const cut = this.#midLine ? 1 : 0;
+    const text = (cut ? "\n" : "") + this.#pending.join("");
+    const lines = this.#pending.length;
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    this.#writing = true;
+    this.#writeFrom(Buffer.from(text), 0, lines, cut);
+  }
+
+  #writeFrom(buf: Buffer, off: number, lines: number, cut: number): void {
+    write(this.#fd, buf, off, buf.length - off, null, (err, n) => {
+      if (err === null && off + n < buf.length) {
+        this.#writeFrom(buf, off + n, lines, cut);
+        return;
+      }
+      if (err !== null) {
+        const landed = Math.max(0, countLines(buf, off) - cut);
+        this.#midLine = off > 0 && buf[off - 1] !== NEWLINE;
+        this.#lost(lines - landed, errnoCode(err) ?? "EIO", err);
+      } else {
+        this.#midLine = false;
+        this.#landed();
+      }
+      this.#writing = false;
+      if (this.#pending.length > 0) this.#flush();
+      else this.#idle();
+    });
+  }
+
+  #lost(lines: number, code: string, err?: unknown): void {
+    this.#dropped += lines;
+    if (this.#failing !== null) return;
+    this.#failing = code;
+    const why = err === undefined ? "the disk is not keeping up" : systemErrorText(err);
+    this.logger.warn({ event: "xferlog-failed", file: this.file, code }, "xferlog: cannot write %s (%s); transfer lines are dropped until a write succeeds", this.file, why);
+  }
+
+  #landed(): void {
+    if (this.#failing === null) return;
+    this.logger.info({ event: "xferlog-resumed", file: this.file, dropped: this.#dropped }, "xferlog: writing %s again; %d lines were lost", this.file, this.#dropped);
+    this.#failing = null;
+    this.#dropped = 0;
+  }
+
+  #idle(): void {
+    if (!this.#closed) return;
+    if (this.#next !== null) closeQuietly(this.#next);
+    this.#next = null;
+    closeQuietly(this.#fd);
+    for (const resolve of this.#onIdle.splice(0)) resolve();
+  }
+}
+
+const NEWLINE = 0x0a;
+
+function openForAppend(file: string): number {
+  try {
+    return openSync(file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o640);
+  } catch (err) {
+    throw new ConfigError("log.xferlog", `log.xferlog cannot be opened: ${file} (${systemErrorText(err)})`);
+  }
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // Closing a descriptor of a file only written to: nothing to do about a failure here.
+  }
+}
+
+/** Complete lines in `buf` before `end`. */
+function countLines(buf: Buffer, end: number): number {
+  let n = 0;
+  for (let i = buf.indexOf(NEWLINE); i >= 0 && i < end; i = buf.indexOf(NEWLINE, i + 1)) n++;
+  return n;
 }
 
 const SPACE_OR_NUL = /[\s\0]/g;
