@@ -6,7 +6,8 @@ import { Writable } from "node:stream";
 import { after, describe, test } from "node:test";
 import { UserError, UserStore, type UserStoreOptions } from "../src/auth/store.ts";
 import { PERMS } from "../src/auth/types.ts";
-import { homeUsage } from "../src/cli/commands.ts";
+import { formatUserTable, homeUsage } from "../src/cli/commands.ts";
+import { Limiter, scanUsage } from "../src/fs/usage.ts";
 import { createLogger } from "../src/log/logger.ts";
 
 const dirs: string[] = [];
@@ -209,6 +210,34 @@ void describe("user list usage", () => {
     assert.deepEqual(usage.get("ann"), { bytes: 1024, files: 2 });
     assert.deepEqual(usage.get("ben"), { bytes: 1024, files: 2 });
     assert.equal(usage.get("cat"), null);
+  });
+
+  test("a home too big to count in time shows what was counted as a lower bound", async () => {
+    const box = sandbox();
+    const store = storeOn(box);
+    await store.add("deep", "pw", {});
+    let dir = path.join(box.root, "deep");
+    for (let i = 0; i < 10; i++) {
+      writeFileSync(path.join(dir, "f"), "x");
+      dir = path.join(dir, `d${i}`);
+      mkdirSync(dir);
+    }
+    // Every filesystem call takes 20 ms: the walk goes one level down per three calls.
+    class Slow extends Limiter {
+      override run<T>(step: () => Promise<T>): Promise<T> {
+        return new Promise((r) => setTimeout(r, 20)).then(step);
+      }
+    }
+    const partial = await scanUsage(path.join(box.root, "deep"), new Slow(1), Date.now() + 150);
+    assert.equal(partial.partial, true);
+    assert.ok(partial.files >= 1 && partial.files < 10, `${partial.files} files counted`);
+    assert.equal(partial.bytes, partial.files);
+    assert.deepEqual(await scanUsage(path.join(box.root, "deep"), new Slow(1)), { bytes: 10, files: 10 });
+    // user list says so.
+    const users = await store.list();
+    const table = formatUserTable(users, await homeUsage(users, -1));
+    assert.match(table, /at least 0 B, 0 files \(counting stopped after 5 s\)/);
+    assert.match(formatUserTable(users, await homeUsage(users)), /10 B, 10 files/);
   });
 });
 

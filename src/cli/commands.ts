@@ -166,10 +166,14 @@ export function describeUser(u: UserInfo): string {
 /** Filesystem calls in flight while `user list` counts homes. */
 const LIST_SCAN_CONCURRENCY = 16;
 
+/** How long `user list` counts one home before it shows what it found as a lower bound (ms): a
+ * home of millions of files, or a root of "/", must not hold the command for minutes. */
+export const LIST_SCAN_MS = 5000;
+
 /** What each user's home holds (by name); null for a home that does not exist. One walk per home
  * (users sharing a home share its walk), homes one after another, with a bounded number of
- * filesystem calls in flight. */
-export async function homeUsage(users: readonly UserInfo[]): Promise<Map<string, Usage | null>> {
+ * filesystem calls in flight, each for at most `budgetMs`. */
+export async function homeUsage(users: readonly UserInfo[], budgetMs = LIST_SCAN_MS): Promise<Map<string, Usage | null>> {
   const limiter = new Limiter(LIST_SCAN_CONCURRENCY);
   const byHome = new Map<string, Usage | null>();
   const out = new Map<string, Usage | null>();
@@ -177,7 +181,7 @@ export async function homeUsage(users: readonly UserInfo[]): Promise<Map<string,
     let usage = byHome.get(u.home);
     if (usage === undefined) {
       const isDir = await stat(u.home).then((st) => st.isDirectory(), () => false);
-      usage = isDir ? await scanUsage(u.home, limiter) : null;
+      usage = isDir ? await scanUsage(u.home, limiter, Date.now() + budgetMs) : null;
       byHome.set(u.home, usage);
     }
     out.set(u.name, usage);
@@ -188,7 +192,8 @@ export async function homeUsage(users: readonly UserInfo[]): Promise<Map<string,
 /** "12 MiB, 3 files" */
 function usageText(usage: Usage | null | undefined): string {
   if (!usage) return "-";
-  return `${formatSize(usage.bytes)}, ${usage.files} file${usage.files === 1 ? "" : "s"}`;
+  const text = `${formatSize(usage.bytes)}, ${usage.files} file${usage.files === 1 ? "" : "s"}`;
+  return usage.partial ? `at least ${text} (counting stopped after ${LIST_SCAN_MS / 1000} s)` : text;
 }
 
 /** A plain-text table of users: name, home, read-only, permissions, usage of the home, limits. */

@@ -15,6 +15,8 @@ export interface Usage {
   readonly bytes: number;
   /** Number of its regular files (directories and symlinks are not counted). */
   readonly files: number;
+  /** Set when the walk stopped at its deadline: the home holds at least this much. */
+  readonly partial?: true;
 }
 
 /** Runs at most `max` async steps at once, in arrival order. */
@@ -45,10 +47,12 @@ const SCAN_CONCURRENCY = 8;
  * in-progress upload temp files (their bytes are counted when they land). Each directory is held
  * open while it is read (fs/pin.ts), opened without following its last part and checked to be
  * below `root`, and its files are looked at through it: a directory swapped for a link while the
- * walk runs is not followed out of the home. */
-export async function scanUsage(root: string, limiter?: Limiter): Promise<Usage> {
+ * walk runs is not followed out of the home. With a `deadline` (a Date.now() value), no directory is
+ * read after it, and the result is marked partial. */
+export async function scanUsage(root: string, limiter?: Limiter, deadline = Infinity): Promise<Usage> {
   let bytes = 0;
   let files = 0;
+  let partial = false;
   let top: RealPath;
   try {
     top = (await realpath(root)) as RealPath;
@@ -59,6 +63,11 @@ export async function scanUsage(root: string, limiter?: Limiter): Promise<Usage>
   const io = <T>(op: () => Promise<T>): Promise<T> => own.run(() => (limiter ? limiter.run(op) : op()));
   const queue: string[] = [top];
   const step = async (dirPath: string): Promise<void> => {
+    if (Date.now() > deadline) {
+      partial = true;
+      queue.length = 0;
+      return;
+    }
     const dir = await io(() => pinDir(top, dirPath as RealPath, false));
     try {
       const names: string[] = [];
@@ -95,5 +104,5 @@ export async function scanUsage(root: string, limiter?: Limiter): Promise<Usage>
     };
     pump();
   });
-  return { bytes, files };
+  return partial ? { bytes, files, partial } : { bytes, files };
 }
