@@ -5,6 +5,7 @@
 import { Metrics, serveMetrics, type Gauges } from "./log/metrics.ts";
 import { receiveBinding, sendfileBinding } from "./native.ts";
 import { XferLog } from "./log/xferlog.ts";
+import { stopDigestWorker } from "./fs/digest.ts";
 import { randomFillSync } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "pino";
@@ -317,6 +318,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     await context.xferlog?.close();
     // The listing worker (fs/statworker.ts) goes too; a listing still running stats without it.
     await stopStatWorker();
+    await stopDigestWorker();
     logger.info({ event: "stopped" }, "berth stopped");
   };
 

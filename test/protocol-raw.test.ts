@@ -349,6 +349,7 @@ describe("reply formats", () => {
           "211-Features:",
           " EPRT",
           " EPSV",
+          " HASH SHA-1;SHA-256*;SHA-512;MD5;CRC32",
           " HOST",
           " LANG EN*",
           " MDTM",
@@ -359,6 +360,11 @@ describe("reply formats", () => {
           " SIZE",
           " TVFS",
           " UTF8",
+          " XCRC",
+          " XMD5",
+          " XSHA1",
+          " XSHA256",
+          " XSHA512",
           "211 End",
         ]);
         await raw.login();

@@ -17,6 +17,7 @@ import type { Transfer } from "../data/transfer.ts";
 import type { JailedFs } from "../fs/jail.ts";
 import type { VirtualPath } from "../fs/types.ts";
 import { MLSX_FACTS } from "../fs/format.ts";
+import { DEFAULT_HASH, type DigestJob, type HashAlgorithm } from "../fs/digest.ts";
 import { resolveVirtual, ROOT } from "../fs/vpath.ts";
 import type { Dispatcher } from "./dispatcher.ts";
 import { FtpError } from "./errors.ts";
@@ -81,6 +82,10 @@ export class Session {
   transfer: Transfer | null = null;
   /** Facts MLSD/MLST print (OPTS MLST). */
   mlstFacts: ReadonlySet<string> = new Set(MLSX_FACTS);
+  /** The algorithm HASH uses (OPTS HASH). */
+  hashAlgo: HashAlgorithm = DEFAULT_HASH;
+  /** A checksum being computed (HASH, XCRC…): cancelled if the session ends first. */
+  hashing: DigestJob | null = null;
   /** Failed logins on this connection. */
   loginFailures = 0;
   /** Size announced by ALLO, for the next upload. */
@@ -332,6 +337,7 @@ export class Session {
     this.releaseHeld();
     this.stopPacing();
     this.transfer?.abort("client");
+    this.hashing?.cancel();
     this.setChannel(null);
     this.retiring?.close();
     this.retiring = null;
@@ -380,8 +386,9 @@ export class Session {
 
   private onIdle(): void {
     if (this.closed || this.ending) return;
-    if (this.transfer) {
-      // The data connection has its own stall timeout; the session idles out once the transfer is over.
+    if (this.transfer || this.hashing) {
+      // The data connection has its own stall timeout; the session idles out once the transfer is
+      // over. A checksum is the client waiting for a reply, not an idle client.
       this.idleTimer?.refresh();
       return;
     }

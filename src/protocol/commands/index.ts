@@ -2,6 +2,7 @@
 import { Registry } from "../registry.ts";
 import { authCommands } from "./auth.ts";
 import { dataCommands } from "./data.ts";
+import { digestCommands } from "./digest.ts";
 import { dirCommands } from "./dirs.ts";
 import { fileCommands } from "./files.ts";
 import { listingCommands } from "./listing.ts";
@@ -17,6 +18,7 @@ export function buildRegistry(): Registry {
     .add(miscCommands(registry))
     .add(dirCommands)
     .add(fileCommands)
+    .add(digestCommands)
     .add(listingCommands)
     .add(transferCommands)
     .add(dataCommands)

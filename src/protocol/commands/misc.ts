@@ -4,6 +4,7 @@
  */
 import { mlstFeature, selectMlsxFacts } from "../../fs/format.ts";
 import { FtpError } from "../errors.ts";
+import { optsHash } from "./digest.ts";
 import { formatBlockReply } from "../reply.ts";
 import type { CommandSpec, Registry } from "../registry.ts";
 import type { Session } from "../session.ts";
@@ -28,6 +29,10 @@ function opts(s: Session, arg: string): void {
     const chosen = selectMlsxFacts(value);
     s.mlstFacts = chosen;
     s.reply(200, `MLST OPTS ${[...chosen].map((f) => `${f};`).join("")}`);
+    return;
+  }
+  if (name === "HASH") {
+    optsHash(s, value);
     return;
   }
   s.reply(501, "Option not understood");
@@ -148,8 +153,8 @@ export function miscCommands(registry: Registry): CommandSpec[] {
       beforeTls: true,
       handler: opts,
       feat: (s) => ["UTF8", `MLST ${mlstFeature(s.mlstFacts)}`],
-      help: "OPTS UTF8 ON | OPTS MLST <facts>",
-      rfc: "RFC 2389 §4, RFC 2640 §3.1, RFC 3659 §7.9",
+      help: "OPTS UTF8 ON | OPTS MLST <facts> | OPTS HASH [<algorithm>]",
+      rfc: "RFC 2389 §4, RFC 2640 §3.1, RFC 3659 §7.9, draft-bryan-ftpext-hash-02",
     },
     {
       ...base,

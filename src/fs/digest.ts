@@ -1,0 +1,223 @@
+/**
+ * File digests for HASH and the X* checksum commands, computed on a worker thread: hashing a large
+ * file is seconds of CPU, which on the event loop would stall every session. The file is opened
+ * on the main thread, through the jail as a download is (fs/jail.ts openDownload), and only its
+ * descriptor crosses; the worker reads it with positional reads, so nothing else sharing it is
+ * disturbed. Requests run one after another on one worker (the others wait, at most MAX_QUEUED of
+ * them), each can be cancelled (the session closed) between two reads, and the worker does not
+ * keep the process alive. Where a worker cannot run, the digest is computed on the main thread in
+ * reads through the thread pool, one chunk per turn of the event loop.
+ */
+import { createHash } from "node:crypto";
+import { read } from "node:fs";
+import { Worker } from "node:worker_threads";
+import * as zlib from "node:zlib";
+
+/** The algorithms, by their names in the HASH registry (draft-bryan-ftpext-hash §4). */
+export const HASH_ALGORITHMS = ["SHA-1", "SHA-256", "SHA-512", "MD5", "CRC32"] as const;
+export type HashAlgorithm = (typeof HASH_ALGORITHMS)[number];
+
+/** What HASH uses until OPTS HASH picks another. */
+export const DEFAULT_HASH: HashAlgorithm = "SHA-256";
+
+/** Node's crypto names; CRC32 is computed apart (crc32 below). */
+const NODE_NAMES: Readonly<Record<HashAlgorithm, string>> = { "SHA-1": "sha1", "SHA-256": "sha256", "SHA-512": "sha512", MD5: "md5", CRC32: "crc32" };
+
+/** Requests waiting for the worker beyond which a new one is refused (the caller answers 450). */
+export const MAX_QUEUED = 32;
+
+/** Bytes per read. */
+const CHUNK = 1 << 20;
+
+/** The algorithm named `name` (any case), or null. */
+export function hashAlgorithm(name: string): HashAlgorithm | null {
+  const upper = name.toUpperCase();
+  return HASH_ALGORITHMS.find((a) => a === upper) ?? null;
+}
+
+/** Why a digest was not computed. */
+export class DigestError extends Error {
+  constructor(
+    readonly kind: "busy" | "cancelled" | "io",
+    message: string,
+    readonly code?: string,
+  ) {
+    super(message);
+    this.name = "DigestError";
+  }
+}
+
+/** A digest being computed: its result, and a way to stop it. */
+export interface DigestJob {
+  readonly result: Promise<string>;
+  /** Stops at the next read; the result then rejects with kind "cancelled". Harmless when done. */
+  cancel(): void;
+}
+
+interface Pending {
+  readonly resolve: (hex: string) => void;
+  readonly reject: (err: Error) => void;
+}
+
+/** The worker's code, plain CommonJS (no loader). One request at a time, in order. The flag is
+ * set by the main thread to cancel; it is read before each chunk. */
+function workerSource(): string {
+  return `
+const { parentPort } = require("node:worker_threads");
+const { readSync } = require("node:fs");
+const { createHash } = require("node:crypto");
+const zlib = require("node:zlib");
+const CHUNK = ${CHUNK};
+const buf = Buffer.allocUnsafe(CHUNK);
+${crc32Source()}
+parentPort.on("message", ({ id, fd, algo, start, end, flag }) => {
+  const cancelled = new Int32Array(flag);
+  try {
+    const h = algo === "crc32" ? crc32Hasher(zlib) : createHash(algo);
+    for (let pos = start; pos < end; ) {
+      if (Atomics.load(cancelled, 0) !== 0) return parentPort.postMessage({ id, cancelled: true });
+      const n = readSync(fd, buf, 0, Math.min(CHUNK, end - pos), pos);
+      if (n === 0) break;
+      h.update(buf.subarray(0, n));
+      pos += n;
+    }
+    parentPort.postMessage({ id, hex: h.digest("hex") });
+  } catch (err) {
+    parentPort.postMessage({ id, error: { code: err && err.code, message: String(err && err.message) } });
+  }
+});
+`;
+}
+
+/** CRC-32 (IEEE, as zlib's) with the hasher's update/digest shape: zlib.crc32 where this Node has
+ * it (20.15 and later), else a table. Source text, so the worker and the main thread share it. */
+function crc32Source(): string {
+  return `
+let crcTable = null;
+function crc32Hasher(zlib) {
+  let crc = 0;
+  const native = typeof zlib.crc32 === "function";
+  if (!native && crcTable === null) {
+    crcTable = new Int32Array(256);
+    for (let i = 0; i < 256; i++) {
+      let c = i;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      crcTable[i] = c;
+    }
+  }
+  return {
+    update(b) {
+      if (native) crc = zlib.crc32(b, crc);
+      else {
+        let c = ~crc;
+        for (let i = 0; i < b.length; i++) c = crcTable[(c ^ b[i]) & 0xff] ^ (c >>> 8);
+        crc = ~c >>> 0;
+      }
+    },
+    digest() {
+      return (crc >>> 0).toString(16).padStart(8, "0");
+    },
+  };
+}
+`;
+}
+
+/** The same CRC-32 on the main thread (the fallback below); given an object without `crc32`,
+ * the table version (for tests: this Node has zlib.crc32). */
+export const crc32Hasher = new Function("zlib", `${crc32Source()}\nreturn crc32Hasher(zlib);`) as (z: Partial<typeof zlib>) => {
+  update(b: Buffer): void;
+  digest(): string;
+};
+
+const MAX_FAILURES = 3;
+let worker: Worker | null = null;
+let failures = 0;
+let nextId = 1;
+const pending = new Map<number, Pending>();
+
+function startWorker(): Worker | null {
+  if (worker !== null) return worker;
+  if (failures >= MAX_FAILURES) return null;
+  let w: Worker;
+  try {
+    w = new Worker(workerSource(), { eval: true, execArgv: [], stdout: false, stderr: false });
+  } catch {
+    failures++;
+    return null;
+  }
+  w.unref();
+  w.on("message", (m: { id: number; hex?: string; cancelled?: true; error?: { code?: string; message: string } }) => {
+    const p = pending.get(m.id);
+    if (p === undefined) return;
+    pending.delete(m.id);
+    if (pending.size === 0) w.unref();
+    if (typeof m.hex === "string") p.resolve(m.hex);
+    else if (m.cancelled) p.reject(new DigestError("cancelled", "cancelled"));
+    else p.reject(new DigestError("io", m.error?.message ?? "read failed", m.error?.code));
+  });
+  const gone = (err: Error): void => {
+    if (worker !== w) return;
+    worker = null;
+    failures++;
+    for (const p of pending.values()) p.reject(new DigestError("io", `checksum worker stopped: ${err.message}`));
+    pending.clear();
+  };
+  w.on("error", gone);
+  w.on("exit", (code) => gone(new Error(`exit ${code}`)));
+  worker = w;
+  return w;
+}
+
+/**
+ * The digest of bytes `start` to `end` (exclusive) of open file `fd`, as lower-case hex. The
+ * descriptor must stay open until the result settles. Rejects with a DigestError: "busy" when
+ * MAX_QUEUED requests are already waiting, "cancelled" after cancel(), "io" for a read error.
+ */
+export function digestFile(fd: number, algo: HashAlgorithm, start: number, end: number): DigestJob {
+  const flag = new SharedArrayBuffer(4);
+  const cancelled = new Int32Array(flag);
+  const cancel = (): void => void Atomics.store(cancelled, 0, 1);
+  if (pending.size >= MAX_QUEUED) {
+    return { result: Promise.reject(new DigestError("busy", "too many checksums in progress")), cancel };
+  }
+  const w = startWorker();
+  if (w === null) return { result: digestHere(fd, NODE_NAMES[algo], start, end, cancelled), cancel };
+  const id = nextId++;
+  const result = new Promise<string>((resolve, reject) => pending.set(id, { resolve, reject }));
+  // Held while a digest is owed (its caller waits for it); let go when none is.
+  w.ref();
+  w.postMessage({ id, fd, algo: NODE_NAMES[algo], start, end, flag });
+  return { result, cancel };
+}
+
+/** The fallback where no worker runs: reads through the thread pool, hashing between them. */
+async function digestHere(fd: number, name: string, start: number, end: number, cancelled: Int32Array): Promise<string> {
+  const h = name === "crc32" ? crc32Hasher(zlib) : createHash(name);
+  const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(end - start, 1)));
+  for (let pos = start; pos < end; ) {
+    if (Atomics.load(cancelled, 0) !== 0) throw new DigestError("cancelled", "cancelled");
+    const n = await new Promise<number>((resolve, reject) =>
+      read(fd, buf, 0, Math.min(buf.length, end - pos), pos, (err, bytes) => (err ? reject(new DigestError("io", err.message, err.code)) : resolve(bytes))),
+    );
+    if (n === 0) break;
+    h.update(buf.subarray(0, n));
+    pos += n;
+  }
+  return h.digest("hex");
+}
+
+/** Stops the worker (the server's shutdown); digests still waiting reject as cancelled. */
+export async function stopDigestWorker(): Promise<void> {
+  const w = worker;
+  if (w === null) return;
+  worker = null;
+  for (const p of pending.values()) p.reject(new DigestError("cancelled", "checksum worker stopped"));
+  pending.clear();
+  await w.terminate();
+}
+
+/** For tests: the worker's failures forgotten, so that the next request starts one. */
+export async function resetDigestWorkerForTest(fail = false): Promise<void> {
+  await stopDigestWorker();
+  failures = fail ? MAX_FAILURES : 0;
+}

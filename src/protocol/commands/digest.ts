@@ -1,0 +1,138 @@
+/**
+ * Checksums of files on the server, so a client can check a transfer without moving the file
+ * again: HASH and OPTS HASH (draft-bryan-ftpext-hash-02), and the XCRC, XMD5, XSHA1, XSHA256 and
+ * XSHA512 commands other servers (ProFTPD's mod_digest, Serv-U) offer and clients such as WinSCP
+ * use. The bytes are read from the file as a download would read them (the jail, the download
+ * permission, hidden names) and hashed on a worker thread (fs/digest.ts).
+ */
+import { digestFile, DigestError, HASH_ALGORITHMS, hashAlgorithm, type HashAlgorithm } from "../../fs/digest.ts";
+import type { VirtualPath } from "../../fs/types.ts";
+import { FtpError } from "../errors.ts";
+import type { CommandSpec } from "../registry.ts";
+import type { Session } from "../session.ts";
+
+/** A path argument as some clients send it when it holds a space (WinSCP: `HASH "a b.txt"`). */
+function unquote(arg: string): string {
+  return arg.length >= 2 && arg.startsWith('"') && arg.endsWith('"') ? arg.slice(1, -1) : arg;
+}
+
+/** Bytes `start` to `end` (exclusive) of regular file `path`, hashed with `algo`. */
+async function digestOf(s: Session, path: VirtualPath, algo: HashAlgorithm, range: ((size: number) => [number, number]) | null): Promise<{ hex: string; start: number; end: number }> {
+  const dl = await s.requireFs().openDownload(path);
+  try {
+    const [start, end] = range ? range(dl.size) : [0, dl.size];
+    const fd = dl.handle.fd;
+    const job = digestFile(fd, algo, start, end);
+    s.hashing = job;
+    try {
+      return { hex: await job.result, start, end };
+    } finally {
+      s.hashing = null;
+    }
+  } catch (err) {
+    if (err instanceof DigestError) {
+      if (err.kind === "busy") throw new FtpError(450, "Too many checksums in progress; try again later");
+      if (err.kind === "cancelled") throw new FtpError(451, "Checksum cancelled");
+      throw new FtpError(451, "Checksum failed: the file could not be read", `${err.code ?? "EIO"}: ${err.message}`);
+    }
+    throw err;
+  } finally {
+    await dl.handle.close().catch(() => undefined);
+  }
+}
+
+/** A directory or anything else that is not a regular file gets 553 from HASH (the draft's code
+ * for a directory); the file family's 550 "Not a regular file" is turned into it. */
+function notAFile(err: unknown): never {
+  if (err instanceof FtpError && err.code === 550 && err.message === "Not a regular file") throw new FtpError(553, "Not a regular file");
+  throw err;
+}
+
+async function hash(s: Session, arg: string): Promise<void> {
+  const algo = s.hashAlgo;
+  const { hex, start, end } = await digestOf(s, s.resolve(unquote(arg)), algo, null).catch(notAFile);
+  // The draft's range is inclusive; an empty file shows 0-0.
+  s.reply(213, `${algo} ${start}-${Math.max(end - 1, start)} ${hex} ${arg}`);
+}
+
+function optsHash(s: Session, value: string): void {
+  if (value === "") {
+    s.reply(200, s.hashAlgo);
+    return;
+  }
+  const algo = hashAlgorithm(value);
+  if (algo === null) {
+    s.reply(501, "Unknown algorithm, current selection not changed");
+    return;
+  }
+  s.hashAlgo = algo;
+  s.reply(200, algo);
+}
+
+/** `<path> [<start> <end>]`: the path, and the range when the last two words are byte offsets. */
+function splitRange(arg: string): { path: string; range: [number, number] | null } {
+  const m = /^(.*\S)\s+(\d{1,16})\s+(\d{1,16})$/.exec(arg);
+  if (m === null) return { path: unquote(arg), range: null };
+  return { path: unquote(m[1] as string), range: [Number(m[2]), Number(m[3])] };
+}
+
+/** XCRC and the others: `213 <HEX>` of the whole file or of bytes start to end (exclusive). */
+async function xdigest(s: Session, arg: string, algo: HashAlgorithm): Promise<void> {
+  const { path, range } = splitRange(arg);
+  const within = range
+    ? (size: number): [number, number] => {
+        const [start, end] = range;
+        if (end > size) throw new FtpError(501, `End ${end} is beyond the end of the file (${size} bytes)`);
+        if (start >= end) throw new FtpError(501, "Start must be below end");
+        return range;
+      }
+    : null;
+  const { hex } = await digestOf(s, s.resolve(path), algo, within);
+  s.reply(213, hex.toUpperCase());
+}
+
+/** The path a checksum command reads (for the permission check). */
+function hashPath(s: Session, arg: string): VirtualPath {
+  return s.resolve(unquote(arg));
+}
+
+function xPath(s: Session, arg: string): VirtualPath {
+  return s.resolve(splitRange(arg).path);
+}
+
+const base = { needsLogin: true, arg: "required" } as const;
+const READ = { need: ["download"], named: true } as const;
+const X_RFC = "none (as ProFTPD mod_digest)";
+
+function xCommand(verb: string, algo: HashAlgorithm, aliasOf?: string): CommandSpec {
+  const spec = { ...base, verb, perm: { ...READ, path: xPath }, handler: (s: Session, a: string) => xdigest(s, a, algo), rfc: X_RFC };
+  if (aliasOf !== undefined) return { ...spec, help: `${verb}: same as ${aliasOf}`, aliasOf };
+  // One FEAT line per command: clients look for the verb they would use.
+  return { ...spec, feat: () => [verb], help: `${verb} <path> [<start> <end>]` };
+}
+
+/** The FEAT line: every algorithm, the session's marked with "*". */
+function hashFeature(s: Session): string {
+  return `HASH ${HASH_ALGORITHMS.map((a) => (a === s.hashAlgo ? `${a}*` : a)).join(";")}`;
+}
+
+/** The checksum family; OPTS HASH is answered through optsHash (commands/misc.ts). */
+export const digestCommands: CommandSpec[] = [
+  {
+    ...base,
+    verb: "HASH",
+    perm: { ...READ, path: hashPath },
+    handler: hash,
+    feat: (s) => [hashFeature(s)],
+    help: "HASH <path>",
+    rfc: "draft-bryan-ftpext-hash-02",
+  },
+  xCommand("XCRC", "CRC32"),
+  xCommand("XMD5", "MD5"),
+  xCommand("XSHA1", "SHA-1"),
+  xCommand("XSHA", "SHA-1", "XSHA1"),
+  xCommand("XSHA256", "SHA-256"),
+  xCommand("XSHA512", "SHA-512"),
+];
+
+export { optsHash };

@@ -1,0 +1,215 @@
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import * as zlib from "node:zlib";
+import { crc32Hasher, digestFile, DigestError, MAX_QUEUED, resetDigestWorkerForTest } from "../src/fs/digest.ts";
+import { RawClient } from "./helpers/raw.ts";
+import { startTestServer, waitFor, type TestServer } from "./helpers/server.ts";
+
+const hex = (algo: string, data: Buffer): string => createHash(algo).update(data).digest("hex");
+const crc = (data: Buffer): string => (zlib.crc32(data) >>> 0).toString(16).padStart(8, "0");
+
+/** A sparse file this big takes seconds to hash, and no disk. */
+const HUGE = 8 * 1024 ** 3;
+
+describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => {
+  let t: TestServer;
+  const data = randomBytes(3_000_001);
+  after(async () => t?.close());
+
+  it("FEAT lists HASH with the selected algorithm marked, and each X command", async () => {
+    t = await startTestServer({ users: [{ name: "lister", password: "lister-pw", perms: ["list"] }] });
+    const home = t.home("alice");
+    writeFileSync(join(home, "data.bin"), data);
+    writeFileSync(join(home, "a b.bin"), data.subarray(0, 1000));
+    writeFileSync(join(home, "empty"), "");
+    mkdirSync(join(home, "dir"));
+    const c = await RawClient.connect(t.port);
+    const feat = await c.expect("FEAT", 211);
+    assert.ok(feat.lines.includes(" HASH SHA-1;SHA-256*;SHA-512;MD5;CRC32"), feat.lines.join("\n"));
+    for (const x of ["XCRC", "XMD5", "XSHA1", "XSHA256", "XSHA512"]) assert.ok(feat.lines.includes(` ${x}`), x);
+    assert.equal(await c.expect("HASH data.bin", 530).then(() => true), true);
+    await c.close();
+  });
+
+  it("HASH answers 213 with the algorithm, the inclusive byte range, lower-case hex and the path as sent", async () => {
+    const c = await RawClient.connect(t.port);
+    await c.login();
+    const r = await c.expect("HASH data.bin", 213);
+    assert.equal(r.message, `SHA-256 0-${data.length - 1} ${hex("sha256", data)} data.bin`);
+    assert.equal((await c.expect("HASH /empty", 213)).message, `SHA-256 0-0 ${hex("sha256", Buffer.alloc(0))} /empty`);
+    // A path with a space, quoted as WinSCP sends it.
+    assert.equal((await c.expect('HASH "a b.bin"', 213)).message, `SHA-256 0-999 ${hex("sha256", data.subarray(0, 1000))} "a b.bin"`);
+    assert.equal((await c.expect("HASH a b.bin", 213)).message, `SHA-256 0-999 ${hex("sha256", data.subarray(0, 1000))} a b.bin`);
+    await c.close();
+  });
+
+  it("OPTS HASH reads and changes the session's algorithm; an unknown one changes nothing", async () => {
+    const c = await RawClient.connect(t.port);
+    await c.login();
+    assert.equal((await c.expect("OPTS HASH", 200)).message, "SHA-256");
+    for (const [name, algo, want] of [
+      ["sha-1", "SHA-1", hex("sha1", data)],
+      ["SHA-512", "SHA-512", hex("sha512", data)],
+      ["md5", "MD5", hex("md5", data)],
+      ["CRC32", "CRC32", crc(data)],
+    ] as const) {
+      assert.equal((await c.expect(`OPTS HASH ${name}`, 200)).message, algo);
+      assert.equal((await c.expect("HASH data.bin", 213)).message, `${algo} 0-${data.length - 1} ${want} data.bin`);
+    }
+    assert.match((await c.expect("OPTS HASH CRC64", 501)).message, /Unknown algorithm, current selection not changed/);
+    assert.equal((await c.expect("OPTS HASH", 200)).message, "CRC32");
+    const feat = await c.expect("FEAT", 211);
+    assert.ok(feat.lines.includes(" HASH SHA-1;SHA-256;SHA-512;MD5;CRC32*"), feat.lines.join("\n"));
+    // Another session starts from the default.
+    const d = await RawClient.connect(t.port);
+    await d.login();
+    assert.match((await d.expect("HASH empty", 213)).message, /^SHA-256 /);
+    await d.close();
+    await c.close();
+  });
+
+  it("XCRC, XMD5, XSHA1 (and XSHA), XSHA256, XSHA512 answer 213 with upper-case hex, of the whole file or of start to end", async () => {
+    const c = await RawClient.connect(t.port);
+    await c.login();
+    assert.equal((await c.expect("XCRC data.bin", 213)).message, crc(data).toUpperCase());
+    assert.equal((await c.expect("XMD5 data.bin", 213)).message, hex("md5", data).toUpperCase());
+    assert.equal((await c.expect("XSHA1 data.bin", 213)).message, hex("sha1", data).toUpperCase());
+    assert.equal((await c.expect("XSHA data.bin", 213)).message, hex("sha1", data).toUpperCase());
+    assert.equal((await c.expect("XSHA256 data.bin", 213)).message, hex("sha256", data).toUpperCase());
+    assert.equal((await c.expect("XSHA512 data.bin", 213)).message, hex("sha512", data).toUpperCase());
+    // start to end, end exclusive (as ProFTPD's).
+    assert.equal((await c.expect("XMD5 data.bin 100 2000000", 213)).message, hex("md5", data.subarray(100, 2_000_000)).toUpperCase());
+    assert.equal((await c.expect(`XCRC data.bin 0 ${data.length}`, 213)).message, crc(data).toUpperCase());
+    assert.equal((await c.expect('XSHA256 "a b.bin" 10 20', 213)).message, hex("sha256", data.subarray(10, 20)).toUpperCase());
+    assert.equal((await c.expect("XSHA256 a b.bin", 213)).message, hex("sha256", data.subarray(0, 1000)).toUpperCase());
+    // Bad ranges.
+    assert.match((await c.expect(`XMD5 data.bin 0 ${data.length + 1}`, 501)).message, /beyond the end of the file/);
+    assert.match((await c.expect("XMD5 data.bin 20 20", 501)).message, /Start must be below end/);
+    // One number is part of the name, not half a range.
+    await c.expect("XMD5 data.bin 5", 550);
+    await c.expect("XCRC", 501);
+    await c.close();
+  });
+
+  it("what cannot be read as a file is refused: missing, a directory, outside the jail, without the download permission", async () => {
+    const home = t.home("alice");
+    symlinkSync("/etc/passwd", join(home, "out"));
+    const c = await RawClient.connect(t.port);
+    await c.login();
+    await c.expect("HASH nothing-here", 550);
+    assert.match((await c.expect("HASH dir", 553)).message, /Not a regular file/);
+    await c.expect("HASH /", 553);
+    await c.expect("XCRC dir", 550);
+    await c.expect("HASH ../../../../etc/passwd", 550);
+    await c.expect("HASH out", 550);
+    await c.expect("XSHA1 out", 550);
+    await c.expect("HASH a\u0000b", 501);
+    await c.close();
+    const ro = await RawClient.connect(t.port);
+    await ro.login("bob");
+    writeFileSync(join(t.home("bob"), "f"), "bob's");
+    assert.equal((await ro.expect("XMD5 f", 213)).message, hex("md5", Buffer.from("bob's")).toUpperCase());
+    await ro.close();
+    const lister = await RawClient.connect(t.port);
+    await lister.login("lister");
+    writeFileSync(join(t.home("lister"), "f"), "x");
+    await lister.expect("HASH f", 550);
+    await lister.expect("XCRC f", 550);
+    await lister.expect("OPTS HASH MD5", 200);
+    await lister.close();
+  });
+
+  it("a session that goes away during a long checksum stops it; the next one is answered", async () => {
+    const big = join(t.home("alice"), "huge.bin");
+    writeFileSync(big, "");
+    truncateSync(big, HUGE);
+    const c = await RawClient.connect(t.port);
+    await c.login();
+    await c.expect("OPTS HASH SHA-512", 200);
+    c.send("HASH huge.bin");
+    assert.ok(await waitFor(() => t.server.sessions.size > 0 && [...t.server.sessions].some((s) => s.hashing !== null), 5000));
+    await c.close();
+    // Cancelled between two reads: the worker is free long before 8 GiB could be hashed.
+    const d = await RawClient.connect(t.port);
+    await d.login();
+    assert.equal((await d.expect("XCRC empty", 213, 4000)).message, "00000000");
+    await d.close();
+  });
+});
+
+describe("digestFile", () => {
+  const dir = mkdtempSync(join(tmpdir(), "berth-digest-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("cancel() stops a digest between reads; it rejects as cancelled", async () => {
+    const p = join(dir, "huge");
+    writeFileSync(p, "");
+    truncateSync(p, HUGE);
+    const fd = openSync(p, "r");
+    try {
+      const job = digestFile(fd, "SHA-512", 0, HUGE);
+      setTimeout(() => job.cancel(), 50);
+      await assert.rejects(job.result, (err: unknown) => err instanceof DigestError && err.kind === "cancelled");
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it(`more than ${MAX_QUEUED} waiting are refused as busy, and the refused ones take no slot`, async () => {
+    const p = join(dir, "huge2");
+    writeFileSync(p, "");
+    truncateSync(p, HUGE);
+    const fd = openSync(p, "r");
+    try {
+      const jobs = Array.from({ length: MAX_QUEUED }, () => digestFile(fd, "SHA-256", 0, HUGE));
+      const refused = digestFile(fd, "MD5", 0, 10);
+      await assert.rejects(refused.result, (err: unknown) => err instanceof DigestError && err.kind === "busy");
+      for (const j of jobs) j.cancel();
+      for (const j of jobs) await assert.rejects(j.result, (err: unknown) => err instanceof DigestError && err.kind === "cancelled");
+      assert.equal(await digestFile(fd, "CRC32", 0, 0).result, "00000000");
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it("without a worker the digest is computed on the main thread, the same", async () => {
+    const data = randomBytes(2_500_000);
+    const p = join(dir, "plain");
+    writeFileSync(p, data);
+    const fd = openSync(p, "r");
+    await resetDigestWorkerForTest(true);
+    try {
+      assert.equal(await digestFile(fd, "SHA-256", 0, data.length).result, hex("sha256", data));
+      assert.equal(await digestFile(fd, "CRC32", 7, 1_000_007).result, crc(data.subarray(7, 1_000_007)));
+      assert.equal(await digestFile(fd, "MD5", 0, 0).result, hex("md5", Buffer.alloc(0)));
+    } finally {
+      await resetDigestWorkerForTest(false);
+      closeSync(fd);
+    }
+  });
+
+  it("CRC-32 without zlib.crc32 (Node before 20.15) is the same, fed in any pieces", () => {
+    const data = randomBytes(100_003);
+    for (const z of [zlib, {}]) {
+      const h = crc32Hasher(z);
+      h.update(data.subarray(0, 7));
+      h.update(data.subarray(7, 65_536));
+      h.update(data.subarray(65_536));
+      assert.equal(h.digest(), crc(data));
+      assert.equal(crc32Hasher(z).digest(), "00000000");
+    }
+  });
+
+  it("a read error rejects as io with its code", async () => {
+    const fd = openSync(dir, "r"); // a directory: read() fails with EISDIR
+    try {
+      await assert.rejects(digestFile(fd, "MD5", 0, 10).result, (err: unknown) => err instanceof DigestError && err.kind === "io" && err.code === "EISDIR");
+    } finally {
+      closeSync(fd);
+    }
+  });
+});
