@@ -77,6 +77,7 @@ void describe("loadConfig", () => {
         BERTH_ACTIVE_ENABLED: "no",
         BERTH_TRANSFER_SENDFILE: "false",
         BERTH_TRANSFER_UPLOAD_THREADS: "false",
+        BERTH_TRANSFER_CHECKSUMS: "off",
         BERTH_TLS_REQUIRE: "YES",
         BERTH_LIMITS_FAILEDLOGINDELAY: "0.25",
         BERTH_USERS_BCRYPT_COST: "4",
@@ -95,6 +96,7 @@ void describe("loadConfig", () => {
     assert.equal(config.active.enabled, false);
     assert.equal(config.transfer.sendfile, false);
     assert.equal(config.transfer.uploadThreads, false);
+    assert.equal(config.transfer.checksums, false);
     assert.equal(config.tls.require, true);
     assert.equal(config.limits.failedLoginDelay, 0.25);
     assert.equal(config.users.bcryptCost, 4);

@@ -141,6 +141,28 @@ describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => 
   });
 });
 
+describe("transfer.checksums: false", () => {
+  it("turns the checksum commands off: 502, out of FEAT, OPTS HASH not understood", async () => {
+    const t = await startTestServer({ config: { transfer: { checksums: false } } });
+    try {
+      writeFileSync(join(t.home("alice"), "f"), "x");
+      const c = await RawClient.connect(t.port);
+      await c.login();
+      const feat = await c.expect("FEAT", 211);
+      assert.ok(!feat.lines.some((l) => /^ (HASH|XCRC|XMD5|XSHA)/.test(l)), feat.lines.join("\n"));
+      assert.ok(feat.lines.includes(" SIZE"));
+      for (const cmd of ["HASH f", "XCRC f", "XMD5 f", "XSHA1 f", "XSHA f", "XSHA256 f", "XSHA512 f 0 1"]) {
+        assert.match((await c.expect(cmd, 502)).message, /Checksums are turned off/);
+      }
+      await c.expect("OPTS HASH", 501);
+      await c.expect("OPTS HASH MD5", 501);
+      await c.close();
+    } finally {
+      await t.close();
+    }
+  });
+});
+
 describe("digestFile", () => {
   const dir = mkdtempSync(join(tmpdir(), "berth-digest-"));
   after(() => rmSync(dir, { recursive: true, force: true }));

@@ -38,7 +38,7 @@ const VERBS = [
   "TYPE", "STRU", "MODE", "RETR", "STOR", "STOU", "APPE", "ALLO", "REST", "RNFR", "RNTO", "ABOR", "DELE",
   "RMD", "XRMD", "MKD", "XMKD", "PWD", "XPWD", "LIST", "NLST", "MLSD", "MLST", "SITE", "SYST", "STAT", "HELP",
   "NOOP", "FEAT", "OPTS", "MDTM", "MFMT", "SIZE", "AUTH", "PBSZ", "PROT", "CCC", "HOST", "LANG", "CLNT",
-  "HASH", "XCRC", "MD5", "EPSV ALL", "SITE CHMOD", "SITE UMASK", "SITE HELP", "SITE IDLE", "SITE WHO",
+  "HASH", "XCRC", "MD5", "XMD5", "XSHA", "XSHA1", "XSHA256", "XSHA512", "OPTS HASH", "EPSV ALL", "SITE CHMOD", "SITE UMASK", "SITE HELP", "SITE IDLE", "SITE WHO",
   "retr", "Stor", "X", "",
 ];
 const ARGS = [
@@ -49,6 +49,8 @@ const ARGS = [
   "ALL", "1", "2", "TLS", "SSL", "P", "C", "S", "777 small.txt", "0777 d", "20201010101010 small.txt",
   "19700101000000 nope", "éè/中文", "a".repeat(300), "b".repeat(5000), "x\ty", "%s%n%x", "d/" + "e/".repeat(80),
   "small.txt small.txt", " leading", "trailing ", "\u00a0", "\ud83d\ude00",
+  // Checksum arguments: algorithms (OPTS HASH), ranges, quoted names.
+  "SHA-512", "md5", "CRC64", "small.txt 0 5", "big.bin 10 20", "big.bin 5 5", "big.bin 0 99999999999", '"small.txt"', '"d/a.txt" 1 2', "small.txt 3",
   // Links in alice's home: one out of the jail, one inside it.
   "out", "out/", "out/users", "out/users/users.json", "out/data/bob/small.txt", "out/new.txt", "out/marker.txt", "inner", "inner/a.txt", "inner/../small.txt",
 ];

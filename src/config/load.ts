@@ -136,7 +136,7 @@ const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: 
     address: text("an IP address, a host name or empty", noSpace),
   },
   active: { enabled: bool },
-  transfer: { sendfile: bool, uploadThreads: bool },
+  transfer: { sendfile: bool, uploadThreads: bool, checksums: bool },
   tls: {
     mode: oneOf("off", "explicit", "implicit", "both"),
     cert: optionalPath,

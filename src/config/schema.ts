@@ -26,6 +26,8 @@ export interface Config {
     readonly sendfile: boolean;
     /** Large plain binary uploads read and written by a thread of the addon (native/receive.c). */
     readonly uploadThreads: boolean;
+    /** HASH and the X* checksum commands (protocol/commands/digest.ts). */
+    readonly checksums: boolean;
   };
   readonly tls: {
     readonly mode: TlsMode;
@@ -165,7 +167,7 @@ export const DEFAULTS: Config = {
   listen: { host: "::", port: 2121 },
   passive: { ports: "50000-50100", address: "" },
   active: { enabled: true },
-  transfer: { sendfile: true, uploadThreads: true },
+  transfer: { sendfile: true, uploadThreads: true, checksums: true },
   tls: {
     mode: "off",
     cert: "",

@@ -16,6 +16,11 @@ function unquote(arg: string): string {
   return arg.length >= 2 && arg.startsWith('"') && arg.endsWith('"') ? arg.slice(1, -1) : arg;
 }
 
+/** 502 where transfer.checksums is off (the commands are then left out of FEAT too). */
+function checkEnabled(s: Session): void {
+  if (!s.ctx.config.transfer.checksums) throw new FtpError(502, "Checksums are turned off on this server");
+}
+
 /** Bytes `start` to `end` (exclusive) of regular file `path`, hashed with `algo`. */
 async function digestOf(s: Session, path: VirtualPath, algo: HashAlgorithm, range: ((size: number) => [number, number]) | null): Promise<{ hex: string; start: number; end: number }> {
   const dl = await s.requireFs().openDownload(path);
@@ -49,6 +54,7 @@ function notAFile(err: unknown): never {
 }
 
 async function hash(s: Session, arg: string): Promise<void> {
+  checkEnabled(s);
   const algo = s.hashAlgo;
   const { hex, start, end } = await digestOf(s, s.resolve(unquote(arg)), algo, null).catch(notAFile);
   // The draft's range is inclusive; an empty file shows 0-0.
@@ -56,6 +62,10 @@ async function hash(s: Session, arg: string): Promise<void> {
 }
 
 function optsHash(s: Session, value: string): void {
+  if (!s.ctx.config.transfer.checksums) {
+    s.reply(501, "Option not understood");
+    return;
+  }
   if (value === "") {
     s.reply(200, s.hashAlgo);
     return;
@@ -78,6 +88,7 @@ function splitRange(arg: string): { path: string; range: [number, number] | null
 
 /** XCRC and the others: `213 <HEX>` of the whole file or of bytes start to end (exclusive). */
 async function xdigest(s: Session, arg: string, algo: HashAlgorithm): Promise<void> {
+  checkEnabled(s);
   const { path, range } = splitRange(arg);
   const within = range
     ? (size: number): [number, number] => {
@@ -108,12 +119,13 @@ function xCommand(verb: string, algo: HashAlgorithm, aliasOf?: string): CommandS
   const spec = { ...base, verb, perm: { ...READ, path: xPath }, handler: (s: Session, a: string) => xdigest(s, a, algo), rfc: X_RFC };
   if (aliasOf !== undefined) return { ...spec, help: `${verb}: same as ${aliasOf}`, aliasOf };
   // One FEAT line per command: clients look for the verb they would use.
-  return { ...spec, feat: () => [verb], help: `${verb} <path> [<start> <end>]` };
+  return { ...spec, feat: (s) => (s.ctx.config.transfer.checksums ? [verb] : []), help: `${verb} <path> [<start> <end>]` };
 }
 
 /** The FEAT line: every algorithm, the session's marked with "*". */
-function hashFeature(s: Session): string {
-  return `HASH ${HASH_ALGORITHMS.map((a) => (a === s.hashAlgo ? `${a}*` : a)).join(";")}`;
+function hashFeature(s: Session): string[] {
+  if (!s.ctx.config.transfer.checksums) return [];
+  return [`HASH ${HASH_ALGORITHMS.map((a) => (a === s.hashAlgo ? `${a}*` : a)).join(";")}`];
 }
 
 /** The checksum family; OPTS HASH is answered through optsHash (commands/misc.ts). */
@@ -123,7 +135,7 @@ export const digestCommands: CommandSpec[] = [
     verb: "HASH",
     perm: { ...READ, path: hashPath },
     handler: hash,
-    feat: (s) => [hashFeature(s)],
+    feat: hashFeature,
     help: "HASH <path>",
     rfc: "draft-bryan-ftpext-hash-02",
   },
