@@ -1,9 +1,9 @@
 /**
  * Checksums of files on the server, so a client can check a transfer without moving the file
  * again: HASH and OPTS HASH (draft-bryan-ftpext-hash-02), and the XCRC, XMD5, XSHA1, XSHA256 and
- * XSHA512 commands other servers (ProFTPD's mod_digest, Serv-U) offer and clients such as WinSCP
- * use. The bytes are read from the file as a download would read them (the jail, the download
- * permission, hidden names) and hashed on a worker thread (fs/digest.ts).
+ * XSHA512 commands ProFTPD (mod_digest) offers and clients such as WinSCP use. The bytes are read
+ * from the file as a download would read them (the jail, the download permission, hidden names)
+ * and hashed on a worker thread (fs/digest.ts).
  */
 import { digestFile, DigestError, HASH_ALGORITHMS, hashAlgorithm, type HashAlgorithm } from "../../fs/digest.ts";
 import type { VirtualPath } from "../../fs/types.ts";
