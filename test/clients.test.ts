@@ -97,6 +97,17 @@ describe("curl", () => {
     });
   }
 
+  it("ftp://host/~/name: curl's CWD ~ is the home, in either of curl's ways of walking a path", async (ctx) => {
+    if (skipUnless(ctx, "curl")) return;
+    await mkdir(join(t.home("alice"), "tilde"), { recursive: true });
+    await writeFile(join(t.home("alice"), "tilde", "t.txt"), "from the home");
+    for (const method of ["multicwd", "singlecwd", "nocwd"]) {
+      const r = await exec("curl", [...creds, "--ftp-method", method, `${base()}/~/tilde/t.txt`]);
+      ok(r, `curl ${method} ~/tilde/t.txt`);
+      assert.equal(r.stdout, "from the home");
+    }
+  });
+
   it("explicit FTPS, active (-P)", async (ctx) => {
     if (skipUnless(ctx, "curl")) return;
     const version = await exec("curl", ["--version"]);

@@ -42,6 +42,16 @@ void describe("resolveVirtual", () => {
     ["/", 'quo"te', '/quo"te'],
     ["/", "ünïcødé/日本", "/ünïcødé/日本"],
     ["/a/b/c", "../../../../../../x", "/x"],
+    // "~" leading, alone or before a slash, is the home (the root); anywhere else, a name.
+    ["/a", "~", "/"],
+    ["/a", "~/", "/"],
+    ["/a", "~/b/c", "/b/c"],
+    ["/a", "~\\b", "/b"],
+    ["/a", "~/../..", "/"],
+    ["/a", "~root/.ssh", "/a/~root/.ssh"],
+    ["/a", "./~", "/a/~"],
+    ["/a", "b/~", "/a/b/~"],
+    ["/a", "~~", "/a/~~"],
   ];
   for (const [cwd, arg, expected] of cases) {
     void it(`${JSON.stringify(arg)} from ${cwd} → ${expected}`, () => {

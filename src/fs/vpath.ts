@@ -23,8 +23,14 @@ export function hasControlChar(text: string): boolean {
 }
 
 /** Resolves an FTP path argument against the virtual cwd: "\" counts as "/", "//", "." and ".."
- * collapse, ".." at the root stays at the root. No URL decoding: "%2e%2e" is a literal name. */
+ * collapse, ".." at the root stays at the root. No URL decoding: "%2e%2e" is a literal name. A
+ * leading "~" alone or before a slash is the home, the root of the virtual tree, as shells and
+ * ProFTPD read it (curl sends `CWD ~` for ftp://host/~/file); "~name" and a "~" further on are
+ * names ("./~" names an entry called "~"). */
 export function resolveVirtual(cwd: VirtualPath, arg: string): VirtualPath {
+  if (arg.charCodeAt(0) === TILDE && (arg.length === 1 || arg.charCodeAt(1) === SLASH || arg.charCodeAt(1) === BACKSLASH)) {
+    arg = "/" + arg.slice(1);
+  }
   // The usual argument — a name, or a path of plain names — is the result as it stands (joined to
   // the cwd when relative), found in one pass over its characters. Short enough that no name can
   // be over MAX_NAME_BYTES nor the result over MAX_PATH_BYTES, whatever the characters.
@@ -53,6 +59,7 @@ export function resolveVirtual(cwd: VirtualPath, arg: string): VirtualPath {
 }
 
 const SLASH = 0x2f;
+const TILDE = 0x7e;
 const DOT = 0x2e;
 const BACKSLASH = 0x5c;
 /** UTF-16 units that are at most MAX_NAME_BYTES / MAX_PATH_BYTES of UTF-8 whatever they hold (a
