@@ -139,6 +139,41 @@ describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => 
     assert.equal((await d.expect("XCRC empty", 213, 4000)).message, "00000000");
     await d.close();
   });
+
+  it("ABOR stops a long checksum: 426 for it, then 226, and the session goes on", async () => {
+    const c = await RawClient.connect(t.port);
+    await c.login();
+    for (const cmd of ["HASH huge.bin", "XSHA512 huge.bin", `XMD5 huge.bin 0 ${HUGE}`]) {
+      c.send(cmd);
+      assert.ok(await waitFor(() => [...t.server.sessions].some((s) => s.hashing !== null), 5000));
+      c.send("ABOR");
+      // Within 4 s: hashing 8 GiB would take longer than that.
+      const first = await c.reply(4000);
+      assert.equal(first.code, 426, `${cmd}: ${first.lines.join(" | ")}`);
+      assert.match(first.message, /Checksum aborted/);
+      await c.expectReply(226);
+      assert.equal((await c.expect("XCRC empty", 213)).message, "00000000");
+    }
+    await c.expect("NOOP", 200);
+    // ABOR with nothing running is still 225.
+    await c.expect("ABOR", 225);
+    await c.close();
+  });
+
+  it("QUIT during a long checksum: 221 at once and the connection closes; the checksum stops", async () => {
+    const c = await RawClient.connect(t.port);
+    await c.login();
+    c.send("XSHA256 huge.bin");
+    assert.ok(await waitFor(() => [...t.server.sessions].some((s) => s.hashing !== null), 5000));
+    c.send("QUIT");
+    const r = await c.reply(4000);
+    assert.equal(r.code, 221, r.lines.join(" | "));
+    await c.closed(4000);
+    const d = await RawClient.connect(t.port);
+    await d.login();
+    assert.equal((await d.expect("XCRC empty", 213, 4000)).message, "00000000");
+    await d.close();
+  });
 });
 
 describe("transfer.checksums: false", () => {

@@ -29,7 +29,7 @@ export function renderRfcTable(): string {
     "",
     "Flags: *login* = 530 before login; *perm* = the permission needed where the command acts",
     "(550 without it; hidden names are not found, see README \"Permissions\");",
-    "*data* = uses the data connection and consumes REST; *during transfer* = answered while a transfer runs.",
+    "*data* = uses the data connection and consumes REST; *during transfer* = answered while a transfer or a checksum runs.",
     "",
     "| verb | syntax | defined in | flags |",
     "| --- | --- | --- | --- |",

@@ -17,7 +17,7 @@ import type { Transfer } from "../data/transfer.ts";
 import type { JailedFs } from "../fs/jail.ts";
 import type { VirtualPath } from "../fs/types.ts";
 import { MLSX_FACTS } from "../fs/format.ts";
-import { DEFAULT_HASH, type DigestJob, type HashAlgorithm } from "../fs/digest.ts";
+import { DEFAULT_HASH, type HashAlgorithm } from "../fs/digest.ts";
 import { resolveVirtual, ROOT } from "../fs/vpath.ts";
 import type { Dispatcher } from "./dispatcher.ts";
 import { FtpError } from "./errors.ts";
@@ -84,8 +84,9 @@ export class Session {
   mlstFacts: ReadonlySet<string> = new Set(MLSX_FACTS);
   /** The algorithm HASH uses (OPTS HASH). */
   hashAlgo: HashAlgorithm = DEFAULT_HASH;
-  /** A checksum being computed (HASH, XCRC…): cancelled if the session ends first. */
-  hashing: DigestJob | null = null;
+  /** A checksum being computed (HASH, XCRC…): ABOR and QUIT stop it, and so does the session's
+   * end; `replied` settles once the checksum command has answered. */
+  hashing: { cancel(): void; readonly replied: Promise<void> } | null = null;
   /** Failed logins on this connection. */
   loginFailures = 0;
   /** Size announced by ALLO, for the next upload. */
@@ -408,7 +409,7 @@ export class Session {
         continue;
       }
       const verb = verbOf(ev.text);
-      if (this.transfer && this.dispatcher.bypasses(verb)) {
+      if ((this.transfer || this.hashing) && this.dispatcher.bypasses(verb)) {
         void this.dispatcher.run(this, ev.text);
         continue;
       }

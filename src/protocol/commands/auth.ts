@@ -135,6 +135,8 @@ function quit(s: Session): void {
     s.quitting = true;
     return;
   }
+  // A checksum being computed is stopped; its answer would come after the 221, so none is sent.
+  s.hashing?.cancel();
   s.reply(221, "Goodbye");
   s.end();
 }

@@ -21,27 +21,38 @@ function checkEnabled(s: Session): void {
   if (!s.ctx.config.transfer.checksums) throw new FtpError(502, "Checksums are turned off on this server");
 }
 
-/** Bytes `start` to `end` (exclusive) of regular file `path`, hashed with `algo`. */
-async function digestOf(s: Session, path: VirtualPath, algo: HashAlgorithm, range: ((size: number) => [number, number]) | null): Promise<{ hex: string; start: number; end: number }> {
+/** Bytes `start` to `end` (exclusive) of regular file `path`, hashed with `algo`, handed to
+ * `answer` (which writes the reply). While the hashing runs, ABOR and QUIT can stop it
+ * (Session.hashing); a checksum stopped so is answered 426 here, before ABOR's own reply. */
+async function checksum(
+  s: Session,
+  path: VirtualPath,
+  algo: HashAlgorithm,
+  range: ((size: number) => [number, number]) | null,
+  answer: (hex: string, start: number, end: number) => void,
+): Promise<void> {
   const dl = await s.requireFs().openDownload(path);
+  let replied = (): void => undefined;
   try {
     const [start, end] = range ? range(dl.size) : [0, dl.size];
-    const fd = dl.handle.fd;
-    const job = digestFile(fd, algo, start, end);
-    s.hashing = job;
+    const job = digestFile(dl.handle.fd, algo, start, end);
+    s.hashing = { cancel: job.cancel, replied: new Promise<void>((resolve) => (replied = resolve)) };
+    let hex: string;
     try {
-      return { hex: await job.result, start, end };
+      hex = await job.result;
     } finally {
       s.hashing = null;
     }
+    answer(hex, start, end);
   } catch (err) {
     if (err instanceof DigestError) {
+      if (err.kind === "cancelled") return s.reply(426, "Checksum aborted");
       if (err.kind === "busy") throw new FtpError(450, "Too many checksums in progress; try again later");
-      if (err.kind === "cancelled") throw new FtpError(451, "Checksum cancelled");
       throw new FtpError(451, "Checksum failed: the file could not be read", `${err.code ?? "EIO"}: ${err.message}`);
     }
     throw err;
   } finally {
+    replied();
     await dl.handle.close().catch(() => undefined);
   }
 }
@@ -56,9 +67,10 @@ function notAFile(err: unknown): never {
 async function hash(s: Session, arg: string): Promise<void> {
   checkEnabled(s);
   const algo = s.hashAlgo;
-  const { hex, start, end } = await digestOf(s, s.resolve(unquote(arg)), algo, null).catch(notAFile);
-  // The draft's range is inclusive; an empty file shows 0-0.
-  s.reply(213, `${algo} ${start}-${Math.max(end - 1, start)} ${hex} ${arg}`);
+  await checksum(s, s.resolve(unquote(arg)), algo, null, (hex, start, end) => {
+    // The draft's range is inclusive; an empty file shows 0-0.
+    s.reply(213, `${algo} ${start}-${Math.max(end - 1, start)} ${hex} ${arg}`);
+  }).catch(notAFile);
 }
 
 function optsHash(s: Session, value: string): void {
@@ -98,8 +110,7 @@ async function xdigest(s: Session, arg: string, algo: HashAlgorithm): Promise<vo
         return range;
       }
     : null;
-  const { hex } = await digestOf(s, s.resolve(path), algo, within);
-  s.reply(213, hex.toUpperCase());
+  await checksum(s, s.resolve(path), algo, within, (hex) => s.reply(213, hex.toUpperCase()));
 }
 
 /** The path a checksum command reads (for the permission check). */

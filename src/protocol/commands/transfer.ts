@@ -106,6 +106,13 @@ async function abor(s: Session): Promise<void> {
     s.reply(226, "ABOR successful");
     return;
   }
+  const h = s.hashing;
+  if (h) {
+    h.cancel();
+    await h.replied; // the checksum command answers 426 first
+    s.reply(226, "ABOR successful");
+    return;
+  }
   if (s.channel) {
     s.setChannel(null);
     s.reply(226, "Data connection closed");
