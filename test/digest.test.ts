@@ -178,7 +178,7 @@ describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => 
 
 describe("transfer.checksums: false", () => {
   it("turns the checksum commands off: 502, out of FEAT, OPTS HASH not understood", async () => {
-    const t = await startTestServer({ config: { transfer: { checksums: false } } });
+    const t = await startTestServer({ config: { transfer: { checksums: false } }, users: [{ name: "lister", password: "lister-pw", perms: ["list"] }] });
     try {
       writeFileSync(join(t.home("alice"), "f"), "x");
       const c = await RawClient.connect(t.port);
@@ -192,6 +192,12 @@ describe("transfer.checksums: false", () => {
       await c.expect("OPTS HASH", 501);
       await c.expect("OPTS HASH MD5", 501);
       await c.close();
+      // The same 502 for a user who could not read the file anyway.
+      const l = await RawClient.connect(t.port);
+      await l.login("lister");
+      await l.expect("HASH f", 502);
+      await l.expect("XCRC ../alice/f 0 1", 502);
+      await l.close();
     } finally {
       await t.close();
     }

@@ -113,13 +113,14 @@ async function xdigest(s: Session, arg: string, algo: HashAlgorithm): Promise<vo
   await checksum(s, s.resolve(path), algo, within, (hex) => s.reply(213, hex.toUpperCase()));
 }
 
-/** The path a checksum command reads (for the permission check). */
-function hashPath(s: Session, arg: string): VirtualPath {
-  return s.resolve(unquote(arg));
+/** The path a checksum command reads, for the permission check; none where checksums are off
+ * (the handler answers 502 to everyone alike). */
+function hashPath(s: Session, arg: string): VirtualPath | null {
+  return s.ctx.config.transfer.checksums ? s.resolve(unquote(arg)) : null;
 }
 
-function xPath(s: Session, arg: string): VirtualPath {
-  return s.resolve(splitRange(arg).path);
+function xPath(s: Session, arg: string): VirtualPath | null {
+  return s.ctx.config.transfer.checksums ? s.resolve(splitRange(arg).path) : null;
 }
 
 const base = { needsLogin: true, arg: "required" } as const;
