@@ -8,8 +8,10 @@
  * keep the process alive. Where a worker cannot run, the digest is computed on the main thread in
  * reads through the thread pool, one chunk per turn of the event loop.
  */
-import { createHash } from "node:crypto";
+import * as crypto from "node:crypto";
 import { read } from "node:fs";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import * as zlib from "node:zlib";
 
@@ -59,21 +61,39 @@ interface Pending {
   readonly reject: (err: Error) => void;
 }
 
+/** Where hasher.cjs is, for the worker's require(). */
+const HASHER_PATH = fileURLToPath(new URL("./hasher.cjs", import.meta.url));
+
+interface Hasher {
+  update(b: Buffer): void;
+  /** Lower-case hex (crypto's hashes are asked for "hex"; the CRC-32 hasher ignores the word). */
+  digest(enc?: "hex"): string;
+}
+
+const hashers = createRequire(import.meta.url)(HASHER_PATH) as {
+  crc32Hasher(z: Partial<typeof zlib>): Hasher;
+  makeHasher(name: string, crypto: { createHash(name: string): { update(b: Buffer): unknown; digest(enc: "hex"): string } }, z: typeof zlib): Hasher;
+};
+
+/** CRC-32 as the worker computes it; given an object without `crc32`, the table version (for
+ * tests: this Node has zlib.crc32). */
+export const crc32Hasher = hashers.crc32Hasher;
+
 /** The worker's code, plain CommonJS (no loader). One request at a time, in order. The flag is
  * set by the main thread to cancel; it is read before each chunk. */
 function workerSource(): string {
   return `
 const { parentPort } = require("node:worker_threads");
 const { readSync } = require("node:fs");
-const { createHash } = require("node:crypto");
+const crypto = require("node:crypto");
 const zlib = require("node:zlib");
+const { makeHasher } = require(${JSON.stringify(HASHER_PATH)});
 const CHUNK = ${CHUNK};
 const buf = Buffer.allocUnsafe(CHUNK);
-${crc32Source()}
 parentPort.on("message", ({ id, fd, algo, start, end, flag }) => {
   const cancelled = new Int32Array(flag);
   try {
-    const h = algo === "crc32" ? crc32Hasher(zlib) : createHash(algo);
+    const h = makeHasher(algo, crypto, zlib);
     for (let pos = start; pos < end; ) {
       if (Atomics.load(cancelled, 0) !== 0) return parentPort.postMessage({ id, cancelled: true });
       const n = readSync(fd, buf, 0, Math.min(CHUNK, end - pos), pos);
@@ -88,46 +108,6 @@ parentPort.on("message", ({ id, fd, algo, start, end, flag }) => {
 });
 `;
 }
-
-/** CRC-32 (IEEE, as zlib's) with the hasher's update/digest shape: zlib.crc32 where this Node has
- * it (20.15 and later), else a table. Source text, so the worker and the main thread share it. */
-function crc32Source(): string {
-  return `
-let crcTable = null;
-function crc32Hasher(zlib) {
-  let crc = 0;
-  const native = typeof zlib.crc32 === "function";
-  if (!native && crcTable === null) {
-    crcTable = new Int32Array(256);
-    for (let i = 0; i < 256; i++) {
-      let c = i;
-      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-      crcTable[i] = c;
-    }
-  }
-  return {
-    update(b) {
-      if (native) crc = zlib.crc32(b, crc);
-      else {
-        let c = ~crc;
-        for (let i = 0; i < b.length; i++) c = crcTable[(c ^ b[i]) & 0xff] ^ (c >>> 8);
-        crc = ~c >>> 0;
-      }
-    },
-    digest() {
-      return (crc >>> 0).toString(16).padStart(8, "0");
-    },
-  };
-}
-`;
-}
-
-/** The same CRC-32 on the main thread (the fallback below); given an object without `crc32`,
- * the table version (for tests: this Node has zlib.crc32). */
-export const crc32Hasher = new Function("zlib", `${crc32Source()}\nreturn crc32Hasher(zlib);`) as (z: Partial<typeof zlib>) => {
-  update(b: Buffer): void;
-  digest(): string;
-};
 
 const MAX_FAILURES = 3;
 let worker: Worker | null = null;
@@ -192,7 +172,7 @@ export function digestFile(fd: number, algo: HashAlgorithm, start: number, end: 
 
 /** The fallback where no worker runs: reads through the thread pool, hashing between them. */
 async function digestHere(fd: number, name: string, start: number, end: number, cancelled: Int32Array): Promise<string> {
-  const h = name === "crc32" ? crc32Hasher(zlib) : createHash(name);
+  const h = hashers.makeHasher(name, crypto, zlib);
   const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(end - start, 1)));
   for (let pos = start; pos < end; ) {
     if (Atomics.load(cancelled, 0) !== 0) throw new DigestError("cancelled", "cancelled");
