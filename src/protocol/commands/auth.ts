@@ -30,8 +30,7 @@ function anonymousAllowed(s: Session, name: string): boolean {
   return s.ctx.config.anonymous.enabled && isAnonymousName(name);
 }
 
-/** Opens the user's jail with the configured umask and marks the session logged in. */
-/** Opens the user's home and logs the session in; false (with the reply written) when the home
+/** Opens the user's home (with the configured umask) and logs the session in; false (with the reply written) when the home
  * cannot be opened or made. That is the server's trouble, not the client's: an error line for the
  * operator, 530 with the reason, no failed login counted, and the session's claim given back. */
 async function enter(s: Session, user: User): Promise<boolean> {
