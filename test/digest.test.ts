@@ -123,6 +123,30 @@ describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => 
     await lister.close();
   });
 
+  it("odd input: over-long paths and names, numbers past any file, pipelined behind a download, OPTS HASH before login", async () => {
+    const c = await RawClient.connect(t.port);
+    assert.equal((await c.expect("OPTS HASH MD5", 200)).message, "MD5");
+    await c.login();
+    assert.match((await c.expect(`HASH ${"a".repeat(256)}`, 553)).message, /File name not allowed/);
+    // A line over limits.maxLineLength is refused as a line, and the session goes on.
+    assert.match((await c.expect(`XCRC ${"d/".repeat(2100)}x`, 500)).message, /Command line too long/);
+    assert.match((await c.expect(`XSHA1 data.bin 9007199254740993 9007199254740994`, 501)).message, /beyond the end/);
+    // Seventeen digits are no offset: the words are part of the name, which is not there.
+    await c.expect("XSHA1 data.bin 0 12345678901234567", 550);
+    await c.expect('HASH "', 550);
+    await c.expect('HASH ""', 553); // the home itself, unquoted
+    // Sent in one packet behind a download: the checksum waits its turn and the session goes on.
+    const sock = await c.pasv();
+    c.send("RETR a b.bin\r\nHASH a b.bin");
+    await c.expectReply(150);
+    sock.resume();
+    await c.expectReply(226);
+    assert.match((await c.reply()).message, /^MD5 0-999 /);
+    sock.destroy();
+    await c.expect("NOOP", 200);
+    await c.close();
+  });
+
   it("a session that goes away during a long checksum stops it; the next one is answered", async () => {
     const big = join(t.home("alice"), "huge.bin");
     writeFileSync(big, "");
