@@ -9,7 +9,8 @@
  *               nothingPending: whether a finished data connection can close at once;
  *               shutdownWrite: its FIN, where it cannot
  *   beneath.c   openBeneath: a path opened below a held directory in one call (openat2)
- *   watch.c     watchReadable, unwatch: readiness of a socket no Node stream owns (small uploads)
+ *   watch.c     watchReadable, unwatch, releaseWatches: readiness of sockets no Node stream owns
+ *               (small uploads, lingering downloads)
  *   addon.c     threadCpuNs: this thread's CPU time, for telling a busy kernel from a slow disk
  */
 #define NAPI_VERSION 8
@@ -56,6 +57,7 @@ NAPI_MODULE_INIT() {
 #ifndef BERTH_NO_WATCH
     { "watchReadable", NULL, berth_watch_readable, NULL, NULL, NULL, napi_enumerable, NULL },
     { "unwatch", NULL, berth_unwatch, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "releaseWatches", NULL, berth_release_watches, NULL, NULL, NULL, napi_enumerable, NULL },
 #endif
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -99,17 +99,21 @@ export interface BeneathBinding {
   openBeneath(dirFd: number, path: string, flags: number): number;
 }
 
-/** A socket watched by native/watch.c. */
-export type Watcher = { readonly __brand: "Watcher" };
+/** A socket watched by native/watch.c: its id (a positive number). */
+export type Watcher = number & { readonly __brand: "Watcher" };
 
 /** What native/watch.c exports (where libuv's header was found at build time). */
 export interface WatchBinding {
   /** Calls `callback(status)` on the event loop each time socket `fd` can be read (bytes, its end
-   * or an error; status 0 or a negative libuv error) until unwatch(): the watcher, or a negative
-   * libuv error. No other handle may poll `fd` meanwhile. */
+   * or an error) until unwatch(): the watcher, or a negative errno (libuv's codes). Status is 0, or
+   * EBADF (negative) once the socket reported an error; the watch has stopped then. No other
+   * handle may poll `fd` meanwhile. */
   watchReadable(fd: number, callback: (status: number) => void): Watcher | number;
   /** Stops a watcher at once (harmless twice). */
   unwatch(w: Watcher): void;
+  /** Closes the set of watched sockets when none is watched (true), for a server that stops; the
+   * next watch makes a new one. */
+  releaseWatches(): boolean;
 }
 
 type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & PendingBinding & BeneathBinding & WatchBinding>;
@@ -180,8 +184,8 @@ export const beneathBinding = binding<BeneathBinding>(["openBeneath"]);
 /** nothingPending and shutdownWrite (looked for once; see pick). */
 export const pendingBinding = binding<PendingBinding>(["nothingPending", "shutdownWrite"]);
 
-/** watchReadable and unwatch (looked for once; see pick). */
-export const watchBinding = binding<WatchBinding>(["watchReadable", "unwatch"]);
+/** watchReadable, unwatch and releaseWatches (looked for once; see pick). */
+export const watchBinding = binding<WatchBinding>(["watchReadable", "unwatch", "releaseWatches"]);
 
 /** The descriptor of a plain (not TLS) TCP socket, for the addon's calls on it; null for TLS, or
  * for a socket without one (closed, or not a TCP handle). */

@@ -3,7 +3,7 @@
  * shutdown. Builds the shared context once and hands each connection to a Session.
  */
 import { Metrics, serveMetrics, type Gauges } from "./log/metrics.ts";
-import { receiveBinding, sendfileBinding } from "./native.ts";
+import { receiveBinding, sendfileBinding, watchBinding } from "./native.ts";
 import { XferLog } from "./log/xferlog.ts";
 import { stopDigestWorker } from "./fs/digest.ts";
 import { randomFillSync } from "node:crypto";
@@ -319,6 +319,8 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     // The listing worker (fs/statworker.ts) goes too; a listing still running stats without it.
     await stopStatWorker();
     await stopDigestWorker();
+    // The addon's set of watched sockets (native/watch.c), once nothing lingers in it.
+    watchBinding()?.releaseWatches();
     logger.info({ event: "stopped" }, "berth stopped");
   };
 

@@ -323,14 +323,14 @@ describe("passive connections taken as accepted", { skip: !NATIVE && "native par
       const b = watchBinding()!;
       assert.throws(() => b.watchReadable(-1, () => undefined), TypeError);
       assert.throws(() => (b.watchReadable as (fd: unknown, cb: unknown) => unknown)(0, "not a function"), TypeError);
-      assert.throws(() => b.unwatch({} as Parameters<typeof b.unwatch>[0]), TypeError);
+      assert.throws(() => b.unwatch({} as unknown as Parameters<typeof b.unwatch>[0]), TypeError);
       const [server, client] = await socketPair(true);
       try {
         const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
         const calls: number[] = [];
         const w = b.watchReadable(fd, (status) => void calls.push(status));
-        assert.notEqual(typeof w, "number");
-        const watcher = w as Exclude<typeof w, number>;
+        assert.ok(w > 0, `watchReadable: ${w}`);
+        const watcher = w as Parameters<typeof b.unwatch>[0];
         await sleep(30);
         assert.deepEqual(calls, [], "nothing to read yet");
         client.write("x");
@@ -346,6 +346,63 @@ describe("passive connections taken as accepted", { skip: !NATIVE && "native par
       } finally {
         client.destroy();
         server.destroy();
+      }
+    });
+
+    it("many sockets at once: one unwatched by another's callback in the same turn hears nothing more; an error is EBADF once, then silence; a stale id stops nothing", async () => {
+      const b = watchBinding()!;
+      const pairs = await Promise.all(Array.from({ length: 80 }, () => socketPair(true)));
+      const fdOf = (s: Socket): number => (s as unknown as { _handle: { fd: number } })._handle.fd;
+      const ids: number[] = [];
+      try {
+        const calls = pairs.map(() => [] as number[]);
+        // Whoever is called first unwatches all the others: they are all readable in this turn
+        // (more than one batch of events), and none of them may be called after that.
+        let first = -1;
+        pairs.forEach(([server], i) => {
+          const id = b.watchReadable(fdOf(server), (status) => {
+            calls[i]!.push(status);
+            if (first === -1) {
+              first = i;
+              ids.forEach((other, j) => j !== i && b.unwatch(other as Parameters<typeof b.unwatch>[0]));
+            }
+          });
+          assert.ok(id > 0, `watchReadable: ${id}`);
+          ids.push(id);
+        });
+        assert.equal(new Set(ids).size, ids.length, "ids are distinct");
+        for (const [, client] of pairs) client.write("x");
+        await waitFor(() => first !== -1, 2000);
+        await sleep(50);
+        calls.forEach((c, i) => assert.equal(c.length, i === first ? c.length : 0, `socket ${i} called after unwatch`));
+        assert.ok(calls[first]!.length >= 1);
+        b.unwatch(ids[first] as Parameters<typeof b.unwatch>[0]);
+        // A slot used again gets a new id; the old one's unwatch leaves the new watcher alone.
+        const [server0, client0] = pairs[0]!;
+        const again: number[] = [];
+        const id = b.watchReadable(fdOf(server0), (status) => void again.push(status));
+        assert.ok(id > 0 && !ids.includes(id), `new id ${id}`);
+        for (const old of ids) b.unwatch(old as Parameters<typeof b.unwatch>[0]);
+        client0.write("y");
+        await waitFor(() => again.length > 0, 2000);
+        assert.equal(again[0], 0);
+        b.unwatch(id as Parameters<typeof b.unwatch>[0]);
+        // A reset: the callback hears a negative status once, and the watch has stopped.
+        const [server1, client1] = pairs[1]!;
+        const errs: number[] = [];
+        const id1 = b.watchReadable(fdOf(server1), (status) => void errs.push(status));
+        assert.ok(id1 > 0);
+        client1.resetAndDestroy();
+        await waitFor(() => errs.some((s) => s < 0), 2000);
+        await sleep(50);
+        assert.equal(errs.filter((s) => s < 0).length, 1, `statuses: ${errs.join(",")}`);
+        assert.equal(errs[errs.length - 1]! < 0, true, "nothing after the error");
+        b.unwatch(id1 as Parameters<typeof b.unwatch>[0]);
+      } finally {
+        for (const [server, client] of pairs) {
+          client.destroy();
+          server.destroy();
+        }
       }
     });
   });

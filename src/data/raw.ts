@@ -44,8 +44,8 @@ export class RawData {
     const fd = this.fd;
     if (b === null || fd < 0 || this.watcher !== null) return false;
     const w = b.watchReadable(fd, onReadable);
-    if (typeof w === "number") return false;
-    this.watcher = w;
+    if (w < 0) return false;
+    this.watcher = w as Watcher;
     this.onGone = onGone;
     return true;
   }
