@@ -9,6 +9,8 @@
  *               nothingPending: whether a finished data connection can close at once;
  *               shutdownWrite: its FIN, where it cannot
  *   beneath.c   openBeneath: a path opened below a held directory in one call (openat2)
+ *   listen.c    listenTcp, acceptOne: passive data listeners and their connections as bare
+ *               descriptors, without libuv handles
  *   watch.c     watchReadable, unwatch, releaseWatches: readiness of sockets no Node stream owns
  *               (small uploads, lingering downloads)
  *   addon.c     threadCpuNs: this thread's CPU time, for telling a busy kernel from a slow disk
@@ -54,6 +56,8 @@ NAPI_MODULE_INIT() {
     { "nothingPending", NULL, berth_nothing_pending, NULL, NULL, NULL, napi_enumerable, NULL },
     { "shutdownWrite", NULL, berth_shutdown_write, NULL, NULL, NULL, napi_enumerable, NULL },
     { "openBeneath", NULL, berth_open_beneath, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "listenTcp", NULL, berth_listen_tcp, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "acceptOne", NULL, berth_accept_one, NULL, NULL, NULL, napi_enumerable, NULL },
 #ifndef BERTH_NO_WATCH
     { "watchReadable", NULL, berth_watch_readable, NULL, NULL, NULL, napi_enumerable, NULL },
     { "unwatch", NULL, berth_unwatch, NULL, NULL, NULL, napi_enumerable, NULL },

@@ -19,5 +19,7 @@ napi_value berth_open_beneath(napi_env env, napi_callback_info info);
 napi_value berth_watch_readable(napi_env env, napi_callback_info info);
 napi_value berth_unwatch(napi_env env, napi_callback_info info);
 napi_value berth_release_watches(napi_env env, napi_callback_info info);
+napi_value berth_listen_tcp(napi_env env, napi_callback_info info);
+napi_value berth_accept_one(napi_env env, napi_callback_info info);
 
 #endif

@@ -116,7 +116,17 @@ export interface WatchBinding {
   releaseWatches(): boolean;
 }
 
-type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & PendingBinding & BeneathBinding & WatchBinding>;
+/** What native/listen.c exports. */
+export interface ListenBinding {
+  /** A non-blocking listening socket on numeric address `host` and `port` (SO_REUSEADDR,
+   * TCP_NODELAY): its descriptor, or a negative errno (-EINVAL for a host that is not numeric). */
+  listenTcp(host: string, port: number, backlog: number): number;
+  /** The next connection waiting on listening socket `fd`: its descriptor (non-blocking) and the
+   * peer's address, or a negative errno (-EAGAIN when none waits). */
+  acceptOne(fd: number): [number, string] | number;
+}
+
+type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & PendingBinding & BeneathBinding & WatchBinding & ListenBinding>;
 
 let addon: Addon | null | undefined;
 
@@ -183,6 +193,9 @@ export const beneathBinding = binding<BeneathBinding>(["openBeneath"]);
 
 /** nothingPending and shutdownWrite (looked for once; see pick). */
 export const pendingBinding = binding<PendingBinding>(["nothingPending", "shutdownWrite"]);
+
+/** listenTcp and acceptOne (looked for once; see pick). */
+export const listenBinding = binding<ListenBinding>(["listenTcp", "acceptOne"]);
 
 /** watchReadable, unwatch and releaseWatches (looked for once; see pick). */
 export const watchBinding = binding<WatchBinding>(["watchReadable", "unwatch", "releaseWatches"]);

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { describe, it } from "node:test";
 import { acceptCheaply, acceptsCheaply, optionsInherited, peerAddress, socketFor, SOCKET_DEFAULTS, takeConnections, type ClientHandle } from "../src/data/accept.ts";
-import { sockoptBinding } from "../src/native.ts";
+import { listenBinding, sockoptBinding } from "../src/native.ts";
 import { Client } from "basic-ftp";
 import { exec } from "./helpers/exec.ts";
 import { waitFor } from "./helpers/server.ts";
@@ -209,15 +209,16 @@ describe("accepted sockets (berth's onconnection)", () => {
   });
 
   it("serve every listener of a real server: control, implicit FTPS and passive", async () => {
-    /** Per accepted socket: its listener's port, whether berth's onconnection made it, and its
-     * TCP_NODELAY and SO_KEEPALIVE (where the native part can tell). */
+    /** Per accepted socket: its listener's port, whether berth made it (its onconnection, or from
+     * a descriptor the addon accepted, which has no net.Server), and its TCP_NODELAY and
+     * SO_KEEPALIVE (where the native part can tell). */
     const seen: { port: number; ours: boolean; options: number[] | null }[] = [];
     const binding = sockoptBinding();
     const onSocket = (m: unknown): void => {
-      const socket = (m as { socket: Socket & { server: Server; _handle: { fd: number } } }).socket;
-      const a = socket.server.address();
+      const socket = (m as { socket: Socket & { server: Server | null; _handle: { fd: number } } }).socket;
       const got = binding?.socketOptions(socket._handle.fd);
-      seen.push({ port: a !== null && typeof a === "object" ? a.port : 0, ours: acceptsCheaply(socket.server), options: Array.isArray(got) ? got.slice(0, 3) : null });
+      const ours = socket.server === null ? listenBinding() !== null : acceptsCheaply(socket.server);
+      seen.push({ port: socket.localPort ?? 0, ours, options: Array.isArray(got) ? got.slice(0, 3) : null });
     };
     subscribe("net.server.socket", onSocket);
     let ports: { control: number; implicit: number } = { control: 0, implicit: 0 };

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { connect, type Socket } from "node:net";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { pendingBinding, receiveBinding, sendfileBinding } from "../src/native.ts";
+import { listenBinding, pendingBinding, receiveBinding, sendfileBinding } from "../src/native.ts";
 import { HANDOFF_AT } from "../src/data/receive.ts";
 import { SPARE_MS } from "../src/data/passive.ts";
 import { hold150 } from "../src/protocol/commands/xfer.ts";
@@ -350,6 +350,60 @@ describe("passive port range", () => {
         await raw.close();
       }
       await portsReleased(t);
+    });
+  });
+});
+
+describe("passive listeners made by the addon (native/listen.c)", { skip: !listenBinding() && "addon not built" }, () => {
+  it("an accept that fails (out of descriptors) is 425 for that transfer only: the port goes back, nothing leaks, the next transfer works", async () => {
+    const b = listenBinding()!;
+    const original = b.acceptOne;
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "f.txt"), "data");
+      const raw = await rawLogin(t);
+      try {
+        b.acceptOne = () => -24; // EMFILE
+        const port = await raw.epsvPort();
+        // The listener goes as the connection comes: the connection is reset or closed (even
+        // before the client sees it made), never served.
+        const data = await dataConnect(port).catch(() => null);
+        if (data !== null) assert.equal((await readAll(data).catch(() => Buffer.alloc(0))).length, 0);
+        raw.send("RETR f.txt");
+        const r = await raw.reply();
+        assert.equal(r.code, 425, r.message);
+        await portsReleased(t);
+        b.acceptOne = original;
+        assert.equal(await retrieveText(raw, "f.txt"), "data");
+        await raw.expect("NOOP", 200);
+      } finally {
+        b.acceptOne = original;
+        await raw.close();
+      }
+    });
+  });
+
+  it("a host the addon cannot bind falls back to a net.Server; a port taken by someone else is skipped, and a range all taken is 425", async () => {
+    const b = listenBinding()!;
+    const original = b.listenTcp;
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "f.txt"), "data");
+      const raw = await rawLogin(t);
+      try {
+        b.listenTcp = () => -22; // EINVAL: not a numeric address
+        assert.equal(await retrieveText(raw, "f.txt"), "data");
+        await raw.expect("PASV", 227); // drops the kept port
+        assert.equal(Math.floor((await raw.cmd("ABOR")).code / 100), 2);
+        b.listenTcp = () => -98; // EADDRINUSE, on every port
+        const r = await raw.cmd("EPSV");
+        assert.equal(r.code, 425, r.message);
+        assert.match(r.message, /no free data port/);
+        await portsReleased(t);
+        b.listenTcp = original;
+        assert.equal(await retrieveText(raw, "f.txt"), "data");
+      } finally {
+        b.listenTcp = original;
+        await raw.close();
+      }
     });
   });
 });

@@ -182,6 +182,25 @@ export function socketFor(server: Server, clientHandle: ClientHandle): Socket {
   return socket;
 }
 
+/**
+ * The `Socket` for a connection the addon accepted as a bare descriptor (data/passive.ts
+ * NativeListener): paused, as a passive listener's are made, with noDelay (the listener gave it),
+ * and published on the `net.server.socket` diagnostics channel as an accepted socket is. It owns
+ * the descriptor from then on.
+ */
+export function socketForFd(fd: number): Socket {
+  const socket = new Socket({
+    fd,
+    readable: true,
+    writable: true,
+    pauseOnCreate: true,
+    noDelay: true,
+    ...SOCKET_DEFAULTS,
+  } as ConstructorParameters<typeof Socket>[0]);
+  if (serverSocketChannel.hasSubscribers) serverSocketChannel.publish({ socket });
+  return socket;
+}
+
 function makeSocket(server: ServerInternals, clientHandle: ClientHandle, inherited: boolean): Socket {
   const socket = new Socket({
     handle: clientHandle,

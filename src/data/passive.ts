@@ -13,7 +13,10 @@
  * nothing to use (the next PASV gets a fresh random port). Another session that finds the range
  * full takes a spare (PortPool.reclaim).
  */
+import { closeSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
+import { constants } from "node:os";
+import { getSystemErrorName } from "node:util";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { FtpError } from "../protocol/errors.ts";
 import { acceptCheaply, peerAddress, takeConnections, type ClientHandle } from "./accept.ts";
@@ -21,6 +24,7 @@ import { sameHost, unmapIPv4 } from "./address.ts";
 import type { DataChannel } from "./channel.ts";
 import { endUnused } from "./linger.ts";
 import type { PortPool } from "./ports.ts";
+import { listenBinding, watchBinding, type ListenBinding, type WatchBinding, type Watcher } from "../native.ts";
 import { asSocket, RawData, type DataConnection } from "./raw.ts";
 
 /** What a passive listener needs to know. */
@@ -44,7 +48,7 @@ export interface PassiveOptions {
 export const SPARE_MS = 2000;
 
 /** A listening socket on a held pool port. While no channel owns it, a connection closes it. */
-class Listener {
+class Listener implements DataListener {
   owner: PassiveChannel | null = null;
   /** Saw a connection that was not its transfer's own: not to be kept. */
   touched = false;
@@ -104,9 +108,137 @@ class Listener {
   }
 }
 
+/** What a passive channel and the spare slot need of a listening socket on a held pool port:
+ * a `net.Server` (Listener) or, where the addon is built, a bare descriptor (NativeListener). */
+interface DataListener {
+  owner: PassiveChannel | null;
+  /** Saw a connection that was not its transfer's own: not to be kept. */
+  touched: boolean;
+  /** Called when a connection comes while no channel owns it (the spare slot closes it). */
+  onProbe: (() => void) | null;
+  readonly port: number;
+  /** Still listening, never failed, and no connection but its transfer's own: fit to be kept. */
+  readonly reusable: boolean;
+  /** Stops listening and gives the port back (once). */
+  close(): void;
+}
+
+/** Tries of accept4 per readiness callback of a NativeListener, at most: it stops at the first
+ * connection (its transfer's, nearly always: one more call would only say that nobody else waits);
+ * another waiting is accepted on the loop's next turn (the socket is watched level-triggered), so a
+ * flood of connections to a data port takes one turn each, among the session's other work. */
+const ACCEPTS_PER_TURN = 16;
+const EAGAIN = -(constants.errno.EAGAIN ?? 11);
+/** A connection that went away while it waited to be accepted, or one the system refused for
+ * itself alone (libuv's accept loop goes on after these too). */
+const ACCEPT_SKIP = new Set([constants.errno.ECONNABORTED, constants.errno.EPROTO, constants.errno.EPERM].map((e) => -(e ?? 0)));
+
+/**
+ * A passive listener made by the addon (native/listen.c): a bare listening descriptor watched with
+ * the other raw sockets (native/watch.c), whose connections are accepted there, each a RawData
+ * holding its descriptor. No libuv TCP handle is made for the listener or, unless a transfer asks
+ * for a `Socket`, for a connection: a small file's data connection costs an accept4 and a close,
+ * where a `net.Server`'s cost a TCP wrap, a getpeername call and a handle close on the next turn.
+ * Otherwise it behaves as Listener.
+ */
+class NativeListener implements DataListener {
+  owner: PassiveChannel | null = null;
+  touched = false;
+  onProbe: (() => void) | null = null;
+  private failed = false;
+  private released = false;
+  private fd: number;
+  private watcher: Watcher | null = null;
+
+  private constructor(
+    fd: number,
+    readonly port: number,
+    private readonly pool: PortPool,
+    private readonly b: ListenBinding & WatchBinding,
+  ) {
+    this.fd = fd;
+  }
+
+  /** Listens on `host`:`port` (the port held by the caller): the listener, or a negative errno. */
+  static open(host: string, port: number, pool: PortPool, b: ListenBinding & WatchBinding): NativeListener | number {
+    const fd = b.listenTcp(host, port, PASSIVE_BACKLOG);
+    if (fd < 0) return fd;
+    const l = new NativeListener(fd, port, pool, b);
+    const w = b.watchReadable(fd, (status) => l.readable(status));
+    if (w < 0) {
+      closeSync(fd);
+      return w;
+    }
+    l.watcher = w as Watcher;
+    return l;
+  }
+
+  get reusable(): boolean {
+    return this.fd >= 0 && !this.failed && !this.touched;
+  }
+
+  /** Connections are waiting (or the socket failed): each goes to the owner, or closes a listener
+   * nobody owns. */
+  private readable(status: number): void {
+    for (let i = 0; i < ACCEPTS_PER_TURN && this.fd >= 0; i++) {
+      const r = status < 0 ? status : this.b.acceptOne(this.fd);
+      if (typeof r === "number") {
+        if (r === EAGAIN) return;
+        if (ACCEPT_SKIP.has(r)) continue;
+        // Out of descriptors or memory, or a failed socket: the connection stays queued and the
+        // socket readable, so the listener goes (as a net.Server's 'error' ends Listener); the
+        // system resets what waits in its queue.
+        this.failed = true;
+        if (this.owner) this.owner.close();
+        else this.close();
+        return;
+      }
+      const conn = new RawData(null, r[0]);
+      if (this.owner) this.owner.onConnection(conn, r[1]);
+      else {
+        conn.destroy();
+        this.probed();
+      }
+      return;
+    }
+  }
+
+  private probed(): void {
+    this.touched = true;
+    if (this.onProbe) this.onProbe();
+    else this.close();
+  }
+
+  close(): void {
+    if (this.fd >= 0) {
+      if (this.watcher !== null) this.b.unwatch(this.watcher);
+      this.watcher = null;
+      try {
+        closeSync(this.fd);
+      } catch {
+        // ours alone: nothing to do
+      }
+      this.fd = -1;
+    }
+    if (this.released) return;
+    this.released = true;
+    this.pool.release(this.port);
+  }
+}
+
+/** The listen backlog of a data port: one connection is used, the rest are refused or probes. */
+const PASSIVE_BACKLOG = 8;
+
+/** The addon's listener and watcher, where both are built and loaded. */
+function nativeListen(): (ListenBinding & WatchBinding) | null {
+  const l = listenBinding();
+  const w = watchBinding();
+  return l !== null && w !== null ? { ...l, ...w } : null;
+}
+
 /** One session's spare listener (see the top of this file). */
 export class SpareSlot {
-  private held: Listener | null = null;
+  private held: DataListener | null = null;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
 
@@ -116,7 +248,7 @@ export class SpareSlot {
   ) {}
 
   /** Keeps `l` (listening, port held, no owner) for the next PASV/EPSV. */
-  keep(l: Listener): void {
+  keep(l: DataListener): void {
     this.drop();
     if (this.closed) {
       l.close();
@@ -130,7 +262,7 @@ export class SpareSlot {
   }
 
   /** The kept listener, if it still listens; the slot is empty afterwards. */
-  take(): Listener | null {
+  take(): DataListener | null {
     const l = this.held;
     if (!l) return null;
     this.held = null;
@@ -181,7 +313,7 @@ export class PassiveChannel implements DataChannel {
   readonly port: number;
 
   private constructor(
-    private readonly listener: Listener,
+    private readonly listener: DataListener,
     private readonly opts: PassiveOptions,
   ) {
     this.port = listener.port;
@@ -196,9 +328,21 @@ export class PassiveChannel implements DataChannel {
     const kept = opts.spare.take();
     if (kept) return new PassiveChannel(kept, opts);
     const host = unmapIPv4(opts.bindHost);
+    let native = nativeListen();
     do {
       for (const port of opts.pool.candidates()) {
         if (!opts.pool.hold(port)) continue;
+        if (native !== null) {
+          const l = NativeListener.open(host, port, opts.pool, native);
+          if (typeof l !== "number") return new PassiveChannel(l, opts);
+          opts.pool.release(port);
+          const code = getSystemErrorName(l);
+          if (code === "EADDRINUSE" || code === "EACCES") continue;
+          // A host the addon cannot take (not a numeric address): a net.Server, as without it.
+          if (code !== "EINVAL") throw new FtpError(425, `Can't open passive connection: ${systemErrorText({ code })}`);
+          native = null;
+          if (!opts.pool.hold(port)) continue;
+        }
         const server = createServer({ noDelay: true, pauseOnConnect: true });
         const err = await listenOnce(server, port, host);
         if (err === null) return new PassiveChannel(new Listener(server, port, opts.pool), opts);
@@ -346,6 +490,6 @@ function listenOnce(server: Server, port: number, host: string): Promise<Error |
       acceptCheaply(server);
       resolve(null);
     });
-    server.listen({ port, host, exclusive: true, backlog: 8 });
+    server.listen({ port, host, exclusive: true, backlog: PASSIVE_BACKLOG });
   });
 }

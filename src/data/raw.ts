@@ -8,10 +8,10 @@
  * the connection from then on: the same socket the listener would have made, so every other path
  * is unchanged.
  */
-import { readSync } from "node:fs";
+import { closeSync, readSync } from "node:fs";
 import type { Server, Socket } from "node:net";
 import { pendingBinding, watchBinding, type Watcher } from "../native.ts";
-import { socketFor, type ClientHandle } from "./accept.ts";
+import { socketFor, socketForFd, type ClientHandle } from "./accept.ts";
 import { prematureClose } from "./failure.ts";
 
 export class RawData {
@@ -23,15 +23,19 @@ export class RawData {
   /** Its FIN went (linger()): it closes on its own, when the client closes or at this deadline. */
   private lingering: NodeJS.Timeout | null = null;
 
+  /** A connection a `net.Server` accepted (`server` and its libuv handle), or one accepted by the
+   * addon (no server, and its bare descriptor: data/passive.ts NativeListener). */
   constructor(
-    private readonly server: Server,
-    private readonly handle: ClientHandle,
+    private readonly server: Server | null,
+    private readonly handle: ClientHandle | number,
   ) {}
 
   /** The descriptor to write to while no `Socket` owns the connection; -1 after that, or once
    * closed. */
   get fd(): number {
-    return this.sock === null && !this.closed ? this.handle.fd : -1;
+    if (this.sock !== null || this.closed) return -1;
+    const h = this.handle;
+    return typeof h === "number" ? h : h.fd;
   }
 
   /**
@@ -68,7 +72,8 @@ export class RawData {
     this.unwatch();
     // noDelay as the listener gives it (socketFor); errors are the transfer's to see, and none may
     // go unhandled meanwhile.
-    const s = socketFor(this.server, this.handle);
+    const h = this.handle;
+    const s = typeof h === "number" || this.server === null ? socketForFd(h as number) : socketFor(this.server, h);
     s.on("error", ignore);
     this.sock = s;
     return s;
@@ -132,7 +137,11 @@ export class RawData {
     if (this.lingering !== null) clearTimeout(this.lingering);
     this.unwatch();
     if (this.sock !== null) this.sock.destroy();
-    else if (!this.closed) this.handle.close();
+    else if (!this.closed) {
+      const h = this.handle;
+      if (typeof h === "number") closeQuietly(h);
+      else h.close();
+    }
     this.closed = true;
     gone?.();
   }
@@ -152,3 +161,13 @@ export function asSocket(c: DataConnection): Socket {
 }
 
 function ignore(): void {}
+
+/** Closes a bare descriptor (one the addon accepted); it is ours alone, so an error (none is
+ * expected) changes nothing. */
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // nothing to do
+  }
+}
