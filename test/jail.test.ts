@@ -142,6 +142,7 @@ const COMMANDS: Record<string, { run: Runner; onLink?: true }> = {
   MKD: { run: (r, p) => attempt(r, `MKD ${p}`, "none") },
   RMD: { run: (r, p) => attempt(r, `RMD ${p}`, "none") },
   MFMT: { run: (r, p) => attempt(r, `MFMT 20000101000000 ${p}`, "none") },
+  "MDTM (set)": { run: (r, p) => attempt(r, `MDTM 20000101000000 ${p}`, "none") },
   CHMOD: { run: (r, p) => attempt(r, `SITE CHMOD 777 ${p}`, "none") },
   DELE: { run: (r, p) => attempt(r, `DELE ${p}`, "none"), onLink: true },
   CWD: { run: cwdThenLook },

@@ -279,6 +279,43 @@ describe("directory and file commands", () => {
       }
     });
   });
+
+  it("MDTM with a time sets it, as MFMT does; anything else asks for the time of the whole argument", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await writeFile(join(home, "s.bin"), payload(10));
+      await writeFile(join(home, "with space.txt"), "x");
+      await writeFile(join(home, "2021 notes.txt"), "y");
+      const raw = await rawLogin(t);
+      try {
+        assert.match((await raw.expect("MDTM 20210304050607 s.bin", 213)).message, /^Modify=20210304050607; s\.bin$/);
+        assert.equal((await stat(join(home, "s.bin"))).mtime.toISOString(), "2021-03-04T05:06:07.000Z");
+        assert.equal((await raw.expect("MDTM s.bin", 213)).message, "20210304050607");
+        // Milliseconds, and a path with a space.
+        await raw.expect("MDTM 19991231235959.5 with space.txt", 213);
+        assert.equal((await stat(join(home, "with space.txt"))).mtime.toISOString(), "1999-12-31T23:59:59.500Z");
+        assert.equal((await raw.expect("MDTM with space.txt", 213)).message, "19991231235959");
+        // Not a valid time (a 13th month, too few digits): the whole argument is a name.
+        await raw.expect("MDTM 20211304050607 s.bin", 550);
+        assert.match((await raw.expect("MDTM 2021 notes.txt", 213)).message, /^\d{14}/);
+        // The set form on a missing file, or outside the jail, changes nothing.
+        await raw.expect("MDTM 20210304050607 missing.bin", 550);
+        await raw.expect("MDTM 20210304050607 ../../etc/passwd", 550);
+      } finally {
+        await raw.close();
+      }
+      // Setting needs overwrite: bob (read-only) may ask but not set.
+      const bob = await rawLogin(t, "bob");
+      try {
+        await writeFile(join(t.home("bob"), "b.txt"), "b");
+        await bob.expect("MDTM b.txt", 213);
+        await bob.expect("MDTM 20200101000000 b.txt", 550);
+        assert.notEqual((await stat(join(t.home("bob"), "b.txt"))).mtime.getUTCFullYear(), 2020);
+      } finally {
+        await bob.close();
+      }
+    });
+  });
 });
 
 describe("read-only user", () => {
@@ -300,6 +337,7 @@ describe("read-only user", () => {
           "RNFR keep.txt",
           "RNTO other.txt",
           "MFMT 20200101000000 keep.txt",
+          "MDTM 20200101000000 keep.txt",
           "SITE CHMOD 777 keep.txt",
         ]) {
           await raw.expect(line, 550);

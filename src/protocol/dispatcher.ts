@@ -89,7 +89,8 @@ export class Dispatcher {
   /** The permission check of `spec.perm` on the resolved path; a bad path is refused here too, so
    * a refused transfer command still frees its data connection. */
   private async permission(session: Session, spec: CommandSpec | undefined, arg: string): Promise<[number, string] | null> {
-    const rule = spec?.perm;
+    const form = spec?.perm?.form;
+    const rule = form !== undefined && form.matches(arg) ? form.rule : spec?.perm;
     const user = session.user;
     if (!rule || !user) return null;
     try {

@@ -56,12 +56,16 @@ export interface PermRule {
   readonly overwrite?: boolean;
   /** The path acted on; null = nothing to check (the handler answers). Default: the argument. */
   readonly path?: (session: Session, arg: string) => VirtualPath | null;
+  /** Another rule for another form of the argument (MDTM with a time sets it): `rule` where
+   * `matches(arg)`; `what` names the form in the RFC table. */
+  readonly form?: { readonly matches: (arg: string) => boolean; readonly rule: PermRule; readonly what: string };
 }
 
 /** The rfc-table words for a rule: "upload (+overwrite if it exists)", "list or download", "visible". */
 export function describePerm(rule: PermRule): string {
   const need = rule.need.length === 0 ? "visible" : rule.need.join(" or ");
-  return rule.overwrite ? `${need} (+overwrite if it exists)` : need;
+  const text = rule.overwrite ? `${need} (+overwrite if it exists)` : need;
+  return rule.form ? `${text}; ${rule.form.what}: ${describePerm(rule.form.rule)}` : text;
 }
 
 /** A verb → spec map built from command families. */

@@ -1,6 +1,7 @@
 /**
  * File commands that use no data connection: DELE, RNFR/RNTO (RFC 959 §4.1.3), SIZE and MDTM
- * (RFC 3659 §3–4), MFMT (draft-somers-ftp-mfxx), SITE CHMOD and SITE HELP.
+ * (RFC 3659 §3–4; MDTM also sets the time, as vsftpd's and pure-ftpd's do), MFMT
+ * (draft-somers-ftp-mfxx), SITE CHMOD and SITE HELP.
  */
 import { formatMdtm, parseMfmtTime } from "../../fs/format.ts";
 import { ROOT } from "../../fs/vpath.ts";
@@ -48,17 +49,39 @@ async function size(s: Session, arg: string): Promise<void> {
 }
 
 async function mdtm(s: Session, arg: string): Promise<void> {
+  const set = mdtmSetForm(arg);
+  if (set !== null) {
+    await setMtime(s, set.when, set.path);
+    return;
+  }
   const st = await s.requireFs().stat(s.resolve(arg));
   s.reply(213, formatMdtm(new Date(st.mtimeMs)));
+}
+
+/**
+ * `MDTM YYYYMMDDHHMMSS[.sss] <path>`, the form that sets the time (UTC, as MFMT's) rather than
+ * asks for it: vsftpd (mdtm_write, on by default) and pure-ftpd take it, and so do clients that
+ * predate MFMT. The argument is that form when it starts with a valid time, a space and a path;
+ * anything else asks for the time of the whole argument (RFC 3659 §3).
+ */
+function mdtmSetForm(arg: string): { when: Date; path: string } | null {
+  const sp = arg.indexOf(" ");
+  if (sp < 14 || sp === arg.length - 1 || !/^\d{14}(\.\d{1,3})?$/.test(arg.slice(0, sp))) return null;
+  const when = parseMfmtTime(arg.slice(0, sp));
+  return when === null ? null : { when, path: arg.slice(sp + 1) };
 }
 
 async function mfmt(s: Session, arg: string): Promise<void> {
   const sp = arg.indexOf(" ");
   const when = sp === -1 ? null : parseMfmtTime(arg.slice(0, sp));
   if (when === null) throw new FtpError(501, "Syntax: MFMT YYYYMMDDHHMMSS <path>");
-  const path = s.resolve(arg.slice(sp + 1));
-  await s.requireFs().setMtime(path, when);
-  s.reply(213, `Modify=${formatMdtm(when)}; ${arg.slice(sp + 1)}`);
+  await setMtime(s, when, arg.slice(sp + 1));
+}
+
+/** Sets the modification time of `path` (as the client wrote it) and says so, as MFMT does. */
+async function setMtime(s: Session, when: Date, path: string): Promise<void> {
+  await s.requireFs().setMtime(s.resolve(path), when);
+  s.reply(213, `Modify=${formatMdtm(when)}; ${path}`);
 }
 
 async function site(s: Session, arg: string): Promise<void> {
@@ -103,6 +126,9 @@ function chmodPath(s: Session, arg: string): VirtualPath | null {
   return parsed ? s.resolve(parsed.path) : null;
 }
 
+/** MDTM that sets the time needs what MFMT needs, on its path. */
+const MDTM_SET = { need: ["overwrite"], path: mfmtPath } as const;
+
 /** The path MFMT acts on; null when malformed (the handler answers 501). */
 function mfmtPath(s: Session, arg: string): VirtualPath | null {
   const sp = arg.indexOf(" ");
@@ -126,7 +152,15 @@ export const fileCommands: CommandSpec[] = [
     help: "RNTO <path>",
   },
   { ...base, verb: "SIZE", perm: LOOK, handler: size, feat: () => ["SIZE"], help: "SIZE <path>", rfc: "RFC 3659 §4" },
-  { ...base, verb: "MDTM", perm: LOOK, handler: mdtm, feat: () => ["MDTM"], help: "MDTM <path>", rfc: "RFC 3659 §3" },
+  {
+    ...base,
+    verb: "MDTM",
+    perm: { ...LOOK, form: { matches: (arg) => mdtmSetForm(arg) !== null, rule: MDTM_SET, what: "with a time" } },
+    handler: mdtm,
+    feat: () => ["MDTM"],
+    help: "MDTM <path> | MDTM YYYYMMDDHHMMSS <path>",
+    rfc: "RFC 3659 §3",
+  },
   {
     ...base,
     verb: "MFMT",
