@@ -47,21 +47,67 @@ export interface PassiveOptions {
 /** How long a session keeps its listener after a transfer for its next PASV/EPSV (ms). */
 export const SPARE_MS = 2000;
 
-/** A listening socket on a held pool port. While no channel owns it, a connection closes it. */
-class Listener implements DataListener {
+/**
+ * A listening socket on a held pool port: a `net.Server` (Listener) or, where the addon is built, a
+ * bare descriptor (NativeListener). While no channel owns it, a connection closes it.
+ */
+abstract class DataListener {
   owner: PassiveChannel | null = null;
   /** Saw a connection that was not its transfer's own: not to be kept. */
   touched = false;
   /** Called when a connection comes while no channel owns it (the spare slot closes it). */
   onProbe: (() => void) | null = null;
-  private failed = false;
+  /** The socket failed (an accept error): not to be kept. */
+  protected failed = false;
   private released = false;
 
   constructor(
-    readonly server: Server,
     readonly port: number,
     private readonly pool: PortPool,
+  ) {}
+
+  /** Still listening, never failed, and no connection but its transfer's own: fit to be kept. */
+  get reusable(): boolean {
+    return this.listening && !this.failed && !this.touched;
+  }
+
+  protected abstract get listening(): boolean;
+
+  /** Stops listening (harmless twice). */
+  protected abstract stop(): void;
+
+  /** Stops listening and gives the port back (once: the port may be someone else's afterwards). */
+  close(): void {
+    this.stop();
+    if (this.released) return;
+    this.released = true;
+    this.pool.release(this.port);
+  }
+
+  /** A connection came while no channel owns it (and was closed): so is the listener, or the
+   * spare slot that holds it. */
+  protected probed(): void {
+    this.touched = true;
+    if (this.onProbe) this.onProbe();
+    else this.close();
+  }
+
+  /** The socket failed: the transfer waiting on it, or the listener, ends. */
+  protected failedNow(): void {
+    this.failed = true;
+    if (this.owner) this.owner.close();
+    else this.close();
+  }
+}
+
+/** A passive listener on a `net.Server` (where the addon is not built, or cannot bind the host). */
+class Listener extends DataListener {
+  constructor(
+    readonly server: Server,
+    port: number,
+    pool: PortPool,
   ) {
+    super(port, pool);
     // Connections come as accepted (RawData) where data/accept.ts can give them so, as sockets
     // otherwise.
     takeConnections(server, (h: ClientHandle) => {
@@ -79,48 +125,16 @@ class Listener implements DataListener {
         this.probed();
       }
     });
-    server.on("error", () => {
-      this.failed = true;
-      if (this.owner) this.owner.close();
-      else this.close();
-    });
+    server.on("error", () => this.failedNow());
   }
 
-  /** A connection came while no channel owns it (and was closed): so is the listener, or the
-   * spare slot that holds it. */
-  private probed(): void {
-    this.touched = true;
-    if (this.onProbe) this.onProbe();
-    else this.close();
+  protected get listening(): boolean {
+    return this.server.listening;
   }
 
-  /** Still listening, never failed, and no connection but its transfer's own: fit to be kept. */
-  get reusable(): boolean {
-    return this.server.listening && !this.failed && !this.touched;
-  }
-
-  /** Stops listening and gives the port back (once: the port may be someone else's afterwards). */
-  close(): void {
+  protected stop(): void {
     if (this.server.listening) this.server.close();
-    if (this.released) return;
-    this.released = true;
-    this.pool.release(this.port);
   }
-}
-
-/** What a passive channel and the spare slot need of a listening socket on a held pool port:
- * a `net.Server` (Listener) or, where the addon is built, a bare descriptor (NativeListener). */
-interface DataListener {
-  owner: PassiveChannel | null;
-  /** Saw a connection that was not its transfer's own: not to be kept. */
-  touched: boolean;
-  /** Called when a connection comes while no channel owns it (the spare slot closes it). */
-  onProbe: (() => void) | null;
-  readonly port: number;
-  /** Still listening, never failed, and no connection but its transfer's own: fit to be kept. */
-  readonly reusable: boolean;
-  /** Stops listening and gives the port back (once). */
-  close(): void;
 }
 
 /** Tries of accept4 per readiness callback of a NativeListener, at most: it stops at the first
@@ -141,21 +155,17 @@ const ACCEPT_SKIP = new Set([constants.errno.ECONNABORTED, constants.errno.EPROT
  * where a `net.Server`'s cost a TCP wrap, a getpeername call and a handle close on the next turn.
  * Otherwise it behaves as Listener.
  */
-class NativeListener implements DataListener {
-  owner: PassiveChannel | null = null;
-  touched = false;
-  onProbe: (() => void) | null = null;
-  private failed = false;
-  private released = false;
+class NativeListener extends DataListener {
   private fd: number;
   private watcher: Watcher | null = null;
 
   private constructor(
     fd: number,
-    readonly port: number,
-    private readonly pool: PortPool,
+    port: number,
+    pool: PortPool,
     private readonly b: ListenBinding & WatchBinding,
   ) {
+    super(port, pool);
     this.fd = fd;
   }
 
@@ -173,8 +183,8 @@ class NativeListener implements DataListener {
     return l;
   }
 
-  get reusable(): boolean {
-    return this.fd >= 0 && !this.failed && !this.touched;
+  protected get listening(): boolean {
+    return this.fd >= 0;
   }
 
   /** Connections are waiting (or the socket failed): each goes to the owner, or closes a listener
@@ -188,9 +198,7 @@ class NativeListener implements DataListener {
         // Out of descriptors or memory, or a failed socket: the connection stays queued and the
         // socket readable, so the listener goes (as a net.Server's 'error' ends Listener); the
         // system resets what waits in its queue.
-        this.failed = true;
-        if (this.owner) this.owner.close();
-        else this.close();
+        this.failedNow();
         return;
       }
       const conn = new RawData(null, r[0]);
@@ -203,26 +211,16 @@ class NativeListener implements DataListener {
     }
   }
 
-  private probed(): void {
-    this.touched = true;
-    if (this.onProbe) this.onProbe();
-    else this.close();
-  }
-
-  close(): void {
-    if (this.fd >= 0) {
-      if (this.watcher !== null) this.b.unwatch(this.watcher);
-      this.watcher = null;
-      try {
-        closeSync(this.fd);
-      } catch {
-        // ours alone: nothing to do
-      }
-      this.fd = -1;
+  protected stop(): void {
+    if (this.fd < 0) return;
+    if (this.watcher !== null) this.b.unwatch(this.watcher);
+    this.watcher = null;
+    try {
+      closeSync(this.fd);
+    } catch {
+      // ours alone: nothing to do
     }
-    if (this.released) return;
-    this.released = true;
-    this.pool.release(this.port);
+    this.fd = -1;
   }
 }
 
