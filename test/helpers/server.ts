@@ -98,17 +98,24 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   });
   const logger = pino({ level: opts.logLevel ?? "debug" }, sink);
   const store = new UserStore({ file: config.users.file, storageRoot: config.storage.root, bcryptCost: 4 });
-  await store.add("alice", "alice-pw", {});
-  await store.add("bob", "bob-pw", { readOnly: true });
-  for (const { name, password, ...changes } of opts.users ?? []) await store.add(name, password, changes);
-  const server = await startServer({
-    config,
-    logger,
-    users: store,
-    ...(opts.defender ? { defender: opts.defender } : {}),
-    ...(opts.openFs ? { openFs: opts.openFs } : {}),
-    ...(opts.tls !== undefined ? { tls: opts.tls } : {}),
-  });
+  let server: Awaited<ReturnType<typeof startServer>>;
+  try {
+    await store.add("alice", "alice-pw", {});
+    await store.add("bob", "bob-pw", { readOnly: true });
+    for (const { name, password, ...changes } of opts.users ?? []) await store.add(name, password, changes);
+    server = await startServer({
+      config,
+      logger,
+      users: store,
+      ...(opts.defender ? { defender: opts.defender } : {}),
+      ...(opts.openFs ? { openFs: opts.openFs } : {}),
+      ...(opts.tls !== undefined ? { tls: opts.tls } : {}),
+    });
+  } catch (err) {
+    // A server that cannot start (a test of a bad configuration) leaves no directory behind.
+    await rm(root, { recursive: true, force: true });
+    throw err;
+  }
   return {
     server,
     port: server.port ?? 0,
