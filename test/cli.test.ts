@@ -187,14 +187,20 @@ void describe("berth config check and errors", () => {
     assertOneLineError(await berth(cwd, ["serve"], { env: { BERTH_LOG_XFERLOG: path.join(cwd, "no-such-dir", "xferlog") } }), 2, "log.xferlog cannot be opened", "no such file or directory");
   });
 
-  void test("an unknown command exits 2; help exits 0", async () => {
+  void test("an unknown command exits 2; help exits 0, for a known command too; --version takes nothing more", async () => {
     const cwd = workdir();
     assertOneLineError(await berth(cwd, ["frobnicate"]), 2, '"frobnicate"');
-    for (const args of [["--help"], ["help"], ["user", "--help"]]) {
+    for (const args of [["--help"], ["help"], ["user", "--help"], ["help", "user"], ["help", "user", "add"], ["help", "ctl", "status"]]) {
       const help = await berth(cwd, args);
-      assert.equal(help.code, 0);
+      assert.equal(help.code, 0, args.join(" "));
       assert.match(help.stdout, /^usage: berth/);
     }
+    assertOneLineError(await berth(cwd, ["help", "frobnicate"]), 2, 'unknown command "frobnicate"');
+    assertOneLineError(await berth(cwd, ["help", "user", "nope"]), 2, 'unknown command "user nope"');
+    const version = await berth(cwd, ["--version"]);
+    assert.equal(version.code, 0);
+    assert.match(version.stdout, /^berth \d+\.\d+\.\d+\n$/);
+    assertOneLineError(await berth(cwd, ["--version", "extra"]), 2, 'unexpected argument "extra"');
   });
 });
 

@@ -152,8 +152,17 @@ function pickCommand(argv: readonly string[]): { spec: CommandSpec | "help" | "v
   if (first === undefined || (first.startsWith("-") && !HELP_WORDS.has(first) && !VERSION_WORDS.has(first))) {
     return { spec: specOf("serve"), rest: argv };
   }
-  if (HELP_WORDS.has(first)) return { spec: "help", rest: [] };
-  if (VERSION_WORDS.has(first)) return { spec: "version", rest: [] };
+  if (HELP_WORDS.has(first)) {
+    // `help user`, `help user add`: the one usage text covers every command; an unknown one is a
+    // mistake, said as for the command itself.
+    const topic = argv.slice(1).filter((t) => !HELP_WORDS.has(t));
+    if (topic.length > 0 && !(topic.length === 1 && GROUPS[topic[0] as string] !== undefined)) pickCommand(topic);
+    return { spec: "help", rest: [] };
+  }
+  if (VERSION_WORDS.has(first)) {
+    if (second !== undefined) throw usageError(`unexpected argument "${second}" for "berth ${first}"`);
+    return { spec: "version", rest: [] };
+  }
   if (first === "serve") return { spec: specOf("serve"), rest: argv.slice(1) };
   if (first === "selftest") return { spec: specOf("selftest"), rest: argv.slice(1) };
   const subs = GROUPS[first];
