@@ -430,6 +430,29 @@ describe("foreign data connections", () => {
     });
   });
 
+  it("drops several foreign connections queued at once and still serves the real client", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "secret.txt"), "for alice only");
+      const raw = await rawLogin(t);
+      try {
+        const port = await raw.epsvPort();
+        // As many as the listen backlog holds (more would wait in the kernel for room).
+        const thieves = await Promise.all(Array.from({ length: 8 }, () => dataConnect(port, "127.0.0.1", "127.0.0.2").catch(() => null)));
+        const stolen = await Promise.all(thieves.map((s) => (s === null ? Buffer.alloc(0) : readAll(s).catch(() => Buffer.alloc(0)))));
+        assert.ok(stolen.every((b) => b.length === 0));
+        const data = await dataConnect(port);
+        raw.send("RETR secret.txt");
+        await raw.expectReply(150);
+        assert.equal((await readAll(data)).toString(), "for alice only");
+        await raw.expectReply(226);
+        assert.ok(t.logs.filter((l) => l.event === "foreign-data-connection").length >= thieves.filter((s) => s !== null).length);
+        await raw.expect("NOOP", 200);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("drops a foreign connection that arrives while the transfer command waits", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "secret.txt"), "mine");

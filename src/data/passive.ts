@@ -137,10 +137,11 @@ class Listener extends DataListener {
   }
 }
 
-/** Tries of accept4 per readiness callback of a NativeListener, at most: it stops at the first
- * connection (its transfer's, nearly always: one more call would only say that nobody else waits);
- * another waiting is accepted on the loop's next turn (the socket is watched level-triggered), so a
- * flood of connections to a data port takes one turn each, among the session's other work. */
+/** Tries of accept4 per readiness callback of a NativeListener, at most. It stops at the first
+ * connection its transfer takes (nearly always the only one: one more call would only say that
+ * nobody else waits) and goes on after one it drops; what is left waits for the loop's next turn
+ * (the socket is watched level-triggered), so a flood of connections to a data port gets no more of
+ * the main thread at a time than this. */
 const ACCEPTS_PER_TURN = 16;
 const EAGAIN = -(constants.errno.EAGAIN ?? 11);
 /** A connection that went away while it waited to be accepted, or one the system refused for
@@ -202,12 +203,15 @@ class NativeListener extends DataListener {
         return;
       }
       const conn = new RawData(null, r[0]);
-      if (this.owner) this.owner.onConnection(conn, r[1]);
-      else {
+      if (this.owner === null) {
         conn.destroy();
         this.probed();
+        return;
       }
-      return;
+      this.owner.onConnection(conn, r[1]);
+      // Taken (the transfer's own): done for this turn. Dropped (from a foreign address, or a
+      // second one): more of those may be queued.
+      if (conn.fd >= 0) return;
     }
   }
 
