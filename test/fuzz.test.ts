@@ -38,7 +38,7 @@ const VERBS = [
   "TYPE", "STRU", "MODE", "RETR", "STOR", "STOU", "APPE", "ALLO", "REST", "RNFR", "RNTO", "ABOR", "DELE",
   "RMD", "XRMD", "MKD", "XMKD", "PWD", "XPWD", "LIST", "NLST", "MLSD", "MLST", "SITE", "SYST", "STAT", "HELP",
   "NOOP", "FEAT", "OPTS", "MDTM", "MFMT", "SIZE", "AUTH", "PBSZ", "PROT", "CCC", "HOST", "LANG", "CLNT",
-  "HASH", "XCRC", "MD5", "XMD5", "XSHA", "XSHA1", "XSHA256", "XSHA512", "OPTS HASH", "EPSV ALL", "SITE CHMOD", "SITE UMASK", "SITE HELP", "SITE IDLE", "SITE WHO",
+  "HASH", "XCRC", "MD5", "XMD5", "XSHA", "XSHA1", "XSHA256", "XSHA512", "OPTS HASH", "EPSV ALL", "SITE CHMOD", "SITE UTIME", "SITE UMASK", "SITE HELP", "SITE IDLE", "SITE WHO",
   "retr", "Stor", "X", "",
 ];
 const ARGS = [

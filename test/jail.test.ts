@@ -144,6 +144,7 @@ const COMMANDS: Record<string, { run: Runner; onLink?: true }> = {
   MFMT: { run: (r, p) => attempt(r, `MFMT 20000101000000 ${p}`, "none") },
   "MDTM (set)": { run: (r, p) => attempt(r, `MDTM 20000101000000 ${p}`, "none") },
   CHMOD: { run: (r, p) => attempt(r, `SITE CHMOD 777 ${p}`, "none") },
+  UTIME: { run: (r, p) => attempt(r, `SITE UTIME 20000101000000 ${p}`, "none") },
   DELE: { run: (r, p) => attempt(r, `DELE ${p}`, "none"), onLink: true },
   CWD: { run: cwdThenLook },
   RNFR: { run: renameFrom, onLink: true },

@@ -280,7 +280,7 @@ describe("directory and file commands", () => {
     });
   });
 
-  it("MDTM with a time sets it, as MFMT does; anything else asks for the time of the whole argument", async () => {
+  it("MDTM with a time sets it, as MFMT and SITE UTIME do; anything else asks for the time of the whole argument", async () => {
     await withServer(async (t) => {
       const home = t.home("alice");
       await writeFile(join(home, "s.bin"), payload(10));
@@ -304,12 +304,32 @@ describe("directory and file commands", () => {
       } finally {
         await raw.close();
       }
+      // SITE UTIME, in ProFTPD's and pure-ftpd's two forms (UTC; only the modification time).
+      const raw2 = await rawLogin(t);
+      try {
+        await raw2.expect("SITE UTIME 202202030405 s.bin", 200);
+        assert.equal((await stat(join(home, "s.bin"))).mtime.toISOString(), "2022-02-03T04:05:00.000Z");
+        await raw2.expect("SITE UTIME 20230405060708 with space.txt", 200);
+        assert.equal((await stat(join(home, "with space.txt"))).mtime.toISOString(), "2023-04-05T06:07:08.000Z");
+        await raw2.expect("SITE UTIME with space.txt 20000101000000 20240506070809 20000101000000 UTC", 200);
+        assert.equal((await stat(join(home, "with space.txt"))).mtime.toISOString(), "2024-05-06T07:08:09.000Z");
+        for (const bad of ["SITE UTIME", "SITE UTIME s.bin", "SITE UTIME 2022 s.bin", "SITE UTIME 20221301000000 s.bin", "SITE UTIME s.bin 1 2 3 UTC"]) {
+          await raw2.expect(bad, 501);
+        }
+        await raw2.expect("SITE UTIME 20230405060708 missing.bin", 550);
+        await raw2.expect("SITE UTIME 20230405060708 ../../etc/passwd", 550);
+        const help = await raw2.expect("SITE HELP", 214);
+        assert.match(help.lines.join("\n"), /UTIME YYYYMMDDhhmm\[ss\] <path>/);
+      } finally {
+        await raw2.close();
+      }
       // Setting needs overwrite: bob (read-only) may ask but not set.
       const bob = await rawLogin(t, "bob");
       try {
         await writeFile(join(t.home("bob"), "b.txt"), "b");
         await bob.expect("MDTM b.txt", 213);
         await bob.expect("MDTM 20200101000000 b.txt", 550);
+        await bob.expect("SITE UTIME 20200101000000 b.txt", 550);
         assert.notEqual((await stat(join(t.home("bob"), "b.txt"))).mtime.getUTCFullYear(), 2020);
       } finally {
         await bob.close();
@@ -338,6 +358,7 @@ describe("read-only user", () => {
           "RNTO other.txt",
           "MFMT 20200101000000 keep.txt",
           "MDTM 20200101000000 keep.txt",
+          "SITE UTIME 20200101000000 keep.txt",
           "SITE CHMOD 777 keep.txt",
         ]) {
           await raw.expect(line, 550);

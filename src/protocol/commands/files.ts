@@ -1,7 +1,7 @@
 /**
  * File commands that use no data connection: DELE, RNFR/RNTO (RFC 959 §4.1.3), SIZE and MDTM
  * (RFC 3659 §3–4; MDTM also sets the time, as vsftpd's and pure-ftpd's do), MFMT
- * (draft-somers-ftp-mfxx), SITE CHMOD and SITE HELP.
+ * (draft-somers-ftp-mfxx), SITE CHMOD, SITE UTIME and SITE HELP.
  */
 import { formatMdtm, parseMfmtTime } from "../../fs/format.ts";
 import { ROOT } from "../../fs/vpath.ts";
@@ -87,14 +87,46 @@ async function setMtime(s: Session, when: Date, path: string): Promise<void> {
 async function site(s: Session, arg: string): Promise<void> {
   const { sub, rest } = siteArgs(arg);
   if (sub === "HELP") {
-    s.write(formatBlockReply(214, "SITE commands:", [" CHMOD <mode> <path>", " HELP"], "End"));
+    s.write(
+      formatBlockReply(
+        214,
+        "SITE commands:",
+        [" CHMOD <mode> <path>", " UTIME YYYYMMDDhhmm[ss] <path>", " UTIME <path> <atime> <mtime> <ctime> UTC", " HELP"],
+        "End",
+      ),
+    );
     return;
   }
   if (sub === "CHMOD") {
     await chmod(s, rest);
     return;
   }
+  if (sub === "UTIME") {
+    const parsed = parseUtime(rest);
+    if (!parsed) throw new FtpError(501, "Syntax: SITE UTIME YYYYMMDDhhmm[ss] <path> | SITE UTIME <path> <atime> <mtime> <ctime> UTC");
+    await s.requireFs().setMtime(s.resolve(parsed.path), parsed.when);
+    s.reply(200, "SITE UTIME command ok");
+    return;
+  }
   s.reply(500, "Unknown SITE command");
+}
+
+/**
+ * SITE UTIME, as ProFTPD (mod_site_misc) and pure-ftpd take it, in UTC: `YYYYMMDDhhmm[ss] <path>`,
+ * or `<path> <atime> <mtime> <ctime> UTC` with 14-digit times (only the modification time is set;
+ * the access time stays, as for MFMT, and no one can set a change time). Null when malformed.
+ */
+function parseUtime(rest: string): { when: Date; path: string } | null {
+  const five = /^(.+) (\d{14}) (\d{14}) (\d{14}) UTC$/i.exec(rest);
+  if (five) {
+    const when = parseMfmtTime(five[3] as string);
+    return when ? { when, path: five[1] as string } : null;
+  }
+  const two = /^(\d{12}|\d{14}) (.+)$/.exec(rest);
+  if (!two) return null;
+  const time = two[1] as string;
+  const when = parseMfmtTime(time.length === 12 ? `${time}00` : time);
+  return when ? { when, path: two[2] as string } : null;
 }
 
 /** "CHMOD 644 path" → mode and path; null when malformed. Only the 0777 bits: setuid, setgid and
@@ -118,6 +150,15 @@ function siteArgs(arg: string): { sub: string; rest: string } {
   const sp = arg.indexOf(" ");
   return { sub: (sp === -1 ? arg : arg.slice(0, sp)).toUpperCase(), rest: sp === -1 ? "" : arg.slice(sp + 1) };
 }
+
+/** The path SITE UTIME acts on (for the permission check); null when malformed. */
+function utimePath(s: Session, arg: string): VirtualPath | null {
+  const parsed = parseUtime(siteArgs(arg).rest);
+  return parsed ? s.resolve(parsed.path) : null;
+}
+
+/** SITE UTIME changes an existing file's time: overwrite, as MFMT. */
+const SITE_UTIME = { need: ["overwrite"], path: utimePath } as const;
 
 /** The path SITE CHMOD acts on (for the permission check); null for other sub-commands. */
 function chmodPath(s: Session, arg: string): VirtualPath | null {
@@ -174,8 +215,8 @@ export const fileCommands: CommandSpec[] = [
   {
     ...base,
     verb: "SITE",
-    perm: { need: ["chmod"], path: chmodPath },
+    perm: { need: ["chmod"], path: chmodPath, form: { matches: (arg) => siteArgs(arg).sub === "UTIME", rule: SITE_UTIME, what: "SITE UTIME" } },
     handler: site,
-    help: "SITE HELP | SITE CHMOD <mode> <path>",
+    help: "SITE HELP | SITE CHMOD <mode> <path> | SITE UTIME YYYYMMDDhhmm[ss] <path>",
   },
 ];
