@@ -164,24 +164,25 @@ class NativeListener extends DataListener {
     fd: number,
     port: number,
     pool: PortPool,
-    private readonly b: ListenBinding & WatchBinding,
+    private readonly l: ListenBinding,
+    private readonly w: WatchBinding,
   ) {
     super(port, pool);
     this.fd = fd;
   }
 
   /** Listens on `host`:`port` (the port held by the caller): the listener, or a negative errno. */
-  static open(host: string, port: number, pool: PortPool, b: ListenBinding & WatchBinding): NativeListener | number {
-    const fd = b.listenTcp(host, port, PASSIVE_BACKLOG);
+  static open(host: string, port: number, pool: PortPool, l: ListenBinding, w: WatchBinding): NativeListener | number {
+    const fd = l.listenTcp(host, port, PASSIVE_BACKLOG);
     if (fd < 0) return fd;
-    const l = new NativeListener(fd, port, pool, b);
-    const w = b.watchReadable(fd, (status) => l.readable(status));
-    if (w < 0) {
+    const listener = new NativeListener(fd, port, pool, l, w);
+    const id = w.watchReadable(fd, (status) => listener.readable(status));
+    if (id < 0) {
       closeSync(fd);
-      return w;
+      return id;
     }
-    l.watcher = w as Watcher;
-    return l;
+    listener.watcher = id as Watcher;
+    return listener;
   }
 
   protected get listening(): boolean {
@@ -192,7 +193,7 @@ class NativeListener extends DataListener {
    * nobody owns. */
   private readable(status: number): void {
     for (let i = 0; i < ACCEPTS_PER_TURN && this.fd >= 0; i++) {
-      const r = status < 0 ? status : this.b.acceptOne(this.fd);
+      const r = status < 0 ? status : this.l.acceptOne(this.fd);
       if (typeof r === "number") {
         if (r === EAGAIN) return;
         if (ACCEPT_SKIP.has(r)) continue;
@@ -217,7 +218,7 @@ class NativeListener extends DataListener {
 
   protected stop(): void {
     if (this.fd < 0) return;
-    if (this.watcher !== null) this.b.unwatch(this.watcher);
+    if (this.watcher !== null) this.w.unwatch(this.watcher);
     this.watcher = null;
     try {
       closeSync(this.fd);
@@ -230,13 +231,6 @@ class NativeListener extends DataListener {
 
 /** The listen backlog of a data port: one connection is used, the rest are refused or probes. */
 const PASSIVE_BACKLOG = 8;
-
-/** The addon's listener and watcher, where both are built and loaded. */
-function nativeListen(): (ListenBinding & WatchBinding) | null {
-  const l = listenBinding();
-  const w = watchBinding();
-  return l !== null && w !== null ? { ...l, ...w } : null;
-}
 
 /** One session's spare listener (see the top of this file). */
 export class SpareSlot {
@@ -330,12 +324,14 @@ export class PassiveChannel implements DataChannel {
     const kept = opts.spare.take();
     if (kept) return new PassiveChannel(kept, opts);
     const host = unmapIPv4(opts.bindHost);
-    let native = nativeListen();
+    // The addon's listener needs its watcher too; null: a net.Server.
+    const watch = watchBinding();
+    let native = watch !== null ? listenBinding() : null;
     do {
       for (const port of opts.pool.candidates()) {
         if (!opts.pool.hold(port)) continue;
         if (native !== null) {
-          const l = NativeListener.open(host, port, opts.pool, native);
+          const l = NativeListener.open(host, port, opts.pool, native, watch as WatchBinding);
           if (typeof l !== "number") return new PassiveChannel(l, opts);
           opts.pool.release(port);
           const code = getSystemErrorName(l);
