@@ -2,9 +2,15 @@
 #ifndef BERTH_NATIVE_H
 #define BERTH_NATIVE_H
 #include <node_api.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 /* A JS number (addon.c). */
 napi_value berth_number(napi_env env, double v);
+
+/* The one descriptor argument of a call; false, with a TypeError saying `usage`, when it is missing
+ * or not one (sockopt.c). */
+bool berth_fd_argument(napi_env env, napi_callback_info info, const char *usage, int32_t *fd);
 
 napi_value berth_send_now(napi_env env, napi_callback_info info);
 napi_value berth_send_start(napi_env env, napi_callback_info info);

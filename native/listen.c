@@ -71,14 +71,8 @@ napi_value berth_listen_tcp(napi_env env, napi_callback_info info) {
 }
 
 napi_value berth_accept_one(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int32_t lfd = -1;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-      napi_get_value_int32(env, argv[0], &lfd) != napi_ok || lfd < 0) {
-    napi_throw_type_error(env, NULL, "acceptOne(fd)");
-    return NULL;
-  }
+  int32_t lfd;
+  if (!berth_fd_argument(env, info, "acceptOne(fd)", &lfd)) return NULL;
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
   int fd;

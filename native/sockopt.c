@@ -58,8 +58,8 @@ napi_value berth_listener_options(napi_env env, napi_callback_info info) {
 }
 
 /* The one argument of a call taking a descriptor; false (a TypeError thrown with `usage`) when it
- * is missing or not one. */
-static bool fd_argument(napi_env env, napi_callback_info info, const char *usage, int32_t *fd) {
+ * is missing or not one (berth.h: listen.c uses it too). */
+bool berth_fd_argument(napi_env env, napi_callback_info info, const char *usage, int32_t *fd) {
   size_t argc = 1;
   napi_value argv[1];
   *fd = -1;
@@ -73,7 +73,7 @@ static bool fd_argument(napi_env env, napi_callback_info info, const char *usage
 
 napi_value berth_socket_options(napi_env env, napi_callback_info info) {
   int32_t fd;
-  if (!fd_argument(env, info, "socketOptions(fd)", &fd)) return NULL;
+  if (!berth_fd_argument(env, info, "socketOptions(fd)", &fd)) return NULL;
   static const int levels[5] = { IPPROTO_TCP, SOL_SOCKET, IPPROTO_TCP, IPPROTO_TCP, IPPROTO_TCP };
   static const int names[5] = { TCP_NODELAY, SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT };
   napi_value out;
@@ -89,7 +89,7 @@ napi_value berth_socket_options(napi_env env, napi_callback_info info) {
 
 napi_value berth_nothing_pending(napi_env env, napi_callback_info info) {
   int32_t fd;
-  if (!fd_argument(env, info, "nothingPending(fd)", &fd)) return NULL;
+  if (!berth_fd_argument(env, info, "nothingPending(fd)", &fd)) return NULL;
   int unacked = 0, unread = 0;
   if (ioctl(fd, SIOCOUTQ, &unacked) != 0 || ioctl(fd, SIOCINQ, &unread) != 0) return berth_number(env, -errno);
   /* The FIN counts one in SIOCOUTQ until it is acknowledged. */
@@ -98,6 +98,6 @@ napi_value berth_nothing_pending(napi_env env, napi_callback_info info) {
 
 napi_value berth_shutdown_write(napi_env env, napi_callback_info info) {
   int32_t fd;
-  if (!fd_argument(env, info, "shutdownWrite(fd)", &fd)) return NULL;
+  if (!berth_fd_argument(env, info, "shutdownWrite(fd)", &fd)) return NULL;
   return berth_number(env, shutdown(fd, SHUT_WR) == 0 ? 0 : -errno);
 }
