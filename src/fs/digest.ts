@@ -5,15 +5,15 @@
  * descriptor crosses; the worker reads it with positional reads, so nothing else sharing it is
  * disturbed. Requests run one after another on one worker (the others wait, at most MAX_QUEUED of
  * them), each can be cancelled (the session closed) between two reads, and the worker does not
- * keep the process alive. Where a worker cannot run, the digest is computed on the main thread in
+ * keep the process alive (fs/requestworker.ts). Where a worker cannot run, the digest is computed on the main thread in
  * reads through the thread pool, one chunk per turn of the event loop.
  */
 import * as crypto from "node:crypto";
 import { read } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
-import { Worker } from "node:worker_threads";
 import * as zlib from "node:zlib";
+import { RequestWorker, WorkerStopped } from "./requestworker.ts";
 
 /** The algorithms, by their names in the HASH registry (draft-bryan-ftpext-hash §4). */
 export const HASH_ALGORITHMS = ["SHA-1", "SHA-256", "SHA-512", "MD5", "CRC32"] as const;
@@ -54,11 +54,6 @@ export interface DigestJob {
   readonly result: Promise<string>;
   /** Stops at the next read; the result then rejects with kind "cancelled". Harmless when done. */
   cancel(): void;
-}
-
-interface Pending {
-  readonly resolve: (hex: string) => void;
-  readonly reject: (err: Error) => void;
 }
 
 /** Where hasher.cjs is, for the worker's require(). */
@@ -109,44 +104,15 @@ parentPort.on("message", ({ id, fd, algo, start, end, flag }) => {
 `;
 }
 
-const MAX_FAILURES = 3;
-let worker: Worker | null = null;
-let failures = 0;
-let nextId = 1;
-const pending = new Map<number, Pending>();
-
-function startWorker(): Worker | null {
-  if (worker !== null) return worker;
-  if (failures >= MAX_FAILURES) return null;
-  let w: Worker;
-  try {
-    w = new Worker(workerSource(), { eval: true, execArgv: [], stdout: false, stderr: false });
-  } catch {
-    failures++;
-    return null;
-  }
-  w.unref();
-  w.on("message", (m: { id: number; hex?: string; cancelled?: true; error?: { code?: string; message: string } }) => {
-    const p = pending.get(m.id);
-    if (p === undefined) return;
-    pending.delete(m.id);
-    if (pending.size === 0) w.unref();
-    if (typeof m.hex === "string") p.resolve(m.hex);
-    else if (m.cancelled) p.reject(new DigestError("cancelled", "cancelled"));
-    else p.reject(new DigestError("io", m.error?.message ?? "read failed", m.error?.code));
-  });
-  const gone = (err: Error): void => {
-    if (worker !== w) return;
-    worker = null;
-    failures++;
-    for (const p of pending.values()) p.reject(new DigestError("io", `checksum worker stopped: ${err.message}`));
-    pending.clear();
-  };
-  w.on("error", gone);
-  w.on("exit", (code) => gone(new Error(`exit ${code}`)));
-  worker = w;
-  return w;
+/** An answer of the worker. */
+interface Answer {
+  readonly id: number;
+  readonly hex?: string;
+  readonly cancelled?: true;
+  readonly error?: { readonly code?: string; readonly message: string };
 }
+
+const worker = new RequestWorker<Answer>("checksum worker", workerSource);
 
 /**
  * The digest of bytes `start` to `end` (exclusive) of open file `fd`, as lower-case hex. The
@@ -157,16 +123,28 @@ export function digestFile(fd: number, algo: HashAlgorithm, start: number, end: 
   const flag = new SharedArrayBuffer(4);
   const cancelled = new Int32Array(flag);
   const cancel = (): void => void Atomics.store(cancelled, 0, 1);
-  if (pending.size >= MAX_QUEUED) {
+  if (worker.waiting >= MAX_QUEUED) {
     return { result: Promise.reject(new DigestError("busy", "too many checksums in progress")), cancel };
   }
-  const w = startWorker();
-  if (w === null) return { result: digestHere(fd, NODE_NAMES[algo], start, end, cancelled), cancel };
-  const id = nextId++;
-  const result = new Promise<string>((resolve, reject) => pending.set(id, { resolve, reject }));
-  // Held while a digest is owed (its caller waits for it); let go when none is.
-  w.ref();
-  w.postMessage({ id, fd, algo: NODE_NAMES[algo], start, end, flag });
+  let sent = false;
+  const result = new Promise<string>((resolve, reject) => {
+    sent = worker.ask(
+      { fd, algo: NODE_NAMES[algo], start, end, flag },
+      {
+        answer(m) {
+          if (typeof m.hex === "string") resolve(m.hex);
+          else if (m.cancelled) reject(new DigestError("cancelled", "cancelled"));
+          else reject(new DigestError("io", m.error?.message ?? "read failed", m.error?.code));
+          return true;
+        },
+        reject(err) {
+          if (err instanceof WorkerStopped) reject(new DigestError("cancelled", err.message));
+          else reject(new DigestError("io", `checksum worker stopped: ${err.message}`));
+        },
+      },
+    );
+  });
+  if (!sent) return { result: digestHere(fd, NODE_NAMES[algo], start, end, cancelled), cancel };
   return { result, cancel };
 }
 
@@ -187,17 +165,12 @@ async function digestHere(fd: number, name: string, start: number, end: number, 
 }
 
 /** Stops the worker (the server's shutdown); digests still waiting reject as cancelled. */
-export async function stopDigestWorker(): Promise<void> {
-  const w = worker;
-  if (w === null) return;
-  worker = null;
-  for (const p of pending.values()) p.reject(new DigestError("cancelled", "checksum worker stopped"));
-  pending.clear();
-  await w.terminate();
+export function stopDigestWorker(): Promise<void> {
+  return worker.stop();
 }
 
-/** For tests: the worker's failures forgotten, so that the next request starts one. */
-export async function resetDigestWorkerForTest(fail = false): Promise<void> {
-  await stopDigestWorker();
-  failures = fail ? MAX_FAILURES : 0;
+/** For tests: the worker's failures forgotten (or, `fail`, counted as too many, so that digests
+ * are computed on the main thread). */
+export function resetDigestWorkerForTest(fail = false): Promise<void> {
+  return worker.reset(fail);
 }

@@ -4,17 +4,16 @@
  * serving, and a large listing is stat'ed from both ends at once. Results come back packed in one
  * transferred Float64Array, names as one string (no object per entry crosses threads).
  *
- * The worker is started at the first listing and does not keep the process alive. If it fails or
- * exits, its pending requests reject or answer null (the caller reads and stats on the main thread
- * instead) and the next request starts a new one; after MAX_FAILURES it is not started again.
+ * The worker is started at the first listing and does not keep the process alive (fs/requestworker.ts).
+ * If it fails or exits, its pending requests reject or answer null (the caller reads and stats on the
+ * main thread instead) and the next request starts a new one; after a few failures it is not
+ * started again.
  */
-import { Worker } from "node:worker_threads";
 import { lstatBinding, NATIVE_ADDON_PATH } from "../native.ts";
 import { UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { FIELDS, STATPACK_PATH } from "./rawstat.ts";
+import { RequestWorker, type PendingRequest } from "./requestworker.ts";
 import { CONTROL } from "./vpath.ts";
-
-const MAX_FAILURES = 3;
 
 /** The worker's code, plain CommonJS (no loader): it stats with the addon's lstatNames where this
  * thread could load it (src/native.ts), else packs with the same statpack.cjs as the main thread.
@@ -81,55 +80,17 @@ interface Answer {
   readonly more?: boolean;
 }
 
-interface Pending {
-  /** An answer for this request; true when it was the last. */
-  answer(msg: Answer): boolean;
-  /** The worker failed or stopped before the last answer. */
-  reject(err: Error): void;
-}
-
-let worker: Worker | null = null;
 /** Whether the worker's last answer came from the addon's lstatNames (tests). */
 let workerNative = false;
-let failures = 0;
-let nextId = 1;
-const pending = new Map<number, Pending>();
 
-function fail(w: Worker, err: Error): void {
-  if (worker !== w) return;
-  worker = null;
-  failures++;
-  for (const p of pending.values()) p.reject(err);
-  pending.clear();
-}
-
-function start(): Worker | null {
-  if (worker) return worker;
-  if (failures >= MAX_FAILURES) return null;
-  try {
-    const w = new Worker(workerSource(), { eval: true, execArgv: [], stdout: false, stderr: false });
-    w.unref();
-    w.on("message", (msg: Answer) => {
-      if (msg.native !== undefined) workerNative = msg.native;
-      const p = pending.get(msg.id);
-      if (!p || !p.answer(msg)) return;
-      pending.delete(msg.id);
-      if (pending.size === 0) w.unref();
-    });
-    w.on("error", (err) => fail(w, err));
-    w.on("exit", (code) => fail(w, new Error(`stat worker exited (${code})`)));
-    worker = w;
-    return w;
-  } catch {
-    failures++;
-    return null;
-  }
-}
+const worker = new RequestWorker<Answer>("stat worker", workerSource, (msg) => {
+  if (msg.native !== undefined) workerNative = msg.native;
+});
 
 /** Whether the worker can take a request now: it has not failed for good and fewer than
  * `maxPending` requests wait (a slow disk makes the queue grow; callers then stat themselves). */
 export function statWorkerAvailable(maxPending: number): boolean {
-  return pending.size < maxPending && failures < MAX_FAILURES;
+  return worker.waiting < maxPending && worker.usable;
 }
 
 /** lstat of `dir/name` for every name, packed FIELDS numbers per entry (ok = 0 where it failed);
@@ -193,15 +154,8 @@ export function readInWorker(dir: string, splitMin: number): Promise<WorkerRead 
 }
 
 /** Sends a request to the worker (started if needed); false when none can take it. */
-function ask(request: { dir: string; names?: readonly string[]; splitMin?: number }, p: Pending): boolean {
-  const w = start();
-  if (!w) return false;
-  const id = nextId++;
-  pending.set(id, p);
-  // Referenced while it has work, so a listing in progress is never cut short by an idle exit.
-  w.ref();
-  w.postMessage({ id, ...request });
-  return true;
+function ask(request: { dir: string; names?: readonly string[]; splitMin?: number }, p: PendingRequest<Answer>): boolean {
+  return worker.ask(request, p);
 }
 
 /** Whether the worker's last answer came from the addon (native/lstat.c) rather than Node's lstat. */
@@ -210,11 +164,6 @@ export function statWorkerUsedNative(): boolean {
 }
 
 /** Stops the worker (tests, shutdown); the next request starts a new one. */
-export async function stopStatWorker(): Promise<void> {
-  const w = worker;
-  if (!w) return;
-  worker = null;
-  for (const p of pending.values()) p.reject(new Error("stat worker stopped"));
-  pending.clear();
-  await w.terminate();
+export function stopStatWorker(): Promise<void> {
+  return worker.stop();
 }
