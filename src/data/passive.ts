@@ -13,11 +13,11 @@
  * nothing to use (the next PASV gets a fresh random port). Another session that finds the range
  * full takes a spare (PortPool.reclaim).
  */
-import { closeSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { constants } from "node:os";
 import { getSystemErrorName } from "node:util";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
+import { closeQuietly } from "../fs/fd.ts";
 import { FtpError } from "../protocol/errors.ts";
 import { acceptCheaply, peerAddress, takeConnections, type ClientHandle } from "./accept.ts";
 import { sameHost, unmapIPv4 } from "./address.ts";
@@ -178,7 +178,7 @@ class NativeListener extends DataListener {
     const listener = new NativeListener(fd, port, pool, l, w);
     const id = w.watchReadable(fd, (status) => listener.readable(status));
     if (id < 0) {
-      closeSync(fd);
+      closeQuietly(fd);
       return id;
     }
     listener.watcher = id as Watcher;
@@ -220,11 +220,7 @@ class NativeListener extends DataListener {
     if (this.fd < 0) return;
     if (this.watcher !== null) this.w.unwatch(this.watcher);
     this.watcher = null;
-    try {
-      closeSync(this.fd);
-    } catch {
-      // ours alone: nothing to do
-    }
+    closeQuietly(this.fd);
     this.fd = -1;
   }
 }

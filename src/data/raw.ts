@@ -8,8 +8,9 @@
  * the connection from then on: the same socket the listener would have made, so every other path
  * is unchanged.
  */
-import { closeSync, readSync } from "node:fs";
+import { readSync } from "node:fs";
 import type { Server, Socket } from "node:net";
+import { closeQuietly } from "../fs/fd.ts";
 import { pendingBinding, watchBinding, type Watcher } from "../native.ts";
 import { socketFor, socketForFd, type ClientHandle } from "./accept.ts";
 import { prematureClose } from "./failure.ts";
@@ -162,12 +163,3 @@ export function asSocket(c: DataConnection): Socket {
 
 function ignore(): void {}
 
-/** Closes a bare descriptor (one the addon accepted); it is ours alone, so an error (none is
- * expected) changes nothing. */
-function closeQuietly(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {
-    // nothing to do
-  }
-}

@@ -5,9 +5,10 @@
  * direction access-mode username service-name authentication-method authenticated-user-id
  * completion-status`.
  */
-import { closeSync, constants, openSync, write } from "node:fs";
+import { constants, openSync, write } from "node:fs";
 import { ConfigError } from "../config/load.ts";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
+import { closeQuietly } from "../fs/fd.ts";
 import type { Logger } from "./logger.ts";
 
 /** One finished transfer. */
@@ -192,13 +193,6 @@ function openForAppend(file: string): number {
   }
 }
 
-function closeQuietly(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {
-    // Closing a descriptor of a file only written to: nothing to do about a failure here.
-  }
-}
 
 /** Complete lines in `buf` before `end`. */
 function countLines(buf: Buffer, end: number): number {
