@@ -11,6 +11,7 @@ import { describe, it } from "node:test";
 import type { FTPError } from "basic-ftp";
 import { readAll, retrieveText, writeAll } from "./helpers/raw.ts";
 import { download, ftpLogin, payload, rawLogin, upload, withServer } from "./helpers/run.ts";
+import { RawClient } from "./helpers/raw.ts";
 
 const UTF8_NAME = "Grüße 日本.txt";
 
@@ -282,6 +283,14 @@ describe("directory and file commands", () => {
 
   it("MDTM with a time sets it, as MFMT and SITE UTIME do; anything else asks for the time of the whole argument", async () => {
     await withServer(async (t) => {
+      // Before login: 530, nothing touched.
+      const early = await RawClient.connect(t.port);
+      try {
+        await early.expect("MDTM 20200101000000 s.bin", 530);
+        await early.expect("SITE UTIME 20200101000000 s.bin", 530);
+      } finally {
+        await early.close();
+      }
       const home = t.home("alice");
       await writeFile(join(home, "s.bin"), payload(10));
       await writeFile(join(home, "with space.txt"), "x");
@@ -317,6 +326,11 @@ describe("directory and file commands", () => {
           await raw2.expect(bad, 501);
         }
         await raw2.expect("SITE UTIME 20230405060708 missing.bin", 550);
+        // Bad names, as for every path command: too long, a control character.
+        for (const verb of ["MDTM", "SITE UTIME"]) {
+          await raw2.expect(`${verb} 20230405060708 ${"x".repeat(300)}`, 553);
+          await raw2.expect(`${verb} 20230405060708 a\u0000b`, 501);
+        }
         await raw2.expect("SITE UTIME 20230405060708 ../../etc/passwd", 550);
         const help = await raw2.expect("SITE HELP", 214);
         assert.match(help.lines.join("\n"), /UTIME YYYYMMDDhhmm\[ss\] <path>/);
