@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { constants as cryptoConstants, createPrivateKey, X509Certificate } from "node:crypto";
 import { once } from "node:events";
+import { mkdtempSync, rmSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -27,6 +28,9 @@ import { makeConfig, startTestServer, waitFor, type ConfigPatch, type TestServer
 
 const BOTH: ConfigPatch = { tls: { mode: "both", implicitPort: 0 } };
 const silent = pino({ level: "silent" });
+/** This file's own temp directory (certificates, self-signed pairs), removed when it is done. */
+const scratch = mkdtempSync(join(tmpdir(), "berth-tls-"));
+after(() => rmSync(scratch, { recursive: true, force: true }));
 
 function refusals(t: TestServer): number {
   return t.logs.filter((l) => l.event === "tls-data-refused").length;
@@ -181,7 +185,7 @@ describe("AUTH, PBSZ and PROT sequencing (raw control connection)", () => {
   });
 
   it("closes the connection, with no plaintext reply after the 234, when the TLS upgrade fails", async () => {
-    const provider = TlsProvider.create(makeConfig(tmpdir(), { tls: { mode: "explicit" } }), silent, tmpdir());
+    const provider = TlsProvider.create(makeConfig(scratch, { tls: { mode: "explicit" } }), silent, scratch);
     const wrap = provider.wrapControl.bind(provider);
     let failures = 1;
     provider.wrapControl = (socket, binding) => {
@@ -488,7 +492,7 @@ describe("data connections bound to their control connection's TLS session", () 
 });
 
 describe("TlsBinding", () => {
-  const provider = TlsProvider.create(makeConfig(tmpdir(), { tls: { mode: "explicit" } }), silent, tmpdir());
+  const provider = TlsProvider.create(makeConfig(scratch, { tls: { mode: "explicit" } }), silent, scratch);
 
   /** A server socket of `binding` (control or data) on a loopback pair, and the client's end. */
   async function pair(
@@ -1029,5 +1033,5 @@ describe("certificates", () => {
 });
 
 function mkTemp(): Promise<string> {
-  return mkdtemp(join(tmpdir(), "berth-tls-"));
+  return mkdtemp(join(scratch, "t-"));
 }
