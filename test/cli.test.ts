@@ -197,6 +197,8 @@ void describe("berth config check and errors", () => {
     }
     assertOneLineError(await berth(cwd, ["help", "frobnicate"]), 2, 'unknown command "frobnicate"');
     assertOneLineError(await berth(cwd, ["help", "user", "nope"]), 2, 'unknown command "user nope"');
+    assertOneLineError(await berth(cwd, ["help", "-x"]), 2, 'unexpected option "-x" for "berth help"');
+    assertOneLineError(await berth(cwd, ["--help", "user", "--root"]), 2, 'unexpected option "--root" for "berth --help"');
     const version = await berth(cwd, ["--version"]);
     assert.equal(version.code, 0);
     assert.match(version.stdout, /^berth \d+\.\d+\.\d+\n$/);

@@ -156,6 +156,8 @@ function pickCommand(argv: readonly string[]): { spec: CommandSpec | "help" | "v
     // `help user`, `help user add`: the one usage text covers every command; an unknown one is a
     // mistake, said as for the command itself.
     const topic = argv.slice(1).filter((t) => !HELP_WORDS.has(t));
+    const option = topic.find((t) => t.startsWith("-"));
+    if (option !== undefined) throw usageError(`unexpected option "${option}" for "berth ${first}"`);
     if (topic.length > 0 && !(topic.length === 1 && GROUPS[topic[0] as string] !== undefined)) pickCommand(topic);
     return { spec: "help", rest: [] };
   }
