@@ -126,9 +126,8 @@ export function digestFile(fd: number, algo: HashAlgorithm, start: number, end: 
   if (worker.waiting >= MAX_QUEUED) {
     return { result: Promise.reject(new DigestError("busy", "too many checksums in progress")), cancel };
   }
-  let sent = false;
   const result = new Promise<string>((resolve, reject) => {
-    sent = worker.ask(
+    const sent = worker.ask(
       { fd, algo: NODE_NAMES[algo], start, end, flag },
       {
         answer(m) {
@@ -143,8 +142,9 @@ export function digestFile(fd: number, algo: HashAlgorithm, start: number, end: 
         },
       },
     );
+    // No worker could start: computed here instead, and this promise settles with it.
+    if (!sent) resolve(digestHere(fd, NODE_NAMES[algo], start, end, cancelled));
   });
-  if (!sent) return { result: digestHere(fd, NODE_NAMES[algo], start, end, cancelled), cancel };
   return { result, cancel };
 }
 
