@@ -43,7 +43,7 @@ const FULL: BenchOptions = {
   quick: false,
   bigBytes: 1 << 30,
   smallFiles: 2000,
-  smallFilesWarmup: 2000,
+  smallFilesWarmup: 4000,
   smallFilesWarmupMs: 5000,
   smallFilesMaxMs: 8000,
   clientCounts: [50, 200, 500, 1000],
