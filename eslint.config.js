@@ -33,5 +33,7 @@ export default tseslint.config(
   {
     files: ["**/*.cjs"],
     languageOptions: { sourceType: "commonjs", globals: { module: "writable", require: "readonly", process: "readonly" } },
+    // CommonJS (code a worker loads without a loader) imports with require().
+    rules: { "@typescript-eslint/no-require-imports": "off" },
   },
 );

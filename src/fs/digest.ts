@@ -5,14 +5,12 @@
  * descriptor crosses; the worker reads it with positional reads, so nothing else sharing it is
  * disturbed. Requests run one after another on one worker (the others wait, at most MAX_QUEUED of
  * them), each can be cancelled (the session closed) between two reads, and the worker does not
- * keep the process alive (fs/requestworker.ts). Where a worker cannot run, the digest is computed on the main thread in
- * reads through the thread pool, one chunk per turn of the event loop.
+ * keep the process alive (fs/requestworker.ts). Where a worker cannot run, the digest is computed
+ * on the main thread in reads through the thread pool, one chunk per turn of the event loop.
  */
-import * as crypto from "node:crypto";
 import { read } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
-import * as zlib from "node:zlib";
 import { RequestWorker, WorkerStopped } from "./requestworker.ts";
 
 /** The algorithms, by their names in the HASH registry (draft-bryan-ftpext-hash §4). */
@@ -66,8 +64,8 @@ interface Hasher {
 }
 
 const hashers = createRequire(import.meta.url)(HASHER_PATH) as {
-  crc32Hasher(z: Partial<typeof zlib>): Hasher;
-  makeHasher(name: string, crypto: { createHash(name: string): { update(b: Buffer): unknown; digest(enc: "hex"): string } }, z: typeof zlib): Hasher;
+  crc32Hasher(z?: { crc32?: unknown }): Hasher;
+  makeHasher(name: string): Hasher;
 };
 
 /** CRC-32 as the worker computes it; given an object without `crc32`, the table version (for
@@ -80,15 +78,13 @@ function workerSource(): string {
   return `
 const { parentPort } = require("node:worker_threads");
 const { readSync } = require("node:fs");
-const crypto = require("node:crypto");
-const zlib = require("node:zlib");
 const { makeHasher } = require(${JSON.stringify(HASHER_PATH)});
 const CHUNK = ${CHUNK};
 const buf = Buffer.allocUnsafe(CHUNK);
 parentPort.on("message", ({ id, fd, algo, start, end, flag }) => {
   const cancelled = new Int32Array(flag);
   try {
-    const h = makeHasher(algo, crypto, zlib);
+    const h = makeHasher(algo);
     for (let pos = start; pos < end; ) {
       if (Atomics.load(cancelled, 0) !== 0) return parentPort.postMessage({ id, cancelled: true });
       const n = readSync(fd, buf, 0, Math.min(CHUNK, end - pos), pos);
@@ -150,7 +146,7 @@ export function digestFile(fd: number, algo: HashAlgorithm, start: number, end: 
 
 /** The fallback where no worker runs: reads through the thread pool, hashing between them. */
 async function digestHere(fd: number, name: string, start: number, end: number, cancelled: Int32Array): Promise<string> {
-  const h = hashers.makeHasher(name, crypto, zlib);
+  const h = hashers.makeHasher(name);
   const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(end - start, 1)));
   for (let pos = start; pos < end; ) {
     if (Atomics.load(cancelled, 0) !== 0) throw new DigestError("cancelled", "cancelled");
