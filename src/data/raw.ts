@@ -74,7 +74,7 @@ export class RawData {
     // noDelay as the listener gives it (socketFor); errors are the transfer's to see, and none may
     // go unhandled meanwhile.
     const h = this.handle;
-    const s = typeof h === "number" || this.server === null ? socketForFd(h as number) : socketFor(this.server, h);
+    const s = typeof h === "number" ? socketForFd(h) : socketFor(this.server as Server, h);
     s.on("error", ignore);
     this.sock = s;
     return s;
@@ -162,4 +162,3 @@ export function asSocket(c: DataConnection): Socket {
 }
 
 function ignore(): void {}
-
