@@ -193,7 +193,6 @@ function openForAppend(file: string): number {
   }
 }
 
-
 /** Complete lines in `buf` before `end`. */
 function countLines(buf: Buffer, end: number): number {
   let n = 0;

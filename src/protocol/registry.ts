@@ -23,7 +23,8 @@ export interface CommandSpec {
   readonly perm?: PermRule;
   /** Uses the data connection (consumes REST and the PASV/PORT set-up). */
   readonly opensData?: boolean;
-  /** May run while a transfer or a checksum is in progress instead of waiting its turn (ABOR, STAT, QUIT). */
+  /** May run while a transfer or a checksum is in progress instead of waiting its turn (ABOR,
+   * STAT, QUIT). */
   readonly bypassesQueue?: boolean;
   /** Allowed before AUTH TLS when tls.require is on. */
   readonly beforeTls?: boolean;

@@ -30,9 +30,10 @@ function anonymousAllowed(s: Session, name: string): boolean {
   return s.ctx.config.anonymous.enabled && isAnonymousName(name);
 }
 
-/** Opens the user's home (with the configured umask) and logs the session in; false (with the reply written) when the home
- * cannot be opened or made. That is the server's trouble, not the client's: an error line for the
- * operator, 530 with the reason, no failed login counted, and the session's claim given back. */
+/** Opens the user's home (with the configured umask) and logs the session in; false (with the
+ * reply written) when the home cannot be opened or made. That is the server's trouble, not the
+ * client's: an error line for the operator, 530 with the reason, no failed login counted, and the
+ * session's claim given back. */
 async function enter(s: Session, user: User): Promise<boolean> {
   const umask = parseUmask(s.ctx.config.storage.umask) ?? DEFAULT_UMASK;
   let fs;
