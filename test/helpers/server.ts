@@ -128,12 +128,16 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     logLines,
     home: (name) => join(config.storage.root, name),
     async close() {
-      await server.shutdown(2000);
+      try {
+        await server.shutdown(2000);
+      } finally {
+        // The directory goes even when the shutdown fails (the failure is the test's to see).
+        await rm(root, { recursive: true, force: true });
+      }
       await waitFor(() => server.sessions.size === 0 && server.context.pool.used === 0, 3000);
       await waitFor(() => openFds() <= fdsBefore, 3000);
       const fds = openFds() - fdsBefore;
       const leftover = { sessions: server.sessions.size, ports: server.context.pool.used, fds: Math.max(fds, 0) };
-      await rm(root, { recursive: true, force: true });
       if (leftover.sessions !== 0 || leftover.ports !== 0 || leftover.fds !== 0) {
         throw new Error(`leak after test: ${JSON.stringify(leftover)}`);
       }
