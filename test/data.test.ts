@@ -589,6 +589,28 @@ describe("ABOR and STAT during a transfer", () => {
     });
   });
 
+  it("ABOR stops a download behind the Telnet bytes lftp and BSD ftp leave once their urgent byte is gone", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(BIG, 1));
+      const raw = await rawLogin(t);
+      try {
+        // lftp sends "IAC IP IAC" and an urgent DM; BSD ftp sends "IAC IP" and an urgent IAC, then "DM ABOR".
+        for (const interrupt of [[0xff, 0xf4, 0xff], [0xff, 0xf4, 0xf2]]) {
+          const data = await raw.pausedRetr("big.bin");
+          await waitFor(() => (t.server.sessions.values().next().value?.transfer?.bytes ?? 0) > 0, 2000);
+          raw.sendRaw(Buffer.concat([Buffer.from(interrupt), Buffer.from("ABOR\r\n")]));
+          await raw.expectReply(426);
+          await raw.expectReply(226);
+          data.destroy();
+          await raw.expect("NOOP", 200);
+        }
+      } finally {
+        await raw.close();
+      }
+      await portsReleased(t);
+    });
+  });
+
   it("an AUTH sent during a transfer does not stop the ABOR behind it (AUTH is refused after)", async () => {
     await withServer(
       async (t) => {

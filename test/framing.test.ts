@@ -29,4 +29,27 @@ describe("line framer", () => {
     const f = new LineFramer(512);
     assert.deepEqual(texts(f.push(Buffer.from([0x43, 0x57, 0x44, 0x20, 0xc3, 0x0d, 0x0a, 0x50, 0x57, 0x44, 0x0d, 0x0a]))), ["CWD \ufffd", "PWD"]);
   });
+
+  it("finds ABOR behind every form of Telnet interrupt a client leaves in the stream", () => {
+    const f = new LineFramer(512);
+    const abor = (prefix: number[]): string[] => texts(f.push(Buffer.concat([Buffer.from(prefix), Buffer.from("ABOR\r\n")])));
+    assert.deepEqual(abor([0xff, 0xf4, 0xff, 0xf2]), ["ABOR"]); // IAC IP IAC DM, all in band
+    assert.deepEqual(abor([0xff, 0xf4, 0xff]), ["ABOR"]); // lftp: the DM went as urgent data
+    assert.deepEqual(abor([0xff, 0xf4, 0xf2]), ["ABOR"]); // BSD ftp: the second IAC went as urgent data
+    assert.deepEqual(abor([0xff, 0xf4]), ["ABOR"]);
+    assert.deepEqual(abor([0xff, 0xfb, 0x01]), ["ABOR"]); // IAC WILL ECHO
+  });
+
+  it("keeps IAC IAC as one 0xFF and the byte after a lone IAC", () => {
+    const f = new LineFramer(512);
+    const raw = (bytes: number[]): Buffer => {
+      const line = f.push(Buffer.from([...bytes, 0x0d, 0x0a]))[0];
+      assert.ok(line?.kind === "line");
+      return Buffer.from(line.text, "latin1");
+    };
+    assert.deepEqual([...Buffer.from(texts(f.push(Buffer.from([0x41, 0xff, 0xff, 0x42, 0x0d, 0x0a])))[0] as string)], [0x41, 0xef, 0xbf, 0xbd, 0x42]);
+    assert.equal(raw([0x41, 0xff, 0x42]).toString("latin1"), "AB");
+    assert.equal(raw([0x41, 0xff]).toString("latin1"), "A");
+  });
 });
+

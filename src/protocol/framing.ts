@@ -78,7 +78,17 @@ export class LineFramer {
   }
 }
 
-/** Removes Telnet commands: IAC IAC is a literal 0xFF, IAC WILL/WONT/DO/DONT take an option byte. */
+/** Telnet's Data Mark (RFC 854), the byte a client sends as TCP urgent data around ABOR. */
+const DM = 0xf2;
+
+/**
+ * Removes Telnet commands (RFC 854): IAC IAC is a literal 0xFF, IAC WILL/WONT/DO/DONT take an
+ * option byte, and any other IAC command (IP, DM, AO…) is two bytes. Clients send "IAC IP, IAC DM"
+ * before ABOR with part of it as TCP urgent data, which the kernel takes out of the stream: lftp's
+ * urgent DM leaves "IAC IP IAC ABOR", the BSD client's urgent IAC leaves "IAC IP DM ABOR". So an
+ * IAC before an ordinary byte is dropped alone (the byte stays), and a bare DM right after a
+ * Telnet command is dropped with it.
+ */
 export function stripTelnet(bytes: Buffer): Buffer {
   const out = Buffer.allocUnsafe(bytes.length);
   let n = 0;
@@ -92,11 +102,11 @@ export function stripTelnet(bytes: Buffer): Buffer {
     if (next === IAC) {
       out[n++] = IAC;
       i++;
-    } else if (next !== undefined && next >= 0xfb && next <= 0xfe) {
-      i += 2;
-    } else {
-      i++;
+      continue;
     }
+    if (next === undefined || next < 0xf0) continue; // a lone IAC: the byte after it is data
+    i += next >= 0xfb ? 2 : 1;
+    if (bytes[i + 1] === DM) i++;
   }
   return out.subarray(0, n);
 }
