@@ -323,6 +323,29 @@ describe("odd input", () => {
     });
   });
 
+  it("a refused AUTH holds nothing back: the commands after it, in its packet or later, all run", async () => {
+    await withServer(async (t) => {
+      const raw = await RawClient.connect(t.port);
+      try {
+        // This server has no TLS: AUTH is 502 (501 without an argument).
+        raw.sendRaw("AUTH FOO\r\nUSER alice\r\nNOOP\r\n");
+        await raw.expectReply(502);
+        await raw.expectReply(331);
+        await raw.expectReply(200);
+        raw.sendRaw("AUTH TLS\r\nPASS al");
+        raw.sendRaw("ice-pw\r\nPWD\r\n");
+        await raw.expectReply(502);
+        await raw.expectReply(230);
+        await raw.expectReply(257);
+        raw.sendRaw("AUTH\r\nNOOP\r\n");
+        await raw.expectReply(501);
+        await raw.expectReply(200);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("UTF-8 names come back intact in replies", async () => {
     await withServer(async (t) => {
       const raw = await rawLogin(t);

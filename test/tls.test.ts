@@ -176,6 +176,11 @@ describe("AUTH, PBSZ and PROT sequencing (raw control connection)", () => {
     await c.expect("AUTH  ", 501);
     await c.expect("AUTH KERBEROS", 504);
     await c.expect("NOOP", 200);
+    // Lines behind a refused AUTH, in its packet, run in order; none is lost.
+    c.socket.write("AUTH KERBEROS\r\nNOOP\r\nPWD\r\n");
+    assert.equal((await c.reply()).code, 504);
+    assert.equal((await c.reply()).code, 200);
+    assert.equal((await c.reply()).code, 530);
     await c.upgrade();
     await c.expect("AUTH", 501);
     await c.expect("AUTH TLS", 503);

@@ -21,13 +21,15 @@ import { DEFAULT_HASH, type HashAlgorithm } from "../fs/digest.ts";
 import { resolveVirtual, ROOT } from "../fs/vpath.ts";
 import type { Dispatcher } from "./dispatcher.ts";
 import { FtpError } from "./errors.ts";
-import { LineFramer } from "./framing.ts";
+import { LineFramer, type FramedLine } from "./framing.ts";
 import { formatReply } from "./reply.ts";
 import type { ServerContext } from "./context.ts";
 import { TokenBucket } from "./ratelimit.ts";
 
 /** Commands buffered beyond this pause reading from the client (bounded memory under floods). */
 const MAX_QUEUED = 32;
+/** Bytes a client may send after an AUTH before its reply (then it is flooding). */
+const HOLD_LIMIT = 64 * 1024;
 
 /** A client that sends this many times limits.commandBurst at once, or this many times
  * limits.commandRate per second, is flooding: 421 (below that it is only slowed down). */
@@ -129,8 +131,11 @@ export class Session {
   private readonly framer: LineFramer;
   private readonly queue: Queued[] = [];
   private pumping = false;
-  /** After an AUTH line: input is dropped until the upgrade is done (no plaintext injection). */
+  /** After an AUTH line that may upgrade the connection: input waits for its outcome. */
   private holdInput = false;
+  /** What came after that AUTH: dropped if it upgrades (RFC 4217 §11: no plaintext injection),
+   * run if it is refused. Null when nothing is held. */
+  private afterAuth: { lines: FramedLine[]; chunks: Buffer[]; bytes: number } | null = null;
   private loginTimer: NodeJS.Timeout | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
   /** A preliminary reply waiting for the next write (holdReply), and its deadline. */
@@ -307,6 +312,7 @@ export class Session {
     this.secure = true;
     this.framer.reset();
     this.queue.length = 0;
+    this.afterAuth = null;
     this.attach(tlsSocket);
     this.holdInput = false;
   }
@@ -397,8 +403,20 @@ export class Session {
   }
 
   private receive(chunk: Buffer): void {
-    if (this.holdInput || this.closed || this.ending) return;
-    for (const ev of this.framer.push(chunk)) {
+    if (this.closed || this.ending) return;
+    if (this.holdInput) {
+      this.holdBack(chunk);
+      return;
+    }
+    this.take(this.framer.push(chunk));
+    void this.pump();
+  }
+
+  /** Queues framed lines (ABOR, STAT and QUIT run at once during a transfer). Stops at an AUTH
+   * that may upgrade the connection and keeps the lines after it for the AUTH's outcome. */
+  private take(lines: FramedLine[]): void {
+    for (let i = 0; i < lines.length; i++) {
+      const ev = lines[i] as FramedLine;
       this.idleTimer?.refresh();
       if (this.floodGate && !this.floodGate.take()) {
         this.flood();
@@ -414,16 +432,40 @@ export class Session {
         continue;
       }
       this.enqueue({ line: ev.text });
-      // RFC 4217 §11: nothing sent after AUTH in the same packet may be acted on. An AUTH that can
-      // only be refused (logged in: there is no REIN, so the login stays; or already secure) holds
-      // nothing back: held, an ABOR behind an AUTH sent during a transfer would go unread.
+      // RFC 4217 §11: nothing sent after AUTH in the same packet may be acted on once the
+      // connection is upgraded. An AUTH that can only be refused (logged in: there is no REIN, so
+      // the login stays; or already secure) holds nothing back: held, an ABOR behind an AUTH sent
+      // during a transfer would go unread.
       if (verb === "AUTH" && this.user === null && !this.secure) {
         this.holdInput = true;
-        this.framer.reset();
-        break;
+        this.afterAuth = { lines: lines.slice(i + 1), chunks: [], bytes: 0 };
+        return;
       }
     }
-    void this.pump();
+  }
+
+  /** Input that arrives while an AUTH is pending. A client that keeps sending instead of waiting
+   * for the AUTH's reply is flooding. */
+  private holdBack(chunk: Buffer): void {
+    const held = this.afterAuth;
+    if (held === null) return;
+    held.bytes += chunk.length;
+    if (held.bytes > HOLD_LIMIT) {
+      this.afterAuth = null;
+      this.flood();
+      return;
+    }
+    held.chunks.push(chunk);
+  }
+
+  /** The pending AUTH was refused: what came after it is read as if it had never been held. */
+  private resumeAfterAuth(): void {
+    const held = this.afterAuth;
+    this.holdInput = false;
+    this.afterAuth = null;
+    if (held === null) return;
+    this.take(held.lines);
+    for (const chunk of held.chunks) this.receive(chunk);
   }
 
   private enqueue(item: Queued): void {
@@ -444,8 +486,9 @@ export class Session {
         else {
           await this.dispatcher.run(this, item.line);
           // An AUTH that did not upgrade the connection (refused by the dispatcher, as without an
-          // argument, or by its handler): reading resumes. An upgrade resumed it already.
-          if (this.holdInput && verbOf(item.line) === "AUTH") this.holdInput = false;
+          // argument, or by its handler): reading resumes with what came after it. An upgrade
+          // dropped that and resumed reading already.
+          if (this.holdInput && verbOf(item.line) === "AUTH") this.resumeAfterAuth();
         }
       }
     } finally {
