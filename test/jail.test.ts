@@ -249,8 +249,8 @@ describe("jail: details", () => {
       await symlink("d", join(home, "dlink"));
       const raw = await rawLogin(t);
       try {
-        await raw.expect("SIZE alias.txt", 213);
         await raw.expect("TYPE I", 200);
+        await raw.expect("SIZE alias.txt", 213);
         assert.equal(await retrieveText(raw, "alias.txt"), "real");
         // A replacing upload through the link replaces the file it points to; the link stays.
         let data = await raw.pasv();

@@ -202,6 +202,7 @@ void describe("each permission, refused and allowed", () => {
           await seed(t.home(name));
           const raw = await rawLogin(t, name);
           try {
+            await raw.expect("TYPE I", 200);
             await REFUSALS[perm](raw);
             // Everything else still works for this user.
             if (perm !== "download") assert.equal(await okData(raw, "RETR f.txt"), "content");
@@ -305,6 +306,7 @@ void describe("per-directory permissions", () => {
         await prepare(t);
         const raw = await rawLogin(t, "drop");
         try {
+          await raw.expect("TYPE I", 200);
           await raw.expect("CWD /in", 250);
           await refusedData(raw, "LIST", /no list permission/);
           await okData(raw, "STOR letter.txt", "dear");

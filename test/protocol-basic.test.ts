@@ -236,6 +236,61 @@ describe("uploads and downloads", () => {
   });
 });
 
+describe("restart markers and TYPE A", () => {
+  it("TYPE A refuses SIZE and resuming (they would count the file's bytes, not the stream's); TYPE I allows both", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "a.txt"), "hello\nworld\n");
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE A", 200);
+        assert.match((await raw.expect("SIZE a.txt", 550)).message, /ASCII mode/);
+        await raw.expect("SIZE missing.txt", 550);
+        assert.match((await raw.expect("REST 7", 501)).message, /ASCII mode/);
+        await raw.expect("REST 0", 350);
+        assert.equal(await retrieveText(raw, "a.txt"), "hello\r\nworld\r\n");
+        // A marker set in TYPE I does not carry into a TYPE A transfer.
+        await raw.expect("TYPE I", 200);
+        await raw.expect("SIZE a.txt", 213);
+        await raw.expect("REST 7", 350);
+        await raw.expect("TYPE A", 200);
+        const data = await raw.pasv();
+        assert.match((await raw.expect("RETR a.txt", 554)).message, /ASCII mode/);
+        data.destroy();
+        await raw.expect("TYPE I", 200);
+        await raw.expect("REST 7", 350);
+        assert.equal(await retrieveText(raw, "a.txt"), "orld\n");
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("APPE after REST acts exactly as STOR (RFC 3659 §5.3); APPE alone appends", async () => {
+    await withServer(async (t) => {
+      const file = join(t.home("alice"), "r.txt");
+      await writeFile(file, "123456");
+      const raw = await rawLogin(t);
+      const send = async (line: string, body: string): Promise<void> => {
+        const data = await raw.pasv();
+        raw.send(line);
+        await raw.expectReply(150);
+        await writeAll(data, body);
+        await raw.expectReply(226);
+      };
+      try {
+        await raw.expect("TYPE I", 200);
+        await raw.expect("REST 2", 350);
+        await send("APPE r.txt", "XY");
+        assert.equal(await readFile(file, "utf8"), "12XY");
+        await send("APPE r.txt", "Z");
+        assert.equal(await readFile(file, "utf8"), "12XYZ");
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});
+
 describe("directory and file commands", () => {
   it("mkdir, cwd, pwd, rename, delete, rmdir", async () => {
     await withServer(async (t) => {

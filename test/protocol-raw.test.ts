@@ -84,6 +84,7 @@ describe("sequencing", () => {
       await writeFile(join(t.home("alice"), "f.txt"), "0123");
       const raw = await rawLogin(t);
       try {
+        await raw.expect("TYPE I", 200);
         await raw.expect("REST abc", 501);
         await raw.expect("REST -1", 501);
         await raw.expect("REST 99", 350);
@@ -187,8 +188,11 @@ describe("PORT, EPRT and EPSV arguments", () => {
           await raw.expect(`EPRT ${arg}`, 501);
         }
         await raw.expect("EPRT |3|127.0.0.1|5000|", 522);
-        await raw.expect("EPSV 3", 501);
+        // RFC 2428 §3: a protocol other than the connection's is 522 (naming it), whatever its number.
+        assert.equal((await raw.expect("EPSV 3", 522)).message, "Network protocol not supported, use (1)");
         await raw.expect("EPSV 2", 522);
+        await raw.expect("EPSV x", 501);
+        await raw.expect("EPSV -1", 501);
         await raw.expect("NOOP", 200);
       } finally {
         await raw.close();
@@ -239,10 +243,10 @@ describe("odd input", () => {
       await writeFile(join(t.home("alice"), "p.txt"), "12345");
       const raw = await RawClient.connect(t.port);
       try {
-        raw.sendRaw("USER alice\r\nPASS alice-pw\r\nPWD\r\nMKD d\r\nSIZE p.txt\r\nCWD d\r\nPWD\r\nBOGUS\r\nSYST\r\nNOOP\r\n");
+        raw.sendRaw("USER alice\r\nPASS alice-pw\r\nPWD\r\nMKD d\r\nTYPE I\r\nSIZE p.txt\r\nCWD d\r\nPWD\r\nBOGUS\r\nSYST\r\nNOOP\r\n");
         const codes: number[] = [];
-        for (let i = 0; i < 10; i++) codes.push((await raw.reply()).code);
-        assert.deepEqual(codes, [331, 230, 257, 257, 213, 250, 257, 500, 215, 200]);
+        for (let i = 0; i < 11; i++) codes.push((await raw.reply()).code);
+        assert.deepEqual(codes, [331, 230, 257, 257, 200, 213, 250, 257, 500, 215, 200]);
       } finally {
         await raw.close();
       }
@@ -391,9 +395,17 @@ describe("reply formats", () => {
           "211 End",
         ]);
         await raw.login();
-        await raw.expect("OPTS MLST type;size;", 200);
+        assert.equal((await raw.expect("OPTS MLST type;size;", 200)).message, "MLST OPTS type;size;");
         const after = await raw.expect("FEAT", 211);
         assert.ok(after.lines.includes(" MLST type*;size*;modify;perm;unix.mode;"), after.lines.join("\n"));
+        // RFC 3659 §7.9: a list not in the form fact;fact; is 501 and keeps the selection.
+        for (const bad of ["unique type;", "type", "type;size", ";", "type;;"]) await raw.expect(`OPTS MLST ${bad}`, 501);
+        assert.ok((await raw.expect("FEAT", 211)).lines.includes(" MLST type*;size*;modify;perm;unix.mode;"));
+        // Facts berth lacks are left out; an empty list selects none, and the reply has no trailing space.
+        assert.equal((await raw.expect("OPTS MLST unique;Size;", 200)).message, "MLST OPTS size;");
+        assert.equal((await raw.expect("OPTS MLST", 200)).message, "MLST OPTS");
+        const bare = await raw.expect("MLST /", 250);
+        assert.equal(bare.lines[1], "  /");
       } finally {
         await raw.close();
       }

@@ -62,8 +62,9 @@ async function epsv(s: Session, arg: string): Promise<void> {
     s.reply(200, "EPSV ALL ok");
     return;
   }
-  if (a !== "" && a !== "1" && a !== "2") throw new FtpError(501, "EPSV takes 1, 2 or ALL");
+  if (a !== "" && !/^\d{1,5}$/.test(a)) throw new FtpError(501, "EPSV takes 1, 2 or ALL");
   const fam = family(s);
+  // RFC 2428 §3: any network protocol but the control connection's is 522, naming that one.
   if (a !== "" && Number(a) !== fam) throw new FtpError(522, `Network protocol not supported, use (${fam})`);
   const ch = await openPassive(s, "");
   s.reply(229, format229(ch.port));

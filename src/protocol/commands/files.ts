@@ -45,6 +45,10 @@ async function rnto(s: Session, arg: string): Promise<void> {
 async function size(s: Session, arg: string): Promise<void> {
   const st = await s.requireFs().stat(s.resolve(arg));
   if (st.type !== "file") throw new FtpError(550, "Not a regular file");
+  // RFC 3659 §4: in TYPE A the size is that of the converted stream, which only reading the whole
+  // file would give; refused, as ProFTPD and pyftpdlib do (after the checks, so a missing file is
+  // still said to be missing).
+  if (s.type === "A") throw new FtpError(550, "SIZE not allowed in ASCII mode; use TYPE I");
   s.reply(213, String(st.size));
 }
 

@@ -26,9 +26,13 @@ function opts(s: Session, arg: string): void {
     return;
   }
   if (name === "MLST") {
+    // RFC 3659 §7.9: "OPTS MLST" [SP 1*(factname ";")]; facts berth lacks are left out, but a
+    // list in another form is 501 and changes nothing.
+    if (value !== "" && !/^(?:[^;\s]+;)+$/.test(value)) throw new FtpError(501, "Syntax: OPTS MLST fact;fact;...");
     const chosen = selectMlsxFacts(value);
     s.mlstFacts = chosen;
-    s.reply(200, `MLST OPTS ${[...chosen].map((f) => `${f};`).join("")}`);
+    const list = [...chosen].map((f) => `${f};`).join("");
+    s.reply(200, list === "" ? "MLST OPTS" : `MLST OPTS ${list}`);
     return;
   }
   if (name === "HASH") {

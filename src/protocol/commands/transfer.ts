@@ -14,13 +14,23 @@ import { admitUpload, downloadHook, type UploadLimits } from "../limits.ts";
 import type { Session } from "../session.ts";
 import { badOffset, modeName, runTransfer } from "./xfer.ts";
 
+/** In TYPE A the marker would count the converted stream's bytes, not the file's (RFC 3659
+ * §5.2); berth does not translate one into the other, and resumes in TYPE I only (as ProFTPD). */
+const ASCII_RESTART = "Resuming is not supported in ASCII mode; use TYPE I";
+
+/** The REST offset for the transfer about to start (REST, then TYPE A, is refused here). */
+function restartOffset(s: Session): number {
+  if (s.restOffset > 0 && s.type === "A") throw new FtpError(554, ASCII_RESTART);
+  return s.restOffset;
+}
+
 function stalledMs(s: Session): number {
   return s.ctx.config.limits.stalledTimeout * 1000;
 }
 
 async function retr(s: Session, arg: string): Promise<void> {
   const path = s.resolve(arg);
-  const offset = s.restOffset;
+  const offset = restartOffset(s);
   const dl = await s.requireFs().openDownload(path);
   const hook = downloadHook(s);
   try {
@@ -74,11 +84,13 @@ async function stor(s: Session, arg: string): Promise<void> {
   const path = s.resolve(arg);
   // Without overwrite the dispatcher saw no file there; exclusive keeps one that appears meanwhile.
   const exclusive = s.user !== null && !permsAt(s.user, dirname(path)).has("overwrite");
-  const opts = { kind: "store", offset: s.restOffset, exclusive } as const;
+  const opts = { kind: "store", offset: restartOffset(s), exclusive } as const;
   await upload(s, path, opts, `Ok to send data for ${basename(path)}`);
 }
 
 async function appe(s: Session, arg: string): Promise<void> {
+  // RFC 3659 §5.3: APPE after REST acts exactly as STOR would.
+  if (s.restOffset > 0) return stor(s, arg);
   const path = s.resolve(arg);
   await upload(s, path, { kind: "append", offset: 0, exclusive: false }, `Ok to append data to ${basename(path)}`);
 }
@@ -94,7 +106,9 @@ async function stou(s: Session, arg: string): Promise<void> {
 
 function rest(s: Session, arg: string): void {
   if (!/^\d{1,15}$/.test(arg.trim())) throw new FtpError(501, "REST needs a byte offset");
-  s.restOffset = Number(arg.trim());
+  const offset = Number(arg.trim());
+  if (offset > 0 && s.type === "A") throw new FtpError(501, ASCII_RESTART);
+  s.restOffset = offset;
   s.reply(350, `Restarting at ${s.restOffset}. Send STOR or RETR to initiate transfer`);
 }
 
