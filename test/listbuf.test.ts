@@ -113,14 +113,14 @@ void describe("large listings over a real server", () => {
           const d = await fast.pasv();
           fast.send("NLST fast");
           const got = await readAll(d);
-          assert.deepEqual(got.toString("utf8").split("\r\n").filter(Boolean).sort(), names("fast"));
+          assert.deepEqual(got.toString("utf8").split("\r\n").filter(Boolean).sort(), names("fast").map((n) => `fast/${n}`));
           await fast.expectReply(150);
           await fast.expectReply(226);
         }
         const reading = readAll(data);
         data.resume();
         const got = await reading;
-        assert.deepEqual(got.toString("utf8").split("\r\n").filter(Boolean).sort(), names("slow"));
+        assert.deepEqual(got.toString("utf8").split("\r\n").filter(Boolean).sort(), names("slow").map((n) => `slow/${n}`));
         await slow.expectReply(226);
       } finally {
         await slow.close();

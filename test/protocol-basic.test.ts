@@ -4,7 +4,7 @@
  * TYPE A, and the read-only user.
  */
 import assert from "node:assert/strict";
-import { readFile, stat, utimes, writeFile } from "node:fs/promises";
+import { mkdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { describe, it } from "node:test";
@@ -96,6 +96,39 @@ describe("login and listings", () => {
         await raw.expectReply(150);
         assert.equal((await readAll(data)).toString(), "one.txt\r\n");
         await raw.expectReply(226);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("NLST names can be used from where the client is: after a directory argument, as written", async () => {
+    await withServer(async (t) => {
+      await mkdir(join(t.home("alice"), "sub", "in"), { recursive: true });
+      await writeFile(join(t.home("alice"), "sub", "f.txt"), "f");
+      await writeFile(join(t.home("alice"), "top.txt"), "t");
+      const raw = await rawLogin(t);
+      const nlst = async (line: string): Promise<string[]> => {
+        const data = await raw.pasv();
+        raw.send(line);
+        await raw.expectReply(150);
+        const names = (await readAll(data)).toString().split("\r\n").filter(Boolean).sort();
+        await raw.expectReply(226);
+        return names;
+      };
+      try {
+        assert.deepEqual(await nlst("NLST"), ["sub", "top.txt"]);
+        assert.deepEqual(await nlst("NLST ."), ["sub", "top.txt"]);
+        assert.deepEqual(await nlst("NLST sub"), ["sub/f.txt", "sub/in"]);
+        assert.deepEqual(await nlst("NLST sub/"), ["sub/f.txt", "sub/in"]);
+        assert.deepEqual(await nlst("NLST /sub"), ["/sub/f.txt", "/sub/in"]);
+        assert.deepEqual(await nlst("NLST -a sub"), ["sub/f.txt", "sub/in"]);
+        assert.deepEqual(await nlst("NLST sub/f.txt"), ["sub/f.txt"]);
+        await raw.expect("CWD sub", 250);
+        assert.deepEqual(await nlst("NLST .."), ["../sub", "../top.txt"]);
+        // Each name listed is one RETR can take from here.
+        await raw.expect("TYPE I", 200);
+        for (const name of await nlst("NLST ..")) if (name.endsWith(".txt")) assert.equal(await retrieveText(raw, name), "t");
       } finally {
         await raw.close();
       }

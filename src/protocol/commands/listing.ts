@@ -73,10 +73,22 @@ async function list(s: Session, arg: string): Promise<void> {
   await sendListing(s, path, listing);
 }
 
+/** NLST's lines are names a client can use from where it is, for a multiple get (RFC 959 §4.1.3),
+ * as ProFTPD and vsftpd give them: with a directory argument each name comes after the argument as
+ * the client wrote it ("sub" gives "sub/f.txt"), a file argument comes back as written, and with
+ * no argument (or ".") the names are bare. */
 async function nlst(s: Session, arg: string): Promise<void> {
+  const shown = splitListArg(arg);
   const { path, entries } = await entriesOf(s, arg);
   const listing = new ListingBuffer();
-  for (const e of entries) listing.add(e.name);
+  if (shown === "" || shown === "." || shown === "./") {
+    for (const e of entries) listing.add(e.name);
+  } else if ((await s.requireFs().stat(path)).type === "dir") {
+    const prefix = shown.endsWith("/") ? shown : `${shown}/`;
+    for (const e of entries) listing.add(prefix + e.name);
+  } else if (entries.length > 0) {
+    listing.add(shown); // a file: its name as written (none when it is hidden)
+  }
   await sendListing(s, path, listing);
 }
 
