@@ -25,9 +25,13 @@ describe("line framer", () => {
     assert.deepEqual(texts(b.push(lineB.subarray(cutB))), ["MKD Ordner ü"]);
   });
 
-  it("turns invalid UTF-8 into U+FFFD without carrying it into the next line", () => {
+  it("turns invalid UTF-8 into U+FFFD, marks that line only, and not a line with a real U+FFFD", () => {
     const f = new LineFramer(512);
-    assert.deepEqual(texts(f.push(Buffer.from([0x43, 0x57, 0x44, 0x20, 0xc3, 0x0d, 0x0a, 0x50, 0x57, 0x44, 0x0d, 0x0a]))), ["CWD \ufffd", "PWD"]);
+    const lines = f.push(Buffer.from([0x43, 0x57, 0x44, 0x20, 0xc3, 0x0d, 0x0a, 0x50, 0x57, 0x44, 0x0d, 0x0a]));
+    assert.deepEqual(texts(lines), ["CWD \ufffd", "PWD"]);
+    assert.deepEqual(lines.map((l) => l.kind === "line" && l.notUtf8 === true), [true, false]);
+    const real = f.push(Buffer.from("CWD \ufffd\r\n"))[0];
+    assert.ok(real?.kind === "line" && real.text === "CWD \ufffd" && real.notUtf8 === undefined);
   });
 
   it("finds ABOR behind every form of Telnet interrupt a client leaves in the stream", () => {

@@ -350,6 +350,54 @@ describe("odd input", () => {
     });
   });
 
+  it("a command that is not valid UTF-8 is 501 and touches nothing: two names never become one", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await writeFile(join(home, "a.txt"), "a");
+      const raw = await RawClient.connect(t.port);
+      const line = (...parts: (string | number[])[]): Buffer =>
+        Buffer.concat([...parts.map((p) => (typeof p === "string" ? Buffer.from(p) : Buffer.from(p))), Buffer.from("\r\n")]);
+      try {
+        raw.sendRaw(line("USER alice"));
+        await raw.expectReply(331);
+        raw.sendRaw(line("PASS alice", [0xe9]));
+        assert.match((await raw.expectReply(501)).message, /not valid UTF-8/);
+        await raw.login();
+        await raw.expect("TYPE I", 200);
+        // r\xe9 and r\xe8 (Latin-1) would both read as "r\ufffd".
+        for (const bad of [[0xe9], [0xe8], [0xc3], [0xff, 0xff]]) {
+          for (const verb of ["MKD r", "STOR r", "CWD r", "DELE r", "SIZE r"]) {
+            raw.sendRaw(line(verb, bad));
+            await raw.expectReply(501);
+          }
+        }
+        // The one-shot state goes as for any refused command.
+        await raw.expect("RNFR a.txt", 350);
+        raw.sendRaw(line("RNTO b", [0xe9]));
+        await raw.expectReply(501);
+        await raw.expect("RNTO b.txt", 503);
+        // A verb that is not one stays 500; a real U+FFFD (valid UTF-8) is a name like any other.
+        raw.sendRaw(line([0xe9], "XX"));
+        await raw.expectReply(500);
+        assert.equal((await raw.expect("MKD x\ufffdy", 257)).message, '"/x\ufffdy" created');
+        assert.deepEqual((await readdir(home)).sort(), ["a.txt", "x\ufffdy"]);
+        // A name on disk that is not UTF-8 cannot be named by a client: it is not listed either.
+        await writeFile(Buffer.concat([Buffer.from(home + "/latin"), Buffer.from([0xe9])]), "latin-1");
+        for (const verb of ["NLST", "LIST", "MLSD"]) {
+          const data = await raw.pasv();
+          raw.send(verb);
+          await raw.expectReply(150);
+          const got = (await readAll(data)).toString();
+          await raw.expectReply(226);
+          assert.equal(got.split("\r\n").filter(Boolean).length, 2, `${verb}: ${got}`);
+          assert.doesNotMatch(got, /latin/);
+        }
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("UTF-8 names come back intact in replies", async () => {
     await withServer(async (t) => {
       const raw = await rawLogin(t);

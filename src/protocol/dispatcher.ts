@@ -15,6 +15,10 @@ import { mapFsError } from "../fs/errors.ts";
 /** Verbs of RFC 959 and its extensions that berth knowingly does not implement (502). */
 const VERB_SHAPE = /^[A-Z]{3,4}$/;
 
+/** Names and arguments are UTF-8 (RFC 2640). A line that is not cannot be taken as it was meant:
+ * its bad bytes would all read as U+FFFD, so two different names would be one. */
+const NOT_UTF8: [number, string] = [501, "Syntax error: the command is not valid UTF-8 (names are UTF-8, RFC 2640)"];
+
 /** Runs command lines against the registry. */
 export class Dispatcher {
   constructor(private readonly registry: Registry) {}
@@ -29,15 +33,19 @@ export class Dispatcher {
     return this.registry.get(verb)?.bypassesQueue === true;
   }
 
-  /** Parses and runs one line; never throws. */
-  async run(session: Session, line: string): Promise<void> {
+  /** Parses and runs one line; never throws. `notUtf8`: the line's bytes were not UTF-8 (they
+   * were decoded with U+FFFD in their place). */
+  async run(session: Session, line: string, notUtf8 = false): Promise<void> {
     const verb = verbOf(line);
     const sp = line.indexOf(" ");
     const arg = sp === -1 ? "" : line.slice(sp + 1);
     const spec = this.registry.get(verb);
     this.logCommand(session, verb, arg, spec);
     try {
-      const refusal = this.check(session, verb, arg, spec) ?? (spec?.perm ? await this.permission(session, spec, arg) : null);
+      const refusal =
+        this.check(session, verb, arg, spec) ??
+        (notUtf8 ? NOT_UTF8 : null) ??
+        (spec?.perm ? await this.permission(session, spec, arg) : null);
       if (refusal) {
         // A refused command is still "the next command": the one-shot state is gone.
         session.renameFrom = null;

@@ -6,6 +6,8 @@
  * end still gets its 500) instead of growing a buffer.
  */
 
+import { isUtf8 } from "node:buffer";
+
 const LF = 0x0a;
 const CR = 0x0d;
 const IAC = 0xff;
@@ -15,7 +17,7 @@ const IAC = 0xff;
 const UTF8 = new TextDecoder("utf-8", { fatal: false });
 
 /** One event out of the framer: a decoded line, or the notice that a line was too long. */
-export type FramedLine = { readonly kind: "line"; readonly text: string } | { readonly kind: "overlong" };
+export type FramedLine = { readonly kind: "line"; readonly text: string; readonly notUtf8?: true } | { readonly kind: "overlong" };
 
 /** Incremental line splitter with a hard bound on buffered bytes. */
 export class LineFramer {
@@ -74,7 +76,10 @@ export class LineFramer {
     this.size = 0;
     if (bytes.length > 0 && bytes[bytes.length - 1] === CR) bytes = bytes.subarray(0, bytes.length - 1);
     if (bytes.includes(IAC)) bytes = stripTelnet(bytes);
-    return { kind: "line", text: UTF8.decode(bytes) };
+    const text = UTF8.decode(bytes);
+    // Bytes that are not UTF-8 decode to U+FFFD, as a real U+FFFD does: only then is it checked.
+    if (text.includes("\ufffd") && !isUtf8(bytes)) return { kind: "line", text, notUtf8: true };
+    return { kind: "line", text };
   }
 }
 

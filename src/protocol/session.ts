@@ -43,7 +43,7 @@ const UNUSED_PASSIVE_PER_SCORE = 3;
 
 
 /** An item in the command queue: a line, or the notice that a line was too long. */
-type Queued = { readonly line: string } | { readonly overlong: true };
+type Queued = { readonly line: string; readonly notUtf8?: true } | { readonly overlong: true };
 
 /** One control connection. */
 export class Session {
@@ -428,10 +428,10 @@ export class Session {
       }
       const verb = verbOf(ev.text);
       if ((this.transfer || this.hashing) && this.dispatcher.bypasses(verb)) {
-        void this.dispatcher.run(this, ev.text);
+        void this.dispatcher.run(this, ev.text, ev.notUtf8);
         continue;
       }
-      this.enqueue({ line: ev.text });
+      this.enqueue(ev.notUtf8 ? { line: ev.text, notUtf8: true } : { line: ev.text });
       // RFC 4217 §11: nothing sent after AUTH in the same packet may be acted on once the
       // connection is upgraded. An AUTH that can only be refused (logged in: there is no REIN, so
       // the login stays; or already secure) holds nothing back: held, an ABOR behind an AUTH sent
@@ -484,7 +484,7 @@ export class Session {
         if (this.queue.length < MAX_QUEUED / 2 && this.socket.isPaused()) this.socket.resume();
         if ("overlong" in item) this.overlong();
         else {
-          await this.dispatcher.run(this, item.line);
+          await this.dispatcher.run(this, item.line, item.notUtf8);
           // An AUTH that did not upgrade the connection (refused by the dispatcher, as without an
           // argument, or by its handler): reading resumes with what came after it. An upgrade
           // dropped that and resumed reading already.
