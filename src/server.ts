@@ -81,6 +81,7 @@ export interface ReloadResult {
 export const RESTART_KEYS: ReadonlySet<string> = new Set([
   "metrics.listen",
   "log.xferlog",
+  "log.pretty",
   "listen.host",
   "listen.port",
   "passive.ports",
@@ -309,12 +310,24 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     const deadline = Date.now() + graceMs;
     while (sessions.size > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 50));
-      for (const s of sessions) if (!s.transfer && !s.closed) s.timeout("Server shutting down");
+      // A transfer that ended meanwhile leaves its session idle: it gets its 421 now (once).
+      for (const s of sessions) if (!s.transfer) s.timeout("Server shutting down");
     }
+    // Transfers still running are cut: each answers 426 and is logged (its transfer event and
+    // xferlog line, marked incomplete) before the connections go and the transfer log closes.
+    const cut: Promise<void>[] = [];
     for (const s of sessions) {
-      s.transfer?.abort("shutdown");
-      s.socket.destroy();
+      const t = s.transfer;
+      if (t === null) continue;
+      t.abort("shutdown");
+      cut.push(t.done);
     }
+    if (cut.length > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.all(cut), new Promise((r) => (timer = setTimeout(r, CUT_WAIT_MS)))]);
+      clearTimeout(timer);
+    }
+    for (const s of sessions) s.socket.destroy();
     await context.xferlog?.close();
     // The listing worker (fs/statworker.ts) goes too; a listing still running stats without it.
     await stopStatWorker();
@@ -338,6 +351,8 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     cache?.setTtl(effective.users.loginCacheSeconds * 1000);
     // The same path opened again: a rotated transfer log is let go.
     context.xferlog?.reopen();
+    // Sessions log through children of this logger, which take its level when they are made.
+    if (applied.includes("log.level")) logger.level = effective.log.level;
     context = {
       ...context,
       config: effective,
@@ -363,6 +378,9 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     reload,
   };
 }
+
+/** How long shutdown waits, past the grace time, for the transfers it cuts to answer and log (ms). */
+const CUT_WAIT_MS = 2000;
 
 /** How long a refused connection may stay after its 421 (ms), whatever its client does. */
 const REFUSAL_LINGER_MS = 2000;

@@ -34,6 +34,8 @@ interface Served {
   mark(): number;
   /** What the server wrote to stderr so far. */
   stderr(): string;
+  /** Every log line seen so far. */
+  lines(): string[];
 }
 
 function writeConfig(cwd: string, body: string): void {
@@ -100,7 +102,7 @@ async function serve(configBody: string, graceSeconds = 8, extraEnv: Record<stri
   // The addon's transfer threads, as this process finds them (the child loads the same build).
   assert.equal(listening.sendfile, sendfileBinding() ? "on" : "unavailable");
   assert.equal(listening.uploadThreads, receiveBinding() ? "on" : "unavailable");
-  return { child, port: listening.port, cwd, exited, waitLog, mark: () => lines.length, stderr: () => stderr };
+  return { child, port: listening.port, cwd, exited, waitLog, mark: () => lines.length, stderr: () => stderr, lines: () => [...lines] };
 }
 
 /** A control connection reading replies line by line. */
@@ -257,6 +259,59 @@ void describe("berth as a service", () => {
     assert.ok(Date.now() - t0 < 8000, "exited within the grace time");
     const home = path.join(srv.cwd, "data", "svc");
     assert.equal(readFileSync(path.join(home, "during.bin")).length, 10 * chunk.length);
+  });
+
+  void test("SIGTERM after the grace time: a client that stays after its 421 is told once, a transfer still running is cut with 426 and logged", async () => {
+    const srv = await serve("", 1, { BERTH_LOG_XFERLOG: "xferlog" });
+    const stays = new Control(srv.port);
+    await stays.login();
+    const up = new Control(srv.port);
+    await up.login();
+    const data = await up.pasv();
+    assert.match(await up.cmd("STOR cut.bin"), /^150 /);
+    data.write(Buffer.alloc(64 * 1024, 7));
+    await sleep(200);
+    const mark = srv.mark();
+    srv.child.kill("SIGTERM");
+    assert.match(await stays.reply(), /^421 /);
+    // The upload never ends: at the end of the grace time it is cut and answered.
+    assert.equal(await up.reply(), "426 Transfer aborted: server shutting down");
+    assert.equal(await srv.exited, 0);
+    const after = srv.lines().slice(mark).map((l) => JSON.parse(l) as { event?: string; result?: string; path?: string; bytes?: number });
+    // One 421 line per session, however long its client stays after it: the idle one at once, the
+    // other once its transfer was cut.
+    const told = after.filter((l) => l.event === "timeout") as { session?: string }[];
+    assert.equal(told.length, 2, JSON.stringify(after));
+    assert.notEqual(told[0]?.session, told[1]?.session);
+    const cut = after.filter((l) => l.event === "transfer");
+    assert.equal(cut.length, 1);
+    assert.equal(cut[0]?.result, "shutdown");
+    assert.equal(cut[0]?.path, "/cut.bin");
+    const xfer = readFileSync(path.join(srv.cwd, "xferlog"), "utf8").trim().split("\n");
+    assert.equal(xfer.length, 1);
+    assert.match(xfer[0] ?? "", /\/cut\.bin a _ i r svc ftp 0 \* i$/); // ASCII: this client sent no TYPE I
+    data.destroy();
+  });
+
+  void test("SIGHUP: a new log.level applies to the sessions opened after it", async () => {
+    const srv = await serve("log:\n  level: info\n");
+    const before = new Control(srv.port);
+    await before.login();
+    assert.match(await before.cmd("NOOP"), /^200 /);
+    await before.cmd("QUIT");
+    assert.equal(srv.lines().filter((l) => l.includes('"event":"command"')).length, 0, "no debug lines at info");
+    writeConfig(srv.cwd, "log:\n  level: debug\n");
+    const mark = srv.mark();
+    srv.child.kill("SIGHUP");
+    const reloaded = JSON.parse(await srv.waitLog(/"event":"reloaded"/, mark)) as { applied: string[] };
+    assert.deepEqual(reloaded.applied, ["log.level"]);
+    const after = new Control(srv.port);
+    await after.login();
+    assert.match(await after.cmd("NOOP"), /^200 /);
+    await srv.waitLog(/"event":"command".*"verb":"NOOP"/, mark);
+    await after.cmd("QUIT");
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
   });
 
   void test("admin socket: mode 0660, status, sessions, kick, reload, drain", async () => {

@@ -317,9 +317,9 @@ export class Session {
     this.holdInput = false;
   }
 
-  /** 421 and close (idle, login timeout, shutdown). */
+  /** 421 and close (idle, login timeout, shutdown); once: a session already ending has its reply. */
   timeout(text: string): void {
-    if (this.closed) return;
+    if (this.closed || this.ending) return;
     this.log.info({ event: "timeout", reason: text }, "session closed: %s", text);
     this.reply(421, text);
     this.end();
