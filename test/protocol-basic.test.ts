@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { mkdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { Readable } from "node:stream";
 import { describe, it } from "node:test";
 import type { FTPError } from "basic-ftp";
@@ -96,6 +96,45 @@ describe("login and listings", () => {
         await raw.expectReply(150);
         assert.equal((await readAll(data)).toString(), "one.txt\r\n");
         await raw.expectReply(226);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("LIST and NLST take a pattern in the last component (mget *.txt); a name that exists as written is that name", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await mkdir(join(home, "sub"));
+      for (const f of ["a.txt", "b.txt", "c.log", ".dot.txt", "[1].txt"]) await writeFile(join(home, f), f);
+      await writeFile(join(home, "sub", "s.txt"), "s");
+      const raw = await rawLogin(t);
+      const listing = async (line: string): Promise<string[]> => {
+        const data = await raw.pasv();
+        raw.send(line);
+        await raw.expectReply(150);
+        const lines = (await readAll(data)).toString().split("\r\n").filter(Boolean);
+        await raw.expectReply(226);
+        return lines.sort();
+      };
+      try {
+        assert.deepEqual(await listing("NLST *.txt"), ["[1].txt", "a.txt", "b.txt"]);
+        assert.deepEqual(await listing("NLST ?.t*"), ["a.txt", "b.txt"]);
+        assert.deepEqual(await listing("NLST [ab].txt"), ["a.txt", "b.txt"]);
+        assert.deepEqual(await listing("NLST .*.txt"), [".dot.txt"]);
+        assert.deepEqual(await listing("NLST sub/*.txt"), ["sub/s.txt"]);
+        assert.deepEqual(await listing("NLST /sub/*"), ["/sub/s.txt"]);
+        assert.deepEqual(await listing("NLST *.none"), []);
+        // "[1].txt" exists: it is that file, not the pattern "1.txt".
+        assert.deepEqual(await listing("NLST [1].txt"), ["[1].txt"]);
+        const long = await listing("LIST -l *.log");
+        assert.equal(long.length, 1);
+        assert.match(long[0] ?? "", /^-rw.* c\.log$/);
+        await raw.expect("NLST missing/*.txt", 550);
+        await raw.expect("NLST a.txt/*", 550);
+        // Every name NLST gave is one RETR takes.
+        await raw.expect("TYPE I", 200);
+        for (const name of await listing("NLST *.txt")) assert.equal(await retrieveText(raw, name), basename(name));
       } finally {
         await raw.close();
       }

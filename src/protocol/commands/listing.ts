@@ -6,6 +6,7 @@ import { ListingBuffer } from "../../data/listbuf.ts";
 import { Transfer, sendBuffer } from "../../data/transfer.ts";
 import { namePolicy, permFact } from "../../auth/perms.ts";
 import { formatListLine, formatMlsxSelected, mlsxFormatter } from "../../fs/format.ts";
+import { globMatch, globOf } from "../../fs/glob.ts";
 import type { DirEntry, VirtualPath } from "../../fs/types.ts";
 import { basename, dirname } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
@@ -25,9 +26,12 @@ export function splitListArg(arg: string): string {
   return rest;
 }
 
-/** The path LIST, NLST and STAT <path> show. */
+/** The path LIST, NLST and STAT <path> show: with a pattern in its last component, the directory
+ * whose entries it picks (where a listing is allowed or not). */
 function listPath(s: Session, arg: string): VirtualPath {
-  return s.resolve(splitListArg(arg));
+  const shown = splitListArg(arg);
+  const path = s.resolve(shown);
+  return globOf(shown) === null ? path : dirname(path);
 }
 
 /** Leaves out entries whose names match `storage.hide`. */
@@ -36,9 +40,19 @@ function visible(s: Session, entries: DirEntry[]): DirEntry[] {
   return entries.filter((e) => !hidden(e.name));
 }
 
-async function entriesOf(s: Session, arg: string): Promise<{ path: VirtualPath; entries: DirEntry[] }> {
-  const path = listPath(s, arg);
-  return { path, entries: visible(s, await s.requireFs().list(path)) };
+/** The entries LIST and NLST show, and whether a pattern picked them (a name that exists as
+ * written, brackets or stars and all, is that name). */
+async function entriesOf(s: Session, arg: string): Promise<{ path: VirtualPath; entries: DirEntry[]; picked: boolean }> {
+  const shown = splitListArg(arg);
+  const path = s.resolve(shown);
+  const fs = s.requireFs();
+  const pattern = globOf(shown);
+  if (pattern !== null && !(await fs.exists(path))) {
+    const dir = dirname(path);
+    if ((await fs.stat(dir)).type !== "dir") throw new FtpError(550, "No such file or directory");
+    return { path: dir, entries: visible(s, await fs.list(dir)).filter((e) => globMatch(pattern, e.name)), picked: true };
+  }
+  return { path, entries: visible(s, await fs.list(path)), picked: false };
 }
 
 async function sendListing(s: Session, path: VirtualPath, listing: ListingBuffer): Promise<void> {
@@ -79,9 +93,12 @@ async function list(s: Session, arg: string): Promise<void> {
  * no argument (or ".") the names are bare. */
 async function nlst(s: Session, arg: string): Promise<void> {
   const shown = splitListArg(arg);
-  const { path, entries } = await entriesOf(s, arg);
+  const { path, entries, picked } = await entriesOf(s, arg);
   const listing = new ListingBuffer();
-  if (shown === "" || shown === "." || shown === "./") {
+  if (picked) {
+    const prefix = shown.slice(0, shown.lastIndexOf("/") + 1); // "sub/" of "sub/*.txt", as written
+    for (const e of entries) listing.add(prefix + e.name);
+  } else if (shown === "" || shown === "." || shown === "./") {
     for (const e of entries) listing.add(e.name);
   } else if ((await s.requireFs().stat(path)).type === "dir") {
     const prefix = shown.endsWith("/") ? shown : `${shown}/`;

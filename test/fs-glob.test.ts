@@ -1,0 +1,45 @@
+/** Name patterns of LIST and NLST arguments (fs/glob.ts). */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { globMatch, globOf } from "../src/fs/glob.ts";
+
+describe("name patterns", () => {
+  it("finds the pattern in the last component only", () => {
+    assert.equal(globOf("*.txt"), "*.txt");
+    assert.equal(globOf("sub/a?.txt"), "a?.txt");
+    assert.equal(globOf("/x/[ab].txt"), "[ab].txt");
+    assert.equal(globOf("s*b/a.txt"), null);
+    assert.equal(globOf("plain.txt"), null);
+    assert.equal(globOf(""), null);
+  });
+
+  it("matches *, ? and sets as a shell does", () => {
+    const table: [string, string, boolean][] = [
+      ["*.txt", "a.txt", true],
+      ["*.txt", ".txt", false], // a leading dot is matched only by a dot
+      [".*", ".hidden", true],
+      ["*.txt", "a.txt.bak", false],
+      ["*", "anything at all", true],
+      ["a*b*c", "aXXbYYc", true],
+      ["a*b*c", "aXXbYY", false],
+      ["a?c", "abc", true],
+      ["a?c", "ac", false],
+      ["a?c", "aüc", true], // one character, not one byte
+      ["[abc]1", "b1", true],
+      ["[a-c]1", "d1", false],
+      ["[!a-c]1", "d1", true],
+      ["[^a-c]1", "a1", false],
+      ["[]]x", "]x", true],
+      ["[a", "[a", true], // an unclosed set is a literal "["
+      ["***", "", true],
+      ["", "", true],
+      ["", "a", false],
+    ];
+    for (const [pattern, name, want] of table) assert.equal(globMatch(pattern, name), want, `${pattern} ~ ${name}`);
+  });
+
+  it("answers patterns made to backtrack (a backtracking matcher would not finish: 200 stars over 255 characters)", () => {
+    assert.equal(globMatch(`${"a*".repeat(200)}b`, "a".repeat(255)), false);
+    assert.equal(globMatch(`${"a*".repeat(200)}`, "a".repeat(255)), true);
+  });
+});
