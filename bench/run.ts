@@ -49,7 +49,7 @@ const FULL: BenchOptions = {
   clientCounts: [50, 200, 500, 1000],
   sessionsWindowMs: 5000,
   sessionsRampMs: 2000,
-  sessionTimeoutMs: 15_000,
+  sessionTimeoutMs: 10_000,
   listingRuns: 9,
   listingWarmup: 5,
   idleCounts: [1000, 10_000],

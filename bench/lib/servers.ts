@@ -87,7 +87,7 @@ export function allServers(): ServerSpec[] {
     mk(4, "pyftpdlib", "pyftpdlib.sh", { singleProcess: true, tlsDataAfter150: true, maxSessions: 3900 }),
     mk(5, "ftp-srv", "ftpsrv.sh", { singleProcess: true, mlsd: false }),
     // What bcrypt alone costs shows at the fewest clients and at the first target count; its
-    // other cases (sessions timing out for 15 s) would add most of a minute to a full run.
+    // other cases (sessions timing out after 10 s) would add most of a minute to a full run.
     mk(6, "berth (no login cache)", null, { singleProcess: true, noLoginCache: true, scenarios: ["sessions"], clientCounts: [50, 500] }),
   ];
 }

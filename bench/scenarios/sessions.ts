@@ -85,6 +85,7 @@ export const sessions: Scenario = {
     "Each client loops: connect, USER/PASS, PWD, TYPE I, PASV + LIST of 100 entries, PASV + RETR of 64 KiB, QUIT. " +
     "Clients are spread over the load workers and all start together; a short warm-up (20 clients, 1 s) runs first. " +
     "Each client count runs a ramp first (all clients start at once; sessions that end in it are not counted), then the window; " +
+    "a session fails when any step waits more than 10 s for the server (8 s with --quick): a connect, a reply or data; " +
     "sessions/s, latencies and CPU columns cover the window, failed sessions the whole run, ramp included. " +
     "500 and 1,000 clients (the cases with a target) run in two passes over the servers (the second in reverse order) and keep each server's better figure; " +
     "berth without its login cache runs 50 and 500 clients only.",
