@@ -5,7 +5,7 @@
  *   receive.c   receive: large plain uploads read and written on a thread of their own
  *   job.c       cancel: what the two kinds of thread share
  *   lstat.c     lstatNames: the entries of one directory stat'ed relative to it, for listings
- *   sockopt.c   listenerOptions, socketOptions: TCP options a listener hands to what it accepts;
+ *   sockopt.c   listenerOptions, socketOptions, inlineUrgent: options a listener hands to what it accepts;
  *               nothingPending: whether a finished data connection can close at once;
  *               shutdownWrite: its FIN, where it cannot
  *   beneath.c   openBeneath: a path opened below a held directory in one call (openat2)
@@ -53,6 +53,7 @@ NAPI_MODULE_INIT() {
     { "threadCpuNs", NULL, thread_cpu_ns, NULL, NULL, NULL, napi_enumerable, NULL },
     { "listenerOptions", NULL, berth_listener_options, NULL, NULL, NULL, napi_enumerable, NULL },
     { "socketOptions", NULL, berth_socket_options, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "inlineUrgent", NULL, berth_inline_urgent, NULL, NULL, NULL, napi_enumerable, NULL },
     { "nothingPending", NULL, berth_nothing_pending, NULL, NULL, NULL, napi_enumerable, NULL },
     { "shutdownWrite", NULL, berth_shutdown_write, NULL, NULL, NULL, napi_enumerable, NULL },
     { "openBeneath", NULL, berth_open_beneath, NULL, NULL, NULL, napi_enumerable, NULL },

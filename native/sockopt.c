@@ -8,6 +8,11 @@
  *   listenerOptions(fd, noDelay, keepAliveIdleSeconds) -> 0, or -errno
  *     TCP_NODELAY when `noDelay`; when keepAliveIdleSeconds > 0, SO_KEEPALIVE with that idle
  *     time, probes 1 s apart and 10 of them (the values libuv sets for a socket's setKeepAlive).
+ *   inlineUrgent(fd) -> 1 or 0 (SO_OOBINLINE, now set), or -errno
+ *     Urgent data stays in the stream, where it was sent: clients send part of the Telnet
+ *     interrupt before ABOR (RFC 959 §4.1.3) as TCP urgent data, and Python's ftplib all of
+ *     "ABOR\r\n", whose last byte Linux would otherwise take out of the stream. Set on a
+ *     listener, every socket it accepts has it.
  *   socketOptions(fd) -> [noDelay, keepAlive, idle, interval, count], or -errno
  *     What a socket has now (for tests and diagnostics).
  *   nothingPending(fd) -> 1, 0, or -errno
@@ -85,6 +90,17 @@ napi_value berth_socket_options(napi_env env, napi_callback_info info) {
     napi_set_element(env, out, i, berth_number(env, v));
   }
   return out;
+}
+
+napi_value berth_inline_urgent(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  if (!berth_fd_argument(env, info, "inlineUrgent(fd)", &fd)) return NULL;
+  int rc = set_int(fd, SOL_SOCKET, SO_OOBINLINE, 1);
+  if (rc != 0) return berth_number(env, rc);
+  int v = 0;
+  socklen_t len = sizeof v;
+  if (getsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &v, &len) != 0) return berth_number(env, -errno);
+  return berth_number(env, v != 0 ? 1 : 0);
 }
 
 napi_value berth_nothing_pending(napi_env env, napi_callback_info info) {

@@ -81,6 +81,9 @@ export interface SockoptBinding {
   listenerOptions(fd: number, noDelay: boolean, keepAliveIdleSeconds: number): number;
   /** [TCP_NODELAY, SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT] of socket `fd`, or -errno. */
   socketOptions(fd: number): number[] | number;
+  /** SO_OOBINLINE on socket `fd` (a listener gives it to what it accepts): TCP urgent data stays
+   * in the stream. 1 when it is now set, or -errno. */
+  inlineUrgent(fd: number): number;
 }
 
 /** What else native/sockopt.c exports. */
@@ -185,7 +188,9 @@ export function lstatBinding(): LstatBinding | null {
  * predates them. */
 export function sockoptBinding(): SockoptBinding | null {
   const a = load();
-  return a && typeof a.listenerOptions === "function" && typeof a.socketOptions === "function" ? (a as SockoptBinding) : null;
+  return a && typeof a.listenerOptions === "function" && typeof a.socketOptions === "function" && typeof a.inlineUrgent === "function"
+    ? (a as SockoptBinding)
+    : null;
 }
 
 /** openBeneath (looked for once; see pick). */

@@ -16,7 +16,7 @@ import { parsePortRange, type Config } from "./config/schema.ts";
 import { AnnounceResolver, readNetFacts } from "./data/announce.ts";
 import { Bandwidth } from "./data/bandwidth.ts";
 import { inContainer, passiveWarnings } from "./data/diagnose.ts";
-import { acceptCheaply } from "./data/accept.ts";
+import { acceptCheaply, inlineUrgentData } from "./data/accept.ts";
 import { unmapIPv4 } from "./data/address.ts";
 import { endUnused } from "./data/linger.ts";
 import { beneathAvailable } from "./fs/beneath.ts";
@@ -412,6 +412,7 @@ function listen(host: string, port: number, onConn: (s: Socket) => void): Promis
     srv.once("error", reject);
     srv.listen({ host, port, ipv6Only: false, backlog: LISTEN_BACKLOG }, () => {
       acceptCheaply(srv);
+      inlineUrgentData(srv);
       srv.removeListener("error", reject);
       srv.on("error", () => undefined);
       resolve(srv);

@@ -226,6 +226,32 @@ for passive in (True, False):
 ftp.quit()
 `;
 
+/** ABOR as clients send it during a download, with TCP urgent data: ftplib's abort() sends all of
+ * "ABOR\r\n" urgent; the BSD client sends "IAC IP IAC" with the last byte urgent, then "DM ABOR".
+ * Each must stop the transfer (426, then 226) and leave the next command in step. */
+const URGENT_ABOR = String.raw`
+import ftplib, socket, sys
+ftp = ftplib.FTP()
+ftp.connect("127.0.0.1", int(sys.argv[1]), timeout=20)
+ftp.login("alice", "alice-pw")
+ftp.voidcmd("TYPE I")
+for how in ("ftplib", "bsd"):
+    conn = ftp.transfercmd("RETR urgent.bin")
+    conn.recv(65536)
+    if how == "ftplib":
+        first = ftp.abort()
+    else:
+        ftp.sock.sendall(b"\xff\xf4\xff", socket.MSG_OOB)
+        ftp.sock.sendall(b"\xf2ABOR\r\n")
+        first = ftp.getmultiline()
+    second = ftp.getmultiline()
+    assert first.startswith("426") and second.startswith("226"), (how, first, second)
+    conn.close()
+    assert ftp.sendcmd("PWD").startswith("257"), how
+    print("ok", how, flush=True)
+ftp.quit()
+`;
+
 describe("Python ftplib", () => {
   const python = (port: number, kind: string): Promise<ExecResult> =>
     exec("python3", ["-c", FTPLIB, String(port), kind, join(work, "payload.bin")], { timeoutMs: 60_000 });
@@ -235,6 +261,14 @@ describe("Python ftplib", () => {
     const r = await python(t.port, "plain");
     ok(r, "ftplib FTP");
     assert.match(r.stdout, /ok passive\nok active/);
+  });
+
+  it("ABOR sent as TCP urgent data (ftplib's abort(), the BSD client's interrupt) stops a download and the next command is answered", async (ctx) => {
+    if (skipUnless(ctx, "python3")) return;
+    await writeFile(join(t.home("alice"), "urgent.bin"), Buffer.alloc(64 * 1024 * 1024, 3));
+    const r = await exec("python3", ["-c", URGENT_ABOR, String(t.port)], { timeoutMs: 60_000 });
+    ok(r, "ftplib abort");
+    assert.match(r.stdout, /ok ftplib\nok bsd/);
   });
 
   it("FTP_TLS with PROT P, passive and active (data connections resume the session)", async (ctx) => {

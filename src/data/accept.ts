@@ -122,6 +122,18 @@ function setOnListener(s: ServerInternals, handle: ListenHandle): boolean {
   return binding.listenerOptions(fd, s.noDelay, s.keepAlive ? s.keepAliveInitialDelay : 0) === 0;
 }
 
+/** Keeps TCP urgent data in the stream of every connection `server` accepts (SO_OOBINLINE on its
+ * listening socket): the Telnet interrupt a client sends before ABOR, part of it (Python's
+ * ftplib: all of "ABOR\r\n") as urgent data, reaches the command reader whole. False where the
+ * addon cannot set it (then a lone DM or IAC left by a removed urgent byte is still skipped, but
+ * a command sent all urgent loses its last byte). */
+export function inlineUrgentData(server: Server): boolean {
+  const handle = (server as ServerInternals)._handle;
+  const binding = sockoptBinding();
+  if (binding === null || handle === null || typeof handle.fd !== "number" || handle.fd < 0) return false;
+  return binding.inlineUrgent(handle.fd) === 1;
+}
+
 /** True when `server`'s connections get noDelay and keepAlive from its listening socket (for tests). */
 export function optionsInherited(server: Server): boolean {
   const handle = (server as ServerInternals)._handle;
