@@ -6,13 +6,14 @@
 import assert from "node:assert/strict";
 import type { FileHandle } from "node:fs/promises";
 import type { FileLike } from "../src/fs/quick.ts";
-import { readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { closeSync, constants as fsConstants, existsSync, openSync } from "node:fs";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { JailedFs } from "../src/fs/jail.ts";
+import { listingBytesInFlight, listingLimits } from "../src/fs/listgate.ts";
 import * as quick from "../src/fs/quick.ts";
 import type { Download, Upload, UploadOptions, VirtualPath } from "../src/fs/types.ts";
 import { basename } from "../src/fs/vpath.ts";
@@ -587,5 +588,63 @@ describe("a home that cannot be opened", () => {
       },
       { config: { limits: { maxSessionsPerUser: 1 } } },
     );
+  });
+});
+
+describe("listings of large directories", () => {
+  it("run within a server-wide budget: past it a large one waits its turn, and past the wait it is 450; small ones never wait", async () => {
+    const saved = { ...listingLimits };
+    // Every directory over 16 KiB is large, and one large listing at a time fills the budget.
+    Object.assign(listingLimits, { largeBytes: 16 * 1024, budgetBytes: 1, waitMs: 500 });
+    try {
+      await withServer(async (t) => {
+        const big = join(t.home("alice"), "big");
+        await mkdir(big);
+        for (let i = 0; i < 3000; i += 250) {
+          await Promise.all(Array.from({ length: 250 }, (_, j) => writeFile(join(big, `file-${i + j}`), "")));
+        }
+        assert.ok((await stat(big)).size > listingLimits.largeBytes, `a large directory on this filesystem (${(await stat(big)).size} bytes)`);
+        await mkdir(join(t.home("alice"), "small"));
+        await writeFile(join(t.home("alice"), "small", "s.txt"), "s");
+        const a = await rawLogin(t);
+        const b = await rawLogin(t);
+        try {
+          // a's listing is made and waits for its data connection: it holds the budget meanwhile.
+          const aPort = await a.epsvPort();
+          a.send("LIST big");
+          assert.ok(await waitFor(() => listingBytesInFlight() > 0, 5000), "a holds a share");
+          // A small listing goes at once.
+          let data = await b.pasv();
+          b.send("NLST small");
+          await b.expectReply(150);
+          assert.equal((await readAll(data)).toString(), "small/s.txt\r\n");
+          await b.expectReply(226);
+          // A large one waits, and is refused once the wait is over; nothing of it is held then.
+          data = await b.pasv();
+          assert.match((await b.expect("MLSD big", 450)).message, /try again/);
+          data.destroy();
+          const held = listingBytesInFlight();
+          // a connects: its listing goes out whole and its share is given back.
+          const aData = await dataConnect(aPort);
+          await a.expectReply(150);
+          assert.equal((await readAll(aData)).toString().split("\r\n").filter(Boolean).length, 3000);
+          await a.expectReply(226);
+          assert.equal(held, 1);
+          assert.ok(await waitFor(() => listingBytesInFlight() === 0, 2000));
+          // Now b's large listing goes through.
+          data = await b.pasv();
+          b.send("NLST big");
+          await b.expectReply(150);
+          assert.equal((await readAll(data)).toString().split("\r\n").filter(Boolean).length, 3000);
+          await b.expectReply(226);
+          assert.equal(listingBytesInFlight(), 0);
+        } finally {
+          await a.close();
+          await b.close();
+        }
+      });
+    } finally {
+      Object.assign(listingLimits, saved);
+    }
   });
 });

@@ -16,6 +16,7 @@ import { makeDirs } from "./mkdirs.ts";
 import { DEFAULT_UMASK, fixDirMode, modesFor, type CreateModes } from "./modes.ts";
 import { chmodNoFollow, holdEntry, holdTarget, locateHeld, pinParent } from "./pin.ts";
 import { readDirectory, toEntryStat } from "./listing.ts";
+import type { ListingTicket } from "./listgate.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
 import { fstat, open, quickFile, realpath, rename, stat, unlink } from "./quick.ts";
 import { openUpload } from "./upload.ts";
@@ -90,13 +91,18 @@ export class JailedFs {
     }
   }
 
-  /** The entries of directory `v` (sorted by name), or the single entry when `v` is a file. */
-  list(v: VirtualPath): Promise<DirEntry[]> {
+  /** The entries of directory `v` (sorted by name), or the single entry when `v` is a file.
+   * `ticket` is admitted with the directory's size on disk before it is read (fs/listgate.ts). */
+  list(v: VirtualPath, ticket?: ListingTicket): Promise<DirEntry[]> {
     return guard(async () => {
       // Read through the directory held open (fs/pin.ts): names and stats come from the one checked.
       const held = await holdTarget(this.root, v);
       try {
-        if (held.stats.isDirectory()) return await readDirectory(this.root, held.at() as RealPath, held.stats.size);
+        if (held.stats.isDirectory()) {
+          const waiting = ticket?.admit(held.stats.size);
+          if (waiting) await waiting;
+          return await readDirectory(this.root, held.at() as RealPath, held.stats.size);
+        }
         return [{ name: basename(v), stat: toEntryStat(held.stats) }];
       } finally {
         held.release();

@@ -7,6 +7,7 @@ import { Transfer, sendBuffer } from "../../data/transfer.ts";
 import { namePolicy, permFact } from "../../auth/perms.ts";
 import { formatListLine, formatMlsxSelected, mlsxFormatter } from "../../fs/format.ts";
 import { globMatch, globOf } from "../../fs/glob.ts";
+import { ListingTicket } from "../../fs/listgate.ts";
 import type { DirEntry, VirtualPath } from "../../fs/types.ts";
 import { basename, dirname } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
@@ -42,7 +43,7 @@ function visible(s: Session, entries: DirEntry[]): DirEntry[] {
 
 /** The entries LIST and NLST show, and whether a pattern picked them (a name that exists as
  * written, brackets or stars and all, is that name). */
-async function entriesOf(s: Session, arg: string): Promise<{ path: VirtualPath; entries: DirEntry[]; picked: boolean }> {
+async function entriesOf(s: Session, arg: string, ticket: ListingTicket): Promise<{ path: VirtualPath; entries: DirEntry[]; picked: boolean }> {
   const shown = splitListArg(arg);
   const path = s.resolve(shown);
   const fs = s.requireFs();
@@ -50,9 +51,9 @@ async function entriesOf(s: Session, arg: string): Promise<{ path: VirtualPath; 
   if (pattern !== null && !(await fs.exists(path))) {
     const dir = dirname(path);
     if ((await fs.stat(dir)).type !== "dir") throw new FtpError(550, "No such file or directory");
-    return { path: dir, entries: visible(s, await fs.list(dir)).filter((e) => globMatch(pattern, e.name)), picked: true };
+    return { path: dir, entries: visible(s, await fs.list(dir, ticket)).filter((e) => globMatch(pattern, e.name)), picked: true };
   }
-  return { path, entries: visible(s, await fs.list(path)), picked: false };
+  return { path, entries: visible(s, await fs.list(path, ticket)), picked: false };
 }
 
 async function sendListing(s: Session, path: VirtualPath, listing: ListingBuffer): Promise<void> {
@@ -80,11 +81,16 @@ async function sendListing(s: Session, path: VirtualPath, listing: ListingBuffer
 }
 
 async function list(s: Session, arg: string): Promise<void> {
-  const { path, entries } = await entriesOf(s, arg);
-  const now = new Date();
-  const listing = new ListingBuffer();
-  for (const e of entries) listing.add(formatListLine(e, now));
-  await sendListing(s, path, listing);
+  const ticket = new ListingTicket();
+  try {
+    const { path, entries } = await entriesOf(s, arg, ticket);
+    const now = new Date();
+    const listing = new ListingBuffer();
+    for (const e of entries) listing.add(formatListLine(e, now));
+    await sendListing(s, path, listing);
+  } finally {
+    ticket.release();
+  }
 }
 
 /** NLST's lines are names a client can use from where it is, for a multiple get (RFC 959 §4.1.3),
@@ -92,8 +98,17 @@ async function list(s: Session, arg: string): Promise<void> {
  * the client wrote it ("sub" gives "sub/f.txt"), a file argument comes back as written, and with
  * no argument (or ".") the names are bare. */
 async function nlst(s: Session, arg: string): Promise<void> {
+  const ticket = new ListingTicket();
+  try {
+    await nlstWith(s, arg, ticket);
+  } finally {
+    ticket.release();
+  }
+}
+
+async function nlstWith(s: Session, arg: string, ticket: ListingTicket): Promise<void> {
   const shown = splitListArg(arg);
-  const { path, entries, picked } = await entriesOf(s, arg);
+  const { path, entries, picked } = await entriesOf(s, arg, ticket);
   const listing = new ListingBuffer();
   if (picked) {
     const prefix = shown.slice(0, shown.lastIndexOf("/") + 1); // "sub/" of "sub/*.txt", as written
@@ -117,12 +132,21 @@ function mlsxLine(s: Session, dir: VirtualPath, e: DirEntry, name = e.name): str
 }
 
 async function mlsd(s: Session, arg: string): Promise<void> {
+  const ticket = new ListingTicket();
+  try {
+    await mlsdWith(s, arg, ticket);
+  } finally {
+    ticket.release();
+  }
+}
+
+async function mlsdWith(s: Session, arg: string, ticket: ListingTicket): Promise<void> {
   const path = s.resolve(arg);
   const fs = s.requireFs();
   // RFC 3659 §7.2.1: MLSD of something that is not a directory is an error (501); a path that
   // does not exist, or leaves the jail, is 550 as for every other command.
   if ((await fs.stat(path)).type !== "dir") throw new FtpError(501, "Not a directory");
-  const entries = visible(s, await fs.list(path));
+  const entries = visible(s, await fs.list(path, ticket));
   const format = mlsxFormatter(s.mlstFacts);
   const user = s.user;
   // The perm fact of a file or link depends only on the directory; a subdirectory's also on its
@@ -153,10 +177,15 @@ async function mlst(s: Session, arg: string): Promise<void> {
 
 /** STAT <path>: the LIST output over the control connection (RFC 959 §4.1.3, code 213). */
 export async function statPath(s: Session, arg: string): Promise<void> {
-  const { path, entries } = await entriesOf(s, arg);
-  const now = new Date();
-  const lines = entries.map((e) => ` ${formatListLine(e, now)}`);
-  s.write(formatBlockReply(213, `Status of ${path}:`, lines, "End of status"));
+  const ticket = new ListingTicket();
+  try {
+    const { path, entries } = await entriesOf(s, arg, ticket);
+    const now = new Date();
+    const lines = entries.map((e) => ` ${formatListLine(e, now)}`);
+    s.write(formatBlockReply(213, `Status of ${path}:`, lines, "End of status"));
+  } finally {
+    ticket.release();
+  }
 }
 
 /** Listing a directory needs list there; an entry of it (LIST of a file) is covered the same way,
