@@ -283,7 +283,7 @@ describe("logins", () => {
     });
   });
 
-  it("a password in a line that does not parse (tab or space before PASS, lower case, NUL) never reaches the log", async () => {
+  it("a password in a line that does not parse (tab or space before PASS, lower case, NUL, not UTF-8) or in ACCT never reaches the log", async () => {
     await withServer(async (t) => {
       const raw = await RawClient.connect(t.port);
       try {
@@ -300,8 +300,17 @@ describe("logins", () => {
       } finally {
         await raw.close();
       }
+      const next = await RawClient.connect(t.port);
+      try {
+        await next.expect("ACCT pw-account", 202);
+        await next.expect("USER alice", 331);
+        next.sendRaw(Buffer.concat([Buffer.from("PASS pw-latin1-"), Buffer.from([0xe9]), Buffer.from("\r\n")]));
+        await next.expectReply(501);
+      } finally {
+        await next.close();
+      }
       const written = t.logLines.join("\n");
-      for (const pw of ["after-tab", "after-space", "glued", "unknown-verb", "lower", "two-spaces", "pw-nul"]) {
+      for (const pw of ["after-tab", "after-space", "glued", "unknown-verb", "lower", "two-spaces", "pw-nul", "pw-account", "pw-latin1"]) {
         assert.ok(!written.toLowerCase().includes(pw), `${pw} was logged`);
       }
       // The server logs every command at this level; the lines above are logged by their shape.

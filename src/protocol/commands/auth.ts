@@ -180,6 +180,8 @@ export const authCommands: CommandSpec[] = [
     handler: (s) => s.reply(202, "ACCT not needed"),
     needsLogin: false,
     arg: "required",
+    // Account information is a credential on the servers that ask for it; never written to a log.
+    secretArg: true,
     help: "ACCT <account> (not needed)",
     rfc: "RFC 959 §4.1.1",
   },
