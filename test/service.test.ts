@@ -444,6 +444,30 @@ void describe("log output gone", () => {
     srv.child.kill("SIGTERM");
     assert.equal(await srv.exited, 0);
   });
+
+  void test("the server outlives the reader of stdout and stderr both (berth serve 2>&1 | head -1)", async () => {
+    const srv = await serve("");
+    // Both pipes lose their reader: the next log line meets EPIPE, and so does the line on stderr
+    // that says so.
+    srv.child.stdout?.destroy();
+    srv.child.stderr?.destroy();
+    const died = srv.exited.then((code) => assert.fail(`berth exited with ${String(code)} while serving`));
+    const session = async (): Promise<void> => {
+      const c = new Control(srv.port);
+      await c.login();
+      assert.match(await c.cmd("PWD"), /^257 /);
+      // The failed writes are reported asynchronously: give them time to end the process if they can.
+      await sleep(500);
+      const again = new Control(srv.port);
+      await again.login();
+      assert.match(await again.cmd("QUIT"), /^221 /);
+      assert.match(await c.cmd("QUIT"), /^221 /);
+    };
+    await Promise.race([session(), died]);
+    assert.equal(srv.child.exitCode, null, "still running");
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+  });
 });
 
 void describe("passive diagnosis", () => {

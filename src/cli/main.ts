@@ -64,6 +64,9 @@ async function serve(cmd: ParsedCommand): Promise<number> {
   // or so transfers; a quarter of it makes that warm-up about half as long (bench/analysis.md).
   // Only the serving process is affected.
   setFlagsFromString(`--interrupt-budget=${INTERRUPT_BUDGET}`);
+  // Whoever reads stderr can go away too (`berth serve 2>&1 | head -1`): a write there that fails
+  // is dropped. Unheard, the stream's 'error' event would be an uncaught exception (exit 1).
+  ctx.stderr.on("error", () => undefined);
   // One listener for the whole run: removing the last one, even briefly, restores the default action.
   let first: NodeJS.Signals | undefined;
   let onFirst: ((signal: NodeJS.Signals) => void) | undefined;
