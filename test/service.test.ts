@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { connect, type Socket } from "node:net";
+import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
@@ -42,12 +42,18 @@ function writeConfig(cwd: string, body: string): void {
   writeFileSync(path.join(cwd, "config", "berth.yaml"), body);
 }
 
-async function serve(configBody: string, graceSeconds = 8, extraEnv: Record<string, string> = {}, fdLimit?: number): Promise<Served> {
+/** A temp working directory with `config/berth.yaml` holding `configBody`. */
+function workDir(configBody: string): string {
   const cwd = mkdtempSync(path.join(tmpdir(), "berth-svc-"));
   dirs.push(cwd);
   mkdirSync(path.join(cwd, "config"));
   writeConfig(cwd, configBody);
-  const env = {
+  return cwd;
+}
+
+/** The environment of a `berth serve` child: loopback, a free control port, the user svc. */
+function serveEnv(graceSeconds: number, extraEnv: Record<string, string>): Record<string, string> {
+  return {
     PATH: process.env.PATH ?? "",
     HOME: process.env.HOME ?? "",
     BERTH_USERS_BCRYPT_COST: "4",
@@ -60,6 +66,26 @@ async function serve(configBody: string, graceSeconds = 8, extraEnv: Record<stri
     BERTH_PASSWORD: "svc-password",
     ...extraEnv,
   };
+}
+
+/** Runs `berth serve` expecting it to stop by itself within 15 s; its exit status and output. */
+async function serveUntilExit(extraEnv: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ["--import", TSX, MAIN, "serve"], { cwd: workDir(""), env: serveEnv(8, extraEnv) });
+  children.push(child);
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
+  child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+  const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+  clearTimeout(timer);
+  assert.notEqual(child.signalCode, "SIGKILL", `berth serve was still running after 15 s: ${stdout}${stderr}`);
+  return { code, stdout, stderr };
+}
+
+async function serve(configBody: string, graceSeconds = 8, extraEnv: Record<string, string> = {}, fdLimit?: number): Promise<Served> {
+  const cwd = workDir(configBody);
+  const env = serveEnv(graceSeconds, extraEnv);
   const args = ["--import", TSX, MAIN, "serve"];
   // With fdLimit, the child runs under `ulimit -n` (for what berth does when descriptors run out).
   const child =
@@ -357,6 +383,79 @@ void describe("berth as a service", () => {
     assert.deepEqual(await admin(sock, { cmd: "drain" }), { ok: true });
     assert.equal(await srv.exited, 0);
     assert.throws(() => statSync(sock), /ENOENT/);
+  });
+});
+
+void describe("admin socket ownership", () => {
+  /** A socket path in a temp directory of its own (short enough for sun_path). */
+  const socketPath = (): string => {
+    const dir = mkdtempSync(path.join(tmpdir(), "berth-sock-"));
+    dirs.push(dir);
+    return path.join(dir, "admin.sock");
+  };
+
+  void test("a second server with the same admin.socket refuses to start (exit 2, one line) and the first keeps its socket", async () => {
+    const sock = socketPath();
+    const first = await serve("", 8, { BERTH_ADMIN_SOCKET: sock });
+    await first.waitLog(/"event":"admin-socket"/);
+    const inode = statSync(sock).ino;
+    const second = await serveUntilExit({ BERTH_ADMIN_SOCKET: sock });
+    assert.equal(second.code, 2, second.stderr);
+    assert.equal(second.stderr.split("\n").length, 2, `one line: ${second.stderr}`);
+    assert.match(second.stderr, /^berth: config: admin\.socket .*admin\.sock.* answers/);
+    // Refused before it listened on anything.
+    assert.doesNotMatch(second.stdout, /"event":"listening"/);
+    assert.equal(statSync(sock).ino, inode);
+    assert.equal((await admin(sock, { cmd: "status" })).pid, first.child.pid);
+    assert.deepEqual(await admin(sock, { cmd: "drain" }), { ok: true });
+    assert.equal(await first.exited, 0);
+    assert.throws(() => statSync(sock), /ENOENT/);
+  });
+
+  void test("a path at admin.socket that is not a socket is left alone and the server refuses to start", async () => {
+    const sock = socketPath();
+    writeFileSync(sock, "not a socket\n");
+    const srv = await serveUntilExit({ BERTH_ADMIN_SOCKET: sock });
+    assert.equal(srv.code, 2, srv.stderr);
+    assert.match(srv.stderr, /^berth: config: admin\.socket .*admin\.sock.* not a socket/);
+    assert.equal(readFileSync(sock, "utf8"), "not a socket\n");
+  });
+
+  void test("a stale socket file (its server killed) is replaced", async () => {
+    const sock = socketPath();
+    const dead = await serve("", 8, { BERTH_ADMIN_SOCKET: sock });
+    await dead.waitLog(/"event":"admin-socket"/);
+    dead.child.kill("SIGKILL");
+    await dead.exited;
+    assert.ok(statSync(sock).isSocket(), "the killed server left its socket file");
+    const srv = await serve("", 8, { BERTH_ADMIN_SOCKET: sock });
+    await srv.waitLog(/"event":"admin-socket"/);
+    assert.equal((await admin(sock, { cmd: "status" })).pid, srv.child.pid);
+    assert.deepEqual(await admin(sock, { cmd: "drain" }), { ok: true });
+    assert.equal(await srv.exited, 0);
+    assert.throws(() => statSync(sock), /ENOENT/);
+  });
+
+  void test("at exit the socket file is removed only while it is still the server's", async () => {
+    const sock = socketPath();
+    const srv = await serve("", 8, { BERTH_ADMIN_SOCKET: sock });
+    await srv.waitLog(/"event":"admin-socket"/);
+    // Someone else's socket takes the path while the server runs.
+    rmSync(sock);
+    const other = createServer((c) => c.end("other\n"));
+    await new Promise<void>((resolve) => other.listen(sock, resolve));
+    try {
+      srv.child.kill("SIGTERM");
+      assert.equal(await srv.exited, 0);
+      assert.ok(statSync(sock).isSocket(), "the other socket's file is still there");
+      const s = connect(sock);
+      let got = "";
+      s.on("data", (c: Buffer) => (got += c.toString("utf8")));
+      await new Promise<void>((resolve, reject) => s.on("close", () => resolve()).on("error", reject));
+      assert.equal(got, "other\n");
+    } finally {
+      await new Promise<void>((resolve) => other.close(() => resolve()));
+    }
   });
 });
 

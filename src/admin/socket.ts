@@ -3,11 +3,13 @@
  * response per line. Requests: {"cmd":"status"|"sessions"|"reload"|"drain"} and {"cmd":"kick","id":"…"}.
  * Responses: {"ok":true,…} or {"ok":false,"error":"…"}. `berth ctl` is its client.
  */
-import { chmodSync, rmSync } from "node:fs";
-import { createServer, type Server, type Socket } from "node:net";
+import { chmodSync, linkSync, lstatSync, renameSync, rmSync, type Stats } from "node:fs";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import path from "node:path";
 import type { Logger } from "pino";
 import type { DefenderStatus } from "../auth/defender.ts";
+import { ConfigError } from "../config/load.ts";
+import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { makeDirsSync } from "../fs/mkdirs.ts";
 import type { Session } from "../protocol/session.ts";
 
@@ -106,10 +108,99 @@ export function handleRequest(target: AdminTarget, req: unknown): Record<string,
 /** The longest request line taken; a longer one is refused and the connection closed. */
 const MAX_REQUEST = 65536;
 
-/** Listens on `socketPath` (a stale socket file is replaced); the socket gets mode 0660. */
+/** How long a connection to an existing socket file may take before whoever is there counts as
+ * answering. */
+const PROBE_MS = 2000;
+
+/** Whether something accepts connections on the Unix socket `socketPath`: false when nobody
+ * listens there (ECONNREFUSED) or the file is gone (ENOENT); other errors are thrown. */
+function answers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const probe = connect(socketPath);
+    const done = (live: boolean): void => {
+      probe.destroy();
+      resolve(live);
+    };
+    probe.setTimeout(PROBE_MS, () => done(true));
+    probe.once("connect", () => done(true));
+    probe.once("error", (err) => {
+      probe.destroy();
+      const code = errnoCode(err);
+      if (code === "ECONNREFUSED" || code === "ENOENT") resolve(false);
+      else reject(err);
+    });
+  });
+}
+
+/** A ConfigError naming admin.socket. */
+function socketError(socketPath: string, why: string): ConfigError {
+  return new ConfigError("admin.socket", `admin.socket ${socketPath} ${why}; not starting`);
+}
+
+/**
+ * Makes sure `socketPath` can be taken: nothing is there, or a stale socket file whose server is
+ * gone (nobody answers), which is removed. A socket something answers on (another server with the
+ * same admin.socket) or a path that is not a socket is a ConfigError naming admin.socket, and is
+ * left as it is.
+ */
+export async function claimAdminSocketPath(socketPath: string): Promise<void> {
+  let st: Stats;
+  try {
+    st = lstatSync(socketPath);
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return;
+    throw socketError(socketPath, `cannot be checked: ${systemErrorText(err)}`);
+  }
+  if (!st.isSocket()) throw socketError(socketPath, "exists and is not a socket");
+  let live: boolean;
+  try {
+    live = await answers(socketPath);
+  } catch (err) {
+    throw socketError(socketPath, `cannot be checked: ${systemErrorText(err)}`);
+  }
+  if (live) throw socketError(socketPath, "answers: another server listens there (the same admin.socket twice?)");
+  rmSync(socketPath, { force: true });
+}
+
+/** Device and inode of the file at `p`, or undefined when there is none. */
+function identity(p: string): string | undefined {
+  try {
+    const st = lstatSync(p);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Puts the listening socket bound at `bound` in place at `socketPath`. A hard link claims the name
+ * only if it is still free (a server that came up since the check keeps it); where the file
+ * system has no hard links, a rename takes it. The listener keeps `bound` as its name, and Node
+ * removes the file by that name when it closes, so it never removes `socketPath` itself.
+ */
+function moveInPlace(bound: string, socketPath: string): void {
+  try {
+    linkSync(bound, socketPath);
+  } catch (err) {
+    if (errnoCode(err) === "EEXIST") {
+      rmSync(bound, { force: true });
+      throw socketError(socketPath, "was taken by another server while this one started");
+    }
+    renameSync(bound, socketPath);
+    return;
+  }
+  rmSync(bound, { force: true });
+}
+
+/** Listens on `socketPath` (a stale socket file is replaced; a live one, or another kind of file,
+ * is a ConfigError); the socket gets mode 0660. At close the file is removed while it is still
+ * this listener's. */
 export async function startAdminSocket(socketPath: string, target: AdminTarget, logger: Logger): Promise<AdminSocket> {
   makeDirsSync(path.dirname(socketPath));
-  rmSync(socketPath, { force: true });
+  await claimAdminSocketPath(socketPath);
+  // Bound under a name of its own first (see moveInPlace); the suffix keeps it within sun_path.
+  const bound = `${socketPath}.${process.pid.toString(36)}`;
+  rmSync(bound, { force: true });
   const clients = new Set<Socket>();
   // Half-open allowed: a client may send its last request and end its side without a newline
   // (a shell pipe into a socket client does that); the request is still answered, then closed.
@@ -155,7 +246,7 @@ export async function startAdminSocket(socketPath: string, target: AdminTarget, 
   try {
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen(socketPath, () => {
+      server.listen(bound, () => {
         server.removeListener("error", reject);
         resolve();
       });
@@ -163,7 +254,14 @@ export async function startAdminSocket(socketPath: string, target: AdminTarget, 
   } finally {
     process.umask(oldMask);
   }
-  chmodSync(socketPath, 0o660);
+  chmodSync(bound, 0o660);
+  try {
+    moveInPlace(bound, socketPath);
+  } catch (err) {
+    server.close();
+    throw err;
+  }
+  const ours = identity(socketPath);
   server.on("error", (err) => logger.error({ err }, "admin socket error"));
   logger.info({ event: "admin-socket", path: socketPath }, "admin socket on %s", socketPath);
   return {
@@ -172,7 +270,8 @@ export async function startAdminSocket(socketPath: string, target: AdminTarget, 
       new Promise<void>((resolve) => {
         for (const c of clients) c.destroy();
         server.close(() => resolve());
-        rmSync(socketPath, { force: true });
+        // Another process may have put its own socket there since (and would lose it).
+        if (ours !== undefined && identity(socketPath) === ours) rmSync(socketPath, { force: true });
       }),
   };
 }

@@ -7,6 +7,7 @@ import type { DefenderStatus } from "../auth/defender.ts";
 import type { FirstUserResult } from "../auth/store.ts";
 import type { Config } from "../config/schema.ts";
 import type { Session } from "../protocol/session.ts";
+import { resolvePath } from "../config/load.ts";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { createLogger, type Logger } from "../log/logger.ts";
 import { CliError, type ParsedCommand } from "./args.ts";
@@ -37,6 +38,11 @@ const LISTEN_ERRORS = new Set(["EADDRINUSE", "EACCES", "EADDRNOTAVAIL", "EPERM"]
 /** Starts the server; throws ConfigError, UserError or CliError for operator problems. */
 export async function startServing(cmd: ParsedCommand, ctx: CliContext): Promise<Serving> {
   const config = configFor(cmd, ctx);
+  // A server already answering on admin.socket keeps it: refused here, before listening on anything.
+  if (config.admin.socket !== "") {
+    const { claimAdminSocketPath } = await import("../admin/socket.ts");
+    await claimAdminSocketPath(resolvePath(config.admin.socket, ctx.cwd));
+  }
   const logger = createLogger({ level: config.log.level, pretty: config.log.pretty, destination: ctx.stdout });
   const users = storeFor(config, ctx.cwd, logger);
   announceFirstUser(await users.ensureFirstUser(ctx.env), ctx, logger);
