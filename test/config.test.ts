@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import { parse } from "yaml";
-import { ConfigError, envKey, loadConfig, redactConfig, resolvePath } from "../src/config/load.ts";
+import { ConfigError, envKey, loadConfig, loadConfigWithOverrides, redactConfig, resolvePath } from "../src/config/load.ts";
 import { DEFAULTS } from "../src/config/schema.ts";
 
 const dirs: string[] = [];
@@ -100,6 +100,34 @@ void describe("loadConfig", () => {
     assert.equal(config.tls.require, true);
     assert.equal(config.limits.failedLoginDelay, 0.25);
     assert.equal(config.users.bcryptCost, 4);
+  });
+
+  void test("the keys the file changes from their defaults and a variable sets to other values are reported", () => {
+    const cwd = workdir(
+      'listen:\n  port: 2100\n  host: "127.0.0.1"\npassive:\n  ports: "40000-40009"\nstorage:\n  root: data\ntls:\n  require: true\n  mode: explicit\n',
+    );
+    const { config, overrides } = loadConfigWithOverrides({
+      cwd,
+      env: {
+        BERTH_LISTEN_PORT: "21", // differs: reported
+        BERTH_LISTEN_HOST: "127.0.0.1", // the same value: not reported
+        BERTH_TLS_REQUIRE: "yes", // the same value in another spelling: not reported
+        BERTH_PASSIVE_PORTS: "21100-21110", // differs: reported
+        BERTH_STORAGE_ROOT: "/data", // the file's "data" is the default: not reported
+        BERTH_USERS_FILE: "/users/users.json", // not in the file: not reported
+      },
+    });
+    assert.equal(config.listen.port, 21);
+    assert.deepEqual(overrides, [
+      { key: "listen.port", variable: "BERTH_LISTEN_PORT", value: 21, file: "config/berth.yaml", fileValue: 2100 },
+      { key: "passive.ports", variable: "BERTH_PASSIVE_PORTS", value: "21100-21110", file: "config/berth.yaml", fileValue: "40000-40009" },
+    ]);
+    assert.deepEqual(loadConfigWithOverrides({ cwd, env: {} }).overrides, []);
+    assert.deepEqual(loadConfigWithOverrides({ cwd: workdir(), env: { BERTH_LISTEN_PORT: "21" } }).overrides, []);
+    // The shipped config/berth.yaml repeats every default: variables override it without a word.
+    const shipped = workdir(readFileSync(new URL("../config/berth.yaml", import.meta.url), "utf8"));
+    const image = { BERTH_LISTEN_PORT: "21", BERTH_PASSIVE_PORTS: "21100-21110", BERTH_STORAGE_ROOT: "/data", BERTH_USERS_FILE: "/users/users.json", BERTH_TLS_MODE: "explicit" };
+    assert.deepEqual(loadConfigWithOverrides({ cwd: shipped, env: image }).overrides, []);
   });
 
   void test("env names map to keys case-insensitively, with or without underscores", () => {

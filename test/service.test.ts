@@ -386,6 +386,28 @@ void describe("berth as a service", () => {
   });
 });
 
+void describe("environment over the config file", () => {
+  void test("each key the file changes from its default and a BERTH_* variable sets to another value is one warning at start", async () => {
+    // The environment of serve() sets listen.host to the file's value, listen.port and
+    // passive.ports to others, and limits.shutdownGrace over the file's default; storage.root
+    // comes from the file alone.
+    const srv = await serve('listen:\n  host: "127.0.0.1"\n  port: 2100\npassive:\n  ports: "40000-40009"\nstorage:\n  root: files\nlimits:\n  shutdownGrace: 8\n', 5);
+    const warnings = srv
+      .lines()
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.event === "env-override");
+    assert.deepEqual(
+      warnings.map((w) => [w.level, w.key, w.variable, w.value, w.fileValue, w.msg]),
+      [
+        [40, "listen.port", "BERTH_LISTEN_PORT", 0, 2100, "BERTH_LISTEN_PORT=0 overrides listen.port: 2100 in config/berth.yaml"],
+        [40, "passive.ports", "BERTH_PASSIVE_PORTS", "22010-22019", "40000-40009", 'BERTH_PASSIVE_PORTS="22010-22019" overrides passive.ports: "40000-40009" in config/berth.yaml'],
+      ],
+    );
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+  });
+});
+
 void describe("admin socket ownership", () => {
   /** A socket path in a temp directory of its own (short enough for sun_path). */
   const socketPath = (): string => {

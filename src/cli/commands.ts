@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import path from "node:path";
 import { stringify } from "yaml";
-import { configFilePath, loadConfig, redactConfig, resolvePath } from "../config/load.ts";
+import { configFilePath, loadConfigWithOverrides, redactConfig, resolvePath } from "../config/load.ts";
 import { parseUmask, type Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { normalizeDir, toPerms, UserError, UserStore, type UserChanges, type UserInfo } from "../auth/store.ts";
@@ -24,8 +24,13 @@ export interface CliContext extends Streams {
 
 /** Loads the config named by --config (or the default) for this context. */
 export function configFor(cmd: ParsedCommand, ctx: CliContext): Config {
+  return configWithOverridesFor(cmd, ctx).config;
+}
+
+/** configFor, and the keys of the file that BERTH_* variables set to other values. */
+export function configWithOverridesFor(cmd: ParsedCommand, ctx: CliContext): ReturnType<typeof loadConfigWithOverrides> {
   const file = cmd.options.config;
-  return loadConfig({ file: typeof file === "string" ? file : undefined, env: ctx.env, cwd: ctx.cwd });
+  return loadConfigWithOverrides({ file: typeof file === "string" ? file : undefined, env: ctx.env, cwd: ctx.cwd });
 }
 
 /** The user store of `config`, with paths resolved against the working directory. */

@@ -7,11 +7,11 @@ import type { DefenderStatus } from "../auth/defender.ts";
 import type { FirstUserResult } from "../auth/store.ts";
 import type { Config } from "../config/schema.ts";
 import type { Session } from "../protocol/session.ts";
-import { resolvePath } from "../config/load.ts";
+import { resolvePath, type EnvOverride } from "../config/load.ts";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { createLogger, type Logger } from "../log/logger.ts";
 import { CliError, type ParsedCommand } from "./args.ts";
-import { configFor, storeFor, type CliContext } from "./commands.ts";
+import { configWithOverridesFor, storeFor, type CliContext } from "./commands.ts";
 
 /** What the server hands back once it listens. */
 export interface RunningServer {
@@ -37,13 +37,14 @@ const LISTEN_ERRORS = new Set(["EADDRINUSE", "EACCES", "EADDRNOTAVAIL", "EPERM"]
 
 /** Starts the server; throws ConfigError, UserError or CliError for operator problems. */
 export async function startServing(cmd: ParsedCommand, ctx: CliContext): Promise<Serving> {
-  const config = configFor(cmd, ctx);
+  const { config, overrides } = configWithOverridesFor(cmd, ctx);
   // A server already answering on admin.socket keeps it: refused here, before listening on anything.
   if (config.admin.socket !== "") {
     const { claimAdminSocketPath } = await import("../admin/socket.ts");
     await claimAdminSocketPath(resolvePath(config.admin.socket, ctx.cwd));
   }
   const logger = createLogger({ level: config.log.level, pretty: config.log.pretty, destination: ctx.stdout });
+  warnOverrides(overrides, logger);
   const users = storeFor(config, ctx.cwd, logger);
   announceFirstUser(await users.ensureFirstUser(ctx.env), ctx, logger);
   if (config.anonymous.enabled) warnShadowed(shadowedNames((await users.list()).map((u) => u.name)), logger);
@@ -54,6 +55,22 @@ export async function startServing(cmd: ParsedCommand, ctx: CliContext): Promise
     return { server, config, logger };
   } catch (err) {
     throw listenFailure(err, config) ?? err;
+  }
+}
+
+/** One warning per key the config file changes from its default that a BERTH_* variable sets to
+ * another value: the change in the file does nothing, and whoever made it should know. */
+function warnOverrides(overrides: readonly EnvOverride[], logger: Logger): void {
+  for (const o of overrides) {
+    logger.warn(
+      { event: "env-override", key: o.key, variable: o.variable, value: o.value, file: o.file, fileValue: o.fileValue },
+      "%s=%s overrides %s: %s in %s",
+      o.variable,
+      JSON.stringify(o.value),
+      o.key,
+      JSON.stringify(o.fileValue),
+      o.file,
+    );
   }
 }
 

@@ -52,10 +52,27 @@ type Scalar = string | number | boolean;
 type Section = Record<string, Scalar>;
 type Tree = Record<string, Section>;
 
+/** A key the config file changes from its default that a BERTH_* variable sets to yet another
+ * value (the variable wins, so the file's change does nothing). */
+export interface EnvOverride {
+  /** The dotted key ("listen.port"). */
+  readonly key: string;
+  /** The variable that set it ("BERTH_LISTEN_PORT"). */
+  readonly variable: string;
+  /** The value in effect, from the variable ("[hidden]" for a secret). */
+  readonly value: Scalar;
+  /** The config file. */
+  readonly file: string;
+  /** The value the file gives, not in effect ("[hidden]" for a secret). */
+  readonly fileValue: Scalar;
+}
+
 /** The values being merged and, per dotted key, where each came from (file path or variable). */
 interface Draft {
   readonly tree: Tree;
   readonly sources: Map<string, string>;
+  /** Keys of the file that the environment set to another value. */
+  readonly overrides: EnvOverride[];
 }
 
 /** How one key is typed and what values it accepts. */
@@ -365,8 +382,11 @@ export function envKey(variable: string): readonly [string, string] | undefined 
   return undefined;
 }
 
-/** Applies every BERTH_* variable of `env` over the draft; unknown ones are errors. */
-function applyEnv(draft: Draft, env: NodeJS.ProcessEnv): void {
+/** Applies every BERTH_* variable of `env` over the draft; unknown ones are errors. A key of
+ * `file` that a variable sets to another value is noted in the draft's overrides, unless the file
+ * only repeats the default (config/berth.yaml lists every key with its default, and overriding
+ * those is what the variables are for). */
+function applyEnv(draft: Draft, env: NodeJS.ProcessEnv, file: string): void {
   const names = Object.keys(env).filter((n) => n.startsWith("BERTH_") && !RESERVED_ENV.has(n)).sort();
   for (const name of names) {
     const target = envKey(name);
@@ -375,7 +395,22 @@ function applyEnv(draft: Draft, env: NodeJS.ProcessEnv): void {
       if (moved !== undefined) throw movedKeyError(moved, name) ?? new ConfigError(name, name);
       throw new ConfigError(name, `unknown environment variable ${name} (no such config key; see config/berth.yaml)`);
     }
-    assign(draft, target[0], target[1], env[name] ?? "", name);
+    const [section, key] = target;
+    const dotted = `${section}.${key}`;
+    const fromFile = draft.sources.get(dotted);
+    const before = draft.tree[section]?.[key];
+    assign(draft, section, key, env[name] ?? "", name);
+    const after = draft.tree[section]?.[key];
+    const byDefault = (DEFAULTS as unknown as Tree)[section]?.[key];
+    if (fromFile === file && before !== undefined && after !== undefined && after !== before && before !== byDefault) {
+      draft.overrides.push({
+        key: dotted,
+        variable: name,
+        value: shownValue(section, key, after),
+        file: fromFile,
+        fileValue: shownValue(section, key, before),
+      });
+    }
   }
 }
 
@@ -416,14 +451,20 @@ function deepFreeze<T>(value: T): T {
 
 /** Loads, validates and freezes the configuration; throws ConfigError naming the bad key. */
 export function loadConfig(opts: LoadOptions = {}): Config {
+  return loadConfigWithOverrides(opts).config;
+}
+
+/** loadConfig, and the keys the file changes from their defaults whose values a BERTH_* variable
+ * replaced with others (in the order of the variables' names). */
+export function loadConfigWithOverrides(opts: LoadOptions = {}): { readonly config: Config; readonly overrides: readonly EnvOverride[] } {
   const env = opts.env ?? process.env;
   const cwd = opts.cwd ?? process.cwd();
   const { file, explicit } = configFilePath({ file: opts.file, env });
-  const draft: Draft = { tree: structuredClone(DEFAULTS) as unknown as Tree, sources: new Map() };
+  const draft: Draft = { tree: structuredClone(DEFAULTS) as unknown as Tree, sources: new Map(), overrides: [] };
   applyFile(draft, readFileTree(file, explicit, cwd), file);
-  applyEnv(draft, env);
+  applyEnv(draft, env, file);
   checkCombinations(draft);
-  return deepFreeze(draft.tree as unknown as Config);
+  return { config: deepFreeze(draft.tree as unknown as Config), overrides: draft.overrides };
 }
 
 /** Resolves a config path against `cwd` (absolute stays as is); "" (unset) stays "". */
@@ -437,15 +478,18 @@ const SECRET_NAME = /(password|passphrase|secret|token|credentials?)$/i;
 /** Dotted keys that are secrets although their names do not say so (none yet). */
 const SECRET_KEYS: ReadonlySet<string> = new Set<string>();
 
+/** `value` of `section.key` as it may be printed: "[hidden]" for a non-empty secret. */
+function shownValue(section: string, key: string, value: Scalar): Scalar {
+  const secret = SECRET_KEYS.has(`${section}.${key}`) || SECRET_NAME.test(key);
+  return secret && value !== "" ? "[hidden]" : value;
+}
+
 /** A printable, unfrozen copy of `config` with every secret value replaced by "[hidden]". */
 export function redactConfig(config: Config): Record<string, Record<string, Scalar>> {
   const out: Record<string, Record<string, Scalar>> = {};
   for (const [section, body] of Object.entries(config as unknown as Tree)) {
     const copy: Record<string, Scalar> = {};
-    for (const [key, value] of Object.entries(body)) {
-      const secret = SECRET_KEYS.has(`${section}.${key}`) || SECRET_NAME.test(key);
-      copy[key] = secret && value !== "" ? "[hidden]" : value;
-    }
+    for (const [key, value] of Object.entries(body)) copy[key] = shownValue(section, key, value);
     out[section] = copy;
   }
   return out;
