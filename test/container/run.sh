@@ -89,6 +89,10 @@ for _ in $(seq 20); do
   listening=$($ENGINE logs "$BR" 2>&1 | grep '"event":"listening"') && break
   sleep 0.25
 done
+# The image's /config/berth.yaml repeats the defaults, which its ENV overrides without a warning.
+if $ENGINE logs "$BR" 2>&1 | grep -q '"event":"env-override"'; then
+  $ENGINE logs "$BR" 2>&1 | grep '"event":"env-override"'; result FAIL "image: a stock start warns about its own ENV"
+else result PASS "image: a stock start logs no env-override warning"; fi
 if printf '%s' "$listening" | grep -q '"sendfile":"on"'; then result PASS "image: plain downloads by sendfile (native/ built)"
 else printf '%s\n' "${listening:-no listening line}"; result FAIL "image: sendfile not on"; fi
 if printf '%s' "$listening" | grep -q '"jail":"held"'; then result PASS "image: the jail holds what it checked (/proc/self/fd)"
