@@ -11,10 +11,12 @@ import path from "node:path";
 import { after, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { UserStore } from "../src/auth/store.ts";
+import { DEFAULTS } from "../src/config/schema.ts";
 import { receiveBinding, sendfileBinding } from "../src/native.ts";
 
 const MAIN = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
 const TSX = import.meta.resolve("tsx");
+const HEALTHCHECK = fileURLToPath(new URL("../docker/healthcheck.mjs", import.meta.url));
 const dirs: string[] = [];
 const children: ChildProcess[] = [];
 after(() => {
@@ -383,6 +385,82 @@ void describe("berth as a service", () => {
     assert.deepEqual(await admin(sock, { cmd: "drain" }), { ok: true });
     assert.equal(await srv.exited, 0);
     assert.throws(() => statSync(sock), /ENOENT/);
+  });
+});
+
+/** Runs docker/healthcheck.mjs in `cwd` with `env`; its exit status and output. */
+async function healthcheck(cwd: string, env: Record<string, string>): Promise<{ code: number | null; out: string }> {
+  const child = spawn(process.execPath, [HEALTHCHECK], { cwd, env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env } });
+  children.push(child);
+  let out = "";
+  child.stdout.on("data", (c: Buffer) => (out += c.toString("utf8")));
+  child.stderr.on("data", (c: Buffer) => (out += c.toString("utf8")));
+  const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+  return { code, out };
+}
+
+/** A port nobody listens on (just given back by the kernel). */
+async function closedPort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
+  const { port } = srv.address() as { port: number };
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
+}
+
+void describe("docker health check", () => {
+  const ports = async (srv: Served): Promise<{ port: number | null; implicitPort: number | null }> =>
+    JSON.parse(await srv.waitLog(/"event":"listening"/)) as { port: number | null; implicitPort: number | null };
+
+  void test("where neither a variable nor the file sets a key, it takes berth's default", () => {
+    const source = readFileSync(HEALTHCHECK, "utf8");
+    for (const [section, key, value] of [
+      ["listen", "host", DEFAULTS.listen.host],
+      ["listen", "port", DEFAULTS.listen.port],
+      ["tls", "mode", DEFAULTS.tls.mode],
+      ["tls", "implicitPort", DEFAULTS.tls.implicitPort],
+    ] as const) {
+      assert.ok(source.includes(`setting("${section}", "${key}", ${JSON.stringify(value)})`), `${section}.${key} defaults to ${value}`);
+    }
+  });
+
+  void test("plain: it reads the 220 on the control port, and fails when nothing listens there", async () => {
+    const srv = await serve("");
+    const env = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: String(srv.port) };
+    assert.deepEqual(await healthcheck(srv.cwd, env), { code: 0, out: "" });
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+    const down = await healthcheck(srv.cwd, env);
+    assert.equal(down.code, 1);
+    assert.match(down.out, /^unhealthy: .*ECONNREFUSED/);
+  });
+
+  void test("implicit FTPS only (tls.mode in the file): it handshakes on the implicit port, taking a self-signed certificate, and reads the 220", async () => {
+    const srv = await serve('tls:\n  mode: implicit\n', 8, { BERTH_TLS_IMPLICIT_PORT: "0" });
+    const { port, implicitPort } = await ports(srv);
+    assert.equal(port, null, "no plain listener");
+    assert.ok(implicitPort !== null);
+    // listen.port has nothing behind it; only the implicit port answers, and only in TLS.
+    const env = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: String(await closedPort()), BERTH_TLS_IMPLICIT_PORT: String(implicitPort) };
+    assert.deepEqual(await healthcheck(srv.cwd, env), { code: 0, out: "" });
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+    const down = await healthcheck(srv.cwd, env);
+    assert.equal(down.code, 1);
+    assert.match(down.out, /^unhealthy: implicit FTPS .*ECONNREFUSED/);
+  });
+
+  void test("both: it checks the control port and the implicit port, and fails when either does not answer", async () => {
+    const srv = await serve("", 8, { BERTH_TLS_MODE: "both", BERTH_TLS_IMPLICIT_PORT: "0" });
+    const { port, implicitPort } = await ports(srv);
+    assert.ok(port !== null && implicitPort !== null);
+    const env = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_TLS_MODE: "both", BERTH_LISTEN_PORT: String(port) };
+    assert.deepEqual(await healthcheck(srv.cwd, { ...env, BERTH_TLS_IMPLICIT_PORT: String(implicitPort) }), { code: 0, out: "" });
+    const wrong = await healthcheck(srv.cwd, { ...env, BERTH_TLS_IMPLICIT_PORT: String(await closedPort()) });
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.out, /^unhealthy: implicit FTPS .*ECONNREFUSED/);
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
   });
 });
 
