@@ -2,7 +2,9 @@
 # Container check for berth (not part of `npm test`; run with `npm run test:container`):
 #   1. builds docker/Dockerfile with podman (or a working docker engine);
 #   2. bridge network, control port and passive range published 1:1, BERTH_PASSIVE_ADDRESS=127.0.0.1:
-#      FileZilla (fz-check.sh) in passive mode, and the image's HEALTHCHECK;
+#      FileZilla (fz-check.sh) in passive mode, and the image's HEALTHCHECK; then implicit FTPS only,
+#      with every capability dropped but NET_BIND_SERVICE and the password from BERTH_PASSWORD_FILE:
+#      a login on port 990 and the HEALTHCHECK;
 #   3. --network host: FileZilla in active and passive mode;
 #   4. `stop` during a running upload: the container exits 0 within 10 s, the running upload
 #      completes, and a file stored before is still there.
@@ -133,6 +135,44 @@ if $ENGINE exec "$BR" berth selftest >"$WORK/selftest.out" 2>&1; then result PAS
 else cat "$WORK/selftest.out"; result FAIL "bridge: berth selftest inside the container"; fi
 fz "bridge: FileZilla plain passive" 22021 passive
 $ENGINE stop -t 10 "$BR" >/dev/null 2>&1
+
+# --- 2b. implicit FTPS only, every capability dropped but NET_BIND_SERVICE, password from a file ---
+IM=berth-ct-implicit-$$; NAMES+=("$IM")
+mkdir -p "$WORK/secrets" "$WORK/im-data" "$WORK/im-users"
+printf '%s\n' "$USER_PASS" >"$WORK/secrets/pw"
+chmod 0644 "$WORK/secrets/pw"
+chown -R 1000:1000 "$WORK/im-data" "$WORK/im-users" 2>/dev/null || chmod 0777 "$WORK/im-data" "$WORK/im-users"
+$ENGINE run -d --name "$IM" --cap-drop ALL --cap-add NET_BIND_SERVICE -e BERTH_TLS_MODE=implicit \
+  -e "BERTH_USER=$USER_NAME" -e BERTH_PASSWORD_FILE=/run/secrets/pw -v "$WORK/secrets/pw:/run/secrets/pw:ro" \
+  -v "$WORK/im-data:/data" -v "$WORK/im-users:/users" "$IMAGE" 2>/dev/null >/dev/null \
+  || { say "FAIL: cannot start the implicit-FTPS container"; exit 1; }
+# A login over implicit FTPS on port 990 inside the container (any certificate: berth made its own).
+implicit_login() {
+  $ENGINE exec -e "U=$USER_NAME" -e "P=$USER_PASS" "$IM" node -e '
+    const s = require("tls").connect({ host: "127.0.0.1", port: 990, rejectUnauthorized: false });
+    let buf = "", step = 0;
+    s.on("error", () => process.exit(1));
+    s.on("data", (c) => {
+      buf += c;
+      const lines = buf.split("\r\n").filter((l) => /^\d{3} /.test(l));
+      if (step === 0 && lines.some((l) => l.startsWith("220"))) { step = 1; buf = ""; s.write(`USER ${process.env.U}\r\n`); }
+      else if (step === 1 && lines.some((l) => l.startsWith("331"))) { step = 2; buf = ""; s.write(`PASS ${process.env.P}\r\n`); }
+      else if (step === 2 && lines.length > 0) process.exit(lines[0].startsWith("230") ? 0 : 1);
+    });
+    setTimeout(() => process.exit(1), 5000);' 2>/dev/null
+}
+ok=0
+for _ in $(seq 1 60); do implicit_login && { ok=1; break; }; sleep 0.5; done
+if [ $ok = 1 ]; then result PASS "implicit FTPS, --cap-drop ALL --cap-add NET_BIND_SERVICE: login on 990 with BERTH_PASSWORD_FILE"
+else $ENGINE logs "$IM" 2>&1 | tail -20; result FAIL "implicit FTPS: no login on 990"; fi
+if [ "$ENGINE" = podman ]; then
+  if podman healthcheck run "$IM" >/dev/null 2>&1; then result PASS "implicit FTPS only: HEALTHCHECK healthy"
+  else $ENGINE exec "$IM" node /app/docker/healthcheck.mjs; result FAIL "implicit FTPS only: HEALTHCHECK"; fi
+else
+  if $ENGINE exec "$IM" node /app/docker/healthcheck.mjs; then result PASS "implicit FTPS only: health script"
+  else result FAIL "implicit FTPS only: health script"; fi
+fi
+$ENGINE stop -t 10 "$IM" >/dev/null 2>&1
 
 # --- 3. host network, active and passive ---
 HO=berth-ct-host-$$; NAMES+=("$HO")
