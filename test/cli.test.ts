@@ -1,66 +1,16 @@
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
 import path from "node:path";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { parse } from "yaml";
 import { PERMS } from "../src/auth/types.ts";
 import { UserStore } from "../src/auth/store.ts";
 import { DEFAULTS } from "../src/config/schema.ts";
+import { assertOneLineError, berth, startServe, workdir } from "./helpers/cli.ts";
 
-const MAIN = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
-const TSX = import.meta.resolve("tsx");
 const HAS_SERVER = existsSync(fileURLToPath(new URL("../src/server.ts", import.meta.url)));
-
-const dirs: string[] = [];
-after(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
-
-/** A fresh working directory. */
-function workdir(): string {
-  const dir = mkdtempSync(path.join(tmpdir(), "berth-cli-"));
-  dirs.push(dir);
-  return dir;
-}
-
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** A minimal environment: no stray BERTH_* variables, fast bcrypt. */
-function baseEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", BERTH_USERS_BCRYPT_COST: "4", ...extra };
-}
-
-/** Runs the CLI in `cwd` with `args`, feeding `input` on stdin. */
-function berth(cwd: string, args: string[], opts: { input?: string; env?: Record<string, string> } = {}): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", TSX, MAIN, ...args], { cwd, env: baseEnv(opts.env), timeout: 60_000, killSignal: "SIGKILL" });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
-    child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(opts.input ?? "");
-  });
-}
-
-/** Asserts a failure: the exit status and exactly one `berth: ...` line on stderr, no stack trace. */
-function assertOneLineError(r: Result, code: number, ...fragments: string[]): void {
-  assert.equal(r.code, code, `exit status (stderr: ${r.stderr})`);
-  const lines = r.stderr.split("\n").filter(Boolean);
-  assert.equal(lines.length, 1, `one line on stderr, got: ${r.stderr}`);
-  assert.match(lines[0] ?? "", /^berth: /);
-  assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
-  for (const f of fragments) assert.ok(r.stderr.includes(f), `"${r.stderr.trim()}" should mention ${f}`);
-}
 
 void describe("berth user", () => {
   void test("add, list, passwd, del through the command line", async () => {
@@ -207,29 +157,6 @@ void describe("berth config check and errors", () => {
 });
 
 void describe("berth serve", { skip: HAS_SERVER ? false : "src/server.ts is not there yet" }, () => {
-  const children: ChildProcess[] = [];
-  after(() => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
-  });
-
-  /** Starts `berth serve` and resolves once `pattern` appears on stdout. */
-  function startServe(cwd: string, env: Record<string, string>, pattern: RegExp) {
-    const child = spawn(process.execPath, ["--import", TSX, MAIN, "serve"], { cwd, env: baseEnv(env) });
-    children.push(child);
-    let stdout = "";
-    let stderr = "";
-    const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
-    const ready = new Promise<void>((resolve, reject) => {
-      child.stdout.on("data", (c: Buffer) => {
-        stdout += c.toString("utf8");
-        if (pattern.test(stdout)) resolve();
-      });
-      child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
-      void exited.then(() => reject(new Error(`serve exited early: ${stderr}`)));
-    });
-    return { child, ready, exited, output: () => ({ stdout, stderr }) };
-  }
-
   const env = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22000-22009", BERTH_LOG_LEVEL: "info" };
 
   void test("prints demo credentials once and stops on SIGTERM with status 0", async () => {

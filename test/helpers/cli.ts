@@ -1,0 +1,86 @@
+/**
+ * The berth command line as an operator runs it, for tests: a real process in a fresh working
+ * directory with a minimal environment, the one-line error check, and a serving process. Working
+ * directories are removed, and serving processes a test left running killed, when the file is done.
+ */
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after } from "node:test";
+import { fileURLToPath } from "node:url";
+
+/** The command line's entry. */
+export const MAIN = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url));
+/** tsx's loader, for `node --import`. */
+export const TSX = import.meta.resolve("tsx");
+
+const dirs: string[] = [];
+const children: ChildProcess[] = [];
+after(() => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** A fresh working directory. */
+export function workdir(): string {
+  const dir = mkdtempSync(path.join(tmpdir(), "berth-cli-"));
+  dirs.push(dir);
+  return dir;
+}
+
+/** What a finished command left: its exit status and output. */
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** A minimal environment: no stray BERTH_* variables, fast bcrypt. */
+export function baseEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", BERTH_USERS_BCRYPT_COST: "4", ...extra };
+}
+
+/** Runs the CLI in `cwd` with `args`, feeding `input` on stdin. */
+export function berth(cwd: string, args: string[], opts: { input?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", TSX, MAIN, ...args], { cwd, env: baseEnv(opts.env), timeout: 60_000, killSignal: "SIGKILL" });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(opts.input ?? "");
+  });
+}
+
+/** Asserts a failure: the exit status and exactly one `berth: ...` line on stderr, no stack trace. */
+export function assertOneLineError(r: CliResult, code: number, ...fragments: string[]): void {
+  assert.equal(r.code, code, `exit status (stderr: ${r.stderr})`);
+  const lines = r.stderr.split("\n").filter(Boolean);
+  assert.equal(lines.length, 1, `one line on stderr, got: ${r.stderr}`);
+  assert.match(lines[0] ?? "", /^berth: /);
+  assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+  for (const f of fragments) assert.ok(r.stderr.includes(f), `"${r.stderr.trim()}" should mention ${f}`);
+}
+
+/** Starts `berth serve` in `cwd`; `ready` resolves once `pattern` appears on stdout (and rejects
+ * if the process exits first). */
+export function startServe(cwd: string, env: Record<string, string>, pattern: RegExp) {
+  const child = spawn(process.execPath, ["--import", TSX, MAIN, "serve"], { cwd, env: baseEnv(env) });
+  children.push(child);
+  let stdout = "";
+  let stderr = "";
+  const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
+  const ready = new Promise<void>((resolve, reject) => {
+    child.stdout.on("data", (c: Buffer) => {
+      stdout += c.toString("utf8");
+      if (pattern.test(stdout)) resolve();
+    });
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+    void exited.then(() => reject(new Error(`serve exited early: ${stderr}`)));
+  });
+  return { child, ready, exited, output: () => ({ stdout, stderr }) };
+}
