@@ -156,6 +156,17 @@ void describe("berth config check and errors", () => {
   });
 });
 
+void describe("berth selftest", () => {
+  void test("a --port that is not a port number is named as the mistake; with listen.port 0 one is asked for; exit 2", async () => {
+    const cwd = workdir();
+    const ports = ["abc", "0", "65536", "21.5", "-1"];
+    const results = await Promise.all(ports.map(async (port) => ({ port, r: await berth(cwd, ["selftest", `--port=${port}`]) })));
+    for (const { port, r } of results) assertOneLineError(r, 2, `--port ${port} is not a port number (1..65535)`);
+    assertOneLineError(await berth(cwd, ["selftest"], { env: { BERTH_LISTEN_PORT: "0" } }), 2, "selftest needs the server's port (listen.port is 0; pass --port N)");
+    assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "no temporary user was added");
+  });
+});
+
 void describe("berth serve", { skip: HAS_SERVER ? false : "src/server.ts is not there yet" }, () => {
   const env = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22000-22009", BERTH_LOG_LEVEL: "info" };
 

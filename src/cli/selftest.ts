@@ -43,15 +43,26 @@ export function dockerMapping(config: Config): string {
   return `docker run ${parts.join(" ")} ...`;
 }
 
+/** The port to test: --port when given (a usage error unless 1..65535), else `key`'s value. */
+function selftestPort(given: string | true | undefined, configured: number, key: string): number {
+  if (typeof given === "string") {
+    const port = /^\d{1,5}$/.test(given) ? Number(given) : 0;
+    if (port < 1 || port > 65535) throw new CliError(`--port ${given} is not a port number (1..65535)`, 2);
+    return port;
+  }
+  // listen.port 0 picks a free port at start: which one, only the running server knows.
+  if (configured === 0) throw new CliError(`selftest needs the server's port (${key} is 0; pass --port N)`, 2);
+  return configured;
+}
+
 /** Runs the self-test; 0 when every step passed, 1 otherwise. */
 export async function runSelftest(cmd: ParsedCommand, ctx: CliContext): Promise<number> {
   const config = configFor(cmd, ctx);
   const host = typeof cmd.options.host === "string" ? cmd.options.host : config.passive.address || "127.0.0.1";
   const implicit = config.tls.mode === "implicit";
-  const port = typeof cmd.options.port === "string" ? Number(cmd.options.port) : implicit ? config.tls.implicitPort : config.listen.port;
-  if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new CliError(`selftest needs the server's port (listen.port is ${config.listen.port}; pass --port N)`, 2);
-  }
+  const port = implicit
+    ? selftestPort(cmd.options.port, config.tls.implicitPort, "tls.implicitPort")
+    : selftestPort(cmd.options.port, config.listen.port, "listen.port");
   const store = storeFor(config, ctx.cwd);
   const user = `selftest-${randomBytes(4).toString("hex")}`;
   const password = randomBytes(18).toString("base64url");
