@@ -287,6 +287,20 @@ export class UserStore implements CredentialSource {
     return users.map((u) => this.#toUser(u)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
+  /** Throws what add() would for `name` and `opts` whatever the password: a bad name or option, an
+   * existing user, a users file that cannot be read. For the command line, before it asks for one. */
+  async checkAdd(name: string, opts: AddOptions = {}): Promise<void> {
+    checkUserName(name);
+    applyChanges({ name, hash: "", home: opts.root ?? name, readOnly: false }, opts);
+    refuseExisting(await this.#readFresh(), name);
+  }
+
+  /** Throws UserError("not-found") unless `name` is a user (and "io" or "corrupt" when the file
+   * cannot be read): what passwd() would refuse whatever the password. */
+  async checkExists(name: string): Promise<void> {
+    refuseMissing(await this.#readFresh(), name);
+  }
+
   /** Adds a user and creates their home directory; refuses duplicates and bad names or passwords. */
   async add(name: string, password: string, opts: AddOptions = {}): Promise<User> {
     checkUserName(name);
@@ -297,7 +311,7 @@ export class UserStore implements CredentialSource {
     const user = this.#toUser(record);
     await this.#update(
       (users) => {
-        if (users.some((u) => u.name === name)) throw new UserError("conflict", `user ${quote(name)} already exists`);
+        refuseExisting(users, name);
         return [...users, record];
       },
       () => this.#makeHome(user.home),
@@ -310,7 +324,7 @@ export class UserStore implements CredentialSource {
     checkPassword(password);
     const hash = await bcrypt.hash(password, this.#cost);
     await this.#update((users) => {
-      if (!users.some((u) => u.name === name)) throw new UserError("not-found", `no user ${quote(name)}`);
+      refuseMissing(users, name);
       return users.map((u) => (u.name === name ? { ...u, hash } : u));
     });
   }
@@ -485,6 +499,16 @@ export class UserStore implements CredentialSource {
       throw new UserError("io", `cannot create home directory ${home}: ${systemErrorText(err)}`);
     }
   }
+}
+
+/** Throws UserError("conflict") when `users` has one named `name`. */
+function refuseExisting(users: readonly UserRecord[], name: string): void {
+  if (users.some((u) => u.name === name)) throw new UserError("conflict", `user ${quote(name)} already exists`);
+}
+
+/** Throws UserError("not-found") unless `users` has one named `name`. */
+function refuseMissing(users: readonly UserRecord[], name: string): void {
+  if (!users.some((u) => u.name === name)) throw new UserError("not-found", `no user ${quote(name)}`);
 }
 
 /** A record with `changes` applied and checked; throws UserError("invalid") on a bad value. */

@@ -53,6 +53,8 @@ export async function runUser(cmd: ParsedCommand, ctx: CliContext): Promise<numb
   switch (cmd.name) {
     case "user add": {
       const changes = userChanges(cmd);
+      // Whatever would refuse the user is said before the password is asked for (twice).
+      await store.checkAdd(name, changes);
       const password = await newPassword(ctx, fromStdin, `"${name}"`);
       const user = await store.add(name, password, changes);
       say(`berth: added user "${user.name}" (home ${user.home}${user.readOnly ? ", read-only" : ""})`);
@@ -68,6 +70,7 @@ export async function runUser(cmd: ParsedCommand, ctx: CliContext): Promise<numb
       return 0;
     }
     case "user passwd":
+      await store.checkExists(name);
       await store.passwd(name, await newPassword(ctx, fromStdin, `"${name}"`));
       say(`berth: password of "${name}" changed`);
       return 0;
