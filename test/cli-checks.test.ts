@@ -1,12 +1,15 @@
 /**
  * The command line checks before it acts: `user add` and `user passwd` refuse what they would
- * refuse before asking for a password.
+ * refuse before asking for a password, and `config check` refuses what `serve` would.
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, test } from "node:test";
+import { parse } from "yaml";
+import type { Config } from "../src/config/schema.ts";
+import { makeSelfSigned } from "../src/data/selfsigned.ts";
 import { assertOneLineError, baseEnv, berth, MAIN, TSX, workdir } from "./helpers/cli.ts";
 
 const HAVE_PYTHON3 = spawnSync("python3", ["-c", "import pty"]).status === 0;
@@ -75,5 +78,48 @@ void describe("berth user: checks before the password", () => {
     // The prompt itself is still there for a command that can go on.
     const asks = await berthOnTerminal(cwd, ["user", "passwd", "zed"], /new password for "zed": /);
     assert.match(asks.output, /new password for "zed": /);
+  });
+});
+
+void describe("berth config check: what serve checks before it starts", () => {
+  void test("config check refuses what serve refuses before listening (certificate, key, transfer log), with the same line and exit 2", async () => {
+    const cwd = workdir();
+    const { cert, key } = makeSelfSigned(["localhost"]);
+    writeFileSync(path.join(cwd, "cert.pem"), cert);
+    writeFileSync(path.join(cwd, "key.pem"), key);
+    writeFileSync(path.join(cwd, "junk.pem"), "not a certificate\n");
+    const listen = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22020-22029" };
+    const explicit = { ...listen, BERTH_TLS_MODE: "explicit" };
+    const cases: [Record<string, string>, string][] = [
+      [{ ...explicit, BERTH_TLS_CERT: "/nonexistent/cert.pem", BERTH_TLS_KEY: "/nonexistent/key.pem" }, "berth: config: tls.cert cannot be read: /nonexistent/cert.pem (no such file)"],
+      [{ ...explicit, BERTH_TLS_CERT: "cert.pem", BERTH_TLS_KEY: "missing-key.pem" }, `berth: config: tls.key cannot be read: ${path.join(cwd, "missing-key.pem")} (no such file)`],
+      [{ ...explicit, BERTH_TLS_CERT: "cert.pem" }, "berth: config: tls.cert and tls.key must be set together (tls.key is empty)"],
+      [{ ...explicit, BERTH_TLS_KEY: "key.pem" }, "berth: config: tls.cert and tls.key must be set together (tls.cert is empty)"],
+      [{ ...explicit, BERTH_TLS_CERT: "junk.pem", BERTH_TLS_KEY: "key.pem" }, `berth: config: tls.cert is not a PEM certificate: ${path.join(cwd, "junk.pem")}`],
+      [{ ...listen, BERTH_TLS_MODE: "implicit", BERTH_TLS_IMPLICIT_PORT: "0", BERTH_TLS_CERT: "key.pem", BERTH_TLS_KEY: "key.pem" }, `berth: config: tls.cert is not a PEM certificate: ${path.join(cwd, "key.pem")}`],
+      [{ ...listen, BERTH_LOG_XFERLOG: "no-such-dir/xferlog" }, "berth: config: log.xferlog cannot be opened: no-such-dir/xferlog (no such file or directory)"],
+      [{ ...listen, BERTH_LOG_XFERLOG: "cert.pem/xferlog" }, "berth: config: log.xferlog cannot be opened: cert.pem/xferlog (not a directory)"],
+    ];
+    const results = await Promise.all(
+      cases.map(async ([env, line]) => {
+        const [served, checked] = await Promise.all([berth(cwd, ["serve"], { env }), berth(cwd, ["config", "check"], { env })]);
+        return { env, line, served, checked };
+      }),
+    );
+    for (const { env, line, served, checked } of results) {
+      assertOneLineError(served, 2);
+      assert.equal(served.stderr, `${line}\n`, `serve with ${JSON.stringify(env)}`);
+      assertOneLineError(checked, 2);
+      assert.equal(checked.stderr, served.stderr, `config check with ${JSON.stringify(env)}`);
+      assert.equal(checked.stdout, "", "nothing printed for a config that is refused");
+    }
+    // What serve takes, config check takes, and it creates nothing (no transfer log file yet).
+    const good = { ...explicit, BERTH_TLS_CERT: "cert.pem", BERTH_TLS_KEY: "key.pem", BERTH_LOG_XFERLOG: "xferlog" };
+    const ok = await berth(cwd, ["config", "check"], { env: good });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal((parse(ok.stdout) as Config).tls.cert, "cert.pem");
+    assert.ok(!existsSync(path.join(cwd, "xferlog")), "config check made no transfer log");
+    // With TLS off the certificate is not read, by serve or by config check.
+    assert.equal((await berth(cwd, ["config", "check"], { env: { BERTH_TLS_CERT: "/nonexistent/cert.pem" } })).code, 0);
   });
 });

@@ -970,7 +970,7 @@ describe("certificates", () => {
     const cases: [Partial<{ cert: string; key: string }>, string, RegExp][] = [
       [{ cert: join(dir, "missing.pem"), key: join(dir, "key.pem") }, "tls.cert", /tls\.cert cannot be read: .*missing\.pem \(no such file\)/],
       [{ cert: join(dir, "cert.pem"), key: join(dir, "missing.pem") }, "tls.key", /tls\.key cannot be read: .*missing\.pem/],
-      [{ cert: join(dir, "cert.pem"), key: "" }, "tls.key", /tls\.key must be set/],
+      [{ cert: join(dir, "cert.pem"), key: "" }, "tls.key", /tls\.cert and tls\.key must be set together \(tls\.key is empty\)/],
       [{ cert: join(dir, "junk.pem"), key: join(dir, "key.pem") }, "tls.cert", /tls\.cert is not a PEM certificate/],
       [{ cert: join(dir, "cert.pem"), key: join(dir, "other-key.pem") }, "tls.key", /tls\.key is not a PEM private key matching/],
       [{ cert: dir, key: join(dir, "key.pem") }, "tls.cert", /tls\.cert cannot be read/],

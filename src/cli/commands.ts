@@ -14,6 +14,7 @@ import { PERMS, type Perm } from "../auth/types.ts";
 import { formatSize, parseSize } from "../config/units.ts";
 import { Limiter, scanUsage, type Usage } from "../fs/usage.ts";
 import type { ParsedCommand } from "./args.ts";
+import { checkBeforeStart } from "./preflight.ts";
 import { newPassword, type Streams } from "./prompt.ts";
 
 /** What a command may use of the process: streams, environment and working directory. */
@@ -237,9 +238,10 @@ export function formatTable(rows: readonly (readonly string[])[]): string {
     .join("\n");
 }
 
-/** Runs `config check`: validates, then prints the effective config as YAML with secrets hidden. */
+/** Runs `config check`: validates as serve does before it starts, then prints the effective config as YAML with secrets hidden. */
 export function runConfigCheck(cmd: ParsedCommand, ctx: CliContext): number {
   const config = configFor(cmd, ctx);
+  checkBeforeStart(config, ctx.cwd);
   const given = cmd.options.config;
   const { file } = configFilePath({ file: typeof given === "string" ? given : undefined, env: ctx.env });
   const found = existsSync(path.resolve(ctx.cwd, file));

@@ -7,7 +7,7 @@
  */
 import { constants as cryptoConstants, createHash, randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { getSystemErrorName } from "node:util";
 import type { Server, Socket } from "node:net";
@@ -194,18 +194,8 @@ export class TlsProvider {
 
   /** Reads (or, with no cert configured, creates) the certificate; TlsConfigError on failure. */
   static create(config: Config, logger: Logger, cwd = process.cwd()): TlsProvider {
-    const tls = config.tls;
-    let certPath = tls.cert ? resolve(cwd, tls.cert) : "";
-    let keyPath = tls.key ? resolve(cwd, tls.key) : "";
-    if (!certPath && !keyPath) {
-      const dir = resolve(cwd, dirname(config.users.file));
-      certPath = resolve(dir, "selfsigned-cert.pem");
-      keyPath = resolve(dir, "selfsigned-key.pem");
-      ensureSelfSigned(certPath, keyPath, logger);
-    } else if (!certPath || !keyPath) {
-      const missing = certPath ? "tls.key" : "tls.cert";
-      throw new TlsConfigError(missing, `${missing} must be set when the other one is`);
-    }
+    const { certPath, keyPath, selfSigned } = certificatePaths(config, cwd);
+    if (selfSigned) ensureSelfSigned(certPath, keyPath, logger);
     return new TlsProvider(loadMaterial(certPath, keyPath), logger);
   }
 
@@ -398,6 +388,33 @@ class Handshake {
     // A client that sends plaintext after PROT P ends up here too (curl 7.87-7.88 in active mode).
     this.reject(new FtpError(425, `Can't open data connection: TLS handshake ${why} (PROT P: the data connection must use TLS)`));
   }
+}
+
+/** The certificate and key files `config` names, resolved against `cwd`; with neither set, the
+ * self-signed pair kept beside the users file. TlsConfigError when only one of them is set. */
+function certificatePaths(config: Config, cwd: string): { certPath: string; keyPath: string; selfSigned: boolean } {
+  const { cert, key } = config.tls;
+  if (cert === "" && key === "") {
+    const dir = resolve(cwd, dirname(config.users.file));
+    return { certPath: resolve(dir, "selfsigned-cert.pem"), keyPath: resolve(dir, "selfsigned-key.pem"), selfSigned: true };
+  }
+  if (cert === "" || key === "") {
+    const missing = cert === "" ? "tls.cert" : "tls.key";
+    throw new TlsConfigError(missing, `tls.cert and tls.key must be set together (${missing} is empty)`);
+  }
+  return { certPath: resolve(cwd, cert), keyPath: resolve(cwd, key), selfSigned: false };
+}
+
+/**
+ * Checks what TlsProvider.create would read, without creating anything: with TLS on, the
+ * certificate and key must be set together, readable, PEM and a pair. A self-signed pair that is
+ * not there yet passes (the server makes it at start); one that is there must load.
+ */
+export function checkTlsFiles(config: Config, cwd = process.cwd()): void {
+  if (config.tls.mode === "off") return;
+  const { certPath, keyPath, selfSigned } = certificatePaths(config, cwd);
+  if (selfSigned && !(existsSync(certPath) && existsSync(keyPath))) return;
+  loadMaterial(certPath, keyPath);
 }
 
 function stampOf(certPath: string, keyPath: string): string {

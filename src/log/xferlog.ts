@@ -5,7 +5,8 @@
  * direction access-mode username service-name authentication-method authenticated-user-id
  * completion-status`.
  */
-import { constants, openSync, write } from "node:fs";
+import { accessSync, closeSync, constants, openSync, statSync, write } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { ConfigError } from "../config/load.ts";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { closeQuietly } from "../fs/fd.ts";
@@ -189,7 +190,30 @@ function openForAppend(file: string): number {
   try {
     return openSync(file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o640);
   } catch (err) {
-    throw new ConfigError("log.xferlog", `log.xferlog cannot be opened: ${file} (${systemErrorText(err)})`);
+    throw cannotOpen(file, err);
+  }
+}
+
+function cannotOpen(file: string, err: unknown): ConfigError {
+  return new ConfigError("log.xferlog", `log.xferlog cannot be opened: ${file} (${systemErrorText(err)})`);
+}
+
+/** Throws the ConfigError XferLog.open would for `file` (relative to `cwd`), without creating
+ * it: an existing file must open for appending, a new one needs a directory it can be made in. */
+export function checkXferlogPath(file: string, cwd = process.cwd()): void {
+  const full = resolve(cwd, file);
+  try {
+    closeSync(openSync(full, constants.O_WRONLY | constants.O_APPEND | constants.O_NONBLOCK));
+    return;
+  } catch (err) {
+    if (errnoCode(err) !== "ENOENT") throw cannotOpen(file, err);
+  }
+  const dir = dirname(full);
+  try {
+    if (!statSync(dir).isDirectory()) throw Object.assign(new Error("not a directory"), { code: "ENOTDIR" });
+    accessSync(dir, constants.W_OK | constants.X_OK);
+  } catch (err) {
+    throw cannotOpen(file, err);
   }
 }
 
