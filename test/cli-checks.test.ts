@@ -1,6 +1,7 @@
 /**
  * The command line checks before it acts: `user add` and `user passwd` refuse what they would
- * refuse before asking for a password, and `config check` refuses what `serve` would.
+ * refuse before asking for a password, `config check` refuses what `serve` would, and `serve`
+ * names the key of a host that does not resolve.
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -121,5 +122,28 @@ void describe("berth config check: what serve checks before it starts", () => {
     assert.ok(!existsSync(path.join(cwd, "xferlog")), "config check made no transfer log");
     // With TLS off the certificate is not read, by serve or by config check.
     assert.equal((await berth(cwd, ["config", "check"], { env: { BERTH_TLS_CERT: "/nonexistent/cert.pem" } })).code, 0);
+  });
+});
+
+void describe("hosts to listen on", () => {
+  void test("a listen host that does not resolve is a config error naming the key, exit 2; an invalid IP is refused by config check too", async () => {
+    const cwd = workdir();
+    const env = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22020-22029" };
+    // .invalid never resolves (RFC 6761); a resolver that cannot be reached fails the same way.
+    const [host, metrics, ...invalid] = await Promise.all([
+      berth(cwd, ["serve"], { env: { ...env, BERTH_LISTEN_HOST: "ftp.invalid" } }),
+      berth(cwd, ["serve"], { env: { ...env, BERTH_METRICS_LISTEN: "ftp.invalid:3311" } }),
+      ...[["serve"], ["config", "check"]].flatMap((command) => [
+        berth(cwd, command, { env: { ...env, BERTH_LISTEN_HOST: "999.1.1.1" } }),
+        berth(cwd, command, { env: { ...env, BERTH_METRICS_LISTEN: "999.1.1.1:3311" } }),
+      ]),
+    ]);
+    assertOneLineError(host, 2, "berth: config: listen.host ftp.invalid cannot be resolved");
+    assertOneLineError(metrics, 2, 'berth: config: metrics.listen "ftp.invalid:3311": ftp.invalid cannot be resolved');
+    assert.equal(invalid.length, 4);
+    invalid.forEach((r, i) => {
+      if (i % 2 === 0) assertOneLineError(r, 2, 'listen.host must be a host name or IP address (got "999.1.1.1")');
+      else assertOneLineError(r, 2, "metrics.listen", '"999.1.1.1:3311"');
+    });
   });
 });

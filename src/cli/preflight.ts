@@ -1,9 +1,14 @@
 /**
  * What `berth serve` checks of its config before anything is created or listens, beyond the
- * config's own rules: the certificate and key it will read, the transfer log it will open.
- * `berth config check` runs the same checks, so a config it takes is one serve takes.
+ * config's own rules: the certificate and key it will read, the transfer log it will open, and
+ * (serve only) that the hosts it listens on resolve.
+ * `berth config check` runs the same file checks, so a config it takes is one serve takes.
  */
-import type { Config } from "../config/schema.ts";
+import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
+import { ConfigError } from "../config/load.ts";
+import { parseListen, type Config } from "../config/schema.ts";
+import { systemErrorText } from "../config/syserr.ts";
 import { checkTlsFiles } from "../data/tls.ts";
 import { checkXferlogPath } from "../log/xferlog.ts";
 
@@ -11,4 +16,25 @@ import { checkXferlogPath } from "../log/xferlog.ts";
 export function checkBeforeStart(config: Config, cwd: string): void {
   checkTlsFiles(config, cwd);
   if (config.log.xferlog !== "") checkXferlogPath(config.log.xferlog, cwd);
+}
+
+/**
+ * Looks up the host names serve listens on (listen.host, the host of metrics.listen) as listen()
+ * will; one that does not resolve is a ConfigError naming its key. Not in `config check`: a name
+ * may resolve only where the server runs.
+ */
+export async function checkHostsResolve(config: Config): Promise<void> {
+  await resolves(config.listen.host, "listen.host", "listen.host");
+  const metrics = config.metrics.listen === "" ? null : parseListen(config.metrics.listen);
+  if (metrics !== null) await resolves(metrics.host, "metrics.listen", `metrics.listen ${JSON.stringify(config.metrics.listen)}:`);
+}
+
+/** Throws a ConfigError naming `key`, its message starting with `label`, when `host` does not resolve. */
+async function resolves(host: string, key: string, label: string): Promise<void> {
+  if (isIP(host) !== 0) return;
+  try {
+    await lookup(host);
+  } catch (err) {
+    throw new ConfigError(key, `${label} ${host} cannot be resolved (${systemErrorText(err)})`);
+  }
 }

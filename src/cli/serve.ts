@@ -12,6 +12,7 @@ import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { createLogger, type Logger } from "../log/logger.ts";
 import { CliError, type ParsedCommand } from "./args.ts";
 import { configWithOverridesFor, storeFor, type CliContext } from "./commands.ts";
+import { checkHostsResolve } from "./preflight.ts";
 
 /** What the server hands back once it listens. */
 export interface RunningServer {
@@ -38,6 +39,7 @@ const LISTEN_ERRORS = new Set(["EADDRINUSE", "EACCES", "EADDRNOTAVAIL", "EPERM"]
 /** Starts the server; throws ConfigError, UserError or CliError for operator problems. */
 export async function startServing(cmd: ParsedCommand, ctx: CliContext): Promise<Serving> {
   const { config, overrides } = configWithOverridesFor(cmd, ctx);
+  await checkHostsResolve(config);
   // A server already answering on admin.socket keeps it: refused here, before listening on anything.
   if (config.admin.socket !== "") {
     const { claimAdminSocketPath } = await import("../admin/socket.ts");

@@ -10,7 +10,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseDocument } from "yaml";
 import { parseDirPerms, parsePermList, validPatterns } from "../auth/perms.ts";
-import { DEFAULTS, parseCidrList, parseListen, parsePortRange, parseUmask, type Config } from "./schema.ts";
+import { DEFAULTS, parseCidrList, parseListen, parsePortRange, parseUmask, validHost, type Config } from "./schema.ts";
 import { firstLine, systemErrorText, errnoCode } from "./syserr.ts";
 import { MAX_TIMER_MS, parseSize } from "./units.ts";
 
@@ -138,7 +138,6 @@ const bool: Rule = { type: "boolean", describe: "true or false", ok: (v) => type
 const port = intRule(0, 65535);
 const count = intRule(1, Number.MAX_SAFE_INTEGER);
 const hasControl = (v: string): boolean => [...v].some((c) => c.charCodeAt(0) < 0x20 || c === "\x7f");
-const noSpace = (v: string): boolean => !/[\s\0]/.test(v);
 const pathText = (v: string): boolean => !v.includes("\0");
 const filePath = text("a non-empty path", (v) => v !== "" && pathText(v));
 const optionalPath = text("a path or empty", pathText);
@@ -147,10 +146,10 @@ const size: Rule = { ...intRule(0, Number.MAX_SAFE_INTEGER, 'a size >= 0 like 0,
 
 /** Every key of Config with its rule; the mapped type makes a missing key a compile error. */
 const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: Rule } } = {
-  listen: { host: text("a host name or IP address", (v) => v !== "" && noSpace(v)), port },
+  listen: { host: text("a host name or IP address", validHost), port },
   passive: {
     ports: text('a port range "MIN-MAX" within 1..65535', (v) => parsePortRange(v) !== null),
-    address: text("an IP address, a host name or empty", noSpace),
+    address: text("an IP address, a host name or empty", (v) => v === "" || validHost(v)),
   },
   active: { enabled: bool },
   transfer: { sendfile: bool, uploadThreads: bool, checksums: bool },
@@ -215,7 +214,7 @@ const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: 
       v.length <= 200 && !hasControl(v),
     ),
   },
-  metrics: { listen: text('"host:port" or empty', (v) => v === "" || parseListen(v) !== null) },
+  metrics: { listen: text('"host:port" with a host name or IP address, or empty', (v) => v === "" || validHost(parseListen(v)?.host ?? "")) },
   // A Unix socket path is limited to about 100 bytes (sun_path).
   admin: { socket: text("a socket path of at most 100 bytes, or empty", (v) => pathText(v) && Buffer.byteLength(v) <= 100) },
   quota: { bytes: size, files: intRule(0, Number.MAX_SAFE_INTEGER), rescanAfter: seconds(true) },

@@ -246,6 +246,21 @@ export function parsePortRange(text: string): PortRange | null {
   return { min, max };
 }
 
+/** One label of a host name: letters, digits, "-" and "_" (container and compose names have it). */
+const HOST_LABEL = /^[A-Za-z0-9_-]{1,63}$/;
+
+/**
+ * True for a valid IPv4 or IPv6 address, or a host name that could resolve: dot-separated labels
+ * (a trailing dot allowed), at most 253 characters. Digits and dots alone must be an IPv4 address
+ * ("999.1.1.1" is a mistake, not a name), and anything with ":" an IPv6 one (without brackets).
+ */
+export function validHost(host: string): boolean {
+  if (isIP(host) !== 0) return true;
+  if (host.includes(":") || /^[\d.]+$/.test(host)) return false;
+  const name = host.endsWith(".") ? host.slice(0, -1) : host;
+  return name.length > 0 && name.length <= 253 && name.split(".").every((label) => HOST_LABEL.test(label));
+}
+
 /** Splits "host:port" / "[v6]:port" / "port"; null when malformed. */
 export function parseListen(text: string): { host: string; port: number } | null {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(text) ?? /^()()(\d{1,5})$/.exec(text);

@@ -16,6 +16,8 @@ const TEXT: Readonly<Record<string, string>> = {
   EADDRNOTAVAIL: "address not available",
   ELOOP: "too many symbolic links",
   EMFILE: "too many open files",
+  ENOTFOUND: "no such host",
+  EAI_AGAIN: "temporary failure in name resolution",
 };
 
 /** The errno code of `err` ("ENOENT"…), or undefined when it is not a system error. */
