@@ -173,6 +173,16 @@ void describe("UserStore", () => {
     assert.deepEqual(await store.ensureFirstUser({}), { kind: "existing" });
   });
 
+  void test("ensureFirstUser: no demo user in a users file that exists without users", async () => {
+    const box = sandbox();
+    const store = storeOn(box);
+    await store.add("only", "pw");
+    await store.del("only");
+    assert.deepEqual(await store.ensureFirstUser({}), { kind: "existing" });
+    assert.deepEqual(await store.list(), []);
+    assert.deepEqual(JSON.parse(readFileSync(box.file, "utf8")), { version: 1, users: [] });
+  });
+
   void test("ensureFirstUser: BERTH_USER with BERTH_PASSWORD or BERTH_PASSWORD_FILE", async () => {
     const box = sandbox();
     const store = storeOn(box);

@@ -363,12 +363,14 @@ export class UserStore implements CredentialSource {
 
   /**
    * Makes sure someone can log in: BERTH_USER with BERTH_PASSWORD or BERTH_PASSWORD_FILE creates or
-   * updates that user; otherwise, with no users at all, creates "demo" with a random password.
+   * updates that user; otherwise, on a true first start (no users file at all), creates "demo"
+   * with a random password. A users file that exists stays as it is, even with no users in it:
+   * they were deleted on purpose, and a new demo user would open a door nobody asked for.
    */
   async ensureFirstUser(env: NodeJS.ProcessEnv): Promise<FirstUserResult> {
     const fromEnv = await passwordFromEnv(env);
     if (fromEnv !== undefined) return this.#ensureEnvUser(fromEnv.name, fromEnv.password);
-    if ((await this.#readFresh()).length > 0) return { kind: "existing" };
+    if (await this.#fileExists()) return { kind: "existing" };
     const password = randomBytes(12).toString("base64url");
     await this.add("demo", password);
     return { kind: "demo", name: "demo", password };
@@ -414,6 +416,17 @@ export class UserStore implements CredentialSource {
     this.#loaded = true;
     this.#failure = null;
     this.#seen = await signature(this.#file).catch(() => undefined);
+  }
+
+  /** True when the users file exists (with or without users); UserError("io") when that cannot be told. */
+  async #fileExists(): Promise<boolean> {
+    try {
+      await stat(this.#file);
+      return true;
+    } catch (err) {
+      if (errnoCode(err) === "ENOENT") return false;
+      throw new UserError("io", `cannot read users file ${this.#file}: ${systemErrorText(err)}`);
+    }
   }
 
   /** Reads the file now; missing means no users; unreadable or corrupt throws UserError. */

@@ -49,7 +49,9 @@ export async function startServing(cmd: ParsedCommand, ctx: CliContext): Promise
   warnOverrides(overrides, logger);
   const users = storeFor(config, ctx.cwd, logger);
   announceFirstUser(await users.ensureFirstUser(ctx.env), ctx, logger);
-  if (config.anonymous.enabled) warnShadowed(shadowedNames((await users.list()).map((u) => u.name)), logger);
+  const names = (await users.list()).map((u) => u.name);
+  if (config.anonymous.enabled) warnShadowed(shadowedNames(names), logger);
+  else if (names.length === 0) warnNoUsers(users.file, logger);
   // Loaded here, not at the top, so that `user` and `config` commands do not load the server.
   const { startServer } = await import("../server.ts");
   try {
@@ -84,6 +86,11 @@ function announceFirstUser(result: FirstUserResult, ctx: CliContext, logger: Log
   } else if (result.kind === "env") {
     logger.info({ user: result.name, action: result.action }, "first user from BERTH_USER");
   }
+}
+
+/** A users file with no users in it (all deleted) and no anonymous FTP: nobody can log in. */
+function warnNoUsers(file: string, logger: Logger): void {
+  logger.warn({ event: "no-users", file }, "the users file has no users: nobody can log in until one is added (berth user add NAME)");
 }
 
 /** With anonymous FTP on, users-file accounts named anonymous or ftp cannot log in: say so once. */
