@@ -1,16 +1,57 @@
 /**
- * How `berth serve` starts: the demo user of a true first start, and a users file whose users
- * were all deleted.
+ * How `berth serve` starts: every check before anything is written, the demo user of a true
+ * first start made once the server listens, and a users file whose users were all deleted.
  */
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import path from "node:path";
 import { describe, test } from "node:test";
-import { berth, startServe, workdir } from "./helpers/cli.ts";
+import { assertOneLineError, berth, startServe, workdir } from "./helpers/cli.ts";
 
 const env = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22030-22039", BERTH_LOG_LEVEL: "info" };
 
 void describe("berth serve: the first start", () => {
+  void test("a first start that is refused creates nothing: no users file, no demo password, whether the config or the listen fails", async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+    const taken = String((blocker.address() as AddressInfo).port);
+    const cases: [Record<string, string>, number, string][] = [
+      [{ BERTH_TLS_MODE: "explicit", BERTH_TLS_CERT: "/nonexistent/cert.pem", BERTH_TLS_KEY: "/nonexistent/key.pem" }, 2, "tls.cert cannot be read"],
+      [{ BERTH_TLS_MODE: "explicit", BERTH_TLS_KEY: "/nonexistent/key.pem" }, 2, "tls.cert and tls.key must be set together"],
+      [{ BERTH_LOG_XFERLOG: "no-such-dir/xferlog" }, 2, "log.xferlog cannot be opened"],
+      [{ BERTH_LISTEN_HOST: "ftp.invalid" }, 2, "listen.host ftp.invalid cannot be resolved"],
+      [{ BERTH_LISTEN_PORT: taken }, 1, `cannot listen on 127.0.0.1:${taken}: address in use`],
+      [{ BERTH_METRICS_LISTEN: `127.0.0.1:${taken}` }, 1, `cannot listen on 127.0.0.1:${taken}: address in use`],
+      // TEST-NET-1 (RFC 5737): an address this machine does not have.
+      [{ BERTH_LISTEN_HOST: "192.0.2.1" }, 1, "cannot listen on 192.0.2.1:0: address not available"],
+    ];
+    try {
+      const results = await Promise.all(
+        cases.map(async ([extra, code, message]) => {
+          const cwd = workdir();
+          return { extra, code, message, cwd, r: await berth(cwd, ["serve"], { env: { ...env, ...extra } }) };
+        }),
+      );
+      for (const { extra, code, message, cwd, r } of results) {
+        assertOneLineError(r, code, message);
+        assert.doesNotMatch(r.stdout, /created user|password/, `${JSON.stringify(extra)}: no password printed`);
+        assert.ok(!existsSync(path.join(cwd, "users", "users.json")), `${JSON.stringify(extra)}: no users file`);
+        assert.ok(!existsSync(path.join(cwd, "data", "demo")), `${JSON.stringify(extra)}: no demo home`);
+      }
+    } finally {
+      blocker.close();
+    }
+    // The next start after a refused one is still a first start: it makes the demo user and says so.
+    const cwd = workdir();
+    assertOneLineError(await berth(cwd, ["serve"], { env: { ...env, BERTH_LISTEN_HOST: "192.0.2.1" } }), 1, "cannot listen");
+    const run = startServe(cwd, env, /add real users with: .*\n/);
+    await run.ready;
+    assert.match(run.output().stdout, /created user "demo" with password "[A-Za-z0-9_-]{16}"/);
+    run.child.kill("SIGTERM");
+    assert.equal(await run.exited, 0);
+  });
+
   void test("a users file whose users were all deleted stays empty: no demo user, a warning that nobody can log in", async () => {
     const cwd = workdir();
     assert.equal((await berth(cwd, ["user", "add", "only", "--password-stdin"], { input: "pw" })).code, 0);

@@ -161,47 +161,43 @@ void describe("UserStore", () => {
     assert.ok(await server.authenticate("bob", "pw"), "a malformed record is also refused as a whole");
   });
 
-  void test("ensureFirstUser: demo user once, then nothing", async () => {
+  void test("createDemoUser: demo user once, then nothing", async () => {
     const box = sandbox();
     const store = storeOn(box);
-    const first = await store.ensureFirstUser({});
-    assert.equal(first.kind, "demo");
-    if (first.kind !== "demo") return;
+    const first = await store.createDemoUser();
+    assert.ok(first);
     assert.equal(first.name, "demo");
     assert.match(first.password, /^[A-Za-z0-9_-]{16}$/);
     assert.ok(await store.authenticate("demo", first.password));
-    assert.deepEqual(await store.ensureFirstUser({}), { kind: "existing" });
+    assert.equal(await store.createDemoUser(), null);
   });
 
-  void test("ensureFirstUser: no demo user in a users file that exists without users", async () => {
+  void test("createDemoUser: no demo user in a users file that exists without users", async () => {
     const box = sandbox();
     const store = storeOn(box);
     await store.add("only", "pw");
     await store.del("only");
-    assert.deepEqual(await store.ensureFirstUser({}), { kind: "existing" });
+    assert.equal(await store.createDemoUser(), null);
     assert.deepEqual(await store.list(), []);
     assert.deepEqual(JSON.parse(readFileSync(box.file, "utf8")), { version: 1, users: [] });
   });
 
-  void test("ensureFirstUser: BERTH_USER with BERTH_PASSWORD or BERTH_PASSWORD_FILE", async () => {
+  void test("ensureEnvUser: BERTH_USER with BERTH_PASSWORD or BERTH_PASSWORD_FILE", async () => {
     const box = sandbox();
     const store = storeOn(box);
-    assert.deepEqual(await store.ensureFirstUser({ BERTH_USER: "ops", BERTH_PASSWORD: "one" }), {
-      kind: "env",
-      name: "ops",
-      action: "created",
-    });
+    assert.equal(await store.ensureEnvUser({}), undefined);
+    assert.ok(!existsSync(box.file), "nothing written without BERTH_USER");
+    assert.deepEqual(await store.ensureEnvUser({ BERTH_USER: "ops", BERTH_PASSWORD: "one" }), { name: "ops", action: "created" });
     const pwFile = path.join(box.dir, "secret");
     writeFileSync(pwFile, "two\n");
-    const again = await store.ensureFirstUser({ BERTH_USER: "ops", BERTH_PASSWORD_FILE: pwFile });
-    assert.equal(again.kind === "env" && again.action, "updated");
+    assert.deepEqual(await store.ensureEnvUser({ BERTH_USER: "ops", BERTH_PASSWORD_FILE: pwFile }), { name: "ops", action: "updated" });
     assert.ok(await store.authenticate("ops", "two"));
-    const same = await store.ensureFirstUser({ BERTH_USER: "ops", BERTH_PASSWORD: "two" });
-    assert.equal(same.kind === "env" && same.action, "unchanged");
-    assert.deepEqual((await store.list()).map((u) => u.name), ["ops"], "no demo user when BERTH_USER is set");
-    await rejectsWith(store.ensureFirstUser({ BERTH_USER: "ops" }), "invalid");
-    await rejectsWith(store.ensureFirstUser({ BERTH_PASSWORD: "x" }), "invalid");
-    await rejectsWith(store.ensureFirstUser({ BERTH_USER: "ops", BERTH_PASSWORD_FILE: "/nonexistent/pw" }), "invalid");
+    assert.deepEqual(await store.ensureEnvUser({ BERTH_USER: "ops", BERTH_PASSWORD: "two" }), { name: "ops", action: "unchanged" });
+    assert.deepEqual((await store.list()).map((u) => u.name), ["ops"]);
+    await rejectsWith(store.ensureEnvUser({ BERTH_USER: "ops" }), "invalid");
+    await rejectsWith(store.ensureEnvUser({ BERTH_PASSWORD: "x" }), "invalid");
+    await rejectsWith(store.ensureEnvUser({ BERTH_USER: "ops", BERTH_PASSWORD_FILE: "/nonexistent/pw" }), "invalid");
+    await rejectsWith(store.ensureEnvUser({ BERTH_USER: "bad name", BERTH_PASSWORD: "x" }), "invalid");
   });
 });
 

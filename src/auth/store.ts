@@ -86,11 +86,17 @@ export interface UserStoreOptions {
 /** Options of `add`: the home (absolute, or relative to the storage root; default the name) and the rest of UserChanges. */
 export type AddOptions = UserChanges;
 
-/** What ensureFirstUser did; only "demo" carries a password, to be shown once. */
-export type FirstUserResult =
-  | { readonly kind: "existing" }
-  | { readonly kind: "env"; readonly name: string; readonly action: "created" | "updated" | "unchanged" }
-  | { readonly kind: "demo"; readonly name: string; readonly password: string };
+/** What ensureEnvUser did with the user BERTH_USER names. */
+export interface EnvUserResult {
+  readonly name: string;
+  readonly action: "created" | "updated" | "unchanged";
+}
+
+/** The user createDemoUser made; the password is to be shown once. */
+export interface DemoUser {
+  readonly name: string;
+  readonly password: string;
+}
 
 /** Longest password bcrypt takes into account, in UTF-8 bytes. */
 export const MAX_PASSWORD_BYTES = 72;
@@ -362,32 +368,36 @@ export class UserStore implements CredentialSource {
   }
 
   /**
-   * Makes sure someone can log in: BERTH_USER with BERTH_PASSWORD or BERTH_PASSWORD_FILE creates or
-   * updates that user; otherwise, on a true first start (no users file at all), creates "demo"
-   * with a random password. A users file that exists stays as it is, even with no users in it:
-   * they were deleted on purpose, and a new demo user would open a door nobody asked for.
+   * BERTH_USER with BERTH_PASSWORD or BERTH_PASSWORD_FILE: creates that user, or sets their
+   * password when it differs. Undefined when BERTH_USER is not set; UserError("invalid") for a
+   * half-set pair, an unreadable password file, or a bad name or password.
    */
-  async ensureFirstUser(env: NodeJS.ProcessEnv): Promise<FirstUserResult> {
+  async ensureEnvUser(env: NodeJS.ProcessEnv): Promise<EnvUserResult | undefined> {
     const fromEnv = await passwordFromEnv(env);
-    if (fromEnv !== undefined) return this.#ensureEnvUser(fromEnv.name, fromEnv.password);
-    if (await this.#fileExists()) return { kind: "existing" };
-    const password = randomBytes(12).toString("base64url");
-    await this.add("demo", password);
-    return { kind: "demo", name: "demo", password };
-  }
-
-  /** Creates the env-named user, or sets their password when it differs. */
-  async #ensureEnvUser(name: string, password: string): Promise<FirstUserResult> {
+    if (fromEnv === undefined) return undefined;
+    const { name, password } = fromEnv;
     checkUserName(name);
     checkPassword(password);
     const existing = (await this.#readFresh()).find((u) => u.name === name);
     if (existing === undefined) {
       await this.add(name, password);
-      return { kind: "env", name, action: "created" };
+      return { name, action: "created" };
     }
-    if (await bcrypt.compare(password, existing.hash)) return { kind: "env", name, action: "unchanged" };
+    if (await bcrypt.compare(password, existing.hash)) return { name, action: "unchanged" };
     await this.passwd(name, password);
-    return { kind: "env", name, action: "updated" };
+    return { name, action: "updated" };
+  }
+
+  /**
+   * On a true first start, when there is no users file at all, creates "demo" with a random
+   * password. Null when the file exists, even with no users in it: they were deleted on purpose,
+   * and a new demo user would open a door nobody asked for.
+   */
+  async createDemoUser(): Promise<DemoUser | null> {
+    if (await this.#fileExists()) return null;
+    const password = randomBytes(12).toString("base64url");
+    await this.add("demo", password);
+    return { name: "demo", password };
   }
 
   /** Read-modify-write of the file, one at a time in this process; `beforeWrite` runs between. */

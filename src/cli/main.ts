@@ -10,7 +10,7 @@ import { ConfigError, resolvePath } from "../config/load.ts";
 import { firstLine } from "../config/syserr.ts";
 import { CliError, parseArgv, USAGE, type ParsedCommand } from "./args.ts";
 import { configFor, runConfigCheck, runUser, type CliContext } from "./commands.ts";
-import { startServing, type Serving } from "./serve.ts";
+import { startServing, welcome, type Serving } from "./serve.ts";
 
 /** V8's interrupt budget (bytes of bytecode) for the serving process; see serve(). */
 const INTERRUPT_BUDGET = 16 << 10;
@@ -84,6 +84,7 @@ async function serve(cmd: ParsedCommand): Promise<number> {
   live.serving = serving;
   catchFatal(serving.logger);
   const admin = await startAdmin(cmd, serving, () => onSignal("SIGTERM"));
+  await welcome(serving, ctx);
   return new Promise((resolve) => {
     onFirst = (signal) => resolve(stop(serving, signal).finally(() => admin?.close()));
     if (first !== undefined) onFirst(first);

@@ -1,10 +1,10 @@
 /**
- * `berth serve`: load the config, build the logger and the user store, make
- * sure someone can log in, and start the server. Signal handling and exiting stay in main.ts.
+ * `berth serve`: check the config, build the logger and the user store, start the server, and
+ * make sure someone can log in. Signal handling and exiting stay in main.ts.
  */
 import { shadowedNames } from "../auth/anonymous.ts";
 import type { DefenderStatus } from "../auth/defender.ts";
-import type { FirstUserResult } from "../auth/store.ts";
+import type { UserStore } from "../auth/store.ts";
 import type { Config } from "../config/schema.ts";
 import type { Session } from "../protocol/session.ts";
 import { resolvePath, type EnvOverride } from "../config/load.ts";
@@ -12,7 +12,7 @@ import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { createLogger, type Logger } from "../log/logger.ts";
 import { CliError, type ParsedCommand } from "./args.ts";
 import { configWithOverridesFor, storeFor, type CliContext } from "./commands.ts";
-import { checkHostsResolve } from "./preflight.ts";
+import { checkBeforeStart, checkHostsResolve } from "./preflight.ts";
 
 /** What the server hands back once it listens. */
 export interface RunningServer {
@@ -31,14 +31,23 @@ export interface Serving {
   readonly server: RunningServer;
   readonly config: Config;
   readonly logger: Logger;
+  readonly users: UserStore;
+  /** Whether BERTH_USER named a user (then no demo user is made). */
+  readonly envUser: boolean;
 }
 
 /** Errors of listen() that are the operator's environment, not a bug. */
 const LISTEN_ERRORS = new Set(["EADDRINUSE", "EACCES", "EADDRNOTAVAIL", "EPERM"]);
 
-/** Starts the server; throws ConfigError, UserError or CliError for operator problems. */
+/**
+ * Checks everything that can be checked before anything is written (the config, the certificate
+ * and key, the transfer log, the hosts to listen on, BERTH_USER and the users file), then makes
+ * the user BERTH_USER names, then listens. Throws ConfigError, UserError or CliError for operator
+ * problems. The demo user of a first start is made by welcome(), once everything listens.
+ */
 export async function startServing(cmd: ParsedCommand, ctx: CliContext): Promise<Serving> {
   const { config, overrides } = configWithOverridesFor(cmd, ctx);
+  checkBeforeStart(config, ctx.cwd);
   await checkHostsResolve(config);
   // A server already answering on admin.socket keeps it: refused here, before listening on anything.
   if (config.admin.socket !== "") {
@@ -48,15 +57,15 @@ export async function startServing(cmd: ParsedCommand, ctx: CliContext): Promise
   const logger = createLogger({ level: config.log.level, pretty: config.log.pretty, destination: ctx.stdout });
   warnOverrides(overrides, logger);
   const users = storeFor(config, ctx.cwd, logger);
-  announceFirstUser(await users.ensureFirstUser(ctx.env), ctx, logger);
-  const names = (await users.list()).map((u) => u.name);
-  if (config.anonymous.enabled) warnShadowed(shadowedNames(names), logger);
-  else if (names.length === 0) warnNoUsers(users.file, logger);
+  // Reads the users file (a corrupt one stops here) before BERTH_USER changes it.
+  await users.list();
+  const envUser = await users.ensureEnvUser(ctx.env);
+  if (envUser !== undefined) logger.info({ user: envUser.name, action: envUser.action }, "first user from BERTH_USER");
   // Loaded here, not at the top, so that `user` and `config` commands do not load the server.
   const { startServer } = await import("../server.ts");
   try {
     const server = await startServer({ config, logger, users });
-    return { server, config, logger };
+    return { server, config, logger, users, envUser: envUser !== undefined };
   } catch (err) {
     throw listenFailure(err, config) ?? err;
   }
@@ -78,14 +87,20 @@ function warnOverrides(overrides: readonly EnvOverride[], logger: Logger): void 
   }
 }
 
-/** Prints demo credentials once, or logs what the environment's first user led to. */
-function announceFirstUser(result: FirstUserResult, ctx: CliContext, logger: Logger): void {
-  if (result.kind === "demo") {
-    ctx.stdout.write(`berth: no users yet — created user "${result.name}" with password "${result.password}"\n`);
+/**
+ * Once the server listens: on a true first start (no users file, no BERTH_USER) makes the demo
+ * user and prints its password once; then warns when nobody can log in, and about names anonymous
+ * FTP shadows. Made only now, so that a start that fails leaves no user and prints no password.
+ */
+export async function welcome({ config, logger, users, envUser }: Serving, ctx: CliContext): Promise<void> {
+  const demo = envUser ? null : await users.createDemoUser();
+  if (demo !== null) {
+    ctx.stdout.write(`berth: no users yet — created user "${demo.name}" with password "${demo.password}"\n`);
     ctx.stdout.write("add real users with: npm run --silent berth -- user add NAME\n");
-  } else if (result.kind === "env") {
-    logger.info({ user: result.name, action: result.action }, "first user from BERTH_USER");
   }
+  const names = (await users.list()).map((u) => u.name);
+  if (config.anonymous.enabled) warnShadowed(shadowedNames(names), logger);
+  else if (names.length === 0) warnNoUsers(users.file, logger);
 }
 
 /** A users file with no users in it (all deleted) and no anonymous FTP: nobody can log in. */
