@@ -3,7 +3,7 @@
  * first start made once the server listens, and a users file whose users were all deleted.
  */
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import path from "node:path";
 import { describe, test } from "node:test";
@@ -50,6 +50,15 @@ void describe("berth serve: the first start", () => {
     assert.match(run.output().stdout, /created user "demo" with password "[A-Za-z0-9_-]{16}"/);
     run.child.kill("SIGTERM");
     assert.equal(await run.exited, 0);
+  });
+
+  void test("an admin socket that cannot be made is one line naming admin.socket, exit 2, and no demo user", async () => {
+    const cwd = workdir();
+    writeFileSync(path.join(cwd, "afile"), "");
+    const r = await berth(cwd, ["serve"], { env: { ...env, BERTH_ADMIN_SOCKET: "afile/admin.sock" } });
+    assertOneLineError(r, 2);
+    assert.equal(r.stderr, `berth: config: admin.socket cannot be opened: ${path.join(cwd, "afile", "admin.sock")} (not a directory)\n`);
+    assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "no users file");
   });
 
   void test("a users file whose users were all deleted stays empty: no demo user, a warning that nobody can log in", async () => {

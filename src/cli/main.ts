@@ -7,7 +7,7 @@ import { setFlagsFromString } from "node:v8";
 import { UserError } from "../auth/store.ts";
 import type { AdminSocket } from "../admin/socket.ts";
 import { ConfigError, resolvePath } from "../config/load.ts";
-import { firstLine } from "../config/syserr.ts";
+import { errnoCode, firstLine, systemErrorText } from "../config/syserr.ts";
 import { CliError, parseArgv, USAGE, type ParsedCommand } from "./args.ts";
 import { configFor, runConfigCheck, runUser, type CliContext } from "./commands.ts";
 import { startServing, welcome, type Serving } from "./serve.ts";
@@ -96,18 +96,22 @@ async function startAdmin(cmd: ParsedCommand, serving: Serving, drain: () => voi
   const { config, server, logger } = serving;
   if (config.admin.socket === "") return undefined;
   const { startAdminSocket } = await import("../admin/socket.ts");
-  return startAdminSocket(
-    resolvePath(config.admin.socket, ctx.cwd),
-    {
-      sessions: server.sessions,
-      startedAt: Date.now(),
-      version: version(),
-      reload: () => server.reload(configFor(cmd, ctx)),
-      drain,
-      defender: () => server.defender.status(),
-    },
-    logger,
-  );
+  const socketPath = resolvePath(config.admin.socket, ctx.cwd);
+  const target = {
+    sessions: server.sessions,
+    startedAt: Date.now(),
+    version: version(),
+    reload: () => server.reload(configFor(cmd, ctx)),
+    drain,
+    defender: () => server.defender.status(),
+  };
+  try {
+    return await startAdminSocket(socketPath, target, logger);
+  } catch (err) {
+    // Its directory is not one (or cannot be made), or the socket cannot be bound there.
+    if (errnoCode(err) === undefined) throw err;
+    throw new ConfigError("admin.socket", `admin.socket cannot be opened: ${socketPath} (${systemErrorText(err)})`);
+  }
 }
 
 /**
