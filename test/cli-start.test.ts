@@ -1,13 +1,14 @@
 /**
  * How `berth serve` starts: every check before anything is written, the demo user of a true
- * first start made once the server listens, and a users file whose users were all deleted.
+ * first start made once the server listens with a hint that fits how berth was started, and a
+ * users file whose users were all deleted.
  */
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import path from "node:path";
 import { describe, test } from "node:test";
-import { assertOneLineError, berth, startServe, workdir } from "./helpers/cli.ts";
+import { assertOneLineError, berth, BIN, MAIN, startServe, TSX, workdir } from "./helpers/cli.ts";
 
 const env = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22030-22039", BERTH_LOG_LEVEL: "info" };
 
@@ -89,5 +90,38 @@ void describe("berth serve: the first start", () => {
       }
     }
     assert.equal(readFileSync(usersFile, "utf8"), emptied, "the users file is left as it is");
+  });
+
+  void test("the first-start hint says how to add users the way berth was started, with --config when another file was used", async () => {
+    // bin/berth finds node on the PATH (#!/usr/bin/env node); a directory on the PATH holds a link to it.
+    const onPath = workdir();
+    symlinkSync(BIN, path.join(onPath, "berth"));
+    const withNode = `${path.dirname(process.execPath)}:${process.env.PATH ?? ""}`;
+    const hint = async (command: readonly string[], extra: Record<string, string> = {}, config?: string): Promise<string> => {
+      const cwd = workdir();
+      if (config !== undefined) {
+        mkdirSync(path.dirname(path.join(cwd, config)), { recursive: true });
+        writeFileSync(path.join(cwd, config), "log:\n  level: info\n");
+      }
+      const run = startServe(cwd, { ...env, PATH: withNode, ...extra }, /add real users with: [^\n]*\n/, command);
+      await run.ready;
+      run.child.kill("SIGTERM");
+      assert.equal(await run.exited, 0);
+      return /add real users with: ([^\n]*)\n/.exec(run.output().stdout)?.[1] ?? "";
+    };
+    const main = [process.execPath, "--import", TSX, MAIN, "serve"];
+    const linked = path.join(onPath, "berth");
+    const cases: [Promise<string>, string][] = [
+      [hint(main), "npm run --silent berth -- user add NAME"],
+      [hint([...main, "--config", "etc/b.yaml"], {}, "etc/b.yaml"), "npm run --silent berth -- user add NAME --config etc/b.yaml"],
+      // The default file named explicitly is still the default.
+      [hint([...main, "--config", "config/berth.yaml"], {}, "config/berth.yaml"), "npm run --silent berth -- user add NAME"],
+      [hint([BIN, "serve"]), `${BIN} user add NAME`],
+      [hint(["berth", "serve"], { PATH: `${onPath}:${withNode}` }), "berth user add NAME"],
+      [hint(["berth", "serve"], { PATH: `${onPath}:${withNode}`, BERTH_CONFIG: "my conf.yaml" }, "my conf.yaml"), "berth user add NAME --config 'my conf.yaml'"],
+      [hint([linked, "serve", "--config=/dev/null"]), `${linked} user add NAME --config /dev/null`],
+    ];
+    const shown = await Promise.all(cases.map(([p]) => p));
+    assert.deepEqual(shown, cases.map(([, expected]) => expected));
   });
 });

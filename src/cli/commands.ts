@@ -21,6 +21,8 @@ import { newPassword, type Streams } from "./prompt.ts";
 export interface CliContext extends Streams {
   readonly env: NodeJS.ProcessEnv;
   readonly cwd: string;
+  /** How berth is run, for hints: "berth", a path to bin/berth, or the npm script's command. */
+  readonly command: string;
 }
 
 /** Loads the config named by --config (or the default) for this context. */

@@ -10,6 +10,7 @@ import { ConfigError, resolvePath } from "../config/load.ts";
 import { errnoCode, firstLine, systemErrorText } from "../config/syserr.ts";
 import { CliError, parseArgv, USAGE, type ParsedCommand } from "./args.ts";
 import { configFor, runConfigCheck, runUser, type CliContext } from "./commands.ts";
+import { berthCommand } from "./invocation.ts";
 import { startServing, welcome, type Serving } from "./serve.ts";
 
 /** V8's interrupt budget (bytes of bytecode) for the serving process; see serve(). */
@@ -21,6 +22,7 @@ const ctx: CliContext = {
   stderr: process.stderr,
   env: process.env,
   cwd: process.cwd(),
+  command: berthCommand(process.argv[1], process.env),
 };
 
 /** Runs the command in argv and resolves to its exit status. */
@@ -84,7 +86,7 @@ async function serve(cmd: ParsedCommand): Promise<number> {
   live.serving = serving;
   catchFatal(serving.logger);
   const admin = await startAdmin(cmd, serving, () => onSignal("SIGTERM"));
-  await welcome(serving, ctx);
+  await welcome(serving, cmd, ctx);
   return new Promise((resolve) => {
     onFirst = (signal) => resolve(stop(serving, signal).finally(() => admin?.close()));
     if (first !== undefined) onFirst(first);

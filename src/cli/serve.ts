@@ -12,6 +12,7 @@ import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { createLogger, type Logger } from "../log/logger.ts";
 import { CliError, type ParsedCommand } from "./args.ts";
 import { configWithOverridesFor, storeFor, type CliContext } from "./commands.ts";
+import { configOption } from "./invocation.ts";
 import { checkBeforeStart, checkHostsResolve } from "./preflight.ts";
 
 /** What the server hands back once it listens. */
@@ -92,20 +93,27 @@ function warnOverrides(overrides: readonly EnvOverride[], logger: Logger): void 
  * user and prints its password once; then warns when nobody can log in, and about names anonymous
  * FTP shadows. Made only now, so that a start that fails leaves no user and prints no password.
  */
-export async function welcome({ config, logger, users, envUser }: Serving, ctx: CliContext): Promise<void> {
+export async function welcome({ config, logger, users, envUser }: Serving, cmd: ParsedCommand, ctx: CliContext): Promise<void> {
+  const addUser = addUserCommand(cmd, ctx);
   const demo = envUser ? null : await users.createDemoUser();
   if (demo !== null) {
     ctx.stdout.write(`berth: no users yet — created user "${demo.name}" with password "${demo.password}"\n`);
-    ctx.stdout.write("add real users with: npm run --silent berth -- user add NAME\n");
+    ctx.stdout.write(`add real users with: ${addUser}\n`);
   }
   const names = (await users.list()).map((u) => u.name);
   if (config.anonymous.enabled) warnShadowed(shadowedNames(names), logger);
-  else if (names.length === 0) warnNoUsers(users.file, logger);
+  else if (names.length === 0) warnNoUsers(users.file, addUser, logger);
+}
+
+/** The command that adds a user to this server's users file, as the operator would type it. */
+function addUserCommand(cmd: ParsedCommand, ctx: CliContext): string {
+  const given = cmd.options.config;
+  return `${ctx.command} user add NAME${configOption(typeof given === "string" ? given : undefined, ctx.env, ctx.cwd)}`;
 }
 
 /** A users file with no users in it (all deleted) and no anonymous FTP: nobody can log in. */
-function warnNoUsers(file: string, logger: Logger): void {
-  logger.warn({ event: "no-users", file }, "the users file has no users: nobody can log in until one is added (berth user add NAME)");
+function warnNoUsers(file: string, addUser: string, logger: Logger): void {
+  logger.warn({ event: "no-users", file }, "the users file has no users: nobody can log in until one is added with: %s", addUser);
 }
 
 /** With anonymous FTP on, users-file accounts named anonymous or ftp cannot log in: say so once. */

@@ -13,6 +13,8 @@ import { fileURLToPath } from "node:url";
 
 /** The command line's entry. */
 export const MAIN = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url));
+/** bin/berth, the command of the Docker image and of a global install. */
+export const BIN = fileURLToPath(new URL("../../bin/berth", import.meta.url));
 /** tsx's loader, for `node --import`. */
 export const TSX = import.meta.resolve("tsx");
 
@@ -66,10 +68,11 @@ export function assertOneLineError(r: CliResult, code: number, ...fragments: str
   for (const f of fragments) assert.ok(r.stderr.includes(f), `"${r.stderr.trim()}" should mention ${f}`);
 }
 
-/** Starts `berth serve` in `cwd`; `ready` resolves once `pattern` appears on stdout (and rejects
- * if the process exits first). */
-export function startServe(cwd: string, env: Record<string, string>, pattern: RegExp) {
-  const child = spawn(process.execPath, ["--import", TSX, MAIN, "serve"], { cwd, env: baseEnv(env) });
+/** Starts `berth serve` in `cwd` (or `command`, a program and its arguments); `ready` resolves
+ * once `pattern` appears on stdout (and rejects if the process exits first). */
+export function startServe(cwd: string, env: Record<string, string>, pattern: RegExp, command: readonly string[] = [process.execPath, "--import", TSX, MAIN, "serve"]) {
+  const [program = "", ...args] = command;
+  const child = spawn(program, args, { cwd, env: baseEnv(env) });
   children.push(child);
   let stdout = "";
   let stderr = "";
