@@ -80,30 +80,35 @@ async function sendListing(s: Session, path: VirtualPath, listing: ListingBuffer
   }
 }
 
-async function list(s: Session, arg: string): Promise<void> {
+/** Runs a listing with its share of the large-directory budget (fs/listgate.ts), given back
+ * once it is sent or has failed. */
+async function withTicket(s: Session, arg: string, run: (s: Session, arg: string, ticket: ListingTicket) => Promise<void>): Promise<void> {
   const ticket = new ListingTicket();
   try {
-    const { path, entries } = await entriesOf(s, arg, ticket);
-    const now = new Date();
-    const listing = new ListingBuffer();
-    for (const e of entries) listing.add(formatListLine(e, now));
-    await sendListing(s, path, listing);
+    await run(s, arg, ticket);
   } finally {
     ticket.release();
   }
+}
+
+function list(s: Session, arg: string): Promise<void> {
+  return withTicket(s, arg, listWith);
+}
+
+async function listWith(s: Session, arg: string, ticket: ListingTicket): Promise<void> {
+  const { path, entries } = await entriesOf(s, arg, ticket);
+  const now = new Date();
+  const listing = new ListingBuffer();
+  for (const e of entries) listing.add(formatListLine(e, now));
+  await sendListing(s, path, listing);
 }
 
 /** NLST's lines are names a client can use from where it is, for a multiple get (RFC 959 §4.1.3),
  * as ProFTPD and vsftpd give them: with a directory argument each name comes after the argument as
  * the client wrote it ("sub" gives "sub/f.txt"), a file argument comes back as written, and with
  * no argument (or ".") the names are bare. */
-async function nlst(s: Session, arg: string): Promise<void> {
-  const ticket = new ListingTicket();
-  try {
-    await nlstWith(s, arg, ticket);
-  } finally {
-    ticket.release();
-  }
+function nlst(s: Session, arg: string): Promise<void> {
+  return withTicket(s, arg, nlstWith);
 }
 
 async function nlstWith(s: Session, arg: string, ticket: ListingTicket): Promise<void> {
@@ -131,13 +136,8 @@ function mlsxLine(s: Session, dir: VirtualPath, e: DirEntry, name = e.name): str
   return formatMlsxSelected(e, s.mlstFacts, { perm });
 }
 
-async function mlsd(s: Session, arg: string): Promise<void> {
-  const ticket = new ListingTicket();
-  try {
-    await mlsdWith(s, arg, ticket);
-  } finally {
-    ticket.release();
-  }
+function mlsd(s: Session, arg: string): Promise<void> {
+  return withTicket(s, arg, mlsdWith);
 }
 
 async function mlsdWith(s: Session, arg: string, ticket: ListingTicket): Promise<void> {
@@ -176,16 +176,15 @@ async function mlst(s: Session, arg: string): Promise<void> {
 }
 
 /** STAT <path>: the LIST output over the control connection (RFC 959 §4.1.3, code 213). */
-export async function statPath(s: Session, arg: string): Promise<void> {
-  const ticket = new ListingTicket();
-  try {
-    const { path, entries } = await entriesOf(s, arg, ticket);
-    const now = new Date();
-    const lines = entries.map((e) => ` ${formatListLine(e, now)}`);
-    s.write(formatBlockReply(213, `Status of ${path}:`, lines, "End of status"));
-  } finally {
-    ticket.release();
-  }
+export function statPath(s: Session, arg: string): Promise<void> {
+  return withTicket(s, arg, statPathWith);
+}
+
+async function statPathWith(s: Session, arg: string, ticket: ListingTicket): Promise<void> {
+  const { path, entries } = await entriesOf(s, arg, ticket);
+  const now = new Date();
+  const lines = entries.map((e) => ` ${formatListLine(e, now)}`);
+  s.write(formatBlockReply(213, `Status of ${path}:`, lines, "End of status"));
 }
 
 /** Listing a directory needs list there; an entry of it (LIST of a file) is covered the same way,
