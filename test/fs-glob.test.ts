@@ -25,6 +25,8 @@ describe("name patterns", () => {
       ["a?c", "abc", true],
       ["a?c", "ac", false],
       ["a?c", "aüc", true], // one character, not one byte
+      ["a?c", "a\u{1F600}c", true], // nor one UTF-16 unit
+      ["[\u{1F600}x]*", "\u{1F600}.txt", true],
       ["[abc]1", "b1", true],
       ["[a-c]1", "d1", false],
       ["[!a-c]1", "d1", true],

@@ -14,9 +14,30 @@ export function globOf(path: string): string | null {
 /** Whether `name` matches `pattern`: "*" any run of characters, "?" one, "[abc]", "[a-z]",
  * "[!abc]" or "[^abc]" one of a set (an unclosed "[" is itself). */
 export function globMatch(pattern: string, name: string): boolean {
-  if (name.startsWith(".") && !pattern.startsWith(".")) return false;
+  return compileGlob(pattern)(name);
+}
+
+/**
+ * globMatch with `pattern` taken apart once, for testing every name of a directory: the pattern
+ * is split into characters here, and a name only when it has characters outside the BMP (so a
+ * listing makes no array per name).
+ *
+ * Not auth/perms.ts's compilePatterns: that one compiles the operator's `storage.hide` and
+ * `storage.deny` lists, trusted and fixed, into one cached regular expression where "*" also
+ * matches a leading dot and "[" is a plain character. A client's pattern is neither trusted nor
+ * reused, and means what a shell makes of it.
+ */
+export function compileGlob(pattern: string): (name: string) => boolean {
   const p = [...pattern];
-  const n = [...name];
+  const dotOnly = !pattern.startsWith(".");
+  return (name) => {
+    if (dotOnly && name.startsWith(".")) return false;
+    return matchChars(p, /[\ud800-\udfff]/.test(name) ? [...name] : name);
+  };
+}
+
+/** The match itself: `n` is the name as a string (BMP only: one unit per character) or as characters. */
+function matchChars(p: readonly string[], n: string | readonly string[]): boolean {
   let pi = 0;
   let ni = 0;
   // The last "*" seen, and where in the name it was tried: on a mismatch it takes one more.
@@ -45,7 +66,7 @@ export function globMatch(pattern: string, name: string): boolean {
 }
 
 /** Matches one character at p[pi]; the index after the pattern element, or -1. */
-function matchOne(p: string[], pi: number, ch: string): number {
+function matchOne(p: readonly string[], pi: number, ch: string): number {
   const c = p[pi];
   if (c === "?") return pi + 1;
   if (c !== "[") return c === ch ? pi + 1 : -1;

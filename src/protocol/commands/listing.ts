@@ -6,7 +6,7 @@ import { ListingBuffer } from "../../data/listbuf.ts";
 import { Transfer, sendBuffer } from "../../data/transfer.ts";
 import { namePolicy, permFact } from "../../auth/perms.ts";
 import { formatListLine, formatMlsxSelected, mlsxFormatter } from "../../fs/format.ts";
-import { globMatch, globOf } from "../../fs/glob.ts";
+import { compileGlob, globOf } from "../../fs/glob.ts";
 import { ListingTicket } from "../../fs/listgate.ts";
 import type { DirEntry, VirtualPath } from "../../fs/types.ts";
 import { basename, dirname } from "../../fs/vpath.ts";
@@ -51,7 +51,8 @@ async function entriesOf(s: Session, arg: string, ticket: ListingTicket): Promis
   if (pattern !== null && !(await fs.exists(path))) {
     const dir = dirname(path);
     if ((await fs.stat(dir)).type !== "dir") throw new FtpError(550, "No such file or directory");
-    return { path: dir, entries: visible(s, await fs.list(dir, ticket)).filter((e) => globMatch(pattern, e.name)), picked: true };
+    const matches = compileGlob(pattern);
+    return { path: dir, entries: visible(s, await fs.list(dir, ticket)).filter((e) => matches(e.name)), picked: true };
   }
   return { path, entries: visible(s, await fs.list(path, ticket)), picked: false };
 }
