@@ -4,7 +4,8 @@
  * TYPE A, and the read-only user.
  */
 import assert from "node:assert/strict";
-import { mkdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, stat, symlink, utimes, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { Readable } from "node:stream";
 import { describe, it } from "node:test";
@@ -107,6 +108,8 @@ describe("login and listings", () => {
       const home = t.home("alice");
       await mkdir(join(home, "sub"));
       for (const f of ["a.txt", "b.txt", "c.log", ".dot.txt", "[1].txt"]) await writeFile(join(home, f), f);
+      const outside = await mkdtemp(join(tmpdir(), "berth-glob-outside-"));
+      await writeFile(join(outside, "secret.txt"), "secret");
       await writeFile(join(home, "sub", "s.txt"), "s");
       const raw = await rawLogin(t);
       const listing = async (line: string): Promise<string[]> => {
@@ -132,6 +135,16 @@ describe("login and listings", () => {
         assert.match(long[0] ?? "", /^-rw.* c\.log$/);
         await raw.expect("NLST missing/*.txt", 550);
         await raw.expect("NLST a.txt/*", 550);
+        // Patterns stay in the jail: ".." stops at the home, a link to outside is refused.
+        assert.deepEqual(await listing("NLST ../../*.log"), ["../../c.log"]);
+        assert.deepEqual(await listing("LIST /../../*.log").then((l) => l.length), 1);
+        await symlink(outside, join(home, "out"));
+        await raw.expect("NLST out/*", 550);
+        await raw.expect("LIST out/*.txt", 550);
+        // A pattern made to backtrack, as long as a name may be, is answered like any other; a longer
+        // one is a name no file can have.
+        assert.deepEqual(await listing(`NLST ${"*a".repeat(127)}b`), []);
+        await raw.expect(`NLST ${"*a".repeat(128)}b`, 553);
         // Every name NLST gave is one RETR takes.
         await raw.expect("TYPE I", 200);
         for (const name of await listing("NLST *.txt")) assert.equal(await retrieveText(raw, name), basename(name));
@@ -355,6 +368,12 @@ describe("restart markers and TYPE A", () => {
         await send("APPE r.txt", "XY");
         assert.equal(await readFile(file, "utf8"), "12XY");
         await send("APPE r.txt", "Z");
+        assert.equal(await readFile(file, "utf8"), "12XYZ");
+        // Past the end, as for STOR: 554 before any data, the file untouched.
+        await raw.expect("REST 99", 350);
+        const data = await raw.pasv();
+        await raw.expect("APPE r.txt", 554);
+        data.destroy();
         assert.equal(await readFile(file, "utf8"), "12XYZ");
       } finally {
         await raw.close();

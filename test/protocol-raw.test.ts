@@ -350,6 +350,38 @@ describe("odd input", () => {
     });
   });
 
+  it("input sent while an AUTH waits its turn is held for its outcome, and past 64 KiB it is a flood (421)", async () => {
+    await withServer(
+      async (t) => {
+        // A failed login answers after limits.failedLoginDelay: the AUTH behind it waits that long.
+        const raw = await RawClient.connect(t.port);
+        try {
+          raw.sendRaw("USER alice\r\nPASS wrong\r\nAUTH TLS\r\n");
+          await raw.expectReply(331);
+          await new Promise((r) => setTimeout(r, 200));
+          raw.sendRaw("USER alice\r\nPASS alice-pw\r\n");
+          raw.sendRaw("PWD\r\n");
+          // Held while the AUTH is pending, then run in order once it is refused (no TLS here).
+          for (const code of [530, 502, 331, 230, 257]) await raw.expectReply(code, 10_000);
+        } finally {
+          await raw.close();
+        }
+        const flood = await RawClient.connect(t.port);
+        try {
+          flood.sendRaw("USER alice\r\nPASS wrong\r\nAUTH TLS\r\n");
+          await flood.expectReply(331);
+          await new Promise((r) => setTimeout(r, 200));
+          for (let i = 0; i < 5; i++) flood.sendRaw(`NOOP ${"x".repeat(16 * 1024)}\r\n`);
+          assert.match((await flood.expectReply(421, 10_000)).message, /Too many commands/);
+          await flood.closed();
+        } finally {
+          await flood.close();
+        }
+      },
+      { config: { limits: { failedLoginDelay: 2 } } },
+    );
+  });
+
   it("a command that is not valid UTF-8 is 501 and touches nothing: two names never become one", async () => {
     await withServer(async (t) => {
       const home = t.home("alice");
