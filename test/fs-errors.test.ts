@@ -16,6 +16,7 @@ void describe("mapFsError", () => {
     ["ENOENT", 550, "No such file or directory"],
     ["EACCES", 550, "Permission denied"],
     ["EPERM", 550, "Permission denied"],
+    ["EROFS", 550, "Read-only file system"],
     ["EEXIST", 550, "File exists"],
     ["ENOTDIR", 550, "Not a directory"],
     ["EISDIR", 550, "Is a directory"],
@@ -37,6 +38,11 @@ void describe("mapFsError", () => {
       assert.match(mapped.detail ?? "", new RegExp(`^${code} open /srv/real/home/x$`));
     });
   }
+
+  void it("marks the server's own trouble for the operator: local errors, storage, a read-only file system", () => {
+    for (const code of ["EROFS", "ENOSPC", "EMFILE", "EIO"]) assert.equal(mapFsError(errno(code)).serverSide, true, code);
+    for (const code of ["ENOENT", "EACCES", "EEXIST", "EDQUOT", "ENAMETOOLONG"]) assert.equal(mapFsError(errno(code)).serverSide, false, code);
+  });
 
   void it("passes an FtpError through unchanged", () => {
     const original = new FtpError(554, "Restart offset beyond end of file");

@@ -4,7 +4,8 @@
  */
 import { FtpError, isFtpError } from "../protocol/errors.ts";
 
-type Reply = readonly [code: number, message: string];
+/** `serverSide`: the cause is the server's set-up, not the client's request (FtpError.serverSide). */
+type Reply = readonly [code: number, message: string, serverSide?: boolean];
 
 /** errno → reply. 550 = "file unavailable" and 553 = "file name not allowed" (RFC 959 §4.2.2);
  * 452/552 = storage problems and 451 = "local error" (RFC 959 §4.2.2). */
@@ -12,7 +13,7 @@ const BY_ERRNO: Readonly<Record<string, Reply>> = {
   ENOENT: [550, "No such file or directory"],
   EACCES: [550, "Permission denied"],
   EPERM: [550, "Permission denied"],
-  EROFS: [550, "Permission denied"],
+  EROFS: [550, "Read-only file system", true],
   EEXIST: [550, "File exists"],
   ENOTDIR: [550, "Not a directory"],
   EISDIR: [550, "Is a directory"],
@@ -35,8 +36,8 @@ const DEFAULT_REPLY: Reply = [451, "Local error in processing"];
 export function mapFsError(err: unknown): FtpError {
   if (isFtpError(err)) return err;
   const code = errnoOf(err);
-  const [reply, message] = (code !== undefined ? BY_ERRNO[code] : undefined) ?? DEFAULT_REPLY;
-  return new FtpError(reply, message, describe(err));
+  const [reply, message, serverSide] = (code !== undefined ? BY_ERRNO[code] : undefined) ?? DEFAULT_REPLY;
+  return new FtpError(reply, message, describe(err), serverSide);
 }
 
 /** The errno name of a Node system error (`"ENOENT"`, …), or undefined for anything else. */

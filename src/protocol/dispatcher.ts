@@ -6,7 +6,7 @@
  * an error log line; the session and the process live on.
  */
 import { checkAccess, namePolicy, parentOf, permsAt, refusalText } from "../auth/perms.ts";
-import { isFtpError, isServerTrouble } from "./errors.ts";
+import { isFtpError } from "./errors.ts";
 import type { CommandSpec, PermRule, Registry } from "./registry.ts";
 import type { Session } from "./session.ts";
 import { verbOf } from "./session.ts";
@@ -130,7 +130,7 @@ export class Dispatcher {
     const ftp = isFtpError(err) ? err : mapFsError(err);
     if (!isFtpError(err) && ftp.code === 451) {
       session.log.error({ err, verb }, "command failed");
-    } else if (isServerTrouble(ftp.code)) {
+    } else if (ftp.serverSide) {
       session.log.warn({ verb, code: ftp.code, detail: ftp.detail }, "%s failed on the server's side: %s", verb, ftp.message);
     } else if (ftp.detail) {
       session.log.debug({ verb, code: ftp.code, detail: ftp.detail }, "command refused");

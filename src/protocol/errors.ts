@@ -8,20 +8,24 @@ export class FtpError extends Error {
   readonly code: number;
   /** Extra context for the log line (errno, real path); never sent to the client. */
   readonly detail: string | undefined;
+  /** The server's own trouble, which the operator must see (logged as a warning): every 451 and
+   * 452, and a refusal whose cause is the server's set-up (a read-only file system). */
+  readonly serverSide: boolean;
 
   /** Builds an error that the dispatcher answers with `code message`. */
-  constructor(code: number, message: string, detail?: string) {
+  constructor(code: number, message: string, detail?: string, serverSide = isServerTrouble(code)) {
     super(message);
     this.name = "FtpError";
     this.code = code;
     this.detail = detail;
+    this.serverSide = serverSide;
   }
 }
 
 /** True for a reply that reports the server's own trouble (RFC 959: 451 local error, 452 storage:
  * an I/O error, a full disk, no descriptors left), which the operator must see: logged as a
  * warning by the dispatcher and the transfers alike. */
-export function isServerTrouble(code: number): boolean {
+function isServerTrouble(code: number): boolean {
   return code === 451 || code === 452;
 }
 

@@ -7,7 +7,7 @@
 import { asSocket, RawData, type DataConnection } from "../../data/raw.ts";
 import type { Transfer } from "../../data/transfer.ts";
 import { mapFsError } from "../../fs/errors.ts";
-import { FtpError, isFtpError, isServerTrouble } from "../errors.ts";
+import { FtpError } from "../errors.ts";
 import type { Session } from "../session.ts";
 
 /** The steps of one transfer; `R` is what `open` prepares (an upload handle, say). */
@@ -38,7 +38,8 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
   try {
     channel = s.takeChannel();
   } catch (err) {
-    s.reply(...replyFor(err));
+    const e = mapFsError(err);
+    s.reply(e.code, e.message);
     t.settle();
     return;
   }
@@ -47,7 +48,7 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
   s.transfer = t;
   let bytes = 0;
   let outcome = "ok";
-  let failure: { readonly code: number; readonly text: string } | null = null;
+  let failure: Failure | null = null;
   let prepared: { r: R } | null = null;
   let socket: DataConnection | null = null;
   try {
@@ -71,11 +72,11 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
     else ch.close();
     if (prepared) await plan.abort?.(prepared.r).catch((e: unknown) => s.log.warn({ err: e }, "cleanup failed"));
     // RFC 959 §4.1.3: an aborted transfer is answered 426, even one still waiting to connect.
-    const [code, text] = t.aborted === "abort" ? [426, "Transfer aborted"] : replyFor(err);
-    failure = { code, text };
+    const e = t.aborted === "abort" ? new FtpError(426, "Transfer aborted") : mapFsError(err);
+    failure = { code: e.code, text: e.message, serverSide: e.serverSide, detail: e.detail };
     // What moved before it failed (the counter of a move that threw), for the logs.
     bytes = t.bytes;
-    s.reply(code, text);
+    s.reply(e.code, e.message);
   } finally {
     // An upload read to its end on the connection as accepted closes it now that the client has
     // its reply (data/receive.ts receiveRaw); a download's is closed already, or closes on its own
@@ -100,12 +101,16 @@ function announce(s: Session, text: string, now: boolean): void {
   else s.holdReply(150, text, hold150.ms);
 }
 
-function replyFor(err: unknown): [number, string] {
-  const e = isFtpError(err) ? err : mapFsError(err);
-  return [e.code, e.message];
+/** Why a transfer failed, for its log line: the reply sent, and whether the operator must see it. */
+interface Failure {
+  readonly code: number;
+  readonly text: string;
+  readonly serverSide: boolean;
+  /** Log-only context (errno, syscall, real path): FtpError.detail. */
+  readonly detail: string | undefined;
 }
 
-function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string, failure: { readonly code: number; readonly text: string } | null): void {
+function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string, failure: Failure | null): void {
   s.ctx.metrics.transfer(t.direction, outcome, bytes);
   if (t.direction !== "list") {
     s.ctx.xferlog?.write({
@@ -123,8 +128,8 @@ function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string, fa
   if (t.direction === "list") {
     if (failure === null) s.log.debug({ event: "listing", path: t.path, bytes, result: outcome }, "listing");
     else {
-      const fields = { event: "listing", path: t.path, bytes, result: outcome, reply: failure.code, reason: failure.text };
-      if (isServerTrouble(failure.code)) s.log.warn(fields, "listing failed: %s", failure.text);
+      const fields = { event: "listing", path: t.path, bytes, result: outcome, reply: failure.code, reason: failure.text, detail: failure.detail };
+      if (failure.serverSide) s.log.warn(fields, "listing failed: %s", failure.text);
       else s.log.debug(fields, "listing");
     }
     return;
@@ -142,8 +147,8 @@ function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string, fa
     );
     return;
   }
-  s.log[isServerTrouble(failure.code) ? "warn" : "info"](
-    { event: "transfer", path: t.path, direction: t.direction, bytes, ms, result: outcome, reply: failure.code, reason: failure.text },
+  s.log[failure.serverSide ? "warn" : "info"](
+    { event: "transfer", path: t.path, direction: t.direction, bytes, ms, result: outcome, reply: failure.code, reason: failure.text, detail: failure.detail },
     "%s %s %s (%d bytes): %s",
     t.direction,
     t.path,
