@@ -161,6 +161,34 @@ void describe("UserStore", () => {
     assert.ok(await server.authenticate("bob", "pw"), "a malformed record is also refused as a whole");
   });
 
+  void test("a users file removed under a running server is logged once as a warning; its return is loaded", async () => {
+    const box = sandbox();
+    const { logger, lines } = captureLogger();
+    const server = storeOn(box, { logger });
+    const admin = storeOn(box);
+    await admin.add("bob", "pw");
+    assert.ok(await server.authenticate("bob", "pw"));
+    const saved = readFileSync(box.file);
+    rmSync(box.file);
+    assert.equal(await server.authenticate("bob", "pw"), null);
+    assert.equal(await server.authenticate("bob", "pw"), null);
+    const warned = lines.filter((l) => (JSON.parse(l) as { level: number }).level === 40);
+    assert.equal(warned.length, 1, lines.join("\n"));
+    assert.match(warned[0] ?? "", /users file removed; no user can log in/);
+    assert.match(warned[0] ?? "", /"dropped":1/);
+    writeFileSync(box.file, saved);
+    assert.ok(await server.authenticate("bob", "pw"), "the file back: bob logs in again");
+  });
+
+  void test("no warning for a users file that never existed", async () => {
+    const box = sandbox();
+    const { logger, lines } = captureLogger();
+    const server = storeOn(box, { logger });
+    assert.equal(await server.authenticate("bob", "pw"), null);
+    assert.equal(await server.authenticate("bob", "pw"), null);
+    assert.deepEqual(lines.filter((l) => (JSON.parse(l) as { level: number }).level >= 40), []);
+  });
+
   void test("createDemoUser: demo user once, then nothing", async () => {
     const box = sandbox();
     const store = storeOn(box);

@@ -483,8 +483,12 @@ export class UserStore implements CredentialSource {
       return;
     }
     this.#failure = null;
+    const had = this.#seen;
     this.#seen = sig;
     if (sig === null) {
+      // Gone after it was read (removed, or a volume unmounted): every login fails from now on,
+      // which the operator must hear of once, rather than from the users.
+      if (had !== undefined && had !== null) this.#logger?.warn({ file: this.#file, dropped: this.#users.size }, "users file removed; no user can log in until it is back");
       this.#users = new Map();
       this.#loaded = true;
       return;
