@@ -116,6 +116,16 @@ void describe("berth config check and errors", () => {
     assert.deepEqual(printed, { ...DEFAULTS, listen: { ...DEFAULTS.listen, port: 2222 }, users: { ...DEFAULTS.users, bcryptCost: 4 } });
   });
 
+  void test("config check warns on stderr of each key of the file a variable overrides, as serve does at start", async () => {
+    const cwd = workdir();
+    mkdirSync(path.join(cwd, "config"), { recursive: true });
+    writeFileSync(path.join(cwd, "config", "berth.yaml"), 'listen:\n  port: 2100\npassive:\n  ports: "40000-40009"\n');
+    const r = await berth(cwd, ["config", "check"], { env: { BERTH_LISTEN_PORT: "2222", BERTH_PASSIVE_PORTS: "40000-40009" } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, "berth: warning: BERTH_LISTEN_PORT=2222 overrides listen.port: 2100 in config/berth.yaml\n");
+    assert.equal((parse(r.stdout) as typeof DEFAULTS).listen.port, 2222, "stdout is the effective config alone");
+  });
+
   void test("--config names the file; a bad key in it exits 2 with one line", async () => {
     const cwd = workdir();
     mkdirSync(path.join(cwd, "etc"));

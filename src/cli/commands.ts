@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import path from "node:path";
 import { stringify } from "yaml";
-import { configFilePath, loadConfigWithOverrides, redactConfig, resolvePath } from "../config/load.ts";
+import { configFilePath, describeOverride, loadConfigWithOverrides, redactConfig, resolvePath } from "../config/load.ts";
 import { parseUmask, type Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { normalizeDir, toPerms, UserError, UserStore, type UserChanges, type UserInfo } from "../auth/store.ts";
@@ -240,10 +240,13 @@ export function formatTable(rows: readonly (readonly string[])[]): string {
     .join("\n");
 }
 
-/** Runs `config check`: validates as serve does before it starts, then prints the effective config as YAML with secrets hidden. */
+/** Runs `config check`: validates as serve does before it starts, warns on stderr of each key of the
+ * file a BERTH_* variable overrides, then prints the effective config as YAML with secrets hidden. */
 export function runConfigCheck(cmd: ParsedCommand, ctx: CliContext): number {
-  const config = configFor(cmd, ctx);
+  const { config, overrides } = configWithOverridesFor(cmd, ctx);
   checkBeforeStart(config, ctx.cwd);
+  // The warnings serve logs at start, on stderr: stdout stays the effective config alone.
+  for (const o of overrides) ctx.stderr.write(`berth: warning: ${describeOverride(o)}\n`);
   const given = cmd.options.config;
   const { file } = configFilePath({ file: typeof given === "string" ? given : undefined, env: ctx.env });
   const found = existsSync(path.resolve(ctx.cwd, file));

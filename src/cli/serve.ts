@@ -7,7 +7,7 @@ import type { DefenderStatus } from "../auth/defender.ts";
 import type { UserStore } from "../auth/store.ts";
 import type { Config } from "../config/schema.ts";
 import type { Session } from "../protocol/session.ts";
-import { resolvePath, type EnvOverride } from "../config/load.ts";
+import { describeOverride, resolvePath, type EnvOverride } from "../config/load.ts";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { createLogger, type Logger } from "../log/logger.ts";
 import { CliError, type ParsedCommand } from "./args.ts";
@@ -76,15 +76,7 @@ export async function startServing(cmd: ParsedCommand, ctx: CliContext): Promise
  * another value: the change in the file does nothing, and whoever made it should know. */
 function warnOverrides(overrides: readonly EnvOverride[], logger: Logger): void {
   for (const o of overrides) {
-    logger.warn(
-      { event: "env-override", key: o.key, variable: o.variable, value: o.value, file: o.file, fileValue: o.fileValue },
-      "%s=%s overrides %s: %s in %s",
-      o.variable,
-      JSON.stringify(o.value),
-      o.key,
-      JSON.stringify(o.fileValue),
-      o.file,
-    );
+    logger.warn({ event: "env-override", key: o.key, variable: o.variable, value: o.value, file: o.file, fileValue: o.fileValue }, describeOverride(o));
   }
 }
 

@@ -67,6 +67,11 @@ export interface EnvOverride {
   readonly fileValue: Scalar;
 }
 
+/** One line saying what an override does: `BERTH_LISTEN_PORT=21 overrides listen.port: 2100 in config/berth.yaml`. */
+export function describeOverride(o: EnvOverride): string {
+  return `${o.variable}=${JSON.stringify(o.value)} overrides ${o.key}: ${JSON.stringify(o.fileValue)} in ${o.file}`;
+}
+
 /** The values being merged and, per dotted key, where each came from (file path or variable). */
 interface Draft {
   readonly tree: Tree;
