@@ -253,6 +253,9 @@ void describe("berth as a service", () => {
     const reloaded = JSON.parse(await srv.waitLog(/"event":"reloaded"/, mark)) as { applied: string[]; needRestart: string[] };
     assert.deepEqual(reloaded.applied, ["server.banner"]);
     assert.deepEqual(reloaded.needRestart, ["tls.implicitPort"]);
+    // The file's passive.ports does nothing under BERTH_PASSIVE_PORTS: warned of at the reload, as at start.
+    const overridden = JSON.parse(await srv.waitLog(/"event":"env-override"/, mark)) as { key: string; level: number; fileValue: string };
+    assert.deepEqual([overridden.level, overridden.key, overridden.fileValue], [40, "passive.ports", "22020-22029"]);
     assert.equal(await greeting(srv.port), "220 second banner");
     // The session opened before the reload goes on working.
     assert.match(await old.cmd("PWD"), /^257 /);

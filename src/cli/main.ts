@@ -9,9 +9,9 @@ import type { AdminSocket } from "../admin/socket.ts";
 import { ConfigError, resolvePath } from "../config/load.ts";
 import { errnoCode, firstLine, systemErrorText } from "../config/syserr.ts";
 import { CliError, parseArgv, USAGE, type ParsedCommand } from "./args.ts";
-import { configFor, runConfigCheck, runUser, type CliContext } from "./commands.ts";
+import { configWithOverridesFor, runConfigCheck, runUser, type CliContext } from "./commands.ts";
 import { berthCommand } from "./invocation.ts";
-import { startServing, welcome, type Serving } from "./serve.ts";
+import { startServing, warnOverrides, welcome, type Serving } from "./serve.ts";
 
 /** V8's interrupt budget (bytes of bytecode) for the serving process; see serve(). */
 const INTERRUPT_BUDGET = 16 << 10;
@@ -103,7 +103,7 @@ async function startAdmin(cmd: ParsedCommand, serving: Serving, drain: () => voi
     sessions: server.sessions,
     startedAt: Date.now(),
     version: version(),
-    reload: () => server.reload(configFor(cmd, ctx)),
+    reload: () => reloadConfig(cmd, serving),
     drain,
     defender: () => server.defender.status(),
   };
@@ -120,13 +120,23 @@ async function startAdmin(cmd: ParsedCommand, serving: Serving, drain: () => voi
  * SIGHUP: reads the config (file + environment) and the certificates again and applies them to new
  * sessions. A bad config or certificate is logged and the server keeps its current settings.
  */
-function reload(cmd: ParsedCommand, { server, logger }: Serving): void {
+function reload(cmd: ParsedCommand, serving: Serving): void {
+  const { logger } = serving;
   try {
-    const { needRestart } = server.reload(configFor(cmd, ctx));
+    const { needRestart } = reloadConfig(cmd, serving);
     if (needRestart.length > 0) logger.warn({ needRestart }, "these changed keys need a restart; old values kept");
   } catch (err) {
     logger.error({ event: "reload-failed", reason: describe(err) }, "reload failed; keeping the current configuration");
   }
+}
+
+/** Reads the config (file + environment) again and applies it; the keys of the file a variable
+ * overrides are warned of again, as at start: an edit to one of them does nothing. */
+function reloadConfig(cmd: ParsedCommand, { server, logger }: Serving): ReturnType<Serving["server"]["reload"]> {
+  const { config, overrides } = configWithOverridesFor(cmd, ctx);
+  const result = server.reload(config);
+  warnOverrides(overrides, logger);
+  return result;
 }
 
 /** Logs an error that escaped every handler and exits 1. */

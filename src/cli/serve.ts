@@ -74,7 +74,7 @@ export async function startServing(cmd: ParsedCommand, ctx: CliContext): Promise
 
 /** One warning per key the config file changes from its default that a BERTH_* variable sets to
  * another value: the change in the file does nothing, and whoever made it should know. */
-function warnOverrides(overrides: readonly EnvOverride[], logger: Logger): void {
+export function warnOverrides(overrides: readonly EnvOverride[], logger: Logger): void {
   for (const o of overrides) {
     logger.warn({ event: "env-override", key: o.key, variable: o.variable, value: o.value, file: o.file, fileValue: o.fileValue }, describeOverride(o));
   }
