@@ -4,10 +4,11 @@
  * and FTP_TLS). Each test skips, saying why, when its program is not installed.
  */
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it, type TestContext } from "node:test";
+import { Client } from "basic-ftp";
 import { describeRun, exec, treeDigest, which, type ExecResult } from "./helpers/exec.ts";
 import { startTestServer, type TestServer } from "./helpers/server.ts";
 
@@ -184,6 +185,49 @@ describe("lftp", () => {
   it("mirrors a tree up and down over implicit FTPS", async (ctx) => {
     if (skipUnless(ctx, "lftp")) return;
     await mirror("lftp-ftps", ["set ftp:ssl-protect-data yes"], `ftps://127.0.0.1:${t.implicitPort}`);
+  });
+});
+
+describe("removing a tree that holds a link to a directory", () => {
+  /** In alice's home: `keep/precious.txt`, and `doomed/` with a file and a link to `../keep`. */
+  async function plant(name: string): Promise<{ doomed: string; precious: string }> {
+    const home = t.home("alice");
+    const keep = join(home, `${name}-keep`);
+    const doomed = join(home, `${name}-doomed`);
+    await mkdir(keep, { recursive: true });
+    await mkdir(doomed, { recursive: true });
+    await writeFile(join(keep, "precious.txt"), "precious");
+    await writeFile(join(doomed, "junk.txt"), "junk");
+    await symlink(`../${name}-keep`, join(doomed, "lnk"));
+    return { doomed, precious: join(keep, "precious.txt") };
+  }
+
+  async function removedOnlyTheTree(doomed: string, precious: string): Promise<void> {
+    await assert.rejects(lstat(doomed), "the tree is gone, link included");
+    assert.equal(await readFile(precious, "utf8"), "precious", "the directory the link led to is untouched");
+  }
+
+  it("basic-ftp's removeDir removes the link, not what it leads to", async () => {
+    const { doomed, precious } = await plant("bf");
+    const c = new Client();
+    try {
+      await c.access({ host: "127.0.0.1", port: t.port, user: "alice", password: "alice-pw" });
+      await c.removeDir("/bf-doomed");
+    } finally {
+      c.close();
+    }
+    await removedOnlyTheTree(doomed, precious);
+  });
+
+  it("lftp's rm -r removes the link, not what it leads to", async (ctx) => {
+    if (skipUnless(ctx, "lftp")) return;
+    const { doomed, precious } = await plant("lftp");
+    for (const mlsd of ["yes", "no"]) {
+      if (mlsd === "no") await plant("lftp");
+      const script = ["set cmd:fail-exit yes", "set ftp:ssl-allow no", "set net:max-retries 1", `set ftp:use-mlsd ${mlsd}`, `open -u alice,alice-pw ftp://127.0.0.1:${t.port}`, "rm -r /lftp-doomed", "bye"].join("; ");
+      ok(await exec("lftp", ["-c", script], { timeoutMs: 60_000, env: { HOME: work } }), `lftp rm -r (MLSD ${mlsd})`);
+      await removedOnlyTheTree(doomed, precious);
+    }
   });
 });
 

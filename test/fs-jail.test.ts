@@ -291,7 +291,10 @@ void describe("symlinks inside the jail", () => {
       await d.handle.close();
     }
     const root = new Map((await jail.list(ROOT)).map((e) => [e.name, e.stat]));
-    assert.equal(root.get("in-dir")?.type, "dir");
+    // A link to a directory is listed as a link, with its own lstat: a client removing a tree must
+    // not descend into it (linkStat in fs/listing.ts).
+    assert.equal(root.get("in-dir")?.type, "link");
+    assert.equal(root.get("in-dir")?.size, (await lstat(home("in-dir"))).size);
     assert.equal(root.get("in-file")?.type, "file");
     assert.equal(root.get("in-file")?.size, 5);
     assert.equal(root.get("abs-in-file")?.type, "file");

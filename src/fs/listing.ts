@@ -1,6 +1,6 @@
 /**
  * Reading a directory for LIST/NLST/MLSD: one lstat per entry (on the main thread, in the stat
- * worker, or both), and symlinks shown by their target only when that target stays inside the jail.
+ * worker, or both), and symlinks shown by their target only when that target is a file inside the jail.
  */
 import type { Stats } from "node:fs";
 import { constants, lstat } from "node:fs";
@@ -255,18 +255,23 @@ function typeOf(s: StatLike): EntryStat["type"] {
   return "other";
 }
 
-/** A link inside the jail shows its target; one that leaves it or dangles shows only itself. What
- * it leads to is opened and checked before its stat is read (fs/pin.ts holdPath), so a directory
- * on the way swapped for a link out of the jail in between is never what is shown. */
+/** A link to a file inside the jail shows its target. Any other shows only itself: one that leaves
+ * the jail, dangles or loops, and one to a directory, even inside the jail. A client that removes a
+ * tree (lftp's `rm -r`, basic-ftp's removeDir) descends into what is listed as a
+ * directory, so a link shown as one had the files of the directory it leads to deleted, outside the
+ * tree being removed; shown as a link, it is removed as a link (DELE), as with vsftpd and ProFTPD.
+ * CWD through it still works. What it leads to is opened and checked before its stat is read
+ * (fs/pin.ts holdPath), so a directory on the way swapped for a link out of the jail in between is
+ * never what is shown. */
 async function linkStat(root: RealPath, link: string, own: StatLike): Promise<EntryStat> {
   try {
     const held = await holdPath(root, link);
     held.release();
-    return toEntryStat(held.stats);
+    if (!held.stats.isDirectory()) return toEntryStat(held.stats);
   } catch {
-    // leaves the jail, dangles or loops: the link itself
-    return toEntryStat(own, "link");
+    // leaves the jail, dangles or loops
   }
+  return toEntryStat(own, "link");
 }
 
 function byName(a: DirEntry, b: DirEntry): number {
