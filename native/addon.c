@@ -56,6 +56,7 @@ NAPI_MODULE_INIT() {
     { "inlineUrgent", NULL, berth_inline_urgent, NULL, NULL, NULL, napi_enumerable, NULL },
     { "nothingPending", NULL, berth_nothing_pending, NULL, NULL, NULL, napi_enumerable, NULL },
     { "shutdownWrite", NULL, berth_shutdown_write, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "quickAck", NULL, berth_quick_ack, NULL, NULL, NULL, napi_enumerable, NULL },
     { "openBeneath", NULL, berth_open_beneath, NULL, NULL, NULL, napi_enumerable, NULL },
     { "listenTcp", NULL, berth_listen_tcp, NULL, NULL, NULL, napi_enumerable, NULL },
     { "acceptOne", NULL, berth_accept_one, NULL, NULL, NULL, napi_enumerable, NULL },

@@ -20,6 +20,7 @@ napi_value berth_lstat_names(napi_env env, napi_callback_info info);
 napi_value berth_listener_options(napi_env env, napi_callback_info info);
 napi_value berth_socket_options(napi_env env, napi_callback_info info);
 napi_value berth_inline_urgent(napi_env env, napi_callback_info info);
+napi_value berth_quick_ack(napi_env env, napi_callback_info info);
 napi_value berth_nothing_pending(napi_env env, napi_callback_info info);
 napi_value berth_shutdown_write(napi_env env, napi_callback_info info);
 napi_value berth_open_beneath(napi_env env, napi_callback_info info);

@@ -19,6 +19,10 @@
  *     1 when the peer has acknowledged every byte sent (SIOCOUTQ: at most our FIN is in flight)
  *     and has sent nothing that is still unread (SIOCINQ): closing the socket then loses nothing,
  *     and the kernel still delivers and resends the FIN after the close.
+ *   quickAck(fd) -> 0, or -errno
+ *     TCP_QUICKACK: what the peer sends next is acknowledged at once rather than after the
+ *     delayed-ACK timer (about 40 ms here). Not lasting: the kernel goes back to delaying once the
+ *     socket answers what it received again (src/data/tls.ts, after a handshake flight).
  *   shutdownWrite(fd) -> 0, or -errno
  *     shutdown(SHUT_WR): the FIN goes after the bytes written, and the socket can still be read
  *     (a download's connection as accepted, ended without a net.Socket: src/data/raw.ts linger).
@@ -110,6 +114,12 @@ napi_value berth_nothing_pending(napi_env env, napi_callback_info info) {
   if (ioctl(fd, SIOCOUTQ, &unacked) != 0 || ioctl(fd, SIOCINQ, &unread) != 0) return berth_number(env, -errno);
   /* The FIN counts one in SIOCOUTQ until it is acknowledged. */
   return berth_number(env, unacked <= 1 && unread == 0 ? 1 : 0);
+}
+
+napi_value berth_quick_ack(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  if (!berth_fd_argument(env, info, "quickAck(fd)", &fd)) return NULL;
+  return berth_number(env, set_int(fd, IPPROTO_TCP, TCP_QUICKACK, 1));
 }
 
 napi_value berth_shutdown_write(napi_env env, napi_callback_info info) {

@@ -95,6 +95,13 @@ export interface PendingBinding {
   shutdownWrite(fd: number): number;
 }
 
+/** quickAck of native/sockopt.c. */
+export interface QuickAckBinding {
+  /** TCP_QUICKACK on socket `fd`: what the peer sends next is acknowledged at once, not after the
+   * delayed-ACK timer; 0, or -errno. */
+  quickAck(fd: number): number;
+}
+
 /** What native/beneath.c exports. */
 export interface BeneathBinding {
   /** openat2 of `path` relative to directory `dirFd` with RESOLVE_BENEATH and RESOLVE_NO_SYMLINKS
@@ -129,7 +136,7 @@ export interface ListenBinding {
   acceptOne(fd: number): [number, string] | number;
 }
 
-type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & PendingBinding & BeneathBinding & WatchBinding & ListenBinding>;
+type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & PendingBinding & QuickAckBinding & BeneathBinding & WatchBinding & ListenBinding>;
 
 let addon: Addon | null | undefined;
 
@@ -198,6 +205,9 @@ export const beneathBinding = binding<BeneathBinding>(["openBeneath"]);
 
 /** nothingPending and shutdownWrite (looked for once; see pick). */
 export const pendingBinding = binding<PendingBinding>(["nothingPending", "shutdownWrite"]);
+
+/** quickAck (looked for once; see pick). */
+export const quickAckBinding = binding<QuickAckBinding>(["quickAck"]);
 
 /** listenTcp and acceptOne (looked for once; see pick). */
 export const listenBinding = binding<ListenBinding>(["listenTcp", "acceptOne"]);

@@ -20,7 +20,8 @@ import pino from "pino";
 import { ConfigError } from "../src/config/load.ts";
 import { DEFAULTS } from "../src/config/schema.ts";
 import { makeSelfSigned } from "../src/data/selfsigned.ts";
-import { secretOf, TlsConfigError, TlsProvider, type TlsBinding } from "../src/data/tls.ts";
+import { quickAckAfterFlight, secretOf, TlsConfigError, TlsProvider, type TlsBinding } from "../src/data/tls.ts";
+import { quickAckBinding } from "../src/native.ts";
 import { FtpsControl, readToEnd, TEST_TLS, type DataConn } from "./helpers/ftps.ts";
 import { describeRun, exec, which } from "./helpers/exec.ts";
 import { RawClient } from "./helpers/raw.ts";
@@ -1039,4 +1040,50 @@ describe("certificates", () => {
 
 function mkTemp(): Promise<string> {
   return mkdtemp(join(scratch, "t-"));
+}
+
+describe("the ACK after the server's handshake flight", () => {
+  it("is asked for once per handshake, on the connection's own socket, once the flight has gone out", async () => {
+    const { cert, key } = makeSelfSigned(["localhost"]);
+    const calls: { fd: number; flightOut: boolean; rc: number }[] = [];
+    const real = quickAckBinding();
+    const server = createServer((socket) => {
+      const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
+      const t = new TLSSocket(socket, { isServer: true, cert, key });
+      t.on("error", () => undefined);
+      // Asked for with the server's flight (ServerHello onwards) already written to the socket.
+      const spy = {
+        quickAck(at: number): number {
+          const rc = real ? real.quickAck(at) : 0;
+          calls.push({ fd: at, flightOut: at === fd && sentBytes(socket) > 0, rc });
+          return rc;
+        },
+      };
+      quickAckAfterFlight(t, socket, spy);
+      t.once("secure", () => t.end("done"));
+    });
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    try {
+      const { port } = server.address() as AddressInfo;
+      for (const maxVersion of ["TLSv1.3", "TLSv1.2"] as const) {
+        const c = tlsConnect({ host: "127.0.0.1", port, rejectUnauthorized: false, maxVersion });
+        c.on("error", () => undefined);
+        assert.equal((await readToEnd(c)).toString(), "done", maxVersion);
+      }
+    } finally {
+      server.close();
+    }
+    assert.equal(calls.length, 2, "one per handshake");
+    for (const c of calls) {
+      assert.ok(c.flightOut, "after the flight was written");
+      assert.equal(c.rc, 0, "TCP_QUICKACK set");
+    }
+  });
+});
+
+/** Bytes written to `socket`'s TCP handle, TLS's own writes included (the Socket's `bytesWritten`
+ * counts only what went through the Socket). */
+function sentBytes(socket: Socket): number {
+  return (socket as unknown as { _handle: { bytesWritten?: number } })._handle.bytesWritten ?? 0;
 }
