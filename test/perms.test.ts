@@ -91,7 +91,8 @@ void describe("permission policy (pure)", () => {
     assert.equal(permFact(carolPerms, "file", "/", "top.txt"), "");
     assert.equal(permFact(carolPerms, "file", "/in", "a"), "f", "upload without overwrite: no a, no w");
     assert.equal(permFact(carolPerms, "file", "/pub", "p"), "rf");
-    assert.equal(permFact(carolPerms, "dir", "/pub", "deep"), "ef");
+    assert.equal(permFact(carolPerms, "dir", "/pub", "deep"), "e", "a directory with permissions of its own is not renamed");
+    assert.equal(permFact({ perms: new Set(PERMS), dirPerms: carolPerms.dirPerms }, "dir", "/", "pub"), "eld", "nor one that holds such a directory");
   });
 
   void it("parses permission lists and directory overrides", () => {
@@ -324,6 +325,43 @@ void describe("per-directory permissions", () => {
         assert.equal(await readFile(join(t.home("drop"), "in", "letter.txt"), "utf8"), "dear");
       },
       { users: [carol, drop] },
+    );
+  });
+
+  void it("a directory with permissions of its own, or one holding such a directory, cannot be renamed out from under them", async () => {
+    // Everything in the home but a read-only /pub (and /a/ro below /a): renamed elsewhere, their
+    // files would fall under the user's own permissions.
+    const dave = { name: "dave", password: "dave-pw", dirs: { "/pub": ["list", "download"], "/a/ro": ["list"] } as Record<string, Perm[]> };
+    await withServer(
+      async (t) => {
+        const home = t.home("dave");
+        await mkdir(join(home, "pub"), { recursive: true });
+        await mkdir(join(home, "a", "ro"), { recursive: true });
+        await mkdir(join(home, "mine"));
+        await writeFile(join(home, "pub", "keep.txt"), "keep");
+        await writeFile(join(home, "a", "ro", "keep.txt"), "keep");
+        const raw = await rawLogin(t, "dave");
+        try {
+          await raw.expect("DELE /pub/keep.txt", 550);
+          for (const from of ["/pub", "pub/", "/a", "/a/ro"]) {
+            const r = await raw.expect(`RNFR ${from}`, 550);
+            assert.match(r.message, /permissions of its own/, from);
+            await raw.expect("RNTO /moved", 503);
+          }
+          await raw.expect("MLST /pub", 250).then((r) => assert.match(r.lines[1] ?? "", /perm=eld;/));
+          await raw.expect("MLST /a", 250).then((r) => assert.match(r.lines[1] ?? "", /perm=elcmpd;/));
+          // A directory without permissions of its own still moves, into and out of the others.
+          await raw.expect("RNFR /mine", 350);
+          await raw.expect("RNTO /a/mine", 250);
+          await raw.expect("DELE /pub/keep.txt", 550);
+        } finally {
+          await raw.close();
+        }
+        assert.equal(await readFile(join(home, "pub", "keep.txt"), "utf8"), "keep");
+        assert.equal(await readFile(join(home, "a", "ro", "keep.txt"), "utf8"), "keep");
+        assert.ok((await stat(join(home, "a", "mine"))).isDirectory());
+      },
+      { users: [dave] },
     );
   });
 

@@ -85,6 +85,13 @@ export function permsAt(user: Pick<User, "perms" | "dirPerms">, path: string): R
   return best?.perms ?? user.perms;
 }
 
+/** True when `path` is a directory with permissions of its own (a `dirPerms` entry other than the
+ * root) or holds one. Permissions follow paths, so renaming it would carry what it holds away
+ * from them: such a directory is never renamed. */
+export function holdsDirPerms(user: Pick<User, "dirPerms">, path: string): boolean {
+  return user.dirPerms.some((d) => d.path !== "/" && (d.path === path || d.path.startsWith(`${path === "/" ? "" : path}/`)));
+}
+
 /** The parent of a normalized virtual path; "/" is its own parent. */
 export function parentOf(path: string): string {
   const cut = path.lastIndexOf("/");
@@ -177,8 +184,9 @@ export function refusalText(r: Refusal): string {
 /** RFC 3659 §7.5.5 perm letters of an entry of type `type` in directory `dir`, named `name`.
  * Files: r download, w and a upload+overwrite (both write into an existing file), d delete,
  * f rename. Directories: e always (CWD needs no permission), l list, c upload, m mkdir, p delete
- * (of the contents), all inside it; d rmdir and f rename in `dir`. Symlinks: d and f. The root
- * itself can be neither removed nor renamed. */
+ * (of the contents), all inside it; d rmdir and f rename in `dir` (no f for a directory that has
+ * or holds permissions of its own: see holdsDirPerms). Symlinks: d and f. The root itself can be
+ * neither removed nor renamed. */
 export function permFact(user: Pick<User, "perms" | "dirPerms">, type: string, dir: string, name: string): string {
   const here = permsAt(user, dir);
   const self = dir === "/" ? `/${name}` : `${dir}/${name}`;
@@ -197,7 +205,7 @@ export function permFact(user: Pick<User, "perms" | "dirPerms">, type: string, d
       letter("m", inside.has("mkdir")) +
       letter("p", inside.has("delete")) +
       letter("d", !isRoot && here.has("rmdir")) +
-      letter("f", !isRoot && here.has("rename"))
+      letter("f", !isRoot && here.has("rename") && !holdsDirPerms(user, self))
     );
   }
   if (type === "link") return letter("d", here.has("delete")) + letter("f", here.has("rename"));

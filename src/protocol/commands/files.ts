@@ -3,6 +3,7 @@
  * (RFC 3659 §3–4; MDTM also sets the time, as vsftpd's and pure-ftpd's do), MFMT
  * (draft-somers-ftp-mfxx), SITE CHMOD, SITE UTIME and SITE HELP.
  */
+import { holdsDirPerms } from "../../auth/perms.ts";
 import { formatMdtm, parseMfmtTime } from "../../fs/format.ts";
 import { ROOT } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
@@ -23,6 +24,10 @@ async function dele(s: Session, arg: string): Promise<void> {
 async function rnfr(s: Session, arg: string): Promise<void> {
   const from = s.resolve(arg);
   if (from === ROOT) throw new FtpError(550, "Can't rename the home directory");
+  // Permissions follow paths: moved elsewhere, what /pub=list,download held would be writable.
+  if (s.user && holdsDirPerms(s.user, from)) {
+    throw new FtpError(550, "Permission denied: a directory with permissions of its own can't be renamed");
+  }
   if (!(await s.requireFs().exists(from))) throw new FtpError(550, "No such file or directory");
   s.renameFrom = from;
   s.reply(350, "Ready for destination name");
