@@ -427,6 +427,26 @@ describe("directory and file commands", () => {
     });
   });
 
+  it("MFMT and MDTM with a time answer the time the file now has, which is what MDTM then says, also where the filesystem cannot keep the time asked for", async () => {
+    await withServer(async (t) => {
+      const file = join(t.home("alice"), "t.bin");
+      await writeFile(file, "t");
+      const raw = await rawLogin(t);
+      try {
+        // Year 1000 and 9999 are valid times (RFC 3659 §2.3); ext4 keeps 1901..2446, tmpfs all.
+        for (const command of ["MFMT 10000101000000 t.bin", "MFMT 99991231235959 t.bin", "MDTM 10000101000000 t.bin", "MFMT 20200101000000.999 t.bin"]) {
+          const set = await raw.expect(command, 213);
+          const now = (await raw.expect("MDTM t.bin", 213)).message;
+          assert.equal(set.message, `Modify=${now}; t.bin`, command);
+          const kept = (await stat(file)).mtime;
+          assert.equal(now, kept.toISOString().replace(/[-T:]/g, "").slice(0, 14), command);
+        }
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("MDTM with a time sets it, as MFMT and SITE UTIME do; anything else asks for the time of the whole argument", async () => {
     await withServer(async (t) => {
       // Before login: 530, nothing touched.

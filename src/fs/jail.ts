@@ -184,14 +184,16 @@ export class JailedFs {
     });
   }
 
-  /** Sets the modification time of `v` (MFMT, RFC draft-somers-ftp-mfxx), keeping its atime. */
-  setMtime(v: VirtualPath, date: Date): Promise<void> {
+  /** Sets the modification time of `v` (MFMT, RFC draft-somers-ftp-mfxx), keeping its atime, and
+   * returns the time it now has: a filesystem keeps what it can (ext4 clamps to 1901..2446). */
+  setMtime(v: VirtualPath, date: Date): Promise<Date> {
     return guard(async () => {
       if (Number.isNaN(date.getTime())) throw new FtpError(501, "Invalid time");
       // Through the descriptor of what was checked (fs/pin.ts holdTarget).
       const held = await holdTarget(this.root, v);
       try {
         await utimes(held.at(), held.stats.atime, date);
+        return (await stat(held.at())).mtime;
       } finally {
         held.release();
       }

@@ -87,10 +87,12 @@ async function mfmt(s: Session, arg: string): Promise<void> {
   await setMtime(s, when, arg.slice(sp + 1));
 }
 
-/** Sets the modification time of `path` (as the client wrote it) and says so, as MFMT does. */
+/** Sets the modification time of `path` (as the client wrote it) and says so, as MFMT does, with
+ * the time the file now has (what MDTM then answers): a filesystem that cannot keep the time asked
+ * for keeps another one (ext4 clamps to 1901..2446; a fraction of a second is not shown). */
 async function setMtime(s: Session, when: Date, path: string): Promise<void> {
-  await s.requireFs().setMtime(s.resolve(path), when);
-  s.reply(213, `Modify=${formatMdtm(when)}; ${path}`);
+  const set = await s.requireFs().setMtime(s.resolve(path), when);
+  s.reply(213, `Modify=${formatMdtm(set)}; ${path}`);
 }
 
 async function site(s: Session, arg: string): Promise<void> {
