@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { createServer } from "node:net";
 import { lstat, mkdir, readdir, readFile, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -436,6 +437,9 @@ describe("odd paths inside the home: each command answers with a clear reply, an
       await symlink("loop", join(home, "odd", "loop"));
       await symlink("nowhere", join(home, "odd", "dangle"));
       execFileSync("mkfifo", [join(home, "odd", "fifo")]);
+      // A Unix socket: open(2) of it fails (ENXIO), where a FIFO's open succeeds.
+      const sock = createServer();
+      await new Promise<void>((resolve) => sock.listen(join(home, "odd", "sock"), resolve));
       const raw = await rawLogin(t);
       try {
         const table: readonly [string, number, string?][] = [
@@ -443,6 +447,8 @@ describe("odd paths inside the home: each command answers with a clear reply, an
           ["SIZE odd/loop", 550, "No such file or directory"],
           ["SIZE odd/dangle", 550, "No such file or directory"],
           ["SIZE odd/fifo", 550, "Not a regular file"],
+          ["SIZE odd/sock", 550, "Not a regular file"],
+          ["XCRC odd/sock", 550, "Not a regular file"],
           ["SIZE odd/d", 550, "Not a regular file"],
           ["MDTM odd/loop", 550],
           ["MLST odd/f/x", 550],
@@ -481,6 +487,7 @@ describe("odd paths inside the home: each command answers with a clear reply, an
         await raw.expect("TYPE I", 200);
         for (const [command, code] of [
           ["RETR odd/fifo", 550],
+          ["RETR odd/sock", 550],
           ["RETR odd/d", 550],
           ["RETR odd/loop", 550],
           ["RETR odd/f/x", 550],
@@ -514,10 +521,12 @@ describe("odd paths inside the home: each command answers with a clear reply, an
         assert.equal(long.code, 553, `over-long name → ${long.lines.join(" | ")}`);
         await raw.expect("NOOP", 200);
         assert.equal(await readFile(join(home, "odd", "f"), "utf8"), "file");
-        assert.deepEqual((await readdir(join(home, "odd"))).sort(), ["d", "dangle", "f", "fifo", "loop"]);
+        assert.deepEqual((await readdir(join(home, "odd"))).sort(), ["d", "dangle", "f", "fifo", "loop", "sock"]);
         assert.deepEqual(await readdir(join(home, "odd", "d")), [], "nothing written into the directory");
+        assert.ok(!t.logs.some((l) => l.level === 40 || l.level === 50), "a client's odd path is no trouble of the server's");
       } finally {
         await raw.close();
+        await new Promise((resolve) => sock.close(resolve));
       }
     });
   });

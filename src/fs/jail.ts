@@ -114,13 +114,14 @@ export class JailedFs {
    * with O_NOFOLLOW, so that neither a directory swapped for a link nor a symlink swapped in for
    * the file after the check is followed. A path with no link on the way opens below the root held
    * open instead, in one call (fs/beneath.ts). O_NONBLOCK keeps a FIFO from blocking the open, and
-   * the fstat of what was opened decides whether it is a regular file. */
+   * the fstat of what was opened decides whether it is a regular file; a socket does not open at
+   * all (ENXIO), and is not one either. */
   openDownload(v: VirtualPath): Promise<Download> {
     return guard(async () => {
       if (v === ROOT) throw new FtpError(550, "Not a regular file");
       const below = beneathNow() ? relBelow(this.root, v) : null;
       const fd = below !== null ? openBeneath(this.root, below, O_RDONLY | O_NOFOLLOW | O_NONBLOCK) : -1;
-      const handle = fd >= 0 ? quickFile(fd) : await this.openHeld(v, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+      const handle = fd >= 0 ? quickFile(fd) : await this.openHeld(v, O_RDONLY | O_NOFOLLOW | O_NONBLOCK).catch(notAFileOnEnxio);
       let s: Stats;
       try {
         s = await fstat(handle);
@@ -285,6 +286,13 @@ export class JailedFs {
     if (!located.exists) throw new FtpError(550, "No such file or directory");
     return located.real;
   }
+}
+
+/** open(2) of a socket (or of a device node with no device behind it) says ENXIO, "no such device
+ * or address": to a client, not a regular file. */
+function notAFileOnEnxio(err: unknown): never {
+  if (errnoOf(err) === "ENXIO") throw new FtpError(550, "Not a regular file", "ENXIO: a socket or an absent device");
+  throw err;
 }
 
 /** The lstat of an entry that must be there. */
