@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { readdir, readFile, stat, writeFile } from "node:fs/promises";
+import { readdir, readFile, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
@@ -186,6 +186,31 @@ describe("file-count quota and DELE", () => {
           await upload(client, payload(100 * KIB - 2), "big.bin");
         } finally {
           client.close();
+        }
+        await portsFree(t);
+      },
+      { users: [CAROL] },
+    );
+  });
+
+  it("RNTO onto the very entry it renames (through a link to its directory) leaves the count as it was", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("carol");
+        mkdirSync(path.join(home, "d"), { recursive: true });
+        writeFileSync(path.join(home, "d", "f.bin"), payload(60 * KIB));
+        await symlink("d", path.join(home, "ln"));
+        const raw = await rawLogin(t, "carol");
+        try {
+          await raw.expect("TYPE I", 200);
+          assert.equal(await rawStore(raw, "STOR", "x.bin", payload(60 * KIB)), 552);
+          // rename(2) of a name onto itself does nothing: no file left the home.
+          await raw.expect("RNFR d/f.bin", 350);
+          await raw.expect("RNTO ln/f.bin", 250);
+          assert.equal((await stat(path.join(home, "d", "f.bin"))).size, 60 * KIB);
+          assert.equal(await rawStore(raw, "STOR", "x.bin", payload(60 * KIB)), 552);
+        } finally {
+          await raw.close();
         }
         await portsFree(t);
       },

@@ -174,13 +174,18 @@ export class JailedFs {
     });
   }
 
-  /** Renames `from` to `to`, replacing a file at `to`; a symlink is renamed as itself. */
-  rename(from: VirtualPath, to: VirtualPath): Promise<void> {
+  /** Renames `from` to `to`, replacing a file at `to`; a symlink is renamed as itself. True when
+   * another entry was at `to` and is gone; false when `to` was free or is `from` itself by another
+   * path (a link to its directory), which rename(2) leaves as it is. */
+  rename(from: VirtualPath, to: VirtualPath): Promise<boolean> {
     return guard(async () => {
       if (from === ROOT || to === ROOT) throw new FtpError(550, "Permission denied", "rename of the jail root");
-      await this.atEntry(from, (a, lst) => {
-        present(lst);
-        return this.atEntry(to, (b) => rename(a, b));
+      return await this.atEntry(from, (a, lst) => {
+        const source = present(lst);
+        return this.atEntry(to, async (b, target) => {
+          await rename(a, b);
+          return target !== null && (target.ino !== source.ino || target.dev !== source.dev);
+        });
       });
     });
   }

@@ -42,8 +42,7 @@ async function rnto(s: Session, arg: string): Promise<void> {
   if (to.startsWith(`${from}/`)) throw new FtpError(550, "Can't move a name below itself");
   // One home: a rename moves no bytes, but a file it replaces leaves the quota count.
   const counted = from === to ? () => undefined : await beforeRemoving(s, to);
-  await s.requireFs().rename(from, to);
-  counted();
+  if (await s.requireFs().rename(from, to)) counted();
   s.reply(250, "Rename successful");
 }
 
