@@ -60,6 +60,27 @@ void describe("umask under a stricter process umask (077)", () => {
     });
   });
 
+  void it("a file replaced by an upload keeps its mode (SITE CHMOD 600, a 0755 script); a new one takes the umask's", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        await store(raw, "STOR private.txt", "p");
+        await raw.expect("SITE CHMOD 600 private.txt", 200);
+        await store(raw, "STOR private.txt", "a new version, through a temp file");
+        await store(raw, "STOR run.sh", "#!/bin/sh");
+        await raw.expect("SITE CHMOD 755 run.sh", 200);
+        await store(raw, "STOR run.sh", "#!/bin/sh\necho new");
+        await store(raw, "STOR other.txt", "o");
+      } finally {
+        await raw.close();
+      }
+      const home = t.home("alice");
+      assert.equal(await modeOf(join(home, "private.txt")), 0o600);
+      assert.equal(await modeOf(join(home, "run.sh")), 0o755);
+      assert.equal(await modeOf(join(home, "other.txt")), 0o644);
+    });
+  });
+
   void it("002 gives group-writable files and directories, including a new anonymous root", async () => {
     await withServer(
       async (t) => {

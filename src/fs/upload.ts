@@ -54,7 +54,9 @@ export async function openUpload(root: RealPath, vpath: VirtualPath, opts: Uploa
     if (target.lstat !== null) checkTarget(target.lstat, opts);
     if (opts.kind === "append") return await openAppend(at, target.exists, mode);
     if (opts.offset > 0) return await openAtOffset(at, target.exists, opts.offset);
-    if (target.exists) return await openTemp(at, mode);
+    // A replaced file keeps its permission bits (a private 0600 file, a 0755 script), as it would
+    // written in place; only a new file takes the umask's.
+    if (target.lstat !== null) return await openTemp(at, target.lstat.mode & 0o777);
     return await createNew(at, opts.exclusive, mode);
   } catch (err) {
     dir.release();
