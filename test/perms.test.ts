@@ -82,6 +82,7 @@ void describe("permission policy (pure)", () => {
   void it("computes RFC 3659 perm facts from the permissions where the entry is", () => {
     const all = { perms: new Set(PERMS), dirPerms: [] };
     assert.equal(permFact(all, "file", "/", "f"), "rawdf");
+    assert.equal(permFact(all, "file", "/", "f.exe", true), "df", "a denied name is neither read nor written");
     assert.equal(permFact(all, "dir", "/", "d"), "elcmpdf");
     assert.equal(permFact(all, "dir", "/", ""), "elcmp", "the root can be neither removed nor renamed");
     assert.equal(permFact(all, "link", "/", "l"), "df");
@@ -413,6 +414,10 @@ void describe("hidden and denied names", () => {
           assert.doesNotMatch(list, /secret|a\.part|hdir/);
           const mlsd = await okData(raw, "MLSD");
           assert.doesNotMatch(mlsd, /secret|a\.part|hdir/);
+          // The perm fact of a denied name: neither read nor written, only deleted or renamed away.
+          assert.match(mlsd, /;perm=df;[^\r]* bad\.exe\r\n/);
+          assert.match(mlsd, /;perm=rawdf;[^\r]* ok\.txt\r\n/);
+          assert.match((await raw.expect("MLST bad.exe", 250)).lines[1] ?? "", /;perm=df;/);
           for (const line of ["RETR .secret", "RETR .hdir/inner.txt", "LIST .hdir", "MLSD .hdir"]) {
             await refusedData(raw, line, /^No such file or directory$/);
           }

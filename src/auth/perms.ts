@@ -186,15 +186,18 @@ export function refusalText(r: Refusal): string {
  * f rename. Directories: e always (CWD needs no permission), l list, c upload, m mkdir, p delete
  * (of the contents), all inside it; d rmdir and f rename in `dir` (no f for a directory that has
  * or holds permissions of its own: see holdsDirPerms). Symlinks: d and f. The root itself can be
- * neither removed nor renamed. */
-export function permFact(user: Pick<User, "perms" | "dirPerms">, type: string, dir: string, name: string): string {
+ * neither removed nor renamed. A file whose name is `denied` (storage.deny) is neither downloaded
+ * nor written to: d and f at most. */
+export function permFact(user: Pick<User, "perms" | "dirPerms">, type: string, dir: string, name: string, denied = false): string {
   const here = permsAt(user, dir);
   const self = dir === "/" ? `/${name}` : `${dir}/${name}`;
   const isRoot = name === "" || name === "/";
   // Called per listed entry (MLSD): letters joined as strings, no closure (test/hotpath.test.ts).
   if (type === "file") {
-    const write = here.has("upload") && here.has("overwrite");
-    return letter("r", here.has("download")) + letter("a", write) + letter("w", write) + letter("d", here.has("delete")) + letter("f", here.has("rename"));
+    const write = !denied && here.has("upload") && here.has("overwrite");
+    return (
+      letter("r", !denied && here.has("download")) + letter("a", write) + letter("w", write) + letter("d", here.has("delete")) + letter("f", here.has("rename"))
+    );
   }
   if (type === "dir") {
     const inside = permsAt(user, isRoot ? "/" : self);

@@ -133,7 +133,7 @@ async function nlstWith(s: Session, arg: string, ticket: ListingTicket): Promise
 /** One MLSx line; `dir` holds the entry, whose perm fact comes from the user's permissions there
  * (RFC 3659 §7.5.5), so a client shows what the user may really do. */
 function mlsxLine(s: Session, dir: VirtualPath, e: DirEntry, name = e.name): string {
-  const perm = s.user ? permFact(s.user, e.stat.type, dir, name) : "";
+  const perm = s.user ? permFact(s.user, e.stat.type, dir, name, namePolicy(s.ctx.config.storage).denied(name)) : "";
   return formatMlsxSelected(e, s.mlstFacts, { perm });
 }
 
@@ -152,16 +152,20 @@ async function mlsdWith(s: Session, arg: string, ticket: ListingTicket): Promise
   const user = s.user;
   // The perm fact of a file or link depends only on the directory; a subdirectory's also on its
   // own path, unless the user has no per-directory permissions.
+  // A file with a denied name (storage.deny) has its own.
   const perms = new Map<string, string>();
   const sameForAll = user === null || user.dirPerms.length === 0;
+  const { denied } = namePolicy(s.ctx.config.storage);
   const listing = new ListingBuffer();
   for (const e of entries) {
     const type = e.stat.type;
     let perm = "";
     if (user) {
-      const cached = type !== "dir" || sameForAll ? perms.get(type) : undefined;
-      perm = cached ?? permFact(user, type, path, e.name);
-      if (cached === undefined && (type !== "dir" || sameForAll)) perms.set(type, perm);
+      const own = type === "file" && denied(e.name);
+      const shared = !own && (type !== "dir" || sameForAll);
+      const cached = shared ? perms.get(type) : undefined;
+      perm = cached ?? permFact(user, type, path, e.name, own);
+      if (cached === undefined && shared) perms.set(type, perm);
     }
     listing.add(format(e, { perm }));
   }
