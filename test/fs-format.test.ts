@@ -89,6 +89,16 @@ void describe("formatListLine", () => {
     assert.equal(modeString(stat({ type: "dir", mode: 0o1777 })), "drwxrwxrwt");
     assert.equal(modeString(stat({ type: "dir", mode: 0o1776 })), "drwxrwxrwT");
   });
+
+  void it("shows FIFOs, sockets and devices by their ls -l letter, each line its own", () => {
+    assert.equal(modeString(stat({ type: "other", mode: 0o010644 })), "prw-r--r--");
+    assert.equal(modeString(stat({ type: "other", mode: 0o140755 })), "srwxr-xr-x");
+    assert.equal(modeString(stat({ type: "other", mode: 0o020666 })), "crw-rw-rw-");
+    assert.equal(modeString(stat({ type: "other", mode: 0o060660 })), "brw-rw----");
+    const lines = [entry("p", { type: "other", mode: 0o010644 }), entry("s", { type: "other", mode: 0o140644 })].map((e) => formatListLine(e, NOW));
+    assert.match(lines[0] ?? "", /^prw-r--r-- /);
+    assert.match(lines[1] ?? "", /^srw-r--r-- /);
+  });
 });
 
 void describe("MLSx facts (RFC 3659)", () => {

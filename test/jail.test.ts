@@ -517,6 +517,11 @@ describe("odd paths inside the home: each command answers with a clear reply, an
           assert.equal(r.code, 550, `${commands.join(", ")} → ${r.lines.join(" | ")}`);
           assert.equal(r.message, message, commands.join(", "));
         }
+        // LIST shows what they are, as ls -l does: a FIFO and a socket are no empty regular files.
+        const listed = (await transfer(raw, "LIST odd")).data.toString();
+        assert.match(listed, /^prw-r--r-- .* fifo$/m, listed);
+        assert.match(listed, /^s[rwx-]{9} .* sock$/m, listed);
+        assert.match(listed, /^-rw-r--r-- .* f$/m, listed);
         const long = await raw.cmd(`STOR odd/${"n".repeat(300)}`);
         assert.equal(long.code, 553, `over-long name → ${long.lines.join(" | ")}`);
         await raw.expect("NOOP", 200);

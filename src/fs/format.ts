@@ -48,7 +48,7 @@ function sizeField(size: number): string {
  * count only, which the entries of one directory mostly share. Made once per combination (a few
  * hundred at most are kept): a line is then five strings joined, not eleven. */
 function linePrefix(s: EntryStat): string {
-  const key = s.nlink < 0x10000 ? (TYPE_CODE[s.type] * 0x10000 + (s.mode & 0o7777)) * 0x10000 + s.nlink : -1;
+  const key = s.nlink < 0x10000 ? (TYPE_CODE[s.type] * 0x10000 + (s.mode & 0xffff)) * 0x10000 + s.nlink : -1;
   let prefix = key >= 0 ? prefixes.get(key) : undefined;
   if (prefix === undefined) {
     prefix = `${modeString(s)} ${String(s.nlink).padStart(4)} ${OWNER_GROUP} `;
@@ -67,12 +67,17 @@ const prefixes = new Map<number, string>();
 /** Owner and group as every LIST line shows them (real ids would tell a client about the host). */
 const OWNER_GROUP = `${"ftp".padEnd(8)} ${"ftp".padEnd(8)}`;
 
-/** `drwxr-xr-x`-style type and permission string (setuid/setgid/sticky as s/S, t/T). */
+/** `drwxr-xr-x`-style type and permission string (setuid/setgid/sticky as s/S, t/T); a FIFO,
+ * socket or device is `p`, `s`, `c` or `b`, as in `ls -l`. */
 export function modeString(s: EntryStat): string {
-  const type = s.type === "dir" ? "d" : s.type === "link" ? "l" : "-";
+  const type = s.type === "dir" ? "d" : s.type === "link" ? "l" : s.type === "other" ? (SPECIAL_TYPES[(s.mode >> 12) & 0xf] ?? "-") : "-";
   const m = s.mode;
   return type + triplet(m >> 6, m & 0o4000, "s") + triplet(m >> 3, m & 0o2000, "s") + triplet(m, m & 0o1000, "t");
 }
+
+/** `ls -l`'s letter of a special file, by its S_IFMT bits (mode >> 12): FIFO, character device,
+ * block device, socket. */
+const SPECIAL_TYPES: Readonly<Record<number, string>> = { 0o01: "p", 0o02: "c", 0o06: "b", 0o14: "s" };
 
 function triplet(bits: number, special: number, mark: "s" | "t"): string {
   const x = (bits & 1) !== 0;

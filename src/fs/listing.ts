@@ -25,11 +25,12 @@ const STAT_CONCURRENCY = 32;
 
 /** Node Stats → EntryStat; `type` overrides what the stats say (used for links). */
 export function toEntryStat(s: StatLike, type?: EntryStat["type"]): EntryStat {
+  const t = type ?? typeOf(s);
   return {
-    type: type ?? typeOf(s),
+    type: t,
     size: s.size,
     mtimeMs: Math.round(s.mtimeMs),
-    mode: s.mode & 0o7777,
+    mode: s.mode & (t === "other" ? S_IFMT | 0o7777 : 0o7777),
     nlink: s.nlink,
     uid: s.uid,
     gid: s.gid,

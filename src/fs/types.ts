@@ -15,7 +15,8 @@ export interface EntryStat {
   /** Modification time in whole milliseconds since the epoch (as Node's `Stats.mtime` rounds it);
    * a number, not a Date: a listing makes one per entry. */
   readonly mtimeMs: number;
-  /** Permission bits (mode & 0o7777). */
+  /** Permission bits (mode & 0o7777); of an "other" entry its file type bits too (S_IFMT: a FIFO,
+   * a socket, a device), which LIST shows as `ls -l` does. */
   readonly mode: number;
   readonly nlink: number;
   readonly uid: number;
