@@ -12,9 +12,16 @@ import { connect } from "node:net";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { TokenBucket } from "../src/protocol/ratelimit.ts";
-import { RawClient, type Reply } from "./helpers/raw.ts";
+import { dataConnect, RawClient, type Reply } from "./helpers/raw.ts";
 import { ftpLogin, rawLogin, withServer } from "./helpers/run.ts";
 import { openFds, waitFor } from "./helpers/server.ts";
+
+/** The port of a 227 reply. */
+function pasvPort(message: string): number {
+  const m = /\(\d+,\d+,\d+,\d+,(\d+),(\d+)\)/.exec(message);
+  assert.ok(m, message);
+  return Number(m[1]) * 256 + Number(m[2]);
+}
 
 /** Sends `lines` in one write and reads one reply per line. */
 async function pipelined(c: RawClient, lines: readonly string[], ms = 10_000): Promise<Reply[]> {
@@ -194,6 +201,24 @@ void describe("passive ports", () => {
       await c.expect("PASV", 227);
       assert.equal(t.server.context.pool.used, 1);
       assert.ok(await waitFor(() => t.server.context.pool.used === 0, 3000), "port released");
+      await c.expect("LIST", 425);
+      await c.close();
+    }, { config: { limits: { dataTimeout: 0.3 } } });
+  });
+
+  it("a passive connection no transfer command takes is closed after limits.dataTimeout, and its port given back, however busy the session", async () => {
+    await withServer(async (t) => {
+      const c = await rawLogin(t);
+      const data = await dataConnect(pasvPort((await c.expect("PASV", 227)).message));
+      const closed = once(data, "close");
+      // NOOPs keep the session from idling: only the data connection's own deadline ends it.
+      const until = Date.now() + 1000;
+      while (Date.now() < until) {
+        await c.expect("NOOP", 200);
+        await sleep(100);
+      }
+      assert.equal(t.server.context.pool.used, 0, "port released");
+      await closed;
       await c.expect("LIST", 425);
       await c.close();
     }, { config: { limits: { dataTimeout: 0.3 } } });

@@ -45,6 +45,9 @@ export class ActiveChannel implements DataChannel {
     });
   }
 
+  /** Nothing to do: nothing is dialled before connect(). */
+  taken(): void {}
+
   /** Nothing was dialled yet: the same as close(). */
   retire(): void {
     this.close();

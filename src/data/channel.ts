@@ -11,6 +11,8 @@ export interface DataChannel {
   /** The same, but a passive connection may come as accepted, not yet a `Socket` (data/raw.ts),
    * for a transfer that can use it so. */
   connect(raw: true): Promise<DataConnection>;
+  /** A transfer command took the channel: from now on only connect()'s own wait limits it. */
+  taken(): void;
   /** Releases everything: listener, port, a socket not yet handed out. Idempotent. */
   close(): void;
   /** Like close(), after a transfer that succeeded: a passive listener may then be kept for the

@@ -296,8 +296,9 @@ export class PassiveChannel implements DataChannel {
   private succeeded = false;
   /** Refused before use: a connection still accepted is ended cleanly, then the port goes back. */
   private retired = false;
-  /** A port nobody connects to within the data timeout is given back, so PASV without a
-   * connection cannot hold the range (issue "Abuse resistance"). */
+  /** A port no transfer command takes within the data timeout is given back, with a connection
+   * accepted on it meanwhile, so PASV without a transfer cannot hold the range (issue "Abuse
+   * resistance"). */
   private readonly deadline: NodeJS.Timeout;
   private retireTimer: NodeJS.Timeout | null = null;
 
@@ -438,10 +439,15 @@ export class PassiveChannel implements DataChannel {
     endUnused(asSocket(conn), RETIRE_GRACE_MS);
   }
 
-  /** Nobody connected within the data timeout: a waiting transfer gets 425, the port goes back. */
+  /** A transfer command took the channel: the time it takes to open its file does not count
+   * against the client. */
+  taken(): void {
+    clearTimeout(this.deadline);
+  }
+
+  /** No transfer command took the channel within the data timeout: a connection nobody asked
+   * for goes, and so does the port. */
   private expire(): void {
-    if (this.accepted || this.closed) return;
-    this.answer(null, "Can't open data connection: timed out waiting for the client");
     this.close();
   }
 
@@ -465,7 +471,6 @@ export class PassiveChannel implements DataChannel {
       conn.on("error", () => undefined);
     }
     this.accepted = conn;
-    clearTimeout(this.deadline);
     if (this.retired) {
       this.endGently(conn);
       return;

@@ -283,6 +283,7 @@ export class Session {
     const ch = this.channel;
     this.channel = null;
     if (!ch) throw new FtpError(425, "Use PORT, PASV, EPRT or EPSV first");
+    ch.taken();
     return ch;
   }
 
