@@ -6,11 +6,11 @@
  */
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { readdirSync } from "node:fs";
+import { closeSync, readdirSync } from "node:fs";
 import { appendFile, readdir, readFile, truncate, writeFile } from "node:fs/promises";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
-import { connect, type Socket } from "node:net";
+import { connect, createServer, type Socket } from "node:net";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { listenBinding, pendingBinding, receiveBinding, sendfileBinding } from "../src/native.ts";
@@ -50,6 +50,27 @@ async function retrOn(raw: RawClient, port: number, name: string): Promise<strin
   const text = (await readAll(data)).toString();
   await raw.expectReply(226);
   return text;
+}
+
+/** A port on 127.0.0.1 whose connections are never accepted and whose queue is full, so a connect
+ * to it waits without an answer (its SYN is dropped); needs the addon's bare listener. */
+async function silentPort(): Promise<{ port: number; close(): void }> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  const port = (probe.address() as { port: number }).port;
+  await new Promise((resolve) => probe.close(resolve));
+  const fd = (listenBinding() as NonNullable<ReturnType<typeof listenBinding>>).listenTcp("127.0.0.1", port, 1);
+  assert.ok(fd >= 0, `listen on ${port}: ${fd}`);
+  const fillers: Socket[] = [];
+  for (let i = 0; i < 4; i++) fillers.push(connect(port, "127.0.0.1").on("error", () => undefined));
+  await sleep(200);
+  return {
+    port,
+    close() {
+      for (const f of fillers) f.destroy();
+      closeSync(fd);
+    },
+  };
 }
 
 describe("passive port range", () => {
@@ -520,6 +541,35 @@ describe("active mode", () => {
         await raw.expect("NOOP", 200);
       } finally {
         await raw.close();
+      }
+    });
+  });
+
+  it("ABOR while the server dials a client port that never answers is 426 then 226 at once; a session closed meanwhile leaves nothing behind", { skip: !listenBinding() && "addon not built" }, async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "a.txt"), "active");
+      const silent = await silentPort();
+      try {
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect(`PORT 127,0,0,1,${silent.port >> 8},${silent.port & 0xff}`, 200);
+          raw.send("RETR a.txt");
+          const dialling = (): boolean => [...t.server.sessions].some((s) => s.transfer !== null);
+          assert.ok(await waitFor(dialling, 5000), "RETR dials the client");
+          raw.send("ABOR");
+          await raw.expectReply(426, 1000);
+          await raw.expectReply(226, 1000);
+          await raw.expect("NOOP", 200);
+          // The same wait ended by the client going away: its file and socket go with it.
+          await raw.expect(`EPRT |1|127.0.0.1|${silent.port}|`, 200);
+          raw.send("RETR a.txt");
+          assert.ok(await waitFor(dialling, 5000), "RETR dials the client");
+        } finally {
+          await raw.close();
+        }
+        assert.ok(await waitFor(() => t.server.sessions.size === 0, 2000), "session gone");
+      } finally {
+        silent.close();
       }
     });
   });

@@ -13,6 +13,8 @@ import type { DataChannel } from "./channel.ts";
 export class ActiveChannel implements DataChannel {
   readonly kind = "active" as const;
   private socket: Socket | null = null;
+  /** Rejects the connect() still dialling: close() settles it (a destroyed socket emits no error). */
+  private failDial: ((err: Error) => void) | null = null;
   private closed = false;
 
   /** @param localHost the control connection's local address, used as the source address. */
@@ -34,9 +36,11 @@ export class ActiveChannel implements DataChannel {
         ...SOCKET_DEFAULTS,
       });
       this.socket = socket;
+      this.failDial = reject;
       socket.setTimeout(this.timeoutMs, () => failConnect(socket, reject, "timed out"));
       socket.once("error", (err: NodeJS.ErrnoException) => failConnect(socket, reject, err.code === "ECONNREFUSED" ? "refused" : "failed"));
       socket.once("connect", () => {
+        this.failDial = null;
         socket.setTimeout(0);
         socket.removeAllListeners("error");
         socket.on("error", () => undefined);
@@ -58,11 +62,14 @@ export class ActiveChannel implements DataChannel {
     this.close();
   }
 
-  /** Forgets the target; a socket still connecting is destroyed. */
+  /** Forgets the target; a socket still connecting is destroyed, and the connect() waiting on it
+   * rejected (an ABOR, or the session's end, while the client's side does not answer). */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.socket && this.socket.connecting) this.socket.destroy();
+    const fail = this.failDial;
+    this.failDial = null;
+    if (this.socket && this.socket.connecting && fail !== null) failConnect(this.socket, fail, "closed");
   }
 }
 
