@@ -69,6 +69,26 @@ void describe("sessions per user", () => {
       for (const c of [first, ...alices]) await c.close();
     }, { users: [{ name: "carol", password: "carol-pw", maxSessions: 1 }] });
   });
+
+  it("a client that goes away while its password is checked holds no place: the user can still log in", async () => {
+    await withServer(async (t) => {
+      // A slow check (bcrypt at a real cost) that the client does not wait for.
+      const check = t.store.authenticate.bind(t.store);
+      t.store.authenticate = async (name, password) => {
+        await sleep(200);
+        return check(name, password);
+      };
+      const gone = await RawClient.connect(t.port);
+      await gone.expect("USER alice", 331);
+      gone.send("PASS alice-pw");
+      await sleep(50);
+      await gone.close();
+      await sleep(300);
+      assert.equal(t.server.context.admission.sessionsOf("alice"), 0);
+      const c = await rawLogin(t);
+      await c.close();
+    }, { config: { limits: { maxSessionsPerUser: 1 } } });
+  });
 });
 
 void describe("command rate", () => {

@@ -101,8 +101,11 @@ async function pass(s: Session, arg: string): Promise<void> {
 }
 
 /** Counts the login against the per-user session limit (a user's own maxSessions, else
- * limits.maxSessionsPerUser; 0 = unlimited). Over it: 421 and close, scored as a limit refusal. */
+ * limits.maxSessionsPerUser; 0 = unlimited). Over it: 421 and close, scored as a limit refusal. A
+ * session that closed while its password was checked claims nothing: its end has been counted
+ * already, and nothing would give the claim back. */
 function claimSession(s: Session, found: User): boolean {
+  if (s.closed) return false;
   const max = found.limits.maxSessions > 0 ? found.limits.maxSessions : s.ctx.config.limits.maxSessionsPerUser;
   if (s.ctx.admission.login(found.name, max)) {
     s.countedUser = found.name;
