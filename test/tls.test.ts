@@ -898,6 +898,25 @@ describe("ABOR during a TLS transfer", () => {
     assert.equal((await c.reply()).code, 226);
     await c.quit();
   });
+
+  it("answers 426 then 226 at once when the client connected but never starts the TLS handshake", async () => {
+    await writeFile(join(t.home("alice"), "small.txt"), "small");
+    const c = await FtpsControl.explicit(t.port);
+    await c.login();
+    await c.protect();
+    const plain = netConnect({ port: await c.epsv(), host: "127.0.0.1" });
+    plain.on("error", () => undefined);
+    await once(plain, "connect");
+    c.send("RETR small.txt");
+    assert.equal((await c.reply()).code, 150);
+    c.send("ABOR");
+    // Not after limits.dataTimeout (30 s), the handshake's own limit.
+    assert.equal((await c.reply(1000)).code, 426);
+    assert.equal((await c.reply(1000)).code, 226);
+    plain.destroy();
+    await c.expect("NOOP", 200);
+    await c.quit();
+  });
 });
 
 describe("ABOR during a TLS upload", () => {

@@ -84,6 +84,13 @@ export class Transfer {
     this.resolveDone?.();
   }
 
+  /** Ties the transfer to its data connection before it moves a byte (during a TLS handshake):
+   * an abort destroys it. */
+  hold(socket: DataConnection): void {
+    this.socket = socket;
+    if (this.abortReason) socket.destroy();
+  }
+
   /** Ties the transfer to its data connection and its byte counter. */
   attach(socket: DataConnection, counter: () => number): void {
     this.socket = socket;

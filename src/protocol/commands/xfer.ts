@@ -57,6 +57,8 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
     socket = await ch.connect(true);
     // Unprotected data needs no TLS (secureData would only announce).
     if (s.ctx.tls && s.protectData) {
+      // An ABOR, or the session's end, during the handshake ends it (it may wait dataTimeout).
+      t.hold(socket);
       socket = await s.ctx.tls.secureData(s, asSocket(socket), (secured) => announce(s, plan.opening, upload || secured), { upload });
     } else announce(s, plan.opening, upload);
     bytes = await plan.move(t, socket, prepared.r);
