@@ -17,7 +17,7 @@ import { listenBinding, pendingBinding, receiveBinding, sendfileBinding } from "
 import { HANDOFF_AT } from "../src/data/receive.ts";
 import { SPARE_MS } from "../src/data/passive.ts";
 import { hold150 } from "../src/protocol/commands/xfer.ts";
-import { afterStrayBytes, dataConnect, RawClient, readAll, retrieve, retrieveText, writeAll } from "./helpers/raw.ts";
+import { afterStrayBytes, dataConnect, listenLocal, RawClient, readAll, retrieve, retrieveText, writeAll } from "./helpers/raw.ts";
 import { payload, rawLogin, withServer } from "./helpers/run.ts";
 import { freshRange, waitFor, type TestServer } from "./helpers/server.ts";
 
@@ -1547,6 +1547,20 @@ describe("IPv6", { skip: HAS_IPV6 ? false : "no ::1 on this machine" }, () => {
           assert.equal((await readAll(await wait.accepted)).toString(), "v6");
           wait.close();
           await raw.expectReply(226);
+          // Any spelling of the client's own address (RFC 4291 §2.2) is its address.
+          for (const spelling of ["0:0:0:0:0:0:0:1", "0000::0001", "::0:1"]) {
+            const other = await listenLocal("::1");
+            try {
+              await raw.expect(`EPRT |2|${spelling}|${(other.server.address() as { port: number }).port}|`, 200);
+              raw.send("RETR six.txt");
+              await raw.expectReply(150);
+              assert.equal((await readAll(await other.accepted)).toString(), "v6");
+              await raw.expectReply(226);
+            } finally {
+              other.close();
+            }
+          }
+          await raw.expect("EPRT |2|::2|5000|", 500);
         } finally {
           await raw.close();
         }

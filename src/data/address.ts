@@ -43,7 +43,18 @@ export function parseEprt(arg: string): (HostPort & { readonly family: 1 | 2 }) 
   if (portNum < 1 || portNum > 65535) return null;
   const family = af === "1" ? 1 : 2;
   if (isIP(addr) !== (family === 1 ? 4 : 6)) return null;
-  return { host: addr, port: portNum, family };
+  return { host: family === 2 ? canonicalIPv6(addr) : addr, port: portNum, family };
+}
+
+/** The one spelling of an IPv6 address the system gives a peer's (RFC 5952: lower case, zeros
+ * left out, the longest run of zero groups as "::"); RFC 2428 lets an EPRT write it in any form of
+ * RFC 4291 §2.2 ("0:0:0:0:0:0:0:1" is "::1"). An address URL cannot take (a zone) stays as it is. */
+function canonicalIPv6(addr: string): string {
+  try {
+    return new URL(`http://[${addr}]/`).hostname.slice(1, -1);
+  } catch {
+    return addr;
+  }
 }
 
 /** Formats the 227 reply text for an IPv4 address and port. */

@@ -322,7 +322,8 @@ export async function retrieveText(raw: RawClient, name: string, rest?: number):
   return data.toString();
 }
 
-async function listenLocal(host: string): Promise<ActiveWait> {
+/** Listens on `host` for the server's active data connection (the caller sends PORT/EPRT). */
+export async function listenLocal(host: string): Promise<ActiveWait> {
   const server = createServer();
   const accepted = new Promise<Socket>((resolve) => {
     server.once("connection", (s) => {
