@@ -686,6 +686,41 @@ describe("ABOR and STAT during a transfer", () => {
     );
   });
 
+  it("STAT sent again and again during a transfer by a client that reads no reply holds a bounded amount of replies; an ABOR from a client that reads them is answered", async () => {
+    await withServer(
+      async (t) => {
+        await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(BIG, 1));
+        const raw = await rawLogin(t);
+        try {
+          const data = await raw.pausedRetr("big.bin");
+          raw.socket.pause();
+          // 40,000 STATs, about 10 MB of 211 replies, in one go (commandRate 0: no flood limit).
+          raw.sendRaw("STAT\r\n".repeat(40_000));
+          await sleep(1000);
+          const [session] = t.server.sessions;
+          assert.ok(session);
+          assert.ok(session.socket.writableLength < 2 * MIB, `replies held: ${session.socket.writableLength} bytes`);
+          data.destroy();
+        } finally {
+          await raw.close();
+        }
+        const reader = await rawLogin(t);
+        try {
+          const data = await reader.pausedRetr("big.bin");
+          reader.send("STAT");
+          await reader.expectReply(211);
+          reader.send("ABOR");
+          await reader.expectReply(426);
+          await reader.expectReply(226);
+          data.destroy();
+        } finally {
+          await reader.close();
+        }
+      },
+      { config: { limits: { commandRate: 0 } } },
+    );
+  });
+
   it("a command other than ABOR, STAT or QUIT waits for the transfer's reply", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "w.bin"), payload(BIG));

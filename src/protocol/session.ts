@@ -131,6 +131,8 @@ export class Session {
   private readonly framer: LineFramer;
   private readonly queue: Queued[] = [];
   private pumping = false;
+  /** Commands running beside the queue (ABOR, STAT, QUIT during a transfer). */
+  private bypassing = 0;
   /** After an AUTH line that may upgrade the connection: input waits for its outcome. */
   private holdInput = false;
   /** What came after that AUTH: dropped if it upgrades (RFC 4217 §11: no plaintext injection),
@@ -428,8 +430,9 @@ export class Session {
         continue;
       }
       const verb = verbOf(ev.text);
-      if ((this.transfer || this.hashing) && this.dispatcher.bypasses(verb)) {
-        void this.dispatcher.run(this, ev.text, ev.notUtf8);
+      if ((this.transfer || this.hashing) && this.dispatcher.bypasses(verb) && !this.repliesPiledUp()) {
+        this.bypassing++;
+        void this.dispatcher.run(this, ev.text, ev.notUtf8).finally(() => this.bypassing--);
         continue;
       }
       this.enqueue(ev.notUtf8 ? { line: ev.text, notUtf8: true } : { line: ev.text });
@@ -443,6 +446,14 @@ export class Session {
         return;
       }
     }
+  }
+
+  /** The client does not read its replies (the socket holds more than it buffers), or sent more
+   * commands that run at once (ABOR, STAT, QUIT) than a queue holds: such commands wait in the
+   * queue, which stops reading when full, so a client flooding STAT during a transfer without
+   * reading cannot grow the server's memory without bound. */
+  private repliesPiledUp(): boolean {
+    return this.socket.writableNeedDrain || this.bypassing >= MAX_QUEUED;
   }
 
   /** Input that arrives while an AUTH is pending. A client that keeps sending instead of waiting
