@@ -849,6 +849,28 @@ describe("ABOR and STAT during a transfer", () => {
       }
     });
   });
+
+  it("QUIT during a transfer behind a queued command: the transfer's reply, the command's, then 221", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "q.bin"), payload(BIG));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        const data = await raw.pausedRetr("q.bin");
+        raw.send("NOOP");
+        raw.send("QUIT");
+        await assert.rejects(raw.reply(200), /no reply/);
+        data.resume();
+        assert.equal((await readAll(data)).length, BIG);
+        await raw.expectReply(226);
+        await raw.expectReply(200);
+        await raw.expectReply(221);
+        await raw.closed();
+      } finally {
+        await raw.close();
+      }
+    });
+  });
 });
 
 describe("downloads", () => {

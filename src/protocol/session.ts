@@ -430,7 +430,9 @@ export class Session {
         continue;
       }
       const verb = verbOf(ev.text);
-      if ((this.transfer || this.hashing) && this.dispatcher.bypasses(verb) && !this.repliesPiledUp()) {
+      // A QUIT behind commands still waiting for the transfer waits with them: run at once, it would
+      // close the session at the transfer's end with those commands unanswered.
+      if ((this.transfer || this.hashing) && this.dispatcher.bypasses(verb) && !(verb === "QUIT" && this.queue.length > 0) && !this.repliesPiledUp()) {
         this.bypassing++;
         void this.dispatcher.run(this, ev.text, ev.notUtf8).finally(() => this.bypassing--);
         continue;
