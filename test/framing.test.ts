@@ -12,6 +12,19 @@ function texts(lines: ReturnType<LineFramer["push"]>): string[] {
 }
 
 describe("line framer", () => {
+  it("bounds a line at maxLength bytes with its CRLF, in one read or byte by byte, and reports it once", () => {
+    for (const split of [false, true]) {
+      const f = new LineFramer(8);
+      const feed = (text: string): string[] =>
+        split ? [...Buffer.from(text)].flatMap((b) => texts(f.push(Buffer.from([b])))) : texts(f.push(Buffer.from(text)));
+      assert.deepEqual(feed("ABCDEF\r\n"), ["ABCDEF"], "8 bytes with CRLF");
+      assert.deepEqual(feed("ABCDEFG\r\n"), ["<overlong>"], "9 bytes with CRLF");
+      assert.deepEqual(feed("ABCDEFG\n"), ["ABCDEFG"], "8 bytes with a bare LF");
+      assert.deepEqual(feed("ABCDEFGH\n"), ["<overlong>"], "9 bytes with a bare LF");
+      assert.deepEqual(feed("ABCDEFGHIJKL\r\nNOOP\r\n"), ["<overlong>", "NOOP"], "one notice, then the next line");
+    }
+  });
+
   it("decodes a UTF-8 character split across reads, with two framers fed in turn", () => {
     const a = new LineFramer(512);
     const b = new LineFramer(512);

@@ -37,6 +37,11 @@ export class LineFramer {
       const end = nl === -1 ? chunk.length : nl;
       if (this.take(chunk.subarray(start, end))) out.push({ kind: "overlong" });
       if (nl === -1) break;
+      // The LF counts too (counted, never kept): a line of maxLength bytes before it is one over.
+      if (!this.discarding && this.size + 1 > this.maxLength) {
+        this.discarding = true;
+        out.push({ kind: "overlong" });
+      }
       const line = this.finishLine();
       if (line) out.push(line);
       start = nl + 1;
