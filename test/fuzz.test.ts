@@ -123,8 +123,9 @@ async function openControl(t: TestServer, start: Start): Promise<Control> {
   if (start === "implicit") {
     const sink: { session: Buffer | null } = { session: null };
     const socket = await secure(tlsConnect({ port: t.implicitPort as number, host: "127.0.0.1", ...TEST_TLS }), sink);
-    // The control is the sink itself: sessions issued later land in it too.
-    const c: Control = Object.assign(sink, { raw: RawClient.over(socket), protect: false });
+    // The control is the sink itself: sessions issued later land in it too. PROT P is in force
+    // from the start on the implicit port.
+    const c: Control = Object.assign(sink, { raw: RawClient.over(socket), protect: true });
     assert.equal((await c.raw.reply()).code, 220);
     return c;
   }

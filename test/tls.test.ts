@@ -284,6 +284,33 @@ describe("AUTH, PBSZ and PROT sequencing (raw control connection)", () => {
     assert.equal((await c.reply()).code, 226);
     await c.quit();
   });
+
+  it("protects an implicit connection's data from the start, as if PBSZ 0 and PROT P had been sent; PROT C still turns it off", async () => {
+    await writeFile(join(t.home("alice"), "implicit.txt"), "secret");
+    const c = await FtpsControl.implicit(t.implicitPort ?? 0);
+    await c.login();
+    const status = await c.expect("STAT", 211);
+    assert.ok(status.lines.some((l) => /data: TLS/.test(l)), status.lines.join("|"));
+    // A client that takes PROT P as given on the implicit port (MS-FTPS) starts TLS on the data connection.
+    const dc = await c.tlsData(await c.epsv());
+    c.send("RETR implicit.txt");
+    assert.equal((await c.reply()).code, 150);
+    assert.equal(await dc.handshake, true, "data connection resumed the control session");
+    assert.equal((await readToEnd(dc.socket)).toString(), "secret");
+    assert.equal((await c.reply()).code, 226);
+    // PROT without PBSZ is in order here (PBSZ 0 is in effect); PROT C gives plain data.
+    await c.expect("PROT C", 200);
+    const port = await c.epsv();
+    const plain = netConnect({ port, host: "127.0.0.1" });
+    await once(plain, "connect");
+    c.send("RETR implicit.txt");
+    assert.equal((await c.reply()).code, 150);
+    assert.equal((await readToEnd(plain)).toString(), "secret");
+    assert.equal((await c.reply()).code, 226);
+    plain.destroy();
+    await c.quit();
+  });
+
   it("closes at once a connection whose client ends it before its TLS handshake (implicit, and after AUTH TLS)", async () => {
     for (const explicit of [false, true]) {
       const s = netConnect(explicit ? t.port : (t.implicitPort ?? 0), "127.0.0.1");

@@ -97,6 +97,8 @@ export class Session {
   clientName: string | null = null;
   /** The control connection is TLS (implicit port, or after AUTH TLS). */
   secure: boolean;
+  /** The connection came in on the implicit FTPS port (TLS from its first byte). */
+  readonly implicit: boolean;
   /** This connection's TLS identity (own ticket keys and session cache), shared with its data connections. */
   tlsBinding: TlsBinding | null = null;
   /** PBSZ was received after TLS (RFC 4217 §8). */
@@ -160,6 +162,13 @@ export class Session {
     this.onData = (chunk) => this.receive(chunk);
     this.socket = socket;
     this.secure = "encrypted" in socket;
+    this.implicit = this.secure;
+    // Implicit FTPS protects the data connections too, as if PBSZ 0 and PROT P had been sent
+    // (MS-FTPS, "Control Connection Negotiation with Implicit FTPS"; pure-ftpd does the same): a
+    // client that takes that as given gets TLS on its data connections rather than its files in
+    // clear. PROT C still turns it off.
+    this.pbszDone = this.implicit;
+    this.protectData = this.implicit;
     this.remoteAddress = unmapIPv4(socket.remoteAddress ?? "");
     this.localAddress = unmapIPv4(socket.localAddress ?? "");
     this.log = ctx.logger.child({ session: id, remote: this.remoteAddress });
