@@ -55,6 +55,16 @@ async function handshakeAfterAuth(port: number, opts: ConnectionOptions): Promis
   }
 }
 
+/** FEAT and AUTH on an implicit connection: PBSZ and PROT are listed; AUTH, which can only be
+ * refused there (503: the connection is TLS already), is not. */
+async function implicitFeatures(c: FtpsControl): Promise<void> {
+  const feat = await c.expect("FEAT", 211);
+  for (const f of ["PBSZ", "PROT"]) assert.ok(feat.lines.includes(` ${f}`), `FEAT lists ${f}: ${feat.lines.join("|")}`);
+  assert.ok(!feat.lines.some((l) => /AUTH/.test(l)), feat.lines.join("|"));
+  const auth = await c.expect("AUTH TLS", 503);
+  assert.match(auth.text, /Already using TLS/);
+}
+
 async function basicClient(t: TestServer, secure: true | "implicit", maxVersion: "TLSv1.2" | "TLSv1.3"): Promise<Client> {
   const client = new Client(10_000);
   await client.access({
@@ -272,7 +282,7 @@ describe("AUTH, PBSZ and PROT sequencing (raw control connection)", () => {
 
   it("serves implicit FTPS: TLS from the first byte, no AUTH needed, PROT P listings", async () => {
     const c = await FtpsControl.implicit(t.implicitPort ?? 0);
-    await c.expect("AUTH TLS", 503);
+    await implicitFeatures(c);
     await c.login();
     await c.protect();
     await writeFile(join(t.home("alice"), "seen.txt"), "x");
@@ -350,6 +360,7 @@ describe("TLS modes", () => {
     try {
       assert.equal(t.server.port, null);
       const c = await FtpsControl.implicit(t.implicitPort ?? 0);
+      await implicitFeatures(c);
       await c.login();
       await c.protect();
       await c.quit();

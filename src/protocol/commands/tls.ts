@@ -18,8 +18,9 @@ function auth(s: Session, arg: string): void {
   // A refusal leaves the connection as it was; the session reads on after it (Session.pump).
   const mech = arg.trim().toUpperCase();
   const provider = offeredTls(s);
-  if (provider === null) throw new FtpError(502, "TLS is not enabled on this server");
+  // First: an implicit connection is TLS whether or not this server offers AUTH TLS.
   if (s.secure) throw new FtpError(503, "Already using TLS");
+  if (provider === null) throw new FtpError(502, "TLS is not enabled on this server");
   if (s.user) throw new FtpError(503, "AUTH must come before login");
   if (!["TLS", "TLS-C", "SSL", "TLS-P"].includes(mech)) throw new FtpError(504, "Unknown security mechanism");
   const binding = provider.binding();
@@ -67,7 +68,13 @@ function prot(s: Session, arg: string): void {
   s.reply(200, `Protection level set to ${level}`);
 }
 
-const tlsFeat = (s: Session): string[] => (offeredTls(s) !== null ? ["AUTH TLS", "AUTH SSL", "PBSZ", "PROT"] : []);
+/** AUTH where it can upgrade the connection (the explicit port); PBSZ and PROT wherever TLS is
+ * to be had, the implicit port included. AUTH on an implicit connection can only be refused (MS-FTPS
+ * calls it informational there at most), so it is not listed there, in mode both as in implicit. */
+function tlsFeat(s: Session): string[] {
+  const auth = offeredTls(s) !== null && !s.implicit ? ["AUTH TLS", "AUTH SSL"] : [];
+  return offeredTls(s) !== null || s.secure ? [...auth, "PBSZ", "PROT"] : [];
+}
 const base = { needsLogin: false, arg: "required", beforeTls: true, rfc: "RFC 4217" } as const;
 
 /** The security family. */
