@@ -1049,6 +1049,43 @@ describe("certificates", () => {
     assert.ok(TlsProvider.create(makeConfig(dir, { tls: { mode: "explicit", cert: join(dir, "cert.pem"), key: join(dir, "key.pem") } }), silent));
   });
 
+  it("warns, naming tls.cert and the date, when the certificate has expired, at start and when a renewal brings another expired one", async () => {
+    const dir = await mkTemp();
+    const certPath = join(dir, "cert.pem");
+    const keyPath = join(dir, "key.pem");
+    // 0 days: valid from a minute ago until a minute ago.
+    const expired = makeSelfSigned(["localhost", "127.0.0.1"], 0);
+    await writeFile(certPath, expired.cert);
+    await writeFile(keyPath, expired.key);
+    const t = await startTestServer({ config: { tls: { mode: "explicit", cert: certPath, key: keyPath } } });
+    try {
+      const dated = (): Record<string, unknown>[] => t.logs.filter((l) => l.event === "tls-cert-dates");
+      const [first] = dated();
+      assert.ok(first, "a warning at start");
+      assert.equal(first.level, 40);
+      assert.equal(first.cert, certPath);
+      assert.match(String(first.msg), /tls\.cert .*expired on \w{3} +\d+ [\d:]+ \d{4} GMT/);
+      // It is served all the same (a client that does not check certificates can still log in).
+      const c = await FtpsControl.explicit(t.port);
+      await c.login();
+      await c.quit();
+
+      const again = makeSelfSigned(["localhost", "127.0.0.1"], 0);
+      await writeFile(keyPath, again.key);
+      await writeFile(certPath, again.cert);
+      t.server.context.tls?.maybeReload(true);
+      assert.equal(dated().length, 2, "a renewal that brings an expired certificate is said too");
+
+      const valid = makeSelfSigned(["localhost", "127.0.0.1"]);
+      await writeFile(keyPath, valid.key);
+      await writeFile(certPath, valid.cert);
+      t.server.context.tls?.maybeReload(true);
+      assert.equal(dated().length, 2, "a valid certificate is not");
+    } finally {
+      await t.close();
+    }
+  });
+
   it("serves a renewed certificate to new connections without dropping running sessions", async () => {
     const dir = await mkTemp();
     const certPath = join(dir, "cert.pem");

@@ -5,7 +5,7 @@
  * connection's session, which is what `tls.requireSessionReuse` checks (a foreign or fresh session
  * is refused). Certificates are re-read when their files change, without touching running sessions.
  */
-import { constants as cryptoConstants, createHash, randomBytes } from "node:crypto";
+import { constants as cryptoConstants, createHash, randomBytes, X509Certificate } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
@@ -197,7 +197,9 @@ export class TlsProvider {
   static create(config: Config, logger: Logger, cwd = process.cwd()): TlsProvider {
     const { certPath, keyPath, selfSigned } = certificatePaths(config, cwd);
     if (selfSigned) ensureSelfSigned(certPath, keyPath, logger);
-    return new TlsProvider(loadMaterial(certPath, keyPath), logger);
+    const material = loadMaterial(certPath, keyPath);
+    warnOfDates(material, logger);
+    return new TlsProvider(material, logger);
   }
 
   /** A fresh binding for one control connection (own ticket keys, own session cache). */
@@ -265,6 +267,7 @@ export class TlsProvider {
       const next = loadMaterial(certPath, keyPath);
       this.material = next;
       this.logger.info({ event: "tls-reload", cert: certPath }, "TLS certificate reloaded");
+      warnOfDates(next, this.logger);
     } catch (err) {
       this.logger.warn({ event: "tls-reload", error: (err as Error).message }, "TLS certificate reload failed; keeping the old one");
     }
@@ -478,6 +481,28 @@ function loadMaterial(certPath: string, keyPath: string): Material {
     throw new TlsConfigError("tls.key", `tls.key is not a PEM private key matching tls.cert: ${keyPath}`);
   }
   return { cert, key, certPath, keyPath, stamp: stampOf(certPath, keyPath) };
+}
+
+/**
+ * Warns when the certificate (the first of the chain) has expired or is not valid yet. It is served
+ * all the same, as other FTP servers do: a renewal that failed must not stop the server for the
+ * clients that do not check, while the clients that do check refuse it with no word to the operator.
+ */
+function warnOfDates(material: Material, logger: Logger, now = Date.now()): void {
+  let x509: X509Certificate;
+  try {
+    x509 = new X509Certificate(material.cert);
+  } catch {
+    return; // loadMaterial checked it is a certificate OpenSSL takes
+  }
+  const problem = Date.parse(x509.validTo) < now ? `expired on ${x509.validTo}` : Date.parse(x509.validFrom) > now ? `is not valid before ${x509.validFrom}` : null;
+  if (problem === null) return;
+  logger.warn(
+    { event: "tls-cert-dates", cert: material.certPath, validFrom: x509.validFrom, validTo: x509.validTo },
+    "tls.cert %s %s: clients that check certificates refuse it; renew it",
+    material.certPath,
+    problem,
+  );
 }
 
 function errnoText(err: unknown): string {
