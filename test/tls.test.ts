@@ -1025,6 +1025,10 @@ describe("certificates", () => {
     await writeFile(join(dir, "key.pem"), a.key);
     await writeFile(join(dir, "other-key.pem"), b.key);
     await writeFile(join(dir, "junk.pem"), "not a certificate");
+    const encrypt = (type: "pkcs8" | "sec1"): string =>
+      createPrivateKey(a.key).export({ type, format: "pem", cipher: "aes-256-cbc", passphrase: "secret" }).toString();
+    await writeFile(join(dir, "encrypted-key.pem"), encrypt("pkcs8"));
+    await writeFile(join(dir, "legacy-encrypted-key.pem"), encrypt("sec1"));
     const cases: [Partial<{ cert: string; key: string }>, string, RegExp][] = [
       [{ cert: join(dir, "missing.pem"), key: join(dir, "key.pem") }, "tls.cert", /tls\.cert cannot be read: .*missing\.pem \(no such file\)/],
       [{ cert: join(dir, "cert.pem"), key: join(dir, "missing.pem") }, "tls.key", /tls\.key cannot be read: .*missing\.pem/],
@@ -1032,6 +1036,8 @@ describe("certificates", () => {
       [{ cert: join(dir, "junk.pem"), key: join(dir, "key.pem") }, "tls.cert", /tls\.cert is not a PEM certificate/],
       [{ cert: join(dir, "cert.pem"), key: join(dir, "other-key.pem") }, "tls.key", /tls\.key is not a PEM private key matching/],
       [{ cert: dir, key: join(dir, "key.pem") }, "tls.cert", /tls\.cert cannot be read/],
+      [{ cert: join(dir, "cert.pem"), key: join(dir, "encrypted-key.pem") }, "tls.key", /tls\.key is encrypted \(it needs a passphrase\).*encrypted-key\.pem/],
+      [{ cert: join(dir, "cert.pem"), key: join(dir, "legacy-encrypted-key.pem") }, "tls.key", /tls\.key is encrypted \(it needs a passphrase\)/],
     ];
     for (const [tls, key, message] of cases) {
       const config = makeConfig(dir, { tls: { mode: "explicit", ...tls } });

@@ -441,8 +441,9 @@ function certificatePaths(config: Config, cwd: string): { certPath: string; keyP
 
 /**
  * Checks what TlsProvider.create would read, without creating anything: with TLS on, the
- * certificate and key must be set together, readable, PEM and a pair. A self-signed pair that is
- * not there yet passes (the server makes it at start); one that is there must load.
+ * certificate and key must be set together, readable, PEM and a pair, the key unencrypted. A
+ * self-signed pair that is not there yet passes (the server makes it at start); one that is there
+ * must load.
  */
 export function checkTlsFiles(config: Config, cwd = process.cwd()): void {
   if (config.tls.mode === "off") return;
@@ -478,6 +479,10 @@ function loadMaterial(certPath: string, keyPath: string): Material {
   try {
     createSecureContext({ cert, key });
   } catch {
+    // PKCS#8 ("ENCRYPTED PRIVATE KEY") or the older PEM header ("Proc-Type: 4,ENCRYPTED").
+    if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|^Proc-Type: 4,ENCRYPTED/m.test(key.toString("latin1"))) {
+      throw new TlsConfigError("tls.key", `tls.key is encrypted (it needs a passphrase), which berth cannot read: ${keyPath} (write it out unencrypted: openssl pkey -in KEY -out NEWKEY)`);
+    }
     throw new TlsConfigError("tls.key", `tls.key is not a PEM private key matching tls.cert: ${keyPath}`);
   }
   return { cert, key, certPath, keyPath, stamp: stampOf(certPath, keyPath) };
