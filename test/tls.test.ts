@@ -234,6 +234,26 @@ describe("AUTH, PBSZ and PROT sequencing (raw control connection)", () => {
     await c.quit();
   });
 
+  it("protects data after AUTH TLS-P without PBSZ and PROT (TLS-P asks for both), and only after TLS-P", async () => {
+    await writeFile(join(t.home("alice"), "tls-p.txt"), "private");
+    const c = await FtpsControl.plain(t.port);
+    await c.upgrade({}, "AUTH TLS-P");
+    await c.login();
+    const dc = await c.tlsData(await c.epsv());
+    c.send("RETR tls-p.txt");
+    assert.equal((await c.reply()).code, 150);
+    assert.equal(await dc.handshake, true);
+    assert.equal((await readToEnd(dc.socket)).toString(), "private");
+    assert.equal((await c.reply()).code, 226);
+    await c.quit();
+    // AUTH TLS leaves data in clear until PROT P (RFC 4217 §9).
+    const d = await FtpsControl.explicit(t.port);
+    await d.login();
+    const status = await d.expect("STAT", 211);
+    assert.ok(status.lines.some((l) => /data: plain/.test(l)), status.lines.join("|"));
+    await d.quit();
+  });
+
   it("prefers AES-128-GCM, and ChaCha20-Poly1305 for a client that lists it first", async () => {
     const cases = [
       { maxVersion: "TLSv1.3", aesFirst: "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256", chachaFirst: "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256" },

@@ -33,6 +33,9 @@ function auth(s: Session, arg: string): void {
   }
   s.tlsBinding = binding;
   s.pendingUser = null;
+  // TLS-P asks for the data connections to be protected too, as PBSZ 0 and PROT P would
+  // (draft-murray-auth-ftp-ssl; ProFTPD does the same); TLS, TLS-C and SSL protect the control only.
+  if (mech === "TLS-P") s.pbszDone = s.protectData = true;
   let secured: TLSSocket;
   try {
     secured = provider.wrapControl(raw, binding);
