@@ -1029,6 +1029,30 @@ describe("certificates", () => {
     }
   });
 
+  it("replaces its own self-signed certificate once it has expired, with a warning, and keeps one still valid", async () => {
+    const dir = await mkTemp();
+    const config = makeConfig(dir, { tls: { mode: "explicit" } });
+    const certPath = join(dir, "users", "selfsigned-cert.pem");
+    const keyPath = join(dir, "users", "selfsigned-key.pem");
+    await mkdir(join(dir, "users"), { recursive: true });
+    const expired = makeSelfSigned(["localhost"], 0);
+    await writeFile(certPath, expired.cert);
+    await writeFile(keyPath, expired.key);
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: "warn" }, new Writable({ write: (chunk: Buffer, _enc, cb) => (lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>), cb()) }));
+    TlsProvider.create(config, logger, dir);
+    const made = await readFile(certPath, "utf8");
+    assert.notEqual(made, expired.cert, "a new certificate");
+    assert.ok(Date.parse(new X509Certificate(made).validTo) > Date.now(), "valid now");
+    assert.ok(new X509Certificate(made).checkPrivateKey(createPrivateKey(await readFile(keyPath))), "with its key");
+    const warning = lines.find((l) => l.event === "tls-selfsigned");
+    assert.match(String(warning?.msg), /expired on .*made a new one/);
+    assert.ok(!lines.some((l) => l.event === "tls-cert-dates"), "what is served is valid");
+    // A valid one stays.
+    TlsProvider.create(config, logger, dir);
+    assert.equal(await readFile(certPath, "utf8"), made);
+  });
+
   it("always makes a certificate OpenSSL accepts (serial numbers are minimal DER)", () => {
     for (let i = 0; i < 300; i++) {
       const { cert, key } = makeSelfSigned(["localhost", "127.0.0.1", "::1"]);

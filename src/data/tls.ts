@@ -519,11 +519,18 @@ function errnoText(err: unknown): string {
 }
 
 function ensureSelfSigned(certPath: string, keyPath: string, logger: Logger): void {
+  let made = "TLS is on but no certificate is configured: made a self-signed one.";
   try {
     statSync(certPath);
     statSync(keyPath);
-    logger.warn({ event: "tls-selfsigned", cert: certPath }, "TLS uses a self-signed certificate; set tls.cert and tls.key to a real one");
-    return;
+    // The pair is berth's own: once it has expired, a new one is made (clients that trusted the old
+    // one are asked again either way).
+    const expired = expiredOn(certPath);
+    if (expired === null) {
+      logger.warn({ event: "tls-selfsigned", cert: certPath }, "TLS uses a self-signed certificate; set tls.cert and tls.key to a real one");
+      return;
+    }
+    made = `The self-signed certificate expired on ${expired}: made a new one.`;
   } catch {
     // not there yet: make one
   }
@@ -533,6 +540,17 @@ function ensureSelfSigned(certPath: string, keyPath: string, logger: Logger): vo
   writeFileSync(certPath, cert, { mode: 0o644 });
   logger.warn(
     { event: "tls-selfsigned", cert: certPath },
-    "TLS is on but no certificate is configured: made a self-signed one. Set tls.cert and tls.key to a real certificate (e.g. Let's Encrypt's fullchain.pem and privkey.pem).",
+    `${made} Set tls.cert and tls.key to a real certificate (e.g. Let's Encrypt's fullchain.pem and privkey.pem).`,
   );
+}
+
+/** The date the certificate in `certPath` expired on, or null while it is valid (or cannot be
+ * read as one: loading it then says why). */
+function expiredOn(certPath: string, now = Date.now()): string | null {
+  try {
+    const x509 = new X509Certificate(readFileSync(certPath));
+    return Date.parse(x509.validTo) < now ? x509.validTo : null;
+  } catch {
+    return null;
+  }
 }
