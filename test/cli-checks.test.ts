@@ -120,8 +120,20 @@ void describe("berth config check: what serve checks before it starts", () => {
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal((parse(ok.stdout) as Config).tls.cert, "cert.pem");
     assert.ok(!existsSync(path.join(cwd, "xferlog")), "config check made no transfer log");
+    assert.equal(ok.stderr, "", "a valid certificate: no warning");
     // With TLS off the certificate is not read, by serve or by config check.
     assert.equal((await berth(cwd, ["config", "check"], { env: { BERTH_TLS_CERT: "/nonexistent/cert.pem" } })).code, 0);
+  });
+
+  void test("config check warns on stderr of an expired certificate, as serve does at start, and exits 0", async () => {
+    const cwd = workdir();
+    const expired = makeSelfSigned(["localhost"], 0); // valid from a minute ago until a minute ago
+    writeFileSync(path.join(cwd, "old.pem"), expired.cert);
+    writeFileSync(path.join(cwd, "old-key.pem"), expired.key);
+    const r = await berth(cwd, ["config", "check"], { env: { BERTH_TLS_MODE: "explicit", BERTH_TLS_CERT: "old.pem", BERTH_TLS_KEY: "old-key.pem" } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /^berth: warning: tls\.cert \S+old\.pem expired on \w{3} +\d+ [\d:]+ \d{4} GMT: clients that check certificates refuse it; renew it\n$/);
+    assert.equal((parse(r.stdout) as Config).tls.cert, "old.pem");
   });
 });
 

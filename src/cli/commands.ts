@@ -15,6 +15,7 @@ import { formatSize, parseSize } from "../config/units.ts";
 import { Limiter, scanUsage, type Usage } from "../fs/usage.ts";
 import type { ParsedCommand } from "./args.ts";
 import { checkBeforeStart } from "./preflight.ts";
+import { certificateDatesWarning } from "../data/tls.ts";
 import { newPassword, type Streams } from "./prompt.ts";
 
 /** What a command may use of the process: streams, environment and working directory. */
@@ -241,12 +242,14 @@ export function formatTable(rows: readonly (readonly string[])[]): string {
 }
 
 /** Runs `config check`: validates as serve does before it starts, warns on stderr of each key of the
- * file a BERTH_* variable overrides, then prints the effective config as YAML with secrets hidden. */
+ * file a BERTH_* variable overrides and of a certificate out of its dates, then prints the effective config as YAML with secrets hidden. */
 export function runConfigCheck(cmd: ParsedCommand, ctx: CliContext): number {
   const { config, overrides } = configWithOverridesFor(cmd, ctx);
   checkBeforeStart(config, ctx.cwd);
   // The warnings serve logs at start, on stderr: stdout stays the effective config alone.
   for (const o of overrides) ctx.stderr.write(`berth: warning: ${describeOverride(o)}\n`);
+  const dates = certificateDatesWarning(config, ctx.cwd);
+  if (dates !== null) ctx.stderr.write(`berth: warning: ${dates}\n`);
   const given = cmd.options.config;
   const { file } = configFilePath({ file: typeof given === "string" ? given : undefined, env: ctx.env });
   const found = existsSync(path.resolve(ctx.cwd, file));

@@ -494,20 +494,38 @@ function loadMaterial(certPath: string, keyPath: string): Material {
  * clients that do not check, while the clients that do check refuse it with no word to the operator.
  */
 function warnOfDates(material: Material, logger: Logger, now = Date.now()): void {
-  let x509: X509Certificate;
-  try {
-    x509 = new X509Certificate(material.cert);
-  } catch {
-    return; // loadMaterial checked it is a certificate OpenSSL takes
-  }
-  const problem = Date.parse(x509.validTo) < now ? `expired on ${x509.validTo}` : Date.parse(x509.validFrom) > now ? `is not valid before ${x509.validFrom}` : null;
-  if (problem === null) return;
+  const dates = dateProblem(material.cert, now);
+  if (dates === null) return;
   logger.warn(
-    { event: "tls-cert-dates", cert: material.certPath, validFrom: x509.validFrom, validTo: x509.validTo },
+    { event: "tls-cert-dates", cert: material.certPath, validFrom: dates.validFrom, validTo: dates.validTo },
     "tls.cert %s %s: clients that check certificates refuse it; renew it",
     material.certPath,
-    problem,
+    dates.problem,
   );
+}
+
+/** What is wrong with the dates of a certificate (the first of the chain), or null. */
+function dateProblem(cert: Buffer, now: number): { problem: string; validFrom: string; validTo: string } | null {
+  let x509: X509Certificate;
+  try {
+    x509 = new X509Certificate(cert);
+  } catch {
+    return null; // loadMaterial checked it is a certificate OpenSSL takes
+  }
+  const { validFrom, validTo } = x509;
+  const problem = Date.parse(validTo) < now ? `expired on ${validTo}` : Date.parse(validFrom) > now ? `is not valid before ${validFrom}` : null;
+  return problem === null ? null : { problem, validFrom, validTo };
+}
+
+/** For `config check`: the warning serve logs at start about the configured certificate's dates, as
+ * one line, or null (TLS off, berth's own certificate, which serve renews, or dates that are fine).
+ * Call after checkTlsFiles. */
+export function certificateDatesWarning(config: Config, cwd = process.cwd(), now = Date.now()): string | null {
+  if (config.tls.mode === "off") return null;
+  const { certPath, selfSigned } = certificatePaths(config, cwd);
+  if (selfSigned) return null;
+  const dates = dateProblem(readFileSync(certPath), now);
+  return dates === null ? null : `tls.cert ${certPath} ${dates.problem}: clients that check certificates refuse it; renew it`;
 }
 
 function errnoText(err: unknown): string {
