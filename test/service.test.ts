@@ -13,14 +13,14 @@ import { fileURLToPath } from "node:url";
 import { UserStore } from "../src/auth/store.ts";
 import { DEFAULTS } from "../src/config/schema.ts";
 import { receiveBinding, sendfileBinding } from "../src/native.ts";
+import { reapAll, track } from "./helpers/reap.ts";
 
 const MAIN = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
 const TSX = import.meta.resolve("tsx");
 const HEALTHCHECK = fileURLToPath(new URL("../docker/healthcheck.mjs", import.meta.url));
 const dirs: string[] = [];
-const children: ChildProcess[] = [];
 after(() => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  reapAll();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
@@ -73,7 +73,7 @@ function serveEnv(graceSeconds: number, extraEnv: Record<string, string>): Recor
 /** Runs `berth serve` expecting it to stop by itself within 15 s; its exit status and output. */
 async function serveUntilExit(extraEnv: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, ["--import", TSX, MAIN, "serve"], { cwd: workDir(""), env: serveEnv(8, extraEnv) });
-  children.push(child);
+  track(child);
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
@@ -94,7 +94,7 @@ async function serve(configBody: string, graceSeconds = 8, extraEnv: Record<stri
     fdLimit === undefined
       ? spawn(process.execPath, args, { cwd, env })
       : spawn("/bin/sh", ["-c", `ulimit -n ${fdLimit} && exec "$0" "$@"`, process.execPath, ...args], { cwd, env });
-  children.push(child);
+  track(child);
   const lines: string[] = [];
   const waiters: { re: RegExp; since: number; resolve: (l: string) => void }[] = [];
   let buf = "";
@@ -394,7 +394,7 @@ void describe("berth as a service", () => {
 /** Runs docker/healthcheck.mjs in `cwd` with `env`; its exit status and output. */
 async function healthcheck(cwd: string, env: Record<string, string>): Promise<{ code: number | null; out: string }> {
   const child = spawn(process.execPath, [HEALTHCHECK], { cwd, env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env } });
-  children.push(child);
+  track(child);
   let out = "";
   child.stdout.on("data", (c: Buffer) => (out += c.toString("utf8")));
   child.stderr.on("data", (c: Buffer) => (out += c.toString("utf8")));

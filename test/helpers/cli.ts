@@ -4,12 +4,13 @@
  * directories are removed, and serving processes a test left running killed, when the file is done.
  */
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after } from "node:test";
 import { fileURLToPath } from "node:url";
+import { reapAll, track } from "./reap.ts";
 
 /** The command line's entry. */
 export const MAIN = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url));
@@ -19,9 +20,8 @@ export const BIN = fileURLToPath(new URL("../../bin/berth", import.meta.url));
 export const TSX = import.meta.resolve("tsx");
 
 const dirs: string[] = [];
-const children: ChildProcess[] = [];
 after(() => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  reapAll();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
@@ -47,7 +47,7 @@ export function baseEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 /** Runs the CLI in `cwd` with `args`, feeding `input` on stdin. */
 export function berth(cwd: string, args: string[], opts: { input?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", TSX, MAIN, ...args], { cwd, env: baseEnv(opts.env), timeout: 60_000, killSignal: "SIGKILL" });
+    const child = track(spawn(process.execPath, ["--import", TSX, MAIN, ...args], { cwd, env: baseEnv(opts.env), timeout: 60_000, killSignal: "SIGKILL" }));
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
@@ -72,8 +72,7 @@ export function assertOneLineError(r: CliResult, code: number, ...fragments: str
  * once `pattern` appears on stdout (and rejects if the process exits first). */
 export function startServe(cwd: string, env: Record<string, string>, pattern: RegExp, command: readonly string[] = [process.execPath, "--import", TSX, MAIN, "serve"]) {
   const [program = "", ...args] = command;
-  const child = spawn(program, args, { cwd, env: baseEnv(env) });
-  children.push(child);
+  const child = track(spawn(program, args, { cwd, env: baseEnv(env) }));
   let stdout = "";
   let stderr = "";
   const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
