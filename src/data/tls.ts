@@ -504,15 +504,21 @@ function warnOfDates(material: Material, logger: Logger, now = Date.now()): void
   );
 }
 
-/** What is wrong with the dates of a certificate (the first of the chain), or null. */
-function dateProblem(cert: Buffer, now: number): { problem: string; validFrom: string; validTo: string } | null {
-  let x509: X509Certificate;
+/** The dates of a certificate (the first of the chain), or null for what OpenSSL does not take. */
+function certDates(cert: Buffer): { validFrom: string; validTo: string } | null {
   try {
-    x509 = new X509Certificate(cert);
+    const { validFrom, validTo } = new X509Certificate(cert);
+    return { validFrom, validTo };
   } catch {
-    return null; // loadMaterial checked it is a certificate OpenSSL takes
+    return null;
   }
-  const { validFrom, validTo } = x509;
+}
+
+/** What is wrong with the dates of a certificate, or null. */
+function dateProblem(cert: Buffer, now: number): { problem: string; validFrom: string; validTo: string } | null {
+  const dates = certDates(cert);
+  if (dates === null) return null; // loadMaterial checked it is a certificate OpenSSL takes
+  const { validFrom, validTo } = dates;
   const problem = Date.parse(validTo) < now ? `expired on ${validTo}` : Date.parse(validFrom) > now ? `is not valid before ${validFrom}` : null;
   return problem === null ? null : { problem, validFrom, validTo };
 }
@@ -565,10 +571,12 @@ function ensureSelfSigned(certPath: string, keyPath: string, logger: Logger): vo
 /** The date the certificate in `certPath` expired on, or null while it is valid (or cannot be
  * read as one: loading it then says why). */
 function expiredOn(certPath: string, now = Date.now()): string | null {
+  let cert: Buffer;
   try {
-    const x509 = new X509Certificate(readFileSync(certPath));
-    return Date.parse(x509.validTo) < now ? x509.validTo : null;
+    cert = readFileSync(certPath);
   } catch {
     return null;
   }
+  const dates = certDates(cert);
+  return dates !== null && Date.parse(dates.validTo) < now ? dates.validTo : null;
 }
