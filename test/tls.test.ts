@@ -63,6 +63,7 @@ async function implicitFeatures(c: FtpsControl): Promise<void> {
   assert.ok(!feat.lines.some((l) => /AUTH/.test(l)), feat.lines.join("|"));
   const auth = await c.expect("AUTH TLS", 503);
   assert.match(auth.text, /Already using TLS/);
+  await c.expect("AUTH TLS-P", 503);
 }
 
 async function basicClient(t: TestServer, secure: true | "implicit", maxVersion: "TLSv1.2" | "TLSv1.3"): Promise<Client> {
@@ -166,8 +167,10 @@ describe("AUTH, PBSZ and PROT sequencing (raw control connection)", () => {
     await c.expect("PBSZ 0", 503);
     await c.expect("PROT P", 503);
     await c.expect("AUTH KERBEROS", 504);
+    await c.expect("AUTH TLS-PX", 504);
     await c.upgrade();
     await c.expect("AUTH TLS", 503);
+    await c.expect("AUTH TLS-P", 503);
     await c.expect("PROT P", 503);
     await c.expect("PBSZ x", 501);
     await c.expect("PBSZ 0", 200);
@@ -177,6 +180,13 @@ describe("AUTH, PBSZ and PROT sequencing (raw control connection)", () => {
     await c.expect("PROT P", 200);
     await c.login();
     await c.quit();
+    // After a plain login (no REIN): AUTH of any mechanism is refused and what follows it is read.
+    const p = await FtpsControl.plain(t.port);
+    await p.login();
+    p.socket.write("AUTH TLS-P\r\nPWD\r\n");
+    assert.equal((await p.reply()).code, 503);
+    assert.equal((await p.reply()).code, 257);
+    await p.quit();
   });
 
   it("reads on after an AUTH refused before its handler runs (no argument) or by it, and upgrades after", async () => {
