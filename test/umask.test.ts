@@ -4,7 +4,7 @@
  * come from berth setting it explicitly.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm, stat } from "node:fs/promises";
+import { chmod, lstat, mkdtemp, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -78,6 +78,18 @@ void describe("umask under a stricter process umask (077)", () => {
       assert.equal(await modeOf(join(home, "private.txt")), 0o600);
       assert.equal(await modeOf(join(home, "run.sh")), 0o755);
       assert.equal(await modeOf(join(home, "other.txt")), 0o644);
+      // Through a link to a file in the home: the mode is the file's, never the link's own 0777.
+      await writeFile(join(home, "target.txt"), "t", { mode: 0o640 });
+      await chmod(join(home, "target.txt"), 0o640);
+      await symlink("target.txt", join(home, "alias.txt"));
+      const again = await rawLogin(t);
+      try {
+        await store(again, "STOR alias.txt", "through the link");
+      } finally {
+        await again.close();
+      }
+      const written = (await lstat(join(home, "alias.txt"))).isSymbolicLink() ? join(home, "target.txt") : join(home, "alias.txt");
+      assert.equal(await modeOf(written), 0o640);
     });
   });
 
