@@ -299,6 +299,47 @@ describe("uploads and downloads", () => {
     });
   });
 
+  it("LIST -d and NLST -d give a directory itself, not its entries; other options are ignored", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await mkdir(join(home, "sub"));
+      await writeFile(join(home, "sub", "inner.txt"), "i");
+      await writeFile(join(home, "f.txt"), "f");
+      const raw = await rawLogin(t);
+      const listing = async (line: string): Promise<string[]> => {
+        const data = await raw.pasv();
+        raw.send(line);
+        await raw.expectReply(150);
+        const lines = (await readAll(data)).toString().split("\r\n").filter(Boolean);
+        await raw.expectReply(226);
+        return lines.sort();
+      };
+      try {
+        const sub = await listing("LIST -ld sub");
+        assert.equal(sub.length, 1);
+        assert.match(sub[0] ?? "", /^d.* sub$/);
+        const here = await listing("LIST -d");
+        assert.equal(here.length, 1);
+        assert.match(here[0] ?? "", /^d.* \.$/);
+        assert.match((await listing("LIST -a -d /sub"))[0] ?? "", /^d.* \/sub$/);
+        assert.deepEqual(await listing("NLST -d sub"), ["sub"]);
+        // A file is itself either way; a pattern picks entries without going into directories.
+        assert.match((await listing("LIST -d f.txt"))[0] ?? "", /^-.* f\.txt$/);
+        assert.deepEqual((await listing("LIST -d s*")).map((l) => l.replace(/^d.* /, "")), ["sub"]);
+        // Without -d, the entries.
+        assert.match((await listing("LIST -la sub"))[0] ?? "", /inner\.txt$/);
+        await raw.pasv();
+        await raw.expect("LIST -d missing", 550);
+        // STAT -d over the control connection too.
+        const st = await raw.expect("STAT -d sub", 213);
+        assert.equal(st.lines.length, 3, st.lines.join("\n"));
+        assert.match(st.lines[1] ?? "", /^ d.* sub$/);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("TYPE A converts LF to CRLF on RETR and CRLF to LF on STOR", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "unix.txt"), "a\nb\r\nc\n");

@@ -18,13 +18,22 @@ import { runTransfer } from "./xfer.ts";
 
 /** Splits "LIST -la dir" into options and path; clients send ls-style flags. */
 export function splitListArg(arg: string): string {
+  return parseListArg(arg).path;
+}
+
+/** The path of "LIST -ld dir" and whether its options hold ls's -d (list a directory itself, not
+ * its entries), as ProFTPD and pure-ftpd read it. Other options are accepted and ignored. */
+function parseListArg(arg: string): { path: string; dirItself: boolean } {
   let rest = arg.trim();
+  let dirItself = false;
   while (rest.startsWith("-")) {
     const sp = rest.indexOf(" ");
-    if (sp === -1) return "";
+    const flags = sp === -1 ? rest : rest.slice(0, sp);
+    if (!flags.startsWith("--") && flags.includes("d")) dirItself = true;
+    if (sp === -1) return { path: "", dirItself };
     rest = rest.slice(sp + 1).trimStart();
   }
-  return rest;
+  return { path: rest, dirItself };
 }
 
 /** The path LIST, NLST and STAT <path> show: with a pattern in its last component, the directory
@@ -43,18 +52,23 @@ function visible(s: Session, entries: DirEntry[]): DirEntry[] {
 
 /** The entries LIST and NLST show, and whether a pattern picked them (a name that exists as
  * written, brackets or stars and all, is that name). */
-async function entriesOf(s: Session, arg: string, ticket: ListingTicket): Promise<{ path: VirtualPath; entries: DirEntry[]; picked: boolean }> {
-  const shown = splitListArg(arg);
+async function entriesOf(s: Session, arg: string, ticket: ListingTicket): Promise<{ path: VirtualPath; entries: DirEntry[]; picked: boolean; itself: boolean }> {
+  const { path: shown, dirItself } = parseListArg(arg);
   const path = s.resolve(shown);
   const fs = s.requireFs();
   const pattern = globOf(shown);
+  if (dirItself && (pattern === null || (await fs.exists(path)))) {
+    // ls -d: a directory is one line of its own, named as the client wrote it.
+    const stat = await fs.stat(path);
+    if (stat.type === "dir") return { path, entries: [{ name: shown === "" ? "." : shown, stat }], picked: false, itself: true };
+  }
   if (pattern !== null && !(await fs.exists(path))) {
     const dir = dirname(path);
     if ((await fs.stat(dir)).type !== "dir") throw new FtpError(550, "No such file or directory");
     const matches = compileGlob(pattern);
-    return { path: dir, entries: visible(s, await fs.list(dir, ticket)).filter((e) => matches(e.name)), picked: true };
+    return { path: dir, entries: visible(s, await fs.list(dir, ticket)).filter((e) => matches(e.name)), picked: true, itself: false };
   }
-  return { path, entries: visible(s, await fs.list(path, ticket)), picked: false };
+  return { path, entries: visible(s, await fs.list(path, ticket)), picked: false, itself: false };
 }
 
 async function sendListing(s: Session, path: VirtualPath, listing: ListingBuffer): Promise<void> {
@@ -114,9 +128,11 @@ function nlst(s: Session, arg: string): Promise<void> {
 
 async function nlstWith(s: Session, arg: string, ticket: ListingTicket): Promise<void> {
   const shown = splitListArg(arg);
-  const { path, entries, picked } = await entriesOf(s, arg, ticket);
+  const { path, entries, picked, itself } = await entriesOf(s, arg, ticket);
   const listing = new ListingBuffer();
-  if (picked) {
+  if (itself) {
+    for (const e of entries) listing.add(e.name);
+  } else if (picked) {
     const prefix = shown.slice(0, shown.lastIndexOf("/") + 1); // "sub/" of "sub/*.txt", as written
     for (const e of entries) listing.add(prefix + e.name);
   } else if (shown === "" || shown === "." || shown === "./") {
