@@ -299,6 +299,42 @@ describe("uploads and downloads", () => {
     });
   });
 
+  it("STOU with a path stores in that path's directory, named by its whole path when not the cwd", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await mkdir(join(home, "sub"));
+      await writeFile(join(home, "sub", "up.txt"), "taken");
+      const raw = await rawLogin(t);
+      const stou = async (line: string, body: string): Promise<string> => {
+        const data = await raw.pasv();
+        raw.send(line);
+        const m = /FILE: (\S+)/.exec((await raw.expectReply(150)).message);
+        assert.ok(m);
+        await writeAll(data, body);
+        const done = await raw.expectReply(226);
+        assert.ok(done.message.includes(m[1] as string), done.message);
+        return m[1] as string;
+      };
+      try {
+        const named = await stou("STOU sub/up.txt", "in sub");
+        assert.equal(named, "/sub/up.txt.1");
+        assert.equal(await readFile(join(home, "sub", "up.txt.1"), "utf8"), "in sub");
+        assert.equal(await readFile(join(home, "sub", "up.txt"), "utf8"), "taken");
+        await assert.rejects(readFile(join(home, "up.txt")), { code: "ENOENT" });
+        // From inside the directory, the bare name.
+        await raw.expect("CWD sub", 250);
+        assert.equal(await stou("STOU up.txt", "here"), "up.txt.2");
+        assert.equal(await stou("STOU /new.txt", "top"), "/new.txt");
+        assert.equal(await readFile(join(home, "new.txt"), "utf8"), "top");
+        // Into a directory that does not exist: a plain refusal, no data connection used.
+        await raw.pasv();
+        await raw.expect("STOU /missing/x", 550);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("LIST -d and NLST -d give a directory itself, not its entries; other options are ignored", async () => {
     await withServer(async (t) => {
       const home = t.home("alice");

@@ -97,11 +97,14 @@ async function appe(s: Session, arg: string): Promise<void> {
 
 async function stou(s: Session, arg: string): Promise<void> {
   const fs = s.requireFs();
-  const wanted = arg.trim() === "" ? "file" : basename(s.resolve(arg));
-  const name = await fs.uniqueName(s.cwd, wanted);
-  const path = joinVirtual(s.cwd, name);
-  // RFC 1123 §4.1.2.9: the 150 reply names the file as "FILE: name".
-  await upload(s, path, { kind: "store", offset: 0, exclusive: true }, `FILE: ${name}`, `Transfer complete (unique file name: ${name})`);
+  const start = stouPath(s, arg);
+  const dir = dirname(start);
+  const name = await fs.uniqueName(dir, basename(start));
+  const path = joinVirtual(dir, name);
+  // RFC 1123 §4.1.2.9: the 150 reply names the file as "FILE: name"; a file made elsewhere than
+  // the cwd is named by its whole path.
+  const shown = dir === s.cwd ? name : path;
+  await upload(s, path, { kind: "store", offset: 0, exclusive: true }, `FILE: ${shown}`, `Transfer complete (unique file name: ${shown})`);
 }
 
 function rest(s: Session, arg: string): void {
@@ -135,9 +138,10 @@ async function abor(s: Session): Promise<void> {
   s.reply(225, "No transfer to abort");
 }
 
-/** The name STOU starts from (it adds ".1" … when taken): the argument's last segment, in the cwd. */
+/** The name STOU starts from (it adds ".1" … when taken): the argument as a path ("sub/name" is
+ * "name" in "sub"), or "file" in the cwd without one. */
 function stouPath(s: Session, arg: string): VirtualPath {
-  return joinVirtual(s.cwd, arg.trim() === "" ? "file" : basename(s.resolve(arg)));
+  return arg.trim() === "" ? joinVirtual(s.cwd, "file") : s.resolve(arg);
 }
 
 const base = { needsLogin: true, arg: "required", opensData: true, rfc: "RFC 959 §4.1.3" } as const;
