@@ -127,6 +127,8 @@ describe("Prometheus endpoint and xferlog", () => {
   it("a session's log lines name the CLNT client once, the latest name, before and after the login", async () => {
     await withServer(async (t) => {
       const raw = await RawClient.connect(t.port);
+      // FEAT offers it: clients such as FileZilla send their name only then.
+      assert.ok((await raw.expect("FEAT", 211)).lines.includes(" CLNT"));
       await raw.expect("CLNT first-name", 200);
       await raw.expect("CLNT second-name", 200);
       await raw.expect("NOOP", 200);

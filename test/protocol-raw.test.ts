@@ -454,6 +454,7 @@ describe("reply formats", () => {
         const r = await raw.expect("FEAT", 211);
         assert.deepEqual(r.lines, [
           "211-Features:",
+          " CLNT",
           " EPRT",
           " EPSV",
           " HASH SHA-1;SHA-256*;SHA-512;MD5;CRC32",

@@ -187,7 +187,17 @@ export function miscCommands(registry: Registry): CommandSpec[] {
       help: "LANG [<language tag>]",
       rfc: "RFC 2640 §4.1",
     },
-    { ...base, verb: "CLNT", arg: "required", beforeTls: true, handler: clnt, help: "CLNT <client name>", rfc: "draft-ietf-ftpext-clnt" },
+    {
+      ...base,
+      verb: "CLNT",
+      arg: "required",
+      beforeTls: true,
+      handler: clnt,
+      // Listed, as ProFTPD and FileZilla Server do: FileZilla sends its name only when FEAT has it.
+      feat: () => ["CLNT"],
+      help: "CLNT <client name>",
+      rfc: "draft-ietf-ftpext-clnt",
+    },
     { ...base, verb: "ALLO", arg: "required", needsLogin: true, handler: allo, help: "ALLO <bytes>" },
     { ...base, verb: "MODE", arg: "required", needsLogin: true, handler: mode, help: "MODE S" },
     { ...base, verb: "STRU", arg: "required", needsLogin: true, handler: stru, help: "STRU F" },
