@@ -430,6 +430,46 @@ describe("odd input", () => {
     });
   });
 
+  it("a name on disk with a backslash (which every command reads as a slash) is not listed: the listed names are the ones the commands reach", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await mkdir(join(home, "a"));
+      await writeFile(join(home, "a", "b"), "inner");
+      // Made on the server's side (an unpacked Windows archive, say): no client can name it.
+      await writeFile(join(home, "a\\b"), "outer");
+      await mkdir(join(home, "many"));
+      for (let i = 0; i < 40; i++) await writeFile(join(home, "many", `f${i}`), "x");
+      await writeFile(join(home, "many", "x\\y"), "outer");
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        // What the name would reach is the other file: a/b.
+        assert.equal(await retrieveText(raw, "a\\b"), "inner");
+        const listed = async (verb: string, arg: string): Promise<string> => {
+          const data = await raw.pasv();
+          raw.send(`${verb} ${arg}`.trim());
+          await raw.expectReply(150);
+          const got = (await readAll(data)).toString();
+          await raw.expectReply(226);
+          return got;
+        };
+        // Small and large directories (the stat worker reads the large one), every listing verb.
+        for (const [dir, count] of [["", 2], ["many", 40]] as const) {
+          for (const verb of ["NLST", "LIST", "MLSD"]) {
+            const got = await listed(verb, dir);
+            assert.ok(!got.includes("\\"), `${verb} ${dir}: ${got}`);
+            assert.equal(got.split("\r\n").filter(Boolean).length, count, `${verb} ${dir}: ${got}`);
+          }
+        }
+        assert.equal(await listed("NLST", "*b"), "");
+        const stat = await raw.expect("STAT .", 213);
+        assert.ok(!stat.lines.some((l) => l.includes("\\")), stat.lines.join("\n"));
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("UTF-8 names come back intact in replies", async () => {
     await withServer(async (t) => {
       const raw = await rawLogin(t);

@@ -11,7 +11,7 @@ import { FIELDS, packLstat } from "./rawstat.ts";
 import { type LstatBinding, lstatBinding } from "../native.ts";
 import { lstatInWorker, readInWorker, statWorkerAvailable } from "./statworker.ts";
 import type { DirEntry, EntryStat, RealPath } from "./types.ts";
-import { hasControlChar } from "./vpath.ts";
+import { UNNAMEABLE } from "./vpath.ts";
 
 const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK } = constants;
 
@@ -246,7 +246,7 @@ function launchStats(p: PooledStats): void {
 
 /** True for a name a client may see: no upload temp file, nothing no command could address. */
 export function isListable(name: string): boolean {
-  return !name.startsWith(UPLOAD_TEMP_PREFIX) && !hasControlChar(name);
+  return !name.startsWith(UPLOAD_TEMP_PREFIX) && !UNNAMEABLE.test(name);
 }
 
 function typeOf(s: StatLike): EntryStat["type"] {

@@ -13,13 +13,13 @@ import { lstatBinding, NATIVE_ADDON_PATH } from "../native.ts";
 import { UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { FIELDS, STATPACK_PATH } from "./rawstat.ts";
 import { RequestWorker, type PendingRequest } from "./requestworker.ts";
-import { CONTROL } from "./vpath.ts";
+import { UNNAMEABLE } from "./vpath.ts";
 
 /** The worker's code, plain CommonJS (no loader): it stats with the addon's lstatNames where this
  * thread could load it (src/native.ts), else packs with the same statpack.cjs as the main thread.
  * A request with names stats them; one without reads the directory first, leaving out what no
- * listing shows (upload temp files, names with control characters: fs/listing.ts isListable), and
- * from `splitMin` entries answers twice: the names and where its half starts, then its half's stats. */
+ * listing shows (upload temp files, names with control characters or backslashes: fs/listing.ts
+ * isListable), and from `splitMin` entries answers twice: the names and where its half starts, then its half's stats. */
 function workerSource(): string {
   const addon = lstatBinding() ? NATIVE_ADDON_PATH : null;
   return `
@@ -29,7 +29,7 @@ const { makeStatPacker } = require(${JSON.stringify(STATPACK_PATH)});
 const pack = makeStatPacker(lstatSync, process.execPath);
 const ADDON = ${JSON.stringify(addon)};
 const TEMP = ${JSON.stringify(UPLOAD_TEMP_PREFIX)};
-const CONTROL = new RegExp(${JSON.stringify(CONTROL.source)});
+const UNNAMEABLE = new RegExp(${JSON.stringify(UNNAMEABLE.source)});
 let native = null;
 if (ADDON) {
   try {
@@ -56,7 +56,7 @@ parentPort.on("message", ({ id, dir, names, splitMin }) => {
     return;
   }
   const ms = performance.now() - t0;
-  const listable = all.filter((n) => !n.startsWith(TEMP) && !CONTROL.test(n));
+  const listable = all.filter((n) => !n.startsWith(TEMP) && !UNNAMEABLE.test(n));
   const from = listable.length >= splitMin ? listable.length >> 1 : 0;
   const read = { names: listable.join("/"), count: listable.length, from, ms, read: all.length };
   if (from > 0) parentPort.postMessage({ id, names: read.names, count: read.count, from, ms, read: read.read, more: true });

@@ -17,6 +17,12 @@ export const MAX_NAME_BYTES = 255;
 // eslint-disable-next-line no-control-regex -- control characters are exactly what is refused
 export const CONTROL = /[\u0000-\u001f]/;
 
+/** A character no command can name on disk: a control character (refused), or a backslash
+ * (resolveVirtual reads it as "/", so `a\b` names the entry b of directory a). A name with one
+ * is never listed: a client would act on another file by the name it was shown. */
+// eslint-disable-next-line no-control-regex -- control characters are part of what no command can name
+export const UNNAMEABLE = /[\u0000-\u001f\\]/;
+
 /** True when `text` holds a NUL or another control character (< 0x20). */
 export function hasControlChar(text: string): boolean {
   return CONTROL.test(text);
