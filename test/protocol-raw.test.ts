@@ -470,6 +470,42 @@ describe("odd input", () => {
     });
   });
 
+  it("a name on disk that is not UTF-8 beside one with a real U+FFFD in its place: the real one is listed once, never repeated", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      const notUtf8 = (dir: string, last: number): Buffer => Buffer.concat([Buffer.from(`${dir}/x`), Buffer.from([last])]);
+      await writeFile(join(home, "x\ufffd"), "1");
+      // Latin-1 é and è: read from the directory, both decode to "x\ufffd" as well.
+      await writeFile(notUtf8(home, 0xe9), "22");
+      await writeFile(notUtf8(home, 0xe8), "333");
+      // A directory large enough for the stat worker.
+      await mkdir(join(home, "many"));
+      for (let i = 0; i < 40; i++) await writeFile(join(home, "many", `f${i}`), "x");
+      await writeFile(join(home, "many", "x\ufffd"), "1");
+      await writeFile(notUtf8(join(home, "many"), 0xe9), "22");
+      const raw = await rawLogin(t);
+      try {
+        for (const [dir, count] of [["", 2], ["many", 41]] as const) {
+          for (const verb of ["NLST", "LIST", "MLSD"]) {
+            const data = await raw.pasv();
+            raw.send(`${verb} ${dir}`.trim());
+            await raw.expectReply(150);
+            const lines = (await readAll(data)).toString().split("\r\n").filter(Boolean);
+            await raw.expectReply(226);
+            assert.equal(lines.length, count, `${verb} ${dir}: ${lines.join("\n")}`);
+            const named = lines.filter((l) => l.endsWith("x\ufffd"));
+            assert.equal(named.length, 1, `${verb} ${dir}: ${lines.join("\n")}`);
+            if (verb === "MLSD") assert.match(named[0] as string, /;size=1;/);
+          }
+        }
+        await raw.expect("TYPE I", 200);
+        assert.equal(await retrieveText(raw, "x\ufffd"), "1");
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("UTF-8 names come back intact in replies", async () => {
     await withServer(async (t) => {
       const raw = await rawLogin(t);

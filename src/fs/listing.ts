@@ -58,14 +58,24 @@ export async function readDirectory(root: RealPath, dir: RealPath, dirBytes = In
     own = await lstatAll(dir, visible, SLOW_BATCH_MS, useWorker);
   }
   const entries: DirEntry[] = [];
+  let undecoded = false;
   for (let i = 0; i < visible.length; i++) {
     const st = own[i];
     if (st === undefined || st === null) continue; // vanished or unreadable: the rest goes on
     const name = visible[i] as string;
+    if (!undecoded && name.includes("\ufffd")) undecoded = true;
     const info = st.isSymbolicLink() ? await linkStat(root, dir + "/" + name, st) : toEntryStat(st);
     entries.push({ name, stat: info });
   }
-  return entries.sort(byName);
+  entries.sort(byName);
+  return undecoded ? withoutRepeats(entries) : entries;
+}
+
+/** `entries` (sorted) with each name once. A directory holds a name once, but readdir decodes the
+ * bytes of a name that is not UTF-8 to U+FFFD: such a name reads as one that has a real U+FFFD
+ * where its bad bytes are, and its lstat finds that entry. The entry is shown once, as itself. */
+function withoutRepeats(entries: DirEntry[]): DirEntry[] {
+  return entries.filter((e, i) => i === 0 || (entries[i - 1] as DirEntry).name !== e.name);
 }
 
 /** What a listing reads of an lstat: fs.Stats (through the pool), or the same numbers packed
