@@ -158,6 +158,32 @@ describe("quota crossed mid-way", () => {
   });
 });
 
+describe("quota and TYPE A", () => {
+  it("an ASCII upload counts the bytes it stores (LF), not those sent (CRLF): a text file that fits is kept, one that does not is refused", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("carol");
+        const c = await rawLogin(t, "carol");
+        try {
+          await c.expect("TYPE A", 200);
+          // 100,000 bytes on disk under a quota of 102,400; 105,000 on the wire.
+          const line = `${"x".repeat(19)}\r\n`;
+          assert.equal(await rawStore(c, "STOR", "fits.txt", Buffer.from(line.repeat(5000))), 226);
+          assert.deepEqual(await readFile(path.join(home, "fits.txt"), "latin1"), `${"x".repeat(19)}\n`.repeat(5000));
+          // 2,000 more on disk do not fit: the quota still holds in TYPE A.
+          assert.equal(await rawStore(c, "STOR", "more.txt", Buffer.from(line.repeat(150))), 552);
+          await assert.rejects(stat(path.join(home, "more.txt")), { code: "ENOENT" });
+          await portsFree(t);
+          await c.expect("NOOP", 200);
+        } finally {
+          await c.close();
+        }
+      },
+      { users: [CAROL] },
+    );
+  });
+});
+
 describe("file-count quota and DELE", () => {
   it("a new file past the count is refused; replacing one is not; DELE gives room back", async () => {
     await withServer(

@@ -522,9 +522,11 @@ export async function receiveFile(
   });
   t.attach(socket, () => ws.bytesWritten);
   const stages: (Readable | Transform | Writable)[] = [socket];
-  // Limits (data/hook.ts): pacing here pauses the data socket, and TCP slows the client down.
-  if (hook) stages.push(hookStage(hook));
+  // Limits (data/hook.ts) count what goes to the file: in TYPE A, after CRLF became LF, so a text
+  // file that fits the quota on disk is not refused for its size on the wire. Pacing here pauses
+  // the data socket (through the conversion), and TCP slows the client down.
   if (ascii) stages.push(fromNetworkAscii());
+  if (hook) stages.push(hookStage(hook));
   stages.push(ws);
   await run(t, socket, stages, stalledMs, notReset);
   return ws.bytesWritten;
