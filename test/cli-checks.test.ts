@@ -137,6 +137,30 @@ void describe("berth config check: what serve checks before it starts", () => {
   });
 });
 
+void describe("a private key where tls.key wants its path", () => {
+  void test("the key's text in tls.key is refused with exit 2 by config check and serve, and none of it is printed", async () => {
+    const cwd = workdir();
+    const { cert, key } = makeSelfSigned(["localhost"]);
+    writeFileSync(path.join(cwd, "cert.pem"), cert);
+    const listen = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22020-22029" };
+    // The key's body: its base64 lines, each of which is a piece of the secret.
+    const body = key.split("\n").filter((l) => l !== "" && !l.startsWith("-----"));
+    // As a variable holds it: with its line ends, or on one line (an env file cannot hold line ends).
+    const given = [key, key.replaceAll("\n", ""), key.replaceAll("\n", "\\n")];
+    const runs = given.flatMap((text) =>
+      [{}, { BERTH_TLS_MODE: "explicit", BERTH_TLS_CERT: "cert.pem" }].flatMap((tls) =>
+        [["config", "check"], ["serve"]].map((command) => berth(cwd, command, { env: { ...listen, ...tls, BERTH_TLS_KEY: text } })),
+      ),
+    );
+    for (const r of await Promise.all(runs)) {
+      assertOneLineError(r, 2, "berth: config: tls.key must be the path of a PEM file (not the file's contents), or empty (got the text of a PEM file) [from BERTH_TLS_KEY]");
+      for (const piece of body) {
+        assert.ok(!r.stdout.includes(piece.slice(0, 16)) && !r.stderr.includes(piece.slice(0, 16)), `a piece of the key was printed:\n${r.stdout}${r.stderr}`);
+      }
+    }
+  });
+});
+
 void describe("hosts to listen on", () => {
   void test("a listen host that does not resolve is a config error naming the key, exit 2; an invalid IP is refused by config check too", async () => {
     const cwd = workdir();

@@ -146,6 +146,11 @@ const hasControl = (v: string): boolean => [...v].some((c) => c.charCodeAt(0) < 
 const pathText = (v: string): boolean => !v.includes("\0");
 const filePath = text("a non-empty path", (v) => v !== "" && pathText(v));
 const optionalPath = text("a path or empty", pathText);
+/** What a PEM file holds ("-----BEGIN PRIVATE KEY-----"), where a key wants the file's path. */
+const PEM_TEXT = /-----BEGIN /;
+/** The path of a PEM file, or empty. The file's text in its place (a key pasted into BERTH_TLS_KEY)
+ * is refused, and never printed: it may be a private key. */
+const pemPath = text("the path of a PEM file (not the file's contents), or empty", (v) => pathText(v) && !PEM_TEXT.test(v));
 /** Bytes, or bytes per second: 0 (= unlimited), 4096, "512K", "10M", "1.5G" (K = 1024). */
 const size: Rule = { ...intRule(0, Number.MAX_SAFE_INTEGER, 'a size >= 0 like 0, 4096, "512K" or "10M"'), parse: parseSize };
 
@@ -160,8 +165,8 @@ const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: 
   transfer: { sendfile: bool, uploadThreads: bool, checksums: bool },
   tls: {
     mode: oneOf("off", "explicit", "implicit", "both"),
-    cert: optionalPath,
-    key: optionalPath,
+    cert: pemPath,
+    key: pemPath,
     implicitPort: port,
     require: bool,
     requireSessionReuse: bool,
@@ -269,6 +274,7 @@ function keysOf(section: string): string[] {
 /** A short rendering of a raw value for messages. */
 function shown(raw: unknown): string {
   if (Array.isArray(raw)) return "a list";
+  if (typeof raw === "string" && PEM_TEXT.test(raw)) return "the text of a PEM file";
   if (raw === null) return "null";
   if (typeof raw === "object") return "a mapping";
   const s = typeof raw === "number" && !Number.isFinite(raw) ? String(raw) : (JSON.stringify(raw) ?? String(raw));
