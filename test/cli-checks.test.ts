@@ -11,7 +11,7 @@ import { describe, test } from "node:test";
 import { parse } from "yaml";
 import type { Config } from "../src/config/schema.ts";
 import { makeSelfSigned } from "../src/data/selfsigned.ts";
-import { assertOneLineError, baseEnv, berth, MAIN, TSX, workdir } from "./helpers/cli.ts";
+import { assertOneLineError, baseEnv, berth, MAIN, startServe, TSX, workdir } from "./helpers/cli.ts";
 
 const HAVE_PYTHON3 = spawnSync("python3", ["-c", "import pty"]).status === 0;
 
@@ -181,5 +181,27 @@ void describe("hosts to listen on", () => {
       if (i % 2 === 0) assertOneLineError(r, 2, 'listen.host must be a host name or IP address (got "999.1.1.1")');
       else assertOneLineError(r, 2, "metrics.listen", '"999.1.1.1:3311"');
     });
+  });
+
+  void test("a passive.address PASV cannot announce is a config error, exit 2: an IPv6 address (config check too), a name with no IPv4 address (serve)", async () => {
+    const cwd = workdir();
+    const env = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22020-22029" };
+    const [v6Serve, v6Check, nameServe, nameCheck] = await Promise.all([
+      berth(cwd, ["serve"], { env: { ...env, BERTH_PASSIVE_ADDRESS: "2001:db8::7" } }),
+      berth(cwd, ["config", "check"], { env: { ...env, BERTH_PASSIVE_ADDRESS: "2001:db8::7" } }),
+      berth(cwd, ["serve"], { env: { ...env, BERTH_PASSIVE_ADDRESS: "ftp.invalid" } }),
+      berth(cwd, ["config", "check"], { env: { ...env, BERTH_PASSIVE_ADDRESS: "ftp.invalid" } }),
+    ]);
+    for (const r of [v6Serve, v6Check]) {
+      assertOneLineError(r, 2, 'berth: config: passive.address must be an IPv4 address, a host name or empty (PASV announces IPv4) (got "2001:db8::7") [from BERTH_PASSIVE_ADDRESS]');
+    }
+    assertOneLineError(nameServe, 2, "berth: config: passive.address ftp.invalid cannot be resolved to an IPv4 address");
+    // As for listen.host, a name may resolve only where the server runs: config check takes it.
+    assert.equal(nameCheck.code, 0, nameCheck.stderr);
+    // A name that resolves to IPv4 is served.
+    const served = startServe(cwd, { ...env, BERTH_PASSIVE_ADDRESS: "localhost" }, /"event":"listening"/);
+    await served.ready;
+    served.child.kill("SIGTERM");
+    assert.equal(await served.exited, 0);
   });
 });

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
@@ -271,13 +272,15 @@ void describe("loadConfig errors name the key", () => {
     const ok = ["::", "0.0.0.0", "127.0.0.1", "::1", "::ffff:10.0.0.1", "fe80::1%eth0", "localhost", "ftp.example.com", "ftp.example.com.", "berth_ftp", "my-host"];
     for (const host of ok) {
       assert.equal(loadConfig({ cwd: workdir(), env: { BERTH_LISTEN_HOST: host } }).listen.host, host);
-      assert.equal(loadConfig({ cwd: workdir(), env: { BERTH_PASSIVE_ADDRESS: host } }).passive.address, host);
+      // PASV announces IPv4 only: an IPv6 address is no passive.address.
+      if (isIP(host) === 6) expectError(env({ BERTH_PASSIVE_ADDRESS: host }), "passive.address", "must be an IPv4 address, a host name or empty");
+      else assert.equal(loadConfig({ cwd: workdir(), env: { BERTH_PASSIVE_ADDRESS: host } }).passive.address, host);
     }
     assert.equal(loadConfig({ cwd: workdir(), env: { BERTH_METRICS_LISTEN: "[::1]:9121" } }).metrics.listen, "[::1]:9121");
     assert.equal(loadConfig({ cwd: workdir(), env: { BERTH_METRICS_LISTEN: "metrics.example.com:9121" } }).metrics.listen, "metrics.example.com:9121");
     for (const host of ["999.1.1.1", "1.2.3", "1.2.3.4.5", "10.0.0.256", "2130706433", "[::1]", ":::1", "1::2::3", "ftp/example", "ftp..example.com", ".example.com", "ftp:21"]) {
       expectError(env({ BERTH_LISTEN_HOST: host }), "listen.host", "must be a host name or IP address", `(got ${JSON.stringify(host)})`);
-      expectError(env({ BERTH_PASSIVE_ADDRESS: host }), "passive.address", "must be an IP address, a host name or empty");
+      expectError(env({ BERTH_PASSIVE_ADDRESS: host }), "passive.address", "must be an IPv4 address, a host name or empty");
     }
     expectError(env({ BERTH_METRICS_LISTEN: "999.1.1.1:9121" }), "metrics.listen", '(got "999.1.1.1:9121")');
     expectError(env({ BERTH_METRICS_LISTEN: "[1::2::3]:9121" }), "metrics.listen");

@@ -8,7 +8,7 @@ import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { ConfigError } from "../config/load.ts";
 import { parseListen, type Config } from "../config/schema.ts";
-import { systemErrorText } from "../config/syserr.ts";
+import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { checkTlsFiles } from "../data/tls.ts";
 import { checkXferlogPath } from "../log/xferlog.ts";
 
@@ -20,21 +20,30 @@ export function checkBeforeStart(config: Config, cwd: string): void {
 
 /**
  * Looks up the host names serve listens on (listen.host, the host of metrics.listen) as listen()
- * will; one that does not resolve is a ConfigError naming its key. Not in `config check`: a name
+ * will, and the one PASV announces (passive.address, to IPv4); one that does not resolve is a
+ * ConfigError naming its key. Not in `config check`: a name
  * may resolve only where the server runs.
  */
 export async function checkHostsResolve(config: Config): Promise<void> {
   await resolves(config.listen.host, "listen.host", "listen.host");
   const metrics = config.metrics.listen === "" ? null : parseListen(config.metrics.listen);
   if (metrics !== null) await resolves(metrics.host, "metrics.listen", `metrics.listen ${JSON.stringify(config.metrics.listen)}:`);
+  // What PASV announces to clients from outside: a name without an IPv4 address would give each
+  // of them 425, as vsftpd and pure-ftpd refuse to start on one. Only a definite answer stops the
+  // start: a resolver that does not answer now (at boot, say) is logged and asked again at PASV.
+  if (config.passive.address !== "") await resolves(config.passive.address, "passive.address", "passive.address", 4);
 }
 
-/** Throws a ConfigError naming `key`, its message starting with `label`, when `host` does not resolve. */
-async function resolves(host: string, key: string, label: string): Promise<void> {
+/** Throws a ConfigError naming `key`, its message starting with `label`, when `host` does not
+ * resolve; with `family`, only when it has no address of that family for sure (ENOTFOUND), not
+ * when the lookup could not be made now. */
+async function resolves(host: string, key: string, label: string, family?: 4): Promise<void> {
   if (isIP(host) !== 0) return;
   try {
-    await lookup(host);
+    await lookup(host, family === undefined ? {} : { family });
   } catch (err) {
-    throw new ConfigError(key, `${label} ${host} cannot be resolved (${systemErrorText(err)})`);
+    if (family !== undefined && errnoCode(err) !== "ENOTFOUND") return;
+    const to = family === undefined ? "" : " to an IPv4 address";
+    throw new ConfigError(key, `${label} ${host} cannot be resolved${to} (${systemErrorText(err)})`);
   }
 }

@@ -7,6 +7,7 @@
  * callers resolve them with `resolvePath(value, cwd)` (SPEC: relative to the working directory).
  */
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import path from "node:path";
 import { parseDocument } from "yaml";
 import { parseDirPerms, parsePermList, validPatterns } from "../auth/perms.ts";
@@ -159,7 +160,8 @@ const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: 
   listen: { host: text("a host name or IP address", validHost), port },
   passive: {
     ports: text('a port range "MIN-MAX" within 1..65535', (v) => parsePortRange(v) !== null),
-    address: text("an IP address, a host name or empty", (v) => v === "" || validHost(v)),
+    // PASV announces an IPv4 address (RFC 959's 227); an IPv6 one could never be announced.
+    address: text("an IPv4 address, a host name or empty (PASV announces IPv4)", (v) => v === "" || (validHost(v) && isIP(v) !== 6)),
   },
   active: { enabled: bool },
   transfer: { sendfile: bool, uploadThreads: bool, checksums: bool },

@@ -17,7 +17,7 @@ export interface Config {
   readonly passive: {
     /** Inclusive range "MIN-MAX" (or one port "N"). */
     readonly ports: string;
-    /** What PASV announces to clients from public addresses: IP or hostname; "" = local address. */
+    /** What PASV announces to clients from public addresses: IPv4 address or hostname; "" = local address. */
     readonly address: string;
   };
   readonly active: { readonly enabled: boolean };
