@@ -1663,6 +1663,54 @@ describe("IPv6", { skip: HAS_IPV6 ? false : "no ::1 on this machine" }, () => {
   });
 });
 
+/** A link-local IPv6 address of this machine with its zone ("fe80::1%eth0"), or null. */
+function linkLocal(): string | null {
+  for (const [name, list] of Object.entries(networkInterfaces())) {
+    const found = list?.find((i) => i.family === "IPv6" && i.address.toLowerCase().startsWith("fe80:"));
+    if (found) return `${found.address.split("%")[0] ?? ""}%${name}`;
+  }
+  return null;
+}
+const LINK_LOCAL = linkLocal();
+
+describe("a link-local IPv6 client", { skip: LINK_LOCAL === null ? "no link-local IPv6 address on this machine" : false }, () => {
+  it("gets its EPSV data connection and its EPRT one, though the system names its data peer without the zone and EPRT cannot carry it", async () => {
+    const full = LINK_LOCAL ?? "";
+    const bare = full.split("%")[0] ?? "";
+    await withServer(
+      async (t) => {
+        await writeFile(join(t.home("alice"), "ll.txt"), "link-local");
+        const raw = await RawClient.connect(t.port, full);
+        try {
+          await raw.login();
+          const data = await raw.epsv();
+          raw.send("RETR ll.txt");
+          await raw.expectReply(150);
+          assert.equal((await readAll(data)).toString(), "link-local");
+          await raw.expectReply(226);
+          // EPRT as clients send it (curl, lftp): the address without its zone.
+          const wait = await listenLocal(full);
+          try {
+            await raw.expect(`EPRT |2|${bare}|${(wait.server.address() as { port: number }).port}|`, 200);
+            raw.send("RETR ll.txt");
+            await raw.expectReply(150);
+            assert.equal((await readAll(await wait.accepted)).toString(), "link-local");
+            await raw.expectReply(226);
+          } finally {
+            wait.close();
+          }
+          // Another host on the link is still refused (no bounce).
+          await raw.expect("EPRT |2|fe80::dead:beef|5000|", 500);
+        } finally {
+          await raw.close();
+        }
+        assert.ok(!t.logs.some((l) => l.event === "foreign-data-connection"), "the client's own data connection was taken for a foreign one");
+      },
+      { config: { listen: { host: "::" } } },
+    );
+  });
+});
+
 async function portsReleasedTo(t: TestServer, n: number): Promise<void> {
   assert.ok(await waitFor(() => t.server.context.pool.used === n, 2000), `ports held: ${t.server.context.pool.used}`);
 }

@@ -73,7 +73,18 @@ export function unmapIPv4(address: string): string {
   return address.startsWith("::ffff:") && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
 }
 
-/** True for the same host, comparing IPv4-mapped IPv6 and plain IPv4 as equal. */
+/** True for the same host, comparing IPv4-mapped IPv6 and plain IPv4 as equal. A link-local
+ * address's zone ("fe80::1%eth0") counts only when both have one: the system names a control
+ * connection's link-local peer with its zone, a passive data connection's peer without, and an
+ * EPRT carries none (RFC 2428 has no syntax for it). */
 export function sameHost(a: string, b: string): boolean {
-  return unmapIPv4(a).toLowerCase() === unmapIPv4(b).toLowerCase();
+  const [hostA, zoneA] = splitZone(unmapIPv4(a).toLowerCase());
+  const [hostB, zoneB] = splitZone(unmapIPv4(b).toLowerCase());
+  return hostA === hostB && (zoneA === null || zoneB === null || zoneA === zoneB);
+}
+
+/** "fe80::1%eth0" → ["fe80::1", "eth0"]; an address without a zone → [address, null]. */
+function splitZone(address: string): [string, string | null] {
+  const at = address.indexOf("%");
+  return at === -1 ? [address, null] : [address.slice(0, at), address.slice(at + 1)];
 }

@@ -75,7 +75,9 @@ function activeTarget(s: Session, target: HostPort): void {
   if (s.epsvAll) throw new FtpError(503, "PORT and EPRT not allowed after EPSV ALL");
   if (!sameHost(target.host, s.remoteAddress)) throw new FtpError(500, "Illegal PORT command: address must be yours");
   if (target.port < 1024) throw new FtpError(504, "Illegal PORT command: port must be 1024 or above");
-  s.setChannel(new ActiveChannel(target, s.localAddress, s.ctx.config.limits.dataTimeout * 1000));
+  // The control connection's peer is dialled: the same host, and with the zone a link-local
+  // address needs, which an EPRT cannot carry.
+  s.setChannel(new ActiveChannel({ host: s.remoteAddress, port: target.port }, s.localAddress, s.ctx.config.limits.dataTimeout * 1000));
 }
 
 function port(s: Session, arg: string): void {
