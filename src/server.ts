@@ -167,7 +167,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     defender,
     admission,
     pool: new PortPool(range),
-    announce: new AnnounceResolver(config.passive.address, readNetFacts()),
+    announce: new AnnounceResolver(config.passive.address, readNetFacts(), undefined, logger),
     openFs: deps.openFs ?? ((home, opts) => JailedFs.open(home, opts)),
     metrics: new Metrics(),
     xferlog: config.log.xferlog ? XferLog.open(config.log.xferlog, logger) : null,
@@ -356,7 +356,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     context = {
       ...context,
       config: effective,
-      announce: new AnnounceResolver(effective.passive.address, readNetFacts()),
+      announce: new AnnounceResolver(effective.passive.address, readNetFacts(), undefined, logger),
       tls: nextTls,
     };
     logger.info({ event: "reloaded", applied, needRestart }, "configuration reloaded");

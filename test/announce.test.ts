@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
+import { networkInterfaces } from "node:os";
 import { describe, it } from "node:test";
 import { AnnounceResolver, isDirectClient, type NetFacts } from "../src/data/announce.ts";
+import { dataConnect, RawClient, readAll } from "./helpers/raw.ts";
+import { withServer } from "./helpers/run.ts";
 
 /** A container on a bridge: 172.17.0.5/16 behind gateway 172.17.0.1. */
 const bridge: NetFacts = { interfaces: [{ address: "172.17.0.5", netmask: "255.255.0.0" }], gateway: "172.17.0.1" };
@@ -42,5 +45,66 @@ describe("which address PASV announces", () => {
 
   it("has nothing to announce on an IPv6 control connection without passive.address (EPSV is the way)", async () => {
     assert.equal(await new AnnounceResolver("", lan).forConnection("::1", "::1"), null);
+  });
+});
+
+/** A non-loopback IPv4 address of this machine, or null. A client that connects to 127.0.0.1 from
+ * it reaches the server through no subnet of the server's local address: one PASV answers with
+ * passive.address, as it would a client from the internet. */
+function outsideAddress(): string | null {
+  for (const list of Object.values(networkInterfaces())) {
+    const found = list?.find((i) => i.family === "IPv4" && !i.internal);
+    if (found) return found.address;
+  }
+  return null;
+}
+const OUTSIDE = outsideAddress();
+
+describe("passive.address over a real connection", { skip: OUTSIDE === null ? "no non-loopback IPv4 address on this machine" : false }, () => {
+  it("a host name that does not resolve gives PASV 425 and the operator one warning naming passive.address, not one per PASV", async () => {
+    await withServer(
+      async (t) => {
+        const raw = await RawClient.connect(t.port, "127.0.0.1", OUTSIDE ?? undefined);
+        try {
+          await raw.login();
+          await raw.expect("PASV", 425);
+          await raw.expect("PASV", 425);
+          // EPSV announces no address: it still works.
+          await raw.expect("EPSV", 229);
+        } finally {
+          await raw.close();
+        }
+        const lines = t.logs.filter((l) => l.event === "passive-address");
+        assert.equal(lines.length, 1, JSON.stringify(lines));
+        assert.equal(lines[0]?.level, 40);
+        assert.equal(lines[0]?.address, "ftp.invalid");
+        assert.match(String(lines[0]?.msg), /^passive\.address ftp\.invalid cannot be resolved to an IPv4 address \(.+\): PASV from outside gets 425 until it does$/);
+      },
+      { config: { passive: { address: "ftp.invalid" } } },
+    );
+  });
+
+  it("a host name that resolves is announced to a client from outside, and its data connection is taken", async () => {
+    await withServer(
+      async (t) => {
+        const raw = await RawClient.connect(t.port, "127.0.0.1", OUTSIDE ?? undefined);
+        try {
+          await raw.login();
+          const r = await raw.expect("PASV", 227);
+          const m = /\((\d+),(\d+),(\d+),(\d+),(\d+),(\d+)\)/.exec(r.message);
+          assert.ok(m, r.message);
+          assert.equal(m.slice(1, 5).join("."), "127.0.0.1");
+          const data = await dataConnect(Number(m[5]) * 256 + Number(m[6]), "127.0.0.1", OUTSIDE ?? undefined);
+          raw.send("NLST");
+          await raw.expectReply(150);
+          await readAll(data);
+          await raw.expectReply(226);
+        } finally {
+          await raw.close();
+        }
+        assert.equal(t.logs.filter((l) => l.event === "passive-address").length, 0);
+      },
+      { config: { passive: { address: "localhost" } } },
+    );
   });
 });

@@ -11,6 +11,8 @@ import { lookup } from "node:dns/promises";
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { networkInterfaces } from "node:os";
+import { systemErrorText } from "../config/syserr.ts";
+import type { Logger } from "../log/logger.ts";
 import { unmapIPv4 } from "./address.ts";
 
 /** Network facts the rule needs, passed in so the rule stays pure and testable. */
@@ -63,14 +65,19 @@ export function isDirectClient(local: string, remote: string, facts: NetFacts): 
   return (toInt(l) & mask) === (toInt(r) & mask);
 }
 
-/** Resolves `passive.address` (IP or hostname) to IPv4, caching hostnames for a short while. */
+/** Resolves `passive.address` (IP or hostname) to IPv4, caching hostnames for a short while. A
+ * name that stops resolving is told to the operator once (PASV from outside then gets 425, or the
+ * address of the last good lookup), and again once it resolves. */
 export class AnnounceResolver {
   private cached: { ip: string; at: number } | null = null;
+  /** The last lookup failed (and that was logged). */
+  private failing = false;
 
   constructor(
     private readonly configured: string,
     private readonly facts: NetFacts,
     private readonly ttlMs = 30_000,
+    private readonly log: Logger | null = null,
   ) {}
 
   /** The IPv4 address to put in a 227 reply for this control connection, or null if none fits. */
@@ -87,9 +94,25 @@ export class AnnounceResolver {
     try {
       const { address } = await lookup(this.configured, { family: 4 });
       this.cached = { ip: address, at: now };
+      if (this.failing) {
+        this.failing = false;
+        this.log?.info({ event: "passive-address", address: this.configured, ip: address }, "passive.address %s resolves again (%s)", this.configured, address);
+      }
       return address;
-    } catch {
-      return this.cached?.ip ?? null;
+    } catch (err) {
+      const last = this.cached?.ip ?? null;
+      if (!this.failing) {
+        this.failing = true;
+        const then = last === null ? "PASV from outside gets 425 until it does" : `PASV goes on announcing ${last}, its last address`;
+        this.log?.warn(
+          { event: "passive-address", address: this.configured, reason: systemErrorText(err) },
+          "passive.address %s cannot be resolved to an IPv4 address (%s): %s",
+          this.configured,
+          systemErrorText(err),
+          then,
+        );
+      }
+      return last;
     }
   }
 }
