@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { networkInterfaces } from "node:os";
 import { describe, it } from "node:test";
-import { AnnounceResolver, isDirectClient, type NetFacts } from "../src/data/announce.ts";
+import { setTimeout as sleep } from "node:timers/promises";
+import { AnnounceResolver, isDirectClient, LOOKUP_WAIT_MS, readNetFacts, type LookupV4, type NetFacts } from "../src/data/announce.ts";
 import { dataConnect, RawClient, readAll } from "./helpers/raw.ts";
 import { withServer } from "./helpers/run.ts";
 
@@ -106,5 +107,39 @@ describe("passive.address over a real connection", { skip: OUTSIDE === null ? "n
       },
       { config: { passive: { address: "localhost" } } },
     );
+  });
+});
+
+describe("passive.address while its resolver is slow or down", { skip: OUTSIDE === null ? "no non-loopback IPv4 address on this machine" : false }, () => {
+  it("PASV announces the last address within LOOKUP_WAIT_MS while a new lookup hangs, and sessions share one lookup", async () => {
+    await withServer(async (t) => {
+      let calls = 0;
+      let answer: ((ip: string) => void) | null = null;
+      // The first lookup answers at once; the ones after it hang until the test lets them answer.
+      const lookupV4: LookupV4 = (name) => {
+        calls++;
+        assert.equal(name, "ftp.example.com");
+        if (calls === 1) return Promise.resolve("127.0.0.1");
+        return new Promise((resolve) => {
+          answer = resolve;
+        });
+      };
+      (t.server.context as { announce: AnnounceResolver }).announce = new AnnounceResolver("ftp.example.com", readNetFacts(), 50, t.server.context.logger, lookupV4);
+      const clients = await Promise.all([0, 1, 2, 3].map(() => RawClient.connect(t.port, "127.0.0.1", OUTSIDE ?? undefined)));
+      try {
+        for (const c of clients) await c.login();
+        assert.match((await (clients[0] as RawClient).expect("PASV", 227)).message, /\(127,0,0,1,/);
+        await sleep(100); // the cached address is now older than its 50 ms
+        const started = Date.now();
+        const replies = await Promise.all(clients.map((c) => c.expect("PASV", 227)));
+        const took = Date.now() - started;
+        for (const r of replies) assert.match(r.message, /\(127,0,0,1,/);
+        assert.ok(took < LOOKUP_WAIT_MS + 1000, `PASV took ${took} ms while the lookup hung`);
+        assert.equal(calls, 2, "one lookup for all the sessions' PASVs");
+        (answer as ((ip: string) => void) | null)?.("127.0.0.1");
+      } finally {
+        for (const c of clients) await c.close();
+      }
+    });
   });
 });

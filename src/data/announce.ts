@@ -65,11 +65,27 @@ export function isDirectClient(local: string, remote: string, facts: NetFacts): 
   return (toInt(l) & mask) === (toInt(r) & mask);
 }
 
-/** Resolves `passive.address` (IP or hostname) to IPv4, caching hostnames for a short while. A
- * name that stops resolving is told to the operator once (PASV from outside then gets 425, or the
- * address of the last good lookup), and again once it resolves. */
+/** Looks a host name up to one IPv4 address (dns.lookup, the system's resolver, by default). */
+export type LookupV4 = (name: string) => Promise<string>;
+
+async function systemLookup(name: string): Promise<string> {
+  return (await lookup(name, { family: 4 })).address;
+}
+
+/** How long a PASV waits for a new lookup of passive.address while the last address is at hand.
+ * A lookup answers in milliseconds; a resolver that does not answer (getaddrinfo then takes 5 s
+ * per try and server, in one of the few threads it shares with file I/O and bcrypt) must hold up
+ * neither the PASV nor, by one lookup per PASV, the server. */
+export const LOOKUP_WAIT_MS = 1000;
+
+/** Resolves `passive.address` (IP or hostname) to IPv4, caching hostnames for a short while. One
+ * lookup runs at a time; while one is slow or failing the last good address is announced, and a
+ * failed lookup is tried again only after `ttlMs`. A name that stops resolving is told to the
+ * operator once (PASV from outside then gets 425 if it never resolved), and again once it does. */
 export class AnnounceResolver {
   private cached: { ip: string; at: number } | null = null;
+  /** The lookup under way: PASVs that come meanwhile wait for it rather than start their own. */
+  private pending: Promise<string | null> | null = null;
   /** The last lookup failed (and that was logged). */
   private failing = false;
 
@@ -78,6 +94,7 @@ export class AnnounceResolver {
     private readonly facts: NetFacts,
     private readonly ttlMs = 30_000,
     private readonly log: Logger | null = null,
+    private readonly lookupV4: LookupV4 = systemLookup,
   ) {}
 
   /** The IPv4 address to put in a 227 reply for this control connection, or null if none fits. */
@@ -89,11 +106,26 @@ export class AnnounceResolver {
 
   private async resolveConfigured(): Promise<string | null> {
     if (isIP(this.configured) === 4) return this.configured;
-    const now = Date.now();
-    if (this.cached && now - this.cached.at < this.ttlMs) return this.cached.ip;
+    const last = this.cached;
+    if (last && Date.now() - last.at < this.ttlMs) return last.ip;
+    this.pending ??= this.lookUp();
+    if (last === null) return this.pending;
+    // A slow lookup: the last address now; the lookup still updates the cache when it answers.
+    let timer: NodeJS.Timeout | undefined;
+    const stale = new Promise<string>((resolve) => {
+      timer = setTimeout(resolve, LOOKUP_WAIT_MS, last.ip);
+    });
     try {
-      const { address } = await lookup(this.configured, { family: 4 });
-      this.cached = { ip: address, at: now };
+      return (await Promise.race([this.pending, stale])) ?? last.ip;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async lookUp(): Promise<string | null> {
+    try {
+      const address = await this.lookupV4(this.configured);
+      this.cached = { ip: address, at: Date.now() };
       if (this.failing) {
         this.failing = false;
         this.log?.info({ event: "passive-address", address: this.configured, ip: address }, "passive.address %s resolves again (%s)", this.configured, address);
@@ -101,6 +133,8 @@ export class AnnounceResolver {
       return address;
     } catch (err) {
       const last = this.cached?.ip ?? null;
+      // The last good address serves another `ttlMs` before the next try.
+      if (last !== null) this.cached = { ip: last, at: Date.now() };
       if (!this.failing) {
         this.failing = true;
         const then = last === null ? "PASV from outside gets 425 until it does" : `PASV goes on announcing ${last}, its last address`;
@@ -113,6 +147,8 @@ export class AnnounceResolver {
         );
       }
       return last;
+    } finally {
+      this.pending = null;
     }
   }
 }
