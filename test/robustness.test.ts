@@ -319,6 +319,28 @@ describe("logins", () => {
     });
   });
 
+  it("passwords sent with SITE sub-commands berth does not know (SITE PSWD <old> <new>, SITE PASSWD) never reach the log; known ones are logged whole", async () => {
+    await withServer(async (t) => {
+      const raw = await RawClient.connect(t.port);
+      try {
+        // Before login too: every command is logged before it is refused.
+        await raw.expect("SITE PSWD pw-before-login pw-new-before", 530);
+        await raw.login();
+        await raw.expect("SITE PSWD alice-pw pw-new-site", 500);
+        await raw.expect("site passwd pw-lower-site", 500);
+        await raw.expect("SITE CHMOD 644 nothing-here.txt", 550);
+      } finally {
+        await raw.close();
+      }
+      const written = t.logLines.join("\n");
+      for (const pw of ["alice-pw", "pw-before-login", "pw-new-before", "pw-new-site", "pw-lower-site"]) {
+        assert.ok(!written.includes(pw), `${pw} was logged`);
+      }
+      const sites = t.logs.filter((l) => l.event === "command" && l.verb === "SITE").map((l) => l.arg);
+      assert.deepEqual(sites, ["PSWD [redacted]", "PSWD [redacted]", "PASSWD [redacted]", "CHMOD 644 nothing-here.txt"]);
+    });
+  });
+
   it("nothing pipelined after the closing failure runs, not even a good login", async () => {
     await withServer(async (t) => {
       const raw = await RawClient.connect(t.port);

@@ -148,7 +148,7 @@ export class Dispatcher {
       session.log.debug({ event: "command", verb: named, argLength: arg.length }, "unknown command %s", named);
       return;
     }
-    const shown = spec.secretArg ? "[redacted]" : arg;
+    const shown = spec.secretArg ? "[redacted]" : spec.loggedArg ? spec.loggedArg(arg) : arg;
     session.log.debug({ event: "command", verb, arg: shown }, "%s %s", verb, shown);
   }
 }

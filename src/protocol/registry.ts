@@ -30,6 +30,9 @@ export interface CommandSpec {
   readonly beforeTls?: boolean;
   /** The argument is a secret: never logged. */
   readonly secretArg?: boolean;
+  /** What the command's log line shows of its argument (default: all of it), where a part of it
+   * may be a secret. */
+  readonly loggedArg?: (arg: string) => string;
   /** FEAT lines this command contributes (without the leading space), given the session. */
   readonly feat?: (session: Session) => readonly string[];
   /** Usage, for HELP. */

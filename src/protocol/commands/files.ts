@@ -161,6 +161,18 @@ function siteArgs(arg: string): { sub: string; rest: string } {
   return { sub: (sp === -1 ? arg : arg.slice(0, sp)).toUpperCase(), rest: sp === -1 ? "" : arg.slice(sp + 1) };
 }
 
+/** SITE sub-commands berth knows; their arguments are logged as they are. */
+const SITE_SUBS: ReadonlySet<string> = new Set(["HELP", "CHMOD", "UTIME"]);
+
+/** What the log shows of a SITE argument: a known sub-command's in full, of another only its name.
+ * Clients send passwords that way: "SITE PSWD <old> <new>" (WS_FTP, Serv-U), "SITE PASSWD <new>". */
+function siteLogged(arg: string): string {
+  const { sub, rest } = siteArgs(arg);
+  if (SITE_SUBS.has(sub)) return arg;
+  const named = /^[A-Z0-9]{1,16}$/.test(sub) ? sub : "[malformed]";
+  return rest === "" ? named : `${named} [redacted]`;
+}
+
 /** The path SITE UTIME acts on (for the permission check); null when malformed. */
 function utimePath(s: Session, arg: string): VirtualPath | null {
   const parsed = parseUtime(siteArgs(arg).rest);
@@ -227,6 +239,7 @@ export const fileCommands: CommandSpec[] = [
     verb: "SITE",
     perm: { need: ["chmod"], path: chmodPath, form: { matches: (arg) => siteArgs(arg).sub === "UTIME", rule: SITE_UTIME, what: "SITE UTIME" } },
     handler: site,
+    loggedArg: siteLogged,
     help: "SITE HELP | SITE CHMOD <mode> <path> | SITE UTIME YYYYMMDDhhmm[ss] <path>",
   },
 ];
