@@ -296,6 +296,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     passiveAddress: config.passive.address,
     passivePorts: config.passive.ports,
     inContainer: inContainer(),
+    resolvedAddress: await context.announce.resolvedName(),
   })) {
     logger.warn({ event: "passive-check" }, warning);
   }

@@ -143,3 +143,23 @@ describe("passive.address while its resolver is slow or down", { skip: OUTSIDE =
     });
   });
 });
+
+describe("the start-up check of passive.address", () => {
+  it("a host name is judged by what it resolves to: one that resolves to loopback warns as 127.0.0.1 would, naming both", async () => {
+    await withServer(
+      async (t) => {
+        const checks = t.logs.filter((l) => l.event === "passive-check").map((l) => l.msg);
+        assert.deepEqual(checks, ["passive.address is localhost (127.0.0.1 here): only clients on this machine can open passive data connections"]);
+      },
+      { config: { listen: { host: "0.0.0.0" }, passive: { address: "localhost" } } },
+    );
+    // The address itself, as before.
+    await withServer(
+      async (t) => {
+        const checks = t.logs.filter((l) => l.event === "passive-check").map((l) => l.msg);
+        assert.deepEqual(checks, ["passive.address is 127.0.0.1: only clients on this machine can open passive data connections"]);
+      },
+      { config: { listen: { host: "0.0.0.0" }, passive: { address: "127.0.0.1" } } },
+    );
+  });
+});

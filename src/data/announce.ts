@@ -104,6 +104,12 @@ export class AnnounceResolver {
     return this.resolveConfigured();
   }
 
+  /** What a host name in passive.address resolves to now; null when it is an IP or empty, or
+   * does not resolve. */
+  async resolvedName(): Promise<string | null> {
+    return this.configured === "" || isIP(this.configured) !== 0 ? null : this.resolveConfigured();
+  }
+
   private async resolveConfigured(): Promise<string | null> {
     if (isIP(this.configured) === 4) return this.configured;
     const last = this.cached;

@@ -11,6 +11,9 @@ export interface PassiveFacts {
   readonly listenHost: string;
   readonly passiveAddress: string;
   readonly passivePorts: string;
+  /** What a host name in `passiveAddress` resolves to here; null when it is an IP, empty or does
+   * not resolve. */
+  readonly resolvedAddress?: string | null;
   /** True inside a Docker or Podman container. */
   readonly inContainer: boolean;
 }
@@ -49,10 +52,14 @@ export function passiveWarnings(f: PassiveFacts): string[] {
     }
     return out;
   }
-  if (isLoopbackOrAny(addr)) {
-    out.push(`passive.address is ${addr}: only clients on this machine can open passive data connections`);
-  } else if (isPrivate(addr)) {
-    out.push(`passive.address ${addr} is a private address: clients from the internet cannot reach it (fine on a LAN)`);
+  // A name is judged by what it resolves to where the server runs (a split-horizon DNS gives the
+  // server its private address, which it would announce to clients from outside).
+  const ip = f.resolvedAddress ?? addr;
+  const named = ip === addr ? addr : `${addr} (${ip} here)`;
+  if (isLoopbackOrAny(ip)) {
+    out.push(`passive.address is ${named}: only clients on this machine can open passive data connections`);
+  } else if (isPrivate(ip)) {
+    out.push(`passive.address ${named} is a private address: clients from the internet cannot reach it (fine on a LAN)`);
   }
   return out;
 }
