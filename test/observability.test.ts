@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rename, rm, symlink, unlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rename, rm, symlink, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -74,6 +74,32 @@ describe("Prometheus endpoint and xferlog", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it("an anonymous download's xferlog line has access mode a, the login name, and never the anonymous password", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "berth-xferlog-"));
+    const xferlog = join(dir, "xferlog");
+    const s = await startTestServer({ config: { anonymous: { enabled: true }, log: { xferlog } } });
+    try {
+      await mkdir(join(s.dataRoot, "anonymous"), { recursive: true });
+      await writeFile(join(s.dataRoot, "anonymous", "pub.txt"), "public");
+      const c = new Client();
+      await c.access({ host: "127.0.0.1", port: s.port, user: "anonymous", password: "someone@example.com" });
+      await c.downloadTo(new Writable({ write: (_c, _e, cb) => cb() }), "pub.txt");
+      c.close();
+      const a = new Client();
+      await a.access({ host: "127.0.0.1", port: s.port, user: "alice", password: "alice-pw" });
+      await a.uploadFrom(Readable.from([Buffer.from("mine")]), "mine.txt");
+      a.close();
+    } finally {
+      await s.close().catch(() => undefined);
+    }
+    const lines = (await readFile(xferlog, "utf8")).trim().split("\n");
+    assert.equal(lines.length, 2, lines.join("\n"));
+    assert.match(lines[0] ?? "", / 127\.0\.0\.1 6 \/pub\.txt b _ o a anonymous ftp 0 \* c$/);
+    assert.match(lines[1] ?? "", / 127\.0\.0\.1 4 \/mine\.txt b _ i r alice ftp 0 \* c$/);
+    assert.ok(!lines.join("\n").includes("someone@example.com"), "the anonymous password was written");
+    await rm(dir, { recursive: true, force: true });
+  });
+
   it("formats xferlog lines like wu-ftpd", () => {
     const line = formatXferLine({
       when: new Date(2026, 10, 5, 8, 7, 6),
@@ -84,6 +110,7 @@ describe("Prometheus endpoint and xferlog", () => {
       ascii: true,
       direction: "download",
       user: "bob",
+      anonymous: false,
       complete: false,
     });
     assert.equal(line, "Thu Nov  5 08:07:06 2026 2 203.0.113.7 42 /a_b.txt a _ o r bob ftp 0 * i\n");
@@ -160,7 +187,7 @@ describe("Prometheus endpoint and xferlog", () => {
 });
 
 describe("xferlog file trouble", () => {
-  const entry = (path: string): XferEntry => ({ when: new Date(), ms: 5, remote: "192.0.2.1", bytes: 10, path, ascii: false, direction: "upload", user: "alice", complete: true });
+  const entry = (path: string): XferEntry => ({ when: new Date(), ms: 5, remote: "192.0.2.1", bytes: 10, path, ascii: false, direction: "upload", user: "alice", anonymous: false, complete: true });
   function capture() {
     const logs: Record<string, unknown>[] = [];
     const sink = new Writable({

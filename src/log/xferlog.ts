@@ -22,6 +22,8 @@ export interface XferEntry {
   readonly ascii: boolean;
   readonly direction: "download" | "upload";
   readonly user: string;
+  /** Logged in by anonymous FTP: access mode "a" (a real user's is "r"). */
+  readonly anonymous: boolean;
   readonly complete: boolean;
 }
 
@@ -35,7 +37,11 @@ export function formatXferLine(e: XferEntry): string {
   const secs = Math.max(1, Math.round(e.ms / 1000));
   const name = e.path.replace(SPACE_OR_NUL, "_");
   const dir = e.direction === "download" ? "o" : "i";
-  return `${time} ${secs} ${e.remote} ${e.bytes} ${name} ${e.ascii ? "a" : "b"} _ ${dir} r ${e.user} ftp 0 * ${e.complete ? "c" : "i"}\n`;
+  // The access mode is "a" for anonymous FTP, as the format has it; its username field, which
+  // wu-ftpd, vsftpd and ProFTPD fill with the anonymous password (an e-mail address), stays the
+  // login name: passwords are never logged.
+  const mode = e.anonymous ? "a" : "r";
+  return `${time} ${secs} ${e.remote} ${e.bytes} ${name} ${e.ascii ? "a" : "b"} _ ${dir} ${mode} ${e.user} ftp 0 * ${e.complete ? "c" : "i"}\n`;
 }
 
 /** Lines waiting for the disk beyond this are dropped (and counted), so a stalled disk cannot

@@ -124,6 +124,7 @@ function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string, fa
       ascii: s.type === "A",
       direction: t.direction,
       user: s.user?.name ?? "-",
+      anonymous: s.user?.anonymous === true,
       complete: outcome === "ok",
     });
   }
