@@ -4,6 +4,7 @@
  */
 import { Metrics, serveMetrics, type Gauges } from "./log/metrics.ts";
 import { receiveBinding, sendfileBinding, watchBinding } from "./native.ts";
+import { RefusalLog } from "./log/refusals.ts";
 import { XferLog } from "./log/xferlog.ts";
 import { stopDigestWorker } from "./fs/digest.ts";
 import { randomFillSync } from "node:crypto";
@@ -178,6 +179,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
   };
   const dispatcher = new Dispatcher(buildRegistry());
   const sessions = new Set<Session>();
+  const refusals = new RefusalLog(logger);
   let accepting = true;
 
   // A ban also ends the sessions the address has open (they would otherwise go on misbehaving).
@@ -191,16 +193,27 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     }
   };
 
-  /** Why a new connection from `remote` is refused, or null when it may go on (then it is counted). */
+  /** Why a new connection from `remote` is refused (also told to the log), or null when it may go
+   * on (then it is counted). */
   const refusalOf = (remote: string): string | null => {
-    if (!accepting) return "Server shutting down";
+    if (!accepting) {
+      refusals.note("shutdown", remote, "Server shutting down");
+      return "Server shutting down";
+    }
     const ban = defender.banOf(remote);
     if (ban) {
       context.metrics.banned();
-      return banText(ban);
+      const text = banText(ban);
+      refusals.note("banned", remote, text);
+      return text;
     }
-    const refusal = admission.connect(remote, context.config.limits);
-    if (refusal) defender.record(remote, "limit", "too many connections");
+    const limits = context.config.limits;
+    const full = admission.total >= limits.maxSessions;
+    const refusal = admission.connect(remote, limits);
+    if (refusal) {
+      defender.record(remote, "limit", "too many connections");
+      refusals.note(full ? "max-sessions" : "max-sessions-per-address", remote, refusal);
+    }
     return refusal;
   };
 

@@ -11,6 +11,9 @@ import { once } from "node:events";
 import { connect } from "node:net";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { Writable } from "node:stream";
+import pino from "pino";
+import { RefusalLog } from "../src/log/refusals.ts";
 import { TokenBucket } from "../src/protocol/ratelimit.ts";
 import { dataConnect, RawClient, type Reply } from "./helpers/raw.ts";
 import { ftpLogin, rawLogin, withServer } from "./helpers/run.ts";
@@ -267,6 +270,61 @@ void describe("connections refused at connect", () => {
       assert.ok(await waitFor(() => openFds() <= before, 1000), `${openFds()} descriptors open, ${before} before`);
       await held.close();
     }, oneSessionPerAddress);
+  });
+
+  it("refusals are logged with the client's address and the reason, one line for a burst of them (the server's own limit as a warning)", async () => {
+    const refusedOnce = async (port: number): Promise<string> => {
+      const s = connect(port, "127.0.0.1");
+      s.on("error", () => undefined);
+      let got = "";
+      s.on("data", (d: Buffer) => (got += d.toString()));
+      s.on("end", () => s.end());
+      await once(s, "close");
+      return got;
+    };
+    await withServer(async (t) => {
+      const held = await rawLogin(t);
+      for (let i = 0; i < 10; i++) assert.equal(await refusedOnce(t.port), "421 Too many connections from your address\r\n");
+      await held.close();
+      const lines = t.logs.filter((l) => l.event === "refused");
+      assert.equal(lines.length, 1, JSON.stringify(lines));
+      assert.equal(lines[0]?.level, 30);
+      assert.equal(lines[0]?.remote, "127.0.0.1");
+      assert.equal(lines[0]?.kind, "max-sessions-per-address");
+      assert.equal(lines[0]?.msg, "connection from 127.0.0.1 refused: Too many connections from your address");
+    }, oneSessionPerAddress);
+    await withServer(async (t) => {
+      const held = await rawLogin(t);
+      assert.equal(await refusedOnce(t.port), "421 Too many connections; try again later\r\n");
+      await held.close();
+      const lines = t.logs.filter((l) => l.event === "refused");
+      assert.equal(lines.length, 1, JSON.stringify(lines));
+      assert.equal(lines[0]?.level, 40);
+      assert.equal(lines[0]?.kind, "max-sessions");
+    }, { config: { limits: { maxSessions: 1 }, defender: { enabled: false } } });
+  });
+
+  it("after its window, the next refusal of a kind is logged with how many were left out", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        for (const line of chunk.toString().split("\n")) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
+        cb();
+      },
+    });
+    const log = new RefusalLog(pino(sink), 50);
+    for (let i = 0; i < 4; i++) log.note("banned", "192.0.2.9", "Your address is banned");
+    log.note("shutdown", "192.0.2.9", "Server shutting down");
+    await sleep(80);
+    log.note("banned", "192.0.2.10", "Your address is banned");
+    assert.deepEqual(
+      lines.map((l) => [l.kind, l.remote, l.alsoRefused, l.msg]),
+      [
+        ["banned", "192.0.2.9", undefined, "connection from 192.0.2.9 refused: Your address is banned"],
+        ["shutdown", "192.0.2.9", undefined, "connection from 192.0.2.9 refused: Server shutting down"],
+        ["banned", "192.0.2.10", 3, "connection from 192.0.2.10 refused: Your address is banned (and 3 more of this kind since the last such line)"],
+      ],
+    );
   });
 
   it("a refused client that keeps sending and never closes is cut off after a moment", { skip: NO_PROC_FD }, async () => {
