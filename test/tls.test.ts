@@ -439,6 +439,46 @@ describe("TLS modes", () => {
   });
 });
 
+describe("failed TLS handshakes of control connections, told to the operator", () => {
+  it("plaintext on the implicit port, garbage after AUTH TLS and a TLS 1.1 client each log one line at info naming the session and client; a probe that only connects logs none", async () => {
+    const t = await startTestServer({ config: { tls: { mode: "both", implicitPort: 0 } }, logLevel: "info" });
+    try {
+      const port = t.implicitPort ?? 0;
+      const plain = netConnect({ port, host: "127.0.0.1" });
+      plain.on("error", () => undefined);
+      await once(plain, "connect");
+      plain.write("USER alice\r\n");
+      await once(plain, "close");
+      const garbage = await RawClient.connect(t.port);
+      await garbage.expect("AUTH TLS", 234);
+      garbage.sendRaw("\x16\x03\x01\x00\x10 this is no handshake\r\n");
+      await garbage.closed();
+      // A client older than berth's TLS 1.2.
+      const old = tlsConnect({ port, host: "127.0.0.1", rejectUnauthorized: false, minVersion: "TLSv1", maxVersion: "TLSv1.1", ciphers: "DEFAULT@SECLEVEL=0" });
+      await once(old, "error");
+      old.destroy();
+      const probe = netConnect({ port, host: "127.0.0.1" });
+      probe.on("error", () => undefined);
+      await once(probe, "connect");
+      probe.end();
+      await once(probe, "close");
+      assert.ok(await waitFor(() => t.logs.filter((l) => l.event === "tls-handshake-failed").length >= 3, 2000), JSON.stringify(t.logs));
+      await new Promise((r) => setTimeout(r, 200));
+      const lines = t.logs.filter((l) => l.event === "tls-handshake-failed");
+      assert.equal(lines.length, 3, JSON.stringify(lines));
+      for (const l of lines) {
+        assert.equal(l.level, 30);
+        assert.equal(l.remote, "127.0.0.1");
+        assert.match(String(l.session), /^[0-9a-f]{8}$/);
+      }
+      assert.equal(new Set(lines.map((l) => l.session)).size, 3);
+      for (const l of lines) assert.match(String(l.msg), /^TLS handshake of the control connection failed: not a TLS client, or no TLS version or cipher in common \(\w+\)$/);
+    } finally {
+      await t.close();
+    }
+  });
+});
+
 describe("tls.require", () => {
   let t: TestServer;
   before(async () => {

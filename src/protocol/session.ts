@@ -390,9 +390,13 @@ export class Session {
       // and neither is a client that refuses our certificate (it sends an alert: FileZilla asking
       // its user about a self-signed certificate, say).
       const alert = /alert/i.test(err.message) || err.code?.includes("_ALERT_") === true;
-      if (!done && !alert && (err.code === "EPROTO" || err.code?.startsWith("ERR_SSL_") === true)) {
-        this.ctx.defender.record(this.remoteAddress, "abuse", "failed TLS handshakes");
-      }
+      const protocol = err.code === "EPROTO" || err.code?.startsWith("ERR_SSL_") === true;
+      if (done || !(alert || protocol)) return;
+      if (!alert) this.ctx.defender.record(this.remoteAddress, "abuse", "failed TLS handshakes");
+      // The operator's only sign of clients that cannot use the certificate or the TLS versions
+      // offered (1.2 and newer): at info, a client's doing; once per connection.
+      const why = alert ? "the client broke it off (it does not trust the certificate, say)" : "not a TLS client, or no TLS version or cipher in common";
+      this.log.info({ event: "tls-handshake-failed", code: err.code }, "TLS handshake of the control connection failed: %s (%s)", why, err.code ?? err.message);
     });
   }
 
