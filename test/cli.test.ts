@@ -163,6 +163,13 @@ void describe("berth config check and errors", () => {
     assert.equal(version.code, 0);
     assert.match(version.stdout, /^berth \d+\.\d+\.\d+\n$/);
     assertOneLineError(await berth(cwd, ["--version", "extra"]), 2, 'unexpected argument "extra"');
+    // A password typed after the name is never echoed back.
+    for (const sub of ["add", "passwd"]) {
+      const r = await berth(cwd, ["user", sub, "bob", "s3cret-pw"]);
+      assertOneLineError(r, 2, `unexpected argument after NAME for "berth user ${sub}"`, "--password-stdin");
+      assert.doesNotMatch(r.stderr + r.stdout, /s3cret-pw/);
+    }
+    assertOneLineError(await berth(cwd, ["user", "del", "bob", "extra"]), 2, 'unexpected argument "extra" for "berth user del"');
   });
 });
 

@@ -240,6 +240,12 @@ function bindPositionals(spec: CommandSpec, tokens: readonly string[]): Record<s
     args[name] = value;
   });
   const extra = tokens[spec.positionals.length];
-  if (extra !== undefined) throw usageError(`unexpected argument "${extra}" for "berth ${spec.name}"`);
+  if (extra !== undefined) {
+    // What follows the name of a command that sets a password is likely the password: not echoed.
+    if ("password-stdin" in spec.options) {
+      throw usageError(`unexpected argument after NAME for "berth ${spec.name}" (not shown; a password is read from the terminal or --password-stdin, never from an argument)`);
+    }
+    throw usageError(`unexpected argument "${extra}" for "berth ${spec.name}"`);
+  }
   return args;
 }
