@@ -630,6 +630,30 @@ void describe("out of descriptors, logged in", () => {
   });
 });
 
+void describe("a client that reads no reply", () => {
+  void test("its session timing out while replies wait for it, and the client then going away, leave the server serving", async () => {
+    const srv = await serve("", 8, { BERTH_LIMITS_IDLE_TIMEOUT: "1", BERTH_LIMITS_COMMAND_RATE: "0" });
+    const c = new Control(srv.port);
+    await c.login();
+    const mark = srv.mark();
+    c.socket.pause();
+    // About 10 MB of 211 replies, more than the sockets' buffers hold: the server waits for room.
+    c.socket.write("STAT\r\n".repeat(40_000));
+    assert.match(await srv.waitLog(/"event":"timeout"/, mark), /Idle timeout/);
+    // Closed with replies unread: the server's side is reset.
+    c.socket.destroy();
+    await c.closed;
+    await sleep(500);
+    assert.equal(srv.child.exitCode, null, `berth exited: ${srv.stderr()}`);
+    assert.equal(srv.stderr(), "");
+    const again = new Control(srv.port);
+    await again.login();
+    assert.match(await again.cmd("QUIT"), /^221 /);
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+  });
+});
+
 void describe("log output gone", () => {
   void test("the server outlives whoever read its log: one line on stderr, and serving goes on", async () => {
     const srv = await serve("");

@@ -505,7 +505,12 @@ export class Session {
     this.pumping = true;
     try {
       while (this.queue.length > 0 && !this.closed && !this.ending) {
-        if (this.socket.writableNeedDrain) await once(this.socket, "drain").catch(() => undefined);
+        if (this.socket.writableNeedDrain) {
+          // The session may have ended meanwhile (a timeout, a ban, shutdown), its queue emptied,
+          // and the wait ended by the connection's error: the loop's condition is checked again.
+          await once(this.socket, "drain").catch(() => undefined);
+          continue;
+        }
         if (!(await this.paced())) continue;
         const item = this.queue.shift() as Queued;
         if (this.queue.length < MAX_QUEUED / 2 && this.socket.isPaused()) this.socket.resume();
