@@ -8,6 +8,8 @@ import type { FileHandle } from "node:fs/promises";
 import type { FileLike } from "../src/fs/quick.ts";
 import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { closeSync, constants as fsConstants, existsSync, openSync } from "node:fs";
+import { once } from "node:events";
+import { connect } from "node:net";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
@@ -374,6 +376,33 @@ describe("logins", () => {
   });
 });
 
+/** A control connection that sends NOOP every 100 ms whatever it is told, and never closes its side
+ * (half-open allowed: the server's FIN is not answered). Logs in as `user` first, if given. */
+async function drippingClient(
+  port: number,
+  user?: string,
+): Promise<{ got(): string; cutOff(ms: number): Promise<boolean>; close(): void }> {
+  const s = connect({ port, host: "127.0.0.1", allowHalfOpen: true });
+  s.on("error", () => undefined);
+  let got = "";
+  s.on("data", (d: Buffer) => (got += d.toString("latin1")));
+  const closed = new Promise<true>((resolve) => s.once("close", () => resolve(true)));
+  await once(s, "connect");
+  if (user !== undefined) {
+    s.write(`USER ${user}\r\nPASS ${user}-pw\r\n`);
+    assert.ok(await waitFor(() => got.includes("230 "), 3000), got);
+  }
+  const timer = setInterval(() => s.write("NOOP\r\n"), 100);
+  return {
+    got: () => got,
+    cutOff: (ms) => Promise.race([closed, sleep(ms).then(() => false)]),
+    close: () => {
+      clearInterval(timer);
+      s.destroy();
+    },
+  };
+}
+
 describe("timeouts and shutdown", () => {
   it("an idle session gets 421 after limits.idleTimeout", async () => {
     await withServer(
@@ -427,6 +456,45 @@ describe("timeouts and shutdown", () => {
         }
       },
       { config: { limits: { loginTimeout: 0.5 } } },
+    );
+  });
+
+  it("a client that keeps sending after the 421 of its login timeout, and never closes, is cut off within seconds", async () => {
+    await withServer(
+      async (t) => {
+        const drip = await drippingClient(t.port);
+        try {
+          assert.ok(await drip.cutOff(8000), `still open after 8 s; got: ${drip.got()}`);
+          assert.match(drip.got(), /^220 [^\n]*\n(200 NOOP ok\r\n)*421 Login timeout\r\n$/);
+          assert.ok(await waitFor(() => t.server.sessions.size === 0, 1000));
+        } finally {
+          drip.close();
+        }
+      },
+      { config: { limits: { loginTimeout: 0.5 } } },
+    );
+  });
+
+  it("a banned client that keeps sending after its 421, and never closes, is cut off within seconds", async () => {
+    await withServer(
+      async (t) => {
+        const drip = await drippingClient(t.port, "alice");
+        const guesser = await RawClient.connect(t.port);
+        try {
+          // Two failed logins from the same address reach the threshold: its sessions are closed.
+          await guesser.expect("USER alice", 331);
+          await guesser.expect("PASS wrong", 530);
+          await guesser.expect("USER alice", 331);
+          await guesser.expect("PASS wrong", 421);
+          assert.ok(await drip.cutOff(8000), `still open after 8 s; got: ${drip.got()}`);
+          assert.match(drip.got(), /421 Your address is banned for \d+ s: [^\r]*\r\n$/);
+          assert.ok(await waitFor(() => t.server.sessions.size === 0, 1000));
+        } finally {
+          drip.close();
+          await guesser.close();
+        }
+      },
+      { config: { defender: { threshold: 20, scoreLoginFailure: 10 } } },
     );
   });
 

@@ -28,6 +28,8 @@ import { TokenBucket } from "./ratelimit.ts";
 
 /** Commands buffered beyond this pause reading from the client (bounded memory under floods). */
 const MAX_QUEUED = 32;
+/** How long an ended session's connection may stay for its last replies to go out (ms). */
+const END_GRACE_MS = 5000;
 /** Bytes a client may send after an AUTH before its reply (then it is flooding). */
 const HOLD_LIMIT = 64 * 1024;
 
@@ -141,6 +143,8 @@ export class Session {
    * run if it is refused. Null when nothing is held. */
   private afterAuth: { lines: FramedLine[]; chunks: Buffer[]; bytes: number } | null = null;
   private loginTimer: NodeJS.Timeout | null = null;
+  /** The deadline of an ended session's connection (end). */
+  private endTimer: NodeJS.Timeout | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
   /** A preliminary reply waiting for the next write (holdReply), and its deadline. */
   private held: string | null = null;
@@ -337,13 +341,18 @@ export class Session {
     this.end();
   }
 
-  /** Ends the connection gracefully (after pending replies are written). */
+  /** Ends the connection gracefully (after pending replies are written). It goes when the client
+   * closes, or END_GRACE_MS later whatever the client does: a fixed deadline, not an idle timeout
+   * that a client dripping bytes after its 421 (a login timeout, a ban) could keep resetting. What
+   * the client sends meanwhile is read and dropped (receive), so its close is seen. */
   end(): void {
     if (this.closed || this.ending) return;
     this.ending = true;
     this.queue.length = 0;
     this.socket.end();
-    this.socket.setTimeout(5000, () => this.socket.destroy());
+    this.socket.resume();
+    this.endTimer = setTimeout(() => this.socket.destroy(), END_GRACE_MS);
+    this.endTimer.unref();
   }
 
   /** Tears everything down; idempotent. Called on the socket's close. */
@@ -353,6 +362,7 @@ export class Session {
     this.onClosed?.();
     if (this.loginTimer) clearTimeout(this.loginTimer);
     if (this.idleTimer) clearTimeout(this.idleTimer);
+    if (this.endTimer) clearTimeout(this.endTimer);
     this.releaseHeld();
     this.stopPacing();
     this.transfer?.abort("client");
