@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -322,6 +322,28 @@ void describe("berth as a service", () => {
     assert.equal(xfer.length, 1);
     assert.match(xfer[0] ?? "", /\/cut\.bin a _ i r svc ftp 0 \* i$/); // ASCII: this client sent no TYPE I
     data.destroy();
+  });
+
+  void test("a second SIGTERM exits at once: an upload replacing a file leaves the old file and no temp file", async () => {
+    const srv = await serve("", 8);
+    const home = path.join(srv.cwd, "data", "svc");
+    writeFileSync(path.join(home, "kept.bin"), "the old content");
+    const up = new Control(srv.port);
+    await up.login();
+    const data = await up.pasv();
+    assert.match(await up.cmd("STOR kept.bin"), /^150 /);
+    data.write(Buffer.alloc(64 * 1024, 7));
+    const temps = (): string[] => readdirSync(home).filter((n) => n.startsWith(".berth-upload-"));
+    for (let i = 0; i < 50 && temps().length === 0; i++) await sleep(20);
+    assert.equal(temps().length, 1, "the upload writes a temp file");
+    srv.child.kill("SIGTERM");
+    await srv.waitLog(/shutting down/);
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+    assert.deepEqual(temps(), []);
+    assert.equal(readFileSync(path.join(home, "kept.bin"), "utf8"), "the old content");
+    data.destroy();
+    up.socket.destroy();
   });
 
   void test("SIGHUP: a new log.level applies to the sessions opened after it", async () => {

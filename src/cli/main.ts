@@ -7,6 +7,7 @@ import { setFlagsFromString } from "node:v8";
 import { UserError } from "../auth/store.ts";
 import type { AdminSocket } from "../admin/socket.ts";
 import { ConfigError, resolvePath } from "../config/load.ts";
+import { removeLiveTempsSync } from "../fs/upload.ts";
 import { errnoCode, firstLine, systemErrorText } from "../config/syserr.ts";
 import { CliError, parseArgv, USAGE, type ParsedCommand } from "./args.ts";
 import { configWithOverridesFor, runConfigCheck, runUser, type CliContext } from "./commands.ts";
@@ -79,6 +80,9 @@ async function serve(cmd: ParsedCommand): Promise<number> {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  // However the process ends (a second signal, the shutdown's backstop, a fatal error), replacing
+  // uploads still running leave no temp file behind; the files they were to replace stay as they were.
+  process.on("exit", removeLiveTempsSync);
   // Installed before start-up so that an early SIGHUP is ignored instead of killing the process.
   const live: { serving?: Serving } = {};
   process.on("SIGHUP", () => live.serving !== undefined && reload(cmd, live.serving));

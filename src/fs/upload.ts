@@ -6,7 +6,7 @@
  * it: what is opened, renamed, truncated or removed is in the directory containment checked.
  */
 import { randomBytes } from "node:crypto";
-import { constants, readlinkSync } from "node:fs";
+import { constants, readlinkSync, unlinkSync } from "node:fs";
 import type { Stats } from "node:fs";
 import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
@@ -103,12 +103,33 @@ async function tryCreate(t: Target, mode: number): Promise<Upload | null> {
   }
 }
 
+/** The temp files of replacing uploads not yet renamed into place or removed. */
+const liveTemps = new Set<string>();
+
+/**
+ * Removes, at once, the temp files of replacing uploads still running: for a process that exits
+ * before they end (a second SIGINT or SIGTERM, a shutdown past its backstop, a fatal error). Left
+ * there, each would stay on disk for good, hidden from every listing, not addressable by any
+ * command and outside every quota. The files they were to replace are untouched.
+ */
+export function removeLiveTempsSync(): void {
+  for (const temp of liveTemps) {
+    try {
+      unlinkSync(temp);
+    } catch {
+      // Gone already, or its directory with it: nothing is left behind either way.
+    }
+  }
+  liveTemps.clear();
+}
+
 /** Replace: write `.berth-upload-<random>` beside the target; commit renames it over the target.
  * Both are named through the directory held open, so a directory renamed meanwhile gets the file
  * under its new name, as a download or a resumed upload in it would. */
 async function openTemp(t: Target, mode: number): Promise<Upload> {
   const temp = t.dir.at(UPLOAD_TEMP_PREFIX + randomBytes(8).toString("hex"));
   const handle = await openCreated(temp, O_WRONLY | O_CREAT | O_EXCL | SAFE, mode);
+  liveTemps.add(temp);
   // Without a directory held open (no /proc/self/fd) the names are paths: if the directory was
   // renamed meanwhile, the rename into place fails (the target moved too), and the temp file is
   // removed where it now is.
@@ -117,7 +138,7 @@ async function openTemp(t: Target, mode: number): Promise<Upload> {
     t,
     handle,
     0,
-    () => rename(temp, t.dir.at(t.name)),
+    () => rename(temp, t.dir.at(t.name)).then(() => void liveTemps.delete(temp)),
     () => removeTemp(temp, where.now),
     () => removeTemp(temp, where.now),
     pinning() ? nothing : () => void (where.now = pathNow(handle, temp)),
@@ -127,6 +148,7 @@ async function openTemp(t: Target, mode: number): Promise<Upload> {
 /** Removes a replacing upload's temp file, and where it is now if it moved. */
 async function removeTemp(temp: string, now: string): Promise<void> {
   await unlinkQuietly(temp);
+  liveTemps.delete(temp);
   if (now !== temp) await unlinkQuietly(now);
 }
 
