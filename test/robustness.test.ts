@@ -746,4 +746,44 @@ describe("listings of large directories", () => {
       Object.assign(listingLimits, saved);
     }
   });
+
+  it("STAT of a large directory keeps its share until its reply has gone out: a client that leaves it unread holds the budget, and no second listing is made", async () => {
+    const saved = { ...listingLimits };
+    Object.assign(listingLimits, { largeBytes: 16 * 1024, budgetBytes: 1, waitMs: 500 });
+    try {
+      await withServer(async (t) => {
+        const big = join(t.home("alice"), "big");
+        await mkdir(big);
+        // 50,000 long names: a reply of about 14 MB, more than the sockets' buffers take.
+        const pad = "n".repeat(230);
+        for (let i = 0; i < 50_000; i += 500) {
+          await Promise.all(Array.from({ length: 500 }, (_, j) => writeFile(join(big, `${pad}-${i + j}`), "")));
+        }
+        const a = await rawLogin(t);
+        const b = await rawLogin(t);
+        try {
+          a.socket.pause();
+          a.send("STAT big");
+          const waiting = (): boolean => [...t.server.sessions].some((s) => s.socket.writableNeedDrain);
+          assert.ok(await waitFor(waiting, 20_000), "a's reply waits, unread, in the server");
+          assert.ok(listingBytesInFlight() > 0, "a holds its share while its reply waits");
+          // b's large listing waits its turn and is refused: it is never made.
+          assert.match((await b.expect("STAT big", 450)).message, /try again/);
+          assert.ok(waiting(), "a's reply still waits");
+          // a reads its reply: its share is given back, and b's listing goes through.
+          a.socket.resume();
+          const r = await a.expectReply(213, 20_000);
+          assert.equal(r.lines.length, 50_002);
+          assert.ok(await waitFor(() => listingBytesInFlight() === 0, 2000));
+          assert.equal((await b.expect("STAT big", 213, 20_000)).lines.length, 50_002);
+          assert.equal(listingBytesInFlight(), 0);
+        } finally {
+          await a.close();
+          await b.close();
+        }
+      });
+    } finally {
+      Object.assign(listingLimits, saved);
+    }
+  });
 });

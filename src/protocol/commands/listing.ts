@@ -2,6 +2,8 @@
  * Listings: LIST and NLST (RFC 959 §4.1.3), MLSD and MLST (RFC 3659 §7), and STAT <path>. The
  * listing is built before 150, so a bad path is a plain 550 and no data connection is wasted.
  */
+import { once } from "node:events";
+import type { Socket } from "node:net";
 import { ListingBuffer } from "../../data/listbuf.ts";
 import { Transfer, sendBuffer } from "../../data/transfer.ts";
 import { namePolicy, permFact } from "../../auth/perms.ts";
@@ -206,6 +208,18 @@ async function statPathWith(s: Session, arg: string, ticket: ListingTicket): Pro
   const now = new Date();
   const lines = entries.map((e) => ` ${formatListLine(e, now)}`);
   s.write(formatBlockReply(213, `Status of ${path}:`, lines, "End of status"));
+  // The reply is the listing, held in memory until the client reads it: its share of the budget
+  // stays taken until it has gone out (or the connection has), as a data listing's does until sent.
+  await sentOrGone(s.socket);
+}
+
+/** Resolves once `socket` no longer holds more than its buffer takes (its 'drain'), or has closed. */
+async function sentOrGone(socket: Socket): Promise<void> {
+  if (!socket.writableNeedDrain || socket.destroyed) return;
+  const stop = new AbortController();
+  const opts = { signal: stop.signal };
+  await Promise.race([once(socket, "drain", opts), once(socket, "close", opts)]).catch(() => undefined);
+  stop.abort();
 }
 
 /** Listing a directory needs list there; an entry of it (LIST of a file) is covered the same way,
