@@ -652,6 +652,43 @@ void describe("out of descriptors, logged in", () => {
   });
 });
 
+void describe("out of descriptors, counting a quota", () => {
+  void test("a recount that runs out of descriptors keeps the count there was: an upload past the quota is still refused", async () => {
+    const srv = await serve("", 8, { BERTH_QUOTA_BYTES: "1000", BERTH_QUOTA_RESCAN_AFTER: "0" }, 64);
+    mkdirSync(path.join(srv.cwd, "data", "svc", "sub"));
+    writeFileSync(path.join(srv.cwd, "data", "svc", "sub", "old.bin"), Buffer.alloc(900));
+    // The first login counts the home: 900 of 1000 bytes used.
+    const a = new Control(srv.port);
+    await a.login();
+    assert.match(await a.cmd("TYPE I"), /^200 /);
+    const b = new Control(srv.port);
+    assert.match(await b.reply(), /^220 /);
+    const extra = await fillDescriptors(srv.port);
+    // One descriptor free: b's login opens its home with it, and the recount (rescanAfter 0: at
+    // every login) finds none left for the home's directories.
+    extra.shift()?.socket.destroy();
+    await sleep(300);
+    assert.match(await b.cmd("USER svc"), /^331 /);
+    assert.match(await b.cmd("PASS svc-password"), /^230 /);
+    await sleep(300);
+    for (const c of extra) c.socket.destroy();
+    await Promise.all(extra.map((c) => c.closed));
+    await sleep(200);
+    const data = await a.pasv();
+    const reply = await a.cmd("STOR more.bin");
+    if (/^150 /.test(reply)) {
+      data.end(Buffer.alloc(900));
+      assert.match(await a.reply(), /^552 Quota exceeded/);
+    } else {
+      assert.match(reply, /^552 Quota exceeded/);
+      data.destroy();
+    }
+    assert.deepEqual(readdirSync(path.join(srv.cwd, "data", "svc")).sort(), ["sub"]);
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+  });
+});
+
 void describe("a client that reads no reply", () => {
   void test("its session timing out while replies wait for it, and the client then going away, leave the server serving", async () => {
     const srv = await serve("", 8, { BERTH_LIMITS_IDLE_TIMEOUT: "1", BERTH_LIMITS_COMMAND_RATE: "0" });

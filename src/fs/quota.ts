@@ -137,12 +137,18 @@ export class HomeUsage {
   }
 
   /** Counts the home. A first count is retried when changes raced with it; a recount that raced
-   * with changes is dropped (the incremental count stays, and is checked again at a later login). */
+   * with changes is dropped (the incremental count stays, and is checked again at a later login).
+   * A walk that ran out of descriptors part-way is no count: a first one is a 451 for the upload
+   * that waits for it (the next one counts again), a recount keeps the count there was. */
   private scan(first: boolean): Promise<void> {
     const run = async (): Promise<void> => {
       for (let tries = 0; ; tries++) {
         const before = this.changes;
         const usage = await scanUsage(this.root, this.limiter);
+        if (usage.partial) {
+          if (!first) return;
+          throw new FtpError(451, "Local error: too many open files", "the home's usage could not be counted");
+        }
         if (before === this.changes || (first && tries >= SCAN_RETRIES)) {
           this.counted = usage;
           this.scannedAt = Date.now();

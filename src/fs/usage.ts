@@ -15,7 +15,8 @@ export interface Usage {
   readonly bytes: number;
   /** Number of its regular files (directories and symlinks are not counted). */
   readonly files: number;
-  /** Set when the walk stopped at its deadline: the home holds at least this much. */
+  /** Set when the walk stopped at its deadline, or ran out of descriptors part-way: the home holds
+   * at least this much. */
   readonly partial?: true;
 }
 
@@ -44,7 +45,9 @@ const SCAN_CONCURRENCY = 8;
 
 /** Counts the regular files below `root`, at most SCAN_CONCURRENCY calls at once (and, across
  * scans, as many as `limiter` allows). Entries that vanish or cannot be read are skipped; so are
- * in-progress upload temp files (their bytes are counted when they land). Each directory is held
+ * in-progress upload temp files (their bytes are counted when they land). A directory that cannot
+ * be opened because the process is out of descriptors (EMFILE, ENFILE) is not one that cannot be
+ * read: the walk stops there and the result is marked partial. Each directory is held
  * open while it is read (fs/pin.ts), opened without following its last part and checked to be
  * below `root`, and its files are looked at through it: a directory swapped for a link while the
  * walk runs is not followed out of the home. With a `deadline` (a Date.now() value), no directory is
@@ -94,7 +97,12 @@ export async function scanUsage(root: string, limiter?: Limiter, deadline = Infi
       while (active < SCAN_CONCURRENCY && queue.length > 0) {
         active++;
         void step(queue.pop() as string)
-          .catch(() => undefined)
+          .catch((err: unknown) => {
+            const code = (err as NodeJS.ErrnoException | null)?.code;
+            if (code !== "EMFILE" && code !== "ENFILE") return;
+            partial = true;
+            queue.length = 0;
+          })
           .finally(() => {
             active--;
             pump();
