@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { readdir, readFile, stat, symlink, writeFile } from "node:fs/promises";
+import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
@@ -327,5 +328,160 @@ describe("quota and bandwidth config", () => {
     } finally {
       rmSync(cwd, { recursive: true, force: true });
     }
+  });
+});
+
+describe("quota count with other sessions at work on the same file", () => {
+  /** Starts an upload through the raw client: PASV, the command, its 150; returns the data socket. */
+  async function startUpload(c: RawClient, verb: string, name: string, first: Buffer): Promise<Socket> {
+    const sock = await dataConnect(pasvPort((await c.expect("PASV", 227)).message));
+    await c.expect(`${verb} ${name}`, 150);
+    sock.write(first);
+    return sock;
+  }
+
+  /** Ends an upload started by startUpload with `rest`; the final reply's code. */
+  async function endUpload(c: RawClient, sock: Socket, rest: Buffer): Promise<number> {
+    const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
+    sock.end(rest);
+    sock.resume();
+    const reply = await c.reply(10_000);
+    await closed;
+    return reply.code;
+  }
+
+  /** Waits until the file at `p` (or, for a directory, its temp file) holds `size` bytes. */
+  async function sizeReached(p: string, size: number): Promise<void> {
+    const at = async (): Promise<number> => {
+      const temps = await tempFiles(p).catch(() => null);
+      const f = temps === null ? p : path.join(p, temps[0] ?? "-");
+      return stat(f).then((s) => s.size, () => -1);
+    };
+    const end = Date.now() + 5000;
+    while ((await at()) !== size) {
+      assert.ok(Date.now() < end, `${p} never reached ${size} bytes`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  async function twoSessions(t: TestServer): Promise<[RawClient, RawClient]> {
+    mkdirSync(t.home("carol"), { recursive: true });
+    const a = await rawLogin(t, "carol");
+    const b = await rawLogin(t, "carol");
+    await a.expect("TYPE I", 200);
+    await b.expect("TYPE I", 200);
+    return [a, b];
+  }
+
+  it("an upload renamed by another session while it runs is counted under its new name", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("carol");
+        const [a, b] = await twoSessions(t);
+        try {
+          const sock = await startUpload(a, "STOR", "up.bin", payload(30 * KIB, 1));
+          await sizeReached(path.join(home, "up.bin"), 30 * KIB);
+          await b.expect("RNFR up.bin", 350);
+          await b.expect("RNTO moved.bin", 250);
+          assert.equal(await endUpload(a, sock, payload(30 * KIB, 2)), 226);
+          assert.equal((await stat(path.join(home, "moved.bin"))).size, 60 * KIB);
+          // 60 KiB are stored: 50 more would make 110 of 100 KiB.
+          assert.equal(await rawStore(a, "STOR", "more.bin", payload(50 * KIB)), 552);
+          assert.equal(await rawStore(a, "STOR", "fits.bin", payload(40 * KIB)), 226);
+          await portsFree(t);
+        } finally {
+          await a.close();
+          await b.close();
+        }
+      },
+      { users: [CAROL] },
+    );
+  });
+
+  it("a file deleted by another session while uploaded leaves the count of the other files as it was", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("carol");
+        const [a, b] = await twoSessions(t);
+        try {
+          assert.equal(await rawStore(a, "STOR", "keep.bin", payload(40 * KIB)), 226);
+          const sock = await startUpload(a, "STOR", "gone.bin", payload(30 * KIB, 1));
+          await sizeReached(path.join(home, "gone.bin"), 30 * KIB);
+          await b.expect("DELE gone.bin", 250);
+          assert.equal(await endUpload(a, sock, payload(10 * KIB, 2)), 226);
+          await assert.rejects(stat(path.join(home, "gone.bin")), { code: "ENOENT" });
+          // keep.bin's 40 KiB are still stored: 70 more would make 110 of 100 KiB; 60 fit.
+          assert.equal(await rawStore(a, "STOR", "big.bin", payload(70 * KIB)), 552);
+          assert.equal(await rawStore(a, "STOR", "big.bin", payload(60 * KIB)), 226);
+          await portsFree(t);
+        } finally {
+          await a.close();
+          await b.close();
+        }
+      },
+      { users: [CAROL] },
+    );
+  });
+
+  it("two sessions storing one new name at once count the one file that stays, whichever ends first", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("carol");
+        const [a, b] = await twoSessions(t);
+        try {
+          for (const firstEnds of ["new", "replacing"]) {
+            // a creates the file and writes it in place; b, coming second, replaces it through a temp file.
+            const sa = await startUpload(a, "STOR", "same.bin", payload(10 * KIB, 1));
+            await sizeReached(path.join(home, "same.bin"), 10 * KIB);
+            const sb = await startUpload(b, "STOR", "same.bin", payload(20 * KIB, 2));
+            await sizeReached(home, 20 * KIB);
+            if (firstEnds === "new") {
+              assert.equal(await endUpload(a, sa, payload(5 * KIB, 3)), 226);
+              assert.equal(await endUpload(b, sb, Buffer.alloc(0)), 226);
+            } else {
+              assert.equal(await endUpload(b, sb, Buffer.alloc(0)), 226);
+              assert.equal(await endUpload(a, sa, payload(5 * KIB, 3)), 226);
+            }
+            assert.deepEqual(await readFile(path.join(home, "same.bin")), payload(20 * KIB, 2));
+            assert.deepEqual(await tempFiles(home), []);
+            // 20 KiB stored: 80 more fill the quota exactly, one byte more does not fit.
+            assert.equal(await rawStore(a, "STOR", "fill.bin", payload(80 * KIB + 1)), 552, firstEnds);
+            assert.equal(await rawStore(a, "STOR", "fill.bin", payload(80 * KIB)), 226, firstEnds);
+            await a.expect("DELE fill.bin", 250);
+            await a.expect("DELE same.bin", 250);
+          }
+          await portsFree(t);
+        } finally {
+          await a.close();
+          await b.close();
+        }
+      },
+      { users: [CAROL] },
+    );
+  });
+
+  it("two sessions appending to one file at once count the bytes both added", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("carol");
+        const [a, b] = await twoSessions(t);
+        try {
+          const sa = await startUpload(a, "APPE", "log.bin", payload(10 * KIB, 1));
+          await sizeReached(path.join(home, "log.bin"), 10 * KIB);
+          const sb = await startUpload(b, "APPE", "log.bin", payload(10 * KIB, 2));
+          await sizeReached(path.join(home, "log.bin"), 20 * KIB);
+          assert.equal(await endUpload(a, sa, Buffer.alloc(0)), 226);
+          assert.equal(await endUpload(b, sb, payload(10 * KIB, 3)), 226);
+          assert.equal((await stat(path.join(home, "log.bin"))).size, 30 * KIB);
+          assert.equal(await rawStore(a, "STOR", "fill.bin", payload(70 * KIB + 1)), 552);
+          assert.equal(await rawStore(a, "STOR", "fill.bin", payload(70 * KIB)), 226);
+          await portsFree(t);
+        } finally {
+          await a.close();
+          await b.close();
+        }
+      },
+      { users: [CAROL] },
+    );
   });
 });

@@ -1,12 +1,13 @@
 /**
  * Storage quotas (issue "Abuse resistance" part 4): bytes and regular files per home. A home is
  * counted once, when first needed (one scan shared by every session of the server), then kept up
- * to date by the commands that change it: uploads (size after − size before), DELE, and RNTO over
- * an existing file. It is recounted in the background at a login once the count is older than
+ * to date by the commands that change it: uploads (what their own file holds at their end, less
+ * what was counted of it: LiveFile), DELE, and RNTO over an existing file. It is recounted in the background at a login once the count is older than
  * `quota.rescanAfter`, which also picks up changes made outside FTP. Nothing is persisted: a count
  * kept on disk would go stale exactly when the home is changed behind the server's back, and the
  * first scan after a start costs one walk of the home, with bounded concurrency.
  */
+import type { Stats } from "node:fs";
 import type { Config } from "../config/schema.ts";
 import { formatSize } from "../config/units.ts";
 import { FtpError } from "../protocol/errors.ts";
@@ -39,8 +40,42 @@ export interface UploadIntent {
 export interface Reservation {
   /** Counts `n` more bytes received; throws FtpError 552 once the home would exceed its quota. */
   take(n: number): void;
-  /** The upload is over; `change` is what it really did to the home (sizes after − before). Idempotent. */
+  /** The upload is over; `change` is what it really did to the home. Idempotent. */
   finish(change: Usage): void;
+}
+
+/**
+ * A file that running uploads write, from their open to their end, by inode: what of it the count
+ * holds (`base`: its size and 1 when it existed before, nothing for a new or temp file). Another
+ * session's DELE, RNTO or replacing upload that removes it takes only that out, since the bytes
+ * written meanwhile were never counted, and the uploads then add nothing for it: the count
+ * follows the file, wherever it is renamed to and whoever removes it.
+ */
+export class LiveFile {
+  /** Uploads writing it now (two APPEs, say). */
+  users = 1;
+  /** Removed (unlinked) by another command while written: its uploads add nothing for it. */
+  removed = false;
+  /** The largest size its ended uploads saw (each measures before it closes). */
+  size = 0;
+
+  constructor(
+    readonly key: string,
+    readonly base: Usage,
+  ) {}
+
+  /** One of its uploads ended, leaving it `size` bytes long and with `nlink` links (0: removed). */
+  ended(size: number, nlink: number): void {
+    if (size > this.size) this.size = size;
+    if (nlink === 0) this.removed = true;
+  }
+}
+
+const NOTHING: Usage = { bytes: 0, files: 0 };
+
+/** The key of a file in the registry of live files. */
+function inodeKey(s: Stats): string {
+  return `${s.dev}:${s.ino}`;
 }
 
 /** The counted usage of one home. */
@@ -55,6 +90,8 @@ export class HomeUsage {
   private uploads = 0;
   /** A recount was asked for while uploads ran: it starts when the last one ends. */
   private recountWanted = false;
+  /** The files running uploads write (LiveFile), by inode. */
+  private readonly live = new Map<string, LiveFile>();
 
   constructor(
     private readonly root: string,
@@ -82,6 +119,38 @@ export class HomeUsage {
       bytes: Math.max(0, this.counted.bytes + change.bytes),
       files: Math.max(0, this.counted.files + change.files),
     };
+  }
+
+  /** An upload has opened the file with stats `s` (from its descriptor); `base` is what the count
+   * holds of it. A second upload of the same file shares the first one's LiveFile. */
+  track(s: Stats, base: Usage): LiveFile {
+    const key = inodeKey(s);
+    const known = this.live.get(key);
+    if (known) {
+      known.users++;
+      return known;
+    }
+    const file = new LiveFile(key, base);
+    this.live.set(key, file);
+    return file;
+  }
+
+  /** An upload of `file` is over; true when it was the last one writing it. */
+  untrack(file: LiveFile): boolean {
+    if (--file.users > 0) return false;
+    if (this.live.get(file.key) === file) this.live.delete(file.key);
+    return true;
+  }
+
+  /** What the count loses now that the entry with lstat `s` is gone (DELE, RNTO or an upload's
+   * rename over it): a file running uploads write loses only what was counted of it, and is
+   * marked removed; a regular file its size; anything else nothing. */
+  removal(s: Stats | null): Usage {
+    if (s === null || !s.isFile()) return NOTHING;
+    const file = this.live.get(inodeKey(s));
+    if (!file) return { bytes: -s.size, files: -1 };
+    file.removed = true;
+    return { bytes: -file.base.bytes, files: -file.base.files };
   }
 
   /** Recounts in the background when the count is older than `maxAgeMs` (once no upload runs:
@@ -201,13 +270,13 @@ export class Quotas {
   }
 }
 
-/** The size of the regular file at `v` in the jail `root`, or null when there is none (missing,
+/** The stats of the regular file at `v` in the jail `root`, or null when there is none (missing,
  * a directory, refused). `follow`: through a final symlink, as an upload writes; without it, the
  * entry itself, as DELE and RNTO act on it (a symlink is not a counted file). */
-export async function fileSizeAt(root: RealPath, v: VirtualPath, follow: boolean): Promise<number | null> {
+export async function fileStatsAt(root: RealPath, v: VirtualPath, follow: boolean): Promise<Stats | null> {
   try {
     const s = follow ? await holdTarget(root, v).then((h) => (h.release(), h.stats)) : await holdEntry(root, v).then((e) => (e.dir.release(), e.lstat));
-    return s?.isFile() ? s.size : null;
+    return s?.isFile() ? s : null;
   } catch {
     return null;
   }

@@ -1,3 +1,4 @@
+import type { Stats } from "node:fs";
 import type { FileLike } from "./quick.ts";
 
 /** A normalized absolute path as the client sees it: starts with "/", no "." or ".." segments,
@@ -50,6 +51,9 @@ export interface Upload {
   readonly handle: FileLike;
   /** File position where the data starts. */
   readonly position: number;
+  /** For an upload written to a temp file and renamed over its target at commit: what that rename
+   * replaced, once it has (the quota count takes it out). Null for an upload written in place. */
+  readonly replaces: Replaced | null;
   /** Closes the file and, when it was written to a temp file, renames it over the target. */
   commit(): Promise<void>;
   /** Closes the file; a temp file is removed (the old target stays intact); a file written in place
@@ -58,4 +62,10 @@ export interface Upload {
   /** Like abort(), and every byte this upload wrote goes too: a new file is removed, a resumed or
    * appended one is cut back to where the upload started (by path: the handle may be closed). */
   rollback(): Promise<void>;
+}
+
+/** What a replacing upload's commit renamed its temp file over. */
+export class Replaced {
+  /** The target's lstat just before the rename; null before the commit, or when nothing was there. */
+  stats: Stats | null = null;
 }

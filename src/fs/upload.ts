@@ -14,8 +14,8 @@ import { toReal, UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixFileMode, modesFor } from "./modes.ts";
 import { heldIn, locateHeld, pinning, pinParent, type Held, type PinnedDir } from "./pin.ts";
-import { fdOf, fstat, lstat, open, rename, unlink, type FileLike } from "./quick.ts";
-import type { RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
+import { fdOf, fstat, lstat, lstatOrNull, open, rename, unlink, type FileLike } from "./quick.ts";
+import { Replaced, type RealPath, type Upload, type UploadOptions, type VirtualPath } from "./types.ts";
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = constants;
 /** New files get 0666 minus `storage.umask` (fs/modes.ts), unless the caller says otherwise. */
@@ -134,15 +134,24 @@ async function openTemp(t: Target, mode: number): Promise<Upload> {
   // renamed meanwhile, the rename into place fails (the target moved too), and the temp file is
   // removed where it now is.
   const where = { now: temp };
+  const replaces = new Replaced();
   return makeUpload(
     t,
     handle,
     0,
-    () => rename(temp, t.dir.at(t.name)).then(() => void liveTemps.delete(temp)),
+    () => renameOver(temp, t.dir.at(t.name), replaces).then(() => void liveTemps.delete(temp)),
     () => removeTemp(temp, where.now),
     () => removeTemp(temp, where.now),
     pinning() ? nothing : () => void (where.now = pathNow(handle, temp)),
+    replaces,
   );
+}
+
+/** Renames a replacing upload's temp file over its target, noting what was there (another
+ * session may have replaced or removed the target since the upload began). */
+async function renameOver(temp: string, target: string, replaces: Replaced): Promise<void> {
+  replaces.stats = await lstatOrNull(target);
+  await rename(temp, target);
 }
 
 /** Removes a replacing upload's temp file, and where it is now if it moved. */
@@ -236,8 +245,9 @@ function makeUpload(
   cleanup: () => Promise<void>,
   undo: () => Promise<void>,
   beforeClose: () => void = nothing,
+  replaces: Replaced | null = null,
 ): Upload {
-  return new FileUpload(t, handle, position, finish, cleanup, undo, beforeClose);
+  return new FileUpload(t, handle, position, finish, cleanup, undo, beforeClose, replaces);
 }
 
 /** makeUpload's upload. A class, not an object of closures: one is made per upload (see
@@ -253,6 +263,7 @@ class FileUpload implements Upload {
     private readonly cleanupStep: () => Promise<void>,
     private readonly undoStep: () => Promise<void>,
     private readonly beforeClose: () => void,
+    readonly replaces: Replaced | null,
   ) {}
 
   commit(): Promise<void> {

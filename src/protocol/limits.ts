@@ -4,17 +4,25 @@
  * RNTO and uploads. Everything here is skipped, at the cost of a map lookup, for a user with no
  * quota and a transfer with no rate limit.
  */
+import type { Stats } from "node:fs";
 import type { Direction } from "../data/bandwidth.ts";
 import type { TransferHook } from "../data/hook.ts";
 import { READ_CHUNK } from "../data/transfer.ts";
-import { fileSizeAt, type HomeUsage, type QuotaLimits, type Reservation, type UploadIntent } from "../fs/quota.ts";
-import type { Upload, UploadOptions, VirtualPath } from "../fs/types.ts";
+import { fileStatsAt, type HomeUsage, type LiveFile, type QuotaLimits, type Reservation, type UploadIntent } from "../fs/quota.ts";
+import { fstat, type FileLike } from "../fs/quick.ts";
+import type { Replaced, Upload, UploadOptions, VirtualPath } from "../fs/types.ts";
+import type { Usage } from "../fs/usage.ts";
 import type { Session } from "./session.ts";
 
 /** The limits of one upload, from its admission (before 150) to its end. */
 export interface UploadLimits {
   /** The transfer loop's hook, or null when nothing limits this upload. */
   readonly hook: TransferHook | null;
+  /** The upload's file is open: a counted home follows that file (by its descriptor) to the end,
+   * wherever another session renames it and whoever removes it. */
+  opened(up: Upload): Promise<void>;
+  /** Makes the upload final (Upload.commit), the size of its file noted first. */
+  commit(up: Upload): Promise<void>;
   /** Cleans up after a failed upload. One stopped by the quota loses what it wrote (RFC 959
    * §4.2.2: 552 exceeded storage allocation): a new file goes, an appended or resumed one is cut
    * back to where it started, a replacing temp file goes and the replaced file stays. */
@@ -46,28 +54,90 @@ export async function admitUpload(
   const limits = s.ctx.quotas.limitsFor(userLimits(s));
   const root = s.requireFs().root;
   const home = await quotaHome(s, root, limits);
-  const before = home ? await fileSizeAt(root, path, true) : null;
-  const reservation = home?.admit(limits, intentOf(opts, before, announced)) ?? null;
+  const before = home ? await fileStatsAt(root, path, true) : null;
+  const reservation = home?.admit(limits, intentOf(opts, before?.size ?? null, announced)) ?? null;
   const pacing = pace(s, "up");
   let exceeded = false;
   // A home only tracked (its quota was lifted) is counted at the end, with no per-chunk check.
   const checked = limits.bytes > 0 ? reservation : null;
   const hook = combine(pacing, checked, () => (exceeded = true));
+  const end = new UploadEnd();
   // Methods, not named arrows: see test/hotpath.test.ts.
   return {
     hook,
+    async opened(up) {
+      if (!home || !reservation) return;
+      const st = await fstatOrNull(up.handle);
+      if (st === null) return;
+      // What the count holds of the file: the size it had when admitted, when it is written in place.
+      const same = up.replaces === null && before !== null && before.ino === st.ino && before.dev === st.dev;
+      end.file = home.track(st, same ? { bytes: before.size, files: 1 } : NO_CHANGE);
+      end.replaces = up.replaces;
+      end.position = up.position;
+    },
+    async commit(up) {
+      if (end.file) end.final ??= await fstatOrNull(up.handle);
+      await up.commit();
+      end.committed = true;
+    },
     async abort(up) {
+      if (end.file) end.final ??= await fstatOrNull(up.handle);
       // The transfer loop has settled, so no write is in flight: cutting the file back is final.
-      if (exceeded) await up.rollback();
-      else await up.abort();
+      if (exceeded) {
+        end.rolledBack = true;
+        await up.rollback();
+      } else await up.abort();
     },
     async finish() {
       pacing?.release();
       if (!home || !reservation) return;
-      const after = await fileSizeAt(root, path, true);
-      reservation.finish({ bytes: (after ?? 0) - (before ?? 0), files: (after !== null ? 1 : 0) - (before !== null ? 1 : 0) });
+      reservation.finish(end.file ? end.change(home, end.file) : NO_CHANGE);
     },
   };
+}
+
+const NO_CHANGE: Usage = { bytes: 0, files: 0 };
+
+/** How an upload ended, for the quota count: what it did to the home is read from its own file
+ * (its descriptor's size before it closed) and from what its commit replaced, never from the path
+ * at the end, which other sessions may have changed meanwhile. */
+class UploadEnd {
+  file: LiveFile | null = null;
+  replaces: Replaced | null = null;
+  /** The file's fstat just before it was closed. */
+  final: Stats | null = null;
+  /** Where its data started (a rollback cuts the file back to it). */
+  position = 0;
+  committed = false;
+  rolledBack = false;
+
+  change(home: HomeUsage, file: LiveFile): Usage {
+    const final = this.final;
+    if (final !== null) file.ended(this.rolledBack ? this.position : final.size, final.nlink);
+    const last = home.untrack(file);
+    if (this.replaces !== null) {
+      // A temp file: nothing of it stays unless the commit renamed it over the target, which then
+      // leaves the count (whatever was there by then).
+      if (!this.committed) return NO_CHANGE;
+      const gone = home.removal(this.replaces.stats);
+      if (file.removed || final === null || final.nlink === 0) return gone;
+      return { bytes: final.size + gone.bytes, files: 1 + gone.files };
+    }
+    // Written in place: the last upload of the file counts what it holds now, unless it was
+    // removed meanwhile (the remover took out what was counted of it) or by its upload (a
+    // rollback of a new file; an aborted new file that got nothing).
+    if (!last || file.removed || final === null) return NO_CHANGE;
+    if (!this.committed && file.base.files === 0 && (this.rolledBack || file.size === 0)) return NO_CHANGE;
+    return { bytes: file.size - file.base.bytes, files: 1 - file.base.files };
+  }
+}
+
+async function fstatOrNull(handle: FileLike): Promise<Stats | null> {
+  try {
+    return await fstat(handle);
+  } catch {
+    return null;
+  }
 }
 
 /** Before DELE or RNTO onto `path`: returns what to run once the entry is gone, so the count
@@ -76,9 +146,9 @@ export async function beforeRemoving(s: Session, path: VirtualPath): Promise<() 
   const fs = s.requireFs();
   const home = s.ctx.quotas.tracked(fs.root);
   if (!home) return () => undefined;
-  const size = await fileSizeAt(fs.root, path, false);
-  if (size === null) return () => undefined;
-  return () => home.apply({ bytes: -size, files: -1 });
+  const st = await fileStatsAt(fs.root, path, false);
+  if (st === null) return () => undefined;
+  return () => home.apply(home.removal(st));
 }
 
 /** The home's usage when a quota applies (counted first if need be) or it is tracked already. */

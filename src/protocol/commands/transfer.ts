@@ -62,13 +62,15 @@ async function upload(s: Session, path: VirtualPath, opts: UploadOptions, openin
       opening,
       async open() {
         limits = await admitUpload(s, path, opts, announced);
-        return s.requireFs().openUpload(path, opts);
+        const up = await s.requireFs().openUpload(path, opts);
+        await limits.opened(up);
+        return up;
       },
       move(t, conn, up) {
         return receiveFile(t, conn, up.handle, up.position, s.type === "A", stalledMs(s), limits?.hook ?? null, s.ctx.config.transfer.uploadThreads);
       },
       commit(up) {
-        return up.commit();
+        return limits ? limits.commit(up) : up.commit();
       },
       abort(up) {
         return limits ? limits.abort(up) : up.abort();
