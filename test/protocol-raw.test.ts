@@ -176,6 +176,35 @@ describe("an upload's directory renamed by another session while it runs", () =>
   });
 });
 
+describe("RMD of a directory a replacing upload is writing in", () => {
+  it("with the replaced file deleted meanwhile, the directory lists empty but is not removed under the upload, which lands (226)", async () => {
+    await withServer(async (t) => {
+      const dir = join(t.home("alice"), "x");
+      await mkdir(dir);
+      await writeFile(join(dir, "f.txt"), "OLD");
+      const up = await rawLogin(t);
+      const other = await rawLogin(t);
+      try {
+        await up.expect("TYPE I", 200);
+        const data = await up.epsv();
+        await up.expect("STOR /x/f.txt", 150);
+        data.write(Buffer.alloc(50_000, 0x61));
+        for (let i = 0; i < 100 && (await readdir(dir)).length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+        await other.expect("DELE /x/f.txt", 250);
+        assert.equal((await readdir(dir)).length, 1, "the upload's temp file");
+        await other.expect("RMD /x", 550);
+        data.end();
+        await up.expectReply(226);
+        assert.deepEqual(await readdir(dir), ["f.txt"]);
+        assert.equal((await readFile(join(dir, "f.txt"))).length, 50_000);
+      } finally {
+        await up.close();
+        await other.close();
+      }
+    });
+  });
+});
+
 describe("PORT, EPRT and EPSV arguments", () => {
   it("malformed PORT and EPRT are 501, an unknown EPRT family is 522", async () => {
     await withServer(async (t) => {

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -85,8 +85,8 @@ async function serveUntilExit(extraEnv: Record<string, string>): Promise<{ code:
   return { code, stdout, stderr };
 }
 
-async function serve(configBody: string, graceSeconds = 8, extraEnv: Record<string, string> = {}, fdLimit?: number): Promise<Served> {
-  const cwd = workDir(configBody);
+/** `cwd`: run in that working directory (a server started again where one ran) instead of a new one. */
+async function serve(configBody: string, graceSeconds = 8, extraEnv: Record<string, string> = {}, fdLimit?: number, cwd = workDir(configBody)): Promise<Served> {
   const env = serveEnv(graceSeconds, extraEnv);
   const args = ["--import", TSX, MAIN, "serve"];
   // With fdLimit, the child runs under `ulimit -n` (for what berth does when descriptors run out).
@@ -187,6 +187,18 @@ class Control {
     await new Promise<void>((resolve, reject) => s.once("connect", resolve).once("error", reject));
     return s;
   }
+}
+
+/** NLST `dir` over a passive connection: the names listed. */
+async function nlst(c: Control, dir: string): Promise<string[]> {
+  const data = await c.pasv();
+  let text = "";
+  data.on("data", (b: Buffer) => (text += b.toString("utf8")));
+  const closed = new Promise<void>((r) => data.on("close", () => r()));
+  assert.match(await c.cmd(`NLST ${dir}`), /^150 /);
+  await closed;
+  assert.match(await c.reply(), /^226 /);
+  return text.split("\r\n").filter((l) => l !== "");
 }
 
 async function greeting(port: number): Promise<string> {
@@ -290,6 +302,47 @@ void describe("berth as a service", () => {
     assert.ok(Date.now() - t0 < 8000, "exited within the grace time");
     const home = path.join(srv.cwd, "data", "svc");
     assert.equal(readFileSync(path.join(home, "during.bin")).length, 10 * chunk.length);
+  });
+
+  void test("SIGKILL mid-upload: the replaced file stays whole, its temp file is never listed, and after a restart the directory it was left in can be removed", async () => {
+    const srv = await serve("", 8);
+    const dir = path.join(srv.cwd, "data", "svc", "d");
+    const temps = (): string[] => readdirSync(dir).filter((n) => n.startsWith(".berth-upload-"));
+    const original = Buffer.alloc(50 * 1024, 3);
+    const c = new Control(srv.port);
+    await c.login();
+    assert.match(await c.cmd("TYPE I"), /^200 /);
+    assert.match(await c.cmd("MKD d"), /^257 /);
+    let data = await c.pasv();
+    assert.match(await c.cmd("STOR d/f.bin"), /^150 /);
+    data.end(original);
+    assert.match(await c.reply(), /^226 /);
+    // A replacing upload, cut off by the server's death half-way.
+    data = await c.pasv();
+    data.on("error", () => undefined);
+    assert.match(await c.cmd("STOR d/f.bin"), /^150 /);
+    data.write(Buffer.alloc(20 * 1024, 9));
+    for (let i = 0; i < 100 && temps().length === 0; i++) await sleep(20);
+    assert.equal(temps().length, 1, "the upload writes a temp file");
+    const other = new Control(srv.port);
+    await other.login();
+    assert.deepEqual(await nlst(other, "d"), ["d/f.bin"]);
+    srv.child.kill("SIGKILL");
+    await srv.exited;
+    data.destroy();
+
+    const again = await serve("", 8, {}, undefined, srv.cwd);
+    const c2 = new Control(again.port);
+    await c2.login();
+    assert.deepEqual(readFileSync(path.join(dir, "f.bin")), original);
+    assert.deepEqual(await nlst(c2, "d"), ["d/f.bin"]);
+    assert.match(await c2.cmd("DELE d/f.bin"), /^250 /);
+    assert.deepEqual(await nlst(c2, "d"), []);
+    // The directory lists empty: RMD removes it, and the temp file nobody could see or name with it.
+    assert.match(await c2.cmd("RMD d"), /^250 /);
+    assert.equal(existsSync(dir), false);
+    again.child.kill("SIGTERM");
+    assert.equal(await again.exited, 0);
   });
 
   void test("SIGTERM after the grace time: a client that stays after its 421 is told once, a transfer still running is cut with 426 and logged", async () => {

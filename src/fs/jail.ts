@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import type { Stats } from "node:fs";
-import { mkdir, rmdir, utimes } from "node:fs/promises";
+import { mkdir, readdir, rmdir, utimes } from "node:fs/promises";
 import path from "node:path";
 import { FtpError, isFtpError } from "../protocol/errors.ts";
 import { beneathNow, holdRoot, openBeneath, releaseRoot, type HeldRoot } from "./beneath.ts";
@@ -14,12 +14,12 @@ import { locate, relBelow } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { makeDirs } from "./mkdirs.ts";
 import { DEFAULT_UMASK, fixDirMode, modesFor, type CreateModes } from "./modes.ts";
-import { chmodNoFollow, holdEntry, holdTarget, locateHeld, pinParent } from "./pin.ts";
+import { chmodNoFollow, holdEntry, holdTarget, locateHeld, pinDir, pinParent } from "./pin.ts";
 import { readDirectory, toEntryStat } from "./listing.ts";
 import type { ListingTicket } from "./listgate.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
 import { fstat, open, quickFile, realpath, rename, stat, unlink } from "./quick.ts";
-import { openUpload } from "./upload.ts";
+import { isStaleTemp, openUpload } from "./upload.ts";
 import { basename, isPlainName, joinVirtual, ROOT } from "./vpath.ts";
 
 const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = constants;
@@ -158,7 +158,14 @@ export class JailedFs {
       if (v === ROOT) throw new FtpError(550, "Permission denied", "rmdir of the jail root");
       await this.atEntry(v, async (at, lst) => {
         if (!present(lst).isDirectory()) throw new FtpError(550, "Not a directory");
-        await rmdir(at);
+        try {
+          await rmdir(at);
+        } catch (err) {
+          // A directory that lists empty but holds temp files of uploads cut off by a killed
+          // server: nobody can see or name them, so they would keep it forever.
+          if (errnoOf(err) !== "ENOTEMPTY" || !(await this.removeStaleTemps(at))) throw err;
+          await rmdir(at);
+        }
       });
     });
   }
@@ -249,6 +256,20 @@ export class JailedFs {
       }
     }
     return `${base === "" ? "file" : base}.${randomBytes(6).toString("hex")}`;
+  }
+
+  /** Removes the entries of directory `at` when every one is a stale upload temp file (see
+   * isStaleTemp); true when it did. The directory is held open, never followed if a link. */
+  private async removeStaleTemps(at: string): Promise<boolean> {
+    const dir = await pinDir(this.root, at as RealPath, false);
+    try {
+      const names = await readdir(dir.at());
+      if (!names.every(isStaleTemp)) return false;
+      for (const name of names) await unlink(dir.at(name));
+      return true;
+    } finally {
+      dir.release();
+    }
   }
 
   /** Runs `step` on entry `v` itself (not the root) named through its parent held open and checked

@@ -127,8 +127,16 @@ export function removeLiveTempsSync(): void {
  * Both are named through the directory held open, so a directory renamed meanwhile gets the file
  * under its new name, as a download or a resumed upload in it would. */
 async function openTemp(t: Target, mode: number): Promise<Upload> {
-  const temp = t.dir.at(UPLOAD_TEMP_PREFIX + randomBytes(8).toString("hex"));
-  const handle = await openCreated(temp, O_WRONLY | O_CREAT | O_EXCL | SAFE, mode);
+  const name = UPLOAD_TEMP_PREFIX + randomBytes(8).toString("hex");
+  const temp = t.dir.at(name);
+  tempNames.add(name);
+  let handle: FileLike;
+  try {
+    handle = await openCreated(temp, O_WRONLY | O_CREAT | O_EXCL | SAFE, mode);
+  } catch (err) {
+    tempNames.delete(name);
+    throw err;
+  }
   liveTemps.add(temp);
   // Without a directory held open (no /proc/self/fd) the names are paths: if the directory was
   // renamed meanwhile, the rename into place fails (the target moved too), and the temp file is
@@ -144,7 +152,17 @@ async function openTemp(t: Target, mode: number): Promise<Upload> {
     () => removeTemp(temp, where.now),
     pinning() ? nothing : () => void (where.now = pathNow(handle, temp)),
     replaces,
+    name,
   );
+}
+
+/** The names of the temp files of this process's running uploads (each name is random). */
+const tempNames = new Set<string>();
+
+/** True for the name of an upload temp file no running upload of this process writes: one left
+ * by a server that was killed mid-upload, which nothing will ever rename or remove. */
+export function isStaleTemp(name: string): boolean {
+  return name.startsWith(UPLOAD_TEMP_PREFIX) && !tempNames.has(name);
 }
 
 /** Renames a replacing upload's temp file over its target, noting what was there (another
@@ -246,8 +264,9 @@ function makeUpload(
   undo: () => Promise<void>,
   beforeClose: () => void = nothing,
   replaces: Replaced | null = null,
+  tempName: string | null = null,
 ): Upload {
-  return new FileUpload(t, handle, position, finish, cleanup, undo, beforeClose, replaces);
+  return new FileUpload(t, handle, position, finish, cleanup, undo, beforeClose, replaces, tempName);
 }
 
 /** makeUpload's upload. A class, not an object of closures: one is made per upload (see
@@ -264,6 +283,8 @@ class FileUpload implements Upload {
     private readonly undoStep: () => Promise<void>,
     private readonly beforeClose: () => void,
     readonly replaces: Replaced | null,
+    /** A replacing upload's temp file name, in tempNames until the upload has settled. */
+    private readonly tempName: string | null,
   ) {}
 
   commit(): Promise<void> {
@@ -279,7 +300,10 @@ class FileUpload implements Upload {
   }
 
   private release(step: Promise<void>): Promise<void> {
-    return step.finally(() => this.t.dir.release());
+    return step.finally(() => {
+      if (this.tempName !== null) tempNames.delete(this.tempName);
+      this.t.dir.release();
+    });
   }
 
   private async committed(): Promise<void> {
