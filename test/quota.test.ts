@@ -460,6 +460,39 @@ describe("quota count with other sessions at work on the same file", () => {
     );
   });
 
+  it("an upload stopped by the quota leaves alone the file another session stored under its name meanwhile", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("carol");
+        const [a, b] = await twoSessions(t);
+        try {
+          // A new file written in place, replaced whole by b, then a crosses the quota: its
+          // rollback removes what it wrote, not b's file.
+          let sa = await startUpload(a, "STOR", "new.bin", payload(50 * KIB, 1));
+          await sizeReached(path.join(home, "new.bin"), 50 * KIB);
+          assert.equal(await rawStore(b, "STOR", "new.bin", payload(10 * KIB, 2)), 226);
+          assert.equal(await endUpload(a, sa, payload(60 * KIB, 3)), 552);
+          assert.deepEqual(await readFile(path.join(home, "new.bin")), payload(10 * KIB, 2));
+          // An APPE cut back to where it started: not b's file, put in its place meanwhile.
+          sa = await startUpload(a, "APPE", "new.bin", payload(50 * KIB, 4));
+          await sizeReached(path.join(home, "new.bin"), 60 * KIB);
+          assert.equal(await rawStore(b, "STOR", "new.bin", payload(5 * KIB, 5)), 226);
+          assert.equal(await endUpload(a, sa, payload(60 * KIB, 6)), 552);
+          assert.deepEqual(await readFile(path.join(home, "new.bin")), payload(5 * KIB, 5));
+          assert.deepEqual(await tempFiles(home), []);
+          // The count holds b's 5 KiB only.
+          assert.equal(await rawStore(a, "STOR", "fill.bin", payload(95 * KIB + 1)), 552);
+          assert.equal(await rawStore(a, "STOR", "fill.bin", payload(95 * KIB)), 226);
+          await portsFree(t);
+        } finally {
+          await a.close();
+          await b.close();
+        }
+      },
+      { users: [CAROL] },
+    );
+  });
+
   it("two sessions appending to one file at once count the bytes both added", async () => {
     await withServer(
       async (t) => {

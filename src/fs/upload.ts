@@ -96,7 +96,7 @@ async function tryCreate(t: Target, mode: number): Promise<Upload | null> {
   const file = t.dir.at(t.name);
   try {
     const handle = await openCreated(file, O_WRONLY | O_CREAT | O_EXCL | SAFE, mode);
-    return makeUpload(t, handle, 0, noop, () => removeIfEmpty(file), () => unlinkQuietly(file));
+    return makeUpload(t, handle, 0, noop, (own) => removeIfEmpty(file, own), (own) => unlinkIfOwn(file, own));
   } catch (err) {
     if (errnoOf(err) === "EEXIST") return null;
     throw mapFsError(err);
@@ -202,7 +202,7 @@ async function openAtOffset(t: Target, exists: boolean, offset: number): Promise
     if (offset > size) throw new FtpError(554, "Restart offset beyond end of file", `offset ${offset} > ${size}`);
     // Truncating at the offset makes the file after an abort exactly "resumable from its size".
     await handle.truncate(offset);
-    return makeUpload(t, handle, offset, noop, noop, () => truncateAt(file, offset));
+    return makeUpload(t, handle, offset, noop, noop, (own) => truncateAt(file, offset, own));
   } catch (err) {
     await handle.close().catch(noop);
     throw err;
@@ -216,7 +216,14 @@ async function openAppend(t: Target, existed: boolean, mode: number): Promise<Up
   try {
     if (!existed) await fixFileMode(handle, mode);
     const start = await regularSize(handle);
-    return makeUpload(t, handle, start, noop, existed ? noop : () => removeIfEmpty(file), existed ? () => truncateAt(file, start) : () => unlinkQuietly(file));
+    return makeUpload(
+      t,
+      handle,
+      start,
+      noop,
+      existed ? noop : (own) => removeIfEmpty(file, own),
+      existed ? (own) => truncateAt(file, start, own) : (own) => unlinkIfOwn(file, own),
+    );
   } catch (err) {
     await handle.close().catch(noop);
     throw err;
@@ -242,26 +249,35 @@ async function regularSize(handle: FileLike): Promise<number> {
   return s.size;
 }
 
-/** Truncates the file at `file` (never through a symlink in its place) to `len` bytes. */
-async function truncateAt(file: string, len: number): Promise<void> {
+/** Truncates the file at `file` (never through a symlink in its place) to `len` bytes, if it is
+ * still the upload's own file `own`. */
+async function truncateAt(file: string, len: number, own: Stats | null): Promise<void> {
   const handle = await open(file, O_WRONLY | SAFE);
   try {
-    await handle.truncate(len);
+    if (sameFile(await fstat(handle), own)) await handle.truncate(len);
   } finally {
     await handle.close();
   }
 }
 
+/** True when `s` is the file `own` (an upload's, fstat'ed before it closed); true as well when
+ * `own` is not known. By the time an upload that writes in place is undone, another session may
+ * have put a file of its own under that name (a replacing upload, RNTO), never to be touched. */
+function sameFile(s: Stats, own: Stats | null): boolean {
+  return own === null || (s.ino === own.ino && s.dev === own.dev);
+}
+
 /** Wraps a handle so that commit/abort/rollback run once: a second call gets the first's outcome.
  * `beforeClose` runs first in each, while the handle is still open; the target's directory is let
- * go last. */
+ * go last. `cleanup` (abort) and `undo` (rollback) get the file's fstat, taken before it closed,
+ * so that what they remove or cut back by name is the upload's own file and no other. */
 function makeUpload(
   t: Target,
   handle: FileLike,
   position: number,
   finish: () => Promise<void>,
-  cleanup: () => Promise<void>,
-  undo: () => Promise<void>,
+  cleanup: (own: Stats | null) => Promise<void>,
+  undo: (own: Stats | null) => Promise<void>,
   beforeClose: () => void = nothing,
   replaces: Replaced | null = null,
   tempName: string | null = null,
@@ -279,8 +295,8 @@ class FileUpload implements Upload {
     readonly handle: FileLike,
     readonly position: number,
     private readonly finishStep: () => Promise<void>,
-    private readonly cleanupStep: () => Promise<void>,
-    private readonly undoStep: () => Promise<void>,
+    private readonly cleanupStep: (own: Stats | null) => Promise<void>,
+    private readonly undoStep: (own: Stats | null) => Promise<void>,
     private readonly beforeClose: () => void,
     readonly replaces: Replaced | null,
     /** A replacing upload's temp file name, in tempNames until the upload has settled. */
@@ -312,29 +328,46 @@ class FileUpload implements Upload {
       await this.handle.close();
       await this.finishStep();
     } catch (err) {
-      await this.cleanupStep().catch(noop);
+      await this.cleanupStep(null).catch(noop);
       throw mapFsError(err);
     }
   }
 
   private async aborted(): Promise<void> {
     this.beforeClose();
+    const own = await this.own();
     await this.handle.close().catch(noop);
-    await this.cleanupStep().catch(noop);
+    await this.cleanupStep(own).catch(noop);
   }
 
   private async rolledBack(): Promise<void> {
     this.beforeClose();
+    const own = await this.own();
     await this.handle.close().catch(noop);
-    await this.undoStep().catch(noop);
+    await this.undoStep(own).catch(noop);
+  }
+
+  /** The fstat of the upload's file, while it is open; null when it cannot be had. */
+  private own(): Promise<Stats | null> {
+    return fstat(this.handle).catch(nullStats);
   }
 }
 
 /** An aborted new file that got no byte at all (no data connection came) is removed: there is
  * nothing to resume. One with partial data stays for REST+STOR or APPE. */
-async function removeIfEmpty(file: string): Promise<void> {
+async function removeIfEmpty(file: string, own: Stats | null): Promise<void> {
   const s = await lstat(file);
-  if (s.isFile() && s.size === 0) await unlinkQuietly(file);
+  if (s.isFile() && s.size === 0 && sameFile(s, own)) await unlinkQuietly(file);
+}
+
+/** Removes a new file an upload made, if it is still the upload's own file `own`. */
+async function unlinkIfOwn(file: string, own: Stats | null): Promise<void> {
+  const s = await lstatOrNull(file);
+  if (s !== null && sameFile(s, own)) await unlinkQuietly(file);
+}
+
+function nullStats(): null {
+  return null;
 }
 
 async function unlinkQuietly(real: string): Promise<void> {
