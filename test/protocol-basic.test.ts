@@ -5,12 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { mkdir, mkdtemp, readFile, stat, symlink, utimes, writeFile } from "node:fs/promises";
+import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { Readable } from "node:stream";
 import { describe, it } from "node:test";
 import type { FTPError } from "basic-ftp";
-import { readAll, retrieveText, writeAll } from "./helpers/raw.ts";
+import { backOff } from "../src/fs/quick.ts";
+import { readAll, retrieveText, writeAll, type Reply } from "./helpers/raw.ts";
 import { download, ftpLogin, payload, rawLogin, upload, withServer } from "./helpers/run.ts";
 import { RawClient } from "./helpers/raw.ts";
 
@@ -372,6 +374,35 @@ describe("uploads and downloads", () => {
         assert.match(st.lines[1] ?? "", /^ d.* sub$/);
       } finally {
         await raw.close();
+      }
+    });
+  });
+
+  it("STOU from sessions at once on a slow disk (file calls through the thread pool): each gets a name of its own, none 550 File exists", async () => {
+    await withServer(async (t) => {
+      const clients = await Promise.all([1, 2, 3, 4].map(() => rawLogin(t)));
+      try {
+        const names: string[] = [];
+        for (let round = 0; round < 3; round++) {
+          // A slow disk turns the synchronous file calls off, so sessions' look and create interleave.
+          backOff(5000);
+          const socks = await Promise.all(clients.map((c) => c.pasv()));
+          for (const c of clients) c.send("STOU up.txt");
+          const openings = await Promise.all(clients.map((c) => c.reply()));
+          for (const [i, c] of clients.entries()) {
+            const opening = openings[i] as Reply;
+            assert.equal(opening.code, 150, opening.lines.join(" | "));
+            const name = /FILE: (\S+)/.exec(opening.message)?.[1] ?? "";
+            await writeAll(socks[i] as Socket, `from ${round}.${i}`);
+            assert.ok((await c.expectReply(226)).message.includes(name));
+            assert.equal(await readFile(join(t.home("alice"), name), "utf8"), `from ${round}.${i}`);
+            names.push(name);
+          }
+        }
+        assert.equal(new Set(names).size, 12);
+      } finally {
+        backOff(0);
+        for (const c of clients) await c.close();
       }
     });
   });

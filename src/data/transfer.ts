@@ -50,8 +50,9 @@ export class Transfer {
   constructor(
     /** "download", "upload" or "list". */
     readonly direction: "download" | "upload" | "list",
-    /** The virtual path, for STAT and the log. */
-    readonly path: string,
+    /** The virtual path, for STAT and the log (STOU's is set again if its name changes as its
+     * file is created). */
+    public path: string,
     /** Total bytes expected, when known (downloads). */
     readonly expected: number | null,
   ) {}

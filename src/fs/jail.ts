@@ -19,12 +19,16 @@ import { readDirectory, toEntryStat } from "./listing.ts";
 import type { ListingTicket } from "./listgate.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
 import { fstat, open, quickFile, realpath, rename, stat, unlink } from "./quick.ts";
-import { isStaleTemp, openUpload } from "./upload.ts";
+import { FILE_EXISTS, isStaleTemp, openUpload } from "./upload.ts";
 import { basename, isPlainName, joinVirtual, ROOT } from "./vpath.ts";
 
 const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = constants;
 /** How many numbered names (`base.1` …) STOU tries before it picks a random one. */
 const UNIQUE_TRIES = 99;
+/** Names openUnique tries when each is taken by another session before it can create it. */
+const UNIQUE_RACES = 20;
+/** STOU's upload: a new file, never one that is there. */
+const UNIQUE_UPLOAD: UploadOptions = { kind: "store", offset: 0, exclusive: true };
 
 /** How a jail creates entries. */
 export interface JailOptions {
@@ -245,8 +249,23 @@ export class JailedFs {
     }
   }
 
+  /** STOU's file in `dir`: created at `first` (a name uniqueName gave), or at the next free name
+   * when another session created that one between the look and the create (on a slow disk, whose
+   * calls go through the thread pool, concurrent STOUs interleave). */
+  async openUnique(dir: VirtualPath, base: string, first: string): Promise<{ name: string; upload: Upload }> {
+    let name = first;
+    for (let tries = 1; ; tries++) {
+      try {
+        return { name, upload: await this.openUpload(joinVirtual(dir, name), UNIQUE_UPLOAD) };
+      } catch (err) {
+        if (tries >= UNIQUE_RACES || !isFtpError(err) || err.message !== FILE_EXISTS) throw err;
+      }
+      name = await this.uniqueName(dir, base);
+    }
+  }
+
   /** A name not yet present in `dir` for STOU: `base`, `base.1` … `base.99`, else a random one.
-   * The caller still opens it with `exclusive: true`, which settles any race. */
+   * openUnique creates it exclusively, and moves on to another name if it was taken meanwhile. */
   async uniqueName(dir: VirtualPath, base: string): Promise<string> {
     if (base !== "" && !isPlainName(base)) throw new FtpError(553, "File name not allowed");
     if (base !== "") {

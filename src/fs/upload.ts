@@ -24,6 +24,9 @@ const FILE_MODE = modesFor(DEFAULT_UMASK).file;
  * O_NONBLOCK: opening a FIFO can never block a libuv worker forever. */
 const SAFE = O_NOFOLLOW | O_NONBLOCK;
 
+/** The reply text of an exclusive upload (STOU) whose name is taken. */
+export const FILE_EXISTS = "File exists";
+
 /** Opens the upload target `vpath` inside `root` as `opts` says (see UploadOptions). */
 export async function openUpload(root: RealPath, vpath: VirtualPath, opts: UploadOptions, mode = FILE_MODE): Promise<Upload> {
   checkOffset(opts.offset);
@@ -79,7 +82,7 @@ function checkOffset(offset: number): void {
 function checkTarget(s: Stats, opts: UploadOptions): void {
   if (s.isDirectory()) throw new FtpError(550, "Is a directory");
   if (!s.isFile()) throw new FtpError(550, "Not a regular file");
-  if (opts.exclusive) throw new FtpError(550, "File exists");
+  if (opts.exclusive) throw new FtpError(550, FILE_EXISTS);
 }
 
 /** A target that did not exist: created exclusively. If it appeared in the meantime, a
@@ -87,7 +90,7 @@ function checkTarget(s: Stats, opts: UploadOptions): void {
 async function createNew(t: Target, exclusive: boolean, mode: number): Promise<Upload> {
   const created = await tryCreate(t, mode);
   if (created !== null) return created;
-  if (exclusive) throw new FtpError(550, "File exists");
+  if (exclusive) throw new FtpError(550, FILE_EXISTS);
   return openTemp(t, mode);
 }
 

@@ -52,17 +52,24 @@ async function retr(s: Session, arg: string): Promise<void> {
   }
 }
 
-async function upload(s: Session, path: VirtualPath, opts: UploadOptions, opening: string, done?: string): Promise<void> {
+async function upload(s: Session, path: VirtualPath, opts: UploadOptions, opening: string, unique?: UniqueTarget): Promise<void> {
   const announced = s.allocated;
   // Quota and bandwidth (protocol/limits.ts): admitted before 150, settled after the last reply.
   let limits = null as UploadLimits | null;
+  const transfer = new Transfer("upload", path, announced);
   try {
     await runTransfer<Upload>(s, {
-      transfer: new Transfer("upload", path, announced),
-      opening,
+      transfer,
+      // Read after open(): STOU's name is settled once its file is created.
+      get opening() {
+        return unique ? unique.opening : opening;
+      },
+      get done() {
+        return unique ? unique.done : "Transfer complete";
+      },
       async open() {
         limits = await admitUpload(s, path, opts, announced);
-        const up = await s.requireFs().openUpload(path, opts);
+        const up = unique ? await unique.open(s, transfer) : await s.requireFs().openUpload(path, opts);
         await limits.opened(up);
         return up;
       },
@@ -75,10 +82,45 @@ async function upload(s: Session, path: VirtualPath, opts: UploadOptions, openin
       abort(up) {
         return limits ? limits.abort(up) : up.abort();
       },
-      ...(done !== undefined ? { done } : {}),
     });
   } finally {
     await limits?.finish();
+  }
+}
+
+/** STOU's file: a free name in `dir`, settled when the file is created (JailedFs.openUnique
+ * takes the next free one if another session created this one meanwhile). */
+class UniqueTarget {
+  constructor(
+    private readonly dir: VirtualPath,
+    private readonly wanted: string,
+    private name: string,
+    /** The file is in the cwd: replies name it bare, else by its whole path. */
+    private readonly inCwd: boolean,
+  ) {}
+
+  get path(): VirtualPath {
+    return joinVirtual(this.dir, this.name);
+  }
+
+  private get shown(): string {
+    return this.inCwd ? this.name : this.path;
+  }
+
+  /** RFC 1123 §4.1.2.9: the 150 reply names the file as "FILE: name". */
+  get opening(): string {
+    return `FILE: ${this.shown}`;
+  }
+
+  get done(): string {
+    return `Transfer complete (unique file name: ${this.shown})`;
+  }
+
+  async open(s: Session, t: Transfer): Promise<Upload> {
+    const { name, upload } = await s.requireFs().openUnique(this.dir, this.wanted, this.name);
+    this.name = name;
+    t.path = this.path;
+    return upload;
   }
 }
 
@@ -98,15 +140,11 @@ async function appe(s: Session, arg: string): Promise<void> {
 }
 
 async function stou(s: Session, arg: string): Promise<void> {
-  const fs = s.requireFs();
   const start = stouPath(s, arg);
   const dir = dirname(start);
-  const name = await fs.uniqueName(dir, basename(start));
-  const path = joinVirtual(dir, name);
-  // RFC 1123 §4.1.2.9: the 150 reply names the file as "FILE: name"; a file made elsewhere than
-  // the cwd is named by its whole path.
-  const shown = dir === s.cwd ? name : path;
-  await upload(s, path, { kind: "store", offset: 0, exclusive: true }, `FILE: ${shown}`, `Transfer complete (unique file name: ${shown})`);
+  const wanted = basename(start);
+  const target = new UniqueTarget(dir, wanted, await s.requireFs().uniqueName(dir, wanted), dir === s.cwd);
+  await upload(s, target.path, { kind: "store", offset: 0, exclusive: true }, target.opening, target);
 }
 
 function rest(s: Session, arg: string): void {
