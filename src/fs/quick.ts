@@ -303,6 +303,12 @@ export async function open(p: string, flags: number, mode?: number): Promise<Fil
   return new QuickFile(timed(() => fs.openSync(p, flags, mode)));
 }
 
+/** True for a descriptor of the synchronous kind (open while quick, quickFile): it stays open until
+ * closed by its owner, also after a stream over it is destroyed; a FileHandle does not. */
+export function isQuickFile(handle: FileLike): boolean {
+  return handle instanceof QuickFile;
+}
+
 /** A descriptor opened synchronously elsewhere (fs/beneath.ts) as a FileLike. */
 export function quickFile(fd: number): FileLike {
   return new QuickFile(fd);

@@ -51,6 +51,9 @@ export interface Upload {
   readonly handle: FileLike;
   /** File position where the data starts. */
   readonly position: number;
+  /** The upload made its file (a new file, or APPE to a missing one), rather than writing into one
+   * that was there. */
+  readonly created: boolean;
   /** For an upload written to a temp file and renamed over its target at commit: what that rename
    * replaced, once it has (the quota count takes it out). Null for an upload written in place. */
   readonly replaces: Replaced | null;

@@ -14,7 +14,7 @@ import { toReal, UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixFileMode, modesFor } from "./modes.ts";
 import { heldIn, locateHeld, pinning, pinParent, type Held, type PinnedDir } from "./pin.ts";
-import { fdOf, fstat, lstat, lstatOrNull, open, rename, unlink, type FileLike } from "./quick.ts";
+import { fdOf, fstat, isQuickFile, lstat, lstatOrNull, open, rename, unlink, type FileLike } from "./quick.ts";
 import { Replaced, type RealPath, type Upload, type UploadOptions, type VirtualPath } from "./types.ts";
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = constants;
@@ -99,7 +99,7 @@ async function tryCreate(t: Target, mode: number): Promise<Upload | null> {
   const file = t.dir.at(t.name);
   try {
     const handle = await openCreated(file, O_WRONLY | O_CREAT | O_EXCL | SAFE, mode);
-    return makeUpload(t, handle, 0, noop, (own) => removeIfEmpty(file, own), (own) => unlinkIfOwn(file, own));
+    return makeUpload(t, handle, 0, noop, (own) => removeIfEmpty(file, own), (own) => unlinkIfOwn(file, own), await identity(handle), true);
   } catch (err) {
     if (errnoOf(err) === "EEXIST") return null;
     throw mapFsError(err);
@@ -153,6 +153,8 @@ async function openTemp(t: Target, mode: number): Promise<Upload> {
     () => renameOver(temp, t.dir.at(t.name), replaces).then(() => void liveTemps.delete(temp)),
     () => removeTemp(temp, where.now),
     () => removeTemp(temp, where.now),
+    null,
+    false,
     pinning() ? nothing : () => void (where.now = pathNow(handle, temp)),
     replaces,
     name,
@@ -201,11 +203,12 @@ async function openAtOffset(t: Target, exists: boolean, offset: number): Promise
   const file = t.dir.at(t.name);
   const handle = await open(file, O_WRONLY | SAFE);
   try {
-    const size = await regularSize(handle);
+    const opened = await regularStats(handle);
+    const size = opened.size;
     if (offset > size) throw new FtpError(554, "Restart offset beyond end of file", `offset ${offset} > ${size}`);
     // Truncating at the offset makes the file after an abort exactly "resumable from its size".
     await handle.truncate(offset);
-    return makeUpload(t, handle, offset, noop, noop, (own) => truncateAt(file, offset, own));
+    return makeUpload(t, handle, offset, noop, noop, (own) => truncateAt(file, offset, own), opened, false);
   } catch (err) {
     await handle.close().catch(noop);
     throw err;
@@ -218,7 +221,8 @@ async function openAppend(t: Target, existed: boolean, mode: number): Promise<Up
   const handle = await open(file, O_WRONLY | O_APPEND | O_CREAT | SAFE, mode);
   try {
     if (!existed) await fixFileMode(handle, mode);
-    const start = await regularSize(handle);
+    const opened = await regularStats(handle);
+    const start = opened.size;
     return makeUpload(
       t,
       handle,
@@ -226,6 +230,8 @@ async function openAppend(t: Target, existed: boolean, mode: number): Promise<Up
       noop,
       existed ? noop : (own) => removeIfEmpty(file, own),
       existed ? (own) => truncateAt(file, start, own) : (own) => unlinkIfOwn(file, own),
+      opened,
+      !existed,
     );
   } catch (err) {
     await handle.close().catch(noop);
@@ -245,11 +251,18 @@ async function openCreated(file: string, flags: number, mode: number): Promise<F
   }
 }
 
-/** The size of an open regular file; anything else (FIFO, device) is refused. */
-async function regularSize(handle: FileLike): Promise<number> {
+/** The stats of an open regular file; anything else (FIFO, device) is refused. */
+async function regularStats(handle: FileLike): Promise<Stats> {
   const s = await fstat(handle);
   if (!s.isFile()) throw new FtpError(550, "Not a regular file");
-  return s.size;
+  return s;
+}
+
+/** The stats of a file just opened, when its descriptor may be gone by the time the upload is
+ * undone: a stream through the thread pool closes its FileHandle with itself. A descriptor of the
+ * synchronous kind stays open until the upload closes it, and needs no fstat now. */
+async function identity(handle: FileLike): Promise<Stats | null> {
+  return isQuickFile(handle) ? null : fstat(handle).catch(nullStats);
 }
 
 /** Truncates the file at `file` (never through a symlink in its place) to `len` bytes, if it is
@@ -281,11 +294,13 @@ function makeUpload(
   finish: () => Promise<void>,
   cleanup: (own: Stats | null) => Promise<void>,
   undo: (own: Stats | null) => Promise<void>,
+  opened: Stats | null,
+  created: boolean,
   beforeClose: () => void = nothing,
   replaces: Replaced | null = null,
   tempName: string | null = null,
 ): Upload {
-  return new FileUpload(t, handle, position, finish, cleanup, undo, beforeClose, replaces, tempName);
+  return new FileUpload(t, handle, position, finish, cleanup, undo, opened, created, beforeClose, replaces, tempName);
 }
 
 /** makeUpload's upload. A class, not an object of closures: one is made per upload (see
@@ -300,6 +315,9 @@ class FileUpload implements Upload {
     private readonly finishStep: () => Promise<void>,
     private readonly cleanupStep: (own: Stats | null) => Promise<void>,
     private readonly undoStep: (own: Stats | null) => Promise<void>,
+    /** The file's stats taken when it was opened, where its descriptor may not last (identity). */
+    private readonly opened: Stats | null,
+    readonly created: boolean,
     private readonly beforeClose: () => void,
     readonly replaces: Replaced | null,
     /** A replacing upload's temp file name, in tempNames until the upload has settled. */
@@ -350,9 +368,10 @@ class FileUpload implements Upload {
     await this.undoStep(own).catch(noop);
   }
 
-  /** The fstat of the upload's file, while it is open; null when it cannot be had. */
+  /** The stats of the upload's file: taken when it was opened, or now while it is still open;
+   * null when they cannot be had. */
   private own(): Promise<Stats | null> {
-    return fstat(this.handle).catch(nullStats);
+    return this.opened !== null ? Promise.resolve(this.opened) : fstat(this.handle).catch(nullStats);
   }
 }
 

@@ -7,7 +7,7 @@
 import type { Stats } from "node:fs";
 import type { Direction } from "../data/bandwidth.ts";
 import type { TransferHook } from "../data/hook.ts";
-import { READ_CHUNK } from "../data/transfer.ts";
+import { READ_CHUNK, type Transfer } from "../data/transfer.ts";
 import { fileStatsAt, type HomeUsage, type LiveFile, type QuotaLimits, type Reservation, type UploadIntent } from "../fs/quota.ts";
 import { fstat, type FileLike } from "../fs/quick.ts";
 import type { Replaced, Upload, UploadOptions, VirtualPath } from "../fs/types.ts";
@@ -19,8 +19,8 @@ export interface UploadLimits {
   /** The transfer loop's hook, or null when nothing limits this upload. */
   readonly hook: TransferHook | null;
   /** The upload's file is open: a counted home follows that file (by its descriptor) to the end,
-   * wherever another session renames it and whoever removes it. */
-  opened(up: Upload): Promise<void>;
+   * wherever another session renames it and whoever removes it. `t` counts the bytes written. */
+  opened(up: Upload, t: Transfer): Promise<void>;
   /** Makes the upload final (Upload.commit), the size of its file noted first. */
   commit(up: Upload): Promise<void>;
   /** Cleans up after a failed upload. One stopped by the quota loses what it wrote (RFC 959
@@ -65,23 +65,25 @@ export async function admitUpload(
   // Methods, not named arrows: see test/hotpath.test.ts.
   return {
     hook,
-    async opened(up) {
+    async opened(up, t) {
       if (!home || !reservation) return;
       const st = await fstatOrNull(up.handle);
       if (st === null) return;
-      // What the count holds of the file: the size it had when admitted, when it is written in place.
-      const same = up.replaces === null && before !== null && before.ino === st.ino && before.dev === st.dev;
+      // What the count holds of the file: nothing of a file the upload made (its inode may be that
+      // of one deleted since the admission); of one it writes into, the size it had when admitted.
+      const same = !up.created && up.replaces === null && before !== null && before.ino === st.ino && before.dev === st.dev;
       end.file = home.track(st, same ? { bytes: before.size, files: 1 } : NO_CHANGE);
       end.replaces = up.replaces;
       end.position = up.position;
+      end.transfer = t;
     },
     async commit(up) {
-      if (end.file) end.final ??= await fstatOrNull(up.handle);
+      if (end.file) await end.measure(up);
       await up.commit();
       end.committed = true;
     },
     async abort(up) {
-      if (end.file) end.final ??= await fstatOrNull(up.handle);
+      if (end.file) await end.measure(up);
       // The transfer loop has settled, so no write is in flight: cutting the file back is final.
       if (exceeded) {
         end.rolledBack = true;
@@ -104,29 +106,41 @@ const NO_CHANGE: Usage = { bytes: 0, files: 0 };
 class UploadEnd {
   file: LiveFile | null = null;
   replaces: Replaced | null = null;
-  /** The file's fstat just before it was closed. */
-  final: Stats | null = null;
+  transfer: Transfer | null = null;
+  /** The file's size when the upload ended, and whether it still had a name (nlink > 0). */
+  size: number | null = null;
+  linked = true;
   /** Where its data started (a rollback cuts the file back to it). */
   position = 0;
   committed = false;
   rolledBack = false;
 
+  /** Notes the file's size before it is closed: its fstat, or where the descriptor is gone already
+   * (a stream through the thread pool closes it with itself) where its data started plus what the
+   * upload wrote. */
+  async measure(up: Upload): Promise<void> {
+    if (this.size !== null) return;
+    const st = await fstatOrNull(up.handle);
+    this.size = st !== null ? st.size : this.position + (this.transfer?.bytes ?? 0);
+    this.linked = st === null || st.nlink > 0;
+  }
+
   change(home: HomeUsage, file: LiveFile): Usage {
-    const final = this.final;
-    if (final !== null) file.ended(this.rolledBack ? this.position : final.size, final.nlink);
+    const size = this.size;
+    if (size !== null) file.ended(this.rolledBack ? this.position : size, this.linked ? 1 : 0);
     const last = home.untrack(file);
     if (this.replaces !== null) {
       // A temp file: nothing of it stays unless the commit renamed it over the target, which then
       // leaves the count (whatever was there by then).
       if (!this.committed) return NO_CHANGE;
       const gone = home.removal(this.replaces.stats);
-      if (file.removed || final === null || final.nlink === 0) return gone;
-      return { bytes: final.size + gone.bytes, files: 1 + gone.files };
+      if (file.removed || size === null) return gone;
+      return { bytes: size + gone.bytes, files: 1 + gone.files };
     }
     // Written in place: the last upload of the file counts what it holds now, unless it was
     // removed meanwhile (the remover took out what was counted of it) or by its upload (a
     // rollback of a new file; an aborted new file that got nothing).
-    if (!last || file.removed || final === null) return NO_CHANGE;
+    if (!last || file.removed || size === null) return NO_CHANGE;
     if (!this.committed && file.base.files === 0 && (this.rolledBack || file.size === 0)) return NO_CHANGE;
     return { bytes: file.size - file.base.bytes, files: 1 - file.base.files };
   }

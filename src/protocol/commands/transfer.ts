@@ -70,7 +70,7 @@ async function upload(s: Session, path: VirtualPath, opts: UploadOptions, openin
       async open() {
         limits = await admitUpload(s, path, opts, announced);
         const up = unique ? await unique.open(s, transfer) : await s.requireFs().openUpload(path, opts);
-        await limits.opened(up);
+        await limits.opened(up, transfer);
         return up;
       },
       move(t, conn, up) {
