@@ -47,7 +47,7 @@ export async function readDirectory(root: RealPath, dir: RealPath, dirBytes = In
   const byWorker = useWorker && dirBytes <= WORKER_READ_MAX_BYTES && statWorkerAvailable(WORKER_QUEUE);
   const read = byWorker ? await readInWorker(dir, SPLIT_MIN) : null;
   let visible: string[];
-  let own: (StatLike | null)[];
+  let own: PackedStats;
   if (read) {
     readdirTook(read.ms, read.read);
     visible = read.names;
@@ -55,16 +55,20 @@ export async function readDirectory(root: RealPath, dir: RealPath, dirBytes = In
   } else {
     // Names only: every entry is lstat'ed anyway, and a Dirent per entry costs more than the call.
     visible = (await readdirNames(dir)).filter(isListable);
-    own = await lstatAll(dir, visible, SLOW_BATCH_MS, useWorker);
+    own = await lstatPacked(dir, visible, SLOW_BATCH_MS, useWorker);
   }
+  // Each entry is made from its packed numbers directly: no object per entry in between (a
+  // directory of 200,000 entries held one per entry, with the entries, until the last was made).
+  const { here, from, there } = own;
   const entries: DirEntry[] = [];
   let undecoded = false;
   for (let i = 0; i < visible.length; i++) {
-    const st = own[i];
-    if (st === undefined || st === null) continue; // vanished or unreadable: the rest goes on
+    const a = i < from ? here : there;
+    const o = (i < from ? i : i - from) * FIELDS;
+    if (a[o] !== 1) continue; // vanished or unreadable: the rest goes on
     const name = visible[i] as string;
     if (!undecoded && name.includes("\ufffd")) undecoded = true;
-    const info = st.isSymbolicLink() ? await linkStat(root, dir + "/" + name, st) : toEntryStat(st);
+    const info = ((a[o + 1] as number) & S_IFMT) === S_IFLNK ? await linkStat(root, dir + "/" + name, a, o) : packedEntryStat(a, o);
     entries.push({ name, stat: info });
   }
   entries.sort(byName);
@@ -92,6 +96,15 @@ const WORKER_READ_MAX_BYTES = 32 * 1024;
 /** Requests the worker may have queued before listings stat on the main thread instead. */
 const WORKER_QUEUE = 8;
 
+/** The packed lstats (fs/rawstat.ts) of a listing's names: entry i's FIELDS numbers at
+ * `i * FIELDS` in `here` for i below `from`, at `(i - from) * FIELDS` in `there` from `from` on
+ * (the worker's half, kept as it came). An entry's first number is 1 where it was found. */
+export interface PackedStats {
+  readonly here: Float64Array;
+  readonly from: number;
+  readonly there: Float64Array;
+}
+
 /**
  * lstat of every entry, in order; null where it failed. A directory of WORKER_MIN entries or more
  * goes to the stat worker (all of it, or the second half of a large one while the main thread
@@ -101,7 +114,8 @@ const WORKER_QUEUE = 8;
  * and the file calls of fs/quick.ts for a while, go through the pool instead, so other sessions
  * never wait on this directory. Where the addon is built, each thread stats a batch in one call
  * (native/lstat.c: the directory opened once, each name looked up relative to it); `useWorker`
- * and `useNative` false are for tests.
+ * and `useNative` false are for tests. Listings read the packed numbers (lstatPacked); this
+ * gives them an object per entry (tests).
  */
 export async function lstatAll(
   dir: string,
@@ -110,6 +124,24 @@ export async function lstatAll(
   useWorker = true,
   useNative = true,
 ): Promise<(StatLike | null)[]> {
+  const { here, from, there } = await lstatPacked(dir, names, slowBatchMs, useWorker, useNative);
+  const out: (StatLike | null)[] = [];
+  for (let i = 0; i < names.length; i++) {
+    const a = i < from ? here : there;
+    const o = (i < from ? i : i - from) * FIELDS;
+    out.push(a[o] === 1 ? new PackedStat(a, o) : null);
+  }
+  return out;
+}
+
+/** lstatAll's stats as they are made: packed, no object per entry. */
+export function lstatPacked(
+  dir: string,
+  names: readonly string[],
+  slowBatchMs = SLOW_BATCH_MS,
+  useWorker = true,
+  useNative = true,
+): Promise<PackedStats> {
   const n = names.length;
   let from = n;
   let theirs: Promise<Float64Array> | null = null;
@@ -132,41 +164,37 @@ async function statsFrom(
   theirs: Promise<Float64Array> | null,
   slowBatchMs: number,
   native: LstatBinding | null,
-): Promise<(StatLike | null)[]> {
+): Promise<PackedStats> {
   const n = names.length;
-  const out = new Array<StatLike | null>(n).fill(null);
-  const filled =
-    theirs?.then(
-      (packed) => {
-        for (let j = 0; j < n - from; j++) {
-          if (packed[j * FIELDS] === 1) out[from + j] = new PackedStat(packed, j * FIELDS);
-        }
-        return true;
-      },
-      () => false,
-    ) ?? Promise.resolve(false);
-  await statRange(dir, names, 0, theirs ? from : n, out, slowBatchMs, native);
-  if (theirs && !(await filled)) await statRange(dir, names, from, n, out, slowBatchMs, native);
-  return out;
+  const mine = theirs ? from : n;
+  const here = new Float64Array(mine * FIELDS);
+  // Caught at once: a failure of the worker while this thread stats its part is not unhandled.
+  const answered = theirs?.catch(() => null) ?? null;
+  await statRange(dir, names, 0, mine, here, slowBatchMs, native);
+  if (answered === null) return { here, from: n, there: here };
+  const packed = await answered;
+  if (packed !== null) return { here, from, there: packed };
+  const rest = new Float64Array((n - from) * FIELDS);
+  await statRange(dir, names, from, n, rest, slowBatchMs, native);
+  return { here, from, there: rest };
 }
 
-/** lstat of entries [from, to) on the main thread, into `out`. */
+/** lstat of entries [from, to) on the main thread, packed into `packed` (entry i at
+ * `(i - from) * FIELDS`; the array starts at 0, so an entry not found has 0 as its first number). */
 async function statRange(
   dir: string,
   names: readonly string[],
   from: number,
   to: number,
-  out: (StatLike | null)[],
+  packed: Float64Array,
   slowBatchMs: number,
   native: LstatBinding | null,
 ): Promise<void> {
   let i = from;
-  // Packed numbers, as the worker returns them: no Stats object (and four Dates) per entry. Each
-  // entry's first number is 1 where it was found (the array starts at 0).
-  const packed = new Float64Array((to - from) * FIELDS);
+  // Packed numbers, as the worker returns them: no Stats object (and four Dates) per entry.
   while (i < to) {
     // The disk was slow lately (fs/quick.ts): the pool, for this listing and every other call.
-    if (!quickEnabled()) return lstatPooled(dir, names, i, to, out);
+    if (!quickEnabled()) return lstatPooled(dir, names, i, to, packed, from);
     const end = Math.min(i + SYNC_BATCH, to);
     const started = performance.now();
     // The addon stats each name relative to the directory, opened once (native/lstat.c); where it
@@ -175,10 +203,7 @@ async function statRange(
       native = null;
       for (let j = i; j < end; j++) packLstat(dir + "/" + (names[j] as string), packed, (j - from) * FIELDS);
     }
-    for (; i < end; i++) {
-      const o = (i - from) * FIELDS;
-      if (packed[o] === 1) out[i] = new PackedStat(packed, o);
-    }
+    i = end;
     if (i >= to) break;
     const ms = performance.now() - started;
     if (ms > slowBatchMs) lateCall(ms);
@@ -187,7 +212,7 @@ async function statRange(
   }
 }
 
-/** A packed lstat (fs/rawstat.ts), from the worker or this thread: FIELDS numbers at `o` in `a`. */
+/** A packed lstat (fs/rawstat.ts) as a StatLike: FIELDS numbers at `o` in `a` (lstatAll). */
 class PackedStat implements StatLike {
   constructor(
     private readonly a: Float64Array,
@@ -222,9 +247,34 @@ class PackedStat implements StatLike {
   }
 }
 
-/** lstat of entries [from, to) through libuv's pool (callbacks, a bounded number in flight) into `out`. */
-function lstatPooled(dir: string, names: readonly string[], from: number, to: number, out: (StatLike | null)[]): Promise<void> {
-  return new Promise((resolve) => launchStats({ dir, names, next: from, to, pending: 0, out, resolve }));
+/** The EntryStat of the packed lstat at `o` in `a`; `type` overrides what the mode says (links).
+ * Numbers that fit are stored as small integers: a number read from a Float64Array would
+ * otherwise be kept in a box of its own, one per field and entry. */
+function packedEntryStat(a: Float64Array, o: number, type?: EntryStat["type"]): EntryStat {
+  const mode = a[o + 1] as number;
+  const fmt = mode & S_IFMT;
+  const t = type ?? (fmt === S_IFREG ? "file" : fmt === S_IFDIR ? "dir" : fmt === S_IFLNK ? "link" : "other");
+  return {
+    type: t,
+    size: small(a[o + 5] as number),
+    mtimeMs: Math.round(a[o + 6] as number),
+    mode: mode & (t === "other" ? S_IFMT | 0o7777 : 0o7777),
+    nlink: small(a[o + 2] as number),
+    uid: small(a[o + 3] as number),
+    gid: small(a[o + 4] as number),
+  };
+}
+
+/** `v` as a small integer where it is one. */
+function small(v: number): number {
+  return v >= 0 && v <= 0x3fffffff ? v | 0 : v;
+}
+
+/** lstat of entries [from, to) through libuv's pool (callbacks, a bounded number in flight),
+ * packed into `packed` (entry i at `(i - base) * FIELDS`): each fs.Stats (and its four Dates) is
+ * let go as soon as it came. */
+function lstatPooled(dir: string, names: readonly string[], from: number, to: number, packed: Float64Array, base: number): Promise<void> {
+  return new Promise((resolve) => launchStats({ dir, names, next: from, to, base, pending: 0, packed, resolve }));
 }
 
 /** One lstatPooled in progress. */
@@ -233,8 +283,9 @@ interface PooledStats {
   readonly names: readonly string[];
   next: number;
   readonly to: number;
+  readonly base: number;
   pending: number;
-  readonly out: (StatLike | null)[];
+  readonly packed: Float64Array;
   readonly resolve: () => void;
 }
 
@@ -246,12 +297,23 @@ function launchStats(p: PooledStats): void {
     p.pending++;
     lstat(p.dir + "/" + (p.names[i] as string), (err, st) => {
       p.pending--;
-      p.out[i] = err ? null : st;
+      if (!err) packStats(st, p.packed, (i - p.base) * FIELDS);
       launchStats(p);
     });
   }
   // All done (or an empty range): settles once, from the last callback.
   if (p.pending === 0 && p.next >= p.to) p.resolve();
+}
+
+/** An fs.Stats packed as fs/rawstat.ts packs an lstat, at `o` in `out`. */
+function packStats(s: Stats, out: Float64Array, o: number): void {
+  out[o] = 1;
+  out[o + 1] = s.mode;
+  out[o + 2] = s.nlink;
+  out[o + 3] = s.uid;
+  out[o + 4] = s.gid;
+  out[o + 5] = s.size;
+  out[o + 6] = s.mtimeMs;
 }
 
 /** True for a name a client may see: no upload temp file, nothing no command could address. */
@@ -274,7 +336,7 @@ function typeOf(s: StatLike): EntryStat["type"] {
  * CWD through it still works. What it leads to is opened and checked before its stat is read
  * (fs/pin.ts holdPath), so a directory on the way swapped for a link out of the jail in between is
  * never what is shown. */
-async function linkStat(root: RealPath, link: string, own: StatLike): Promise<EntryStat> {
+async function linkStat(root: RealPath, link: string, a: Float64Array, o: number): Promise<EntryStat> {
   try {
     const held = await holdPath(root, link);
     held.release();
@@ -282,7 +344,7 @@ async function linkStat(root: RealPath, link: string, own: StatLike): Promise<En
   } catch {
     // leaves the jail, dangles or loops
   }
-  return toEntryStat(own, "link");
+  return packedEntryStat(a, o, "link");
 }
 
 function byName(a: DirEntry, b: DirEntry): number {
