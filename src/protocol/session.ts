@@ -210,6 +210,20 @@ export class Session {
     this.socket.write(text);
   }
 
+  /** Writes a preformatted reply already encoded (a long one, built in reused memory), after a
+   * held preliminary reply if there is one; `done` once the socket no longer reads `bytes` (they
+   * went out, or were dropped with the connection), at once when nothing is written. */
+  writeBytes(bytes: Uint8Array, done: () => void): void {
+    const held = this.held;
+    if (held !== null) this.releaseHeld();
+    if (this.closed || this.socket.destroyed || this.socket.writableEnded) {
+      done();
+      return;
+    }
+    if (held !== null) this.socket.write(held);
+    this.socket.write(bytes, done);
+  }
+
   /**
    * Sends a preliminary reply with the next reply, or after `ms` at the latest. A download that is
    * over in a moment then reaches the client as one write holding 150 and 226 rather than two,

@@ -13,7 +13,7 @@ import { ListingTicket } from "../../fs/listgate.ts";
 import type { DirEntry, VirtualPath } from "../../fs/types.ts";
 import { basename, dirname } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
-import { formatBlockReply } from "../reply.ts";
+import { formatBlockReply, stripControl } from "../reply.ts";
 import type { CommandSpec } from "../registry.ts";
 import type { Session } from "../session.ts";
 import { runTransfer } from "./xfer.ts";
@@ -206,8 +206,13 @@ export function statPath(s: Session, arg: string): Promise<void> {
 async function statPathWith(s: Session, arg: string, ticket: ListingTicket): Promise<void> {
   const { path, entries } = await entriesOf(s, arg, ticket);
   const now = new Date();
-  const lines = entries.map((e) => ` ${formatListLine(e, now)}`);
-  s.write(formatBlockReply(213, `Status of ${path}:`, lines, "End of status"));
+  // Built as a data listing is (data/listbuf.ts), not as one string per line and then one of them
+  // all: a line has no CR, LF or NUL (formatListLine), so the block needs no more than this.
+  const reply = new ListingBuffer();
+  reply.add(`213-Status of ${stripControl(path)}:`);
+  for (const e of entries) reply.add(" " + formatListLine(e, now));
+  reply.add("213 End of status");
+  s.writeBytes(reply.bytes(), () => reply.release());
   // The reply is the listing, held in memory until the client reads it: its share of the budget
   // stays taken until it has gone out (or the connection has), as a data listing's does until sent.
   await sentOrGone(s.socket);
