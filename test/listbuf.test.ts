@@ -33,6 +33,17 @@ void describe("ListingBuffer", () => {
     });
   }
 
+  void it("holds exactly the lines' UTF-8 whatever size it was told to expect: none, too small, exact, far too large", () => {
+    const lines = Array.from({ length: 30_000 }, (_, i) => `type=file;size=${i}; Grüße-日本語-🚀-${i}`);
+    const want = expected(lines);
+    for (const hint of [0, 1000, want.length, want.length * 10]) {
+      const b = new ListingBuffer(hint);
+      for (const l of lines) b.add(l);
+      assert.ok(b.bytes().equals(want), `expected ${hint} bytes`);
+      b.release();
+    }
+  });
+
   void it("keeps released buffers for later listings, a few at most", () => {
     const held: ListingBuffer[] = [];
     for (let n = 0; n < 8; n++) {

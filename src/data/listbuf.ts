@@ -54,6 +54,11 @@ export class ListingBuffer {
   private len = 0;
   private done = false;
 
+  /** `expectedBytes`: about how large the listing will be, when the caller knows. A large listing
+   * then takes memory of that size at once, rather than growing into it by doubling and copying
+   * (each size on the way written in full, and the last ones garbage at the end). */
+  constructor(private readonly expectedBytes = 0) {}
+
   /** Adds one line (without its CRLF). */
   add(line: string): void {
     this.text += line + "\r\n";
@@ -61,7 +66,7 @@ export class ListingBuffer {
   }
 
   private encode(): void {
-    const need = this.len + this.text.length * 3;
+    const need = Math.max(this.len + this.text.length * 3, this.buf === null ? this.expectedBytes : 0);
     if (this.buf === null || need > this.buf.length) {
       const next = take(need);
       if (this.buf !== null) {

@@ -73,6 +73,18 @@ async function entriesOf(s: Session, arg: string, ticket: ListingTicket): Promis
   return { path, entries: visible(s, await fs.list(path, ticket)), picked: false, itself: false };
 }
 
+/** Bytes of a LIST or MLSD line besides its name (some 60; more is harmless, see expectedBytes). */
+const LINE_BYTES = 64;
+
+/** About how many bytes the lines of `entries` take: each name and `perLine` bytes of the rest.
+ * Larger than the listing is costs nothing (memory not written to is not taken), smaller only
+ * that its buffer grows. */
+function expectedBytes(entries: readonly DirEntry[], perLine: number): number {
+  let n = 0;
+  for (const e of entries) n += e.name.length + perLine;
+  return n;
+}
+
 async function sendListing(s: Session, path: VirtualPath, listing: ListingBuffer): Promise<void> {
   const data = listing.bytes();
   const t = new Transfer("list", path, data.length);
@@ -115,7 +127,7 @@ function list(s: Session, arg: string): Promise<void> {
 async function listWith(s: Session, arg: string, ticket: ListingTicket): Promise<void> {
   const { path, entries } = await entriesOf(s, arg, ticket);
   const now = new Date();
-  const listing = new ListingBuffer();
+  const listing = new ListingBuffer(expectedBytes(entries, LINE_BYTES));
   for (const e of entries) listing.add(formatListLine(e, now));
   await sendListing(s, path, listing);
 }
@@ -174,7 +186,7 @@ async function mlsdWith(s: Session, arg: string, ticket: ListingTicket): Promise
   const perms = new Map<string, string>();
   const sameForAll = user === null || user.dirPerms.length === 0;
   const { denied } = namePolicy(s.ctx.config.storage);
-  const listing = new ListingBuffer();
+  const listing = new ListingBuffer(expectedBytes(entries, LINE_BYTES));
   for (const e of entries) {
     const type = e.stat.type;
     let perm = "";
@@ -208,7 +220,7 @@ async function statPathWith(s: Session, arg: string, ticket: ListingTicket): Pro
   const now = new Date();
   // Built as a data listing is (data/listbuf.ts), not as one string per line and then one of them
   // all: a line has no CR, LF or NUL (formatListLine), so the block needs no more than this.
-  const reply = new ListingBuffer();
+  const reply = new ListingBuffer(expectedBytes(entries, LINE_BYTES + 1));
   reply.add(`213-Status of ${stripControl(path)}:`);
   for (const e of entries) reply.add(" " + formatListLine(e, now));
   reply.add("213 End of status");
