@@ -126,6 +126,16 @@ describe("listings of a directory stat'ed by both threads", () => {
             );
             // STAT <dir> is the LIST over the control connection, each line after a space.
             assert.deepEqual(stat.lines, ["213-Status of /big:", ...list.map((l) => ` ${l}`), "213 End of status"]);
+            // NLST gives the same names after the argument; a pattern picks among the same
+            // entries, hidden names still left out; a file is its own line.
+            assert.deepEqual(await listing(raw, "NLST big"), names.map((n) => `big/${n}`));
+            assert.deepEqual(
+              await listing(raw, "LIST big/e0001*"),
+              list.filter((l) => / e0001\d$/.test(l)),
+            );
+            assert.deepEqual(await listing(raw, "NLST big/zz.*"), ["big/zz.exe"]);
+            assert.deepEqual(await listing(raw, `LIST big/${entryName(7)}`), list.filter((l) => l.endsWith(` ${entryName(7)}`)));
+            assert.deepEqual(await listing(raw, "LIST big/zz-in-link"), list.filter((l) => l.endsWith(" zz-in-link")));
           } finally {
             quick.backOff(0);
             await raw.close();

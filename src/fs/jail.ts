@@ -15,7 +15,7 @@ import { errnoOf, mapFsError } from "./errors.ts";
 import { makeDirs } from "./mkdirs.ts";
 import { DEFAULT_UMASK, fixDirMode, modesFor, type CreateModes } from "./modes.ts";
 import { chmodNoFollow, holdEntry, holdTarget, locateHeld, pinDir, pinParent } from "./pin.ts";
-import { readDirectory, toEntryStat } from "./listing.ts";
+import { Entries, readListing, toEntryStat } from "./listing.ts";
 import type { ListingTicket } from "./listgate.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
 import { fstat, open, quickFile, realpath, rename, stat, unlink } from "./quick.ts";
@@ -97,7 +97,12 @@ export class JailedFs {
 
   /** The entries of directory `v` (sorted by name), or the single entry when `v` is a file.
    * `ticket` is admitted with the directory's size on disk before it is read (fs/listgate.ts). */
-  list(v: VirtualPath, ticket?: ListingTicket): Promise<DirEntry[]> {
+  async list(v: VirtualPath, ticket?: ListingTicket): Promise<DirEntry[]> {
+    return (await this.listing(v, ticket)).toArray();
+  }
+
+  /** list(), with the entries kept packed (fs/listing.ts Entries): what the listing commands read. */
+  listing(v: VirtualPath, ticket?: ListingTicket): Promise<Entries> {
     return guard(async () => {
       // Read through the directory held open (fs/pin.ts): names and stats come from the one checked.
       const held = await holdTarget(this.root, v);
@@ -105,9 +110,9 @@ export class JailedFs {
         if (held.stats.isDirectory()) {
           const waiting = ticket?.admit(held.stats.size);
           if (waiting) await waiting;
-          return await readDirectory(this.root, held.at() as RealPath, held.stats.size);
+          return await readListing(this.root, held.at() as RealPath, held.stats.size);
         }
-        return [{ name: basename(v), stat: toEntryStat(held.stats) }];
+        return Entries.one(basename(v), toEntryStat(held.stats));
       } finally {
         held.release();
       }

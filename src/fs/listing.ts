@@ -37,13 +37,19 @@ export function toEntryStat(s: StatLike, type?: EntryStat["type"]): EntryStat {
   };
 }
 
+/** The entries of the real directory `dir`, sorted by name, upload temp files hidden, each an
+ * object of its own (readListing keeps them packed). */
+export async function readDirectory(root: RealPath, dir: RealPath, dirBytes = Infinity, useWorker = true): Promise<DirEntry[]> {
+  return (await readListing(root, dir, dirBytes, useWorker)).toArray();
+}
+
 /** The entries of the real directory `dir`, sorted by name, upload temp files hidden. A directory
  * whose size (`dirBytes`, its st_size) says it holds at most a few hundred entries is read and
  * stat'ed by the stat worker: the main thread only sends the request and takes the answer. A
  * larger one, or where the worker cannot take it (`useWorker` false, its queue full, or failed),
  * is read on this thread, and lstatAll decides where the stats are made (a large directory from
  * both ends at once: reading it here first starts the worker on its half soonest). */
-export async function readDirectory(root: RealPath, dir: RealPath, dirBytes = Infinity, useWorker = true): Promise<DirEntry[]> {
+export async function readListing(root: RealPath, dir: RealPath, dirBytes = Infinity, useWorker = true): Promise<Entries> {
   const byWorker = useWorker && dirBytes <= WORKER_READ_MAX_BYTES && statWorkerAvailable(WORKER_QUEUE);
   const read = byWorker ? await readInWorker(dir, SPLIT_MIN) : null;
   let visible: string[];
@@ -57,10 +63,10 @@ export async function readDirectory(root: RealPath, dir: RealPath, dirBytes = In
     visible = (await readdirNames(dir)).filter(isListable);
     own = await lstatPacked(dir, visible, SLOW_BATCH_MS, useWorker);
   }
-  // Each entry is made from its packed numbers directly: no object per entry in between (a
-  // directory of 200,000 entries held one per entry, with the entries, until the last was made).
+  // The entries stay as the names and their packed numbers: no object per entry (two per entry,
+  // about 160 bytes, and the young generation grown to hold them while they were made).
   const { here, from, there } = own;
-  const entries: DirEntry[] = [];
+  const order: number[] = [];
   let undecoded = false;
   for (let i = 0; i < visible.length; i++) {
     const a = i < from ? here : there;
@@ -68,18 +74,99 @@ export async function readDirectory(root: RealPath, dir: RealPath, dirBytes = In
     if (a[o] !== 1) continue; // vanished or unreadable: the rest goes on
     const name = visible[i] as string;
     if (!undecoded && name.includes("\ufffd")) undecoded = true;
-    const info = ((a[o + 1] as number) & S_IFMT) === S_IFLNK ? await linkStat(root, dir + "/" + name, a, o) : packedEntryStat(a, o);
-    entries.push({ name, stat: info });
+    // A link shown by its target has the target's numbers in its place.
+    if (((a[o + 1] as number) & S_IFMT) === S_IFLNK) await linkStat(root, dir + "/" + name, a, o);
+    order.push(i);
   }
-  entries.sort(byName);
-  return undecoded ? withoutRepeats(entries) : entries;
+  order.sort((x, y) => byName(visible[x] as string, visible[y] as string));
+  const entries = new Entries(visible, order, own);
+  return undecoded ? entries.withoutRepeats() : entries;
 }
 
-/** `entries` (sorted) with each name once. A directory holds a name once, but readdir decodes the
- * bytes of a name that is not UTF-8 to U+FFFD: such a name reads as one that has a real U+FFFD
- * where its bad bytes are, and its lstat finds that entry. The entry is shown once, as itself. */
-function withoutRepeats(entries: DirEntry[]): DirEntry[] {
-  return entries.filter((e, i) => i === 0 || (entries[i - 1] as DirEntry).name !== e.name);
+/** One entry of Entries, filled in place by Entries.at: read it before the next call. */
+export class EntryView implements DirEntry {
+  name = "";
+  readonly stat = { type: "file" as EntryStat["type"], size: 0, mtimeMs: 0, mode: 0, nlink: 0, uid: 0, gid: 0 };
+}
+
+/** A listing's entries in order: their names and packed lstats (fs/rawstat.ts), no object per
+ * entry. `order` holds, for each entry shown, the index of its name in `names` and of its numbers
+ * in `stats`. */
+export class Entries {
+  constructor(
+    private readonly names: readonly string[],
+    private readonly order: readonly number[],
+    private readonly stats: PackedStats,
+  ) {}
+
+  /** One entry: `name`, with the facts of `stat` (LIST of a file, LIST -d). */
+  static one(name: string, stat: EntryStat): Entries {
+    const a = new Float64Array(FIELDS);
+    const typeBits = stat.type === "file" ? S_IFREG : stat.type === "dir" ? S_IFDIR : stat.type === "link" ? S_IFLNK : 0;
+    a.set([1, typeBits | stat.mode, stat.nlink, stat.uid, stat.gid, stat.size, stat.mtimeMs]);
+    return new Entries([name], [0], { here: a, from: 1, there: a });
+  }
+
+  get length(): number {
+    return this.order.length;
+  }
+
+  /** The name of entry `k`. */
+  name(k: number): string {
+    return this.names[this.order[k] as number] as string;
+  }
+
+  /** Entry `k`, written into `view` (returned). */
+  at(k: number, view: EntryView): EntryView {
+    const i = this.order[k] as number;
+    const { here, from, there } = this.stats;
+    const a = i < from ? here : there;
+    const o = (i < from ? i : i - from) * FIELDS;
+    const mode = a[o + 1] as number;
+    const fmt = mode & S_IFMT;
+    const t = fmt === S_IFREG ? "file" : fmt === S_IFDIR ? "dir" : fmt === S_IFLNK ? "link" : "other";
+    view.name = this.names[i] as string;
+    const st = view.stat;
+    st.type = t;
+    st.size = a[o + 5] as number;
+    st.mtimeMs = Math.round(a[o + 6] as number);
+    st.mode = mode & (t === "other" ? S_IFMT | 0o7777 : 0o7777);
+    st.nlink = a[o + 2] as number;
+    st.uid = a[o + 3] as number;
+    st.gid = a[o + 4] as number;
+    return view;
+  }
+
+  /** The entries whose names `keep` takes. */
+  filter(keep: (name: string) => boolean): Entries {
+    return new Entries(
+      this.names,
+      this.order.filter((i) => keep(this.names[i] as string)),
+      this.stats,
+    );
+  }
+
+  /** Each name once. A directory holds a name once, but readdir decodes the bytes of a name that
+   * is not UTF-8 to U+FFFD: such a name reads as one that has a real U+FFFD where its bad bytes
+   * are, and its lstat finds that entry. The entry is shown once, as itself. */
+  withoutRepeats(): Entries {
+    const names = this.names;
+    return new Entries(
+      names,
+      this.order.filter((i, k) => k === 0 || names[this.order[k - 1] as number] !== names[i]),
+      this.stats,
+    );
+  }
+
+  /** Each entry as an object of its own. */
+  toArray(): DirEntry[] {
+    const out: DirEntry[] = [];
+    for (let k = 0; k < this.order.length; k++) {
+      const v = this.at(k, new EntryView());
+      out.push({ name: v.name, stat: v.stat });
+    }
+    return out;
+  }
 }
 
 /** What a listing reads of an lstat: fs.Stats (through the pool), or the same numbers packed
@@ -247,29 +334,6 @@ class PackedStat implements StatLike {
   }
 }
 
-/** The EntryStat of the packed lstat at `o` in `a`; `type` overrides what the mode says (links).
- * Numbers that fit are stored as small integers: a number read from a Float64Array would
- * otherwise be kept in a box of its own, one per field and entry. */
-function packedEntryStat(a: Float64Array, o: number, type?: EntryStat["type"]): EntryStat {
-  const mode = a[o + 1] as number;
-  const fmt = mode & S_IFMT;
-  const t = type ?? (fmt === S_IFREG ? "file" : fmt === S_IFDIR ? "dir" : fmt === S_IFLNK ? "link" : "other");
-  return {
-    type: t,
-    size: small(a[o + 5] as number),
-    mtimeMs: Math.round(a[o + 6] as number),
-    mode: mode & (t === "other" ? S_IFMT | 0o7777 : 0o7777),
-    nlink: small(a[o + 2] as number),
-    uid: small(a[o + 3] as number),
-    gid: small(a[o + 4] as number),
-  };
-}
-
-/** `v` as a small integer where it is one. */
-function small(v: number): number {
-  return v >= 0 && v <= 0x3fffffff ? v | 0 : v;
-}
-
 /** lstat of entries [from, to) through libuv's pool (callbacks, a bounded number in flight),
  * packed into `packed` (entry i at `(i - base) * FIELDS`): each fs.Stats (and its four Dates) is
  * let go as soon as it came. */
@@ -336,18 +400,17 @@ function typeOf(s: StatLike): EntryStat["type"] {
  * CWD through it still works. What it leads to is opened and checked before its stat is read
  * (fs/pin.ts holdPath), so a directory on the way swapped for a link out of the jail in between is
  * never what is shown. */
-async function linkStat(root: RealPath, link: string, a: Float64Array, o: number): Promise<EntryStat> {
+async function linkStat(root: RealPath, link: string, a: Float64Array, o: number): Promise<void> {
   try {
     const held = await holdPath(root, link);
     held.release();
-    if (!held.stats.isDirectory()) return toEntryStat(held.stats);
+    if (!held.stats.isDirectory()) packStats(held.stats, a, o);
   } catch {
     // leaves the jail, dangles or loops
   }
-  return packedEntryStat(a, o, "link");
 }
 
-function byName(a: DirEntry, b: DirEntry): number {
-  if (a.name === b.name) return 0;
-  return a.name < b.name ? -1 : 1;
+function byName(a: string, b: string): number {
+  if (a === b) return 0;
+  return a < b ? -1 : 1;
 }

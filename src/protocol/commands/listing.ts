@@ -10,6 +10,7 @@ import { namePolicy, permFact } from "../../auth/perms.ts";
 import { formatListLine, formatMlsxSelected, mlsxFormatter } from "../../fs/format.ts";
 import { compileGlob, globOf } from "../../fs/glob.ts";
 import { ListingTicket } from "../../fs/listgate.ts";
+import { Entries, EntryView } from "../../fs/listing.ts";
 import type { DirEntry, VirtualPath } from "../../fs/types.ts";
 import { basename, dirname } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
@@ -47,14 +48,14 @@ function listPath(s: Session, arg: string): VirtualPath {
 }
 
 /** Leaves out entries whose names match `storage.hide`. */
-function visible(s: Session, entries: DirEntry[]): DirEntry[] {
+function visible(s: Session, entries: Entries): Entries {
   const { hidden } = namePolicy(s.ctx.config.storage);
-  return entries.filter((e) => !hidden(e.name));
+  return entries.filter((name) => !hidden(name));
 }
 
 /** The entries LIST and NLST show, and whether a pattern picked them (a name that exists as
  * written, brackets or stars and all, is that name). */
-async function entriesOf(s: Session, arg: string, ticket: ListingTicket): Promise<{ path: VirtualPath; entries: DirEntry[]; picked: boolean; itself: boolean }> {
+async function entriesOf(s: Session, arg: string, ticket: ListingTicket): Promise<{ path: VirtualPath; entries: Entries; picked: boolean; itself: boolean }> {
   const { path: shown, dirItself } = parseListArg(arg);
   const path = s.resolve(shown);
   const fs = s.requireFs();
@@ -62,15 +63,15 @@ async function entriesOf(s: Session, arg: string, ticket: ListingTicket): Promis
   if (dirItself && (pattern === null || (await fs.exists(path)))) {
     // ls -d: a directory is one line of its own, named as the client wrote it.
     const stat = await fs.stat(path);
-    if (stat.type === "dir") return { path, entries: [{ name: shown === "" ? "." : shown, stat }], picked: false, itself: true };
+    if (stat.type === "dir") return { path, entries: Entries.one(shown === "" ? "." : shown, stat), picked: false, itself: true };
   }
   if (pattern !== null && !(await fs.exists(path))) {
     const dir = dirname(path);
     if ((await fs.stat(dir)).type !== "dir") throw new FtpError(550, "No such file or directory");
     const matches = compileGlob(pattern);
-    return { path: dir, entries: visible(s, await fs.list(dir, ticket)).filter((e) => matches(e.name)), picked: true, itself: false };
+    return { path: dir, entries: visible(s, await fs.listing(dir, ticket)).filter(matches), picked: true, itself: false };
   }
-  return { path, entries: visible(s, await fs.list(path, ticket)), picked: false, itself: false };
+  return { path, entries: visible(s, await fs.listing(path, ticket)), picked: false, itself: false };
 }
 
 /** Bytes of a LIST or MLSD line besides its name (some 60; more is harmless, see expectedBytes). */
@@ -79,9 +80,9 @@ const LINE_BYTES = 64;
 /** About how many bytes the lines of `entries` take: each name and `perLine` bytes of the rest.
  * Larger than the listing is costs nothing (memory not written to is not taken), smaller only
  * that its buffer grows. */
-function expectedBytes(entries: readonly DirEntry[], perLine: number): number {
+function expectedBytes(entries: Entries, perLine: number): number {
   let n = 0;
-  for (const e of entries) n += e.name.length + perLine;
+  for (let k = 0; k < entries.length; k++) n += entries.name(k).length + perLine;
   return n;
 }
 
@@ -128,7 +129,9 @@ async function listWith(s: Session, arg: string, ticket: ListingTicket): Promise
   const { path, entries } = await entriesOf(s, arg, ticket);
   const now = new Date();
   const listing = new ListingBuffer(expectedBytes(entries, LINE_BYTES));
-  for (const e of entries) listing.add(formatListLine(e, now));
+  // One view, filled in for each entry in turn: no object per entry (fs/listing.ts Entries).
+  const view = new EntryView();
+  for (let k = 0; k < entries.length; k++) listing.add(formatListLine(entries.at(k, view), now));
   await sendListing(s, path, listing);
 }
 
@@ -145,15 +148,15 @@ async function nlstWith(s: Session, arg: string, ticket: ListingTicket): Promise
   const { path, entries, picked, itself } = await entriesOf(s, arg, ticket);
   const listing = new ListingBuffer();
   if (itself) {
-    for (const e of entries) listing.add(e.name);
+    for (let k = 0; k < entries.length; k++) listing.add(entries.name(k));
   } else if (picked) {
     const prefix = shown.slice(0, shown.lastIndexOf("/") + 1); // "sub/" of "sub/*.txt", as written
-    for (const e of entries) listing.add(prefix + e.name);
+    for (let k = 0; k < entries.length; k++) listing.add(prefix + entries.name(k));
   } else if (shown === "" || shown === "." || shown === "./") {
-    for (const e of entries) listing.add(e.name);
+    for (let k = 0; k < entries.length; k++) listing.add(entries.name(k));
   } else if ((await s.requireFs().stat(path)).type === "dir") {
     const prefix = shown.endsWith("/") ? shown : `${shown}/`;
-    for (const e of entries) listing.add(prefix + e.name);
+    for (let k = 0; k < entries.length; k++) listing.add(prefix + entries.name(k));
   } else if (entries.length > 0) {
     listing.add(shown); // a file: its name as written (none when it is hidden)
   }
@@ -177,7 +180,7 @@ async function mlsdWith(s: Session, arg: string, ticket: ListingTicket): Promise
   // RFC 3659 §7.2.1: MLSD of something that is not a directory is an error (501); a path that
   // does not exist, or leaves the jail, is 550 as for every other command.
   if ((await fs.stat(path)).type !== "dir") throw new FtpError(501, "Not a directory");
-  const entries = visible(s, await fs.list(path, ticket));
+  const entries = visible(s, await fs.listing(path, ticket));
   const format = mlsxFormatter(s.mlstFacts);
   const user = s.user;
   // The perm fact of a file or link depends only on the directory; a subdirectory's also on its
@@ -187,7 +190,9 @@ async function mlsdWith(s: Session, arg: string, ticket: ListingTicket): Promise
   const sameForAll = user === null || user.dirPerms.length === 0;
   const { denied } = namePolicy(s.ctx.config.storage);
   const listing = new ListingBuffer(expectedBytes(entries, LINE_BYTES));
-  for (const e of entries) {
+  const view = new EntryView();
+  for (let k = 0; k < entries.length; k++) {
+    const e = entries.at(k, view);
     const type = e.stat.type;
     let perm = "";
     if (user) {
@@ -222,7 +227,8 @@ async function statPathWith(s: Session, arg: string, ticket: ListingTicket): Pro
   // all: a line has no CR, LF or NUL (formatListLine), so the block needs no more than this.
   const reply = new ListingBuffer(expectedBytes(entries, LINE_BYTES + 1));
   reply.add(`213-Status of ${stripControl(path)}:`);
-  for (const e of entries) reply.add(" " + formatListLine(e, now));
+  const view = new EntryView();
+  for (let k = 0; k < entries.length; k++) reply.add(" " + formatListLine(entries.at(k, view), now));
   reply.add("213 End of status");
   s.writeBytes(reply.bytes(), () => reply.release());
   // The reply is the listing, held in memory until the client reads it: its share of the budget
