@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import path from "node:path";
@@ -104,6 +105,66 @@ void describe("berth user", () => {
     if (process.platform === "linux") {
       assertOneLineError(await berth(cwd, ["user", "add", "procky", "--root", "/proc/berth-no-such-dir/procky", "--password-stdin"], { input: "pw" }), 1, "cannot create home directory", "no such file or directory");
     }
+  });
+});
+
+void describe("berth user run at once", () => {
+  /** The users in a users file, by name. */
+  const usersIn = (cwd: string): Map<string, { hash: string; quotaFiles?: number }> => {
+    const data = JSON.parse(readFileSync(path.join(cwd, "users/users.json"), "utf8")) as { users: { name: string; hash: string; quotaFiles?: number }[] };
+    return new Map(data.users.map((u) => [u.name, u]));
+  };
+  const store = (cwd: string): UserStore => new UserStore({ file: path.join(cwd, "users/users.json"), storageRoot: path.join(cwd, "data"), bcryptCost: 4 });
+
+  void test("commands run in parallel (and a server writing BERTH_USER) each keep their change", async () => {
+    const cwd = workdir();
+    assert.equal((await berth(cwd, ["user", "add", "base", "--password-stdin"], { input: "old-pw" })).code, 0);
+    const names = ["u1", "u2", "u3", "u4", "u5", "u6"];
+    const serve = HAS_SERVER
+      ? startServe(cwd, { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22000-22009", BERTH_USER: "fromenv", BERTH_PASSWORD: "env-pw" }, /"listening"/)
+      : undefined;
+    const results = await Promise.all([
+      ...names.map((n) => berth(cwd, ["user", "add", n, "--password-stdin"], { input: `${n}-pw` })),
+      berth(cwd, ["user", "passwd", "base", "--password-stdin"], { input: "new-pw" }),
+      berth(cwd, ["user", "set", "base", "--quota-files", "5"]),
+    ]);
+    for (const r of results) assert.equal(r.code, 0, r.stderr);
+    if (serve !== undefined) {
+      await serve.ready;
+      serve.child.kill("SIGTERM");
+      assert.equal(await serve.exited, 0);
+    }
+    const users = usersIn(cwd);
+    assert.deepEqual([...users.keys()].sort(), ["base", ...names, ...(serve ? ["fromenv"] : [])].sort(), "no user lost");
+    assert.equal(users.get("base")?.quotaFiles, 5, "user set kept");
+    const check = store(cwd);
+    assert.ok(await check.authenticate("base", "new-pw"), "user passwd kept");
+    for (const n of names) assert.ok(await check.authenticate(n, `${n}-pw`));
+    if (serve !== undefined) assert.ok(await check.authenticate("fromenv", "env-pw"));
+    assert.ok(!existsSync(path.join(cwd, "users/users.json.lock")), "no lock left behind");
+  });
+
+  void test("a lock left by a process that is gone is taken over; a live holder is waited for, then refused in one line", async () => {
+    const cwd = workdir();
+    const lock = path.join(cwd, "users/users.json.lock");
+    assert.equal((await berth(cwd, ["user", "add", "first", "--password-stdin"], { input: "pw" })).code, 0);
+    // The pid of a process that has ended: its lock is stale.
+    const gone = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"], { encoding: "utf8" }).stdout;
+    writeFileSync(lock, `${gone}\n`);
+    const taken = await berth(cwd, ["user", "add", "second", "--password-stdin"], { input: "pw" });
+    assert.equal(taken.code, 0, taken.stderr);
+    assert.ok(usersIn(cwd).has("second"));
+    assert.ok(!existsSync(lock), "the stale lock is gone, and so is the command's own");
+
+    // Held by a live process (this one): the command waits, then gives up, changing nothing.
+    writeFileSync(lock, `${process.pid}\n`);
+    const before = readFileSync(path.join(cwd, "users/users.json"), "utf8");
+    const started = Date.now();
+    const refused = await berth(cwd, ["user", "del", "first"]);
+    assertOneLineError(refused, 1, `${lock} is held by process ${process.pid}`);
+    assert.ok(Date.now() - started >= 9000, "waited for the holder");
+    assert.equal(readFileSync(path.join(cwd, "users/users.json"), "utf8"), before);
+    assert.equal(readFileSync(lock, "utf8"), `${process.pid}\n`, "someone else's lock is never removed");
   });
 });
 

@@ -19,11 +19,13 @@ import { DEFAULT_UMASK, fixDirMode, modesFor } from "../fs/modes.ts";
 import type { Logger } from "../log/logger.ts";
 import { writeFileAtomic } from "./atomic.ts";
 import type { CredentialSource } from "./cache.ts";
+import { LockError, withFileLock, type LockOptions } from "./lock.ts";
 import { normalizeDirPath } from "./perms.ts";
 import { NO_LIMITS, PERMS, READ_PERMS, type DirPerms, type Perm, type User, type UserLimits } from "./types.ts";
 
-/** Why a user operation was refused: "invalid" input is a usage error, the rest are failures. */
-export type UserErrorKind = "invalid" | "conflict" | "not-found" | "corrupt" | "io";
+/** Why a user operation was refused: "invalid" input is a usage error, the rest are failures
+ * ("busy": another process held the users file's lock for the whole wait). */
+export type UserErrorKind = "invalid" | "conflict" | "not-found" | "corrupt" | "io" | "busy";
 
 /** An operator mistake or a failed user operation; the message is one clean line, never a secret. */
 export class UserError extends Error {
@@ -81,6 +83,8 @@ export interface UserStoreOptions {
   readonly now?: (() => number) | undefined;
   /** Umask of the home directories it creates (config `storage.umask`); default 022. */
   readonly umask?: number | undefined;
+  /** Waiting for, and judging stale, the lock `<file>.lock` that every change holds (tests). */
+  readonly lock?: LockOptions | undefined;
 }
 
 /** Options of `add`: the home (absolute, or relative to the storage root; default the name) and the rest of UserChanges. */
@@ -229,6 +233,7 @@ export class UserStore implements CredentialSource {
   readonly #interval: number;
   readonly #now: () => number;
   readonly #dirMode: number;
+  readonly #lock: LockOptions;
   /** Last good content of the file, by name. */
   #users = new Map<string, UserRecord>();
   /** Signature of the file version last looked at; undefined before the first look. */
@@ -252,6 +257,7 @@ export class UserStore implements CredentialSource {
     this.#interval = opts.reloadIntervalMs ?? 1000;
     this.#now = opts.now ?? Date.now;
     this.#dirMode = modesFor(opts.umask ?? DEFAULT_UMASK).dir;
+    this.#lock = opts.lock ?? {};
   }
 
   /** Absolute path of the users file. */
@@ -378,14 +384,26 @@ export class UserStore implements CredentialSource {
     const { name, password } = fromEnv;
     checkUserName(name);
     checkPassword(password);
-    const existing = (await this.#readFresh()).find((u) => u.name === name);
-    if (existing === undefined) {
-      await this.add(name, password);
-      return { name, action: "created" };
-    }
-    if (await bcrypt.compare(password, existing.hash)) return { name, action: "unchanged" };
-    await this.passwd(name, password);
-    return { name, action: "updated" };
+    const created: UserRecord = { name, hash: await bcrypt.hash(password, this.#cost), home: name, readOnly: false };
+    let action: EnvUserResult["action"] = "unchanged";
+    // Decided under the lock, on the file as it is then: a `berth user` command running meanwhile
+    // neither loses this change nor has its own lost.
+    await this.#update(
+      async (users) => {
+        const existing = users.find((u) => u.name === name);
+        if (existing === undefined) {
+          action = "created";
+          return [...users, created];
+        }
+        if (await bcrypt.compare(password, existing.hash)) return null;
+        action = "updated";
+        return users.map((u) => (u === existing ? { ...u, hash: created.hash } : u));
+      },
+      async () => {
+        if (action === "created") await this.#makeHome(this.#toUser(created).home);
+      },
+    );
+    return { name, action };
   }
 
   /**
@@ -395,20 +413,48 @@ export class UserStore implements CredentialSource {
    */
   async createDemoUser(): Promise<DemoUser | null> {
     if (await this.#fileExists()) return null;
+    const name = "demo";
     const password = randomBytes(12).toString("base64url");
-    await this.add("demo", password);
-    return { name: "demo", password };
+    const record: UserRecord = { name, hash: await bcrypt.hash(password, this.#cost), home: name, readOnly: false };
+    // Looked at again under the lock: a `berth user add` that made the file meanwhile wins.
+    const made = await this.#update(
+      (users, exists) => (exists ? null : [...users, record]),
+      () => this.#makeHome(this.#toUser(record).home),
+    );
+    return made ? { name, password } : null;
   }
 
-  /** Read-modify-write of the file, one at a time in this process; `beforeWrite` runs between. */
+  /**
+   * Read-modify-write of the file under its lock (`<file>.lock`), so that changes made at once by
+   * several processes (`berth user …` commands run in parallel, a server writing BERTH_USER) each
+   * start from the last one's result; one at a time in this process too. `change` gets the users
+   * and whether the file exists, and returns the new list, or null to write nothing;
+   * `beforeWrite` runs between. Resolves to whether the file was written.
+   */
   async #update(
-    change: (users: readonly UserRecord[]) => UserRecord[],
+    change: (users: readonly UserRecord[], exists: boolean) => UserRecord[] | null | Promise<UserRecord[] | null>,
     beforeWrite?: () => Promise<void>,
-  ): Promise<void> {
-    const run = async (): Promise<void> => {
-      const next = change(await this.#readFresh());
+  ): Promise<boolean> {
+    const locked = async (): Promise<boolean> => {
+      const exists = await this.#fileExists();
+      const next = await change(await this.#readFresh(), exists);
+      if (next === null) return false;
       await beforeWrite?.();
       await this.#write(next);
+      return true;
+    };
+    const run = async (): Promise<boolean> => {
+      try {
+        await makeDirs(path.dirname(this.#file), 0o700);
+      } catch (err) {
+        throw new UserError("io", `cannot write users file ${this.#file}: ${systemErrorText(err)}`);
+      }
+      try {
+        return await withFileLock(`${this.#file}.lock`, locked, this.#lock);
+      } catch (err) {
+        if (!(err instanceof LockError)) throw err;
+        throw new UserError(err.kind, `cannot change users file ${this.#file}: ${err.message}`);
+      }
     };
     const done = this.#queue.then(run, run);
     this.#queue = done.catch(() => undefined);

@@ -1,0 +1,180 @@
+/**
+ * An exclusive lock on a file shared by processes, as `vipw`, `passwd` and `pure-pw` take one on
+ * their password files: `FILE.lock` beside it, created with O_EXCL and holding the owner's pid.
+ * Every read-modify-write of the users file holds it, so two `berth user …` commands (or one and a
+ * server writing BERTH_USER or the demo user) never write from the same old copy and lose a change.
+ *
+ * A lock whose process is gone (killed mid-write) is stale and taken over; so is one that holds no
+ * pid (its owner died between creating and writing it) or that is older than any write can take.
+ * A live lock is waited for, a bounded time. The lock is removed on every way out: when the work
+ * ends or throws, at process exit, and on a signal that would otherwise kill the process.
+ */
+import { lstatSync, unlinkSync } from "node:fs";
+import { lstat, open, unlink } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
+import { errnoCode, systemErrorText } from "../config/syserr.ts";
+
+/** How long to wait for a live lock by default (ms). */
+export const LOCK_WAIT_MS = 10_000;
+/** A lock older than this is stale whoever holds it: a write takes well under a second (ms). */
+export const LOCK_STALE_MS = 120_000;
+/** A lock with no pid in it yet is given this long for its owner to write one (ms). */
+const LOCK_EMPTY_GRACE_MS = 5_000;
+/** Signals whose default action kills the process; a lock held then is removed first. */
+const FATAL_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+
+/** Why the lock could not be had: held by a live process all along, or the directory refused it. */
+export class LockError extends Error {
+  /** "busy": another process held it for the whole wait; "io": the lock file could not be made. */
+  readonly kind: "busy" | "io";
+
+  /** Builds an error with a one-line message. */
+  constructor(kind: "busy" | "io", message: string) {
+    super(message);
+    this.name = "LockError";
+    this.kind = kind;
+  }
+}
+
+/** Options of withFileLock. */
+export interface LockOptions {
+  /** How long to wait for a live lock (ms). */
+  readonly waitMs?: number | undefined;
+  /** Age past which any lock is stale (ms). */
+  readonly staleMs?: number | undefined;
+}
+
+/** Identity of one lock file: a lock removed and made anew is another one. */
+interface LockId {
+  readonly dev: bigint;
+  readonly ino: bigint;
+  readonly ctimeNs: bigint;
+}
+
+/** Runs `work` holding the lock `lockPath`, and removes the lock however `work` ends. */
+export async function withFileLock<T>(lockPath: string, work: () => Promise<T>, opts: LockOptions = {}): Promise<T> {
+  const id = await acquire(lockPath, opts.waitMs ?? LOCK_WAIT_MS, opts.staleMs ?? LOCK_STALE_MS);
+  const release = (): void => releaseSync(lockPath, id);
+  const onSignal = (signal: NodeJS.Signals): void => {
+    release();
+    detach();
+    // Default action again, now that the lock is gone: the process ends as the signal meant.
+    process.kill(process.pid, signal);
+  };
+  // Only where nobody handles the signal (a `berth user` command): the server drains on its own.
+  const watched = FATAL_SIGNALS.filter((s) => process.listenerCount(s) === 0);
+  const detach = (): void => {
+    process.off("exit", release);
+    for (const s of watched) process.off(s, onSignal);
+  };
+  process.on("exit", release);
+  for (const s of watched) process.on(s, onSignal);
+  try {
+    return await work();
+  } finally {
+    detach();
+    release();
+  }
+}
+
+/** Creates the lock, waiting while a live process holds it; resolves to its identity. */
+async function acquire(lockPath: string, waitMs: number, staleMs: number): Promise<LockId> {
+  const deadline = Date.now() + waitMs;
+  let pause = 10;
+  for (;;) {
+    const made = await tryCreate(lockPath);
+    if (made !== null) return made;
+    const holder = await inspect(lockPath, staleMs);
+    if (holder.stale) {
+      await removeIf(lockPath, holder.id);
+      continue;
+    }
+    if (Date.now() >= deadline) {
+      const who = holder.pid === null ? "another process" : `process ${holder.pid}`;
+      throw new LockError("busy", `${lockPath} is held by ${who}; try again, or remove it if no berth command is running`);
+    }
+    await sleep(Math.min(pause, Math.max(1, deadline - Date.now())));
+    pause = Math.min(pause * 2, 200);
+  }
+}
+
+/** Makes the lock file with this process's pid; null when it exists already. */
+async function tryCreate(lockPath: string): Promise<LockId | null> {
+  let handle;
+  try {
+    handle = await open(lockPath, "wx", 0o600);
+  } catch (err) {
+    if (errnoCode(err) === "EEXIST") return null;
+    throw new LockError("io", `cannot create lock ${lockPath}: ${systemErrorText(err)}`);
+  }
+  try {
+    await handle.writeFile(`${process.pid}\n`, "utf8");
+    const s = await handle.stat({ bigint: true });
+    return { dev: s.dev, ino: s.ino, ctimeNs: s.ctimeNs };
+  } catch (err) {
+    await unlink(lockPath).catch(() => undefined);
+    throw new LockError("io", `cannot write lock ${lockPath}: ${systemErrorText(err)}`);
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
+
+/** Who holds the lock and whether it is stale; a lock gone meanwhile is "stale" with no identity. */
+async function inspect(lockPath: string, staleMs: number): Promise<{ stale: boolean; pid: number | null; id: LockId | null }> {
+  let handle;
+  try {
+    handle = await open(lockPath, "r");
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return { stale: true, pid: null, id: null };
+    throw new LockError("io", `cannot read lock ${lockPath}: ${systemErrorText(err)}`);
+  }
+  try {
+    const s = await handle.stat({ bigint: true });
+    const text = await handle.readFile("utf8");
+    const id = { dev: s.dev, ino: s.ino, ctimeNs: s.ctimeNs };
+    const age = Date.now() - Number(s.mtimeMs);
+    const match = /^(\d{1,10})\n?$/.exec(text);
+    const pid = match === null ? null : Number(match[1]);
+    if (pid === null) return { stale: age > LOCK_EMPTY_GRACE_MS, pid, id };
+    return { stale: age > staleMs || !alive(pid), pid, id };
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
+
+/** Whether a process with this pid exists (one of another user counts: EPERM). */
+function alive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return errnoCode(err) !== "ESRCH";
+  }
+}
+
+/** Removes the stale lock `id`, unless another process has replaced it by a fresh one meanwhile. */
+async function removeIf(lockPath: string, id: LockId | null): Promise<void> {
+  if (id === null) return;
+  const now = await lstat(lockPath, { bigint: true }).catch(() => null);
+  if (now === null || !sameLock(now, id)) return;
+  await unlink(lockPath).catch((err: unknown) => {
+    if (errnoCode(err) !== "ENOENT") throw new LockError("io", `cannot remove stale lock ${lockPath}: ${systemErrorText(err)}`);
+  });
+}
+
+/** Removes the lock if it is still the one this process made (never someone else's). */
+function releaseSync(lockPath: string, id: LockId): void {
+  try {
+    // Looked at by path: the lock may have been judged stale and replaced by another process.
+    const now = lstatSync(lockPath, { bigint: true });
+    if (sameLock(now, id)) unlinkSync(lockPath);
+  } catch {
+    // Already gone.
+  }
+}
+
+/** Whether a stat is of the lock file `id`. */
+function sameLock(s: { dev: bigint; ino: bigint; ctimeNs: bigint }, id: LockId): boolean {
+  return s.dev === id.dev && s.ino === id.ino && s.ctimeNs === id.ctimeNs;
+}
