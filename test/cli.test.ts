@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import path from "node:path";
 import { describe, test } from "node:test";
@@ -9,7 +9,8 @@ import { parse } from "yaml";
 import { PERMS } from "../src/auth/types.ts";
 import { UserStore } from "../src/auth/store.ts";
 import { DEFAULTS } from "../src/config/schema.ts";
-import { assertOneLineError, berth, startServe, workdir } from "./helpers/cli.ts";
+import { Client } from "basic-ftp";
+import { assertOneLineError, berth, MAIN, startServe, TSX, workdir } from "./helpers/cli.ts";
 
 const HAS_SERVER = existsSync(fileURLToPath(new URL("../src/server.ts", import.meta.url)));
 
@@ -165,6 +166,58 @@ void describe("berth user run at once", () => {
     assert.ok(Date.now() - started >= 9000, "waited for the holder");
     assert.equal(readFileSync(path.join(cwd, "users/users.json"), "utf8"), before);
     assert.equal(readFileSync(lock, "utf8"), `${process.pid}\n`, "someone else's lock is never removed");
+  });
+});
+
+void describe("users file replaced by a command", () => {
+  const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
+  const asRoot = process.getuid?.() === 0;
+
+  void test("keeps its mode, its owner (a command run as root) and its place behind a symbolic link", async () => {
+    const cwd = workdir();
+    chmodSync(cwd, 0o755);
+    const real = path.join(cwd, "keep", "users.json");
+    const link = path.join(cwd, "users", "users.json");
+    const env = { BERTH_USERS_FILE: link };
+    mkdirSync(path.dirname(link));
+    mkdirSync(path.dirname(real));
+    symlinkSync(real, link);
+    assert.equal((await berth(cwd, ["user", "add", "alice", "--password-stdin"], { input: "pw", env })).code, 0);
+    assert.ok(lstatSync(link).isSymbolicLink(), "the first write goes through the link too");
+    // The server's user (nobody here) owns the file, which its group may read.
+    if (asRoot) chownSync(real, 65534, 65534);
+    chmodSync(real, 0o640);
+    if (asRoot) chownSync(path.dirname(real), 65534, 65534);
+
+    const serve = asRoot && SETPRIV !== undefined
+      ? startServe(cwd, { ...env, BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22000-22009" }, /"event":"listening"/, [
+          SETPRIV, "--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "--import", TSX, MAIN, "serve",
+        ])
+      : undefined;
+    await serve?.ready;
+
+    const add = await berth(cwd, ["user", "add", "bob", "--password-stdin"], { input: "bob-pw", env });
+    assert.equal(add.code, 0, add.stderr);
+    assert.ok(lstatSync(link).isSymbolicLink(), "the link stays a link");
+    assert.match(readFileSync(real, "utf8"), /"bob"/, "the file it leads to holds the change");
+    const st = statSync(real);
+    assert.equal(st.mode & 0o777, 0o640, "mode kept");
+    if (asRoot) assert.deepEqual([st.uid, st.gid], [65534, 65534], "owner and group kept");
+    assert.deepEqual(readdirSync(path.dirname(link)), ["users.json"], "nothing written beside the link");
+
+    if (serve !== undefined) {
+      // The server, running as the file's owner, still reads it: bob logs in at once.
+      const port = (JSON.parse(/^.*"event":"listening".*$/m.exec(serve.output().stdout)?.[0] ?? "{}") as { port: number }).port;
+      const client = new Client(5000);
+      try {
+        await client.access({ host: "127.0.0.1", port, user: "bob", password: "bob-pw" });
+        assert.equal(await client.pwd(), "/");
+      } finally {
+        client.close();
+        serve.child.kill("SIGTERM");
+        await serve.exited;
+      }
+    }
   });
 });
 

@@ -1,31 +1,73 @@
 /**
  * Atomic file replacement: write a temp file in the same directory, fsync it, rename it over the
  * target, then fsync the directory. A reader sees the old file or the new one, never a partial one.
+ * As `vipw` and shadow's tools do with /etc/passwd, the file replaced keeps what the operator gave
+ * it: its mode, its owner and group (when the process may set them: root, or the owner itself),
+ * and, when its path is a symbolic link, its place (the link's target is replaced; the link stays).
  */
 import { randomBytes } from "node:crypto";
-import { open, rename, unlink } from "node:fs/promises";
+import { open, readlink, rename, stat, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
+import { errnoCode } from "../config/syserr.ts";
 import { makeDirs } from "../fs/mkdirs.ts";
 
-/** Replaces `file` with `data` atomically (file mode `mode`, parent created if missing). */
+/** Replaces `file` with `data` atomically (file mode `mode` when it is new, parent created if missing). */
 export async function writeFileAtomic(file: string, data: string, mode = 0o600): Promise<void> {
-  const dir = path.dirname(file);
+  const target = await followLink(file);
+  const dir = path.dirname(target);
   await makeDirs(dir, 0o700);
-  const temp = path.join(dir, `${path.basename(file)}.tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
+  const old = await stat(target).catch((err: unknown) => {
+    if (errnoCode(err) === "ENOENT") return null;
+    throw err;
+  });
+  const temp = path.join(dir, `${path.basename(target)}.tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
   try {
     const handle = await open(temp, "wx", mode);
     try {
+      if (old !== null) await keepOwnerAndMode(handle, old);
       await handle.writeFile(data, "utf8");
       await handle.sync();
     } finally {
       await handle.close();
     }
-    await rename(temp, file);
+    await rename(temp, target);
   } catch (err) {
     await unlink(temp).catch(() => undefined);
     throw err;
   }
   await syncDir(dir);
+}
+
+/** What a path names once the symbolic links at its end are followed (to a file that may not
+ * exist yet); the path itself when it is no link. */
+async function followLink(file: string): Promise<string> {
+  let at = file;
+  for (let hops = 0; hops < 40; hops++) {
+    let target: string;
+    try {
+      target = await readlink(at);
+    } catch (err) {
+      // EINVAL: not a link; ENOENT: nothing there yet. Either way this is the file to write.
+      const code = errnoCode(err);
+      if (code === "EINVAL" || code === "ENOENT") return at;
+      throw err;
+    }
+    at = path.resolve(path.dirname(at), target);
+  }
+  throw Object.assign(new Error(`too many symbolic links: ${file}`), { code: "ELOOP" });
+}
+
+/** Gives the new file the mode and, where allowed, the owner and group of the one it replaces. */
+async function keepOwnerAndMode(handle: FileHandle, old: { mode: number; uid: number; gid: number }): Promise<void> {
+  const mine = await handle.stat();
+  if (mine.uid !== old.uid || mine.gid !== old.gid) {
+    // Root writing a file the server's user owns (`sudo berth user add`) hands it back; anyone
+    // else cannot give a file away (EPERM), and the file is theirs as it always was.
+    await handle.chown(old.uid, old.gid).catch((err: unknown) => {
+      if (errnoCode(err) !== "EPERM") throw err;
+    });
+  }
+  await handle.chmod(old.mode & 0o777);
 }
 
 /** Flushes a directory entry change to disk; best effort (not every platform allows it). */
