@@ -650,31 +650,32 @@ async function fillDescriptors(port: number): Promise<Control[]> {
   return extra;
 }
 
-void describe("out of descriptors", () => {
-  void test("a login that cannot read the users file gets 421, is not counted as failed, and the file is read again later", async () => {
-    // The users file is made beforehand, so the server has read nothing of it before the first login.
+void describe("users file edited by hand", () => {
+  void test("broken before the first login, the copy read at start stays in use; mended, the new version is read", async () => {
     const usersDir = mkdtempSync(path.join(tmpdir(), "berth-svc-users-"));
     dirs.push(usersDir);
     const usersFile = path.join(usersDir, "users.json");
-    await new UserStore({ file: usersFile, storageRoot: usersDir, bcryptCost: 4 }).add("svc", "svc-password");
-    const srv = await serve("", 8, { BERTH_USERS_FILE: usersFile }, 120);
-    // A session opened before the descriptor table is full, to log in once it is.
-    const first = new Control(srv.port);
-    assert.match(await first.reply(), /^220 /);
-    const extra = await fillDescriptors(srv.port);
-    // Nothing has read the users file yet; now nothing can.
-    assert.match(await first.cmd("USER svc"), /^331 /);
-    assert.match(await first.cmd("PASS svc-password"), /^421 Service not available: logins cannot be checked now/);
-    await first.closed;
-    const unavailable = JSON.parse(await srv.waitLog(/"result":"unavailable"/)) as Record<string, unknown>;
-    assert.equal(unavailable.level, 50);
-    assert.ok(!JSON.stringify(unavailable).includes("svc-password"));
-    for (const c of extra) c.socket.destroy();
-    await Promise.all(extra.map((c) => c.closed));
-    // Descriptors are back: the file is read at the next login, which succeeds.
-    await new Promise((r) => setTimeout(r, 200));
+    const store = new UserStore({ file: usersFile, storageRoot: usersDir, bcryptCost: 4 });
+    await store.add("svc", "svc-password");
+    const srv = await serve("", 8, { BERTH_USERS_FILE: usersFile });
+    // Nobody has logged in yet; an edit leaves the file half-written.
+    const good = readFileSync(usersFile, "utf8");
+    writeFileSync(usersFile, good.slice(0, good.length / 2));
+    await new Promise((r) => setTimeout(r, 1100));
+    const before = srv.mark();
+    const c = new Control(srv.port);
+    await c.login();
+    assert.match(await c.cmd("QUIT"), /^221 /);
+    const kept = JSON.parse(await srv.waitLog(/users file unusable/, before)) as Record<string, unknown>;
+    assert.deepEqual([kept.level, kept.msg, kept.kept], [50, "users file unusable; keeping the last good copy", 1]);
+    // Mended, with a user more: read at the next login.
+    writeFileSync(usersFile, good);
+    await store.add("late", "late-password");
+    await new Promise((r) => setTimeout(r, 1100));
     const again = new Control(srv.port);
-    await again.login();
+    assert.match(await again.reply(), /^220 /);
+    assert.match(await again.cmd("USER late"), /^331 /);
+    assert.match(await again.cmd("PASS late-password"), /^230 /);
     assert.match(await again.cmd("QUIT"), /^221 /);
     srv.child.kill("SIGTERM");
     assert.equal(await srv.exited, 0);

@@ -294,10 +294,15 @@ void describe("users file that cannot be used", () => {
 
   test("never parsed: a corrupt file makes logins uncheckable rather than failed", async () => {
     const box = sandbox();
-    const server = storeOn(box);
+    const { logger, lines } = captureLogger();
+    const server = storeOn(box, { logger });
     mkdirSync(path.dirname(box.file), { recursive: true });
     writeFileSync(box.file, "{ not json");
     assert.match(await rejectsWith(server.authenticate("bob", "pw"), "io"), /not valid JSON/);
+    const logged = lines.filter((l) => l.includes("users file unusable"));
+    assert.equal(logged.length, 1);
+    assert.match(logged[0] ?? "", /"users file unusable; no good copy yet: logins cannot be checked until it is fixed"/);
+    assert.doesNotMatch(logged[0] ?? "", /last good copy|"kept"/, "no copy is claimed");
     // No file at all is a valid state: no users, so a wrong login is just that.
     rmSync(box.file);
     assert.equal(await server.authenticate("bob", "pw"), null);

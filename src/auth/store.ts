@@ -299,6 +299,30 @@ export class UserStore implements CredentialSource {
     return users.map((u) => this.#toUser(u)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
+  /**
+   * Reads the file now and takes it as the copy logins are checked against, as a server does at
+   * start: an edit that breaks the file before the first login then leaves this copy in use (and
+   * is logged) rather than no copy at all. Throws UserError ("corrupt", "io") when it cannot be used.
+   */
+  async load(): Promise<UserInfo[]> {
+    const sig = await signature(this.#file).catch((err: unknown) => {
+      throw new UserError("io", `cannot read users file ${this.#file}: ${systemErrorText(err)}`);
+    });
+    // Its identity is taken before it is read: a change in between is read again at the next
+    // check, which the first login makes whenever it comes (the interval starts there).
+    const users = await this.#readFresh();
+    this.#users = new Map(users.map((u) => [u.name, u]));
+    this.#loaded = true;
+    this.#failure = null;
+    this.#seen = sig;
+    return this.loaded();
+  }
+
+  /** The users of the copy in use (what load() read, or this store's own last write), sorted by name. */
+  loaded(): UserInfo[] {
+    return [...this.#users.values()].map((u) => this.#toUser(u)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
   /** Throws what add() would for `name` and `opts` whatever the password: a bad name or option, an
    * existing user, a users file that cannot be read. For the command line, before it asks for one. */
   async checkAdd(name: string, opts: AddOptions = {}): Promise<void> {
@@ -524,7 +548,7 @@ export class UserStore implements CredentialSource {
     } catch (err) {
       const reason = systemErrorText(err);
       // Logged once while it lasts: it is looked at again at every check until it reads.
-      if (reason !== this.#failure) this.#logger?.error({ file: this.#file, reason, kept: this.#users.size }, "users file unreadable; keeping the last good copy");
+      if (reason !== this.#failure) this.#logFailure("users file unreadable", reason);
       this.#failure = reason;
       return;
     }
@@ -548,7 +572,16 @@ export class UserStore implements CredentialSource {
       const reason = err instanceof UserError ? err.message : systemErrorText(err);
       // Logged once: this version is not read again.
       this.#failure = reason;
-      this.#logger?.error({ file: this.#file, reason, kept: this.#users.size }, "users file unusable; keeping the last good copy");
+      this.#logFailure("users file unusable", reason);
+    }
+  }
+
+  /** One error line for a file that cannot be used: what stays in use, if anything does. */
+  #logFailure(what: string, reason: string): void {
+    if (this.#loaded) {
+      this.#logger?.error({ file: this.#file, reason, kept: this.#users.size }, `${what}; keeping the last good copy`);
+    } else {
+      this.#logger?.error({ file: this.#file, reason }, `${what}; no good copy yet: logins cannot be checked until it is fixed`);
     }
   }
 

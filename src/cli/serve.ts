@@ -58,8 +58,9 @@ export async function startServing(cmd: ParsedCommand, ctx: CliContext): Promise
   const logger = createLogger({ level: config.log.level, pretty: config.log.pretty, destination: ctx.stdout });
   warnOverrides(overrides, logger);
   const users = storeFor(config, ctx.cwd, logger);
-  // Reads the users file (a corrupt one stops here) before BERTH_USER changes it.
-  await users.list();
+  // Reads the users file (a corrupt one stops here) before BERTH_USER changes it, and keeps it as
+  // the copy logins are checked against until a good new version is read.
+  await users.load();
   const envUser = await users.ensureEnvUser(ctx.env);
   if (envUser !== undefined) logger.info({ user: envUser.name, action: envUser.action }, "first user from BERTH_USER");
   // Loaded here, not at the top, so that `user` and `config` commands do not load the server.
@@ -92,7 +93,8 @@ export async function welcome({ config, logger, users, envUser }: Serving, cmd: 
     ctx.stdout.write(`berth: no users yet — created user "${demo.name}" with password "${demo.password}"\n`);
     ctx.stdout.write(`add real users with: ${addUser}\n`);
   }
-  const names = (await users.list()).map((u) => u.name);
+  // The copy in use, not the file read again: an edit made meanwhile is the reload's business.
+  const names = users.loaded().map((u) => u.name);
   if (config.anonymous.enabled) warnShadowed(shadowedNames(names), logger);
   else if (names.length === 0) warnNoUsers(users.file, addUser, logger);
 }
