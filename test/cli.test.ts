@@ -3,6 +3,7 @@ import { spawnSync } from "node:child_process";
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import path from "node:path";
+import { Readable } from "node:stream";
 import { describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { parse } from "yaml";
@@ -217,6 +218,43 @@ void describe("users file replaced by a command", () => {
         serve.child.kill("SIGTERM");
         await serve.exited;
       }
+    }
+  });
+});
+
+void describe("homes made by a command run as root", () => {
+  const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
+  const skip = process.getuid?.() !== 0 ? "needs root" : SETPRIV === undefined ? "needs setpriv" : false;
+
+  void test("belong to the server's user (the users file's owner): the new user can upload at once", { skip }, async () => {
+    const cwd = workdir();
+    chmodSync(cwd, 0o755);
+    const file = path.join(cwd, "users", "users.json");
+    // The server's user (nobody here) owns the users file, as the service set-up has it.
+    mkdirSync(path.dirname(file));
+    writeFileSync(file, '{ "version": 1, "users": [] }\n', { mode: 0o600 });
+    chownSync(path.dirname(file), 65534, 65534);
+    chownSync(file, 65534, 65534);
+    const serve = startServe(cwd, { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22000-22009" }, /"event":"listening"/, [
+      SETPRIV ?? "", "--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "--import", TSX, MAIN, "serve",
+    ]);
+    await serve.ready;
+    const port = (JSON.parse(/^.*"event":"listening".*$/m.exec(serve.output().stdout)?.[0] ?? "{}") as { port: number }).port;
+    const add = await berth(cwd, ["user", "add", "bob", "--password-stdin"], { input: "bob-pw" });
+    assert.equal(add.code, 0, add.stderr);
+    for (const dir of ["data", "data/bob"]) {
+      const st = statSync(path.join(cwd, dir));
+      assert.deepEqual([st.uid, st.gid], [65534, 65534], `${dir} belongs to the server's user`);
+    }
+    const client = new Client(5000);
+    try {
+      await client.access({ host: "127.0.0.1", port, user: "bob", password: "bob-pw" });
+      await client.uploadFrom(Readable.from([Buffer.from("hello")]), "first.txt");
+      assert.equal(readFileSync(path.join(cwd, "data", "bob", "first.txt"), "utf8"), "hello");
+    } finally {
+      client.close();
+      serve.child.kill("SIGTERM");
+      await serve.exited;
     }
   });
 });

@@ -11,7 +11,7 @@
  */
 import bcrypt from "bcrypt";
 import { randomBytes } from "node:crypto";
-import { readFile, stat } from "node:fs/promises";
+import { lchown, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { makeDirs } from "../fs/mkdirs.ts";
@@ -596,14 +596,35 @@ export class UserStore implements CredentialSource {
     return toUser(record, path.resolve(this.#root, record.home));
   }
 
-  /** Creates a home directory (mkdir -p). */
+  /** Creates a home directory (mkdir -p); made by root, the directories made are given to the
+   * server's user (see #serverOwner). */
   async #makeHome(home: string): Promise<void> {
     try {
       const created = await makeDirs(home, this.#dirMode);
-      if (created !== undefined) await fixDirMode(home, this.#dirMode);
+      if (created === undefined) return;
+      await fixDirMode(home, this.#dirMode);
+      const owner = await this.#serverOwner();
+      if (owner === null) return;
+      for (let dir = home; ; dir = path.dirname(dir)) {
+        await lchown(dir, owner.uid, owner.gid);
+        if (dir === created || path.dirname(dir) === dir) break;
+      }
     } catch (err) {
       throw new UserError("io", `cannot create home directory ${home}: ${systemErrorText(err)}`);
     }
+  }
+
+  /**
+   * Who the directories root makes for a home must belong to: the owner of the users file (else
+   * of its directory), which is the server's own user (the server reads that file; the service
+   * set-up chowns it to `berth`, the image's is `node`). Root running `sudo berth user add` would
+   * otherwise make homes the server cannot write in. Null when not root, or the owner is root.
+   */
+  async #serverOwner(): Promise<{ uid: number; gid: number } | null> {
+    if (process.geteuid?.() !== 0) return null;
+    const st = await stat(this.#file).catch(() => stat(path.dirname(this.#file))).catch(() => null);
+    if (st === null || (st.uid === 0 && st.gid === 0)) return null;
+    return { uid: st.uid, gid: st.gid };
   }
 }
 
