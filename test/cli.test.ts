@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { chmodSync, chownSync, closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -11,7 +11,7 @@ import { PERMS } from "../src/auth/types.ts";
 import { UserStore } from "../src/auth/store.ts";
 import { DEFAULTS } from "../src/config/schema.ts";
 import { Client } from "basic-ftp";
-import { assertOneLineError, berth, MAIN, startServe, TSX, workdir } from "./helpers/cli.ts";
+import { assertOneLineError, baseEnv, berth, MAIN, startServe, TSX, workdir, type CliResult } from "./helpers/cli.ts";
 
 const HAS_SERVER = existsSync(fileURLToPath(new URL("../src/server.ts", import.meta.url)));
 
@@ -256,6 +256,34 @@ void describe("homes made by a command run as root", () => {
       serve.child.kill("SIGTERM");
       await serve.exited;
     }
+  });
+});
+
+void describe("output that cannot be written", { skip: existsSync("/dev/full") ? false : "needs /dev/full" }, () => {
+  /** Runs the CLI in `cwd` with its stdout on /dev/full (every write fails: no space left). */
+  const toFullDisk = (cwd: string, args: string[]): Promise<CliResult> =>
+    new Promise((resolve, reject) => {
+      const full = openSync("/dev/full", "w");
+      const child = spawn(process.execPath, ["--import", TSX, MAIN, ...args], { cwd, env: baseEnv(), stdio: ["ignore", full, "pipe"] });
+      closeSync(full);
+      let stderr = "";
+      child.stderr?.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+      child.on("error", reject);
+      child.on("close", (code) => resolve({ code, stdout: "", stderr }));
+    });
+
+  void test("user list and config check into a full disk exit 1 with one line, not 0", async () => {
+    const cwd = workdir();
+    assert.equal((await berth(cwd, ["user", "add", "alice", "--password-stdin"], { input: "pw" })).code, 0);
+    assertOneLineError(await toFullDisk(cwd, ["user", "list"]), 1, "cannot write the output: no space left on device");
+    assertOneLineError(await toFullDisk(cwd, ["config", "check"]), 1, "cannot write the output: no space left on device");
+    // A reader that stops early (| head -1) is no failure.
+    const child = spawn(process.execPath, ["--import", TSX, MAIN, "user", "list"], { cwd, env: baseEnv(), stdio: ["ignore", "pipe", "pipe"] });
+    child.stdout.destroy();
+    let stderr = "";
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    assert.deepEqual([code, stderr], [0, ""]);
   });
 });
 

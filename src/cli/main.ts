@@ -26,9 +26,20 @@ const ctx: CliContext = {
   command: berthCommand(process.argv[1], process.env),
 };
 
+/** Whether stdout is the command's result (every command but serve), and the first error
+ * writing it (a full disk under `berth user list > file`), if any. */
+let outputWatched = false;
+let outputError: unknown;
+
 /** Runs the command in argv and resolves to its exit status. */
 async function run(argv: readonly string[]): Promise<number> {
   const cmd = parseArgv(argv);
+  // What a command prints is its result: a write that fails must fail the command (as `ls` and
+  // `cat` do), not be dropped with exit status 0. The server handles its log stream itself.
+  if (cmd.name !== "serve") {
+    outputWatched = true;
+    ctx.stdout.on("error", (err: unknown) => (outputError ??= err));
+  }
   switch (cmd.name) {
     case "help":
       ctx.stdout.write(USAGE);
@@ -187,7 +198,19 @@ function failure(err: unknown): { code: number; line: string } {
   return { code: 1, line: `unexpected error: ${describe(err)}` };
 }
 
-run(process.argv.slice(2)).then(
+/** Waits for what was written to stdout to be out; the exit status, 1 when it could not be
+ * written (a reader that went away, `| head`, is no failure of the command). */
+async function settleOutput(code: number): Promise<number> {
+  if (!outputWatched) return code;
+  await new Promise<void>((resolve) => ctx.stdout.write("", () => resolve()));
+  // A failed write's 'error' event comes on a later tick than its callback.
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  if (outputError === undefined || errnoCode(outputError) === "EPIPE") return code;
+  ctx.stderr.write(`berth: cannot write the output: ${systemErrorText(outputError)}\n`);
+  return code === 0 ? 1 : code;
+}
+
+run(process.argv.slice(2)).then(settleOutput).then(
   (code) => process.exit(code),
   (err: unknown) => {
     const { code, line } = failure(err);
