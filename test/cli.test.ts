@@ -259,6 +259,41 @@ void describe("homes made by a command run as root", () => {
   });
 });
 
+void describe("a users file made by a command run as root", () => {
+  const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
+  const skip = process.getuid?.() !== 0 ? "needs root" : SETPRIV === undefined ? "needs setpriv" : false;
+
+  void test("belongs to the owner of its directory (the server's user), who can then start and serve it", { skip }, async () => {
+    const cwd = workdir();
+    chmodSync(cwd, 0o755);
+    const file = path.join(cwd, "users", "users.json");
+    // The service set-up: the users directory is the server's user's (nobody here), no file yet.
+    mkdirSync(path.dirname(file));
+    chownSync(path.dirname(file), 65534, 65534);
+    const add = await berth(cwd, ["user", "add", "bob", "--password-stdin"], { input: "bob-pw" });
+    assert.equal(add.code, 0, add.stderr);
+    const st = statSync(file);
+    assert.deepEqual([st.uid, st.gid, st.mode & 0o777], [65534, 65534, 0o600]);
+    const serve = startServe(cwd, { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22000-22009" }, /"event":"listening"/, [
+      SETPRIV ?? "", "--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "--import", TSX, MAIN, "serve",
+    ]);
+    try {
+      await serve.ready;
+      const port = (JSON.parse(/^.*"event":"listening".*$/m.exec(serve.output().stdout)?.[0] ?? "{}") as { port: number }).port;
+      const client = new Client(5000);
+      try {
+        await client.access({ host: "127.0.0.1", port, user: "bob", password: "bob-pw" });
+        assert.equal(await client.pwd(), "/");
+      } finally {
+        client.close();
+      }
+    } finally {
+      serve.child.kill("SIGTERM");
+      await serve.exited;
+    }
+  });
+});
+
 void describe("output that cannot be written", { skip: existsSync("/dev/full") ? false : "needs /dev/full" }, () => {
   /** Runs the CLI in `cwd` with its stdout on /dev/full (every write fails: no space left). */
   const toFullDisk = (cwd: string, args: string[]): Promise<CliResult> =>

@@ -4,6 +4,7 @@
  * As `vipw` and shadow's tools do with /etc/passwd, the file replaced keeps what the operator gave
  * it: its mode, its owner and group (when the process may set them: root, or the owner itself),
  * and, when its path is a symbolic link, its place (the link's target is replaced; the link stays).
+ * A new file made by root takes the owner of its directory.
  */
 import { randomBytes } from "node:crypto";
 import { open, readlink, rename, stat, unlink, type FileHandle } from "node:fs/promises";
@@ -25,6 +26,7 @@ export async function writeFileAtomic(file: string, data: string, mode = 0o600):
     const handle = await open(temp, "wx", mode);
     try {
       if (old !== null) await keepOwnerAndMode(handle, old);
+      else await takeDirOwner(handle, dir);
       await handle.writeFile(data, "utf8");
       await handle.sync();
     } finally {
@@ -68,6 +70,14 @@ async function keepOwnerAndMode(handle: FileHandle, old: { mode: number; uid: nu
     });
   }
   await handle.chmod(old.mode & 0o777);
+}
+
+/** A new file made by root in a directory another user owns (`/etc/berth/users`, chowned to the
+ * server's user) goes to that user, who must read it; made by anyone else, it is theirs. */
+async function takeDirOwner(handle: FileHandle, dir: string): Promise<void> {
+  if (process.geteuid?.() !== 0) return;
+  const owner = await stat(dir);
+  if (owner.uid !== 0 || owner.gid !== 0) await handle.chown(owner.uid, owner.gid);
 }
 
 /** Flushes a directory entry change to disk; best effort (not every platform allows it). */
