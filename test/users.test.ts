@@ -273,6 +273,32 @@ void describe("user list usage", () => {
     assert.match(table, /at least 0 B, 0 files \(counting stopped after 5 s\)/);
     assert.match(formatUserTable(users, await homeUsage(users)), /10 B, 10 files/);
   });
+
+  test("many homes too big to count share one time budget: the list is not held for one budget per home", async () => {
+    const box = sandbox();
+    const store = storeOn(box);
+    const names = ["h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8"];
+    for (const name of names) {
+      await store.add(name, "pw", {});
+      let dir = path.join(box.root, name);
+      for (let i = 0; i < 10; i++) {
+        writeFileSync(path.join(dir, "f"), "x");
+        dir = path.join(dir, `d${i}`);
+        mkdirSync(dir);
+      }
+    }
+    // Every filesystem call takes 20 ms: no home is counted within 200 ms.
+    class Slow extends Limiter {
+      override run<T>(step: () => Promise<T>): Promise<T> {
+        return new Promise((r) => setTimeout(r, 20)).then(step);
+      }
+    }
+    const started = Date.now();
+    const usage = await homeUsage(await store.list(), 200, new Slow(16));
+    const took = Date.now() - started;
+    assert.ok(took < 800, `took ${took} ms for a budget of 200 ms (8 homes)`);
+    for (const name of names) assert.equal(usage.get(name)?.partial, true, `${name} shown as a lower bound`);
+  });
 });
 
 void describe("users file that cannot be used", () => {

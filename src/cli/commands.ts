@@ -178,26 +178,26 @@ export function describeUser(u: UserInfo): string {
 /** Filesystem calls in flight while `user list` counts homes. */
 const LIST_SCAN_CONCURRENCY = 16;
 
-/** How long `user list` counts one home before it shows what it found as a lower bound (ms): a
- * home of millions of files, or a root of "/", must not hold the command for minutes. */
+/** How long `user list` counts homes before it shows what it found as a lower bound (ms): a home
+ * of millions of files, a root of "/", or hundreds of big homes must not hold the command for
+ * minutes. One budget for the whole list, not one per home. */
 export const LIST_SCAN_MS = 5000;
 
 /** What each user's home holds (by name); null for a home that does not exist. One walk per home
- * (users sharing a home share its walk), homes one after another, with a bounded number of
- * filesystem calls in flight, each for at most `budgetMs`. */
-export async function homeUsage(users: readonly UserInfo[], budgetMs = LIST_SCAN_MS): Promise<Map<string, Usage | null>> {
-  const limiter = new Limiter(LIST_SCAN_CONCURRENCY);
-  const byHome = new Map<string, Usage | null>();
-  const out = new Map<string, Usage | null>();
+ * (users sharing a home share its walk), all homes at once with a bounded number of filesystem
+ * calls in flight between them, for at most `budgetMs` in all. */
+export async function homeUsage(users: readonly UserInfo[], budgetMs = LIST_SCAN_MS, limiter = new Limiter(LIST_SCAN_CONCURRENCY)): Promise<Map<string, Usage | null>> {
+  const deadline = Date.now() + budgetMs;
+  const byHome = new Map<string, Promise<Usage | null>>();
   for (const u of users) {
-    let usage = byHome.get(u.home);
-    if (usage === undefined) {
+    if (byHome.has(u.home)) continue;
+    byHome.set(u.home, (async () => {
       const isDir = await stat(u.home).then((st) => st.isDirectory(), () => false);
-      usage = isDir ? await scanUsage(u.home, limiter, Date.now() + budgetMs) : null;
-      byHome.set(u.home, usage);
-    }
-    out.set(u.name, usage);
+      return isDir ? scanUsage(u.home, limiter, deadline) : null;
+    })());
   }
+  const out = new Map<string, Usage | null>();
+  for (const u of users) out.set(u.name, (await byHome.get(u.home)) ?? null);
   return out;
 }
 
