@@ -15,7 +15,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { JailedFs } from "../src/fs/jail.ts";
-import { listingBytesInFlight, listingLimits } from "../src/fs/listgate.ts";
+import { listingBytesInFlight, listingLimits, type ListingTicket } from "../src/fs/listgate.ts";
 import * as quick from "../src/fs/quick.ts";
 import type { Download, Upload, UploadOptions, VirtualPath } from "../src/fs/types.ts";
 import { basename } from "../src/fs/vpath.ts";
@@ -126,6 +126,7 @@ const failingFs: FsFactory = async (home) => {
   const openUpload = fs.openUpload.bind(fs);
   const openDownload = fs.openDownload.bind(fs);
   const list = fs.list.bind(fs);
+  const listing = fs.listing.bind(fs);
   fs.openUpload = async (v: VirtualPath, opts: UploadOptions) => {
     const up = await openUpload(v, opts);
     if (basename(v).startsWith("full-")) return fullDiskUpload(up);
@@ -142,6 +143,11 @@ const failingFs: FsFactory = async (home) => {
   fs.list = async (v: VirtualPath) => {
     if (basename(v).startsWith("eio-")) throw ioError("EIO");
     return list(v);
+  };
+  // What LIST, NLST, MLSD and STAT read a directory with.
+  fs.listing = async (v: VirtualPath, ticket?: ListingTicket) => {
+    if (basename(v).startsWith("eio-")) throw ioError("EIO");
+    return listing(v, ticket);
   };
   return fs;
 };
