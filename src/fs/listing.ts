@@ -7,7 +7,7 @@ import { constants, lstat } from "node:fs";
 import { UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { holdPath } from "./pin.ts";
 import { lateCall, quickEnabled, readdirNames, readdirTook } from "./quick.ts";
-import { FIELDS, packLstat } from "./rawstat.ts";
+import { FIELDS, packLstat, packStats } from "./rawstat.ts";
 import { type LstatBinding, lstatBinding } from "../native.ts";
 import { lstatInWorker, readInWorker, statWorkerAvailable } from "./statworker.ts";
 import type { DirEntry, EntryStat, RealPath } from "./types.ts";
@@ -367,17 +367,6 @@ function launchStats(p: PooledStats): void {
   }
   // All done (or an empty range): settles once, from the last callback.
   if (p.pending === 0 && p.next >= p.to) p.resolve();
-}
-
-/** An fs.Stats packed as fs/rawstat.ts packs an lstat, at `o` in `out`. */
-function packStats(s: Stats, out: Float64Array, o: number): void {
-  out[o] = 1;
-  out[o + 1] = s.mode;
-  out[o + 2] = s.nlink;
-  out[o + 3] = s.uid;
-  out[o + 4] = s.gid;
-  out[o + 5] = s.size;
-  out[o + 6] = s.mtimeMs;
 }
 
 /** True for a name a client may see: no upload temp file, nothing no command could address. */

@@ -6,7 +6,7 @@
  * has answered as `lstatSync` does for a known file, field by field; otherwise packing goes through
  * `lstatSync`. The code is in statpack.cjs, which the stat worker loads too.
  */
-import { lstatSync } from "node:fs";
+import { lstatSync, type Stats } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
@@ -16,6 +16,7 @@ export type StatPacker = (path: string, out: Float64Array, o: number) => boolean
 interface StatPack {
   readonly FIELDS: number;
   makeStatPacker(lstat: typeof lstatSync, probePath: string): StatPacker;
+  packStats(s: Stats, out: Float64Array, o: number): void;
   bindingUsable(lstat: typeof lstatSync, probePath: string): boolean;
 }
 
@@ -26,6 +27,9 @@ const pack = createRequire(import.meta.url)(STATPACK_PATH) as StatPack;
 
 /** Numbers per entry: ok (1) or not (0), mode, nlink, uid, gid, size, mtimeMs. */
 export const FIELDS: number = pack.FIELDS;
+
+/** An fs.Stats (from a call through the thread pool) packed at `out[o]` as packLstat packs. */
+export const packStats: (s: Stats, out: Float64Array, o: number) => void = pack.packStats;
 
 let packer: StatPacker | null = null;
 

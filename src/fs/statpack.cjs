@@ -25,13 +25,7 @@ function makeStatPacker(lstat, probePath) {
         return false;
       }
       if (s === undefined) return false;
-      out[o] = 1;
-      out[o + 1] = s.mode;
-      out[o + 2] = s.nlink;
-      out[o + 3] = s.uid;
-      out[o + 4] = s.gid;
-      out[o + 5] = s.size;
-      out[o + 6] = s.mtimeMs;
+      packStats(s, out, o);
       return true;
     };
   }
@@ -83,9 +77,20 @@ function checkedBinding(lstat, probePath) {
   }
 }
 
+/** Writes the FIELDS numbers of an fs.Stats at out[o], as a packer does. */
+function packStats(s, out, o) {
+  out[o] = 1;
+  out[o + 1] = s.mode;
+  out[o + 2] = s.nlink;
+  out[o + 3] = s.uid;
+  out[o + 4] = s.gid;
+  out[o + 5] = s.size;
+  out[o + 6] = s.mtimeMs;
+}
+
 /** Whether `makeStatPacker` would read the binding here (tests). */
 function bindingUsable(lstat, probePath) {
   return checkedBinding(lstat, probePath) !== null;
 }
 
-module.exports = { FIELDS, makeStatPacker, bindingUsable };
+module.exports = { FIELDS, makeStatPacker, packStats, bindingUsable };
