@@ -4,7 +4,7 @@
  * TYPE A, and the read-only user.
  */
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, readFile, stat, symlink, utimes, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
@@ -331,6 +331,18 @@ describe("uploads and downloads", () => {
         // Into a directory that does not exist: a plain refusal, no data connection used.
         await raw.pasv();
         await raw.expect("STOU /missing/x", 550);
+        // Out of the jail: ".." stops at the home; a link to outside is refused, and so is an
+        // overlong name; nothing is made outside and the session goes on.
+        assert.equal(await stou("STOU ../../../esc.txt", "kept in"), "/esc.txt");
+        assert.equal(await readFile(join(home, "esc.txt"), "utf8"), "kept in");
+        const outside = await mkdtemp(join(tmpdir(), "berth-stou-outside-"));
+        await symlink(outside, join(home, "out"));
+        await raw.pasv();
+        await raw.expect("STOU /out/x", 550);
+        await raw.pasv();
+        await raw.expect(`STOU ${"n".repeat(300)}`, 553);
+        assert.deepEqual(await readdir(outside), []);
+        await raw.expect("PWD", 257);
       } finally {
         await raw.close();
       }
@@ -368,6 +380,15 @@ describe("uploads and downloads", () => {
         assert.match((await listing("LIST -la sub"))[0] ?? "", /inner\.txt$/);
         await raw.pasv();
         await raw.expect("LIST -d missing", 550);
+        // Out of the jail: ".." stops at the home, a link to outside is refused, an overlong name too.
+        assert.match((await listing("LIST -d ../../.."))[0] ?? "", /^d.* \.\.\/\.\.\/\.\.$/);
+        const outside = await mkdtemp(join(tmpdir(), "berth-listd-outside-"));
+        await symlink(outside, join(home, "out"));
+        await raw.pasv();
+        await raw.expect("LIST -d out", 550);
+        await raw.pasv();
+        await raw.expect(`LIST -d ${"n".repeat(300)}`, 553);
+        await raw.expect("STAT -d out", 550);
         // STAT -d over the control connection too.
         const st = await raw.expect("STAT -d sub", 213);
         assert.equal(st.lines.length, 3, st.lines.join("\n"));
