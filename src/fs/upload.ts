@@ -106,8 +106,10 @@ async function tryCreate(t: Target, mode: number): Promise<Upload | null> {
   }
 }
 
-/** The temp files of replacing uploads not yet renamed into place or removed. */
-const liveTemps = new Set<string>();
+/** The temp files of this process's replacing uploads, from just before each is created until
+ * its upload has settled: name (random) → path through the directory held open. RMD leaves these
+ * names alone (isStaleTemp); an exit removes these paths (removeLiveTempsSync). */
+const runningTemps = new Map<string, string>();
 
 /**
  * Removes, at once, the temp files of replacing uploads still running: for a process that exits
@@ -116,14 +118,14 @@ const liveTemps = new Set<string>();
  * command and outside every quota. The files they were to replace are untouched.
  */
 export function removeLiveTempsSync(): void {
-  for (const temp of liveTemps) {
+  for (const temp of runningTemps.values()) {
     try {
       unlinkSync(temp);
     } catch {
-      // Gone already, or its directory with it: nothing is left behind either way.
+      // Not made yet, renamed into place or gone with its directory: nothing is left behind.
     }
   }
-  liveTemps.clear();
+  runningTemps.clear();
 }
 
 /** Replace: write `.berth-upload-<random>` beside the target; commit renames it over the target.
@@ -132,15 +134,14 @@ export function removeLiveTempsSync(): void {
 async function openTemp(t: Target, mode: number): Promise<Upload> {
   const name = UPLOAD_TEMP_PREFIX + randomBytes(8).toString("hex");
   const temp = t.dir.at(name);
-  tempNames.add(name);
+  runningTemps.set(name, temp);
   let handle: FileLike;
   try {
     handle = await openCreated(temp, O_WRONLY | O_CREAT | O_EXCL | SAFE, mode);
   } catch (err) {
-    tempNames.delete(name);
+    runningTemps.delete(name);
     throw err;
   }
-  liveTemps.add(temp);
   // Without a directory held open (no /proc/self/fd) the names are paths: if the directory was
   // renamed meanwhile, the rename into place fails (the target moved too), and the temp file is
   // removed where it now is.
@@ -150,7 +151,7 @@ async function openTemp(t: Target, mode: number): Promise<Upload> {
     t,
     handle,
     0,
-    () => renameOver(temp, t.dir.at(t.name), replaces).then(() => void liveTemps.delete(temp)),
+    () => renameOver(temp, t.dir.at(t.name), replaces),
     () => removeTemp(temp, where.now),
     () => removeTemp(temp, where.now),
     null,
@@ -161,13 +162,10 @@ async function openTemp(t: Target, mode: number): Promise<Upload> {
   );
 }
 
-/** The names of the temp files of this process's running uploads (each name is random). */
-const tempNames = new Set<string>();
-
 /** True for the name of an upload temp file no running upload of this process writes: one left
  * by a server that was killed mid-upload, which nothing will ever rename or remove. */
 export function isStaleTemp(name: string): boolean {
-  return name.startsWith(UPLOAD_TEMP_PREFIX) && !tempNames.has(name);
+  return name.startsWith(UPLOAD_TEMP_PREFIX) && !runningTemps.has(name);
 }
 
 /** Renames a replacing upload's temp file over its target, noting what was there (another
@@ -180,7 +178,6 @@ async function renameOver(temp: string, target: string, replaces: Replaced): Pro
 /** Removes a replacing upload's temp file, and where it is now if it moved. */
 async function removeTemp(temp: string, now: string): Promise<void> {
   await unlinkQuietly(temp);
-  liveTemps.delete(temp);
   if (now !== temp) await unlinkQuietly(now);
 }
 
@@ -320,7 +317,7 @@ class FileUpload implements Upload {
     readonly created: boolean,
     private readonly beforeClose: () => void,
     readonly replaces: Replaced | null,
-    /** A replacing upload's temp file name, in tempNames until the upload has settled. */
+    /** A replacing upload's temp file name, in runningTemps until the upload has settled. */
     private readonly tempName: string | null,
   ) {}
 
@@ -338,7 +335,7 @@ class FileUpload implements Upload {
 
   private release(step: Promise<void>): Promise<void> {
     return step.finally(() => {
-      if (this.tempName !== null) tempNames.delete(this.tempName);
+      if (this.tempName !== null) runningTemps.delete(this.tempName);
       this.t.dir.release();
     });
   }
