@@ -222,6 +222,56 @@ void describe("users file replaced by a command", () => {
   });
 });
 
+void describe("keys of the users file that berth does not use", () => {
+  void test("are written back by every command, and the server warns of them by name, never by value", async () => {
+    const cwd = workdir();
+    const file = path.join(cwd, "users", "users.json");
+    assert.equal((await berth(cwd, ["user", "add", "alice", "--password-stdin"], { input: "alice-pw" })).code, 0);
+    const doc = JSON.parse(readFileSync(file, "utf8")) as { users: Record<string, unknown>[] } & Record<string, unknown>;
+    doc.comment = "edited by hand";
+    Object.assign(doc.users[0] ?? {}, { note: { owner: "ops", ticket: 42 }, quotabytes: 1000, secretish: "do-not-log-me" });
+    writeFileSync(file, JSON.stringify(doc));
+
+    for (const args of [
+      ["user", "passwd", "alice", "--password-stdin"],
+      ["user", "add", "bob", "--password-stdin"],
+      ["user", "set", "alice", "--max-sessions", "3"],
+      ["user", "del", "bob"],
+    ]) {
+      const r = await berth(cwd, args, { input: "next-pw" });
+      assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
+      const now = JSON.parse(readFileSync(file, "utf8")) as { users: Record<string, unknown>[] } & Record<string, unknown>;
+      assert.equal(now.comment, "edited by hand", `${args.join(" ")} keeps the top-level key`);
+      const alice = now.users.find((u) => u.name === "alice");
+      assert.deepEqual([alice?.note, alice?.quotabytes, alice?.secretish], [{ owner: "ops", ticket: 42 }, 1000, "do-not-log-me"], `${args.join(" ")} keeps alice's keys`);
+    }
+    const final = JSON.parse(readFileSync(file, "utf8")) as { users: Record<string, unknown>[] };
+    assert.equal(final.users[0]?.maxSessions, 3, "the change itself is made");
+    assert.equal(final.users.length, 1);
+
+    const serve = startServe(cwd, { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22010-22019", BERTH_LOG_LEVEL: "info" }, /"event":"listening"/);
+    try {
+      await serve.ready;
+      const port = (JSON.parse(/^.*"event":"listening".*$/m.exec(serve.output().stdout)?.[0] ?? "{}") as { port: number }).port;
+      const client = new Client(5000);
+      try {
+        await client.access({ host: "127.0.0.1", port, user: "alice", password: "next-pw" });
+      } finally {
+        client.close();
+      }
+    } finally {
+      serve.child.kill("SIGTERM");
+      await serve.exited;
+    }
+    const out = serve.output().stdout;
+    const warn = out.split("\n").find((l) => l.includes("keys berth does not use"));
+    assert.ok(warn !== undefined, `a warning names the unused keys:\n${out}`);
+    assert.deepEqual((JSON.parse(warn) as { user: string; keys: string[] }).keys, ["note", "quotabytes", "secretish"]);
+    assert.equal((JSON.parse(warn) as { user: string }).user, "alice");
+    assert.ok(!out.includes("do-not-log-me") && !serve.output().stderr.includes("do-not-log-me"), "values never logged");
+  });
+});
+
 void describe("homes made by a command run as root", () => {
   const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
   const skip = process.getuid?.() !== 0 ? "needs root" : SETPRIV === undefined ? "needs setpriv" : false;

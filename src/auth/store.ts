@@ -55,7 +55,19 @@ export interface UserRecord extends Partial<UserLimits> {
   readonly perms?: readonly Perm[] | undefined;
   /** Per-directory overrides: virtual path inside the home → permissions there and below. */
   readonly dirs?: Readonly<Record<string, readonly Perm[]>> | undefined;
+  /** Keys of the entry berth does not use (an operator's note, a key of a later version), written
+   * back as they were whenever the file is written again. */
+  readonly extra?: Readonly<Record<string, unknown>> | undefined;
 }
+
+/** A users file as read: its users, and the top-level keys other than `version` and `users`. */
+export interface UsersDocument {
+  readonly users: UserRecord[];
+  readonly extra: Readonly<Record<string, unknown>>;
+}
+
+/** The keys of an entry berth reads. */
+const RECORD_KEYS: ReadonlySet<string> = new Set(["name", "hash", "home", "readOnly", "perms", "dirs", ...LIMIT_KEYS]);
 
 /** What `list()` shows of a user: never the hash. */
 export type UserInfo = User;
@@ -135,6 +147,11 @@ function quote(name: string): string {
 
 /** Parses and checks the users file; throws UserError("corrupt") without quoting the content. */
 export function parseUsersFile(text: string, file: string): UserRecord[] {
+  return parseUsersDocument(text, file).users;
+}
+
+/** parseUsersFile, with the file's top-level keys berth does not use. */
+export function parseUsersDocument(text: string, file: string): UsersDocument {
   let data: unknown;
   try {
     data = JSON.parse(text);
@@ -147,13 +164,26 @@ export function parseUsersFile(text: string, file: string): UserRecord[] {
     throw new UserError("corrupt", `users file ${file} is not a version 1 users file`);
   }
   const seen = new Set<string>();
-  return top.users.map((raw: unknown, i) => {
+  const users = top.users.map((raw: unknown, i) => {
     const rec = toRecord(raw);
     if (rec === undefined) throw new UserError("corrupt", `users file ${file}: entry ${i + 1} is malformed`);
     if (seen.has(rec.name)) throw new UserError("corrupt", `users file ${file}: user ${quote(rec.name)} appears twice`);
     seen.add(rec.name);
     return rec;
   });
+  const { version: _v, users: _u, ...extra } = top as Record<string, unknown>;
+  return { users, extra };
+}
+
+/** The keys of `raw` berth does not read, with their values; undefined when there are none. */
+function unknownKeys(raw: Record<string, unknown>): Record<string, unknown> | undefined {
+  let extra: Record<string, unknown> | undefined;
+  for (const key of Object.keys(raw)) {
+    if (RECORD_KEYS.has(key)) continue;
+    extra ??= {};
+    extra[key] = raw[key];
+  }
+  return extra;
 }
 
 /** A checked copy of one raw record, or undefined when malformed. */
@@ -176,7 +206,8 @@ function toRecord(raw: unknown): UserRecord | undefined {
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) return undefined;
     limits[key] = v;
   }
-  return { name, hash, home, readOnly, ...(perms && { perms }), ...(dirs && { dirs }), ...limits };
+  const extra = unknownKeys(r);
+  return { name, hash, home, readOnly, ...(perms && { perms }), ...(dirs && { dirs }), ...limits, ...(extra && { extra }) };
 }
 
 /** A checked, de-duplicated permission list in PERMS order; null when malformed. */
@@ -202,15 +233,16 @@ function toDirs(raw: unknown): Record<string, Perm[]> | null {
 /** "/pub/in/" → "/pub/in"; relative paths are taken from the home; null for "..", NUL or backslash. */
 export const normalizeDir = normalizeDirPath;
 
-/** The text of a users file holding `users` (sorted by name for stable diffs). */
-export function formatUsersFile(users: readonly UserRecord[]): string {
+/** The text of a users file holding `users` (sorted by name for stable diffs) and the top-level
+ * keys `extra`; the keys berth does not use, top-level and per user, are written as they were read. */
+export function formatUsersFile(users: readonly UserRecord[], extra: Readonly<Record<string, unknown>> = {}): string {
   const sorted = [...users].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const plain = sorted.map((u) => {
     const { name, hash, home, readOnly, perms, dirs } = u;
     const limits = Object.fromEntries(LIMIT_KEYS.filter((k) => (u[k] ?? 0) > 0).map((k) => [k, u[k]]));
-    return { name, hash, home, readOnly, ...(perms && { perms }), ...(dirs && { dirs }), ...limits };
+    return { name, hash, home, readOnly, ...(perms && { perms }), ...(dirs && { dirs }), ...limits, ...u.extra };
   });
-  return `${JSON.stringify({ version: 1, users: plain }, null, 2)}\n`;
+  return `${JSON.stringify({ version: 1, ...extra, users: plain }, null, 2)}\n`;
 }
 
 /** Identity of one version of a file; null when it does not exist. */
@@ -315,6 +347,7 @@ export class UserStore implements CredentialSource {
     this.#loaded = true;
     this.#failure = null;
     this.#seen = sig;
+    this.#warnUnknownKeys(users);
     return this.loaded();
   }
 
@@ -461,10 +494,11 @@ export class UserStore implements CredentialSource {
   ): Promise<boolean> {
     const locked = async (): Promise<boolean> => {
       const exists = await this.#fileExists();
-      const next = await change(await this.#readFresh(), exists);
+      const doc = await this.#readDocument();
+      const next = await change(doc.users, exists);
       if (next === null) return false;
       await beforeWrite?.();
-      await this.#write(next);
+      await this.#write(next, doc.extra);
       return true;
     };
     const run = async (): Promise<boolean> => {
@@ -486,9 +520,9 @@ export class UserStore implements CredentialSource {
   }
 
   /** Writes the file atomically and adopts its content as the last good copy. */
-  async #write(users: readonly UserRecord[]): Promise<void> {
+  async #write(users: readonly UserRecord[], extra: Readonly<Record<string, unknown>>): Promise<void> {
     try {
-      await writeFileAtomic(this.#file, formatUsersFile(users));
+      await writeFileAtomic(this.#file, formatUsersFile(users, extra));
     } catch (err) {
       throw new UserError("io", `cannot write users file ${this.#file}: ${systemErrorText(err)}`);
     }
@@ -511,14 +545,19 @@ export class UserStore implements CredentialSource {
 
   /** Reads the file now; missing means no users; unreadable or corrupt throws UserError. */
   async #readFresh(): Promise<UserRecord[]> {
+    return (await this.#readDocument()).users;
+  }
+
+  /** #readFresh, with the file's top-level keys berth does not use (none when it is missing). */
+  async #readDocument(): Promise<UsersDocument> {
     let text: string;
     try {
       text = await readFile(this.#file, "utf8");
     } catch (err) {
-      if (errnoCode(err) === "ENOENT") return [];
+      if (errnoCode(err) === "ENOENT") return { users: [], extra: {} };
       throw new UserError("io", `cannot read users file ${this.#file}: ${systemErrorText(err)}`);
     }
-    return parseUsersFile(text, this.#file);
+    return parseUsersDocument(text, this.#file);
   }
 
   /** Checks the file (at most once per interval) and reloads it when it changed. Calls made while
@@ -568,11 +607,21 @@ export class UserStore implements CredentialSource {
       this.#users = new Map(users.map((u) => [u.name, u]));
       this.#loaded = true;
       this.#logger?.info({ file: this.#file, users: users.length }, "users file loaded");
+      this.#warnUnknownKeys(users);
     } catch (err) {
       const reason = err instanceof UserError ? err.message : systemErrorText(err);
       // Logged once: this version is not read again.
       this.#failure = reason;
       this.#logFailure("users file unusable", reason);
+    }
+  }
+
+  /** A warning per user whose entry has keys berth does not use: a misspelt limit
+   * ("quotabytes") would otherwise go unnoticed and unenforced. Names the keys, never their values. */
+  #warnUnknownKeys(users: readonly UserRecord[]): void {
+    for (const u of users) {
+      if (u.extra === undefined) continue;
+      this.#logger?.warn({ file: this.#file, user: u.name, keys: Object.keys(u.extra) }, "users file: keys berth does not use, kept as they are");
     }
   }
 
