@@ -272,6 +272,40 @@ void describe("keys of the users file that berth does not use", () => {
   });
 });
 
+void describe("a users file or lock that is not a regular file", () => {
+  const mkfifo = (p: string): void => {
+    assert.equal(spawnSync("mkfifo", [p]).status, 0, "mkfifo");
+  };
+
+  void test("a FIFO as the users file: user list, user add and serve exit 1 with one line instead of waiting for a writer", async () => {
+    const cwd = workdir();
+    mkdirSync(path.join(cwd, "users"));
+    mkfifo(path.join(cwd, "users", "users.json"));
+    assertOneLineError(await berth(cwd, ["user", "list"]), 1, "users.json", "not a regular file");
+    assertOneLineError(await berth(cwd, ["user", "add", "alice", "--password-stdin"], { input: "pw" }), 1, "users.json", "not a regular file");
+    const serve = startServe(cwd, { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22020-22029" }, /"event":"listening"/);
+    serve.ready.catch(() => undefined);
+    const timer = setTimeout(() => serve.child.kill("SIGKILL"), 15_000);
+    const code = await serve.exited;
+    clearTimeout(timer);
+    assert.equal(code, 1, "exits 1 on its own");
+    assertOneLineError({ code: 1, stdout: "", stderr: serve.output().stderr }, 1, "users.json", "not a regular file");
+    assert.ok(statSync(path.join(cwd, "users", "users.json")).isFIFO(), "left as it was");
+  });
+
+  void test("a directory or a FIFO in the lock's place: a user command exits 1 with one line naming it", async () => {
+    for (const make of [(p: string) => mkdirSync(p), mkfifo]) {
+      const cwd = workdir();
+      mkdirSync(path.join(cwd, "users"));
+      const lock = path.join(cwd, "users", "users.json.lock");
+      make(lock);
+      const r = await berth(cwd, ["user", "add", "alice", "--password-stdin"], { input: "pw" });
+      assertOneLineError(r, 1, lock, "not a lock file");
+      assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "nothing written");
+    }
+  });
+});
+
 void describe("homes made by a command run as root", () => {
   const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
   const skip = process.getuid?.() !== 0 ? "needs root" : SETPRIV === undefined ? "needs setpriv" : false;

@@ -7,10 +7,26 @@
  * A new file made by root takes the owner of its directory.
  */
 import { randomBytes } from "node:crypto";
+import { constants } from "node:fs";
 import { open, readlink, rename, stat, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { errnoCode } from "../config/syserr.ts";
 import { makeDirs } from "../fs/mkdirs.ts";
+
+/** The text of `file`, which must be a regular file: a FIFO, a device or a directory there is
+ * refused (code EFTYPE, or EISDIR) at once, where reading it would block for good or fail late. */
+export async function readRegularFile(file: string): Promise<string> {
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+  const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  try {
+    const st = await handle.stat();
+    if (st.isDirectory()) throw Object.assign(new Error(`${file}: is a directory`), { code: "EISDIR" });
+    if (!st.isFile()) throw Object.assign(new Error(`${file}: not a regular file`), { code: "EFTYPE" });
+    return await handle.readFile("utf8");
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
 
 /** Replaces `file` with `data` atomically (file mode `mode` when it is new, parent created if missing). */
 export async function writeFileAtomic(file: string, data: string, mode = 0o600): Promise<void> {

@@ -9,7 +9,7 @@
  * A live lock is waited for, a bounded time. The lock is removed on every way out: when the work
  * ends or throws, at process exit, and on a signal that would otherwise kill the process.
  */
-import { lstatSync, unlinkSync } from "node:fs";
+import { constants, lstatSync, unlinkSync } from "node:fs";
 import { lstat, open, unlink } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
@@ -123,14 +123,22 @@ async function tryCreate(lockPath: string): Promise<LockId | null> {
 async function inspect(lockPath: string, staleMs: number): Promise<{ stale: boolean; pid: number | null; id: LockId | null }> {
   let handle;
   try {
-    handle = await open(lockPath, "r");
+    // O_NONBLOCK: a FIFO in the lock's place must not hold the command for good.
+    handle = await open(lockPath, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (err) {
     if (errnoCode(err) === "ENOENT") return { stale: true, pid: null, id: null };
     throw new LockError("io", `cannot read lock ${lockPath}: ${systemErrorText(err)}`);
   }
   try {
     const s = await handle.stat({ bigint: true });
-    const text = await handle.readFile("utf8");
+    if (!s.isFile()) {
+      // Not a lock any berth command makes: nothing to wait for, and not for berth to remove.
+      const what = s.isDirectory() ? "a directory" : s.isFIFO() ? "a FIFO" : "a special file";
+      throw new LockError("io", `${lockPath} is ${what}, not a lock file; remove it`);
+    }
+    const text = await handle.readFile("utf8").catch((err: unknown) => {
+      throw new LockError("io", `cannot read lock ${lockPath}: ${systemErrorText(err)}`);
+    });
     const id = { dev: s.dev, ino: s.ino, ctimeNs: s.ctimeNs };
     const age = Date.now() - Number(s.mtimeMs);
     const match = /^(\d{1,10})\n?$/.exec(text);

@@ -17,7 +17,7 @@ import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { makeDirs } from "../fs/mkdirs.ts";
 import { DEFAULT_UMASK, fixDirMode, modesFor } from "../fs/modes.ts";
 import type { Logger } from "../log/logger.ts";
-import { writeFileAtomic } from "./atomic.ts";
+import { readRegularFile, writeFileAtomic } from "./atomic.ts";
 import type { CredentialSource } from "./cache.ts";
 import { LockError, withFileLock, type LockOptions } from "./lock.ts";
 import { normalizeDirPath } from "./perms.ts";
@@ -552,7 +552,7 @@ export class UserStore implements CredentialSource {
   async #readDocument(): Promise<UsersDocument> {
     let text: string;
     try {
-      text = await readFile(this.#file, "utf8");
+      text = await readRegularFile(this.#file);
     } catch (err) {
       if (errnoCode(err) === "ENOENT") return { users: [], extra: {} };
       throw new UserError("io", `cannot read users file ${this.#file}: ${systemErrorText(err)}`);
@@ -583,7 +583,7 @@ export class UserStore implements CredentialSource {
     try {
       sig = await signature(this.#file);
       if (sig === this.#seen) return;
-      if (sig !== null) text = await readFile(this.#file, "utf8");
+      if (sig !== null) text = await readRegularFile(this.#file);
     } catch (err) {
       const reason = systemErrorText(err);
       // Logged once while it lasts: it is looked at again at every check until it reads.

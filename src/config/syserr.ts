@@ -9,6 +9,7 @@ const TEXT: Readonly<Record<string, string>> = {
   EPERM: "operation not permitted",
   EISDIR: "is a directory",
   ENOTDIR: "not a directory",
+  EFTYPE: "not a regular file",
   EROFS: "read-only file system",
   ENOSPC: "no space left on device",
   EEXIST: "already exists",
