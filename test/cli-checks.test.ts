@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, test } from "node:test";
 import { parse } from "yaml";
@@ -123,6 +123,24 @@ void describe("berth config check: what serve checks before it starts", () => {
     assert.equal(ok.stderr, "", "a valid certificate: no warning");
     // With TLS off the certificate is not read, by serve or by config check.
     assert.equal((await berth(cwd, ["config", "check"], { env: { BERTH_TLS_CERT: "/nonexistent/cert.pem" } })).code, 0);
+  });
+
+  void test("a self-signed pair that cannot be written beside the users file is refused by serve and config check with exit 2 and one line naming tls.cert", async () => {
+    const cwd = workdir();
+    const listen = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22030-22039", BERTH_TLS_MODE: "explicit" };
+    // Where the key would go there is a directory (as a read-only or foreign-owned users directory
+    // would refuse it: EROFS, EACCES), and the certificate is not there yet: serve must make the pair.
+    mkdirSync(path.join(cwd, "users", "selfsigned-key.pem"), { recursive: true });
+    const keyPath = path.join(cwd, "users", "selfsigned-key.pem");
+    const [served, checked] = await Promise.all([berth(cwd, ["serve"], { env: listen }), berth(cwd, ["config", "check"], { env: listen })]);
+    const line = `berth: config: tls.cert and tls.key are empty and the self-signed certificate cannot be written: ${keyPath} (is a directory); set tls.cert and tls.key, or let the server write there\n`;
+    assertOneLineError(served, 2);
+    assert.equal(served.stderr, line);
+    assertOneLineError(checked, 2);
+    assert.equal(checked.stderr, line);
+    assert.equal(checked.stdout, "", "nothing printed for a config that is refused");
+    assert.ok(!existsSync(path.join(cwd, "users", "selfsigned-cert.pem")), "no half pair left behind");
+    assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "no users file made by a start that failed");
   });
 
   void test("config check warns on stderr of an expired certificate, as serve does at start, and exits 0", async () => {

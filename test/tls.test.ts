@@ -1107,6 +1107,29 @@ describe("certificates", () => {
     assert.equal(await readFile(certPath, "utf8"), made);
   });
 
+  it("refuses, naming tls.cert, a self-signed pair it cannot write (at start and at a reload), leaving no half pair", async () => {
+    const dir = await mkTemp();
+    const config = makeConfig(dir, { tls: { mode: "explicit" } });
+    const keyPath = join(dir, "users", "selfsigned-key.pem");
+    const certPath = join(dir, "users", "selfsigned-cert.pem");
+    // The key cannot go where it would (as in a read-only users directory), and there is no
+    // certificate yet: a pair must be made.
+    await mkdir(keyPath, { recursive: true });
+    assert.throws(
+      () => TlsProvider.create(config, silent, dir),
+      (err: unknown) => {
+        assert.ok(err instanceof TlsConfigError, String(err));
+        assert.equal(err.key, "tls.cert");
+        assert.equal(
+          err.message,
+          `config: tls.cert and tls.key are empty and the self-signed certificate cannot be written: ${keyPath} (is a directory); set tls.cert and tls.key, or let the server write there`,
+        );
+        return true;
+      },
+    );
+    assert.deepEqual(await readdir(join(dir, "users")), ["selfsigned-key.pem"], `nothing else written (${certPath})`);
+  });
+
   it("always makes a certificate OpenSSL accepts (serial numbers are minimal DER)", () => {
     for (let i = 0; i < 300; i++) {
       const { cert, key } = makeSelfSigned(["localhost", "127.0.0.1", "::1"]);

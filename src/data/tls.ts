@@ -7,7 +7,7 @@
  */
 import { constants as cryptoConstants, createHash, randomBytes, X509Certificate } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { accessSync, constants as fsConstants, existsSync, readFileSync, statSync, writeFileSync, type Stats } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { getSystemErrorName } from "node:util";
 import type { Server, Socket } from "node:net";
@@ -15,6 +15,7 @@ import { createSecureContext, TLSSocket, type SecureContext } from "node:tls";
 import type { Logger } from "pino";
 import { makeDirsSync } from "../fs/mkdirs.ts";
 import { ConfigError } from "../config/load.ts";
+import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import type { Config } from "../config/schema.ts";
 import { FtpError } from "../protocol/errors.ts";
 import { makeSelfSigned } from "./selfsigned.ts";
@@ -448,8 +449,61 @@ function certificatePaths(config: Config, cwd: string): { certPath: string; keyP
 export function checkTlsFiles(config: Config, cwd = process.cwd()): void {
   if (config.tls.mode === "off") return;
   const { certPath, keyPath, selfSigned } = certificatePaths(config, cwd);
-  if (selfSigned && !(existsSync(certPath) && existsSync(keyPath))) return;
+  if (selfSigned && !(existsSync(certPath) && existsSync(keyPath))) {
+    checkSelfSignedWritable(certPath, keyPath);
+    return;
+  }
   loadMaterial(certPath, keyPath);
+}
+
+/** The self-signed pair to be made at `certPath` and `keyPath` can be written: each is a file that
+ * can be written or is absent, in a directory (or under the nearest one that exists) that can be
+ * written to. TlsConfigError naming the path otherwise. Creates nothing. */
+function checkSelfSignedWritable(certPath: string, keyPath: string): void {
+  for (const path of [keyPath, certPath]) {
+    try {
+      checkWritable(path);
+    } catch (err) {
+      throw selfSignedUnwritable(path, err);
+    }
+  }
+}
+
+function checkWritable(path: string): void {
+  const st = statOrNull(path);
+  if (st !== null) {
+    if (st.isDirectory()) throw Object.assign(new Error("is a directory"), { code: "EISDIR" });
+    accessSync(path, fsConstants.W_OK);
+    return;
+  }
+  let dir = dirname(path);
+  let parent = statOrNull(dir);
+  while (parent === null && dirname(dir) !== dir) {
+    dir = dirname(dir);
+    parent = statOrNull(dir);
+  }
+  if (parent !== null && !parent.isDirectory()) throw Object.assign(new Error("not a directory"), { code: "ENOTDIR" });
+  accessSync(dir, fsConstants.W_OK);
+}
+
+/** The stats of `path`, or null when there is nothing there. */
+function statOrNull(path: string): Stats | null {
+  try {
+    return statSync(path);
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return null;
+    throw err;
+  }
+}
+
+/** The error of a self-signed pair that cannot be written at `path` (a read-only or foreign-owned
+ * directory beside the users file): the server cannot start with it, and setting a certificate is
+ * the way out. */
+function selfSignedUnwritable(path: string, err: unknown): TlsConfigError {
+  return new TlsConfigError(
+    "tls.cert",
+    `tls.cert and tls.key are empty and the self-signed certificate cannot be written: ${path} (${systemErrorText(err)}); set tls.cert and tls.key, or let the server write there`,
+  );
 }
 
 function stampOf(certPath: string, keyPath: string): string {
@@ -560,8 +614,13 @@ function ensureSelfSigned(certPath: string, keyPath: string, logger: Logger): vo
   }
   const { cert, key } = makeSelfSigned(["localhost", "127.0.0.1", "::1"]);
   makeDirsSync(dirname(certPath));
-  writeFileSync(keyPath, key, { mode: 0o600 });
-  writeFileSync(certPath, cert, { mode: 0o644 });
+  for (const [path, pem, mode] of [[keyPath, key, 0o600] as const, [certPath, cert, 0o644] as const]) {
+    try {
+      writeFileSync(path, pem, { mode });
+    } catch (err) {
+      throw selfSignedUnwritable(path, err);
+    }
+  }
   logger.warn(
     { event: "tls-selfsigned", cert: certPath },
     `${made} Set tls.cert and tls.key to a real certificate (e.g. Let's Encrypt's fullchain.pem and privkey.pem).`,
