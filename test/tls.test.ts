@@ -605,6 +605,49 @@ describe("data connections bound to their control connection's TLS session", () 
   });
 });
 
+describe("a transfer command refused before 150 under PROT P", () => {
+  let t: TestServer;
+  before(async () => {
+    t = await startTestServer({ config: BOTH });
+  });
+  after(() => t.close());
+
+  it("keeps the client's data connection, its TLS handshake started, open until the client closes it after reading the refusal; the port goes back and the session goes on", async () => {
+    const c = await FtpsControl.explicit(t.port);
+    await c.login("bob"); // read-only: STOR is refused with 550 before 150
+    await c.protect();
+    for (const command of ["STOR refused.bin", "RETR missing.bin"]) {
+      // As curl does: connect and start the handshake at once, then send the command.
+      const dc = await c.tlsData(await c.epsv());
+      let gone = false;
+      dc.socket.once("close", () => (gone = true));
+      const r = await c.cmd(command);
+      assert.equal(r.code, 550, r.text);
+      // A FIN or reset here fails the client's handshake, and curl takes that for a failed EPSV:
+      // it sends PASV and reads this 550 as its reply ("Bad PASV/EPSV response: 550").
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(gone, false, `${command}: the data connection is still open when the client has read the refusal`);
+      dc.socket.destroy();
+      assert.ok(await waitFor(() => t.server.context.pool.used === 0, 2000), `${command}: the passive port is free again`);
+      await c.expect("NOOP", 200);
+    }
+    await c.quit();
+  });
+
+  it("lets curl report the server's refusal of an upload (550), not a failed EPSV", async (ctx) => {
+    if (!which("curl")) {
+      ctx.skip("curl not installed");
+      return;
+    }
+    const payload = join(scratch, "refused-upload.txt");
+    await writeFile(payload, "x\n");
+    const r = await exec("curl", ["-sS", "--ssl-reqd", "-k", "-u", "bob:bob-pw", "-T", payload, `ftp://127.0.0.1:${t.port}/refused.txt`], { timeoutMs: 20_000 });
+    assert.equal(r.code, 25, describeRun(r)); // CURLE_UPLOAD_FAILED
+    assert.match(r.stderr, /550/, describeRun(r));
+    assert.doesNotMatch(r.stderr, /PASV/, describeRun(r));
+  });
+});
+
 describe("TlsBinding", () => {
   const provider = TlsProvider.create(makeConfig(scratch, { tls: { mode: "explicit" } }), silent, scratch);
 

@@ -20,6 +20,8 @@ export interface DataChannel {
   finish(): void;
   /** Like close(), for a channel whose command was refused before 150: a client that is connecting
    * at that moment gets a connection that ends cleanly rather than a refused or reset one, which
-   * some clients (FileZilla) would take for a network error and retry. */
-  retire(): void;
+   * some clients (FileZilla) would take for a network error and retry. With `tls` (PROT P), a
+   * passive connection is kept open instead, until its client closes it: ended, it would fail the
+   * client's TLS handshake before the client reads the refusal. */
+  retire(tls?: boolean): void;
 }

@@ -296,6 +296,9 @@ export class PassiveChannel implements DataChannel {
   private succeeded = false;
   /** Refused before use: a connection still accepted is ended cleanly, then the port goes back. */
   private retired = false;
+  /** Refused before use while data connections are TLS: a connection is kept, not ended
+   * (holdForClient). */
+  private holdOnRetire = false;
   /** A port no transfer command takes within the data timeout is given back, with a connection
    * accepted on it meanwhile, so PASV without a transfer cannot hold the range (issue "Abuse
    * resistance"). */
@@ -412,14 +415,17 @@ export class PassiveChannel implements DataChannel {
    * connection, and FileZilla would retry the refused command as if the network had failed (vsftpd
    * and pure-ftpd keep the listener too). So the listener stays for up to RETIRE_GRACE_MS (never past
    * the data timeout); a connection that comes is ended with a FIN, then the port goes back.
+   * With `tls` (PROT P) a connection is not ended but kept until its client closes it
+   * (holdForClient).
    */
-  retire(): void {
+  retire(tls = false): void {
     if (this.closed || this.retired) return;
     if (this.handedOut) {
       this.close();
       return;
     }
     this.retired = true;
+    this.holdOnRetire = tls;
     this.answer(null, "Data connection closed");
     if (this.accepted) {
       this.endGently(this.accepted);
@@ -434,9 +440,35 @@ export class PassiveChannel implements DataChannel {
   /** Ends an accepted connection nobody will use: FIN, then it is destroyed when the client closes
    * (or after a moment); the listener and port go now. */
   private endGently(conn: DataConnection): void {
+    if (this.holdOnRetire) {
+      this.holdForClient(asSocket(conn));
+      return;
+    }
     this.handedOut = true; // close() must not reset it
     this.close();
     endUnused(asSocket(conn), RETIRE_GRACE_MS);
+  }
+
+  /**
+   * The connection of a channel refused before use under PROT P: its client may be in its TLS
+   * handshake (curl starts it as it connects), and a FIN or a reset would fail that handshake before
+   * the client reads the refusal on the control connection; curl then takes the handshake's failure
+   * for a failed EPSV, sends PASV and reads the refusal as its reply ("Bad PASV/EPSV response:
+   * 550"). So the connection stays as it is, what the client sends read and dropped, until the
+   * client closes it, the data timeout passes, or the session lets the channel go (close(): at the
+   * next refused transfer, or its end), as vsftpd, which accepts only for a transfer, leaves it
+   * waiting. The listener and its port go now.
+   */
+  private holdForClient(socket: Socket): void {
+    this.accepted = socket;
+    this.listener.owner = null;
+    this.listener.close();
+    if (this.retireTimer) clearTimeout(this.retireTimer);
+    this.retireTimer = setTimeout(() => this.close(), this.opts.timeoutMs);
+    this.retireTimer.unref();
+    socket.once("end", () => this.close());
+    socket.once("close", () => this.close());
+    socket.resume();
   }
 
   /** A transfer command took the channel: the time it takes to open its file does not count

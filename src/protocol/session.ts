@@ -325,7 +325,7 @@ export class Session {
     if (ch === this.channel) this.channel = null;
     this.retiring?.close();
     this.retiring = ch;
-    ch.retire();
+    ch.retire(this.protectData && this.ctx.tls !== null);
   }
 
   /** Replaces the data channel, closing any previous one. */
