@@ -13,6 +13,33 @@ import type { Config } from "../src/config/schema.ts";
 import { makeSelfSigned } from "../src/data/selfsigned.ts";
 import { assertOneLineError, baseEnv, berth, MAIN, startServe, TSX, workdir } from "./helpers/cli.ts";
 
+/** A certificate with a 512-bit RSA key (and its key), which OpenSSL refuses as too weak to use:
+ * made once with `openssl req -x509 -newkey rsa:512 -nodes -days 36500 -subj /CN=weak`. */
+const WEAK_CERT = [
+  "-----BEGIN CERTIFICATE-----",
+  "MIIBdzCCASGgAwIBAgIUTjpCTvuKp+Ev4S8jfEs+nXxk1zwwDQYJKoZIhvcNAQEL",
+  "BQAwDzENMAsGA1UEAwwEd2VhazAgFw0yNjEyMDYxNjA1NTVaGA8yMTI2MTExMjE2",
+  "MDU1NVowDzENMAsGA1UEAwwEd2VhazBcMA0GCSqGSIb3DQEBAQUAA0sAMEgCQQDD",
+  "rHnWXhT6Uh2wA1aJSWXnmV/lyo/kvYKxuJmSX5an53L1b/K352XKTF7P4r50OgCw",
+  "3xM/w8AR6Xvx9lhmGW3jAgMBAAGjUzBRMB0GA1UdDgQWBBSW2iuh5vzx4rn3jpdb",
+  "oE12UoRLGDAfBgNVHSMEGDAWgBSW2iuh5vzx4rn3jpdboE12UoRLGDAPBgNVHRMB",
+  "Af8EBTADAQH/MA0GCSqGSIb3DQEBCwUAA0EAn++9zOdXnKDYmk3RhJWxSLqgyvtL",
+  "tQ4PlfjNtyQLi1egf0t12oNslLjZiw2+vW+qJQFnXzAv/TEsKUIt6y9ArQ==",
+  "-----END CERTIFICATE-----",
+].join("\n");
+const WEAK_KEY = [
+  "-----BEGIN PRIVATE KEY-----",
+  "MIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEAw6x51l4U+lIdsANW",
+  "iUll55lf5cqP5L2CsbiZkl+Wp+dy9W/yt+dlykxez+K+dDoAsN8TP8PAEel78fZY",
+  "Zhlt4wIDAQABAkEAmsgXRHP9ghlstGufi0+NFYukaQA3nMgv1udgS4HjiYJQRMXA",
+  "TEbJrY0m0nDz3TGvfoFlqPZfRB+qCDGchheiaQIhAOuyBBic8tzviQZl/pNlSuBE",
+  "ut4o+BctMd8bF8PCQrjPAiEA1IfUauHyz7c4CuGfmF04oginDGlYzTOOOZt9WW2D",
+  "Vq0CIQCtE0rYvB/HR4qKjUk0+XPTXgUO8GzFsCVoHOAFm1gdlwIgCzoZqIPDFeHx",
+  "3fFJQv05rqWSXX97J2vfyX9DQeQdGgkCIGjfETB0042kOX8fCGew4OYL1Mrz6e+E",
+  "0q1Y/nWC9qN4",
+  "-----END PRIVATE KEY-----",
+].join("\n");
+
 const HAVE_PYTHON3 = spawnSync("python3", ["-c", "import pty"]).status === 0;
 
 /** Runs the CLI on a pseudo-terminal (python3's pty module) whose input ends at once: a command
@@ -89,6 +116,8 @@ void describe("berth config check: what serve checks before it starts", () => {
     writeFileSync(path.join(cwd, "cert.pem"), cert);
     writeFileSync(path.join(cwd, "key.pem"), key);
     writeFileSync(path.join(cwd, "junk.pem"), "not a certificate\n");
+    writeFileSync(path.join(cwd, "weak.pem"), `${WEAK_CERT}\n`);
+    writeFileSync(path.join(cwd, "weak-key.pem"), `${WEAK_KEY}\n`);
     const listen = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22020-22029" };
     const explicit = { ...listen, BERTH_TLS_MODE: "explicit" };
     const cases: [Record<string, string>, string][] = [
@@ -98,6 +127,10 @@ void describe("berth config check: what serve checks before it starts", () => {
       [{ ...explicit, BERTH_TLS_KEY: "key.pem" }, "berth: config: tls.cert and tls.key must be set together (tls.cert is empty)"],
       [{ ...explicit, BERTH_TLS_CERT: "junk.pem", BERTH_TLS_KEY: "key.pem" }, `berth: config: tls.cert is not a PEM certificate: ${path.join(cwd, "junk.pem")}`],
       [{ ...listen, BERTH_TLS_MODE: "implicit", BERTH_TLS_IMPLICIT_PORT: "0", BERTH_TLS_CERT: "key.pem", BERTH_TLS_KEY: "key.pem" }, `berth: config: tls.cert is not a PEM certificate: ${path.join(cwd, "key.pem")}`],
+      [
+        { ...explicit, BERTH_TLS_CERT: "weak.pem", BERTH_TLS_KEY: "weak-key.pem" },
+        `berth: config: tls.cert has a key too small for OpenSSL to use: ${path.join(cwd, "weak.pem")} (make one with an RSA key of 2048 bits or more, or an ECDSA key)`,
+      ],
       [{ ...listen, BERTH_LOG_XFERLOG: "no-such-dir/xferlog" }, "berth: config: log.xferlog cannot be opened: no-such-dir/xferlog (no such file or directory)"],
       [{ ...listen, BERTH_LOG_XFERLOG: "cert.pem/xferlog" }, "berth: config: log.xferlog cannot be opened: cert.pem/xferlog (not a directory)"],
     ];

@@ -527,7 +527,12 @@ function loadMaterial(certPath: string, keyPath: string): Material {
   }
   try {
     createSecureContext({ cert });
-  } catch {
+  } catch (err) {
+    // A certificate OpenSSL reads but will not use: its key is too weak for OpenSSL's security
+    // level (RSA under 1024 bits). It is a PEM certificate all the same; another one is the way out.
+    if (errnoCode(err) === "ERR_SSL_EE_KEY_TOO_SMALL") {
+      throw new TlsConfigError("tls.cert", `tls.cert has a key too small for OpenSSL to use: ${certPath} (make one with an RSA key of 2048 bits or more, or an ECDSA key)`);
+    }
     throw new TlsConfigError("tls.cert", `tls.cert is not a PEM certificate: ${certPath}`);
   }
   try {
