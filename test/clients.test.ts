@@ -4,7 +4,7 @@
  * and FTP_TLS). Each test skips, saying why, when its program is not installed.
  */
 import assert from "node:assert/strict";
-import { lstat, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readFile, rm, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it, type TestContext } from "node:test";
@@ -107,6 +107,23 @@ describe("curl", () => {
       ok(r, `curl ${method} ~/tilde/t.txt`);
       assert.equal(r.stdout, "from the home");
     }
+  });
+
+  it("curl -R takes the time of a file named like '20240101120000 clip.mp4' and leaves the time of 'clip.mp4' alone", async (ctx) => {
+    if (skipUnless(ctx, "curl")) return;
+    const dir = join(t.home("alice"), "camera");
+    await mkdir(dir, { recursive: true });
+    const named = join(dir, "20240101120000 clip.mp4");
+    const other = join(dir, "clip.mp4");
+    await writeFile(named, "clip");
+    await writeFile(other, "other");
+    await utimes(named, new Date("2022-02-02T02:02:02Z"), new Date("2022-02-02T02:02:02Z"));
+    await utimes(other, new Date("2021-01-01T00:00:00Z"), new Date("2021-01-01T00:00:00Z"));
+    const back = join(work, "clip.back");
+    ok(await exec("curl", [...creds, "-R", "-o", back, `${base()}/camera/20240101120000%20clip.mp4`]), "curl -R");
+    assert.equal(await readFile(back, "utf8"), "clip");
+    assert.equal((await stat(back)).mtime.toISOString(), "2022-02-02T02:02:02.000Z");
+    assert.equal((await stat(other)).mtime.toISOString(), "2021-01-01T00:00:00.000Z");
   });
 
   it("explicit FTPS, active (-P)", async (ctx) => {

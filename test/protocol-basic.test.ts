@@ -4,7 +4,7 @@
  * TYPE A, and the read-only user.
  */
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, readdir, readFile, stat, symlink, utimes, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
@@ -644,6 +644,61 @@ describe("directory and file commands", () => {
         await bob.close();
       }
     });
+  });
+
+  it("MDTM of a name that itself starts with a time and a space answers its time and sets no other file's time", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      const named = join(home, "20240101120000 clip.mp4");
+      const other = join(home, "clip.mp4");
+      await writeFile(named, "a");
+      await writeFile(other, "b");
+      await utimes(named, new Date("2022-02-02T02:02:02Z"), new Date("2022-02-02T02:02:02Z"));
+      await utimes(other, new Date("2021-01-01T00:00:00Z"), new Date("2021-01-01T00:00:00Z"));
+      const raw = await rawLogin(t);
+      try {
+        // curl -R and lftp's mirror ask this way for the time of the file they fetch.
+        assert.equal((await raw.expect("MDTM 20240101120000 clip.mp4", 213)).message, "20220202020202");
+        assert.equal((await stat(other)).mtime.toISOString(), "2021-01-01T00:00:00.000Z");
+        assert.equal((await stat(named)).mtime.toISOString(), "2022-02-02T02:02:02.000Z");
+        // With no such name, the same form sets the time of the path after the time.
+        await rm(named);
+        assert.match((await raw.expect("MDTM 20240101120000 clip.mp4", 213)).message, /^Modify=20240101120000; clip\.mp4$/);
+        assert.equal((await stat(other)).mtime.toISOString(), "2024-01-01T12:00:00.000Z");
+      } finally {
+        await raw.close();
+      }
+      // A read-only user may ask for the time of such a name (no overwrite needed), and still
+      // cannot set one.
+      const bobNamed = join(t.home("bob"), "20240101120000 b.txt");
+      await writeFile(bobNamed, "b");
+      await writeFile(join(t.home("bob"), "b.txt"), "b");
+      await utimes(bobNamed, new Date("2022-02-02T02:02:02Z"), new Date("2022-02-02T02:02:02Z"));
+      const bob = await rawLogin(t, "bob");
+      try {
+        assert.equal((await bob.expect("MDTM 20240101120000 b.txt", 213)).message, "20220202020202");
+        await bob.expect("MDTM 20200101000000 b.txt", 550);
+      } finally {
+        await bob.close();
+      }
+    });
+    // A hidden name is no name: the set form goes on to the file after the time, as if it were
+    // not there.
+    await withServer(
+      async (t) => {
+        const home = t.home("alice");
+        await writeFile(join(home, "20240101120000 clip.mp4.part"), "a");
+        await writeFile(join(home, "clip.mp4.part"), "b");
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("MDTM 20240101120000 clip.mp4.part", 213);
+          assert.equal((await stat(join(home, "clip.mp4.part"))).mtime.toISOString(), "2024-01-01T12:00:00.000Z");
+        } finally {
+          await raw.close();
+        }
+      },
+      { config: { storage: { hide: "20*" } } },
+    );
   });
 });
 

@@ -98,10 +98,10 @@ export class Dispatcher {
    * a refused transfer command still frees its data connection. */
   private async permission(session: Session, spec: CommandSpec | undefined, arg: string): Promise<[number, string] | null> {
     const form = spec?.perm?.form;
-    const rule = form !== undefined && form.matches(arg) ? form.rule : spec?.perm;
     const user = session.user;
-    if (!rule || !user) return null;
+    if (!spec?.perm || !user) return null;
     try {
+      const rule = form !== undefined && (await form.matches(session, arg)) ? form.rule : spec.perm;
       const path = rule.path ? rule.path(session, arg) : session.resolve(arg);
       if (path === null) return null;
       const access = {

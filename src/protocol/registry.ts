@@ -61,8 +61,12 @@ export interface PermRule {
   /** The path acted on; null = nothing to check (the handler answers). Default: the argument. */
   readonly path?: (session: Session, arg: string) => VirtualPath | null;
   /** Another rule for another form of the argument (MDTM with a time sets it): `rule` where
-   * `matches(arg)`; `what` names the form in the RFC table. */
-  readonly form?: { readonly matches: (arg: string) => boolean; readonly rule: PermRule; readonly what: string };
+   * `matches(session, arg)`; `what` names the form in the RFC table. */
+  readonly form?: {
+    readonly matches: (session: Session, arg: string) => boolean | Promise<boolean>;
+    readonly rule: PermRule;
+    readonly what: string;
+  };
 }
 
 /** The rfc-table words for a rule: "upload (+overwrite if it exists)", "list or download", "visible". */

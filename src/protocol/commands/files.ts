@@ -3,7 +3,7 @@
  * (RFC 3659 §3–4; MDTM also sets the time, as vsftpd's and pure-ftpd's do), MFMT
  * (draft-somers-ftp-mfxx), SITE CHMOD, SITE UTIME and SITE HELP.
  */
-import { holdsDirPerms } from "../../auth/perms.ts";
+import { holdsDirPerms, isHiddenPath, namePolicy } from "../../auth/perms.ts";
 import { formatMdtm, parseMfmtTime } from "../../fs/format.ts";
 import { ROOT } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
@@ -57,7 +57,9 @@ async function size(s: Session, arg: string): Promise<void> {
 }
 
 async function mdtm(s: Session, arg: string): Promise<void> {
-  const set = mdtmSetForm(arg);
+  const decided = mdtmDecided.get(s);
+  mdtmDecided.delete(s);
+  const set = decided !== undefined && decided.arg === arg ? decided.set : await mdtmSetting(s, arg);
   if (set !== null) {
     await setMtime(s, set.when, set.path);
     return;
@@ -66,13 +68,46 @@ async function mdtm(s: Session, arg: string): Promise<void> {
   s.reply(213, formatMdtm(new Date(st.mtimeMs)));
 }
 
+/** What MDTM with a time sets: the time and the path as the client wrote it. */
+interface MdtmSet {
+  readonly when: Date;
+  readonly path: string;
+}
+
 /**
  * `MDTM YYYYMMDDHHMMSS[.sss] <path>`, the form that sets the time (UTC, as MFMT's) rather than
  * asks for it: vsftpd (mdtm_write, on by default) and pure-ftpd take it, and so do clients that
- * predate MFMT. The argument is that form when it starts with a valid time, a space and a path;
- * anything else asks for the time of the whole argument (RFC 3659 §3).
+ * predate MFMT. The argument is that form when it starts with a valid time, a space and a path,
+ * and the whole argument names nothing: a file named "20240101120000 clip.mp4" (as cameras and
+ * backup tools name them) is asked about (RFC 3659 §3), as curl -R and lftp's mirror do, and the
+ * time of "clip.mp4" is left alone. Null: MDTM asks for the time of the whole argument.
  */
-function mdtmSetForm(arg: string): { when: Date; path: string } | null {
+async function mdtmSetting(s: Session, arg: string): Promise<MdtmSet | null> {
+  const set = mdtmSetForm(arg);
+  if (set === null) return null;
+  let named: boolean;
+  try {
+    const whole = s.resolve(arg);
+    // A hidden name is no name: it must not show itself by changing what MDTM does.
+    named = !isHiddenPath(namePolicy(s.ctx.config.storage), whole) && (await s.requireFs().exists(whole));
+  } catch {
+    named = false; // not a name that can exist (too long, say): the set form decides
+  }
+  return named ? null : set;
+}
+
+/** The form the permission check of a session's MDTM found, so that its handler acts on the form
+ * that was checked even when the name appears or goes away in between. */
+const mdtmDecided = new WeakMap<Session, { readonly arg: string; readonly set: MdtmSet | null }>();
+
+/** The permission check's test of MDTM's argument: true for the form that sets a time. */
+async function mdtmSets(s: Session, arg: string): Promise<boolean> {
+  const set = await mdtmSetting(s, arg);
+  mdtmDecided.set(s, { arg, set });
+  return set !== null;
+}
+
+function mdtmSetForm(arg: string): MdtmSet | null {
   const sp = arg.indexOf(" ");
   if (sp < 14 || sp === arg.length - 1 || !/^\d{14}(\.\d{1,3})?$/.test(arg.slice(0, sp))) return null;
   const when = parseMfmtTime(arg.slice(0, sp));
@@ -218,7 +253,7 @@ export const fileCommands: CommandSpec[] = [
   {
     ...base,
     verb: "MDTM",
-    perm: { ...LOOK, form: { matches: (arg) => mdtmSetForm(arg) !== null, rule: MDTM_SET, what: "with a time" } },
+    perm: { ...LOOK, form: { matches: mdtmSets, rule: MDTM_SET, what: "with a time" } },
     handler: mdtm,
     feat: () => ["MDTM"],
     help: "MDTM <path> | MDTM YYYYMMDDHHMMSS <path>",
@@ -237,7 +272,7 @@ export const fileCommands: CommandSpec[] = [
   {
     ...base,
     verb: "SITE",
-    perm: { need: ["chmod"], path: chmodPath, form: { matches: (arg) => siteArgs(arg).sub === "UTIME", rule: SITE_UTIME, what: "SITE UTIME" } },
+    perm: { need: ["chmod"], path: chmodPath, form: { matches: (_s, arg) => siteArgs(arg).sub === "UTIME", rule: SITE_UTIME, what: "SITE UTIME" } },
     handler: site,
     loggedArg: siteLogged,
     help: "SITE HELP | SITE CHMOD <mode> <path> | SITE UTIME YYYYMMDDhhmm[ss] <path>",
