@@ -378,6 +378,15 @@ describe("uploads and downloads", () => {
         assert.deepEqual((await listing("LIST -d s*")).map((l) => l.replace(/^d.* /, "")), ["sub"]);
         // Without -d, the entries.
         assert.match((await listing("LIST -la sub"))[0] ?? "", /inner\.txt$/);
+        // "--" ends the options, as in ls: what follows is a name, even one that starts with "-".
+        await mkdir(join(home, "-dash"));
+        await writeFile(join(home, "-dash", "in-dash.txt"), "d");
+        await writeFile(join(home, "-l"), "l");
+        assert.deepEqual((await listing("LIST -- -dash")).map((l) => l.replace(/^-.* /, "")), ["in-dash.txt"]);
+        assert.deepEqual((await listing("LIST -la -- -dash")).map((l) => l.replace(/^-.* /, "")), ["in-dash.txt"]);
+        assert.match((await listing("LIST -ld -- -dash"))[0] ?? "", /^d.* -dash$/);
+        assert.deepEqual((await listing("LIST -- -l")).map((l) => l.replace(/^-.* /, "")), ["-l"]);
+        assert.deepEqual(await listing("NLST -- -dash"), ["-dash/in-dash.txt"]);
         await raw.pasv();
         await raw.expect("LIST -d missing", 550);
         // Out of the jail: ".." stops at the home, a link to outside is refused, an overlong name too.

@@ -25,16 +25,18 @@ export function splitListArg(arg: string): string {
 }
 
 /** The path of "LIST -ld dir" and whether its options hold ls's -d (list a directory itself, not
- * its entries), as ProFTPD and pure-ftpd read it. Other options are accepted and ignored. */
+ * its entries), as ProFTPD and pure-ftpd read it. Other options are accepted and ignored. As in
+ * ls, "--" ends the options: "LIST -- -name" (lftp's `ls -- -name`) lists the entry "-name". */
 function parseListArg(arg: string): { path: string; dirItself: boolean } {
   let rest = arg.trim();
   let dirItself = false;
   while (rest.startsWith("-")) {
     const sp = rest.indexOf(" ");
     const flags = sp === -1 ? rest : rest.slice(0, sp);
-    if (!flags.startsWith("--") && flags.includes("d")) dirItself = true;
-    if (sp === -1) return { path: "", dirItself };
+    if (sp === -1) return { path: "", dirItself: dirItself || (!flags.startsWith("--") && flags.includes("d")) };
     rest = rest.slice(sp + 1).trimStart();
+    if (flags === "--") break;
+    if (!flags.startsWith("--") && flags.includes("d")) dirItself = true;
   }
   return { path: rest, dirItself };
 }
