@@ -470,6 +470,26 @@ void describe("berth config check and errors", () => {
     }
     assertOneLineError(await berth(cwd, ["user", "del", "bob", "extra"]), 2, 'unexpected argument "extra" for "berth user del"');
   });
+
+  void test("a command or option named like a property every object has (constructor, toString, __proto__) is unknown: exit 2, one line", async () => {
+    const cwd = workdir();
+    const cases: [string[], string][] = [
+      [["constructor"], 'unknown command "constructor"'],
+      [["toString", "x"], 'unknown command "toString"'],
+      [["__proto__", "x"], 'unknown command "__proto__"'],
+      [["hasOwnProperty"], 'unknown command "hasOwnProperty"'],
+      [["help", "valueOf"], 'unknown command "valueOf"'],
+      [["serve", "--constructor"], 'unknown option --constructor for "berth serve"'],
+      [["user", "add", "bob", "--toString", "x"], 'unknown option --toString for "berth user add"'],
+      [["config", "check", "--__proto__=x"], 'unknown option --__proto__ for "berth config check"'],
+    ];
+    const results = await Promise.all(cases.map(async ([args, message]) => ({ args, message, r: await berth(cwd, args) })));
+    for (const { args, message, r } of results) {
+      assertOneLineError(r, 2, message);
+      assert.doesNotMatch(r.stderr, /unexpected error|given twice/, args.join(" "));
+    }
+    assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "nothing was run");
+  });
 });
 
 void describe("berth selftest", () => {

@@ -146,6 +146,12 @@ const GROUPS: Readonly<Record<string, readonly string[]>> = {
   ctl: ["status", "sessions", "kick", "reload", "drain", "watch"],
 };
 
+/** The subcommands of group `word`, or undefined when it names none (also for words such as
+ * "constructor" that every object inherits). */
+function groupOf(word: string): readonly string[] | undefined {
+  return Object.hasOwn(GROUPS, word) ? GROUPS[word] : undefined;
+}
+
 /** Finds the command named at the start of argv; returns it and the remaining tokens. */
 function pickCommand(argv: readonly string[]): { spec: CommandSpec | "help" | "version"; rest: readonly string[] } {
   const [first, second] = argv;
@@ -158,7 +164,7 @@ function pickCommand(argv: readonly string[]): { spec: CommandSpec | "help" | "v
     const topic = argv.slice(1).filter((t) => !HELP_WORDS.has(t));
     const option = topic.find((t) => t.startsWith("-"));
     if (option !== undefined) throw usageError(`unexpected option "${option}" for "berth ${first}"`);
-    if (topic.length > 0 && !(topic.length === 1 && GROUPS[topic[0] as string] !== undefined)) pickCommand(topic);
+    if (topic.length > 0 && !(topic.length === 1 && groupOf(topic[0] as string) !== undefined)) pickCommand(topic);
     return { spec: "help", rest: [] };
   }
   if (VERSION_WORDS.has(first)) {
@@ -167,7 +173,7 @@ function pickCommand(argv: readonly string[]): { spec: CommandSpec | "help" | "v
   }
   if (first === "serve") return { spec: specOf("serve"), rest: argv.slice(1) };
   if (first === "selftest") return { spec: specOf("selftest"), rest: argv.slice(1) };
-  const subs = GROUPS[first];
+  const subs = groupOf(first);
   if (subs === undefined) throw usageError(`unknown command "${first}"`);
   if (second === undefined || second.startsWith("-")) {
     if (second !== undefined && HELP_WORDS.has(second)) return { spec: "help", rest: [] };
@@ -215,9 +221,9 @@ function readOption(
 ): number {
   const eq = token.indexOf("=");
   const name = token.slice(2, eq === -1 ? undefined : eq);
-  const kind = token.startsWith("--") ? spec.options[name] : undefined;
+  const kind = token.startsWith("--") && Object.hasOwn(spec.options, name) ? spec.options[name] : undefined;
   if (kind === undefined) throw usageError(`unknown option ${token.split("=")[0] ?? token} for "berth ${spec.name}"`);
-  if (name in options) throw usageError(`option --${name} given twice`);
+  if (Object.hasOwn(options, name)) throw usageError(`option --${name} given twice`);
   if (kind === "flag") {
     if (eq !== -1) throw usageError(`option --${name} takes no value`);
     options[name] = true;
