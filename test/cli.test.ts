@@ -436,6 +436,30 @@ void describe("berth config check and errors", () => {
     assertOneLineError(await berth(cwd, ["config", "check", "--config", "nope.yaml"]), 2, "nope.yaml");
   });
 
+  void test("a config/berth.yaml that is a link to a file that is gone is refused (exit 2, one line), not taken for no file at all", async () => {
+    const cwd = workdir();
+    const gone = path.join(cwd, "etc", "berth.yaml");
+    mkdirSync(path.join(cwd, "config"));
+    symlinkSync(gone, path.join(cwd, "config", "berth.yaml"));
+    const message = `cannot read config/berth.yaml: it is a symbolic link to ${gone}, which does not exist`;
+    assertOneLineError(await berth(cwd, ["config", "check"]), 2, message);
+    assertOneLineError(await berth(cwd, ["user", "list"]), 2, message);
+    const serve = await berth(cwd, ["serve"], { env: { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0" } });
+    assertOneLineError(serve, 2, message);
+    assert.doesNotMatch(serve.stdout, /listening|created user/, "nothing listened");
+    assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "no users file");
+    // Once the file is there the link is read; without any file the defaults apply, as before.
+    mkdirSync(path.join(cwd, "etc"));
+    writeFileSync(gone, "listen:\n  port: 2100\n");
+    const linked = await berth(cwd, ["config", "check"]);
+    assert.equal(linked.code, 0, linked.stderr);
+    assert.equal((parse(linked.stdout) as typeof DEFAULTS).listen.port, 2100);
+    const bare = workdir();
+    const defaults = await berth(bare, ["config", "check"]);
+    assert.equal(defaults.code, 0, defaults.stderr);
+    assert.match(defaults.stdout, /^# effective configuration: defaults \(no config file\)/);
+  });
+
   void test("a bad environment variable exits 2 naming it", async () => {
     const cwd = workdir();
     assertOneLineError(await berth(cwd, ["config", "check"], { env: { BERTH_LISTEN_PROT: "21" } }), 2, "BERTH_LISTEN_PROT");

@@ -6,7 +6,7 @@
  * Paths in the result (users.file, storage.root, tls.cert, tls.key) stay exactly as written;
  * callers resolve them with `resolvePath(value, cwd)` (SPEC: relative to the working directory).
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, readlinkSync } from "node:fs";
 import { isIP } from "node:net";
 import path from "node:path";
 import { parseDocument } from "yaml";
@@ -329,13 +329,28 @@ export function configFilePath(opts: LoadOptions = {}): { readonly file: string;
   return named === undefined ? { file: DEFAULT_CONFIG_FILE, explicit: false } : { file: named, explicit: true };
 }
 
+/** Where the symbolic link at `file` leads, or null when `file` is not one. */
+function linkTarget(file: string): string | null {
+  try {
+    return readlinkSync(file);
+  } catch {
+    return null;
+  }
+}
+
 /** Reads the YAML file into a plain object; a missing default file is an empty object. */
 function readFileTree(file: string, explicit: boolean, cwd: string): unknown {
   let source: string;
   try {
     source = readFileSync(path.resolve(cwd, file), "utf8");
   } catch (err) {
-    if (!explicit && errnoCode(err) === "ENOENT") return {};
+    if (!explicit && errnoCode(err) === "ENOENT") {
+      // No default file means the defaults; a link put there whose target is gone is a file the
+      // operator meant to be read, not an absent one.
+      const target = linkTarget(path.resolve(cwd, file));
+      if (target === null) return {};
+      throw new ConfigError(file, `cannot read ${file}: it is a symbolic link to ${target}, which does not exist`);
+    }
     throw new ConfigError(file, `cannot read ${file}: ${systemErrorText(err)}`);
   }
   const doc = parseDocument(source, { prettyErrors: true, uniqueKeys: true });
