@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 
 import { createServer, type AddressInfo } from "node:net";
 import path from "node:path";
 import { describe, test } from "node:test";
+import { Client } from "basic-ftp";
 import { assertOneLineError, berth, BIN, MAIN, startServe, TSX, workdir } from "./helpers/cli.ts";
 
 const env = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22030-22039", BERTH_LOG_LEVEL: "info" };
@@ -91,6 +92,38 @@ void describe("berth serve: the first start", () => {
       }
     }
     assert.equal(readFileSync(usersFile, "utf8"), emptied, "the users file is left as it is");
+  });
+
+  void test("BERTH_USER, BERTH_PASSWORD and BERTH_PASSWORD_FILE set to \"\" (an .env file listing all three) count as not set", async () => {
+    const pwFile = path.join(workdir(), "pw.txt");
+    writeFileSync(pwFile, "from-file\n");
+    /** Starts serve with `extra`, and logs in as `user` with `password` over a real connection. */
+    const loginAfterStart = async (extra: Record<string, string>, user: string, password?: string): Promise<string> => {
+      // The demo user's password is printed once the server listens.
+      const run = startServe(workdir(), { ...env, ...extra }, password === undefined ? /add real users with: [^\n]*\n/ : /"event":"listening".*\n/);
+      try {
+        await run.ready;
+        const port = Number(/"event":"listening"[^\n]*"port":(\d+)/.exec(run.output().stdout)?.[1]);
+        const pw = password ?? /password "([^"]+)"/.exec(run.output().stdout)?.[1] ?? "";
+        const client = new Client(10_000);
+        try {
+          await client.access({ host: "127.0.0.1", port, user, password: pw });
+          return "logged in";
+        } finally {
+          client.close();
+        }
+      } finally {
+        run.child.kill("SIGTERM");
+        assert.equal(await run.exited, 0);
+      }
+    };
+    const all = { BERTH_USER: "", BERTH_PASSWORD: "", BERTH_PASSWORD_FILE: "" };
+    assert.equal(await loginAfterStart(all, "demo"), "logged in", "all three empty: a first start with the demo user");
+    assert.equal(await loginAfterStart({ ...all, BERTH_USER: "ops", BERTH_PASSWORD: "from-env" }, "ops", "from-env"), "logged in");
+    assert.equal(await loginAfterStart({ ...all, BERTH_USER: "ops", BERTH_PASSWORD_FILE: pwFile }, "ops", "from-file"), "logged in");
+    // A user with no password at all is still refused, before anything listens.
+    const refused = await berth(workdir(), ["serve"], { env: { ...env, ...all, BERTH_USER: "ops" } });
+    assertOneLineError(refused, 2, "BERTH_USER is set but neither BERTH_PASSWORD nor BERTH_PASSWORD_FILE (or both are empty)");
   });
 
   void test("the first-start hint says how to add users the way berth was started, with --config when another file was used", async () => {

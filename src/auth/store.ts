@@ -726,11 +726,13 @@ function effectivePerms(record: UserRecord, list: readonly Perm[] | undefined): 
   return new Set(all.filter((p) => !record.readOnly || READ_PERMS.has(p)));
 }
 
-/** The first user named by the environment, or undefined when BERTH_USER is not set. */
+/** The first user named by the environment, or undefined when BERTH_USER is not set. A variable
+ * set to "" counts as not set (an `.env` file or a compose file that lists all three and fills in
+ * some), as for BERTH_USER and BERTH_CONFIG. */
 async function passwordFromEnv(env: NodeJS.ProcessEnv): Promise<{ name: string; password: string } | undefined> {
   const name = env.BERTH_USER ?? "";
-  const direct = env.BERTH_PASSWORD;
-  const file = env.BERTH_PASSWORD_FILE;
+  const direct = env.BERTH_PASSWORD === "" ? undefined : env.BERTH_PASSWORD;
+  const file = env.BERTH_PASSWORD_FILE === "" ? undefined : env.BERTH_PASSWORD_FILE;
   if (name === "") {
     if (direct !== undefined || file !== undefined) {
       throw new UserError("invalid", "BERTH_PASSWORD or BERTH_PASSWORD_FILE is set but BERTH_USER is not");
@@ -741,7 +743,7 @@ async function passwordFromEnv(env: NodeJS.ProcessEnv): Promise<{ name: string; 
     throw new UserError("invalid", "set only one of BERTH_PASSWORD and BERTH_PASSWORD_FILE");
   }
   if (direct !== undefined) return { name, password: direct };
-  if (file === undefined) throw new UserError("invalid", "BERTH_USER is set but neither BERTH_PASSWORD nor BERTH_PASSWORD_FILE");
+  if (file === undefined) throw new UserError("invalid", "BERTH_USER is set but neither BERTH_PASSWORD nor BERTH_PASSWORD_FILE (or both are empty)");
   try {
     return { name, password: stripNewline(await readFile(file, "utf8")) };
   } catch (err) {
