@@ -61,7 +61,8 @@ export interface BerthServer {
    * Applies a new, already validated config to sessions opened from now on (running sessions keep
    * theirs, except for `bandwidth` and `quota`, which running transfers and uploads follow).
    * Certificates are loaded first; on any error nothing changes and the error is thrown.
-   * Keys in RESTART_KEYS are not applied; the result lists them with the keys that did change.
+   * Keys in RESTART_KEYS are not applied, nor `tls.require: true` while `tls.mode` stays "off"; the
+   * result lists them with the keys that did change.
    */
   reload(next: Config): ReloadResult;
   /** The config new sessions get. */
@@ -106,11 +107,20 @@ export function changedKeys(a: Config, b: Config): string[] {
   return out;
 }
 
-/** `next` with every restart-only key taken from `current`. */
-function keepRestartKeys(current: Config, next: Config): Config {
+/**
+ * Keys a reload to `next` must leave as they are besides RESTART_KEYS, because their new value
+ * needs a restart-only key's new value: `tls.require: true` with `tls.mode` still "off" until a
+ * restart would refuse every login and offer no AUTH TLS (the combination a start refuses).
+ */
+function heldUntilRestart(current: Config, next: Config): ReadonlySet<string> {
+  return next.tls.require && current.tls.mode === "off" ? new Set(["tls.require"]) : new Set();
+}
+
+/** `next` with every restart-only key, and every key of `held`, taken from `current`. */
+function keepRestartKeys(current: Config, next: Config, held: ReadonlySet<string>): Config {
   const merged = structuredClone(next) as unknown as Record<string, Record<string, unknown>>;
   const cur = current as unknown as Record<string, Record<string, unknown>>;
-  for (const dotted of RESTART_KEYS) {
+  for (const dotted of [...RESTART_KEYS, ...held]) {
     const [section = "", key = ""] = dotted.split(".");
     const target = merged[section];
     if (target !== undefined) target[key] = cur[section]?.[key];
@@ -354,9 +364,10 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
   const reload = (next: Config): ReloadResult => {
     const current = context.config;
     const changed = changedKeys(current, next);
-    const needRestart = changed.filter((k) => RESTART_KEYS.has(k));
-    const applied = changed.filter((k) => !RESTART_KEYS.has(k));
-    const effective = keepRestartKeys(current, next);
+    const held = heldUntilRestart(current, next);
+    const needRestart = changed.filter((k) => RESTART_KEYS.has(k) || held.has(k));
+    const applied = changed.filter((k) => !RESTART_KEYS.has(k) && !held.has(k));
+    const effective = keepRestartKeys(current, next, held);
     // Certificates are re-read on every reload (renewed files keep their paths); a bad one throws here.
     const nextTls = deps.tls !== undefined ? deps.tls : effective.tls.mode === "off" ? null : TlsProvider.create(effective, logger);
     if (implicitPort !== null && !nextTls) throw new Error("reload: implicit FTPS needs TLS");

@@ -277,6 +277,23 @@ void describe("berth as a service", () => {
     assert.equal(await srv.exited, 0);
   });
 
+  void test("SIGHUP: tls.require true with tls.mode changed from off waits for the restart tls.mode needs; logins go on", async () => {
+    const srv = await serve('tls:\n  mode: "off"\n');
+    writeConfig(srv.cwd, 'server:\n  banner: "after"\ntls:\n  mode: explicit\n  require: true\n');
+    const mark = srv.mark();
+    srv.child.kill("SIGHUP");
+    const reloaded = JSON.parse(await srv.waitLog(/"event":"reloaded"/, mark)) as { applied: string[]; needRestart: string[] };
+    assert.deepEqual(reloaded.applied, ["server.banner"]);
+    assert.deepEqual(reloaded.needRestart, ["tls.mode", "tls.require"]);
+    // Without TLS there is no AUTH TLS to offer: with tls.require applied nobody could log in.
+    const c = new Control(srv.port);
+    await c.login();
+    assert.match(await c.cmd("QUIT"), /^221 /);
+    assert.equal(await greeting(srv.port), "220 after");
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+  });
+
   void test("SIGTERM: idle sessions get 421, a running upload completes, exit 0", async () => {
     const srv = await serve("", 8);
     const idle = new Control(srv.port);
