@@ -64,6 +64,17 @@ void describe("berth serve: the first start", () => {
     assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "no users file");
   });
 
+  void test("a relative admin.socket that the working directory makes longer than a socket path can be is refused before listening, naming its length", async () => {
+    const cwd = path.join(workdir(), "d".repeat(100));
+    mkdirSync(cwd);
+    const socketPath = path.join(cwd, "run", "admin.sock");
+    const r = await berth(cwd, ["serve"], { env: { ...env, BERTH_ADMIN_SOCKET: "run/admin.sock" } });
+    assertOneLineError(r, 2);
+    assert.equal(r.stderr, `berth: config: admin.socket ${socketPath} is ${Buffer.byteLength(socketPath)} bytes long, more than a Unix socket path can be (100): give a shorter path; not starting\n`);
+    assert.doesNotMatch(r.stdout, /"event":"listening"|created user/, "refused before listening");
+    assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "no users file");
+  });
+
   void test("a users file whose users were all deleted stays empty: no demo user, a warning that nobody can log in", async () => {
     const cwd = workdir();
     assert.equal((await berth(cwd, ["user", "add", "only", "--password-stdin"], { input: "pw" })).code, 0);

@@ -8,7 +8,7 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 import path from "node:path";
 import type { Logger } from "pino";
 import type { DefenderStatus } from "../auth/defender.ts";
-import { ConfigError } from "../config/load.ts";
+import { ConfigError, MAX_SOCKET_PATH_BYTES } from "../config/load.ts";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { makeDirsSync } from "../fs/mkdirs.ts";
 import type { Session } from "../protocol/session.ts";
@@ -144,6 +144,11 @@ function socketError(socketPath: string, why: string): ConfigError {
  * left as it is.
  */
 export async function claimAdminSocketPath(socketPath: string): Promise<void> {
+  // A relative admin.socket is checked as written; the working directory can make it too long.
+  const bytes = Buffer.byteLength(socketPath);
+  if (bytes > MAX_SOCKET_PATH_BYTES) {
+    throw socketError(socketPath, `is ${bytes} bytes long, more than a Unix socket path can be (${MAX_SOCKET_PATH_BYTES}): give a shorter path`);
+  }
   let st: Stats;
   try {
     st = lstatSync(socketPath);

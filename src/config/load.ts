@@ -155,6 +155,11 @@ const pemPath = text("the path of a PEM file (not the file's contents), or empty
 /** Bytes, or bytes per second: 0 (= unlimited), 4096, "512K", "10M", "1.5G" (K = 1024). */
 const size: Rule = { ...intRule(0, Number.MAX_SAFE_INTEGER, 'a size >= 0 like 0, 4096, "512K" or "10M"'), parse: parseSize };
 
+/** The longest admin.socket path, in bytes, as written and once resolved against the working
+ * directory: a Unix socket's path (sun_path) holds 107, and the server first binds it under a name
+ * a few bytes longer. */
+export const MAX_SOCKET_PATH_BYTES = 100;
+
 /** Every key of Config with its rule; the mapped type makes a missing key a compile error. */
 const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: Rule } } = {
   listen: { host: text("a host name or IP address", validHost), port },
@@ -227,8 +232,9 @@ const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: 
     ),
   },
   metrics: { listen: text('"host:port" with a host name or IP address, or empty', (v) => v === "" || validHost(parseListen(v)?.host ?? "")) },
-  // A Unix socket path is limited to about 100 bytes (sun_path).
-  admin: { socket: text("a socket path of at most 100 bytes, or empty", (v) => pathText(v) && Buffer.byteLength(v) <= 100) },
+  admin: {
+    socket: text(`a socket path of at most ${MAX_SOCKET_PATH_BYTES} bytes, or empty`, (v) => pathText(v) && Buffer.byteLength(v) <= MAX_SOCKET_PATH_BYTES),
+  },
   quota: { bytes: size, files: intRule(0, Number.MAX_SAFE_INTEGER), rescanAfter: seconds(true) },
   bandwidth: {
     transferUp: size,
