@@ -294,6 +294,19 @@ void describe("berth as a service", () => {
     assert.equal(await srv.exited, 0);
   });
 
+  void test("metrics.listen with port 0: the port picked is logged, and the endpoint answers there", async () => {
+    const srv = await serve("", 8, { BERTH_METRICS_LISTEN: "127.0.0.1:0" });
+    const line = JSON.parse(await srv.waitLog(/"event":"metrics"/)) as { listen: string; port: number; msg: string };
+    assert.equal(line.listen, "127.0.0.1:0");
+    assert.ok(line.port > 0, `a real port: ${JSON.stringify(line)}`);
+    assert.equal(line.msg, `metrics on http://127.0.0.1:${line.port}/metrics`);
+    const res = await fetch(`http://127.0.0.1:${line.port}/metrics`);
+    assert.equal(res.status, 200);
+    assert.match(await res.text(), /^# HELP berth_/m);
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+  });
+
   void test("SIGTERM: idle sessions get 421, a running upload completes, exit 0", async () => {
     const srv = await serve("", 8);
     const idle = new Control(srv.port);

@@ -5,6 +5,7 @@
  * Incrementing is a field update; the text format is built only when scraped.
  */
 import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import type { DefenderStatus } from "../auth/defender.ts";
 import { parseListen } from "../config/schema.ts";
@@ -102,7 +103,10 @@ export function serveMetrics(listen: string, metrics: Metrics, gauges: () => Gau
     server.once("error", reject);
     server.listen(where.port, where.host, () => {
       server.removeListener("error", reject);
-      logger.info({ event: "metrics", listen }, "metrics on http://%s/metrics", listen);
+      // The port bound, which `listen` does not say when it asks for port 0 (any free one).
+      const bound = (server.address() as AddressInfo).port;
+      const host = where.host.includes(":") ? `[${where.host}]` : where.host;
+      logger.info({ event: "metrics", listen, port: bound }, "metrics on http://%s:%d/metrics", host, bound);
       resolve(server);
     });
   });
