@@ -516,6 +516,38 @@ void describe("berth config check and errors", () => {
   });
 });
 
+void describe("berth ctl", () => {
+  void test("a --socket where something else than berth listens: one line, exit 1, whether it answers something else or nothing", async () => {
+    const cwd = workdir();
+    // An HTTP server's answer to a line that is not HTTP, and a server that never answers.
+    const replies: [string, string | null][] = [["http.sock", "HTTP/1.1 400 Bad Request\r\n\r\n"], ["silent.sock", null]];
+    const servers = await Promise.all(
+      replies.map(([name, reply]) => {
+        const server = createServer((c) => {
+          c.on("error", () => undefined);
+          c.once("data", () => void (reply !== null && c.write(reply)));
+        });
+        return new Promise<typeof server>((resolve) => server.listen(path.join(cwd, name), () => resolve(server)));
+      }),
+    );
+    try {
+      const [http, silent, watched] = await Promise.all([
+        berth(cwd, ["ctl", "status", "--socket", "http.sock"]),
+        berth(cwd, ["ctl", "sessions", "--socket", "silent.sock"]),
+        berth(cwd, ["ctl", "watch", "--socket", "http.sock"]),
+      ]);
+      for (const r of [http, watched]) {
+        assertOneLineError(r, 1);
+        assert.equal(r.stderr, `berth: ${path.join(cwd, "http.sock")} does not answer as berth's admin socket does (got "HTTP/1.1 400 Bad Request\\r")\n`);
+      }
+      assertOneLineError(silent, 1);
+      assert.equal(silent.stderr, `berth: no answer from ${path.join(cwd, "silent.sock")} within 10 s (is it berth's admin socket?)\n`);
+    } finally {
+      for (const s of servers) s.close();
+    }
+  });
+});
+
 void describe("berth selftest", () => {
   void test("a --port that is not a port number is named as the mistake; with listen.port 0 one is asked for; exit 2", async () => {
     const cwd = workdir();

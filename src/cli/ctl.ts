@@ -9,12 +9,18 @@ import { configFor, type CliContext } from "./commands.ts";
 import type { SessionInfo } from "../admin/socket.ts";
 import type { DefenderStatus } from "../auth/defender.ts";
 
+/** How long a request waits for its answer (ms); a berth server answers at once. */
+const ANSWER_MS = 10_000;
+
 /** An open connection to the admin socket. */
 class AdminClient {
   #buf = "";
   #waiting: ((line: string) => void)[] = [];
 
-  private constructor(private readonly socket: Socket) {
+  private constructor(
+    private readonly socket: Socket,
+    private readonly socketPath: string,
+  ) {
     socket.on("data", (c: Buffer) => {
       this.#buf += c.toString("utf8");
       let nl;
@@ -30,21 +36,39 @@ class AdminClient {
   static open(socketPath: string): Promise<AdminClient> {
     return new Promise((resolve, reject) => {
       const s = connect(socketPath);
-      s.once("connect", () => resolve(new AdminClient(s)));
+      s.once("connect", () => resolve(new AdminClient(s, socketPath)));
       s.once("error", (err: NodeJS.ErrnoException) =>
         reject(new CliError(`cannot reach the admin socket ${socketPath}: ${err.code ?? err.message} (is berth running with admin.socket set?)`, 1)),
       );
     });
   }
 
-  /** Sends one request; resolves with the parsed response. */
+  /** Sends one request; resolves with the parsed response. Something else than berth's admin
+   * socket at the path (an answer that is not a JSON object, or none) is a one-line CliError. */
   request(req: Record<string, unknown>): Promise<Record<string, unknown>> {
     return new Promise((resolve, reject) => {
-      const onClose = (): void => reject(new CliError("the admin socket closed the connection", 1));
+      const fail = (why: string): void => {
+        clearTimeout(timer);
+        this.socket.removeListener("close", onClose);
+        reject(new CliError(why, 1));
+      };
+      const onClose = (): void => fail("the admin socket closed the connection");
+      const timer = setTimeout(() => fail(`no answer from ${this.socketPath} within ${ANSWER_MS / 1000} s (is it berth's admin socket?)`), ANSWER_MS);
       this.socket.once("close", onClose);
       this.#waiting.push((line) => {
+        let res: unknown;
+        try {
+          res = JSON.parse(line);
+        } catch {
+          res = undefined;
+        }
+        if (typeof res !== "object" || res === null || Array.isArray(res)) {
+          const got = line.length > 40 ? `${line.slice(0, 40)}...` : line;
+          return fail(`${this.socketPath} does not answer as berth's admin socket does (got ${JSON.stringify(got)})`);
+        }
+        clearTimeout(timer);
         this.socket.removeListener("close", onClose);
-        resolve(JSON.parse(line) as Record<string, unknown>);
+        resolve(res as Record<string, unknown>);
       });
       this.socket.write(`${JSON.stringify(req)}\n`);
     });
