@@ -8,6 +8,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, test } from "node:test";
+import { Client } from "basic-ftp";
 import { parse } from "yaml";
 import type { Config } from "../src/config/schema.ts";
 import { makeSelfSigned } from "../src/data/selfsigned.ts";
@@ -106,6 +107,61 @@ void describe("berth user: checks before the password", () => {
     // The prompt itself is still there for a command that can go on.
     const asks = await berthOnTerminal(cwd, ["user", "passwd", "zed"], /new password for "zed": /);
     assert.match(asks.output, /new password for "zed": /);
+  });
+});
+
+void describe("berth user: the password asked on the terminal", () => {
+  void test("both lines arriving in one read (typed ahead or pasted at once) are the password and its repetition", { skip: HAVE_PYTHON3 ? false : "python3 with pty not installed" }, async () => {
+    const cwd = workdir();
+    // On a pseudo-terminal: once the first prompt shows, both lines are written in one go.
+    const script = [
+      "import os, pty, sys",
+      "pid, fd = pty.fork()",
+      "if pid == 0: os.execv(sys.argv[1], sys.argv[1:])",
+      "out = b''",
+      "while b'new password for' not in out: out += os.read(fd, 1024)",
+      "os.write(fd, sys.stdin.buffer.read())",
+      "while True:",
+      "  try: chunk = os.read(fd, 1024)",
+      "  except OSError: break",
+      "  if not chunk: break",
+      "  out += chunk",
+      "sys.stdout.buffer.write(out)",
+      "sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))",
+    ].join("\n");
+    const onTerminal = (args: string[], typed: string): Promise<{ code: number | null; output: string }> =>
+      new Promise((resolve, reject) => {
+        const child = spawn("python3", ["-c", script, process.execPath, "--import", TSX, MAIN, ...args], { cwd, env: baseEnv(), timeout: 20_000, killSignal: "SIGKILL" });
+        let output = "";
+        child.stdout.on("data", (c: Buffer) => (output += c.toString("utf8")));
+        child.stderr.on("data", (c: Buffer) => (output += c.toString("utf8")));
+        child.on("error", reject);
+        child.on("close", (code) => resolve({ code, output }));
+        child.stdin.end(typed);
+      });
+    const added = await onTerminal(["user", "add", "typist"], "ahead-pw\rahead-pw\r");
+    assert.equal(added.code, 0, added.output);
+    assert.match(added.output, /again: [^]*added user "typist"/);
+    const differ = await onTerminal(["user", "passwd", "typist"], "one-pw\rtwo-pw\r");
+    assert.equal(differ.code, 1, differ.output);
+    assert.match(differ.output, /the two passwords differ; nothing changed/);
+    // The password set is the one typed, as a real login shows.
+    const env = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22040-22049" };
+    const run = startServe(cwd, env, /"event":"listening".*\n/);
+    try {
+      await run.ready;
+      const port = Number(/"event":"listening"[^\n]*"port":(\d+)/.exec(run.output().stdout)?.[1]);
+      const client = new Client(10_000);
+      try {
+        await client.access({ host: "127.0.0.1", port, user: "typist", password: "ahead-pw" });
+        assert.match(await client.pwd(), /^\/$/);
+      } finally {
+        client.close();
+      }
+    } finally {
+      run.child.kill("SIGTERM");
+      assert.equal(await run.exited, 0);
+    }
   });
 });
 

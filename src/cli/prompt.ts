@@ -27,37 +27,47 @@ export async function newPassword(io: Streams, fromStdin: boolean, who: string):
     throw usageError("standard input is not a terminal: pipe the password and add --password-stdin");
   }
   const tty = io.stdin as ReadStream;
-  const first = await readHidden(tty, io.stderr, `new password for ${who}: `);
-  const second = await readHidden(tty, io.stderr, "again: ");
-  if (first !== second) throw new CliError("the two passwords differ; nothing changed", 1);
-  return first;
+  const first = await readHidden(tty, io.stderr, `new password for ${who}: `, "");
+  // What came after the first line in the same read (typed ahead, or both lines pasted at once)
+  // is the start of the second.
+  const second = await readHidden(tty, io.stderr, "again: ", first.rest);
+  if (first.line !== second.line) throw new CliError("the two passwords differ; nothing changed", 1);
+  return first.line;
 }
 
-/** Reads one line from a terminal with echo off; Ctrl-C or Ctrl-D on an empty line cancels. */
-function readHidden(input: ReadStream, output: NodeJS.WritableStream, prompt: string): Promise<string> {
+/** Reads one line from a terminal with echo off, starting with `ahead` (already read); Ctrl-C or
+ * Ctrl-D on an empty line cancels. Resolves with the line and what was read after it. */
+function readHidden(input: ReadStream, output: NodeJS.WritableStream, prompt: string, ahead: string): Promise<{ line: string; rest: string }> {
   output.write(prompt);
   input.setRawMode(true);
   input.setEncoding("utf8");
   input.resume();
   return new Promise((resolve, reject) => {
     let typed = "";
-    const finish = (error?: Error): void => {
+    const finish = (rest: string, error?: Error): void => {
       input.off("data", onData);
       input.setRawMode(false);
       input.pause();
       output.write("\n");
-      if (error === undefined) resolve(typed);
+      if (error === undefined) resolve({ line: typed, rest });
       else reject(error);
     };
     const onData = (chunk: string): void => {
-      for (const ch of chunk) {
-        if (ch === "\r" || ch === "\n") return finish();
-        if (ch === "\u0003" || (ch === "\u0004" && typed === "")) return finish(new CliError("cancelled", 1));
+      const chars = [...chunk];
+      for (let i = 0; i < chars.length; i++) {
+        const ch = chars[i] ?? "";
+        if (ch === "\r" || ch === "\n") {
+          // A CR LF pair ends one line, not two.
+          const next = ch === "\r" && chars[i + 1] === "\n" ? i + 2 : i + 1;
+          return finish(chars.slice(next).join(""));
+        }
+        if (ch === "\u0003" || (ch === "\u0004" && typed === "")) return finish("", new CliError("cancelled", 1));
         if (ch === "\u007f" || ch === "\b") typed = [...typed].slice(0, -1).join("");
         else if (ch === "\u0015") typed = "";
         else if (ch >= " ") typed += ch;
       }
     };
     input.on("data", onData);
+    if (ahead !== "") onData(ahead);
   });
 }
