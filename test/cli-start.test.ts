@@ -4,10 +4,12 @@
  * users file whose users were all deleted.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import path from "node:path";
 import { describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Client } from "basic-ftp";
 import { assertOneLineError, berth, BIN, MAIN, startServe, TSX, workdir } from "./helpers/cli.ts";
 
@@ -168,5 +170,53 @@ void describe("berth serve: the first start", () => {
     ];
     const shown = await Promise.all(cases.map(([p]) => p));
     assert.deepEqual(shown, cases.map(([, expected]) => expected));
+  });
+});
+
+void describe("npm start", () => {
+  void test("a SIGTERM sent to npm alone (a supervisor that signals its child only) stops the server: none is left holding the port", async () => {
+    const cwd = workdir();
+    const root = path.resolve(path.dirname(MAIN), "../..");
+    const child = spawn("npm", ["start"], {
+      cwd: root,
+      env: {
+        PATH: process.env.PATH ?? "",
+        HOME: process.env.HOME ?? "",
+        ...env,
+        BERTH_USERS_BCRYPT_COST: "4",
+        BERTH_STORAGE_ROOT: path.join(cwd, "data"),
+        BERTH_USERS_FILE: path.join(cwd, "users", "users.json"),
+      },
+    });
+    let stdout = "";
+    child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
+    child.stderr.resume();
+    // "exit", not "close": a server left behind would hold npm's output open.
+    const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
+    const deadline = Date.now() + 60_000;
+    while (!/"event":"listening"/.test(stdout) && Date.now() < deadline) await sleep(50);
+    const line = /^.*"event":"listening".*$/m.exec(stdout)?.[0];
+    assert.ok(line !== undefined, `the server started under npm:\n${stdout}`);
+    const { pid, port } = JSON.parse(line) as { pid: number; port: number };
+    assert.notEqual(pid, child.pid, "the server is a process below npm");
+    child.kill("SIGTERM");
+    await exited;
+    let gone = false;
+    for (let i = 0; i < 200 && !gone; i++) {
+      try {
+        process.kill(pid, 0);
+        await sleep(50);
+      } catch {
+        gone = true;
+      }
+    }
+    if (!gone) process.kill(pid, "SIGKILL");
+    assert.ok(gone, "the server process ended with npm");
+    const probe = createServer();
+    await new Promise<void>((resolve, reject) => {
+      probe.once("error", reject);
+      probe.listen(port, "127.0.0.1", resolve);
+    });
+    probe.close();
   });
 });
