@@ -187,6 +187,38 @@ describe("passive port range", () => {
     );
   });
 
+  it("in a range of one port, the PASV/EPSV right after a refused transfer command gets the port, and its transfer works; so does another session's", async () => {
+    await withServer(
+      async (t) => {
+        await writeFile(join(t.home("alice"), "f.txt"), "hello\n");
+        await writeFile(join(t.home("bob"), "g.txt"), "bob's\n");
+        const raw = await rawLogin(t);
+        const other = await rawLogin(t, "bob");
+        try {
+          await raw.expect("TYPE I", 200);
+          // Refused by the transfer (a missing file) and by the dispatcher (a path out of the home),
+          // each followed at once by the session's own next request for a port.
+          await raw.expect("PASV", 227);
+          await raw.expect("RETR missing.bin", 550);
+          assert.equal(await retrOn(raw, await raw.epsvPort(), "f.txt"), "hello\n");
+          await raw.expect("EPSV", 229);
+          await raw.expect("LIST ../../nope", 550);
+          assert.equal(pasvPort((await raw.expect("PASV", 227)).message), rangeOf(t).min);
+          await raw.expect("ABOR", 226);
+          // Another session, while the port is still in its grace time after a refusal.
+          await raw.expect("EPSV", 229);
+          await raw.expect("RETR missing.bin", 550);
+          await other.expect("TYPE I", 200);
+          assert.equal(await retrOn(other, await other.epsvPort(), "g.txt"), "bob's\n");
+        } finally {
+          await Promise.all([raw.close(), other.close()]);
+        }
+        await portsReleased(t);
+      },
+      { config: { passive: { ports: freshRange(1) } } },
+    );
+  });
+
   it("a second PASV on one session gives back the first port", async () => {
     await withServer(
       async (t) => {

@@ -414,7 +414,9 @@ export class PassiveChannel implements DataChannel {
    * PASV, often before that reply reaches it: closing the listener at once would refuse or reset its
    * connection, and FileZilla would retry the refused command as if the network had failed (vsftpd
    * and pure-ftpd keep the listener too). So the listener stays for up to RETIRE_GRACE_MS (never past
-   * the data timeout); a connection that comes is ended with a FIN, then the port goes back.
+   * the data timeout); a connection that comes is ended with a FIN, then the port goes back. Meanwhile
+   * the port counts as a spare: a PASV/EPSV that finds the range full takes it (PortPool.reclaim),
+   * so a small range, or the client's own next PASV in a range of one port, is not refused for it.
    * With `tls` (PROT P) a connection is not ended but kept until its client closes it
    * (holdForClient).
    */
@@ -435,6 +437,7 @@ export class PassiveChannel implements DataChannel {
     const grace = setTimeout(() => this.close(), Math.min(RETIRE_GRACE_MS, this.opts.timeoutMs));
     grace.unref();
     this.retireTimer = grace;
+    this.opts.pool.spare(this.port, () => this.close());
   }
 
   /** Ends an accepted connection nobody will use: FIN, then it is destroyed when the client closes

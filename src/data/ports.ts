@@ -4,14 +4,16 @@
  * PASV/EPSV until its listener closes, on every path. A session may keep its listener for its next
  * PASV/EPSV for a moment after a transfer (a spare, data/passive.ts; only while nobody else has
  * connected to it, so probing cannot tell which port comes next): such a port is held, but another
- * session that finds no free port takes it (`reclaim`).
+ * session that finds no free port takes it (`reclaim`); so does any session, its own included, from
+ * a port kept listening for a moment after the command it was opened for was refused.
  */
 import type { PortRange } from "../config/schema.ts";
 
 /** Tracks the ports of one range that are in use by this process. */
 export class PortPool {
   private readonly inUse = new Set<number>();
-  /** Held ports whose listener is a session's spare, oldest first, with what gives them back. */
+  /** Held ports whose listener may go at once (a session's spare, or the port of a command refused
+   * before use, in its grace time), oldest first, with what gives them back. */
   private readonly spares = new Map<number, () => void>();
 
   /** @param range inclusive range of ports berth may listen on for passive data connections. */
