@@ -772,6 +772,44 @@ describe("ABOR and STAT during a transfer", () => {
     });
   });
 
+  it("ABOR sent in the same packet as RETR, STOR or LIST (before the transfer has begun) stops it: 426 then 226 at once, nothing made, the port back, the session goes on", async () => {
+    await withServer(
+      async (t) => {
+        await writeFile(join(t.home("alice"), "w.bin"), payload(BIG));
+        await writeFile(join(t.home("alice"), "keep.bin"), "old");
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          for (const cmd of ["RETR w.bin", "STOR keep.bin", "STOR new.bin", "LIST", "MLSD"]) {
+            // The client connects, and reads nothing: without the ABOR a download would stall, and an
+            // upload wait for data, until limits.stalledTimeout.
+            const data = await raw.pasv();
+            data.pause();
+            raw.sendRaw(`${cmd}\r\nABOR\r\n`);
+            const first = await raw.reply(2000);
+            assert.equal(first.code, 426, `${cmd}: ${first.lines.join(" | ")}`);
+            await raw.expectReply(226, 2000);
+            data.destroy();
+            await raw.expect("NOOP", 200);
+          }
+          // QUIT in the same packet: the transfer goes on to its end, then 221.
+          const data = await raw.pasv();
+          raw.sendRaw("RETR w.bin\r\nQUIT\r\n");
+          await raw.expectReply(150);
+          assert.equal((await readAll(data)).length, BIG);
+          await raw.expectReply(226);
+          await raw.expectReply(221);
+        } finally {
+          await raw.close();
+        }
+        assert.deepEqual((await readdir(t.home("alice"))).sort(), ["keep.bin", "w.bin"]);
+        assert.equal(await readFile(join(t.home("alice"), "keep.bin"), "utf8"), "old");
+        await portsReleased(t);
+      },
+      { config: { limits: { stalledTimeout: 10 } } },
+    );
+  });
+
   it("ABOR mid-upload answers 426 then 226 and keeps the partial new file for resuming", async () => {
     await withServer(async (t) => {
       const raw = await rawLogin(t);

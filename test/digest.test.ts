@@ -184,6 +184,21 @@ describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => 
     await c.close();
   });
 
+  it("ABOR or QUIT sent in the same packet as the checksum command stops it at once", async () => {
+    const c = await RawClient.connect(t.port);
+    await c.login();
+    c.sendRaw("XSHA512 huge.bin\r\nABOR\r\n");
+    const first = await c.reply(4000);
+    assert.equal(first.code, 426, first.lines.join(" | "));
+    await c.expectReply(226);
+    assert.equal((await c.expect("XCRC empty", 213)).message, "00000000");
+    c.sendRaw("HASH huge.bin\r\nQUIT\r\n");
+    const r = await c.reply(4000);
+    assert.equal(r.code, 221, r.lines.join(" | "));
+    await c.closed(4000);
+    assert.ok(await waitFor(() => [...t.server.sessions].every((s) => s.hashing === null), 4000));
+  });
+
   it("QUIT during a long checksum: 221 at once and the connection closes; the checksum stops", async () => {
     const c = await RawClient.connect(t.port);
     await c.login();

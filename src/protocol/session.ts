@@ -470,8 +470,7 @@ export class Session {
       // A QUIT behind commands still waiting for the transfer waits with them: run at once, it would
       // close the session at the transfer's end with those commands unanswered.
       if ((this.transfer || this.hashing) && this.dispatcher.bypasses(verb) && !(verb === "QUIT" && this.queue.length > 0) && !this.repliesPiledUp()) {
-        this.bypassing++;
-        void this.dispatcher.run(this, ev.text, ev.notUtf8).finally(() => this.bypassing--);
+        this.runBeside(ev.text, ev.notUtf8);
         continue;
       }
       this.enqueue(ev.notUtf8 ? { line: ev.text, notUtf8: true } : { line: ev.text });
@@ -484,6 +483,29 @@ export class Session {
         this.afterAuth = { lines: lines.slice(i + 1), chunks: [], bytes: 0 };
         return;
       }
+    }
+  }
+
+  /** Runs a command beside the queue (ABOR, STAT, QUIT during a transfer or a checksum). */
+  private runBeside(line: string, notUtf8: true | undefined): void {
+    this.bypassing++;
+    void this.dispatcher.run(this, line, notUtf8).finally(() => this.bypassing--);
+  }
+
+  /**
+   * A transfer or a checksum has just begun (`transfer` or `hashing` is set): the ABOR, STAT and QUIT
+   * that came while its command was still being checked or opening its file (sent in the same
+   * packet, say) wait right behind it in the queue, and would otherwise run only once it is over,
+   * which a client waiting for its ABOR's 426 never sees (an upload then waits for data until the
+   * stall timeout). They run now, as they would have had they come a moment later.
+   */
+  runWaitingBeside(): void {
+    while (!this.closed && !this.ending && !this.repliesPiledUp()) {
+      const head = this.queue[0];
+      if (head === undefined || !("line" in head) || !this.dispatcher.bypasses(verbOf(head.line))) return;
+      this.queue.shift();
+      if (this.queue.length < MAX_QUEUED / 2 && this.socket.isPaused()) this.socket.resume();
+      this.runBeside(head.line, head.notUtf8);
     }
   }
 

@@ -37,6 +37,7 @@ async function checksum(
     const [start, end] = range ? range(dl.size) : [0, dl.size];
     const job = digestFile(dl.handle.fd, algo, start, end);
     s.hashing = { cancel: job.cancel, replied: new Promise<void>((resolve) => (replied = resolve)) };
+    s.runWaitingBeside();
     let hex: string;
     try {
       hex = await job.result;

@@ -46,6 +46,7 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
   const ch = channel;
   t.whenAborted(() => ch.close());
   s.transfer = t;
+  s.runWaitingBeside();
   let bytes = 0;
   let outcome = "ok";
   let failure: Failure | null = null;
