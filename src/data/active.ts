@@ -35,6 +35,10 @@ export class ActiveChannel implements DataChannel {
         noDelay: true,
         ...SOCKET_DEFAULTS,
       });
+      // Paused before it connects, so nothing is read until a transfer asks, as a passive
+      // connection is accepted (pauseOnConnect): a download's client that half-closes its side
+      // at once would otherwise have its FIN read, and Node would end our side mid-file.
+      socket.pause();
       this.socket = socket;
       this.failDial = reject;
       socket.setTimeout(this.timeoutMs, () => failConnect(socket, reject, "timed out"));

@@ -435,10 +435,10 @@ function writeRawAtOnce(conn: RawData, data: Buffer): number {
 }
 
 /** Whether the event loop is not reading `socket` and nothing has asked it to: a passive data
- * connection is accepted paused, and a download never reads it before its end (data/linger.ts
- * does, afterwards). The sendfile job may then make the socket blocking while it runs (sendKernel);
- * a blocking read on this thread would stall every session. An active connection, which Node
- * starts reading at connect, is not such a socket. */
+ * connection is accepted paused, an active one dialled paused (data/active.ts), and a download
+ * never reads it before its end (data/linger.ts does, afterwards). The sendfile job may then make
+ * the socket blocking while it runs (sendKernel); a blocking read on this thread would stall every
+ * session. */
 function notReading(socket: Socket): boolean {
   const handle = (socket as unknown as { _handle?: { reading?: unknown } | null })._handle;
   return handle?.reading === false && socket.readableFlowing === false;
