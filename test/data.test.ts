@@ -219,6 +219,29 @@ describe("passive port range", () => {
     );
   });
 
+  it("a client that closes while its PASV waits for passive.address to resolve leaves no port held", async () => {
+    await withServer(
+      async (t) => {
+        // A slow lookup of the configured name (a resolver taking its time), as the server meets it.
+        const announce = t.server.context.announce;
+        let asked = 0;
+        announce.forConnection = async () => {
+          asked++;
+          await sleep(300);
+          return "127.0.0.1";
+        };
+        const raw = await rawLogin(t);
+        raw.send("PASV");
+        assert.ok(await waitFor(() => asked === 1, 2000), "PASV asks for the address");
+        await raw.close();
+        assert.ok(await waitFor(() => t.server.sessions.size === 0, 2000));
+        await sleep(500);
+        assert.equal(t.server.context.pool.used, 0, "the port of the PASV answered to nobody is back");
+      },
+      { config: { limits: { dataTimeout: 60 } } },
+    );
+  });
+
   it("a second PASV on one session gives back the first port", async () => {
     await withServer(
       async (t) => {

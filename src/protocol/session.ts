@@ -328,9 +328,16 @@ export class Session {
     ch.retire(this.protectData && this.ctx.tls !== null);
   }
 
-  /** Replaces the data channel, closing any previous one. */
+  /** Replaces the data channel, closing any previous one. A channel made for a session that has
+   * closed meanwhile (a PASV waiting for passive.address to resolve) is closed at once: nothing
+   * would close it otherwise before limits.dataTimeout, and its port would be held till then. */
   setChannel(ch: DataChannel | null): void {
     this.channel?.close();
+    if (this.closed) {
+      ch?.close();
+      this.channel = null;
+      return;
+    }
     this.channel = ch;
   }
 
