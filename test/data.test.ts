@@ -979,6 +979,31 @@ describe("ABOR and STAT during a transfer", () => {
     });
   });
 
+  it("ABOR and QUIT sent together during a transfer: 426 for the transfer, 226 for the ABOR, then 221", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "aq.bin"), payload(BIG));
+      for (const cmd of ["RETR aq.bin", "STOR up.bin"]) {
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          const data = await raw.pasv();
+          data.pause();
+          raw.send(cmd);
+          await raw.expectReply(150);
+          raw.sendRaw("ABOR\r\nQUIT\r\n");
+          const codes = [];
+          for (let i = 0; i < 3; i++) codes.push((await raw.reply()).code);
+          assert.deepEqual(codes, [426, 226, 221], cmd);
+          await raw.closed();
+          data.destroy();
+        } finally {
+          await raw.close();
+        }
+      }
+      await portsReleased(t);
+    });
+  });
+
   it("QUIT during a transfer behind a queued command: the transfer's reply, the command's, then 221", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "q.bin"), payload(BIG));

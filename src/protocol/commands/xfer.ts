@@ -89,7 +89,9 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
     s.transfer = null;
     logTransfer(s, t, bytes, outcome, failure);
     t.settle();
-    afterTransfer(s);
+    // After the 226 of an ABOR that waits for this reply (its wait on `t.done` came first, and
+    // reactions run in order): an ABOR and a QUIT sent together are answered 426, 226, 221.
+    void t.done.then(() => afterTransfer(s));
   }
 }
 
