@@ -169,6 +169,53 @@ describe("shared bandwidth levels", () => {
   });
 });
 
+describe("bandwidth across transfers", () => {
+  // Each file is one burst's worth (a tenth of a second at the cap): a shared bucket made afresh
+  // for each transfer let every one of them through at once, at dozens of times the cap.
+  const SMALL = 10 * 1024;
+  const CAP = 100 * 1024;
+
+  it("a series of small downloads, then of small uploads, holds the user's cap (±10%)", async () => {
+    await withServer(
+      async (t) => {
+        await putFile(t, "carol", "small.bin", SMALL);
+        const c = await login(t, "carol");
+        try {
+          const downs: Timed[] = [];
+          for (let i = 0; i < 25; i++) downs.push(await timedDownload(c, "small.bin"));
+          assert.ok(downs.every((d) => d.bytes === SMALL));
+          assertRate(rateOf(...downs), CAP, "25 small downloads in a row");
+          const ups: Timed[] = [];
+          for (let i = 0; i < 25; i++) ups.push(await timedUpload(c, `up${i}.bin`, payload(SMALL, i)));
+          assertRate(rateOf(...ups), CAP, "25 small uploads in a row");
+        } finally {
+          await c.close();
+        }
+        await bucketsReleased(t);
+      },
+      { users: [{ name: "carol", password: "carol-pw", bandwidthDown: CAP, bandwidthUp: CAP }] },
+    );
+  });
+
+  it("a series of small downloads from one address holds the address's cap (±10%)", async () => {
+    await withServer(
+      async (t) => {
+        await putFile(t, "alice", "small.bin", SMALL);
+        const c = await login(t, "alice");
+        try {
+          const downs: Timed[] = [];
+          for (let i = 0; i < 25; i++) downs.push(await timedDownload(c, "small.bin"));
+          assertRate(rateOf(...downs), CAP, "25 small downloads in a row");
+        } finally {
+          await c.close();
+        }
+        await bucketsReleased(t);
+      },
+      { config: { bandwidth: { ...ZERO, addressDown: CAP } } },
+    );
+  });
+});
+
 describe("bandwidth and reload", () => {
   it("a reload changes the rate of a running download", async () => {
     await withServer(

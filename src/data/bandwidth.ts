@@ -49,6 +49,14 @@ export class TokenBucket {
     this.tokens = tokens - n;
     return this.tokens >= 0 ? 0 : (-this.tokens / rate) * 1000;
   }
+
+  /** True when the bucket holds its whole burst again (or was never used, or is unlimited): a
+   * bucket made afresh now would be the same. */
+  full(): boolean {
+    const rate = this.rate();
+    if (this.tokens === null || rate <= 0) return true;
+    return this.tokens + ((this.now() - this.last) / 1000) * rate >= rate * BURST_SECONDS;
+  }
 }
 
 /** Who is transferring, for the shared buckets. */
@@ -61,7 +69,8 @@ export interface TransferOwner {
   readonly address: string;
 }
 
-/** A bucket shared by the transfers of one user or one address; dropped when none uses it. */
+/** A bucket shared by the transfers of one user or one address; dropped once none uses it and it is
+ * full again. */
 interface Shared {
   readonly bucket: TokenBucket;
   users: number;
@@ -125,13 +134,16 @@ export class Bandwidth {
     };
   }
 
-  /** Shared buckets in use (for tests and diagnostics). */
+  /** Shared buckets in use, or idle but not yet full again (for tests and diagnostics). */
   get sharedBuckets(): number {
+    sweep(this.users);
+    sweep(this.addresses);
     return this.users.size + this.addresses.size;
   }
 
   /** Joins the shared bucket `key` (made on first use); `override` > 0 replaces the config's rate. */
   private join(map: Map<string, Shared>, key: string, rate: () => number, override: number): TokenBucket {
+    sweep(map);
     let shared = map.get(key);
     if (!shared) {
       const entry: Shared = { bucket: new TokenBucket(() => (entry.override > 0 ? entry.override : rate())), users: 0, override };
@@ -147,8 +159,16 @@ export class Bandwidth {
   private leave(map: Map<string, Shared>, key: string): void {
     const shared = map.get(key);
     if (!shared) return;
-    if (--shared.users <= 0) map.delete(key);
+    // The bucket outlives its last transfer until it is full again: the next transfer of the same
+    // user or address (the next of a series of small files, a REST for the next piece) pays what
+    // this one left owing, instead of starting from a full burst (join sweeps it out later).
+    if (--shared.users <= 0 && shared.bucket.full()) map.delete(key);
   }
+}
+
+/** Forgets the shared buckets no transfer uses that are full again. */
+function sweep(map: Map<string, Shared>): void {
+  for (const [key, shared] of map) if (shared.users <= 0 && shared.bucket.full()) map.delete(key);
 }
 
 /** About a tenth of a second at the slowest limited rate, within [MIN_CHUNK, MAX_CHUNK]. */
