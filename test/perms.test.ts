@@ -5,7 +5,7 @@
  * of what berth creates under storage.umask.
  */
 import assert from "node:assert/strict";
-import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { FTPError } from "basic-ftp";
@@ -363,6 +363,66 @@ void describe("per-directory permissions", () => {
         assert.ok((await stat(join(home, "a", "mine"))).isDirectory());
       },
       { users: [dave] },
+    );
+  });
+
+  void it("a link the operator put in the home leads to the permissions of the directory it names", async () => {
+    // Everything in the home but a read-only /ro (and /a/ro); /rolink leads to ro, /alink to a.
+    // carol may only list at the top and upload in /in; /inlink leads to in.
+    const dave = { name: "dave", password: "dave-pw", dirs: { "/ro": ["list", "download"], "/a/ro": ["list"] } as Record<string, Perm[]> };
+    await withServer(
+      async (t) => {
+        const home = t.home("dave");
+        await mkdir(join(home, "ro"), { recursive: true });
+        await mkdir(join(home, "a", "ro"), { recursive: true });
+        await writeFile(join(home, "ro", "keep.txt"), "keep");
+        await symlink("ro", join(home, "rolink"));
+        await symlink("a", join(home, "alink"));
+        await mkdir(join(t.home("carol"), "in"), { recursive: true });
+        await symlink("in", join(t.home("carol"), "inlink"));
+        const raw = await rawLogin(t, "dave");
+        try {
+          await raw.expect("TYPE I", 200);
+          await raw.expect("DELE rolink/keep.txt", 550);
+          await refusedData(raw, "STOR rolink/new.txt", /no upload permission/);
+          await refusedData(raw, "APPE rolink/keep.txt", /no upload permission/);
+          await raw.expect("MFMT 20200101000000 rolink/keep.txt", 550);
+          await raw.expect("SITE CHMOD 777 rolink/keep.txt", 550);
+          await raw.expect("MKD rolink/sub", 550);
+          await raw.expect("RNFR rolink/keep.txt", 550);
+          assert.match((await raw.expect("RNFR alink/ro", 550)).message, /permissions of its own/);
+          assert.equal(await okData(raw, "RETR rolink/keep.txt"), "keep");
+          // The facts say the same: read only, in the listing and of the entry.
+          assert.match(await okData(raw, "MLSD rolink"), /;perm=r;[^\r]* keep\.txt\r\n/);
+          assert.match((await raw.expect("MLST rolink/keep.txt", 250)).lines[1] ?? "", /;perm=r;/);
+          assert.match((await raw.expect("MLST rolink", 250)).lines[1] ?? "", /;perm=eldf;/);
+          assert.match(await okData(raw, "MLSD alink"), /;perm=eld;[^\r]* ro\r\n/);
+          // From inside, by its relative names, too.
+          await raw.expect("CWD /rolink", 250);
+          await raw.expect("DELE keep.txt", 550);
+          // Elsewhere nothing changed.
+          await raw.expect("CWD /", 250);
+          await okData(raw, "STOR mine.txt", "mine");
+          await raw.expect("DELE mine.txt", 250);
+        } finally {
+          await raw.close();
+        }
+        assert.equal(await readFile(join(home, "ro", "keep.txt"), "utf8"), "keep");
+        assert.deepEqual(await readdir(join(home, "ro")), ["keep.txt"]);
+        assert.ok((await stat(join(home, "a", "ro"))).isDirectory());
+        // And a link to a directory where more is allowed allows it.
+        const c = await rawLogin(t, "carol");
+        try {
+          await c.expect("TYPE I", 200);
+          await okData(c, "STOR inlink/x.txt", "x");
+          await refusedData(c, "STOR x.txt", /no upload permission/);
+          assert.match(await okData(c, "MLSD inlink"), /;perm=f;[^\r]* x\.txt\r\n/);
+        } finally {
+          await c.close();
+        }
+        assert.equal(await readFile(join(t.home("carol"), "in", "x.txt"), "utf8"), "x");
+      },
+      { users: [dave, carol] },
     );
   });
 

@@ -33,6 +33,9 @@ export interface Access {
   /** Something already exists at `path` and the command would replace or change it: overwrite is
    * needed too. */
   readonly replaces: boolean;
+  /** The directory whose permissions apply, when it is not the one `path` and `scope` name: the
+   * same directory with the links on the way resolved (see hasOwnDirPerms). */
+  readonly permsDir?: string;
 }
 
 /** Why an access is refused; null when it is allowed. */
@@ -83,6 +86,13 @@ export function permsAt(user: Pick<User, "perms" | "dirPerms">, path: string): R
     if (covers && (best === null || d.path.length > best.len)) best = { len: d.path.length, perms: d.perms };
   }
   return best?.perms ?? user.perms;
+}
+
+/** True when the user has permissions of their own for some directory below the root: then where a
+ * path leads decides what applies there, and a link placed in the home (`/latest` → `pub/2024`)
+ * leads to the permissions of the directory it names, not to those of the link's own place. */
+export function hasOwnDirPerms(user: Pick<User, "dirPerms">): boolean {
+  return user.dirPerms.some((d) => d.path !== "/");
 }
 
 /** True when `path` is a directory with permissions of its own (a `dirPerms` entry other than the
@@ -162,11 +172,17 @@ export function checkAccess(user: Pick<User, "perms" | "dirPerms">, policy: Name
   if (isHiddenPath(policy, a.path)) return { kind: a.creates ? "name" : "hidden" };
   const name = a.path.slice(a.path.lastIndexOf("/") + 1);
   if (a.named && name !== "" && policy.denied(name)) return { kind: "name" };
-  const perms = permsAt(user, a.scope === "entry" ? parentOf(a.path) : a.path);
+  const perms = permsAt(user, a.permsDir ?? permsDirOf(a));
   const [first] = a.need;
   if (first !== undefined && !a.need.some((p) => perms.has(p))) return { kind: "perm", perm: first };
   if (a.replaces && !perms.has("overwrite")) return { kind: "perm", perm: "overwrite" };
   return null;
+}
+
+/** The directory whose permissions an access needs, as its path names it: the one holding the
+ * entry, or the directory itself. */
+export function permsDirOf(a: Pick<Access, "path" | "scope">): string {
+  return a.scope === "entry" ? parentOf(a.path) : a.path;
 }
 
 /** The 550 text of a refusal. */
@@ -187,8 +203,9 @@ export function refusalText(r: Refusal): string {
  * (of the contents), all inside it; d rmdir and f rename in `dir` (no f for a directory that has
  * or holds permissions of its own: see holdsDirPerms). Symlinks: d and f. The root itself can be
  * neither removed nor renamed. A file whose name is `denied` (storage.deny) is neither downloaded
- * nor written to: d and f at most. */
-export function permFact(user: Pick<User, "perms" | "dirPerms">, type: string, dir: string, name: string, denied = false): string {
+ * nor written to: d and f at most. `inside`: where a directory reached through a link really is
+ * (its own permissions apply inside it), when that is not `dir`/`name`. */
+export function permFact(user: Pick<User, "perms" | "dirPerms">, type: string, dir: string, name: string, denied = false, inside?: string): string {
   const here = permsAt(user, dir);
   const self = dir === "/" ? `/${name}` : `${dir}/${name}`;
   const isRoot = name === "" || name === "/";
@@ -200,13 +217,13 @@ export function permFact(user: Pick<User, "perms" | "dirPerms">, type: string, d
     );
   }
   if (type === "dir") {
-    const inside = permsAt(user, isRoot ? "/" : self);
+    const within = permsAt(user, inside ?? (isRoot ? "/" : self));
     return (
       "e" +
-      letter("l", inside.has("list")) +
-      letter("c", inside.has("upload")) +
-      letter("m", inside.has("mkdir")) +
-      letter("p", inside.has("delete")) +
+      letter("l", within.has("list")) +
+      letter("c", within.has("upload")) +
+      letter("m", within.has("mkdir")) +
+      letter("p", within.has("delete")) +
       letter("d", !isRoot && here.has("rmdir")) +
       letter("f", !isRoot && here.has("rename") && !holdsDirPerms(user, self))
     );

@@ -85,6 +85,18 @@ export class JailedFs {
     });
   }
 
+  /** The path `v` leads to, every link on the way resolved (links inside the jail are followed
+   * everywhere): `/pub/2024/a.txt` for `/latest/a.txt` when `/latest` is a link to `pub/2024`. A
+   * missing tail stays as written. Refused as everywhere when a link on the way leads out. */
+  canonical(v: VirtualPath): Promise<VirtualPath> {
+    return guard(async () => {
+      if (v === ROOT) return ROOT;
+      const { real } = await locate(this.root, v);
+      const rel = path.relative(this.root, real);
+      return (rel === "" ? ROOT : `/${rel.split(path.sep).join("/")}`) as VirtualPath;
+    });
+  }
+
   /** True when `v` is a directory inside the jail; false when it is missing, a file or refused. */
   async isDirectory(v: VirtualPath): Promise<boolean> {
     try {

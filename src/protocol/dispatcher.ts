@@ -5,9 +5,10 @@
  * and REST. No exception leaves run(): an FtpError becomes its reply, anything else becomes 451 and
  * an error log line; the session and the process live on.
  */
-import { checkAccess, namePolicy, parentOf, permsAt, refusalText } from "../auth/perms.ts";
+import { checkAccess, namePolicy, permsAt, permsDirOf, refusalText } from "../auth/perms.ts";
+import type { VirtualPath } from "../fs/types.ts";
 import { isFtpError } from "./errors.ts";
-import type { CommandSpec, PermRule, Registry } from "./registry.ts";
+import type { CommandSpec, Registry } from "./registry.ts";
 import type { Session } from "./session.ts";
 import { verbOf } from "./session.ts";
 import { mapFsError } from "../fs/errors.ts";
@@ -113,10 +114,15 @@ export class Dispatcher {
         replaces: false,
       } as const;
       const policy = namePolicy(session.ctx.config.storage);
-      const refusal = checkAccess(user, policy, access);
+      // Names first: a hidden one is refused before anything is looked up on its way.
+      const named = checkAccess(user, policy, { ...access, need: [] });
+      if (named) return [550, refusalText(named)];
+      // The permissions of the directory the path leads to, through any link on the way.
+      const permsDir = await session.permsPath(permsDirOf(access) as VirtualPath);
+      const refusal = checkAccess(user, policy, { ...access, permsDir });
       if (refusal) return [550, refusalText(refusal)];
       // Only users without overwrite pay for the existence check (SFTPGo and ProFTPD do the same).
-      if (needsOverwriteCheck(rule, user, path) && (await session.requireFs().exists(path))) {
+      if (rule.overwrite === true && !permsAt(user, permsDir).has("overwrite") && (await session.requireFs().exists(path))) {
         return [550, refusalText({ kind: "perm", perm: "overwrite" })];
       }
       return null;
@@ -151,10 +157,6 @@ export class Dispatcher {
     const shown = spec.secretArg ? "[redacted]" : spec.loggedArg ? spec.loggedArg(arg) : arg;
     session.log.debug({ event: "command", verb, arg: shown }, "%s %s", verb, shown);
   }
-}
-
-function needsOverwriteCheck(rule: PermRule, user: Parameters<typeof permsAt>[0], path: string): boolean {
-  return rule.overwrite === true && !permsAt(user, parentOf(path)).has("overwrite");
 }
 
 /** REST is consumed by the next transfer command, whatever its outcome (RFC 3659 §5.3); so are ALLO

@@ -8,6 +8,7 @@ import { once } from "node:events";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
+import { hasOwnDirPerms } from "../auth/perms.ts";
 import type { User } from "../auth/types.ts";
 import { unmapIPv4 } from "../data/address.ts";
 import type { DataChannel } from "../data/channel.ts";
@@ -246,6 +247,22 @@ export class Session {
   /** Resolves a client path against the cwd (pure: see fs/vpath.ts). */
   resolve(arg: string): VirtualPath {
     return resolveVirtual(this.cwd, arg);
+  }
+
+  /** Where the per-directory permissions of `v` are looked up: `v` with the links on the way
+   * resolved when the user has permissions of their own for a directory (a link placed in the
+   * home to such a directory leads to its permissions, auth/perms.ts hasOwnDirPerms), else `v`
+   * itself (the permissions are the same everywhere, and nothing is looked up). */
+  async permsPath(v: VirtualPath): Promise<VirtualPath> {
+    if (this.user === null || !hasOwnDirPerms(this.user)) return v;
+    try {
+      return await this.requireFs().canonical(v);
+    } catch (err) {
+      // A way that leads nowhere (out of the jail, a dangling link, through a file): the command
+      // fails on it as it would for anyone, with its own reply.
+      if (err instanceof FtpError && (err.code === 550 || err.code === 553)) return v;
+      throw err;
+    }
   }
 
   /** The jailed filesystem; FtpError 530 if nobody is logged in (the dispatcher checks first). */

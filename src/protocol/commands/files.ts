@@ -5,7 +5,7 @@
  */
 import { holdsDirPerms, isHiddenPath, namePolicy } from "../../auth/perms.ts";
 import { formatMdtm, parseMfmtTime } from "../../fs/format.ts";
-import { ROOT } from "../../fs/vpath.ts";
+import { basename, dirname, joinVirtual, ROOT } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
 import { beforeRemoving } from "../limits.ts";
 import { formatBlockReply } from "../reply.ts";
@@ -25,7 +25,8 @@ async function rnfr(s: Session, arg: string): Promise<void> {
   const from = s.resolve(arg);
   if (from === ROOT) throw new FtpError(550, "Can't rename the home directory");
   // Permissions follow paths: moved elsewhere, what /pub=list,download held would be writable.
-  if (s.user && holdsDirPerms(s.user, from)) {
+  // A link on the way to it counts as what it leads to: /alink/ro is /a/ro when /alink leads to a.
+  if (s.user && holdsDirPerms(s.user, joinVirtual(await s.permsPath(dirname(from)), basename(from)))) {
     throw new FtpError(550, "Permission denied: a directory with permissions of its own can't be renamed");
   }
   if (!(await s.requireFs().exists(from))) throw new FtpError(550, "No such file or directory");

@@ -165,10 +165,16 @@ async function nlstWith(s: Session, arg: string, ticket: ListingTicket): Promise
   await sendListing(s, path, listing);
 }
 
-/** One MLSx line; `dir` holds the entry, whose perm fact comes from the user's permissions there
- * (RFC 3659 §7.5.5), so a client shows what the user may really do. */
-function mlsxLine(s: Session, dir: VirtualPath, e: DirEntry, name = e.name): string {
-  const perm = s.user ? permFact(s.user, e.stat.type, dir, name, namePolicy(s.ctx.config.storage).denied(name)) : "";
+/** MLST's line of the entry at `path`, whose perm fact comes from the user's permissions where it
+ * is (RFC 3659 §7.5.5), so a client shows what the user may really do. */
+async function mlsxLine(s: Session, path: VirtualPath, e: DirEntry): Promise<string> {
+  const user = s.user;
+  if (!user) return formatMlsxSelected(e, s.mlstFacts, { perm: "" });
+  const name = basename(path);
+  // Where the entry really is: a link on the way to it, or the link it is, leads to the
+  // permissions of what it names.
+  const inside = e.stat.type === "dir" ? await s.permsPath(path) : undefined;
+  const perm = permFact(user, e.stat.type, await s.permsPath(dirname(path)), name, namePolicy(s.ctx.config.storage).denied(name), inside);
   return formatMlsxSelected(e, s.mlstFacts, { perm });
 }
 
@@ -191,6 +197,8 @@ async function mlsdWith(s: Session, arg: string, ticket: ListingTicket): Promise
   const perms = new Map<string, string>();
   const sameForAll = user === null || user.dirPerms.length === 0;
   const { denied } = namePolicy(s.ctx.config.storage);
+  // Facts of what the user may do where the directory really is (a link on the way resolved).
+  const permsDir = await s.permsPath(path);
   const listing = new ListingBuffer(expectedBytes(entries, LINE_BYTES));
   const view = new EntryView();
   for (let k = 0; k < entries.length; k++) {
@@ -201,7 +209,7 @@ async function mlsdWith(s: Session, arg: string, ticket: ListingTicket): Promise
       const own = type === "file" && denied(e.name);
       const shared = !own && (type !== "dir" || sameForAll);
       const cached = shared ? perms.get(type) : undefined;
-      perm = cached ?? permFact(user, type, path, e.name, own);
+      perm = cached ?? permFact(user, type, permsDir, e.name, own);
       if (cached === undefined && shared) perms.set(type, perm);
     }
     listing.add(format(e, { perm }));
@@ -212,7 +220,7 @@ async function mlsdWith(s: Session, arg: string, ticket: ListingTicket): Promise
 async function mlst(s: Session, arg: string): Promise<void> {
   const path = s.resolve(arg);
   const st = await s.requireFs().stat(path);
-  const line = mlsxLine(s, dirname(path), { name: path, stat: st }, basename(path));
+  const line = await mlsxLine(s, path, { name: path, stat: st });
   // RFC 3659 §7.2: the fact line starts with one space.
   s.write(formatBlockReply(250, `Listing ${path}`, [` ${line}`], "End"));
 }

@@ -127,7 +127,7 @@ class UniqueTarget {
 async function stor(s: Session, arg: string): Promise<void> {
   const path = s.resolve(arg);
   // Without overwrite the dispatcher saw no file there; exclusive keeps one that appears meanwhile.
-  const exclusive = s.user !== null && !permsAt(s.user, dirname(path)).has("overwrite");
+  const exclusive = s.user !== null && !permsAt(s.user, await s.permsPath(dirname(path))).has("overwrite");
   const opts = { kind: "store", offset: restartOffset(s), exclusive } as const;
   await upload(s, path, opts, `Ok to send data for ${basename(path)}`);
 }
