@@ -367,7 +367,8 @@ void describe("per-directory permissions", () => {
   });
 
   void it("a link the operator put in the home leads to the permissions of the directory it names", async () => {
-    // Everything in the home but a read-only /ro (and /a/ro); /rolink leads to ro, /alink to a.
+    // Everything in the home but a read-only /ro (and /a/ro); /rolink leads to ro, /alink to a,
+    // /kl to the file ro/keep.txt.
     // carol may only list at the top and upload in /in; /inlink leads to in.
     const dave = { name: "dave", password: "dave-pw", dirs: { "/ro": ["list", "download"], "/a/ro": ["list"] } as Record<string, Perm[]> };
     await withServer(
@@ -378,6 +379,8 @@ void describe("per-directory permissions", () => {
         await writeFile(join(home, "ro", "keep.txt"), "keep");
         await symlink("ro", join(home, "rolink"));
         await symlink("a", join(home, "alink"));
+        await symlink("ro/keep.txt", join(home, "kl"));
+        await writeFile(join(home, "top.txt"), "top");
         await mkdir(join(t.home("carol"), "in"), { recursive: true });
         await symlink("in", join(t.home("carol"), "inlink"));
         const raw = await rawLogin(t, "dave");
@@ -392,6 +395,16 @@ void describe("per-directory permissions", () => {
           await raw.expect("RNFR rolink/keep.txt", 550);
           assert.match((await raw.expect("RNFR alink/ro", 550)).message, /permissions of its own/);
           assert.equal(await okData(raw, "RETR rolink/keep.txt"), "keep");
+          // A link to a file: its bytes and its time are those of the file in /ro.
+          await refusedData(raw, "STOR kl", /no upload permission/);
+          await refusedData(raw, "APPE kl", /no upload permission/);
+          await raw.expect("MFMT 20200101000000 kl", 550);
+          await raw.expect("SITE UTIME 202001010000 kl", 550);
+          assert.equal(await okData(raw, "RETR kl"), "keep");
+          assert.match((await raw.expect("MLST kl", 250)).lines[1] ?? "", /;perm=rdf;/);
+          const top = await okData(raw, "MLSD /");
+          assert.match(top, /;perm=rdf;[^\r]* kl\r\n/, "a link to a file in /ro, listed");
+          assert.match(top, /;perm=rawdf;[^\r]* top\.txt\r\n/, "a file of the top, listed");
           // The facts say the same: read only, in the listing and of the entry.
           assert.match(await okData(raw, "MLSD rolink"), /;perm=r;[^\r]* keep\.txt\r\n/);
           assert.match((await raw.expect("MLST rolink/keep.txt", 250)).lines[1] ?? "", /;perm=r;/);
@@ -404,10 +417,12 @@ void describe("per-directory permissions", () => {
           await raw.expect("CWD /", 250);
           await okData(raw, "STOR mine.txt", "mine");
           await raw.expect("DELE mine.txt", 250);
+          await raw.expect("DELE kl", 250); // the link itself, where it is
         } finally {
           await raw.close();
         }
         assert.equal(await readFile(join(home, "ro", "keep.txt"), "utf8"), "keep");
+        assert.ok((await stat(join(home, "ro", "keep.txt"))).mtimeMs > Date.UTC(2021, 0, 1), "its time untouched");
         assert.deepEqual(await readdir(join(home, "ro")), ["keep.txt"]);
         assert.ok((await stat(join(home, "a", "ro"))).isDirectory());
         // And a link to a directory where more is allowed allows it.

@@ -203,21 +203,23 @@ export function refusalText(r: Refusal): string {
  * (of the contents), all inside it; d rmdir and f rename in `dir` (no f for a directory that has
  * or holds permissions of its own: see holdsDirPerms). Symlinks: d and f. The root itself can be
  * neither removed nor renamed. A file whose name is `denied` (storage.deny) is neither downloaded
- * nor written to: d and f at most. `inside`: where a directory reached through a link really is
- * (its own permissions apply inside it), when that is not `dir`/`name`. */
-export function permFact(user: Pick<User, "perms" | "dirPerms">, type: string, dir: string, name: string, denied = false, inside?: string): string {
+ * nor written to: d and f at most. `real`: where the entry really is when a link leads to it (the
+ * permissions there apply inside a directory, and to reading and writing a file; d and f act on
+ * the link itself). */
+export function permFact(user: Pick<User, "perms" | "dirPerms">, type: string, dir: string, name: string, denied = false, real?: string): string {
   const here = permsAt(user, dir);
   const self = dir === "/" ? `/${name}` : `${dir}/${name}`;
   const isRoot = name === "" || name === "/";
   // Called per listed entry (MLSD): letters joined as strings, no closure (test/hotpath.test.ts).
   if (type === "file") {
-    const write = !denied && here.has("upload") && here.has("overwrite");
+    const content = real === undefined ? here : permsAt(user, parentOf(real));
+    const write = !denied && content.has("upload") && content.has("overwrite");
     return (
-      letter("r", !denied && here.has("download")) + letter("a", write) + letter("w", write) + letter("d", here.has("delete")) + letter("f", here.has("rename"))
+      letter("r", !denied && content.has("download")) + letter("a", write) + letter("w", write) + letter("d", here.has("delete")) + letter("f", here.has("rename"))
     );
   }
   if (type === "dir") {
-    const within = permsAt(user, inside ?? (isRoot ? "/" : self));
+    const within = permsAt(user, real ?? (isRoot ? "/" : self));
     return (
       "e" +
       letter("l", within.has("list")) +

@@ -67,6 +67,7 @@ export async function readListing(root: RealPath, dir: RealPath, dirBytes = Infi
   // about 160 bytes, and the young generation grown to hold them while they were made).
   const { here, from, there } = own;
   const order: number[] = [];
+  let links: Set<number> | null = null;
   let undecoded = false;
   for (let i = 0; i < visible.length; i++) {
     const a = i < from ? here : there;
@@ -75,11 +76,14 @@ export async function readListing(root: RealPath, dir: RealPath, dirBytes = Infi
     const name = visible[i] as string;
     if (!undecoded && name.includes("\ufffd")) undecoded = true;
     // A link shown by its target has the target's numbers in its place.
-    if (((a[o + 1] as number) & S_IFMT) === S_IFLNK) await linkStat(root, dir + "/" + name, a, o);
+    if (((a[o + 1] as number) & S_IFMT) === S_IFLNK) {
+      await linkStat(root, dir + "/" + name, a, o);
+      (links ??= new Set()).add(i);
+    }
     order.push(i);
   }
   order.sort((x, y) => byName(visible[x] as string, visible[y] as string));
-  const entries = new Entries(visible, order, own);
+  const entries = new Entries(visible, order, own, links);
   return undecoded ? entries.withoutRepeats() : entries;
 }
 
@@ -97,6 +101,9 @@ export class Entries {
     private readonly names: readonly string[],
     private readonly order: readonly number[],
     private readonly stats: PackedStats,
+    /** Indexes in `names` of the entries that are symbolic links (shown by their target when it
+     * is a file inside the jail); null when there are none. */
+    private readonly links: ReadonlySet<number> | null = null,
   ) {}
 
   /** One entry: `name`, with the facts of `stat` (LIST of a file, LIST -d). */
@@ -109,6 +116,11 @@ export class Entries {
 
   get length(): number {
     return this.order.length;
+  }
+
+  /** True when entry `k` is a symbolic link (one to a file is shown as that file). */
+  isLink(k: number): boolean {
+    return this.links !== null && this.links.has(this.order[k] as number);
   }
 
   /** The name of entry `k`. */
@@ -143,6 +155,7 @@ export class Entries {
       this.names,
       this.order.filter((i) => keep(this.names[i] as string)),
       this.stats,
+      this.links,
     );
   }
 
@@ -155,6 +168,7 @@ export class Entries {
       names,
       this.order.filter((i, k) => k === 0 || names[this.order[k - 1] as number] !== names[i]),
       this.stats,
+      this.links,
     );
   }
 

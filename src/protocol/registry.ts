@@ -58,6 +58,9 @@ export interface PermRule {
   readonly named?: boolean;
   /** Also needs overwrite when something already exists at the path. */
   readonly overwrite?: boolean;
+  /** Acts on what a link at the path leads to (its bytes or its time), not on the link itself: the
+   * permissions of the directory that holds the link's target apply. */
+  readonly follows?: boolean;
   /** The path acted on; null = nothing to check (the handler answers). Default: the argument. */
   readonly path?: (session: Session, arg: string) => VirtualPath | null;
   /** Another rule for another form of the argument (MDTM with a time sets it): `rule` where

@@ -125,7 +125,7 @@ function xPath(s: Session, arg: string): VirtualPath | null {
 }
 
 const base = { needsLogin: true, arg: "required" } as const;
-const READ = { need: ["download"], named: true } as const;
+const READ = { need: ["download"], named: true, follows: true } as const;
 const X_RFC = "none (as ProFTPD mod_digest)";
 
 function xCommand(verb: string, algo: HashAlgorithm, aliasOf?: string): CommandSpec {

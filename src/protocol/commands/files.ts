@@ -216,7 +216,7 @@ function utimePath(s: Session, arg: string): VirtualPath | null {
 }
 
 /** SITE UTIME changes an existing file's time: overwrite, as MFMT. */
-const SITE_UTIME = { need: ["overwrite"], path: utimePath } as const;
+const SITE_UTIME = { need: ["overwrite"], path: utimePath, follows: true } as const;
 
 /** The path SITE CHMOD acts on (for the permission check); null for other sub-commands. */
 function chmodPath(s: Session, arg: string): VirtualPath | null {
@@ -226,7 +226,7 @@ function chmodPath(s: Session, arg: string): VirtualPath | null {
 }
 
 /** MDTM that sets the time needs what MFMT needs, on its path. */
-const MDTM_SET = { need: ["overwrite"], path: mfmtPath } as const;
+const MDTM_SET = { need: ["overwrite"], path: mfmtPath, follows: true } as const;
 
 /** The path MFMT acts on; null when malformed (the handler answers 501). */
 function mfmtPath(s: Session, arg: string): VirtualPath | null {
@@ -236,7 +236,7 @@ function mfmtPath(s: Session, arg: string): VirtualPath | null {
 
 const base = { needsLogin: true, arg: "required", rfc: "RFC 959 §4.1.3" } as const;
 /** SIZE and MDTM describe one file: who may list its directory or download it may ask. */
-const LOOK = { need: ["list", "download"] } as const;
+const LOOK = { need: ["list", "download"], follows: true } as const;
 
 /** The file family. */
 export const fileCommands: CommandSpec[] = [
@@ -264,7 +264,7 @@ export const fileCommands: CommandSpec[] = [
     ...base,
     verb: "MFMT",
     // Changing an existing file's time changes that file: overwrite, as for its content.
-    perm: { need: ["overwrite"], path: mfmtPath },
+    perm: { need: ["overwrite"], path: mfmtPath, follows: true },
     handler: mfmt,
     feat: () => ["MFMT"],
     help: "MFMT YYYYMMDDHHMMSS <path>",

@@ -6,13 +6,13 @@ import { once } from "node:events";
 import type { Socket } from "node:net";
 import { ListingBuffer } from "../../data/listbuf.ts";
 import { Transfer, sendBuffer } from "../../data/transfer.ts";
-import { namePolicy, permFact } from "../../auth/perms.ts";
+import { hasOwnDirPerms, namePolicy, permFact } from "../../auth/perms.ts";
 import { formatListLine, formatMlsxSelected, mlsxFormatter } from "../../fs/format.ts";
 import { compileGlob, globOf } from "../../fs/glob.ts";
 import { ListingTicket } from "../../fs/listgate.ts";
 import { Entries, EntryView } from "../../fs/listing.ts";
 import type { DirEntry, VirtualPath } from "../../fs/types.ts";
-import { basename, dirname } from "../../fs/vpath.ts";
+import { basename, dirname, joinVirtual } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
 import { formatBlockReply, stripControl } from "../reply.ts";
 import type { CommandSpec } from "../registry.ts";
@@ -173,8 +173,7 @@ async function mlsxLine(s: Session, path: VirtualPath, e: DirEntry): Promise<str
   const name = basename(path);
   // Where the entry really is: a link on the way to it, or the link it is, leads to the
   // permissions of what it names.
-  const inside = e.stat.type === "dir" ? await s.permsPath(path) : undefined;
-  const perm = permFact(user, e.stat.type, await s.permsPath(dirname(path)), name, namePolicy(s.ctx.config.storage).denied(name), inside);
+  const perm = permFact(user, e.stat.type, await s.permsPath(dirname(path)), name, namePolicy(s.ctx.config.storage).denied(name), await s.permsPath(path));
   return formatMlsxSelected(e, s.mlstFacts, { perm });
 }
 
@@ -193,8 +192,10 @@ async function mlsdWith(s: Session, arg: string, ticket: ListingTicket): Promise
   const user = s.user;
   // The perm fact of a file or link depends only on the directory; a subdirectory's also on its
   // own path, unless the user has no per-directory permissions.
-  // A file with a denied name (storage.deny) has its own.
+  // A file with a denied name (storage.deny) has its own, and so has a link to a file elsewhere
+  // where the user has permissions of their own for a directory (its bytes are where it leads).
   const perms = new Map<string, string>();
+  const linksLead = user !== null && hasOwnDirPerms(user);
   const sameForAll = user === null || user.dirPerms.length === 0;
   const { denied } = namePolicy(s.ctx.config.storage);
   // Facts of what the user may do where the directory really is (a link on the way resolved).
@@ -207,9 +208,11 @@ async function mlsdWith(s: Session, arg: string, ticket: ListingTicket): Promise
     let perm = "";
     if (user) {
       const own = type === "file" && denied(e.name);
-      const shared = !own && (type !== "dir" || sameForAll);
+      const linked = linksLead && type === "file" && entries.isLink(k);
+      const shared = !own && !linked && (type !== "dir" || sameForAll);
       const cached = shared ? perms.get(type) : undefined;
-      perm = cached ?? permFact(user, type, permsDir, e.name, own);
+      const real = linked ? await s.permsPath(joinVirtual(path, e.name)) : undefined;
+      perm = cached ?? permFact(user, type, permsDir, e.name, own, real);
       if (cached === undefined && shared) perms.set(type, perm);
     }
     listing.add(format(e, { perm }));

@@ -127,7 +127,7 @@ class UniqueTarget {
 async function stor(s: Session, arg: string): Promise<void> {
   const path = s.resolve(arg);
   // Without overwrite the dispatcher saw no file there; exclusive keeps one that appears meanwhile.
-  const exclusive = s.user !== null && !permsAt(s.user, await s.permsPath(dirname(path))).has("overwrite");
+  const exclusive = s.user !== null && !permsAt(s.user, dirname(await s.permsPath(path))).has("overwrite");
   const opts = { kind: "store", offset: restartOffset(s), exclusive } as const;
   await upload(s, path, opts, `Ok to send data for ${basename(path)}`);
 }
@@ -187,11 +187,11 @@ function stouPath(s: Session, arg: string): VirtualPath {
 const base = { needsLogin: true, arg: "required", opensData: true, rfc: "RFC 959 §4.1.3" } as const;
 // Writing into an existing file (STOR over it, REST+STOR, APPE) needs overwrite as well, as in
 // SFTPGo: an upload-only drop box can add files but not change anyone's.
-const UPLOAD = { need: ["upload"], creates: true, named: true, overwrite: true } as const;
+const UPLOAD = { need: ["upload"], creates: true, named: true, overwrite: true, follows: true } as const;
 
 /** The transfer family. */
 export const transferCommands: CommandSpec[] = [
-  { ...base, verb: "RETR", perm: { need: ["download"], named: true }, handler: retr, help: "RETR <path>" },
+  { ...base, verb: "RETR", perm: { need: ["download"], named: true, follows: true }, handler: retr, help: "RETR <path>" },
   { ...base, verb: "STOR", perm: UPLOAD, handler: stor, help: "STOR <path>" },
   { ...base, verb: "APPE", perm: UPLOAD, handler: appe, help: "APPE <path>" },
   {
