@@ -522,6 +522,47 @@ void describe("hidden and denied names", () => {
   });
 });
 
+void describe("names with pattern characters", () => {
+  void it("a hidden directory or one without list permission whose name holds *, ? or [ is not listed by that name", async () => {
+    const eve = { name: "eve", password: "eve-pw", dirs: { "/Archive [2019]": [] } as Record<string, Perm[]> };
+    await withServer(
+      async (t) => {
+        await mkdir(join(t.home("alice"), ".trash [old]"), { recursive: true });
+        await writeFile(join(t.home("alice"), ".trash [old]", "secret.txt"), "s");
+        await mkdir(join(t.home("alice"), "photos [2019]"), { recursive: true });
+        await writeFile(join(t.home("alice"), "photos [2019]", "a.jpg"), "a");
+        await mkdir(join(t.home("eve"), "Archive [2019]"), { recursive: true });
+        await writeFile(join(t.home("eve"), "Archive [2019]", "private.txt"), "p");
+        await writeFile(join(t.home("eve"), "Archive 1"), "1");
+        const raw = await rawLogin(t);
+        try {
+          for (const line of ["LIST .trash [old]", "NLST .trash [old]", "LIST -d .trash [old]", "LIST -a .trash*"]) {
+            if (line.endsWith("*")) assert.equal(await okData(raw, line), "", line);
+            else await refusedData(raw, line, /^No such file or directory$/);
+          }
+          assert.match((await raw.expect("STAT .trash [old]", 550)).message, /^No such file or directory$/);
+          // A visible one is listed by its name, and a pattern still picks.
+          assert.match(await okData(raw, "LIST photos [2019]"), /a\.jpg/);
+          assert.equal(await okData(raw, "NLST photos*"), "photos [2019]\r\n");
+        } finally {
+          await raw.close();
+        }
+        const e = await rawLogin(t, "eve");
+        try {
+          for (const line of ["LIST Archive [2019]", "NLST Archive [2019]", "LIST -d Archive [2019]"]) {
+            await refusedData(e, line, /no list permission/);
+          }
+          assert.match((await e.expect("STAT Archive [2019]", 550)).message, /no list permission/);
+          assert.equal(await okData(e, "NLST Archive ?"), "Archive 1\r\n", "the pattern picks from /, where listing is allowed");
+        } finally {
+          await e.close();
+        }
+      },
+      { config: { storage: { hide: ".*" } }, users: [eve] },
+    );
+  });
+});
+
 void describe("anonymous login", () => {
   const anonymous = { name: "anonymous", password: "real-anon-pw" };
 

@@ -6,7 +6,7 @@ import { once } from "node:events";
 import type { Socket } from "node:net";
 import { ListingBuffer } from "../../data/listbuf.ts";
 import { Transfer, sendBuffer } from "../../data/transfer.ts";
-import { hasOwnDirPerms, namePolicy, permFact } from "../../auth/perms.ts";
+import { checkAccess, hasOwnDirPerms, namePolicy, permFact, refusalText } from "../../auth/perms.ts";
 import { formatListLine, formatMlsxSelected, mlsxFormatter } from "../../fs/format.ts";
 import { compileGlob, globOf } from "../../fs/glob.ts";
 import { ListingTicket } from "../../fs/listgate.ts";
@@ -62,18 +62,33 @@ async function entriesOf(s: Session, arg: string, ticket: ListingTicket): Promis
   const path = s.resolve(shown);
   const fs = s.requireFs();
   const pattern = globOf(shown);
-  if (dirItself && (pattern === null || (await fs.exists(path)))) {
+  const literal = pattern === null || (await fs.exists(path));
+  if (pattern !== null && literal) await checkLiteral(s, path);
+  if (dirItself && literal) {
     // ls -d: a directory is one line of its own, named as the client wrote it.
     const stat = await fs.stat(path);
     if (stat.type === "dir") return { path, entries: Entries.one(shown === "" ? "." : shown, stat), picked: false, itself: true };
   }
-  if (pattern !== null && !(await fs.exists(path))) {
+  if (!literal) {
     const dir = dirname(path);
     if ((await fs.stat(dir)).type !== "dir") throw new FtpError(550, "No such file or directory");
     const matches = compileGlob(pattern);
     return { path: dir, entries: visible(s, await fs.listing(dir, ticket)).filter(matches), picked: true, itself: false };
   }
   return { path, entries: visible(s, await fs.listing(path, ticket)), picked: false, itself: false };
+}
+
+/** A path with pattern characters that names an entry as written ("Archive [2019]") is that entry:
+ * the permission check before the command looked at the directory the pattern would pick from, so
+ * the entry itself is checked here as LIST of any other path is (a hidden name is not found, and
+ * a directory without list permission is not listed). */
+async function checkLiteral(s: Session, path: VirtualPath): Promise<void> {
+  const user = s.user;
+  if (user === null) return;
+  const policy = namePolicy(s.ctx.config.storage);
+  const access = { path, need: ["list"], scope: "dir", creates: false, named: false, replaces: false } as const;
+  const refusal = checkAccess(user, policy, { ...access, need: [] }) ?? checkAccess(user, policy, { ...access, permsDir: await s.permsPath(path) });
+  if (refusal) throw new FtpError(550, refusalText(refusal));
 }
 
 /** Bytes of a LIST or MLSD line besides its name (some 60; more is harmless, see expectedBytes). */
