@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { UserStore } from "../src/auth/store.ts";
+import { loadConfig } from "../src/config/load.ts";
 import { JailedFs } from "../src/fs/jail.ts";
 import { modesFor } from "../src/fs/modes.ts";
 import type { VirtualPath } from "../src/fs/types.ts";
@@ -117,6 +118,31 @@ void describe("umask under a stricter process umask (077)", () => {
       },
       { config: { storage: { umask: "002" }, anonymous: { enabled: true, root: "pub", perms: "all" } } },
     );
+  });
+
+  void it("an unquoted umask in the config file is the octal digits written, YAML's 0o077 too", async () => {
+    for (const [written, expected] of [
+      ["0o077", 0o600],
+      ["077", 0o600],
+      ["0o027", 0o640],
+      ['"027"', 0o640],
+    ] as const) {
+      const file = join(base, "berth.yaml");
+      await writeFile(file, `storage:\n  umask: ${written}\n`);
+      const { umask } = loadConfig({ file, env: {}, cwd: base }).storage;
+      await withServer(
+        async (t) => {
+          const raw = await rawLogin(t);
+          try {
+            await store(raw, "STOR private.txt", "p");
+          } finally {
+            await raw.close();
+          }
+          assert.equal(await modeOf(join(t.home("alice"), "private.txt")), expected, `umask: ${written}`);
+        },
+        { config: { storage: { umask } } },
+      );
+    }
   });
 
   void it("homes made by JailedFs.open and by the user store follow the umask", async () => {

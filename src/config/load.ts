@@ -9,7 +9,7 @@
 import { readFileSync, readlinkSync } from "node:fs";
 import { isIP } from "node:net";
 import path from "node:path";
-import { parseDocument } from "yaml";
+import { isScalar, parseDocument, type Document } from "yaml";
 import { parseDirPerms, parsePermList, validPatterns } from "../auth/perms.ts";
 import { DEFAULTS, parseCidrList, parseListen, parsePortRange, parseUmask, validHost, type Config } from "./schema.ts";
 import { firstLine, systemErrorText, errnoCode } from "./syserr.ts";
@@ -366,11 +366,21 @@ function readFileTree(file: string, explicit: boolean, cwd: string): unknown {
     const message = firstLine(bad.message).replace(/:$/, "");
     throw new ConfigError(file, `${file} is not valid YAML: ${message}`);
   }
+  umaskAsWritten(doc, source);
   try {
     return doc.toJS({ maxAliasCount: 100 }) as unknown;
   } catch (err) {
     throw new ConfigError(file, `${file} is not valid YAML: ${systemErrorText(err)}`);
   }
+}
+
+/** `storage.umask` is octal digits: an unquoted one is taken as written, not as the number YAML
+ * reads. `umask: 077` is 77 to YAML, which read back as digits happens to be right, but YAML's own
+ * octal `umask: 0o077` is 63, which became the umask 063: new files readable by everyone. */
+function umaskAsWritten(doc: Document, source: string): void {
+  const node = doc.getIn(["storage", "umask"], true);
+  if (!isScalar(node) || typeof node.value !== "number" || node.range == null) return;
+  node.value = source.slice(node.range[0], node.range[1]).replace(/^0o/i, "");
 }
 
 /** True for a plain mapping (not null, not a list). */
