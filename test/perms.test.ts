@@ -22,6 +22,8 @@ import {
 } from "../src/auth/perms.ts";
 import { PERMS, type Perm } from "../src/auth/types.ts";
 import { DEFAULTS } from "../src/config/schema.ts";
+import { JailedFs } from "../src/fs/jail.ts";
+import type { FsFactory } from "../src/protocol/context.ts";
 import { readAll, RawClient, writeAll } from "./helpers/raw.ts";
 import { download, ftpLogin, rawLogin, upload, withServer } from "./helpers/run.ts";
 import type { TestServer } from "./helpers/server.ts";
@@ -326,6 +328,38 @@ void describe("per-directory permissions", () => {
         assert.equal(await readFile(join(t.home("drop"), "in", "letter.txt"), "utf8"), "dear");
       },
       { users: [carol, drop] },
+    );
+  });
+
+  void it("a drop box: a file that appears between the check and the upload is not written to, by STOR or APPE", async () => {
+    // Another session's upload lands after the permission check saw no file there.
+    const racing: FsFactory = async (home, opts) => {
+      const jail = await JailedFs.open(home, opts);
+      const open = jail.openUpload.bind(jail);
+      jail.openUpload = async (v, o) => {
+        if (v.startsWith("/in/theirs-")) await writeFile(join(home, v), "theirs\n");
+        return open(v, o);
+      };
+      return jail;
+    };
+    await withServer(
+      async (t) => {
+        await prepare(t);
+        const raw = await rawLogin(t, "drop");
+        try {
+          await raw.expect("TYPE I", 200);
+          await refusedData(raw, "STOR /in/theirs-stor.txt", /File exists/);
+          await refusedData(raw, "APPE /in/theirs-appe.txt", /File exists/);
+          await okData(raw, "APPE /in/mine.txt", "mine\n"); // a new file is still fine
+        } finally {
+          await raw.close();
+        }
+        const dir = join(t.home("drop"), "in");
+        assert.equal(await readFile(join(dir, "theirs-stor.txt"), "utf8"), "theirs\n");
+        assert.equal(await readFile(join(dir, "theirs-appe.txt"), "utf8"), "theirs\n");
+        assert.equal(await readFile(join(dir, "mine.txt"), "utf8"), "mine\n");
+      },
+      { users: [carol, drop], openFs: racing },
     );
   });
 

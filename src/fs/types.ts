@@ -42,7 +42,8 @@ export interface UploadOptions {
   readonly kind: "store" | "append";
   /** REST offset for "store"; 0 = whole file. */
   readonly offset: number;
-  /** Fail with 550 if the target exists (STOU). */
+  /** Fail with 550 if the target exists (STOU; STOR and APPE of a user without overwrite, when a
+   * file appears after the permission check saw none). */
   readonly exclusive: boolean;
 }
 

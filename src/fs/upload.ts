@@ -55,7 +55,7 @@ export async function openUpload(root: RealPath, vpath: VirtualPath, opts: Uploa
     const at: Target = { dir, name: target.name };
     // The lstat made through the held directory (never of a symlink) says what is there.
     if (target.lstat !== null) checkTarget(target.lstat, opts);
-    if (opts.kind === "append") return await openAppend(at, target.exists, mode);
+    if (opts.kind === "append") return await openAppend(at, target.exists, mode, opts.exclusive);
     if (opts.offset > 0) return await openAtOffset(at, target.exists, opts.offset);
     // A replaced file keeps its permission bits (a private 0600 file, a 0755 script), as it would
     // written in place; only a new file takes the umask's.
@@ -212,10 +212,17 @@ async function openAtOffset(t: Target, exists: boolean, offset: number): Promise
   }
 }
 
-/** APPE (RFC 959 §4.1.3): create when missing; data goes to the end. */
-async function openAppend(t: Target, existed: boolean, mode: number): Promise<Upload> {
+/** APPE (RFC 959 §4.1.3): create when missing; data goes to the end. `exclusive`: only create (a
+ * file that appeared since the look is not appended to). */
+async function openAppend(t: Target, existed: boolean, mode: number, exclusive: boolean): Promise<Upload> {
   const file = t.dir.at(t.name);
-  const handle = await open(file, O_WRONLY | O_APPEND | O_CREAT | SAFE, mode);
+  let handle: FileLike;
+  try {
+    handle = await open(file, O_WRONLY | O_APPEND | O_CREAT | SAFE | (exclusive ? O_EXCL : 0), mode);
+  } catch (err) {
+    if (exclusive && errnoOf(err) === "EEXIST") throw new FtpError(550, FILE_EXISTS);
+    throw err;
+  }
   try {
     if (!existed) await fixFileMode(handle, mode);
     const opened = await regularStats(handle);

@@ -136,7 +136,9 @@ async function appe(s: Session, arg: string): Promise<void> {
   // RFC 3659 §5.3: APPE after REST acts exactly as STOR would.
   if (s.restOffset > 0) return stor(s, arg);
   const path = s.resolve(arg);
-  await upload(s, path, { kind: "append", offset: 0, exclusive: false }, `Ok to append data to ${basename(path)}`);
+  // As for STOR: without overwrite, a file that appears after the check is not appended to.
+  const exclusive = s.user !== null && !permsAt(s.user, dirname(await s.permsPath(path))).has("overwrite");
+  await upload(s, path, { kind: "append", offset: 0, exclusive }, `Ok to append data to ${basename(path)}`);
 }
 
 async function stou(s: Session, arg: string): Promise<void> {
