@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Writable } from "node:stream";
 import { after, describe, test } from "node:test";
+import { writeFileAtomic } from "../src/auth/atomic.ts";
 import { UserError, UserStore, type UserStoreOptions } from "../src/auth/store.ts";
 import { PERMS } from "../src/auth/types.ts";
 import { formatUserTable, homeUsage } from "../src/cli/commands.ts";
@@ -342,5 +344,33 @@ void describe("users file that cannot be used", () => {
     rmSync(box.file);
     mkdirSync(box.file);
     assert.ok(await server.authenticate("bob", "pw"), "the last good copy");
+  });
+});
+
+void describe("writeFileAtomic", () => {
+  test("never replaces what is not a regular file (a device such as /dev/null given as the file, a FIFO, a directory): it stays as it was", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "berth-atomic-"));
+    try {
+      const fifo = path.join(dir, "fifo");
+      assert.equal(spawnSync("mkfifo", [fifo]).status, 0);
+      const sub = path.join(dir, "sub");
+      mkdirSync(sub);
+      const targets: [string, string, () => boolean][] = [
+        [fifo, "EFTYPE", () => statSync(fifo).isFIFO()],
+        [sub, "EISDIR", () => statSync(sub).isDirectory()],
+      ];
+      if (process.getuid?.() === 0) {
+        // A null device of its own (major 1, minor 3), as /dev/null is.
+        const dev = path.join(dir, "null");
+        if (spawnSync("mknod", ["-m", "666", dev, "c", "1", "3"]).status === 0) targets.push([dev, "EFTYPE", () => statSync(dev).isCharacterDevice()]);
+      }
+      for (const [target, code, still] of targets) {
+        await assert.rejects(writeFileAtomic(target, "{}\n"), (err: NodeJS.ErrnoException) => err.code === code, target);
+        assert.ok(still(), `${target} left as it was`);
+      }
+      assert.deepEqual(readdirSync(dir).filter((n) => n.includes(".tmp-")), [], "no temp file left");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

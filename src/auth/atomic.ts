@@ -37,6 +37,11 @@ export async function writeFileAtomic(file: string, data: string, mode = 0o600):
     if (errnoCode(err) === "ENOENT") return null;
     throw err;
   });
+  // Only a regular file is replaced: renamed over, a device (`/dev/null` given as the file), a FIFO
+  // or a directory would be gone for everyone else too.
+  if (old !== null && !old.isFile()) {
+    throw Object.assign(new Error(`${target}: not a regular file`), { code: old.isDirectory() ? "EISDIR" : "EFTYPE" });
+  }
   const temp = path.join(dir, `${path.basename(target)}.tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
   try {
     const handle = await open(temp, "wx", mode);
