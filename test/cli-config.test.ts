@@ -1,0 +1,203 @@
+/**
+ * The command line outside `berth user`: config check and its errors, unknown commands and help,
+ * `berth ctl` against a socket that is not berth's, selftest's arguments, and `berth serve`'s
+ * demo credentials and refusals.
+ */
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
+import path from "node:path";
+import { describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { parse } from "yaml";
+import { DEFAULTS } from "../src/config/schema.ts";
+import { assertOneLineError, berth, startServe, workdir } from "./helpers/cli.ts";
+
+const HAS_SERVER = existsSync(fileURLToPath(new URL("../src/server.ts", import.meta.url)));
+
+void describe("berth config check and errors", () => {
+  void test("config check prints the effective config as YAML and exits 0", async () => {
+    const cwd = workdir();
+    const r = await berth(cwd, ["config", "check"], { env: { BERTH_LISTEN_PORT: "2222" } });
+    assert.equal(r.code, 0, r.stderr);
+    const printed = parse(r.stdout) as typeof DEFAULTS;
+    assert.deepEqual(printed, { ...DEFAULTS, listen: { ...DEFAULTS.listen, port: 2222 }, users: { ...DEFAULTS.users, bcryptCost: 4 } });
+  });
+
+  void test("config check warns on stderr of each key of the file a variable overrides, as serve does at start", async () => {
+    const cwd = workdir();
+    mkdirSync(path.join(cwd, "config"), { recursive: true });
+    writeFileSync(path.join(cwd, "config", "berth.yaml"), 'listen:\n  port: 2100\npassive:\n  ports: "40000-40009"\n');
+    const r = await berth(cwd, ["config", "check"], { env: { BERTH_LISTEN_PORT: "2222", BERTH_PASSIVE_PORTS: "40000-40009" } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, "berth: warning: BERTH_LISTEN_PORT=2222 overrides listen.port: 2100 in config/berth.yaml\n");
+    assert.equal((parse(r.stdout) as typeof DEFAULTS).listen.port, 2222, "stdout is the effective config alone");
+  });
+
+  void test("--config names the file; a bad key in it exits 2 with one line", async () => {
+    const cwd = workdir();
+    mkdirSync(path.join(cwd, "etc"));
+    writeFileSync(path.join(cwd, "etc", "b.yaml"), "listen:\n  port: 70000\n");
+    assertOneLineError(await berth(cwd, ["config", "check", "--config", "etc/b.yaml"]), 2, "listen.port", "etc/b.yaml");
+    writeFileSync(path.join(cwd, "etc", "c.yaml"), "listen:\n  prot: 21\n");
+    assertOneLineError(await berth(cwd, ["user", "list", "--config=etc/c.yaml"]), 2, "listen.prot");
+    assertOneLineError(await berth(cwd, ["serve", "--config", "etc/c.yaml"]), 2, "listen.prot");
+    assertOneLineError(await berth(cwd, ["config", "check", "--config", "nope.yaml"]), 2, "nope.yaml");
+  });
+
+  void test("a config/berth.yaml that is a link to a file that is gone is refused (exit 2, one line), not taken for no file at all", async () => {
+    const cwd = workdir();
+    const gone = path.join(cwd, "etc", "berth.yaml");
+    mkdirSync(path.join(cwd, "config"));
+    symlinkSync(gone, path.join(cwd, "config", "berth.yaml"));
+    const message = `cannot read config/berth.yaml: it is a symbolic link to ${gone}, which does not exist`;
+    assertOneLineError(await berth(cwd, ["config", "check"]), 2, message);
+    assertOneLineError(await berth(cwd, ["user", "list"]), 2, message);
+    const serve = await berth(cwd, ["serve"], { env: { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0" } });
+    assertOneLineError(serve, 2, message);
+    assert.doesNotMatch(serve.stdout, /listening|created user/, "nothing listened");
+    assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "no users file");
+    // Once the file is there the link is read; without any file the defaults apply, as before.
+    mkdirSync(path.join(cwd, "etc"));
+    writeFileSync(gone, "listen:\n  port: 2100\n");
+    const linked = await berth(cwd, ["config", "check"]);
+    assert.equal(linked.code, 0, linked.stderr);
+    assert.equal((parse(linked.stdout) as typeof DEFAULTS).listen.port, 2100);
+    const bare = workdir();
+    const defaults = await berth(bare, ["config", "check"]);
+    assert.equal(defaults.code, 0, defaults.stderr);
+    assert.match(defaults.stdout, /^# effective configuration: defaults \(no config file\)/);
+  });
+
+  void test("a bad environment variable exits 2 naming it", async () => {
+    const cwd = workdir();
+    assertOneLineError(await berth(cwd, ["config", "check"], { env: { BERTH_LISTEN_PROT: "21" } }), 2, "BERTH_LISTEN_PROT");
+    assertOneLineError(await berth(cwd, [], { env: { BERTH_TLS_MODE: "sometimes" } }), 2, "tls.mode", "BERTH_TLS_MODE");
+    // A timeout no timer can hold: refused before anything listens, not turned into 1 ms.
+    assertOneLineError(await berth(cwd, ["serve"], { env: { BERTH_LIMITS_IDLE_TIMEOUT: "3000000" } }), 2, "limits.idleTimeout", "at most 2147483");
+    // A transfer log that cannot be opened: refused at the start, not a log that never appears.
+    assertOneLineError(await berth(cwd, ["serve"], { env: { BERTH_LOG_XFERLOG: path.join(cwd, "no-such-dir", "xferlog") } }), 2, "log.xferlog cannot be opened", "no such file or directory");
+  });
+
+  void test("an unknown command exits 2; help exits 0, for a known command too; --version takes nothing more", async () => {
+    const cwd = workdir();
+    assertOneLineError(await berth(cwd, ["frobnicate"]), 2, '"frobnicate"');
+    for (const args of [["--help"], ["help"], ["user", "--help"], ["help", "user"], ["help", "user", "add"], ["help", "ctl", "status"]]) {
+      const help = await berth(cwd, args);
+      assert.equal(help.code, 0, args.join(" "));
+      assert.match(help.stdout, /^usage: berth/);
+    }
+    assertOneLineError(await berth(cwd, ["help", "frobnicate"]), 2, 'unknown command "frobnicate"');
+    assertOneLineError(await berth(cwd, ["help", "user", "nope"]), 2, 'unknown command "user nope"');
+    assertOneLineError(await berth(cwd, ["help", "-x"]), 2, 'unexpected option "-x" for "berth help"');
+    assertOneLineError(await berth(cwd, ["--help", "user", "--root"]), 2, 'unexpected option "--root" for "berth --help"');
+    const version = await berth(cwd, ["--version"]);
+    assert.equal(version.code, 0);
+    assert.match(version.stdout, /^berth \d+\.\d+\.\d+\n$/);
+    assertOneLineError(await berth(cwd, ["--version", "extra"]), 2, 'unexpected argument "extra"');
+    // A password typed after the name is never echoed back.
+    for (const sub of ["add", "passwd"]) {
+      const r = await berth(cwd, ["user", sub, "bob", "s3cret-pw"]);
+      assertOneLineError(r, 2, `unexpected argument after NAME for "berth user ${sub}"`, "--password-stdin");
+      assert.doesNotMatch(r.stderr + r.stdout, /s3cret-pw/);
+    }
+    assertOneLineError(await berth(cwd, ["user", "del", "bob", "extra"]), 2, 'unexpected argument "extra" for "berth user del"');
+  });
+
+  void test("a command or option named like a property every object has (constructor, toString, __proto__) is unknown: exit 2, one line", async () => {
+    const cwd = workdir();
+    const cases: [string[], string][] = [
+      [["constructor"], 'unknown command "constructor"'],
+      [["toString", "x"], 'unknown command "toString"'],
+      [["__proto__", "x"], 'unknown command "__proto__"'],
+      [["hasOwnProperty"], 'unknown command "hasOwnProperty"'],
+      [["help", "valueOf"], 'unknown command "valueOf"'],
+      [["serve", "--constructor"], 'unknown option --constructor for "berth serve"'],
+      [["user", "add", "bob", "--toString", "x"], 'unknown option --toString for "berth user add"'],
+      [["config", "check", "--__proto__=x"], 'unknown option --__proto__ for "berth config check"'],
+    ];
+    const results = await Promise.all(cases.map(async ([args, message]) => ({ args, message, r: await berth(cwd, args) })));
+    for (const { args, message, r } of results) {
+      assertOneLineError(r, 2, message);
+      assert.doesNotMatch(r.stderr, /unexpected error|given twice/, args.join(" "));
+    }
+    assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "nothing was run");
+  });
+});
+
+void describe("berth ctl", () => {
+  void test("a --socket where something else than berth listens: one line, exit 1, whether it answers something else or nothing", async () => {
+    const cwd = workdir();
+    // An HTTP server's answer to a line that is not HTTP, and a server that never answers.
+    const replies: [string, string | null][] = [["http.sock", "HTTP/1.1 400 Bad Request\r\n\r\n"], ["silent.sock", null]];
+    const servers = await Promise.all(
+      replies.map(([name, reply]) => {
+        const server = createServer((c) => {
+          c.on("error", () => undefined);
+          c.once("data", () => void (reply !== null && c.write(reply)));
+        });
+        return new Promise<typeof server>((resolve) => server.listen(path.join(cwd, name), () => resolve(server)));
+      }),
+    );
+    try {
+      const [http, silent, watched] = await Promise.all([
+        berth(cwd, ["ctl", "status", "--socket", "http.sock"]),
+        berth(cwd, ["ctl", "sessions", "--socket", "silent.sock"]),
+        berth(cwd, ["ctl", "watch", "--socket", "http.sock"]),
+      ]);
+      for (const r of [http, watched]) {
+        assertOneLineError(r, 1);
+        assert.equal(r.stderr, `berth: ${path.join(cwd, "http.sock")} does not answer as berth's admin socket does (got "HTTP/1.1 400 Bad Request\\r")\n`);
+      }
+      assertOneLineError(silent, 1);
+      assert.equal(silent.stderr, `berth: no answer from ${path.join(cwd, "silent.sock")} within 10 s (is it berth's admin socket?)\n`);
+    } finally {
+      for (const s of servers) s.close();
+    }
+  });
+});
+
+void describe("berth selftest", () => {
+  void test("a --port that is not a port number is named as the mistake; with listen.port 0 one is asked for; exit 2", async () => {
+    const cwd = workdir();
+    const ports = ["abc", "0", "65536", "21.5", "-1"];
+    const results = await Promise.all(ports.map(async (port) => ({ port, r: await berth(cwd, ["selftest", `--port=${port}`]) })));
+    for (const { port, r } of results) assertOneLineError(r, 2, `--port ${port} is not a port number (1..65535)`);
+    assertOneLineError(await berth(cwd, ["selftest"], { env: { BERTH_LISTEN_PORT: "0" } }), 2, "selftest needs the server's port (listen.port is 0; pass --port N)");
+    assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "no temporary user was added");
+  });
+});
+
+void describe("berth serve", { skip: HAS_SERVER ? false : "src/server.ts is not there yet" }, () => {
+  const env = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22000-22009", BERTH_LOG_LEVEL: "info" };
+
+  void test("prints demo credentials once and stops on SIGTERM with status 0", async () => {
+    const cwd = workdir();
+    const run = startServe(cwd, env, /add real users with: npm run --silent berth -- user add NAME\n/);
+    await run.ready;
+    const { stdout } = run.output();
+    const m = /berth: no users yet — created user "demo" with password "([A-Za-z0-9_-]{16})"/.exec(stdout);
+    assert.ok(m, stdout);
+    run.child.kill("SIGTERM");
+    assert.equal(await run.exited, 0);
+    const again = startServe(cwd, env, /"level":30/);
+    await again.ready;
+    again.child.kill("SIGINT");
+    assert.equal(await again.exited, 0);
+    assert.doesNotMatch(again.output().stdout, /no users yet/);
+  });
+
+  void test("a port in use exits 1 with one line", async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+    const port = (blocker.address() as AddressInfo).port;
+    try {
+      const r = await berth(workdir(), ["serve"], { env: { ...env, BERTH_LISTEN_PORT: String(port) } });
+      assert.equal(r.code, 1, r.stderr);
+      assert.ok(r.stderr.includes(`berth: cannot listen on 127.0.0.1:${port}: address in use`), r.stderr);
+      assert.doesNotMatch(r.stderr, /\n\s+at /);
+    } finally {
+      blocker.close();
+    }
+  });
+});
