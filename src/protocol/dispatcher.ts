@@ -5,7 +5,7 @@
  * and REST. No exception leaves run(): an FtpError becomes its reply, anything else becomes 451 and
  * an error log line; the session and the process live on.
  */
-import { checkAccess, namePolicy, parentOf, permsAt, permsDirOf, refusalText } from "../auth/perms.ts";
+import { checkAccess, hasOwnDirPerms, namePolicy, parentOf, permsAt, permsDirOf, refusalText } from "../auth/perms.ts";
 import type { VirtualPath } from "../fs/types.ts";
 import { isFtpError } from "./errors.ts";
 import type { CommandSpec, Registry } from "./registry.ts";
@@ -114,12 +114,16 @@ export class Dispatcher {
         replaces: false,
       } as const;
       const policy = namePolicy(session.ctx.config.storage);
-      // Names first: a hidden one is refused before anything is looked up on its way.
-      const named = checkAccess(user, policy, { ...access, need: [] });
-      if (named) return [550, refusalText(named)];
-      // The permissions of the directory the path leads to, through any link on the way (and
-      // through a link at the path itself, for a command that acts on what it leads to).
-      const permsDir = rule.follows === true && access.scope === "entry" ? parentOf(await session.permsPath(path)) : await session.permsPath(permsDirOf(access) as VirtualPath);
+      let permsDir: string = permsDirOf(access);
+      if (hasOwnDirPerms(user)) {
+        // Names first: a hidden one is refused before anything is looked up on its way.
+        const named = checkAccess(user, policy, { ...access, need: [] });
+        if (named) return [550, refusalText(named)];
+        // The permissions of the directory the path leads to, through any link on the way (and
+        // through a link at the path itself, for a command that acts on what it leads to). A user
+        // whose permissions are the same everywhere looks nothing up.
+        permsDir = rule.follows === true && access.scope === "entry" ? parentOf(await session.permsPath(path)) : await session.permsPath(permsDir as VirtualPath);
+      }
       const refusal = checkAccess(user, policy, { ...access, permsDir });
       if (refusal) return [550, refusalText(refusal)];
       // Only users without overwrite pay for the existence check (SFTPGo and ProFTPD do the same).
