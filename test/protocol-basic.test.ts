@@ -9,12 +9,25 @@ import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { Readable } from "node:stream";
-import { describe, it } from "node:test";
+import { after, describe, it } from "node:test";
 import type { FTPError } from "basic-ftp";
 import { backOff } from "../src/fs/quick.ts";
 import { readAll, retrieveText, writeAll, type Reply } from "./helpers/raw.ts";
 import { download, ftpLogin, payload, rawLogin, upload, withServer } from "./helpers/run.ts";
 import { RawClient } from "./helpers/raw.ts";
+
+/** Directories made outside the test servers' roots, removed once the file's tests are done. */
+const outsides: string[] = [];
+after(async () => {
+  for (const d of outsides) await rm(d, { recursive: true, force: true });
+});
+
+/** A fresh directory outside every home (what a link in a home may lead to). */
+async function outsideDir(prefix: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  outsides.push(dir);
+  return dir;
+}
 
 const UTF8_NAME = "Grüße 日本.txt";
 
@@ -110,7 +123,7 @@ describe("login and listings", () => {
       const home = t.home("alice");
       await mkdir(join(home, "sub"));
       for (const f of ["a.txt", "b.txt", "c.log", ".dot.txt", "[1].txt"]) await writeFile(join(home, f), f);
-      const outside = await mkdtemp(join(tmpdir(), "berth-glob-outside-"));
+      const outside = await outsideDir("berth-glob-outside-");
       await writeFile(join(outside, "secret.txt"), "secret");
       await writeFile(join(home, "sub", "s.txt"), "s");
       const raw = await rawLogin(t);
@@ -335,7 +348,7 @@ describe("uploads and downloads", () => {
         // overlong name; nothing is made outside and the session goes on.
         assert.equal(await stou("STOU ../../../esc.txt", "kept in"), "/esc.txt");
         assert.equal(await readFile(join(home, "esc.txt"), "utf8"), "kept in");
-        const outside = await mkdtemp(join(tmpdir(), "berth-stou-outside-"));
+        const outside = await outsideDir("berth-stou-outside-");
         await symlink(outside, join(home, "out"));
         await raw.pasv();
         await raw.expect("STOU /out/x", 550);
@@ -391,7 +404,7 @@ describe("uploads and downloads", () => {
         await raw.expect("LIST -d missing", 550);
         // Out of the jail: ".." stops at the home, a link to outside is refused, an overlong name too.
         assert.match((await listing("LIST -d ../../.."))[0] ?? "", /^d.* \.\.\/\.\.\/\.\.$/);
-        const outside = await mkdtemp(join(tmpdir(), "berth-listd-outside-"));
+        const outside = await outsideDir("berth-listd-outside-");
         await symlink(outside, join(home, "out"));
         await raw.pasv();
         await raw.expect("LIST -d out", 550);
