@@ -730,3 +730,46 @@ describe("reply formats", () => {
     });
   });
 });
+
+describe("names with spaces at their start or end", () => {
+  it("LIST, NLST and STAT take a path as written, its leading and trailing spaces included, as SIZE and MLST do", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await writeFile(join(home, " lead"), "abc");
+      await writeFile(join(home, "trail "), "de");
+      await mkdir(join(home, " sp dir "));
+      await writeFile(join(home, " sp dir ", "in.txt"), "x");
+      const raw = await rawLogin(t);
+      try {
+        const listed = async (line: string): Promise<string[]> => {
+          const data = await raw.pasv();
+          raw.send(line);
+          await raw.expectReply(150);
+          const got = (await readAll(data)).toString();
+          await raw.expectReply(226);
+          return got.split("\r\n").filter(Boolean);
+        };
+        const lead = await listed("LIST  lead");
+        assert.equal(lead.length, 1, lead.join("\n"));
+        assert.match(lead[0] as string, /^-rw-\S+\s+1 ftp\s+ftp\s+3 \w{3} [ \d]\d [ \d]\d:\d\d {2}lead$/);
+        const trail = await listed("LIST trail ");
+        assert.equal(trail.length, 1, trail.join("\n"));
+        assert.match(trail[0] as string, /\s2 \w{3} [ \d]\d [ \d]\d:\d\d trail $/);
+        assert.deepEqual(await listed("NLST  lead"), [" lead"]);
+        assert.deepEqual(await listed("NLST trail "), ["trail "]);
+        assert.deepEqual(await listed("NLST  sp dir "), [" sp dir /in.txt"]);
+        const inDir = await listed("LIST  sp dir ");
+        assert.equal(inDir.length, 1, inDir.join("\n"));
+        assert.match(inDir[0] as string, / in\.txt$/);
+        const stat = await raw.expect("STAT  lead", 213);
+        assert.equal(stat.lines.length, 3, stat.lines.join("\n"));
+        assert.match(stat.lines[1] as string, /^ -rw-.* {2}lead$/);
+        // Only spaces: no argument, the current directory.
+        assert.equal((await listed("NLST  ")).length, 3);
+        assert.equal((await listed("LIST -la ")).length, 3);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});

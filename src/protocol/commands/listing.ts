@@ -26,9 +26,11 @@ export function splitListArg(arg: string): string {
 
 /** The path of "LIST -ld dir" and whether its options hold ls's -d (list a directory itself, not
  * its entries), as ProFTPD and pure-ftpd read it. Other options are accepted and ignored. As in
- * ls, "--" ends the options: "LIST -- -name" (lftp's `ls -- -name`) lists the entry "-name". */
+ * ls, "--" ends the options: "LIST -- -name" (lftp's `ls -- -name`) lists the entry "-name". A
+ * path is taken as written, spaces at its start or end included (" lead", "trail "), as every other
+ * command takes it; an argument of spaces only is none. */
 function parseListArg(arg: string): { path: string; dirItself: boolean } {
-  let rest = arg.trim();
+  let rest = arg.trim() === "" ? "" : arg;
   let dirItself = false;
   while (rest.startsWith("-")) {
     const sp = rest.indexOf(" ");
