@@ -57,7 +57,7 @@ function modeText(type: string, mode: number): string {
 
 /** The LIST line berth gives an entry whose lstat (or, for a link inside, its target's) is `st`. */
 function expectedListLine(name: string, st: Stats, type: string, now: number): string {
-  const m = st.mtime;
+  const m = new Date(Math.floor(st.mtimeMs));
   const day = `${MONTHS[m.getUTCMonth()]} ${String(m.getUTCDate()).padStart(2)}`;
   const recent = now - st.mtimeMs < 15_778_476_000;
   const when = recent ? `${day} ${String(m.getUTCHours()).padStart(2, "0")}:${String(m.getUTCMinutes()).padStart(2, "0")}` : `${day} ${String(m.getUTCFullYear()).padStart(5)}`;
@@ -121,7 +121,7 @@ describe("listings of a directory stat'ed by both threads", () => {
                 // A denied name (storage.deny) may only be deleted or renamed away; a link is no file.
                 const perm = type === "dir" ? "elcmpdf" : n === "zz.exe" || type !== "file" ? "df" : "rawdf";
                 const mode = `0${(f.st.mode & 0o777).toString(8)}`;
-                return `type=${type};${size}modify=${mdtm(f.st.mtime)};perm=${perm};unix.mode=${mode}; ${n}`;
+                return `type=${type};${size}modify=${mdtm(new Date(Math.floor(f.st.mtimeMs)))};perm=${perm};unix.mode=${mode}; ${n}`;
               }),
             );
             // STAT <dir> is the LIST over the control connection, each line after a space.

@@ -3,7 +3,7 @@
  * command sequencing (RNFR/RNTO, REST), login guards, malformed and odd input, pipelining.
  */
 import assert from "node:assert/strict";
-import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { RawClient, readAll, retrieveText } from "./helpers/raw.ts";
@@ -767,6 +767,44 @@ describe("names with spaces at their start or end", () => {
         // Only spaces: no argument, the current directory.
         assert.equal((await listed("NLST  ")).length, 3);
         assert.equal((await listed("LIST -la ")).length, 3);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});
+
+describe("times of a file modified in the last fraction of a millisecond of a minute", () => {
+  it("MDTM, MLST, MLSD and LIST give the second and minute the file has, not the next ones", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      const file = join(home, "late.txt");
+      await writeFile(file, "x");
+      // A day ago, 0.3 ms before a whole minute: second 59 of the minute before it.
+      const minute = Math.floor(Date.now() / 60_000) * 60_000 - 86_400_000;
+      await utimes(file, minute / 1000 - 0.0003, minute / 1000 - 0.0003);
+      assert.ok((await stat(file)).mtimeMs % 1000 > 999, "the filesystem keeps the fraction");
+      const before = new Date(minute - 1000);
+      const pad = (n: number): string => String(n).padStart(2, "0");
+      const mdtm =
+        `${before.getUTCFullYear()}${pad(before.getUTCMonth() + 1)}${pad(before.getUTCDate())}` +
+        `${pad(before.getUTCHours())}${pad(before.getUTCMinutes())}${pad(before.getUTCSeconds())}`;
+      const raw = await rawLogin(t);
+      try {
+        assert.equal((await raw.expect("MDTM late.txt", 213)).message, mdtm);
+        const mlst = await raw.expect("MLST late.txt", 250);
+        assert.match(mlst.lines[1] as string, new RegExp(`;modify=${mdtm};`));
+        const listed = async (line: string): Promise<string> => {
+          const data = await raw.pasv();
+          raw.send(line);
+          await raw.expectReply(150);
+          const got = (await readAll(data)).toString();
+          await raw.expectReply(226);
+          return got;
+        };
+        assert.match(await listed("MLSD"), new RegExp(`;modify=${mdtm};.* late\\.txt\r\n`));
+        const hhmm = `${pad(before.getUTCHours())}:${pad(before.getUTCMinutes())}`;
+        assert.match(await listed("LIST late.txt"), new RegExp(` ${hhmm} late\\.txt\r\n$`));
       } finally {
         await raw.close();
       }

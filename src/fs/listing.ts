@@ -29,7 +29,7 @@ export function toEntryStat(s: StatLike, type?: EntryStat["type"]): EntryStat {
   return {
     type: t,
     size: s.size,
-    mtimeMs: Math.round(s.mtimeMs),
+    mtimeMs: Math.floor(s.mtimeMs),
     mode: s.mode & (t === "other" ? S_IFMT | 0o7777 : 0o7777),
     nlink: s.nlink,
     uid: s.uid,
@@ -141,7 +141,7 @@ export class Entries {
     const st = view.stat;
     st.type = t;
     st.size = a[o + 5] as number;
-    st.mtimeMs = Math.round(a[o + 6] as number);
+    st.mtimeMs = Math.floor(a[o + 6] as number);
     st.mode = mode & (t === "other" ? S_IFMT | 0o7777 : 0o7777);
     st.nlink = a[o + 2] as number;
     st.uid = a[o + 3] as number;

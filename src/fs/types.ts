@@ -13,7 +13,8 @@ export type RealPath = string & { readonly __brand: "RealPath" };
 export interface EntryStat {
   readonly type: "file" | "dir" | "link" | "other";
   readonly size: number;
-  /** Modification time in whole milliseconds since the epoch (as Node's `Stats.mtime` rounds it);
+  /** Modification time in whole milliseconds since the epoch, truncated as `ls` and stat(1) cut
+   * nanoseconds (never rounded up: 59.9997 s is second 59 of its minute, not the next minute);
    * a number, not a Date: a listing makes one per entry. */
   readonly mtimeMs: number;
   /** Permission bits (mode & 0o7777); of an "other" entry its file type bits too (S_IFMT: a FIFO,
