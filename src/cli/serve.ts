@@ -125,5 +125,11 @@ export function listenFailure(err: unknown, config: Config): CliError | undefine
   const host = typeof e.address === "string" ? e.address : config.listen.host;
   const port = typeof e.port === "number" ? e.port : config.listen.port;
   const shownHost = host.includes(":") ? `[${host}]` : host;
-  return new CliError(`cannot listen on ${shownHost}:${port}: ${systemErrorText(err)}`, 1);
+  // Binding a port below 1024 without privilege: say what grants it. In the container image the
+  // node binary's file capability does that, and no-new-privileges is what silently stops it.
+  const hint =
+    code === "EACCES" && port > 0 && port < 1024
+      ? ` (a port below 1024 needs root or the capability NET_BIND_SERVICE; in a container started with no-new-privileges the image's node cannot use its file capability: listen on a port from 1024 up and publish it, e.g. BERTH_LISTEN_PORT=2121 with -p 21:2121)`
+      : "";
+  return new CliError(`cannot listen on ${shownHost}:${port}: ${systemErrorText(err)}${hint}`, 1);
 }
