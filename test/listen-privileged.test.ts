@@ -3,29 +3,17 @@
  * node is when started with no-new-privileges): the one-line error says what grants the port and
  * how to do without it. Needs root (to start berth as another user) and setpriv; skipped otherwise.
  */
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { chmodSync } from "node:fs";
 import process from "node:process";
 import { describe, test } from "node:test";
-import { assertOneLineError, baseEnv, MAIN, TSX, workdir, type CliResult } from "./helpers/cli.ts";
+import { assertOneLineError, berth, workdir, type CliResult } from "./helpers/cli.ts";
 
 const canDrop = process.getuid?.() === 0 && spawnSync("setpriv", ["--version"]).status === 0;
 
 /** Runs `berth serve` in `cwd` as uid/gid 1000 with no capabilities. */
 function serveUnprivileged(cwd: string, env: Record<string, string>): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      "setpriv",
-      ["--reuid=1000", "--regid=1000", "--clear-groups", "--inh-caps=-all", process.execPath, "--import", TSX, MAIN, "serve"],
-      { cwd, env: baseEnv(env), timeout: 60_000, killSignal: "SIGKILL" },
-    );
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
-    child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
+  return berth(cwd, ["serve"], { env, via: ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "--inh-caps=-all"] });
 }
 
 void describe("berth serve on a port below 1024 without the right to bind it", () => {

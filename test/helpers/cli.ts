@@ -44,10 +44,13 @@ export function baseEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", BERTH_USERS_BCRYPT_COST: "4", ...extra };
 }
 
-/** Runs the CLI in `cwd` with `args`, feeding `input` on stdin. */
-export function berth(cwd: string, args: string[], opts: { input?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
+/** Runs the CLI in `cwd` with `args`, feeding `input` on stdin; `via`: a program and its arguments
+ * that run node in turn (setpriv, to run it as another user). */
+export function berth(cwd: string, args: string[], opts: { input?: string; env?: Record<string, string>; via?: readonly string[] } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = track(spawn(process.execPath, ["--import", TSX, MAIN, ...args], { cwd, env: baseEnv(opts.env), timeout: 60_000, killSignal: "SIGKILL" }));
+    const [program, ...prefix] = [...(opts.via ?? []), process.execPath];
+    const argv = [...prefix, "--import", TSX, MAIN, ...args];
+    const child = track(spawn(program ?? process.execPath, argv, { cwd, env: baseEnv(opts.env), timeout: 60_000, killSignal: "SIGKILL" }));
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
