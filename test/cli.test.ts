@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { PERMS } from "../src/auth/types.ts";
 import { UserStore } from "../src/auth/store.ts";
 import { Client } from "basic-ftp";
-import { assertOneLineError, baseEnv, berth, MAIN, startServe, TSX, workdir, type CliResult } from "./helpers/cli.ts";
+import { assertOneLineError, baseEnv, berth, listeningPort, MAIN, SETPRIV, startServe, TSX, workdir, type CliResult } from "./helpers/cli.ts";
 
 const HAS_SERVER = existsSync(fileURLToPath(new URL("../src/server.ts", import.meta.url)));
 
@@ -168,7 +168,6 @@ void describe("berth user run at once", () => {
 });
 
 void describe("users file replaced by a command", () => {
-  const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
   const asRoot = process.getuid?.() === 0;
 
   void test("keeps its mode, its owner (a command run as root) and its place behind a symbolic link", async () => {
@@ -205,7 +204,7 @@ void describe("users file replaced by a command", () => {
 
     if (serve !== undefined) {
       // The server, running as the file's owner, still reads it: bob logs in at once.
-      const port = (JSON.parse(/^.*"event":"listening".*$/m.exec(serve.output().stdout)?.[0] ?? "{}") as { port: number }).port;
+      const port = listeningPort(serve.output().stdout);
       const client = new Client(5000);
       try {
         await client.access({ host: "127.0.0.1", port, user: "bob", password: "bob-pw" });
@@ -249,7 +248,7 @@ void describe("keys of the users file that berth does not use", () => {
     const serve = startServe(cwd, { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22010-22019", BERTH_LOG_LEVEL: "info" }, /"event":"listening"/);
     try {
       await serve.ready;
-      const port = (JSON.parse(/^.*"event":"listening".*$/m.exec(serve.output().stdout)?.[0] ?? "{}") as { port: number }).port;
+      const port = listeningPort(serve.output().stdout);
       const client = new Client(5000);
       try {
         await client.access({ host: "127.0.0.1", port, user: "alice", password: "next-pw" });
@@ -304,7 +303,6 @@ void describe("a users file or lock that is not a regular file", () => {
 });
 
 void describe("homes made by a command run as root", () => {
-  const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
   const skip = process.getuid?.() !== 0 ? "needs root" : SETPRIV === undefined ? "needs setpriv" : false;
 
   void test("belong to the server's user (the users file's owner): the new user can upload at once", { skip }, async () => {
@@ -320,7 +318,7 @@ void describe("homes made by a command run as root", () => {
       SETPRIV ?? "", "--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "--import", TSX, MAIN, "serve",
     ]);
     await serve.ready;
-    const port = (JSON.parse(/^.*"event":"listening".*$/m.exec(serve.output().stdout)?.[0] ?? "{}") as { port: number }).port;
+    const port = listeningPort(serve.output().stdout);
     const add = await berth(cwd, ["user", "add", "bob", "--password-stdin"], { input: "bob-pw" });
     assert.equal(add.code, 0, add.stderr);
     for (const dir of ["data", "data/bob"]) {
@@ -341,7 +339,6 @@ void describe("homes made by a command run as root", () => {
 });
 
 void describe("a users file made by a command run as root", () => {
-  const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
   const skip = process.getuid?.() !== 0 ? "needs root" : SETPRIV === undefined ? "needs setpriv" : false;
 
   void test("belongs to the owner of its directory (the server's user), who can then start and serve it", { skip }, async () => {
@@ -360,7 +357,7 @@ void describe("a users file made by a command run as root", () => {
     ]);
     try {
       await serve.ready;
-      const port = (JSON.parse(/^.*"event":"listening".*$/m.exec(serve.output().stdout)?.[0] ?? "{}") as { port: number }).port;
+      const port = listeningPort(serve.output().stdout);
       const client = new Client(5000);
       try {
         await client.access({ host: "127.0.0.1", port, user: "bob", password: "bob-pw" });

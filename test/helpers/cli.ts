@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after } from "node:test";
@@ -69,6 +69,15 @@ export function assertOneLineError(r: CliResult, code: number, ...fragments: str
   assert.match(lines[0] ?? "", /^berth: /);
   assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
   for (const f of fragments) assert.ok(r.stderr.includes(f), `"${r.stderr.trim()}" should mention ${f}`);
+}
+
+/** setpriv, to run the server as another user (tests that need it skip without it). */
+export const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
+
+/** The control port a `berth serve` logged in its "listening" line (0 when there is none yet). */
+export function listeningPort(stdout: string): number {
+  const line = /^.*"event":"listening".*$/m.exec(stdout)?.[0];
+  return line === undefined ? 0 : (JSON.parse(line) as { port: number }).port;
 }
 
 /** Starts `berth serve` in `cwd` (or `command`, a program and its arguments); `ready` resolves
