@@ -231,6 +231,24 @@ void describe("UserStore", () => {
   });
 });
 
+/** A limiter whose every filesystem call takes 20 ms. */
+class SlowLimiter extends Limiter {
+  override run<T>(step: () => Promise<T>): Promise<T> {
+    return new Promise((r) => setTimeout(r, 20)).then(step);
+  }
+}
+
+/** Ten directories, one inside the other, below `top`, with a one-byte file "f" in `top` and in
+ * each but the last. */
+function deepTree(top: string): void {
+  let dir = top;
+  for (let i = 0; i < 10; i++) {
+    writeFileSync(path.join(dir, "f"), "x");
+    dir = path.join(dir, `d${i}`);
+    mkdirSync(dir);
+  }
+}
+
 void describe("user list usage", () => {
   test("users sharing a home show the same usage; a missing home shows none", async () => {
     const box = sandbox();
@@ -252,23 +270,13 @@ void describe("user list usage", () => {
     const box = sandbox();
     const store = storeOn(box);
     await store.add("deep", "pw", {});
-    let dir = path.join(box.root, "deep");
-    for (let i = 0; i < 10; i++) {
-      writeFileSync(path.join(dir, "f"), "x");
-      dir = path.join(dir, `d${i}`);
-      mkdirSync(dir);
-    }
+    deepTree(path.join(box.root, "deep"));
     // Every filesystem call takes 20 ms: the walk goes one level down per three calls.
-    class Slow extends Limiter {
-      override run<T>(step: () => Promise<T>): Promise<T> {
-        return new Promise((r) => setTimeout(r, 20)).then(step);
-      }
-    }
-    const partial = await scanUsage(path.join(box.root, "deep"), new Slow(1), Date.now() + 150);
+    const partial = await scanUsage(path.join(box.root, "deep"), new SlowLimiter(1), Date.now() + 150);
     assert.equal(partial.partial, true);
     assert.ok(partial.files >= 1 && partial.files < 10, `${partial.files} files counted`);
     assert.equal(partial.bytes, partial.files);
-    assert.deepEqual(await scanUsage(path.join(box.root, "deep"), new Slow(1)), { bytes: 10, files: 10 });
+    assert.deepEqual(await scanUsage(path.join(box.root, "deep"), new SlowLimiter(1)), { bytes: 10, files: 10 });
     // user list says so.
     const users = await store.list();
     const table = formatUserTable(users, await homeUsage(users, -1));
@@ -282,21 +290,11 @@ void describe("user list usage", () => {
     const names = ["h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8"];
     for (const name of names) {
       await store.add(name, "pw", {});
-      let dir = path.join(box.root, name);
-      for (let i = 0; i < 10; i++) {
-        writeFileSync(path.join(dir, "f"), "x");
-        dir = path.join(dir, `d${i}`);
-        mkdirSync(dir);
-      }
+      deepTree(path.join(box.root, name));
     }
     // Every filesystem call takes 20 ms: no home is counted within 200 ms.
-    class Slow extends Limiter {
-      override run<T>(step: () => Promise<T>): Promise<T> {
-        return new Promise((r) => setTimeout(r, 20)).then(step);
-      }
-    }
     const started = Date.now();
-    const usage = await homeUsage(await store.list(), 200, new Slow(16));
+    const usage = await homeUsage(await store.list(), 200, new SlowLimiter(16));
     const took = Date.now() - started;
     assert.ok(took < 800, `took ${took} ms for a budget of 200 ms (8 homes)`);
     for (const name of names) assert.equal(usage.get(name)?.partial, true, `${name} shown as a lower bound`);
