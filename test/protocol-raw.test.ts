@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { mkdir, readdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { RawClient, readAll, retrieveText } from "./helpers/raw.ts";
+import { listedText, RawClient, readAll, retrieveText } from "./helpers/raw.ts";
 import { rawLogin, withServer } from "./helpers/run.ts";
 
 describe("sequencing", () => {
@@ -741,14 +741,7 @@ describe("names with spaces at their start or end", () => {
       await writeFile(join(home, " sp dir ", "in.txt"), "x");
       const raw = await rawLogin(t);
       try {
-        const listed = async (line: string): Promise<string[]> => {
-          const data = await raw.pasv();
-          raw.send(line);
-          await raw.expectReply(150);
-          const got = (await readAll(data)).toString();
-          await raw.expectReply(226);
-          return got.split("\r\n").filter(Boolean);
-        };
+        const listed = async (line: string): Promise<string[]> => (await listedText(raw, line)).split("\r\n").filter(Boolean);
         const lead = await listed("LIST  lead");
         assert.equal(lead.length, 1, lead.join("\n"));
         assert.match(lead[0] as string, /^-rw-\S+\s+1 ftp\s+ftp\s+3 \w{3} [ \d]\d [ \d]\d:\d\d {2}lead$/);
@@ -794,14 +787,7 @@ describe("times of a file modified in the last fraction of a millisecond of a mi
         assert.equal((await raw.expect("MDTM late.txt", 213)).message, mdtm);
         const mlst = await raw.expect("MLST late.txt", 250);
         assert.match(mlst.lines[1] as string, new RegExp(`;modify=${mdtm};`));
-        const listed = async (line: string): Promise<string> => {
-          const data = await raw.pasv();
-          raw.send(line);
-          await raw.expectReply(150);
-          const got = (await readAll(data)).toString();
-          await raw.expectReply(226);
-          return got;
-        };
+        const listed = (line: string): Promise<string> => listedText(raw, line);
         assert.match(await listed("MLSD"), new RegExp(`;modify=${mdtm};.* late\\.txt\r\n`));
         const hhmm = `${pad(before.getUTCHours())}:${pad(before.getUTCMinutes())}`;
         assert.match(await listed("LIST late.txt"), new RegExp(` ${hhmm} late\\.txt\r\n$`));

@@ -322,6 +322,17 @@ export async function retrieveText(raw: RawClient, name: string, rest?: number):
   return data.toString();
 }
 
+/** `line` (LIST, NLST, MLSD…) on a new passive connection: its 150, everything the data connection
+ * carries as text, then its 226. */
+export async function listedText(raw: RawClient, line: string): Promise<string> {
+  const data = await raw.pasv();
+  raw.send(line);
+  await raw.expectReply(150);
+  const text = (await readAll(data)).toString();
+  await raw.expectReply(226);
+  return text;
+}
+
 /** Listens on `host` for the server's active data connection (the caller sends PORT/EPRT). */
 export async function listenLocal(host: string): Promise<ActiveWait> {
   const server = createServer();
