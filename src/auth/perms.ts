@@ -163,7 +163,14 @@ export function namePolicy(storage: { readonly hide: string; readonly deny: stri
 
 /** True when any segment of `path` is a hidden name (so a hidden directory hides all it holds). */
 export function isHiddenPath(policy: NamePolicy, path: string): boolean {
-  return path.split("/").some((seg) => seg !== "" && policy.hidden(seg));
+  // Segment by segment without split(), which costs a runtime call per path (checked per command).
+  for (let start = 0; start <= path.length; ) {
+    let end = path.indexOf("/", start);
+    if (end === -1) end = path.length;
+    if (end > start && policy.hidden(path.slice(start, end))) return true;
+    start = end + 1;
+  }
+  return false;
 }
 
 /** Checks one access; the first reason to refuse it, or null. Hidden comes first so that a hidden

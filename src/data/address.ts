@@ -59,9 +59,16 @@ function canonicalIPv6(addr: string): string {
 
 /** Formats the 227 reply text for an IPv4 address and port. */
 export function format227(ipv4: string, port: number): string {
-  const h = ipv4.split(".").join(",");
-  return `Entering Passive Mode (${h},${port >> 8},${port & 0xff}).`;
+  // The address announced is nearly always the one before: its comma form is kept (a split and a
+  // join cost a runtime call each PASV).
+  if (ipv4 !== last227.ipv4) {
+    last227.ipv4 = ipv4;
+    last227.h = ipv4.replaceAll(".", ",");
+  }
+  return `Entering Passive Mode (${last227.h},${port >> 8},${port & 0xff}).`;
 }
+
+const last227 = { ipv4: "", h: "" };
 
 /** Formats the 229 reply text (RFC 2428 §3). */
 export function format229(port: number): string {

@@ -87,7 +87,7 @@ export class Registry {
   add(specs: readonly CommandSpec[]): this {
     for (const s of specs) {
       if (this.map.has(s.verb)) throw new Error(`duplicate verb ${s.verb}`);
-      this.map.set(s.verb, s);
+      this.map.set(s.verb, uniformSpec(s));
     }
     return this;
   }
@@ -108,6 +108,49 @@ export class Registry {
     for (const s of this.map.values()) for (const f of s.feat?.(session) ?? []) set.add(f);
     return [...set].sort();
   }
+}
+
+/**
+ * `s` with every key present, in one order (undefined where the command has none), and its rules
+ * alike. The specs are written in many shapes (spreads of shared parts, optional keys), which made
+ * the dispatcher's reads of them megamorphic: V8 then looks each one up in a cache that misses
+ * often, and a miss is a runtime call, several per command. Stored this way every spec has one
+ * hidden class and every rule another.
+ */
+function uniformSpec(s: CommandSpec): CommandSpec {
+  const u = {
+    verb: s.verb,
+    handler: s.handler,
+    needsLogin: s.needsLogin,
+    arg: s.arg,
+    perm: s.perm === undefined ? undefined : uniformRule(s.perm),
+    opensData: s.opensData,
+    bypassesQueue: s.bypassesQueue,
+    beforeTls: s.beforeTls,
+    secretArg: s.secretArg,
+    loggedArg: s.loggedArg,
+    feat: s.feat,
+    help: s.help,
+    rfc: s.rfc,
+    aliasOf: s.aliasOf,
+  };
+  for (const k of Object.keys(s)) if (!(k in u)) throw new Error(`registry: spec key ${k} of ${s.verb} not kept`);
+  return u as CommandSpec;
+}
+
+function uniformRule(r: PermRule): PermRule {
+  const u = {
+    need: r.need,
+    scope: r.scope,
+    creates: r.creates,
+    named: r.named,
+    overwrite: r.overwrite,
+    follows: r.follows,
+    path: r.path,
+    form: r.form === undefined ? undefined : { matches: r.form.matches, rule: uniformRule(r.form.rule), what: r.form.what },
+  };
+  for (const k of Object.keys(r)) if (!(k in u)) throw new Error(`registry: rule key ${k} not kept`);
+  return u as PermRule;
 }
 
 /** Builds an alias spec (XPWD for PWD and the like: RFC 775 names some clients still send). */

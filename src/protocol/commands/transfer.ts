@@ -12,7 +12,8 @@ import { FtpError } from "../errors.ts";
 import type { CommandSpec } from "../registry.ts";
 import { admitUpload, downloadHook, type UploadLimits } from "../limits.ts";
 import type { Session } from "../session.ts";
-import { badOffset, modeName, runTransfer } from "./xfer.ts";
+import type { DataConnection } from "../../data/raw.ts";
+import { badOffset, modeName, runTransfer, type TransferPlan } from "./xfer.ts";
 
 /** In TYPE A the marker would count the converted stream's bytes, not the file's (RFC 3659
  * §5.2); berth does not translate one into the other, and resumes in TYPE I only (as ProFTPD). */
@@ -53,38 +54,62 @@ async function retr(s: Session, arg: string): Promise<void> {
 }
 
 async function upload(s: Session, path: VirtualPath, opts: UploadOptions, opening: string, unique?: UniqueTarget): Promise<void> {
-  const announced = s.allocated;
-  // Quota and bandwidth (protocol/limits.ts): admitted before 150, settled after the last reply.
-  let limits = null as UploadLimits | null;
-  const transfer = new Transfer("upload", path, announced);
+  const plan = new UploadPlan(s, path, opts, opening, unique ?? null);
   try {
-    await runTransfer<Upload>(s, {
-      transfer,
-      // Read after open(): STOU's name is settled once its file is created.
-      get opening() {
-        return unique ? unique.opening : opening;
-      },
-      get done() {
-        return unique ? unique.done : "Transfer complete";
-      },
-      async open() {
-        limits = await admitUpload(s, path, opts, announced);
-        const up = unique ? await unique.open(s, transfer) : await s.requireFs().openUpload(path, opts);
-        await limits.opened(up, transfer);
-        return up;
-      },
-      move(t, conn, up) {
-        return receiveFile(t, conn, up.handle, up.position, s.type === "A", stalledMs(s), limits?.hook ?? null, s.ctx.config.transfer.uploadThreads);
-      },
-      commit(up) {
-        return limits ? limits.commit(up) : up.commit();
-      },
-      abort(up) {
-        return limits ? limits.abort(up) : up.abort();
-      },
-    });
+    await runTransfer<Upload>(s, plan);
   } finally {
-    await limits?.finish();
+    await plan.limits?.finish();
+  }
+}
+
+/** An upload's steps (xfer.ts). A class, not an object literal: a literal with getters defines
+ * them anew, in V8's runtime, for every upload (and see test/hotpath.test.ts). */
+class UploadPlan implements TransferPlan<Upload> {
+  readonly transfer: Transfer;
+  /** The size ALLO announced, if any (the quota's admission). */
+  private readonly announced: number | null;
+  /** Quota and bandwidth (protocol/limits.ts): admitted before 150, settled after the last reply. */
+  limits: UploadLimits | null = null;
+  /** STOU's texts name the file, whose name is settled once it is created: set by open(). */
+  opening: string;
+  done = "Transfer complete";
+
+  constructor(
+    private readonly s: Session,
+    private readonly path: VirtualPath,
+    private readonly opts: UploadOptions,
+    opening: string,
+    private readonly unique: UniqueTarget | null,
+  ) {
+    this.announced = s.allocated;
+    this.transfer = new Transfer("upload", path, this.announced);
+    this.opening = opening;
+  }
+
+  async open(): Promise<Upload> {
+    const { s, unique } = this;
+    const limits = await admitUpload(s, this.path, this.opts, this.announced);
+    this.limits = limits;
+    const up = unique ? await unique.open(s, this.transfer) : await s.requireFs().openUpload(this.path, this.opts);
+    await limits.opened(up, this.transfer);
+    if (unique) {
+      this.opening = unique.opening;
+      this.done = unique.done;
+    }
+    return up;
+  }
+
+  move(t: Transfer, conn: DataConnection, up: Upload): Promise<number> {
+    const s = this.s;
+    return receiveFile(t, conn, up.handle, up.position, s.type === "A", stalledMs(s), this.limits?.hook ?? null, s.ctx.config.transfer.uploadThreads);
+  }
+
+  commit(up: Upload): Promise<void> {
+    return this.limits ? this.limits.commit(up) : up.commit();
+  }
+
+  abort(up: Upload): Promise<void> {
+    return this.limits ? this.limits.abort(up) : up.abort();
   }
 }
 
