@@ -8,6 +8,8 @@
  * - lstat of a directory's entries relative to the directory (native/lstat.c), for listings
  *   (fs/listing.ts and the stat worker, fs/statworker.ts);
  * - paths opened below a jail's root in one call (native/beneath.c, fs/beneath.ts);
+ * - the small-file path's descriptor calls (open, read, write, close) with the result as a number
+ *   (native/io.c, fs/sysio.ts);
  * - the main thread's CPU time (native/addon.c), so that fs/quick.ts can tell a large file call the
  *   kernel was busy with from one that waited for the disk.
  * Optional: where the addon was not built (no C compiler, not Linux) or does not load, the
@@ -136,7 +138,22 @@ export interface ListenBinding {
   acceptOne(fd: number): [number, string] | number;
 }
 
-type Addon = Partial<SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & PendingBinding & QuickAckBinding & BeneathBinding & WatchBinding & ListenBinding>;
+/** What native/io.c exports: each call's result, or -errno. */
+export interface IoBinding {
+  /** open(2) of `path` (close-on-exec): the descriptor. */
+  ioOpen(path: string, flags: number, mode: number): number;
+  /** read(2) into `buf[offset, offset + length)`: bytes read (0 at the end). */
+  ioRead(fd: number, buf: Uint8Array, offset: number, length: number): number;
+  /** pwrite(2) of `buf[offset, offset + length)` at `position`, or write(2) when it is -1: bytes
+   * written. */
+  ioWrite(fd: number, buf: Uint8Array, offset: number, length: number, position: number): number;
+  /** close(2): 0. */
+  ioClose(fd: number): number;
+}
+
+type Addon = Partial<
+  SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & PendingBinding & QuickAckBinding & BeneathBinding & WatchBinding & ListenBinding & IoBinding
+>;
 
 let addon: Addon | null | undefined;
 
@@ -211,6 +228,9 @@ export const quickAckBinding = binding<QuickAckBinding>(["quickAck"]);
 
 /** listenTcp and acceptOne (looked for once; see pick). */
 export const listenBinding = binding<ListenBinding>(["listenTcp", "acceptOne"]);
+
+/** ioOpen, ioRead, ioWrite and ioClose (looked for once; see pick). */
+export const ioBinding = binding<IoBinding>(["ioOpen", "ioRead", "ioWrite", "ioClose"]);
 
 /** watchReadable, unwatch and releaseWatches (looked for once; see pick). */
 export const watchBinding = binding<WatchBinding>(["watchReadable", "unwatch", "releaseWatches"]);

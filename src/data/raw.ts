@@ -8,9 +8,9 @@
  * the connection from then on: the same socket the listener would have made, so every other path
  * is unchanged.
  */
-import { readSync } from "node:fs";
 import type { Server, Socket } from "node:net";
 import { closeQuietly } from "../fs/fd.ts";
+import { NEG_EAGAIN, tryRead } from "../fs/sysio.ts";
 import { pendingBinding, watchBinding, type Watcher } from "../native.ts";
 import { socketFor, socketForFd, type ClientHandle } from "./accept.ts";
 import { prematureClose } from "./failure.ts";
@@ -110,11 +110,9 @@ export class RawData {
       return;
     }
     for (let i = 0; i < DROP_READS; i++) {
-      let n: number;
-      try {
-        n = readSync(fd, scratch, 0, scratch.length, null);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EAGAIN") this.destroy();
+      const n = tryRead(fd, scratch, 0, scratch.length);
+      if (n < 0) {
+        if (n !== NEG_EAGAIN) this.destroy();
         return;
       }
       if (n === 0) {

@@ -24,10 +24,10 @@
  * end; the promise settles when the thread is done. A large upload then costs the event loop
  * nothing per chunk, and a slow disk holds up only the thread.
  */
-import { readSync, writeSync } from "node:fs";
 import { Socket } from "node:net";
 import type { FileLike } from "../fs/quick.ts";
 import { canNow, write as quickWrite, writeNow } from "../fs/quick.ts";
+import { NEG_EAGAIN, sysError, tryRead, writeNowAt } from "../fs/sysio.ts";
 import type { RawData } from "./raw.ts";
 import type { ReceiveBinding, TransferJob } from "../native.ts";
 import { constants as osConstants } from "node:os";
@@ -524,11 +524,9 @@ class RawReceive {
     const fd = this.conn.fd;
     const buf = this.buf;
     for (;;) {
-      let n: number;
-      try {
-        n = readSync(fd, buf, 0, buf.length, null);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EAGAIN") return this.stop(err, false);
+      const n = tryRead(fd, buf, 0, buf.length);
+      if (n < 0) {
+        if (n !== NEG_EAGAIN) return this.stop(sysError(n, "read"), false);
         // An error reported and none to read (libuv stopped watching): the connection failed.
         if (status < 0) return this.stop(prematureClose(), false);
         break;
@@ -569,7 +567,7 @@ class RawReceive {
     this.halt();
     if (ended && failure === null) {
       try {
-        writeSync(this.conn.fd, NO_BYTES, 0, 0);
+        writeNowAt(this.conn.fd, NO_BYTES, 0, 0, null);
       } catch (err) {
         failure = err;
       }

@@ -22,7 +22,7 @@ import { jobError, prematureClose } from "./failure.ts";
 import { claimThread, releaseThread } from "./threads.ts";
 import { plainSocketFd, receiveBinding, sendfileBinding, type SendfileBinding, type TransferJob } from "../native.ts";
 import { RawData, type DataConnection } from "./raw.ts";
-import { writeSync } from "node:fs";
+import { NEG_EAGAIN, sysError, tryWrite } from "../fs/sysio.ts";
 
 /** Read size for downloads: large chunks keep system calls few; at most what may be read at once
  * synchronously (fs/quick.ts). */
@@ -426,10 +426,11 @@ function writeRawAtOnce(conn: RawData, data: Buffer): number {
   let at = 0;
   const fd = conn.fd;
   if (fd < 0) return 0;
-  try {
-    while (at < data.length) at += writeSync(fd, data, at, data.length - at);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
+  while (at < data.length) {
+    const n = tryWrite(fd, data, at, data.length - at);
+    if (n === NEG_EAGAIN) break;
+    if (n < 0) throw sysError(n, "write");
+    at += n;
   }
   return at;
 }

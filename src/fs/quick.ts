@@ -18,6 +18,7 @@
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import { threadCpuBinding } from "../native.ts";
+import { closeNow, openNow, writeNowAt } from "./sysio.ts";
 
 /** A synchronous call slower than this (ms) is late: the disk may be slow, or the thread only
  * waited for a CPU (on a busy machine a thread is preempted for a few ms now and then). */
@@ -300,7 +301,7 @@ export interface FileLike {
 /** Opens `p`: synchronously into a QuickFile while the disk is fast, else a FileHandle. */
 export async function open(p: string, flags: number, mode?: number): Promise<FileLike> {
   if (!quickEnabled()) return fsp.open(p, flags, mode);
-  return new QuickFile(timed(() => fs.openSync(p, flags, mode)));
+  return new QuickFile(timed(() => openNow(p, flags, mode)));
 }
 
 /** True for a descriptor of the synchronous kind (open while quick, quickFile): it stays open until
@@ -316,13 +317,13 @@ export function quickFile(fd: number): FileLike {
 
 /** Opens `p` as a bare descriptor (fs/pin.ts: O_PATH directories and entries). */
 export async function openFd(p: string, flags: number): Promise<number> {
-  if (quickEnabled()) return timed(() => fs.openSync(p, flags));
+  if (quickEnabled()) return timed(() => openNow(p, flags));
   return new Promise((resolve, reject) => fs.open(p, flags, (err, fd) => (err ? reject(err) : resolve(fd))));
 }
 
 /** Closes a bare descriptor from openFd. Closing an O_PATH descriptor touches no disk. */
 export function closeFd(fd: number): void {
-  fs.closeSync(fd);
+  closeNow(fd);
 }
 
 /** File calls of a QuickFile's write stream: its own writes, and no close. */
@@ -385,7 +386,7 @@ class QuickFile implements FileLike {
     const fd = this.#fd;
     if (fd < 0) return;
     this.#fd = -1;
-    if (quickEnabled()) return timed(() => fs.closeSync(fd));
+    if (quickEnabled()) return timed(() => closeNow(fd));
     return new Promise((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
   }
 
@@ -428,7 +429,7 @@ export async function read(handle: FileLike, buf: Buffer, offset: number, length
 export async function write(handle: FileLike, buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesWritten: number }> {
   const fd = fdOf(handle);
   if (fd !== null && length <= QUICK_IO_MAX && quickEnabled()) {
-    return { bytesWritten: timed(() => fs.writeSync(fd, buf, offset, length, position), length) };
+    return { bytesWritten: timed(() => writeNowAt(fd, buf, offset, length, position), length) };
   }
   return handle.write(buf, offset, length, position);
 }
@@ -451,7 +452,7 @@ export function writeNow(handle: FileLike, buf: Uint8Array, offset: number, leng
   timed(() => {
     let done = 0;
     while (done < length) {
-      const n = fs.writeSync(fd, buf, offset + done, length - done, position + done);
+      const n = writeNowAt(fd, buf, offset + done, length - done, position + done);
       if (n <= 0) throw Object.assign(new Error("short write"), { code: "EIO" });
       done += n;
     }

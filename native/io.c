@@ -1,0 +1,113 @@
+/*
+ * The descriptor calls of the small-file path, made on the calling thread (src/fs/sysio.ts):
+ *
+ *   ioOpen(path, flags, mode) -> fd, or -errno     open(2), with O_CLOEXEC as libuv adds it
+ *   ioRead(fd, buffer, offset, length) -> bytes read, or -errno           read(2)
+ *   ioWrite(fd, buffer, offset, length, position) -> bytes written, or -errno
+ *                                                  pwrite(2) at position, write(2) when it is -1
+ *   ioClose(fd) -> 0, or -errno                    close(2)
+ *
+ * Node's fs.openSync, readSync, writeSync and closeSync make the same system calls, but each also
+ * looks a tracing category up by name twice (a string comparison against every category Node has
+ * registered), sets up a request for the synchronous call, validates its arguments in JavaScript and,
+ * on a failure, builds an exception: about 2,500 instructions on top of the call, eight times per
+ * small upload. These return the result as a number instead, and the caller decides what an error
+ * is (EAGAIN on a socket read is no error at all).
+ *
+ * Built by native/build.mjs at install; berth works without it (src/native.ts).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "berth.h"
+
+/* Longest path taken (PATH_MAX on Linux); longer ones are ENAMETOOLONG, as the kernel says. */
+#define PATH_BYTES 4096
+
+/* buffer[offset, offset + length) of the typed array or Buffer `v`; false, with a TypeError saying
+ * `usage`, when `v` is not one or the range does not fit. */
+static bool byte_range(napi_env env, napi_value v, napi_value off, napi_value len, const char *usage, char **at, size_t *n) {
+  void *data;
+  size_t size;
+  int32_t o, l;
+  if (napi_get_buffer_info(env, v, &data, &size) != napi_ok || napi_get_value_int32(env, off, &o) != napi_ok ||
+      napi_get_value_int32(env, len, &l) != napi_ok || o < 0 || l < 0 || (size_t)o + (size_t)l > size) {
+    napi_throw_type_error(env, NULL, usage);
+    return false;
+  }
+  *at = (char *)data + o;
+  *n = (size_t)l;
+  return true;
+}
+
+napi_value berth_io_open(napi_env env, napi_callback_info info) {
+  static const char usage[] = "ioOpen(path, flags, mode)";
+  size_t argc = 3;
+  napi_value argv[3];
+  char path[PATH_BYTES];
+  size_t len;
+  int32_t flags, mode;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
+      napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &flags) != napi_ok || napi_get_value_int32(env, argv[2], &mode) != napi_ok || mode < 0) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  // A path that filled the buffer may have been cut short: never open a shorter one.
+  if (len >= sizeof path - 1) return berth_number(env, -ENAMETOOLONG);
+  // A NUL inside the string would end the path early (Node refuses such a path too).
+  if (strlen(path) != len) return berth_number(env, -EINVAL);
+  int fd;
+  do fd = open(path, flags | O_CLOEXEC, (mode_t)mode);
+  while (fd < 0 && errno == EINTR);
+  return berth_number(env, fd < 0 ? -errno : fd);
+}
+
+napi_value berth_io_read(napi_env env, napi_callback_info info) {
+  static const char usage[] = "ioRead(fd, buffer, offset, length)";
+  size_t argc = 4;
+  napi_value argv[4];
+  int32_t fd;
+  char *at;
+  size_t n;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 || napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  if (!byte_range(env, argv[1], argv[2], argv[3], usage, &at, &n)) return NULL;
+  ssize_t r;
+  do r = read(fd, at, n);
+  while (r < 0 && errno == EINTR);
+  return berth_number(env, r < 0 ? -errno : (double)r);
+}
+
+napi_value berth_io_write(napi_env env, napi_callback_info info) {
+  static const char usage[] = "ioWrite(fd, buffer, offset, length, position)";
+  size_t argc = 5;
+  napi_value argv[5];
+  int32_t fd;
+  double position;
+  char *at;
+  size_t n;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      napi_get_value_double(env, argv[4], &position) != napi_ok || !(position >= -1) || position > 9007199254740991.0) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  if (!byte_range(env, argv[1], argv[2], argv[3], usage, &at, &n)) return NULL;
+  ssize_t r;
+  do r = position < 0 ? write(fd, at, n) : pwrite(fd, at, n, (off_t)position);
+  while (r < 0 && errno == EINTR);
+  return berth_number(env, r < 0 ? -errno : (double)r);
+}
+
+napi_value berth_io_close(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  if (!berth_fd_argument(env, info, "ioClose(fd)", &fd)) return NULL;
+  // Not retried on EINTR: on Linux the descriptor is gone whatever close() returns.
+  return berth_number(env, close(fd) < 0 ? -errno : 0);
+}

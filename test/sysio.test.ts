@@ -1,0 +1,157 @@
+/**
+ * fs/sysio.ts: the small-file path's descriptor calls through the addon (native/io.c) behave as
+ * Node's fs.*Sync do, results and errors alike, so that nothing above them can tell which ran.
+ */
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { once } from "node:events";
+import { connect, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { ioBinding, listenBinding } from "../src/native.ts";
+import { closeNow, NEG_EAGAIN, openNow, sysError, tryRead, tryWrite, writeNowAt } from "../src/fs/sysio.ts";
+
+const { O_WRONLY, O_RDONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
+
+/** What `fn` throws, as the fields an error of Node's call has. */
+function thrown(fn: () => unknown): Record<string, unknown> {
+  try {
+    fn();
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    return { name: e.name, message: e.message, code: e.code, errno: e.errno, syscall: e.syscall, path: e.path };
+  }
+  assert.fail("nothing was thrown");
+}
+
+describe("descriptor calls of the small-file path (fs/sysio.ts)", () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "berth-sysio-"));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("the addon has the calls where it is built (so the rest of this file tests them, not Node's)", { skip: process.platform !== "linux" && "not Linux" }, () => {
+    if (!fs.existsSync(new URL("../native/build/berth_native.node", import.meta.url))) return;
+    assert.ok(ioBinding(), "native/io.c is part of the built addon");
+  });
+
+  it("open, write at a position, write at the end and close give the file Node's calls would", () => {
+    const file = join(dir, "a");
+    const fd = openNow(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+    assert.equal(writeNowAt(fd, Buffer.from("xxhello"), 2, 5, 0), 5);
+    assert.equal(writeNowAt(fd, Buffer.from(" world"), 0, 6, 5), 6);
+    assert.equal(writeNowAt(fd, Buffer.alloc(0), 0, 0, null), 0);
+    closeNow(fd);
+    assert.equal(fs.readFileSync(file, "utf8"), "hello world");
+    assert.equal(fs.statSync(file).mode & 0o777, 0o600 & ~process.umask());
+    // Close-on-exec, as libuv opens every file.
+    const again = openNow(file, O_RDONLY);
+    try {
+      const flags = fs.readFileSync(`/proc/self/fdinfo/${again}`, "utf8").match(/^flags:\s+(\d+)/m)?.[1];
+      assert.ok(flags !== undefined && (Number.parseInt(flags, 8) & 0o2000000) !== 0, `O_CLOEXEC set (flags ${flags})`);
+    } finally {
+      closeNow(again);
+    }
+  });
+
+  it("failures throw exactly what fs.openSync, fs.writeSync and fs.closeSync throw", () => {
+    const missing = join(dir, "no", "such");
+    assert.deepEqual(thrown(() => openNow(missing, O_RDONLY)), thrown(() => fs.openSync(missing, O_RDONLY)));
+    const taken = join(dir, "taken");
+    fs.writeFileSync(taken, "");
+    const excl = O_WRONLY | O_CREAT | O_EXCL;
+    assert.deepEqual(thrown(() => openNow(taken, excl, 0o644)), thrown(() => fs.openSync(taken, excl, 0o644)));
+    const link = join(dir, "link");
+    fs.symlinkSync(taken, link);
+    assert.deepEqual(thrown(() => openNow(link, O_RDONLY | O_NOFOLLOW)), thrown(() => fs.openSync(link, O_RDONLY | O_NOFOLLOW)));
+    // A NUL in a path: Node's own refusal, not a system error.
+    const nul = join(dir, "a\0b");
+    assert.deepEqual(thrown(() => openNow(nul, O_RDONLY)), thrown(() => fs.openSync(nul, O_RDONLY)));
+    assert.equal(thrown(() => openNow(nul, O_RDONLY)).code, "ERR_INVALID_ARG_VALUE");
+    // A path longer than the kernel takes.
+    const long = join(dir, "x".repeat(5000));
+    assert.deepEqual(thrown(() => openNow(long, O_RDONLY)), thrown(() => fs.openSync(long, O_RDONLY)));
+    // Writing to a descriptor opened for reading, closing one that is not open.
+    const ro = fs.openSync(taken, O_RDONLY);
+    try {
+      assert.deepEqual(thrown(() => writeNowAt(ro, Buffer.from("x"), 0, 1, 0)), thrown(() => fs.writeSync(ro, Buffer.from("x"), 0, 1, 0)));
+    } finally {
+      fs.closeSync(ro);
+    }
+    assert.deepEqual(thrown(() => closeNow(ro)), thrown(() => fs.closeSync(ro)));
+    assert.equal(sysError(-2, "open", "/x").message, "ENOENT: no such file or directory, open '/x'");
+  });
+
+  it("a range outside the buffer is a TypeError, never a read or write past its end", { skip: !ioBinding() && "addon not built" }, () => {
+    const io = ioBinding();
+    assert.ok(io);
+    const file = join(dir, "range");
+    const fd = fs.openSync(file, "w+");
+    try {
+      assert.throws(() => io.ioWrite(fd, Buffer.alloc(4), 2, 3, 0), TypeError);
+      assert.throws(() => io.ioWrite(fd, Buffer.alloc(4), -1, 1, 0), TypeError);
+      assert.throws(() => io.ioRead(fd, Buffer.alloc(4), 0, 5), TypeError);
+      assert.throws(() => io.ioWrite(fd, Buffer.alloc(4), 0, 1, -2), TypeError);
+      assert.throws(() => io.ioWrite(fd, "text" as unknown as Buffer, 0, 1, 0), TypeError);
+      assert.equal(fs.fstatSync(fd).size, 0);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it("on a non-blocking socket: reads return -EAGAIN when nothing waits, the bytes, then 0 at the peer's end; writes to a reset peer return its error", { skip: !listenBinding() && "addon not built" }, async () => {
+    // A bare accepted descriptor (native/listen.c), which no Node stream reads behind the test's back.
+    const l = listenBinding();
+    assert.ok(l);
+    const probe = createServer().listen(0, "127.0.0.1");
+    await once(probe, "listening");
+    const port = (probe.address() as { port: number }).port;
+    probe.close();
+    await once(probe, "close");
+    const lfd = l.listenTcp("127.0.0.1", port, 4);
+    assert.ok(lfd >= 0, `listen: ${lfd}`);
+    const client = connect(port, "127.0.0.1");
+    client.on("error", () => undefined);
+    await once(client, "connect");
+    let fd = -1;
+    for (let i = 0; i < 200 && fd < 0; i++) {
+      const r = l.acceptOne(lfd);
+      if (Array.isArray(r)) fd = r[0];
+      else await new Promise((res) => setTimeout(res, 5));
+    }
+    try {
+      assert.ok(fd >= 0, "accepted");
+      const buf = Buffer.alloc(64);
+      assert.equal(tryRead(fd, buf, 0, buf.length), NEG_EAGAIN);
+      client.write("hello");
+      client.end();
+      let got = "";
+      let n = -1;
+      for (let i = 0; i < 200 && n !== 0; i++) {
+        n = tryRead(fd, buf, 0, buf.length);
+        if (n > 0) got += buf.toString("latin1", 0, n);
+        else if (n < 0) await new Promise((r) => setTimeout(r, 5));
+      }
+      assert.equal(got, "hello");
+      assert.equal(n, 0);
+      assert.equal(tryRead(fd, buf, 0, buf.length), 0, "the end reads as 0 again");
+      assert.equal(tryWrite(fd, Buffer.from("xyz"), 0, 3), 3);
+      client.resetAndDestroy();
+      let rc = 0;
+      for (let i = 0; i < 200 && rc >= 0; i++) {
+        rc = tryWrite(fd, Buffer.from("xyz"), 0, 3);
+        if (rc >= 0) await new Promise((r) => setTimeout(r, 5));
+      }
+      assert.ok(rc === -104 || rc === -32, `ECONNRESET or EPIPE, got ${rc}`);
+    } finally {
+      client.destroy();
+      if (fd >= 0) fs.closeSync(fd);
+      fs.closeSync(lfd);
+    }
+  });
+});
