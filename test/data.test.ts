@@ -700,6 +700,26 @@ describe("active mode", () => {
       { config: { active: { enabled: false } } },
     );
   });
+
+  it("is left out of FEAT when active.enabled is false (RFC 2389: only what works is listed), EPSV stays", async () => {
+    await withServer(
+      async (t) => {
+        const raw = await RawClient.connect(t.port);
+        try {
+          const before = (await raw.expect("FEAT", 211)).lines;
+          assert.ok(!before.includes(" EPRT"), before.join("\n"));
+          assert.ok(before.includes(" EPSV") && before.includes(" PASV"), before.join("\n"));
+          await raw.login();
+          const after = (await raw.expect("FEAT", 211)).lines;
+          assert.ok(!after.includes(" EPRT"), after.join("\n"));
+          await raw.expect("EPRT |1|127.0.0.1|10000|", 502);
+        } finally {
+          await raw.close();
+        }
+      },
+      { config: { active: { enabled: false } } },
+    );
+  });
 });
 
 describe("ABOR and STAT during a transfer", () => {

@@ -104,5 +104,6 @@ export const dataCommands: CommandSpec[] = [
   { ...base, verb: "PASV", arg: "none", handler: pasv, feat: () => ["PASV"], help: "PASV" },
   { ...base, verb: "PORT", arg: "required", handler: port, help: "PORT h1,h2,h3,h4,p1,p2" },
   { ...base, verb: "EPSV", arg: "optional", handler: epsv, feat: () => ["EPSV"], help: "EPSV [1|2|ALL]", rfc: "RFC 2428 §3" },
-  { ...base, verb: "EPRT", arg: "required", handler: eprt, feat: () => ["EPRT"], help: "EPRT |af|addr|port|", rfc: "RFC 2428 §2" },
+  // Listed only where it can work: with active mode off every EPRT is 502 (vsftpd leaves it out too).
+  { ...base, verb: "EPRT", arg: "required", handler: eprt, feat: (s) => (s.ctx.config.active.enabled ? ["EPRT"] : []), help: "EPRT |af|addr|port|", rfc: "RFC 2428 §2" },
 ];
