@@ -433,7 +433,9 @@ function listen(host: string, port: number, onConn: (s: Socket) => void): Promis
     // TCP keep-alive probes after a minute of silence: a control connection stays quiet through a
     // long transfer, and a NAT on the way may forget it sooner than Linux's default of two hours.
     // (Node's default initial delay, 0, is refused by Linux and left that default in place.)
-    const srv = createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_IDLE_MS }, onConn);
+    // Half-open: a client that has sent its last command may close its sending side and still read
+    // the replies (Session answers what it sent, then closes).
+    const srv = createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_IDLE_MS, allowHalfOpen: true }, onConn);
     srv.once("error", reject);
     srv.listen({ host, port, ipv6Only: false, backlog: LISTEN_BACKLOG }, () => {
       acceptCheaply(srv);

@@ -4,8 +4,11 @@
  */
 import assert from "node:assert/strict";
 import { mkdir, readdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
+import { once } from "node:events";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { listedText, RawClient, readAll, retrieveText } from "./helpers/raw.ts";
 import { rawLogin, withServer } from "./helpers/run.ts";
 
@@ -140,6 +143,39 @@ describe("sequencing", () => {
       await raw.expectReply(221);
       await raw.closed();
       await assert.rejects(readFile(join(t.home("alice"), "after-quit")), { code: "ENOENT" });
+    });
+  });
+
+  it("a client that sends its commands and then closes its sending side (TCP half-close, as nc -N and ncat do) gets every reply, and the connection closes after the last", async () => {
+    await withServer(async (t) => {
+      // Written at once and ended: the FIN arrives while the password is still being checked.
+      const script = async (lines: string): Promise<string[]> => {
+        const socket = connect({ port: t.port, host: "127.0.0.1", allowHalfOpen: true });
+        await once(socket, "connect");
+        const parts: Buffer[] = [];
+        socket.on("data", (b: Buffer) => parts.push(b));
+        const closed = once(socket, "close");
+        socket.end(lines);
+        const outcome = await Promise.race([closed.then(() => "closed"), sleep(4000).then(() => "still open")]);
+        socket.destroy();
+        assert.equal(outcome, "closed");
+        return Buffer.concat(parts).toString().split("\r\n").filter((l) => l !== "");
+      };
+      const withQuit = await script("USER alice\r\nPASS alice-pw\r\nPWD\r\nMKD made\r\nQUIT\r\n");
+      assert.deepEqual(
+        withQuit.map((l) => l.slice(0, 3)),
+        ["220", "331", "230", "257", "257", "221"],
+        withQuit.join("\n"),
+      );
+      assert.ok((await stat(join(t.home("alice"), "made"))).isDirectory());
+      // Without QUIT: the commands are answered, then the server closes its side too.
+      const withoutQuit = await script("USER alice\r\nPASS alice-pw\r\nRMD made\r\n");
+      assert.deepEqual(
+        withoutQuit.map((l) => l.slice(0, 3)),
+        ["220", "331", "230", "250"],
+        withoutQuit.join("\n"),
+      );
+      await assert.rejects(stat(join(t.home("alice"), "made")), { code: "ENOENT" });
     });
   });
 });

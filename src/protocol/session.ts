@@ -117,6 +117,9 @@ export class Session {
   /** end() was called: no further command runs, no further input is read (RFC 959 §4.1.1: nothing
    * pipelined after QUIT, or after the failed login that closes the session, is acted on). */
   private ending = false;
+  /** The client closed its sending side (TCP half-close): what it sent is answered, then the
+   * session ends. */
+  private inputEnded = false;
 
   /** The user this session is counted for in the per-user session limit (set at login). */
   countedUser: string | null = null;
@@ -417,6 +420,9 @@ export class Session {
     socket.setNoDelay(true);
     this.watchHandshake(socket);
     socket.on("data", this.onData);
+    socket.once("end", () => {
+      if (socket === this.socket) this.inputEnd();
+    });
     socket.on("error", (err: NodeJS.ErrnoException) => {
       this.log.debug({ event: "socket-error", code: err.code }, "control connection error");
     });
@@ -446,6 +452,25 @@ export class Session {
       const why = alert ? "the client broke it off (it does not trust the certificate, say)" : "not a TLS client, or no TLS version or cipher in common";
       this.log.info({ event: "tls-handshake-failed", code: err.code }, "TLS handshake of the control connection failed: %s (%s)", why, err.code ?? err.message);
     });
+  }
+
+  /**
+   * The client has sent all it will (its FIN; the server listens half-open). A client that does
+   * so during a transfer or a checksum is gone, as before: the session ends, which stops it. Else
+   * the commands it sent before are run and answered, as the C servers do for a script piped
+   * through nc -N or ncat, and the session ends after the last reply.
+   */
+  private inputEnd(): void {
+    this.inputEnded = true;
+    if (this.transfer || this.hashing) this.end();
+    else this.endWhenAnswered();
+  }
+
+  /** Ends the session once the client's input has ended and every command it sent is answered. */
+  private endWhenAnswered(): void {
+    if (!this.inputEnded || this.pumping || this.bypassing > 0 || this.queue.length > 0) return;
+    if (this.transfer || this.hashing || this.holdInput) return;
+    this.end();
   }
 
   /** 421 for a client that sends commands far faster than it is answered; scored as a limit refusal. */
@@ -513,7 +538,10 @@ export class Session {
   /** Runs a command beside the queue (ABOR, STAT, QUIT during a transfer or a checksum). */
   private runBeside(line: string, notUtf8: true | undefined): void {
     this.bypassing++;
-    void this.dispatcher.run(this, line, notUtf8).finally(() => this.bypassing--);
+    void this.dispatcher.run(this, line, notUtf8).finally(() => {
+      this.bypassing--;
+      this.endWhenAnswered();
+    });
   }
 
   /**
@@ -595,6 +623,7 @@ export class Session {
       }
     } finally {
       this.pumping = false;
+      this.endWhenAnswered();
     }
   }
 
