@@ -999,6 +999,26 @@ describe("ABOR and STAT during a transfer", () => {
     });
   });
 
+  it("QUIT during a transfer, then the client's FIN on the control connection (it sends nothing more): the transfer still ends with 226, then 221", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "big.bin"), payload(BIG, 3));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        const data = await raw.pausedRetr("big.bin");
+        raw.socket.end("QUIT\r\n");
+        await sleep(100);
+        data.resume();
+        assert.equal((await readAll(data)).length, BIG);
+        await raw.expectReply(226);
+        await raw.expectReply(221);
+        await raw.closed();
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("ABOR and QUIT sent together during a transfer: 426 for the transfer, 226 for the ABOR, then 221", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "aq.bin"), payload(BIG));

@@ -456,20 +456,22 @@ export class Session {
 
   /**
    * The client has sent all it will (its FIN; the server listens half-open). A client that does
-   * so during a transfer or a checksum is gone, as before: the session ends, which stops it. Else
-   * the commands it sent before are run and answered, as the C servers do for a script piped
-   * through nc -N or ncat, and the session ends after the last reply.
+   * so during a transfer or a checksum is gone, as before: the session ends, which stops it,
+   * unless it sent QUIT during the transfer, which asks for the transfer's reply and then 221
+   * (RFC 959 §4.1.1). Else the commands it sent before are run and answered, as the C servers do
+   * for a script piped through nc -N or ncat, and the session ends after the last reply.
    */
   private inputEnd(): void {
     this.inputEnded = true;
-    if (this.transfer || this.hashing) this.end();
+    if ((this.transfer || this.hashing) && !this.quitting) this.end();
     else this.endWhenAnswered();
   }
 
-  /** Ends the session once the client's input has ended and every command it sent is answered. */
+  /** Ends the session once the client's input has ended and every command it sent is answered. A
+   * QUIT that waits for a transfer ends it itself, after its 221. */
   private endWhenAnswered(): void {
     if (!this.inputEnded || this.pumping || this.bypassing > 0 || this.queue.length > 0) return;
-    if (this.transfer || this.hashing || this.holdInput) return;
+    if (this.transfer || this.hashing || this.holdInput || this.quitting) return;
     this.end();
   }
 
