@@ -70,6 +70,20 @@ napi_value berth_listen_tcp(napi_env env, napi_callback_info info) {
   return berth_number(env, fd);
 }
 
+/* Dotted-quad form of an IPv4 address (host byte order) into `out` (16 bytes at least): what
+ * inet_ntop writes, without its sprintf, on every passive connection. */
+static void format_ipv4(uint32_t a, char *out) {
+  char *p = out;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    unsigned v = (a >> shift) & 0xff;
+    if (v >= 100) *p++ = (char)('0' + v / 100);
+    if (v >= 10) *p++ = (char)('0' + v / 10 % 10);
+    *p++ = (char)('0' + v % 10);
+    if (shift > 0) *p++ = '.';
+  }
+  *p = '\0';
+}
+
 napi_value berth_accept_one(napi_env env, napi_callback_info info) {
   int32_t lfd;
   if (!berth_fd_argument(env, info, "acceptOne(fd)", &lfd)) return NULL;
@@ -82,7 +96,7 @@ napi_value berth_accept_one(napi_env env, napi_callback_info info) {
   if (fd < 0) return berth_number(env, -errno);
   char name[INET6_ADDRSTRLEN] = "";
   if (ss.ss_family == AF_INET) {
-    inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, name, sizeof name);
+    format_ipv4(ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr), name);
   } else if (ss.ss_family == AF_INET6) {
     inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, name, sizeof name);
   }
