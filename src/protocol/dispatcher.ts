@@ -8,7 +8,8 @@
 import { checkAccess, hasOwnDirPerms, namePolicy, parentOf, permsAt, permsDirOf, refusalText } from "../auth/perms.ts";
 import type { VirtualPath } from "../fs/types.ts";
 import { isFtpError } from "./errors.ts";
-import type { CommandSpec, Registry } from "./registry.ts";
+import type { User } from "../auth/types.ts";
+import type { CommandSpec, PermRule, Registry } from "./registry.ts";
 import type { Session } from "./session.ts";
 import { verbOf } from "./session.ts";
 import { mapFsError } from "../fs/errors.ts";
@@ -43,10 +44,11 @@ export class Dispatcher {
     const spec = this.registry.get(verb);
     this.logCommand(session, verb, arg, spec);
     try {
-      const refusal =
-        this.check(session, verb, arg, spec) ??
-        (notUtf8 ? NOT_UTF8 : null) ??
-        (spec?.perm ? await this.permission(session, spec, arg) : null);
+      let refusal = this.check(session, verb, arg, spec) ?? (notUtf8 ? NOT_UTF8 : null);
+      if (refusal === null && spec?.perm) {
+        const p = this.permission(session, spec.perm, arg);
+        refusal = p instanceof Promise ? await p : p;
+      }
       if (refusal) {
         // A refused command is still "the next command": the one-shot state is gone.
         session.renameFrom = null;
@@ -95,43 +97,60 @@ export class Dispatcher {
     return null;
   }
 
-  /** The permission check of `spec.perm` on the resolved path; a bad path is refused here too, so
-   * a refused transfer command still frees its data connection. */
-  private async permission(session: Session, spec: CommandSpec | undefined, arg: string): Promise<[number, string] | null> {
-    const form = spec?.perm?.form;
+  /** The permission check of `perm` on the resolved path; a bad path is refused here too, so a
+   * refused transfer command still frees its data connection. Not async where nothing has to be
+   * waited for (no other form of the argument, the same permissions everywhere, no existence
+   * check): the usual command takes no turn of the microtask queue here. */
+  private permission(session: Session, perm: PermRule, arg: string): Refusal | Promise<Refusal> {
     const user = session.user;
-    if (!spec?.perm || !user) return null;
+    if (!user) return null;
+    if (perm.form !== undefined || hasOwnDirPerms(user)) return this.permissionAfterLookups(session, user, perm, arg);
     try {
-      const rule = form !== undefined && (await form.matches(session, arg)) ? form.rule : spec.perm;
+      const path = perm.path ? perm.path(session, arg) : session.resolve(arg);
+      if (path === null) return null;
+      return this.permitted(session, user, perm, path, permsDirOf({ path, scope: perm.scope ?? "entry" }));
+    } catch (err) {
+      return refusalOf(err);
+    }
+  }
+
+  /** permission() for a rule with another form of the argument, or a user with per-directory
+   * permissions (the directory a path leads to is looked up). */
+  private async permissionAfterLookups(session: Session, user: User, perm: PermRule, arg: string): Promise<Refusal> {
+    try {
+      const form = perm.form;
+      const rule = form !== undefined && (await form.matches(session, arg)) ? form.rule : perm;
       const path = rule.path ? rule.path(session, arg) : session.resolve(arg);
       if (path === null) return null;
       const scope = rule.scope ?? "entry";
-      const creates = rule.creates === true;
-      const named = rule.named === true;
-      const policy = namePolicy(session.ctx.config.storage);
       let permsDir: string = permsDirOf({ path, scope });
       if (hasOwnDirPerms(user)) {
         // Names first: a hidden one is refused before anything is looked up on its way.
-        const refused = checkAccess(user, policy, { path, need: [], scope, creates, named, replaces: false });
+        const access = { path, need: [], scope, creates: rule.creates === true, named: rule.named === true, replaces: false };
+        const refused = checkAccess(user, namePolicy(session.ctx.config.storage), access);
         if (refused) return [550, refusalText(refused)];
         // The permissions of the directory the path leads to, through any link on the way (and
         // through a link at the path itself, for a command that acts on what it leads to). A user
         // whose permissions are the same everywhere looks nothing up.
         permsDir = rule.follows === true && scope === "entry" ? parentOf(await session.permsPath(path)) : await session.permsPath(permsDir as VirtualPath);
       }
-      // Each Access written out whole, not spread from another: in Node 20 an object spread followed
-      // by more keys gets a hidden class of its own each time, a runtime call per command.
-      const refusal = checkAccess(user, policy, { path, need: rule.need, scope, creates, named, replaces: false, permsDir });
-      if (refusal) return [550, refusalText(refusal)];
-      // Only users without overwrite pay for the existence check (SFTPGo and ProFTPD do the same).
-      if (rule.overwrite === true && !permsAt(user, permsDir).has("overwrite") && (await session.requireFs().exists(path))) {
-        return [550, refusalText({ kind: "perm", perm: "overwrite" })];
-      }
-      return null;
+      return await this.permitted(session, user, rule, path, permsDir);
     } catch (err) {
-      const ftp = isFtpError(err) ? err : mapFsError(err);
-      return [ftp.code, ftp.message];
+      return refusalOf(err);
     }
+  }
+
+  /** `rule` on `path` with the permissions of `permsDir`; for a rule that needs overwrite where
+   * something exists, a user without it waits for the existence check (only such users pay for
+   * it, as in SFTPGo and ProFTPD). */
+  private permitted(session: Session, user: User, rule: PermRule, path: VirtualPath, permsDir: string): Refusal | Promise<Refusal> {
+    // The Access written out whole, not spread from another: in Node 20 an object spread followed
+    // by more keys gets a hidden class of its own each time, a runtime call per command.
+    const access = { path, need: rule.need, scope: rule.scope ?? "entry", creates: rule.creates === true, named: rule.named === true, replaces: false, permsDir };
+    const refusal = checkAccess(user, namePolicy(session.ctx.config.storage), access);
+    if (refusal) return [550, refusalText(refusal)];
+    if (rule.overwrite === true && !permsAt(user, permsDir).has("overwrite")) return refuseExisting(session, path);
+    return null;
   }
 
   private fail(session: Session, verb: string, err: unknown): void {
@@ -158,6 +177,24 @@ export class Dispatcher {
     }
     const shown = spec.secretArg ? "[redacted]" : spec.loggedArg ? spec.loggedArg(arg) : arg;
     session.log.debug({ event: "command", verb, arg: shown }, "%s %s", verb, shown);
+  }
+}
+
+/** A refusal's reply, or null to go on. */
+type Refusal = [number, string] | null;
+
+/** What a failed lookup during the permission check answers. */
+function refusalOf(err: unknown): Refusal {
+  const ftp = isFtpError(err) ? err : mapFsError(err);
+  return [ftp.code, ftp.message];
+}
+
+/** 550 when something exists at `path` (the user lacks overwrite there). */
+async function refuseExisting(session: Session, path: VirtualPath): Promise<Refusal> {
+  try {
+    return (await session.requireFs().exists(path)) ? [550, refusalText({ kind: "perm", perm: "overwrite" })] : null;
+  } catch (err) {
+    return refusalOf(err);
   }
 }
 

@@ -611,7 +611,10 @@ export class Session {
           await once(this.socket, "drain").catch(() => undefined);
           continue;
         }
-        if (!(await this.paced())) continue;
+        if (!this.mayRunNext()) {
+          await this.waitForToken();
+          continue;
+        }
         const item = this.queue.shift() as Queued;
         if (this.queue.length < MAX_QUEUED / 2 && this.socket.isPaused()) this.socket.resume();
         if ("overlong" in item) this.overlong();
@@ -629,20 +632,23 @@ export class Session {
     }
   }
 
-  /** True when the next command may run now. Otherwise stops reading from the client (pipelined
-   * commands just wait their turn), sleeps until a token is due, and returns false to re-check.
-   * QUIT, ABOR and STAT are never held back. */
-  private async paced(): Promise<boolean> {
+  /** True when the next command may run now (a token taken, or no pacing). QUIT, ABOR and STAT
+   * are never held back. Not async: an await per command costs a turn of the microtask queue. */
+  private mayRunNext(): boolean {
     const head = this.queue[0];
     if (!this.pace || (head !== undefined && "line" in head && this.dispatcher.bypasses(verbOf(head.line)))) return true;
-    if (this.pace.take()) return true;
+    return this.pace.take();
+  }
+
+  /** Stops reading from the client (pipelined commands just wait their turn) and sleeps until a
+   * token is due; the caller checks again. */
+  private async waitForToken(): Promise<void> {
     this.socket.pause();
-    const ms = this.pace.msUntilToken();
+    const ms = (this.pace as TokenBucket).msUntilToken();
     await new Promise<void>((resolve) => {
       this.paceWait = { timer: setTimeout(resolve, ms), wake: resolve };
     });
     this.paceWait = null;
-    return false;
   }
 
   /** Ends a pacing wait at once (the session closed): the pump then sees it closed. */
