@@ -104,6 +104,26 @@ void describe("berth config check and errors", () => {
     assertOneLineError(await berth(cwd, ["user", "del", "bob", "extra"]), 2, 'unexpected argument "extra" for "berth user del"');
   });
 
+  void test("--help lists every command under commands:, and the user options' section holds only options", async () => {
+    const help = await berth(workdir(), ["--help"]);
+    assert.equal(help.code, 0);
+    // The text's sections: a heading at the start of a line ending in ":", then its indented lines.
+    const sections = new Map<string, string[]>();
+    let current = "";
+    for (const line of help.stdout.split("\n")) {
+      if (/^\S.*:$/.test(line)) sections.set((current = line), []);
+      else if (line.startsWith("  ")) sections.get(current)?.push(line);
+    }
+    const commands = (sections.get("commands:") ?? []).join("\n");
+    for (const command of ["serve", "user add", "user set", "user passwd", "user del", "user list", "config check", "ctl status", "selftest", "help"]) {
+      assert.match(commands, new RegExp(`^  ${command}\\b`, "m"), `${command} is listed under commands:`);
+    }
+    const userOptions = sections.get("limits and permissions (user add, user set):") ?? [];
+    assert.ok(userOptions.length > 0, "the section of user add/set options is there");
+    for (const line of userOptions) assert.match(line, /^ {2}--|^ {10,}\S/, `only options and their explanations in the user options' section: ${line}`);
+    assert.match(userOptions.join("\n"), /"all", "none" or a comma list/, "--perms names none too");
+  });
+
   void test("a command or option named like a property every object has (constructor, toString, __proto__) is unknown: exit 2, one line", async () => {
     const cwd = workdir();
     const cases: [string[], string][] = [

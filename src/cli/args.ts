@@ -100,16 +100,6 @@ commands:
                                      change a user's password
   user del NAME                      delete a user (their files are kept)
   user list                          list the users, their permissions, limits and quota use
-
-limits and permissions (user add, user set):
-  --perms LIST                       what the user may do: "all" or a comma list of
-                                     list,download,upload,overwrite,delete,rename,mkdir,rmdir,chmod
-  --dir-perms "DIR=LIST;DIR=LIST"    overrides inside the home, e.g. "/pub=list,download;/in=list,upload"
-                                     ("none" removes them)
-  --quota-bytes SIZE --quota-files N most bytes and files in the home (e.g. 10G; 0 = config default)
-  --bandwidth-up RATE --bandwidth-down RATE
-                                     bytes per second across the user's sessions (e.g. 5M; 0 = default)
-  --max-sessions N                   sessions at once (0 = limits.maxSessionsPerUser)
   config check [--config FILE]       validate and print the effective config (secrets hidden)
   ctl status|sessions|kick ID|reload|drain|watch [--socket PATH]
                                      talk to a running server through its admin socket
@@ -120,6 +110,16 @@ limits and permissions (user add, user set):
                                      the docker port mapping the config needs
   help, --help                       show this text
   --version                          show the version
+
+limits and permissions (user add, user set):
+  --perms LIST                       what the user may do: "all", "none" or a comma list of
+                                     list,download,upload,overwrite,delete,rename,mkdir,rmdir,chmod
+  --dir-perms "DIR=LIST;DIR=LIST"    overrides inside the home, e.g. "/pub=list,download;/in=list,upload"
+                                     ("none" removes them)
+  --quota-bytes SIZE --quota-files N most bytes and files in the home (e.g. 10G; 0 = config default)
+  --bandwidth-up RATE --bandwidth-down RATE
+                                     bytes per second across the user's sessions (e.g. 5M; 0 = default)
+  --max-sessions N                   sessions at once (0 = limits.maxSessionsPerUser)
 
 options:
   --config FILE   config file (default $BERTH_CONFIG, else config/berth.yaml); every command takes it
