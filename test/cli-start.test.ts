@@ -66,6 +66,17 @@ void describe("berth serve: the first start", () => {
     assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "no users file");
   });
 
+  void test("an admin socket in a directory where no socket can be bound is refused before listening: one line, exit 2, no demo user", { skip: process.platform !== "linux" && "needs /proc" }, async () => {
+    const cwd = workdir();
+    // Nobody, root included, can make a file in /proc: lstat says there is nothing, bind fails.
+    const socketPath = "/proc/berth-test-admin.sock";
+    const r = await berth(cwd, ["serve"], { env: { ...env, BERTH_ADMIN_SOCKET: socketPath } });
+    assertOneLineError(r, 2);
+    assert.equal(r.stderr, `berth: config: admin.socket cannot be opened: ${socketPath} (permission denied)\n`);
+    assert.doesNotMatch(r.stdout, /"event":"listening"|created user/, "refused before listening");
+    assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "no users file");
+  });
+
   void test("a relative admin.socket that the working directory makes longer than a socket path can be is refused before listening, naming its length", async () => {
     const cwd = path.join(workdir(), "d".repeat(100));
     mkdirSync(cwd);

@@ -167,6 +167,45 @@ export async function claimAdminSocketPath(socketPath: string): Promise<void> {
   rmSync(socketPath, { force: true });
 }
 
+/** The ConfigError for an admin socket that cannot be made at `socketPath` (its directory cannot
+ * be made, or a socket cannot be bound there). */
+export function unopenableSocket(socketPath: string, err: unknown): ConfigError {
+  return new ConfigError("admin.socket", `admin.socket cannot be opened: ${socketPath} (${systemErrorText(err)})`);
+}
+
+/**
+ * Makes the directory of `socketPath` and binds a socket beside it (the name the server binds
+ * first, see startAdminSocket) and closes it again, so that a path where no socket can be made
+ * (a directory that is read-only, or that cannot be made) is refused before the server listens
+ * on anything. Throws the ConfigError serve stops with.
+ */
+export async function checkAdminSocketBinds(socketPath: string): Promise<void> {
+  const bound = boundName(socketPath);
+  try {
+    makeDirsSync(path.dirname(socketPath));
+    rmSync(bound, { force: true });
+    const probe = createServer();
+    await new Promise<void>((resolve, reject) => {
+      probe.once("error", reject);
+      probe.listen(bound, () => {
+        probe.removeListener("error", reject);
+        resolve();
+      });
+    });
+    // Closing a Unix socket's listener removes its file.
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+  } catch (err) {
+    if (errnoCode(err) === undefined) throw err;
+    throw unopenableSocket(socketPath, err);
+  }
+}
+
+/** The name the listener is bound at before it is put in place (see moveInPlace); the suffix keeps
+ * it within sun_path. */
+function boundName(socketPath: string): string {
+  return `${socketPath}.${process.pid.toString(36)}`;
+}
+
 /** Device and inode of the file at `p`, or undefined when there is none. */
 function identity(p: string): string | undefined {
   try {
@@ -203,8 +242,8 @@ function moveInPlace(bound: string, socketPath: string): void {
 export async function startAdminSocket(socketPath: string, target: AdminTarget, logger: Logger): Promise<AdminSocket> {
   makeDirsSync(path.dirname(socketPath));
   await claimAdminSocketPath(socketPath);
-  // Bound under a name of its own first (see moveInPlace); the suffix keeps it within sun_path.
-  const bound = `${socketPath}.${process.pid.toString(36)}`;
+  // Bound under a name of its own first (see moveInPlace).
+  const bound = boundName(socketPath);
   rmSync(bound, { force: true });
   const clients = new Set<Socket>();
   // Half-open allowed: a client may send its last request and end its side without a newline

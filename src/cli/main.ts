@@ -112,7 +112,7 @@ async function serve(cmd: ParsedCommand): Promise<number> {
 async function startAdmin(cmd: ParsedCommand, serving: Serving, drain: () => void): Promise<AdminSocket | undefined> {
   const { config, server, logger } = serving;
   if (config.admin.socket === "") return undefined;
-  const { startAdminSocket } = await import("../admin/socket.ts");
+  const { startAdminSocket, unopenableSocket } = await import("../admin/socket.ts");
   const socketPath = resolvePath(config.admin.socket, ctx.cwd);
   const target = {
     sessions: server.sessions,
@@ -127,7 +127,7 @@ async function startAdmin(cmd: ParsedCommand, serving: Serving, drain: () => voi
   } catch (err) {
     // Its directory is not one (or cannot be made), or the socket cannot be bound there.
     if (errnoCode(err) === undefined) throw err;
-    throw new ConfigError("admin.socket", `admin.socket cannot be opened: ${socketPath} (${systemErrorText(err)})`);
+    throw unopenableSocket(socketPath, err);
   }
 }
 

@@ -50,10 +50,13 @@ export async function startServing(cmd: ParsedCommand, ctx: CliContext): Promise
   const { config, overrides } = configWithOverridesFor(cmd, ctx);
   checkBeforeStart(config, ctx.cwd);
   await checkHostsResolve(config);
-  // A server already answering on admin.socket keeps it: refused here, before listening on anything.
+  // A server already answering on admin.socket keeps it, and a path where no socket can be made is
+  // no use: both refused here, before listening on anything.
   if (config.admin.socket !== "") {
-    const { claimAdminSocketPath } = await import("../admin/socket.ts");
-    await claimAdminSocketPath(resolvePath(config.admin.socket, ctx.cwd));
+    const { checkAdminSocketBinds, claimAdminSocketPath } = await import("../admin/socket.ts");
+    const socketPath = resolvePath(config.admin.socket, ctx.cwd);
+    await claimAdminSocketPath(socketPath);
+    await checkAdminSocketBinds(socketPath);
   }
   const logger = createLogger({ level: config.log.level, pretty: config.log.pretty, destination: ctx.stdout });
   warnOverrides(overrides, logger);
