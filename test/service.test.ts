@@ -886,6 +886,9 @@ void describe("service helpers", () => {
     const base = { listenHost: "::", passiveAddress: "", passivePorts: "21100-21110", inContainer: false };
     assert.deepEqual(passiveWarnings(base), []);
     assert.match(passiveWarnings({ ...base, inContainer: true })[0] ?? "", /container/);
+    // With host networking (compose's berth-host, README "Docker") an empty address is right: the
+    // warning says so rather than telling every such start to set one.
+    assert.match(passiveWarnings({ ...base, inContainer: true })[0] ?? "", /unless the container uses the host's network \(--network host\)/);
     assert.match(passiveWarnings({ ...base, passiveAddress: "0.0.0.0" })[0] ?? "", /only clients on this machine/);
     assert.match(passiveWarnings({ ...base, passiveAddress: "192.168.1.5" })[0] ?? "", /private/);
     assert.deepEqual(passiveWarnings({ ...base, passiveAddress: "203.0.113.7" }), []);

@@ -47,7 +47,7 @@ export function passiveWarnings(f: PassiveFacts): string[] {
   if (addr === "") {
     if (f.inContainer) {
       out.push(
-        `passive.address is empty inside a container: PASV will announce the container's own address, which clients outside cannot reach; set BERTH_PASSIVE_ADDRESS to the host's public address and publish ${f.passivePorts} 1:1`,
+        `passive.address is empty inside a container: PASV will announce the container's own address, which clients outside cannot reach unless the container uses the host's network (--network host) on a host that is not behind NAT; otherwise set BERTH_PASSIVE_ADDRESS to the host's public address and publish ${f.passivePorts} 1:1`,
       );
     }
     return out;
