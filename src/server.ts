@@ -170,6 +170,13 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
   const cache = isCredentialSource(deps.users)
     ? new LoginCache(deps.users, { ttlMs: config.users.loginCacheSeconds * 1000, maxEntries: LOGIN_CACHE_ENTRIES })
     : null;
+  const netFacts = readNetFacts();
+  if (netFacts.interfacesError !== undefined && config.passive.address !== "") {
+    logger.warn(
+      { event: "passive-check", reason: netFacts.interfacesError },
+      "the network interfaces cannot be read: PASV announces passive.address to every client but loopback, those of the server's own subnet too (a systemd unit needs AF_NETLINK in RestrictAddressFamilies)",
+    );
+  }
   // The context of new sessions; reload() replaces it, each session keeps the one it started with.
   let context: ServerContext = {
     config,
@@ -178,7 +185,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     defender,
     admission,
     pool: new PortPool(range),
-    announce: new AnnounceResolver(config.passive.address, readNetFacts(), undefined, logger),
+    announce: new AnnounceResolver(config.passive.address, netFacts, undefined, logger),
     openFs: deps.openFs ?? ((home, opts) => JailedFs.open(home, opts)),
     metrics: new Metrics(),
     xferlog: config.log.xferlog ? XferLog.open(config.log.xferlog, logger) : null,

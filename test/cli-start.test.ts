@@ -4,14 +4,16 @@
  * users file whose users were all deleted.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import path from "node:path";
 import { describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
 import { Client } from "basic-ftp";
-import { assertOneLineError, berth, BIN, MAIN, startServe, TSX, workdir } from "./helpers/cli.ts";
+import { assertOneLineError, berth, BIN, listeningPort, MAIN, startServe, TSX, workdir } from "./helpers/cli.ts";
+import { RawClient } from "./helpers/raw.ts";
 
 const env = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22030-22039", BERTH_LOG_LEVEL: "info" };
 
@@ -229,5 +231,43 @@ void describe("npm start", () => {
       probe.listen(port, "127.0.0.1", resolve);
     });
     probe.close();
+  });
+});
+
+void describe("berth serve in a sandbox without netlink", () => {
+  // systemd's RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX (as docs/systemd/berth.service had it)
+  // refuses netlink sockets, over which the network interfaces are listed.
+  const cc = process.env.CC || "cc";
+  const skip = process.platform !== "linux" ? "needs Linux (seccomp)" : spawnSync(cc, ["--version"], { stdio: "ignore" }).status !== 0 ? "needs a C compiler" : false;
+
+  void test("starts and serves PASV when the network interfaces cannot be listed, with one warning when passive.address is set", { skip }, async () => {
+    const cwd = workdir();
+    const wrapper = path.join(cwd, "no-netlink");
+    const built = spawnSync(cc, ["-O2", "-o", wrapper, fileURLToPath(new URL("./helpers/no-netlink.c", import.meta.url))], { encoding: "utf8" });
+    assert.equal(built.status, 0, built.stderr);
+    const run = startServe(
+      cwd,
+      { ...env, BERTH_PASSIVE_ADDRESS: "203.0.113.9", BERTH_USER: "alice", BERTH_PASSWORD: "alice-pw" },
+      /"event":"listening"/,
+      [wrapper, process.execPath, "--import", TSX, MAIN, "serve"],
+    );
+    await run.ready;
+    const { stdout } = run.output();
+    const port = listeningPort(stdout);
+    const warnings = stdout.split("\n").filter((l) => l.includes("the network interfaces cannot be read"));
+    assert.equal(warnings.length, 1, stdout);
+    assert.match(warnings[0] ?? "", /"level":40/);
+    const raw = await RawClient.connect(port);
+    try {
+      await raw.login("alice", "alice-pw");
+      // Loopback is still a direct client: it gets the local address, not passive.address.
+      const pasv = await raw.cmd("PASV");
+      assert.equal(pasv.code, 227, pasv.message);
+      assert.match(pasv.message, /\(127,0,0,1,\d+,\d+\)/);
+    } finally {
+      await raw.close();
+    }
+    run.child.kill("SIGTERM");
+    assert.equal(await run.exited, 0);
   });
 });

@@ -21,12 +21,22 @@ export interface NetFacts {
   readonly interfaces: readonly { readonly address: string; readonly netmask: string }[];
   /** The IPv4 default gateway, if known. */
   readonly gateway: string | null;
+  /** Why the interfaces could not be read (then none are known), if they could not. */
+  readonly interfacesError?: string;
 }
 
-/** Reads the facts from the OS (interfaces, /proc/net/route). */
+/** Reads the facts from the OS (interfaces, /proc/net/route). The interfaces are asked for over a
+ * netlink socket, which a sandbox may refuse (systemd's RestrictAddressFamilies without
+ * AF_NETLINK): then none are known, and every client but loopback counts as not direct. */
 export function readNetFacts(): NetFacts {
   const interfaces: { address: string; netmask: string }[] = [];
-  for (const list of Object.values(networkInterfaces())) {
+  let listed: ReturnType<typeof networkInterfaces>;
+  try {
+    listed = networkInterfaces();
+  } catch (err) {
+    return { interfaces, gateway: readGateway(), interfacesError: err instanceof Error ? err.message : String(err) };
+  }
+  for (const list of Object.values(listed)) {
     for (const i of list ?? []) if (i.family === "IPv4") interfaces.push({ address: i.address, netmask: i.netmask });
   }
   return { interfaces, gateway: readGateway() };
