@@ -107,11 +107,20 @@ export class AnnounceResolver {
     private readonly lookupV4: LookupV4 = systemLookup,
   ) {}
 
-  /** The IPv4 address to put in a 227 reply for this control connection, or null if none fits. */
-  async forConnection(local: string, remote: string): Promise<string | null> {
+  /** The IPv4 address to put in a 227 reply for this control connection, or null if none fits:
+   * at once, unless a host name in passive.address has to be looked up (again). */
+  forConnection(local: string, remote: string): string | null | Promise<string | null> {
     const l = unmapIPv4(local);
     if (this.configured === "" || isDirectClient(l, remote, this.facts)) return isIP(l) === 4 ? l : null;
-    return this.resolveConfigured();
+    return this.known() ?? this.resolveConfigured();
+  }
+
+  /** passive.address when it needs no lookup now: an IPv4 address, or a name's address looked up
+   * within the TTL; undefined otherwise. */
+  private known(): string | undefined {
+    if (isIP(this.configured) === 4) return this.configured;
+    const last = this.cached;
+    return last && Date.now() - last.at < this.ttlMs ? last.ip : undefined;
   }
 
   /** What a host name in passive.address resolves to now; null when it is an IP or empty, or
@@ -121,9 +130,9 @@ export class AnnounceResolver {
   }
 
   private async resolveConfigured(): Promise<string | null> {
-    if (isIP(this.configured) === 4) return this.configured;
+    const now = this.known();
+    if (now !== undefined) return now;
     const last = this.cached;
-    if (last && Date.now() - last.at < this.ttlMs) return last.ip;
     this.pending ??= this.lookUp();
     if (last === null) return this.pending;
     // A slow lookup: the last address now; the lookup still updates the cache when it answers.

@@ -320,9 +320,14 @@ export class PassiveChannel implements DataChannel {
 
   /** The session's spare listener, or a free pool port newly bound (when the range is full, after
    * taking another session's spare); FtpError 425 when the range is exhausted. */
-  static async open(opts: PassiveOptions): Promise<PassiveChannel> {
+  static open(opts: PassiveOptions): PassiveChannel | Promise<PassiveChannel> {
     const kept = opts.spare.take();
     if (kept) return new PassiveChannel(kept, opts);
+    return PassiveChannel.openNew(opts);
+  }
+
+  /** open() without a listener kept from the last transfer. */
+  private static async openNew(opts: PassiveOptions): Promise<PassiveChannel> {
     const host = unmapIPv4(opts.bindHost);
     // The addon's listener needs its watcher too; null: a net.Server.
     const watch = watchBinding();

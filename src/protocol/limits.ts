@@ -21,6 +21,8 @@ export interface UploadLimits {
   /** The upload's file is open: a counted home follows that file (by its descriptor) to the end,
    * wherever another session renames it and whoever removes it. `t` counts the bytes written. */
   opened(up: Upload, t: Transfer): Promise<void>;
+  /** Whether opened() has anything to do (a counted home): without, it need not be awaited. */
+  readonly follows: boolean;
   /** Makes the upload final (Upload.commit), the size of its file noted first. */
   commit(up: Upload): Promise<void>;
   /** Cleans up after a failed upload. One stopped by the quota loses what it wrote (RFC 959
@@ -53,7 +55,8 @@ export async function admitUpload(
 ): Promise<UploadLimits> {
   const limits = s.ctx.quotas.limitsFor(userLimits(s));
   const root = s.requireFs().root;
-  const home = await quotaHome(s, root, limits);
+  const home = quotaHome(s, limits, root);
+  if (home) await home.ready();
   const before = home ? await fileStatsAt(root, path, true) : null;
   const reservation = home?.admit(limits, intentOf(opts, before?.size ?? null, announced)) ?? null;
   const pacing = pace(s, "up");
@@ -65,6 +68,7 @@ export async function admitUpload(
   // Methods, not named arrows: see test/hotpath.test.ts.
   return {
     hook,
+    follows: home !== null && reservation !== null,
     async opened(up, t) {
       if (!home || !reservation) return;
       const st = await fstatOrNull(up.handle);
@@ -166,10 +170,10 @@ export async function beforeRemoving(s: Session, path: VirtualPath): Promise<() 
 }
 
 /** The home's usage when a quota applies (counted first if need be) or it is tracked already. */
-async function quotaHome(s: Session, root: string, limits: QuotaLimits): Promise<HomeUsage | null> {
-  const home = limits.bytes > 0 || limits.files > 0 ? s.ctx.quotas.home(root) : s.ctx.quotas.tracked(root);
-  if (home) await home.ready();
-  return home;
+/** The count of the home an upload goes to: one with a quota, or one still counted since its
+ * quota was lifted; null when nothing counts it. */
+function quotaHome(s: Session, limits: QuotaLimits, root: string): HomeUsage | null {
+  return limits.bytes > 0 || limits.files > 0 ? s.ctx.quotas.home(root) : s.ctx.quotas.tracked(root);
 }
 
 function userLimits(s: Session): { quotaBytes: number; quotaFiles: number } {

@@ -18,7 +18,7 @@ function family(s: Session): 1 | 2 {
 async function openPassive(s: Session, announced: string): Promise<PassiveChannel> {
   s.setChannel(null);
   const timeoutMs = s.ctx.config.limits.dataTimeout * 1000;
-  const ch = await PassiveChannel.open({
+  const opened = PassiveChannel.open({
     pool: s.ctx.pool,
     bindHost: s.localAddress,
     allowedRemote: s.remoteAddress,
@@ -42,6 +42,8 @@ async function openPassive(s: Session, announced: string): Promise<PassiveChanne
       );
     },
   });
+  // A listener kept from the last transfer is there at once: no turn of the microtask queue.
+  const ch = opened instanceof Promise ? await opened : opened;
   s.setChannel(ch);
   return ch;
 }
@@ -49,7 +51,8 @@ async function openPassive(s: Session, announced: string): Promise<PassiveChanne
 async function pasv(s: Session): Promise<void> {
   if (s.epsvAll) throw new FtpError(503, "PASV not allowed after EPSV ALL");
   if (family(s) !== 1) throw new FtpError(522, "PASV is for IPv4; use EPSV");
-  const announced = await s.ctx.announce.forConnection(s.localAddress, s.remoteAddress);
+  const found = s.ctx.announce.forConnection(s.localAddress, s.remoteAddress);
+  const announced = found instanceof Promise ? await found : found;
   if (announced === null) throw new FtpError(425, "Can't open passive connection: no address to announce");
   const ch = await openPassive(s, announced);
   s.reply(227, format227(announced, ch.port));
