@@ -134,7 +134,7 @@ function uniformSpec(s: CommandSpec): CommandSpec {
     rfc: s.rfc,
     aliasOf: s.aliasOf,
   };
-  for (const k of Object.keys(s)) if (!(k in u)) throw new Error(`registry: spec key ${k} of ${s.verb} not kept`);
+  checkKept(s, u, `spec of ${s.verb}`);
   return u as CommandSpec;
 }
 
@@ -149,8 +149,14 @@ function uniformRule(r: PermRule): PermRule {
     path: r.path,
     form: r.form === undefined ? undefined : { matches: r.form.matches, rule: uniformRule(r.form.rule), what: r.form.what },
   };
-  for (const k of Object.keys(r)) if (!(k in u)) throw new Error(`registry: rule key ${k} not kept`);
+  checkKept(r, u, "rule");
   return u as PermRule;
+}
+
+/** A key of `from` that the uniform copy `to` left out is a programming error (a key added to
+ * CommandSpec or PermRule and not to the copies above): it fails at start, in every test. */
+function checkKept(from: object, to: object, what: string): void {
+  for (const k of Object.keys(from)) if (!(k in to)) throw new Error(`registry: ${what}: key ${k} not kept`);
 }
 
 /** Builds an alias spec (XPWD for PWD and the like: RFC 775 names some clients still send). */
