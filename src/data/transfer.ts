@@ -23,6 +23,7 @@ import { claimThread, releaseThread } from "./threads.ts";
 import { plainSocketFd, receiveBinding, sendfileBinding, type SendfileBinding, type TransferJob } from "../native.ts";
 import { RawData, type DataConnection } from "./raw.ts";
 import { NEG_EAGAIN, sysError, tryWrite } from "../fs/sysio.ts";
+import { StallClock } from "./stall.ts";
 
 /** Read size for downloads: large chunks keep system calls few; at most what may be read at once
  * synchronously (fs/quick.ts). */
@@ -154,6 +155,7 @@ export async function sendFile(
   const cap = hook ? Math.min(READ_CHUNK, Math.max(MIN_CHUNK, hook.chunkSize())) : READ_CHUNK;
   const encode = ascii ? networkAsciiEncoder() : null;
   let reader: ReadAhead | null = null;
+  let clock: StallClock | null = null;
 
   try {
     if (native && fds && progress) {
@@ -165,7 +167,7 @@ export async function sendFile(
       else if (!(errno === EAGAIN || (UNSUPPORTED.has(errno) && at.position === start))) throw jobError(errno, "sendfile");
     }
     if (!done) {
-      socket.setTimeout(stalledMs, () => t.abort("stalled"));
+      clock = new StallClock(socket, stalledMs, t.abort.bind(t, "stalled"));
       reader = new ReadAhead(handle, hook, end, readBufferSize(end - at.position, cap));
       let slot = 0;
       let next = reader.read(slot, at.position);
@@ -198,6 +200,7 @@ export async function sendFile(
     socket.destroy();
     throw abortError(t, err);
   } finally {
+    clock?.stop();
     watch.detach();
     // No read may still be filling a buffer when the caller closes the handle.
     await reader?.stop();
@@ -610,9 +613,9 @@ export async function sendBuffer(t: Transfer, conn: DataConnection, data: Buffer
   pooled?.releaseAfter(socket);
   const rest = from === 0 ? data : data.subarray(from);
   t.attach(socket, () => Math.min(data.length, from + socket.bytesWritten));
+  const clock = new StallClock(socket, stalledMs, () => socket.destroy(new FtpError(426, "Transfer stalled")));
   await new Promise<void>((resolve, reject) => {
     let sent = false;
-    socket.setTimeout(stalledMs, () => socket.destroy(new FtpError(426, "Transfer stalled")));
     socket.once("error", reject);
     // The socket closes after a good send too: no error (and its stack trace) is made for that.
     socket.once("close", () => {
@@ -625,7 +628,7 @@ export async function sendBuffer(t: Transfer, conn: DataConnection, data: Buffer
       sent = true;
       resolve();
     });
-  });
+  }).finally(() => clock.stop());
   endTransferSocket(socket, stalledMs, true);
   return data.length;
 }
