@@ -25,7 +25,7 @@
 
 #include "berth.h"
 
-/* Longest path taken (PATH_MAX on Linux); longer ones are ENAMETOOLONG, as the kernel says. */
+/* Bytes of a path with its NUL (PATH_MAX on Linux); longer ones are ENAMETOOLONG, as the kernel says. */
 #define PATH_BYTES 4096
 
 /* buffer[offset, offset + length) of the typed array or Buffer `v`; false, with a TypeError saying
@@ -52,13 +52,19 @@ napi_value berth_io_open(napi_env env, napi_callback_info info) {
   size_t len;
   int32_t flags, mode;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
-      napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[0], NULL, 0, &len) != napi_ok ||
       napi_get_value_int32(env, argv[1], &flags) != napi_ok || napi_get_value_int32(env, argv[2], &mode) != napi_ok || mode < 0) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
-  // A path that filled the buffer may have been cut short: never open a shorter one.
-  if (len >= sizeof path - 1) return berth_number(env, -ENAMETOOLONG);
+  // Measured before it is copied: a copy cut to the buffer ends at a whole character, so a longer
+  // path could come out shorter than the buffer and name another file. The kernel takes up to
+  // PATH_BYTES with its NUL (4095 bytes of path); a longer one is ENAMETOOLONG, as it says.
+  if (len >= sizeof path) return berth_number(env, -ENAMETOOLONG);
+  if (napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
   // A NUL inside the string would end the path early (Node refuses such a path too).
   if (strlen(path) != len) return berth_number(env, -EINVAL);
   int fd;

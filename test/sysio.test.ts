@@ -12,6 +12,8 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ioBinding, listenBinding } from "../src/native.ts";
 import { closeNow, NEG_EAGAIN, openNow, sysError, tryRead, tryWrite, writeNowAt } from "../src/fs/sysio.ts";
+import { RawClient } from "./helpers/raw.ts";
+import { startTestServer } from "./helpers/server.ts";
 
 const { O_WRONLY, O_RDONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
 
@@ -152,6 +154,66 @@ describe("descriptor calls of the small-file path (fs/sysio.ts)", () => {
       client.destroy();
       if (fd >= 0) fs.closeSync(fd);
       fs.closeSync(lfd);
+    }
+  });
+});
+
+describe("paths near PATH_MAX over FTP (fs/sysio.ts through the jail)", () => {
+  /** Directories under `home` whose real path is `bytes` long, the last one named from `last`. */
+  function deepDir(home: string, bytes: number, last: string): string {
+    let p = home;
+    while (bytes - p.length > 250) {
+      p = join(p, "d".repeat(200));
+      fs.mkdirSync(p);
+    }
+    p = join(p, last.repeat(bytes - p.length - 1));
+    fs.mkdirSync(p);
+    assert.equal(Buffer.byteLength(p), bytes);
+    return p;
+  }
+
+  it("STOR to a path whose real form is longer than the kernel takes, cut by a character of several bytes, is refused and creates nothing in a shorter one", async () => {
+    const srv = await startTestServer();
+    const raw = await RawClient.connect(srv.port);
+    try {
+      await raw.login();
+      const home = fs.realpathSync(srv.home("alice"));
+      // ".../yyy" is 4094 bytes, ".../yyy€" 4097: the kernel refuses the second (ENAMETOOLONG);
+      // cut to what fits in 4095 bytes it would name the first.
+      const shorter = deepDir(home, 4094, "y");
+      const named = `${shorter.slice(home.length)}€/f`;
+      await raw.expect("TYPE I", 200);
+      await raw.pasv().then((s) => s.destroy());
+      const r = await raw.cmd(`STOR ${named}`);
+      assert.equal(r.code, 553, r.lines.join(" | "));
+      assert.deepEqual(fs.readdirSync(shorter), [], "nothing created in the directory the name is cut to");
+    } finally {
+      await raw.close();
+      // Paths over 4095 bytes cannot be removed by name: the tree is first made shallower.
+      fs.renameSync(join(srv.home("alice"), "d".repeat(200)), join(srv.home("alice"), "d"));
+      await srv.close();
+    }
+  });
+
+  it("SIZE, MDTM and MLST of a file whose real path is 4095 bytes, as long as the kernel takes, answer as for any file", async () => {
+    const srv = await startTestServer();
+    const raw = await RawClient.connect(srv.port);
+    try {
+      await raw.login();
+      const home = fs.realpathSync(srv.home("alice"));
+      const file = join(deepDir(home, 4093, "y"), "f");
+      fs.writeFileSync(file, "hello");
+      assert.equal(Buffer.byteLength(file), 4095);
+      const named = file.slice(home.length);
+      await raw.expect("TYPE I", 200);
+      assert.equal((await raw.expect(`SIZE ${named}`, 213)).message, "5");
+      await raw.expect(`MDTM ${named}`, 213);
+      const listed = await raw.expect(`MLST ${named}`, 250);
+      assert.match(listed.lines.join("\n"), /size=5;/);
+    } finally {
+      await raw.close();
+      fs.renameSync(join(srv.home("alice"), "d".repeat(200)), join(srv.home("alice"), "d"));
+      await srv.close();
     }
   });
 });
