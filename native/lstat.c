@@ -43,8 +43,12 @@ napi_value berth_lstat_names(napi_env env, napi_callback_info info) {
 
   char dir[DIR_MAX];
   size_t dir_len = 0;
+  // Measured before it is copied: a copy cut to the buffer ends at a whole character, so a longer
+  // path could come out shorter than the buffer and name another directory.
+  if (napi_get_value_string_utf8(env, argv[0], NULL, 0, &dir_len) != napi_ok) return throw_usage(env);
+  if (dir_len == 0 || dir_len >= sizeof dir) return berth_number(env, -ENAMETOOLONG);
   if (napi_get_value_string_utf8(env, argv[0], dir, sizeof dir, &dir_len) != napi_ok) return throw_usage(env);
-  if (dir_len == 0 || dir_len >= sizeof dir - 1 || strlen(dir) != dir_len) return berth_number(env, -ENAMETOOLONG);
+  if (strlen(dir) != dir_len) return berth_number(env, -ENAMETOOLONG);
 
   bool is_array = false;
   if (napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array) return throw_usage(env);
