@@ -114,6 +114,8 @@ napi_value berth_io_write(napi_env env, napi_callback_info info) {
 napi_value berth_io_close(napi_env env, napi_callback_info info) {
   int32_t fd;
   if (!berth_fd_argument(env, info, "ioClose(fd)", &fd)) return NULL;
-  // Not retried on EINTR: on Linux the descriptor is gone whatever close() returns.
-  return berth_number(env, close(fd) < 0 ? -errno : 0);
+  // Not retried on EINTR: on Linux the descriptor is gone whatever close() returns. As in libuv
+  // (and so Node's closeSync), EINTR and EINPROGRESS are no failure: the descriptor is closed.
+  if (close(fd) == 0 || errno == EINTR || errno == EINPROGRESS) return berth_number(env, 0);
+  return berth_number(env, -errno);
 }
