@@ -12,6 +12,7 @@ import { after, before, describe, it } from "node:test";
 import { FIELDS, packLstat, rawLstatAvailable } from "../src/fs/rawstat.ts";
 import { lstatInWorker, statWorkerUsedNative, stopStatWorker } from "../src/fs/statworker.ts";
 import { lstatBinding } from "../src/native.ts";
+import { deepDir, shallowDeep } from "./helpers/deep.ts";
 
 const NO_ADDON = lstatBinding() === null && "native part not built (native/)";
 
@@ -96,35 +97,23 @@ void describe("packed lstat", () => {
   void it("the addon's lstatNames: a directory path over 4095 bytes is ENAMETOOLONG, never a shorter path that names another directory", { skip: NO_ADDON }, async () => {
     const native = lstatBinding();
     assert.ok(native);
-    // A real directory whose path is 4,093 bytes, holding "file": the path given is that one, then
+    // A real directory whose path is 4,093 bytes, holding "f": the path given is that one, then
     // "€" (3 bytes, across byte 4,095) and more. Copied into a 4,096-byte buffer, the copy ends at
     // the last whole character, which is the real directory's path.
-    let deep = join(dir, "deep");
-    while (deep.length < 4093 - 201) deep = join(deep, "d".repeat(200));
-    deep = join(deep, "e".repeat(4093 - deep.length - 1));
-    assert.equal(Buffer.byteLength(deep), 4093);
-    await mkdir(deep, { recursive: true });
-    // Its path with "/file" is too long for the kernel: made from inside it.
-    const cwd = process.cwd();
-    process.chdir(deep);
+    const base = join(dir, "deep");
+    await mkdir(base);
+    const deep = deepDir(base, 4093, "e");
+    await writeFile(join(deep, "f"), "x");
     try {
-      await writeFile("file", "x");
+      const out = new Float64Array(FIELDS).fill(-1);
+      assert.equal(native.lstatNames(`${deep}€${"z".repeat(10)}`, ["f"], 0, 1, out, 0), -36); // ENAMETOOLONG
+      assert.ok(out.every((x) => x === -1), "nothing written");
+      // The real directory itself still lists.
+      assert.equal(native.lstatNames(deep, ["f"], 0, 1, out, 0), 1);
     } finally {
-      process.chdir(cwd);
+      shallowDeep(base);
+      await rm(base, { recursive: true });
     }
-    const out = new Float64Array(FIELDS).fill(-1);
-    assert.equal(native.lstatNames(`${deep}€${"z".repeat(10)}`, ["file"], 0, 1, out, 0), -36); // ENAMETOOLONG
-    assert.ok(out.every((x) => x === -1), "nothing written");
-    // The real directory itself still lists.
-    assert.equal(native.lstatNames(deep, ["file"], 0, 1, out, 0), 1);
-    // Removed from inside too (a recursive rm would name the file by its whole path).
-    process.chdir(deep);
-    try {
-      await rm("file");
-    } finally {
-      process.chdir(cwd);
-    }
-    await rm(join(dir, "deep"), { recursive: true });
   });
 
   void it("the addon's lstatNames: -errno for a directory it cannot open, writing nothing; a TypeError for bad arguments", { skip: NO_ADDON }, () => {

@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ioBinding, listenBinding } from "../src/native.ts";
+import { deepDir, shallowDeep } from "./helpers/deep.ts";
 import { closeNow, NEG_EAGAIN, openNow, sysError, tryRead, tryWrite, writeNowAt } from "../src/fs/sysio.ts";
 import { RawClient } from "./helpers/raw.ts";
 import { startTestServer } from "./helpers/server.ts";
@@ -159,19 +160,6 @@ describe("descriptor calls of the small-file path (fs/sysio.ts)", () => {
 });
 
 describe("paths near PATH_MAX over FTP (fs/sysio.ts through the jail)", () => {
-  /** Directories under `home` whose real path is `bytes` long, the last one named from `last`. */
-  function deepDir(home: string, bytes: number, last: string): string {
-    let p = home;
-    while (bytes - p.length > 250) {
-      p = join(p, "d".repeat(200));
-      fs.mkdirSync(p);
-    }
-    p = join(p, last.repeat(bytes - p.length - 1));
-    fs.mkdirSync(p);
-    assert.equal(Buffer.byteLength(p), bytes);
-    return p;
-  }
-
   it("STOR to a path whose real form is longer than the kernel takes, cut by a character of several bytes, is refused and creates nothing in a shorter one", async () => {
     const srv = await startTestServer();
     const raw = await RawClient.connect(srv.port);
@@ -190,7 +178,7 @@ describe("paths near PATH_MAX over FTP (fs/sysio.ts through the jail)", () => {
     } finally {
       await raw.close();
       // Paths over 4095 bytes cannot be removed by name: the tree is first made shallower.
-      fs.renameSync(join(srv.home("alice"), "d".repeat(200)), join(srv.home("alice"), "d"));
+      shallowDeep(srv.home("alice"));
       await srv.close();
     }
   });
@@ -212,7 +200,7 @@ describe("paths near PATH_MAX over FTP (fs/sysio.ts through the jail)", () => {
       assert.match(listed.lines.join("\n"), /size=5;/);
     } finally {
       await raw.close();
-      fs.renameSync(join(srv.home("alice"), "d".repeat(200)), join(srv.home("alice"), "d"));
+      shallowDeep(srv.home("alice"));
       await srv.close();
     }
   });
