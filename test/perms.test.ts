@@ -366,12 +366,10 @@ void describe("per-directory permissions", () => {
   void it("a directory with permissions of its own, or one holding such a directory, cannot be renamed out from under them", async () => {
     // Everything in the home but a read-only /pub (and /a/ro below /a): renamed elsewhere, their
     // files would fall under the user's own permissions.
-    const dave = { name: "dave", password: "dave-pw", dirs: { "/pub": ["list", "download"], "/a/ro": ["list"] } as Record<string, Perm[]> };
+    const dave = readOnlyUser("pub");
     await withServer(
       async (t) => {
-        const home = t.home("dave");
-        await mkdir(join(home, "pub"), { recursive: true });
-        await mkdir(join(home, "a", "ro"), { recursive: true });
+        const home = await readOnlyHome(t.home("dave"), "pub");
         await mkdir(join(home, "mine"));
         await writeFile(join(home, "pub", "keep.txt"), "keep");
         await writeFile(join(home, "a", "ro", "keep.txt"), "keep");
@@ -404,12 +402,10 @@ void describe("per-directory permissions", () => {
     // Everything in the home but a read-only /ro (and /a/ro); /rolink leads to ro, /alink to a,
     // /kl to the file ro/keep.txt.
     // carol may only list at the top and upload in /in; /inlink leads to in.
-    const dave = { name: "dave", password: "dave-pw", dirs: { "/ro": ["list", "download"], "/a/ro": ["list"] } as Record<string, Perm[]> };
+    const dave = readOnlyUser("ro");
     await withServer(
       async (t) => {
-        const home = t.home("dave");
-        await mkdir(join(home, "ro"), { recursive: true });
-        await mkdir(join(home, "a", "ro"), { recursive: true });
+        const home = await readOnlyHome(t.home("dave"), "ro");
         await writeFile(join(home, "ro", "keep.txt"), "keep");
         await symlink("ro", join(home, "rolink"));
         await symlink("a", join(home, "alink"));
@@ -671,3 +667,15 @@ void describe("storage.umask", () => {
     );
   });
 });
+
+/** dave: every permission in the home but in a read-only /`top` (list, download) and /a/ro (list). */
+function readOnlyUser(top: string): { name: string; password: string; dirs: Record<string, Perm[]> } {
+  return { name: "dave", password: "dave-pw", dirs: { [`/${top}`]: ["list", "download"], "/a/ro": ["list"] } };
+}
+
+/** Makes readOnlyUser's `top` and a/ro in `home`; returns `home`. */
+async function readOnlyHome(home: string, top: string): Promise<string> {
+  await mkdir(join(home, top), { recursive: true });
+  await mkdir(join(home, "a", "ro"), { recursive: true });
+  return home;
+}
