@@ -108,7 +108,7 @@ export class Dispatcher {
     try {
       const path = perm.path ? perm.path(session, arg) : session.resolve(arg);
       if (path === null) return null;
-      return this.permitted(session, user, perm, path, permsDirOf({ path, scope: perm.scope ?? "entry" }));
+      return permitted(session, user, perm, path, permsDirOf({ path, scope: perm.scope ?? "entry" }));
     } catch (err) {
       return refusalOf(err);
     }
@@ -122,35 +122,10 @@ export class Dispatcher {
       const rule = form !== undefined && (await form.matches(session, arg)) ? form.rule : perm;
       const path = rule.path ? rule.path(session, arg) : session.resolve(arg);
       if (path === null) return null;
-      const scope = rule.scope ?? "entry";
-      let permsDir: string = permsDirOf({ path, scope });
-      if (hasOwnDirPerms(user)) {
-        // Names first: a hidden one is refused before anything is looked up on its way.
-        const access = { path, need: [], scope, creates: rule.creates === true, named: rule.named === true, replaces: false };
-        const refused = checkAccess(user, namePolicy(session.ctx.config.storage), access);
-        if (refused) return [550, refusalText(refused)];
-        // The permissions of the directory the path leads to, through any link on the way (and
-        // through a link at the path itself, for a command that acts on what it leads to). A user
-        // whose permissions are the same everywhere looks nothing up.
-        permsDir = rule.follows === true && scope === "entry" ? parentOf(await session.permsPath(path)) : await session.permsPath(permsDir as VirtualPath);
-      }
-      return await this.permitted(session, user, rule, path, permsDir);
+      return await refusalLookingUp(session, user, rule, path);
     } catch (err) {
       return refusalOf(err);
     }
-  }
-
-  /** `rule` on `path` with the permissions of `permsDir`; for a rule that needs overwrite where
-   * something exists, a user without it waits for the existence check (only such users pay for
-   * it, as in SFTPGo and ProFTPD). */
-  private permitted(session: Session, user: User, rule: PermRule, path: VirtualPath, permsDir: string): Refusal | Promise<Refusal> {
-    // The Access written out whole, not spread from another: in Node 20 an object spread followed
-    // by more keys gets a hidden class of its own each time, a runtime call per command.
-    const access = { path, need: rule.need, scope: rule.scope ?? "entry", creates: rule.creates === true, named: rule.named === true, replaces: false, permsDir };
-    const refusal = checkAccess(user, namePolicy(session.ctx.config.storage), access);
-    if (refusal) return [550, refusalText(refusal)];
-    if (rule.overwrite === true && !permsAt(user, permsDir).has("overwrite")) return refuseExisting(session, path);
-    return null;
   }
 
   private fail(session: Session, verb: string, err: unknown): void {
@@ -181,7 +156,40 @@ export class Dispatcher {
 }
 
 /** A refusal's reply, or null to go on. */
-type Refusal = [number, string] | null;
+export type Refusal = [number, string] | null;
+
+/**
+ * `rule` on `path` for `user`, where the permissions are those of the directory the path really
+ * leads to: for a user with per-directory permissions, names are checked first (a hidden one is
+ * refused before anything is looked up on its way), then the links on the way are resolved (and a
+ * link at the path itself, for a rule that `follows` it). A user whose permissions are the same
+ * everywhere looks nothing up. The dispatcher's check, and that of a command whose path is only
+ * known once it has looked (LIST of a name with pattern characters).
+ */
+export async function refusalLookingUp(session: Session, user: User, rule: PermRule, path: VirtualPath): Promise<Refusal> {
+  const scope = rule.scope ?? "entry";
+  let permsDir: string = permsDirOf({ path, scope });
+  if (hasOwnDirPerms(user)) {
+    const access = { path, need: [], scope, creates: rule.creates === true, named: rule.named === true, replaces: false };
+    const refused = checkAccess(user, namePolicy(session.ctx.config.storage), access);
+    if (refused) return [550, refusalText(refused)];
+    permsDir = rule.follows === true && scope === "entry" ? parentOf(await session.permsPath(path)) : await session.permsPath(permsDir as VirtualPath);
+  }
+  return await permitted(session, user, rule, path, permsDir);
+}
+
+/** `rule` on `path` with the permissions of `permsDir`; for a rule that needs overwrite where
+ * something exists, a user without it waits for the existence check (only such users pay for
+ * it, as in SFTPGo and ProFTPD). */
+function permitted(session: Session, user: User, rule: PermRule, path: VirtualPath, permsDir: string): Refusal | Promise<Refusal> {
+  // The Access written out whole, not spread from another: in Node 20 an object spread followed
+  // by more keys gets a hidden class of its own each time, a runtime call per command.
+  const access = { path, need: rule.need, scope: rule.scope ?? "entry", creates: rule.creates === true, named: rule.named === true, replaces: false, permsDir };
+  const refusal = checkAccess(user, namePolicy(session.ctx.config.storage), access);
+  if (refusal) return [550, refusalText(refusal)];
+  if (rule.overwrite === true && !permsAt(user, permsDir).has("overwrite")) return refuseExisting(session, path);
+  return null;
+}
 
 /** What a failed lookup during the permission check answers. */
 function refusalOf(err: unknown): Refusal {

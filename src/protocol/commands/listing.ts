@@ -6,7 +6,7 @@ import { once } from "node:events";
 import type { Socket } from "node:net";
 import { ListingBuffer } from "../../data/listbuf.ts";
 import { Transfer, sendBuffer } from "../../data/transfer.ts";
-import { checkAccess, hasOwnDirPerms, namePolicy, permFact, refusalText } from "../../auth/perms.ts";
+import { hasOwnDirPerms, namePolicy, permFact } from "../../auth/perms.ts";
 import { formatListLine, formatMlsxSelected, mlsxFormatter } from "../../fs/format.ts";
 import { compileGlob, globOf } from "../../fs/glob.ts";
 import { ListingTicket } from "../../fs/listgate.ts";
@@ -15,6 +15,7 @@ import type { DirEntry, VirtualPath } from "../../fs/types.ts";
 import { basename, dirname, joinVirtual } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
 import { formatBlockReply, stripControl } from "../reply.ts";
+import { refusalLookingUp } from "../dispatcher.ts";
 import type { CommandSpec } from "../registry.ts";
 import type { Session } from "../session.ts";
 import { runTransfer } from "./xfer.ts";
@@ -85,12 +86,8 @@ async function entriesOf(s: Session, arg: string, ticket: ListingTicket): Promis
  * the entry itself is checked here as LIST of any other path is (a hidden name is not found, and
  * a directory without list permission is not listed). */
 async function checkLiteral(s: Session, path: VirtualPath): Promise<void> {
-  const user = s.user;
-  if (user === null) return;
-  const policy = namePolicy(s.ctx.config.storage);
-  const access = { path, need: ["list"], scope: "dir", creates: false, named: false, replaces: false } as const;
-  const refusal = checkAccess(user, policy, { ...access, need: [] }) ?? checkAccess(user, policy, { ...access, permsDir: await s.permsPath(path) });
-  if (refusal) throw new FtpError(550, refusalText(refusal));
+  const refusal = s.user === null ? null : await refusalLookingUp(s, s.user, LIST_DIR, path);
+  if (refusal) throw new FtpError(refusal[0], refusal[1]);
 }
 
 /** Bytes of a LIST or MLSD line besides its name (some 60; more is harmless, see expectedBytes). */
