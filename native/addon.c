@@ -13,8 +13,8 @@
  *               descriptors, without libuv handles
  *   watch.c     watchReadable, unwatch, releaseWatches: readiness of sockets no Node stream owns
  *               (small uploads, lingering downloads)
- *   io.c        ioOpen, ioRead, ioWrite, ioClose: the small-file path's descriptor calls, with
- *               the result as a number (-errno on failure)
+ *   io.c        ioOpen, ioRead, ioWrite, ioClose, ioFstat: the small-file path's descriptor
+ *               calls, with the result as a number (-errno on failure)
  *   addon.c     threadCpuNs: this thread's CPU time, for telling a busy kernel from a slow disk
  */
 #define NAPI_VERSION 8
@@ -66,6 +66,7 @@ NAPI_MODULE_INIT() {
     { "ioRead", NULL, berth_io_read, NULL, NULL, NULL, napi_enumerable, NULL },
     { "ioWrite", NULL, berth_io_write, NULL, NULL, NULL, napi_enumerable, NULL },
     { "ioClose", NULL, berth_io_close, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "ioFstat", NULL, berth_io_fstat, NULL, NULL, NULL, napi_enumerable, NULL },
 #ifndef BERTH_NO_WATCH
     { "watchReadable", NULL, berth_watch_readable, NULL, NULL, NULL, napi_enumerable, NULL },
     { "unwatch", NULL, berth_unwatch, NULL, NULL, NULL, napi_enumerable, NULL },

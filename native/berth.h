@@ -33,5 +33,6 @@ napi_value berth_io_open(napi_env env, napi_callback_info info);
 napi_value berth_io_read(napi_env env, napi_callback_info info);
 napi_value berth_io_write(napi_env env, napi_callback_info info);
 napi_value berth_io_close(napi_env env, napi_callback_info info);
+napi_value berth_io_fstat(napi_env env, napi_callback_info info);
 
 #endif

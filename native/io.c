@@ -6,6 +6,8 @@
  *   ioWrite(fd, buffer, offset, length, position) -> bytes written, or -errno
  *                                                  pwrite(2) at position, write(2) when it is -1
  *   ioClose(fd) -> 0, or -errno                    close(2)
+ *   ioFstat(fd, out) -> 0, or -errno               fstat(2); out (a Float64Array of 2) gets the
+ *                                                  mode and the size
  *
  * Node's fs.openSync, readSync, writeSync and closeSync make the same system calls, but each also
  * looks a tracing category up by name twice (a string comparison against every category Node has
@@ -21,6 +23,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "berth.h"
@@ -118,4 +121,25 @@ napi_value berth_io_close(napi_env env, napi_callback_info info) {
   // (and so Node's closeSync), EINTR and EINPROGRESS are no failure: the descriptor is closed.
   if (close(fd) == 0 || errno == EINTR || errno == EINPROGRESS) return berth_number(env, 0);
   return berth_number(env, -errno);
+}
+
+napi_value berth_io_fstat(napi_env env, napi_callback_info info) {
+  static const char usage[] = "ioFstat(fd, Float64Array(2))";
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t fd;
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_float64_array || length < 2) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) return berth_number(env, -errno);
+  double *out = data;
+  out[0] = (double)st.st_mode;
+  out[1] = (double)st.st_size;
+  return berth_number(env, 0);
 }

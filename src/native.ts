@@ -149,6 +149,8 @@ export interface IoBinding {
   ioWrite(fd: number, buf: Uint8Array, offset: number, length: number, position: number): number;
   /** close(2): 0. */
   ioClose(fd: number): number;
+  /** fstat(2): 0, with `out` = [mode, size]. */
+  ioFstat(fd: number, out: Float64Array): number;
 }
 
 type Addon = Partial<
@@ -229,8 +231,8 @@ export const quickAckBinding = binding<QuickAckBinding>(["quickAck"]);
 /** listenTcp and acceptOne (looked for once; see pick). */
 export const listenBinding = binding<ListenBinding>(["listenTcp", "acceptOne"]);
 
-/** ioOpen, ioRead, ioWrite and ioClose (looked for once; see pick). */
-export const ioBinding = binding<IoBinding>(["ioOpen", "ioRead", "ioWrite", "ioClose"]);
+/** ioOpen, ioRead, ioWrite, ioClose and ioFstat (looked for once; see pick). */
+export const ioBinding = binding<IoBinding>(["ioOpen", "ioRead", "ioWrite", "ioClose", "ioFstat"]);
 
 /** watchReadable, unwatch and releaseWatches (looked for once; see pick). */
 export const watchBinding = binding<WatchBinding>(["watchReadable", "unwatch", "releaseWatches"]);

@@ -6,13 +6,14 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { once } from "node:events";
-import { connect, createServer } from "node:net";
+import { execFileSync } from "node:child_process";
+import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ioBinding, listenBinding } from "../src/native.ts";
 import { deepDir, shallowDeep } from "./helpers/deep.ts";
-import { closeNow, NEG_EAGAIN, openNow, sysError, tryRead, tryWrite, writeNowAt } from "../src/fs/sysio.ts";
+import { closeNow, NEG_EAGAIN, openNow, regularFileSize, sysError, tryRead, tryWrite, writeNowAt } from "../src/fs/sysio.ts";
 import { RawClient } from "./helpers/raw.ts";
 import { startTestServer } from "./helpers/server.ts";
 
@@ -108,27 +109,7 @@ describe("descriptor calls of the small-file path (fs/sysio.ts)", () => {
   });
 
   it("on a non-blocking socket: reads return -EAGAIN when nothing waits, the bytes, then 0 at the peer's end; writes to a reset peer return its error", { skip: !listenBinding() && "addon not built" }, async () => {
-    // A bare accepted descriptor (native/listen.c), which no Node stream reads behind the test's back.
-    const l = listenBinding();
-    assert.ok(l);
-    const probe = createServer().listen(0, "127.0.0.1");
-    await once(probe, "listening");
-    const port = (probe.address() as { port: number }).port;
-    probe.close();
-    await once(probe, "close");
-    const lfd = l.listenTcp("127.0.0.1", port, 4);
-    assert.ok(lfd >= 0, `listen: ${lfd}`);
-    const client = connect(port, "127.0.0.1");
-    client.on("error", () => undefined);
-    await once(client, "connect");
-    let fd = -1;
-    for (let i = 0; i < 200 && fd < 0; i++) {
-      const r = l.acceptOne(lfd);
-      if (Array.isArray(r)) fd = r[0];
-      else await new Promise((res) => setTimeout(res, 5));
-    }
-    try {
-      assert.ok(fd >= 0, "accepted");
+    await withAccepted(async (fd, client) => {
       const buf = Buffer.alloc(64);
       assert.equal(tryRead(fd, buf, 0, buf.length), NEG_EAGAIN);
       client.write("hello");
@@ -151,13 +132,62 @@ describe("descriptor calls of the small-file path (fs/sysio.ts)", () => {
         if (rc >= 0) await new Promise((r) => setTimeout(r, 5));
       }
       assert.ok(rc === -104 || rc === -32, `ECONNRESET or EPIPE, got ${rc}`);
+    });
+  });
+
+  it("fstat gives the size of a regular file, -1 for anything else, and throws what fs.fstatSync throws", () => {
+    const file = join(dir, "sized");
+    fs.writeFileSync(file, "x".repeat(12345));
+    const empty = join(dir, "empty");
+    fs.writeFileSync(empty, "");
+    const fifo = join(dir, "fifo");
+    execFileSync("mkfifo", [fifo]);
+    const fds = [fs.openSync(file, O_RDONLY), fs.openSync(empty, O_RDONLY), fs.openSync(dir, O_RDONLY), fs.openSync(fifo, O_RDONLY | fs.constants.O_NONBLOCK), fs.openSync("/dev/null", O_RDONLY)];
+    try {
+      assert.deepEqual(fds.map(regularFileSize), [12345, 0, -1, -1, -1]);
     } finally {
-      client.destroy();
-      if (fd >= 0) fs.closeSync(fd);
-      fs.closeSync(lfd);
+      for (const fd of fds) fs.closeSync(fd);
+    }
+    const closed = fds[0] as number;
+    assert.deepEqual(thrown(() => regularFileSize(closed)), thrown(() => fs.fstatSync(closed)));
+    const io = ioBinding();
+    if (io) {
+      assert.throws(() => io.ioFstat(0, new Float64Array(1)), TypeError);
+      assert.throws(() => io.ioFstat(0, new Uint8Array(16) as unknown as Float64Array), TypeError);
     }
   });
 });
+
+/** Runs `body` with a bare accepted descriptor (native/listen.c), which no Node stream reads behind
+ * the test's back, and the client socket connected to it. */
+async function withAccepted(body: (fd: number, client: Socket) => Promise<void>): Promise<void> {
+  const l = listenBinding();
+  assert.ok(l);
+  const probe = createServer().listen(0, "127.0.0.1");
+  await once(probe, "listening");
+  const port = (probe.address() as { port: number }).port;
+  probe.close();
+  await once(probe, "close");
+  const lfd = l.listenTcp("127.0.0.1", port, 4);
+  assert.ok(lfd >= 0, `listen: ${lfd}`);
+  const client = connect(port, "127.0.0.1");
+  client.on("error", () => undefined);
+  let fd = -1;
+  try {
+    await once(client, "connect");
+    for (let i = 0; i < 200 && fd < 0; i++) {
+      const r = l.acceptOne(lfd);
+      if (Array.isArray(r)) fd = r[0];
+      else await new Promise((res) => setTimeout(res, 5));
+    }
+    assert.ok(fd >= 0, "accepted");
+    await body(fd, client);
+  } finally {
+    client.destroy();
+    if (fd >= 0) fs.closeSync(fd);
+    fs.closeSync(lfd);
+  }
+}
 
 describe("paths near PATH_MAX over FTP (fs/sysio.ts through the jail)", () => {
   it("STOR to a path whose real form is longer than the kernel takes, cut by a character of several bytes, is refused and creates nothing in a shorter one", async () => {

@@ -18,7 +18,7 @@ import { chmodNoFollow, holdEntry, holdTarget, locateHeld, pinDir, pinParent } f
 import { Entries, readListing, toEntryStat } from "./listing.ts";
 import type { ListingTicket } from "./listgate.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
-import { fstat, open, quickFile, realpath, rename, stat, unlink } from "./quick.ts";
+import { open, quickFile, realpath, regularSize, rename, stat, unlink } from "./quick.ts";
 import { FILE_EXISTS, isStaleTemp, openUpload } from "./upload.ts";
 import { basename, isPlainName, joinVirtual, ROOT } from "./vpath.ts";
 
@@ -143,14 +143,14 @@ export class JailedFs {
       const below = beneathNow() ? relBelow(this.root, v) : null;
       const fd = below !== null ? openBeneath(this.root, below, O_RDONLY | O_NOFOLLOW | O_NONBLOCK) : -1;
       const handle = fd >= 0 ? quickFile(fd) : await this.openHeld(v, O_RDONLY | O_NOFOLLOW | O_NONBLOCK).catch(notAFileOnEnxio);
-      let s: Stats;
+      let size: number;
       try {
-        s = await fstat(handle);
+        size = await regularSize(handle);
       } catch (err) {
         await handle.close().catch(() => undefined);
         throw err;
       }
-      if (s.isFile()) return { handle, size: s.size };
+      if (size >= 0) return { handle, size };
       await handle.close();
       throw new FtpError(550, "Not a regular file");
     });

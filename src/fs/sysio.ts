@@ -78,6 +78,22 @@ export function tryWrite(fd: number, buf: Uint8Array, offset: number, length: nu
   }
 }
 
+const statOut = new Float64Array(2);
+const { S_IFMT, S_IFREG } = fs.constants;
+
+/** fstat(2) of `fd`: its size when it is a regular file, else -1 (a directory, a FIFO, a device);
+ * throws as fs.fstatSync does. */
+export function regularFileSize(fd: number): number {
+  if (io === null) {
+    const st = fs.fstatSync(fd);
+    return st.isFile() ? st.size : -1;
+  }
+  const rc = io.ioFstat(fd, statOut);
+  if (rc < 0) throw sysError(rc, "fstat");
+  return ((statOut[0] as number) & S_IFMT) === S_IFREG ? (statOut[1] as number) : -1;
+}
+
+
 /** A system call's error from Node as -errno (Node's errno is negative); anything else thrown on. */
 function negErrno(err: unknown): number {
   const errno = (err as NodeJS.ErrnoException).errno;
