@@ -14,7 +14,8 @@
  *   watch.c     watchReadable, unwatch, releaseWatches: readiness of sockets no Node stream owns
  *               (small uploads, lingering downloads)
  *   io.c        ioOpen, ioRead, ioWrite, ioClose, ioFstat: the small-file path's descriptor
- *               calls, with the result as a number (-errno on failure)
+ *               calls, with the result as a number (-errno on failure); ioWriteText: a reply
+ *               written straight to the control connection
  *   addon.c     threadCpuNs: this thread's CPU time, for telling a busy kernel from a slow disk
  */
 #define NAPI_VERSION 8
@@ -67,6 +68,7 @@ NAPI_MODULE_INIT() {
     { "ioWrite", NULL, berth_io_write, NULL, NULL, NULL, napi_enumerable, NULL },
     { "ioClose", NULL, berth_io_close, NULL, NULL, NULL, napi_enumerable, NULL },
     { "ioFstat", NULL, berth_io_fstat, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "ioWriteText", NULL, berth_io_write_text, NULL, NULL, NULL, napi_enumerable, NULL },
 #ifndef BERTH_NO_WATCH
     { "watchReadable", NULL, berth_watch_readable, NULL, NULL, NULL, napi_enumerable, NULL },
     { "unwatch", NULL, berth_unwatch, NULL, NULL, NULL, napi_enumerable, NULL },

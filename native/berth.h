@@ -34,5 +34,6 @@ napi_value berth_io_read(napi_env env, napi_callback_info info);
 napi_value berth_io_write(napi_env env, napi_callback_info info);
 napi_value berth_io_close(napi_env env, napi_callback_info info);
 napi_value berth_io_fstat(napi_env env, napi_callback_info info);
+napi_value berth_io_write_text(napi_env env, napi_callback_info info);
 
 #endif

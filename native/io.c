@@ -8,6 +8,9 @@
  *   ioClose(fd) -> 0, or -errno                    close(2)
  *   ioFstat(fd, out) -> 0, or -errno               fstat(2); out (a Float64Array of 2) gets the
  *                                                  mode and the size
+ *   ioWriteText(fd, text) -> bytes left unwritten (0: all went), or -errno (nothing went)
+ *                                                  send(2) of the text's UTF-8 form, for replies
+ *                                                  on the control connection (see below)
  *
  * Node's fs.openSync, readSync, writeSync and closeSync make the same system calls, but each also
  * looks a tracing category up by name twice (a string comparison against every category Node has
@@ -23,6 +26,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -142,4 +146,41 @@ napi_value berth_io_fstat(napi_env env, napi_callback_info info) {
   out[0] = (double)st.st_mode;
   out[1] = (double)st.st_size;
   return berth_number(env, 0);
+}
+
+/* The longest reply ioWriteText takes, in UTF-16 code units (src/fs/sysio.ts says the same
+ * number): at most 3 bytes of UTF-8 each. The buffer below has room for that, the NUL that
+ * Node-API adds and one byte more, so that a copy which fills it can only be a longer text cut. */
+#define TEXT_UNITS 1365
+
+napi_value berth_io_write_text(napi_env env, napi_callback_info info) {
+  static const char usage[] = "ioWriteText(fd, text)";
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t fd;
+  char text[TEXT_UNITS * 3 + 2];
+  size_t len;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[1], text, sizeof text, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  // A copy that filled the buffer may have been cut (Node-API stops at a whole character): nothing
+  // is written, and the caller writes the text its own way.
+  if (len >= sizeof text - 1) return berth_number(env, -E2BIG);
+  size_t done = 0;
+  while (done < len) {
+    // send(2) with MSG_NOSIGNAL: a peer that has gone gives EPIPE here, never the signal.
+    ssize_t r = send(fd, text + done, len - done, MSG_NOSIGNAL);
+    if (r > 0) {
+      done += (size_t)r;
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    // Nothing at all went: the error (EAGAIN included) is the caller's to handle. Part went: what
+    // is left is the caller's to queue, and a failure shows itself there.
+    if (done == 0) return berth_number(env, r < 0 ? -errno : -EIO);
+    break;
+  }
+  return berth_number(env, (double)(len - done));
 }

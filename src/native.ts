@@ -151,6 +151,10 @@ export interface IoBinding {
   ioClose(fd: number): number;
   /** fstat(2): 0, with `out` = [mode, size]. */
   ioFstat(fd: number, out: Float64Array): number;
+  /** send(2) of the UTF-8 form of `text` (at most IO_TEXT_UNITS code units) to socket `fd`: the
+   * bytes left unwritten (0 when all went), or -errno when none went (-E2BIG: too long, try
+   * another way). */
+  ioWriteText(fd: number, text: string): number;
 }
 
 type Addon = Partial<
@@ -231,8 +235,8 @@ export const quickAckBinding = binding<QuickAckBinding>(["quickAck"]);
 /** listenTcp and acceptOne (looked for once; see pick). */
 export const listenBinding = binding<ListenBinding>(["listenTcp", "acceptOne"]);
 
-/** ioOpen, ioRead, ioWrite, ioClose and ioFstat (looked for once; see pick). */
-export const ioBinding = binding<IoBinding>(["ioOpen", "ioRead", "ioWrite", "ioClose", "ioFstat"]);
+/** ioOpen, ioRead, ioWrite, ioClose, ioFstat and ioWriteText (looked for once; see pick). */
+export const ioBinding = binding<IoBinding>(["ioOpen", "ioRead", "ioWrite", "ioClose", "ioFstat", "ioWriteText"]);
 
 /** watchReadable, unwatch and releaseWatches (looked for once; see pick). */
 export const watchBinding = binding<WatchBinding>(["watchReadable", "unwatch", "releaseWatches"]);

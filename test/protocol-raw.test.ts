@@ -833,3 +833,65 @@ describe("times of a file modified in the last fraction of a millisecond of a mi
     });
   });
 });
+
+describe("replies to a client that stops reading its control connection", () => {
+  it("fill its socket, then wait in the server: none is lost, doubled or reordered when it reads again", async () => {
+    await withServer(
+      async (t) => {
+        // Eight directories with long names, so that each PWD reply is about 270 bytes.
+        const names = Array.from({ length: 8 }, (_, i) => `${i}${"é".repeat(120)}`);
+        for (const n of names) await mkdir(join(t.home("alice"), n));
+        const raw = await rawLogin(t);
+        try {
+          const session = [...t.server.sessions][0];
+          assert.ok(session);
+          raw.socket.pause();
+          // Pairs of CWD and PWD in batches until the server's socket buffer is full and replies
+          // wait in the server (its stream holds bytes), then a few batches more.
+          let pairs = 0;
+          let after = -1;
+          while (pairs < 200_000 && after !== 0) {
+            let batch = "";
+            for (let i = 0; i < 500; i++, pairs++) batch += `CWD /${names[pairs % 8]}\r\nPWD\r\n`;
+            raw.sendRaw(batch);
+            await sleep(10);
+            if (after > 0) after--;
+            else if (after < 0 && session.socket.writableLength > 0) after = 4;
+          }
+          assert.equal(after, 0, `replies never waited in the server (${pairs} pairs sent)`);
+          raw.socket.resume();
+          for (let i = 0; i < pairs; i++) {
+            const cwd = await raw.reply();
+            const pwd = await raw.reply();
+            if (cwd.code !== 250 || pwd.message !== `"/${names[i % 8]}" is the current directory`) {
+              assert.fail(`pair ${i} of ${pairs}: ${cwd.code} ${cwd.message} / ${pwd.code} ${pwd.message}`);
+            }
+          }
+          await raw.expect("NOOP", 200);
+        } finally {
+          await raw.close();
+        }
+      },
+      { config: { limits: { commandRate: 0 } } },
+    );
+  });
+
+  it("a reply never overtakes bytes waiting in the connection's stream, even with room in the socket", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        const session = [...t.server.sessions][0];
+        assert.ok(session);
+        // Bytes held in the stream while the socket has room (corked), then a reply.
+        session.socket.cork();
+        session.socket.write("211 held in the stream\r\n");
+        session.reply(200, "after it");
+        setImmediate(() => session.socket.uncork());
+        assert.deepEqual([(await raw.reply()).message, (await raw.reply()).message], ["held in the stream", "after it"]);
+        await raw.expect("NOOP", 200);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ioBinding, listenBinding } from "../src/native.ts";
 import { deepDir, shallowDeep } from "./helpers/deep.ts";
-import { closeNow, NEG_EAGAIN, openNow, regularFileSize, sysError, tryRead, tryWrite, writeNowAt } from "../src/fs/sysio.ts";
+import { closeNow, NEG_EAGAIN, openNow, regularFileSize, sysError, tryRead, tryWrite, WRITE_TEXT_UNITS, writeNowAt, writeText } from "../src/fs/sysio.ts";
 import { RawClient } from "./helpers/raw.ts";
 import { startTestServer } from "./helpers/server.ts";
 
@@ -156,6 +156,74 @@ describe("descriptor calls of the small-file path (fs/sysio.ts)", () => {
       assert.throws(() => io.ioFstat(0, new Uint8Array(16) as unknown as Float64Array), TypeError);
     }
   });
+
+  it("a text goes to a socket whole as UTF-8, or what is left of it is told; too long, not a socket or a closed one writes nothing", { skip: !listenBinding() && "addon not built" }, async () => {
+    await withAccepted(async (fd, client) => {
+      const got: Buffer[] = [];
+      client.on("data", (c: Buffer) => got.push(c));
+      const reply = "150 Opening BINARY mode data connection for é€😀.bin (4096 bytes)\r\n226 Transfer complete\r\n";
+      assert.equal(writeText(fd, reply), 0);
+      // As long as it may be: 1,365 characters of three bytes each (4,095 bytes).
+      const longest = "€".repeat(WRITE_TEXT_UNITS);
+      assert.equal(writeText(fd, longest), 0);
+      await waitUntil(() => Buffer.concat(got).length === Buffer.byteLength(reply) + 4095);
+      assert.equal(Buffer.concat(got).toString("utf8"), reply + longest);
+      // One byte more than the buffer takes: refused, nothing sent.
+      assert.equal(writeText(fd, "x".repeat(4096)), -7, "E2BIG");
+      const file = join(dir, "not-a-socket");
+      const ffd = fs.openSync(file, "w");
+      try {
+        assert.equal(writeText(ffd, "226 x\r\n"), -88, "ENOTSOCK");
+      } finally {
+        fs.closeSync(ffd);
+      }
+      assert.equal(fs.readFileSync(file, "utf8"), "");
+      assert.equal(writeText(ffd, "226 x\r\n"), -9, "EBADF");
+      assert.throws(() => ioBinding()?.ioWriteText(fd, 5 as unknown as string), TypeError);
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(Buffer.concat(got).length, Buffer.byteLength(reply) + 4095, "nothing more arrived");
+    });
+  });
+
+  it("a text to a socket whose peer reads nothing: what went, what is left and -EAGAIN add up to the bytes the peer gets", { skip: !listenBinding() && "addon not built" }, async () => {
+    await withAccepted(async (fd, client) => {
+      client.pause();
+      const text = "213-é".repeat(200) + "\r\n";
+      const size = Buffer.byteLength(text);
+      // Whole copies until the buffer fills: the last write then takes part of one, or nothing.
+      let sent = 0;
+      let left = 0;
+      for (let i = 0; i < 100_000 && left === 0; i++) {
+        left = writeText(fd, text);
+        assert.ok(left === NEG_EAGAIN || (left >= 0 && left < size), `left ${left}`);
+        if (left >= 0) sent += size - left;
+      }
+      assert.notEqual(left, 0, "the buffer filled");
+      const got: Buffer[] = [];
+      let n = 0;
+      client.on("data", (c: Buffer) => {
+        got.push(c);
+        n += c.length;
+      });
+      client.resume();
+      await waitUntil(() => n >= sent);
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(n, sent);
+      assert.ok(sent > size, `sent ${sent}`);
+      // Whole copies, then the start of the one cut short (if one was).
+      const all = Buffer.concat(got);
+      const whole = Buffer.from(text);
+      for (let at = 0; at < all.length; at += size) assert.ok(all.subarray(at, at + size).equals(whole.subarray(0, Math.min(size, all.length - at))), `copy at ${at}`);
+      assert.equal(all.length % size, left > 0 ? size - left : 0);
+      client.resetAndDestroy();
+      let rc = 0;
+      for (let i = 0; i < 200 && rc >= 0; i++) {
+        rc = writeText(fd, "226 x\r\n");
+        if (rc >= 0) await new Promise((r) => setTimeout(r, 5));
+      }
+      assert.ok(rc === -104 || rc === -32, `ECONNRESET or EPIPE (and no SIGPIPE), got ${rc}`);
+    });
+  });
 });
 
 /** Runs `body` with a bare accepted descriptor (native/listen.c), which no Node stream reads behind
@@ -187,6 +255,12 @@ async function withAccepted(body: (fd: number, client: Socket) => Promise<void>)
     if (fd >= 0) fs.closeSync(fd);
     fs.closeSync(lfd);
   }
+}
+
+/** Waits until `cond` holds (5 s at most). */
+async function waitUntil(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(cond(), "in time");
 }
 
 describe("paths near PATH_MAX over FTP (fs/sysio.ts through the jail)", () => {

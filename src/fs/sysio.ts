@@ -93,6 +93,24 @@ export function regularFileSize(fd: number): number {
   return ((statOut[0] as number) & S_IFMT) === S_IFREG ? (statOut[1] as number) : -1;
 }
 
+/** The longest text writeText takes, in UTF-16 code units (native/io.c TEXT_UNITS). */
+export const WRITE_TEXT_UNITS = 1365;
+
+/**
+ * send(2) of the UTF-8 form of `text` (at most WRITE_TEXT_UNITS code units) to socket `fd`, on
+ * the calling thread: the bytes left unwritten (0 when all went; the caller queues the rest), or
+ * -errno when none went (EAGAIN included). -ENOSYS without the addon: the caller writes it its
+ * own way.
+ */
+export function writeText(fd: number, text: string): number {
+  return io === null ? NEG_ENOSYS : io.ioWriteText(fd, text);
+}
+
+/** Whether writeText can write at all (the addon is there): where it cannot, callers need not
+ * try it for each reply. */
+export const WRITES_TEXT = io !== null;
+
+const NEG_ENOSYS = -constants.errno.ENOSYS;
 
 /** A system call's error from Node as -errno (Node's errno is negative); anything else thrown on. */
 function negErrno(err: unknown): number {
