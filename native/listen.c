@@ -6,9 +6,11 @@
  *     where it has one) and `port`, with SO_REUSEADDR (as libuv binds) and TCP_NODELAY, which
  *     Linux hands to every socket it accepts. IPv6 stays dual-stack, as Node's listen leaves it.
  *     -EINVAL for a host that is not a numeric address.
- *   acceptOne(fd) -> [descriptor, remote address], or -errno (-EAGAIN: nobody waiting)
- *     accept4(2), non-blocking and close-on-exec, with the peer's address as Node writes it
- *     ("127.0.0.1", "::1", "::ffff:127.0.0.1").
+ *   acceptOne(fd, out) -> remote address, or -errno (-EAGAIN: nobody waiting)
+ *     accept4(2), non-blocking and close-on-exec: the peer's address as Node writes it
+ *     ("127.0.0.1", "::1", "::ffff:127.0.0.1"), and the descriptor in out[0] (an Int32Array).
+ *     Not an array of the two: making one and setting its elements through Node-API cost three
+ *     times the rest of the call.
  *
  * A connection accepted here never becomes a libuv handle unless a net.Socket is made from its
  * descriptor: no TCP wrap, no getpeername, no handle close on the loop's next turn. The descriptor
@@ -85,8 +87,18 @@ static void format_ipv4(uint32_t a, char *out) {
 }
 
 napi_value berth_accept_one(napi_env env, napi_callback_info info) {
+  static const char usage[] = "acceptOne(fd, Int32Array(1))";
+  size_t argc = 2;
+  napi_value argv[2];
   int32_t lfd;
-  if (!berth_fd_argument(env, info, "acceptOne(fd)", &lfd)) return NULL;
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || napi_get_value_int32(env, argv[0], &lfd) != napi_ok ||
+      napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_int32_array || length < 1) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
   int fd;
@@ -100,10 +112,11 @@ napi_value berth_accept_one(napi_env env, napi_callback_info info) {
   } else if (ss.ss_family == AF_INET6) {
     inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, name, sizeof name);
   }
-  napi_value out, v;
-  napi_create_array_with_length(env, 2, &out);
-  napi_set_element(env, out, 0, berth_number(env, fd));
-  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &v);
-  napi_set_element(env, out, 1, v);
-  return out;
+  napi_value v;
+  if (napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &v) != napi_ok) {
+    close(fd);
+    return berth_number(env, -ENOMEM);
+  }
+  *(int32_t *)data = fd;
+  return v;
 }

@@ -133,9 +133,9 @@ export interface ListenBinding {
   /** A non-blocking listening socket on numeric address `host` and `port` (SO_REUSEADDR,
    * TCP_NODELAY): its descriptor, or a negative errno (-EINVAL for a host that is not numeric). */
   listenTcp(host: string, port: number, backlog: number): number;
-  /** The next connection waiting on listening socket `fd`: its descriptor (non-blocking) and the
-   * peer's address, or a negative errno (-EAGAIN when none waits). */
-  acceptOne(fd: number): [number, string] | number;
+  /** The next connection waiting on listening socket `fd`: the peer's address, with its
+   * descriptor (non-blocking) in `out[0]`; or a negative errno (-EAGAIN when none waits). */
+  acceptOne(fd: number, out: Int32Array): string | number;
 }
 
 /** What native/io.c exports: each call's result, or -errno. */

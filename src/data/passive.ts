@@ -143,6 +143,9 @@ class Listener extends DataListener {
  * (the socket is watched level-triggered), so a flood of connections to a data port gets no more of
  * the main thread at a time than this. */
 const ACCEPTS_PER_TURN = 16;
+/** Where acceptOne puts the descriptor of the connection it accepts (read at once, so one serves
+ * every listener). */
+const accepted = new Int32Array(1);
 const EAGAIN = -(constants.errno.EAGAIN ?? 11);
 /** A connection that went away while it waited to be accepted, or one the system refused for
  * itself alone (libuv's accept loop goes on after these too). */
@@ -193,7 +196,7 @@ class NativeListener extends DataListener {
    * nobody owns. */
   private readable(status: number): void {
     for (let i = 0; i < ACCEPTS_PER_TURN && this.fd >= 0; i++) {
-      const r = status < 0 ? status : this.l.acceptOne(this.fd);
+      const r = status < 0 ? status : this.l.acceptOne(this.fd, accepted);
       if (typeof r === "number") {
         if (r === EAGAIN) return;
         if (ACCEPT_SKIP.has(r)) continue;
@@ -203,13 +206,13 @@ class NativeListener extends DataListener {
         this.failedNow();
         return;
       }
-      const conn = new RawData(null, r[0]);
+      const conn = new RawData(null, accepted[0] as number);
       if (this.owner === null) {
         conn.destroy();
         this.probed();
         return;
       }
-      this.owner.onConnection(conn, r[1]);
+      this.owner.onConnection(conn, r);
       // Taken (the transfer's own): done for this turn. Dropped (from a foreign address, or a
       // second one): more of those may be queued.
       if (conn.fd >= 0) return;
