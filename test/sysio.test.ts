@@ -248,12 +248,11 @@ async function withAccepted(body: (fd: number, client: Socket) => Promise<void>)
       // A bad place for the descriptor is refused before anything is accepted.
       assert.throws(() => l.acceptOne(lfd, new Float64Array(1) as unknown as Int32Array), TypeError);
       assert.throws(() => l.acceptOne(lfd, new Int32Array(0)), TypeError);
-      const peer = l.acceptOne(lfd, out);
+      const peer: string | number = l.acceptOne(lfd, out);
       if (typeof peer === "string") {
         assert.equal(peer, "127.0.0.1", "the peer's address as Node writes it");
         fd = out[0] as number;
-      }
-      else await new Promise((res) => setTimeout(res, 5));
+      } else await new Promise((res) => setTimeout(res, 5));
     }
     assert.ok(fd >= 0, "accepted");
     await body(fd, client);
