@@ -429,23 +429,31 @@ void describe("berth as a service", () => {
     up.socket.destroy();
   });
 
-  void test("SIGHUP: a new log.level applies to the sessions opened after it", async () => {
+  void test("SIGHUP: a new log.level applies to the sessions opened after it, not to those already open", async () => {
     const srv = await serve("log:\n  level: info\n");
     const before = new Control(srv.port);
     await before.login();
     assert.match(await before.cmd("NOOP"), /^200 /);
-    await before.cmd("QUIT");
     assert.equal(srv.lines().filter((l) => l.includes('"event":"command"')).length, 0, "no debug lines at info");
     writeConfig(srv.cwd, "log:\n  level: debug\n");
     const mark = srv.mark();
     srv.child.kill("SIGHUP");
     const reloaded = JSON.parse(await srv.waitLog(/"event":"reloaded"/, mark)) as { applied: string[] };
     assert.deepEqual(reloaded.applied, ["log.level"]);
+    // The session opened before keeps its level: its NOOP is no debug line.
+    assert.match(await before.cmd("NOOP"), /^200 /);
+    await before.cmd("QUIT");
     const after = new Control(srv.port);
     await after.login();
     assert.match(await after.cmd("NOOP"), /^200 /);
     await srv.waitLog(/"event":"command".*"verb":"NOOP"/, mark);
     await after.cmd("QUIT");
+    const commands = srv.lines().filter((l) => l.includes('"event":"command"'));
+    assert.deepEqual(
+      commands.filter((l) => l.includes('"verb":"NOOP"')).map((l) => (JSON.parse(l) as { user?: string }).user),
+      ["svc"],
+      "one NOOP logged, by the session opened after the reload",
+    );
     srv.child.kill("SIGTERM");
     assert.equal(await srv.exited, 0);
   });

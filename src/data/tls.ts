@@ -49,7 +49,7 @@ const MAX_SECRETS = 64;
 export interface TlsSessionState {
   readonly protectData: boolean;
   tlsBinding: TlsBinding | null;
-  readonly log: Logger;
+  readonly log: Pick<Logger, "warn">;
   readonly ctx: { readonly config: Config };
 }
 

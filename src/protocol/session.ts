@@ -7,7 +7,7 @@
 import { once } from "node:events";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
-import type { Logger } from "pino";
+import { SessionLog } from "../log/logger.ts";
 import { hasOwnDirPerms } from "../auth/perms.ts";
 import type { User } from "../auth/types.ts";
 import { unmapIPv4 } from "../data/address.ts";
@@ -60,8 +60,9 @@ export class Session {
   readonly localAddress: string;
   /** The control socket; a TLSSocket after AUTH TLS or on the implicit port. */
   socket: Socket;
-  /** Child logger with session id, address and (after login) user. */
-  log: Logger;
+  /** The session's logger: its lines carry the session id, the address and (after login) the
+   * user. */
+  readonly log: SessionLog;
 
   /** The logged-in user, or null. */
   user: User | null = null;
@@ -189,7 +190,7 @@ export class Session {
     this.protectData = this.implicit;
     this.remoteAddress = unmapIPv4(socket.remoteAddress ?? "");
     this.localAddress = unmapIPv4(socket.localAddress ?? "");
-    this.log = ctx.logger.child({ session: id, remote: this.remoteAddress });
+    this.log = new SessionLog(ctx.logger, { session: id, remote: this.remoteAddress });
     this.framer = new LineFramer(ctx.config.limits.maxLineLength);
     const { commandRate, commandBurst } = ctx.config.limits;
     this.pace = commandRate > 0 ? new TokenBucket(commandRate, commandBurst) : null;
@@ -330,14 +331,14 @@ export class Session {
     this.rebindLog();
   }
 
-  /** The session's logger, made afresh from what is known of it: one child of the server's logger
-   * with every binding once (a child of a child would repeat a key, and an idle logged-in session
-   * then holds one logger, not a chain). */
+  /** The session's log bindings, made afresh from what is known of it: one child of the server's
+   * logger with every binding once (a child of a child would repeat a key, and an idle logged-in
+   * session then holds at most one logger, not a chain). */
   private rebindLog(): void {
     const bindings: Record<string, string> = { session: this.id, remote: this.remoteAddress };
     if (this.user !== null) bindings.user = this.user.name;
     if (this.clientName !== null) bindings.client = this.clientName;
-    this.log = this.ctx.logger.child(bindings);
+    this.log.rebind(bindings);
   }
 
   /** Gives back this session's place in the per-user session limit, if it holds one (a login that
