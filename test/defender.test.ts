@@ -116,6 +116,8 @@ void describe("Defender (fake clock)", () => {
     assert.equal(d.isBanned("10.9.9.9"), true);
     d.configure(settings({ allow: "10.0.0.0/8" }));
     assert.equal(d.isBanned("10.9.9.9"), false, "an address allowed from now on is no longer refused");
+    d.configure(settings({ allow: "" }));
+    assert.equal(d.isBanned("10.9.9.9"), true, "and refused again once the allow-list is emptied");
   });
 
   it("shows in `ctl status` and in the metrics", () => {
