@@ -68,5 +68,40 @@ describe("line framer", () => {
     assert.equal(raw([0x41, 0xff, 0x42]).toString("latin1"), "AB");
     assert.equal(raw([0x41, 0xff]).toString("latin1"), "A");
   });
+  it("gives the same lines whatever the reads: whole, byte by byte or cut at random, for ASCII and other bytes, CRs, IACs and lines near the bound", () => {
+    // A fixed generator, so a failure repeats.
+    let seed = 12345;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    const alphabet = [0x41, 0x61, 0x20, 0x2f, 0x30, 0x0d, 0x00, 0x09, 0x7f, 0xc3, 0xa9, 0xe2, 0x82, 0xac, 0xff, 0xf4, 0xf2, 0x80];
+    for (let round = 0; round < 300; round++) {
+      const bytes: number[] = [];
+      const lines = 1 + rand(6);
+      for (let l = 0; l < lines; l++) {
+        const len = rand(4) === 0 ? 14 + rand(4) : rand(12);
+        for (let k = 0; k < len; k++) bytes.push(rand(3) === 0 ? (alphabet[rand(alphabet.length)] as number) : 0x41 + rand(26));
+        if (rand(2) === 0) bytes.push(0x0d);
+        bytes.push(0x0a);
+      }
+      if (rand(3) === 0) bytes.push(0x41, 0x42);
+      const data = Buffer.from(bytes);
+      const feed = (cuts: number[]): ReturnType<LineFramer["push"]> => {
+        const f = new LineFramer(16);
+        const out: ReturnType<LineFramer["push"]> = [];
+        let at = 0;
+        for (const c of [...cuts, data.length]) {
+          out.push(...f.push(data.subarray(at, c)));
+          at = c;
+        }
+        return out;
+      };
+      const whole = feed([]);
+      assert.deepEqual(feed(Array.from({ length: data.length }, (_, k) => k)), whole, `byte by byte: ${data.toString("hex")}`);
+      const cuts = Array.from({ length: 3 }, () => rand(data.length + 1)).sort((a, b) => a - b);
+      assert.deepEqual(feed(cuts), whole, `cut at ${cuts.join(",")}: ${data.toString("hex")}`);
+    }
+  });
 });
 

@@ -33,6 +33,18 @@ export class LineFramer {
     const out: FramedLine[] = [];
     let start = 0;
     while (start < chunk.length) {
+      // The usual line: whole in this chunk, nothing buffered before it, short, and ASCII (so
+      // neither IAC nor anything to decode as UTF-8): read as Latin-1, which for ASCII is the same
+      // text, in one pass over its bytes. Anything else takes the general way below.
+      if (this.size === 0 && !this.discarding) {
+        const end = asciiLineEnd(chunk, start, this.maxLength);
+        if (end >= 0) {
+          const stop = end > start && chunk[end - 1] === CR ? end - 1 : end;
+          out.push({ kind: "line", text: chunk.toString("latin1", start, stop) });
+          start = end + 1;
+          continue;
+        }
+      }
       const nl = chunk.indexOf(LF, start);
       const end = nl === -1 ? chunk.length : nl;
       if (this.take(chunk.subarray(start, end))) out.push({ kind: "overlong" });
@@ -86,6 +98,18 @@ export class LineFramer {
     if (text.includes("\ufffd") && !isUtf8(bytes)) return { kind: "line", text, notUtf8: true };
     return { kind: "line", text };
   }
+}
+
+/** Where the line starting at `start` ends (its LF) when it is there, of ASCII bytes only, and
+ * at most `maxLength` bytes with its LF; else -1. */
+function asciiLineEnd(chunk: Buffer, start: number, maxLength: number): number {
+  const limit = Math.min(chunk.length, start + maxLength);
+  for (let i = start; i < limit; i++) {
+    const b = chunk[i] as number;
+    if (b === LF) return i;
+    if (b >= 0x80) return -1;
+  }
+  return -1;
 }
 
 /** Telnet's Data Mark (RFC 854), the byte a client sends as TCP urgent data around ABOR. */
