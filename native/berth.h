@@ -28,7 +28,7 @@ napi_value berth_watch_readable(napi_env env, napi_callback_info info);
 napi_value berth_unwatch(napi_env env, napi_callback_info info);
 napi_value berth_release_watches(napi_env env, napi_callback_info info);
 napi_value berth_listen_tcp(napi_env env, napi_callback_info info);
-napi_value berth_accept_one(napi_env env, napi_callback_info info);
+napi_value berth_accept_into(napi_env env, napi_callback_info info);
 napi_value berth_io_open(napi_env env, napi_callback_info info);
 napi_value berth_io_read(napi_env env, napi_callback_info info);
 napi_value berth_io_write(napi_env env, napi_callback_info info);

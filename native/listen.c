@@ -6,11 +6,13 @@
  *     where it has one) and `port`, with SO_REUSEADDR (as libuv binds) and TCP_NODELAY, which
  *     Linux hands to every socket it accepts. IPv6 stays dual-stack, as Node's listen leaves it.
  *     -EINVAL for a host that is not a numeric address.
- *   acceptOne(fd, out) -> remote address, or -errno (-EAGAIN: nobody waiting)
+ *   acceptInto(fd, out) -> remote address, or -errno (-EAGAIN: nobody waiting)
  *     accept4(2), non-blocking and close-on-exec: the peer's address as Node writes it
  *     ("127.0.0.1", "::1", "::ffff:127.0.0.1"), and the descriptor in out[0] (an Int32Array).
  *     Not an array of the two: making one and setting its elements through Node-API cost three
- *     times the rest of the call.
+ *     times the rest of the call. A name of its own (it was acceptOne(fd) -> [descriptor,
+ *     address]): an addon built from the older source lacks it, and its passive listeners are
+ *     Node's (src/native.ts, pick), instead of its acceptOne being called as this one.
  *
  * A connection accepted here never becomes a libuv handle unless a net.Socket is made from its
  * descriptor: no TCP wrap, no getpeername, no handle close on the loop's next turn. The descriptor
@@ -86,8 +88,8 @@ static void format_ipv4(uint32_t a, char *out) {
   *p = '\0';
 }
 
-napi_value berth_accept_one(napi_env env, napi_callback_info info) {
-  static const char usage[] = "acceptOne(fd, Int32Array(1))";
+napi_value berth_accept_into(napi_env env, napi_callback_info info) {
+  static const char usage[] = "acceptInto(fd, Int32Array(1))";
   size_t argc = 2;
   napi_value argv[2];
   int32_t lfd;

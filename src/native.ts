@@ -134,8 +134,10 @@ export interface ListenBinding {
    * TCP_NODELAY): its descriptor, or a negative errno (-EINVAL for a host that is not numeric). */
   listenTcp(host: string, port: number, backlog: number): number;
   /** The next connection waiting on listening socket `fd`: the peer's address, with its
-   * descriptor (non-blocking) in `out[0]`; or a negative errno (-EAGAIN when none waits). */
-  acceptOne(fd: number, out: Int32Array): string | number;
+   * descriptor (non-blocking) in `out[0]`; or a negative errno (-EAGAIN when none waits). Not
+   * acceptOne, its older form (`[descriptor, address]`): an addon built before the change has
+   * only that one, and is not used for listeners (pick). A call whose form changes gets a new name. */
+  acceptInto(fd: number, out: Int32Array): string | number;
 }
 
 /** What native/io.c exports: each call's result, or -errno. */
@@ -232,8 +234,8 @@ export const pendingBinding = binding<PendingBinding>(["nothingPending", "shutdo
 /** quickAck (looked for once; see pick). */
 export const quickAckBinding = binding<QuickAckBinding>(["quickAck"]);
 
-/** listenTcp and acceptOne (looked for once; see pick). */
-export const listenBinding = binding<ListenBinding>(["listenTcp", "acceptOne"]);
+/** listenTcp and acceptInto (looked for once; see pick). */
+export const listenBinding = binding<ListenBinding>(["listenTcp", "acceptInto"]);
 
 /** ioOpen, ioRead, ioWrite, ioClose, ioFstat and ioWriteText (looked for once; see pick). */
 export const ioBinding = binding<IoBinding>(["ioOpen", "ioRead", "ioWrite", "ioClose", "ioFstat", "ioWriteText"]);

@@ -433,12 +433,12 @@ describe("passive port range", () => {
 describe("passive listeners made by the addon (native/listen.c)", { skip: !listenBinding() && "addon not built" }, () => {
   it("an accept that fails (out of descriptors) is 425 for that transfer only: the port goes back, nothing leaks, the next transfer works", async () => {
     const b = listenBinding()!;
-    const original = b.acceptOne;
+    const original = b.acceptInto;
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "f.txt"), "data");
       const raw = await rawLogin(t);
       try {
-        b.acceptOne = () => -24; // EMFILE
+        b.acceptInto = () => -24; // EMFILE
         const port = await raw.epsvPort();
         // The listener goes as the connection comes: the connection is reset or closed (even
         // before the client sees it made), never served.
@@ -448,11 +448,11 @@ describe("passive listeners made by the addon (native/listen.c)", { skip: !liste
         const r = await raw.reply();
         assert.equal(r.code, 425, r.message);
         await portsReleased(t);
-        b.acceptOne = original;
+        b.acceptInto = original;
         assert.equal(await retrieveText(raw, "f.txt"), "data");
         await raw.expect("NOOP", 200);
       } finally {
-        b.acceptOne = original;
+        b.acceptInto = original;
         await raw.close();
       }
     });

@@ -246,13 +246,14 @@ async function withAccepted(body: (fd: number, client: Socket) => Promise<void>)
     for (let i = 0; i < 200 && fd < 0; i++) {
       const out = new Int32Array(1);
       // A bad place for the descriptor is refused before anything is accepted.
-      assert.throws(() => l.acceptOne(lfd, new Float64Array(1) as unknown as Int32Array), TypeError);
-      assert.throws(() => l.acceptOne(lfd, new Int32Array(0)), TypeError);
-      const peer: string | number = l.acceptOne(lfd, out);
+      assert.throws(() => l.acceptInto(lfd, new Float64Array(1) as unknown as Int32Array), TypeError);
+      assert.throws(() => l.acceptInto(lfd, new Int32Array(0)), TypeError);
+      const peer: string | number = l.acceptInto(lfd, out);
       if (typeof peer === "string") {
         assert.equal(peer, "127.0.0.1", "the peer's address as Node writes it");
         fd = out[0] as number;
-      } else await new Promise((res) => setTimeout(res, 5));
+      }
+      else await new Promise((res) => setTimeout(res, 5));
     }
     assert.ok(fd >= 0, "accepted");
     await body(fd, client);

@@ -143,7 +143,7 @@ class Listener extends DataListener {
  * (the socket is watched level-triggered), so a flood of connections to a data port gets no more of
  * the main thread at a time than this. */
 const ACCEPTS_PER_TURN = 16;
-/** Where acceptOne puts the descriptor of the connection it accepts (read at once, so one serves
+/** Where acceptInto puts the descriptor of the connection it accepts (read at once, so one serves
  * every listener). */
 const accepted = new Int32Array(1);
 const EAGAIN = -(constants.errno.EAGAIN ?? 11);
@@ -196,7 +196,7 @@ class NativeListener extends DataListener {
    * nobody owns. */
   private readable(status: number): void {
     for (let i = 0; i < ACCEPTS_PER_TURN && this.fd >= 0; i++) {
-      const r = status < 0 ? status : this.l.acceptOne(this.fd, accepted);
+      const r = status < 0 ? status : this.l.acceptInto(this.fd, accepted);
       if (typeof r === "number") {
         if (r === EAGAIN) return;
         if (ACCEPT_SKIP.has(r)) continue;
