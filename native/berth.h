@@ -12,6 +12,10 @@ napi_value berth_number(napi_env env, double v);
  * or not one (sockopt.c). */
 bool berth_fd_argument(napi_env env, napi_callback_info info, const char *usage, int32_t *fd);
 
+/* A descriptor and a typed array of `type` with at least `min_length` elements, the call's two
+ * arguments; false, with a TypeError saying `usage`, when they are not (sockopt.c). */
+bool berth_fd_and_array(napi_env env, napi_callback_info info, const char *usage, napi_typedarray_type type, size_t min_length, int32_t *fd, void **data);
+
 napi_value berth_send_now(napi_env env, napi_callback_info info);
 napi_value berth_send_start(napi_env env, napi_callback_info info);
 napi_value berth_job_cancel(napi_env env, napi_callback_info info);

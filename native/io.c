@@ -128,18 +128,9 @@ napi_value berth_io_close(napi_env env, napi_callback_info info) {
 }
 
 napi_value berth_io_fstat(napi_env env, napi_callback_info info) {
-  static const char usage[] = "ioFstat(fd, Float64Array(2))";
-  size_t argc = 2;
-  napi_value argv[2];
   int32_t fd;
-  napi_typedarray_type type;
-  size_t length;
   void *data;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
-      napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_float64_array || length < 2) {
-    napi_throw_type_error(env, NULL, usage);
-    return NULL;
-  }
+  if (!berth_fd_and_array(env, info, "ioFstat(fd, Float64Array(2))", napi_float64_array, 2, &fd, &data)) return NULL;
   struct stat st;
   if (fstat(fd, &st) != 0) return berth_number(env, -errno);
   double *out = data;

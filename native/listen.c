@@ -89,18 +89,9 @@ static void format_ipv4(uint32_t a, char *out) {
 }
 
 napi_value berth_accept_into(napi_env env, napi_callback_info info) {
-  static const char usage[] = "acceptInto(fd, Int32Array(1))";
-  size_t argc = 2;
-  napi_value argv[2];
   int32_t lfd;
-  napi_typedarray_type type;
-  size_t length;
   void *data;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || napi_get_value_int32(env, argv[0], &lfd) != napi_ok ||
-      napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_int32_array || length < 1) {
-    napi_throw_type_error(env, NULL, usage);
-    return NULL;
-  }
+  if (!berth_fd_and_array(env, info, "acceptInto(fd, Int32Array(1))", napi_int32_array, 1, &lfd, &data)) return NULL;
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
   int fd;

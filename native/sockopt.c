@@ -80,6 +80,20 @@ bool berth_fd_argument(napi_env env, napi_callback_info info, const char *usage,
   return true;
 }
 
+bool berth_fd_and_array(napi_env env, napi_callback_info info, const char *usage, napi_typedarray_type type, size_t min_length, int32_t *fd, void **data) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_typedarray_type got;
+  size_t length;
+  *fd = -1;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || napi_get_value_int32(env, argv[0], fd) != napi_ok || *fd < 0 ||
+      napi_get_typedarray_info(env, argv[1], &got, &length, data, NULL, NULL) != napi_ok || got != type || length < min_length) {
+    napi_throw_type_error(env, NULL, usage);
+    return false;
+  }
+  return true;
+}
+
 napi_value berth_socket_options(napi_env env, napi_callback_info info) {
   int32_t fd;
   if (!berth_fd_argument(env, info, "socketOptions(fd)", &fd)) return NULL;
