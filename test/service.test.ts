@@ -458,6 +458,65 @@ void describe("berth as a service", () => {
     assert.equal(await srv.exited, 0);
   });
 
+  void test("SIGHUP: a session open across a reload to a higher log.level keeps its own level, before its login and after", async () => {
+    const srv = await serve("log:\n  level: debug\n");
+    const open = new Control(srv.port);
+    assert.match(await open.reply(), /^220 /);
+    const session = (JSON.parse(await srv.waitLog(/"event":"connect"/)) as { session: string }).session;
+    // At warn the reload writes no line: the new banner shows it was applied.
+    writeConfig(srv.cwd, "log:\n  level: warn\nserver:\n  banner: reloaded\n");
+    const mark = srv.mark();
+    srv.child.kill("SIGHUP");
+    for (let i = 0; ; i++) {
+      const probe = new Control(srv.port);
+      const banner = await probe.reply();
+      probe.socket.destroy();
+      if (banner === "220 reloaded") break;
+      assert.ok(i < 100, "the reload was applied");
+      await sleep(50);
+    }
+    assert.match(await open.cmd("USER svc"), /^331 /);
+    assert.match(await open.cmd("PASS wrong"), /^530 /);
+    assert.match(await open.cmd("USER svc"), /^331 /);
+    assert.match(await open.cmd("PASS svc-password"), /^230 /);
+    assert.match(await open.cmd("NOOP"), /^200 /);
+    assert.match(await open.cmd("QUIT"), /^221 /);
+    await srv.waitLog(/"event":"disconnect"/, mark);
+    const own = srv
+      .lines()
+      .slice(mark)
+      .map((l) => JSON.parse(l) as { session?: string; event?: string; verb?: string; result?: string })
+      .filter((l) => l.session === session);
+    assert.deepEqual(
+      own.map((l) => [l.event, l.verb ?? l.result ?? ""]),
+      [
+        ["command", "USER"],
+        ["command", "PASS"],
+        ["login", "fail"],
+        ["command", "USER"],
+        ["command", "PASS"],
+        ["login", "ok"],
+        ["command", "NOOP"],
+        ["command", "QUIT"],
+        ["disconnect", ""],
+      ],
+      "every line of the session at debug, the level it opened with",
+    );
+    // A session opened after the reload writes at warn: none of these.
+    const after = new Control(srv.port);
+    await after.login();
+    assert.match(await after.cmd("QUIT"), /^221 /);
+    await after.closed;
+    const others = srv
+      .lines()
+      .slice(mark)
+      .map((l) => JSON.parse(l) as { session?: string; level: number })
+      .filter((l) => l.session !== undefined && l.session !== session && l.level < 40);
+    assert.deepEqual(others, []);
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+  });
+
   void test("admin socket: mode 0660, status, sessions, kick, reload, drain", async () => {
     const srv = await serve("", 8, { BERTH_ADMIN_SOCKET: "run/admin.sock" });
     const sock = path.join(srv.cwd, "run", "admin.sock");

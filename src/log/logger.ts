@@ -128,7 +128,13 @@ export class SessionLog {
   }
 
   private get(): Logger {
-    if (this.child === null) this.child = this.root.child(this.bindings, { level: this.level });
+    if (this.child === null) {
+      const child = this.root.child(this.bindings);
+      // Set on the child itself: pino gives a child a level of its own only when it differs from
+      // its parent's, and one without follows the parent's (a reload's) level from then on.
+      child.level = this.level;
+      this.child = child;
+    }
     return this.child;
   }
 }
