@@ -383,7 +383,8 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     cache?.setTtl(effective.users.loginCacheSeconds * 1000);
     // The same path opened again: a rotated transfer log is let go.
     context.xferlog?.reopen();
-    // Sessions log through children of this logger, which take its level when they are made.
+    // Sessions log through children of this logger, each with the level its session opened with
+    // (log/logger.ts SessionLog): a new level applies to the sessions opened after it.
     if (applied.includes("log.level")) logger.level = effective.log.level;
     context = {
       ...context,
