@@ -481,7 +481,9 @@ void describe("berth as a service", () => {
     assert.match(await open.cmd("PASS svc-password"), /^230 /);
     assert.match(await open.cmd("NOOP"), /^200 /);
     assert.match(await open.cmd("QUIT"), /^221 /);
-    await srv.waitLog(/"event":"disconnect"/, mark);
+    // This session's own end (the probes above that came before the reload end at debug too).
+    const end = srv.waitLog(new RegExp(`"session":"${session.replace(/[^\w-]/g, "")}".*"event":"disconnect"`), mark);
+    assert.ok(await Promise.race([end.then(() => true), sleep(5000).then(() => false)]), "the session's end is written at debug");
     const own = srv
       .lines()
       .slice(mark)
@@ -502,14 +504,17 @@ void describe("berth as a service", () => {
       ],
       "every line of the session at debug, the level it opened with",
     );
-    // A session opened after the reload writes at warn: none of these.
+    // A session opened after the reload writes at warn: none of these. Counted from here: the
+    // probes above that connected before the reload took effect opened at debug, and their lines
+    // (the last one's end included) were written by the time the open session had its replies.
+    const afterMark = srv.mark();
     const after = new Control(srv.port);
     await after.login();
     assert.match(await after.cmd("QUIT"), /^221 /);
     await after.closed;
     const others = srv
       .lines()
-      .slice(mark)
+      .slice(afterMark)
       .map((l) => JSON.parse(l) as { session?: string; level: number })
       .filter((l) => l.session !== undefined && l.session !== session && l.level < 40);
     assert.deepEqual(others, []);
