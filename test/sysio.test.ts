@@ -14,8 +14,8 @@ import { after, before, describe, it } from "node:test";
 import { ioBinding, listenBinding } from "../src/native.ts";
 import { deepDir, shallowDeep } from "./helpers/deep.ts";
 import { closeNow, NEG_EAGAIN, openNow, regularFileSize, sysError, tryRead, tryWrite, WRITE_TEXT_UNITS, writeNowAt, writeText } from "../src/fs/sysio.ts";
-import { RawClient } from "./helpers/raw.ts";
-import { startTestServer } from "./helpers/server.ts";
+import type { RawClient } from "./helpers/raw.ts";
+import { rawLogin, withServer } from "./helpers/run.ts";
 
 const { O_WRONLY, O_RDONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
 
@@ -271,12 +271,23 @@ async function waitUntil(cond: () => boolean): Promise<void> {
 }
 
 describe("paths near PATH_MAX over FTP (fs/sysio.ts through the jail)", () => {
+  /** Runs `body` with a session logged in as alice and the real path of her home, which it may
+   * fill with trees deeper than a path can name: they are made shallower before the server goes. */
+  async function withDeepHome(body: (raw: RawClient, home: string) => Promise<void>): Promise<void> {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        await body(raw, fs.realpathSync(t.home("alice")));
+      } finally {
+        await raw.close();
+        // Paths over 4095 bytes cannot be removed by name: the tree is first made shallower.
+        shallowDeep(t.home("alice"));
+      }
+    });
+  }
+
   it("STOR to a path whose real form is longer than the kernel takes, cut by a character of several bytes, is refused and creates nothing in a shorter one", async () => {
-    const srv = await startTestServer();
-    const raw = await RawClient.connect(srv.port);
-    try {
-      await raw.login();
-      const home = fs.realpathSync(srv.home("alice"));
+    await withDeepHome(async (raw, home) => {
       // ".../yyy" is 4094 bytes, ".../yyy€" 4097: the kernel refuses the second (ENAMETOOLONG);
       // cut to what fits in 4095 bytes it would name the first.
       const shorter = deepDir(home, 4094, "y");
@@ -286,20 +297,11 @@ describe("paths near PATH_MAX over FTP (fs/sysio.ts through the jail)", () => {
       const r = await raw.cmd(`STOR ${named}`);
       assert.equal(r.code, 553, r.lines.join(" | "));
       assert.deepEqual(fs.readdirSync(shorter), [], "nothing created in the directory the name is cut to");
-    } finally {
-      await raw.close();
-      // Paths over 4095 bytes cannot be removed by name: the tree is first made shallower.
-      shallowDeep(srv.home("alice"));
-      await srv.close();
-    }
+    });
   });
 
   it("SIZE, MDTM and MLST of a file whose real path is 4095 bytes, as long as the kernel takes, answer as for any file", async () => {
-    const srv = await startTestServer();
-    const raw = await RawClient.connect(srv.port);
-    try {
-      await raw.login();
-      const home = fs.realpathSync(srv.home("alice"));
+    await withDeepHome(async (raw, home) => {
       const file = join(deepDir(home, 4093, "y"), "f");
       fs.writeFileSync(file, "hello");
       assert.equal(Buffer.byteLength(file), 4095);
@@ -309,10 +311,6 @@ describe("paths near PATH_MAX over FTP (fs/sysio.ts through the jail)", () => {
       await raw.expect(`MDTM ${named}`, 213);
       const listed = await raw.expect(`MLST ${named}`, 250);
       assert.match(listed.lines.join("\n"), /size=5;/);
-    } finally {
-      await raw.close();
-      shallowDeep(srv.home("alice"));
-      await srv.close();
-    }
+    });
   });
 });
