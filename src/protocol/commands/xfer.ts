@@ -132,7 +132,9 @@ function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string, fa
     });
   }
   if (t.direction === "list") {
-    if (failure === null) s.log.debug({ event: "listing", path: t.path, bytes, result: outcome }, "listing");
+    if (failure === null) {
+      if (s.log.isLevelEnabled("debug")) s.log.debug({ event: "listing", path: t.path, bytes, result: outcome }, "listing");
+    }
     else {
       const fields = { event: "listing", path: t.path, bytes, result: outcome, reply: failure.code, reason: failure.text, detail: failure.detail };
       if (failure.serverSide) s.log.warn(fields, "listing failed: %s", failure.text);
@@ -140,6 +142,9 @@ function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string, fa
     }
     return;
   }
+  // Nothing below is written at level warn unless the transfer failed on the server's side: the
+  // line's fields are not built for nothing (once per transfer).
+  if (!s.log.isLevelEnabled("info") && (failure === null || !failure.serverSide)) return;
   // The user is among the session logger's bindings.
   const ms = Date.now() - t.startedAt;
   if (failure === null) {
