@@ -223,8 +223,8 @@ export class Session {
     }
     if (this.closed || this.socket.destroyed || this.socket.writableEnded) return;
     // Straight to the descriptor when nothing waits in the stream before it (so the order holds):
-    // a reply through the stream costs some 2,000 instructions above the system call (a write
-    // request object, the stream's state and callbacks), about a twentieth of a small transfer.
+    // a reply through the stream cost about 2,900 instructions by callgrind (a write request
+    // object, the stream's state and callbacks), this way about 1,200 with the encoding.
     if (this.replyFd >= 0 && text.length <= WRITE_TEXT_UNITS && this.socket.writableLength === 0) {
       const left = writeText(this.replyFd, text);
       if (left === 0) return;
