@@ -425,6 +425,8 @@ describe("odd input", () => {
           await raw.expectReply(331);
           await new Promise((r) => setTimeout(r, 200));
           raw.sendRaw("USER alice\r\nPASS alice-pw\r\n");
+          // Apart, so that the server reads them apart: each read held keeps its own bytes.
+          await new Promise((r) => setTimeout(r, 100));
           raw.sendRaw("PWD\r\n");
           // Held while the AUTH is pending, then run in order once it is refused (no TLS here).
           for (const code of [530, 502, 331, 230, 257]) await raw.expectReply(code, 10_000);

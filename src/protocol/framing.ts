@@ -28,7 +28,8 @@ export class LineFramer {
   /** @param maxLength bytes allowed in one line, CRLF included. */
   constructor(private readonly maxLength: number) {}
 
-  /** Feeds bytes; returns the complete lines (and overlong notices) they finish, in order. */
+  /** Feeds bytes; returns the complete lines (and overlong notices) they finish, in order. The
+   * framer keeps no reference to `chunk`: the caller may reuse it once this returns. */
   push(chunk: Buffer): FramedLine[] {
     const out: FramedLine[] = [];
     let start = 0;
@@ -77,7 +78,8 @@ export class LineFramer {
       this.size = 0;
       return true;
     }
-    this.parts.push(piece);
+    // A copy: the caller may reuse the chunk (a shared read buffer) for its next read.
+    this.parts.push(Buffer.from(piece));
     this.size += piece.length;
     return false;
   }

@@ -22,12 +22,22 @@ import { DEFAULT_HASH, type HashAlgorithm } from "../fs/digest.ts";
 import { WRITE_TEXT_UNITS, WRITES_TEXT, writeText } from "../fs/sysio.ts";
 import { resolveVirtual, ROOT } from "../fs/vpath.ts";
 import { plainSocketFd } from "../native.ts";
+import { readIntoBuffer, userBufferReads } from "../data/receive.ts";
 import type { Dispatcher } from "./dispatcher.ts";
 import { FtpError } from "./errors.ts";
 import { LineFramer, type FramedLine } from "./framing.ts";
 import { formatReply } from "./reply.ts";
 import type { ServerContext } from "./context.ts";
 import { TokenBucket } from "./ratelimit.ts";
+
+/**
+ * Where every plain control connection is read into, instead of a fresh 64 KiB buffer per read
+ * (Node's default for an accepted socket: an allocation, an ArrayBuffer and a stream push per
+ * command). One buffer serves all sessions: each read is framed into lines before its callback
+ * returns, and the next read, of whichever connection, comes only after that; nothing keeps a
+ * reference into it (the framer and a held AUTH's input copy what they keep).
+ */
+const CONTROL_READ = Buffer.allocUnsafe(64 * 1024);
 
 /** Commands buffered beyond this pause reading from the client (bounded memory under floods). */
 const MAX_QUEUED = 32;
@@ -168,6 +178,8 @@ export class Session {
   private paceWait: { readonly timer: NodeJS.Timeout; readonly wake: () => void } | null = null;
   // Assigned in the constructor: a class field would be a named closure (test/hotpath.test.ts).
   private readonly onData: (chunk: Buffer) => void;
+  /** The same for a plain connection read into CONTROL_READ: `n` bytes are there until it returns. */
+  private readonly onRead: (n: number) => boolean;
 
   constructor(
     socket: Socket,
@@ -179,6 +191,11 @@ export class Session {
   ) {
     this.id = id;
     this.onData = (chunk) => this.receive(chunk);
+    this.onRead = (n) => {
+      // After AUTH TLS the TLS layer takes the connection's reads; nothing plain is read again.
+      if (!this.secure) this.receive(CONTROL_READ.subarray(0, n));
+      return true;
+    };
     this.socket = socket;
     this.secure = "encrypted" in socket;
     this.implicit = this.secure;
@@ -459,7 +476,11 @@ export class Session {
     this.replyFd = WRITES_TEXT && !("encrypted" in socket) ? (plainSocketFd(socket) ?? -1) : -1;
     socket.setNoDelay(true);
     this.watchHandshake(socket);
-    socket.on("data", this.onData);
+    if (!("encrypted" in socket) && socket.readableLength === 0 && userBufferReads(socket)) {
+      readIntoBuffer(socket, CONTROL_READ, this.onRead);
+      // Flowing, as a "data" listener would make it: its end is then emitted.
+      socket.resume();
+    } else socket.on("data", this.onData);
     socket.once("end", () => {
       if (socket === this.socket) this.inputEnd();
     });
@@ -622,7 +643,8 @@ export class Session {
       this.flood();
       return;
     }
-    held.chunks.push(chunk);
+    // A copy: the chunk may be the shared read buffer (CONTROL_READ).
+    held.chunks.push(Buffer.from(chunk));
   }
 
   /** The pending AUTH was refused: what came after it is read as if it had never been held. */
