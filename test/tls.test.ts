@@ -310,6 +310,20 @@ describe("AUTH, PBSZ and PROT sequencing (raw control connection)", () => {
     await secured.quit();
   });
 
+  it("reads commands that arrive in pieces over TLS, explicit and implicit: no piece is lost or mixed with the next", async () => {
+    // Each piece is its own TLS record, read apart from the next: a line's first part is kept
+    // while the next read lands in the buffer the control connections are read into.
+    const pause = (): Promise<void> => new Promise((r) => setTimeout(r, 30));
+    for (const c of [await FtpsControl.explicit(t.port), await FtpsControl.implicit(t.implicitPort ?? 0)]) {
+      for (const piece of ["US", "ER ali", "ce\r\nPA", "SS alice-pw\r", "\nPWD\r\nNO", "OP\r\n"]) {
+        c.socket.write(piece);
+        await pause();
+      }
+      for (const code of [331, 230, 257, 200]) assert.equal((await c.reply()).code, code);
+      await c.quit();
+    }
+  });
+
   it("serves implicit FTPS: TLS from the first byte, no AUTH needed, PROT P listings", async () => {
     const c = await FtpsControl.implicit(t.implicitPort ?? 0);
     await implicitFeatures(c);

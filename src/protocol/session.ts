@@ -31,11 +31,11 @@ import type { ServerContext } from "./context.ts";
 import { TokenBucket } from "./ratelimit.ts";
 
 /**
- * Where every plain control connection is read into, instead of a fresh 64 KiB buffer per read
- * (Node's default for an accepted socket: an allocation, an ArrayBuffer and a stream push per
- * command). One buffer serves all sessions: each read is framed into lines before its callback
- * returns, and the next read, of whichever connection, comes only after that; nothing keeps a
- * reference into it (the framer and a held AUTH's input copy what they keep).
+ * Where every control connection is read into, instead of a fresh buffer per read (Node's default
+ * for an accepted socket, 64 KiB, or 16 KiB per TLS record: an allocation, an ArrayBuffer and a
+ * stream push per command). One buffer serves all sessions: each read is framed into lines before
+ * its callback returns, and the next read, of whichever connection, comes only after that;
+ * nothing keeps a reference into it (the framer and a held AUTH's input copy what they keep).
  */
 const CONTROL_READ = Buffer.allocUnsafe(64 * 1024);
 
@@ -178,8 +178,6 @@ export class Session {
   private paceWait: { readonly timer: NodeJS.Timeout; readonly wake: () => void } | null = null;
   // Assigned in the constructor: a class field would be a named closure (test/hotpath.test.ts).
   private readonly onData: (chunk: Buffer) => void;
-  /** The same for a plain connection read into CONTROL_READ: `n` bytes are there until it returns. */
-  private readonly onRead: (n: number) => boolean;
 
   constructor(
     socket: Socket,
@@ -191,11 +189,6 @@ export class Session {
   ) {
     this.id = id;
     this.onData = (chunk) => this.receive(chunk);
-    this.onRead = (n) => {
-      // After AUTH TLS the TLS layer takes the connection's reads; nothing plain is read again.
-      if (!this.secure) this.receive(CONTROL_READ.subarray(0, n));
-      return true;
-    };
     this.socket = socket;
     this.secure = "encrypted" in socket;
     this.implicit = this.secure;
@@ -476,8 +469,13 @@ export class Session {
     this.replyFd = WRITES_TEXT && !("encrypted" in socket) ? (plainSocketFd(socket) ?? -1) : -1;
     socket.setNoDelay(true);
     this.watchHandshake(socket);
-    if (!("encrypted" in socket) && socket.readableLength === 0 && userBufferReads(socket)) {
-      readIntoBuffer(socket, CONTROL_READ, this.onRead);
+    if (socket.readableLength === 0 && userBufferReads(socket)) {
+      // `n` bytes are in CONTROL_READ until this returns. Only the session's current socket is
+      // read: after AUTH TLS the TLS layer takes the plain socket's reads.
+      readIntoBuffer(socket, CONTROL_READ, (n: number) => {
+        if (socket === this.socket) this.receive(CONTROL_READ.subarray(0, n));
+        return true;
+      });
       // Flowing, as a "data" listener would make it: its end is then emitted.
       socket.resume();
     } else socket.on("data", this.onData);
