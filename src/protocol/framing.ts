@@ -48,6 +48,13 @@ export class LineFramer {
       }
       const nl = chunk.indexOf(LF, start);
       const end = nl === -1 ? chunk.length : nl;
+      // A whole line in this chunk that the way above declined (not ASCII, or too long to be
+      // scanned there): decoded from the chunk itself, nothing kept. The LF counts too.
+      if (nl !== -1 && this.size === 0 && !this.discarding && end - start + 1 <= this.maxLength) {
+        out.push(decodeLine(chunk.subarray(start, end)));
+        start = nl + 1;
+        continue;
+      }
       if (this.take(chunk.subarray(start, end))) out.push({ kind: "overlong" });
       if (nl === -1) break;
       // The LF counts too (counted, never kept): a line of maxLength bytes before it is one over.
@@ -78,7 +85,8 @@ export class LineFramer {
       this.size = 0;
       return true;
     }
-    // A copy: the caller may reuse the chunk (a shared read buffer) for its next read.
+    // A copy: the line goes on in a later chunk, and the caller may reuse this one (a shared read
+    // buffer) for its next read.
     this.parts.push(Buffer.from(piece));
     this.size += piece.length;
     return false;
@@ -90,16 +98,23 @@ export class LineFramer {
       this.reset();
       return null;
     }
-    let bytes = this.parts.length === 1 ? (this.parts[0] as Buffer) : Buffer.concat(this.parts, this.size);
+    const bytes = this.parts.length === 1 ? (this.parts[0] as Buffer) : Buffer.concat(this.parts, this.size);
     this.parts = [];
     this.size = 0;
-    if (bytes.length > 0 && bytes[bytes.length - 1] === CR) bytes = bytes.subarray(0, bytes.length - 1);
-    if (bytes.includes(IAC)) bytes = stripTelnet(bytes);
-    const text = UTF8.decode(bytes);
-    // Bytes that are not UTF-8 decode to U+FFFD, as a real U+FFFD does: only then is it checked.
-    if (text.includes("\ufffd") && !isUtf8(bytes)) return { kind: "line", text, notUtf8: true };
-    return { kind: "line", text };
+    return decodeLine(bytes);
   }
+}
+
+/** The line of `bytes` (its LF taken off): a trailing CR dropped, Telnet commands removed, UTF-8
+ * decoded, and marked when it was not UTF-8. */
+function decodeLine(line: Buffer): FramedLine {
+  let bytes = line;
+  if (bytes.length > 0 && bytes[bytes.length - 1] === CR) bytes = bytes.subarray(0, bytes.length - 1);
+  if (bytes.includes(IAC)) bytes = stripTelnet(bytes);
+  const text = UTF8.decode(bytes);
+  // Bytes that are not UTF-8 decode to U+FFFD, as a real U+FFFD does: only then is it checked.
+  if (text.includes("\ufffd") && !isUtf8(bytes)) return { kind: "line", text, notUtf8: true };
+  return { kind: "line", text };
 }
 
 /** Where the line starting at `start` ends (its LF) when it is there, of ASCII bytes only, and
