@@ -6,7 +6,7 @@ import { once } from "node:events";
 import { connect as netConnect, type Socket } from "node:net";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { SOCKET_DEFAULTS } from "../../src/data/accept.ts";
-import { readIntoBuffer, userBufferReads } from "../../src/data/receive.ts";
+import { readIntoBuffer, userBufferReads } from "../../src/data/userbuffer.ts";
 
 /** One (possibly multi-line) reply. */
 export interface Reply {

@@ -22,7 +22,7 @@ import { DEFAULT_HASH, type HashAlgorithm } from "../fs/digest.ts";
 import { WRITE_TEXT_UNITS, WRITES_TEXT, writeText } from "../fs/sysio.ts";
 import { resolveVirtual, ROOT } from "../fs/vpath.ts";
 import { plainSocketFd } from "../native.ts";
-import { readIntoBuffer, userBufferReads } from "../data/receive.ts";
+import { readIntoBuffer, userBufferReads } from "../data/userbuffer.ts";
 import type { Dispatcher } from "./dispatcher.ts";
 import { FtpError } from "./errors.ts";
 import { LineFramer, type FramedLine } from "./framing.ts";
