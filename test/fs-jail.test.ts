@@ -1,12 +1,13 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { link, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { link, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { JailedFs } from "../src/fs/jail.ts";
+import { readListing, type ListingExtras } from "../src/fs/listing.ts";
 import { setPinningForTest } from "../src/fs/pin.ts";
-import type { Upload, VirtualPath } from "../src/fs/types.ts";
+import type { RealPath, Upload, VirtualPath } from "../src/fs/types.ts";
 import { resolveVirtual, ROOT } from "../src/fs/vpath.ts";
 import { FtpError } from "../src/protocol/errors.ts";
 import { openFds } from "./helpers/server.ts";
@@ -601,6 +602,83 @@ void describe("listing", () => {
 
   void it("missing directory is 550", async () => {
     await refused(jail.list(vp("/no-such-dir")), 550, "No such file or directory");
+  });
+
+  void it("tells what upload temp files a directory holds, read by the stat worker or on the main thread", async () => {
+    await mkdir(home("extras"));
+    await writeFile(home("extras", ".berth-upload-00000000000000a1"), "t");
+    await writeFile(home("extras", "line\nbreak"), "x");
+    await writeFile(home("extras", "seen"), "s");
+    for (const useWorker of [true, false]) {
+      const extras: ListingExtras = { temps: [] };
+      const entries = await readListing(jail.root, home("extras") as RealPath, 4096, useWorker, extras);
+      assert.deepEqual(entries.toArray().map((e) => e.name), ["seen"], `worker ${useWorker}`);
+      assert.deepEqual(extras.temps, [".berth-upload-00000000000000a1"], `worker ${useWorker}`);
+    }
+    const none: ListingExtras = { temps: [] };
+    await readListing(jail.root, home("pub") as RealPath, Infinity, false, none);
+    assert.deepEqual(none.temps, []);
+  });
+
+  void it("removes the upload temp files a killed server left, a day after their last write; not fresh ones, links, directories or a running upload's", async () => {
+    const removed: object[] = [];
+    const own = await JailedFs.open(jail.root, { log: { info: (fields) => removed.push(fields) } });
+    try {
+      // A large directory is read on the main thread, a small one by the stat worker: both sweep.
+      for (const [dir, filler] of [["sweep-small", 0], ["sweep-large", 1500]] as const) {
+        await mkdir(home(dir));
+        for (let i = 0; i < filler; i++) await writeFile(home(dir, `filler-${String(i).padStart(4, "0")}-with-a-longer-name`), "");
+        const day = Date.now() / 1000 - 25 * 3600;
+        const at = (name: string): string => home(dir, name);
+        await writeFile(at(".berth-upload-00000000000000b1"), "left behind");
+        await utimes(at(".berth-upload-00000000000000b1"), day, day);
+        await writeFile(at(".berth-upload-00000000000000b2"), "fresh");
+        await mkdir(at(".berth-upload-00000000000000b3"));
+        await utimes(at(".berth-upload-00000000000000b3"), day, day);
+        await symlink(path.join(outside, "secret.txt"), at(".berth-upload-00000000000000b4"));
+        execFileSync("touch", ["-h", "-d", "@" + String(Math.floor(day)), at(".berth-upload-00000000000000b4")]);
+        await writeFile(at("kept.txt"), "OLD");
+        // A replacing upload still running, its temp file not written for a day.
+        const up = await own.openUpload(vp(`/${dir}/kept.txt`), store);
+        await write(up, "NEW");
+        const running = (await readdir(home(dir))).filter((n) => n.startsWith(".berth-upload-") && !/0000000000000b\d$/.test(n));
+        assert.equal(running.length, 1);
+        await utimes(at(running[0] as string), day, day);
+        if (filler > 0) assert.ok((await stat(home(dir))).size > 32 * 1024, "the large directory is read on the main thread");
+
+        const listed = (await own.list(vp(`/${dir}`))).map((e) => e.name).filter((n) => !n.startsWith("filler-"));
+        assert.deepEqual(listed, ["kept.txt"]);
+        const left = (await readdir(home(dir))).filter((n) => n.startsWith(".berth-upload-")).sort();
+        assert.deepEqual(left, [".berth-upload-00000000000000b2", ".berth-upload-00000000000000b3", ".berth-upload-00000000000000b4", running[0]].sort());
+        assert.deepEqual(removed.splice(0), [{ event: "stale-temp", dir: `/${dir}`, name: ".berth-upload-00000000000000b1", bytes: 11 }]);
+        await up.commit();
+        assert.equal(await readHome(dir, "kept.txt"), "NEW");
+        // The next listing finds nothing more to remove.
+        await own.list(vp(`/${dir}`));
+        assert.deepEqual(removed, []);
+      }
+      await outsideUntouched();
+    } finally {
+      own.close();
+    }
+    // Where uploads may stall longer (limits.stalledTimeout), a day-old temp file may still be one.
+    const patient = await JailedFs.open(jail.root, { log: { info: (fields) => removed.push(fields) }, staleTempMs: 3 * 24 * 3600_000 });
+    try {
+      await mkdir(home("sweep-patient"));
+      const at = home("sweep-patient", ".berth-upload-00000000000000c1");
+      await writeFile(at, "left");
+      const twoDays = Date.now() / 1000 - 48 * 3600;
+      await utimes(at, twoDays, twoDays);
+      await patient.list(vp("/sweep-patient"));
+      assert.deepEqual(await readdir(home("sweep-patient")), [".berth-upload-00000000000000c1"]);
+      const fourDays = Date.now() / 1000 - 96 * 3600;
+      await utimes(at, fourDays, fourDays);
+      await patient.list(vp("/sweep-patient"));
+      assert.deepEqual(await readdir(home("sweep-patient")), []);
+      assert.equal(removed.length, 1);
+    } finally {
+      patient.close();
+    }
   });
 });
 

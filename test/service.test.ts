@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -201,6 +201,38 @@ async function nlst(c: Control, dir: string): Promise<string[]> {
   return text.split("\r\n").filter((l) => l !== "");
 }
 
+/** A server whose replacing upload of d/f.bin is cut off by SIGKILL half-way: what it left. */
+async function killMidReplace(): Promise<{ cwd: string; dir: string; original: Buffer; temps: () => string[] }> {
+  const srv = await serve("", 8);
+  const dir = path.join(srv.cwd, "data", "svc", "d");
+  const temps = (): string[] => readdirSync(dir).filter((n) => n.startsWith(".berth-upload-"));
+  const original = Buffer.alloc(50 * 1024, 3);
+  const c = new Control(srv.port);
+  await c.login();
+  assert.match(await c.cmd("TYPE I"), /^200 /);
+  assert.match(await c.cmd("MKD d"), /^257 /);
+  let data = await c.pasv();
+  assert.match(await c.cmd("STOR d/f.bin"), /^150 /);
+  data.end(original);
+  assert.match(await c.reply(), /^226 /);
+  // A replacing upload, cut off by the server's death half-way.
+  data = await c.pasv();
+  data.on("error", () => undefined);
+  assert.match(await c.cmd("STOR d/f.bin"), /^150 /);
+  data.write(Buffer.alloc(20 * 1024, 9));
+  for (let i = 0; i < 100 && temps().length === 0; i++) await sleep(20);
+  assert.equal(temps().length, 1, "the upload writes a temp file");
+  const other = new Control(srv.port);
+  await other.login();
+  assert.deepEqual(await nlst(other, "d"), ["d/f.bin"]);
+  srv.child.kill("SIGKILL");
+  await srv.exited;
+  data.destroy();
+  c.socket.destroy();
+  other.socket.destroy();
+  return { cwd: srv.cwd, dir, original, temps };
+}
+
 async function greeting(port: number): Promise<string> {
   const c = new Control(port);
   const line = await c.reply();
@@ -335,42 +367,41 @@ void describe("berth as a service", () => {
   });
 
   void test("SIGKILL mid-upload: the replaced file stays whole, its temp file is never listed, and after a restart the directory it was left in can be removed", async () => {
-    const srv = await serve("", 8);
-    const dir = path.join(srv.cwd, "data", "svc", "d");
-    const temps = (): string[] => readdirSync(dir).filter((n) => n.startsWith(".berth-upload-"));
-    const original = Buffer.alloc(50 * 1024, 3);
-    const c = new Control(srv.port);
-    await c.login();
-    assert.match(await c.cmd("TYPE I"), /^200 /);
-    assert.match(await c.cmd("MKD d"), /^257 /);
-    let data = await c.pasv();
-    assert.match(await c.cmd("STOR d/f.bin"), /^150 /);
-    data.end(original);
-    assert.match(await c.reply(), /^226 /);
-    // A replacing upload, cut off by the server's death half-way.
-    data = await c.pasv();
-    data.on("error", () => undefined);
-    assert.match(await c.cmd("STOR d/f.bin"), /^150 /);
-    data.write(Buffer.alloc(20 * 1024, 9));
-    for (let i = 0; i < 100 && temps().length === 0; i++) await sleep(20);
-    assert.equal(temps().length, 1, "the upload writes a temp file");
-    const other = new Control(srv.port);
-    await other.login();
-    assert.deepEqual(await nlst(other, "d"), ["d/f.bin"]);
-    srv.child.kill("SIGKILL");
-    await srv.exited;
-    data.destroy();
-
-    const again = await serve("", 8, {}, undefined, srv.cwd);
+    const { cwd, dir, original, temps } = await killMidReplace();
+    const again = await serve("", 8, {}, undefined, cwd);
     const c2 = new Control(again.port);
     await c2.login();
     assert.deepEqual(readFileSync(path.join(dir, "f.bin")), original);
     assert.deepEqual(await nlst(c2, "d"), ["d/f.bin"]);
+    assert.equal(temps().length, 1, "a temp file written to moments ago stays");
     assert.match(await c2.cmd("DELE d/f.bin"), /^250 /);
     assert.deepEqual(await nlst(c2, "d"), []);
     // The directory lists empty: RMD removes it, and the temp file nobody could see or name with it.
     assert.match(await c2.cmd("RMD d"), /^250 /);
     assert.equal(existsSync(dir), false);
+    again.child.kill("SIGTERM");
+    assert.equal(await again.exited, 0);
+  });
+
+  void test("SIGKILL mid-upload, then a day: a listing of the directory removes the temp file left behind and logs it", async () => {
+    const { cwd, dir, original, temps } = await killMidReplace();
+    const again = await serve("", 8, {}, undefined, cwd);
+    const c2 = new Control(again.port);
+    await c2.login();
+    const [left] = temps();
+    assert.ok(left !== undefined);
+    const bytes = statSync(path.join(dir, left)).size;
+    const day = Date.now() / 1000 - 25 * 3600;
+    utimesSync(path.join(dir, left), day, day);
+    const mark = again.mark();
+    assert.deepEqual(await nlst(c2, "d"), ["d/f.bin"]);
+    assert.deepEqual(temps(), []);
+    const line = JSON.parse(await again.waitLog(/"event":"stale-temp"/, mark)) as Record<string, unknown>;
+    assert.equal(line.dir, "/d");
+    assert.equal(line.name, left);
+    assert.equal(line.bytes, bytes);
+    assert.equal(line.user, "svc");
+    assert.deepEqual(readFileSync(path.join(dir, "f.bin")), original);
     again.child.kill("SIGTERM");
     assert.equal(await again.exited, 0);
   });

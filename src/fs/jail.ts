@@ -15,11 +15,11 @@ import { errnoOf, mapFsError } from "./errors.ts";
 import { makeDirs } from "./mkdirs.ts";
 import { DEFAULT_UMASK, fixDirMode, modesFor, type CreateModes } from "./modes.ts";
 import { chmodNoFollow, holdEntry, holdTarget, locateHeld, pinDir, pinParent } from "./pin.ts";
-import { Entries, readListing, toEntryStat } from "./listing.ts";
+import { Entries, readListing, toEntryStat, type ListingExtras } from "./listing.ts";
 import type { ListingTicket } from "./listgate.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
 import { open, quickFile, realpath, regularSize, rename, stat, unlink } from "./quick.ts";
-import { FILE_EXISTS, isStaleTemp, openUpload } from "./upload.ts";
+import { FILE_EXISTS, isStaleTemp, openUpload, STALE_TEMP_AGE_MS, sweepStaleTemps } from "./upload.ts";
 import { basename, isPlainName, joinVirtual, ROOT } from "./vpath.ts";
 
 const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = constants;
@@ -34,6 +34,17 @@ const UNIQUE_UPLOAD: UploadOptions = { kind: "store", offset: 0, exclusive: true
 export interface JailOptions {
   /** Umask of new files and directories (config `storage.umask`); default 022. */
   readonly umask?: number;
+  /** Where the jail tells what it does by itself (a session's log): each upload temp file a
+   * listing removed as left behind (fs/upload.ts sweepStaleTemps), at info. */
+  readonly log?: JailLog;
+  /** How long an upload temp file must have gone unwritten before a listing removes it (ms; never
+   * less than fs/upload.ts STALE_TEMP_AGE_MS, the default). */
+  readonly staleTempMs?: number;
+}
+
+/** What a jail needs of a log. */
+export interface JailLog {
+  info(fields: object, msg: string): void;
 }
 
 /** A user's filesystem, jailed to their home directory. */
@@ -45,11 +56,15 @@ export class JailedFs {
 
   /** The home's root held open for opens below it (fs/beneath.ts), until close(). */
   private held: HeldRoot | null;
+  private readonly log: JailLog | null;
+  private readonly staleTempMs: number;
 
-  private constructor(root: RealPath, modes: CreateModes, held: HeldRoot | null) {
+  private constructor(root: RealPath, modes: CreateModes, held: HeldRoot | null, opts: JailOptions) {
     this.root = root;
     this.modes = modes;
     this.held = held;
+    this.log = opts.log ?? null;
+    this.staleTempMs = Math.max(STALE_TEMP_AGE_MS, opts.staleTempMs ?? 0);
   }
 
   /** Lets go of the root held open (the session has ended); the jail still works, by its paths.
@@ -72,7 +87,7 @@ export class JailedFs {
         there = await stat(abs);
       }
       const real = (await realpath(abs)) as RealPath;
-      return new JailedFs(real, modes, holdRoot(real, there));
+      return new JailedFs(real, modes, holdRoot(real, there), opts);
     });
   }
 
@@ -113,7 +128,8 @@ export class JailedFs {
     return (await this.listing(v, ticket)).toArray();
   }
 
-  /** list(), with the entries kept packed (fs/listing.ts Entries): what the listing commands read. */
+  /** list(), with the entries kept packed (fs/listing.ts Entries): what the listing commands read.
+   * Upload temp files that a killed server left in the directory go (fs/upload.ts sweepStaleTemps). */
   listing(v: VirtualPath, ticket?: ListingTicket): Promise<Entries> {
     return guard(async () => {
       // Read through the directory held open (fs/pin.ts): names and stats come from the one checked.
@@ -122,13 +138,24 @@ export class JailedFs {
         if (held.stats.isDirectory()) {
           const waiting = ticket?.admit(held.stats.size);
           if (waiting) await waiting;
-          return await readListing(this.root, held.at() as RealPath, held.stats.size);
+          const extras: ListingExtras = { temps: [] };
+          const entries = await readListing(this.root, held.at() as RealPath, held.stats.size, true, extras);
+          if (extras.temps.length > 0) await this.sweepTemps(v, held.at(), extras.temps);
+          return entries;
         }
         return Entries.one(basename(v), toEntryStat(held.stats));
       } finally {
         held.release();
       }
     });
+  }
+
+  /** Removes what of `names` in directory `v` (`at`: its path through the directory held open)
+   * are upload temp files left behind, and logs each. */
+  private sweepTemps(v: VirtualPath, at: string, names: readonly string[]): Promise<void> {
+    return sweepStaleTemps(at, names, this.staleTempMs, (name, bytes) =>
+      this.log?.info({ event: "stale-temp", dir: v, name, bytes }, "removed an upload temp file left behind by a server that was killed"),
+    );
   }
 
   /** Opens regular file `v` for reading: through its directory held open and checked (fs/pin.ts),

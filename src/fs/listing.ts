@@ -43,13 +43,26 @@ export async function readDirectory(root: RealPath, dir: RealPath, dirBytes = In
   return (await readListing(root, dir, dirBytes, useWorker)).toArray();
 }
 
-/** The entries of the real directory `dir`, sorted by name, upload temp files hidden. A directory
+/** What a listing found besides its entries: the names of the upload temp files in the directory
+ * (hidden from the listing), in the directory's order; empty when there are none. */
+export interface ListingExtras {
+  temps: readonly string[];
+}
+
+/** The entries of the real directory `dir`, sorted by name, upload temp files hidden (their names
+ * go to `extras`, when given). A directory
  * whose size (`dirBytes`, its st_size) says it holds at most a few hundred entries is read and
  * stat'ed by the stat worker: the main thread only sends the request and takes the answer. A
  * larger one, or where the worker cannot take it (`useWorker` false, its queue full, or failed),
  * is read on this thread, and lstatAll decides where the stats are made (a large directory from
  * both ends at once: reading it here first starts the worker on its half soonest). */
-export async function readListing(root: RealPath, dir: RealPath, dirBytes = Infinity, useWorker = true): Promise<Entries> {
+export async function readListing(
+  root: RealPath,
+  dir: RealPath,
+  dirBytes = Infinity,
+  useWorker = true,
+  extras?: ListingExtras,
+): Promise<Entries> {
   const byWorker = useWorker && dirBytes <= WORKER_READ_MAX_BYTES && statWorkerAvailable(WORKER_QUEUE);
   const read = byWorker ? await readInWorker(dir, SPLIT_MIN) : null;
   let visible: string[];
@@ -57,10 +70,13 @@ export async function readListing(root: RealPath, dir: RealPath, dirBytes = Infi
   if (read) {
     readdirTook(read.ms, read.read);
     visible = read.names;
+    if (extras) extras.temps = read.temps;
     own = await statsFrom(dir, read.names, read.from, read.stats, SLOW_BATCH_MS, lstatBinding());
   } else {
     // Names only: every entry is lstat'ed anyway, and a Dirent per entry costs more than the call.
-    visible = (await readdirNames(dir)).filter(isListable);
+    const all = await readdirNames(dir);
+    visible = all.filter(isListable);
+    if (extras && visible.length !== all.length) extras.temps = all.filter(isUploadTemp);
     own = await lstatPacked(dir, visible, SLOW_BATCH_MS, useWorker);
   }
   // The entries stay as the names and their packed numbers: no object per entry (two per entry,
@@ -386,6 +402,10 @@ function launchStats(p: PooledStats): void {
 /** True for a name a client may see: no upload temp file, nothing no command could address. */
 export function isListable(name: string): boolean {
   return !name.startsWith(UPLOAD_TEMP_PREFIX) && !UNNAMEABLE.test(name);
+}
+
+function isUploadTemp(name: string): boolean {
+  return name.startsWith(UPLOAD_TEMP_PREFIX);
 }
 
 function typeOf(s: StatLike): EntryStat["type"] {

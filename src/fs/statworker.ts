@@ -57,9 +57,10 @@ parentPort.on("message", ({ id, dir, names, splitMin }) => {
   }
   const ms = performance.now() - t0;
   const listable = all.filter((n) => !n.startsWith(TEMP) && !UNNAMEABLE.test(n));
+  const temps = listable.length === all.length ? undefined : all.filter((n) => n.startsWith(TEMP));
   const from = listable.length >= splitMin ? listable.length >> 1 : 0;
-  const read = { names: listable.join("/"), count: listable.length, from, ms, read: all.length };
-  if (from > 0) parentPort.postMessage({ id, names: read.names, count: read.count, from, ms, read: read.read, more: true });
+  const read = { names: listable.join("/"), count: listable.length, from, ms, read: all.length, temps };
+  if (from > 0) parentPort.postMessage({ id, names: read.names, count: read.count, from, ms, read: read.read, temps, more: true });
   statNames(id, dir, listable, from, from > 0 ? {} : read);
 });
 `;
@@ -76,9 +77,13 @@ interface Answer {
   readonly from?: number;
   readonly ms?: number;
   readonly read?: number;
+  /** The upload temp files among the names read (left out of `names`); absent when none. */
+  readonly temps?: string[];
   /** Another answer (the stats) follows. */
   readonly more?: boolean;
 }
+
+const NO_NAMES: readonly string[] = [];
 
 /** Whether the worker's last answer came from the addon's lstatNames (tests). */
 let workerNative = false;
@@ -118,6 +123,8 @@ export interface WorkerRead {
   /** ms the worker's readdir took, and how many entries it read (hidden ones too). */
   readonly ms: number;
   readonly read: number;
+  /** The upload temp files the directory holds (not among `names`). */
+  readonly temps: readonly string[];
 }
 
 /** Reads directory `dir` and stats its listable entries in the worker (the second half only from
@@ -138,7 +145,7 @@ export function readInWorker(dir: string, splitMin: number): Promise<WorkerRead 
           const names = msg.count === 0 ? [] : msg.names.split("/");
           const stats = new Promise<Float64Array>((res, rej) => (rest = { resolve: res, reject: rej }));
           stats.catch(() => undefined); // awaited by the caller; a failure meanwhile is not unhandled
-          resolve({ names, from: msg.from ?? 0, stats, ms: msg.ms ?? 0, read: msg.read ?? names.length });
+          resolve({ names, from: msg.from ?? 0, stats, ms: msg.ms ?? 0, read: msg.read ?? names.length, temps: msg.temps ?? NO_NAMES });
         }
         if (msg.more) return false;
         rest?.resolve(msg.out ?? new Float64Array(0));

@@ -168,6 +168,41 @@ export function isStaleTemp(name: string): boolean {
   return name.startsWith(UPLOAD_TEMP_PREFIX) && !runningTemps.has(name);
 }
 
+/** How long, at least, an upload temp file that no upload of this process writes must have gone
+ * unwritten before a listing of its directory removes it. A running upload writes to its temp file
+ * far more often (one stalled for `limits.stalledTimeout` is aborted, its temp file removed; the
+ * jail is given twice that where it is longer than this), so a temp file this old was left by a
+ * server that was killed: this one before a restart, or another sharing the disk. */
+export const STALE_TEMP_AGE_MS = 24 * 3600_000;
+
+/**
+ * Removes, from the directory `dir` (its path through the directory held open), those of `names`
+ * that are upload temp files left behind: no running upload of this process writes them
+ * (isStaleTemp), each is a regular file (never a link or a directory), and none was written for
+ * `ageMs`. Each removal is told to `removed`, with the bytes it frees. Never throws: a file that
+ * cannot be looked at or removed stays, for the next listing.
+ */
+export async function sweepStaleTemps(
+  dir: string,
+  names: readonly string[],
+  ageMs: number,
+  removed: (name: string, bytes: number) => void,
+  now = Date.now(),
+): Promise<void> {
+  for (const name of names) {
+    if (!isStaleTemp(name)) continue;
+    const at = `${dir}/${name}`;
+    try {
+      const st = await lstatOrNull(at);
+      if (st === null || !st.isFile() || now - st.mtimeMs < ageMs) continue;
+      await unlink(at);
+      removed(name, st.size);
+    } catch {
+      // Gone meanwhile, or not ours to remove: it stays for the next listing.
+    }
+  }
+}
+
 /** Renames a replacing upload's temp file over its target, noting what was there (another
  * session may have replaced or removed the target since the upload began). */
 async function renameOver(temp: string, target: string, replaces: Replaced): Promise<void> {
