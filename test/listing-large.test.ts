@@ -3,11 +3,12 @@
  * the second half, fs/listing.ts): over real sockets, LIST, MLSD and STAT show every entry with
  * the facts lstat gives it, whether the main thread's half is stat'ed by synchronous calls or
  * through the pool (after a slow disk), links inward by their target, hidden and denied names as
- * the configuration says.
+ * the configuration says. A listing that removes thousands of upload temp files left behind
+ * leaves the other sessions their turns meanwhile.
  */
 import assert from "node:assert/strict";
 import type { Stats } from "node:fs";
-import { chmod, lstat, mkdir, symlink, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, readdir, symlink, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import * as quick from "../src/fs/quick.ts";
@@ -145,4 +146,54 @@ describe("listings of a directory stat'ed by both threads", () => {
       );
     });
   }
+});
+
+describe("upload temp files left behind in a large number", () => {
+  it("a listing that removes 20,000 of them keeps answering the other sessions meanwhile (each NOOP within 100 ms)", async () => {
+    await withServer(
+      async (t) => {
+        const dir = join(t.home("alice"), "left");
+        await mkdir(dir);
+        const day = new Date(Date.now() - 25 * 3600_000);
+        const left = 20_000;
+        for (let i = 0; i < left; i += 500) {
+          await Promise.all(
+            Array.from({ length: 500 }, async (_, j) => {
+              const p = join(dir, `.berth-upload-${(i + j).toString(16).padStart(16, "0")}`);
+              await writeFile(p, "x");
+              await utimes(p, day, day);
+            }),
+          );
+        }
+        await writeFile(join(dir, "kept.txt"), "kept");
+        const raw = await rawLogin(t);
+        const other = await rawLogin(t);
+        try {
+          let done = false;
+          let slowest = 0;
+          let noops = 0;
+          const pinging = (async () => {
+            while (!done) {
+              const t0 = performance.now();
+              await other.expect("NOOP", 200);
+              slowest = Math.max(slowest, performance.now() - t0);
+              noops++;
+            }
+          })();
+          const listed = await listing(raw, "NLST left");
+          done = true;
+          await pinging;
+          assert.deepEqual(listed, ["left/kept.txt"]);
+          assert.deepEqual(await readdir(dir), ["kept.txt"]);
+          assert.equal(t.logs.filter((l) => l.event === "stale-temp").length, left);
+          assert.ok(noops > 1, `NOOPs answered during the listing: ${noops}`);
+          assert.ok(slowest < 100, `slowest NOOP during the listing: ${slowest.toFixed(1)} ms`);
+        } finally {
+          await raw.close();
+          await other.close();
+        }
+      },
+      { logLevel: "info" },
+    );
+  });
 });

@@ -175,12 +175,19 @@ export function isStaleTemp(name: string): boolean {
  * server that was killed: this one before a restart, or another sharing the disk. */
 export const STALE_TEMP_AGE_MS = 24 * 3600_000;
 
+/** How long (ms) a sweep works between two turns of the event loop: its calls are synchronous
+ * while the disk answers fast (fs/quick.ts), and a directory may hold thousands of temp files
+ * left behind (some 30 µs each to remove), which would otherwise keep every other session
+ * waiting for the whole sweep. */
+const SWEEP_SLICE_MS = 2;
+
 /**
  * Removes, from the directory `dir` (its path through the directory held open), those of `names`
  * that are upload temp files left behind: no running upload of this process writes them
  * (isStaleTemp), each is a regular file (never a link or a directory), and none was written for
  * `ageMs`. Each removal is told to `removed`, with the bytes it frees. Never throws: a file that
- * cannot be looked at or removed stays, for the next listing.
+ * cannot be looked at or removed stays, for the next listing. Other sessions get their turn every
+ * SWEEP_SLICE_MS.
  */
 export async function sweepStaleTemps(
   dir: string,
@@ -189,7 +196,12 @@ export async function sweepStaleTemps(
   removed: (name: string, bytes: number) => void,
   now = Date.now(),
 ): Promise<void> {
+  let slice = performance.now();
   for (const name of names) {
+    if (performance.now() - slice > SWEEP_SLICE_MS) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      slice = performance.now();
+    }
     if (!isStaleTemp(name)) continue;
     const at = `${dir}/${name}`;
     try {
