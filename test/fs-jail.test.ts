@@ -633,6 +633,9 @@ void describe("listing", () => {
         await writeFile(at(".berth-upload-00000000000000b1"), "left behind");
         await utimes(at(".berth-upload-00000000000000b1"), day, day);
         await writeFile(at(".berth-upload-00000000000000b2"), "fresh");
+        // Named with the prefix but not as berth names its temp files: not berth's to remove.
+        await writeFile(at(".berth-upload-restored.bin"), "someone else's");
+        await utimes(at(".berth-upload-restored.bin"), day, day);
         await mkdir(at(".berth-upload-00000000000000b3"));
         await utimes(at(".berth-upload-00000000000000b3"), day, day);
         await symlink(path.join(outside, "secret.txt"), at(".berth-upload-00000000000000b4"));
@@ -641,7 +644,7 @@ void describe("listing", () => {
         // A replacing upload still running, its temp file not written for a day.
         const up = await own.openUpload(vp(`/${dir}/kept.txt`), store);
         await write(up, "NEW");
-        const running = (await readdir(home(dir))).filter((n) => n.startsWith(".berth-upload-") && !/0000000000000b\d$/.test(n));
+        const running = (await readdir(home(dir))).filter((n) => /^\.berth-upload-[0-9a-f]{16}$/.test(n) && !/0000000000000b\d$/.test(n));
         assert.equal(running.length, 1);
         await utimes(at(running[0] as string), day, day);
         if (filler > 0) assert.ok((await stat(home(dir))).size > 32 * 1024, "the large directory is read on the main thread");
@@ -649,7 +652,10 @@ void describe("listing", () => {
         const listed = (await own.list(vp(`/${dir}`))).map((e) => e.name).filter((n) => !n.startsWith("filler-"));
         assert.deepEqual(listed, ["kept.txt"]);
         const left = (await readdir(home(dir))).filter((n) => n.startsWith(".berth-upload-")).sort();
-        assert.deepEqual(left, [".berth-upload-00000000000000b2", ".berth-upload-00000000000000b3", ".berth-upload-00000000000000b4", running[0]].sort());
+        assert.deepEqual(
+          left,
+          [".berth-upload-00000000000000b2", ".berth-upload-00000000000000b3", ".berth-upload-00000000000000b4", ".berth-upload-restored.bin", running[0]].sort(),
+        );
         assert.deepEqual(removed.splice(0), [{ event: "stale-temp", dir: `/${dir}`, name: ".berth-upload-00000000000000b1", bytes: 11 }]);
         await up.commit();
         assert.equal(await readHome(dir, "kept.txt"), "NEW");

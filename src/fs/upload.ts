@@ -181,13 +181,17 @@ export const STALE_TEMP_AGE_MS = 24 * 3600_000;
  * waiting for the whole sweep. */
 const SWEEP_SLICE_MS = 2;
 
+/** What follows the prefix in a temp file's name as openTemp makes it: 16 hex digits. A sweep
+ * leaves anything else that begins with the prefix (put there by other means) alone. */
+const TEMP_SUFFIX = /^[0-9a-f]{16}$/;
+
 /**
  * Removes, from the directory `dir` (its path through the directory held open), those of `names`
- * that are upload temp files left behind: no running upload of this process writes them
- * (isStaleTemp), each is a regular file (never a link or a directory), and none was written for
- * `ageMs`. Each removal is told to `removed`, with the bytes it frees. Never throws: a file that
- * cannot be looked at or removed stays, for the next listing. Other sessions get their turn every
- * SWEEP_SLICE_MS.
+ * that are upload temp files left behind: each is named as openTemp names them (TEMP_SUFFIX), no
+ * running upload of this process writes it (isStaleTemp), each is a regular file (never a link or
+ * a directory), and none was written for `ageMs`. Each removal is told to `removed`, with the
+ * bytes it frees. Never throws: a file that cannot be looked at or removed stays, for the next
+ * listing. Other sessions get their turn every SWEEP_SLICE_MS.
  */
 export async function sweepStaleTemps(
   dir: string,
@@ -202,7 +206,7 @@ export async function sweepStaleTemps(
       await new Promise<void>((resolve) => setImmediate(resolve));
       slice = performance.now();
     }
-    if (!isStaleTemp(name)) continue;
+    if (!isStaleTemp(name) || !TEMP_SUFFIX.test(name.slice(UPLOAD_TEMP_PREFIX.length))) continue;
     const at = `${dir}/${name}`;
     try {
       const st = await lstatOrNull(at);
