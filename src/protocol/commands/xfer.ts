@@ -134,8 +134,7 @@ function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string, fa
   if (t.direction === "list") {
     if (failure === null) {
       if (s.log.isLevelEnabled("debug")) s.log.debug({ event: "listing", path: t.path, bytes, result: outcome }, "listing");
-    }
-    else {
+    } else {
       const fields = { event: "listing", path: t.path, bytes, result: outcome, reply: failure.code, reason: failure.text, detail: failure.detail };
       if (failure.serverSide) s.log.warn(fields, "listing failed: %s", failure.text);
       else s.log.debug(fields, "listing");
