@@ -15,7 +15,7 @@ import { errnoOf, mapFsError } from "./errors.ts";
 import { makeDirs } from "./mkdirs.ts";
 import { DEFAULT_UMASK, fixDirMode, modesFor, type CreateModes } from "./modes.ts";
 import { chmodNoFollow, holdEntry, holdTarget, locateHeld, pinDir, pinParent } from "./pin.ts";
-import { Entries, readListing, toEntryStat, type ListingExtras } from "./listing.ts";
+import { Entries, NO_TEMPS, readListing, toEntryStat, type ListingExtras } from "./listing.ts";
 import type { ListingTicket } from "./listgate.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
 import { open, quickFile, realpath, regularSize, rename, stat, unlink } from "./quick.ts";
@@ -138,7 +138,7 @@ export class JailedFs {
         if (held.stats.isDirectory()) {
           const waiting = ticket?.admit(held.stats.size);
           if (waiting) await waiting;
-          const extras: ListingExtras = { temps: [] };
+          const extras: ListingExtras = { temps: NO_TEMPS };
           const entries = await readListing(this.root, held.at() as RealPath, held.stats.size, true, extras);
           if (extras.temps.length > 0) await this.sweepTemps(v, held.at(), extras.temps);
           return entries;

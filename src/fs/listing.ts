@@ -9,7 +9,7 @@ import { holdPath } from "./pin.ts";
 import { lateCall, quickEnabled, readdirNames, readdirTook } from "./quick.ts";
 import { FIELDS, packLstat, packStats } from "./rawstat.ts";
 import { type LstatBinding, lstatBinding } from "../native.ts";
-import { lstatInWorker, readInWorker, statWorkerAvailable } from "./statworker.ts";
+import { lstatInWorker, NO_TEMPS, readInWorker, statWorkerAvailable } from "./statworker.ts";
 import type { DirEntry, EntryStat, RealPath } from "./types.ts";
 import { UNNAMEABLE } from "./vpath.ts";
 
@@ -48,6 +48,9 @@ export async function readDirectory(root: RealPath, dir: RealPath, dirBytes = In
 export interface ListingExtras {
   temps: readonly string[];
 }
+
+/** No names: what ListingExtras.temps starts as (one array for every listing). */
+export { NO_TEMPS };
 
 /** The entries of the real directory `dir`, sorted by name, upload temp files hidden (their names
  * go to `extras`, when given). A directory

@@ -83,7 +83,8 @@ interface Answer {
   readonly more?: boolean;
 }
 
-const NO_NAMES: readonly string[] = [];
+/** No upload temp files (one array for every answer without any). */
+export const NO_TEMPS: readonly string[] = Object.freeze([]);
 
 /** Whether the worker's last answer came from the addon's lstatNames (tests). */
 let workerNative = false;
@@ -145,7 +146,7 @@ export function readInWorker(dir: string, splitMin: number): Promise<WorkerRead 
           const names = msg.count === 0 ? [] : msg.names.split("/");
           const stats = new Promise<Float64Array>((res, rej) => (rest = { resolve: res, reject: rej }));
           stats.catch(() => undefined); // awaited by the caller; a failure meanwhile is not unhandled
-          resolve({ names, from: msg.from ?? 0, stats, ms: msg.ms ?? 0, read: msg.read ?? names.length, temps: msg.temps ?? NO_NAMES });
+          resolve({ names, from: msg.from ?? 0, stats, ms: msg.ms ?? 0, read: msg.read ?? names.length, temps: msg.temps ?? NO_TEMPS });
         }
         if (msg.more) return false;
         rest?.resolve(msg.out ?? new Float64Array(0));
