@@ -9,6 +9,7 @@
  *               nothingPending: whether a finished data connection can close at once;
  *               shutdownWrite: its FIN, where it cannot
  *   beneath.c   openBeneath: a path opened below a held directory in one call (openat2)
+ *   rename.c    renameNoReplace: a rename that never replaces what is at the new name
  *   listen.c    listenTcp, acceptInto: passive data listeners and their connections as bare
  *               descriptors, without libuv handles
  *   watch.c     watchReadable, unwatch, releaseWatches: readiness of sockets no Node stream owns
@@ -61,6 +62,7 @@ NAPI_MODULE_INIT() {
     { "shutdownWrite", NULL, berth_shutdown_write, NULL, NULL, NULL, napi_enumerable, NULL },
     { "quickAck", NULL, berth_quick_ack, NULL, NULL, NULL, napi_enumerable, NULL },
     { "openBeneath", NULL, berth_open_beneath, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "renameNoReplace", NULL, berth_rename_no_replace, NULL, NULL, NULL, napi_enumerable, NULL },
     { "listenTcp", NULL, berth_listen_tcp, NULL, NULL, NULL, napi_enumerable, NULL },
     { "acceptInto", NULL, berth_accept_into, NULL, NULL, NULL, napi_enumerable, NULL },
     { "ioOpen", NULL, berth_io_open, NULL, NULL, NULL, napi_enumerable, NULL },

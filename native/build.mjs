@@ -1,4 +1,4 @@
-// Builds native/*.c (addon.c, job.c, sendfile.c, receive.c, lstat.c, sockopt.c, beneath.c, listen.c, io.c, and watch.c
+// Builds native/*.c (addon.c, job.c, sendfile.c, receive.c, lstat.c, sockopt.c, beneath.c, rename.c, listen.c, io.c, and watch.c
 // where libuv's header is found) into native/build/berth_native.node with the
 // system's C compiler and the Node-API headers (the node-api-headers package; Node's own where that
 // is missing), when npm installs berth. Optional: without a compiler, or on a system other than
@@ -39,7 +39,7 @@ const uv = [...nodeOwn, "/usr/local/include", "/usr/include"].find((d) => d && e
 const cc = process.env.CC || "cc";
 mkdirSync(dirname(out), { recursive: true });
 const tmp = `${out}.${process.pid}.tmp`;
-const sources = ["addon.c", "job.c", "sendfile.c", "receive.c", "lstat.c", "sockopt.c", "beneath.c", "listen.c", "io.c", ...(uv ? ["watch.c"] : [])].map((f) => join(here, f));
+const sources = ["addon.c", "job.c", "sendfile.c", "receive.c", "lstat.c", "sockopt.c", "beneath.c", "rename.c", "listen.c", "io.c", ...(uv ? ["watch.c"] : [])].map((f) => join(here, f));
 const flags = uv ? [`-I${uv}`] : ["-DBERTH_NO_WATCH"];
 const r = spawnSync(cc, ["-O2", "-Wall", "-Wextra", "-shared", "-fPIC", "-pthread", `-I${headers}`, ...flags, "-o", tmp, ...sources], {
   stdio: ["ignore", "inherit", "inherit"],
@@ -49,4 +49,4 @@ if (r.error || r.status !== 0) {
   skip(r.error ? `${cc}: ${r.error.code ?? r.error.message}` : `${cc} exited with ${r.status}`);
 }
 renameSync(tmp, out);
-console.log(`berth: native part built (native/build/berth_native.node: sendfile, upload threads, directory stats, listener options, opens below the jail, data listeners, descriptor calls${uv ? ", socket readiness" : ""})`);
+console.log(`berth: native part built (native/build/berth_native.node: sendfile, upload threads, directory stats, listener options, opens below the jail, renames that never replace, data listeners, descriptor calls${uv ? ", socket readiness" : ""})`);

@@ -8,6 +8,8 @@
  * - lstat of a directory's entries relative to the directory (native/lstat.c), for listings
  *   (fs/listing.ts and the stat worker, fs/statworker.ts);
  * - paths opened below a jail's root in one call (native/beneath.c, fs/beneath.ts);
+ * - renames that never replace what is at the new name (native/rename.c), for users who may not
+ *   overwrite (fs/jail.ts);
  * - the small-file path's descriptor calls (open, read, write, close) with the result as a number
  *   (native/io.c, fs/sysio.ts);
  * - the main thread's CPU time (native/addon.c), so that fs/quick.ts can tell a large file call the
@@ -111,6 +113,13 @@ export interface BeneathBinding {
   openBeneath(dirFd: number, path: string, flags: number): number;
 }
 
+/** What native/rename.c exports. */
+export interface RenameBinding {
+  /** renameat2(2) of `from` to `to` with RENAME_NOREPLACE: 0, or -errno (-EEXIST when something is
+   * at `to`; -ENOSYS or -EINVAL where the kernel or the filesystem lacks the flag). */
+  renameNoReplace(from: string, to: string): number;
+}
+
 /** A socket watched by native/watch.c: its id (a positive number). */
 export type Watcher = number & { readonly __brand: "Watcher" };
 
@@ -160,7 +169,7 @@ export interface IoBinding {
 }
 
 type Addon = Partial<
-  SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & PendingBinding & QuickAckBinding & BeneathBinding & WatchBinding & ListenBinding & IoBinding
+  SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & PendingBinding & QuickAckBinding & BeneathBinding & RenameBinding & WatchBinding & ListenBinding & IoBinding
 >;
 
 let addon: Addon | null | undefined;
@@ -227,6 +236,9 @@ export function sockoptBinding(): SockoptBinding | null {
 
 /** openBeneath (looked for once; see pick). */
 export const beneathBinding = binding<BeneathBinding>(["openBeneath"]);
+
+/** renameNoReplace (looked for once; see pick). */
+export const renameBinding = binding<RenameBinding>(["renameNoReplace"]);
 
 /** nothingPending and shutdownWrite (looked for once; see pick). */
 export const pendingBinding = binding<PendingBinding>(["nothingPending", "shutdownWrite"]);

@@ -7,13 +7,13 @@ import * as fsp from "node:fs/promises";
 import { mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { once } from "node:events";
 import { constants as fsc, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { constants as osc, tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { pathToFileURL } from "node:url";
 import { after, before, describe, it } from "node:test";
 import * as quick from "../src/fs/quick.ts";
-import { threadCpuBinding } from "../src/native.ts";
+import { renameBinding, threadCpuBinding, type RenameBinding } from "../src/native.ts";
 import { countCalls } from "./helpers/handles.ts";
 import { exec, which } from "./helpers/exec.ts";
 import { waitFor } from "./helpers/server.ts";
@@ -394,3 +394,49 @@ describe("quick file-system calls", () => {
   });
 });
 
+
+describe("renames that never replace (native/rename.c)", { skip: !renameBinding() && "addon not built" }, () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "berth-noreplace-"));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("renames to a free name; refuses a taken one with EEXIST and leaves both as they were", async () => {
+    await writeFile(join(dir, "from"), "from");
+    await writeFile(join(dir, "taken"), "taken");
+    assert.equal(quick.renameNoReplace(join(dir, "from"), join(dir, "free")), true);
+    assert.equal(await readFile(join(dir, "free"), "utf8"), "from");
+    assert.throws(() => quick.renameNoReplace(join(dir, "free"), join(dir, "taken")), { code: "EEXIST", syscall: "rename" });
+    assert.equal(await readFile(join(dir, "free"), "utf8"), "from");
+    assert.equal(await readFile(join(dir, "taken"), "utf8"), "taken");
+    // A dangling link is something at the name too, and a directory is refused the same way.
+    await symlink("nowhere", join(dir, "dangling"));
+    assert.throws(() => quick.renameNoReplace(join(dir, "free"), join(dir, "dangling")), { code: "EEXIST" });
+    await fsp.mkdir(join(dir, "d"));
+    assert.throws(() => quick.renameNoReplace(join(dir, "free"), join(dir, "d")), { code: "EEXIST" });
+    assert.throws(() => quick.renameNoReplace(join(dir, "missing"), join(dir, "other")), { code: "ENOENT" });
+  });
+
+  it("the binding: -errno results, long paths, and bad arguments as a TypeError", async () => {
+    const b = renameBinding() as RenameBinding;
+    await writeFile(join(dir, "x"), "x");
+    await writeFile(join(dir, "y"), "y");
+    assert.equal(b.renameNoReplace(join(dir, "x"), join(dir, "y")), -osc.errno.EEXIST);
+    assert.equal(b.renameNoReplace(join(dir, "x\0y"), join(dir, "z")), -osc.errno.EINVAL, "a NUL in a path");
+    assert.equal(b.renameNoReplace(join(dir, "x"), join(dir, "z\0")), -osc.errno.EINVAL);
+    // Paths longer than the call's stack buffers (512 bytes): one of 600 through nested directories.
+    const deep = join(dir, ...Array.from({ length: 6 }, () => "d".repeat(100)));
+    await fsp.mkdir(deep, { recursive: true });
+    assert.equal(b.renameNoReplace(join(dir, "x"), join(deep, "x")), 0);
+    assert.equal(b.renameNoReplace(join(deep, "x"), join(dir, "x")), 0);
+    assert.equal(await readFile(join(dir, "x"), "utf8"), "x");
+    assert.equal(b.renameNoReplace(join(dir, "x"), join(dir, "n".repeat(300))), -osc.errno.ENAMETOOLONG);
+    for (const args of [[], [join(dir, "x")], [1, 2], [join(dir, "x"), null]] as unknown[][]) {
+      assert.throws(() => (b.renameNoReplace as (...a: unknown[]) => number)(...args), TypeError);
+    }
+    assert.equal(await readFile(join(dir, "x"), "utf8"), "x");
+  });
+});

@@ -5,6 +5,7 @@
  * of what berth creates under storage.umask.
  */
 import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
 import { mkdir, readdir, readFile, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -24,6 +25,7 @@ import { PERMS, type Perm } from "../src/auth/types.ts";
 import { DEFAULTS } from "../src/config/schema.ts";
 import { JailedFs } from "../src/fs/jail.ts";
 import type { FsFactory } from "../src/protocol/context.ts";
+import { renameBinding, type RenameBinding } from "../src/native.ts";
 import { readAll, RawClient, writeAll } from "./helpers/raw.ts";
 import { download, ftpLogin, rawLogin, upload, withServer } from "./helpers/run.ts";
 import type { TestServer } from "./helpers/server.ts";
@@ -253,6 +255,112 @@ void describe("each permission, refused and allowed", () => {
         await raw.expect("SITE CHMOD 644 f.txt", 550);
         await raw.expect("SITE CHMOD 4755 f.txt", 501, undefined); // bad mode is a syntax error first
         assert.equal(await okData(raw, "RETR f.txt"), "content");
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+});
+
+/** While `body` runs, the addon's renameNoReplace calls `before(to)` first, then itself unless
+ * `fake` gives its result; `calls` counts them. */
+async function hookedRename<T>(before: (to: string) => void, fake: number | null, body: (calls: { n: number }) => Promise<T>): Promise<T> {
+  const b = renameBinding() as RenameBinding;
+  const real = b.renameNoReplace;
+  const calls = { n: 0 };
+  b.renameNoReplace = (from, to) => {
+    calls.n++;
+    before(to);
+    return fake ?? real(from, to);
+  };
+  try {
+    return await body(calls);
+  } finally {
+    b.renameNoReplace = real;
+  }
+}
+
+void describe("RNTO by a user without overwrite", { skip: !renameBinding() && "addon not built" }, () => {
+  const users = [
+    { name: "keeper", password: "keeper-pw", perms: PERMS.filter((p) => p !== "overwrite") },
+    // Per-directory permissions: the target directory's decide.
+    { name: "carol", password: "carol-pw", perms: ["list"] as Perm[], dirs: { "/in": ["list", "upload", "rename"] } as Record<string, Perm[]> },
+  ];
+
+  void it("a file another session creates at the new name after the check is kept, not replaced: 550, both files as they were", async () => {
+    await withServer(
+      async (t) => {
+        await writeFile(join(t.home("keeper"), "mine.txt"), "mine");
+        await mkdir(join(t.home("carol"), "in"), { recursive: true });
+        await writeFile(join(t.home("carol"), "in", "mine.txt"), "carol's");
+        for (const [name, dir] of [["keeper", ""], ["carol", "in/"]] as const) {
+          const raw = await rawLogin(t, name);
+          try {
+            await hookedRename((to) => writeFileSync(to, "theirs", { flag: "wx" }), null, async (calls) => {
+              await raw.expect(`RNFR ${dir}mine.txt`, 350);
+              const r = await raw.expect(`RNTO ${dir}theirs.txt`, 550);
+              assert.match(r.message, /File exists/);
+              assert.equal(calls.n, 1, `${name}: the rename went through renameNoReplace`);
+            });
+            assert.equal(await readFile(join(t.home(name), dir, "theirs.txt"), "utf8"), "theirs", `${name}: the other file kept`);
+            assert.equal(await readFile(join(t.home(name), dir, "mine.txt"), "utf8"), name === "carol" ? "carol's" : "mine", `${name}: the source kept`);
+            // A free name is renamed through the same call, and the session goes on.
+            await hookedRename(() => undefined, null, async (calls) => {
+              await raw.expect(`RNFR ${dir}mine.txt`, 350);
+              await raw.expect(`RNTO ${dir}moved.txt`, 250);
+              assert.equal(calls.n, 1);
+            });
+            assert.deepEqual((await readdir(join(t.home(name), dir))).sort(), ["moved.txt", "theirs.txt"]);
+          } finally {
+            await raw.close();
+          }
+        }
+      },
+      { users },
+    );
+  });
+
+  void it("where the kernel or the filesystem lacks RENAME_NOREPLACE the plain rename is made, after the check", async () => {
+    await withServer(
+      async (t) => {
+        await writeFile(join(t.home("keeper"), "a.txt"), "a");
+        await writeFile(join(t.home("keeper"), "taken.txt"), "taken");
+        const raw = await rawLogin(t, "keeper");
+        try {
+          for (const errno of [-38, -22]) {
+            await hookedRename(() => undefined, errno, async (calls) => {
+              await raw.expect("RNFR a.txt", 350);
+              await raw.expect(`RNTO b${-errno}.txt`, 250);
+              assert.equal(calls.n, 1);
+              await raw.expect(`RNFR b${-errno}.txt`, 350);
+              await raw.expect("RNTO a.txt", 250);
+            });
+          }
+          await raw.expect("RNFR a.txt", 350);
+          await raw.expect("RNTO taken.txt", 550); // the check still refuses what is there
+          assert.equal(await readFile(join(t.home("keeper"), "taken.txt"), "utf8"), "taken");
+          assert.equal(await readFile(join(t.home("keeper"), "a.txt"), "utf8"), "a");
+        } finally {
+          await raw.close();
+        }
+      },
+      { users },
+    );
+  });
+
+  void it("a user with overwrite replaces the file at the new name, without the no-replace call", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "new.txt"), "new");
+      await writeFile(join(t.home("alice"), "old.txt"), "old");
+      const raw = await rawLogin(t);
+      try {
+        await hookedRename(() => undefined, null, async (calls) => {
+          await raw.expect("RNFR new.txt", 350);
+          await raw.expect("RNTO old.txt", 250);
+          assert.equal(calls.n, 0);
+        });
+        assert.deepEqual(await readdir(t.home("alice")), ["old.txt"]);
+        assert.equal(await readFile(join(t.home("alice"), "old.txt"), "utf8"), "new");
       } finally {
         await raw.close();
       }

@@ -18,7 +18,7 @@ import { chmodNoFollow, holdEntry, holdTarget, locateHeld, pinDir, pinParent } f
 import { Entries, NO_TEMPS, readListing, toEntryStat, type ListingExtras } from "./listing.ts";
 import type { ListingTicket } from "./listgate.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
-import { open, quickFile, realpath, regularSize, rename, stat, unlink } from "./quick.ts";
+import { open, quickFile, realpath, regularSize, rename, renameNoReplace, stat, unlink } from "./quick.ts";
 import { FILE_EXISTS, isStaleTemp, openUpload, STALE_TEMP_AGE_MS, sweepStaleTemps } from "./upload.ts";
 import { basename, isPlainName, joinVirtual, ROOT } from "./vpath.ts";
 
@@ -229,15 +229,22 @@ export class JailedFs {
     });
   }
 
-  /** Renames `from` to `to`, replacing a file at `to`; a symlink is renamed as itself. True when
-   * another entry was at `to` and is gone; false when `to` was free or is `from` itself by another
-   * path (a link to its directory), which rename(2) leaves as it is. */
-  rename(from: VirtualPath, to: VirtualPath): Promise<boolean> {
+  /** Renames `from` to `to`, replacing a file at `to` unless `noReplace`; a symlink is renamed as
+   * itself. True when another entry was at `to` and is gone; false when `to` was free or is `from`
+   * itself by another path (a link to its directory), which rename(2) leaves as it is. With
+   * `noReplace` (a user who may not overwrite) an entry at `to` is 550, and one that appears there
+   * after the look is kept too, where the kernel can check and rename in one step (quick.ts
+   * renameNoReplace); elsewhere only the look guards it. */
+  rename(from: VirtualPath, to: VirtualPath, noReplace = false): Promise<boolean> {
     return guard(async () => {
       if (from === ROOT || to === ROOT) throw new FtpError(550, "Permission denied", "rename of the jail root");
       return await this.atEntry(from, (a, lst) => {
         const source = present(lst);
         return this.atEntry(to, async (b, target) => {
+          if (noReplace) {
+            if (target !== null) throw new FtpError(550, "File exists");
+            if (renameNoReplace(a, b)) return false;
+          }
           await rename(a, b);
           return target !== null && (target.ino !== source.ino || target.dev !== source.dev);
         });

@@ -17,8 +17,9 @@
  */
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
-import { threadCpuBinding } from "../native.ts";
-import { closeNow, openNow, regularFileSize, writeNowAt } from "./sysio.ts";
+import { constants } from "node:os";
+import { renameBinding, threadCpuBinding } from "../native.ts";
+import { closeNow, openNow, regularFileSize, sysError, writeNowAt } from "./sysio.ts";
 
 /** A synchronous call slower than this (ms) is late: the disk may be slow, or the thread only
  * waited for a CPU (on a busy machine a thread is preempted for a few ms now and then). */
@@ -279,6 +280,27 @@ export async function stat(p: string): Promise<fs.Stats> {
 export async function rename(from: string, to: string): Promise<void> {
   if (quickEnabled()) timed(() => fs.renameSync(from, to));
   else await fsp.rename(from, to);
+}
+
+/** What renameNoReplace hears where the kernel or the filesystem lacks RENAME_NOREPLACE. */
+const NO_FLAG = new Set([-constants.errno.ENOSYS, -constants.errno.EINVAL]);
+
+/**
+ * Renames `from` to `to` unless something is at `to`, the kernel checking and renaming in one step
+ * (renameat2 with RENAME_NOREPLACE, native/rename.c): true when renamed; throws EEXIST when `to`
+ * is taken, other errors as rename would. False, with nothing done, where that step is not to be
+ * had (no addon, or a kernel or filesystem without the flag): the caller checks and renames itself.
+ * On the main thread even while calls go to the pool (Node has no asynchronous form of it): one
+ * call on metadata, made only for users who may not overwrite, and timed like the others.
+ */
+export function renameNoReplace(from: string, to: string): boolean {
+  const b = renameBinding();
+  if (b === null) return false;
+  const rc = timed(() => b.renameNoReplace(from, to));
+  if (rc === 0) return true;
+  // EINVAL is also a directory moved below itself: the plain rename then says so itself.
+  if (NO_FLAG.has(rc)) return false;
+  throw sysError(rc, "rename", from);
 }
 
 export async function unlink(p: string): Promise<void> {

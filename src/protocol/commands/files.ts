@@ -3,7 +3,7 @@
  * (RFC 3659 §3–4; MDTM also sets the time, as vsftpd's and pure-ftpd's do), MFMT
  * (draft-somers-ftp-mfxx), SITE CHMOD, SITE UTIME and SITE HELP.
  */
-import { holdsDirPerms, isHiddenPath, namePolicy } from "../../auth/perms.ts";
+import { hasOwnDirPerms, holdsDirPerms, isHiddenPath, namePolicy, permsAt } from "../../auth/perms.ts";
 import { formatMdtm, parseMfmtTime } from "../../fs/format.ts";
 import { basename, dirname, joinVirtual, ROOT } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
@@ -43,7 +43,9 @@ async function rnto(s: Session, arg: string): Promise<void> {
   if (to.startsWith(`${from}/`)) throw new FtpError(550, "Can't move a name below itself");
   // One home: a rename moves no bytes, but a file it replaces leaves the quota count.
   const counted = from === to ? () => undefined : await beforeRemoving(s, to);
-  if (await s.requireFs().rename(from, to)) counted();
+  // Without overwrite the dispatcher saw nothing at `to`; one that appears meanwhile is kept too.
+  const keep = s.user !== null && !permsAt(s.user, hasOwnDirPerms(s.user) ? await s.permsPath(dirname(to)) : dirname(to)).has("overwrite");
+  if (await s.requireFs().rename(from, to, keep)) counted();
   s.reply(250, "Rename successful");
 }
 
