@@ -90,6 +90,22 @@ void describe("berth user: checks before the password", () => {
     assert.equal(readFileSync(path.join(cwd, "users", "users.json"), "utf8"), before, "the users file is unchanged");
   });
 
+  void test("del, passwd and set of a user where there is no users file yet: one line each, and no users directory left behind", async () => {
+    const cwd = workdir();
+    const results = await Promise.all([
+      berth(cwd, ["user", "del", "nobody"]),
+      berth(cwd, ["user", "passwd", "nobody", "--password-stdin"], { input: "a-good-password" }),
+      berth(cwd, ["user", "set", "nobody", "--read-only"]),
+    ]);
+    for (const r of results) assertOneLineError(r, 1, 'no user "nobody"');
+    assert.ok(!existsSync(path.join(cwd, "users")), "no users directory made");
+    // An add still makes it, and the next del of a missing user leaves the file as it is.
+    assert.equal((await berth(cwd, ["user", "add", "zed", "--password-stdin"], { input: "a-good-password" })).code, 0);
+    const before = readFileSync(path.join(cwd, "users", "users.json"), "utf8");
+    assertOneLineError(await berth(cwd, ["user", "del", "nobody"]), 1, 'no user "nobody"');
+    assert.equal(readFileSync(path.join(cwd, "users", "users.json"), "utf8"), before);
+  });
+
   void test("on a terminal, the same mistakes end at once without a password prompt", { skip: HAVE_PYTHON3 ? false : "python3 with pty not installed" }, async () => {
     const cwd = workdir();
     assert.equal((await berth(cwd, ["user", "add", "zed", "--password-stdin"], { input: "pw" })).code, 0);

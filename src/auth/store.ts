@@ -391,6 +391,7 @@ export class UserStore implements CredentialSource {
   /** Changes the password of an existing user. */
   async passwd(name: string, password: string): Promise<void> {
     checkPassword(password);
+    await this.#refuseWithoutFile(name);
     const hash = await bcrypt.hash(password, this.#cost);
     await this.#update((users) => {
       refuseMissing(users, name);
@@ -402,6 +403,7 @@ export class UserStore implements CredentialSource {
   async set(name: string, changes: UserChanges): Promise<User> {
     let updated: User | undefined;
     let makeHome: string | undefined;
+    await this.#refuseWithoutFile(name);
     await this.#update(
       (users) => {
         const found = users.find((u) => u.name === name);
@@ -421,6 +423,7 @@ export class UserStore implements CredentialSource {
   /** Removes a user; their home directory is left as it is. */
   async del(name: string): Promise<UserInfo> {
     let removed: UserInfo | undefined;
+    await this.#refuseWithoutFile(name);
     await this.#update((users) => {
       const found = users.find((u) => u.name === name);
       if (found === undefined) throw new UserError("not-found", `no user ${quote(name)}`);
@@ -530,6 +533,12 @@ export class UserStore implements CredentialSource {
     this.#loaded = true;
     this.#failure = null;
     this.#seen = await signature(this.#file).catch(() => undefined);
+  }
+
+  /** UserError("not-found") for `name` when there is no users file at all: said before #update
+   * makes a directory for a file that a change of a missing user would never write. */
+  async #refuseWithoutFile(name: string): Promise<void> {
+    if (!(await this.#fileExists())) throw new UserError("not-found", `no user ${quote(name)}`);
   }
 
   /** True when the users file exists (with or without users); UserError("io") when that cannot be told. */
