@@ -29,6 +29,7 @@ napi_value berth_nothing_pending(napi_env env, napi_callback_info info);
 napi_value berth_shutdown_write(napi_env env, napi_callback_info info);
 napi_value berth_open_beneath(napi_env env, napi_callback_info info);
 napi_value berth_rename_no_replace(napi_env env, napi_callback_info info);
+napi_value berth_rename_no_replace_async(napi_env env, napi_callback_info info);
 napi_value berth_watch_readable(napi_env env, napi_callback_info info);
 napi_value berth_unwatch(napi_env env, napi_callback_info info);
 napi_value berth_release_watches(napi_env env, napi_callback_info info);

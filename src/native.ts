@@ -118,6 +118,8 @@ export interface RenameBinding {
   /** renameat2(2) of `from` to `to` with RENAME_NOREPLACE: 0, or -errno (-EEXIST when something is
    * at `to`; -ENOSYS or -EINVAL where the kernel or the filesystem lacks the flag). */
   renameNoReplace(from: string, to: string): number;
+  /** The same on libuv's thread pool, for while the disk is slow: a promise of the same result. */
+  renameNoReplaceAsync(from: string, to: string): Promise<number>;
 }
 
 /** A socket watched by native/watch.c: its id (a positive number). */
@@ -237,8 +239,8 @@ export function sockoptBinding(): SockoptBinding | null {
 /** openBeneath (looked for once; see pick). */
 export const beneathBinding = binding<BeneathBinding>(["openBeneath"]);
 
-/** renameNoReplace (looked for once; see pick). */
-export const renameBinding = binding<RenameBinding>(["renameNoReplace"]);
+/** renameNoReplace and renameNoReplaceAsync (looked for once; see pick). */
+export const renameBinding = binding<RenameBinding>(["renameNoReplace", "renameNoReplaceAsync"]);
 
 /** nothingPending and shutdownWrite (looked for once; see pick). */
 export const pendingBinding = binding<PendingBinding>(["nothingPending", "shutdownWrite"]);

@@ -404,20 +404,60 @@ describe("renames that never replace (native/rename.c)", { skip: !renameBinding(
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("renames to a free name; refuses a taken one with EEXIST and leaves both as they were", async () => {
-    await writeFile(join(dir, "from"), "from");
-    await writeFile(join(dir, "taken"), "taken");
-    assert.equal(quick.renameNoReplace(join(dir, "from"), join(dir, "free")), true);
-    assert.equal(await readFile(join(dir, "free"), "utf8"), "from");
-    assert.throws(() => quick.renameNoReplace(join(dir, "free"), join(dir, "taken")), { code: "EEXIST", syscall: "rename" });
-    assert.equal(await readFile(join(dir, "free"), "utf8"), "from");
-    assert.equal(await readFile(join(dir, "taken"), "utf8"), "taken");
-    // A dangling link is something at the name too, and a directory is refused the same way.
-    await symlink("nowhere", join(dir, "dangling"));
-    assert.throws(() => quick.renameNoReplace(join(dir, "free"), join(dir, "dangling")), { code: "EEXIST" });
-    await fsp.mkdir(join(dir, "d"));
-    assert.throws(() => quick.renameNoReplace(join(dir, "free"), join(dir, "d")), { code: "EEXIST" });
-    assert.throws(() => quick.renameNoReplace(join(dir, "missing"), join(dir, "other")), { code: "ENOENT" });
+  for (const mode of ["synchronous", "after a back-off (thread pool)"] as const) {
+    it(`${mode}: renames to a free name; refuses a taken one with EEXIST and leaves both as they were`, async () => {
+      quick.backOff(mode === "synchronous" ? 0 : 60_000);
+      const sub = await mkdtemp(join(dir, "m-"));
+      try {
+        await writeFile(join(sub, "from"), "from");
+        await writeFile(join(sub, "taken"), "taken");
+        assert.equal(await quick.renameNoReplace(join(sub, "from"), join(sub, "free")), true);
+        assert.equal(await readFile(join(sub, "free"), "utf8"), "from");
+        await assert.rejects(quick.renameNoReplace(join(sub, "free"), join(sub, "taken")), { code: "EEXIST", syscall: "rename" });
+        assert.equal(await readFile(join(sub, "free"), "utf8"), "from");
+        assert.equal(await readFile(join(sub, "taken"), "utf8"), "taken");
+        // A dangling link is something at the name too, and a directory is refused the same way.
+        await symlink("nowhere", join(sub, "dangling"));
+        await assert.rejects(quick.renameNoReplace(join(sub, "free"), join(sub, "dangling")), { code: "EEXIST" });
+        await fsp.mkdir(join(sub, "d"));
+        await assert.rejects(quick.renameNoReplace(join(sub, "free"), join(sub, "d")), { code: "EEXIST" });
+        await assert.rejects(quick.renameNoReplace(join(sub, "missing"), join(sub, "other")), { code: "ENOENT" });
+      } finally {
+        quick.backOff(0);
+      }
+    });
+  }
+
+  it("while calls go to the pool, the rename is made there: the main thread goes on meanwhile", async () => {
+    const b = renameBinding() as RenameBinding;
+    const real = { now: b.renameNoReplace, later: b.renameNoReplaceAsync };
+    // A slow disk: each form of the call takes 300 ms, the synchronous one on the calling thread.
+    b.renameNoReplace = (from, to) => {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+      return real.now(from, to);
+    };
+    b.renameNoReplaceAsync = async (from, to) => {
+      await new Promise((r) => setTimeout(r, 300));
+      return real.later(from, to);
+    };
+    quick.backOff(60_000);
+    try {
+      await writeFile(join(dir, "slow-from"), "s");
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 10);
+      const t0 = performance.now();
+      const renamed = quick.renameNoReplace(join(dir, "slow-from"), join(dir, "slow-to"));
+      const beforeAwait = performance.now() - t0;
+      assert.equal(await renamed, true);
+      clearInterval(timer);
+      assert.ok(beforeAwait < 100, `the call held the main thread ${beforeAwait.toFixed(0)} ms`);
+      assert.ok(ticks >= 10, `timers ran ${ticks} times during a 300 ms rename`);
+      assert.equal(await readFile(join(dir, "slow-to"), "utf8"), "s");
+    } finally {
+      quick.backOff(0);
+      b.renameNoReplace = real.now;
+      b.renameNoReplaceAsync = real.later;
+    }
   });
 
   it("the binding: -errno results, long paths, and bad arguments as a TypeError", async () => {
@@ -436,7 +476,18 @@ describe("renames that never replace (native/rename.c)", { skip: !renameBinding(
     assert.equal(b.renameNoReplace(join(dir, "x"), join(dir, "n".repeat(300))), -osc.errno.ENAMETOOLONG);
     for (const args of [[], [join(dir, "x")], [1, 2], [join(dir, "x"), null]] as unknown[][]) {
       assert.throws(() => (b.renameNoReplace as (...a: unknown[]) => number)(...args), TypeError);
+      assert.throws(() => (b.renameNoReplaceAsync as (...a: unknown[]) => Promise<number>)(...args), TypeError);
     }
     assert.equal(await readFile(join(dir, "x"), "utf8"), "x");
+    // The pool's form: the same results, long paths and NULs included.
+    assert.equal(await b.renameNoReplaceAsync(join(dir, "x"), join(dir, "y")), -osc.errno.EEXIST);
+    assert.equal(await b.renameNoReplaceAsync(join(dir, "x\0y"), join(dir, "z")), -osc.errno.EINVAL);
+    assert.equal(await b.renameNoReplaceAsync(join(dir, "x"), join(dir, "z\0")), -osc.errno.EINVAL);
+    assert.equal(await b.renameNoReplaceAsync(join(dir, "x"), join(deep, "x")), 0);
+    assert.equal(await b.renameNoReplaceAsync(join(deep, "x"), join(dir, "x")), 0);
+    assert.equal(await b.renameNoReplaceAsync(join(dir, "x"), join(dir, "n".repeat(300))), -osc.errno.ENAMETOOLONG);
+    const many = await Promise.all(Array.from({ length: 20 }, (_, i) => b.renameNoReplaceAsync(join(dir, "x"), join(dir, `x${i}`))));
+    assert.equal(many.filter((rc) => rc === 0).length, 1, "one of twenty renames of one file at once");
+    assert.deepEqual(new Set(many.filter((rc) => rc !== 0)), new Set([-osc.errno.ENOENT]));
   });
 });

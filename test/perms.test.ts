@@ -24,6 +24,7 @@ import {
 import { PERMS, type Perm } from "../src/auth/types.ts";
 import { DEFAULTS } from "../src/config/schema.ts";
 import { JailedFs } from "../src/fs/jail.ts";
+import { backOff } from "../src/fs/quick.ts";
 import type { FsFactory } from "../src/protocol/context.ts";
 import { renameBinding, type RenameBinding } from "../src/native.ts";
 import { readAll, RawClient, writeAll } from "./helpers/raw.ts";
@@ -365,6 +366,68 @@ void describe("RNTO by a user without overwrite", { skip: !renameBinding() && "a
         await raw.close();
       }
     });
+  });
+
+  void it("while the disk is slow the no-replace rename runs on the thread pool: other sessions are answered meanwhile, and a file that appears at the new name is still kept", async () => {
+    const b = renameBinding() as RenameBinding;
+    const real = { now: b.renameNoReplace, later: b.renameNoReplaceAsync };
+    const calls = { now: 0, later: 0 };
+    let before: (to: string) => void = () => undefined;
+    // A disk on which this rename takes 300 ms, made in whichever form berth calls it.
+    b.renameNoReplace = (from, to) => {
+      calls.now++;
+      before(to);
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+      return real.now(from, to);
+    };
+    b.renameNoReplaceAsync = async (from, to) => {
+      calls.later++;
+      before(to);
+      await new Promise((r) => setTimeout(r, 300));
+      return real.later(from, to);
+    };
+    try {
+      await withServer(
+        async (t) => {
+          await writeFile(join(t.home("keeper"), "mine.txt"), "mine");
+          const keeper = await rawLogin(t, "keeper");
+          const other = await rawLogin(t);
+          try {
+            // The disk was found slow: file calls go to the thread pool (fs/quick.ts).
+            backOff(60_000);
+            await keeper.expect("RNFR mine.txt", 350);
+            // Another session's command sent once the rename has begun (the server runs in this
+            // process: a rename that holds its thread holds this test's client too).
+            let noop: Promise<number> | null = null;
+            before = () => {
+              other.send("NOOP");
+              noop = other.expectReply(200).then(() => performance.now());
+            };
+            await keeper.expect("RNTO moved.txt", 250);
+            const renamedAt = performance.now();
+            before = () => undefined;
+            assert.ok(noop !== null, "the rename was made through the addon");
+            const answeredAt = await (noop as Promise<number>);
+            assert.ok(answeredAt < renamedAt - 150, `the NOOP was answered ${(answeredAt - renamedAt).toFixed(0)} ms after the RNTO, not while its rename ran`);
+            assert.deepEqual(calls, { now: 0, later: 1 });
+            // The pool's form keeps a file created at the new name after the check, as the other does.
+            before = (to) => writeFileSync(to, "theirs", { flag: "wx" });
+            await keeper.expect("RNFR moved.txt", 350);
+            assert.match((await keeper.expect("RNTO theirs.txt", 550)).message, /File exists/);
+            assert.equal(await readFile(join(t.home("keeper"), "theirs.txt"), "utf8"), "theirs");
+            assert.equal(await readFile(join(t.home("keeper"), "moved.txt"), "utf8"), "mine");
+          } finally {
+            backOff(0);
+            await keeper.close();
+            await other.close();
+          }
+        },
+        { users },
+      );
+    } finally {
+      b.renameNoReplace = real.now;
+      b.renameNoReplaceAsync = real.later;
+    }
   });
 });
 

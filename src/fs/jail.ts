@@ -243,7 +243,7 @@ export class JailedFs {
         return this.atEntry(to, async (b, target) => {
           if (noReplace) {
             if (target !== null) throw new FtpError(550, "File exists");
-            if (renameNoReplace(a, b)) return false;
+            if (await renameNoReplace(a, b)) return false;
           }
           await rename(a, b);
           return target !== null && (target.ino !== source.ino || target.dev !== source.dev);

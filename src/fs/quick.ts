@@ -290,13 +290,13 @@ const NO_FLAG = new Set([-constants.errno.ENOSYS, -constants.errno.EINVAL]);
  * (renameat2 with RENAME_NOREPLACE, native/rename.c): true when renamed; throws EEXIST when `to`
  * is taken, other errors as rename would. False, with nothing done, where that step is not to be
  * had (no addon, or a kernel or filesystem without the flag): the caller checks and renames itself.
- * On the main thread even while calls go to the pool (Node has no asynchronous form of it): one
- * call on metadata, made only for users who may not overwrite, and timed like the others.
+ * Synchronous and timed like the others while the disk is fast; on the thread pool (the addon's
+ * own asynchronous form, Node having none) while calls go there.
  */
-export function renameNoReplace(from: string, to: string): boolean {
+export async function renameNoReplace(from: string, to: string): Promise<boolean> {
   const b = renameBinding();
   if (b === null) return false;
-  const rc = timed(() => b.renameNoReplace(from, to));
+  const rc = quickEnabled() ? timed(() => b.renameNoReplace(from, to)) : await b.renameNoReplaceAsync(from, to);
   if (rc === 0) return true;
   // EINVAL is also a directory moved below itself: the plain rename then says so itself.
   if (NO_FLAG.has(rc)) return false;
