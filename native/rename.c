@@ -4,8 +4,10 @@
  * another session creates there after berth looked is never replaced.
  *
  *   renameNoReplace(from, to) -> 0, or -errno
- *     -EEXIST when something is at `to`; -ENOSYS (kernel before 3.15, or a seccomp filter) or
- *     -EINVAL (a filesystem without the flag) when the caller must fall back to its own check.
+ *     -EEXIST when something is at `to`; -ENOSYS (kernel before 3.15, or a seccomp filter),
+ *     -EPERM (a seccomp filter, or a rename refused) or -EINVAL (a filesystem without the flag):
+ *     the caller falls back to its own check and a plain rename, which fails again where the
+ *     kernel refuses the rename itself.
  *   renameNoReplaceAsync(from, to) -> Promise of the same
  *     The same call on libuv's thread pool, for while the disk is slow (src/fs/quick.ts sends
  *     every file call there then): on the main thread it would hold up every session meanwhile.

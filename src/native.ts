@@ -116,7 +116,8 @@ export interface BeneathBinding {
 /** What native/rename.c exports. */
 export interface RenameBinding {
   /** renameat2(2) of `from` to `to` with RENAME_NOREPLACE: 0, or -errno (-EEXIST when something is
-   * at `to`; -ENOSYS or -EINVAL where the kernel or the filesystem lacks the flag). */
+   * at `to`; -ENOSYS, -EPERM or -EINVAL where the kernel, a seccomp filter or the filesystem
+   * refuses the flag). */
   renameNoReplace(from: string, to: string): number;
   /** The same on libuv's thread pool, for while the disk is slow: a promise of the same result. */
   renameNoReplaceAsync(from: string, to: string): Promise<number>;

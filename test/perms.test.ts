@@ -321,14 +321,14 @@ void describe("RNTO by a user without overwrite", { skip: !renameBinding() && "a
     );
   });
 
-  void it("where the kernel or the filesystem lacks RENAME_NOREPLACE the plain rename is made, after the check", async () => {
+  void it("where the kernel or the filesystem lacks RENAME_NOREPLACE, or a seccomp filter refuses renameat2 (ENOSYS, EPERM), the plain rename is made, after the check", async () => {
     await withServer(
       async (t) => {
         await writeFile(join(t.home("keeper"), "a.txt"), "a");
         await writeFile(join(t.home("keeper"), "taken.txt"), "taken");
         const raw = await rawLogin(t, "keeper");
         try {
-          for (const errno of [-38, -22]) {
+          for (const errno of [-38, -22, -1]) {
             await hookedRename(() => undefined, errno, async (calls) => {
               await raw.expect("RNFR a.txt", 350);
               await raw.expect(`RNTO b${-errno}.txt`, 250);

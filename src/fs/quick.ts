@@ -282,8 +282,10 @@ export async function rename(from: string, to: string): Promise<void> {
   else await fsp.rename(from, to);
 }
 
-/** What renameNoReplace hears where the kernel or the filesystem lacks RENAME_NOREPLACE. */
-const NO_FLAG = new Set([-constants.errno.ENOSYS, -constants.errno.EINVAL]);
+/** What renameNoReplace hears where the kernel or the filesystem lacks RENAME_NOREPLACE, or a
+ * seccomp filter refuses renameat2 (ENOSYS, or EPERM as the older container profiles answer calls
+ * they do not list). */
+const NO_FLAG = new Set([-constants.errno.ENOSYS, -constants.errno.EINVAL, -constants.errno.EPERM]);
 
 /**
  * Renames `from` to `to` unless something is at `to`, the kernel checking and renaming in one step
@@ -298,7 +300,8 @@ export async function renameNoReplace(from: string, to: string): Promise<boolean
   if (b === null) return false;
   const rc = quickEnabled() ? timed(() => b.renameNoReplace(from, to)) : await b.renameNoReplaceAsync(from, to);
   if (rc === 0) return true;
-  // EINVAL is also a directory moved below itself: the plain rename then says so itself.
+  // EINVAL is also a directory moved below itself, and EPERM a rename the kernel refuses (a
+  // sticky directory, an immutable file): the plain rename then says so itself.
   if (NO_FLAG.has(rc)) return false;
   throw sysError(rc, "rename", from);
 }
