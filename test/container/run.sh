@@ -107,6 +107,17 @@ else result FAIL "image: the addon has no lstatNames"; fi
 if $ENGINE exec "$BR" node -e 'process.exit(typeof require("/app/native/build/berth_native.node").watchReadable === "function" ? 0 : 1)' 2>/dev/null
 then result PASS "image: small plain uploads read without a Socket (watchReadable, libuv's header found)"
 else result FAIL "image: the addon has no watchReadable"; fi
+# RNTO by a user without overwrite: renameat2 with RENAME_NOREPLACE under the engine's seccomp
+# profile (native/rename.c): a free name is taken (0), a taken one refused (-EEXIST, -17).
+if $ENGINE exec "$BR" node -e '
+  const a = require("/app/native/build/berth_native.node"), fs = require("fs"), os = require("os"), p = require("path");
+  const d = fs.mkdtempSync(p.join(os.tmpdir(), "nr-"));
+  fs.writeFileSync(p.join(d, "a"), "a"); fs.writeFileSync(p.join(d, "b"), "b");
+  const free = a.renameNoReplace(p.join(d, "a"), p.join(d, "c")), taken = a.renameNoReplace(p.join(d, "c"), p.join(d, "b"));
+  fs.rmSync(d, { recursive: true });
+  process.exit(free === 0 && taken === -17 ? 0 : 1);' 2>/dev/null
+then result PASS "image: renames that never replace (renameat2 RENAME_NOREPLACE allowed)"
+else result FAIL "image: no renameat2 RENAME_NOREPLACE (addon or seccomp)"; fi
 # The image's addon sets listener options (native/sockopt.c), and a control connection made inside
 # the container has a keep-alive timer running ("tr" 02) on berth's side of port 21.
 if $ENGINE exec "$BR" node -e '
