@@ -291,7 +291,8 @@ const NO_FLAG = new Set([-constants.errno.ENOSYS, -constants.errno.EINVAL, -cons
  * Renames `from` to `to` unless something is at `to`, the kernel checking and renaming in one step
  * (renameat2 with RENAME_NOREPLACE, native/rename.c): true when renamed; throws EEXIST when `to`
  * is taken, other errors as rename would. False, with nothing done, where that step is not to be
- * had (no addon, or a kernel or filesystem without the flag): the caller checks and renames itself.
+ * had (no addon, or a kernel, filesystem or seccomp filter that refuses the flag): the caller
+ * checks and renames itself.
  * Synchronous and timed like the others while the disk is fast; on the thread pool (the addon's
  * own asynchronous form, Node having none) while calls go there.
  */
