@@ -173,9 +173,29 @@ export async function refusalLookingUp(session: Session, user: User, rule: PermR
     const access = { path, need: [], scope, creates: rule.creates === true, named: rule.named === true, replaces: false };
     const refused = checkAccess(user, namePolicy(session.ctx.config.storage), access);
     if (refused) return [550, refusalText(refused)];
-    permsDir = rule.follows === true && scope === "entry" ? parentOf(await session.permsPath(path)) : await session.permsPath(permsDir as VirtualPath);
+    permsDir = await ownPermsDir(session, rule, path);
   }
   return await permitted(session, user, rule, path, permsDir);
+}
+
+/** For a user with per-directory permissions: the directory whose permissions apply to `rule` on
+ * `path`, the links on the way resolved (and one at the path itself, for a rule that `follows` it). */
+async function ownPermsDir(session: Session, rule: PermRule, path: VirtualPath): Promise<string> {
+  const scope = rule.scope ?? "entry";
+  if (rule.follows === true && scope === "entry") return parentOf(await session.permsPath(path));
+  return await session.permsPath(permsDirOf({ path, scope }) as VirtualPath);
+}
+
+/**
+ * Whether the session's user lacks overwrite where `rule` puts `path`, as the dispatcher's check
+ * decided it: such a command was let through only because nothing was at `path`, and its handler
+ * keeps anything that appears there meanwhile (an exclusive create, a rename that never replaces).
+ */
+export async function lacksOverwrite(session: Session, rule: PermRule, path: VirtualPath): Promise<boolean> {
+  const user = session.user;
+  if (user === null) return false;
+  const permsDir = hasOwnDirPerms(user) ? await ownPermsDir(session, rule, path) : permsDirOf({ path, scope: rule.scope ?? "entry" });
+  return !permsAt(user, permsDir).has("overwrite");
 }
 
 /** `rule` on `path` with the permissions of `permsDir`; for a rule that needs overwrite where

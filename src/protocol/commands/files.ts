@@ -3,9 +3,10 @@
  * (RFC 3659 §3–4; MDTM also sets the time, as vsftpd's and pure-ftpd's do), MFMT
  * (draft-somers-ftp-mfxx), SITE CHMOD, SITE UTIME and SITE HELP.
  */
-import { hasOwnDirPerms, holdsDirPerms, isHiddenPath, namePolicy, permsAt } from "../../auth/perms.ts";
+import { holdsDirPerms, isHiddenPath, namePolicy } from "../../auth/perms.ts";
 import { formatMdtm, parseMfmtTime } from "../../fs/format.ts";
 import { basename, dirname, joinVirtual, ROOT } from "../../fs/vpath.ts";
+import { lacksOverwrite } from "../dispatcher.ts";
 import { FtpError } from "../errors.ts";
 import { beforeRemoving } from "../limits.ts";
 import { formatBlockReply } from "../reply.ts";
@@ -44,8 +45,7 @@ async function rnto(s: Session, arg: string): Promise<void> {
   // One home: a rename moves no bytes, but a file it replaces leaves the quota count.
   const counted = from === to ? () => undefined : await beforeRemoving(s, to);
   // Without overwrite the dispatcher saw nothing at `to`; one that appears meanwhile is kept too.
-  const keep = s.user !== null && !permsAt(s.user, hasOwnDirPerms(s.user) ? await s.permsPath(dirname(to)) : dirname(to)).has("overwrite");
-  if (await s.requireFs().rename(from, to, keep)) counted();
+  if (await s.requireFs().rename(from, to, await lacksOverwrite(s, RENAME_TO, to))) counted();
   s.reply(250, "Rename successful");
 }
 
@@ -239,6 +239,8 @@ function mfmtPath(s: Session, arg: string): VirtualPath | null {
 const base = { needsLogin: true, arg: "required", rfc: "RFC 959 §4.1.3" } as const;
 /** SIZE and MDTM describe one file: who may list its directory or download it may ask. */
 const LOOK = { need: ["list", "download"], follows: true } as const;
+/** RNTO's target: a new name, or an existing one replaced (overwrite). */
+const RENAME_TO = { need: ["rename"], creates: true, named: true, overwrite: true } as const;
 
 /** The file family. */
 export const fileCommands: CommandSpec[] = [
@@ -248,7 +250,7 @@ export const fileCommands: CommandSpec[] = [
   {
     ...base,
     verb: "RNTO",
-    perm: { need: ["rename"], creates: true, named: true, overwrite: true },
+    perm: RENAME_TO,
     handler: rnto,
     help: "RNTO <path>",
   },

@@ -6,8 +6,8 @@
  */
 import { Transfer, receiveFile, sendFile } from "../../data/transfer.ts";
 import type { Upload, UploadOptions, VirtualPath } from "../../fs/types.ts";
-import { hasOwnDirPerms, permsAt } from "../../auth/perms.ts";
 import { basename, dirname, joinVirtual } from "../../fs/vpath.ts";
+import { lacksOverwrite } from "../dispatcher.ts";
 import { FtpError } from "../errors.ts";
 import type { CommandSpec } from "../registry.ts";
 import { admitUpload, downloadHook, type UploadLimits } from "../limits.ts";
@@ -152,7 +152,7 @@ class UniqueTarget {
 async function stor(s: Session, arg: string): Promise<void> {
   const path = s.resolve(arg);
   // Without overwrite the dispatcher saw no file there; exclusive keeps one that appears meanwhile.
-  const exclusive = s.user !== null && !permsAt(s.user, dirname(hasOwnDirPerms(s.user) ? await s.permsPath(path) : path)).has("overwrite");
+  const exclusive = await lacksOverwrite(s, UPLOAD, path);
   const opts = { kind: "store", offset: restartOffset(s), exclusive } as const;
   await upload(s, path, opts, `Ok to send data for ${basename(path)}`);
 }
@@ -162,7 +162,7 @@ async function appe(s: Session, arg: string): Promise<void> {
   if (s.restOffset > 0) return stor(s, arg);
   const path = s.resolve(arg);
   // As for STOR: without overwrite, a file that appears after the check is not appended to.
-  const exclusive = s.user !== null && !permsAt(s.user, dirname(hasOwnDirPerms(s.user) ? await s.permsPath(path) : path)).has("overwrite");
+  const exclusive = await lacksOverwrite(s, UPLOAD, path);
   await upload(s, path, { kind: "append", offset: 0, exclusive }, `Ok to append data to ${basename(path)}`);
 }
 
