@@ -14,6 +14,11 @@ import { basename, dirname, hasControlChar, isPlainPath, ROOT, splitVirtual } fr
 
 /** Names of the temp files that a replacing upload writes; hidden from clients and not addressable. */
 export const UPLOAD_TEMP_PREFIX = ".berth-upload-";
+/** Whether `name` is one of an upload temp file (UPLOAD_TEMP_PREFIX; the stat worker's source text,
+ * which cannot import, tests the prefix itself). */
+export function isUploadTemp(name: string): boolean {
+  return name.startsWith(UPLOAD_TEMP_PREFIX);
+}
 /** A path segment that starts with UPLOAD_TEMP_PREFIX. */
 const TEMP_SEGMENT = "/" + UPLOAD_TEMP_PREFIX;
 
@@ -153,7 +158,7 @@ function checkSegment(seg: string): void {
   if (seg === "." || seg === ".." || hasControlChar(seg)) {
     throw new FtpError(553, "File name not allowed", `bad segment in virtual path: ${JSON.stringify(seg)}`);
   }
-  if (seg.startsWith(UPLOAD_TEMP_PREFIX)) {
+  if (isUploadTemp(seg)) {
     throw new FtpError(553, "File name not allowed", "upload temp file name");
   }
 }

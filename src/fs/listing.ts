@@ -4,7 +4,7 @@
  */
 import type { Stats } from "node:fs";
 import { constants, lstat } from "node:fs";
-import { UPLOAD_TEMP_PREFIX } from "./contain.ts";
+import { isUploadTemp } from "./contain.ts";
 import { holdPath } from "./pin.ts";
 import { lateCall, quickEnabled, readdirNames, readdirTook } from "./quick.ts";
 import { FIELDS, packLstat, packStats } from "./rawstat.ts";
@@ -404,11 +404,7 @@ function launchStats(p: PooledStats): void {
 
 /** True for a name a client may see: no upload temp file, nothing no command could address. */
 export function isListable(name: string): boolean {
-  return !name.startsWith(UPLOAD_TEMP_PREFIX) && !UNNAMEABLE.test(name);
-}
-
-function isUploadTemp(name: string): boolean {
-  return name.startsWith(UPLOAD_TEMP_PREFIX);
+  return !isUploadTemp(name) && !UNNAMEABLE.test(name);
 }
 
 function typeOf(s: StatLike): EntryStat["type"] {

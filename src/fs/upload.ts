@@ -10,7 +10,7 @@ import { constants, readlinkSync, unlinkSync } from "node:fs";
 import type { Stats } from "node:fs";
 import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
-import { toReal, UPLOAD_TEMP_PREFIX } from "./contain.ts";
+import { isUploadTemp, toReal, UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixFileMode, modesFor } from "./modes.ts";
 import { heldIn, locateHeld, pinning, pinParent, type Held, type PinnedDir } from "./pin.ts";
@@ -165,7 +165,7 @@ async function openTemp(t: Target, mode: number): Promise<Upload> {
 /** True for the name of an upload temp file no running upload of this process writes: one left
  * by a server that was killed mid-upload, which nothing will ever rename or remove. */
 export function isStaleTemp(name: string): boolean {
-  return name.startsWith(UPLOAD_TEMP_PREFIX) && !runningTemps.has(name);
+  return isUploadTemp(name) && !runningTemps.has(name);
 }
 
 /** How long, at least, an upload temp file that no upload of this process writes must have gone

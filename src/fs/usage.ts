@@ -5,7 +5,7 @@
  */
 import { lstat, readdir, realpath } from "node:fs/promises";
 import path from "node:path";
-import { UPLOAD_TEMP_PREFIX } from "./contain.ts";
+import { isUploadTemp } from "./contain.ts";
 import { pinDir } from "./pin.ts";
 import type { RealPath } from "./types.ts";
 
@@ -76,7 +76,7 @@ export async function scanUsage(root: string, limiter?: Limiter, deadline = Infi
       const names: string[] = [];
       for (const e of await io(() => readdir(dir.at(), { withFileTypes: true }))) {
         if (e.isDirectory()) queue.push(path.join(dir.real, e.name));
-        else if (e.isFile() && !e.name.startsWith(UPLOAD_TEMP_PREFIX)) names.push(e.name);
+        else if (e.isFile() && !isUploadTemp(e.name)) names.push(e.name);
       }
       await Promise.all(
         names.map(async (name) => {
