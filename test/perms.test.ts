@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
-import { mkdir, readdir, readFile, stat, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { FTPError } from "basic-ftp";
@@ -315,6 +316,44 @@ void describe("RNTO by a user without overwrite", { skip: !renameBinding() && "a
           } finally {
             await raw.close();
           }
+        }
+      },
+      { users },
+    );
+  });
+
+  void it("bad targets get a clear reply and move nothing: too long, a missing directory, outside the jail, through a link out, a temp file's name, a CR, a NUL; the session goes on", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("keeper");
+        await writeFile(join(home, "a.txt"), "a");
+        const outside = await mkdtemp(join(tmpdir(), "berth-rnto-out-"));
+        await symlink(outside, join(home, "out"));
+        const raw = await rawLogin(t, "keeper");
+        try {
+          const cases: [string, number][] = [
+            [`RNTO ${"n".repeat(3000)}`, 553],
+            ["RNTO missing/b.txt", 550],
+            ["RNTO ../../../../etc/b.txt", 550],
+            ["RNTO out/b.txt", 550],
+            ["RNTO .berth-upload-0123456789abcdef", 553],
+          ];
+          for (const [line, code] of cases) {
+            await raw.expect("RNFR a.txt", 350);
+            await raw.expect(line, code);
+          }
+          for (const bad of ["RNTO b\rc.txt\r\n", "RNTO b\u0000c.txt\r\n"]) {
+            await raw.expect("RNFR a.txt", 350);
+            raw.sendRaw(bad);
+            await raw.expectReply(501);
+          }
+          await raw.expect("NOOP", 200);
+          assert.deepEqual((await readdir(home)).sort(), ["a.txt", "out"]);
+          assert.equal(await readFile(join(home, "a.txt"), "utf8"), "a");
+          assert.deepEqual(await readdir(outside), []);
+        } finally {
+          await raw.close();
+          await rm(outside, { recursive: true, force: true });
         }
       },
       { users },
