@@ -8,7 +8,8 @@
  *   sockopt.c   listenerOptions, socketOptions, inlineUrgent: options a listener hands to what it accepts;
  *               nothingPending: whether a finished data connection can close at once;
  *               shutdownWrite: its FIN, where it cannot
- *   beneath.c   openBeneath: a path opened below a held directory in one call (openat2)
+ *   beneath.c   openBeneath, createBeneath: a path opened (or a new file created) below a held
+ *               directory in one call (openat2)
  *   rename.c    renameNoReplace, renameNoReplaceAsync: a rename that never replaces what is at the
  *               new name (on the main thread, or on the thread pool)
  *   listen.c    listenTcp, acceptInto: passive data listeners and their connections as bare
@@ -63,6 +64,7 @@ NAPI_MODULE_INIT() {
     { "shutdownWrite", NULL, berth_shutdown_write, NULL, NULL, NULL, napi_enumerable, NULL },
     { "quickAck", NULL, berth_quick_ack, NULL, NULL, NULL, napi_enumerable, NULL },
     { "openBeneath", NULL, berth_open_beneath, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "createBeneath", NULL, berth_create_beneath, NULL, NULL, NULL, napi_enumerable, NULL },
     { "renameNoReplace", NULL, berth_rename_no_replace, NULL, NULL, NULL, napi_enumerable, NULL },
     { "renameNoReplaceAsync", NULL, berth_rename_no_replace_async, NULL, NULL, NULL, napi_enumerable, NULL },
     { "listenTcp", NULL, berth_listen_tcp, NULL, NULL, NULL, napi_enumerable, NULL },

@@ -9,12 +9,16 @@
  *
  *   openBeneath(dirFd, path, flags) -> fd (close-on-exec), or -errno
  *     `path` relative to `dirFd`; `flags` without O_CREAT (nothing is created this way).
+ *   createBeneath(dirFd, path, flags, mode) -> fd (close-on-exec), or -errno
+ *     A new file only: `flags` with O_CREAT and O_EXCL, so that a name already there, a symlink
+ *     included, is EEXIST and is neither opened nor followed; `mode` as open(2) takes it.
  */
 #define NAPI_VERSION 8
 #define _GNU_SOURCE
 #include <node_api.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,17 +42,27 @@ struct berth_open_how {
 #define SYS_openat2 437
 #endif
 
-napi_value berth_open_beneath(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  int32_t dir = -1, flags = 0;
+/* Both calls: `create` says which, and what the arguments must be. */
+static napi_value beneath(napi_env env, napi_callback_info info, bool create) {
+  size_t argc = 4;
+  napi_value argv[4];
+  int32_t dir = -1, flags = 0, mode = 0;
   char stack[512];
   char *path = stack;
   size_t len = 0;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
-      napi_get_value_int32(env, argv[0], &dir) != napi_ok || napi_get_value_int32(env, argv[2], &flags) != napi_ok ||
-      napi_get_value_string_utf8(env, argv[1], NULL, 0, &len) != napi_ok || dir < 0 || (flags & O_CREAT) != 0) {
-    napi_throw_type_error(env, NULL, "openBeneath(dirFd, path, flags without O_CREAT)");
+  bool ok = napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= (create ? 4u : 3u) &&
+            napi_get_value_int32(env, argv[0], &dir) == napi_ok && napi_get_value_int32(env, argv[2], &flags) == napi_ok &&
+            napi_get_value_string_utf8(env, argv[1], NULL, 0, &len) == napi_ok && dir >= 0;
+  if (ok && create) {
+    ok = (flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL) && napi_get_value_int32(env, argv[3], &mode) == napi_ok &&
+         mode >= 0 && mode <= 07777;
+  } else if (ok) {
+    ok = (flags & O_CREAT) == 0;
+  }
+  if (!ok) {
+    napi_throw_type_error(env, NULL,
+                          create ? "createBeneath(dirFd, path, flags with O_CREAT and O_EXCL, mode)"
+                                 : "openBeneath(dirFd, path, flags without O_CREAT)");
     return NULL;
   }
   if (len + 1 > sizeof stack) {
@@ -62,7 +76,7 @@ napi_value berth_open_beneath(napi_env env, napi_callback_info info) {
   } else {
     struct berth_open_how how = {
       .flags = (uint64_t)(uint32_t)flags | O_CLOEXEC,
-      .mode = 0,
+      .mode = create ? (uint64_t)mode : 0,
       .resolve = BERTH_RESOLVE_BENEATH | BERTH_RESOLVE_NO_SYMLINKS | BERTH_RESOLVE_NO_MAGICLINKS,
     };
     long fd;
@@ -72,4 +86,12 @@ napi_value berth_open_beneath(napi_env env, napi_callback_info info) {
   }
   if (path != stack) free(path);
   return berth_number(env, rc);
+}
+
+napi_value berth_open_beneath(napi_env env, napi_callback_info info) {
+  return beneath(env, info, false);
+}
+
+napi_value berth_create_beneath(napi_env env, napi_callback_info info) {
+  return beneath(env, info, true);
 }

@@ -28,6 +28,7 @@ napi_value berth_quick_ack(napi_env env, napi_callback_info info);
 napi_value berth_nothing_pending(napi_env env, napi_callback_info info);
 napi_value berth_shutdown_write(napi_env env, napi_callback_info info);
 napi_value berth_open_beneath(napi_env env, napi_callback_info info);
+napi_value berth_create_beneath(napi_env env, napi_callback_info info);
 napi_value berth_rename_no_replace(napi_env env, napi_callback_info info);
 napi_value berth_rename_no_replace_async(napi_env env, napi_callback_info info);
 napi_value berth_watch_readable(napi_env env, napi_callback_info info);

@@ -113,6 +113,13 @@ export interface BeneathBinding {
   openBeneath(dirFd: number, path: string, flags: number): number;
 }
 
+/** createBeneath, from native/beneath.c too (an addon built before it has only openBeneath). */
+export interface CreateBeneathBinding {
+  /** openBeneath's openat2 creating a new file: `flags` with O_CREAT and O_EXCL (a name already
+   * there, a symlink included, is -EEXIST), `mode` as open(2) takes it. The descriptor, or -errno. */
+  createBeneath(dirFd: number, path: string, flags: number, mode: number): number;
+}
+
 /** What native/rename.c exports. */
 export interface RenameBinding {
   /** renameat2(2) of `from` to `to` with RENAME_NOREPLACE: 0, or -errno (-EEXIST when something is
@@ -172,7 +179,7 @@ export interface IoBinding {
 }
 
 type Addon = Partial<
-  SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & PendingBinding & QuickAckBinding & BeneathBinding & RenameBinding & WatchBinding & ListenBinding & IoBinding
+  SendfileBinding & ReceiveBinding & LstatBinding & SockoptBinding & PendingBinding & QuickAckBinding & BeneathBinding & CreateBeneathBinding & RenameBinding & WatchBinding & ListenBinding & IoBinding
 >;
 
 let addon: Addon | null | undefined;
@@ -239,6 +246,9 @@ export function sockoptBinding(): SockoptBinding | null {
 
 /** openBeneath (looked for once; see pick). */
 export const beneathBinding = binding<BeneathBinding>(["openBeneath"]);
+
+/** createBeneath (looked for once; see pick). */
+export const createBeneathBinding = binding<CreateBeneathBinding>(["createBeneath"]);
 
 /** renameNoReplace and renameNoReplaceAsync (looked for once; see pick). */
 export const renameBinding = binding<RenameBinding>(["renameNoReplace", "renameNoReplaceAsync"]);

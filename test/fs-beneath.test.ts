@@ -6,7 +6,7 @@
  * session. test/fs-by-path.test.ts runs the jail's suites with the shortcut off.
  */
 import assert from "node:assert/strict";
-import { closeSync, constants, fstatSync, openSync, readFileSync, statSync } from "node:fs";
+import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, statSync, symlinkSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -19,7 +19,7 @@ import { O_PATH } from "../src/fs/quick.ts";
 import type { VirtualPath } from "../src/fs/types.ts";
 import { resolveVirtual, ROOT } from "../src/fs/vpath.ts";
 import { FtpError } from "../src/protocol/errors.ts";
-import { beneathBinding, type BeneathBinding } from "../src/native.ts";
+import { beneathBinding, createBeneathBinding, type BeneathBinding, type CreateBeneathBinding } from "../src/native.ts";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { FsFactory } from "../src/protocol/context.ts";
 import { RawClient } from "./helpers/raw.ts";
@@ -27,12 +27,14 @@ import { ftpLogin, withServer } from "./helpers/run.ts";
 import { openFds, waitFor } from "./helpers/server.ts";
 
 const binding = beneathBinding();
-const skip = (binding === null || !beneathNow()) && "openat2 not available here (addon not built, or kernel before 5.6)";
+const createBinding = createBeneathBinding();
+const skip = (binding === null || createBinding === null || !beneathNow()) && "openat2 not available here (addon not built, or kernel before 5.6)";
 const vp = (arg: string): VirtualPath => resolveVirtual(ROOT, arg);
 const ENOENT = -2;
 const EINVAL = -22;
 const ELOOP = -40;
 const EXDEV = -18;
+const EEXIST = -17;
 
 let base: string;
 before(async () => {
@@ -42,20 +44,30 @@ after(async () => {
   await rm(base, { recursive: true, force: true });
 });
 
-/** Counts the addon's openBeneath calls and what they returned while `body` runs. */
-async function counting<T>(body: () => Promise<T>): Promise<{ result: T; calls: number[] }> {
+/** Counts the addon's openBeneath and createBeneath calls and what they returned while `body`
+ * runs. */
+async function counting<T>(body: () => Promise<T>): Promise<{ result: T; calls: number[]; creates: number[] }> {
   const b = binding as BeneathBinding;
+  const c = createBinding as CreateBeneathBinding;
   const real = b.openBeneath;
+  const realCreate = c.createBeneath;
   const calls: number[] = [];
+  const creates: number[] = [];
   b.openBeneath = (dir, p, flags) => {
     const fd = real(dir, p, flags);
     calls.push(fd);
     return fd;
   };
+  c.createBeneath = (dir, p, flags, mode) => {
+    const fd = realCreate(dir, p, flags, mode);
+    creates.push(fd);
+    return fd;
+  };
   try {
-    return { result: await body(), calls };
+    return { result: await body(), calls, creates };
   } finally {
     b.openBeneath = real;
+    c.createBeneath = realCreate;
   }
 }
 
@@ -110,6 +122,47 @@ void describe("openBeneath: openat2 below a directory, no link and no way up", {
     assert.equal(b().openBeneath(fd, "d/f\0x", constants.O_RDONLY), EINVAL);
     assert.throws(() => b().openBeneath(fd, "d/new", constants.O_CREAT | constants.O_WRONLY), TypeError);
   });
+
+  void it("createBeneath makes a new file with the mode given, close-on-exec, and nothing else", () => {
+    const c = createBinding as CreateBeneathBinding;
+    const { O_CREAT, O_EXCL, O_WRONLY, O_NOFOLLOW, O_NONBLOCK } = constants;
+    const NEW = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK;
+    const f = c.createBeneath(fd, "d/made", NEW, 0o600);
+    assert.ok(f >= 0, `errno ${-f}`);
+    try {
+      const st = fstatSync(f);
+      assert.ok(st.isFile());
+      assert.equal(st.size, 0);
+      assert.equal(st.mode & 0o777, 0o600);
+      assert.equal(st.ino, statSync(path.join(dir, "d", "made")).ino);
+      const flags = /flags:\s+(\d+)/.exec(readFileSync(`/proc/self/fdinfo/${f}`, "utf8"))?.[1];
+      assert.ok(flags !== undefined && (parseInt(flags, 8) & 0o2000000) !== 0, "O_CLOEXEC missing");
+    } finally {
+      closeSync(f);
+    }
+    // A name already there: a file, a symlink inside, a symlink out (not followed: nothing is made
+    // where it points), a directory.
+    assert.equal(c.createBeneath(fd, "d/f", NEW, 0o644), EEXIST);
+    assert.equal(c.createBeneath(fd, "d/link-in", NEW, 0o644), EEXIST);
+    assert.equal(c.createBeneath(fd, "d", NEW, 0o644), EEXIST);
+    symlinkSync(path.join(base, "made-outside"), path.join(dir, "d", "link-out"));
+    assert.equal(c.createBeneath(fd, "d/link-out", NEW, 0o644), EEXIST);
+    assert.equal(existsSync(path.join(base, "made-outside")), false);
+    assert.equal(readFileSync(path.join(dir, "d", "f"), "utf8"), "inside");
+    // A link on the way, a way up, an absolute path, a missing directory, a NUL.
+    assert.equal(c.createBeneath(fd, "abs/new", NEW, 0o644), ELOOP);
+    assert.equal(c.createBeneath(fd, "../new", NEW, 0o644), EXDEV);
+    assert.equal(c.createBeneath(fd, "/tmp/new", NEW, 0o644), EXDEV);
+    assert.equal(c.createBeneath(fd, "nodir/new", NEW, 0o644), ENOENT);
+    assert.equal(c.createBeneath(fd, "d/n\0x", NEW, 0o644), EINVAL);
+    assert.equal(existsSync(path.join(base, "new")), false);
+    // Only exclusive creates, and only with a mode.
+    assert.throws(() => c.createBeneath(fd, "d/x", O_WRONLY | O_CREAT, 0o644), TypeError);
+    assert.throws(() => c.createBeneath(fd, "d/x", O_WRONLY, 0o644), TypeError);
+    assert.throws(() => (c.createBeneath as (...a: unknown[]) => number)(fd, "d/x", NEW), TypeError);
+    assert.throws(() => c.createBeneath(fd, "d/x", NEW, 0o170000), TypeError);
+    assert.equal(existsSync(path.join(dir, "d", "x")), false);
+  });
 });
 
 void describe("the jail takes the shortcut, with the answers of its other way", { skip }, () => {
@@ -159,13 +212,70 @@ void describe("the jail takes the shortcut, with the answers of its other way", 
       ["b.txt"],
     );
     assert.equal(ls.calls.length, 1);
+    const fds = openFds();
     const up = await counting(async () => {
       const u = await jail.openUpload(vp("/a/new.txt"), { kind: "store", offset: 0, exclusive: false });
       await u.handle.write(Buffer.from("new"), 0, 3, 0);
       await u.commit();
     });
-    assert.ok(up.calls.length >= 1 && up.calls.every((fd) => fd >= 0), `calls ${JSON.stringify(up.calls)}`);
+    // A new file: created in one call, nothing else opened, nothing left open.
+    assert.deepEqual(up.calls, []);
+    assert.equal(up.creates.length, 1);
+    assert.ok(up.creates[0]! >= 0);
+    assert.equal(openFds(), fds);
     assert.equal(await readFile(path.join(jail.root, "a", "new.txt"), "utf8"), "new");
+    // Replacing it: the create says EEXIST, and the directory is held for the temp file's way.
+    const again = await counting(async () => {
+      const u = await jail.openUpload(vp("/a/new.txt"), { kind: "store", offset: 0, exclusive: false });
+      await u.handle.write(Buffer.from("newer"), 0, 5, 0);
+      await u.commit();
+    });
+    assert.deepEqual(again.creates, [EEXIST]);
+    assert.ok(again.calls.length >= 1 && again.calls.every((fd) => fd >= 0), `calls ${JSON.stringify(again.calls)}`);
+    assert.equal(openFds(), fds);
+    assert.equal(await readFile(path.join(jail.root, "a", "new.txt"), "utf8"), "newer");
+  });
+
+  void it("a new file's upload undone removes the file by its path again, and only its own", async () => {
+    const store = { kind: "store", offset: 0, exclusive: false } as const;
+    const fds = openFds();
+    // Aborted before any byte: the empty file goes.
+    const a = await jail.openUpload(vp("/a/gone.txt"), store);
+    await a.abort();
+    assert.equal(existsSync(path.join(jail.root, "a", "gone.txt")), false);
+    // Aborted with bytes: kept, for REST+STOR or APPE.
+    const p = await jail.openUpload(vp("/a/part.txt"), store);
+    await p.handle.write(Buffer.from("part"), 0, 4, 0);
+    await p.abort();
+    assert.equal(await readFile(path.join(jail.root, "a", "part.txt"), "utf8"), "part");
+    // Rolled back: removed, bytes and all.
+    const r = await jail.openUpload(vp("/a/back.txt"), store);
+    await r.handle.write(Buffer.from("back"), 0, 4, 0);
+    await r.rollback();
+    assert.equal(existsSync(path.join(jail.root, "a", "back.txt")), false);
+    // Rolled back after another file took its name: that file stays.
+    const o = await jail.openUpload(vp("/a/other.txt"), store);
+    await rm(path.join(jail.root, "a", "other.txt"));
+    await writeFile(path.join(jail.root, "a", "other.txt"), "someone else's");
+    await o.rollback();
+    assert.equal(await readFile(path.join(jail.root, "a", "other.txt"), "utf8"), "someone else's");
+    // Its directory moved away meanwhile: nothing is removed, in the old place or the new.
+    await mkdir(path.join(jail.root, "m"));
+    const m = await jail.openUpload(vp("/m/moved.txt"), store);
+    await rename(path.join(jail.root, "m"), path.join(jail.root, "m2"));
+    await m.rollback();
+    assert.equal(existsSync(path.join(jail.root, "m2", "moved.txt")), true);
+    // ... and with a link out of the jail put at the directory's old path, nothing outside is touched.
+    await writeFile(path.join(outside, "moved.txt"), "");
+    await symlink(outside, path.join(jail.root, "m"));
+    await mkdir(path.join(jail.root, "n"));
+    const n = await jail.openUpload(vp("/n/moved.txt"), store);
+    await rename(path.join(jail.root, "n"), path.join(jail.root, "n2"));
+    await symlink(outside, path.join(jail.root, "n"));
+    await n.abort();
+    assert.equal(existsSync(path.join(outside, "moved.txt")), true);
+    assert.equal(existsSync(path.join(jail.root, "n2", "moved.txt")), true);
+    assert.equal(openFds(), fds);
   });
 
   void it("a link inside the jail is refused by the shortcut and followed by the other way", async () => {

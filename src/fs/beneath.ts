@@ -20,7 +20,7 @@
  * they entered, as a chroot would. Either way nothing opens outside a directory that was the home.
  */
 import * as fs from "node:fs";
-import { beneathBinding } from "../native.ts";
+import { beneathBinding, createBeneathBinding } from "../native.ts";
 import { lateCall, O_PATH, procFdPaths, quickEnabled, SLOW_MS } from "./quick.ts";
 
 /** A home's root held open, and how many jails use it. */
@@ -140,6 +140,28 @@ export function openBeneath(real: string, rel: string, flags: number): number {
 }
 
 type BeneathFn = NonNullable<ReturnType<typeof beneathBinding>>;
+
+/** What createBeneath returns when it did not try: the shortcut is off for this root, or the addon
+ * predates the call. */
+export const NOT_TRIED = -1;
+
+/**
+ * Creates new file `rel` (plain names joined by "/") below the root of `real`, exclusively, with
+ * `flags` (O_CREAT and O_EXCL among them) and `mode`: the descriptor, or -errno (-EEXIST when a
+ * name is already there, a symlink included), or NOT_TRIED. The caller takes its ordinary way on
+ * anything but a descriptor; that way decides a name already there, a link on the way or a missing
+ * directory as before. Only while beneathNow() (a synchronous call).
+ */
+export function createBeneath(real: string, rel: string, flags: number, mode: number): number {
+  const root = roots.get(real);
+  const b = createBeneathBinding();
+  if (root === undefined || b === null) return NOT_TRIED;
+  const t0 = performance.now();
+  const fd = b.createBeneath(root.fd, rel, flags, mode);
+  const ms = performance.now() - t0;
+  if (ms > SLOW_MS) lateCall(ms);
+  return fd;
+}
 
 /** How many homes have a root held (tests: all released once their sessions end). */
 export function heldRoots(): number {

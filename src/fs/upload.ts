@@ -3,18 +3,22 @@
  * file goes through a temp file renamed over it at commit, so an aborted upload never destroys the
  * old content; a resumed upload writes in place from its offset. The target's directory is held
  * open from the start of the upload to its end (fs/pin.ts), and every call names the file through
- * it: what is opened, renamed, truncated or removed is in the directory containment checked.
+ * it: what is opened, renamed, truncated or removed is in the directory containment checked. A new
+ * file reached from the root through plain names is created below the root held open instead
+ * (fs/beneath.ts), in one call, and holds nothing (createdBelow).
  */
 import { randomBytes } from "node:crypto";
 import { constants, readlinkSync, unlinkSync } from "node:fs";
+import { constants as osConstants } from "node:os";
 import type { Stats } from "node:fs";
 import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
-import { isUploadTemp, toReal, UPLOAD_TEMP_PREFIX } from "./contain.ts";
+import { isUploadTemp, relBelow, toReal, UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixFileMode, modesFor } from "./modes.ts";
 import { heldIn, locateHeld, pinning, pinParent, type Held, type PinnedDir } from "./pin.ts";
-import { fdOf, fstat, isQuickFile, lstat, lstatOrNull, open, rename, unlink, type FileLike } from "./quick.ts";
+import { createBeneath, beneathNow, NOT_TRIED } from "./beneath.ts";
+import { fdOf, fstat, isQuickFile, lstat, lstatOrNull, open, quickFile, rename, unlink, type FileLike } from "./quick.ts";
 import { Replaced, type RealPath, type Upload, type UploadOptions, type VirtualPath } from "./types.ts";
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = constants;
@@ -33,14 +37,19 @@ export async function openUpload(root: RealPath, vpath: VirtualPath, opts: Uploa
   if (toReal(root, vpath) === root) throw new FtpError(550, "Is a directory");
   let target: Held | null = null;
   if (opts.kind === "store" && opts.offset === 0) {
-    // The usual upload, a new file: created at once through its directory held open, with no
-    // lstat first. When something is already there (EEXIST), it is looked at through the same
-    // directory; a symlink takes locateHeld's way, which follows it inside the jail.
+    // The usual upload, a new file: created at once below the root held open, in one call
+    // (fs/beneath.ts), with no lstat first and no directory held (createdBelow). Where that does
+    // not create it, through its directory held open; when something is already there (EEXIST),
+    // it is looked at through the same directory; a symlink takes locateHeld's way, which follows
+    // it inside the jail.
+    const below = beneathNow() ? relBelow(root, vpath) : null;
+    const fd = below !== null ? createBeneath(root, below, O_WRONLY | O_CREAT | O_EXCL | SAFE, mode) : NOT_TRIED;
+    if (fd >= 0) return createdBelow(root, vpath, quickFile(fd), mode);
     const parent = await pinParent(root, vpath);
     if (parent !== null) {
-      let created: Upload | null;
+      let created: Upload | null = null;
       try {
-        created = await tryCreate(parent, mode);
+        if (fd !== NEG_EEXIST) created = await tryCreate(parent, mode);
       } catch (err) {
         parent.dir.release();
         throw err;
@@ -92,6 +101,58 @@ async function createNew(t: Target, exclusive: boolean, mode: number): Promise<U
   if (created !== null) return created;
   if (exclusive) throw new FtpError(550, FILE_EXISTS);
   return openTemp(t, mode);
+}
+
+/** -EEXIST, as the addon's calls return it. */
+const NEG_EEXIST = -osConstants.errno.EEXIST;
+
+/** A new file's directory, not held: a file created below the root (createdBelow) names it again
+ * by its path (atParentAgain) in the rare case of an upload undone. */
+const NOT_HELD: PinnedDir = {
+  real: "",
+  at(): string {
+    throw new Error("a directory not held");
+  },
+  release(): void {},
+};
+
+/**
+ * The upload of a file just created below the root (fs/beneath.ts). Nothing is held for it: its
+ * directory was reached from the root through plain names, and the file is written through its
+ * own descriptor. An upload that is undone (abort, rollback) finds the directory again by the path
+ * (pinParent, checked as every path is) and removes only the upload's own file (device and inode,
+ * from the descriptor before it closes); where the directory has been moved or removed since,
+ * nothing is removed.
+ */
+async function createdBelow(root: RealPath, vpath: VirtualPath, handle: FileLike, mode: number): Promise<Upload> {
+  try {
+    await fixFileMode(handle, mode);
+  } catch (err) {
+    await handle.close().catch(noop);
+    throw mapFsError(err);
+  }
+  return makeUpload(
+    { dir: NOT_HELD, name: "" },
+    handle,
+    0,
+    noop,
+    (own) => atParentAgain(root, vpath, own, removeIfEmpty),
+    (own) => atParentAgain(root, vpath, own, unlinkIfOwn),
+    null,
+    true,
+  );
+}
+
+/** `step` on `vpath` through its parent opened again and checked (pinParent); nothing where the
+ * parent does not open (gone, or a link now). */
+async function atParentAgain(root: RealPath, vpath: VirtualPath, own: Stats | null, step: (file: string, own: Stats | null) => Promise<void>): Promise<void> {
+  const parent = await pinParent(root, vpath);
+  if (parent === null) return;
+  try {
+    await step(parent.dir.at(parent.name), own);
+  } finally {
+    parent.dir.release();
+  }
 }
 
 /** Creates the target exclusively; null when something is already there. */
