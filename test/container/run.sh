@@ -118,6 +118,20 @@ if $ENGINE exec "$BR" node -e '
   process.exit(free === 0 && taken === -17 ? 0 : 1);' 2>/dev/null
 then result PASS "image: renames that never replace (renameat2 RENAME_NOREPLACE allowed)"
 else result FAIL "image: no renameat2 RENAME_NOREPLACE (addon or seccomp)"; fi
+# A new file's upload: created by openat2 with O_CREAT | O_EXCL below a directory held open, under
+# the engine's seccomp profile (native/beneath.c createBeneath): a new name gives a descriptor, a
+# taken one -EEXIST (-17).
+if $ENGINE exec "$BR" node -e '
+  const a = require("/app/native/build/berth_native.node"), fs = require("fs"), os = require("os"), p = require("path");
+  const d = fs.mkdtempSync(p.join(os.tmpdir(), "cb-")), c = fs.constants;
+  const dir = fs.openSync(d, 0o10000000 | c.O_DIRECTORY), NEW = c.O_WRONLY | c.O_CREAT | c.O_EXCL | c.O_NOFOLLOW;
+  const fd = a.createBeneath(dir, "n", NEW, 0o644), taken = a.createBeneath(dir, "n", NEW, 0o644);
+  const made = fd >= 0 && fs.fstatSync(fd).ino === fs.statSync(p.join(d, "n")).ino;
+  if (fd >= 0) fs.closeSync(fd);
+  fs.closeSync(dir); fs.rmSync(d, { recursive: true });
+  process.exit(made && taken === -17 ? 0 : 1);' 2>/dev/null
+then result PASS "image: new files created below the held home in one call (openat2 O_CREAT allowed)"
+else result FAIL "image: no createBeneath (addon or seccomp)"; fi
 # The image's addon sets listener options (native/sockopt.c), and a control connection made inside
 # the container has a keep-alive timer running ("tr" 02) on berth's side of port 21.
 if $ENGINE exec "$BR" node -e '
