@@ -236,7 +236,7 @@ void describe("the jail takes the shortcut, with the answers of its other way", 
     assert.equal(await readFile(path.join(jail.root, "a", "new.txt"), "utf8"), "newer");
   });
 
-  void it("a new file's upload undone removes the file by its path again, and only its own", async () => {
+  void it("a new file's upload undone removes its own file where it is now, inside the jail, and nothing else", async () => {
     const store = { kind: "store", offset: 0, exclusive: false } as const;
     const fds = openFds();
     // Aborted before any byte: the empty file goes.
@@ -259,13 +259,20 @@ void describe("the jail takes the shortcut, with the answers of its other way", 
     await writeFile(path.join(jail.root, "a", "other.txt"), "someone else's");
     await o.rollback();
     assert.equal(await readFile(path.join(jail.root, "a", "other.txt"), "utf8"), "someone else's");
-    // Its directory moved away meanwhile: nothing is removed, in the old place or the new.
+    // Its directory moved meanwhile: the file is removed where it went with it (a rollback by the
+    // quota leaves no bytes behind), and a file put at the old path meanwhile stays.
     await mkdir(path.join(jail.root, "m"));
     const m = await jail.openUpload(vp("/m/moved.txt"), store);
+    await m.handle.write(Buffer.from("moved"), 0, 5, 0);
     await rename(path.join(jail.root, "m"), path.join(jail.root, "m2"));
+    await mkdir(path.join(jail.root, "m"));
+    await writeFile(path.join(jail.root, "m", "moved.txt"), "someone else's");
     await m.rollback();
-    assert.equal(existsSync(path.join(jail.root, "m2", "moved.txt")), true);
-    // ... and with a link out of the jail put at the directory's old path, nothing outside is touched.
+    assert.equal(existsSync(path.join(jail.root, "m2", "moved.txt")), false);
+    assert.equal(await readFile(path.join(jail.root, "m", "moved.txt"), "utf8"), "someone else's");
+    await rm(path.join(jail.root, "m"), { recursive: true });
+    // ... and with a link out of the jail put at the directory's old path, nothing outside is
+    // touched: the empty file is removed where it is now.
     await writeFile(path.join(outside, "moved.txt"), "");
     await symlink(outside, path.join(jail.root, "m"));
     await mkdir(path.join(jail.root, "n"));
@@ -274,7 +281,13 @@ void describe("the jail takes the shortcut, with the answers of its other way", 
     await symlink(outside, path.join(jail.root, "n"));
     await n.abort();
     assert.equal(existsSync(path.join(outside, "moved.txt")), true);
-    assert.equal(existsSync(path.join(jail.root, "n2", "moved.txt")), true);
+    assert.equal(existsSync(path.join(jail.root, "n2", "moved.txt")), false);
+    // Its directory moved out of the jail (by someone on the machine): nothing is removed there.
+    await mkdir(path.join(jail.root, "o"));
+    const q = await jail.openUpload(vp("/o/out.txt"), store);
+    await rename(path.join(jail.root, "o"), path.join(outside, "o"));
+    await q.abort();
+    assert.equal(existsSync(path.join(outside, "o", "out.txt")), true);
     assert.equal(openFds(), fds);
   });
 

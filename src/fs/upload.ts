@@ -13,10 +13,10 @@ import { constants as osConstants } from "node:os";
 import type { Stats } from "node:fs";
 import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
-import { isUploadTemp, relBelow, toReal, UPLOAD_TEMP_PREFIX } from "./contain.ts";
+import { isInside, isUploadTemp, relBelow, toReal, UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixFileMode, modesFor } from "./modes.ts";
-import { heldIn, locateHeld, pinning, pinParent, type Held, type PinnedDir } from "./pin.ts";
+import { heldIn, locateHeld, pinDir, pinning, pinParent, type Held, type PinnedDir } from "./pin.ts";
 import { createBeneath, beneathNow, NOT_TRIED } from "./beneath.ts";
 import { fdOf, fstat, isQuickFile, lstat, lstatOrNull, open, quickFile, rename, unlink, type FileLike } from "./quick.ts";
 import { Replaced, type RealPath, type Upload, type UploadOptions, type VirtualPath } from "./types.ts";
@@ -119,10 +119,12 @@ const NOT_HELD: PinnedDir = {
 /**
  * The upload of a file just created below the root (fs/beneath.ts). Nothing is held for it: its
  * directory was reached from the root through plain names, and the file is written through its
- * own descriptor. An upload that is undone (abort, rollback) finds the directory again by the path
- * (pinParent, checked as every path is) and removes only the upload's own file (device and inode,
- * from the descriptor before it closes); where the directory has been moved or removed since,
- * nothing is removed.
+ * own descriptor. An upload that is undone (abort, rollback) finds its file where the kernel says it
+ * is now, read from the descriptor before it closes (a directory on the way renamed meanwhile, by
+ * another session or anyone, is followed, as a directory held open would be; the rollback of an
+ * upload stopped by the quota must not leave its bytes uncounted in a directory moved away), or
+ * else by the path; either way its directory is opened again and checked (pinDir, pinParent) and
+ * only the upload's own file is removed (device and inode, from the descriptor before it closes).
  */
 async function createdBelow(root: RealPath, vpath: VirtualPath, handle: FileLike, mode: number): Promise<Upload> {
   try {
@@ -131,27 +133,63 @@ async function createdBelow(root: RealPath, vpath: VirtualPath, handle: FileLike
     await handle.close().catch(noop);
     throw mapFsError(err);
   }
+  const where = new WhereNow(toReal(root, vpath));
   return makeUpload(
     { dir: NOT_HELD, name: "" },
     handle,
     0,
     noop,
-    (own) => atParentAgain(root, vpath, own, removeIfEmpty),
-    (own) => atParentAgain(root, vpath, own, unlinkIfOwn),
+    (own) => atParentAgain(root, vpath, where.now, own, removeIfEmpty),
+    (own) => atParentAgain(root, vpath, where.now, own, unlinkIfOwn),
     null,
     true,
+    (undone) => where.note(undone, handle),
   );
 }
 
-/** `step` on `vpath` through its parent opened again and checked (pinParent); nothing where the
- * parent does not open (gone, or a link now). */
-async function atParentAgain(root: RealPath, vpath: VirtualPath, own: Stats | null, step: (file: string, own: Stats | null) => Promise<void>): Promise<void> {
-  const parent = await pinParent(root, vpath);
+/** Where a file created below the root is when its upload is undone (createdBelow). */
+class WhereNow {
+  now: string;
+
+  constructor(readonly created: string) {
+    this.now = created;
+  }
+
+  /** Reads it from the descriptor, still open, of an upload being undone (not at a commit, which
+   * needs it not). */
+  note(undone: boolean, handle: FileLike): void {
+    if (undone) this.now = pathNow(handle, this.created);
+  }
+}
+
+/** `step` on the file at `now` (where it is now, or as created) through its parent opened again and
+ * checked to be inside the jail, or else on `vpath` through its parent (pinParent); nothing where
+ * neither opens (gone, or a link out now). */
+async function atParentAgain(
+  root: RealPath,
+  vpath: VirtualPath,
+  now: string,
+  own: Stats | null,
+  step: (file: string, own: Stats | null) => Promise<void>,
+): Promise<void> {
+  const parent = (await pinWhereNow(root, now)) ?? (await pinParent(root, vpath));
   if (parent === null) return;
   try {
     await step(parent.dir.at(parent.name), own);
   } finally {
     parent.dir.release();
+  }
+}
+
+/** The parent of `file` (a real path read from an upload's descriptor) held open and checked, and
+ * its name; null when that path is not inside the jail or its parent does not open there. */
+async function pinWhereNow(root: RealPath, file: string): Promise<{ dir: PinnedDir; name: string } | null> {
+  const dir = path.dirname(file);
+  if (dir === file || !isInside(root, dir)) return null;
+  try {
+    return { dir: await pinDir(root, dir as RealPath), name: path.basename(file) };
+  } catch {
+    return null;
   }
 }
 
@@ -412,7 +450,7 @@ function makeUpload(
   undo: (own: Stats | null) => Promise<void>,
   opened: Stats | null,
   created: boolean,
-  beforeClose: () => void = nothing,
+  beforeClose: (undone: boolean) => void = nothing,
   replaces: Replaced | null = null,
   tempName: string | null = null,
 ): Upload {
@@ -434,7 +472,8 @@ class FileUpload implements Upload {
     /** The file's stats taken when it was opened, where its descriptor may not last (identity). */
     private readonly opened: Stats | null,
     readonly created: boolean,
-    private readonly beforeClose: () => void,
+    /** Runs first in commit (false), abort and rollback (true), while the handle is open. */
+    private readonly beforeClose: (undone: boolean) => void,
     readonly replaces: Replaced | null,
     /** A replacing upload's temp file name, in runningTemps until the upload has settled. */
     private readonly tempName: string | null,
@@ -461,7 +500,7 @@ class FileUpload implements Upload {
 
   private async committed(): Promise<void> {
     try {
-      this.beforeClose();
+      this.beforeClose(false);
       await this.handle.close();
       await this.finishStep();
     } catch (err) {
@@ -471,14 +510,14 @@ class FileUpload implements Upload {
   }
 
   private async aborted(): Promise<void> {
-    this.beforeClose();
+    this.beforeClose(true);
     const own = await this.own();
     await this.handle.close().catch(noop);
     await this.cleanupStep(own).catch(noop);
   }
 
   private async rolledBack(): Promise<void> {
-    this.beforeClose();
+    this.beforeClose(true);
     const own = await this.own();
     await this.handle.close().catch(noop);
     await this.undoStep(own).catch(noop);
