@@ -133,32 +133,40 @@ async function createdBelow(root: RealPath, vpath: VirtualPath, handle: FileLike
     await handle.close().catch(noop);
     throw mapFsError(err);
   }
-  const where = new WhereNow(toReal(root, vpath));
+  const where = new WhereNow(root, vpath, handle);
   return makeUpload(
     { dir: NOT_HELD, name: "" },
     handle,
     0,
     noop,
-    (own) => atParentAgain(root, vpath, where.now, own, removeIfEmpty),
-    (own) => atParentAgain(root, vpath, where.now, own, unlinkIfOwn),
+    (own) => atParentAgain(root, vpath, where.now(), own, removeIfEmpty),
+    (own) => atParentAgain(root, vpath, where.now(), own, unlinkIfOwn),
     null,
     true,
-    (undone) => where.note(undone, handle),
+    (undone) => where.note(undone),
   );
 }
 
-/** Where a file created below the root is when its upload is undone (createdBelow). */
+/** Where a file created below the root is when its upload is undone (createdBelow). Nothing is
+ * worked out for an upload that commits. */
 class WhereNow {
-  now: string;
+  private seen: string | null = null;
 
-  constructor(readonly created: string) {
-    this.now = created;
-  }
+  constructor(
+    private readonly root: RealPath,
+    private readonly vpath: VirtualPath,
+    private readonly handle: FileLike,
+  ) {}
 
   /** Reads it from the descriptor, still open, of an upload being undone (not at a commit, which
    * needs it not). */
-  note(undone: boolean, handle: FileLike): void {
-    if (undone) this.now = pathNow(handle, this.created);
+  note(undone: boolean): void {
+    if (undone) this.seen = pathNow(this.handle, toReal(this.root, this.vpath));
+  }
+
+  /** Where it was read to be, or where it was created. */
+  now(): string {
+    return this.seen ?? toReal(this.root, this.vpath);
   }
 }
 
