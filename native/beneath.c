@@ -54,8 +54,10 @@ static napi_value beneath(napi_env env, napi_callback_info info, bool create) {
             napi_get_value_int32(env, argv[0], &dir) == napi_ok && napi_get_value_int32(env, argv[2], &flags) == napi_ok &&
             napi_get_value_string_utf8(env, argv[1], NULL, 0, &len) == napi_ok && dir >= 0;
   if (ok && create) {
-    ok = (flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL) && napi_get_value_int32(env, argv[3], &mode) == napi_ok &&
-         mode >= 0 && mode <= 07777;
+    double m = -1; /* read whole: an int32 read would wrap 2^32 + 0644 to 0644 */
+    ok = (flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL) && napi_get_value_double(env, argv[3], &m) == napi_ok &&
+         m >= 0 && m <= 07777 && m == (double)(int32_t)m;
+    mode = ok ? (int32_t)m : 0;
   } else if (ok) {
     ok = (flags & O_CREAT) == 0;
   }

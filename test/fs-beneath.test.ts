@@ -160,7 +160,7 @@ void describe("openBeneath: openat2 below a directory, no link and no way up", {
     assert.throws(() => c.createBeneath(fd, "d/x", O_WRONLY | O_CREAT, 0o644), TypeError);
     assert.throws(() => c.createBeneath(fd, "d/x", O_WRONLY, 0o644), TypeError);
     assert.throws(() => (c.createBeneath as (...a: unknown[]) => number)(fd, "d/x", NEW), TypeError);
-    assert.throws(() => c.createBeneath(fd, "d/x", NEW, 0o170000), TypeError);
+    for (const mode of [0o170000, -1, 2 ** 32 + 0o644, 0.5, NaN]) assert.throws(() => c.createBeneath(fd, "d/x", NEW, mode), TypeError, String(mode));
     assert.equal(existsSync(path.join(dir, "d", "x")), false);
   });
 });
