@@ -6,7 +6,7 @@
  * session. test/fs-by-path.test.ts runs the jail's suites with the shortcut off.
  */
 import assert from "node:assert/strict";
-import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, statSync, symlinkSync } from "node:fs";
+import { closeSync, constants, existsSync, fstatSync, openSync, readdirSync, readFileSync, statSync, symlinkSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -23,7 +23,7 @@ import { beneathBinding, createBeneathBinding, type BeneathBinding, type CreateB
 import { setTimeout as sleep } from "node:timers/promises";
 import type { FsFactory } from "../src/protocol/context.ts";
 import { RawClient } from "./helpers/raw.ts";
-import { ftpLogin, withServer } from "./helpers/run.ts";
+import { ftpLogin, rawLogin, withServer } from "./helpers/run.ts";
 import { openFds, waitFor } from "./helpers/server.ts";
 
 const binding = beneathBinding();
@@ -439,5 +439,71 @@ void describe("sessions of a real server", { skip }, () => {
       },
       { openFs: slowFs },
     );
+  });
+});
+
+void describe("STOR of new files over a real connection", { skip }, () => {
+  /** PASV, connect, `STOR name`: the reply's code; with 150, `data` is sent and the final code
+   * returned instead. */
+  async function store(raw: RawClient, name: string, data: string): Promise<number> {
+    const sock = await raw.pasv();
+    try {
+      raw.send(`STOR ${name}`);
+      const first = await raw.reply();
+      if (first.code !== 150) return first.code;
+      const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
+      sock.end(data);
+      sock.resume();
+      const last = await raw.reply(10_000);
+      await closed;
+      return last.code;
+    } finally {
+      sock.destroy();
+    }
+  }
+
+  void it("each bad target gets its clear reply and makes nothing, inside or out; good ones are created in one call; the session goes on", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      const outside = await mkdtemp(path.join(tmpdir(), "stor-out-"));
+      try {
+        await mkdir(path.join(home, "d"));
+        await mkdir(path.join(home, "taken-dir"));
+        await symlink(outside, path.join(home, "out-dir"));
+        await symlink(path.join(outside, "made-here"), path.join(home, "dangling-out"));
+        await symlink("d", path.join(home, "in-dir"));
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          const bad = await counting(async () => [
+            await store(raw, "out-dir/x.txt", "x"), // a link out on the way
+            await store(raw, "dangling-out", "x"), // a link out, dangling, at the name
+            await store(raw, "missing/x.txt", "x"), // a directory that is not there
+            await store(raw, "../../x.txt", "x"), // a way up: the root stays the root
+            await store(raw, "taken-dir", "x"), // a directory at the name
+            await store(raw, "n".repeat(300), "x"), // a name over NAME_MAX
+          ]);
+          assert.deepEqual(bad.result, [550, 550, 550, 226, 550, 553]);
+          // "../../x.txt" is /x.txt in the home, created there in one call like any new file.
+          assert.equal(await readFile(path.join(home, "x.txt"), "utf8"), "x");
+          assert.deepEqual(readdirSync(outside), []);
+          assert.deepEqual(readdirSync(path.join(home, "d")), []);
+          // The link on the way and the name taken were tried in one call and refused by it; the
+          // missing directory too; the over-long name never reached the disk.
+          assert.ok(bad.creates.includes(ELOOP) && bad.creates.includes(EEXIST) && bad.creates.includes(ENOENT), JSON.stringify(bad.creates));
+          // A link inside on the way is followed the other way, into the directory it names.
+          const good = await counting(async () => [await store(raw, "d/new.txt", "new"), await store(raw, "in-dir/via.txt", "via")]);
+          assert.deepEqual(good.result, [226, 226]);
+          assert.deepEqual(good.creates.slice(0, 2).map((fd) => (fd >= 0 ? "fd" : fd)), ["fd", ELOOP]);
+          assert.equal(await readFile(path.join(home, "d", "new.txt"), "utf8"), "new");
+          assert.equal(await readFile(path.join(home, "d", "via.txt"), "utf8"), "via");
+          await raw.expect("NOOP", 200);
+        } finally {
+          await raw.close();
+        }
+      } finally {
+        await rm(outside, { recursive: true, force: true });
+      }
+    });
   });
 });
