@@ -131,11 +131,9 @@ export function releaseRoot(real: string, root: HeldRoot | null): void {
 export function openBeneath(real: string, rel: string, flags: number): number {
   const root = roots.get(real);
   if (root === undefined) return -1;
-  // Timed like fs/quick.ts's own synchronous calls: a slow disk sends file calls to the pool.
   const t0 = performance.now();
   const fd = (beneathBinding() as BeneathFn).openBeneath(root.fd, rel, flags);
-  const ms = performance.now() - t0;
-  if (ms > SLOW_MS) lateCall(ms);
+  tookSince(t0);
   return fd >= 0 ? fd : -1;
 }
 
@@ -158,9 +156,15 @@ export function createBeneath(real: string, rel: string, flags: number, mode: nu
   if (root === undefined || b === null) return NOT_TRIED;
   const t0 = performance.now();
   const fd = b.createBeneath(root.fd, rel, flags, mode);
+  tookSince(t0);
+  return fd;
+}
+
+/** A call begun at `t0` timed like fs/quick.ts's own synchronous calls: a slow disk sends file
+ * calls to the pool. */
+function tookSince(t0: number): void {
   const ms = performance.now() - t0;
   if (ms > SLOW_MS) lateCall(ms);
-  return fd;
 }
 
 /** How many homes have a root held (tests: all released once their sessions end). */
