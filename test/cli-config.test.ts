@@ -1,7 +1,7 @@
 /**
- * The command line outside `berth user`: config check and its errors, unknown commands and help,
- * `berth ctl` against a socket that is not berth's, selftest's arguments, and `berth serve`'s
- * demo credentials and refusals.
+ * The command line outside `berth user`: config check and its errors, `berth ctl` against a socket
+ * that is not berth's, selftest's arguments, and `berth serve`'s demo credentials and refusals.
+ * Unknown commands and help are in cli-help.test.ts (each file runs within the per-file timeout).
  */
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
@@ -77,71 +77,6 @@ void describe("berth config check and errors", () => {
     assertOneLineError(await berth(cwd, ["serve"], { env: { BERTH_LIMITS_IDLE_TIMEOUT: "3000000" } }), 2, "limits.idleTimeout", "at most 2147483");
     // A transfer log that cannot be opened: refused at the start, not a log that never appears.
     assertOneLineError(await berth(cwd, ["serve"], { env: { BERTH_LOG_XFERLOG: path.join(cwd, "no-such-dir", "xferlog") } }), 2, "log.xferlog cannot be opened", "no such file or directory");
-  });
-
-  void test("an unknown command exits 2; help exits 0, for a known command too; --version takes nothing more", async () => {
-    const cwd = workdir();
-    assertOneLineError(await berth(cwd, ["frobnicate"]), 2, '"frobnicate"');
-    for (const args of [["--help"], ["help"], ["user", "--help"], ["help", "user"], ["help", "user", "add"], ["help", "ctl", "status"]]) {
-      const help = await berth(cwd, args);
-      assert.equal(help.code, 0, args.join(" "));
-      assert.match(help.stdout, /^usage: berth/);
-    }
-    assertOneLineError(await berth(cwd, ["help", "frobnicate"]), 2, 'unknown command "frobnicate"');
-    assertOneLineError(await berth(cwd, ["help", "user", "nope"]), 2, 'unknown command "user nope"');
-    assertOneLineError(await berth(cwd, ["help", "-x"]), 2, 'unexpected option "-x" for "berth help"');
-    assertOneLineError(await berth(cwd, ["--help", "user", "--root"]), 2, 'unexpected option "--root" for "berth --help"');
-    const version = await berth(cwd, ["--version"]);
-    assert.equal(version.code, 0);
-    assert.match(version.stdout, /^berth \d+\.\d+\.\d+\n$/);
-    assertOneLineError(await berth(cwd, ["--version", "extra"]), 2, 'unexpected argument "extra"');
-    // A password typed after the name is never echoed back.
-    for (const sub of ["add", "passwd"]) {
-      const r = await berth(cwd, ["user", sub, "bob", "s3cret-pw"]);
-      assertOneLineError(r, 2, `unexpected argument after NAME for "berth user ${sub}"`, "--password-stdin");
-      assert.doesNotMatch(r.stderr + r.stdout, /s3cret-pw/);
-    }
-    assertOneLineError(await berth(cwd, ["user", "del", "bob", "extra"]), 2, 'unexpected argument "extra" for "berth user del"');
-  });
-
-  void test("--help lists every command under commands:, and the user options' section holds only options", async () => {
-    const help = await berth(workdir(), ["--help"]);
-    assert.equal(help.code, 0);
-    // The text's sections: a heading at the start of a line ending in ":", then its indented lines.
-    const sections = new Map<string, string[]>();
-    let current = "";
-    for (const line of help.stdout.split("\n")) {
-      if (/^\S.*:$/.test(line)) sections.set((current = line), []);
-      else if (line.startsWith("  ")) sections.get(current)?.push(line);
-    }
-    const commands = (sections.get("commands:") ?? []).join("\n");
-    for (const command of ["serve", "user add", "user set", "user passwd", "user del", "user list", "config check", "ctl status", "selftest", "help"]) {
-      assert.match(commands, new RegExp(`^  ${command}\\b`, "m"), `${command} is listed under commands:`);
-    }
-    const userOptions = sections.get("limits and permissions (user add, user set):") ?? [];
-    assert.ok(userOptions.length > 0, "the section of user add/set options is there");
-    for (const line of userOptions) assert.match(line, /^ {2}--|^ {10,}\S/, `only options and their explanations in the user options' section: ${line}`);
-    assert.match(userOptions.join("\n"), /"all", "none" or a comma list/, "--perms names none too");
-  });
-
-  void test("a command or option named like a property every object has (constructor, toString, __proto__) is unknown: exit 2, one line", async () => {
-    const cwd = workdir();
-    const cases: [string[], string][] = [
-      [["constructor"], 'unknown command "constructor"'],
-      [["toString", "x"], 'unknown command "toString"'],
-      [["__proto__", "x"], 'unknown command "__proto__"'],
-      [["hasOwnProperty"], 'unknown command "hasOwnProperty"'],
-      [["help", "valueOf"], 'unknown command "valueOf"'],
-      [["serve", "--constructor"], 'unknown option --constructor for "berth serve"'],
-      [["user", "add", "bob", "--toString", "x"], 'unknown option --toString for "berth user add"'],
-      [["config", "check", "--__proto__=x"], 'unknown option --__proto__ for "berth config check"'],
-    ];
-    const results = await Promise.all(cases.map(async ([args, message]) => ({ args, message, r: await berth(cwd, args) })));
-    for (const { args, message, r } of results) {
-      assertOneLineError(r, 2, message);
-      assert.doesNotMatch(r.stderr, /unexpected error|given twice/, args.join(" "));
-    }
-    assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "nothing was run");
   });
 });
 
