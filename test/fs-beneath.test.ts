@@ -22,7 +22,7 @@ import { FtpError } from "../src/protocol/errors.ts";
 import { beneathBinding, createBeneathBinding, type BeneathBinding, type CreateBeneathBinding } from "../src/native.ts";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { FsFactory } from "../src/protocol/context.ts";
-import { RawClient } from "./helpers/raw.ts";
+import { RawClient, storeCode } from "./helpers/raw.ts";
 import { ftpLogin, rawLogin, withServer } from "./helpers/run.ts";
 import { openFds, waitFor } from "./helpers/server.ts";
 
@@ -443,24 +443,7 @@ void describe("sessions of a real server", { skip }, () => {
 });
 
 void describe("STOR of new files over a real connection", { skip }, () => {
-  /** PASV, connect, `STOR name`: the reply's code; with 150, `data` is sent and the final code
-   * returned instead. */
-  async function store(raw: RawClient, name: string, data: string): Promise<number> {
-    const sock = await raw.pasv();
-    try {
-      raw.send(`STOR ${name}`);
-      const first = await raw.reply();
-      if (first.code !== 150) return first.code;
-      const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
-      sock.end(data);
-      sock.resume();
-      const last = await raw.reply(10_000);
-      await closed;
-      return last.code;
-    } finally {
-      sock.destroy();
-    }
-  }
+  const store = (raw: RawClient, name: string, data: string): Promise<number> => storeCode(raw, `STOR ${name}`, data);
 
   void it("each bad target gets its clear reply and makes nothing, inside or out; good ones are created in one call; the session goes on", async () => {
     await withServer(async (t) => {

@@ -16,7 +16,7 @@ import { FTPError } from "basic-ftp";
 import { ConfigError, loadConfig } from "../src/config/load.ts";
 import { SPARE_MS } from "../src/data/passive.ts";
 import { backOff } from "../src/fs/quick.ts";
-import { dataConnect, readAll, type RawClient } from "./helpers/raw.ts";
+import { dataConnect, readAll, storeCode, type RawClient } from "./helpers/raw.ts";
 import { download, ftpLogin, payload, rawLogin, upload, withServer } from "./helpers/run.ts";
 import { waitFor, type TestServer } from "./helpers/server.ts";
 
@@ -31,17 +31,9 @@ function pasvPort(message: string): number {
   return Number(m[1]) * 256 + Number(m[2]);
 }
 
-/** STOR (or APPE) through the raw client: expects 150, sends `data`, returns the final reply. */
+/** STOR (or APPE) through the raw client (storeCode): the final reply's code, or the refusal's. */
 async function rawStore(c: RawClient, verb: string, name: string, data: Buffer): Promise<number> {
-  const port = pasvPort((await c.expect("PASV", 227)).message);
-  const sock = await dataConnect(port);
-  await c.expect(`${verb} ${name}`, 150);
-  const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
-  sock.end(data);
-  sock.resume();
-  const reply = await c.reply(10_000);
-  await closed;
-  return reply.code;
+  return storeCode(c, `${verb} ${name}`, data);
 }
 
 /** All passive ports back: also the one a session keeps for a moment after a transfer (SPARE_MS). */

@@ -322,6 +322,27 @@ export async function retrieveText(raw: RawClient, name: string, rest?: number):
   return data.toString();
 }
 
+/** `line` (STOR, APPE, STOU…) on a new passive connection: after a 150, `data` is sent and the
+ * final reply's code is returned; a refusal's code (550, 553…) is returned as it comes. */
+export async function storeCode(raw: RawClient, line: string, data: Buffer | string, ms = 10_000): Promise<number> {
+  const sock = await raw.pasv();
+  try {
+    raw.send(line);
+    const first = await raw.reply();
+    if (first.code !== 150) return first.code;
+    // Not once(): its promise rejects on the socket's error (a reset after a 552), and the reply
+    // is what is asked about.
+    const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
+    sock.end(data);
+    sock.resume();
+    const last = await raw.reply(ms);
+    await closed;
+    return last.code;
+  } finally {
+    sock.destroy();
+  }
+}
+
 /** `line` (LIST, NLST, MLSD…) on a new passive connection: its 150, everything the data connection
  * carries as text, then its 226. */
 export async function listedText(raw: RawClient, line: string): Promise<string> {
