@@ -291,6 +291,86 @@ void describe("the jail takes the shortcut, with the answers of its other way", 
     assert.equal(openFds(), fds);
   });
 
+  void it("an upload undone follows its own file renamed meanwhile, inside the jail, by either way and for every kind", async () => {
+    const store = { kind: "store", offset: 0, exclusive: false } as const;
+    const append = { kind: "append", offset: 0, exclusive: false } as const;
+    const at = (...p: string[]): string => path.join(jail.root, ...p);
+    const fds = openFds();
+    for (const shortcut of [true, false]) {
+      if (!shortcut) setBeneathForTest(false);
+      await mkdir(at("r"));
+      await mkdir(at("r2"));
+      // A new file rolled back after another session renamed it: removed under its new name, and
+      // a file put at its old name meanwhile stays.
+      const n = await jail.openUpload(vp("/r/new.txt"), store);
+      await n.handle.write(Buffer.from("new"), 0, 3, 0);
+      await rename(at("r", "new.txt"), at("r", "renamed.txt"));
+      await writeFile(at("r", "new.txt"), "someone else's");
+      await n.rollback();
+      assert.deepEqual(readdirSync(at("r")), ["new.txt"], `shortcut ${shortcut}`);
+      assert.equal(await readFile(at("r", "new.txt"), "utf8"), "someone else's");
+      // ... renamed into another directory: removed there.
+      const d = await jail.openUpload(vp("/r/far.txt"), store);
+      await d.handle.write(Buffer.from("far"), 0, 3, 0);
+      await rename(at("r", "far.txt"), at("r2", "far-away.txt"));
+      await d.rollback();
+      assert.deepEqual(readdirSync(at("r2")), [], `shortcut ${shortcut}`);
+      // Aborted empty after a rename: removed; aborted with bytes: kept, under its new name.
+      const e = await jail.openUpload(vp("/r/empty.txt"), store);
+      await rename(at("r", "empty.txt"), at("r", "empty2.txt"));
+      await e.abort();
+      assert.equal(existsSync(at("r", "empty2.txt")), false);
+      const k = await jail.openUpload(vp("/r/kept.txt"), store);
+      await k.handle.write(Buffer.from("kept"), 0, 4, 0);
+      await rename(at("r", "kept.txt"), at("r", "kept2.txt"));
+      await k.abort();
+      assert.equal(await readFile(at("r", "kept2.txt"), "utf8"), "kept");
+      // APPE to a file that was there, rolled back after a rename: cut back to what it had.
+      await writeFile(at("r", "log.txt"), "old");
+      const a = await jail.openUpload(vp("/r/log.txt"), append);
+      await a.handle.write(Buffer.from("more"), 0, 4, 3);
+      await rename(at("r", "log.txt"), at("r2", "log2.txt"));
+      await a.rollback();
+      assert.equal(await readFile(at("r2", "log2.txt"), "utf8"), "old");
+      // APPE that made the file: removed under its new name.
+      const c = await jail.openUpload(vp("/r/made.txt"), append);
+      await c.handle.write(Buffer.from("made"), 0, 4, 0);
+      await rename(at("r", "made.txt"), at("r", "made2.txt"));
+      await c.rollback();
+      assert.equal(existsSync(at("r", "made2.txt")), false);
+      // REST 2 + STOR: cut back to the offset under its new name.
+      await writeFile(at("r", "rest.txt"), "abcdef");
+      const r = await jail.openUpload(vp("/r/rest.txt"), { kind: "store", offset: 2, exclusive: false });
+      await r.handle.write(Buffer.from("XYZW"), 0, 4, 2);
+      await rename(at("r", "rest.txt"), at("r", "rest2.txt"));
+      await r.rollback();
+      assert.equal(await readFile(at("r", "rest2.txt"), "utf8"), "ab");
+      // Renamed, then someone else's file put at the new name: that file is not touched.
+      const o = await jail.openUpload(vp("/r/swap.txt"), store);
+      await o.handle.write(Buffer.from("swap"), 0, 4, 0);
+      await rename(at("r", "swap.txt"), at("r", "swap2.txt"));
+      await writeFile(at("r", "swap3.txt"), "someone else's");
+      await rename(at("r", "swap3.txt"), at("r", "swap2.txt"));
+      await o.rollback();
+      assert.equal(await readFile(at("r", "swap2.txt"), "utf8"), "someone else's");
+      // Renamed out of the jail (by someone on the machine): nothing outside is removed or cut.
+      const x = await jail.openUpload(vp("/r/out.txt"), store);
+      await x.handle.write(Buffer.from("out"), 0, 3, 0);
+      await rename(at("r", "out.txt"), path.join(outside, `out-${shortcut}.txt`));
+      await x.rollback();
+      assert.equal(await readFile(path.join(outside, `out-${shortcut}.txt`), "utf8"), "out");
+      await writeFile(at("r", "log3.txt"), "old");
+      const y = await jail.openUpload(vp("/r/log3.txt"), append);
+      await y.handle.write(Buffer.from("more"), 0, 4, 3);
+      await rename(at("r", "log3.txt"), path.join(outside, `log3-${shortcut}.txt`));
+      await y.rollback();
+      assert.equal(await readFile(path.join(outside, `log3-${shortcut}.txt`), "utf8"), "oldmore");
+      await rm(at("r"), { recursive: true });
+      await rm(at("r2"), { recursive: true });
+    }
+    assert.equal(openFds(), fds);
+  });
+
   void it("a link inside the jail is refused by the shortcut and followed by the other way", async () => {
     for (const v of ["/in", "/abs-in/b.txt"]) {
       const { result, calls } = await counting(() => read(v));

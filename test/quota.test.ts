@@ -417,6 +417,57 @@ describe("quota count with other sessions at work on the same file", () => {
     );
   });
 
+  it("an upload stopped by the quota after another session renamed its file loses what it wrote", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("carol");
+        const [a, b] = await twoSessions(t);
+        try {
+          await a.expect("MKD d", 257);
+          const sock = await startUpload(a, "STOR", "d/new.bin", payload(60 * KIB, 1));
+          await sizeReached(path.join(home, "d", "new.bin"), 60 * KIB);
+          await b.expect("RNFR d/new.bin", 350);
+          await b.expect("RNTO d/kept.bin", 250);
+          assert.equal(await endUpload(a, sock, payload(60 * KIB, 2)), 552);
+          // The rollback removes the upload's file under the name it has now.
+          assert.deepEqual(await readdir(path.join(home, "d")), []);
+          // Nothing is stored: the whole quota is free.
+          assert.equal(await rawStore(a, "STOR", "fill.bin", payload(100 * KIB)), 226);
+          await portsFree(t);
+        } finally {
+          await a.close();
+          await b.close();
+        }
+      },
+      { users: [CAROL] },
+    );
+  });
+
+  it("an append stopped by the quota after another session renamed the file cuts it back under its new name", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("carol");
+        const [a, b] = await twoSessions(t);
+        try {
+          assert.equal(await rawStore(a, "STOR", "log.bin", payload(20 * KIB)), 226);
+          const sock = await startUpload(a, "APPE", "log.bin", payload(60 * KIB, 1));
+          await sizeReached(path.join(home, "log.bin"), 80 * KIB);
+          await b.expect("RNFR log.bin", 350);
+          await b.expect("RNTO moved.bin", 250);
+          assert.equal(await endUpload(a, sock, payload(60 * KIB, 2)), 552);
+          assert.deepEqual(await readFile(path.join(home, "moved.bin")), payload(20 * KIB));
+          // Only its 20 KiB are stored: 80 more fit.
+          assert.equal(await rawStore(a, "STOR", "fill.bin", payload(80 * KIB)), 226);
+          await portsFree(t);
+        } finally {
+          await a.close();
+          await b.close();
+        }
+      },
+      { users: [CAROL] },
+    );
+  });
+
   it("a file deleted by another session while uploaded leaves the count of the other files as it was", async () => {
     await withServer(
       async (t) => {

@@ -49,7 +49,7 @@ export async function openUpload(root: RealPath, vpath: VirtualPath, opts: Uploa
     if (parent !== null) {
       let created: Upload | null = null;
       try {
-        if (fd !== NEG_EEXIST) created = await tryCreate(parent, mode);
+        if (fd !== NEG_EEXIST) created = await tryCreate(root, parent, mode);
       } catch (err) {
         parent.dir.release();
         throw err;
@@ -64,12 +64,12 @@ export async function openUpload(root: RealPath, vpath: VirtualPath, opts: Uploa
     const at: Target = { dir, name: target.name };
     // The lstat made through the held directory (never of a symlink) says what is there.
     if (target.lstat !== null) checkTarget(target.lstat, opts);
-    if (opts.kind === "append") return await openAppend(at, target.exists, mode, opts.exclusive);
-    if (opts.offset > 0) return await openAtOffset(at, target.exists, opts.offset);
+    if (opts.kind === "append") return await openAppend(root, at, target.exists, mode, opts.exclusive);
+    if (opts.offset > 0) return await openAtOffset(root, at, target.exists, opts.offset);
     // A replaced file keeps its permission bits (a private 0600 file, a 0755 script), as it would
     // written in place; only a new file takes the umask's.
     if (target.lstat !== null) return await openTemp(at, target.lstat.mode & 0o777);
-    return await createNew(at, opts.exclusive, mode);
+    return await createNew(root, at, opts.exclusive, mode);
   } catch (err) {
     dir.release();
     throw err;
@@ -96,8 +96,8 @@ function checkTarget(s: Stats, opts: UploadOptions): void {
 
 /** A target that did not exist: created exclusively. If it appeared in the meantime, a
  * non-exclusive upload falls back to replacing it through a temp file. */
-async function createNew(t: Target, exclusive: boolean, mode: number): Promise<Upload> {
-  const created = await tryCreate(t, mode);
+async function createNew(root: RealPath, t: Target, exclusive: boolean, mode: number): Promise<Upload> {
+  const created = await tryCreate(root, t, mode);
   if (created !== null) return created;
   if (exclusive) throw new FtpError(550, FILE_EXISTS);
   return openTemp(t, mode);
@@ -119,12 +119,9 @@ const NOT_HELD: PinnedDir = {
 /**
  * The upload of a file just created below the root (fs/beneath.ts). Nothing is held for it: its
  * directory was reached from the root through plain names, and the file is written through its
- * own descriptor. An upload that is undone (abort, rollback) finds its file where the kernel says it
- * is now, read from the descriptor before it closes (a directory on the way renamed meanwhile, by
- * another session or anyone, is followed, as a directory held open would be; the rollback of an
- * upload stopped by the quota must not leave its bytes uncounted in a directory moved away), or
- * else by the path; either way its directory is opened again and checked (pinDir, pinParent) and
- * only the upload's own file is removed (device and inode, from the descriptor before it closes).
+ * own descriptor. An upload that is undone (abort, rollback) finds its file where it is now
+ * (WhereNow, undoInPlace), or else by the path, through its parent opened again and checked
+ * (pinParent).
  */
 async function createdBelow(root: RealPath, vpath: VirtualPath, handle: FileLike, mode: number): Promise<Upload> {
   try {
@@ -133,54 +130,85 @@ async function createdBelow(root: RealPath, vpath: VirtualPath, handle: FileLike
     await handle.close().catch(noop);
     throw mapFsError(err);
   }
-  const where = new WhereNow(root, vpath, handle);
+  const where = new WhereNow(handle);
   return makeUpload(
     { dir: NOT_HELD, name: "" },
     handle,
     0,
     noop,
-    (own) => atParentAgain(root, vpath, where.now(), own, removeIfEmpty),
-    (own) => atParentAgain(root, vpath, where.now(), own, unlinkIfOwn),
+    (own) => undoInPlace(root, where, own, removeIfEmpty, (step) => atParentAgain(root, vpath, own, step)),
+    (own) => undoInPlace(root, where, own, unlinkIfOwn, (step) => atParentAgain(root, vpath, own, step)),
     null,
     true,
     (undone) => where.note(undone),
   );
 }
 
-/** Where a file created below the root is when its upload is undone (createdBelow). Nothing is
- * worked out for an upload that commits. */
+/**
+ * Where the file of an upload that writes in place is, read from its descriptor just before it
+ * closes on abort or rollback (nothing is read for an upload that commits). Another session may
+ * have renamed the file, or a directory on its way, while it was written: its undoing (removing a
+ * new file, cutting an appended one back) follows it there, as far as it stays inside the jail, so
+ * that the rollback of an upload stopped by the quota does not leave its bytes uncounted under
+ * another name.
+ */
 class WhereNow {
-  private seen: string | null = null;
+  /** A real path; null where it cannot be told (no /proc, a descriptor already closed). */
+  seen: string | null = null;
 
-  constructor(
-    private readonly root: RealPath,
-    private readonly vpath: VirtualPath,
-    private readonly handle: FileLike,
-  ) {}
+  constructor(private readonly handle: FileLike) {}
 
-  /** Reads it from the descriptor, still open, of an upload being undone (not at a commit, which
-   * needs it not). */
+  /** makeUpload's beforeClose. */
   note(undone: boolean): void {
-    if (undone) this.seen = pathNow(this.handle, toReal(this.root, this.vpath));
-  }
-
-  /** Where it was read to be, or where it was created. */
-  now(): string {
-    return this.seen ?? toReal(this.root, this.vpath);
+    if (undone) this.seen = realPathOf(this.handle);
   }
 }
 
-/** `step` on the file at `now` (where it is now, or as created) through its parent opened again and
- * checked to be inside the jail, or else on `vpath` through its parent (pinParent); nothing where
- * neither opens (gone, or a link out now). */
-async function atParentAgain(
+/** The path /proc/self/fd gives for `handle`'s descriptor, or null. A file removed meanwhile reads
+ * "… (deleted)", a name its own identity is then not found under. */
+function realPathOf(handle: FileLike): string | null {
+  const fd = fdOf(handle);
+  if (fd === null) return null;
+  try {
+    const p = readlinkSync(`/proc/self/fd/${fd}`);
+    return path.isAbsolute(p) ? p : null;
+  } catch {
+    return null;
+  }
+}
+
+/** An undoing step on the upload's file: the path, and the file's identity (own). */
+type UndoStep = (file: string, own: Stats | null) => Promise<void>;
+
+/** `step` on the upload's file where WhereNow read it to be, through its directory opened again and
+ * checked to be inside the jail, when the file's own identity is known (the step then touches that
+ * file alone); otherwise, or where that directory does not open, `asOpened` runs `step` the way the
+ * file was opened (byPath, atParentAgain). */
+async function undoInPlace(
   root: RealPath,
-  vpath: VirtualPath,
-  now: string,
+  where: WhereNow,
   own: Stats | null,
-  step: (file: string, own: Stats | null) => Promise<void>,
+  step: UndoStep,
+  asOpened: (step: UndoStep) => Promise<void>,
 ): Promise<void> {
-  const parent = (await pinWhereNow(root, now)) ?? (await pinParent(root, vpath));
+  const parent = where.seen !== null && own !== null ? await pinWhereNow(root, where.seen) : null;
+  if (parent === null) return asOpened(step);
+  try {
+    await step(parent.dir.at(parent.name), own);
+  } finally {
+    parent.dir.release();
+  }
+}
+
+/** `step` on `file`, the path the upload's file was opened by. */
+function byPath(file: string, own: Stats | null): (step: UndoStep) => Promise<void> {
+  return (step) => step(file, own);
+}
+
+/** `step` on `vpath` through its parent opened again and checked (pinParent); nothing where that
+ * does not open (gone, or a link out now). */
+async function atParentAgain(root: RealPath, vpath: VirtualPath, own: Stats | null, step: UndoStep): Promise<void> {
+  const parent = await pinParent(root, vpath);
   if (parent === null) return;
   try {
     await step(parent.dir.at(parent.name), own);
@@ -202,11 +230,22 @@ async function pinWhereNow(root: RealPath, file: string): Promise<{ dir: PinnedD
 }
 
 /** Creates the target exclusively; null when something is already there. */
-async function tryCreate(t: Target, mode: number): Promise<Upload | null> {
+async function tryCreate(root: RealPath, t: Target, mode: number): Promise<Upload | null> {
   const file = t.dir.at(t.name);
   try {
     const handle = await openCreated(file, O_WRONLY | O_CREAT | O_EXCL | SAFE, mode);
-    return makeUpload(t, handle, 0, noop, (own) => removeIfEmpty(file, own), (own) => unlinkIfOwn(file, own), await identity(handle), true);
+    const where = new WhereNow(handle);
+    return makeUpload(
+      t,
+      handle,
+      0,
+      noop,
+      (own) => undoInPlace(root, where, own, removeIfEmpty, byPath(file, own)),
+      (own) => undoInPlace(root, where, own, unlinkIfOwn, byPath(file, own)),
+      await identity(handle),
+      true,
+      (undone) => where.note(undone),
+    );
   } catch (err) {
     if (errnoOf(err) === "EEXIST") return null;
     throw mapFsError(err);
@@ -353,7 +392,7 @@ function pathNow(handle: FileLike, opened: string): string {
 }
 
 /** REST n + STOR (RFC 3659 §5.5): keep bytes [0, n), drop the rest, write from n. */
-async function openAtOffset(t: Target, exists: boolean, offset: number): Promise<Upload> {
+async function openAtOffset(root: RealPath, t: Target, exists: boolean, offset: number): Promise<Upload> {
   if (!exists) throw new FtpError(550, "No such file or directory", "restart on a missing file");
   const file = t.dir.at(t.name);
   const handle = await open(file, O_WRONLY | SAFE);
@@ -363,7 +402,18 @@ async function openAtOffset(t: Target, exists: boolean, offset: number): Promise
     if (offset > size) throw new FtpError(554, "Restart offset beyond end of file", `offset ${offset} > ${size}`);
     // Truncating at the offset makes the file after an abort exactly "resumable from its size".
     await handle.truncate(offset);
-    return makeUpload(t, handle, offset, noop, noop, (own) => truncateAt(file, offset, own), opened, false);
+    const where = new WhereNow(handle);
+    return makeUpload(
+      t,
+      handle,
+      offset,
+      noop,
+      noop,
+      (own) => undoInPlace(root, where, own, cutTo(offset), byPath(file, own)),
+      opened,
+      false,
+      (undone) => where.note(undone),
+    );
   } catch (err) {
     await handle.close().catch(noop);
     throw err;
@@ -372,7 +422,7 @@ async function openAtOffset(t: Target, exists: boolean, offset: number): Promise
 
 /** APPE (RFC 959 §4.1.3): create when missing; data goes to the end. `exclusive`: only create (a
  * file that appeared since the look is not appended to). */
-async function openAppend(t: Target, existed: boolean, mode: number, exclusive: boolean): Promise<Upload> {
+async function openAppend(root: RealPath, t: Target, existed: boolean, mode: number, exclusive: boolean): Promise<Upload> {
   const file = t.dir.at(t.name);
   let handle: FileLike;
   try {
@@ -385,15 +435,17 @@ async function openAppend(t: Target, existed: boolean, mode: number, exclusive: 
     if (!existed) await fixFileMode(handle, mode);
     const opened = await regularStats(handle);
     const start = opened.size;
+    const where = new WhereNow(handle);
     return makeUpload(
       t,
       handle,
       start,
       noop,
-      existed ? noop : (own) => removeIfEmpty(file, own),
-      existed ? (own) => truncateAt(file, start, own) : (own) => unlinkIfOwn(file, own),
+      existed ? noop : (own) => undoInPlace(root, where, own, removeIfEmpty, byPath(file, own)),
+      (own) => undoInPlace(root, where, own, existed ? cutTo(start) : unlinkIfOwn, byPath(file, own)),
       opened,
       !existed,
+      (undone) => where.note(undone),
     );
   } catch (err) {
     await handle.close().catch(noop);
@@ -425,6 +477,11 @@ async function regularStats(handle: FileLike): Promise<Stats> {
  * synchronous kind stays open until the upload closes it, and needs no fstat now. */
 async function identity(handle: FileLike): Promise<Stats | null> {
   return isQuickFile(handle) ? null : fstat(handle).catch(nullStats);
+}
+
+/** truncateAt `len`, as an undoing step. */
+function cutTo(len: number): UndoStep {
+  return (file, own) => truncateAt(file, len, own);
 }
 
 /** Truncates the file at `file` (never through a symlink in its place) to `len` bytes, if it is
