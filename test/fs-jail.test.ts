@@ -580,6 +580,9 @@ void describe("directory and metadata operations", () => {
     assert.equal(await jail.uniqueName(vp("/pub"), "hello.txt"), "hello.txt.1");
     await writeFile(home("pub", "hello.txt.1"), "");
     assert.equal(await jail.uniqueName(vp("/pub"), "hello.txt"), "hello.txt.2");
+    // Names the filter refuses are skipped; when it refuses the random one as well, 550.
+    assert.equal(await jail.uniqueName(vp("/pub"), "fresh.txt", (n) => !/\.txt(\.[12])?$/.test(n)), "fresh.txt.3");
+    await assert.rejects(jail.uniqueName(vp("/pub"), "fresh.txt", () => false), (e: unknown) => e instanceof FtpError && e.code === 550);
     assert.match(await jail.uniqueName(ROOT, ""), /^file\.[0-9a-f]{12}$/);
     await assert.rejects(jail.uniqueName(ROOT, "../x"), FtpError);
   });

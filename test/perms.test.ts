@@ -762,6 +762,35 @@ void describe("hidden and denied names", () => {
   });
 });
 
+void describe("STOU's names and the name rules", () => {
+  void it("a name STOU makes is never a hidden or denied one: it skips them, or refuses when every one would be", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("alice");
+        await writeFile(join(home, "up"), "taken");
+        await writeFile(join(home, "photo.jpg"), "taken");
+        const raw = await rawLogin(t);
+        try {
+          const data = await raw.pasv();
+          raw.send("STOU up");
+          // up.1 would be hidden (*.1): the next free name that is neither.
+          assert.match((await raw.expectReply(150)).message, /FILE: up\.2$/);
+          await writeAll(data, "unique");
+          await raw.expectReply(226);
+          assert.equal(await readFile(join(home, "up.2"), "utf8"), "unique");
+          // Every name after photo.jpg has a second extension (denied: *.*.*), the random one too.
+          await refusedData(raw, "STOU photo.jpg", /^Permission denied: name not allowed$/);
+          assert.deepEqual((await readdir(home)).sort(), ["photo.jpg", "up", "up.2"]);
+          await raw.expect("NOOP", 200);
+        } finally {
+          await raw.close();
+        }
+      },
+      { config: { storage: { hide: "*.1", deny: "*.*.*" } } },
+    );
+  });
+});
+
 void describe("names with pattern characters", () => {
   void it("a hidden directory or one without list permission whose name holds *, ? or [ is not listed by that name", async () => {
     const eve = { name: "eve", password: "eve-pw", dirs: { "/Archive [2019]": [] } as Record<string, Perm[]> };

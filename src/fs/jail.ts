@@ -47,6 +47,13 @@ export interface JailLog {
   info(fields: object, msg: string): void;
 }
 
+/** Whether a name may be made (STOU's names). */
+export type NameFilter = (name: string) => boolean;
+
+function anyName(): boolean {
+  return true;
+}
+
 /** A user's filesystem, jailed to their home directory. */
 export class JailedFs {
   /** The real, canonical path of the home (for log lines only; never send it to a client). */
@@ -303,7 +310,7 @@ export class JailedFs {
   /** STOU's file in `dir`: created at `first` (a name uniqueName gave), or at the next free name
    * when another session created that one between the look and the create (on a slow disk, whose
    * calls go through the thread pool, concurrent STOUs interleave). */
-  async openUnique(dir: VirtualPath, base: string, first: string): Promise<{ name: string; upload: Upload }> {
+  async openUnique(dir: VirtualPath, base: string, first: string, allowed: NameFilter = anyName): Promise<{ name: string; upload: Upload }> {
     let name = first;
     for (let tries = 1; ; tries++) {
       try {
@@ -311,21 +318,24 @@ export class JailedFs {
       } catch (err) {
         if (tries >= UNIQUE_RACES || !isFtpError(err) || err.message !== FILE_EXISTS) throw err;
       }
-      name = await this.uniqueName(dir, base);
+      name = await this.uniqueName(dir, base, allowed);
     }
   }
 
-  /** A name not yet present in `dir` for STOU: `base`, `base.1` … `base.99`, else a random one.
-   * openUnique creates it exclusively, and moves on to another name if it was taken meanwhile. */
-  async uniqueName(dir: VirtualPath, base: string): Promise<string> {
+  /** A name not yet present in `dir` for STOU: `base`, `base.1` … `base.99`, else a random one;
+   * only names `allowed` takes (the server's hidden and denied names are not made this way), else
+   * 550. openUnique creates it exclusively, and moves on to another name if it was taken meanwhile. */
+  async uniqueName(dir: VirtualPath, base: string, allowed: NameFilter = anyName): Promise<string> {
     if (base !== "" && !isPlainName(base)) throw new FtpError(553, "File name not allowed");
     if (base !== "") {
       for (let i = 0; i <= UNIQUE_TRIES; i++) {
         const name = i === 0 ? base : `${base}.${i}`;
-        if (!(await this.exists(joinVirtual(dir, name)))) return name;
+        if (allowed(name) && !(await this.exists(joinVirtual(dir, name)))) return name;
       }
     }
-    return `${base === "" ? "file" : base}.${randomBytes(6).toString("hex")}`;
+    const name = `${base === "" ? "file" : base}.${randomBytes(6).toString("hex")}`;
+    if (!allowed(name)) throw new FtpError(550, "Permission denied: name not allowed", "no unique name the name rules allow");
+    return name;
   }
 
   /** Removes the entries of directory `at` when every one is a stale upload temp file (see

@@ -4,7 +4,9 @@
  * connection is up. A replaced file is written to a temp name and renamed on success (fs/), so a
  * failed upload never destroys the file it was replacing.
  */
+import { namePolicy } from "../../auth/perms.ts";
 import { Transfer, receiveFile, sendFile } from "../../data/transfer.ts";
+import type { NameFilter } from "../../fs/jail.ts";
 import type { Upload, UploadOptions, VirtualPath } from "../../fs/types.ts";
 import { basename, dirname, joinVirtual } from "../../fs/vpath.ts";
 import { lacksOverwrite } from "../dispatcher.ts";
@@ -142,7 +144,7 @@ class UniqueTarget {
   }
 
   async open(s: Session, t: Transfer): Promise<Upload> {
-    const { name, upload } = await s.requireFs().openUnique(this.dir, this.wanted, this.name);
+    const { name, upload } = await s.requireFs().openUnique(this.dir, this.wanted, this.name, namesAllowed(s));
     this.name = name;
     t.path = this.path;
     return upload;
@@ -170,7 +172,7 @@ async function stou(s: Session, arg: string): Promise<void> {
   const start = stouPath(s, arg);
   const dir = dirname(start);
   const wanted = basename(start);
-  const target = new UniqueTarget(dir, wanted, await s.requireFs().uniqueName(dir, wanted), dir === s.cwd);
+  const target = new UniqueTarget(dir, wanted, await s.requireFs().uniqueName(dir, wanted, namesAllowed(s)), dir === s.cwd);
   await upload(s, target.path, { kind: "store", offset: 0, exclusive: true }, target.opening, target);
 }
 
@@ -203,6 +205,13 @@ async function abor(s: Session): Promise<void> {
     return;
   }
   s.reply(225, "No transfer to abort");
+}
+
+/** The names STOU may make: neither hidden nor denied (storage.hide, storage.deny), as the
+ * dispatcher checked of the name asked for. */
+function namesAllowed(s: Session): NameFilter {
+  const { hidden, denied } = namePolicy(s.ctx.config.storage);
+  return (name) => !hidden(name) && !denied(name);
 }
 
 /** The name STOU starts from (it adds ".1" … when taken): the argument as a path ("sub/name" is
