@@ -7,42 +7,25 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { readdir, readFile, stat, symlink, writeFile } from "node:fs/promises";
-import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { FTPError } from "basic-ftp";
 import { ConfigError, loadConfig } from "../src/config/load.ts";
-import { SPARE_MS } from "../src/data/passive.ts";
 import { backOff } from "../src/fs/quick.ts";
 import { dataConnect, readAll, storeCode, type RawClient } from "./helpers/raw.ts";
 import { download, ftpLogin, payload, rawLogin, upload, withServer } from "./helpers/run.ts";
-import { waitFor, type TestServer } from "./helpers/server.ts";
+import { endUpload, pasvPort, portsFree, sizeReached, startUpload, tempFiles, twoSessions } from "./helpers/uploads.ts";
 
 const KIB = 1024;
 
 /** carol has her own quota of 100 KiB and 3 files. */
 const CAROL = { name: "carol", password: "carol-pw", quotaBytes: 100 * KIB, quotaFiles: 3 };
 
-function pasvPort(message: string): number {
-  const m = /\(\d+,\d+,\d+,\d+,(\d+),(\d+)\)/.exec(message);
-  assert.ok(m, message);
-  return Number(m[1]) * 256 + Number(m[2]);
-}
-
 /** STOR (or APPE) through the raw client (storeCode): the final reply's code, or the refusal's. */
 async function rawStore(c: RawClient, verb: string, name: string, data: Buffer): Promise<number> {
   return storeCode(c, `${verb} ${name}`, data);
-}
-
-/** All passive ports back: also the one a session keeps for a moment after a transfer (SPARE_MS). */
-async function portsFree(t: TestServer): Promise<void> {
-  assert.ok(await waitFor(() => t.server.context.pool.used === 0, SPARE_MS + 1000), `ports held: ${t.server.context.pool.used}`);
-}
-
-async function tempFiles(dir: string): Promise<string[]> {
-  return (await readdir(dir)).filter((n) => n.startsWith(".berth-upload-"));
 }
 
 async function expect552(p: Promise<unknown>): Promise<void> {
@@ -326,46 +309,6 @@ describe("quota and bandwidth config", () => {
 
 describe("quota count with other sessions at work on the same file", () => {
   /** Starts an upload through the raw client: PASV, the command, its 150; returns the data socket. */
-  async function startUpload(c: RawClient, verb: string, name: string, first: Buffer): Promise<Socket> {
-    const sock = await dataConnect(pasvPort((await c.expect("PASV", 227)).message));
-    await c.expect(`${verb} ${name}`, 150);
-    sock.write(first);
-    return sock;
-  }
-
-  /** Ends an upload started by startUpload with `rest`; the final reply's code. */
-  async function endUpload(c: RawClient, sock: Socket, rest: Buffer): Promise<number> {
-    const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
-    sock.end(rest);
-    sock.resume();
-    const reply = await c.reply(10_000);
-    await closed;
-    return reply.code;
-  }
-
-  /** Waits until the file at `p` (or, for a directory, its temp file) holds `size` bytes. */
-  async function sizeReached(p: string, size: number): Promise<void> {
-    const at = async (): Promise<number> => {
-      const temps = await tempFiles(p).catch(() => null);
-      const f = temps === null ? p : path.join(p, temps[0] ?? "-");
-      return stat(f).then((s) => s.size, () => -1);
-    };
-    const end = Date.now() + 5000;
-    while ((await at()) !== size) {
-      assert.ok(Date.now() < end, `${p} never reached ${size} bytes`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  }
-
-  async function twoSessions(t: TestServer): Promise<[RawClient, RawClient]> {
-    mkdirSync(t.home("carol"), { recursive: true });
-    const a = await rawLogin(t, "carol");
-    const b = await rawLogin(t, "carol");
-    await a.expect("TYPE I", 200);
-    await b.expect("TYPE I", 200);
-    return [a, b];
-  }
-
   it("an upload renamed by another session while it runs is counted under its new name", async () => {
     await withServer(
       async (t) => {
@@ -407,57 +350,6 @@ describe("quota count with other sessions at work on the same file", () => {
           assert.deepEqual(await readdir(path.join(home, "e")), []);
           // Nothing is stored: the whole quota is free.
           assert.equal(await rawStore(a, "STOR", "fill.bin", payload(100 * KIB)), 226);
-          await portsFree(t);
-        } finally {
-          await a.close();
-          await b.close();
-        }
-      },
-      { users: [CAROL] },
-    );
-  });
-
-  it("an upload stopped by the quota after another session renamed its file loses what it wrote", async () => {
-    await withServer(
-      async (t) => {
-        const home = t.home("carol");
-        const [a, b] = await twoSessions(t);
-        try {
-          await a.expect("MKD d", 257);
-          const sock = await startUpload(a, "STOR", "d/new.bin", payload(60 * KIB, 1));
-          await sizeReached(path.join(home, "d", "new.bin"), 60 * KIB);
-          await b.expect("RNFR d/new.bin", 350);
-          await b.expect("RNTO d/kept.bin", 250);
-          assert.equal(await endUpload(a, sock, payload(60 * KIB, 2)), 552);
-          // The rollback removes the upload's file under the name it has now.
-          assert.deepEqual(await readdir(path.join(home, "d")), []);
-          // Nothing is stored: the whole quota is free.
-          assert.equal(await rawStore(a, "STOR", "fill.bin", payload(100 * KIB)), 226);
-          await portsFree(t);
-        } finally {
-          await a.close();
-          await b.close();
-        }
-      },
-      { users: [CAROL] },
-    );
-  });
-
-  it("an append stopped by the quota after another session renamed the file cuts it back under its new name", async () => {
-    await withServer(
-      async (t) => {
-        const home = t.home("carol");
-        const [a, b] = await twoSessions(t);
-        try {
-          assert.equal(await rawStore(a, "STOR", "log.bin", payload(20 * KIB)), 226);
-          const sock = await startUpload(a, "APPE", "log.bin", payload(60 * KIB, 1));
-          await sizeReached(path.join(home, "log.bin"), 80 * KIB);
-          await b.expect("RNFR log.bin", 350);
-          await b.expect("RNTO moved.bin", 250);
-          assert.equal(await endUpload(a, sock, payload(60 * KIB, 2)), 552);
-          assert.deepEqual(await readFile(path.join(home, "moved.bin")), payload(20 * KIB));
-          // Only its 20 KiB are stored: 80 more fit.
-          assert.equal(await rawStore(a, "STOR", "fill.bin", payload(80 * KIB)), 226);
           await portsFree(t);
         } finally {
           await a.close();

@@ -16,7 +16,7 @@ import { fromNetworkAscii, networkAsciiEncoder } from "./ascii.ts";
 import { hookStage, type TransferHook } from "./hook.ts";
 import { receiveDirect, receiveRaw, type DirectProgress, type RawOutcome, type UploadThread } from "./receive.ts";
 import { userBufferReads } from "./userbuffer.ts";
-import { QUICK_IO_MAX, SLOW_MS, fdOf, lateCall, quickEnabled, read as quickRead } from "../fs/quick.ts";
+import { QUICK_IO_MAX, SLOW_MS, fdOf, lateCall, quickEnabled, read as quickRead, writeStreamOver } from "../fs/quick.ts";
 import { constants as osConstants } from "node:os";
 import { endSent, endUnused, settled } from "./linger.ts";
 import { jobError, prematureClose } from "./failure.ts";
@@ -519,7 +519,7 @@ export async function receiveFile(
     endTransferSocket(socket, stalledMs);
     return before + progress.written;
   }
-  const ws = handle.createWriteStream({
+  const ws = writeStreamOver(handle, {
     start: position,
     highWaterMark: WRITE_BUFFER,
     autoClose: false,
@@ -649,11 +649,10 @@ async function run(
     socket.destroy();
     throw abortError(t, err);
   } finally {
-    // A file stream holds a reference on its FileHandle until destroyed; FileHandle.close() would
-    // wait for it forever. autoClose is off, so this releases the reference, not the descriptor.
-    // pipeline() rejects as soon as a stage fails, while the file stream may still have a write
-    // in flight: settle only after every stage has closed, so that a rollback (quota: truncate
-    // and remove) runs after the last write, never before it (data/hook.ts).
+    // The file stream leaves its descriptor open (fs/quick.ts writeStreamOver): the upload closes
+    // it when it settles. pipeline() rejects as soon as a stage fails, while the file stream may
+    // still have a write in flight: settle only after every stage has closed, so that a rollback
+    // (quota: truncate and remove) runs after the last write, never before it (data/hook.ts).
     const closing: Promise<unknown>[] = [];
     for (const st of stages) {
       if (st === socket) continue;

@@ -330,8 +330,8 @@ export async function open(p: string, flags: number, mode?: number): Promise<Fil
   return new QuickFile(timed(() => openNow(p, flags, mode)));
 }
 
-/** True for a descriptor of the synchronous kind (open while quick, quickFile): it stays open until
- * closed by its owner, also after a stream over it is destroyed; a FileHandle does not. */
+/** True for a descriptor of the synchronous kind (open while quick, quickFile), which makes its own
+ * write stream (writeStreamOver). */
 export function isQuickFile(handle: FileLike): boolean {
   return handle instanceof QuickFile;
 }
@@ -428,6 +428,16 @@ class QuickFile implements FileLike {
     if (this.#fd < 0) throw Object.assign(new Error("file already closed"), { code: "EBADF" });
     return this.#fd;
   }
+}
+
+/** A write stream over `handle` from `opts.start` that leaves the descriptor open when it ends or is
+ * destroyed: the owner closes it. A FileHandle's own stream closes the FileHandle when destroyed,
+ * autoClose or not; an upload undone needs its descriptor until then (fs/upload.ts WhereNow, and
+ * the file's identity). Writes go through the thread pool as a FileHandle's would. */
+export function writeStreamOver(handle: FileLike, opts: { start: number; highWaterMark: number; autoClose: false; emitClose: true }): fs.WriteStream {
+  const fd = isQuickFile(handle) ? null : fdOf(handle);
+  // Stand-ins in tests have no descriptor: their own stream.
+  return fd === null ? handle.createWriteStream(opts) : fs.createWriteStream("", { fd, fs: STREAM_FS, ...opts });
 }
 
 /** The descriptor behind `handle`, or null where there is none (stand-ins in tests have none and

@@ -7,6 +7,7 @@
  * file reached from the root through plain names is created below the root held open instead
  * (fs/beneath.ts), in one call, and holds nothing (createdBelow).
  */
+import { isUtf8 } from "node:buffer";
 import { randomBytes } from "node:crypto";
 import { constants, readlinkSync, unlinkSync } from "node:fs";
 import { constants as osConstants } from "node:os";
@@ -18,7 +19,7 @@ import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixFileMode, modesFor } from "./modes.ts";
 import { heldIn, locateHeld, pinDir, pinning, pinParent, type Held, type PinnedDir } from "./pin.ts";
 import { createBeneath, beneathNow, NOT_TRIED } from "./beneath.ts";
-import { fdOf, fstat, isQuickFile, lstat, lstatOrNull, open, quickFile, rename, unlink, type FileLike } from "./quick.ts";
+import { fdOf, fstat, lstat, lstatOrNull, open, quickFile, rename, unlink, type FileLike } from "./quick.ts";
 import { Replaced, type RealPath, type Upload, type UploadOptions, type VirtualPath } from "./types.ts";
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = constants;
@@ -165,25 +166,30 @@ class WhereNow {
 }
 
 /** The path /proc/self/fd gives for `handle`'s descriptor, or null. A file removed meanwhile reads
- * "… (deleted)", a name its own identity is then not found under. */
+ * "… (deleted)", a name its own identity is then not found under. A path that is not UTF-8 (a
+ * directory named on the machine in another encoding) is null too: as a string it would name
+ * another entry, or none. */
 function realPathOf(handle: FileLike): string | null {
   const fd = fdOf(handle);
   if (fd === null) return null;
   try {
-    const p = readlinkSync(`/proc/self/fd/${fd}`);
-    return path.isAbsolute(p) ? p : null;
+    const p = readlinkSync(`/proc/self/fd/${fd}`, { encoding: "buffer" });
+    return isUtf8(p) && p[0] === SLASH ? p.toString("utf8") : null;
   } catch {
     return null;
   }
 }
+
+const SLASH = 0x2f;
 
 /** An undoing step on the upload's file: the path, and the file's identity (own). */
 type UndoStep = (file: string, own: Stats | null) => Promise<void>;
 
 /** `step` on the upload's file where WhereNow read it to be, through its directory opened again and
  * checked to be inside the jail, when the file's own identity is known (the step then touches that
- * file alone); otherwise, or where that directory does not open, `asOpened` runs `step` the way the
- * file was opened (byPath, atParentAgain). */
+ * file alone); nothing when it is outside the jail now (moved out by someone on the machine: a
+ * directory held open would lead there); otherwise, or where that directory does not open,
+ * `asOpened` runs `step` the way the file was opened (byPath, atParentAgain). */
 async function undoInPlace(
   root: RealPath,
   where: WhereNow,
@@ -191,7 +197,9 @@ async function undoInPlace(
   step: UndoStep,
   asOpened: (step: UndoStep) => Promise<void>,
 ): Promise<void> {
-  const parent = where.seen !== null && own !== null ? await pinWhereNow(root, where.seen) : null;
+  const known = where.seen !== null && own !== null;
+  if (known && !isInside(root, path.dirname(where.seen as string))) return;
+  const parent = known ? await pinWhereNow(root, where.seen as string) : null;
   if (parent === null) return asOpened(step);
   try {
     await step(parent.dir.at(parent.name), own);
@@ -242,7 +250,7 @@ async function tryCreate(root: RealPath, t: Target, mode: number): Promise<Uploa
       noop,
       (own) => undoInPlace(root, where, own, removeIfEmpty, byPath(file, own)),
       (own) => undoInPlace(root, where, own, unlinkIfOwn, byPath(file, own)),
-      await identity(handle),
+      null,
       true,
       (undone) => where.note(undone),
     );
@@ -472,13 +480,6 @@ async function regularStats(handle: FileLike): Promise<Stats> {
   return s;
 }
 
-/** The stats of a file just opened, when its descriptor may be gone by the time the upload is
- * undone: a stream through the thread pool closes its FileHandle with itself. A descriptor of the
- * synchronous kind stays open until the upload closes it, and needs no fstat now. */
-async function identity(handle: FileLike): Promise<Stats | null> {
-  return isQuickFile(handle) ? null : fstat(handle).catch(nullStats);
-}
-
 /** truncateAt `len`, as an undoing step. */
 function cutTo(len: number): UndoStep {
   return (file, own) => truncateAt(file, len, own);
@@ -534,7 +535,7 @@ class FileUpload implements Upload {
     private readonly finishStep: () => Promise<void>,
     private readonly cleanupStep: (own: Stats | null) => Promise<void>,
     private readonly undoStep: (own: Stats | null) => Promise<void>,
-    /** The file's stats taken when it was opened, where its descriptor may not last (identity). */
+    /** The file's stats taken when it was opened (APPE, REST+STOR), or null: read before it closes. */
     private readonly opened: Stats | null,
     readonly created: boolean,
     /** Runs first in commit (false), abort and rollback (true), while the handle is open. */
