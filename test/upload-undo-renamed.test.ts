@@ -5,8 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import fs, { closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, type Mode, type PathLike } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
+import { syncBuiltinESMExports } from "node:module";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
@@ -454,6 +455,47 @@ describe("an upload undone finds its file under odd names, and nothing else ther
       assert.equal(openFds(), fds);
     } finally {
       setBeneathForTest(undefined);
+      jail.close();
+    }
+  });
+});
+
+describe("APPE of a new name and a file made there meanwhile by someone else", () => {
+  const vp = (a: string): VirtualPath => resolveVirtual(ROOT, a);
+
+  it("the file is appended to, or refused without overwrite, and an undone APPE cuts it back instead of removing it", async () => {
+    const home = mkdtempSync(path.join(scratch, "race-"));
+    const jail = await JailedFs.open(home);
+    const theirs = path.join(jail.root, "race.txt");
+    // On a slow disk the look (lstat) and the open are apart in time: another session's file is
+    // made right before the open, every time.
+    const realOpen = fs.promises.open;
+    fs.promises.open = (async (p: PathLike, flags?: string | number, mode?: Mode) => {
+      if (String(p).endsWith("/race.txt") && typeof flags === "number" && (flags & constants.O_CREAT) !== 0 && !existsSync(theirs)) {
+        writeFileSync(theirs, "theirs");
+      }
+      return realOpen(p, flags, mode);
+    }) as typeof fs.promises.open;
+    syncBuiltinESMExports();
+    backOff(60_000);
+    try {
+      const append = await jail.openUpload(vp("/race.txt"), { kind: "append", offset: 0, exclusive: false });
+      assert.equal(append.created, false);
+      await append.handle.write(Buffer.from("+mine"), 0, 5, 6);
+      await append.rollback();
+      assert.equal(readFileSync(theirs, "utf8"), "theirs");
+      rmSync(theirs);
+      const aborted = await jail.openUpload(vp("/race.txt"), { kind: "append", offset: 0, exclusive: false });
+      await aborted.abort();
+      assert.equal(readFileSync(theirs, "utf8"), "theirs");
+      rmSync(theirs);
+      // Without overwrite: refused, and their file stays as it is.
+      await assert.rejects(jail.openUpload(vp("/race.txt"), { kind: "append", offset: 0, exclusive: true }), /File exists/);
+      assert.equal(readFileSync(theirs, "utf8"), "theirs");
+    } finally {
+      backOff(0);
+      fs.promises.open = realOpen;
+      syncBuiltinESMExports();
       jail.close();
     }
   });

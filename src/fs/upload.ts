@@ -432,15 +432,21 @@ async function openAtOffset(root: RealPath, t: Target, exists: boolean, offset: 
  * file that appeared since the look is not appended to). */
 async function openAppend(root: RealPath, t: Target, existed: boolean, mode: number, exclusive: boolean): Promise<Upload> {
   const file = t.dir.at(t.name);
+  // Where nothing was there, the file is made exclusively: only a file the kernel says this upload
+  // made is removed when it is undone. One another session made meanwhile is appended to, as one
+  // that was there (or refused without overwrite, `exclusive`), never taken for the upload's own.
+  let made = !existed;
   let handle: FileLike;
   try {
-    handle = await open(file, O_WRONLY | O_APPEND | O_CREAT | SAFE | (exclusive ? O_EXCL : 0), mode);
+    handle = await open(file, O_WRONLY | O_APPEND | O_CREAT | SAFE | (made ? O_EXCL : 0), mode);
   } catch (err) {
-    if (exclusive && errnoOf(err) === "EEXIST") throw new FtpError(550, FILE_EXISTS);
-    throw err;
+    if (!made || errnoOf(err) !== "EEXIST") throw err;
+    if (exclusive) throw new FtpError(550, FILE_EXISTS);
+    made = false;
+    handle = await open(file, O_WRONLY | O_APPEND | SAFE);
   }
   try {
-    if (!existed) await fixFileMode(handle, mode);
+    if (made) await fixFileMode(handle, mode);
     const opened = await regularStats(handle);
     const start = opened.size;
     const where = new WhereNow(handle);
@@ -449,10 +455,10 @@ async function openAppend(root: RealPath, t: Target, existed: boolean, mode: num
       handle,
       start,
       noop,
-      existed ? noop : (own) => undoInPlace(root, where, own, removeIfEmpty, byPath(file, own)),
-      (own) => undoInPlace(root, where, own, existed ? cutTo(start) : unlinkIfOwn, byPath(file, own)),
+      made ? (own) => undoInPlace(root, where, own, removeIfEmpty, byPath(file, own)) : noop,
+      (own) => undoInPlace(root, where, own, made ? unlinkIfOwn : cutTo(start), byPath(file, own)),
       opened,
-      !existed,
+      made,
       (undone) => where.note(undone),
     );
   } catch (err) {
