@@ -18,7 +18,7 @@ import type { VirtualPath } from "../src/fs/types.ts";
 import { resolveVirtual, ROOT } from "../src/fs/vpath.ts";
 import { storeCode, type RawClient } from "./helpers/raw.ts";
 import { payload, rawLogin, withServer } from "./helpers/run.ts";
-import { openFds, type TestServer, type TestServerOptions } from "./helpers/server.ts";
+import { openFds, waitFor, type TestServer, type TestServerOptions } from "./helpers/server.ts";
 import { endUpload, portsFree, sizeReached, startUpload, twoSessions } from "./helpers/uploads.ts";
 
 const KIB = 1024;
@@ -26,6 +26,20 @@ const CAROL = { name: "carol", password: "carol-pw", quotaBytes: 100 * KIB, quot
 
 const scratch = mkdtempSync(path.join(tmpdir(), "undo-renamed-"));
 after(() => rmSync(scratch, { recursive: true, force: true }));
+
+/** What this process has open under `dir` (the real paths of its descriptors). */
+function openIn(dir: string): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      const p = fs.readlinkSync(`/proc/self/fd/${fd}`);
+      if (p === dir || p.startsWith(`${dir}/`)) out.push(p);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out;
+}
 
 /** The count holds `stored` bytes: the rest of the 100 KiB fits, one byte more does not. */
 async function countIs(a: RawClient, stored: number): Promise<void> {
@@ -64,8 +78,10 @@ for (const way of ["shortcut", "held directory", "slow disk"] as const) {
             await a.close();
             await b.close();
           }
-          // The sessions' spare listeners went with them: every port is back at once.
+          // The sessions' spare listeners went with them: every port is back at once; and nothing
+          // in the home stays open (the upload's file, its directory, the home's root).
           await portsFree(t);
+          assert.ok(await waitFor(() => openIn(home).length === 0, 2000), `still open: ${openIn(home).join(", ")}`);
         },
         { users },
       );
@@ -467,6 +483,7 @@ describe("APPE of a new name and a file made there meanwhile by someone else", (
     const home = mkdtempSync(path.join(scratch, "race-"));
     const jail = await JailedFs.open(home);
     const theirs = path.join(jail.root, "race.txt");
+    const fds = openFds();
     // On a slow disk the look (lstat) and the open are apart in time: another session's file is
     // made right before the open, every time.
     const realOpen = fs.promises.open;
@@ -492,6 +509,7 @@ describe("APPE of a new name and a file made there meanwhile by someone else", (
       // Without overwrite: refused, and their file stays as it is.
       await assert.rejects(jail.openUpload(vp("/race.txt"), { kind: "append", offset: 0, exclusive: true }), /File exists/);
       assert.equal(readFileSync(theirs, "utf8"), "theirs");
+      assert.equal(openFds(), fds);
     } finally {
       backOff(0);
       fs.promises.open = realOpen;
