@@ -583,6 +583,10 @@ void describe("directory and metadata operations", () => {
     // Names the filter refuses are skipped; when it refuses the random one as well, 550.
     assert.equal(await jail.uniqueName(vp("/pub"), "fresh.txt", (n) => !/\.txt(\.[12])?$/.test(n)), "fresh.txt.3");
     await assert.rejects(jail.uniqueName(vp("/pub"), "fresh.txt", () => false), (e: unknown) => e instanceof FtpError && e.code === 550);
+    // A rule that refuses some random names (here, those with an "a"; about half): another is drawn.
+    for (let i = 0; i < 30; i++) {
+      assert.match(await jail.uniqueName(vp("/pub"), "hello.txt", (n) => !n.startsWith("hello.txt.") || /^hello\.txt\.[0-9b-f]{12}$/.test(n)), /^hello\.txt\.[0-9b-f]{12}$/);
+    }
     assert.match(await jail.uniqueName(ROOT, ""), /^file\.[0-9a-f]{12}$/);
     await assert.rejects(jail.uniqueName(ROOT, "../x"), FtpError);
   });

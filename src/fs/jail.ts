@@ -47,6 +47,9 @@ export interface JailLog {
   info(fields: object, msg: string): void;
 }
 
+/** Random names uniqueName draws before it gives up on the name rules. */
+const RANDOM_NAME_TRIES = 20;
+
 /** Whether a name may be made (STOU's names). */
 export type NameFilter = (name: string) => boolean;
 
@@ -333,9 +336,12 @@ export class JailedFs {
         if (allowed(name) && !(await this.exists(joinVirtual(dir, name)))) return name;
       }
     }
-    const name = `${base === "" ? "file" : base}.${randomBytes(6).toString("hex")}`;
-    if (!allowed(name)) throw new FtpError(550, "Permission denied: name not allowed", "no unique name the name rules allow");
-    return name;
+    // Random names drawn until one is allowed (a pattern may match some: "*a*").
+    for (let i = 0; i < RANDOM_NAME_TRIES; i++) {
+      const name = `${base === "" ? "file" : base}.${randomBytes(6).toString("hex")}`;
+      if (allowed(name)) return name;
+    }
+    throw new FtpError(550, "Permission denied: name not allowed", "no unique name the name rules allow");
   }
 
   /** Removes the entries of directory `at` when every one is a stale upload temp file (see
