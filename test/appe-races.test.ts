@@ -41,6 +41,33 @@ function counted(t: TestServer, home: string): unknown {
   return t.server.context.quotas.tracked(realpathSync(home))?.current;
 }
 
+/**
+ * Runs `body` with `meanwhile` run once, right before the first open of a file named `name` whose
+ * flags `flags` match (on a slow disk the server's opens go through fs.promises.open): what another
+ * session does between an upload's look at its file and its open. Throws unless it ran.
+ */
+async function withOpenHook(name: string, flags: (f: number) => boolean, meanwhile: () => Promise<void>, body: () => Promise<void>): Promise<void> {
+  const realOpen = fs.promises.open;
+  let armed = true;
+  fs.promises.open = (async (p: PathLike, f?: string | number, mode?: Mode) => {
+    if (armed && String(p).endsWith(`/${name}`) && typeof f === "number" && flags(f)) {
+      armed = false;
+      await meanwhile();
+    }
+    return realOpen(p, f, mode);
+  }) as typeof fs.promises.open;
+  syncBuiltinESMExports();
+  try {
+    await body();
+  } finally {
+    fs.promises.open = realOpen;
+    syncBuiltinESMExports();
+  }
+  assert.equal(armed, false, `no open of ${name} was seen`);
+}
+
+const appending = (f: number): boolean => (f & constants.O_APPEND) !== 0;
+
 for (const slow of [false, true]) {
   describe(`APPE (${slow ? "slow" : "fast"} disk)`, () => {
     const users = [
@@ -147,23 +174,12 @@ for (const slow of [false, true]) {
         assert.equal(await storeCode(a, "APPE n.bin", payload(KIB)), 550);
         assert.deepEqual(counted(t, home), walk(home));
         if (!slow) return;
-        const realOpen = fs.promises.open;
-        let armed = true;
-        fs.promises.open = (async (p: PathLike, flags?: string | number, mode?: Mode) => {
-          if (armed && String(p).endsWith("/r.bin") && typeof flags === "number" && (flags & constants.O_APPEND) !== 0) {
-            armed = false;
-            assert.equal(await storeCode(b, "STOR r.bin", payload(3 * KIB, 3)), 226);
-          }
-          return realOpen(p, flags, mode);
-        }) as typeof fs.promises.open;
-        syncBuiltinESMExports();
-        try {
-          assert.equal(await storeCode(a, "APPE r.bin", payload(KIB, 4)), 550);
-          assert.equal(armed, false);
-        } finally {
-          fs.promises.open = realOpen;
-          syncBuiltinESMExports();
-        }
+        await withOpenHook(
+          "r.bin",
+          appending,
+          async () => assert.equal(await storeCode(b, "STOR r.bin", payload(3 * KIB, 3)), 226),
+          async () => assert.equal(await storeCode(a, "APPE r.bin", payload(KIB, 4)), 550),
+        );
         assert.ok(readFileSync(path.join(home, "r.bin")).equals(payload(3 * KIB, 3)));
         assert.deepEqual(counted(t, home), walk(home));
       });
@@ -172,27 +188,79 @@ for (const slow of [false, true]) {
     it("APPE of a free name that another session stores meanwhile, stopped by the quota: their file whole, counted once", async () => {
       await run("carol", async (t, a, b, home) => {
         if (!slow) return;
-        const realOpen = fs.promises.open;
-        let armed = true;
-        fs.promises.open = (async (p: PathLike, flags?: string | number, mode?: Mode) => {
-          if (armed && String(p).endsWith("/r.bin") && typeof flags === "number" && (flags & constants.O_APPEND) !== 0) {
-            armed = false;
-            assert.equal(await storeCode(b, "STOR r.bin", payload(30 * KIB, 3)), 226);
-          }
-          return realOpen(p, flags, mode);
-        }) as typeof fs.promises.open;
-        syncBuiltinESMExports();
-        try {
-          const sock = await startUpload(a, "APPE", "r.bin", payload(10 * KIB, 4));
-          await sizeReached(path.join(home, "r.bin"), 40 * KIB);
-          // exceed quota: 1000 KiB
-          assert.equal(await endUpload(a, sock, payload(1000 * KIB, 5)), 552);
-          assert.equal(armed, false);
-        } finally {
-          fs.promises.open = realOpen;
-          syncBuiltinESMExports();
-        }
+        await withOpenHook(
+          "r.bin",
+          appending,
+          async () => assert.equal(await storeCode(b, "STOR r.bin", payload(30 * KIB, 3)), 226),
+          async () => {
+            const sock = await startUpload(a, "APPE", "r.bin", payload(10 * KIB, 4));
+            await sizeReached(path.join(home, "r.bin"), 40 * KIB);
+            // Past the quota of 1000 KiB.
+            assert.equal(await endUpload(a, sock, payload(1000 * KIB, 5)), 552);
+          },
+        );
         assert.ok(readFileSync(path.join(home, "r.bin")).equals(payload(30 * KIB, 3)));
+        assert.deepEqual(counted(t, home), walk(home));
+      });
+    });
+
+    it("another session stores, replaces or removes the file between an upload's look and its open: the count matches the disk", async () => {
+      await run("carol", async (t, a, b, home) => {
+        if (!slow) return;
+        // A free name stored meanwhile, then the APPE ends well: their file once, with the bytes added.
+        await withOpenHook(
+          "r.bin",
+          appending,
+          async () => assert.equal(await storeCode(b, "STOR r.bin", payload(30 * KIB, 3)), 226),
+          async () => assert.equal(await storeCode(a, "APPE r.bin", payload(5 * KIB, 4)), 226),
+        );
+        assert.ok(readFileSync(path.join(home, "r.bin")).equals(Buffer.concat([payload(30 * KIB, 3), payload(5 * KIB, 4)])));
+        assert.deepEqual(counted(t, home), walk(home));
+        // ... or is stopped by ABOR: what it appended stays, counted.
+        await withOpenHook(
+          "s.bin",
+          appending,
+          async () => assert.equal(await storeCode(b, "STOR s.bin", payload(30 * KIB, 3)), 226),
+          async () => {
+            const sock = await startUpload(a, "APPE", "s.bin", payload(5 * KIB, 4));
+            await sizeReached(path.join(home, "s.bin"), 35 * KIB);
+            a.send("ABOR");
+            assert.equal((await a.reply()).code, 426);
+            assert.equal((await a.reply()).code, 226);
+            sock.destroy();
+          },
+        );
+        assert.deepEqual(counted(t, home), walk(home));
+        // A file there, replaced by another session's STOR meanwhile.
+        assert.equal(await storeCode(a, "STOR x.bin", payload(10 * KIB, 1)), 226);
+        await withOpenHook(
+          "x.bin",
+          appending,
+          async () => assert.equal(await storeCode(b, "STOR x.bin", payload(20 * KIB, 2)), 226),
+          async () => assert.equal(await storeCode(a, "APPE x.bin", payload(5 * KIB, 4)), 226),
+        );
+        assert.equal(readFileSync(path.join(home, "x.bin")).length, 25 * KIB);
+        assert.deepEqual(counted(t, home), walk(home));
+        // A file there, removed by another session meanwhile: made anew, and counted as a file.
+        assert.equal(await storeCode(a, "STOR y.bin", payload(10 * KIB, 1)), 226);
+        await withOpenHook(
+          "y.bin",
+          appending,
+          async () => void (await b.expect("DELE y.bin", 250)),
+          async () => assert.equal(await storeCode(a, "APPE y.bin", payload(5 * KIB, 4)), 226),
+        );
+        assert.ok(readFileSync(path.join(home, "y.bin")).equals(payload(5 * KIB, 4)));
+        assert.deepEqual(counted(t, home), walk(home));
+        // REST+STOR onto a file another session replaced meanwhile.
+        assert.equal(await storeCode(a, "STOR z.bin", payload(10 * KIB, 1)), 226);
+        await a.expect(`REST ${4 * KIB}`, 350);
+        await withOpenHook(
+          "z.bin",
+          (f) => (f & (constants.O_WRONLY | constants.O_RDWR)) === constants.O_WRONLY && (f & (constants.O_CREAT | constants.O_APPEND)) === 0,
+          async () => assert.equal(await storeCode(b, "STOR z.bin", payload(20 * KIB, 2)), 226),
+          async () => assert.equal(await storeCode(a, "STOR z.bin", payload(2 * KIB, 4)), 226),
+        );
+        assert.equal(readFileSync(path.join(home, "z.bin")).length, 6 * KIB);
         assert.deepEqual(counted(t, home), walk(home));
       });
     });

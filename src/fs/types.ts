@@ -59,6 +59,9 @@ export interface Upload {
   /** For an upload written to a temp file and renamed over its target at commit: what that rename
    * replaced, once it has (the quota count takes it out). Null for an upload written in place. */
   readonly replaces: Replaced | null;
+  /** The size of a file written in place that the upload did not make (APPE, REST+STOR) as it was
+   * opened, before anything was cut or written; null for the others. */
+  readonly sizeAtOpen: number | null;
   /** Closes the file and, when it was written to a temp file, renames it over the target. */
   commit(): Promise<void>;
   /** Closes the file; a temp file is removed (the old target stays intact); a file written in place

@@ -428,22 +428,29 @@ async function openAtOffset(root: RealPath, t: Target, exists: boolean, offset: 
   }
 }
 
+/** Opens APPE tries when its file keeps appearing and going between them. */
+const APPEND_TRIES = 3;
+
 /** APPE (RFC 959 §4.1.3): create when missing; data goes to the end. `exclusive`: only create (a
  * file that appeared since the look is not appended to). */
 async function openAppend(root: RealPath, t: Target, existed: boolean, mode: number, exclusive: boolean): Promise<Upload> {
   const file = t.dir.at(t.name);
-  // Where nothing was there, the file is made exclusively: only a file the kernel says this upload
-  // made is removed when it is undone. One another session made meanwhile is appended to, as one
-  // that was there (or refused without overwrite, `exclusive`), never taken for the upload's own.
+  // Whether the upload makes the file is what the kernel says, not the look before: the file is
+  // made exclusively where nothing was there, and one that was there is opened without O_CREAT.
+  // Only a file this upload made is removed when it is undone, and counted as a new one: one
+  // another session made meanwhile is appended to (or refused without overwrite, `exclusive`), and
+  // one removed meanwhile is made anew.
   let made = !existed;
-  let handle: FileLike;
-  try {
-    handle = await open(file, O_WRONLY | O_APPEND | O_CREAT | SAFE | (made ? O_EXCL : 0), mode);
-  } catch (err) {
-    if (!made || errnoOf(err) !== "EEXIST") throw err;
-    if (exclusive) throw new FtpError(550, FILE_EXISTS);
-    made = false;
-    handle = await open(file, O_WRONLY | O_APPEND | SAFE);
+  let handle: FileLike | null = null;
+  for (let tries = 0; handle === null; tries++) {
+    try {
+      handle = await open(file, O_WRONLY | O_APPEND | SAFE | (made ? O_CREAT | O_EXCL : 0), mode);
+    } catch (err) {
+      const code = errnoOf(err);
+      if (tries >= APPEND_TRIES || code !== (made ? "EEXIST" : "ENOENT")) throw err;
+      if (made && exclusive) throw new FtpError(550, FILE_EXISTS);
+      made = !made;
+    }
   }
   try {
     if (made) await fixFileMode(handle, mode);
@@ -568,6 +575,10 @@ class FileUpload implements Upload {
       if (this.tempName !== null) runningTemps.delete(this.tempName);
       this.t.dir.release();
     });
+  }
+
+  get sizeAtOpen(): number | null {
+    return this.created || this.replaces !== null || this.opened === null ? null : this.opened.size;
   }
 
   private async committed(): Promise<void> {

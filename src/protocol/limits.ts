@@ -74,9 +74,11 @@ export async function admitUpload(
       const st = await fstatOrNull(up.handle);
       if (st === null) return;
       // What the count holds of the file: nothing of a file the upload made (its inode may be that
-      // of one deleted since the admission); of one it writes into, the size it had when admitted.
-      const same = !up.created && up.replaces === null && before !== null && before.ino === st.ino && before.dev === st.dev;
-      end.file = home.track(st, same ? { bytes: before.size, files: 1 } : NO_CHANGE);
+      // of one deleted since the admission); of one it writes into, the size it had when opened,
+      // counted already: by the last count, or by the upload that made it, also when another
+      // session made or replaced it after this upload's admission.
+      const held = up.sizeAtOpen;
+      end.file = home.track(st, held !== null ? { bytes: held, files: 1 } : NO_CHANGE);
       end.replaces = up.replaces;
       end.position = up.position;
       end.transfer = t;
