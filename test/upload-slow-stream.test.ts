@@ -35,24 +35,11 @@ import { backOff } from "../src/fs/quick.ts";
 import { dataConnect, storeCode, type RawClient } from "./helpers/raw.ts";
 import { payload, rawLogin, withServer } from "./helpers/run.ts";
 import { waitFor, type TestServer } from "./helpers/server.ts";
-import { pasvPort, portsFree } from "./helpers/uploads.ts";
+import { openIn, pasvPort, portsFree } from "./helpers/uploads.ts";
 import { FtpsControl } from "./helpers/ftps.ts";
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
-
-function openIn(dir: string): string[] {
-  const out: string[] = [];
-  for (const fd of readdirSync("/proc/self/fd")) {
-    try {
-      const p = fs.readlinkSync(`/proc/self/fd/${fd}`);
-      if (p === dir || p.startsWith(`${dir}/`)) out.push(p);
-    } catch {
-      // closed
-    }
-  }
-  return out;
-}
 
 /** Keeps the libuv pool busy: every file call waits behind `n` jobs of ~ms each. */
 function clog(n = 4, iterations = 100_000): () => void {
@@ -208,37 +195,23 @@ describe("uploads through a write stream on a slow disk", () => {
     });
 
     it("quota 552 mid-upload: removed, nothing lands after", async () => {
-      await withServer(
-        async (t) => {
-          const a = await session(t);
-          const home = t.home("carol");
-          backOff(600_000);
-          const stop = clog();
-          try {
-            const data = payload(4 * MIB, 5);
-            const sock = await dataConnect(pasvPort((await a.expect("PASV", 227)).message));
-            sock.on("error", () => undefined);
-            await a.expect("STOR q.bin", 150);
-            sock.end(data);
-            sock.resume();
-            const r = await a.reply(20_000);
-            const f = path.join(home, "q.bin");
-            assert.equal(r.code, 552);
-            assert.equal(fs.existsSync(f), false);
-            // No write in flight recreates or extends it afterwards.
-            await new Promise((res) => setTimeout(res, 500));
-            assert.deepEqual(readdirSync(home), []);
-            assert.equal(await storeCode(a, "STOR small.bin", payload(1 * MIB)), 226);
-            assert.equal(await storeCode(a, "STOR small2.bin", payload(1 * MIB + 1)), 552);
-            await a.expect("NOOP", 200);
-          } finally {
-            stop();
-            backOff(0);
-            await a.close();
-          }
-          await portsFree(t);
-          assert.deepEqual(t.logs.filter((l) => (l.level as number) >= 40 && l.event !== "shutdown"), []);
-          assert.ok(await waitFor(() => openIn(home).length === 0, 2000), `still open: ${openIn(home).join(", ")}`);
+      await run(
+        async (_t, a, home) => {
+          const data = payload(4 * MIB, 5);
+          const sock = await dataConnect(pasvPort((await a.expect("PASV", 227)).message));
+          sock.on("error", () => undefined);
+          await a.expect("STOR q.bin", 150);
+          sock.end(data);
+          sock.resume();
+          const r = await a.reply(20_000);
+          const f = path.join(home, "q.bin");
+          assert.equal(r.code, 552);
+          assert.equal(fs.existsSync(f), false);
+          // No write in flight recreates or extends it afterwards.
+          await new Promise((res) => setTimeout(res, 500));
+          assert.deepEqual(readdirSync(home), []);
+          assert.equal(await storeCode(a, "STOR small.bin", payload(1 * MIB)), 226);
+          assert.equal(await storeCode(a, "STOR small2.bin", payload(1 * MIB + 1)), 552);
         },
         { users: [{ ...CAROL, quotaBytes: 2 * MIB }] },
       );

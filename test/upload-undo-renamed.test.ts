@@ -19,27 +19,13 @@ import { resolveVirtual, ROOT } from "../src/fs/vpath.ts";
 import { storeCode, type RawClient } from "./helpers/raw.ts";
 import { payload, rawLogin, withServer } from "./helpers/run.ts";
 import { openFds, waitFor, type TestServer, type TestServerOptions } from "./helpers/server.ts";
-import { endUpload, portsFree, sizeReached, startUpload, twoSessions } from "./helpers/uploads.ts";
+import { endUpload, openIn, portsFree, sizeReached, startUpload, twoSessions } from "./helpers/uploads.ts";
 
 const KIB = 1024;
 const CAROL = { name: "carol", password: "carol-pw", quotaBytes: 100 * KIB, quotaFiles: 10 };
 
 const scratch = mkdtempSync(path.join(tmpdir(), "undo-renamed-"));
 after(() => rmSync(scratch, { recursive: true, force: true }));
-
-/** What this process has open under `dir` (the real paths of its descriptors). */
-function openIn(dir: string): string[] {
-  const out: string[] = [];
-  for (const fd of readdirSync("/proc/self/fd")) {
-    try {
-      const p = fs.readlinkSync(`/proc/self/fd/${fd}`);
-      if (p === dir || p.startsWith(`${dir}/`)) out.push(p);
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return out;
-}
 
 /** The count holds `stored` bytes: the rest of the 100 KiB fits, one byte more does not. */
 async function countIs(a: RawClient, stored: number): Promise<void> {

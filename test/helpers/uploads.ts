@@ -3,7 +3,7 @@
  * removes or stores; someone on the machine moves things), for the quota and undo tests.
  */
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readdirSync, readlinkSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import type { Socket } from "node:net";
 import path from "node:path";
@@ -69,4 +69,19 @@ export async function twoSessions(t: TestServer, user = "carol"): Promise<[RawCl
   await a.expect("TYPE I", 200);
   await b.expect("TYPE I", 200);
   return [a, b];
+}
+
+/** What this process has open under `dir` (the real paths of its descriptors): nothing, once an
+ * upload and the sessions that held the home have ended. */
+export function openIn(dir: string): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      const p = readlinkSync(`/proc/self/fd/${fd}`);
+      if (p === dir || p.startsWith(`${dir}/`)) out.push(p);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out;
 }
