@@ -131,16 +131,37 @@ async function createdBelow(root: RealPath, vpath: VirtualPath, handle: FileLike
     await handle.close().catch(noop);
     throw mapFsError(err);
   }
+  return inPlace(root, { dir: NOT_HELD, name: "" }, handle, 0, removeIfEmpty, unlinkIfOwn, (step, own) => atParentAgain(root, vpath, own, step), null, true);
+}
+
+/** Where an undone upload that writes in place finds its file when WhereNow cannot say: `step` on
+ * it the way it was opened (byPath, atParentAgain). */
+type AsOpened = (step: UndoStep, own: Stats | null) => Promise<void>;
+
+/** An upload that writes in place (makeUpload), undone on its own file where that file is then
+ * (WhereNow, undoInPlace), else where `asOpened` finds it: `onAbort` on abort (null: nothing, the
+ * partial data stays), `onRollback` on rollback. */
+function inPlace(
+  root: RealPath,
+  t: Target,
+  handle: FileLike,
+  position: number,
+  onAbort: UndoStep | null,
+  onRollback: UndoStep,
+  asOpened: AsOpened,
+  opened: Stats | null,
+  created: boolean,
+): Upload {
   const where = new WhereNow(handle);
   return makeUpload(
-    { dir: NOT_HELD, name: "" },
+    t,
     handle,
-    0,
+    position,
     noop,
-    (own) => undoInPlace(root, where, own, removeIfEmpty, (step) => atParentAgain(root, vpath, own, step)),
-    (own) => undoInPlace(root, where, own, unlinkIfOwn, (step) => atParentAgain(root, vpath, own, step)),
-    null,
-    true,
+    onAbort === null ? noop : (own) => undoInPlace(root, where, own, onAbort, asOpened),
+    (own) => undoInPlace(root, where, own, onRollback, asOpened),
+    opened,
+    created,
     (undone) => where.note(undone),
   );
 }
@@ -190,17 +211,11 @@ type UndoStep = (file: string, own: Stats | null) => Promise<void>;
  * file alone); nothing when it is outside the jail now (moved out by someone on the machine: a
  * directory held open would lead there); otherwise, or where that directory does not open,
  * `asOpened` runs `step` the way the file was opened (byPath, atParentAgain). */
-async function undoInPlace(
-  root: RealPath,
-  where: WhereNow,
-  own: Stats | null,
-  step: UndoStep,
-  asOpened: (step: UndoStep) => Promise<void>,
-): Promise<void> {
+async function undoInPlace(root: RealPath, where: WhereNow, own: Stats | null, step: UndoStep, asOpened: AsOpened): Promise<void> {
   const known = where.seen !== null && own !== null;
   if (known && !isInside(root, path.dirname(where.seen as string))) return;
   const parent = known ? await pinWhereNow(root, where.seen as string) : null;
-  if (parent === null) return asOpened(step);
+  if (parent === null) return asOpened(step, own);
   try {
     await step(parent.dir.at(parent.name), own);
   } finally {
@@ -209,8 +224,8 @@ async function undoInPlace(
 }
 
 /** `step` on `file`, the path the upload's file was opened by. */
-function byPath(file: string, own: Stats | null): (step: UndoStep) => Promise<void> {
-  return (step) => step(file, own);
+function byPath(file: string): AsOpened {
+  return (step, own) => step(file, own);
 }
 
 /** `step` on `vpath` through its parent opened again and checked (pinParent); nothing where that
@@ -242,18 +257,7 @@ async function tryCreate(root: RealPath, t: Target, mode: number): Promise<Uploa
   const file = t.dir.at(t.name);
   try {
     const handle = await openCreated(file, O_WRONLY | O_CREAT | O_EXCL | SAFE, mode);
-    const where = new WhereNow(handle);
-    return makeUpload(
-      t,
-      handle,
-      0,
-      noop,
-      (own) => undoInPlace(root, where, own, removeIfEmpty, byPath(file, own)),
-      (own) => undoInPlace(root, where, own, unlinkIfOwn, byPath(file, own)),
-      null,
-      true,
-      (undone) => where.note(undone),
-    );
+    return inPlace(root, t, handle, 0, removeIfEmpty, unlinkIfOwn, byPath(file), null, true);
   } catch (err) {
     if (errnoOf(err) === "EEXIST") return null;
     throw mapFsError(err);
@@ -410,18 +414,7 @@ async function openAtOffset(root: RealPath, t: Target, exists: boolean, offset: 
     if (offset > size) throw new FtpError(554, "Restart offset beyond end of file", `offset ${offset} > ${size}`);
     // Truncating at the offset makes the file after an abort exactly "resumable from its size".
     await handle.truncate(offset);
-    const where = new WhereNow(handle);
-    return makeUpload(
-      t,
-      handle,
-      offset,
-      noop,
-      noop,
-      (own) => undoInPlace(root, where, own, cutTo(offset), byPath(file, own)),
-      opened,
-      false,
-      (undone) => where.note(undone),
-    );
+    return inPlace(root, t, handle, offset, null, cutTo(offset), byPath(file), opened, false);
   } catch (err) {
     await handle.close().catch(noop);
     throw err;
@@ -456,18 +449,7 @@ async function openAppend(root: RealPath, t: Target, existed: boolean, mode: num
     if (made) await fixFileMode(handle, mode);
     const opened = await regularStats(handle);
     const start = opened.size;
-    const where = new WhereNow(handle);
-    return makeUpload(
-      t,
-      handle,
-      start,
-      noop,
-      made ? (own) => undoInPlace(root, where, own, removeIfEmpty, byPath(file, own)) : noop,
-      (own) => undoInPlace(root, where, own, made ? unlinkIfOwn : cutTo(start), byPath(file, own)),
-      opened,
-      made,
-      (undone) => where.note(undone),
-    );
+    return inPlace(root, t, handle, start, made ? removeIfEmpty : null, made ? unlinkIfOwn : cutTo(start), byPath(file), opened, made);
   } catch (err) {
     await handle.close().catch(noop);
     throw err;
