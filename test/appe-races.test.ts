@@ -185,28 +185,23 @@ for (const slow of [false, true]) {
       });
     });
 
-    it("APPE of a free name that another session stores meanwhile, stopped by the quota: their file whole, counted once", async () => {
+    it("another session stores, replaces or removes the file between an upload's look and its open: the count matches the disk", async () => {
       await run("carol", async (t, a, b, home) => {
         if (!slow) return;
+        // A free name stored meanwhile, then the APPE is stopped by the quota: their file whole, counted once.
         await withOpenHook(
-          "r.bin",
+          "q.bin",
           appending,
-          async () => assert.equal(await storeCode(b, "STOR r.bin", payload(30 * KIB, 3)), 226),
+          async () => assert.equal(await storeCode(b, "STOR q.bin", payload(30 * KIB, 3)), 226),
           async () => {
-            const sock = await startUpload(a, "APPE", "r.bin", payload(10 * KIB, 4));
-            await sizeReached(path.join(home, "r.bin"), 40 * KIB);
+            const sock = await startUpload(a, "APPE", "q.bin", payload(10 * KIB, 4));
+            await sizeReached(path.join(home, "q.bin"), 40 * KIB);
             // Past the quota of 1000 KiB.
             assert.equal(await endUpload(a, sock, payload(1000 * KIB, 5)), 552);
           },
         );
-        assert.ok(readFileSync(path.join(home, "r.bin")).equals(payload(30 * KIB, 3)));
+        assert.ok(readFileSync(path.join(home, "q.bin")).equals(payload(30 * KIB, 3)));
         assert.deepEqual(counted(t, home), walk(home));
-      });
-    });
-
-    it("another session stores, replaces or removes the file between an upload's look and its open: the count matches the disk", async () => {
-      await run("carol", async (t, a, b, home) => {
-        if (!slow) return;
         // A free name stored meanwhile, then the APPE ends well: their file once, with the bytes added.
         await withOpenHook(
           "r.bin",

@@ -88,6 +88,23 @@ for (const way of ["shortcut", "held directory", "slow disk"] as const) {
       });
     });
 
+    it("STOR whose directory another session renames, then 552: removed where it went, count empty", async () => {
+      await run(async (_t, a, b, home) => {
+        await a.expect("MKD d", 257);
+        const sock = await startUpload(a, "STOR", "d/new.bin", payload(60 * KIB, 1));
+        await sizeReached(path.join(home, "d", "new.bin"), 60 * KIB);
+        await b.expect("RNFR d", 350);
+        await b.expect("RNTO e", 250);
+        assert.equal(await endUpload(a, sock, payload(60 * KIB, 2)), 552);
+        // The file went with its directory, and its rollback removes it there.
+        assert.deepEqual(await readdir(path.join(home, "e")), []);
+        // Nothing is stored: the whole quota is free.
+        assert.equal(await storeCode(a, "STOR fill.bin", payload(100 * KIB)), 226);
+        await a.expect("DELE fill.bin", 250);
+        await countIs(a, 0);
+      });
+    });
+
     it("STOR renamed to a name ending ' (deleted)', then 552: removed, count empty", async () => {
       await run(async (_t, a, b, home) => {
         const sock = await startUpload(a, "STOR", "new.bin", payload(60 * KIB, 1));
