@@ -330,12 +330,6 @@ export async function open(p: string, flags: number, mode?: number): Promise<Fil
   return new QuickFile(timed(() => openNow(p, flags, mode)));
 }
 
-/** True for a descriptor of the synchronous kind (open while quick, quickFile), which makes its own
- * write stream (writeStreamOver). */
-export function isQuickFile(handle: FileLike): boolean {
-  return handle instanceof QuickFile;
-}
-
 /** A descriptor opened synchronously elsewhere (fs/beneath.ts) as a FileLike. */
 export function quickFile(fd: number): FileLike {
   return new QuickFile(fd);
@@ -435,8 +429,8 @@ class QuickFile implements FileLike {
  * autoClose or not; an upload undone needs its descriptor until then (fs/upload.ts WhereNow, and
  * the file's identity). Writes go through the thread pool as a FileHandle's would. */
 export function writeStreamOver(handle: FileLike, opts: { start: number; highWaterMark: number; autoClose: false; emitClose: true }): fs.WriteStream {
-  const fd = isQuickFile(handle) ? null : fdOf(handle);
-  // Stand-ins in tests have no descriptor: their own stream.
+  const fd = fdOf(handle);
+  // Stand-ins in tests have no descriptor (nor has a closed file): their own stream.
   return fd === null ? handle.createWriteStream(opts) : fs.createWriteStream("", { fd, fs: STREAM_FS, ...opts });
 }
 
