@@ -13,7 +13,7 @@ import { listedText, RawClient, readAll, retrieveText } from "./helpers/raw.ts";
 import { rawLogin, withServer } from "./helpers/run.ts";
 
 describe("sequencing", () => {
-  it("RNTO without RNFR is 503; RNFR then another command then RNTO is 503", async () => {
+  it("RNTO without RNFR is 503; RNFR then another command (an overlong line too) then RNTO is 503", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "a.txt"), "a");
       const raw = await rawLogin(t);
@@ -27,6 +27,10 @@ describe("sequencing", () => {
         await raw.expect("RNTO b.txt", 503);
         await raw.expect("RNFR a.txt", 350);
         await raw.expect("SIZE", 501);
+        await raw.expect("RNTO b.txt", 503);
+        // A line too long to be read is a command too, refused with 500.
+        await raw.expect("RNFR a.txt", 350);
+        await raw.expect(`NOOP ${"x".repeat(t.config.limits.maxLineLength)}`, 500);
         await raw.expect("RNTO b.txt", 503);
         await raw.expect("RNFR missing.txt", 550);
         await raw.expect("RNTO b.txt", 503);

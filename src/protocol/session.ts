@@ -719,6 +719,9 @@ export class Session {
   }
 
   private overlong(): void {
+    // A line too long to be read is still the command after an RNFR (RFC 959 §4.1.3: RNTO must
+    // follow it at once), as any other refused command is (Dispatcher.run).
+    this.renameFrom = null;
     this.reply(500, "Command line too long");
     this.ctx.defender.record(this.remoteAddress, "abuse", "overlong command lines");
   }
