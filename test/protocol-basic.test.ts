@@ -578,6 +578,26 @@ describe("directory and file commands", () => {
     });
   });
 
+  it("MFMT with a time and no path is 501 and sets the time of nothing (not the current directory's)", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await mkdir(join(home, "d"));
+      const then = new Date("2010-01-01T00:00:00Z");
+      await utimes(home, then, then);
+      await utimes(join(home, "d"), then, then);
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("MFMT 20000101000000 ", 501);
+        await raw.expect("CWD d", 250);
+        await raw.expect("MFMT 20000101000000 ", 501);
+        assert.equal((await stat(home)).mtime.toISOString(), then.toISOString());
+        assert.equal((await stat(join(home, "d"))).mtime.toISOString(), then.toISOString());
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("MFMT and MDTM with a time answer the time the file now has, which is what MDTM then says, also where the filesystem cannot keep the time asked for", async () => {
     await withServer(async (t) => {
       const file = join(t.home("alice"), "t.bin");

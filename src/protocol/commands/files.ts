@@ -118,10 +118,18 @@ function mdtmSetForm(arg: string): MdtmSet | null {
 }
 
 async function mfmt(s: Session, arg: string): Promise<void> {
-  const sp = arg.indexOf(" ");
+  const sp = pathAfterTime(arg);
   const when = sp === -1 ? null : parseMfmtTime(arg.slice(0, sp));
   if (when === null) throw new FtpError(501, "Syntax: MFMT YYYYMMDDHHMMSS <path>");
   await setMtime(s, when, arg.slice(sp + 1));
+}
+
+/** Where MFMT's time ends (the space before the path), or -1 when there is no path: the path is
+ * required (draft-somers-ftp-mfxx §3), and an empty one would resolve to the current directory,
+ * whose time a malformed command must not change. */
+function pathAfterTime(arg: string): number {
+  const sp = arg.indexOf(" ");
+  return sp === arg.length - 1 ? -1 : sp;
 }
 
 /** Sets the modification time of `path` (as the client wrote it) and says so, as MFMT does, with
@@ -232,7 +240,7 @@ const MDTM_SET = { need: ["overwrite"], path: mfmtPath, follows: true } as const
 
 /** The path MFMT acts on; null when malformed (the handler answers 501). */
 function mfmtPath(s: Session, arg: string): VirtualPath | null {
-  const sp = arg.indexOf(" ");
+  const sp = pathAfterTime(arg);
   return sp === -1 ? null : s.resolve(arg.slice(sp + 1));
 }
 
