@@ -686,13 +686,18 @@ describe("active mode", () => {
     });
   });
 
-  it("is refused when active.enabled is false", async () => {
+  it("is refused when active.enabled is false, whatever the argument", async () => {
     await withServer(
       async (t) => {
         const raw = await rawLogin(t);
         try {
           await raw.expect("PORT 127,0,0,1,39,16", 502);
           await raw.expect("EPRT |1|127.0.0.1|10000|", 502);
+          // Every form is 502: a 522 would name a family to use (RFC 2428 §2) where none works.
+          await raw.expect("EPRT |2|::1|10000|", 502);
+          await raw.expect("EPRT |3|127.0.0.1|10000|", 502);
+          await raw.expect("PORT 127,0,0,1,39", 502);
+          await raw.expect("EPRT 127.0.0.1", 502);
         } finally {
           await raw.close();
         }

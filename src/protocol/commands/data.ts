@@ -73,8 +73,13 @@ async function epsv(s: Session, arg: string): Promise<void> {
   s.reply(229, format229(ch.port));
 }
 
-function activeTarget(s: Session, target: HostPort): void {
+/** Active mode off is 502 for every PORT and EPRT, before its argument is read: a 522 for an EPRT
+ * family would name one to use (RFC 2428 §2) where none works. */
+function activeEnabled(s: Session): void {
   if (!s.ctx.config.active.enabled) throw new FtpError(502, "Active mode is disabled; use PASV or EPSV");
+}
+
+function activeTarget(s: Session, target: HostPort): void {
   if (s.epsvAll) throw new FtpError(503, "PORT and EPRT not allowed after EPSV ALL");
   if (!sameHost(target.host, s.remoteAddress)) throw new FtpError(500, "Illegal PORT command: address must be yours");
   if (target.port < 1024) throw new FtpError(504, "Illegal PORT command: port must be 1024 or above");
@@ -84,6 +89,7 @@ function activeTarget(s: Session, target: HostPort): void {
 }
 
 function port(s: Session, arg: string): void {
+  activeEnabled(s);
   const target = parsePort(arg);
   if (!target) throw new FtpError(501, "Syntax: PORT h1,h2,h3,h4,p1,p2");
   activeTarget(s, target);
@@ -91,6 +97,7 @@ function port(s: Session, arg: string): void {
 }
 
 function eprt(s: Session, arg: string): void {
+  activeEnabled(s);
   const parsed = parseEprt(arg);
   if (parsed === null) throw new FtpError(501, "Syntax: EPRT |af|address|port|");
   if ("badFamily" in parsed || parsed.family !== family(s)) {
