@@ -66,6 +66,16 @@ async function implicitFeatures(c: FtpsControl): Promise<void> {
   await c.expect("AUTH TLS-P", 503);
 }
 
+/** A client-initiated renegotiation of `s`: null once it is done, else why it was not. */
+function renegotiation(s: TLSSocket): Promise<Error | null> {
+  return new Promise((resolve) => {
+    // Refused, the client's TLS fails (OpenSSL: "no renegotiation"); the callback is not called.
+    s.once("error", (err: Error) => resolve(err));
+    s.once("close", () => resolve(new Error("connection closed")));
+    if (!s.renegotiate({ rejectUnauthorized: false }, (err) => resolve(err ?? null))) resolve(new Error("not started"));
+  });
+}
+
 async function basicClient(t: TestServer, secure: true | "implicit", maxVersion: "TLSv1.2" | "TLSv1.3"): Promise<Client> {
   const client = new Client(10_000);
   await client.access({
@@ -295,6 +305,27 @@ describe("AUTH, PBSZ and PROT sequencing (raw control connection)", () => {
   it("refuses TLS 1.1 and older", async () => {
     const outcome = await handshakeAfterAuth(t.port, { minVersion: "TLSv1", maxVersion: "TLSv1.1", ciphers: "DEFAULT:@SECLEVEL=0" });
     assert.match(outcome, /version|protocol/i);
+  });
+
+  it("refuses a TLS 1.2 client's renegotiation, on the control connection before login and on a data connection", async () => {
+    // Each renegotiation would be a full handshake on the event loop, as often as the client asks
+    // (Node's limit of 3 in 10 minutes holds only for sockets of a tls.Server).
+    const c = await FtpsControl.explicit(t.port, { maxVersion: "TLSv1.2" });
+    const control = c.socket as TLSSocket;
+    assert.ok((await renegotiation(control)) !== null, "the control connection renegotiated");
+    c.destroy();
+    const d = await FtpsControl.explicit(t.port, { maxVersion: "TLSv1.2" });
+    await d.login();
+    await d.protect();
+    const dc = await d.tlsData(await d.epsv(), undefined, { maxVersion: "TLSv1.2" });
+    d.send("STOR renegotiated.bin");
+    assert.equal((await d.reply()).code, 150);
+    assert.equal(await dc.handshake, true);
+    assert.ok((await renegotiation(dc.socket)) !== null, "the data connection renegotiated");
+    dc.socket.destroy();
+    assert.equal((await d.reply()).code, 426);
+    await d.expect("NOOP", 200);
+    await d.quit();
   });
 
   it("discards commands sent in the same packet as AUTH TLS (RFC 4217 §11)", async () => {

@@ -281,7 +281,11 @@ export class TlsProvider {
       minVersion: "TLSv1.2",
       ciphers: CIPHERS,
       honorCipherOrder: true,
-      secureOptions: cryptoConstants.SSL_OP_PRIORITIZE_CHACHA,
+      // No renegotiation (TLS 1.2; TLS 1.3 has none): each would be a full handshake on the event
+      // loop, as often as the client asks, before login too. Node limits it to 3 in 10 minutes only
+      // for sockets of a tls.Server; these are TLSSockets of their own, where the limit's error is
+      // never emitted. No FTP client needs it.
+      secureOptions: cryptoConstants.SSL_OP_PRIORITIZE_CHACHA | cryptoConstants.SSL_OP_NO_RENEGOTIATION,
       sessionTimeout: SESSION_LIFETIME,
       ticketKeys: randomBytes(48),
     });
