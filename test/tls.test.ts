@@ -183,6 +183,11 @@ describe("AUTH, PBSZ and PROT sequencing (raw control connection)", () => {
     await c.expect("AUTH TLS-P", 503);
     await c.expect("PROT P", 503);
     await c.expect("PBSZ x", 501);
+    // RFC 2228 §3: a size that does not fit in 32 bits is a 501 too; any that does is answered
+    // with the size TLS uses (RFC 4217 §8).
+    await c.expect("PBSZ 4294967296", 501);
+    await c.expect("PBSZ 99999999999999999999", 501);
+    assert.equal((await c.expect("PBSZ 4294967295", 200)).text, "PBSZ=0");
     await c.expect("PBSZ 0", 200);
     await c.expect("PROT S", 536);
     await c.expect("PROT Q", 504);

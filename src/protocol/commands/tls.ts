@@ -52,7 +52,9 @@ function auth(s: Session, arg: string): void {
 
 function pbsz(s: Session, arg: string): void {
   if (!s.secure) throw new FtpError(503, "PBSZ needs AUTH TLS first");
-  if (!/^\d+$/.test(arg.trim())) throw new FtpError(501, "PBSZ needs a number");
+  // RFC 2228 §3: a decimal size that fits in 32 bits (unsigned); one that does not is a 501 too.
+  const size = arg.trim();
+  if (!/^\d+$/.test(size) || Number(size) > 0xffffffff) throw new FtpError(501, "PBSZ needs a number from 0 to 4294967295");
   s.pbszDone = true;
   // RFC 4217 §8: for TLS the buffer size is 0.
   s.reply(200, "PBSZ=0");
