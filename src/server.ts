@@ -79,7 +79,8 @@ export interface ReloadResult {
   readonly needRestart: readonly string[];
 }
 
-/** Keys a running server cannot change: its listeners, the passive port pool, the TLS listener set. */
+/** Keys a running server cannot change: its listeners, the passive port pool, the TLS listener set,
+ * and storage.root, against which the user store (made once at start) resolves relative homes. */
 export const RESTART_KEYS: ReadonlySet<string> = new Set([
   "metrics.listen",
   "log.xferlog",
@@ -90,6 +91,7 @@ export const RESTART_KEYS: ReadonlySet<string> = new Set([
   "tls.mode",
   "tls.implicitPort",
   "users.file",
+  "storage.root",
   "limits.shutdownGrace",
   "admin.socket",
 ]);

@@ -326,6 +326,24 @@ void describe("berth as a service", () => {
     assert.equal(await srv.exited, 0);
   });
 
+  void test("SIGHUP: a new storage.root needs a restart; users' homes stay where the running server found them", async () => {
+    const srv = await serve('storage:\n  root: "first"\n');
+    writeConfig(srv.cwd, 'storage:\n  root: "second"\n');
+    const mark = srv.mark();
+    srv.child.kill("SIGHUP");
+    const reloaded = JSON.parse(await srv.waitLog(/"event":"reloaded"/, mark)) as { applied: string[]; needRestart: string[] };
+    assert.deepEqual(reloaded.applied, []);
+    assert.deepEqual(reloaded.needRestart, ["storage.root"]);
+    const c = new Control(srv.port);
+    await c.login();
+    assert.match(await c.cmd("MKD made"), /^257 /);
+    assert.ok(existsSync(path.join(srv.cwd, "first", "svc", "made")));
+    assert.ok(!existsSync(path.join(srv.cwd, "second")));
+    assert.match(await c.cmd("QUIT"), /^221 /);
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+  });
+
   void test("metrics.listen with port 0: the port picked is logged, and the endpoint answers there", async () => {
     const srv = await serve("", 8, { BERTH_METRICS_LISTEN: "127.0.0.1:0" });
     const line = JSON.parse(await srv.waitLog(/"event":"metrics"/)) as { listen: string; port: number; msg: string };
