@@ -4,6 +4,7 @@
  * Unknown commands and help are in cli-help.test.ts (each file runs within the per-file timeout).
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import path from "node:path";
@@ -11,7 +12,8 @@ import { describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { parse } from "yaml";
 import { DEFAULTS } from "../src/config/schema.ts";
-import { assertOneLineError, berth, startServe, workdir } from "./helpers/cli.ts";
+import { assertOneLineError, baseEnv, berth, MAIN, startServe, TSX, workdir } from "./helpers/cli.ts";
+import { track } from "./helpers/reap.ts";
 
 const HAS_SERVER = existsSync(fileURLToPath(new URL("../src/server.ts", import.meta.url)));
 
@@ -108,6 +110,29 @@ void describe("berth ctl", () => {
       assert.equal(silent.stderr, `berth: no answer from ${path.join(cwd, "silent.sock")} within 10 s (is it berth's admin socket?)\n`);
     } finally {
       for (const s of servers) s.close();
+    }
+  });
+
+  void test("watch ends, status 0, when whoever reads its output goes away (`berth ctl watch | head -1`)", async () => {
+    const cwd = workdir();
+    // Answers every request as berth's admin socket answers `sessions`.
+    const server = createServer((c) => {
+      c.on("error", () => undefined);
+      c.on("data", () => void c.write(`${JSON.stringify({ ok: true, now: Date.now(), sessions: [] })}\n`));
+    });
+    await new Promise<void>((resolve) => server.listen(path.join(cwd, "admin.sock"), () => resolve()));
+    try {
+      const child = spawn(process.execPath, ["--import", TSX, MAIN, "ctl", "watch", "--socket", "admin.sock"], { cwd, env: baseEnv() });
+      track(child);
+      const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
+      await new Promise<void>((resolve) => child.stdout.once("data", () => resolve()));
+      // The reader reads one screen and goes away, as `head -1` does.
+      child.stdout.destroy();
+      const code = await Promise.race([exited, new Promise<string>((resolve) => setTimeout(() => resolve("still running"), 5000))]);
+      child.kill("SIGKILL");
+      assert.equal(code, 0);
+    } finally {
+      server.close();
     }
   });
 });

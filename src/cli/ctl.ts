@@ -176,11 +176,16 @@ export function sessionTable(list: readonly SessionInfo[], now: number, tick = 0
   return lines.join("\n");
 }
 
-/** Redraws the session table ~4 times a second until SIGINT (status 0) or the server goes away. */
+/** Redraws the session table ~4 times a second until SIGINT or the reader of its output goes
+ * away (status 0), or the server goes away. */
 async function watch(client: AdminClient, ctx: CliContext): Promise<number> {
   let stopped = false;
   const onInt = (): void => void (stopped = true);
   process.on("SIGINT", onInt);
+  // A write that fails (`berth ctl watch | head -1`: the reader is gone) ends the watch as Ctrl-C
+  // does; the loop would otherwise poll the server for good with nobody reading. main.ts judges
+  // the error itself.
+  ctx.stdout.on("error", onInt);
   const tty = "isTTY" in ctx.stdout && ctx.stdout.isTTY === true;
   try {
     for (let tick = 0; !stopped; tick++) {
@@ -193,5 +198,6 @@ async function watch(client: AdminClient, ctx: CliContext): Promise<number> {
     return 0;
   } finally {
     process.removeListener("SIGINT", onInt);
+    ctx.stdout.removeListener("error", onInt);
   }
 }
