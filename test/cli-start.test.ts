@@ -187,9 +187,16 @@ void describe("berth serve: the first start", () => {
 });
 
 void describe("npm start", () => {
+  const root = path.resolve(path.dirname(MAIN), "../..");
+  const checkout = spawnSync("git", ["rev-parse", "--is-inside-work-tree"], { cwd: root, encoding: "utf8" }).stdout?.trim() === "true";
+  void test("what a start in the checkout writes beside users/users.json (hashes, a self-signed private key, a lock) is kept out of git", { skip: checkout ? false : "not a git checkout" }, () => {
+    const written = ["users/users.json", "users/selfsigned-key.pem", "users/selfsigned-cert.pem", "users/users.json.lock", "users/users.json.tmp-1-abc"];
+    const r = spawnSync("git", ["check-ignore", "--no-index", ...written], { cwd: root, encoding: "utf8" });
+    assert.deepEqual(r.stdout.split("\n").filter((l) => l !== ""), written);
+  });
+
   void test("a SIGTERM sent to npm alone (a supervisor that signals its child only) stops the server: none is left holding the port", async () => {
     const cwd = workdir();
-    const root = path.resolve(path.dirname(MAIN), "../..");
     const child = spawn("npm", ["start"], {
       cwd: root,
       env: {
