@@ -10,6 +10,7 @@ import path from "node:path";
 import { describe, test } from "node:test";
 import { Client } from "basic-ftp";
 import { parse } from "yaml";
+import { UserStore } from "../src/auth/store.ts";
 import type { Config } from "../src/config/schema.ts";
 import { makeSelfSigned } from "../src/data/selfsigned.ts";
 import { assertOneLineError, baseEnv, berth, MAIN, startServe, TSX, workdir } from "./helpers/cli.ts";
@@ -127,38 +128,39 @@ void describe("berth user: checks before the password", () => {
 });
 
 void describe("berth user: the password asked on the terminal", () => {
+  // On a pseudo-terminal: once the first prompt shows, both lines are written in one go.
+  const script = [
+    "import os, pty, sys",
+    "pid, fd = pty.fork()",
+    "if pid == 0: os.execv(sys.argv[1], sys.argv[1:])",
+    "out = b''",
+    "while b'new password for' not in out: out += os.read(fd, 1024)",
+    "os.write(fd, sys.stdin.buffer.read())",
+    "while True:",
+    "  try: chunk = os.read(fd, 1024)",
+    "  except OSError: break",
+    "  if not chunk: break",
+    "  out += chunk",
+    "sys.stdout.buffer.write(out)",
+    "sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))",
+  ].join("\n");
+  const onTerminal = (cwd: string, args: string[], typed: string): Promise<{ code: number | null; output: string }> =>
+    new Promise((resolve, reject) => {
+      const child = spawn("python3", ["-c", script, process.execPath, "--import", TSX, MAIN, ...args], { cwd, env: baseEnv(), timeout: 20_000, killSignal: "SIGKILL" });
+      let output = "";
+      child.stdout.on("data", (c: Buffer) => (output += c.toString("utf8")));
+      child.stderr.on("data", (c: Buffer) => (output += c.toString("utf8")));
+      child.on("error", reject);
+      child.on("close", (code) => resolve({ code, output }));
+      child.stdin.end(typed);
+    });
+
   void test("both lines arriving in one read (typed ahead or pasted at once) are the password and its repetition", { skip: HAVE_PYTHON3 ? false : "python3 with pty not installed" }, async () => {
     const cwd = workdir();
-    // On a pseudo-terminal: once the first prompt shows, both lines are written in one go.
-    const script = [
-      "import os, pty, sys",
-      "pid, fd = pty.fork()",
-      "if pid == 0: os.execv(sys.argv[1], sys.argv[1:])",
-      "out = b''",
-      "while b'new password for' not in out: out += os.read(fd, 1024)",
-      "os.write(fd, sys.stdin.buffer.read())",
-      "while True:",
-      "  try: chunk = os.read(fd, 1024)",
-      "  except OSError: break",
-      "  if not chunk: break",
-      "  out += chunk",
-      "sys.stdout.buffer.write(out)",
-      "sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))",
-    ].join("\n");
-    const onTerminal = (args: string[], typed: string): Promise<{ code: number | null; output: string }> =>
-      new Promise((resolve, reject) => {
-        const child = spawn("python3", ["-c", script, process.execPath, "--import", TSX, MAIN, ...args], { cwd, env: baseEnv(), timeout: 20_000, killSignal: "SIGKILL" });
-        let output = "";
-        child.stdout.on("data", (c: Buffer) => (output += c.toString("utf8")));
-        child.stderr.on("data", (c: Buffer) => (output += c.toString("utf8")));
-        child.on("error", reject);
-        child.on("close", (code) => resolve({ code, output }));
-        child.stdin.end(typed);
-      });
-    const added = await onTerminal(["user", "add", "typist"], "ahead-pw\rahead-pw\r");
+    const added = await onTerminal(cwd, ["user", "add", "typist"], "ahead-pw\rahead-pw\r");
     assert.equal(added.code, 0, added.output);
     assert.match(added.output, /again: [^]*added user "typist"/);
-    const differ = await onTerminal(["user", "passwd", "typist"], "one-pw\rtwo-pw\r");
+    const differ = await onTerminal(cwd, ["user", "passwd", "typist"], "one-pw\rtwo-pw\r");
     assert.equal(differ.code, 1, differ.output);
     assert.match(differ.output, /the two passwords differ; nothing changed/);
     // The password set is the one typed, as a real login shows.
@@ -178,6 +180,14 @@ void describe("berth user: the password asked on the terminal", () => {
       run.child.kill("SIGTERM");
       assert.equal(await run.exited, 0);
     }
+  });
+
+  void test("a tab typed in the password is kept, as --password-stdin keeps it and a client sends it", { skip: HAVE_PYTHON3 ? false : "python3 with pty not installed" }, async () => {
+    const cwd = workdir();
+    const added = await onTerminal(cwd, ["user", "add", "tabby"], "tab\tpw\rtab\tpw\r");
+    assert.equal(added.code, 0, added.output);
+    const store = new UserStore({ file: path.join(cwd, "users", "users.json"), storageRoot: path.join(cwd, "data"), bcryptCost: 4 });
+    assert.ok(await store.authenticate("tabby", "tab\tpw"), "the password is the one typed");
   });
 });
 

@@ -64,7 +64,8 @@ function readHidden(input: ReadStream, output: NodeJS.WritableStream, prompt: st
         if (ch === "\u0003" || (ch === "\u0004" && typed === "")) return finish("", new CliError("cancelled", 1));
         if (ch === "\u007f" || ch === "\b") typed = [...typed].slice(0, -1).join("");
         else if (ch === "\u0015") typed = "";
-        else if (ch >= " ") typed += ch;
+        // A tab is part of the password, as it is read from --password-stdin and sent by a client.
+        else if (ch >= " " || ch === "\t") typed += ch;
       }
     };
     input.on("data", onData);
