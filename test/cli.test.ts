@@ -9,6 +9,7 @@ import { PERMS } from "../src/auth/types.ts";
 import { UserStore } from "../src/auth/store.ts";
 import { Client } from "basic-ftp";
 import { assertOneLineError, baseEnv, berth, listeningPort, MAIN, SETPRIV, startServe, TSX, workdir, type CliResult } from "./helpers/cli.ts";
+import { track } from "./helpers/reap.ts";
 
 const HAS_SERVER = existsSync(fileURLToPath(new URL("../src/server.ts", import.meta.url)));
 
@@ -103,6 +104,23 @@ void describe("berth user", () => {
     // Below /proc, where Node's recursive mkdir would spin forever: one line, at once.
     if (process.platform === "linux") {
       assertOneLineError(await berth(cwd, ["user", "add", "procky", "--root", "/proc/berth-no-such-dir/procky", "--password-stdin"], { input: "pw" }), 1, "cannot create home directory", "no such file or directory");
+    }
+  });
+
+  void test("a password on standard input that never ends (`yes | berth user add NAME --password-stdin`) is refused with one line, not read until memory runs out", { skip: existsSync("/dev/zero") ? false : "needs /dev/zero" }, async () => {
+    const cwd = workdir();
+    const stdin = openSync("/dev/zero", "r");
+    try {
+      const child = track(spawn(process.execPath, ["--import", TSX, MAIN, "user", "add", "endless", "--password-stdin"], { cwd, env: baseEnv(), stdio: [stdin, "pipe", "pipe"], timeout: 20_000, killSignal: "SIGKILL" }));
+      let stdout = "";
+      let stderr = "";
+      child.stdout?.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
+      child.stderr?.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+      const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+      assertOneLineError({ code, stdout, stderr }, 2, "longer than 72 bytes");
+      assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "nobody was added");
+    } finally {
+      closeSync(stdin);
     }
   });
 });

@@ -3,7 +3,7 @@
  * twice on the terminal with echo off. The password is never printed.
  */
 import type { ReadStream } from "node:tty";
-import { stripNewline } from "../auth/store.ts";
+import { MAX_PASSWORD_BYTES, stripNewline } from "../auth/store.ts";
 import { CliError, usageError } from "./args.ts";
 
 /** Standard streams the CLI uses (swappable in tests). */
@@ -13,10 +13,18 @@ export interface Streams {
   readonly stderr: NodeJS.WritableStream;
 }
 
-/** Reads all of standard input and drops one trailing line break. */
+/** Reads all of standard input and drops one trailing line break. Reading stops once it holds
+ * more than any password can be (with its CR LF): input that never ends (`yes | berth user add`,
+ * `< /dev/zero`) would otherwise fill memory, and the password check refuses what was read. */
 export async function readPasswordStdin(stdin: NodeJS.ReadableStream): Promise<string> {
   const chunks: Buffer[] = [];
-  for await (const chunk of stdin) chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+  let size = 0;
+  for await (const chunk of stdin) {
+    const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+    chunks.push(bytes);
+    size += bytes.length;
+    if (size > MAX_PASSWORD_BYTES + 2) break;
+  }
   return stripNewline(Buffer.concat(chunks).toString("utf8"));
 }
 
