@@ -229,6 +229,17 @@ void describe("UserStore", () => {
     await rejectsWith(store.ensureEnvUser({ BERTH_USER: "ops", BERTH_PASSWORD_FILE: "/nonexistent/pw" }), "invalid");
     await rejectsWith(store.ensureEnvUser({ BERTH_USER: "bad name", BERTH_PASSWORD: "x" }), "invalid");
   });
+
+  void test("ensureEnvUser: a password that is already the user's changes nothing and needs no lock, so a users file the server may not write (a read-only volume) still starts", async () => {
+    const box = sandbox();
+    const store = storeOn(box);
+    await store.add("ops", "same");
+    // Whatever keeps the lock from being taken (a read-only directory, for a user who is not root).
+    mkdirSync(`${box.file}.lock`);
+    assert.deepEqual(await store.ensureEnvUser({ BERTH_USER: "ops", BERTH_PASSWORD: "same" }), { name: "ops", action: "unchanged" });
+    // A change still takes the lock, and says so when it cannot.
+    await rejectsWith(store.ensureEnvUser({ BERTH_USER: "ops", BERTH_PASSWORD: "other" }), "io");
+  });
 });
 
 /** A limiter whose every filesystem call takes 20 ms. */

@@ -444,6 +444,10 @@ export class UserStore implements CredentialSource {
     const { name, password } = fromEnv;
     checkUserName(name);
     checkPassword(password);
+    // The usual restart: the user is there with this password already. Said without the lock, which
+    // a users file the server may read but not write (a read-only volume) cannot give.
+    const current = (await this.#readFresh()).find((u) => u.name === name);
+    if (current !== undefined && (await bcrypt.compare(password, current.hash))) return { name, action: "unchanged" };
     const created: UserRecord = { name, hash: await bcrypt.hash(password, this.#cost), home: name, readOnly: false };
     let action: EnvUserResult["action"] = "unchanged";
     // Decided under the lock, on the file as it is then: a `berth user` command running meanwhile
