@@ -144,6 +144,21 @@ void describe("UserStore", () => {
     assert.equal(await server.authenticate("first", "pw"), null);
   });
 
+  void test("a hash of the $2y$ and $2a$ kinds a users file takes (htpasswd -B and PHP write $2y$) is checked as the bcrypt it is", async () => {
+    const box = sandbox();
+    const store = storeOn(box);
+    await store.add("made", "pw");
+    const hash = (JSON.parse(readFileSync(box.file, "utf8")) as { users: { hash: string }[] }).users[0]?.hash ?? "";
+    assert.match(hash, /^\$2b\$/);
+    const users = ["2a", "2y"].map((kind) => ({ name: `hand-${kind}`, hash: hash.replace("$2b$", `$${kind}$`), home: "h", readOnly: false }));
+    writeFileSync(box.file, JSON.stringify({ version: 1, users }));
+    for (const { name } of users) {
+      assert.ok(await store.authenticate(name, "pw"), name);
+      assert.equal(await store.authenticate(name, "other"), null, name);
+    }
+    assert.deepEqual(await store.ensureEnvUser({ BERTH_USER: "hand-2y", BERTH_PASSWORD: "pw" }), { name: "hand-2y", action: "unchanged" });
+  });
+
   void test("a corrupt users file is logged and the last good copy kept", async () => {
     const box = sandbox();
     const { logger, lines } = captureLogger();

@@ -139,6 +139,13 @@ export function checkPassword(password: string): void {
   if (/[\r\n\0]/.test(password)) throw new UserError("invalid", "the password must not contain a line break or NUL");
 }
 
+/** Whether `password` is the one `hash` holds, for every kind of bcrypt hash the file takes: the
+ * bcrypt module knows "$2y$" (written by `htpasswd -B` and PHP, the same algorithm as "$2b$") only
+ * by that other name, and would never match a hash pasted in from there. */
+function matches(password: string, hash: string): Promise<boolean> {
+  return bcrypt.compare(password, hash.startsWith("$2y$") ? `$2b$${hash.slice(4)}` : hash);
+}
+
 /** A name for messages: JSON-quoted and shortened. */
 function quote(name: string): string {
   const s = JSON.stringify(name);
@@ -306,7 +313,7 @@ export class UserStore implements CredentialSource {
     try {
       const dummy = await this.#dummyHash();
       const record = this.#users.get(name);
-      const match = await bcrypt.compare(password, record?.hash ?? dummy);
+      const match = await matches(password, record?.hash ?? dummy);
       const tooLong = Buffer.byteLength(password, "utf8") > MAX_PASSWORD_BYTES;
       return record !== undefined && match && !tooLong ? this.#toUser(record) : null;
     } catch (err) {
@@ -447,7 +454,7 @@ export class UserStore implements CredentialSource {
     // The usual restart: the user is there with this password already. Said without the lock, which
     // a users file the server may read but not write (a read-only volume) cannot give.
     const current = (await this.#readFresh()).find((u) => u.name === name);
-    if (current !== undefined && (await bcrypt.compare(password, current.hash))) return { name, action: "unchanged" };
+    if (current !== undefined && (await matches(password, current.hash))) return { name, action: "unchanged" };
     const created: UserRecord = { name, hash: await bcrypt.hash(password, this.#cost), home: name, readOnly: false };
     let action: EnvUserResult["action"] = "unchanged";
     // Decided under the lock, on the file as it is then: a `berth user` command running meanwhile
@@ -459,7 +466,7 @@ export class UserStore implements CredentialSource {
           action = "created";
           return [...users, created];
         }
-        if (await bcrypt.compare(password, existing.hash)) return null;
+        if (await matches(password, existing.hash)) return null;
         action = "updated";
         return users.map((u) => (u === existing ? { ...u, hash: created.hash } : u));
       },
