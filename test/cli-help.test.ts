@@ -32,6 +32,10 @@ void describe("berth's commands, help and unknown names", () => {
       assertOneLineError(r, 2, `unexpected argument after NAME for "berth user ${sub}"`, "--password-stdin");
       assert.doesNotMatch(r.stderr + r.stdout, /s3cret-pw/);
     }
+    // `user set` changes a user, not the password, but one typed after the name is just as private.
+    const set = await berth(cwd, ["user", "set", "bob", "s3cret-pw"]);
+    assertOneLineError(set, 2, 'unexpected argument after NAME for "berth user set"', "berth user passwd NAME");
+    assert.doesNotMatch(set.stderr + set.stdout, /s3cret-pw/);
     assertOneLineError(await berth(cwd, ["user", "del", "bob", "extra"]), 2, 'unexpected argument "extra" for "berth user del"');
   });
 

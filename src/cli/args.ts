@@ -251,6 +251,11 @@ function bindPositionals(spec: CommandSpec, tokens: readonly string[]): Record<s
     if ("password-stdin" in spec.options) {
       throw usageError(`unexpected argument after NAME for "berth ${spec.name}" (not shown; a password is read from the terminal or --password-stdin, never from an argument)`);
     }
+    // `user set` keeps the password, but what follows the name there may be one all the same (a
+    // new password for the user being "set"): not echoed either.
+    if (spec.name === "user set") {
+      throw usageError(`unexpected argument after NAME for "berth user set" (not shown, in case it is a password: "berth user passwd NAME" changes that)`);
+    }
     throw usageError(`unexpected argument "${extra}" for "berth ${spec.name}"`);
   }
   return args;
