@@ -5,10 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import path from "node:path";
 import { describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { parse } from "yaml";
 import { DEFAULTS } from "../src/config/schema.ts";
@@ -145,6 +146,31 @@ void describe("berth selftest", () => {
     for (const { port, r } of results) assertOneLineError(r, 2, `--port ${port} is not a port number (1..65535)`);
     assertOneLineError(await berth(cwd, ["selftest"], { env: { BERTH_LISTEN_PORT: "0" } }), 2, "selftest needs the server's port (listen.port is 0; pass --port N)");
     assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "no temporary user was added");
+  });
+
+  void test("Ctrl-C while a step waits (a server that never answers) leaves no temporary user and no home behind", async () => {
+    const cwd = workdir();
+    // Takes the connection and never greets: the login step waits for its 15 s timeout.
+    const silent = createServer((c) => c.on("error", () => undefined));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", () => resolve()));
+    try {
+      const { port } = silent.address() as AddressInfo;
+      const child = track(spawn(process.execPath, ["--import", TSX, MAIN, "selftest", "--host", "127.0.0.1", "--port", String(port)], { cwd, env: baseEnv() }));
+      child.stdout.resume();
+      child.stderr.resume();
+      const exited = new Promise<void>((resolve) => child.on("close", () => resolve()));
+      const file = path.join(cwd, "users", "users.json");
+      const temporary = (): string[] => (existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as { users: { name: string }[] }).users.map((u) => u.name) : []);
+      for (let i = 0; i < 200 && temporary().length === 0; i++) await sleep(50);
+      assert.equal(temporary().length, 1, "the temporary user was added");
+      await sleep(200);
+      child.kill("SIGINT");
+      await exited;
+      assert.deepEqual(temporary(), []);
+      assert.deepEqual(existsSync(path.join(cwd, "data")) ? readdirSync(path.join(cwd, "data")) : [], []);
+    } finally {
+      silent.close();
+    }
   });
 });
 

@@ -81,6 +81,24 @@ export async function runSelftest(cmd: ParsedCommand, ctx: CliContext): Promise<
   };
   const client = new Client(15_000);
   const payload = randomBytes(256 * 1024);
+  let removed: Promise<void> | undefined;
+  const removeUser = (): Promise<void> =>
+    (removed ??= (async () => {
+      client.close();
+      await store.del(user).catch(() => undefined);
+      await rm(added.home, { recursive: true, force: true });
+    })());
+  // Ctrl-C while a step waits (a PASV that hangs is what the test is for) must not leave the
+  // temporary user and its home behind: they go first, then the process ends as the signal meant.
+  const onSignal = (signal: NodeJS.Signals): void => {
+    void removeUser().finally(() => {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+      process.kill(process.pid, signal);
+    });
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   try {
     // The server re-reads a changed users file at most once a second.
     await new Promise((r) => setTimeout(r, 1100));
@@ -118,9 +136,9 @@ export async function runSelftest(cmd: ParsedCommand, ctx: CliContext): Promise<
       });
     }
   } finally {
-    client.close();
-    await store.del(user).catch(() => undefined);
-    await rm(added.home, { recursive: true, force: true });
+    await removeUser();
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
   }
   const width = Math.max(...steps.map((s) => s.name.length));
   for (const s of steps) ctx.stdout.write(`${s.ok ? "PASS" : "FAIL"}  ${s.name.padEnd(width)}  ${s.detail}\n`);
