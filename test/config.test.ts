@@ -263,6 +263,13 @@ void describe("loadConfig errors name the key", () => {
     expectError(env({ BERTH_USERS_BCRYPT_COST: "16" }), "users.bcryptCost", "4..15");
   });
 
+  void test("anonymous.dirPerms with a DIR left out, which would read as the whole anonymous root (as --dir-perms refuses it)", () => {
+    for (const value of ["=upload", "/pub=list; =upload,delete", " = upload"]) {
+      expectError(env({ BERTH_ANONYMOUS_DIR_PERMS: value }), "anonymous.dirPerms", "with DIR inside the anonymous root");
+    }
+    assert.equal(loadConfig({ cwd: workdir(), env: { BERTH_ANONYMOUS_DIR_PERMS: "/=list;/incoming=upload" } }).anonymous.dirPerms, "/=list;/incoming=upload");
+  });
+
   void test("empty paths and a multi-line banner", () => {
     expectError(env({ BERTH_STORAGE_ROOT: "" }), "storage.root", "non-empty");
     expectError(file('server:\n  banner: "a\\r\\nb"\n'), "server.banner", "one line");

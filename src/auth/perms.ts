@@ -56,12 +56,13 @@ export function parsePermList(text: string): Perm[] | null {
 }
 
 /** "/pub=list,download;/in=upload" → virtual directory → permissions (paths normalized, "/x/" →
- * "/x"); "" → none; null when malformed or a path leaves the home (".."). */
+ * "/x"); "" → none; null when malformed, a path leaves the home (".."), or a DIR is left out: an
+ * empty one would read as the whole home ("=upload" for "/incoming=upload"), which is written "/". */
 export function parseDirPerms(text: string): Record<string, Perm[]> | null {
   const out: Record<string, Perm[]> = {};
   for (const part of text.split(";").map((p) => p.trim()).filter((p) => p !== "")) {
     const eq = part.indexOf("=");
-    const dir = eq === -1 ? null : normalizeDirPath(part.slice(0, eq).trim());
+    const dir = eq === -1 || part.slice(0, eq).trim() === "" ? null : normalizeDirPath(part.slice(0, eq).trim());
     const perms = eq === -1 ? null : parsePermList(part.slice(eq + 1));
     if (dir === null || perms === null) return null;
     out[dir] = perms;
