@@ -94,6 +94,8 @@ void describe("berth user", () => {
     assertOneLineError(await berth(cwd, ["user", "add", ".bad", "--password-stdin"], { input: "pw" }), 2, "invalid user name");
     assertOneLineError(await berth(cwd, ["user", "add", "dave"]), 2, "--password-stdin");
     assertOneLineError(await berth(cwd, ["user", "add", "dave", "--password-stdin"], { input: "\n" }), 2, "empty");
+    // Latin-1 "café": stored as it decodes (with U+FFFD), it would be a password no client can send.
+    assertOneLineError(await berth(cwd, ["user", "add", "dave", "--password-stdin"], { input: Buffer.from("caf\xe9\n", "latin1") }), 2, "not valid UTF-8");
     assertOneLineError(await berth(cwd, ["user", "passwd", "nobody", "--password-stdin"], { input: "x" }), 1, "no user");
     assertOneLineError(await berth(cwd, ["user", "del", "nobody"]), 1, "no user");
     assertOneLineError(await berth(cwd, ["user", "add"]), 2, "NAME");

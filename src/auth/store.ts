@@ -137,6 +137,9 @@ export function checkPassword(password: string): void {
     throw new UserError("invalid", `the password is longer than ${MAX_PASSWORD_BYTES} bytes (the bcrypt limit)`);
   }
   if (/[\r\n\0]/.test(password)) throw new UserError("invalid", "the password must not contain a line break or NUL");
+  // U+FFFD is what bytes that are not UTF-8 decode to (a Latin-1 terminal, a file in another
+  // encoding): stored so, it would be a password no client sends, as clients send UTF-8.
+  if (password.includes("\uFFFD")) throw new UserError("invalid", "the password is not valid UTF-8 text");
 }
 
 /** Whether `password` is the one `hash` holds, for every kind of bcrypt hash the file takes: the

@@ -46,7 +46,7 @@ export function baseEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 
 /** Runs the CLI in `cwd` with `args`, feeding `input` on stdin; `via`: a program and its arguments
  * that run node in turn (setpriv, to run it as another user). */
-export function berth(cwd: string, args: string[], opts: { input?: string; env?: Record<string, string>; via?: readonly string[] } = {}): Promise<CliResult> {
+export function berth(cwd: string, args: string[], opts: { input?: string | Buffer; env?: Record<string, string>; via?: readonly string[] } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const [program, ...prefix] = [...(opts.via ?? []), process.execPath];
     const argv = [...prefix, "--import", TSX, MAIN, ...args];
