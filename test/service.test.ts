@@ -478,6 +478,26 @@ void describe("berth as a service", () => {
     up.socket.destroy();
   });
 
+  void test("a second drain on the admin socket is answered and lets the running upload finish: only a second signal exits at once", async () => {
+    const srv = await serve("", 8, { BERTH_ADMIN_SOCKET: "run/admin.sock" });
+    const sock = path.join(srv.cwd, "run", "admin.sock");
+    await srv.waitLog(/"event":"admin-socket"/);
+    const up = new Control(srv.port);
+    await up.login();
+    const data = await up.pasv();
+    assert.match(await up.cmd("STOR drained.bin"), /^150 /);
+    const chunk = Buffer.alloc(64 * 1024, 7);
+    data.write(chunk);
+    assert.deepEqual(await adminRaw(sock, ['{"cmd":"drain"}\n'], true), ['{"ok":true}']);
+    await srv.waitLog(/shutting down/);
+    // Run again (a script, an operator checking): the same drain, not a kill.
+    assert.deepEqual(await adminRaw(sock, ['{"cmd":"drain"}\n'], true), ['{"ok":true}']);
+    data.end(chunk);
+    assert.match(await up.reply(), /^226 /);
+    assert.equal(await srv.exited, 0);
+    assert.equal(readFileSync(path.join(srv.cwd, "data", "svc", "drained.bin")).length, 2 * chunk.length);
+  });
+
   void test("SIGHUP: a new log.level applies to the sessions opened after it, not to those already open", async () => {
     const srv = await serve("log:\n  level: info\n");
     const before = new Control(srv.port);

@@ -100,7 +100,9 @@ async function serve(cmd: ParsedCommand): Promise<number> {
   const serving = await startServing(cmd, ctx);
   live.serving = serving;
   catchFatal(serving.logger);
-  const admin = await startAdmin(cmd, serving, () => onSignal("SIGTERM"));
+  // A drain asked for again while one runs (a script, an operator checking) is the same drain: only
+  // a second signal is the operator's way to exit at once, cutting the transfers still running.
+  const admin = await startAdmin(cmd, serving, () => first === undefined && onSignal("SIGTERM"));
   await welcome(serving, cmd, ctx);
   return new Promise((resolve) => {
     onFirst = (signal) => resolve(stop(serving, signal).finally(() => admin?.close()));
