@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import bcrypt from "bcrypt";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -126,6 +127,36 @@ void describe("UserStore", () => {
     assert.equal(await store.authenticate("__proto__", ""), null);
     assert.equal(await store.authenticate("bob", `right${"x".repeat(80)}`), null);
     assert.equal(await storeOn(sandbox()).authenticate("bob", "right"), null, "no file at all");
+  });
+
+  void test("an unknown name is checked against a hash of a stored user's cost, the same one each time; the configured cost only with no user", async () => {
+    const box = sandbox();
+    await storeOn(box, { bcryptCost: 5 }).add("five", "pw");
+    await storeOn(box, { bcryptCost: 6 }).add("six", "pw");
+    const costs: number[] = [];
+    const compare = bcrypt.compare;
+    // The real bcrypt still does the work; this only notes the cost of each hash it is given.
+    bcrypt.compare = ((data: string, hash: string) => {
+      costs.push(Number(hash.slice(4, 6)));
+      return compare(data, hash);
+    }) as typeof bcrypt.compare;
+    try {
+      const server = storeOn(box);
+      const byName = new Map<string, number>();
+      for (let i = 0; i < 40; i++) {
+        const name = `nobody${i}`;
+        assert.equal(await server.authenticate(name, "pw"), null);
+        byName.set(name, costs.at(-1)!);
+        assert.equal(await server.authenticate(name, "other"), null);
+        assert.equal(costs.at(-1), byName.get(name), `${name}: the same cost again`);
+      }
+      assert.deepEqual([...new Set(byName.values())].sort(), [5, 6], "both stored costs, never the configured 4");
+      costs.length = 0;
+      assert.equal(await storeOn(sandbox()).authenticate("nobody", "pw"), null);
+      assert.deepEqual(costs, [4], "no users: the configured cost");
+    } finally {
+      bcrypt.compare = compare;
+    }
   });
 
   void test("a change made by another instance is seen without restart", async () => {

@@ -10,7 +10,7 @@
  * `maxSessions` (0 or absent = the config's default).
  */
 import bcrypt from "bcrypt";
-import { randomBytes } from "node:crypto";
+import { createHmac, randomBytes } from "node:crypto";
 import { lchown, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
@@ -147,6 +147,13 @@ export function checkPassword(password: string): void {
  * by that other name, and would never match a hash pasted in from there. */
 function matches(password: string, hash: string): Promise<boolean> {
   return bcrypt.compare(password, hash.startsWith("$2y$") ? `$2b$${hash.slice(4)}` : hash);
+}
+
+/** The cost a bcrypt hash was made with ("$2b$12$…" → 12), or null when it names none bcrypt takes. */
+function costOf(hash: string): number | null {
+  const m = /^\$2[aby]\$(\d\d)\$/.exec(hash);
+  const cost = m === null ? NaN : Number(m[1]);
+  return cost >= 4 && cost <= 31 ? cost : null;
 }
 
 /** A name for messages: JSON-quoted and shortened. */
@@ -286,7 +293,13 @@ export class UserStore implements CredentialSource {
   /** Why the file could not be read or parsed at the last look (null when it could). */
   #failure: string | null = null;
   #refreshing: Promise<void> | null = null;
-  #dummy: Promise<string> | undefined;
+  /** Dummy hashes by cost (see #dummyHash); bcrypt's costs are 4 to 31, so few. */
+  readonly #dummies = new Map<number, Promise<string>>();
+  /** The stored hashes' costs, sorted, for the user table they were read from. */
+  #costs: { readonly of: Map<string, UserRecord>; readonly costs: readonly number[] } | undefined;
+  /** Picks an unknown name's dummy cost (#dummyHash): random per process, so no one can tell
+   * ahead which cost a name gets. */
+  readonly #nameKey = randomBytes(32);
   /** Serializes this process's writes. */
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -314,9 +327,8 @@ export class UserStore implements CredentialSource {
     await this.#refresh();
     if (!this.#loaded) throw new UserError("io", `no usable users file yet: ${this.#failure ?? "not read"}`);
     try {
-      const dummy = await this.#dummyHash();
       const record = this.#users.get(name);
-      const match = await matches(password, record?.hash ?? dummy);
+      const match = await matches(password, record?.hash ?? (await this.#dummyHash(name)));
       const tooLong = Buffer.byteLength(password, "utf8") > MAX_PASSWORD_BYTES;
       return record !== undefined && match && !tooLong ? this.#toUser(record) : null;
     } catch (err) {
@@ -657,10 +669,26 @@ export class UserStore implements CredentialSource {
     }
   }
 
-  /** A hash of a random secret at the configured cost, compared against for unknown names. */
-  #dummyHash(): Promise<string> {
-    this.#dummy ??= bcrypt.hash(randomBytes(16).toString("hex"), this.#cost);
-    return this.#dummy;
+  /** A hash of a random secret, compared against for the unknown `name`. Its cost is that of a
+   * stored hash, picked by a keyed hash of the name: unknown names then take as long as known
+   * ones, in the same proportions, when the stored costs differ too (users.bcryptCost raised since
+   * some hashes were made, which keep theirs until their password changes; a hash pasted in from
+   * elsewhere); a name always gets the same one. The configured cost when none is stored. */
+  #dummyHash(name: string): Promise<string> {
+    if (this.#costs?.of !== this.#users) {
+      const costs = [...this.#users.values()].map((u) => costOf(u.hash)).filter((c) => c !== null);
+      this.#costs = { of: this.#users, costs: costs.sort((a, b) => a - b) };
+    }
+    const { costs } = this.#costs;
+    const cost = costs.length === 0 ? this.#cost : costs[createHmac("sha256", this.#nameKey).update(name).digest().readUInt32BE(0) % costs.length]!;
+    let dummy = this.#dummies.get(cost);
+    if (dummy === undefined) {
+      dummy = bcrypt.hash(randomBytes(16).toString("hex"), cost);
+      // A failure (no thread, no memory) is not kept for every later unknown name.
+      dummy.catch(() => this.#dummies.delete(cost));
+      this.#dummies.set(cost, dummy);
+    }
+    return dummy;
   }
 
   /** The protocol's view of a record, with an absolute home. */
