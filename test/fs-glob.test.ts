@@ -1,7 +1,7 @@
 /** Name patterns of LIST and NLST arguments (fs/glob.ts). */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { globMatch, globOf } from "../src/fs/glob.ts";
+import { compileGlob, globMatch, globOf } from "../src/fs/glob.ts";
 
 describe("name patterns", () => {
   it("finds the pattern in the last component only", () => {
@@ -43,5 +43,16 @@ describe("name patterns", () => {
   it("answers patterns made to backtrack (a backtracking matcher would not finish: 200 stars over 255 characters)", () => {
     assert.equal(globMatch(`${"a*".repeat(200)}b`, "a".repeat(255)), false);
     assert.equal(globMatch(`${"a*".repeat(200)}`, "a".repeat(255)), true);
+  });
+
+  it("answers a pattern of unclosed sets over a directory of long names (one that looked for each set's end at every try would take minutes)", () => {
+    // "[" with no "]" is a literal "[": 253 of them after a star, tried at every position of
+    // every name, each one scanned to the end of the pattern for its "]".
+    const matches = compileGlob(`*${"[".repeat(253)}a`);
+    const names = Array.from({ length: 5000 }, (_, i) => `${"[".repeat(250)}${String(i).padStart(4, "0")}`);
+    assert.equal(names.filter(matches).length, 0);
+    assert.equal(matches(`x${"[".repeat(253)}a`), true);
+    assert.equal(compileGlob("[ab")("[ab"), true);
+    assert.equal(compileGlob("[*")("[anything"), true, "after an unclosed [ the rest is pattern again");
   });
 });

@@ -19,8 +19,10 @@ export function globMatch(pattern: string, name: string): boolean {
 
 /**
  * globMatch with `pattern` taken apart once, for testing every name of a directory: the pattern
- * is split into characters here, and a name only when it has characters outside the BMP (so a
- * listing makes no array per name).
+ * is split into its elements here (each set parsed, and an unclosed "[" known to be a literal, once
+ * and not at every try: looking for a set's "]" on each try made a pattern of 250 unclosed "["
+ * cost the cube of the lengths per name, seconds of the event loop for a directory of long names),
+ * and a name only when it has characters outside the BMP (so a listing makes no array per name).
  *
  * Not auth/perms.ts's compilePatterns: that one compiles the operator's `storage.hide` and
  * `storage.deny` lists, trusted and fixed, into one cached regular expression where "*" also
@@ -28,7 +30,7 @@ export function globMatch(pattern: string, name: string): boolean {
  * reused, and means what a shell makes of it.
  */
 export function compileGlob(pattern: string): (name: string) => boolean {
-  const p = [...pattern];
+  const p = elementsOf([...pattern]);
   const dotOnly = !pattern.startsWith(".");
   return (name) => {
     if (dotOnly && name.startsWith(".")) return false;
@@ -36,8 +38,67 @@ export function compileGlob(pattern: string): (name: string) => boolean {
   };
 }
 
+/** "*" in a pattern taken apart. */
+const STAR = 0;
+/** "?" in a pattern taken apart. */
+const ANY = 1;
+
+/** A set ("[a-c]", "[!x]"): its single characters and ranges. */
+interface CharSet {
+  readonly negate: boolean;
+  readonly singles: readonly string[];
+  readonly ranges: readonly (readonly [string, string])[];
+}
+
+/** One element of a pattern: STAR, ANY, a set, or a character that matches itself. */
+type Element = typeof STAR | typeof ANY | CharSet | string;
+
+/** The elements of pattern characters `p`: "[abc]", "[a-z]", "[!abc]" or "[^abc]" a set (a "]"
+ * right after the "[" or its "!" is one of its characters), an unclosed "[" the character itself. */
+function elementsOf(p: readonly string[]): Element[] {
+  const out: Element[] = [];
+  for (let pi = 0; pi < p.length; ) {
+    const c = p[pi] as string;
+    if (c === "*") out.push(STAR);
+    else if (c === "?") out.push(ANY);
+    else if (c === "[") {
+      const set = setAt(p, pi);
+      if (set !== null) {
+        out.push(set.set);
+        pi = set.end;
+        continue;
+      }
+      out.push(c);
+    } else out.push(c);
+    pi++;
+  }
+  return out;
+}
+
+/** The set that starts at p[pi] (a "[") and the index after its "]"; null when it is unclosed. */
+function setAt(p: readonly string[], pi: number): { set: CharSet; end: number } | null {
+  let i = pi + 1;
+  const negate = p[i] === "!" || p[i] === "^";
+  if (negate) i++;
+  const singles: string[] = [];
+  const ranges: [string, string][] = [];
+  let first = true;
+  while (i < p.length && (p[i] !== "]" || first)) {
+    first = false;
+    const lo = p[i] as string;
+    if (p[i + 1] === "-" && i + 2 < p.length && p[i + 2] !== "]") {
+      ranges.push([lo, p[i + 2] as string]);
+      i += 3;
+    } else {
+      singles.push(lo);
+      i++;
+    }
+  }
+  return i >= p.length ? null : { set: { negate, singles, ranges }, end: i + 1 };
+}
+
 /** The match itself: `n` is the name as a string (BMP only: one unit per character) or as characters. */
-function matchChars(p: readonly string[], n: string | readonly string[]): boolean {
+function matchChars(p: readonly Element[], n: string | readonly string[]): boolean {
   let pi = 0;
   let ni = 0;
   // The last "*" seen, and where in the name it was tried: on a mismatch it takes one more.
@@ -45,14 +106,14 @@ function matchChars(p: readonly string[], n: string | readonly string[]): boolea
   let mark = 0;
   while (ni < n.length) {
     if (pi < p.length) {
-      if (p[pi] === "*") {
+      const e = p[pi] as Element;
+      if (e === STAR) {
         star = pi++;
         mark = ni;
         continue;
       }
-      const next = matchOne(p, pi, n[ni] as string);
-      if (next !== -1) {
-        pi = next;
+      if (matchOne(e, n[ni] as string)) {
+        pi++;
         ni++;
         continue;
       }
@@ -61,32 +122,19 @@ function matchChars(p: readonly string[], n: string | readonly string[]): boolea
     pi = star + 1;
     ni = ++mark;
   }
-  while (p[pi] === "*") pi++;
+  while (p[pi] === STAR) pi++;
   return pi === p.length;
 }
 
-/** Matches one character at p[pi]; the index after the pattern element, or -1. */
-function matchOne(p: readonly string[], pi: number, ch: string): number {
-  const c = p[pi];
-  if (c === "?") return pi + 1;
-  if (c !== "[") return c === ch ? pi + 1 : -1;
-  let i = pi + 1;
-  const negate = p[i] === "!" || p[i] === "^";
-  if (negate) i++;
-  let hit = false;
-  let first = true;
-  while (i < p.length && (p[i] !== "]" || first)) {
-    first = false;
-    const lo = p[i] as string;
-    if (p[i + 1] === "-" && i + 2 < p.length && p[i + 2] !== "]") {
-      const hi = p[i + 2] as string;
-      if (ch >= lo && ch <= hi) hit = true;
-      i += 3;
-    } else {
-      if (ch === lo) hit = true;
-      i++;
-    }
+/** Whether element `e` (not STAR) matches character `ch`. */
+function matchOne(e: Element, ch: string): boolean {
+  if (e === ANY) return true;
+  if (typeof e === "string") return e === ch;
+  if (typeof e === "number") return false;
+  let hit = e.singles.includes(ch);
+  for (let k = 0; !hit && k < e.ranges.length; k++) {
+    const [lo, hi] = e.ranges[k] as readonly [string, string];
+    if (ch >= lo && ch <= hi) hit = true;
   }
-  if (i >= p.length) return ch === "[" ? pi + 1 : -1; // unclosed: a literal "["
-  return hit !== negate ? i + 1 : -1;
+  return hit !== e.negate;
 }
