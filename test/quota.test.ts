@@ -241,6 +241,42 @@ describe("file-count quota and DELE", () => {
       { config: { quota: { bytes: 0, files: 0, rescanAfter: 0 } }, users: [CAROL] },
     );
   });
+
+  it("a recount at login counts the files of a directory renamed deeper than a path can name", async () => {
+    await withServer(
+      async (t) => {
+        const name = "n".repeat(250);
+        const chain = Array.from({ length: 15 }, () => name).join("/"); // 3,765 bytes
+        let raw = await rawLogin(t, "carol");
+        try {
+          await raw.expect("TYPE I", 200);
+          for (const top of ["/A", "/B"]) {
+            await raw.expect(`MKD ${top}`, 257);
+            for (let i = 1; i <= 15; i++) await raw.expect(`MKD ${top}/${chain.slice(0, i * 251 - 1)}`, 257);
+          }
+          assert.equal(await rawStore(raw, "STOR", `/B/${chain}/f.bin`, payload(60 * KIB)), 226);
+          // f.bin is now some 7,600 bytes below the home: no path reaches it, only its directories.
+          await raw.expect("RNFR /B", 350);
+          await raw.expect(`RNTO /A/${chain}/B`, 250);
+        } finally {
+          await raw.close();
+        }
+        raw = await rawLogin(t, "carol"); // rescanAfter 0: every login recounts
+        let stored: number;
+        try {
+          await raw.expect("TYPE I", 200);
+          stored = await rawStore(raw, "STOR", "x.bin", payload(60 * KIB));
+          // Back up where the test's clean-up can remove it.
+          await raw.expect(`RNFR /A/${chain}/B`, 350);
+          await raw.expect("RNTO /B", 250);
+        } finally {
+          await raw.close();
+        }
+        assert.equal(stored, 552, "60 KiB stored, 60 more do not fit in 100");
+      },
+      { config: { quota: { bytes: 0, files: 0, rescanAfter: 0 } }, users: [CAROL] },
+    );
+  });
 });
 
 describe("berth user list", () => {

@@ -66,6 +66,16 @@ export async function pinDir(root: RealPath, dir: RealPath, follow = true): Prom
   return new ThroughFd(fd, real);
 }
 
+/** Directory `name` of held directory `dir`, opened through it without following a link (ENOTDIR
+ * for one): below `dir` whatever happens to paths meanwhile, so its real path is `dir`'s and the
+ * name, with no /proc look, which fails for a path longer than PATH_MAX (a directory renamed into
+ * a deep one). Where pinning is off, that path itself. */
+export async function pinChild(dir: PinnedDir, name: string): Promise<PinnedDir> {
+  const real = path.join(dir.real, name);
+  if (!pinning()) return new ByPath(real);
+  return new ThroughFd(await openFd(dir.at(name), O_PATH | O_DIRECTORY | O_NOFOLLOW), real);
+}
+
 /** Paths through open descriptor `fd` (`at()` itself, `at(name)` an entry of a directory), and
  * its closing (harmless twice). A class, not an object of closures: one is made per file an
  * upload or a download touches (see test/hotpath.test.ts). */

@@ -6,7 +6,7 @@
 import { lstat, readdir, realpath } from "node:fs/promises";
 import path from "node:path";
 import { isUploadTemp } from "./contain.ts";
-import { pinDir } from "./pin.ts";
+import { pinChild, pinDir, type PinnedDir } from "./pin.ts";
 import type { RealPath } from "./types.ts";
 
 /** What a home holds. */
@@ -40,6 +40,15 @@ export class Limiter {
   }
 }
 
+/** Linux's longest path (bytes, with its NUL): a directory whose path is not shorter is opened
+ * through its parent. */
+const PATH_MAX = 4096;
+
+/** Directories past PATH_MAX a walk holds open one inside the other, at most: each is read through
+ * the one above it, held meanwhile. A home nested deeper than that (only made on purpose, by
+ * renaming a deep tree into itself again and again) is counted as one the descriptors ran out in. */
+const DEEP_HELD = 32;
+
 /** Filesystem calls in flight per scan. */
 const SCAN_CONCURRENCY = 8;
 
@@ -65,6 +74,45 @@ export async function scanUsage(root: string, limiter?: Limiter, deadline = Infi
   const own = new Limiter(SCAN_CONCURRENCY);
   const io = <T>(op: () => Promise<T>): Promise<T> => own.run(() => (limiter ? limiter.run(op) : op()));
   const queue: string[] = [top];
+  // Reads held directory `dir`: its files are counted, its directories queued by their paths.
+  // `held`: directories past PATH_MAX held open above it, each until its own are read.
+  const read = async (dir: PinnedDir, held = 0): Promise<void> => {
+    const names: string[] = [];
+    const deep: string[] = [];
+    for (const e of await io(() => readdir(dir.at(), { withFileTypes: true }))) {
+      if (e.isDirectory()) {
+        const sub = path.join(dir.real, e.name);
+        // A directory renamed into a deep one lies deeper than any path can name (PATH_MAX): no
+        // open by its path reaches it, and left out, what it holds would leave the count at the
+        // next recount (RNTO /B /A/<4000 bytes>/B, then upload as much again). It is read through
+        // this one, still held.
+        if (Buffer.byteLength(sub) < PATH_MAX) queue.push(sub);
+        else deep.push(e.name);
+      } else if (e.isFile() && !isUploadTemp(e.name)) names.push(e.name);
+    }
+    await Promise.all(
+      names.map(async (name) => {
+        const s = await io(() => lstat(dir.at(name))).catch(() => null);
+        if (s?.isFile()) {
+          bytes += s.size;
+          files++;
+        }
+      }),
+    );
+    if (deep.length > 0 && held >= DEEP_HELD) throw Object.assign(new Error("directories nested too deep to count"), { code: "ENAMETOOLONG" });
+    for (const name of deep) {
+      const sub = await io(() => pinChild(dir, name)).catch((err: unknown) => {
+        if (stopsWalk(err)) throw err;
+        return null; // gone meanwhile, or swapped for a link: as a queued one would be
+      });
+      if (sub === null) continue;
+      try {
+        await read(sub, held + 1);
+      } finally {
+        sub.release();
+      }
+    }
+  };
   const step = async (dirPath: string): Promise<void> => {
     if (Date.now() > deadline) {
       partial = true;
@@ -73,20 +121,7 @@ export async function scanUsage(root: string, limiter?: Limiter, deadline = Infi
     }
     const dir = await io(() => pinDir(top, dirPath as RealPath, false));
     try {
-      const names: string[] = [];
-      for (const e of await io(() => readdir(dir.at(), { withFileTypes: true }))) {
-        if (e.isDirectory()) queue.push(path.join(dir.real, e.name));
-        else if (e.isFile() && !isUploadTemp(e.name)) names.push(e.name);
-      }
-      await Promise.all(
-        names.map(async (name) => {
-          const s = await io(() => lstat(dir.at(name))).catch(() => null);
-          if (s?.isFile()) {
-            bytes += s.size;
-            files++;
-          }
-        }),
-      );
+      await read(dir);
     } finally {
       dir.release();
     }
@@ -98,8 +133,7 @@ export async function scanUsage(root: string, limiter?: Limiter, deadline = Infi
         active++;
         void step(queue.pop() as string)
           .catch((err: unknown) => {
-            const code = (err as NodeJS.ErrnoException | null)?.code;
-            if (code !== "EMFILE" && code !== "ENFILE") return;
+            if (!stopsWalk(err)) return;
             partial = true;
             queue.length = 0;
           })
@@ -113,4 +147,13 @@ export async function scanUsage(root: string, limiter?: Limiter, deadline = Infi
     pump();
   });
   return partial ? { bytes, files, partial } : { bytes, files };
+}
+
+/** Whether a failure stops a walk, its result partial: out of descriptors (EMFILE, ENFILE), or a
+ * directory too deep for its path where it cannot be read through its parent (ENAMETOOLONG, no
+ * /proc): what it holds is there, uncounted. Anything else is a directory gone or swapped for a
+ * link meanwhile, skipped. */
+function stopsWalk(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === "EMFILE" || code === "ENFILE" || code === "ENAMETOOLONG";
 }
