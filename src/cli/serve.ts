@@ -38,7 +38,7 @@ export interface Serving {
 }
 
 /** Errors of listen() that are the operator's environment, not a bug. */
-const LISTEN_ERRORS = new Set(["EADDRINUSE", "EACCES", "EADDRNOTAVAIL", "EPERM"]);
+const LISTEN_ERRORS = new Set(["EADDRINUSE", "EACCES", "EADDRNOTAVAIL", "EAFNOSUPPORT", "EPERM"]);
 
 /**
  * Checks everything that can be checked before anything is written (the config, the certificate
@@ -133,6 +133,9 @@ export function listenFailure(err: unknown, config: Config): CliError | undefine
   const hint =
     code === "EACCES" && port > 0 && port < 1024
       ? ` (a port below 1024 needs root or the capability NET_BIND_SERVICE; in a container started with no-new-privileges the image's node cannot use its file capability: listen on a port from 1024 up and publish it, e.g. BERTH_LISTEN_PORT=2121 with -p 21:2121)`
-      : "";
+      : code === "EAFNOSUPPORT" && host.includes(":")
+        ? // A kernel without IPv6 (ipv6.disable=1) cannot bind the default "::": IPv4 alone still works.
+          " (this system has no IPv6: listen on every IPv4 address with listen.host 0.0.0.0, e.g. BERTH_LISTEN_HOST=0.0.0.0)"
+        : "";
   return new CliError(`cannot listen on ${shownHost}:${port}: ${systemErrorText(err)}${hint}`, 1);
 }

@@ -15,6 +15,7 @@ const TEXT: Readonly<Record<string, string>> = {
   EEXIST: "already exists",
   EADDRINUSE: "address in use",
   EADDRNOTAVAIL: "address not available",
+  EAFNOSUPPORT: "address family not supported",
   ELOOP: "too many symbolic links",
   EMFILE: "too many open files",
   ENOTFOUND: "no such host",
