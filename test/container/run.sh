@@ -222,9 +222,9 @@ $ENGINE stop -t 10 "$HO" >/dev/null 2>&1
 t1=$(date +%s.%N)
 wait $CURL; curl_rc=$?
 code=$($ENGINE inspect -f '{{.State.ExitCode}}' "$HO" 2>/dev/null)
-secs=$(echo "$t1 - $t0" | bc)
+secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
 say "stop took ${secs}s, exit code $code, running upload: curl exit $curl_rc"
-if [ "$code" = 0 ] && [ "$(echo "$secs < 10" | bc)" = 1 ]; then result PASS "stop: exit 0 in ${secs}s (< 10 s)"
+if [ "$code" = 0 ] && awk -v s="$secs" 'BEGIN { exit !(s < 10) }'; then result PASS "stop: exit 0 in ${secs}s (< 10 s)"
 else $ENGINE logs "$HO" 2>&1 | tail -20; result FAIL "stop: exit code $code after ${secs}s"; fi
 home=$(find "$WORK/data" -maxdepth 1 -mindepth 1 -type d | head -1)
 if cmp -s "$WORK/early.bin" "$home/early.bin"; then result PASS "stop: file stored before is intact"
