@@ -207,8 +207,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     logger.warn(fields, "banned %s for %d s: %s", ban.address, ban.remaining, ban.reason);
     for (const s of sessions) {
       if (normalizeAddress(s.remoteAddress) !== ban.address) continue;
-      s.transfer?.abort("shutdown");
-      s.timeout(banText(ban));
+      s.cutAndClose("banned", banText(ban));
     }
   };
 

@@ -16,6 +16,7 @@ import { Defender, type DefenderSettings } from "../src/auth/defender.ts";
 import { DEFAULTS } from "../src/config/schema.ts";
 import { Metrics } from "../src/log/metrics.ts";
 import { RawClient, type Reply } from "./helpers/raw.ts";
+import { startUpload } from "./helpers/uploads.ts";
 import { withServer } from "./helpers/run.ts";
 import { makeConfig, waitFor, type ConfigPatch } from "./helpers/server.ts";
 
@@ -204,6 +205,24 @@ void describe("defender against a real server", () => {
         await c.closed();
       }
     }, { config: { limits: { maxSessionsPerAddress: 2 }, defender: { threshold: 20, scoreLimit: 10 } } });
+  });
+
+  it("a ban cuts a running transfer of the address with 426 saying why, then closes its session with 421", async () => {
+    await withServer(async (t) => {
+      const a = await RawClient.connect(t.port);
+      await a.login();
+      const data = await startUpload(a, "STOR", "cut.bin", Buffer.alloc(64 * 1024, 7));
+      data.on("error", () => undefined);
+      assert.ok(await waitFor(() => [...t.server.sessions].some((s) => s.transfer !== null), 5000), "the upload runs");
+      const refused = await greet(t.port);
+      assert.equal(refused.first.code, 421);
+      await refused.client.closed();
+      const cut = await a.expectReply(426);
+      assert.equal(cut.message, "Transfer aborted: your address is banned");
+      assert.match((await a.expectReply(421)).message, /banned.*too many connections/);
+      await a.closed();
+      data.destroy();
+    }, { config: { limits: { maxSessionsPerAddress: 1 }, defender: { threshold: 10, scoreLimit: 10 } } });
   });
 
   it("scores protocol abuse: overlong lines, floods of unknown commands, unused passive ports", async () => {

@@ -608,9 +608,21 @@ void describe("berth as a service", () => {
     assert.equal(list.length, 1);
     assert.equal(list[0]?.user, "svc");
     assert.deepEqual(await admin(sock, { cmd: "kick", id: "nope" }), { ok: false, error: "no session nope" });
+    // A kicked session's running upload is cut with 426 saying why, then the session with 421.
+    const data = await c.pasv();
+    assert.match(await c.cmd("STOR kicked.bin"), /^150 /);
+    data.on("error", () => undefined);
+    data.write(Buffer.alloc(64 * 1024, 7));
+    for (let i = 0; i < 100; i++) {
+      const now = (await admin(sock, { cmd: "sessions" })).sessions as { transfer: unknown }[];
+      if (now[0]?.transfer) break;
+      await sleep(20);
+    }
     assert.deepEqual(await admin(sock, { cmd: "kick", id: list[0]?.id }), { ok: true, kicked: list[0]?.id });
+    assert.equal(await c.reply(), "426 Transfer aborted: disconnected by the administrator");
     assert.match(await c.reply(), /^421 /);
     await c.closed;
+    data.destroy();
     assert.deepEqual(await admin(sock, { cmd: "bogus" }), { ok: false, error: 'unknown command "bogus" (one of status, sessions, kick, reload, drain)' });
     // Requests of the wrong shape say what a request is.
     for (const req of [{}, [], null, 42, { cmd: 5 }]) {

@@ -86,8 +86,7 @@ export function handleRequest(target: AdminTarget, req: unknown): Record<string,
       if (typeof id !== "string" || id === "") return { ok: false, error: 'kick needs "id": a session id (see "sessions")' };
       const victim = sessions.find((s) => s.id === id);
       if (!victim) return { ok: false, error: `no session ${id}` };
-      victim.transfer?.abort("shutdown");
-      victim.timeout("Disconnected by the administrator");
+      victim.cutAndClose("kicked", "Disconnected by the administrator");
       return { ok: true, kicked: victim.id };
     }
     case "reload":

@@ -35,7 +35,7 @@ const MIN_CHUNK = 16 << 10;
 export const WRITE_BUFFER = 4 << 20;
 
 /** Why a transfer stopped early. */
-export type AbortReason = "abort" | "stalled" | "shutdown" | "client";
+export type AbortReason = "abort" | "stalled" | "shutdown" | "kicked" | "banned" | "client";
 
 /** A running transfer, visible to STAT and ABOR. */
 export class Transfer {
@@ -747,6 +747,10 @@ function abortError(t: Transfer, err: unknown): Error {
       return new FtpError(426, "Transfer aborted: no data moved for too long");
     case "shutdown":
       return new FtpError(426, "Transfer aborted: server shutting down");
+    case "kicked":
+      return new FtpError(426, "Transfer aborted: disconnected by the administrator");
+    case "banned":
+      return new FtpError(426, "Transfer aborted: your address is banned");
     case "abort":
       return new FtpError(426, "Transfer aborted");
     default:

@@ -14,7 +14,7 @@ import { unmapIPv4 } from "../data/address.ts";
 import type { DataChannel } from "../data/channel.ts";
 import type { SpareSlot } from "../data/passive.ts";
 import type { TlsBinding } from "../data/tls.ts";
-import type { Transfer } from "../data/transfer.ts";
+import type { AbortReason, Transfer } from "../data/transfer.ts";
 import type { JailedFs } from "../fs/jail.ts";
 import type { VirtualPath } from "../fs/types.ts";
 import { MLSX_FACTS } from "../fs/format.ts";
@@ -59,6 +59,9 @@ const UNUSED_PASSIVE_PER_SCORE = 3;
 
 /** An item in the command queue: a line, or the notice that a line was too long. */
 type Queued = { readonly line: string; readonly notUtf8?: true } | { readonly overlong: true };
+
+/** Longest wait for a transfer cut by cutAndClose to answer before the session closes anyway (ms). */
+const CUT_WAIT_MS = 2000;
 
 /** One control connection. */
 export class Session {
@@ -125,6 +128,8 @@ export class Session {
   quitting = false;
   /** Set when the server drains: close once the current transfer ends. */
   draining = false;
+  /** Set by cutAndClose: the 421 text the session closes with once its cut transfer has answered. */
+  closingText: string | null = null;
   /** The connection is gone. */
   closed = false;
   /** end() was called: no further command runs, no further input is read (RFC 959 §4.1.1: nothing
@@ -427,6 +432,19 @@ export class Session {
     this.log.info({ event: "timeout", reason: text }, "session closed: %s", text);
     this.reply(421, text);
     this.end();
+  }
+
+  /** Closes the session from the server's side (an administrator's kick, a ban) with 421 `text`;
+   * a transfer running is cut first (`reason`) and answers its 426 before the 421, as at shutdown,
+   * waiting at most CUT_WAIT_MS for it (an upload's rollback on a slow disk). */
+  cutAndClose(reason: AbortReason, text: string): void {
+    const t = this.transfer;
+    if (t === null) return this.timeout(text);
+    // The transfer's end closes the session (commands/xfer.ts afterTransfer) before any command
+    // queued behind it runs; the timer only if the cut takes too long.
+    this.closingText = text;
+    t.abort(reason);
+    setTimeout(() => this.timeout(text), CUT_WAIT_MS).unref();
   }
 
   /** Ends the connection gracefully (after pending replies are written). It goes when the client

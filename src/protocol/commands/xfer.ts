@@ -168,9 +168,12 @@ function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string, fa
   );
 }
 
-/** A QUIT or a drain that came during the transfer takes effect now that it is over. */
+/** A QUIT, a kick or ban (Session.cutAndClose) or a drain that came during the transfer takes
+ * effect now that it is over. */
 function afterTransfer(s: Session): void {
-  if (s.quitting) {
+  if (s.closingText !== null) {
+    s.timeout(s.closingText);
+  } else if (s.quitting) {
     s.reply(221, "Goodbye");
     s.end();
   } else if (s.draining) {
