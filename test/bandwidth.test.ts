@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { describe, it } from "node:test";
 import { Bandwidth, TokenBucket } from "../src/data/bandwidth.ts";
@@ -89,6 +89,27 @@ async function bucketsReleased(t: TestServer): Promise<void> {
 }
 
 describe("per-transfer bandwidth", () => {
+  it("a wait for the limit longer than limits.stalledTimeout is no stall: a download and an upload end 226 with every byte", async () => {
+    await withServer(
+      async (t) => {
+        const c = await login(t, "alice");
+        try {
+          await putFile(t, "alice", "slow.bin", 6 * 1024);
+          const down = await timedDownload(c, "slow.bin");
+          assert.equal(down.bytes, 6 * 1024);
+          const data = payload(6 * 1024, 3);
+          await timedUpload(c, "slow-up.bin", data);
+          assert.deepEqual(await readFile(path.join(t.home("alice"), "slow-up.bin")), data);
+        } finally {
+          await c.close();
+        }
+        await bucketsReleased(t);
+      },
+      // Each paced chunk (1 KiB at least) waits about half a second, longer than the stall limit.
+      { config: { limits: { stalledTimeout: 0.3 }, bandwidth: { ...ZERO, transferDown: 2048, transferUp: 2048 } } },
+    );
+  });
+
   it("a download and an upload capped at 1 MiB/s run at 1 MiB/s (±10%)", async () => {
     await withServer(
       async (t) => {

@@ -23,14 +23,18 @@ export interface TransferHook {
 
 /** A pass-through stage that applies `hook` to every chunk, splitting large ones: delaying the
  * callback is what pauses the upstream side (the file read, or the data socket and with it TCP). */
-export function hookStage(hook: TransferHook): Transform {
-  return new HookStage(hook);
+export function hookStage(hook: TransferHook, waiting?: (on: boolean) => void): Transform {
+  return new HookStage(hook, waiting);
 }
 
 class HookStage extends Transform {
   private timer: NodeJS.Timeout | null = null;
 
-  constructor(private readonly hook: TransferHook) {
+  /** `waiting(true)` when a chunk starts waiting for the hook, `waiting(false)` when it goes on. */
+  constructor(
+    private readonly hook: TransferHook,
+    private readonly waiting?: (on: boolean) => void,
+  ) {
     // A small writable buffer: the upstream is paused as soon as one chunk waits here.
     super({ writableHighWaterMark: 1, readableHighWaterMark: 1 });
   }
@@ -59,9 +63,11 @@ class HookStage extends Transform {
       }
       if (wait >= 1) {
         const next = at;
+        this.waiting?.(true);
         this.timer = setTimeout(() => {
           this.timer = null;
           if (this.destroyed) return;
+          this.waiting?.(false);
           this.push(piece);
           this.pass(chunk, next, cb);
         }, wait);

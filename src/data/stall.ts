@@ -29,6 +29,8 @@ export class StallClock {
   private readonly seen = [0, 0, 0, 0, 0];
   private since: number;
   private stopped = false;
+  /** The transfer itself is waiting (bandwidth pacing): no stall is counted meanwhile. */
+  private held = false;
 
   constructor(
     private readonly socket: Socket,
@@ -48,10 +50,21 @@ export class StallClock {
     clearInterval(this.timer);
   }
 
+  /** The transfer waits on its own account (`on`, a bandwidth limit's pacing), or no longer: a
+   * wait longer than the limit is no stall, and the limit runs again from its end. */
+  hold(on: boolean): void {
+    this.held = on;
+    if (!on) this.since = Date.now();
+  }
+
   private look(): void {
     if (this.stopped) return;
     if (this.socket.destroyed) return this.stop();
     const now = Date.now();
+    if (this.held) {
+      this.since = now;
+      return;
+    }
     if (this.moved()) this.since = now;
     else if (now - this.since >= this.ms) {
       this.stop();

@@ -183,7 +183,12 @@ export async function sendFile(
         }
         if (hook) {
           const ms = hook.take(n);
-          if (ms >= 1) await watch.wait(sleep(ms));
+          if (ms >= 1) {
+            // Waiting for the bandwidth limit is not the client's stall.
+            clock.hold(true);
+            await watch.wait(sleep(ms));
+            clock.hold(false);
+          }
         }
         const chunk = encode ? encode(buf.subarray(0, n)) : buf.subarray(0, n);
         let release!: () => void;
@@ -532,7 +537,9 @@ export async function receiveFile(
   // file that fits the quota on disk is not refused for its size on the wire. Pacing here pauses
   // the data socket (through the conversion), and TCP slows the client down.
   if (ascii) stages.push(fromNetworkAscii());
-  if (hook) stages.push(hookStage(hook));
+  // While the stage waits for the bandwidth limit, the paused socket moves nothing: that is no
+  // stall, so its idle timer (run) is off for the wait and runs again, from zero, after it.
+  if (hook) stages.push(hookStage(hook, (waiting) => socket.setTimeout(waiting ? 0 : stalledMs)));
   stages.push(ws);
   await run(t, socket, stages, stalledMs, notReset);
   return ws.bytesWritten;
