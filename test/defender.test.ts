@@ -258,6 +258,21 @@ void describe("defender against a real server", () => {
     }, { config: { tls: { mode: "both", implicitPort: 0 }, defender: { scoreAbuse: 1 } } });
   });
 
+  it("does not score a client that asks for another application protocol (ALPN), and says so in the log", async () => {
+    await withServer(async (t) => {
+      const port = t.implicitPort ?? 0;
+      for (const version of ["TLSv1.2", "TLSv1.3"] as const) {
+        const s = tlsConnect({ port, host: "127.0.0.1", rejectUnauthorized: false, maxVersion: version, ALPNProtocols: ["h2", "http/1.1"] });
+        const err = await once(s, "error").then(([e]) => e as Error);
+        assert.ok(err instanceof Error); // OpenSSL refuses the handshake (the client sees it cut)
+        s.destroy();
+      }
+      assert.ok(await waitFor(() => t.logs.filter((l) => l.event === "tls-handshake-failed").length === 2, 2000));
+      for (const l of t.logs.filter((l) => l.event === "tls-handshake-failed")) assert.match(String(l.msg), /application protocol \(ALPN\)/);
+      assert.equal(t.server.defender.score("127.0.0.1"), 0);
+    }, { config: { tls: { mode: "both", implicitPort: 0 }, defender: { scoreAbuse: 1 } } });
+  });
+
   it("does not score a client that refuses the certificate", async () => {
     await withServer(async (t) => {
       const port = t.implicitPort ?? 0;

@@ -523,10 +523,17 @@ export class Session {
       const alert = /alert/i.test(err.message) || err.code?.includes("_ALERT_") === true;
       const protocol = err.code === "EPROTO" || err.code?.startsWith("ERR_SSL_") === true;
       if (done || !(alert || protocol)) return;
-      if (!alert) this.ctx.defender.record(this.remoteAddress, "abuse", "failed TLS handshakes");
+      // A client that names application protocols (ALPN) and not "ftp" (a browser's or an HTTP
+      // library's TLS stack pointed at the wrong port) is refused by OpenSSL: a mistake, no abuse.
+      const alpn = /no application protocol/i.test(err.message);
+      if (!alert && !alpn) this.ctx.defender.record(this.remoteAddress, "abuse", "failed TLS handshakes");
       // The operator's only sign of clients that cannot use the certificate or the TLS versions
       // offered (1.2 and newer): at info, a client's doing; once per connection.
-      const why = alert ? "the client broke it off (it does not trust the certificate, say)" : "not a TLS client, or no TLS version or cipher in common";
+      const why = alert
+        ? "the client broke it off (it does not trust the certificate, say)"
+        : alpn
+          ? 'the client asked for an application protocol (ALPN) other than "ftp"'
+          : "not a TLS client, or no TLS version or cipher in common";
       this.log.info({ event: "tls-handshake-failed", code: err.code }, "TLS handshake of the control connection failed: %s (%s)", why, err.code ?? err.message);
     });
   }
