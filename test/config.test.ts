@@ -189,6 +189,16 @@ void describe("loadConfig errors name the key", () => {
     expectError(file("listen:\n  port: 1.5\n"), "listen.port", "integer", "config/berth.yaml");
   });
 
+  void test("sizes: a fraction needs a unit, and a size that is not 0 comes to a byte at least (0 is unlimited)", () => {
+    expectError(env({ BERTH_QUOTA_BYTES: "0.4" }), "quota.bytes", '"0.4"');
+    expectError(env({ BERTH_QUOTA_BYTES: "1.5" }), "quota.bytes", '"1.5"');
+    expectError(env({ BERTH_QUOTA_BYTES: "0.0001K" }), "quota.bytes");
+    expectError(file('bandwidth:\n  transferUp: "0.2"\n'), "bandwidth.transferUp");
+    assert.equal(loadConfig({ cwd: workdir(), env: { BERTH_QUOTA_BYTES: "1.5K" } }).quota.bytes, 1536);
+    assert.equal(loadConfig({ cwd: workdir(), env: { BERTH_QUOTA_BYTES: "0" } }).quota.bytes, 0);
+    assert.equal(loadConfig({ cwd: workdir(), env: { BERTH_QUOTA_BYTES: "0.0K" } }).quota.bytes, 0);
+  });
+
   void test("a bad passive range", () => {
     expectError(env({ BERTH_PASSIVE_PORTS: "5000-4000" }), "passive.ports", "MIN-MAX", '"5000-4000"');
     expectError(file('passive:\n  ports: "0-10"\n'), "passive.ports", "1..65535");
