@@ -159,6 +159,20 @@ void describe("UserStore", () => {
     }
   });
 
+  void test("a temp file a killed writer left beside the users file goes with the next change; other files stay", async () => {
+    const box = sandbox();
+    const store = storeOn(box);
+    await store.add("first", "pw");
+    const dir = path.dirname(box.file);
+    writeFileSync(path.join(dir, "users.json.tmp-99999-0123456789ab"), '{"users": [');
+    writeFileSync(path.join(dir, "notes.txt"), "kept");
+    await store.add("second", "pw");
+    const left = readdirSync(dir);
+    assert.ok(left.includes("notes.txt") && left.includes("users.json"), left.join(" "));
+    assert.ok(!left.some((n) => n.includes(".tmp-")), left.join(" "));
+    assert.ok(await store.authenticate("second", "pw"));
+  });
+
   void test("a change made by another instance is seen without restart", async () => {
     const box = sandbox();
     let clock = 0;

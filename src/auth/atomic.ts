@@ -8,7 +8,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { open, readlink, rename, stat, unlink, type FileHandle } from "node:fs/promises";
+import { open, readdir, readlink, rename, stat, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { errnoCode } from "../config/syserr.ts";
 import { makeDirs } from "../fs/mkdirs.ts";
@@ -28,8 +28,10 @@ export async function readRegularFile(file: string): Promise<string> {
   }
 }
 
-/** Replaces `file` with `data` atomically (file mode `mode` when it is new, parent created if missing). */
-export async function writeFileAtomic(file: string, data: string, mode = 0o600): Promise<void> {
+/** Replaces `file` with `data` atomically (file mode `mode` when it is new, parent created if missing).
+ * `locked`: the caller holds the file's lock, so no other writer is at work, and a temp file of
+ * this one beside it is what a writer killed midway left: it goes. */
+export async function writeFileAtomic(file: string, data: string, mode = 0o600, locked = false): Promise<void> {
   const target = await followLink(file);
   const dir = path.dirname(target);
   await makeDirs(dir, 0o700);
@@ -42,7 +44,13 @@ export async function writeFileAtomic(file: string, data: string, mode = 0o600):
   if (old !== null && !old.isFile()) {
     throw Object.assign(new Error(`${target}: not a regular file`), { code: old.isDirectory() ? "EISDIR" : "EFTYPE" });
   }
-  const temp = path.join(dir, `${path.basename(target)}.tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
+  const prefix = `${path.basename(target)}.tmp-`;
+  if (locked) {
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      if (name.startsWith(prefix)) await unlink(path.join(dir, name)).catch(() => undefined);
+    }
+  }
+  const temp = path.join(dir, `${prefix}${process.pid}-${randomBytes(6).toString("hex")}`);
   try {
     const handle = await open(temp, "wx", mode);
     try {

@@ -551,7 +551,8 @@ export class UserStore implements CredentialSource {
   /** Writes the file atomically and adopts its content as the last good copy. */
   async #write(users: readonly UserRecord[], extra: Readonly<Record<string, unknown>>): Promise<void> {
     try {
-      await writeFileAtomic(this.#file, formatUsersFile(users, extra));
+      // Always under the users file's lock (#update).
+      await writeFileAtomic(this.#file, formatUsersFile(users, extra), 0o600, true);
     } catch (err) {
       throw new UserError("io", `cannot write users file ${this.#file}: ${systemErrorText(err)}`);
     }
