@@ -182,6 +182,15 @@ void describe("berth user: the password asked on the terminal", () => {
     }
   });
 
+  void test("--password-stdin on a terminal reads the one line with echo off", { skip: HAVE_PYTHON3 ? false : "python3 with pty not installed" }, async () => {
+    const cwd = workdir();
+    const added = await onTerminal(cwd, ["user", "add", "quiet", "--password-stdin"], "quiet-secret\r");
+    assert.equal(added.code, 0, added.output);
+    assert.ok(!added.output.includes("quiet-secret"), added.output);
+    const store = new UserStore({ file: path.join(cwd, "users", "users.json"), storageRoot: path.join(cwd, "data"), bcryptCost: 4 });
+    assert.ok(await store.authenticate("quiet", "quiet-secret"), "the password is the one typed");
+  });
+
   void test("a tab typed in the password is kept, as --password-stdin keeps it and a client sends it", { skip: HAVE_PYTHON3 ? false : "python3 with pty not installed" }, async () => {
     const cwd = workdir();
     const added = await onTerminal(cwd, ["user", "add", "tabby"], "tab\tpw\rtab\tpw\r");

@@ -30,7 +30,12 @@ export async function readPasswordStdin(stdin: NodeJS.ReadableStream): Promise<s
 
 /** The new password: from stdin when `fromStdin`, else asked twice on the terminal. */
 export async function newPassword(io: Streams, fromStdin: boolean, who: string): Promise<string> {
-  if (fromStdin) return readPasswordStdin(io.stdin);
+  if (fromStdin) {
+    // Standard input is the terminal itself: the one line is read with echo off, as a prompt's
+    // are, instead of being shown on the screen as it is typed.
+    if (io.stdin.isTTY === true) return (await readHidden(io.stdin as ReadStream, io.stderr, `new password for ${who}: `, "")).line;
+    return readPasswordStdin(io.stdin);
+  }
   if (io.stdin.isTTY !== true) {
     throw usageError("standard input is not a terminal: pipe the password and add --password-stdin");
   }
