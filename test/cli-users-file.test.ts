@@ -34,7 +34,7 @@ void describe("keys of the users file that berth does not use", () => {
     assert.equal(final.users[0]?.maxSessions, 3, "the change itself is made");
     assert.equal(final.users.length, 1);
 
-    const serve = startServe(cwd, { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22010-22019", BERTH_LOG_LEVEL: "info" }, /"event":"listening"/);
+    const serve = startServe(cwd, { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22110-22119", BERTH_LOG_LEVEL: "info" }, /"event":"listening"/);
     try {
       await serve.ready;
       const port = listeningPort(serve.output().stdout);
@@ -68,7 +68,7 @@ void describe("a users file or lock that is not a regular file", () => {
     mkfifo(path.join(cwd, "users", "users.json"));
     assertOneLineError(await berth(cwd, ["user", "list"]), 1, "users.json", "not a regular file");
     assertOneLineError(await berth(cwd, ["user", "add", "alice", "--password-stdin"], { input: "pw" }), 1, "users.json", "not a regular file");
-    const serve = startServe(cwd, { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22020-22029" }, /"event":"listening"/);
+    const serve = startServe(cwd, { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22120-22129" }, /"event":"listening"/);
     serve.ready.catch(() => undefined);
     const timer = setTimeout(() => serve.child.kill("SIGKILL"), 15_000);
     const code = await serve.exited;
@@ -103,7 +103,7 @@ void describe("homes made by a command run as root", () => {
     writeFileSync(file, '{ "version": 1, "users": [] }\n', { mode: 0o600 });
     chownSync(path.dirname(file), 65534, 65534);
     chownSync(file, 65534, 65534);
-    const serve = startServe(cwd, { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22000-22009" }, /"event":"listening"/, [
+    const serve = startServe(cwd, { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22100-22109" }, /"event":"listening"/, [
       SETPRIV ?? "", "--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "--import", TSX, MAIN, "serve",
     ]);
     await serve.ready;
@@ -141,7 +141,7 @@ void describe("a users file made by a command run as root", () => {
     assert.equal(add.code, 0, add.stderr);
     const st = statSync(file);
     assert.deepEqual([st.uid, st.gid, st.mode & 0o777], [65534, 65534, 0o600]);
-    const serve = startServe(cwd, { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22000-22009" }, /"event":"listening"/, [
+    const serve = startServe(cwd, { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22100-22109" }, /"event":"listening"/, [
       SETPRIV ?? "", "--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "--import", TSX, MAIN, "serve",
     ]);
     try {

@@ -2,7 +2,7 @@
  * startTestServer(): a real berth on 127.0.0.1:0 with a temp root, a tiny passive range, a real
  * user store (bcrypt cost 4 for speed) and a teardown that checks nothing leaked.
  */
-import { readdirSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -52,13 +52,84 @@ export interface TestServer {
 
 let nextRange = 0;
 
-/** A passive range of `size` ports (at most 5) no other test server of this process uses (tests
- * may run in parallel files). */
+/** Passive ports of the tests: windows of WINDOW_PORTS from PORTS_BASE, below the kernel's
+ * ephemeral range (32768+), where outgoing client sockets would take ports from under a listener,
+ * and clear of FileZilla's active-mode ports (22200-22299). */
+const PORTS_BASE = 23000;
+const WINDOW_PORTS = 50;
+const WINDOWS = 180;
+let window: number | null = null;
+
+/** A passive range of `size` ports (at most 5) no other test server uses: of this process (its
+ * ranges take turns in its window) or of another (test files run in parallel, and so may the tests
+ * of another checkout on the machine): a test that fills its range on purpose then never takes the
+ * ports of another's PASV. */
 export function freshRange(size = 5): string {
-  // Below the kernel's ephemeral range (32768+), where outgoing client sockets would take ports
-  // from under a listener, and clear of FileZilla's active-mode ports (22200-22299).
-  const base = 23000 + ((process.pid * 37) % 120) * 50 + (nextRange++ % 10) * 5;
+  const base = PORTS_BASE + claimWindow() * WINDOW_PORTS + (nextRange++ % 10) * 5;
   return `${base}-${base + Math.min(Math.max(size, 1), 5) - 1}`;
+}
+
+/** This process's window of ports, claimed in a directory every test process of the machine
+ * shares: a file per window holds its claimant's pid, and goes when that process exits; one whose
+ * process is gone (killed) is taken over. With every window claimed, one is shared, as before. */
+function claimWindow(): number {
+  if (window !== null) return window;
+  const dir = join(tmpdir(), "berth-test-ports");
+  mkdirSync(dir, { recursive: true });
+  const start = (process.pid * 37) % WINDOWS;
+  for (let i = 0; i < WINDOWS; i++) {
+    const w = (start + i) % WINDOWS;
+    const file = join(dir, String(w));
+    if (!claim(file)) continue;
+    window = w;
+    process.once("exit", () => {
+      try {
+        if (readFileSync(file, "utf8") === String(process.pid)) unlinkSync(file);
+      } catch {
+        // gone already
+      }
+    });
+    return w;
+  }
+  window = start;
+  return start;
+}
+
+/** Takes the claim file `file`: true when it now holds this process's pid. */
+function claim(file: string): boolean {
+  try {
+    writeFileSync(file, String(process.pid), { flag: "wx" });
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  }
+  let owner: number;
+  try {
+    owner = Number(readFileSync(file, "utf8"));
+  } catch {
+    return false; // released meanwhile: another window will do
+  }
+  // Our own pid: a killed process that had it left the file, and this process claims nothing twice.
+  if (owner === process.pid) return true;
+  if (alive(owner)) return false;
+  try {
+    unlinkSync(file);
+    writeFileSync(file, String(process.pid), { flag: "wx" });
+    return readFileSync(file, "utf8") === String(process.pid);
+  } catch {
+    return false; // another process took it over first
+  }
+}
+
+/** Whether a process of that pid runs (EPERM: it does, as another user's). */
+function alive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 /** Merges a patch over defaults. */
