@@ -51,8 +51,9 @@ export async function newPassword(io: Streams, fromStdin: boolean, who: string):
 /** Reads one line from a terminal with echo off, starting with `ahead` (already read); Ctrl-C or
  * Ctrl-D on an empty line cancels. Resolves with the line and what was read after it. */
 function readHidden(input: ReadStream, output: NodeJS.WritableStream, prompt: string, ahead: string): Promise<{ line: string; rest: string }> {
-  output.write(prompt);
+  // Echo off before the prompt shows: what is typed once it shows is never echoed.
   input.setRawMode(true);
+  output.write(prompt);
   input.setEncoding("utf8");
   input.resume();
   return new Promise((resolve, reject) => {
