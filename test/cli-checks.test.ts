@@ -8,12 +8,11 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, test } from "node:test";
-import { Client } from "basic-ftp";
 import { parse } from "yaml";
 import { UserStore } from "../src/auth/store.ts";
 import type { Config } from "../src/config/schema.ts";
 import { makeSelfSigned } from "../src/data/selfsigned.ts";
-import { assertOneLineError, baseEnv, berth, MAIN, startServe, TSX, workdir } from "./helpers/cli.ts";
+import { assertLogsIn, assertOneLineError, baseEnv, berth, listeningPort, MAIN, startServe, TSX, workdir } from "./helpers/cli.ts";
 
 /** A certificate with a 512-bit RSA key (and its key), which OpenSSL refuses as too weak to use:
  * made once with `openssl req -x509 -newkey rsa:512 -nodes -days 36500 -subj /CN=weak`. */
@@ -168,14 +167,7 @@ void describe("berth user: the password asked on the terminal", () => {
     const run = startServe(cwd, env, /"event":"listening".*\n/);
     try {
       await run.ready;
-      const port = Number(/"event":"listening"[^\n]*"port":(\d+)/.exec(run.output().stdout)?.[1]);
-      const client = new Client(10_000);
-      try {
-        await client.access({ host: "127.0.0.1", port, user: "typist", password: "ahead-pw" });
-        assert.match(await client.pwd(), /^\/$/);
-      } finally {
-        client.close();
-      }
+      await assertLogsIn(listeningPort(run.output().stdout), "typist", "ahead-pw");
     } finally {
       run.child.kill("SIGTERM");
       assert.equal(await run.exited, 0);

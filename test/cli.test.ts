@@ -6,8 +6,7 @@ import { describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { PERMS } from "../src/auth/types.ts";
 import { UserStore } from "../src/auth/store.ts";
-import { Client } from "basic-ftp";
-import { assertOneLineError, baseEnv, berth, listeningPort, MAIN, SETPRIV, startServe, TSX, workdir } from "./helpers/cli.ts";
+import { assertLogsIn, assertOneLineError, baseEnv, berth, listeningPort, MAIN, SETPRIV, startServe, TSX, workdir } from "./helpers/cli.ts";
 import { track } from "./helpers/reap.ts";
 
 const HAS_SERVER = existsSync(fileURLToPath(new URL("../src/server.ts", import.meta.url)));
@@ -223,13 +222,9 @@ void describe("users file replaced by a command", () => {
 
     if (serve !== undefined) {
       // The server, running as the file's owner, still reads it: bob logs in at once.
-      const port = listeningPort(serve.output().stdout);
-      const client = new Client(5000);
       try {
-        await client.access({ host: "127.0.0.1", port, user: "bob", password: "bob-pw" });
-        assert.equal(await client.pwd(), "/");
+        await assertLogsIn(listeningPort(serve.output().stdout), "bob", "bob-pw");
       } finally {
-        client.close();
         serve.child.kill("SIGTERM");
         await serve.exited;
       }

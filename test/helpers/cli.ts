@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { Client } from "basic-ftp";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -97,4 +98,15 @@ export function startServe(cwd: string, env: Record<string, string>, pattern: Re
     void exited.then(() => reject(new Error(`serve exited early: ${stderr}`)));
   });
   return { child, ready, exited, output: () => ({ stdout, stderr }) };
+}
+
+/** Logs `user` in on 127.0.0.1:`port` with a real client and checks it lands in its home ("/"). */
+export async function assertLogsIn(port: number, user: string, password: string): Promise<void> {
+  const client = new Client(10_000);
+  try {
+    await client.access({ host: "127.0.0.1", port, user, password });
+    assert.equal(await client.pwd(), "/");
+  } finally {
+    client.close();
+  }
 }
