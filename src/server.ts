@@ -32,7 +32,7 @@ import type { FsFactory, ServerContext } from "./protocol/context.ts";
 import { Admission } from "./protocol/admission.ts";
 import { Dispatcher } from "./protocol/dispatcher.ts";
 import { formatReply } from "./protocol/reply.ts";
-import { Session } from "./protocol/session.ts";
+import { CUT_WAIT_MS, Session } from "./protocol/session.ts";
 
 /** What startServer needs; `openFs` and `tls` may be swapped by tests. */
 export interface ServerDeps {
@@ -336,7 +336,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     accepting = false;
     for (const srv of servers) srv.close();
     for (const s of sessions) {
-      if (s.transfer) s.draining = true;
+      if (s.transfer) s.closingText = "Server shutting down";
       else s.timeout("Server shutting down");
     }
     const deadline = Date.now() + graceMs;
@@ -412,9 +412,6 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     reload,
   };
 }
-
-/** How long shutdown waits, past the grace time, for the transfers it cuts to answer and log (ms). */
-const CUT_WAIT_MS = 2000;
 
 /** How long a refused connection may stay after its 421 (ms), whatever its client does. */
 const REFUSAL_LINGER_MS = 2000;

@@ -60,8 +60,9 @@ const UNUSED_PASSIVE_PER_SCORE = 3;
 /** An item in the command queue: a line, or the notice that a line was too long. */
 type Queued = { readonly line: string; readonly notUtf8?: true } | { readonly overlong: true };
 
-/** Longest wait for a transfer cut by cutAndClose to answer before the session closes anyway (ms). */
-const CUT_WAIT_MS = 2000;
+/** Longest wait for a cut transfer to answer before its session closes anyway (ms): cutAndClose's,
+ * and the shutdown's (server.ts). */
+export const CUT_WAIT_MS = 2000;
 
 /** One control connection. */
 export class Session {
@@ -126,9 +127,8 @@ export class Session {
   protectData = false;
   /** QUIT came during a transfer: close once it ends. */
   quitting = false;
-  /** Set when the server drains: close once the current transfer ends. */
-  draining = false;
-  /** Set by cutAndClose: the 421 text the session closes with once its cut transfer has answered. */
+  /** The 421 text the session closes with once its current transfer has answered: set when the
+   * server drains, and by cutAndClose. */
   closingText: string | null = null;
   /** The connection is gone. */
   closed = false;

@@ -171,13 +171,11 @@ function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string, fa
 /** A QUIT, a kick or ban (Session.cutAndClose) or a drain that came during the transfer takes
  * effect now that it is over. */
 function afterTransfer(s: Session): void {
-  if (s.closingText !== null) {
-    s.timeout(s.closingText);
-  } else if (s.quitting) {
+  if (s.quitting) {
     s.reply(221, "Goodbye");
     s.end();
-  } else if (s.draining) {
-    s.timeout("Server shutting down");
+  } else if (s.closingText !== null) {
+    s.timeout(s.closingText);
   }
 }
 
