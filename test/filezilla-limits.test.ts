@@ -17,7 +17,7 @@ import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { describeRun, exec, which, FZ_CHECK_SCRIPT } from "./helpers/exec.ts";
+import { describeRun, fzCheck, which, FZ_CHECK_SCRIPT } from "./helpers/exec.ts";
 import { startTestServer, type TestServer } from "./helpers/server.ts";
 
 const SCRIPT = FZ_CHECK_SCRIPT;
@@ -116,10 +116,9 @@ describe("FileZilla (headless) against quotas and permissions", { concurrency: t
   async function fz(name: string, user: string, env: Record<string, string> = {}, mode = "passive"): Promise<FzRun> {
     const dir = join(out, name);
     const started = Date.now();
-    const r = await exec(SCRIPT, ["127.0.0.1", String(t.port), user, `${user}-pw`, "plain", mode], {
+    const r = await fzCheck(["127.0.0.1", String(t.port), user, `${user}-pw`, "plain", mode], dir, {
       timeoutMs: 170_000,
       env: {
-        FZ_OUT: dir,
         FZ_TIMEOUT: "60",
         FZ_SIZE: String(UPLOAD),
         FZ_ACTIVE_PORTS: ACTIVE_PORTS,

@@ -11,7 +11,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { describeRun, exec, which, FZ_CHECK_SCRIPT } from "./helpers/exec.ts";
+import { describeRun, fzCheck, which, FZ_CHECK_SCRIPT } from "./helpers/exec.ts";
 import { startTestServer, type TestServer } from "./helpers/server.ts";
 
 const SCRIPT = FZ_CHECK_SCRIPT;
@@ -68,10 +68,10 @@ describe("FileZilla (headless)", { concurrency: true }, () => {
       const port = protocol === "ftps" ? t.implicitPort : t.port;
       assert.ok(port, "the server listens for this protocol");
       const low = 22200 + i * 15; // each run listens on its own ports in active mode
-      const r = await exec(SCRIPT, ["127.0.0.1", String(port), "alice", "alice-pw", protocol, mode], {
+      const r = await fzCheck(["127.0.0.1", String(port), "alice", "alice-pw", protocol, mode], join(out, `${protocol}-${mode}`), {
         timeoutMs: 170_000,
         // Plain uploads past 4 MiB go on a thread of their own (data/receive.ts): 9 MB there.
-        env: { FZ_OUT: join(out, `${protocol}-${mode}`), FZ_ACTIVE_PORTS: `${low}-${low + 14}`, FZ_TIMEOUT: "60", FZ_SIZE: protocol === "plain" ? "9000000" : "300000" },
+        env: { FZ_ACTIVE_PORTS: `${low}-${low + 14}`, FZ_TIMEOUT: "60", FZ_SIZE: protocol === "plain" ? "9000000" : "300000" },
       });
       const verdict = r.stdout.trim().split("\n").at(-1) ?? "";
       assert.equal(r.code, 0, `fz-check ${protocol} ${mode}: ${verdict}\n${describeRun(r)}`);

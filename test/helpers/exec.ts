@@ -4,7 +4,7 @@
  */
 import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { readdir, readFile } from "node:fs/promises";
+import { readdir, readFile, rename } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -90,3 +90,23 @@ export function describeRun(r: ExecResult): string {
  * the repository (where the project's tools are). */
 export const FZ_CHECK_SCRIPT =
   process.env.FZ_CHECK || fileURLToPath(new URL("../../../shared/tools/filezilla/fz-check.sh", import.meta.url));
+
+/**
+ * Runs the FileZilla check script with `args`, its output in `out` (FZ_OUT). A FileZilla that
+ * exits before it has written a line of its log never reached the server: it died starting up
+ * (seen on a busy machine, with ten FileZilla instances and their X servers starting together). Such a run is taken once more, within the same time; the
+ * first one's output is kept beside as `out`-exited-early, and its FileZilla and X server output
+ * is put in the result's stderr for the record. Any other failure is the result as it is.
+ */
+export async function fzCheck(args: readonly string[], out: string, opts: ExecOptions & { readonly timeoutMs: number }): Promise<ExecResult> {
+  const started = Date.now();
+  const run = (): Promise<ExecResult> => exec(FZ_CHECK_SCRIPT, args, { ...opts, timeoutMs: opts.timeoutMs - (Date.now() - started), env: { ...opts.env, FZ_OUT: out } });
+  const first = await run();
+  if (first.code === 0 || !/filezilla exited early/.test(first.stdout) || !/\(no log file written: /.test(first.stdout)) return first;
+  const aside = `${out}-exited-early`;
+  await rename(out, aside);
+  const said = async (f: string): Promise<string> => (await readFile(join(aside, f), "utf8").catch(() => "(none)")).trim();
+  const again = await run();
+  const record = `--- a first FileZilla exited before it logged anything; run again. Its output:\n${await said("filezilla.stdout")}\n--- its X server's:\n${await said("xvfb.log")}`;
+  return { ...again, stderr: `${again.stderr}\n${record}` };
+}
