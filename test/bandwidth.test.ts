@@ -3,6 +3,9 @@
  * upload capped at 1 MiB/s, a per-user cap shared by two sessions, the per-address and global
  * levels, and a reload changing the rate of a running transfer. The issue asks for these rates to
  * be measured, so these tests assert timings: over about 3 s, from the first byte, within ±10%.
+ * Every measurement must stay under the cap's +10%. A measurement under its -10% is taken again,
+ * up to three times in all: a busy machine can slow the client between transfers, and only the
+ * client; the server is never let through faster than the cap by a retry.
  */
 import assert from "node:assert/strict";
 import { once } from "node:events";
@@ -75,9 +78,22 @@ function rateOf(...runs: Timed[]): number {
   return bytes / ((last - first) / 1000);
 }
 
-function assertRate(measured: number, cap: number, what: string): void {
-  const ratio = measured / cap;
-  assert.ok(ratio > 0.9 && ratio < 1.1, `${what}: ${(measured / MIB).toFixed(3)} MiB/s for a cap of ${(cap / MIB).toFixed(3)} MiB/s`);
+const ATTEMPTS = 3;
+
+/**
+ * Measures a rate (bytes per second) until it is within ±10% of the cap, at most ATTEMPTS times.
+ * Each measurement over the cap's +10% fails at once; only one under its -10% is taken again.
+ */
+async function assertRate(cap: number, what: string, measure: () => Promise<number>): Promise<void> {
+  const shown = (rate: number): string => `${what}: ${(rate / MIB).toFixed(3)} MiB/s for a cap of ${(cap / MIB).toFixed(3)} MiB/s`;
+  const slow: string[] = [];
+  for (let i = 0; i < ATTEMPTS; i++) {
+    const rate = await measure();
+    assert.ok(rate / cap < 1.1, shown(rate));
+    if (rate / cap > 0.9) return;
+    slow.push(shown(rate));
+  }
+  assert.fail(`under the cap's -10% in all ${ATTEMPTS} measurements: ${slow.join("; ")}`);
 }
 
 async function putFile(t: TestServer, user: string, name: string, size: number): Promise<void> {
@@ -116,11 +132,12 @@ describe("per-transfer bandwidth", () => {
         const c = await login(t, "alice");
         try {
           await putFile(t, "alice", "three.bin", 3 * MIB);
-          const down = await timedDownload(c, "three.bin");
-          assert.equal(down.bytes, 3 * MIB);
-          assertRate(rateOf(down), MIB, "download");
-          const up = await timedUpload(c, "up.bin", payload(3 * MIB, 5));
-          assertRate(rateOf(up), MIB, "upload");
+          await assertRate(MIB, "download", async () => {
+            const down = await timedDownload(c, "three.bin");
+            assert.equal(down.bytes, 3 * MIB);
+            return rateOf(down);
+          });
+          await assertRate(MIB, "upload", async () => rateOf(await timedUpload(c, "up.bin", payload(3 * MIB, 5))));
         } finally {
           await c.close();
         }
@@ -139,11 +156,13 @@ describe("shared bandwidth levels", () => {
         await putFile(t, "carol", "b.bin", 1.5 * MIB);
         const [c1, c2] = await Promise.all([login(t, "carol"), login(t, "carol")]);
         try {
-          const runs = await Promise.all([timedDownload(c1, "a.bin"), timedDownload(c2, "b.bin")]);
-          assertRate(rateOf(...runs), MIB, "two sessions of one user");
-          // Fair sharing: neither transfer finished in much less than the whole time.
-          const [a, b] = runs as [Timed, Timed];
-          assert.ok(Math.abs(a.last - b.last) < 800, `ends ${Math.round(a.last - b.last)} ms apart`);
+          await assertRate(MIB, "two sessions of one user", async () => {
+            const runs = await Promise.all([timedDownload(c1, "a.bin"), timedDownload(c2, "b.bin")]);
+            // Fair sharing: neither transfer finished in much less than the whole time.
+            const [a, b] = runs as [Timed, Timed];
+            assert.ok(Math.abs(a.last - b.last) < 800, `ends ${Math.round(a.last - b.last)} ms apart`);
+            return rateOf(...runs);
+          });
         } finally {
           await Promise.all([c1.close(), c2.close()]);
         }
@@ -161,8 +180,9 @@ describe("shared bandwidth levels", () => {
         await putFile(t, "dave", "d.bin", 1.5 * MIB);
         const [a, d] = await Promise.all([login(t, "alice"), login(t, "dave")]);
         try {
-          const runs = await Promise.all([timedDownload(a, "a.bin"), timedDownload(d, "d.bin")]);
-          assertRate(rateOf(...runs), MIB, "two users from one address");
+          await assertRate(MIB, "two users from one address", async () =>
+            rateOf(...(await Promise.all([timedDownload(a, "a.bin"), timedDownload(d, "d.bin")]))),
+          );
         } finally {
           await Promise.all([a.close(), d.close()]);
         }
@@ -176,11 +196,13 @@ describe("shared bandwidth levels", () => {
       async (t) => {
         const [a, d] = await Promise.all([login(t, "alice", "127.0.0.1"), login(t, "dave", "127.0.0.2")]);
         try {
-          const runs = await Promise.all([
-            timedUpload(a, "a.bin", payload(1.5 * MIB, 1), "127.0.0.1"),
-            timedUpload(d, "d.bin", payload(1.5 * MIB, 2), "127.0.0.2"),
-          ]);
-          assertRate(rateOf(...runs), MIB, "uploads from two addresses");
+          await assertRate(MIB, "uploads from two addresses", async () => {
+            const runs = await Promise.all([
+              timedUpload(a, "a.bin", payload(1.5 * MIB, 1), "127.0.0.1"),
+              timedUpload(d, "d.bin", payload(1.5 * MIB, 2), "127.0.0.2"),
+            ]);
+            return rateOf(...runs);
+          });
         } finally {
           await Promise.all([a.close(), d.close()]);
         }
@@ -202,13 +224,17 @@ describe("bandwidth across transfers", () => {
         await putFile(t, "carol", "small.bin", SMALL);
         const c = await login(t, "carol");
         try {
-          const downs: Timed[] = [];
-          for (let i = 0; i < 25; i++) downs.push(await timedDownload(c, "small.bin"));
-          assert.ok(downs.every((d) => d.bytes === SMALL));
-          assertRate(rateOf(...downs), CAP, "25 small downloads in a row");
-          const ups: Timed[] = [];
-          for (let i = 0; i < 25; i++) ups.push(await timedUpload(c, `up${i}.bin`, payload(SMALL, i)));
-          assertRate(rateOf(...ups), CAP, "25 small uploads in a row");
+          await assertRate(CAP, "25 small downloads in a row", async () => {
+            const downs: Timed[] = [];
+            for (let i = 0; i < 25; i++) downs.push(await timedDownload(c, "small.bin"));
+            assert.ok(downs.every((d) => d.bytes === SMALL));
+            return rateOf(...downs);
+          });
+          await assertRate(CAP, "25 small uploads in a row", async () => {
+            const ups: Timed[] = [];
+            for (let i = 0; i < 25; i++) ups.push(await timedUpload(c, `up${i}.bin`, payload(SMALL, i)));
+            return rateOf(...ups);
+          });
         } finally {
           await c.close();
         }
@@ -224,9 +250,11 @@ describe("bandwidth across transfers", () => {
         await putFile(t, "alice", "small.bin", SMALL);
         const c = await login(t, "alice");
         try {
-          const downs: Timed[] = [];
-          for (let i = 0; i < 25; i++) downs.push(await timedDownload(c, "small.bin"));
-          assertRate(rateOf(...downs), CAP, "25 small downloads in a row");
+          await assertRate(CAP, "25 small downloads in a row", async () => {
+            const downs: Timed[] = [];
+            for (let i = 0; i < 25; i++) downs.push(await timedDownload(c, "small.bin"));
+            return rateOf(...downs);
+          });
         } finally {
           await c.close();
         }
