@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Readable, Writable } from "node:stream";
+import { Duplex, Readable, Writable } from "node:stream";
 import { connect as netConnect, createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { connect as tlsConnect, TLSSocket, type ConnectionOptions } from "node:tls";
 import { after, before, describe, it } from "node:test";
@@ -29,6 +29,9 @@ import { makeConfig, startTestServer, waitFor, type ConfigPatch, type TestServer
 
 const BOTH: ConfigPatch = { tls: { mode: "both", implicitPort: 0 } };
 const silent = pino({ level: "silent" });
+/** An application-data record no TLS session decrypts (OpenSSL: bad record mac), put on a data
+ * or control connection's TCP underneath its TLS. */
+const CORRUPT_RECORD = Buffer.concat([Buffer.from([0x17, 0x03, 0x03, 0x00, 0x40]), Buffer.alloc(0x40, 0x5a)]);
 /** This file's own temp directory (certificates, self-signed pairs), removed when it is done. */
 const scratch = mkdtempSync(join(tmpdir(), "berth-tls-"));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -432,6 +435,56 @@ describe("AUTH, PBSZ and PROT sequencing (raw control connection)", () => {
       assert.ok(inTime, `${explicit ? "explicit" : "implicit"}: still open 5 s after the client's FIN`);
     }
   });
+
+  it("closes a control connection whose TLS breaks after the handshake (a corrupted record), explicit and implicit, without waiting for the idle timeout", async () => {
+    for (const explicit of [true, false]) {
+      const raw = netConnect(explicit ? t.port : (t.implicitPort ?? 0), "127.0.0.1");
+      raw.on("error", () => undefined);
+      await once(raw, "connect");
+      if (explicit) {
+        let text = "";
+        const upTo = (code: string): Promise<void> =>
+          new Promise((resolve) => {
+            const read = (d: Buffer): void => {
+              text += d.toString("latin1");
+              if (!text.includes(`${code} `)) return;
+              raw.removeListener("data", read);
+              text = "";
+              resolve();
+            };
+            raw.on("data", read);
+          });
+        await upTo("220");
+        raw.write("AUTH TLS\r\n");
+        await upTo("234");
+      }
+      // The TLS client runs over a stream of the test's own, so bytes can be put on the wire
+      // around it.
+      const wire = new Duplex({
+        read: () => undefined,
+        write: (chunk: Buffer, _enc, done) => void raw.write(chunk, done),
+        final: (done) => {
+          raw.end();
+          done();
+        },
+      });
+      raw.on("data", (d: Buffer) => wire.push(d));
+      raw.on("end", () => wire.push(null));
+      const secure = tlsConnect({ socket: wire, ...TEST_TLS });
+      secure.on("error", () => undefined);
+      await once(secure, "secureConnect");
+      const c = FtpsControl.over(secure);
+      if (!explicit) assert.equal((await c.reply()).code, 220);
+      await c.login();
+      const closed = new Promise<boolean>((resolve) => raw.once("close", () => resolve(true)));
+      // An application-data record that does not decrypt: OpenSSL's "bad record mac". The
+      // connection's TLS state is gone; no reply can be sent on it again.
+      raw.write(CORRUPT_RECORD);
+      const inTime = await Promise.race([closed, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 5000))]);
+      raw.destroy();
+      assert.ok(inTime, `${explicit ? "explicit" : "implicit"}: still open 5 s after a record that does not decrypt (idle timeout ${t.server.config.limits.idleTimeout} s)`);
+    }
+  });
 });
 
 describe("TLS modes", () => {
@@ -783,7 +836,8 @@ type Ending =
   | "cut" // TCP FIN without close_notify, once the data is written: not the end of the file
   | "close_notify at once" // data, close_notify and FIN handed to the kernel in one go
   | "cut at once" // data and FIN handed to the kernel in one go, no close_notify
-  | "reset"; // TCP RST without close_notify
+  | "reset" // TCP RST without close_notify
+  | "corrupt"; // a record that does not decrypt, once the data is written; the connection stays open
 
 /** STOR over a TLS data connection ended as `ending`; the final reply's code. */
 async function storeOver(c: FtpsControl, name: string, data: Buffer, ending: Ending, rest = 0): Promise<number> {
@@ -800,6 +854,7 @@ async function storeOver(c: FtpsControl, name: string, data: Buffer, ending: End
     await new Promise<void>((resolve) => dc.socket.write(data, () => resolve()));
     if (ending === "close_notify") dc.socket.end();
     else if (ending === "cut") dc.raw.end();
+    else if (ending === "corrupt") dc.raw.write(CORRUPT_RECORD);
     else dc.raw.resetAndDestroy();
   }
   dc.socket.resume();
@@ -921,6 +976,18 @@ describe("uploads under PROT P", () => {
       }
     }
     assert.deepEqual(await tempFiles(home), []);
+    await c.quit();
+  });
+
+  it("a data connection whose TLS breaks mid-upload (a corrupted record) is 426 at once, not at the stall timeout; the file it was replacing stays", async () => {
+    const home = t.home("alice");
+    await writeFile(join(home, "kept.bin"), "original");
+    const c = await session();
+    // storeOver waits 20 s for the reply; limits.stalledTimeout is 300 s.
+    assert.equal(await storeOver(c, "kept.bin", pattern(100_000), "corrupt"), 426);
+    assert.equal(await readFile(join(home, "kept.bin"), "utf8"), "original");
+    assert.deepEqual(await tempFiles(home), []);
+    await c.expect("NOOP", 200);
     await c.quit();
   });
 

@@ -302,6 +302,11 @@ export class TlsProvider {
       server: events as unknown as Server,
     });
     t.on("error", () => undefined);
+    // A TLS error after the handshake (a record that does not decrypt) is emitted as 'error' only
+    // by sockets of a tls.Server. On a TLSSocket of its own it is the internal '_tlsError' alone,
+    // after OpenSSL has sent its alert; the socket would stay open, dead, until a write failed or
+    // a timeout ended it. It ends now, with that error: a session closes, a transfer fails (426).
+    t.on("_tlsError", (err: Error) => t.destroy(err));
     quickAckAfterFlight(t, socket);
     let secured = false;
     // Relayed so the binding sees each finished handshake before anything else runs.
