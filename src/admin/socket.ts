@@ -253,35 +253,54 @@ export async function startAdminSocket(socketPath: string, target: AdminTarget, 
     conn.on("error", () => undefined);
     conn.setEncoding("utf8"); // a character split between two reads stays whole
     let buf = "";
-    const answer = (line: string): void => {
-      if (line.trim() === "") return;
+    let ended = false;
+    /** Answers one request line; false when the reply could not all go to the kernel. */
+    const answer = (line: string): boolean => {
+      if (line.trim() === "") return true;
       let res: Record<string, unknown>;
       try {
         res = handleRequest(target, JSON.parse(line) as unknown);
       } catch {
         res = { ok: false, error: "not JSON" };
       }
-      conn.write(`${JSON.stringify(res)}\n`);
+      return conn.write(`${JSON.stringify(res)}\n`);
     };
-    conn.on("data", (chunk: string) => {
-      buf += chunk;
+    // One request at a time while the client reads its replies: one that sends requests and never
+    // reads (a `sessions` reply of a busy server is megabytes) has its reading stopped once a reply
+    // waits, instead of all the replies piling up in the server's memory.
+    const pump = (): void => {
       let nl;
       while ((nl = buf.indexOf("\n")) !== -1) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
-        answer(line);
+        if (!answer(line)) {
+          conn.pause();
+          conn.once("drain", () => {
+            conn.resume();
+            pump();
+          });
+          return;
+        }
       }
       if (buf.length > MAX_REQUEST) {
         buf = "";
         conn.removeAllListeners("data");
+        conn.removeAllListeners("end");
         conn.write(`${JSON.stringify({ ok: false, error: `a request is one line of at most ${MAX_REQUEST} characters` })}\n`);
         conn.destroySoon();
+      } else if (ended) {
+        answer(buf);
+        buf = "";
+        conn.end();
       }
+    };
+    conn.on("data", (chunk: string) => {
+      buf += chunk;
+      if (!conn.isPaused()) pump();
     });
     conn.on("end", () => {
-      answer(buf);
-      buf = "";
-      conn.end();
+      ended = true;
+      if (!conn.isPaused()) pump();
     });
   });
   // The umask applies at bind; tighten it before anyone can connect, then set 0660 exactly.
