@@ -290,6 +290,17 @@ void describe("UserStore", () => {
     await rejectsWith(store.ensureEnvUser({ BERTH_USER: "bad name", BERTH_PASSWORD: "x" }), "invalid");
   });
 
+  void test("ensureEnvUser: a BERTH_PASSWORD_FILE that never ends (/dev/zero) or is far too long is read only as far as a password goes, and refused", async () => {
+    const box = sandbox();
+    const store = storeOn(box);
+    const long = path.join(box.dir, "long");
+    writeFileSync(long, "x".repeat(1 << 20));
+    for (const file of ["/dev/zero", long]) {
+      assert.match(await rejectsWith(store.ensureEnvUser({ BERTH_USER: "ops", BERTH_PASSWORD_FILE: file }), "invalid"), /longer than 72 bytes/);
+    }
+    assert.ok(!existsSync(box.file), "no user was made");
+  });
+
   void test("ensureEnvUser: a password that is already the user's changes nothing and needs no lock, so a users file the server may not write (a read-only volume) still starts", async () => {
     const box = sandbox();
     const store = storeOn(box);

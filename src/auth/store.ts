@@ -11,7 +11,8 @@
  */
 import bcrypt from "bcrypt";
 import { createHmac, randomBytes } from "node:crypto";
-import { lchown, readFile, stat } from "node:fs/promises";
+import { createReadStream } from "node:fs";
+import { lchown, stat } from "node:fs/promises";
 import path from "node:path";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { makeDirs } from "../fs/mkdirs.ts";
@@ -796,11 +797,29 @@ async function passwordFromEnv(env: NodeJS.ProcessEnv): Promise<{ name: string; 
   }
   if (direct !== undefined) return { name, password: direct };
   if (file === undefined) throw new UserError("invalid", "BERTH_USER is set but neither BERTH_PASSWORD nor BERTH_PASSWORD_FILE (or both are empty)");
+  // A stream, not readFile: /dev/zero, or a huge file named by mistake, is read only as far as a
+  // password can go; the password check then refuses it. A FIFO is read as a file is.
+  const input = createReadStream(file);
   try {
-    return { name, password: stripNewline(await readFile(file, "utf8")) };
+    return { name, password: await readPassword(input) };
   } catch (err) {
     throw new UserError("invalid", `cannot read BERTH_PASSWORD_FILE ${file}: ${systemErrorText(err)}`);
   }
+}
+
+/** Reads a password (a file's, standard input) and drops one trailing line break. Reading stops
+ * once it holds more than any password can be (with its CR LF): input that never ends (`yes |`,
+ * /dev/zero) would otherwise fill memory, and the password check refuses what was read. */
+export async function readPassword(input: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of input) {
+    const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+    chunks.push(bytes);
+    size += bytes.length;
+    if (size > MAX_PASSWORD_BYTES + 2) break;
+  }
+  return stripNewline(Buffer.concat(chunks).toString("utf8"));
 }
 
 /** Drops one trailing line break (as left by `echo` or a secrets file). */

@@ -3,7 +3,7 @@
  * twice on the terminal with echo off. The password is never printed.
  */
 import type { ReadStream } from "node:tty";
-import { MAX_PASSWORD_BYTES, stripNewline } from "../auth/store.ts";
+import { readPassword } from "../auth/store.ts";
 import { CliError, usageError } from "./args.ts";
 
 /** Standard streams the CLI uses (swappable in tests). */
@@ -13,20 +13,6 @@ export interface Streams {
   readonly stderr: NodeJS.WritableStream;
 }
 
-/** Reads all of standard input and drops one trailing line break. Reading stops once it holds
- * more than any password can be (with its CR LF): input that never ends (`yes | berth user add`,
- * `< /dev/zero`) would otherwise fill memory, and the password check refuses what was read. */
-export async function readPasswordStdin(stdin: NodeJS.ReadableStream): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of stdin) {
-    const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
-    chunks.push(bytes);
-    size += bytes.length;
-    if (size > MAX_PASSWORD_BYTES + 2) break;
-  }
-  return stripNewline(Buffer.concat(chunks).toString("utf8"));
-}
 
 /** The new password: from stdin when `fromStdin`, else asked twice on the terminal. */
 export async function newPassword(io: Streams, fromStdin: boolean, who: string): Promise<string> {
@@ -34,7 +20,7 @@ export async function newPassword(io: Streams, fromStdin: boolean, who: string):
     // Standard input is the terminal itself: the one line is read with echo off, as a prompt's
     // are, instead of being shown on the screen as it is typed.
     if (io.stdin.isTTY === true) return (await readHidden(io.stdin as ReadStream, io.stderr, `new password for ${who}: `, "")).line;
-    return readPasswordStdin(io.stdin);
+    return readPassword(io.stdin);
   }
   if (io.stdin.isTTY !== true) {
     throw usageError("standard input is not a terminal: pipe the password and add --password-stdin");
