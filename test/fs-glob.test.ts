@@ -7,6 +7,7 @@ describe("name patterns", () => {
   it("finds the pattern in the last component only", () => {
     assert.equal(globOf("*.txt"), "*.txt");
     assert.equal(globOf("sub/a?.txt"), "a?.txt");
+    assert.equal(globOf("sub\\a?.txt"), "a?.txt", "a backslash is a slash, as in every path");
     assert.equal(globOf("/x/[ab].txt"), "[ab].txt");
     assert.equal(globOf("s*b/a.txt"), null);
     assert.equal(globOf("plain.txt"), null);

@@ -169,6 +169,35 @@ describe("login and listings", () => {
     });
   });
 
+  it('a pattern after a backslash is the last component, as "\\" is "/" in every path (sub\\*.txt)', async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await mkdir(join(home, "sub"));
+      for (const f of ["a.txt", "b.txt", "c.log"]) await writeFile(join(home, "sub", f), f);
+      const raw = await rawLogin(t);
+      const listing = async (line: string): Promise<string[]> => {
+        const data = await raw.pasv();
+        raw.send(line);
+        await raw.expectReply(150);
+        const lines = (await readAll(data)).toString().split("\r\n").filter(Boolean);
+        await raw.expectReply(226);
+        return lines.sort();
+      };
+      try {
+        assert.deepEqual(await listing("NLST sub\\*.txt"), ["sub\\a.txt", "sub\\b.txt"]);
+        assert.deepEqual(await listing("NLST /sub/x\\..\\*.log"), ["/sub/x\\..\\c.log"]);
+        const long = await listing("LIST sub\\*.log");
+        assert.equal(long.length, 1);
+        assert.match(long[0] ?? "", /^-rw.* c\.log$/);
+        // Each name is one RETR takes, as the client was given it.
+        await raw.expect("TYPE I", 200);
+        for (const name of await listing("NLST sub\\*.txt")) assert.equal(await retrieveText(raw, name), basename(name.replaceAll("\\", "/")));
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("NLST names can be used from where the client is: after a directory argument, as written", async () => {
     await withServer(async (t) => {
       await mkdir(join(t.home("alice"), "sub", "in"), { recursive: true });

@@ -7,8 +7,15 @@
 
 /** The pattern in the last component of `path` (as the client wrote it), or null when it has none. */
 export function globOf(path: string): string | null {
-  const last = path.slice(path.lastIndexOf("/") + 1);
+  const last = path.slice(lastComponentAt(path));
   return /[*?[]/.test(last) ? last : null;
+}
+
+/** Where the last component of `path` (as the client wrote it) starts: after its last "/" or
+ * "\", since every path reads a backslash as a slash (fs/vpath.ts resolveVirtual), so that
+ * "sub\*.txt" is the pattern "*.txt" in "sub" and not one matched against the names of "sub". */
+export function lastComponentAt(path: string): number {
+  return Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\")) + 1;
 }
 
 /** Whether `name` matches `pattern`: "*" any run of characters, "?" one, "[abc]", "[a-z]",

@@ -8,7 +8,7 @@ import { ListingBuffer } from "../../data/listbuf.ts";
 import { Transfer, sendBuffer } from "../../data/transfer.ts";
 import { hasOwnDirPerms, namePolicy, permFact } from "../../auth/perms.ts";
 import { formatListLine, formatMlsxSelected, mlsxFormatter } from "../../fs/format.ts";
-import { compileGlob, globOf } from "../../fs/glob.ts";
+import { compileGlob, globOf, lastComponentAt } from "../../fs/glob.ts";
 import { ListingTicket } from "../../fs/listgate.ts";
 import { Entries, EntryView } from "../../fs/listing.ts";
 import type { DirEntry, VirtualPath } from "../../fs/types.ts";
@@ -166,7 +166,7 @@ async function nlstWith(s: Session, arg: string, ticket: ListingTicket): Promise
   if (itself) {
     for (let k = 0; k < entries.length; k++) listing.add(entries.name(k));
   } else if (picked) {
-    const prefix = shown.slice(0, shown.lastIndexOf("/") + 1); // "sub/" of "sub/*.txt", as written
+    const prefix = shown.slice(0, lastComponentAt(shown)); // "sub/" of "sub/*.txt", as written
     for (let k = 0; k < entries.length; k++) listing.add(prefix + entries.name(k));
   } else if (shown === "" || shown === "." || shown === "./") {
     for (let k = 0; k < entries.length; k++) listing.add(entries.name(k));
