@@ -522,6 +522,12 @@ describe("odd paths inside the home: each command answers with a clear reply, an
         assert.match(listed, /^prw-r--r-- .* fifo$/m, listed);
         assert.match(listed, /^s[rwx-]{9} .* sock$/m, listed);
         assert.match(listed, /^-rw-r--r-- .* f$/m, listed);
+        // Their perm fact says what DELE and RNFR/RNTO do with them: they are removed and renamed
+        // as entries, as a link is.
+        const facts = (await transfer(raw, "MLSD odd")).data.toString();
+        assert.match(facts, /^type=OS\.unix=special;[^\r]*perm=df;[^\r]* fifo\r$/m, facts);
+        assert.match(facts, /^type=OS\.unix=special;[^\r]*perm=df;[^\r]* sock\r$/m, facts);
+        assert.match((await raw.expect("MLST odd/fifo", 250)).lines[1] ?? "", /;perm=df;/);
         const long = await raw.cmd(`STOR odd/${"n".repeat(300)}`);
         assert.equal(long.code, 553, `over-long name → ${long.lines.join(" | ")}`);
         await raw.expect("NOOP", 200);

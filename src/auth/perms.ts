@@ -209,11 +209,12 @@ export function refusalText(r: Refusal): string {
  * Files: r download, w and a upload+overwrite (both write into an existing file), d delete,
  * f rename. Directories: e always (CWD needs no permission), l list, c upload, m mkdir, p delete
  * (of the contents), all inside it; d rmdir and f rename in `dir` (no f for a directory that has
- * or holds permissions of its own: see holdsDirPerms). Symlinks: d and f. The root itself can be
- * neither removed nor renamed. A file whose name is `denied` (storage.deny) is neither downloaded
- * nor written to: d and f at most. `real`: where the entry really is when a link leads to it (the
- * permissions there apply inside a directory, and to reading and writing a file; d and f act on
- * the link itself). */
+ * or holds permissions of its own: see holdsDirPerms). Symlinks, FIFOs, sockets and devices
+ * (removed by DELE and renamed by RNFR/RNTO as entries; nothing reads or writes them): d and f.
+ * The root itself can be neither removed nor renamed. A file whose name is `denied`
+ * (storage.deny) is neither downloaded nor written to: d and f at most. `real`: where the entry
+ * really is when a link leads to it (the permissions there apply inside a directory, and to
+ * reading and writing a file; d and f act on the link itself). */
 export function permFact(user: Pick<User, "perms" | "dirPerms">, type: string, dir: string, name: string, denied = false, real?: string): string {
   const here = permsAt(user, dir);
   const self = dir === "/" ? `/${name}` : `${dir}/${name}`;
@@ -238,8 +239,7 @@ export function permFact(user: Pick<User, "perms" | "dirPerms">, type: string, d
       letter("f", !isRoot && here.has("rename") && !holdsDirPerms(user, self))
     );
   }
-  if (type === "link") return letter("d", here.has("delete")) + letter("f", here.has("rename"));
-  return "";
+  return letter("d", here.has("delete")) + letter("f", here.has("rename"));
 }
 
 function letter(l: string, ok: boolean): string {
