@@ -91,6 +91,31 @@ describe("STOU's names and the name rules, over the wire", () => {
     );
   });
 
+  it("a name taken that is as long as a name may be (255 bytes): the names made after it are cut to fit, never refused as too long", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      // 254 bytes: "é" is two bytes in UTF-8, and a cut never splits one.
+      const long = "a".repeat(252) + "é";
+      const ascii = "b".repeat(255);
+      writeFileSync(path.join(home, long), "x");
+      writeFileSync(path.join(home, ascii), "x");
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("OPTS UTF8 ON", 200);
+        assert.equal(madeName(await stou(raw, `STOU ${long}`, "a")), `${"a".repeat(252)}.1`);
+        const second = madeName(await stou(raw, `STOU ${ascii}`, "b"));
+        assert.equal(second, `${"b".repeat(253)}.1`);
+        const third = madeName(await stou(raw, `STOU ${ascii}`, "c"));
+        assert.equal(third, `${"b".repeat(253)}.2`);
+        assert.equal(readFileSync(path.join(home, third), "utf8"), "c");
+        assert.equal(readFileSync(path.join(home, ascii), "utf8"), "x");
+      } finally {
+        await raw.close();
+      }
+      await portsFree(t);
+    });
+  });
+
   it("per-directory permissions: made where upload is allowed, refused elsewhere", async () => {
     const drop = { name: "drop", password: "drop-pw", perms: [] as Perm[], dirs: { "/in": ["upload"] } as Record<string, Perm[]> };
     await withServer(

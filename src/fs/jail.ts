@@ -20,7 +20,7 @@ import type { ListingTicket } from "./listgate.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
 import { open, quickFile, realpath, regularSize, rename, renameNoReplace, stat, unlink } from "./quick.ts";
 import { FILE_EXISTS, isStaleTemp, openUpload, STALE_TEMP_AGE_MS, sweepStaleTemps } from "./upload.ts";
-import { basename, isPlainName, joinVirtual, ROOT } from "./vpath.ts";
+import { basename, isPlainName, joinVirtual, MAX_NAME_BYTES, ROOT } from "./vpath.ts";
 
 const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = constants;
 /** How many numbered names (`base.1` …) STOU tries before it picks a random one. */
@@ -52,6 +52,23 @@ const RANDOM_NAME_TRIES = 20;
 
 /** Whether a name may be made (STOU's names). */
 export type NameFilter = (name: string) => boolean;
+
+/** `base` with `suffix` after it, `base` cut short (never inside a character) where the whole
+ * would be longer than a name may be (MAX_NAME_BYTES): a STOU of a name that long, when it is
+ * taken, still gets a name, as it would of a shorter one. */
+function suffixed(base: string, suffix: string): string {
+  const room = MAX_NAME_BYTES - Buffer.byteLength(suffix);
+  if (Buffer.byteLength(base) <= room) return base + suffix;
+  let kept = "";
+  let bytes = 0;
+  for (const ch of base) {
+    const n = Buffer.byteLength(ch);
+    if (bytes + n > room) break;
+    kept += ch;
+    bytes += n;
+  }
+  return kept + suffix;
+}
 
 function anyName(): boolean {
   return true;
@@ -325,20 +342,21 @@ export class JailedFs {
     }
   }
 
-  /** A name not yet present in `dir` for STOU: `base`, `base.1` … `base.99`, else a random one;
+  /** A name not yet present in `dir` for STOU: `base`, `base.1` … `base.99`, else a random one
+   * (a long `base` cut to make room for the suffix: suffixed);
    * only names `allowed` takes (the server's hidden and denied names are not made this way), else
    * 550. openUnique creates it exclusively, and moves on to another name if it was taken meanwhile. */
   async uniqueName(dir: VirtualPath, base: string, allowed: NameFilter = anyName): Promise<string> {
     if (base !== "" && !isPlainName(base)) throw new FtpError(553, "File name not allowed");
     if (base !== "") {
       for (let i = 0; i <= UNIQUE_TRIES; i++) {
-        const name = i === 0 ? base : `${base}.${i}`;
+        const name = i === 0 ? base : suffixed(base, `.${i}`);
         if (allowed(name) && !(await this.exists(joinVirtual(dir, name)))) return name;
       }
     }
     // Random names drawn until one is allowed (a pattern may match some: "*a*").
     for (let i = 0; i < RANDOM_NAME_TRIES; i++) {
-      const name = `${base === "" ? "file" : base}.${randomBytes(6).toString("hex")}`;
+      const name = suffixed(base === "" ? "file" : base, `.${randomBytes(6).toString("hex")}`);
       if (allowed(name)) return name;
     }
     throw new FtpError(550, "Permission denied: name not allowed", "no unique name the name rules allow");
