@@ -542,6 +542,31 @@ describe("odd paths inside the home: each command answers with a clear reply, an
     });
   });
 
+  it("an upload to a name ending in a slash (a directory's name) is 553: no file is made or changed under the name without it", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await writeFile(join(home, "f"), "file");
+      await mkdir(join(home, "d"));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        for (const commands of [["STOR new/"], ["STOR new\\"], ["APPE new/"], ["STOR f/"], ["APPE f/"], ["REST 1", "STOR f/"], ["STOR d/"]]) {
+          const sock = await raw.pasv();
+          for (const c of commands.slice(0, -1)) await raw.expect(c, 350);
+          const r = await raw.cmd(commands[commands.length - 1] as string);
+          sock.destroy();
+          assert.equal(r.code, 553, `${commands.join(", ")} → ${r.lines.join(" | ")}`);
+        }
+        await raw.expect("NOOP", 200);
+        assert.deepEqual((await readdir(home)).sort(), ["d", "f"]);
+        assert.equal(await readFile(join(home, "f"), "utf8"), "file");
+        assert.deepEqual(await readdir(join(home, "d")), []);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("names and paths at the length limits, either side of where paths are taken in one pass", async () => {
     // Paths of plain names up to 85 UTF-16 units per name and 1,365 in all are taken as they
     // stand (fs/vpath.ts); longer ones are measured in UTF-8 bytes (255 per name, 4,096 in all).

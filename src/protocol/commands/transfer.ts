@@ -8,7 +8,7 @@ import { namePolicy } from "../../auth/perms.ts";
 import { Transfer, receiveFile, sendFile } from "../../data/transfer.ts";
 import type { NameFilter } from "../../fs/jail.ts";
 import type { Upload, UploadOptions, VirtualPath } from "../../fs/types.ts";
-import { basename, dirname, joinVirtual } from "../../fs/vpath.ts";
+import { basename, dirname, joinVirtual, ROOT } from "../../fs/vpath.ts";
 import { lacksOverwrite } from "../dispatcher.ts";
 import { FtpError } from "../errors.ts";
 import type { CommandSpec } from "../registry.ts";
@@ -151,8 +151,17 @@ class UniqueTarget {
   }
 }
 
-async function stor(s: Session, arg: string): Promise<void> {
+/** A name ending in "/" (or "\\", read as "/") is a directory's, as open(2) takes it: the path
+ * without it would make or change a file the client did not name. The root stays the file
+ * system's to refuse (550 Is a directory). */
+function uploadPath(s: Session, arg: string): VirtualPath {
   const path = s.resolve(arg);
+  if (path !== ROOT && /[/\\]$/.test(arg)) throw new FtpError(553, "File name not allowed: a name ending in / is a directory's");
+  return path;
+}
+
+async function stor(s: Session, arg: string): Promise<void> {
+  const path = uploadPath(s, arg);
   // Without overwrite the dispatcher saw no file there; exclusive keeps one that appears meanwhile.
   const exclusive = await lacksOverwrite(s, UPLOAD, path);
   const opts = { kind: "store", offset: restartOffset(s), exclusive } as const;
@@ -162,7 +171,7 @@ async function stor(s: Session, arg: string): Promise<void> {
 async function appe(s: Session, arg: string): Promise<void> {
   // RFC 3659 §5.3: APPE after REST acts exactly as STOR would.
   if (s.restOffset > 0) return stor(s, arg);
-  const path = s.resolve(arg);
+  const path = uploadPath(s, arg);
   // As for STOR: without overwrite, a file that appears after the check is not appended to.
   const exclusive = await lacksOverwrite(s, UPLOAD, path);
   await upload(s, path, { kind: "append", offset: 0, exclusive }, `Ok to append data to ${basename(path)}`);
