@@ -529,6 +529,34 @@ describe("foreign data connections", () => {
     });
   });
 
+  it("a stream of foreign connections to a data port writes only a few warning lines; each is still a debug line", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "secret.txt"), "mine");
+      const raw = await rawLogin(t);
+      try {
+        const port = await raw.epsvPort();
+        const thieves = 40;
+        for (let i = 0; i < thieves; i++) await readAll(await dataConnect(port, "127.0.0.1", "127.0.0.2"));
+        const data = await dataConnect(port);
+        raw.send("RETR secret.txt");
+        await raw.expectReply(150);
+        assert.equal((await readAll(data)).toString(), "mine");
+        await raw.expectReply(226);
+        const foreign = t.logs.filter((l) => l.event === "foreign-data-connection");
+        assert.equal(foreign.length, thieves);
+        // pino's levels: 40 warn, 20 debug. The 1st, 2nd, 4th, 8th… warn, with the count so far.
+        const warned = foreign.filter((l) => l.level === 40);
+        assert.deepEqual(
+          warned.map((l) => l.foreign),
+          [1, 2, 4, 8, 16, 32],
+        );
+        assert.ok(foreign.every((l) => l.level === 40 || l.level === 20));
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("drops a foreign connection that arrives while the transfer command waits", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "secret.txt"), "mine");

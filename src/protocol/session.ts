@@ -145,6 +145,8 @@ export class Session {
   private badCommands = 0;
   /** Passive ports opened that the client never connected to. */
   private unusedPassive = 0;
+  /** Connections to this session's passive ports from an address not the client's, refused. */
+  private foreignData = 0;
 
   /** Called once when the session ends (the server's registry forgets it). */
   onClosed: (() => void) | null = null;
@@ -377,6 +379,12 @@ export class Session {
       this.ctx.defender.record(this.remoteAddress, "abuse", "passive ports opened and never connected to");
     }
     return this.unusedPassive;
+  }
+
+  /** Counts a refused connection to one of this session's passive ports from another address;
+   * returns how many this session has had. */
+  noteForeignData(): number {
+    return ++this.foreignData;
   }
 
   /** Takes the data channel set up by PASV/PORT (one use each). */

@@ -25,8 +25,15 @@ async function openPassive(s: Session, announced: string): Promise<PassiveChanne
     timeoutMs,
     spare: (s.spare ??= new SpareSlot(s.ctx.pool, Math.min(SPARE_MS, timeoutMs))),
     // Methods, not named arrows: see test/hotpath.test.ts.
+    // Anyone who finds the port can connect to it again and again, as fast as the network allows:
+    // a session's 1st, 2nd, 4th, 8th… refused connection warns (with the count so far), the others
+    // are debug lines, so a third party cannot fill the log.
     onForeign(remote) {
-      s.log.warn({ event: "foreign-data-connection", from: remote }, "data connection from a foreign address refused");
+      const foreign = s.noteForeignData();
+      s.log[(foreign & (foreign - 1)) === 0 ? "warn" : "debug"](
+        { event: "foreign-data-connection", from: remote, foreign },
+        "data connection from a foreign address refused",
+      );
     },
     // The usual sign of a wrong passive.address or an unpublished/unforwarded passive range. A
     // session's 1st, 2nd, 4th, 8th… unused port warns (with the count so far), the others are
