@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import { parse } from "yaml";
-import { ConfigError, envKey, loadConfig, loadConfigWithOverrides, redactConfig, resolvePath } from "../src/config/load.ts";
+import { ConfigError, envKey, loadConfig, loadConfigWithOverrides, MAX_CONFIG_BYTES, redactConfig, resolvePath } from "../src/config/load.ts";
 import { DEFAULTS } from "../src/config/schema.ts";
 
 const dirs: string[] = [];
@@ -329,6 +329,17 @@ void describe("loadConfig errors name the key", () => {
     const cwd = workdir();
     mkdirSync(path.join(cwd, "config", "berth.yaml"), { recursive: true });
     expectError(() => loadConfig({ cwd, env: {} }), "config/berth.yaml", "cannot read", "is a directory");
+  });
+
+  void test("a file that never ends (/dev/zero) or is far too big is refused after a bounded read", () => {
+    const cwd = workdir();
+    expectError(() => loadConfig({ cwd, file: "/dev/zero", env: {} }), "/dev/zero", "cannot read /dev/zero", "larger than");
+    // A long comment: valid YAML, but no config is this big.
+    writeFileSync(path.join(cwd, "big.yaml"), `# ${"x".repeat(MAX_CONFIG_BYTES)}\nlisten:\n  port: 0\n`);
+    expectError(() => loadConfig({ cwd, file: "big.yaml", env: {} }), "big.yaml", "larger than");
+    // One just within the bound is read.
+    writeFileSync(path.join(cwd, "fits.yaml"), `# ${"x".repeat(MAX_CONFIG_BYTES - 40)}\nlisten:\n  port: 0\n`);
+    assert.equal(loadConfig({ cwd, file: "fits.yaml", env: {} }).listen.port, 0);
   });
 
   void test("contradictions between keys", () => {

@@ -6,7 +6,7 @@
  * Paths in the result (users.file, storage.root, tls.cert, tls.key) stay exactly as written;
  * callers resolve them with `resolvePath(value, cwd)` (SPEC: relative to the working directory).
  */
-import { readFileSync, readlinkSync } from "node:fs";
+import { closeSync, openSync, readlinkSync, readSync } from "node:fs";
 import { isIP } from "node:net";
 import path from "node:path";
 import { isScalar, parseDocument, type Document } from "yaml";
@@ -40,6 +40,10 @@ export interface LoadOptions {
 
 /** The default config file, relative to the working directory. */
 export const DEFAULT_CONFIG_FILE = "config/berth.yaml";
+
+/** The largest config file read, in bytes: the shipped one, every key with its comment, is under
+ * 10 KiB. A file named by mistake (a disk image, /dev/zero) is refused after this much. */
+export const MAX_CONFIG_BYTES = 1 << 20;
 
 /** Environment variables that start with BERTH_ but are not config keys. */
 export const RESERVED_ENV: ReadonlySet<string> = new Set([
@@ -344,11 +348,29 @@ function linkTarget(file: string): string | null {
   }
 }
 
+/** The UTF-8 text of `file`, or null when it holds more than `max` bytes. Read a piece at a time
+ * and never past `max`: a file that never ends (/dev/zero) took memory until the process died. */
+function readAtMost(file: string, max: number): string | null {
+  const fd = openSync(file, "r");
+  try {
+    const buf = Buffer.allocUnsafe(max + 1);
+    let size = 0;
+    while (size <= max) {
+      const n = readSync(fd, buf, size, max + 1 - size, null);
+      if (n === 0) break;
+      size += n;
+    }
+    return size > max ? null : buf.toString("utf8", 0, size);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Reads the YAML file into a plain object; a missing default file is an empty object. */
 function readFileTree(file: string, explicit: boolean, cwd: string): unknown {
-  let source: string;
+  let source: string | null;
   try {
-    source = readFileSync(path.resolve(cwd, file), "utf8");
+    source = readAtMost(path.resolve(cwd, file), MAX_CONFIG_BYTES);
   } catch (err) {
     if (!explicit && errnoCode(err) === "ENOENT") {
       // No default file means the defaults; a link put there whose target is gone is a file the
@@ -359,6 +381,7 @@ function readFileTree(file: string, explicit: boolean, cwd: string): unknown {
     }
     throw new ConfigError(file, `cannot read ${file}: ${systemErrorText(err)}`);
   }
+  if (source === null) throw new ConfigError(file, `cannot read ${file}: it is larger than ${MAX_CONFIG_BYTES} bytes, which no config file is`);
   const doc = parseDocument(source, { prettyErrors: true, uniqueKeys: true });
   const bad = doc.errors[0];
   if (bad !== undefined) {
