@@ -1336,6 +1336,33 @@ describe("certificates", () => {
     assert.ok(TlsProvider.create(makeConfig(dir, { tls: { mode: "explicit", cert: join(dir, "cert.pem"), key: join(dir, "key.pem") } }), silent));
   });
 
+  it("refuses, naming the key, a certificate or key file that never ends (/dev/zero) or is far too big, after a bounded read", async () => {
+    const dir = join(await mkTemp(), "tls");
+    await mkdir(dir, { recursive: true });
+    const a = makeSelfSigned(["localhost"]);
+    await writeFile(join(dir, "cert.pem"), a.cert);
+    await writeFile(join(dir, "key.pem"), a.key);
+    // A PEM certificate followed by 2 MiB of comment lines: no certificate file is that big.
+    await writeFile(join(dir, "huge.pem"), a.cert + "# padding\n".repeat(200_000));
+    const cases: [Partial<{ cert: string; key: string }>, string, RegExp][] = [
+      [{ cert: join(dir, "huge.pem"), key: join(dir, "key.pem") }, "tls.cert", /tls\.cert cannot be read: .*huge\.pem \(larger than 1048576 bytes/],
+      [{ cert: "/dev/zero", key: join(dir, "key.pem") }, "tls.cert", /tls\.cert cannot be read: \/dev\/zero \(larger than/],
+      [{ cert: join(dir, "cert.pem"), key: "/dev/zero" }, "tls.key", /tls\.key cannot be read: \/dev\/zero \(larger than/],
+    ];
+    for (const [tls, key, message] of cases) {
+      const config = makeConfig(dir, { tls: { mode: "explicit", ...tls } });
+      assert.throws(
+        () => TlsProvider.create(config, silent),
+        (err: unknown) => {
+          assert.ok(err instanceof TlsConfigError, String(err));
+          assert.equal(err.key, key);
+          assert.match(err.message, message);
+          return true;
+        },
+      );
+    }
+  });
+
   it("warns, naming tls.cert and the date, when the certificate has expired, at start and when a renewal brings another expired one", async () => {
     const dir = await mkTemp();
     const certPath = join(dir, "cert.pem");

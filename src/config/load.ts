@@ -348,9 +348,10 @@ function linkTarget(file: string): string | null {
   }
 }
 
-/** The UTF-8 text of `file`, or null when it holds more than `max` bytes. Read a piece at a time
- * and never past `max`: a file that never ends (/dev/zero) took memory until the process died. */
-function readAtMost(file: string, max: number): string | null {
+/** The bytes of `file`, or null when it holds more than `max`. Read a piece at a time and never
+ * past `max`: a file that never ends (/dev/zero) took memory until the process died. Used for
+ * every file a config names that is read whole (the config itself, the certificate and key). */
+export function readFileAtMost(file: string, max: number): Buffer | null {
   const fd = openSync(file, "r");
   try {
     const buf = Buffer.allocUnsafe(max + 1);
@@ -360,7 +361,7 @@ function readAtMost(file: string, max: number): string | null {
       if (n === 0) break;
       size += n;
     }
-    return size > max ? null : buf.toString("utf8", 0, size);
+    return size > max ? null : Buffer.from(buf.subarray(0, size));
   } finally {
     closeSync(fd);
   }
@@ -370,7 +371,7 @@ function readAtMost(file: string, max: number): string | null {
 function readFileTree(file: string, explicit: boolean, cwd: string): unknown {
   let source: string | null;
   try {
-    source = readAtMost(path.resolve(cwd, file), MAX_CONFIG_BYTES);
+    source = readFileAtMost(path.resolve(cwd, file), MAX_CONFIG_BYTES)?.toString("utf8") ?? null;
   } catch (err) {
     if (!explicit && errnoCode(err) === "ENOENT") {
       // No default file means the defaults; a link put there whose target is gone is a file the

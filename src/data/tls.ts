@@ -14,7 +14,7 @@ import type { Server, Socket } from "node:net";
 import { createSecureContext, TLSSocket, type SecureContext } from "node:tls";
 import type { Logger } from "pino";
 import { makeDirsSync } from "../fs/mkdirs.ts";
-import { ConfigError } from "../config/load.ts";
+import { ConfigError, readFileAtMost } from "../config/load.ts";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import type { Config } from "../config/schema.ts";
 import { FtpError } from "../protocol/errors.ts";
@@ -521,19 +521,26 @@ function stampOf(certPath: string, keyPath: string): string {
   return `${a.mtimeMs}:${a.size}:${b.mtimeMs}:${b.size}`;
 }
 
+/** The largest certificate (chain) or key file read, in bytes: a chain with its intermediates is a
+ * few KiB. A path named by mistake (/dev/zero, a disk image) is refused after this much. */
+const MAX_PEM_BYTES = 1 << 20;
+
+/** The bytes of the PEM file at `file`, the value of `key`; a TlsConfigError naming `key` when it
+ * cannot be read or is larger than any certificate or key file. */
+function readPem(key: "tls.cert" | "tls.key", file: string): Buffer {
+  let bytes: Buffer | null;
+  try {
+    bytes = readFileAtMost(file, MAX_PEM_BYTES);
+  } catch (err) {
+    throw new TlsConfigError(key, `${key} cannot be read: ${file} (${errnoText(err)})`);
+  }
+  if (bytes === null) throw new TlsConfigError(key, `${key} cannot be read: ${file} (larger than ${MAX_PEM_BYTES} bytes, which no certificate or key file is)`);
+  return bytes;
+}
+
 function loadMaterial(certPath: string, keyPath: string): Material {
-  let cert: Buffer;
-  let key: Buffer;
-  try {
-    cert = readFileSync(certPath);
-  } catch (err) {
-    throw new TlsConfigError("tls.cert", `tls.cert cannot be read: ${certPath} (${errnoText(err)})`);
-  }
-  try {
-    key = readFileSync(keyPath);
-  } catch (err) {
-    throw new TlsConfigError("tls.key", `tls.key cannot be read: ${keyPath} (${errnoText(err)})`);
-  }
+  const cert = readPem("tls.cert", certPath);
+  const key = readPem("tls.key", keyPath);
   try {
     createSecureContext({ cert });
   } catch (err) {
