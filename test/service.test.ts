@@ -647,6 +647,28 @@ void describe("berth as a service", () => {
     assert.equal(await srv.exited, 0);
     assert.throws(() => statSync(sock), /ENOENT/);
   });
+
+  void test("admin socket: a reload is logged as SIGHUP's is, a refused one too (the operator reading the log learns the config in use is the old one)", async () => {
+    const srv = await serve('server:\n  banner: "first banner"\n', 8, { BERTH_ADMIN_SOCKET: "run/admin.sock" });
+    const sock = path.join(srv.cwd, "run", "admin.sock");
+    await srv.waitLog(/"event":"admin-socket"/);
+    writeConfig(srv.cwd, "limits:\n  idleTimeout: -5\n");
+    const mark = srv.mark();
+    const refused = await admin(sock, { cmd: "reload" });
+    assert.equal(refused.ok, false);
+    assert.match(String(refused.error), /limits\.idleTimeout/);
+    assert.equal(await greeting(srv.port), "220 first banner");
+    // A key that needs a restart is warned of, as after SIGHUP.
+    writeConfig(srv.cwd, 'server:\n  banner: "second banner"\nstorage:\n  root: elsewhere\n');
+    assert.deepEqual(await admin(sock, { cmd: "reload" }), { ok: true, applied: ["server.banner"], needRestart: ["storage.root"] });
+    assert.deepEqual(await admin(sock, { cmd: "drain" }), { ok: true });
+    assert.equal(await srv.exited, 0);
+    const seen = srv.lines().slice(mark);
+    const failed = seen.find((l) => /reload failed/.test(l));
+    assert.ok(failed !== undefined, `a refused reload is logged: ${seen.join("\n")}`);
+    assert.match(failed, /"event":"reload-failed".*limits\.idleTimeout/);
+    assert.ok(seen.some((l) => /"needRestart":\["storage\.root"\].*need a restart/.test(l)), "the keys that need a restart are warned of");
+  });
 });
 
 /** Runs docker/healthcheck.mjs in `cwd` with `env`; its exit status and output. */

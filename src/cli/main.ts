@@ -96,7 +96,14 @@ async function serve(cmd: ParsedCommand): Promise<number> {
   process.on("exit", removeLiveTempsSync);
   // Installed before start-up so that an early SIGHUP is ignored instead of killing the process.
   const live: { serving?: Serving } = {};
-  process.on("SIGHUP", () => live.serving !== undefined && reload(cmd, live.serving));
+  process.on("SIGHUP", () => {
+    if (live.serving === undefined) return;
+    try {
+      reload(cmd, live.serving);
+    } catch {
+      // Logged by reload(); the server goes on with its current configuration.
+    }
+  });
   const serving = await startServing(cmd, ctx);
   live.serving = serving;
   catchFatal(serving.logger);
@@ -120,7 +127,8 @@ async function startAdmin(cmd: ParsedCommand, serving: Serving, drain: () => voi
     sessions: server.sessions,
     startedAt: Date.now(),
     version: version(),
-    reload: () => reloadConfig(cmd, serving),
+    // Logged as a SIGHUP's is: the log, not only whoever asked, tells which config is in use.
+    reload: () => reload(cmd, serving),
     drain,
     defender: () => server.defender.status(),
   };
@@ -134,16 +142,19 @@ async function startAdmin(cmd: ParsedCommand, serving: Serving, drain: () => voi
 }
 
 /**
- * SIGHUP: reads the config (file + environment) and the certificates again and applies them to new
- * sessions. A bad config or certificate is logged and the server keeps its current settings.
+ * SIGHUP and the admin socket's reload: reads the config (file + environment) and the certificates
+ * again and applies them to new sessions. A bad config or certificate is logged, the server keeps
+ * its current settings, and the error is thrown on (for the admin socket's answer).
  */
-function reload(cmd: ParsedCommand, serving: Serving): void {
+function reload(cmd: ParsedCommand, serving: Serving): ReturnType<Serving["server"]["reload"]> {
   const { logger } = serving;
   try {
-    const { needRestart } = reloadConfig(cmd, serving);
-    if (needRestart.length > 0) logger.warn({ needRestart }, "these changed keys need a restart; old values kept");
+    const result = reloadConfig(cmd, serving);
+    if (result.needRestart.length > 0) logger.warn({ needRestart: result.needRestart }, "these changed keys need a restart; old values kept");
+    return result;
   } catch (err) {
     logger.error({ event: "reload-failed", reason: describe(err) }, "reload failed; keeping the current configuration");
+    throw err;
   }
 }
 
