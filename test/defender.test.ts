@@ -121,11 +121,11 @@ void describe("Defender (fake clock)", () => {
     assert.equal(d.isBanned("10.9.9.9"), true, "and refused again once the allow-list is emptied");
   });
 
-  it("shows in `ctl status` and in the metrics", () => {
+  it("shows in `ctl status` and in the metrics", async () => {
     const d = new Defender(settings({ threshold: 10 }));
     d.record("10.1.1.1", "abuse", "overlong command lines");
     const target = { sessions: new Set(), startedAt: Date.now(), version: "t", reload: () => ({ applied: [], needRestart: [] }), drain: () => undefined };
-    const res = handleRequest({ ...target, sessions: new Set(), defender: () => d.status() }, { cmd: "status" });
+    const res = await handleRequest({ ...target, sessions: new Set(), defender: () => d.status() }, { cmd: "status" });
     const status = res.defender as ReturnType<Defender["status"]>;
     assert.equal(status.banned, 1);
     assert.equal(status.bans[0]?.address, "10.1.1.1");

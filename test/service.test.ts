@@ -309,6 +309,32 @@ void describe("berth as a service", () => {
     assert.equal(await srv.exited, 0);
   });
 
+  void test("SIGHUP and the admin socket: a passive.address that does not resolve, which a start refuses, is refused by a reload too; the current configuration stays", async () => {
+    const srv = await serve('server:\n  banner: "first banner"\n', 8, { BERTH_ADMIN_SOCKET: "run/admin.sock" });
+    const sock = path.join(srv.cwd, "run", "admin.sock");
+    await srv.waitLog(/"event":"admin-socket"/);
+    // .invalid never resolves (RFC 6761).
+    writeConfig(srv.cwd, 'server:\n  banner: "second banner"\npassive:\n  address: "ftp.invalid"\n');
+    const mark = srv.mark();
+    srv.child.kill("SIGHUP");
+    const failed = await srv.waitLog(/reload failed|"event":"reloaded"/, mark);
+    assert.match(failed, /"event":"reload-failed".*passive\.address ftp\.invalid cannot be resolved/);
+    assert.equal(await greeting(srv.port), "220 first banner");
+    const refused = await admin(sock, { cmd: "reload" });
+    assert.equal(refused.ok, false);
+    assert.match(String(refused.error), /passive\.address ftp\.invalid cannot be resolved/);
+    assert.equal(await greeting(srv.port), "220 first banner");
+    // A request sent after the reload is answered after it, in order.
+    writeConfig(srv.cwd, 'server:\n  banner: "second banner"\npassive:\n  address: "127.0.0.1"\n');
+    assert.deepEqual(await adminRaw(sock, ['{"cmd":"reload"}\n{"cmd":"kick","id":"nope"}\n'], true), [
+      '{"ok":true,"applied":["passive.address","server.banner"],"needRestart":[]}',
+      '{"ok":false,"error":"no session nope"}',
+    ]);
+    assert.equal(await greeting(srv.port), "220 second banner");
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+  });
+
   void test("SIGHUP: tls.require true with tls.mode changed from off waits for the restart tls.mode needs; logins go on", async () => {
     const srv = await serve('tls:\n  mode: "off"\n');
     writeConfig(srv.cwd, 'server:\n  banner: "after"\ntls:\n  mode: explicit\n  require: true\n');

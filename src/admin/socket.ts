@@ -34,11 +34,17 @@ export interface AdminTarget {
   readonly startedAt: number;
   readonly version: string;
   /** Re-reads the config; resolves with what changed or rejects with the reason. */
-  reload(): { readonly applied: readonly string[]; readonly needRestart: readonly string[] };
+  reload(): ReloadResult | Promise<ReloadResult>;
   /** Starts a graceful shutdown (like SIGTERM). */
   drain(): void;
   /** The defender's counts and current bans, when there is one. */
   defender?: (() => DefenderStatus) | undefined;
+}
+
+/** What a reload changed. */
+interface ReloadResult {
+  readonly applied: readonly string[];
+  readonly needRestart: readonly string[];
 }
 
 /** A running admin socket. */
@@ -64,8 +70,8 @@ export function describeSession(s: Session): SessionInfo {
 /** The commands a request may name, for the refusals. */
 const ADMIN_COMMANDS = "status, sessions, kick, reload, drain";
 
-/** Answers one request object. */
-export function handleRequest(target: AdminTarget, req: unknown): Record<string, unknown> {
+/** Answers one request object; a reload that has to wait (a lookup) answers with a promise. */
+export function handleRequest(target: AdminTarget, req: unknown): Record<string, unknown> | Promise<Record<string, unknown>> {
   const cmd = typeof req === "object" && req !== null ? (req as { cmd?: unknown }).cmd : undefined;
   const sessions = [...target.sessions];
   switch (cmd) {
@@ -89,12 +95,15 @@ export function handleRequest(target: AdminTarget, req: unknown): Record<string,
       victim.cutAndClose("kicked", "Disconnected by the administrator");
       return { ok: true, kicked: victim.id };
     }
-    case "reload":
+    case "reload": {
+      const failed = (err: unknown): Record<string, unknown> => ({ ok: false, error: err instanceof Error ? err.message : String(err) });
       try {
-        return { ok: true, ...target.reload() };
+        const result = target.reload();
+        return result instanceof Promise ? result.then((r) => ({ ok: true, ...r }), failed) : { ok: true, ...result };
       } catch (err) {
-        return { ok: false, error: err instanceof Error ? err.message : String(err) };
+        return failed(err);
       }
+    }
     case "drain":
       target.drain();
       return { ok: true };
@@ -254,16 +263,27 @@ export async function startAdminSocket(socketPath: string, target: AdminTarget, 
     conn.setEncoding("utf8"); // a character split between two reads stays whole
     let buf = "";
     let ended = false;
-    /** Answers one request line; false when the reply could not all go to the kernel. */
-    const answer = (line: string): boolean => {
+    /** Answers one request line; false when the reply could not all go to the kernel, a promise of
+     * that when the answer has to wait (a reload looking up passive.address). */
+    const answer = (line: string): boolean | Promise<boolean> => {
       if (line.trim() === "") return true;
-      let res: Record<string, unknown>;
+      let res: Record<string, unknown> | Promise<Record<string, unknown>>;
       try {
         res = handleRequest(target, JSON.parse(line) as unknown);
       } catch {
         res = { ok: false, error: "not JSON" };
       }
-      return conn.write(`${JSON.stringify(res)}\n`);
+      const write = (r: Record<string, unknown>): boolean => conn.write(`${JSON.stringify(r)}\n`);
+      return res instanceof Promise ? res.then(write) : write(res);
+    };
+    /** Reading goes on (it was paused) once the client has read what waits for it. */
+    const resumeWhenDrained = (drained: boolean): void => {
+      const go = (): void => {
+        conn.resume();
+        pump();
+      };
+      if (drained) go();
+      else conn.once("drain", go);
     };
     // One request at a time while the client reads its replies: one that sends requests and never
     // reads (a `sessions` reply of a busy server is megabytes) has its reading stopped once a reply
@@ -273,12 +293,16 @@ export async function startAdminSocket(socketPath: string, target: AdminTarget, 
       while ((nl = buf.indexOf("\n")) !== -1) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
-        if (!answer(line)) {
+        const written = answer(line);
+        if (written instanceof Promise) {
+          // The requests after it wait for its answer: they are answered in order.
           conn.pause();
-          conn.once("drain", () => {
-            conn.resume();
-            pump();
-          });
+          void written.then(resumeWhenDrained);
+          return;
+        }
+        if (!written) {
+          conn.pause();
+          resumeWhenDrained(false);
           return;
         }
       }
@@ -289,9 +313,10 @@ export async function startAdminSocket(socketPath: string, target: AdminTarget, 
         conn.write(`${JSON.stringify({ ok: false, error: `a request is one line of at most ${MAX_REQUEST} characters` })}\n`);
         conn.destroySoon();
       } else if (ended) {
-        answer(buf);
+        const last = answer(buf);
         buf = "";
-        conn.end();
+        if (last instanceof Promise) void last.then(() => conn.end());
+        else conn.end();
       }
     };
     conn.on("data", (chunk: string) => {

@@ -12,6 +12,7 @@ import { errnoCode, firstLine, systemErrorText } from "../config/syserr.ts";
 import { CliError, parseArgv, USAGE, type ParsedCommand } from "./args.ts";
 import { configWithOverridesFor, runConfigCheck, runUser, type CliContext } from "./commands.ts";
 import { berthCommand } from "./invocation.ts";
+import { checkPassiveAddress } from "./preflight.ts";
 import { startServing, warnOverrides, welcome, type Serving } from "./serve.ts";
 
 /** V8's interrupt budget (bytes of bytecode) for the serving process; see serve(). */
@@ -97,12 +98,8 @@ async function serve(cmd: ParsedCommand): Promise<number> {
   // Installed before start-up so that an early SIGHUP is ignored instead of killing the process.
   const live: { serving?: Serving } = {};
   process.on("SIGHUP", () => {
-    if (live.serving === undefined) return;
-    try {
-      reload(cmd, live.serving);
-    } catch {
-      // Logged by reload(); the server goes on with its current configuration.
-    }
+    // A refusal is logged by reload(); the server goes on with its current configuration.
+    if (live.serving !== undefined) reload(cmd, live.serving).catch(() => undefined);
   });
   const serving = await startServing(cmd, ctx);
   live.serving = serving;
@@ -141,27 +138,41 @@ async function startAdmin(cmd: ParsedCommand, serving: Serving, drain: () => voi
   }
 }
 
+type ReloadResult = ReturnType<Serving["server"]["reload"]>;
+
+/** The reload running or last run: reloads run one after another, each reading the config when
+ * its turn comes, so one that waits for a lookup never applies an older file over a newer one. */
+let reloading: Promise<unknown> = Promise.resolve();
+
 /**
  * SIGHUP and the admin socket's reload: reads the config (file + environment) and the certificates
  * again and applies them to new sessions. A bad config or certificate is logged, the server keeps
- * its current settings, and the error is thrown on (for the admin socket's answer).
+ * its current settings, and the promise rejects (for the admin socket's answer).
  */
-function reload(cmd: ParsedCommand, serving: Serving): ReturnType<Serving["server"]["reload"]> {
-  const { logger } = serving;
-  try {
-    const result = reloadConfig(cmd, serving);
-    if (result.needRestart.length > 0) logger.warn({ needRestart: result.needRestart }, "these changed keys need a restart; old values kept");
-    return result;
-  } catch (err) {
-    logger.error({ event: "reload-failed", reason: describe(err) }, "reload failed; keeping the current configuration");
-    throw err;
-  }
+function reload(cmd: ParsedCommand, serving: Serving): Promise<ReloadResult> {
+  const run = async (): Promise<ReloadResult> => {
+    const { logger } = serving;
+    try {
+      const result = await reloadConfig(cmd, serving);
+      if (result.needRestart.length > 0) logger.warn({ needRestart: result.needRestart }, "these changed keys need a restart; old values kept");
+      return result;
+    } catch (err) {
+      logger.error({ event: "reload-failed", reason: describe(err) }, "reload failed; keeping the current configuration");
+      throw err;
+    }
+  };
+  const next = reloading.then(run, run);
+  reloading = next;
+  return next;
 }
 
 /** Reads the config (file + environment) again and applies it; the keys of the file a variable
- * overrides are warned of again, as at start: an edit to one of them does nothing. */
-function reloadConfig(cmd: ParsedCommand, { server, logger }: Serving): ReturnType<Serving["server"]["reload"]> {
+ * overrides are warned of again, as at start: an edit to one of them does nothing. A new
+ * passive.address is looked up first, as a start does (preflight.ts): a name that does not resolve
+ * would give every PASV from outside 425, and a start refuses it. */
+async function reloadConfig(cmd: ParsedCommand, { server, logger }: Serving): Promise<ReloadResult> {
   const { config, overrides } = configWithOverridesFor(cmd, ctx);
+  if (config.passive.address !== server.config.passive.address) await checkPassiveAddress(config);
   const result = server.reload(config);
   warnOverrides(overrides, logger);
   return result;

@@ -31,6 +31,11 @@ export async function checkHostsResolve(config: Config): Promise<void> {
   // What PASV announces to clients from outside: a name without an IPv4 address would give each
   // of them 425, as vsftpd and pure-ftpd refuse to start on one. Only a definite answer stops the
   // start: a resolver that does not answer now (at boot, say) is logged and asked again at PASV.
+  await checkPassiveAddress(config);
+}
+
+/** The passive.address part of checkHostsResolve: also what a reload that changes the key checks. */
+export async function checkPassiveAddress(config: Config): Promise<void> {
   if (config.passive.address !== "") await resolves(config.passive.address, "passive.address", "passive.address", 4);
 }
 
