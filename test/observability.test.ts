@@ -184,6 +184,32 @@ describe("Prometheus endpoint and xferlog", () => {
       });
     });
   });
+
+  it("a login's lines name the user as `user`, as a logged-in session's do, never as `name`: readable output (pino-pretty) prints `name` as the logger's, in the line's header", async () => {
+    await withServer(
+      async (t) => {
+        const wrong = await RawClient.connect(t.port);
+        await wrong.expect("USER nobody-here", 331);
+        await wrong.expect("PASS not-the-password", 530);
+        await wrong.close();
+        const full = await Promise.all([RawClient.connect(t.port), RawClient.connect(t.port)]);
+        await (full[0] as RawClient).login("alice");
+        await (full[1] as RawClient).expect("USER alice", 331);
+        await (full[1] as RawClient).expect("PASS alice-pw", 421);
+        await Promise.all(full.map((c) => c.close()));
+        const logins = t.logs.filter((l) => l.event === "login");
+        assert.deepEqual(
+          logins.map((l) => [l.result, l.user, "name" in l]),
+          [
+            ["fail", "nobody-here", false],
+            ["ok", "alice", false],
+            ["refused", "alice", false],
+          ],
+        );
+      },
+      { config: { limits: { maxSessionsPerUser: 1 } } },
+    );
+  });
 });
 
 describe("xferlog file trouble", () => {

@@ -43,7 +43,7 @@ async function enter(s: Session, user: User): Promise<boolean> {
     fs = await s.ctx.openFs(user.home, { umask, log: s.log, staleTempMs: 2000 * s.ctx.config.limits.stalledTimeout });
   } catch (err) {
     const ftp = mapFsError(err);
-    s.log.error({ event: "login", result: "no-home", name: user.name, home: user.home, detail: ftp.detail ?? ftp.message }, "login refused: home directory unavailable");
+    s.log.error({ event: "login", result: "no-home", user: user.name, home: user.home, detail: ftp.detail ?? ftp.message }, "login refused: home directory unavailable");
     s.releaseUserClaim();
     s.reply(530, `Login failed: home directory unavailable (${ftp.message.toLowerCase()})`);
     return false;
@@ -87,7 +87,7 @@ async function pass(s: Session, arg: string): Promise<void> {
   } catch (err) {
     // The credentials could not be checked (no users file could be read, or bcrypt failed): the
     // server's trouble, not the client's, so no failed login is counted or scored.
-    s.log.error({ event: "login", result: "unavailable", name, reason: err instanceof Error ? err.message : String(err) }, "login could not be checked");
+    s.log.error({ event: "login", result: "unavailable", user: name, reason: err instanceof Error ? err.message : String(err) }, "login could not be checked");
     s.timeout("Service not available: logins cannot be checked now, try again later");
     return;
   }
@@ -113,7 +113,7 @@ function claimSession(s: Session, found: User): boolean {
     s.countedUser = found.name;
     return true;
   }
-  s.log.info({ event: "login", result: "refused", reason: "max-sessions", name: found.name }, "login refused: too many sessions");
+  s.log.info({ event: "login", result: "refused", reason: "max-sessions", user: found.name }, "login refused: too many sessions");
   s.ctx.defender.record(s.remoteAddress, "limit", "too many sessions for one user");
   s.timeout("Too many sessions for this user");
   return false;
@@ -126,7 +126,7 @@ async function failLogin(s: Session, name: string, started: number): Promise<voi
   s.ctx.defender.record(s.remoteAddress, "login");
   const wait = s.ctx.config.limits.failedLoginDelay * 1000 - (Date.now() - started);
   if (wait > 0) await sleep(wait);
-  s.log.info({ event: "login", result: "fail", name }, "failed login");
+  s.log.info({ event: "login", result: "fail", user: name }, "failed login");
   s.reply(530, "Login incorrect");
   if (s.loginFailures >= s.ctx.config.limits.maxLoginFailures || s.ctx.defender.isBanned(s.remoteAddress)) {
     s.log.info({ event: "disconnect", reason: "too many failed logins" }, "too many failed logins");
