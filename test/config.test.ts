@@ -320,6 +320,18 @@ void describe("loadConfig errors name the key", () => {
     expectError(env({ BERTH_DEBUG: "1" }), "BERTH_DEBUG");
   });
 
+  void test("two variables that name one key (underscores inside a key's name are optional) are refused, not one of them dropped", () => {
+    expectError(
+      env({ BERTH_LIMITS_LOGINTIMEOUT: "10", BERTH_LIMITS_LOGIN_TIMEOUT: "20" }),
+      "limits.loginTimeout",
+      "BERTH_LIMITS_LOGINTIMEOUT and BERTH_LIMITS_LOGIN_TIMEOUT both set limits.loginTimeout",
+    );
+    expectError(env({ BERTH_LISTEN_PORT: "2100", BERTH_LISTEN_P_O_R_T: "2100" }), "listen.port", "both set listen.port");
+    // One spelling alone, either one, is taken.
+    assert.equal(loadConfig({ cwd: workdir(), env: { BERTH_LIMITS_LOGINTIMEOUT: "10" } }).limits.loginTimeout, 10);
+    assert.equal(loadConfig({ cwd: workdir(), env: { BERTH_LIMITS_LOGIN_TIMEOUT: "20" } }).limits.loginTimeout, 20);
+  });
+
   void test("invalid YAML and duplicate keys", () => {
     expectError(file("listen:\n  port: [\n"), "config/berth.yaml", "not valid YAML");
     expectError(file("listen:\n  port: 1\n  port: 2\n"), "config/berth.yaml", "not valid YAML");

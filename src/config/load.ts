@@ -455,6 +455,10 @@ export function envKey(variable: string): readonly [string, string] | undefined 
  * those is what the variables are for). */
 function applyEnv(draft: Draft, env: NodeJS.ProcessEnv, file: string): void {
   const names = Object.keys(env).filter((n) => n.startsWith("BERTH_") && !RESERVED_ENV.has(n)).sort();
+  // Underscores inside a key's name are optional (BERTH_LIMITS_LOGIN_TIMEOUT and
+  // BERTH_LIMITS_LOGINTIMEOUT), so two variables can name one key: which one won would be the
+  // order of their names, and the other silently dropped.
+  const setBy = new Map<string, string>();
   for (const name of names) {
     const target = envKey(name);
     if (target === undefined) {
@@ -464,6 +468,9 @@ function applyEnv(draft: Draft, env: NodeJS.ProcessEnv, file: string): void {
     }
     const [section, key] = target;
     const dotted = `${section}.${key}`;
+    const other = setBy.get(dotted);
+    if (other !== undefined) throw new ConfigError(dotted, `${other} and ${name} both set ${dotted}; set one of them`);
+    setBy.set(dotted, name);
     const fromFile = draft.sources.get(dotted);
     const before = draft.tree[section]?.[key];
     assign(draft, section, key, env[name] ?? "", name);
