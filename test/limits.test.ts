@@ -61,6 +61,18 @@ void describe("sessions per user", () => {
     }, { config: { limits: { maxSessionsPerUser: 2 }, defender: { scoreLimit: 5 } } });
   });
 
+  it("a session that has answered QUIT holds no place, though its client keeps the connection open: the user logs in again at once", async () => {
+    await withServer(async (t) => {
+      const leaving = await rawLogin(t);
+      await leaving.expect("QUIT", 221);
+      // The client has its 221 and has not closed; the server closes within END_GRACE_MS.
+      assert.equal(t.server.context.admission.sessionsOf("alice"), 0);
+      const next = await rawLogin(t);
+      await next.close();
+      await leaving.close();
+    }, { config: { limits: { maxSessionsPerUser: 1 } } });
+  });
+
   it("a user's own max-sessions wins over the config default", async () => {
     await withServer(async (t) => {
       const first = await rawLogin(t, "carol");

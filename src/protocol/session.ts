@@ -463,6 +463,9 @@ export class Session {
     if (this.closed || this.ending) return;
     this.ending = true;
     this.queue.length = 0;
+    // The session runs no command from here on: its place in the per-user limit goes now, not
+    // when the client closes (up to END_GRACE_MS later, for one that keeps its side open).
+    this.releaseUserClaim();
     this.socket.end();
     this.socket.resume();
     this.endTimer = setTimeout(() => this.socket.destroy(), END_GRACE_MS);
