@@ -91,6 +91,28 @@ describe("STOU's names and the name rules, over the wire", () => {
     );
   });
 
+  it("a directory's name (ending in a slash): a unique name made inside it, never a file beside it under the directory's name", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      mkdirSync(path.join(home, "sub"));
+      const raw = await rawLogin(t);
+      try {
+        assert.equal(madeName(await stou(raw, "STOU sub/", "a")), "/sub/file");
+        assert.equal(madeName(await stou(raw, "STOU /sub\\", "b")), "/sub/file.1");
+        // A directory that is not there: refused, and nothing made under its name.
+        const refused = await stou(raw, "STOU new/", "c");
+        assert.ok("code" in refused && refused.code === 550, JSON.stringify(refused));
+        await raw.expect("NOOP", 200);
+        assert.deepEqual(readdirSync(home).sort(), ["sub"]);
+        assert.deepEqual(readdirSync(path.join(home, "sub")).sort(), ["file", "file.1"]);
+        assert.equal(readFileSync(path.join(home, "sub", "file.1"), "utf8"), "b");
+      } finally {
+        await raw.close();
+      }
+      await portsFree(t);
+    });
+  });
+
   it("a name taken that is as long as a name may be (255 bytes): the names made after it are cut to fit, never refused as too long", async () => {
     await withServer(async (t) => {
       const home = t.home("alice");

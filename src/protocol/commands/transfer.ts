@@ -224,9 +224,12 @@ function namesAllowed(s: Session): NameFilter {
 }
 
 /** The name STOU starts from (it adds ".1" … when taken): the argument as a path ("sub/name" is
- * "name" in "sub"), or "file" in the cwd without one. */
+ * "name" in "sub"), "file" in the directory an argument ending in "/" (or "\\") names (never a
+ * file beside it under the directory's name), or "file" in the cwd without one. */
 function stouPath(s: Session, arg: string): VirtualPath {
-  return arg.trim() === "" ? joinVirtual(s.cwd, "file") : s.resolve(arg);
+  if (arg.trim() === "") return joinVirtual(s.cwd, "file");
+  const path = s.resolve(arg);
+  return /[/\\]$/.test(arg) ? joinVirtual(path, "file") : path;
 }
 
 const base = { needsLogin: true, arg: "required", opensData: true, rfc: "RFC 959 §4.1.3" } as const;
