@@ -542,7 +542,7 @@ describe("odd paths inside the home: each command answers with a clear reply, an
     });
   });
 
-  it("an upload to a name ending in a slash (a directory's name) is 553: no file is made or changed under the name without it", async () => {
+  it("an upload to a name ending in a slash (a directory's name) is 553: no file is made or changed under the name without it; a download of one is 550", async () => {
     await withServer(async (t) => {
       const home = t.home("alice");
       await writeFile(join(home, "f"), "file");
@@ -561,6 +561,14 @@ describe("odd paths inside the home: each command answers with a clear reply, an
         assert.deepEqual((await readdir(home)).sort(), ["d", "f"]);
         assert.equal(await readFile(join(home, "f"), "utf8"), "file");
         assert.deepEqual(await readdir(join(home, "d")), []);
+        // A download of such a name is refused too: "f/" is no file, as open(2) has it (ENOTDIR).
+        for (const name of ["f/", "f\\", "d/"]) {
+          const sock = await raw.pasv();
+          const r = await raw.cmd(`RETR ${name}`);
+          sock.destroy();
+          assert.equal(r.code, 550, `RETR ${name} → ${r.lines.join(" | ")}`);
+        }
+        await raw.expect("NOOP", 200);
       } finally {
         await raw.close();
       }

@@ -33,6 +33,9 @@ function stalledMs(s: Session): number {
 
 async function retr(s: Session, arg: string): Promise<void> {
   const path = s.resolve(arg);
+  // As for an upload (uploadPath): the path without the slash would be a file the client did not
+  // name, and open(2) refuses "f/" for a file (ENOTDIR), as a directory is refused.
+  if (/[/\\]$/.test(arg)) throw new FtpError(550, "Not a plain file: a name ending in / is a directory's");
   const offset = restartOffset(s);
   const dl = await s.requireFs().openDownload(path);
   const hook = downloadHook(s);
