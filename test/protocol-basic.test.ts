@@ -12,7 +12,7 @@ import { Readable } from "node:stream";
 import { after, describe, it } from "node:test";
 import type { FTPError } from "basic-ftp";
 import { backOff } from "../src/fs/quick.ts";
-import { readAll, retrieveText, writeAll, type Reply } from "./helpers/raw.ts";
+import { listedText, readAll, retrieveText, writeAll, type Reply } from "./helpers/raw.ts";
 import { download, ftpLogin, payload, rawLogin, upload, withServer } from "./helpers/run.ts";
 import { RawClient } from "./helpers/raw.ts";
 
@@ -127,14 +127,7 @@ describe("login and listings", () => {
       await writeFile(join(outside, "secret.txt"), "secret");
       await writeFile(join(home, "sub", "s.txt"), "s");
       const raw = await rawLogin(t);
-      const listing = async (line: string): Promise<string[]> => {
-        const data = await raw.pasv();
-        raw.send(line);
-        await raw.expectReply(150);
-        const lines = (await readAll(data)).toString().split("\r\n").filter(Boolean);
-        await raw.expectReply(226);
-        return lines.sort();
-      };
+      const listing = async (line: string): Promise<string[]> => (await listedText(raw, line)).split("\r\n").filter(Boolean).sort();
       try {
         assert.deepEqual(await listing("NLST *.txt"), ["[1].txt", "a.txt", "b.txt"]);
         assert.deepEqual(await listing("NLST ?.t*"), ["a.txt", "b.txt"]);
@@ -175,14 +168,7 @@ describe("login and listings", () => {
       await mkdir(join(home, "sub"));
       for (const f of ["a.txt", "b.txt", "c.log"]) await writeFile(join(home, "sub", f), f);
       const raw = await rawLogin(t);
-      const listing = async (line: string): Promise<string[]> => {
-        const data = await raw.pasv();
-        raw.send(line);
-        await raw.expectReply(150);
-        const lines = (await readAll(data)).toString().split("\r\n").filter(Boolean);
-        await raw.expectReply(226);
-        return lines.sort();
-      };
+      const listing = async (line: string): Promise<string[]> => (await listedText(raw, line)).split("\r\n").filter(Boolean).sort();
       try {
         assert.deepEqual(await listing("NLST sub\\*.txt"), ["sub\\a.txt", "sub\\b.txt"]);
         assert.deepEqual(await listing("NLST /sub/x\\..\\*.log"), ["/sub/x\\..\\c.log"]);
@@ -398,14 +384,7 @@ describe("uploads and downloads", () => {
       await writeFile(join(home, "sub", "inner.txt"), "i");
       await writeFile(join(home, "f.txt"), "f");
       const raw = await rawLogin(t);
-      const listing = async (line: string): Promise<string[]> => {
-        const data = await raw.pasv();
-        raw.send(line);
-        await raw.expectReply(150);
-        const lines = (await readAll(data)).toString().split("\r\n").filter(Boolean);
-        await raw.expectReply(226);
-        return lines.sort();
-      };
+      const listing = async (line: string): Promise<string[]> => (await listedText(raw, line)).split("\r\n").filter(Boolean).sort();
       try {
         const sub = await listing("LIST -ld sub");
         assert.equal(sub.length, 1);
