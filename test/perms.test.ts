@@ -608,6 +608,38 @@ void describe("per-directory permissions", () => {
     );
   });
 
+  void it("nothing is renamed onto a directory with permissions of its own, or onto one holding such a directory", async () => {
+    // A directory moved over an empty read-only /pub (or to /a/ro's place, or to /a when it is
+    // empty of files) would put its files under those permissions without upload there.
+    const dave = readOnlyUser("pub");
+    await withServer(
+      async (t) => {
+        const home = await readOnlyHome(t.home("dave"), "pub");
+        await mkdir(join(home, "mine"));
+        await writeFile(join(home, "mine", "planted.txt"), "planted");
+        await writeFile(join(home, "f.txt"), "f");
+        const raw = await rawLogin(t, "dave");
+        try {
+          for (const to of ["/pub", "pub/", "/a/ro", "/a"]) {
+            await raw.expect("RNFR /mine", 350);
+            assert.match((await raw.expect(`RNTO ${to}`, 550)).message, /permissions of its own/, to);
+            await raw.expect("RNFR /f.txt", 350);
+            assert.match((await raw.expect(`RNTO ${to}`, 550)).message, /permissions of its own/, to);
+          }
+          // Elsewhere, and into /a beside /a/ro, a directory still moves.
+          await raw.expect("RNFR /mine", 350);
+          await raw.expect("RNTO /a/mine", 250);
+        } finally {
+          await raw.close();
+        }
+        assert.deepEqual(await readdir(join(home, "pub")), []);
+        assert.deepEqual((await readdir(join(home, "a"))).sort(), ["mine", "ro"]);
+        assert.deepEqual(await readdir(join(home, "a", "ro")), []);
+      },
+      { users: [dave] },
+    );
+  });
+
   void it("a link the operator put in the home leads to the permissions of the directory it names", async () => {
     // Everything in the home but a read-only /ro (and /a/ro); /rolink leads to ro, /alink to a,
     // /kl to the file ro/keep.txt.

@@ -40,6 +40,11 @@ async function rnto(s: Session, arg: string): Promise<void> {
   s.renameFrom = null;
   if (from === null) throw new FtpError(503, "Bad sequence of commands: send RNFR first");
   const to = s.resolve(arg);
+  // Nor onto such a directory (an empty one is replaced) or its place: the files moved there
+  // would come under its permissions without the upload they need there.
+  if (s.user && holdsDirPerms(s.user, joinVirtual(await s.permsPath(dirname(to)), basename(to)))) {
+    throw new FtpError(550, "Permission denied: nothing can be renamed onto a directory with permissions of its own");
+  }
   // rename(2) says EINVAL; this says why.
   if (to.startsWith(`${from}/`)) throw new FtpError(550, "Can't move a name below itself");
   // One home: a rename moves no bytes, but a file it replaces leaves the quota count.
