@@ -68,6 +68,34 @@ describe("sequencing", () => {
     });
   });
 
+  it("a name ending in / is a directory's: a file is neither renamed from nor onto one, and a directory is", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await writeFile(join(home, "f.txt"), "f");
+      await writeFile(join(home, "g.txt"), "g");
+      await mkdir(join(home, "d"));
+      const raw = await rawLogin(t);
+      try {
+        // rename(2) says ENOTDIR for each: g.txt/ is no file g.txt to replace.
+        for (const to of ["g.txt/", "g.txt\\", "new/", "f.txt/"]) {
+          await raw.expect("RNFR f.txt", 350);
+          assert.match((await raw.expect(`RNTO ${to}`, 550)).message, /Not a directory/, to);
+        }
+        assert.match((await raw.expect("RNFR f.txt/", 550)).message, /Not a directory/);
+        await raw.expect("RNTO h.txt", 503);
+        await raw.expect("RNFR d/", 350);
+        await raw.expect("RNTO e/", 250);
+        await raw.expect("RNFR e", 350);
+        await raw.expect("RNTO d/", 250);
+      } finally {
+        await raw.close();
+      }
+      assert.equal(await readFile(join(home, "f.txt"), "utf8"), "f");
+      assert.equal(await readFile(join(home, "g.txt"), "utf8"), "g");
+      assert.deepEqual((await readdir(home)).sort(), ["d", "f.txt", "g.txt"]);
+    });
+  });
+
   it("REST is consumed by the next transfer, even a failed one", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "f.txt"), "0123456789");

@@ -31,6 +31,7 @@ async function rnfr(s: Session, arg: string): Promise<void> {
     throw new FtpError(550, "Permission denied: a directory with permissions of its own can't be renamed");
   }
   if (!(await s.requireFs().exists(from))) throw new FtpError(550, "No such file or directory");
+  if (endsInSlash(arg) && !(await s.requireFs().isDirectory(from))) throw notADirectory();
   s.renameFrom = from;
   s.reply(350, "Ready for destination name");
 }
@@ -45,6 +46,9 @@ async function rnto(s: Session, arg: string): Promise<void> {
   if (s.user && holdsDirPerms(s.user, joinVirtual(await s.permsPath(dirname(to)), basename(to)))) {
     throw new FtpError(550, "Permission denied: nothing can be renamed onto a directory with permissions of its own");
   }
+  // "g/" names a directory: a file renamed there would replace the file g, which rename(2)
+  // refuses (ENOTDIR); a directory may be written so.
+  if (endsInSlash(arg) && !(await s.requireFs().isDirectory(from))) throw notADirectory();
   // rename(2) says EINVAL; this says why.
   if (to.startsWith(`${from}/`)) throw new FtpError(550, "Can't move a name below itself");
   // One home: a rename moves no bytes, but a file it replaces leaves the quota count.
@@ -52,6 +56,16 @@ async function rnto(s: Session, arg: string): Promise<void> {
   // Without overwrite the dispatcher saw nothing at `to`; one that appears meanwhile is kept too.
   if (await s.requireFs().rename(from, to, await lacksOverwrite(s, RENAME_TO, to))) counted();
   s.reply(250, "Rename successful");
+}
+
+/** Whether a path argument ends in a slash (or a backslash, read as one): a directory's name. */
+function endsInSlash(arg: string): boolean {
+  return /[/\\]$/.test(arg);
+}
+
+/** RNFR or RNTO of a name ending in / where the entry renamed is not a directory. */
+function notADirectory(): FtpError {
+  return new FtpError(550, "Not a directory: a name ending in / is a directory's");
 }
 
 async function size(s: Session, arg: string): Promise<void> {
