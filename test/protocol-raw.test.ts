@@ -96,6 +96,22 @@ describe("sequencing", () => {
     });
   });
 
+  it("DELE of a name ending in / removes nothing: such a name is a directory's, not the file's", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await writeFile(join(home, "g.txt"), "g");
+      await mkdir(join(home, "d"));
+      const raw = await rawLogin(t);
+      try {
+        for (const name of ["g.txt/", "g.txt\\", "/g.txt/", "d/"]) await raw.expect(`DELE ${name}`, 550);
+        await raw.expect("DELE g.txt", 250);
+      } finally {
+        await raw.close();
+      }
+      assert.deepEqual(await readdir(home), ["d"]);
+    });
+  });
+
   it("REST is consumed by the next transfer, even a failed one", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "f.txt"), "0123456789");

@@ -16,6 +16,8 @@ import type { Session } from "../session.ts";
 
 async function dele(s: Session, arg: string): Promise<void> {
   const path = s.resolve(arg);
+  // As for RETR: "g/" names a directory, not the file g, and unlink(2) refuses it (ENOTDIR).
+  if (path !== ROOT && endsInSlash(arg)) throw new FtpError(550, "Not a plain file: a name ending in / is a directory's");
   const counted = await beforeRemoving(s, path); // quota usage (protocol/limits.ts)
   await s.requireFs().unlink(path);
   counted();
