@@ -104,6 +104,11 @@ describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => 
     assert.match((await c.expect("HASH dir", 553)).message, /Not a regular file/);
     await c.expect("HASH /", 553);
     await c.expect("XCRC dir", 550);
+    // A name ending in / is a directory's, as for RETR: not the file without the slash.
+    assert.match((await c.expect("HASH empty/", 553)).message, /Not a regular file/);
+    await c.expect('HASH "empty/"', 553);
+    await c.expect("XCRC empty/", 550);
+    await c.expect("XMD5 empty\\ 0 0", 550);
     await c.expect("HASH ../../../../etc/passwd", 550);
     await c.expect("HASH out", 550);
     await c.expect("XSHA1 out", 550);

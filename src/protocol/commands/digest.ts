@@ -58,6 +58,14 @@ async function checksum(
   }
 }
 
+/** The file a checksum command reads. A name ending in a slash is a directory's, as for RETR: the
+ * file without the slash is one the client did not name (open(2) refuses "f/" for a file). */
+function filePath(s: Session, text: string): VirtualPath {
+  const path = s.resolve(text);
+  if (/[/\\]$/.test(text)) throw new FtpError(550, "Not a regular file");
+  return path;
+}
+
 /** A directory or anything else that is not a regular file gets 553 from HASH (the draft's code
  * for a directory); the file family's 550 "Not a regular file" is turned into it. */
 function notAFile(err: unknown): never {
@@ -68,10 +76,14 @@ function notAFile(err: unknown): never {
 async function hash(s: Session, arg: string): Promise<void> {
   checkEnabled(s);
   const algo = s.hashAlgo;
-  await checksum(s, s.resolve(unquote(arg)), algo, null, (hex, start, end) => {
-    // The draft's range is inclusive; an empty file shows 0-0.
-    s.reply(213, `${algo} ${start}-${Math.max(end - 1, start)} ${hex} ${arg}`);
-  }).catch(notAFile);
+  try {
+    await checksum(s, filePath(s, unquote(arg)), algo, null, (hex, start, end) => {
+      // The draft's range is inclusive; an empty file shows 0-0.
+      s.reply(213, `${algo} ${start}-${Math.max(end - 1, start)} ${hex} ${arg}`);
+    });
+  } catch (err) {
+    notAFile(err);
+  }
 }
 
 function optsHash(s: Session, value: string): void {
@@ -111,7 +123,7 @@ async function xdigest(s: Session, arg: string, algo: HashAlgorithm): Promise<vo
         return range;
       }
     : null;
-  await checksum(s, s.resolve(path), algo, within, (hex) => s.reply(213, hex.toUpperCase()));
+  await checksum(s, filePath(s, path), algo, within, (hex) => s.reply(213, hex.toUpperCase()));
 }
 
 /** The path a checksum command reads, for the permission check; none where checksums are off
