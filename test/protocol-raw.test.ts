@@ -112,6 +112,32 @@ describe("sequencing", () => {
     });
   });
 
+  it("SIZE, MDTM, MFMT, SITE CHMOD and SITE UTIME of a name ending in / act on a directory only, never on the file", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await writeFile(join(home, "g.txt"), "g");
+      await utimes(join(home, "g.txt"), new Date("2020-01-01T00:00:00Z"), new Date("2020-01-01T00:00:00Z"));
+      await mkdir(join(home, "d"));
+      const before = await stat(join(home, "g.txt"));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        for (const line of ["SIZE g.txt/", "MDTM g.txt/", "MFMT 20240101000000 g.txt/", "MDTM 20240101000000 g.txt/", "SITE CHMOD 600 g.txt/", "SITE UTIME 202401010000 g.txt/", "SITE UTIME g.txt/ 20240101000000 20240101000000 20240101000000 UTC", "MFMT 20240101000000 g.txt\\"]) {
+          assert.match((await raw.expect(line, 550)).message, /Not a directory/, line);
+        }
+        assert.equal((await raw.expect("MDTM missing/", 550)).message, "No such file or directory");
+        await raw.expect("MDTM d/", 213);
+        await raw.expect("MFMT 20240101000000 d/", 213);
+        await raw.expect("SITE CHMOD 755 d/", 200);
+      } finally {
+        await raw.close();
+      }
+      const after = await stat(join(home, "g.txt"));
+      assert.equal(after.mtimeMs, before.mtimeMs);
+      assert.equal(after.mode, before.mode);
+    });
+  });
+
   it("REST is consumed by the next transfer, even a failed one", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "f.txt"), "0123456789");

@@ -70,8 +70,18 @@ function notADirectory(): FtpError {
   return new FtpError(550, "Not a directory: a name ending in / is a directory's");
 }
 
+/** The entry a path argument names, for the commands that look at or change one in place: a name
+ * ending in a slash is a directory's, so "g/" is not the file g (stat(2) says ENOTDIR). */
+async function entryPath(s: Session, arg: string): Promise<VirtualPath> {
+  const path = s.resolve(arg);
+  const fs = s.requireFs();
+  // A missing name stays "No such file or directory", from the command's own look.
+  if (path !== ROOT && endsInSlash(arg) && !(await fs.isDirectory(path)) && (await fs.exists(path))) throw notADirectory();
+  return path;
+}
+
 async function size(s: Session, arg: string): Promise<void> {
-  const st = await s.requireFs().stat(s.resolve(arg));
+  const st = await s.requireFs().stat(await entryPath(s, arg));
   if (st.type !== "file") throw new FtpError(550, "Not a regular file");
   // RFC 3659 §4: in TYPE A the size is that of the converted stream, which only reading the whole
   // file would give; refused, as ProFTPD and pyftpdlib do (after the checks, so a missing file is
@@ -88,7 +98,7 @@ async function mdtm(s: Session, arg: string): Promise<void> {
     await setMtime(s, set.when, set.path);
     return;
   }
-  const st = await s.requireFs().stat(s.resolve(arg));
+  const st = await s.requireFs().stat(await entryPath(s, arg));
   s.reply(213, formatMdtm(new Date(st.mtimeMs)));
 }
 
@@ -157,7 +167,7 @@ function pathAfterTime(arg: string): number {
  * the time the file now has (what MDTM then answers): a filesystem that cannot keep the time asked
  * for keeps another one (ext4 clamps to 1901..2446; a fraction of a second is not shown). */
 async function setMtime(s: Session, when: Date, path: string): Promise<void> {
-  const set = await s.requireFs().setMtime(s.resolve(path), when);
+  const set = await s.requireFs().setMtime(await entryPath(s, path), when);
   s.reply(213, `Modify=${formatMdtm(set)}; ${path}`);
 }
 
@@ -181,7 +191,7 @@ async function site(s: Session, arg: string): Promise<void> {
   if (sub === "UTIME") {
     const parsed = parseUtime(rest);
     if (!parsed) throw new FtpError(501, "Syntax: SITE UTIME YYYYMMDDhhmm[ss] <path> | SITE UTIME <path> <atime> <mtime> <ctime> UTC");
-    await s.requireFs().setMtime(s.resolve(parsed.path), parsed.when);
+    await s.requireFs().setMtime(await entryPath(s, parsed.path), parsed.when);
     s.reply(200, "SITE UTIME command ok");
     return;
   }
@@ -218,7 +228,7 @@ function parseChmod(rest: string): { mode: number; path: string } | null {
 async function chmod(s: Session, rest: string): Promise<void> {
   const parsed = parseChmod(rest);
   if (!parsed) throw new FtpError(501, "Syntax: SITE CHMOD <octal mode 0..777> <path>");
-  await s.requireFs().chmod(s.resolve(parsed.path), parsed.mode);
+  await s.requireFs().chmod(await entryPath(s, parsed.path), parsed.mode);
   s.reply(200, "SITE CHMOD command ok");
 }
 
