@@ -114,6 +114,33 @@ void describe("berth ctl", () => {
     }
   });
 
+  void test("a JSON object without the fields of berth's answer: one line naming the socket, exit 1, nothing printed as a result", async () => {
+    const cwd = workdir();
+    // Each answers every request with the same line.
+    const replies: [string, string][] = [["bare.sock", '{"ok":true}'], ["refused.sock", '{"ok":false}'], ["odd.sock", '{"ok":true,"sessions":3,"applied":"x"}']];
+    const servers = await Promise.all(
+      replies.map(([name, reply]) => {
+        const server = createServer((c) => {
+          c.on("error", () => undefined);
+          c.on("data", () => void c.write(`${reply}\n`));
+        });
+        return new Promise<typeof server>((resolve) => server.listen(path.join(cwd, name), () => resolve(server)));
+      }),
+    );
+    try {
+      const subs = [["status"], ["sessions"], ["kick", "abc"], ["reload"], ["watch"]];
+      const runs = replies.flatMap(([name, reply]) => subs.map((sub) => ({ name, reply, sub })));
+      const results = await Promise.all(runs.map(async (run) => ({ ...run, r: await berth(cwd, ["ctl", ...run.sub, "--socket", run.name]) })));
+      for (const { name, reply, sub, r } of results) {
+        assertOneLineError(r, 1);
+        assert.equal(r.stdout, "", `ctl ${sub.join(" ")} against ${name}`);
+        assert.equal(r.stderr, `berth: ${path.join(cwd, name)} does not answer as berth's admin socket does (got ${JSON.stringify(reply)})\n`, `ctl ${sub.join(" ")}`);
+      }
+    } finally {
+      for (const s of servers) s.close();
+    }
+  });
+
   void test("watch ends, status 0, when whoever reads its output goes away (`berth ctl watch | head -1`)", async () => {
     const cwd = workdir();
     // Answers every request as berth's admin socket answers `sessions`.

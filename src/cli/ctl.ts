@@ -44,7 +44,8 @@ class AdminClient {
   }
 
   /** Sends one request; resolves with the parsed response. Something else than berth's admin
-   * socket at the path (an answer that is not a JSON object, or none) is a one-line CliError. */
+   * socket at the path (an answer that is not a JSON object with the fields berth's answer to
+   * `req.cmd` has, or none) is a one-line CliError. */
   request(req: Record<string, unknown>): Promise<Record<string, unknown>> {
     return new Promise((resolve, reject) => {
       const fail = (why: string): void => {
@@ -62,7 +63,7 @@ class AdminClient {
         } catch {
           res = undefined;
         }
-        if (typeof res !== "object" || res === null || Array.isArray(res)) {
+        if (typeof res !== "object" || res === null || Array.isArray(res) || !answersAsBerth(String(req.cmd), res as Record<string, unknown>)) {
           const got = line.length > 40 ? `${line.slice(0, 40)}...` : line;
           return fail(`${this.socketPath} does not answer as berth's admin socket does (got ${JSON.stringify(got)})`);
         }
@@ -76,6 +77,26 @@ class AdminClient {
 
   close(): void {
     this.socket.end();
+  }
+}
+
+/** Whether `res` has the fields berth's admin socket answers `cmd` with (src/admin/socket.ts), so
+ * that what is printed from it is berth's answer and not `undefined` or a TypeError. */
+function answersAsBerth(cmd: string, res: Record<string, unknown>): boolean {
+  if (res.ok === false) return typeof res.error === "string";
+  if (res.ok !== true) return false;
+  const strings = (v: unknown): boolean => Array.isArray(v) && v.every((x) => typeof x === "string");
+  switch (cmd) {
+    case "status":
+      return ["pid", "uptime", "sessions", "transfers"].every((k) => typeof res[k] === "number");
+    case "sessions":
+      return Array.isArray(res.sessions) && typeof res.now === "number";
+    case "kick":
+      return typeof res.kicked === "string";
+    case "reload":
+      return strings(res.applied) && strings(res.needRestart);
+    default:
+      return true;
   }
 }
 
@@ -190,6 +211,7 @@ async function watch(client: AdminClient, ctx: CliContext): Promise<number> {
   try {
     for (let tick = 0; !stopped; tick++) {
       const res = await client.request({ cmd: "sessions" });
+      if (res.ok !== true) throw new CliError(`ctl watch: ${String(res.error)}`, 1);
       const table = sessionTable(res.sessions as SessionInfo[], Number(res.now), tick);
       const stamp = new Date().toISOString().slice(11, 19);
       ctx.stdout.write(`${tty ? "\x1b[H\x1b[2J" : ""}berth sessions at ${stamp} (Ctrl-C to quit)\n${table}\n`);
