@@ -1,13 +1,15 @@
 import assert from "node:assert/strict";
 import { mkdir, mkdtemp, readFile, rename, rm, symlink, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { createServer } from "node:net";
+import { once } from "node:events";
+import { connect, createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { Readable, Writable } from "node:stream";
 import { describe, it } from "node:test";
 import { Client } from "basic-ftp";
 import pino from "pino";
 import { ConfigError } from "../src/config/load.ts";
+import { METRICS_MAX_CONNECTIONS } from "../src/log/metrics.ts";
 import { formatXferLine, XferLog, XFERLOG_MAX_PENDING, type XferEntry } from "../src/log/xferlog.ts";
 import { RawClient } from "./helpers/raw.ts";
 import { withServer } from "./helpers/run.ts";
@@ -72,6 +74,47 @@ describe("Prometheus endpoint and xferlog", () => {
     assert.match(lines[0] ?? "", / 127\.0\.0\.1 1000 \/up_load\.bin b _ i r alice ftp 0 \* c$/);
     assert.match(lines[1] ?? "", / 127\.0\.0\.1 1000 \/up_load\.bin b _ o r alice ftp 0 \* c$/);
     await rm(dir, { recursive: true, force: true });
+  });
+
+  it("the endpoint holds a bounded number of connections: one past it (an idle or slow client's) is closed at once, those held are answered", async () => {
+    const port = await freePort();
+    const s = await startTestServer({ config: { metrics: { listen: `127.0.0.1:${port}` } } });
+    /** One request on a new connection: what came back before the server closed it. */
+    const scrape = async (): Promise<string> => {
+      const c = connect(port, "127.0.0.1");
+      c.on("error", () => undefined);
+      let got = "";
+      c.on("data", (d: Buffer) => (got += d.toString("utf8")));
+      c.write("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      await once(c, "close");
+      return got;
+    };
+    const held: Socket[] = [];
+    try {
+      // Each sends the start of a request and never finishes it.
+      for (let i = 0; i < METRICS_MAX_CONNECTIONS; i++) {
+        const c = connect(port, "127.0.0.1");
+        c.on("error", () => undefined);
+        await once(c, "connect");
+        c.write("GET /metrics HTTP/1.1\r\n");
+        held.push(c);
+      }
+      assert.equal(await scrape(), "");
+      // A held one that finishes its request is answered; once it is gone, a new one is taken again.
+      const first = held[0] as Socket;
+      let answer = "";
+      first.on("data", (d: Buffer) => (answer += d.toString("utf8")));
+      first.write("Host: x\r\nConnection: close\r\n\r\n");
+      await once(first, "close");
+      assert.match(answer, /^HTTP\/1\.1 200 /);
+      assert.match(answer, /^berth_sessions 0$/m);
+      let again = "";
+      for (let i = 0; i < 100 && again === ""; i++) again = await scrape();
+      assert.match(again, /^HTTP\/1\.1 200 /);
+    } finally {
+      for (const c of held) c.destroy();
+      await s.close().catch(() => undefined);
+    }
   });
 
   it("an anonymous download's xferlog line has access mode a, the login name, and never the anonymous password", async () => {

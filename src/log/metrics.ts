@@ -88,6 +88,9 @@ export class Metrics {
   }
 }
 
+/** The most connections the endpoint holds at once; one more is closed as it comes. */
+export const METRICS_MAX_CONNECTIONS = 16;
+
 /** Serves GET /metrics on `listen`; resolves once listening. */
 export function serveMetrics(listen: string, metrics: Metrics, gauges: () => Gauges, logger: Logger): Promise<Server> {
   const where = parseListen(listen);
@@ -99,6 +102,10 @@ export function serveMetrics(listen: string, metrics: Metrics, gauges: () => Gau
     }
     res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(metrics.render(gauges()));
   });
+  // A scraper needs one connection, an operator's curl another. Without a bound, clients that
+  // connect and never finish a request would each hold a descriptor of the process the FTP
+  // sessions share, for as long as Node's header timeout (a minute); Node closes the ones past it.
+  server.maxConnections = METRICS_MAX_CONNECTIONS;
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(where.port, where.host, () => {
