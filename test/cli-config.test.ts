@@ -141,6 +141,29 @@ void describe("berth ctl", () => {
     }
   });
 
+  void test("an answer whose character is split between two reads is printed whole (sessions --json)", async () => {
+    const cwd = workdir();
+    const session = { id: "0a1b2c3d", user: "bob", remote: "127.0.0.1", secure: false, transfer: { direction: "download", path: "/café/日本.bin", bytes: 1, expected: 2, startedAt: 0 } };
+    const line = Buffer.from(`${JSON.stringify({ ok: true, now: 1, sessions: [session] })}\n`);
+    // The cut falls inside the two bytes of "é"; the rest follows once the first part was read.
+    const cut = line.indexOf(Buffer.from("é")) + 1;
+    const server = createServer((c) => {
+      c.on("error", () => undefined);
+      c.once("data", () => {
+        c.write(line.subarray(0, cut));
+        setTimeout(() => c.write(line.subarray(cut)), 300);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(path.join(cwd, "admin.sock"), () => resolve()));
+    try {
+      const r = await berth(cwd, ["ctl", "sessions", "--json", "--socket", "admin.sock"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout), [session]);
+    } finally {
+      server.close();
+    }
+  });
+
   void test("watch ends, status 0, when whoever reads its output goes away (`berth ctl watch | head -1`)", async () => {
     const cwd = workdir();
     // Answers every request as berth's admin socket answers `sessions`.

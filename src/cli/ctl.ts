@@ -21,8 +21,10 @@ class AdminClient {
     private readonly socket: Socket,
     private readonly socketPath: string,
   ) {
-    socket.on("data", (c: Buffer) => {
-      this.#buf += c.toString("utf8");
+    // A character split between two reads stays whole (a session's path is any UTF-8 name).
+    socket.setEncoding("utf8");
+    socket.on("data", (c: string) => {
+      this.#buf += c;
       let nl;
       while ((nl = this.#buf.indexOf("\n")) !== -1) {
         const line = this.#buf.slice(0, nl);
