@@ -9,7 +9,7 @@ import { describe, it } from "node:test";
 import { Client } from "basic-ftp";
 import pino from "pino";
 import { ConfigError } from "../src/config/load.ts";
-import { METRICS_MAX_CONNECTIONS } from "../src/log/metrics.ts";
+import { Metrics, METRICS_MAX_CONNECTIONS, serveMetrics, type Gauges } from "../src/log/metrics.ts";
 import { formatXferLine, XferLog, XFERLOG_MAX_PENDING, type XferEntry } from "../src/log/xferlog.ts";
 import { RawClient } from "./helpers/raw.ts";
 import { withServer } from "./helpers/run.ts";
@@ -114,6 +114,23 @@ describe("Prometheus endpoint and xferlog", () => {
     } finally {
       for (const c of held) c.destroy();
       await s.close().catch(() => undefined);
+    }
+  });
+
+  it("an error of the endpoint's listener once it listens (accept: out of descriptors) leaves it serving, not the process crashed", async () => {
+    const defender = { enabled: true, banned: 0, tracked: 0, bansTotal: 0, offences: { login: 0, limit: 0, abuse: 0 }, bans: [] };
+    const gauges = (): Gauges => ({ sessions: 0, passivePortsInUse: 0, passivePortsTotal: 1, defender });
+    const srv = await serveMetrics("127.0.0.1:0", new Metrics(), gauges, pino({ level: "silent" }));
+    try {
+      // What Node's listener emits when accept(2) fails with EMFILE: unheard, an uncaught exception.
+      const err = Object.assign(new Error("accept EMFILE"), { code: "EMFILE", errno: -24, syscall: "accept" });
+      assert.doesNotThrow(() => srv.emit("error", err));
+      const res = await fetch(`http://127.0.0.1:${(srv.address() as { port: number }).port}/metrics`);
+      assert.equal(res.status, 200);
+      await res.text();
+    } finally {
+      srv.closeAllConnections();
+      await new Promise((r) => srv.close(r));
     }
   });
 

@@ -110,6 +110,9 @@ export function serveMetrics(listen: string, metrics: Metrics, gauges: () => Gau
     server.once("error", reject);
     server.listen(where.port, where.host, () => {
       server.removeListener("error", reject);
+      // As the FTP listeners: an accept that fails (out of descriptors) is that client's loss, and
+      // the listener goes on. Unheard, the error would be an uncaught exception ending the server.
+      server.on("error", () => undefined);
       // The port bound, which `listen` does not say when it asks for port 0 (any free one).
       const bound = (server.address() as AddressInfo).port;
       const host = where.host.includes(":") ? `[${where.host}]` : where.host;
