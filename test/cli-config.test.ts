@@ -141,6 +141,23 @@ void describe("berth ctl", () => {
     }
   });
 
+  void test("reload waits past 10 s for its answer: a reload may wait for a passive.address lookup on a resolver that does not answer", async () => {
+    const cwd = workdir();
+    // Answers a reload 11 s after it comes, as berth does after a lookup that timed out.
+    const server = createServer((c) => {
+      c.on("error", () => undefined);
+      c.once("data", () => void setTimeout(() => c.write(`${JSON.stringify({ ok: true, applied: ["passive.address"], needRestart: [] })}\n`), 11_000));
+    });
+    await new Promise<void>((resolve) => server.listen(path.join(cwd, "admin.sock"), () => resolve()));
+    try {
+      const r = await berth(cwd, ["ctl", "reload", "--socket", "admin.sock"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, "reloaded; applied: passive.address\n");
+    } finally {
+      server.close();
+    }
+  });
+
   void test("an answer whose character is split between two reads is printed whole (sessions --json)", async () => {
     const cwd = workdir();
     const session = { id: "0a1b2c3d", user: "bob", remote: "127.0.0.1", secure: false, transfer: { direction: "download", path: "/café/日本.bin", bytes: 1, expected: 2, startedAt: 0 } };

@@ -12,6 +12,11 @@ import type { DefenderStatus } from "../auth/defender.ts";
 /** How long a request waits for its answer (ms); a berth server answers at once. */
 const ANSWER_MS = 10_000;
 
+/** How long a reload waits for its answer (ms): a changed passive.address is looked up first, and
+ * a resolver that does not answer takes its timeout for each try and name server (30 s and more)
+ * before the reload goes on and applies. */
+const RELOAD_ANSWER_MS = 120_000;
+
 /** An open connection to the admin socket. */
 class AdminClient {
   #buf = "";
@@ -56,7 +61,8 @@ class AdminClient {
         reject(new CliError(why, 1));
       };
       const onClose = (): void => fail("the admin socket closed the connection");
-      const timer = setTimeout(() => fail(`no answer from ${this.socketPath} within ${ANSWER_MS / 1000} s (is it berth's admin socket?)`), ANSWER_MS);
+      const wait = req.cmd === "reload" ? RELOAD_ANSWER_MS : ANSWER_MS;
+      const timer = setTimeout(() => fail(`no answer from ${this.socketPath} within ${wait / 1000} s (is it berth's admin socket?)`), wait);
       this.socket.once("close", onClose);
       this.#waiting.push((line) => {
         let res: unknown;
