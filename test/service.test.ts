@@ -1110,5 +1110,14 @@ void describe("service helpers", () => {
     );
     assert.match(table, /ab12cd34 +svc +127\.0\.0\.1 +no +upload \/x/);
     assert.match(table, /\[#{15}-{15}\] {2}50%/);
+    // A path is any name a client made: control characters, C1 ones too (U+009B is a terminal's
+    // CSI), are shown escaped, never sent to the operator's terminal.
+    const odd = sessionTable(
+      [{ id: "ab12cd34", user: "svc", remote: "127.0.0.1", secure: false, transfer: { direction: "download", path: "/a\u009b2Jb\u001b[2Jc\u007fd\u00e9", bytes: 1, expected: null, startedAt: 0 } }],
+      1000,
+    );
+    assert.match(odd, /download \/a\\x9b2Jb\\x1b\[2Jc\\x7fd\u00e9$/m);
+    // eslint-disable-next-line no-control-regex -- control characters are what must not be there
+    assert.doesNotMatch(odd, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
   });
 });

@@ -186,6 +186,13 @@ export function progressBar(done: number, total: number | null, width = 20, tick
   return `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${String(Math.min(100, Math.floor((done / total) * 100))).padStart(3)}%`;
 }
 
+/** `text` with its control characters (C0, DEL and C1: U+009B is a terminal's CSI) written as
+ * \xNN: a path is any name a client made, and it goes to the operator's terminal. */
+function printable(text: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what is escaped
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}
+
 /** The session table, with a progress line under each running transfer. */
 export function sessionTable(list: readonly SessionInfo[], now: number, tick = 0): string {
   if (list.length === 0) return "no sessions";
@@ -193,7 +200,7 @@ export function sessionTable(list: readonly SessionInfo[], now: number, tick = 0
   for (const s of list) {
     const t = s.transfer;
     lines.push(
-      `${s.id.padEnd(8)}  ${(s.user ?? "-").padEnd(12)}  ${s.remote.padEnd(22)}  ${s.secure ? "yes" : "no "}  ${t ? `${t.direction} ${t.path}` : "-"}`,
+      `${s.id.padEnd(8)}  ${(s.user ?? "-").padEnd(12)}  ${s.remote.padEnd(22)}  ${s.secure ? "yes" : "no "}  ${t ? `${t.direction} ${printable(t.path)}` : "-"}`,
     );
     if (t) {
       const secs = Math.max(0.001, (now - t.startedAt) / 1000);
