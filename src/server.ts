@@ -199,6 +199,8 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
   const dispatcher = new Dispatcher(buildRegistry());
   const sessions = new Set<Session>();
   const refusals = new RefusalLog(logger);
+  /** Refused connections waiting for their client to close after the 421 (MAX_LINGERING_REFUSALS). */
+  let lingering = 0;
   let accepting = true;
 
   // A ban also ends the sessions the address has open (they would otherwise go on misbehaving).
@@ -240,8 +242,13 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     const remote = unmapIPv4(socket.remoteAddress ?? "");
     const refusal = refusalOf(remote);
     if (refusal) {
-      if (!implicit) endUnused(socket, REFUSAL_LINGER_MS, formatReply(421, refusal));
-      else socket.destroy();
+      if (implicit || lingering >= MAX_LINGERING_REFUSALS) {
+        socket.destroy();
+        return;
+      }
+      lingering++;
+      socket.once("close", () => lingering--);
+      endUnused(socket, REFUSAL_LINGER_MS, formatReply(421, refusal));
       return;
     }
     let control: Socket = socket;
@@ -415,6 +422,12 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
 
 /** How long a refused connection may stay after its 421 (ms), whatever its client does. */
 const REFUSAL_LINGER_MS = 2000;
+
+/** Refused connections that may stay for their 421 at once. Each holds a descriptor for up to
+ * REFUSAL_LINGER_MS, outside limits.maxSessions: a client opening connections as fast as it can
+ * (banned, or over a limit) would otherwise hold as many as it opens in that time. Past this, a
+ * refused connection is closed at once, without its 421, as on the implicit port. */
+export const MAX_LINGERING_REFUSALS = 256;
 
 /** The 421 text of a ban. */
 function banText(ban: BanInfo): string {

@@ -15,6 +15,7 @@ import { Writable } from "node:stream";
 import pino from "pino";
 import { RefusalLog } from "../src/log/refusals.ts";
 import { TokenBucket } from "../src/protocol/ratelimit.ts";
+import { MAX_LINGERING_REFUSALS } from "../src/server.ts";
 import { dataConnect, RawClient, type Reply } from "./helpers/raw.ts";
 import { ftpLogin, rawLogin, withServer } from "./helpers/run.ts";
 import { openFds, waitFor } from "./helpers/server.ts";
@@ -337,6 +338,35 @@ void describe("connections refused at connect", () => {
         ["banned", "192.0.2.10", 3, "connection from 192.0.2.10 refused: Your address is banned (and 3 more of this kind since the last such line)"],
       ],
     );
+  });
+
+  it("refused connections kept for their 421 are bounded: a client opening them as fast as it can holds no more descriptors than that", { skip: NO_PROC_FD }, async () => {
+    await withServer(async (t) => {
+      const held = await rawLogin(t);
+      const before = openFds();
+      // Half-open allowed: none of them answers the server's FIN, so each could stay its 2 s.
+      const socks = Array.from({ length: 1200 }, () => {
+        const s = connect({ port: t.port, host: "127.0.0.1", allowHalfOpen: true });
+        s.on("error", () => undefined);
+        // Read, so that the server's FIN is seen ("end").
+        s.resume();
+        return s;
+      });
+      try {
+        // Every connection is refused: its 421 (and FIN) came, or it was closed at once.
+        const settled = socks.map((s) => new Promise<void>((resolve) => {
+          s.once("end", resolve);
+          s.once("close", resolve);
+        }));
+        await Promise.all(settled);
+        const server = openFds() - before - socks.filter((s) => !s.destroyed).length;
+        assert.ok(server <= MAX_LINGERING_REFUSALS + 50, `${server} descriptors held by the server for refused connections`);
+      } finally {
+        for (const s of socks) s.destroy();
+      }
+      assert.ok(await waitFor(() => openFds() <= before, 3000), `${openFds()} descriptors open, ${before} before`);
+      await held.close();
+    }, oneSessionPerAddress);
   });
 
   it("a refused client that keeps sending and never closes is cut off after a moment", { skip: NO_PROC_FD }, async () => {
