@@ -28,6 +28,14 @@ export function hasControlChar(text: string): boolean {
   return CONTROL.test(text);
 }
 
+/** Whether a path argument ends in "/" (or "\\", read as "/"): it names a directory, as open(2)
+ * and stat(2) take it (ENOTDIR for a file). resolveVirtual drops that slash, so the commands that
+ * act on a file or an entry in place ask this of the argument as the client wrote it. */
+export function namesDirectory(arg: string): boolean {
+  const last = arg.charCodeAt(arg.length - 1);
+  return last === SLASH || last === BACKSLASH;
+}
+
 /** Resolves an FTP path argument against the virtual cwd: "\" counts as "/", "//", "." and ".."
  * collapse, ".." at the root stays at the root. No URL decoding: "%2e%2e" is a literal name. A
  * leading "~" alone or before a slash is the home, the root of the virtual tree, as shells and

@@ -7,6 +7,7 @@
  */
 import { digestFile, DigestError, HASH_ALGORITHMS, hashAlgorithm, type HashAlgorithm } from "../../fs/digest.ts";
 import type { VirtualPath } from "../../fs/types.ts";
+import { namesDirectory } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
 import type { CommandSpec } from "../registry.ts";
 import type { Session } from "../session.ts";
@@ -62,7 +63,7 @@ async function checksum(
  * file without the slash is one the client did not name (open(2) refuses "f/" for a file). */
 function filePath(s: Session, text: string): VirtualPath {
   const path = s.resolve(text);
-  if (/[/\\]$/.test(text)) throw new FtpError(550, "Not a regular file");
+  if (namesDirectory(text)) throw new FtpError(550, "Not a regular file");
   return path;
 }
 

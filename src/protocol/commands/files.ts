@@ -5,7 +5,7 @@
  */
 import { holdsDirPerms, isHiddenPath, namePolicy } from "../../auth/perms.ts";
 import { formatMdtm, parseMfmtTime } from "../../fs/format.ts";
-import { basename, dirname, joinVirtual, ROOT } from "../../fs/vpath.ts";
+import { basename, dirname, joinVirtual, namesDirectory, ROOT } from "../../fs/vpath.ts";
 import { lacksOverwrite } from "../dispatcher.ts";
 import { FtpError } from "../errors.ts";
 import { beforeRemoving } from "../limits.ts";
@@ -17,7 +17,7 @@ import type { Session } from "../session.ts";
 async function dele(s: Session, arg: string): Promise<void> {
   const path = s.resolve(arg);
   // As for RETR: "g/" names a directory, not the file g, and unlink(2) refuses it (ENOTDIR).
-  if (path !== ROOT && endsInSlash(arg)) throw new FtpError(550, "Not a plain file: a name ending in / is a directory's");
+  if (path !== ROOT && namesDirectory(arg)) throw new FtpError(550, "Not a plain file: a name ending in / is a directory's");
   const counted = await beforeRemoving(s, path); // quota usage (protocol/limits.ts)
   await s.requireFs().unlink(path);
   counted();
@@ -33,7 +33,7 @@ async function rnfr(s: Session, arg: string): Promise<void> {
     throw new FtpError(550, "Permission denied: a directory with permissions of its own can't be renamed");
   }
   if (!(await s.requireFs().exists(from))) throw new FtpError(550, "No such file or directory");
-  if (endsInSlash(arg) && !(await s.requireFs().isDirectory(from))) throw notADirectory();
+  if (namesDirectory(arg) && !(await s.requireFs().isDirectory(from))) throw notADirectory();
   s.renameFrom = from;
   s.reply(350, "Ready for destination name");
 }
@@ -50,7 +50,7 @@ async function rnto(s: Session, arg: string): Promise<void> {
   }
   // "g/" names a directory: a file renamed there would replace the file g, which rename(2)
   // refuses (ENOTDIR); a directory may be written so.
-  if (endsInSlash(arg) && !(await s.requireFs().isDirectory(from))) throw notADirectory();
+  if (namesDirectory(arg) && !(await s.requireFs().isDirectory(from))) throw notADirectory();
   // rename(2) says EINVAL; this says why.
   if (to.startsWith(`${from}/`)) throw new FtpError(550, "Can't move a name below itself");
   // One home: a rename moves no bytes, but a file it replaces leaves the quota count.
@@ -58,11 +58,6 @@ async function rnto(s: Session, arg: string): Promise<void> {
   // Without overwrite the dispatcher saw nothing at `to`; one that appears meanwhile is kept too.
   if (await s.requireFs().rename(from, to, await lacksOverwrite(s, RENAME_TO, to))) counted();
   s.reply(250, "Rename successful");
-}
-
-/** Whether a path argument ends in a slash (or a backslash, read as one): a directory's name. */
-function endsInSlash(arg: string): boolean {
-  return /[/\\]$/.test(arg);
 }
 
 /** RNFR or RNTO of a name ending in / where the entry renamed is not a directory. */
@@ -76,7 +71,7 @@ async function entryPath(s: Session, arg: string): Promise<VirtualPath> {
   const path = s.resolve(arg);
   const fs = s.requireFs();
   // A missing name stays "No such file or directory", from the command's own look.
-  if (path !== ROOT && endsInSlash(arg) && !(await fs.isDirectory(path)) && (await fs.exists(path))) throw notADirectory();
+  if (path !== ROOT && namesDirectory(arg) && !(await fs.isDirectory(path)) && (await fs.exists(path))) throw notADirectory();
   return path;
 }
 
