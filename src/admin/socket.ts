@@ -263,49 +263,39 @@ export async function startAdminSocket(socketPath: string, target: AdminTarget, 
     conn.setEncoding("utf8"); // a character split between two reads stays whole
     let buf = "";
     let ended = false;
-    /** Answers one request line; false when the reply could not all go to the kernel, a promise of
-     * that when the answer has to wait (a reload looking up passive.address). */
-    const answer = (line: string): boolean | Promise<boolean> => {
-      if (line.trim() === "") return true;
-      let res: Record<string, unknown> | Promise<Record<string, unknown>>;
+    let busy = false;
+    /** Answers one request line, and waits until the client has read the reply if it could not all
+     * go to the kernel. */
+    const answer = async (line: string): Promise<void> => {
+      if (line.trim() === "") return;
+      let res: Record<string, unknown>;
       try {
-        res = handleRequest(target, JSON.parse(line) as unknown);
+        res = await handleRequest(target, JSON.parse(line) as unknown);
       } catch {
         res = { ok: false, error: "not JSON" };
       }
-      const write = (r: Record<string, unknown>): boolean => conn.write(`${JSON.stringify(r)}\n`);
-      return res instanceof Promise ? res.then(write) : write(res);
+      if (conn.write(`${JSON.stringify(res)}\n`)) return;
+      await new Promise<void>((resolve) => {
+        conn.once("drain", resolve);
+        conn.once("close", resolve);
+      });
     };
-    /** Reading goes on (it was paused) once the client has read what waits for it. */
-    const resumeWhenDrained = (drained: boolean): void => {
-      const go = (): void => {
-        conn.resume();
-        pump();
-      };
-      if (drained) go();
-      else conn.once("drain", go);
-    };
-    // One request at a time while the client reads its replies: one that sends requests and never
-    // reads (a `sessions` reply of a busy server is megabytes) has its reading stopped once a reply
-    // waits, instead of all the replies piling up in the server's memory.
-    const pump = (): void => {
+    // One request at a time, in order, with reading paused meanwhile: a client that sends requests
+    // and never reads (a `sessions` reply of a busy server is megabytes) has its reading stopped
+    // once a reply waits, instead of all the replies piling up in the server's memory; a reload
+    // that waits for a lookup holds the requests behind it. The client's end is seen only once
+    // reading goes on, so nothing is left in `buf` unanswered.
+    const pump = async (): Promise<void> => {
+      if (busy) return;
+      busy = true;
+      conn.pause();
       let nl;
       while ((nl = buf.indexOf("\n")) !== -1) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
-        const written = answer(line);
-        if (written instanceof Promise) {
-          // The requests after it wait for its answer: they are answered in order.
-          conn.pause();
-          void written.then(resumeWhenDrained);
-          return;
-        }
-        if (!written) {
-          conn.pause();
-          resumeWhenDrained(false);
-          return;
-        }
+        await answer(line);
       }
+      busy = false;
       if (buf.length > MAX_REQUEST) {
         buf = "";
         conn.removeAllListeners("data");
@@ -313,19 +303,18 @@ export async function startAdminSocket(socketPath: string, target: AdminTarget, 
         conn.write(`${JSON.stringify({ ok: false, error: `a request is one line of at most ${MAX_REQUEST} characters` })}\n`);
         conn.destroySoon();
       } else if (ended) {
-        const last = answer(buf);
+        await answer(buf);
         buf = "";
-        if (last instanceof Promise) void last.then(() => conn.end());
-        else conn.end();
-      }
+        conn.end();
+      } else conn.resume();
     };
     conn.on("data", (chunk: string) => {
       buf += chunk;
-      if (!conn.isPaused()) pump();
+      void pump();
     });
     conn.on("end", () => {
       ended = true;
-      if (!conn.isPaused()) pump();
+      void pump();
     });
   });
   // The umask applies at bind; tighten it before anyone can connect, then set 0660 exactly.
