@@ -198,36 +198,33 @@ describe("downloads", () => {
     const since = (before: number): number => readCount() - before - own;
     const small = join(dir, "small.bin");
     await writeFile(small, data.subarray(0, 4096));
-    for (const [start, expected] of [[0, 4096], [100, 3996]] as const) {
-      const [server, client] = await socketPair();
-      const handle = await open(small, "r");
-      const received = collect(client);
-      try {
-        const t = new Transfer("download", "/small.bin", expected);
-        const before = readCount();
-        const sending = sendFile(t, server, handle, start, false, 10_000, null, true);
-        const calls = since(before);
-        assert.equal(await sending, expected);
-        assert.equal(calls, 1, "one sendfile");
-      } finally {
-        await handle.close();
+    /** The read system calls of one send of `small` from `start` (`expected` bytes, or null when
+     * the size is not known), its bytes checked. Anything else the thread reads meanwhile only
+     * adds to the count: the least of up to three sends is what sendFile itself made. */
+    const calls = async (start: number, expected: number | null, want: number): Promise<number> => {
+      let least = Infinity;
+      for (let attempt = 0; attempt < 3 && least > want; attempt++) {
+        const [server, client] = await socketPair();
+        const handle = await open(small, "r");
+        const received = collect(client);
+        try {
+          const t = new Transfer("download", "/small.bin", expected);
+          const before = readCount();
+          const sending = sendFile(t, server, handle, start, false, 10_000, null, true);
+          least = Math.min(least, since(before));
+          assert.equal(await sending, 4096 - start);
+        } finally {
+          await handle.close();
+        }
+        assert.equal(sha(await received), sha(data.subarray(start, 4096)));
       }
-      assert.equal(sha(await received), sha(data.subarray(start, 4096)));
+      return least;
+    };
+    for (const [start, expected] of [[0, 4096], [100, 3996]] as const) {
+      assert.equal(await calls(start, expected, 1), 1, "one sendfile");
     }
     // Size unknown (expected null): the end is found by a call that sends nothing.
-    const [server, client] = await socketPair();
-    const handle = await open(small, "r");
-    const received = collect(client);
-    try {
-      const before = readCount();
-      const sending = sendFile(new Transfer("download", "/small.bin", null), server, handle, 0, false, 10_000, null, true);
-      const calls = since(before);
-      assert.equal(await sending, 4096);
-      assert.equal(calls, 2, "a second sendfile finds the end");
-    } finally {
-      await handle.close();
-    }
-    assert.equal((await received).length, 4096);
+    assert.equal(await calls(0, null, 2), 2, "a second sendfile finds the end");
   });
 
   it("sendfile: a file of exactly the main thread's budget (1 MiB) ends there, without a thread that finds nothing", { skip: NO_SENDFILE }, async (t) => {
