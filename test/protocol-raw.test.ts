@@ -834,6 +834,11 @@ describe("reply formats", () => {
         await raw.expect("STRU F", 200);
         await raw.expect("STRU R", 504);
         await raw.expect("ALLO 100", 202);
+        // RFC 959: ALLO <decimal-integer> [<SP> R <SP> <decimal-integer>]; anything else is a syntax error.
+        await raw.expect("ALLO 100 R 512", 202);
+        await raw.expect("ALLO 10abc", 501);
+        await raw.expect("ALLO 100 R", 501);
+        await raw.expect("ALLO -5", 501);
         await raw.expect("SYST", 215);
         await raw.expect("ABOR", 225);
       } finally {

@@ -107,8 +107,11 @@ function stru(s: Session, arg: string): void {
   else s.reply(501, "Unknown STRU");
 }
 
+/** RFC 959 §5.3.2: ALLO <decimal-integer> [<SP> R <SP> <decimal-integer>] (the second a record or
+ * page size, meaningless in file structure). Anything else, "10abc" included, is a syntax error
+ * rather than a size read from its first digits. */
 function allo(s: Session, arg: string): void {
-  const m = /^\s*(\d+)/.exec(arg);
+  const m = /^\s*(\d+)(?:\s+R\s+\d+)?\s*$/i.exec(arg);
   if (!m) {
     s.reply(501, "ALLO needs a byte count");
     return;
