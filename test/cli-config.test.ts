@@ -4,7 +4,7 @@
  * Unknown commands and help are in cli-help.test.ts (each file runs within the per-file timeout).
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import path from "node:path";
@@ -13,6 +13,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { parse } from "yaml";
 import { DEFAULTS } from "../src/config/schema.ts";
+import { makeSelfSigned } from "../src/data/selfsigned.ts";
 import { assertOneLineError, baseEnv, berth, MAIN, startServe, TSX, workdir } from "./helpers/cli.ts";
 import { track } from "./helpers/reap.ts";
 
@@ -70,6 +71,24 @@ void describe("berth config check and errors", () => {
     const defaults = await berth(bare, ["config", "check"]);
     assert.equal(defaults.code, 0, defaults.stderr);
     assert.match(defaults.stdout, /^# effective configuration: defaults \(no config file\)/);
+  });
+
+  void test("a config file, certificate or key that is a named pipe is refused (exit 2, one line), not waited on for a writer that never comes", { skip: process.platform === "win32" ? "no mkfifo" : false }, async () => {
+    const cwd = workdir();
+    const made = spawnSync("mkfifo", [path.join(cwd, "pipe.yaml"), path.join(cwd, "pipe.pem")]);
+    assert.equal(made.status, 0, "mkfifo");
+    const { cert, key } = makeSelfSigned(["localhost"]);
+    writeFileSync(path.join(cwd, "cert.pem"), cert);
+    writeFileSync(path.join(cwd, "key.pem"), key);
+    const tls = { BERTH_TLS_MODE: "explicit", BERTH_LISTEN_PORT: "0" };
+    const [config, certFile, keyFile] = await Promise.all([
+      berth(cwd, ["config", "check", "--config", "pipe.yaml"]),
+      berth(cwd, ["config", "check"], { env: { ...tls, BERTH_TLS_CERT: "pipe.pem", BERTH_TLS_KEY: "key.pem" } }),
+      berth(cwd, ["config", "check"], { env: { ...tls, BERTH_TLS_CERT: "cert.pem", BERTH_TLS_KEY: "pipe.pem" } }),
+    ]);
+    assertOneLineError(config, 2, "cannot read pipe.yaml", "not a regular file");
+    assertOneLineError(certFile, 2, "tls.cert cannot be read", "not a regular file");
+    assertOneLineError(keyFile, 2, "tls.key cannot be read", "not a regular file");
   });
 
   void test("a bad environment variable exits 2 naming it", async () => {

@@ -6,7 +6,7 @@
  * Paths in the result (users.file, storage.root, tls.cert, tls.key) stay exactly as written;
  * callers resolve them with `resolvePath(value, cwd)` (SPEC: relative to the working directory).
  */
-import { closeSync, openSync, readlinkSync, readSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync } from "node:fs";
 import { isIP } from "node:net";
 import path from "node:path";
 import { isScalar, parseDocument, type Document } from "yaml";
@@ -350,10 +350,14 @@ function linkTarget(file: string): string | null {
 
 /** The bytes of `file`, or null when it holds more than `max`. Read a piece at a time and never
  * past `max`: a file that never ends (/dev/zero) took memory until the process died. Used for
- * every file a config names that is read whole (the config itself, the certificate and key). */
+ * every file a config names that is read whole (the config itself, the certificate and key).
+ * Opened without blocking and refused (EFTYPE, "not a regular file") when it is a named pipe or a
+ * socket: a plain open of a pipe waits, the whole process with it, for a writer that may never come. */
 export function readFileAtMost(file: string, max: number): Buffer | null {
-  const fd = openSync(file, "r");
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
+    const stat = fstatSync(fd);
+    if (stat.isFIFO() || stat.isSocket()) throw Object.assign(new Error(`${file} is not a regular file`), { code: "EFTYPE" });
     const buf = Buffer.allocUnsafe(max + 1);
     let size = 0;
     while (size <= max) {

@@ -614,6 +614,7 @@ function errnoText(err: unknown): string {
   if (code === "ENOENT") return "no such file";
   if (code === "EACCES" || code === "EPERM") return "permission denied";
   if (code === "EISDIR") return "is a directory";
+  if (code === "EFTYPE") return "not a regular file";
   return code ?? "unreadable";
 }
 
