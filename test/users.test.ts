@@ -223,6 +223,31 @@ void describe("UserStore", () => {
     assert.ok(await server.authenticate("bob", "pw"), "a malformed record is also refused as a whole");
   });
 
+  void test("a hash of a cost too high to verify in time (a hand edit: $2b$31$ is days of work) is refused with the file, naming the user and the cost", async () => {
+    const box = sandbox();
+    const { logger, lines } = captureLogger();
+    const server = storeOn(box, { logger });
+    const admin = storeOn(box);
+    await admin.add("bob", "pw");
+    assert.ok(await server.authenticate("bob", "pw"));
+    const table = JSON.parse(readFileSync(box.file, "utf8")) as { version: 1; users: { name: string; hash: string }[] };
+    const good = table.users[0]!;
+    const at = (cost: string): { name: string; hash: string } => ({ ...good, name: `cost${cost}`, hash: good.hash.replace(/^\$2b\$04\$/, `$2b$${cost}$`) });
+    // htpasswd -B makes costs up to 17: those are taken.
+    writeFileSync(box.file, JSON.stringify({ ...table, users: [good, at("17")] }));
+    assert.deepEqual((await admin.list()).map((u) => u.name), ["bob", "cost17"]);
+    for (const cost of ["18", "31"]) {
+      writeFileSync(box.file, JSON.stringify({ ...table, users: [good, at(cost)] }));
+      const message = await rejectsWith(admin.list(), "corrupt");
+      assert.match(message, new RegExp(`user "cost${cost}" has a bcrypt hash of cost ${cost}`));
+      assert.ok(!message.includes("$2b$"), "no hash in the message");
+    }
+    // The server keeps its last good copy (without cost31) and says why.
+    assert.ok(await server.authenticate("bob", "pw"), "last good copy still used");
+    assert.equal(await server.authenticate("cost31", "pw"), null);
+    assert.ok(lines.some((l) => /cost31.*cost 31/.test(l)), "the refusal is logged");
+  });
+
   void test("a users file removed under a running server is logged once as a warning; its return is loaded", async () => {
     const box = sandbox();
     const { logger, lines } = captureLogger();

@@ -150,6 +150,13 @@ function matches(password: string, hash: string): Promise<boolean> {
   return bcrypt.compare(password, hash.startsWith("$2y$") ? `$2b$${hash.slice(4)}` : hash);
 }
 
+/** The highest cost of a stored hash (htpasswd -B's highest): a login at 17 is already about 128
+ * times the default 10. A hash of a higher cost, only ever a hand edit, would hold one of the few
+ * threads that do bcrypt (and file I/O) for minutes to days on each login of the user, and on
+ * each login of an unknown name given that cost (#dummyHash), so a handful of them would stall the
+ * whole server. */
+const MAX_STORED_COST = 17;
+
 /** The cost a bcrypt hash was made with ("$2b$12$…" → 12), or null when it names none bcrypt takes. */
 function costOf(hash: string): number | null {
   const m = /^\$2[aby]\$(\d\d)\$/.exec(hash);
@@ -186,6 +193,13 @@ export function parseUsersDocument(text: string, file: string): UsersDocument {
     const rec = toRecord(raw);
     if (rec === undefined) throw new UserError("corrupt", `users file ${file}: entry ${i + 1} is malformed`);
     if (seen.has(rec.name)) throw new UserError("corrupt", `users file ${file}: user ${quote(rec.name)} appears twice`);
+    const cost = costOf(rec.hash);
+    if (cost !== null && cost > MAX_STORED_COST) {
+      throw new UserError(
+        "corrupt",
+        `users file ${file}: user ${quote(rec.name)} has a bcrypt hash of cost ${cost}; berth checks hashes of cost up to ${MAX_STORED_COST}, as each step doubles the time a login takes`,
+      );
+    }
     seen.add(rec.name);
     return rec;
   });
