@@ -4,6 +4,7 @@
  * RFC 3659 §7.5.5 `perm` fact an MLSx entry shows. The dispatcher applies it before any handler
  * (DESIGN: every generic check happens once); listings use it to hide entries and print facts.
  */
+import { compileWildcard } from "../fs/glob.ts";
 import { PERMS, type Perm, type User } from "./types.ts";
 
 /** Tests one base name against a set of glob patterns. */
@@ -118,23 +119,16 @@ export function splitPatterns(text: string): string[] {
 }
 
 /** Compiles glob patterns for base names: `*` any run of characters, `?` one character, the rest
- * literal and case-sensitive (names on the disk are). An empty list matches nothing. */
+ * literal and case-sensitive (names on the disk are). An empty list matches nothing. The names are
+ * the client's, so each pattern is matched without backtracking (fs/glob.ts compileWildcard). */
 export function compilePatterns(text: string): NameMatcher {
-  const patterns = splitPatterns(text);
-  if (patterns.length === 0) return () => false;
-  const body = patterns.map(globToRegex).join("|");
-  const re = new RegExp(`^(?:${body})$`, "su");
-  return (name) => re.test(name);
-}
-
-function globToRegex(glob: string): string {
-  let out = "";
-  for (const ch of glob) {
-    if (ch === "*") out += ".*";
-    else if (ch === "?") out += ".";
-    else out += ch.replace(/[\\^$.|+()[\]{}]/g, "\\$&");
-  }
-  return out;
+  const matchers = splitPatterns(text).map(compileWildcard);
+  if (matchers.length === 0) return () => false;
+  if (matchers.length === 1) return matchers[0] as NameMatcher;
+  return (name) => {
+    for (const m of matchers) if (m(name)) return true;
+    return false;
+  };
 }
 
 /** True when a pattern list is valid config: no "/" (patterns match names, not paths), no control
