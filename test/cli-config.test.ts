@@ -103,6 +103,14 @@ void describe("berth config check and errors", () => {
 });
 
 void describe("berth ctl", () => {
+  void test("a --socket longer than a Unix socket path can be says so (one line, exit 1), not that nothing is there", async () => {
+    const cwd = workdir();
+    const long = path.join(cwd, `${"s".repeat(120)}.sock`);
+    const r = await berth(cwd, ["ctl", "status", "--socket", long]);
+    assertOneLineError(r, 1);
+    assert.equal(r.stderr, `berth: cannot reach the admin socket ${long}: its path is ${Buffer.byteLength(long)} bytes, and a Unix socket's can be at most 107\n`);
+  });
+
   void test("a --socket where something else than berth listens: one line, exit 1, whether it answers something else or nothing", async () => {
     const cwd = workdir();
     // An HTTP server's answer to a line that is not HTTP, and a server that never answers.

@@ -17,6 +17,9 @@ const ANSWER_MS = 10_000;
  * before the reload goes on and applies. */
 const RELOAD_ANSWER_MS = 120_000;
 
+/** The longest path a Unix socket can be reached at (sun_path, less its terminating NUL). */
+const MAX_SUN_PATH_BYTES = 107;
+
 /** An open connection to the admin socket. */
 class AdminClient {
   #buf = "";
@@ -41,6 +44,11 @@ class AdminClient {
 
   /** Connects; a missing socket or a refused connection is a one-line CliError. */
   static open(socketPath: string): Promise<AdminClient> {
+    // connect() of a longer path fails with ENOENT, which would say that nothing is there.
+    const bytes = Buffer.byteLength(socketPath);
+    if (bytes > MAX_SUN_PATH_BYTES) {
+      return Promise.reject(new CliError(`cannot reach the admin socket ${socketPath}: its path is ${bytes} bytes, and a Unix socket's can be at most ${MAX_SUN_PATH_BYTES}`, 1));
+    }
     return new Promise((resolve, reject) => {
       const s = connect(socketPath);
       s.once("connect", () => resolve(new AdminClient(s, socketPath)));
