@@ -5,7 +5,7 @@
  * (self-signed on first start, clear errors, reload without dropping sessions).
  */
 import assert from "node:assert/strict";
-import { constants as cryptoConstants, createPrivateKey, X509Certificate } from "node:crypto";
+import { constants as cryptoConstants, createPrivateKey, generateKeyPairSync, X509Certificate } from "node:crypto";
 import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
@@ -1306,6 +1306,10 @@ describe("certificates", () => {
     await writeFile(join(dir, "key.pem"), a.key);
     await writeFile(join(dir, "other-key.pem"), b.key);
     await writeFile(join(dir, "junk.pem"), "not a certificate");
+    // A key of another type than the certificate's (an RSA key beside an ECDSA certificate, as after
+    // a renewal that changed the key type): OpenSSL loads both without comparing them.
+    const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+    await writeFile(join(dir, "rsa-key.pem"), rsa);
     const encrypt = (type: "pkcs8" | "sec1"): string =>
       createPrivateKey(a.key).export({ type, format: "pem", cipher: "aes-256-cbc", passphrase: "secret" }).toString();
     await writeFile(join(dir, "encrypted-key.pem"), encrypt("pkcs8"));
@@ -1316,6 +1320,7 @@ describe("certificates", () => {
       [{ cert: join(dir, "cert.pem"), key: "" }, "tls.key", /tls\.cert and tls\.key must be set together \(tls\.key is empty\)/],
       [{ cert: join(dir, "junk.pem"), key: join(dir, "key.pem") }, "tls.cert", /tls\.cert is not a PEM certificate/],
       [{ cert: join(dir, "cert.pem"), key: join(dir, "other-key.pem") }, "tls.key", /tls\.key is not a PEM private key matching/],
+      [{ cert: join(dir, "cert.pem"), key: join(dir, "rsa-key.pem") }, "tls.key", /tls\.key is not a PEM private key matching tls\.cert: .*rsa-key\.pem$/],
       [{ cert: dir, key: join(dir, "key.pem") }, "tls.cert", /tls\.cert cannot be read/],
       [{ cert: join(dir, "cert.pem"), key: join(dir, "encrypted-key.pem") }, "tls.key", /tls\.key is encrypted \(it needs a passphrase\).*encrypted-key\.pem/],
       [{ cert: join(dir, "cert.pem"), key: join(dir, "legacy-encrypted-key.pem") }, "tls.key", /tls\.key is encrypted \(it needs a passphrase\)/],

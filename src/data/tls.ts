@@ -5,7 +5,7 @@
  * connection's session, which is what `tls.requireSessionReuse` checks (a foreign or fresh session
  * is refused). Certificates are re-read when their files change, without touching running sessions.
  */
-import { constants as cryptoConstants, createHash, randomBytes, X509Certificate } from "node:crypto";
+import { constants as cryptoConstants, createHash, createPrivateKey, randomBytes, X509Certificate, type KeyObject } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { accessSync, constants as fsConstants, existsSync, readFileSync, statSync, writeFileSync, type Stats } from "node:fs";
 import { dirname, resolve } from "node:path";
@@ -560,7 +560,24 @@ function loadMaterial(certPath: string, keyPath: string): Material {
     }
     throw new TlsConfigError("tls.key", `tls.key is not a PEM private key matching tls.cert: ${keyPath}`);
   }
+  // OpenSSL compares a key with the certificate only when both are of one type: an EC key beside
+  // an RSA certificate loads, and then every handshake fails (no signature algorithm in common).
+  if (!keyMatches(cert, key)) throw new TlsConfigError("tls.key", `tls.key is not a PEM private key matching tls.cert: ${keyPath}`);
   return { cert, key, certPath, keyPath, stamp: stampOf(certPath, keyPath) };
+}
+
+/** Whether `key` is the private key of the certificate (the first of the chain) in `cert`; true
+ * when Node cannot read one of them as OpenSSL's context did, which has accepted them already. */
+function keyMatches(cert: Buffer, key: Buffer): boolean {
+  let certificate: X509Certificate;
+  let privateKey: KeyObject;
+  try {
+    certificate = new X509Certificate(cert);
+    privateKey = createPrivateKey(key);
+  } catch {
+    return true;
+  }
+  return certificate.checkPrivateKey(privateKey);
 }
 
 /**
