@@ -293,6 +293,29 @@ void describe("a private key where tls.key wants its path", () => {
       }
     }
   });
+
+  void test("the key's file base64-encoded in tls.key (as a Kubernetes secret's data holds it) is refused the same way, and none of it is printed", async () => {
+    const cwd = workdir();
+    const { cert, key } = makeSelfSigned(["localhost"]);
+    writeFileSync(path.join(cwd, "cert.pem"), cert);
+    const listen = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22020-22029" };
+    const encoded = Buffer.from(key).toString("base64");
+    // On one line (base64 -w0), and wrapped at 76 characters as base64 writes it by default.
+    const given = [encoded, encoded.replace(/.{76}/g, "$&\n")];
+    const runs = given.flatMap((text) =>
+      [{}, { BERTH_TLS_MODE: "explicit", BERTH_TLS_CERT: "cert.pem" }].flatMap((tls) =>
+        [["config", "check"], ["serve"]].map((command) => berth(cwd, command, { env: { ...listen, ...tls, BERTH_TLS_KEY: text } })),
+      ),
+    );
+    // Its pieces after the first, which only says "-----BEGIN PRIV".
+    const pieces = (encoded.match(/.{16}/g) ?? []).slice(1);
+    for (const r of await Promise.all(runs)) {
+      assertOneLineError(r, 2, "berth: config: tls.key must be the path of a PEM file (not the file's contents), or empty (got the text of a PEM file, base64-encoded) [from BERTH_TLS_KEY]");
+      for (const piece of pieces) {
+        assert.ok(!r.stdout.includes(piece) && !r.stderr.includes(piece), `a piece of the key was printed:\n${r.stdout}${r.stderr}`);
+      }
+    }
+  });
 });
 
 void describe("hosts to listen on", () => {

@@ -153,9 +153,13 @@ const filePath = text("a non-empty path", (v) => v !== "" && pathText(v));
 const optionalPath = text("a path or empty", pathText);
 /** What a PEM file holds ("-----BEGIN PRIVATE KEY-----"), where a key wants the file's path. */
 const PEM_TEXT = /-----BEGIN /;
+/** The same file base64-encoded, as a Kubernetes secret's data holds it: "-----BEGIN" so encoded
+ * from the file's first byte. As a path it would be printed in full in the error of a file that is
+ * not there. */
+const PEM_BASE64 = /LS0tLS1CRUdJTi/;
 /** The path of a PEM file, or empty. The file's text in its place (a key pasted into BERTH_TLS_KEY)
  * is refused, and never printed: it may be a private key. */
-const pemPath = text("the path of a PEM file (not the file's contents), or empty", (v) => pathText(v) && !PEM_TEXT.test(v));
+const pemPath = text("the path of a PEM file (not the file's contents), or empty", (v) => pathText(v) && !PEM_TEXT.test(v) && !PEM_BASE64.test(v));
 /** Bytes, or bytes per second: 0 (= unlimited), 4096, "512K", "10M", "1.5G" (K = 1024). */
 const size: Rule = { ...intRule(0, Number.MAX_SAFE_INTEGER, 'a size >= 0 like 0, 4096, "512K" or "10M"'), parse: parseSize };
 
@@ -287,6 +291,7 @@ function keysOf(section: string): string[] {
 function shown(raw: unknown): string {
   if (Array.isArray(raw)) return "a list";
   if (typeof raw === "string" && PEM_TEXT.test(raw)) return "the text of a PEM file";
+  if (typeof raw === "string" && PEM_BASE64.test(raw)) return "the text of a PEM file, base64-encoded";
   if (raw === null) return "null";
   if (typeof raw === "object") return "a mapping";
   const s = typeof raw === "number" && !Number.isFinite(raw) ? String(raw) : (JSON.stringify(raw) ?? String(raw));
