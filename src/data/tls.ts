@@ -539,6 +539,15 @@ function readPem(key: "tls.cert" | "tls.key", file: string): Buffer {
 }
 
 function loadMaterial(certPath: string, keyPath: string): Material {
+  // Stamped before the files are read: a renewal written between the reading and the stamp would
+  // otherwise be stamped as read, and never loaded until the files changed again. One written
+  // after this is seen by the next check. A file that cannot be stat'ed fails its reading below.
+  let stamp = "";
+  try {
+    stamp = stampOf(certPath, keyPath);
+  } catch {
+    // readPem names the file and the key
+  }
   const cert = readPem("tls.cert", certPath);
   const key = readPem("tls.key", keyPath);
   try {
@@ -563,7 +572,7 @@ function loadMaterial(certPath: string, keyPath: string): Material {
   // OpenSSL compares a key with the certificate only when both are of one type: an EC key beside
   // an RSA certificate loads, and then every handshake fails (no signature algorithm in common).
   if (!keyMatches(cert, key)) throw new TlsConfigError("tls.key", `tls.key is not a PEM private key matching tls.cert: ${keyPath}`);
-  return { cert, key, certPath, keyPath, stamp: stampOf(certPath, keyPath) };
+  return { cert, key, certPath, keyPath, stamp };
 }
 
 /** Whether `key` is the private key of the certificate (the first of the chain) in `cert`; true
