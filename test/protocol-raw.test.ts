@@ -806,6 +806,24 @@ describe("reply formats", () => {
     });
   });
 
+  it("MLST of a name ending in / describes a directory only, never the file (stat(2) says ENOTDIR)", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "m.txt"), "abcd");
+      await mkdir(join(t.home("alice"), "d"));
+      const raw = await rawLogin(t);
+      try {
+        for (const name of ["m.txt/", "/m.txt/", "m.txt\\"]) {
+          assert.match((await raw.expect(`MLST ${name}`, 550)).message, /Not a directory/, name);
+        }
+        assert.equal((await raw.expect("MLST missing/", 550)).message, "No such file or directory");
+        assert.match((await raw.expect("MLST d/", 250)).lines[1] ?? "", /^ type=dir;.* \/d$/);
+        assert.match((await raw.expect("MLST /", 250)).lines[1] ?? "", /^ type=dir;.* \/$/);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("257 doubles a quote in the directory name (RFC 959 appendix II)", async () => {
     await withServer(async (t) => {
       const raw = await rawLogin(t);

@@ -12,7 +12,7 @@ import { compileGlob, globOf, lastComponentAt } from "../../fs/glob.ts";
 import { ListingTicket } from "../../fs/listgate.ts";
 import { Entries, EntryView } from "../../fs/listing.ts";
 import type { DirEntry, VirtualPath } from "../../fs/types.ts";
-import { basename, dirname, joinVirtual } from "../../fs/vpath.ts";
+import { basename, dirname, joinVirtual, namesDirectory } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
 import { formatBlockReply, stripControl } from "../reply.ts";
 import { refusalLookingUp } from "../dispatcher.ts";
@@ -236,7 +236,13 @@ async function mlsdWith(s: Session, arg: string, ticket: ListingTicket): Promise
 
 async function mlst(s: Session, arg: string): Promise<void> {
   const path = s.resolve(arg);
-  const st = await s.requireFs().stat(path);
+  const fs = s.requireFs();
+  const st = await fs.stat(path);
+  // A name ending in a slash is a directory's, as for SIZE and MDTM: "f.txt/" is not the file
+  // f.txt (stat(2) says ENOTDIR), and a link is taken for the directory it leads to.
+  if (st.type !== "dir" && namesDirectory(arg) && !(await fs.isDirectory(path))) {
+    throw new FtpError(550, "Not a directory: a name ending in / is a directory's");
+  }
   const line = await mlsxLine(s, path, { name: path, stat: st });
   // RFC 3659 §7.2: the fact line starts with one space.
   s.write(formatBlockReply(250, `Listing ${path}`, [` ${line}`], "End"));
