@@ -789,6 +789,31 @@ describe("reply formats", () => {
     });
   });
 
+  it("STAT, LIST and NLST of a name ending in / list a directory only, never the file (ls says Not a directory)", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "s.txt"), "abc");
+      await mkdir(join(t.home("alice"), "d"));
+      await writeFile(join(t.home("alice"), "d", "in.txt"), "i");
+      const raw = await rawLogin(t);
+      try {
+        for (const name of ["s.txt/", "/s.txt/", "s.txt\\", "-l s.txt/", "-d s.txt/"]) {
+          assert.match((await raw.expect(`STAT ${name}`, 550)).message, /Not a directory/, name);
+        }
+        for (const verb of ["LIST", "NLST"]) {
+          const data = await raw.pasv();
+          assert.match((await raw.expect(`${verb} s.txt/`, 550)).message, /Not a directory/, verb);
+          data.destroy();
+        }
+        assert.equal((await raw.expect("STAT missing/", 550)).message, "No such file or directory");
+        assert.match((await raw.expect("STAT d/", 213)).lines.join("\n"), /in\.txt/);
+        assert.deepEqual((await listedText(raw, "NLST d/")).split("\r\n").filter(Boolean), ["d/in.txt"]);
+        await raw.expect("STAT s.txt", 213);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("MLST answers on the control connection with one fact line", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "m.txt"), "abcd");

@@ -12,7 +12,7 @@ import { compileGlob, globOf, lastComponentAt } from "../../fs/glob.ts";
 import { ListingTicket } from "../../fs/listgate.ts";
 import { Entries, EntryView } from "../../fs/listing.ts";
 import type { DirEntry, VirtualPath } from "../../fs/types.ts";
-import { basename, dirname, joinVirtual, namesDirectory } from "../../fs/vpath.ts";
+import { basename, dirname, joinVirtual, namesDirectory, ROOT } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
 import { formatBlockReply, stripControl } from "../reply.ts";
 import { refusalLookingUp } from "../dispatcher.ts";
@@ -67,6 +67,11 @@ async function entriesOf(s: Session, arg: string, ticket: ListingTicket): Promis
   const pattern = globOf(shown);
   const literal = pattern === null || (await fs.exists(path));
   if (pattern !== null && literal) await checkLiteral(s, path);
+  // A name ending in a slash is a directory's (ls says "Not a directory" of "f.txt/"): the file
+  // without the slash is one the client did not name. A missing name stays "No such file".
+  if (literal && path !== ROOT && namesDirectory(shown) && !(await fs.isDirectory(path)) && (await fs.exists(path))) {
+    throw notADirectory();
+  }
   if (dirItself && literal) {
     // ls -d: a directory is one line of its own, named as the client wrote it.
     const stat = await fs.stat(path);
@@ -79,6 +84,11 @@ async function entriesOf(s: Session, arg: string, ticket: ListingTicket): Promis
     return { path: dir, entries: visible(s, await fs.listing(dir, ticket)).filter(matches), picked: true, itself: false };
   }
   return { path, entries: visible(s, await fs.listing(path, ticket)), picked: false, itself: false };
+}
+
+/** The refusal of a name ending in a slash that leads to no directory. */
+function notADirectory(): FtpError {
+  return new FtpError(550, "Not a directory: a name ending in / is a directory's");
 }
 
 /** A path with pattern characters that names an entry as written ("Archive [2019]") is that entry:
@@ -241,7 +251,7 @@ async function mlst(s: Session, arg: string): Promise<void> {
   // A name ending in a slash is a directory's, as for SIZE and MDTM: "f.txt/" is not the file
   // f.txt (stat(2) says ENOTDIR), and a link is taken for the directory it leads to.
   if (st.type !== "dir" && namesDirectory(arg) && !(await fs.isDirectory(path))) {
-    throw new FtpError(550, "Not a directory: a name ending in / is a directory's");
+    throw notADirectory();
   }
   const line = await mlsxLine(s, path, { name: path, stat: st });
   // RFC 3659 §7.2: the fact line starts with one space.
