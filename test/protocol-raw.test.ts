@@ -710,6 +710,21 @@ describe("reply formats", () => {
     });
   });
 
+  it("OPTS UTF8: ON (or no value) is 200, OFF is 504, any other value is 501 and claims nothing", async () => {
+    await withServer(async (t) => {
+      const raw = await RawClient.connect(t.port);
+      try {
+        for (const on of ["OPTS UTF8 ON", "OPTS utf8 on", "OPTS UTF8", "OPTS UTF-8 ON"]) await raw.expect(on, 200);
+        await raw.expect("OPTS UTF8 OFF", 504);
+        for (const bad of ["OPTS UTF8 YES", "OPTS UTF8 NLST", "OPTS UTF8 ON OFF", "OPTS UTF8 1"]) {
+          assert.doesNotMatch((await raw.expect(bad, 501)).message, /always on/i, bad);
+        }
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("HOST (RFC 7151): before USER only, a host name or an IP literal, 501 for anything else", async () => {
     await withServer(async (t) => {
       const raw = await RawClient.connect(t.port);

@@ -20,9 +20,12 @@ function opts(s: Session, arg: string): void {
   const name = (sp === -1 ? arg : arg.slice(0, sp)).toUpperCase();
   const value = sp === -1 ? "" : arg.slice(sp + 1).trim();
   if (name === "UTF8" || name === "UTF-8") {
-    // RFC 2640: names are UTF-8 always; OFF cannot be honoured.
-    if (value.toUpperCase() === "OFF") s.reply(504, "UTF8 cannot be turned off");
-    else s.reply(200, "UTF8 mode is always on");
+    // RFC 2640: names are UTF-8 always; OFF cannot be honoured. Any other value is no setting
+    // (vsftpd and ProFTPD refuse it too), and taking it would claim to have understood it.
+    const setting = value.toUpperCase();
+    if (setting === "OFF") s.reply(504, "UTF8 cannot be turned off");
+    else if (setting === "" || setting === "ON") s.reply(200, "UTF8 mode is always on");
+    else s.reply(501, "Syntax: OPTS UTF8 ON");
     return;
   }
   if (name === "MLST") {
