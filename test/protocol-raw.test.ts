@@ -887,6 +887,11 @@ describe("reply formats", () => {
         await raw.expect("TYPE L 8", 200);
         await raw.expect("TYPE E", 504);
         await raw.expect("TYPE Q", 501);
+        // RFC 959 §5.3.2: A and E take one form code, L one byte size, I nothing; more words are
+        // a syntax error, and the type stays what it was.
+        await raw.expect("TYPE I", 200);
+        for (const bad of ["TYPE A N x", "TYPE L 8 8", "TYPE I N", "TYPE A B C D E", "TYPE E N x"]) await raw.expect(bad, 501);
+        assert.match((await raw.expect("STAT", 211)).lines.join("\n"), /TYPE: BINARY/);
         await raw.expect("MODE S", 200);
         await raw.expect("MODE B", 504);
         await raw.expect("STRU F", 200);

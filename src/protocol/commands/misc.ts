@@ -83,6 +83,12 @@ async function stat(s: Session, arg: string): Promise<void> {
 function type(s: Session, arg: string): void {
   const parts = arg.trim().toUpperCase().split(/\s+/);
   const [t, p] = parts;
+  // RFC 959 §5.3.2: a type code and at most one parameter (A or E a form code, L a byte size);
+  // more words are a syntax error, not a type with something ignored.
+  if (parts.length > 2) {
+    s.reply(501, "Syntax: TYPE A [N] | I | L 8");
+    return;
+  }
   if (t === "I" && parts.length === 1) s.type = "I";
   else if (t === "A" && (p === undefined || p === "N")) s.type = "A";
   else if (t === "L" && p === "8") s.type = "I";
