@@ -203,6 +203,10 @@ describe("sequencing", () => {
         await raw.expect("THISISNOTAVERB", 500);
         await raw.expect("", 500);
         await raw.expect("   ", 500);
+        // A line that starts with a space has no verb, but it is not empty: the reply says so.
+        for (const line of [" NOOP", "  PWD"]) {
+          assert.equal((await raw.expect(line, 500)).message, "Syntax error, command unrecognized", line);
+        }
         await raw.expect("noop", 200);
       } finally {
         await raw.close();

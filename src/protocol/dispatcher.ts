@@ -81,7 +81,9 @@ export class Dispatcher {
   /** The generic checks; returns [code, text] to refuse, or null to go on. */
   private check(session: Session, verb: string, arg: string, spec: CommandSpec | undefined): [number, string] | null {
     if (!spec) {
-      if (verb === "") return [500, "Syntax error: empty command"];
+      // No verb: an empty line (or spaces only) is said to be one; a line that starts with a
+      // space has text all the same, which is no command.
+      if (verb === "") return [500, arg.trim() === "" ? "Syntax error: empty command" : "Syntax error, command unrecognized"];
       return VERB_SHAPE.test(verb) ? [502, "Command not implemented"] : [500, "Syntax error, command unrecognized"];
     }
     const tls = session.ctx.config.tls;
