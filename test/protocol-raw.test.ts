@@ -783,6 +783,11 @@ describe("reply formats", () => {
         for (const l of all.lines.slice(1, -1)) assert.ok(l.startsWith(" "), l);
         const one = await raw.expect("HELP retr", 214);
         assert.match(one.message, /RETR/);
+        // The command is the first word; what follows it (a SITE command's name, a TYPE's code)
+        // does not make a known command unknown.
+        assert.match((await raw.expect("HELP SITE CHMOD", 214)).message, /SITE/);
+        assert.match((await raw.expect("HELP TYPE A", 214)).message, /TYPE/);
+        await raw.expect("HELP XYZZ", 502);
       } finally {
         await raw.close();
       }

@@ -46,7 +46,8 @@ function opts(s: Session, arg: string): void {
 }
 
 function help(s: Session, arg: string, registry: Registry): void {
-  const verb = arg.trim().toUpperCase();
+  // The command is the first word: "HELP SITE CHMOD" asks about SITE, as "HELP TYPE A" about TYPE.
+  const verb = (arg.trim().split(/\s+/)[0] ?? "").toUpperCase();
   if (verb !== "") {
     const spec = registry.get(verb);
     if (spec) s.reply(214, `Syntax: ${spec.help}`);
