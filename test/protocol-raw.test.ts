@@ -873,6 +873,22 @@ describe("reply formats", () => {
     });
   });
 
+  it("CWD says why it refuses: a file is not a directory, a missing name is missing; the directory stays", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "f.txt"), "f");
+      await mkdir(join(t.home("alice"), "d"));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("CWD d", 250);
+        for (const file of ["/f.txt", "../f.txt"]) assert.equal((await raw.expect(`CWD ${file}`, 550)).message, "Not a directory", file);
+        assert.equal((await raw.expect("CWD /missing", 550)).message, "No such directory");
+        assert.match((await raw.expect("PWD", 257)).message, /^"\/d" /);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("257 doubles a quote in the directory name (RFC 959 appendix II)", async () => {
     await withServer(async (t) => {
       const raw = await rawLogin(t);

@@ -19,7 +19,16 @@ async function cdup(s: Session): Promise<void> {
 
 async function changeDir(s: Session, arg: string): Promise<void> {
   const target = s.resolve(arg);
-  if (!(await s.requireFs().isDirectory(target))) throw new FtpError(550, "No such directory");
+  const fs = s.requireFs();
+  if (!(await fs.isDirectory(target))) {
+    // A file there is there: "No such directory" would tell the client the name is free. A link
+    // that leads nowhere (or out of the jail) leads to no file either.
+    const file = await fs.stat(target).then(
+      () => true,
+      () => false,
+    );
+    throw new FtpError(550, file ? "Not a directory" : "No such directory");
+  }
   s.cwd = target;
 }
 
