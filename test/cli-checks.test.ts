@@ -259,6 +259,41 @@ void describe("berth config check: what serve checks before it starts", () => {
     assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "no users file made by a start that failed");
   });
 
+  void test("config check refuses an admin.socket serve refuses (too long once resolved, not a socket), with the same line and exit 2, and takes the socket of a running server", async () => {
+    const deep = path.join(workdir(), "d".repeat(100));
+    mkdirSync(deep);
+    const cwd = workdir();
+    writeFileSync(path.join(cwd, "afile"), "");
+    const listen = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22040-22049" };
+    const long = path.join(deep, "run", "admin.sock");
+    const cases: [string, string, string][] = [
+      [deep, "run/admin.sock", `berth: config: admin.socket ${long} is ${Buffer.byteLength(long)} bytes long, more than a Unix socket path can be (100): give a shorter path; not starting`],
+      [cwd, "afile", `berth: config: admin.socket ${path.join(cwd, "afile")} exists and is not a socket; not starting`],
+      [cwd, "afile/admin.sock", `berth: config: admin.socket ${path.join(cwd, "afile", "admin.sock")} cannot be checked: not a directory; not starting`],
+    ];
+    for (const [dir, socket, line] of cases) {
+      const env = { ...listen, BERTH_ADMIN_SOCKET: socket };
+      const [served, checked] = await Promise.all([berth(dir, ["serve"], { env }), berth(dir, ["config", "check"], { env })]);
+      assertOneLineError(served, 2);
+      assert.equal(served.stderr, `${line}\n`, `serve with admin.socket ${socket}`);
+      assertOneLineError(checked, 2);
+      assert.equal(checked.stderr, served.stderr, `config check with admin.socket ${socket}`);
+      assert.equal(checked.stdout, "", "nothing printed for a config that is refused");
+    }
+    assert.ok(readFileSync(path.join(cwd, "afile"), "utf8") === "", "the file that is not a socket is left as it was");
+    // The socket of a server running with this config is what config check sees while it runs
+    // (before a reload, say): that is no mistake in the config.
+    const short = workdir();
+    const env = { ...listen, BERTH_ADMIN_SOCKET: "admin.sock" };
+    const run = startServe(short, env, /"event":"listening".*\n/);
+    await run.ready;
+    const checked = await berth(short, ["config", "check"], { env });
+    run.child.kill("SIGTERM");
+    assert.equal(await run.exited, 0);
+    assert.equal(checked.code, 0, checked.stderr);
+    assert.equal((parse(checked.stdout) as Config).admin.socket, "admin.sock");
+  });
+
   void test("config check warns on stderr of an expired certificate, as serve does at start, and exits 0", async () => {
     const cwd = workdir();
     const expired = makeSelfSigned(["localhost"], 0); // valid from a minute ago until a minute ago

@@ -146,12 +146,12 @@ function socketError(socketPath: string, why: string): ConfigError {
 }
 
 /**
- * Makes sure `socketPath` can be taken: nothing is there, or a stale socket file whose server is
- * gone (nobody answers), which is removed. A socket something answers on (another server with the
- * same admin.socket) or a path that is not a socket is a ConfigError naming admin.socket, and is
- * left as it is.
+ * The checks of `socketPath` that need no running server: a path longer than a socket's can be,
+ * or one where something other than a socket is (or that cannot be looked at), is a ConfigError
+ * naming admin.socket. Returns whether a socket file is there. Touches nothing, so that
+ * `config check` makes these checks too, also while a server holds the socket.
  */
-export async function claimAdminSocketPath(socketPath: string): Promise<void> {
+export function checkAdminSocketPath(socketPath: string): boolean {
   // A relative admin.socket is checked as written; the working directory can make it too long.
   const bytes = Buffer.byteLength(socketPath);
   if (bytes > MAX_SOCKET_PATH_BYTES) {
@@ -161,10 +161,21 @@ export async function claimAdminSocketPath(socketPath: string): Promise<void> {
   try {
     st = lstatSync(socketPath);
   } catch (err) {
-    if (errnoCode(err) === "ENOENT") return;
+    if (errnoCode(err) === "ENOENT") return false;
     throw socketError(socketPath, `cannot be checked: ${systemErrorText(err)}`);
   }
   if (!st.isSocket()) throw socketError(socketPath, "exists and is not a socket");
+  return true;
+}
+
+/**
+ * Makes sure `socketPath` can be taken: nothing is there, or a stale socket file whose server is
+ * gone (nobody answers), which is removed. A socket something answers on (another server with the
+ * same admin.socket) or a path that is not a socket is a ConfigError naming admin.socket, and is
+ * left as it is.
+ */
+export async function claimAdminSocketPath(socketPath: string): Promise<void> {
+  if (!checkAdminSocketPath(socketPath)) return;
   let live: boolean;
   try {
     live = await answers(socketPath);

@@ -1,12 +1,13 @@
 /**
  * What `berth serve` checks of its config before anything is created or listens, beyond the
- * config's own rules: the certificate and key it will read, the transfer log it will open, and
- * (serve only) that the hosts it listens on resolve.
+ * config's own rules: the certificate and key it will read, the transfer log it will open, the
+ * path of its admin socket, and (serve only) that the hosts it listens on resolve.
  * `berth config check` runs the same file checks, so a config it takes is one serve takes.
  */
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
-import { ConfigError } from "../config/load.ts";
+import { checkAdminSocketPath } from "../admin/socket.ts";
+import { ConfigError, resolvePath } from "../config/load.ts";
 import { parseListen, type Config } from "../config/schema.ts";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { checkTlsFiles } from "../data/tls.ts";
@@ -16,6 +17,9 @@ import { checkXferlogPath } from "../log/xferlog.ts";
 export function checkBeforeStart(config: Config, cwd: string): void {
   checkTlsFiles(config, cwd);
   if (config.log.xferlog !== "") checkXferlogPath(config.log.xferlog, cwd);
+  // Only what a path alone tells: whether a server answers there, and whether a socket can be
+  // bound there, serve finds out as it starts (a running server's own socket is no mistake).
+  if (config.admin.socket !== "") checkAdminSocketPath(resolvePath(config.admin.socket, cwd));
 }
 
 /**
