@@ -283,6 +283,12 @@ void describe("loadConfig errors name the key", () => {
   void test("empty paths and a multi-line banner", () => {
     expectError(env({ BERTH_STORAGE_ROOT: "" }), "storage.root", "non-empty");
     expectError(file('server:\n  banner: "a\\r\\nb"\n'), "server.banner", "one line");
+    // C1 controls (NEL among them, and U+009B, a terminal's CSI) and Unicode's line and paragraph
+    // separators are no printable text of one line either.
+    for (const banner of ["a\u0085b", "a\u009b2Jb", "a\u2028b", "a\u2029b"]) {
+      expectError(env({ BERTH_SERVER_BANNER: banner }), "server.banner", "one line");
+    }
+    assert.equal(loadConfig({ cwd: workdir(), env: { BERTH_SERVER_BANNER: "Grüße, ftp.example.com ✓" } }).server.banner, "Grüße, ftp.example.com ✓");
   });
 
   void test("hosts: an address that is not a valid IP, or a name with characters no host name has", () => {

@@ -147,7 +147,13 @@ const score = number(0, "a score >= 0 (0 = not scored)");
 const bool: Rule = { type: "boolean", describe: "true or false", ok: (v) => typeof v === "boolean" };
 const port = intRule(0, 65535);
 const count = intRule(1, Number.MAX_SAFE_INTEGER);
-const hasControl = (v: string): boolean => [...v].some((c) => c.charCodeAt(0) < 0x20 || c === "\x7f");
+/** C0 and C1 controls (C1: NEL, and U+009B, a terminal's CSI), DEL, and Unicode's line and
+ * paragraph separators: none is printable text, and some end a line for a client or a terminal. */
+const hasControl = (v: string): boolean =>
+  [...v].some((c) => {
+    const code = c.charCodeAt(0);
+    return code < 0x20 || (code >= 0x7f && code <= 0x9f) || code === 0x2028 || code === 0x2029;
+  });
 const pathText = (v: string): boolean => !v.includes("\0");
 const filePath = text("a non-empty path", (v) => v !== "" && pathText(v));
 const optionalPath = text("a path or empty", pathText);
