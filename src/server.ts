@@ -96,6 +96,14 @@ export const RESTART_KEYS: ReadonlySet<string> = new Set([
   "admin.socket",
 ]);
 
+/** `err`, of a listener other than the control port's that could not start, marked with its
+ * config key (`listenKey`): the one line the command line makes of it says which listener it was,
+ * as its address alone ("127.0.0.1:9121: address in use") may look like the FTP port's. */
+function ofListener(err: unknown, key: string): unknown {
+  if (typeof err === "object" && err !== null) Object.assign(err, { listenKey: key });
+  return err;
+}
+
 /** Dotted keys whose values differ between two configs. */
 export function changedKeys(a: Config, b: Config): string[] {
   const out: string[] = [];
@@ -285,7 +293,9 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
       port = addressPort(srv);
     }
     if ((mode === "implicit" || mode === "both") && tls) {
-      const srv = await listen(config.listen.host, config.tls.implicitPort, (s) => admit(s, true));
+      const srv = await listen(config.listen.host, config.tls.implicitPort, (s) => admit(s, true)).catch((err: unknown) => {
+        throw ofListener(err, "tls.implicitPort");
+      });
       servers.push(srv);
       implicitPort = addressPort(srv);
     }
@@ -325,7 +335,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     try {
       servers.push(await serveMetrics(config.metrics.listen, context.metrics, gauges, logger));
     } catch (err) {
-      abandon(err);
+      abandon(ofListener(err, "metrics.listen"));
     }
   }
 

@@ -28,7 +28,9 @@ void describe("berth serve: the first start", () => {
       [{ BERTH_LOG_XFERLOG: "no-such-dir/xferlog" }, 2, "log.xferlog cannot be opened"],
       [{ BERTH_LISTEN_HOST: "ftp.invalid" }, 2, "listen.host ftp.invalid cannot be resolved"],
       [{ BERTH_LISTEN_PORT: taken }, 1, `cannot listen on 127.0.0.1:${taken}: address in use`],
-      [{ BERTH_METRICS_LISTEN: `127.0.0.1:${taken}` }, 1, `cannot listen on 127.0.0.1:${taken}: address in use`],
+      // Which listener it was is said: the address alone may look like the FTP port's.
+      [{ BERTH_METRICS_LISTEN: `127.0.0.1:${taken}` }, 1, `cannot listen on 127.0.0.1:${taken}: address in use (metrics.listen)`],
+      [{ BERTH_TLS_MODE: "both", BERTH_TLS_IMPLICIT_PORT: taken }, 1, `cannot listen on 127.0.0.1:${taken}: address in use (tls.implicitPort)`],
       // TEST-NET-1 (RFC 5737): an address this machine does not have.
       [{ BERTH_LISTEN_HOST: "192.0.2.1" }, 1, "cannot listen on 192.0.2.1:0: address not available"],
     ];

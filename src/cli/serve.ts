@@ -126,9 +126,12 @@ function warnShadowed(names: readonly string[], logger: Logger): void {
 export function listenFailure(err: unknown, config: Config): CliError | undefined {
   const code = errnoCode(err);
   if (code === undefined || !LISTEN_ERRORS.has(code)) return undefined;
-  const e = err as { address?: unknown; port?: unknown };
+  const e = err as { address?: unknown; port?: unknown; listenKey?: unknown };
   const host = typeof e.address === "string" ? e.address : config.listen.host;
   const port = typeof e.port === "number" ? e.port : config.listen.port;
+  // The implicit FTPS port and the metrics endpoint are named (server.ts marks their errors);
+  // otherwise it is the control port, listen.port.
+  const key = typeof e.listenKey === "string" ? ` (${e.listenKey})` : "";
   const shownHost = host.includes(":") ? `[${host}]` : host;
   // Binding a port below 1024 without privilege: say what grants it. In the container image the
   // node binary's file capability does that, and no-new-privileges is what silently stops it.
@@ -139,5 +142,5 @@ export function listenFailure(err: unknown, config: Config): CliError | undefine
         ? // A kernel without IPv6 (ipv6.disable=1) cannot bind the default "::": IPv4 alone still works.
           " (this system has no IPv6: listen on every IPv4 address with listen.host 0.0.0.0, e.g. BERTH_LISTEN_HOST=0.0.0.0)"
         : "";
-  return new CliError(`cannot listen on ${shownHost}:${port}: ${systemErrorText(err)}${hint}`, 1);
+  return new CliError(`cannot listen on ${shownHost}:${port}: ${systemErrorText(err)}${key}${hint}`, 1);
 }
