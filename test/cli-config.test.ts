@@ -242,8 +242,23 @@ void describe("berth selftest", () => {
     assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "no temporary user was added");
   });
 
+  void test("with no users file (no server has run with this config) it refuses, exit 1, one line, and makes no users file, which would keep a first start from making the demo user", async () => {
+    const cwd = workdir();
+    // A port where nothing listens: the command must stop before it would try it.
+    const r = await berth(cwd, ["selftest", "--port", "1"]);
+    assertOneLineError(r, 1, `selftest: there is no users file ${path.join(cwd, "users", "users.json")}`);
+    assert.equal(r.stdout, "", "no steps were run");
+    // An empty users file left behind would be a users file whose users were all deleted: the
+    // server's first start would then make no demo user, and nobody could log in.
+    assert.ok(!existsSync(path.join(cwd, "users")), "no users directory");
+    assert.ok(!existsSync(path.join(cwd, "data")), "no storage root");
+  });
+
   void test("Ctrl-C while a step waits (a server that never answers) leaves no temporary user and no home behind", async () => {
     const cwd = workdir();
+    // The users file of a server that has run (selftest adds its user to it).
+    mkdirSync(path.join(cwd, "users"));
+    writeFileSync(path.join(cwd, "users", "users.json"), '{"version":1,"users":[]}\n');
     // Takes the connection and never greets: the login step waits for its 15 s timeout.
     const silent = createServer((c) => c.on("error", () => undefined));
     await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", () => resolve()));

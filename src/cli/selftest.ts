@@ -5,6 +5,7 @@
  * the user and its home, prints a pass/fail table and the `docker run -p` mapping the config needs.
  */
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { Readable, Writable } from "node:stream";
 import { Client, enterPassiveModeIPv4, enterPassiveModeIPv6 } from "basic-ftp";
@@ -64,6 +65,13 @@ export async function runSelftest(cmd: ParsedCommand, ctx: CliContext): Promise<
     ? selftestPort(cmd.options.port, config.tls.implicitPort, "tls.implicitPort")
     : selftestPort(cmd.options.port, config.listen.port, "listen.port");
   const store = storeFor(config, ctx.cwd);
+  // A server that has run with this config made its users file (a first start's demo user, or
+  // BERTH_USER). Without one, no server would see the temporary user, and adding it would make
+  // the file: left empty once the user is removed, it would read as a file whose users were all
+  // deleted, and the first start would make no demo user.
+  if (!existsSync(store.file)) {
+    throw new CliError(`selftest: there is no users file ${store.file}: has berth serve run with this config? (start it first)`, 1);
+  }
   const user = `selftest-${randomBytes(4).toString("hex")}`;
   const password = randomBytes(18).toString("base64url");
   const added = await store.add(user, password);
