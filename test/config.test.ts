@@ -268,6 +268,12 @@ void describe("loadConfig errors name the key", () => {
     assert.equal(ok.defender.allow, "127.0.0.0/8, ::1, fd00::/8, ::ffff:10.0.0.0/104");
   });
 
+  void test("a defender.threshold with a fraction is refused as not a whole score (1.5 is a score >= 1)", () => {
+    expectError(env({ BERTH_DEFENDER_THRESHOLD: "1.5" }), "defender.threshold", "must be a whole score >= 1");
+    expectError(env({ BERTH_DEFENDER_THRESHOLD: "0" }), "defender.threshold", "must be a whole score >= 1");
+    assert.equal(loadConfig({ cwd: workdir(), env: { BERTH_DEFENDER_THRESHOLD: "25" } }).defender.threshold, 25);
+  });
+
   void test("bcrypt cost outside 4..15", () => {
     expectError(env({ BERTH_USERS_BCRYPT_COST: "3" }), "users.bcryptCost", "4..15");
     expectError(env({ BERTH_USERS_BCRYPT_COST: "16" }), "users.bcryptCost", "4..15");

@@ -229,7 +229,7 @@ const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: 
   },
   defender: {
     enabled: bool,
-    threshold: number(1, "a score >= 1", true),
+    threshold: number(1, "a whole score >= 1", true),
     observationTime: seconds(false),
     banTime: seconds(false),
     banTimeMax: seconds(false),
