@@ -7,7 +7,7 @@ import path from "node:path";
 import { Writable } from "node:stream";
 import { after, describe, test } from "node:test";
 import { writeFileAtomic } from "../src/auth/atomic.ts";
-import { UserError, UserStore, type UserStoreOptions } from "../src/auth/store.ts";
+import { parseUsersFile, UserError, UserStore, type UserStoreOptions } from "../src/auth/store.ts";
 import { PERMS } from "../src/auth/types.ts";
 import { formatUserTable, homeUsage } from "../src/cli/commands.ts";
 import { Limiter, scanUsage } from "../src/fs/usage.ts";
@@ -246,6 +246,33 @@ void describe("UserStore", () => {
     assert.ok(await server.authenticate("bob", "pw"), "last good copy still used");
     assert.equal(await server.authenticate("cost31", "pw"), null);
     assert.ok(lines.some((l) => /cost31.*cost 31/.test(l)), "the refusal is logged");
+  });
+
+  void test("a users file broken by hand is named with the line and column where it stops being JSON, never its content", async () => {
+    const parseError = (text: string): string => {
+      try {
+        parseUsersFile(text, "/etc/berth/users.json");
+      } catch (err) {
+        assert.ok(err instanceof UserError && err.kind === "corrupt", String(err));
+        assert.ok(!err.message.includes("\n") && !err.message.includes("$2b$"), err.message);
+        return err.message;
+      }
+      return assert.fail("parsed");
+    };
+    const entry = '    { "name": "bob", "hash": "$2b$04$abcdefghijklmnopqrstuv", "home": "bob", "readOnly": false, }';
+    const trailingComma = `{\n  "version": 1,\n  "users": [\n${entry}\n  ]\n}\n`;
+    assert.equal(parseError(trailingComma), `users file /etc/berth/users.json is not valid JSON: line 4, column ${entry.lastIndexOf("}") + 1}`);
+    assert.equal(parseError('{\n  "version": 1,\n  "users": [\n    { "name": "é", "home": tru }\n  ]\n}'), "users file /etc/berth/users.json is not valid JSON: line 4, column 31");
+    for (const end of ["", "\n", "\n\n  "]) {
+      assert.equal(parseError(`{\n  "version": 1,\n  "users": [${end}`), "users file /etc/berth/users.json is not valid JSON: it ends too soon, at line 3");
+    }
+    assert.equal(parseError('{"version": 1, "users": []}\n}\n'), "users file /etc/berth/users.json is not valid JSON: line 2, column 1");
+    for (const empty of ["", " \n\n"]) assert.equal(parseError(empty), "users file /etc/berth/users.json is empty");
+
+    const box = sandbox();
+    mkdirSync(path.dirname(box.file), { recursive: true });
+    writeFileSync(box.file, trailingComma);
+    assert.match(await rejectsWith(storeOn(box).list(), "corrupt"), new RegExp(`${box.file} is not valid JSON: line 4, column \\d+$`));
   });
 
   void test("a users file removed under a running server is logged once as a warning; its return is loaded", async () => {

@@ -181,8 +181,9 @@ export function parseUsersDocument(text: string, file: string): UsersDocument {
   try {
     data = JSON.parse(text);
   } catch {
-    // The parser's message may quote the file, hashes included: never pass it on.
-    throw new UserError("corrupt", `users file ${file} is not valid JSON`);
+    // The parser's message may quote the file, hashes included: never pass it on. Where the file
+    // stops being JSON is said instead, so that a hand edit gone wrong can be found.
+    throw new UserError("corrupt", `users file ${file} ${jsonErrorText(text)}`);
   }
   const top = data as { version?: unknown; users?: unknown } | null;
   if (typeof top !== "object" || top === null || top.version !== 1 || !Array.isArray(top.users)) {
@@ -205,6 +206,114 @@ export function parseUsersDocument(text: string, file: string): UsersDocument {
   });
   const { version: _v, users: _u, ...extra } = top as Record<string, unknown>;
   return { users, extra };
+}
+
+/** What is wrong with `text`, which JSON.parse refused, for a message that never quotes it: empty,
+ * cut short, or the line and column of its first character that is not JSON. */
+function jsonErrorText(text: string): string {
+  if (text.trim() === "") return "is empty";
+  let at: number;
+  try {
+    at = jsonErrorOffset(text);
+  } catch {
+    // Nested deeper than the stack goes: no place to point at.
+    at = -1;
+  }
+  if (at < 0) return "is not valid JSON";
+  const before = text.slice(0, at);
+  // Cut short, the line named is that of its last word, not an empty one after it.
+  if (at >= text.length) return `is not valid JSON: it ends too soon, at line ${text.trimEnd().split("\n").length}`;
+  const line = before.split("\n").length;
+  const column = [...before.slice(before.lastIndexOf("\n") + 1)].length + 1;
+  return `is not valid JSON: line ${line}, column ${column}`;
+}
+
+/** The offset of the first character where `text` stops being JSON (RFC 8259), its length when it
+ * ends too soon, or -1 when it is JSON. JSON.parse says this only in messages that differ between
+ * errors and versions, some quoting the text, so the syntax is followed here, as small as it is. */
+function jsonErrorOffset(text: string): number {
+  let i = 0;
+  const fail = (): never => {
+    throw new JsonSyntaxAt(i);
+  };
+  const space = (): void => {
+    while (text[i] === " " || text[i] === "\t" || text[i] === "\n" || text[i] === "\r") i++;
+  };
+  const expect = (ch: string): void => {
+    if (text[i] !== ch) fail();
+    i++;
+  };
+  const string = (): void => {
+    expect('"');
+    for (;;) {
+      const ch = text[i];
+      if (ch === undefined || ch < " ") fail();
+      i++;
+      if (ch === '"') return;
+      if (ch !== "\\") continue;
+      const esc = text[i];
+      if (esc === "u") {
+        for (let k = 0; k < 4; k++) {
+          i++;
+          if (!/[0-9A-Fa-f]/.test(text[i] ?? "")) fail();
+        }
+        i++;
+      } else if (esc !== undefined && '"\\/bfnrt'.includes(esc)) i++;
+      else fail();
+    }
+  };
+  const value = (): void => {
+    space();
+    const ch = text[i];
+    if (ch === "{" || ch === "[") {
+      const close = ch === "{" ? "}" : "]";
+      i++;
+      space();
+      if (text[i] === close) {
+        i++;
+        return;
+      }
+      for (;;) {
+        if (close === "}") {
+          space();
+          string();
+          space();
+          expect(":");
+        }
+        value();
+        space();
+        if (text[i] === close) {
+          i++;
+          return;
+        }
+        expect(",");
+      }
+    }
+    if (ch === '"') return string();
+    for (const word of ["true", "false", "null"]) {
+      if (ch !== word[0]) continue;
+      for (const letter of word) expect(letter);
+      return;
+    }
+    const number = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
+    number.lastIndex = i;
+    if (!number.test(text)) fail();
+    i = number.lastIndex;
+  };
+  try {
+    value();
+    space();
+    if (i < text.length) fail();
+    return -1;
+  } catch (err) {
+    if (err instanceof JsonSyntaxAt) return err.offset;
+    throw err;
+  }
+}
+
+/** Where jsonErrorOffset found the text to stop being JSON. */
+class JsonSyntaxAt {
+  constructor(readonly offset: number) {}
 }
 
 /** The keys of `raw` berth does not read, with their values; undefined when there are none. */
