@@ -275,6 +275,30 @@ void describe("UserStore", () => {
     assert.match(await rejectsWith(storeOn(box).list(), "corrupt"), new RegExp(`${box.file} is not valid JSON: line 4, column \\d+$`));
   });
 
+  void test("a malformed entry of a users file is named by its place and name, with the key that is wrong, never the value", () => {
+    const hash = "$2b$04$abcdefghijklmnopqrstuvabcdefghijklmnopqrstuvwxyz01234";
+    const good = { name: "alice", hash, home: "alice", readOnly: false };
+    const refusal = (entry: unknown): string => {
+      try {
+        parseUsersFile(JSON.stringify({ version: 1, users: [good, entry] }), "/u.json");
+      } catch (err) {
+        assert.ok(err instanceof UserError && err.kind === "corrupt", String(err));
+        assert.ok(!err.message.includes("$2") && !err.message.includes("s3cret"), err.message);
+        return err.message;
+      }
+      return assert.fail("parsed");
+    };
+    assert.equal(refusal("bob"), "users file /u.json: entry 2 is not an object");
+    assert.equal(refusal({ ...good, name: "b b" }), 'users file /u.json: entry 2: "name" must be 1-64 letters, digits, ".", "_", "@" or "-", not starting with "."');
+    assert.equal(refusal({ ...good, name: "bob", hash: "s3cret" }), 'users file /u.json: entry 2 ("bob"): "hash" must be a bcrypt hash');
+    assert.equal(refusal({ ...good, name: "bob", hash: undefined }), 'users file /u.json: entry 2 ("bob"): "hash" must be a bcrypt hash');
+    assert.equal(refusal({ ...good, name: "bob", home: "" }), 'users file /u.json: entry 2 ("bob"): "home" must be a non-empty path');
+    assert.equal(refusal({ ...good, name: "bob", readOnly: "no" }), 'users file /u.json: entry 2 ("bob"): "readOnly" must be true or false');
+    assert.match(refusal({ ...good, name: "bob", perms: ["list", "fly"] }), /^users file \/u\.json: entry 2 \("bob"\): "perms" must be a list of /);
+    assert.match(refusal({ ...good, name: "bob", dirs: { "/../x": ["list"] } }), /^users file \/u\.json: entry 2 \("bob"\): "dirs" must /);
+    assert.equal(refusal({ ...good, name: "bob", quotaBytes: -1 }), 'users file /u.json: entry 2 ("bob"): "quotaBytes" must be a whole number >= 0');
+  });
+
   void test("a users file removed under a running server is logged once as a warning; its return is loaded", async () => {
     const box = sandbox();
     const { logger, lines } = captureLogger();

@@ -192,7 +192,7 @@ export function parseUsersDocument(text: string, file: string): UsersDocument {
   const seen = new Set<string>();
   const users = top.users.map((raw: unknown, i) => {
     const rec = toRecord(raw);
-    if (rec === undefined) throw new UserError("corrupt", `users file ${file}: entry ${i + 1} is malformed`);
+    if (typeof rec === "string") throw new UserError("corrupt", `users file ${file}: entry ${i + 1}${rec}`);
     if (seen.has(rec.name)) throw new UserError("corrupt", `users file ${file}: user ${quote(rec.name)} appears twice`);
     const cost = costOf(rec.hash);
     if (cost !== null && cost > MAX_STORED_COST) {
@@ -327,24 +327,27 @@ function unknownKeys(raw: Record<string, unknown>): Record<string, unknown> | un
   return extra;
 }
 
-/** A checked copy of one raw record, or undefined when malformed. */
-function toRecord(raw: unknown): UserRecord | undefined {
-  if (typeof raw !== "object" || raw === null) return undefined;
+/** A checked copy of one raw record, or, when malformed, what is wrong with it, to follow "entry N"
+ * in a message: the key at fault and the entry's name once that is known, never a value (the one
+ * at fault may be a password pasted where the hash goes). */
+function toRecord(raw: unknown): UserRecord | string {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return " is not an object";
   const r = raw as Record<string, unknown>;
   const { name, hash, home, readOnly } = r;
-  if (typeof name !== "string" || !NAME_RE.test(name)) return undefined;
-  if (typeof hash !== "string" || !HASH_RE.test(hash)) return undefined;
-  if (typeof home !== "string" || home === "" || home.includes("\0")) return undefined;
-  if (typeof readOnly !== "boolean") return undefined;
+  if (typeof name !== "string" || !NAME_RE.test(name)) return ': "name" must be 1-64 letters, digits, ".", "_", "@" or "-", not starting with "."';
+  const wrong = (what: string): string => ` (${quote(name)}): ${what}`;
+  if (typeof hash !== "string" || !HASH_RE.test(hash)) return wrong('"hash" must be a bcrypt hash');
+  if (typeof home !== "string" || home === "" || home.includes("\0")) return wrong('"home" must be a non-empty path');
+  if (typeof readOnly !== "boolean") return wrong('"readOnly" must be true or false');
   const perms = r.perms === undefined ? undefined : toPerms(r.perms);
-  if (perms === null) return undefined;
+  if (perms === null) return wrong(`"perms" must be a list of ${PERMS.join(", ")}`);
   const dirs = r.dirs === undefined ? undefined : toDirs(r.dirs);
-  if (dirs === null) return undefined;
+  if (dirs === null) return wrong('"dirs" must map paths inside the home (no "..") to lists of permissions');
   const limits: Partial<Record<(typeof LIMIT_KEYS)[number], number>> = {};
   for (const key of LIMIT_KEYS) {
     const v = r[key];
     if (v === undefined) continue;
-    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) return undefined;
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) return wrong(`"${key}" must be a whole number >= 0`);
     limits[key] = v;
   }
   const extra = unknownKeys(r);
