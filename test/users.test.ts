@@ -299,6 +299,19 @@ void describe("UserStore", () => {
     assert.equal(refusal({ ...good, name: "bob", quotaBytes: -1 }), 'users file /u.json: entry 2 ("bob"): "quotaBytes" must be a whole number >= 0');
   });
 
+  void test("a users file saved with a byte order mark (as some Windows editors do) is read, and written back without one", async () => {
+    const box = sandbox();
+    const admin = storeOn(box);
+    await admin.add("bob", "pw");
+    writeFileSync(box.file, `\uFEFF${readFileSync(box.file, "utf8")}`);
+    const server = storeOn(box);
+    assert.ok(await server.authenticate("bob", "pw"));
+    assert.deepEqual((await admin.list()).map((u) => u.name), ["bob"]);
+    await admin.add("carol", "pw");
+    assert.ok(!readFileSync(box.file, "utf8").startsWith("\uFEFF"));
+    assert.deepEqual((await admin.list()).map((u) => u.name), ["bob", "carol"]);
+  });
+
   void test("a users file removed under a running server is logged once as a warning; its return is loaded", async () => {
     const box = sandbox();
     const { logger, lines } = captureLogger();

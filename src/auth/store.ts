@@ -177,6 +177,9 @@ export function parseUsersFile(text: string, file: string): UserRecord[] {
 
 /** parseUsersFile, with the file's top-level keys berth does not use. */
 export function parseUsersDocument(text: string, file: string): UsersDocument {
+  // A byte order mark, as some Windows editors put before a file saved by hand, is no part of the
+  // JSON text and may be ignored (RFC 8259 §8.1); JSON.parse refuses it, and every login with it.
+  if (text.startsWith("\uFEFF")) text = text.slice(1);
   let data: unknown;
   try {
     data = JSON.parse(text);
