@@ -85,6 +85,22 @@ void describe("berth user", () => {
     assert.equal(ro.stderr, "");
   });
 
+  void test("a user named as anonymous FTP is added, with a warning while anonymous FTP is on: that name can never log in", async () => {
+    const cwd = workdir();
+    const on = { BERTH_ANONYMOUS_ENABLED: "true" };
+    const warning = (name: string): string => `berth: warning: "${name}" cannot log in while anonymous.enabled is true (the name means anonymous FTP)\n`;
+    for (const name of ["ftp", "Anonymous"]) {
+      const add = await berth(cwd, ["user", "add", name, "--password-stdin"], { input: "pw", env: on });
+      assert.equal(add.code, 0, add.stderr);
+      assert.equal(add.stderr, warning(name));
+      const passwd = await berth(cwd, ["user", "passwd", name, "--password-stdin"], { input: "pw2", env: on });
+      assert.equal(passwd.code, 0, passwd.stderr);
+      assert.equal(passwd.stderr, warning(name));
+    }
+    assert.equal((await berth(cwd, ["user", "add", "ftpuser", "--password-stdin"], { input: "pw", env: on })).stderr, "");
+    assert.equal((await berth(cwd, ["user", "passwd", "ftp", "--password-stdin"], { input: "pw3" })).stderr, "", "an ordinary name while it is off");
+  });
+
   void test("operator mistakes: one line, the right exit status", async () => {
     const cwd = workdir();
     assert.equal((await berth(cwd, ["user", "add", "carol", "--password-stdin"], { input: "pw" })).code, 0);

@@ -9,6 +9,7 @@ import { stringify } from "yaml";
 import { configFilePath, describeOverride, loadConfigWithOverrides, redactConfig, resolvePath } from "../config/load.ts";
 import { parseUmask, type Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
+import { isAnonymousName } from "../auth/anonymous.ts";
 import { normalizeDir, toPerms, UserError, UserStore, type UserChanges, type UserInfo } from "../auth/store.ts";
 import { PERMS, type Perm } from "../auth/types.ts";
 import { formatSize, parseSize } from "../config/units.ts";
@@ -50,7 +51,8 @@ export function storeFor(config: Config, cwd: string, logger?: Logger): UserStor
 
 /** Runs `user add|passwd|del|list`. */
 export async function runUser(cmd: ParsedCommand, ctx: CliContext): Promise<number> {
-  const store = storeFor(configFor(cmd, ctx), ctx.cwd);
+  const config = configFor(cmd, ctx);
+  const store = storeFor(config, ctx.cwd);
   const name = cmd.args.NAME ?? "";
   const fromStdin = cmd.options["password-stdin"] === true;
   const say = (line: string): void => void ctx.stdout.write(`${line}\n`);
@@ -63,6 +65,7 @@ export async function runUser(cmd: ParsedCommand, ctx: CliContext): Promise<numb
       const user = await store.add(name, password, changes);
       say(`berth: added user "${user.name}" (home ${user.home}${user.readOnly ? ", read-only" : ""})`);
       warnWholeFilesystem(ctx, user);
+      warnAnonymousName(ctx, config, name);
       return 0;
     }
     case "user set": {
@@ -77,6 +80,7 @@ export async function runUser(cmd: ParsedCommand, ctx: CliContext): Promise<numb
       await store.checkExists(name);
       await store.passwd(name, await newPassword(ctx, fromStdin, `"${name}"`));
       say(`berth: password of "${name}" changed`);
+      warnAnonymousName(ctx, config, name);
       return 0;
     case "user del": {
       const gone = await store.del(name);
@@ -96,6 +100,14 @@ export async function runUser(cmd: ParsedCommand, ctx: CliContext): Promise<numb
 function warnWholeFilesystem(ctx: CliContext, user: UserInfo): void {
   if (user.home !== "/") return;
   ctx.stderr.write(`berth: warning: the home of "${user.name}" is /: every file the server process can read is within their reach\n`);
+}
+
+/** While anonymous FTP is on, its names always mean it (auth/anonymous.ts): a password given to a
+ * users-file account of that name is one no login can use, which `berth serve` warns of only at
+ * start. Said on stderr when it is given, as the server would take it. */
+function warnAnonymousName(ctx: CliContext, config: Config, name: string): void {
+  if (!config.anonymous.enabled || !isAnonymousName(name)) return;
+  ctx.stderr.write(`berth: warning: "${name}" cannot log in while anonymous.enabled is true (the name means anonymous FTP)\n`);
 }
 
 /** The UserChanges named by the options of `user add` / `user set`; a bad value is a usage error. */
