@@ -4,10 +4,10 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { Writable } from "node:stream";
+import { Readable, Writable } from "node:stream";
 import { after, describe, test } from "node:test";
 import { writeFileAtomic } from "../src/auth/atomic.ts";
-import { parseUsersFile, UserError, UserStore, type UserStoreOptions } from "../src/auth/store.ts";
+import { parseUsersFile, readPassword, UserError, UserStore, type UserStoreOptions } from "../src/auth/store.ts";
 import { PERMS } from "../src/auth/types.ts";
 import { formatUserTable, homeUsage } from "../src/cli/commands.ts";
 import { Limiter, scanUsage } from "../src/fs/usage.ts";
@@ -377,6 +377,22 @@ void describe("UserStore", () => {
     await rejectsWith(store.ensureEnvUser({ BERTH_PASSWORD: "x" }), "invalid");
     await rejectsWith(store.ensureEnvUser({ BERTH_USER: "ops", BERTH_PASSWORD_FILE: "/nonexistent/pw" }), "invalid");
     await rejectsWith(store.ensureEnvUser({ BERTH_USER: "bad name", BERTH_PASSWORD: "x" }), "invalid");
+  });
+
+  void test("a password file or standard input saved with a byte order mark (Windows Notepad) gives the password without it", async () => {
+    const box = sandbox();
+    const store = storeOn(box);
+    const pwFile = path.join(box.dir, "secret");
+    writeFileSync(pwFile, "\uFEFFthree\r\n");
+    assert.deepEqual(await store.ensureEnvUser({ BERTH_USER: "ops", BERTH_PASSWORD_FILE: pwFile }), { name: "ops", action: "created" });
+    assert.ok(await store.authenticate("ops", "three"));
+    const bom = Buffer.from("\uFEFF", "utf8");
+    assert.equal(await readPassword(Readable.from([bom.subarray(0, 2), Buffer.concat([bom.subarray(2), Buffer.from("four\n")])])), "four");
+    assert.equal(await readPassword(Readable.from([Buffer.from("fi\uFEFFve")])), "fi\uFEFFve", "only a leading mark is dropped");
+    // Byte by byte, a password one byte too long behind the mark is still read whole, and refused.
+    const bytes = Buffer.concat([bom, Buffer.from(`${"x".repeat(73)}\n`)]);
+    const slow = await readPassword(Readable.from([...bytes].map((b) => Buffer.from([b]))));
+    assert.ok(slow.length > 72, `read ${slow.length} bytes`);
   });
 
   void test("ensureEnvUser: a BERTH_PASSWORD_FILE that never ends (/dev/zero) or is far too long is read only as far as a password goes, and refused", async () => {

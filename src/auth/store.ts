@@ -936,8 +936,10 @@ async function passwordFromEnv(env: NodeJS.ProcessEnv): Promise<{ name: string; 
   }
 }
 
-/** Reads a password (a file's, standard input) and drops one trailing line break. Reading stops
- * once it holds more than any password can be (with its CR LF): input that never ends (`yes |`,
+/** Reads a password (a file's, standard input) and drops one trailing line break, and a leading
+ * byte order mark (put there by editors such as Windows Notepad: invisible, never typed at a
+ * login, so a password kept with it is one nobody can give). Reading stops
+ * once it holds more than any password can be (with its mark and CR LF): input that never ends (`yes |`,
  * /dev/zero) would otherwise fill memory, and the password check refuses what was read. */
 export async function readPassword(input: NodeJS.ReadableStream): Promise<string> {
   const chunks: Buffer[] = [];
@@ -946,9 +948,9 @@ export async function readPassword(input: NodeJS.ReadableStream): Promise<string
     const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
     chunks.push(bytes);
     size += bytes.length;
-    if (size > MAX_PASSWORD_BYTES + 2) break;
+    if (size > MAX_PASSWORD_BYTES + 5) break;
   }
-  return stripNewline(Buffer.concat(chunks).toString("utf8"));
+  return stripNewline(Buffer.concat(chunks).toString("utf8").replace(/^\uFEFF/, ""));
 }
 
 /** Drops one trailing line break (as left by `echo` or a secrets file). */
