@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import bcrypt from "bcrypt";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Readable, Writable } from "node:stream";
@@ -100,6 +100,23 @@ void describe("UserStore", () => {
     assert.deepEqual(readdirSync(path.dirname(box.file)), ["users.json"]);
     assert.equal(statSync(box.file).mode & 0o777, 0o600);
     assert.deepEqual((await store.list()).map((u) => u.name), ["a", "b", "c"], "concurrent adds all kept");
+  });
+
+  void test("a home that is a symbolic link to nothing is refused, not taken as made: the user is not added", async () => {
+    const box = sandbox();
+    const store = storeOn(box);
+    mkdirSync(box.root, { recursive: true });
+    const gone = path.join(box.dir, "gone");
+    symlinkSync(gone, path.join(box.root, "dangling"));
+    const message = await rejectsWith(store.add("dangling", "pw"), "io");
+    assert.equal(message, `cannot create home directory ${path.join(box.root, "dangling")}: it is a symbolic link to ${gone}, which does not exist`);
+    assert.ok(!existsSync(box.file), "no user written");
+    await store.add("other", "pw");
+    await rejectsWith(store.set("other", { root: "dangling" }), "io");
+    assert.equal((await store.list())[0]?.home, path.join(box.root, "other"), "the home is not changed");
+    // A link to a directory is a home like any other.
+    mkdirSync(gone);
+    assert.equal((await store.add("dangling", "pw")).home, path.join(box.root, "dangling"));
   });
 
   void test("refuses bad names, duplicates, bad passwords and unknown users", async () => {

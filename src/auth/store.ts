@@ -12,7 +12,7 @@
 import bcrypt from "bcrypt";
 import { createHmac, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { lchown, stat } from "node:fs/promises";
+import { lchown, readlink, stat } from "node:fs/promises";
 import path from "node:path";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { makeDirs } from "../fs/mkdirs.ts";
@@ -832,7 +832,10 @@ export class UserStore implements CredentialSource {
   async #makeHome(home: string): Promise<void> {
     try {
       const created = await makeDirs(home, this.#dirMode);
-      if (created === undefined) return;
+      if (created === undefined) {
+        await this.#refuseDanglingLink(home);
+        return;
+      }
       await fixDirMode(home, this.#dirMode);
       const owner = await this.#serverOwner();
       if (owner === null) return;
@@ -841,7 +844,21 @@ export class UserStore implements CredentialSource {
         if (dir === created || path.dirname(dir) === dir) break;
       }
     } catch (err) {
+      if (err instanceof UserError) throw err;
       throw new UserError("io", `cannot create home directory ${home}: ${systemErrorText(err)}`);
+    }
+  }
+
+  /** makeDirs takes an entry already at the home's path for the directory, and a symbolic link to
+   * nothing is such an entry: the user would be added with a home no login can open (mkdir -p
+   * refuses it too). Throws UserError("io") naming where it leads. */
+  async #refuseDanglingLink(home: string): Promise<void> {
+    try {
+      await stat(home);
+    } catch (err) {
+      if (errnoCode(err) !== "ENOENT") throw err;
+      const target = await readlink(home);
+      throw new UserError("io", `cannot create home directory ${home}: it is a symbolic link to ${target}, which does not exist`);
     }
   }
 
