@@ -190,6 +190,22 @@ void describe("UserStore", () => {
     assert.ok(await store.authenticate("second", "pw"));
   });
 
+  void test("a system clock set back (NTP, a VM restored) does not stop changes being seen until it catches up", async () => {
+    const box = sandbox();
+    let clock = 10 * 3600_000;
+    const server = storeOn(box, { reloadIntervalMs: 1000, now: () => clock });
+    const admin = storeOn(box);
+    await admin.add("bob", "pw");
+    assert.ok(await server.authenticate("bob", "pw"));
+    clock -= 3600_000;
+    await admin.del("bob");
+    assert.equal(await server.authenticate("bob", "pw"), null, "the deletion is seen at once, not in an hour");
+    await admin.add("carol", "pw");
+    assert.equal(await server.authenticate("carol", "pw"), null, "then looked at once a second again");
+    clock += 1000;
+    assert.ok(await server.authenticate("carol", "pw"));
+  });
+
   void test("a change made by another instance is seen without restart", async () => {
     const box = sandbox();
     let clock = 0;

@@ -732,7 +732,10 @@ export class UserStore implements CredentialSource {
   #refresh(): Promise<void> {
     if (this.#refreshing !== null) return this.#refreshing;
     const now = this.#now();
-    if (this.#seen !== undefined && now - this.#checkedAt < this.#interval) return Promise.resolve();
+    // A clock set back since the last check (NTP, a restored VM) counts as time passed: otherwise
+    // a deleted user or an old password would go on logging in until the clock caught up.
+    const since = now - this.#checkedAt;
+    if (this.#seen !== undefined && since >= 0 && since < this.#interval) return Promise.resolve();
     this.#refreshing = this.#reload(now).finally(() => {
       this.#refreshing = null;
     });
