@@ -325,6 +325,10 @@ void describe("UserStore", () => {
     assert.equal(refusal({ ...good, name: "b b" }), 'users file /u.json: entry 2: "name" must be 1-64 letters, digits, ".", "_", "@" or "-", not starting with "."');
     assert.equal(refusal({ ...good, name: "bob", hash: "s3cret" }), 'users file /u.json: entry 2 ("bob"): "hash" must be a bcrypt hash');
     assert.equal(refusal({ ...good, name: "bob", hash: undefined }), 'users file /u.json: entry 2 ("bob"): "hash" must be a bcrypt hash');
+    // bcrypt takes costs 4 to 31 only: with another, no password would ever match, and nothing would say why.
+    for (const cost of ["00", "03", "32", "99"]) {
+      assert.equal(refusal({ ...good, name: "bob", hash: hash.replace("$04$", `$${cost}$`) }), `users file /u.json: entry 2 ("bob"): "hash" has bcrypt cost ${cost}, which bcrypt does not take (4 to 31)`);
+    }
     assert.equal(refusal({ ...good, name: "bob", home: "" }), 'users file /u.json: entry 2 ("bob"): "home" must be a non-empty path');
     assert.equal(refusal({ ...good, name: "bob", readOnly: "no" }), 'users file /u.json: entry 2 ("bob"): "readOnly" must be true or false');
     assert.match(refusal({ ...good, name: "bob", perms: ["list", "fly"] }), /^users file \/u\.json: entry 2 \("bob"\): "perms" must be a list of /);

@@ -340,6 +340,9 @@ function toRecord(raw: unknown): UserRecord | string {
   if (typeof name !== "string" || !NAME_RE.test(name)) return ': "name" must be 1-64 letters, digits, ".", "_", "@" or "-", not starting with "."';
   const wrong = (what: string): string => ` (${quote(name)}): ${what}`;
   if (typeof hash !== "string" || !HASH_RE.test(hash)) return wrong('"hash" must be a bcrypt hash');
+  // With a cost bcrypt does not take, every password check is false at once: a user no login could
+  // ever be, and one an unknown name would not take as long as.
+  if (costOf(hash) === null) return wrong(`"hash" has bcrypt cost ${hash.slice(4, 6)}, which bcrypt does not take (4 to 31)`);
   if (typeof home !== "string" || home === "" || home.includes("\0")) return wrong('"home" must be a non-empty path');
   if (typeof readOnly !== "boolean") return wrong('"readOnly" must be true or false');
   const perms = r.perms === undefined ? undefined : toPerms(r.perms);
