@@ -197,13 +197,6 @@ export function parseUsersDocument(text: string, file: string): UsersDocument {
     const rec = toRecord(raw);
     if (typeof rec === "string") throw new UserError("corrupt", `users file ${file}: entry ${i + 1}${rec}`);
     if (seen.has(rec.name)) throw new UserError("corrupt", `users file ${file}: user ${quote(rec.name)} appears twice`);
-    const cost = costOf(rec.hash);
-    if (cost !== null && cost > MAX_STORED_COST) {
-      throw new UserError(
-        "corrupt",
-        `users file ${file}: user ${quote(rec.name)} has a bcrypt hash of cost ${cost}; berth checks hashes of cost up to ${MAX_STORED_COST}, as each step doubles the time a login takes`,
-      );
-    }
     seen.add(rec.name);
     return rec;
   });
@@ -342,7 +335,9 @@ function toRecord(raw: unknown): UserRecord | string {
   if (typeof hash !== "string" || !HASH_RE.test(hash)) return wrong('"hash" must be a bcrypt hash');
   // With a cost bcrypt does not take, every password check is false at once: a user no login could
   // ever be, and one an unknown name would not take as long as.
-  if (costOf(hash) === null) return wrong(`"hash" has bcrypt cost ${hash.slice(4, 6)}, which bcrypt does not take (4 to 31)`);
+  const cost = costOf(hash);
+  if (cost === null) return wrong(`"hash" has bcrypt cost ${hash.slice(4, 6)}, which bcrypt does not take (4 to 31)`);
+  if (cost > MAX_STORED_COST) return wrong(`"hash" has bcrypt cost ${cost}; berth checks hashes of cost up to ${MAX_STORED_COST}, as each step doubles the time a login takes`);
   if (typeof home !== "string" || home === "" || home.includes("\0")) return wrong('"home" must be a non-empty path');
   if (typeof readOnly !== "boolean") return wrong('"readOnly" must be true or false');
   const perms = r.perms === undefined ? undefined : toPerms(r.perms);
