@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { link, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, utimes, writeFile } from "node:fs/promises";
+import { chmod, link, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -19,6 +19,8 @@ let jail: JailedFs;
 
 const vp = (arg: string): VirtualPath => resolveVirtual(ROOT, arg);
 const store = { kind: "store", offset: 0, exclusive: false } as const;
+/** The uid of "nobody", an account that owns nothing here. */
+const NOBODY = 65534;
 
 /** Asserts that `p` rejects with an FtpError (of `code` if given) whose message hides real paths. */
 async function refused(p: Promise<unknown>, code = 550, message?: string): Promise<FtpError> {
@@ -350,6 +352,28 @@ void describe("uploads", () => {
     await up2.commit();
     assert.equal(await readHome("keep.txt"), "new");
     assert.ok(!(await readdir(jail.root)).some((n) => n.startsWith(".berth-upload-")));
+  });
+
+  void it("store over a file the server may not write (mode 0444) is refused as appending to it is: the file is kept, no temp file is left", async () => {
+    // As root every file is writable: the upload is tried as another account (seteuid), which
+    // may write the directory but not the file.
+    await chmod(base, 0o711);
+    await mkdir(home("ro-dir"));
+    await chmod(home("ro-dir"), 0o777);
+    await writeFile(home("ro-dir", "kept.txt"), "KEPT");
+    await chmod(home("ro-dir", "kept.txt"), 0o444);
+    const v = vp("/ro-dir/kept.txt");
+    const asRoot = process.geteuid?.() === 0;
+    if (asRoot) process.seteuid?.(NOBODY);
+    try {
+      await refused(jail.openUpload(v, { kind: "append", offset: 0, exclusive: false }), 550, "Permission denied");
+      await refused(jail.openUpload(v, { kind: "store", offset: 1, exclusive: false }), 550, "Permission denied");
+      await refused(jail.openUpload(v, store), 550, "Permission denied");
+    } finally {
+      if (asRoot) process.seteuid?.(0);
+    }
+    assert.equal(await readHome("ro-dir", "kept.txt"), "KEPT");
+    assert.deepEqual(await readdir(home("ro-dir")), ["kept.txt"]);
   });
 
   void it("store over an existing file whose directory is renamed meanwhile: the directory is held, so commit replaces the file under its new name; abort keeps the old one; no temp file left", async () => {

@@ -69,7 +69,10 @@ export async function openUpload(root: RealPath, vpath: VirtualPath, opts: Uploa
     if (opts.offset > 0) return await openAtOffset(root, at, target.exists, opts.offset);
     // A replaced file keeps its permission bits (a private 0600 file, a 0755 script), as it would
     // written in place; only a new file takes the umask's.
-    if (target.lstat !== null) return await openTemp(at, target.lstat.mode & 0o777);
+    if (target.lstat !== null) {
+      await mayWrite(at);
+      return await openTemp(at, target.lstat.mode & 0o777);
+    }
     return await createNew(root, at, opts.exclusive, mode);
   } catch (err) {
     dir.release();
@@ -318,6 +321,17 @@ async function openTemp(t: Target, mode: number): Promise<Upload> {
     replaces,
     name,
   );
+}
+
+/** Refuses (EACCES, 550) to replace a file the server may not write. The temp file is renamed
+ * over it, which rename(2) allows wherever the directory is writable, whatever the file's own
+ * mode: a file made 0444 (SITE CHMOD) or another account's would be replaced where APPE and
+ * REST+STOR, which open it for writing, are refused, and where vsftpd and ProFTPD, which open it
+ * with O_TRUNC, refuse the upload. So it is opened for writing first, as they do, and closed:
+ * the kernel decides, ACLs and all, and nothing is written to it. */
+async function mayWrite(t: Target): Promise<void> {
+  const handle = await open(t.dir.at(t.name), O_WRONLY | SAFE);
+  await handle.close();
 }
 
 /** True for the name of an upload temp file no running upload of this process writes: one left
