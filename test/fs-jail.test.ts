@@ -175,6 +175,31 @@ void describe("path attacks", () => {
     assert.equal(await readHome("z".repeat(255)), "long");
   });
 
+  void it("nothing is made whose real path would be longer than PATH_MAX, though its virtual path is not: the deepest directory made can be entered", async () => {
+    // 15 directories of 255 bytes, then a name of 255: a virtual path of 4096 bytes, which the
+    // home's own path makes longer than the kernel takes in one path.
+    const deep = vp(Array.from({ length: 15 }, () => "d".repeat(255)).join("/"));
+    let at = ROOT as VirtualPath;
+    for (const name of deep.split("/").slice(1)) {
+      at = vp(`${at}/${name}`);
+      await jail.mkdir(at);
+    }
+    try {
+      assert.ok(await jail.isDirectory(deep), "the deepest directory made can be entered");
+      const v = vp(`${deep}/${"e".repeat(255)}`);
+      assert.ok(path.join(jail.root, v).length > 4095);
+      await refused(jail.mkdir(v), 553, "File name not allowed");
+      await refused(jail.openUpload(v, store), 553, "File name not allowed");
+      await refused(jail.openUpload(v, { kind: "append", offset: 0, exclusive: false }), 553, "File name not allowed");
+      await refused(jail.openUpload(v, { kind: "store", offset: 0, exclusive: true }), 553, "File name not allowed");
+      await put(`${deep}/f`, "f");
+      await refused(jail.rename(vp(`${deep}/f`), v), 553, "File name not allowed");
+      assert.deepEqual(await readdir(path.join(jail.root, deep)), ["f"]);
+    } finally {
+      await rm(home("d".repeat(255)), { recursive: true, force: true });
+    }
+  });
+
   void it("a forged VirtualPath with .. or NUL is refused", async () => {
     for (const forged of ["/../outside/secret.txt", "/pub/../../outside", "/a\0b"]) {
       await refused(jail.stat(forged as VirtualPath), 553);

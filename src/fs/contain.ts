@@ -64,6 +64,26 @@ function plainUnder(root: RealPath, vpath: VirtualPath): boolean {
   return isPlainPath(vpath) && !root.endsWith("/") && !vpath.includes(TEMP_SEGMENT);
 }
 
+/** Longest real path the kernel takes in one call, in bytes (Linux PATH_MAX, less its NUL). */
+const MAX_REAL_PATH_BYTES = 4095;
+
+/** True when the real path of `vpath` below `root` is longer than the kernel takes. The virtual
+ * path is held to MAX_PATH_BYTES (fs/vpath.ts), but on the disk the home's own path comes before
+ * it: an entry made there would be refused (ENAMETOOLONG) by every command that names it by its
+ * real path (a stat, CWD, a listing of it), so the commands that make one refuse it first
+ * (tooDeepToMake). */
+export function beyondPathMax(root: RealPath, vpath: VirtualPath): boolean {
+  // A UTF-16 unit is at most three bytes: the usual path needs no count.
+  if ((root.length + vpath.length) * 3 <= MAX_REAL_PATH_BYTES) return false;
+  return Buffer.byteLength(path.join(root, vpath)) > MAX_REAL_PATH_BYTES;
+}
+
+/** The refusal of a new entry whose real path would be too long (beyondPathMax): 553, as for a
+ * virtual path too long. */
+export function tooDeepToMake(): FtpError {
+  return new FtpError(553, "File name not allowed", "real path longer than PATH_MAX");
+}
+
 /** Resolves `vpath` through every symlink; refuses it when the result would be outside `root`.
  * A missing final part is fine (exists: false) as long as no dangling link stands in its place. */
 export async function locate(root: RealPath, vpath: VirtualPath): Promise<Located> {

@@ -10,7 +10,7 @@ import { mkdir, readdir, rmdir, utimes } from "node:fs/promises";
 import path from "node:path";
 import { FtpError, isFtpError } from "../protocol/errors.ts";
 import { beneathNow, holdRoot, openBeneath, releaseRoot, type HeldRoot } from "./beneath.ts";
-import { locate, relBelow } from "./contain.ts";
+import { beyondPathMax, locate, relBelow, tooDeepToMake } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { makeDirs } from "./mkdirs.ts";
 import { DEFAULT_UMASK, fixDirMode, modesFor, type CreateModes } from "./modes.ts";
@@ -210,17 +210,23 @@ export class JailedFs {
     });
   }
 
-  /** Opens `v` for an upload (STOR, STOU, APPE, REST+STOR; see UploadOptions and Upload). */
+  /** Opens `v` for an upload (STOR, STOU, APPE, REST+STOR; see UploadOptions and Upload). A new
+   * file too deep for its real path to be named (beyondPathMax) is not made. */
   openUpload(v: VirtualPath, opts: UploadOptions): Promise<Upload> {
-    return guard(() => openUpload(this.root, v, opts, this.modes.file));
+    return guard(async () => {
+      if (beyondPathMax(this.root, v) && !(await this.exists(v))) throw tooDeepToMake();
+      return await openUpload(this.root, v, opts, this.modes.file);
+    });
   }
 
-  /** Creates directory `v`; its parent must exist. */
+  /** Creates directory `v`; its parent must exist. Not one too deep for its real path to be named
+   * (beyondPathMax). */
   mkdir(v: VirtualPath): Promise<void> {
     return guard(async () => {
       if (v === ROOT) throw new FtpError(550, "File exists");
       await this.atEntry(v, async (at, lst) => {
         if (lst !== null) throw new FtpError(550, "File exists");
+        if (beyondPathMax(this.root, v)) throw tooDeepToMake();
         await mkdir(at, this.modes.dir);
         await fixDirMode(at, this.modes.dir);
       });
@@ -268,6 +274,8 @@ export class JailedFs {
       return await this.atEntry(from, (a, lst) => {
         const source = present(lst);
         return this.atEntry(to, async (b, target) => {
+          // A new name too deep to be named by its real path is not made (beyondPathMax).
+          if (target === null && beyondPathMax(this.root, to)) throw tooDeepToMake();
           if (noReplace) {
             if (target !== null) throw new FtpError(550, "File exists");
             if (await renameNoReplace(a, b)) return false;
