@@ -583,6 +583,25 @@ void describe("directory and metadata operations", () => {
     await refused(jail.unlink(vp("/d1")), 550, "No such file or directory");
   });
 
+  void it("rmdir of a directory that lists empty removes the temp files a killed server left in it, not what is only named alike", async () => {
+    const left = ".berth-upload-0123456789abcdef";
+    await mkdir(home("rm-left"));
+    await writeFile(home("rm-left", left), "left behind");
+    await jail.rmdir(vp("/rm-left"));
+    assert.equal(await jail.exists(vp("/rm-left")), false);
+    // Kept by a listing (it removes only the names berth makes, files only): kept by rmdir too.
+    for (const [dir, made] of [
+      ["rm-restored", () => writeFile(home("rm-restored", ".berth-upload-restored"), "precious")],
+      ["rm-dir", () => mkdir(home("rm-dir", left))],
+    ] as const) {
+      await mkdir(home(dir));
+      await made();
+      await refused(jail.rmdir(vp(`/${dir}`)), 550, "Directory not empty");
+      assert.equal((await readdir(home(dir))).length, 1);
+      await rm(home(dir), { recursive: true });
+    }
+  });
+
   void it("the root can be neither removed nor renamed", async () => {
     await refused(jail.rmdir(ROOT), 550);
     await refused(jail.rename(ROOT, vp("/x")), 550);

@@ -18,7 +18,7 @@ import { chmodNoFollow, holdEntry, holdTarget, locateHeld, pinDir, pinParent } f
 import { Entries, NO_TEMPS, readListing, toEntryStat, type ListingExtras } from "./listing.ts";
 import type { ListingTicket } from "./listgate.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
-import { open, quickFile, realpath, regularSize, rename, renameNoReplace, stat, unlink } from "./quick.ts";
+import { lstat, open, quickFile, realpath, regularSize, rename, renameNoReplace, stat, unlink } from "./quick.ts";
 import { FILE_EXISTS, isStaleTemp, openUpload, STALE_TEMP_AGE_MS, sweepStaleTemps } from "./upload.ts";
 import { basename, isPlainName, joinVirtual, MAX_NAME_BYTES, ROOT } from "./vpath.ts";
 
@@ -371,12 +371,15 @@ export class JailedFs {
   }
 
   /** Removes the entries of directory `at` when every one is a stale upload temp file (see
-   * isStaleTemp); true when it did. The directory is held open, never followed if a link. */
+   * isStaleTemp), a regular file as an upload makes it; true when it did. The directory is held
+   * open, never followed if a link. */
   private async removeStaleTemps(at: string): Promise<boolean> {
     const dir = await pinDir(this.root, at as RealPath, false);
     try {
       const names = await readdir(dir.at());
       if (!names.every(isStaleTemp)) return false;
+      // A directory so named was made by other means, and keeps its parent as anything else does.
+      for (const name of names) if (!(await lstat(dir.at(name))).isFile()) return false;
       for (const name of names) await unlink(dir.at(name));
       return true;
     } finally {

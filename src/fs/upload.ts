@@ -334,10 +334,16 @@ async function mayWrite(t: Target): Promise<void> {
   await handle.close();
 }
 
-/** True for the name of an upload temp file no running upload of this process writes: one left
- * by a server that was killed mid-upload, which nothing will ever rename or remove. */
+/** What follows the prefix in a temp file's name as openTemp makes it: 16 hex digits. Anything
+ * else that begins with the prefix (put there by other means: restored from a backup, say) is
+ * left alone, by a listing's sweep and by RMD alike. */
+const TEMP_SUFFIX = /^[0-9a-f]{16}$/;
+
+/** True for the name of an upload temp file, as openTemp names them, that no running upload of
+ * this process writes: one left by a server that was killed mid-upload, which nothing will ever
+ * rename or remove. */
 export function isStaleTemp(name: string): boolean {
-  return isUploadTemp(name) && !runningTemps.has(name);
+  return isUploadTemp(name) && TEMP_SUFFIX.test(name.slice(UPLOAD_TEMP_PREFIX.length)) && !runningTemps.has(name);
 }
 
 /** How long, at least, an upload temp file that no upload of this process writes must have gone
@@ -352,10 +358,6 @@ export const STALE_TEMP_AGE_MS = 24 * 3600_000;
  * left behind (some 30 µs each to remove), which would otherwise keep every other session
  * waiting for the whole sweep. */
 const SWEEP_SLICE_MS = 2;
-
-/** What follows the prefix in a temp file's name as openTemp makes it: 16 hex digits. A sweep
- * leaves anything else that begins with the prefix (put there by other means) alone. */
-const TEMP_SUFFIX = /^[0-9a-f]{16}$/;
 
 /**
  * Removes, from the directory `dir` (its path through the directory held open), those of `names`
@@ -378,7 +380,7 @@ export async function sweepStaleTemps(
       await new Promise<void>((resolve) => setImmediate(resolve));
       slice = performance.now();
     }
-    if (!isStaleTemp(name) || !TEMP_SUFFIX.test(name.slice(UPLOAD_TEMP_PREFIX.length))) continue;
+    if (!isStaleTemp(name)) continue;
     const at = `${dir}/${name}`;
     try {
       const st = await lstatOrNull(at);
