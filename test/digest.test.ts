@@ -311,6 +311,23 @@ describe("digestFile", () => {
     }
   });
 
+  it("a file that ends before the range does (cut short after it was opened) rejects as io, on the worker and without it, never with the digest of fewer bytes", async () => {
+    const p = join(dir, "short");
+    writeFileSync(p, "0123456789");
+    const fd = openSync(p, "r");
+    try {
+      for (const noWorker of [false, true]) {
+        await resetDigestWorkerForTest(noWorker);
+        await assert.rejects(digestFile(fd, "SHA-256", 0, 20).result, (err: unknown) => err instanceof DigestError && err.kind === "io");
+        await assert.rejects(digestFile(fd, "CRC32", 4, 11).result, (err: unknown) => err instanceof DigestError && err.kind === "io");
+        assert.equal(await digestFile(fd, "MD5", 0, 10).result, hex("md5", Buffer.from("0123456789")));
+      }
+    } finally {
+      await resetDigestWorkerForTest(false);
+      closeSync(fd);
+    }
+  });
+
   it("a read error rejects as io with its code", async () => {
     const fd = openSync(dir, "r"); // a directory: read() fails with EISDIR
     try {

@@ -13,6 +13,11 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { RequestWorker, WorkerStopped } from "./requestworker.ts";
 
+/** Why a digest stopped where the file ended before the range did (followed by where): the file
+ * was cut short after it was opened, and the size the range was checked against is gone. A digest
+ * of the bytes that were left would be answered as that of the whole range (HASH names it). */
+const SHORT = "the file ended before the range did, at byte ";
+
 /** The algorithms, by their names in the HASH registry (draft-bryan-ftpext-hash §4). */
 export const HASH_ALGORITHMS = ["SHA-1", "SHA-256", "SHA-512", "MD5", "CRC32"] as const;
 export type HashAlgorithm = (typeof HASH_ALGORITHMS)[number];
@@ -80,6 +85,7 @@ const { parentPort } = require("node:worker_threads");
 const { readSync } = require("node:fs");
 const { makeHasher } = require(${JSON.stringify(HASHER_PATH)});
 const CHUNK = ${CHUNK};
+const SHORT = ${JSON.stringify(SHORT)};
 const buf = Buffer.allocUnsafe(CHUNK);
 parentPort.on("message", ({ id, fd, algo, start, end, flag }) => {
   const cancelled = new Int32Array(flag);
@@ -88,7 +94,7 @@ parentPort.on("message", ({ id, fd, algo, start, end, flag }) => {
     for (let pos = start; pos < end; ) {
       if (Atomics.load(cancelled, 0) !== 0) return parentPort.postMessage({ id, cancelled: true });
       const n = readSync(fd, buf, 0, Math.min(CHUNK, end - pos), pos);
-      if (n === 0) break;
+      if (n === 0) return parentPort.postMessage({ id, error: { message: SHORT + pos } });
       h.update(buf.subarray(0, n));
       pos += n;
     }
@@ -113,7 +119,8 @@ const worker = new RequestWorker<Answer>("checksum worker", workerSource);
 /**
  * The digest of bytes `start` to `end` (exclusive) of open file `fd`, as lower-case hex. The
  * descriptor must stay open until the result settles. Rejects with a DigestError: "busy" when
- * MAX_QUEUED requests are already waiting, "cancelled" after cancel(), "io" for a read error.
+ * MAX_QUEUED requests are already waiting, "cancelled" after cancel(), "io" for a read error or a
+ * file that ends before `end` (SHORT).
  */
 export function digestFile(fd: number, algo: HashAlgorithm, start: number, end: number): DigestJob {
   const flag = new SharedArrayBuffer(4);
@@ -153,7 +160,7 @@ async function digestHere(fd: number, name: string, start: number, end: number, 
     const n = await new Promise<number>((resolve, reject) =>
       read(fd, buf, 0, Math.min(buf.length, end - pos), pos, (err, bytes) => (err ? reject(new DigestError("io", err.message, err.code)) : resolve(bytes))),
     );
-    if (n === 0) break;
+    if (n === 0) throw new DigestError("io", SHORT + pos);
     h.update(buf.subarray(0, n));
     pos += n;
   }
