@@ -4,7 +4,7 @@
  * replaced file intact, the file-count quota, DELE giving space back, and `berth user list`.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { readFile, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -19,6 +19,8 @@ import { download, ftpLogin, payload, rawLogin, upload, withServer } from "./hel
 import { endUpload, pasvPort, portsFree, sizeReached, startUpload, tempFiles, twoSessions } from "./helpers/uploads.ts";
 
 const KIB = 1024;
+/** The uid and gid of "nobody", an account that owns nothing here. */
+const NOBODY = 65534;
 
 /** carol has her own quota of 100 KiB and 3 files. */
 const CAROL = { name: "carol", password: "carol-pw", quotaBytes: 100 * KIB, quotaFiles: 3 };
@@ -236,6 +238,39 @@ describe("file-count quota and DELE", () => {
           await expect552(upload(second, "y", "y.txt"));
         } finally {
           second.close();
+        }
+      },
+      { config: { quota: { bytes: 0, files: 0, rescanAfter: 0 } }, users: [CAROL] },
+    );
+  });
+
+  it("a directory the client made unreadable or unsearchable (SITE CHMOD 000, 600) keeps what it holds in the count at a recount", async () => {
+    await withServer(
+      async (t) => {
+        mkdirSync(path.join(t.home("carol"), "d"), { recursive: true });
+        // As root every directory is readable: the server is run as another account meanwhile,
+        // which owns the files, as a server that is not root does.
+        const asRoot = process.geteuid?.() === 0;
+        if (asRoot) execFileSync("chown", ["-R", `${NOBODY}:${NOBODY}`, t.root]);
+        if (asRoot) execFileSync("chmod", ["0755", t.root]);
+        if (asRoot) process.setegid?.(NOBODY);
+        if (asRoot) process.seteuid?.(NOBODY);
+        try {
+          let c = await rawLogin(t, "carol");
+          await c.expect("TYPE I", 200);
+          assert.equal(await rawStore(c, "STOR", "d/a.bin", payload(90 * KIB)), 226);
+          for (const mode of ["000", "600"]) {
+            await c.expect(`SITE CHMOD ${mode} d`, 200);
+            await c.close();
+            c = await rawLogin(t, "carol"); // rescanAfter 0: every login recounts
+            await c.expect("TYPE I", 200);
+            assert.equal(await rawStore(c, "STOR", "b.bin", payload(90 * KIB)), 552, `with d ${mode}`);
+            await c.expect("SITE CHMOD 755 d", 200);
+          }
+          await c.close();
+        } finally {
+          if (asRoot) process.seteuid?.(0);
+          if (asRoot) process.setegid?.(0);
         }
       },
       { config: { quota: { bytes: 0, files: 0, rescanAfter: 0 } }, users: [CAROL] },

@@ -217,7 +217,8 @@ export async function homeUsage(users: readonly UserInfo[], budgetMs = LIST_SCAN
 function usageText(usage: Usage | null | undefined): string {
   if (!usage) return "-";
   const text = `${formatSize(usage.bytes)}, ${usage.files} file${usage.files === 1 ? "" : "s"}`;
-  return usage.partial ? `at least ${text} (counting stopped after ${LIST_SCAN_MS / 1000} s)` : text;
+  if (!usage.partial) return text;
+  return `at least ${text} (${usage.unreadable ? "a directory it holds cannot be read" : `counting stopped after ${LIST_SCAN_MS / 1000} s`})`;
 }
 
 /** A plain-text table of users: name, home, read-only, permissions, usage of the home, limits. */

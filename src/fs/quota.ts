@@ -207,7 +207,8 @@ export class HomeUsage {
 
   /** Counts the home. A first count is retried when changes raced with it; a recount that raced
    * with changes is dropped (the incremental count stays, and is checked again at a later login).
-   * A walk that ran out of descriptors part-way is no count: a first one is a 451 for the upload
+   * A walk that stopped part-way (out of descriptors, or at a directory of the server's own it may
+   * not read or search: fs/usage.ts) is no count: a first one is a 451 for the upload
    * that waits for it (the next one counts again), a recount keeps the count there was. */
   private scan(first: boolean): Promise<void> {
     const run = async (): Promise<void> => {
@@ -216,7 +217,8 @@ export class HomeUsage {
         const usage = await scanUsage(this.root, this.limiter);
         if (usage.partial) {
           if (!first) return;
-          throw new FtpError(451, "Local error: too many open files", "the home's usage could not be counted");
+          const why = usage.unreadable ? "a directory of the server's own in the home may not be read or searched (its mode)" : "out of descriptors, or nested too deep";
+          throw new FtpError(451, "Local error: the home's usage could not be counted", `the walk of the home stopped part-way: ${why}`);
         }
         if (before === this.changes || (first && tries >= SCAN_RETRIES)) {
           this.counted = usage;

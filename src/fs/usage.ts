@@ -3,7 +3,7 @@
  * followed, so nothing outside the home is counted) and a bounded number of filesystem calls in
  * flight, so a large home cannot flood the libuv thread pool that transfers use too.
  */
-import { lstat, readdir, realpath } from "node:fs/promises";
+import { lstat, readdir, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import { isUploadTemp } from "./contain.ts";
 import { pinChild, pinDir, type PinnedDir } from "./pin.ts";
@@ -15,9 +15,12 @@ export interface Usage {
   readonly bytes: number;
   /** Number of its regular files (directories and symlinks are not counted). */
   readonly files: number;
-  /** Set when the walk stopped at its deadline, or ran out of descriptors part-way: the home holds
-   * at least this much. */
+  /** Set when the walk stopped at its deadline, or part-way (out of descriptors, or at a directory
+   * of the server's own it may not read or search): the home holds at least this much. */
   readonly partial?: true;
+  /** Set with `partial` when the walk stopped at a directory of the server's own it may not read
+   * or search. */
+  readonly unreadable?: true;
 }
 
 /** Runs at most `max` async steps at once, in arrival order. */
@@ -56,7 +59,8 @@ const SCAN_CONCURRENCY = 8;
  * scans, as many as `limiter` allows). Entries that vanish or cannot be read are skipped; so are
  * in-progress upload temp files (their bytes are counted when they land). A directory that cannot
  * be opened because the process is out of descriptors (EMFILE, ENFILE) is not one that cannot be
- * read: the walk stops there and the result is marked partial. Each directory is held
+ * read: the walk stops there and the result is marked partial, as it is at a directory this process
+ * owns yet may not read or search (ownDenial). Each directory is held
  * open while it is read (fs/pin.ts), opened without following its last part and checked to be
  * below `root`, and its files are looked at through it: a directory swapped for a link while the
  * walk runs is not followed out of the home. With a `deadline` (a Date.now() value), no directory is
@@ -65,6 +69,7 @@ export async function scanUsage(root: string, limiter?: Limiter, deadline = Infi
   let bytes = 0;
   let files = 0;
   let partial = false;
+  let unreadable = false;
   let top: RealPath;
   try {
     top = (await realpath(root)) as RealPath;
@@ -79,16 +84,29 @@ export async function scanUsage(root: string, limiter?: Limiter, deadline = Infi
   const read = async (dir: PinnedDir, held = 0): Promise<void> => {
     const names: string[] = [];
     const deep: string[] = [];
-    for (const e of await io(() => readdir(dir.at(), { withFileTypes: true }))) {
+    let firstDir: string | undefined;
+    const entries = await io(() => readdir(dir.at(), { withFileTypes: true })).catch(async (err: unknown) => {
+      throw (await ownDenial(err, dir)) ? ownUnreadable() : err;
+    });
+    for (const e of entries) {
       if (e.isDirectory()) {
         const sub = path.join(dir.real, e.name);
         // A directory renamed into a deep one lies deeper than any path can name (PATH_MAX): no
         // open by its path reaches it, and left out, what it holds would leave the count at the
         // next recount (RNTO /B /A/<4000 bytes>/B, then upload as much again). It is read through
         // this one, still held.
+        firstDir ??= e.name;
         if (Buffer.byteLength(sub) < PATH_MAX) queue.push(sub);
         else deep.push(e.name);
       } else if (e.isFile() && !isUploadTemp(e.name)) names.push(e.name);
+    }
+    // Every name is looked up through the directory: one it may not search (a mode such as 0600)
+    // hides all it holds as one it may not read does.
+    const probe = names[0] ?? firstDir;
+    if (probe !== undefined) {
+      await io(() => lstat(dir.at(probe))).catch(async (err: unknown) => {
+        if (await ownDenial(err, dir)) throw ownUnreadable();
+      });
     }
     await Promise.all(
       names.map(async (name) => {
@@ -135,6 +153,7 @@ export async function scanUsage(root: string, limiter?: Limiter, deadline = Infi
           .catch((err: unknown) => {
             if (!stopsWalk(err)) return;
             partial = true;
+            if ((err as NodeJS.ErrnoException).code === OWN_UNREADABLE) unreadable = true;
             queue.length = 0;
           })
           .finally(() => {
@@ -146,14 +165,33 @@ export async function scanUsage(root: string, limiter?: Limiter, deadline = Infi
     };
     pump();
   });
-  return partial ? { bytes, files, partial } : { bytes, files };
+  if (!partial) return { bytes, files };
+  return unreadable ? { bytes, files, partial, unreadable } : { bytes, files, partial };
 }
 
-/** Whether a failure stops a walk, its result partial: out of descriptors (EMFILE, ENFILE), or a
+/** Whether `err`, from reading or searching held directory `dir`, is a refusal (EACCES, EPERM)
+ * of a directory this process owns: its owner's bits were taken away, by a client of this server
+ * (SITE CHMOD 000 or 600) or by hand, and what it holds is there, uncounted. Skipped, as one of
+ * another account's is (lost+found at the top of a volume), it would leave the count at the next
+ * recount, and room for as much again would be free until its mode is given back. */
+async function ownDenial(err: unknown, dir: PinnedDir): Promise<boolean> {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  if (code !== "EACCES" && code !== "EPERM") return false;
+  return (await stat(dir.at()).catch(() => null))?.uid === process.geteuid?.();
+}
+
+/** The code of the failure that an ownDenial stops the walk with. */
+const OWN_UNREADABLE = "EOWNUNREADABLE";
+
+function ownUnreadable(): Error {
+  return Object.assign(new Error("a directory of the server's own that it may not read or search"), { code: OWN_UNREADABLE });
+}
+
+/** Whether a failure stops a walk, its result partial: out of descriptors (EMFILE, ENFILE), a
  * directory too deep for its path where it cannot be read through its parent (ENAMETOOLONG, no
- * /proc): what it holds is there, uncounted. Anything else is a directory gone or swapped for a
- * link meanwhile, skipped. */
+ * /proc), or one of the server's own it may not read or search (ownDenial): what it holds is there,
+ * uncounted. Anything else is a directory gone or swapped for a link meanwhile, skipped. */
 function stopsWalk(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | null)?.code;
-  return code === "EMFILE" || code === "ENFILE" || code === "ENAMETOOLONG";
+  return code === "EMFILE" || code === "ENFILE" || code === "ENAMETOOLONG" || code === OWN_UNREADABLE;
 }
