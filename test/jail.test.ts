@@ -17,6 +17,8 @@ import { rawLogin, withServer } from "./helpers/run.ts";
 import type { TestServer } from "./helpers/server.ts";
 
 const SECRET = "TOPSECRET-outside-the-jail";
+/** The uid and gid of "nobody", an account that owns nothing here. */
+const NOBODY = 65534;
 /** A name no fixture uses: if it shows up anywhere outside the home, a write escaped. */
 const MARK = "pwned-by-jail-test";
 
@@ -616,5 +618,41 @@ describe("odd paths inside the home: each command answers with a clear reply, an
         await raw.close();
       }
     }, { config: { limits: { maxLineLength: 8192 } } }); // paths longer than the default line
+  });
+});
+
+describe("a directory the server may not search", () => {
+  it("CWD into it is 550 Permission denied, as chdir(2) would be, and the session stays where it was", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await mkdir(join(home, "locked", "sub"), { recursive: true });
+      await mkdir(join(home, "open"));
+      // No search (x) bit for anyone; as root every directory is searchable, so the server is
+      // run as another account meanwhile, which owns the rest of the home.
+      const asRoot = process.geteuid?.() === 0;
+      if (asRoot) execFileSync("chown", ["-R", `${NOBODY}:${NOBODY}`, t.root]);
+      if (asRoot) execFileSync("chmod", ["0755", t.root]);
+      if (asRoot) execFileSync("chown", ["0:0", join(home, "locked")]);
+      execFileSync("chmod", ["0600", join(home, "locked")]);
+      if (asRoot) process.setegid?.(NOBODY);
+      if (asRoot) process.seteuid?.(NOBODY);
+      try {
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("CWD open", 250);
+          assert.equal((await raw.expect("CWD ../locked", 550)).message, "Permission denied");
+          assert.equal((await raw.expect("PWD", 257)).message, '"/open" is the current directory');
+          await raw.expect("CWD /locked/sub", 550);
+          await raw.expect("CDUP", 200);
+          await raw.expect("CWD nothing-here", 550);
+        } finally {
+          await raw.close();
+        }
+      } finally {
+        if (asRoot) process.seteuid?.(0);
+        if (asRoot) process.setegid?.(0);
+        execFileSync("chmod", ["0755", join(home, "locked")]);
+      }
+    });
   });
 });

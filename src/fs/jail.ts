@@ -14,7 +14,7 @@ import { beyondPathMax, locate, relBelow, tooDeepToMake } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { makeDirs } from "./mkdirs.ts";
 import { DEFAULT_UMASK, fixDirMode, modesFor, type CreateModes } from "./modes.ts";
-import { chmodNoFollow, holdEntry, holdTarget, locateHeld, pinDir, pinParent } from "./pin.ts";
+import { chmodNoFollow, holdEntry, holdTarget, locateHeld, pinDir, pinParent, type HeldTarget } from "./pin.ts";
 import { Entries, NO_TEMPS, readListing, toEntryStat, type ListingExtras } from "./listing.ts";
 import type { ListingTicket } from "./listgate.ts";
 import type { DirEntry, Download, EntryStat, RealPath, Upload, UploadOptions, VirtualPath } from "./types.ts";
@@ -146,6 +146,29 @@ export class JailedFs {
     } catch (err) {
       if (isFtpError(err) && (err.code === 550 || err.code === 553)) return false;
       throw err;
+    }
+  }
+
+  /** For CWD: true when `v` is a directory the server may enter; false when it is missing, a file
+   * or refused (as isDirectory). One whose mode denies the server the search (x) bit is 550
+   * Permission denied, as chdir(2) would be: entered, it would leave the session where every
+   * command fails, each as if nothing were there. */
+  async canEnter(v: VirtualPath): Promise<boolean> {
+    let held: HeldTarget;
+    try {
+      held = await guard(() => holdTarget(this.root, v));
+    } catch (err) {
+      if (isFtpError(err) && (err.code === 550 || err.code === 553)) return false;
+      throw err;
+    }
+    try {
+      if (!held.stats.isDirectory()) return false;
+      // A name looked up in it, "." itself, needs the search bit (the descriptor held is O_PATH,
+      // which needs none).
+      await guard(() => stat(`${held.at()}/.`));
+      return true;
+    } finally {
+      held.release();
     }
   }
 

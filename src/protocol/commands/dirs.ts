@@ -20,11 +20,11 @@ async function cdup(s: Session): Promise<void> {
 async function changeDir(s: Session, arg: string): Promise<void> {
   const target = s.resolve(arg);
   const fs = s.requireFs();
-  if (!(await fs.isDirectory(target))) {
+  if (!(await fs.canEnter(target))) {
     // A file there is there: "No such directory" would tell the client the name is free. A link
     // that leads nowhere (or out of the jail) leads to no file either.
     const file = await fs.stat(target).then(
-      () => true,
+      (st) => st.type !== "dir",
       () => false,
     );
     throw new FtpError(550, file ? "Not a directory" : "No such directory");
