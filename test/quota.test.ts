@@ -557,4 +557,57 @@ describe("quota count with other sessions at work on the same file", () => {
       { users: [CAROL] },
     );
   });
+
+  it("a file deleted by another session while an upload replaces it frees nothing for that upload: it is stopped at the quota", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("carol");
+        const [a, b] = await twoSessions(t);
+        try {
+          assert.equal(await rawStore(a, "STOR", "old.bin", payload(80 * KIB)), 226);
+          const sock = await startUpload(a, "STOR", "old.bin", payload(10 * KIB, 1));
+          await sizeReached(home, 10 * KIB);
+          await b.expect("DELE old.bin", 250);
+          // The 80 KiB it was to replace are gone already: 150 KiB would be 150 of 100 KiB.
+          assert.equal(await endUpload(a, sock, payload(140 * KIB, 2)), 552);
+          await assert.rejects(stat(path.join(home, "old.bin")), { code: "ENOENT" });
+          assert.deepEqual(await tempFiles(home), []);
+          assert.equal(await rawStore(a, "STOR", "fill.bin", payload(100 * KIB)), 226);
+          await portsFree(t);
+        } finally {
+          await a.close();
+          await b.close();
+        }
+      },
+      { users: [CAROL] },
+    );
+  });
+
+  it("a file renamed away by another session while an upload replaces it frees nothing for that upload: it is stopped at the quota", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("carol");
+        const [a, b] = await twoSessions(t);
+        try {
+          assert.equal(await rawStore(a, "STOR", "old.bin", payload(80 * KIB)), 226);
+          const sock = await startUpload(a, "STOR", "old.bin", payload(10 * KIB, 1));
+          await sizeReached(home, 10 * KIB);
+          await b.expect("RNFR old.bin", 350);
+          await b.expect("RNTO kept.bin", 250);
+          // kept.bin still holds its 80 KiB: 50 more would be 130 of 100 KiB.
+          assert.equal(await endUpload(a, sock, payload(40 * KIB, 2)), 552);
+          assert.equal((await stat(path.join(home, "kept.bin"))).size, 80 * KIB);
+          await assert.rejects(stat(path.join(home, "old.bin")), { code: "ENOENT" });
+          assert.deepEqual(await tempFiles(home), []);
+          assert.equal(await rawStore(a, "STOR", "fill.bin", payload(20 * KIB + 1)), 552);
+          assert.equal(await rawStore(a, "STOR", "fill.bin", payload(20 * KIB)), 226);
+          await portsFree(t);
+        } finally {
+          await a.close();
+          await b.close();
+        }
+      },
+      { users: [CAROL] },
+    );
+  });
 });

@@ -34,6 +34,11 @@ export interface UploadIntent {
   readonly newFile: boolean;
   /** The size announced by ALLO, if any. */
   readonly announced: number | null;
+  /** The file whose bytes `freed` counts (the target as it was at the admission); null when none. */
+  readonly target: Stats | null;
+  /** The upload frees that file by renaming over its name (a replacing STOR), rather than by
+   * cutting the file itself (REST+STOR, written in place). */
+  readonly byName: boolean;
 }
 
 /** One admitted upload's share of its home's quota. */
@@ -71,6 +76,22 @@ export class LiveFile {
   }
 }
 
+/**
+ * What a running upload counts on freeing of one file (UploadIntent.freed), by the file's inode.
+ * It is given up when another command removes that file first (DELE, RNTO onto it, another upload
+ * renamed over it) or, for an upload that frees it by renaming over its name, moves it to another
+ * name: the upload frees nothing then, and its bytes count in full, so that no session stores past
+ * the quota on the strength of a file that stays or was taken out of the count already.
+ */
+class Credit {
+  constructor(
+    readonly key: string,
+    /** Bytes still credited; 0 once given up. */
+    public bytes: number,
+    readonly byName: boolean,
+  ) {}
+}
+
 const NOTHING: Usage = { bytes: 0, files: 0 };
 
 /** The key of a file in the registry of live files. */
@@ -92,6 +113,8 @@ export class HomeUsage {
   private recountWanted = false;
   /** The files running uploads write (LiveFile), by inode. */
   private readonly live = new Map<string, LiveFile>();
+  /** What running uploads count on freeing (Credit), by inode. */
+  private readonly credits = new Map<string, Credit[]>();
 
   constructor(
     private readonly root: string,
@@ -147,10 +170,47 @@ export class HomeUsage {
    * marked removed; a regular file its size; anything else nothing. */
   removal(s: Stats | null): Usage {
     if (s === null || !s.isFile()) return NOTHING;
+    this.forfeit(s, false);
     const file = this.live.get(inodeKey(s));
     if (!file) return { bytes: -s.size, files: -1 };
     file.removed = true;
     return { bytes: -file.base.bytes, files: -file.base.files };
+  }
+
+  /** The regular file with lstat `s` has been renamed (RNTO): an upload that was to replace it
+   * by its old name frees nothing now. */
+  moved(s: Stats): void {
+    this.forfeit(s, true);
+  }
+
+  /** Gives up the credits running uploads hold on the file with stats `s` (only those that free
+   * it by its name when `byNameOnly`): what they write counts in full from now on. */
+  private forfeit(s: Stats, byNameOnly: boolean): void {
+    const list = this.credits.get(inodeKey(s));
+    if (list === undefined) return;
+    for (const c of list) {
+      if (byNameOnly && !c.byName) continue;
+      this.inflight.bytes += c.bytes;
+      c.bytes = 0;
+    }
+  }
+
+  /** Records the credit of an upload that frees `bytes` of the file with stats `s`. */
+  private credit(s: Stats, bytes: number, byName: boolean): Credit {
+    const c = new Credit(inodeKey(s), bytes, byName);
+    const list = this.credits.get(c.key);
+    if (list === undefined) this.credits.set(c.key, [c]);
+    else list.push(c);
+    return c;
+  }
+
+  /** Forgets a credit whose upload is over. */
+  private uncredit(c: Credit): void {
+    const list = this.credits.get(c.key);
+    if (list === undefined) return;
+    const rest = list.filter((x) => x !== c);
+    if (rest.length === 0) this.credits.delete(c.key);
+    else this.credits.set(c.key, rest);
   }
 
   /** Recounts in the background when the count is older than `maxAgeMs` (once no upload runs:
@@ -177,14 +237,15 @@ export class HomeUsage {
 
   private reserve(limits: QuotaLimits, intent: UploadIntent): Reservation {
     const files = intent.newFile ? 1 : 0;
-    let held = -intent.freed;
+    const credit = intent.target !== null && intent.freed > 0 ? this.credit(intent.target, intent.freed, intent.byName) : null;
+    let taken = 0;
     let done = false;
     this.uploads++;
-    this.inflight.bytes += held;
+    this.inflight.bytes -= intent.freed;
     this.inflight.files += files;
     return {
       take: (n) => {
-        held += n;
+        taken += n;
         this.inflight.bytes += n;
         if (limits.bytes > 0 && this.current.bytes > limits.bytes) {
           throw new FtpError(552, `Quota exceeded: storage limit of ${formatSize(limits.bytes)} reached; upload removed`);
@@ -194,7 +255,10 @@ export class HomeUsage {
         if (done) return;
         done = true;
         this.uploads--;
-        this.inflight.bytes -= held;
+        // What this upload holds of inflight: its bytes, less the credit it still has (a credit
+        // given up went back to inflight already).
+        this.inflight.bytes -= taken - (credit !== null ? credit.bytes : intent.freed);
+        if (credit !== null) this.uncredit(credit);
         this.inflight.files -= files;
         this.apply(change);
         if (this.uploads === 0 && this.recountWanted && !this.scanning) {

@@ -58,7 +58,7 @@ export async function admitUpload(
   const home = quotaHome(s, limits, root);
   if (home) await home.ready();
   const before = home ? await fileStatsAt(root, path, true) : null;
-  const reservation = home?.admit(limits, intentOf(opts, before?.size ?? null, announced)) ?? null;
+  const reservation = home?.admit(limits, intentOf(opts, before, announced)) ?? null;
   const pacing = pace(s, "up");
   let exceeded = false;
   // A home only tracked (its quota was lifted) is counted at the end, with no per-chunk check.
@@ -171,6 +171,17 @@ export async function beforeRemoving(s: Session, path: VirtualPath): Promise<() 
   return () => home.apply(home.removal(st));
 }
 
+/** Before RNTO renames `from`: returns what to run once it has, so that an upload about to replace
+ * the file by its old name no longer counts on freeing it (nothing to do for an untracked home). */
+export async function beforeMoving(s: Session, from: VirtualPath): Promise<() => void> {
+  const fs = s.requireFs();
+  const home = s.ctx.quotas.tracked(fs.root);
+  if (!home) return () => undefined;
+  const st = await fileStatsAt(fs.root, from, false);
+  if (st === null) return () => undefined;
+  return () => home.moved(st);
+}
+
 /** The home's usage when a quota applies (counted first if need be) or it is tracked already. */
 /** The count of the home an upload goes to: one with a quota, or one still counted since its
  * quota was lifted; null when nothing counts it. */
@@ -182,10 +193,11 @@ function userLimits(s: Session): { quotaBytes: number; quotaFiles: number } {
   return s.user?.limits ?? { quotaBytes: 0, quotaFiles: 0 };
 }
 
-function intentOf(opts: UploadOptions, before: number | null, announced: number | null): UploadIntent {
-  if (opts.kind === "append") return { freed: 0, newFile: before === null, announced };
-  if (opts.offset > 0) return { freed: Math.max(0, (before ?? 0) - opts.offset), newFile: false, announced };
-  return { freed: before ?? 0, newFile: before === null, announced };
+function intentOf(opts: UploadOptions, before: Stats | null, announced: number | null): UploadIntent {
+  const size = before?.size ?? null;
+  if (opts.kind === "append") return { freed: 0, newFile: size === null, announced, target: null, byName: false };
+  if (opts.offset > 0) return { freed: Math.max(0, (size ?? 0) - opts.offset), newFile: false, announced, target: before, byName: false };
+  return { freed: size ?? 0, newFile: size === null, announced, target: before, byName: true };
 }
 
 function pace(s: Session, dir: Direction): TransferHook | null {

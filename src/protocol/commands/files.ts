@@ -8,7 +8,7 @@ import { formatMdtm, parseMfmtTime } from "../../fs/format.ts";
 import { basename, dirname, joinVirtual, namesDirectory, ROOT } from "../../fs/vpath.ts";
 import { lacksOverwrite } from "../dispatcher.ts";
 import { FtpError } from "../errors.ts";
-import { beforeRemoving } from "../limits.ts";
+import { beforeMoving, beforeRemoving } from "../limits.ts";
 import { formatBlockReply } from "../reply.ts";
 import type { VirtualPath } from "../../fs/types.ts";
 import type { CommandSpec } from "../registry.ts";
@@ -55,8 +55,11 @@ async function rnto(s: Session, arg: string): Promise<void> {
   if (to.startsWith(`${from}/`)) throw new FtpError(550, "Can't move a name below itself");
   // One home: a rename moves no bytes, but a file it replaces leaves the quota count.
   const counted = from === to ? () => undefined : await beforeRemoving(s, to);
+  // An upload replacing the file by its old name then frees nothing (fs/quota.ts Credit).
+  const moved = from === to ? () => undefined : await beforeMoving(s, from);
   // Without overwrite the dispatcher saw nothing at `to`; one that appears meanwhile is kept too.
   if (await s.requireFs().rename(from, to, await lacksOverwrite(s, RENAME_TO, to))) counted();
+  moved();
   s.reply(250, "Rename successful");
 }
 
