@@ -558,6 +558,48 @@ describe("quota count with other sessions at work on the same file", () => {
     );
   });
 
+  it("an APPE stopped by the quota while another session appends to the same file keeps that session's bytes", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("carol");
+        const file = path.join(home, "log.bin");
+        const [a, b] = await twoSessions(t);
+        try {
+          for (const made of [true, false]) {
+            // The file is made by the APPE that is stopped, or was there before both.
+            if (!made) assert.equal(await rawStore(a, "STOR", "log.bin", payload(5 * KIB)), 226);
+            const start = made ? 0 : 5 * KIB;
+            const sa = await startUpload(a, "APPE", "log.bin", payload(10 * KIB, 1));
+            await sizeReached(file, start + 10 * KIB);
+            const sb = await startUpload(b, "APPE", "log.bin", payload(10 * KIB, 2));
+            await sizeReached(file, start + 20 * KIB);
+            // a crosses the quota: 552, and what it wrote stays, since cutting the file back to
+            // where a began would cut away what b appended meanwhile.
+            const closed = new Promise<void>((resolve) => sa.once("close", () => resolve()));
+            sa.end(payload(90 * KIB, 3));
+            sa.resume();
+            const stopped = await a.reply(10_000);
+            await closed;
+            assert.equal(stopped.code, 552);
+            assert.doesNotMatch(stopped.message, /upload removed/);
+            assert.equal(await endUpload(b, sb, payload(5 * KIB, 4)), 226);
+            // b's 15 KiB are all there, with a's first 10 KiB and what was there before.
+            const size = (await stat(file)).size;
+            assert.ok(size >= start + 35 * KIB, `log.bin holds ${size} bytes`);
+            await b.expect("DELE log.bin", 250);
+          }
+          // The count follows the disk: the home is empty again.
+          assert.equal(await rawStore(a, "STOR", "fill.bin", payload(100 * KIB)), 226);
+          await portsFree(t);
+        } finally {
+          await a.close();
+          await b.close();
+        }
+      },
+      { users: [CAROL] },
+    );
+  });
+
   it("a file deleted by another session while an upload replaces it frees nothing for that upload: it is stopped at the quota", async () => {
     await withServer(
       async (t) => {

@@ -63,6 +63,9 @@ export class LiveFile {
   removed = false;
   /** The largest size its ended uploads saw (each measures before it closes). */
   size = 0;
+  /** Two uploads have written it at once (two APPEs, say): one stopped by the quota cannot cut it
+   * back to where it began without cutting away what the other wrote after that point. */
+  shared = false;
 
   constructor(
     readonly key: string,
@@ -151,6 +154,7 @@ export class HomeUsage {
     const known = this.live.get(key);
     if (known) {
       known.users++;
+      known.shared = true;
       return known;
     }
     const file = new LiveFile(key, base);

@@ -5,6 +5,7 @@
  * quota and a transfer with no rate limit.
  */
 import type { Stats } from "node:fs";
+import { formatSize } from "../config/units.ts";
 import type { Direction } from "../data/bandwidth.ts";
 import type { TransferHook } from "../data/hook.ts";
 import { READ_CHUNK, type Transfer } from "../data/transfer.ts";
@@ -12,6 +13,7 @@ import { fileStatsAt, type HomeUsage, type LiveFile, type QuotaLimits, type Rese
 import { fstat, type FileLike } from "../fs/quick.ts";
 import type { Replaced, Upload, UploadOptions, VirtualPath } from "../fs/types.ts";
 import type { Usage } from "../fs/usage.ts";
+import { FtpError } from "./errors.ts";
 import type { Session } from "./session.ts";
 
 /** The limits of one upload, from its admission (before 150) to its end. */
@@ -63,8 +65,11 @@ export async function admitUpload(
   let exceeded = false;
   // A home only tracked (its quota was lifted) is counted at the end, with no per-chunk check.
   const checked = limits.bytes > 0 ? reservation : null;
-  const hook = combine(pacing, checked, () => (exceeded = true));
   const end = new UploadEnd();
+  const hook = combine(pacing, checked, (err) => {
+    exceeded = true;
+    return end.file?.shared === true ? keptOverQuota(limits) : err;
+  });
   // Methods, not named arrows: see test/hotpath.test.ts.
   return {
     hook,
@@ -91,7 +96,9 @@ export async function admitUpload(
     async abort(up) {
       if (end.file) await end.measure(up);
       // The transfer loop has settled, so no write is in flight: cutting the file back is final.
-      if (exceeded) {
+      // Not of a file another upload writes as well (two APPEs): what it wrote after this one began
+      // would go too, though its client is told 226; what this one wrote stays, counted.
+      if (exceeded && end.file?.shared !== true) {
         end.rolledBack = true;
         await up.rollback();
       } else await up.abort();
@@ -207,8 +214,14 @@ function pace(s: Session, dir: Direction): TransferHook | null {
   return s.ctx.bandwidth.open(dir, { user: user.name, userRate, address: s.remoteAddress });
 }
 
-/** One hook for pacing and quota; null when there is neither. */
-function combine(pacing: TransferHook | null, quota: Reservation | null, onExceeded: () => void): TransferHook | null {
+/** The 552 of an upload stopped by the quota whose bytes are kept (see UploadLimits.abort). */
+function keptOverQuota(limits: QuotaLimits): FtpError {
+  return new FtpError(552, `Quota exceeded: storage limit of ${formatSize(limits.bytes)} reached; what was received is kept, as another upload writes the same file`);
+}
+
+/** One hook for pacing and quota; null when there is neither. `onExceeded` gets the quota's error
+ * and returns the one the transfer fails with. */
+function combine(pacing: TransferHook | null, quota: Reservation | null, onExceeded: (err: unknown) => unknown): TransferHook | null {
   if (!quota) return pacing;
   return {
     chunkSize() {
@@ -218,8 +231,7 @@ function combine(pacing: TransferHook | null, quota: Reservation | null, onExcee
       try {
         quota.take(n);
       } catch (err) {
-        onExceeded();
-        throw err;
+        throw onExceeded(err);
       }
       return pacing?.take(n) ?? 0;
     },
