@@ -70,6 +70,31 @@ describe("quota refused before 150", () => {
     );
   });
 
+  it("the size an ALLO announced is held for its upload: another session's ALLO that would not fit beside it is refused before 150", async () => {
+    await withServer(
+      async (t) => {
+        const [a, b] = await twoSessions(t);
+        try {
+          await a.expect(`ALLO ${60 * KIB}`, 202);
+          const sock = await startUpload(a, "STOR", "a.bin", payload(KIB, 1));
+          await b.expect(`ALLO ${60 * KIB}`, 202);
+          const unused = readAll(await b.epsv());
+          await b.expect("STOR b.bin", 552);
+          await unused;
+          assert.equal(await endUpload(a, sock, payload(59 * KIB, 2)), 226);
+          // What a holds now is what is counted: 40 KiB more fit.
+          await b.expect(`ALLO ${40 * KIB}`, 202);
+          assert.equal(await rawStore(b, "STOR", "b.bin", payload(40 * KIB)), 226);
+          await portsFree(t);
+        } finally {
+          await a.close();
+          await b.close();
+        }
+      },
+      { users: [CAROL] },
+    );
+  });
+
   it("a user already at the quota is refused before 150; the config default applies to users without their own", async () => {
     await withServer(
       async (t) => {

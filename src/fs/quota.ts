@@ -242,15 +242,19 @@ export class HomeUsage {
   private reserve(limits: QuotaLimits, intent: UploadIntent): Reservation {
     const files = intent.newFile ? 1 : 0;
     const credit = intent.target !== null && intent.freed > 0 ? this.credit(intent.target, intent.freed, intent.byName) : null;
+    // RFC 959 §4.1.3: ALLO reserves storage for the file to come. The size it announced is held
+    // from the admission, so that no other session's upload is admitted into that room meanwhile;
+    // what the upload receives counts once it goes past it.
+    const announced = intent.announced ?? 0;
     let taken = 0;
     let done = false;
     this.uploads++;
-    this.inflight.bytes -= intent.freed;
+    this.inflight.bytes += announced - intent.freed;
     this.inflight.files += files;
     return {
       take: (n) => {
+        this.inflight.bytes += Math.max(announced, taken + n) - Math.max(announced, taken);
         taken += n;
-        this.inflight.bytes += n;
         if (limits.bytes > 0 && this.current.bytes > limits.bytes) {
           throw new FtpError(552, `Quota exceeded: storage limit of ${formatSize(limits.bytes)} reached; upload removed`);
         }
@@ -259,9 +263,9 @@ export class HomeUsage {
         if (done) return;
         done = true;
         this.uploads--;
-        // What this upload holds of inflight: its bytes, less the credit it still has (a credit
-        // given up went back to inflight already).
-        this.inflight.bytes -= taken - (credit !== null ? credit.bytes : intent.freed);
+        // What this upload holds of inflight: its bytes (or the size its ALLO announced, if more),
+        // less the credit it still has (a credit given up went back to inflight already).
+        this.inflight.bytes -= Math.max(announced, taken) - (credit !== null ? credit.bytes : intent.freed);
         if (credit !== null) this.uncredit(credit);
         this.inflight.files -= files;
         this.apply(change);
