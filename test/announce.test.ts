@@ -144,6 +144,28 @@ describe("passive.address while its resolver is slow or down", { skip: OUTSIDE =
   });
 });
 
+describe("passive.address that has never resolved", () => {
+  it("is asked again only after the TTL, as one that stopped resolving is: PASVs from outside meanwhile get 425 at once, without waiting for the resolver again", async () => {
+    let calls = 0;
+    let resolves = false;
+    const lookupV4: LookupV4 = () => {
+      calls++;
+      return resolves ? Promise.resolve("198.51.100.9") : Promise.reject(Object.assign(new Error("getaddrinfo EAI_AGAIN ftp.example.com"), { code: "EAI_AGAIN" }));
+    };
+    const r = new AnnounceResolver("ftp.example.com", lan, 100, null, lookupV4);
+    assert.equal(await r.forConnection("192.168.1.10", "203.0.113.7"), null);
+    assert.equal(await r.forConnection("192.168.1.10", "203.0.113.7"), null);
+    assert.equal(await r.forConnection("192.168.1.10", "203.0.113.7"), null);
+    assert.equal(calls, 1, "a failed lookup is not made again within the TTL");
+    // Direct clients never needed the name.
+    assert.equal(await r.forConnection("192.168.1.10", "192.168.1.20"), "192.168.1.10");
+    resolves = true;
+    await sleep(150);
+    assert.equal(await r.forConnection("192.168.1.10", "203.0.113.7"), "198.51.100.9");
+    assert.equal(calls, 2);
+  });
+});
+
 describe("the start-up check of passive.address", () => {
   it("a host name is judged by what it resolves to: one that resolves to loopback warns as 127.0.0.1 would, naming both", async () => {
     await withServer(

@@ -93,7 +93,8 @@ export const LOOKUP_WAIT_MS = 1000;
  * failed lookup is tried again only after `ttlMs`. A name that stops resolving is told to the
  * operator once (PASV from outside then gets 425 if it never resolved), and again once it does. */
 export class AnnounceResolver {
-  private cached: { ip: string; at: number } | null = null;
+  /** The last lookup's answer and when it came: `ip` null while the name has never resolved. */
+  private cached: { ip: string | null; at: number } | null = null;
   /** The lookup under way: PASVs that come meanwhile wait for it rather than start their own. */
   private pending: Promise<string | null> | null = null;
   /** The last lookup failed (and that was logged). */
@@ -112,12 +113,14 @@ export class AnnounceResolver {
   forConnection(local: string, remote: string): string | null | Promise<string | null> {
     const l = unmapIPv4(local);
     if (this.configured === "" || isDirectClient(l, remote, this.facts)) return isIP(l) === 4 ? l : null;
-    return this.known() ?? this.resolveConfigured();
+    const now = this.known();
+    return now !== undefined ? now : this.resolveConfigured();
   }
 
   /** passive.address when it needs no lookup now: an IPv4 address, or a name's address looked up
-   * within the TTL; undefined otherwise. */
-  private known(): string | undefined {
+   * within the TTL (null when that lookup failed and there is no last address); undefined
+   * otherwise. */
+  private known(): string | null | undefined {
     if (isIP(this.configured) === 4) return this.configured;
     const last = this.cached;
     return last && Date.now() - last.at < this.ttlMs ? last.ip : undefined;
@@ -132,16 +135,16 @@ export class AnnounceResolver {
   private async resolveConfigured(): Promise<string | null> {
     const now = this.known();
     if (now !== undefined) return now;
-    const last = this.cached;
+    const last = this.cached?.ip ?? null;
     this.pending ??= this.lookUp();
     if (last === null) return this.pending;
     // A slow lookup: the last address now; the lookup still updates the cache when it answers.
     let timer: NodeJS.Timeout | undefined;
     const stale = new Promise<string>((resolve) => {
-      timer = setTimeout(resolve, LOOKUP_WAIT_MS, last.ip);
+      timer = setTimeout(resolve, LOOKUP_WAIT_MS, last);
     });
     try {
-      return (await Promise.race([this.pending, stale])) ?? last.ip;
+      return (await Promise.race([this.pending, stale])) ?? last;
     } finally {
       clearTimeout(timer);
     }
@@ -158,8 +161,10 @@ export class AnnounceResolver {
       return address;
     } catch (err) {
       const last = this.cached?.ip ?? null;
-      // The last good address serves another `ttlMs` before the next try.
-      if (last !== null) this.cached = { ip: last, at: Date.now() };
+      // The last good address serves another `ttlMs` before the next try; so does the failure of
+      // a name that never resolved (PASV from outside gets 425 at once meanwhile), or each PASV
+      // would wait for a resolver that does not answer again.
+      this.cached = { ip: last, at: Date.now() };
       if (!this.failing) {
         this.failing = true;
         const then = last === null ? "PASV from outside gets 425 until it does" : `PASV goes on announcing ${last}, its last address`;
