@@ -404,12 +404,9 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     // Sessions log through children of this logger, each with the level its session opened with
     // (log/logger.ts SessionLog): a new level applies to the sessions opened after it.
     if (applied.includes("log.level")) logger.level = effective.log.level;
-    context = {
-      ...context,
-      config: effective,
-      announce: new AnnounceResolver(effective.passive.address, readNetFacts(), undefined, logger),
-      tls: nextTls,
-    };
+    const announce = new AnnounceResolver(effective.passive.address, readNetFacts(), undefined, logger);
+    announce.takeOver(context.announce);
+    context = { ...context, config: effective, announce, tls: nextTls };
     logger.info({ event: "reloaded", applied, needRestart }, "configuration reloaded");
     return { applied, needRestart };
   };

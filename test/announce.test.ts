@@ -166,6 +166,34 @@ describe("passive.address that has never resolved", () => {
   });
 });
 
+describe("passive.address across a reload", { skip: OUTSIDE === null ? "no non-loopback IPv4 address on this machine" : false }, () => {
+  it("a reload that leaves the name as it was keeps its last address: PASV from outside asks the name again, and announces the last address while it does not resolve", async () => {
+    await withServer(
+      async (t) => {
+        // Resolved once (as at start), then the resolver stops answering: ftp.invalid never resolves.
+        (t.server.context as { announce: AnnounceResolver }).announce = new AnnounceResolver("ftp.invalid", readNetFacts(), 30_000, t.server.context.logger, () => Promise.resolve("127.0.0.1"));
+        const before = await RawClient.connect(t.port, "127.0.0.1", OUTSIDE ?? undefined);
+        try {
+          await before.login();
+          assert.match((await before.expect("PASV", 227)).message, /\(127,0,0,1,/);
+        } finally {
+          await before.close();
+        }
+        // A reload for something else (a renewed certificate, say).
+        t.server.reload({ ...t.config, limits: { ...t.config.limits, idleTimeout: 301 } });
+        const after = await RawClient.connect(t.port, "127.0.0.1", OUTSIDE ?? undefined);
+        try {
+          await after.login();
+          assert.match((await after.expect("PASV", 227)).message, /\(127,0,0,1,/);
+        } finally {
+          await after.close();
+        }
+      },
+      { config: { passive: { address: "ftp.invalid" } } },
+    );
+  });
+});
+
 describe("the start-up check of passive.address", () => {
   it("a host name is judged by what it resolves to: one that resolves to loopback warns as 127.0.0.1 would, naming both", async () => {
     await withServer(

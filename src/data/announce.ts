@@ -108,6 +108,17 @@ export class AnnounceResolver {
     private readonly lookupV4: LookupV4 = systemLookup,
   ) {}
 
+  /** Takes over what `previous`, the resolver before a reload, knows of the same passive.address:
+   * its last address, as one due to be looked up again, and whether it is failing. The next PASV
+   * from outside then asks the name again (a reload picks up a changed record), but while it does
+   * not resolve, or its resolver does not answer, the address PASV announced until then goes on
+   * being announced, as between reloads, and is not warned about twice. */
+  takeOver(previous: AnnounceResolver): void {
+    if (previous.configured !== this.configured || previous.cached === null) return;
+    this.cached = { ip: previous.cached.ip, at: 0 };
+    this.failing = previous.failing;
+  }
+
   /** The IPv4 address to put in a 227 reply for this control connection, or null if none fits:
    * at once, unless a host name in passive.address has to be looked up (again). */
   forConnection(local: string, remote: string): string | null | Promise<string | null> {
