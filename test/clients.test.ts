@@ -98,6 +98,19 @@ describe("curl", () => {
     });
   }
 
+  it("explicit FTPS, TLS 1.3: several files downloaded in one curl command (one control connection)", async (ctx) => {
+    if (skipUnless(ctx, "curl")) return;
+    // curl does not offer a TLS 1.3 ticket again once a data connection has used it: from the
+    // second transfer on it resumes with the ticket its last data connection was sent.
+    const names = ["multi-a.bin", "multi-b.bin", "multi-c.bin"];
+    await mkdir(join(t.home("alice"), "multi"), { recursive: true });
+    for (const name of names) await writeFile(join(t.home("alice"), "multi", name), Buffer.concat([Buffer.from(name), payload]));
+    const outs = names.flatMap((name) => ["-o", join(work, `${name}.back`)]);
+    const r = await exec("curl", [...creds, "--ssl-reqd", "-k", "--tlsv1.3", ...names.map((name) => `${base()}/multi/${name}`), ...outs]);
+    ok(r, "curl download of three files");
+    for (const name of names) assert.deepEqual(await readFile(join(work, `${name}.back`)), Buffer.concat([Buffer.from(name), payload]), name);
+  });
+
   it("ftp://host/~/name: curl's CWD ~ is the home, in either of curl's ways of walking a path", async (ctx) => {
     if (skipUnless(ctx, "curl")) return;
     await mkdir(join(t.home("alice"), "tilde"), { recursive: true });

@@ -182,6 +182,69 @@ function derHeader(der: Buffer, at: { p: number }, tag: number): number | null {
   return at.p + len <= der.length ? len : null;
 }
 
+/** Session-ticket keys of one context: a key name, an HMAC key and an AES-128 key. */
+interface TicketKeys {
+  readonly name: Buffer;
+  readonly hmac: Buffer;
+  readonly aes: Buffer;
+}
+
+/** Where a context's ticket keys are kept on its native object. */
+const TICKET_KEYS = Symbol("berth.ticketKeys");
+
+/** Whether a resumed handshake on a context gets a fresh ticket (see renewTickets). */
+const RENEW = Symbol("berth.renewTickets");
+
+/** The native context object Node calls for ticket keys once its ticket key callback is on. */
+interface TicketKeyContext {
+  enableTicketKeyCallback(): void;
+  onticketkeycallback: (this: TicketKeyContext, name: Buffer, iv: Buffer, enc: boolean) => unknown[];
+  [TICKET_KEYS]?: TicketKeys;
+  [RENEW]?: boolean;
+}
+
+/**
+ * Gives `context` random ticket keys of its own, as `ticketKeys` would, through Node's ticket key
+ * callback (the hook its own tests use), which unlike `ticketKeys` can have a resumed handshake
+ * issue a fresh ticket: see renewTickets.
+ */
+function ownTicketKeys(context: SecureContext): void {
+  const native = context.context as TicketKeyContext;
+  const keys = randomBytes(48);
+  native[TICKET_KEYS] = { name: keys.subarray(0, 16), hmac: keys.subarray(16, 32), aes: keys.subarray(32, 48) };
+  native.onticketkeycallback = ticketKeyCallback;
+  native.enableTicketKeyCallback();
+}
+
+/**
+ * Sets whether the next handshake that resumes a session of `context` is sent a fresh ticket.
+ * OpenSSL sends none after a resumption unless asked; a client that does not offer a TLS 1.3
+ * ticket again once a connection has used it, as curl does, then had nothing left to resume its
+ * second data connection with, which `tls.requireSessionReuse` refused (522). The fresh ticket
+ * comes from a data connection that resumed this control connection's session, so TlsBinding
+ * records it for the next one. Only data connections the server sends on get one: a client
+ * that only writes (an upload) never reads the ticket, and closing its socket with it unread
+ * makes its kernel send a reset, which ends the upload as cut off (426).
+ */
+function renewTickets(context: SecureContext, renew: boolean): void {
+  (context.context as TicketKeyContext)[RENEW] = renew;
+}
+
+/**
+ * Node's ticket key callback, called on the native context: when encrypting, the key name, keys
+ * and a random IV; when decrypting, for this context's key name 1 (valid) or 2 (valid, issue a
+ * fresh ticket, see renewTickets), and 0 (unknown: a full handshake) for any other. (A function
+ * of its own, not a closure: one context is made per TLS control connection, see
+ * test/hotpath.test.ts.)
+ */
+function ticketKeyCallback(this: TicketKeyContext, name: Buffer, _iv: Buffer, enc: boolean): unknown[] {
+  const keys = this[TICKET_KEYS];
+  if (keys === undefined) return [-1];
+  if (enc) return [1, keys.hmac, keys.aes, keys.name, randomBytes(16)];
+  if (!name.equals(keys.name)) return [0, keys.hmac, keys.aes];
+  return [this[RENEW] === true ? 2 : 1, keys.hmac, keys.aes];
+}
+
 /** Loads certificates and makes TLS sockets for control and data connections. */
 export class TlsProvider {
   private material: Material;
@@ -237,6 +300,8 @@ export class TlsProvider {
     }
     let t: TLSSocket | null = null;
     const events = binding.dataEvents(() => t);
+    // A control connection's data connections come one at a time, so the flag holds for this one.
+    renewTickets(binding.context, !opts.upload);
     t = this.wrap(socket, binding.context, events);
     if (opts.upload) requireCloseNotify(t);
     // Checked as the handshake finishes: a client that sends close_notify right behind its Finished
@@ -275,7 +340,7 @@ export class TlsProvider {
   }
 
   private newContext(): SecureContext {
-    return createSecureContext({
+    const context = createSecureContext({
       cert: this.material.cert,
       key: this.material.key,
       minVersion: "TLSv1.2",
@@ -287,8 +352,9 @@ export class TlsProvider {
       // never emitted. No FTP client needs it.
       secureOptions: cryptoConstants.SSL_OP_PRIORITIZE_CHACHA | cryptoConstants.SSL_OP_NO_RENEGOTIATION,
       sessionTimeout: SESSION_LIFETIME,
-      ticketKeys: randomBytes(48),
     });
+    ownTicketKeys(context);
+    return context;
   }
 
   private wrap(socket: Socket, context: SecureContext, events: EventEmitter): TLSSocket {
