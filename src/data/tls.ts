@@ -206,14 +206,18 @@ interface TicketKeyContext {
 /**
  * Gives `context` random ticket keys of its own, as `ticketKeys` would, through Node's ticket key
  * callback (the hook its own tests use), which unlike `ticketKeys` can have a resumed handshake
- * issue a fresh ticket: see renewTickets.
+ * issue a fresh ticket: see renewTickets. False, and nothing done, where the hook is not there
+ * (it is no documented API): the context keeps the `ticketKeys` it was made with, and data
+ * connections resume as they did before, without fresh tickets.
  */
-function ownTicketKeys(context: SecureContext): void {
-  const native = context.context as TicketKeyContext;
+function ownTicketKeys(context: SecureContext): boolean {
+  const native = context.context as Partial<TicketKeyContext> | undefined;
+  if (typeof native?.enableTicketKeyCallback !== "function") return false;
   const keys = randomBytes(48);
   native[TICKET_KEYS] = { name: keys.subarray(0, 16), hmac: keys.subarray(16, 32), aes: keys.subarray(32, 48) };
   native.onticketkeycallback = ticketKeyCallback;
   native.enableTicketKeyCallback();
+  return true;
 }
 
 /**
@@ -352,6 +356,8 @@ export class TlsProvider {
       // never emitted. No FTP client needs it.
       secureOptions: cryptoConstants.SSL_OP_PRIORITIZE_CHACHA | cryptoConstants.SSL_OP_NO_RENEGOTIATION,
       sessionTimeout: SESSION_LIFETIME,
+      // Used only where ownTicketKeys finds no ticket key hook to take their place.
+      ticketKeys: randomBytes(48),
     });
     ownTicketKeys(context);
     return context;
