@@ -105,6 +105,41 @@ void describe("sessions per user", () => {
       await c.close();
     }, { config: { limits: { maxSessionsPerUser: 1 } } });
   });
+
+  it("a login whose session timed out while its password was checked holds no place: the user logs in again at once", async () => {
+    await withServer(async (t) => {
+      // The first check waits until the test lets it go; later ones are not held.
+      let entered = false;
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      let checked: Promise<unknown> = Promise.resolve();
+      const check = t.store.authenticate.bind(t.store);
+      t.store.authenticate = (name, password) => {
+        if (entered) return check(name, password);
+        entered = true;
+        const result = gate.then(() => check(name, password));
+        checked = result;
+        return result;
+      };
+      // A client that keeps its side open after the server's 421, so the session is ending, not
+      // closed, when the check returns.
+      const late = connect({ port: t.port, host: "127.0.0.1", allowHalfOpen: true });
+      let text = "";
+      late.setEncoding("utf8").on("data", (chunk: string) => (text += chunk));
+      late.write("USER alice\r\nPASS alice-pw\r\n");
+      assert.ok(await waitFor(() => text.includes("421 Login timeout"), 30_000), text);
+      assert.ok(entered, "the password was being checked when the login timed out");
+      release();
+      await checked;
+      // What PASS does after the check runs before any new connection is read.
+      await sleep(0);
+      assert.equal(t.server.context.admission.sessionsOf("alice"), 0);
+      const next = await rawLogin(t);
+      await next.close();
+      assert.doesNotMatch(text, /230/);
+      late.destroy();
+    }, { config: { limits: { maxSessionsPerUser: 1, loginTimeout: 2 } } });
+  });
 });
 
 void describe("command rate", () => {

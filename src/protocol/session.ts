@@ -139,6 +139,11 @@ export class Session {
    * session ends. */
   private inputEnded = false;
 
+  /** The session runs no further command: it is closed, or ending (end() was called). */
+  get over(): boolean {
+    return this.closed || this.ending;
+  }
+
   /** The user this session is counted for in the per-user session limit (set at login). */
   countedUser: string | null = null;
   /** Unknown or malformed commands received. */

@@ -48,6 +48,13 @@ async function enter(s: Session, user: User): Promise<boolean> {
     s.reply(530, `Login failed: home directory unavailable (${ftp.message.toLowerCase()})`);
     return false;
   }
+  // The session ended while its home was opened (a login timeout, a ban): it is not logged in,
+  // and its end has given its claim back already.
+  if (s.over) {
+    fs.close();
+    s.releaseUserClaim();
+    return false;
+  }
   s.loggedIn(user, fs);
   primeQuota(s); // counts the home in the background when the user has a quota
   return true;
@@ -104,10 +111,11 @@ async function pass(s: Session, arg: string): Promise<void> {
 
 /** Counts the login against the per-user session limit (a user's own maxSessions, else
  * limits.maxSessionsPerUser; 0 = unlimited). Over it: 421 and close, scored as a limit refusal. A
- * session that closed while its password was checked claims nothing: its end has been counted
- * already, and nothing would give the claim back. */
+ * session that closed, or began to end (a login timeout, a ban), while its password was checked
+ * claims nothing and is not logged in: its end has given back what it held already, and nothing
+ * would give this claim back until the client closes. */
 function claimSession(s: Session, found: User): boolean {
-  if (s.closed) return false;
+  if (s.over) return false;
   const max = found.limits.maxSessions > 0 ? found.limits.maxSessions : s.ctx.config.limits.maxSessionsPerUser;
   if (s.ctx.admission.login(found.name, max)) {
     s.countedUser = found.name;
