@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, test } from "node:test";
 import { parse } from "yaml";
@@ -257,6 +258,56 @@ void describe("berth config check: what serve checks before it starts", () => {
     assert.equal(checked.stdout, "", "nothing printed for a config that is refused");
     assert.ok(!existsSync(path.join(cwd, "users", "selfsigned-cert.pem")), "no half pair left behind");
     assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "no users file made by a start that failed");
+  });
+
+  void test("its own self-signed pair left incomplete or unmatched passes config check and is made anew by serve, with a warning; a pair the operator named is never replaced", async () => {
+    const listen = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22040-22049", BERTH_TLS_MODE: "explicit" };
+    const old = makeSelfSigned(["localhost"]);
+    const otherKey = makeSelfSigned(["localhost"]).key;
+    const cases = [
+      // The key was written and the certificate only begun (a full disk).
+      { key: old.key, cert: old.cert.slice(0, 100) },
+      // A new key beside the certificate of an earlier pair (killed between the two writes).
+      { key: otherKey, cert: old.cert },
+    ];
+    for (const pair of cases) {
+      const cwd = workdir();
+      const certPath = path.join(cwd, "users", "selfsigned-cert.pem");
+      const keyPath = path.join(cwd, "users", "selfsigned-key.pem");
+      mkdirSync(path.join(cwd, "users"), { recursive: true });
+      writeFileSync(keyPath, pair.key);
+      writeFileSync(certPath, pair.cert);
+      const checked = await berth(cwd, ["config", "check"], { env: listen });
+      assert.equal(checked.code, 0, checked.stderr);
+      assert.equal(readFileSync(certPath, "utf8"), pair.cert, "config check writes nothing");
+      const run = startServe(cwd, listen, /"event":"listening".*\n/);
+      try {
+        await run.ready;
+        const cert = new X509Certificate(readFileSync(certPath));
+        assert.ok(cert.checkPrivateKey(createPrivateKey(readFileSync(keyPath))), "a new pair");
+        const { stdout } = run.output();
+        const warning = stdout.split("\n").find((l) => l.includes('"event":"tls-selfsigned"')) ?? "";
+        assert.match(warning, /"level":40/);
+        assert.match(warning, /incomplete or did not match: made a new pair/);
+        assert.ok(!stdout.includes("PRIVATE KEY"), "no key in the log");
+      } finally {
+        run.child.kill("SIGTERM");
+        assert.equal(await run.exited, 0);
+      }
+      assert.deepEqual(readdirSync(path.join(cwd, "users")).filter((f) => f.includes(".pem")).sort(), ["selfsigned-cert.pem", "selfsigned-key.pem"], "no temporary file left");
+    }
+    // The same unmatched pair named in tls.cert and tls.key is the operator's: refused, left as it is.
+    const cwd = workdir();
+    const certPath = path.join(cwd, "cert.pem");
+    const keyPath = path.join(cwd, "key.pem");
+    writeFileSync(certPath, old.cert);
+    writeFileSync(keyPath, otherKey);
+    const named = { ...listen, BERTH_TLS_CERT: certPath, BERTH_TLS_KEY: keyPath };
+    const [served, checked] = await Promise.all([berth(cwd, ["serve"], { env: named }), berth(cwd, ["config", "check"], { env: named })]);
+    assertOneLineError(served, 2, "tls.key is not a PEM private key matching tls.cert");
+    assertOneLineError(checked, 2, "tls.key is not a PEM private key matching tls.cert");
+    assert.equal(readFileSync(certPath, "utf8"), old.cert);
+    assert.equal(readFileSync(keyPath, "utf8"), otherKey);
   });
 
   void test("config check refuses an admin.socket serve refuses (too long once resolved, not a socket), with the same line and exit 2, and takes the socket of a running server", async () => {

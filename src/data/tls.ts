@@ -7,7 +7,7 @@
  */
 import { constants as cryptoConstants, createHash, createPrivateKey, randomBytes, X509Certificate, type KeyObject } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { accessSync, constants as fsConstants, existsSync, readFileSync, statSync, writeFileSync, type Stats } from "node:fs";
+import { accessSync, constants as fsConstants, existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, type Stats } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { getSystemErrorName } from "node:util";
 import type { Server, Socket } from "node:net";
@@ -524,13 +524,14 @@ function certificatePaths(config: Config, cwd: string): { certPath: string; keyP
 /**
  * Checks what TlsProvider.create would read, without creating anything: with TLS on, the
  * certificate and key must be set together, readable, PEM and a pair, the key unencrypted. A
- * self-signed pair that is not there yet passes (the server makes it at start); one that is there
- * must load.
+ * self-signed pair that is not there yet, or is there incomplete or unmatched, passes (the server
+ * makes a new one at start) when it can be written.
  */
 export function checkTlsFiles(config: Config, cwd = process.cwd()): void {
   if (config.tls.mode === "off") return;
   const { certPath, keyPath, selfSigned } = certificatePaths(config, cwd);
-  if (selfSigned && !(existsSync(certPath) && existsSync(keyPath))) {
+  // berth's own pair, missing or left incomplete (see ensureSelfSigned), is made at start.
+  if (selfSigned && !(existsSync(certPath) && existsSync(keyPath) && selfSignedWhole(certPath, keyPath))) {
     checkSelfSignedWritable(certPath, keyPath);
     return;
   }
@@ -555,6 +556,8 @@ function checkWritable(path: string): void {
   if (st !== null) {
     if (st.isDirectory()) throw Object.assign(new Error("is a directory"), { code: "EISDIR" });
     accessSync(path, fsConstants.W_OK);
+    // A new pair is written beside the old one and renamed over it: the directory is written too.
+    accessSync(dirname(path), fsConstants.W_OK);
     return;
   }
   let dir = dirname(path);
@@ -724,27 +727,65 @@ function ensureSelfSigned(certPath: string, keyPath: string, logger: Logger): vo
     // The pair is berth's own: once it has expired, a new one is made (clients that trusted the old
     // one are asked again either way).
     const expired = expiredOn(certPath);
-    if (expired === null) {
+    if (expired !== null) made = `The self-signed certificate expired on ${expired}: made a new one.`;
+    // A pair whose writing was cut short (a full disk, a kill between the two files) would
+    // otherwise stop every later start; being berth's own, it is made anew.
+    else if (!selfSignedWhole(certPath, keyPath)) made = "The self-signed certificate and key were incomplete or did not match: made a new pair.";
+    else {
       logger.warn({ event: "tls-selfsigned", cert: certPath }, "TLS uses a self-signed certificate; set tls.cert and tls.key to a real one");
       return;
     }
-    made = `The self-signed certificate expired on ${expired}: made a new one.`;
   } catch {
     // not there yet: make one
   }
   const { cert, key } = makeSelfSigned(["localhost", "127.0.0.1", "::1"]);
   makeDirsSync(dirname(certPath));
-  for (const [path, pem, mode] of [[keyPath, key, 0o600] as const, [certPath, cert, 0o644] as const]) {
-    try {
-      writeFileSync(path, pem, { mode });
-    } catch (err) {
-      throw selfSignedUnwritable(path, err);
+  // Both are written under temporary names first and then renamed into place, so a failed write
+  // leaves the old pair (or none) as it was, not half a pair.
+  const pair = [[keyPath, key, 0o600] as const, [certPath, cert, 0o644] as const];
+  const temp = (path: string): string => `${path}.tmp-${process.pid}`;
+  try {
+    for (const [path, pem, mode] of pair) {
+      try {
+        rmSync(temp(path), { force: true });
+        writeFileSync(temp(path), pem, { mode, flag: "wx" });
+      } catch (err) {
+        throw selfSignedUnwritable(path, err);
+      }
     }
+    for (const [path] of pair) {
+      try {
+        renameSync(temp(path), path);
+      } catch (err) {
+        throw selfSignedUnwritable(path, err);
+      }
+    }
+  } finally {
+    for (const [path] of pair) rmSync(temp(path), { force: true });
   }
   logger.warn(
     { event: "tls-selfsigned", cert: certPath },
     `${made} Set tls.cert and tls.key to a real certificate (e.g. Let's Encrypt's fullchain.pem and privkey.pem).`,
   );
+}
+
+/** Whether berth's own pair at `certPath` and `keyPath` loads: both PEM, the key the certificate's.
+ * A file that cannot be read counts as whole: loading it then says why, where making a new pair
+ * would hide it. */
+function selfSignedWhole(certPath: string, keyPath: string): boolean {
+  try {
+    accessSync(certPath, fsConstants.R_OK);
+    accessSync(keyPath, fsConstants.R_OK);
+  } catch {
+    return true;
+  }
+  try {
+    loadMaterial(certPath, keyPath);
+    return true;
+  } catch (err) {
+    if (err instanceof TlsConfigError) return false;
+    throw err;
+  }
 }
 
 /** The date the certificate in `certPath` expired on, or null while it is valid (or cannot be
