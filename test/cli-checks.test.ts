@@ -76,19 +76,26 @@ void describe("berth user: checks before the password", () => {
     const before = readFileSync(path.join(cwd, "users", "users.json"), "utf8");
     // Without a terminal and without --password-stdin, the password cannot be had: the mistake
     // in the command is what is reported, not that.
-    const [exists, badName, badPerms, missing, existsStdin] = await Promise.all([
+    const [exists, badName, badPerms, sepPerms, sepDirPerms, missing, existsStdin] = await Promise.all([
       berth(cwd, ["user", "add", "zed"]),
       berth(cwd, ["user", "add", "bad name"]),
       berth(cwd, ["user", "add", "ok", "--perms", "fly"]),
+      // Separators alone name no permission: a mistake, not "none", which is said as such.
+      berth(cwd, ["user", "add", "ok", "--perms", " , "]),
+      berth(cwd, ["user", "add", "ok", "--dir-perms", "/in=,"]),
       berth(cwd, ["user", "passwd", "nobody"]),
       berth(cwd, ["user", "add", "zed", "--password-stdin"], { input: "other" }),
     ]);
     assertOneLineError(exists, 1, 'user "zed" already exists');
     assertOneLineError(badName, 2, 'invalid user name "bad name"');
     assertOneLineError(badPerms, 2, "--perms");
+    assertOneLineError(sepPerms, 2, "--perms");
+    assertOneLineError(sepDirPerms, 2, "--dir-perms");
     assertOneLineError(missing, 1, 'no user "nobody"');
     assertOneLineError(existsStdin, 1, "already exists");
     assert.equal(readFileSync(path.join(cwd, "users", "users.json"), "utf8"), before, "the users file is unchanged");
+    const none = await berth(cwd, ["user", "add", "ok", "--perms", "none", "--dir-perms", "/in=none", "--password-stdin"], { input: "pw" });
+    assert.equal(none.code, 0, none.stderr);
   });
 
   void test("del, passwd and set of a user where there is no users file yet: one line each, and no users directory left behind", async () => {

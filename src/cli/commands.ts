@@ -148,7 +148,10 @@ function invalid(message: string): UserError {
 /** "list,download" → permissions; "none" → none. */
 function permList(text: string, option: string): Perm[] {
   if (text.trim() === "none") return [];
-  const perms = toPerms(text.split(",").map((p) => p.trim()).filter((p) => p !== ""));
+  const names = text.split(",").map((p) => p.trim()).filter((p) => p !== "");
+  // Separators alone name no permission: taken as none they would quietly take every permission
+  // away, which is said with "none".
+  const perms = names.length === 0 ? null : toPerms(names);
   if (perms === null) throw invalid(`${option} takes "all", "none" or a comma list of ${PERMS.join(",")}`);
   return perms;
 }
