@@ -47,6 +47,9 @@ void describe("berth user", () => {
     assertOneLineError(await berth(cwd, ["user", "set", "alice", "--dir-perms", "/../x=list"]), 2, "--dir-perms");
     assertOneLineError(await berth(cwd, ["user", "set", "alice", "--dir-perms", "=list"]), 2, '--dir-perms needs a DIR before "=" in "=list"');
     assertOneLineError(await berth(cwd, ["user", "set", "alice", "--dir-perms", "/pub=list; =all"]), 2, '"=all"');
+    // The same directory twice, however spelled, would keep only its last entry.
+    assertOneLineError(await berth(cwd, ["user", "set", "alice", "--dir-perms", "/a=list;/a/=upload"]), 2, "--dir-perms", '"/a"', "twice");
+    assertOneLineError(await berth(cwd, ["user", "set", "alice", "--dir-perms", "pub=list;/pub=list"]), 2, "--dir-perms", '"/pub"', "twice");
     assertOneLineError(await berth(cwd, ["user", "set", "alice", "--quota-bytes", "lots"]), 2, "--quota-bytes");
     assertOneLineError(await berth(cwd, ["user", "set", "alice"]), 2, "nothing to change");
     assertOneLineError(await berth(cwd, ["user", "set", "nobody", "--read-only"]), 1, "no user");

@@ -166,6 +166,9 @@ function dirPerms(text: string): Record<string, Perm[]> | null {
     if (eq !== -1 && part.slice(0, eq).trim() === "") throw invalid(`--dir-perms needs a DIR before "=" in "${part}" (/ is the whole home)`);
     const dir = eq === -1 ? null : normalizeDir(part.slice(0, eq).trim());
     if (dir === null) throw invalid(`--dir-perms takes "DIR=LIST;DIR=LIST" with DIR inside the home, not "${part}"`);
+    // One directory named twice ("/a" and "/a/") would keep only its last entry: which one was
+    // meant is not for berth to guess.
+    if (Object.hasOwn(out, dir)) throw invalid(`--dir-perms names the directory "${dir}" twice`);
     out[dir] = part.slice(eq + 1).trim() === "all" ? [...PERMS] : permList(part.slice(eq + 1), "--dir-perms");
   }
   return out;
