@@ -154,7 +154,7 @@ void describe("berth serve: the first start", () => {
     assertOneLineError(refused, 2, "BERTH_USER is set but neither BERTH_PASSWORD nor BERTH_PASSWORD_FILE (or both are empty)");
   });
 
-  void test("the first-start hint says how to add users the way berth was started, with --config when another file was used", async () => {
+  void test("the first-start hint says how to add users the way berth was started, with --config when another file was used and the users file and storage root the environment sets", async () => {
     // bin/berth finds node on the PATH (#!/usr/bin/env node); a directory on the PATH holds a link to it.
     const onPath = workdir();
     symlinkSync(BIN, path.join(onPath, "berth"));
@@ -182,9 +182,33 @@ void describe("berth serve: the first start", () => {
       [hint(["berth", "serve"], { PATH: `${onPath}:${withNode}` }), "berth user add NAME"],
       [hint(["berth", "serve"], { PATH: `${onPath}:${withNode}`, BERTH_CONFIG: "my conf.yaml" }, "my conf.yaml"), "berth user add NAME --config 'my conf.yaml'"],
       [hint([linked, "serve", "--config=/dev/null"]), `${linked} user add NAME --config /dev/null`],
+      // The users file and storage root set in the environment (a systemd EnvironmentFile) go with
+      // the command, or it would write to another users file.
+      [
+        hint([...main, "--config", "etc/b.yaml"], { BERTH_USERS_FILE: "u dir/it's.json", BERTH_STORAGE_ROOT: "files" }, "etc/b.yaml"),
+        `BERTH_STORAGE_ROOT=files BERTH_USERS_FILE='u dir/it'\\''s.json' npm run --silent berth -- user add NAME --config etc/b.yaml`,
+      ],
+      [hint(main, { BERTH_USERS_FILE: "etc/users.json" }), "BERTH_USERS_FILE=etc/users.json npm run --silent berth -- user add NAME"],
     ];
     const shown = await Promise.all(cases.map(([p]) => p));
     assert.deepEqual(shown, cases.map(([, expected]) => expected));
+
+    // Typed into a shell without those variables, the command adds the user to the server's file.
+    const cwd = workdir();
+    const where = { BERTH_USERS_FILE: "u dir/users.json", BERTH_STORAGE_ROOT: "my files" };
+    const run = startServe(cwd, { ...env, PATH: withNode, ...where }, /add real users with: [^\n]*\n/, [BIN, "serve"]);
+    await run.ready;
+    run.child.kill("SIGTERM");
+    assert.equal(await run.exited, 0);
+    const typed = /add real users with: ([^\n]*)\n/.exec(run.output().stdout)?.[1] ?? "";
+    const added = spawnSync("/bin/sh", ["-c", typed.replace(" NAME", " bob --password-stdin")], {
+      cwd, input: "bob-pw", encoding: "utf8", env: { PATH: withNode, HOME: process.env.HOME ?? "", BERTH_USERS_BCRYPT_COST: "4" },
+    });
+    assert.equal(added.status, 0, added.stderr);
+    const users = JSON.parse(readFileSync(path.join(cwd, "u dir", "users.json"), "utf8")) as { users: { name: string }[] };
+    assert.deepEqual(users.users.map((u) => u.name).sort(), ["bob", "demo"]);
+    assert.ok(existsSync(path.join(cwd, "my files", "bob")), "bob's home is under the storage root in use");
+    assert.ok(!existsSync(path.join(cwd, "users")), "no other users file was made");
   });
 });
 

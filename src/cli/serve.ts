@@ -12,7 +12,7 @@ import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { createLogger, type Logger } from "../log/logger.ts";
 import { CliError, type ParsedCommand } from "./args.ts";
 import { configWithOverridesFor, storeFor, type CliContext } from "./commands.ts";
-import { configOption } from "./invocation.ts";
+import { configOption, storeVariables } from "./invocation.ts";
 import { checkBeforeStart, checkHostsResolve } from "./preflight.ts";
 
 /** What the server hands back once it listens. */
@@ -107,7 +107,7 @@ export async function welcome({ config, logger, users, envUser }: Serving, cmd: 
 /** The command that adds a user to this server's users file, as the operator would type it. */
 function addUserCommand(cmd: ParsedCommand, ctx: CliContext): string {
   const given = cmd.options.config;
-  return `${ctx.command} user add NAME${configOption(typeof given === "string" ? given : undefined, ctx.env, ctx.cwd)}`;
+  return `${storeVariables(ctx.env)}${ctx.command} user add NAME${configOption(typeof given === "string" ? given : undefined, ctx.env, ctx.cwd)}`;
 }
 
 /** A users file with no users in it (all deleted) and no anonymous FTP: nobody can log in. */
