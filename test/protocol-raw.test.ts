@@ -936,6 +936,47 @@ describe("reply formats", () => {
   });
 });
 
+describe("names too long to exist", () => {
+  it("are 553 only for the commands that would create one (STOR, APPE, STOU, MKD, RNTO); any other command finds nothing there (550)", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await writeFile(join(home, "f.txt"), "f");
+      const long = "n".repeat(256); // over NAME_MAX
+      const deep = `/${Array.from({ length: 17 }, () => "d".repeat(250)).join("/")}`; // over 4,096 bytes
+      // 4,080 bytes: a virtual path within the limit, whose real path below any home is too long
+      // for the kernel (ENAMETOOLONG).
+      const real = `/${Array.from({ length: 16 }, () => "r".repeat(254)).join("/")}`;
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        for (const name of [long, `sub/${long}/x`, deep, real]) {
+          for (const verb of ["CWD", "DELE", "RMD", "SIZE", "MDTM", "MLST", "STAT", "RNFR", "SITE CHMOD 600", "HASH", "XCRC", "MFMT 20240101000000"]) {
+            // CWD says "No such directory" for a name the disk itself finds too long.
+            assert.match((await raw.expect(`${verb} ${name}`, 550)).message, /^No such (file or )?directory$/, verb);
+          }
+          for (const verb of ["RETR", "LIST", "NLST", "MLSD"]) {
+            const data = await raw.pasv();
+            assert.equal((await raw.expect(`${verb} ${name}`, 550)).message, "No such file or directory", verb);
+            data.destroy();
+          }
+          if (name === real) continue; // its parent is missing: 550 for those that create too
+          for (const verb of ["MKD", "XMKD"]) assert.equal((await raw.expect(`${verb} ${name}`, 553)).message, "File name not allowed", verb);
+          for (const verb of ["STOR", "APPE", "STOU"]) {
+            const data = await raw.pasv();
+            assert.equal((await raw.expect(`${verb} ${name}`, 553)).message, "File name not allowed", verb);
+            data.destroy();
+          }
+          await raw.expect("RNFR f.txt", 350);
+          assert.equal((await raw.expect(`RNTO ${name}`, 553)).message, "File name not allowed");
+        }
+      } finally {
+        await raw.close();
+      }
+      assert.deepEqual(await readdir(home), ["f.txt"]);
+    }, { config: { limits: { maxLineLength: 8192 } } }); // a path longer than the default line
+  });
+});
+
 describe("names with spaces at their start or end", () => {
   it("LIST, NLST and STAT take a path as written, its leading and trailing spaces included, as SIZE and MLST do", async () => {
     await withServer(async (t) => {

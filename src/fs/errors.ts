@@ -2,7 +2,7 @@
  * The one place where Node's errno values become FTP replies. The client sees a short, fixed
  * message; the errno, syscall and real path go to `detail`, which only the log sees.
  */
-import { FtpError, isFtpError } from "../protocol/errors.ts";
+import { FtpError, isFtpError, NameTooLong } from "../protocol/errors.ts";
 
 /** `serverSide`: the cause is the server's set-up, not the client's request (FtpError.serverSide). */
 type Reply = readonly [code: number, message: string, serverSide?: boolean];
@@ -24,7 +24,6 @@ const BY_ERRNO: Readonly<Record<string, Reply>> = {
   ENOSPC: [452, "Insufficient storage space"],
   EDQUOT: [552, "Storage quota exceeded"],
   EFBIG: [552, "File too large"],
-  ENAMETOOLONG: [553, "File name not allowed"],
   ELOOP: [550, "Too many levels of symbolic links"],
   EMFILE: [451, "Local error: too many open files"],
   ENFILE: [451, "Local error: too many open files"],
@@ -36,6 +35,9 @@ const DEFAULT_REPLY: Reply = [451, "Local error in processing"];
 export function mapFsError(err: unknown): FtpError {
   if (isFtpError(err)) return err;
   const code = errnoOf(err);
+  // A real path too long for the kernel is a name too long, as a virtual one is: 553 only for a
+  // command that would create it (see NameTooLong).
+  if (code === "ENAMETOOLONG") return new NameTooLong(describe(err));
   const [reply, message, serverSide] = (code !== undefined ? BY_ERRNO[code] : undefined) ?? DEFAULT_REPLY;
   return new FtpError(reply, message, describe(err), serverSide);
 }

@@ -2,7 +2,7 @@
  * Pure functions on the client's view of the filesystem. A VirtualPath is absolute, normalized and
  * can never climb above "/"; JailedFs is the only place that maps one to a real path.
  */
-import { FtpError } from "../protocol/errors.ts";
+import { FtpError, NameTooLong } from "../protocol/errors.ts";
 import type { VirtualPath } from "./types.ts";
 
 /** The root of every user's virtual tree. */
@@ -155,5 +155,5 @@ function utf8Length(text: string): number {
 }
 
 function tooLong(): FtpError {
-  return new FtpError(553, "File name not allowed", "path or name too long");
+  return new NameTooLong("path or name too long");
 }

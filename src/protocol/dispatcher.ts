@@ -7,7 +7,7 @@
  */
 import { checkAccess, hasOwnDirPerms, namePolicy, parentOf, permsAt, permsDirOf, refusalText } from "../auth/perms.ts";
 import type { VirtualPath } from "../fs/types.ts";
-import { isFtpError } from "./errors.ts";
+import { FtpError, isFtpError, NameTooLong } from "./errors.ts";
 import type { User } from "../auth/types.ts";
 import type { CommandSpec, PermRule, Registry } from "./registry.ts";
 import type { Session } from "./session.ts";
@@ -59,7 +59,7 @@ export class Dispatcher {
       }
       await this.invoke(session, spec as CommandSpec, verb, arg);
     } catch (err) {
-      this.fail(session, verb, err);
+      this.fail(session, spec, verb, err);
     }
   }
 
@@ -112,7 +112,7 @@ export class Dispatcher {
       if (path === null) return null;
       return permitted(session, user, perm, path, permsDirOf({ path, scope: perm.scope ?? "entry" }));
     } catch (err) {
-      return refusalOf(err);
+      return refusalOf(err, perm);
     }
   }
 
@@ -126,12 +126,12 @@ export class Dispatcher {
       if (path === null) return null;
       return await refusalLookingUp(session, user, rule, path);
     } catch (err) {
-      return refusalOf(err);
+      return refusalOf(err, perm);
     }
   }
 
-  private fail(session: Session, verb: string, err: unknown): void {
-    const ftp = isFtpError(err) ? err : mapFsError(err);
+  private fail(session: Session, spec: CommandSpec | undefined, verb: string, err: unknown): void {
+    const ftp = answerOf(err, spec?.perm);
     if (!isFtpError(err) && ftp.code === 451) {
       session.log.error({ err, verb }, "command failed");
     } else if (ftp.serverSide) {
@@ -209,22 +209,31 @@ function permitted(session: Session, user: User, rule: PermRule, path: VirtualPa
   const access = { path, need: rule.need, scope: rule.scope ?? "entry", creates: rule.creates === true, named: rule.named === true, replaces: false, permsDir };
   const refusal = checkAccess(user, namePolicy(session.ctx.config.storage), access);
   if (refusal) return [550, refusalText(refusal)];
-  if (rule.overwrite === true && !permsAt(user, permsDir).has("overwrite")) return refuseExisting(session, path);
+  if (rule.overwrite === true && !permsAt(user, permsDir).has("overwrite")) return refuseExisting(session, rule, path);
   return null;
 }
 
-/** What a failed lookup during the permission check answers. */
-function refusalOf(err: unknown): Refusal {
-  const ftp = isFtpError(err) ? err : mapFsError(err);
+/** What a failed lookup during the permission check of `perm` answers. */
+function refusalOf(err: unknown, perm: PermRule): Refusal {
+  const ftp = answerOf(err, perm);
   return [ftp.code, ftp.message];
 }
 
+/** The reply to `err` from a command that acts by `perm`. A name too long to be one is "not
+ * allowed" (553) only where the command would create it; any other command finds nothing under
+ * it, and answers 550 as for any name that does not exist (see NameTooLong). */
+function answerOf(err: unknown, perm: PermRule | undefined): FtpError {
+  const ftp = isFtpError(err) ? err : mapFsError(err);
+  if (ftp instanceof NameTooLong && perm?.creates !== true) return new FtpError(550, "No such file or directory", ftp.detail);
+  return ftp;
+}
+
 /** 550 when something exists at `path` (the user lacks overwrite there). */
-async function refuseExisting(session: Session, path: VirtualPath): Promise<Refusal> {
+async function refuseExisting(session: Session, rule: PermRule, path: VirtualPath): Promise<Refusal> {
   try {
     return (await session.requireFs().exists(path)) ? [550, refusalText({ kind: "perm", perm: "overwrite" })] : null;
   } catch (err) {
-    return refusalOf(err);
+    return refusalOf(err, rule);
   }
 }
 

@@ -33,3 +33,15 @@ function isServerTrouble(code: number): boolean {
 export function isFtpError(err: unknown): err is FtpError {
   return err instanceof FtpError;
 }
+
+/**
+ * A path or name too long to be one: a name over NAME_MAX, a path over PATH_MAX, or the disk's
+ * ENAMETOOLONG. RFC 959 lists 553 "File name not allowed" only for the commands that create a name
+ * (STOR, STOU, APPE, MKD, RNTO); for any other such a name is one that does not exist, and the
+ * dispatcher answers it 550 (vsftpd and ProFTPD do so, from the system call's ENAMETOOLONG).
+ */
+export class NameTooLong extends FtpError {
+  constructor(detail: string) {
+    super(553, "File name not allowed", detail);
+  }
+}
