@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { FtpError } from "../src/protocol/errors.ts";
 import type { VirtualPath } from "../src/fs/types.ts";
-import { basename, dirname, isPlainName, joinVirtual, quote257, resolveVirtual, ROOT } from "../src/fs/vpath.ts";
+import { basename, dirname, isPlainName, joinVirtual, namesDirectory, quote257, resolveVirtual, ROOT } from "../src/fs/vpath.ts";
 import { toReal } from "../src/fs/contain.ts";
 import type { RealPath } from "../src/fs/types.ts";
 import path from "node:path";
@@ -97,6 +97,11 @@ void describe("path helpers", () => {
       rejectsWith(() => joinVirtual(ROOT, bad), 553, "File name not allowed");
     }
     assert.equal(isPlainName("a\\b"), true);
+  });
+
+  void it("namesDirectory: a name ending in /, /. or /.. (a backslash read as /) names a directory; . and .. alone are the cwd's", () => {
+    for (const arg of ["f/", "f\\", "f/.", "f/..", "f\\.", "f\\..", "/.", "a/b/.", "./"]) assert.equal(namesDirectory(arg), true, arg);
+    for (const arg of ["f", "f.", "f..", "f...", "f/...", ".", "..", ".f", "f/.f", "f/..f"]) assert.equal(namesDirectory(arg), false, arg);
   });
 
   void it("quote257 doubles quotes (RFC 959 appendix II)", () => {

@@ -873,6 +873,50 @@ describe("reply formats", () => {
     });
   });
 
+  it("a name ending in /. or /.. is a directory's, as one ending in / is: never the file before it (ls a.txt/. says Not a directory)", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await writeFile(join(home, "a.txt"), "abc");
+      await mkdir(join(home, "sub"));
+      await writeFile(join(home, "sub", "in.txt"), "i");
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        for (const name of ["a.txt/.", "/a.txt/.", "a.txt\\.", "sub/../a.txt/."]) {
+          for (const verb of ["SIZE", "MDTM", "MLST", "STAT", "RNFR", "SITE CHMOD 600", "MFMT 20240101000000"]) {
+            assert.match((await raw.expect(`${verb} ${name}`, 550)).message, /Not a directory/, `${verb} ${name}`);
+          }
+          for (const verb of ["RETR", "DELE", "XCRC"]) await raw.expect(`${verb} ${name}`, 550);
+          await raw.expect(`HASH ${name}`, 553); // as for a directory
+          for (const verb of ["LIST", "NLST"]) {
+            const data = await raw.pasv();
+            assert.match((await raw.expect(`${verb} ${name}`, 550)).message, /Not a directory/, `${verb} ${name}`);
+            data.destroy();
+          }
+          const data = await raw.pasv();
+          await raw.expect(`STOR ${name}`, 553);
+          data.destroy();
+        }
+        // A directory is named so as it is without them.
+        await raw.expect("CWD sub/..", 250);
+        await raw.expect("CWD sub/.", 250);
+        assert.match((await raw.expect("PWD", 257)).message, /^"\/sub" /);
+        assert.match((await raw.expect("STAT ..", 213)).lines.join("\n"), /a\.txt/);
+        assert.match((await raw.expect("STAT .", 213)).lines.join("\n"), /in\.txt/);
+        await raw.expect("CDUP", 200);
+        assert.match((await raw.expect("MLST sub/.", 250)).lines[1] ?? "", /^ type=dir;.* \/sub$/);
+        assert.match((await raw.expect("SIZE sub/.", 550)).message, /Not a regular file/);
+        assert.deepEqual((await listedText(raw, "NLST sub/.")).split("\r\n").filter(Boolean), ["sub/./in.txt"]);
+        assert.match(await listedText(raw, "LIST sub/."), /in\.txt/);
+        assert.match(await listedText(raw, "LIST ."), /a\.txt/);
+      } finally {
+        await raw.close();
+      }
+      assert.deepEqual((await readdir(home)).sort(), ["a.txt", "sub"]);
+      assert.equal(await readFile(join(home, "a.txt"), "utf8"), "abc");
+    });
+  });
+
   it("CWD says why it refuses: a file is not a directory, a missing name is missing; the directory stays", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "f.txt"), "f");

@@ -28,12 +28,20 @@ export function hasControlChar(text: string): boolean {
   return CONTROL.test(text);
 }
 
-/** Whether a path argument ends in "/" (or "\\", read as "/"): it names a directory, as open(2)
- * and stat(2) take it (ENOTDIR for a file). resolveVirtual drops that slash, so the commands that
- * act on a file or an entry in place ask this of the argument as the client wrote it. */
+/** Whether a path argument ends in "/" (or "\\", read as "/"), "/." or "/..": it names a
+ * directory, as open(2) and stat(2) take it (ENOTDIR for a file: "." and ".." are entries of a
+ * directory only). resolveVirtual drops that ending, so the commands that act on a file or an
+ * entry in place ask this of the argument as the client wrote it. */
 export function namesDirectory(arg: string): boolean {
-  const last = arg.charCodeAt(arg.length - 1);
-  return last === SLASH || last === BACKSLASH;
+  let end = arg.length - 1;
+  // A final "." or ".." counts when a slash comes before it; alone (nothing before it) it is the
+  // cwd or its parent, a directory anyway.
+  if (arg.charCodeAt(end) === DOT) end -= arg.charCodeAt(end - 1) === DOT ? 2 : 1;
+  return isSlash(arg.charCodeAt(end));
+}
+
+function isSlash(c: number): boolean {
+  return c === SLASH || c === BACKSLASH;
 }
 
 /** Resolves an FTP path argument against the virtual cwd: "\" counts as "/", "//", "." and ".."
