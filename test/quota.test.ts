@@ -17,6 +17,7 @@ import { backOff } from "../src/fs/quick.ts";
 import { dataConnect, readAll, storeCode, type RawClient } from "./helpers/raw.ts";
 import { download, ftpLogin, payload, rawLogin, upload, withServer } from "./helpers/run.ts";
 import { endUpload, pasvPort, portsFree, sizeReached, startUpload, tempFiles, twoSessions } from "./helpers/uploads.ts";
+import type { TestServer } from "./helpers/server.ts";
 
 const KIB = 1024;
 /** The uid and gid of "nobody", an account that owns nothing here. */
@@ -24,6 +25,22 @@ const NOBODY = 65534;
 
 /** carol has her own quota of 100 KiB and 3 files. */
 const CAROL = { name: "carol", password: "carol-pw", quotaBytes: 100 * KIB, quotaFiles: 3 };
+
+/** Runs `body` with carol's home and two raw sessions of hers on one server, both closed after. */
+async function withTwoSessions(body: (on: { t: TestServer; home: string; a: RawClient; b: RawClient }) => Promise<void>): Promise<void> {
+  await withServer(
+    async (t) => {
+      const [a, b] = await twoSessions(t);
+      try {
+        await body({ t, home: t.home("carol"), a, b });
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    },
+    { users: [CAROL] },
+  );
+}
 
 /** STOR (or APPE) through the raw client (storeCode): the final reply's code, or the refusal's. */
 async function rawStore(c: RawClient, verb: string, name: string, data: Buffer): Promise<number> {
@@ -406,90 +423,60 @@ describe("quota and bandwidth config", () => {
 describe("quota count with other sessions at work on the same file", () => {
   /** Starts an upload through the raw client: PASV, the command, its 150; returns the data socket. */
   it("an upload renamed by another session while it runs is counted under its new name", async () => {
-    await withServer(
-      async (t) => {
-        const home = t.home("carol");
-        const [a, b] = await twoSessions(t);
-        try {
-          const sock = await startUpload(a, "STOR", "up.bin", payload(30 * KIB, 1));
-          await sizeReached(path.join(home, "up.bin"), 30 * KIB);
-          await b.expect("RNFR up.bin", 350);
-          await b.expect("RNTO moved.bin", 250);
-          assert.equal(await endUpload(a, sock, payload(30 * KIB, 2)), 226);
-          assert.equal((await stat(path.join(home, "moved.bin"))).size, 60 * KIB);
-          // 60 KiB are stored: 50 more would make 110 of 100 KiB.
-          assert.equal(await rawStore(a, "STOR", "more.bin", payload(50 * KIB)), 552);
-          assert.equal(await rawStore(a, "STOR", "fits.bin", payload(40 * KIB)), 226);
-          await portsFree(t);
-        } finally {
-          await a.close();
-          await b.close();
-        }
-      },
-      { users: [CAROL] },
-    );
+    await withTwoSessions(async ({ t, home, a, b }) => {
+      const sock = await startUpload(a, "STOR", "up.bin", payload(30 * KIB, 1));
+      await sizeReached(path.join(home, "up.bin"), 30 * KIB);
+      await b.expect("RNFR up.bin", 350);
+      await b.expect("RNTO moved.bin", 250);
+      assert.equal(await endUpload(a, sock, payload(30 * KIB, 2)), 226);
+      assert.equal((await stat(path.join(home, "moved.bin"))).size, 60 * KIB);
+      // 60 KiB are stored: 50 more would make 110 of 100 KiB.
+      assert.equal(await rawStore(a, "STOR", "more.bin", payload(50 * KIB)), 552);
+      assert.equal(await rawStore(a, "STOR", "fits.bin", payload(40 * KIB)), 226);
+      await portsFree(t);
+    });
   });
 
   it("a file deleted by another session while uploaded leaves the count of the other files as it was", async () => {
-    await withServer(
-      async (t) => {
-        const home = t.home("carol");
-        const [a, b] = await twoSessions(t);
-        try {
-          assert.equal(await rawStore(a, "STOR", "keep.bin", payload(40 * KIB)), 226);
-          const sock = await startUpload(a, "STOR", "gone.bin", payload(30 * KIB, 1));
-          await sizeReached(path.join(home, "gone.bin"), 30 * KIB);
-          await b.expect("DELE gone.bin", 250);
-          assert.equal(await endUpload(a, sock, payload(10 * KIB, 2)), 226);
-          await assert.rejects(stat(path.join(home, "gone.bin")), { code: "ENOENT" });
-          // keep.bin's 40 KiB are still stored: 70 more would make 110 of 100 KiB; 60 fit.
-          assert.equal(await rawStore(a, "STOR", "big.bin", payload(70 * KIB)), 552);
-          assert.equal(await rawStore(a, "STOR", "big.bin", payload(60 * KIB)), 226);
-          await portsFree(t);
-        } finally {
-          await a.close();
-          await b.close();
-        }
-      },
-      { users: [CAROL] },
-    );
+    await withTwoSessions(async ({ t, home, a, b }) => {
+      assert.equal(await rawStore(a, "STOR", "keep.bin", payload(40 * KIB)), 226);
+      const sock = await startUpload(a, "STOR", "gone.bin", payload(30 * KIB, 1));
+      await sizeReached(path.join(home, "gone.bin"), 30 * KIB);
+      await b.expect("DELE gone.bin", 250);
+      assert.equal(await endUpload(a, sock, payload(10 * KIB, 2)), 226);
+      await assert.rejects(stat(path.join(home, "gone.bin")), { code: "ENOENT" });
+      // keep.bin's 40 KiB are still stored: 70 more would make 110 of 100 KiB; 60 fit.
+      assert.equal(await rawStore(a, "STOR", "big.bin", payload(70 * KIB)), 552);
+      assert.equal(await rawStore(a, "STOR", "big.bin", payload(60 * KIB)), 226);
+      await portsFree(t);
+    });
   });
 
   it("two sessions storing one new name at once count the one file that stays, whichever ends first", async () => {
-    await withServer(
-      async (t) => {
-        const home = t.home("carol");
-        const [a, b] = await twoSessions(t);
-        try {
-          for (const firstEnds of ["new", "replacing"]) {
-            // a creates the file and writes it in place; b, coming second, replaces it through a temp file.
-            const sa = await startUpload(a, "STOR", "same.bin", payload(10 * KIB, 1));
-            await sizeReached(path.join(home, "same.bin"), 10 * KIB);
-            const sb = await startUpload(b, "STOR", "same.bin", payload(20 * KIB, 2));
-            await sizeReached(home, 20 * KIB);
-            if (firstEnds === "new") {
-              assert.equal(await endUpload(a, sa, payload(5 * KIB, 3)), 226);
-              assert.equal(await endUpload(b, sb, Buffer.alloc(0)), 226);
-            } else {
-              assert.equal(await endUpload(b, sb, Buffer.alloc(0)), 226);
-              assert.equal(await endUpload(a, sa, payload(5 * KIB, 3)), 226);
-            }
-            assert.deepEqual(await readFile(path.join(home, "same.bin")), payload(20 * KIB, 2));
-            assert.deepEqual(await tempFiles(home), []);
-            // 20 KiB stored: 80 more fill the quota exactly, one byte more does not fit.
-            assert.equal(await rawStore(a, "STOR", "fill.bin", payload(80 * KIB + 1)), 552, firstEnds);
-            assert.equal(await rawStore(a, "STOR", "fill.bin", payload(80 * KIB)), 226, firstEnds);
-            await a.expect("DELE fill.bin", 250);
-            await a.expect("DELE same.bin", 250);
-          }
-          await portsFree(t);
-        } finally {
-          await a.close();
-          await b.close();
+    await withTwoSessions(async ({ t, home, a, b }) => {
+      for (const firstEnds of ["new", "replacing"]) {
+        // a creates the file and writes it in place; b, coming second, replaces it through a temp file.
+        const sa = await startUpload(a, "STOR", "same.bin", payload(10 * KIB, 1));
+        await sizeReached(path.join(home, "same.bin"), 10 * KIB);
+        const sb = await startUpload(b, "STOR", "same.bin", payload(20 * KIB, 2));
+        await sizeReached(home, 20 * KIB);
+        if (firstEnds === "new") {
+          assert.equal(await endUpload(a, sa, payload(5 * KIB, 3)), 226);
+          assert.equal(await endUpload(b, sb, Buffer.alloc(0)), 226);
+        } else {
+          assert.equal(await endUpload(b, sb, Buffer.alloc(0)), 226);
+          assert.equal(await endUpload(a, sa, payload(5 * KIB, 3)), 226);
         }
-      },
-      { users: [CAROL] },
-    );
+        assert.deepEqual(await readFile(path.join(home, "same.bin")), payload(20 * KIB, 2));
+        assert.deepEqual(await tempFiles(home), []);
+        // 20 KiB stored: 80 more fill the quota exactly, one byte more does not fit.
+        assert.equal(await rawStore(a, "STOR", "fill.bin", payload(80 * KIB + 1)), 552, firstEnds);
+        assert.equal(await rawStore(a, "STOR", "fill.bin", payload(80 * KIB)), 226, firstEnds);
+        await a.expect("DELE fill.bin", 250);
+        await a.expect("DELE same.bin", 250);
+      }
+      await portsFree(t);
+    });
   });
 
   for (const disk of ["fast", "slow"]) {
@@ -559,28 +546,18 @@ describe("quota count with other sessions at work on the same file", () => {
   }
 
   it("two sessions appending to one file at once count the bytes both added", async () => {
-    await withServer(
-      async (t) => {
-        const home = t.home("carol");
-        const [a, b] = await twoSessions(t);
-        try {
-          const sa = await startUpload(a, "APPE", "log.bin", payload(10 * KIB, 1));
-          await sizeReached(path.join(home, "log.bin"), 10 * KIB);
-          const sb = await startUpload(b, "APPE", "log.bin", payload(10 * KIB, 2));
-          await sizeReached(path.join(home, "log.bin"), 20 * KIB);
-          assert.equal(await endUpload(a, sa, Buffer.alloc(0)), 226);
-          assert.equal(await endUpload(b, sb, payload(10 * KIB, 3)), 226);
-          assert.equal((await stat(path.join(home, "log.bin"))).size, 30 * KIB);
-          assert.equal(await rawStore(a, "STOR", "fill.bin", payload(70 * KIB + 1)), 552);
-          assert.equal(await rawStore(a, "STOR", "fill.bin", payload(70 * KIB)), 226);
-          await portsFree(t);
-        } finally {
-          await a.close();
-          await b.close();
-        }
-      },
-      { users: [CAROL] },
-    );
+    await withTwoSessions(async ({ t, home, a, b }) => {
+      const sa = await startUpload(a, "APPE", "log.bin", payload(10 * KIB, 1));
+      await sizeReached(path.join(home, "log.bin"), 10 * KIB);
+      const sb = await startUpload(b, "APPE", "log.bin", payload(10 * KIB, 2));
+      await sizeReached(path.join(home, "log.bin"), 20 * KIB);
+      assert.equal(await endUpload(a, sa, Buffer.alloc(0)), 226);
+      assert.equal(await endUpload(b, sb, payload(10 * KIB, 3)), 226);
+      assert.equal((await stat(path.join(home, "log.bin"))).size, 30 * KIB);
+      assert.equal(await rawStore(a, "STOR", "fill.bin", payload(70 * KIB + 1)), 552);
+      assert.equal(await rawStore(a, "STOR", "fill.bin", payload(70 * KIB)), 226);
+      await portsFree(t);
+    });
   });
 
   it("an APPE stopped by the quota while another session appends to the same file keeps that session's bytes", async () => {
@@ -626,55 +603,35 @@ describe("quota count with other sessions at work on the same file", () => {
   });
 
   it("a file deleted by another session while an upload replaces it frees nothing for that upload: it is stopped at the quota", async () => {
-    await withServer(
-      async (t) => {
-        const home = t.home("carol");
-        const [a, b] = await twoSessions(t);
-        try {
-          assert.equal(await rawStore(a, "STOR", "old.bin", payload(80 * KIB)), 226);
-          const sock = await startUpload(a, "STOR", "old.bin", payload(10 * KIB, 1));
-          await sizeReached(home, 10 * KIB);
-          await b.expect("DELE old.bin", 250);
-          // The 80 KiB it was to replace are gone already: 150 KiB would be 150 of 100 KiB.
-          assert.equal(await endUpload(a, sock, payload(140 * KIB, 2)), 552);
-          await assert.rejects(stat(path.join(home, "old.bin")), { code: "ENOENT" });
-          assert.deepEqual(await tempFiles(home), []);
-          assert.equal(await rawStore(a, "STOR", "fill.bin", payload(100 * KIB)), 226);
-          await portsFree(t);
-        } finally {
-          await a.close();
-          await b.close();
-        }
-      },
-      { users: [CAROL] },
-    );
+    await withTwoSessions(async ({ t, home, a, b }) => {
+      assert.equal(await rawStore(a, "STOR", "old.bin", payload(80 * KIB)), 226);
+      const sock = await startUpload(a, "STOR", "old.bin", payload(10 * KIB, 1));
+      await sizeReached(home, 10 * KIB);
+      await b.expect("DELE old.bin", 250);
+      // The 80 KiB it was to replace are gone already: 150 KiB would be 150 of 100 KiB.
+      assert.equal(await endUpload(a, sock, payload(140 * KIB, 2)), 552);
+      await assert.rejects(stat(path.join(home, "old.bin")), { code: "ENOENT" });
+      assert.deepEqual(await tempFiles(home), []);
+      assert.equal(await rawStore(a, "STOR", "fill.bin", payload(100 * KIB)), 226);
+      await portsFree(t);
+    });
   });
 
   it("a file renamed away by another session while an upload replaces it frees nothing for that upload: it is stopped at the quota", async () => {
-    await withServer(
-      async (t) => {
-        const home = t.home("carol");
-        const [a, b] = await twoSessions(t);
-        try {
-          assert.equal(await rawStore(a, "STOR", "old.bin", payload(80 * KIB)), 226);
-          const sock = await startUpload(a, "STOR", "old.bin", payload(10 * KIB, 1));
-          await sizeReached(home, 10 * KIB);
-          await b.expect("RNFR old.bin", 350);
-          await b.expect("RNTO kept.bin", 250);
-          // kept.bin still holds its 80 KiB: 50 more would be 130 of 100 KiB.
-          assert.equal(await endUpload(a, sock, payload(40 * KIB, 2)), 552);
-          assert.equal((await stat(path.join(home, "kept.bin"))).size, 80 * KIB);
-          await assert.rejects(stat(path.join(home, "old.bin")), { code: "ENOENT" });
-          assert.deepEqual(await tempFiles(home), []);
-          assert.equal(await rawStore(a, "STOR", "fill.bin", payload(20 * KIB + 1)), 552);
-          assert.equal(await rawStore(a, "STOR", "fill.bin", payload(20 * KIB)), 226);
-          await portsFree(t);
-        } finally {
-          await a.close();
-          await b.close();
-        }
-      },
-      { users: [CAROL] },
-    );
+    await withTwoSessions(async ({ t, home, a, b }) => {
+      assert.equal(await rawStore(a, "STOR", "old.bin", payload(80 * KIB)), 226);
+      const sock = await startUpload(a, "STOR", "old.bin", payload(10 * KIB, 1));
+      await sizeReached(home, 10 * KIB);
+      await b.expect("RNFR old.bin", 350);
+      await b.expect("RNTO kept.bin", 250);
+      // kept.bin still holds its 80 KiB: 50 more would be 130 of 100 KiB.
+      assert.equal(await endUpload(a, sock, payload(40 * KIB, 2)), 552);
+      assert.equal((await stat(path.join(home, "kept.bin"))).size, 80 * KIB);
+      await assert.rejects(stat(path.join(home, "old.bin")), { code: "ENOENT" });
+      assert.deepEqual(await tempFiles(home), []);
+      assert.equal(await rawStore(a, "STOR", "fill.bin", payload(20 * KIB + 1)), 552);
+      assert.equal(await rawStore(a, "STOR", "fill.bin", payload(20 * KIB)), 226);
+      await portsFree(t);
+    });
   });
 });
