@@ -169,24 +169,25 @@ async function fstatOrNull(handle: FileLike): Promise<Stats | null> {
 
 /** Before DELE or RNTO onto `path`: returns what to run once the entry is gone, so the count
  * loses the file that was there (nothing to do for an untracked home). */
-export async function beforeRemoving(s: Session, path: VirtualPath): Promise<() => void> {
+export function beforeRemoving(s: Session, path: VirtualPath): Promise<() => void> {
+  return beforeChanging(s, path, (home, st) => home.apply(home.removal(st)));
+}
+
+/** Before RNTO renames `from`: returns what to run once it has, so that an upload about to replace
+ * the file by its old name no longer counts on freeing it (nothing to do for an untracked home). */
+export function beforeMoving(s: Session, from: VirtualPath): Promise<() => void> {
+  return beforeChanging(s, from, (home, st) => home.moved(st));
+}
+
+/** The file at `path` as it is before a command changes it, and `then` to run on it once it has;
+ * nothing to run for a home no count tracks, or for no file there. */
+async function beforeChanging(s: Session, path: VirtualPath, then: (home: HomeUsage, st: Stats) => void): Promise<() => void> {
   const fs = s.requireFs();
   const home = s.ctx.quotas.tracked(fs.root);
   if (!home) return () => undefined;
   const st = await fileStatsAt(fs.root, path, false);
   if (st === null) return () => undefined;
-  return () => home.apply(home.removal(st));
-}
-
-/** Before RNTO renames `from`: returns what to run once it has, so that an upload about to replace
- * the file by its old name no longer counts on freeing it (nothing to do for an untracked home). */
-export async function beforeMoving(s: Session, from: VirtualPath): Promise<() => void> {
-  const fs = s.requireFs();
-  const home = s.ctx.quotas.tracked(fs.root);
-  if (!home) return () => undefined;
-  const st = await fileStatsAt(fs.root, from, false);
-  if (st === null) return () => undefined;
-  return () => home.moved(st);
+  return () => then(home, st);
 }
 
 /** The home's usage when a quota applies (counted first if need be) or it is tracked already. */
