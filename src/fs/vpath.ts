@@ -40,6 +40,15 @@ export function namesDirectory(arg: string): boolean {
   return isSlash(arg.charCodeAt(end));
 }
 
+/** Why a name namesDirectory takes is refused where it leads to no directory, after the reply's
+ * first words ("Not a directory", "Not a plain file", ...). */
+export const NAMES_DIRECTORY = "a name ending in /, /. or /.. is a directory's";
+
+/** The refusal of a name namesDirectory takes that leads to no directory (LIST, MLST, RNFR…). */
+export function notADirectory(): FtpError {
+  return new FtpError(550, `Not a directory: ${NAMES_DIRECTORY}`);
+}
+
 function isSlash(c: number): boolean {
   return c === SLASH || c === BACKSLASH;
 }

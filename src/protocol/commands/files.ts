@@ -5,7 +5,7 @@
  */
 import { holdsDirPerms, isHiddenPath, namePolicy } from "../../auth/perms.ts";
 import { formatMdtm, parseMfmtTime } from "../../fs/format.ts";
-import { basename, dirname, joinVirtual, namesDirectory, ROOT } from "../../fs/vpath.ts";
+import { basename, dirname, joinVirtual, NAMES_DIRECTORY, namesDirectory, notADirectory, ROOT } from "../../fs/vpath.ts";
 import { lacksOverwrite } from "../dispatcher.ts";
 import { FtpError } from "../errors.ts";
 import { beforeMoving, beforeRemoving } from "../limits.ts";
@@ -17,7 +17,7 @@ import type { Session } from "../session.ts";
 async function dele(s: Session, arg: string): Promise<void> {
   const path = s.resolve(arg);
   // As for RETR: "g/" names a directory, not the file g, and unlink(2) refuses it (ENOTDIR).
-  if (path !== ROOT && namesDirectory(arg)) throw new FtpError(550, "Not a plain file: a name ending in / is a directory's");
+  if (path !== ROOT && namesDirectory(arg)) throw new FtpError(550, `Not a plain file: ${NAMES_DIRECTORY}`);
   const counted = await beforeRemoving(s, path); // quota usage (protocol/limits.ts)
   await s.requireFs().unlink(path);
   counted();
@@ -63,10 +63,6 @@ async function rnto(s: Session, arg: string): Promise<void> {
   s.reply(250, "Rename successful");
 }
 
-/** RNFR or RNTO of a name ending in / where the entry renamed is not a directory. */
-function notADirectory(): FtpError {
-  return new FtpError(550, "Not a directory: a name ending in / is a directory's");
-}
 
 /** The entry a path argument names, for the commands that look at or change one in place: a name
  * ending in a slash is a directory's, so "g/" is not the file g (stat(2) says ENOTDIR). */

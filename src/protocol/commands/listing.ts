@@ -12,7 +12,7 @@ import { compileGlob, globOf, lastComponentAt } from "../../fs/glob.ts";
 import { ListingTicket } from "../../fs/listgate.ts";
 import { Entries, EntryView } from "../../fs/listing.ts";
 import type { DirEntry, VirtualPath } from "../../fs/types.ts";
-import { basename, dirname, joinVirtual, namesDirectory, ROOT } from "../../fs/vpath.ts";
+import { basename, dirname, joinVirtual, namesDirectory, notADirectory, ROOT } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
 import { formatBlockReply, stripControl } from "../reply.ts";
 import { refusalLookingUp } from "../dispatcher.ts";
@@ -86,10 +86,6 @@ async function entriesOf(s: Session, arg: string, ticket: ListingTicket): Promis
   return { path, entries: visible(s, await fs.listing(path, ticket)), picked: false, itself: false };
 }
 
-/** The refusal of a name ending in a slash that leads to no directory. */
-function notADirectory(): FtpError {
-  return new FtpError(550, "Not a directory: a name ending in / is a directory's");
-}
 
 /** A path with pattern characters that names an entry as written ("Archive [2019]") is that entry:
  * the permission check before the command looked at the directory the pattern would pick from, so

@@ -8,7 +8,7 @@ import { namePolicy } from "../../auth/perms.ts";
 import { Transfer, receiveFile, sendFile } from "../../data/transfer.ts";
 import type { NameFilter } from "../../fs/jail.ts";
 import type { Upload, UploadOptions, VirtualPath } from "../../fs/types.ts";
-import { basename, dirname, joinVirtual, namesDirectory, ROOT } from "../../fs/vpath.ts";
+import { basename, dirname, joinVirtual, NAMES_DIRECTORY, namesDirectory, ROOT } from "../../fs/vpath.ts";
 import { lacksOverwrite } from "../dispatcher.ts";
 import { FtpError } from "../errors.ts";
 import type { CommandSpec } from "../registry.ts";
@@ -35,7 +35,7 @@ async function retr(s: Session, arg: string): Promise<void> {
   const path = s.resolve(arg);
   // As for an upload (uploadPath): the path without the slash would be a file the client did not
   // name, and open(2) refuses "f/" for a file (ENOTDIR), as a directory is refused.
-  if (namesDirectory(arg)) throw new FtpError(550, "Not a plain file: a name ending in / is a directory's");
+  if (namesDirectory(arg)) throw new FtpError(550, `Not a plain file: ${NAMES_DIRECTORY}`);
   const offset = restartOffset(s);
   const dl = await s.requireFs().openDownload(path);
   const hook = downloadHook(s);
@@ -159,7 +159,7 @@ class UniqueTarget {
  * system's to refuse (550 Is a directory). */
 function uploadPath(s: Session, arg: string): VirtualPath {
   const path = s.resolve(arg);
-  if (path !== ROOT && namesDirectory(arg)) throw new FtpError(553, "File name not allowed: a name ending in / is a directory's");
+  if (path !== ROOT && namesDirectory(arg)) throw new FtpError(553, `File name not allowed: ${NAMES_DIRECTORY}`);
   return path;
 }
 
