@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 import { FTPError } from "basic-ftp";
 import { ConfigError, loadConfig } from "../src/config/load.ts";
 import { backOff } from "../src/fs/quick.ts";
-import { dataConnect, readAll, storeCode, type RawClient } from "./helpers/raw.ts";
+import { dataConnect, readAll, storeCode, storeReply, type RawClient } from "./helpers/raw.ts";
 import { download, ftpLogin, payload, rawLogin, upload, withServer } from "./helpers/run.ts";
 import { endUpload, pasvPort, portsFree, sizeReached, startUpload, tempFiles, twoSessions } from "./helpers/uploads.ts";
 import type { TestServer } from "./helpers/server.ts";
@@ -159,12 +159,23 @@ describe("quota crossed mid-way", () => {
           assert.deepEqual(await readFile(path.join(home, "keep.bin")), original);
           assert.deepEqual(await tempFiles(home), []);
 
-          assert.equal(await rawStore(c, "APPE", "keep.bin", big), 552);
+          // The reply says what became of the file: an upload into a file that was there (APPE,
+          // REST+STOR) is cut back to where it began, the file itself stays.
+          const appended = await storeReply(c, "APPE keep.bin", big);
+          assert.equal(appended.code, 552);
+          assert.match(appended.message, /the file ends where this upload began \(10240 bytes\)$/);
+          assert.doesNotMatch(appended.message, /upload removed/);
           assert.deepEqual(await readFile(path.join(home, "keep.bin")), original);
 
           await c.expect("REST 5000", 350);
-          assert.equal(await rawStore(c, "STOR", "keep.bin", big), 552);
+          const restarted = await storeReply(c, "STOR keep.bin", big);
+          assert.equal(restarted.code, 552);
+          assert.match(restarted.message, /the file ends where this upload began \(5000 bytes\)$/);
           assert.deepEqual(await readFile(path.join(home, "keep.bin")), original.subarray(0, 5000));
+          // A new file is removed whole, and an APPE that made its file as well.
+          assert.match((await storeReply(c, "STOR new.bin", big)).message, /; upload removed$/);
+          assert.match((await storeReply(c, "APPE new.bin", big)).message, /; upload removed$/);
+          await assert.rejects(stat(path.join(home, "new.bin")), { code: "ENOENT" });
           await portsFree(t);
 
           // The failed attempts left nothing behind in the count: 95 KiB still fit.

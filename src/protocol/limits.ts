@@ -68,7 +68,10 @@ export async function admitUpload(
   const end = new UploadEnd();
   const hook = combine(pacing, checked, (err) => {
     exceeded = true;
-    return end.file?.shared === true ? keptOverQuota(limits) : err;
+    if (end.file?.shared === true) return keptOverQuota(limits);
+    // The quota's own text says the upload was removed, true of a file it made or a temp file; a
+    // file that was there (APPE, REST+STOR) is cut back to where the upload began, and stays.
+    return end.inPlace ? cutOverQuota(limits, end.position) : err;
   });
   // Methods, not named arrows: see test/hotpath.test.ts.
   return {
@@ -85,6 +88,7 @@ export async function admitUpload(
       const held = up.sizeAtOpen;
       end.file = home.track(st, held !== null ? { bytes: held, files: 1 } : NO_CHANGE);
       end.replaces = up.replaces;
+      end.inPlace = held !== null;
       end.position = up.position;
       end.transfer = t;
     },
@@ -125,6 +129,8 @@ class UploadEnd {
   linked = true;
   /** Where its data started (a rollback cuts the file back to it). */
   position = 0;
+  /** It writes into a file that was there before it (APPE, REST+STOR): a rollback keeps the file. */
+  inPlace = false;
   committed = false;
   rolledBack = false;
 
@@ -218,6 +224,12 @@ function pace(s: Session, dir: Direction): TransferHook | null {
 /** The 552 of an upload stopped by the quota whose bytes are kept (see UploadLimits.abort). */
 function keptOverQuota(limits: QuotaLimits): FtpError {
   return new FtpError(552, `Quota exceeded: storage limit of ${formatSize(limits.bytes)} reached; what was received is kept, as another upload writes the same file`);
+}
+
+/** The 552 of an upload stopped by the quota that wrote into a file that was there: the file is
+ * cut back to `position`, where the upload began, not removed. */
+function cutOverQuota(limits: QuotaLimits, position: number): FtpError {
+  return new FtpError(552, `Quota exceeded: storage limit of ${formatSize(limits.bytes)} reached; the data received was removed: the file ends where this upload began (${position} bytes)`);
 }
 
 /** One hook for pacing and quota; null when there is neither. `onExceeded` gets the quota's error

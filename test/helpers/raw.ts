@@ -325,11 +325,16 @@ export async function retrieveText(raw: RawClient, name: string, rest?: number):
 /** `line` (STOR, APPE, STOU…) on a new passive connection: after a 150, `data` is sent and the
  * final reply's code is returned; a refusal's code (550, 553…) is returned as it comes. */
 export async function storeCode(raw: RawClient, line: string, data: Buffer | string, ms = 10_000): Promise<number> {
+  return (await storeReply(raw, line, data, ms)).code;
+}
+
+/** As storeCode, but the whole final reply (or the refusal). */
+export async function storeReply(raw: RawClient, line: string, data: Buffer | string, ms = 10_000): Promise<Reply> {
   const sock = await raw.pasv();
   try {
     raw.send(line);
     const first = await raw.reply();
-    if (first.code !== 150) return first.code;
+    if (first.code !== 150) return first;
     // Not once(): its promise rejects on the socket's error (a reset after a 552), and the reply
     // is what is asked about.
     const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
@@ -337,7 +342,7 @@ export async function storeCode(raw: RawClient, line: string, data: Buffer | str
     sock.resume();
     const last = await raw.reply(ms);
     await closed;
-    return last.code;
+    return last;
   } finally {
     sock.destroy();
   }
