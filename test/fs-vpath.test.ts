@@ -59,6 +59,23 @@ void describe("resolveVirtual", () => {
     });
   }
 
+  void it("lists each name of the argument a .. steps back out of, never one of the cwd", () => {
+    const cases: [string, string, string, string[]][] = [
+      ["/", "a.txt/../b.txt", "/b.txt", ["/a.txt"]],
+      ["/d", "x/y/../../z", "/d/z", ["/d/x/y", "/d/x"]],
+      ["/d", "../e/..", "/", ["/e"]],
+      ["/d/e", "/a\\..\\b", "/b", ["/a"]],
+      ["/", "../../a", "/a", []],
+      ["/d", "./x/./..", "/d", ["/d/x"]],
+      ["/", "a/b", "/a/b", []],
+    ];
+    for (const [cwd, arg, expected, through] of cases) {
+      const walked: VirtualPath[] = [];
+      assert.equal(resolveVirtual(v(cwd), arg, walked), expected, arg);
+      assert.deepEqual(walked, through, arg);
+    }
+  });
+
   void it("refuses NUL and every other control character with 501", () => {
     for (const arg of ["a\0b", "\0", "a\r\nDELE x", "tab\there", "\x1f"]) {
       rejectsWith(() => resolveVirtual(ROOT, arg), 501, "Invalid character in path");

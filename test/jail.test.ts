@@ -589,7 +589,7 @@ describe("odd paths inside the home: each command answers with a clear reply, an
         const table: readonly [string, number][] = [
           [`MKD ${three.repeat(85)}`, 257], // 255 bytes, in one pass
           [`MKD ${three.repeat(86)}`, 553], // 258 bytes
-          [`MKD /lim/../${"a".repeat(255)}`, 257], // 255 bytes, step by step
+          [`MKD /./${"a".repeat(255)}`, 257], // 255 bytes, step by step
           [`MKD ${"b".repeat(256)}`, 553],
           [`MKD ${four.repeat(63)}`, 257], // 252 bytes, 126 units
           [`MKD ${four.repeat(64)}`, 553], // 256 bytes

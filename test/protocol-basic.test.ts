@@ -165,7 +165,8 @@ describe("login and listings", () => {
   it('a pattern after a backslash is the last component, as "\\" is "/" in every path (sub\\*.txt)', async () => {
     await withServer(async (t) => {
       const home = t.home("alice");
-      await mkdir(join(home, "sub"));
+      // sub/x is a directory: a ".." steps back out of a directory only.
+      await mkdir(join(home, "sub", "x"), { recursive: true });
       for (const f of ["a.txt", "b.txt", "c.log"]) await writeFile(join(home, "sub", f), f);
       const raw = await rawLogin(t);
       const listing = async (line: string): Promise<string[]> => (await listedText(raw, line)).split("\r\n").filter(Boolean).sort();

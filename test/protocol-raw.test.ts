@@ -917,6 +917,47 @@ describe("reply formats", () => {
     });
   });
 
+  it("a .. after a file or a missing name on the way is refused as the kernel's walk refuses it (ENOTDIR, ENOENT), never collapsed away", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await writeFile(join(home, "a.txt"), "abc");
+      await writeFile(join(home, "b.txt"), "bcd");
+      await mkdir(join(home, "sub"));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        for (const [through, why] of [["a.txt", /^Not a directory/], ["missing", /^No such file or directory/]] as const) {
+          for (const name of [`${through}/..`, `${through}/../sub`, `/${through}/../sub/..`, `sub/../${through}/..`]) {
+            assert.match((await raw.expect(`CWD ${name}`, 550)).message, why, `CWD ${name}`);
+          }
+          for (const verb of ["SIZE", "MDTM", "MLST", "STAT", "RNFR", "DELE", "RETR", "XCRC", "SITE CHMOD 600", "MFMT 20240101000000"]) {
+            assert.match((await raw.expect(`${verb} ${through}/../b.txt`, 550)).message, why, `${verb} ${through}/../b.txt`);
+          }
+          assert.match((await raw.expect(`MKD ${through}/../new`, 550)).message, why);
+          assert.match((await raw.expect(`RMD ${through}/../sub`, 550)).message, why);
+          await raw.expect("RNFR b.txt", 350);
+          assert.match((await raw.expect(`RNTO ${through}/../c.txt`, 550)).message, why);
+          for (const verb of ["LIST", "NLST", "STOR"]) {
+            const data = await raw.pasv();
+            assert.match((await raw.expect(`${verb} ${through}/../b.txt`, 550)).message, why, verb);
+            data.destroy();
+          }
+        }
+        assert.match((await raw.expect("PWD", 257)).message, /^"\/" /);
+        // Through a directory, the same names are as before.
+        await raw.expect("SIZE sub/../b.txt", 213);
+        await raw.expect("CWD sub/../sub", 250);
+        // The cwd's own names are not looked at again: they were directories when entered.
+        await raw.expect("SIZE ../b.txt", 213);
+        await raw.expect("CDUP", 200);
+      } finally {
+        await raw.close();
+      }
+      assert.deepEqual((await readdir(home)).sort(), ["a.txt", "b.txt", "sub"]);
+      assert.equal(await readFile(join(home, "b.txt"), "utf8"), "bcd");
+    });
+  });
+
   it("CWD says why it refuses: a file is not a directory, a missing name is missing; the directory stays", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "f.txt"), "f");

@@ -57,8 +57,13 @@ function isSlash(c: number): boolean {
  * collapse, ".." at the root stays at the root. No URL decoding: "%2e%2e" is a literal name. A
  * leading "~" alone or before a slash is the home, the root of the virtual tree, as shells and
  * ProFTPD read it (curl sends `CWD ~` for ftp://host/~/file); "~name" and a "~" further on are
- * names ("./~" names an entry called "~"). */
-export function resolveVirtual(cwd: VirtualPath, arg: string): VirtualPath {
+ * names ("./~" names an entry called "~").
+ *
+ * `walked`, when given, gets each path that a ".." of the argument steps back out of: `/a.txt` for
+ * `a.txt/../b.txt`. The kernel walks through such a name, and fails (ENOTDIR, ENOENT) unless it
+ * is a directory; the collapse drops it unlooked at, so the caller checks it. The cwd's own names
+ * are not listed: they were directories when the session entered them. */
+export function resolveVirtual(cwd: VirtualPath, arg: string, walked?: VirtualPath[]): VirtualPath {
   if (arg.charCodeAt(0) === TILDE && (arg.length === 1 || arg.charCodeAt(1) === SLASH || arg.charCodeAt(1) === BACKSLASH)) {
     arg = "/" + arg.slice(1);
   }
@@ -78,10 +83,15 @@ export function resolveVirtual(cwd: VirtualPath, arg: string): VirtualPath {
   if (utf8Length(arg) > MAX_PATH_BYTES) throw tooLong();
   const path = arg.replaceAll("\\", "/");
   const segments = path.startsWith("/") ? [] : splitVirtual(cwd);
+  // How many of the segments are the cwd's (a ".." that reaches them takes them out of this count).
+  let ofCwd = segments.length;
   for (const seg of path.split("/")) {
     if (seg === "" || seg === ".") continue;
-    if (seg === "..") segments.pop();
-    else if (utf8Length(seg) > MAX_NAME_BYTES) throw tooLong();
+    if (seg === "..") {
+      if (segments.length > ofCwd) walked?.push(("/" + segments.join("/")) as VirtualPath);
+      segments.pop();
+      ofCwd = Math.min(ofCwd, segments.length);
+    } else if (utf8Length(seg) > MAX_NAME_BYTES) throw tooLong();
     else segments.push(seg);
   }
   const result = "/" + segments.join("/");

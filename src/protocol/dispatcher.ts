@@ -5,7 +5,7 @@
  * and REST. No exception leaves run(): an FtpError becomes its reply, anything else becomes 451 and
  * an error log line; the session and the process live on.
  */
-import { checkAccess, hasOwnDirPerms, namePolicy, parentOf, permsAt, permsDirOf, refusalText } from "../auth/perms.ts";
+import { checkAccess, hasOwnDirPerms, isHiddenPath, namePolicy, parentOf, permsAt, permsDirOf, refusalText } from "../auth/perms.ts";
 import type { VirtualPath } from "../fs/types.ts";
 import { FtpError, isFtpError, NameTooLong } from "./errors.ts";
 import type { User } from "../auth/types.ts";
@@ -101,12 +101,12 @@ export class Dispatcher {
 
   /** The permission check of `perm` on the resolved path; a bad path is refused here too, so a
    * refused transfer command still frees its data connection. Not async where nothing has to be
-   * waited for (no other form of the argument, the same permissions everywhere, no existence
-   * check): the usual command takes no turn of the microtask queue here. */
+   * waited for (no other form of the argument, the same permissions everywhere, no "..", no
+   * existence check): the usual command takes no turn of the microtask queue here. */
   private permission(session: Session, perm: PermRule, arg: string): Refusal | Promise<Refusal> {
     const user = session.user;
     if (!user) return null;
-    if (perm.form !== undefined || hasOwnDirPerms(user)) return this.permissionAfterLookups(session, user, perm, arg);
+    if (perm.form !== undefined || hasOwnDirPerms(user) || arg.includes("..")) return this.permissionAfterLookups(session, user, perm, arg);
     try {
       const path = perm.path ? perm.path(session, arg) : session.resolve(arg);
       if (path === null) return null;
@@ -116,15 +116,17 @@ export class Dispatcher {
     }
   }
 
-  /** permission() for a rule with another form of the argument, or a user with per-directory
-   * permissions (the directory a path leads to is looked up). */
+  /** permission() for a rule with another form of the argument, a user with per-directory
+   * permissions (the directory a path leads to is looked up), or a path with a ".." (the names it
+   * steps back out of are looked at). */
   private async permissionAfterLookups(session: Session, user: User, perm: PermRule, arg: string): Promise<Refusal> {
     try {
       const form = perm.form;
       const rule = form !== undefined && (await form.matches(session, arg)) ? form.rule : perm;
-      const path = rule.path ? rule.path(session, arg) : session.resolve(arg);
+      const walked: VirtualPath[] = [];
+      const path = session.resolveWalking(walked, () => (rule.path ? rule.path(session, arg) : session.resolve(arg)));
       if (path === null) return null;
-      return await refusalLookingUp(session, user, rule, path);
+      return (await refusalWalking(session, rule, walked)) ?? (await refusalLookingUp(session, user, rule, path));
     } catch (err) {
       return refusalOf(err, perm);
     }
@@ -178,6 +180,29 @@ export async function refusalLookingUp(session: Session, user: User, rule: PermR
     permsDir = await ownPermsDir(session, rule, path);
   }
   return await permitted(session, user, rule, path, permsDir);
+}
+
+/**
+ * The walk the kernel would make through each name a ".." of the argument steps back out of
+ * (fs/vpath.ts resolveVirtual): `a.txt/../b.txt` fails on a file with ENOTDIR and on a missing
+ * name with ENOENT, as it does in vsftpd and pure-ftpd, which pass the path to the kernel. The
+ * collapse alone would act on b.txt, and CWD a.txt/.. would succeed where `cd` says "Not a
+ * directory". A hidden name is not found, as everywhere.
+ */
+async function refusalWalking(session: Session, rule: PermRule, walked: readonly VirtualPath[]): Promise<Refusal> {
+  if (walked.length === 0) return null;
+  const policy = namePolicy(session.ctx.config.storage);
+  for (const dir of walked) {
+    if (isHiddenPath(policy, dir)) return [550, refusalText({ kind: "hidden" })];
+    let type: string;
+    try {
+      type = (await session.requireFs().stat(dir)).type;
+    } catch (err) {
+      return refusalOf(err, rule);
+    }
+    if (type !== "dir") return [550, "Not a directory"];
+  }
+  return null;
 }
 
 /** For a user with per-directory permissions: the directory whose permissions apply to `rule` on

@@ -82,6 +82,8 @@ export class Session {
   user: User | null = null;
   /** The name from USER, waiting for PASS. */
   pendingUser: string | null = null;
+  /** Where resolve() puts the paths a ".." stepped back out of, during resolveWalking() only. */
+  private walked: VirtualPath[] | undefined = undefined;
   /** The user's jailed filesystem (set at login). */
   fs: JailedFs | null = null;
   /** Current directory, as the client sees it. */
@@ -308,7 +310,18 @@ export class Session {
 
   /** Resolves a client path against the cwd (pure: see fs/vpath.ts). */
   resolve(arg: string): VirtualPath {
-    return resolveVirtual(this.cwd, arg);
+    return resolveVirtual(this.cwd, arg, this.walked);
+  }
+
+  /** Runs `resolving` (which calls resolve()) and puts into `walked` each path a ".." of the
+   * argument stepped back out of (see resolveVirtual), for the dispatcher to look at. */
+  resolveWalking<T>(walked: VirtualPath[], resolving: () => T): T {
+    this.walked = walked;
+    try {
+      return resolving();
+    } finally {
+      this.walked = undefined;
+    }
   }
 
   /** Where the per-directory permissions of `v` are looked up: `v` with the links on the way
