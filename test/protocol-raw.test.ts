@@ -946,6 +946,11 @@ describe("reply formats", () => {
         assert.match((await raw.expect("PWD", 257)).message, /^"\/" /);
         // Through a directory, the same names are as before.
         await raw.expect("SIZE sub/../b.txt", 213);
+        // MDTM with a time sets it: the whole argument, whose first name is "20240101000000 sub",
+        // names nothing, as there is no such directory to step back out of.
+        assert.equal((await raw.expect("MDTM 20240101000000 sub/../b.txt", 213)).message, "Modify=20240101000000; sub/../b.txt");
+        assert.equal((await stat(join(home, "b.txt"))).mtime.toISOString(), "2024-01-01T00:00:00.000Z");
+        assert.match((await raw.expect("MDTM 20240101000000 a.txt/../b.txt", 550)).message, /^Not a directory/);
         await raw.expect("CWD sub/../sub", 250);
         // The cwd's own names are not looked at again: they were directories when entered.
         await raw.expect("SIZE ../b.txt", 213);

@@ -189,7 +189,7 @@ export async function refusalLookingUp(session: Session, user: User, rule: PermR
  * collapse alone would act on b.txt, and CWD a.txt/.. would succeed where `cd` says "Not a
  * directory". A hidden name is not found, as everywhere.
  */
-async function refusalWalking(session: Session, rule: PermRule, walked: readonly VirtualPath[]): Promise<Refusal> {
+export async function refusalWalking(session: Session, rule: PermRule, walked: readonly VirtualPath[]): Promise<Refusal> {
   if (walked.length === 0) return null;
   const policy = namePolicy(session.ctx.config.storage);
   for (const dir of walked) {

@@ -6,7 +6,7 @@
 import { holdsDirPerms, isHiddenPath, namePolicy } from "../../auth/perms.ts";
 import { formatMdtm, parseMfmtTime } from "../../fs/format.ts";
 import { basename, dirname, joinVirtual, NAMES_DIRECTORY, namesDirectory, notADirectory, ROOT } from "../../fs/vpath.ts";
-import { lacksOverwrite } from "../dispatcher.ts";
+import { lacksOverwrite, refusalWalking } from "../dispatcher.ts";
 import { FtpError } from "../errors.ts";
 import { beforeMoving, beforeRemoving } from "../limits.ts";
 import { formatBlockReply } from "../reply.ts";
@@ -115,9 +115,15 @@ async function mdtmSetting(s: Session, arg: string): Promise<MdtmSet | null> {
   if (set === null) return null;
   let named: boolean;
   try {
-    const whole = s.resolve(arg);
-    // A hidden name is no name: it must not show itself by changing what MDTM does.
-    named = !isHiddenPath(namePolicy(s.ctx.config.storage), whole) && (await s.requireFs().exists(whole));
+    const walked: VirtualPath[] = [];
+    const whole = s.resolveWalking(walked, () => s.resolve(arg));
+    // A hidden name is no name: it must not show itself by changing what MDTM does. Nor is one
+    // reached by a ".." out of a name that is no directory ("20240101000000 sub/../b.txt": there
+    // is no directory "20240101000000 sub"), where the kernel's walk fails.
+    named =
+      !isHiddenPath(namePolicy(s.ctx.config.storage), whole) &&
+      (await refusalWalking(s, LOOK, walked)) === null &&
+      (await s.requireFs().exists(whole));
   } catch {
     named = false; // not a name that can exist (too long, say): the set form decides
   }
