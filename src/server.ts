@@ -302,6 +302,22 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
   } catch (err) {
     abandon(err);
   }
+  // The metrics endpoint binds before the server is logged as listening: a start that fails on it
+  // must not have said it was serving first.
+  if (config.metrics.listen) {
+    const gauges = (): Gauges => ({
+      sessions: sessions.size,
+      passivePortsInUse: context.pool.used,
+      passivePortsTotal: context.pool.capacity,
+      defender: defender.status(0),
+    });
+    try {
+      servers.push(await serveMetrics(config.metrics.listen, context.metrics, gauges, logger));
+    } catch (err) {
+      abandon(ofListener(err, "metrics.listen"));
+    }
+  }
+
   logger.info(
     {
       event: "listening",
@@ -324,20 +340,6 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     String(port ?? "-"),
     implicitPort !== null ? ` (implicit FTPS on ${implicitPort})` : "",
   );
-
-  if (config.metrics.listen) {
-    const gauges = (): Gauges => ({
-      sessions: sessions.size,
-      passivePortsInUse: context.pool.used,
-      passivePortsTotal: context.pool.capacity,
-      defender: defender.status(0),
-    });
-    try {
-      servers.push(await serveMetrics(config.metrics.listen, context.metrics, gauges, logger));
-    } catch (err) {
-      abandon(ofListener(err, "metrics.listen"));
-    }
-  }
 
   for (const warning of passiveWarnings({
     listenHost: config.listen.host,

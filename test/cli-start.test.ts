@@ -60,6 +60,20 @@ void describe("berth serve: the first start", () => {
     assert.equal(await run.exited, 0);
   });
 
+  void test("a metrics.listen that cannot be bound is never logged as a server listening: the one line names the key", async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+    const taken = String((blocker.address() as AddressInfo).port);
+    try {
+      const r = await berth(workdir(), ["serve"], { env: { ...env, BERTH_METRICS_LISTEN: `127.0.0.1:${taken}` } });
+      assertOneLineError(r, 1, `cannot listen on 127.0.0.1:${taken}: address in use (metrics.listen)`);
+      // The server never served: no line may say it listened, on the FTP port or for metrics.
+      assert.doesNotMatch(r.stdout, /listening|"event":"metrics"/);
+    } finally {
+      blocker.close();
+    }
+  });
+
   void test("an admin socket that cannot be made is one line naming admin.socket, exit 2, and no demo user", async () => {
     const cwd = workdir();
     writeFileSync(path.join(cwd, "afile"), "");
