@@ -117,6 +117,33 @@ describe("Prometheus endpoint and xferlog", () => {
     }
   });
 
+  it("HEAD /metrics is answered as GET is, without the body; another method on /metrics is 405 naming the allowed ones", async () => {
+    const defender = { enabled: true, banned: 0, tracked: 0, bansTotal: 0, offences: { login: 0, limit: 0, abuse: 0 }, bans: [] };
+    const gauges = (): Gauges => ({ sessions: 0, passivePortsInUse: 0, passivePortsTotal: 1, defender });
+    const srv = await serveMetrics("127.0.0.1:0", new Metrics(), gauges, pino({ level: "silent" }));
+    const url = `http://127.0.0.1:${(srv.address() as { port: number }).port}/metrics`;
+    try {
+      const head = await fetch(url, { method: "HEAD" });
+      assert.equal(head.status, 200);
+      assert.equal(head.headers.get("content-type"), "text/plain; version=0.0.4");
+      assert.equal(await head.text(), "");
+      for (const method of ["POST", "PUT", "DELETE"]) {
+        const res = await fetch(url, { method });
+        assert.equal(res.status, 405, method);
+        assert.equal(res.headers.get("allow"), "GET, HEAD", method);
+        await res.text();
+      }
+      // A query string is no other path, whatever the method.
+      assert.equal((await fetch(`${url}?x=1`, { method: "HEAD" })).status, 200);
+      const other = await fetch(url.replace(/metrics$/, "other"), { method: "POST" });
+      assert.equal(other.status, 404);
+      await other.text();
+    } finally {
+      srv.closeAllConnections();
+      await new Promise((r) => srv.close(r));
+    }
+  });
+
   it("an error of the endpoint's listener once it listens (accept: out of descriptors) leaves it serving, not the process crashed", async () => {
     const defender = { enabled: true, banned: 0, tracked: 0, bansTotal: 0, offences: { login: 0, limit: 0, abuse: 0 }, bans: [] };
     const gauges = (): Gauges => ({ sessions: 0, passivePortsInUse: 0, passivePortsTotal: 1, defender });

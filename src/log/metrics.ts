@@ -96,8 +96,15 @@ export function serveMetrics(listen: string, metrics: Metrics, gauges: () => Gau
   const where = parseListen(listen);
   if (!where) return Promise.reject(new Error(`config: metrics.listen must be "host:port" (got "${listen}")`));
   const server = createServer((req, res) => {
-    if (req.method !== "GET" || (req.url ?? "").split("?")[0] !== "/metrics") {
+    if ((req.url ?? "").split("?")[0] !== "/metrics") {
       res.writeHead(404).end("not found\n");
+      return;
+    }
+    // HEAD is answered as GET is (RFC 9110 §9.3.2; Node leaves out the body): a monitor's
+    // `curl -I` must not see a 404 for a path that exists. Another method there is 405 with the
+    // methods that work, not a 404 that says the path is wrong.
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405, { allow: "GET, HEAD" }).end("method not allowed\n");
       return;
     }
     res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(metrics.render(gauges()));
