@@ -191,6 +191,25 @@ void describe("berth user: the password asked on the terminal", () => {
     assert.ok(await store.authenticate("quiet", "quiet-secret"), "the password is the one typed");
   });
 
+  void test("a cursor key, Home, End or a pasted control character in the password is refused at the end of its line, not stored in part", { skip: HAVE_PYTHON3 ? false : "python3 with pty not installed" }, async () => {
+    const cwd = workdir();
+    const file = path.join(cwd, "users", "users.json");
+    // Left arrow (CSI), Home (CSI H), End (SS3 F, in application mode), Delete (CSI 3 ~), Ctrl-A.
+    const keys = ["\u001b[D", "\u001b[H", "\u001bOF", "\u001b[3~", "\u0001"];
+    const results = await Promise.all(keys.map((key, i) => onTerminal(cwd, ["user", "add", `keys${i}`], `ab${key}c\rab${key}c\r`)));
+    results.forEach((r, i) => {
+      assert.equal(r.code, 1, `${JSON.stringify(keys[i])}: ${r.output}`);
+      assert.match(r.output, /berth: the password was typed with a cursor key or a control character[^\n]*; nothing changed\r?\n/, JSON.stringify(keys[i]));
+      assert.doesNotMatch(r.output, /again: /, `${JSON.stringify(keys[i])}: refused at the first line`);
+    });
+    assert.ok(!existsSync(file), "no user added");
+    // Both lines in one read, only the second with the key: refused too.
+    const second = await onTerminal(cwd, ["user", "add", "late"], "abc\rab\u001b[Dc\r");
+    assert.equal(second.code, 1, second.output);
+    assert.match(second.output, /cursor key or a control character/);
+    assert.ok(!existsSync(file), "no user added");
+  });
+
   void test("a tab typed in the password is kept, as --password-stdin keeps it and a client sends it", { skip: HAVE_PYTHON3 ? false : "python3 with pty not installed" }, async () => {
     const cwd = workdir();
     const added = await onTerminal(cwd, ["user", "add", "tabby"], "tab\tpw\rtab\tpw\r");

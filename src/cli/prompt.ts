@@ -35,7 +35,8 @@ export async function newPassword(io: Streams, fromStdin: boolean, who: string):
 }
 
 /** Reads one line from a terminal with echo off, starting with `ahead` (already read); Ctrl-C or
- * Ctrl-D on an empty line cancels. Resolves with the line and what was read after it. */
+ * Ctrl-D on an empty line cancels. Resolves with the line and what was read after it; a line typed
+ * with a cursor key or another control character is refused once it ends. */
 function readHidden(input: ReadStream, output: NodeJS.WritableStream, prompt: string, ahead: string): Promise<{ line: string; rest: string }> {
   // Echo off before the prompt shows: what is typed once it shows is never echoed.
   input.setRawMode(true);
@@ -44,6 +45,13 @@ function readHidden(input: ReadStream, output: NodeJS.WritableStream, prompt: st
   input.resume();
   return new Promise((resolve, reject) => {
     let typed = "";
+    // A cursor key, Home, End or a function key arrives as an escape sequence ("\x1b[D", "\x1bOF",
+    // "\x1b[3~"), possibly split across reads; a hidden prompt cannot move a cursor, and keeping the
+    // printable part ("[D") would store a password other than the one the operator meant, as would
+    // dropping a pasted control character. So either makes the line refused once it ends (not at
+    // once: the rest of a paste would then reach the shell).
+    let escape: "" | "esc" | "csi" | "ss3" = "";
+    let refused = false;
     const finish = (rest: string, error?: Error): void => {
       input.off("data", onData);
       input.setRawMode(false);
@@ -59,16 +67,34 @@ function readHidden(input: ReadStream, output: NodeJS.WritableStream, prompt: st
         if (ch === "\r" || ch === "\n") {
           // A CR LF pair ends one line, not two.
           const next = ch === "\r" && chars[i + 1] === "\n" ? i + 2 : i + 1;
+          if (refused) return finish("", new CliError(MOVED, 1));
           return finish(chars.slice(next).join(""));
         }
         if (ch === "\u0003" || (ch === "\u0004" && typed === "")) return finish("", new CliError("cancelled", 1));
-        if (ch === "\u007f" || ch === "\b") typed = [...typed].slice(0, -1).join("");
+        if (escape !== "") escape = afterEscape(escape, ch);
+        else if (ch === "\u001b") {
+          escape = "esc";
+          refused = true;
+        } else if (ch === "\u007f" || ch === "\b") typed = [...typed].slice(0, -1).join("");
         else if (ch === "\u0015") typed = "";
         // A tab is part of the password, as it is read from --password-stdin and sent by a client.
         else if (ch >= " " || ch === "\t") typed += ch;
+        // Ctrl-D on a typed line does nothing, as on a terminal's own line; any other is refused.
+        else if (ch !== "\u0004") refused = true;
       }
     };
     input.on("data", onData);
     if (ahead !== "") onData(ahead);
   });
+}
+
+/** Why a line typed with a cursor key or a control character is refused. */
+const MOVED = "the password was typed with a cursor key or a control character, which this prompt cannot take; nothing changed";
+
+/** The state of an escape sequence after `ch`: ESC [ (CSI) runs to a byte from "@" to "~",
+ * ESC O (SS3) takes one more character, ESC and any other character is a whole sequence. */
+function afterEscape(state: "esc" | "csi" | "ss3", ch: string): "" | "esc" | "csi" | "ss3" {
+  if (state === "esc") return ch === "[" ? "csi" : ch === "O" ? "ss3" : "";
+  if (state === "ss3") return "";
+  return ch >= "@" && ch <= "~" ? "" : "csi";
 }
