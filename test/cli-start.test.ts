@@ -74,6 +74,22 @@ void describe("berth serve: the first start", () => {
     }
   });
 
+  void test("a link-local IPv6 address without its interface (EINVAL from listen) is one line naming the key, not an unexpected error", async () => {
+    const cases: [Record<string, string>, string][] = [
+      [{ BERTH_LISTEN_HOST: "fe80::1" }, "cannot listen on [fe80::1]:0: "],
+      [{ BERTH_METRICS_LISTEN: "[fe80::1]:0" }, "cannot listen on [fe80::1]:0: "],
+    ];
+    const results = await Promise.all(cases.map(async ([extra]) => berth(workdir(), ["serve"], { env: { ...env, ...extra } })));
+    results.forEach((r, i) => {
+      const [extra, message] = cases[i] as [Record<string, string>, string];
+      assertOneLineError(r, 1, message);
+      assert.doesNotMatch(r.stderr, /unexpected error/, JSON.stringify(extra));
+      if (extra.BERTH_METRICS_LISTEN !== undefined) assert.match(r.stderr, /\(metrics\.listen\)/);
+      // Where the kernel has IPv6, the address needs its interface, and the line says how to give it.
+      if (!r.stderr.includes("address family not supported")) assert.match(r.stderr, /: invalid argument.*fe80::1%eth0/);
+    });
+  });
+
   void test("an admin socket that cannot be made is one line naming admin.socket, exit 2, and no demo user", async () => {
     const cwd = workdir();
     writeFileSync(path.join(cwd, "afile"), "");

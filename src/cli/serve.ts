@@ -39,8 +39,10 @@ export interface Serving {
   readonly envUser: boolean;
 }
 
-/** Errors of listen() that are the operator's environment, not a bug. */
-const LISTEN_ERRORS = new Set(["EADDRINUSE", "EACCES", "EADDRNOTAVAIL", "EAFNOSUPPORT", "EPERM"]);
+/** Errors of listen() that are the operator's environment, not a bug. EINVAL is an address no
+ * socket can be bound to as given: a link-local IPv6 address without its interface (fe80::1), or
+ * a multicast one. */
+const LISTEN_ERRORS = new Set(["EADDRINUSE", "EACCES", "EADDRNOTAVAIL", "EAFNOSUPPORT", "EPERM", "EINVAL"]);
 
 /**
  * Checks everything that can be checked before anything is written (the config, the certificate
@@ -141,6 +143,8 @@ export function listenFailure(err: unknown, config: Config): CliError | undefine
       : code === "EAFNOSUPPORT" && host.includes(":")
         ? // A kernel without IPv6 (ipv6.disable=1) cannot bind the default "::": IPv4 alone still works.
           " (this system has no IPv6: listen on every IPv4 address with listen.host 0.0.0.0, e.g. BERTH_LISTEN_HOST=0.0.0.0)"
-        : "";
+        : code === "EINVAL" && /^fe[89ab]/i.test(host) && !host.includes("%")
+          ? " (a link-local address is bound on one interface, named after a %, e.g. fe80::1%eth0)"
+          : "";
   return new CliError(`cannot listen on ${shownHost}:${port}: ${systemErrorText(err)}${key}${hint}`, 1);
 }

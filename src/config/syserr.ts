@@ -16,6 +16,7 @@ const TEXT: Readonly<Record<string, string>> = {
   EADDRINUSE: "address in use",
   EADDRNOTAVAIL: "address not available",
   EAFNOSUPPORT: "address family not supported",
+  EINVAL: "invalid argument",
   ELOOP: "too many symbolic links",
   EMFILE: "too many open files",
   ENOTFOUND: "no such host",
