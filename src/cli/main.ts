@@ -83,9 +83,9 @@ async function serve(cmd: ParsedCommand): Promise<number> {
   // is dropped. Unheard, the stream's 'error' event would be an uncaught exception (exit 1).
   ctx.stderr.on("error", () => undefined);
   // One listener for the whole run: removing the last one, even briefly, restores the default action.
-  let first: NodeJS.Signals | undefined;
-  let onFirst: ((signal: NodeJS.Signals) => void) | undefined;
-  const onSignal = (signal: NodeJS.Signals): void => {
+  let first: Stopper | undefined;
+  let onFirst: ((signal: Stopper) => void) | undefined;
+  const onSignal = (signal: Stopper): void => {
     if (first !== undefined) process.exit(0);
     first = signal;
     onFirst?.(signal);
@@ -106,7 +106,7 @@ async function serve(cmd: ParsedCommand): Promise<number> {
   catchFatal(serving.logger);
   // A drain asked for again while one runs (a script, an operator checking) is the same drain: only
   // a second signal is the operator's way to exit at once, cutting the transfers still running.
-  const admin = await startAdmin(cmd, serving, () => first === undefined && onSignal("SIGTERM"));
+  const admin = await startAdmin(cmd, serving, () => first === undefined && onSignal("drain"));
   await welcome(serving, cmd, ctx);
   return new Promise((resolve) => {
     onFirst = (signal) => resolve(stop(serving, signal).finally(() => admin?.close()));
@@ -189,10 +189,15 @@ function catchFatal(logger: Serving["logger"]): void {
   process.on("unhandledRejection", fatal);
 }
 
+/** What starts a shutdown: a signal, or a drain asked for on the admin socket. */
+type Stopper = NodeJS.Signals | "drain";
+
 /** Drains the server within its grace period; resolves with the exit status. */
-function stop({ server, config, logger }: Serving, signal: NodeJS.Signals): Promise<number> {
+function stop({ server, config, logger }: Serving, signal: Stopper): Promise<number> {
   const graceMs = config.limits.shutdownGrace * 1000;
-  logger.info({ signal, graceMs }, "shutting down (a second signal exits at once)");
+  // A drain is not logged as the SIGTERM it acts like: whoever reads the log looks for what sent it.
+  if (signal === "drain") logger.info({ cause: "drain on the admin socket", graceMs }, "shutting down (a signal exits at once)");
+  else logger.info({ signal, graceMs }, "shutting down (a second signal exits at once)");
   return new Promise((resolve) => {
     // Backstop: a shutdown that overruns its grace by far must not keep the process alive.
     setTimeout(() => {
