@@ -12,6 +12,8 @@ import { describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { parse } from "yaml";
+import { dockerMapping } from "../src/cli/selftest.ts";
+import { loadConfig } from "../src/config/load.ts";
 import { DEFAULTS } from "../src/config/schema.ts";
 import { makeSelfSigned } from "../src/data/selfsigned.ts";
 import { assertOneLineError, baseEnv, berth, MAIN, startServe, TSX, workdir } from "./helpers/cli.ts";
@@ -110,6 +112,14 @@ void describe("berth selftest", () => {
     for (const { port, r } of results) assertOneLineError(r, 2, `--port ${port} is not a port number (1..65535)`);
     assertOneLineError(await berth(cwd, ["selftest"], { env: { BERTH_LISTEN_PORT: "0" } }), 2, "selftest needs the server's port (listen.port is 0; pass --port N)");
     assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "no temporary user was added");
+  });
+
+  void test("the container mapping it prints never publishes port 0: with listen.port 0 it says a fixed port is needed", () => {
+    const mapping = (env: Record<string, string>): string => dockerMapping(loadConfig({ cwd: workdir(), env: { BERTH_PASSIVE_PORTS: "30000-30009", ...env } }));
+    assert.equal(mapping({}), "docker run -p 2121:2121 -p 30000-30009:30000-30009 -e BERTH_PASSIVE_ADDRESS=<address clients use to reach the host> ...");
+    const free = mapping({ BERTH_LISTEN_PORT: "0" });
+    assert.doesNotMatch(free, /-p 0:0/);
+    assert.match(free, /-p PORT:PORT .*\(listen\.port is 0, a free port at each start: set a fixed one, e\.g\. BERTH_LISTEN_PORT=2121, and publish it\)$/);
   });
 
   void test("with no users file (no server has run with this config) it refuses, exit 1, one line, and makes no users file, which would keep a first start from making the demo user", async () => {

@@ -37,11 +37,19 @@ export function dockerMapping(config: Config): string {
   const range = parsePortRange(config.passive.ports);
   const r = range ? (range.min === range.max ? `${range.min}` : `${range.min}-${range.max}`) : config.passive.ports;
   const parts = [];
-  if (config.tls.mode !== "implicit") parts.push(`-p ${config.listen.port}:${config.listen.port}`);
-  if (config.tls.mode === "implicit" || config.tls.mode === "both") parts.push(`-p ${config.tls.implicitPort}:${config.tls.implicitPort}`);
+  // Port 0 is a free port picked at each start: no mapping can publish it ("-p 0:0" would give the
+  // host a random port to a container port that is not the one listening), so a fixed one is asked for.
+  const unfixed: string[] = [];
+  const publish = (port: number, key: string, variable: string, example: number): void => {
+    if (port !== 0) return void parts.push(`-p ${port}:${port}`);
+    parts.push("-p PORT:PORT");
+    unfixed.push(`${key} is 0, a free port at each start: set a fixed one, e.g. ${variable}=${example}, and publish it`);
+  };
+  if (config.tls.mode !== "implicit") publish(config.listen.port, "listen.port", "BERTH_LISTEN_PORT", 2121);
+  if (config.tls.mode === "implicit" || config.tls.mode === "both") publish(config.tls.implicitPort, "tls.implicitPort", "BERTH_TLS_IMPLICIT_PORT", 990);
   parts.push(`-p ${r}:${r}`);
   parts.push(`-e BERTH_PASSIVE_ADDRESS=${config.passive.address || "<address clients use to reach the host>"}`);
-  return `docker run ${parts.join(" ")} ...`;
+  return `docker run ${parts.join(" ")} ...${unfixed.map((u) => ` (${u})`).join("")}`;
 }
 
 /** The port to test: --port when given (a usage error unless 1..65535), else `key`'s value. */
