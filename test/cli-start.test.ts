@@ -152,6 +152,24 @@ void describe("berth serve: the first start", () => {
     assert.equal(readFileSync(usersFile, "utf8"), emptied, "the users file is left as it is");
   });
 
+  void test("a BERTH_USER or password that cannot be used is one line naming the variable it came from, without the password", async () => {
+    const pwFile = path.join(workdir(), "pw.txt");
+    // Two lines: a file written with a trailing blank line, or a note under the password.
+    writeFileSync(pwFile, "file-secret\n\n");
+    const cases: [Record<string, string>, string, string][] = [
+      [{ BERTH_USER: "bad name", BERTH_PASSWORD: "env-secret" }, 'invalid user name "bad name"', "[from BERTH_USER]"],
+      [{ BERTH_USER: "ops", BERTH_PASSWORD: "env-secret\nsecond" }, "the password must not contain a line break or NUL", "[from BERTH_PASSWORD]"],
+      [{ BERTH_USER: "ops", BERTH_PASSWORD: "env-secret".repeat(8) }, "the password is longer than 72 bytes", "[from BERTH_PASSWORD]"],
+      [{ BERTH_USER: "ops", BERTH_PASSWORD_FILE: pwFile }, "the password must not contain a line break or NUL", `[from BERTH_PASSWORD_FILE ${pwFile}]`],
+    ];
+    const results = await Promise.all(cases.map(([extra]) => berth(workdir(), ["serve"], { env: { ...env, ...extra } })));
+    results.forEach((r, i) => {
+      const [extra, message, source] = cases[i] as [Record<string, string>, string, string];
+      assertOneLineError(r, 2, message, source);
+      assert.doesNotMatch(r.stderr + r.stdout, /secret/, `${JSON.stringify(extra)}: no password shown`);
+    });
+  });
+
   void test("BERTH_USER, BERTH_PASSWORD and BERTH_PASSWORD_FILE set to \"\" (an .env file listing all three) count as not set", async () => {
     const pwFile = path.join(workdir(), "pw.txt");
     writeFileSync(pwFile, "from-file\n");

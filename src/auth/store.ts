@@ -591,9 +591,11 @@ export class UserStore implements CredentialSource {
   async ensureEnvUser(env: NodeJS.ProcessEnv): Promise<EnvUserResult | undefined> {
     const fromEnv = await passwordFromEnv(env);
     if (fromEnv === undefined) return undefined;
-    const { name, password } = fromEnv;
-    checkUserName(name);
-    checkPassword(password);
+    const { name, password, source } = fromEnv;
+    // Said with the variable it came from, as a config value is: in a container's log the line is
+    // all there is, and "the password" alone does not say which one.
+    fromVariable(() => checkUserName(name), "BERTH_USER");
+    fromVariable(() => checkPassword(password), source);
     // The usual restart: the user is there with this password already. Said without the lock, which
     // a users file the server may read but not write (a read-only volume) cannot give.
     const current = (await this.#readFresh()).find((u) => u.name === name);
@@ -929,7 +931,7 @@ function effectivePerms(record: UserRecord, list: readonly Perm[] | undefined): 
 /** The first user named by the environment, or undefined when BERTH_USER is not set. A variable
  * set to "" counts as not set (an `.env` file or a compose file that lists all three and fills in
  * some), as for BERTH_USER and BERTH_CONFIG. */
-async function passwordFromEnv(env: NodeJS.ProcessEnv): Promise<{ name: string; password: string } | undefined> {
+async function passwordFromEnv(env: NodeJS.ProcessEnv): Promise<{ name: string; password: string; source: string } | undefined> {
   const name = env.BERTH_USER ?? "";
   const direct = env.BERTH_PASSWORD === "" ? undefined : env.BERTH_PASSWORD;
   const file = env.BERTH_PASSWORD_FILE === "" ? undefined : env.BERTH_PASSWORD_FILE;
@@ -942,15 +944,25 @@ async function passwordFromEnv(env: NodeJS.ProcessEnv): Promise<{ name: string; 
   if (direct !== undefined && file !== undefined) {
     throw new UserError("invalid", "set only one of BERTH_PASSWORD and BERTH_PASSWORD_FILE");
   }
-  if (direct !== undefined) return { name, password: direct };
+  if (direct !== undefined) return { name, password: direct, source: "BERTH_PASSWORD" };
   if (file === undefined) throw new UserError("invalid", "BERTH_USER is set but neither BERTH_PASSWORD nor BERTH_PASSWORD_FILE (or both are empty)");
   // A stream, not readFile: /dev/zero, or a huge file named by mistake, is read only as far as a
   // password can go; the password check then refuses it. A FIFO is read as a file is.
   const input = createReadStream(file);
   try {
-    return { name, password: await readPassword(input) };
+    return { name, password: await readPassword(input), source: `BERTH_PASSWORD_FILE ${file}` };
   } catch (err) {
     throw new UserError("invalid", `cannot read BERTH_PASSWORD_FILE ${file}: ${systemErrorText(err)}`);
+  }
+}
+
+/** Runs `check`; a UserError it throws is thrown again with ` [from <source>]` after its message. */
+function fromVariable(check: () => void, source: string): void {
+  try {
+    check();
+  } catch (err) {
+    if (!(err instanceof UserError)) throw err;
+    throw new UserError(err.kind, `${err.message} [from ${source}]`);
   }
 }
 
