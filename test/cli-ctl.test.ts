@@ -5,10 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { chmodSync } from "node:fs";
 import { createServer } from "node:net";
 import path from "node:path";
 import { describe, test } from "node:test";
-import { assertOneLineError, baseEnv, berth, MAIN, TSX, workdir } from "./helpers/cli.ts";
+import { assertOneLineError, baseEnv, berth, MAIN, SETPRIV, TSX, workdir } from "./helpers/cli.ts";
 import { track } from "./helpers/reap.ts";
 
 void describe("berth ctl", () => {
@@ -18,6 +19,28 @@ void describe("berth ctl", () => {
     const r = await berth(cwd, ["ctl", "status", "--socket", long]);
     assertOneLineError(r, 1);
     assert.equal(r.stderr, `berth: cannot reach the admin socket ${long}: its path is ${Buffer.byteLength(long)} bytes, and a Unix socket's can be at most 107\n`);
+  });
+
+  void test("a socket that is not there says so in words; one the user may not use says that, not to check whether berth runs", async () => {
+    const cwd = workdir();
+    const missing = path.join(cwd, "nothing.sock");
+    const r = await berth(cwd, ["ctl", "status", "--socket", missing]);
+    assertOneLineError(r, 1);
+    assert.equal(r.stderr, `berth: cannot reach the admin socket ${missing}: no such file or directory (is berth running with admin.socket set?)\n`);
+    if (process.getuid?.() !== 0 || SETPRIV === undefined) return;
+    // A server listening there, reached by a user who may not (the socket is the server's user's).
+    chmodSync(cwd, 0o755);
+    const sockPath = path.join(cwd, "admin.sock");
+    const server = createServer((c) => c.on("error", () => undefined));
+    await new Promise<void>((resolve) => server.listen(sockPath, () => resolve()));
+    chmodSync(sockPath, 0o600);
+    try {
+      const denied = await berth(cwd, ["ctl", "status", "--socket", sockPath], { via: [SETPRIV, "--reuid=65534", "--regid=65534", "--clear-groups"] });
+      assertOneLineError(denied, 1, `cannot reach the admin socket ${sockPath}: permission denied`);
+      assert.doesNotMatch(denied.stderr, /is berth running/);
+    } finally {
+      server.close();
+    }
   });
 
   void test("a --socket where something else than berth listens: one line, exit 1, whether it answers something else or nothing", async () => {

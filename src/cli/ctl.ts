@@ -4,6 +4,7 @@
  */
 import { connect, type Socket } from "node:net";
 import { resolvePath } from "../config/load.ts";
+import { systemErrorText } from "../config/syserr.ts";
 import { CliError, type ParsedCommand } from "./args.ts";
 import { configFor, type CliContext } from "./commands.ts";
 import type { SessionInfo } from "../admin/socket.ts";
@@ -52,9 +53,12 @@ class AdminClient {
     return new Promise((resolve, reject) => {
       const s = connect(socketPath);
       s.once("connect", () => resolve(new AdminClient(s, socketPath)));
-      s.once("error", (err: NodeJS.ErrnoException) =>
-        reject(new CliError(`cannot reach the admin socket ${socketPath}: ${err.code ?? err.message} (is berth running with admin.socket set?)`, 1)),
-      );
+      s.once("error", (err: NodeJS.ErrnoException) => {
+        // Whether berth runs is the question only when nothing is there or nothing listens; a
+        // socket the user may not use (mode 0660: the server's user and group) is berth's, running.
+        const hint = err.code === "EACCES" || err.code === "EPERM" ? "only the server's user and group may use it" : "is berth running with admin.socket set?";
+        reject(new CliError(`cannot reach the admin socket ${socketPath}: ${systemErrorText(err)} (${hint})`, 1));
+      });
     });
   }
 

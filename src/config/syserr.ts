@@ -15,6 +15,7 @@ const TEXT: Readonly<Record<string, string>> = {
   EEXIST: "already exists",
   EADDRINUSE: "address in use",
   EADDRNOTAVAIL: "address not available",
+  ECONNREFUSED: "connection refused",
   EAFNOSUPPORT: "address family not supported",
   EINVAL: "invalid argument",
   ELOOP: "too many symbolic links",
