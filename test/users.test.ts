@@ -300,7 +300,7 @@ void describe("UserStore", () => {
       assert.equal(parseError(`{\n  "version": 1,\n  "users": [${end}`), "users file /etc/berth/users.json is not valid JSON: it ends too soon, at line 3");
     }
     assert.equal(parseError('{"version": 1, "users": []}\n}\n'), "users file /etc/berth/users.json is not valid JSON: line 2, column 1");
-    for (const empty of ["", " \n\n"]) assert.equal(parseError(empty), "users file /etc/berth/users.json is empty");
+    for (const empty of ["", " \n\n"]) assert.equal(parseError(empty), "users file /etc/berth/users.json is empty: restore it from a backup, or remove it, and the next start or user add makes a new one");
 
     const box = sandbox();
     mkdirSync(path.dirname(box.file), { recursive: true });

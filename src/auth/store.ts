@@ -207,7 +207,9 @@ export function parseUsersDocument(text: string, file: string): UsersDocument {
 /** What is wrong with `text`, which JSON.parse refused, for a message that never quotes it: empty,
  * cut short, or the line and column of its first character that is not JSON. */
 function jsonErrorText(text: string): string {
-  if (text.trim() === "") return "is empty";
+  // berth never writes an empty one (atomic replacement): an empty file was made or cut by hand, and
+  // what to do about it is not to be guessed (no users would lock every user out without a word).
+  if (text.trim() === "") return "is empty: restore it from a backup, or remove it, and the next start or user add makes a new one";
   let at: number;
   try {
     at = jsonErrorOffset(text);
