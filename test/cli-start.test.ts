@@ -352,3 +352,23 @@ void describe("berth serve in a sandbox without netlink", () => {
     assert.equal(await run.exited, 0);
   });
 });
+
+void describe("bin/berth where the temporary directory cannot be written", () => {
+  // docker run --read-only gives no writable /tmp (podman's mounts a tmpfs there, Docker's does
+  // not): tsx, which keeps compiled modules in <tmpdir>/tsx-<uid>, cannot make that directory.
+  // TMPDIR naming a file stands for it here, as root can write a read-only directory.
+  void test("runs the command all the same, with no stack trace", () => {
+    const cwd = workdir();
+    const notADirectory = path.join(cwd, "tmp");
+    writeFileSync(notADirectory, "");
+    const r = spawnSync(BIN, ["config", "check"], {
+      cwd,
+      encoding: "utf8",
+      env: { PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ""}`, HOME: process.env.HOME ?? "", TMPDIR: notADirectory },
+      timeout: 60_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^listen:$/m);
+    assert.equal(r.stderr, "");
+  });
+});
