@@ -332,6 +332,30 @@ void describe("loadConfig errors name the key", () => {
     expectError(env({ BERTH_DEBUG: "1" }), "BERTH_DEBUG");
   });
 
+  void test("the variables Kubernetes gives every pod for a Service named berth or berth-… are not config keys and are left alone", () => {
+    // A Service "berth" with a port named "ftp" (enableServiceLinks is on by default).
+    const links = {
+      BERTH_SERVICE_HOST: "10.96.0.21",
+      BERTH_SERVICE_PORT: "21",
+      BERTH_SERVICE_PORT_FTP: "21",
+      BERTH_PORT: "tcp://10.96.0.21:21",
+      BERTH_PORT_21_TCP: "tcp://10.96.0.21:21",
+      BERTH_PORT_21_TCP_PROTO: "tcp",
+      BERTH_PORT_21_TCP_PORT: "21",
+      BERTH_PORT_21_TCP_ADDR: "10.96.0.21",
+    };
+    const config = loadConfig({ cwd: workdir(), env: { ...links, BERTH_LISTEN_PORT: "2100" } });
+    assert.equal(config.listen.port, 2100);
+    // A Service "berth-ftp" gives the same with BERTH_FTP_ before each suffix.
+    const named = Object.fromEntries(Object.entries(links).map(([k, v]) => [k.replace(/^BERTH_/, "BERTH_FTP_"), v]));
+    assert.equal(loadConfig({ cwd: workdir(), env: { ...named, BERTH_TLS_IMPLICIT_PORT: "2990" } }).tls.implicitPort, 2990);
+    // The same names with values Kubernetes never gives them are still mistakes: BERTH_PORT=2121
+    // meant listen.port.
+    expectError(env({ BERTH_PORT: "2121" }), "BERTH_PORT", "unknown environment variable BERTH_PORT");
+    expectError(env({ BERTH_SERVICE_HOST: "ftp.example.com" }), "BERTH_SERVICE_HOST");
+    expectError(env({ BERTH_LISTEN_PORT: "tcp" }), "listen.port", "listen.port must be an integer");
+  });
+
   void test("two variables that name one key (underscores inside a key's name are optional) are refused, not one of them dropped", () => {
     expectError(
       env({ BERTH_LIMITS_LOGINTIMEOUT: "10", BERTH_LIMITS_LOGIN_TIMEOUT: "20" }),

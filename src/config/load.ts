@@ -53,6 +53,34 @@ export const RESERVED_ENV: ReadonlySet<string> = new Set([
   "BERTH_PASSWORD_FILE",
 ]);
 
+/** What Kubernetes sets in every pod of a namespace that has a Service whose name starts with
+ * "berth" ("berth", "berth-ftp": BERTH_SERVICE_HOST, BERTH_FTP_PORT_21_TCP_ADDR): a variable's name
+ * and the shape of the value it is given there. As unknown variables they kept berth from starting
+ * in such a pod. Left alone only with a value of that shape: BERTH_PORT=2121 is a mistake for
+ * BERTH_LISTEN_PORT and is refused as unknown, and BERTH_LISTEN_PORT=21 is the config key. */
+const SERVICE_LINKS: readonly (readonly [RegExp, (value: string) => boolean])[] = (() => {
+  const address = (v: string): boolean => isIP(v) !== 0;
+  const portNumber = (v: string): boolean => /^\d{1,5}$/.test(v);
+  const url = (v: string): boolean => {
+    const m = /^(?:tcp|udp|sctp):\/\/\[?([^\]]+?)\]?:\d{1,5}$/.exec(v);
+    return m !== null && address(m[1] ?? "");
+  };
+  // The rest of the Service's name, upper case with "-" made "_", comes before each suffix.
+  return [
+    [/^BERTH_(?:[A-Z\d_]+_)?SERVICE_HOST$/, address],
+    [/^BERTH_(?:[A-Z\d_]+_)?SERVICE_PORT(?:_[A-Z\d_]+)?$/, portNumber],
+    [/^BERTH_(?:[A-Z\d_]+_)?PORT(?:_\d{1,5}_(?:TCP|UDP|SCTP))?$/, url],
+    [/^BERTH_(?:[A-Z\d_]+_)?PORT_\d{1,5}_(?:TCP|UDP|SCTP)_PROTO$/, (v) => ["tcp", "udp", "sctp"].includes(v)],
+    [/^BERTH_(?:[A-Z\d_]+_)?PORT_\d{1,5}_(?:TCP|UDP|SCTP)_PORT$/, portNumber],
+    [/^BERTH_(?:[A-Z\d_]+_)?PORT_\d{1,5}_(?:TCP|UDP|SCTP)_ADDR$/, address],
+  ];
+})();
+
+/** True for a service-link variable of SERVICE_LINKS with a value of its shape. */
+function isServiceLink(name: string, value: string | undefined): boolean {
+  return SERVICE_LINKS.some(([names, shaped]) => names.test(name) && shaped(value ?? ""));
+}
+
 type Scalar = string | number | boolean;
 type Section = Record<string, Scalar>;
 type Tree = Record<string, Section>;
@@ -469,7 +497,9 @@ export function envKey(variable: string): readonly [string, string] | undefined 
  * only repeats the default (config/berth.yaml lists every key with its default, and overriding
  * those is what the variables are for). */
 function applyEnv(draft: Draft, env: NodeJS.ProcessEnv, file: string): void {
-  const names = Object.keys(env).filter((n) => n.startsWith("BERTH_") && !RESERVED_ENV.has(n)).sort();
+  const names = Object.keys(env)
+    .filter((n) => n.startsWith("BERTH_") && !RESERVED_ENV.has(n) && !isServiceLink(n, env[n]))
+    .sort();
   // Underscores inside a key's name are optional (BERTH_LIMITS_LOGIN_TIMEOUT and
   // BERTH_LIMITS_LOGINTIMEOUT), so two variables can name one key: which one won would be the
   // order of their names, and the other silently dropped.
