@@ -409,7 +409,10 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     const announce = new AnnounceResolver(effective.passive.address, readNetFacts(), undefined, logger);
     announce.takeOver(context.announce);
     context = { ...context, config: effective, announce, tls: nextTls };
-    logger.info({ event: "reloaded", applied, needRestart }, "configuration reloaded");
+    // The certificate files are read again whether or not a key changed (a renewal keeps their
+    // paths): said here, or an operator who sent SIGHUP for a new certificate reads "applied: []".
+    const certificate = nextTls !== null && deps.tls === undefined ? nextTls.certificatePath : undefined;
+    logger.info({ event: "reloaded", applied, needRestart, certificate }, "configuration reloaded");
     return { applied, needRestart };
   };
 

@@ -68,6 +68,17 @@ void describe("berth as a service", () => {
     assert.equal(await srv.exited, 0);
   });
 
+  void test("SIGHUP with TLS on says the certificate was read again, though no key changed (a renewal keeps the paths)", async () => {
+    const srv = await serve('tls:\n  mode: "explicit"\n');
+    const mark = srv.mark();
+    srv.child.kill("SIGHUP");
+    const reloaded = JSON.parse(await srv.waitLog(/"event":"reloaded"/, mark)) as { applied: string[]; certificate?: string };
+    assert.deepEqual(reloaded.applied, []);
+    assert.equal(reloaded.certificate, path.join(srv.cwd, "users", "selfsigned-cert.pem"));
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+  });
+
   void test("SIGHUP: tls.require true with tls.mode changed from off waits for the restart tls.mode needs; logins go on", async () => {
     const srv = await serve('tls:\n  mode: "off"\n');
     writeConfig(srv.cwd, 'server:\n  banner: "after"\ntls:\n  mode: explicit\n  require: true\n');

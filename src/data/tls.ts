@@ -270,6 +270,11 @@ export class TlsProvider {
     return new TlsProvider(material, logger);
   }
 
+  /** The certificate file in use (the self-signed one berth made, when none is configured). */
+  get certificatePath(): string {
+    return this.material.certPath;
+  }
+
   /** A fresh binding for one control connection (own ticket keys, own session cache). */
   binding(): TlsBinding {
     this.maybeReload();
