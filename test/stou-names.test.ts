@@ -113,6 +113,43 @@ describe("STOU's names and the name rules, over the wire", () => {
     });
   });
 
+  it("'.', '..' and '~' name directories too: the unique name is made inside the cwd, its parent or the home, with their permissions, never beside them under their names", async () => {
+    const drop = { name: "drop", password: "drop-pw", perms: [] as Perm[], dirs: { "/in": ["upload"] } as Record<string, Perm[]> };
+    await withServer(
+      async (t) => {
+        const home = t.home("alice");
+        mkdirSync(path.join(home, "sub", "deep"), { recursive: true });
+        mkdirSync(path.join(t.home("drop"), "in"), { recursive: true });
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("CWD /sub/deep", 250);
+          assert.equal(madeName(await stou(raw, "STOU .", "a")), "file");
+          assert.equal(madeName(await stou(raw, "STOU ..", "b")), "/sub/file");
+          assert.equal(madeName(await stou(raw, "STOU ~", "c")), "/file");
+        } finally {
+          await raw.close();
+        }
+        assert.deepEqual(readdirSync(home).sort(), ["file", "sub"]);
+        assert.deepEqual(readdirSync(path.join(home, "sub")).sort(), ["deep", "file"]);
+        assert.deepEqual(readdirSync(path.join(home, "sub", "deep")), ["file"]);
+        assert.equal(readFileSync(path.join(home, "sub", "deep", "file"), "utf8"), "a");
+        // A drop box entered: STOU . uploads into it, where upload is allowed, not beside it.
+        const d = await rawLogin(t, "drop");
+        try {
+          await d.expect("CWD /in", 250);
+          assert.equal(madeName(await stou(d, "STOU .", "d")), "file");
+          assert.deepEqual(await stou(d, "STOU ..", "e"), { code: 550, text: "Permission denied: no upload permission here" });
+        } finally {
+          await d.close();
+        }
+        assert.deepEqual(readdirSync(t.home("drop")), ["in"]);
+        assert.deepEqual(readdirSync(path.join(t.home("drop"), "in")), ["file"]);
+        await portsFree(t);
+      },
+      { users: [drop] },
+    );
+  });
+
   it("a name taken that is as long as a name may be (255 bytes): the names made after it are cut to fit, never refused as too long", async () => {
     await withServer(async (t) => {
       const home = t.home("alice");

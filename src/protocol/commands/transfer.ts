@@ -228,11 +228,14 @@ function namesAllowed(s: Session): NameFilter {
 
 /** The name STOU starts from (it adds ".1" … when taken): the argument as a path ("sub/name" is
  * "name" in "sub"), "file" in the directory an argument ending in "/" (or "\\") names (never a
- * file beside it under the directory's name), or "file" in the cwd without one. */
+ * file beside it under the directory's name), or "file" in the cwd without one. A "." or ".."
+ * alone names the cwd or its parent, and any argument that leads to the root (a "~") the home:
+ * directories as well, so "STOU ." uploads into the cwd, with its permissions, not beside it. */
 function stouPath(s: Session, arg: string): VirtualPath {
   if (arg.trim() === "") return joinVirtual(s.cwd, "file");
   const path = s.resolve(arg);
-  return namesDirectory(arg) ? joinVirtual(path, "file") : path;
+  const names = namesDirectory(arg) || arg === "." || arg === ".." || path === ROOT;
+  return names ? joinVirtual(path, "file") : path;
 }
 
 const base = { needsLogin: true, arg: "required", opensData: true, rfc: "RFC 959 §4.1.3" } as const;
