@@ -726,6 +726,49 @@ void describe("per-directory permissions", () => {
     );
   });
 
+  void it("a directory of --dir-perms that is a link: its permissions apply where it leads, by the link's path and by the real one", async () => {
+    // /pub=list,download, and /pub is a link to releases/2024; /in=upload for a user with no
+    // permissions of their own, and /in is a link to spool/in.
+    const erin = { name: "erin", password: "erin-pw", dirs: { "/pub": ["list", "download"] } as Record<string, Perm[]> };
+    const drop = { name: "drop", password: "drop-pw", perms: [] as Perm[], dirs: { "/in": ["upload"] } as Record<string, Perm[]> };
+    await withServer(
+      async (t) => {
+        const home = t.home("erin");
+        await mkdir(join(home, "releases", "2024"), { recursive: true });
+        await writeFile(join(home, "releases", "2024", "r.txt"), "release");
+        await symlink("releases/2024", join(home, "pub"));
+        await mkdir(join(t.home("drop"), "spool", "in"), { recursive: true });
+        await symlink("spool/in", join(t.home("drop"), "in"));
+        const raw = await rawLogin(t, "erin");
+        try {
+          await raw.expect("TYPE I", 200);
+          for (const path of ["pub", "releases/2024"]) {
+            await raw.expect(`DELE ${path}/r.txt`, 550);
+            await raw.expect(`MKD ${path}/new`, 550);
+            await refusedData(raw, `STOR ${path}/new.txt`, /no upload permission/);
+            assert.equal(await okData(raw, `RETR ${path}/r.txt`), "release");
+            assert.match(await okData(raw, `MLSD ${path}`), /;perm=r;[^\r]* r\.txt\r\n/);
+          }
+          // Moved away, its files would leave those permissions behind.
+          assert.match((await raw.expect("RNFR releases", 550)).message, /permissions of its own/);
+          assert.match((await raw.expect("RNFR releases/2024", 550)).message, /permissions of its own/);
+        } finally {
+          await raw.close();
+        }
+        assert.deepEqual(await readdir(join(home, "releases", "2024")), ["r.txt"]);
+        const d = await rawLogin(t, "drop");
+        try {
+          await d.expect("TYPE I", 200);
+          await okData(d, "STOR in/letter.txt", "dear");
+        } finally {
+          await d.close();
+        }
+        assert.equal(await readFile(join(t.home("drop"), "spool", "in", "letter.txt"), "utf8"), "dear");
+      },
+      { users: [erin, drop] },
+    );
+  });
+
   void it("MLSD shows perm facts of what the user may do", async () => {
     await withServer(
       async (t) => {

@@ -6,11 +6,14 @@
 import { isIP } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { anonymousUser, isAnonymousName } from "../../auth/anonymous.ts";
-import type { User } from "../../auth/types.ts";
+import { hasOwnDirPerms } from "../../auth/perms.ts";
+import type { DirPerms, User } from "../../auth/types.ts";
 import { resolvePath } from "../../config/load.ts";
 import { parseUmask } from "../../config/schema.ts";
 import { DEFAULT_UMASK } from "../../fs/modes.ts";
 import { mapFsError } from "../../fs/errors.ts";
+import type { JailedFs } from "../../fs/jail.ts";
+import type { VirtualPath } from "../../fs/types.ts";
 import { FtpError } from "../errors.ts";
 import { primeQuota } from "../limits.ts";
 import type { CommandSpec } from "../registry.ts";
@@ -48,6 +51,7 @@ async function enter(s: Session, user: User): Promise<boolean> {
     s.reply(530, `Login failed: home directory unavailable (${ftp.message.toLowerCase()})`);
     return false;
   }
+  const placed = await dirPermsWhereTheyLead(user, fs);
   // The session ended while its home was opened (a login timeout, a ban): it is not logged in,
   // and its end has given its claim back already.
   if (s.over) {
@@ -55,9 +59,30 @@ async function enter(s: Session, user: User): Promise<boolean> {
     s.releaseUserClaim();
     return false;
   }
-  s.loggedIn(user, fs);
+  s.loggedIn(placed, fs);
   primeQuota(s); // counts the home in the background when the user has a quota
   return true;
+}
+
+/**
+ * `user` with each directory of its per-directory permissions that a link leads elsewhere (`/pub`
+ * a link to `releases/2024`) given those permissions where it leads as well. Permissions are
+ * looked up where a path really leads (auth/perms.ts hasOwnDirPerms), so `/pub/r.txt` is looked
+ * up at `/releases/2024/r.txt`: without this, the operator's `/pub` applied to no path at all,
+ * and the user had their own permissions there by either name. Looked up once, at login, as the
+ * rest of the user is; a directory that is missing or leads nowhere is left as it is written.
+ */
+async function dirPermsWhereTheyLead(user: User, fs: JailedFs): Promise<User> {
+  if (!hasOwnDirPerms(user)) return user;
+  const placed: DirPerms[] = [...user.dirPerms];
+  for (const d of user.dirPerms) {
+    if (d.path === "/") continue;
+    const real: string = await fs.canonical(d.path as VirtualPath).catch(() => d.path);
+    // An entry of its own for the real directory says what applies there.
+    if (!placed.some((o) => o.path === real)) placed.push({ path: real, perms: d.perms });
+  }
+  if (placed.length === user.dirPerms.length) return user;
+  return { ...user, dirPerms: placed.sort((a, b) => b.path.length - a.path.length) };
 }
 
 /** RFC 1635: any password (by custom an e-mail address; never logged, like any password). The
