@@ -122,6 +122,31 @@ void describe("berth serve: the first start", () => {
     assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "no users file");
   });
 
+  void test("anonymous FTP whose root is the storage root or holds a user's home is warned of once at start, naming the users; its own directory is not", async () => {
+    const cwd = workdir();
+    assert.equal((await berth(cwd, ["user", "add", "kept", "--password-stdin"], { input: "pw" })).code, 0);
+    const started = await Promise.all(
+      [".", "kept/..", "anonymous"].map(async (root) => {
+        const run = startServe(cwd, { ...env, BERTH_ANONYMOUS_ENABLED: "true", BERTH_ANONYMOUS_ROOT: root }, /"event":"listening"/);
+        await run.ready;
+        run.child.kill("SIGTERM");
+        return { root, code: await run.exited, stdout: run.output().stdout };
+      }),
+    );
+    for (const { root, code, stdout } of started) {
+      assert.equal(code, 0, stdout);
+      const warned = stdout.split("\n").filter((l) => l.includes('"event":"anonymous-root"'));
+      if (root === "anonymous") {
+        assert.deepEqual(warned, [], stdout);
+        continue;
+      }
+      assert.equal(warned.length, 1, stdout);
+      const line = JSON.parse(warned[0] ?? "") as { level: number; root: string; users: string[]; msg: string };
+      assert.deepEqual([line.level, line.root, line.users], [40, path.join(cwd, "data"), ["kept"]]);
+      assert.match(line.msg, /holds the home of "kept": anonymous FTP can read what is there/);
+    }
+  });
+
   void test("a users file whose users were all deleted stays empty: no demo user, a warning that nobody can log in", async () => {
     const cwd = workdir();
     assert.equal((await berth(cwd, ["user", "add", "only", "--password-stdin"], { input: "pw" })).code, 0);

@@ -2,9 +2,11 @@
  * `berth serve`: check the config, build the logger and the user store, start the server, and
  * make sure someone can log in. Signal handling and exiting stay in main.ts.
  */
-import { shadowedNames } from "../auth/anonymous.ts";
+import path from "node:path";
+import { anonymousUser, shadowedNames } from "../auth/anonymous.ts";
 import type { DefenderStatus } from "../auth/defender.ts";
 import type { UserStore } from "../auth/store.ts";
+import type { User } from "../auth/types.ts";
 import type { Config } from "../config/schema.ts";
 import type { Session } from "../protocol/session.ts";
 import { describeOverride, resolvePath, type EnvOverride } from "../config/load.ts";
@@ -101,9 +103,12 @@ export async function welcome({ config, logger, users, envUser }: Serving, cmd: 
     ctx.stdout.write(`add real users with: ${addUser}\n`);
   }
   // The copy in use, not the file read again: an edit made meanwhile is the reload's business.
-  const names = users.loaded().map((u) => u.name);
-  if (config.anonymous.enabled) warnShadowed(shadowedNames(names), logger);
-  else if (names.length === 0) warnNoUsers(users.file, addUser, logger);
+  const loaded = users.loaded();
+  const names = loaded.map((u) => u.name);
+  if (config.anonymous.enabled) {
+    warnShadowed(shadowedNames(names), logger);
+    warnAnonymousHomes(config, loaded, logger);
+  } else if (names.length === 0) warnNoUsers(users.file, addUser, logger);
 }
 
 /** The command that adds a user to this server's users file, as the operator would type it. */
@@ -122,6 +127,25 @@ function warnShadowed(names: readonly string[], logger: Logger): void {
   for (const name of names) {
     logger.warn({ user: name }, 'user "%s" cannot log in while anonymous.enabled is true (the name means anonymous FTP)', name);
   }
+}
+
+/**
+ * With anonymous FTP on, an `anonymous.root` that is the storage root, or holds a user's home
+ * (`anonymous.root: "."`, say), lets anyone read those users' files: a setting taken as given, as
+ * vsftpd takes its anon_root, but said once at start, naming the users.
+ */
+function warnAnonymousHomes(config: Config, users: readonly Pick<User, "name" | "home">[], logger: Logger): void {
+  const storage = resolvePath(config.storage.root);
+  const root = anonymousUser(config.anonymous, storage).home;
+  const within = (dir: string): boolean => dir === root || dir.startsWith(root.endsWith(path.sep) ? root : root + path.sep);
+  const exposed = users.filter((u) => within(u.home)).map((u) => u.name);
+  if (exposed.length === 0 && !within(storage)) return;
+  logger.warn(
+    { event: "anonymous-root", root, users: exposed },
+    "anonymous.root %s holds %s: anonymous FTP can read what is there; give it a directory of its own",
+    root,
+    exposed.length === 0 ? "the storage root, where new users' homes are made" : `the home of ${exposed.map((n) => `"${n}"`).join(", ")}`,
+  );
 }
 
 /** A one-line CliError for a listen failure (address in use, permission), else undefined. */
