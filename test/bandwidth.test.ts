@@ -83,17 +83,37 @@ const ATTEMPTS = 3;
 /**
  * Measures a rate (bytes per second) until it is within ±10% of the cap, at most ATTEMPTS times.
  * Each measurement over the cap's +10% fails at once; only one under its -10% is taken again.
+ *
+ * A series of transfers each no bigger than the cap's burst reaches the cap only while the client's
+ * commands between them take less time than the cap gives each file: otherwise the bucket fills
+ * again in the gap and the series goes at the client's pace, under the cap, whatever the server
+ * does. `unlimited`, given for such a series, times the same series with no cap; a slow
+ * measurement counts only when that pace was well inside the cap's, and when none could be taken
+ * so (a machine too busy) the -10% bound is left unmeasured, said through `skip`. The +10% bound
+ * is checked on every measurement all the same.
  */
-async function assertRate(cap: number, what: string, measure: () => Promise<number>): Promise<void> {
+async function assertRate(
+  cap: number,
+  what: string,
+  measure: () => Promise<number>,
+  unlimited?: { readonly rate: () => Promise<number>; readonly skip: (why: string) => void },
+): Promise<void> {
   const shown = (rate: number): string => `${what}: ${(rate / MIB).toFixed(3)} MiB/s for a cap of ${(cap / MIB).toFixed(3)} MiB/s`;
   const slow: string[] = [];
+  const busy: string[] = [];
   for (let i = 0; i < ATTEMPTS; i++) {
     const rate = await measure();
     assert.ok(rate / cap < 1.1, shown(rate));
     if (rate / cap > 0.9) return;
-    slow.push(shown(rate));
+    const pace = unlimited ? await unlimited.rate() : Infinity;
+    if (pace < 1.25 * cap) busy.push(`${shown(rate)}, uncapped ${(pace / MIB).toFixed(3)} MiB/s`);
+    else slow.push(shown(rate));
   }
-  assert.fail(`under the cap's -10% in all ${ATTEMPTS} measurements: ${slow.join("; ")}`);
+  if (slow.length === 0 && unlimited) {
+    unlimited.skip(`the -10% bound is unmeasured: the client alone went under 1.25 times the cap in every attempt (${busy.join("; ")})`);
+    return;
+  }
+  assert.fail(`under the cap's -10% in all ${ATTEMPTS} measurements: ${[...slow, ...busy].join("; ")}`);
 }
 
 async function putFile(t: TestServer, user: string, name: string, size: number): Promise<void> {
@@ -218,25 +238,32 @@ describe("bandwidth across transfers", () => {
   const SMALL = 10 * 1024;
   const CAP = 100 * 1024;
 
-  it("a series of small downloads, then of small uploads, holds the user's cap (±10%)", async () => {
+  it("a series of small downloads, then of small uploads, holds the user's cap (±10%)", async (ctx) => {
     await withServer(
       async (t) => {
         await putFile(t, "carol", "small.bin", SMALL);
+        await putFile(t, "alice", "small.bin", SMALL);
         const c = await login(t, "carol");
+        // alice has no cap: the same series from her is the client's own pace on this machine now.
+        const free = await login(t, "alice");
+        const skip = (why: string): void => ctx.skip(why);
+        const downloads = async (client: RawClient): Promise<number> => {
+          const downs: Timed[] = [];
+          for (let i = 0; i < 25; i++) downs.push(await timedDownload(client, "small.bin"));
+          assert.ok(downs.every((d) => d.bytes === SMALL));
+          return rateOf(...downs);
+        };
+        const uploads = async (client: RawClient): Promise<number> => {
+          const ups: Timed[] = [];
+          for (let i = 0; i < 25; i++) ups.push(await timedUpload(client, `up${i}.bin`, payload(SMALL, i)));
+          return rateOf(...ups);
+        };
         try {
-          await assertRate(CAP, "25 small downloads in a row", async () => {
-            const downs: Timed[] = [];
-            for (let i = 0; i < 25; i++) downs.push(await timedDownload(c, "small.bin"));
-            assert.ok(downs.every((d) => d.bytes === SMALL));
-            return rateOf(...downs);
-          });
-          await assertRate(CAP, "25 small uploads in a row", async () => {
-            const ups: Timed[] = [];
-            for (let i = 0; i < 25; i++) ups.push(await timedUpload(c, `up${i}.bin`, payload(SMALL, i)));
-            return rateOf(...ups);
-          });
+          await assertRate(CAP, "25 small downloads in a row", () => downloads(c), { rate: () => downloads(free), skip });
+          await assertRate(CAP, "25 small uploads in a row", () => uploads(c), { rate: () => uploads(free), skip });
         } finally {
           await c.close();
+          await free.close();
         }
         await bucketsReleased(t);
       },
