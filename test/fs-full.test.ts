@@ -1,11 +1,11 @@
 /**
- * A real full file system (a small tmpfs, out of blocks or out of inodes) under a home or the users
- * file: uploads that run out of space are answered 452 and keep a file they were replacing byte for
- * byte, with no temp file left and the space given back; commands that make an entry say why they
- * could not, and those that need no room still work; the user commands fail with one line and leave
- * the users file as it was. The session goes on, and the teardown of every server checks that no
- * descriptor or passive port is left held. Needs tmpfs mounts (root); skipped where one cannot be
- * made.
+ * A real full file system (a small tmpfs, out of blocks or out of inodes) under a home, the users
+ * file or the xferlog: uploads that run out of space are answered 452 and keep a file they were
+ * replacing byte for byte, with no temp file left and the space given back; commands that make an
+ * entry say why they could not, and those that need no room still work; the user commands fail
+ * with one line and leave the users file as it was; the xferlog keeps one entry per line. The
+ * session goes on, and the teardown of every server checks that no descriptor or passive port is
+ * left held. Needs tmpfs mounts (root); skipped where one cannot be made.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -287,4 +287,56 @@ void describe("a full file system", { skip }, () => {
       }
     });
   }
+
+  void it("log.xferlog on a full disk: transfers go on, one warning, the count of lines lost once writes land again, and every line whole", async () => {
+    const dir = workdir();
+    assert.ok(mount(dir, "size=64k"), "mount of a tmpfs");
+    try {
+      const xferlog = join(dir, "xferlog");
+      // The first line (some 80 bytes) is cut where the file's last block ends: the disk is full.
+      const first = "x".repeat((await statfs(dir)).bsize - 31) + "\n";
+      await writeFile(xferlog, first);
+      const n = await fill(dir);
+      let logs: Record<string, unknown>[] = [];
+      await withServer(
+        async (t) => {
+          const raw = await rawLogin(t);
+          try {
+            await raw.expect("TYPE I", 200);
+            for (const name of ["a", "b", "c"]) assert.equal((await storeReply(raw, `STOR ${name}.bin`, "1")).code, 226);
+            assert.equal((await retrieve(raw, "a.bin")).reply.code, 226);
+            for (let i = 0; i < n; i++) await rm(join(dir, `fill-${i}`));
+            for (const name of ["d", "e"]) assert.equal((await storeReply(raw, `STOR ${name}.bin`, "1")).code, 226);
+            await raw.expect("NOOP", 200);
+          } finally {
+            await raw.close();
+          }
+          logs = t.logs;
+        },
+        { config: { log: { xferlog } } },
+      );
+      // Looked at once the server has stopped, which waits for the xferlog's writes.
+      const events = logs.filter((l) => String(l.event).startsWith("xferlog-"));
+      assert.deepEqual(
+        events.map((l) => [l.event, l.level]),
+        [
+          ["xferlog-failed", 40],
+          ["xferlog-resumed", 30],
+        ],
+      );
+      assert.equal(events[0]?.code, "ENOSPC");
+      const dropped = Number(events[1]?.dropped);
+      const lines = (await readFile(xferlog, "utf8")).slice(first.length).split("\n");
+      assert.equal(lines.pop(), "", "the file ends with a whole line");
+      // The line the disk cut short is ended there; every one after it is whole, on a line of its
+      // own, and with those lost they make the six transfers.
+      const [cut, ...whole] = lines;
+      assert.ok(cut !== undefined && !/ [ci]$/.test(cut) && cut.length < 40, `a cut line first: ${JSON.stringify(lines)}`);
+      for (const line of whole) assert.match(line, /^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4} \d+ 127\.0\.0\.1 1 \/[a-e]\.bin b _ [io] r alice ftp 0 \* c$/);
+      assert.deepEqual(whole.slice(-2).map((l) => / (\/\S+) b /.exec(l)?.[1]), ["/d.bin", "/e.bin"]);
+      assert.equal(whole.length + dropped, 6, `${whole.length} lines and ${dropped} lost`);
+    } finally {
+      umount(dir);
+    }
+  });
 });

@@ -154,7 +154,9 @@ export class XferLog {
       }
       if (err !== null) {
         const landed = Math.max(0, countLines(buf, off) - cut);
-        this.#midLine = off > 0 && buf[off - 1] !== NEWLINE;
+        // The file now ends where this write stopped; a write that landed nothing leaves it as it
+        // was, still inside a line cut short by an earlier one, whose end is then still owed.
+        if (off > 0) this.#midLine = buf[off - 1] !== NEWLINE;
         this.#lost(lines - landed, errnoCode(err) ?? "EIO", err);
       } else {
         this.#midLine = false;
