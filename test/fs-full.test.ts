@@ -13,6 +13,7 @@ import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, rm, statfs, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import * as quick from "../src/fs/quick.ts";
 import { assertOneLineError, berth, workdir } from "./helpers/cli.ts";
 import { FtpsControl } from "./helpers/ftps.ts";
 import { retrieve, storeReply, type RawClient } from "./helpers/raw.ts";
@@ -110,6 +111,28 @@ void describe("a full file system", { skip }, () => {
       await raw.expect("NOOP", 200);
     });
   });
+
+  // Written at once from the read buffer (the first read of a connection as accepted, then the
+  // reads of the Socket), or through the thread pool while synchronous calls are off.
+  for (const [size, pool] of [
+    [100_000, false],
+    [3 << 20, false],
+    [3 << 20, true],
+  ] as const) {
+    void it(`a new file of ${size} bytes out of space${pool ? " (writes through the pool)" : ""}: the transfer's log line counts every byte that reached the file`, async () => {
+      await withFullHome(size < 1 << 20 ? "size=64k" : "size=2m", async (raw, home, t) => {
+        if (pool) quick.backOff(600_000);
+        try {
+          assert.equal((await storeReply(raw, "STOR part.bin", payload(size))).code, 452);
+        } finally {
+          quick.backOff(0);
+        }
+        const kept = (await readFile(join(home, "part.bin"))).length;
+        assert.ok(kept > 0);
+        assert.equal(transferLogs(t, "/part.bin")[0]?.bytes, kept);
+      });
+    });
+  }
 
   void it("STOR replacing a file that runs out of space keeps the old file byte for byte, leaves no temp file and gives the space back", async () => {
     await withFullHome("size=2m", async (raw, home) => {

@@ -24,7 +24,7 @@
 import type { Socket } from "node:net";
 import { handleOf, readIntoBuffer, type UserBufferHandle } from "./userbuffer.ts";
 import type { FileLike } from "../fs/quick.ts";
-import { canNow, write as quickWrite, writeNow } from "../fs/quick.ts";
+import { canNow, write as quickWrite, writeNow, writtenBefore, wroteFirst } from "../fs/quick.ts";
 import { NEG_EAGAIN, sysError, tryRead, writeNowAt } from "../fs/sysio.ts";
 import type { RawData } from "./raw.ts";
 import type { ReceiveBinding, TransferJob } from "../native.ts";
@@ -221,6 +221,8 @@ class DirectReceive {
     try {
       if (!writeNow(this.handle, buf, 0, n, this.pos)) return false;
     } catch (err) {
+      // What a full disk took of the read is in the file: counted, as a write that lands is.
+      this.progress.written += writtenBefore(err);
       this.diskFailed = true;
       this.fail(err);
       return true;
@@ -265,6 +267,7 @@ class DirectReceive {
       },
       (err: unknown) => {
         this.writing = false;
+        this.progress.written += writtenBefore(err);
         this.diskFailed = true;
         this.fail(err);
       },
@@ -368,12 +371,18 @@ class DirectReceive {
   }
 }
 
-/** Writes all `n` bytes of `buf` at `pos` (a regular file may take fewer at once). */
+/** Writes all `n` bytes of `buf` at `pos` (a regular file may take fewer at once). Its error tells
+ * how many were written before it (fs/quick.ts writtenBefore). */
 async function writeAll(handle: FileLike, buf: Buffer, n: number, pos: number): Promise<void> {
   let done = 0;
   while (done < n) {
-    const { bytesWritten } = await quickWrite(handle, buf, done, n - done, pos + done);
-    if (bytesWritten <= 0) throw Object.assign(new Error("short write"), { code: "EIO" });
+    let bytesWritten: number;
+    try {
+      ({ bytesWritten } = await quickWrite(handle, buf, done, n - done, pos + done));
+    } catch (err) {
+      throw wroteFirst(err, done);
+    }
+    if (bytesWritten <= 0) throw wroteFirst(Object.assign(new Error("short write"), { code: "EIO" }), done);
     done += bytesWritten;
   }
 }
@@ -470,6 +479,8 @@ class RawReceive {
       try {
         if (!writeNow(this.handle, buf, 0, n, this.pos)) return void this.handOver(n);
       } catch (err) {
+        // What a full disk took of the read is in the file: counted, as in handOver.
+        this.progress.written += writtenBefore(err);
         return this.stop(err, false);
       }
       this.pos += n;

@@ -482,8 +482,9 @@ export function canNow(handle: FileLike): boolean {
  * Writes all of `buf[offset, offset + length)` at `position` now, synchronously, when synchronous
  * calls are on, `handle` is a descriptor and `length` is at most QUICK_IO_MAX; returns false,
  * having written nothing, otherwise. Throws the write's error (a short write that makes no
- * progress is EIO). write() with an answer the caller has before it returns: an upload writes
- * each socket read from the read buffer itself, which is free again once the callback returns.
+ * progress is EIO), which tells how many bytes were written before it (writtenBefore). write()
+ * with an answer the caller has before it returns: an upload writes each socket read from the
+ * read buffer itself, which is free again once the callback returns.
  */
 export function writeNow(handle: FileLike, buf: Uint8Array, offset: number, length: number, position: number): boolean {
   const fd = fdOf(handle);
@@ -491,10 +492,28 @@ export function writeNow(handle: FileLike, buf: Uint8Array, offset: number, leng
   timed(() => {
     let done = 0;
     while (done < length) {
-      const n = writeNowAt(fd, buf, offset + done, length - done, position + done);
-      if (n <= 0) throw Object.assign(new Error("short write"), { code: "EIO" });
+      let n: number;
+      try {
+        n = writeNowAt(fd, buf, offset + done, length - done, position + done);
+      } catch (err) {
+        throw wroteFirst(err, done);
+      }
+      if (n <= 0) throw wroteFirst(Object.assign(new Error("short write"), { code: "EIO" }), done);
       done += n;
     }
   }, length);
   return true;
+}
+
+/** `err`, noting that `bytes` had been written before it. A full disk takes the part of a write
+ * that fits and fails the rest: those bytes are in the file, and an upload counts them (its log
+ * line, STAT). */
+export function wroteFirst(err: unknown, bytes: number): unknown {
+  return bytes > 0 && typeof err === "object" && err !== null ? Object.assign(err, { writtenBefore: bytes }) : err;
+}
+
+/** The bytes a write that failed with `err` had written before it (wroteFirst); 0 when none. */
+export function writtenBefore(err: unknown): number {
+  const n = typeof err === "object" && err !== null ? (err as { writtenBefore?: unknown }).writtenBefore : undefined;
+  return typeof n === "number" ? n : 0;
 }
