@@ -241,12 +241,17 @@ void describe("a full file system", { skip }, () => {
     );
   });
 
-  void it("out of inodes: MKD, STOU, STOR and APPE of a new name are 452 and make nothing; RNTO, SITE CHMOD, SITE UTIME, MFMT, checksums and downloads work", async () => {
+  void it("out of inodes: STOU, STOR and APPE of a new name are 452, MKD 550, and make nothing; RNTO, SITE CHMOD, SITE UTIME, MFMT, checksums and downloads work", async () => {
     await withFullHome("size=2m,nr_inodes=16", async (raw, home) => {
       await writeFile(join(home, "a.txt"), "a");
       await fill(home, 0);
       const before = (await readdir(home)).sort();
-      for (const verb of ["MKD sub", "XMKD sub"]) assert.equal((await raw.cmd(verb)).code, 452, verb);
+      // RFC 959 lists 452 for STOR, STOU and APPE only: MKD's failure is 550, as in vsftpd and
+      // ProFTPD, with the same words.
+      for (const verb of ["MKD sub", "XMKD sub"]) {
+        const r = await raw.cmd(verb);
+        assert.deepEqual([r.code, r.message], [550, "Insufficient storage space"], verb);
+      }
       for (const line of ["STOU", "STOR new.txt", "STOR a.txt", "APPE b.txt"]) assert.equal((await storeReply(raw, line, "x")).code, 452, line);
       assert.deepEqual((await readdir(home)).sort(), before);
       assert.equal((await storeReply(raw, "APPE a.txt", "more")).code, 226);

@@ -133,7 +133,7 @@ export class Dispatcher {
   }
 
   private fail(session: Session, spec: CommandSpec | undefined, verb: string, err: unknown): void {
-    const ftp = answerOf(err, spec?.perm);
+    const ftp = answerOf(err, spec?.perm, verb);
     if (!isFtpError(err) && ftp.code === 451) {
       session.log.error({ err, verb }, "command failed");
     } else if (ftp.serverSide) {
@@ -246,12 +246,18 @@ function refusalOf(err: unknown, perm: PermRule): Refusal {
 
 /** The reply to `err` from a command that acts by `perm`. A name too long to be one is "not
  * allowed" (553) only where the command would create it; any other command finds nothing under
- * it, and answers 550 as for any name that does not exist (see NameTooLong). */
-function answerOf(err: unknown, perm: PermRule | undefined): FtpError {
+ * it, and answers 550 as for any name that does not exist (see NameTooLong). A full disk (452) or
+ * quota (552) is a reply RFC 959 gives the commands that store a file only: any other (MKD, out of
+ * inodes) answers 550 with the same words, as vsftpd and ProFTPD do, still the server's trouble. */
+function answerOf(err: unknown, perm: PermRule | undefined, verb = ""): FtpError {
   const ftp = isFtpError(err) ? err : mapFsError(err);
   if (ftp instanceof NameTooLong && perm?.creates !== true) return new FtpError(550, "No such file or directory", ftp.detail);
+  if ((ftp.code === 452 || ftp.code === 552) && verb !== "" && !STORES.has(verb)) return new FtpError(550, ftp.message, ftp.detail, ftp.serverSide);
   return ftp;
 }
+
+/** The commands RFC 959 lists 452 and 552 for. */
+const STORES: ReadonlySet<string> = new Set(["STOR", "STOU", "APPE"]);
 
 /** 550 when something exists at `path` (the user lacks overwrite there). */
 async function refuseExisting(session: Session, rule: PermRule, path: VirtualPath): Promise<Refusal> {
