@@ -65,3 +65,61 @@ describe("admin socket connections", () => {
     assert.match((JSON.parse(lines.at(-1) ?? "{}") as { error: string }).error, /^unknown command "nope"/);
   });
 });
+
+describe("admin socket, one connection asked again and again", () => {
+  const SESSIONS = 4000;
+  let dir: string;
+  let admin: AdminSocket;
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "berth-admin-"));
+    // Enough sessions that a `sessions` reply is more than the kernel takes at once (a Unix
+    // socket's buffer is some 200 KB), as on a busy server: each reply waits for the client to
+    // read it.
+    const busy = Array.from({ length: SESSIONS }, (_, i) => ({
+      id: `s${String(i).padStart(7, "0")}`,
+      user: "alice",
+      remoteAddress: "192.0.2.1",
+      secure: false,
+      transfer: { direction: "download", path: `/${"x".repeat(120)}/${i}`, bytes: i, expected: null, startedAt: 0 },
+    }));
+    const target = { sessions: new Set(busy as unknown as Session[]), startedAt: Date.now(), version: "t", reload: () => ({ applied: [], needRestart: [] }), drain: () => undefined };
+    admin = await startAdminSocket(path.join(dir, "admin.sock"), target, pino({ level: "silent" }));
+  });
+  after(async () => {
+    await admin.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("holds no listener per large reply on a connection that lives on (ctl watch asks four times a second)", async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => void (w.name === "MaxListenersExceededWarning" && warnings.push(w));
+    process.on("warning", onWarning);
+    try {
+      const c = connect(admin.path);
+      await once(c, "connect");
+      c.setEncoding("utf8");
+      const parts: string[] = [];
+      let lines = 0;
+      c.on("data", (d: string) => {
+        parts.push(d);
+        for (let i = d.indexOf("\n"); i !== -1; i = d.indexOf("\n", i + 1)) lines++;
+      });
+      // Past Node's default of 10 listeners of one event, which it warns of as a likely leak.
+      for (let i = 1; i <= 15; i++) {
+        c.write('{"cmd":"sessions"}\n');
+        while (lines < i) await once(c, "data");
+      }
+      const replies = parts.join("").trimEnd().split("\n");
+      assert.equal(replies.length, 15);
+      assert.ok(replies.every((l) => (JSON.parse(l) as { sessions: unknown[] }).sessions.length === SESSIONS));
+      assert.ok((replies[0] ?? "").length > 512 * 1024, "a reply fits the socket's buffer: the test shows nothing");
+      c.end();
+      await once(c, "close");
+      // The warning is emitted on a later tick than the listener that set it off.
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(warnings.map((w) => w.message), []);
+    } finally {
+      process.removeListener("warning", onWarning);
+    }
+  });
+});

@@ -286,9 +286,17 @@ export async function startAdminSocket(socketPath: string, target: AdminTarget, 
         res = { ok: false, error: "not JSON" };
       }
       if (conn.write(`${JSON.stringify(res)}\n`)) return;
+      // Whichever comes first takes the other listener away too: a connection that lives on
+      // (`berth ctl watch` asks four times a second) would otherwise keep one more 'close'
+      // listener for every reply that had to wait, without end.
       await new Promise<void>((resolve) => {
-        conn.once("drain", resolve);
-        conn.once("close", resolve);
+        const done = (): void => {
+          conn.removeListener("drain", done);
+          conn.removeListener("close", done);
+          resolve();
+        };
+        conn.on("drain", done);
+        conn.on("close", done);
       });
     };
     // One request at a time, in order, with reading paused meanwhile: a client that sends requests
