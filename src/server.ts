@@ -158,7 +158,18 @@ function isCredentialSource(users: Authenticator): users is CredentialSource {
 const idPool = Buffer.alloc(4096);
 let idNext = idPool.length;
 
-/** A session's id in logs: 8 random hex digits. */
+/**
+ * A session's id in logs and for `kick`: 8 random hex digits, none that a session still open has.
+ * At 10,000 open sessions two of 32 random bits would be the same about once in a hundred starts,
+ * and `kick` would cut whichever it found first.
+ */
+export function uniqueSessionId(open: ReadonlySet<string>, draw: () => string = sessionId): string {
+  let id = draw();
+  while (open.has(id)) id = draw();
+  return id;
+}
+
+/** 8 random hex digits. */
 function sessionId(): string {
   if (idNext + 4 > idPool.length) {
     randomFillSync(idPool);
@@ -206,6 +217,8 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
   };
   const dispatcher = new Dispatcher(buildRegistry());
   const sessions = new Set<Session>();
+  /** The ids of the open sessions (uniqueSessionId). */
+  const openIds = new Set<string>();
   const refusals = new RefusalLog(logger);
   /** Refused connections waiting for their client to close after the 421 (MAX_LINGERING_REFUSALS). */
   let lingering = 0;
@@ -263,11 +276,13 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     const ctx = context;
     const binding = implicit && ctx.tls ? ctx.tls.binding() : null;
     if (binding && ctx.tls) control = ctx.tls.wrapControl(socket, binding);
-    const session = new Session(control, ctx, dispatcher, sessionId());
+    const session = new Session(control, ctx, dispatcher, uniqueSessionId(openIds));
+    openIds.add(session.id);
     session.tlsBinding = binding;
     sessions.add(session);
     session.onClosed = () => {
       sessions.delete(session);
+      openIds.delete(session.id);
       admission.disconnect(remote);
       session.releaseUserClaim();
       session.log.debug({ event: "disconnect" }, "session closed");

@@ -12,6 +12,7 @@ import { after, before, describe, it } from "node:test";
 import pino from "pino";
 import { startAdminSocket, type AdminSocket } from "../src/admin/socket.ts";
 import type { Session } from "../src/protocol/session.ts";
+import { uniqueSessionId } from "../src/server.ts";
 
 describe("admin socket connections", () => {
   let dir: string;
@@ -121,5 +122,14 @@ describe("admin socket, one connection asked again and again", () => {
     } finally {
       process.removeListener("warning", onWarning);
     }
+  });
+});
+
+describe("session ids", () => {
+  it("a new session never gets the id of one still open (kick names one session), drawing again until it is free", () => {
+    const draws = ["0000beef", "0000beef", "cafe0001", "cafe0002"];
+    const draw = (): string => draws.shift() ?? "ffffffff";
+    assert.equal(uniqueSessionId(new Set(["0000beef", "cafe0001"]), draw), "cafe0002");
+    assert.equal(uniqueSessionId(new Set(), () => "12345678"), "12345678");
   });
 });
