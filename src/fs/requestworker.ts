@@ -3,12 +3,14 @@
  * the digest worker of checksums (fs/digest.ts). It is started at the first request, from plain
  * CommonJS source (a worker runs no loader), and never keeps the process alive while idle: it is
  * referenced only while an answer is owed. When it fails or exits, every request still waiting
- * hears it (reject) and the next request starts a new one; after MAX_FAILURES none is started and
- * requests are refused (ask() is false: the caller does the work itself).
+ * hears it (reject) and the next request starts a new one; after MAX_FAILURES in a row, with no
+ * request answered between them, none is started and requests are refused (ask() is false: the
+ * caller does the work itself). Failures far apart, each followed by work done, are not counted
+ * up over the months a server runs.
  */
 import { Worker } from "node:worker_threads";
 
-/** Starts of a worker that failed, after which none is started again. */
+/** Failures in a row (no request answered between them) after which no worker is started again. */
 export const MAX_FAILURES = 3;
 
 /** Every answer names the request it answers. */
@@ -51,7 +53,7 @@ export class RequestWorker<A extends WorkerAnswer> {
     return this.pending.size;
   }
 
-  /** False once the worker has failed MAX_FAILURES times. */
+  /** False once the worker has failed MAX_FAILURES times in a row. */
   get usable(): boolean {
     return this.failures < MAX_FAILURES;
   }
@@ -100,6 +102,8 @@ export class RequestWorker<A extends WorkerAnswer> {
       const p = this.pending.get(msg.id);
       if (p === undefined || !p.answer(msg)) return;
       this.pending.delete(msg.id);
+      // A request answered whole: this worker works, and the failures before it are behind it.
+      this.failures = 0;
       if (this.pending.size === 0) w.unref();
     });
     w.on("error", (err) => this.fail(w, err));
