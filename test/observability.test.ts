@@ -76,6 +76,32 @@ describe("Prometheus endpoint and xferlog", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it("a download whose data connection the client closes before the end (curl -r, lftp pget) is result closed, not error, in the log and the metrics", async () => {
+    const port = await freePort();
+    const s = await startTestServer({ config: { metrics: { listen: `127.0.0.1:${port}` } } });
+    try {
+      await writeFile(join(s.home("alice"), "big.bin"), Buffer.alloc(8 << 20, 7));
+      const raw = await RawClient.connect(s.port);
+      await raw.login();
+      await raw.expect("TYPE I", 200);
+      const data = await raw.pausedRetr("big.bin");
+      // Some bytes taken, then the connection reset, as a client that has the range it wanted does.
+      data.resume();
+      await once(data, "data");
+      data.resetAndDestroy();
+      assert.equal((await raw.expectReply(426)).message, "Connection closed; transfer aborted");
+      await raw.expect("NOOP", 200);
+      await raw.close();
+      const line = s.logs.find((l) => l.event === "transfer" && l.path === "/big.bin");
+      assert.deepEqual([line?.level, line?.result, line?.reply], [30, "closed", 426]);
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      assert.match(text, /^berth_transfers_total\{direction="download",result="closed"\} 1$/m);
+      assert.doesNotMatch(text, /result="error"/);
+    } finally {
+      await s.close().catch(() => undefined);
+    }
+  });
+
   it("the endpoint holds a bounded number of connections: one past it (an idle or slow client's) is closed at once, those held are answered", async () => {
     const port = await freePort();
     const s = await startTestServer({ config: { metrics: { listen: `127.0.0.1:${port}` } } });

@@ -67,7 +67,6 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
     ch.finish();
     s.reply(226, plan.done ?? "Transfer complete");
   } catch (err) {
-    outcome = t.aborted ?? "error";
     socket?.destroy();
     // Refused before any connection was taken (a quota, a missing file): a client connecting at
     // this moment gets a clean end rather than a refusal it could take for a network error.
@@ -76,6 +75,11 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
     if (prepared) await plan.abort?.(prepared.r).catch((e: unknown) => s.log.warn({ err: e }, "cleanup failed"));
     // RFC 959 §4.1.3: an aborted transfer is answered 426, even one still waiting to connect.
     const e = t.aborted === "abort" ? new FtpError(426, "Transfer aborted") : mapFsError(err);
+    // A 426 nobody asked for is the client's data connection ending first (closed, reset, cut
+    // short under TLS): what curl -r and lftp's pget do once they have their range, and a user's
+    // cancel; "closed", apart from "error", the server's trouble or a refusal, which an operator
+    // watches for.
+    outcome = t.aborted ?? (e.code === 426 ? "closed" : "error");
     failure = { code: e.code, text: e.message, serverSide: e.serverSide, detail: e.detail };
     // What moved before it failed (the counter of a move that threw), for the logs.
     bytes = t.bytes;
