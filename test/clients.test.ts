@@ -216,6 +216,30 @@ describe("lftp", () => {
     if (skipUnless(ctx, "lftp")) return;
     await mirror("lftp-ftps", ["set ftp:ssl-protect-data yes"], `ftps://127.0.0.1:${t.implicitPort}`);
   });
+
+  it("mirrors a directory of 100 files down over one FTPS connection (each data connection resumes the control connection's session)", async (ctx) => {
+    if (skipUnless(ctx, "lftp")) return;
+    // lftp resumes the control connection's TLS session on every data connection, however many
+    // transfers and tickets came before: the session must stay resumable for the whole session.
+    const many = join(t.home("alice"), "lftp-many");
+    await mkdir(many, { recursive: true });
+    for (let i = 0; i < 100; i++) await writeFile(join(many, `f${i}.txt`), `file ${i}\n`);
+    const refusedBefore = t.logs.filter((l) => l.event === "tls-data-refused").length;
+    const down = join(work, "lftp-many-down");
+    const script = [
+      "set cmd:fail-exit yes",
+      "set net:max-retries 1",
+      "set ssl:verify-certificate no",
+      "set ftp:ssl-force yes",
+      "set ftp:ssl-protect-data yes",
+      `open -u alice,alice-pw ftp://127.0.0.1:${t.port}`,
+      `mirror --no-perms /lftp-many ${down}`,
+      "bye",
+    ].join("; ");
+    ok(await exec("lftp", ["-c", script], { timeoutMs: 120_000, env: { HOME: work } }), "lftp mirror of 100 files");
+    assert.deepEqual(await treeDigest(down), await treeDigest(many));
+    assert.equal(t.logs.filter((l) => l.event === "tls-data-refused").length, refusedBefore, "no data connection was refused");
+  });
 });
 
 describe("removing a tree that holds a link to a directory", () => {
@@ -300,6 +324,35 @@ for passive in (True, False):
 ftp.quit()
 `;
 
+/** FTP_TLS whose every data connection resumes the control connection's session (as README
+ * advises): 100 downloads on one control connection; prints "ok 100". */
+const FTPLIB_MANY = String.raw`
+import ftplib, io, ssl, sys
+
+class ReusingFTP_TLS(ftplib.FTP_TLS):
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:
+            conn = self.context.wrap_socket(conn, server_hostname=self.host, session=self.sock.session)
+        return conn, size
+
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ftp = ReusingFTP_TLS(context=ctx)
+ftp.connect("127.0.0.1", int(sys.argv[1]), timeout=20)
+ftp.login("alice", "alice-pw")
+ftp.prot_p()
+done = 0
+for i in range(100):
+    back = io.BytesIO()
+    ftp.retrbinary("RETR many.txt", back.write)
+    assert back.getvalue() == b"many", back.getvalue()
+    done += 1
+print("ok", done, flush=True)
+ftp.quit()
+`;
+
 /** ABOR as clients send it during a download, with TCP urgent data: ftplib's abort() sends all of
  * "ABOR\r\n" urgent; the BSD client sends "IAC IP IAC" with the last byte urgent, then "DM ABOR".
  * Each must stop the transfer (426, then 226) and leave the next command in step. */
@@ -352,6 +405,14 @@ describe("Python ftplib", () => {
     const r = await python(t.port, "tls");
     ok(r, "ftplib FTP_TLS");
     assert.match(r.stdout, /ok passive\nok active/);
+  });
+
+  it("FTP_TLS resuming the control connection's session: 100 downloads on one connection", async (ctx) => {
+    if (skipUnless(ctx, "python3")) return;
+    await writeFile(join(t.home("alice"), "many.txt"), "many");
+    const r = await exec("python3", ["-c", FTPLIB_MANY, String(t.port)], { timeoutMs: 120_000 });
+    ok(r, "ftplib FTP_TLS, 100 downloads");
+    assert.match(r.stdout, /ok 100/);
   });
 
   it("stock FTP_TLS (no session reuse) is refused by default and served when requireSessionReuse is off", async (ctx) => {

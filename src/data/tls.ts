@@ -129,7 +129,13 @@ export class TlsBinding {
   resumedOwnSession(t: TLSSocket): boolean {
     if (!t.isSessionReused()) return false;
     const secret = secretOf(t.getSession());
-    return secret !== null && this.secrets.has(secret);
+    if (secret === null || !this.secrets.has(secret)) return false;
+    // A secret in use is kept as the newest: lftp, FileZilla and ftplib wrapped as the README says
+    // resume the control connection's own session on every data connection, while each download
+    // adds the secret of a fresh ticket. Kept in order of issue only, the control's secret would
+    // be dropped after MAX_SECRETS transfers, and every data connection refused from then on.
+    bounded(this.secrets, secret);
+    return true;
   }
 
   private remember(der: Buffer, id: Buffer | null): void {
