@@ -11,7 +11,7 @@ import { lstat, mkdir, readdir, readFile, symlink, writeFile } from "node:fs/pro
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { RawClient, Reply } from "./helpers/raw.ts";
-import { readAll, retrieveText, writeAll } from "./helpers/raw.ts";
+import { listedText, readAll, retrieveText, writeAll } from "./helpers/raw.ts";
 import { startSwapper } from "./helpers/swapper.ts";
 import { rawLogin, withServer } from "./helpers/run.ts";
 import type { TestServer } from "./helpers/server.ts";
@@ -279,6 +279,35 @@ describe("jail: details", () => {
       } finally {
         await raw.close();
       }
+    });
+  });
+
+  it("MLST of a link to a directory shows the entry MLSD lists: a link, removed by DELE, not RMD", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await mkdir(join(home, "d"));
+      await writeFile(join(home, "f.txt"), "f");
+      await symlink("d", join(home, "dl"));
+      await symlink("f.txt", join(home, "fl"));
+      const raw = await rawLogin(t);
+      try {
+        const listed = (await listedText(raw, "MLSD")).split("\r\n");
+        for (const name of ["dl", "fl", "d"]) {
+          // The facts, before the name (MLST names the entry by its whole path).
+          const mlsd = listed.find((l) => l.endsWith(` ${name}`)) ?? "";
+          const mlst = (await raw.expect(`MLST ${name}`, 250)).lines[1] ?? "";
+          assert.equal(mlst, ` ${mlsd.slice(0, mlsd.indexOf(" "))} /${name}`, name);
+        }
+        assert.match(listed.find((l) => l.endsWith(" dl")) ?? "", /^type=OS\.unix=symlink;.*perm=df;/);
+        // Named with a slash it is still the link, which RMD would not remove.
+        assert.match((await raw.expect("MLST dl/", 250)).lines[1] ?? "", /^ type=OS\.unix=symlink;.*perm=df;/);
+        await raw.expect("RMD dl/", 550);
+        await raw.expect("RMD dl", 550);
+        await raw.expect("DELE dl", 250);
+      } finally {
+        await raw.close();
+      }
+      assert.deepEqual((await readdir(home)).sort(), ["d", "f.txt", "fl"]);
     });
   });
 

@@ -127,6 +127,17 @@ export class JailedFs {
     });
   }
 
+  /** Stat of the entry `v` itself, a symlink not followed (links on the way to it are, as for
+   * stat). The root is a directory. */
+  entryStat(v: VirtualPath): Promise<EntryStat> {
+    if (v === ROOT) return this.stat(v);
+    return guard(async () => {
+      const e = await holdEntry(this.root, v);
+      e.dir.release();
+      return toEntryStat(present(e.lstat));
+    });
+  }
+
   /** The path `v` leads to, every link on the way resolved (links inside the jail are followed
    * everywhere): `/pub/2024/a.txt` for `/latest/a.txt` when `/latest` is a link to `pub/2024`. A
    * missing tail stays as written. Refused as everywhere when a link on the way leads out. */

@@ -243,11 +243,18 @@ async function mlsdWith(s: Session, arg: string, ticket: ListingTicket): Promise
 async function mlst(s: Session, arg: string): Promise<void> {
   const path = s.resolve(arg);
   const fs = s.requireFs();
-  const st = await fs.stat(path);
+  let st = await fs.stat(path);
   // A name ending in a slash is a directory's, as for SIZE and MDTM: "f.txt/" is not the file
   // f.txt (stat(2) says ENOTDIR), and a link is taken for the directory it leads to.
   if (st.type !== "dir" && namesDirectory(arg) && !(await fs.isDirectory(path))) {
     throw notADirectory();
+  }
+  // A link to a directory is listed as a link (fs/listing.ts linkStat), and RMD and RNFR of its
+  // name, slash or not, act on the link: its facts are the link's, as MLSD of its directory shows
+  // them, not the directory's, whose "d" would promise an RMD that answers "Not a directory".
+  if (st.type === "dir" && path !== ROOT) {
+    const own = await fs.entryStat(path);
+    if (own.type === "link") st = own;
   }
   const line = await mlsxLine(s, path, { name: path, stat: st });
   // RFC 3659 §7.2: the fact line starts with one space.
