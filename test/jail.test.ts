@@ -311,6 +311,25 @@ describe("jail: details", () => {
     });
   });
 
+  it("LIST -d of a link to a directory shows the line LIST of its directory shows: the link", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await mkdir(join(home, "d"));
+      await symlink("d", join(home, "dl"));
+      const raw = await rawLogin(t);
+      try {
+        const listed = (await listedText(raw, "LIST")).split("\r\n");
+        const line = listed.find((l) => l.endsWith(" dl")) ?? "";
+        assert.match(line, /^l/);
+        assert.equal(await listedText(raw, "LIST -ld dl"), `${line}\r\n`);
+        // With a slash, as `ls -ld dl/`, the directory it leads to.
+        assert.match(await listedText(raw, "LIST -ld dl/"), /^d.* dl\/\r\n$/);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("the listing of the home shows outward links as links, without their targets", async () => {
     await withServer(async (t) => {
       await plant(t);

@@ -73,9 +73,17 @@ async function entriesOf(s: Session, arg: string, ticket: ListingTicket): Promis
     throw notADirectory();
   }
   if (dirItself && literal) {
-    // ls -d: a directory is one line of its own, named as the client wrote it.
-    const stat = await fs.stat(path);
-    if (stat.type === "dir") return { path, entries: Entries.one(shown === "" ? "." : shown, stat), picked: false, itself: true };
+    // ls -d: a directory is one line of its own, named as the client wrote it. A link to one is
+    // the link, as the listing of its directory shows it (fs/listing.ts linkStat) and as `ls -ld`
+    // does; named with a slash ("dl/"), the directory it leads to.
+    let stat = await fs.stat(path);
+    if (stat.type === "dir" && path !== ROOT && !namesDirectory(shown)) {
+      const own = await fs.entryStat(path);
+      if (own.type === "link") stat = own;
+    }
+    if (stat.type === "dir" || stat.type === "link") {
+      return { path, entries: Entries.one(shown === "" ? "." : shown, stat), picked: false, itself: true };
+    }
   }
   if (!literal) {
     const dir = dirname(path);
