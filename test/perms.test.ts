@@ -769,6 +769,32 @@ void describe("per-directory permissions", () => {
     );
   });
 
+  void it("a link that is a directory of --dir-perms has no f in its perm fact, since RNFR refuses it", async () => {
+    // /pub=list,download is a link to releases/2024; /other, another link beside it, is renamed.
+    const erin = { name: "erin", password: "erin-pw", dirs: { "/pub": ["list", "download"] } as Record<string, Perm[]> };
+    await withServer(
+      async (t) => {
+        const home = t.home("erin");
+        await mkdir(join(home, "releases", "2024"), { recursive: true });
+        await symlink("releases/2024", join(home, "pub"));
+        await symlink("releases", join(home, "other"));
+        const raw = await rawLogin(t, "erin");
+        try {
+          const listed = await okData(raw, "MLSD /");
+          assert.match(listed, /^type=OS\.unix=symlink;[^\r]*;perm=d;[^\r]* pub\r$/m);
+          assert.match(listed, /^type=OS\.unix=symlink;[^\r]*;perm=df;[^\r]* other\r$/m);
+          assert.match((await raw.expect("MLST pub", 250)).lines[1] ?? "", /;perm=d;/);
+          assert.match((await raw.expect("RNFR pub", 550)).message, /permissions of its own/);
+          await raw.expect("RNFR other", 350);
+          await raw.expect("RNTO other2", 250);
+        } finally {
+          await raw.close();
+        }
+      },
+      { users: [erin] },
+    );
+  });
+
   void it("MLSD shows perm facts of what the user may do", async () => {
     await withServer(
       async (t) => {

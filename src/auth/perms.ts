@@ -204,7 +204,8 @@ export function refusalText(r: Refusal): string {
  * f rename. Directories: e always (CWD needs no permission), l list, c upload, m mkdir, p delete
  * (of the contents), all inside it; d rmdir and f rename in `dir` (no f for a directory that has
  * or holds permissions of its own: see holdsDirPerms). Symlinks, FIFOs, sockets and devices
- * (removed by DELE and renamed by RNFR/RNTO as entries; nothing reads or writes them): d and f.
+ * (removed by DELE and renamed by RNFR/RNTO as entries; nothing reads or writes them): d and f
+ * (no f for one at the path of a directory with permissions of its own).
  * The root itself can be neither removed nor renamed. A file whose name is `denied`
  * (storage.deny) is neither downloaded nor written to: d and f at most. `real`: where the entry
  * really is when a link leads to it (the permissions there apply inside a directory, and to
@@ -233,7 +234,9 @@ export function permFact(user: Pick<User, "perms" | "dirPerms">, type: string, d
       letter("f", !isRoot && here.has("rename") && !holdsDirPerms(user, self))
     );
   }
-  return letter("d", here.has("delete")) + letter("f", here.has("rename"));
+  // A link may itself be a directory of dirPerms (/pub a link to releases/2024): RNFR refuses to
+  // rename it as it refuses that directory (see holdsDirPerms), so it has no f either.
+  return letter("d", here.has("delete")) + letter("f", here.has("rename") && !holdsDirPerms(user, self));
 }
 
 function letter(l: string, ok: boolean): string {

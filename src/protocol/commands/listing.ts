@@ -218,8 +218,9 @@ async function mlsdWith(s: Session, arg: string, ticket: ListingTicket): Promise
   const entries = visible(s, await fs.listing(path, ticket));
   const format = mlsxFormatter(s.mlstFacts);
   const user = s.user;
-  // The perm fact of a file or link depends only on the directory; a subdirectory's also on its
-  // own path, unless the user has no per-directory permissions.
+  // The perm fact of a file depends only on the directory; a subdirectory's, a link's and a special
+  // file's also on its own path (one may be a directory of dirPerms, which is never renamed),
+  // unless the user has no per-directory permissions.
   // A file with a denied name (storage.deny) has its own, and so has a link to a file elsewhere
   // where the user has permissions of their own for a directory (its bytes are where it leads).
   const perms = new Map<string, string>();
@@ -237,7 +238,7 @@ async function mlsdWith(s: Session, arg: string, ticket: ListingTicket): Promise
     if (user) {
       const own = type === "file" && denied(e.name);
       const linked = linksLead && type === "file" && entries.isLink(k);
-      const shared = !own && !linked && (type !== "dir" || sameForAll);
+      const shared = !own && !linked && (type === "file" || sameForAll);
       const cached = shared ? perms.get(type) : undefined;
       const real = linked ? await s.permsPath(joinVirtual(path, e.name)) : undefined;
       perm = cached ?? permFact(user, type, permsDir, e.name, own, real);
