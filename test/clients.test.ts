@@ -285,13 +285,9 @@ describe("removing a tree that holds a link to a directory", () => {
   });
 });
 
-/** Python ftplib: upload, download and NLST in passive then active mode; prints "ok <mode>". */
-const FTPLIB = String.raw`
-import ftplib, io, ssl, sys
-port, kind, data_path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-data = open(data_path, "rb").read()
-
-class ReusingFTP_TLS(ftplib.FTP_TLS):
+/** Python: an FTP_TLS whose data connections resume the control connection's TLS session (as the
+ * README advises), and a context that takes the self-signed certificate. */
+const REUSING_FTP_TLS = String.raw`class ReusingFTP_TLS(ftplib.FTP_TLS):
     """FTP_TLS whose data connections resume the control connection's TLS session."""
     def ntransfercmd(self, cmd, rest=None):
         conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
@@ -302,7 +298,15 @@ class ReusingFTP_TLS(ftplib.FTP_TLS):
 ctx = ssl.create_default_context()
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
-ftp = {"plain": lambda: ftplib.FTP(), "tls": lambda: ReusingFTP_TLS(context=ctx),
+`;
+
+/** Python ftplib: upload, download and NLST in passive then active mode; prints "ok <mode>". */
+const FTPLIB = String.raw`
+import ftplib, io, ssl, sys
+port, kind, data_path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+data = open(data_path, "rb").read()
+
+${REUSING_FTP_TLS}ftp = {"plain": lambda: ftplib.FTP(), "tls": lambda: ReusingFTP_TLS(context=ctx),
        "tls-vanilla": lambda: ftplib.FTP_TLS(context=ctx)}[kind]()
 ftp.connect("127.0.0.1", port, timeout=20)
 ftp.login("alice", "alice-pw")
@@ -329,17 +333,7 @@ ftp.quit()
 const FTPLIB_MANY = String.raw`
 import ftplib, io, ssl, sys
 
-class ReusingFTP_TLS(ftplib.FTP_TLS):
-    def ntransfercmd(self, cmd, rest=None):
-        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
-        if self._prot_p:
-            conn = self.context.wrap_socket(conn, server_hostname=self.host, session=self.sock.session)
-        return conn, size
-
-ctx = ssl.create_default_context()
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-ftp = ReusingFTP_TLS(context=ctx)
+${REUSING_FTP_TLS}ftp = ReusingFTP_TLS(context=ctx)
 ftp.connect("127.0.0.1", int(sys.argv[1]), timeout=20)
 ftp.login("alice", "alice-pw")
 ftp.prot_p()
