@@ -952,6 +952,11 @@ describe("reply formats", () => {
         assert.equal((await stat(join(home, "b.txt"))).mtime.toISOString(), "2024-01-01T00:00:00.000Z");
         assert.match((await raw.expect("MDTM 20240101000000 a.txt/../b.txt", 550)).message, /^Not a directory/);
         await raw.expect("CWD sub/../sub", 250);
+        // Two names stepped back out of: the deeper one is looked at, and a missing one refused.
+        await raw.expect("MKD inner", 257);
+        await raw.expect("SIZE /sub/inner/../../b.txt", 213);
+        assert.equal((await raw.expect("SIZE /sub/nothing/../../b.txt", 550)).message, "No such file or directory");
+        await raw.expect("RMD inner", 250);
         // The cwd's own names are not looked at again: they were directories when entered.
         await raw.expect("SIZE ../b.txt", 213);
         await raw.expect("CDUP", 200);

@@ -192,7 +192,11 @@ export async function refusalLookingUp(session: Session, user: User, rule: PermR
 export async function refusalWalking(session: Session, rule: PermRule, walked: readonly VirtualPath[]): Promise<Refusal> {
   if (walked.length === 0) return null;
   const policy = namePolicy(session.ctx.config.storage);
+  let found: VirtualPath | null = null;
   for (const dir of walked) {
+    // A name above one already found a directory is one too ("a/b/../../c" walks back out of
+    // /a/b, then /a): looked at once, not again.
+    if (found !== null && found.startsWith(`${dir}/`)) continue;
     if (isHiddenPath(policy, dir)) return [550, refusalText({ kind: "hidden" })];
     let type: string;
     try {
@@ -201,6 +205,7 @@ export async function refusalWalking(session: Session, rule: PermRule, walked: r
       return refusalOf(err, rule);
     }
     if (type !== "dir") return [550, "Not a directory"];
+    found = dir;
   }
   return null;
 }
