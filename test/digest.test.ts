@@ -218,6 +218,24 @@ describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => 
     assert.equal((await d.expect("XCRC empty", 213, 4000)).message, "00000000");
     await d.close();
   });
+
+  it("STAT with a path during a long checksum answers the status, as during a transfer, not a listing beside the queue", async () => {
+    const c = await RawClient.connect(t.port);
+    await c.login();
+    c.send("XSHA512 huge.bin");
+    assert.ok(await waitFor(() => [...t.server.sessions].some((s) => s.hashing !== null), 5000));
+    // Run beside the checksum, a listing could answer after commands sent behind it (RFC 959:
+    // replies come in the order of the commands); the status is answered at once.
+    const status = await c.cmd("STAT dir");
+    assert.equal(status.code, 211, status.lines.join(" | "));
+    c.send("ABOR");
+    assert.equal((await c.reply(4000)).code, 426);
+    await c.expectReply(226);
+    // With nothing running, STAT with a path lists again.
+    const listed = await c.expect("STAT dir", 213);
+    assert.match(listed.lines[0] ?? "", /^213-Status of \/dir/);
+    await c.close();
+  });
 });
 
 describe("transfer.checksums: false", () => {

@@ -304,12 +304,18 @@ async function sentOrGone(socket: Socket): Promise<void> {
  * since the permissions at a file's path are those of its directory. */
 const LIST_DIR = { need: ["list"], scope: "dir", path: listPath } as const;
 
-/** STAT <path> is LIST over the control connection; plain STAT checks nothing. */
+/** STAT <path> is LIST over the control connection; plain STAT checks nothing, nor does STAT
+ * during a transfer or a checksum, which answers the status whatever its argument. */
 export const STAT_PERM = {
   need: ["list"],
   scope: "dir",
-  path: (s: Session, arg: string) => (arg.trim() === "" || s.transfer ? null : listPath(s, arg)),
+  path: (s: Session, arg: string) => (arg.trim() === "" || busy(s) ? null : listPath(s, arg)),
 } as const;
+
+/** A transfer or a checksum is running: STAT runs beside the queue and answers the status. */
+export function busy(s: Session): boolean {
+  return s.transfer !== null || s.hashing !== null;
+}
 
 const base = { needsLogin: true, opensData: true, rfc: "RFC 959 §4.1.3" } as const;
 

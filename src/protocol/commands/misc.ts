@@ -8,7 +8,7 @@ import { optsHash } from "./digest.ts";
 import { formatBlockReply } from "../reply.ts";
 import type { CommandSpec, Registry } from "../registry.ts";
 import type { Session } from "../session.ts";
-import { STAT_PERM, statPath } from "./listing.ts";
+import { busy, STAT_PERM, statPath } from "./listing.ts";
 
 function feat(s: Session, registry: Registry): void {
   const lines = registry.features(s).map((f) => ` ${f}`);
@@ -61,7 +61,10 @@ function help(s: Session, arg: string, registry: Registry): void {
 }
 
 async function stat(s: Session, arg: string): Promise<void> {
-  if (arg.trim() !== "" && !s.transfer) {
+  // During a transfer or a checksum STAT runs beside the queue (Session): its argument is ignored
+  // and the status is answered at once (RFC 959 §4.1.3). A listing there might be answered after
+  // the commands sent behind it, which wait in the queue for the checksum only.
+  if (arg.trim() !== "" && !busy(s)) {
     await statPath(s, arg);
     return;
   }
