@@ -236,6 +236,20 @@ describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => 
     assert.match(listed.lines[0] ?? "", /^213-Status of \/dir/);
     await c.close();
   });
+
+  it("STAT during a long checksum gives the status of that operation (RFC 959 §4.1.3): the file being hashed", async () => {
+    const c = await RawClient.connect(t.port);
+    await c.login();
+    assert.ok(!(await c.expect("STAT", 211)).lines.some((l) => /checksum/i.test(l)));
+    c.send("XSHA512 huge.bin");
+    assert.ok(await waitFor(() => [...t.server.sessions].some((s) => s.hashing !== null), 5000));
+    const status = await c.expect("STAT", 211);
+    assert.ok(status.lines.includes(" Checksum in progress: /huge.bin"), status.lines.join(" | "));
+    c.send("ABOR");
+    assert.equal((await c.reply(4000)).code, 426);
+    await c.expectReply(226);
+    await c.close();
+  });
 });
 
 describe("transfer.checksums: false", () => {

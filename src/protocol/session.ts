@@ -108,9 +108,9 @@ export class Session {
   mlstFacts: ReadonlySet<string> = new Set(MLSX_FACTS);
   /** The algorithm HASH uses (OPTS HASH). */
   hashAlgo: HashAlgorithm = DEFAULT_HASH;
-  /** A checksum being computed (HASH, XCRC…): ABOR and QUIT stop it, and so does the session's
-   * end; `replied` settles once the checksum command has answered. */
-  hashing: { cancel(): void; readonly replied: Promise<void> } | null = null;
+  /** A checksum being computed (HASH, XCRC…) of the file at `path`: ABOR and QUIT stop it, and so
+   * does the session's end; STAT shows it; `replied` settles once the checksum command has answered. */
+  hashing: { cancel(): void; readonly replied: Promise<void>; readonly path: string } | null = null;
   /** Failed logins on this connection. */
   loginFailures = 0;
   /** Size announced by ALLO, for the next upload. */

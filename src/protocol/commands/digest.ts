@@ -37,7 +37,7 @@ async function checksum(
   try {
     const [start, end] = range ? range(dl.size) : [0, dl.size];
     const job = digestFile(dl.handle.fd, algo, start, end);
-    s.hashing = { cancel: job.cancel, replied: new Promise<void>((resolve) => (replied = resolve)) };
+    s.hashing = { cancel: job.cancel, replied: new Promise<void>((resolve) => (replied = resolve)), path };
     s.runWaitingBeside();
     let hex: string;
     try {

@@ -81,6 +81,8 @@ async function stat(s: Session, arg: string): Promise<void> {
   } else {
     lines.push(s.channel ? ` Data connection ready (${s.channel.kind})` : " No data connection");
   }
+  // A checksum is the operation in progress too (RFC 959 §4.1.3: STAT then gives its status).
+  if (s.hashing) lines.push(` Checksum in progress: ${s.hashing.path}`);
   s.write(formatBlockReply(211, "berth FTP server status:", lines, "End of status"));
 }
 
