@@ -250,6 +250,37 @@ describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => 
     await c.expectReply(226);
     await c.close();
   });
+
+  it("ABOR of a checksum still waiting behind another session's long one is answered at once, and that one goes on", async () => {
+    const bigger = join(t.home("alice"), "bigger.bin");
+    writeFileSync(bigger, "");
+    truncateSync(bigger, 8 * HUGE);
+    const a = await RawClient.connect(t.port);
+    await a.login();
+    a.send("XSHA512 bigger.bin");
+    assert.ok(await waitFor(() => [...t.server.sessions].some((s) => s.hashing !== null), 5000));
+    const b = await RawClient.connect(t.port);
+    await b.login();
+    b.send("XSHA512 bigger.bin");
+    assert.ok(await waitFor(() => [...t.server.sessions].filter((s) => s.hashing !== null).length === 2, 5000));
+    b.send("ABOR");
+    // Within 4 s: the one before it, 64 GiB, would take far longer than that.
+    const first = await b.reply(4000);
+    assert.equal(first.code, 426, first.lines.join(" | "));
+    await b.expectReply(226);
+    await b.expect("NOOP", 200);
+    // The same for a session that goes away: it is gone at once, its file closed.
+    b.send("XCRC bigger.bin");
+    assert.ok(await waitFor(() => [...t.server.sessions].filter((s) => s.hashing !== null).length === 2, 5000));
+    await b.close();
+    assert.ok(await waitFor(() => t.server.sessions.size === 1, 4000));
+    // The first is still being computed, and stops on its ABOR.
+    assert.equal([...t.server.sessions].filter((s) => s.hashing !== null).length, 1);
+    a.send("ABOR");
+    assert.equal((await a.reply(4000)).code, 426);
+    await a.expectReply(226);
+    await a.close();
+  });
 });
 
 describe("transfer.checksums: false", () => {
@@ -298,7 +329,7 @@ describe("digestFile", () => {
     }
   });
 
-  it(`more than ${MAX_QUEUED} waiting are refused as busy, and the refused ones take no slot`, async () => {
+  it(`more than ${MAX_QUEUED} waiting are refused as busy; the refused ones take no slot, one cancelled while waiting gives its up at once`, async () => {
     const p = join(dir, "huge2");
     writeFileSync(p, "");
     truncateSync(p, HUGE);
@@ -307,8 +338,16 @@ describe("digestFile", () => {
       const jobs = Array.from({ length: MAX_QUEUED }, () => digestFile(fd, "SHA-256", 0, HUGE));
       const refused = digestFile(fd, "MD5", 0, 10);
       await assert.rejects(refused.result, (err: unknown) => err instanceof DigestError && err.kind === "busy");
+      const cancelled = (err: unknown): boolean => err instanceof DigestError && err.kind === "cancelled";
+      const settled = Promise.all(jobs.map((j) => assert.rejects(j.result, cancelled)));
+      // One cancelled while it waits gives its place up at once (the first is still being computed).
+      jobs[MAX_QUEUED - 1]?.cancel();
+      const taken = digestFile(fd, "MD5", 0, 10);
+      const takenSettled = assert.rejects(taken.result, cancelled);
       for (const j of jobs) j.cancel();
-      for (const j of jobs) await assert.rejects(j.result, (err: unknown) => err instanceof DigestError && err.kind === "cancelled");
+      taken.cancel();
+      await settled;
+      await takenSettled;
       assert.equal(await digestFile(fd, "CRC32", 0, 0).result, "00000000");
     } finally {
       closeSync(fd);

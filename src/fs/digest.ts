@@ -3,8 +3,9 @@
  * file is seconds of CPU, which on the event loop would stall every session. The file is opened
  * on the main thread, through the jail as a download is (fs/jail.ts openDownload), and only its
  * descriptor crosses; the worker reads it with positional reads, so nothing else sharing it is
- * disturbed. Requests run one after another on one worker (the others wait, at most MAX_QUEUED of
- * them), each can be cancelled (the session closed) between two reads, and the worker does not
+ * disturbed. Requests run one after another on one worker (the others wait here, on the main
+ * thread, at most MAX_QUEUED of them, and reach the worker one at a time), each can be cancelled
+ * (ABOR, the session closed) between two reads, or at once while it waits, and the worker does not
  * keep the process alive (fs/requestworker.ts). Where a worker cannot run, the digest is computed
  * on the main thread in reads through the thread pool, one chunk per turn of the event loop.
  */
@@ -28,7 +29,7 @@ export const DEFAULT_HASH: HashAlgorithm = "SHA-256";
 /** Node's crypto names; CRC32 is computed apart (crc32 below). */
 const NODE_NAMES: Readonly<Record<HashAlgorithm, string>> = { "SHA-1": "sha1", "SHA-256": "sha256", "SHA-512": "sha512", MD5: "md5", CRC32: "crc32" };
 
-/** Requests waiting for the worker beyond which a new one is refused (the caller answers 450). */
+/** Digests being computed or waiting beyond which a new one is refused (the caller answers 450). */
 export const MAX_QUEUED = 32;
 
 /** Bytes per read. */
@@ -55,7 +56,8 @@ export class DigestError extends Error {
 /** A digest being computed: its result, and a way to stop it. */
 export interface DigestJob {
   readonly result: Promise<string>;
-  /** Stops at the next read; the result then rejects with kind "cancelled". Harmless when done. */
+  /** Stops at the next read, or at once while it waits for its turn; the result then rejects with
+   * kind "cancelled". Harmless when done. */
   cancel(): void;
 }
 
@@ -116,22 +118,74 @@ interface Answer {
 
 const worker = new RequestWorker<Answer>("checksum worker", workerSource);
 
+/** A digest waiting for its turn: start() computes it, drop() rejects it as cancelled. */
+interface Turn {
+  start(): void;
+  drop(): void;
+}
+
+/** Digests waiting for the one being computed (`computing`) to end. They wait here rather than in
+ * the worker's message queue: one cancelled (ABOR, QUIT, its session gone) while another
+ * session's long digest runs is then over at once, its file closed and its place freed, instead of
+ * when the worker would have reached it and found it cancelled. */
+const turns: Turn[] = [];
+let computing = false;
+
+/** The digest being computed has ended: the next one waiting starts. */
+function nextTurn(): void {
+  computing = false;
+  turns.shift()?.start();
+}
+
 /**
  * The digest of bytes `start` to `end` (exclusive) of open file `fd`, as lower-case hex. The
- * descriptor must stay open until the result settles. Rejects with a DigestError: "busy" when
- * MAX_QUEUED requests are already waiting, "cancelled" after cancel(), "io" for a read error or a
- * file that ends before `end` (SHORT).
+ * descriptor must stay open until the result settles, and may be closed once it has. Rejects with
+ * a DigestError: "busy" when MAX_QUEUED digests are already being computed or waiting, "cancelled"
+ * after cancel(), "io" for a read error or a file that ends before `end` (SHORT).
  */
 export function digestFile(fd: number, algo: HashAlgorithm, start: number, end: number): DigestJob {
   const flag = new SharedArrayBuffer(4);
   const cancelled = new Int32Array(flag);
-  const cancel = (): void => void Atomics.store(cancelled, 0, 1);
-  if (worker.waiting >= MAX_QUEUED) {
+  let turn: Turn | null = null;
+  const cancel = (): void => {
+    Atomics.store(cancelled, 0, 1);
+    const waiting = turn === null ? -1 : turns.indexOf(turn);
+    if (waiting >= 0) turns.splice(waiting, 1)[0]?.drop();
+  };
+  if (turns.length + (computing ? 1 : 0) >= MAX_QUEUED) {
     return { result: Promise.reject(new DigestError("busy", "too many checksums in progress")), cancel };
   }
   const result = new Promise<string>((resolve, reject) => {
+    const t: Turn = {
+      start() {
+        computing = true;
+        // The next one starts before this one's caller hears of it, so that a digest asked for
+        // right after that finds the place this one held free.
+        compute(fd, NODE_NAMES[algo], start, end, flag).then(
+          (hex) => {
+            nextTurn();
+            resolve(hex);
+          },
+          (err: unknown) => {
+            nextTurn();
+            reject(err);
+          },
+        );
+      },
+      drop: () => reject(new DigestError("cancelled", "cancelled")),
+    };
+    turn = t;
+    if (computing) turns.push(t);
+    else t.start();
+  });
+  return { result, cancel };
+}
+
+/** One digest, on the worker, or here where no worker could start. */
+function compute(fd: number, name: string, start: number, end: number, flag: SharedArrayBuffer): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
     const sent = worker.ask(
-      { fd, algo: NODE_NAMES[algo], start, end, flag },
+      { fd, algo: name, start, end, flag },
       {
         answer(m) {
           if (typeof m.hex === "string") resolve(m.hex);
@@ -146,9 +200,8 @@ export function digestFile(fd: number, algo: HashAlgorithm, start: number, end: 
       },
     );
     // No worker could start: computed here instead, and this promise settles with it.
-    if (!sent) resolve(digestHere(fd, NODE_NAMES[algo], start, end, cancelled));
+    if (!sent) resolve(digestHere(fd, name, start, end, new Int32Array(flag)));
   });
-  return { result, cancel };
 }
 
 /** The fallback where no worker runs: reads through the thread pool, hashing between them. */
@@ -169,11 +222,13 @@ async function digestHere(fd: number, name: string, start: number, end: number, 
 
 /** Stops the worker (the server's shutdown); digests still waiting reject as cancelled. */
 export function stopDigestWorker(): Promise<void> {
+  for (const t of turns.splice(0)) t.drop();
   return worker.stop();
 }
 
 /** For tests: the worker's failures forgotten (or, `fail`, counted as too many, so that digests
  * are computed on the main thread). */
 export function resetDigestWorkerForTest(fail = false): Promise<void> {
+  for (const t of turns.splice(0)) t.drop();
   return worker.reset(fail);
 }
