@@ -6,6 +6,8 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import * as zlib from "node:zlib";
 import { crc32Hasher, digestFile, DigestError, MAX_QUEUED, resetDigestWorkerForTest } from "../src/fs/digest.ts";
+import { JailedFs } from "../src/fs/jail.ts";
+import type { FsFactory } from "../src/protocol/context.ts";
 import { RawClient } from "./helpers/raw.ts";
 import { startTestServer, waitFor, type TestServer } from "./helpers/server.ts";
 
@@ -280,6 +282,50 @@ describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => 
     assert.equal((await a.reply(4000)).code, 426);
     await a.expectReply(226);
     await a.close();
+  });
+});
+
+describe("a connection that goes while its checksum is being set up", () => {
+  it("is not hashed for nobody: the checksum its command then starts is stopped, and the next session's is answered", async () => {
+    // The file is opened, then the open is held until the client has gone (reset) and its session
+    // is torn down: the command goes on after that, as a slow disk would make it.
+    let opened = (): void => undefined;
+    const inOpen = new Promise<void>((resolve) => (opened = resolve));
+    let release = (): void => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const slowOpen: FsFactory = async (home, opts) => {
+      const jail = await JailedFs.open(home, opts);
+      const open = jail.openDownload.bind(jail);
+      jail.openDownload = async (v) => {
+        const dl = await open(v);
+        opened();
+        await gate;
+        return dl;
+      };
+      return jail;
+    };
+    const t = await startTestServer({ openFs: slowOpen });
+    try {
+      const big = join(t.home("alice"), "huge.bin");
+      writeFileSync(big, "");
+      truncateSync(big, 8 * HUGE);
+      writeFileSync(join(t.home("alice"), "empty"), "");
+      const a = await RawClient.connect(t.port);
+      await a.login();
+      a.send("XSHA512 huge.bin");
+      await inOpen;
+      a.socket.resetAndDestroy();
+      assert.ok(await waitFor(() => t.server.sessions.size === 0, 4000));
+      release();
+      const b = await RawClient.connect(t.port);
+      await b.login();
+      // Within 4 s: 64 GiB hashed first would take far longer than that.
+      assert.equal((await b.expect("XCRC empty", 213, 4000)).message, "00000000");
+      await b.close();
+    } finally {
+      release();
+      await t.close();
+    }
   });
 });
 

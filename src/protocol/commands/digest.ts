@@ -35,6 +35,10 @@ async function checksum(
   const dl = await s.requireFs().openDownload(path);
   let replied = (): void => undefined;
   try {
+    // The connection may have gone while the command was checked or its file opened: the session
+    // was torn down with no checksum yet to stop, and one started now would hash the whole file
+    // for nobody, ahead of every other session's.
+    if (s.closed) return;
     const [start, end] = range ? range(dl.size) : [0, dl.size];
     const job = digestFile(dl.handle.fd, algo, start, end);
     s.hashing = { cancel: job.cancel, replied: new Promise<void>((resolve) => (replied = resolve)), path };
