@@ -191,6 +191,22 @@ describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => 
     await c.close();
   });
 
+  it("ABOR of a checksum closes the data connection opened before it and frees its port, as without one (RFC 959 §4.1.3)", async () => {
+    const c = await RawClient.connect(t.port);
+    await c.login();
+    const data = await c.epsv();
+    assert.equal(t.server.context.pool.used, 1);
+    c.send("XSHA512 huge.bin");
+    assert.ok(await waitFor(() => [...t.server.sessions].some((s) => s.hashing !== null), 5000));
+    c.send("ABOR");
+    await c.expectReply(426);
+    await c.expectReply(226);
+    assert.ok(await waitFor(() => t.server.context.pool.used === 0, 4000), `ports held: ${t.server.context.pool.used}`);
+    await c.expect("RETR empty", 425);
+    data.destroy();
+    await c.close();
+  });
+
   it("ABOR or QUIT sent in the same packet as the checksum command stops it at once", async () => {
     const c = await RawClient.connect(t.port);
     await c.login();

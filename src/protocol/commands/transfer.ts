@@ -207,6 +207,10 @@ async function abor(s: Session): Promise<void> {
   const h = s.hashing;
   if (h) {
     h.cancel();
+    // RFC 959 §4.1.3: ABOR closes the data connection whatever it stops, as it does below with
+    // nothing running. One opened before the checksum (EPSV, then HASH) would otherwise hold its
+    // port until the next transfer or the end of the session.
+    s.setChannel(null);
     await h.replied; // the checksum command answers 426 first
     s.reply(226, "ABOR successful");
     return;
