@@ -448,6 +448,38 @@ describe("timeouts and shutdown", () => {
     );
   });
 
+  it("a transfer that ends just before the idle timeout leaves the client the whole idle time for its next command", async () => {
+    await withServer(
+      async (t) => {
+        await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(16 << 20));
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          // The RETR is the last command; its transfer runs for most of the idle time.
+          const sock = await raw.pausedRetr("big.bin");
+          await sleep(2500);
+          sock.resume();
+          assert.equal((await readAll(sock)).length, 16 << 20);
+          await raw.expectReply(226);
+          await raw.expectReply(421, 10_000);
+          await raw.closed();
+          // Timed by the server's own log lines: from the transfer's end to the idle 421 is the
+          // whole idle time (3 s), not what was left of it when the RETR came.
+          const at = (event: string): number => {
+            const line = t.logs.find((l) => l.event === event);
+            assert.ok(line, `no ${event} line`);
+            return line.time as number;
+          };
+          const gap = at("timeout") - at("transfer");
+          assert.ok(gap >= 2000, `421 came ${gap} ms after the transfer ended`);
+        } finally {
+          await raw.close();
+        }
+      },
+      { config: { limits: { idleTimeout: 3 } } },
+    );
+  });
+
   it("a connection that never logs in gets 421 after limits.loginTimeout", async () => {
     await withServer(
       async (t) => {

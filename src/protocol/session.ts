@@ -595,6 +595,15 @@ export class Session {
     this.timeout("Too many commands; closing control connection");
   }
 
+  /** A transfer or a checksum has answered: the idle time starts again from here. The client
+   * waited for that reply, not idly, and gets the whole limits.idleTimeout for its next command, as
+   * vsftpd and pure-ftpd count it from the moment they wait for one; without this, a transfer that
+   * ended just before the timer ran out (it only waits while the transfer runs, onIdle) got its
+   * client a 421 a moment after the 226. */
+  restartIdle(): void {
+    this.idleTimer?.refresh();
+  }
+
   private onIdle(): void {
     if (this.closed || this.ending) return;
     if (this.transfer || this.hashing) {

@@ -48,6 +48,7 @@ async function checksum(
       hex = await job.result;
     } finally {
       s.hashing = null;
+      s.restartIdle();
     }
     answer(hex, start, end);
   } catch (err) {

@@ -91,6 +91,7 @@ export async function runTransfer<R>(s: Session, plan: TransferPlan<R>): Promise
     if (socket instanceof RawData) socket.release();
     if (socket !== null) ch.close();
     s.transfer = null;
+    s.restartIdle();
     logTransfer(s, t, bytes, outcome, failure);
     t.settle();
     // After the 226 of an ABOR that waits for this reply (its wait on `t.done` came first, and
