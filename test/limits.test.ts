@@ -266,12 +266,15 @@ void describe("timeouts", () => {
 });
 
 void describe("passive ports", () => {
-  it("a passive port nobody connects to is given back after limits.dataTimeout, even without a transfer command", async () => {
+  it("a passive port nobody connects to is given back after limits.dataTimeout, even without a transfer command; STAT then shows no data connection", async () => {
     await withServer(async (t) => {
       const c = await rawLogin(t);
       await c.expect("PASV", 227);
       assert.equal(t.server.context.pool.used, 1);
+      assert.ok((await c.expect("STAT", 211)).lines.includes(" Data connection ready (passive)"));
       assert.ok(await waitFor(() => t.server.context.pool.used === 0, 3000), "port released");
+      const st = await c.expect("STAT", 211);
+      assert.ok(st.lines.includes(" No data connection"), st.lines.join("\n"));
       await c.expect("LIST", 425);
       await c.close();
     }, { config: { limits: { dataTimeout: 0.3 } } });

@@ -24,6 +24,11 @@ export class ActiveChannel implements DataChannel {
     private readonly timeoutMs: number,
   ) {}
 
+  /** Not closed yet (see DataChannel.open). */
+  get open(): boolean {
+    return !this.closed;
+  }
+
   /** Dials the client; FtpError 425 on refusal or timeout. */
   connect(): Promise<Socket> {
     if (this.closed || this.socket) return Promise.reject(new FtpError(425, "Data connection already used"));

@@ -5,6 +5,9 @@ import type { DataConnection } from "./raw.ts";
 export interface DataChannel {
   /** "passive" for PASV/EPSV, "active" for PORT/EPRT. */
   readonly kind: "passive" | "active";
+  /** Not closed yet: a passive channel closes by itself when no transfer command takes it within
+   * the data timeout, and the session then has no data connection to speak of (STAT). */
+  readonly open: boolean;
   /** Resolves with the connected TCP socket: accepted from the client (passive) or dialled to it
    * (active). Rejects with FtpError 425 on timeout, refusal or close(). Called at most once. */
   connect(): Promise<Socket>;

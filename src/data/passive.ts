@@ -311,6 +311,11 @@ export class PassiveChannel implements DataChannel {
   /** The port clients connect to. */
   readonly port: number;
 
+  /** Not closed yet (see DataChannel.open). */
+  get open(): boolean {
+    return !this.closed;
+  }
+
   private constructor(
     private readonly listener: DataListener,
     private readonly opts: PassiveOptions,

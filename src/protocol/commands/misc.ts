@@ -79,7 +79,9 @@ async function stat(s: Session, arg: string): Promise<void> {
     const of = t.expected !== null ? ` of ${t.expected}` : "";
     lines.push(` Transfer in progress: ${t.direction} ${t.path}, ${t.bytes}${of} bytes done`);
   } else {
-    lines.push(s.channel ? ` Data connection ready (${s.channel.kind})` : " No data connection");
+    // A passive channel nobody used within the data timeout has closed itself (and given its port
+    // back) while the session still holds it: there is no data connection to be ready.
+    lines.push(s.channel?.open === true ? ` Data connection ready (${s.channel.kind})` : " No data connection");
   }
   // A checksum is the operation in progress too (RFC 959 §4.1.3: STAT then gives its status).
   if (s.hashing) lines.push(` Checksum in progress: ${s.hashing.path}`);
