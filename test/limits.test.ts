@@ -220,6 +220,17 @@ void describe("command rate", () => {
     }
   });
 
+  it("commands slowed down for longer than the idle timeout are all answered: waiting for their turn is no idleness", async () => {
+    await withServer(async (t) => {
+      const c = await rawLogin(t);
+      // Two tokens a second and a burst of one: eight NOOPs take about 3.5 s, the idle timeout is 1.5 s.
+      const replies = await pipelined(c, Array.from({ length: 8 }, () => "NOOP"));
+      assert.deepEqual(replies.map((r) => r.code), Array.from({ length: 8 }, () => 200));
+      assert.match((await c.expectReply(421, 10_000)).message, /idle/i);
+      await c.closed();
+    }, { config: { limits: { commandRate: 2, commandBurst: 1, idleTimeout: 1.5 } } });
+  });
+
   it("QUIT and STAT are answered at once while the bucket is empty", async () => {
     await withServer(async (t) => {
       const c = await rawLogin(t);

@@ -606,9 +606,10 @@ export class Session {
 
   private onIdle(): void {
     if (this.closed || this.ending) return;
-    if (this.transfer || this.hashing) {
+    if (this.transfer || this.hashing || this.paceWait !== null) {
       // The data connection has its own stall timeout; the session idles out once the transfer is
-      // over. A checksum is the client waiting for a reply, not an idle client.
+      // over. A checksum is the client waiting for a reply, not an idle client; so is a client
+      // whose commands wait for their turn (limits.commandRate): the server holds them, not it.
       this.idleTimer?.refresh();
       return;
     }
@@ -772,6 +773,8 @@ export class Session {
       this.paceWait = { timer: setTimeout(resolve, ms), wake: resolve };
     });
     this.paceWait = null;
+    // The idle time counts from the last command's turn, not from its arrival (see restartIdle).
+    this.restartIdle();
   }
 
   /** Ends a pacing wait at once (the session closed): the pump then sees it closed. */
