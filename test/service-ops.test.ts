@@ -255,6 +255,32 @@ void describe("out of descriptors, logged in", () => {
   });
 });
 
+void describe("a descriptor limit below limits.maxSessions", () => {
+  void test("is said once at start, with the sessions it holds; a limit that holds them all is not", { skip: process.platform !== "linux" && "reads /proc/self/limits" }, async () => {
+    const low = await serve("", 8, {}, 200);
+    // Said before listening: there by the time the server is up.
+    const line = low.lines().find((l) => l.includes('"event":"file-limit"'));
+    assert.ok(line !== undefined, `no warning of the limit in: ${low.lines().join("\n")}`);
+    const warned = JSON.parse(line) as Record<string, unknown>;
+    assert.deepEqual([warned.level, warned.limit, warned.maxSessions, warned.sessions], [40, 200, 10000, 136]);
+    assert.equal(
+      warned.msg,
+      "the limit on open files (200) holds at most about 136 sessions, fewer than limits.maxSessions (10000): clients past it are closed without a greeting; raise the limit (LimitNOFILE= in a systemd unit, --ulimit nofile= for docker run, ulimit -n in a shell) or lower limits.maxSessions",
+    );
+    assert.equal(low.lines().filter((l) => l.includes('"file-limit"')).length, 1);
+    low.child.kill("SIGTERM");
+    assert.equal(await low.exited, 0);
+    // maxSessions within what the limit holds: no warning.
+    const fits = await serve("", 8, { BERTH_LIMITS_MAX_SESSIONS: "136" }, 200);
+    const c = new Control(fits.port);
+    await c.login();
+    assert.match(await c.cmd("QUIT"), /^221 /);
+    fits.child.kill("SIGTERM");
+    assert.equal(await fits.exited, 0);
+    assert.deepEqual(fits.lines().filter((l) => l.includes('"file-limit"')), []);
+  });
+});
+
 void describe("out of descriptors, counting a quota", () => {
   void test("a recount that runs out of descriptors keeps the count there was: an upload past the quota is still refused", async () => {
     const srv = await serve("", 8, { BERTH_QUOTA_BYTES: "1000", BERTH_QUOTA_RESCAN_AFTER: "0" }, 64);

@@ -2,6 +2,7 @@
  * `berth serve`: check the config, build the logger and the user store, start the server, and
  * make sure someone can log in. Signal handling and exiting stay in main.ts.
  */
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { anonymousUser, shadowedNames } from "../auth/anonymous.ts";
 import type { DefenderStatus } from "../auth/defender.ts";
@@ -66,6 +67,7 @@ export async function startServing(cmd: ParsedCommand, ctx: CliContext): Promise
   }
   const logger = createLogger({ level: config.log.level, pretty: config.log.pretty, destination: ctx.stdout });
   warnOverrides(overrides, logger);
+  warnFileLimit(config, logger);
   const users = storeFor(config, ctx.cwd, logger);
   // Reads the users file (a corrupt one stops here) before BERTH_USER changes it, and keeps it as
   // the copy logins are checked against until a good new version is read.
@@ -88,6 +90,49 @@ export function warnOverrides(overrides: readonly EnvOverride[], logger: Logger)
   for (const o of overrides) {
     logger.warn({ event: "env-override", key: o.key, variable: o.variable, value: o.value, file: o.file, fileValue: o.fileValue }, describeOverride(o));
   }
+}
+
+/** Descriptors every session holds: its control connection (one that keeps a passive listener
+ * between transfers holds two, and a transfer adds its data connection and file). */
+const FILES_PER_SESSION = 1;
+
+/** Descriptors the process holds besides its sessions': Node's own, the listeners, the users
+ * file's watch, the transfer log, the checksum and stat workers. */
+const FILES_OWN = 64;
+
+/**
+ * The limit on open files (Node raises its soft limit to the hard one at start) against
+ * `limits.maxSessions`: past the limit, the kernel's accept fails and libuv closes each new
+ * connection at once, so its client sees no greeting, not the 421 of `limits.maxSessions`, and
+ * nothing reaches the log. Said once at start when the limit cannot hold that many sessions even
+ * idle (busy ones need more: the warning is for a limit that is short for certain).
+ */
+function warnFileLimit(config: Config, logger: Logger): void {
+  const limit = openFilesLimit();
+  if (limit === null) return;
+  const sessions = Math.max(0, Math.floor((limit - FILES_OWN) / FILES_PER_SESSION));
+  const maxSessions = config.limits.maxSessions;
+  if (sessions >= maxSessions) return;
+  logger.warn(
+    { event: "file-limit", limit, maxSessions, sessions },
+    "the limit on open files (%d) holds at most about %d sessions, fewer than limits.maxSessions (%d): clients past it are closed without a greeting; raise the limit (LimitNOFILE= in a systemd unit, --ulimit nofile= for docker run, ulimit -n in a shell) or lower limits.maxSessions",
+    limit,
+    sessions,
+    maxSessions,
+  );
+}
+
+/** This process's limit on open files, from /proc/self/limits; null where it cannot be read (not
+ * Linux) or there is none. */
+function openFilesLimit(): number | null {
+  let text: string;
+  try {
+    text = readFileSync("/proc/self/limits", "latin1");
+  } catch {
+    return null;
+  }
+  const m = /^Max open files\s+(\d+)\s/m.exec(text);
+  return m?.[1] !== undefined ? Number(m[1]) : null;
 }
 
 /**
