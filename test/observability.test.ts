@@ -229,6 +229,25 @@ describe("Prometheus endpoint and xferlog", () => {
     assert.equal(line, "Thu Nov  5 08:07:06 2026 2 203.0.113.7 42 /a_b.txt a _ o r bob ftp 0 * i\n");
   });
 
+  it("writes DEL and the C1 controls of a name (U+0085 NEL, U+009B CSI) in xferlog as \\xNN", () => {
+    // A client may name a file with any of them (only C0 is refused), and the log is read on a
+    // terminal (tail -f), which takes U+009B as the start of an escape sequence and U+0085 as a
+    // line end: the name would move the cursor and write over the lines before it.
+    const line = formatXferLine({
+      when: new Date(2026, 10, 5, 8, 7, 6),
+      ms: 2400,
+      remote: "203.0.113.7",
+      bytes: 42,
+      path: "/a\u009b1A\u009b2Kb\u0085c\u007fd",
+      ascii: false,
+      direction: "upload",
+      user: "bob",
+      anonymous: false,
+      complete: true,
+    });
+    assert.equal(line, "Thu Nov  5 08:07:06 2026 2 203.0.113.7 42 /a\\x9b1A\\x9b2Kb\\x85c\\x7fd b _ i r bob ftp 0 * c\n");
+  });
+
   it("passive ports a client never connects to warn at the 1st, 2nd, 4th… of a session, the rest at debug", async () => {
     await withServer(async (t) => {
       const raw = await RawClient.connect(t.port);

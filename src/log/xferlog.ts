@@ -30,12 +30,13 @@ export interface XferEntry {
 const DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
-/** Formats one xferlog line (local time, like the other servers); spaces in names become "_". */
+/** Formats one xferlog line (local time, like the other servers); spaces in names become "_", and
+ * DEL and the C1 controls \xNN. */
 export function formatXferLine(e: XferEntry): string {
   const d = e.when;
   const time = `${DAYS[d.getDay()]} ${MONTHS[d.getMonth()]} ${String(d.getDate()).padStart(2)} ${p2(d.getHours())}:${p2(d.getMinutes())}:${p2(d.getSeconds())} ${d.getFullYear()}`;
   const secs = Math.max(1, Math.round(e.ms / 1000));
-  const name = e.path.replace(SPACE_OR_NUL, "_");
+  const name = e.path.replace(SPACE_OR_NUL, "_").replace(DEL_OR_C1, hexEscape);
   const dir = e.direction === "download" ? "o" : "i";
   // The access mode is "a" for anonymous FTP, as the format has it; its username field, which
   // wu-ftpd, vsftpd and ProFTPD fill with the anonymous password (an e-mail address), stays the
@@ -233,6 +234,15 @@ function countLines(buf: Buffer, end: number): number {
 }
 
 const SPACE_OR_NUL = /[\s\0]/g;
+/** DEL and the C1 controls, which a name may hold (only C0 is refused in a path): the log is read
+ * on terminals (tail -f), where U+009B starts an escape sequence (CSI) and U+0085 ends a line, so
+ * a name written as it is could move the cursor and write over the lines before it. Written as
+ * \xNN, as berth ctl shows them, never ambiguous: a path holds no backslash (it reads as "/"). */
+const DEL_OR_C1 = /[\u007f-\u009f]/g;
+
+function hexEscape(c: string): string {
+  return `\\x${c.charCodeAt(0).toString(16)}`;
+}
 
 function p2(n: number): string {
   return String(n).padStart(2, "0");
