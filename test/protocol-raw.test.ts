@@ -3,7 +3,7 @@
  * command sequencing (RNFR/RNTO, REST), login guards, malformed and odd input, pipelining.
  */
 import assert from "node:assert/strict";
-import { mkdir, readdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
 import { once } from "node:events";
 import { connect } from "node:net";
 import { join } from "node:path";
@@ -1101,6 +1101,27 @@ describe("names with spaces at their start or end", () => {
         // Only spaces: no argument, the current directory.
         assert.equal((await listed("NLST  ")).length, 3);
         assert.equal((await listed("LIST -la ")).length, 3);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("SITE CHMOD takes the path after the mode's one space as written: a leading space is part of the name", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await writeFile(join(home, " lead"), "abc");
+      await writeFile(join(home, "lead"), "abc");
+      await chmod(join(home, " lead"), 0o644);
+      await chmod(join(home, "lead"), 0o644);
+      const raw = await rawLogin(t);
+      try {
+        // FileZilla sends the name after one space: " lead" is "SITE CHMOD 600  lead".
+        await raw.expect("SITE CHMOD 600  lead", 200);
+        assert.equal((await stat(join(home, " lead"))).mode & 0o777, 0o600);
+        assert.equal((await stat(join(home, "lead"))).mode & 0o777, 0o644, "the mode of another file was changed");
+        await raw.expect("SITE CHMOD 640 lead", 200);
+        assert.equal((await stat(join(home, "lead"))).mode & 0o777, 0o640);
       } finally {
         await raw.close();
       }
