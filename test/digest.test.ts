@@ -49,6 +49,24 @@ describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => 
     await c.close();
   });
 
+  it("a name in double quotes with no space in it is that name, quotes and all: the checksum of another file is never given for it", async () => {
+    // WinSCP quotes a name only when it holds a space; a listed name such as "q" (quotes in the
+    // name) is sent as it is, and must not be read as q.
+    const home = t.home("alice");
+    writeFileSync(join(home, '"q"'), "quoted");
+    writeFileSync(join(home, "q"), "plain");
+    const c = await RawClient.connect(t.port);
+    await c.login();
+    try {
+      assert.equal((await c.expect('HASH "q"', 213)).message, `SHA-256 0-5 ${hex("sha256", Buffer.from("quoted"))} "q"`);
+      assert.equal((await c.expect('XMD5 "q"', 213)).message, hex("md5", Buffer.from("quoted")).toUpperCase());
+      assert.equal((await c.expect('XMD5 "q" 0 2', 213)).message, hex("md5", Buffer.from("qu")).toUpperCase());
+      assert.equal((await c.expect("XMD5 q", 213)).message, hex("md5", Buffer.from("plain")).toUpperCase());
+    } finally {
+      await c.close();
+    }
+  });
+
   it("OPTS HASH reads and changes the session's algorithm; an unknown one changes nothing", async () => {
     const c = await RawClient.connect(t.port);
     await c.login();
@@ -108,7 +126,7 @@ describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => 
     await c.expect("XCRC dir", 550);
     // A name ending in / is a directory's, as for RETR: not the file without the slash.
     assert.match((await c.expect("HASH empty/", 553)).message, /Not a regular file/);
-    await c.expect('HASH "empty/"', 553);
+    await c.expect('HASH "a b.bin/"', 553);
     await c.expect("XCRC empty/", 550);
     await c.expect("XMD5 empty\\ 0 0", 550);
     await c.expect("HASH ../../../../etc/passwd", 550);
@@ -141,7 +159,7 @@ describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => 
     // Seventeen digits are no offset: the words are part of the name, which is not there.
     await c.expect("XSHA1 data.bin 0 12345678901234567", 550);
     await c.expect('HASH "', 550);
-    await c.expect('HASH ""', 553); // the home itself, unquoted
+    await c.expect('HASH ""', 550); // a name of two quotes (no space in it: not unquoted), not there
     // Sent in one packet behind a download: the checksum waits its turn and the session goes on.
     const sock = await c.pasv();
     c.send("RETR a b.bin\r\nHASH a b.bin");

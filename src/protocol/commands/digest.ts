@@ -12,9 +12,12 @@ import { FtpError } from "../errors.ts";
 import type { CommandSpec } from "../registry.ts";
 import type { Session } from "../session.ts";
 
-/** A path argument as some clients send it when it holds a space (WinSCP: `HASH "a b.txt"`). */
+/** A path argument as some clients send it when it holds a space (WinSCP: `HASH "a b.txt"`).
+ * Only then: WinSCP quotes a name with a space and no other, so a name without one that starts
+ * and ends with a double quote is a name with quotes in it (`"q"`, as a listing shows it), and
+ * read as `q` it would be answered with the checksum of another file. */
 function unquote(arg: string): string {
-  return arg.length >= 2 && arg.startsWith('"') && arg.endsWith('"') ? arg.slice(1, -1) : arg;
+  return arg.length >= 2 && arg.startsWith('"') && arg.endsWith('"') && arg.includes(" ") ? arg.slice(1, -1) : arg;
 }
 
 /** 502 where transfer.checksums is off (the commands are then left out of FEAT too). */
