@@ -67,6 +67,21 @@ describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => 
     }
   });
 
+  it("the X commands with a range take the name before it as written, a space at its end included", async () => {
+    const home = t.home("alice");
+    writeFileSync(join(home, "trail "), "trailing");
+    writeFileSync(join(home, "trail"), "plain");
+    const c = await RawClient.connect(t.port);
+    await c.login();
+    try {
+      assert.equal((await c.expect("XMD5 trail ", 213)).message, hex("md5", Buffer.from("trailing")).toUpperCase());
+      assert.equal((await c.expect("XMD5 trail  0 4", 213)).message, hex("md5", Buffer.from("trai")).toUpperCase());
+      assert.equal((await c.expect("XMD5 trail 0 4", 213)).message, hex("md5", Buffer.from("plai")).toUpperCase());
+    } finally {
+      await c.close();
+    }
+  });
+
   it("OPTS HASH reads and changes the session's algorithm; an unknown one changes nothing", async () => {
     const c = await RawClient.connect(t.port);
     await c.login();

@@ -113,9 +113,11 @@ function optsHash(s: Session, value: string): void {
   s.reply(200, algo);
 }
 
-/** `<path> [<start> <end>]`: the path, and the range when the last two words are byte offsets. */
+/** `<path> [<start> <end>]`: the path, and the range when the last two words are byte offsets.
+ * The path is all before the one space ahead of them, as written, as every command takes a path:
+ * `trail  0 4` is the file "trail ", never "trail". */
 function splitRange(arg: string): { path: string; range: [number, number] | null } {
-  const m = /^(.*\S)\s+(\d{1,16})\s+(\d{1,16})$/.exec(arg);
+  const m = /^(.+) (\d{1,16}) (\d{1,16})$/.exec(arg);
   if (m === null) return { path: unquote(arg), range: null };
   return { path: unquote(m[1] as string), range: [Number(m[2]), Number(m[3])] };
 }
