@@ -470,6 +470,25 @@ describe("odd input", () => {
     });
   });
 
+
+  it("a verb is matched in ASCII only: a letter that upper-cases to ASCII (ſ to S, ı to I) makes no command", async () => {
+    // RFC 959 §5.3: a command code is alphabetic ASCII. String.prototype.toUpperCase() maps the
+    // long s to S and the dotless i to I, so "ſTOR" and "lıst" would run as STOR and LIST past
+    // anything that looks for the commands by their letters.
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        for (const line of ["\u017ftor x.txt", "l\u0131st", "DELE\u0131", "\u017fIZE x.txt"]) {
+          assert.equal((await raw.expect(line, 500)).message, "Syntax error, command unrecognized");
+        }
+        await raw.expect("stor", 501);
+        await raw.expect("noop", 200);
+      } finally {
+        await raw.close();
+      }
+      assert.deepEqual(await readdir(t.home("alice")), []);
+    });
+  });
   it("a refused AUTH holds nothing back: the commands after it, in its packet or later, all run", async () => {
     await withServer(async (t) => {
       const raw = await RawClient.connect(t.port);

@@ -800,7 +800,19 @@ export function verbOf(line: string): string {
   // Clients send verbs in upper case: toUpperCase() would still cost a runtime call each.
   for (let i = 0; i < verb.length; i++) {
     const c = verb.charCodeAt(i);
-    if (c < 0x41 || c > 0x5a) return verb.toUpperCase();
+    if (c < 0x41 || c > 0x5a) return upperAscii(verb);
   }
   return verb;
 }
+
+/** `verb` with its ASCII letters upper-cased and nothing else changed. A command code is ASCII
+ * (RFC 959 §5.3); toUpperCase() would also turn the long s into S and the dotless i into I, and
+ * make "ſTOR" a STOR. */
+function upperAscii(verb: string): string {
+  for (let i = 0; i < verb.length; i++) {
+    if (verb.charCodeAt(i) >= 0x80) return verb.replace(ASCII_LOWER, (c) => c.toUpperCase());
+  }
+  return verb.toUpperCase();
+}
+
+const ASCII_LOWER = /[a-z]/g;
