@@ -1126,6 +1126,39 @@ describe("names with spaces at their start or end", () => {
     });
   });
 
+  it("a name of other spaces only (no-break, ideographic) is a name: listed, and every command reaches it by that name", async () => {
+    // Only ASCII spaces make an argument none; String.prototype.trim() also drops U+00A0, U+3000,
+    // U+2028 and U+FEFF, so such a name was listed and then "argument required" to every command.
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await writeFile(join(home, "\u3000"), "ideographic");
+      await writeFile(join(home, "other.txt"), "x");
+      const raw = await rawLogin(t);
+      try {
+        const listed = async (line: string): Promise<string[]> => (await listedText(raw, line)).split("\r\n").filter(Boolean);
+        assert.deepEqual((await listed("NLST")).sort(), ["other.txt", "\u3000"].sort());
+        await raw.expect("TYPE I", 200);
+        assert.equal((await raw.expect("SIZE \u3000", 213)).message, "11");
+        assert.equal(await retrieveText(raw, "\u3000"), "ideographic");
+        assert.deepEqual(await listed("NLST \u3000"), ["\u3000"]);
+        const one = await listed("LIST \u3000");
+        assert.equal(one.length, 1, one.join("\n"));
+        assert.equal((await raw.expect("STAT \u3000", 213)).lines.length, 3);
+        await raw.expect("MKD \u00a0", 257);
+        await raw.expect("CWD \u00a0", 250);
+        assert.equal((await raw.expect("PWD", 257)).message, '"/\u00a0" is the current directory');
+        await raw.expect("CWD /", 250);
+        await raw.expect("RMD \u00a0", 250);
+        await raw.expect("DELE \u3000", 250);
+        // ASCII spaces alone are still no argument.
+        await raw.expect("DELE  ", 501);
+      } finally {
+        await raw.close();
+      }
+      assert.deepEqual(await readdir(home), ["other.txt"]);
+    });
+  });
+
   it("SITE CHMOD takes the path after the mode's one space as written: a leading space is part of the name", async () => {
     await withServer(async (t) => {
       const home = t.home("alice");

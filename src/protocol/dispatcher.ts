@@ -91,8 +91,8 @@ export class Dispatcher {
       return [530, "TLS required: send AUTH TLS first"];
     }
     if (spec.needsLogin && !session.user) return [530, "Please login with USER and PASS"];
-    if (spec.arg === "required" && arg.trim() === "") return [501, "Syntax error: argument required"];
-    if (spec.arg === "none" && arg.trim() !== "") return [501, "Syntax error: no argument allowed"];
+    if (spec.arg === "required" && isBlank(arg)) return [501, "Syntax error: argument required"];
+    if (spec.arg === "none" && !isBlank(arg)) return [501, "Syntax error: no argument allowed"];
     if (spec.opensData && tls.require && !session.protectData) {
       return [521, "Data connections must be protected: send PBSZ 0 and PROT P"];
     }
@@ -158,6 +158,16 @@ export class Dispatcher {
     session.log.debug({ event: "command", verb, arg: shown }, "%s %s", verb, shown);
   }
 }
+
+/** Whether `arg` is no argument: empty, or ASCII spaces only (RFC 959 §5.3: SP separates a
+ * command from its argument). Not trim(), which also drops the no-break space, U+3000, U+2028 and
+ * U+FEFF: a name made of those alone is a name, which a listing shows and a command must reach. */
+export function isBlank(arg: string): boolean {
+  for (let i = 0; i < arg.length; i++) if (arg.charCodeAt(i) !== SPACE) return false;
+  return true;
+}
+
+const SPACE = 0x20;
 
 /** A refusal's reply, or null to go on. */
 export type Refusal = [number, string] | null;

@@ -15,7 +15,7 @@ import type { DirEntry, VirtualPath } from "../../fs/types.ts";
 import { basename, dirname, joinVirtual, namesDirectory, notADirectory, ROOT } from "../../fs/vpath.ts";
 import { FtpError } from "../errors.ts";
 import { formatBlockReply, stripControl } from "../reply.ts";
-import { refusalLookingUp } from "../dispatcher.ts";
+import { isBlank, refusalLookingUp } from "../dispatcher.ts";
 import type { CommandSpec } from "../registry.ts";
 import type { Session } from "../session.ts";
 import { runTransfer } from "./xfer.ts";
@@ -31,18 +31,21 @@ export function splitListArg(arg: string): string {
  * path is taken as written, spaces at its start or end included (" lead", "trail "), as every other
  * command takes it; an argument of spaces only is none. */
 function parseListArg(arg: string): { path: string; dirItself: boolean } {
-  let rest = arg.trim() === "" ? "" : arg;
+  let rest = isBlank(arg) ? "" : arg;
   let dirItself = false;
   while (rest.startsWith("-")) {
     const sp = rest.indexOf(" ");
     const flags = sp === -1 ? rest : rest.slice(0, sp);
     if (sp === -1) return { path: "", dirItself: dirItself || (!flags.startsWith("--") && flags.includes("d")) };
-    rest = rest.slice(sp + 1).trimStart();
+    rest = rest.slice(sp + 1).replace(LEADING_SPACES, "");
     if (flags === "--") break;
     if (!flags.startsWith("--") && flags.includes("d")) dirItself = true;
   }
   return { path: rest, dirItself };
 }
+
+/** The ASCII spaces after a word of options (other spaces are part of the name that follows). */
+const LEADING_SPACES = /^ +/;
 
 /** The path LIST, NLST and STAT <path> show: with a pattern in its last component, the directory
  * whose entries it picks (where a listing is allowed or not). */
@@ -309,7 +312,7 @@ const LIST_DIR = { need: ["list"], scope: "dir", path: listPath } as const;
 export const STAT_PERM = {
   need: ["list"],
   scope: "dir",
-  path: (s: Session, arg: string) => (arg.trim() === "" || busy(s) ? null : listPath(s, arg)),
+  path: (s: Session, arg: string) => (isBlank(arg) || busy(s) ? null : listPath(s, arg)),
 } as const;
 
 /** A transfer or a checksum is running: STAT runs beside the queue and answers the status. */

@@ -3,6 +3,7 @@
  * HELP, STAT, SITE, LANG (RFC 2640), CLNT, ALLO, MODE, STRU, TYPE (RFC 959 §4.1.2–4.1.3).
  */
 import { mlstFeature, selectMlsxFacts } from "../../fs/format.ts";
+import { isBlank } from "../dispatcher.ts";
 import { FtpError } from "../errors.ts";
 import { optsHash } from "./digest.ts";
 import { formatBlockReply } from "../reply.ts";
@@ -64,7 +65,7 @@ async function stat(s: Session, arg: string): Promise<void> {
   // During a transfer or a checksum STAT runs beside the queue (Session): its argument is ignored
   // and the status is answered at once (RFC 959 §4.1.3). A listing there might be answered after
   // the commands sent behind it, which wait in the queue for the checksum only.
-  if (arg.trim() !== "" && !busy(s)) {
+  if (!isBlank(arg) && !busy(s)) {
     await statPath(s, arg);
     return;
   }

@@ -9,7 +9,7 @@ import { Transfer, receiveFile, sendFile } from "../../data/transfer.ts";
 import type { NameFilter } from "../../fs/jail.ts";
 import type { Upload, UploadOptions, VirtualPath } from "../../fs/types.ts";
 import { basename, dirname, joinVirtual, NAMES_DIRECTORY, namesDirectory, ROOT } from "../../fs/vpath.ts";
-import { lacksOverwrite } from "../dispatcher.ts";
+import { isBlank, lacksOverwrite } from "../dispatcher.ts";
 import { FtpError } from "../errors.ts";
 import type { CommandSpec } from "../registry.ts";
 import { admitUpload, downloadHook, type UploadLimits } from "../limits.ts";
@@ -236,7 +236,7 @@ function namesAllowed(s: Session): NameFilter {
  * alone names the cwd or its parent, and any argument that leads to the root (a "~") the home:
  * directories as well, so "STOU ." uploads into the cwd, with its permissions, not beside it. */
 function stouPath(s: Session, arg: string): VirtualPath {
-  if (arg.trim() === "") return joinVirtual(s.cwd, "file");
+  if (isBlank(arg)) return joinVirtual(s.cwd, "file");
   const path = s.resolve(arg);
   const names = namesDirectory(arg) || arg === "." || arg === ".." || path === ROOT;
   return names ? joinVirtual(path, "file") : path;
