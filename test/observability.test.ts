@@ -9,6 +9,7 @@ import { describe, it } from "node:test";
 import { Client } from "basic-ftp";
 import pino from "pino";
 import { ConfigError } from "../src/config/load.ts";
+import { createLogger } from "../src/log/logger.ts";
 import { Metrics, METRICS_MAX_CONNECTIONS, serveMetrics, type Gauges } from "../src/log/metrics.ts";
 import { formatXferLine, XferLog, XFERLOG_MAX_PENDING, type XferEntry } from "../src/log/xferlog.ts";
 import { RawClient } from "./helpers/raw.ts";
@@ -341,6 +342,31 @@ describe("Prometheus endpoint and xferlog", () => {
       },
       { config: { limits: { maxSessionsPerUser: 1 } } },
     );
+  });
+
+  it("a JSON log line holds DEL, the C1 controls and U+2028/U+2029 of a name as \\u escapes: the same value to a JSON reader, nothing a terminal or a line splitter acts on", () => {
+    // A name may hold any of them (only C0 is refused in a path), and JSON.stringify writes them as
+    // they are: U+009B is a terminal's CSI (docker logs, tail -f), U+0085, U+2028 and U+2029 end a
+    // line for many splitters (Python's splitlines, JavaScript's own line terminators).
+    const chunks: string[] = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        chunks.push(chunk.toString("utf8"));
+        done();
+      },
+    });
+    const logger = createLogger({ level: "info", pretty: "never", destination });
+    const path = "/a\u009b2Jb\u0085c\u2028d\u2029e\u007ff\u00a0g\u00e9h";
+    logger.info({ event: "transfer", path }, "upload %s complete", path);
+    const text = chunks.join("");
+    const lines = text.split("\n").filter(Boolean);
+    assert.equal(lines.length, 1, text);
+    assert.doesNotMatch(text, /[\u007f-\u009f\u2028\u2029]/);
+    const parsed = JSON.parse(lines[0] as string) as { path: string; msg: string };
+    assert.equal(parsed.path, path);
+    assert.equal(parsed.msg, `upload ${path} complete`);
+    // Other characters stay as they are.
+    assert.ok(text.includes("\u00a0g\u00e9h"), text);
   });
 });
 

@@ -32,6 +32,19 @@ export const REDACT_PATHS: readonly string[] = [
   "*.secret",
 ];
 
+/** What a JSON line may hold as it is that a terminal or a line splitter acts on: DEL, the C1
+ * controls (U+009B is a terminal's CSI, U+0085 a line end) and U+2028/U+2029, which end a line
+ * for many splitters. JSON.stringify escapes only C0, and a name a client made may hold any of
+ * these: read with docker logs or tail -f, it could move the cursor and write over earlier lines. */
+const UNSAFE_IN_JSON = /[\u007f-\u009f\u2028\u2029]/g;
+
+/** `line` (one JSON line) with each UNSAFE_IN_JSON character as its \u escape. A JSON line is
+ * ASCII outside its strings, so each is inside a string, where the escape is the same value to a
+ * JSON reader. */
+function escapeUnsafe(line: string): string {
+  return line.replace(UNSAFE_IN_JSON, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
 /** True when `stream` is a terminal. */
 function isTty(stream: NodeJS.WritableStream): boolean {
   return (stream as { isTTY?: boolean }).isTTY === true;
@@ -67,7 +80,7 @@ export function createLogger(opts: LoggerOptions): Logger {
   const open = watchOutput(out);
   const destination: DestinationStream = pretty
     ? prettyDestination(out, isTty(out), open)
-    : { write: (line: string) => void (open() && out.write(line)) };
+    : { write: (line: string) => void (open() && out.write(escapeUnsafe(line))) };
   return pino(
     {
       level: opts.level,
