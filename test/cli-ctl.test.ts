@@ -140,6 +140,25 @@ void describe("berth ctl", () => {
     }
   });
 
+  void test("sessions --json writes a path's DEL, C1 controls and U+2028/U+2029 as \\u escapes: the same value, nothing the terminal acts on", async () => {
+    const cwd = workdir();
+    // U+009B is a terminal's CSI: a file name a client made must not reach the operator's terminal as it is.
+    const session = { id: "0a1b2c3d", user: "bob", remote: "127.0.0.1", secure: false, transfer: { direction: "download", path: "/a\u009b2Jb\u0085c\u2028d\u007fé", bytes: 1, expected: 2, startedAt: 0 } };
+    const server = createServer((c) => {
+      c.on("error", () => undefined);
+      c.once("data", () => void c.write(`${JSON.stringify({ ok: true, now: 1, sessions: [session] })}\n`));
+    });
+    await new Promise<void>((resolve) => server.listen(path.join(cwd, "admin.sock"), () => resolve()));
+    try {
+      const r = await berth(cwd, ["ctl", "sessions", "--json", "--socket", "admin.sock"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.doesNotMatch(r.stdout, /[\u007f-\u009f\u2028\u2029]/);
+      assert.deepEqual(JSON.parse(r.stdout), [session]);
+    } finally {
+      server.close();
+    }
+  });
+
   void test("watch ends, status 0, when whoever reads its output goes away (`berth ctl watch | head -1`)", async () => {
     const cwd = workdir();
     // Answers every request as berth's admin socket answers `sessions`.

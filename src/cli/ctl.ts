@@ -9,6 +9,7 @@ import { CliError, type ParsedCommand } from "./args.ts";
 import { configFor, type CliContext } from "./commands.ts";
 import type { SessionInfo } from "../admin/socket.ts";
 import type { DefenderStatus } from "../auth/defender.ts";
+import { escapeUnsafe } from "../log/logger.ts";
 
 /** How long a request waits for its answer (ms); a berth server answers at once. */
 const ANSWER_MS = 10_000;
@@ -153,7 +154,8 @@ function render(sub: string, res: Record<string, unknown>, json: boolean): strin
       return `berth ${String(res.version)} pid ${String(res.pid)}, up ${String(res.uptime)} s, ${String(res.sessions)} sessions, ${String(res.transfers)} transfers\n${defenderLines(res.defender as DefenderStatus | undefined)}`;
     case "sessions": {
       const list = res.sessions as SessionInfo[];
-      if (json) return `${JSON.stringify(list)}\n`;
+      // A path is any name a client made: escaped as the server's own log lines are.
+      if (json) return `${escapeUnsafe(JSON.stringify(list))}\n`;
       return `${sessionTable(list, Number(res.now))}\n`;
     }
     case "kick":

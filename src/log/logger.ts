@@ -41,7 +41,7 @@ const UNSAFE_IN_JSON = /[\u007f-\u009f\u2028\u2029]/g;
 /** `line` (one JSON line) with each UNSAFE_IN_JSON character as its \u escape. A JSON line is
  * ASCII outside its strings, so each is inside a string, where the escape is the same value to a
  * JSON reader. */
-function escapeUnsafe(line: string): string {
+export function escapeUnsafe(line: string): string {
   return line.replace(UNSAFE_IN_JSON, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
