@@ -330,14 +330,30 @@ describe("bandwidth and reload", () => {
 describe("token buckets", () => {
   it("no limit at any level means no hook at all", () => {
     const bw = new Bandwidth(() => ZERO);
-    assert.equal(bw.open("down", { user: "u", userRate: 0, address: "a" }), null);
+    assert.equal(bw.open("down", { user: "u", userRate: 0, address: "a", loggedInAt: 0 }), null);
     assert.equal(bw.sharedBuckets, 0);
-    const own = bw.open("up", { user: "u", userRate: 1000, address: "a" });
+    const own = bw.open("up", { user: "u", userRate: 1000, address: "a", loggedInAt: 0 });
     assert.ok(own);
     assert.equal(own.chunkSize(), 1024);
     own.release();
     own.release();
     assert.equal(bw.sharedBuckets, 0);
+  });
+
+  it("a user's own rate is that of their latest login: a transfer of a session logged in before a change does not bring back its rate", () => {
+    const bw = new Bandwidth(() => ZERO);
+    // Logged in with 1 MB/s; the operator then lowers it to 100 kB/s and the user logs in again.
+    const before = bw.open("down", { user: "u", userRate: 1_000_000, address: "a", loggedInAt: 1 });
+    const after = bw.open("down", { user: "u", userRate: 100_000, address: "a", loggedInAt: 2 });
+    assert.ok(before && after);
+    // Chunks are a tenth of a second at the slowest rate: 10,000 bytes at 100 kB/s.
+    assert.equal(after.chunkSize(), 10_000);
+    // The older session starts another download: the user's rate stays the latest login's.
+    const again = bw.open("down", { user: "u", userRate: 1_000_000, address: "a", loggedInAt: 1 });
+    assert.ok(again);
+    assert.equal(after.chunkSize(), 10_000);
+    assert.equal(again.chunkSize(), 10_000);
+    for (const hook of [before, after, again]) hook.release();
   });
 
   it("a bucket lets a burst through, then charges the debt as a wait", () => {

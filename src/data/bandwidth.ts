@@ -67,6 +67,9 @@ export interface TransferOwner {
   readonly userRate: number;
   /** The client's IP address. */
   readonly address: string;
+  /** When the session logged in (ms on a monotonic clock): of two sessions of the user, the one
+   * logged in later read the users file later, and its own rate is the user's. */
+  readonly loggedInAt: number;
 }
 
 /** A bucket shared by the transfers of one user or one address; dropped once none uses it and it is
@@ -74,8 +77,10 @@ export interface TransferOwner {
 interface Shared {
   readonly bucket: TokenBucket;
   users: number;
-  /** The latest user-specific rate seen (per-user buckets only). */
+  /** The user-specific rate of the latest login among the transfers seen (per-user buckets only). */
   override: number;
+  /** When the session whose rate `override` is logged in. */
+  since: number;
 }
 
 /** The server's buckets; one per server, kept across reloads. */
@@ -117,8 +122,8 @@ export class Bandwidth {
     const addressKey = `${dir}:${owner.address}`;
     const buckets = [
       new TokenBucket(rateOf("transfer")),
-      this.join(this.users, userKey, rateOf("user"), owner.userRate),
-      this.join(this.addresses, addressKey, rateOf("address"), 0),
+      this.join(this.users, userKey, rateOf("user"), owner.userRate, owner.loggedInAt),
+      this.join(this.addresses, addressKey, rateOf("address"), 0, 0),
       this.global[dir],
     ];
     let released = false;
@@ -141,18 +146,25 @@ export class Bandwidth {
     return this.users.size + this.addresses.size;
   }
 
-  /** Joins the shared bucket `key` (made on first use); `override` > 0 replaces the config's rate. */
-  private join(map: Map<string, Shared>, key: string, rate: () => number, override: number): TokenBucket {
+  /** Joins the shared bucket `key` (made on first use); `override` > 0 replaces the config's rate.
+   * `since`: when the session that brings `override` logged in. */
+  private join(map: Map<string, Shared>, key: string, rate: () => number, override: number, since: number): TokenBucket {
     sweep(map);
     let shared = map.get(key);
     if (!shared) {
-      const entry: Shared = { bucket: new TokenBucket(() => (entry.override > 0 ? entry.override : rate())), users: 0, override };
+      const entry: Shared = { bucket: new TokenBucket(() => (entry.override > 0 ? entry.override : rate())), users: 0, override, since };
       shared = entry;
       map.set(key, shared);
     }
     shared.users++;
-    // The latest login's own limit is the one in effect for the user (the users file may have changed).
-    shared.override = override;
+    // The latest login's own limit is the one in effect for the user (the users file may have
+    // changed): a transfer of a session that logged in before it does not bring its older limit
+    // back for all of the user's transfers (`berth user set` lowering a rate would otherwise be
+    // undone by the next transfer of any session open since before the change).
+    if (since >= shared.since) {
+      shared.override = override;
+      shared.since = since;
+    }
     return shared.bucket;
   }
 

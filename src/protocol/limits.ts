@@ -218,7 +218,7 @@ function pace(s: Session, dir: Direction): TransferHook | null {
   const user = s.user;
   if (!user) return null;
   const userRate = dir === "up" ? user.limits.bandwidthUp : user.limits.bandwidthDown;
-  return s.ctx.bandwidth.open(dir, { user: user.name, userRate, address: s.remoteAddress });
+  return s.ctx.bandwidth.open(dir, { user: user.name, userRate, address: s.remoteAddress, loggedInAt: s.loggedInAt });
 }
 
 /** The 552 of an upload stopped by the quota whose bytes are kept (see UploadLimits.abort). */

@@ -80,6 +80,8 @@ export class Session {
 
   /** The logged-in user, or null. */
   user: User | null = null;
+  /** When the login happened (ms on a monotonic clock); 0 before it. */
+  loggedInAt = 0;
   /** The name from USER, waiting for PASS. */
   pendingUser: string | null = null;
   /** Where resolve() puts the paths a ".." stepped back out of, during resolveWalking() only. */
@@ -352,6 +354,7 @@ export class Session {
     if (this.closed) fs.close();
     this.user = user;
     this.fs = fs;
+    this.loggedInAt = performance.now();
     this.pendingUser = null;
     this.cwd = ROOT;
     this.rebindLog();
