@@ -443,6 +443,24 @@ void describe("UserStore", () => {
     assert.ok(!existsSync(box.file), "no user was made");
   });
 
+  void test("a lock left with this process's pid by an earlier process (a container's server started again gets the same pid) is taken over; a lock this process holds is waited for", async () => {
+    const box = sandbox();
+    const store = storeOn(box, { lock: { waitMs: 200 } });
+    await store.add("first", "pw");
+    writeFileSync(`${box.file}.lock`, `${process.pid}\n`);
+    await store.add("second", "pw");
+    assert.ok(!existsSync(`${box.file}.lock`), "the left lock is gone, and so is the store's own");
+    // Two stores of this process changing the file at once: each waits for the other's lock, and
+    // every change is kept.
+    const one = storeOn(box, { lock: { waitMs: 10_000 } });
+    const two = storeOn(box, { lock: { waitMs: 10_000 } });
+    const names = ["a", "b", "c"];
+    await Promise.all(names.flatMap((n) => [one.add(`one-${n}`, "pw"), two.add(`two-${n}`, "pw")]));
+    const expected = ["first", "second", ...names.flatMap((n) => [`one-${n}`, `two-${n}`])].sort();
+    assert.deepEqual((await store.list()).map((u) => u.name), expected);
+    assert.ok(!existsSync(`${box.file}.lock`));
+  });
+
   void test("ensureEnvUser: a password that is already the user's changes nothing and needs no lock, so a users file the server may not write (a read-only volume) still starts", async () => {
     const box = sandbox();
     const store = storeOn(box);

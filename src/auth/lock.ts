@@ -4,13 +4,16 @@
  * Every read-modify-write of the users file holds it, so two `berth user …` commands (or one and a
  * server writing BERTH_USER or the demo user) never write from the same old copy and lose a change.
  *
- * A lock whose process is gone (killed mid-write) is stale and taken over; so is one that holds no
- * pid (its owner died between creating and writing it) or that is older than any write can take.
+ * A lock whose process is gone (killed mid-write) is stale and taken over (one holding this
+ * process's own pid that this process does not hold is such a one: see heldHere); so is one that
+ * holds no pid (its owner died between creating and writing it) or that is older than any write
+ * can take.
  * A live lock is waited for, a bounded time. The lock is removed on every way out: when the work
  * ends or throws, at process exit, and on a signal that would otherwise kill the process.
  */
 import { constants, lstatSync, unlinkSync } from "node:fs";
 import { lstat, open, unlink } from "node:fs/promises";
+import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
 
@@ -44,6 +47,13 @@ export interface LockOptions {
   readonly staleMs?: number | undefined;
 }
 
+/** The locks (by absolute path) this process holds, or is making, now. A lock file holding this
+ * process's own pid that is not one of them was left by an earlier process that had the same pid:
+ * a container's server is started with the same pid each time (under tini, say), and a lock it
+ * left when killed mid-write would otherwise count as live, held by itself, and refuse every start
+ * and change until it was two minutes old. */
+const heldHere = new Set<string>();
+
 /** Identity of one lock file: a lock removed and made anew is another one. */
 interface LockId {
   readonly dev: bigint;
@@ -54,7 +64,10 @@ interface LockId {
 /** Runs `work` holding the lock `lockPath`, and removes the lock however `work` ends. */
 export async function withFileLock<T>(lockPath: string, work: () => Promise<T>, opts: LockOptions = {}): Promise<T> {
   const id = await acquire(lockPath, opts.waitMs ?? LOCK_WAIT_MS, opts.staleMs ?? LOCK_STALE_MS);
-  const release = (): void => releaseSync(lockPath, id);
+  const release = (): void => {
+    releaseSync(lockPath, id);
+    heldHere.delete(path.resolve(lockPath));
+  };
   const onSignal = (signal: NodeJS.Signals): void => {
     release();
     detach();
@@ -107,12 +120,15 @@ async function tryCreate(lockPath: string): Promise<LockId | null> {
     if (errnoCode(err) === "EEXIST") return null;
     throw new LockError("io", `cannot create lock ${lockPath}: ${systemErrorText(err)}`);
   }
+  // Before the pid is in it: from then on another change of this process sees it held here.
+  heldHere.add(path.resolve(lockPath));
   try {
     await handle.writeFile(`${process.pid}\n`, "utf8");
     const s = await handle.stat({ bigint: true });
     return { dev: s.dev, ino: s.ino, ctimeNs: s.ctimeNs };
   } catch (err) {
     await unlink(lockPath).catch(() => undefined);
+    heldHere.delete(path.resolve(lockPath));
     throw new LockError("io", `cannot write lock ${lockPath}: ${systemErrorText(err)}`);
   } finally {
     await handle.close().catch(() => undefined);
@@ -144,7 +160,8 @@ async function inspect(lockPath: string, staleMs: number): Promise<{ stale: bool
     const match = /^(\d{1,10})\n?$/.exec(text);
     const pid = match === null ? null : Number(match[1]);
     if (pid === null) return { stale: age > LOCK_EMPTY_GRACE_MS, pid, id };
-    return { stale: age > staleMs || !alive(pid), pid, id };
+    const live = pid === process.pid ? heldHere.has(path.resolve(lockPath)) : alive(pid);
+    return { stale: age > staleMs || !live, pid, id };
   } finally {
     await handle.close().catch(() => undefined);
   }
@@ -152,7 +169,6 @@ async function inspect(lockPath: string, staleMs: number): Promise<{ stale: bool
 
 /** Whether a process with this pid exists (one of another user counts: EPERM). */
 function alive(pid: number): boolean {
-  if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);
     return true;
