@@ -322,4 +322,42 @@ void describe("defender against a real server", () => {
       assert.ok(Math.abs(known.ms - unknown.ms) < 400, `${known.ms} vs ${unknown.ms} ms`);
     }, { config: { limits: { failedLoginDelay: 0.3 } } });
   });
+
+  it("a wall clock stepped while a password is checked neither holds the 530 for as long as the step nor skips the delay", async () => {
+    await withServer(async (t) => {
+      const realNow = Date.now;
+      let step = 0;
+      const real = t.store.authenticate.bind(t.store);
+      t.store.authenticate = async (name: string, password: string) => {
+        const user = await real(name, password);
+        // NTP, or a virtual machine resumed, sets the clock while the check runs.
+        Date.now = () => realNow() + step;
+        return user;
+      };
+      const failed = async (): Promise<number> => {
+        const c = await RawClient.connect(t.port);
+        try {
+          await c.expect("USER alice", 331);
+          const started = performance.now();
+          // Timed by a timer of its own: the client's wait reads the stepped clock too.
+          const r = await Promise.race([c.cmd("PASS not-the-password", 60_000), sleep(5000, null, { ref: false })]);
+          assert.ok(r !== null, "no 530 within 5 s");
+          assert.equal(r.code, 530);
+          return performance.now() - started;
+        } finally {
+          Date.now = realNow;
+          c.socket.destroy();
+        }
+      };
+      try {
+        step = -3_600_000;
+        await failed();
+        step = 3_600_000;
+        const ms = await failed();
+        assert.ok(ms >= 280, `530 after ${ms} ms`);
+      } finally {
+        Date.now = realNow;
+      }
+    }, { config: { limits: { failedLoginDelay: 0.3 } } });
+  });
 });

@@ -112,7 +112,10 @@ async function pass(s: Session, arg: string): Promise<void> {
     await anonymousLogin(s);
     return;
   }
-  const started = Date.now();
+  // A monotonic clock: the wall clock set back while the password is checked (NTP, a resumed
+  // virtual machine) would hold the 530 for as long as it went back, and set forward, skip the
+  // delay that keeps timing from telling unknown users from wrong passwords.
+  const started = performance.now();
   let found: User | null;
   try {
     found = await s.ctx.users.authenticate(name, arg);
@@ -157,7 +160,7 @@ async function failLogin(s: Session, name: string, started: number): Promise<voi
   s.loginFailures++;
   s.ctx.metrics.login(false);
   s.ctx.defender.record(s.remoteAddress, "login");
-  const wait = s.ctx.config.limits.failedLoginDelay * 1000 - (Date.now() - started);
+  const wait = s.ctx.config.limits.failedLoginDelay * 1000 - (performance.now() - started);
   if (wait > 0) await sleep(wait);
   s.log.info({ event: "login", result: "fail", user: name }, "failed login");
   s.reply(530, "Login incorrect");
