@@ -81,6 +81,21 @@ void describe("Defender (fake clock)", () => {
     assert.equal(d.record("2001:db8::1", "abuse")?.remaining, 10);
   });
 
+  it("its own clock is steady: the wall clock set back (NTP, a restored virtual machine) does not make a ban last as much longer", () => {
+    const realNow = Date.now;
+    let step = 0;
+    Date.now = () => realNow() + step;
+    try {
+      const d = new Defender(settings({ threshold: 10, banTime: 60 }));
+      assert.ok(d.record("10.0.0.9", "login"));
+      step = -3_600_000;
+      const ban = d.banOf("10.0.0.9");
+      assert.ok(ban !== null && ban.remaining <= 60, `${ban?.remaining} s left`);
+    } finally {
+      Date.now = realNow;
+    }
+  });
+
   it("never scores or bans the allow-list (IPv4, IPv6, IPv4-mapped)", () => {
     const d = new Defender(settings({ threshold: 1, allow: "192.168.0.0/16, fd00::/8" }));
     for (const a of ["192.168.4.5", "::ffff:192.168.4.5", "fd12::7"]) {

@@ -23,7 +23,7 @@ export type Offence = "login" | "limit" | "abuse";
 /** A ban in effect. */
 export interface BanInfo {
   readonly address: string;
-  /** When the ban ends (ms since the epoch). */
+  /** When the ban ends (ms since the epoch, as the wall clock read at start counts them). */
   readonly until: number;
   /** Seconds left, rounded up. */
   readonly remaining: number;
@@ -77,6 +77,17 @@ export function normalizeAddress(address: string): string {
   return lower.startsWith("::ffff:") && lower.includes(".") ? lower.slice(7) : lower;
 }
 
+/** The wall clock at start less the monotonic clock then: steadyNow() reads milliseconds since the
+ * epoch as they were at start, counted on by the monotonic clock. */
+const EPOCH_AT_START = Date.now() - performance.now();
+
+/** The defender's clock by default: the wall clock set back while the server runs (NTP, a restored
+ * virtual machine) would make every ban and counted offence last as much longer, keeping clients
+ * out long after their ban; set forward, it would end them at once. */
+function steadyNow(): number {
+  return EPOCH_AT_START + performance.now();
+}
+
 /** Builds the allow-list of `text` (already validated by the config loader). */
 function allowList(text: string): BlockList | null {
   const cidrs = parseCidrList(text) ?? [];
@@ -102,7 +113,7 @@ export class Defender implements LoginGuard {
   onBan: ((ban: BanInfo) => void) | null = null;
 
   /** A defender with the given settings; `now` is the clock in ms (tests pass their own). */
-  constructor(settings: DefenderSettings, now: () => number = Date.now) {
+  constructor(settings: DefenderSettings, now: () => number = steadyNow) {
     this.#settings = settings;
     this.#allow = allowList(settings.allow);
     this.#now = now;
