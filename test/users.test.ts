@@ -461,6 +461,23 @@ void describe("UserStore", () => {
     assert.ok(!existsSync(`${box.file}.lock`));
   });
 
+  void test("a users file that is a mount point of its own (a single file bind-mounted into a container) is refused in one line saying so, not as EBUSY", { skip: process.getuid?.() !== 0 && "needs root to bind-mount" }, async (t) => {
+    const box = sandbox();
+    const store = storeOn(box);
+    await store.add("first", "pw");
+    const outside = path.join(box.dir, "outside.json");
+    writeFileSync(outside, readFileSync(box.file));
+    if (spawnSync("mount", ["--bind", outside, box.file]).status !== 0) return t.skip("mount --bind is not allowed here");
+    try {
+      const message = await rejectsWith(store.add("second", "pw"), "io");
+      assert.match(message, /is a mount point of its own/);
+      assert.match(message, /mount the directory that holds it/);
+      assert.ok(!readFileSync(box.file, "utf8").includes("second"), "nothing changed");
+    } finally {
+      spawnSync("umount", [box.file]);
+    }
+  });
+
   void test("ensureEnvUser: a password that is already the user's changes nothing and needs no lock, so a users file the server may not write (a read-only volume) still starts", async () => {
     const box = sandbox();
     const store = storeOn(box);

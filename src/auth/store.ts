@@ -686,7 +686,12 @@ export class UserStore implements CredentialSource {
       // Always under the users file's lock (#update).
       await writeFileAtomic(this.#file, formatUsersFile(users, extra), 0o600, true);
     } catch (err) {
-      throw new UserError("io", `cannot write users file ${this.#file}: ${systemErrorText(err)}`);
+      // rename(2) cannot replace a mount point (EBUSY): the file was bind-mounted on its own, as
+      // `docker run -v ./users.json:/app/users/users.json` does, and can never be replaced whole.
+      const why = errnoCode(err) === "EBUSY"
+        ? "it is a mount point of its own (a file bind-mounted alone cannot be replaced atomically): mount the directory that holds it instead"
+        : systemErrorText(err);
+      throw new UserError("io", `cannot write users file ${this.#file}: ${why}`);
     }
     this.#users = new Map(users.map((u) => [u.name, u]));
     this.#loaded = true;
