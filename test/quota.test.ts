@@ -14,6 +14,8 @@ import { fileURLToPath } from "node:url";
 import { FTPError } from "basic-ftp";
 import { ConfigError, loadConfig } from "../src/config/load.ts";
 import { backOff } from "../src/fs/quick.ts";
+import { HomeUsage } from "../src/fs/quota.ts";
+import { Limiter } from "../src/fs/usage.ts";
 import { dataConnect, readAll, storeCode, storeReply, type RawClient } from "./helpers/raw.ts";
 import { download, ftpLogin, payload, rawLogin, upload, withServer } from "./helpers/run.ts";
 import { endUpload, pasvPort, portsFree, sizeReached, startUpload, tempFiles, twoSessions } from "./helpers/uploads.ts";
@@ -364,6 +366,27 @@ describe("file-count quota and DELE", () => {
       },
       { config: { quota: { bytes: 0, files: 0, rescanAfter: 0 } }, users: [CAROL] },
     );
+  });
+});
+
+describe("quota recount at login", () => {
+  it("is timed on a steady clock: the wall clock set back does not put it off for as long", async () => {
+    const home = mkdtempSync(path.join(tmpdir(), "berth-quota-clock-"));
+    const realNow = Date.now;
+    try {
+      writeFileSync(path.join(home, "a"), "x".repeat(10));
+      const usage = new HomeUsage(home, new Limiter(4));
+      assert.equal((await usage.ready()).bytes, 10);
+      writeFileSync(path.join(home, "b"), "x".repeat(90));
+      // NTP, or a virtual machine restored, sets the clock back an hour; a login with rescanAfter 0.
+      Date.now = () => realNow() - 3_600_000;
+      usage.refreshIfOlder(0);
+      Date.now = realNow;
+      assert.equal((await usage.ready()).bytes, 100);
+    } finally {
+      Date.now = realNow;
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 });
 

@@ -105,6 +105,8 @@ function inodeKey(s: Stats): string {
 /** The counted usage of one home. */
 export class HomeUsage {
   private counted: Usage | null = null;
+  /** When the count was taken, on the monotonic clock: the wall clock set back (NTP, a restored
+   * virtual machine) would put the recount at login off for as long as it went back. */
   private scannedAt = 0;
   private scanning: Promise<void> | null = null;
   /** Bumped by every change, so a count that raced with one is known to be stale. */
@@ -221,7 +223,7 @@ export class HomeUsage {
    * a running upload's bytes are not on disk under their final name yet). */
   refreshIfOlder(maxAgeMs: number): void {
     if (this.scanning || this.counted === null) return;
-    if (Date.now() - this.scannedAt < maxAgeMs) return;
+    if (performance.now() - this.scannedAt < maxAgeMs) return;
     if (this.uploads > 0) this.recountWanted = true;
     else void this.scan(false);
   }
@@ -294,7 +296,7 @@ export class HomeUsage {
         }
         if (before === this.changes || (first && tries >= SCAN_RETRIES)) {
           this.counted = usage;
-          this.scannedAt = Date.now();
+          this.scannedAt = performance.now();
           return;
         }
         if (!first) return;
