@@ -373,8 +373,9 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
       if (s.transfer) s.closingText = "Server shutting down";
       else s.timeout("Server shutting down");
     }
-    const deadline = Date.now() + graceMs;
-    while (sessions.size > 0 && Date.now() < deadline) {
+    // On the monotonic clock: a wall clock set back meanwhile must not stretch the grace.
+    const deadline = performance.now() + graceMs;
+    while (sessions.size > 0 && performance.now() < deadline) {
       await new Promise((r) => setTimeout(r, 50));
       // A transfer that ended meanwhile leaves its session idle: it gets its 421 now (once).
       for (const s of sessions) if (!s.transfer) s.timeout("Server shutting down");

@@ -96,6 +96,38 @@ describe("a download the client stops reading is aborted after limits.stalledTim
   }
 });
 
+describe("the stall clock is steady", () => {
+  it("the wall clock set back an hour (NTP, a restored virtual machine) while a client has stopped reading: the 426 still comes after the limit, not an hour later", async () => {
+    await withServer(
+      async (t) => {
+        await bigFile(t);
+        const raw = await RawClient.connect(t.port);
+        const realNow = Date.now;
+        try {
+          await raw.login();
+          const data = await raw.pasv();
+          data.on("error", () => undefined);
+          raw.send("RETR big.bin");
+          await raw.expectReply(150);
+          await new Promise((resolve) => data.once("data", resolve));
+          data.pause();
+          // Half the limit on, the socket buffers are full and the stall is being counted.
+          await new Promise((resolve) => setTimeout(resolve, (STALL_S * 1000) / 2));
+          Date.now = () => realNow() - 3_600_000;
+          // 10 s: the limit is 2 s; a clock taken from the wall would wait for an hour more.
+          const r = await raw.expectReply(426, 10_000);
+          assert.match(r.message, /no data moved/);
+          data.destroy();
+        } finally {
+          Date.now = realNow;
+          await raw.close();
+        }
+      },
+      { config: { transfer: { sendfile: false }, limits: { stalledTimeout: STALL_S } } },
+    );
+  });
+});
+
 /** Entries of 240-character names: a LIST of them is far more than the socket buffers hold. */
 const ENTRIES = 36_000;
 /** What the client reads of it before it stops. */

@@ -115,7 +115,7 @@ export class AnnounceResolver {
    * being announced, as between reloads, and is not warned about twice. */
   takeOver(previous: AnnounceResolver): void {
     if (previous.configured !== this.configured || previous.cached === null) return;
-    this.cached = { ip: previous.cached.ip, at: 0 };
+    this.cached = { ip: previous.cached.ip, at: -Infinity };
     this.failing = previous.failing;
   }
 
@@ -134,7 +134,7 @@ export class AnnounceResolver {
   private known(): string | null | undefined {
     if (isIP(this.configured) === 4) return this.configured;
     const last = this.cached;
-    return last && Date.now() - last.at < this.ttlMs ? last.ip : undefined;
+    return last && performance.now() - last.at < this.ttlMs ? last.ip : undefined;
   }
 
   /** What a host name in passive.address resolves to now; null when it is an IP or empty, or
@@ -164,7 +164,7 @@ export class AnnounceResolver {
   private async lookUp(): Promise<string | null> {
     try {
       const address = await this.lookupV4(this.configured);
-      this.cached = { ip: address, at: Date.now() };
+      this.cached = { ip: address, at: performance.now() };
       if (this.failing) {
         this.failing = false;
         this.log?.info({ event: "passive-address", address: this.configured, ip: address }, "passive.address %s resolves again (%s)", this.configured, address);
@@ -175,7 +175,7 @@ export class AnnounceResolver {
       // The last good address serves another `ttlMs` before the next try; so does the failure of
       // a name that never resolved (PASV from outside gets 425 at once meanwhile), or each PASV
       // would wait for a resolver that does not answer again.
-      this.cached = { ip: last, at: Date.now() };
+      this.cached = { ip: last, at: performance.now() };
       if (!this.failing) {
         this.failing = true;
         const then = last === null ? "PASV from outside gets 425 until it does" : `PASV goes on announcing ${last}, its last address`;

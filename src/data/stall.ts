@@ -8,7 +8,9 @@
  * always moved part of its last write after dispatching it, so it was given up only after about
  * twice the limit, holding its data port, its file and its buffers all that time. Here the
  * socket's counters and queues are looked at every quarter of the limit (at most every second):
- * any change in them since the last look is a move; none for the whole limit is a stall.
+ * any change in them since the last look is a move; none for the whole limit is a stall. Timed on
+ * the monotonic clock: a wall clock set back (NTP, a restored virtual machine) would otherwise hold
+ * a dead transfer, its port and its file for as long again, and one set forward cut a live one.
  */
 import type { Socket } from "node:net";
 
@@ -38,7 +40,7 @@ export class StallClock {
     private readonly onStall: () => void,
   ) {
     this.moved();
-    this.since = Date.now();
+    this.since = performance.now();
     this.timer = setInterval(this.look.bind(this), Math.max(1, Math.min(LOOK_MAX_MS, Math.floor(ms / 4))));
     this.timer.unref();
   }
@@ -54,13 +56,13 @@ export class StallClock {
    * wait longer than the limit is no stall, and the limit runs again from its end. */
   hold(on: boolean): void {
     this.held = on;
-    if (!on) this.since = Date.now();
+    if (!on) this.since = performance.now();
   }
 
   private look(): void {
     if (this.stopped) return;
     if (this.socket.destroyed) return this.stop();
-    const now = Date.now();
+    const now = performance.now();
     if (this.held) {
       this.since = now;
       return;

@@ -258,7 +258,7 @@ function ticketKeyCallback(this: TicketKeyContext, name: Buffer, _iv: Buffer, en
 /** Loads certificates and makes TLS sockets for control and data connections. */
 export class TlsProvider {
   private material: Material;
-  private lastCheck = 0;
+  private lastCheck = -Infinity;
 
   private constructor(
     material: Material,
@@ -339,7 +339,8 @@ export class TlsProvider {
 
   /** Re-reads the certificate files when they changed; keeps the old ones if the new are bad. */
   maybeReload(force = false): void {
-    const now = Date.now();
+    // On the monotonic clock: with the wall clock set back, changed files would go unseen as long.
+    const now = performance.now();
     if (!force && now - this.lastCheck < 5000) return;
     this.lastCheck = now;
     const { certPath, keyPath } = this.material;

@@ -41,6 +41,9 @@ export type AbortReason = "abort" | "stalled" | "shutdown" | "kicked" | "banned"
 export class Transfer {
   /** When it started (ms since epoch). */
   readonly startedAt = Date.now();
+  /** The same moment on the monotonic clock, for how long it took (the wall clock may be set
+   * back or forward meanwhile, and a transfer log line would say it took minus an hour). */
+  readonly startedTick = performance.now();
   private abortReason: AbortReason | null = null;
   private counter: (() => number) | null = null;
   private socket: DataConnection | null = null;

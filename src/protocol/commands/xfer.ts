@@ -125,7 +125,7 @@ function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string, fa
   if (t.direction !== "list") {
     s.ctx.xferlog?.write({
       when: new Date(),
-      ms: Date.now() - t.startedAt,
+      ms: performance.now() - t.startedTick,
       remote: s.remoteAddress,
       bytes,
       path: t.path,
@@ -150,7 +150,7 @@ function logTransfer(s: Session, t: Transfer, bytes: number, outcome: string, fa
   // line's fields are not built for nothing (once per transfer).
   if (!s.log.isLevelEnabled("info") && (failure === null || !failure.serverSide)) return;
   // The user is among the session logger's bindings.
-  const ms = Date.now() - t.startedAt;
+  const ms = Math.round(performance.now() - t.startedTick);
   if (failure === null) {
     s.log.info(
       { event: "transfer", path: t.path, direction: t.direction, bytes, ms, result: outcome },
