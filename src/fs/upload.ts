@@ -17,7 +17,7 @@ import { FtpError } from "../protocol/errors.ts";
 import { isInside, isUploadTemp, relBelow, toReal, UPLOAD_TEMP_PREFIX } from "./contain.ts";
 import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixFileMode, modesFor } from "./modes.ts";
-import { heldIn, locateHeld, pinDir, pinning, pinParent, type Held, type PinnedDir } from "./pin.ts";
+import { chmodNoFollow, heldIn, locateHeld, pinDir, pinning, pinParent, type Held, type PinnedDir } from "./pin.ts";
 import { createBeneath, beneathNow, NOT_TRIED } from "./beneath.ts";
 import { fdOf, fstat, lstat, lstatOrNull, open, quickFile, rename, unlink, type FileLike } from "./quick.ts";
 import { Replaced, type RealPath, type Upload, type UploadOptions, type VirtualPath } from "./types.ts";
@@ -312,7 +312,7 @@ async function openTemp(t: Target, mode: number): Promise<Upload> {
     t,
     handle,
     0,
-    () => renameOver(temp, t.dir.at(t.name), replaces),
+    () => renameOver(temp, t.dir.at(t.name), replaces, mode),
     () => removeTemp(temp, where.now),
     () => removeTemp(temp, where.now),
     null,
@@ -393,10 +393,15 @@ export async function sweepStaleTemps(
   }
 }
 
-/** Renames a replacing upload's temp file over its target, noting what was there (another
- * session may have replaced or removed the target since the upload began). */
-async function renameOver(temp: string, target: string, replaces: Replaced): Promise<void> {
-  replaces.stats = await lstatOrNull(target);
+/** Renames a replacing upload's temp file (made with `mode`) over its target, noting what was
+ * there (another session may have replaced or removed the target since the upload began). */
+async function renameOver(temp: string, target: string, replaces: Replaced, mode: number): Promise<void> {
+  const was = await lstatOrNull(target);
+  replaces.stats = was;
+  // The replaced file's mode is the one it has now: a SITE CHMOD made while the upload ran (answered
+  // 200) sticks, as it would on a file written in place, instead of the mode it had when the
+  // upload began, which the temp file was made with.
+  if (was !== null && was.isFile() && (was.mode & 0o777) !== mode) await chmodNoFollow(temp, was.mode & 0o777);
   await rename(temp, target);
 }
 

@@ -1,0 +1,51 @@
+/**
+ * What a replacing upload (a temp file renamed over the file at commit) keeps of the file it
+ * replaces, when another session changes that file while the upload runs.
+ */
+import assert from "node:assert/strict";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { describe, it } from "node:test";
+import type { RawClient } from "./helpers/raw.ts";
+import { payload, withServer } from "./helpers/run.ts";
+import type { TestServer } from "./helpers/server.ts";
+import { endUpload, portsFree, sizeReached, startUpload, tempFiles, twoSessions } from "./helpers/uploads.ts";
+
+const KIB = 1024;
+const CAROL = { name: "carol", password: "carol-pw" };
+
+async function run(body: (t: TestServer, a: RawClient, b: RawClient, home: string) => Promise<void>): Promise<void> {
+  await withServer(
+    async (t) => {
+      const [a, b] = await twoSessions(t);
+      try {
+        await body(t, a, b, t.home("carol"));
+        await a.expect("NOOP", 200);
+        await b.expect("NOOP", 200);
+      } finally {
+        await a.close();
+        await b.close();
+      }
+      await portsFree(t);
+    },
+    { users: [CAROL] },
+  );
+}
+
+const modeOf = (p: string): number => statSync(p).mode & 0o7777;
+
+describe("a file changed while an upload replaces it", () => {
+  it("SITE CHMOD from another session mid-upload sticks: the committed file has the new mode", async () => {
+    await run(async (_t, a, b, home) => {
+      const f = path.join(home, "f.bin");
+      writeFileSync(f, "old", { mode: 0o644 });
+      const sock = await startUpload(a, "STOR", "f.bin", payload(10 * KIB, 1));
+      await sizeReached(home, 10 * KIB);
+      await b.expect("SITE CHMOD 600 f.bin", 200);
+      assert.equal(await endUpload(a, sock, payload(KIB, 2)), 226);
+      assert.deepEqual(readFileSync(f), Buffer.concat([payload(10 * KIB, 1), payload(KIB, 2)]));
+      assert.equal(modeOf(f), 0o600);
+      assert.deepEqual(await tempFiles(home), []);
+    });
+  });
+});
