@@ -3,10 +3,10 @@
  * replaces, when another session changes that file while the upload runs.
  */
 import assert from "node:assert/strict";
-import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, it } from "node:test";
-import type { RawClient } from "./helpers/raw.ts";
+import { storeCode, type RawClient } from "./helpers/raw.ts";
 import { payload, withServer } from "./helpers/run.ts";
 import type { TestServer } from "./helpers/server.ts";
 import { endUpload, portsFree, sizeReached, startUpload, tempFiles, twoSessions } from "./helpers/uploads.ts";
@@ -45,6 +45,19 @@ describe("a file changed while an upload replaces it", () => {
       assert.equal(await endUpload(a, sock, payload(KIB, 2)), 226);
       assert.deepEqual(readFileSync(f), Buffer.concat([payload(10 * KIB, 1), payload(KIB, 2)]));
       assert.equal(modeOf(f), 0o600);
+      assert.deepEqual(await tempFiles(home), []);
+    });
+  });
+
+  it("a file of another owner replaced by a server running as root keeps its owner, group and mode", { skip: process.geteuid?.() !== 0 && "not root" }, async () => {
+    await run(async (_t, a, _b, home) => {
+      const f = path.join(home, "theirs.txt");
+      writeFileSync(f, "old", { mode: 0o640 });
+      chownSync(f, 1234, 2345);
+      assert.equal(await storeCode(a, "STOR theirs.txt", "new content"), 226);
+      assert.equal(readFileSync(f, "utf8"), "new content");
+      const s = statSync(f);
+      assert.deepEqual([s.uid, s.gid, s.mode & 0o7777], [1234, 2345, 0o640]);
       assert.deepEqual(await tempFiles(home), []);
     });
   });

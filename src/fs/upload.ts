@@ -12,6 +12,7 @@ import { randomBytes } from "node:crypto";
 import { constants, readlinkSync, unlinkSync } from "node:fs";
 import { constants as osConstants } from "node:os";
 import type { Stats } from "node:fs";
+import { lchown } from "node:fs/promises";
 import path from "node:path";
 import { FtpError } from "../protocol/errors.ts";
 import { isInside, isUploadTemp, relBelow, toReal, UPLOAD_TEMP_PREFIX } from "./contain.ts";
@@ -398,11 +399,24 @@ export async function sweepStaleTemps(
 async function renameOver(temp: string, target: string, replaces: Replaced, mode: number): Promise<void> {
   const was = await lstatOrNull(target);
   replaces.stats = was;
+  if (was !== null && was.isFile()) await keepOwner(temp, was);
   // The replaced file's mode is the one it has now: a SITE CHMOD made while the upload ran (answered
   // 200) sticks, as it would on a file written in place, instead of the mode it had when the
   // upload began, which the temp file was made with.
   if (was !== null && was.isFile() && (was.mode & 0o777) !== mode) await chmodNoFollow(temp, was.mode & 0o777);
   await rename(temp, target);
+}
+
+/** Gives a replacing upload's temp file the owner and group of the file `was` it replaces, where
+ * they are not already the process's own (what the temp file was made with): a server running as
+ * root would otherwise hand every file it replaces to root, and its owner could no longer write
+ * it, where a file written in place keeps both. Anyone else cannot give a file away (EPERM), nor
+ * take a group they are not in, and root in a container may lack the right (EPERM) or see an owner
+ * its user namespace does not map (EINVAL): the temp file then stays the process's, as it always
+ * was, and the upload goes on. */
+async function keepOwner(temp: string, was: Stats): Promise<void> {
+  if (was.uid === process.geteuid?.() && was.gid === process.getegid?.()) return;
+  await lchown(temp, was.uid, was.gid).catch(noop);
 }
 
 /** Removes a replacing upload's temp file, and where it is now if it moved. */
