@@ -114,6 +114,33 @@ describe("quota refused before 150", () => {
     );
   });
 
+  it("an ALLO of more bytes than a number holds exactly is refused (501), and leaves the count another user's quota is checked against as it was", async () => {
+    // dan has only a file-count quota and shares carol's home, so his uploads are counted there
+    // with no size check of their own.
+    const DAN = { name: "dan", password: "dan-pw", root: "carol", quotaFiles: 50 };
+    await withServer(
+      async (t) => {
+        mkdirSync(t.home("carol"), { recursive: true });
+        const dan = await rawLogin(t, "dan");
+        const carol = await rawLogin(t, "carol");
+        try {
+          await dan.expect("TYPE I", 200);
+          await carol.expect("TYPE I", 200);
+          await dan.expect(`ALLO ${"9".repeat(400)}`, 501);
+          await dan.expect("ALLO 9007199254740993", 501);
+          assert.equal(await rawStore(dan, "STOR", "d.bin", payload(KIB)), 226);
+          // carol's own quota of 100 KiB still holds.
+          assert.equal(await rawStore(carol, "STOR", "big.bin", payload(200 * KIB)), 552);
+          await dan.expect(`ALLO ${Number.MAX_SAFE_INTEGER}`, 202);
+        } finally {
+          await dan.close();
+          await carol.close();
+        }
+      },
+      { users: [CAROL, DAN] },
+    );
+  });
+
   it("a user already at the quota is refused before 150; the config default applies to users without their own", async () => {
     await withServer(
       async (t) => {

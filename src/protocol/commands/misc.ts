@@ -127,14 +127,17 @@ function stru(s: Session, arg: string): void {
 
 /** RFC 959 §5.3.2: ALLO <decimal-integer> [<SP> R <SP> <decimal-integer>] (the second a record or
  * page size, meaningless in file structure). Anything else, "10abc" included, is a syntax error
- * rather than a size read from its first digits. */
+ * rather than a size read from its first digits. So is a count past 2^53 - 1: no file is that
+ * large, and as a number it is rounded (or Infinity), which the quota's count of the home would
+ * add and take away again as another number (or NaN), losing what other uploads hold. */
 function allo(s: Session, arg: string): void {
   const m = /^\s*(\d+)(?:\s+R\s+\d+)?\s*$/i.exec(arg);
-  if (!m) {
-    s.reply(501, "ALLO needs a byte count");
+  const size = m ? Number(m[1]) : NaN;
+  if (!Number.isSafeInteger(size)) {
+    s.reply(501, m ? `ALLO byte count too large (at most ${Number.MAX_SAFE_INTEGER})` : "ALLO needs a byte count");
     return;
   }
-  s.allocated = Number(m[1]);
+  s.allocated = size;
   s.reply(202, "No storage allocation necessary");
 }
 
