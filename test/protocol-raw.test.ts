@@ -343,6 +343,21 @@ describe("PORT, EPRT and EPSV arguments", () => {
     });
   });
 
+  it("numbers written with leading zeros mean those numbers, the EPRT family as PORT's and EPSV's", async () => {
+    await withServer(async (t) => {
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("PORT 127,000,0,001,004,000", 200);
+        await raw.expect("EPRT |01|127.0.0.1|01024|", 200);
+        // Family 2 on an IPv4 connection: not supported, whatever its spelling (RFC 2428 §2).
+        assert.equal((await raw.expect("EPRT |002|::1|5000|", 522)).message, "Network protocol not supported, use (1)");
+        await raw.expect("EPSV 01", 229);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("PORT/EPRT to a foreign IP is 500 and to a port below 1024 is 504", async () => {
     await withServer(async (t) => {
       const raw = await rawLogin(t);

@@ -35,13 +35,15 @@ export function parseEprt(arg: string): (HostPort & { readonly family: 1 | 2 }) 
   if (fields.length !== 5 || fields[0] !== "" || fields[4] !== "") return null;
   const [, af, addr, port] = fields as [string, string, string, string, string];
   // A family that is no number is a syntax error; a number other than 1 or 2 is a family not
-  // supported (RFC 2428 §2: 522).
+  // supported (RFC 2428 §2: 522). "01" is the number 1, as PORT's and EPSV's numbers are read: a
+  // 522 for it would name, as the one to use, the family the client asked for.
   if (!/^\d{1,3}$/.test(af)) return null;
-  if (af !== "1" && af !== "2") return { badFamily: true };
+  const afNum = Number(af);
+  if (afNum !== 1 && afNum !== 2) return { badFamily: true };
   if (!/^\d{1,5}$/.test(port)) return null;
   const portNum = Number(port);
   if (portNum < 1 || portNum > 65535) return null;
-  const family = af === "1" ? 1 : 2;
+  const family = afNum === 1 ? 1 : 2;
   if (isIP(addr) !== (family === 1 ? 4 : 6)) return null;
   return { host: family === 2 ? canonicalIPv6(addr) : addr, port: portNum, family };
 }
