@@ -668,9 +668,14 @@ describe("directory and file commands", () => {
         assert.equal((await stat(join(home, "with space.txt"))).mtime.toISOString(), "2023-04-05T06:07:08.000Z");
         await raw2.expect("SITE UTIME with space.txt 20000101000000 20240506070809 20000101000000 UTC", 200);
         assert.equal((await stat(join(home, "with space.txt"))).mtime.toISOString(), "2024-05-06T07:08:09.000Z");
-        for (const bad of ["SITE UTIME", "SITE UTIME s.bin", "SITE UTIME 2022 s.bin", "SITE UTIME 20221301000000 s.bin", "SITE UTIME s.bin 1 2 3 UTC"]) {
+        // A time that is none (month 13, February 30) is refused in any place, not only the one set.
+        const invalid = ["20221301000000", "20230230000000"];
+        for (const bad of ["SITE UTIME", "SITE UTIME s.bin", "SITE UTIME 2022 s.bin", "SITE UTIME 20221301000000 s.bin", "SITE UTIME s.bin 1 2 3 UTC"]
+          .concat(invalid.map((t) => `SITE UTIME s.bin ${t} 20240506070809 20000101000000 UTC`))
+          .concat(invalid.map((t) => `SITE UTIME s.bin 20000101000000 20240506070809 ${t} UTC`))) {
           await raw2.expect(bad, 501);
         }
+        assert.equal((await stat(join(home, "s.bin"))).mtime.toISOString(), "2022-02-03T04:05:00.000Z");
         await raw2.expect("SITE UTIME 20230405060708 missing.bin", 550);
         // Bad names, as for every path command: too long (no such file), a control character.
         for (const verb of ["MDTM", "SITE UTIME"]) {

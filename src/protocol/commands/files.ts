@@ -206,8 +206,10 @@ async function site(s: Session, arg: string): Promise<void> {
 function parseUtime(rest: string): { when: Date; path: string } | null {
   const five = /^(.+) (\d{14}) (\d{14}) (\d{14}) UTC$/i.exec(rest);
   if (five) {
-    const when = parseMfmtTime(five[3] as string);
-    return when ? { when, path: five[1] as string } : null;
+    // The access and change times are not set, but a command with one that is no time (month 13)
+    // is malformed all the same: taken, it would be answered 200 as if it had been understood.
+    const [atime, mtime, ctime] = [five[2], five[3], five[4]].map((t) => parseMfmtTime(t as string));
+    return atime && mtime && ctime ? { when: mtime, path: five[1] as string } : null;
   }
   const two = /^(\d{12}|\d{14}) (.+)$/.exec(rest);
   if (!two) return null;
