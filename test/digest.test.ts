@@ -171,6 +171,8 @@ describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => 
     // A line over limits.maxLineLength is refused as a line, and the session goes on.
     assert.match((await c.expect(`XCRC ${"d/".repeat(2100)}x`, 500)).message, /Command line too long/);
     assert.match((await c.expect(`XSHA1 data.bin 9007199254740993 9007199254740994`, 501)).message, /beyond the end/);
+    // Past 2^53 a number is rounded: the reply names the end as it was sent.
+    assert.match((await c.expect(`XSHA1 data.bin 0 9007199254740995`, 501)).message, /^End 9007199254740995 is beyond the end/);
     // Seventeen digits are no offset: the words are part of the name, which is not there.
     await c.expect("XSHA1 data.bin 0 12345678901234567", 550);
     await c.expect('HASH "', 550);

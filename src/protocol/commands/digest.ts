@@ -115,21 +115,22 @@ function optsHash(s: Session, value: string): void {
 
 /** `<path> [<start> <end>]`: the path, and the range when the last two words are byte offsets.
  * The path is all before the one space ahead of them, as written, as every command takes a path:
- * `trail  0 4` is the file "trail ", never "trail". */
-function splitRange(arg: string): { path: string; range: [number, number] | null } {
+ * `trail  0 4` is the file "trail ", never "trail". The end is kept as written too (sixteen digits
+ * go past 2^53, where a number is rounded: a reply naming the end would name another one). */
+function splitRange(arg: string): { path: string; range: [number, number] | null; endText: string } {
   const m = /^(.+) (\d{1,16}) (\d{1,16})$/.exec(arg);
-  if (m === null) return { path: unquote(arg), range: null };
-  return { path: unquote(m[1] as string), range: [Number(m[2]), Number(m[3])] };
+  if (m === null) return { path: unquote(arg), range: null, endText: "" };
+  return { path: unquote(m[1] as string), range: [Number(m[2]), Number(m[3])], endText: m[3] as string };
 }
 
 /** XCRC and the others: `213 <HEX>` of the whole file or of bytes start to end (exclusive). */
 async function xdigest(s: Session, arg: string, algo: HashAlgorithm): Promise<void> {
   checkEnabled(s);
-  const { path, range } = splitRange(arg);
+  const { path, range, endText } = splitRange(arg);
   const within = range
     ? (size: number): [number, number] => {
         const [start, end] = range;
-        if (end > size) throw new FtpError(501, `End ${end} is beyond the end of the file (${size} bytes)`);
+        if (end > size) throw new FtpError(501, `End ${endText} is beyond the end of the file (${size} bytes)`);
         if (start >= end) throw new FtpError(501, "Start must be below end");
         return range;
       }
