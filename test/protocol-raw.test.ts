@@ -1039,6 +1039,13 @@ describe("reply formats", () => {
         await raw.expect("TYPE I", 200);
         await raw.expect("TYPE A N", 200);
         await raw.expect("TYPE L 8", 200);
+        // L's byte size is a decimal number: "08" is 8; another size is not implemented, and no
+        // size, or one that is no number, is a syntax error (RFC 959 §5.3.2: L <SP> <byte-size>).
+        await raw.expect("TYPE A", 200);
+        await raw.expect("TYPE L 08", 200);
+        assert.match((await raw.expect("STAT", 211)).lines.join("\n"), /TYPE: BINARY/);
+        await raw.expect("TYPE L 16", 504);
+        for (const bad of ["TYPE L", "TYPE L x", "TYPE L -8", "TYPE L 8.0"]) await raw.expect(bad, 501);
         await raw.expect("TYPE E", 504);
         await raw.expect("TYPE Q", 501);
         // RFC 959 §5.3.2: A and E take one form code, L one byte size, I nothing; more words are

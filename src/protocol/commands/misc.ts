@@ -100,7 +100,11 @@ function type(s: Session, arg: string): void {
   }
   if (t === "I" && parts.length === 1) s.type = "I";
   else if (t === "A" && (p === undefined || p === "N")) s.type = "A";
-  else if (t === "L" && p === "8") s.type = "I";
+  else if (t === "L" && (p === undefined || !/^\d+$/.test(p))) {
+    // L's byte size is required and a decimal number: without one the command is malformed.
+    s.reply(501, "Syntax: TYPE L 8");
+    return;
+  } else if (t === "L" && Number(p) === 8) s.type = "I";
   else if (t === "E" || t === "A" || t === "L") {
     s.reply(504, "Type not implemented for that parameter");
     return;
