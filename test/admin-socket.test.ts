@@ -125,6 +125,35 @@ describe("admin socket, one connection asked again and again", () => {
   });
 });
 
+describe("admin socket, a path a client named", () => {
+  const PATH = "/a\u009b2Jb\u0085c\u2028d\u007fé";
+  let dir: string;
+  let admin: AdminSocket;
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "berth-admin-"));
+    const one = { id: "0a1b2c3d", user: null, remoteAddress: "127.0.0.1", secure: false, transfer: { direction: "download", path: PATH, bytes: 1, expected: 2, startedAt: 0 } };
+    const target = { sessions: new Set([one] as unknown as Session[]), startedAt: Date.now(), version: "t", reload: () => ({ applied: [], needRestart: [] }), drain: () => undefined };
+    admin = await startAdminSocket(path.join(dir, "admin.sock"), target, pino({ level: "silent" }));
+  });
+  after(async () => {
+    await admin.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("writes its DEL, C1 controls and U+2028/U+2029 as \\u escapes to whoever reads the socket itself: the same value, nothing a terminal acts on", async () => {
+    const c = connect(admin.path);
+    await once(c, "connect");
+    c.setEncoding("utf8");
+    let text = "";
+    c.on("data", (d: string) => (text += d));
+    c.end('{"cmd":"sessions"}\n');
+    await once(c, "close");
+    assert.doesNotMatch(text, /[\u007f-\u009f\u2028\u2029]/);
+    const res = JSON.parse(text) as { sessions: { transfer: { path: string } }[] };
+    assert.equal(res.sessions[0]?.transfer.path, PATH);
+  });
+});
+
 describe("session ids", () => {
   it("a new session never gets the id of one still open (kick names one session), drawing again until it is free", () => {
     const draws = ["0000beef", "0000beef", "cafe0001", "cafe0002"];

@@ -11,6 +11,7 @@ import type { DefenderStatus } from "../auth/defender.ts";
 import { ConfigError, MAX_SOCKET_PATH_BYTES } from "../config/load.ts";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { makeDirsSync } from "../fs/mkdirs.ts";
+import { escapeUnsafe } from "../log/logger.ts";
 import type { Session } from "../protocol/session.ts";
 
 /** One session as the admin socket shows it. */
@@ -285,7 +286,9 @@ export async function startAdminSocket(socketPath: string, target: AdminTarget, 
       } catch {
         res = { ok: false, error: "not JSON" };
       }
-      if (conn.write(`${JSON.stringify(res)}\n`)) return;
+      // A transfer's path is any name a client made: escaped as the log and `berth ctl` escape it,
+      // so that whoever reads the socket itself (socat) gets nothing a terminal acts on.
+      if (conn.write(`${escapeUnsafe(JSON.stringify(res))}\n`)) return;
       // Whichever comes first takes the other listener away too: a connection that lives on
       // (`berth ctl watch` asks four times a second) would otherwise keep one more 'close'
       // listener for every reply that had to wait, without end.
