@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -789,6 +789,39 @@ void describe("per-directory permissions", () => {
           await raw.expect("RNTO other2", 250);
         } finally {
           await raw.close();
+        }
+      },
+      { users: [erin] },
+    );
+  });
+
+  void it("MLSD of a directory near PATH_MAX still lists a link whose own path is longer than a path may be", async () => {
+    const erin = { name: "erin", password: "erin-pw", dirs: { "/pub": ["list", "download"] } as Record<string, Perm[]> };
+    await withServer(
+      async (t) => {
+        const home = t.home("erin");
+        // Directories of 250 bytes down to a virtual path of 3765 bytes, and in it one of 140 (a
+        // path of 3906) that holds a file and a link to it named with 250 bytes: the link's path
+        // would be 4157 bytes. The link is made nearer the top and moved down, as a path that long
+        // cannot be written.
+        const names = Array.from({ length: 15 }, (_, i) => `${String.fromCharCode(97 + i)}`.repeat(250));
+        const deep = join(home, ...names);
+        await mkdir(deep, { recursive: true });
+        const near = "n".repeat(140);
+        await mkdir(join(home, near));
+        await writeFile(join(home, near, "x.txt"), "x");
+        await symlink("x.txt", join(home, near, "l".repeat(250)));
+        await rename(join(home, near), join(deep, near));
+        const raw = await rawLogin(t, "erin");
+        try {
+          const listed = await okData(raw, `MLSD /${names.join("/")}/${near}`);
+          assert.match(listed, /;perm=[a-z]*;[^\r]* x\.txt\r$/m);
+          // No command can name the link (its path is too long), so nothing may be done to it.
+          assert.match(listed, new RegExp(`;perm=;[^\\r]* ${"l".repeat(250)}\\r$`, "m"));
+        } finally {
+          await raw.close();
+          // Moved up again, so that the home can be removed by its paths.
+          await rename(join(deep, near), join(home, near));
         }
       },
       { users: [erin] },

@@ -13,7 +13,7 @@ import { ListingTicket } from "../../fs/listgate.ts";
 import { Entries, EntryView } from "../../fs/listing.ts";
 import type { DirEntry, VirtualPath } from "../../fs/types.ts";
 import { basename, dirname, joinVirtual, namesDirectory, notADirectory, ROOT } from "../../fs/vpath.ts";
-import { FtpError } from "../errors.ts";
+import { FtpError, NameTooLong } from "../errors.ts";
 import { formatBlockReply, stripControl } from "../reply.ts";
 import { isBlank, refusalLookingUp } from "../dispatcher.ts";
 import type { CommandSpec } from "../registry.ts";
@@ -243,13 +243,27 @@ async function mlsdWith(s: Session, arg: string, ticket: ListingTicket): Promise
       const linked = linksLead && type === "file" && entries.isLink(k);
       const shared = !own && !linked && (type === "file" || sameForAll);
       const cached = shared ? perms.get(type) : undefined;
-      const real = linked ? await s.permsPath(joinVirtual(path, e.name)) : undefined;
-      perm = cached ?? permFact(user, type, permsDir, e.name, own, real);
+      const real = linked ? await linkLeads(s, path, e.name) : undefined;
+      perm = cached ?? (real === null ? "" : permFact(user, type, permsDir, e.name, own, real));
       if (cached === undefined && shared) perms.set(type, perm);
     }
     listing.add(format(e, { perm }));
   }
   await sendListing(s, path, listing);
+}
+
+/** Where the link `name` in `dir` leads, for its perm fact; null when its own path would be longer
+ * than a path may be (`dir` near PATH_MAX): no command can name it, so nothing may be done to it,
+ * and the listing goes on without it being looked up. */
+async function linkLeads(s: Session, dir: VirtualPath, name: string): Promise<VirtualPath | null> {
+  let linkPath: VirtualPath;
+  try {
+    linkPath = joinVirtual(dir, name);
+  } catch (err) {
+    if (err instanceof NameTooLong) return null;
+    throw err;
+  }
+  return s.permsPath(linkPath);
 }
 
 async function mlst(s: Session, arg: string): Promise<void> {
