@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { readFile, stat, symlink, writeFile } from "node:fs/promises";
+import { mkdir, readFile, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
@@ -15,7 +15,7 @@ import { FTPError } from "basic-ftp";
 import { ConfigError, loadConfig } from "../src/config/load.ts";
 import { backOff } from "../src/fs/quick.ts";
 import { HomeUsage } from "../src/fs/quota.ts";
-import { Limiter } from "../src/fs/usage.ts";
+import { Limiter, scanUsage } from "../src/fs/usage.ts";
 import { dataConnect, readAll, storeCode, storeReply, type RawClient } from "./helpers/raw.ts";
 import { download, ftpLogin, payload, rawLogin, upload, withServer } from "./helpers/run.ts";
 import { endUpload, pasvPort, portsFree, sizeReached, startUpload, tempFiles, twoSessions } from "./helpers/uploads.ts";
@@ -320,6 +320,31 @@ describe("file-count quota and DELE", () => {
           await expect552(upload(second, "y", "y.txt"));
         } finally {
           second.close();
+        }
+      },
+      { config: { quota: { bytes: 0, files: 0, rescanAfter: 0 } }, users: [CAROL] },
+    );
+  });
+
+  it("a recount at login counts a file and a directory whose names are not UTF-8 (made outside FTP), and all that directory holds", async () => {
+    await withServer(
+      async (t) => {
+        // Names as bytes: 0xff, 0xfe and 0xfd are never part of UTF-8.
+        const at = (...names: Buffer[]): Buffer => Buffer.concat([Buffer.from(t.home("carol")), ...names.flatMap((n) => [Buffer.from("/"), n])]);
+        const [file, dir, bad, sub] = [Buffer.from("\xff.bin", "latin1"), Buffer.from("d\xfe", "latin1"), Buffer.from("\xfd", "latin1"), Buffer.from("s")];
+        await writeFile(at(file), payload(30 * KIB));
+        await mkdir(at(dir, sub), { recursive: true });
+        await mkdir(at(dir, bad, sub), { recursive: true });
+        await writeFile(at(dir, Buffer.from("in.bin")), payload(40 * KIB));
+        await writeFile(at(dir, sub, Buffer.from("deeper.bin")), payload(20 * KIB));
+        await writeFile(at(dir, bad, sub, Buffer.from("c.bin")), payload(KIB));
+        assert.deepEqual(await scanUsage(t.home("carol")), { bytes: 91 * KIB, files: 4 });
+        const raw = await rawLogin(t, "carol"); // rescanAfter 0: every login recounts
+        try {
+          await raw.expect("TYPE I", 200);
+          assert.equal(await rawStore(raw, "STOR", "x.bin", payload(20 * KIB)), 552, "91 KiB held, 20 more do not fit in 100");
+        } finally {
+          await raw.close();
         }
       },
       { config: { quota: { bytes: 0, files: 0, rescanAfter: 0 } }, users: [CAROL] },

@@ -69,11 +69,21 @@ export async function pinDir(root: RealPath, dir: RealPath, follow = true): Prom
 /** Directory `name` of held directory `dir`, opened through it without following a link (ENOTDIR
  * for one): below `dir` whatever happens to paths meanwhile, so its real path is `dir`'s and the
  * name, with no /proc look, which fails for a path longer than PATH_MAX (a directory renamed into
- * a deep one). Where pinning is off, that path itself. */
-export async function pinChild(dir: PinnedDir, name: string): Promise<PinnedDir> {
-  const real = path.join(dir.real, name);
+ * a deep one). Where pinning is off, that path itself. A name given as bytes (one that is not
+ * UTF-8, which no string names) is opened by them; the real path then holds its decoded form,
+ * which names nothing, so what is below it is reached through it too. */
+export async function pinChild(dir: PinnedDir, name: string | Buffer): Promise<PinnedDir> {
+  const real = path.join(dir.real, name.toString());
   if (!pinning()) return new ByPath(real);
-  return new ThroughFd(await openFd(dir.at(name), O_PATH | O_DIRECTORY | O_NOFOLLOW), real);
+  const flags = O_PATH | O_DIRECTORY | O_NOFOLLOW;
+  if (typeof name === "string") return new ThroughFd(await openFd(dir.at(name), flags), real);
+  const fd = await new Promise<number>((resolve, reject) => fs.open(entryBytes(dir, name), flags, (err, n) => (err ? reject(err) : resolve(n))));
+  return new ThroughFd(fd, real);
+}
+
+/** The path of entry `name` (its bytes) of held directory `dir`. */
+export function entryBytes(dir: PinnedDir, name: Buffer): Buffer {
+  return Buffer.concat([Buffer.from(`${dir.at()}/`), name]);
 }
 
 /** Paths through open descriptor `fd` (`at()` itself, `at(name)` an entry of a directory), and

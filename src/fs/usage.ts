@@ -6,7 +6,7 @@
 import { lstat, readdir, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import { isUploadTemp } from "./contain.ts";
-import { pinChild, pinDir, type PinnedDir } from "./pin.ts";
+import { entryBytes, pinChild, pinDir, type PinnedDir } from "./pin.ts";
 import type { RealPath } from "./types.ts";
 
 /** What a home holds. */
@@ -48,8 +48,9 @@ export class Limiter {
 const PATH_MAX = 4096;
 
 /** Directories past PATH_MAX a walk holds open one inside the other, at most: each is read through
- * the one above it, held meanwhile. A home nested deeper than that (only made on purpose, by
- * renaming a deep tree into itself again and again) is counted as one the descriptors ran out in. */
+ * the one above it, held meanwhile (as is each below a name that is not UTF-8). A home nested
+ * deeper than that (only made on purpose, by renaming a deep tree into itself again and again) is
+ * counted as one the descriptors ran out in. */
 const DEEP_HELD = 32;
 
 /** Filesystem calls in flight per scan. */
@@ -80,37 +81,43 @@ export async function scanUsage(root: string, limiter?: Limiter, deadline = Infi
   const io = <T>(op: () => Promise<T>): Promise<T> => own.run(() => (limiter ? limiter.run(op) : op()));
   const queue: string[] = [top];
   // Reads held directory `dir`: its files are counted, its directories queued by their paths.
-  // `held`: directories past PATH_MAX held open above it, each until its own are read.
-  const read = async (dir: PinnedDir, held = 0): Promise<void> => {
-    const names: string[] = [];
-    const deep: string[] = [];
-    let firstDir: string | undefined;
-    const entries = await io(() => readdir(dir.at(), { withFileTypes: true })).catch(async (err: unknown) => {
+  // `held`: directories past PATH_MAX held open above it, each until its own are read. `named`:
+  // whether `dir.real` names it (no name on the way is other than UTF-8).
+  const read = async (dir: PinnedDir, held = 0, named = true): Promise<void> => {
+    const names: (string | Buffer)[] = [];
+    const deep: (string | Buffer)[] = [];
+    let firstDir: string | Buffer | undefined;
+    // Names as bytes: one that is not UTF-8 (made by another program) decodes to another name,
+    // which leads nowhere; left out, it and all below it would leave the count.
+    const entries = await io(() => readdir(dir.at(), { withFileTypes: true, encoding: "buffer" })).catch(async (err: unknown) => {
       throw (await ownDenial(err, dir)) ? ownUnreadable() : err;
     });
     for (const e of entries) {
+      const text = e.name.toString();
+      const name = !text.includes("\uFFFD") || Buffer.from(text).equals(e.name) ? text : e.name;
       if (e.isDirectory()) {
-        const sub = path.join(dir.real, e.name);
+        const sub = path.join(dir.real, text);
         // A directory renamed into a deep one lies deeper than any path can name (PATH_MAX): no
         // open by its path reaches it, and left out, what it holds would leave the count at the
         // next recount (RNTO /B /A/<4000 bytes>/B, then upload as much again). It is read through
-        // this one, still held.
-        firstDir ??= e.name;
-        if (Buffer.byteLength(sub) < PATH_MAX) queue.push(sub);
-        else deep.push(e.name);
-      } else if (e.isFile() && !isUploadTemp(e.name)) names.push(e.name);
+        // this one, still held; so is one no string path names.
+        firstDir ??= name;
+        if (named && typeof name === "string" && Buffer.byteLength(sub) < PATH_MAX) queue.push(sub);
+        else deep.push(name);
+      } else if (e.isFile() && !isUploadTemp(text)) names.push(name);
     }
+    const at = (name: string | Buffer): string | Buffer => (typeof name === "string" ? dir.at(name) : entryBytes(dir, name));
     // Every name is looked up through the directory: one it may not search (a mode such as 0600)
     // hides all it holds as one it may not read does.
     const probe = names[0] ?? firstDir;
     if (probe !== undefined) {
-      await io(() => lstat(dir.at(probe))).catch(async (err: unknown) => {
+      await io(() => lstat(at(probe))).catch(async (err: unknown) => {
         if (await ownDenial(err, dir)) throw ownUnreadable();
       });
     }
     await Promise.all(
       names.map(async (name) => {
-        const s = await io(() => lstat(dir.at(name))).catch(() => null);
+        const s = await io(() => lstat(at(name))).catch(() => null);
         if (s?.isFile()) {
           bytes += s.size;
           files++;
@@ -125,7 +132,7 @@ export async function scanUsage(root: string, limiter?: Limiter, deadline = Infi
       });
       if (sub === null) continue;
       try {
-        await read(sub, held + 1);
+        await read(sub, held + 1, named && typeof name === "string");
       } finally {
         sub.release();
       }
