@@ -135,7 +135,19 @@ async function createdBelow(root: RealPath, vpath: VirtualPath, handle: FileLike
     await handle.close().catch(noop);
     throw mapFsError(err);
   }
-  return inPlace(root, { dir: NOT_HELD, name: "" }, handle, 0, removeIfEmpty, unlinkIfOwn, (step, own) => atParentAgain(root, vpath, own, step), null, true);
+  return inPlace(root, { dir: NOT_HELD, name: "" }, handle, 0, removeIfEmpty, unlinkIfOwn, (step, own) => atParentAgain(root, vpath, own, step), null, true, () =>
+    createdNameNow(handle, toReal(root, vpath)),
+  );
+}
+
+/** Where the name of a file created below the root is now, read from its descriptor just before
+ * its upload closes it (no directory is held for it): its path where its name is still the one it
+ * was created with (its directory may have been renamed, and takes it along as a directory held
+ * open would); null when it is not (deleted, renamed); `file`, its path, where /proc cannot say. */
+function createdNameNow(handle: FileLike, file: string): string | null {
+  const p = realPathOf(handle);
+  if (p === null) return file;
+  return path.basename(p) === path.basename(file) ? p : null;
 }
 
 /** Where an undone upload that writes in place finds its file when WhereNow cannot say: `step` on
@@ -155,6 +167,7 @@ function inPlace(
   asOpened: AsOpened,
   opened: Stats | null,
   created: boolean,
+  nameNow: (() => string | null) | null = null,
 ): Upload {
   const where = new WhereNow(handle);
   return makeUpload(
@@ -167,6 +180,10 @@ function inPlace(
     opened,
     created,
     (undone) => where.note(undone),
+    null,
+    null,
+    // Its name in the directory held open; a file created below the root says where it is itself.
+    nameNow ?? (() => t.dir.at(t.name)),
   );
 }
 
@@ -549,8 +566,9 @@ function makeUpload(
   beforeClose: (undone: boolean) => void = nothing,
   replaces: Replaced | null = null,
   tempName: string | null = null,
+  nameNow: (() => string | null) | null = null,
 ): Upload {
-  return new FileUpload(t, handle, position, finish, cleanup, undo, opened, created, beforeClose, replaces, tempName);
+  return new FileUpload(t, handle, position, finish, cleanup, undo, opened, created, beforeClose, replaces, tempName, nameNow);
 }
 
 /** makeUpload's upload. A class, not an object of closures: one is made per upload (see
@@ -573,6 +591,9 @@ class FileUpload implements Upload {
     readonly replaces: Replaced | null,
     /** A replacing upload's temp file name, in runningTemps until the upload has settled. */
     private readonly tempName: string | null,
+    /** For an upload that writes in place: the path its name has now (null: none), read while the
+     * file is still open, to tell at commit whether the file is still at that name. */
+    private readonly nameNow: (() => string | null) | null,
   ) {}
 
   commit(): Promise<void> {
@@ -599,14 +620,21 @@ class FileUpload implements Upload {
   }
 
   private async committed(): Promise<void> {
+    let own: Stats | null = null;
+    let name: string | null = null;
     try {
       this.beforeClose(false);
+      if (this.nameNow !== null) {
+        own = await this.own();
+        name = this.nameNow();
+      }
       await this.handle.close();
       await this.finishStep();
     } catch (err) {
-      await this.cleanupStep(null).catch(noop);
+      await this.cleanupStep(own).catch(noop);
       throw mapFsError(err);
     }
+    if (own !== null) await stillNamed(name, own);
   }
 
   private async aborted(): Promise<void> {
@@ -627,6 +655,25 @@ class FileUpload implements Upload {
    * null when they cannot be had. */
   private own(): Promise<Stats | null> {
     return this.opened !== null ? Promise.resolve(this.opened) : fstat(this.handle).catch(nullStats);
+  }
+}
+
+/** The reply to an upload written in place whose file is no longer at its name when it ends. */
+const NOT_AT_NAME = "Upload not stored: another session replaced, deleted or renamed the file while it was written; the data is not at that name";
+
+/**
+ * Throws (451) unless the file at `name` (null: none) is still `own`, the file an upload wrote in
+ * place. Another session may have replaced it meanwhile (a replacing upload renames its temp file
+ * over the name, and the file written in place is then left with no name at all), deleted it, or
+ * renamed it: the bytes are then nowhere, or at a name the client did not give, and a 226 would be
+ * a promise that they are at its name. Nothing is undone: a file renamed away keeps what was
+ * written, as after an abort, and one with no name goes as it is closed. One lstat per upload that
+ * writes in place, at its end.
+ */
+async function stillNamed(name: string | null, own: Stats): Promise<void> {
+  const now = name === null ? null : await lstatOrNull(name);
+  if (now === null || !sameFile(now, own)) {
+    throw new FtpError(451, NOT_AT_NAME, now === null ? "the file's name is gone" : "another file is at the name");
   }
 }
 
