@@ -129,6 +129,21 @@ for (const way of ["shortcut", "held directory", "slow disk"] as const) {
       });
     });
 
+    it("moved into another directory under the same name: not told 226, the file kept there", async () => {
+      await run(async (t, a, b, home) => {
+        await a.expect("MKD d", 257);
+        await a.expect("MKD e", 257);
+        const sa = await startUpload(a, "STOR", "d/n", payload(10 * KIB, 1));
+        await sizeReached(path.join(home, "d", "n"), 10 * KIB);
+        await b.expect("RNFR d/n", 350);
+        await b.expect("RNTO e/n", 250);
+        assert.equal(await endUpload(a, sa, payload(KIB, 2)), 451);
+        assert.deepEqual(readFileSync(path.join(home, "e", "n")), Buffer.concat([payload(10 * KIB, 1), payload(KIB, 2)]));
+        assert.deepEqual(readdirSync(path.join(home, "d")), []);
+        countMatches(t, home);
+      });
+    });
+
     it("the upload ends before the replacing one, or appends beside another in-place upload: both 226, true", async () => {
       await run(async (t, a, b, home) => {
         const sa = await startUpload(a, "STOR", "n", payload(10 * KIB, 1));

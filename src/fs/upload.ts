@@ -141,13 +141,20 @@ async function createdBelow(root: RealPath, vpath: VirtualPath, handle: FileLike
 }
 
 /** Where the name of a file created below the root is now, read from its descriptor just before
- * its upload closes it (no directory is held for it): its path where its name is still the one it
- * was created with (its directory may have been renamed, and takes it along as a directory held
- * open would); null when it is not (deleted, renamed); `file`, its path, where /proc cannot say. */
-function createdNameNow(handle: FileLike, file: string): string | null {
+ * its upload closes it (no directory is held for it): its path where it is still in its directory
+ * under the name it was created with (that directory may have been renamed, and took it along, as
+ * a directory held open would); null when it is not (deleted, renamed, moved into another
+ * directory); `file`, its path, where /proc cannot say. */
+async function createdNameNow(handle: FileLike, file: string): Promise<string | null> {
   const p = realPathOf(handle);
-  if (p === null) return file;
-  return path.basename(p) === path.basename(file) ? p : null;
+  if (p === null || p === file) return file;
+  if (path.basename(p) !== path.basename(file)) return null;
+  // The same name in a directory at another path: its own directory renamed (nothing is at the old
+  // path now, or the same directory is), or the file moved into another one (RNTO d/n to e/n),
+  // which leaves its bytes at a name the client did not give. Only this rare case looks further.
+  const was = await lstatOrNull(path.dirname(file));
+  const now = await lstatOrNull(path.dirname(p));
+  return was === null || (now !== null && sameFile(now, was)) ? p : null;
 }
 
 /** Where an undone upload that writes in place finds its file when WhereNow cannot say: `step` on
@@ -167,7 +174,7 @@ function inPlace(
   asOpened: AsOpened,
   opened: Stats | null,
   created: boolean,
-  nameNow: (() => string | null) | null = null,
+  nameNow: (() => string | null | Promise<string | null>) | null = null,
 ): Upload {
   const where = new WhereNow(handle);
   return makeUpload(
@@ -566,7 +573,7 @@ function makeUpload(
   beforeClose: (undone: boolean) => void = nothing,
   replaces: Replaced | null = null,
   tempName: string | null = null,
-  nameNow: (() => string | null) | null = null,
+  nameNow: (() => string | null | Promise<string | null>) | null = null,
 ): Upload {
   return new FileUpload(t, handle, position, finish, cleanup, undo, opened, created, beforeClose, replaces, tempName, nameNow);
 }
@@ -593,7 +600,7 @@ class FileUpload implements Upload {
     private readonly tempName: string | null,
     /** For an upload that writes in place: the path its name has now (null: none), read while the
      * file is still open, to tell at commit whether the file is still at that name. */
-    private readonly nameNow: (() => string | null) | null,
+    private readonly nameNow: (() => string | null | Promise<string | null>) | null,
   ) {}
 
   commit(): Promise<void> {
@@ -626,7 +633,7 @@ class FileUpload implements Upload {
       this.beforeClose(false);
       if (this.nameNow !== null) {
         own = await this.own();
-        name = this.nameNow();
+        name = await this.nameNow();
       }
       await this.handle.close();
       await this.finishStep();
