@@ -4,7 +4,8 @@
  * at the name the client gave, so it is not answered 226, and the count matches the disk.
  */
 import assert from "node:assert/strict";
-import { lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync } from "node:fs";
+import fsDefault, { lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { syncBuiltinESMExports } from "node:module";
 import path from "node:path";
 import { describe, it } from "node:test";
 import { setBeneathForTest } from "../src/fs/beneath.ts";
@@ -163,3 +164,49 @@ for (const way of ["shortcut", "held directory", "slow disk"] as const) {
     });
   });
 }
+
+describe("an upload written in place while no session renames or removes a name", () => {
+  it("does not look at its name at its end; once a name was removed meanwhile, it does", async () => {
+    await withServer(
+      async (t) => {
+        const home = t.home("carol");
+        mkdirSync(home, { recursive: true });
+        writeFileSync(path.join(home, "other"), "x");
+        const [a, b] = await twoSessions(t);
+        const realLstat = fsDefault.lstatSync;
+        const looks: string[] = [];
+        // node:fs's own object, whose lstatSync src/fs/quick.ts calls through its import once synced.
+        const setLstat = (fn: typeof realLstat): void => {
+          (fsDefault as { lstatSync: typeof realLstat }).lstatSync = fn;
+          syncBuiltinESMExports();
+        };
+        const spy = ((p: Parameters<typeof realLstat>[0], o?: Parameters<typeof realLstat>[1]) => {
+          if (String(p).endsWith("/quiet") || String(p).endsWith("/busy")) looks.push(String(p));
+          return realLstat(p, o);
+        }) as typeof realLstat;
+        try {
+          const quiet = await startUpload(a, "STOR", "quiet", payload(10 * KIB, 1));
+          await sizeReached(path.join(home, "quiet"), 10 * KIB);
+          setLstat(spy);
+          assert.equal(await endUpload(a, quiet, payload(KIB, 2)), 226);
+          assert.deepEqual(looks, []);
+          setLstat(realLstat);
+          // Another file deleted while an upload runs: the upload looks, and finds its file there.
+          const busy = await startUpload(a, "STOR", "busy", payload(10 * KIB, 1));
+          await sizeReached(path.join(home, "busy"), 10 * KIB);
+          await b.expect("DELE other", 250);
+          setLstat(spy);
+          assert.equal(await endUpload(a, busy, payload(KIB, 2)), 226);
+          assert.ok(looks.length > 0, "the upload did not look at its name after a DELE");
+        } finally {
+          setLstat(realLstat);
+          await a.close();
+          await b.close();
+        }
+        assert.equal(readFileSync(path.join(home, "quiet")).length, 11 * KIB);
+        assert.equal(readFileSync(path.join(home, "busy")).length, 11 * KIB);
+      },
+      { users: [CAROL] },
+    );
+  });
+});

@@ -277,7 +277,19 @@ export async function stat(p: string): Promise<fs.Stats> {
   return quickEnabled() ? timed(() => fs.statSync(p)) : fsp.stat(p);
 }
 
+/** Renames and removals made through this file so far (every one berth makes of a name in a home
+ * goes through rename, renameNoReplace and unlink here). An upload writing in place notes the count
+ * when it begins: while it is unchanged at its end, no session can have replaced, removed or moved
+ * the upload's file, and the upload need not look (fs/upload.ts stillNamed). */
+let nameChanges = 0;
+
+/** How many renames and removals of names were made through this file so far. */
+export function nameChangesSoFar(): number {
+  return nameChanges;
+}
+
 export async function rename(from: string, to: string): Promise<void> {
+  nameChanges++;
   if (quickEnabled()) timed(() => fs.renameSync(from, to));
   else await fsp.rename(from, to);
 }
@@ -299,6 +311,7 @@ const NO_FLAG = new Set([-constants.errno.ENOSYS, -constants.errno.EINVAL, -cons
 export async function renameNoReplace(from: string, to: string): Promise<boolean> {
   const b = renameBinding();
   if (b === null) return false;
+  nameChanges++;
   const rc = quickEnabled() ? timed(() => b.renameNoReplace(from, to)) : await b.renameNoReplaceAsync(from, to);
   if (rc === 0) return true;
   // EINVAL is also a directory moved below itself, and EPERM a rename the kernel refuses (a
@@ -308,6 +321,7 @@ export async function renameNoReplace(from: string, to: string): Promise<boolean
 }
 
 export async function unlink(p: string): Promise<void> {
+  nameChanges++;
   if (quickEnabled()) timed(() => fs.unlinkSync(p));
   else await fsp.unlink(p);
 }

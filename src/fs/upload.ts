@@ -20,7 +20,7 @@ import { errnoOf, mapFsError } from "./errors.ts";
 import { DEFAULT_UMASK, fixFileMode, modesFor } from "./modes.ts";
 import { chmodNoFollow, heldIn, locateHeld, pinDir, pinning, pinParent, type Held, type PinnedDir } from "./pin.ts";
 import { createBeneath, beneathNow, NOT_TRIED } from "./beneath.ts";
-import { fdOf, fstat, lstat, lstatOrNull, open, quickFile, rename, unlink, type FileLike } from "./quick.ts";
+import { fdOf, fstat, lstat, lstatOrNull, nameChangesSoFar, open, quickFile, rename, unlink, type FileLike } from "./quick.ts";
 import { Replaced, type RealPath, type Upload, type UploadOptions, type VirtualPath } from "./types.ts";
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = constants;
@@ -35,6 +35,15 @@ export const FILE_EXISTS = "File exists";
 
 /** Opens the upload target `vpath` inside `root` as `opts` says (see UploadOptions). */
 export async function openUpload(root: RealPath, vpath: VirtualPath, opts: UploadOptions, mode = FILE_MODE): Promise<Upload> {
+  // Counted before anything is looked at or made: a rename or removal from here on, even one made
+  // while the file is being created, makes the upload look whether its file is still at its name.
+  const changes = nameChangesSoFar();
+  const upload = await opened(root, vpath, opts, mode);
+  if (upload instanceof FileUpload) upload.nameChangesAtStart = changes;
+  return upload;
+}
+
+async function opened(root: RealPath, vpath: VirtualPath, opts: UploadOptions, mode: number): Promise<Upload> {
   checkOffset(opts.offset);
   if (toReal(root, vpath) === root) throw new FtpError(550, "Is a directory");
   let target: Held | null = null;
@@ -582,6 +591,9 @@ function makeUpload(
  * test/hotpath.test.ts). */
 class FileUpload implements Upload {
   private settled: Promise<void> | null = null;
+  /** The count of renames and removals when the upload began (quick.ts nameChangesSoFar); -1 when
+   * not known, and the upload then looks at its end in any case. */
+  nameChangesAtStart = -1;
 
   constructor(
     private readonly t: Target,
@@ -631,7 +643,9 @@ class FileUpload implements Upload {
     let name: string | null = null;
     try {
       this.beforeClose(false);
-      if (this.nameNow !== null) {
+      // No session has renamed or removed a name since the upload began (the usual case): its file
+      // is still at its name, and is not looked at.
+      if (this.nameNow !== null && nameChangesSoFar() !== this.nameChangesAtStart) {
         own = await this.own();
         name = await this.nameNow();
       }
@@ -674,8 +688,10 @@ const NOT_AT_NAME = "Upload not stored: another session replaced, deleted or ren
  * over the name, and the file written in place is then left with no name at all), deleted it, or
  * renamed it: the bytes are then nowhere, or at a name the client did not give, and a 226 would be
  * a promise that they are at its name. Nothing is undone: a file renamed away keeps what was
- * written, as after an abort, and one with no name goes as it is closed. One lstat per upload that
- * writes in place, at its end.
+ * written, as after an abort, and one with no name goes as it is closed. Looked at only when some
+ * session renamed or removed a name while the upload ran (quick.ts nameChangesSoFar): a readlink
+ * and two stats are some 10-20 µs, a tenth of a small upload's whole cost. A change made outside
+ * the server (a shell's mv) is not counted, and is not looked for unless one was made through it.
  */
 async function stillNamed(name: string | null, own: Stats): Promise<void> {
   const now = name === null ? null : await lstatOrNull(name);
