@@ -197,7 +197,8 @@ const REFUSALS: Record<Perm, (raw: RawClient) => Promise<void>> = {
   },
   rename: async (raw) => {
     await raw.expect("RNFR f.txt", 550);
-    await raw.expect("RNTO g.txt", 550);
+    // The RNFR was refused, so there is nothing to rename: a bad sequence, as for anyone.
+    await raw.expect("RNTO g.txt", 503);
   },
   mkdir: async (raw) => {
     await raw.expect("MKD d", 550);
@@ -270,6 +271,20 @@ void describe("each permission, refused and allowed", () => {
         await raw.expect("SITE CHMOD 644 f.txt", 550);
         await raw.expect("SITE CHMOD 4755 f.txt", 501, undefined); // bad mode is a syntax error first
         assert.equal(await okData(raw, "RETR f.txt"), "content");
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  void it("RNTO without RNFR is a bad sequence (503) for a read-only user too, as for one who may rename", async () => {
+    await withServer(async (t) => {
+      await seed(t.home("bob"));
+      const raw = await rawLogin(t, "bob");
+      try {
+        await raw.expect("RNTO g.txt", 503);
+        await raw.expect("RNFR f.txt", 550);
+        await raw.expect("RNTO g.txt", 503);
       } finally {
         await raw.close();
       }

@@ -781,7 +781,8 @@ describe("read-only user", () => {
           "SITE UTIME 20200101000000 keep.txt",
           "SITE CHMOD 777 keep.txt",
         ]) {
-          await raw.expect(line, 550);
+          // RNTO after the refused RNFR has nothing to rename: a bad sequence, as for anyone.
+          await raw.expect(line, line.startsWith("RNTO") ? 503 : 550);
         }
         assert.equal(await retrieveText(raw, "keep.txt"), "keep");
         assert.equal(await readFile(join(home, "keep.txt"), "utf8"), "keep");

@@ -64,13 +64,9 @@ export class Dispatcher {
   }
 
   private async invoke(session: Session, spec: CommandSpec, verb: string, arg: string): Promise<void> {
-    // RNFR's source only survives until the next command (RFC 959 §4.1.3).
-    const renameFrom = session.renameFrom;
+    // RNFR's source only survives until the next command (RFC 959 §4.1.3); an RNTO without one
+    // was refused by check().
     if (spec.verb !== "RNTO") session.renameFrom = null;
-    else if (renameFrom === null) {
-      session.reply(503, "Bad sequence of commands: send RNFR first");
-      return;
-    }
     try {
       await spec.handler(session, arg, verb);
     } finally {
@@ -96,6 +92,9 @@ export class Dispatcher {
     if (spec.opensData && tls.require && !session.protectData) {
       return [521, "Data connections must be protected: send PBSZ 0 and PROT P"];
     }
+    // The sequence before the permission: an RNTO without RNFR is 503 for any user, also one who
+    // may not rename there (as vsftpd and ProFTPD answer it).
+    if (spec.verb === "RNTO" && session.renameFrom === null) return [503, "Bad sequence of commands: send RNFR first"];
     return null;
   }
 
