@@ -805,7 +805,7 @@ describe("ABOR and STAT during a transfer", () => {
     });
   });
 
-  it("an AUTH sent during a transfer does not stop the ABOR behind it (AUTH is refused after)", async () => {
+  it("an AUTH sent during a transfer does not stop the ABOR behind it (AUTH is refused in its turn, before the ABOR's 226)", async () => {
     await withServer(
       async (t) => {
         await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(BIG, 1));
@@ -817,8 +817,8 @@ describe("ABOR and STAT during a transfer", () => {
           await new Promise((r) => setTimeout(r, 50));
           raw.send("ABOR");
           await raw.expectReply(426);
-          await raw.expectReply(226);
           await raw.expectReply(503);
+          await raw.expectReply(226);
           data.destroy();
           await raw.expect("NOOP", 200);
         } finally {
@@ -1096,6 +1096,54 @@ describe("ABOR and STAT during a transfer", () => {
       } finally {
         await raw.close();
       }
+    });
+  });
+
+  it("STAT during a transfer behind a queued command keeps its place: the transfer's reply, the command's, then the STAT's", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "s.bin"), payload(BIG));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        const data = await raw.pausedRetr("s.bin");
+        raw.sendRaw("NOOP\r\nSTAT\r\n");
+        await assert.rejects(raw.reply(200), /no reply/);
+        data.resume();
+        assert.equal((await readAll(data)).length, BIG);
+        await raw.expectReply(226);
+        await raw.expectReply(200);
+        await raw.expectReply(211);
+        await raw.expect("NOOP", 200);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
+  it("ABOR during a transfer behind a queued command stops it at once and keeps its place: 426 for the transfer, the command's reply, then 226", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "a.bin"), payload(BIG));
+      for (const cmd of ["RETR a.bin", "STOR up.bin"]) {
+        const raw = await rawLogin(t);
+        try {
+          await raw.expect("TYPE I", 200);
+          // The client reads and sends nothing on the data connection: only the ABOR ends it.
+          const data = await raw.pasv();
+          data.pause();
+          raw.send(cmd);
+          await raw.expectReply(150);
+          raw.sendRaw("NOOP\r\nABOR\r\n");
+          const codes = [];
+          for (let i = 0; i < 3; i++) codes.push((await raw.reply()).code);
+          assert.deepEqual(codes, [426, 200, 226], cmd);
+          data.destroy();
+          await raw.expect("ABOR", 225);
+          await raw.expect("NOOP", 200);
+        } finally {
+          await raw.close();
+        }
+      }
+      await portsReleased(t);
     });
   });
 });

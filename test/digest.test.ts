@@ -257,6 +257,24 @@ describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => 
     assert.ok(await waitFor(() => [...t.server.sessions].every((s) => s.hashing === null), 4000));
   });
 
+  it("ABOR behind a queued command stops a long checksum at once and keeps its place: 426, the command's reply, then 226", async () => {
+    const c = await RawClient.connect(t.port);
+    await c.login();
+    // In the same packet as the checksum command, and sent while it runs.
+    c.sendRaw("XSHA512 huge.bin\r\nNOOP\r\nABOR\r\n");
+    const codes = [];
+    for (let i = 0; i < 3; i++) codes.push((await c.reply(4000)).code);
+    assert.deepEqual(codes, [426, 200, 226]);
+    c.send("HASH huge.bin");
+    assert.ok(await waitFor(() => [...t.server.sessions].some((s) => s.hashing !== null), 5000));
+    c.sendRaw("NOOP\r\nABOR\r\n");
+    codes.length = 0;
+    for (let i = 0; i < 3; i++) codes.push((await c.reply(4000)).code);
+    assert.deepEqual(codes, [426, 200, 226]);
+    assert.equal((await c.expect("XCRC empty", 213)).message, "00000000");
+    await c.close();
+  });
+
   it("QUIT during a long checksum: 221 at once and the connection closes; the checksum stops", async () => {
     const c = await RawClient.connect(t.port);
     await c.login();

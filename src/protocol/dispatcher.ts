@@ -35,6 +35,13 @@ export class Dispatcher {
     return this.registry.get(verb)?.bypassesQueue === true;
   }
 
+  /** True when `verb` starts something ABOR stops: a transfer (it uses the data connection) or a
+   * checksum. */
+  startsWork(verb: string): boolean {
+    const spec = this.registry.get(verb);
+    return spec?.opensData === true || spec?.checksum === true;
+  }
+
   /** Parses and runs one line; never throws. `notUtf8`: the line's bytes were not UTF-8 (they
    * were decoded with U+FFFD in their place). */
   async run(session: Session, line: string, notUtf8 = false): Promise<void> {

@@ -23,6 +23,8 @@ export interface CommandSpec {
   readonly perm?: PermRule;
   /** Uses the data connection (consumes REST and the PASV/PORT set-up). */
   readonly opensData?: boolean;
+  /** Computes a checksum of a file (HASH, XCRC…), which ABOR stops as it stops a transfer. */
+  readonly checksum?: boolean;
   /** May run while a transfer or a checksum is in progress instead of waiting its turn (ABOR,
    * STAT, QUIT). */
   readonly bypassesQueue?: boolean;
@@ -125,6 +127,7 @@ function uniformSpec(s: CommandSpec): CommandSpec {
     arg: s.arg,
     perm: s.perm === undefined ? undefined : uniformRule(s.perm),
     opensData: s.opensData,
+    checksum: s.checksum,
     bypassesQueue: s.bypassesQueue,
     beforeTls: s.beforeTls,
     secretArg: s.secretArg,

@@ -57,8 +57,9 @@ const BAD_COMMANDS_PER_SCORE = 10;
 const UNUSED_PASSIVE_PER_SCORE = 3;
 
 
-/** An item in the command queue: a line, or the notice that a line was too long. */
-type Queued = { readonly line: string; readonly notUtf8?: true } | { readonly overlong: true };
+/** An item in the command queue: a line, or the notice that a line was too long. `stopped`: an ABOR
+ * that already stopped the transfer or checksum running when it came (see stopForWaitingAbor). */
+type Queued = { readonly line: string; readonly notUtf8?: true; readonly stopped?: true } | { readonly overlong: true };
 
 /** Longest wait for a cut transfer to answer before its session closes anyway (ms): cutAndClose's,
  * and the shutdown's (server.ts). */
@@ -131,6 +132,9 @@ export class Session {
   protectData = false;
   /** QUIT came during a transfer: close once it ends. */
   quitting = false;
+  /** The ABOR being run stopped, when it came, the transfer or checksum running then; it waited
+   * behind other commands only to answer in its turn (see stopForWaitingAbor). */
+  stoppedAhead = false;
   /** The 421 text the session closes with once its current transfer has answered: set when the
    * server drains, and by cutAndClose. */
   closingText: string | null = null;
@@ -629,7 +633,8 @@ export class Session {
     void this.pump();
   }
 
-  /** Queues framed lines (ABOR, STAT and QUIT run at once during a transfer). Stops at an AUTH
+  /** Queues framed lines (ABOR, STAT and QUIT run at once during a transfer when nothing waits
+   * before them). Stops at an AUTH
    * that may upgrade the connection and keeps the lines after it for the AUTH's outcome. */
   private take(lines: FramedLine[]): void {
     for (let i = 0; i < lines.length; i++) {
@@ -644,13 +649,17 @@ export class Session {
         continue;
       }
       const verb = verbOf(ev.text);
-      // A QUIT behind commands still waiting for the transfer waits with them: run at once, it would
-      // close the session at the transfer's end with those commands unanswered.
-      if ((this.transfer || this.hashing) && this.dispatcher.bypasses(verb) && !(verb === "QUIT" && this.queue.length > 0) && !this.repliesPiledUp()) {
+      // An ABOR, STAT or QUIT behind commands still waiting for the transfer waits with them, so
+      // that replies come in the order of the commands (RFC 959 §4.1.3 lets these three answer
+      // during a transfer, not before the commands sent ahead of them): run at once, a STAT's 211
+      // would be taken for a NOOP's reply, and a QUIT would close the session at the transfer's
+      // end with those commands unanswered. An ABOR still stops the transfer now (below).
+      if ((this.transfer || this.hashing) && this.dispatcher.bypasses(verb) && this.queue.length === 0 && !this.repliesPiledUp()) {
         this.runBeside(ev.text, ev.notUtf8);
         continue;
       }
       this.enqueue(ev.notUtf8 ? { line: ev.text, notUtf8: true } : { line: ev.text });
+      if (verb === "ABOR" && (this.transfer || this.hashing)) this.stopForWaitingAbor();
       // RFC 4217 §11: nothing sent after AUTH in the same packet may be acted on once the
       // connection is upgraded. An AUTH that can only be refused (logged in: there is no REIN, so
       // the login stays; or already secure) holds nothing back: held, an ABOR behind an AUTH sent
@@ -682,10 +691,36 @@ export class Session {
   runWaitingBeside(): void {
     while (!this.closed && !this.ending && !this.repliesPiledUp()) {
       const head = this.queue[0];
-      if (head === undefined || !("line" in head) || !this.dispatcher.bypasses(verbOf(head.line))) return;
+      if (head === undefined || !("line" in head) || !this.dispatcher.bypasses(verbOf(head.line))) break;
       this.queue.shift();
       if (this.queue.length < MAX_QUEUED / 2 && this.socket.isPaused()) this.socket.resume();
       this.runBeside(head.line, head.notUtf8);
+    }
+    this.stopForWaitingAbor();
+  }
+
+  /**
+   * An ABOR waiting in the queue behind other commands during a transfer or a checksum stops it
+   * now, as one run at once would: the client wants it stopped, and a download it no longer reads
+   * would otherwise hold its ABOR until the stall timeout. The ABOR keeps its place for its reply:
+   * the transfer answers 426 now, the commands ahead of the ABOR answer in their turn, then the
+   * ABOR 226 (RFC 959 §4.1.3). Not when a command ahead of it would start a transfer or a checksum
+   * of its own: that one is what the ABOR follows, and it stops that one in its turn. Only a
+   * well-formed ABOR does this (one with an argument is refused 501 in its turn).
+   */
+  private stopForWaitingAbor(): void {
+    if (!this.transfer && !this.hashing) return;
+    for (let i = 0; i < this.queue.length; i++) {
+      const item = this.queue[i] as Queued;
+      if (!("line" in item)) continue;
+      const verb = verbOf(item.line);
+      if (this.dispatcher.startsWork(verb)) return;
+      if (verb !== "ABOR" || item.notUtf8 === true || item.line.slice(4).trim() !== "") continue;
+      if (item.stopped === true) return;
+      this.queue[i] = { line: item.line, stopped: true };
+      this.transfer?.abort("abort");
+      this.hashing?.cancel();
+      return;
     }
   }
 
@@ -746,7 +781,12 @@ export class Session {
         if (this.queue.length < MAX_QUEUED / 2 && this.socket.isPaused()) this.socket.resume();
         if ("overlong" in item) this.overlong();
         else {
-          await this.dispatcher.run(this, item.line, item.notUtf8);
+          this.stoppedAhead = item.stopped === true;
+          try {
+            await this.dispatcher.run(this, item.line, item.notUtf8);
+          } finally {
+            this.stoppedAhead = false;
+          }
           // An AUTH that did not upgrade the connection (refused by the dispatcher, as without an
           // argument, or by its handler): reading resumes with what came after it. An upgrade
           // dropped that and resumed reading already.

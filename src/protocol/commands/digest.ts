@@ -148,7 +148,7 @@ function xPath(s: Session, arg: string): VirtualPath | null {
   return s.ctx.config.transfer.checksums ? s.resolve(splitRange(arg).path) : null;
 }
 
-const base = { needsLogin: true, arg: "required" } as const;
+const base = { needsLogin: true, arg: "required", checksum: true } as const;
 const READ = { need: ["download"], named: true, follows: true } as const;
 const X_RFC = "none (as ProFTPD mod_digest)";
 

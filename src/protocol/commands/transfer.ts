@@ -217,9 +217,12 @@ async function abor(s: Session): Promise<void> {
   }
   if (s.channel) {
     s.setChannel(null);
-    s.reply(226, "Data connection closed");
+    s.reply(226, s.stoppedAhead ? "ABOR successful" : "Data connection closed");
     return;
   }
+  // This ABOR came behind other commands during a transfer or a checksum and stopped it then
+  // (Session.stopForWaitingAbor); it answers now, in its turn, after them.
+  if (s.stoppedAhead) return s.reply(226, "ABOR successful");
   s.reply(225, "No transfer to abort");
 }
 
