@@ -1120,6 +1120,41 @@ describe("ABOR and STAT during a transfer", () => {
     });
   });
 
+  it("ABOR after 40 keep-alive NOOPs sent during a download is still read: it stops the transfer at once, and every NOOP is answered before its 226", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "k.bin"), payload(BIG));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        const data = await raw.pausedRetr("k.bin");
+        const [session] = t.server.sessions;
+        assert.ok(session);
+        // One at a time, as a client sends them over a long download: each is read before the next.
+        for (let i = 0; i < 40; i++) {
+          raw.send("NOOP");
+          await sleep(5);
+        }
+        assert.ok(await waitFor(() => session.transfer !== null, 2000));
+        await sleep(100);
+        raw.send("ABOR");
+        const first = await raw.reply();
+        assert.equal(first.code, 426, first.lines.join(" | "));
+        for (let i = 0; i < 40; i++) await raw.expectReply(200);
+        await raw.expectReply(226);
+        data.destroy();
+        await raw.expect("NOOP", 200);
+        // A flood during a transfer still stops the reading, with a bounded amount queued.
+        const more = await raw.pausedRetr("k.bin");
+        raw.sendRaw("NOOP\r\n".repeat(5000));
+        assert.ok(await waitFor(() => session.socket.isPaused(), 5000), "reading stopped");
+        more.destroy();
+      } finally {
+        await raw.close();
+      }
+      await portsReleased(t);
+    });
+  });
+
   it("ABOR during a transfer behind a queued command stops it at once and keeps its place: 426 for the transfer, the command's reply, then 226", async () => {
     await withServer(async (t) => {
       await writeFile(join(t.home("alice"), "a.bin"), payload(BIG));

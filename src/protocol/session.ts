@@ -41,6 +41,13 @@ const CONTROL_READ = Buffer.allocUnsafe(64 * 1024);
 
 /** Commands buffered beyond this pause reading from the client (bounded memory under floods). */
 const MAX_QUEUED = 32;
+/** During a transfer or a checksum the queue is bounded by its size instead (each line counted with
+ * QUEUED_ITEM_BYTES more for its keeping): reading goes on past MAX_QUEUED commands, so that an ABOR
+ * sent after them is seen (a client's keep-alive NOOPs over a long download, say), and a flood
+ * still holds at most about this much before reading stops. */
+const MAX_QUEUED_BYTES = 64 * 1024;
+/** What keeping one queued line costs beside its text (the item and the string's header). */
+const QUEUED_ITEM_BYTES = 64;
 /** How long an ended session's connection may stay for its last replies to go out (ms). */
 const END_GRACE_MS = 5000;
 /** Bytes a client may send after an AUTH before its reply (then it is flooding). */
@@ -171,6 +178,8 @@ export class Session {
 
   private readonly framer: LineFramer;
   private readonly queue: Queued[] = [];
+  /** The size of what the queue holds, as MAX_QUEUED_BYTES counts it. */
+  private queuedBytes = 0;
   private pumping = false;
   /** Commands running beside the queue (ABOR, STAT, QUIT during a transfer). */
   private bypassing = 0;
@@ -453,7 +462,7 @@ export class Session {
     this.socket = tlsSocket;
     this.secure = true;
     this.framer.reset();
-    this.queue.length = 0;
+    this.clearQueue();
     this.afterAuth = null;
     this.attach(tlsSocket);
     this.holdInput = false;
@@ -487,7 +496,7 @@ export class Session {
   end(): void {
     if (this.closed || this.ending) return;
     this.ending = true;
-    this.queue.length = 0;
+    this.clearQueue();
     // The session runs no command from here on: its place in the per-user limit goes now, not
     // when the client closes (up to END_GRACE_MS later, for one that keeps its side open).
     this.releaseUserClaim();
@@ -515,7 +524,7 @@ export class Session {
     this.retiring?.close();
     this.retiring = null;
     this.spare?.close();
-    this.queue.length = 0;
+    this.clearQueue();
     this.fs?.close();
   }
 
@@ -692,10 +701,11 @@ export class Session {
     while (!this.closed && !this.ending && !this.repliesPiledUp()) {
       const head = this.queue[0];
       if (head === undefined || !("line" in head) || !this.dispatcher.bypasses(verbOf(head.line))) break;
-      this.queue.shift();
-      if (this.queue.length < MAX_QUEUED / 2 && this.socket.isPaused()) this.socket.resume();
+      this.dequeue();
       this.runBeside(head.line, head.notUtf8);
     }
+    // A queue full by its count before the transfer began has room by its size now.
+    if (this.socket.isPaused() && this.paceWait === null && !this.queueFull()) this.socket.resume();
     this.stopForWaitingAbor();
   }
 
@@ -709,7 +719,7 @@ export class Session {
    * well-formed ABOR does this (one with an argument is refused 501 in its turn).
    */
   private stopForWaitingAbor(): void {
-    if (!this.transfer && !this.hashing) return;
+    if ((!this.transfer || this.transfer.aborted !== null) && !this.hashing) return;
     for (let i = 0; i < this.queue.length; i++) {
       const item = this.queue[i] as Queued;
       if (!("line" in item)) continue;
@@ -759,7 +769,28 @@ export class Session {
 
   private enqueue(item: Queued): void {
     this.queue.push(item);
-    if (this.queue.length >= MAX_QUEUED) this.socket.pause();
+    this.queuedBytes += queuedSize(item);
+    if (this.queueFull()) this.socket.pause();
+  }
+
+  /** Takes the queue's first item; reading resumes once the queue is half empty. */
+  private dequeue(): Queued {
+    const item = this.queue.shift() as Queued;
+    this.queuedBytes -= queuedSize(item);
+    const room = this.transfer || this.hashing ? this.queuedBytes < MAX_QUEUED_BYTES / 2 : this.queue.length < MAX_QUEUED / 2;
+    if (room && this.socket.isPaused()) this.socket.resume();
+    return item;
+  }
+
+  private clearQueue(): void {
+    this.queue.length = 0;
+    this.queuedBytes = 0;
+  }
+
+  /** The queue holds all it may: MAX_QUEUED commands, or during a transfer or a checksum
+   * MAX_QUEUED_BYTES. */
+  private queueFull(): boolean {
+    return this.transfer || this.hashing ? this.queuedBytes >= MAX_QUEUED_BYTES : this.queue.length >= MAX_QUEUED;
   }
 
   private async pump(): Promise<void> {
@@ -777,8 +808,7 @@ export class Session {
           await this.waitForToken();
           continue;
         }
-        const item = this.queue.shift() as Queued;
-        if (this.queue.length < MAX_QUEUED / 2 && this.socket.isPaused()) this.socket.resume();
+        const item = this.dequeue();
         if ("overlong" in item) this.overlong();
         else {
           this.stoppedAhead = item.stopped === true;
@@ -834,6 +864,11 @@ export class Session {
     this.reply(500, "Command line too long");
     this.ctx.defender.record(this.remoteAddress, "abuse", "overlong command lines");
   }
+}
+
+/** What a queued item counts for against MAX_QUEUED_BYTES. */
+function queuedSize(item: Queued): number {
+  return "line" in item ? item.line.length + QUEUED_ITEM_BYTES : QUEUED_ITEM_BYTES;
 }
 
 /** The verb of a command line, upper case ("" for an empty line). */
