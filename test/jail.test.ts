@@ -299,8 +299,10 @@ describe("jail: details", () => {
           assert.equal(mlst, ` ${mlsd.slice(0, mlsd.indexOf(" "))} /${name}`, name);
         }
         assert.match(listed.find((l) => l.endsWith(" dl")) ?? "", /^type=OS\.unix=symlink;.*perm=df;/);
-        // Named with a slash it is still the link, which RMD would not remove.
-        assert.match((await raw.expect("MLST dl/", 250)).lines[1] ?? "", /^ type=OS\.unix=symlink;.*perm=df;/);
+        // Named with a slash (or "/."), as `ls -ld dl/` and lstat("dl/."), the directory it leads to;
+        // RMD of that name does not remove the link.
+        assert.match((await raw.expect("MLST dl/", 250)).lines[1] ?? "", /^ type=dir;.* \/dl$/);
+        assert.match((await raw.expect("MLST dl/.", 250)).lines[1] ?? "", /^ type=dir;.* \/dl$/);
         await raw.expect("RMD dl/", 550);
         await raw.expect("RMD dl", 550);
         await raw.expect("DELE dl", 250);
@@ -308,6 +310,27 @@ describe("jail: details", () => {
         await raw.close();
       }
       assert.deepEqual((await readdir(home)).sort(), ["d", "f.txt", "fl"]);
+    });
+  });
+
+  it("MLST with no argument, of \".\" and of \"..\" in a directory reached through a link shows the directory, not the link", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await mkdir(join(home, "d", "sub"), { recursive: true });
+      await symlink("d", join(home, "dl"));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("CWD dl", 250);
+        for (const arg of ["", " .", " ./"]) {
+          assert.match((await raw.expect(`MLST${arg}`, 250)).lines[1] ?? "", /^ type=dir;.* \/dl$/, `MLST${arg}`);
+        }
+        await raw.expect("CWD sub", 250);
+        assert.match((await raw.expect("MLST ..", 250)).lines[1] ?? "", /^ type=dir;.* \/dl$/);
+        // Named, it is the link still.
+        assert.match((await raw.expect("MLST /dl", 250)).lines[1] ?? "", /^ type=OS\.unix=symlink;.* \/dl$/);
+      } finally {
+        await raw.close();
+      }
     });
   });
 

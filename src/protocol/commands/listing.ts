@@ -276,9 +276,12 @@ async function mlst(s: Session, arg: string): Promise<void> {
     throw notADirectory();
   }
   // A link to a directory is listed as a link (fs/listing.ts linkStat), and RMD and RNFR of its
-  // name, slash or not, act on the link: its facts are the link's, as MLSD of its directory shows
-  // them, not the directory's, whose "d" would promise an RMD that answers "Not a directory".
-  if (st.type === "dir" && path !== ROOT) {
+  // name act on the link: its facts are the link's, as MLSD of its directory shows them, not the
+  // directory's, whose "d" would promise an RMD that answers "Not a directory". Only where the
+  // argument names the link, though: with a slash ("dl/", "dl/."), or as "." or ".." or nothing
+  // (the cwd, reached through the link), it is the directory, as `ls -ld dl/` and lstat("dl/.")
+  // see it and as LIST -d shows "dl/".
+  if (st.type === "dir" && path !== ROOT && !namesDirectory(arg) && arg !== "" && arg !== "." && arg !== "..") {
     const own = await fs.entryStat(path);
     if (own.type === "link") st = own;
   }
