@@ -347,6 +347,10 @@ describe("jail: details", () => {
         assert.equal(await listedText(raw, "LIST -ld dl"), `${line}\r\n`);
         // With a slash, as `ls -ld dl/`, the directory it leads to.
         assert.match(await listedText(raw, "LIST -ld dl/"), /^d.* dl\/\r\n$/);
+        // So is the cwd reached through it, as `ls -ld` and `ls -ld .` show it there.
+        await raw.expect("CWD dl", 250);
+        assert.match(await listedText(raw, "LIST -ld"), /^d.* \.\r\n$/);
+        assert.match(await listedText(raw, "LIST -ld ."), /^d.* \.\r\n$/);
       } finally {
         await raw.close();
       }

@@ -61,6 +61,13 @@ function visible(s: Session, entries: Entries): Entries {
   return entries.filter((name) => !hidden(name));
 }
 
+/** Whether `arg` names a link itself rather than what it leads to: not so for the cwd ("" or
+ * "."), its parent (".."), or a name ending in a slash ("dl/", "dl/."), all of which the kernel
+ * takes for the directory (`ls -ld .`, `ls -ld dl/`, lstat("dl/.")). */
+function namesLinkItself(arg: string): boolean {
+  return arg !== "" && arg !== "." && arg !== ".." && !namesDirectory(arg);
+}
+
 /** The entries LIST and NLST show, and whether a pattern picked them (a name that exists as
  * written, brackets or stars and all, is that name). */
 async function entriesOf(s: Session, arg: string, ticket: ListingTicket): Promise<{ path: VirtualPath; entries: Entries; picked: boolean; itself: boolean }> {
@@ -78,9 +85,9 @@ async function entriesOf(s: Session, arg: string, ticket: ListingTicket): Promis
   if (dirItself && literal) {
     // ls -d: a directory is one line of its own, named as the client wrote it. A link to one is
     // the link, as the listing of its directory shows it (fs/listing.ts linkStat) and as `ls -ld`
-    // does; named with a slash ("dl/"), the directory it leads to.
+    // does; named with a slash ("dl/"), or as the cwd reached through it, the directory it leads to.
     let stat = await fs.stat(path);
-    if (stat.type === "dir" && path !== ROOT && !namesDirectory(shown)) {
+    if (stat.type === "dir" && path !== ROOT && namesLinkItself(shown)) {
       const own = await fs.entryStat(path);
       if (own.type === "link") stat = own;
     }
@@ -281,7 +288,7 @@ async function mlst(s: Session, arg: string): Promise<void> {
   // argument names the link, though: with a slash ("dl/", "dl/."), or as "." or ".." or nothing
   // (the cwd, reached through the link), it is the directory, as `ls -ld dl/` and lstat("dl/.")
   // see it and as LIST -d shows "dl/".
-  if (st.type === "dir" && path !== ROOT && !namesDirectory(arg) && arg !== "" && arg !== "." && arg !== "..") {
+  if (st.type === "dir" && path !== ROOT && namesLinkItself(arg)) {
     const own = await fs.entryStat(path);
     if (own.type === "link") st = own;
   }
