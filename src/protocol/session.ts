@@ -643,8 +643,8 @@ export class Session {
   }
 
   /** Queues framed lines (ABOR, STAT and QUIT run at once during a transfer when nothing waits
-   * before them). Stops at an AUTH
-   * that may upgrade the connection and keeps the lines after it for the AUTH's outcome. */
+   * before them). Stops at an AUTH that may upgrade the connection and keeps the lines after it
+   * for the AUTH's outcome. */
   private take(lines: FramedLine[]): void {
     for (let i = 0; i < lines.length; i++) {
       const ev = lines[i] as FramedLine;
