@@ -1201,6 +1201,25 @@ describe("names with spaces at their start or end", () => {
       }
     });
   });
+
+  it("SITE CHMOD takes a mode written with leading zeros, as chmod does, and still refuses setuid, setgid and sticky", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await writeFile(join(home, "f"), "abc");
+      await chmod(join(home, "f"), 0o600);
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("SITE CHMOD 00644 f", 200);
+        assert.equal((await stat(join(home, "f"))).mode & 0o7777, 0o644);
+        await raw.expect("SITE CHMOD 0000000640 f", 200);
+        assert.equal((await stat(join(home, "f"))).mode & 0o7777, 0o640);
+        for (const mode of ["01644", "004755", "0000002755", "1777"]) await raw.expect(`SITE CHMOD ${mode} f`, 501);
+        assert.equal((await stat(join(home, "f"))).mode & 0o7777, 0o640);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
 });
 
 describe("times of a file modified in the last fraction of a millisecond of a minute", () => {

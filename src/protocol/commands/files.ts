@@ -219,11 +219,12 @@ function parseUtime(rest: string): { when: Date; path: string } | null {
 }
 
 /** "CHMOD 644 path" → mode and path; null when malformed. Only the 0777 bits: setuid, setgid and
- * sticky are never granted (a leading 0 is fine: "0644"). The path is what follows the one space
- * after the mode, as written, as every other command takes its path: a client names " lead" as
- * "SITE CHMOD 600  lead", which must not change the mode of "lead". */
+ * sticky are never granted (leading zeros are fine, any number of them as chmod takes them: "0644",
+ * "00644"). The path is what follows the one space after the mode, as written, as every other
+ * command takes its path: a client names " lead" as "SITE CHMOD 600  lead", which must not change
+ * the mode of "lead". */
 function parseChmod(rest: string): { mode: number; path: string } | null {
-  const m = /^([0-7]{1,4}) (.+)$/.exec(rest);
+  const m = /^0*([0-7]{1,4}) (.+)$/.exec(rest);
   if (!m) return null;
   const mode = parseInt(m[1] as string, 8);
   return mode > 0o777 ? null : { mode, path: m[2] as string };
