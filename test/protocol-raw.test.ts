@@ -175,6 +175,24 @@ describe("sequencing", () => {
     });
   });
 
+  it("REST takes an offset written with leading zeros, and any offset up to 2^53 - 1; one past that is 501", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "f.txt"), "0123456789");
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        assert.match((await raw.expect("REST 0000000000000000005", 350)).message, /Restarting at 5\b/);
+        assert.equal(await retrieveText(raw, "f.txt"), "56789");
+        assert.match((await raw.expect(`REST ${Number.MAX_SAFE_INTEGER}`, 350)).message, new RegExp(`Restarting at ${Number.MAX_SAFE_INTEGER}\\b`));
+        await raw.expect("REST 0", 350);
+        for (const offset of ["9007199254740992", "9007199254740993", "00000009007199254740993", "1".repeat(400)]) await raw.expect(`REST ${offset}`, 501);
+        await raw.expect("NOOP", 200);
+      } finally {
+        await raw.close();
+      }
+    });
+  });
+
   it("commands that need a login are 530 before it; PASS without USER is 503", async () => {
     await withServer(async (t) => {
       const raw = await RawClient.connect(t.port);

@@ -188,9 +188,15 @@ async function stou(s: Session, arg: string): Promise<void> {
   await upload(s, target.path, { kind: "store", offset: 0, exclusive: true }, target.opening, target);
 }
 
+/** REST <decimal offset>: leading zeros are allowed, as in any number the client writes. An offset
+ * past 2^53 - 1 is refused, as ALLO's count is: no file is that large, and as a number it would be
+ * rounded to another offset than the one the client sent. */
 function rest(s: Session, arg: string): void {
-  if (!/^\d{1,15}$/.test(arg.trim())) throw new FtpError(501, "REST needs a byte offset");
-  const offset = Number(arg.trim());
+  const written = arg.trim();
+  const offset = /^\d+$/.test(written) ? Number(written) : NaN;
+  if (!Number.isSafeInteger(offset)) {
+    throw new FtpError(501, Number.isNaN(offset) ? "REST needs a byte offset" : `REST offset too large (at most ${Number.MAX_SAFE_INTEGER})`);
+  }
   if (offset > 0 && s.type === "A") throw new FtpError(501, ASCII_RESTART);
   s.restOffset = offset;
   s.reply(350, `Restarting at ${s.restOffset}. Send STOR or RETR to initiate transfer`);
