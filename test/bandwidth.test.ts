@@ -13,6 +13,8 @@ import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { describe, it } from "node:test";
 import { Bandwidth, TokenBucket } from "../src/data/bandwidth.ts";
+import { hookStage } from "../src/data/hook.ts";
+import { MAX_TIMER_MS } from "../src/config/units.ts";
 import { DEFAULTS } from "../src/config/schema.ts";
 import { dataConnect, RawClient } from "./helpers/raw.ts";
 import { payload, withServer } from "./helpers/run.ts";
@@ -363,5 +365,37 @@ describe("token buckets", () => {
     assert.equal(b.take(100), 100);
     now = 1000;
     assert.equal(b.take(50), 0);
+  });
+
+  it("a debt longer than the longest timer is waited in parts of that timer, each asked for anew", () => {
+    let now = 0;
+    // 1 B/s, and 3 MB owed: about 35 days, more than a timer holds (about 24.8 days).
+    const b = new TokenBucket(() => 1, () => now);
+    assert.equal(b.take(3_000_000), MAX_TIMER_MS);
+    now += MAX_TIMER_MS;
+    // Nothing more is taken: what is left of the debt, and no less.
+    const left = b.take(0);
+    assert.ok(Math.abs(left - (3_000_000 * 1000 - 100 - MAX_TIMER_MS)) < 1, String(left));
+    now += left;
+    assert.equal(b.take(0), 0);
+  });
+
+  it("a chunk held by a wait past the longest timer moves only once the wait asked for anew is over", async (ctx) => {
+    ctx.mock.timers.enable({ apis: ["setTimeout"] });
+    const asked: number[] = [];
+    const waits = [MAX_TIMER_MS, 5, 0];
+    const stage = hookStage({ chunkSize: () => 1024, take: (n) => (asked.push(n), waits.shift() ?? 0), release: () => undefined });
+    const moved: Buffer[] = [];
+    stage.on("data", (b: Buffer) => moved.push(b));
+    stage.write(Buffer.from("abc"));
+    await new Promise((resolve) => setImmediate(resolve));
+    ctx.mock.timers.tick(MAX_TIMER_MS);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(moved, [], "the chunk moved after the first part of its wait");
+    assert.deepEqual(asked, [3, 0]);
+    ctx.mock.timers.tick(5);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(Buffer.concat(moved).toString(), "abc");
+    stage.destroy();
   });
 });

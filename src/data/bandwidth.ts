@@ -9,6 +9,7 @@
  * (zero cost on the data path) and stays unlimited until it ends.
  */
 import type { Config } from "../config/schema.ts";
+import { MAX_TIMER_MS } from "../config/units.ts";
 import type { TransferHook } from "./hook.ts";
 
 /** Read size of an unlimited transfer (the transfer loop's own chunk). */
@@ -34,7 +35,11 @@ export class TokenBucket {
     private readonly now: () => number = performance.now.bind(performance),
   ) {}
 
-  /** Takes `n` bytes' worth of tokens; returns the ms to wait before they may move (0 = now). */
+  /** Takes `n` bytes' worth of tokens; returns the ms to wait before they may move (0 = now), at
+   * most the longest timer Node keeps (a longer one fires at once, with a warning each time): a
+   * reload lowering the rate while many transfers owe a shared bucket can make the debt last
+   * longer. A caller that waited that long asks again with take(0), which takes nothing more and
+   * returns what is left of the wait. */
   take(n: number): number {
     const rate = this.rate();
     const now = this.now();
@@ -47,7 +52,7 @@ export class TokenBucket {
     const tokens = this.tokens === null ? burst : Math.min(burst, this.tokens + ((now - this.last) / 1000) * rate);
     this.last = now;
     this.tokens = tokens - n;
-    return this.tokens >= 0 ? 0 : (-this.tokens / rate) * 1000;
+    return this.tokens >= 0 ? 0 : Math.min((-this.tokens / rate) * 1000, MAX_TIMER_MS);
   }
 
   /** True when the bucket holds its whole burst again (or was never used, or is unlimited): a

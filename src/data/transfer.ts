@@ -25,6 +25,7 @@ import { plainSocketFd, receiveBinding, sendfileBinding, type SendfileBinding, t
 import { RawData, type DataConnection } from "./raw.ts";
 import { NEG_EAGAIN, sysError, tryWrite } from "../fs/sysio.ts";
 import { StallClock } from "./stall.ts";
+import { MAX_TIMER_MS } from "../config/units.ts";
 
 /** Read size for downloads: large chunks keep system calls few; at most what may be read at once
  * synchronously (fs/quick.ts). */
@@ -185,11 +186,13 @@ export async function sendFile(
           next.catch(() => undefined); // awaited on the next turn; a failure there is handled then
         }
         if (hook) {
-          const ms = hook.take(n);
+          let ms = hook.take(n);
           if (ms >= 1) {
             // Waiting for the bandwidth limit is not the client's stall.
             clock.hold(true);
             await watch.wait(sleep(ms));
+            // A wait as long as the longest timer may not be all of it (data/hook.ts).
+            while (ms >= MAX_TIMER_MS && (ms = hook.take(0)) >= 1) await watch.wait(sleep(ms));
             clock.hold(false);
           }
         }
