@@ -15,7 +15,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { JailedFs } from "../src/fs/jail.ts";
-import { listingBytesInFlight, listingLimits, type ListingTicket } from "../src/fs/listgate.ts";
+import { admitListing, listingBytesInFlight, listingLimits, type ListingTicket } from "../src/fs/listgate.ts";
 import * as quick from "../src/fs/quick.ts";
 import type { Download, Upload, UploadOptions, VirtualPath } from "../src/fs/types.ts";
 import { basename } from "../src/fs/vpath.ts";
@@ -783,6 +783,64 @@ describe("listings of large directories", () => {
     } finally {
       Object.assign(listingLimits, saved);
     }
+  });
+
+  it("a STAT waiting its turn for the budget longer than limits.idleTimeout is no idle client: it is answered, and the idle time starts after it", async () => {
+    const saved = { ...listingLimits };
+    // Every directory is large, and the whole budget is held here: the STAT waits for it.
+    Object.assign(listingLimits, { largeBytes: 1, budgetBytes: 1, waitMs: 60_000 });
+    const release = await admitListing(2);
+    try {
+      await withServer(
+        async (t) => {
+          await mkdir(join(t.home("alice"), "d"));
+          await writeFile(join(t.home("alice"), "d", "f.txt"), "f");
+          const raw = await rawLogin(t);
+          try {
+            raw.send("STAT d");
+            // Several idle timeouts while the server works on the command, which cannot be answered
+            // before the budget is given back.
+            await sleep(1500);
+            release();
+            const r = await raw.expectReply(213, 20_000);
+            assert.ok(r.lines.some((l) => l.endsWith(" f.txt")), r.lines.join("\n"));
+            // Answered, the session idles out as any other.
+            assert.match((await raw.expectReply(421, 10_000)).message, /idle/i);
+            await raw.closed();
+          } finally {
+            await raw.close();
+          }
+        },
+        { config: { limits: { idleTimeout: 0.4 } } },
+      );
+    } finally {
+      release();
+      Object.assign(listingLimits, saved);
+    }
+  });
+
+  it("a client that never reads its STAT listing idles out after limits.idleTimeout, though the STAT still waits for its reply to go out", async () => {
+    await withServer(
+      async (t) => {
+        const big = join(t.home("alice"), "big");
+        await mkdir(big);
+        // 50,000 long names: a reply of about 14 MB, more than the sockets' buffers take.
+        const pad = "n".repeat(230);
+        for (let i = 0; i < 50_000; i += 500) {
+          await Promise.all(Array.from({ length: 500 }, (_, j) => writeFile(join(big, `${pad}-${i + j}`), "")));
+        }
+        const raw = await rawLogin(t);
+        try {
+          raw.socket.pause();
+          raw.send("STAT big");
+          assert.ok(await waitFor(() => t.logs.some((l) => l.event === "timeout"), 60_000), "no idle timeout");
+          assert.ok(await waitFor(() => t.server.sessions.size === 0, 30_000), "the session is still open");
+        } finally {
+          await raw.close();
+        }
+      },
+      { config: { limits: { idleTimeout: 1 } } },
+    );
   });
 
   it("STAT of a large directory keeps its share until its reply has gone out: a client that leaves it unread holds the budget, and no second listing is made", async () => {

@@ -622,7 +622,7 @@ export class Session {
 
   private onIdle(): void {
     if (this.closed || this.ending) return;
-    if (this.transfer || this.hashing || this.paceWait !== null) {
+    if (this.transfer || this.hashing || this.paceWait !== null || this.working()) {
       // The data connection has its own stall timeout; the session idles out once the transfer is
       // over. A checksum is the client waiting for a reply, not an idle client; so is a client
       // whose commands wait for their turn (limits.commandRate): the server holds them, not it.
@@ -630,6 +630,14 @@ export class Session {
       return;
     }
     this.timeout(this.user ? "Idle timeout: closing control connection" : "Login timeout");
+  }
+
+  /** The server is still working on a command (a listing waiting for its share of the large
+   * listing budget, a slow filesystem call): the client waits for its reply, it does not idle. Not
+   * while replies wait unread in the socket: that command waits for the client, and a client that
+   * never reads what it asked for (a STAT listing) must not hold its session open forever. */
+  private working(): boolean {
+    return (this.pumping || this.bypassing > 0) && !this.socket.writableNeedDrain;
   }
 
   private receive(chunk: Buffer): void {
