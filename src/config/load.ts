@@ -211,7 +211,7 @@ const RULES: { readonly [S in keyof Config]: { readonly [K in keyof Config[S]]: 
     address: text("an IPv4 address, a host name or empty (PASV announces IPv4)", (v) => v === "" || (validHost(v) && isIP(v) !== 6)),
   },
   active: { enabled: bool },
-  transfer: { sendfile: bool, uploadThreads: bool, checksums: bool },
+  transfer: { sendfile: bool, uploadThreads: bool, checksums: bool, fsync: bool },
   tls: {
     mode: oneOf("off", "explicit", "implicit", "both"),
     cert: pemPath,

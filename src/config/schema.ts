@@ -28,6 +28,8 @@ export interface Config {
     readonly uploadThreads: boolean;
     /** HASH and the X* checksum commands (protocol/commands/digest.ts). */
     readonly checksums: boolean;
+    /** An upload's file and its directory are flushed to the disk (fsync) before its 226. */
+    readonly fsync: boolean;
   };
   readonly tls: {
     readonly mode: TlsMode;
@@ -167,7 +169,7 @@ export const DEFAULTS: Config = {
   listen: { host: "::", port: 2121 },
   passive: { ports: "50000-50100", address: "" },
   active: { enabled: true },
-  transfer: { sendfile: true, uploadThreads: true, checksums: true },
+  transfer: { sendfile: true, uploadThreads: true, checksums: true, fsync: false },
   tls: {
     mode: "off",
     cert: "",

@@ -40,6 +40,9 @@ export interface JailOptions {
   /** How long an upload temp file must have gone unwritten before a listing removes it (ms; never
    * less than fs/upload.ts STALE_TEMP_AGE_MS, the default). */
   readonly staleTempMs?: number;
+  /** An upload's file and its directory are flushed to the disk before the upload ends (config
+   * `transfer.fsync`); default false. */
+  readonly fsync?: boolean;
 }
 
 /** What a jail needs of a log. */
@@ -85,6 +88,7 @@ export class JailedFs {
   private held: HeldRoot | null;
   private readonly log: JailLog | null;
   private readonly staleTempMs: number;
+  private readonly fsync: boolean;
 
   private constructor(root: RealPath, modes: CreateModes, held: HeldRoot | null, opts: JailOptions) {
     this.root = root;
@@ -92,6 +96,7 @@ export class JailedFs {
     this.held = held;
     this.log = opts.log ?? null;
     this.staleTempMs = Math.max(STALE_TEMP_AGE_MS, opts.staleTempMs ?? 0);
+    this.fsync = opts.fsync === true;
   }
 
   /** Lets go of the root held open (the session has ended); the jail still works, by its paths.
@@ -249,7 +254,7 @@ export class JailedFs {
   openUpload(v: VirtualPath, opts: UploadOptions): Promise<Upload> {
     return guard(async () => {
       if (beyondPathMax(this.root, v) && !(await this.exists(v))) throw tooDeepToMake();
-      return await openUpload(this.root, v, opts, this.modes.file);
+      return await openUpload(this.root, v, opts, this.modes.file, this.fsync);
     });
   }
 

@@ -9,7 +9,7 @@
  */
 import { isUtf8 } from "node:buffer";
 import { randomBytes } from "node:crypto";
-import { constants, readlinkSync, unlinkSync } from "node:fs";
+import { close as closeCb, constants, fsync as fsyncCb, open as openCb, readlinkSync, unlinkSync } from "node:fs";
 import { constants as osConstants } from "node:os";
 import type { Stats } from "node:fs";
 import { lchown } from "node:fs/promises";
@@ -34,12 +34,15 @@ const SAFE = O_NOFOLLOW | O_NONBLOCK;
 export const FILE_EXISTS = "File exists";
 
 /** Opens the upload target `vpath` inside `root` as `opts` says (see UploadOptions). */
-export async function openUpload(root: RealPath, vpath: VirtualPath, opts: UploadOptions, mode = FILE_MODE): Promise<Upload> {
+export async function openUpload(root: RealPath, vpath: VirtualPath, opts: UploadOptions, mode = FILE_MODE, fsync = false): Promise<Upload> {
   // Counted before anything is looked at or made: a rename or removal from here on, even one made
   // while the file is being created, makes the upload look whether its file is still at its name.
   const changes = nameChangesSoFar();
   const upload = await opened(root, vpath, opts, mode);
-  if (upload instanceof FileUpload) upload.nameChangesAtStart = changes;
+  if (upload instanceof FileUpload) {
+    upload.nameChangesAtStart = changes;
+    if (fsync) upload.syncIn(path.dirname(toReal(root, vpath)));
+  }
   return upload;
 }
 
@@ -594,6 +597,9 @@ class FileUpload implements Upload {
   /** The count of renames and removals when the upload began (quick.ts nameChangesSoFar); -1 when
    * not known, and the upload then looks at its end in any case. */
   nameChangesAtStart = -1;
+  /** With transfer.fsync, the directory of a file created below the root (no directory held for
+   * it): flushed with the file at the end. Null: transfer.fsync is off. */
+  private syncDir: string | null = null;
 
   constructor(
     private readonly t: Target,
@@ -634,6 +640,12 @@ class FileUpload implements Upload {
     });
   }
 
+  /** Flush the file, and its directory (`createdIn`, where none is held for it), to the disk before
+   * the upload ends (transfer.fsync). */
+  syncIn(createdIn: string): void {
+    this.syncDir = createdIn;
+  }
+
   get sizeAtOpen(): number | null {
     return this.created || this.replaces !== null || this.opened === null ? null : this.opened.size;
   }
@@ -649,8 +661,12 @@ class FileUpload implements Upload {
         own = await this.own();
         name = await this.nameNow();
       }
+      // transfer.fsync: the bytes reach the disk before the file is closed (and renamed over its
+      // name), and its directory, which holds its name, after: the 226 then outlives a power loss.
+      if (this.syncDir !== null) await fsyncFd(fdOf(this.handle));
       await this.handle.close();
       await this.finishStep();
+      if (this.syncDir !== null) await fsyncDirectory(this.t.name !== "" ? this.t.dir.at() : this.syncDir);
     } catch (err) {
       await this.cleanupStep(own).catch(noop);
       throw mapFsError(err);
@@ -676,6 +692,28 @@ class FileUpload implements Upload {
    * null when they cannot be had. */
   private own(): Promise<Stats | null> {
     return this.opened !== null ? Promise.resolve(this.opened) : fstat(this.handle).catch(nullStats);
+  }
+}
+
+/** fsync(2) of `fd` on the thread pool (it waits for the disk); nothing where there is no fd. */
+function fsyncFd(fd: number | null): Promise<void> {
+  if (fd === null) return Promise.resolve();
+  return new Promise((resolve, reject) => fsyncCb(fd, (err) => (err ? reject(err) : resolve())));
+}
+
+/** What a directory's fsync answers on a filesystem that cannot flush one (some FUSE and network
+ * filesystems): its files' own fsync is all there is. */
+const NO_DIRECTORY_SYNC = new Set(["EINVAL", "ENOTSUP", "EOPNOTSUPP", "EBADF"]);
+
+/** Flushes directory `dir` (the names in it) to the disk, on the thread pool. */
+async function fsyncDirectory(dir: string): Promise<void> {
+  const fd = await new Promise<number>((resolve, reject) => openCb(dir, constants.O_RDONLY | constants.O_DIRECTORY, (err, d) => (err ? reject(err) : resolve(d))));
+  try {
+    await fsyncFd(fd);
+  } catch (err) {
+    if (!NO_DIRECTORY_SYNC.has(errnoOf(err) ?? "")) throw err;
+  } finally {
+    closeCb(fd, noop);
   }
 }
 

@@ -43,7 +43,8 @@ async function enter(s: Session, user: User): Promise<boolean> {
   try {
     // A running upload's temp file goes unwritten for at most stalledTimeout (then it is aborted):
     // one older than twice that, and than a day, was left by a server that was killed.
-    fs = await s.ctx.openFs(user.home, { umask, log: s.log, staleTempMs: 2000 * s.ctx.config.limits.stalledTimeout });
+    const { limits, transfer } = s.ctx.config;
+    fs = await s.ctx.openFs(user.home, { umask, log: s.log, staleTempMs: 2000 * limits.stalledTimeout, fsync: transfer.fsync });
   } catch (err) {
     const ftp = mapFsError(err);
     s.log.error({ event: "login", result: "no-home", user: user.name, home: user.home, detail: ftp.detail ?? ftp.message }, "login refused: home directory unavailable");
