@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import bcrypt from "bcrypt";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Readable, Writable } from "node:stream";
@@ -204,6 +204,36 @@ void describe("UserStore", () => {
     assert.equal(await server.authenticate("carol", "pw"), null, "then looked at once a second again");
     clock += 1000;
     assert.ok(await server.authenticate("carol", "pw"));
+  });
+
+  void test("a change that leaves the file's inode, size and mtime as they were (a file system with one-second times) is still seen", async () => {
+    const box = sandbox();
+    const server = storeOn(box);
+    const admin = storeOn(box);
+    await admin.add("bob", "pw-0");
+    // Times of whole seconds, as such a file system keeps them: every write below within that second.
+    const second = Math.floor(Date.now() / 1000);
+    utimesSync(box.file, second, second);
+    const before = statSync(box.file);
+    assert.ok(await server.authenticate("bob", "pw-0"));
+    // Two password changes (atomic replacements: the second may take the first inode again).
+    await admin.passwd("bob", "pw-1");
+    utimesSync(box.file, second, second);
+    await admin.passwd("bob", "pw-2");
+    utimesSync(box.file, second, second);
+    assert.equal(statSync(box.file).size, before.size);
+    assert.ok(await server.authenticate("bob", "pw-2"), "the last password works");
+    assert.equal(await server.authenticate("bob", "pw-0"), null, "the first one no longer does");
+    // A hand edit in place: the very same inode, size and mtime.
+    const text = readFileSync(box.file, "utf8");
+    const hash = (JSON.parse(text) as { users: { hash: string }[] }).users[0]!.hash;
+    const at = statSync(box.file).ino;
+    writeFileSync(box.file, text.replace(hash, bcrypt.hashSync("pw-3", 4)));
+    utimesSync(box.file, second, second);
+    const after = statSync(box.file);
+    assert.deepEqual([after.ino, after.size, after.mtimeMs], [at, before.size, before.mtimeMs]);
+    assert.ok(await server.authenticate("bob", "pw-3"), "the edited password works");
+    assert.equal(await server.authenticate("bob", "pw-2"), null);
   });
 
   void test("a change made by another instance is seen without restart", async () => {

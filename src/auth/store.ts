@@ -1,7 +1,8 @@
 /**
  * The users file and everything done with it: bcrypt authentication, and the admin operations of
  * `berth user …`. The file is only ever replaced atomically; a running server sees changes made by
- * another process through a cheap stat (at most once per `reloadIntervalMs`) before authenticating.
+ * another process through a cheap stat (at most once per `reloadIntervalMs`) before authenticating,
+ * and a read as well for a few seconds after the file changed (see RACY_MS).
  *
  * File format: `{ "version": 1, "users": [ { "name", "hash", "home", "readOnly", ... } ] }`. `home` is
  * kept as given: a relative home is resolved against `storageRoot` when used. Optional per-user keys:
@@ -10,7 +11,7 @@
  * `maxSessions` (0 or absent = the config's default).
  */
 import bcrypt from "bcrypt";
-import { createHmac, randomBytes } from "node:crypto";
+import { createHash, createHmac, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { lchown, readlink, stat } from "node:fs/promises";
 import path from "node:path";
@@ -392,15 +393,27 @@ export function formatUsersFile(users: readonly UserRecord[], extra: Readonly<Re
   return `${JSON.stringify({ version: 1, ...extra, users: plain }, null, 2)}\n`;
 }
 
-/** Identity of one version of a file; null when it does not exist. */
-async function signature(file: string): Promise<string | null> {
+/** How long after a version's mtime a later version may still have the same signature: a file
+ * system that keeps whole seconds (two on FAT) gives every write of one second the same mtime,
+ * the inode one atomic replacement frees is often the next one's (ext4 takes them in turn), and a
+ * changed password or setting leaves the size as it was. A version whose text was last read
+ * before this long past its mtime has its text compared at each check, until it is read later. */
+const RACY_MS = 3_000;
+
+/** Identity of one version of a file (`id`) and its mtime; null when it does not exist. */
+async function signature(file: string): Promise<{ id: string; mtimeMs: number } | null> {
   try {
     const s = await stat(file);
-    return `${s.ino}:${s.size}:${s.mtimeMs}`;
+    return { id: `${s.ino}:${s.size}:${s.mtimeMs}`, mtimeMs: s.mtimeMs };
   } catch (err) {
     if (errnoCode(err) === "ENOENT") return null;
     throw err;
   }
+}
+
+/** A digest of a version's text, to tell it from another of the same signature. */
+function digestOf(text: string): string {
+  return createHash("sha256").update(text).digest("base64");
 }
 
 /** The users file, bcrypt authentication, and the admin operations on users. */
@@ -417,6 +430,11 @@ export class UserStore implements CredentialSource {
   #users = new Map<string, UserRecord>();
   /** Signature of the file version last looked at; undefined before the first look. */
   #seen: string | null | undefined = undefined;
+  /** Digest of that version's text; null when it does not exist. */
+  #seenDigest: string | null = null;
+  /** That version's text was read too soon after its mtime for the signature alone to tell it from
+   * a later version (see RACY_MS): its text is read and compared at each check until it is not. */
+  #unsure = false;
   #checkedAt = 0;
   /** A version of the file (or its absence) has been taken: `#users` is what it holds. */
   #loaded = false;
@@ -489,16 +507,18 @@ export class UserStore implements CredentialSource {
    * is logged) rather than no copy at all. Throws UserError ("corrupt", "io") when it cannot be used.
    */
   async load(): Promise<UserInfo[]> {
+    const readAt = Date.now();
     const sig = await signature(this.#file).catch((err: unknown) => {
       throw new UserError("io", `cannot read users file ${this.#file}: ${systemErrorText(err)}`);
     });
     // Its identity is taken before it is read: a change in between is read again at the next
     // check, which the first login makes whenever it comes (the interval starts there).
-    const users = await this.#readFresh();
+    const text = await this.#readText();
+    const users = text === null ? [] : parseUsersFile(text, this.#file);
     this.#users = new Map(users.map((u) => [u.name, u]));
     this.#loaded = true;
     this.#failure = null;
-    this.#seen = sig;
+    this.#note(sig, text, readAt);
     this.#warnUnknownKeys(users);
     return this.loaded();
   }
@@ -682,9 +702,10 @@ export class UserStore implements CredentialSource {
 
   /** Writes the file atomically and adopts its content as the last good copy. */
   async #write(users: readonly UserRecord[], extra: Readonly<Record<string, unknown>>): Promise<void> {
+    const text = formatUsersFile(users, extra);
     try {
       // Always under the users file's lock (#update).
-      await writeFileAtomic(this.#file, formatUsersFile(users, extra), 0o600, true);
+      await writeFileAtomic(this.#file, text, 0o600, true);
     } catch (err) {
       // rename(2) cannot replace a mount point (EBUSY): the file was bind-mounted on its own, as
       // `docker run -v ./users.json:/app/users/users.json` does, and can never be replaced whole.
@@ -696,7 +717,10 @@ export class UserStore implements CredentialSource {
     this.#users = new Map(users.map((u) => [u.name, u]));
     this.#loaded = true;
     this.#failure = null;
-    this.#seen = await signature(this.#file).catch(() => undefined);
+    const readAt = Date.now();
+    const sig = await signature(this.#file).catch(() => undefined);
+    if (sig === undefined) this.#seen = undefined;
+    else this.#note(sig, text, readAt);
   }
 
   /** UserError("not-found") for `name` when there is no users file at all: said before #update
@@ -723,14 +747,27 @@ export class UserStore implements CredentialSource {
 
   /** #readFresh, with the file's top-level keys berth does not use (none when it is missing). */
   async #readDocument(): Promise<UsersDocument> {
-    let text: string;
+    const text = await this.#readText();
+    return text === null ? { users: [], extra: {} } : parseUsersDocument(text, this.#file);
+  }
+
+  /** The file's text now; null when it is missing; UserError("io") when it cannot be read. */
+  async #readText(): Promise<string | null> {
     try {
-      text = await readRegularFile(this.#file);
+      return await readRegularFile(this.#file);
     } catch (err) {
-      if (errnoCode(err) === "ENOENT") return { users: [], extra: {} };
+      if (errnoCode(err) === "ENOENT") return null;
       throw new UserError("io", `cannot read users file ${this.#file}: ${systemErrorText(err)}`);
     }
-    return parseUsersDocument(text, this.#file);
+  }
+
+  /** Takes `sig` as the version looked at, its text `text` (null: no file) as read at `readAt`, a
+   * time of the wall clock (as the file's mtime is) from before `sig` was taken. */
+  #note(sig: { id: string; mtimeMs: number } | null, text: string | null, readAt: number): void {
+    this.#seen = sig?.id ?? null;
+    this.#seenDigest = text === null ? null : digestOf(text);
+    // A clock set back since makes it unsure for longer, never for less: the text is read more often.
+    this.#unsure = sig !== null && readAt < sig.mtimeMs + RACY_MS;
   }
 
   /** Checks the file (at most once per interval) and reloads it when it changed. Calls made while
@@ -754,11 +791,13 @@ export class UserStore implements CredentialSource {
    * way the last good copy stays in use. Never throws. */
   async #reload(now: number): Promise<void> {
     this.#checkedAt = now;
-    let sig: string | null;
-    let text = "";
+    // The wall clock, whatever clock `now` is on: it is compared with the file's mtime.
+    const readAt = Date.now();
+    let sig: { id: string; mtimeMs: number } | null;
+    let text: string | null = null;
     try {
       sig = await signature(this.#file);
-      if (sig === this.#seen) return;
+      if ((sig?.id ?? null) === this.#seen && !this.#unsure) return;
       if (sig !== null) text = await readRegularFile(this.#file);
     } catch (err) {
       const reason = systemErrorText(err);
@@ -767,10 +806,15 @@ export class UserStore implements CredentialSource {
       this.#failure = reason;
       return;
     }
+    if ((sig?.id ?? null) === this.#seen && (text === null ? null : digestOf(text)) === this.#seenDigest) {
+      // The same text under the same signature: the version already in use, read again later.
+      this.#note(sig, text, readAt);
+      return;
+    }
     this.#failure = null;
     const had = this.#seen;
-    this.#seen = sig;
-    if (sig === null) {
+    this.#note(sig, text, readAt);
+    if (sig === null || text === null) {
       // Gone after it was read (removed, or a volume unmounted): every login fails from now on,
       // which the operator must hear of once, rather than from the users.
       if (had !== undefined && had !== null) this.#logger?.warn({ file: this.#file, dropped: this.#users.size }, "users file removed; no user can log in until it is back");
