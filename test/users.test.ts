@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import bcrypt from "bcrypt";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
+import fsp from "node:fs/promises";
+import { syncBuiltinESMExports } from "node:module";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Readable, Writable } from "node:stream";
@@ -234,6 +236,43 @@ void describe("UserStore", () => {
     assert.deepEqual([after.ino, after.size, after.mtimeMs], [at, before.size, before.mtimeMs]);
     assert.ok(await server.authenticate("bob", "pw-3"), "the edited password works");
     assert.equal(await server.authenticate("bob", "pw-2"), null);
+  });
+
+  void test("a login checked while the server writes the users file itself (the demo user of a first start) keeps what was written, and logs no removal", async () => {
+    const box = sandbox();
+    const { logger, lines } = captureLogger();
+    const server = storeOn(box, { logger });
+    await server.load();
+    // The login's look at the file (the first stat of it from here) is answered before the demo
+    // user is written, and only after that write has ended does the login go on.
+    const stat = fsp.stat;
+    let held = false;
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    fsp.stat = (async (...args: Parameters<typeof stat>) => {
+      const first = !held && args[0] === box.file;
+      if (first) held = true;
+      const result = await stat(...args).then((s) => ({ s, err: null }), (err: unknown) => ({ s: null, err }));
+      if (first) await released;
+      if (result.s === null) throw result.err;
+      return result.s;
+    }) as typeof stat;
+    syncBuiltinESMExports();
+    let demo;
+    try {
+      const login = server.authenticate("demo", "guess");
+      assert.ok(held, "the login looked at the file");
+      demo = await server.createDemoUser();
+      release();
+      assert.equal(await login, null);
+    } finally {
+      fsp.stat = stat;
+      syncBuiltinESMExports();
+    }
+    assert.ok(demo !== null);
+    assert.deepEqual(server.loaded().map((u) => u.name), ["demo"], "what the server wrote stays in use");
+    assert.ok(!lines.some((l) => l.includes("users file removed")), lines.join("\n"));
+    assert.ok(await server.authenticate("demo", demo.password));
   });
 
   void test("a change made by another instance is seen without restart", async () => {

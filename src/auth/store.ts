@@ -436,6 +436,9 @@ export class UserStore implements CredentialSource {
    * a later version (see RACY_MS): its text is read and compared at each check until it is not. */
   #unsure = false;
   #checkedAt = 0;
+  /** Counts the versions this store took itself (load, its own writes): a check that began before
+   * one of them read the file before it too, and must not put its older look in its place. */
+  #taken = 0;
   /** A version of the file (or its absence) has been taken: `#users` is what it holds. */
   #loaded = false;
   /** Why the file could not be read or parsed at the last look (null when it could). */
@@ -515,6 +518,7 @@ export class UserStore implements CredentialSource {
     // check, which the first login makes whenever it comes (the interval starts there).
     const text = await this.#readText();
     const users = text === null ? [] : parseUsersFile(text, this.#file);
+    this.#taken++;
     this.#users = new Map(users.map((u) => [u.name, u]));
     this.#loaded = true;
     this.#failure = null;
@@ -714,6 +718,7 @@ export class UserStore implements CredentialSource {
         : systemErrorText(err);
       throw new UserError("io", `cannot write users file ${this.#file}: ${why}`);
     }
+    this.#taken++;
     this.#users = new Map(users.map((u) => [u.name, u]));
     this.#loaded = true;
     this.#failure = null;
@@ -793,6 +798,7 @@ export class UserStore implements CredentialSource {
     this.#checkedAt = now;
     // The wall clock, whatever clock `now` is on: it is compared with the file's mtime.
     const readAt = Date.now();
+    const taken = this.#taken;
     let sig: { id: string; mtimeMs: number } | null;
     let text: string | null = null;
     try {
@@ -806,6 +812,10 @@ export class UserStore implements CredentialSource {
       this.#failure = reason;
       return;
     }
+    // The server wrote the file meanwhile (BERTH_USER, the demo user while the first logins come):
+    // what was looked at here may be older than that write, even no file at all; the next check
+    // reads what is newer.
+    if (taken !== this.#taken) return;
     if ((sig?.id ?? null) === this.#seen && (text === null ? null : digestOf(text)) === this.#seenDigest) {
       // The same text under the same signature: the version already in use, read again later.
       this.#note(sig, text, readAt);
