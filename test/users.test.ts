@@ -530,6 +530,24 @@ void describe("UserStore", () => {
     assert.ok(!existsSync(`${box.file}.lock`));
   });
 
+  void test("a live lock is waited for as long as asked on a monotonic clock: a wall clock that stands still or is set back meanwhile does not hold the change for longer", { timeout: 120_000 }, async () => {
+    const box = sandbox();
+    const store = storeOn(box, { lock: { waitMs: 100 } });
+    await store.add("first", "pw");
+    const lock = `${box.file}.lock`;
+    // The pid of a live process that is not this one: its lock is waited for.
+    writeFileSync(lock, `${process.ppid}\n`);
+    const now = Date.now;
+    const stopped = now();
+    Date.now = () => stopped;
+    try {
+      assert.match(await rejectsWith(store.add("second", "pw"), "busy"), new RegExp(`is held by process ${process.ppid}`));
+    } finally {
+      Date.now = now;
+    }
+    assert.equal(readFileSync(lock, "utf8"), `${process.ppid}\n`, "someone else's lock is never removed");
+  });
+
   void test("a users file that is a mount point of its own (a single file bind-mounted into a container) is refused in one line saying so, not as EBUSY", { skip: process.getuid?.() !== 0 && "needs root to bind-mount" }, async (t) => {
     const box = sandbox();
     const store = storeOn(box);

@@ -92,7 +92,8 @@ export async function withFileLock<T>(lockPath: string, work: () => Promise<T>, 
 
 /** Creates the lock, waiting while a live process holds it; resolves to its identity. */
 async function acquire(lockPath: string, waitMs: number, staleMs: number): Promise<LockId> {
-  const deadline = Date.now() + waitMs;
+  // On a monotonic clock: a wall clock set back meanwhile would hold the command for as long again.
+  const deadline = performance.now() + waitMs;
   let pause = 10;
   for (;;) {
     const made = await tryCreate(lockPath);
@@ -102,11 +103,11 @@ async function acquire(lockPath: string, waitMs: number, staleMs: number): Promi
       await removeIf(lockPath, holder.id);
       continue;
     }
-    if (Date.now() >= deadline) {
+    if (performance.now() >= deadline) {
       const who = holder.pid === null ? "another process" : `process ${holder.pid}`;
       throw new LockError("busy", `${lockPath} is held by ${who}; try again, or remove it if no berth command is running`);
     }
-    await sleep(Math.min(pause, Math.max(1, deadline - Date.now())));
+    await sleep(Math.min(pause, Math.max(1, deadline - performance.now())));
     pause = Math.min(pause * 2, 200);
   }
 }
