@@ -548,6 +548,25 @@ void describe("UserStore", () => {
     assert.equal(readFileSync(lock, "utf8"), `${process.ppid}\n`, "someone else's lock is never removed");
   });
 
+  void test("a lock written further ahead of the clock than a stale lock is old (the clock set back since) is stale, with or without a live pid in it", async () => {
+    const box = sandbox();
+    const store = storeOn(box, { lock: { waitMs: 100 } });
+    await store.add("first", "pw");
+    const lock = `${box.file}.lock`;
+    const inSeconds = (s: number): number => Date.now() / 1000 + s;
+    for (const [i, content] of [`${process.ppid}\n`, ""].entries()) {
+      writeFileSync(lock, content);
+      utimesSync(lock, inSeconds(3600), inSeconds(3600));
+      await store.add(`user${i}`, "pw");
+      assert.ok(!existsSync(lock), `an hour ahead, ${JSON.stringify(content)}: taken over, and the store's own gone`);
+    }
+    // A little ahead is young still: a live holder's is waited for.
+    writeFileSync(lock, `${process.ppid}\n`);
+    utimesSync(lock, inSeconds(60), inSeconds(60));
+    await rejectsWith(store.add("late", "pw"), "busy");
+    assert.equal(readFileSync(lock, "utf8"), `${process.ppid}\n`);
+  });
+
   void test("a users file that is a mount point of its own (a single file bind-mounted into a container) is refused in one line saying so, not as EBUSY", { skip: process.getuid?.() !== 0 && "needs root to bind-mount" }, async (t) => {
     const box = sandbox();
     const store = storeOn(box);

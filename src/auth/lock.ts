@@ -7,7 +7,7 @@
  * A lock whose process is gone (killed mid-write) is stale and taken over (one holding this
  * process's own pid that this process does not hold is such a one: see heldHere); so is one that
  * holds no pid (its owner died between creating and writing it) or that is older than any write
- * can take.
+ * can take (or dated as far ahead of the clock, which was set back since it was written).
  * A live lock is waited for, a bounded time. The lock is removed on every way out: when the work
  * ends or throws, at process exit, and on a signal that would otherwise kill the process.
  */
@@ -157,7 +157,10 @@ async function inspect(lockPath: string, staleMs: number): Promise<{ stale: bool
       throw new LockError("io", `cannot read lock ${lockPath}: ${systemErrorText(err)}`);
     });
     const id = { dev: s.dev, ino: s.ino, ctimeNs: s.ctimeNs };
-    const age = Date.now() - Number(s.mtimeMs);
+    // On the wall clock, as the mtime is. A lock written ahead of it was written before the clock was
+    // set back, by how much is not known: how far ahead it is counts as its age, so that one
+    // written before a clock set back by hours is not taken as fresh for those hours.
+    const age = Math.abs(Date.now() - Number(s.mtimeMs));
     const match = /^(\d{1,10})\n?$/.exec(text);
     const pid = match === null ? null : Number(match[1]);
     if (pid === null) return { stale: age > LOCK_EMPTY_GRACE_MS, pid, id };
