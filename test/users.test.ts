@@ -405,6 +405,31 @@ void describe("UserStore", () => {
     assert.equal(refusal({ ...good, name: "bob", quotaBytes: -1 }), 'users file /u.json: entry 2 ("bob"): "quotaBytes" must be a whole number >= 0');
   });
 
+  void test("a key named __proto__ in an entry, added by hand, is kept as it is, like any key berth does not use", async () => {
+    const box = sandbox();
+    const { logger, lines } = captureLogger();
+    const store = storeOn(box, { logger });
+    await store.add("alice", "pw");
+    await store.add("bob", "pw");
+    // JSON.parse makes "__proto__" a key of its own, as every other key: a value of each kind.
+    const text = readFileSync(box.file, "utf8")
+      .replace('"name": "alice",', '"name": "alice", "__proto__": { "owner": "ops" }, "note": 1,')
+      .replace('"name": "bob",', '"name": "bob", "__proto__": "text",');
+    writeFileSync(box.file, text);
+    await store.load();
+    await store.add("carol", "pw");
+    const entries = (JSON.parse(readFileSync(box.file, "utf8")) as { users: Record<string, unknown>[] }).users;
+    const own = (name: string): unknown[] => {
+      const entry = entries.find((u) => u.name === name)!;
+      return [Object.hasOwn(entry, "__proto__"), Object.getOwnPropertyDescriptor(entry, "__proto__")?.value];
+    };
+    assert.deepEqual(own("alice"), [true, { owner: "ops" }]);
+    assert.deepEqual(own("bob"), [true, "text"]);
+    assert.equal(entries.find((u) => u.name === "alice")?.note, 1);
+    const warned = lines.map((l) => JSON.parse(l) as { user?: string; keys?: string[] }).filter((l) => l.keys !== undefined);
+    assert.deepEqual(warned.map((l) => [l.user, l.keys]), [["alice", ["__proto__", "note"]], ["bob", ["__proto__"]]]);
+  });
+
   void test("a users file saved with a byte order mark (as some Windows editors do) is read, and written back without one", async () => {
     const box = sandbox();
     const admin = storeOn(box);

@@ -320,7 +320,9 @@ function unknownKeys(raw: Record<string, unknown>): Record<string, unknown> | un
   let extra: Record<string, unknown> | undefined;
   for (const key of Object.keys(raw)) {
     if (RECORD_KEYS.has(key)) continue;
-    extra ??= {};
+    // With no prototype: a key "__proto__" (JSON.parse makes it one of the entry's own) is then
+    // kept as a key of its own too, where on a plain object it would set the prototype and be lost.
+    extra ??= Object.create(null) as Record<string, unknown>;
     extra[key] = raw[key];
   }
   return extra;
