@@ -9,6 +9,7 @@ import path from "node:path";
 import { Readable, Writable } from "node:stream";
 import { after, describe, test } from "node:test";
 import { writeFileAtomic } from "../src/auth/atomic.ts";
+import { withFileLock } from "../src/auth/lock.ts";
 import { parseUsersFile, readPassword, UserError, UserStore, type UserStoreOptions } from "../src/auth/store.ts";
 import { PERMS } from "../src/auth/types.ts";
 import { formatUserTable, homeUsage } from "../src/cli/commands.ts";
@@ -590,6 +591,26 @@ void describe("UserStore", () => {
     utimesSync(lock, inSeconds(60), inSeconds(60));
     await rejectsWith(store.add("late", "pw"), "busy");
     assert.equal(readFileSync(lock, "utf8"), `${process.ppid}\n`);
+  });
+
+  void test("a lock whose pid is now another process's (pid reuse) is taken over at once: the lock records when its process started", { skip: !existsSync("/proc/self/stat") && "needs /proc" }, async () => {
+    const box = sandbox();
+    const store = storeOn(box, { lock: { waitMs: 100 } });
+    await store.add("first", "pw");
+    const lock = `${box.file}.lock`;
+    const started = (pid: number): string => {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]!;
+    };
+    // What a lock holds: its process's pid and when that process started.
+    assert.equal(await withFileLock(lock, async () => readFileSync(lock, "utf8")), `${process.pid} ${started(process.pid)}\n`);
+    // The pid of a live process, but a start that is not that process's: the one that wrote it is gone.
+    writeFileSync(lock, `${process.ppid} ${Number(started(process.ppid)) + 1}\n`);
+    await store.add("fourth", "pw");
+    assert.ok(!existsSync(lock), "taken over, and the store's own gone");
+    // The live process that wrote it: waited for.
+    writeFileSync(lock, `${process.ppid} ${started(process.ppid)}\n`);
+    assert.match(await rejectsWith(store.add("fifth", "pw"), "busy"), new RegExp(`is held by process ${process.ppid};`));
   });
 
   void test("a users file that is a mount point of its own (a single file bind-mounted into a container) is refused in one line saying so, not as EBUSY", { skip: process.getuid?.() !== 0 && "needs root to bind-mount" }, async (t) => {

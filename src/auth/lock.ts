@@ -1,18 +1,20 @@
 /**
  * An exclusive lock on a file shared by processes, as `vipw`, `passwd` and `pure-pw` take one on
- * their password files: `FILE.lock` beside it, created with O_EXCL and holding the owner's pid.
+ * their password files: `FILE.lock` beside it, created with O_EXCL and holding the owner's pid and,
+ * where /proc tells it, when that process started.
  * Every read-modify-write of the users file holds it, so two `berth user …` commands (or one and a
  * server writing BERTH_USER or the demo user) never write from the same old copy and lose a change.
  *
  * A lock whose process is gone (killed mid-write) is stale and taken over (one holding this
- * process's own pid that this process does not hold is such a one: see heldHere); so is one that
+ * process's own pid that this process does not hold is such a one: see heldHere; and so is one whose
+ * pid is now another process's, which started at another time than the one recorded); so is one that
  * holds no pid (its owner died between creating and writing it) or that is older than any write
  * can take (or dated as far ahead of the clock, which was set back since it was written).
  * A live lock is waited for, a bounded time. The lock is removed on every way out: when the work
  * ends or throws, at process exit, and on a signal that would otherwise kill the process.
  */
 import { constants, lstatSync, unlinkSync } from "node:fs";
-import { lstat, open, unlink } from "node:fs/promises";
+import { lstat, open, readFile, unlink } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
@@ -124,7 +126,8 @@ async function tryCreate(lockPath: string): Promise<LockId | null> {
   // Before the pid is in it: from then on another change of this process sees it held here.
   heldHere.add(path.resolve(lockPath));
   try {
-    await handle.writeFile(`${process.pid}\n`, "utf8");
+    const started = await startTime(process.pid);
+    await handle.writeFile(`${process.pid}${started === null ? "" : ` ${started}`}\n`, "utf8");
     const s = await handle.stat({ bigint: true });
     return { dev: s.dev, ino: s.ino, ctimeNs: s.ctimeNs };
   } catch (err) {
@@ -161,10 +164,11 @@ async function inspect(lockPath: string, staleMs: number): Promise<{ stale: bool
     // set back, by how much is not known: how far ahead it is counts as its age, so that one
     // written before a clock set back by hours is not taken as fresh for those hours.
     const age = Math.abs(Date.now() - Number(s.mtimeMs));
-    const match = /^(\d{1,10})\n?$/.exec(text);
+    // The pid, and when its process started (absent in a lock made without /proc).
+    const match = /^(\d{1,10})(?: (\d{1,20}))?\n?$/.exec(text);
     const pid = match === null ? null : Number(match[1]);
     if (pid === null) return { stale: age > LOCK_EMPTY_GRACE_MS, pid, id };
-    const live = pid === process.pid ? heldHere.has(path.resolve(lockPath)) : alive(pid);
+    const live = pid === process.pid ? heldHere.has(path.resolve(lockPath)) : alive(pid) && (await startedAt(pid, match?.[2]));
     return { stale: age > staleMs || !live, pid, id };
   } finally {
     await handle.close().catch(() => undefined);
@@ -178,6 +182,28 @@ function alive(pid: number): boolean {
     return true;
   } catch (err) {
     return errnoCode(err) !== "ESRCH";
+  }
+}
+
+/** Whether the process `pid` started at `recorded` (as startTime gives it): false when it started
+ * at another time, so the pid is now another process's (pid reuse, common in a container, whose
+ * pids start again from 1); true when nothing was recorded or the start cannot be read. */
+async function startedAt(pid: number, recorded: string | undefined): Promise<boolean> {
+  if (recorded === undefined) return true;
+  const now = await startTime(pid);
+  return now === null || now === recorded;
+}
+
+/** When the process `pid` started, in clock ticks after boot (field 22 of /proc/PID/stat); null
+ * where that cannot be read (no /proc, the process gone). */
+async function startTime(pid: number): Promise<string | null> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    // Fields are counted after the command name, which may hold spaces and parentheses itself.
+    const start = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+    return start !== undefined && /^\d{1,20}$/.test(start) ? start : null;
+  } catch {
+    return null;
   }
 }
 
