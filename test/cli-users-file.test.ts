@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { describe, test } from "node:test";
@@ -72,8 +72,11 @@ void describe("a users file or lock that is not a regular file", () => {
     assert.ok(statSync(path.join(cwd, "users", "users.json")).isFIFO(), "left as it was");
   });
 
-  void test("a directory or a FIFO in the lock's place: a user command exits 1 with one line naming it", async () => {
-    for (const make of [(p: string) => mkdirSync(p), mkfifo]) {
+  void test("a directory, a FIFO or a symbolic link in the lock's place: a user command exits 1 with one line naming it", async () => {
+    const outside = path.join(workdir(), "old-file");
+    writeFileSync(outside, "kept\n");
+    const links = [(p: string) => symlinkSync(outside, p), (p: string) => symlinkSync(path.join(path.dirname(p), "nothing"), p)];
+    for (const make of [(p: string) => mkdirSync(p), mkfifo, ...links]) {
       const cwd = workdir();
       mkdirSync(path.join(cwd, "users"));
       const lock = path.join(cwd, "users", "users.json.lock");
@@ -82,6 +85,7 @@ void describe("a users file or lock that is not a regular file", () => {
       assertOneLineError(r, 1, lock, "not a lock file");
       assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "nothing written");
     }
+    assert.equal(readFileSync(outside, "utf8"), "kept\n", "what a link leads to is left as it was");
   });
 });
 

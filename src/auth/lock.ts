@@ -143,10 +143,13 @@ async function tryCreate(lockPath: string): Promise<LockId | null> {
 async function inspect(lockPath: string, staleMs: number): Promise<{ stale: boolean; pid: number | null; id: LockId | null }> {
   let handle;
   try {
-    // O_NONBLOCK: a FIFO in the lock's place must not hold the command for good.
-    handle = await open(lockPath, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+    // O_NONBLOCK: a FIFO in the lock's place must not hold the command for good. O_NOFOLLOW: a
+    // symbolic link there is no lock either, and, never removed (removeIf looks at the link, not at
+    // what it leads to) nor made again (O_EXCL), it would have the command try again for good.
+    handle = await open(lockPath, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY | constants.O_NOFOLLOW);
   } catch (err) {
     if (errnoCode(err) === "ENOENT") return { stale: true, pid: null, id: null };
+    if (errnoCode(err) === "ELOOP") throw new LockError("io", `${lockPath} is a symbolic link, not a lock file; remove it`);
     throw new LockError("io", `cannot read lock ${lockPath}: ${systemErrorText(err)}`);
   }
   try {
