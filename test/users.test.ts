@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import bcrypt from "bcrypt";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import fsp from "node:fs/promises";
 import { syncBuiltinESMExports } from "node:module";
 import { tmpdir } from "node:os";
@@ -593,7 +593,7 @@ void describe("UserStore", () => {
     assert.equal(readFileSync(lock, "utf8"), `${process.ppid}\n`);
   });
 
-  void test("a lock whose pid is now another process's (pid reuse) is taken over at once: the lock records when its process started", { skip: !existsSync("/proc/self/stat") && "needs /proc" }, async () => {
+  void test("a lock whose pid is now another process's (pid reuse) is taken over at once: the lock records when its process started", { skip: !existsSync("/proc/self/ns/pid") && "needs /proc" }, async () => {
     const box = sandbox();
     const store = storeOn(box, { lock: { waitMs: 100 } });
     await store.add("first", "pw");
@@ -602,15 +602,36 @@ void describe("UserStore", () => {
       const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
       return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]!;
     };
-    // What a lock holds: its process's pid and when that process started.
-    assert.equal(await withFileLock(lock, async () => readFileSync(lock, "utf8")), `${process.pid} ${started(process.pid)}\n`);
+    const ns = readlinkSync("/proc/self/ns/pid");
+    // What a lock holds: its process's pid, when that process started, and its pid namespace.
+    assert.equal(await withFileLock(lock, async () => readFileSync(lock, "utf8")), `${process.pid} ${started(process.pid)} ${ns}\n`);
     // The pid of a live process, but a start that is not that process's: the one that wrote it is gone.
-    writeFileSync(lock, `${process.ppid} ${Number(started(process.ppid)) + 1}\n`);
+    writeFileSync(lock, `${process.ppid} ${Number(started(process.ppid)) + 1} ${ns}\n`);
     await store.add("fourth", "pw");
     assert.ok(!existsSync(lock), "taken over, and the store's own gone");
     // The live process that wrote it: waited for.
-    writeFileSync(lock, `${process.ppid} ${started(process.ppid)}\n`);
+    writeFileSync(lock, `${process.ppid} ${started(process.ppid)} ${ns}\n`);
     assert.match(await rejectsWith(store.add("fifth", "pw"), "busy"), new RegExp(`is held by process ${process.ppid};`));
+  });
+
+  void test("a lock made in another pid namespace (another container sharing the volume) is judged by its age alone, its pid meaning nothing here", { skip: !existsSync("/proc/self/ns/pid") && "needs /proc" }, async () => {
+    const box = sandbox();
+    const store = storeOn(box, { lock: { waitMs: 100 } });
+    await store.add("first", "pw");
+    const lock = `${box.file}.lock`;
+    const ours = readlinkSync("/proc/self/ns/pid");
+    assert.match(await withFileLock(lock, async () => readFileSync(lock, "utf8")), new RegExp(`^${process.pid} \\d+ ${ours.replace(/[[\]]/g, "\\$&")}\n$`));
+    // Both containers' processes are pid 1, say: here, the pid names this process, which holds no lock.
+    const foreign = "pid:[1]";
+    for (const pid of [process.pid, 999_999_999]) {
+      writeFileSync(lock, `${pid} 12345 ${foreign}\n`);
+      assert.match(await rejectsWith(store.add("second", "pw"), "busy"), new RegExp(`is held by process ${pid};`));
+      assert.equal(readFileSync(lock, "utf8"), `${pid} 12345 ${foreign}\n`, "left as it was");
+    }
+    // Old enough, it is stale all the same.
+    utimesSync(lock, Date.now() / 1000 - 3600, Date.now() / 1000 - 3600);
+    await store.add("second", "pw");
+    assert.ok(!existsSync(lock));
   });
 
   void test("a users file that is a mount point of its own (a single file bind-mounted into a container) is refused in one line saying so, not as EBUSY", { skip: process.getuid?.() !== 0 && "needs root to bind-mount" }, async (t) => {

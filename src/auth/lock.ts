@@ -1,7 +1,7 @@
 /**
  * An exclusive lock on a file shared by processes, as `vipw`, `passwd` and `pure-pw` take one on
  * their password files: `FILE.lock` beside it, created with O_EXCL and holding the owner's pid and,
- * where /proc tells it, when that process started.
+ * where /proc tells them, when that process started and its pid namespace.
  * Every read-modify-write of the users file holds it, so two `berth user …` commands (or one and a
  * server writing BERTH_USER or the demo user) never write from the same old copy and lose a change.
  *
@@ -9,12 +9,13 @@
  * process's own pid that this process does not hold is such a one: see heldHere; and so is one whose
  * pid is now another process's, which started at another time than the one recorded); so is one that
  * holds no pid (its owner died between creating and writing it) or that is older than any write
- * can take (or dated as far ahead of the clock, which was set back since it was written).
+ * can take (or dated as far ahead of the clock, which was set back since it was written). One made
+ * in another pid namespace (another container) is stale only by that age: its pid means nothing here.
  * A live lock is waited for, a bounded time. The lock is removed on every way out: when the work
  * ends or throws, at process exit, and on a signal that would otherwise kill the process.
  */
 import { constants, lstatSync, unlinkSync } from "node:fs";
-import { lstat, open, readFile, unlink } from "node:fs/promises";
+import { lstat, open, readFile, readlink, unlink } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
@@ -127,7 +128,8 @@ async function tryCreate(lockPath: string): Promise<LockId | null> {
   heldHere.add(path.resolve(lockPath));
   try {
     const started = await startTime(process.pid);
-    await handle.writeFile(`${process.pid}${started === null ? "" : ` ${started}`}\n`, "utf8");
+    const ns = await pidNamespace();
+    await handle.writeFile(`${process.pid}${started === null || ns === null ? "" : ` ${started} ${ns}`}\n`, "utf8");
     const s = await handle.stat({ bigint: true });
     return { dev: s.dev, ino: s.ino, ctimeNs: s.ctimeNs };
   } catch (err) {
@@ -167,10 +169,15 @@ async function inspect(lockPath: string, staleMs: number): Promise<{ stale: bool
     // set back, by how much is not known: how far ahead it is counts as its age, so that one
     // written before a clock set back by hours is not taken as fresh for those hours.
     const age = Math.abs(Date.now() - Number(s.mtimeMs));
-    // The pid, and when its process started (absent in a lock made without /proc).
-    const match = /^(\d{1,10})(?: (\d{1,20}))?\n?$/.exec(text);
+    // The pid, then when its process started and its pid namespace (absent in a lock made without /proc).
+    const match = /^(\d{1,10})(?: (\d{1,20}) (pid:\[\d{1,20}\]))?\n?$/.exec(text);
     const pid = match === null ? null : Number(match[1]);
     if (pid === null) return { stale: age > LOCK_EMPTY_GRACE_MS, pid, id };
+    const ns = match?.[3];
+    // Made in another pid namespace (another container sharing the volume, whose pids start from 1
+    // as this one's do): its pid names another process here, or none, this one even, and tells
+    // nothing of whether its owner lives. Its age alone does.
+    if (ns !== undefined && ns !== (await pidNamespace() ?? ns)) return { stale: age > staleMs, pid, id };
     const live = pid === process.pid ? heldHere.has(path.resolve(lockPath)) : alive(pid) && (await startedAt(pid, match?.[2]));
     return { stale: age > staleMs || !live, pid, id };
   } finally {
@@ -195,6 +202,17 @@ async function startedAt(pid: number, recorded: string | undefined): Promise<boo
   if (recorded === undefined) return true;
   const now = await startTime(pid);
   return now === null || now === recorded;
+}
+
+/** This process's pid namespace ("pid:[4026531836]"), the one the pids of its locks mean something
+ * in; null where /proc does not tell. */
+let ownNamespace: Promise<string | null> | undefined;
+function pidNamespace(): Promise<string | null> {
+  ownNamespace ??= readlink("/proc/self/ns/pid").then(
+    (ns) => (/^pid:\[\d{1,20}\]$/.test(ns) ? ns : null),
+    () => null,
+  );
+  return ownNamespace;
 }
 
 /** When the process `pid` started, in clock ticks after boot (field 22 of /proc/PID/stat); null
