@@ -5,7 +5,7 @@
  * overwrite, and kept whole (and counted right) when the APPE onto it is stopped by the quota.
  */
 import assert from "node:assert/strict";
-import fs, { constants, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync, mkdtempSync, type Mode, type PathLike } from "node:fs";
+import fs, { constants, mkdirSync, readdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync, mkdtempSync, type Mode, type PathLike } from "node:fs";
 import { syncBuiltinESMExports } from "node:module";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -15,27 +15,10 @@ import { backOff } from "../src/fs/quick.ts";
 import { storeCode, type RawClient } from "./helpers/raw.ts";
 import { payload, rawLogin, withServer } from "./helpers/run.ts";
 import type { TestServer } from "./helpers/server.ts";
-import { endUpload, portsFree, sizeReached, startUpload } from "./helpers/uploads.ts";
+import { diskUsage, endUpload, portsFree, sizeReached, startUpload } from "./helpers/uploads.ts";
 
 const KIB = 1024;
 
-function walk(dir: string): { bytes: number; files: number } {
-  let bytes = 0;
-  let files = 0;
-  for (const n of readdirSync(dir)) {
-    const p = path.join(dir, n);
-    const s = lstatSync(p);
-    if (s.isDirectory()) {
-      const w = walk(p);
-      bytes += w.bytes;
-      files += w.files;
-    } else if (s.isFile()) {
-      bytes += s.size;
-      files += 1;
-    }
-  }
-  return { bytes, files };
-}
 
 function counted(t: TestServer, home: string): unknown {
   return t.server.context.quotas.tracked(realpathSync(home))?.current;
@@ -103,19 +86,19 @@ for (const slow of [false, true]) {
     it("APPE that makes its file, appends, REST+APPE: byte-exact, counted as one file", async () => {
       await run("carol", async (t, a, _b, home) => {
         assert.equal(await storeCode(a, "APPE new.bin", payload(10 * KIB)), 226);
-        assert.deepEqual(counted(t, home), walk(home));
+        assert.deepEqual(counted(t, home), diskUsage(home));
         assert.equal(await storeCode(a, "APPE new.bin", payload(10 * KIB)), 226);
-        assert.deepEqual(counted(t, home), walk(home));
+        assert.deepEqual(counted(t, home), diskUsage(home));
         // REST + APPE
         await a.expect("REST 5000", 350);
         assert.equal(await storeCode(a, "APPE new.bin", payload(1 * KIB, 9)), 226);
         assert.equal(readFileSync(path.join(home, "new.bin")).length, 5000 + KIB);
         assert.ok(readFileSync(path.join(home, "new.bin")).equals(Buffer.concat([payload(10 * KIB).subarray(0, 5000), payload(KIB, 9)])));
-        assert.deepEqual(counted(t, home), walk(home));
+        assert.deepEqual(counted(t, home), diskUsage(home));
         // REST + APPE on a missing file
         await a.expect("REST 10", 350);
         assert.equal(await storeCode(a, "APPE none.bin", payload(1 * KIB, 9)), 550);
-        assert.deepEqual(counted(t, home), walk(home));
+        assert.deepEqual(counted(t, home), diskUsage(home));
       });
     });
 
@@ -130,7 +113,7 @@ for (const slow of [false, true]) {
         assert.equal(size, 120 * KIB);
         assert.equal(await storeCode(a, "APPE part.bin", data.subarray(size)), 226);
         assert.ok(readFileSync(path.join(home, "part.bin")).equals(data));
-        assert.deepEqual(counted(t, home), walk(home));
+        assert.deepEqual(counted(t, home), diskUsage(home));
       });
     });
 
@@ -142,7 +125,7 @@ for (const slow of [false, true]) {
         assert.equal(await endUpload(b, sock, payload(20 * KIB, 3)), 226);
         // The STOR writes at its own offsets, over the appended bytes: one file, counted once.
         assert.ok(readFileSync(path.join(home, "shared.bin")).equals(Buffer.concat([payload(20 * KIB, 1), payload(20 * KIB, 3)])));
-        assert.deepEqual(counted(t, home), walk(home));
+        assert.deepEqual(counted(t, home), diskUsage(home));
       });
     });
 
@@ -156,7 +139,7 @@ for (const slow of [false, true]) {
         assert.deepEqual(readdirSync(outside), ["o.bin"]);
         assert.equal(readFileSync(path.join(home, "target.bin"), "utf8"), "T+x");
         assert.equal(readFileSync(path.join(outside, "o.bin"), "utf8"), "O");
-        assert.deepEqual(counted(t, home), walk(home));
+        assert.deepEqual(counted(t, home), diskUsage(home));
       }, (home) => {
         writeFileSync(path.join(home, "target.bin"), "T");
         symlinkSync("target.bin", path.join(home, "in.lnk"));
@@ -172,7 +155,7 @@ for (const slow of [false, true]) {
       await run("dave", async (t, a, b, home) => {
         assert.equal(await storeCode(a, "APPE n.bin", payload(KIB)), 226);
         assert.equal(await storeCode(a, "APPE n.bin", payload(KIB)), 550);
-        assert.deepEqual(counted(t, home), walk(home));
+        assert.deepEqual(counted(t, home), diskUsage(home));
         if (!slow) return;
         await withOpenHook(
           "r.bin",
@@ -181,7 +164,7 @@ for (const slow of [false, true]) {
           async () => assert.equal(await storeCode(a, "APPE r.bin", payload(KIB, 4)), 550),
         );
         assert.ok(readFileSync(path.join(home, "r.bin")).equals(payload(3 * KIB, 3)));
-        assert.deepEqual(counted(t, home), walk(home));
+        assert.deepEqual(counted(t, home), diskUsage(home));
       });
     });
 
@@ -201,7 +184,7 @@ for (const slow of [false, true]) {
           },
         );
         assert.ok(readFileSync(path.join(home, "q.bin")).equals(payload(30 * KIB, 3)));
-        assert.deepEqual(counted(t, home), walk(home));
+        assert.deepEqual(counted(t, home), diskUsage(home));
         // A free name stored meanwhile, then the APPE ends well: their file once, with the bytes added.
         await withOpenHook(
           "r.bin",
@@ -210,7 +193,7 @@ for (const slow of [false, true]) {
           async () => assert.equal(await storeCode(a, "APPE r.bin", payload(5 * KIB, 4)), 226),
         );
         assert.ok(readFileSync(path.join(home, "r.bin")).equals(Buffer.concat([payload(30 * KIB, 3), payload(5 * KIB, 4)])));
-        assert.deepEqual(counted(t, home), walk(home));
+        assert.deepEqual(counted(t, home), diskUsage(home));
         // ... or is stopped by ABOR: what it appended stays, counted.
         await withOpenHook(
           "s.bin",
@@ -225,7 +208,7 @@ for (const slow of [false, true]) {
             sock.destroy();
           },
         );
-        assert.deepEqual(counted(t, home), walk(home));
+        assert.deepEqual(counted(t, home), diskUsage(home));
         // A file there, replaced by another session's STOR meanwhile.
         assert.equal(await storeCode(a, "STOR x.bin", payload(10 * KIB, 1)), 226);
         await withOpenHook(
@@ -235,7 +218,7 @@ for (const slow of [false, true]) {
           async () => assert.equal(await storeCode(a, "APPE x.bin", payload(5 * KIB, 4)), 226),
         );
         assert.equal(readFileSync(path.join(home, "x.bin")).length, 25 * KIB);
-        assert.deepEqual(counted(t, home), walk(home));
+        assert.deepEqual(counted(t, home), diskUsage(home));
         // A file there, removed by another session meanwhile: made anew, and counted as a file.
         assert.equal(await storeCode(a, "STOR y.bin", payload(10 * KIB, 1)), 226);
         await withOpenHook(
@@ -245,7 +228,7 @@ for (const slow of [false, true]) {
           async () => assert.equal(await storeCode(a, "APPE y.bin", payload(5 * KIB, 4)), 226),
         );
         assert.ok(readFileSync(path.join(home, "y.bin")).equals(payload(5 * KIB, 4)));
-        assert.deepEqual(counted(t, home), walk(home));
+        assert.deepEqual(counted(t, home), diskUsage(home));
         // REST+STOR onto a file another session replaced meanwhile.
         assert.equal(await storeCode(a, "STOR z.bin", payload(10 * KIB, 1)), 226);
         await a.expect(`REST ${4 * KIB}`, 350);
@@ -256,7 +239,7 @@ for (const slow of [false, true]) {
           async () => assert.equal(await storeCode(a, "STOR z.bin", payload(2 * KIB, 4)), 226),
         );
         assert.equal(readFileSync(path.join(home, "z.bin")).length, 6 * KIB);
-        assert.deepEqual(counted(t, home), walk(home));
+        assert.deepEqual(counted(t, home), diskUsage(home));
       });
     });
   });

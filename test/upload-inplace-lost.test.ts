@@ -4,7 +4,7 @@
  * at the name the client gave, so it is not answered 226, and the count matches the disk.
  */
 import assert from "node:assert/strict";
-import fsDefault, { lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import fsDefault, { mkdirSync, readdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { syncBuiltinESMExports } from "node:module";
 import path from "node:path";
 import { describe, it } from "node:test";
@@ -13,30 +13,14 @@ import { backOff } from "../src/fs/quick.ts";
 import { storeCode, type RawClient } from "./helpers/raw.ts";
 import { payload, withServer } from "./helpers/run.ts";
 import type { TestServer } from "./helpers/server.ts";
-import { endUpload, portsFree, sizeReached, startUpload, tempFiles, twoSessions } from "./helpers/uploads.ts";
+import { diskUsage, endUpload, portsFree, sizeReached, startUpload, tempFiles, twoSessions } from "./helpers/uploads.ts";
 
 const KIB = 1024;
 const CAROL = { name: "carol", password: "carol-pw", quotaBytes: 1000 * KIB, quotaFiles: 20 };
 
-function walk(dir: string): { bytes: number; files: number } {
-  let bytes = 0;
-  let files = 0;
-  for (const n of readdirSync(dir)) {
-    const s = lstatSync(path.join(dir, n));
-    if (s.isDirectory()) {
-      const w = walk(path.join(dir, n));
-      bytes += w.bytes;
-      files += w.files;
-    } else if (s.isFile()) {
-      bytes += s.size;
-      files += 1;
-    }
-  }
-  return { bytes, files };
-}
 
 function countMatches(t: TestServer, home: string): void {
-  assert.deepEqual(t.server.context.quotas.tracked(realpathSync(home))?.current, walk(home));
+  assert.deepEqual(t.server.context.quotas.tracked(realpathSync(home))?.current, diskUsage(home));
 }
 
 for (const way of ["shortcut", "held directory", "slow disk"] as const) {

@@ -3,7 +3,7 @@
  * removes or stores; someone on the machine moves things), for the quota and undo tests.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, readdirSync, readlinkSync } from "node:fs";
+import { lstatSync, mkdirSync, readdirSync, readlinkSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import type { Socket } from "node:net";
 import path from "node:path";
@@ -84,4 +84,23 @@ export function openIn(dir: string): string[] {
     }
   }
   return out;
+}
+
+/** What the files below `dir` hold, counted as the quota counts them: bytes and regular files. */
+export function diskUsage(dir: string): { bytes: number; files: number } {
+  let bytes = 0;
+  let files = 0;
+  for (const n of readdirSync(dir)) {
+    const p = path.join(dir, n);
+    const s = lstatSync(p);
+    if (s.isDirectory()) {
+      const w = diskUsage(p);
+      bytes += w.bytes;
+      files += w.files;
+    } else if (s.isFile()) {
+      bytes += s.size;
+      files += 1;
+    }
+  }
+  return { bytes, files };
 }
