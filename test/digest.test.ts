@@ -275,6 +275,20 @@ describe("checksums: HASH (draft-bryan-ftpext-hash) and XCRC/XMD5/XSHA*", () => 
     await c.close();
   });
 
+  it("QUIT behind a queued command stops a long checksum at once and keeps its place: 426, the command's reply, then 221", async () => {
+    const c = await RawClient.connect(t.port);
+    await c.login();
+    c.send("XSHA512 huge.bin");
+    assert.ok(await waitFor(() => [...t.server.sessions].some((s) => s.hashing !== null), 5000));
+    c.sendRaw("NOOP\r\nQUIT\r\n");
+    const codes = [];
+    // Within 4 s each: the checksum of the whole file would take far longer.
+    for (let i = 0; i < 3; i++) codes.push((await c.reply(4000)).code);
+    assert.deepEqual(codes, [426, 200, 221]);
+    await c.closed(4000);
+    assert.ok(await waitFor(() => [...t.server.sessions].every((s) => s.hashing === null), 4000));
+  });
+
   it("QUIT during a long checksum: 221 at once and the connection closes; the checksum stops", async () => {
     const c = await RawClient.connect(t.port);
     await c.login();

@@ -676,7 +676,7 @@ export class Session {
         continue;
       }
       this.enqueue(ev.notUtf8 ? { line: ev.text, notUtf8: true } : { line: ev.text });
-      if (verb === "ABOR" && (this.transfer || this.hashing)) this.stopForWaitingAbor();
+      if ((verb === "ABOR" && (this.transfer || this.hashing)) || (verb === "QUIT" && this.hashing)) this.stopForWaitingAbor();
       // RFC 4217 §11: nothing sent after AUTH in the same packet may be acted on once the
       // connection is upgraded. An AUTH that can only be refused (logged in: there is no REIN, so
       // the login stays; or already secure) holds nothing back: held, an ABOR behind an AUTH sent
@@ -724,7 +724,8 @@ export class Session {
    * the transfer answers 426 now, the commands ahead of the ABOR answer in their turn, then the
    * ABOR 226 (RFC 959 §4.1.3). Not when a command ahead of it would start a transfer or a checksum
    * of its own: that one is what the ABOR follows, and it stops that one in its turn. Only a
-   * well-formed ABOR does this (one with an argument is refused 501 in its turn).
+   * well-formed ABOR does this (one with an argument is refused 501 in its turn). A QUIT waiting
+   * so stops a checksum the same way (426, the replies ahead, then its 221), not a transfer.
    */
   private stopForWaitingAbor(): void {
     if ((!this.transfer || this.transfer.aborted !== null) && !this.hashing) return;
@@ -733,6 +734,12 @@ export class Session {
       if (!("line" in item)) continue;
       const verb = verbOf(item.line);
       if (this.dispatcher.startsWork(verb)) return;
+      // A QUIT stops a checksum too, as one run at once does (the client is going, and would wait
+      // for a whole file's hash before its 221); a transfer it lets finish (RFC 959 §4.1.1).
+      if (verb === "QUIT" && this.hashing && !this.transfer && item.notUtf8 !== true && item.line.slice(4).trim() === "") {
+        this.hashing.cancel();
+        return;
+      }
       if (verb !== "ABOR" || item.notUtf8 === true || item.line.slice(4).trim() !== "") continue;
       if (item.stopped === true) return;
       this.queue[i] = { line: item.line, stopped: true };
