@@ -9,7 +9,7 @@ import { CliError, type ParsedCommand } from "./args.ts";
 import { configFor, type CliContext } from "./commands.ts";
 import type { SessionInfo } from "../admin/socket.ts";
 import type { DefenderStatus } from "../auth/defender.ts";
-import { escapeUnsafe } from "../log/logger.ts";
+import { escapeUnsafe, printable } from "../log/logger.ts";
 
 /** How long a request waits for its answer (ms); a berth server answers at once. */
 const ANSWER_MS = 10_000;
@@ -198,13 +198,6 @@ export function progressBar(done: number, total: number | null, width = 20, tick
   }
   const filled = Math.min(width, Math.round((done / total) * width));
   return `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${String(Math.min(100, Math.floor((done / total) * 100))).padStart(3)}%`;
-}
-
-/** `text` with its control characters (C0, DEL and C1: U+009B is a terminal's CSI) written as
- * \xNN: a path is any name a client made, and it goes to the operator's terminal. */
-function printable(text: string): string {
-  // eslint-disable-next-line no-control-regex -- control characters are exactly what is escaped
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
 }
 
 /** The session table, with a progress line under each running transfer. */

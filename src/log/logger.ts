@@ -45,6 +45,20 @@ export function escapeUnsafe(line: string): string {
   return line.replace(UNSAFE_IN_JSON, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
+/** `text` with its control characters (C0, DEL and C1: U+009B is a terminal's CSI, U+0085 a line
+ * end) written as \xNN, for text read on a terminal (`berth ctl`'s table, the xferlog): a path is
+ * any name a client made. Never ambiguous there: a path holds no backslash (it reads as "/"). */
+export function printable(text: string): string {
+  return text.replace(CONTROLS, hexEscape);
+}
+
+// eslint-disable-next-line no-control-regex -- control characters are exactly what is escaped
+const CONTROLS = /[\u0000-\u001f\u007f-\u009f]/g;
+
+function hexEscape(c: string): string {
+  return `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`;
+}
+
 /** True when `stream` is a terminal. */
 function isTty(stream: NodeJS.WritableStream): boolean {
   return (stream as { isTTY?: boolean }).isTTY === true;

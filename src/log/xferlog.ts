@@ -10,7 +10,7 @@ import { dirname, resolve } from "node:path";
 import { ConfigError } from "../config/load.ts";
 import { errnoCode, systemErrorText } from "../config/syserr.ts";
 import { closeQuietly } from "../fs/fd.ts";
-import type { Logger } from "./logger.ts";
+import { printable, type Logger } from "./logger.ts";
 
 /** One finished transfer. */
 export interface XferEntry {
@@ -36,7 +36,9 @@ export function formatXferLine(e: XferEntry): string {
   const d = e.when;
   const time = `${DAYS[d.getDay()]} ${MONTHS[d.getMonth()]} ${String(d.getDate()).padStart(2)} ${p2(d.getHours())}:${p2(d.getMinutes())}:${p2(d.getSeconds())} ${d.getFullYear()}`;
   const secs = Math.max(1, Math.round(e.ms / 1000));
-  const name = e.path.replace(SPACE_OR_NUL, "_").replace(DEL_OR_C1, hexEscape);
+  // DEL and the C1 controls a name may hold (only C0 is refused in a path) would act on the terminal
+  // of tail -f (U+009B starts an escape sequence, U+0085 ends a line): written as \xNN.
+  const name = printable(e.path.replace(SPACE_OR_NUL, "_"));
   const dir = e.direction === "download" ? "o" : "i";
   // The access mode is "a" for anonymous FTP, as the format has it; its username field, which
   // wu-ftpd, vsftpd and ProFTPD fill with the anonymous password (an e-mail address), stays the
@@ -234,15 +236,6 @@ function countLines(buf: Buffer, end: number): number {
 }
 
 const SPACE_OR_NUL = /[\s\0]/g;
-/** DEL and the C1 controls, which a name may hold (only C0 is refused in a path): the log is read
- * on terminals (tail -f), where U+009B starts an escape sequence (CSI) and U+0085 ends a line, so
- * a name written as it is could move the cursor and write over the lines before it. Written as
- * \xNN, as berth ctl shows them, never ambiguous: a path holds no backslash (it reads as "/"). */
-const DEL_OR_C1 = /[\u007f-\u009f]/g;
-
-function hexEscape(c: string): string {
-  return `\\x${c.charCodeAt(0).toString(16)}`;
-}
 
 function p2(n: number): string {
   return String(n).padStart(2, "0");
