@@ -1058,14 +1058,7 @@ describe("ABOR and STAT during a transfer", () => {
       for (const cmd of ["RETR aq.bin", "STOR up.bin"]) {
         const raw = await rawLogin(t);
         try {
-          await raw.expect("TYPE I", 200);
-          const data = await raw.pasv();
-          data.pause();
-          raw.send(cmd);
-          await raw.expectReply(150);
-          raw.sendRaw("ABOR\r\nQUIT\r\n");
-          const codes = [];
-          for (let i = 0; i < 3; i++) codes.push((await raw.reply()).code);
+          const { data, codes } = await threeRepliesDuring(raw, cmd, "ABOR\r\nQUIT\r\n");
           assert.deepEqual(codes, [426, 226, 221], cmd);
           await raw.closed();
           data.destroy();
@@ -1161,15 +1154,8 @@ describe("ABOR and STAT during a transfer", () => {
       for (const cmd of ["RETR a.bin", "STOR up.bin"]) {
         const raw = await rawLogin(t);
         try {
-          await raw.expect("TYPE I", 200);
           // The client reads and sends nothing on the data connection: only the ABOR ends it.
-          const data = await raw.pasv();
-          data.pause();
-          raw.send(cmd);
-          await raw.expectReply(150);
-          raw.sendRaw("NOOP\r\nABOR\r\n");
-          const codes = [];
-          for (let i = 0; i < 3; i++) codes.push((await raw.reply()).code);
+          const { data, codes } = await threeRepliesDuring(raw, cmd, "NOOP\r\nABOR\r\n");
           assert.deepEqual(codes, [426, 200, 226], cmd);
           data.destroy();
           await raw.expect("ABOR", 225);
@@ -2028,4 +2014,19 @@ describe("a link-local IPv6 client", { skip: LINK_LOCAL === null ? "no link-loca
 
 async function portsReleasedTo(t: TestServer, n: number): Promise<void> {
   assert.ok(await waitFor(() => t.server.context.pool.used === n, 2000), `ports held: ${t.server.context.pool.used}`);
+}
+
+/** Runs `cmd` (a RETR or STOR in TYPE I whose data connection the client neither reads nor
+ * writes) and sends `lines` in one packet once it has begun: the codes of the next three replies,
+ * and the data connection, left paused. */
+async function threeRepliesDuring(raw: RawClient, cmd: string, lines: string): Promise<{ data: Socket; codes: number[] }> {
+  await raw.expect("TYPE I", 200);
+  const data = await raw.pasv();
+  data.pause();
+  raw.send(cmd);
+  await raw.expectReply(150);
+  raw.sendRaw(lines);
+  const codes = [];
+  for (let i = 0; i < 3; i++) codes.push((await raw.reply()).code);
+  return { data, codes };
 }

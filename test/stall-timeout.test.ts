@@ -24,8 +24,9 @@ async function bigFile(t: TestServer): Promise<void> {
   await writeFile(join(t.home("alice"), "big.bin"), Buffer.alloc(BIG, 7));
 }
 
-/** Ms from the client's stop (once the first bytes came) to the 426. */
-async function stalledPlain(t: TestServer, type: "I" | "A"): Promise<number> {
+/** Ms from the client's stop (once the first bytes came) to the 426; `stopped` runs once the
+ * client has stopped reading. */
+async function stalledPlain(t: TestServer, type: "I" | "A", stopped?: () => Promise<void>): Promise<number> {
   const raw = await RawClient.connect(t.port);
   try {
     await raw.login();
@@ -36,9 +37,10 @@ async function stalledPlain(t: TestServer, type: "I" | "A"): Promise<number> {
     await raw.expectReply(150);
     await new Promise((resolve) => data.once("data", resolve));
     data.pause();
-    const stopped = Date.now();
+    const pausedAt = performance.now();
+    await stopped?.();
     const r = await raw.expectReply(426, 10_000);
-    const ms = Date.now() - stopped;
+    const ms = performance.now() - pausedAt;
     assert.match(r.message, /no data moved/);
     data.destroy();
     await raw.expect("NOOP", 200);
@@ -101,26 +103,17 @@ describe("the stall clock is steady", () => {
     await withServer(
       async (t) => {
         await bigFile(t);
-        const raw = await RawClient.connect(t.port);
         const realNow = Date.now;
         try {
-          await raw.login();
-          const data = await raw.pasv();
-          data.on("error", () => undefined);
-          raw.send("RETR big.bin");
-          await raw.expectReply(150);
-          await new Promise((resolve) => data.once("data", resolve));
-          data.pause();
-          // Half the limit on, the socket buffers are full and the stall is being counted.
-          await new Promise((resolve) => setTimeout(resolve, (STALL_S * 1000) / 2));
-          Date.now = () => realNow() - 3_600_000;
-          // 10 s: the limit is 2 s; a clock taken from the wall would wait for an hour more.
-          const r = await raw.expectReply(426, 10_000);
-          assert.match(r.message, /no data moved/);
-          data.destroy();
+          // 10 s for the 426 (stalledPlain): the limit is 2 s; a clock taken from the wall would wait
+          // for an hour more.
+          await stalledPlain(t, "I", async () => {
+            // Half the limit on, the socket buffers are full and the stall is being counted.
+            await new Promise((resolve) => setTimeout(resolve, (STALL_S * 1000) / 2));
+            Date.now = () => realNow() - 3_600_000;
+          });
         } finally {
           Date.now = realNow;
-          await raw.close();
         }
       },
       { config: { transfer: { sendfile: false }, limits: { stalledTimeout: STALL_S } } },
