@@ -464,14 +464,8 @@ async function removeTemp(temp: string, now: string): Promise<void> {
 /** Where the file open as `handle` (opened as `opened`) is now, read from /proc/self/fd; `opened`
  * where that cannot be told, or names another file (one removed meanwhile reads "… (deleted)"). */
 function pathNow(handle: FileLike, opened: string): string {
-  const fd = fdOf(handle);
-  if (fd === null) return opened;
-  try {
-    const p = readlinkSync(`/proc/self/fd/${fd}`);
-    return path.isAbsolute(p) && path.basename(p) === path.basename(opened) ? p : opened;
-  } catch {
-    return opened;
-  }
+  const p = realPathOf(handle);
+  return p !== null && path.basename(p) === path.basename(opened) ? p : opened;
 }
 
 /** REST n + STOR (RFC 3659 §5.5): keep bytes [0, n), drop the rest, write from n. */
