@@ -214,6 +214,7 @@ void describe("loadConfig errors name the key", () => {
     expectError(env({ BERTH_ACTIVE_ENABLED: "sure" }), "active.enabled", "true or false");
     expectError(file("tls:\n  require: 2\n"), "tls.require", "true or false");
     expectError(env({ BERTH_TRANSFER_SENDFILE: "maybe" }), "transfer.sendfile", "true or false");
+    expectError(env({ BERTH_TRANSFER_FSYNC: "always" }), "transfer.fsync", "true or false");
     expectError(file("transfer:\n  sendfile: \"sometimes\"\n"), "transfer.sendfile", "true or false");
     expectError(env({ BERTH_TRANSFER_UPLOAD_THREADS: "yes please" }), "transfer.uploadThreads", "true or false");
     expectError(file("transfer:\n  uploadThreads: [on]\n"), "transfer.uploadThreads", "true or false");
