@@ -65,7 +65,7 @@ const UNUSED_PASSIVE_PER_SCORE = 3;
 
 
 /** An item in the command queue: a line, or the notice that a line was too long. `stopped`: an ABOR
- * that already stopped the transfer or checksum running when it came (see stopForWaitingAbor). */
+ * that already stopped the transfer or checksum running when it came (see stopForQueuedAborOrQuit). */
 type Queued = { readonly line: string; readonly notUtf8?: true; readonly stopped?: true } | { readonly overlong: true };
 
 /** Longest wait for a cut transfer to answer before its session closes anyway (ms): cutAndClose's,
@@ -140,7 +140,7 @@ export class Session {
   /** QUIT came during a transfer: close once it ends. */
   quitting = false;
   /** The ABOR being run stopped, when it came, the transfer or checksum running then; it waited
-   * behind other commands only to answer in its turn (see stopForWaitingAbor). */
+   * behind other commands only to answer in its turn (see stopForQueuedAborOrQuit). */
   stoppedAhead = false;
   /** The 421 text the session closes with once its current transfer has answered: set when the
    * server drains, and by cutAndClose. */
@@ -676,7 +676,7 @@ export class Session {
         continue;
       }
       this.enqueue(ev.notUtf8 ? { line: ev.text, notUtf8: true } : { line: ev.text });
-      if ((verb === "ABOR" && (this.transfer || this.hashing)) || (verb === "QUIT" && this.hashing)) this.stopForWaitingAbor();
+      if ((verb === "ABOR" && (this.transfer || this.hashing)) || (verb === "QUIT" && this.hashing)) this.stopForQueuedAborOrQuit();
       // RFC 4217 §11: nothing sent after AUTH in the same packet may be acted on once the
       // connection is upgraded. An AUTH that can only be refused (logged in: there is no REIN, so
       // the login stays; or already secure) holds nothing back: held, an ABOR behind an AUTH sent
@@ -714,7 +714,7 @@ export class Session {
     }
     // A queue full by its count before the transfer began has room by its size now.
     if (this.socket.isPaused() && this.paceWait === null && !this.queueFull()) this.socket.resume();
-    this.stopForWaitingAbor();
+    this.stopForQueuedAborOrQuit();
   }
 
   /**
@@ -727,7 +727,7 @@ export class Session {
    * well-formed ABOR does this (one with an argument is refused 501 in its turn). A QUIT waiting
    * so stops a checksum the same way (426, the replies ahead, then its 221), not a transfer.
    */
-  private stopForWaitingAbor(): void {
+  private stopForQueuedAborOrQuit(): void {
     if ((!this.transfer || this.transfer.aborted !== null) && !this.hashing) return;
     for (let i = 0; i < this.queue.length; i++) {
       const item = this.queue[i] as Queued;

@@ -227,7 +227,7 @@ async function abor(s: Session): Promise<void> {
     return;
   }
   // This ABOR came behind other commands during a transfer or a checksum and stopped it then
-  // (Session.stopForWaitingAbor); it answers now, in its turn, after them.
+  // (Session.stopForQueuedAborOrQuit); it answers now, in its turn, after them.
   if (s.stoppedAhead) return s.reply(226, "ABOR successful");
   s.reply(225, "No transfer to abort");
 }
