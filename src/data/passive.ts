@@ -340,6 +340,9 @@ export class PassiveChannel implements DataChannel {
     // The addon's listener needs its watcher too; null: a net.Server.
     const watch = watchBinding();
     let native = watch !== null ? listenBinding() : null;
+    // Ports the system would not let us bind (EACCES: below 1024 without the right to): a range
+    // of those is no full range, and the operator must hear of it.
+    let denied = false;
     do {
       for (const port of opts.pool.candidates()) {
         if (!opts.pool.hold(port)) continue;
@@ -348,6 +351,7 @@ export class PassiveChannel implements DataChannel {
           if (typeof l !== "number") return new PassiveChannel(l, opts);
           opts.pool.release(port);
           const code = getSystemErrorName(l);
+          denied ||= code === "EACCES";
           if (code === "EADDRINUSE" || code === "EACCES") continue;
           // A host the addon cannot take (not a numeric address): a net.Server, as without it.
           if (code !== "EINVAL") throw new FtpError(425, `Can't open passive connection: ${systemErrorText({ code })}`);
@@ -361,9 +365,19 @@ export class PassiveChannel implements DataChannel {
         // A port taken by someone else: the next one. Anything else (out of descriptors, the
         // address gone) would fail on every port alike.
         const code = errnoCode(err);
+        denied ||= code === "EACCES";
         if (code !== "EADDRINUSE" && code !== "EACCES") throw new FtpError(425, `Can't open passive connection: ${systemErrorText(err)}`);
       }
     } while (opts.pool.reclaim());
+    if (denied) {
+      const { min, max } = opts.pool.range;
+      throw new FtpError(
+        425,
+        "Can't open passive connection: permission denied",
+        `passive.ports ${min}-${max}: the system refused to bind its ports (a port below 1024 needs root or the capability NET_BIND_SERVICE)`,
+        true,
+      );
+    }
     throw new FtpError(425, "Can't open passive connection: no free data port");
   }
 
