@@ -1131,6 +1131,44 @@ describe("names too long to exist", () => {
   });
 });
 
+describe("names of upload temp files", () => {
+  it("are 553 only for the commands that would create one (STOR, APPE, MKD, RNTO); any other command finds nothing there (550)", async () => {
+    await withServer(async (t) => {
+      const home = t.home("alice");
+      await writeFile(join(home, "f.txt"), "f");
+      // A temp file a replacing upload left, and a directory so named (made outside FTP).
+      await writeFile(join(home, ".berth-upload-0123456789abcdef"), "partial");
+      await mkdir(join(home, ".berth-upload-dir"));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        for (const name of [".berth-upload-0123456789abcdef", ".berth-upload-dir", "/.berth-upload-dir/x", ".berth-upload-missing"]) {
+          for (const verb of ["CWD", "DELE", "RMD", "SIZE", "MDTM", "MLST", "STAT", "RNFR", "SITE CHMOD 600", "HASH", "XCRC", "MFMT 20240101000000"]) {
+            assert.match((await raw.expect(`${verb} ${name}`, 550)).message, /^No such (file or )?directory$/, `${verb} ${name}`);
+          }
+          for (const verb of ["RETR", "LIST", "NLST", "MLSD"]) {
+            const data = await raw.pasv();
+            assert.equal((await raw.expect(`${verb} ${name}`, 550)).message, "No such file or directory", `${verb} ${name}`);
+            data.destroy();
+          }
+          assert.equal((await raw.expect(`MKD ${name}`, 553)).message, "File name not allowed", `MKD ${name}`);
+          for (const verb of ["STOR", "APPE"]) {
+            const data = await raw.pasv();
+            assert.equal((await raw.expect(`${verb} ${name}`, 553)).message, "File name not allowed", `${verb} ${name}`);
+            data.destroy();
+          }
+          await raw.expect("RNFR f.txt", 350);
+          assert.equal((await raw.expect(`RNTO ${name}`, 553)).message, "File name not allowed", `RNTO ${name}`);
+        }
+      } finally {
+        await raw.close();
+      }
+      assert.deepEqual((await readdir(home)).sort(), [".berth-upload-0123456789abcdef", ".berth-upload-dir", "f.txt"]);
+      assert.equal(await readFile(join(home, ".berth-upload-0123456789abcdef"), "utf8"), "partial");
+    });
+  });
+});
+
 describe("names with spaces at their start or end", () => {
   it("LIST, NLST and STAT take a path as written, its leading and trailing spaces included, as SIZE and MLST do", async () => {
     await withServer(async (t) => {

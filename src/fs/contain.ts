@@ -6,7 +6,7 @@
  */
 import type { Stats } from "node:fs";
 import path from "node:path";
-import { FtpError } from "../protocol/errors.ts";
+import { FtpError, NameNotAllowed } from "../protocol/errors.ts";
 import { mapFsError } from "./errors.ts";
 import { lstat, lstatOrNull, realpath } from "./quick.ts";
 import type { RealPath, VirtualPath } from "./types.ts";
@@ -179,6 +179,6 @@ function checkSegment(seg: string): void {
     throw new FtpError(553, "File name not allowed", `bad segment in virtual path: ${JSON.stringify(seg)}`);
   }
   if (isUploadTemp(seg)) {
-    throw new FtpError(553, "File name not allowed", "upload temp file name");
+    throw new NameNotAllowed("upload temp file name");
   }
 }

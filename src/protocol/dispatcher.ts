@@ -7,7 +7,7 @@
  */
 import { checkAccess, hasOwnDirPerms, isHiddenPath, namePolicy, parentOf, permsAt, permsDirOf, refusalText } from "../auth/perms.ts";
 import type { VirtualPath } from "../fs/types.ts";
-import { FtpError, isFtpError, NameTooLong } from "./errors.ts";
+import { FtpError, isFtpError, NameNotAllowed } from "./errors.ts";
 import type { User } from "../auth/types.ts";
 import type { CommandSpec, PermRule, Registry } from "./registry.ts";
 import type { Session } from "./session.ts";
@@ -265,14 +265,14 @@ function refusalOf(err: unknown, perm: PermRule): Refusal {
   return [ftp.code, ftp.message];
 }
 
-/** The reply to `err` from a command that acts by `perm`. A name too long to be one is "not
- * allowed" (553) only where the command would create it; any other command finds nothing under
- * it, and answers 550 as for any name that does not exist (see NameTooLong). A full disk (452) or
+/** The reply to `err` from a command that acts by `perm`. A name too long to be one, or an upload
+ * temp file's, is "not allowed" (553) only where the command would create it; any other command
+ * finds nothing under it, and answers 550 as for any name that does not exist (see NameNotAllowed). A full disk (452) or
  * quota (552) is a reply RFC 959 gives the commands that store a file only: any other (MKD, out of
  * inodes) answers 550 with the same words, as vsftpd and ProFTPD do, still the server's trouble. */
 function answerOf(err: unknown, perm: PermRule | undefined, verb = ""): FtpError {
   const ftp = isFtpError(err) ? err : mapFsError(err);
-  if (ftp instanceof NameTooLong && perm?.creates !== true) return new FtpError(550, "No such file or directory", ftp.detail);
+  if (ftp instanceof NameNotAllowed && perm?.creates !== true) return new FtpError(550, "No such file or directory", ftp.detail);
   if ((ftp.code === 452 || ftp.code === 552) && verb !== "" && !STORES.has(verb)) return new FtpError(550, ftp.message, ftp.detail, ftp.serverSide);
   return ftp;
 }

@@ -35,13 +35,19 @@ export function isFtpError(err: unknown): err is FtpError {
 }
 
 /**
- * A path or name too long to be one: a name over NAME_MAX, a path over PATH_MAX, or the disk's
- * ENAMETOOLONG. RFC 959 lists 553 "File name not allowed" only for the commands that create a name
- * (STOR, STOU, APPE, MKD, RNTO); for any other such a name is one that does not exist, and the
- * dispatcher answers it 550 (vsftpd and ProFTPD do so, from the system call's ENAMETOOLONG).
+ * A name no entry can have that a client may address: RFC 959 lists 553 "File name not allowed"
+ * only for the commands that create a name (STOR, STOU, APPE, MKD, RNTO); for any other such a
+ * name is one that does not exist, and the dispatcher answers it 550.
  */
-export class NameTooLong extends FtpError {
+export class NameNotAllowed extends FtpError {
   constructor(detail: string) {
     super(553, "File name not allowed", detail);
   }
 }
+
+/**
+ * A path or name too long to be one: a name over NAME_MAX, a path over PATH_MAX, or the disk's
+ * ENAMETOOLONG (vsftpd and ProFTPD answer 550 for it from the system call's ENAMETOOLONG where
+ * nothing is created; see NameNotAllowed).
+ */
+export class NameTooLong extends NameNotAllowed {}
