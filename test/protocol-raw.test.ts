@@ -3,7 +3,7 @@
  * command sequencing (RNFR/RNTO, REST), login guards, malformed and odd input, pipelining.
  */
 import assert from "node:assert/strict";
-import { chmod, mkdir, readdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readdir, readFile, stat, symlink, unlink, utimes, writeFile } from "node:fs/promises";
 import { once } from "node:events";
 import { connect } from "node:net";
 import { join } from "node:path";
@@ -56,6 +56,15 @@ describe("sequencing", () => {
         assert.equal((await raw.expect("RNTO d/sub/d", 550)).message, "Can't move a name below itself");
         await raw.expect("RNFR /d", 350);
         assert.equal((await raw.expect("RNTO /d/x", 550)).message, "Can't move a name below itself");
+        // Below itself by way of a link to it, or to a directory below it: the kernel's EINVAL.
+        await symlink("d", join(t.home("alice"), "dl"));
+        await symlink("d/sub", join(t.home("alice"), "sl"));
+        for (const to of ["dl/x", "dl/sub/x", "sl/x"]) {
+          await raw.expect("RNFR d", 350);
+          assert.equal((await raw.expect(`RNTO ${to}`, 550)).message, "Can't move a name below itself", to);
+        }
+        await unlink(join(t.home("alice"), "dl"));
+        await unlink(join(t.home("alice"), "sl"));
         // A sibling whose name starts with the same letters is not below it.
         await raw.expect("RNFR d", 350);
         await raw.expect("RNTO d2", 250);

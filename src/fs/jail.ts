@@ -319,7 +319,7 @@ export class JailedFs {
             if (target !== null) throw new FtpError(550, "File exists");
             if (await renameNoReplace(a, b)) return false;
           }
-          await rename(a, b);
+          await rename(a, b).catch(belowItself);
           return target !== null && (target.ino !== source.ino || target.dev !== source.dev);
         });
       });
@@ -472,6 +472,13 @@ export class JailedFs {
  * or address": to a client, not a regular file. */
 function notAFileOnEnxio(err: unknown): never {
   if (errnoOf(err) === "ENXIO") throw new FtpError(550, "Not a regular file", "ENXIO: a socket or an absent device");
+  throw err;
+}
+
+/** rename(2)'s EINVAL: a directory moved below itself, by way of a link to it or to a directory
+ * below it (the paths as written are checked before: protocol/commands/files.ts). */
+function belowItself(err: unknown): never {
+  if (errnoOf(err) === "EINVAL") throw new FtpError(550, "Can't move a name below itself", "EINVAL rename");
   throw err;
 }
 
