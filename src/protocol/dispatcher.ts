@@ -53,7 +53,7 @@ export class Dispatcher {
     try {
       let refusal = this.check(session, verb, arg, spec) ?? (notUtf8 ? NOT_UTF8 : null);
       if (refusal === null && spec?.perm) {
-        const p = this.permission(session, spec.perm, arg);
+        const p = this.permission(session, spec.perm, arg, spec.verb);
         refusal = p instanceof Promise ? await p : p;
       }
       if (refusal) {
@@ -109,23 +109,23 @@ export class Dispatcher {
    * refused transfer command still frees its data connection. Not async where nothing has to be
    * waited for (no other form of the argument, the same permissions everywhere, no "..", no
    * existence check): the usual command takes no turn of the microtask queue here. */
-  private permission(session: Session, perm: PermRule, arg: string): Refusal | Promise<Refusal> {
+  private permission(session: Session, perm: PermRule, arg: string, verb: string): Refusal | Promise<Refusal> {
     const user = session.user;
     if (!user) return null;
-    if (perm.form !== undefined || hasOwnDirPerms(user) || arg.includes("..")) return this.permissionAfterLookups(session, user, perm, arg);
+    if (perm.form !== undefined || hasOwnDirPerms(user) || arg.includes("..")) return this.permissionAfterLookups(session, user, perm, arg, verb);
     try {
       const path = perm.path ? perm.path(session, arg) : session.resolve(arg);
       if (path === null) return null;
       return permitted(session, user, perm, path, permsDirOf({ path, scope: perm.scope ?? "entry" }));
     } catch (err) {
-      return refusalOf(err, perm);
+      return refusalOf(err, perm, verb);
     }
   }
 
   /** permission() for a rule with another form of the argument, a user with per-directory
    * permissions (the directory a path leads to is looked up), or a path with a ".." (the names it
    * steps back out of are looked at). */
-  private async permissionAfterLookups(session: Session, user: User, perm: PermRule, arg: string): Promise<Refusal> {
+  private async permissionAfterLookups(session: Session, user: User, perm: PermRule, arg: string, verb: string): Promise<Refusal> {
     try {
       const form = perm.form;
       const rule = form !== undefined && (await form.matches(session, arg)) ? form.rule : perm;
@@ -134,7 +134,7 @@ export class Dispatcher {
       if (path === null) return null;
       return (await refusalWalking(session, rule, walked)) ?? (await refusalLookingUp(session, user, rule, path));
     } catch (err) {
-      return refusalOf(err, perm);
+      return refusalOf(err, perm, verb);
     }
   }
 
@@ -259,23 +259,29 @@ function permitted(session: Session, user: User, rule: PermRule, path: VirtualPa
   return null;
 }
 
-/** What a failed lookup during the permission check of `perm` answers. */
-function refusalOf(err: unknown, perm: PermRule): Refusal {
-  const ftp = answerOf(err, perm);
+/** What a failed lookup during the permission check of `perm` (for `verb`) answers. */
+function refusalOf(err: unknown, perm: PermRule, verb = ""): Refusal {
+  const ftp = answerOf(err, perm, verb);
   return [ftp.code, ftp.message];
 }
 
 /** The reply to `err` from a command that acts by `perm`. A name too long to be one, or an upload
  * temp file's, is "not allowed" (553) only where the command would create it; any other command
- * finds nothing under it, and answers 550 as for any name that does not exist (see NameNotAllowed). A full disk (452) or
+ * finds nothing under it, and answers 550 as for any name that does not exist (see NameNotAllowed).
+ * MKD says it is not allowed with 550, the one refusal RFC 959 §5.4 gives it (vsftpd, ProFTPD and
+ * pure-ftpd answer 550 too). A full disk (452) or
  * quota (552) is a reply RFC 959 gives the commands that store a file only: any other (MKD, out of
  * inodes) answers 550 with the same words, as vsftpd and ProFTPD do, still the server's trouble. */
 function answerOf(err: unknown, perm: PermRule | undefined, verb = ""): FtpError {
   const ftp = isFtpError(err) ? err : mapFsError(err);
   if (ftp instanceof NameNotAllowed && perm?.creates !== true) return new FtpError(550, "No such file or directory", ftp.detail);
+  if (ftp.code === 553 && MAKES_DIRECTORY.has(verb)) return new FtpError(550, ftp.message, ftp.detail, ftp.serverSide);
   if ((ftp.code === 452 || ftp.code === 552) && verb !== "" && !STORES.has(verb)) return new FtpError(550, ftp.message, ftp.detail, ftp.serverSide);
   return ftp;
 }
+
+/** The commands that make a directory: RFC 959 §5.4 lists no 553 for them. */
+const MAKES_DIRECTORY: ReadonlySet<string> = new Set(["MKD", "XMKD"]);
 
 /** The commands RFC 959 lists 452 and 552 for. */
 const STORES: ReadonlySet<string> = new Set(["STOR", "STOU", "APPE"]);
