@@ -654,24 +654,40 @@ function loadMaterial(certPath: string, keyPath: string): Material {
     if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|^Proc-Type: 4,ENCRYPTED/m.test(key.toString("latin1"))) {
       throw new TlsConfigError("tls.key", `tls.key is encrypted (it needs a passphrase), which berth cannot read: ${keyPath} (write it out unencrypted: openssl pkey -in KEY -out NEWKEY)`);
     }
-    throw new TlsConfigError("tls.key", `tls.key is not a PEM private key matching tls.cert: ${keyPath}`);
+    throw keyMismatch(cert, key, certPath, keyPath);
   }
   // OpenSSL compares a key with the certificate only when both are of one type: an EC key beside
   // an RSA certificate loads, and then every handshake fails (no signature algorithm in common).
-  if (!keyMatches(cert, key)) throw new TlsConfigError("tls.key", `tls.key is not a PEM private key matching tls.cert: ${keyPath}`);
+  if (!keyMatches(cert, key)) throw keyMismatch(cert, key, certPath, keyPath);
   return { cert, key, certPath, keyPath, stamp };
 }
 
-/** Whether `key` is the private key of the certificate (the first of the chain) in `cert`; true
- * when Node cannot read one of them as OpenSSL's context did, which has accepted them already. */
-function keyMatches(cert: Buffer, key: Buffer): boolean {
+/** The error of a key that is not the certificate's. The chain's first certificate is the server's
+ * own: a chain with the key's certificate further down (an intermediate put first) is tls.cert's
+ * fault, said so, not the key's, which is right. */
+function keyMismatch(cert: Buffer, key: Buffer, certPath: string, keyPath: string): TlsConfigError {
+  const chain = cert.toString("latin1").match(/-----BEGIN CERTIFICATE-----[^]*?-----END CERTIFICATE-----/g) ?? [];
+  const at = chain.findIndex((pem, i) => i > 0 && keyMatches(Buffer.from(pem, "latin1"), key, false));
+  if (at > 0) {
+    return new TlsConfigError(
+      "tls.cert",
+      `tls.cert does not begin with the certificate of tls.key, which is certificate ${at + 1} of ${chain.length} in ${certPath} (put the server's own certificate first, then its intermediates, as in Let's Encrypt's fullchain.pem)`,
+    );
+  }
+  return new TlsConfigError("tls.key", `tls.key is not a PEM private key matching tls.cert: ${keyPath}`);
+}
+
+/** Whether `key` is the private key of the certificate (the first of the chain) in `cert`;
+ * `unreadable` when Node cannot read one of them (true where OpenSSL's context has accepted them
+ * already). */
+function keyMatches(cert: Buffer, key: Buffer, unreadable = true): boolean {
   let certificate: X509Certificate;
   let privateKey: KeyObject;
   try {
     certificate = new X509Certificate(cert);
     privateKey = createPrivateKey(key);
   } catch {
-    return true;
+    return unreadable;
   }
   return certificate.checkPrivateKey(privateKey);
 }
