@@ -13,7 +13,7 @@ import { parse } from "yaml";
 import { UserStore } from "../src/auth/store.ts";
 import type { Config } from "../src/config/schema.ts";
 import { makeSelfSigned } from "../src/data/selfsigned.ts";
-import { assertLogsIn, assertOneLineError, baseEnv, berth, listeningPort, MAIN, startServe, TSX, workdir } from "./helpers/cli.ts";
+import { assertLogsIn, assertOneLineError, baseEnv, berth, type CliResult, listeningPort, MAIN, startServe, TSX, workdir } from "./helpers/cli.ts";
 
 /** A certificate with a 512-bit RSA key (and its key), which OpenSSL refuses as too weak to use:
  * made once with `openssl req -x509 -newkey rsa:512 -nodes -days 36500 -subj /CN=weak`. */
@@ -423,6 +423,32 @@ void describe("a private key where tls.key wants its path", () => {
     const pieces = (encoded.match(/.{16}/g) ?? []).slice(1);
     for (const r of await Promise.all(runs)) {
       assertOneLineError(r, 2, "berth: config: tls.key must be the path of a PEM file (not the file's contents), or empty (got the text of a PEM file, base64-encoded) [from BERTH_TLS_KEY]");
+      for (const piece of pieces) {
+        assert.ok(!r.stdout.includes(piece) && !r.stderr.includes(piece), `a piece of the key was printed:\n${r.stdout}${r.stderr}`);
+      }
+    }
+  });
+  void test("the key's body without its PEM lines (base64, as some secret stores hold a key) in tls.key is refused the same way, and none of it is printed", async () => {
+    const cwd = workdir();
+    const { cert, key } = makeSelfSigned(["localhost"]);
+    writeFileSync(path.join(cwd, "cert.pem"), cert);
+    const listen = { BERTH_LISTEN_HOST: "127.0.0.1", BERTH_LISTEN_PORT: "0", BERTH_PASSIVE_PORTS: "22020-22029" };
+    // An EC key's own number is in the first 40 bytes of its body: no piece of it may be shown.
+    const sec1 = createPrivateKey(key).export({ type: "sec1", format: "pem" }).toString();
+    const runs: Promise<[CliResult, string[]]>[] = [];
+    for (const pem of [key, sec1]) {
+      const lines = pem.split("\n").filter((l) => l !== "" && !l.startsWith("-----"));
+      const body = lines.join("");
+      // On one line, with its line ends, with "\n" as an env file writes them, and its first line alone.
+      for (const text of [body, lines.join("\n"), lines.join("\\n"), lines[0] ?? ""]) {
+        for (const command of [["config", "check"], ["serve"]]) {
+          const env = { ...listen, BERTH_TLS_MODE: "explicit", BERTH_TLS_CERT: "cert.pem", BERTH_TLS_KEY: text };
+          runs.push(berth(cwd, command, { env }).then((r) => [r, body.match(/.{12}/g) ?? []]));
+        }
+      }
+    }
+    for (const [r, pieces] of await Promise.all(runs)) {
+      assertOneLineError(r, 2, "berth: config: tls.key must be the path of a PEM file (not the file's contents), or empty (got the base64 text of a key or certificate) [from BERTH_TLS_KEY]");
       for (const piece of pieces) {
         assert.ok(!r.stdout.includes(piece) && !r.stderr.includes(piece), `a piece of the key was printed:\n${r.stdout}${r.stderr}`);
       }

@@ -191,9 +191,35 @@ const PEM_TEXT = /-----BEGIN /;
  * from the file's first byte. As a path it would be printed in full in the error of a file that is
  * not there. */
 const PEM_BASE64 = /LS0tLS1CRUdJTi/;
+/**
+ * Whether `v` is a key or certificate as base64 DER: a PEM file's body without its "-----BEGIN"
+ * and "-----END" lines, as some secret stores hold a key, on one line or many (or "\n" for line
+ * ends, as an env file writes them), or a piece of one from its start (its first line). Its first
+ * bytes are secret already (an EC key's own number is in its first 40): it is never printed. A
+ * DER SEQUENCE (base64 "M…") whose length covers at least the bytes that follow; no path of 40
+ * letters, digits, "+" and "/" reads so by chance.
+ */
+function isBase64Der(v: string): boolean {
+  const b64 = v.replace(/\\n|\s/g, "");
+  if (b64.length < 40 || !/^[A-Za-z0-9+/]+={0,2}$/.test(b64)) return false;
+  const der = Buffer.from(b64, "base64");
+  if (der[0] !== 0x30 || der[1] === undefined) return false;
+  let len = der[1];
+  let at = 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    if (n < 1 || n > 3) return false;
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + (der[at++] ?? 0);
+  }
+  return at + len >= der.length;
+}
 /** The path of a PEM file, or empty. The file's text in its place (a key pasted into BERTH_TLS_KEY)
  * is refused, and never printed: it may be a private key. */
-const pemPath = text("the path of a PEM file (not the file's contents), or empty", (v) => pathText(v) && !PEM_TEXT.test(v) && !PEM_BASE64.test(v));
+const pemPath = text(
+  "the path of a PEM file (not the file's contents), or empty",
+  (v) => pathText(v) && !PEM_TEXT.test(v) && !PEM_BASE64.test(v) && !isBase64Der(v),
+);
 /** Bytes, or bytes per second: 0 (= unlimited), 4096, "512K", "10M", "1.5G" (K = 1024). */
 const size: Rule = { ...intRule(0, Number.MAX_SAFE_INTEGER, 'a size >= 0 like 0, 4096, "512K" or "10M"'), parse: parseSize };
 
@@ -326,6 +352,7 @@ function shown(raw: unknown): string {
   if (Array.isArray(raw)) return "a list";
   if (typeof raw === "string" && PEM_TEXT.test(raw)) return "the text of a PEM file";
   if (typeof raw === "string" && PEM_BASE64.test(raw)) return "the text of a PEM file, base64-encoded";
+  if (typeof raw === "string" && isBase64Der(raw)) return "the base64 text of a key or certificate";
   if (raw === null) return "null";
   if (typeof raw === "object") return "a mapping";
   const s = typeof raw === "number" && !Number.isFinite(raw) ? String(raw) : (JSON.stringify(raw) ?? String(raw));
