@@ -398,6 +398,17 @@ void describe("loadConfig errors name the key", () => {
       "tls.implicitPort",
       "listen.port",
     );
+    // A port of the passive range that a control listener holds: a passive connection can never
+    // have it (a range of that one port, none at all).
+    const msg = expectError(env({ BERTH_TLS_MODE: "implicit", BERTH_TLS_IMPLICIT_PORT: "50050" }), "passive.ports", "tls.implicitPort");
+    assert.equal(msg, "config: passive.ports 50000-50100 includes tls.implicitPort 50050, which the implicit FTPS listener holds; move one of them");
+    expectError(env({ BERTH_TLS_MODE: "both", BERTH_PASSIVE_PORTS: "990" }), "passive.ports", "990", "tls.implicitPort", "[from BERTH_PASSIVE_PORTS]");
+    expectError(env({ BERTH_LISTEN_PORT: "50000" }), "passive.ports", "listen.port 50000", "control connections");
+    // Only listeners that are there: listen.port is not listened on in mode implicit, nor
+    // tls.implicitPort without TLS, and port 0 picks a free port.
+    assert.equal(env({ BERTH_TLS_MODE: "implicit", BERTH_LISTEN_PORT: "50000" })().listen.port, 50000);
+    assert.equal(env({ BERTH_TLS_IMPLICIT_PORT: "50050" })().tls.implicitPort, 50050);
+    assert.equal(env({ BERTH_TLS_MODE: "both", BERTH_LISTEN_PORT: "0", BERTH_TLS_IMPLICIT_PORT: "0", BERTH_PASSIVE_PORTS: "1-65535" })().listen.port, 0);
   });
 });
 

@@ -584,6 +584,21 @@ function checkCombinations({ tree, sources }: Draft): void {
       `tls.implicitPort must differ from listen.port when tls.mode is "both" (both are ${String(listenPort)})${from("tls.implicitPort")}`,
     );
   }
+  // A control listener's port in the passive range can never be a passive connection's: binding it
+  // fails, and a range of that port alone gives every PASV "no free data port".
+  const ports = tree.passive?.ports;
+  const range = typeof ports === "string" || typeof ports === "number" ? parsePortRange(String(ports)) : null;
+  const held: [string, unknown, string][] = [
+    ["listen.port", tls.mode === "implicit" ? 0 : listenPort, "the listener for control connections"],
+    ["tls.implicitPort", tls.mode === "implicit" || tls.mode === "both" ? tls.implicitPort : 0, "the implicit FTPS listener"],
+  ];
+  for (const [key, port, listener] of held) {
+    if (range === null || typeof port !== "number" || port === 0 || port < range.min || port > range.max) continue;
+    throw new ConfigError(
+      "passive.ports",
+      `passive.ports ${String(ports).trim()} includes ${key} ${port}, which ${listener} holds; move one of them${from("passive.ports")}`,
+    );
+  }
 }
 
 /** Freezes `value` and everything reachable from it. */
