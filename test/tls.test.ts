@@ -1308,6 +1308,8 @@ describe("certificates", () => {
     await writeFile(join(dir, "junk.pem"), "not a certificate");
     // A chain with the server's own certificate after another one (its intermediate put first).
     await writeFile(join(dir, "wrong-order.pem"), b.cert + a.cert);
+    // A chain whose second certificate was cut short (a copy that stopped early).
+    await writeFile(join(dir, "cut-chain.pem"), a.cert + b.cert.slice(0, 120));
     // A key of another type than the certificate's (an RSA key beside an ECDSA certificate, as after
     // a renewal that changed the key type): OpenSSL loads both without comparing them.
     const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({ type: "pkcs8", format: "pem" }).toString();
@@ -1324,6 +1326,7 @@ describe("certificates", () => {
       [{ cert: join(dir, "cert.pem"), key: join(dir, "other-key.pem") }, "tls.key", /tls\.key is not a PEM private key matching/],
       [{ cert: join(dir, "cert.pem"), key: join(dir, "rsa-key.pem") }, "tls.key", /tls\.key is not a PEM private key matching tls\.cert: .*rsa-key\.pem$/],
       [{ cert: join(dir, "wrong-order.pem"), key: join(dir, "key.pem") }, "tls.cert", /tls\.cert does not begin with the certificate of tls\.key, which is certificate 2 of 2 in .*wrong-order\.pem \(/],
+      [{ cert: join(dir, "cut-chain.pem"), key: join(dir, "key.pem") }, "tls.cert", /tls\.cert has a certificate that cannot be read \(certificate 2 of 2, cut short or damaged\): .*cut-chain\.pem$/],
       [{ cert: dir, key: join(dir, "key.pem") }, "tls.cert", /tls\.cert cannot be read/],
       [{ cert: join(dir, "cert.pem"), key: join(dir, "encrypted-key.pem") }, "tls.key", /tls\.key is encrypted \(it needs a passphrase\).*encrypted-key\.pem/],
       [{ cert: join(dir, "cert.pem"), key: join(dir, "legacy-encrypted-key.pem") }, "tls.key", /tls\.key is encrypted \(it needs a passphrase\)/],

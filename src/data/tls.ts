@@ -645,6 +645,10 @@ function loadMaterial(certPath: string, keyPath: string): Material {
     if (errnoCode(err) === "ERR_SSL_EE_KEY_TOO_SMALL") {
       throw new TlsConfigError("tls.cert", `tls.cert has a key too small for OpenSSL to use: ${certPath} (make one with an RSA key of 2048 bits or more, or an ECDSA key)`);
     }
+    const cut = unreadableInChain(cert);
+    if (cut !== null) {
+      throw new TlsConfigError("tls.cert", `tls.cert has a certificate that cannot be read (certificate ${cut.at} of ${cut.of}, cut short or damaged): ${certPath}`);
+    }
     throw new TlsConfigError("tls.cert", `tls.cert is not a PEM certificate: ${certPath}`);
   }
   try {
@@ -660,6 +664,24 @@ function loadMaterial(certPath: string, keyPath: string): Material {
   // an RSA certificate loads, and then every handshake fails (no signature algorithm in common).
   if (!keyMatches(cert, key)) throw keyMismatch(cert, key, certPath, keyPath);
   return { cert, key, certPath, keyPath, stamp };
+}
+
+/** In a chain whose first certificate reads, the place (from 1) of the first one that does not
+ * (its END line missing, or its text damaged), with the number of certificates; null otherwise. */
+function unreadableInChain(cert: Buffer): { at: number; of: number } | null {
+  const blocks = cert.toString("latin1").split("-----BEGIN CERTIFICATE-----").slice(1);
+  const readable = (block: string): boolean => {
+    const end = block.indexOf("-----END CERTIFICATE-----");
+    if (end === -1) return false;
+    try {
+      new X509Certificate(`-----BEGIN CERTIFICATE-----${block.slice(0, end)}-----END CERTIFICATE-----\n`);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const at = blocks.findIndex((block) => !readable(block));
+  return at > 0 ? { at: at + 1, of: blocks.length } : null;
 }
 
 /** The error of a key that is not the certificate's. The chain's first certificate is the server's
