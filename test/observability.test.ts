@@ -368,6 +368,25 @@ describe("Prometheus endpoint and xferlog", () => {
     // Other characters stay as they are.
     assert.ok(text.includes("\u00a0g\u00e9h"), text);
   });
+
+  it("readable output (log.pretty, what a terminal gets) writes a name's DEL, C1 controls and U+2028/U+2029 as \\u escapes too, in the message and in every field", () => {
+    // pino-pretty writes a field's value as JSON.stringify does, which leaves DEL, C1 and
+    // U+2028/U+2029 as they are: on the terminal it was made for, U+009B is a CSI.
+    const chunks: string[] = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        chunks.push(chunk.toString("utf8"));
+        done();
+      },
+    });
+    const logger = createLogger({ level: "info", pretty: "always", destination });
+    const user = "a\u009b2Jb\u0085c\u2028d\u2029e\u007ff\u00a0g\u00e9h";
+    logger.info({ event: "login", result: "fail", user, path: `/${user}` }, "failed login %s", user);
+    const text = chunks.join("");
+    assert.doesNotMatch(text, /[\u007f-\u009f\u2028\u2029]/, JSON.stringify(text));
+    assert.ok(text.includes("\\u009b2Jb"), text);
+    assert.ok(text.includes("\u00a0g\u00e9h"), text);
+  });
 });
 
 describe("xferlog file trouble", () => {

@@ -64,10 +64,12 @@ function isTty(stream: NodeJS.WritableStream): boolean {
   return (stream as { isTTY?: boolean }).isTTY === true;
 }
 
-/** A destination that turns each JSON line into a readable one before writing it. */
+/** A destination that turns each JSON line into a readable one before writing it. pino-pretty
+ * writes a field's value as JSON.stringify does, with DEL, C1 and U+2028/U+2029 as they are: they
+ * are escaped in what it made (its own colours are C0 escapes, left alone), as in a JSON line. */
 function prettyDestination(out: NodeJS.WritableStream, colorize: boolean, open: () => boolean): DestinationStream {
   const format = prettyFactory({ colorize, translateTime: "SYS:yyyy-mm-dd HH:MM:ss.l", ignore: "pid,hostname" });
-  return { write: (line: string) => void (open() && out.write(format(line))) };
+  return { write: (line: string) => void (open() && out.write(escapeUnsafe(format(line)))) };
 }
 
 /** Watches `out` for a write error (EPIPE: whoever read the log went away). The server outlives
