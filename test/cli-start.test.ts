@@ -397,3 +397,19 @@ void describe("bin/berth where the temporary directory cannot be written", () =>
     assert.equal(r.stderr, "");
   });
 });
+
+void describe("bin/berth run from a working directory that was removed", () => {
+  // `cd /tmp/x && rm -rf /tmp/x && berth user list`: the process has no working directory, which
+  // relative paths of the config are read against.
+  void test("says so in one line, exit 1, with no stack trace", () => {
+    const gone = path.join(workdir(), "gone");
+    mkdirSync(gone);
+    const r = spawnSync("/bin/sh", ["-c", 'cd "$1" && rmdir "$1" && exec "$2" user list', "sh", gone, BIN], {
+      encoding: "utf8",
+      env: { PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ""}`, HOME: process.env.HOME ?? "" },
+      timeout: 60_000,
+    });
+    assertOneLineError({ code: r.status, stdout: r.stdout, stderr: r.stderr }, 1, "working directory");
+    assert.equal(r.stdout, "");
+  });
+});
