@@ -271,6 +271,31 @@ void describe("berth as a service", () => {
     assert.equal(readFileSync(path.join(srv.cwd, "data", "svc", "drained.bin")).length, 2 * chunk.length);
   });
 
+  void test("SIGHUP that turns anonymous FTP on with a root holding a user's home, or shadowing a user, warns of it as a start does", async () => {
+    const srv = await serve("", 8, { BERTH_USER: "ftp" });
+    assert.equal(srv.lines().filter((l) => l.includes('"event":"anonymous-root"')).length, 0);
+    writeConfig(srv.cwd, 'anonymous:\n  enabled: true\n  root: "."\n');
+    const mark = srv.mark();
+    srv.child.kill("SIGHUP");
+    const reloaded = JSON.parse(await srv.waitLog(/"event":"reloaded"/, mark)) as { applied: string[] };
+    assert.deepEqual(reloaded.applied, ["anonymous.enabled", "anonymous.root"]);
+    // Written with the reload's own lines; 10 s is only a guard against waiting for good.
+    const soon = (re: RegExp): Promise<string> => Promise.race([srv.waitLog(re, mark), sleep(10_000).then(() => `no line ${String(re)}`)]);
+    const line = await soon(/"event":"anonymous-root"/);
+    assert.match(line, /^\{/, line);
+    const warned = JSON.parse(line) as { level: number; root: string; users: string[] };
+    assert.deepEqual([warned.level, warned.root, warned.users], [40, path.join(srv.cwd, "data"), ["ftp"]]);
+    assert.match(await soon(/user \\"ftp\\" cannot log in while anonymous\.enabled is true/), /"level":40/);
+    // A reload that leaves anonymous FTP as it was says nothing more.
+    writeConfig(srv.cwd, 'anonymous:\n  enabled: true\n  root: "."\nserver:\n  banner: "again"\n');
+    const again = srv.mark();
+    srv.child.kill("SIGHUP");
+    await srv.waitLog(/"event":"reloaded"/, again);
+    assert.equal(srv.lines().slice(again).filter((l) => l.includes("anonymous")).length, 0, srv.lines().slice(again).join("\n"));
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+  });
+
   void test("SIGHUP: a new log.level applies to the sessions opened after it, not to those already open", async () => {
     const srv = await serve("log:\n  level: info\n");
     const before = new Control(srv.port);

@@ -148,12 +148,16 @@ export async function welcome({ config, logger, users, envUser }: Serving, cmd: 
     ctx.stdout.write(`add real users with: ${addUser}\n`);
   }
   // The copy in use, not the file read again: an edit made meanwhile is the reload's business.
+  if (config.anonymous.enabled) warnAnonymous(config, users, logger);
+  else if (users.loaded().length === 0) warnNoUsers(users.file, addUser, logger);
+}
+
+/** With anonymous FTP on (`config`, as the server runs it): users it shadows, and users whose
+ * homes its root holds. Said at start, and by a reload that turns it on or moves its root. */
+export function warnAnonymous(config: Config, users: UserStore, logger: Logger): void {
   const loaded = users.loaded();
-  const names = loaded.map((u) => u.name);
-  if (config.anonymous.enabled) {
-    warnShadowed(shadowedNames(names), logger);
-    warnAnonymousHomes(config, loaded, logger);
-  } else if (names.length === 0) warnNoUsers(users.file, addUser, logger);
+  warnShadowed(shadowedNames(loaded.map((u) => u.name)), logger);
+  warnAnonymousHomes(config, loaded, logger);
 }
 
 /** The command that adds a user to this server's users file, as the operator would type it. */
