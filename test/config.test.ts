@@ -374,6 +374,16 @@ void describe("loadConfig errors name the key", () => {
     expectError(file("listen:\n  port: 1\n  port: 2\n"), "config/berth.yaml", "not valid YAML");
   });
 
+  void test("a file of two YAML documents (a second ---) is named as such, with where the second starts, not with a call of the YAML library to make", () => {
+    for (const [text, at] of [
+      ["listen:\n  port: 2100\n---\nlisten:\n  port: 2200\n", "line 3, column 1"],
+      ["listen:\n  port: 2100\n...\nlisten:\n  port: 2200\n", "line 4, column 1"],
+    ] as const) {
+      const message = expectError(file(text), "config/berth.yaml", "config/berth.yaml", "more than one YAML document", at);
+      assert.doesNotMatch(message, /parseAllDocuments|YAML\./, message);
+    }
+  });
+
   void test("an unreadable file", () => {
     const cwd = workdir();
     mkdirSync(path.join(cwd, "config", "berth.yaml"), { recursive: true });

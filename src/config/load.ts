@@ -458,6 +458,11 @@ function readFileTree(file: string, explicit: boolean, cwd: string): unknown {
   if (bad !== undefined) {
     // With prettyErrors the first line ends "at line L, column C:"; the code excerpt after it is dropped.
     const message = firstLine(bad.message).replace(/:$/, "");
+    // The library's words for a second document ask for a call of its API (parseAllDocuments).
+    const at = bad.linePos?.[0];
+    if (bad.code === "MULTIPLE_DOCS" && at !== undefined) {
+      throw new ConfigError(file, `${file} holds more than one YAML document (the next starts at line ${at.line}, column ${at.col}): a config file is one`);
+    }
     throw new ConfigError(file, `${file} is not valid YAML: ${message}`);
   }
   umaskAsWritten(doc, source);
