@@ -104,6 +104,20 @@ function ofListener(err: unknown, key: string): unknown {
   return err;
 }
 
+/** The passive set-up's self-diagnosis (data/diagnose.ts): one warning per thing that looks wrong
+ * with what PASV announces under `config`. At start, and at a reload that changes passive.address. */
+async function warnPassive(config: Config, announce: AnnounceResolver, logger: Logger): Promise<void> {
+  for (const warning of passiveWarnings({
+    listenHost: config.listen.host,
+    passiveAddress: config.passive.address,
+    passivePorts: config.passive.ports,
+    inContainer: inContainer(),
+    resolvedAddress: await announce.resolvedName(),
+  })) {
+    logger.warn({ event: "passive-check" }, warning);
+  }
+}
+
 /** Dotted keys whose values differ between two configs. */
 export function changedKeys(a: Config, b: Config): string[] {
   const out: string[] = [];
@@ -356,15 +370,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     implicitPort !== null ? ` (implicit FTPS on ${implicitPort})` : "",
   );
 
-  for (const warning of passiveWarnings({
-    listenHost: config.listen.host,
-    passiveAddress: config.passive.address,
-    passivePorts: config.passive.ports,
-    inContainer: inContainer(),
-    resolvedAddress: await context.announce.resolvedName(),
-  })) {
-    logger.warn({ event: "passive-check" }, warning);
-  }
+  await warnPassive(config, context.announce, logger);
 
   const shutdown = async (graceMs: number): Promise<void> => {
     accepting = false;
@@ -424,6 +430,9 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     if (applied.includes("log.level")) logger.level = effective.log.level;
     const announce = new AnnounceResolver(effective.passive.address, readNetFacts(), undefined, logger);
     announce.takeOver(context.announce);
+    // A new passive.address is judged as a start judges it (a name by what it resolves to, which
+    // may take a lookup: said when it answers).
+    if (applied.includes("passive.address")) void warnPassive(effective, announce, logger).catch(() => undefined);
     context = { ...context, config: effective, announce, tls: nextTls };
     // The certificate files are read again whether or not a key changed (a renewal keeps their
     // paths): said here, or an operator who sent SIGHUP for a new certificate reads "applied: []".

@@ -296,6 +296,28 @@ void describe("berth as a service", () => {
     assert.equal(await srv.exited, 0);
   });
 
+  void test("SIGHUP that gives passive.address an address clients from outside cannot reach warns of it as a start does", async () => {
+    // Listening on every address: on loopback alone any announced address is fine.
+    const srv = await serve('passive:\n  address: "203.0.113.7"\n', 8, { BERTH_LISTEN_HOST: "0.0.0.0" });
+    assert.equal(srv.lines().filter((l) => l.includes('"event":"passive-check"')).length, 0);
+    writeConfig(srv.cwd, 'passive:\n  address: "10.1.2.3"\n');
+    const mark = srv.mark();
+    srv.child.kill("SIGHUP");
+    const reloaded = JSON.parse(await srv.waitLog(/"event":"reloaded"/, mark)) as { applied: string[] };
+    assert.deepEqual(reloaded.applied, ["passive.address"]);
+    // Written with the reload's own lines; 10 s is only a guard against waiting for good.
+    const line = await Promise.race([srv.waitLog(/"event":"passive-check"/, mark), sleep(10_000).then(() => "no passive-check line")]);
+    assert.match(line, /"level":40.*passive\.address 10\.1\.2\.3 is a private address/, line);
+    // A reload that leaves it as it was says nothing more.
+    writeConfig(srv.cwd, 'passive:\n  address: "10.1.2.3"\nserver:\n  banner: "again"\n');
+    const again = srv.mark();
+    srv.child.kill("SIGHUP");
+    await srv.waitLog(/"event":"reloaded"/, again);
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+    assert.equal(srv.lines().slice(again).filter((l) => l.includes('"event":"passive-check"')).length, 0);
+  });
+
   void test("SIGHUP: a new log.level applies to the sessions opened after it, not to those already open", async () => {
     const srv = await serve("log:\n  level: info\n");
     const before = new Control(srv.port);
