@@ -13,7 +13,7 @@ import { describe, test } from "node:test";
 import { UserStore } from "../src/auth/store.ts";
 import { DEFAULTS } from "../src/config/schema.ts";
 import { track } from "./helpers/reap.ts";
-import { admin, Control, dirs, HEALTHCHECK, MAIN, serve, type Served, serveUntilExit, sleep, TSX } from "./helpers/service.ts";
+import { admin, Control, dirs, HEALTHCHECK, MAIN, serve, type Served, serveUntilExit, sleep, TSX, writeConfig } from "./helpers/service.ts";
 
 /** Runs docker/healthcheck.mjs in `cwd` with `env`; its exit status and output. */
 async function healthcheck(cwd: string, env: Record<string, string>): Promise<{ code: number | null; out: string }> {
@@ -278,6 +278,23 @@ void describe("a descriptor limit below limits.maxSessions", () => {
     fits.child.kill("SIGTERM");
     assert.equal(await fits.exited, 0);
     assert.deepEqual(fits.lines().filter((l) => l.includes('"file-limit"')), []);
+  });
+
+  void test("is said again by a reload that raises limits.maxSessions past what the limit holds", { skip: process.platform !== "linux" && "reads /proc/self/limits" }, async () => {
+    const srv = await serve("limits:\n  maxSessions: 100\n", 8, {}, 200);
+    assert.deepEqual(srv.lines().filter((l) => l.includes('"file-limit"')), []);
+    writeConfig(srv.cwd, "limits:\n  maxSessions: 5000\n");
+    const mark = srv.mark();
+    srv.child.kill("SIGHUP");
+    const reloaded = JSON.parse(await srv.waitLog(/"event":"reloaded"/, mark)) as { applied: string[] };
+    assert.deepEqual(reloaded.applied, ["limits.maxSessions"]);
+    // Written with the reload's own lines; 10 s is only a guard against waiting for good.
+    const line = await Promise.race([srv.waitLog(/"event":"file-limit"/, mark), sleep(10_000).then(() => "no file-limit line")]);
+    assert.match(line, /^\{/, line);
+    const warned = JSON.parse(line) as Record<string, unknown>;
+    assert.deepEqual([warned.level, warned.limit, warned.maxSessions, warned.sessions], [40, 200, 5000, 136]);
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
   });
 });
 

@@ -13,7 +13,7 @@ import { CliError, parseArgv, USAGE, type ParsedCommand } from "./args.ts";
 import { configWithOverridesFor, runConfigCheck, runUser, type CliContext } from "./commands.ts";
 import { berthCommand } from "./invocation.ts";
 import { checkPassiveAddress } from "./preflight.ts";
-import { startServing, warnAnonymous, warnOverrides, welcome, type Serving } from "./serve.ts";
+import { startServing, warnAnonymous, warnFileLimit, warnOverrides, welcome, type Serving } from "./serve.ts";
 
 /** V8's interrupt budget (bytes of bytecode) for the serving process; see serve(). */
 const INTERRUPT_BUDGET = 16 << 10;
@@ -170,7 +170,8 @@ function reload(cmd: ParsedCommand, serving: Serving): Promise<ReloadResult> {
  * overrides are warned of again, as at start: an edit to one of them does nothing. A new
  * passive.address is looked up first, as a start does (preflight.ts): a name that does not resolve
  * would give every PASV from outside 425, and a start refuses it. Anonymous FTP turned on, or
- * given another root, is warned of as at start when it shadows users or can read their homes. */
+ * given another root, is warned of as at start when it shadows users or can read their homes, and
+ * so is a limits.maxSessions the limit on open files cannot hold. */
 async function reloadConfig(cmd: ParsedCommand, { server, logger, users }: Serving): Promise<ReloadResult> {
   const { config, overrides } = configWithOverridesFor(cmd, ctx);
   if (config.passive.address !== server.config.passive.address) await checkPassiveAddress(config);
@@ -178,6 +179,7 @@ async function reloadConfig(cmd: ParsedCommand, { server, logger, users }: Servi
   warnOverrides(overrides, logger);
   const anonymous = result.applied.includes("anonymous.enabled") || result.applied.includes("anonymous.root");
   if (anonymous && server.config.anonymous.enabled) warnAnonymous(server.config, users, logger);
+  if (result.applied.includes("limits.maxSessions")) warnFileLimit(server.config, logger);
   return result;
 }
 

@@ -105,9 +105,10 @@ const FILES_OWN = 64;
  * `limits.maxSessions`: past the limit, the kernel's accept fails and libuv closes each new
  * connection at once, so its client sees no greeting, not the 421 of `limits.maxSessions`, and
  * nothing reaches the log. Said once at start when the limit cannot hold that many sessions even
- * idle (busy ones need more: the warning is for a limit that is short for certain).
+ * idle (busy ones need more: the warning is for a limit that is short for certain), and again by a
+ * reload that changes limits.maxSessions.
  */
-function warnFileLimit(config: Config, logger: Logger): void {
+export function warnFileLimit(config: Config, logger: Logger): void {
   const limit = openFilesLimit();
   if (limit === null) return;
   const sessions = Math.max(0, Math.floor((limit - FILES_OWN) / FILES_PER_SESSION));
