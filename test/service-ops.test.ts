@@ -440,6 +440,25 @@ void describe("berth selftest", () => {
     srv.child.kill("SIGTERM");
     assert.equal(await srv.exited, 0);
   });
+
+  void test("without --host and passive.address, it dials the one address listen.host names (as the health check does), not 127.0.0.1 where nothing listens", async () => {
+    const srv = await serve("", 8, { BERTH_LISTEN_HOST: "127.0.0.2" });
+    const env = {
+      PATH: process.env.PATH ?? "",
+      BERTH_LISTEN_HOST: "127.0.0.2",
+      BERTH_PASSIVE_PORTS: "22010-22019",
+      BERTH_USERS_BCRYPT_COST: "4",
+    };
+    const child = spawn(process.execPath, ["--import", TSX, MAIN, "selftest", "--port", String(srv.port)], { cwd: srv.cwd, env });
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => (out += c.toString("utf8")));
+    child.stderr.on("data", (c: Buffer) => (out += c.toString("utf8")));
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    assert.equal(code, 0, out);
+    assert.match(out, new RegExp(`PASS +login on 127\\.0\\.0\\.2:${srv.port}`));
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+  });
 });
 
 void describe("service helpers", () => {

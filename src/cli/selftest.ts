@@ -52,6 +52,15 @@ export function dockerMapping(config: Config): string {
   return `docker run ${parts.join(" ")} ...${unfixed.map((u) => ` (${u})`).join("")}`;
 }
 
+/** Where to log in without --host: passive.address, where clients from outside reach the server;
+ * else the one address listen.host names (nothing listens on 127.0.0.1 then), or 127.0.0.1 for a
+ * wildcard, as the container's health check picks. */
+function defaultHost(config: Config): string {
+  if (config.passive.address !== "") return config.passive.address;
+  const listen = config.listen.host;
+  return listen === "::" || listen === "0.0.0.0" ? "127.0.0.1" : listen;
+}
+
 /** The port to test: --port when given (a usage error unless 1..65535), else `key`'s value. */
 function selftestPort(given: string | true | undefined, configured: number, key: string): number {
   if (typeof given === "string") {
@@ -67,7 +76,7 @@ function selftestPort(given: string | true | undefined, configured: number, key:
 /** Runs the self-test; 0 when every step passed, 1 otherwise. */
 export async function runSelftest(cmd: ParsedCommand, ctx: CliContext): Promise<number> {
   const config = configFor(cmd, ctx);
-  const host = typeof cmd.options.host === "string" ? cmd.options.host : config.passive.address || "127.0.0.1";
+  const host = typeof cmd.options.host === "string" ? cmd.options.host : defaultHost(config);
   const implicit = config.tls.mode === "implicit";
   const port = implicit
     ? selftestPort(cmd.options.port, config.tls.implicitPort, "tls.implicitPort")
