@@ -220,7 +220,7 @@ void describe("berth user: the password asked on the terminal", () => {
 });
 
 void describe("berth config check: what serve checks before it starts", () => {
-  void test("config check refuses what serve refuses before listening (certificate, key, transfer log), with the same line and exit 2", async () => {
+  void test("config check refuses what serve refuses before listening (certificate, key, transfer log, storage root), with the same line and exit 2", async () => {
     const cwd = workdir();
     const { cert, key } = makeSelfSigned(["localhost"]);
     writeFileSync(path.join(cwd, "cert.pem"), cert);
@@ -243,6 +243,8 @@ void describe("berth config check: what serve checks before it starts", () => {
       ],
       [{ ...listen, BERTH_LOG_XFERLOG: "no-such-dir/xferlog" }, "berth: config: log.xferlog cannot be opened: no-such-dir/xferlog (no such file or directory)"],
       [{ ...listen, BERTH_LOG_XFERLOG: "cert.pem/xferlog" }, "berth: config: log.xferlog cannot be opened: cert.pem/xferlog (not a directory)"],
+      [{ ...listen, BERTH_STORAGE_ROOT: "cert.pem" }, `berth: config: storage.root ${path.join(cwd, "cert.pem")} is not a directory`],
+      [{ ...listen, BERTH_STORAGE_ROOT: "cert.pem/data" }, `berth: config: storage.root ${path.join(cwd, "cert.pem", "data")} is not a directory`],
     ];
     const results = await Promise.all(
       cases.map(async ([env, line]) => {

@@ -27,6 +27,8 @@ void describe("berth serve: the first start", () => {
       [{ BERTH_TLS_MODE: "explicit", BERTH_TLS_KEY: "/nonexistent/key.pem" }, 2, "tls.cert and tls.key must be set together"],
       [{ BERTH_LOG_XFERLOG: "no-such-dir/xferlog" }, 2, "log.xferlog cannot be opened"],
       [{ BERTH_LISTEN_HOST: "ftp.invalid" }, 2, "listen.host ftp.invalid cannot be resolved"],
+      // Where the demo user's home was to be made: found before listening, not after.
+      [{ BERTH_STORAGE_ROOT: "/dev/null" }, 2, "storage.root /dev/null is not a directory"],
       [{ BERTH_LISTEN_PORT: taken }, 1, `cannot listen on 127.0.0.1:${taken}: address in use`],
       // Which listener it was is said: the address alone may look like the FTP port's.
       [{ BERTH_METRICS_LISTEN: `127.0.0.1:${taken}` }, 1, `cannot listen on 127.0.0.1:${taken}: address in use (metrics.listen)`],
@@ -43,6 +45,7 @@ void describe("berth serve: the first start", () => {
       );
       for (const { extra, code, message, cwd, r } of results) {
         assertOneLineError(r, code, message);
+        assert.doesNotMatch(r.stdout, /"event":"listening"/, `${JSON.stringify(extra)}: never listening`);
         assert.doesNotMatch(r.stdout, /created user|password/, `${JSON.stringify(extra)}: no password printed`);
         assert.ok(!existsSync(path.join(cwd, "users", "users.json")), `${JSON.stringify(extra)}: no users file`);
         assert.ok(!existsSync(path.join(cwd, "data", "demo")), `${JSON.stringify(extra)}: no demo home`);

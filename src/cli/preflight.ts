@@ -1,9 +1,10 @@
 /**
  * What `berth serve` checks of its config before anything is created or listens, beyond the
  * config's own rules: the certificate and key it will read, the transfer log it will open, the
- * path of its admin socket, and (serve only) that the hosts it listens on resolve.
+ * path of its admin socket, the storage root, and (serve only) that the hosts it listens on resolve.
  * `berth config check` runs the same file checks, so a config it takes is one serve takes.
  */
+import { statSync } from "node:fs";
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { checkAdminSocketPath } from "../admin/socket.ts";
@@ -20,6 +21,21 @@ export function checkBeforeStart(config: Config, cwd: string): void {
   // Only what a path alone tells: whether a server answers there, and whether a socket can be
   // bound there, serve finds out as it starts (a running server's own socket is no mistake).
   if (config.admin.socket !== "") checkAdminSocketPath(resolvePath(config.admin.socket, cwd));
+  checkStorageRoot(resolvePath(config.storage.root, cwd));
+}
+
+/** storage.root, where homes are made, must be a directory where it exists (one that does not is
+ * made when a home is): a file there fails every home below it, a first start's demo user's only
+ * once the server listens. What cannot be looked at (permission) is left to where homes are made. */
+function checkStorageRoot(root: string): void {
+  let isDirectory: boolean;
+  try {
+    isDirectory = statSync(root).isDirectory();
+  } catch (err) {
+    if (errnoCode(err) !== "ENOTDIR") return;
+    isDirectory = false;
+  }
+  if (!isDirectory) throw new ConfigError("storage.root", `storage.root ${root} is not a directory`);
 }
 
 /**
