@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import path from "node:path";
 import { describe, test } from "node:test";
@@ -340,6 +340,61 @@ void describe("npm start", () => {
       probe.listen(port, "127.0.0.1", resolve);
     });
     probe.close();
+  });
+
+  void test("Ctrl-C at the terminal (SIGINT to npm's whole process group) is one signal: a running download gets the grace, then 426, and the server stops as drained", async () => {
+    // The terminal signals npm, tsx and berth together, and npm and tsx each pass the signal on:
+    // berth gets it two or three times within milliseconds, which is no operator's second signal.
+    const cwd = workdir();
+    mkdirSync(path.join(cwd, "data", "u"), { recursive: true });
+    writeFileSync(path.join(cwd, "data", "u", "big.bin"), "");
+    truncateSync(path.join(cwd, "data", "u", "big.bin"), 1 << 30);
+    const child = spawn("npm", ["start"], {
+      cwd: root,
+      detached: true,
+      env: {
+        PATH: process.env.PATH ?? "",
+        HOME: process.env.HOME ?? "",
+        ...env,
+        BERTH_USERS_BCRYPT_COST: "4",
+        BERTH_USER: "u",
+        BERTH_PASSWORD: "u-pw",
+        BERTH_LIMITS_SHUTDOWN_GRACE: "2",
+        BERTH_STORAGE_ROOT: path.join(cwd, "data"),
+        BERTH_USERS_FILE: path.join(cwd, "users", "users.json"),
+      },
+    });
+    let stdout = "";
+    child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
+    child.stderr.resume();
+    const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
+    try {
+      const deadline = Date.now() + 60_000;
+      while (!/"event":"listening"/.test(stdout) && Date.now() < deadline) await sleep(50);
+      const line = /^.*"event":"listening".*$/m.exec(stdout)?.[0];
+      assert.ok(line !== undefined, `the server started under npm:\n${stdout}`);
+      const { port } = JSON.parse(line) as { port: number };
+      const raw = await RawClient.connect(port);
+      await raw.login("u");
+      await raw.expect("TYPE I", 200);
+      const data = await raw.pausedRetr("big.bin");
+      process.kill(-(child.pid ?? 0), "SIGINT");
+      // Drained: the download is cut only after the grace, with its 426, then the 421 of shutdown.
+      const cut = await raw.reply(30_000);
+      assert.equal(cut.code, 426, cut.lines.join(" | "));
+      assert.match(cut.message, /shutting down/);
+      await raw.expectReply(421, 30_000);
+      data.destroy();
+      await exited;
+      assert.match(stdout, /"event":"stopped"/, stdout);
+      assert.equal(stdout.split("\n").filter((l) => l.includes('"msg":"shutting down')).length, 1, stdout);
+    } finally {
+      try {
+        process.kill(-(child.pid ?? 0), "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
   });
 });
 

@@ -18,6 +18,11 @@ import { startServing, warnAnonymous, warnFileLimit, warnOverrides, welcome, typ
 /** V8's interrupt budget (bytes of bytecode) for the serving process; see serve(). */
 const INTERRUPT_BUDGET = 16 << 10;
 
+/** How long after the first signal the same signal again is that one delivered twice, not an
+ * operator's second (ms): a Ctrl-C at the terminal reaches npm, tsx and berth at once, and npm and
+ * tsx each pass it on, so under `npm start` berth gets it two or three times within milliseconds. */
+const SAME_SIGNAL_MS = 500;
+
 const ctx: CliContext = {
   stdin: process.stdin,
   stdout: process.stdout,
@@ -84,10 +89,15 @@ async function serve(cmd: ParsedCommand): Promise<number> {
   ctx.stderr.on("error", () => undefined);
   // One listener for the whole run: removing the last one, even briefly, restores the default action.
   let first: Stopper | undefined;
+  let firstAt = 0;
   let onFirst: ((signal: Stopper) => void) | undefined;
   const onSignal = (signal: Stopper): void => {
-    if (first !== undefined) process.exit(0);
+    if (first !== undefined) {
+      if (signal === first && performance.now() - firstAt < SAME_SIGNAL_MS) return;
+      process.exit(0);
+    }
     first = signal;
+    firstAt = performance.now();
     onFirst?.(signal);
   };
   process.on("SIGINT", onSignal);
