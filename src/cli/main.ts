@@ -19,8 +19,9 @@ import { startServing, warnAnonymous, warnFileLimit, warnOverrides, welcome, typ
 const INTERRUPT_BUDGET = 16 << 10;
 
 /** How long after the first signal the same signal again is that one delivered twice, not an
- * operator's second (ms): a Ctrl-C at the terminal reaches npm, tsx and berth at once, and npm and
- * tsx each pass it on, so under `npm start` berth gets it two or three times within milliseconds. */
+ * operator's second (ms): a Ctrl-C at the terminal reaches npm and berth at once, and npm passes it
+ * on (as would tsx's command line, run between them), so under `npm start` berth gets it twice
+ * within milliseconds. */
 const SAME_SIGNAL_MS = 500;
 
 const ctx: CliContext = {
