@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { mkdir, mkdtemp, readFile, rename, rm, symlink, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { once } from "node:events";
+import { EventEmitter, once } from "node:events";
 import { connect, createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { Readable, Writable } from "node:stream";
@@ -367,6 +367,45 @@ describe("Prometheus endpoint and xferlog", () => {
     assert.equal(parsed.msg, `upload ${path} complete`);
     // Other characters stay as they are.
     assert.ok(text.includes("\u00a0g\u00e9h"), text);
+  });
+
+  it("a log output that fails for a while (a full disk under `berth serve >> file`) drops the lines it cannot take, says so once on stderr, and takes lines again once it can", () => {
+    // What standard output is when it is a file: each write is tried, and fails or lands on its own.
+    class FileLike extends EventEmitter {
+      full = false;
+      readonly landed: string[] = [];
+      write(text: string, done?: (err?: Error | null) => void): boolean {
+        if (this.full) {
+          const err = Object.assign(new Error("no space left on device"), { code: "ENOSPC" });
+          done?.(err);
+          this.emit("error", err);
+          return false;
+        }
+        this.landed.push(text);
+        done?.(null);
+        return true;
+      }
+    }
+    const out = new FileLike();
+    const said: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((text: string) => said.push(text) > 0) as typeof process.stderr.write;
+    try {
+      const logger = createLogger({ level: "info", pretty: "never", destination: out as unknown as NodeJS.WritableStream });
+      logger.info("before");
+      out.full = true;
+      logger.info("lost 1");
+      logger.info("lost 2");
+      out.full = false;
+      logger.info("after");
+      logger.info("after again");
+    } finally {
+      process.stderr.write = write;
+    }
+    assert.deepEqual(out.landed.map((l) => (JSON.parse(l) as { msg: string }).msg), ["before", "after", "after again"]);
+    assert.equal(said.length, 2, said.join(""));
+    assert.match(said[0] ?? "", /^berth: log output failed \(ENOSPC\); lines are dropped until it takes them again, serving goes on\n$/);
+    assert.match(said[1] ?? "", /^berth: log output takes lines again; 2 were dropped\n$/);
   });
 
   it("readable output (log.pretty, what a terminal gets) writes a name's DEL, C1 controls and U+2028/U+2029 as \\u escapes too, in the message and in every field", () => {

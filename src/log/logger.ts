@@ -67,36 +67,64 @@ function isTty(stream: NodeJS.WritableStream): boolean {
 /** A destination that turns each JSON line into a readable one before writing it. pino-pretty
  * writes a field's value as JSON.stringify does, with DEL, C1 and U+2028/U+2029 as they are: they
  * are escaped in what it made (its own colours are C0 escapes, left alone), as in a JSON line. */
-function prettyDestination(out: NodeJS.WritableStream, colorize: boolean, open: () => boolean): DestinationStream {
+function prettyDestination(send: (text: string) => void, colorize: boolean): DestinationStream {
   const format = prettyFactory({ colorize, translateTime: "SYS:yyyy-mm-dd HH:MM:ss.l", ignore: "pid,hostname" });
-  return { write: (line: string) => void (open() && out.write(escapeUnsafe(format(line)))) };
+  return { write: (line: string) => send(escapeUnsafe(format(line))) };
 }
 
-/** Watches `out` for a write error (EPIPE: whoever read the log went away). The server outlives
- * its log reader: logging stops, one line on stderr says so, serving goes on. Returns whether
- * the output still takes lines. */
-function watchOutput(out: NodeJS.WritableStream): () => boolean {
+/** Write errors after which the output takes nothing more: its reader went away (a pipe's, a
+ * socket's), or the stream itself is gone. */
+const OUTPUT_GONE: ReadonlySet<string> = new Set(["EPIPE", "ECONNRESET", "EBADF", "ERR_STREAM_DESTROYED", "ERR_STREAM_WRITE_AFTER_END"]);
+
+/** One line on stderr; nothing when stderr is gone too. */
+function tell(line: string): void {
+  try {
+    process.stderr.write(line);
+  } catch {
+    // stderr is gone too: nothing left to tell
+  }
+}
+
+/** Writes log text to `out`, watching it for write errors. The server outlives its log reader:
+ * when the reader went away (EPIPE), logging stops, one line on stderr says so, serving goes on.
+ * Any other failure (a full disk, standard output being a file) drops the lines it hits, as the
+ * transfer log does: one line on stderr says so when it starts, and one more, with how many were
+ * dropped, when a line lands again. */
+function outputTo(out: NodeJS.WritableStream): (text: string) => void {
   let open = true;
+  let dropped = 0;
+  let failing = false;
+  // Passed with each write only while writes fail: the first that lands ends the failure.
+  const landed = (err?: Error | null): void => {
+    if (err != null || !failing) return;
+    failing = false;
+    tell(`berth: log output takes lines again; ${dropped} were dropped\n`);
+    dropped = 0;
+  };
   out.on("error", (err: NodeJS.ErrnoException) => {
     if (!open) return;
-    open = false;
-    try {
-      process.stderr.write(`berth: log output failed (${err.code ?? err.message}); logging stops, serving goes on\n`);
-    } catch {
-      // stderr is gone too: nothing left to tell
+    const code = err.code ?? err.message;
+    if (OUTPUT_GONE.has(code)) {
+      open = false;
+      tell(`berth: log output failed (${code}); logging stops, serving goes on\n`);
+      return;
     }
+    dropped++;
+    if (failing) return;
+    failing = true;
+    tell(`berth: log output failed (${code}); lines are dropped until it takes them again, serving goes on\n`);
   });
-  return () => open;
+  return (text) => {
+    if (open) out.write(text, failing ? landed : undefined);
+  };
 }
 
 /** Creates the root logger. */
 export function createLogger(opts: LoggerOptions): Logger {
   const out = opts.destination ?? process.stdout;
   const pretty = opts.pretty === "always" || (opts.pretty === "auto" && isTty(out));
-  const open = watchOutput(out);
-  const destination: DestinationStream = pretty
-    ? prettyDestination(out, isTty(out), open)
-    : { write: (line: string) => void (open() && out.write(escapeUnsafe(line))) };
+  const send = outputTo(out);
+  const destination: DestinationStream = pretty ? prettyDestination(send, isTty(out)) : { write: (line: string) => send(escapeUnsafe(line)) };
   return pino(
     {
       level: opts.level,
