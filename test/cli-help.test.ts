@@ -4,10 +4,10 @@
  * timeout, and the two run side by side.)
  */
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, test } from "node:test";
-import { assertOneLineError, berth, workdir } from "./helpers/cli.ts";
+import { assertOneLineError, berth, MAIN, startServe, TSX, workdir } from "./helpers/cli.ts";
 
 void describe("berth's commands, help and unknown names", () => {
   void test("an unknown command exits 2; help exits 0, for a known command too; --version takes nothing more", async () => {
@@ -77,5 +77,29 @@ void describe("berth's commands, help and unknown names", () => {
       assert.doesNotMatch(r.stderr, /unexpected error|given twice/, args.join(" "));
     }
     assert.ok(!existsSync(path.join(cwd, "users", "users.json")), "nothing was run");
+  });
+  void test("--config before the command (berth --config FILE serve) is that command's --config, as after it", async () => {
+    const cwd = workdir();
+    mkdirSync(path.join(cwd, "etc"));
+    const config = path.join("etc", "ftp.yaml");
+    writeFileSync(path.join(cwd, config), 'listen:\n  host: "127.0.0.1"\n  port: 0\npassive:\n  ports: "23990-23994"\nusers:\n  file: "etc/people.json"\nstorage:\n  root: "homes"\nlog:\n  pretty: never\n');
+    const check = await berth(cwd, ["--config", config, "config", "check"]);
+    assert.equal(check.code, 0, check.stderr);
+    assert.match(check.stdout, /file: "etc\/people\.json"/);
+    const add = await berth(cwd, [`--config=${config}`, "user", "add", "bob", "--password-stdin"], { input: "bob-secret\n" });
+    assert.equal(add.code, 0, add.stderr);
+    assert.match(readFileSync(path.join(cwd, "etc", "people.json"), "utf8"), /"name": "bob"/);
+    const list = await berth(cwd, ["--config", config, "user", "list"]);
+    assert.equal(list.code, 0, list.stderr);
+    assert.match(list.stdout, /^bob\b/m);
+    const run = startServe(cwd, {}, /"event":"listening"/, [process.execPath, "--import", TSX, MAIN, "--config", config, "serve"]);
+    await run.ready;
+    assert.match(run.output().stdout, /"passive":"23990-23994"/, "the server runs with the config named");
+    run.child.kill("SIGTERM");
+    assert.equal(await run.exited, 0);
+    // Given twice, before and after the command, it is given twice.
+    assertOneLineError(await berth(cwd, ["--config", config, "config", "check", "--config", config]), 2, "option --config given twice");
+    // An option other than --config before a command is still an option of serve.
+    assertOneLineError(await berth(cwd, ["--socket", "x", "ctl", "status"]), 2, 'unknown option --socket for "berth serve"');
   });
 });

@@ -122,7 +122,8 @@ limits and permissions (user add, user set):
   --max-sessions N                   sessions at once (0 = limits.maxSessionsPerUser)
 
 options:
-  --config FILE   config file (default $BERTH_CONFIG, else config/berth.yaml); every command takes it
+  --config FILE   config file (default $BERTH_CONFIG, else config/berth.yaml); every command takes it,
+                  after its name or before it (berth --config FILE serve)
 
 Every config key can be overridden by an environment variable named after its path, e.g.
 BERTH_LISTEN_PORT=21 or BERTH_PASSIVE_PORTS=30000-30009.
@@ -190,9 +191,26 @@ function specOf(name: CommandName): CommandSpec {
   return spec;
 }
 
+/** argv with a `--config FILE` (or `--config=FILE`) written before the command moved after the
+ * command and its arguments (before a "--", which ends the options): `berth --config /etc/berth.yaml
+ * serve` is `berth serve --config …`, as every command takes it (git -C and docker --config are
+ * written so). Read as given, the option picked the default command, serve, whose "unexpected
+ * argument" was then the command itself. */
+function configFirst(argv: readonly string[]): readonly string[] {
+  const [first, value] = argv;
+  // The value as readOption takes one: not empty, and not an option of its own.
+  const taken = first === "--config" && value !== undefined && value !== "" && !value.startsWith("--") ? 2 : first?.startsWith("--config=") === true ? 1 : 0;
+  const command = argv[taken];
+  if (taken === 0 || command === undefined || command.startsWith("-")) return argv;
+  const rest = argv.slice(taken);
+  const end = rest.indexOf("--");
+  const at = end === -1 ? rest.length : end;
+  return [...rest.slice(0, at), ...argv.slice(0, taken), ...rest.slice(at)];
+}
+
 /** Parses argv (without node and the script) into a command; throws CliError on a usage mistake. */
 export function parseArgv(argv: readonly string[]): ParsedCommand {
-  const { spec, rest } = pickCommand(argv);
+  const { spec, rest } = pickCommand(configFirst(argv));
   if (spec === "help" || spec === "version") return { name: spec, args: {}, options: {} };
   if (rest.some((t) => HELP_WORDS.has(t) && t !== "help")) return { name: "help", args: {}, options: {} };
   const options: Record<string, string | true> = {};
