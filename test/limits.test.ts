@@ -389,6 +389,30 @@ void describe("connections refused at connect", () => {
     );
   });
 
+  it("a wall clock set back (NTP, a restored virtual machine) does not silence refusals for as long as it went back", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        for (const line of chunk.toString().split("\n")) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
+        cb();
+      },
+    });
+    const realNow = Date.now;
+    let step = 0;
+    Date.now = () => realNow() + step;
+    try {
+      const log = new RefusalLog(pino(sink), 50);
+      log.note("banned", "192.0.2.9", "Your address is banned");
+      step = -3_600_000;
+      await sleep(80);
+      log.note("banned", "192.0.2.10", "Your address is banned");
+    } finally {
+      Date.now = realNow;
+    }
+    // The second comes after the window, as the steady clock counts it: it is logged.
+    assert.deepEqual(lines.map((l) => l.remote), ["192.0.2.9", "192.0.2.10"]);
+  });
+
   it("refused connections kept for their 421 are bounded: a client opening them as fast as it can holds no more descriptors than that", { skip: NO_PROC_FD }, async () => {
     await withServer(async (t) => {
       const held = await rawLogin(t);

@@ -20,7 +20,9 @@ export class RefusalLog {
   /** Notes that `remote` got `text` (the 421's) for `kind`. The server's own limit on sessions in
    * total is a warning (it is full); the others are the limits and bans working, at info. */
   note(kind: RefusalKind, remote: string, text: string): void {
-    const now = Date.now();
+    // A monotonic clock: the wall clock set back (NTP, a restored virtual machine) would leave every
+    // refusal of a kind unlogged for as long as it went back.
+    const now = performance.now();
     const seen = this.#last.get(kind);
     if (seen !== undefined && now - seen.at < this.windowMs) {
       seen.left++;
