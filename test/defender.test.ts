@@ -188,6 +188,24 @@ void describe("defender against a real server", () => {
     }, { config: STRICT });
   });
 
+  it("a banned address that keeps connecting is seen: past defender.maxEntries the addresses not seen since are forgotten first, and the ban holds", async () => {
+    await withServer(async (t) => {
+      await badLogin(t.port, "127.0.0.2");
+      assert.equal((await badLogin(t.port, "127.0.0.2")).code, 421);
+      // Another address scores; then the banned one tries again, and is refused.
+      assert.equal((await badLogin(t.port, "127.0.0.3")).code, 530);
+      const refused = await greet(t.port, "127.0.0.2");
+      assert.equal(refused.first.code, 421);
+      await refused.client.closed();
+      // A third address makes one too many: the one seen least recently is 127.0.0.3.
+      assert.equal((await badLogin(t.port, "127.0.0.4")).code, 530);
+      assert.equal(t.server.defender.score("127.0.0.3"), 0);
+      const still = await greet(t.port, "127.0.0.2");
+      assert.equal(still.first.code, 421, still.first.message);
+      await still.client.closed();
+    }, { config: { defender: { ...STRICT.defender, banTime: 60, banTimeMax: 60, maxEntries: 2 } } });
+  });
+
   it("never bans an allow-listed address", async () => {
     await withServer(async (t) => {
       for (let i = 0; i < 6; i++) assert.equal((await badLogin(t.port)).code, 530);

@@ -139,6 +139,9 @@ export class Defender implements LoginGuard {
     const key = normalizeAddress(address);
     const entry = this.#current(key);
     if (entry === undefined || entry.bannedUntil <= this.#now()) return null;
+    // A banned address trying again is seen too: were it not marked so, the cap (maxEntries) would
+    // forget the one that keeps knocking, and its ban, before addresses not seen since.
+    this.#touch(key, entry);
     return this.#info(key, entry);
   }
 
