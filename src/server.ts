@@ -266,8 +266,12 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     const full = admission.total >= limits.maxSessions;
     const refusal = admission.connect(remote, limits);
     if (refusal) {
-      defender.record(remote, "limit", "too many connections");
-      refusals.note(full ? "max-sessions" : "max-sessions-per-address", remote, refusal);
+      // The refusal that reaches the threshold starts a ban: the client is told of it, as at its
+      // next connection, not of the limit alone.
+      const started = defender.record(remote, "limit", "too many connections");
+      const text = started ? banText(started) : refusal;
+      refusals.note(full ? "max-sessions" : "max-sessions-per-address", remote, text);
+      return text;
     }
     return refusal;
   };

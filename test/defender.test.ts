@@ -228,8 +228,10 @@ void describe("defender against a real server", () => {
       assert.equal(third.first.message, "Too many connections from your address");
       assert.equal(t.server.defender.score("127.0.0.1"), 10);
       await third.client.closed();
+      // The refusal that reaches the threshold is told of the ban it starts, as the next one is.
       const fourth = await greet(t.port);
       assert.equal(fourth.first.code, 421);
+      assert.match(fourth.first.message, /^Your address is banned for \d+ s: too many connections$/);
       await fourth.client.closed();
       // The threshold is reached: the two open sessions are told why and closed.
       for (const c of [a, b]) {
