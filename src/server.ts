@@ -266,9 +266,14 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     const full = admission.total >= limits.maxSessions;
     const refusal = admission.connect(remote, limits);
     if (refusal) {
+      // A full server is the doing of an address that holds half of it or more (or all it may
+      // hold): the others it keeps out are not scored, or a flood from many addresses would get
+      // the clients it keeps out banned.
+      const from = admission.sessionsFrom(remote);
+      const offender = !full || from >= limits.maxSessionsPerAddress || from * 2 >= admission.total;
       // The refusal that reaches the threshold starts a ban: the client is told of it, as at its
       // next connection, not of the limit alone.
-      const started = defender.record(remote, "limit", "too many connections");
+      const started = offender ? defender.record(remote, "limit", "too many connections") : null;
       const text = started ? banText(started) : refusal;
       refusals.note(full ? "max-sessions" : "max-sessions-per-address", remote, text);
       return text;

@@ -242,6 +242,39 @@ void describe("defender against a real server", () => {
     }, { config: { limits: { maxSessionsPerAddress: 2 }, defender: { threshold: 20, scoreLimit: 10 } } });
   });
 
+  it("a full server scores only the address that fills it: others refused by limits.maxSessions are not its offenders", async () => {
+    await withServer(async (t) => {
+      // Two addresses fill the server, one session each, and a third is refused: none of them
+      // holds the server, so no one is scored (a flood from many addresses would otherwise get the
+      // clients it keeps out banned).
+      const a = await RawClient.connect(t.port, "127.0.0.1", "127.0.0.2");
+      const b = await RawClient.connect(t.port, "127.0.0.1", "127.0.0.3");
+      for (let i = 0; i < 3; i++) {
+        const refused = await greet(t.port, "127.0.0.4");
+        assert.equal(refused.first.code, 421);
+        assert.equal(refused.first.message, "Too many connections; try again later");
+        await refused.client.closed();
+      }
+      assert.equal(t.server.defender.score("127.0.0.4"), 0, "a client kept out of a full server is not scored");
+      await b.expect("QUIT", 221);
+      await b.closed();
+      assert.ok(await waitFor(() => t.server.sessions.size === 1, 5000), "the session that quit is gone");
+      // One address holding the whole server is its cause: its next tries are scored, up to a ban.
+      const c = await RawClient.connect(t.port, "127.0.0.1", "127.0.0.2");
+      const refused = await greet(t.port, "127.0.0.2");
+      assert.equal(refused.first.message, "Too many connections; try again later");
+      await refused.client.closed();
+      assert.equal(t.server.defender.score("127.0.0.2"), 10);
+      const banned = await greet(t.port, "127.0.0.2");
+      assert.match(banned.first.message, /^Your address is banned for \d+ s: too many connections$/);
+      await banned.client.closed();
+      for (const s of [a, c]) {
+        assert.match((await s.expectReply(421)).message, /banned.*too many connections/);
+        await s.closed();
+      }
+    }, { config: { limits: { maxSessions: 2 }, defender: { threshold: 20, scoreLimit: 10 } } });
+  });
+
   it("a ban cuts a running transfer of the address with 426 saying why, then closes its session with 421", async () => {
     await withServer(async (t) => {
       const a = await RawClient.connect(t.port);

@@ -43,6 +43,11 @@ export class Admission {
     bump(this.#perUser, name, -1);
   }
 
+  /** Sessions open now from `address`. */
+  sessionsFrom(address: string): number {
+    return this.#perAddress.get(address) ?? 0;
+  }
+
   /** Logged-in sessions of `name` now. */
   sessionsOf(name: string): number {
     return this.#perUser.get(name) ?? 0;
