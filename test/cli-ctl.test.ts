@@ -11,6 +11,7 @@ import path from "node:path";
 import { describe, test } from "node:test";
 import { assertOneLineError, baseEnv, berth, MAIN, SETPRIV, TSX, workdir } from "./helpers/cli.ts";
 import { track } from "./helpers/reap.ts";
+import { admin, serve } from "./helpers/service.ts";
 
 void describe("berth ctl", () => {
   void test("a --socket longer than a Unix socket path can be says so (one line, exit 1), not that nothing is there", async () => {
@@ -180,5 +181,22 @@ void describe("berth ctl", () => {
     } finally {
       server.close();
     }
+  });
+
+  void test("watch of a server that stops (a drain) ends saying the connection was closed, not after a wait as if nothing answered", async () => {
+    const srv = await serve("", 8, { BERTH_ADMIN_SOCKET: "run/admin.sock" });
+    const sock = path.join(srv.cwd, "run", "admin.sock");
+    await srv.waitLog(/"event":"admin-socket"/);
+    const child = spawn(process.execPath, ["--import", TSX, MAIN, "ctl", "watch", "--socket", sock], { cwd: srv.cwd, env: baseEnv() });
+    track(child);
+    let stderr = "";
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+    const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
+    await new Promise<void>((resolve) => child.stdout.once("data", () => resolve()));
+    assert.deepEqual(await admin(sock, { cmd: "drain" }), { ok: true });
+    assert.equal(await srv.exited, 0);
+    const code = await exited;
+    assertOneLineError({ code, stdout: "", stderr }, 1, `${sock} closed the connection`);
+    assert.doesNotMatch(stderr, /no answer/);
   });
 });

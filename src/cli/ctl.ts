@@ -26,6 +26,9 @@ const MAX_SUN_PATH_BYTES = 107;
 class AdminClient {
   #buf = "";
   #waiting: ((line: string) => void)[] = [];
+  /** The server closed the connection (it stopped, or is stopping): between two requests of
+   * `watch`, say; a request then fails at once instead of waiting out its time for an answer. */
+  #closed = false;
 
   private constructor(
     private readonly socket: Socket,
@@ -42,6 +45,9 @@ class AdminClient {
         this.#waiting.shift()?.(line);
       }
     });
+    socket.on("close", () => (this.#closed = true));
+    // A write to a connection the server has closed fails: the close says so, once.
+    socket.on("error", () => undefined);
   }
 
   /** Connects; a missing socket or a refused connection is a one-line CliError. */
@@ -67,13 +73,15 @@ class AdminClient {
    * socket at the path (an answer that is not a JSON object with the fields berth's answer to
    * `req.cmd` has, or none) is a one-line CliError. */
   request(req: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const closed = `${this.socketPath} closed the connection (has the server stopped?)`;
+    if (this.#closed) return Promise.reject(new CliError(closed, 1));
     return new Promise((resolve, reject) => {
       const fail = (why: string): void => {
         clearTimeout(timer);
         this.socket.removeListener("close", onClose);
         reject(new CliError(why, 1));
       };
-      const onClose = (): void => fail("the admin socket closed the connection");
+      const onClose = (): void => fail(closed);
       const wait = req.cmd === "reload" ? RELOAD_ANSWER_MS : ANSWER_MS;
       const timer = setTimeout(() => fail(`no answer from ${this.socketPath} within ${wait / 1000} s (is it berth's admin socket?)`), wait);
       this.socket.once("close", onClose);
