@@ -65,6 +65,8 @@ export interface BerthServer {
    * result lists them with the keys that did change.
    */
   reload(next: Config): ReloadResult;
+  /** Opens log.xferlog again (after a rotation); reload() does, and so must a reload refused. */
+  reopenLogs(): void;
   /** The config new sessions get. */
   readonly config: Config;
   /** Scores and bans client addresses; kept across reloads. */
@@ -463,6 +465,7 @@ export async function startServer(deps: ServerDeps): Promise<BerthServer> {
     defender,
     shutdown,
     reload,
+    reopenLogs: () => context.xferlog?.reopen(),
   };
 }
 

@@ -4,7 +4,7 @@
  * the admin socket's ownership and running out of descriptors are in service-ops.test.ts.
  */
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, test } from "node:test";
 import { admin, adminRaw, Control, greeting, killMidReplace, nlst, serve, sleep, writeConfig } from "./helpers/service.ts";
@@ -66,6 +66,38 @@ void describe("berth as a service", () => {
     assert.equal(await greeting(srv.port), "220 second banner");
     srv.child.kill("SIGTERM");
     assert.equal(await srv.exited, 0);
+  });
+
+  void test("SIGHUP with a broken config still opens log.xferlog again: a file logrotate moved away is let go, and the next transfer's line is in the new file", async () => {
+    const srv = await serve("", 8, { BERTH_LOG_XFERLOG: "xferlog" });
+    const xferlog = path.join(srv.cwd, "xferlog");
+    const c = new Control(srv.port);
+    await c.login();
+    assert.match(await c.cmd("TYPE I"), /^200 /);
+    const upload = async (name: string, size: number): Promise<void> => {
+      const data = await c.pasv();
+      assert.match(await c.cmd(`STOR ${name}`), /^150 /);
+      data.end(Buffer.alloc(size, 1));
+      assert.match(await c.reply(), /^226 /);
+    };
+    await upload("one.bin", 10);
+    // logrotate moves the file, then reloads the server, while the config is in the middle of an edit.
+    renameSync(xferlog, `${xferlog}.1`);
+    writeConfig(srv.cwd, "limits:\n  idleTimeout: -5\n");
+    const mark = srv.mark();
+    srv.child.kill("SIGHUP");
+    await srv.waitLog(/reload failed/, mark);
+    await upload("two.bin", 20);
+    assert.match(await c.cmd("QUIT"), /^221 /);
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+    const old = readFileSync(`${xferlog}.1`, "utf8").trim().split("\n");
+    assert.equal(old.length, 1);
+    assert.match(old[0] ?? "", / 10 \/one\.bin b /);
+    assert.ok(existsSync(xferlog), "a new xferlog is made at the path");
+    const now = readFileSync(xferlog, "utf8").trim().split("\n");
+    assert.equal(now.length, 1);
+    assert.match(now[0] ?? "", / 20 \/two\.bin b /);
   });
 
   void test("SIGHUP with TLS on says the certificate was read again, though no key changed (a renewal keeps the paths)", async () => {

@@ -168,6 +168,9 @@ function reload(cmd: ParsedCommand, serving: Serving): Promise<ReloadResult> {
       if (result.needRestart.length > 0) logger.warn({ needRestart: result.needRestart }, "these changed keys need a restart; old values kept");
       return result;
     } catch (err) {
+      // The transfer log is opened again all the same: a reload is also how logrotate has the
+      // server let go of a file it moved, and its lines would otherwise go on to that file.
+      serving.server.reopenLogs();
       logger.error({ event: "reload-failed", reason: describe(err) }, "reload failed; keeping the current configuration");
       throw err;
     }

@@ -24,6 +24,8 @@ export interface RunningServer {
   shutdown(graceMs: number): Promise<void>;
   /** Applies a validated config to new sessions; throws (changing nothing) when it cannot. */
   reload(next: Config): { readonly applied: readonly string[]; readonly needRestart: readonly string[] };
+  /** Opens the transfer log again (after a rotation), also when a reload is refused. */
+  reopenLogs(): void;
   /** The config new sessions get (the latest reload's). */
   readonly config: Config;
   /** Live sessions, for the admin socket. */
