@@ -199,4 +199,34 @@ void describe("berth ctl", () => {
     assertOneLineError({ code, stdout: "", stderr }, 1, `${sock} closed the connection`);
     assert.doesNotMatch(stderr, /no answer/);
   });
+
+  void test("watch ends at Ctrl-C, status 0, also while a request waits for a server that does not answer (a stopped or busy server)", async () => {
+    const cwd = workdir();
+    // Answers the first request as berth answers `sessions`, then nothing.
+    let asked = 0;
+    let secondAsked: () => void = () => undefined;
+    const second = new Promise<void>((resolve) => (secondAsked = resolve));
+    const server = createServer((c) => {
+      c.on("error", () => undefined);
+      c.on("data", () => {
+        asked++;
+        if (asked === 1) c.write(`${JSON.stringify({ ok: true, now: Date.now(), sessions: [] })}\n`);
+        else secondAsked();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(path.join(cwd, "admin.sock"), () => resolve()));
+    try {
+      const child = spawn(process.execPath, ["--import", TSX, MAIN, "ctl", "watch", "--socket", "admin.sock"], { cwd, env: baseEnv() });
+      track(child);
+      let stderr = "";
+      child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+      const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
+      await second;
+      child.kill("SIGINT");
+      assert.equal(await exited, 0, stderr);
+      assert.equal(stderr, "");
+    } finally {
+      server.close();
+    }
+  });
 });

@@ -231,7 +231,12 @@ export function sessionTable(list: readonly SessionInfo[], now: number, tick = 0
  * away (status 0), or the server goes away. */
 async function watch(client: AdminClient, ctx: CliContext): Promise<number> {
   let stopped = false;
-  const onInt = (): void => void (stopped = true);
+  let stop = (): void => undefined;
+  const stopping = new Promise<null>((resolve) => (stop = () => resolve(null)));
+  const onInt = (): void => {
+    stopped = true;
+    stop();
+  };
   process.on("SIGINT", onInt);
   // A write that fails (`berth ctl watch | head -1`: the reader is gone) ends the watch as Ctrl-C
   // does; the loop would otherwise poll the server for good with nobody reading. main.ts judges
@@ -240,12 +245,17 @@ async function watch(client: AdminClient, ctx: CliContext): Promise<number> {
   const tty = "isTTY" in ctx.stdout && ctx.stdout.isTTY === true;
   try {
     for (let tick = 0; !stopped; tick++) {
-      const res = await client.request({ cmd: "sessions" });
+      // Ctrl-C ends the watch at once, also while a request waits for a server that does not
+      // answer (stopped, or too busy): not once the wait for the answer has run out.
+      const asked = client.request({ cmd: "sessions" });
+      asked.catch(() => undefined);
+      const res = await Promise.race([asked, stopping]);
+      if (res === null) break;
       if (res.ok !== true) throw new CliError(`ctl watch: ${String(res.error)}`, 1);
       const table = sessionTable(res.sessions as SessionInfo[], Number(res.now), tick);
       const stamp = new Date().toISOString().slice(11, 19);
       ctx.stdout.write(`${tty ? "\x1b[H\x1b[2J" : ""}berth sessions at ${stamp} (Ctrl-C to quit)\n${table}\n`);
-      await new Promise((r) => setTimeout(r, 250));
+      await Promise.race([new Promise((r) => setTimeout(r, 250)), stopping]);
     }
     return 0;
   } finally {
