@@ -459,6 +459,29 @@ void describe("berth selftest", () => {
     srv.child.kill("SIGTERM");
     assert.equal(await srv.exited, 0);
   });
+
+  void test("over IPv6 (listen.host ::1) it passes: PASV, which is for IPv4 only (RFC 2428), is skipped saying so, not failed", async () => {
+    const srv = await serve("", 8, { BERTH_LISTEN_HOST: "::1" });
+    const env = {
+      PATH: process.env.PATH ?? "",
+      BERTH_LISTEN_HOST: "::1",
+      BERTH_PASSIVE_PORTS: "22010-22019",
+      BERTH_USERS_BCRYPT_COST: "4",
+    };
+    const child = spawn(process.execPath, ["--import", TSX, MAIN, "selftest", "--port", String(srv.port)], { cwd: srv.cwd, env });
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => (out += c.toString("utf8")));
+    child.stderr.on("data", (c: Buffer) => (out += c.toString("utf8")));
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    assert.equal(code, 0, out);
+    assert.match(out, new RegExp(`PASS +login on \\[::1\\]:${srv.port}`));
+    assert.match(out, /PASS +EPSV listing/);
+    assert.match(out, /SKIP +PASV listing +IPv4 only/);
+    assert.match(out, /PASS +resumed download/);
+    assert.match(out, /selftest: all passed/);
+    srv.child.kill("SIGTERM");
+    assert.equal(await srv.exited, 0);
+  });
 });
 
 void describe("service helpers", () => {
