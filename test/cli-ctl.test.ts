@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { chmodSync } from "node:fs";
+import { chmodSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import path from "node:path";
 import { describe, test } from "node:test";
@@ -228,5 +228,16 @@ void describe("berth ctl", () => {
     } finally {
       server.close();
     }
+  });
+
+  void test("a --socket that is a file or a directory, not a socket, says so, not that nothing listens there", async () => {
+    const cwd = workdir();
+    writeFileSync(path.join(cwd, "berth.yaml"), "admin:\n  socket: run/admin.sock\n");
+    const file = await berth(cwd, ["ctl", "status", "--socket", "berth.yaml"]);
+    assertOneLineError(file, 1);
+    assert.equal(file.stderr, `berth: cannot reach the admin socket ${path.join(cwd, "berth.yaml")}: it is a regular file, not a socket (is it admin.socket of the config?)\n`);
+    const dir = await berth(cwd, ["ctl", "status", "--socket", "."]);
+    assertOneLineError(dir, 1);
+    assert.equal(dir.stderr, `berth: cannot reach the admin socket ${cwd}: it is a directory, not a socket (is it admin.socket of the config?)\n`);
   });
 });

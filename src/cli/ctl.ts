@@ -2,6 +2,7 @@
  * `berth ctl …`: a client of the admin socket (src/admin/socket.ts). One JSON request per line,
  * one JSON response per line. `watch` polls the session list 4 times a second until Ctrl-C.
  */
+import { statSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { resolvePath } from "../config/load.ts";
 import { systemErrorText } from "../config/syserr.ts";
@@ -61,6 +62,10 @@ class AdminClient {
       const s = connect(socketPath);
       s.once("connect", () => resolve(new AdminClient(s, socketPath)));
       s.once("error", (err: NodeJS.ErrnoException) => {
+        // A file or a directory at the path (the config's path given for the socket's) refuses the
+        // connection as a socket nobody listens on does: said as what it is, not as a server gone.
+        const other = err.code === "ECONNREFUSED" ? notSocket(socketPath) : null;
+        if (other !== null) return reject(new CliError(`cannot reach the admin socket ${socketPath}: it is ${other}, not a socket (is it admin.socket of the config?)`, 1));
         // Whether berth runs is the question only when nothing is there or nothing listens; a
         // socket the user may not use (mode 0660: the server's user and group) is berth's, running.
         const hint = err.code === "EACCES" || err.code === "EPERM" ? "only the server's user and group may use it" : "is berth running with admin.socket set?";
@@ -106,6 +111,18 @@ class AdminClient {
 
   close(): void {
     this.socket.end();
+  }
+}
+
+/** What is at `socketPath` when it is not a socket ("a regular file", "a directory"); null for a
+ * socket, or when it cannot be looked at. */
+function notSocket(socketPath: string): string | null {
+  try {
+    const st = statSync(socketPath);
+    if (st.isSocket()) return null;
+    return st.isFile() ? "a regular file" : st.isDirectory() ? "a directory" : "a special file";
+  } catch {
+    return null;
   }
 }
 
