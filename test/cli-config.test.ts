@@ -161,6 +161,41 @@ void describe("berth selftest", () => {
       silent.close();
     }
   });
+
+  void test("a temporary user that cannot be removed (the users file locked meanwhile) is said, with the command that removes it, exit 1: not left behind without a word", async () => {
+    const cwd = workdir();
+    mkdirSync(path.join(cwd, "users"));
+    const file = path.join(cwd, "users", "users.json");
+    writeFileSync(file, '{"version":1,"users":[]}\n');
+    // Takes the connection and never greets: the login step waits for its 15 s timeout.
+    const silent = createServer((c) => c.on("error", () => undefined));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", () => resolve()));
+    try {
+      const { port } = silent.address() as AddressInfo;
+      const child = track(spawn(process.execPath, ["--import", TSX, MAIN, "selftest", "--host", "127.0.0.1", "--port", String(port)], { cwd, env: baseEnv() }));
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
+      child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+      const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
+      const temporary = (): string[] => (JSON.parse(readFileSync(file, "utf8")) as { users: { name: string }[] }).users.map((u) => u.name);
+      for (let i = 0; i < 200 && temporary().length === 0; i++) await sleep(50);
+      const [name] = temporary();
+      assert.ok(name !== undefined, "the temporary user was added");
+      // A live process (this one) holds the users file's lock until the selftest has given up.
+      writeFileSync(`${file}.lock`, `${process.pid}\n`);
+      const code = await exited;
+      assert.equal(code, 1, stdout + stderr);
+      assert.match(stdout, /FAIL +login/);
+      const said = `berth: selftest: cannot remove the temporary user "${name}" (cannot change users file ${file}: ${file}.lock is held by process ${process.pid}; try again, or remove it if no berth command is running); remove it with: `;
+      assert.ok(stderr.startsWith(said), stderr);
+      assert.ok(stderr.endsWith(` user del ${name}\n`), stderr);
+      assert.equal(stderr.split("\n").length, 2, stderr);
+      assert.deepEqual(temporary(), [name]);
+    } finally {
+      silent.close();
+    }
+  });
 });
 
 void describe("berth serve", { skip: HAS_SERVER ? false : "src/server.ts is not there yet" }, () => {
