@@ -19,7 +19,7 @@ describe("admin socket connections", () => {
   let admin: AdminSocket;
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), "berth-admin-"));
-    const target = { sessions: new Set<Session>(), startedAt: Date.now(), version: "t", reload: () => ({ applied: [], needRestart: [] }), drain: () => undefined };
+    const target = { sessions: new Set<Session>(), started: performance.now(), version: "t", reload: () => ({ applied: [], needRestart: [] }), drain: () => undefined };
     admin = await startAdminSocket(path.join(dir, "admin.sock"), target, pino({ level: "silent" }));
   });
   after(async () => {
@@ -83,7 +83,7 @@ describe("admin socket, one connection asked again and again", () => {
       secure: false,
       transfer: { direction: "download", path: `/${"x".repeat(120)}/${i}`, bytes: i, expected: null, startedAt: 0 },
     }));
-    const target = { sessions: new Set(busy as unknown as Session[]), startedAt: Date.now(), version: "t", reload: () => ({ applied: [], needRestart: [] }), drain: () => undefined };
+    const target = { sessions: new Set(busy as unknown as Session[]), started: performance.now(), version: "t", reload: () => ({ applied: [], needRestart: [] }), drain: () => undefined };
     admin = await startAdminSocket(path.join(dir, "admin.sock"), target, pino({ level: "silent" }));
   });
   after(async () => {
@@ -132,7 +132,7 @@ describe("admin socket, a path a client named", () => {
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), "berth-admin-"));
     const one = { id: "0a1b2c3d", user: null, remoteAddress: "127.0.0.1", secure: false, transfer: { direction: "download", path: PATH, bytes: 1, expected: 2, startedAt: 0 } };
-    const target = { sessions: new Set([one] as unknown as Session[]), startedAt: Date.now(), version: "t", reload: () => ({ applied: [], needRestart: [] }), drain: () => undefined };
+    const target = { sessions: new Set([one] as unknown as Session[]), started: performance.now(), version: "t", reload: () => ({ applied: [], needRestart: [] }), drain: () => undefined };
     admin = await startAdminSocket(path.join(dir, "admin.sock"), target, pino({ level: "silent" }));
   });
   after(async () => {
@@ -160,5 +160,21 @@ describe("session ids", () => {
     const draw = (): string => draws.shift() ?? "ffffffff";
     assert.equal(uniqueSessionId(new Set(["0000beef", "cafe0001"]), draw), "cafe0002");
     assert.equal(uniqueSessionId(new Set(), () => "12345678"), "12345678");
+  });
+});
+
+describe("admin socket status", () => {
+  it("counts uptime on the monotonic clock: a wall clock set back (NTP, a restored virtual machine) does not make it negative", async () => {
+    const { handleRequest } = await import("../src/admin/socket.ts");
+    const target = { sessions: new Set<Session>(), started: performance.now() - 5_000, version: "t", reload: () => ({ applied: [], needRestart: [] }), drain: () => undefined };
+    const realNow = Date.now;
+    const back = realNow() - 3_600_000;
+    Date.now = () => back;
+    try {
+      const res = (await handleRequest(target, { cmd: "status" })) as { uptime: number };
+      assert.equal(res.uptime, 5);
+    } finally {
+      Date.now = realNow;
+    }
   });
 });

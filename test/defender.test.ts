@@ -139,7 +139,7 @@ void describe("Defender (fake clock)", () => {
   it("shows in `ctl status` and in the metrics", async () => {
     const d = new Defender(settings({ threshold: 10 }));
     d.record("10.1.1.1", "abuse", "overlong command lines");
-    const target = { sessions: new Set(), startedAt: Date.now(), version: "t", reload: () => ({ applied: [], needRestart: [] }), drain: () => undefined };
+    const target = { sessions: new Set(), started: performance.now(), version: "t", reload: () => ({ applied: [], needRestart: [] }), drain: () => undefined };
     const res = await handleRequest({ ...target, sessions: new Set(), defender: () => d.status() }, { cmd: "status" });
     const status = res.defender as ReturnType<Defender["status"]>;
     assert.equal(status.banned, 1);

@@ -32,7 +32,9 @@ export interface SessionInfo {
 /** What the socket needs from the running server. */
 export interface AdminTarget {
   readonly sessions: ReadonlySet<Session>;
-  readonly startedAt: number;
+  /** When the server started, on the monotonic clock (performance.now()): the wall clock set back
+   * while it runs would make its uptime negative. */
+  readonly started: number;
   readonly version: string;
   /** Re-reads the config; resolves with what changed or rejects with the reason. */
   reload(): ReloadResult | Promise<ReloadResult>;
@@ -81,7 +83,7 @@ export function handleRequest(target: AdminTarget, req: unknown): Record<string,
         ok: true,
         version: target.version,
         pid: process.pid,
-        uptime: Math.round((Date.now() - target.startedAt) / 1000),
+        uptime: Math.round((performance.now() - target.started) / 1000),
         sessions: sessions.length,
         transfers: sessions.filter((s) => s.transfer).length,
         ...(target.defender ? { defender: target.defender() } : {}),

@@ -133,7 +133,7 @@ async function startAdmin(cmd: ParsedCommand, serving: Serving, drain: () => voi
   const socketPath = resolvePath(config.admin.socket, ctx.cwd);
   const target = {
     sessions: server.sessions,
-    startedAt: Date.now(),
+    started: performance.now(),
     version: version(),
     // Logged as a SIGHUP's is: the log, not only whoever asked, tells which config is in use.
     reload: () => reload(cmd, serving),
