@@ -4,7 +4,7 @@
  * users file whose users were all deleted.
  */
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import path from "node:path";
@@ -288,6 +288,46 @@ void describe("berth serve: the first start", () => {
   });
 });
 
+/** `npm start` in this checkout with `extra` in its environment (besides `env`, a low bcrypt cost
+ * and a users file and storage root in `cwd`), in a process group of its own when `group` (a
+ * terminal's Ctrl-C signals the whole group); resolves once it listens, with what its listening
+ * line says. */
+async function npmStart(root: string, cwd: string, extra: Record<string, string>, group = false) {
+  const child = spawn("npm", ["start"], {
+    cwd: root,
+    detached: group,
+    env: {
+      PATH: process.env.PATH ?? "",
+      HOME: process.env.HOME ?? "",
+      ...env,
+      BERTH_USERS_BCRYPT_COST: "4",
+      BERTH_STORAGE_ROOT: path.join(cwd, "data"),
+      BERTH_USERS_FILE: path.join(cwd, "users", "users.json"),
+      ...extra,
+    },
+  });
+  let stdout = "";
+  child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
+  child.stderr.resume();
+  // "exit", not "close": a server left behind would hold npm's output open.
+  const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
+  const deadline = Date.now() + 60_000;
+  while (!/"event":"listening"/.test(stdout) && Date.now() < deadline) await sleep(50);
+  const line = /^.*"event":"listening".*$/m.exec(stdout)?.[0];
+  assert.ok(line !== undefined, `the server started under npm:\n${stdout}`);
+  const { pid, port } = JSON.parse(line) as { pid: number; port: number };
+  return { child, pid, port, exited, stdout: () => stdout };
+}
+
+/** Kills what is left of a process group started by npmStart(…, true). */
+function killGroup(child: ChildProcess): void {
+  try {
+    process.kill(-(child.pid ?? 0), "SIGKILL");
+  } catch {
+    // already gone
+  }
+}
+
 void describe("npm start", () => {
   const root = path.resolve(path.dirname(MAIN), "../..");
   const checkout = spawnSync("git", ["rev-parse", "--is-inside-work-tree"], { cwd: root, encoding: "utf8" }).stdout?.trim() === "true";
@@ -298,28 +338,7 @@ void describe("npm start", () => {
   });
 
   void test("a SIGTERM sent to npm alone (a supervisor that signals its child only) stops the server: none is left holding the port", async () => {
-    const cwd = workdir();
-    const child = spawn("npm", ["start"], {
-      cwd: root,
-      env: {
-        PATH: process.env.PATH ?? "",
-        HOME: process.env.HOME ?? "",
-        ...env,
-        BERTH_USERS_BCRYPT_COST: "4",
-        BERTH_STORAGE_ROOT: path.join(cwd, "data"),
-        BERTH_USERS_FILE: path.join(cwd, "users", "users.json"),
-      },
-    });
-    let stdout = "";
-    child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
-    child.stderr.resume();
-    // "exit", not "close": a server left behind would hold npm's output open.
-    const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
-    const deadline = Date.now() + 60_000;
-    while (!/"event":"listening"/.test(stdout) && Date.now() < deadline) await sleep(50);
-    const line = /^.*"event":"listening".*$/m.exec(stdout)?.[0];
-    assert.ok(line !== undefined, `the server started under npm:\n${stdout}`);
-    const { pid, port } = JSON.parse(line) as { pid: number; port: number };
+    const { child, pid, port, exited } = await npmStart(root, workdir(), {});
     assert.notEqual(pid, child.pid, "the server is a process below npm");
     child.kill("SIGTERM");
     await exited;
@@ -349,31 +368,8 @@ void describe("npm start", () => {
     mkdirSync(path.join(cwd, "data", "u"), { recursive: true });
     writeFileSync(path.join(cwd, "data", "u", "big.bin"), "");
     truncateSync(path.join(cwd, "data", "u", "big.bin"), 1 << 30);
-    const child = spawn("npm", ["start"], {
-      cwd: root,
-      detached: true,
-      env: {
-        PATH: process.env.PATH ?? "",
-        HOME: process.env.HOME ?? "",
-        ...env,
-        BERTH_USERS_BCRYPT_COST: "4",
-        BERTH_USER: "u",
-        BERTH_PASSWORD: "u-pw",
-        BERTH_LIMITS_SHUTDOWN_GRACE: "2",
-        BERTH_STORAGE_ROOT: path.join(cwd, "data"),
-        BERTH_USERS_FILE: path.join(cwd, "users", "users.json"),
-      },
-    });
-    let stdout = "";
-    child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
-    child.stderr.resume();
-    const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
+    const { child, port, exited, stdout } = await npmStart(root, cwd, { BERTH_USER: "u", BERTH_PASSWORD: "u-pw", BERTH_LIMITS_SHUTDOWN_GRACE: "2" }, true);
     try {
-      const deadline = Date.now() + 60_000;
-      while (!/"event":"listening"/.test(stdout) && Date.now() < deadline) await sleep(50);
-      const line = /^.*"event":"listening".*$/m.exec(stdout)?.[0];
-      assert.ok(line !== undefined, `the server started under npm:\n${stdout}`);
-      const { port } = JSON.parse(line) as { port: number };
       const raw = await RawClient.connect(port);
       await raw.login("u");
       await raw.expect("TYPE I", 200);
@@ -386,14 +382,10 @@ void describe("npm start", () => {
       await raw.expectReply(421, 30_000);
       data.destroy();
       await exited;
-      assert.match(stdout, /"event":"stopped"/, stdout);
-      assert.equal(stdout.split("\n").filter((l) => l.includes('"msg":"shutting down')).length, 1, stdout);
+      assert.match(stdout(), /"event":"stopped"/, stdout());
+      assert.equal(stdout().split("\n").filter((l) => l.includes('"msg":"shutting down')).length, 1, stdout());
     } finally {
-      try {
-        process.kill(-(child.pid ?? 0), "SIGKILL");
-      } catch {
-        // already gone
-      }
+      killGroup(child);
     }
   });
 });
@@ -406,44 +398,17 @@ void describe("npm start, a Ctrl-C while the server's event loop is busy", () =>
   void test("still drains: no process between npm and the server kills it", async () => {
     const root = path.resolve(path.dirname(MAIN), "../..");
     const cwd = workdir();
-    const child = spawn("npm", ["start"], {
-      cwd: root,
-      detached: true,
-      env: {
-        PATH: process.env.PATH ?? "",
-        HOME: process.env.HOME ?? "",
-        ...env,
-        BERTH_USERS_BCRYPT_COST: "4",
-        BERTH_USER: "u",
-        BERTH_PASSWORD: "u-pw",
-        BERTH_STORAGE_ROOT: path.join(cwd, "data"),
-        BERTH_USERS_FILE: path.join(cwd, "users", "users.json"),
-      },
-    });
-    let stdout = "";
-    child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
-    child.stderr.resume();
-    const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
-    let pid = 0;
+    const { child, pid, exited, stdout } = await npmStart(root, cwd, { BERTH_USER: "u", BERTH_PASSWORD: "u-pw" }, true);
     try {
-      const deadline = Date.now() + 60_000;
-      while (!/"event":"listening"/.test(stdout) && Date.now() < deadline) await sleep(50);
-      const line = /^.*"event":"listening".*$/m.exec(stdout)?.[0];
-      assert.ok(line !== undefined, `the server started under npm:\n${stdout}`);
-      pid = (JSON.parse(line) as { pid: number }).pid;
       process.kill(pid, "SIGSTOP");
       process.kill(-(child.pid ?? 0), "SIGINT");
       await sleep(300);
       assert.doesNotThrow(() => process.kill(pid, "SIGCONT"), "the server was killed while it did not run");
       await exited;
-      assert.match(stdout, /"msg":"shutting down/, stdout);
-      assert.match(stdout, /"event":"stopped"/, stdout);
+      assert.match(stdout(), /"msg":"shutting down/, stdout());
+      assert.match(stdout(), /"event":"stopped"/, stdout());
     } finally {
-      try {
-        process.kill(-(child.pid ?? 0), "SIGKILL");
-      } catch {
-        // already gone
-      }
+      killGroup(child);
     }
   });
 });
