@@ -418,20 +418,21 @@ void describe("passive diagnosis", () => {
   });
 });
 
+/** `berth selftest --port port` run in `cwd` with listen.host `host`; its status and its output. */
+async function selftest(port: number, cwd: string, host: string): Promise<{ code: number | null; out: string }> {
+  const env = { PATH: process.env.PATH ?? "", BERTH_LISTEN_HOST: host, BERTH_PASSIVE_PORTS: "22010-22019", BERTH_USERS_BCRYPT_COST: "4" };
+  const child = spawn(process.execPath, ["--import", TSX, MAIN, "selftest", "--port", String(port)], { cwd, env });
+  let out = "";
+  child.stdout.on("data", (c: Buffer) => (out += c.toString("utf8")));
+  child.stderr.on("data", (c: Buffer) => (out += c.toString("utf8")));
+  const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+  return { code, out };
+}
+
 void describe("berth selftest", () => {
   void test("passes against a running server and removes its temporary user", async () => {
     const srv = await serve("");
-    const env = {
-      PATH: process.env.PATH ?? "",
-      BERTH_LISTEN_HOST: "127.0.0.1",
-      BERTH_PASSIVE_PORTS: "22010-22019",
-      BERTH_USERS_BCRYPT_COST: "4",
-    };
-    const child = spawn(process.execPath, ["--import", TSX, MAIN, "selftest", "--port", String(srv.port)], { cwd: srv.cwd, env });
-    let out = "";
-    child.stdout.on("data", (c: Buffer) => (out += c.toString("utf8")));
-    child.stderr.on("data", (c: Buffer) => (out += c.toString("utf8")));
-    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    const { code, out } = await selftest(srv.port, srv.cwd, "127.0.0.1");
     assert.equal(code, 0, out);
     assert.match(out, /PASS +PASV listing/);
     assert.match(out, /PASS +resumed download/);
@@ -443,17 +444,7 @@ void describe("berth selftest", () => {
 
   void test("without --host and passive.address, it dials the one address listen.host names (as the health check does), not 127.0.0.1 where nothing listens", async () => {
     const srv = await serve("", 8, { BERTH_LISTEN_HOST: "127.0.0.2" });
-    const env = {
-      PATH: process.env.PATH ?? "",
-      BERTH_LISTEN_HOST: "127.0.0.2",
-      BERTH_PASSIVE_PORTS: "22010-22019",
-      BERTH_USERS_BCRYPT_COST: "4",
-    };
-    const child = spawn(process.execPath, ["--import", TSX, MAIN, "selftest", "--port", String(srv.port)], { cwd: srv.cwd, env });
-    let out = "";
-    child.stdout.on("data", (c: Buffer) => (out += c.toString("utf8")));
-    child.stderr.on("data", (c: Buffer) => (out += c.toString("utf8")));
-    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    const { code, out } = await selftest(srv.port, srv.cwd, "127.0.0.2");
     assert.equal(code, 0, out);
     assert.match(out, new RegExp(`PASS +login on 127\\.0\\.0\\.2:${srv.port}`));
     srv.child.kill("SIGTERM");
@@ -462,17 +453,7 @@ void describe("berth selftest", () => {
 
   void test("over IPv6 (listen.host ::1) it passes: PASV, which is for IPv4 only (RFC 2428), is skipped saying so, not failed", async () => {
     const srv = await serve("", 8, { BERTH_LISTEN_HOST: "::1" });
-    const env = {
-      PATH: process.env.PATH ?? "",
-      BERTH_LISTEN_HOST: "::1",
-      BERTH_PASSIVE_PORTS: "22010-22019",
-      BERTH_USERS_BCRYPT_COST: "4",
-    };
-    const child = spawn(process.execPath, ["--import", TSX, MAIN, "selftest", "--port", String(srv.port)], { cwd: srv.cwd, env });
-    let out = "";
-    child.stdout.on("data", (c: Buffer) => (out += c.toString("utf8")));
-    child.stderr.on("data", (c: Buffer) => (out += c.toString("utf8")));
-    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    const { code, out } = await selftest(srv.port, srv.cwd, "::1");
     assert.equal(code, 0, out);
     assert.match(out, new RegExp(`PASS +login on \\[::1\\]:${srv.port}`));
     assert.match(out, /PASS +EPSV listing/);
