@@ -1167,6 +1167,32 @@ describe("ABOR and STAT during a transfer", () => {
       await portsReleased(t);
     });
   });
+
+  it("an ABOR with an argument of non-ASCII spaces waiting behind a command does not stop the transfer: it is refused 501 in its turn, and a plain ABOR after it stops the transfer", async () => {
+    await withServer(async (t) => {
+      await writeFile(join(t.home("alice"), "a.bin"), payload(BIG));
+      const raw = await rawLogin(t);
+      try {
+        await raw.expect("TYPE I", 200);
+        const data = await raw.pasv();
+        data.pause();
+        raw.send("RETR a.bin");
+        await raw.expectReply(150);
+        // U+00A0 is no ASCII space: the ABOR has an argument, and the dispatcher refuses it.
+        raw.sendRaw("NOOP\r\nABOR \u00a0\r\n");
+        await new Promise((r) => setTimeout(r, 500));
+        raw.sendRaw("ABOR\r\n");
+        const codes = [];
+        for (let i = 0; i < 4; i++) codes.push((await raw.reply()).code);
+        assert.deepEqual(codes, [426, 200, 501, 226]);
+        data.destroy();
+        await raw.expect("NOOP", 200);
+      } finally {
+        await raw.close();
+      }
+      await portsReleased(t);
+    });
+  });
 });
 
 describe("downloads", () => {

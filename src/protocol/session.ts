@@ -23,7 +23,7 @@ import { WRITE_TEXT_UNITS, WRITES_TEXT, writeText } from "../fs/sysio.ts";
 import { resolveVirtual, ROOT } from "../fs/vpath.ts";
 import { plainSocketFd } from "../native.ts";
 import { readIntoBuffer, userBufferReads } from "../data/userbuffer.ts";
-import type { Dispatcher } from "./dispatcher.ts";
+import { isBlank, type Dispatcher } from "./dispatcher.ts";
 import { FtpError } from "./errors.ts";
 import { LineFramer, type FramedLine } from "./framing.ts";
 import { formatReply } from "./reply.ts";
@@ -736,11 +736,11 @@ export class Session {
       if (this.dispatcher.startsWork(verb)) return;
       // A QUIT stops a checksum too, as one run at once does (the client is going, and would wait
       // for a whole file's hash before its 221); a transfer it lets finish (RFC 959 §4.1.1).
-      if (verb === "QUIT" && this.hashing && !this.transfer && item.notUtf8 !== true && item.line.slice(4).trim() === "") {
+      if (verb === "QUIT" && this.hashing && !this.transfer && item.notUtf8 !== true && isBlank(item.line.slice(4))) {
         this.hashing.cancel();
         return;
       }
-      if (verb !== "ABOR" || item.notUtf8 === true || item.line.slice(4).trim() !== "") continue;
+      if (verb !== "ABOR" || item.notUtf8 === true || !isBlank(item.line.slice(4))) continue;
       if (item.stopped === true) return;
       this.queue[i] = { line: item.line, stopped: true };
       this.transfer?.abort("abort");
