@@ -12,6 +12,7 @@ import { open, readdir, readlink, rename, stat, unlink, type FileHandle } from "
 import path from "node:path";
 import { errnoCode } from "../config/syserr.ts";
 import { makeDirs } from "../fs/mkdirs.ts";
+import { fsyncDirectory } from "../fs/sync.ts";
 
 /** The text of `file`, which must be a regular file: a FIFO, a device or a directory there is
  * refused (code EFTYPE, or EISDIR) at once, where reading it would block for good or fail late. */
@@ -111,14 +112,6 @@ async function takeDirOwner(handle: FileHandle, dir: string): Promise<void> {
 
 /** Flushes a directory entry change to disk; best effort (not every platform allows it). */
 async function syncDir(dir: string): Promise<void> {
-  try {
-    const handle = await open(dir, "r");
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-  } catch {
-    // Some file systems refuse fsync on a directory; the rename itself is still atomic.
-  }
+  // Some file systems refuse fsync on a directory; the rename itself is still atomic.
+  await fsyncDirectory(dir).catch(() => undefined);
 }

@@ -9,7 +9,7 @@
  */
 import { isUtf8 } from "node:buffer";
 import { randomBytes } from "node:crypto";
-import { close as closeCb, constants, fsync as fsyncCb, open as openCb, readlinkSync, unlinkSync } from "node:fs";
+import { constants, readlinkSync, unlinkSync } from "node:fs";
 import { constants as osConstants } from "node:os";
 import type { Stats } from "node:fs";
 import { lchown } from "node:fs/promises";
@@ -21,6 +21,7 @@ import { DEFAULT_UMASK, fixFileMode, modesFor } from "./modes.ts";
 import { chmodNoFollow, heldIn, locateHeld, pinDir, pinning, pinParent, type Held, type PinnedDir } from "./pin.ts";
 import { createBeneath, beneathNow, NOT_TRIED } from "./beneath.ts";
 import { fdOf, fstat, lstat, lstatOrNull, nameChangesSoFar, open, quickFile, rename, unlink, type FileLike } from "./quick.ts";
+import { fsyncDirectory, fsyncFd } from "./sync.ts";
 import { Replaced, type RealPath, type Upload, type UploadOptions, type VirtualPath } from "./types.ts";
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = constants;
@@ -686,28 +687,6 @@ class FileUpload implements Upload {
    * null when they cannot be had. */
   private own(): Promise<Stats | null> {
     return this.opened !== null ? Promise.resolve(this.opened) : fstat(this.handle).catch(nullStats);
-  }
-}
-
-/** fsync(2) of `fd` on the thread pool (it waits for the disk); nothing where there is no fd. */
-function fsyncFd(fd: number | null): Promise<void> {
-  if (fd === null) return Promise.resolve();
-  return new Promise((resolve, reject) => fsyncCb(fd, (err) => (err ? reject(err) : resolve())));
-}
-
-/** What a directory's fsync answers on a filesystem that cannot flush one (some FUSE and network
- * filesystems): its files' own fsync is all there is. */
-const NO_DIRECTORY_SYNC = new Set(["EINVAL", "ENOTSUP", "EOPNOTSUPP", "EBADF"]);
-
-/** Flushes directory `dir` (the names in it) to the disk, on the thread pool. */
-async function fsyncDirectory(dir: string): Promise<void> {
-  const fd = await new Promise<number>((resolve, reject) => openCb(dir, constants.O_RDONLY | constants.O_DIRECTORY, (err, d) => (err ? reject(err) : resolve(d))));
-  try {
-    await fsyncFd(fd);
-  } catch (err) {
-    if (!NO_DIRECTORY_SYNC.has(errnoOf(err) ?? "")) throw err;
-  } finally {
-    closeCb(fd, noop);
   }
 }
 
